@@ -1,0 +1,37 @@
+//! autobot: a Buildbot-style continuous-integration system in one binary.
+//!
+//! The crate is both halves of Buildbot (the master and the slave) plus the setup
+//! tool that creates them from one `master.ini`. Modules depend downward only:
+//! `cli` → `master`/`slave` → `factory` → `protocol`/`db`/`config`; `web` reads
+//! status and never drives a build except through the master's request queue.
+//!
+//! * [`config`] — `master.ini` and the slave's `slave.ini`: parsing, defaults and
+//!   validation errors that name file, line, section and key.
+//! * [`factory`] — the built-in factory types (autotools, cpan, shell, …) that turn a
+//!   factory section into an ordered list of step specs, and the bundled projects.
+//! * [`protocol`] — Buildbot's `msgpack_experimental_v7` worker protocol: frames and
+//!   messages shared by master and slave.
+//! * [`master`] — the master daemon: slave connections, the command layer that runs
+//!   protocol commands on a slave, state kept in SQLite.
+//! * [`slave`] — the slave daemon: connection loop with backoff and the commands it
+//!   runs for the master, confined to its basedir.
+//! * [`db`] — SQLite schema and versioned migrations.
+//! * [`web`] — the HTTP side of the master (JSON API).
+//! * [`cli`] — the `autobot` command line: create commands, daemon verbs, tools.
+//! * [`daemon`] — pid files, log files, background start and signals.
+//! * [`templates`] — files compiled into the binary (master.ini, slave config, the
+//!   bundled sample sources) so the binary works when copied alone.
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod db;
+pub mod factory;
+pub mod master;
+pub mod protocol;
+pub mod slave;
+pub mod templates;
+pub mod web;
+
+/// The autobot version, reported by `--version`, in worker info and on `/about`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

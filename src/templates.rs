@@ -1,0 +1,1 @@
+//! Files compiled into the binary.
