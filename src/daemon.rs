@@ -5,6 +5,16 @@
 //! background and returns once the daemon said it is up; `stop` sends SIGTERM and
 //! waits for a graceful exit; `reconfig` sends SIGHUP to a master.
 
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// How a running master or slave is told to stop or re-read its configuration,
@@ -51,5 +61,221 @@ impl Control {
         if let Some(tx) = self.ready.take() {
             let _ = tx.send(result);
         }
+    }
+}
+
+/// The pid file of a running daemon, inside its directory.
+pub const PID_FILE: &str = "autobot.pid";
+/// The log file of a daemon started in the background, inside its directory.
+pub const LOG_FILE: &str = "autobot.log";
+
+/// Why a daemon's pid file could not be taken or used.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("already running in {dir} (pid {pid}); stop it first with `autobot stop {dir}`")]
+    AlreadyRunning { dir: PathBuf, pid: i32 },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot signal pid {pid}: {source}")]
+    Signal { pid: i32, source: nix::Error },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
+    move |source| DaemonError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The held, locked pid file of this process; removed when dropped.
+///
+/// The lock (flock) is what says "running": a crashed daemon's lock is released by
+/// the kernel, so a pid file left behind is recognisably stale.
+pub struct PidFile {
+    path: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl PidFile {
+    /// Lock `DIR/autobot.pid` and write our pid into it; refused while another
+    /// process holds it.
+    pub fn acquire(dir: &Path) -> Result<PidFile, DaemonError> {
+        let path = dir.join(PID_FILE);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((mut file, _)) => {
+                let mut s = String::new();
+                let _ = file.read_to_string(&mut s);
+                return Err(DaemonError::AlreadyRunning {
+                    dir: dir.to_path_buf(),
+                    pid: s.trim().parse().unwrap_or(0),
+                });
+            }
+        };
+        lock.set_len(0).map_err(io_err(&path))?;
+        lock.seek(SeekFrom::Start(0)).map_err(io_err(&path))?;
+        writeln!(lock, "{}", std::process::id()).map_err(io_err(&path))?;
+        lock.flush().map_err(io_err(&path))?;
+        Ok(PidFile { path, _lock: lock })
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether a directory's daemon runs, as its pid file and lock say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PidState {
+    NotRunning,
+    /// A pid file whose lock nobody holds: the daemon died without cleaning up.
+    Stale(i32),
+    Running(i32),
+}
+
+/// Look at `DIR/autobot.pid` without disturbing a running daemon.
+pub fn pid_state(dir: &Path) -> Result<PidState, DaemonError> {
+    let path = dir.join(PID_FILE);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(PidState::NotRunning),
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    let mut s = String::new();
+    (&file).read_to_string(&mut s).map_err(io_err(&path))?;
+    let pid: i32 = s.trim().parse().unwrap_or(0);
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(_unlocked_on_drop) => Ok(PidState::Stale(pid)),
+        Err(_) => Ok(PidState::Running(pid)),
+    }
+}
+
+/// Remove a pid file nobody holds.
+pub fn remove_stale_pid_file(dir: &Path) -> Result<(), DaemonError> {
+    let path = dir.join(PID_FILE);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(&path)(e)),
+    }
+}
+
+/// Send a signal to a daemon.
+pub fn signal(pid: i32, sig: Signal) -> Result<(), DaemonError> {
+    nix::sys::signal::kill(Pid::from_raw(pid), sig).map_err(|source| DaemonError::Signal {
+        pid,
+        source,
+    })
+}
+
+/// Wait until the daemon of `dir` has exited (its pid file lock is free).
+pub fn wait_exit(dir: &Path, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match pid_state(dir) {
+            Ok(PidState::Running(_)) => {}
+            _ => return true,
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Open (append) `DIR/autobot.log`.
+pub fn open_log(dir: &Path) -> Result<File, DaemonError> {
+    let path = dir.join(LOG_FILE);
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(io_err(&path))
+}
+
+/// Make a child the leader of a new session, detached from our terminal.
+pub fn new_session(cmd: &mut std::process::Command) {
+    // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+}
+
+static BACKGROUND: AtomicBool = AtomicBool::new(false);
+
+/// Log through `tracing`: to `DIR/autobot.log` in the background, else to stderr.
+/// `AUTOBOT_LOG` (an env-filter such as `debug`) sets the level; default `info`.
+pub fn init_logging(background_dir: Option<&Path>) -> Result<(), DaemonError> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AUTOBOT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match background_dir {
+        Some(dir) => {
+            BACKGROUND.store(true, Ordering::SeqCst);
+            let log = open_log(dir)?;
+            let _ = builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(log))
+                .try_init();
+        }
+        None => {
+            let _ = builder.with_writer(std::io::stderr).try_init();
+        }
+    }
+    Ok(())
+}
+
+/// Tell `autobot start` that we are up, then let go of its pipe.
+pub fn report_ready(msg: &str) {
+    if !BACKGROUND.load(Ordering::SeqCst) {
+        return;
+    }
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "ready: {msg}");
+    let _ = out.flush();
+    if let Ok(devnull) = File::options().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdout(&devnull);
+    }
+}
+
+/// Turn SIGTERM/SIGINT into a shutdown and SIGHUP into a reconfig, for every daemon
+/// of this process. Returns after the first shutdown was sent.
+pub async fn forward_signals(senders: Vec<(watch::Sender<bool>, mpsc::UnboundedSender<()>)>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: re-reading the configuration");
+                for (_, r) in &senders { let _ = r.send(()); }
+            }
+        }
+    }
+    for (s, _) in &senders {
+        let _ = s.send(true);
     }
 }

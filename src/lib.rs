@@ -22,6 +22,7 @@
 //! * [`templates`] — files compiled into the binary (master.ini, slave config, the
 //!   bundled sample sources) so the binary works when copied alone.
 
+
 pub mod cli;
 pub mod config;
 pub mod daemon;

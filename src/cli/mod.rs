@@ -1,1 +1,133 @@
-//! The command line.
+//! The `autobot` command line: one subcommand per job, dispatched to the library.
+//!
+//! Subcommand families live in their own files: [`create`] (create, create-master,
+//! create-slave, create-project), [`info`] (list-factories, checkconfig) and
+//! [`daemon`] (start, stop, restart, reconfig, run). Errors reach the user through
+//! `anyhow` with what went wrong and how to fix it, and a non-zero exit status.
+
+pub mod create;
+pub mod daemon;
+pub mod info;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// autobot — a Buildbot-style continuous-integration master and slave in one binary.
+///
+/// Quick start: `autobot create ~/bot -f hello && autobot start ~/bot`, then open
+/// http://localhost:8010/ (the waterfall).
+#[derive(Debug, Parser)]
+#[command(name = "autobot", version = crate::VERSION, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a master and a slave that reaches it: DIR/master and DIR/slave.
+    Create(CreateArgs),
+    /// Create a master directory with a master.ini for the chosen factories.
+    CreateMaster(CreateArgs),
+    /// Create a slave directory: slave.ini, info/admin, info/host, a systemd unit.
+    CreateSlave(create::CreateSlaveArgs),
+    /// Write a project stub INI that `list-factories` then shows.
+    CreateProject(create::CreateProjectArgs),
+    /// List the factories (bundled and local projects) that masters can build.
+    ListFactories(info::ListFactoriesArgs),
+    /// Validate a master.ini and print its slaves, factories and builders.
+    Checkconfig(info::CheckconfigArgs),
+    /// Start the master, the slave, or both (a `create` pair) in the background.
+    Start(daemon::DirArgs),
+    /// Stop the daemon(s) in DIR, waiting for a graceful exit.
+    Stop(daemon::DirArgs),
+    /// Stop, then start again.
+    Restart(daemon::DirArgs),
+    /// Make a running master re-read master.ini (SIGHUP); a bad file is rejected.
+    Reconfig(daemon::DirArgs),
+    /// Run the master, the slave, or both in the foreground (for systemd).
+    Run(daemon::RunArgs),
+}
+
+/// Options shared by `create` and `create-master` (autobot's template variables).
+#[derive(Debug, Args, Clone)]
+pub struct CreateArgs {
+    /// Directory to create (must not exist, or be empty).
+    pub dir: PathBuf,
+    /// Factory to build; repeat for several; `-` means every known factory.
+    /// Without -f, on a terminal, the list is shown and you are asked.
+    #[arg(short = 'f', long = "factory", value_name = "NAME")]
+    pub factories: Vec<String>,
+    /// Print the known factories and exit.
+    #[arg(long)]
+    pub list_factories: bool,
+    /// Name of the slave.
+    #[arg(long, default_value = "slave")]
+    pub slave: String,
+    /// Operating system of the slave: linux, win or mac.
+    #[arg(long, default_value = "linux")]
+    pub os: String,
+    /// Password of the slave.
+    #[arg(long, default_value = "passwd")]
+    pub passwd: String,
+    /// Port the master listens on for slaves.
+    #[arg(long, default_value_t = 9010)]
+    pub slaveport: u16,
+    /// Port of the waterfall, JSON API and force-build forms.
+    #[arg(long, default_value_t = 8010)]
+    pub htmlport: u16,
+    /// Port of the read-only public waterfall.
+    #[arg(long, default_value_t = 8011)]
+    pub publichtmlport: u16,
+    /// Nick of the IRC bot.
+    #[arg(long, default_value = "autobot")]
+    pub botname: String,
+    /// IRC server to join (empty: no IRC).
+    #[arg(long, default_value = "")]
+    pub irc_host: String,
+    /// IRC channels, space-separated (empty: none).
+    #[arg(long, default_value = "")]
+    pub irc_channels: String,
+    /// Domain name of the master (for links and mail).
+    #[arg(long, default_value = "localhost")]
+    pub domain: String,
+    /// Mail recipients for every project, space-separated.
+    #[arg(long, default_value = "")]
+    pub recipients: String,
+    /// Host name the slave uses to reach the master (`create` only).
+    #[arg(long, default_value = "localhost")]
+    pub master: String,
+    /// Debug mode: verbose daemon logs, and `restart` starts with fresh logs.
+    #[arg(long)]
+    pub debug: bool,
+}
+
+/// Parse the command line and run it; the process exit status.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("autobot: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Run one parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    use std::process::ExitCode;
+    match cli.command {
+        Command::Create(a) => create::create_pair(&a).map(|_| ExitCode::SUCCESS),
+        Command::CreateMaster(a) => create::create_master_cmd(&a).map(|_| ExitCode::SUCCESS),
+        Command::CreateSlave(a) => create::create_slave_cmd(&a).map(|_| ExitCode::SUCCESS),
+        Command::CreateProject(a) => create::create_project_cmd(&a).map(|_| ExitCode::SUCCESS),
+        Command::ListFactories(a) => info::list_factories_cmd(&a).map(|_| ExitCode::SUCCESS),
+        Command::Checkconfig(a) => info::checkconfig_cmd(&a),
+        Command::Start(a) => daemon::start_cmd(&a).map(|_| ExitCode::SUCCESS),
+        Command::Stop(a) => daemon::stop_cmd(&a).map(|_| ExitCode::SUCCESS),
+        Command::Restart(a) => daemon::restart_cmd(&a).map(|_| ExitCode::SUCCESS),
+        Command::Reconfig(a) => daemon::reconfig_cmd(&a).map(|_| ExitCode::SUCCESS),
+        Command::Run(a) => daemon::run_cmd(&a).map(|_| ExitCode::SUCCESS),
+    }
+}

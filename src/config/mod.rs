@@ -3,13 +3,23 @@
 //! `master.ini` has three kinds of sections: `[:master:]` (ports, timers and the
 //! defaults every slave inherits), `[slave:NAME]` (one slave each) and any other
 //! section, which is a factory: a project built by one of the built-in factory types
-//! in [`crate::factory`]. Loading validates everything up front and every error
-//! names the file, line, section and key, says what was expected and how to fix it.
+//! in [`crate::factory`]. Two more are optional: `[lock:NAME]` (a lock builds or
+//! steps can hold) and `[users]` (`name = password` for the web's force button).
+//! `[DEFAULT]` keys apply to every section that accepts them.
+//!
+//! Loading validates everything up front — including turning every factory into its
+//! steps once — and every error names the file, line, section and key, says what
+//! was expected and how to fix it. Keys are case-insensitive; section names are not.
 
+pub mod ini;
 pub mod slave;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::factory::{self, schema, ParamKind};
 
 pub use slave::SlaveIni;
 
@@ -40,15 +50,54 @@ pub struct MasterConfig {
     /// Credentials `sendchange` must present (manual defaults change/changepw).
     pub changeuser: String,
     pub changepassword: String,
+    /// `debug = true`: the master logs at debug level.
+    pub debug: bool,
     /// Slaves in file order.
     pub slaves: Vec<SlaveConfig>,
     /// Factories in file order.
     pub factories: Vec<FactoryConfig>,
+    /// `[lock:NAME]` sections in file order.
+    pub locks: Vec<LockConfig>,
+    /// `[users]`: web users allowed to force builds (name as written → password).
+    pub users: BTreeMap<String, String>,
+}
+
+impl Default for MasterConfig {
+    /// The defaults of an empty `master.ini` (handy for tests that build configs).
+    fn default() -> Self {
+        MasterConfig {
+            path: PathBuf::from("master.ini"),
+            basedir: PathBuf::from("."),
+            slaveport: 9010,
+            htmlport: 8010,
+            publichtmlport: 8011,
+            poll_interval: 60,
+            tree_stable: 60,
+            allow_force: true,
+            project_name: String::new(),
+            project_url: String::new(),
+            buildbot_url: String::new(),
+            botname: String::new(),
+            irc_host: String::new(),
+            irc_channels: Vec::new(),
+            domain: String::new(),
+            recipients: Vec::new(),
+            changeuser: "change".to_string(),
+            changepassword: "changepw".to_string(),
+            debug: false,
+            slaves: Vec::new(),
+            factories: Vec::new(),
+            locks: Vec::new(),
+            users: BTreeMap::new(),
+        }
+    }
 }
 
 /// Operating system of a slave, as `os =` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Os {
+    #[default]
     Linux,
     Win,
     Mac,
@@ -65,7 +114,7 @@ impl Os {
 }
 
 /// One `[slave:NAME]` section after inheriting `[:master:]`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SlaveConfig {
     pub name: String,
     pub password: String,
@@ -77,14 +126,24 @@ pub struct SlaveConfig {
 }
 
 /// Version-control system of a source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SourceKind {
     Git,
     Hg,
 }
 
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Git => "git",
+            SourceKind::Hg => "hg",
+        }
+    }
+}
+
 /// One repository a factory checks out: `URL[#branch]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Source {
     pub kind: SourceKind,
     /// The URL; `./` and `../` paths are already made absolute against the master dir.
@@ -93,8 +152,43 @@ pub struct Source {
     pub branch: String,
 }
 
+/// How a checkout treats the tree left by the previous build (Buildbot's `mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Update the existing tree in place.
+    #[default]
+    Update,
+    /// Keep a pristine tree, update it, and copy it for the build.
+    Copy,
+    /// Remove the tree and check out afresh.
+    Clobber,
+    /// Like clobber, without version-control metadata.
+    Export,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Update => "update",
+            Mode::Copy => "copy",
+            Mode::Clobber => "clobber",
+            Mode::Export => "export",
+        }
+    }
+}
+
+/// `retry = DELAY REPEATS`: try a failed checkout again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Retry {
+    /// Seconds between tries.
+    pub delay: u64,
+    /// How many more tries.
+    pub repeats: u32,
+}
+
 /// One factory section: a project and the factory type that builds it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct FactoryConfig {
     pub name: String,
     /// The built-in factory type (`autotools`, `shell`, …).
@@ -102,11 +196,57 @@ pub struct FactoryConfig {
     pub description: String,
     /// Sources in order: hg entries then git entries, each in the order given.
     pub sources: Vec<Source>,
-    /// Every other key (lower-cased), validated against the type's parameters;
-    /// `factory` interprets them.
+    /// The type's own parameters (lower-cased keys), validated against
+    /// [`crate::factory::FactoryType::params`]; absent keys take the type's default.
     pub params: BTreeMap<String, String>,
-    /// `shell` steps in file order: (step name, options lower-cased incl. `command`).
+    /// `shell` steps in file order: (step name, options lower-cased incl. `command`;
+    /// `env.VAR` keeps the case of VAR).
     pub steps: Vec<(String, BTreeMap<String, String>)>,
+    /// The project this section starts from, when it is named after one.
+    pub project: Option<String>,
+    /// Embedded sample `create` materializes as `MASTERDIR/repos/NAME`.
+    pub sample: Option<String>,
+    /// Pass the slave's os to builds (property `platform`, env `PLATFORM`).
+    pub platform: bool,
+    pub category: String,
+    /// URL template for revisions (`%s` = revision).
+    pub revlink: String,
+    /// Branches whose changes start builds (empty: the sources' branches).
+    pub branches: Vec<String>,
+    /// Regular expressions; only changes touching a matching file start builds.
+    pub files: Vec<String>,
+    /// Build every this many seconds as well.
+    pub periodic: Option<u64>,
+    /// Five cron fields (validated): build at these times as well.
+    pub nightly: Option<String>,
+    /// Build after each successful build of this factory.
+    pub depends_on: Option<String>,
+    /// `[lock:NAME]` sections a build holds.
+    pub locks: Vec<String>,
+    pub mode: Mode,
+    pub always_use_latest: bool,
+    pub retry: Option<Retry>,
+    /// Overrides the master's treeStable for this factory.
+    pub tree_stable: Option<u64>,
+    /// Overrides the master's pollInterval for this factory's sources.
+    pub poll_interval: Option<u64>,
+}
+
+/// Whether a lock is shared by the whole master or exists once per slave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockScope {
+    #[default]
+    Master,
+    Slave,
+}
+
+/// A `[lock:NAME]` section: at most `max_count` holders at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockConfig {
+    pub name: String,
+    pub scope: LockScope,
+    pub max_count: u32,
 }
 
 /// A builder: one factory on the slaves that run it, named `FACTORY-SLAVE`.
@@ -143,6 +283,10 @@ impl MasterConfig {
     pub fn factory(&self, name: &str) -> Option<&FactoryConfig> {
         self.factories.iter().find(|f| f.name == name)
     }
+
+    pub fn lock(&self, name: &str) -> Option<&LockConfig> {
+        self.locks.iter().find(|l| l.name == name)
+    }
 }
 
 /// A `master.ini` that cannot be used, with where and why.
@@ -172,3 +316,871 @@ pub fn master_ini_path(path: &Path) -> PathBuf {
         path.to_path_buf()
     }
 }
+
+/// Keys of `[:master:]` itself (lower-case).
+const MASTER_KEYS: &[&str] = &[
+    "slaveport",
+    "htmlport",
+    "publichtmlport",
+    "pollinterval",
+    "treestable",
+    "allowforce",
+    "projectname",
+    "projecturl",
+    "buildboturl",
+    "botname",
+    "irchost",
+    "ircchannels",
+    "domain",
+    "recipients",
+    "changeuser",
+    "changepassword",
+    "debug",
+];
+
+/// Keys of `[slave:NAME]`, which `[:master:]` may set for every slave.
+const SLAVE_KEYS: &[&str] = &["password", "factories", "os", "max_builds"];
+
+/// Keys of `[lock:NAME]`.
+const LOCK_KEYS: &[&str] = &["scope", "maxcount"];
+
+/// A value and where it was written, so that any later check can point at it.
+#[derive(Debug, Clone)]
+struct Val {
+    key: String,
+    raw_key: String,
+    value: String,
+    path: PathBuf,
+    line: usize,
+    section: String,
+}
+
+impl Val {
+    fn err(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError::At {
+            path: self.path.clone(),
+            line: self.line,
+            context: format!("[{}] {}: ", self.section, self.raw_key),
+            message: message.into(),
+        }
+    }
+}
+
+/// Section-level error (no key).
+fn section_err(path: &Path, line: usize, section: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::At {
+        path: path.to_path_buf(),
+        line,
+        context: format!("[{section}]: "),
+        message: message.into(),
+    }
+}
+
+fn vals(path: &Path, section: &ini::IniSection) -> Vec<Val> {
+    section
+        .entries
+        .iter()
+        .map(|e| Val {
+            key: e.key.clone(),
+            raw_key: e.raw_key.clone(),
+            value: e.value.clone(),
+            path: path.to_path_buf(),
+            line: e.line,
+            section: section.name.clone(),
+        })
+        .collect()
+}
+
+/// Ordered key → value map where later layers override earlier ones in place.
+#[derive(Debug, Default, Clone)]
+struct Layered(Vec<Val>);
+
+impl Layered {
+    fn set(&mut self, v: Val) {
+        match self.0.iter_mut().find(|o| o.key == v.key) {
+            Some(o) => *o = v,
+            None => self.0.push(v),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&Val> {
+        self.0.iter().find(|v| v.key == key)
+    }
+}
+
+fn parse_int(v: &Val, min: u64) -> Result<u64, ConfigError> {
+    match v.value.trim().parse::<u64>() {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(v.err(format!(
+            "expected a whole number >= {min}, got {:?}; e.g. `{} = 60`",
+            v.value, v.raw_key
+        ))),
+    }
+}
+
+fn parse_bool(v: &Val) -> Result<bool, ConfigError> {
+    schema::parse_bool(&v.value).ok_or_else(|| {
+        v.err(format!(
+            "expected true or false (or yes/no, on/off, 1/0), got {:?}",
+            v.value
+        ))
+    })
+}
+
+/// A whitespace- or comma-separated list; `-` alone means none.
+fn parse_list(value: &str) -> Vec<String> {
+    if value.trim() == "-" {
+        return Vec::new();
+    }
+    value
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// `URL[#branch] ...` for one kind; `./` and `../` URLs made absolute.
+fn parse_sources(v: &Val, kind: SourceKind, basedir: &Path) -> Result<Vec<Source>, ConfigError> {
+    let mut out = Vec::new();
+    for word in v.value.split_whitespace() {
+        let (url, branch) = match word.rsplit_once('#') {
+            Some((url, branch)) => {
+                if branch.is_empty() {
+                    return Err(v.err(format!(
+                        "{word:?} ends with `#` but names no branch; write URL#BRANCH or just URL"
+                    )));
+                }
+                (url, branch.to_string())
+            }
+            None => (
+                word,
+                match kind {
+                    SourceKind::Git => "master".to_string(),
+                    SourceKind::Hg => "default".to_string(),
+                },
+            ),
+        };
+        if url.is_empty() {
+            return Err(v.err(format!("{word:?} has no URL before `#`; write URL#BRANCH")));
+        }
+        let url = if url.starts_with("./") || url.starts_with("../") {
+            let joined: PathBuf = basedir.join(url).components().collect();
+            joined.to_string_lossy().into_owned()
+        } else {
+            url.to_string()
+        };
+        out.push(Source { kind, url, branch });
+    }
+    Ok(out)
+}
+
+fn parse_port(v: Option<&Val>, default: u16) -> Result<u16, ConfigError> {
+    let Some(v) = v else { return Ok(default) };
+    if v.value.trim().is_empty() {
+        return Ok(default);
+    }
+    match v.value.trim().parse::<u32>() {
+        Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
+        _ => Err(v.err(format!(
+            "expected a TCP port number from 1 to 65535, got {:?}; e.g. `{} = {default}`",
+            v.value, v.raw_key
+        ))),
+    }
+}
+
+/// Whether a section name belongs to the sections that are not factories.
+fn is_special_section(name: &str) -> bool {
+    name == "DEFAULT" || name == ":master:" || name == "users" || name.starts_with("slave:") || name.starts_with("lock:")
+}
+
+/// Read and validate a `master.ini` (`path` is the file or the master directory).
+pub fn load(path: &Path) -> Result<MasterConfig, ConfigError> {
+    let file = master_ini_path(path);
+    let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Io {
+        path: file.clone(),
+        source,
+    })?;
+    let parent = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let basedir = std::fs::canonicalize(&parent).unwrap_or(parent);
+    let projects = factory::projects(Some(&basedir))?;
+    load_from_str(&file, &basedir, &text, &projects)
+}
+
+/// [`load`] on text already read, with the projects a factory section may start
+/// from (what [`load`] uses: bundled ones plus `MASTERDIR/projects/*.ini`).
+pub fn load_from_str(
+    file: &Path,
+    basedir: &Path,
+    text: &str,
+    projects: &[factory::Project],
+) -> Result<MasterConfig, ConfigError> {
+    let doc = ini::parse(file, text)?;
+    let defaults: Vec<Val> = doc.section("DEFAULT").map(|s| vals(file, s)).unwrap_or_default();
+    let mut cfg = MasterConfig {
+        path: file.to_path_buf(),
+        basedir: basedir.to_path_buf(),
+        ..MasterConfig::default()
+    };
+
+    // [:master:]: DEFAULT keys it accepts, then its own.
+    let mut master = Layered::default();
+    for v in &defaults {
+        if MASTER_KEYS.contains(&v.key.as_str()) || SLAVE_KEYS.contains(&v.key.as_str()) {
+            master.set(v.clone());
+        }
+    }
+    if let Some(sec) = doc.section(":master:") {
+        for v in vals(file, sec) {
+            if !MASTER_KEYS.contains(&v.key.as_str()) && !SLAVE_KEYS.contains(&v.key.as_str()) {
+                return Err(v.err(format!(
+                    "unknown key in [:master:]; accepted keys: slaveport, htmlport, publichtmlport, pollInterval, treeStable, allowForce, projectName, projectURL, buildbotURL, botname, ircHost, ircChannels, domain, recipients, changeuser, changepassword, debug, and the slave defaults {}",
+                    SLAVE_KEYS.join(", ")
+                )));
+            }
+            master.set(v);
+        }
+    }
+    read_master_keys(&mut cfg, &master)?;
+
+    // [lock:NAME] and [users].
+    for sec in doc.sections.iter().filter(|s| s.name.starts_with("lock:")) {
+        cfg.locks.push(read_lock(file, sec, &defaults)?);
+    }
+    if let Some(sec) = doc.section("users") {
+        for e in &sec.entries {
+            if e.value.is_empty() {
+                return Err(ConfigError::At {
+                    path: file.to_path_buf(),
+                    line: e.line,
+                    context: format!("[users] {}: ", e.raw_key),
+                    message: "empty password; write `NAME = PASSWORD`".to_string(),
+                });
+            }
+            cfg.users.insert(e.raw_key.clone(), e.value.clone());
+        }
+    }
+
+    // Factories (before slaves, which name them).
+    let mut checks = Vec::new();
+    for sec in doc.sections.iter().filter(|s| !is_special_section(&s.name)) {
+        let (f, c) = read_factory(file, basedir, sec, &defaults, projects)?;
+        cfg.factories.push(f);
+        checks.push(c);
+    }
+
+    // Slaves.
+    for sec in doc.sections.iter().filter(|s| s.name.starts_with("slave:")) {
+        cfg.slaves.push(read_slave(file, sec, &defaults, &master, &cfg.factories)?);
+    }
+
+    cross_check(&cfg, &checks, file)?;
+    Ok(cfg)
+}
+
+fn read_master_keys(cfg: &mut MasterConfig, m: &Layered) -> Result<(), ConfigError> {
+    cfg.slaveport = parse_port(m.get("slaveport"), 9010)?;
+    cfg.htmlport = parse_port(m.get("htmlport"), 8010)?;
+    cfg.publichtmlport = parse_port(m.get("publichtmlport"), 8011)?;
+    let ports = [
+        ("slaveport", cfg.slaveport),
+        ("htmlport", cfg.htmlport),
+        ("publichtmlport", cfg.publichtmlport),
+    ];
+    for (i, (a, pa)) in ports.iter().enumerate() {
+        for (b, pb) in &ports[i + 1..] {
+            if pa == pb {
+                // Point at whichever of the two was written (the later one if both).
+                let at = m.get(b).or_else(|| m.get(a));
+                let msg = format!(
+                    "{a} and {b} are both {pa}; each port must be different (defaults: slaveport 9010, htmlport 8010, publichtmlport 8011)"
+                );
+                return Err(match at {
+                    Some(v) => v.err(msg),
+                    None => section_err(&cfg.path, 1, ":master:", msg),
+                });
+            }
+        }
+    }
+    let str_key = |k: &str, default: &str| m.get(k).map(|v| v.value.clone()).unwrap_or_else(|| default.to_string());
+    if let Some(v) = m.get("pollinterval").filter(|v| !v.value.trim().is_empty()) {
+        cfg.poll_interval = parse_int(v, 1)?;
+    }
+    if let Some(v) = m.get("treestable").filter(|v| !v.value.trim().is_empty()) {
+        cfg.tree_stable = parse_int(v, 0)?;
+    }
+    if let Some(v) = m.get("allowforce").filter(|v| !v.value.trim().is_empty()) {
+        cfg.allow_force = parse_bool(v)?;
+    }
+    if let Some(v) = m.get("debug").filter(|v| !v.value.trim().is_empty()) {
+        cfg.debug = parse_bool(v)?;
+    }
+    cfg.project_name = str_key("projectname", "");
+    cfg.project_url = str_key("projecturl", "");
+    cfg.buildbot_url = str_key("buildboturl", "");
+    cfg.botname = str_key("botname", "");
+    cfg.irc_host = str_key("irchost", "");
+    cfg.irc_channels = parse_list(&str_key("ircchannels", ""));
+    cfg.domain = str_key("domain", "");
+    cfg.recipients = parse_list(&str_key("recipients", ""));
+    cfg.changeuser = str_key("changeuser", "change");
+    cfg.changepassword = str_key("changepassword", "changepw");
+    if cfg.changeuser.is_empty() || cfg.changepassword.is_empty() {
+        let v = m.get("changeuser").filter(|v| v.value.is_empty()).or_else(|| m.get("changepassword"));
+        if let Some(v) = v {
+            return Err(v.err("must not be empty (defaults: changeuser = change, changepassword = changepw)"));
+        }
+    }
+    Ok(())
+}
+
+fn read_lock(file: &Path, sec: &ini::IniSection, defaults: &[Val]) -> Result<LockConfig, ConfigError> {
+    let name = &sec.name["lock:".len()..];
+    if !factory::is_plain_name(name) {
+        return Err(section_err(
+            file,
+            sec.line,
+            &sec.name,
+            "a lock needs a name of letters, digits, `.`, `_` and `-`: [lock:NAME]",
+        ));
+    }
+    let mut l = Layered::default();
+    for v in defaults.iter().filter(|v| LOCK_KEYS.contains(&v.key.as_str())) {
+        l.set(v.clone());
+    }
+    for v in vals(file, sec) {
+        if !LOCK_KEYS.contains(&v.key.as_str()) {
+            return Err(v.err("unknown key for a lock; accepted keys: scope (master or slave), maxCount (a whole number >= 1)"));
+        }
+        l.set(v);
+    }
+    let scope = match l.get("scope") {
+        None => LockScope::Master,
+        Some(v) => match v.value.trim().to_ascii_lowercase().as_str() {
+            "master" | "" => LockScope::Master,
+            "slave" => LockScope::Slave,
+            _ => {
+                return Err(v.err(format!(
+                    "expected master (one lock for the whole master) or slave (one per slave), got {:?}",
+                    v.value
+                )))
+            }
+        },
+    };
+    let max_count = match l.get("maxcount") {
+        None => 1,
+        Some(v) => u32::try_from(parse_int(v, 1)?).map_err(|_| v.err("too large"))?,
+    };
+    Ok(LockConfig {
+        name: name.to_string(),
+        scope,
+        max_count,
+    })
+}
+
+/// What a factory names that only the whole config can check, with where it is written.
+struct FactoryChecks {
+    name: String,
+    section_line: usize,
+    depends_on: Option<Val>,
+    /// `locks` keys of the factory and its steps.
+    locks: Vec<Val>,
+    /// Every key, for pointing `build_steps` errors at a line.
+    all: Vec<Val>,
+}
+
+fn read_factory(
+    file: &Path,
+    basedir: &Path,
+    sec: &ini::IniSection,
+    defaults: &[Val],
+    projects: &[factory::Project],
+) -> Result<(FactoryConfig, FactoryChecks), ConfigError> {
+    let name = sec.name.clone();
+    if name.contains(':') {
+        return Err(section_err(
+            file,
+            sec.line,
+            &name,
+            "unknown kind of section; sections are [:master:], [slave:NAME], [lock:NAME], [users], [DEFAULT], or a factory [NAME] (letters, digits, `.`, `_`, `-`)",
+        ));
+    }
+    if !factory::is_plain_name(&name) {
+        return Err(section_err(
+            file,
+            sec.line,
+            &name,
+            "a factory's name must be letters, digits, `.`, `_` and `-`, not starting with `.` or `-`",
+        ));
+    }
+    let project = projects.iter().find(|p| p.name == name);
+    let mut keys = Layered::default();
+    if let Some(p) = project {
+        for e in &p.entries {
+            keys.set(Val {
+                key: e.key.clone(),
+                raw_key: e.raw_key.clone(),
+                value: e.value.clone(),
+                path: p.path.clone(),
+                line: e.line,
+                section: p.name.clone(),
+            });
+        }
+    }
+    for v in vals(file, sec) {
+        keys.set(v);
+    }
+    let type_val = keys
+        .get("type")
+        .cloned()
+        .or_else(|| defaults.iter().find(|v| v.key == "type").cloned());
+    let Some(type_val) = type_val else {
+        let mut hint = String::new();
+        if sec.get("password").is_some() || sec.get("factories").is_some() {
+            hint = format!(" (for a slave, write [slave:{name}])");
+        } else if name == "master" {
+            hint = " (the master's section is [:master:])".to_string();
+        }
+        let known: Vec<&str> = projects.iter().map(|p| p.name.as_str()).collect();
+        return Err(section_err(
+            file,
+            sec.line,
+            &name,
+            format!(
+                "this factory has no `type`{hint}: add `type = NAME` with one of: {}; or name the section after a project ({})",
+                schema::type_names(),
+                known.join(", ")
+            ),
+        ));
+    };
+    let type_name = type_val.value.trim().to_ascii_lowercase();
+    let Some(ty) = factory::find_type(&type_name) else {
+        return Err(type_val.err(format!(
+            "unknown factory type {:?}; use one of: {} (see `autobot list-factories --types`)",
+            type_val.value,
+            schema::type_names()
+        )));
+    };
+    // DEFAULT keys this type accepts go first, under everything else.
+    let mut all = Layered::default();
+    for v in defaults.iter().filter(|v| v.key != "type" && ty.accepts(&v.key)) {
+        all.set(v.clone());
+    }
+    for v in keys.0 {
+        all.set(v);
+    }
+
+    let mut f = FactoryConfig {
+        name: name.clone(),
+        type_name: ty.name.to_string(),
+        project: project.map(|p| p.name.clone()),
+        ..FactoryConfig::default()
+    };
+    let mut checks = FactoryChecks {
+        name: name.clone(),
+        section_line: sec.line,
+        depends_on: None,
+        locks: Vec::new(),
+        all: all.0.clone(),
+    };
+    let mut hg = Vec::new();
+    let mut git = Vec::new();
+    // step name -> (command Val, options), in order of the command keys.
+    let mut steps: Vec<(String, Option<Val>, BTreeMap<String, String>)> = Vec::new();
+    let mut step_options: Vec<(String, Val)> = Vec::new();
+    for v in &all.0 {
+        if let Some(rest) = v.key.strip_prefix("step.") {
+            if ty.name != "shell" {
+                return Err(v.err(format!(
+                    "steps are only for `type = shell` (this factory's type is {}); accepted keys: {}",
+                    ty.name,
+                    ty.accepted_keys()
+                )));
+            }
+            let (step, opt) = match rest.split_once('.') {
+                Some((s, o)) => (s, Some(o)),
+                None => (rest, None),
+            };
+            if step.is_empty() || !step.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return Err(v.err(format!(
+                    "a step name is letters, digits, `_` and `-` (write step.NAME = COMMAND), got {step:?}"
+                )));
+            }
+            match opt {
+                None => {
+                    if v.value.trim().is_empty() {
+                        return Err(v.err("expected a command, got nothing; e.g. `step.test = make check`"));
+                    }
+                    steps.push((step.to_string(), Some(v.clone()), BTreeMap::new()));
+                }
+                Some(opt) => {
+                    let Some(spec) = schema::step_option(opt) else {
+                        return Err(v.err(format!(
+                            "unknown step option {opt:?}; use one of: {}",
+                            schema::step_option_names()
+                        )));
+                    };
+                    if spec.name == "env.VAR" && !schema::is_env_name(&opt[4..]) {
+                        return Err(v.err(format!(
+                            "{:?} is not an environment variable name (letters, digits, `_`)",
+                            &opt[4..]
+                        )));
+                    }
+                    schema::check_value(spec.kind, &v.value).map_err(|m| v.err(m))?;
+                    if spec.kind == ParamKind::LockRefs {
+                        checks.locks.push(v.clone());
+                    }
+                    step_options.push((step.to_string(), v.clone()));
+                }
+            }
+            continue;
+        }
+        let spec = schema::common_param(&v.key).or_else(|| ty.param(&v.key));
+        let Some(spec) = spec else {
+            return Err(v.err(format!(
+                "unknown key for a factory of type {}; accepted keys: {}",
+                ty.name,
+                ty.accepted_keys()
+            )));
+        };
+        schema::check_value(spec.kind, &v.value).map_err(|m| v.err(m))?;
+        let value = v.value.trim();
+        let opt_str = || (!value.is_empty()).then(|| value.to_string());
+        match v.key.as_str() {
+            "type" => {}
+            "description" => f.description = value.to_string(),
+            "git" => git = parse_sources(v, SourceKind::Git, basedir)?,
+            "hg" => hg = parse_sources(v, SourceKind::Hg, basedir)?,
+            "sample" => f.sample = opt_str(),
+            "platform" => f.platform = parse_bool(v)?,
+            "category" => f.category = value.to_string(),
+            "revlink" => f.revlink = value.to_string(),
+            "branches" => f.branches = value.split_whitespace().map(String::from).collect(),
+            "files" => f.files = value.split_whitespace().map(String::from).collect(),
+            "periodic" => f.periodic = value.parse().ok(),
+            "nightly" => f.nightly = opt_str(),
+            "dependson" => {
+                f.depends_on = opt_str();
+                checks.depends_on = Some(v.clone());
+            }
+            "locks" => {
+                f.locks = value.split_whitespace().map(String::from).collect();
+                checks.locks.push(v.clone());
+            }
+            "mode" => {
+                f.mode = match value.to_ascii_lowercase().as_str() {
+                    "copy" => Mode::Copy,
+                    "clobber" => Mode::Clobber,
+                    "export" => Mode::Export,
+                    _ => Mode::Update,
+                }
+            }
+            "alwaysuselatest" => f.always_use_latest = parse_bool(v)?,
+            "retry" => {
+                f.retry = schema::parse_retry(value)
+                    .ok()
+                    .map(|(delay, repeats)| Retry { delay, repeats })
+            }
+            "treestable" => f.tree_stable = value.parse().ok(),
+            "pollinterval" => f.poll_interval = value.parse().ok(),
+            _ => {
+                f.params.insert(v.key.clone(), v.value.clone());
+            }
+        }
+    }
+    f.sources = hg;
+    f.sources.extend(git);
+    for (step, v) in step_options {
+        let Some(entry) = steps.iter_mut().find(|(n, _, _)| n == &step) else {
+            let names: Vec<&str> = steps.iter().map(|(n, _, _)| n.as_str()).collect();
+            return Err(v.err(format!(
+                "option for a step that does not exist; add `step.{step} = COMMAND` (steps of this factory: {})",
+                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            )));
+        };
+        let opt = &v.key["step.".len() + step.len() + 1..];
+        entry.2.insert(opt.to_string(), v.value.clone());
+    }
+    for (step, cmd, mut opts) in steps {
+        if let Some(cmd) = cmd {
+            opts.insert("command".to_string(), cmd.value);
+        }
+        f.steps.push((step, opts));
+    }
+    if ty.name == "shell" && f.steps.is_empty() {
+        return Err(section_err(
+            file,
+            sec.line,
+            &name,
+            "a factory of type shell needs steps: add `step.NAME = COMMAND` lines (run in file order), e.g. `step.test = make check`",
+        ));
+    }
+    Ok((f, checks))
+}
+
+fn read_slave(
+    file: &Path,
+    sec: &ini::IniSection,
+    defaults: &[Val],
+    master: &Layered,
+    factories: &[FactoryConfig],
+) -> Result<SlaveConfig, ConfigError> {
+    let name = &sec.name["slave:".len()..];
+    if !factory::is_plain_name(name) {
+        return Err(section_err(
+            file,
+            sec.line,
+            &sec.name,
+            "a slave needs a name of letters, digits, `.`, `_` and `-`: [slave:NAME]",
+        ));
+    }
+    let mut l = Layered::default();
+    for v in defaults.iter().chain(master.0.iter()) {
+        if SLAVE_KEYS.contains(&v.key.as_str()) {
+            l.set(v.clone());
+        }
+    }
+    for v in vals(file, sec) {
+        if !SLAVE_KEYS.contains(&v.key.as_str()) {
+            let where_ = if MASTER_KEYS.contains(&v.key.as_str()) {
+                " (it belongs in [:master:])"
+            } else {
+                ""
+            };
+            return Err(v.err(format!(
+                "unknown key for a slave{where_}; accepted keys: {}",
+                SLAVE_KEYS.join(", ")
+            )));
+        }
+        l.set(v);
+    }
+    let password = match l.get("password") {
+        Some(v) if !v.value.is_empty() => v.value.clone(),
+        Some(v) => return Err(v.err("the password is empty; slaves must prove who they are: set `password = SECRET`")),
+        None => {
+            return Err(section_err(
+                file,
+                sec.line,
+                &sec.name,
+                "no password: add `password = SECRET` to this section (or to [:master:] for every slave)",
+            ))
+        }
+    };
+    let os = match l.get("os") {
+        None => Os::Linux,
+        Some(v) => match v.value.trim().to_ascii_lowercase().as_str() {
+            "linux" | "" => Os::Linux,
+            "win" => Os::Win,
+            "mac" => Os::Mac,
+            _ => return Err(v.err(format!("expected linux, win or mac, got {:?}", v.value))),
+        },
+    };
+    let max_builds = match l.get("max_builds") {
+        None => 1,
+        Some(v) if v.value.trim().is_empty() => 1,
+        Some(v) => u32::try_from(parse_int(v, 1)?).map_err(|_| v.err("too large"))?,
+    };
+    let mut names = Vec::new();
+    if let Some(v) = l.get("factories") {
+        let words: Vec<&str> = v.value.split_whitespace().collect();
+        if words.contains(&"*") {
+            if words.len() > 1 {
+                return Err(v.err("`*` means every factory and must stand alone; write `factories = *` or list names"));
+            }
+            names = factories.iter().map(|f| f.name.clone()).collect();
+        } else {
+            for w in words {
+                if !factories.iter().any(|f| f.name == w) {
+                    let known: Vec<&str> = factories.iter().map(|f| f.name.as_str()).collect();
+                    return Err(v.err(format!(
+                        "no factory named {w:?}; known factories: {} — add a [{w}] section (or `autobot create-project {w}`), or fix the name",
+                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    )));
+                }
+                if !names.iter().any(|n| n == w) {
+                    names.push(w.to_string());
+                }
+            }
+            // Keep factory file order, as documented on SlaveConfig::factories.
+            names.sort_by_key(|n| factories.iter().position(|f| &f.name == n));
+        }
+    }
+    Ok(SlaveConfig {
+        name: name.to_string(),
+        password,
+        factories: names,
+        os,
+        max_builds,
+    })
+}
+
+/// Checks across sections: references, dependency cycles, builder names, and each
+/// factory's steps.
+fn cross_check(cfg: &MasterConfig, checks: &[FactoryChecks], file: &Path) -> Result<(), ConfigError> {
+    let lock_names: Vec<&str> = cfg.locks.iter().map(|l| l.name.as_str()).collect();
+    for c in checks {
+        for v in &c.locks {
+            for name in v.value.split_whitespace() {
+                if !lock_names.contains(&name) {
+                    return Err(v.err(format!(
+                        "no lock named {name:?}; add a [lock:{name}] section{}",
+                        if lock_names.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" or use one of: {}", lock_names.join(", "))
+                        }
+                    )));
+                }
+            }
+        }
+        if let Some(v) = &c.depends_on {
+            let target = v.value.trim();
+            if target == c.name {
+                return Err(v.err("a factory cannot depend on itself"));
+            }
+            if cfg.factory(target).is_none() {
+                let known: Vec<&str> = cfg.factories.iter().map(|f| f.name.as_str()).filter(|n| *n != c.name).collect();
+                return Err(v.err(format!(
+                    "no factory named {target:?}; dependsOn names another factory section: {}",
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                )));
+            }
+            // Follow the chain; coming back to this factory is a cycle.
+            let mut seen = vec![c.name.as_str()];
+            let mut cur = cfg.factory(target);
+            while let Some(f) = cur {
+                if seen.contains(&f.name.as_str()) {
+                    seen.push(&f.name);
+                    return Err(v.err(format!(
+                        "dependsOn makes a cycle: {}; remove one of them",
+                        seen.join(" -> ")
+                    )));
+                }
+                seen.push(&f.name);
+                cur = f.depends_on.as_deref().and_then(|d| cfg.factory(d));
+            }
+        }
+    }
+    let mut builders: HashMap<String, &BuilderConfig> = HashMap::new();
+    let all = cfg.builders();
+    for b in &all {
+        if let Some(other) = builders.insert(b.name.clone(), b) {
+            let line = checks.iter().find(|c| c.name == b.factory).map(|c| c.section_line).unwrap_or(1);
+            return Err(section_err(
+                file,
+                line,
+                &b.factory,
+                format!(
+                    "builder name {} is made twice (factory {} on slave {}, factory {} on slave {}); rename a factory or a slave",
+                    b.name, other.factory, other.slave, b.factory, b.slave
+                ),
+            ));
+        }
+    }
+    let default_slave = SlaveConfig {
+        name: "slave".to_string(),
+        max_builds: 1,
+        ..SlaveConfig::default()
+    };
+    for (f, c) in cfg.factories.iter().zip(checks) {
+        let slave = cfg
+            .slaves
+            .iter()
+            .find(|s| s.factories.contains(&f.name))
+            .unwrap_or(&default_slave);
+        if let Err(e) = factory::build_steps(f, slave) {
+            let key = match &e {
+                factory::FactoryError::BadValue { key, .. } => Some(key.to_ascii_lowercase()),
+                factory::FactoryError::NoSource { .. } => None,
+                factory::FactoryError::DuplicateDir { .. } => c.all.iter().find(|v| v.key == "git" || v.key == "hg").map(|v| v.key.clone()),
+                _ => None,
+            };
+            let message = e.to_string();
+            let message = message
+                .strip_prefix(&format!("factory {}: ", f.name))
+                .unwrap_or(&message)
+                .to_string();
+            let at = key.and_then(|k| c.all.iter().find(|v| v.key.to_ascii_lowercase() == k));
+            return Err(match at {
+                Some(v) => v.err(message),
+                None => section_err(file, c.section_line, &f.name, message),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What `autobot checkconfig` prints for a config that loads: the master's ports
+/// and timers, each slave (os, factories), each factory (type, sources), each
+/// builder `FACTORY-SLAVE`, and locks and users when there are any.
+pub fn summary(cfg: &MasterConfig) -> String {
+    let mut out = format!(
+        "master: slaveport {}, htmlport {}, publichtmlport {}, pollInterval {}s, treeStable {}s, allowForce {}\n",
+        cfg.slaveport, cfg.htmlport, cfg.publichtmlport, cfg.poll_interval, cfg.tree_stable, cfg.allow_force
+    );
+    out.push_str(&format!("\nslaves ({}):\n", cfg.slaves.len()));
+    if cfg.slaves.is_empty() {
+        out.push_str("  (none: add a [slave:NAME] section)\n");
+    }
+    for s in &cfg.slaves {
+        let factories = if s.factories.is_empty() {
+            "(no factories)".to_string()
+        } else {
+            s.factories.join(" ")
+        };
+        out.push_str(&format!(
+            "  {}  os={}  max_builds={}  factories: {}\n",
+            s.name,
+            s.os.as_str(),
+            s.max_builds,
+            factories
+        ));
+    }
+    out.push_str(&format!("\nfactories ({}):\n", cfg.factories.len()));
+    for f in &cfg.factories {
+        let sources: Vec<String> = f
+            .sources
+            .iter()
+            .map(|s| format!("{} {}#{}", s.kind.as_str(), s.url, s.branch))
+            .collect();
+        let sources = if sources.is_empty() {
+            "no sources".to_string()
+        } else {
+            sources.join(", ")
+        };
+        let mut line = format!("  {}  type={}  {}", f.name, f.type_name, sources);
+        if let Some(p) = &f.project {
+            line.push_str(&format!("  (project {p})"));
+        }
+        if !cfg.slaves.iter().any(|s| s.factories.contains(&f.name)) {
+            line.push_str("  (no slave runs this factory)");
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    let builders = cfg.builders();
+    out.push_str(&format!("\nbuilders ({}):\n", builders.len()));
+    for b in &builders {
+        out.push_str(&format!("  {}\n", b.name));
+    }
+    if !cfg.locks.is_empty() {
+        out.push_str(&format!("\nlocks ({}):\n", cfg.locks.len()));
+        for l in &cfg.locks {
+            let scope = match l.scope {
+                LockScope::Master => "master",
+                LockScope::Slave => "slave",
+            };
+            out.push_str(&format!("  {}  scope={}  maxCount={}\n", l.name, scope, l.max_count));
+        }
+    }
+    if !cfg.users.is_empty() {
+        let names: Vec<&str> = cfg.users.keys().map(String::as_str).collect();
+        out.push_str(&format!("\nusers: {}\n", names.join(" ")));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

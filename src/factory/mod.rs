@@ -1,1 +1,713 @@
-//! Built-in factory types.
+//! Built-in factory types: each turns a factory section of `master.ini` into the
+//! ordered list of step specs a build runs, and the bundled/local projects.
+//!
+//! A step spec ([`StepSpec`]) is plain data — a command argv (or a property to set
+//! from a command's output, or a checkout), the directory to run in, environment,
+//! the Buildbot result flags, timeouts, locks and descriptions. The build engine
+//! turns it into worker-protocol commands; nothing here runs anything, so every
+//! type is unit-tested by comparing its step list with the Buildbot 0.7 manual.
+//!
+//! # Result flags
+//! Following the Buildbot 0.7 manual (Build Steps → Common Parameters, Simple
+//! ShellCommand Subclasses):
+//! * a plain shell command flunks the build when it fails (`flunkOnFailure`);
+//! * a source checkout halts the build when it fails (`haltOnFailure`, as Buildbot's
+//!   Source steps), as do Configure and Compile (Buildbot's Configure/Compile set
+//!   `haltOnFailure`) and the steps that set up a virtualenv or install into it
+//!   (autobot passed `haltOnFailure=True`), since nothing after them can work;
+//! * a test step only warns on failure (`warnOnFailure`, not flunk), as Buildbot's
+//!   Test: failing tests make the build WARNINGS, a broken build makes it FAILURE.
+//!
+//! Every generated step has Buildbot's default `timeout` of 1200 s without output.
+//!
+//! # Where things are checked out
+//! A factory with one source checks it out into `build`, the directory its commands
+//! run in (Buildbot's layout). With several sources each goes to `build/DIR`, DIR
+//! being the last part of the URL (git drops `.git`), and the commands run in the
+//! first source's directory. Virtualenv types check every source out into
+//! `%(virtualenv)s/src/DIR` (autobot's layout). A checkout step's `workdir` is the
+//! directory that becomes the source tree. hg sources come before git ones.
+//!
+//! # `platform = true`
+//! The slave's os (`linux`, `win`, `mac`) reaches the build as the property
+//! `platform` ([`build_properties`]) and as the environment variable `PLATFORM` of
+//! every step.
+
+pub mod argv;
+pub mod projects;
+pub mod schema;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::config::{FactoryConfig, Mode, Retry, SlaveConfig, Source, SourceKind};
+
+pub use projects::{list_factories_text, projects, Project, ProjectSource};
+pub use schema::{
+    find_type, is_plain_name, types, types_text, FactoryType, ParamKind, ParamSpec,
+};
+
+/// Buildbot's default for a command that produces no output (seconds).
+pub const DEFAULT_TIMEOUT: u64 = 1200;
+
+/// The directory a build's commands run in unless told otherwise.
+pub const DEFAULT_WORKDIR: &str = "build";
+
+/// A command as the slave will run it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    /// Run directly, no shell. May hold `%(property)s` to be interpolated.
+    Argv(Vec<String>),
+    /// Run through `/bin/sh -c`; only when `master.ini` asks (`step.NAME.shell`).
+    Shell(String),
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StepKind {
+    Shell {
+        command: Command,
+    },
+    /// Run `command` and set the build property `property` to its trimmed stdout
+    /// (how the virtualenv types learn where python lives).
+    SetProperty {
+        property: String,
+        command: Command,
+    },
+    /// Bring `source` into the step's workdir; the engine picks git/hg commands.
+    Checkout {
+        source: Source,
+        mode: Mode,
+        always_use_latest: bool,
+        retry: Option<Retry>,
+    },
+}
+
+/// How a step's result counts towards the build's (Buildbot's common parameters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct StepFlags {
+    pub halt_on_failure: bool,
+    pub flunk_on_failure: bool,
+    pub warn_on_failure: bool,
+    pub flunk_on_warnings: bool,
+    pub warn_on_warnings: bool,
+}
+
+impl StepFlags {
+    /// A plain ShellCommand: flunk on failure.
+    pub const SHELL: StepFlags = StepFlags {
+        halt_on_failure: false,
+        flunk_on_failure: true,
+        warn_on_failure: false,
+        flunk_on_warnings: false,
+        warn_on_warnings: false,
+    };
+    /// Checkout, Configure, Compile, virtualenv setup: nothing later can work.
+    pub const HALT: StepFlags = StepFlags {
+        halt_on_failure: true,
+        flunk_on_failure: true,
+        warn_on_failure: false,
+        flunk_on_warnings: false,
+        warn_on_warnings: false,
+    };
+    /// Test: a failure makes the build WARNINGS.
+    pub const TEST: StepFlags = StepFlags {
+        halt_on_failure: false,
+        flunk_on_failure: false,
+        warn_on_failure: true,
+        flunk_on_warnings: false,
+        warn_on_warnings: false,
+    };
+}
+
+/// How the engine reads a step's output for counts shown on the waterfall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogParser {
+    #[default]
+    None,
+    /// Count gcc-style `warning:` lines (Buildbot's Compile).
+    Compile,
+    /// Count test results (Buildbot's Test/Trial).
+    Test,
+}
+
+/// One step of a build, as data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepSpec {
+    /// Unique within the build; names the step's logs.
+    pub name: String,
+    pub kind: StepKind,
+    /// Relative to the builder's directory on the slave (or a `%(property)s` path).
+    pub workdir: String,
+    /// Added to the slave's environment.
+    pub env: BTreeMap<String, String>,
+    pub flags: StepFlags,
+    /// Seconds without output before the command is killed; `None`: never.
+    pub timeout: Option<u64>,
+    /// Seconds in all before the command is killed.
+    pub max_time: Option<u64>,
+    /// Words shown while running (`compiling`).
+    pub description: Vec<String>,
+    /// Words shown when done (`compile`).
+    pub description_done: Vec<String>,
+    /// `[lock:NAME]` sections held while the step runs.
+    pub locks: Vec<String>,
+    pub log_parser: LogParser,
+}
+
+impl StepSpec {
+    /// A step with Buildbot's defaults: workdir `build`, ShellCommand flags, 1200 s.
+    fn new(name: &str, kind: StepKind, workdir: &str) -> StepSpec {
+        StepSpec {
+            name: name.to_string(),
+            kind,
+            workdir: workdir.to_string(),
+            env: BTreeMap::new(),
+            flags: StepFlags::SHELL,
+            timeout: Some(DEFAULT_TIMEOUT),
+            max_time: None,
+            description: Vec::new(),
+            description_done: Vec::new(),
+            locks: Vec::new(),
+            log_parser: LogParser::None,
+        }
+    }
+
+    fn shell(name: &str, argv: Vec<String>, workdir: &str) -> StepSpec {
+        StepSpec::new(
+            name,
+            StepKind::Shell {
+                command: Command::Argv(argv),
+            },
+            workdir,
+        )
+    }
+
+    fn flags(mut self, flags: StepFlags) -> StepSpec {
+        self.flags = flags;
+        self
+    }
+
+    fn describe(mut self, running: &[&str], done: &[&str]) -> StepSpec {
+        self.description = running.iter().map(|s| s.to_string()).collect();
+        self.description_done = done.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    fn parser(mut self, p: LogParser) -> StepSpec {
+        self.log_parser = p;
+        self
+    }
+}
+
+/// Why a factory section cannot be turned into steps.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FactoryError {
+    #[error("factory {factory}: unknown factory type {type_name:?}; use one of: {valid}")]
+    UnknownType {
+        factory: String,
+        type_name: String,
+        valid: String,
+    },
+    #[error("factory {factory}: type {type_name} needs a source: add `git = URL[#branch]` or `hg = URL[#branch]`")]
+    NoSource { factory: String, type_name: String },
+    #[error("factory {factory}: a shell factory needs steps: add `step.NAME = COMMAND` lines")]
+    NoSteps { factory: String },
+    #[error("factory {factory}: {key}: {message}")]
+    BadValue {
+        factory: String,
+        key: String,
+        message: String,
+    },
+    #[error("factory {factory}: two steps are named {step:?}; rename one (a checkout step is named `checkout`, or `checkout-DIR` with several sources)")]
+    DuplicateStep { factory: String, step: String },
+    #[error("factory {factory}: two sources would be checked out into the same directory {dir:?}; a factory's sources need different last URL parts")]
+    DuplicateDir { factory: String, dir: String },
+}
+
+/// The directory a source is checked out into: the URL's last part, without `.git`
+/// for git (autobot's `dirname`).
+pub fn source_dir(source: &Source) -> String {
+    let url = source.url.trim_end_matches(['/', '\\']);
+    let last = url.rsplit(['/', '\\', ':']).next().unwrap_or(url);
+    let last = match source.kind {
+        SourceKind::Git => last.strip_suffix(".git").unwrap_or(last),
+        SourceKind::Hg => last,
+    };
+    last.to_string()
+}
+
+/// The build properties a factory sets before its first step (`platform`).
+pub fn build_properties(factory: &FactoryConfig, slave: &SlaveConfig) -> BTreeMap<String, String> {
+    let mut props = BTreeMap::new();
+    if factory.platform {
+        props.insert("platform".to_string(), slave.os.as_str().to_string());
+    }
+    props
+}
+
+/// Reads a factory's parameters with the type's defaults.
+struct Params<'a> {
+    factory: &'a FactoryConfig,
+    ty: &'static FactoryType,
+}
+
+impl Params<'_> {
+    fn raw(&self, name: &str) -> &str {
+        let key = name.to_ascii_lowercase();
+        if let Some(v) = self.factory.params.get(&key) {
+            return v;
+        }
+        self.ty.param(name).map(|p| p.default).unwrap_or("")
+    }
+
+    fn bad(&self, key: &str, message: String) -> FactoryError {
+        FactoryError::BadValue {
+            factory: self.factory.name.clone(),
+            key: key.to_string(),
+            message,
+        }
+    }
+
+    fn argv(&self, name: &str) -> Result<Vec<String>, FactoryError> {
+        argv::split(self.raw(name)).map_err(|m| self.bad(name, m))
+    }
+
+    fn bool(&self, name: &str) -> Result<bool, FactoryError> {
+        let v = self.raw(name);
+        schema::parse_bool(v).ok_or_else(|| self.bad(name, format!("expected true or false, got {v:?}")))
+    }
+
+    fn words(&self, name: &str) -> Vec<String> {
+        self.raw(name).split_whitespace().map(String::from).collect()
+    }
+}
+
+/// Sources in checkout order (hg first, then git) with the directory of each.
+fn sources_with_dirs(f: &FactoryConfig) -> Result<Vec<(Source, String)>, FactoryError> {
+    let mut out: Vec<(Source, String)> = Vec::new();
+    let ordered = f
+        .sources
+        .iter()
+        .filter(|s| s.kind == SourceKind::Hg)
+        .chain(f.sources.iter().filter(|s| s.kind == SourceKind::Git));
+    for s in ordered {
+        let dir = source_dir(s);
+        if !is_plain_name(&dir) {
+            return Err(FactoryError::BadValue {
+                factory: f.name.clone(),
+                key: match s.kind {
+                    SourceKind::Git => "git".into(),
+                    SourceKind::Hg => "hg".into(),
+                },
+                message: format!("cannot name a checkout directory after {:?} (got {dir:?})", s.url),
+            });
+        }
+        if out.iter().any(|(_, d)| d == &dir) {
+            return Err(FactoryError::DuplicateDir {
+                factory: f.name.clone(),
+                dir,
+            });
+        }
+        out.push((s.clone(), dir));
+    }
+    Ok(out)
+}
+
+fn checkout_step(f: &FactoryConfig, source: &Source, name: &str, workdir: &str, dir: &str) -> StepSpec {
+    StepSpec::new(
+        name,
+        StepKind::Checkout {
+            source: source.clone(),
+            mode: f.mode,
+            always_use_latest: f.always_use_latest,
+            retry: f.retry,
+        },
+        workdir,
+    )
+    .flags(StepFlags::HALT)
+    .describe(&["checking out", dir], &["checkout", dir])
+}
+
+/// Checkout steps for the build-tree layout (see the module docs) and the directory
+/// the factory's commands run in.
+fn checkout_in_build(f: &FactoryConfig, need_source: bool) -> Result<(Vec<StepSpec>, String), FactoryError> {
+    let sources = sources_with_dirs(f)?;
+    if sources.is_empty() && need_source {
+        return Err(FactoryError::NoSource {
+            factory: f.name.clone(),
+            type_name: f.type_name.clone(),
+        });
+    }
+    if let [(s, dir)] = sources.as_slice() {
+        return Ok((vec![checkout_step(f, s, "checkout", DEFAULT_WORKDIR, dir)], DEFAULT_WORKDIR.to_string()));
+    }
+    let steps = sources
+        .iter()
+        .map(|(s, dir)| checkout_step(f, s, &format!("checkout-{dir}"), &format!("{DEFAULT_WORKDIR}/{dir}"), dir))
+        .collect();
+    let workdir = match sources.first() {
+        Some((_, dir)) => format!("{DEFAULT_WORKDIR}/{dir}"),
+        None => DEFAULT_WORKDIR.to_string(),
+    };
+    Ok((steps, workdir))
+}
+
+/// `sh -c` script printing `$PWD/A` or `$PWD/B`, whichever exists first (autobot's
+/// `find`); fails when neither does.
+fn find_command(a: &str, b: &str) -> Command {
+    Command::Argv(vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        format!(
+            "if [ -e \"{a}\" ]; then echo \"${{PWD}}/{a}\"; elif [ -e \"{b}\" ]; then echo \"${{PWD}}/{b}\"; else false; fi"
+        ),
+    ])
+}
+
+/// autobot's VirtualenvFactory: returns the steps and the checkout directories.
+fn virtualenv_steps(p: &Params) -> Result<(Vec<StepSpec>, Vec<String>), FactoryError> {
+    let f = p.factory;
+    let name = p.raw("name").to_string();
+    if !is_plain_name(&name) {
+        return Err(p.bad("name", format!("expected a plain directory name, got {name:?}")));
+    }
+    let create = if p.bool("virtualenv")? {
+        vec!["virtualenv".to_string(), name.clone()]
+    } else {
+        vec!["python3".to_string(), "-m".to_string(), "venv".to_string(), name.clone()]
+    };
+    let mut steps = vec![
+        StepSpec::shell("remove-virtualenv", vec!["rm".into(), "-rf".into(), name.clone()], DEFAULT_WORKDIR)
+            .describe(&["removing", &name], &["remove", &name]),
+        StepSpec::shell("create-virtualenv", create, DEFAULT_WORKDIR)
+            .flags(StepFlags::HALT)
+            .describe(&["creating virtualenv", &name], &["virtualenv", &name]),
+        StepSpec::new(
+            "property-virtualenv",
+            StepKind::SetProperty {
+                property: "virtualenv".into(),
+                command: Command::Argv(vec!["pwd".into()]),
+            },
+            &format!("{DEFAULT_WORKDIR}/{name}"),
+        )
+        .flags(StepFlags::HALT),
+        StepSpec::new(
+            "property-scripts",
+            StepKind::SetProperty {
+                property: "scripts".into(),
+                command: find_command("Scripts", "bin"),
+            },
+            "%(virtualenv)s",
+        )
+        .flags(StepFlags::HALT),
+        StepSpec::new(
+            "property-python",
+            StepKind::SetProperty {
+                property: "python".into(),
+                command: find_command("python", "python.exe"),
+            },
+            "%(scripts)s",
+        )
+        .flags(StepFlags::HALT),
+        StepSpec::shell("mkdir-src", vec!["mkdir".into(), "-p".into(), "src".into()], "%(virtualenv)s")
+            .flags(StepFlags::HALT),
+    ];
+    let mut dirs = Vec::new();
+    // python-source always checks out (it has no `checkout` parameter).
+    let checkout = p.ty.param("checkout").is_none() || p.bool("checkout")?;
+    if checkout {
+        let sources = sources_with_dirs(f)?;
+        if sources.is_empty() && f.type_name == "python-source" {
+            return Err(FactoryError::NoSource {
+                factory: f.name.clone(),
+                type_name: f.type_name.clone(),
+            });
+        }
+        let single = sources.len() == 1;
+        for (s, dir) in &sources {
+            let step_name = if single { "checkout".to_string() } else { format!("checkout-{dir}") };
+            steps.push(checkout_step(f, s, &step_name, &format!("%(virtualenv)s/src/{dir}"), dir));
+            dirs.push(dir.clone());
+        }
+    }
+    Ok((steps, dirs))
+}
+
+/// Steps of a `shell` factory from `FactoryConfig::steps`.
+fn shell_steps(f: &FactoryConfig) -> Result<Vec<StepSpec>, FactoryError> {
+    let mut out = Vec::new();
+    for (name, opts) in &f.steps {
+        let bad = |opt: &str, message: String| FactoryError::BadValue {
+            factory: f.name.clone(),
+            key: format!("step.{name}{}{opt}", if opt.is_empty() { "" } else { "." }),
+            message,
+        };
+        let raw = opts.get("command").map(String::as_str).unwrap_or("");
+        let as_shell = match opts.get("shell") {
+            Some(v) => schema::parse_bool(v).ok_or_else(|| bad("shell", format!("expected true or false, got {v:?}")))?,
+            None => false,
+        };
+        let command = if as_shell {
+            if raw.trim().is_empty() {
+                return Err(bad("", "expected a command, got nothing".into()));
+            }
+            Command::Shell(raw.trim().to_string())
+        } else {
+            let argv = argv::split(raw).map_err(|m| bad("", m))?;
+            if argv.is_empty() {
+                return Err(bad("", "expected a command, got nothing".into()));
+            }
+            Command::Argv(argv)
+        };
+        let mut step = StepSpec::new(name, StepKind::Shell { command }, DEFAULT_WORKDIR);
+        for (opt, value) in opts {
+            let flag = |v: &str| schema::parse_bool(v).ok_or_else(|| bad(opt, format!("expected true or false, got {v:?}")));
+            let int = |v: &str| v.trim().parse::<u64>().map_err(|_| bad(opt, format!("expected a whole number, got {v:?}")));
+            match opt.as_str() {
+                "command" | "shell" => {}
+                "haltonfailure" => step.flags.halt_on_failure = flag(value)?,
+                "flunkonfailure" => step.flags.flunk_on_failure = flag(value)?,
+                "warnonfailure" => step.flags.warn_on_failure = flag(value)?,
+                "flunkonwarnings" => step.flags.flunk_on_warnings = flag(value)?,
+                "warnonwarnings" => step.flags.warn_on_warnings = flag(value)?,
+                "timeout" => step.timeout = Some(int(value)?).filter(|t| *t > 0),
+                "maxtime" => step.max_time = Some(int(value)?).filter(|t| *t > 0),
+                "workdir" => {
+                    if !value.trim().is_empty() {
+                        step.workdir = value.trim().to_string();
+                    }
+                }
+                "description" => step.description = value.split_whitespace().map(String::from).collect(),
+                "descriptiondone" => step.description_done = value.split_whitespace().map(String::from).collect(),
+                "locks" => step.locks = value.split_whitespace().map(String::from).collect(),
+                "logparser" => {
+                    step.log_parser = match value.trim().to_ascii_lowercase().as_str() {
+                        "none" | "" => LogParser::None,
+                        "compile" => LogParser::Compile,
+                        "test" => LogParser::Test,
+                        other => return Err(bad(opt, format!("expected none, compile or test, got {other:?}"))),
+                    }
+                }
+                other => match other.strip_prefix("env.") {
+                    Some(var) if schema::is_env_name(var) => {
+                        step.env.insert(var.to_string(), value.clone());
+                    }
+                    _ => {
+                        return Err(bad(
+                            opt,
+                            format!("unknown step option; use one of: {}", schema::step_option_names()),
+                        ))
+                    }
+                },
+            }
+        }
+        out.push(step);
+    }
+    Ok(out)
+}
+
+/// The steps a build of `factory` on `slave` runs, in order. `config::load` calls
+/// this for every factory, so a loaded config never fails here; the engine calls it
+/// per build (the slave matters only for `platform`).
+pub fn build_steps(factory: &FactoryConfig, slave: &SlaveConfig) -> Result<Vec<StepSpec>, FactoryError> {
+    let f = factory;
+    let ty = find_type(&f.type_name).ok_or_else(|| FactoryError::UnknownType {
+        factory: f.name.clone(),
+        type_name: f.type_name.clone(),
+        valid: schema::type_names(),
+    })?;
+    let p = Params { factory: f, ty };
+    let mut steps: Vec<StepSpec> = match ty.name {
+        "source" => checkout_in_build(f, true)?.0,
+        "virtualenv" => virtualenv_steps(&p)?.0,
+        "python-source" => {
+            let (mut steps, dirs) = virtualenv_steps(&p)?;
+            let pip = p.raw("install").eq_ignore_ascii_case("pip");
+            for dir in &dirs {
+                let argv: Vec<String> = if pip {
+                    ["%(python)s", "-m", "pip", "install", "--no-deps", "."].map(String::from).to_vec()
+                } else {
+                    ["%(python)s", "setup.py", "install"].map(String::from).to_vec()
+                };
+                steps.push(
+                    StepSpec::shell(&format!("install-{dir}"), argv, &format!("%(virtualenv)s/src/{dir}"))
+                        .flags(StepFlags::HALT)
+                        .describe(&["installing", dir], &["install", dir]),
+                );
+            }
+            let test = p.argv("test")?;
+            if !test.is_empty() {
+                let workdir = match dirs.first() {
+                    Some(dir) => format!("%(virtualenv)s/src/{dir}"),
+                    None => "%(virtualenv)s".to_string(),
+                };
+                steps.push(
+                    StepSpec::shell("test", test, &workdir)
+                        .flags(StepFlags::TEST)
+                        .describe(&["testing"], &["test"])
+                        .parser(LogParser::Test),
+                );
+            }
+            steps
+        }
+        "autotools" => {
+            let (mut steps, wd) = checkout_in_build(f, true)?;
+            let mut configure = p.argv("configure")?;
+            if !configure.is_empty() {
+                configure.extend(p.argv("configureFlags")?);
+                let mut step = StepSpec::shell("configure", configure, &wd)
+                    .flags(StepFlags::HALT)
+                    .describe(&["configuring"], &["configure"]);
+                step.env = schema::parse_env_list(p.raw("configureEnv"))
+                    .map_err(|m| p.bad("configureEnv", m))?
+                    .into_iter()
+                    .collect();
+                steps.push(step);
+            }
+            let compile = p.argv("compile")?;
+            if !compile.is_empty() {
+                steps.push(
+                    StepSpec::shell("compile", compile, &wd)
+                        .flags(StepFlags::HALT)
+                        .describe(&["compiling"], &["compile"])
+                        .parser(LogParser::Compile),
+                );
+            }
+            let test = p.argv("test")?;
+            if !test.is_empty() {
+                steps.push(
+                    StepSpec::shell("test", test, &wd)
+                        .flags(StepFlags::TEST)
+                        .describe(&["testing"], &["test"])
+                        .parser(LogParser::Test),
+                );
+            }
+            steps
+        }
+        "cpan" => {
+            let (mut steps, wd) = checkout_in_build(f, true)?;
+            let mut configure = p.argv("perl")?;
+            if configure.is_empty() {
+                return Err(p.bad("perl", "expected the perl command, got nothing".into()));
+            }
+            configure.push("Makefile.PL".into());
+            steps.push(
+                StepSpec::shell("configure", configure, &wd)
+                    .flags(StepFlags::HALT)
+                    .describe(&["configuring"], &["configure"]),
+            );
+            steps.push(
+                StepSpec::shell("compile", vec!["make".into()], &wd)
+                    .flags(StepFlags::HALT)
+                    .describe(&["compiling"], &["compile"])
+                    .parser(LogParser::Compile),
+            );
+            steps.push(
+                StepSpec::shell("test", vec!["make".into(), "test".into()], &wd)
+                    .flags(StepFlags::TEST)
+                    .describe(&["testing"], &["test"])
+                    .parser(LogParser::Test),
+            );
+            steps
+        }
+        "distutils" => {
+            let (mut steps, wd) = checkout_in_build(f, true)?;
+            let mut build = p.argv("python")?;
+            if build.is_empty() {
+                return Err(p.bad("python", "expected the python command, got nothing".into()));
+            }
+            build.extend(["./setup.py".to_string(), "build".to_string()]);
+            steps.push(
+                StepSpec::shell("compile", build, &wd)
+                    .flags(StepFlags::HALT)
+                    .describe(&["compiling"], &["compile"])
+                    .parser(LogParser::Compile),
+            );
+            let test = p.argv("test")?;
+            if !test.is_empty() {
+                steps.push(
+                    StepSpec::shell("test", test, &wd)
+                        .flags(StepFlags::TEST)
+                        .describe(&["testing"], &["test"])
+                        .parser(LogParser::Test),
+                );
+            }
+            steps
+        }
+        "trial" => {
+            let (mut steps, wd) = checkout_in_build(f, true)?;
+            let mut build = p.argv("buildpython")?;
+            if build.is_empty() {
+                return Err(p.bad("buildpython", "expected the python command, got nothing".into()));
+            }
+            build.extend(["./setup.py".to_string(), "build".to_string()]);
+            steps.push(
+                StepSpec::shell("compile", build, &wd)
+                    .flags(StepFlags::HALT)
+                    .describe(&["compiling"], &["compile"])
+                    .parser(LogParser::Compile),
+            );
+            let tests = p.words("tests");
+            if !tests.is_empty() {
+                let mut argv = p.argv("trialpython")?;
+                let trial = p.argv("trial")?;
+                if trial.is_empty() {
+                    return Err(p.bad("trial", "expected the trial command, got nothing".into()));
+                }
+                argv.extend(trial);
+                argv.extend(p.argv("trialMode")?);
+                if p.bool("recurse")? {
+                    argv.push("--recurse".into());
+                }
+                if p.bool("randomly")? {
+                    argv.push("--random=0".into());
+                }
+                argv.extend(tests);
+                let mut step = StepSpec::shell("trial", argv, &wd)
+                    .flags(StepFlags::TEST)
+                    .describe(&["testing"], &["tests"])
+                    .parser(LogParser::Test);
+                step.env.insert("PYTHONPATH".into(), p.raw("testpath").to_string());
+                steps.push(step);
+            }
+            steps
+        }
+        "shell" => {
+            if f.steps.is_empty() {
+                return Err(FactoryError::NoSteps { factory: f.name.clone() });
+            }
+            let (mut steps, _) = checkout_in_build(f, false)?;
+            steps.extend(shell_steps(f)?);
+            steps
+        }
+        other => {
+            return Err(FactoryError::UnknownType {
+                factory: f.name.clone(),
+                type_name: other.to_string(),
+                valid: schema::type_names(),
+            })
+        }
+    };
+    for (i, s) in steps.iter().enumerate() {
+        if steps[..i].iter().any(|t| t.name == s.name) {
+            return Err(FactoryError::DuplicateStep {
+                factory: f.name.clone(),
+                step: s.name.clone(),
+            });
+        }
+    }
+    if f.platform {
+        for s in &mut steps {
+            s.env.insert("PLATFORM".into(), slave.os.as_str().to_string());
+        }
+    }
+    Ok(steps)
+}
+
+#[cfg(test)]
+mod tests;

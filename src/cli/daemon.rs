@@ -1,0 +1,355 @@
+//! The daemon verbs: `start`, `stop`, `restart`, `reconfig` and `run`.
+//!
+//! A directory is a master (it has `master.ini`), a slave (`slave.ini`) or a pair made
+//! by `create` (`master/` and `slave/`; verbs act on both, master first). `start`
+//! runs `autobot run DIR --background` as a new session, reads one status line from
+//! it (`ready: …` or `error: …`) and returns; `stop` signals SIGTERM and waits for the
+//! pid file's lock to be released, which happens only when the daemon has exited.
+
+use anyhow::{anyhow, bail, Context};
+use clap::Args;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::config::slave::SLAVE_INI;
+use crate::daemon::{self, PidFile, PidState};
+
+#[derive(Debug, Args)]
+pub struct DirArgs {
+    /// A master directory, a slave directory, or a pair made by `create`.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A master directory, a slave directory, or a pair made by `create`.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Internal: started by `autobot start`; log to DIR/autobot.log and report
+    /// readiness on standard output.
+    #[arg(long, hide = true)]
+    pub background: bool,
+}
+
+/// What kind of daemon lives in a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Master,
+    Slave,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Master => "master",
+            Role::Slave => "slave",
+        }
+    }
+}
+
+/// The daemons a directory holds, in start order (master first).
+pub fn daemons_in(dir: &Path) -> anyhow::Result<Vec<(Role, PathBuf)>> {
+    if dir.join("master.ini").is_file() {
+        return Ok(vec![(Role::Master, dir.to_path_buf())]);
+    }
+    if dir.join(SLAVE_INI).is_file() {
+        return Ok(vec![(Role::Slave, dir.to_path_buf())]);
+    }
+    let m = dir.join("master");
+    let s = dir.join("slave");
+    let mut out = Vec::new();
+    if m.join("master.ini").is_file() {
+        out.push((Role::Master, m));
+    }
+    if s.join(SLAVE_INI).is_file() {
+        out.push((Role::Slave, s));
+    }
+    if out.is_empty() {
+        bail!(
+            "{} is not an autobot directory: it has no master.ini, no {SLAVE_INI}, and no master/ or slave/ made by `autobot create`",
+            dir.display()
+        );
+    }
+    Ok(out)
+}
+
+pub fn start_cmd(args: &DirArgs) -> anyhow::Result<()> {
+    for (role, dir) in daemons_in(&args.dir)? {
+        start_one(role, &dir)?;
+    }
+    Ok(())
+}
+
+pub fn stop_cmd(args: &DirArgs) -> anyhow::Result<()> {
+    for (role, dir) in daemons_in(&args.dir)? {
+        stop_one(role, &dir)?;
+    }
+    Ok(())
+}
+
+pub fn restart_cmd(args: &DirArgs) -> anyhow::Result<()> {
+    let daemons = daemons_in(&args.dir)?;
+    for (role, dir) in &daemons {
+        stop_one(*role, dir)?;
+    }
+    for (role, dir) in &daemons {
+        start_one(*role, dir)?;
+    }
+    Ok(())
+}
+
+pub fn reconfig_cmd(args: &DirArgs) -> anyhow::Result<()> {
+    let daemons = daemons_in(&args.dir)?;
+    let (_, dir) = daemons
+        .iter()
+        .find(|(r, _)| *r == Role::Master)
+        .ok_or_else(|| anyhow!("{} holds no master to reconfigure", args.dir.display()))?;
+    let pid = match daemon::pid_state(dir)? {
+        PidState::Running(pid) => pid,
+        _ => bail!(
+            "the master in {} is not running; start it with `autobot start {}`",
+            dir.display(),
+            dir.display()
+        ),
+    };
+    let log = dir.join(daemon::LOG_FILE);
+    let offset = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    daemon::signal(pid, nix::sys::signal::Signal::SIGHUP)?;
+    // The master logs one line starting "reconfig" with the outcome.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Some(line) = new_log_lines(&log, offset)?
+            .into_iter()
+            .find(|l| l.contains("reconfig"))
+        {
+            println!("{line}");
+            if line.contains("rejected") {
+                bail!("master.ini was rejected; the master keeps its old configuration");
+            }
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!(
+        "sent SIGHUP to the master (pid {pid}) but it logged no reconfig outcome within 30 s; see {}",
+        log.display()
+    )
+}
+
+fn new_log_lines(log: &Path, offset: u64) -> anyhow::Result<Vec<String>> {
+    let mut f = match std::fs::File::open(log) {
+        Ok(f) => f,
+        Err(_) => return Ok(Vec::new()),
+    };
+    f.seek(SeekFrom::Start(offset))?;
+    let mut s = String::new();
+    f.read_to_string(&mut s)?;
+    Ok(s.lines().map(str::to_string).collect())
+}
+
+fn start_one(role: Role, dir: &Path) -> anyhow::Result<()> {
+    if let PidState::Running(pid) = daemon::pid_state(dir)? {
+        bail!(
+            "the {} in {} is already running (pid {pid}); use `autobot restart`",
+            role.as_str(),
+            dir.display()
+        );
+    }
+    let exe = std::env::current_exe().context("cannot find the autobot binary")?;
+    let log = daemon::open_log(dir)?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("run")
+        .arg(dir)
+        .arg("--background")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log);
+    daemon::new_session(&mut cmd);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start the {}", role.as_str()))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow!("no status pipe from the daemon"))?;
+    let mut line = String::new();
+    // The daemon closes its end once ready (or exits), so this read ends.
+    BufReader::new(stdout).read_line(&mut line)?;
+    let line = line.trim();
+    if let Some(msg) = line.strip_prefix("ready: ") {
+        println!(
+            "{} started in {} (pid {}): {msg}",
+            role.as_str(),
+            dir.display(),
+            child.id()
+        );
+        return Ok(());
+    }
+    let _ = child.wait();
+    let why = line.strip_prefix("error: ").unwrap_or(line);
+    let why = if why.is_empty() {
+        format!(
+            "it exited during start-up; last lines of {}:\n{}",
+            dir.join(daemon::LOG_FILE).display(),
+            tail(&dir.join(daemon::LOG_FILE), 10)
+        )
+    } else {
+        why.to_string()
+    };
+    bail!(
+        "the {} in {} did not start: {why}",
+        role.as_str(),
+        dir.display()
+    )
+}
+
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn stop_one(role: Role, dir: &Path) -> anyhow::Result<()> {
+    match daemon::pid_state(dir)? {
+        PidState::NotRunning => {
+            println!("{} in {} is not running", role.as_str(), dir.display());
+            Ok(())
+        }
+        PidState::Stale(pid) => {
+            daemon::remove_stale_pid_file(dir)?;
+            println!(
+                "{} in {} was not running (removed the stale pid file of pid {pid})",
+                role.as_str(),
+                dir.display()
+            );
+            Ok(())
+        }
+        PidState::Running(pid) => {
+            daemon::signal(pid, nix::sys::signal::Signal::SIGTERM)?;
+            if daemon::wait_exit(dir, Duration::from_secs(30)) {
+                println!("{} in {} stopped (pid {pid})", role.as_str(), dir.display());
+                return Ok(());
+            }
+            eprintln!(
+                "{} (pid {pid}) did not exit within 30 s of SIGTERM; sending SIGKILL",
+                role.as_str()
+            );
+            daemon::signal(pid, nix::sys::signal::Signal::SIGKILL)?;
+            if daemon::wait_exit(dir, Duration::from_secs(10)) {
+                let _ = daemon::remove_stale_pid_file(dir);
+                println!("{} in {} killed (pid {pid})", role.as_str(), dir.display());
+                Ok(())
+            } else {
+                bail!("{} (pid {pid}) survived SIGKILL", role.as_str())
+            }
+        }
+    }
+}
+
+/// `autobot run DIR`: the daemons of DIR in this process until SIGTERM/SIGINT.
+pub fn run_cmd(args: &RunArgs) -> anyhow::Result<()> {
+    let daemons = daemons_in(&args.dir)?;
+    let log_dir = &daemons[0].1;
+    if args.background {
+        daemon::init_logging(Some(log_dir))?;
+    } else {
+        daemon::init_logging(None)?;
+    }
+    let result = run_daemons(&daemons);
+    match (&result, args.background) {
+        (Err(e), true) => {
+            // Reaches `autobot start` if it is still reading; otherwise harmless.
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "error: {e:#}");
+            let _ = out.flush();
+            tracing::error!("{e:#}");
+        }
+        (Err(e), false) => tracing::error!("{e:#}"),
+        _ => {}
+    }
+    result
+}
+
+fn run_daemons(daemons: &[(Role, PathBuf)]) -> anyhow::Result<()> {
+    let mut pidfiles = Vec::new();
+    for (role, dir) in daemons {
+        let pf = PidFile::acquire(dir).map_err(|e| anyhow!("the {}: {e}", role.as_str()))?;
+        pidfiles.push(pf);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let mut handles = Vec::new();
+        let mut tasks = Vec::new();
+        let mut ready_msgs = Vec::new();
+        for (role, dir) in daemons {
+            let (control, mut handle) = daemon::control();
+            let dir = dir.clone();
+            let task = match role {
+                Role::Master => tokio::spawn(async move {
+                    let _ = (&dir, control);
+                    Err::<(), _>(anyhow!("TEMP-UNWIRED master"))
+                }),
+                Role::Slave => tokio::spawn(async move {
+                    let _ = (&dir, control);
+                    Err::<(), _>(anyhow!("TEMP-UNWIRED slave"))
+                }),
+            };
+            match (&mut handle.ready).await {
+                Ok(Ok(msg)) => ready_msgs.push(format!("{}: {msg}", role.as_str())),
+                Ok(Err(why)) => {
+                    shutdown_all(&handles);
+                    bail!("{why}")
+                }
+                Err(_) => {
+                    // The daemon ended before saying it was ready: report its error.
+                    shutdown_all(&handles);
+                    return match task.await {
+                        Ok(Err(e)) => Err(e),
+                        _ => Err(anyhow!("the {} stopped during start-up", role.as_str())),
+                    };
+                }
+            }
+            handles.push(handle);
+            tasks.push(task);
+        }
+        tracing::info!("up: {}", ready_msgs.join("; "));
+        daemon::report_ready(&ready_msgs.join("; "));
+        let senders = handles
+            .into_iter()
+            .map(|h| (h.shutdown, h.reconfig))
+            .collect();
+        let signals = tokio::spawn(daemon::forward_signals(senders));
+        let mut first_err = None;
+        for t in tasks {
+            match t.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!("{e:#}");
+                    first_err.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(anyhow!("daemon task failed: {e}"));
+                }
+            }
+        }
+        signals.abort();
+        tracing::info!("stopped");
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    })?;
+    drop(pidfiles);
+    Ok(())
+}
+
+fn shutdown_all(handles: &[daemon::ControlHandle]) {
+    for h in handles {
+        let _ = h.shutdown.send(true);
+    }
+}

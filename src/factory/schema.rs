@@ -1,0 +1,547 @@
+//! The built-in factory types as data: each type's name, what it does, and the keys
+//! a factory section of that type accepts, with their kinds, defaults and help.
+//!
+//! One table serves three readers: `master.ini` validation (is this key known, is its
+//! value well-formed), [`super::build_steps`] (the defaults), and
+//! `autobot list-factories --types` (the reference a user reads). Keys are matched
+//! case-insensitively; the names here are spelled the way the manual spells them.
+
+use super::argv;
+
+/// What a key's value must look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamKind {
+    /// Any text.
+    Str,
+    /// A plain directory name (letters, digits, `.`, `_`, `-`; not `.` or `..`): it is
+    /// used in `rm -rf NAME`, so it must never reach outside the build directory.
+    DirName,
+    /// A whole number >= 0.
+    Int,
+    /// A whole number >= 1.
+    PosInt,
+    /// true/false, yes/no, on/off, 1/0.
+    Bool,
+    /// Whitespace-separated words.
+    List,
+    /// A command, split like a shell splits words (quotes respected); must not be empty.
+    Argv,
+    /// A command as for `Argv`, or empty to leave the step out.
+    OptArgv,
+    /// Whitespace-separated `VAR=VALUE` words (quotes respected).
+    EnvList,
+    /// One of the listed words.
+    Choice(&'static [&'static str]),
+    /// `URL[#branch] [URL[#branch]...]`.
+    Sources,
+    /// Whitespace-separated regular expressions.
+    Regexes,
+    /// Five cron fields: minute hour day-of-month month day-of-week.
+    Cron,
+    /// `DELAY REPEATS`: two whole numbers.
+    Retry,
+    /// The name of another factory section.
+    FactoryRef,
+    /// Names of `[lock:NAME]` sections.
+    LockRefs,
+}
+
+/// One key a factory section (or a shell step) accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParamSpec {
+    /// The key as the manual spells it (`configureFlags`); matched case-insensitively.
+    pub name: &'static str,
+    pub kind: ParamKind,
+    /// The value used when the key is absent (empty: none).
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+/// A built-in factory type: the function from a factory section to step specs is
+/// [`super::build_steps`]; this is the part a user and the validator need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FactoryType {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// The type's own keys (the keys in [`COMMON`] are accepted by every type too).
+    pub params: &'static [ParamSpec],
+}
+
+impl FactoryType {
+    /// The type's own parameter named `key` (any case).
+    pub fn param(&self, key: &str) -> Option<&'static ParamSpec> {
+        self.params.iter().find(|p| p.name.eq_ignore_ascii_case(key))
+    }
+
+    /// Whether `key` (any case) is a key a section of this type may set: a common
+    /// key, one of the type's parameters, or (for `shell`) a `step.` key.
+    pub fn accepts(&self, key: &str) -> bool {
+        common_param(key).is_some()
+            || self.param(key).is_some()
+            || (self.name == "shell" && key.to_ascii_lowercase().starts_with("step."))
+    }
+
+    /// The accepted keys, for error messages.
+    pub fn accepted_keys(&self) -> String {
+        let mut keys: Vec<&str> = COMMON.iter().map(|p| p.name).collect();
+        keys.extend(self.params.iter().map(|p| p.name));
+        if self.name == "shell" {
+            keys.push("step.NAME");
+            keys.push("step.NAME.OPTION");
+        }
+        keys.join(", ")
+    }
+}
+
+macro_rules! p {
+    ($name:literal, $kind:expr, $default:literal, $help:literal) => {
+        ParamSpec {
+            name: $name,
+            kind: $kind,
+            default: $default,
+            help: $help,
+        }
+    };
+}
+
+use ParamKind::*;
+
+/// Keys every factory section accepts, whatever its type. Scheduling keys
+/// (branches, files, periodic, nightly, dependsOn, treeStable, pollInterval) are read
+/// by the schedulers; the checkout keys (mode, alwaysUseLatest, retry) by the
+/// checkout steps.
+pub static COMMON: &[ParamSpec] = &[
+    p!("type", Str, "", "The built-in factory type that builds this factory (required unless the section is named after a project)."),
+    p!("description", Str, "", "One line shown by `list-factories` and on the web pages."),
+    p!("git", Sources, "", "Git repositories: URL[#branch] ... (branch defaults to master; ./ and ../ paths are relative to the master directory)."),
+    p!("hg", Sources, "", "Mercurial repositories: URL[#branch] ... (branch defaults to default); checked out before the git ones."),
+    p!("sample", Str, "", "Name of a sample repository embedded in autobot that `create` writes into the master directory."),
+    p!("platform", Bool, "false", "Pass the slave's os to the build: property `platform` and environment variable PLATFORM on every step."),
+    p!("category", Str, "", "Category of the builders, for filtering the web pages and notifications."),
+    p!("revlink", Str, "", "URL template for a revision on the web pages; %s is replaced by the revision."),
+    p!("branches", List, "", "Only changes on these branches start builds (default: the branches of the sources)."),
+    p!("files", Regexes, "", "Only changes touching a file matching one of these regular expressions start builds."),
+    p!("periodic", PosInt, "", "Also build every this many seconds."),
+    p!("nightly", Cron, "", "Also build at these times: five cron fields, minute hour day-of-month month day-of-week (e.g. `0 3 * * *`)."),
+    p!("dependsOn", FactoryRef, "", "Build after each successful build of this other factory (instead of watching the sources)."),
+    p!("locks", LockRefs, "", "[lock:NAME] sections every build of this factory holds."),
+    p!("mode", Choice(&["update", "copy", "clobber", "export"]), "update", "How checkouts reuse the previous tree: update in place, copy a pristine tree, clobber (fresh clone), export (no VCS metadata)."),
+    p!("alwaysUseLatest", Bool, "false", "Check out the branch head instead of the revision of the change that started the build."),
+    p!("retry", Retry, "", "Retry a failed checkout: `DELAY REPEATS` (seconds between tries, number of tries)."),
+    p!("treeStable", Int, "", "Seconds the sources must be quiet before a build starts (default: the master's treeStable)."),
+    p!("pollInterval", PosInt, "", "Seconds between polls of the sources (default: the master's pollInterval)."),
+];
+
+static VIRTUALENV_PARAMS: &[ParamSpec] = &[
+    p!("name", DirName, "env", "Directory of the virtualenv inside the build directory; removed and created afresh by every build."),
+    p!("virtualenv", Bool, "false", "Create it with the `virtualenv` command instead of `python3 -m venv`."),
+    p!("checkout", Bool, "true", "Check the sources out into %(virtualenv)s/src/DIR."),
+];
+
+static PYTHON_SOURCE_PARAMS: &[ParamSpec] = &[
+    p!("name", DirName, "env", "Directory of the virtualenv inside the build directory; removed and created afresh by every build."),
+    p!("virtualenv", Bool, "false", "Create it with the `virtualenv` command instead of `python3 -m venv`."),
+    p!("install", Choice(&["setup.py", "pip"]), "setup.py", "How each source is installed: `%(python)s setup.py install` (autobot's way; needs no network with a venv that has setuptools) or `%(python)s -m pip install --no-deps .` (pip fetches build tools from its index)."),
+    p!("test", OptArgv, "", "Test command run in the first source's checkout, e.g. `%(python)s -m unittest discover -v`; empty: no test step."),
+];
+
+static AUTOTOOLS_PARAMS: &[ParamSpec] = &[
+    p!("configure", OptArgv, "./configure", "The configure command; empty leaves the step out."),
+    p!("configureEnv", EnvList, "", "VAR=VALUE ... added to the environment of the configure step (e.g. CFLAGS=\"-O2 -g\")."),
+    p!("configureFlags", OptArgv, "", "Arguments appended to the configure command (e.g. --disable-nls)."),
+    p!("compile", OptArgv, "make all", "The compile command; empty leaves the step out."),
+    p!("test", OptArgv, "make check", "The test command; empty leaves the step out."),
+];
+
+static CPAN_PARAMS: &[ParamSpec] = &[p!(
+    "perl",
+    Argv,
+    "perl",
+    "The perl executable: runs `perl Makefile.PL`, then `make` and `make test`."
+)];
+
+static DISTUTILS_PARAMS: &[ParamSpec] = &[
+    p!("python", Argv, "python3", "The python executable for `python ./setup.py build` (the manual's default is `python`; python3 because current systems have no `python`)."),
+    p!("test", OptArgv, "", "Test command; empty (the default, as distutils has no standard one): no test step."),
+];
+
+static TRIAL_PARAMS: &[ParamSpec] = &[
+    p!("buildpython", Argv, "python3", "Command that runs `./setup.py build` (the manual's default is `python`)."),
+    p!("testpath", Str, ".", "Directory put in PYTHONPATH for the tests (e.g. build/lib for pure-python modules)."),
+    p!("trialpython", OptArgv, "", "Command prepended to trial (e.g. `python3 -W ignore`); empty runs trial directly."),
+    p!("trial", Argv, "trial", "The trial command."),
+    p!("trialMode", OptArgv, "-to", "Reporter options given to trial before the tests."),
+    p!("tests", List, "", "Test modules, e.g. `myproject.test`; empty: no test step (nothing to run)."),
+    p!("recurse", Bool, "false", "Pass --recurse to trial (look for tests in every subdirectory)."),
+    p!("randomly", Bool, "false", "Pass --random=0 to trial (run the tests in random order)."),
+];
+
+/// Options of one `shell` step, written `step.NAME.OPTION = VALUE`.
+pub static STEP_OPTIONS: &[ParamSpec] = &[
+    p!("haltOnFailure", Bool, "false", "A failure of this step ends the build as FAILURE."),
+    p!("flunkOnFailure", Bool, "true", "A failure of this step makes the build FAILURE; later steps still run."),
+    p!("warnOnFailure", Bool, "false", "A failure of this step makes the build WARNINGS."),
+    p!("flunkOnWarnings", Bool, "false", "Warnings or failure of this step make the build FAILURE."),
+    p!("warnOnWarnings", Bool, "false", "Warnings or failure of this step make the build WARNINGS."),
+    p!("timeout", Int, "1200", "Kill the command after this many seconds without output; 0: never."),
+    p!("maxTime", PosInt, "", "Kill the command after this many seconds in all."),
+    p!("workdir", Str, "build", "Directory the command runs in, relative to the builder's directory; may use %(property)s."),
+    p!("description", Str, "", "Words shown while the step runs (e.g. `testing`)."),
+    p!("descriptionDone", Str, "", "Words shown when the step is done (e.g. `test`)."),
+    p!("locks", LockRefs, "", "[lock:NAME] sections held while the step runs."),
+    p!("shell", Bool, "false", "Run the command through `/bin/sh -c` (pipes, redirections) instead of as a split argv."),
+    p!("logParser", Choice(&["none", "compile", "test"]), "none", "Count warnings in the output like a compile step (gcc warnings) or results like a test step."),
+    p!("env.VAR", Str, "", "Set environment variable VAR for the step (the case of VAR is kept)."),
+];
+
+static TYPES: &[FactoryType] = &[
+    FactoryType {
+        name: "autotools",
+        description: "GNU autoconf-style build (Buildbot's GNUAutoconf): checkout, ./configure, make all, make check.",
+        params: AUTOTOOLS_PARAMS,
+    },
+    FactoryType {
+        name: "cpan",
+        description: "Perl MakeMaker module (Buildbot's CPAN): checkout, perl Makefile.PL, make, make test.",
+        params: CPAN_PARAMS,
+    },
+    FactoryType {
+        name: "distutils",
+        description: "Python distutils package (Buildbot's Distutils): checkout, python ./setup.py build, optional test.",
+        params: DISTUTILS_PARAMS,
+    },
+    FactoryType {
+        name: "python-source",
+        description: "virtualenv, then install every source into it (autobot's PythonSourceFactory), then an optional test.",
+        params: PYTHON_SOURCE_PARAMS,
+    },
+    FactoryType {
+        name: "shell",
+        description: "Any list of steps: step.NAME = COMMAND in file order, with step.NAME.OPTION = VALUE options; sources are checked out first.",
+        params: &[],
+    },
+    FactoryType {
+        name: "source",
+        description: "Check out the sources and nothing else (autobot's SourceFactory).",
+        params: &[],
+    },
+    FactoryType {
+        name: "trial",
+        description: "Python/Twisted project tested with trial (Buildbot's Trial): checkout, ./setup.py build, PYTHONPATH=testpath trial -to TESTS.",
+        params: TRIAL_PARAMS,
+    },
+    FactoryType {
+        name: "virtualenv",
+        description: "A fresh virtualenv with properties virtualenv, scripts and python, sources checked out into %(virtualenv)s/src (autobot's VirtualenvFactory).",
+        params: VIRTUALENV_PARAMS,
+    },
+];
+
+/// Every built-in factory type, sorted by name.
+pub fn types() -> &'static [FactoryType] {
+    TYPES
+}
+
+/// The built-in type called `name` (exact, lower-case).
+pub fn find_type(name: &str) -> Option<&'static FactoryType> {
+    TYPES.iter().find(|t| t.name == name)
+}
+
+/// Names of every type, for error messages.
+pub fn type_names() -> String {
+    TYPES.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
+}
+
+/// The common key named `key` (any case).
+pub fn common_param(key: &str) -> Option<&'static ParamSpec> {
+    COMMON.iter().find(|p| p.name.eq_ignore_ascii_case(key))
+}
+
+/// The shell step option named `opt` (any case; `env.VAR` matches `env.VAR`).
+pub fn step_option(opt: &str) -> Option<&'static ParamSpec> {
+    if opt.len() > 4 && opt[..4].eq_ignore_ascii_case("env.") {
+        return STEP_OPTIONS.iter().find(|p| p.name == "env.VAR");
+    }
+    STEP_OPTIONS
+        .iter()
+        .find(|p| p.name != "env.VAR" && p.name.eq_ignore_ascii_case(opt))
+}
+
+/// Names of the step options, for error messages.
+pub fn step_option_names() -> String {
+    STEP_OPTIONS
+        .iter()
+        .map(|p| p.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `true`/`false` and the usual synonyms.
+pub fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Some(true),
+        "false" | "no" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// Whether `name` can name a directory, a factory, a slave or a lock: letters,
+/// digits, `.`, `_` and `-`, not starting with `.` or `-`.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// `VAR=VALUE ...` into pairs.
+pub fn parse_env_list(value: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for word in argv::split(value)? {
+        match word.split_once('=') {
+            Some((var, val)) if is_env_name(var) => out.push((var.to_string(), val.to_string())),
+            _ => {
+                return Err(format!(
+                    "expected VAR=VALUE words, got {word:?} (quote values with spaces: CFLAGS=\"-O2 -g\")"
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `var` is a usable environment variable name.
+pub fn is_env_name(var: &str) -> bool {
+    !var.is_empty()
+        && !var.starts_with(|c: char| c.is_ascii_digit())
+        && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `DELAY REPEATS`.
+pub fn parse_retry(value: &str) -> Result<(u64, u32), String> {
+    let words: Vec<&str> = value.split_whitespace().collect();
+    let err = || format!("expected `DELAY REPEATS`, two whole numbers (e.g. `60 3`), got {value:?}");
+    match words.as_slice() {
+        [d, r] => Ok((d.parse().map_err(|_| err())?, r.parse().map_err(|_| err())?)),
+        _ => Err(err()),
+    }
+}
+
+/// Check five cron fields (numbers only; `*`, `*/N`, `A`, `A-B`, `A-B/N`, lists with `,`).
+pub fn check_cron(value: &str) -> Result<(), String> {
+    const FIELDS: [(&str, u32, u32); 5] = [
+        ("minute", 0, 59),
+        ("hour", 0, 23),
+        ("day of month", 1, 31),
+        ("month", 1, 12),
+        ("day of week", 0, 7),
+    ];
+    let words: Vec<&str> = value.split_whitespace().collect();
+    if words.len() != 5 {
+        return Err(format!(
+            "expected five cron fields (minute hour day-of-month month day-of-week, e.g. `0 3 * * *`), got {} in {value:?}",
+            words.len()
+        ));
+    }
+    for (word, (what, lo, hi)) in words.iter().zip(FIELDS) {
+        for item in word.split(',') {
+            let (range, step) = match item.split_once('/') {
+                Some((r, s)) => (r, Some(s)),
+                None => (item, None),
+            };
+            let bad = || {
+                format!("cron {what} field {word:?} is not valid: use *, */N, A, A-B or A-B/N with numbers {lo}-{hi}")
+            };
+            if let Some(s) = step {
+                match s.parse::<u32>() {
+                    Ok(n) if n >= 1 => {}
+                    _ => return Err(bad()),
+                }
+            }
+            if range == "*" {
+                continue;
+            }
+            let (a, b) = match range.split_once('-') {
+                Some((a, b)) => (a, b),
+                None => (range, range),
+            };
+            let a: u32 = a.parse().map_err(|_| bad())?;
+            let b: u32 = b.parse().map_err(|_| bad())?;
+            if a < lo || b > hi || a > b {
+                return Err(bad());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Check that `value` is well-formed for `kind`; the error says what was expected.
+/// References (`FactoryRef`, `LockRefs`) are only checked for form here: whether they
+/// name something is the config loader's business.
+pub fn check_value(kind: ParamKind, value: &str) -> Result<(), String> {
+    let v = value.trim();
+    match kind {
+        Str | Sources => Ok(()),
+        DirName => {
+            if is_plain_name(v) {
+                Ok(())
+            } else {
+                Err(format!("expected a plain directory name (letters, digits, `.`, `_`, `-`), got {v:?}"))
+            }
+        }
+        Int => v
+            .parse::<u64>()
+            .map(|_| ())
+            .map_err(|_| format!("expected a whole number >= 0, got {v:?}")),
+        PosInt => match v.parse::<u64>() {
+            Ok(n) if n >= 1 => Ok(()),
+            _ => Err(format!("expected a whole number >= 1, got {v:?}")),
+        },
+        Bool => parse_bool(v)
+            .map(|_| ())
+            .ok_or_else(|| format!("expected true or false, got {v:?}")),
+        List => Ok(()),
+        Argv => match argv::split(v)? {
+            w if w.is_empty() => Err("expected a command, got nothing".to_string()),
+            _ => Ok(()),
+        },
+        OptArgv => argv::split(v).map(|_| ()),
+        EnvList => parse_env_list(v).map(|_| ()),
+        Choice(words) => {
+            if words.contains(&v.to_ascii_lowercase().as_str()) {
+                Ok(())
+            } else {
+                Err(format!("expected one of {}, got {v:?}", words.join(", ")))
+            }
+        }
+        Regexes => {
+            for r in v.split_whitespace() {
+                regex::Regex::new(r)
+                    .map_err(|e| format!("{r:?} is not a valid regular expression: {e}"))?;
+            }
+            Ok(())
+        }
+        Cron => check_cron(v),
+        Retry => parse_retry(v).map(|_| ()),
+        FactoryRef => {
+            if is_plain_name(v) {
+                Ok(())
+            } else {
+                Err(format!("expected the name of a factory section, got {v:?}"))
+            }
+        }
+        LockRefs => {
+            for name in v.split_whitespace() {
+                if !is_plain_name(name) {
+                    return Err(format!("expected names of [lock:NAME] sections, got {name:?}"));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn push_param(out: &mut String, p: &ParamSpec) {
+    if p.default.is_empty() {
+        out.push_str(&format!("    {} =\n", p.name));
+    } else {
+        out.push_str(&format!("    {} = {}\n", p.name, p.default));
+    }
+    out.push_str(&format!("        {}\n", p.help));
+}
+
+/// The reference printed by `autobot list-factories --types`: every type with its
+/// description and parameters (`key = default`), then the keys every factory
+/// accepts and the options of shell steps.
+pub fn types_text() -> String {
+    let mut out = String::from("Factory types (set with `type = NAME` in a factory section):\n\n");
+    for t in TYPES {
+        out.push_str(&format!("{}:\n    {}\n", t.name, t.description));
+        if t.params.is_empty() && t.name != "shell" {
+            out.push_str("    (no parameters of its own)\n");
+        }
+        for p in t.params {
+            push_param(&mut out, p);
+        }
+        if t.name == "shell" {
+            out.push_str("    step.NAME = COMMAND\n        A step, in file order; options below.\n");
+        }
+        out.push('\n');
+    }
+    out.push_str("Keys every factory accepts:\n");
+    for p in COMMON {
+        push_param(&mut out, p);
+    }
+    out.push_str("\nOptions of shell steps (step.NAME.OPTION = VALUE):\n");
+    for p in STEP_OPTIONS {
+        push_param(&mut out, p);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_are_sorted_and_findable() {
+        let names: Vec<&str> = types().iter().map(|t| t.name).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        assert!(find_type("autotools").is_some());
+        assert!(find_type("nosuch").is_none());
+        let t = find_type("autotools").unwrap();
+        assert!(t.accepts("CONFIGUREFLAGS") && t.accepts("dependson") && !t.accepts("step.x"));
+        assert!(find_type("shell").unwrap().accepts("step.x.timeout"));
+    }
+
+    #[test]
+    fn values_are_checked() {
+        assert!(check_value(ParamKind::Int, "12").is_ok());
+        assert!(check_value(ParamKind::Int, "-1").is_err());
+        assert!(check_value(ParamKind::PosInt, "0").is_err());
+        assert!(check_value(ParamKind::Bool, "Yes").is_ok());
+        assert!(check_value(ParamKind::Bool, "maybe").is_err());
+        assert!(check_value(ParamKind::DirName, "..").is_err());
+        assert!(check_value(ParamKind::DirName, "a/b").is_err());
+        assert!(check_value(ParamKind::Argv, "").is_err());
+        assert!(check_value(ParamKind::OptArgv, "").is_ok());
+        assert!(check_value(ParamKind::OptArgv, "'x").is_err());
+        assert!(check_value(ParamKind::EnvList, "CFLAGS=\"-O2 -g\" X=").is_ok());
+        assert!(check_value(ParamKind::EnvList, "CFLAGS").is_err());
+        assert!(check_value(ParamKind::Regexes, "^src/ \\.c$").is_ok());
+        assert!(check_value(ParamKind::Regexes, "(").is_err());
+        assert!(check_value(ParamKind::Retry, "60 3").is_ok());
+        assert!(check_value(ParamKind::Retry, "60").is_err());
+        assert!(check_value(ParamKind::Choice(&["a", "b"]), "B").is_ok());
+    }
+
+    #[test]
+    fn cron_fields_are_checked() {
+        assert!(check_cron("0 3 * * *").is_ok());
+        assert!(check_cron("*/15 0-6,22 1 1-12/2 7").is_ok());
+        assert!(check_cron("0 3 * *").is_err());
+        assert!(check_cron("60 3 * * *").is_err());
+        assert!(check_cron("0 24 * * *").is_err());
+        assert!(check_cron("0 3 0 * *").is_err());
+        assert!(check_cron("0 3 * 13 *").is_err());
+        assert!(check_cron("*/0 3 * * *").is_err());
+        assert!(check_cron("5-1 3 * * *").is_err());
+    }
+
+    #[test]
+    fn types_text_lists_every_parameter_with_its_default() {
+        let text = types_text();
+        for t in types() {
+            assert!(text.contains(&format!("{}:\n", t.name)));
+            for p in t.params {
+                assert!(text.contains(&format!("    {} =", p.name)));
+            }
+        }
+        assert!(text.contains("    configure = ./configure\n"));
+        assert!(text.contains("    compile = make all\n"));
+    }
+}

@@ -1,0 +1,441 @@
+//! Unit tests of the factory types: each type's step list against the commands and
+//! flags of the Buildbot 0.7 manual (and autobot 0.1.1 for the virtualenv types).
+
+use super::*;
+use crate::config::{Os, SlaveConfig};
+
+fn git(url: &str) -> Source {
+    Source {
+        kind: SourceKind::Git,
+        url: url.to_string(),
+        branch: "master".to_string(),
+    }
+}
+
+fn hg(url: &str) -> Source {
+    Source {
+        kind: SourceKind::Hg,
+        url: url.to_string(),
+        branch: "default".to_string(),
+    }
+}
+
+fn factory(type_name: &str, params: &[(&str, &str)], sources: Vec<Source>) -> FactoryConfig {
+    FactoryConfig {
+        name: "f".to_string(),
+        type_name: type_name.to_string(),
+        sources,
+        params: params
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+            .collect(),
+        ..FactoryConfig::default()
+    }
+}
+
+fn slave() -> SlaveConfig {
+    SlaveConfig {
+        name: "s".to_string(),
+        password: "pw".to_string(),
+        factories: vec!["f".to_string()],
+        os: Os::Linux,
+        max_builds: 1,
+    }
+}
+
+fn steps(f: &FactoryConfig) -> Vec<StepSpec> {
+    build_steps(f, &slave()).unwrap()
+}
+
+fn argv(step: &StepSpec) -> Vec<&str> {
+    match &step.kind {
+        StepKind::Shell {
+            command: Command::Argv(a),
+        }
+        | StepKind::SetProperty {
+            command: Command::Argv(a),
+            ..
+        } => a.iter().map(String::as_str).collect(),
+        other => panic!("not an argv step: {other:?}"),
+    }
+}
+
+fn names(steps: &[StepSpec]) -> Vec<&str> {
+    steps.iter().map(|s| s.name.as_str()).collect()
+}
+
+#[test]
+fn source_checks_out_one_source_into_build() {
+    let f = factory("source", &[], vec![git("/r/hello.git")]);
+    let s = steps(&f);
+    assert_eq!(names(&s), ["checkout"]);
+    assert_eq!(s[0].workdir, "build");
+    assert_eq!(s[0].flags, StepFlags::HALT);
+    assert_eq!(s[0].timeout, Some(1200));
+    assert_eq!(
+        s[0].kind,
+        StepKind::Checkout {
+            source: git("/r/hello.git"),
+            mode: Mode::Update,
+            always_use_latest: false,
+            retry: None
+        }
+    );
+    assert_eq!(s[0].description_done, ["checkout", "hello"]);
+}
+
+#[test]
+fn several_sources_go_to_their_own_directories_hg_first() {
+    let mut f = factory(
+        "source",
+        &[],
+        vec![git("https://x.org/a/lib.git/"), hg("http://k0s.org/hg/toolbox"), git("../app")],
+    );
+    f.mode = Mode::Clobber;
+    f.always_use_latest = true;
+    f.retry = Some(Retry {
+        delay: 60,
+        repeats: 3,
+    });
+    let s = steps(&f);
+    assert_eq!(names(&s), ["checkout-toolbox", "checkout-lib", "checkout-app"]);
+    let wd: Vec<&str> = s.iter().map(|s| s.workdir.as_str()).collect();
+    assert_eq!(wd, ["build/toolbox", "build/lib", "build/app"]);
+    match &s[0].kind {
+        StepKind::Checkout {
+            source,
+            mode,
+            always_use_latest,
+            retry,
+        } => {
+            assert_eq!(source.kind, SourceKind::Hg);
+            assert_eq!(*mode, Mode::Clobber);
+            assert!(always_use_latest);
+            assert_eq!(retry.unwrap().repeats, 3);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn source_needs_a_source_and_distinct_directories() {
+    let f = factory("source", &[], vec![]);
+    assert!(matches!(build_steps(&f, &slave()), Err(FactoryError::NoSource { .. })));
+    let f = factory("source", &[], vec![git("/a/x.git"), git("/b/x")]);
+    assert!(matches!(build_steps(&f, &slave()), Err(FactoryError::DuplicateDir { .. })));
+}
+
+#[test]
+fn source_dir_is_the_last_url_part() {
+    assert_eq!(source_dir(&git("https://github.com/a/b.git")), "b");
+    assert_eq!(source_dir(&git("git@github.com:a/b.git")), "b");
+    assert_eq!(source_dir(&git("git@host:b.git")), "b");
+    assert_eq!(source_dir(&git("/srv/repos/hello/")), "hello");
+    assert_eq!(source_dir(&hg("http://k0s.org/hg/x.git")), "x.git");
+}
+
+#[test]
+fn autotools_follows_gnuautoconf() {
+    // % CONFIG_ENV=foo ./configure --with-flags ; make all ; make check
+    let f = factory(
+        "autotools",
+        &[("configureEnv", "CFLAGS=\"-O2 -g\" CC=gcc"), ("configureFlags", "--disable-nls --without-x")],
+        vec![git("/r/hello")],
+    );
+    let s = steps(&f);
+    assert_eq!(names(&s), ["checkout", "configure", "compile", "test"]);
+    assert_eq!(argv(&s[1]), ["./configure", "--disable-nls", "--without-x"]);
+    assert_eq!(s[1].env["CFLAGS"], "-O2 -g");
+    assert_eq!(s[1].env["CC"], "gcc");
+    assert_eq!(s[1].flags, StepFlags::HALT);
+    assert_eq!(argv(&s[2]), ["make", "all"]);
+    assert_eq!(s[2].flags, StepFlags::HALT);
+    assert_eq!(s[2].log_parser, LogParser::Compile);
+    assert_eq!(argv(&s[3]), ["make", "check"]);
+    assert_eq!(s[3].flags, StepFlags::TEST);
+    assert!(s[3].flags.warn_on_failure && !s[3].flags.flunk_on_failure);
+    assert_eq!(s[3].log_parser, LogParser::Test);
+    assert!(s.iter().all(|s| s.workdir == "build"));
+    assert_eq!(s[1].description, ["configuring"]);
+    assert_eq!(s[2].description_done, ["compile"]);
+}
+
+#[test]
+fn autotools_empty_values_leave_steps_out() {
+    let f = factory(
+        "autotools",
+        &[("configure", ""), ("test", ""), ("compile", "make -j2 'CFLAGS=-O0 -g'")],
+        vec![git("/r/hello")],
+    );
+    let s = steps(&f);
+    assert_eq!(names(&s), ["checkout", "compile"]);
+    assert_eq!(argv(&s[1]), ["make", "-j2", "CFLAGS=-O0 -g"]);
+}
+
+#[test]
+fn autotools_with_two_sources_runs_in_the_first() {
+    let f = factory("autotools", &[], vec![git("/r/hello"), git("/r/lib")]);
+    let s = steps(&f);
+    assert_eq!(names(&s), ["checkout-hello", "checkout-lib", "configure", "compile", "test"]);
+    assert_eq!(s[2].workdir, "build/hello");
+}
+
+#[test]
+fn cpan_runs_makefile_pl_make_make_test() {
+    let f = factory("cpan", &[("perl", "/usr/bin/perl -w")], vec![git("/r/Mod")]);
+    let s = steps(&f);
+    assert_eq!(names(&s), ["checkout", "configure", "compile", "test"]);
+    assert_eq!(argv(&s[1]), ["/usr/bin/perl", "-w", "Makefile.PL"]);
+    assert_eq!(argv(&s[2]), ["make"]);
+    assert_eq!(argv(&s[3]), ["make", "test"]);
+    assert_eq!(s[1].flags, StepFlags::HALT);
+    assert_eq!(s[2].flags, StepFlags::HALT);
+    assert_eq!(s[3].flags, StepFlags::TEST);
+    let s = steps(&factory("cpan", &[], vec![git("/r/Mod")]));
+    assert_eq!(argv(&s[1]), ["perl", "Makefile.PL"]);
+}
+
+#[test]
+fn distutils_builds_and_tests_only_when_asked() {
+    let s = steps(&factory("distutils", &[], vec![git("/r/p")]));
+    assert_eq!(names(&s), ["checkout", "compile"]);
+    assert_eq!(argv(&s[1]), ["python3", "./setup.py", "build"]);
+    assert_eq!(s[1].flags, StepFlags::HALT);
+    let s = steps(&factory(
+        "distutils",
+        &[("python", "python3.11"), ("test", "python3.11 -m pytest")],
+        vec![git("/r/p")],
+    ));
+    assert_eq!(argv(&s[1]), ["python3.11", "./setup.py", "build"]);
+    assert_eq!(argv(&s[2]), ["python3.11", "-m", "pytest"]);
+    assert_eq!(s[2].flags, StepFlags::TEST);
+}
+
+#[test]
+fn trial_follows_the_manual_examples() {
+    // Trial(source, tests="toplevel.test"): python ./setup.py build; PYTHONPATH=. trial -to toplevel.test
+    let s = steps(&factory("trial", &[("tests", "toplevel.test")], vec![git("/r/p")]));
+    assert_eq!(names(&s), ["checkout", "compile", "trial"]);
+    assert_eq!(argv(&s[1]), ["python3", "./setup.py", "build"]);
+    assert_eq!(argv(&s[2]), ["trial", "-to", "toplevel.test"]);
+    assert_eq!(s[2].env["PYTHONPATH"], ".");
+    assert_eq!(s[2].flags, StepFlags::TEST);
+    assert_eq!(s[2].log_parser, LogParser::Test);
+    // Trial(source, trialpython=["python2.3", "-Wall"], trial="./bin/trial", tests=[...],
+    //       testpath=..., recurse, randomly)
+    let s = steps(&factory(
+        "trial",
+        &[
+            ("buildpython", "python2.3 -Wall"),
+            ("trialpython", "python2.3 -Wall"),
+            ("trial", "./bin/trial"),
+            ("tests", "foo.tests other.test"),
+            ("testpath", "build/lib.linux-i686-2.3"),
+            ("recurse", "true"),
+            ("randomly", "yes"),
+        ],
+        vec![git("/r/p")],
+    ));
+    assert_eq!(argv(&s[1]), ["python2.3", "-Wall", "./setup.py", "build"]);
+    assert_eq!(
+        argv(&s[2]),
+        ["python2.3", "-Wall", "./bin/trial", "-to", "--recurse", "--random=0", "foo.tests", "other.test"]
+    );
+    assert_eq!(s[2].env["PYTHONPATH"], "build/lib.linux-i686-2.3");
+    // No tests: nothing to run.
+    let s = steps(&factory("trial", &[], vec![git("/r/p")]));
+    assert_eq!(names(&s), ["checkout", "compile"]);
+}
+
+#[test]
+fn virtualenv_follows_autobot() {
+    let s = steps(&factory("virtualenv", &[], vec![git("/r/pkg.git")]));
+    assert_eq!(
+        names(&s),
+        [
+            "remove-virtualenv",
+            "create-virtualenv",
+            "property-virtualenv",
+            "property-scripts",
+            "property-python",
+            "mkdir-src",
+            "checkout"
+        ]
+    );
+    assert_eq!(argv(&s[0]), ["rm", "-rf", "env"]);
+    assert_eq!(s[0].workdir, "build");
+    assert_eq!(argv(&s[1]), ["python3", "-m", "venv", "env"]);
+    assert_eq!(s[1].flags, StepFlags::HALT);
+    assert_eq!(argv(&s[2]), ["pwd"]);
+    assert_eq!(s[2].workdir, "build/env");
+    assert!(matches!(&s[2].kind, StepKind::SetProperty { property, .. } if property == "virtualenv"));
+    assert!(matches!(&s[3].kind, StepKind::SetProperty { property, .. } if property == "scripts"));
+    assert_eq!(s[3].workdir, "%(virtualenv)s");
+    let find = argv(&s[3]);
+    assert_eq!(&find[..2], ["sh", "-c"]);
+    assert!(find[2].find("Scripts").unwrap() < find[2].find("bin").unwrap(), "{}", find[2]);
+    assert!(matches!(&s[4].kind, StepKind::SetProperty { property, .. } if property == "python"));
+    assert_eq!(s[4].workdir, "%(scripts)s");
+    assert!(argv(&s[4])[2].find("\"python\"").unwrap() < argv(&s[4])[2].find("python.exe").unwrap());
+    assert_eq!(argv(&s[5]), ["mkdir", "-p", "src"]);
+    assert_eq!(s[5].workdir, "%(virtualenv)s");
+    assert_eq!(s[6].workdir, "%(virtualenv)s/src/pkg");
+    assert_eq!(s[6].flags, StepFlags::HALT);
+
+    let s = steps(&factory(
+        "virtualenv",
+        &[("name", "venv"), ("virtualenv", "true"), ("checkout", "false")],
+        vec![git("/r/pkg.git")],
+    ));
+    assert_eq!(names(&s).len(), 6);
+    assert_eq!(argv(&s[0]), ["rm", "-rf", "venv"]);
+    assert_eq!(argv(&s[1]), ["virtualenv", "venv"]);
+    assert_eq!(s[2].workdir, "build/venv");
+}
+
+#[test]
+fn virtualenv_name_cannot_escape_the_build_directory() {
+    let f = factory("virtualenv", &[("name", "../..")], vec![]);
+    assert!(matches!(build_steps(&f, &slave()), Err(FactoryError::BadValue { .. })));
+}
+
+#[test]
+fn python_source_installs_every_source_then_tests() {
+    let f = factory(
+        "python-source",
+        &[("test", "%(python)s -m unittest discover -v")],
+        vec![git("/r/app"), hg("http://h/dep")],
+    );
+    let s = steps(&f);
+    assert_eq!(
+        &names(&s)[6..],
+        ["checkout-dep", "checkout-app", "install-dep", "install-app", "test"]
+    );
+    assert_eq!(argv(&s[8]), ["%(python)s", "setup.py", "install"]);
+    assert_eq!(s[8].workdir, "%(virtualenv)s/src/dep");
+    assert_eq!(s[8].flags, StepFlags::HALT);
+    assert_eq!(s[8].description_done, ["install", "dep"]);
+    assert_eq!(argv(&s[10]), ["%(python)s", "-m", "unittest", "discover", "-v"]);
+    assert_eq!(s[10].workdir, "%(virtualenv)s/src/dep");
+    assert_eq!(s[10].flags, StepFlags::TEST);
+
+    let s = steps(&factory("python-source", &[("install", "pip")], vec![git("/r/app")]));
+    assert_eq!(names(&s).last(), Some(&"install-app"));
+    assert_eq!(
+        argv(s.last().unwrap()),
+        ["%(python)s", "-m", "pip", "install", "--no-deps", "."]
+    );
+    assert!(matches!(
+        build_steps(&factory("python-source", &[], vec![]), &slave()),
+        Err(FactoryError::NoSource { .. })
+    ));
+}
+
+fn step(name: &str, opts: &[(&str, &str)]) -> (String, BTreeMap<String, String>) {
+    (
+        name.to_string(),
+        opts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    )
+}
+
+#[test]
+fn shell_runs_the_steps_with_their_options() {
+    let mut f = factory("shell", &[], vec![git("/r/hello")]);
+    f.steps = vec![
+        step("configure", &[("command", "./configure --prefix='/opt/x y'"), ("haltonfailure", "true")]),
+        step(
+            "test",
+            &[
+                ("command", "make check"),
+                ("flunkonfailure", "false"),
+                ("warnonfailure", "true"),
+                ("flunkonwarnings", "true"),
+                ("warnonwarnings", "true"),
+                ("timeout", "0"),
+                ("maxtime", "3600"),
+                ("workdir", "build/tests"),
+                ("description", "running tests"),
+                ("descriptiondone", "tests"),
+                ("locks", "cpu disk"),
+                ("logparser", "test"),
+                ("env.CFLAGS", "-O2"),
+            ],
+        ),
+        step("report", &[("command", "ls | wc -l > n"), ("shell", "true")]),
+    ];
+    let s = steps(&f);
+    assert_eq!(names(&s), ["checkout", "configure", "test", "report"]);
+    assert_eq!(argv(&s[1]), ["./configure", "--prefix=/opt/x y"]);
+    assert_eq!(s[1].flags, StepFlags::HALT);
+    assert_eq!(s[1].timeout, Some(1200));
+    assert_eq!(s[1].workdir, "build");
+    let t = &s[2];
+    assert_eq!(
+        t.flags,
+        StepFlags {
+            halt_on_failure: false,
+            flunk_on_failure: false,
+            warn_on_failure: true,
+            flunk_on_warnings: true,
+            warn_on_warnings: true
+        }
+    );
+    assert_eq!(t.timeout, None);
+    assert_eq!(t.max_time, Some(3600));
+    assert_eq!(t.workdir, "build/tests");
+    assert_eq!(t.description, ["running", "tests"]);
+    assert_eq!(t.description_done, ["tests"]);
+    assert_eq!(t.locks, ["cpu", "disk"]);
+    assert_eq!(t.log_parser, LogParser::Test);
+    assert_eq!(t.env["CFLAGS"], "-O2");
+    assert_eq!(
+        s[3].kind,
+        StepKind::Shell {
+            command: Command::Shell("ls | wc -l > n".into())
+        }
+    );
+    assert_eq!(s[3].flags, StepFlags::SHELL);
+}
+
+#[test]
+fn shell_without_steps_or_with_a_clashing_name_fails() {
+    let f = factory("shell", &[], vec![]);
+    assert!(matches!(build_steps(&f, &slave()), Err(FactoryError::NoSteps { .. })));
+    let mut f = factory("shell", &[], vec![git("/r/x")]);
+    f.steps = vec![step("checkout", &[("command", "true")])];
+    assert!(matches!(build_steps(&f, &slave()), Err(FactoryError::DuplicateStep { .. })));
+    // A shell factory needs no source.
+    let mut f = factory("shell", &[], vec![]);
+    f.steps = vec![step("hi", &[("command", "echo hi")])];
+    assert_eq!(names(&steps(&f)), ["hi"]);
+}
+
+#[test]
+fn platform_reaches_every_step() {
+    let mut f = factory("autotools", &[], vec![git("/r/hello")]);
+    f.platform = true;
+    let mut mac = slave();
+    mac.os = Os::Mac;
+    let s = build_steps(&f, &mac).unwrap();
+    assert!(s.iter().all(|s| s.env.get("PLATFORM").map(String::as_str) == Some("mac")));
+    assert_eq!(build_properties(&f, &mac)["platform"], "mac");
+    f.platform = false;
+    assert!(build_properties(&f, &mac).is_empty());
+    assert!(build_steps(&f, &mac).unwrap().iter().all(|s| !s.env.contains_key("PLATFORM")));
+}
+
+#[test]
+fn unknown_type_lists_the_valid_ones() {
+    let e = build_steps(&factory("nosuch", &[], vec![]), &slave()).unwrap_err().to_string();
+    assert!(e.contains("autotools") && e.contains("shell"), "{e}");
+}
+
+#[test]
+fn step_specs_serialize() {
+    let s = steps(&factory("autotools", &[], vec![git("/r/hello")]));
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json[0]["kind"]["kind"], "checkout");
+    assert_eq!(json[0]["kind"]["source"]["kind"], "git");
+    assert_eq!(json[1]["kind"]["command"]["argv"][0], "./configure");
+    assert_eq!(json[1]["flags"]["halt_on_failure"], true);
+}

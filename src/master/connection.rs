@@ -1,0 +1,834 @@
+//! One slave's WebSocket connection on the master: request/response matching,
+//! dispatch of the slave's `update`/`complete`/file-transfer messages, keepalive,
+//! set-up (`get_worker_info`, `set_worker_settings`, builder directories) and
+//! tear-down (registry, database, running commands told the link is gone).
+//!
+//! A connection runs as one task ([`serve`]) that reads frames and a writer task
+//! that owns the socket's sending half; every other task talks to it through the
+//! shared [`Conn`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use rmpv::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, watch};
+use warp::ws::{Message as WsMessage, WebSocket};
+
+use super::command::{str_field, CommandError, CommandEvent, RemoteCommand, Update};
+use super::registry::{Claim, SlaveHandle};
+use super::Shared;
+use crate::db::slaves::SlaveInfoRow;
+use crate::protocol::{map, map_get, value_str, Message};
+
+/// The regex the slave applies to output to find line ends, as Buildbot sends it.
+pub const NEWLINE_RE: &str = r"(\r\n|\r(?=.)|\033\[u|\033\[[0-9]+;[0-9]+[Hf]|\033\[2J|\x08+)";
+
+/// What a slave told about itself in `get_worker_info` (never its environment).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SlaveInfo {
+    /// Contents of the slave's `info/admin`.
+    pub admin: Option<String>,
+    /// Contents of the slave's `info/host`.
+    pub host: Option<String>,
+    /// The operating system: the slave's `os` key, else its os-release name, else
+    /// Python's `os.name` (`posix`, `nt`).
+    pub os: Option<String>,
+    /// Python's `os.name` for buildbot-worker (`posix`/`nt`); path style.
+    pub system: Option<String>,
+    /// The slave's base directory; builder directories live under it.
+    pub basedir: Option<String>,
+    pub version: Option<String>,
+    pub numcpus: Option<i64>,
+    /// Commands the slave runs, with their versions.
+    pub commands: BTreeMap<String, String>,
+}
+
+impl SlaveInfo {
+    /// Read the worker-info map, skipping `environ` and anything unknown.
+    pub fn from_value(v: &Value) -> SlaveInfo {
+        let text = |k: &str| str_field(v, k).map(|s| s.trim().to_string());
+        let commands = match map_get(v, "worker_commands") {
+            Some(Value::Map(entries)) => entries
+                .iter()
+                .filter_map(|(k, ver)| {
+                    let ver = match ver {
+                        Value::Nil => String::new(),
+                        other => value_str(other)
+                            .map(str::to_string)
+                            .unwrap_or_else(|| other.to_string()),
+                    };
+                    value_str(k).map(|k| (k.to_string(), ver))
+                })
+                .collect(),
+            _ => BTreeMap::new(),
+        };
+        let system = text("system");
+        SlaveInfo {
+            admin: text("admin"),
+            host: text("host"),
+            os: text("os")
+                .or_else(|| text("os_pretty_name"))
+                .or_else(|| text("os_id"))
+                .or_else(|| system.clone()),
+            system,
+            basedir: text("basedir"),
+            version: text("version"),
+            numcpus: map_get(v, "numcpus").and_then(Value::as_i64),
+            commands,
+        }
+    }
+
+    /// The row stored in the database.
+    pub fn to_row(&self) -> SlaveInfoRow {
+        SlaveInfoRow {
+            admin: self.admin.clone(),
+            host: self.host.clone(),
+            os: self.os.clone(),
+            version: self.version.clone(),
+            numcpus: self.numcpus,
+            commands: serde_json::to_string(&self.commands).ok(),
+        }
+    }
+
+    /// The slave-side path of a builder's directory.
+    pub fn builder_dir(&self, builder: &str) -> String {
+        self.path_join(builder)
+    }
+
+    /// A path under the slave's basedir (relative when it sent none).
+    pub fn path_join(&self, rel: &str) -> String {
+        match self.basedir.as_deref() {
+            Some(base) if !base.is_empty() => {
+                let sep = if self.system.as_deref() == Some("nt") {
+                    '\\'
+                } else {
+                    '/'
+                };
+                format!("{}{sep}{rel}", base.trim_end_matches(['/', '\\']))
+            }
+            _ => rel.to_string(),
+        }
+    }
+}
+
+/// Where the bytes of an upload go, or the bytes of a download come from.
+pub(crate) enum Transfer {
+    /// `upload_file`: written to `part`, renamed to `dest` on close.
+    ToFile {
+        file: Option<tokio::fs::File>,
+        part: PathBuf,
+        dest: PathBuf,
+        written: u64,
+    },
+    /// `upload_directory`: the tarball is written to `part`, unpacked into `dest`.
+    ToDir {
+        file: Option<tokio::fs::File>,
+        part: PathBuf,
+        dest: PathBuf,
+        written: u64,
+    },
+    /// `download_file` from memory.
+    FromBytes { data: Vec<u8>, pos: usize },
+    /// `download_file` from a local file.
+    FromFile { file: tokio::fs::File, read: u64 },
+}
+
+impl Transfer {
+    /// Bytes moved so far.
+    pub(crate) fn bytes(&self) -> u64 {
+        match self {
+            Transfer::ToFile { written, .. } | Transfer::ToDir { written, .. } => *written,
+            Transfer::FromBytes { pos, .. } => *pos as u64,
+            Transfer::FromFile { read, .. } => *read,
+        }
+    }
+}
+
+struct Slot {
+    events: mpsc::UnboundedSender<CommandEvent>,
+    transfer: Option<Arc<tokio::sync::Mutex<Transfer>>>,
+}
+
+enum Outgoing {
+    Frame(Vec<u8>),
+    Ping,
+    Close(String),
+}
+
+/// The shared state of one slave connection.
+pub struct Conn {
+    pub(crate) name: String,
+    pub(crate) peer: String,
+    out: mpsc::UnboundedSender<Outgoing>,
+    next_seq: AtomicI64,
+    next_cmd: AtomicU64,
+    pending: Mutex<HashMap<i64, oneshot::Sender<Result<Value, String>>>>,
+    slots: Mutex<HashMap<String, Slot>>,
+    /// `Some(reason)` once the connection is over.
+    closed: watch::Sender<Option<String>>,
+    /// A request to end the connection (reconfig removed the slave, shutdown, …).
+    close_request: watch::Sender<Option<String>>,
+    pub(crate) info: OnceLock<SlaveInfo>,
+    last_heard: Mutex<Instant>,
+    /// The `slave_connections` row of this connection, once set up.
+    db_id: Mutex<Option<i64>>,
+}
+
+impl Conn {
+    pub(crate) fn closed_reason(&self) -> Option<String> {
+        self.closed.borrow().clone()
+    }
+
+    fn lost(&self) -> CommandError {
+        CommandError::Lost {
+            slave: self.name.clone(),
+            reason: self
+                .closed_reason()
+                .unwrap_or_else(|| "connection closed".into()),
+        }
+    }
+
+    /// Send a request and wait for its response.
+    pub(crate) async fn request(
+        &self,
+        op: &str,
+        fields: Vec<(&str, Value)>,
+    ) -> Result<Value, CommandError> {
+        if self.closed_reason().is_some() {
+            return Err(self.lost());
+        }
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(seq, tx);
+        // Tear-down sets `closed` before draining `pending`: re-check so a request
+        // racing with it cannot wait forever.
+        if self.closed_reason().is_some() {
+            lock(&self.pending).remove(&seq);
+            return Err(self.lost());
+        }
+        let frame = Message::request(seq, op, fields).encode();
+        if self.out.send(Outgoing::Frame(frame)).is_err() {
+            lock(&self.pending).remove(&seq);
+            return Err(self.lost());
+        }
+        match rx.await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(message)) => Err(CommandError::Refused {
+                slave: self.name.clone(),
+                op: op.to_string(),
+                message,
+            }),
+            Err(_) => Err(self.lost()),
+        }
+    }
+
+    /// Start a protocol command; `transfer` is the local end of a file transfer.
+    pub(crate) async fn start_command(
+        self: &Arc<Self>,
+        name: &str,
+        mut args: Value,
+        transfer: Option<Transfer>,
+    ) -> Result<(RemoteCommand, Option<Arc<tokio::sync::Mutex<Transfer>>>), CommandError> {
+        if matches!(name, "shell" | "rmdir" | "cpdir") {
+            // The slave's environment is a secret: never have it echoed into logs.
+            if let Value::Map(entries) = &mut args {
+                if !entries.iter().any(|(k, _)| value_str(k) == Some("logEnviron")) {
+                    entries.push((Value::from("logEnviron"), Value::from(false)));
+                }
+            }
+        }
+        let id = self.next_cmd.fetch_add(1, Ordering::Relaxed).to_string();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let transfer = transfer.map(|t| Arc::new(tokio::sync::Mutex::new(t)));
+        lock(&self.slots).insert(
+            id.clone(),
+            Slot {
+                events: tx,
+                transfer: transfer.clone(),
+            },
+        );
+        let res = self
+            .request(
+                "start_command",
+                vec![
+                    ("command_id", Value::from(id.as_str())),
+                    ("command_name", Value::from(name)),
+                    ("args", args),
+                ],
+            )
+            .await;
+        if let Err(e) = res {
+            lock(&self.slots).remove(&id);
+            return Err(e);
+        }
+        tracing::debug!(slave = %self.name, command = name, id = %id, "command started");
+        Ok((
+            RemoteCommand {
+                id,
+                name: name.to_string(),
+                slave: self.name.clone(),
+                events: rx,
+                conn: Arc::downgrade(self),
+                done: false,
+            },
+            transfer,
+        ))
+    }
+
+    /// Ask the connection task to end the connection with `reason`.
+    pub(crate) fn close(&self, reason: &str) {
+        self.close_request.send_replace(Some(reason.to_string()));
+    }
+
+    /// Wait until the connection is over; returns why.
+    pub(crate) async fn closed(&self) -> String {
+        let mut rx = self.closed.subscribe();
+        match rx.wait_for(|r| r.is_some()).await {
+            Ok(r) => r.clone().unwrap_or_default(),
+            Err(_) => "connection closed".into(),
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed_reason().is_some()
+    }
+
+    /// Ids of commands that have not completed.
+    fn running(&self) -> Vec<String> {
+        lock(&self.slots).keys().cloned().collect()
+    }
+
+    fn heard(&self) {
+        *lock(&self.last_heard) = Instant::now();
+    }
+
+    fn respond(&self, msg: Message) {
+        let _ = self.out.send(Outgoing::Frame(msg.encode()));
+    }
+}
+
+/// Lock a std mutex, surviving a panicked holder (the data is still consistent:
+/// every critical section is a single map operation).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Run one authenticated slave connection until it ends.
+pub(crate) async fn serve(shared: Arc<Shared>, socket: WebSocket, claim: Claim, peer: String) {
+    let name = claim.name().to_string();
+    let (mut sink, mut stream) = socket.split();
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Outgoing>();
+    let conn = Arc::new(Conn {
+        name: name.clone(),
+        peer: peer.clone(),
+        out: out_tx,
+        next_seq: AtomicI64::new(1),
+        next_cmd: AtomicU64::new(1),
+        pending: Mutex::new(HashMap::new()),
+        slots: Mutex::new(HashMap::new()),
+        closed: watch::channel(None).0,
+        close_request: watch::channel(None).0,
+        info: OnceLock::new(),
+        last_heard: Mutex::new(Instant::now()),
+        db_id: Mutex::new(None),
+    });
+    tracing::info!("slave {name} connected from {peer}; setting it up");
+
+    let writer = tokio::spawn(async move {
+        while let Some(o) = out_rx.recv().await {
+            let res = match o {
+                Outgoing::Frame(bytes) => sink.send(WsMessage::binary(bytes)).await,
+                Outgoing::Ping => sink.send(WsMessage::ping(Vec::new())).await,
+                Outgoing::Close(reason) => {
+                    let reason: String = reason.chars().take(100).collect();
+                    let _ = sink.send(WsMessage::close_with(1000u16, reason)).await;
+                    let _ = sink.close().await;
+                    break;
+                }
+            };
+            if res.is_err() {
+                break;
+            }
+        }
+    });
+
+    let reader = {
+        let conn = conn.clone();
+        async move {
+            loop {
+                match stream.next().await {
+                    None => return "the slave closed the connection".to_string(),
+                    Some(Err(e)) => return format!("connection error: {e}"),
+                    Some(Ok(msg)) => {
+                        conn.heard();
+                        if msg.is_close() {
+                            return match msg.close_frame() {
+                                Some((_, r)) if !r.is_empty() => {
+                                    format!("the slave closed the connection: {r}")
+                                }
+                                _ => "the slave closed the connection".to_string(),
+                            };
+                        }
+                        if !msg.is_binary() {
+                            continue;
+                        }
+                        match Message::decode(msg.as_bytes()) {
+                            Ok(m) => handle(&conn, m).await,
+                            Err(e) => return format!("protocol error: {e}"),
+                        }
+                    }
+                }
+            }
+        }
+    };
+    tokio::pin!(reader);
+
+    let life = {
+        let conn = conn.clone();
+        let shared = shared.clone();
+        async move {
+            tokio::select! {
+                r = keepalive(&conn, shared.keepalive) => r,
+                r = async {
+                    if let Err(e) = setup(&shared, &conn).await {
+                        return format!("set-up failed: {e}");
+                    }
+                    std::future::pending::<String>().await
+                } => r,
+            }
+        }
+    };
+    tokio::pin!(life);
+
+    let mut close_rx = conn.close_request.subscribe();
+    let mut shutdown = shared.shutdown.clone();
+    let reason = tokio::select! {
+        r = &mut reader => r,
+        r = &mut life => r,
+        r = close_rx.wait_for(|r| r.is_some()) => {
+            let why = r.map(|r| r.clone().unwrap_or_default()).unwrap_or_default();
+            stop_commands(&conn, &why, &mut reader).await.unwrap_or(why)
+        }
+        _ = shutdown.wait_for(|s| *s) => {
+            let why = "master shutting down".to_string();
+            stop_commands(&conn, &why, &mut reader).await.unwrap_or(why)
+        }
+    };
+
+    // Tear-down: stop new requests, fail the waiting ones, tell every command.
+    conn.closed.send_replace(Some(reason.clone()));
+    let _ = conn.out.send(Outgoing::Close(reason.clone()));
+    lock(&conn.pending).clear();
+    let slots: Vec<Slot> = lock(&conn.slots).drain().map(|(_, s)| s).collect();
+    for s in slots {
+        let _ = s.events.send(CommandEvent::Lost(reason.clone()));
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    shared.registry.unregister(&name, &conn);
+    let db_id = *lock(&conn.db_id);
+    if let Some(id) = db_id {
+        if let Err(e) = shared
+            .db
+            .slave_disconnected(&name, id, &reason, crate::db::now())
+            .await
+        {
+            tracing::error!("slave {name}: cannot record the disconnect: {e}");
+        }
+    }
+    tracing::info!("slave {name} disconnected: {reason}");
+    drop(claim);
+}
+
+/// Interrupt every running command and wait (a few seconds at most, reading the
+/// slave's answers meanwhile) for them to complete. Returns `Some(reason)` if the
+/// connection ended by itself first.
+async fn stop_commands<F>(conn: &Arc<Conn>, why: &str, reader: &mut F) -> Option<String>
+where
+    F: std::future::Future<Output = String> + Unpin,
+{
+    let ids = conn.running();
+    if ids.is_empty() {
+        return None;
+    }
+    tracing::info!(
+        "slave {}: interrupting {} running command(s): {why}",
+        conn.name,
+        ids.len()
+    );
+    let wait = async {
+        let sends = ids.iter().map(|id| {
+            conn.request(
+                "interrupt_command",
+                vec![("command_id", Value::from(id.as_str())), ("why", Value::from(why))],
+            )
+        });
+        let _ = futures_util::future::join_all(sends).await;
+        while !conn.running().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        r = reader => Some(r),
+        _ = tokio::time::timeout(Duration::from_secs(5), wait) => None,
+    }
+}
+
+/// Keep the link alive and notice when it is dead: returns why it is dead.
+async fn keepalive(conn: &Arc<Conn>, interval: Duration) -> String {
+    let tick = (interval / 4).max(Duration::from_millis(20));
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let quiet = lock(&conn.last_heard).elapsed();
+        if quiet >= interval {
+            return format!(
+                "no answer for {:.1} s (keepalive interval {:.1} s): link presumed dead",
+                quiet.as_secs_f64(),
+                interval.as_secs_f64()
+            );
+        }
+        if quiet >= tick {
+            let _ = conn.out.send(Outgoing::Ping);
+            let c = conn.clone();
+            tokio::spawn(async move {
+                let _ = c.request("keepalive", vec![]).await;
+            });
+        }
+    }
+}
+
+/// `get_worker_info`, `set_worker_settings`, builder directories; then the slave
+/// is recorded as connected and offered to the build engine.
+async fn setup(shared: &Arc<Shared>, conn: &Arc<Conn>) -> Result<(), CommandError> {
+    let info_value = conn.request("get_worker_info", vec![]).await?;
+    let info = SlaveInfo::from_value(&info_value);
+    drop(info_value);
+    conn.request(
+        "set_worker_settings",
+        vec![(
+            "args",
+            map(vec![
+                ("buffer_size", Value::from(16384)),
+                ("buffer_timeout", Value::from(0.1)),
+                ("newline_re", Value::from(NEWLINE_RE)),
+                ("max_line_length", Value::from(4096)),
+            ]),
+        )],
+    )
+    .await?;
+    let _ = conn.info.set(info.clone());
+    let config = shared.config.borrow().clone();
+    make_builder_dirs(conn, &config).await?;
+    let id = shared
+        .db
+        .slave_connected(&conn.name, &conn.peer, info.to_row(), crate::db::now())
+        .await
+        .map_err(|e| CommandError::Local(e.to_string()))?;
+    *lock(&conn.db_id) = Some(id);
+    shared.registry.register(SlaveHandle::new(conn.clone()));
+    tracing::info!(
+        "slave {} is ready: host {}, os {}, version {}, {} cpu(s)",
+        conn.name,
+        info.host.as_deref().unwrap_or("?"),
+        info.os.as_deref().unwrap_or("?"),
+        info.version.as_deref().unwrap_or("?"),
+        info.numcpus.unwrap_or(0)
+    );
+    Ok(())
+}
+
+/// mkdir the `FACTORY-SLAVE` directory of every builder of this slave.
+pub(crate) async fn make_builder_dirs(
+    conn: &Arc<Conn>,
+    config: &crate::config::MasterConfig,
+) -> Result<(), CommandError> {
+    let Some(info) = conn.info.get() else {
+        return Ok(());
+    };
+    let paths: Vec<Value> = config
+        .builders()
+        .iter()
+        .filter(|b| b.slave == conn.name)
+        .map(|b| Value::from(info.builder_dir(&b.name)))
+        .collect();
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let (cmd, _) = conn
+        .start_command("mkdir", map(vec![("paths", Value::Array(paths))]), None)
+        .await?;
+    let out = cmd.wait().await?;
+    if !out.succeeded() {
+        return Err(CommandError::Failed {
+            slave: conn.name.clone(),
+            command: "mkdir of the builder directories".into(),
+            message: out.failure_message(),
+        });
+    }
+    Ok(())
+}
+
+/// Handle one frame from the slave.
+async fn handle(conn: &Arc<Conn>, msg: Message) {
+    let (seq, op, fields) = match msg {
+        Message::Response {
+            seq,
+            result,
+            is_exception,
+        } => {
+            if let Some(tx) = lock(&conn.pending).remove(&seq) {
+                let r = if is_exception {
+                    Err(value_str(&result)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| result.to_string()))
+                } else {
+                    Ok(result)
+                };
+                let _ = tx.send(r);
+            }
+            return;
+        }
+        Message::Request { seq, op, fields } => (seq, op, fields),
+    };
+    let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    let command_id = field("command_id")
+        .and_then(value_str)
+        .map(str::to_string)
+        .unwrap_or_default();
+    let result: Result<Value, String> = match op.as_str() {
+        "update" => {
+            let events = lock(&conn.slots)
+                .get(&command_id)
+                .map(|s| s.events.clone());
+            match events {
+                None => Err(format!("unknown command_id {command_id:?}")),
+                Some(events) => {
+                    if let Some(Value::Array(pairs)) = field("args") {
+                        for pair in pairs {
+                            if let Value::Array(kv) = pair {
+                                if kv.len() == 2 {
+                                    let key = value_str(&kv[0]).unwrap_or_default().to_string();
+                                    let u = Update::from_pair(&key, kv[1].clone());
+                                    let _ = events.send(CommandEvent::Update(u));
+                                }
+                            }
+                        }
+                    }
+                    Ok(Value::Nil)
+                }
+            }
+        }
+        "complete" => {
+            let slot = lock(&conn.slots).remove(&command_id);
+            match slot {
+                None => Err(format!("unknown command_id {command_id:?}")),
+                Some(slot) => {
+                    let failure = match field("args") {
+                        None | Some(Value::Nil) => None,
+                        Some(v) => Some(
+                            value_str(v)
+                                .map(str::to_string)
+                                .unwrap_or_else(|| v.to_string()),
+                        ),
+                    };
+                    if let Some(t) = &slot.transfer {
+                        finish_transfer(&mut *t.lock().await).await;
+                    }
+                    let _ = slot.events.send(CommandEvent::Complete(failure));
+                    Ok(Value::Nil)
+                }
+            }
+        }
+        "update_upload_file_write"
+        | "update_upload_directory_write"
+        | "update_upload_file_close"
+        | "update_upload_file_utime"
+        | "update_upload_directory_unpack"
+        | "update_read_file"
+        | "update_read_file_close" => {
+            let transfer = lock(&conn.slots)
+                .get(&command_id)
+                .and_then(|s| s.transfer.clone());
+            match transfer {
+                None => Err(format!("unknown command_id {command_id:?}")),
+                Some(t) => {
+                    let mut t = t.lock().await;
+                    transfer_op(&mut t, &op, &fields).await
+                }
+            }
+        }
+        "keepalive" => Ok(Value::Nil),
+        "shutdown" => {
+            tracing::info!("slave {} says it is shutting down", conn.name);
+            Ok(Value::Nil)
+        }
+        other => Err(format!("Command {other} does not exist.")),
+    };
+    conn.respond(match result {
+        Ok(v) => Message::ok(seq, v),
+        Err(e) => {
+            tracing::debug!(slave = %conn.name, op = %op, "refused a request: {e}");
+            Message::error(seq, e)
+        }
+    });
+}
+
+/// One file-transfer message applied to the local end of the transfer.
+async fn transfer_op(
+    t: &mut Transfer,
+    op: &str,
+    fields: &[(String, Value)],
+) -> Result<Value, String> {
+    let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    match (op, t) {
+        (
+            "update_upload_file_write" | "update_upload_directory_write",
+            Transfer::ToFile {
+                file,
+                part,
+                written,
+                ..
+            }
+            | Transfer::ToDir {
+                file,
+                part,
+                written,
+                ..
+            },
+        ) => {
+            let data: &[u8] = match field("args") {
+                Some(Value::Binary(b)) => b,
+                Some(Value::String(s)) => s.as_bytes(),
+                _ => return Err("upload write without data".into()),
+            };
+            let f = file
+                .as_mut()
+                .ok_or_else(|| "upload already closed".to_string())?;
+            f.write_all(data)
+                .await
+                .map_err(|e| format!("{}: {e}", part.display()))?;
+            *written += data.len() as u64;
+            Ok(Value::Nil)
+        }
+        ("update_upload_file_close", t @ Transfer::ToFile { .. }) => {
+            finish_transfer(t).await;
+            Ok(Value::Nil)
+        }
+        ("update_upload_file_utime", Transfer::ToFile { dest, .. }) => {
+            let secs = |k: &str| {
+                field(k)
+                    .and_then(|v| v.as_f64().or_else(|| v.as_i64().map(|i| i as f64)))
+                    .filter(|s| *s >= 0.0)
+                    .map(|s| std::time::UNIX_EPOCH + Duration::from_secs_f64(s))
+            };
+            if let (Some(a), Some(m)) = (secs("access_time"), secs("modified_time")) {
+                let f = std::fs::File::options()
+                    .write(true)
+                    .open(&*dest)
+                    .map_err(|e| format!("{}: {e}", dest.display()))?;
+                f.set_times(std::fs::FileTimes::new().set_accessed(a).set_modified(m))
+                    .map_err(|e| format!("{}: {e}", dest.display()))?;
+            }
+            Ok(Value::Nil)
+        }
+        (
+            "update_upload_directory_unpack",
+            Transfer::ToDir {
+                file, part, dest, ..
+            },
+        ) => {
+            if let Some(mut f) = file.take() {
+                f.flush().await.map_err(|e| e.to_string())?;
+            }
+            let (part, dest) = (part.clone(), dest.clone());
+            tokio::task::spawn_blocking(move || {
+                let r = unpack_tar(&part, &dest);
+                let _ = std::fs::remove_file(&part);
+                r
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+            Ok(Value::Nil)
+        }
+        ("update_read_file", Transfer::FromBytes { data, pos }) => {
+            let len = field("length").and_then(Value::as_u64).unwrap_or(0) as usize;
+            let end = (*pos + len).min(data.len());
+            let chunk = data[*pos..end].to_vec();
+            *pos = end;
+            Ok(Value::Binary(chunk))
+        }
+        ("update_read_file", Transfer::FromFile { file, read }) => {
+            let len = field("length").and_then(Value::as_u64).unwrap_or(0) as usize;
+            let mut buf = vec![0u8; len.min(16 << 20)];
+            let mut n = 0;
+            while n < buf.len() {
+                let got = file.read(&mut buf[n..]).await.map_err(|e| e.to_string())?;
+                if got == 0 {
+                    break;
+                }
+                n += got;
+            }
+            buf.truncate(n);
+            *read += n as u64;
+            Ok(Value::Binary(buf))
+        }
+        ("update_read_file_close", Transfer::FromBytes { .. } | Transfer::FromFile { .. }) => {
+            Ok(Value::Nil)
+        }
+        (op, _) => Err(format!("{op} does not fit this command's transfer")),
+    }
+}
+
+/// Close an upload's file and move it into place (idempotent).
+async fn finish_transfer(t: &mut Transfer) {
+    if let Transfer::ToFile {
+        file, part, dest, ..
+    } = t
+    {
+        if let Some(mut f) = file.take() {
+            let _ = f.flush().await;
+            drop(f);
+            if let Err(e) = tokio::fs::rename(&*part, &*dest).await {
+                tracing::warn!("cannot move {} to {}: {e}", part.display(), dest.display());
+            }
+        }
+    }
+}
+
+/// Unpack a tarball into `dest`, refusing entries that would land outside it.
+fn unpack_tar(tarball: &std::path::Path, dest: &std::path::Path) -> Result<(), String> {
+    std::fs::create_dir_all(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    let f = std::fs::File::open(tarball).map_err(|e| format!("{}: {e}", tarball.display()))?;
+    let mut archive = tar::Archive::new(std::io::BufReader::new(f));
+    archive.set_preserve_permissions(true);
+    let entries = archive
+        .entries()
+        .map_err(|e| format!("bad tarball: {e}"))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| format!("bad tarball: {e}"))?;
+        let path = entry
+            .path()
+            .map_err(|e| format!("bad tarball: {e}"))?
+            .into_owned();
+        if path.as_os_str().is_empty() || path == std::path::Path::new(".") {
+            continue;
+        }
+        let inside = entry
+            .unpack_in(dest)
+            .map_err(|e| format!("cannot unpack {}: {e}", path.display()))?;
+        if !inside {
+            return Err(format!(
+                "the slave's tarball has an entry outside the directory: {}",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
+}

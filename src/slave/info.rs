@@ -1,0 +1,105 @@
+//! What the slave tells the master about itself (`get_worker_info`).
+//!
+//! The keys are the worker's (`environ`, `system`, `basedir`, `numcpus`, `version`,
+//! `worker_commands`, `delete_leftover_dirs`, the `info/*` files such as `admin` and
+//! `host`, and `os_*` from `/etc/os-release`) plus autobot's `os`. The one deliberate
+//! difference: `environ` is always empty, because a slave's environment often holds
+//! secrets and the master must never see, store or show them.
+
+use std::path::Path;
+
+use rmpv::Value;
+
+use super::commands::COMMANDS;
+
+/// `linux`, `mac` or `win`, as `os =` in master.ini names them.
+pub fn os_name() -> &'static str {
+    if cfg!(target_os = "linux") {
+        "linux"
+    } else if cfg!(target_os = "macos") {
+        "mac"
+    } else if cfg!(windows) {
+        "win"
+    } else {
+        std::env::consts::OS
+    }
+}
+
+/// The `get_worker_info` result for a slave in `basedir`.
+pub fn worker_info(basedir: &Path) -> Value {
+    let mut entries: Vec<(Value, Value)> = Vec::new();
+    let mut put = |k: &str, v: Value| {
+        if let Some(slot) = entries.iter_mut().find(|(key, _)| key.as_str() == Some(k)) {
+            slot.1 = v;
+        } else {
+            entries.push((Value::from(k), v));
+        }
+    };
+    for (k, v) in info_files(&basedir.join("info")) {
+        put(&k, Value::from(v));
+    }
+    for (k, v) in os_release(Path::new("/etc/os-release")) {
+        put(&k, Value::from(v));
+    }
+    put("environ", Value::Map(Vec::new()));
+    put("system", Value::from("posix"));
+    put("basedir", Value::from(basedir.display().to_string()));
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    put("numcpus", Value::from(cpus as u64));
+    put("version", Value::from(crate::VERSION));
+    put(
+        "worker_commands",
+        Value::Map(
+            COMMANDS
+                .iter()
+                .map(|(name, version)| (Value::from(*name), Value::from(*version)))
+                .collect(),
+        ),
+    );
+    put("delete_leftover_dirs", Value::from(false));
+    put("os", Value::from(os_name()));
+    Value::Map(entries)
+}
+
+/// Every regular file of `info/`, by name, with its contents.
+fn info_files(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in rd.flatten() {
+        let path = entry.path();
+        if !path.is_file() {
+            continue;
+        }
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        match std::fs::read(&path) {
+            Ok(bytes) => out.push((name, String::from_utf8_lossy(&bytes).into_owned())),
+            Err(e) => tracing::warn!("cannot read {}: {e}", path.display()),
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `/etc/os-release` as `os_<key>` entries (as the worker sends them).
+fn os_release(path: &Path) -> Vec<(String, String)> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| {
+            (
+                format!("os_{}", k.to_lowercase()),
+                v.trim_matches('"').to_string(),
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,209 @@
+//! The slave's side of one WebSocket connection: sending frames and awaiting answers.
+//!
+//! Everything the slave sends goes through a [`Link`]: responses to the master's
+//! requests and pings on an unbounded, prioritised lane (they are few and must never
+//! wait behind output), updates and file data on a bounded lane. The bounded lane is
+//! the back-pressure that keeps output streaming in constant memory: a command that
+//! produces output faster than the master reads it waits, and so does its process.
+//! Requests the slave makes (`update_read_file`, `update_upload_file_write`, …) are
+//! matched to the master's responses by `seq_number`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_util::{Sink, SinkExt};
+use rmpv::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::protocol::Message;
+
+/// Frames waiting on the bounded lane; with 64 KiB updates this is ≤ 1 MiB.
+const DATA_LANE: usize = 16;
+
+/// The connection is gone; whatever was being sent is lost.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the connection to the master is closed")]
+pub struct LinkClosed;
+
+/// Why a request to the master did not get a result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error(transparent)]
+    Closed(#[from] LinkClosed),
+    /// The master answered with `is_exception`.
+    #[error("master: {0}")]
+    Remote(String),
+}
+
+/// One item for the writer task.
+#[derive(Debug)]
+pub(crate) enum Out {
+    Frame(Vec<u8>),
+    Ping,
+    /// Send a close frame and stop.
+    Close,
+}
+
+type Waiters = Arc<Mutex<HashMap<i64, oneshot::Sender<Result<Value, String>>>>>;
+
+/// A handle on the connection, cloned into every running command.
+#[derive(Clone)]
+pub struct Link {
+    priority: mpsc::UnboundedSender<Out>,
+    data: mpsc::Sender<Out>,
+    seq: Arc<AtomicI64>,
+    waiters: Waiters,
+}
+
+/// The receiving ends, owned by the writer task.
+pub(crate) struct Lanes {
+    priority: mpsc::UnboundedReceiver<Out>,
+    data: mpsc::Receiver<Out>,
+}
+
+impl Link {
+    pub(crate) fn new() -> (Link, Lanes) {
+        let (ptx, prx) = mpsc::unbounded_channel();
+        let (dtx, drx) = mpsc::channel(DATA_LANE);
+        (
+            Link {
+                priority: ptx,
+                data: dtx,
+                seq: Arc::new(AtomicI64::new(0)),
+                waiters: Arc::new(Mutex::new(HashMap::new())),
+            },
+            Lanes {
+                priority: prx,
+                data: drx,
+            },
+        )
+    }
+
+    /// Answer a master request (never waits).
+    pub(crate) fn respond(&self, msg: Message) {
+        let _ = self.priority.send(Out::Frame(msg.encode()));
+    }
+
+    pub(crate) fn ping(&self) {
+        let _ = self.priority.send(Out::Ping);
+    }
+
+    /// Queue a close frame behind everything already queued.
+    pub(crate) async fn close(&self) {
+        let _ = self.data.send(Out::Close).await;
+    }
+
+    /// Send a request without waiting for its answer (updates, complete).
+    pub async fn notify(&self, op: &str, fields: Vec<(&str, Value)>) -> Result<(), LinkClosed> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        self.data
+            .send(Out::Frame(encode_request(seq, op, fields)))
+            .await
+            .map_err(|_| LinkClosed)
+    }
+
+    /// Send a request and wait for the master's result.
+    pub async fn call(&self, op: &str, fields: Vec<(&str, Value)>) -> Result<Value, CallError> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut w) = self.waiters.lock() {
+            w.insert(seq, tx);
+        }
+        if self
+            .data
+            .send(Out::Frame(encode_request(seq, op, fields)))
+            .await
+            .is_err()
+        {
+            self.forget(seq);
+            return Err(LinkClosed.into());
+        }
+        match rx.await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(msg)) => Err(CallError::Remote(msg)),
+            Err(_) => Err(LinkClosed.into()),
+        }
+    }
+
+    fn forget(&self, seq: i64) {
+        if let Ok(mut w) = self.waiters.lock() {
+            w.remove(&seq);
+        }
+    }
+
+    /// Deliver a response from the master to whoever waits for it.
+    pub(crate) fn resolve(&self, seq: i64, result: Value, is_exception: bool) {
+        let waiter = self.waiters.lock().ok().and_then(|mut w| w.remove(&seq));
+        if let Some(tx) = waiter {
+            let r = if is_exception {
+                Err(crate::protocol::value_str(&result)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{result}")))
+            } else {
+                Ok(result)
+            };
+            let _ = tx.send(r);
+        }
+    }
+
+    /// The connection ended: every waiting call fails.
+    pub(crate) fn fail_all(&self) {
+        if let Ok(mut w) = self.waiters.lock() {
+            w.clear();
+        }
+    }
+}
+
+/// Encode a request map without copying its (possibly large) fields.
+fn encode_request(seq: i64, op: &str, fields: Vec<(&str, Value)>) -> Vec<u8> {
+    let mut entries = Vec::with_capacity(fields.len() + 2);
+    entries.push((Value::from("seq_number"), Value::from(seq)));
+    entries.push((Value::from("op"), Value::from(op)));
+    for (k, v) in fields {
+        entries.push((Value::from(k), v));
+    }
+    let value = Value::Map(entries);
+    let mut out = Vec::with_capacity(64);
+    // Writing into a Vec cannot fail.
+    let _ = rmpv::encode::write_value(&mut out, &value);
+    out
+}
+
+/// Write queued frames to the socket until told to close or the socket fails.
+pub(crate) async fn writer<S>(mut sink: S, mut lanes: Lanes)
+where
+    S: Sink<WsMessage> + Unpin,
+{
+    loop {
+        let out = tokio::select! {
+            biased;
+            Some(o) = lanes.priority.recv() => o,
+            Some(o) = lanes.data.recv() => o,
+            else => break,
+        };
+        let msg = match out {
+            Out::Frame(bytes) => WsMessage::Binary(bytes.into()),
+            Out::Ping => WsMessage::Ping(Vec::new().into()),
+            Out::Close => {
+                let _ = sink
+                    .send(WsMessage::Close(Some(CloseFrame {
+                        code: CloseCode::Normal,
+                        reason: "slave shutting down".into(),
+                    })))
+                    .await;
+                let _ = sink.close().await;
+                break;
+            }
+        };
+        if sink.feed(msg).await.is_err() {
+            break;
+        }
+        if lanes.priority.is_empty() && lanes.data.is_empty() && sink.flush().await.is_err() {
+            break;
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! Turning a command's raw output into the protocol's line records.
+//!
+//! Buildbot sends output as `(text, [newline positions], [line times])`: text made of
+//! whole lines only (a partial line waits for its end or for the command to finish),
+//! control sequences that move the cursor (`\r`, `ESC[u`, backspaces, …) turned into
+//! newlines by the master's `newline_re`, lines longer than `max_line_length` cut,
+//! and positions counted in characters, as Python indexes strings. This mirrors
+//! `buildbot_worker/util/lineboundaries.py`; bytes are decoded as UTF-8 with invalid
+//! sequences replaced, like the worker's incremental decoder with `errors='replace'`.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+/// The `newline_re` every Buildbot master sends (and the worker's default).
+pub const DEFAULT_NEWLINE_RE: &str = r"(\r\n|\r(?=.)|\033\[u|\033\[[0-9]+;[0-9]+[Hf]|\033\[2J|\x08+)";
+
+/// How output is cut and buffered, as `set_worker_settings` says.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Bytes of pending updates that trigger a send.
+    pub buffer_size: usize,
+    /// Longest time output waits in the buffer before it is sent.
+    pub buffer_timeout: Duration,
+    /// Longest line, in characters, newline included.
+    pub max_line_length: usize,
+    pub newline: NewlineRule,
+}
+
+impl Default for Settings {
+    /// The worker's defaults before the master says otherwise (`BotBase`).
+    fn default() -> Settings {
+        Settings {
+            buffer_size: 64 * 1024,
+            buffer_timeout: Duration::from_secs(5),
+            max_line_length: 4096,
+            newline: NewlineRule::Default,
+        }
+    }
+}
+
+/// What counts as a line break besides `\n`.
+#[derive(Debug, Clone)]
+pub enum NewlineRule {
+    /// Buildbot's standard pattern, matched by hand (it needs a look-ahead the
+    /// `regex` crate does not have, and this is much faster on plain output).
+    Default,
+    /// Any other pattern the master sends.
+    Custom(regex::Regex),
+}
+
+impl NewlineRule {
+    /// The rule for a `newline_re` sent by the master; a pattern we cannot compile
+    /// falls back to the standard one (with the reason, for the log).
+    pub fn from_pattern(pattern: &str) -> (NewlineRule, Option<String>) {
+        if pattern == DEFAULT_NEWLINE_RE {
+            return (NewlineRule::Default, None);
+        }
+        match regex::RegexBuilder::new(pattern).octal(true).build() {
+            Ok(re) => (NewlineRule::Custom(re), None),
+            Err(e) => (
+                NewlineRule::Default,
+                Some(format!(
+                    "newline_re {pattern:?} not supported ({e}); using the standard one"
+                )),
+            ),
+        }
+    }
+
+    /// Replace every match with `\n`.
+    pub fn apply<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        match self {
+            NewlineRule::Custom(re) => re.replace_all(text, "\n"),
+            NewlineRule::Default => default_substitute(text),
+        }
+    }
+}
+
+/// `(\r\n|\r(?=.)|\033\[u|\033\[[0-9]+;[0-9]+[Hf]|\033\[2J|\x08+)` → `\n`.
+fn default_substitute(text: &str) -> Cow<'_, str> {
+    let b = text.as_bytes();
+    if !b.iter().any(|&c| c == b'\r' || c == 0x1b || c == 0x08) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let mut copied = 0;
+    while i < b.len() {
+        let len = match b[i] {
+            b'\r' if b.get(i + 1) == Some(&b'\n') => 2,
+            // `\r(?=.)`: a carriage return followed by anything but a newline.
+            b'\r' if i + 1 < b.len() => 1,
+            0x08 => b[i..].iter().take_while(|&&c| c == 0x08).count(),
+            0x1b => escape_len(&b[i..]),
+            _ => 0,
+        };
+        if len == 0 {
+            i += 1;
+            continue;
+        }
+        out.push_str(&text[copied..i]);
+        out.push('\n');
+        i += len;
+        copied = i;
+    }
+    out.push_str(&text[copied..]);
+    Cow::Owned(out)
+}
+
+/// Length of a cursor-moving escape at the start of `b` (`ESC[u`, `ESC[2J`,
+/// `ESC[<n>;<m>H` or `f`), or 0.
+fn escape_len(b: &[u8]) -> usize {
+    if b.len() < 3 || b[1] != b'[' {
+        return 0;
+    }
+    if b[2] == b'u' {
+        return 3;
+    }
+    if b.len() >= 4 && b[2] == b'2' && b[3] == b'J' {
+        return 4;
+    }
+    let digits = |from: usize| b[from..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let d1 = digits(2);
+    if d1 == 0 || b.get(2 + d1) != Some(&b';') {
+        return 0;
+    }
+    let d2 = digits(3 + d1);
+    if d2 == 0 {
+        return 0;
+    }
+    match b.get(3 + d1 + d2) {
+        Some(b'H') | Some(b'f') => 4 + d1 + d2,
+        _ => 0,
+    }
+}
+
+/// Bytes → text, keeping an incomplete UTF-8 sequence for the next chunk.
+#[derive(Debug, Default)]
+pub struct Utf8Decoder {
+    pending: Vec<u8>,
+}
+
+impl Utf8Decoder {
+    /// Decode a chunk; invalid sequences become U+FFFD.
+    pub fn decode(&mut self, bytes: &[u8]) -> String {
+        let joined;
+        let mut rest: &[u8] = if self.pending.is_empty() {
+            bytes
+        } else {
+            let mut v = std::mem::take(&mut self.pending);
+            v.extend_from_slice(bytes);
+            joined = v;
+            &joined
+        };
+        let mut out = String::with_capacity(rest.len());
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(s) => {
+                    out.push_str(s);
+                    break;
+                }
+                Err(e) => {
+                    let (good, bad) = rest.split_at(e.valid_up_to());
+                    // Checked by from_utf8 up to valid_up_to.
+                    out.push_str(std::str::from_utf8(good).unwrap_or_default());
+                    match e.error_len() {
+                        Some(n) => {
+                            out.push('\u{FFFD}');
+                            rest = &bad[n..];
+                        }
+                        None => {
+                            self.pending = bad.to_vec();
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// What is left at end of stream (an incomplete sequence becomes U+FFFD).
+    pub fn finish(&mut self) -> String {
+        if self.pending.is_empty() {
+            String::new()
+        } else {
+            self.pending.clear();
+            "\u{FFFD}".to_string()
+        }
+    }
+}
+
+/// Whole lines of one stream: text, positions of its `\n` (in characters) and the
+/// time each line started to arrive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LineInfo {
+    pub text: String,
+    pub newlines: Vec<i64>,
+    pub times: Vec<f64>,
+}
+
+impl LineInfo {
+    /// Append another record (positions shift by this one's length in characters).
+    pub fn join(&mut self, other: LineInfo) {
+        let offset = self.char_len();
+        self.text.push_str(&other.text);
+        self.newlines
+            .extend(other.newlines.into_iter().map(|p| p + offset));
+        self.times.extend(other.times);
+    }
+
+    /// Length in characters: one past the last newline (records hold whole lines).
+    fn char_len(&self) -> i64 {
+        self.newlines.last().map(|p| p + 1).unwrap_or(0)
+    }
+
+    /// What this record counts against the buffer (as the worker's BufferManager).
+    pub fn weight(&self) -> usize {
+        self.text.len() + 8 * (self.newlines.len() + self.times.len())
+    }
+
+    /// Split into records of whole lines each weighing at most `limit` (a single
+    /// longer line stays alone).
+    pub fn split(self, limit: usize) -> Vec<LineInfo> {
+        let mut out = Vec::new();
+        let mut cur = LineInfo::empty();
+        let mut byte_start = 0;
+        let mut char_start: i64 = 0;
+        let newline_bytes = self
+            .text
+            .bytes()
+            .enumerate()
+            .filter(|(_, b)| *b == b'\n')
+            .map(|(i, _)| i);
+        for ((i, &nl), nb) in self.newlines.iter().enumerate().zip(newline_bytes) {
+            let line = LineInfo {
+                text: self.text[byte_start..=nb].to_string(),
+                newlines: vec![nl - char_start],
+                times: vec![self.times.get(i).copied().unwrap_or(0.0)],
+            };
+            byte_start = nb + 1;
+            char_start = nl + 1;
+            if !cur.text.is_empty() && cur.weight() + line.weight() > limit {
+                out.push(std::mem::replace(&mut cur, LineInfo::empty()));
+            }
+            cur.join(line);
+        }
+        if !cur.text.is_empty() {
+            out.push(cur);
+        }
+        out
+    }
+
+    fn empty() -> LineInfo {
+        LineInfo {
+            text: String::new(),
+            newlines: Vec::new(),
+            times: Vec::new(),
+        }
+    }
+}
+
+/// Cuts one stream into whole lines (`LineBoundaryFinder`).
+#[derive(Debug, Default)]
+pub struct LineSplitter {
+    partial: String,
+    partial_time: f64,
+}
+
+impl LineSplitter {
+    /// Add text that arrived at `now`; returns the lines it completed.
+    pub fn append(&mut self, text: &str, now: f64, settings: &Settings) -> Option<LineInfo> {
+        let had_partial = !self.partial.is_empty();
+        let combined: Cow<'_, str> = if had_partial {
+            let mut s = std::mem::take(&mut self.partial);
+            s.push_str(text);
+            Cow::Owned(s)
+        } else {
+            Cow::Borrowed(text)
+        };
+        let text = settings.newline.apply(&combined);
+        let max = settings.max_line_length.max(2);
+        let ascii = text.is_ascii();
+        let mut out = String::with_capacity(text.len() + 8);
+        let mut newlines: Vec<i64> = Vec::new();
+        let mut out_chars: i64 = 0;
+        let mut emit = |piece: &str, out: &mut String, newlines: &mut Vec<i64>| {
+            // `piece` is a line without its newline.
+            out.push_str(piece);
+            out.push('\n');
+            out_chars += if ascii {
+                piece.len() as i64
+            } else {
+                piece.chars().count() as i64
+            };
+            newlines.push(out_chars);
+            out_chars += 1;
+        };
+        let mut rest: &str = &text;
+        while let Some(nl) = rest.find('\n') {
+            let mut line = &rest[..nl];
+            while char_len(line, ascii) >= max {
+                let cut = byte_index_of_char(line, max - 1, ascii);
+                emit(&line[..cut], &mut out, &mut newlines);
+                line = &line[cut..];
+            }
+            emit(line, &mut out, &mut newlines);
+            rest = &rest[nl + 1..];
+        }
+        while char_len(rest, ascii) >= max {
+            let cut = byte_index_of_char(rest, max - 1, ascii);
+            emit(&rest[..cut], &mut out, &mut newlines);
+            rest = &rest[cut..];
+        }
+        let mut times = vec![now; newlines.len()];
+        if had_partial {
+            if let Some(first) = times.first_mut() {
+                *first = self.partial_time;
+            }
+        }
+        if !newlines.is_empty() || !had_partial {
+            self.partial_time = now;
+        }
+        self.partial = rest.to_string();
+        if newlines.is_empty() {
+            None
+        } else {
+            Some(LineInfo {
+                text: out,
+                newlines,
+                times,
+            })
+        }
+    }
+
+    /// End of stream: the partial line, completed with a newline.
+    pub fn flush(&mut self, settings: &Settings) -> Option<LineInfo> {
+        if self.partial.is_empty() {
+            return None;
+        }
+        let t = self.partial_time;
+        self.append("\n", t, settings)
+    }
+}
+
+fn char_len(s: &str, ascii: bool) -> usize {
+    if ascii {
+        s.len()
+    } else {
+        s.chars().count()
+    }
+}
+
+fn byte_index_of_char(s: &str, n: usize, ascii: bool) -> usize {
+    if ascii {
+        n.min(s.len())
+    } else {
+        s.char_indices().nth(n).map(|(i, _)| i).unwrap_or(s.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(max: usize) -> Settings {
+        Settings {
+            max_line_length: max,
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn whole_lines_only_and_partial_waits() {
+        let s = settings(4096);
+        let mut sp = LineSplitter::default();
+        let li = sp.append("ab\ncd", 1.0, &s).unwrap();
+        assert_eq!(li.text, "ab\n");
+        assert_eq!(li.newlines, vec![2]);
+        assert_eq!(li.times, vec![1.0]);
+        let li = sp.append("e\nf\n", 2.0, &s).unwrap();
+        assert_eq!(li.text, "cde\nf\n");
+        assert_eq!(li.newlines, vec![3, 5]);
+        assert_eq!(li.times, vec![1.0, 2.0]);
+        assert!(sp.append("tail", 3.0, &s).is_none());
+        let li = sp.flush(&s).unwrap();
+        assert_eq!(li.text, "tail\n");
+        assert!(sp.flush(&s).is_none());
+    }
+
+    #[test]
+    fn newline_re_default() {
+        let s = settings(4096);
+        let mut sp = LineSplitter::default();
+        let li = sp
+            .append("a\r\nb\rc\x1b[2Jd\x1b[12;3He\x08\x08f\x1b[ug\r", 0.0, &s)
+            .unwrap();
+        assert_eq!(li.text, "a\nb\nc\nd\ne\nf\n");
+        // The trailing \r waits: it may be the start of \r\n.
+        let li = sp.append("\nz\n", 0.0, &s).unwrap();
+        assert_eq!(li.text, "g\nz\n");
+        let (rule, warn) = NewlineRule::from_pattern(DEFAULT_NEWLINE_RE);
+        assert!(matches!(rule, NewlineRule::Default) && warn.is_none());
+        let (rule, _) = NewlineRule::from_pattern("XX");
+        assert_eq!(rule.apply("aXXb"), "a\nb");
+    }
+
+    #[test]
+    fn long_lines_are_cut_and_positions_are_characters() {
+        let s = settings(4);
+        let mut sp = LineSplitter::default();
+        let li = sp.append("abcdefg\n", 0.0, &s).unwrap();
+        assert_eq!(li.text, "abc\ndef\ng\n");
+        assert_eq!(li.newlines, vec![3, 7, 9]);
+        let s = settings(4096);
+        let li = sp.append("é\nü\n", 0.0, &s).unwrap();
+        assert_eq!(li.newlines, vec![1, 3]);
+    }
+
+    #[test]
+    fn utf8_split_across_chunks() {
+        let mut d = Utf8Decoder::default();
+        let bytes = "héllo".as_bytes();
+        let a = d.decode(&bytes[..2]);
+        let b = d.decode(&bytes[2..]);
+        assert_eq!(format!("{a}{b}"), "héllo");
+        assert_eq!(d.decode(b"\xff!"), "\u{FFFD}!");
+        d.decode(b"\xc3");
+        assert_eq!(d.finish(), "\u{FFFD}");
+    }
+
+    #[test]
+    fn split_respects_limit() {
+        let li = LineInfo {
+            text: "aé\nbb\ncc\n".into(),
+            newlines: vec![2, 5, 8],
+            times: vec![1.0, 2.0, 3.0],
+        };
+        let parts = li.clone().split(3 + 16);
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[0].text, "aé\n");
+        assert_eq!(parts[1].text, "bb\n");
+        assert_eq!(parts[1].newlines, vec![2]);
+        assert_eq!(parts[2].times, vec![3.0]);
+        let whole = li.clone().split(1000);
+        assert_eq!(whole, vec![li]);
+    }
+}

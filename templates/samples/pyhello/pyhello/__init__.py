@@ -1,0 +1,6 @@
+"""pyhello: a greeting, the autobot Python sample package."""
+
+
+def greet(name="world"):
+    """Return the greeting for NAME."""
+    return "Hello, %s!" % name

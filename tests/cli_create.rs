@@ -1,0 +1,441 @@
+//! Integration tests of the create commands, `list-factories`, `checkconfig` and
+//! `--version`/`--help`, run on the real `autobot` binary in temporary directories.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use std::path::Path;
+
+fn autobot() -> Command {
+    Command::cargo_bin("autobot").unwrap()
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn version_and_help_show_defaults() {
+    autobot()
+        .arg("--version")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(env!("CARGO_PKG_VERSION")));
+    let help = autobot().args(["create", "--help"]).assert().success();
+    let out = String::from_utf8(help.get_output().stdout.clone()).unwrap();
+    for default in [
+        "[default: slave]",
+        "[default: linux]",
+        "[default: passwd]",
+        "[default: 9010]",
+        "[default: 8010]",
+        "[default: 8011]",
+        "[default: autobot]",
+        "[default: localhost]",
+    ] {
+        assert!(out.contains(default), "create --help lacks {default}:\n{out}");
+    }
+    for opt in [
+        "--irc-host",
+        "--irc-channels",
+        "--recipients",
+        "--master",
+        "--debug",
+        "--list-factories",
+        "--factory",
+    ] {
+        assert!(out.contains(opt), "create --help lacks {opt}");
+    }
+    let out = autobot().args(["create-slave", "--help"]).assert().success();
+    let out = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(out.contains("[default: 600]") && out.contains("[default: 022]"), "{out}");
+}
+
+#[test]
+fn create_pair_with_hello_writes_a_valid_master_and_a_slave() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bot = tmp.path().join("bot");
+    autobot()
+        .current_dir(tmp.path())
+        .args(["create", bot.to_str().unwrap(), "-f", "hello"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("autobot start"));
+    let ini = read(&bot.join("master/master.ini"));
+    assert!(ini.contains("[slave:slave]"), "{ini}");
+    assert!(ini.contains("factories = hello"), "{ini}");
+    assert!(ini.contains("\n[hello]\n"), "{ini}");
+    let slave = read(&bot.join("slave/slave.ini"));
+    assert!(slave.contains("master = localhost:9010"), "{slave}");
+    assert!(slave.contains("name = slave") && slave.contains("password = passwd"));
+    assert!(read(&bot.join("slave/info/admin")).contains("Your Name"));
+    let host = read(&bot.join("slave/info/host"));
+    assert!(host.contains("CPUs") && host.contains("autobot"), "{host}");
+    // The sample is a git repository with one commit, so the slave can clone it.
+    let log = std::process::Command::new("git")
+        .args(["log", "--oneline"])
+        .current_dir(bot.join("master/repos/hello"))
+        .output()
+        .unwrap();
+    assert!(log.status.success());
+    assert_eq!(String::from_utf8_lossy(&log.stdout).lines().count(), 1);
+    autobot()
+        .args(["checkconfig", bot.join("master").to_str().unwrap()])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("hello-slave"));
+    // No staging directory is left beside the result.
+    let names: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["bot".to_string()]);
+}
+
+#[test]
+fn dash_f_dash_takes_every_factory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("m");
+    autobot()
+        .current_dir(tmp.path())
+        .args(["create-master", m.to_str().unwrap(), "-f", "-"])
+        .assert()
+        .success();
+    let ini = read(&m.join("master.ini"));
+    let listing = autobot()
+        .current_dir(tmp.path())
+        .arg("list-factories")
+        .assert()
+        .success();
+    let listing = String::from_utf8(listing.get_output().stdout.clone()).unwrap();
+    let names: Vec<&str> = listing
+        .lines()
+        .filter_map(|l| l.strip_suffix(':'))
+        .filter(|l| !l.contains(' ') && *l != "Factories:")
+        .collect();
+    assert!(names.contains(&"hello") && names.contains(&"pyhello"), "{listing}");
+    for n in &names {
+        assert!(ini.contains(&format!("\n[{n}]\n")), "{n} missing:\n{ini}");
+    }
+    assert!(m.join("repos/pyhello/.git").is_dir());
+    autobot()
+        .args(["checkconfig", m.to_str().unwrap()])
+        .assert()
+        .success();
+}
+
+#[test]
+fn unknown_factory_fails_naming_the_valid_ones_and_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    for cmd in ["create", "create-master"] {
+        let bot = tmp.path().join("bot");
+        autobot()
+            .current_dir(tmp.path())
+            .args([cmd, bot.to_str().unwrap(), "-f", "hello", "-f", "nosuch"])
+            .assert()
+            .failure()
+            .stderr(
+                predicate::str::contains("nosuch")
+                    .and(predicate::str::contains("hello"))
+                    .and(predicate::str::contains("pyhello")),
+            );
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "{cmd}");
+    }
+}
+
+#[test]
+fn no_factory_without_a_terminal_fails_with_the_list() {
+    let tmp = tempfile::tempdir().unwrap();
+    autobot()
+        .current_dir(tmp.path())
+        .args(["create", "bot"])
+        .write_stdin("")
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("Factories::").and(predicate::str::contains("hello:")));
+    assert!(!tmp.path().join("bot").exists());
+}
+
+#[test]
+fn create_master_variables_reach_master_ini() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("m");
+    autobot()
+        .current_dir(tmp.path())
+        .args([
+            "create-master",
+            m.to_str().unwrap(),
+            "-f",
+            "hello",
+            "--slave",
+            "linux7",
+            "--os",
+            "mac",
+            "--passwd",
+            "s3cret",
+            "--slaveport",
+            "19010",
+            "--htmlport",
+            "18010",
+            "--publichtmlport",
+            "18011",
+            "--botname",
+            "robo",
+            "--domain",
+            "example.org",
+        ])
+        .assert()
+        .success();
+    let ini = read(&m.join("master.ini"));
+    for want in [
+        "slaveport = 19010",
+        "htmlport = 18010",
+        "publichtmlport = 18011",
+        "botname = robo",
+        "domain = example.org",
+        "password = s3cret",
+        "[slave:linux7]",
+        "os = mac",
+    ] {
+        assert!(ini.contains(want), "{want} missing:\n{ini}");
+    }
+    // A bad value on the command line is caught by validation and creates nothing.
+    let bad = tmp.path().join("bad");
+    autobot()
+        .current_dir(tmp.path())
+        .args(["create-master", bad.to_str().unwrap(), "-f", "hello", "--os", "beos"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("beos"));
+    assert!(!bad.exists());
+}
+
+#[test]
+fn create_into_a_non_empty_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("keep.txt"), "mine").unwrap();
+    autobot()
+        .args(["create-master", tmp.path().to_str().unwrap(), "-f", "hello"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("not empty"));
+    assert_eq!(read(&tmp.path().join("keep.txt")), "mine");
+}
+
+#[test]
+fn create_slave_with_explicit_master() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = tmp.path().join("s");
+    autobot()
+        .args([
+            "create-slave",
+            s.to_str().unwrap(),
+            "build.example.org:9999",
+            "linux1",
+            "pw1",
+            "--keepalive",
+            "30",
+            "--umask",
+            "027",
+            "--usepty",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("@reboot").and(predicate::str::contains("info/admin")));
+    let ini = read(&s.join("slave.ini"));
+    for want in [
+        "master = build.example.org:9999",
+        "name = linux1",
+        "password = pw1",
+        "keepalive = 30",
+        "umask = 027",
+        "usepty = true",
+    ] {
+        assert!(ini.contains(want), "{want} missing:\n{ini}");
+    }
+    let unit = read(&s.join("autobot-slave.service"));
+    assert!(unit.contains("ExecStart=") && unit.contains(" run "), "{unit}");
+    assert!(!unit.contains(".autobot-new-"), "{unit}");
+    assert!(s.join("info/host").is_file());
+    // Bad input: no port.
+    autobot()
+        .args(["create-slave", tmp.path().join("t").to_str().unwrap(), "nohost", "a", "b"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("HOST:PORT").or(predicate::str::contains("port")));
+    assert!(!tmp.path().join("t").exists());
+}
+
+#[test]
+fn create_slave_from_master_ini() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("m");
+    autobot()
+        .current_dir(tmp.path())
+        .args([
+            "create-master",
+            m.to_str().unwrap(),
+            "-f",
+            "hello",
+            "--slave",
+            "box",
+            "--passwd",
+            "frompw",
+            "--slaveport",
+            "9123",
+        ])
+        .assert()
+        .success();
+    let s = tmp.path().join("s");
+    autobot()
+        .args([
+            "create-slave",
+            s.to_str().unwrap(),
+            "--ini",
+            m.join("master.ini").to_str().unwrap(),
+            "--name",
+            "box",
+            "--master",
+            "buildhost",
+        ])
+        .assert()
+        .success();
+    let ini = read(&s.join("slave.ini"));
+    assert!(ini.contains("master = buildhost:9123"), "{ini}");
+    assert!(ini.contains("password = frompw"), "{ini}");
+    autobot()
+        .args([
+            "create-slave",
+            tmp.path().join("s2").to_str().unwrap(),
+            "--ini",
+            m.to_str().unwrap(),
+            "--name",
+            "nosuch",
+        ])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("box"));
+    assert!(!tmp.path().join("s2").exists());
+}
+
+#[test]
+fn create_project_then_list_factories_shows_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    autobot()
+        .current_dir(tmp.path())
+        .args([
+            "create-project",
+            "foo",
+            "--description",
+            "The foo library",
+            "--repo",
+            "https://example.org/foo.git#main",
+        ])
+        .assert()
+        .success();
+    assert!(tmp.path().join("projects/foo.ini").is_file());
+    let out = autobot()
+        .current_dir(tmp.path())
+        .arg("list-factories")
+        .assert()
+        .success();
+    let out = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(out.starts_with("Factories::\n\n"), "{out}");
+    assert!(out.contains("\nfoo:\nThe foo library\n"), "{out}");
+    // Sorted: foo before hello.
+    assert!(out.find("foo:").unwrap() < out.find("hello:").unwrap());
+    // A master created here can build the local project.
+    let m = tmp.path().join("m");
+    autobot()
+        .current_dir(tmp.path())
+        .args(["create-master", m.to_str().unwrap(), "-f", "foo"])
+        .assert()
+        .success();
+    assert!(m.join("projects/foo.ini").is_file());
+    autobot()
+        .args(["checkconfig", m.to_str().unwrap()])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("foo-slave"));
+    // Twice is refused rather than overwriting.
+    autobot()
+        .current_dir(tmp.path())
+        .args(["create-project", "foo", "--description", "x", "--repo", "y"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("already exists"));
+}
+
+#[test]
+fn create_project_rejects_bad_names_and_types() {
+    let tmp = tempfile::tempdir().unwrap();
+    for bad in ["Foo", "foo_bar", "-foo", ""] {
+        autobot()
+            .current_dir(tmp.path())
+            .args(["create-project", "--description", "d", "--repo", "r", "--", bad])
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains("lower-case"));
+    }
+    autobot()
+        .current_dir(tmp.path())
+        .args(["create-project", "ok", "--description", "d", "--repo", "r", "--type", "nosuch"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("autotools"));
+    autobot()
+        .current_dir(tmp.path())
+        .args(["create-project", "ok", "--repo", "r"])
+        .write_stdin("")
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--description"));
+    assert!(!tmp.path().join("projects").exists() || std::fs::read_dir(tmp.path().join("projects")).unwrap().count() == 0);
+}
+
+#[test]
+fn list_factories_formats_and_types() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = autobot()
+        .current_dir(tmp.path())
+        .arg("list-factories")
+        .assert()
+        .success();
+    let out = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(out.starts_with("Factories::\n\nhello:\n"), "{out}");
+    let out = autobot()
+        .args(["list-factories", "--types"])
+        .assert()
+        .success();
+    let out = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    for t in [
+        "source",
+        "virtualenv",
+        "python-source",
+        "autotools",
+        "cpan",
+        "distutils",
+        "trial",
+        "shell",
+    ] {
+        assert!(out.contains(t), "{t} missing:\n{out}");
+    }
+    assert!(out.contains("./configure") && out.contains("make check"), "{out}");
+    // --list-factories on create lists and creates nothing.
+    autobot()
+        .current_dir(tmp.path())
+        .args(["create", "bot", "--list-factories"])
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("Factories::"));
+    assert!(!tmp.path().join("bot").exists());
+}
+
+#[test]
+fn master_ini_example_passes_checkconfig() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("master.ini.example");
+    autobot()
+        .args(["checkconfig", example.to_str().unwrap()])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("hello-linux1"));
+}
