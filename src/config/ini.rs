@@ -64,11 +64,7 @@ pub fn normalize_key(raw: &str) -> String {
         && parts[0].eq_ignore_ascii_case("step")
         && parts[2].eq_ignore_ascii_case("env")
     {
-        return format!(
-            "step.{}.env.{}",
-            parts[1].to_ascii_lowercase(),
-            parts[3]
-        );
+        return format!("step.{}.env.{}", parts[1].to_ascii_lowercase(), parts[3]);
     }
     raw.to_ascii_lowercase()
 }
@@ -117,7 +113,9 @@ pub fn parse(path: &Path, text: &str) -> Result<IniDoc, ConfigError> {
                         path,
                         lineno,
                         String::new(),
-                        format!("cannot parse {t:?}: a section header is `[NAME]` on a line of its own"),
+                        format!(
+                            "cannot parse {t:?}: a section header is `[NAME]` on a line of its own"
+                        ),
                     ))
                 }
             };
@@ -163,7 +161,10 @@ pub fn parse(path: &Path, text: &str) -> Result<IniDoc, ConfigError> {
                 path,
                 lineno,
                 String::new(),
-                format!("cannot parse {t:?}: the key before `{}` is missing", &t[sep..sep + 1]),
+                format!(
+                    "cannot parse {t:?}: the key before `{}` is missing",
+                    &t[sep..sep + 1]
+                ),
             ));
         }
         let Some(si) = sections.len().checked_sub(1) else {
@@ -259,7 +260,10 @@ mod tests {
     #[test]
     fn keeps_values_raw() {
         let doc = p("[a]\nx = \"q\" 'r' C:\\dir\\n a;b #c\n").unwrap();
-        assert_eq!(doc.sections[0].entries[0].value, "\"q\" 'r' C:\\dir\\n a;b #c");
+        assert_eq!(
+            doc.sections[0].entries[0].value,
+            "\"q\" 'r' C:\\dir\\n a;b #c"
+        );
     }
 
     #[test]
@@ -267,11 +271,20 @@ mod tests {
         let e = p("[a]\nx = 1\njunk line\n").unwrap_err().to_string();
         assert!(e.starts_with("m.ini:3: cannot parse \"junk line\""), "{e}");
         let e = p("x = 1\n").unwrap_err().to_string();
-        assert!(e.contains("m.ini:1:") && e.contains("outside any section"), "{e}");
+        assert!(
+            e.contains("m.ini:1:") && e.contains("outside any section"),
+            "{e}"
+        );
         let e = p("[a]\nX = 1\nx = 2\n").unwrap_err().to_string();
-        assert!(e.contains("m.ini:3:") && e.contains("first at line 2"), "{e}");
+        assert!(
+            e.contains("m.ini:3:") && e.contains("first at line 2"),
+            "{e}"
+        );
         let e = p("[a]\n[b]\n[a]\n").unwrap_err().to_string();
-        assert!(e.contains("m.ini:3:") && e.contains("first at line 1"), "{e}");
+        assert!(
+            e.contains("m.ini:3:") && e.contains("first at line 1"),
+            "{e}"
+        );
         let e = p("[a\n").unwrap_err().to_string();
         assert!(e.contains("m.ini:1:"), "{e}");
         let e = p("[a]\n= 3\n").unwrap_err().to_string();

@@ -464,14 +464,34 @@ fn parse_sources(v: &Val, kind: SourceKind, basedir: &Path) -> Result<Vec<Source
             return Err(v.err(format!("{word:?} has no URL before `#`; write URL#BRANCH")));
         }
         let url = if url.starts_with("./") || url.starts_with("../") {
-            let joined: PathBuf = basedir.join(url).components().collect();
-            joined.to_string_lossy().into_owned()
+            normalize_path(&basedir.join(url))
+                .to_string_lossy()
+                .into_owned()
         } else {
             url.to_string()
         };
         out.push(Source { kind, url, branch });
     }
     Ok(out)
+}
+
+/// `a/./b/../c` → `a/c`, without touching the file system (the path may not exist
+/// yet: `create` writes the sample repositories after the config).
+fn normalize_path(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push(c);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn parse_port(v: Option<&Val>, default: u16) -> Result<u16, ConfigError> {
@@ -490,7 +510,11 @@ fn parse_port(v: Option<&Val>, default: u16) -> Result<u16, ConfigError> {
 
 /// Whether a section name belongs to the sections that are not factories.
 fn is_special_section(name: &str) -> bool {
-    name == "DEFAULT" || name == ":master:" || name == "users" || name.starts_with("slave:") || name.starts_with("lock:")
+    name == "DEFAULT"
+        || name == ":master:"
+        || name == "users"
+        || name.starts_with("slave:")
+        || name.starts_with("lock:")
 }
 
 /// Read and validate a `master.ini` (`path` is the file or the master directory).
@@ -518,7 +542,10 @@ pub fn load_from_str(
     projects: &[factory::Project],
 ) -> Result<MasterConfig, ConfigError> {
     let doc = ini::parse(file, text)?;
-    let defaults: Vec<Val> = doc.section("DEFAULT").map(|s| vals(file, s)).unwrap_or_default();
+    let defaults: Vec<Val> = doc
+        .section("DEFAULT")
+        .map(|s| vals(file, s))
+        .unwrap_or_default();
     let mut cfg = MasterConfig {
         path: file.to_path_buf(),
         basedir: basedir.to_path_buf(),
@@ -535,8 +562,11 @@ pub fn load_from_str(
     if let Some(sec) = doc.section(":master:") {
         for v in vals(file, sec) {
             if !MASTER_KEYS.contains(&v.key.as_str()) && !SLAVE_KEYS.contains(&v.key.as_str()) {
+                let hint = schema::closest(&v.key, MASTER_KEYS.iter().chain(SLAVE_KEYS).copied())
+                    .map(|k| format!(" (did you mean `{k}`?)"))
+                    .unwrap_or_default();
                 return Err(v.err(format!(
-                    "unknown key in [:master:]; accepted keys: slaveport, htmlport, publichtmlport, pollInterval, treeStable, allowForce, projectName, projectURL, buildbotURL, botname, ircHost, ircChannels, domain, recipients, changeuser, changepassword, debug, and the slave defaults {}",
+                    "unknown key in [:master:]{hint}; accepted keys: slaveport, htmlport, publichtmlport, pollInterval, treeStable, allowForce, projectName, projectURL, buildbotURL, botname, ircHost, ircChannels, domain, recipients, changeuser, changepassword, debug, and the slave defaults {}",
                     SLAVE_KEYS.join(", ")
                 )));
             }
@@ -573,7 +603,8 @@ pub fn load_from_str(
 
     // Slaves.
     for sec in doc.sections.iter().filter(|s| s.name.starts_with("slave:")) {
-        cfg.slaves.push(read_slave(file, sec, &defaults, &master, &cfg.factories)?);
+        cfg.slaves
+            .push(read_slave(file, sec, &defaults, &master, &cfg.factories)?);
     }
 
     cross_check(&cfg, &checks, file)?;
@@ -604,7 +635,11 @@ fn read_master_keys(cfg: &mut MasterConfig, m: &Layered) -> Result<(), ConfigErr
             }
         }
     }
-    let str_key = |k: &str, default: &str| m.get(k).map(|v| v.value.clone()).unwrap_or_else(|| default.to_string());
+    let str_key = |k: &str, default: &str| {
+        m.get(k)
+            .map(|v| v.value.clone())
+            .unwrap_or_else(|| default.to_string())
+    };
     if let Some(v) = m.get("pollinterval").filter(|v| !v.value.trim().is_empty()) {
         cfg.poll_interval = parse_int(v, 1)?;
     }
@@ -628,15 +663,24 @@ fn read_master_keys(cfg: &mut MasterConfig, m: &Layered) -> Result<(), ConfigErr
     cfg.changeuser = str_key("changeuser", "change");
     cfg.changepassword = str_key("changepassword", "changepw");
     if cfg.changeuser.is_empty() || cfg.changepassword.is_empty() {
-        let v = m.get("changeuser").filter(|v| v.value.is_empty()).or_else(|| m.get("changepassword"));
+        let v = m
+            .get("changeuser")
+            .filter(|v| v.value.is_empty())
+            .or_else(|| m.get("changepassword"));
         if let Some(v) = v {
-            return Err(v.err("must not be empty (defaults: changeuser = change, changepassword = changepw)"));
+            return Err(v.err(
+                "must not be empty (defaults: changeuser = change, changepassword = changepw)",
+            ));
         }
     }
     Ok(())
 }
 
-fn read_lock(file: &Path, sec: &ini::IniSection, defaults: &[Val]) -> Result<LockConfig, ConfigError> {
+fn read_lock(
+    file: &Path,
+    sec: &ini::IniSection,
+    defaults: &[Val],
+) -> Result<LockConfig, ConfigError> {
     let name = &sec.name["lock:".len()..];
     if !factory::is_plain_name(name) {
         return Err(section_err(
@@ -647,7 +691,10 @@ fn read_lock(file: &Path, sec: &ini::IniSection, defaults: &[Val]) -> Result<Loc
         ));
     }
     let mut l = Layered::default();
-    for v in defaults.iter().filter(|v| LOCK_KEYS.contains(&v.key.as_str())) {
+    for v in defaults
+        .iter()
+        .filter(|v| LOCK_KEYS.contains(&v.key.as_str()))
+    {
         l.set(v.clone());
     }
     for v in vals(file, sec) {
@@ -765,7 +812,10 @@ fn read_factory(
     };
     // DEFAULT keys this type accepts go first, under everything else.
     let mut all = Layered::default();
-    for v in defaults.iter().filter(|v| v.key != "type" && ty.accepts(&v.key)) {
+    for v in defaults
+        .iter()
+        .filter(|v| v.key != "type" && ty.accepts(&v.key))
+    {
         all.set(v.clone());
     }
     for v in keys.0 {
@@ -803,7 +853,11 @@ fn read_factory(
                 Some((s, o)) => (s, Some(o)),
                 None => (rest, None),
             };
-            if step.is_empty() || !step.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            if step.is_empty()
+                || !step
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
                 return Err(v.err(format!(
                     "a step name is letters, digits, `_` and `-` (write step.NAME = COMMAND), got {step:?}"
                 )));
@@ -811,7 +865,9 @@ fn read_factory(
             match opt {
                 None => {
                     if v.value.trim().is_empty() {
-                        return Err(v.err("expected a command, got nothing; e.g. `step.test = make check`"));
+                        return Err(v.err(
+                            "expected a command, got nothing; e.g. `step.test = make check`",
+                        ));
                     }
                     steps.push((step.to_string(), Some(v.clone()), BTreeMap::new()));
                 }
@@ -839,8 +895,12 @@ fn read_factory(
         }
         let spec = schema::common_param(&v.key).or_else(|| ty.param(&v.key));
         let Some(spec) = spec else {
+            let hint = ty
+                .suggest(&v.key)
+                .map(|k| format!(" (did you mean `{k}`?)"))
+                .unwrap_or_default();
             return Err(v.err(format!(
-                "unknown key for a factory of type {}; accepted keys: {}",
+                "unknown key for a factory of type {}{hint}; accepted keys: {}",
                 ty.name,
                 ty.accepted_keys()
             )));
@@ -1018,7 +1078,11 @@ fn read_slave(
 
 /// Checks across sections: references, dependency cycles, builder names, and each
 /// factory's steps.
-fn cross_check(cfg: &MasterConfig, checks: &[FactoryChecks], file: &Path) -> Result<(), ConfigError> {
+fn cross_check(
+    cfg: &MasterConfig,
+    checks: &[FactoryChecks],
+    file: &Path,
+) -> Result<(), ConfigError> {
     let lock_names: Vec<&str> = cfg.locks.iter().map(|l| l.name.as_str()).collect();
     for c in checks {
         for v in &c.locks {
@@ -1041,10 +1105,19 @@ fn cross_check(cfg: &MasterConfig, checks: &[FactoryChecks], file: &Path) -> Res
                 return Err(v.err("a factory cannot depend on itself"));
             }
             if cfg.factory(target).is_none() {
-                let known: Vec<&str> = cfg.factories.iter().map(|f| f.name.as_str()).filter(|n| *n != c.name).collect();
+                let known: Vec<&str> = cfg
+                    .factories
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .filter(|n| *n != c.name)
+                    .collect();
                 return Err(v.err(format!(
                     "no factory named {target:?}; dependsOn names another factory section: {}",
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 )));
             }
             // Follow the chain; coming back to this factory is a cycle.
@@ -1067,7 +1140,11 @@ fn cross_check(cfg: &MasterConfig, checks: &[FactoryChecks], file: &Path) -> Res
     let all = cfg.builders();
     for b in &all {
         if let Some(other) = builders.insert(b.name.clone(), b) {
-            let line = checks.iter().find(|c| c.name == b.factory).map(|c| c.section_line).unwrap_or(1);
+            let line = checks
+                .iter()
+                .find(|c| c.name == b.factory)
+                .map(|c| c.section_line)
+                .unwrap_or(1);
             return Err(section_err(
                 file,
                 line,
@@ -1094,14 +1171,22 @@ fn cross_check(cfg: &MasterConfig, checks: &[FactoryChecks], file: &Path) -> Res
             let key = match &e {
                 factory::FactoryError::BadValue { key, .. } => Some(key.to_ascii_lowercase()),
                 factory::FactoryError::NoSource { .. } => None,
-                factory::FactoryError::DuplicateDir { .. } => c.all.iter().find(|v| v.key == "git" || v.key == "hg").map(|v| v.key.clone()),
+                factory::FactoryError::DuplicateDir { .. } => c
+                    .all
+                    .iter()
+                    .find(|v| v.key == "git" || v.key == "hg")
+                    .map(|v| v.key.clone()),
                 _ => None,
             };
-            let message = e.to_string();
-            let message = message
-                .strip_prefix(&format!("factory {}: ", f.name))
-                .unwrap_or(&message)
-                .to_string();
+            let message = match &e {
+                factory::FactoryError::BadValue { message, .. } => message.clone(),
+                other => {
+                    let text = other.to_string();
+                    text.strip_prefix(&format!("factory {}: ", f.name))
+                        .unwrap_or(&text)
+                        .to_string()
+                }
+            };
             let at = key.and_then(|k| c.all.iter().find(|v| v.key.to_ascii_lowercase() == k));
             return Err(match at {
                 Some(v) => v.err(message),
@@ -1172,7 +1257,10 @@ pub fn summary(cfg: &MasterConfig) -> String {
                 LockScope::Master => "master",
                 LockScope::Slave => "slave",
             };
-            out.push_str(&format!("  {}  scope={}  maxCount={}\n", l.name, scope, l.max_count));
+            out.push_str(&format!(
+                "  {}  scope={}  maxCount={}\n",
+                l.name, scope, l.max_count
+            ));
         }
     }
     if !cfg.users.is_empty() {

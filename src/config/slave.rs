@@ -125,14 +125,16 @@ impl SlaveIni {
         let umask = match get("umask") {
             None => 0o022,
             Some(v) => u32::from_str_radix(&v, 8).map_err(|_| {
-                bad("umask", format!("expected an octal mask like 022, got {v:?}"))
+                bad(
+                    "umask",
+                    format!("expected an octal mask like 022, got {v:?}"),
+                )
             })?,
         };
         let usepty = match get("usepty").as_deref() {
             None => false,
-            Some(v) => parse_bool(v).ok_or_else(|| {
-                bad("usepty", format!("expected true or false, got {v:?}"))
-            })?,
+            Some(v) => parse_bool(v)
+                .ok_or_else(|| bad("usepty", format!("expected true or false, got {v:?}")))?,
         };
         Ok(SlaveIni {
             basedir,

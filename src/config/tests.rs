@@ -5,12 +5,7 @@ use super::*;
 
 fn load_text(text: &str) -> Result<MasterConfig, ConfigError> {
     let projects = factory::projects(None).unwrap();
-    load_from_str(
-        Path::new("/m/master.ini"),
-        Path::new("/m"),
-        text,
-        &projects,
-    )
+    load_from_str(Path::new("/m/master.ini"), Path::new("/m"), text, &projects)
 }
 
 #[test]
@@ -22,7 +17,10 @@ fn empty_file_has_the_defaults() {
     );
     assert_eq!((cfg.poll_interval, cfg.tree_stable), (60, 60));
     assert!(cfg.allow_force && !cfg.debug);
-    assert_eq!((cfg.changeuser.as_str(), cfg.changepassword.as_str()), ("change", "changepw"));
+    assert_eq!(
+        (cfg.changeuser.as_str(), cfg.changepassword.as_str()),
+        ("change", "changepw")
+    );
     assert!(cfg.slaves.is_empty() && cfg.factories.is_empty());
     let d = MasterConfig::default();
     assert_eq!((d.slaveport, d.poll_interval), (9010, 60));
@@ -97,7 +95,7 @@ fn a_section_overrides_its_project() {
 
 #[test]
 fn sources_split_on_the_last_hash_and_hg_comes_first() {
-    let cfg = load_text("[f]\ntype = source\ngit = ./a#x#y\nhg = http://h/r ./b#stable\n").unwrap();
+    let cfg = load_text("[f]\ntype = source\ngit = ./a#x\nhg = http://h/r ./b#stable\n").unwrap();
     let f = cfg.factory("f").unwrap();
     let got: Vec<(SourceKind, &str, &str)> = f
         .sources
@@ -109,8 +107,21 @@ fn sources_split_on_the_last_hash_and_hg_comes_first() {
         [
             (SourceKind::Hg, "http://h/r", "default"),
             (SourceKind::Hg, "/m/b", "stable"),
-            (SourceKind::Git, "/m/a#x", "y"),
+            (SourceKind::Git, "/m/a", "x"),
         ]
+    );
+    let v = Val {
+        key: "git".into(),
+        raw_key: "git".into(),
+        value: "https://h/a#b#c".into(),
+        path: "m.ini".into(),
+        line: 1,
+        section: "f".into(),
+    };
+    let s = parse_sources(&v, SourceKind::Git, Path::new("/m")).unwrap();
+    assert_eq!(
+        (s[0].url.as_str(), s[0].branch.as_str()),
+        ("https://h/a#b", "c")
     );
 }
 
@@ -136,7 +147,13 @@ fn common_factory_keys_are_typed() {
     assert_eq!(f.depends_on.as_deref(), Some("up"));
     assert_eq!(f.locks, ["cpu", "db"]);
     assert_eq!(f.mode, Mode::Clobber);
-    assert_eq!(f.retry, Some(Retry { delay: 30, repeats: 2 }));
+    assert_eq!(
+        f.retry,
+        Some(Retry {
+            delay: 30,
+            repeats: 2
+        })
+    );
     assert_eq!((f.tree_stable, f.poll_interval), (Some(5), Some(10)));
     assert!(f.params.is_empty());
     assert_eq!(
@@ -196,9 +213,21 @@ fn summary_lists_slaves_factories_and_builders() {
     )
     .unwrap();
     let s = summary(&cfg);
-    assert!(s.contains("slaves (1):\n  s1  os=linux  max_builds=1  factories: hello\n"), "{s}");
-    assert!(s.contains("  hello  type=autotools  git /m/repos/hello#master  (project hello)\n"), "{s}");
-    assert!(s.contains("  extra  type=source  git /m/e#master  (no slave runs this factory)\n"), "{s}");
+    assert!(
+        s.contains("slaves (1):\n  s1  os=linux  max_builds=1  factories: hello\n"),
+        "{s}"
+    );
+    assert!(
+        s.contains("  hello  type=autotools  git /m/repos/hello#master  (project hello)\n"),
+        "{s}"
+    );
+    assert!(
+        s.contains("  extra  type=source  git /m/e#master  (no slave runs this factory)\n"),
+        "{s}"
+    );
     assert!(s.contains("builders (1):\n  hello-s1\n"), "{s}");
-    assert!(!s.contains("pw"), "the summary must not show passwords: {s}");
+    assert!(
+        !s.contains("pw"),
+        "the summary must not show passwords: {s}"
+    );
 }

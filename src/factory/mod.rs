@@ -44,9 +44,7 @@ use serde::Serialize;
 use crate::config::{FactoryConfig, Mode, Retry, SlaveConfig, Source, SourceKind};
 
 pub use projects::{list_factories_text, projects, Project, ProjectSource};
-pub use schema::{
-    find_type, is_plain_name, types, types_text, FactoryType, ParamKind, ParamSpec,
-};
+pub use schema::{find_type, is_plain_name, types, types_text, FactoryType, ParamKind, ParamSpec};
 
 /// Buildbot's default for a command that produces no output (seconds).
 pub const DEFAULT_TIMEOUT: u64 = 1200;
@@ -279,11 +277,15 @@ impl Params<'_> {
 
     fn bool(&self, name: &str) -> Result<bool, FactoryError> {
         let v = self.raw(name);
-        schema::parse_bool(v).ok_or_else(|| self.bad(name, format!("expected true or false, got {v:?}")))
+        schema::parse_bool(v)
+            .ok_or_else(|| self.bad(name, format!("expected true or false, got {v:?}")))
     }
 
     fn words(&self, name: &str) -> Vec<String> {
-        self.raw(name).split_whitespace().map(String::from).collect()
+        self.raw(name)
+            .split_whitespace()
+            .map(String::from)
+            .collect()
     }
 }
 
@@ -304,7 +306,10 @@ fn sources_with_dirs(f: &FactoryConfig) -> Result<Vec<(Source, String)>, Factory
                     SourceKind::Git => "git".into(),
                     SourceKind::Hg => "hg".into(),
                 },
-                message: format!("cannot name a checkout directory after {:?} (got {dir:?})", s.url),
+                message: format!(
+                    "cannot name a checkout directory after {:?} (got {dir:?})",
+                    s.url
+                ),
             });
         }
         if out.iter().any(|(_, d)| d == &dir) {
@@ -318,7 +323,13 @@ fn sources_with_dirs(f: &FactoryConfig) -> Result<Vec<(Source, String)>, Factory
     Ok(out)
 }
 
-fn checkout_step(f: &FactoryConfig, source: &Source, name: &str, workdir: &str, dir: &str) -> StepSpec {
+fn checkout_step(
+    f: &FactoryConfig,
+    source: &Source,
+    name: &str,
+    workdir: &str,
+    dir: &str,
+) -> StepSpec {
     StepSpec::new(
         name,
         StepKind::Checkout {
@@ -335,7 +346,10 @@ fn checkout_step(f: &FactoryConfig, source: &Source, name: &str, workdir: &str, 
 
 /// Checkout steps for the build-tree layout (see the module docs) and the directory
 /// the factory's commands run in.
-fn checkout_in_build(f: &FactoryConfig, need_source: bool) -> Result<(Vec<StepSpec>, String), FactoryError> {
+fn checkout_in_build(
+    f: &FactoryConfig,
+    need_source: bool,
+) -> Result<(Vec<StepSpec>, String), FactoryError> {
     let sources = sources_with_dirs(f)?;
     if sources.is_empty() && need_source {
         return Err(FactoryError::NoSource {
@@ -344,11 +358,22 @@ fn checkout_in_build(f: &FactoryConfig, need_source: bool) -> Result<(Vec<StepSp
         });
     }
     if let [(s, dir)] = sources.as_slice() {
-        return Ok((vec![checkout_step(f, s, "checkout", DEFAULT_WORKDIR, dir)], DEFAULT_WORKDIR.to_string()));
+        return Ok((
+            vec![checkout_step(f, s, "checkout", DEFAULT_WORKDIR, dir)],
+            DEFAULT_WORKDIR.to_string(),
+        ));
     }
     let steps = sources
         .iter()
-        .map(|(s, dir)| checkout_step(f, s, &format!("checkout-{dir}"), &format!("{DEFAULT_WORKDIR}/{dir}"), dir))
+        .map(|(s, dir)| {
+            checkout_step(
+                f,
+                s,
+                &format!("checkout-{dir}"),
+                &format!("{DEFAULT_WORKDIR}/{dir}"),
+                dir,
+            )
+        })
         .collect();
     let workdir = match sources.first() {
         Some((_, dir)) => format!("{DEFAULT_WORKDIR}/{dir}"),
@@ -374,16 +399,28 @@ fn virtualenv_steps(p: &Params) -> Result<(Vec<StepSpec>, Vec<String>), FactoryE
     let f = p.factory;
     let name = p.raw("name").to_string();
     if !is_plain_name(&name) {
-        return Err(p.bad("name", format!("expected a plain directory name, got {name:?}")));
+        return Err(p.bad(
+            "name",
+            format!("expected a plain directory name, got {name:?}"),
+        ));
     }
     let create = if p.bool("virtualenv")? {
         vec!["virtualenv".to_string(), name.clone()]
     } else {
-        vec!["python3".to_string(), "-m".to_string(), "venv".to_string(), name.clone()]
+        vec![
+            "python3".to_string(),
+            "-m".to_string(),
+            "venv".to_string(),
+            name.clone(),
+        ]
     };
     let mut steps = vec![
-        StepSpec::shell("remove-virtualenv", vec!["rm".into(), "-rf".into(), name.clone()], DEFAULT_WORKDIR)
-            .describe(&["removing", &name], &["remove", &name]),
+        StepSpec::shell(
+            "remove-virtualenv",
+            vec!["rm".into(), "-rf".into(), name.clone()],
+            DEFAULT_WORKDIR,
+        )
+        .describe(&["removing", &name], &["remove", &name]),
         StepSpec::shell("create-virtualenv", create, DEFAULT_WORKDIR)
             .flags(StepFlags::HALT)
             .describe(&["creating virtualenv", &name], &["virtualenv", &name]),
@@ -414,8 +451,12 @@ fn virtualenv_steps(p: &Params) -> Result<(Vec<StepSpec>, Vec<String>), FactoryE
             "%(scripts)s",
         )
         .flags(StepFlags::HALT),
-        StepSpec::shell("mkdir-src", vec!["mkdir".into(), "-p".into(), "src".into()], "%(virtualenv)s")
-            .flags(StepFlags::HALT),
+        StepSpec::shell(
+            "mkdir-src",
+            vec!["mkdir".into(), "-p".into(), "src".into()],
+            "%(virtualenv)s",
+        )
+        .flags(StepFlags::HALT),
     ];
     let mut dirs = Vec::new();
     // python-source always checks out (it has no `checkout` parameter).
@@ -430,8 +471,18 @@ fn virtualenv_steps(p: &Params) -> Result<(Vec<StepSpec>, Vec<String>), FactoryE
         }
         let single = sources.len() == 1;
         for (s, dir) in &sources {
-            let step_name = if single { "checkout".to_string() } else { format!("checkout-{dir}") };
-            steps.push(checkout_step(f, s, &step_name, &format!("%(virtualenv)s/src/{dir}"), dir));
+            let step_name = if single {
+                "checkout".to_string()
+            } else {
+                format!("checkout-{dir}")
+            };
+            steps.push(checkout_step(
+                f,
+                s,
+                &step_name,
+                &format!("%(virtualenv)s/src/{dir}"),
+                dir,
+            ));
             dirs.push(dir.clone());
         }
     }
@@ -449,7 +500,8 @@ fn shell_steps(f: &FactoryConfig) -> Result<Vec<StepSpec>, FactoryError> {
         };
         let raw = opts.get("command").map(String::as_str).unwrap_or("");
         let as_shell = match opts.get("shell") {
-            Some(v) => schema::parse_bool(v).ok_or_else(|| bad("shell", format!("expected true or false, got {v:?}")))?,
+            Some(v) => schema::parse_bool(v)
+                .ok_or_else(|| bad("shell", format!("expected true or false, got {v:?}")))?,
             None => false,
         };
         let command = if as_shell {
@@ -466,8 +518,15 @@ fn shell_steps(f: &FactoryConfig) -> Result<Vec<StepSpec>, FactoryError> {
         };
         let mut step = StepSpec::new(name, StepKind::Shell { command }, DEFAULT_WORKDIR);
         for (opt, value) in opts {
-            let flag = |v: &str| schema::parse_bool(v).ok_or_else(|| bad(opt, format!("expected true or false, got {v:?}")));
-            let int = |v: &str| v.trim().parse::<u64>().map_err(|_| bad(opt, format!("expected a whole number, got {v:?}")));
+            let flag = |v: &str| {
+                schema::parse_bool(v)
+                    .ok_or_else(|| bad(opt, format!("expected true or false, got {v:?}")))
+            };
+            let int = |v: &str| {
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| bad(opt, format!("expected a whole number, got {v:?}")))
+            };
             match opt.as_str() {
                 "command" | "shell" => {}
                 "haltonfailure" => step.flags.halt_on_failure = flag(value)?,
@@ -482,15 +541,24 @@ fn shell_steps(f: &FactoryConfig) -> Result<Vec<StepSpec>, FactoryError> {
                         step.workdir = value.trim().to_string();
                     }
                 }
-                "description" => step.description = value.split_whitespace().map(String::from).collect(),
-                "descriptiondone" => step.description_done = value.split_whitespace().map(String::from).collect(),
+                "description" => {
+                    step.description = value.split_whitespace().map(String::from).collect()
+                }
+                "descriptiondone" => {
+                    step.description_done = value.split_whitespace().map(String::from).collect()
+                }
                 "locks" => step.locks = value.split_whitespace().map(String::from).collect(),
                 "logparser" => {
                     step.log_parser = match value.trim().to_ascii_lowercase().as_str() {
                         "none" | "" => LogParser::None,
                         "compile" => LogParser::Compile,
                         "test" => LogParser::Test,
-                        other => return Err(bad(opt, format!("expected none, compile or test, got {other:?}"))),
+                        other => {
+                            return Err(bad(
+                                opt,
+                                format!("expected none, compile or test, got {other:?}"),
+                            ))
+                        }
                     }
                 }
                 other => match other.strip_prefix("env.") {
@@ -500,7 +568,10 @@ fn shell_steps(f: &FactoryConfig) -> Result<Vec<StepSpec>, FactoryError> {
                     _ => {
                         return Err(bad(
                             opt,
-                            format!("unknown step option; use one of: {}", schema::step_option_names()),
+                            format!(
+                                "unknown step option; use one of: {}",
+                                schema::step_option_names()
+                            ),
                         ))
                     }
                 },
@@ -514,7 +585,10 @@ fn shell_steps(f: &FactoryConfig) -> Result<Vec<StepSpec>, FactoryError> {
 /// The steps a build of `factory` on `slave` runs, in order. `config::load` calls
 /// this for every factory, so a loaded config never fails here; the engine calls it
 /// per build (the slave matters only for `platform`).
-pub fn build_steps(factory: &FactoryConfig, slave: &SlaveConfig) -> Result<Vec<StepSpec>, FactoryError> {
+pub fn build_steps(
+    factory: &FactoryConfig,
+    slave: &SlaveConfig,
+) -> Result<Vec<StepSpec>, FactoryError> {
     let f = factory;
     let ty = find_type(&f.type_name).ok_or_else(|| FactoryError::UnknownType {
         factory: f.name.clone(),
@@ -530,14 +604,22 @@ pub fn build_steps(factory: &FactoryConfig, slave: &SlaveConfig) -> Result<Vec<S
             let pip = p.raw("install").eq_ignore_ascii_case("pip");
             for dir in &dirs {
                 let argv: Vec<String> = if pip {
-                    ["%(python)s", "-m", "pip", "install", "--no-deps", "."].map(String::from).to_vec()
+                    ["%(python)s", "-m", "pip", "install", "--no-deps", "."]
+                        .map(String::from)
+                        .to_vec()
                 } else {
-                    ["%(python)s", "setup.py", "install"].map(String::from).to_vec()
+                    ["%(python)s", "setup.py", "install"]
+                        .map(String::from)
+                        .to_vec()
                 };
                 steps.push(
-                    StepSpec::shell(&format!("install-{dir}"), argv, &format!("%(virtualenv)s/src/{dir}"))
-                        .flags(StepFlags::HALT)
-                        .describe(&["installing", dir], &["install", dir]),
+                    StepSpec::shell(
+                        &format!("install-{dir}"),
+                        argv,
+                        &format!("%(virtualenv)s/src/{dir}"),
+                    )
+                    .flags(StepFlags::HALT)
+                    .describe(&["installing", dir], &["install", dir]),
                 );
             }
             let test = p.argv("test")?;
@@ -643,7 +725,10 @@ pub fn build_steps(factory: &FactoryConfig, slave: &SlaveConfig) -> Result<Vec<S
             let (mut steps, wd) = checkout_in_build(f, true)?;
             let mut build = p.argv("buildpython")?;
             if build.is_empty() {
-                return Err(p.bad("buildpython", "expected the python command, got nothing".into()));
+                return Err(p.bad(
+                    "buildpython",
+                    "expected the python command, got nothing".into(),
+                ));
             }
             build.extend(["./setup.py".to_string(), "build".to_string()]);
             steps.push(
@@ -672,14 +757,17 @@ pub fn build_steps(factory: &FactoryConfig, slave: &SlaveConfig) -> Result<Vec<S
                     .flags(StepFlags::TEST)
                     .describe(&["testing"], &["tests"])
                     .parser(LogParser::Test);
-                step.env.insert("PYTHONPATH".into(), p.raw("testpath").to_string());
+                step.env
+                    .insert("PYTHONPATH".into(), p.raw("testpath").to_string());
                 steps.push(step);
             }
             steps
         }
         "shell" => {
             if f.steps.is_empty() {
-                return Err(FactoryError::NoSteps { factory: f.name.clone() });
+                return Err(FactoryError::NoSteps {
+                    factory: f.name.clone(),
+                });
             }
             let (mut steps, _) = checkout_in_build(f, false)?;
             steps.extend(shell_steps(f)?);
@@ -703,7 +791,8 @@ pub fn build_steps(factory: &FactoryConfig, slave: &SlaveConfig) -> Result<Vec<S
     }
     if f.platform {
         for s in &mut steps {
-            s.env.insert("PLATFORM".into(), slave.os.as_str().to_string());
+            s.env
+                .insert("PLATFORM".into(), slave.os.as_str().to_string());
         }
     }
     Ok(steps)

@@ -18,7 +18,10 @@ use crate::config::ConfigError;
 const BUNDLED: &[(&str, &str)] = &[
     ("hello.ini", include_str!("../../projects/hello.ini")),
     ("pyhello.ini", include_str!("../../projects/pyhello.ini")),
-    ("hello-shell.ini", include_str!("../../projects/hello-shell.ini")),
+    (
+        "hello-shell.ini",
+        include_str!("../../projects/hello-shell.ini"),
+    ),
 ];
 
 /// Where a project comes from; `create` copies local project files into a new master.
@@ -47,11 +50,7 @@ pub struct Project {
     pub source: ProjectSource,
 }
 
-fn parse_file(
-    path: &Path,
-    text: &str,
-    source: ProjectSource,
-) -> Result<Vec<Project>, ConfigError> {
+fn parse_file(path: &Path, text: &str, source: ProjectSource) -> Result<Vec<Project>, ConfigError> {
     let doc = ini::parse(path, text)?;
     let mut out = Vec::new();
     for section in doc.sections {
@@ -143,7 +142,10 @@ mod tests {
     fn bundled_projects_load() {
         let ps = projects(None).unwrap();
         let names: Vec<&str> = ps.iter().map(|p| p.name.as_str()).collect();
-        assert!(names.contains(&"hello") && names.contains(&"pyhello"), "{names:?}");
+        assert!(
+            names.contains(&"hello") && names.contains(&"pyhello"),
+            "{names:?}"
+        );
         for p in &ps {
             assert!(!p.description.is_empty(), "{} has no description", p.name);
             assert!(p.keys.contains_key("type"), "{} has no type", p.name);

@@ -70,7 +70,9 @@ pub struct FactoryType {
 impl FactoryType {
     /// The type's own parameter named `key` (any case).
     pub fn param(&self, key: &str) -> Option<&'static ParamSpec> {
-        self.params.iter().find(|p| p.name.eq_ignore_ascii_case(key))
+        self.params
+            .iter()
+            .find(|p| p.name.eq_ignore_ascii_case(key))
     }
 
     /// Whether `key` (any case) is a key a section of this type may set: a common
@@ -81,15 +83,33 @@ impl FactoryType {
             || (self.name == "shell" && key.to_ascii_lowercase().starts_with("step."))
     }
 
-    /// The accepted keys, for error messages.
+    /// The accepted keys, for error messages: the type's own first, then the
+    /// common ones.
     pub fn accepted_keys(&self) -> String {
-        let mut keys: Vec<&str> = COMMON.iter().map(|p| p.name).collect();
-        keys.extend(self.params.iter().map(|p| p.name));
+        let mut own: Vec<&str> = self.params.iter().map(|p| p.name).collect();
         if self.name == "shell" {
-            keys.push("step.NAME");
-            keys.push("step.NAME.OPTION");
+            own.push("step.NAME");
+            own.push("step.NAME.OPTION");
         }
-        keys.join(", ")
+        let common: Vec<&str> = COMMON.iter().map(|p| p.name).collect();
+        if own.is_empty() {
+            format!(
+                "(none of its own) and the keys of every factory: {}",
+                common.join(", ")
+            )
+        } else {
+            format!(
+                "{}; and the keys of every factory: {}",
+                own.join(", "),
+                common.join(", ")
+            )
+        }
+    }
+
+    /// The accepted key closest to a misspelt one, if any is close.
+    pub fn suggest(&self, key: &str) -> Option<&'static str> {
+        let names = self.params.iter().chain(COMMON.iter()).map(|p| p.name);
+        closest(key, names)
     }
 }
 
@@ -146,11 +166,36 @@ static PYTHON_SOURCE_PARAMS: &[ParamSpec] = &[
 ];
 
 static AUTOTOOLS_PARAMS: &[ParamSpec] = &[
-    p!("configure", OptArgv, "./configure", "The configure command; empty leaves the step out."),
-    p!("configureEnv", EnvList, "", "VAR=VALUE ... added to the environment of the configure step (e.g. CFLAGS=\"-O2 -g\")."),
-    p!("configureFlags", OptArgv, "", "Arguments appended to the configure command (e.g. --disable-nls)."),
-    p!("compile", OptArgv, "make all", "The compile command; empty leaves the step out."),
-    p!("test", OptArgv, "make check", "The test command; empty leaves the step out."),
+    p!(
+        "configure",
+        OptArgv,
+        "./configure",
+        "The configure command; empty leaves the step out."
+    ),
+    p!(
+        "configureEnv",
+        EnvList,
+        "",
+        "VAR=VALUE ... added to the environment of the configure step (e.g. CFLAGS=\"-O2 -g\")."
+    ),
+    p!(
+        "configureFlags",
+        OptArgv,
+        "",
+        "Arguments appended to the configure command (e.g. --disable-nls)."
+    ),
+    p!(
+        "compile",
+        OptArgv,
+        "make all",
+        "The compile command; empty leaves the step out."
+    ),
+    p!(
+        "test",
+        OptArgv,
+        "make check",
+        "The test command; empty leaves the step out."
+    ),
 ];
 
 static CPAN_PARAMS: &[ParamSpec] = &[p!(
@@ -166,14 +211,49 @@ static DISTUTILS_PARAMS: &[ParamSpec] = &[
 ];
 
 static TRIAL_PARAMS: &[ParamSpec] = &[
-    p!("buildpython", Argv, "python3", "Command that runs `./setup.py build` (the manual's default is `python`)."),
-    p!("testpath", Str, ".", "Directory put in PYTHONPATH for the tests (e.g. build/lib for pure-python modules)."),
-    p!("trialpython", OptArgv, "", "Command prepended to trial (e.g. `python3 -W ignore`); empty runs trial directly."),
+    p!(
+        "buildpython",
+        Argv,
+        "python3",
+        "Command that runs `./setup.py build` (the manual's default is `python`)."
+    ),
+    p!(
+        "testpath",
+        Str,
+        ".",
+        "Directory put in PYTHONPATH for the tests (e.g. build/lib for pure-python modules)."
+    ),
+    p!(
+        "trialpython",
+        OptArgv,
+        "",
+        "Command prepended to trial (e.g. `python3 -W ignore`); empty runs trial directly."
+    ),
     p!("trial", Argv, "trial", "The trial command."),
-    p!("trialMode", OptArgv, "-to", "Reporter options given to trial before the tests."),
-    p!("tests", List, "", "Test modules, e.g. `myproject.test`; empty: no test step (nothing to run)."),
-    p!("recurse", Bool, "false", "Pass --recurse to trial (look for tests in every subdirectory)."),
-    p!("randomly", Bool, "false", "Pass --random=0 to trial (run the tests in random order)."),
+    p!(
+        "trialMode",
+        OptArgv,
+        "-to",
+        "Reporter options given to trial before the tests."
+    ),
+    p!(
+        "tests",
+        List,
+        "",
+        "Test modules, e.g. `myproject.test`; empty: no test step (nothing to run)."
+    ),
+    p!(
+        "recurse",
+        Bool,
+        "false",
+        "Pass --recurse to trial (look for tests in every subdirectory)."
+    ),
+    p!(
+        "randomly",
+        Bool,
+        "false",
+        "Pass --random=0 to trial (run the tests in random order)."
+    ),
 ];
 
 /// Options of one `shell` step, written `step.NAME.OPTION = VALUE`.
@@ -236,6 +316,33 @@ static TYPES: &[FactoryType] = &[
         params: VIRTUALENV_PARAMS,
     },
 ];
+
+/// The candidate closest to `word` (case-insensitive edit distance of at most 2,
+/// or 1 for short words), for "did you mean" hints.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let word = word.to_ascii_lowercase();
+    let limit = if word.len() <= 4 { 1 } else { 2 };
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(&word, &c.to_ascii_lowercase()), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
 
 /// Every built-in factory type, sorted by name.
 pub fn types() -> &'static [FactoryType] {
@@ -322,7 +429,8 @@ pub fn is_env_name(var: &str) -> bool {
 /// `DELAY REPEATS`.
 pub fn parse_retry(value: &str) -> Result<(u64, u32), String> {
     let words: Vec<&str> = value.split_whitespace().collect();
-    let err = || format!("expected `DELAY REPEATS`, two whole numbers (e.g. `60 3`), got {value:?}");
+    let err =
+        || format!("expected `DELAY REPEATS`, two whole numbers (e.g. `60 3`), got {value:?}");
     match words.as_slice() {
         [d, r] => Ok((d.parse().map_err(|_| err())?, r.parse().map_err(|_| err())?)),
         _ => Err(err()),
@@ -388,7 +496,9 @@ pub fn check_value(kind: ParamKind, value: &str) -> Result<(), String> {
             if is_plain_name(v) {
                 Ok(())
             } else {
-                Err(format!("expected a plain directory name (letters, digits, `.`, `_`, `-`), got {v:?}"))
+                Err(format!(
+                    "expected a plain directory name (letters, digits, `.`, `_`, `-`), got {v:?}"
+                ))
             }
         }
         Int => v
@@ -435,7 +545,9 @@ pub fn check_value(kind: ParamKind, value: &str) -> Result<(), String> {
         LockRefs => {
             for name in v.split_whitespace() {
                 if !is_plain_name(name) {
-                    return Err(format!("expected names of [lock:NAME] sections, got {name:?}"));
+                    return Err(format!(
+                        "expected names of [lock:NAME] sections, got {name:?}"
+                    ));
                 }
             }
             Ok(())
@@ -466,7 +578,9 @@ pub fn types_text() -> String {
             push_param(&mut out, p);
         }
         if t.name == "shell" {
-            out.push_str("    step.NAME = COMMAND\n        A step, in file order; options below.\n");
+            out.push_str(
+                "    step.NAME = COMMAND\n        A step, in file order; options below.\n",
+            );
         }
         out.push('\n');
     }
@@ -517,6 +631,15 @@ mod tests {
         assert!(check_value(ParamKind::Retry, "60 3").is_ok());
         assert!(check_value(ParamKind::Retry, "60").is_err());
         assert!(check_value(ParamKind::Choice(&["a", "b"]), "B").is_ok());
+    }
+
+    #[test]
+    fn misspelt_keys_get_a_suggestion() {
+        let t = find_type("autotools").unwrap();
+        assert_eq!(t.suggest("configureFlag"), Some("configureFlags"));
+        assert_eq!(t.suggest("dependson"), Some("dependsOn"));
+        assert_eq!(t.suggest("zzzzzz"), None);
+        assert_eq!(closest("tst", ["test", "git"]), Some("test"));
     }
 
     #[test]

@@ -89,7 +89,11 @@ fn several_sources_go_to_their_own_directories_hg_first() {
     let mut f = factory(
         "source",
         &[],
-        vec![git("https://x.org/a/lib.git/"), hg("http://k0s.org/hg/toolbox"), git("../app")],
+        vec![
+            git("https://x.org/a/lib.git/"),
+            hg("http://k0s.org/hg/toolbox"),
+            git("../app"),
+        ],
     );
     f.mode = Mode::Clobber;
     f.always_use_latest = true;
@@ -98,7 +102,10 @@ fn several_sources_go_to_their_own_directories_hg_first() {
         repeats: 3,
     });
     let s = steps(&f);
-    assert_eq!(names(&s), ["checkout-toolbox", "checkout-lib", "checkout-app"]);
+    assert_eq!(
+        names(&s),
+        ["checkout-toolbox", "checkout-lib", "checkout-app"]
+    );
     let wd: Vec<&str> = s.iter().map(|s| s.workdir.as_str()).collect();
     assert_eq!(wd, ["build/toolbox", "build/lib", "build/app"]);
     match &s[0].kind {
@@ -120,9 +127,15 @@ fn several_sources_go_to_their_own_directories_hg_first() {
 #[test]
 fn source_needs_a_source_and_distinct_directories() {
     let f = factory("source", &[], vec![]);
-    assert!(matches!(build_steps(&f, &slave()), Err(FactoryError::NoSource { .. })));
+    assert!(matches!(
+        build_steps(&f, &slave()),
+        Err(FactoryError::NoSource { .. })
+    ));
     let f = factory("source", &[], vec![git("/a/x.git"), git("/b/x")]);
-    assert!(matches!(build_steps(&f, &slave()), Err(FactoryError::DuplicateDir { .. })));
+    assert!(matches!(
+        build_steps(&f, &slave()),
+        Err(FactoryError::DuplicateDir { .. })
+    ));
 }
 
 #[test]
@@ -139,7 +152,10 @@ fn autotools_follows_gnuautoconf() {
     // % CONFIG_ENV=foo ./configure --with-flags ; make all ; make check
     let f = factory(
         "autotools",
-        &[("configureEnv", "CFLAGS=\"-O2 -g\" CC=gcc"), ("configureFlags", "--disable-nls --without-x")],
+        &[
+            ("configureEnv", "CFLAGS=\"-O2 -g\" CC=gcc"),
+            ("configureFlags", "--disable-nls --without-x"),
+        ],
         vec![git("/r/hello")],
     );
     let s = steps(&f);
@@ -164,7 +180,11 @@ fn autotools_follows_gnuautoconf() {
 fn autotools_empty_values_leave_steps_out() {
     let f = factory(
         "autotools",
-        &[("configure", ""), ("test", ""), ("compile", "make -j2 'CFLAGS=-O0 -g'")],
+        &[
+            ("configure", ""),
+            ("test", ""),
+            ("compile", "make -j2 'CFLAGS=-O0 -g'"),
+        ],
         vec![git("/r/hello")],
     );
     let s = steps(&f);
@@ -176,7 +196,16 @@ fn autotools_empty_values_leave_steps_out() {
 fn autotools_with_two_sources_runs_in_the_first() {
     let f = factory("autotools", &[], vec![git("/r/hello"), git("/r/lib")]);
     let s = steps(&f);
-    assert_eq!(names(&s), ["checkout-hello", "checkout-lib", "configure", "compile", "test"]);
+    assert_eq!(
+        names(&s),
+        [
+            "checkout-hello",
+            "checkout-lib",
+            "configure",
+            "compile",
+            "test"
+        ]
+    );
     assert_eq!(s[2].workdir, "build/hello");
 }
 
@@ -214,7 +243,11 @@ fn distutils_builds_and_tests_only_when_asked() {
 #[test]
 fn trial_follows_the_manual_examples() {
     // Trial(source, tests="toplevel.test"): python ./setup.py build; PYTHONPATH=. trial -to toplevel.test
-    let s = steps(&factory("trial", &[("tests", "toplevel.test")], vec![git("/r/p")]));
+    let s = steps(&factory(
+        "trial",
+        &[("tests", "toplevel.test")],
+        vec![git("/r/p")],
+    ));
     assert_eq!(names(&s), ["checkout", "compile", "trial"]);
     assert_eq!(argv(&s[1]), ["python3", "./setup.py", "build"]);
     assert_eq!(argv(&s[2]), ["trial", "-to", "toplevel.test"]);
@@ -239,7 +272,16 @@ fn trial_follows_the_manual_examples() {
     assert_eq!(argv(&s[1]), ["python2.3", "-Wall", "./setup.py", "build"]);
     assert_eq!(
         argv(&s[2]),
-        ["python2.3", "-Wall", "./bin/trial", "-to", "--recurse", "--random=0", "foo.tests", "other.test"]
+        [
+            "python2.3",
+            "-Wall",
+            "./bin/trial",
+            "-to",
+            "--recurse",
+            "--random=0",
+            "foo.tests",
+            "other.test"
+        ]
     );
     assert_eq!(s[2].env["PYTHONPATH"], "build/lib.linux-i686-2.3");
     // No tests: nothing to run.
@@ -268,15 +310,23 @@ fn virtualenv_follows_autobot() {
     assert_eq!(s[1].flags, StepFlags::HALT);
     assert_eq!(argv(&s[2]), ["pwd"]);
     assert_eq!(s[2].workdir, "build/env");
-    assert!(matches!(&s[2].kind, StepKind::SetProperty { property, .. } if property == "virtualenv"));
+    assert!(
+        matches!(&s[2].kind, StepKind::SetProperty { property, .. } if property == "virtualenv")
+    );
     assert!(matches!(&s[3].kind, StepKind::SetProperty { property, .. } if property == "scripts"));
     assert_eq!(s[3].workdir, "%(virtualenv)s");
     let find = argv(&s[3]);
     assert_eq!(&find[..2], ["sh", "-c"]);
-    assert!(find[2].find("Scripts").unwrap() < find[2].find("bin").unwrap(), "{}", find[2]);
+    assert!(
+        find[2].find("Scripts").unwrap() < find[2].find("bin").unwrap(),
+        "{}",
+        find[2]
+    );
     assert!(matches!(&s[4].kind, StepKind::SetProperty { property, .. } if property == "python"));
     assert_eq!(s[4].workdir, "%(scripts)s");
-    assert!(argv(&s[4])[2].find("\"python\"").unwrap() < argv(&s[4])[2].find("python.exe").unwrap());
+    assert!(
+        argv(&s[4])[2].find("\"python\"").unwrap() < argv(&s[4])[2].find("python.exe").unwrap()
+    );
     assert_eq!(argv(&s[5]), ["mkdir", "-p", "src"]);
     assert_eq!(s[5].workdir, "%(virtualenv)s");
     assert_eq!(s[6].workdir, "%(virtualenv)s/src/pkg");
@@ -284,7 +334,11 @@ fn virtualenv_follows_autobot() {
 
     let s = steps(&factory(
         "virtualenv",
-        &[("name", "venv"), ("virtualenv", "true"), ("checkout", "false")],
+        &[
+            ("name", "venv"),
+            ("virtualenv", "true"),
+            ("checkout", "false"),
+        ],
         vec![git("/r/pkg.git")],
     ));
     assert_eq!(names(&s).len(), 6);
@@ -296,7 +350,10 @@ fn virtualenv_follows_autobot() {
 #[test]
 fn virtualenv_name_cannot_escape_the_build_directory() {
     let f = factory("virtualenv", &[("name", "../..")], vec![]);
-    assert!(matches!(build_steps(&f, &slave()), Err(FactoryError::BadValue { .. })));
+    assert!(matches!(
+        build_steps(&f, &slave()),
+        Err(FactoryError::BadValue { .. })
+    ));
 }
 
 #[test]
@@ -309,17 +366,30 @@ fn python_source_installs_every_source_then_tests() {
     let s = steps(&f);
     assert_eq!(
         &names(&s)[6..],
-        ["checkout-dep", "checkout-app", "install-dep", "install-app", "test"]
+        [
+            "checkout-dep",
+            "checkout-app",
+            "install-dep",
+            "install-app",
+            "test"
+        ]
     );
     assert_eq!(argv(&s[8]), ["%(python)s", "setup.py", "install"]);
     assert_eq!(s[8].workdir, "%(virtualenv)s/src/dep");
     assert_eq!(s[8].flags, StepFlags::HALT);
     assert_eq!(s[8].description_done, ["install", "dep"]);
-    assert_eq!(argv(&s[10]), ["%(python)s", "-m", "unittest", "discover", "-v"]);
+    assert_eq!(
+        argv(&s[10]),
+        ["%(python)s", "-m", "unittest", "discover", "-v"]
+    );
     assert_eq!(s[10].workdir, "%(virtualenv)s/src/dep");
     assert_eq!(s[10].flags, StepFlags::TEST);
 
-    let s = steps(&factory("python-source", &[("install", "pip")], vec![git("/r/app")]));
+    let s = steps(&factory(
+        "python-source",
+        &[("install", "pip")],
+        vec![git("/r/app")],
+    ));
     assert_eq!(names(&s).last(), Some(&"install-app"));
     assert_eq!(
         argv(s.last().unwrap()),
@@ -334,7 +404,9 @@ fn python_source_installs_every_source_then_tests() {
 fn step(name: &str, opts: &[(&str, &str)]) -> (String, BTreeMap<String, String>) {
     (
         name.to_string(),
-        opts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        opts.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     )
 }
 
@@ -342,7 +414,13 @@ fn step(name: &str, opts: &[(&str, &str)]) -> (String, BTreeMap<String, String>)
 fn shell_runs_the_steps_with_their_options() {
     let mut f = factory("shell", &[], vec![git("/r/hello")]);
     f.steps = vec![
-        step("configure", &[("command", "./configure --prefix='/opt/x y'"), ("haltonfailure", "true")]),
+        step(
+            "configure",
+            &[
+                ("command", "./configure --prefix='/opt/x y'"),
+                ("haltonfailure", "true"),
+            ],
+        ),
         step(
             "test",
             &[
@@ -361,7 +439,10 @@ fn shell_runs_the_steps_with_their_options() {
                 ("env.CFLAGS", "-O2"),
             ],
         ),
-        step("report", &[("command", "ls | wc -l > n"), ("shell", "true")]),
+        step(
+            "report",
+            &[("command", "ls | wc -l > n"), ("shell", "true")],
+        ),
     ];
     let s = steps(&f);
     assert_eq!(names(&s), ["checkout", "configure", "test", "report"]);
@@ -400,10 +481,16 @@ fn shell_runs_the_steps_with_their_options() {
 #[test]
 fn shell_without_steps_or_with_a_clashing_name_fails() {
     let f = factory("shell", &[], vec![]);
-    assert!(matches!(build_steps(&f, &slave()), Err(FactoryError::NoSteps { .. })));
+    assert!(matches!(
+        build_steps(&f, &slave()),
+        Err(FactoryError::NoSteps { .. })
+    ));
     let mut f = factory("shell", &[], vec![git("/r/x")]);
     f.steps = vec![step("checkout", &[("command", "true")])];
-    assert!(matches!(build_steps(&f, &slave()), Err(FactoryError::DuplicateStep { .. })));
+    assert!(matches!(
+        build_steps(&f, &slave()),
+        Err(FactoryError::DuplicateStep { .. })
+    ));
     // A shell factory needs no source.
     let mut f = factory("shell", &[], vec![]);
     f.steps = vec![step("hi", &[("command", "echo hi")])];
@@ -417,16 +504,23 @@ fn platform_reaches_every_step() {
     let mut mac = slave();
     mac.os = Os::Mac;
     let s = build_steps(&f, &mac).unwrap();
-    assert!(s.iter().all(|s| s.env.get("PLATFORM").map(String::as_str) == Some("mac")));
+    assert!(s
+        .iter()
+        .all(|s| s.env.get("PLATFORM").map(String::as_str) == Some("mac")));
     assert_eq!(build_properties(&f, &mac)["platform"], "mac");
     f.platform = false;
     assert!(build_properties(&f, &mac).is_empty());
-    assert!(build_steps(&f, &mac).unwrap().iter().all(|s| !s.env.contains_key("PLATFORM")));
+    assert!(build_steps(&f, &mac)
+        .unwrap()
+        .iter()
+        .all(|s| !s.env.contains_key("PLATFORM")));
 }
 
 #[test]
 fn unknown_type_lists_the_valid_ones() {
-    let e = build_steps(&factory("nosuch", &[], vec![]), &slave()).unwrap_err().to_string();
+    let e = build_steps(&factory("nosuch", &[], vec![]), &slave())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("autotools") && e.contains("shell"), "{e}");
 }
 

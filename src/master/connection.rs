@@ -118,11 +118,11 @@ impl SlaveInfo {
 
 /// Where the bytes of an upload go, or the bytes of a download come from.
 pub(crate) enum Transfer {
-    /// `upload_file`: written to `part`, renamed to `dest` on close.
+    /// `upload_file`: written to `part`; the caller renames it once the command
+    /// succeeded.
     ToFile {
         file: Option<tokio::fs::File>,
         part: PathBuf,
-        dest: PathBuf,
         written: u64,
     },
     /// `upload_directory`: the tarball is written to `part`, unpacked into `dest`.
@@ -288,8 +288,9 @@ impl Conn {
     /// Wait until the connection is over; returns why.
     pub(crate) async fn closed(&self) -> String {
         let mut rx = self.closed.subscribe();
-        match rx.wait_for(|r| r.is_some()).await {
-            Ok(r) => r.clone().unwrap_or_default(),
+        let reason = rx.wait_for(|r| r.is_some()).await.map(|r| r.clone());
+        match reason {
+            Ok(r) => r.unwrap_or_default(),
             Err(_) => "connection closed".into(),
         }
     }
@@ -410,11 +411,11 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: WebSocket, claim: Claim, 
     let reason = tokio::select! {
         r = &mut reader => r,
         r = &mut life => r,
-        r = close_rx.wait_for(|r| r.is_some()) => {
-            let why = r.map(|r| r.clone().unwrap_or_default()).unwrap_or_default();
+        r = async { close_rx.wait_for(|r| r.is_some()).await.map(|r| r.clone()) } => {
+            let why = r.ok().flatten().unwrap_or_default();
             stop_commands(&conn, &why, &mut reader).await.unwrap_or(why)
         }
-        _ = shutdown.wait_for(|s| *s) => {
+        _ = async { shutdown.wait_for(|s| *s).await.map(|_| ()) } => {
             let why = "master shutting down".to_string();
             stop_commands(&conn, &why, &mut reader).await.unwrap_or(why)
         }
@@ -721,7 +722,7 @@ async fn transfer_op(
             finish_transfer(t).await;
             Ok(Value::Nil)
         }
-        ("update_upload_file_utime", Transfer::ToFile { dest, .. }) => {
+        ("update_upload_file_utime", Transfer::ToFile { part, .. }) => {
             let secs = |k: &str| {
                 field(k)
                     .and_then(|v| v.as_f64().or_else(|| v.as_i64().map(|i| i as f64)))
@@ -731,10 +732,10 @@ async fn transfer_op(
             if let (Some(a), Some(m)) = (secs("access_time"), secs("modified_time")) {
                 let f = std::fs::File::options()
                     .write(true)
-                    .open(&*dest)
-                    .map_err(|e| format!("{}: {e}", dest.display()))?;
+                    .open(&*part)
+                    .map_err(|e| format!("{}: {e}", part.display()))?;
                 f.set_times(std::fs::FileTimes::new().set_accessed(a).set_modified(m))
-                    .map_err(|e| format!("{}: {e}", dest.display()))?;
+                    .map_err(|e| format!("{}: {e}", part.display()))?;
             }
             Ok(Value::Nil)
         }
@@ -786,17 +787,12 @@ async fn transfer_op(
     }
 }
 
-/// Close an upload's file and move it into place (idempotent).
+/// Flush and close an upload's file (idempotent).
 async fn finish_transfer(t: &mut Transfer) {
-    if let Transfer::ToFile {
-        file, part, dest, ..
-    } = t
-    {
+    if let Transfer::ToFile { file, part, .. } = t {
         if let Some(mut f) = file.take() {
-            let _ = f.flush().await;
-            drop(f);
-            if let Err(e) = tokio::fs::rename(&*part, &*dest).await {
-                tracing::warn!("cannot move {} to {}: {e}", part.display(), dest.display());
+            if let Err(e) = f.flush().await {
+                tracing::warn!("cannot write {}: {e}", part.display());
             }
         }
     }

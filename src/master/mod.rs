@@ -1,1 +1,373 @@
-//! The master daemon.
+//! The master daemon: slave connections, the command layer that runs protocol
+//! commands on a slave, reconfiguration, and state kept in SQLite.
+//!
+//! [`Master::start`] locks the master directory, loads `master.ini`, opens
+//! `state.sqlite`, binds `slaveport` (slaves, WebSocket) and `htmlport` (web) and
+//! returns a running [`Master`]; [`run`] wraps it for the daemon verbs. The build
+//! engine and tests reach connected slaves through [`Master::registry`]: a
+//! [`SlaveHandle`] starts commands ([`RemoteCommand`]) and file transfers.
+
+pub mod auth;
+pub mod command;
+pub mod connection;
+mod listener;
+pub mod registry;
+pub mod transfer;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::fcntl::{Flock, FlockArg};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{ConfigError, MasterConfig};
+use crate::daemon::Control;
+use crate::db::{Db, DbError};
+
+pub use command::{CommandError, CommandEvent, CommandOutcome, Interrupter, RemoteCommand, Update};
+pub use connection::SlaveInfo;
+pub use registry::{SlaveEvent, SlaveHandle, SlaveRegistry};
+pub use transfer::{DownloadSource, TransferResult};
+
+/// File locked while a master runs in a directory.
+pub const LOCK_FILE: &str = "master.lock";
+
+/// Default seconds within which a dead slave link is noticed.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(600);
+
+/// Why the master could not start (or reconfigure).
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    #[error("another master is already running in {}", dir.display())]
+    AlreadyRunning { dir: PathBuf },
+    #[error(
+        "{} has no master.ini; create a master there with `autobot create-master {}`",
+        dir.display(),
+        dir.display()
+    )]
+    NotAMaster { dir: PathBuf },
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Db(#[from] DbError),
+    #[error(
+        "{key} {port} is in use (is another master or program listening there?); \
+         stop it or change {key} in master.ini"
+    )]
+    PortInUse { key: &'static str, port: u16 },
+    #[error("cannot listen on {key} {port}: {source}")]
+    Bind {
+        key: &'static str,
+        port: u16,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Settings that `master.ini` does not (yet) carry, mostly for tests.
+#[derive(Debug, Clone, Default)]
+pub struct MasterOptions {
+    /// A dead slave link is noticed within this time (default 600 s).
+    pub keepalive_interval: Option<Duration>,
+    /// Listen here instead of `slaveport` (0: any free port).
+    pub slaveport: Option<u16>,
+    /// Listen here instead of `htmlport` (0: any free port).
+    pub htmlport: Option<u16>,
+}
+
+/// State shared by every task of a master.
+pub(crate) struct Shared {
+    pub(crate) basedir: PathBuf,
+    pub(crate) config: watch::Sender<Arc<MasterConfig>>,
+    pub(crate) db: Db,
+    pub(crate) registry: SlaveRegistry,
+    pub(crate) keepalive: Duration,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) slaveport: u16,
+}
+
+/// A running master.
+pub struct Master {
+    shared: Arc<Shared>,
+    shutdown_tx: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+    slaveport: u16,
+    htmlport: u16,
+    _lock: Flock<File>,
+}
+
+impl Master {
+    /// Start the master of `basedir` with its `master.ini` settings.
+    pub async fn start(basedir: &Path) -> Result<Master, MasterError> {
+        Master::start_with(basedir, MasterOptions::default()).await
+    }
+
+    /// Start the master of `basedir`, with `options` overriding the file.
+    pub async fn start_with(basedir: &Path, options: MasterOptions) -> Result<Master, MasterError> {
+        let basedir = std::fs::canonicalize(basedir).map_err(|source| MasterError::Io {
+            path: basedir.to_path_buf(),
+            source,
+        })?;
+        if !basedir.join("master.ini").is_file() {
+            return Err(MasterError::NotAMaster { dir: basedir });
+        }
+        let lock = take_lock(&basedir)?;
+        let config = load_config(&basedir).await?;
+        let db_path = basedir.join(crate::db::DB_FILE);
+        let db = tokio::task::spawn_blocking(move || Db::open(&db_path))
+            .await
+            .map_err(|e| MasterError::Internal(e.to_string()))??;
+        db.slaves_reset("the master stopped", crate::db::now())
+            .await?;
+
+        let slave_listener = bind("slaveport", options.slaveport.unwrap_or(config.slaveport)).await?;
+        let web_listener = bind("htmlport", options.htmlport.unwrap_or(config.htmlport)).await?;
+        let slaveport = local_port(&slave_listener);
+        let htmlport = local_port(&web_listener);
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (config_tx, config_rx) = watch::channel(Arc::new(config));
+        let shared = Arc::new(Shared {
+            basedir,
+            config: config_tx,
+            db: db.clone(),
+            registry: SlaveRegistry::new(),
+            keepalive: options.keepalive_interval.unwrap_or(DEFAULT_KEEPALIVE),
+            shutdown: shutdown_rx.clone(),
+            slaveport,
+        });
+
+        let mut servers = Vec::new();
+        let routes = listener::routes(shared.clone());
+        let stop = wait_true(shutdown_rx.clone());
+        servers.push(tokio::spawn(async move {
+            warp::serve(routes)
+                .incoming(slave_listener)
+                .graceful(stop)
+                .run()
+                .await;
+        }));
+        let ctx = crate::web::WebContext {
+            db,
+            config: config_rx,
+        };
+        servers.push(tokio::spawn(crate::web::serve(
+            web_listener,
+            ctx,
+            wait_true(shutdown_rx),
+        )));
+        tracing::info!(
+            "master in {} listening: slaves on :{slaveport}, web on :{htmlport}",
+            shared.basedir.display()
+        );
+        Ok(Master {
+            shared,
+            shutdown_tx,
+            servers,
+            slaveport,
+            htmlport,
+            _lock: lock,
+        })
+    }
+
+    /// Connected slaves and the command layer.
+    pub fn registry(&self) -> &SlaveRegistry {
+        &self.shared.registry
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.shared.db
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<MasterConfig> {
+        self.shared.config.borrow().clone()
+    }
+
+    /// Follows the configuration across reconfigs.
+    pub fn config_watch(&self) -> watch::Receiver<Arc<MasterConfig>> {
+        self.shared.config.subscribe()
+    }
+
+    /// The master directory.
+    pub fn basedir(&self) -> &Path {
+        &self.shared.basedir
+    }
+
+    /// The port slaves connect to (the bound one, if 0 was asked).
+    pub fn slaveport(&self) -> u16 {
+        self.slaveport
+    }
+
+    /// The web/API port (the bound one, if 0 was asked).
+    pub fn htmlport(&self) -> u16 {
+        self.htmlport
+    }
+
+    /// The dead-link detection interval in force.
+    pub fn keepalive_interval(&self) -> Duration {
+        self.shared.keepalive
+    }
+
+    /// Re-read `master.ini`. A valid file replaces the configuration at once:
+    /// removed slaves are disconnected, slaves whose password changed must log in
+    /// again, new builders get their directories. An invalid file is rejected and
+    /// the running configuration stays.
+    pub async fn reconfig(&self) -> Result<(), MasterError> {
+        let new = match load_config(&self.shared.basedir).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("reconfig rejected: {e}; the previous configuration stays in force");
+                return Err(e);
+            }
+        };
+        let old = self.config();
+        if new.slaveport != old.slaveport || new.htmlport != old.htmlport {
+            tracing::warn!(
+                "reconfig: slaveport/htmlport changes take effect at the next restart"
+            );
+        }
+        let new = Arc::new(new);
+        self.shared.config.send_replace(new.clone());
+        for h in self.shared.registry.handles() {
+            let name = h.name().to_string();
+            match (old.slave(&name), new.slave(&name)) {
+                (_, None) => h.disconnect("removed from master.ini by reconfig"),
+                (Some(o), Some(n)) if o.password != n.password => {
+                    h.disconnect("its password was changed by reconfig")
+                }
+                _ => {
+                    let conn = h.conn.clone();
+                    let config = new.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = connection::make_builder_dirs(&conn, &config).await {
+                            tracing::warn!("slave {name}: {e}");
+                        }
+                    });
+                }
+            }
+        }
+        tracing::info!(
+            "reconfig: applied {} ({} slaves, {} factories, {} builders)",
+            new.path.display(),
+            new.slaves.len(),
+            new.factories.len(),
+            new.builders().len()
+        );
+        Ok(())
+    }
+
+    /// Interrupt running commands, close every slave connection, stop listening,
+    /// write the database out. Returns when all of that is done.
+    pub async fn shutdown(self) {
+        tracing::info!("master shutting down");
+        self.shutdown_tx.send_replace(true);
+        let registry = self.shared.registry.clone();
+        if !registry
+            .wait_until(Duration::from_secs(15), |r| r.connection_count() == 0)
+            .await
+        {
+            tracing::warn!("some slave connections did not close within 15 s");
+        }
+        for s in self.servers {
+            let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
+        }
+        if let Err(e) = self.shared.db.checkpoint().await {
+            tracing::warn!("cannot checkpoint the database: {e}");
+        }
+        tracing::info!("master stopped");
+    }
+}
+
+/// The master daemon until `control` says stop: start, report readiness, apply
+/// reconfigs, shut down cleanly.
+pub async fn run(basedir: &Path, mut control: Control) -> Result<(), MasterError> {
+    let master = match Master::start(basedir).await {
+        Ok(m) => m,
+        Err(e) => {
+            control.ready(Err(e.to_string()));
+            return Err(e);
+        }
+    };
+    control.ready(Ok(format!(
+        "master listening: slaves on :{}, web on :{}",
+        master.slaveport(),
+        master.htmlport()
+    )));
+    let mut reconfig_open = true;
+    loop {
+        if *control.shutdown.borrow() {
+            break;
+        }
+        tokio::select! {
+            r = control.shutdown.changed() => {
+                if r.is_err() {
+                    break;
+                }
+            }
+            r = control.reconfig.recv(), if reconfig_open => match r {
+                Some(()) => {
+                    // Errors are logged by reconfig; the old configuration stays.
+                    let _ = master.reconfig().await;
+                }
+                None => reconfig_open = false,
+            },
+        }
+    }
+    master.shutdown().await;
+    Ok(())
+}
+
+fn take_lock(basedir: &Path) -> Result<Flock<File>, MasterError> {
+    let path = basedir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| MasterError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| MasterError::AlreadyRunning {
+        dir: basedir.to_path_buf(),
+    })
+}
+
+async fn load_config(basedir: &Path) -> Result<MasterConfig, MasterError> {
+    let dir = basedir.to_path_buf();
+    tokio::task::spawn_blocking(move || crate::config::load(&dir))
+        .await
+        .map_err(|e| MasterError::Internal(e.to_string()))?
+        .map_err(MasterError::from)
+}
+
+async fn bind(key: &'static str, port: u16) -> Result<TcpListener, MasterError> {
+    TcpListener::bind(("0.0.0.0", port))
+        .await
+        .map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AddrInUse {
+                MasterError::PortInUse { key, port }
+            } else {
+                MasterError::Bind { key, port, source }
+            }
+        })
+}
+
+fn local_port(l: &TcpListener) -> u16 {
+    l.local_addr().map(|a| a.port()).unwrap_or(0)
+}
+
+async fn wait_true(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}

@@ -1,0 +1,173 @@
+//! File transfers between master and slave: `upload_file` (slave → master file),
+//! `upload_directory` (slave directory → master directory, as a tarball) and
+//! `download_file` (master bytes or file → slave file).
+//!
+//! The slave drives a transfer: it pushes `update_upload_*_write` chunks or pulls
+//! with `update_read_file`, answering each before the next, so at most one block
+//! is in flight and memory stays flat whatever the size.
+
+use std::path::{Path, PathBuf};
+
+use rmpv::Value;
+
+use super::command::{CommandError, CommandOutcome};
+use super::connection::Transfer;
+use super::registry::SlaveHandle;
+use crate::protocol::map;
+
+/// Block size asked of the slave for every transfer.
+pub const BLOCKSIZE: u64 = 64 * 1024;
+
+/// Where a download's bytes come from.
+#[derive(Debug, Clone)]
+pub enum DownloadSource {
+    Bytes(Vec<u8>),
+    File(PathBuf),
+}
+
+/// A finished transfer.
+#[derive(Debug, Clone)]
+pub struct TransferResult {
+    /// Bytes moved over the wire (the tarball's size for a directory).
+    pub bytes: u64,
+    pub outcome: CommandOutcome,
+}
+
+fn local_err(path: &Path, e: impl std::fmt::Display) -> CommandError {
+    CommandError::Local(format!("{}: {e}", path.display()))
+}
+
+/// A sibling of `dest` to write into before the final rename.
+fn part_path(dest: &Path, suffix: &str) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "upload".into());
+    dest.with_file_name(format!(".{name}.{suffix}"))
+}
+
+fn maxsize_value(maxsize: Option<u64>) -> Value {
+    maxsize.map(Value::from).unwrap_or(Value::Nil)
+}
+
+impl SlaveHandle {
+    /// Copy the slave's file `slave_path` to the master's `dest` (written to a
+    /// temporary sibling and renamed into place). `maxsize` caps the bytes.
+    pub async fn upload_file(
+        &self,
+        slave_path: &str,
+        dest: &Path,
+        maxsize: Option<u64>,
+    ) -> Result<TransferResult, CommandError> {
+        let part = part_path(dest, "part");
+        let file = tokio::fs::File::create(&part)
+            .await
+            .map_err(|e| local_err(&part, e))?;
+        let transfer = Transfer::ToFile {
+            file: Some(file),
+            part: part.clone(),
+            written: 0,
+        };
+        let args = map(vec![
+            ("path", Value::from(slave_path)),
+            ("maxsize", maxsize_value(maxsize)),
+            ("blocksize", Value::from(BLOCKSIZE)),
+            ("keepstamp", Value::from(false)),
+        ]);
+        let res = self.transfer("upload_file", args, transfer).await;
+        match res {
+            Ok(r) => {
+                tokio::fs::rename(&part, dest)
+                    .await
+                    .map_err(|e| local_err(dest, e))?;
+                Ok(r)
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&part).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Copy the slave's directory `slave_path` into the master's directory `dest`
+    /// (created if needed). Entries that would land outside `dest` are refused.
+    pub async fn upload_directory(
+        &self,
+        slave_path: &str,
+        dest: &Path,
+        maxsize: Option<u64>,
+    ) -> Result<TransferResult, CommandError> {
+        if let Some(parent) = dest.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| local_err(parent, e))?;
+        }
+        let part = part_path(dest, "tar.part");
+        let file = tokio::fs::File::create(&part)
+            .await
+            .map_err(|e| local_err(&part, e))?;
+        let transfer = Transfer::ToDir {
+            file: Some(file),
+            part: part.clone(),
+            dest: dest.to_path_buf(),
+            written: 0,
+        };
+        let args = map(vec![
+            ("path", Value::from(slave_path)),
+            ("maxsize", maxsize_value(maxsize)),
+            ("blocksize", Value::from(BLOCKSIZE)),
+            ("compress", Value::Nil),
+        ]);
+        let res = self.transfer("upload_directory", args, transfer).await;
+        let _ = tokio::fs::remove_file(&part).await;
+        res
+    }
+
+    /// Write `source` to the slave's file `slave_path` (its directory is created),
+    /// with permission bits `mode` if given.
+    pub async fn download_file(
+        &self,
+        source: DownloadSource,
+        slave_path: &str,
+        mode: Option<u32>,
+    ) -> Result<TransferResult, CommandError> {
+        let transfer = match source {
+            DownloadSource::Bytes(data) => Transfer::FromBytes { data, pos: 0 },
+            DownloadSource::File(path) => Transfer::FromFile {
+                file: tokio::fs::File::open(&path)
+                    .await
+                    .map_err(|e| local_err(&path, e))?,
+                read: 0,
+            },
+        };
+        let args = map(vec![
+            ("path", Value::from(slave_path)),
+            ("maxsize", Value::Nil),
+            ("blocksize", Value::from(BLOCKSIZE)),
+            ("mode", mode.map(Value::from).unwrap_or(Value::Nil)),
+        ]);
+        self.transfer("download_file", args, transfer).await
+    }
+
+    async fn transfer(
+        &self,
+        command: &str,
+        args: Value,
+        transfer: Transfer,
+    ) -> Result<TransferResult, CommandError> {
+        let (cmd, t) = self.conn.start_command(command, args, Some(transfer)).await?;
+        let outcome = cmd.wait().await?;
+        let bytes = match t {
+            Some(t) => t.lock().await.bytes(),
+            None => 0,
+        };
+        if !outcome.succeeded() {
+            return Err(CommandError::Failed {
+                slave: self.name().to_string(),
+                command: command.to_string(),
+                message: outcome.failure_message(),
+            });
+        }
+        Ok(TransferResult { bytes, outcome })
+    }
+}

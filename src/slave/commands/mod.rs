@@ -1,0 +1,259 @@
+//! The commands a master can start on the slave (`start_command`).
+//!
+//! Starting is two steps. [`prepare`] reads the arguments and resolves every path
+//! inside the basedir; anything wrong (unknown command, missing argument, a path that
+//! escapes) is answered with an exception to `start_command` and nothing runs. Then
+//! [`execute`] runs the command in its own task, sending `update`s and finally one
+//! `complete`. Names, arguments, updates and version strings follow
+//! `buildbot_worker/commands/` (4.3), including the camelCase aliases the worker
+//! registers (`uploadFile`, …), so either spelling works.
+
+mod fs;
+mod process;
+mod shell;
+mod transfer;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use rmpv::Value;
+use tokio::sync::watch;
+
+use super::args::Args;
+use super::link::LinkClosed;
+use super::paths::Jail;
+use super::updates::Updates;
+
+/// Every command this slave runs, with the version it reports in `worker_commands`
+/// (buildbot-worker 4.3 reports `command_version` 3.3 for all of them).
+pub const COMMANDS: &[(&str, &str)] = &[
+    ("shell", "3.3"),
+    ("uploadFile", "3.3"),
+    ("upload_file", "3.3"),
+    ("uploadDirectory", "3.3"),
+    ("upload_directory", "3.3"),
+    ("downloadFile", "3.3"),
+    ("download_file", "3.3"),
+    ("mkdir", "3.3"),
+    ("rmdir", "3.3"),
+    ("cpdir", "3.3"),
+    ("stat", "3.3"),
+    ("glob", "3.3"),
+    ("listdir", "3.3"),
+    ("rmfile", "3.3"),
+];
+
+/// What a command needs from the slave it runs on.
+#[derive(Debug, Clone)]
+pub struct SlaveEnv {
+    pub jail: Jail,
+    /// Applied to every process the slave starts and every file it creates.
+    pub umask: u32,
+    /// Whether a shell command uses a pseudo-terminal when the master does not say.
+    pub usepty: bool,
+}
+
+/// Set to `Some(reason)` to interrupt a running command.
+pub type Interrupt = watch::Receiver<Option<String>>;
+
+/// A command whose arguments were checked, ready to run.
+#[derive(Debug)]
+pub enum Prepared {
+    Shell(Box<process::ProcessSpec>),
+    Mkdir(Vec<PathBuf>),
+    Rmdir(Vec<PathBuf>),
+    Cpdir {
+        from: PathBuf,
+        to: PathBuf,
+        timeout: Option<f64>,
+        max_time: Option<f64>,
+    },
+    Stat(PathBuf),
+    Glob {
+        pattern: PathBuf,
+        /// The pattern was relative: report matches relative to the basedir.
+        relative: bool,
+    },
+    Listdir(PathBuf),
+    Rmfile(PathBuf),
+    UploadFile(transfer::Upload),
+    UploadDirectory(transfer::Upload, Option<String>),
+    DownloadFile(transfer::Download),
+}
+
+/// Check a `start_command` and resolve its paths; the error is the text of the
+/// exception answered to the master.
+pub fn prepare(name: &str, args: &Value, env: &SlaveEnv) -> Result<Prepared, String> {
+    let a = Args(args);
+    let jail = &env.jail;
+    let path_err = |e: super::paths::PathError| format!("{name}: {e}");
+    // `path`, or the older `workdir` + `<alt>` pair.
+    let path_arg = |alt: &str, follow: bool| -> Result<PathBuf, String> {
+        if let Some(p) = a.opt_str("path")? {
+            return jail.resolve(p, follow).map_err(path_err);
+        }
+        let rel = a.str(alt).map_err(|_| format!("{name}: missing argument \"path\""))?;
+        let base = match a.opt_str("workdir")? {
+            Some(w) => jail.resolve(w, true).map_err(path_err)?,
+            None => jail.root().to_path_buf(),
+        };
+        jail.resolve_in(&base, rel, follow).map_err(path_err)
+    };
+    let list_arg = |primary: &str, alt: &str| -> Result<Vec<String>, String> {
+        a.str_list(primary)?
+            .or(a.str_list(alt)?)
+            .ok_or_else(|| format!("{name}: missing argument {primary:?}"))
+    };
+    match name {
+        "shell" => Ok(Prepared::Shell(Box::new(shell::prepare(&a, env)?))),
+        "mkdir" => {
+            let paths = list_arg("paths", "dir")?
+                .iter()
+                .map(|p| jail.resolve(p, true).map_err(path_err))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Prepared::Mkdir(paths))
+        }
+        "rmdir" => {
+            let paths = list_arg("paths", "dir")?
+                .iter()
+                .map(|p| jail.resolve_below(p, false).map_err(path_err))
+                .collect::<Result<Vec<_>, _>>()?;
+            if paths.is_empty() {
+                return Err(format!("{name}: no paths given"));
+            }
+            Ok(Prepared::Rmdir(paths))
+        }
+        "cpdir" => {
+            let from = a.opt_str("from_path")?.or(a.opt_str("fromdir")?);
+            let to = a.opt_str("to_path")?.or(a.opt_str("todir")?);
+            let (Some(from), Some(to)) = (from, to) else {
+                return Err(format!("{name}: missing argument \"from_path\" or \"to_path\""));
+            };
+            Ok(Prepared::Cpdir {
+                from: jail.resolve(from, true).map_err(path_err)?,
+                to: jail.resolve_below(to, true).map_err(path_err)?,
+                timeout: Some(a.num("timeout")?.unwrap_or(120.0)),
+                max_time: a.num("maxTime")?,
+            })
+        }
+        "stat" => Ok(Prepared::Stat(path_arg("file", true)?)),
+        "glob" => {
+            let p = a.str("path")?;
+            let relative = !p.starts_with('/');
+            let pattern = super::paths::normalize(&jail.root().join(p));
+            if !pattern.starts_with(jail.root()) || !jail.contains(&literal_prefix(&pattern), true)
+            {
+                return Err(path_err(super::paths::PathError::Outside {
+                    path: p.to_string(),
+                    root: jail.root().display().to_string(),
+                }));
+            }
+            Ok(Prepared::Glob { pattern, relative })
+        }
+        "listdir" => {
+            let p = a.opt_str("path")?.or(a.opt_str("dir")?);
+            let p = p.ok_or_else(|| format!("{name}: missing argument \"path\""))?;
+            Ok(Prepared::Listdir(jail.resolve(p, true).map_err(path_err)?))
+        }
+        "rmfile" => {
+            let p = a.str("path")?;
+            Ok(Prepared::Rmfile(
+                jail.resolve_below(p, false).map_err(path_err)?,
+            ))
+        }
+        "upload_file" | "uploadFile" => Ok(Prepared::UploadFile(transfer::Upload::new(
+            path_arg("workersrc", true)?,
+            &a,
+        )?)),
+        "upload_directory" | "uploadDirectory" => {
+            let compress = a.opt_str("compress")?.map(str::to_string);
+            if let Some(c) = &compress {
+                if c != "gz" && c != "bz2" {
+                    return Err(format!("{name}: unknown compress {c:?}"));
+                }
+            }
+            Ok(Prepared::UploadDirectory(
+                transfer::Upload::new(path_arg("workersrc", true)?, &a)?,
+                compress,
+            ))
+        }
+        "download_file" | "downloadFile" => Ok(Prepared::DownloadFile(transfer::Download::new(
+            path_arg("workerdest", true)?,
+            &a,
+        )?)),
+        _ => Err(format!("unrecognized WorkerCommand '{name}'")),
+    }
+}
+
+/// The part of a glob pattern before its first wildcard component.
+fn literal_prefix(pattern: &std::path::Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in pattern.components() {
+        let s = c.as_os_str().to_string_lossy();
+        if s.contains(['*', '?', '[']) {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Run a prepared command to its `complete`.
+pub async fn execute(cmd: Prepared, mut up: Updates, interrupt: Interrupt, env: SlaveEnv) {
+    let start = Instant::now();
+    let result = run(cmd, &mut up, interrupt, &env).await;
+    let failure = match result {
+        Ok(f) => f,
+        Err(LinkClosed) => return,
+    };
+    let elapsed = start.elapsed().as_secs_f64();
+    if up.send("elapsed", Value::F64(elapsed)).await.is_err() {
+        return;
+    }
+    let _ = up.complete(failure).await;
+}
+
+/// Run a command; `Ok(failure)` where `failure` is `None` for a normal end.
+async fn run(
+    cmd: Prepared,
+    up: &mut Updates,
+    mut interrupt: Interrupt,
+    env: &SlaveEnv,
+) -> Result<Option<String>, LinkClosed> {
+    match cmd {
+        Prepared::Shell(spec) => match process::run(*spec, up, &mut interrupt).await? {
+            process::Finish::Rc(_) => Ok(None),
+            process::Finish::Failed(why) => Ok(Some(why)),
+        },
+        Prepared::Mkdir(paths) => fs::mkdir(paths, env.umask, up).await,
+        Prepared::Rmdir(paths) => fs::rmdir(paths, up).await,
+        Prepared::Cpdir {
+            from,
+            to,
+            timeout,
+            max_time,
+        } => fs::cpdir(from, to, timeout, max_time, env, up, &mut interrupt).await,
+        Prepared::Stat(p) => fs::stat(p, up).await,
+        Prepared::Glob { pattern, relative } => fs::glob(pattern, relative, env, up).await,
+        Prepared::Listdir(p) => fs::listdir(p, up).await,
+        Prepared::Rmfile(p) => fs::rmfile(p, up).await,
+        Prepared::UploadFile(u) => transfer::upload_file(u, up, &interrupt).await,
+        Prepared::UploadDirectory(u, compress) => {
+            transfer::upload_directory(u, compress, up, &interrupt).await
+        }
+        Prepared::DownloadFile(d) => transfer::download_file(d, env.umask, up, &interrupt).await,
+    }
+}
+
+/// The text of an OS error as Python's `strerror` gives it.
+pub(crate) fn strerror(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => nix::errno::Errno::from_raw(code).desc().to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// The `rc` the worker reports for an OS error (its errno).
+pub(crate) fn errno(e: &std::io::Error) -> i64 {
+    e.raw_os_error().map(i64::from).unwrap_or(1)
+}

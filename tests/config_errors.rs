@@ -1,0 +1,452 @@
+//! `autobot checkconfig` on real files: every kind of bad `master.ini` fails with
+//! exit code 1 and a message naming file:line, section and key, what was expected
+//! and how to fix it; a good one prints the summary and exits 0.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+/// A master directory holding `master.ini` with `text`.
+fn master(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("master.ini"), text).unwrap();
+    dir
+}
+
+fn checkconfig(path: &Path) -> assert_cmd::assert::Assert {
+    Command::cargo_bin("autobot")
+        .unwrap()
+        .arg("checkconfig")
+        .arg(path)
+        .assert()
+}
+
+/// Run checkconfig on `text`; it must fail with a message that holds every one of
+/// `expected` (`{ini}` stands for the master.ini's path).
+fn fails_with(text: &str, expected: &[&str]) {
+    let dir = master(text);
+    let ini = dir.path().join("master.ini");
+    let out = checkconfig(dir.path())
+        .failure()
+        .code(1)
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for e in expected {
+        let e = e.replace("{ini}", &ini.display().to_string());
+        assert!(stderr.contains(&e), "expected {e:?} in:\n{stderr}");
+    }
+}
+
+const HEAD: &str = "[:master:]\npassword = pw\nfactories = *\n\n[slave:s1]\n";
+
+#[test]
+fn port_that_is_not_a_number() {
+    fails_with(
+        "[:master:]\nslaveport = abc\n",
+        &["{ini}:2: [:master:] slaveport: expected a TCP port number from 1 to 65535, got \"abc\"; e.g. `slaveport = 9010`"],
+    );
+}
+
+#[test]
+fn port_zero_and_too_large() {
+    fails_with(
+        "[:master:]\n\nhtmlport = 0\n",
+        &["{ini}:3: [:master:] htmlport: expected a TCP port number from 1 to 65535"],
+    );
+    fails_with(
+        "[:master:]\npublicHtmlPort = 70000\n",
+        &["{ini}:2: [:master:] publicHtmlPort: expected a TCP port number"],
+    );
+}
+
+#[test]
+fn two_equal_ports() {
+    fails_with(
+        "[:master:]\nslaveport = 9100\nhtmlport = 9100\n",
+        &["{ini}:3: [:master:] htmlport: slaveport and htmlport are both 9100; each port must be different"],
+    );
+    // Against a default: the written one is blamed.
+    fails_with(
+        "[:master:]\npublichtmlport = 9010\n",
+        &["{ini}:2: [:master:] publichtmlport: slaveport and publichtmlport are both 9010"],
+    );
+}
+
+#[test]
+fn missing_password() {
+    fails_with(
+        "[:master:]\nslaveport = 9010\n\n[slave:s1]\nos = linux\n",
+        &["{ini}:4: [slave:s1]: no password: add `password = SECRET` to this section (or to [:master:] for every slave)"],
+    );
+    fails_with(
+        "[slave:s1]\npassword =\n",
+        &["{ini}:2: [slave:s1] password: the password is empty"],
+    );
+}
+
+#[test]
+fn unknown_factory_type() {
+    fails_with(
+        "[f]\ngit = ./f\ntype = make\n",
+        &[
+            "{ini}:3: [f] type: unknown factory type \"make\"; use one of: autotools, cpan, distutils, python-source, shell, source, trial, virtualenv",
+            "list-factories --types",
+        ],
+    );
+}
+
+#[test]
+fn factory_without_type() {
+    fails_with(
+        "[f]\ngit = ./f\n",
+        &[
+            "{ini}:1: [f]: this factory has no `type`: add `type = NAME` with one of: autotools",
+            "hello",
+        ],
+    );
+    // A slave written without the `slave:` prefix gets a hint.
+    fails_with(
+        "[s1]\npassword = x\n",
+        &["{ini}:1: [s1]:", "for a slave, write [slave:s1]"],
+    );
+}
+
+#[test]
+fn unknown_key_for_a_type() {
+    fails_with(
+        "[f]\ntype = autotools\ngit = ./f\nconfigureFlag = --x\n",
+        &[
+            "{ini}:4: [f] configureFlag: unknown key for a factory of type autotools (did you mean `configureFlags`?); accepted keys: configure, configureEnv, configureFlags, compile, test; and the keys of every factory:",
+            "dependsOn",
+        ],
+    );
+    fails_with(
+        "[f]\ntype = cpan\ngit = ./f\nstep.x = make\n",
+        &["{ini}:4: [f] step.x: steps are only for `type = shell`"],
+    );
+}
+
+#[test]
+fn slave_naming_an_unknown_factory() {
+    fails_with(
+        "[:master:]\npassword = pw\n[slave:s1]\nfactories = hello nosuch\n[hello]\n",
+        &["{ini}:4: [slave:s1] factories: no factory named \"nosuch\"; known factories: hello"],
+    );
+    // Inherited from [:master:]: the error points where it is written.
+    fails_with(
+        "[:master:]\npassword = pw\nfactories = nosuch\n[slave:s1]\n",
+        &["{ini}:3: [:master:] factories: no factory named \"nosuch\"; known factories: none"],
+    );
+    fails_with(
+        "[:master:]\npassword = pw\n[slave:s1]\nfactories = * hello\n[hello]\n",
+        &["{ini}:4: [slave:s1] factories: `*` means every factory and must stand alone"],
+    );
+}
+
+#[test]
+fn unparsable_line() {
+    fails_with(
+        "[:master:]\nslaveport = 9010\nthis is not ini\n",
+        &["{ini}:3: cannot parse \"this is not ini\": expected `key = value`, a `[section]` header, or a comment"],
+    );
+    fails_with(
+        "[:master:\n",
+        &["{ini}:1: cannot parse \"[:master:\": a section header is `[NAME]`"],
+    );
+    fails_with(
+        "slaveport = 1\n",
+        &["{ini}:1: slaveport: key outside any section"],
+    );
+    fails_with(
+        "[:master:]\nslaveport = 1\nSlavePort = 2\n",
+        &["{ini}:3: [:master:] SlavePort: key given twice in this section (first at line 2"],
+    );
+}
+
+#[test]
+fn bad_os_int_and_bool() {
+    fails_with(
+        &format!("{HEAD}os = windows\n"),
+        &["{ini}:6: [slave:s1] os: expected linux, win or mac, got \"windows\""],
+    );
+    fails_with(
+        "[:master:]\npollInterval = soon\n",
+        &["{ini}:2: [:master:] pollInterval: expected a whole number >= 1, got \"soon\""],
+    );
+    fails_with(
+        "[:master:]\npollInterval = 0\n",
+        &["{ini}:2: [:master:] pollInterval: expected a whole number >= 1"],
+    );
+    fails_with(
+        "[:master:]\nallowForce = maybe\n",
+        &["{ini}:2: [:master:] allowForce: expected true or false"],
+    );
+    fails_with(
+        &format!("{HEAD}max_builds = 0\n"),
+        &["{ini}:6: [slave:s1] max_builds: expected a whole number >= 1"],
+    );
+    fails_with(
+        "[f]\ntype = trial\ngit = ./f\nrecurse = sometimes\n",
+        &["{ini}:4: [f] recurse: expected true or false, got \"sometimes\""],
+    );
+    fails_with(
+        "[f]\ntype = source\ngit = ./f\nperiodic = often\n",
+        &["{ini}:4: [f] periodic: expected a whole number >= 1"],
+    );
+}
+
+#[test]
+fn unknown_keys_in_master_and_slave() {
+    fails_with("[:master:]\nslavprt = 9010\n", &["{ini}:2: [:master:] slavprt: unknown key in [:master:] (did you mean `slaveport`?); accepted keys: slaveport"]);
+    fails_with(
+        &format!("{HEAD}htmlport = 8080\n"),
+        &["{ini}:6: [slave:s1] htmlport: unknown key for a slave (it belongs in [:master:]); accepted keys: password, factories, os, max_builds"],
+    );
+    fails_with(
+        "[source:x]\n",
+        &["{ini}:1: [source:x]: unknown kind of section"],
+    );
+}
+
+#[test]
+fn depends_on_and_locks_must_name_something() {
+    fails_with(
+        "[a]\ntype = source\ngit = ./a\ndependsOn = nosuch\n",
+        &["{ini}:4: [a] dependsOn: no factory named \"nosuch\"; dependsOn names another factory section: none"],
+    );
+    fails_with(
+        "[a]\ntype = source\ngit = ./a\ndependsOn = b\n[b]\ntype = source\ngit = ./b\ndependsOn = a\n",
+        &["[a] dependsOn: dependsOn makes a cycle: a -> b -> a"],
+    );
+    fails_with(
+        "[lock:cpu]\n[a]\ntype = source\ngit = ./a\nlocks = cpu disk\n",
+        &["{ini}:5: [a] locks: no lock named \"disk\"; add a [lock:disk] section or use one of: cpu"],
+    );
+    fails_with(
+        "[a]\ntype = shell\nstep.t = make\nstep.t.locks = gpu\n",
+        &["{ini}:4: [a] step.t.locks: no lock named \"gpu\"; add a [lock:gpu] section"],
+    );
+    fails_with(
+        "[lock:cpu]\nmaxCount = 0\n",
+        &["{ini}:2: [lock:cpu] maxCount: expected a whole number >= 1"],
+    );
+    fails_with(
+        "[lock:cpu]\nscope = everywhere\n",
+        &["{ini}:2: [lock:cpu] scope: expected master"],
+    );
+}
+
+#[test]
+fn shell_steps_are_checked() {
+    fails_with(
+        "[a]\ntype = shell\ngit = ./a\n",
+        &["{ini}:1: [a]: a factory of type shell needs steps: add `step.NAME = COMMAND` lines"],
+    );
+    fails_with(
+        "[a]\ntype = shell\nstep.build = make\nstep.tset.timeout = 5\n",
+        &["{ini}:4: [a] step.tset.timeout: option for a step that does not exist; add `step.tset = COMMAND` (steps of this factory: build)"],
+    );
+    fails_with(
+        "[a]\ntype = shell\nstep.build = make\nstep.build.haltOnFailur = true\n",
+        &["{ini}:4: [a] step.build.haltOnFailur: unknown step option \"haltonfailur\"; use one of: haltOnFailure"],
+    );
+    fails_with(
+        "[a]\ntype = shell\nstep.build = make 'oops\n",
+        &["{ini}:3: [a] step.build: unterminated ' quote"],
+    );
+    fails_with(
+        "[a]\ntype = shell\nstep.build = make\nstep.build.timeout = ten\n",
+        &["{ini}:4: [a] step.build.timeout: expected a whole number >= 0, got \"ten\""],
+    );
+}
+
+#[test]
+fn other_factory_values_are_checked() {
+    fails_with(
+        "[a]\ntype = source\ngit = ./a\nnightly = 0 25 * * *\n",
+        &["{ini}:4: [a] nightly: cron hour field \"25\" is not valid"],
+    );
+    fails_with(
+        "[a]\ntype = source\ngit = ./a\nnightly = 0 3 *\n",
+        &["{ini}:4: [a] nightly: expected five cron fields"],
+    );
+    fails_with(
+        "[a]\ntype = source\ngit = ./a\nfiles = src/(\n",
+        &["{ini}:4: [a] files: \"src/(\" is not a valid regular expression"],
+    );
+    fails_with(
+        "[a]\ntype = source\ngit = ./a\nretry = 10\n",
+        &["{ini}:4: [a] retry: expected `DELAY REPEATS`"],
+    );
+    fails_with(
+        "[a]\ntype = source\ngit = ./a\nmode = fresh\n",
+        &["{ini}:4: [a] mode: expected one of update, copy, clobber, export"],
+    );
+    fails_with(
+        "[a]\ntype = source\ngit = ./a#\n",
+        &["{ini}:3: [a] git: \"./a#\" ends with `#` but names no branch"],
+    );
+    fails_with(
+        "[a]\ntype = source\n",
+        &["{ini}:1: [a]: type source needs a source: add `git = URL[#branch]`"],
+    );
+    fails_with(
+        "[a]\ntype = virtualenv\nname = ../..\n",
+        &["{ini}:3: [a] name: expected a plain directory name"],
+    );
+    fails_with(
+        "[a]\ntype = autotools\ngit = ./a\nconfigureEnv = CFLAGS\n",
+        &["{ini}:4: [a] configureEnv: expected VAR=VALUE words"],
+    );
+}
+
+#[test]
+fn errors_in_a_local_project_point_into_the_project_file() {
+    let dir = master("[:master:]\npassword = pw\n[slave:s1]\nfactories = mine\n[mine]\n");
+    std::fs::create_dir(dir.path().join("projects")).unwrap();
+    let project = dir.path().join("projects/mine.ini");
+    std::fs::write(
+        &project,
+        "[mine]\ndescription = d\ntype = autotools\ngit = ./m\ncompile = make 'x\n",
+    )
+    .unwrap();
+    checkconfig(dir.path())
+        .failure()
+        .stderr(predicate::str::contains(format!(
+            "{}:5: [mine] compile: unterminated ' quote",
+            project.display()
+        )));
+    // The master.ini's section overrides the broken key: fine again.
+    std::fs::write(
+        dir.path().join("master.ini"),
+        "[:master:]\npassword = pw\n[slave:s1]\nfactories = mine\n[mine]\ncompile = make\n",
+    )
+    .unwrap();
+    checkconfig(dir.path()).success();
+}
+
+#[test]
+fn missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ini = dir.path().join("master.ini");
+    checkconfig(dir.path())
+        .failure()
+        .code(1)
+        .stderr(predicate::str::contains(format!(
+            "{}: cannot read",
+            ini.display()
+        )));
+    let nosuch: PathBuf = dir.path().join("nosuch.ini");
+    checkconfig(&nosuch)
+        .failure()
+        .stderr(predicate::str::contains(format!(
+            "{}: cannot read",
+            nosuch.display()
+        )));
+}
+
+#[test]
+fn a_hello_section_with_no_keys_passes() {
+    let dir = master("[:master:]\npassword = pw\nfactories = *\n[slave:s1]\n[hello]\n");
+    let out = checkconfig(dir.path()).success().get_output().clone();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    assert!(
+        stdout.contains("slaves (1):\n  s1  os=linux  max_builds=1  factories: hello\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "  hello  type=autotools  git {}/repos/hello#master  (project hello)\n",
+            root.display()
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("builders (1):\n  hello-s1\n"), "{stdout}");
+    assert!(
+        !stdout.contains("pw"),
+        "no password in the summary: {stdout}"
+    );
+}
+
+#[test]
+fn a_full_config_passes_and_is_summarized() {
+    let text = "\
+; a full master.ini
+[DEFAULT]
+category = ci
+
+[:master:]
+slaveport = 9110   ; inline comment
+htmlport = 8110
+publichtmlport = 8111
+pollInterval = 30
+treeStable = 10
+allowForce = true
+projectName = Demo
+ircChannels = #a #b
+password = secret
+factories = *
+
+[slave:linux1]
+[slave:mac1]
+os = mac
+factories = hello tools
+max_builds = 2
+
+[lock:cpu]
+scope = slave
+maxCount = 2
+
+[users]
+admin = adminpw
+
+[hello]
+[pyhello]
+[tools]
+type = shell
+hg = http://hg.example.org/tools#stable
+platform = true
+locks = cpu
+nightly = 0 3 * * 1-5
+step.build = make all
+step.build.haltOnFailure = true
+step.test = make check
+step.test.env.CFLAGS = -O2
+[nightly-only]
+type = source
+git = https://example.org/n.git
+dependsOn = hello
+";
+    let dir = master(text);
+    let out = checkconfig(&dir.path().join("master.ini"))
+        .success()
+        .get_output()
+        .clone();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "master: slaveport 9110, htmlport 8110, publichtmlport 8111, pollInterval 30s, treeStable 10s, allowForce true\n",
+        "  linux1  os=linux  max_builds=1  factories: hello pyhello tools nightly-only\n",
+        "  mac1  os=mac  max_builds=2  factories: hello tools\n",
+        "  tools  type=shell  hg http://hg.example.org/tools#stable\n",
+        "  nightly-only  type=source  git https://example.org/n.git#master\n",
+        "builders (6):\n  hello-linux1\n  hello-mac1\n  pyhello-linux1\n  tools-linux1\n  tools-mac1\n  nightly-only-linux1\n",
+        "  cpu  scope=slave  maxCount=2\n",
+        "users: admin\n",
+    ] {
+        assert!(stdout.contains(want), "expected {want:?} in:\n{stdout}");
+    }
+    assert!(
+        !stdout.contains("secret") && !stdout.contains("adminpw"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn the_library_gives_the_same_errors() {
+    let dir = master("[:master:]\nslaveport = x\n");
+    let e = autobot::config::load(dir.path()).unwrap_err().to_string();
+    assert!(e.ends_with("master.ini:2: [:master:] slaveport: expected a TCP port number from 1 to 65535, got \"x\"; e.g. `slaveport = 9010`"), "{e}");
+}
