@@ -174,10 +174,8 @@ pub fn remove_stale_pid_file(dir: &Path) -> Result<(), DaemonError> {
 
 /// Send a signal to a daemon.
 pub fn signal(pid: i32, sig: Signal) -> Result<(), DaemonError> {
-    nix::sys::signal::kill(Pid::from_raw(pid), sig).map_err(|source| DaemonError::Signal {
-        pid,
-        source,
-    })
+    nix::sys::signal::kill(Pid::from_raw(pid), sig)
+        .map_err(|source| DaemonError::Signal { pid, source })
 }
 
 /// Wait until the daemon of `dir` has exited (its pid file lock is free).
@@ -219,10 +217,12 @@ pub fn new_session(cmd: &mut std::process::Command) {
 static BACKGROUND: AtomicBool = AtomicBool::new(false);
 
 /// Log through `tracing`: to `DIR/autobot.log` in the background, else to stderr.
-/// `AUTOBOT_LOG` (an env-filter such as `debug`) sets the level; default `info`.
-pub fn init_logging(background_dir: Option<&Path>) -> Result<(), DaemonError> {
+/// `AUTOBOT_LOG` (an env-filter such as `debug`) sets the level; default `info`,
+/// or `debug` when master.ini says `debug = true`.
+pub fn init_logging(background_dir: Option<&Path>, debug: bool) -> Result<(), DaemonError> {
+    let default = if debug { "debug" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("AUTOBOT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match background_dir {
         Some(dir) => {
@@ -277,5 +277,19 @@ pub async fn forward_signals(senders: Vec<(watch::Sender<bool>, mpsc::UnboundedS
     }
     for (s, _) in &senders {
         let _ = s.send(true);
+    }
+}
+
+/// Raise the soft open-files limit to the hard limit: a master holds one socket
+/// per slave and a slave one pipe set per command, and the usual soft limit of
+/// 1024 is too small for a fleet.
+pub fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::debug!("cannot raise the open-files limit: {e}");
+            }
+        }
     }
 }

@@ -22,7 +22,6 @@
 //! * [`templates`] — files compiled into the binary (master.ini, slave config, the
 //!   bundled sample sources) so the binary works when copied alone.
 
-
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -32,7 +32,10 @@ fn version_and_help_show_defaults() {
         "[default: autobot]",
         "[default: localhost]",
     ] {
-        assert!(out.contains(default), "create --help lacks {default}:\n{out}");
+        assert!(
+            out.contains(default),
+            "create --help lacks {default}:\n{out}"
+        );
     }
     for opt in [
         "--irc-host",
@@ -45,9 +48,15 @@ fn version_and_help_show_defaults() {
     ] {
         assert!(out.contains(opt), "create --help lacks {opt}");
     }
-    let out = autobot().args(["create-slave", "--help"]).assert().success();
+    let out = autobot()
+        .args(["create-slave", "--help"])
+        .assert()
+        .success();
     let out = String::from_utf8(out.get_output().stdout.clone()).unwrap();
-    assert!(out.contains("[default: 600]") && out.contains("[default: 022]"), "{out}");
+    assert!(
+        out.contains("[default: 600]") && out.contains("[default: 022]"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -112,7 +121,10 @@ fn dash_f_dash_takes_every_factory() {
         .filter_map(|l| l.strip_suffix(':'))
         .filter(|l| !l.contains(' ') && *l != "Factories:")
         .collect();
-    assert!(names.contains(&"hello") && names.contains(&"pyhello"), "{listing}");
+    assert!(
+        names.contains(&"hello") && names.contains(&"pyhello"),
+        "{listing}"
+    );
     for n in &names {
         assert!(ini.contains(&format!("\n[{n}]\n")), "{n} missing:\n{ini}");
     }
@@ -202,7 +214,14 @@ fn create_master_variables_reach_master_ini() {
     let bad = tmp.path().join("bad");
     autobot()
         .current_dir(tmp.path())
-        .args(["create-master", bad.to_str().unwrap(), "-f", "hello", "--os", "beos"])
+        .args([
+            "create-master",
+            bad.to_str().unwrap(),
+            "-f",
+            "hello",
+            "--os",
+            "beos",
+        ])
         .assert()
         .failure()
         .stderr(predicate::str::contains("beos"));
@@ -253,12 +272,21 @@ fn create_slave_with_explicit_master() {
         assert!(ini.contains(want), "{want} missing:\n{ini}");
     }
     let unit = read(&s.join("autobot-slave.service"));
-    assert!(unit.contains("ExecStart=") && unit.contains(" run "), "{unit}");
+    assert!(
+        unit.contains("ExecStart=") && unit.contains(" run "),
+        "{unit}"
+    );
     assert!(!unit.contains(".autobot-new-"), "{unit}");
     assert!(s.join("info/host").is_file());
     // Bad input: no port.
     autobot()
-        .args(["create-slave", tmp.path().join("t").to_str().unwrap(), "nohost", "a", "b"])
+        .args([
+            "create-slave",
+            tmp.path().join("t").to_str().unwrap(),
+            "nohost",
+            "a",
+            "b",
+        ])
         .assert()
         .failure()
         .stderr(predicate::str::contains("HOST:PORT").or(predicate::str::contains("port")));
@@ -371,14 +399,31 @@ fn create_project_rejects_bad_names_and_types() {
     for bad in ["Foo", "foo_bar", "-foo", ""] {
         autobot()
             .current_dir(tmp.path())
-            .args(["create-project", "--description", "d", "--repo", "r", "--", bad])
+            .args([
+                "create-project",
+                "--description",
+                "d",
+                "--repo",
+                "r",
+                "--",
+                bad,
+            ])
             .assert()
             .failure()
             .stderr(predicate::str::contains("lower-case"));
     }
     autobot()
         .current_dir(tmp.path())
-        .args(["create-project", "ok", "--description", "d", "--repo", "r", "--type", "nosuch"])
+        .args([
+            "create-project",
+            "ok",
+            "--description",
+            "d",
+            "--repo",
+            "r",
+            "--type",
+            "nosuch",
+        ])
         .assert()
         .failure()
         .stderr(predicate::str::contains("autotools"));
@@ -389,7 +434,13 @@ fn create_project_rejects_bad_names_and_types() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("--description"));
-    assert!(!tmp.path().join("projects").exists() || std::fs::read_dir(tmp.path().join("projects")).unwrap().count() == 0);
+    assert!(
+        !tmp.path().join("projects").exists()
+            || std::fs::read_dir(tmp.path().join("projects"))
+                .unwrap()
+                .count()
+                == 0
+    );
 }
 
 #[test]
@@ -419,7 +470,10 @@ fn list_factories_formats_and_types() {
     ] {
         assert!(out.contains(t), "{t} missing:\n{out}");
     }
-    assert!(out.contains("./configure") && out.contains("make check"), "{out}");
+    assert!(
+        out.contains("./configure") && out.contains("make check"),
+        "{out}"
+    );
     // --list-factories on create lists and creates nothing.
     autobot()
         .current_dir(tmp.path())

@@ -99,7 +99,9 @@ impl Bot {
 
 impl Drop for Bot {
     fn drop(&mut self) {
-        let _ = autobot().args(["stop", self.dir.to_str().unwrap()]).output();
+        let _ = autobot()
+            .args(["stop", self.dir.to_str().unwrap()])
+            .output();
     }
 }
 
@@ -110,9 +112,9 @@ fn log_of(dir: &Path) -> String {
 #[test]
 fn start_connects_the_slave_and_stop_stops_both() {
     let bot = Bot::create();
-    bot.verb("start", "")
-        .success()
-        .stdout(predicate::str::contains("master started").and(predicate::str::contains("slave started")));
+    bot.verb("start", "").success().stdout(
+        predicate::str::contains("master started").and(predicate::str::contains("slave started")),
+    );
     assert!(bot.dir.join("master/autobot.pid").is_file());
     assert!(bot.dir.join("slave/autobot.pid").is_file());
     wait_for("the slave to connect", Duration::from_secs(10), || {
@@ -126,12 +128,16 @@ fn start_connects_the_slave_and_stop_stops_both() {
     bot.verb("run", "master")
         .failure()
         .stderr(predicate::str::contains("already running"));
-    bot.verb("stop", "").success().stdout(predicate::str::contains("stopped"));
+    bot.verb("stop", "")
+        .success()
+        .stdout(predicate::str::contains("stopped"));
     assert!(!bot.dir.join("master/autobot.pid").exists());
     assert!(!bot.dir.join("slave/autobot.pid").exists());
     assert!(get_json(bot.htmlport, "/api/v1/slaves").is_none());
     // Stopping again is harmless.
-    bot.verb("stop", "").success().stdout(predicate::str::contains("not running"));
+    bot.verb("stop", "")
+        .success()
+        .stdout(predicate::str::contains("not running"));
 }
 
 #[test]
@@ -145,7 +151,11 @@ fn a_stale_pid_file_is_handled() {
     assert!(!pid.exists());
     std::fs::write(&pid, "999999\n").unwrap();
     bot.verb("start", "master").success();
-    let now: i32 = std::fs::read_to_string(&pid).unwrap().trim().parse().unwrap();
+    let now: i32 = std::fs::read_to_string(&pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert_ne!(now, 999999);
     bot.verb("stop", "master").success();
 }
@@ -172,9 +182,11 @@ fn restart_and_the_slave_reconnects_by_itself() {
         slave_connected(bot.htmlport, "slave")
     });
     bot.verb("restart", "").success();
-    wait_for("the slave to connect after a pair restart", Duration::from_secs(20), || {
-        slave_connected(bot.htmlport, "slave")
-    });
+    wait_for(
+        "the slave to connect after a pair restart",
+        Duration::from_secs(20),
+        || slave_connected(bot.htmlport, "slave"),
+    );
 }
 
 #[test]

@@ -108,7 +108,9 @@ pub fn create_master_cmd(args: &CreateArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let chosen = choose_factories(&args.factories, &projects)?;
-    staged(&args.dir, |stage| write_master(stage, args, &chosen, &projects))?;
+    staged(&args.dir, |stage| {
+        write_master(stage, args, &chosen, &projects)
+    })?;
     println!(
         "Created a master in {} building: {}",
         args.dir.display(),
@@ -161,11 +163,10 @@ pub fn create_slave_cmd(args: &CreateSlaveArgs) -> anyhow::Result<()> {
         let (host, port) = addr.rsplit_once(':').ok_or_else(|| {
             anyhow!("MASTERHOST:PORT {addr:?} has no port; use e.g. localhost:9010")
         })?;
-        let port: u16 = port
-            .parse()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| anyhow!("port {port:?} in {addr:?} is not a number from 1 to 65535"))?;
+        let port: u16 =
+            port.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+                anyhow!("port {port:?} in {addr:?} is not a number from 1 to 65535")
+            })?;
         if host.is_empty() {
             bail!("MASTERHOST:PORT {addr:?} has no host; use e.g. localhost:{port}");
         }
@@ -310,7 +311,10 @@ fn choose_factories(given: &[String], projects: &[Project]) -> anyhow::Result<Ve
         given.to_vec()
     };
     if wanted.is_empty() {
-        bail!("no factory given. Factory must be one of: {}", names.join(", "));
+        bail!(
+            "no factory given. Factory must be one of: {}",
+            names.join(", ")
+        );
     }
     let unknown: Vec<&String> = wanted.iter().filter(|w| !names.contains(w)).collect();
     if !unknown.is_empty() {
@@ -341,10 +345,7 @@ fn slave_ini_for(args: &CreateArgs) -> SlaveIni {
 
 /// Build `target` in a hidden sibling directory with `fill`, then rename it into
 /// place; on any error the staging directory is removed and `target` is untouched.
-fn staged(
-    target: &Path,
-    fill: impl FnOnce(&Path) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
+fn staged(target: &Path, fill: impl FnOnce(&Path) -> anyhow::Result<()>) -> anyhow::Result<()> {
     if target.exists() {
         let empty = target.is_dir()
             && std::fs::read_dir(target)
@@ -425,9 +426,8 @@ fn write_master(
         if let factory::ProjectSource::Local(path) = &project.source {
             let dest = dir.join("projects").join(format!("{name}.ini"));
             std::fs::create_dir_all(dir.join("projects"))?;
-            std::fs::copy(path, &dest).with_context(|| {
-                format!("cannot copy {} to {}", path.display(), dest.display())
-            })?;
+            std::fs::copy(path, &dest)
+                .with_context(|| format!("cannot copy {} to {}", path.display(), dest.display()))?;
         }
         if let Some(sample) = project.keys.get("sample") {
             // Several projects may share one sample repository.
@@ -438,7 +438,9 @@ fn write_master(
         }
     }
     config::load(&dir.join("master.ini")).map_err(|e| {
-        anyhow!("the new master.ini would not load ({e}); check the values given on the command line")
+        anyhow!(
+            "the new master.ini would not load ({e}); check the values given on the command line"
+        )
     })?;
     Ok(())
 }
@@ -501,7 +503,10 @@ fn materialize_sample(name: &str, dest: &Path) -> anyhow::Result<()> {
 fn write_slave(dir: &Path, slave: &SlaveIni) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.join("info"))
         .with_context(|| format!("cannot create {}", dir.display()))?;
-    write_new_file(&dir.join(config::slave::SLAVE_INI), slave.render().as_bytes())?;
+    write_new_file(
+        &dir.join(config::slave::SLAVE_INI),
+        slave.render().as_bytes(),
+    )?;
     write_new_file(
         &dir.join("info/admin"),
         b"Your Name Here <admin@example.org>\n",
@@ -592,14 +597,12 @@ pub fn host_info() -> String {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let mem_kib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines().find_map(|l| {
-                l.strip_prefix("MemTotal:")
-                    .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            })
-        });
+    let mem_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| {
+        t.lines().find_map(|l| {
+            l.strip_prefix("MemTotal:")
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+    });
     let mem = mem_kib
         .map(|k| format!("{:.1} GiB", k as f64 / 1024.0 / 1024.0))
         .unwrap_or_else(|| "unknown".into());

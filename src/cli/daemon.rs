@@ -94,6 +94,12 @@ pub fn restart_cmd(args: &DirArgs) -> anyhow::Result<()> {
     for (role, dir) in &daemons {
         stop_one(*role, dir)?;
     }
+    if debug_mode(&daemons) {
+        // autobot's debug mode: every restart starts with fresh logs.
+        for (_, dir) in &daemons {
+            let _ = std::fs::remove_file(dir.join(daemon::LOG_FILE));
+        }
+    }
     for (role, dir) in &daemons {
         start_one(*role, dir)?;
     }
@@ -136,6 +142,13 @@ pub fn reconfig_cmd(args: &DirArgs) -> anyhow::Result<()> {
         "sent SIGHUP to the master (pid {pid}) but it logged no reconfig outcome within 30 s; see {}",
         log.display()
     )
+}
+
+/// Whether the master among `daemons` has `debug = true` in its master.ini.
+fn debug_mode(daemons: &[(Role, PathBuf)]) -> bool {
+    daemons.iter().any(|(role, dir)| {
+        *role == Role::Master && crate::config::load(&dir.join("master.ini")).is_ok_and(|c| c.debug)
+    })
 }
 
 fn new_log_lines(log: &Path, offset: u64) -> anyhow::Result<Vec<String>> {
@@ -252,10 +265,11 @@ fn stop_one(role: Role, dir: &Path) -> anyhow::Result<()> {
 pub fn run_cmd(args: &RunArgs) -> anyhow::Result<()> {
     let daemons = daemons_in(&args.dir)?;
     let log_dir = &daemons[0].1;
+    let debug = debug_mode(&daemons);
     if args.background {
-        daemon::init_logging(Some(log_dir))?;
+        daemon::init_logging(Some(log_dir), debug)?;
     } else {
-        daemon::init_logging(None)?;
+        daemon::init_logging(None, debug)?;
     }
     let result = run_daemons(&daemons);
     match (&result, args.background) {
@@ -273,6 +287,7 @@ pub fn run_cmd(args: &RunArgs) -> anyhow::Result<()> {
 }
 
 fn run_daemons(daemons: &[(Role, PathBuf)]) -> anyhow::Result<()> {
+    daemon::raise_open_files_limit();
     let mut pidfiles = Vec::new();
     for (role, dir) in daemons {
         let pf = PidFile::acquire(dir).map_err(|e| anyhow!("the {}: {e}", role.as_str()))?;
@@ -291,15 +306,18 @@ fn run_daemons(daemons: &[(Role, PathBuf)]) -> anyhow::Result<()> {
             let dir = dir.clone();
             let task = match role {
                 Role::Master => tokio::spawn(async move {
-                    let _ = (&dir, control);
-                    Err::<(), _>(anyhow!("TEMP-UNWIRED master"))
+                    crate::master::run(&dir, control)
+                        .await
+                        .map_err(|e| anyhow!("{e}"))
                 }),
                 Role::Slave => tokio::spawn(async move {
-                    let _ = (&dir, control);
-                    Err::<(), _>(anyhow!("TEMP-UNWIRED slave"))
+                    crate::slave::run(&dir, control)
+                        .await
+                        .map_err(|e| anyhow!("{e}"))
                 }),
             };
             match (&mut handle.ready).await {
+                Ok(Ok(msg)) if msg.starts_with(role.as_str()) => ready_msgs.push(msg),
                 Ok(Ok(msg)) => ready_msgs.push(format!("{}: {msg}", role.as_str())),
                 Ok(Err(why)) => {
                     shutdown_all(&handles);

@@ -52,6 +52,9 @@ pub struct MasterConfig {
     pub changepassword: String,
     /// `debug = true`: the master logs at debug level.
     pub debug: bool,
+    /// Seconds within which a dead slave link is noticed (`keepaliveInterval`,
+    /// default 600, as a slave's own `keepalive`).
+    pub keepalive_interval: u64,
     /// Slaves in file order.
     pub slaves: Vec<SlaveConfig>,
     /// Factories in file order.
@@ -85,6 +88,7 @@ impl Default for MasterConfig {
             changeuser: "change".to_string(),
             changepassword: "changepw".to_string(),
             debug: false,
+            keepalive_interval: 600,
             slaves: Vec::new(),
             factories: Vec::new(),
             locks: Vec::new(),
@@ -336,6 +340,7 @@ const MASTER_KEYS: &[&str] = &[
     "changeuser",
     "changepassword",
     "debug",
+    "keepaliveinterval",
 ];
 
 /// Keys of `[slave:NAME]`, which `[:master:]` may set for every slave.
@@ -566,7 +571,7 @@ pub fn load_from_str(
                     .map(|k| format!(" (did you mean `{k}`?)"))
                     .unwrap_or_default();
                 return Err(v.err(format!(
-                    "unknown key in [:master:]{hint}; accepted keys: slaveport, htmlport, publichtmlport, pollInterval, treeStable, allowForce, projectName, projectURL, buildbotURL, botname, ircHost, ircChannels, domain, recipients, changeuser, changepassword, debug, and the slave defaults {}",
+                    "unknown key in [:master:]{hint}; accepted keys: slaveport, htmlport, publichtmlport, pollInterval, treeStable, allowForce, projectName, projectURL, buildbotURL, botname, ircHost, ircChannels, domain, recipients, changeuser, changepassword, debug, keepaliveInterval, and the slave defaults {}",
                     SLAVE_KEYS.join(", ")
                 )));
             }
@@ -651,6 +656,12 @@ fn read_master_keys(cfg: &mut MasterConfig, m: &Layered) -> Result<(), ConfigErr
     }
     if let Some(v) = m.get("debug").filter(|v| !v.value.trim().is_empty()) {
         cfg.debug = parse_bool(v)?;
+    }
+    if let Some(v) = m
+        .get("keepaliveinterval")
+        .filter(|v| !v.value.trim().is_empty())
+    {
+        cfg.keepalive_interval = parse_int(v, 1)?;
     }
     cfg.project_name = str_key("projectname", "");
     cfg.project_url = str_key("projecturl", "");

@@ -167,7 +167,11 @@ fn migrate(path: &Path, conn: &mut Connection) -> Result<(), DbError> {
             known,
         });
     }
-    for (i, sql) in migrations::MIGRATIONS.iter().enumerate().skip(found as usize) {
+    for (i, sql) in migrations::MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(found as usize)
+    {
         let version = i + 1;
         let err = |source| DbError::Migrate {
             path: path.to_path_buf(),

@@ -48,7 +48,10 @@ pub enum Update {
     /// How the command ran: argv, workdir, errors of the slave itself.
     Header(String),
     /// A chunk of one of the command's `logfiles`.
-    Log { name: String, text: String },
+    Log {
+        name: String,
+        text: String,
+    },
     /// The exit code; 0 is success.
     Rc(i64),
     /// Seconds the command ran.

@@ -237,7 +237,10 @@ impl Conn {
         if matches!(name, "shell" | "rmdir" | "cpdir") {
             // The slave's environment is a secret: never have it echoed into logs.
             if let Value::Map(entries) = &mut args {
-                if !entries.iter().any(|(k, _)| value_str(k) == Some("logEnviron")) {
+                if !entries
+                    .iter()
+                    .any(|(k, _)| value_str(k) == Some("logEnviron"))
+                {
                     entries.push((Value::from("logEnviron"), Value::from(false)));
                 }
             }
@@ -394,7 +397,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: WebSocket, claim: Claim, 
         let shared = shared.clone();
         async move {
             tokio::select! {
-                r = keepalive(&conn, shared.keepalive) => r,
+                r = keepalive(&conn, &shared) => r,
                 r = async {
                     if let Err(e) = setup(&shared, &conn).await {
                         return format!("set-up failed: {e}");
@@ -465,7 +468,10 @@ where
         let sends = ids.iter().map(|id| {
             conn.request(
                 "interrupt_command",
-                vec![("command_id", Value::from(id.as_str())), ("why", Value::from(why))],
+                vec![
+                    ("command_id", Value::from(id.as_str())),
+                    ("why", Value::from(why)),
+                ],
             )
         });
         let _ = futures_util::future::join_all(sends).await;
@@ -480,7 +486,8 @@ where
 }
 
 /// Keep the link alive and notice when it is dead: returns why it is dead.
-async fn keepalive(conn: &Arc<Conn>, interval: Duration) -> String {
+async fn keepalive(conn: &Arc<Conn>, shared: &Arc<Shared>) -> String {
+    let interval = shared.keepalive;
     let tick = (interval / 4).max(Duration::from_millis(20));
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -494,6 +501,16 @@ async fn keepalive(conn: &Arc<Conn>, interval: Duration) -> String {
                 quiet.as_secs_f64(),
                 interval.as_secs_f64()
             );
+        }
+        if quiet < tick && lock(&conn.db_id).is_some() {
+            // Heard from within the last tick: keep `last_seen` fresh in the
+            // database (at most once per tick).
+            let (db, name) = (shared.db.clone(), conn.name.clone());
+            tokio::spawn(async move {
+                if let Err(e) = db.slave_seen(&name, crate::db::now()).await {
+                    tracing::warn!("slave {name}: cannot record last_seen: {e}");
+                }
+            });
         }
         if quiet >= tick {
             let _ = conn.out.send(Outgoing::Ping);
@@ -605,9 +622,7 @@ async fn handle(conn: &Arc<Conn>, msg: Message) {
         .unwrap_or_default();
     let result: Result<Value, String> = match op.as_str() {
         "update" => {
-            let events = lock(&conn.slots)
-                .get(&command_id)
-                .map(|s| s.events.clone());
+            let events = lock(&conn.slots).get(&command_id).map(|s| s.events.clone());
             match events {
                 None => Err(format!("unknown command_id {command_id:?}")),
                 Some(events) => {
@@ -804,9 +819,7 @@ fn unpack_tar(tarball: &std::path::Path, dest: &std::path::Path) -> Result<(), S
     let f = std::fs::File::open(tarball).map_err(|e| format!("{}: {e}", tarball.display()))?;
     let mut archive = tar::Archive::new(std::io::BufReader::new(f));
     archive.set_preserve_permissions(true);
-    let entries = archive
-        .entries()
-        .map_err(|e| format!("bad tarball: {e}"))?;
+    let entries = archive.entries().map_err(|e| format!("bad tarball: {e}"))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| format!("bad tarball: {e}"))?;
         let path = entry

@@ -26,27 +26,29 @@ pub(crate) fn routes(
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::addr::remote())
         .and(warp::ws())
-        .map(move |auth: Option<String>, addr: Option<SocketAddr>, ws: Ws| {
-            let peer = addr
-                .map(|a| a.to_string())
-                .unwrap_or_else(|| "unknown peer".into());
-            match authorize(&shared, auth.as_deref()) {
-                Ok(claim) => {
-                    let shared = shared.clone();
-                    ws.on_upgrade(move |socket| connection::serve(shared, socket, claim, peer))
-                        .into_response()
+        .map(
+            move |auth: Option<String>, addr: Option<SocketAddr>, ws: Ws| {
+                let peer = addr
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "unknown peer".into());
+                match authorize(&shared, auth.as_deref()) {
+                    Ok(claim) => {
+                        let shared = shared.clone();
+                        ws.on_upgrade(move |socket| connection::serve(shared, socket, claim, peer))
+                            .into_response()
+                    }
+                    Err(refusal) => {
+                        tracing::warn!(
+                            slaveport = shared.slaveport,
+                            "refused slave {} from {peer}: {}",
+                            refusal.name,
+                            refusal.why
+                        );
+                        warp::reply::with_status(refusal.body, refusal.status).into_response()
+                    }
                 }
-                Err(refusal) => {
-                    tracing::warn!(
-                        slaveport = shared.slaveport,
-                        "refused slave {} from {peer}: {}",
-                        refusal.name,
-                        refusal.why
-                    );
-                    warp::reply::with_status(refusal.body, refusal.status).into_response()
-                }
-            }
-        })
+            },
+        )
 }
 
 struct Refusal {
@@ -67,7 +69,10 @@ fn authorize(shared: &Shared, header: Option<&str>) -> Result<Claim, Refusal> {
         return Err(unauthorized("(none)", "no credentials".into()));
     };
     let Some((name, password)) = parse_basic(header) else {
-        return Err(unauthorized("(none)", "malformed Authorization header".into()));
+        return Err(unauthorized(
+            "(none)",
+            "malformed Authorization header".into(),
+        ));
     };
     let config = shared.config.borrow().clone();
     let Some(slave) = config.slave(&name) else {

@@ -36,9 +36,6 @@ pub use transfer::{DownloadSource, TransferResult};
 /// File locked while a master runs in a directory.
 pub const LOCK_FILE: &str = "master.lock";
 
-/// Default seconds within which a dead slave link is noticed.
-pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(600);
-
 /// Why the master could not start (or reconfigure).
 #[derive(Debug, thiserror::Error)]
 pub enum MasterError {
@@ -123,6 +120,9 @@ impl Master {
         }
         let lock = take_lock(&basedir)?;
         let config = load_config(&basedir).await?;
+        let keepalive = options
+            .keepalive_interval
+            .unwrap_or(Duration::from_secs(config.keepalive_interval));
         let db_path = basedir.join(crate::db::DB_FILE);
         let db = tokio::task::spawn_blocking(move || Db::open(&db_path))
             .await
@@ -130,7 +130,8 @@ impl Master {
         db.slaves_reset("the master stopped", crate::db::now())
             .await?;
 
-        let slave_listener = bind("slaveport", options.slaveport.unwrap_or(config.slaveport)).await?;
+        let slave_listener =
+            bind("slaveport", options.slaveport.unwrap_or(config.slaveport)).await?;
         let web_listener = bind("htmlport", options.htmlport.unwrap_or(config.htmlport)).await?;
         let slaveport = local_port(&slave_listener);
         let htmlport = local_port(&web_listener);
@@ -142,7 +143,7 @@ impl Master {
             config: config_tx,
             db: db.clone(),
             registry: SlaveRegistry::new(),
-            keepalive: options.keepalive_interval.unwrap_or(DEFAULT_KEEPALIVE),
+            keepalive,
             shutdown: shutdown_rx.clone(),
             slaveport,
         });
@@ -227,15 +228,15 @@ impl Master {
         let new = match load_config(&self.shared.basedir).await {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!("reconfig rejected: {e}; the previous configuration stays in force");
+                tracing::error!(
+                    "reconfig rejected: {e}; the previous configuration stays in force"
+                );
                 return Err(e);
             }
         };
         let old = self.config();
         if new.slaveport != old.slaveport || new.htmlport != old.htmlport {
-            tracing::warn!(
-                "reconfig: slaveport/htmlport changes take effect at the next restart"
-            );
+            tracing::warn!("reconfig: slaveport/htmlport changes take effect at the next restart");
         }
         let new = Arc::new(new);
         self.shared.config.send_replace(new.clone());

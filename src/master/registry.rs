@@ -106,7 +106,11 @@ impl SlaveRegistry {
     }
 
     /// Wait until `cond` holds for the registry, at most `timeout`.
-    pub async fn wait_until(&self, timeout: Duration, cond: impl Fn(&SlaveRegistry) -> bool) -> bool {
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        cond: impl Fn(&SlaveRegistry) -> bool,
+    ) -> bool {
         let deadline = Instant::now() + timeout;
         let mut rx = self.inner.generation.subscribe();
         loop {

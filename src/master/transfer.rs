@@ -155,7 +155,10 @@ impl SlaveHandle {
         args: Value,
         transfer: Transfer,
     ) -> Result<TransferResult, CommandError> {
-        let (cmd, t) = self.conn.start_command(command, args, Some(transfer)).await?;
+        let (cmd, t) = self
+            .conn
+            .start_command(command, args, Some(transfer))
+            .await?;
         let outcome = cmd.wait().await?;
         let bytes = match t {
             Some(t) => t.lock().await.bytes(),

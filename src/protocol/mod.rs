@@ -118,8 +118,8 @@ impl Message {
     /// Decode one binary frame.
     pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
         let mut rd = bytes;
-        let value = rmpv::decode::read_value(&mut rd)
-            .map_err(|e| ProtocolError::Decode(e.to_string()))?;
+        let value =
+            rmpv::decode::read_value(&mut rd).map_err(|e| ProtocolError::Decode(e.to_string()))?;
         let Value::Map(entries) = value else {
             return Err(ProtocolError::NotAMap);
         };

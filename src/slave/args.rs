@@ -15,10 +15,6 @@ impl<'a> Args<'a> {
         map_get(self.0, key).filter(|v| !v.is_nil())
     }
 
-    pub fn has(&self, key: &str) -> bool {
-        self.get(key).is_some()
-    }
-
     /// A required string.
     pub fn str(&self, key: &str) -> Result<&'a str, String> {
         match self.get(key) {

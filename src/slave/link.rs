@@ -195,7 +195,7 @@ where
                         reason: "slave shutting down".into(),
                     })))
                     .await;
-                let _ = sink.close().await;
+                // The master's answering close frame is read by the session.
                 break;
             }
         };

@@ -12,7 +12,8 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 /// The `newline_re` every Buildbot master sends (and the worker's default).
-pub const DEFAULT_NEWLINE_RE: &str = r"(\r\n|\r(?=.)|\033\[u|\033\[[0-9]+;[0-9]+[Hf]|\033\[2J|\x08+)";
+pub const DEFAULT_NEWLINE_RE: &str =
+    r"(\r\n|\r(?=.)|\033\[u|\033\[[0-9]+;[0-9]+[Hf]|\033\[2J|\x08+)";
 
 /// How output is cut and buffered, as `set_worker_settings` says.
 #[derive(Debug, Clone)]

@@ -60,7 +60,9 @@ pub fn api() -> BoxedFilter<()> {
 }
 
 /// Hand the context to a handler.
-pub fn with(ctx: WebContext) -> impl Filter<Extract = (WebContext,), Error = std::convert::Infallible> + Clone {
+pub fn with(
+    ctx: WebContext,
+) -> impl Filter<Extract = (WebContext,), Error = std::convert::Infallible> + Clone {
     warp::any().map(move || ctx.clone())
 }
 

@@ -229,6 +229,17 @@ impl SlaveProc {
         self.child.as_ref().map(|c| c.id() as i32)
     }
 
+    /// Wait until the slave exits by itself (e.g. after the master's `shutdown`).
+    pub async fn wait_exit(&mut self, timeout: Duration) -> bool {
+        if let Some(c) = self.child.as_mut() {
+            return wait_for(timeout, || matches!(c.try_wait(), Ok(Some(_)))).await;
+        }
+        if let Some((_, task)) = self.task.as_ref() {
+            return wait_for(timeout, || task.is_finished()).await;
+        }
+        true
+    }
+
     /// Stop the slave and wait for it.
     pub async fn stop(mut self) {
         self.kill();
@@ -281,14 +292,47 @@ pub fn skip(test: &str, why: &str) {
 }
 
 async fn start_autobot_slave(
-    _dir: &Path,
-    _port: u16,
-    _name: &str,
-    _password: &str,
+    dir: &Path,
+    port: u16,
+    name: &str,
+    password: &str,
 ) -> Result<SlaveProc, String> {
-    // Wired once `autobot::slave::run` exists: write SlaveIni{..}.render() to
-    // DIR/slave.ini and run it on a task with a daemon::control().
-    Err("the autobot slave (autobot::slave::run) is not implemented yet".into())
+    std::fs::create_dir_all(dir.join("info")).unwrap();
+    let dir = std::fs::canonicalize(dir).unwrap();
+    std::fs::write(
+        dir.join("info/admin"),
+        "Conformance Admin <ca@example.org>\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("info/host"), "conformance-host\n").unwrap();
+    let ini = autobot::config::SlaveIni {
+        basedir: dir.clone(),
+        master_host: "127.0.0.1".into(),
+        master_port: port,
+        name: name.into(),
+        password: password.into(),
+        keepalive: 1,
+        umask: 0o022,
+        usepty: false,
+    };
+    std::fs::write(dir.join(autobot::config::slave::SLAVE_INI), ini.render()).unwrap();
+    let (control, mut handle) = autobot::daemon::control();
+    let run_dir = dir.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = autobot::slave::run(&run_dir, control).await {
+            eprintln!("autobot slave in {} failed: {e}", run_dir.display());
+        }
+    });
+    match (&mut handle.ready).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => panic!("autobot slave did not start: {e}"),
+        Err(_) => panic!("autobot slave ended during start-up"),
+    }
+    Ok(SlaveProc {
+        dir,
+        child: None,
+        task: Some((handle, task)),
+    })
 }
 
 /// The venv holding buildbot-worker 4.3.0, installed once per target dir.
@@ -364,7 +408,11 @@ async fn start_buildbot_worker(
         "buildbot-worker create-worker failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    std::fs::write(dir.join("info/admin"), "Conformance Admin <ca@example.org>\n").unwrap();
+    std::fs::write(
+        dir.join("info/admin"),
+        "Conformance Admin <ca@example.org>\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("info/host"), "conformance-host\n").unwrap();
     let log = std::fs::File::create(dir.join("worker.out")).unwrap();
     let child = Command::new(&bin)

@@ -92,7 +92,9 @@ pub fn prepare(name: &str, args: &Value, env: &SlaveEnv) -> Result<Prepared, Str
         if let Some(p) = a.opt_str("path")? {
             return jail.resolve(p, follow).map_err(path_err);
         }
-        let rel = a.str(alt).map_err(|_| format!("{name}: missing argument \"path\""))?;
+        let rel = a
+            .str(alt)
+            .map_err(|_| format!("{name}: missing argument \"path\""))?;
         let base = match a.opt_str("workdir")? {
             Some(w) => jail.resolve(w, true).map_err(path_err)?,
             None => jail.root().to_path_buf(),
@@ -127,7 +129,9 @@ pub fn prepare(name: &str, args: &Value, env: &SlaveEnv) -> Result<Prepared, Str
             let from = a.opt_str("from_path")?.or(a.opt_str("fromdir")?);
             let to = a.opt_str("to_path")?.or(a.opt_str("todir")?);
             let (Some(from), Some(to)) = (from, to) else {
-                return Err(format!("{name}: missing argument \"from_path\" or \"to_path\""));
+                return Err(format!(
+                    "{name}: missing argument \"from_path\" or \"to_path\""
+                ));
             };
             Ok(Prepared::Cpdir {
                 from: jail.resolve(from, true).map_err(path_err)?,

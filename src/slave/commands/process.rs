@@ -223,8 +223,9 @@ pub async fn run(
     up.header(&format!(" argv: [{}]\n", shown.join(", ")))
         .await?;
     if spec.log_environ {
-        let mut msg =
-            String::from(" environment (the slave's own variables are not shown; set by the master):\n");
+        let mut msg = String::from(
+            " environment (the slave's own variables are not shown; set by the master):\n",
+        );
         for line in &spec.environ_shown {
             msg.push_str(&format!("  {line}\n"));
         }
@@ -419,7 +420,7 @@ fn spawn(spec: &ProcessSpec) -> std::io::Result<Spawned> {
         Ok(Spawned {
             child,
             pgid,
-            out: Source::Pty(AsyncFd::new(pty.master)?),
+            out: Source::Pty(register(pty.master)?),
             err: None,
         })
     } else {
@@ -456,6 +457,14 @@ fn spawn(spec: &ProcessSpec) -> std::io::Result<Spawned> {
             err: Some(Source::Pipe(Box::new(err))),
         })
     }
+}
+
+/// Watch the terminal's master side for readability.
+fn register(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open and the
+    // same for the AsyncFd's whole life.
+    unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
 }
 
 /// Signal a whole process group (ignoring one that is already gone).
@@ -528,7 +537,9 @@ impl Supervisor {
             timeout,
             io_deadline: timeout.map(|t| now + t),
             max_deadline: spec.max_time.and_then(dur).map(|t| now + t),
-            sigterm_time: spec.sigterm_time.map(|s| Duration::from_secs_f64(s.clamp(0.0, 1e9))),
+            sigterm_time: spec
+                .sigterm_time
+                .map(|s| Duration::from_secs_f64(s.clamp(0.0, 1e9))),
             sigterm_deadline: None,
             backup_deadline: None,
             interrupt_signal: spec.interrupt_signal,
@@ -538,10 +549,7 @@ impl Supervisor {
             muted: false,
             send_stdout: spec.send_stdout,
             send_stderr: spec.send_stderr,
-            timeout_text: (
-                spec.timeout.unwrap_or(0.0),
-                spec.max_time.unwrap_or(0.0),
-            ),
+            timeout_text: (spec.timeout.unwrap_or(0.0), spec.max_time.unwrap_or(0.0)),
             display: spec.display.clone(),
             next_poll: if logfiles.is_empty() {
                 None
@@ -736,9 +744,14 @@ struct Watcher {
 }
 
 fn stat_key(path: &std::path::Path) -> Option<(i64, i64, i64, u64)> {
-    std::fs::metadata(path)
-        .ok()
-        .map(|m| (m.ctime(), m.ctime_nsec(), m.mtime_nsec() + m.mtime() * 1_000_000_000, m.size()))
+    std::fs::metadata(path).ok().map(|m| {
+        (
+            m.ctime(),
+            m.ctime_nsec(),
+            m.mtime_nsec() + m.mtime() * 1_000_000_000,
+            m.size(),
+        )
+    })
 }
 
 impl Watcher {

@@ -202,17 +202,15 @@ pub async fn upload_file(u: Upload, up: &mut Updates, interrupt: &Interrupt) -> 
     up.header(&format!("sending {}\n", u.path.display()))
         .await?;
     up.flush().await?;
-    let mut rc = 0;
-    let mut stderr = None;
-    let mut failure = None;
-    match file {
-        None => {
-            rc = 1;
-            stderr = Some(format!(
+    let (mut rc, stderr, mut failure) = match file {
+        None => (
+            1,
+            Some(format!(
                 "Cannot open file '{}' for upload",
                 u.path.display()
-            ));
-        }
+            )),
+            None,
+        ),
         Some(mut f) => {
             let r = push(
                 &mut f,
@@ -223,11 +221,9 @@ pub async fn upload_file(u: Upload, up: &mut Updates, interrupt: &Interrupt) -> 
                 interrupt,
             )
             .await?;
-            rc = r.rc;
-            stderr = r.stderr;
-            failure = r.failure;
+            (r.rc, r.stderr, r.failure)
         }
-    }
+    };
     let close_err = call_simple(up, "update_upload_file_close", Vec::new()).await?;
     if failure.is_none() {
         if let Some(e) = close_err {
