@@ -493,3 +493,57 @@ fn master_ini_example_passes_checkconfig() {
         .success()
         .stdout(predicate::str::contains("hello-linux1"));
 }
+
+/// Run `autobot ARGS` on a pseudo-terminal (util-linux `script`), typing `input`.
+fn on_terminal(dir: &Path, args: &str, input: &str) -> Option<std::process::Output> {
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        eprintln!("SKIP: util-linux `script` is not installed; terminal prompts untested");
+        return None;
+    }
+    let exe = assert_cmd::cargo::cargo_bin("autobot");
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &format!("{} {args}", exe.display()), "/dev/null"])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    Some(child.wait_with_output().unwrap())
+}
+
+#[test]
+fn on_a_terminal_create_asks_for_the_factory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(out) = on_terminal(tmp.path(), "create bot", "pyhello\n") else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Factories::") && text.contains("Enter factory: "), "{text}");
+    assert!(out.status.success(), "{text}");
+    assert!(read(&tmp.path().join("bot/master/master.ini")).contains("factories = pyhello"));
+}
+
+#[test]
+fn on_a_terminal_create_project_asks_for_missing_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(out) = on_terminal(
+        tmp.path(),
+        "create-project bar",
+        "The bar tool\nhttps://example.org/bar.git\n",
+    ) else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("Enter description of the project: "), "{text}");
+    let ini = read(&tmp.path().join("projects/bar.ini"));
+    assert!(ini.contains("description = The bar tool"), "{ini}");
+    assert!(ini.contains("git = https://example.org/bar.git"), "{ini}");
+}

@@ -58,7 +58,7 @@ async fn worker_info_has_identity_and_no_environment() {
     let path = std::env::var("PATH").unwrap();
     assert!(!text.contains(&path), "PATH leaked");
     assert!(!text.contains(PASSWORD), "password leaked");
-    slave.stop().await;
+    slave.stop_serving(&mut conn).await;
 }
 
 #[tokio::test]
@@ -92,7 +92,7 @@ async fn simple_requests_are_answered_once() {
     assert!(!exc, "interrupting an unknown command is fine");
     let e = conn.start_refused("c1", "nosuch", args(vec![])).await;
     assert!(e.contains("nosuch"), "{e}");
-    slave.stop().await;
+    slave.stop_serving(&mut conn).await;
 }
 
 fn value_text(v: &Value) -> String {
@@ -171,7 +171,7 @@ async fn shell_argv_and_string() {
         .await;
     assert_eq!(r.rc(), Some(1));
     assert!(r.text("stderr").contains("/no/such/program"));
-    slave.stop().await;
+    slave.stop_serving(&mut conn).await;
 }
 
 #[tokio::test]
@@ -222,7 +222,7 @@ async fn shell_env_expansion_lists_and_removal() {
         )
         .await;
     assert!(e.contains("BAD"), "{e}");
-    slave.stop().await;
+    slave.stop_serving(&mut conn).await;
 }
 
 #[tokio::test]
@@ -247,7 +247,7 @@ async fn shell_timeout_without_output_kills() {
     assert!(r
         .text("header")
         .contains("command timed out: 1 seconds without output"));
-    slave.stop().await;
+    slave.stop_serving(&mut conn).await;
 }
 
 #[tokio::test]
@@ -271,7 +271,7 @@ async fn shell_max_time_kills_even_with_output() {
     assert_eq!(r.rc(), Some(-1));
     assert_eq!(r.get("failure_reason"), Some(&Value::from("timeout")));
     assert!(r.text("stdout").starts_with("tick\n"));
-    slave.stop().await;
+    slave.stop_serving(&mut conn).await;
 }
 
 async fn read_pid(path: &std::path::Path) -> i32 {
@@ -321,7 +321,7 @@ async fn interrupt_kills_grandchildren() {
         .contains("command interrupted, attempting to kill"));
     assert!(r.text("header").contains("process killed by signal 9"));
     wait_for("grandchild to die", LONG, || pid_gone(pid)).await;
-    slave.stop().await;
+    slave.stop_serving(&mut conn).await;
 }
 
 #[tokio::test]
@@ -352,7 +352,7 @@ async fn interrupt_with_sigterm_time_sends_term_first() {
     assert_eq!(r.text("stdout"), "got-term\n");
     assert_eq!(r.rc(), Some(7));
     wait_for("grandchild to die", LONG, || pid_gone(pid)).await;
-    slave.stop().await;
+    slave.stop_serving(&mut conn).await;
 }
 
 #[tokio::test]
@@ -404,7 +404,7 @@ async fn stdin_pty_and_logfiles() {
         .await;
     assert_eq!(r.log("mylog"), "one\ntwo\n");
     assert_eq!(r.rc(), Some(0));
-    slave.stop().await;
+    slave.stop_serving(&mut conn).await;
 }
 
 #[tokio::test]
@@ -453,7 +453,7 @@ async fn big_output_arrives_whole_in_bounded_updates() {
         }
     }
     assert!(conn.update_frames > 10, "output was sent in many updates");
-    slave.stop().await;
+    slave.stop_serving(&mut conn).await;
 }
 
 #[tokio::test]
@@ -576,7 +576,7 @@ async fn file_system_commands() {
     assert_eq!(r.rc(), Some(0), "{r:?}");
     assert!(!exists(&slave.path("bld")) && !exists(&slave.path("copy")));
     assert!(slave.path("slave.ini").exists());
-    slave.stop().await;
+    slave.stop_serving(&mut conn).await;
 }
 
 #[tokio::test]
@@ -693,7 +693,7 @@ async fn paths_outside_basedir_are_refused() {
         .await;
     assert_eq!(r.rc(), Some(0));
     assert!(outside.path().join("secret").exists());
-    slave.stop().await;
+    slave.stop_serving(&mut conn).await;
 }
 
 #[tokio::test]
@@ -759,7 +759,7 @@ async fn upload_file_with_keepstamp_and_maxsize() {
     assert_eq!(r.rc(), Some(1));
     assert!(r.text("stderr").contains("Cannot open file"));
     assert!(r.ops.contains(&"update_upload_file_close".to_string()));
-    slave.stop().await;
+    slave.stop_serving(&mut conn).await;
 }
 
 #[tokio::test]
@@ -819,7 +819,7 @@ async fn upload_directory_as_tar() {
         .await;
     assert_eq!(r.rc(), Some(1));
     assert!(r.uploaded.is_empty());
-    slave.stop().await;
+    slave.stop_serving(&mut conn).await;
 }
 
 #[tokio::test]
@@ -873,7 +873,7 @@ async fn download_file_with_mode_and_maxsize() {
         std::fs::read(slave.path("build/small")).unwrap().len(),
         1000
     );
-    slave.stop().await;
+    slave.stop_serving(&mut conn).await;
 }
 
 #[tokio::test]
@@ -916,4 +916,79 @@ async fn master_shutdown_and_daemon_stop() {
     assert_eq!(r.rc(), Some(-1));
     assert!(conn2.closed);
     wait_for("grandchild to die", LONG, || pid_gone(pid)).await;
+}
+
+#[tokio::test]
+async fn lost_connection_kills_running_commands_and_reconnects() {
+    let (mut master, mut slave, mut conn) = connected("lost1").await;
+    conn.start(
+        "c1",
+        "shell",
+        args(vec![
+            ("workdir", Value::from("w")),
+            (
+                "command",
+                strs(&["sh", "-c", "sleep 1000 & echo $! > pidfile; wait"]),
+            ),
+        ]),
+    )
+    .await;
+    let pid = read_pid(&slave.path("w/pidfile")).await;
+    conn.close().await;
+    wait_for("grandchild to die", LONG, || pid_gone(pid)).await;
+    let mut conn = master.accept().await;
+    let (_, exc) = conn.request("keepalive", vec![]).await;
+    assert!(!exc);
+    slave.stop_serving(&mut conn).await;
+}
+
+#[tokio::test]
+async fn umask_and_usepty_from_slave_ini_apply() {
+    let mut master = Master::start("umask1").await;
+    let mut slave = Slave::create("umask1", master.port, 30);
+    slave.set_ini("umask", "027");
+    slave.set_ini("usepty", "true");
+    slave.start().await.unwrap();
+    let mut conn = master.accept().await;
+    conn.settings().await;
+    let r = conn
+        .run(
+            "c1",
+            "shell",
+            args(vec![
+                ("workdir", Value::from("w")),
+                (
+                    "command",
+                    Value::from("touch f; mkdir d; test -t 1 && echo tty"),
+                ),
+            ]),
+        )
+        .await;
+    assert_eq!(r.rc(), Some(0));
+    assert_eq!(r.text("stdout"), "tty\n");
+    let mode = |p: &str| {
+        std::fs::metadata(slave.path(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("w/f"), 0o640);
+    assert_eq!(mode("w/d"), 0o750);
+    conn.downloads.insert("dl".into(), b"data".to_vec());
+    let r = conn
+        .run(
+            "dl",
+            "download_file",
+            args(vec![
+                ("path", Value::from("w/got")),
+                ("blocksize", Value::from(16)),
+                ("maxsize", Value::Nil),
+                ("mode", Value::Nil),
+            ]),
+        )
+        .await;
+    assert_eq!(r.rc(), Some(0));
+    assert_eq!(mode("w/got") & 0o027, 0);
+    slave.stop_serving(&mut conn).await;
 }

@@ -44,7 +44,7 @@ async fn backs_off_while_refused_then_connects() {
     let (_, exc) = conn.request("keepalive", vec![]).await;
     assert!(!exc);
     assert!(logs().contains("slave backoff1: connected to"));
-    slave.stop().await;
+    slave.stop_serving(&mut conn).await;
 }
 
 #[tokio::test]
@@ -73,7 +73,7 @@ async fn wrong_password_is_retried_and_logged() {
     let mut conn = master.accept().await;
     let (_, exc) = conn.request("keepalive", vec![]).await;
     assert!(!exc);
-    slave.stop().await;
+    slave.stop_serving(&mut conn).await;
 }
 
 trait FixPassword {
@@ -117,7 +117,7 @@ async fn reconnects_after_the_master_drops_the_link() {
     let (_, exc) = conn.request("keepalive", vec![]).await;
     assert!(!exc);
     assert!(logs().contains("slave recon1: connection to"));
-    slave.stop().await;
+    slave.stop_serving(&mut conn).await;
 }
 
 #[tokio::test]

@@ -68,13 +68,15 @@ fn parse(text: &str) -> Result<Vec<Piece<'_>>, InterpolateError> {
     let mut rest = text;
     while let Some(i) = rest.find('%') {
         let after = &rest[i + 1..];
-        if after.starts_with('%') {
+        if let Some(tail) = after.strip_prefix('%') {
             pieces.push(Piece::Text(&rest[..=i]));
-            rest = &after[1..];
+            rest = tail;
         } else if let Some(inner) = after.strip_prefix('(') {
             pieces.push(Piece::Text(&rest[..i]));
             let close = inner.find(')').ok_or_else(|| {
-                malformed("`%(` without a closing `)`; write %(name)s, or %%( for a literal %(".into())
+                malformed(
+                    "`%(` without a closing `)`; write %(name)s, or %%( for a literal %(".into(),
+                )
             })?;
             let body = &inner[..close];
             match inner[close + 1..].chars().next() {
@@ -143,7 +145,11 @@ fn known(props: &Properties) -> String {
     if props.is_empty() {
         return "none".to_string();
     }
-    props.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+    props
+        .keys()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Interpolates one string (an argv element, a workdir, an env value).
@@ -175,7 +181,10 @@ pub fn references(text: &str) -> Result<Vec<String>, InterpolateError> {
 }
 
 /// Interpolates each argv element into exactly one element.
-pub fn interpolate_argv(argv: &[String], props: &Properties) -> Result<Vec<String>, InterpolateError> {
+pub fn interpolate_argv(
+    argv: &[String],
+    props: &Properties,
+) -> Result<Vec<String>, InterpolateError> {
     argv.iter().map(|a| interpolate(a, props)).collect()
 }
 
@@ -361,7 +370,10 @@ mod tests {
         let e = interpolate("x-%(got_revision)s", &p).unwrap_err();
         assert!(matches!(&e, InterpolateError::Missing { name, .. } if name == "got_revision"));
         let msg = e.to_string();
-        assert!(msg.contains("\"got_revision\"") && msg.contains("branch, revision"), "{msg}");
+        assert!(
+            msg.contains("\"got_revision\"") && msg.contains("branch, revision"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -403,7 +415,11 @@ mod tests {
         let argv: Vec<String> = ["echo", "%(branch)s", "%(n)s"].map(String::from).to_vec();
         assert_eq!(
             interpolate_argv(&argv, &p).unwrap(),
-            vec!["echo".to_string(), "a b; rm -rf /".to_string(), String::new()]
+            vec![
+                "echo".to_string(),
+                "a b; rm -rf /".to_string(),
+                String::new()
+            ]
         );
     }
 
@@ -433,7 +449,9 @@ mod tests {
         let p = props(&[("virtualenv", "/b/env"), ("python", "/b/env/bin/python")]);
         let mut step = StepSpec::shell(
             "install",
-            ["%(python)s", "setup.py", "install"].map(String::from).to_vec(),
+            ["%(python)s", "setup.py", "install"]
+                .map(String::from)
+                .to_vec(),
             "%(virtualenv)s/src/x",
         );
         step.env.insert("VENV".into(), "%(virtualenv)s".into());
@@ -443,7 +461,11 @@ mod tests {
         assert_eq!(
             s.kind,
             StepKind::Shell {
-                command: Command::Argv(["/b/env/bin/python", "setup.py", "install"].map(String::from).to_vec())
+                command: Command::Argv(
+                    ["/b/env/bin/python", "setup.py", "install"]
+                        .map(String::from)
+                        .to_vec()
+                )
             }
         );
         let mut shell = StepSpec::new(

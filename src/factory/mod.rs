@@ -34,7 +34,11 @@
 //! every step.
 
 pub mod argv;
+pub mod checkout;
+pub mod interpolate;
+pub mod logparse;
 pub mod projects;
+pub mod results;
 pub mod schema;
 
 use std::collections::BTreeMap;
@@ -110,6 +114,15 @@ impl StepFlags {
         warn_on_failure: false,
         flunk_on_warnings: false,
         warn_on_warnings: false,
+    };
+    /// Compile (Buildbot's Compile step): halts on failure, and compiler warnings
+    /// make the build WARNINGS (`warnOnWarnings`).
+    pub const COMPILE: StepFlags = StepFlags {
+        halt_on_failure: true,
+        flunk_on_failure: true,
+        warn_on_failure: false,
+        flunk_on_warnings: false,
+        warn_on_warnings: true,
     };
     /// Test: a failure makes the build WARNINGS.
     pub const TEST: StepFlags = StepFlags {
@@ -655,7 +668,7 @@ pub fn build_steps(
             if !compile.is_empty() {
                 steps.push(
                     StepSpec::shell("compile", compile, &wd)
-                        .flags(StepFlags::HALT)
+                        .flags(StepFlags::COMPILE)
                         .describe(&["compiling"], &["compile"])
                         .parser(LogParser::Compile),
                 );
@@ -685,7 +698,7 @@ pub fn build_steps(
             );
             steps.push(
                 StepSpec::shell("compile", vec!["make".into()], &wd)
-                    .flags(StepFlags::HALT)
+                    .flags(StepFlags::COMPILE)
                     .describe(&["compiling"], &["compile"])
                     .parser(LogParser::Compile),
             );
@@ -706,7 +719,7 @@ pub fn build_steps(
             build.extend(["./setup.py".to_string(), "build".to_string()]);
             steps.push(
                 StepSpec::shell("compile", build, &wd)
-                    .flags(StepFlags::HALT)
+                    .flags(StepFlags::COMPILE)
                     .describe(&["compiling"], &["compile"])
                     .parser(LogParser::Compile),
             );
@@ -733,7 +746,7 @@ pub fn build_steps(
             build.extend(["./setup.py".to_string(), "build".to_string()]);
             steps.push(
                 StepSpec::shell("compile", build, &wd)
-                    .flags(StepFlags::HALT)
+                    .flags(StepFlags::COMPILE)
                     .describe(&["compiling"], &["compile"])
                     .parser(LogParser::Compile),
             );

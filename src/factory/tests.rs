@@ -165,7 +165,8 @@ fn autotools_follows_gnuautoconf() {
     assert_eq!(s[1].env["CC"], "gcc");
     assert_eq!(s[1].flags, StepFlags::HALT);
     assert_eq!(argv(&s[2]), ["make", "all"]);
-    assert_eq!(s[2].flags, StepFlags::HALT);
+    assert_eq!(s[2].flags, StepFlags::COMPILE);
+    assert!(s[2].flags.warn_on_warnings && s[2].flags.halt_on_failure);
     assert_eq!(s[2].log_parser, LogParser::Compile);
     assert_eq!(argv(&s[3]), ["make", "check"]);
     assert_eq!(s[3].flags, StepFlags::TEST);
@@ -218,7 +219,7 @@ fn cpan_runs_makefile_pl_make_make_test() {
     assert_eq!(argv(&s[2]), ["make"]);
     assert_eq!(argv(&s[3]), ["make", "test"]);
     assert_eq!(s[1].flags, StepFlags::HALT);
-    assert_eq!(s[2].flags, StepFlags::HALT);
+    assert_eq!(s[2].flags, StepFlags::COMPILE);
     assert_eq!(s[3].flags, StepFlags::TEST);
     let s = steps(&factory("cpan", &[], vec![git("/r/Mod")]));
     assert_eq!(argv(&s[1]), ["perl", "Makefile.PL"]);
@@ -229,7 +230,7 @@ fn distutils_builds_and_tests_only_when_asked() {
     let s = steps(&factory("distutils", &[], vec![git("/r/p")]));
     assert_eq!(names(&s), ["checkout", "compile"]);
     assert_eq!(argv(&s[1]), ["python3", "./setup.py", "build"]);
-    assert_eq!(s[1].flags, StepFlags::HALT);
+    assert_eq!(s[1].flags, StepFlags::COMPILE);
     let s = steps(&factory(
         "distutils",
         &[("python", "python3.11"), ("test", "python3.11 -m pytest")],

@@ -4,7 +4,7 @@
 //! refuses them on purpose), and then speaks the master's half of
 //! `msgpack_experimental_v7`: it sends requests, answers the slave's requests
 //! (`update`, `complete`, and the file reader/writer ops) and records everything.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::result_large_err)]
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -220,6 +220,9 @@ pub struct Conn {
     pub closed: bool,
     /// Every update frame's size, to check buffering.
     pub update_frames: usize,
+    /// Only count stdout bytes (for volume tests) instead of keeping them.
+    pub count_only: bool,
+    pub counted: usize,
 }
 
 impl Conn {
@@ -232,6 +235,8 @@ impl Conn {
             downloads: HashMap::new(),
             closed: false,
             update_frames: 0,
+            count_only: false,
+            counted: 0,
         }
     }
 
@@ -379,6 +384,24 @@ impl Conn {
                 {
                     let cmd = self.commands.entry(id.clone()).or_default();
                     match op.as_str() {
+                        "update" if self.count_only => {
+                            if let Value::Array(items) = get("args") {
+                                for item in items {
+                                    if let Value::Array(kv) = item {
+                                        match (value_str(&kv[0]), &kv[1]) {
+                                            (Some("stdout"), Value::Array(rec)) => {
+                                                self.counted +=
+                                                    value_str(&rec[0]).map_or(0, str::len);
+                                            }
+                                            (Some(k), v) => {
+                                                cmd.updates.push((k.to_string(), v.clone()))
+                                            }
+                                            _ => {}
+                                        }
+                                    }
+                                }
+                            }
+                        }
                         "update" => {
                             if let Value::Array(items) = get("args") {
                                 for item in items {
@@ -494,6 +517,23 @@ impl Slave {
         }
     }
 
+    /// Change one `key = value` line of slave.ini.
+    pub fn set_ini(&self, key: &str, value: &str) {
+        let p = self.basedir.join("slave.ini");
+        let text = std::fs::read_to_string(&p).unwrap();
+        let text: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if l.starts_with(&format!("{key} =")) {
+                    format!("{key} = {value}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        std::fs::write(p, text.join("\n") + "\n").unwrap();
+    }
+
     pub fn set_password(&self, pw: &str) {
         let p = self.basedir.join("slave.ini");
         let text = std::fs::read_to_string(&p).unwrap();
@@ -529,6 +569,12 @@ impl Slave {
                 .unwrap()
                 .unwrap();
         }
+    }
+
+    /// Stop while the master keeps reading, as a real master does.
+    pub async fn stop_serving(&mut self, conn: &mut Conn) {
+        let pump = async { while conn.pump(Duration::from_secs(5)).await {} };
+        tokio::join!(self.stop(), pump);
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {

@@ -385,14 +385,7 @@ fn spawn(spec: &ProcessSpec) -> std::io::Result<Spawned> {
         .envs(spec.environ.iter().map(|(k, v)| (k, v)));
     let mask = nix::sys::stat::Mode::from_bits_truncate(spec.umask as nix::libc::mode_t);
     if spec.use_pty {
-        let pty = nix::pty::openpty(None, None).map_err(std::io::Error::from)?;
-        for fd in [&pty.master, &pty.slave] {
-            nix::fcntl::fcntl(
-                fd,
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-            )
-            .map_err(std::io::Error::from)?;
-        }
+        let pty = open_pty()?;
         cmd.stdin(Stdio::from(pty.slave.try_clone()?))
             .stdout(Stdio::from(pty.slave.try_clone()?))
             .stderr(Stdio::from(pty.slave.try_clone()?));
@@ -457,6 +450,27 @@ fn spawn(spec: &ProcessSpec) -> std::io::Result<Spawned> {
             err: Some(Source::Pipe(Box::new(err))),
         })
     }
+}
+
+/// Both sides of a new pseudo-terminal, close-on-exec from the start so that no
+/// other command started at the same moment inherits them.
+struct Pty {
+    master: OwnedFd,
+    slave: OwnedFd,
+}
+
+fn open_pty() -> std::io::Result<Pty> {
+    use nix::fcntl::OFlag;
+    let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let master = nix::pty::posix_openpt(flags)?;
+    nix::pty::grantpt(&master)?;
+    nix::pty::unlockpt(&master)?;
+    let name = nix::pty::ptsname_r(&master)?;
+    let slave = nix::fcntl::open(name.as_str(), flags, nix::sys::stat::Mode::empty())?;
+    Ok(Pty {
+        master: master.into(),
+        slave,
+    })
 }
 
 /// Watch the terminal's master side for readability.

@@ -125,9 +125,12 @@ fn argument(v: &Value) -> Result<Arg, String> {
     Err(format!("shell: command argument {v} is not a string"))
 }
 
+/// A complete process environment.
+type Environ = Vec<(OsString, OsString)>;
+
 /// The child's environment from the slave's own and the master's `env`, plus the
 /// `K=V` lines to show (the master's values as it sent them).
-fn environment(env: Option<&Value>) -> Result<(Vec<(OsString, OsString)>, Vec<String>), String> {
+fn environment(env: Option<&Value>) -> Result<(Environ, Vec<String>), String> {
     let own: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let Some(env) = env else {
         return Ok((own, Vec::new()));
