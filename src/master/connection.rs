@@ -17,7 +17,11 @@ use futures_util::{SinkExt, StreamExt};
 use rmpv::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
-use warp::ws::{Message as WsMessage, WebSocket};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::WebSocketStream;
 
 use super::command::{str_field, CommandError, CommandEvent, RemoteCommand, Update};
 use super::registry::{Claim, SlaveHandle};
@@ -323,7 +327,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Run one authenticated slave connection until it ends.
-pub(crate) async fn serve(shared: Arc<Shared>, socket: WebSocket, claim: Claim, peer: String) {
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    socket: WebSocketStream<TcpStream>,
+    claim: Claim,
+    peer: String,
+) {
     let name = claim.name().to_string();
     let (mut sink, mut stream) = socket.split();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Outgoing>();
@@ -346,11 +355,15 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: WebSocket, claim: Claim, 
     let writer = tokio::spawn(async move {
         while let Some(o) = out_rx.recv().await {
             let res = match o {
-                Outgoing::Frame(bytes) => sink.send(WsMessage::binary(bytes)).await,
-                Outgoing::Ping => sink.send(WsMessage::ping(Vec::new())).await,
+                Outgoing::Frame(bytes) => sink.send(WsMessage::Binary(bytes.into())).await,
+                Outgoing::Ping => sink.send(WsMessage::Ping(Default::default())).await,
                 Outgoing::Close(reason) => {
                     let reason: String = reason.chars().take(100).collect();
-                    let _ = sink.send(WsMessage::close_with(1000u16, reason)).await;
+                    let frame = CloseFrame {
+                        code: CloseCode::Normal,
+                        reason: reason.into(),
+                    };
+                    let _ = sink.send(WsMessage::Close(Some(frame))).await;
                     let _ = sink.close().await;
                     break;
                 }
@@ -370,20 +383,21 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: WebSocket, claim: Claim, 
                     Some(Err(e)) => return format!("connection error: {e}"),
                     Some(Ok(msg)) => {
                         conn.heard();
-                        if msg.is_close() {
-                            return match msg.close_frame() {
-                                Some((_, r)) if !r.is_empty() => {
-                                    format!("the slave closed the connection: {r}")
-                                }
-                                _ => "the slave closed the connection".to_string(),
-                            };
-                        }
-                        if !msg.is_binary() {
-                            continue;
-                        }
-                        match Message::decode(msg.as_bytes()) {
-                            Ok(m) => handle(&conn, m).await,
-                            Err(e) => return format!("protocol error: {e}"),
+                        match msg {
+                            WsMessage::Close(Some(frame)) if !frame.reason.is_empty() => {
+                                return format!(
+                                    "the slave closed the connection: {}",
+                                    frame.reason
+                                );
+                            }
+                            WsMessage::Close(_) => {
+                                return "the slave closed the connection".to_string();
+                            }
+                            WsMessage::Binary(bytes) => match Message::decode(&bytes) {
+                                Ok(m) => handle(&conn, m).await,
+                                Err(e) => return format!("protocol error: {e}"),
+                            },
+                            _ => continue,
                         }
                     }
                 }

@@ -1,54 +1,102 @@
-//! The slave port: a WebSocket endpoint at `/` whose upgrade is allowed only for a
+//! The slave port: a WebSocket endpoint whose upgrade is allowed only for a
 //! configured slave with the right password that is not already connected.
 //!
 //! Refusals happen before the upgrade with an HTTP status (401 for bad
 //! credentials, 409 for a duplicate) and are logged with the reason; the
-//! connection that holds the name is not touched.
+//! connection that holds the name is not touched. The port is served by
+//! tokio-tungstenite directly (not warp) so that each connection's buffers can be
+//! sized: a master holds one connection per slave, and tungstenite's default
+//! 128 KiB read buffer, zero-filled on first use, would cost 128 MiB per thousand
+//! slaves.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use warp::http::StatusCode;
-use warp::reply::Response;
-use warp::ws::Ws;
-use warp::{Filter, Reply};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
 
 use super::auth::{constant_time_eq, parse_basic};
 use super::connection;
 use super::registry::Claim;
 use super::Shared;
+use crate::protocol::websocket_config;
 
-/// The warp filter of the slave port.
-pub(crate) fn routes(
+/// How long a client may take to complete the WebSocket handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accept slave connections until `shutdown` turns true.
+pub(crate) async fn serve(
+    listener: TcpListener,
     shared: Arc<Shared>,
-) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::path::end()
-        .and(warp::header::optional::<String>("authorization"))
-        .and(warp::addr::remote())
-        .and(warp::ws())
-        .map(
-            move |auth: Option<String>, addr: Option<SocketAddr>, ws: Ws| {
-                let peer = addr
-                    .map(|a| a.to_string())
-                    .unwrap_or_else(|| "unknown peer".into());
-                match authorize(&shared, auth.as_deref()) {
-                    Ok(claim) => {
-                        let shared = shared.clone();
-                        ws.on_upgrade(move |socket| connection::serve(shared, socket, claim, peer))
-                            .into_response()
-                    }
-                    Err(refusal) => {
-                        tracing::warn!(
-                            slaveport = shared.slaveport,
-                            "refused slave {} from {peer}: {}",
-                            refusal.name,
-                            refusal.why
-                        );
-                        warp::reply::with_status(refusal.body, refusal.status).into_response()
-                    }
-                }
-            },
-        )
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        match accepted {
+            Ok((stream, addr)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(handshake(shared.clone(), stream, addr.to_string()));
+            }
+            Err(e) => {
+                // Usually out of file descriptors: back off instead of spinning.
+                tracing::warn!("slaveport: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Authenticate one upgrade and, if allowed, run the connection.
+async fn handshake(shared: Arc<Shared>, stream: TcpStream, peer: String) {
+    let mut claim: Option<Claim> = None;
+    let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        let header = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        match authorize(&shared, header) {
+            Ok(c) => {
+                claim = Some(c);
+                Ok(resp)
+            }
+            Err(refusal) => {
+                tracing::warn!(
+                    slaveport = shared.slaveport,
+                    "refused slave {} from {peer}: {}",
+                    refusal.name,
+                    refusal.why
+                );
+                let mut resp = ErrorResponse::new(Some(refusal.body.to_string()));
+                *resp.status_mut() = refusal.status;
+                Err(resp)
+            }
+        }
+    };
+    let accept = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        callback,
+        Some(websocket_config()),
+    );
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+        Ok(Ok(socket)) => {
+            if let Some(claim) = claim {
+                connection::serve(shared, socket, claim, peer).await;
+            }
+        }
+        Ok(Err(e)) => {
+            if claim.is_some() {
+                tracing::warn!("slaveport: handshake with {peer} failed: {e}");
+            } else {
+                tracing::debug!("slaveport: {peer}: {e}");
+            }
+        }
+        Err(_) => tracing::warn!("slaveport: {peer} did not finish the handshake in time"),
+    }
 }
 
 struct Refusal {

@@ -149,15 +149,11 @@ impl Master {
         });
 
         let mut servers = Vec::new();
-        let routes = listener::routes(shared.clone());
-        let stop = wait_true(shutdown_rx.clone());
-        servers.push(tokio::spawn(async move {
-            warp::serve(routes)
-                .incoming(slave_listener)
-                .graceful(stop)
-                .run()
-                .await;
-        }));
+        servers.push(tokio::spawn(listener::serve(
+            slave_listener,
+            shared.clone(),
+            shutdown_rx.clone(),
+        )));
         let ctx = crate::web::WebContext {
             db,
             config: config_rx,

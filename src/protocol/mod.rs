@@ -13,6 +13,21 @@ use rmpv::Value;
 /// WebSocket subprotocol-free path both sides agree on.
 pub const PROTOCOL_NAME: &str = "msgpack_experimental_v7";
 
+/// Bytes read from a peer's socket at a time. Large enough for output streams to
+/// arrive in few reads, small enough for thousands of idle slaves on one master
+/// (tungstenite's default, 128 KiB zero-filled on first read, would cost 128 MiB
+/// per thousand connections).
+const READ_BUFFER: usize = 16 * 1024;
+
+/// The WebSocket settings both ends of the worker protocol use.
+pub fn websocket_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(16 << 20))
+}
+
 /// Why a frame could not be understood; the connection that sent it is dropped.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {

@@ -184,7 +184,11 @@ async fn connect(ini: &SlaveIni, url: &str) -> Result<Ws, String> {
     let limit = Duration::from_secs(ini.keepalive.clamp(5, 30));
     match tokio::time::timeout(
         limit,
-        tokio_tungstenite::connect_async_with_config(req, None, true),
+        tokio_tungstenite::connect_async_with_config(
+            req,
+            Some(crate::protocol::websocket_config()),
+            true,
+        ),
     )
     .await
     {
