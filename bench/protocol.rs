@@ -319,7 +319,10 @@ fn log_volume(tmp: &Path, bytes: u64) {
         }
         let took = t0.elapsed().as_secs_f64();
         // Like buildbot-worker, the slave ends a last partial line with a newline.
-        assert!(got == bytes || got == bytes + 1, "received {got} of {bytes} bytes (rc {rc:?})");
+        assert!(
+            got == bytes || got == bytes + 1,
+            "received {got} of {bytes} bytes (rc {rc:?})"
+        );
         report("log_100MB_seconds", took, "s", Some(17.9), true);
         report(
             "log_throughput",

@@ -217,24 +217,33 @@ pub fn new_session(cmd: &mut std::process::Command) {
 static BACKGROUND: AtomicBool = AtomicBool::new(false);
 
 /// Log through `tracing`: to `DIR/autobot.log` in the background, else to stderr.
-/// `AUTOBOT_LOG` (an env-filter such as `debug`) sets the level; default `info`,
-/// or `debug` when master.ini says `debug = true`.
+/// `AUTOBOT_LOG` (a level such as `debug`, or `TARGET=LEVEL,...`) sets the level;
+/// default `info`, or `debug` when master.ini says `debug = true`.
 pub fn init_logging(background_dir: Option<&Path>, debug: bool) -> Result<(), DaemonError> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let default = if debug { "debug" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AUTOBOT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // `Targets` ("debug", "autobot::slave=debug,info") needs no regex engine, which
+    // keeps an idle slave small.
+    let filter: tracing_subscriber::filter::Targets = std::env::var("AUTOBOT_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| default.parse().unwrap_or_default());
+    let fmt = tracing_subscriber::fmt::layer();
     match background_dir {
         Some(dir) => {
             BACKGROUND.store(true, Ordering::SeqCst);
             let log = open_log(dir)?;
-            let _ = builder
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(log))
+            let _ = tracing_subscriber::registry()
+                .with(fmt.with_ansi(false).with_writer(std::sync::Mutex::new(log)))
+                .with(filter)
                 .try_init();
         }
         None => {
-            let _ = builder.with_writer(std::io::stderr).try_init();
+            let _ = tracing_subscriber::registry()
+                .with(fmt.with_writer(std::io::stderr))
+                .with(filter)
+                .try_init();
         }
     }
     Ok(())

@@ -496,7 +496,11 @@ fn master_ini_example_passes_checkconfig() {
 
 /// Run `autobot ARGS` on a pseudo-terminal (util-linux `script`), typing `input`.
 fn on_terminal(dir: &Path, args: &str, input: &str) -> Option<std::process::Output> {
-    if std::process::Command::new("script").arg("--version").output().is_err() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("SKIP: util-linux `script` is not installed; terminal prompts untested");
         return None;
     }
@@ -525,7 +529,10 @@ fn on_a_terminal_create_asks_for_the_factory() {
         return;
     };
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("Factories::") && text.contains("Enter factory: "), "{text}");
+    assert!(
+        text.contains("Factories::") && text.contains("Enter factory: "),
+        "{text}"
+    );
     assert!(out.status.success(), "{text}");
     assert!(read(&tmp.path().join("bot/master/master.ini")).contains("factories = pyhello"));
 }
@@ -542,7 +549,10 @@ fn on_a_terminal_create_project_asks_for_missing_values() {
     };
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("Enter description of the project: "), "{text}");
+    assert!(
+        text.contains("Enter description of the project: "),
+        "{text}"
+    );
     let ini = read(&tmp.path().join("projects/bar.ini"));
     assert!(ini.contains("description = The bar tool"), "{ini}");
     assert!(ini.contains("git = https://example.org/bar.git"), "{ini}");

@@ -90,7 +90,7 @@ pub fn create_pair(args: &CreateArgs) -> anyhow::Result<()> {
     );
     println!("Start both with:  autobot start {}", dir.display());
     println!(
-        "Then open http://localhost:{}/ (the waterfall).",
+        "The slave shows as connected at http://localhost:{}/api/v1/slaves",
         args.htmlport
     );
     println!(

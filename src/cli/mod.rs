@@ -14,8 +14,8 @@ use std::path::PathBuf;
 
 /// autobot — a Buildbot-style continuous-integration master and slave in one binary.
 ///
-/// Quick start: `autobot create ~/bot -f hello && autobot start ~/bot`, then open
-/// http://localhost:8010/ (the waterfall).
+/// Quick start: `autobot create ~/bot -f hello && autobot start ~/bot`; the slave
+/// shows as connected at http://localhost:8010/api/v1/slaves.
 #[derive(Debug, Parser)]
 #[command(name = "autobot", version = crate::VERSION, propagate_version = true)]
 pub struct Cli {

@@ -54,6 +54,8 @@ pub(crate) async fn serve(
 /// Authenticate one upgrade and, if allowed, run the connection.
 async fn handshake(shared: Arc<Shared>, stream: TcpStream, peer: String) {
     let mut claim: Option<Claim> = None;
+    // The callback's signature is tungstenite's; its error type is not ours to box.
+    #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         let header = req
             .headers()
@@ -77,11 +79,8 @@ async fn handshake(shared: Arc<Shared>, stream: TcpStream, peer: String) {
             }
         }
     };
-    let accept = tokio_tungstenite::accept_hdr_async_with_config(
-        stream,
-        callback,
-        Some(websocket_config()),
-    );
+    let accept =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(websocket_config()));
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
         Ok(Ok(socket)) => {
             if let Some(claim) = claim {
