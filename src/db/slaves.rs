@@ -37,6 +37,24 @@ pub struct SlaveRow {
     pub disconnect_reason: Option<String>,
 }
 
+impl SlaveRow {
+    /// A configured slave that has never connected.
+    pub fn never_seen(name: &str) -> SlaveRow {
+        SlaveRow {
+            name: name.to_string(),
+            connected: false,
+            admin: None,
+            host: None,
+            os: None,
+            version: None,
+            numcpus: None,
+            last_seen: None,
+            connected_at: None,
+            disconnect_reason: None,
+        }
+    }
+}
+
 /// One past or current connection of a slave.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ConnectionRow {

@@ -359,6 +359,22 @@ fn checkout_step(
 
 /// Checkout steps for the build-tree layout (see the module docs) and the directory
 /// the factory's commands run in.
+/// Buildbot's Compile step: halts on failure, warns on compiler warnings.
+fn compile_step(argv: Vec<String>, workdir: &str) -> StepSpec {
+    StepSpec::shell("compile", argv, workdir)
+        .flags(StepFlags::COMPILE)
+        .describe(&["compiling"], &["compile"])
+        .parser(LogParser::Compile)
+}
+
+/// Buildbot's Test step: a failure makes the build WARNINGS; counts are parsed.
+fn test_step(argv: Vec<String>, workdir: &str) -> StepSpec {
+    StepSpec::shell("test", argv, workdir)
+        .flags(StepFlags::TEST)
+        .describe(&["testing"], &["test"])
+        .parser(LogParser::Test)
+}
+
 fn checkout_in_build(
     f: &FactoryConfig,
     need_source: bool,
@@ -641,12 +657,7 @@ pub fn build_steps(
                     Some(dir) => format!("%(virtualenv)s/src/{dir}"),
                     None => "%(virtualenv)s".to_string(),
                 };
-                steps.push(
-                    StepSpec::shell("test", test, &workdir)
-                        .flags(StepFlags::TEST)
-                        .describe(&["testing"], &["test"])
-                        .parser(LogParser::Test),
-                );
+                steps.push(test_step(test, &workdir));
             }
             steps
         }
@@ -666,21 +677,11 @@ pub fn build_steps(
             }
             let compile = p.argv("compile")?;
             if !compile.is_empty() {
-                steps.push(
-                    StepSpec::shell("compile", compile, &wd)
-                        .flags(StepFlags::COMPILE)
-                        .describe(&["compiling"], &["compile"])
-                        .parser(LogParser::Compile),
-                );
+                steps.push(compile_step(compile, &wd));
             }
             let test = p.argv("test")?;
             if !test.is_empty() {
-                steps.push(
-                    StepSpec::shell("test", test, &wd)
-                        .flags(StepFlags::TEST)
-                        .describe(&["testing"], &["test"])
-                        .parser(LogParser::Test),
-                );
+                steps.push(test_step(test, &wd));
             }
             steps
         }
@@ -696,18 +697,8 @@ pub fn build_steps(
                     .flags(StepFlags::HALT)
                     .describe(&["configuring"], &["configure"]),
             );
-            steps.push(
-                StepSpec::shell("compile", vec!["make".into()], &wd)
-                    .flags(StepFlags::COMPILE)
-                    .describe(&["compiling"], &["compile"])
-                    .parser(LogParser::Compile),
-            );
-            steps.push(
-                StepSpec::shell("test", vec!["make".into(), "test".into()], &wd)
-                    .flags(StepFlags::TEST)
-                    .describe(&["testing"], &["test"])
-                    .parser(LogParser::Test),
-            );
+            steps.push(compile_step(vec!["make".into()], &wd));
+            steps.push(test_step(vec!["make".into(), "test".into()], &wd));
             steps
         }
         "distutils" => {
@@ -717,20 +708,10 @@ pub fn build_steps(
                 return Err(p.bad("python", "expected the python command, got nothing".into()));
             }
             build.extend(["./setup.py".to_string(), "build".to_string()]);
-            steps.push(
-                StepSpec::shell("compile", build, &wd)
-                    .flags(StepFlags::COMPILE)
-                    .describe(&["compiling"], &["compile"])
-                    .parser(LogParser::Compile),
-            );
+            steps.push(compile_step(build, &wd));
             let test = p.argv("test")?;
             if !test.is_empty() {
-                steps.push(
-                    StepSpec::shell("test", test, &wd)
-                        .flags(StepFlags::TEST)
-                        .describe(&["testing"], &["test"])
-                        .parser(LogParser::Test),
-                );
+                steps.push(test_step(test, &wd));
             }
             steps
         }
@@ -744,12 +725,7 @@ pub fn build_steps(
                 ));
             }
             build.extend(["./setup.py".to_string(), "build".to_string()]);
-            steps.push(
-                StepSpec::shell("compile", build, &wd)
-                    .flags(StepFlags::COMPILE)
-                    .describe(&["compiling"], &["compile"])
-                    .parser(LogParser::Compile),
-            );
+            steps.push(compile_step(build, &wd));
             let tests = p.words("tests");
             if !tests.is_empty() {
                 let mut argv = p.argv("trialpython")?;

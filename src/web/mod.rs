@@ -8,7 +8,6 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use warp::filters::BoxedFilter;
@@ -17,6 +16,7 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use crate::config::MasterConfig;
+use crate::db::slaves::SlaveRow;
 use crate::db::Db;
 
 /// What the web handlers may read.
@@ -25,22 +25,6 @@ pub struct WebContext {
     pub db: Db,
     /// The configuration in force; replaced on every successful reconfig.
     pub config: watch::Receiver<Arc<MasterConfig>>,
-}
-
-/// One slave as `GET /api/v1/slaves` shows it (never its password or environment).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SlaveJson {
-    pub name: String,
-    pub connected: bool,
-    pub admin: Option<String>,
-    pub host: Option<String>,
-    pub os: Option<String>,
-    pub version: Option<String>,
-    pub numcpus: Option<i64>,
-    /// Unix seconds of the last message from the slave; `null` if never seen.
-    pub last_seen: Option<i64>,
-    /// Unix seconds when the current (or last) connection started.
-    pub connected_at: Option<i64>,
 }
 
 /// Every route of the web server.
@@ -86,28 +70,19 @@ async fn api_slaves(ctx: WebContext) -> Response {
     }
 }
 
-/// Every configured slave, in file order, with what the database knows of it.
+/// Every configured slave, in file order, with what the database knows of it
+/// (a row holds no password and no environment: there is nothing to hide).
 pub async fn slaves_json(
     db: &Db,
     config: &MasterConfig,
-) -> Result<Vec<SlaveJson>, crate::db::DbError> {
-    let rows = db.slaves().await?;
+) -> Result<Vec<SlaveRow>, crate::db::DbError> {
+    let mut rows = db.slaves().await?;
     Ok(config
         .slaves
         .iter()
-        .map(|s| {
-            let row = rows.iter().find(|r| r.name == s.name);
-            SlaveJson {
-                name: s.name.clone(),
-                connected: row.is_some_and(|r| r.connected),
-                admin: row.and_then(|r| r.admin.clone()),
-                host: row.and_then(|r| r.host.clone()),
-                os: row.and_then(|r| r.os.clone()),
-                version: row.and_then(|r| r.version.clone()),
-                numcpus: row.and_then(|r| r.numcpus),
-                last_seen: row.and_then(|r| r.last_seen),
-                connected_at: row.and_then(|r| r.connected_at),
-            }
+        .map(|s| match rows.iter().position(|r| r.name == s.name) {
+            Some(i) => rows.swap_remove(i),
+            None => SlaveRow::never_seen(&s.name),
         })
         .collect())
 }
