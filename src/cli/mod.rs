@@ -5,8 +5,10 @@
 //! [`daemon`] (start, stop, restart, reconfig, run). Errors reach the user through
 //! `anyhow` with what went wrong and how to fix it, and a non-zero exit status.
 
+pub mod client;
 pub mod create;
 pub mod daemon;
+pub mod http;
 pub mod info;
 
 use clap::{Args, Parser, Subcommand};
@@ -47,6 +49,10 @@ pub enum Command {
     Reconfig(daemon::DirArgs),
     /// Run the master, the slave, or both in the foreground (for systemd).
     Run(daemon::RunArgs),
+    /// Force a build of a builder; with --wait, follow it and exit 0 on success.
+    Force(client::ForceArgs),
+    /// Stop a running build.
+    StopBuild(client::StopBuildArgs),
 }
 
 /// Options shared by `create` and `create-master` (autobot's template variables).
@@ -129,5 +135,13 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Restart(a) => daemon::restart_cmd(&a).map(|_| ExitCode::SUCCESS),
         Command::Reconfig(a) => daemon::reconfig_cmd(&a).map(|_| ExitCode::SUCCESS),
         Command::Run(a) => daemon::run_cmd(&a).map(|_| ExitCode::SUCCESS),
+        Command::Force(a) => client::force_cmd(&a).map(|ok| {
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }),
+        Command::StopBuild(a) => client::stop_build_cmd(&a).map(|_| ExitCode::SUCCESS),
     }
 }
