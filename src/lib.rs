@@ -5,6 +5,7 @@
 //! `cli` → `master`/`slave` → `factory` → `protocol`/`db`/`config`; `web` reads
 //! status and never drives a build except through the master's request queue.
 //!
+//! * [`changes`] — Changes and the git (gix) and hg pollers that find them.
 //! * [`config`] — `master.ini` and the slave's `slave.ini`: parsing, defaults and
 //!   validation errors that name file, line, section and key.
 //! * [`factory`] — the built-in factory types (autotools, cpan, shell, …) that turn a
@@ -22,6 +23,7 @@
 //! * [`templates`] — files compiled into the binary (master.ini, slave config, the
 //!   bundled sample sources) so the binary works when copied alone.
 
+pub mod changes;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -4,8 +4,7 @@
 //! had applied. Opening a database applies the missing ones in order, each in its
 //! own transaction together with the new `user_version`, so a crash mid-upgrade
 //! leaves the database at the last complete step. Never edit a released entry:
-//! add a new one at the end (issue 4 appends changes, sourcestamps, buildsets,
-//! buildrequests, builds, steps, logs and properties here).
+//! add a new one at the end.
 
 /// Every schema change, oldest first. Index + 1 is the `user_version` after it.
 pub const MIGRATIONS: &[&str] = &[
@@ -37,4 +36,118 @@ pub const MIGRATIONS: &[&str] = &[
         reason TEXT
     );
     CREATE INDEX slave_connections_by_slave ON slave_connections(slave, connected_at);",
+    // 2: the build engine: Changes, SourceStamps, BuildSets, BuildRequests, Builds,
+    // Steps, logs and build properties. Times of the engine's own events are REAL
+    // unix seconds (step durations need fractions); a Change's `when_ts` is the
+    // commit's whole seconds. Results are the lower-case names (`success`, …),
+    // NULL while unknown.
+    "CREATE TABLE changes (
+        id INTEGER PRIMARY KEY,
+        who TEXT NOT NULL,
+        -- JSON array of paths
+        files TEXT NOT NULL DEFAULT '[]',
+        comments TEXT NOT NULL DEFAULT '',
+        revision TEXT,
+        branch TEXT,
+        when_ts INTEGER NOT NULL,
+        repository TEXT NOT NULL DEFAULT '',
+        category TEXT NOT NULL DEFAULT '',
+        -- JSON array of URLs
+        links TEXT NOT NULL DEFAULT '[]',
+        project TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE sourcestamps (
+        id INTEGER PRIMARY KEY,
+        branch TEXT,
+        revision TEXT,
+        repository TEXT NOT NULL DEFAULT '',
+        project TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE sourcestamp_changes (
+        sourcestamp INTEGER NOT NULL REFERENCES sourcestamps(id),
+        change INTEGER NOT NULL REFERENCES changes(id),
+        PRIMARY KEY (sourcestamp, change)
+    );
+    CREATE INDEX sourcestamp_changes_by_change ON sourcestamp_changes(change);
+    CREATE TABLE buildsets (
+        id INTEGER PRIMARY KEY,
+        reason TEXT NOT NULL,
+        sourcestamp INTEGER NOT NULL REFERENCES sourcestamps(id),
+        scheduler TEXT NOT NULL DEFAULT '',
+        -- JSON object: name -> value
+        properties TEXT NOT NULL DEFAULT '{}',
+        submitted_at REAL NOT NULL,
+        complete INTEGER NOT NULL DEFAULT 0,
+        complete_at REAL,
+        result TEXT
+    );
+    CREATE TABLE buildrequests (
+        id INTEGER PRIMARY KEY,
+        buildset INTEGER NOT NULL REFERENCES buildsets(id),
+        builder TEXT NOT NULL,
+        priority INTEGER NOT NULL DEFAULT 0,
+        submitted_at REAL NOT NULL,
+        claimed_at REAL,
+        complete INTEGER NOT NULL DEFAULT 0,
+        complete_at REAL,
+        result TEXT
+    );
+    CREATE INDEX buildrequests_unclaimed ON buildrequests(builder, priority DESC, id)
+        WHERE claimed_at IS NULL AND complete = 0;
+    CREATE INDEX buildrequests_by_buildset ON buildrequests(buildset);
+    CREATE TABLE builds (
+        id INTEGER PRIMARY KEY,
+        builder TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        slave TEXT NOT NULL,
+        sourcestamp INTEGER REFERENCES sourcestamps(id),
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        -- NULL while running
+        result TEXT,
+        reason TEXT NOT NULL DEFAULT '',
+        text TEXT NOT NULL DEFAULT '',
+        -- how many steps the factory has (for progress)
+        total_steps INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (builder, number)
+    );
+    CREATE INDEX builds_running ON builds(builder) WHERE finished_at IS NULL;
+    CREATE TABLE build_requests (
+        build INTEGER NOT NULL REFERENCES builds(id),
+        request INTEGER NOT NULL REFERENCES buildrequests(id),
+        PRIMARY KEY (build, request)
+    );
+    CREATE INDEX build_requests_by_request ON build_requests(request);
+    CREATE TABLE steps (
+        id INTEGER PRIMARY KEY,
+        build INTEGER NOT NULL REFERENCES builds(id),
+        number INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        result TEXT,
+        -- what the waterfall shows when done (`compile 2 warnings`)
+        text TEXT NOT NULL DEFAULT '',
+        -- what it shows while running (`compiling`)
+        description TEXT NOT NULL DEFAULT '',
+        UNIQUE (build, number)
+    );
+    CREATE TABLE logs (
+        id INTEGER PRIMARY KEY,
+        step INTEGER NOT NULL REFERENCES steps(id),
+        name TEXT NOT NULL,
+        -- relative to the master directory
+        path TEXT NOT NULL,
+        size INTEGER NOT NULL DEFAULT 0,
+        lines INTEGER NOT NULL DEFAULT 0,
+        complete INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (step, name)
+    );
+    CREATE TABLE build_properties (
+        build INTEGER NOT NULL REFERENCES builds(id),
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        source TEXT NOT NULL,
+        PRIMARY KEY (build, name)
+    );",
 ];

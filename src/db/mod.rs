@@ -4,9 +4,14 @@
 //! [`Db`] owns two connections, one for writes and one for reads (WAL lets readers
 //! run beside the writer). Every call runs on tokio's blocking pool, so a slow disk
 //! never stalls the async runtime. Queries live in one file per domain
-//! ([`slaves`]); the schema is the append-only list in [`migrations`].
+//! ([`slaves`], [`changes`], [`requests`] for BuildSets and BuildRequests,
+//! [`builds`] for Builds, Steps, logs and properties); the schema is the
+//! append-only list in [`migrations`].
 
+pub mod builds;
+pub mod changes;
 pub mod migrations;
+pub mod requests;
 pub mod slaves;
 
 use std::path::{Path, PathBuf};
@@ -188,7 +193,16 @@ fn migrate(path: &Path, conn: &mut Connection) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Seconds since the Unix epoch, the time unit of every timestamp column.
+/// Seconds since the Unix epoch with a fraction: the time of the engine's own
+/// events (builds, steps, requests), whose durations need better than seconds.
+pub fn now_f64() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Whole seconds since the Unix epoch (slaves, Changes).
 pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

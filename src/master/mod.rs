@@ -4,13 +4,17 @@
 //! [`Master::start`] locks the master directory, loads `master.ini`, opens
 //! `state.sqlite`, binds `slaveport` (slaves, WebSocket) and `htmlport` (web) and
 //! returns a running [`Master`]; [`run`] wraps it for the daemon verbs. The build
-//! engine and tests reach connected slaves through [`Master::registry`]: a
-//! [`SlaveHandle`] starts commands ([`RemoteCommand`]) and file transfers.
+//! engine ([`Master::engine`], `engine.rs` with `build.rs` and `logs.rs`) and tests
+//! reach connected slaves through [`Master::registry`]: a [`SlaveHandle`] starts
+//! commands ([`RemoteCommand`]) and file transfers.
 
 pub mod auth;
+mod build;
 pub mod command;
 pub mod connection;
+pub mod engine;
 mod listener;
+pub mod logs;
 pub mod registry;
 pub mod transfer;
 
@@ -30,6 +34,7 @@ use crate::db::{Db, DbError};
 
 pub use command::{CommandError, CommandEvent, CommandOutcome, Interrupter, RemoteCommand, Update};
 pub use connection::SlaveInfo;
+pub use engine::{Engine, EngineError, EngineEvent, ForceRequest, ForceResult};
 pub use registry::{SlaveEvent, SlaveHandle, SlaveRegistry};
 pub use transfer::{DownloadSource, TransferResult};
 
@@ -96,6 +101,8 @@ pub(crate) struct Shared {
 /// A running master.
 pub struct Master {
     shared: Arc<Shared>,
+    engine: Engine,
+    changes: crate::changes::ChangeBus,
     shutdown_tx: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     slaveport: u16,
@@ -138,11 +145,21 @@ impl Master {
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (config_tx, config_rx) = watch::channel(Arc::new(config));
+        let registry = SlaveRegistry::new();
+        // Recovers builds a dead master left running before any slave connects.
+        let engine = Engine::start(
+            db.clone(),
+            registry.clone(),
+            config_rx.clone(),
+            basedir.clone(),
+        )
+        .await?;
+        let changes = crate::changes::ChangeBus::new(db.clone());
         let shared = Arc::new(Shared {
             basedir,
             config: config_tx,
             db: db.clone(),
-            registry: SlaveRegistry::new(),
+            registry,
             keepalive,
             shutdown: shutdown_rx.clone(),
             slaveport,
@@ -157,6 +174,8 @@ impl Master {
         let ctx = crate::web::WebContext {
             db,
             config: config_rx,
+            engine: engine.clone(),
+            changes: changes.clone(),
         };
         servers.push(tokio::spawn(crate::web::serve(
             web_listener,
@@ -169,12 +188,24 @@ impl Master {
         );
         Ok(Master {
             shared,
+            engine,
+            changes,
             shutdown_tx,
             servers,
             slaveport,
             htmlport,
             _lock: lock,
         })
+    }
+
+    /// Where Changes come in (pollers, sendchange, webhooks, the API).
+    pub fn changes(&self) -> &crate::changes::ChangeBus {
+        &self.changes
+    }
+
+    /// The build engine: force, stop, submit BuildSets, follow events.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// Connected slaves and the command layer.
@@ -268,6 +299,9 @@ impl Master {
     /// write the database out. Returns when all of that is done.
     pub async fn shutdown(self) {
         tracing::info!("master shutting down");
+        // Running builds are interrupted and recorded (their requests run again
+        // after a restart) while the slaves are still connected.
+        self.engine.shutdown().await;
         self.shutdown_tx.send_replace(true);
         let registry = self.shared.registry.clone();
         if !registry

@@ -4,6 +4,10 @@
 //! or the current configuration through [`WebContext`] and never drives a build
 //! directly. New resources (builders, builds, changes, force) are added as more
 //! filters `.or()`-ed into [`routes`], each returning a `warp::reply::Response`.
+//! The engine's resources are in [`api`]; anything no route takes is answered by
+//! [`rejections`] with a JSON error and the right status.
+
+pub mod api;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,9 +19,11 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
+use crate::changes::ChangeBus;
 use crate::config::MasterConfig;
 use crate::db::slaves::SlaveRow;
 use crate::db::Db;
+use crate::master::Engine;
 
 /// What the web handlers may read.
 #[derive(Clone)]
@@ -25,6 +31,10 @@ pub struct WebContext {
     pub db: Db,
     /// The configuration in force; replaced on every successful reconfig.
     pub config: watch::Receiver<Arc<MasterConfig>>,
+    /// Force and stop go through the engine's request queue, as the schedulers' do.
+    pub engine: Engine,
+    /// Changes posted to the master come in here.
+    pub changes: ChangeBus,
 }
 
 /// Every route of the web server.
@@ -33,9 +43,50 @@ pub fn routes(ctx: WebContext) -> BoxedFilter<(Response,)> {
         .and(warp::path("slaves"))
         .and(warp::path::end())
         .and(warp::get())
-        .and(with(ctx))
+        .and(with(ctx.clone()))
         .then(api_slaves);
-    slaves.boxed()
+    slaves
+        .or(api::routes(ctx))
+        .unify()
+        .recover(rejections)
+        .unify()
+        .boxed()
+}
+
+/// A request body that is not the JSON a route expects.
+#[derive(Debug)]
+pub struct BadBody(pub String);
+
+impl warp::reject::Reject for BadBody {}
+
+/// What no route took, as a JSON error with its status.
+pub async fn rejections(r: warp::Rejection) -> Result<Response, std::convert::Infallible> {
+    let (status, message) = if r.is_not_found() {
+        (StatusCode::NOT_FOUND, "no such resource".to_string())
+    } else if let Some(BadBody(why)) = r.find::<BadBody>() {
+        (StatusCode::BAD_REQUEST, format!("bad JSON body: {why}"))
+    } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the body is too large".to_string(),
+        )
+    } else if r.find::<warp::reject::LengthRequired>().is_some() {
+        (
+            StatusCode::LENGTH_REQUIRED,
+            "send a Content-Length".to_string(),
+        )
+    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed here".to_string(),
+        )
+    } else if r.find::<warp::reject::InvalidQuery>().is_some() {
+        (StatusCode::BAD_REQUEST, "bad query string".to_string())
+    } else {
+        tracing::debug!("unhandled rejection: {r:?}");
+        (StatusCode::BAD_REQUEST, "bad request".to_string())
+    };
+    Ok(json_error(status, &message))
 }
 
 /// `/api/v1/…`.

@@ -1,0 +1,388 @@
+//! BuildSets and BuildRequests: what should be built, written before anything is
+//! queued, claimed by a Build in the same transaction that creates the Build row.
+//!
+//! A BuildSet is one SourceStamp (branch, revision, Changes) to build on one or more
+//! builders, with a reason and properties; it holds one BuildRequest per builder. A
+//! request is *unclaimed* until a Build takes it ([`Db::claim_request`]), *complete*
+//! once a Build of it finished with a result that stands. A Build interrupted by a
+//! master restart or a lost slave gives its requests back ([`Db::unclaim_build`]) so
+//! they run again.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde::Serialize;
+
+use super::{Db, DbError};
+
+/// What to build: branch and revision (`None`: the builder's default branch, its
+/// newest revision) and the Changes that went into it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewSourceStamp {
+    pub branch: Option<String>,
+    pub revision: Option<String>,
+    pub repository: String,
+    pub project: String,
+    /// Ids of stored Changes.
+    pub changes: Vec<i64>,
+}
+
+/// A BuildSet to submit: one BuildRequest per entry of `builders`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewBuildSet {
+    pub reason: String,
+    /// Who made it: `force`, a scheduler's name, …
+    pub scheduler: String,
+    /// Properties every Build of the set gets.
+    pub properties: BTreeMap<String, String>,
+    pub sourcestamp: NewSourceStamp,
+    pub builders: Vec<String>,
+    /// Higher runs first among a builder's unclaimed requests.
+    pub priority: i64,
+}
+
+/// The ids a submitted BuildSet got.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SubmittedBuildSet {
+    pub buildset_id: i64,
+    /// (builder, BuildRequest id), in the order of `NewBuildSet::builders`.
+    pub requests: Vec<(String, i64)>,
+}
+
+/// A BuildRequest just claimed, with the Build row created for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedBuild {
+    pub build_id: i64,
+    pub number: i64,
+    pub builder: String,
+    pub request_ids: Vec<i64>,
+    pub buildset_id: i64,
+    pub reason: String,
+    pub sourcestamp_id: i64,
+    pub branch: Option<String>,
+    pub revision: Option<String>,
+    pub properties: BTreeMap<String, String>,
+}
+
+/// One BuildRequest, as the JSON API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BuildRequestRow {
+    pub id: i64,
+    pub buildset: i64,
+    pub builder: String,
+    pub priority: i64,
+    pub reason: String,
+    pub submitted_at: f64,
+    pub claimed_at: Option<f64>,
+    pub complete: bool,
+    pub complete_at: Option<f64>,
+    /// `None` until complete.
+    pub result: Option<String>,
+    /// Numbers of the builds that ran (or run) it, oldest first.
+    pub builds: Vec<i64>,
+}
+
+/// What completing a Build's requests completed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Completed {
+    pub requests: Vec<i64>,
+    /// BuildSets whose last request this was, with their result.
+    pub buildsets: Vec<(i64, String)>,
+}
+
+/// Results ordered best to worst, to combine them (`skipped` counts as success).
+pub fn result_rank(result: &str) -> u8 {
+    match result {
+        "success" => 0,
+        "skipped" => 1,
+        "warnings" => 2,
+        "failure" => 3,
+        _ => 4,
+    }
+}
+
+fn insert_buildset(tx: &Transaction<'_>, bs: &NewBuildSet, at: f64) -> rusqlite::Result<i64> {
+    let ss = &bs.sourcestamp;
+    tx.execute(
+        "INSERT INTO sourcestamps(branch, revision, repository, project) VALUES (?1, ?2, ?3, ?4)",
+        params![ss.branch, ss.revision, ss.repository, ss.project],
+    )?;
+    let ss_id = tx.last_insert_rowid();
+    {
+        let mut st = tx.prepare_cached(
+            "INSERT OR IGNORE INTO sourcestamp_changes(sourcestamp, change) VALUES (?1, ?2)",
+        )?;
+        for c in &ss.changes {
+            st.execute(params![ss_id, c])?;
+        }
+    }
+    let props = serde_json::to_string(&bs.properties).unwrap_or_else(|_| "{}".into());
+    tx.execute(
+        "INSERT INTO buildsets(reason, sourcestamp, scheduler, properties, submitted_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![bs.reason, ss_id, bs.scheduler, props, at],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+impl Db {
+    /// Store a BuildSet, its SourceStamp and one BuildRequest per builder.
+    pub async fn add_buildset(
+        &self,
+        bs: NewBuildSet,
+        at: f64,
+    ) -> Result<SubmittedBuildSet, DbError> {
+        self.write(move |tx| {
+            let buildset_id = insert_buildset(tx, &bs, at)?;
+            let mut requests = Vec::with_capacity(bs.builders.len());
+            let mut st = tx.prepare_cached(
+                "INSERT INTO buildrequests(buildset, builder, priority, submitted_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for b in &bs.builders {
+                st.execute(params![buildset_id, b, bs.priority, at])?;
+                requests.push((b.clone(), tx.last_insert_rowid()));
+            }
+            Ok(SubmittedBuildSet {
+                buildset_id,
+                requests,
+            })
+        })
+        .await
+    }
+
+    /// Builders that have unclaimed, incomplete requests (read at start-up).
+    pub async fn builders_with_requests(&self) -> Result<Vec<String>, DbError> {
+        self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT DISTINCT builder FROM buildrequests
+                 WHERE claimed_at IS NULL AND complete = 0",
+            )?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Claim the builder's best unclaimed request (highest priority, then oldest)
+    /// and create its Build row (number = the builder's highest + 1) in one
+    /// transaction. `None` when nothing waits.
+    pub async fn claim_request(
+        &self,
+        builder: &str,
+        slave: &str,
+        total_steps: i64,
+        at: f64,
+    ) -> Result<Option<ClaimedBuild>, DbError> {
+        let builder = builder.to_string();
+        let slave = slave.to_string();
+        self.write(move |tx| claim(tx, &builder, &slave, total_steps, at))
+            .await
+    }
+
+    /// Give a Build's incomplete requests back to the queue (the Build was
+    /// interrupted through no fault of its own).
+    pub async fn unclaim_build(&self, build_id: i64) -> Result<Vec<i64>, DbError> {
+        self.write(move |tx| unclaim(tx, build_id)).await
+    }
+
+    /// One BuildRequest with the numbers of its builds.
+    pub async fn buildrequest(&self, id: i64) -> Result<Option<BuildRequestRow>, DbError> {
+        self.read(move |c| request_row(c, id)).await
+    }
+
+    /// The unclaimed requests of a builder, best first (what waits).
+    pub async fn pending_requests(&self, builder: &str) -> Result<Vec<BuildRequestRow>, DbError> {
+        let builder = builder.to_string();
+        self.read(move |c| {
+            let ids: Vec<i64> = {
+                let mut st = c.prepare_cached(
+                    "SELECT id FROM buildrequests
+                     WHERE builder = ?1 AND claimed_at IS NULL AND complete = 0
+                     ORDER BY priority DESC, id",
+                )?;
+                let rows = st.query_map([builder], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(r) = request_row(c, id)? {
+                    out.push(r);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+fn claim(
+    tx: &Transaction<'_>,
+    builder: &str,
+    slave: &str,
+    total_steps: i64,
+    at: f64,
+) -> rusqlite::Result<Option<ClaimedBuild>> {
+    let found: Option<(i64, i64)> = tx
+        .prepare_cached(
+            "SELECT id, buildset FROM buildrequests
+             WHERE builder = ?1 AND claimed_at IS NULL AND complete = 0
+             ORDER BY priority DESC, id LIMIT 1",
+        )?
+        .query_row([builder], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((request_id, buildset_id)) = found else {
+        return Ok(None);
+    };
+    tx.prepare_cached("UPDATE buildrequests SET claimed_at = ?2 WHERE id = ?1")?
+        .execute(params![request_id, at])?;
+    let (reason, sourcestamp_id, props, branch, revision): (
+        String,
+        i64,
+        String,
+        Option<String>,
+        Option<String>,
+    ) = tx
+        .prepare_cached(
+            "SELECT bs.reason, bs.sourcestamp, bs.properties, ss.branch, ss.revision
+             FROM buildsets bs JOIN sourcestamps ss ON ss.id = bs.sourcestamp
+             WHERE bs.id = ?1",
+        )?
+        .query_row([buildset_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?;
+    let number: i64 = tx
+        .prepare_cached("SELECT coalesce(max(number), 0) + 1 FROM builds WHERE builder = ?1")?
+        .query_row([builder], |r| r.get(0))?;
+    tx.prepare_cached(
+        "INSERT INTO builds(builder, number, slave, sourcestamp, started_at, reason, total_steps)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        builder,
+        number,
+        slave,
+        sourcestamp_id,
+        at,
+        reason,
+        total_steps
+    ])?;
+    let build_id = tx.last_insert_rowid();
+    tx.prepare_cached("INSERT INTO build_requests(build, request) VALUES (?1, ?2)")?
+        .execute(params![build_id, request_id])?;
+    Ok(Some(ClaimedBuild {
+        build_id,
+        number,
+        builder: builder.to_string(),
+        request_ids: vec![request_id],
+        buildset_id,
+        reason,
+        sourcestamp_id,
+        branch,
+        revision,
+        properties: serde_json::from_str(&props).unwrap_or_default(),
+    }))
+}
+
+pub(crate) fn unclaim(tx: &Transaction<'_>, build_id: i64) -> rusqlite::Result<Vec<i64>> {
+    let ids: Vec<i64> = {
+        let mut st = tx.prepare_cached(
+            "SELECT r.id FROM build_requests br JOIN buildrequests r ON r.id = br.request
+             WHERE br.build = ?1 AND r.complete = 0",
+        )?;
+        let rows = st.query_map([build_id], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut st = tx.prepare_cached("UPDATE buildrequests SET claimed_at = NULL WHERE id = ?1")?;
+    for id in &ids {
+        st.execute([id])?;
+    }
+    Ok(ids)
+}
+
+/// Mark a Build's requests complete with `result`, and each BuildSet whose
+/// requests are now all complete (its result the worst of theirs).
+pub(crate) fn complete_build_requests(
+    tx: &Transaction<'_>,
+    build_id: i64,
+    result: &str,
+    at: f64,
+) -> rusqlite::Result<Completed> {
+    let rows: Vec<(i64, i64)> = {
+        let mut st = tx.prepare_cached(
+            "SELECT r.id, r.buildset FROM build_requests br JOIN buildrequests r
+             ON r.id = br.request WHERE br.build = ?1 AND r.complete = 0",
+        )?;
+        let rows = st.query_map([build_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut done = Completed::default();
+    for (id, buildset) in rows {
+        tx.prepare_cached(
+            "UPDATE buildrequests SET complete = 1, complete_at = ?2, result = ?3 WHERE id = ?1",
+        )?
+        .execute(params![id, at, result])?;
+        done.requests.push(id);
+        let results: Vec<Option<String>> = {
+            let mut st = tx.prepare_cached(
+                "SELECT CASE WHEN complete = 1 THEN result ELSE NULL END
+                 FROM buildrequests WHERE buildset = ?1",
+            )?;
+            let rows = st.query_map([buildset], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        if results.iter().all(Option::is_some) {
+            let worst = results
+                .iter()
+                .flatten()
+                .max_by_key(|r| result_rank(r))
+                .cloned()
+                .unwrap_or_else(|| "success".into());
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE buildsets SET complete = 1, complete_at = ?2, result = ?3
+                     WHERE id = ?1 AND complete = 0",
+                )?
+                .execute(params![buildset, at, worst])?;
+            if changed > 0 {
+                done.buildsets.push((buildset, worst));
+            }
+        }
+    }
+    Ok(done)
+}
+
+fn request_row(c: &Connection, id: i64) -> rusqlite::Result<Option<BuildRequestRow>> {
+    let row = c
+        .prepare_cached(
+            "SELECT r.id, r.buildset, r.builder, r.priority, bs.reason, r.submitted_at,
+                    r.claimed_at, r.complete, r.complete_at, r.result
+             FROM buildrequests r JOIN buildsets bs ON bs.id = r.buildset WHERE r.id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok(BuildRequestRow {
+                id: r.get(0)?,
+                buildset: r.get(1)?,
+                builder: r.get(2)?,
+                priority: r.get(3)?,
+                reason: r.get(4)?,
+                submitted_at: r.get(5)?,
+                claimed_at: r.get(6)?,
+                complete: r.get::<_, i64>(7)? != 0,
+                complete_at: r.get(8)?,
+                result: r.get(9)?,
+                builds: Vec::new(),
+            })
+        })
+        .optional()?;
+    let Some(mut row) = row else {
+        return Ok(None);
+    };
+    let mut st = c.prepare_cached(
+        "SELECT b.number FROM build_requests br JOIN builds b ON b.id = br.build
+         WHERE br.request = ?1 ORDER BY b.number",
+    )?;
+    let numbers = st.query_map([id], |r| r.get(0))?;
+    row.builds = numbers.collect::<rusqlite::Result<_>>()?;
+    Ok(Some(row))
+}

@@ -1,0 +1,992 @@
+//! One Build: the factory's step specs run in order as worker-protocol commands on
+//! the Build's slave, each Step's output streamed into its log files, its result
+//! judged from the exit code and the log, the Build's result from the Steps' flags
+//! (Buildbot 0.7's rules, `factory::results`).
+//!
+//! Properties: `branch`, `revision` (empty when unset), `got_revision` (set by a
+//! checkout), `buildername`, `buildnumber`, `slavename`, the factory's own (e.g.
+//! `platform`), the BuildSet's, and whatever SetProperty steps set; each Step is
+//! interpolated with the properties it starts with. Everything is recorded in
+//! SQLite before the slave is asked to act: the Build row (at claim time), then
+//! each Step row before its first command.
+//!
+//! A Build ends early when a Step halts it, when the slave is lost (EXCEPTION
+//! "slave lost: …", requests re-queued), when it is stopped (the running command
+//! is interrupted; "stopped by WHO: REASON") or when the master shuts down
+//! (EXCEPTION, requests re-queued). A stopped command that the slave does not
+//! finish within [`ABANDON_AFTER`] is abandoned, so a stop always ends the Build.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rmpv::Value;
+use tokio::sync::watch;
+
+use super::command::{CommandError, CommandEvent, Update};
+use super::engine::{EngineEvent, Inner};
+use super::logs::{log_rel_path, Channel, LogWriter};
+use super::registry::SlaveHandle;
+use crate::config::{FactoryConfig, SlaveConfig};
+use crate::db::requests::ClaimedBuild;
+use crate::factory::checkout::{Checkout, CheckoutOp, CheckoutRun, Next};
+use crate::factory::interpolate::{interpolate_step, Properties};
+use crate::factory::logparse::LogScanner;
+use crate::factory::results::{BuildResult, StepResult};
+use crate::factory::{Command, StepKind, StepSpec};
+use crate::protocol::map;
+
+/// How long after an interrupt a command may take to finish before the Build
+/// stops waiting for the slave.
+pub const ABANDON_AFTER: Duration = Duration::from_secs(5);
+
+/// How often a growing log is flushed and announced.
+const FLUSH_EVERY: Duration = Duration::from_millis(250);
+
+/// How often a growing log's size is written to SQLite.
+const RECORD_EVERY: Duration = Duration::from_secs(1);
+
+/// The most stdout a SetProperty or got_revision command keeps for its value.
+const CAPTURE_MAX: usize = 1 << 20;
+
+/// Why a Build is asked to end early.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Stop {
+    /// An operator's stop: the Build's result stands, its requests are complete.
+    User { text: String },
+    /// The master shuts down: EXCEPTION, the requests run again later.
+    Shutdown { text: String },
+}
+
+impl Stop {
+    fn text(&self) -> &str {
+        match self {
+            Stop::User { text } | Stop::Shutdown { text } => text,
+        }
+    }
+}
+
+/// Everything a Build needs, handed over by the dispatcher.
+pub(crate) struct BuildContext {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) claimed: ClaimedBuild,
+    pub(crate) slave: SlaveHandle,
+    pub(crate) factory: FactoryConfig,
+    pub(crate) slave_cfg: SlaveConfig,
+    pub(crate) steps: Vec<StepSpec>,
+    pub(crate) stop: watch::Receiver<Option<Stop>>,
+}
+
+/// How a protocol command ended.
+enum CmdEnd {
+    Done {
+        rc: Option<i64>,
+        failure: Option<String>,
+        failure_reason: Option<String>,
+    },
+    /// The connection to the slave ended.
+    Lost(String),
+    /// Stopped and the slave did not finish the command in time.
+    Abandoned,
+}
+
+/// How a Step ended, beyond its result.
+#[derive(Debug, Clone, PartialEq)]
+enum Interruption {
+    None,
+    SlaveLost(String),
+    Stopped(Stop),
+}
+
+/// A Step's logs while it runs.
+struct StepLogs {
+    builder: String,
+    number: i64,
+    step_number: i64,
+    step_name: String,
+    step_id: i64,
+    stdio: LogWriter,
+    stdio_id: i64,
+    extra: HashMap<String, (LogWriter, i64)>,
+    scanner: LogScanner,
+    last_flush: Instant,
+    last_record: Instant,
+    /// A write to a log file failed: the Step becomes an EXCEPTION.
+    error: Option<String>,
+}
+
+impl StepLogs {
+    fn write(&mut self, channel: Channel, text: &str) {
+        if channel != Channel::Header {
+            self.scanner.feed(text.as_bytes());
+        }
+        if let Err(e) = self.stdio.append(channel, text.as_bytes()) {
+            self.io_error(e);
+        }
+    }
+
+    fn io_error(&mut self, e: std::io::Error) {
+        if self.error.is_none() {
+            tracing::error!(
+                "{} build {}: cannot write log {}: {e}",
+                self.builder,
+                self.number,
+                self.stdio.path().display()
+            );
+            self.error = Some(format!("cannot write the log: {e}"));
+        }
+    }
+
+    async fn write_extra(&mut self, inner: &Inner, name: &str, text: &str) {
+        if !self.extra.contains_key(name) {
+            let rel = log_rel_path(
+                &self.builder,
+                self.number,
+                self.step_number,
+                &self.step_name,
+                name,
+            );
+            let w = match LogWriter::create(&inner.basedir.join(&rel)) {
+                Ok(w) => w,
+                Err(e) => return self.io_error(e),
+            };
+            match inner.db.add_log(self.step_id, name, &rel).await {
+                Ok(id) => {
+                    self.extra.insert(name.to_string(), (w, id));
+                }
+                Err(e) => {
+                    tracing::error!("{} build {}: {e}", self.builder, self.number);
+                    return;
+                }
+            }
+        }
+        if let Some((w, _)) = self.extra.get_mut(name) {
+            if let Err(e) = w.append(Channel::Stdout, text.as_bytes()) {
+                self.io_error(e);
+            }
+        }
+    }
+
+    /// Flush and announce the logs every [`FLUSH_EVERY`]; record sizes every
+    /// [`RECORD_EVERY`].
+    async fn tick(&mut self, inner: &Inner) {
+        let now = Instant::now();
+        if now.duration_since(self.last_flush) < FLUSH_EVERY {
+            return;
+        }
+        self.last_flush = now;
+        if let Err(e) = self.stdio.flush() {
+            self.io_error(e);
+        }
+        inner.emit(EngineEvent::LogAppended {
+            builder: self.builder.clone(),
+            number: self.number,
+            step: self.step_number,
+            log: "stdio".into(),
+            size: self.stdio.size(),
+            lines: self.stdio.lines(),
+        });
+        if now.duration_since(self.last_record) >= RECORD_EVERY {
+            self.last_record = now;
+            if let Err(e) = inner
+                .db
+                .update_log(self.stdio_id, self.stdio.size(), self.stdio.lines(), false)
+                .await
+            {
+                tracing::warn!("{} build {}: {e}", self.builder, self.number);
+            }
+        }
+    }
+
+    /// Flush everything; `(log id, size, lines)` of every log.
+    fn close(&mut self) -> Vec<(i64, u64, u64)> {
+        if let Err(e) = self.stdio.flush() {
+            self.io_error(e);
+        }
+        let mut out = vec![(self.stdio_id, self.stdio.size(), self.stdio.lines())];
+        let mut errors = Vec::new();
+        for (w, id) in self.extra.values_mut() {
+            if let Err(e) = w.flush() {
+                errors.push(e);
+            }
+            out.push((*id, w.size(), w.lines()));
+        }
+        for e in errors {
+            self.io_error(e);
+        }
+        out
+    }
+}
+
+/// What a Step came to.
+struct StepEnd {
+    result: StepResult,
+    text: String,
+    interruption: Interruption,
+}
+
+/// Run the Build to its end and record it. Returns whether its requests were given
+/// back to the queue.
+pub(crate) async fn run(mut ctx: BuildContext) -> bool {
+    let builder = ctx.claimed.builder.clone();
+    let number = ctx.claimed.number;
+    let build_id = ctx.claimed.build_id;
+    let inner = ctx.inner.clone();
+    inner.emit(EngineEvent::BuildStarted {
+        builder: builder.clone(),
+        number,
+        slave: ctx.slave.name().to_string(),
+    });
+    tracing::info!(
+        "{builder} build {number} started on {} ({})",
+        ctx.slave.name(),
+        ctx.claimed.reason
+    );
+
+    let mut props = Properties::new();
+    let mut recorded: Vec<(String, String, String)> = Vec::new();
+    let mut set = |props: &mut Properties, name: &str, value: String, source: &str| {
+        props.insert(name.to_string(), value.clone());
+        recorded.push((name.to_string(), value, source.to_string()));
+    };
+    for (k, v) in &ctx.claimed.properties {
+        set(&mut props, k, v.clone(), "BuildSet");
+    }
+    for (k, v) in crate::factory::build_properties(&ctx.factory, &ctx.slave_cfg) {
+        set(&mut props, &k, v, "Factory");
+    }
+    let branch = ctx.claimed.branch.clone().unwrap_or_default();
+    let revision = ctx.claimed.revision.clone().unwrap_or_default();
+    set(&mut props, "branch", branch, "Build");
+    set(&mut props, "revision", revision, "Build");
+    set(&mut props, "got_revision", String::new(), "Build");
+    set(&mut props, "buildername", builder.clone(), "Builder");
+    set(&mut props, "buildnumber", number.to_string(), "Build");
+    set(
+        &mut props,
+        "slavename",
+        ctx.slave.name().to_string(),
+        "BuildSlave",
+    );
+    if let Err(e) = inner.db.set_build_properties(build_id, recorded).await {
+        tracing::error!("{builder} build {number}: {e}");
+    }
+
+    let mut result = BuildResult::new();
+    let mut failed_steps: Vec<String> = Vec::new();
+    let mut warned_steps: Vec<String> = Vec::new();
+    let mut end: Interruption = Interruption::None;
+    let mut exception_text: Option<String> = None;
+    let steps = std::mem::take(&mut ctx.steps);
+    for (i, spec) in steps.iter().enumerate() {
+        if let Some(stop) = ctx.stop.borrow().clone() {
+            end = Interruption::Stopped(stop);
+            break;
+        }
+        let step_number = i as i64 + 1;
+        let step = run_step(&mut ctx, &mut props, spec, step_number).await;
+        match step.result {
+            StepResult::Failure => failed_steps.push(spec.name.clone()),
+            StepResult::Warnings => warned_steps.push(spec.name.clone()),
+            StepResult::Exception if exception_text.is_none() => {
+                exception_text = Some(step.text.clone())
+            }
+            _ => {}
+        }
+        let go_on = result.step_done(step.result, spec.flags);
+        if step.interruption != Interruption::None {
+            end = step.interruption;
+            break;
+        }
+        if let Some(stop) = ctx.stop.borrow().clone() {
+            end = Interruption::Stopped(stop);
+            break;
+        }
+        if !go_on {
+            break;
+        }
+    }
+
+    let (final_result, text, requeue) = match &end {
+        Interruption::SlaveLost(why) => (StepResult::Exception, format!("slave lost: {why}"), true),
+        Interruption::Stopped(Stop::Shutdown { text }) => {
+            (StepResult::Exception, text.clone(), true)
+        }
+        Interruption::Stopped(Stop::User { text }) => {
+            let r = if result.result() == StepResult::Exception {
+                StepResult::Exception
+            } else {
+                StepResult::Failure
+            };
+            (r, text.clone(), false)
+        }
+        Interruption::None => {
+            let r = result.result();
+            let text = match r {
+                StepResult::Success | StepResult::Skipped => "build successful".to_string(),
+                StepResult::Warnings => format!(
+                    "warnings {}",
+                    warned_or_failed(&warned_steps, &failed_steps)
+                ),
+                StepResult::Failure => format!("failed {}", failed_steps.join(" ")),
+                StepResult::Exception => exception_text.unwrap_or_else(|| "exception".into()),
+            };
+            (r, text.trim().to_string(), false)
+        }
+    };
+    let completed = match inner
+        .db
+        .finish_build(
+            build_id,
+            final_result.as_str(),
+            &text,
+            requeue,
+            crate::db::now_f64(),
+        )
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{builder} build {number}: cannot record its end: {e}");
+            Default::default()
+        }
+    };
+    tracing::info!(
+        "{builder} build {number} finished: {final_result} ({text}){}",
+        if requeue {
+            "; its requests run again"
+        } else {
+            ""
+        }
+    );
+    inner.emit(EngineEvent::BuildFinished {
+        builder,
+        number,
+        result: final_result.as_str().to_string(),
+        text,
+        requeued: requeue,
+    });
+    for id in completed.requests {
+        inner.emit(EngineEvent::RequestComplete {
+            request_id: id,
+            result: final_result.as_str().to_string(),
+        });
+    }
+    for (id, r) in completed.buildsets {
+        inner.emit(EngineEvent::BuildSetComplete {
+            buildset_id: id,
+            result: r,
+        });
+    }
+    requeue
+}
+
+fn warned_or_failed(warned: &[String], failed: &[String]) -> String {
+    warned
+        .iter()
+        .chain(failed.iter())
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The slave-side path of a workdir: relative ones are under the builder's
+/// directory, absolute ones (a virtualenv path a SetProperty found) stay.
+fn slave_path(builder_dir: &str, workdir: &str) -> String {
+    if workdir.starts_with('/') || workdir.is_empty() {
+        if workdir.is_empty() {
+            return builder_dir.to_string();
+        }
+        return workdir.to_string();
+    }
+    format!("{}/{}", builder_dir.trim_end_matches('/'), workdir)
+}
+
+async fn run_step(
+    ctx: &mut BuildContext,
+    props: &mut Properties,
+    spec: &StepSpec,
+    step_number: i64,
+) -> StepEnd {
+    let inner = ctx.inner.clone();
+    let builder = ctx.claimed.builder.clone();
+    let number = ctx.claimed.number;
+    let rel = log_rel_path(&builder, number, step_number, &spec.name, "stdio");
+    let description = if spec.description.is_empty() {
+        spec.name.clone()
+    } else {
+        spec.description.join(" ")
+    };
+    let started = crate::db::now_f64();
+    let stdio = LogWriter::create(&inner.basedir.join(&rel));
+    let (step_id, stdio_id) = match inner
+        .db
+        .start_step(
+            ctx.claimed.build_id,
+            step_number,
+            &spec.name,
+            &description,
+            &rel,
+            started,
+        )
+        .await
+    {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::error!(
+                "{builder} build {number}: cannot record step {}: {e}",
+                spec.name
+            );
+            return StepEnd {
+                result: StepResult::Exception,
+                text: format!("exception: cannot record the step: {e}"),
+                interruption: Interruption::None,
+            };
+        }
+    };
+    inner.emit(EngineEvent::StepStarted {
+        builder: builder.clone(),
+        number,
+        step: step_number,
+        name: spec.name.clone(),
+    });
+    let done_words = if spec.description_done.is_empty() {
+        vec![spec.name.clone()]
+    } else {
+        spec.description_done.clone()
+    };
+    let end = match stdio {
+        Err(e) => StepEnd {
+            result: StepResult::Exception,
+            text: format!("exception: cannot create the log {rel}: {e}"),
+            interruption: Interruption::None,
+        },
+        Ok(stdio) => {
+            let mut logs = StepLogs {
+                builder: builder.clone(),
+                number,
+                step_number,
+                step_name: spec.name.clone(),
+                step_id,
+                stdio,
+                stdio_id,
+                extra: HashMap::new(),
+                scanner: LogScanner::new(spec.log_parser),
+                last_flush: Instant::now(),
+                last_record: Instant::now(),
+                error: None,
+            };
+            let mut end = step_body(ctx, props, spec, &mut logs, &done_words).await;
+            if ctx.stop.borrow().is_some()
+                && end.result != StepResult::Success
+                && !end.text.ends_with("interrupted")
+            {
+                end.text.push_str(" interrupted");
+            }
+            let sizes = logs.close();
+            if let Some(err) = logs.error.take() {
+                if end.result != StepResult::Exception {
+                    end.result = StepResult::Exception;
+                    end.text = format!("exception: {err}");
+                }
+            }
+            inner.emit(EngineEvent::LogAppended {
+                builder: builder.clone(),
+                number,
+                step: step_number,
+                log: "stdio".into(),
+                size: logs.stdio.size(),
+                lines: logs.stdio.lines(),
+            });
+            if let Err(e) = inner
+                .db
+                .finish_step(
+                    step_id,
+                    end.result.as_str(),
+                    &end.text,
+                    sizes,
+                    crate::db::now_f64(),
+                )
+                .await
+            {
+                tracing::error!(
+                    "{builder} build {number}: cannot record step {}: {e}",
+                    spec.name
+                );
+            }
+            return finish(inner, builder, number, step_number, spec, end);
+        }
+    };
+    if let Err(e) = inner
+        .db
+        .finish_step(
+            step_id,
+            end.result.as_str(),
+            &end.text,
+            Vec::new(),
+            crate::db::now_f64(),
+        )
+        .await
+    {
+        tracing::error!(
+            "{builder} build {number}: cannot record step {}: {e}",
+            spec.name
+        );
+    }
+    finish(inner, builder, number, step_number, spec, end)
+}
+
+fn finish(
+    inner: Arc<Inner>,
+    builder: String,
+    number: i64,
+    step_number: i64,
+    spec: &StepSpec,
+    end: StepEnd,
+) -> StepEnd {
+    inner.emit(EngineEvent::StepFinished {
+        builder,
+        number,
+        step: step_number,
+        name: spec.name.clone(),
+        result: end.result.as_str().to_string(),
+        text: end.text.clone(),
+    });
+    end
+}
+
+/// Runs what the step does; its result and text.
+async fn step_body(
+    ctx: &mut BuildContext,
+    props: &mut Properties,
+    spec: &StepSpec,
+    logs: &mut StepLogs,
+    done_words: &[String],
+) -> StepEnd {
+    let step = match interpolate_step(spec, props) {
+        Ok(s) => s,
+        Err(e) => {
+            logs.write(Channel::Header, &format!("{e}\n"));
+            return StepEnd {
+                result: StepResult::Exception,
+                text: format!("exception: {e}"),
+                interruption: Interruption::None,
+            };
+        }
+    };
+    let builder_dir = ctx.slave.builder_dir(&ctx.claimed.builder);
+    let workdir = slave_path(&builder_dir, &step.workdir);
+    match &step.kind {
+        StepKind::Shell { command } => {
+            let args = shell_args(command, &workdir, &step);
+            let end = run_command(ctx, logs, "shell", args, None).await;
+            shell_end(end, logs, done_words)
+        }
+        StepKind::SetProperty { property, command } => {
+            let args = shell_args(command, &workdir, &step);
+            let mut captured = String::new();
+            let end = run_command(ctx, logs, "shell", args, Some(&mut captured)).await;
+            let mut out = shell_end(end, logs, done_words);
+            if out.result == StepResult::Success || out.result == StepResult::Warnings {
+                let value = captured.trim().to_string();
+                props.insert(property.clone(), value.clone());
+                logs.write(
+                    Channel::Header,
+                    &format!("property {property} set to {value:?}\n"),
+                );
+                if let Err(e) = ctx
+                    .inner
+                    .db
+                    .set_build_properties(
+                        ctx.claimed.build_id,
+                        vec![(property.clone(), value, "SetProperty Step".into())],
+                    )
+                    .await
+                {
+                    tracing::error!("{}: {e}", ctx.claimed.builder);
+                }
+                out.text = format!(
+                    "{property}: {}",
+                    props.get(property).map(String::as_str).unwrap_or("")
+                );
+            }
+            out
+        }
+        StepKind::Checkout { .. } => {
+            checkout(ctx, props, &step, logs, &builder_dir, done_words).await
+        }
+    }
+}
+
+fn shell_args(command: &Command, workdir: &str, step: &StepSpec) -> Value {
+    let argv: Vec<Value> = match command {
+        Command::Argv(argv) => argv.iter().map(|a| Value::from(a.as_str())).collect(),
+        Command::Shell(script) => vec![
+            Value::from("/bin/sh"),
+            Value::from("-c"),
+            Value::from(script.as_str()),
+        ],
+    };
+    let env: Vec<(Value, Value)> = step
+        .env
+        .iter()
+        .map(|(k, v)| (Value::from(k.as_str()), Value::from(v.as_str())))
+        .collect();
+    let mut entries = vec![
+        ("workdir", Value::from(workdir)),
+        ("command", Value::Array(argv)),
+        ("env", Value::Map(env)),
+        ("want_stdout", Value::from(true)),
+        ("want_stderr", Value::from(true)),
+        ("usePTY", Value::from(false)),
+        ("logEnviron", Value::from(false)),
+    ];
+    if let Some(t) = step.timeout {
+        entries.push(("timeout", Value::from(t)));
+    }
+    if let Some(t) = step.max_time {
+        entries.push(("maxTime", Value::from(t)));
+    }
+    map(entries)
+}
+
+/// A shell command's Step result and text (Buildbot's ShellCommand).
+fn shell_end(end: CmdEnd, logs: &mut StepLogs, done_words: &[String]) -> StepEnd {
+    match end {
+        CmdEnd::Lost(why) => StepEnd {
+            result: StepResult::Exception,
+            text: format!("{} slave lost", done_words.join(" ")),
+            interruption: Interruption::SlaveLost(why),
+        },
+        CmdEnd::Abandoned => StepEnd {
+            result: StepResult::Exception,
+            text: format!("{} interrupted", done_words.join(" ")),
+            interruption: Interruption::None,
+        },
+        CmdEnd::Done {
+            failure: Some(f), ..
+        } => StepEnd {
+            result: StepResult::Exception,
+            text: format!("exception: {}", f.lines().last().unwrap_or(&f)),
+            interruption: Interruption::None,
+        },
+        CmdEnd::Done { rc: None, .. } => StepEnd {
+            result: StepResult::Exception,
+            text: format!("{} exception: no exit status", done_words.join(" ")),
+            interruption: Interruption::None,
+        },
+        CmdEnd::Done {
+            rc: Some(rc),
+            failure_reason,
+            ..
+        } => {
+            logs.scanner.finish();
+            let result = logs
+                .scanner
+                .step_result(rc.clamp(i32::MIN as i64, i32::MAX as i64) as i32);
+            let mut text = logs.scanner.summary(done_words);
+            if result == StepResult::Failure {
+                text.push_str(" failed");
+            }
+            if let Some(r) = failure_reason {
+                text.push_str(&format!(" ({r})"));
+            }
+            StepEnd {
+                result,
+                text: text.trim().to_string(),
+                interruption: Interruption::None,
+            }
+        }
+    }
+}
+
+/// Run one protocol command, its output into the step's logs (and its stdout into
+/// `capture`, up to [`CAPTURE_MAX`] bytes).
+async fn run_command(
+    ctx: &mut BuildContext,
+    logs: &mut StepLogs,
+    name: &str,
+    args: Value,
+    mut capture: Option<&mut String>,
+) -> CmdEnd {
+    let inner = ctx.inner.clone();
+    let mut cmd = match ctx.slave.start_command(name, args).await {
+        Ok(c) => c,
+        Err(CommandError::Lost { reason, .. }) => return CmdEnd::Lost(reason),
+        Err(CommandError::NotConnected { slave }) => {
+            return CmdEnd::Lost(format!("slave {slave} is not connected"))
+        }
+        Err(e) => {
+            logs.write(Channel::Header, &format!("{e}\n"));
+            return CmdEnd::Done {
+                rc: None,
+                failure: Some(e.to_string()),
+                failure_reason: None,
+            };
+        }
+    };
+    let mut rc = None;
+    let mut failure_reason = None;
+    let mut stopped_at: Option<Instant> = None;
+    loop {
+        let stop_seen = stopped_at.is_some();
+        let ev = if let Some(at) = stopped_at {
+            let left = ABANDON_AFTER.saturating_sub(at.elapsed());
+            match tokio::time::timeout(left, cmd.next()).await {
+                Ok(ev) => ev,
+                Err(_) => {
+                    logs.write(
+                        Channel::Header,
+                        &format!(
+                            "the slave did not finish the interrupted command within {} s; abandoned\n",
+                            ABANDON_AFTER.as_secs()
+                        ),
+                    );
+                    return CmdEnd::Abandoned;
+                }
+            }
+        } else {
+            tokio::select! {
+                ev = cmd.next() => ev,
+                r = ctx.stop.changed(), if !stop_seen => {
+                    let stop = ctx.stop.borrow().clone();
+                    match (r, stop) {
+                        (Ok(()), Some(stop)) => {
+                            logs.write(Channel::Header, &format!("interrupting: {}\n", stop.text()));
+                            let interrupter = cmd.interrupter();
+                            let why = stop.text().to_string();
+                            tokio::spawn(async move {
+                                let _ = tokio::time::timeout(Duration::from_secs(3), interrupter.interrupt(&why)).await;
+                            });
+                            stopped_at = Some(Instant::now());
+                        }
+                        (Err(_), _) => {
+                            // The engine is gone; treat as a shutdown.
+                            stopped_at = Some(Instant::now());
+                        }
+                        _ => {}
+                    }
+                    continue;
+                }
+            }
+        };
+        let Some(ev) = ev else {
+            return CmdEnd::Lost("command ended without completion".into());
+        };
+        match ev {
+            CommandEvent::Update(u) => match u {
+                Update::Stdout(s) => {
+                    if let Some(c) = capture.as_deref_mut() {
+                        if c.len() < CAPTURE_MAX {
+                            let room = CAPTURE_MAX - c.len();
+                            let mut cut = s.len().min(room);
+                            while !s.is_char_boundary(cut) {
+                                cut -= 1;
+                            }
+                            c.push_str(&s[..cut]);
+                        }
+                    }
+                    logs.write(Channel::Stdout, &s);
+                    logs.tick(&inner).await;
+                }
+                Update::Stderr(s) => {
+                    logs.write(Channel::Stderr, &s);
+                    logs.tick(&inner).await;
+                }
+                Update::Header(s) => logs.write(Channel::Header, &s),
+                Update::Log { name, text } => logs.write_extra(&inner, &name, &text).await,
+                Update::Rc(r) => rc = Some(r),
+                Update::FailureReason(r) => failure_reason = Some(r),
+                _ => {}
+            },
+            CommandEvent::Complete(failure) => {
+                if let Some(f) = &failure {
+                    logs.write(Channel::Header, &format!("{f}\n"));
+                }
+                return CmdEnd::Done {
+                    rc,
+                    failure,
+                    failure_reason,
+                };
+            }
+            CommandEvent::Lost(why) => {
+                logs.write(
+                    Channel::Header,
+                    &format!("connection to the slave lost: {why}\n"),
+                );
+                return CmdEnd::Lost(why);
+            }
+        }
+    }
+}
+
+/// A source checkout through `stat`, `rmdir`, `mkdir`, `cpdir` and `shell`
+/// (so a stock buildbot-worker works too); sets `got_revision`.
+async fn checkout(
+    ctx: &mut BuildContext,
+    props: &mut Properties,
+    step: &StepSpec,
+    logs: &mut StepLogs,
+    builder_dir: &str,
+    done_words: &[String],
+) -> StepEnd {
+    let branch = ctx.claimed.branch.clone();
+    let revision = ctx.claimed.revision.clone();
+    let plan = Checkout::from_step(
+        &step.kind,
+        &step.workdir,
+        branch.as_deref(),
+        revision.as_deref(),
+    )
+    .and_then(|c| c.plan());
+    let plan = match plan {
+        Ok(p) => p,
+        Err(e) => {
+            logs.write(Channel::Header, &format!("{e}\n"));
+            return StepEnd {
+                result: StepResult::Failure,
+                text: format!("{} failed: {e}", done_words.join(" ")),
+                interruption: Interruption::None,
+            };
+        }
+    };
+    let mut updateable = false;
+    if let Some(probe) = &plan.probe {
+        let args = map(vec![("path", Value::from(slave_path(builder_dir, probe)))]);
+        match run_command(ctx, logs, "stat", args, None).await {
+            CmdEnd::Done {
+                rc: Some(0),
+                failure: None,
+                ..
+            } => updateable = true,
+            CmdEnd::Done { .. } => {}
+            other => return shell_end(other, logs, done_words),
+        }
+    }
+    let mut run = CheckoutRun::new(plan, updateable);
+    let mut next = run.start();
+    let base_env: BTreeMap<String, String> = step.env.clone();
+    loop {
+        match next {
+            Next::Done { ok } => {
+                return if ok {
+                    StepEnd {
+                        result: StepResult::Success,
+                        text: done_words.join(" "),
+                        interruption: Interruption::None,
+                    }
+                } else {
+                    StepEnd {
+                        result: StepResult::Failure,
+                        text: format!("{} failed", done_words.join(" ")),
+                        interruption: Interruption::None,
+                    }
+                };
+            }
+            Next::Run {
+                op,
+                delay_secs,
+                header,
+            } => {
+                if let Some(h) = header {
+                    logs.write(Channel::Header, &format!("{h}\n"));
+                }
+                if delay_secs > 0 {
+                    let delay = Duration::from_secs(delay_secs);
+                    let stopped = tokio::time::timeout(delay, ctx.stop.wait_for(|s| s.is_some()))
+                        .await
+                        .is_ok();
+                    if stopped {
+                        return StepEnd {
+                            result: StepResult::Failure,
+                            text: format!("{} interrupted", done_words.join(" ")),
+                            interruption: Interruption::None,
+                        };
+                    }
+                }
+                let (name, args, capture) = match &op {
+                    CheckoutOp::RmDir { dir } => {
+                        logs.write(Channel::Header, &format!("rmdir {dir}\n"));
+                        (
+                            "rmdir",
+                            map(vec![(
+                                "paths",
+                                Value::Array(vec![Value::from(slave_path(builder_dir, dir))]),
+                            )]),
+                            false,
+                        )
+                    }
+                    CheckoutOp::MkDir { dir } => {
+                        logs.write(Channel::Header, &format!("mkdir {dir}\n"));
+                        (
+                            "mkdir",
+                            map(vec![(
+                                "paths",
+                                Value::Array(vec![Value::from(slave_path(builder_dir, dir))]),
+                            )]),
+                            false,
+                        )
+                    }
+                    CheckoutOp::CpDir { from, to } => {
+                        logs.write(Channel::Header, &format!("cpdir {from} {to}\n"));
+                        (
+                            "cpdir",
+                            map(vec![
+                                ("from_path", Value::from(slave_path(builder_dir, from))),
+                                ("to_path", Value::from(slave_path(builder_dir, to))),
+                            ]),
+                            false,
+                        )
+                    }
+                    CheckoutOp::Shell { argv, workdir }
+                    | CheckoutOp::GotRevision { argv, workdir } => {
+                        let mut s = step.clone();
+                        s.env = base_env.clone();
+                        let args = shell_args(
+                            &Command::Argv(argv.clone()),
+                            &slave_path(builder_dir, workdir),
+                            &s,
+                        );
+                        ("shell", args, matches!(op, CheckoutOp::GotRevision { .. }))
+                    }
+                };
+                let mut captured = String::new();
+                let end = run_command(
+                    ctx,
+                    logs,
+                    name,
+                    args,
+                    if capture { Some(&mut captured) } else { None },
+                )
+                .await;
+                let ok = match end {
+                    CmdEnd::Done { rc, failure, .. } => failure.is_none() && rc == Some(0),
+                    other => return shell_end(other, logs, done_words),
+                };
+                if ctx.stop.borrow().is_some() {
+                    return StepEnd {
+                        result: StepResult::Failure,
+                        text: format!("{} interrupted", done_words.join(" ")),
+                        interruption: Interruption::None,
+                    };
+                }
+                if ok && capture {
+                    let got = captured.trim().to_string();
+                    props.insert("got_revision".into(), got.clone());
+                    if let Err(e) = ctx
+                        .inner
+                        .db
+                        .set_build_properties(
+                            ctx.claimed.build_id,
+                            vec![("got_revision".into(), got, "Source".into())],
+                        )
+                        .await
+                    {
+                        tracing::error!("{}: {e}", ctx.claimed.builder);
+                    }
+                }
+                next = run.done(ok);
+            }
+        }
+    }
+}

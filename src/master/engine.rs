@@ -1,0 +1,605 @@
+//! The build engine: BuildSets and BuildRequests in, Builds on slaves out.
+//!
+//! [`Engine`] is the handle the web API, the CLI (through the API) and the
+//! schedulers use: [`Engine::force`] and [`Engine::submit`] store a BuildSet with
+//! one BuildRequest per builder *before* anything is queued; [`Engine::stop_build`]
+//! interrupts a running Build; [`Engine::subscribe`] follows what happens
+//! ([`EngineEvent`]); [`Engine::wait_request`] waits for a request's result.
+//!
+//! One dispatcher task hands requests to Builds. It wakes on every event that can
+//! make a Build startable — a request added or given back, a slave connected, a
+//! Build finished, a reconfig — never on a timer. For each builder that may have
+//! requests and whose slave is connected with fewer than `max_builds` Builds
+//! running, it claims the best request and creates the Build row in one SQLite
+//! transaction, then starts the Build (`build.rs`).
+//!
+//! At start the engine first finishes, as EXCEPTION "interrupted: master
+//! restarted", every Build a dead master left running and gives their requests back
+//! to the queue. [`Engine::shutdown`] interrupts running Builds and records them the
+//! same way ("interrupted: master shut down"), so they run again after a restart.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{broadcast, watch, Notify};
+use tokio::task::JoinHandle;
+
+use super::build::{self, BuildContext, Stop};
+use super::registry::SlaveRegistry;
+use crate::config::MasterConfig;
+use crate::db::requests::{BuildRequestRow, NewBuildSet, NewSourceStamp, SubmittedBuildSet};
+use crate::db::{Db, DbError};
+
+/// The text of a Build a dead master left running, found at start-up.
+pub const RESTART_TEXT: &str = "interrupted: master restarted";
+
+/// The text of a Build interrupted because the master shuts down.
+pub const SHUTDOWN_TEXT: &str = "interrupted: master shut down";
+
+/// Why the engine refused or failed a request.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no builder named {builder:?}; the builders are: {known}")]
+    UnknownBuilder { builder: String, known: String },
+    #[error("{builder} has no build {number}")]
+    NoSuchBuild { builder: String, number: i64 },
+    #[error("{builder} build {number} is not running (it finished)")]
+    NotRunning { builder: String, number: i64 },
+    #[error("no BuildRequest {0}")]
+    NoSuchRequest(i64),
+    #[error("refusing {what} {value:?}: it is empty, starts with `-` or holds control characters")]
+    BadName { what: &'static str, value: String },
+    #[error("the master is shutting down")]
+    ShuttingDown,
+    #[error("{0}")]
+    Db(#[from] DbError),
+}
+
+/// What `force` asks for (the fields of the force form / `autobot force`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(default)]
+pub struct ForceRequest {
+    pub reason: String,
+    /// `None`: the factory's branch.
+    pub branch: Option<String>,
+    /// `None`: the branch's newest revision.
+    pub revision: Option<String>,
+    pub who: Option<String>,
+    /// Extra build properties (source "Force Build Form").
+    pub properties: BTreeMap<String, String>,
+}
+
+/// The ids a forced build got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ForceResult {
+    pub buildset_id: i64,
+    pub request_id: i64,
+}
+
+/// What happens in the engine, for live views and waiters. Results are the
+/// lower-case names (`success`, `warnings`, `failure`, `skipped`, `exception`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EngineEvent {
+    RequestQueued {
+        request_id: i64,
+        buildset_id: i64,
+        builder: String,
+    },
+    BuildStarted {
+        builder: String,
+        number: i64,
+        slave: String,
+    },
+    StepStarted {
+        builder: String,
+        number: i64,
+        step: i64,
+        name: String,
+    },
+    /// A log grew (sent at most a few times a second per log, and at its end).
+    LogAppended {
+        builder: String,
+        number: i64,
+        step: i64,
+        log: String,
+        size: u64,
+        lines: u64,
+    },
+    StepFinished {
+        builder: String,
+        number: i64,
+        step: i64,
+        name: String,
+        result: String,
+        text: String,
+    },
+    /// `requeued`: the Build was interrupted and its requests wait again.
+    BuildFinished {
+        builder: String,
+        number: i64,
+        result: String,
+        text: String,
+        requeued: bool,
+    },
+    RequestComplete {
+        request_id: i64,
+        result: String,
+    },
+    BuildSetComplete {
+        buildset_id: i64,
+        result: String,
+    },
+}
+
+/// A Build that runs now.
+struct Running {
+    builder: String,
+    number: i64,
+    slave: String,
+    stop: watch::Sender<Option<Stop>>,
+    task: Option<JoinHandle<()>>,
+    done: watch::Receiver<bool>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Builders that may have unclaimed requests, each with the tick of the last
+    /// time one was added (so a claim that found nothing only clears the mark if
+    /// no request arrived meanwhile).
+    pending: HashMap<String, u64>,
+    tick: u64,
+    /// By build id.
+    running: HashMap<i64, Running>,
+    /// Running builds per slave.
+    per_slave: HashMap<String, u32>,
+    stopping: bool,
+}
+
+impl State {
+    fn mark_pending(&mut self, builder: &str) {
+        self.tick += 1;
+        self.pending.insert(builder.to_string(), self.tick);
+    }
+}
+
+/// What the engine's tasks share.
+pub(crate) struct Inner {
+    pub(crate) db: Db,
+    pub(crate) registry: SlaveRegistry,
+    pub(crate) config: watch::Receiver<Arc<MasterConfig>>,
+    pub(crate) basedir: PathBuf,
+    pub(crate) events: broadcast::Sender<EngineEvent>,
+    kick: Notify,
+    state: Mutex<State>,
+    closing: watch::Sender<bool>,
+    dispatcher: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Inner {
+    pub(crate) fn emit(&self, ev: EngineEvent) {
+        let _ = self.events.send(ev);
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The build engine's handle; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl Engine {
+    /// Recover what a dead master left running, then start the dispatcher.
+    pub async fn start(
+        db: Db,
+        registry: SlaveRegistry,
+        config: watch::Receiver<Arc<MasterConfig>>,
+        basedir: PathBuf,
+    ) -> Result<Engine, DbError> {
+        let interrupted = db
+            .recover_interrupted(RESTART_TEXT, crate::db::now_f64())
+            .await?;
+        for (builder, number) in &interrupted {
+            tracing::warn!("{builder} build {number}: {RESTART_TEXT}; its requests run again");
+        }
+        let pending: HashMap<String, u64> = db
+            .builders_with_requests()
+            .await?
+            .into_iter()
+            .map(|b| (b, 0))
+            .collect();
+        let inner = Arc::new(Inner {
+            db,
+            registry,
+            config,
+            basedir,
+            events: broadcast::channel(4096).0,
+            kick: Notify::new(),
+            state: Mutex::new(State {
+                pending,
+                ..State::default()
+            }),
+            closing: watch::channel(false).0,
+            dispatcher: Mutex::new(None),
+        });
+        let task = tokio::spawn(dispatcher(inner.clone()));
+        *inner.dispatcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        Ok(Engine { inner })
+    }
+
+    /// Events from now on. A receiver that falls behind gets `Lagged` and should
+    /// re-read the database.
+    pub fn subscribe(&self) -> broadcast::Receiver<EngineEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// The database the engine writes (for queries).
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// Store a BuildSet (one BuildRequest per builder) and queue its requests.
+    pub async fn submit(&self, bs: NewBuildSet) -> Result<SubmittedBuildSet, EngineError> {
+        if self.inner.state().stopping {
+            return Err(EngineError::ShuttingDown);
+        }
+        let submitted = self.inner.db.add_buildset(bs, crate::db::now_f64()).await?;
+        {
+            let mut st = self.inner.state();
+            for (builder, _) in &submitted.requests {
+                st.mark_pending(builder);
+            }
+        }
+        for (builder, id) in &submitted.requests {
+            self.inner.emit(EngineEvent::RequestQueued {
+                request_id: *id,
+                buildset_id: submitted.buildset_id,
+                builder: builder.clone(),
+            });
+        }
+        self.inner.kick.notify_one();
+        Ok(submitted)
+    }
+
+    /// Force a build of `builder` (Buildbot's "Force Build").
+    pub async fn force(
+        &self,
+        builder: &str,
+        req: ForceRequest,
+    ) -> Result<ForceResult, EngineError> {
+        let config = self.inner.config.borrow().clone();
+        let builders = config.builders();
+        let Some(b) = builders.iter().find(|b| b.name == builder) else {
+            let known: Vec<&str> = builders.iter().map(|b| b.name.as_str()).collect();
+            return Err(EngineError::UnknownBuilder {
+                builder: builder.to_string(),
+                known: if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                },
+            });
+        };
+        let clean =
+            |what: &'static str, v: Option<String>| -> Result<Option<String>, EngineError> {
+                match v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()) {
+                    None => Ok(None),
+                    Some(s) if s.starts_with('-') || s.chars().any(char::is_control) => {
+                        Err(EngineError::BadName { what, value: s })
+                    }
+                    Some(s) => Ok(Some(s)),
+                }
+            };
+        let branch = clean("branch", req.branch)?;
+        let revision = clean("revision", req.revision)?;
+        let factory = config.factory(&b.factory);
+        let repository = factory
+            .and_then(|f| f.sources.first())
+            .map(|s| s.url.clone())
+            .unwrap_or_default();
+        let why = match req.reason.trim() {
+            "" => "no reason given",
+            r => r,
+        };
+        let reason = match req.who.as_deref().map(str::trim).filter(|w| !w.is_empty()) {
+            Some(who) => format!("forced by {who}: {why}"),
+            None => format!("forced: {why}"),
+        };
+        let submitted = self
+            .submit(NewBuildSet {
+                reason,
+                scheduler: "force".into(),
+                properties: req.properties,
+                sourcestamp: NewSourceStamp {
+                    branch,
+                    revision,
+                    repository,
+                    project: b.factory.clone(),
+                    changes: Vec::new(),
+                },
+                builders: vec![b.name.clone()],
+                priority: 0,
+            })
+            .await?;
+        let request_id = submitted.requests.first().map(|(_, id)| *id).unwrap_or(0);
+        Ok(ForceResult {
+            buildset_id: submitted.buildset_id,
+            request_id,
+        })
+    }
+
+    /// Stop a running Build: its command is interrupted and the Build ends (within
+    /// 10 s even if the slave is gone) as "stopped by WHO: REASON". Returns once it
+    /// has ended.
+    pub async fn stop_build(
+        &self,
+        builder: &str,
+        number: i64,
+        who: &str,
+        reason: &str,
+    ) -> Result<(), EngineError> {
+        let found = {
+            let st = self.inner.state();
+            st.running
+                .values()
+                .find(|r| r.builder == builder && r.number == number)
+                .map(|r| (r.stop.clone(), r.done.clone()))
+        };
+        let Some((stop, mut done)) = found else {
+            return match self.inner.db.build(builder, number).await? {
+                Some(_) => Err(EngineError::NotRunning {
+                    builder: builder.to_string(),
+                    number,
+                }),
+                None => Err(EngineError::NoSuchBuild {
+                    builder: builder.to_string(),
+                    number,
+                }),
+            };
+        };
+        let who = if who.trim().is_empty() {
+            "someone"
+        } else {
+            who.trim()
+        };
+        stop.send_replace(Some(Stop::User {
+            text: format!("stopped by {who}: {reason}"),
+        }));
+        let _ = tokio::time::timeout(Duration::from_secs(15), done.wait_for(|d| *d)).await;
+        Ok(())
+    }
+
+    /// Wait until BuildRequest `id` is complete (a Build of it finished with a
+    /// result that stands; interrupted Builds re-queue it); its final row.
+    pub async fn wait_request(&self, id: i64) -> Result<BuildRequestRow, EngineError> {
+        let mut rx = self.subscribe();
+        loop {
+            let row = self
+                .inner
+                .db
+                .buildrequest(id)
+                .await?
+                .ok_or(EngineError::NoSuchRequest(id))?;
+            if row.complete {
+                return Ok(row);
+            }
+            loop {
+                match rx.recv().await {
+                    Ok(EngineEvent::RequestComplete { request_id, .. }) if request_id == id => {
+                        break
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return Err(EngineError::ShuttingDown)
+                    }
+                }
+            }
+        }
+    }
+
+    /// (builder, number) of the Builds running now.
+    pub fn running(&self) -> Vec<(String, i64)> {
+        let st = self.inner.state();
+        let mut v: Vec<(String, i64)> = st
+            .running
+            .values()
+            .map(|r| (r.builder.clone(), r.number))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Interrupt every running Build (recorded as EXCEPTION, requests re-queued),
+    /// wait for them to be recorded, and stop dispatching.
+    pub async fn shutdown(&self) {
+        let tasks: Vec<JoinHandle<()>> = {
+            let mut st = self.inner.state();
+            st.stopping = true;
+            st.running
+                .values_mut()
+                .filter_map(|r| {
+                    r.stop.send_replace(Some(Stop::Shutdown {
+                        text: SHUTDOWN_TEXT.into(),
+                    }));
+                    r.task.take()
+                })
+                .collect()
+        };
+        self.inner.closing.send_replace(true);
+        for t in tasks {
+            if tokio::time::timeout(Duration::from_secs(15), t)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a build did not end within 15 s of the shutdown");
+            }
+        }
+        let dispatcher = self
+            .inner
+            .dispatcher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(d) = dispatcher {
+            let _ = tokio::time::timeout(Duration::from_secs(5), d).await;
+        }
+    }
+}
+
+async fn dispatcher(inner: Arc<Inner>) {
+    let mut slaves = inner.registry.subscribe();
+    let mut config = inner.config.clone();
+    let mut closing = inner.closing.subscribe();
+    let mut config_open = true;
+    loop {
+        dispatch(&inner).await;
+        tokio::select! {
+            _ = inner.kick.notified() => {}
+            r = slaves.recv() => {
+                if matches!(r, Err(broadcast::error::RecvError::Closed)) {
+                    slaves = inner.registry.subscribe();
+                }
+            }
+            r = config.changed(), if config_open => {
+                if r.is_err() {
+                    config_open = false;
+                }
+            }
+            _ = closing.wait_for(|c| *c) => return,
+        }
+    }
+}
+
+/// Start every Build that can start now.
+async fn dispatch(inner: &Arc<Inner>) {
+    loop {
+        let config = inner.config.borrow().clone();
+        let candidates: Vec<(crate::config::BuilderConfig, super::SlaveHandle, u64)> = {
+            let st = inner.state();
+            if st.stopping {
+                return;
+            }
+            config
+                .builders()
+                .into_iter()
+                .filter_map(|b| {
+                    let tick = *st.pending.get(&b.name)?;
+                    let max = config.slave(&b.slave).map(|s| s.max_builds.max(1))?;
+                    if st.per_slave.get(&b.slave).copied().unwrap_or(0) >= max {
+                        return None;
+                    }
+                    let h = inner.registry.get(&b.slave)?;
+                    Some((b, h, tick))
+                })
+                .collect()
+        };
+        if candidates.is_empty() {
+            return;
+        }
+        let mut started = false;
+        for (b, handle, tick) in candidates {
+            let (Some(factory), Some(slave_cfg)) =
+                (config.factory(&b.factory), config.slave(&b.slave))
+            else {
+                continue;
+            };
+            {
+                // An earlier candidate of this pass may have filled the slave.
+                let st = inner.state();
+                let max = slave_cfg.max_builds.max(1);
+                if st.per_slave.get(&b.slave).copied().unwrap_or(0) >= max || st.stopping {
+                    continue;
+                }
+            }
+            let steps = match crate::factory::build_steps(factory, slave_cfg) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(
+                        "builder {}: {e}; its requests wait for a fixed master.ini",
+                        b.name
+                    );
+                    inner.state().pending.remove(&b.name);
+                    continue;
+                }
+            };
+            let claimed = match inner
+                .db
+                .claim_request(&b.name, &b.slave, steps.len() as i64, crate::db::now_f64())
+                .await
+            {
+                Ok(Some(c)) => c,
+                Ok(None) => {
+                    let mut st = inner.state();
+                    if st.pending.get(&b.name) == Some(&tick) {
+                        st.pending.remove(&b.name);
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!("builder {}: cannot claim a BuildRequest: {e}", b.name);
+                    return;
+                }
+            };
+            started = true;
+            let (stop_tx, stop_rx) = watch::channel(None);
+            let (done_tx, done_rx) = watch::channel(false);
+            let build_id = claimed.build_id;
+            let ctx = BuildContext {
+                inner: inner.clone(),
+                claimed,
+                slave: handle,
+                factory: factory.clone(),
+                slave_cfg: slave_cfg.clone(),
+                steps,
+                stop: stop_rx,
+            };
+            let mut st = inner.state();
+            *st.per_slave.entry(b.slave.clone()).or_insert(0) += 1;
+            st.running.insert(
+                build_id,
+                Running {
+                    builder: b.name.clone(),
+                    number: ctx.claimed.number,
+                    slave: b.slave.clone(),
+                    stop: stop_tx,
+                    task: None,
+                    done: done_rx,
+                },
+            );
+            let inner2 = inner.clone();
+            let task = tokio::spawn(async move {
+                let requeued = build::run(ctx).await;
+                build_done(&inner2, build_id, requeued);
+                let _ = done_tx.send(true);
+            });
+            if let Some(r) = st.running.get_mut(&build_id) {
+                r.task = Some(task);
+            }
+        }
+        if !started {
+            return;
+        }
+    }
+}
+
+fn build_done(inner: &Arc<Inner>, build_id: i64, requeued: bool) {
+    let mut st = inner.state();
+    if let Some(r) = st.running.remove(&build_id) {
+        if let Some(n) = st.per_slave.get_mut(&r.slave) {
+            *n = n.saturating_sub(1);
+        }
+        if requeued {
+            st.mark_pending(&r.builder);
+        }
+    }
+    drop(st);
+    inner.kick.notify_one();
+}

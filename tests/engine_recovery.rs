@@ -1,0 +1,282 @@
+//! Nothing is lost: a master killed with SIGKILL mid-build and started again marks
+//! the interrupted Build EXCEPTION and runs its request again; a slave that goes
+//! silent mid-build ends the Build within the keepalive interval and the request
+//! waits for the slave's return; `stop_build` ends a Build within 10 s even when
+//! the slave is frozen; a master shutdown records running Builds like a restart.
+
+#[path = "support/mod.rs"]
+mod support;
+
+#[path = "engine_common/mod.rs"]
+mod engine_common;
+
+use std::time::{Duration, Instant};
+
+use autobot::db::requests::{NewBuildSet, NewSourceStamp};
+use autobot::db::Db;
+use autobot::master::ForceRequest;
+use engine_common::*;
+use nix::sys::signal::{killpg, Signal};
+
+/// First run: `wait` leaves a marker and sleeps; later runs see the marker and pass.
+const FACTORY: &str = r#"
+[rec]
+type = shell
+step.first = echo first done
+step.wait = sh -c 'if [ -e ../marker ]; then echo second run; exit 0; fi; touch ../marker; echo sleeping; exec sleep 60'
+step.last = echo last
+"#;
+
+const BUILDER: &str = "rec-s1";
+
+fn step_started(db_path: &std::path::Path, builder: &str, number: i64, step: &str) -> bool {
+    let Ok(c) = rusqlite::Connection::open(db_path) else {
+        return false;
+    };
+    c.query_row(
+        "SELECT count(*) FROM steps s JOIN builds b ON b.id = s.build
+         WHERE b.builder = ?1 AND b.number = ?2 AND s.name = ?3 AND s.started_at IS NOT NULL",
+        rusqlite::params![builder, number, step],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+    .unwrap_or(false)
+}
+
+fn request_complete(db_path: &std::path::Path, id: i64) -> bool {
+    let Ok(c) = rusqlite::Connection::open(db_path) else {
+        return false;
+    };
+    c.query_row(
+        "SELECT complete FROM buildrequests WHERE id = ?1",
+        [id],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n == 1)
+    .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_killed_mid_build_loses_nothing_and_reruns() {
+    support::capture_logs();
+    let root = tempfile::tempdir().unwrap();
+    let mdir = root.path().join("master");
+    std::fs::create_dir_all(&mdir).unwrap();
+    let (sp, hp) = (free_port(), free_port());
+    let ini = master_ini(FACTORY, "").replace(
+        "slaveport = 9010\nhtmlport = 8010",
+        &format!("slaveport = {sp}\nhtmlport = {hp}"),
+    );
+    std::fs::write(mdir.join("master.ini"), ini).unwrap();
+    let db_path = mdir.join(autobot::db::DB_FILE);
+    // The request is stored before the master starts; the engine finds it.
+    let request = {
+        let db = Db::open(&db_path).unwrap();
+        let s = db
+            .add_buildset(
+                NewBuildSet {
+                    reason: "kill -9 test".into(),
+                    scheduler: "test".into(),
+                    sourcestamp: NewSourceStamp::default(),
+                    builders: vec![BUILDER.into()],
+                    ..Default::default()
+                },
+                autobot::db::now_f64(),
+            )
+            .await
+            .unwrap();
+        s.requests[0].1
+    };
+
+    let mut master = spawn_run(&mdir);
+    let _slave = support::Impl::Autobot
+        .start(&root.path().join("slave"), sp, SLAVE, PASSWORD)
+        .await
+        .unwrap();
+    wait_until("step wait of build 1 started", || async {
+        step_started(&db_path, BUILDER, 1, "wait")
+    })
+    .await;
+    kill9(&mut master);
+
+    let mut master = spawn_run(&mdir);
+    wait_until("the request completes after the restart", || async {
+        request_complete(&db_path, request)
+    })
+    .await;
+    kill9(&mut master);
+
+    let db = Db::open(&db_path).unwrap();
+    let b1 = db.build(BUILDER, 1).await.unwrap().unwrap();
+    assert_eq!(b1.build.result.as_deref(), Some("exception"));
+    assert_eq!(b1.build.text, "interrupted: master restarted");
+    assert_eq!(b1.steps[0].result.as_deref(), Some("success"));
+    assert_eq!(b1.steps[1].result.as_deref(), Some("exception"));
+    // What was finished is all there: the first step's log, and what the
+    // interrupted step printed before the kill.
+    let f = db
+        .log_file(BUILDER, 1, "first", "stdio")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&std::fs::read(&f.path).unwrap()).contains("first done"));
+    assert_eq!(f.size, std::fs::metadata(&f.path).unwrap().len());
+    let f = db
+        .log_file(BUILDER, 1, "wait", "stdio")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(f.complete);
+    assert_eq!(f.size, std::fs::metadata(&f.path).unwrap().len());
+    let b2 = db.build(BUILDER, 2).await.unwrap().unwrap();
+    assert_eq!(
+        b2.build.result.as_deref(),
+        Some("success"),
+        "{:?}",
+        b2.steps
+    );
+    let req = db.buildrequest(request).await.unwrap().unwrap();
+    assert_eq!(req.result.as_deref(), Some("success"));
+    assert_eq!(req.builds, vec![1, 2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_slave_ends_the_build_within_keepalive_and_requeues() {
+    let keepalive = Duration::from_secs(2);
+    let m = EngineMaster::start(&master_ini(FACTORY, ""), keepalive).await;
+    let sdir = m.dir.path().join("slave");
+    slave_dir(&sdir, m.master.slaveport());
+    let mut slave = spawn_run(&sdir);
+    m.master
+        .registry()
+        .wait_connected(SLAVE, DEADLINE)
+        .await
+        .unwrap();
+    let request = m.force(BUILDER, ForceRequest::default()).await;
+    let db_path = m.dir.path().join(autobot::db::DB_FILE);
+    wait_until("step wait started", || async {
+        step_started(&db_path, BUILDER, 1, "wait")
+    })
+    .await;
+    // Freeze the slave: its connection stays open but says nothing.
+    killpg(slave.pgid(), Signal::SIGSTOP).unwrap();
+    let frozen = Instant::now();
+    let db = m.master.db().clone();
+    wait_until("build 1 ends", || {
+        let db = db.clone();
+        async move {
+            db.build(BUILDER, 1)
+                .await
+                .unwrap()
+                .is_some_and(|b| b.build.result.is_some())
+        }
+    })
+    .await;
+    let took = frozen.elapsed();
+    assert!(took < keepalive * 3, "build ended after {took:?}");
+    let b1 = m.build(BUILDER, 1).await;
+    assert_eq!(b1.build.result.as_deref(), Some("exception"));
+    assert!(
+        b1.build.text.starts_with("slave lost: "),
+        "{}",
+        b1.build.text
+    );
+    let req = m.master.db().buildrequest(request).await.unwrap().unwrap();
+    assert!(!req.complete && req.claimed_at.is_none(), "{req:?}");
+
+    // The slave comes back: the request runs again, to success.
+    kill9(&mut slave);
+    let _slave = spawn_run(&sdir);
+    let req = m.wait_request(request).await;
+    assert_eq!(req.result.as_deref(), Some("success"));
+    assert_eq!(req.builds, vec![1, 2]);
+    m.master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_ends_builds_even_with_a_frozen_slave_and_shutdown_requeues() {
+    // Long keepalive: only the stop can end the build quickly.
+    let m = EngineMaster::start(&master_ini(FACTORY, ""), Duration::from_secs(600)).await;
+    let sdir = m.dir.path().join("slave");
+    slave_dir(&sdir, m.master.slaveport());
+    let mut slave = spawn_run(&sdir);
+    m.master
+        .registry()
+        .wait_connected(SLAVE, DEADLINE)
+        .await
+        .unwrap();
+    let db_path = m.dir.path().join(autobot::db::DB_FILE);
+
+    // A plain stop: the command is interrupted, the build is FAILURE, not re-run.
+    let request = m.force(BUILDER, ForceRequest::default()).await;
+    wait_until("step wait started", || async {
+        step_started(&db_path, BUILDER, 1, "wait")
+    })
+    .await;
+    let t = Instant::now();
+    m.engine()
+        .stop_build(BUILDER, 1, "alice", "enough")
+        .await
+        .unwrap();
+    assert!(t.elapsed() < Duration::from_secs(10));
+    let b1 = m.build(BUILDER, 1).await;
+    assert_eq!(b1.build.result.as_deref(), Some("failure"));
+    assert_eq!(b1.build.text, "stopped by alice: enough");
+    assert!(
+        b1.steps[1].text.contains("interrupted"),
+        "{}",
+        b1.steps[1].text
+    );
+    let req = m.wait_request(request).await;
+    assert_eq!(req.result.as_deref(), Some("failure"));
+    let err = m
+        .engine()
+        .stop_build(BUILDER, 1, "a", "b")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not running"), "{err}");
+
+    // A frozen slave: the stop still ends the build within 10 s, as EXCEPTION.
+    std::fs::remove_file(sdir.join("rec-s1/marker")).unwrap();
+    let _request = m.force(BUILDER, ForceRequest::default()).await;
+    wait_until("step wait of build 2 started", || async {
+        step_started(&db_path, BUILDER, 2, "wait")
+    })
+    .await;
+    killpg(slave.pgid(), Signal::SIGSTOP).unwrap();
+    let t = Instant::now();
+    m.engine()
+        .stop_build(BUILDER, 2, "bob", "stuck")
+        .await
+        .unwrap();
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    let b2 = m.build(BUILDER, 2).await;
+    assert_eq!(b2.build.result.as_deref(), Some("exception"));
+    assert_eq!(b2.build.text, "stopped by bob: stuck");
+    kill9(&mut slave);
+
+    // Shutdown mid-build: EXCEPTION, and the request waits to run again.
+    let mut slave = spawn_run(&sdir);
+    m.master
+        .registry()
+        .wait_connected(SLAVE, DEADLINE)
+        .await
+        .unwrap();
+    std::fs::remove_file(sdir.join("rec-s1/marker")).ok();
+    let request = m.force(BUILDER, ForceRequest::default()).await;
+    wait_until("step wait of build 3 started", || async {
+        step_started(&db_path, BUILDER, 3, "wait")
+    })
+    .await;
+    let EngineMaster { dir, master } = m;
+    let t = Instant::now();
+    master.shutdown().await;
+    assert!(t.elapsed() < Duration::from_secs(15));
+    kill9(&mut slave);
+    let db = Db::open(&dir.path().join(autobot::db::DB_FILE)).unwrap();
+    let b3 = db.build(BUILDER, 3).await.unwrap().unwrap();
+    assert_eq!(b3.build.result.as_deref(), Some("exception"));
+    assert_eq!(b3.build.text, "interrupted: master shut down");
+    let req = db.buildrequest(request).await.unwrap().unwrap();
+    assert!(!req.complete && req.claimed_at.is_none(), "{req:?}");
+}
