@@ -16,6 +16,8 @@ use crate::db::{Db, DbError};
 pub struct ChangeBus {
     db: Db,
     tx: broadcast::Sender<ChangeRow>,
+    /// Repository URLs someone asked to poll now (`/change_hook/poller`, webhooks).
+    polls: broadcast::Sender<String>,
 }
 
 impl ChangeBus {
@@ -23,6 +25,7 @@ impl ChangeBus {
         ChangeBus {
             db,
             tx: broadcast::channel(4096).0,
+            polls: broadcast::channel(256).0,
         }
     }
 
@@ -72,6 +75,17 @@ impl ChangeBus {
     /// restart or a `Lagged` receiver).
     pub async fn since(&self, after: i64) -> Result<Vec<ChangeRow>, DbError> {
         self.db.changes_after(after).await
+    }
+
+    /// Ask the pollers of repository `url` to poll now; how many poller managers
+    /// heard it (0: nothing polls at the moment).
+    pub fn request_poll(&self, url: &str) -> usize {
+        self.polls.send(url.to_string()).unwrap_or(0)
+    }
+
+    /// Poll requests from now on (for the poller manager).
+    pub fn poll_requests(&self) -> broadcast::Receiver<String> {
+        self.polls.subscribe()
     }
 
     /// The database the Changes are in.

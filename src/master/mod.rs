@@ -96,6 +96,8 @@ pub(crate) struct Shared {
     pub(crate) keepalive: Duration,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) slaveport: u16,
+    /// Where Changes submitted on the slave port (`sendchange`) go.
+    pub(crate) changes: crate::changes::ChangeBus,
 }
 
 /// A running master.
@@ -163,6 +165,7 @@ impl Master {
             keepalive,
             shutdown: shutdown_rx.clone(),
             slaveport,
+            changes: changes.clone(),
         });
 
         let mut servers = Vec::new();
