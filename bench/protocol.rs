@@ -10,10 +10,7 @@
 //! * `log` — a shell command printing 100 MB (`--log-bytes N`), streamed from a slave
 //!   process to a master in this process: throughput and the slave's peak RSS.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use autobot::config::SlaveIni;
@@ -21,95 +18,9 @@ use autobot::master::command::{CommandEvent, Update};
 use autobot::protocol::map;
 use rmpv::Value;
 
-const EXE: &str = env!("CARGO_BIN_EXE_autobot");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
-
-fn get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    Some(buf.split_once("\r\n\r\n")?.1.to_string())
-}
-
-fn connected_count(port: u16) -> usize {
-    get(port, "/api/v1/slaves")
-        .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
-        .and_then(|v| {
-            v.as_array()
-                .map(|a| a.iter().filter(|s| s["connected"] == true).count())
-        })
-        .unwrap_or(0)
-}
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|t| {
-            t.lines().find_map(|l| {
-                l.strip_prefix(key)?
-                    .trim_start_matches(':')
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-        })
-        .unwrap_or(0)
-}
-
-fn pid_of(dir: &Path) -> u32 {
-    std::fs::read_to_string(dir.join("autobot.pid"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
-}
-
-fn report(name: &str, value: f64, unit: &str, buildbot: Option<f64>, lower_is_better: bool) {
-    match buildbot {
-        Some(b) if value > 0.0 => {
-            let ratio = if lower_is_better {
-                b / value
-            } else {
-                value / b
-            };
-            println!(
-                "{name} {value:.3} {unit}   (Buildbot 4.3: {b} {unit}; autobot {ratio:.1}x better)"
-            );
-        }
-        _ => println!("{name} {value:.3} {unit}"),
-    }
-}
-
-fn autobot(args: &[&str]) {
-    let out = Command::new(EXE).args(args).output().expect("run autobot");
-    if !out.status.success() {
-        panic!(
-            "autobot {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    t0.elapsed()
-}
+#[path = "common/mod.rs"]
+mod common;
+use common::*;
 
 fn startup(tmp: &Path) {
     let dir = tmp.join("pair");
@@ -351,14 +262,6 @@ fn log_volume(tmp: &Path, bytes: u64) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let opt = |name: &str, default: u64| -> u64 {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
     let fleet_n = opt("--fleet", 1000) as usize;
     let log_bytes = opt("--log-bytes", 100_000_000);
     let tmp = tempfile::tempdir().unwrap();

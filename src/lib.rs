@@ -5,6 +5,7 @@
 //! `cli` → `master`/`slave` → `factory` → `protocol`/`db`/`config`; `web` reads
 //! status and never drives a build except through the master's request queue.
 //!
+//! * [`calendar`] — UTC dates without a date crate (pages, cron, webhooks).
 //! * [`changes`] — Changes and the git (gix) and hg pollers that find them.
 //! * [`config`] — `master.ini` and the slave's `slave.ini`: parsing, defaults and
 //!   validation errors that name file, line, section and key.
@@ -14,15 +15,19 @@
 //!   messages shared by master and slave.
 //! * [`master`] — the master daemon: slave connections, the command layer that runs
 //!   protocol commands on a slave, state kept in SQLite.
+//! * [`schedulers`] — the schedulers (tree-stable, any-branch, files, periodic,
+//!   nightly, dependsOn) that turn Changes into BuildSets, and the poller manager.
 //! * [`slave`] — the slave daemon: connection loop with backoff and the commands it
 //!   runs for the master, confined to its basedir.
 //! * [`db`] — SQLite schema and versioned migrations.
-//! * [`web`] — the HTTP side of the master (JSON API).
+//! * [`web`] — the HTTP side of the master: the JSON API, the waterfall and other
+//!   status pages with live updates, force/stop forms, webhooks.
 //! * [`cli`] — the `autobot` command line: create commands, daemon verbs, tools.
 //! * [`daemon`] — pid files, log files, background start and signals.
 //! * [`templates`] — files compiled into the binary (master.ini, slave config, the
 //!   bundled sample sources) so the binary works when copied alone.
 
+pub mod calendar;
 pub mod changes;
 pub mod cli;
 pub mod config;
@@ -31,6 +36,7 @@ pub mod db;
 pub mod factory;
 pub mod master;
 pub mod protocol;
+pub mod schedulers;
 pub mod slave;
 pub mod templates;
 pub mod web;

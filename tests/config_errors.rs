@@ -450,3 +450,21 @@ fn the_library_gives_the_same_errors() {
     let e = autobot::config::load(dir.path()).unwrap_err().to_string();
     assert!(e.ends_with("master.ini:2: [:master:] slaveport: expected a TCP port number from 1 to 65535, got \"x\"; e.g. `slaveport = 9010`"), "{e}");
 }
+
+#[test]
+fn favicon_or_robots_file_that_does_not_exist() {
+    fails_with(
+        "[:master:]\npassword = pw\nfactories = *\nfavicon = art/none.ico\n[slave:s1]\n",
+        &[
+            "{ini}:4",
+            "favicon",
+            "no file",
+            "art/none.ico",
+            "relative to the master directory",
+        ],
+    );
+    fails_with(
+        "[:master:]\npassword = pw\nfactories = *\n\nrobots_txt = robots.txt\n[slave:s1]\n",
+        &["{ini}:5", "robots_txt", "no file"],
+    );
+}

@@ -589,6 +589,7 @@ fn free_ports() -> MasterOptions {
         keepalive_interval: None,
         slaveport: Some(0),
         htmlport: Some(0),
+        publichtmlport: None,
     }
 }
 

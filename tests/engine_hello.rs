@@ -45,6 +45,7 @@ async fn hello_sample_builds_green_through_force() {
             keepalive_interval: Some(Duration::from_secs(30)),
             slaveport: Some(sp),
             htmlport: Some(0),
+            publichtmlport: None,
         },
     )
     .await

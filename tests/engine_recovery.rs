@@ -209,8 +209,10 @@ async fn stop_ends_builds_even_with_a_frozen_slave_and_shutdown_requeues() {
 
     // A plain stop: the command is interrupted, the build is FAILURE, not re-run.
     let request = m.force(BUILDER, ForceRequest::default()).await;
+    let marker = sdir.join("rec-s1/marker");
+    // The shell has run (not just the step row written): the marker exists.
     wait_until("step wait started", || async {
-        step_started(&db_path, BUILDER, 1, "wait")
+        step_started(&db_path, BUILDER, 1, "wait") && marker.exists()
     })
     .await;
     let t = Instant::now();
@@ -237,10 +239,10 @@ async fn stop_ends_builds_even_with_a_frozen_slave_and_shutdown_requeues() {
     assert!(err.to_string().contains("not running"), "{err}");
 
     // A frozen slave: the stop still ends the build within 10 s, as EXCEPTION.
-    std::fs::remove_file(sdir.join("rec-s1/marker")).unwrap();
+    std::fs::remove_file(&marker).unwrap();
     let _request = m.force(BUILDER, ForceRequest::default()).await;
     wait_until("step wait of build 2 started", || async {
-        step_started(&db_path, BUILDER, 2, "wait")
+        step_started(&db_path, BUILDER, 2, "wait") && marker.exists()
     })
     .await;
     killpg(slave.pgid(), Signal::SIGSTOP).unwrap();
@@ -262,10 +264,10 @@ async fn stop_ends_builds_even_with_a_frozen_slave_and_shutdown_requeues() {
         .wait_connected(SLAVE, DEADLINE)
         .await
         .unwrap();
-    std::fs::remove_file(sdir.join("rec-s1/marker")).ok();
+    std::fs::remove_file(&marker).ok();
     let request = m.force(BUILDER, ForceRequest::default()).await;
     wait_until("step wait of build 3 started", || async {
-        step_started(&db_path, BUILDER, 3, "wait")
+        step_started(&db_path, BUILDER, 3, "wait") && marker.exists()
     })
     .await;
     let EngineMaster { dir, master } = m;

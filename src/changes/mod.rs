@@ -17,6 +17,7 @@
 pub mod bus;
 mod gitpoller;
 mod hgpoller;
+pub mod submit;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

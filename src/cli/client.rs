@@ -94,7 +94,7 @@ pub fn force_cmd(args: &ForceArgs) -> anyhow::Result<bool> {
     });
     let path = format!("/api/v1/builders/{}/force", path_segment(&args.builder));
     let reply = http::request("127.0.0.1", port, "POST", &path, Some(&body))?;
-    if reply.status != 200 {
+    if !(200..300).contains(&reply.status) {
         bail!("cannot force {}: {}", args.builder, reply.error_text());
     }
     let forced = reply.json()?;
@@ -171,7 +171,7 @@ fn follow_build(
         let done: Vec<&serde_json::Value> =
             steps.iter().filter(|s| !s["result"].is_null()).collect();
         for s in done.iter().skip(printed) {
-            bar.println(format!(
+            let line = format!(
                 "  step {} {}: {}{}",
                 s["number"],
                 s["name"].as_str().unwrap_or("?"),
@@ -181,7 +181,13 @@ fn follow_build(
                     .filter(|t| !t.is_empty())
                     .map(|t| format!(" ({t})"))
                     .unwrap_or_default()
-            ));
+            );
+            // A hidden bar (output not a terminal) prints nothing of its own.
+            if bar.is_hidden() {
+                println!("{line}");
+            } else {
+                bar.println(line);
+            }
         }
         printed = done.len();
         bar.set_position(done.len() as u64);
@@ -221,7 +227,8 @@ pub fn stop_build_cmd(args: &StopBuildArgs) -> anyhow::Result<()> {
         path_segment(&args.builder),
         args.number
     );
-    let body = serde_json::json!({ "reason": args.reason });
+    let who = std::env::var("USER").unwrap_or_default();
+    let body = serde_json::json!({ "reason": args.reason, "who": who });
     let reply = http::request("127.0.0.1", port, "POST", &path, Some(&body))?;
     if reply.status != 200 {
         bail!(

@@ -555,27 +555,13 @@ fn now_string() -> String {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let days = secs / 86400;
-    let (y, m, d) = civil_from_days(days as i64);
+    let (y, m, d) = crate::calendar::civil_from_days(days as i64);
     let rem = secs % 86400;
     format!(
         "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
         rem / 3600,
         (rem % 3600) / 60
     )
-}
-
-/// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// What `info/host` says about this machine: OS, kernel, CPUs, memory, autobot.
@@ -619,12 +605,6 @@ pub fn host_info() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_414), (2025, 11, 22));
-    }
 
     #[test]
     fn staged_leaves_nothing_on_error() {

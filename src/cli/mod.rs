@@ -10,6 +10,7 @@ pub mod create;
 pub mod daemon;
 pub mod http;
 pub mod info;
+pub mod sendchange;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -53,6 +54,8 @@ pub enum Command {
     Force(client::ForceArgs),
     /// Stop a running build.
     StopBuild(client::StopBuildArgs),
+    /// Send a Change to a master's slaveport (as from a VCS hook), like Buildbot's.
+    Sendchange(sendchange::SendchangeArgs),
 }
 
 /// Options shared by `create` and `create-master` (autobot's template variables).
@@ -143,5 +146,6 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
         }),
         Command::StopBuild(a) => client::stop_build_cmd(&a).map(|_| ExitCode::SUCCESS),
+        Command::Sendchange(a) => sendchange::sendchange_cmd(&a).map(|_| ExitCode::SUCCESS),
     }
 }

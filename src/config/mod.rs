@@ -50,6 +50,16 @@ pub struct MasterConfig {
     /// Credentials `sendchange` must present (manual defaults change/changepw).
     pub changeuser: String,
     pub changepassword: String,
+    /// Webhook secrets (`github_secret`, `gitlab_secret`, `gitea_secret`): the key
+    /// a forge signs its push payloads with; empty means that hook is off.
+    pub github_secret: String,
+    pub gitlab_secret: String,
+    pub gitea_secret: String,
+    /// `favicon = FILE` and `robots_txt = FILE` (relative to the master
+    /// directory): what the web server sends for `/favicon.ico` and `/robots.txt`
+    /// instead of its built-in ones.
+    pub favicon: Option<PathBuf>,
+    pub robots_txt: Option<PathBuf>,
     /// `debug = true`: the master logs at debug level.
     pub debug: bool,
     /// Seconds within which a dead slave link is noticed (`keepaliveInterval`,
@@ -87,6 +97,11 @@ impl Default for MasterConfig {
             recipients: Vec::new(),
             changeuser: "change".to_string(),
             changepassword: "changepw".to_string(),
+            github_secret: String::new(),
+            favicon: None,
+            robots_txt: None,
+            gitlab_secret: String::new(),
+            gitea_secret: String::new(),
             debug: false,
             keepalive_interval: 600,
             slaves: Vec::new(),
@@ -339,6 +354,11 @@ const MASTER_KEYS: &[&str] = &[
     "recipients",
     "changeuser",
     "changepassword",
+    "github_secret",
+    "gitlab_secret",
+    "gitea_secret",
+    "favicon",
+    "robots_txt",
     "debug",
     "keepaliveinterval",
 ];
@@ -571,7 +591,7 @@ pub fn load_from_str(
                     .map(|k| format!(" (did you mean `{k}`?)"))
                     .unwrap_or_default();
                 return Err(v.err(format!(
-                    "unknown key in [:master:]{hint}; accepted keys: slaveport, htmlport, publichtmlport, pollInterval, treeStable, allowForce, projectName, projectURL, buildbotURL, botname, ircHost, ircChannels, domain, recipients, changeuser, changepassword, debug, keepaliveInterval, and the slave defaults {}",
+                    "unknown key in [:master:]{hint}; accepted keys: slaveport, htmlport, publichtmlport, pollInterval, treeStable, allowForce, projectName, projectURL, buildbotURL, botname, ircHost, ircChannels, domain, recipients, changeuser, changepassword, github_secret, gitlab_secret, gitea_secret, favicon, robots_txt, debug, keepaliveInterval, and the slave defaults {}",
                     SLAVE_KEYS.join(", ")
                 )));
             }
@@ -673,6 +693,26 @@ fn read_master_keys(cfg: &mut MasterConfig, m: &Layered) -> Result<(), ConfigErr
     cfg.recipients = parse_list(&str_key("recipients", ""));
     cfg.changeuser = str_key("changeuser", "change");
     cfg.changepassword = str_key("changepassword", "changepw");
+    cfg.github_secret = str_key("github_secret", "");
+    cfg.gitlab_secret = str_key("gitlab_secret", "");
+    cfg.gitea_secret = str_key("gitea_secret", "");
+    for key in ["favicon", "robots_txt"] {
+        let Some(v) = m.get(key).filter(|v| !v.value.trim().is_empty()) else {
+            continue;
+        };
+        let file = cfg.basedir.join(v.value.trim());
+        if !file.is_file() {
+            return Err(v.err(format!(
+                "no file {} (give a path relative to the master directory {}, or remove the key for the built-in one)",
+                file.display(),
+                cfg.basedir.display()
+            )));
+        }
+        match key {
+            "favicon" => cfg.favicon = Some(file),
+            _ => cfg.robots_txt = Some(file),
+        }
+    }
     if cfg.changeuser.is_empty() || cfg.changepassword.is_empty() {
         let v = m
             .get("changeuser")

@@ -665,12 +665,26 @@ mod tests {
             .unwrap();
         assert_eq!(done.requests, c2.request_ids);
         assert!(done.buildsets.is_empty(), "b2 is still pending");
+        // ... but the BuildSet has failed already (the manual's firstFailure).
+        assert_eq!(
+            done.failed_buildsets,
+            vec![(a.buildset_id, "failure".to_string())]
+        );
+        let bs = db.buildset(a.buildset_id).await.unwrap().unwrap();
+        assert_eq!(
+            (bs.complete, bs.result.as_deref()),
+            (false, Some("failure"))
+        );
+        assert_eq!(bs.requests.len(), 2);
         let c4 = db.claim_request("b2", "s", 1, 7.0).await.unwrap().unwrap();
         let done = db
             .finish_build(c4.build_id, "success", "build successful", false, 8.0)
             .await
             .unwrap();
         assert_eq!(done.buildsets, vec![(a.buildset_id, "failure".to_string())]);
+        assert!(done.failed_buildsets.is_empty(), "it failed once only");
+        let bs = db.buildset(a.buildset_id).await.unwrap().unwrap();
+        assert_eq!((bs.complete, bs.result.as_deref()), (true, Some("failure")));
         let req = db.buildrequest(c2.request_ids[0]).await.unwrap().unwrap();
         assert_eq!(req.builds, vec![2, 3]);
         assert_eq!(req.result.as_deref(), Some("failure"));

@@ -150,4 +150,45 @@ pub const MIGRATIONS: &[&str] = &[
         source TEXT NOT NULL,
         PRIMARY KEY (build, name)
     );",
+    // 3: schedulers and pollers. A scheduler's Changes wait in `scheduler_changes`
+    // until a BuildSet takes them; `scheduler_timers` holds the tree-stable deadline
+    // per branch ('' = no branch); `scheduler_state` the last Change handled and the
+    // last periodic/nightly run; `scheduler_buildsets` the upstream BuildSets a
+    // dependent scheduler has handled; `poller_heads` the last revision a poller
+    // stored per (repository, branch). All of it lets a restarted master neither
+    // lose a Change nor build twice.
+    "CREATE TABLE scheduler_changes (
+        scheduler TEXT NOT NULL,
+        change INTEGER NOT NULL REFERENCES changes(id),
+        branch TEXT NOT NULL,
+        -- 0: recorded only (a `files` filter did not match); joins the next build
+        important INTEGER NOT NULL,
+        PRIMARY KEY (scheduler, change)
+    );
+    CREATE TABLE scheduler_timers (
+        scheduler TEXT NOT NULL,
+        branch TEXT NOT NULL,
+        -- unix seconds
+        deadline REAL NOT NULL,
+        PRIMARY KEY (scheduler, branch)
+    );
+    CREATE TABLE scheduler_state (
+        scheduler TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value INTEGER NOT NULL,
+        PRIMARY KEY (scheduler, key)
+    );
+    CREATE TABLE scheduler_buildsets (
+        scheduler TEXT NOT NULL,
+        buildset INTEGER NOT NULL REFERENCES buildsets(id),
+        PRIMARY KEY (scheduler, buildset)
+    );
+    CREATE INDEX buildsets_by_scheduler ON buildsets(scheduler);
+    CREATE TABLE poller_heads (
+        repository TEXT NOT NULL,
+        branch TEXT NOT NULL,
+        revision TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (repository, branch)
+    );",
 ];

@@ -12,6 +12,7 @@ pub mod builds;
 pub mod changes;
 pub mod migrations;
 pub mod requests;
+pub mod schedulers;
 pub mod slaves;
 
 use std::path::{Path, PathBuf};

@@ -7,6 +7,12 @@
 //! once a Build of it finished with a result that stands. A Build interrupted by a
 //! master restart or a lost slave gives its requests back ([`Db::unclaim_build`]) so
 //! they run again.
+//!
+//! Claiming merges: requests for the same builder, branch and repository whose
+//! SourceStamps carry Changes, queued while the builder was busy, are claimed by
+//! one Build whose SourceStamp has all their Changes and the newest revision; each
+//! completes with that Build's result. Requests without Changes (forced builds,
+//! specific revisions, periodic builds) are never merged.
 
 use std::collections::BTreeMap;
 
@@ -88,6 +94,26 @@ pub struct Completed {
     pub requests: Vec<i64>,
     /// BuildSets whose last request this was, with their result.
     pub buildsets: Vec<(i64, String)>,
+    /// BuildSets this build made fail before they finished (the manual's
+    /// `firstFailure`): their result is known and recorded now.
+    pub failed_buildsets: Vec<(i64, String)>,
+}
+
+/// One BuildSet, as `GET /api/v1/buildsets/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BuildSetRow {
+    pub id: i64,
+    pub reason: String,
+    pub scheduler: String,
+    pub submitted_at: f64,
+    /// Whether every BuildRequest of it is complete.
+    pub complete: bool,
+    pub complete_at: Option<f64>,
+    /// `failure`/`exception` as soon as one build fails (even while others run);
+    /// otherwise `None` until complete, then the worst result.
+    pub result: Option<String>,
+    /// Its BuildRequests' ids, in builder order.
+    pub requests: Vec<i64>,
 }
 
 /// Results ordered best to worst, to combine them (`skipped` counts as success).
@@ -186,6 +212,38 @@ impl Db {
         self.write(move |tx| unclaim(tx, build_id)).await
     }
 
+    /// One BuildSet with its requests.
+    pub async fn buildset(&self, id: i64) -> Result<Option<BuildSetRow>, DbError> {
+        self.read(move |c| {
+            let row = c
+                .prepare_cached(
+                    "SELECT id, reason, scheduler, submitted_at, complete, complete_at, result
+                     FROM buildsets WHERE id = ?1",
+                )?
+                .query_row([id], |r| {
+                    Ok(BuildSetRow {
+                        id: r.get(0)?,
+                        reason: r.get(1)?,
+                        scheduler: r.get(2)?,
+                        submitted_at: r.get(3)?,
+                        complete: r.get::<_, i64>(4)? != 0,
+                        complete_at: r.get(5)?,
+                        result: r.get(6)?,
+                        requests: Vec::new(),
+                    })
+                })
+                .optional()?;
+            let Some(mut row) = row else { return Ok(None) };
+            let mut st =
+                c.prepare_cached("SELECT id FROM buildrequests WHERE buildset = ?1 ORDER BY id")?;
+            row.requests = st
+                .query_map([id], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(Some(row))
+        })
+        .await
+    }
+
     /// One BuildRequest with the numbers of its builds.
     pub async fn buildrequest(&self, id: i64) -> Result<Option<BuildRequestRow>, DbError> {
         self.read(move |c| request_row(c, id)).await
@@ -236,7 +294,7 @@ fn claim(
     };
     tx.prepare_cached("UPDATE buildrequests SET claimed_at = ?2 WHERE id = ?1")?
         .execute(params![request_id, at])?;
-    let (reason, sourcestamp_id, props, branch, revision): (
+    let (reason, mut sourcestamp_id, props, branch, mut revision): (
         String,
         i64,
         String,
@@ -251,6 +309,13 @@ fn claim(
         .query_row([buildset_id], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })?;
+    let mut request_ids = vec![request_id];
+    let merged = merge_requests(tx, builder, request_id, sourcestamp_id, at)?;
+    if let Some((ss, rev, ids)) = merged {
+        sourcestamp_id = ss;
+        revision = rev;
+        request_ids.extend(ids);
+    }
     let number: i64 = tx
         .prepare_cached("SELECT coalesce(max(number), 0) + 1 FROM builds WHERE builder = ?1")?
         .query_row([builder], |r| r.get(0))?;
@@ -268,13 +333,15 @@ fn claim(
         total_steps
     ])?;
     let build_id = tx.last_insert_rowid();
-    tx.prepare_cached("INSERT INTO build_requests(build, request) VALUES (?1, ?2)")?
-        .execute(params![build_id, request_id])?;
+    for id in &request_ids {
+        tx.prepare_cached("INSERT INTO build_requests(build, request) VALUES (?1, ?2)")?
+            .execute(params![build_id, id])?;
+    }
     Ok(Some(ClaimedBuild {
         build_id,
         number,
         builder: builder.to_string(),
-        request_ids: vec![request_id],
+        request_ids,
         buildset_id,
         reason,
         sourcestamp_id,
@@ -282,6 +349,92 @@ fn claim(
         revision,
         properties: serde_json::from_str(&props).unwrap_or_default(),
     }))
+}
+
+/// Merge the builder's other unclaimed requests that can share a Build with
+/// `request_id` (claimed just now, its SourceStamp `sourcestamp`): requests whose
+/// SourceStamps carry Changes, on the same branch and repository. A request whose
+/// SourceStamp carries no Changes (a forced build, a specific revision, a periodic
+/// build) is never merged. The merged requests are claimed; the Build gets a new
+/// SourceStamp with every Change and the newest revision. `None` when nothing merges.
+/// What merging gave a Build: its SourceStamp id, revision, and the ids of the
+/// requests merged into it besides the one claimed.
+type Merged = (i64, Option<String>, Vec<i64>);
+
+fn merge_requests(
+    tx: &Transaction<'_>,
+    builder: &str,
+    request_id: i64,
+    sourcestamp: i64,
+    at: f64,
+) -> rusqlite::Result<Option<Merged>> {
+    let has_changes = |ss: i64| -> rusqlite::Result<bool> {
+        tx.prepare_cached("SELECT count(*) FROM sourcestamp_changes WHERE sourcestamp = ?1")?
+            .query_row([ss], |r| r.get::<_, i64>(0))
+            .map(|n| n > 0)
+    };
+    if !has_changes(sourcestamp)? {
+        return Ok(None);
+    }
+    // (request, sourcestamp, revision) of the mergeable others, oldest first.
+    let others: Vec<(i64, i64, Option<String>)> = {
+        let mut st = tx.prepare_cached(
+            "SELECT r.id, bs.sourcestamp, ss.revision
+             FROM buildrequests r
+             JOIN buildsets bs ON bs.id = r.buildset
+             JOIN sourcestamps ss ON ss.id = bs.sourcestamp
+             JOIN sourcestamps mine ON mine.id = ?3
+             WHERE r.builder = ?1 AND r.id != ?2 AND r.claimed_at IS NULL AND r.complete = 0
+               AND ss.branch IS mine.branch AND ss.repository = mine.repository
+               AND EXISTS (SELECT 1 FROM sourcestamp_changes sc WHERE sc.sourcestamp = ss.id)
+             ORDER BY r.id",
+        )?;
+        let rows = st.query_map(params![builder, request_id, sourcestamp], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    if others.is_empty() {
+        return Ok(None);
+    }
+    // The newest request's revision (its Changes are the newest).
+    let mut all: Vec<(i64, i64)> = vec![(request_id, sourcestamp)];
+    all.extend(others.iter().map(|(id, ss, _)| (*id, *ss)));
+    let newest_ss = all
+        .iter()
+        .max_by_key(|(id, _)| *id)
+        .map(|(_, ss)| *ss)
+        .unwrap_or(sourcestamp);
+    tx.prepare_cached(
+        "INSERT INTO sourcestamps(branch, revision, repository, project)
+         SELECT mine.branch, newest.revision, mine.repository, mine.project
+         FROM sourcestamps mine, sourcestamps newest WHERE mine.id = ?1 AND newest.id = ?2",
+    )?
+    .execute(params![sourcestamp, newest_ss])?;
+    let merged_ss = tx.last_insert_rowid();
+    for (id, ss) in &all {
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO sourcestamp_changes(sourcestamp, change)
+             SELECT ?1, change FROM sourcestamp_changes WHERE sourcestamp = ?2",
+        )?
+        .execute(params![merged_ss, ss])?;
+        if *id != request_id {
+            tx.prepare_cached("UPDATE buildrequests SET claimed_at = ?2 WHERE id = ?1")?
+                .execute(params![id, at])?;
+        }
+    }
+    let revision: Option<String> = tx
+        .prepare_cached("SELECT revision FROM sourcestamps WHERE id = ?1")?
+        .query_row([merged_ss], |r| r.get(0))?;
+    tracing::info!(
+        "{builder}: BuildRequest {request_id} merged with {} queued request(s)",
+        others.len()
+    );
+    Ok(Some((
+        merged_ss,
+        revision,
+        others.into_iter().map(|(id, _, _)| id).collect(),
+    )))
 }
 
 pub(crate) fn unclaim(tx: &Transaction<'_>, build_id: i64) -> rusqlite::Result<Vec<i64>> {
@@ -323,6 +476,17 @@ pub(crate) fn complete_build_requests(
         )?
         .execute(params![id, at, result])?;
         done.requests.push(id);
+        if result_rank(result) > result_rank("warnings") {
+            // The BuildSet fails as soon as one of its builds does.
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE buildsets SET result = ?2 WHERE id = ?1 AND result IS NULL",
+                )?
+                .execute(params![buildset, result])?;
+            if changed > 0 {
+                done.failed_buildsets.push((buildset, result.to_string()));
+            }
+        }
         let results: Vec<Option<String>> = {
             let mut st = tx.prepare_cached(
                 "SELECT CASE WHEN complete = 1 THEN result ELSE NULL END
@@ -338,6 +502,7 @@ pub(crate) fn complete_build_requests(
                 .max_by_key(|r| result_rank(r))
                 .cloned()
                 .unwrap_or_else(|| "success".into());
+            // The worst result: an earlier failure recorded it already, or worse.
             let changed = tx
                 .prepare_cached(
                     "UPDATE buildsets SET complete = 1, complete_at = ?2, result = ?3
@@ -385,4 +550,85 @@ fn request_row(c: &Connection, id: i64) -> rusqlite::Result<Option<BuildRequestR
     let numbers = st.query_map([id], |r| r.get(0))?;
     row.builds = numbers.collect::<rusqlite::Result<_>>()?;
     Ok(Some(row))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::changes::NewChange;
+
+    #[tokio::test]
+    async fn queued_requests_with_changes_merge_into_one_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join(crate::db::DB_FILE)).unwrap();
+        let ids = db
+            .add_changes(
+                ["a", "b", "c"]
+                    .iter()
+                    .map(|w| NewChange {
+                        who: w.to_string(),
+                        revision: Some(format!("rev-{w}")),
+                        ..Default::default()
+                    })
+                    .collect(),
+            )
+            .await
+            .unwrap();
+        let bs = |changes: Vec<i64>, revision: &str, scheduler: &str, branch: &str| NewBuildSet {
+            reason: "r".into(),
+            scheduler: scheduler.into(),
+            sourcestamp: NewSourceStamp {
+                branch: Some(branch.into()),
+                revision: Some(revision.into()),
+                repository: "/r".into(),
+                changes,
+                ..Default::default()
+            },
+            builders: vec!["b".into()],
+            ..Default::default()
+        };
+        let first = db
+            .add_buildset(bs(vec![ids[0]], "rev-a", "s", "main"), 1.0)
+            .await
+            .unwrap();
+        let forced = db
+            .add_buildset(bs(vec![], "pinned", "force", "main"), 2.0)
+            .await
+            .unwrap();
+        let second = db
+            .add_buildset(bs(vec![ids[1], ids[2]], "rev-c", "s", "main"), 3.0)
+            .await
+            .unwrap();
+        let other = db
+            .add_buildset(bs(vec![ids[2]], "rev-c", "s", "dev"), 4.0)
+            .await
+            .unwrap();
+        let c = db.claim_request("b", "s1", 1, 5.0).await.unwrap().unwrap();
+        assert_eq!(
+            c.request_ids,
+            vec![first.requests[0].1, second.requests[0].1]
+        );
+        assert_eq!(c.revision.as_deref(), Some("rev-c"));
+        let built = db.build("b", c.number).await.unwrap().unwrap();
+        let who: Vec<&str> = built.changes.iter().map(|c| c.who.as_str()).collect();
+        assert_eq!(who, ["a", "b", "c"]);
+        // The forced build with a revision and the other branch build alone.
+        let f = db.claim_request("b", "s1", 1, 6.0).await.unwrap().unwrap();
+        assert_eq!(f.request_ids, vec![forced.requests[0].1]);
+        let o = db.claim_request("b", "s1", 1, 7.0).await.unwrap().unwrap();
+        assert_eq!(o.request_ids, vec![other.requests[0].1]);
+        // Every merged request completes with the build's result, and each BuildSet.
+        let done = db
+            .finish_build(c.build_id, "failure", "failed", false, 8.0)
+            .await
+            .unwrap();
+        assert_eq!(done.requests.len(), 2);
+        assert_eq!(
+            done.buildsets,
+            vec![
+                (first.buildset_id, "failure".to_string()),
+                (second.buildset_id, "failure".to_string())
+            ]
+        );
+    }
 }

@@ -29,6 +29,24 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0 && a.len() == b.len()
 }
 
+/// Check HTTP Basic credentials against `changeuser`/`changepassword` of
+/// `[:master:]` (both compared in constant time), for `sendchange` on the slave
+/// port and `POST /api/v1/changes`; the user name, or why not.
+pub fn change_credentials(
+    config: &crate::config::MasterConfig,
+    header: Option<&str>,
+) -> Result<String, String> {
+    let header = header.ok_or("no credentials")?;
+    let (user, password) = parse_basic(header).ok_or("malformed Authorization header")?;
+    let user_ok = constant_time_eq(user.as_bytes(), config.changeuser.as_bytes());
+    let password_ok = constant_time_eq(password.as_bytes(), config.changepassword.as_bytes());
+    if user_ok && password_ok {
+        Ok(user)
+    } else {
+        Err(format!("wrong change user or password (user {user:?})"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -372,6 +372,12 @@ pub(crate) async fn run(mut ctx: BuildContext) -> bool {
             result: final_result.as_str().to_string(),
         });
     }
+    for (id, r) in completed.failed_buildsets {
+        inner.emit(EngineEvent::BuildSetFailed {
+            buildset_id: id,
+            result: r,
+        });
+    }
     for (id, r) in completed.buildsets {
         inner.emit(EngineEvent::BuildSetComplete {
             buildset_id: id,

@@ -133,6 +133,12 @@ pub enum EngineEvent {
         buildset_id: i64,
         result: String,
     },
+    /// A build of the BuildSet failed while others may still run: the set has
+    /// failed (the manual's `firstFailure`); `BuildSetComplete` follows later.
+    BuildSetFailed {
+        buildset_id: i64,
+        result: String,
+    },
 }
 
 /// A Build that runs now.

@@ -8,6 +8,10 @@
 //! sized: a master holds one connection per slave, and tungstenite's default
 //! 128 KiB read buffer, zero-filled on first use, would cost 128 MiB per thousand
 //! slaves.
+//!
+//! The same port takes `autobot sendchange`, as in Buildbot: an upgrade on
+//! [`CHANGE_PATH`] authenticated with `changeuser`/`changepassword` of `[:master:]`
+//! carries Changes (see [`crate::changes::submit`]) instead of a slave.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +25,7 @@ use super::auth::{constant_time_eq, parse_basic};
 use super::connection;
 use super::registry::Claim;
 use super::Shared;
+use crate::changes::submit::CHANGE_PATH;
 use crate::protocol::websocket_config;
 
 /// How long a client may take to complete the WebSocket handshake.
@@ -51,9 +56,11 @@ pub(crate) async fn serve(
     }
 }
 
-/// Authenticate one upgrade and, if allowed, run the connection.
+/// Authenticate one upgrade and, if allowed, run the connection: a slave's on any
+/// path but [`CHANGE_PATH`], where `sendchange` submits Changes instead.
 async fn handshake(shared: Arc<Shared>, stream: TcpStream, peer: String) {
     let mut claim: Option<Claim> = None;
+    let mut change_user: Option<String> = None;
     // The callback's signature is tungstenite's; its error type is not ours to box.
     #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
@@ -61,6 +68,25 @@ async fn handshake(shared: Arc<Shared>, stream: TcpStream, peer: String) {
             .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
+        if req.uri().path() == CHANGE_PATH {
+            return match authorize_change(&shared, header) {
+                Ok(user) => {
+                    change_user = Some(user);
+                    Ok(resp)
+                }
+                Err(why) => {
+                    tracing::warn!(
+                        slaveport = shared.slaveport,
+                        "refused sendchange from {peer}: {why}"
+                    );
+                    let mut resp = ErrorResponse::new(Some(format!(
+                        "Unauthorized: {why}; use changeuser/changepassword of [:master:] (sendchange --auth USER:PASS)"
+                    )));
+                    *resp.status_mut() = StatusCode::UNAUTHORIZED;
+                    Err(resp)
+                }
+            };
+        }
         match authorize(&shared, header) {
             Ok(c) => {
                 claim = Some(c);
@@ -83,12 +109,16 @@ async fn handshake(shared: Arc<Shared>, stream: TcpStream, peer: String) {
         tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(websocket_config()));
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
         Ok(Ok(socket)) => {
-            if let Some(claim) = claim {
+            if let Some(user) = change_user {
+                let bus = shared.changes.clone();
+                let shutdown = shared.shutdown.clone();
+                crate::changes::submit::serve_session(bus, socket, user, peer, shutdown).await;
+            } else if let Some(claim) = claim {
                 connection::serve(shared, socket, claim, peer).await;
             }
         }
         Ok(Err(e)) => {
-            if claim.is_some() {
+            if claim.is_some() || change_user.is_some() {
                 tracing::warn!("slaveport: handshake with {peer} failed: {e}");
             } else {
                 tracing::debug!("slaveport: {peer}: {e}");
@@ -139,4 +169,9 @@ fn authorize(shared: &Shared, header: Option<&str>) -> Result<Claim, Refusal> {
         why: "already connected (a slave of that name holds a connection)".into(),
         body: "Conflict: this slave is already connected",
     })
+}
+
+/// Check `sendchange` credentials; the user name, or why not.
+fn authorize_change(shared: &Shared, header: Option<&str>) -> Result<String, String> {
+    super::auth::change_credentials(&shared.config.borrow().clone(), header)
 }

@@ -85,6 +85,10 @@ pub struct MasterOptions {
     pub slaveport: Option<u16>,
     /// Listen here instead of `htmlport` (0: any free port).
     pub htmlport: Option<u16>,
+    /// Listen here instead of `publichtmlport` (0: any free port). When `htmlport`
+    /// is overridden and this is not, no public port is opened (tests that move
+    /// the web port do not want a fixed second one).
+    pub publichtmlport: Option<u16>,
 }
 
 /// State shared by every task of a master.
@@ -109,6 +113,12 @@ pub struct Master {
     servers: Vec<JoinHandle<()>>,
     slaveport: u16,
     htmlport: u16,
+    /// The read-only web port, when one is open.
+    publichtmlport: Option<u16>,
+    /// The poller manager and schedulers, with their stop switch and clock.
+    schedulers: Option<JoinHandle<()>>,
+    schedulers_stop: watch::Sender<bool>,
+    clock: crate::schedulers::Clock,
     _lock: Flock<File>,
 }
 
@@ -120,6 +130,16 @@ impl Master {
 
     /// Start the master of `basedir`, with `options` overriding the file.
     pub async fn start_with(basedir: &Path, options: MasterOptions) -> Result<Master, MasterError> {
+        Master::start_with_clock(basedir, options, crate::schedulers::Clock::system()).await
+    }
+
+    /// [`Master::start_with`] whose schedulers read the time from `clock` (tests
+    /// drive `periodic`/`nightly` with a manual one).
+    pub async fn start_with_clock(
+        basedir: &Path,
+        options: MasterOptions,
+        clock: crate::schedulers::Clock,
+    ) -> Result<Master, MasterError> {
         let basedir = std::fs::canonicalize(basedir).map_err(|source| MasterError::Io {
             path: basedir.to_path_buf(),
             source,
@@ -138,10 +158,30 @@ impl Master {
             .map_err(|e| MasterError::Internal(e.to_string()))??;
         db.slaves_reset("the master stopped", crate::db::now())
             .await?;
+        // Changes up to here came before this master: a scheduler new in this
+        // configuration starts after them, and after none that arrive from now on
+        // (the listeners open below, before the schedulers' task runs).
+        let change_watermark = db.max_change_id().await?;
 
         let slave_listener =
             bind("slaveport", options.slaveport.unwrap_or(config.slaveport)).await?;
         let web_listener = bind("htmlport", options.htmlport.unwrap_or(config.htmlport)).await?;
+        let public_listener = match options.publichtmlport.or(if options.htmlport.is_none() {
+            Some(config.publichtmlport)
+        } else {
+            None
+        }) {
+            // The read-only port is secondary: when it cannot be bound the master
+            // still runs (slaves and htmlport), and says so loudly.
+            Some(port) => match bind("publichtmlport", port).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::error!("{e}; the read-only pages are not served");
+                    None
+                }
+            },
+            None => None,
+        };
         let slaveport = local_port(&slave_listener);
         let htmlport = local_port(&web_listener);
 
@@ -180,11 +220,34 @@ impl Master {
             engine: engine.clone(),
             changes: changes.clone(),
         };
+        // publichtmlport: the same pages, read-only.
+        let public_port = public_listener.map(|l| {
+            let port = local_port(&l);
+            servers.push(tokio::spawn(crate::web::serve_public(
+                l,
+                ctx.clone(),
+                wait_true(shutdown_rx.clone()),
+            )));
+            port
+        });
         servers.push(tokio::spawn(crate::web::serve(
             web_listener,
             ctx,
             wait_true(shutdown_rx),
         )));
+        let (schedulers_stop, schedulers_rx) = watch::channel(false);
+        let schedulers = crate::schedulers::start(
+            crate::schedulers::SchedulerContext {
+                db: shared.db.clone(),
+                engine: engine.clone(),
+                changes: changes.clone(),
+                clock: clock.clone(),
+                basedir: shared.basedir.clone(),
+                start_watermark: Arc::new(std::sync::Mutex::new(Some(change_watermark))),
+            },
+            shared.config.subscribe(),
+            schedulers_rx,
+        );
         tracing::info!(
             "master in {} listening: slaves on :{slaveport}, web on :{htmlport}",
             shared.basedir.display()
@@ -197,6 +260,10 @@ impl Master {
             servers,
             slaveport,
             htmlport,
+            publichtmlport: public_port,
+            schedulers: Some(schedulers),
+            schedulers_stop,
+            clock,
             _lock: lock,
         })
     }
@@ -204,6 +271,11 @@ impl Master {
     /// Where Changes come in (pollers, sendchange, webhooks, the API).
     pub fn changes(&self) -> &crate::changes::ChangeBus {
         &self.changes
+    }
+
+    /// The clock the schedulers read.
+    pub fn clock(&self) -> &crate::schedulers::Clock {
+        &self.clock
     }
 
     /// The build engine: force, stop, submit BuildSets, follow events.
@@ -243,6 +315,11 @@ impl Master {
     /// The web/API port (the bound one, if 0 was asked).
     pub fn htmlport(&self) -> u16 {
         self.htmlport
+    }
+
+    /// The read-only web port (the bound one, if 0 was asked), when open.
+    pub fn publichtmlport(&self) -> Option<u16> {
+        self.publichtmlport
     }
 
     /// The dead-link detection interval in force.
@@ -300,8 +377,19 @@ impl Master {
 
     /// Interrupt running commands, close every slave connection, stop listening,
     /// write the database out. Returns when all of that is done.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         tracing::info!("master shutting down");
+        // No new Changes or BuildSets from here on.
+        self.schedulers_stop.send_replace(true);
+        if let Some(mut s) = self.schedulers.take() {
+            if tokio::time::timeout(Duration::from_secs(15), &mut s)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the pollers and schedulers did not stop within 15 s");
+                s.abort();
+            }
+        }
         // Running builds are interrupted and recorded (their requests run again
         // after a restart) while the slaves are still connected.
         self.engine.shutdown().await;

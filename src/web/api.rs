@@ -1,5 +1,5 @@
 //! The JSON API of the build engine on `htmlport`: builders, builds, steps' logs,
-//! BuildRequests and Changes to read; force and stop to act.
+//! BuildRequests, BuildSets and Changes to read; force and stop to act.
 //!
 //! Reads come from SQLite (through [`crate::db::Db`]) and the configuration in
 //! force; the two actions go through the engine's request queue
@@ -87,6 +87,12 @@ pub fn routes(ctx: WebContext) -> BoxedFilter<(Response,)> {
         .and(with(ctx.clone()))
         .then(get_buildrequest)
         .boxed();
+    let buildset = api()
+        .and(warp::path!("buildsets" / i64))
+        .and(warp::get())
+        .and(with(ctx.clone()))
+        .then(get_buildset)
+        .boxed();
     let changes = api()
         .and(warp::path!("changes"))
         .and(warp::get())
@@ -115,6 +121,8 @@ pub fn routes(ctx: WebContext) -> BoxedFilter<(Response,)> {
         .unify()
         .or(request)
         .unify()
+        .or(buildset)
+        .unify()
         .or(changes)
         .unify()
         .or(change)
@@ -134,8 +142,13 @@ where
             if b.iter().all(u8::is_ascii_whitespace) {
                 return Ok(T::default());
             }
-            serde_json::from_slice::<T>(&b)
-                .map_err(|e| warp::reject::custom(super::BadBody(e.to_string())))
+            let bad = |why: String| warp::reject::custom(super::BadBody(why));
+            let value: serde_json::Value =
+                serde_json::from_slice(&b).map_err(|e| bad(e.to_string()))?;
+            if !value.is_object() {
+                return Err(bad("expected a JSON object".into()));
+            }
+            serde_json::from_value::<T>(value).map_err(|e| bad(e.to_string()))
         })
         .boxed()
 }
@@ -416,6 +429,14 @@ async fn get_buildrequest(id: i64, ctx: WebContext) -> Response {
         Ok(Some(r)) => warp::reply::json(&r).into_response(),
         Ok(None) => not_found(format!("no BuildRequest {id}")),
         Err(e) => db_error("GET /api/v1/buildrequests/ID", e),
+    }
+}
+
+async fn get_buildset(id: i64, ctx: WebContext) -> Response {
+    match ctx.db.buildset(id).await {
+        Ok(Some(r)) => warp::reply::json(&r).into_response(),
+        Ok(None) => not_found(format!("no BuildSet {id}")),
+        Err(e) => db_error("GET /api/v1/buildsets/ID", e),
     }
 }
 

@@ -1,4 +1,5 @@
-//! The master's HTTP side on `htmlport`: the JSON API (and, later, the pages).
+//! The master's HTTP side on `htmlport`: the JSON API and the status pages
+//! ([`pages`], read-only on `publichtmlport` through [`public_routes`]).
 //!
 //! [`routes`] combines one filter per resource; each handler reads the database
 //! or the current configuration through [`WebContext`] and never drives a build
@@ -8,6 +9,10 @@
 //! [`rejections`] with a JSON error and the right status.
 
 pub mod api;
+pub mod change_hook;
+pub mod html;
+pub mod pages;
+pub mod sse;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -39,6 +44,11 @@ pub struct WebContext {
 
 /// Every route of the web server.
 pub fn routes(ctx: WebContext) -> BoxedFilter<(Response,)> {
+    routes_until(ctx, None)
+}
+
+/// [`routes`] whose live streams end when `stop` turns true.
+fn routes_until(ctx: WebContext, stop: Option<watch::Receiver<bool>>) -> BoxedFilter<(Response,)> {
     let slaves = api()
         .and(warp::path("slaves"))
         .and(warp::path::end())
@@ -46,11 +56,44 @@ pub fn routes(ctx: WebContext) -> BoxedFilter<(Response,)> {
         .and(with(ctx.clone()))
         .then(api_slaves);
     slaves
-        .or(api::routes(ctx))
+        .or(api::routes(ctx.clone()))
+        .unify()
+        .or(change_hook::routes(ctx.clone()))
+        .unify()
+        .or(pages::routes(ctx.clone(), stop))
         .unify()
         .recover(rejections)
         .unify()
         .boxed()
+}
+
+/// The routes of `publichtmlport`: the pages read-only and the JSON API's GETs;
+/// nothing that forces, stops or submits.
+pub fn public_routes(
+    ctx: WebContext,
+    stop: Option<watch::Receiver<bool>>,
+) -> BoxedFilter<(Response,)> {
+    let slaves = api()
+        .and(warp::path("slaves"))
+        .and(warp::path::end())
+        .and(with(ctx.clone()))
+        .then(api_slaves);
+    warp::get()
+        .and(slaves.or(api::routes(ctx.clone())).unify())
+        .or(pages::public_routes(ctx, stop))
+        .unify()
+        .recover(rejections)
+        .unify()
+        .boxed()
+}
+
+/// Serve [`public_routes`] on an already bound listener until `shutdown` resolves.
+pub async fn serve_public(
+    listener: TcpListener,
+    ctx: WebContext,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    serve_until(listener, shutdown, |stop| public_routes(ctx, Some(stop))).await
 }
 
 /// A request body that is not the JSON a route expects.
@@ -144,9 +187,24 @@ pub async fn serve(
     ctx: WebContext,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    warp::serve(routes(ctx))
+    serve_until(listener, shutdown, |stop| routes_until(ctx, Some(stop))).await
+}
+
+/// Serve the routes `make` builds until `shutdown` resolves. Live streams
+/// (server-sent events) get a receiver that turns true then, so they end with the
+/// server and the graceful shutdown does not wait for browsers to go away.
+async fn serve_until(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    make: impl FnOnce(watch::Receiver<bool>) -> BoxedFilter<(Response,)>,
+) {
+    let (tx, rx) = watch::channel(false);
+    warp::serve(make(rx))
         .incoming(listener)
-        .graceful(shutdown)
+        .graceful(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        })
         .run()
         .await;
 }

@@ -107,6 +107,7 @@ pub async fn start_master(dir: &Path, keepalive: Duration) -> Master {
             keepalive_interval: Some(keepalive),
             slaveport: Some(0),
             htmlport: Some(0),
+            publichtmlport: None,
         },
     )
     .await

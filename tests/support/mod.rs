@@ -114,6 +114,7 @@ impl TestMaster {
                 keepalive_interval: Some(keepalive),
                 slaveport: Some(0),
                 htmlport: Some(0),
+                publichtmlport: None,
             },
         )
         .await
@@ -157,34 +158,80 @@ impl TestMaster {
     }
 }
 
-/// A minimal HTTP/1.1 GET on 127.0.0.1:port.
+/// A minimal HTTP/1.1 GET on 127.0.0.1:port: (status, body).
 pub async fn http_get(port: u16, path: &str) -> (u16, String) {
+    let r = http(port, "GET", path, &[], b"").await;
+    (r.status, r.body)
+}
+
+/// A response: status, headers (lower-case names) and body text.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpReply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One request on 127.0.0.1:port with `headers` and `body`.
+pub async fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpReply {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.unwrap();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut raw))
+        .await
+        .expect("response in time")
+        .unwrap();
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
         dechunk(body)
     } else {
         body.to_string()
     };
-    (status, body)
+    HttpReply {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut body: &str) -> String {

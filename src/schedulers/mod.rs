@@ -1,0 +1,1080 @@
+//! Schedulers: from Changes (and clocks, and upstream results) to BuildSets, as the
+//! Buildbot 0.7 manual's "Schedulers" chapter describes, configured per factory.
+//!
+//! Every factory gets, from its keys in `master.ini`:
+//!
+//! * a **change scheduler** named after the factory (unless it has `dependsOn`):
+//!   it takes the Changes of the factory's repositories on its branches (the
+//!   sources' branches, or `branches = a b` / `branches = *`), waits until no
+//!   *important* Change arrived for `treeStable` seconds on a branch (one timer per
+//!   branch), then submits one BuildSet carrying every Change it took on that
+//!   branch. With `files = REGEX…` only Changes touching a matching file are
+//!   important; the others are recorded and join the next build;
+//! * `FACTORY:periodic` (`periodic = SECONDS`) and `FACTORY:nightly`
+//!   (`nightly = CRON`, UTC) that build the newest source as well;
+//! * `FACTORY:dependent` (`dependsOn = UPSTREAM`): when a BuildSet of UPSTREAM
+//!   covering every UPSTREAM builder succeeds (`success` or `warnings`), it builds
+//!   the same SourceStamp here; a failure upstream fires nothing.
+//!
+//! All state — waiting Changes, timers, the last Change handled, the last
+//! periodic/nightly run, the upstream BuildSets seen — is in SQLite
+//! ([`crate::db::schedulers`]), so a master restarted mid-timer neither loses a
+//! Change nor builds twice. The poller manager ([`pollers`]) runs the git and hg
+//! pollers that feed the [`ChangeBus`]. [`start`] runs both and restarts them when
+//! a reconfig changes what they do. Time comes from a [`Clock`] that tests can drive.
+
+pub mod cron;
+pub mod pollers;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+use crate::changes::{redact_url, ChangeBus};
+use crate::config::MasterConfig;
+use crate::db::changes::ChangeRow;
+use crate::db::requests::{NewBuildSet, NewSourceStamp};
+use crate::db::schedulers::{ChangeBatch, PendingChange};
+use crate::db::{Db, DbError};
+use crate::master::{Engine, EngineError, EngineEvent};
+
+pub use cron::{Cron, CronError};
+pub use pollers::{poller_specs, PollerSpec};
+
+/// Where schedulers read the time: the system clock, or a manual one tests move
+/// (`nightly` and `periodic` fire when it passes their time). Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Clock {
+    manual: Option<Arc<watch::Sender<f64>>>,
+}
+
+impl Clock {
+    /// The real time.
+    pub fn system() -> Clock {
+        Clock { manual: None }
+    }
+
+    /// A clock that stands at `start` (unix seconds) until [`Clock::set`] or
+    /// [`Clock::advance`] moves it.
+    pub fn manual(start: f64) -> Clock {
+        Clock {
+            manual: Some(Arc::new(watch::channel(start).0)),
+        }
+    }
+
+    /// Unix seconds now.
+    pub fn now(&self) -> f64 {
+        match &self.manual {
+            Some(tx) => *tx.borrow(),
+            None => crate::db::now_f64(),
+        }
+    }
+
+    /// Move a manual clock to `t` (never backwards); no effect on the system clock.
+    pub fn set(&self, t: f64) {
+        if let Some(tx) = &self.manual {
+            tx.send_if_modified(|v| {
+                if t > *v {
+                    *v = t;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+    }
+
+    /// Move a manual clock forward by `secs`.
+    pub fn advance(&self, secs: f64) {
+        self.set(self.now() + secs);
+    }
+
+    /// Returns once the clock reads `t` or later.
+    pub async fn sleep_until(&self, t: f64) {
+        match &self.manual {
+            Some(tx) => {
+                let mut rx = tx.subscribe();
+                let _ = rx.wait_for(|now| *now >= t).await;
+            }
+            None => {
+                let left = t - crate::db::now_f64();
+                if left > 0.0 {
+                    tokio::time::sleep(Duration::from_secs_f64(left.min(86_400.0 * 365.0))).await;
+                }
+            }
+        }
+    }
+}
+
+/// Which branches a change scheduler follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Branches {
+    /// `branches = *` (and a factory without sources or `branches`).
+    Any,
+    /// These names (the sources' branches by default).
+    Only(Vec<String>),
+}
+
+/// What a scheduler reacts to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchedulerKind {
+    /// New Changes, after `tree_stable` quiet seconds per branch.
+    Changes {
+        branches: Branches,
+        /// `files = REGEX…` (empty: every Change is important).
+        files: Vec<String>,
+        tree_stable: u64,
+    },
+    /// Every `seconds`.
+    Periodic { seconds: u64 },
+    /// At the minutes a cron expression names.
+    Nightly { cron: String },
+    /// After a successful BuildSet of the upstream factory that covered every
+    /// one of `upstream_builders`.
+    Dependent {
+        upstream: String,
+        upstream_builders: Vec<String>,
+    },
+}
+
+/// One scheduler as the configuration defines it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulerSpec {
+    /// `FACTORY`, `FACTORY:periodic`, `FACTORY:nightly` or `FACTORY:dependent`;
+    /// the `scheduler` of its BuildSets and the key of its state.
+    pub name: String,
+    pub factory: String,
+    /// Every builder of the factory.
+    pub builders: Vec<String>,
+    /// The factory's source URLs, without credentials.
+    pub repositories: Vec<String>,
+    /// Whether a branch and revision may be given to the build (a factory with
+    /// several sources builds their configured branches, newest revisions).
+    pub single_source: bool,
+    pub kind: SchedulerKind,
+}
+
+/// The schedulers `config` defines, in factory order.
+pub fn scheduler_specs(config: &MasterConfig) -> Vec<SchedulerSpec> {
+    let builders = config.builders();
+    let mut out = Vec::new();
+    for f in &config.factories {
+        let base = SchedulerSpec {
+            name: f.name.clone(),
+            factory: f.name.clone(),
+            builders: builders
+                .iter()
+                .filter(|b| b.factory == f.name)
+                .map(|b| b.name.clone())
+                .collect(),
+            repositories: f.sources.iter().map(|s| redact_url(&s.url)).collect(),
+            single_source: f.sources.len() <= 1,
+            kind: SchedulerKind::Periodic { seconds: 0 },
+        };
+        match &f.depends_on {
+            Some(up) => out.push(SchedulerSpec {
+                name: format!("{}:dependent", f.name),
+                kind: SchedulerKind::Dependent {
+                    upstream: up.clone(),
+                    upstream_builders: builders
+                        .iter()
+                        .filter(|b| b.factory == *up)
+                        .map(|b| b.name.clone())
+                        .collect(),
+                },
+                ..base.clone()
+            }),
+            None => {
+                // A factory without sources builds whatever branch it is told.
+                let branches = if f.branches.iter().any(|b| b == "*")
+                    || (f.branches.is_empty() && f.sources.is_empty())
+                {
+                    Branches::Any
+                } else if f.branches.is_empty() {
+                    Branches::Only(f.sources.iter().map(|s| s.branch.clone()).collect())
+                } else {
+                    Branches::Only(f.branches.clone())
+                };
+                out.push(SchedulerSpec {
+                    kind: SchedulerKind::Changes {
+                        branches,
+                        files: f.files.clone(),
+                        tree_stable: f.tree_stable.unwrap_or(config.tree_stable),
+                    },
+                    ..base.clone()
+                });
+            }
+        }
+        if let Some(seconds) = f.periodic.filter(|s| *s > 0) {
+            out.push(SchedulerSpec {
+                name: format!("{}:periodic", f.name),
+                kind: SchedulerKind::Periodic { seconds },
+                ..base.clone()
+            });
+        }
+        if let Some(cron) = &f.nightly {
+            out.push(SchedulerSpec {
+                name: format!("{}:nightly", f.name),
+                kind: SchedulerKind::Nightly { cron: cron.clone() },
+                ..base.clone()
+            });
+        }
+    }
+    out
+}
+
+/// Whether a change scheduler takes `change`: `Some((branch key, important))`.
+///
+/// A Change from a repository must come from one of the factory's sources; a Change
+/// without a repository (`sendchange`) is taken when its project is empty, names this
+/// factory or names no factory at all. A Change without a branch is on the default
+/// branch, which every change scheduler follows.
+pub fn accepts(
+    spec: &SchedulerSpec,
+    files: &[regex::Regex],
+    change: &ChangeRow,
+    factories: &[String],
+) -> Option<(String, bool)> {
+    let SchedulerKind::Changes { branches, .. } = &spec.kind else {
+        return None;
+    };
+    if !change.repository.is_empty() {
+        let repo = redact_url(&change.repository);
+        if !spec.repositories.contains(&repo) {
+            return None;
+        }
+    } else if !change.project.is_empty()
+        && change.project != spec.factory
+        && factories.contains(&change.project)
+    {
+        return None;
+    }
+    let key = change.branch.clone().unwrap_or_default();
+    if !key.is_empty() {
+        if let Branches::Only(list) = branches {
+            if !list.contains(&key) {
+                return None;
+            }
+        }
+    }
+    let important = files.is_empty()
+        || change
+            .files
+            .iter()
+            .any(|f| files.iter().any(|re| re.is_match(f)));
+    Some((key, important))
+}
+
+/// What the scheduler and poller tasks share.
+#[derive(Clone)]
+pub struct SchedulerContext {
+    pub db: Db,
+    pub engine: Engine,
+    pub changes: ChangeBus,
+    pub clock: Clock,
+    /// The master directory (pollers keep their mirrors under it).
+    pub basedir: std::path::PathBuf,
+    /// The newest Change id when the master started, taken by the schedulers'
+    /// first start: a scheduler new to the database begins after it, so a Change
+    /// that arrives while the schedulers' task is still starting is not skipped.
+    /// Later (re)starts use the newest id at that time.
+    pub start_watermark: Arc<std::sync::Mutex<Option<i64>>>,
+}
+
+/// Run the poller manager and the schedulers of the configuration in force until
+/// `stop` turns true; a reconfig that changes what they do restarts them (pollers
+/// finish the poll in progress first).
+pub fn start(
+    ctx: SchedulerContext,
+    config: watch::Receiver<Arc<MasterConfig>>,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(supervise(ctx, config, stop))
+}
+
+/// A task with its own stop switch.
+struct Stoppable {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Stoppable {
+    async fn stop(self, within: Duration) {
+        self.stop.send_replace(true);
+        let mut task = self.task;
+        if tokio::time::timeout(within, &mut task).await.is_err() {
+            task.abort();
+        }
+    }
+}
+
+async fn supervise(
+    ctx: SchedulerContext,
+    mut config: watch::Receiver<Arc<MasterConfig>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let locks = pollers::MirrorLocks::default();
+    let mut sched: Option<(Vec<SchedulerSpec>, Stoppable)> = None;
+    let mut polls: Option<(Vec<PollerSpec>, Stoppable)> = None;
+    let mut config_open = true;
+    loop {
+        let cfg = config.borrow_and_update().clone();
+        let specs = scheduler_specs(&cfg);
+        if sched.as_ref().map(|(s, _)| s) != Some(&specs) {
+            if let Some((_, old)) = sched.take() {
+                tracing::info!("reconfig: restarting the schedulers");
+                old.stop(Duration::from_secs(10)).await;
+            }
+            let (tx, rx) = watch::channel(false);
+            let task = tokio::spawn(run_schedulers(ctx.clone(), specs.clone(), rx));
+            sched = Some((specs, Stoppable { stop: tx, task }));
+        }
+        let pspecs = poller_specs(&cfg);
+        if polls.as_ref().map(|(s, _)| s) != Some(&pspecs) {
+            if let Some((_, old)) = polls.take() {
+                tracing::info!("reconfig: restarting the pollers");
+                old.stop(Duration::from_secs(30)).await;
+            }
+            let (tx, rx) = watch::channel(false);
+            let task = tokio::spawn(pollers::run(ctx.clone(), pspecs.clone(), locks.clone(), rx));
+            polls = Some((pspecs, Stoppable { stop: tx, task }));
+        }
+        tokio::select! {
+            r = config.changed(), if config_open => {
+                if r.is_err() {
+                    config_open = false;
+                }
+            }
+            _ = stopped(&mut stop) => break,
+        }
+    }
+    if let Some((_, s)) = sched {
+        s.stop(Duration::from_secs(10)).await;
+    }
+    if let Some((_, p)) = polls {
+        p.stop(Duration::from_secs(10)).await;
+    }
+}
+
+/// The schedulers' in-memory view of their SQLite state.
+struct Running {
+    ctx: SchedulerContext,
+    specs: Vec<SchedulerSpec>,
+    factories: Vec<String>,
+    /// Compiled `files` filters by scheduler name.
+    files: HashMap<String, Vec<regex::Regex>>,
+    /// Last Change handled by change scheduler.
+    last: HashMap<String, i64>,
+    /// Tree-stable deadlines by (scheduler, branch).
+    timers: BTreeMap<(String, String), f64>,
+    /// Next run of periodic/nightly schedulers (unix seconds).
+    next_run: BTreeMap<String, f64>,
+    /// Dependent schedulers' watermarks.
+    watermarks: HashMap<String, i64>,
+}
+
+/// Why a scheduler step stopped.
+enum Halt {
+    /// The master is shutting down.
+    Stopping,
+    Db(DbError),
+}
+
+impl From<DbError> for Halt {
+    fn from(e: DbError) -> Halt {
+        Halt::Db(e)
+    }
+}
+
+const LAST_CHANGE: &str = "last_change";
+const LAST_RUN: &str = "last_run";
+const LAST_BUILDSET: &str = "last_buildset";
+const WATERMARK: &str = "watermark";
+
+async fn run_schedulers(
+    ctx: SchedulerContext,
+    specs: Vec<SchedulerSpec>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let mut changes = ctx.changes.subscribe();
+        let mut events = ctx.engine.subscribe();
+        let mut r = match Running::start(ctx.clone(), specs.clone()).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("schedulers cannot start: {e}; retrying in 5 s");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                    _ = stopped(&mut stop) => return,
+                }
+            }
+        };
+        match r.run(&mut changes, &mut events, &mut stop).await {
+            Halt::Stopping => return,
+            Halt::Db(e) => {
+                tracing::error!("schedulers: {e}; restarting them in 5 s");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = stopped(&mut stop) => return,
+                }
+            }
+        }
+    }
+}
+
+impl Running {
+    async fn start(ctx: SchedulerContext, specs: Vec<SchedulerSpec>) -> Result<Running, DbError> {
+        let db = ctx.db.clone();
+        let now = ctx.clock.now();
+        let watermark = ctx
+            .start_watermark
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        db.forget_schedulers_except(specs.iter().map(|s| s.name.clone()).collect())
+            .await?;
+        let mut r = Running {
+            factories: specs.iter().map(|s| s.factory.clone()).collect(),
+            ctx,
+            specs: Vec::new(),
+            files: HashMap::new(),
+            last: HashMap::new(),
+            timers: BTreeMap::new(),
+            next_run: BTreeMap::new(),
+            watermarks: HashMap::new(),
+        };
+        let mut max_change = watermark;
+        for spec in &specs {
+            match &spec.kind {
+                SchedulerKind::Changes { files, .. } => {
+                    let mut res = Vec::new();
+                    for f in files {
+                        match regex::Regex::new(f) {
+                            Ok(re) => res.push(re),
+                            Err(e) => tracing::error!("scheduler {}: files {f:?}: {e}", spec.name),
+                        }
+                    }
+                    r.files.insert(spec.name.clone(), res);
+                    let dropped = db.forget_built_changes(&spec.name).await?;
+                    if dropped > 0 {
+                        tracing::info!(
+                            "scheduler {}: {dropped} Changes were already built before the restart",
+                            spec.name
+                        );
+                    }
+                    let last = match db.scheduler_value(&spec.name, LAST_CHANGE).await? {
+                        Some(v) => v,
+                        None => {
+                            // A new scheduler starts with the Changes to come.
+                            let m = match max_change {
+                                Some(m) => m,
+                                None => {
+                                    let m = db.max_change_id().await?;
+                                    max_change = Some(m);
+                                    m
+                                }
+                            };
+                            db.set_scheduler_value(&spec.name, LAST_CHANGE, m).await?;
+                            m
+                        }
+                    };
+                    r.last.insert(spec.name.clone(), last);
+                }
+                SchedulerKind::Periodic { .. } | SchedulerKind::Nightly { .. } => {
+                    if let SchedulerKind::Nightly { cron } = &spec.kind {
+                        if let Err(e) = Cron::parse(cron) {
+                            tracing::error!("scheduler {}: {e}", spec.name);
+                            continue;
+                        }
+                    }
+                    let mut last_run = match db.scheduler_value(&spec.name, LAST_RUN).await? {
+                        Some(v) => v,
+                        None => {
+                            db.set_scheduler_value(&spec.name, LAST_RUN, now as i64)
+                                .await?;
+                            now as i64
+                        }
+                    };
+                    // Submitted but not recorded (the master died in between): that
+                    // run happened.
+                    let recorded = db.scheduler_value(&spec.name, LAST_BUILDSET).await?;
+                    let newest = db.newest_buildset_of(&spec.name).await?;
+                    if let Some(newest) = newest.filter(|n| Some(*n) != recorded) {
+                        if let Some(due) = next_due(&spec.kind, last_run) {
+                            last_run = due.min(now as i64);
+                        }
+                        db.set_scheduler_value(&spec.name, LAST_RUN, last_run)
+                            .await?;
+                        db.set_scheduler_value(&spec.name, LAST_BUILDSET, newest)
+                            .await?;
+                    }
+                    if let Some(due) = next_due(&spec.kind, last_run) {
+                        r.next_run.insert(spec.name.clone(), due as f64);
+                    }
+                }
+                SchedulerKind::Dependent { .. } => {
+                    let w = match db.scheduler_value(&spec.name, WATERMARK).await? {
+                        Some(v) => v,
+                        None => {
+                            let m = db.max_buildset_id().await?;
+                            db.set_scheduler_value(&spec.name, WATERMARK, m).await?;
+                            m
+                        }
+                    };
+                    r.watermarks.insert(spec.name.clone(), w);
+                }
+            }
+            r.specs.push(spec.clone());
+        }
+        for (s, b, d) in db.scheduler_timers().await? {
+            if r.last.contains_key(&s) {
+                r.timers.insert((s, b), d);
+            }
+        }
+        Ok(r)
+    }
+
+    async fn run(
+        &mut self,
+        changes: &mut broadcast::Receiver<ChangeRow>,
+        events: &mut broadcast::Receiver<EngineEvent>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Halt {
+        // Catch up with what arrived while nobody listened.
+        if let Err(h) = self.catch_up().await {
+            return h;
+        }
+        if let Err(h) = self.dependents().await {
+            return h;
+        }
+        loop {
+            if *stop.borrow() {
+                return Halt::Stopping;
+            }
+            if let Err(h) = self.fire_due().await {
+                return h;
+            }
+            let wake = self
+                .timers
+                .values()
+                .chain(self.next_run.values())
+                .copied()
+                .fold(f64::INFINITY, f64::min);
+            let clock = self.ctx.clock.clone();
+            tokio::select! {
+                _ = stopped(stop) => return Halt::Stopping,
+                r = changes.recv() => {
+                    let step = match r {
+                        Ok(row) => {
+                            let mut rows = vec![row];
+                            while let Ok(more) = changes.try_recv() {
+                                rows.push(more);
+                            }
+                            self.handle(rows).await
+                        }
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!("schedulers fell {n} Changes behind; re-reading them");
+                            self.catch_up().await
+                        }
+                        Err(broadcast::error::RecvError::Closed) => {
+                            *changes = self.ctx.changes.subscribe();
+                            self.catch_up().await
+                        }
+                    };
+                    if let Err(h) = step {
+                        return h;
+                    }
+                }
+                r = events.recv(), if !self.watermarks.is_empty() => {
+                    let relevant = match r {
+                        Ok(EngineEvent::BuildSetComplete { .. }) => true,
+                        Ok(_) => false,
+                        Err(broadcast::error::RecvError::Lagged(_)) => true,
+                        Err(broadcast::error::RecvError::Closed) => return Halt::Stopping,
+                    };
+                    if relevant {
+                        if let Err(h) = self.dependents().await {
+                            return h;
+                        }
+                    }
+                }
+                _ = clock.sleep_until(wake), if wake.is_finite() => {}
+            }
+        }
+    }
+
+    /// Handle every stored Change above the lowest last-handled id.
+    async fn catch_up(&mut self) -> Result<(), Halt> {
+        let Some(from) = self.last.values().min().copied() else {
+            return Ok(());
+        };
+        let rows = self.ctx.changes.since(from).await?;
+        for chunk in rows.chunks(5000) {
+            self.handle(chunk.to_vec()).await?;
+        }
+        Ok(())
+    }
+
+    /// Record `rows` (oldest first) in every change scheduler that takes them,
+    /// (re)starting tree-stable timers, in one transaction.
+    async fn handle(&mut self, rows: Vec<ChangeRow>) -> Result<(), Halt> {
+        let Some(max_id) = rows.iter().map(|r| r.id).max() else {
+            return Ok(());
+        };
+        let now = self.ctx.clock.now();
+        let mut batch = ChangeBatch::default();
+        let mut timers = Vec::new();
+        for spec in &self.specs {
+            let SchedulerKind::Changes { tree_stable, .. } = &spec.kind else {
+                continue;
+            };
+            let last = self.last.get(&spec.name).copied().unwrap_or(0);
+            if max_id <= last {
+                continue;
+            }
+            let files = self.files.get(&spec.name).map(Vec::as_slice).unwrap_or(&[]);
+            let mut restarted: BTreeMap<String, f64> = BTreeMap::new();
+            for row in rows.iter().filter(|r| r.id > last) {
+                let Some((branch, important)) = accepts(spec, files, row, &self.factories) else {
+                    continue;
+                };
+                tracing::debug!(
+                    "scheduler {}: change {} on {branch:?} ({})",
+                    spec.name,
+                    row.id,
+                    if important {
+                        "important"
+                    } else {
+                        "joins the next build"
+                    }
+                );
+                if important {
+                    restarted.insert(branch.clone(), now + *tree_stable as f64);
+                }
+                batch.pending.push(PendingChange {
+                    scheduler: spec.name.clone(),
+                    change: row.id,
+                    branch,
+                    important,
+                });
+            }
+            for (b, d) in restarted {
+                batch.timers.push((spec.name.clone(), b.clone(), d));
+                timers.push(((spec.name.clone(), b), d));
+            }
+            batch.handled.push((spec.name.clone(), max_id));
+        }
+        if batch.handled.is_empty() {
+            return Ok(());
+        }
+        let handled = batch.handled.clone();
+        self.ctx.db.record_scheduler_changes(batch).await?;
+        for (s, id) in handled {
+            self.last.insert(s, id);
+        }
+        self.timers.extend(timers);
+        Ok(())
+    }
+
+    /// Fire every timer and periodic/nightly run whose time has come.
+    async fn fire_due(&mut self) -> Result<(), Halt> {
+        let now = self.ctx.clock.now();
+        let due: Vec<(String, String)> = self
+            .timers
+            .iter()
+            .filter(|(_, d)| **d <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (name, branch) in due {
+            self.fire_changes(&name, &branch).await?;
+        }
+        let due: Vec<String> = self
+            .next_run
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for name in due {
+            self.fire_timed(&name, now).await?;
+        }
+        Ok(())
+    }
+
+    async fn fire_changes(&mut self, name: &str, branch: &str) -> Result<(), Halt> {
+        let key = (name.to_string(), branch.to_string());
+        let Some(spec) = self.specs.iter().find(|s| s.name == name).cloned() else {
+            self.timers.remove(&key);
+            return Ok(());
+        };
+        let pending = self.ctx.db.scheduler_pending(name, branch).await?;
+        let ids: Vec<i64> = pending.iter().map(|(c, _)| c.id).collect();
+        if !pending.iter().any(|(_, important)| *important) {
+            self.ctx.db.clear_scheduler_timer(name, branch).await?;
+            self.timers.remove(&key);
+            return Ok(());
+        }
+        if spec.builders.is_empty() {
+            tracing::warn!(
+                "scheduler {name}: no slave builds factory {}; {} Changes dropped",
+                spec.factory,
+                ids.len()
+            );
+            self.ctx
+                .db
+                .consume_scheduler_changes(name, branch, ids)
+                .await?;
+            self.timers.remove(&key);
+            return Ok(());
+        }
+        let newest = pending.last().map(|(c, _)| c.clone());
+        let mut who: Vec<String> = Vec::new();
+        for (c, _) in &pending {
+            if !who.contains(&c.who) {
+                who.push(c.who.clone());
+            }
+        }
+        let tree_stable = match &spec.kind {
+            SchedulerKind::Changes { tree_stable, .. } => *tree_stable,
+            _ => 0,
+        };
+        let bs = NewBuildSet {
+            reason: format!(
+                "scheduler {name}: {} change{} by {} (tree stable for {tree_stable} s)",
+                ids.len(),
+                if ids.len() == 1 { "" } else { "s" },
+                who.join(", ")
+            ),
+            scheduler: name.to_string(),
+            properties: BTreeMap::new(),
+            sourcestamp: NewSourceStamp {
+                branch: (spec.single_source && !branch.is_empty()).then(|| branch.to_string()),
+                revision: if spec.single_source {
+                    newest.as_ref().and_then(|c| c.revision.clone())
+                } else {
+                    None
+                },
+                repository: newest
+                    .as_ref()
+                    .map(|c| c.repository.clone())
+                    .filter(|r| !r.is_empty())
+                    .or_else(|| spec.repositories.first().cloned())
+                    .unwrap_or_default(),
+                project: spec.factory.clone(),
+                changes: ids.clone(),
+            },
+            builders: spec.builders.clone(),
+            priority: 0,
+        };
+        match self.submit(bs).await? {
+            Some(id) => {
+                tracing::info!(
+                    "scheduler {name}: BuildSet {id} with {} Changes on {}",
+                    ids.len(),
+                    if branch.is_empty() {
+                        "the default branch"
+                    } else {
+                        branch
+                    }
+                );
+                self.ctx
+                    .db
+                    .consume_scheduler_changes(name, branch, ids)
+                    .await?;
+                self.timers.remove(&key);
+            }
+            None => {
+                // Retry shortly; the Changes stay.
+                self.timers.insert(key, self.ctx.clock.now() + 5.0);
+            }
+        }
+        Ok(())
+    }
+
+    async fn fire_timed(&mut self, name: &str, now: f64) -> Result<(), Halt> {
+        let Some(spec) = self.specs.iter().find(|s| s.name == name).cloned() else {
+            self.next_run.remove(name);
+            return Ok(());
+        };
+        let what = match &spec.kind {
+            SchedulerKind::Periodic { seconds } => format!("periodic build (every {seconds} s)"),
+            SchedulerKind::Nightly { cron } => format!("nightly build ({cron})"),
+            _ => return Ok(()),
+        };
+        let due = self.next_run.get(name).copied().unwrap_or(now);
+        let mut submitted = None;
+        if spec.builders.is_empty() {
+            tracing::warn!("scheduler {name}: no slave builds factory {}", spec.factory);
+        } else {
+            let bs = NewBuildSet {
+                reason: format!("scheduler {name}: {what}"),
+                scheduler: name.to_string(),
+                properties: BTreeMap::new(),
+                sourcestamp: NewSourceStamp {
+                    branch: None,
+                    revision: None,
+                    repository: spec.repositories.first().cloned().unwrap_or_default(),
+                    project: spec.factory.clone(),
+                    changes: Vec::new(),
+                },
+                builders: spec.builders.clone(),
+                priority: 0,
+            };
+            match self.submit(bs).await? {
+                Some(id) => {
+                    tracing::info!("scheduler {name}: BuildSet {id}, {what}");
+                    submitted = Some(id);
+                }
+                None => {
+                    self.next_run.insert(name.to_string(), now + 5.0);
+                    return Ok(());
+                }
+            }
+        }
+        // A periodic scheduler keeps its rhythm unless it fell a whole period behind;
+        // a nightly one continues after now (missed runs fire once).
+        let last_run = match &spec.kind {
+            SchedulerKind::Periodic { seconds } if due + (*seconds as f64) > now => due,
+            _ => now,
+        } as i64;
+        self.ctx
+            .db
+            .set_scheduler_value(name, LAST_RUN, last_run)
+            .await?;
+        if let Some(id) = submitted {
+            self.ctx
+                .db
+                .set_scheduler_value(name, LAST_BUILDSET, id)
+                .await?;
+        }
+        match next_due(&spec.kind, last_run) {
+            Some(t) => self.next_run.insert(name.to_string(), t as f64),
+            None => self.next_run.remove(name),
+        };
+        Ok(())
+    }
+
+    /// Submit through the engine; `None` (logged) when it failed for a reason that
+    /// may pass.
+    async fn submit(&self, bs: NewBuildSet) -> Result<Option<i64>, Halt> {
+        match self.ctx.engine.submit(bs).await {
+            Ok(s) => Ok(Some(s.buildset_id)),
+            Err(EngineError::ShuttingDown) => Err(Halt::Stopping),
+            Err(e) => {
+                tracing::error!("cannot submit a BuildSet: {e}; retrying in 5 s");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Let every dependent scheduler look at the upstream BuildSets that completed.
+    async fn dependents(&mut self) -> Result<(), Halt> {
+        let specs: Vec<SchedulerSpec> = self
+            .specs
+            .iter()
+            .filter(|s| matches!(s.kind, SchedulerKind::Dependent { .. }))
+            .cloned()
+            .collect();
+        if specs.is_empty() {
+            return Ok(());
+        }
+        for spec in specs {
+            let SchedulerKind::Dependent {
+                upstream,
+                upstream_builders,
+            } = &spec.kind
+            else {
+                continue;
+            };
+            let watermark = self.watermarks.get(&spec.name).copied().unwrap_or(0);
+            for bs in self
+                .ctx
+                .db
+                .unhandled_buildsets(&spec.name, watermark)
+                .await?
+            {
+                let covers = !upstream_builders.is_empty()
+                    && upstream_builders.iter().all(|b| bs.builders.contains(b));
+                let ok = matches!(bs.result.as_str(), "success" | "warnings");
+                if bs.project == *upstream && covers && !spec.builders.is_empty() {
+                    if !ok {
+                        tracing::info!(
+                            "scheduler {}: upstream BuildSet {} ended {}; nothing to build",
+                            spec.name,
+                            bs.id,
+                            bs.result
+                        );
+                    } else if self.ctx.db.dependent_fired(&spec.name, bs.id).await? {
+                        tracing::debug!(
+                            "scheduler {}: BuildSet {} already followed",
+                            spec.name,
+                            bs.id
+                        );
+                    } else {
+                        let mut properties = BTreeMap::new();
+                        properties.insert(UPSTREAM_PROPERTY.to_string(), bs.id.to_string());
+                        let new = NewBuildSet {
+                            reason: format!(
+                                "scheduler {}: {upstream} succeeded (BuildSet {})",
+                                spec.name, bs.id
+                            ),
+                            scheduler: spec.name.clone(),
+                            properties,
+                            sourcestamp: NewSourceStamp {
+                                branch: bs.branch.clone(),
+                                revision: bs.revision.clone(),
+                                repository: bs.repository.clone(),
+                                project: spec.factory.clone(),
+                                changes: bs.changes.clone(),
+                            },
+                            builders: spec.builders.clone(),
+                            priority: 0,
+                        };
+                        match self.submit(new).await? {
+                            Some(id) => tracing::info!(
+                                "scheduler {}: BuildSet {id} follows {upstream}'s BuildSet {}",
+                                spec.name,
+                                bs.id
+                            ),
+                            // Not marked: the next event or restart tries again.
+                            None => continue,
+                        }
+                    }
+                }
+                self.ctx.db.mark_buildset_handled(&spec.name, bs.id).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The build property naming the upstream BuildSet a dependent build follows.
+pub const UPSTREAM_PROPERTY: &str = "upstream_buildset";
+
+/// Returns once `stop` reads true (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// When a periodic/nightly scheduler whose last run was at `last_run` runs next.
+pub fn next_due(kind: &SchedulerKind, last_run: i64) -> Option<i64> {
+    match kind {
+        SchedulerKind::Periodic { seconds } => Some(last_run + *seconds as i64),
+        SchedulerKind::Nightly { cron } => Cron::parse(cron).ok()?.next_after(last_run),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(repo: &str, branch: Option<&str>, files: &[&str], project: &str) -> ChangeRow {
+        ChangeRow {
+            id: 1,
+            who: "a".into(),
+            files: files.iter().map(|s| s.to_string()).collect(),
+            comments: String::new(),
+            revision: None,
+            branch: branch.map(String::from),
+            when: 0,
+            repository: repo.into(),
+            category: String::new(),
+            links: Vec::new(),
+            project: project.into(),
+        }
+    }
+
+    fn spec(branches: Branches) -> SchedulerSpec {
+        SchedulerSpec {
+            name: "f".into(),
+            factory: "f".into(),
+            builders: vec!["f-s".into()],
+            repositories: vec!["/r".into()],
+            single_source: true,
+            kind: SchedulerKind::Changes {
+                branches,
+                files: Vec::new(),
+                tree_stable: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn accepts_by_repository_branch_and_files() {
+        let facts = vec!["f".to_string(), "g".to_string()];
+        let s = spec(Branches::Only(vec!["main".into()]));
+        let res = [regex::Regex::new(r"\.c$").unwrap()];
+        assert_eq!(
+            accepts(&s, &[], &change("/r", Some("main"), &[], ""), &facts),
+            Some(("main".into(), true))
+        );
+        assert_eq!(
+            accepts(&s, &[], &change("/r", Some("dev"), &[], ""), &facts),
+            None
+        );
+        assert_eq!(
+            accepts(&s, &[], &change("/x", Some("main"), &[], ""), &facts),
+            None
+        );
+        assert_eq!(
+            accepts(&s, &[], &change("", None, &[], ""), &facts),
+            Some((String::new(), true))
+        );
+        assert_eq!(accepts(&s, &[], &change("", None, &[], "g"), &facts), None);
+        assert!(accepts(&s, &[], &change("", None, &[], "other"), &facts).is_some());
+        assert_eq!(
+            accepts(
+                &s,
+                &res,
+                &change("/r", Some("main"), &["README"], ""),
+                &facts
+            ),
+            Some(("main".into(), false))
+        );
+        assert_eq!(
+            accepts(
+                &s,
+                &res,
+                &change("/r", Some("main"), &["README", "a.c"], ""),
+                &facts
+            ),
+            Some(("main".into(), true))
+        );
+        let any = spec(Branches::Any);
+        assert_eq!(
+            accepts(&any, &[], &change("/r", Some("feature/x"), &[], ""), &facts),
+            Some(("feature/x".into(), true))
+        );
+    }
+
+    #[tokio::test]
+    async fn manual_clock_wakes_sleepers() {
+        let c = Clock::manual(100.0);
+        let c2 = c.clone();
+        let sleeper = tokio::spawn(async move { c2.sleep_until(160.0).await });
+        c.advance(30.0);
+        assert_eq!(c.now(), 130.0);
+        c.set(120.0);
+        assert_eq!(c.now(), 130.0, "never backwards");
+        c.advance(30.0);
+        tokio::time::timeout(Duration::from_secs(5), sleeper)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[test]
+    fn periodic_and_nightly_due_times() {
+        assert_eq!(
+            next_due(&SchedulerKind::Periodic { seconds: 60 }, 100),
+            Some(160)
+        );
+        let n = SchedulerKind::Nightly {
+            cron: "0 3 * * *".into(),
+        };
+        assert_eq!(next_due(&n, 0), Some(3 * 3600));
+    }
+}

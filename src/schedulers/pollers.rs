@@ -1,0 +1,307 @@
+//! The poller manager: one git or hg poller per distinct repository URL of the
+//! configured factories, polling all the branches any factory wants from it every
+//! `pollInterval` seconds (the shortest any of those factories asks for), and at
+//! once when someone asks ([`ChangeBus::request_poll`](crate::changes::ChangeBus)).
+//!
+//! Each poll runs on the blocking pool into a mirror under `MASTERDIR/mirrors`
+//! ([`crate::changes::mirror_path`]). Its Changes go through
+//! [`ChangeBus::add`](crate::changes::ChangeBus::add) *before* the new heads are
+//! stored in `poller_heads`, so a master killed in between reports those Changes
+//! again rather than losing them, and a master that was down reports every commit
+//! that landed meanwhile. The first poll of a branch records its head without
+//! building history. Failures are logged with their reason and retried at the next
+//! interval.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch};
+
+use super::{stopped, SchedulerContext};
+use crate::changes::{mirror_path, redact_url, Change, GitPoller, HgPoller, PollResult};
+use crate::config::{MasterConfig, SourceKind};
+use crate::db::changes::NewChange;
+
+/// One repository to poll, as the configuration defines it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollerSpec {
+    pub kind: SourceKind,
+    /// As configured (may hold credentials; never logged as is).
+    pub url: String,
+    /// Every branch a factory builds from this repository.
+    pub branches: Vec<String>,
+    /// Seconds between polls.
+    pub interval: u64,
+    /// The first factory using the repository (the Changes' project).
+    pub project: String,
+    pub revlink: Option<String>,
+    pub category: Option<String>,
+}
+
+/// The pollers `config` needs: one per (kind, URL), branches merged, in factory
+/// order.
+pub fn poller_specs(config: &MasterConfig) -> Vec<PollerSpec> {
+    let mut out: Vec<PollerSpec> = Vec::new();
+    for f in &config.factories {
+        let interval = f.poll_interval.unwrap_or(config.poll_interval).max(1);
+        for s in &f.sources {
+            let mut branches = vec![s.branch.clone()];
+            // Named extra branches of a single-source factory are polled too.
+            if f.sources.len() == 1 {
+                branches.extend(f.branches.iter().filter(|b| *b != "*").cloned());
+            }
+            match out.iter_mut().find(|p| p.kind == s.kind && p.url == s.url) {
+                Some(p) => {
+                    p.interval = p.interval.min(interval);
+                    for b in branches {
+                        if !p.branches.contains(&b) {
+                            p.branches.push(b);
+                        }
+                    }
+                }
+                None => {
+                    let mut uniq: Vec<String> = Vec::new();
+                    for b in branches {
+                        if !uniq.contains(&b) {
+                            uniq.push(b);
+                        }
+                    }
+                    out.push(PollerSpec {
+                        kind: s.kind,
+                        url: s.url.clone(),
+                        branches: uniq,
+                        interval,
+                        project: f.name.clone(),
+                        revlink: (!f.revlink.is_empty()).then(|| f.revlink.clone()),
+                        category: (!f.category.is_empty()).then(|| f.category.clone()),
+                    })
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One lock per mirror directory, shared across reconfigs: a poll still running
+/// when its poller was replaced finishes before the new poller touches the mirror.
+#[derive(Clone, Default)]
+pub(crate) struct MirrorLocks(Arc<Mutex<HashMap<std::path::PathBuf, Arc<tokio::sync::Mutex<()>>>>>);
+
+impl MirrorLocks {
+    fn get(&self, path: &std::path::Path) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(path.to_path_buf()).or_default().clone()
+    }
+}
+
+/// Run every poller until `stop`.
+pub(crate) async fn run(
+    ctx: SchedulerContext,
+    specs: Vec<PollerSpec>,
+    locks: MirrorLocks,
+    stop: watch::Receiver<bool>,
+) {
+    let tasks: Vec<_> = specs
+        .into_iter()
+        .map(|spec| tokio::spawn(poll_loop(ctx.clone(), spec, locks.clone(), stop.clone())))
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+enum Poller {
+    Git(GitPoller),
+    Hg(HgPoller),
+}
+
+impl Poller {
+    fn poll(
+        &self,
+        last: &BTreeMap<String, String>,
+    ) -> Result<PollResult, crate::changes::PollError> {
+        match self {
+            Poller::Git(p) => p.poll(last),
+            Poller::Hg(p) => p.poll(last),
+        }
+    }
+}
+
+fn poller_for(ctx: &SchedulerContext, spec: &PollerSpec) -> Arc<Poller> {
+    let mirror = mirror_path(&ctx.basedir, &spec.url);
+    Arc::new(match spec.kind {
+        SourceKind::Git => {
+            let mut p = GitPoller::new(spec.url.clone(), spec.branches.clone(), mirror);
+            p.revlink = spec.revlink.clone();
+            p.project = spec.project.clone();
+            p.category = spec.category.clone();
+            Poller::Git(p)
+        }
+        SourceKind::Hg => {
+            let mut p = HgPoller::new(spec.url.clone(), spec.branches.clone(), mirror);
+            p.revlink = spec.revlink.clone();
+            p.project = spec.project.clone();
+            p.category = spec.category.clone();
+            Poller::Hg(p)
+        }
+    })
+}
+
+fn new_change(c: Change) -> NewChange {
+    NewChange {
+        who: c.who,
+        files: c.files,
+        comments: c.comments,
+        revision: Some(c.revision),
+        branch: Some(c.branch),
+        when: c.when,
+        repository: c.repository,
+        category: c.category.unwrap_or_default(),
+        links: c.links,
+        project: c.project,
+    }
+}
+
+async fn poll_loop(
+    ctx: SchedulerContext,
+    spec: PollerSpec,
+    locks: MirrorLocks,
+    mut stop: watch::Receiver<bool>,
+) {
+    let name = redact_url(&spec.url);
+    let poller = poller_for(&ctx, &spec);
+    let lock = locks.get(&mirror_path(&ctx.basedir, &spec.url));
+    let mut requests = ctx.changes.poll_requests();
+    let interval = Duration::from_secs(spec.interval);
+    tracing::info!(
+        "polling {} {name} ({}) every {} s",
+        spec.kind.as_str(),
+        spec.branches.join(", "),
+        spec.interval
+    );
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let started = tokio::time::Instant::now();
+        {
+            let _guard = lock.lock().await;
+            poll_once(&ctx, &name, &poller).await;
+        }
+        let next = started + interval;
+        loop {
+            tokio::select! {
+                _ = stopped(&mut stop) => return,
+                _ = tokio::time::sleep_until(next) => break,
+                r = requests.recv() => match r {
+                    Ok(url) if url == spec.url || redact_url(&url) == name => {
+                        tracing::info!("poll of {name} requested");
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        requests = ctx.changes.poll_requests();
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Poll once and store what was found: Changes first, then heads.
+async fn poll_once(ctx: &SchedulerContext, name: &str, poller: &Arc<Poller>) {
+    let last = match ctx.db.poller_heads(name).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("poller {name}: cannot read its last revisions: {e}; retrying");
+            return;
+        }
+    };
+    let p = poller.clone();
+    let last2 = last.clone();
+    let result = match tokio::task::spawn_blocking(move || p.poll(&last2)).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("poller {name}: the poll task failed: {e}; retrying");
+            return;
+        }
+    };
+    let r = match result {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("poller {name}: {e}; retrying at the next interval");
+            return;
+        }
+    };
+    for (branch, e) in &r.failed {
+        tracing::warn!("poller {name}: branch {branch}: {e}; retrying at the next interval");
+    }
+    for branch in &r.forced {
+        tracing::warn!(
+            "poller {name}: branch {branch} was rewritten (its head is not a descendant of {}); \
+             reporting the commits of the new history only",
+            last.get(branch).map(String::as_str).unwrap_or("?")
+        );
+    }
+    for (branch, head) in &r.heads {
+        if !last.contains_key(branch) {
+            tracing::info!("poller {name}: branch {branch} starts at {head}");
+        }
+    }
+    let n = r.changes.len();
+    if n > 0 {
+        let news: Vec<NewChange> = r.changes.into_iter().map(new_change).collect();
+        if let Err(e) = ctx.changes.add(news).await {
+            tracing::error!("poller {name}: cannot store {n} Changes: {e}; retrying");
+            return;
+        }
+    }
+    let moved: BTreeMap<String, String> = r
+        .heads
+        .into_iter()
+        .filter(|(b, h)| last.get(b) != Some(h))
+        .collect();
+    if !moved.is_empty() {
+        if let Err(e) = ctx
+            .db
+            .set_poller_heads(name, moved, crate::db::now_f64())
+            .await
+        {
+            tracing::error!(
+                "poller {name}: cannot store its heads: {e}; the Changes may be reported again"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_poller_per_repository_with_every_branch() {
+        let ini = "[:master:]\npollInterval = 30\n\n[a]\ntype = shell\ngit = /srv/x.git#main\nstep.x = true\n\
+                   branches = main dev\n\n[b]\ntype = shell\ngit = /srv/x.git#rel\nstep.x = true\npollInterval = 5\n\n\
+                   [c]\ntype = shell\nhg = /srv/y#default\nstep.x = true\n";
+        let projects = crate::factory::projects(None).unwrap();
+        let cfg = crate::config::load_from_str(
+            std::path::Path::new("/m/master.ini"),
+            std::path::Path::new("/m"),
+            ini,
+            &projects,
+        );
+        let cfg = match cfg {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        let specs = poller_specs(&cfg);
+        assert_eq!(specs.len(), 2, "{specs:?}");
+        assert_eq!(specs[0].branches, vec!["main", "dev", "rel"]);
+        assert_eq!(specs[0].interval, 5);
+        assert_eq!(specs[0].project, "a");
+        assert_eq!(specs[1].kind, SourceKind::Hg);
+        assert_eq!(specs[1].interval, 30);
+    }
+}

@@ -1,0 +1,816 @@
+//! Changes from outside on htmlport: `POST /api/v1/changes` (what `sendchange`
+//! sends, for scripts that speak HTTP), the forges' push webhooks
+//! `POST /change_hook/{github,gitlab,gitea}`, and `/change_hook/poller?repo=URL`
+//! to make the pollers of a repository poll now.
+//!
+//! Every door checks its credentials before it reads the payload: HTTP Basic with
+//! `changeuser`/`changepassword` for the API; for the hooks the forge's proof of the
+//! secret set in `[:master:]` (`github_secret`, `gitea_secret`: HMAC-SHA256 of the
+//! body, verified in constant time by `ring`; `gitlab_secret`: the token, compared
+//! in constant time). A hook whose secret is not set answers 404 and says which key
+//! to set; a missing or wrong signature is answered 403, logged, and nothing is
+//! stored.
+//!
+//! A push to a (repository, branch) that a poller watches (see
+//! [`crate::schedulers::poller_specs`]) is not turned into Changes here: the poller
+//! is asked to poll now instead, so the same commit never becomes two Changes (one
+//! from the hook, one from the poller). Pushes nobody polls (another branch, another
+//! repository, or no poller running) become one Change per commit, stored through
+//! [`crate::changes::ChangeBus::add`] like every other Change, with the repository
+//! URL as configured (credentials removed) when a factory uses that repository, so
+//! its schedulers take them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use serde_json::Value;
+use warp::filters::BoxedFilter;
+use warp::http::{HeaderMap, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use super::{api, json_error, with, WebContext};
+use crate::changes::redact_url;
+use crate::changes::submit::{now, ChangeSubmission};
+use crate::config::MasterConfig;
+use crate::db::changes::NewChange;
+use crate::master::auth::{change_credentials, constant_time_eq};
+use crate::schedulers::{poller_specs, PollerSpec};
+
+/// Largest body `POST /api/v1/changes` may carry.
+const MAX_API_BODY: u64 = 4 << 20;
+/// Largest webhook payload (GitHub sends at most 25 MB; a push of 2048 commits
+/// stays far below this).
+const MAX_HOOK_BODY: u64 = 16 << 20;
+
+/// The routes of this file, `.or()`-ed into [`super::routes`].
+pub fn routes(ctx: WebContext) -> BoxedFilter<(Response,)> {
+    let post_changes = api()
+        .and(warp::path!("changes"))
+        .and(warp::post())
+        .and(warp::addr::remote())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::body::content_length_limit(MAX_API_BODY))
+        .and(warp::body::bytes())
+        .and(with(ctx.clone()))
+        .then(post_changes)
+        .boxed();
+    let forge = warp::path("change_hook")
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(warp::addr::remote())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::content_length_limit(MAX_HOOK_BODY))
+        .and(warp::body::bytes())
+        .and(with(ctx.clone()))
+        .then(forge_hook)
+        .boxed();
+    let poller = warp::path!("change_hook" / "poller")
+        .and(warp::get().or(warp::post()).unify())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with(ctx))
+        .then(poller_hook)
+        .boxed();
+    // The poller hook first: the forge route would take `poller` as a forge name.
+    poller.or(post_changes).unify().or(forge).unify().boxed()
+}
+
+fn json_reply(status: StatusCode, v: &Value) -> Response {
+    warp::reply::with_status(warp::reply::json(v), status).into_response()
+}
+
+// ------------------------------------------------------------ POST /api/v1/changes
+
+fn unauthorized(message: &str) -> Response {
+    let mut r = json_error(StatusCode::UNAUTHORIZED, message);
+    r.headers_mut().insert(
+        "www-authenticate",
+        warp::http::HeaderValue::from_static("Basic realm=\"autobot changes\""),
+    );
+    r
+}
+
+async fn post_changes(
+    peer: Option<SocketAddr>,
+    auth: Option<String>,
+    body: bytes::Bytes,
+    ctx: WebContext,
+) -> Response {
+    let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+    let config = ctx.config.borrow().clone();
+    let user = match change_credentials(&config, auth.as_deref()) {
+        Ok(u) => u,
+        Err(why) => {
+            tracing::warn!("POST /api/v1/changes from {peer} refused: {why}");
+            return unauthorized(
+                "send HTTP Basic credentials: changeuser and changepassword of [:master:]",
+            );
+        }
+    };
+    // One Change (answered with the stored row) or a list (answered with a list).
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("bad JSON body: {e}")),
+    };
+    let many = value.is_array();
+    let subs: Vec<ChangeSubmission> = match if many {
+        serde_json::from_value(value)
+    } else {
+        serde_json::from_value(value).map(|s| vec![s])
+    } {
+        Ok(s) => s,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("bad JSON body: {e}")),
+    };
+    let at = now();
+    let mut changes = Vec::with_capacity(subs.len());
+    for (i, s) in subs.into_iter().enumerate() {
+        match s.into_change(at) {
+            Ok(c) => changes.push(c),
+            Err(e) => {
+                let which = if many {
+                    format!("change {i}: ")
+                } else {
+                    String::new()
+                };
+                return json_error(StatusCode::BAD_REQUEST, &format!("{which}{e}"));
+            }
+        }
+    }
+    match ctx.changes.add(changes).await {
+        Ok(rows) => {
+            tracing::info!("POST /api/v1/changes by {user}: {} change(s)", rows.len());
+            let body = if many {
+                serde_json::to_value(&rows)
+            } else {
+                serde_json::to_value(rows.first())
+            };
+            json_reply(StatusCode::CREATED, &body.unwrap_or(Value::Null))
+        }
+        Err(e) => {
+            tracing::error!("POST /api/v1/changes: {e}");
+            json_error(StatusCode::INTERNAL_SERVER_ERROR, "database error")
+        }
+    }
+}
+
+// ------------------------------------------------------------ /change_hook/poller
+
+/// `a.git`, `a/` and `A` name the same repository as `a`.
+fn same_repo(a: &str, b: &str) -> bool {
+    fn norm(s: &str) -> String {
+        let s = s.trim().trim_end_matches('/');
+        s.strip_suffix(".git").unwrap_or(s).to_ascii_lowercase()
+    }
+    norm(a) == norm(b)
+}
+
+/// The pollers (as [`poller_specs`] makes them from the configuration) of `repo`.
+fn pollers_of(config: &MasterConfig, repo: &str) -> Vec<PollerSpec> {
+    poller_specs(config)
+        .into_iter()
+        .filter(|p| same_repo(&p.url, repo) || same_repo(&redact_url(&p.url), repo))
+        .collect()
+}
+
+async fn poller_hook(q: HashMap<String, String>, ctx: WebContext) -> Response {
+    let Some(repo) = q.get("repo").filter(|r| !r.trim().is_empty()) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "say which repository: /change_hook/poller?repo=URL (the URL as a factory's git/hg key has it)",
+        );
+    };
+    let config = ctx.config.borrow().clone();
+    let pollers = pollers_of(&config, repo);
+    let Some(first) = pollers.first() else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "no factory polls {} (no factory's git/hg key names it)",
+                redact_url(repo)
+            ),
+        );
+    };
+    let mut heard = 0;
+    for p in &pollers {
+        heard += ctx.changes.request_poll(&p.url);
+    }
+    let shown = redact_url(&first.url);
+    tracing::info!(
+        "change_hook/poller: poll of {shown} requested ({heard} poller manager(s) heard it)"
+    );
+    json_reply(
+        StatusCode::ACCEPTED,
+        &serde_json::json!({ "repository": shown, "pollers": heard }),
+    )
+}
+
+// ------------------------------------------------------------ forge webhooks
+
+/// The forges this file understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forge {
+    GitHub,
+    GitLab,
+    Gitea,
+}
+
+impl Forge {
+    fn from_path(name: &str) -> Option<Forge> {
+        match name {
+            "github" => Some(Forge::GitHub),
+            "gitlab" => Some(Forge::GitLab),
+            "gitea" => Some(Forge::Gitea),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Forge::GitHub => "GitHub",
+            Forge::GitLab => "GitLab",
+            Forge::Gitea => "Gitea",
+        }
+    }
+
+    fn secret_key(self) -> &'static str {
+        match self {
+            Forge::GitHub => "github_secret",
+            Forge::GitLab => "gitlab_secret",
+            Forge::Gitea => "gitea_secret",
+        }
+    }
+
+    fn secret(self, config: &MasterConfig) -> &str {
+        match self {
+            Forge::GitHub => &config.github_secret,
+            Forge::GitLab => &config.gitlab_secret,
+            Forge::Gitea => &config.gitea_secret,
+        }
+    }
+}
+
+/// Why a hook request is not believed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HookAuthError {
+    #[error("no {0} header (set the webhook's secret to the master's {1})")]
+    Missing(&'static str, &'static str),
+    #[error("the {0} header is not a hex HMAC-SHA256")]
+    Malformed(&'static str),
+    #[error("the {0} does not match {1}")]
+    Mismatch(&'static str, &'static str),
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim().as_bytes();
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    s.chunks(2)
+        .map(|p| {
+            let d = |c: u8| (c as char).to_digit(16);
+            Some((d(p[0])? * 16 + d(p[1])?) as u8)
+        })
+        .collect()
+}
+
+/// Check that `body` was sent by someone holding `secret`, the way `forge` proves it.
+pub fn verify(
+    forge: Forge,
+    secret: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), HookAuthError> {
+    let key = forge.secret_key();
+    let hmac = |name: &'static str, value: &str| {
+        let tag = hex_decode(value).ok_or(HookAuthError::Malformed(name))?;
+        let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+        ring::hmac::verify(&k, body, &tag).map_err(|_| HookAuthError::Mismatch("signature", key))
+    };
+    match forge {
+        Forge::GitHub => {
+            let name = "X-Hub-Signature-256";
+            let v = header(headers, name).ok_or(HookAuthError::Missing(name, key))?;
+            let hex = v
+                .strip_prefix("sha256=")
+                .ok_or(HookAuthError::Malformed(name))?;
+            hmac(name, hex)
+        }
+        Forge::Gitea => {
+            let name = "X-Gitea-Signature";
+            let v = header(headers, name).ok_or(HookAuthError::Missing(name, key))?;
+            hmac(name, v)
+        }
+        Forge::GitLab => {
+            let name = "X-Gitlab-Token";
+            let v = header(headers, name).ok_or(HookAuthError::Missing(name, key))?;
+            if constant_time_eq(v.as_bytes(), secret.as_bytes()) {
+                Ok(())
+            } else {
+                Err(HookAuthError::Mismatch("token", key))
+            }
+        }
+    }
+}
+
+/// A push as the three forges describe it, reduced to what a Change needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Push {
+    /// `refs/heads/NAME` → `NAME`; `None` for tags and other refs.
+    pub branch: Option<String>,
+    /// The ref as sent.
+    pub git_ref: String,
+    /// Every URL the payload gives for the repository, clone URL first.
+    pub repo_urls: Vec<String>,
+    /// `owner/name`.
+    pub repo_name: String,
+    /// One Change per commit, oldest first, without repository or project yet.
+    pub changes: Vec<NewChange>,
+}
+
+/// What a hook request asks for, by the forge's event header.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HookEvent {
+    Ping,
+    Push(Push),
+    /// Another event (issues, tags…): answered 200 and ignored.
+    Other(String),
+}
+
+fn text(v: &Value, path: &[&str]) -> Option<String> {
+    let mut v = v;
+    for p in path {
+        v = v.get(p)?;
+    }
+    v.as_str().map(str::to_string).filter(|s| !s.is_empty())
+}
+
+/// Parse a forge's payload (already authenticated) for `event` (the value of the
+/// forge's event header, if any).
+pub fn parse_event(forge: Forge, event: Option<&str>, body: &[u8]) -> Result<HookEvent, String> {
+    let event = event.unwrap_or("").trim();
+    let is_push = match forge {
+        Forge::GitHub | Forge::Gitea => match event {
+            "ping" => return Ok(HookEvent::Ping),
+            "push" => true,
+            "" => false,
+            other => return Ok(HookEvent::Other(other.to_string())),
+        },
+        Forge::GitLab => match event {
+            "Push Hook" => true,
+            "" => false,
+            other => return Ok(HookEvent::Other(other.to_string())),
+        },
+    };
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        format!("the payload is not JSON ({e}); set the webhook's content type to application/json")
+    })?;
+    if !is_push {
+        // No event header: trust the payload's own kind (GitLab has object_kind).
+        match text(&v, &["object_kind"]) {
+            Some(k) if k == "push" => {}
+            Some(k) => return Ok(HookEvent::Other(k)),
+            None if v.get("commits").is_some() && v.get("ref").is_some() => {}
+            None => return Ok(HookEvent::Other("(no event header)".into())),
+        }
+    }
+    let git_ref = text(&v, &["ref"]).ok_or("a push payload without `ref`")?;
+    let branch = git_ref.strip_prefix("refs/heads/").map(str::to_string);
+    let (url_paths, name_path): (&[&[&str]], &[&str]) = match forge {
+        Forge::GitHub => (
+            &[
+                &["repository", "clone_url"],
+                &["repository", "ssh_url"],
+                &["repository", "git_url"],
+                &["repository", "html_url"],
+                &["repository", "url"],
+            ],
+            &["repository", "full_name"],
+        ),
+        Forge::Gitea => (
+            &[
+                &["repository", "clone_url"],
+                &["repository", "ssh_url"],
+                &["repository", "html_url"],
+            ],
+            &["repository", "full_name"],
+        ),
+        Forge::GitLab => (
+            &[
+                &["project", "git_http_url"],
+                &["project", "git_ssh_url"],
+                &["project", "web_url"],
+                &["repository", "git_http_url"],
+                &["repository", "git_ssh_url"],
+                &["repository", "homepage"],
+                &["repository", "url"],
+            ],
+            &["project", "path_with_namespace"],
+        ),
+    };
+    let mut repo_urls: Vec<String> = Vec::new();
+    for p in url_paths {
+        if let Some(u) = text(&v, p) {
+            if !repo_urls.contains(&u) {
+                repo_urls.push(u);
+            }
+        }
+    }
+    let repo_name = text(&v, name_path)
+        .or_else(|| text(&v, &["repository", "name"]))
+        .unwrap_or_default();
+    let at = now();
+    let mut changes = Vec::new();
+    for c in v
+        .get("commits")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+    {
+        let name = text(c, &["author", "name"]).unwrap_or_default();
+        let who = match text(c, &["author", "email"]) {
+            Some(email) if name.is_empty() => email,
+            Some(email) => format!("{name} <{email}>"),
+            None => name,
+        };
+        let mut files: Vec<String> = Vec::new();
+        for k in ["added", "modified", "removed"] {
+            for f in c.get(k).and_then(Value::as_array).into_iter().flatten() {
+                if let Some(f) = f.as_str() {
+                    if !files.iter().any(|x| x == f) {
+                        files.push(f.to_string());
+                    }
+                }
+            }
+        }
+        changes.push(NewChange {
+            who: if who.is_empty() {
+                "unknown".into()
+            } else {
+                who
+            },
+            files,
+            comments: text(c, &["message"]).unwrap_or_default(),
+            revision: text(c, &["id"]),
+            branch: branch.clone(),
+            when: text(c, &["timestamp"])
+                .and_then(|t| parse_rfc3339(&t))
+                .unwrap_or(at),
+            repository: String::new(),
+            category: String::new(),
+            links: text(c, &["url"]).into_iter().collect(),
+            project: String::new(),
+        });
+    }
+    Ok(HookEvent::Push(Push {
+        branch,
+        git_ref,
+        repo_urls,
+        repo_name,
+        changes,
+    }))
+}
+
+/// Unix seconds of an RFC 3339 time (`2024-05-05T19:40:15-04:00`, `…Z`,
+/// fractional seconds allowed).
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let num = |a: usize, b: usize| -> Option<i64> {
+        let t = s.get(a..b)?;
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
+    };
+    let (y, mo, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (h, mi, sec) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    if s.get(4..5)? != "-" || s.get(7..8)? != "-" || s.get(13..14)? != ":" {
+        return None;
+    }
+    if !matches!(s.get(10..11)?, "T" | "t" | " ") || !(1..=12).contains(&mo) {
+        return None;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+        rest = &frac[n..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.get(0..1)? {
+                "+" => 1,
+                "-" => -1,
+                _ => return None,
+            };
+            let oh: i64 = rest.get(1..3)?.parse().ok()?;
+            let om: i64 = rest.get(4..6)?.parse().ok()?;
+            if rest.len() != 6 {
+                return None;
+            }
+            sign * (oh * 3600 + om * 60)
+        }
+    };
+    let days = crate::calendar::days_from_civil(y, u32::try_from(mo).ok()?, u32::try_from(d).ok()?);
+    Some(days * 86_400 + h * 3600 + mi * 60 + sec - offset)
+}
+
+async fn forge_hook(
+    name: String,
+    peer: Option<SocketAddr>,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+    ctx: WebContext,
+) -> Response {
+    let Some(forge) = Forge::from_path(&name) else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "no such change hook (there are github, gitlab, gitea and poller)",
+        );
+    };
+    let config = ctx.config.borrow().clone();
+    let secret = forge.secret(&config);
+    if secret.is_empty() {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "the {} hook is off: set {} in [:master:] of master.ini to the webhook's secret",
+                forge.name(),
+                forge.secret_key()
+            ),
+        );
+    }
+    if let Err(e) = verify(forge, secret, &headers, &body) {
+        let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+        tracing::warn!("change_hook/{name}: refused a request from {peer}: {e}");
+        return json_error(StatusCode::FORBIDDEN, &e.to_string());
+    }
+    let event_header = match forge {
+        Forge::GitHub => "x-github-event",
+        Forge::GitLab => "x-gitlab-event",
+        Forge::Gitea => "x-gitea-event",
+    };
+    let push = match parse_event(forge, header(&headers, event_header), &body) {
+        Ok(HookEvent::Ping) => {
+            return json_reply(StatusCode::OK, &serde_json::json!({"ok": "pong"}))
+        }
+        Ok(HookEvent::Other(e)) => {
+            tracing::debug!("change_hook/{name}: ignored event {e}");
+            return json_reply(StatusCode::OK, &serde_json::json!({ "ignored": e }));
+        }
+        Ok(HookEvent::Push(p)) => p,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e),
+    };
+    deliver(&ctx, &config, &name, push).await
+}
+
+/// Poll or store what a push brought; see the module paragraph.
+async fn deliver(ctx: &WebContext, config: &MasterConfig, hook: &str, push: Push) -> Response {
+    let Some(branch) = push.branch.clone() else {
+        return json_reply(
+            StatusCode::OK,
+            &serde_json::json!({ "ignored": format!("{} is not a branch", push.git_ref) }),
+        );
+    };
+    let pollers: Vec<PollerSpec> = push
+        .repo_urls
+        .iter()
+        .flat_map(|u| pollers_of(config, u))
+        .collect();
+    if let Some(p) = pollers.iter().find(|p| p.branches.contains(&branch)) {
+        let shown = redact_url(&p.url);
+        let heard = ctx.changes.request_poll(&p.url);
+        if heard > 0 {
+            tracing::info!("change_hook/{hook}: push to {shown} {branch}: polling now");
+            return json_reply(
+                StatusCode::ACCEPTED,
+                &serde_json::json!({ "polled": shown, "branch": branch }),
+            );
+        }
+        tracing::info!(
+            "change_hook/{hook}: no poller of {shown} is running; storing the push's commits"
+        );
+    }
+    // As the poller would record them: the configured URL (without credentials) and
+    // the first factory using it, so the schedulers of those factories take them.
+    let (repository, project) = match pollers.first() {
+        Some(p) => (redact_url(&p.url), p.project.clone()),
+        None => (
+            push.repo_urls.first().cloned().unwrap_or_default(),
+            push.repo_name.clone(),
+        ),
+    };
+    let changes: Vec<NewChange> = push
+        .changes
+        .into_iter()
+        .map(|c| NewChange {
+            repository: repository.clone(),
+            project: project.clone(),
+            ..c
+        })
+        .collect();
+    match ctx.changes.add(changes).await {
+        Ok(rows) => {
+            tracing::info!(
+                "change_hook/{hook}: {} change(s) on {repository} {branch}",
+                rows.len()
+            );
+            json_reply(StatusCode::OK, &serde_json::json!({ "changes": rows }))
+        }
+        Err(e) => {
+            tracing::error!("change_hook/{hook}: {e}");
+            json_error(StatusCode::INTERNAL_SERVER_ERROR, "database error")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sign(secret: &str, body: &[u8]) -> String {
+        let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+        ring::hmac::sign(&k, body)
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    fn headers(pairs: &[(&'static str, String)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    const GITHUB_PUSH: &str = r#"{
+      "ref": "refs/heads/main",
+      "repository": {"full_name": "o/r", "clone_url": "https://github.com/o/r.git",
+                     "html_url": "https://github.com/o/r", "ssh_url": "git@github.com:o/r.git"},
+      "commits": [
+        {"id": "a1", "message": "one", "timestamp": "2015-05-05T19:40:15-04:00",
+         "url": "https://github.com/o/r/commit/a1",
+         "author": {"name": "Ann", "email": "ann@x"},
+         "added": ["new.c"], "removed": [], "modified": ["README", "new.c"]},
+        {"id": "b2", "message": "two", "timestamp": "2015-05-05T23:41:00Z",
+         "author": {"name": "Bob", "email": "bob@x"},
+         "added": [], "removed": ["old.c"], "modified": []}
+      ]}"#;
+
+    #[test]
+    fn github_push_is_one_change_per_commit() {
+        let HookEvent::Push(p) =
+            parse_event(Forge::GitHub, Some("push"), GITHUB_PUSH.as_bytes()).unwrap()
+        else {
+            panic!("not a push")
+        };
+        assert_eq!(p.branch.as_deref(), Some("main"));
+        assert_eq!(p.repo_urls[0], "https://github.com/o/r.git");
+        assert_eq!(p.repo_name, "o/r");
+        assert_eq!(p.changes.len(), 2);
+        let a = &p.changes[0];
+        assert_eq!(a.who, "Ann <ann@x>");
+        assert_eq!(a.files, vec!["new.c", "README"]);
+        assert_eq!(a.revision.as_deref(), Some("a1"));
+        assert_eq!(a.when, 1430869215);
+        assert_eq!(a.links, vec!["https://github.com/o/r/commit/a1"]);
+        assert_eq!(p.changes[1].files, vec!["old.c"]);
+        assert_eq!(p.changes[1].when, 1430869260);
+    }
+
+    #[test]
+    fn ping_tags_and_other_events() {
+        assert_eq!(
+            parse_event(Forge::GitHub, Some("ping"), b"{}").unwrap(),
+            HookEvent::Ping
+        );
+        assert_eq!(
+            parse_event(Forge::GitHub, Some("issues"), b"{}").unwrap(),
+            HookEvent::Other("issues".into())
+        );
+        let tag = br#"{"ref":"refs/tags/v1","commits":[]}"#;
+        let HookEvent::Push(p) = parse_event(Forge::Gitea, Some("push"), tag).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.branch, None);
+        assert!(parse_event(Forge::GitHub, Some("push"), b"payload=%7B").is_err());
+    }
+
+    #[test]
+    fn gitlab_push_parses() {
+        let body = br#"{"object_kind":"push","ref":"refs/heads/dev",
+          "project":{"path_with_namespace":"g/p","git_http_url":"https://gl/g/p.git",
+                     "web_url":"https://gl/g/p"},
+          "commits":[{"id":"c3","message":"m","timestamp":"2011-12-12T14:27:31+02:00",
+                      "author":{"name":"Cy","email":"cy@x"},
+                      "added":["x"],"modified":[],"removed":[]}]}"#;
+        for event in [Some("Push Hook"), None] {
+            let HookEvent::Push(p) = parse_event(Forge::GitLab, event, body).unwrap() else {
+                panic!()
+            };
+            assert_eq!(p.branch.as_deref(), Some("dev"));
+            assert_eq!(p.repo_urls[0], "https://gl/g/p.git");
+            assert_eq!(p.repo_name, "g/p");
+            assert_eq!(p.changes[0].who, "Cy <cy@x>");
+            assert_eq!(p.changes[0].when, 1323692851);
+        }
+    }
+
+    #[test]
+    fn gitea_null_file_lists_are_empty() {
+        let body = br#"{"ref":"refs/heads/main","repository":{"full_name":"o/r",
+          "clone_url":"https://gt/o/r.git"},"commits":[{"id":"d4","message":"m",
+          "author":{"name":"Di","email":"di@x"},"added":null,"modified":null,"removed":null,
+          "timestamp":"2017-03-13T13:52:11+08:00"}]}"#;
+        let HookEvent::Push(p) = parse_event(Forge::Gitea, Some("push"), body).unwrap() else {
+            panic!()
+        };
+        assert!(p.changes[0].files.is_empty());
+        assert_eq!(p.changes[0].when, 1489384331);
+    }
+
+    #[test]
+    fn signatures_are_checked() {
+        let body = b"{\"x\":1}";
+        let good = sign("s3cret", body);
+        let gh = headers(&[("x-hub-signature-256", format!("sha256={good}"))]);
+        assert_eq!(verify(Forge::GitHub, "s3cret", &gh, body), Ok(()));
+        assert!(matches!(
+            verify(Forge::GitHub, "other", &gh, body),
+            Err(HookAuthError::Mismatch(..))
+        ));
+        assert!(matches!(
+            verify(Forge::GitHub, "s3cret", &gh, b"{\"x\":2}"),
+            Err(HookAuthError::Mismatch(..))
+        ));
+        assert!(matches!(
+            verify(Forge::GitHub, "s3cret", &HeaderMap::new(), body),
+            Err(HookAuthError::Missing(..))
+        ));
+        let bad = headers(&[("x-hub-signature-256", "sha256=zz".to_string())]);
+        assert!(matches!(
+            verify(Forge::GitHub, "s3cret", &bad, body),
+            Err(HookAuthError::Malformed(..))
+        ));
+        let gt = headers(&[("x-gitea-signature", good)]);
+        assert_eq!(verify(Forge::Gitea, "s3cret", &gt, body), Ok(()));
+        let gl = headers(&[("x-gitlab-token", "s3cret".to_string())]);
+        assert_eq!(verify(Forge::GitLab, "s3cret", &gl, body), Ok(()));
+        assert!(verify(Forge::GitLab, "s3cre", &gl, body).is_err());
+    }
+
+    #[test]
+    fn rfc3339_times() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339("2000-03-01T00:00:00.123+00:00"),
+            Some(951868800)
+        );
+        assert_eq!(parse_rfc3339("2024-02-29T12:00:00-01:30"), Some(1709213400));
+        assert_eq!(parse_rfc3339("yesterday"), None);
+        assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
+    }
+
+    #[test]
+    fn secrets_come_from_master_ini() {
+        let cfg = crate::config::load_from_str(
+            std::path::Path::new("/m/master.ini"),
+            std::path::Path::new("/m"),
+            "[:master:]\nGitHub_Secret = a\ngitea_secret = c\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(Forge::GitHub.secret(&cfg), "a");
+        assert_eq!(Forge::GitLab.secret(&cfg), "");
+        assert_eq!(Forge::Gitea.secret(&cfg), "c");
+    }
+
+    #[test]
+    fn pollers_are_found_by_url_without_credentials() {
+        let cfg = crate::config::load_from_str(
+            std::path::Path::new("/m/master.ini"),
+            std::path::Path::new("/m"),
+            "[w]\ntype = source\ngit = https://bot:tok@forge.example/o/r.git#dev\n",
+            &[],
+        )
+        .unwrap();
+        let found = pollers_of(&cfg, "https://forge.example/o/r");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].branches, vec!["dev"]);
+        assert_eq!(found[0].project, "w");
+        assert_eq!(redact_url(&found[0].url), "https://forge.example/o/r.git");
+        assert!(pollers_of(&cfg, "https://forge.example/o/other.git").is_empty());
+    }
+
+    #[test]
+    fn repository_urls_compare_loosely() {
+        assert!(same_repo("https://x/o/r.git", "https://x/o/r/"));
+        assert!(same_repo("https://X/o/R", "https://x/o/r"));
+        assert!(!same_repo("https://x/o/r", "https://x/o/rr"));
+    }
+}

@@ -1,0 +1,339 @@
+//! The status pages in a real browser: headless Chromium driven over W3C WebDriver
+//! (`chromedriver`, spoken to with the crate's tiny HTTP client). It opens the
+//! waterfall, follows the builder link, forces a build with the form, sees the
+//! build turn green without a reload (the page follows `/events`), opens the log,
+//! and watches a running step's log grow live. Screenshots go to
+//! `target/test-artifacts/`.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them); when
+//! they are missing the test prints SKIP and passes.
+
+#[path = "support/mod.rs"]
+mod support;
+
+#[path = "engine_common/mod.rs"]
+mod engine_common;
+
+#[path = "web_common/mod.rs"]
+mod web_common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use engine_common::*;
+use serde_json::{json, Value};
+
+const FACTORIES: &str = r#"
+[quick]
+type = shell
+step.hello = sh -c "echo hello from the browser test; sleep 2; echo done"
+
+[drip]
+type = shell
+step.drip = sh -c "for i in 1 2 3 4 5 6; do echo drip-line-$i; sleep 0.5; done"
+"#;
+
+/// The W3C key of an element reference.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| PathBuf::from(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// A WebDriver session on a chromedriver child.
+struct Browser {
+    port: u16,
+    session: String,
+    _driver: Daemon,
+    _profile: tempfile::TempDir,
+    shots: PathBuf,
+}
+
+impl Browser {
+    async fn start(chromium: PathBuf, driver: PathBuf) -> Browser {
+        let port = free_port();
+        let mut cmd = Command::new(driver);
+        cmd.arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        autobot::daemon::new_session(&mut cmd);
+        let driver = Daemon(cmd.spawn().unwrap());
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let ready = call(port, "GET", "/status", None)
+                .await
+                .ok()
+                .is_some_and(|v| v["value"]["ready"] == true);
+            if ready {
+                break;
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium.to_string_lossy(),
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", "--window-size=1280,900",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ]
+            }
+        }}});
+        let v = call(port, "POST", "/session", Some(caps)).await.unwrap();
+        let session = v["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {v}"))
+            .to_string();
+        let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+        std::fs::create_dir_all(&shots).unwrap();
+        Browser {
+            port,
+            session,
+            _driver: driver,
+            _profile: profile,
+            shots,
+        }
+    }
+
+    async fn cmd(&self, method: &str, what: &str, body: Option<Value>) -> Value {
+        let path = format!("/session/{}{what}", self.session);
+        let v = call(self.port, method, &path, body).await.unwrap();
+        if v["value"].get("error").is_some() {
+            panic!("{method} {what}: {v}");
+        }
+        v["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.cmd("POST", "/url", Some(json!({ "url": url }))).await;
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let v = self
+            .cmd(
+                "POST",
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("find {css}: {v}"))
+            .to_string()
+    }
+
+    async fn click(&self, css: &str) {
+        let e = self.find(css).await;
+        self.cmd("POST", &format!("/element/{e}/click"), Some(json!({})))
+            .await;
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let e = self.find(css).await;
+        self.cmd(
+            "POST",
+            &format!("/element/{e}/value"),
+            Some(json!({ "text": text })),
+        )
+        .await;
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+        .await
+    }
+
+    /// Poll a script until it returns `true`; panics with `what` after the deadline.
+    async fn wait_js(&self, what: &str, script: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        while self.js(script).await != json!(true) {
+            if Instant::now() >= deadline {
+                self.screenshot("timeout").await;
+                let html = self.js("return document.documentElement.outerHTML").await;
+                panic!("timed out waiting for {what}; page: {html}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let v = self.cmd("GET", "/screenshot", None).await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap();
+        std::fs::write(self.shots.join(format!("web_browser-{name}.png")), png).unwrap();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let path = format!("/session/{}", self.session);
+        let _ = autobot::cli::http::request("127.0.0.1", self.port, "DELETE", &path, None);
+    }
+}
+
+async fn call(port: u16, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    let (method, path) = (method.to_string(), path.to_string());
+    tokio::task::spawn_blocking(move || {
+        let r = autobot::cli::http::request("127.0.0.1", port, &method, &path, body.as_ref())?;
+        r.json()
+    })
+    .await?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chromium_forces_a_build_and_watches_it_go_green_live() {
+    let (Some(chromium), Some(driver)) = (which("chromium"), which("chromedriver")) else {
+        println!("SKIP: chromium and chromedriver are not installed (apt-get install chromium chromium-driver)");
+        return;
+    };
+    let m = web_common::start(&master_ini(FACTORIES, "projectName = Browser Test")).await;
+    let _slave = m.slave().await;
+    let base = format!("http://127.0.0.1:{}", m.master.htmlport());
+    let b = Browser::start(chromium, driver).await;
+
+    // The waterfall, then the builder page through its column's link.
+    b.goto(&format!("{base}/waterfall")).await;
+    b.wait_js(
+        "the waterfall's live stream",
+        "return document.getElementById('live-status').textContent === 'live'",
+    )
+    .await;
+    b.screenshot("1-waterfall").await;
+    b.click("th.builder a[href='/builders/quick-s1']").await;
+    b.wait_js(
+        "the builder page",
+        "return !!document.getElementById('force-form')",
+    )
+    .await;
+
+    // Force with the form; the POST redirects back to the builder page.
+    b.type_into("#force-form input[name=who]", "Chromium").await;
+    b.type_into("#force-form input[name=reason]", "browser <test>")
+        .await;
+    b.click("#force-button").await;
+    b.wait_js(
+        "the builder page after forcing",
+        "return location.pathname === '/builders/quick-s1' && !!document.getElementById('builder-part') \
+         && document.getElementById('live-status').textContent === 'live'",
+    )
+    .await;
+    // From here on the page must not reload: a marker on `window` must survive.
+    b.js("window.__noReload = 'kept'; return true").await;
+    let green_now = b
+        .js("return !!document.querySelector('#builder-part td.success')")
+        .await;
+    assert_eq!(
+        green_now,
+        json!(false),
+        "the build was already green on load"
+    );
+    b.screenshot("2-forced").await;
+    b.wait_js(
+        "the build to turn green without a reload",
+        "return window.__noReload === 'kept' && !!document.querySelector('#builder-part td.success a')",
+    )
+    .await;
+    b.screenshot("3-green").await;
+    let reason = b
+        .js("return document.querySelector('#builder-part table.builds').textContent")
+        .await;
+    assert!(
+        reason
+            .as_str()
+            .unwrap()
+            .contains("forced by Chromium: browser <test>"),
+        "{reason}"
+    );
+
+    // The build page, then its log.
+    b.click("#builder-part td.success a").await;
+    b.wait_js(
+        "the build page",
+        "return !!document.querySelector('#build-result.success')",
+    )
+    .await;
+    b.click("a.log").await;
+    b.wait_js(
+        "the log",
+        "return !!document.getElementById('log') && document.getElementById('log').textContent.includes('hello from the browser test')",
+    )
+    .await;
+    b.screenshot("4-log").await;
+
+    // A running step's log grows on the page as the slave prints.
+    let req = m
+        .force(
+            "drip-s1",
+            autobot::master::ForceRequest {
+                reason: "drip".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    wait_until("the drip step starts", || async {
+        m.master
+            .db()
+            .log_file("drip-s1", 1, "drip", "stdio")
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+    b.goto(&format!(
+        "{base}/builders/drip-s1/builds/1/steps/drip/logs/stdio"
+    ))
+    .await;
+    let at_load = b
+        .js("return document.getElementById('log').textContent")
+        .await;
+    assert!(
+        !at_load.as_str().unwrap().contains("drip-line-6"),
+        "the step was already over: {at_load}"
+    );
+    b.js("window.__noReload = 'kept'; return true").await;
+    b.wait_js(
+        "the log to grow live",
+        "return window.__noReload === 'kept' && document.getElementById('log').textContent.includes('drip-line-6') \
+         && document.getElementById('log').getAttribute('data-complete') === 'true'",
+    )
+    .await;
+    let text = b
+        .js("return document.getElementById('log').textContent")
+        .await;
+    let text = text.as_str().unwrap();
+    for i in 1..=6 {
+        assert_eq!(
+            text.matches(&format!("drip-line-{i}\n")).count(),
+            1,
+            "line {i} once: {text}"
+        );
+    }
+    b.screenshot("5-live-log").await;
+    m.wait_request(req).await;
+
+    // Back on the waterfall: both builds are green boxes with their steps.
+    b.goto(&format!("{base}/waterfall")).await;
+    b.wait_js(
+        "two green builds on the waterfall",
+        "return document.querySelectorAll('.build.success').length === 2",
+    )
+    .await;
+    b.screenshot("6-waterfall").await;
+}
