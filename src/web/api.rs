@@ -281,30 +281,20 @@ fn is_configured(ctx: &WebContext, name: &str) -> bool {
         .any(|b| b.name == name)
 }
 
-/// `limit` and `before` of a list query.
-fn paging(q: &HashMap<String, String>) -> Result<(u32, Option<i64>), Response> {
+/// `limit` and `before` of a list query; a 400 message when either is bad.
+fn paging(q: &HashMap<String, String>) -> Result<(u32, Option<i64>), String> {
     let limit = match q.get("limit") {
         None => DEFAULT_LIMIT,
         Some(v) => match v.parse::<u32>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(json_error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("limit={v:?}: give a number from 1 to {MAX_LIMIT}"),
-                ))
-            }
+            _ => return Err(format!("limit={v:?}: give a number from 1 to {MAX_LIMIT}")),
         },
     };
     let before = match q.get("before") {
         None => None,
         Some(v) => match v.parse::<i64>() {
             Ok(n) => Some(n),
-            Err(_) => {
-                return Err(json_error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("before={v:?}: give a number"),
-                ))
-            }
+            Err(_) => return Err(format!("before={v:?}: give a number")),
         },
     };
     Ok((limit, before))
@@ -313,7 +303,7 @@ fn paging(q: &HashMap<String, String>) -> Result<(u32, Option<i64>), Response> {
 async fn get_builds(name: String, q: HashMap<String, String>, ctx: WebContext) -> Response {
     let (limit, before) = match paging(&q) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(why) => return json_error(StatusCode::BAD_REQUEST, &why),
     };
     match ctx.db.builds(&name, limit, before).await {
         Ok(list) if list.is_empty() && !is_configured(&ctx, &name) => unknown_builder(&ctx, &name),
@@ -443,7 +433,7 @@ async fn get_buildset(id: i64, ctx: WebContext) -> Response {
 async fn get_changes(q: HashMap<String, String>, ctx: WebContext) -> Response {
     let (limit, before) = match paging(&q) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(why) => return json_error(StatusCode::BAD_REQUEST, &why),
     };
     match ctx.db.changes(limit, before).await {
         Ok(list) => warp::reply::json(&list).into_response(),
