@@ -33,14 +33,16 @@ if command -v rustup >/dev/null 2>&1 \
 fi
 
 cd "$here"
+tdir=${CARGO_TARGET_DIR:-"$here/target"}
+case "$tdir" in /*) ;; *) tdir="$here/$tdir" ;; esac
 if [ -n "$target" ]; then
   echo "install.sh: building a static binary (target $target)"
   CC_x86_64_unknown_linux_musl=musl-gcc cargo build --release --locked --target "$target"
-  built="$here/target/$target/release/autobot"
+  built="$tdir/$target/release/autobot"
 else
   echo "install.sh: building (static needs: rustup target add x86_64-unknown-linux-musl; apt-get install musl-tools)"
   cargo build --release --locked
-  built="$here/target/release/autobot"
+  built="$tdir/release/autobot"
 fi
 
 mkdir -p "$prefix/bin"

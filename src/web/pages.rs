@@ -1795,30 +1795,32 @@ fn channel_class(c: Channel) -> &'static str {
     }
 }
 
-/// The step (number, name) a log URL names (by name or number) and the log.
+/// The log a log URL names (its step by name or number), or the error page to
+/// answer with.
 async fn find_log(
     pc: &Pc,
     builder: &str,
     number: i64,
     step: &str,
     log: &str,
-) -> Result<Option<crate::db::builds::LogFile>, crate::db::DbError> {
-    pc.ctx.db.log_file(builder, number, step, log).await
+) -> Result<crate::db::builds::LogFile, Response> {
+    match pc.ctx.db.log_file(builder, number, step, log).await {
+        Ok(Some(f)) => Ok(f),
+        Ok(None) => Err(error_page(
+            pc,
+            StatusCode::NOT_FOUND,
+            "No such log",
+            &format!("{builder} build {number} has no log {log:?} in a step {step:?}"),
+        )),
+        Err(e) => Err(db_error(pc, "log", e)),
+    }
 }
 
 async fn log_page(b: String, n: i64, s: String, l: String, h: HeaderMap, pc: Pc) -> Response {
     let (builder, step, log) = (html::unseg(&b), html::unseg(&s), html::unseg(&l));
     let file = match find_log(&pc, &builder, n, &step, &log).await {
-        Ok(Some(f)) => f,
-        Ok(None) => {
-            return error_page(
-                &pc,
-                StatusCode::NOT_FOUND,
-                "No such log",
-                &format!("{builder} build {n} has no log {log:?} in a step {step:?}"),
-            )
-        }
-        Err(e) => return db_error(&pc, "log", e),
+        Ok(f) => f,
+        Err(page) => return page,
     };
     let mut f = match tokio::fs::File::open(&file.path).await {
         Ok(f) => f,
@@ -1934,16 +1936,8 @@ async fn log_text(
 ) -> Response {
     let (builder, step, log) = (html::unseg(&b), html::unseg(&s), html::unseg(&l));
     let file = match find_log(&pc, &builder, n, &step, &log).await {
-        Ok(Some(f)) => f,
-        Ok(None) => {
-            return error_page(
-                &pc,
-                StatusCode::NOT_FOUND,
-                "No such log",
-                &format!("{builder} build {n} has no log {log:?} in a step {step:?}"),
-            )
-        }
-        Err(e) => return db_error(&pc, "log", e),
+        Ok(f) => f,
+        Err(page) => return page,
     };
     let f = match tokio::fs::File::open(&file.path).await {
         Ok(f) => f,
