@@ -1795,46 +1795,50 @@ fn channel_class(c: Channel) -> &'static str {
     }
 }
 
-/// The log a log URL names (its step by name or number), or the error page to
-/// answer with.
-async fn find_log(
+/// The log a log URL names (its step by name or number), opened, with its length
+/// now (a growing log is read up to there); or the error page to answer with.
+async fn open_log(
     pc: &Pc,
     builder: &str,
     number: i64,
     step: &str,
     log: &str,
-) -> Result<crate::db::builds::LogFile, Response> {
-    match pc.ctx.db.log_file(builder, number, step, log).await {
-        Ok(Some(f)) => Ok(f),
-        Ok(None) => Err(error_page(
-            pc,
-            StatusCode::NOT_FOUND,
-            "No such log",
-            &format!("{builder} build {number} has no log {log:?} in a step {step:?}"),
-        )),
-        Err(e) => Err(db_error(pc, "log", e)),
+) -> Result<(crate::db::builds::LogFile, tokio::fs::File, u64), Response> {
+    let file = match pc.ctx.db.log_file(builder, number, step, log).await {
+        Ok(Some(f)) => f,
+        Ok(None) => {
+            return Err(error_page(
+                pc,
+                StatusCode::NOT_FOUND,
+                "No such log",
+                &format!("{builder} build {number} has no log {log:?} in a step {step:?}"),
+            ))
+        }
+        Err(e) => return Err(db_error(pc, "log", e)),
+    };
+    match tokio::fs::File::open(&file.path).await {
+        Ok(f) => {
+            let len = f.metadata().await.map(|m| m.len()).unwrap_or(file.size);
+            Ok((file, f, len))
+        }
+        Err(e) => {
+            tracing::error!("log {}: {e}", file.path.display());
+            Err(error_page(
+                pc,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Log missing",
+                "the log file is missing",
+            ))
+        }
     }
 }
 
 async fn log_page(b: String, n: i64, s: String, l: String, h: HeaderMap, pc: Pc) -> Response {
     let (builder, step, log) = (html::unseg(&b), html::unseg(&s), html::unseg(&l));
-    let file = match find_log(&pc, &builder, n, &step, &log).await {
-        Ok(f) => f,
+    let (file, mut f, len) = match open_log(&pc, &builder, n, &step, &log).await {
+        Ok(x) => x,
         Err(page) => return page,
     };
-    let mut f = match tokio::fs::File::open(&file.path).await {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::error!("log {}: {e}", file.path.display());
-            return error_page(
-                &pc,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Log missing",
-                "the log file is missing",
-            );
-        }
-    };
-    let len = f.metadata().await.map(|m| m.len()).unwrap_or(file.size);
     let runs = crate::master::logs::read_channel_runs(&file.path)
         .unwrap_or_else(|_| vec![(0, Channel::Stdout)]);
     let url = log_url(&builder, n, &step, &log);
@@ -1935,23 +1939,10 @@ async fn log_text(
     pc: Pc,
 ) -> Response {
     let (builder, step, log) = (html::unseg(&b), html::unseg(&s), html::unseg(&l));
-    let file = match find_log(&pc, &builder, n, &step, &log).await {
-        Ok(f) => f,
+    let (_file, f, len) = match open_log(&pc, &builder, n, &step, &log).await {
+        Ok(x) => x,
         Err(page) => return page,
     };
-    let f = match tokio::fs::File::open(&file.path).await {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::error!("log {}: {e}", file.path.display());
-            return error_page(
-                &pc,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Log missing",
-                "the log file is missing",
-            );
-        }
-    };
-    let len = f.metadata().await.map(|m| m.len()).unwrap_or(file.size);
     let stream = tokio_util::io::ReaderStream::with_capacity(f.take(len), LOG_CHUNK);
     let mut r = warp::reply::stream(stream).into_response();
     let hd = r.headers_mut();
