@@ -2,6 +2,9 @@
 //! first poll, new commits, merges, deletions, branches, force-pushes, a repository
 //! that is missing and comes back, and a poller that was down for a while.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,31 +29,23 @@ impl Repo {
     }
 
     fn git(&self, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(&self.dir)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_AUTHOR_NAME", "Ann Author")
-            .env("GIT_AUTHOR_EMAIL", "ann@example.org")
-            .env("GIT_COMMITTER_NAME", "Carl Committer")
-            .env("GIT_COMMITTER_EMAIL", "carl@example.org")
-            .env("GIT_AUTHOR_DATE", format!("@{} +0000", self.clock - 30))
-            .env("GIT_COMMITTER_DATE", format!("@{} +0200", self.clock))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        crate::support::run_ok(
+            Command::new("git")
+                .args(args)
+                .current_dir(&self.dir)
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .env("GIT_AUTHOR_NAME", "Ann Author")
+                .env("GIT_AUTHOR_EMAIL", "ann@example.org")
+                .env("GIT_COMMITTER_NAME", "Carl Committer")
+                .env("GIT_COMMITTER_EMAIL", "carl@example.org")
+                .env("GIT_AUTHOR_DATE", format!("@{} +0000", self.clock - 30))
+                .env("GIT_COMMITTER_DATE", format!("@{} +0200", self.clock)),
+        )
     }
 
     fn write(&self, path: &str, content: &str) {
-        let p = self.dir.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, content).unwrap();
+        crate::support::write_file(&self.dir, path, content)
     }
 
     /// Commits everything in the work tree; returns (sha, commit time).

@@ -3,6 +3,9 @@
 //! deletions, named branches, rewritten history, a missing repository, catching up).
 //! Without `hg` installed every test prints SKIP and passes (CI installs mercurial).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -45,26 +48,18 @@ impl Repo {
     }
 
     fn hg(&self, args: &[&str]) -> String {
-        let out = Command::new("hg")
-            .args(args)
-            .current_dir(&self.dir)
-            .env("HGPLAIN", "1")
-            .env("HGRCPATH", "")
-            .env("HGUSER", "Ann Author <ann@example.org>")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "hg {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        crate::support::run_ok(
+            Command::new("hg")
+                .args(args)
+                .current_dir(&self.dir)
+                .env("HGPLAIN", "1")
+                .env("HGRCPATH", "")
+                .env("HGUSER", "Ann Author <ann@example.org>"),
+        )
     }
 
     fn write(&self, path: &str, content: &str) {
-        let p = self.dir.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, content).unwrap();
+        crate::support::write_file(&self.dir, path, content)
     }
 
     /// Commits everything (adds and removals); returns (node, date).

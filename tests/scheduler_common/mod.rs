@@ -37,23 +37,17 @@ impl GitRepo {
 
     pub fn git(&self, args: &[&str], who: &str) -> String {
         let (name, email) = split_who(who);
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(&self.dir)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_AUTHOR_NAME", &name)
-            .env("GIT_AUTHOR_EMAIL", &email)
-            .env("GIT_COMMITTER_NAME", &name)
-            .env("GIT_COMMITTER_EMAIL", &email)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        crate::support::run_ok(
+            Command::new("git")
+                .args(args)
+                .current_dir(&self.dir)
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .env("GIT_AUTHOR_NAME", &name)
+                .env("GIT_AUTHOR_EMAIL", &email)
+                .env("GIT_COMMITTER_NAME", &name)
+                .env("GIT_COMMITTER_EMAIL", &email),
+        )
     }
 
     /// Write `file` (appending a line) and commit it as `who` (`Name <email>`); the
@@ -106,20 +100,14 @@ impl HgRepo {
     }
 
     pub fn hg(&self, args: &[&str], who: &str) -> String {
-        let out = Command::new("hg")
-            .args(args)
-            .current_dir(&self.dir)
-            .env("HGPLAIN", "1")
-            .env("HGRCPATH", "")
-            .env("HGUSER", who)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "hg {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        crate::support::run_ok(
+            Command::new("hg")
+                .args(args)
+                .current_dir(&self.dir)
+                .env("HGPLAIN", "1")
+                .env("HGRCPATH", "")
+                .env("HGUSER", who),
+        )
     }
 
     pub fn commit(&self, who: &str, file: &str, message: &str) -> String {

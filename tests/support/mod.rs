@@ -158,6 +158,25 @@ impl TestMaster {
     }
 }
 
+/// Run a command (git, hg, …) that must succeed; its stdout, trimmed. A failure
+/// fails the test with the command's stderr.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Write `content` to `dir/path`, making its directories.
+pub fn write_file(dir: &Path, path: &str, content: &str) {
+    let p = dir.join(path);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, content).unwrap();
+}
+
 /// A minimal HTTP/1.1 GET on 127.0.0.1:port: (status, body).
 pub async fn http_get(port: u16, path: &str) -> (u16, String) {
     let r = http(port, "GET", path, &[], b"").await;
