@@ -284,6 +284,15 @@ async fn read_pid(path: &std::path::Path) -> i32 {
         pid > 0
     })
     .await;
+    // The shell writes `$!` right after its fork; until the child has exec'd
+    // `sleep`, it still runs the shell's signal handlers, and a TERM sent in that
+    // window is taken by the trap the shell set and lost at the exec.
+    wait_for("the grandchild to exec sleep", LONG, || {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| c.starts_with(b"sleep\0"))
+            .unwrap_or(true)
+    })
+    .await;
     pid
 }
 

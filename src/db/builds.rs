@@ -136,21 +136,14 @@ impl Db {
         build_id: i64,
         props: Vec<(String, String, String)>,
     ) -> Result<(), DbError> {
-        self.write(move |tx| {
-            let mut st = tx.prepare_cached(
-                "INSERT INTO build_properties(build, name, value, source) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(build, name) DO UPDATE SET value = ?3, source = ?4",
-            )?;
-            for (name, value, source) in &props {
-                st.execute(params![build_id, name, value, source])?;
-            }
-            Ok(())
-        })
-        .await
+        self.write(move |tx| insert_properties(tx, build_id, &props))
+            .await
     }
 
     /// A step starts: its row and its `stdio` log row (path relative to the
-    /// master directory). Returns (step id, log id).
+    /// master directory), and `props` of the build (`(name, value, source)`, as
+    /// [`Db::set_build_properties`]) in the same transaction. Returns (step id, log id).
+    #[allow(clippy::too_many_arguments)]
     pub async fn start_step(
         &self,
         build_id: i64,
@@ -159,6 +152,8 @@ impl Db {
         description: &str,
         log_path: &str,
         at: f64,
+        props: Vec<(String, String, String)>,
+        previous: Option<StepFinish>,
     ) -> Result<(i64, i64), DbError> {
         let (name, description, log_path) = (
             name.to_string(),
@@ -166,6 +161,10 @@ impl Db {
             log_path.to_string(),
         );
         self.write(move |tx| {
+            if let Some(f) = &previous {
+                write_step_finish(tx, f)?;
+            }
+            insert_properties(tx, build_id, &props)?;
             tx.prepare_cached(
                 "INSERT INTO steps(build, number, name, started_at, description)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -183,6 +182,22 @@ impl Db {
         let (name, path) = (name.to_string(), path.to_string());
         self.write(move |tx| insert_log(tx, step_id, &name, &path))
             .await
+    }
+
+    /// What a running step shows changes (`waiting for lock cpu`, then its own
+    /// description again once it has its locks).
+    pub async fn set_step_description(
+        &self,
+        step_id: i64,
+        description: &str,
+    ) -> Result<(), DbError> {
+        let description = description.to_string();
+        self.write(move |tx| {
+            tx.prepare_cached("UPDATE steps SET description = ?2 WHERE id = ?1")?
+                .execute(params![step_id, description])?;
+            Ok(())
+        })
+        .await
     }
 
     /// A log grew (or is complete).
@@ -212,21 +227,14 @@ impl Db {
         logs: Vec<(i64, u64, u64)>,
         at: f64,
     ) -> Result<(), DbError> {
-        let (result, text) = (result.to_string(), text.to_string());
-        self.write(move |tx| {
-            tx.prepare_cached(
-                "UPDATE steps SET finished_at = ?2, result = ?3, text = ?4 WHERE id = ?1",
-            )?
-            .execute(params![step_id, at, result, text])?;
-            let mut st = tx.prepare_cached(
-                "UPDATE logs SET size = ?2, lines = ?3, complete = 1 WHERE id = ?1",
-            )?;
-            for (id, size, lines) in &logs {
-                st.execute(params![id, *size as i64, *lines as i64])?;
-            }
-            Ok(())
-        })
-        .await
+        let f = StepFinish {
+            step_id,
+            result: result.to_string(),
+            text: text.to_string(),
+            logs,
+            at,
+        };
+        self.write(move |tx| write_step_finish(tx, &f)).await
     }
 
     /// A build ended. `requeue`: give its requests back to the queue (interrupted
@@ -239,9 +247,13 @@ impl Db {
         text: &str,
         requeue: bool,
         at: f64,
+        last_step: Option<StepFinish>,
     ) -> Result<Completed, DbError> {
         let (result, text) = (result.to_string(), text.to_string());
         self.write(move |tx| {
+            if let Some(f) = &last_step {
+                write_step_finish(tx, f)?;
+            }
             tx.prepare_cached(
                 "UPDATE builds SET finished_at = ?2, result = ?3, text = ?4 WHERE id = ?1",
             )?
@@ -355,6 +367,48 @@ impl Db {
         })
         .await
     }
+}
+
+/// The end of a step, as [`Db::finish_step`] records it; also written together
+/// with the next step's start ([`Db::start_step`]) or the build's end
+/// ([`Db::finish_build`]), to save a transaction.
+#[derive(Debug, Clone)]
+pub struct StepFinish {
+    pub step_id: i64,
+    pub result: String,
+    pub text: String,
+    /// `(log id, size, lines)` of each of its logs.
+    pub logs: Vec<(i64, u64, u64)>,
+    pub at: f64,
+}
+
+fn write_step_finish(tx: &Transaction<'_>, f: &StepFinish) -> rusqlite::Result<()> {
+    tx.prepare_cached("UPDATE steps SET finished_at = ?2, result = ?3, text = ?4 WHERE id = ?1")?
+        .execute(params![f.step_id, f.at, f.result, f.text])?;
+    let mut st =
+        tx.prepare_cached("UPDATE logs SET size = ?2, lines = ?3, complete = 1 WHERE id = ?1")?;
+    for (id, size, lines) in &f.logs {
+        st.execute(params![id, *size as i64, *lines as i64])?;
+    }
+    Ok(())
+}
+
+fn insert_properties(
+    tx: &Transaction<'_>,
+    build_id: i64,
+    props: &[(String, String, String)],
+) -> rusqlite::Result<()> {
+    if props.is_empty() {
+        return Ok(());
+    }
+    let mut st = tx.prepare_cached(
+        "INSERT INTO build_properties(build, name, value, source) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(build, name) DO UPDATE SET value = ?3, source = ?4",
+    )?;
+    for (name, value, source) in props {
+        st.execute(params![build_id, name, value, source])?;
+    }
+    Ok(())
 }
 
 fn insert_log(tx: &Transaction<'_>, step_id: i64, name: &str, path: &str) -> rusqlite::Result<i64> {
@@ -651,7 +705,7 @@ mod tests {
         assert_eq!(c2.number, 2);
         assert!(db.claim_request("b1", "s", 3, 3.0).await.unwrap().is_none());
         // An interrupted build gives its request back; the next build gets number 3.
-        db.finish_build(c2.build_id, "exception", "slave lost: x", true, 4.0)
+        db.finish_build(c2.build_id, "exception", "slave lost: x", true, 4.0, None)
             .await
             .unwrap();
         let c3 = db.claim_request("b1", "s", 3, 5.0).await.unwrap().unwrap();
@@ -660,7 +714,7 @@ mod tests {
             (3, c2.request_ids.clone())
         );
         let done = db
-            .finish_build(c3.build_id, "failure", "failed x", false, 6.0)
+            .finish_build(c3.build_id, "failure", "failed x", false, 6.0, None)
             .await
             .unwrap();
         assert_eq!(done.requests, c2.request_ids);
@@ -678,7 +732,7 @@ mod tests {
         assert_eq!(bs.requests.len(), 2);
         let c4 = db.claim_request("b2", "s", 1, 7.0).await.unwrap().unwrap();
         let done = db
-            .finish_build(c4.build_id, "success", "build successful", false, 8.0)
+            .finish_build(c4.build_id, "success", "build successful", false, 8.0, None)
             .await
             .unwrap();
         assert_eq!(done.buildsets, vec![(a.buildset_id, "failure".to_string())]);
@@ -698,7 +752,7 @@ mod tests {
         let rel = "logs/b/1/001-x-stdio.log";
         std::fs::create_dir_all(dir.path().join("logs/b/1")).unwrap();
         std::fs::write(dir.path().join(rel), "a\nb\nc").unwrap();
-        db.start_step(c.build_id, 1, "x", "x", rel, 3.0)
+        db.start_step(c.build_id, 1, "x", "x", rel, 3.0, Vec::new(), None)
             .await
             .unwrap();
         let found = db

@@ -3,7 +3,10 @@
 //!
 //! [`Db`] owns two connections, one for writes and one for reads (WAL lets readers
 //! run beside the writer). Every call runs on tokio's blocking pool, so a slow disk
-//! never stalls the async runtime. Queries live in one file per domain
+//! never stalls the async runtime. A third connection, on a thread of its own,
+//! folds the WAL back into the database file after writes ([`checkpointer`]), so
+//! the copying and the `fsync` a checkpoint costs are not paid inside a commit
+//! that a Build waits for. Queries live in one file per domain
 //! ([`slaves`], [`changes`], [`requests`] for BuildSets and BuildRequests,
 //! [`builds`] for Builds, Steps, logs and properties); the schema is the
 //! append-only list in [`migrations`].
@@ -16,6 +19,7 @@ pub mod schedulers;
 pub mod slaves;
 
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,7 +63,20 @@ pub struct Db {
     path: PathBuf,
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
+    /// Told after every commit; the checkpointer thread ends when every `Db` is gone.
+    committed: mpsc::Sender<()>,
 }
+
+/// WAL pages after which a commit checkpoints by itself: only reached when the
+/// checkpointer thread cannot keep up (or could not start).
+const AUTOCHECKPOINT_PAGES: i64 = 20_000;
+
+/// The checkpointer checkpoints after this many commits, or when the database has
+/// been quiet for [`CHECKPOINT_IDLE`]. Not after every burst: a checkpoint that
+/// empties the WAL makes the next commit start it afresh, and that restart costs
+/// an `fsync` inside the commit.
+const CHECKPOINT_COMMITS: usize = 2000;
+const CHECKPOINT_IDLE: Duration = Duration::from_secs(1);
 
 impl Db {
     /// Open (creating if needed) and migrate the database at `path`.
@@ -81,10 +98,41 @@ impl Db {
         reader
             .busy_timeout(Duration::from_secs(10))
             .map_err(open_err)?;
+        reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        let (committed, commits) = mpsc::channel();
+        match Connection::open(path).and_then(|c| {
+            c.busy_timeout(Duration::from_secs(10))?;
+            Ok(c)
+        }) {
+            Ok(conn) => {
+                writer
+                    .pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_PAGES)
+                    .map_err(open_err)?;
+                let spawned = std::thread::Builder::new()
+                    .name("db-checkpoint".into())
+                    .spawn(move || checkpointer(conn, commits));
+                if let Err(e) = spawned {
+                    tracing::warn!(
+                        "{}: no checkpoint thread ({e}); commits checkpoint",
+                        path.display()
+                    );
+                    writer
+                        .pragma_update(None, "wal_autocheckpoint", 1000)
+                        .map_err(open_err)?;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "{}: no checkpoint connection ({e}); commits checkpoint",
+                    path.display()
+                );
+            }
+        }
         Ok(Db {
             path: path.to_path_buf(),
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
+            committed,
         })
     }
 
@@ -101,11 +149,15 @@ impl Db {
         R: Send + 'static,
     {
         let conn = self.writer.clone();
+        let committed = self.committed.clone();
         tokio::task::spawn_blocking(move || {
             let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
             let tx = guard.transaction()?;
             let out = f(&tx)?;
             tx.commit()?;
+            // The checkpointer may be gone (it failed to start): commits then
+            // checkpoint by themselves.
+            let _ = committed.send(());
             Ok(out)
         })
         .await
@@ -147,8 +199,47 @@ impl Db {
     }
 }
 
+/// The checkpointer thread: after [`CHECKPOINT_COMMITS`] commits, or once commits
+/// stop for [`CHECKPOINT_IDLE`], copy the WAL's pages into the database file with a
+/// PASSIVE checkpoint, which never blocks the writer or a reader; a WAL fully
+/// checkpointed is then reused from its start by the next commit. Ends when every
+/// [`Db`] handle is dropped.
+fn checkpointer(conn: Connection, commits: mpsc::Receiver<()>) {
+    let mut pending = 0usize;
+    loop {
+        let got = if pending == 0 {
+            commits
+                .recv()
+                .map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+        } else {
+            commits.recv_timeout(CHECKPOINT_IDLE)
+        };
+        match got {
+            Ok(()) => {
+                pending += 1;
+                if pending < CHECKPOINT_COMMITS {
+                    continue;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // Every Db is gone: the master checkpointed at its shutdown, and
+            // closing the last connection checkpoints what is left.
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        pending = 0;
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!("database checkpoint failed: {e}");
+        }
+    }
+}
+
+/// Prepared statements kept per connection: more than the queries a Build runs
+/// through, so none is parsed again for every Build.
+const STATEMENT_CACHE: usize = 256;
+
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(10))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     // WAL: readers never block the writer; NORMAL: durable at checkpoints and
     // safe against corruption, without an fsync per commit.
     conn.pragma_update(None, "journal_mode", "WAL")?;

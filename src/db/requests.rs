@@ -619,7 +619,7 @@ mod tests {
         assert_eq!(o.request_ids, vec![other.requests[0].1]);
         // Every merged request completes with the build's result, and each BuildSet.
         let done = db
-            .finish_build(c.build_id, "failure", "failed", false, 8.0)
+            .finish_build(c.build_id, "failure", "failed", false, 8.0, None)
             .await
             .unwrap();
         assert_eq!(done.requests.len(), 2);

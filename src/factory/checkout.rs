@@ -15,17 +15,54 @@
 //!   full VC checkout fails"), up to REPEATS more times, DELAY seconds apart; each
 //!   try starts by removing the directory, so it starts clean.
 //!
+//! # The slave's mirror
+//! Unless the factory says `mirror = false`, a slave keeps one mirror of each
+//! repository URL, shared by all its builders: `BASEDIR/mirrors/NAME` (a bare git
+//! repository, or an hg repository without a working copy; NAME is
+//! [`mirror_name`]), and builders check out from it locally (git and hg hard-link the
+//! objects of a local clone). The plan's [`MirrorPlan::prepare`] brings the mirror
+//! up to date first:
+//! * with a revision, a mirror that already has it (git: the revision is on the
+//!   mirror's branch) is not touched: the second builder of a BuildSet, or a
+//!   rebuild, costs no network at all;
+//! * without one (a forced build of the tip, `alwaysUseLatest`), the mirror always
+//!   fetches, so a tip is never stale;
+//! * writers hold an exclusive `flock(1)` on `NAME.lock`, readers of the mirror
+//!   (the checkouts from it) a shared one. A builder that finds the revision missing
+//!   tries the fetch without waiting (`flock -n`); when another builder is fetching
+//!   already, it waits for that fetch (`flock -s`) and looks again, so builders that
+//!   want the same revision at the same moment fetch it once.
+//! * anything going wrong with the mirror (no `flock` on the slave, a broken mirror)
+//!   falls back to the checkout from the repository itself, with a line in the log
+//!   saying so; a failed full checkout from the mirror does too.
+//!
+//! A git workdir cloned from the mirror has its `origin` set to the repository's
+//! URL, so it looks like a normal clone; an hg one keeps the mirror as its default
+//! path (hg has no command to change it). The mirrors directory is
+//! [`MIRRORS_DIR`] relative to the builder's directory (`BASEDIR/BUILDER`), which
+//! the slave resolves inside its basedir; a checkout into an absolute workdir (the
+//! virtualenv types' `%(virtualenv)s/src/DIR`) uses the mirror only when the engine
+//! gives the absolute mirrors directory ([`Checkout::with_mirrors`]).
+//!
 //! Every plan ends with a [`CheckoutOp::GotRevision`] whose trimmed stdout is the
-//! `got_revision` property. URLs, branches and revisions are argv elements after
-//! `--` or an option that takes a value, never shell text; a branch or revision
-//! that could be read as an option is refused. [`CheckoutRun`] is the small state
-//! machine that walks a plan (update, fallback, retries) for the build engine.
-//! Paths are relative to the builder's directory on the slave, like workdirs.
+//! revision checked out: the `got_revision_DIR` property (DIR as
+//! [`super::source_dir`]), and `got_revision` for the build's first checkout
+//! ([`CheckoutRun::revision_properties`]). URLs, branches and revisions are argv
+//! elements after `--` or an option that takes a value, never shell text; a branch
+//! or revision that could be read as an option is refused. [`CheckoutRun`] is the
+//! small state machine that walks a plan (mirror, update, fallback, retries) for the
+//! build engine. Paths are relative to the builder's directory on the slave, like
+//! workdirs.
 
 use serde::Serialize;
 
-use super::StepKind;
+use super::interpolate::Properties;
+use super::{source_dir, StepKind};
 use crate::config::{Mode, Retry, Source, SourceKind};
+
+/// The slave's mirrors directory, relative to a builder's directory
+/// (`BASEDIR/BUILDER/../mirrors` = `BASEDIR/mirrors`).
+pub const MIRRORS_DIR: &str = "../mirrors";
 
 /// One worker-protocol operation of a checkout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -39,7 +76,7 @@ pub enum CheckoutOp {
     Shell { argv: Vec<String>, workdir: String },
     /// `cpdir`: copy a tree; `to` must not exist (a preceding RmDir sees to that).
     CpDir { from: String, to: String },
-    /// `shell` whose trimmed stdout becomes the `got_revision` property.
+    /// `shell` whose trimmed stdout is the revision checked out.
     GotRevision { argv: Vec<String>, workdir: String },
 }
 
@@ -54,6 +91,43 @@ pub enum CheckoutError {
     BadWorkdir(String),
 }
 
+/// Where a mirror operation leads, once it succeeded or failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Then {
+    /// The next operation of [`MirrorPlan::prepare`].
+    Next,
+    /// Leave out this many operations, then go on.
+    Skip(usize),
+    /// The mirror is ready: check out from it.
+    UseMirror,
+    /// The mirror cannot be used: check out from the repository itself.
+    Direct,
+}
+
+/// One step of bringing the mirror up to date, and where each outcome leads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MirrorOp {
+    pub op: CheckoutOp,
+    pub on_ok: Then,
+    pub on_fail: Then,
+}
+
+/// Checking out through the slave's mirror (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MirrorPlan {
+    /// The mirror, relative to the builder's directory (or absolute).
+    pub dir: String,
+    /// Make the mirror hold the wanted revision; every path ends in
+    /// [`Then::UseMirror`] or [`Then::Direct`].
+    pub prepare: Vec<MirrorOp>,
+    /// As [`CheckoutPlan::update`], from the mirror.
+    pub update: Vec<CheckoutOp>,
+    /// As [`CheckoutPlan::full`], from the mirror; when it fails, the direct `full`
+    /// runs (and is retried).
+    pub full: Vec<CheckoutOp>,
+}
+
 /// The operations of one checkout, in the groups the Source step runs them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CheckoutPlan {
@@ -62,6 +136,9 @@ pub struct CheckoutPlan {
     /// Stat this path (`SRCDIR/.git` or `SRCDIR/.hg`) first: when it exists, try
     /// `update`; otherwise (or `None`, as in clobber) go straight to `full`.
     pub probe: Option<String>,
+    /// Through the slave's mirror first; `None`: `mirror = false`, or the mirror
+    /// cannot be reached from an absolute workdir.
+    pub mirror: Option<MirrorPlan>,
     /// Bring an existing repository to the revision, keeping untracked files.
     pub update: Vec<CheckoutOp>,
     /// Remove `srcdir` and check out afresh: the group that `retry` repeats, and the
@@ -70,6 +147,8 @@ pub struct CheckoutPlan {
     /// After either: copy/export into the workdir, then the GotRevision op.
     pub finish: Vec<CheckoutOp>,
     pub retry: Option<Retry>,
+    /// `got_revision_DIR`: the property this source's revision always sets.
+    pub revision_property: String,
 }
 
 /// What to check out: a checkout step's settings and the build's source stamp.
@@ -79,6 +158,11 @@ pub struct Checkout<'a> {
     pub mode: Mode,
     pub always_use_latest: bool,
     pub retry: Option<Retry>,
+    /// Check out through the slave's mirror (the factory's `mirror`, default true).
+    pub mirror: bool,
+    /// The slave's mirrors directory, relative to the builder's directory or
+    /// absolute: [`MIRRORS_DIR`] unless the engine knows better.
+    pub mirrors: &'a str,
     /// The step's workdir, already interpolated: where the tree must end up.
     pub workdir: &'a str,
     /// The build's branch for this source; `None` or empty: the configured branch.
@@ -102,17 +186,30 @@ impl<'a> Checkout<'a> {
                 mode,
                 always_use_latest,
                 retry,
+                mirror,
             } => Ok(Checkout {
                 source,
                 mode: *mode,
                 always_use_latest: *always_use_latest,
                 retry: *retry,
+                mirror: *mirror,
+                mirrors: MIRRORS_DIR,
                 workdir,
                 branch,
                 revision,
             }),
             _ => Err(CheckoutError::NotACheckout),
         }
+    }
+
+    /// The same checkout with the slave's mirrors directory at `dir` (absolute, e.g.
+    /// `BASEDIR/mirrors` from the slave's worker info), so that absolute workdirs can
+    /// use the mirror too. An empty `dir` changes nothing.
+    pub fn with_mirrors(mut self, dir: &'a str) -> Checkout<'a> {
+        if !dir.is_empty() {
+            self.mirrors = dir;
+        }
+        self
     }
 
     /// The operations for this checkout.
@@ -140,10 +237,16 @@ impl<'a> Checkout<'a> {
             workdir.clone()
         };
         let probe = (self.mode != Mode::Clobber).then(|| join(&srcdir, vc.metadata_dir()));
-        let update = if self.mode == Mode::Clobber {
+        let clobber = self.mode == Mode::Clobber;
+        let update = if clobber {
             Vec::new()
         } else {
-            vc.update(&srcdir)
+            vc.update(&srcdir, self.source.url.as_str(), None)
+        };
+        let mirror = if self.mirror {
+            self.mirror_plan(&vc, &srcdir, clobber)
+        } else {
+            None
         };
         let mut finish = Vec::new();
         if copying {
@@ -168,14 +271,74 @@ impl<'a> Checkout<'a> {
             workdir: revision_dir.clone(),
         });
         Ok(CheckoutPlan {
-            full: vc.full(&srcdir),
+            full: vc.full(&srcdir, self.source.url.as_str(), None),
             srcdir,
             probe,
+            mirror,
             update,
             finish,
             retry: self.retry,
+            revision_property: format!("got_revision_{}", source_dir(self.source)),
         })
     }
+
+    fn mirror_plan(&self, vc: &Vc, srcdir: &str, clobber: bool) -> Option<MirrorPlan> {
+        let name = mirror_name(self.source);
+        let mirrors = self.mirrors.trim_end_matches('/');
+        if mirrors.is_empty() {
+            return None;
+        }
+        // The mirror as the workdir's commands see it.
+        let from_srcdir = if mirrors.starts_with('/') {
+            join(mirrors, &name)
+        } else if srcdir.starts_with('/') {
+            return None;
+        } else {
+            let depth = srcdir
+                .split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .count();
+            format!("{}{}", "../".repeat(depth), join(mirrors, &name))
+        };
+        let lock = format!("{from_srcdir}.lock");
+        Some(MirrorPlan {
+            dir: join(mirrors, &name),
+            prepare: vc.prepare_mirror(mirrors, &name),
+            update: if clobber {
+                Vec::new()
+            } else {
+                vc.update(srcdir, &from_srcdir, Some(&lock))
+            },
+            full: vc.full(srcdir, &from_srcdir, Some(&lock)),
+        })
+    }
+}
+
+/// The directory name of `source`'s mirror in the slave's mirrors directory:
+/// `KIND-DIR-HASH`, DIR the checkout directory name (characters other than letters,
+/// digits, `.`, `_` and `-` made `_`) and HASH 16 hex digits of the kind and URL
+/// (FNV-1a, stable across versions), so one URL has one mirror and two URLs with the
+/// same last part do not share one.
+pub fn mirror_name(source: &Source) -> String {
+    let dir: String = source_dir(source)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let dir = dir.trim_start_matches(['.', '-']);
+    let dir = if dir.is_empty() { "repo" } else { dir };
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let key = format!("{}\0{}", source.kind.as_str(), source.url);
+    for b in key.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{}-{dir}-{hash:016x}", source.kind.as_str())
 }
 
 /// The pristine tree kept for copy/export: `source` beside `build` as in Buildbot
@@ -231,6 +394,18 @@ fn argv(words: &[&str]) -> Vec<String> {
     words.iter().map(|w| w.to_string()).collect()
 }
 
+/// `words`, run under a shared `flock` of `lock` when there is one.
+fn locked(lock: Option<&str>, words: &[&str]) -> Vec<String> {
+    match lock {
+        Some(lock) => {
+            let mut all = vec!["flock", "-s", lock];
+            all.extend_from_slice(words);
+            argv(&all)
+        }
+        None => argv(words),
+    }
+}
+
 impl Vc<'_> {
     fn metadata_dir(&self) -> &'static str {
         match self.kind {
@@ -278,20 +453,29 @@ impl Vc<'_> {
         )
     }
 
-    fn update(&self, dir: &str) -> Vec<CheckoutOp> {
+    /// Update the repository in `dir` from `from` (the URL, or the mirror under
+    /// `lock`).
+    fn update(&self, dir: &str, from: &str, lock: Option<&str>) -> Vec<CheckoutOp> {
         match self.kind {
             SourceKind::Git => vec![
-                Self::shell(&["git", "fetch", "--", self.url, self.branch], dir),
+                CheckoutOp::Shell {
+                    argv: locked(lock, &["git", "fetch", "--", from, self.branch]),
+                    workdir: dir.to_string(),
+                },
                 Self::git_checkout(self.revision.unwrap_or("FETCH_HEAD"), dir),
             ],
             SourceKind::Hg => vec![
-                Self::shell(&["hg", "--noninteractive", "pull", "--", self.url], dir),
+                CheckoutOp::Shell {
+                    argv: locked(lock, &["hg", "--noninteractive", "pull", "--", from]),
+                    workdir: dir.to_string(),
+                },
                 self.hg_update(dir),
             ],
         }
     }
 
-    fn full(&self, dir: &str) -> Vec<CheckoutOp> {
+    /// Clone `from` (the URL, or the mirror under `lock`) into a fresh `dir`.
+    fn full(&self, dir: &str, from: &str, lock: Option<&str>) -> Vec<CheckoutOp> {
         let mut ops = vec![
             CheckoutOp::RmDir {
                 dir: dir.to_string(),
@@ -302,37 +486,166 @@ impl Vc<'_> {
         ];
         match self.kind {
             SourceKind::Git => {
-                ops.push(Self::shell(
-                    &[
-                        "git",
-                        "clone",
-                        "--no-checkout",
-                        "--branch",
-                        self.branch,
-                        "--",
-                        self.url,
-                        ".",
-                    ],
-                    dir,
-                ));
+                ops.push(CheckoutOp::Shell {
+                    argv: locked(
+                        lock,
+                        &[
+                            "git",
+                            "clone",
+                            "--no-checkout",
+                            "--branch",
+                            self.branch,
+                            "--",
+                            from,
+                            ".",
+                        ],
+                    ),
+                    workdir: dir.to_string(),
+                });
+                if lock.is_some() {
+                    // Look like a clone of the repository, not of the mirror.
+                    ops.push(Self::shell(
+                        &["git", "remote", "set-url", "--", "origin", self.url],
+                        dir,
+                    ));
+                }
                 ops.push(Self::git_checkout(self.revision.unwrap_or("HEAD"), dir));
             }
             SourceKind::Hg => {
-                ops.push(Self::shell(
-                    &[
-                        "hg",
-                        "--noninteractive",
-                        "clone",
-                        "--noupdate",
-                        "--",
-                        self.url,
-                        ".",
-                    ],
-                    dir,
-                ));
+                ops.push(CheckoutOp::Shell {
+                    argv: locked(
+                        lock,
+                        &[
+                            "hg",
+                            "--noninteractive",
+                            "clone",
+                            "--noupdate",
+                            "--",
+                            from,
+                            ".",
+                        ],
+                    ),
+                    workdir: dir.to_string(),
+                });
                 ops.push(self.hg_update(dir));
             }
         }
+        ops
+    }
+
+    /// Bring mirror `name` in `mirrors` to the revision (see the module docs). The
+    /// commands run in the mirrors directory; `NAME.lock` beside the mirror is the
+    /// lock file.
+    fn prepare_mirror(&self, mirrors: &str, name: &str) -> Vec<MirrorOp> {
+        use Then::*;
+        let lock = format!("{name}.lock");
+        let git_dir = format!("--git-dir={name}");
+        // A plain look: is the revision there already? (git: on the branch, which
+        // is what the workdir fetches from the mirror.)
+        let has_revision = |rev: &str| -> Vec<String> {
+            match self.kind {
+                SourceKind::Git => {
+                    let branch = format!("refs/heads/{}", self.branch);
+                    argv(&["git", &git_dir, "merge-base", "--is-ancestor", rev, &branch])
+                }
+                SourceKind::Hg => argv(&[
+                    "hg",
+                    "--noninteractive",
+                    "--repository",
+                    name,
+                    "log",
+                    "--rev",
+                    rev,
+                    "--template",
+                    "{node}\\n",
+                ]),
+            }
+        };
+        let fetch = match self.kind {
+            // gc runs inside the locked fetch, never behind it while others read.
+            SourceKind::Git => argv(&[
+                "git",
+                "-c",
+                "gc.autoDetach=false",
+                &git_dir,
+                "fetch",
+                "--prune",
+                "--",
+                self.url,
+                "+refs/heads/*:refs/heads/*",
+                "+refs/tags/*:refs/tags/*",
+            ]),
+            SourceKind::Hg => argv(&[
+                "hg",
+                "--noninteractive",
+                "--repository",
+                name,
+                "pull",
+                "--",
+                self.url,
+            ]),
+        };
+        let with_lock = |how: &[&str], words: &[String]| -> Vec<String> {
+            let mut all = argv(&["flock"]);
+            all.extend(argv(how));
+            all.push(lock.clone());
+            all.extend(words.iter().cloned());
+            all
+        };
+        let op = |words: Vec<String>, on_ok: Then, on_fail: Then| MirrorOp {
+            op: CheckoutOp::Shell {
+                argv: words,
+                workdir: mirrors.to_string(),
+            },
+            on_ok,
+            on_fail,
+        };
+        let mut ops = vec![MirrorOp {
+            op: CheckoutOp::MkDir {
+                dir: mirrors.to_string(),
+            },
+            on_ok: Next,
+            on_fail: Direct,
+        }];
+        if let Some(rev) = self.revision {
+            ops.push(op(has_revision(rev), UseMirror, Next));
+        }
+        // Create the mirror when it is not there yet (under the lock: two builders
+        // may try at once). `git init` of an existing repository is harmless; a
+        // second `hg init` fails, and the pull after it tells whether it matters.
+        match self.kind {
+            SourceKind::Git => {
+                ops.push(op(
+                    argv(&["git", &git_dir, "rev-parse", "--git-dir"]),
+                    Skip(1),
+                    Next,
+                ));
+                ops.push(op(
+                    with_lock(&[], &argv(&["git", "init", "--bare", "--quiet", name])),
+                    Next,
+                    Direct,
+                ));
+            }
+            SourceKind::Hg => {
+                ops.push(op(
+                    argv(&["hg", "--noninteractive", "--repository", name, "root"]),
+                    Skip(1),
+                    Next,
+                ));
+                ops.push(op(
+                    with_lock(&[], &argv(&["hg", "--noninteractive", "init", name])),
+                    Next,
+                    Next,
+                ));
+            }
+        }
+        if let Some(rev) = self.revision {
+            // Fetch unless another builder is fetching; then wait for it and look
+            // again before fetching after it.
+            ops.push(op(with_lock(&["-n"], &fetch), UseMirror, Next));
+            ops.push(op(with_lock(&["-s"], &has_revision(rev)), UseMirror, Next));
+        }
+        ops.push(op(with_lock(&[], &fetch), UseMirror, Direct));
         ops
     }
 
@@ -360,55 +673,107 @@ pub enum Next {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    Mirror,
     Update,
     Full,
     Finish,
     Over,
 }
 
-/// Walks a plan as Buildbot's Source step does: update when the tree is there,
-/// a full checkout when not or when the update fails, full checkouts retried.
+/// Walks a plan as Buildbot's Source step does: the mirror first, update when the
+/// tree is there, a full checkout when not or when the update fails, full checkouts
+/// retried.
 #[derive(Debug, Clone)]
 pub struct CheckoutRun {
     plan: CheckoutPlan,
     phase: Phase,
     index: usize,
     retries_left: u32,
+    /// The plan's probe path exists: start with `update`.
+    updateable: bool,
+    /// Update/full from the mirror (else from the repository).
+    from_mirror: bool,
 }
 
 impl CheckoutRun {
     /// `updateable`: whether the plan's `probe` path exists on the slave.
     pub fn new(plan: CheckoutPlan, updateable: bool) -> CheckoutRun {
-        let phase = if updateable && plan.probe.is_some() && !plan.update.is_empty() {
-            Phase::Update
-        } else {
-            Phase::Full
-        };
         let retries_left = plan.retry.map(|r| r.repeats).unwrap_or(0);
+        let mirrored = plan.mirror.as_ref().is_some_and(|m| !m.prepare.is_empty());
         CheckoutRun {
             plan,
-            phase,
+            phase: if mirrored { Phase::Mirror } else { Phase::Full },
             index: 0,
             retries_left,
+            updateable,
+            from_mirror: mirrored,
         }
     }
 
+    /// The properties a successful GotRevision op sets from its trimmed stdout
+    /// `got`: `got_revision_DIR` always, and `got_revision` when no earlier
+    /// checkout of the build set it (`props` holds it empty until then), so with
+    /// several sources `got_revision` is the first source's, as the commands run in
+    /// the first source's directory.
+    pub fn revision_properties(&self, got: &str, props: &Properties) -> Vec<(String, String)> {
+        self.plan.revision_properties(got, props)
+    }
+
     fn ops(&self, phase: Phase) -> &[CheckoutOp] {
-        match phase {
-            Phase::Update => &self.plan.update,
-            Phase::Full => &self.plan.full,
-            Phase::Finish => &self.plan.finish,
-            Phase::Over => &[],
+        let mirror = self.plan.mirror.as_ref().filter(|_| self.from_mirror);
+        match (phase, mirror) {
+            (Phase::Update, Some(m)) => &m.update,
+            (Phase::Full, Some(m)) => &m.full,
+            (Phase::Update, None) => &self.plan.update,
+            (Phase::Full, None) => &self.plan.full,
+            (Phase::Finish, _) => &self.plan.finish,
+            (Phase::Mirror | Phase::Over, _) => &[],
+        }
+    }
+
+    fn mirror_ops(&self) -> &[MirrorOp] {
+        match &self.plan.mirror {
+            Some(m) => &m.prepare,
+            None => &[],
         }
     }
 
     /// The first operation.
     pub fn start(&mut self) -> Next {
-        self.current(0, None)
+        if self.phase == Phase::Mirror {
+            return self.current(0, None);
+        }
+        self.checkout(None)
+    }
+
+    /// Update when the tree is there (and the mode updates), else a full checkout.
+    fn checkout(&mut self, header: Option<String>) -> Next {
+        let update =
+            self.updateable && self.plan.probe.is_some() && !self.ops(Phase::Update).is_empty();
+        self.enter(if update { Phase::Update } else { Phase::Full });
+        self.current(0, header)
     }
 
     /// The next operation after the last one succeeded (`ok`) or failed.
     pub fn done(&mut self, ok: bool) -> Next {
+        if self.phase == Phase::Mirror {
+            let then = match self.mirror_ops().get(self.index) {
+                Some(m) if ok => m.on_ok,
+                Some(m) => m.on_fail,
+                None => Then::Direct,
+            };
+            let skip = match then {
+                Then::Next => 0,
+                Then::Skip(n) => n,
+                Then::UseMirror => return self.checkout(None),
+                Then::Direct => return self.direct(),
+            };
+            self.index += 1 + skip;
+            if self.index >= self.mirror_ops().len() {
+                return self.direct();
+            }
+            return self.current(0, None);
+        }
         if ok {
             self.index += 1;
             return self.current(0, None);
@@ -419,6 +784,17 @@ impl CheckoutRun {
                 self.current(
                     0,
                     Some("update failed, removing the tree and checking out afresh".into()),
+                )
+            }
+            Phase::Full if self.from_mirror => {
+                self.from_mirror = false;
+                self.enter(Phase::Full);
+                self.current(
+                    0,
+                    Some(
+                        "checkout from the slave's mirror failed, checking out from the repository"
+                            .into(),
+                    ),
                 )
             }
             Phase::Full if self.retries_left > 0 => {
@@ -439,6 +815,14 @@ impl CheckoutRun {
         }
     }
 
+    /// The mirror cannot be used: check out from the repository.
+    fn direct(&mut self) -> Next {
+        self.from_mirror = false;
+        self.checkout(Some(
+            "the slave's mirror cannot be used, checking out from the repository".into(),
+        ))
+    }
+
     fn enter(&mut self, phase: Phase) {
         self.phase = phase;
         self.index = 0;
@@ -447,6 +831,16 @@ impl CheckoutRun {
     /// The op at the cursor, moving past finished (or empty) groups.
     fn current(&mut self, delay_secs: u64, header: Option<String>) -> Next {
         loop {
+            if self.phase == Phase::Mirror {
+                if let Some(m) = self.mirror_ops().get(self.index) {
+                    return Next::Run {
+                        op: m.op.clone(),
+                        delay_secs,
+                        header,
+                    };
+                }
+                return self.direct();
+            }
             if let Some(op) = self.ops(self.phase).get(self.index) {
                 return Next::Run {
                     op: op.clone(),
@@ -456,12 +850,23 @@ impl CheckoutRun {
             }
             match self.phase {
                 Phase::Update | Phase::Full => self.enter(Phase::Finish),
-                Phase::Finish | Phase::Over => {
+                Phase::Mirror | Phase::Finish | Phase::Over => {
                     self.phase = Phase::Over;
                     return Next::Done { ok: true };
                 }
             }
         }
+    }
+}
+
+impl CheckoutPlan {
+    /// See [`CheckoutRun::revision_properties`].
+    pub fn revision_properties(&self, got: &str, props: &Properties) -> Vec<(String, String)> {
+        let mut out = vec![(self.revision_property.clone(), got.to_string())];
+        if props.get("got_revision").is_none_or(|v| v.is_empty()) {
+            out.push(("got_revision".to_string(), got.to_string()));
+        }
+        out
     }
 }
 
@@ -485,6 +890,8 @@ mod tests {
             mode,
             always_use_latest: false,
             retry: None,
+            mirror: false,
+            mirrors: MIRRORS_DIR,
             workdir,
             branch: None,
             revision: None,
@@ -809,6 +1216,7 @@ mod tests {
                 delay: 3,
                 repeats: 2,
             }),
+            mirror: true,
         };
         let c = Checkout::from_step(&kind, "build", Some("b"), Some("r")).unwrap();
         assert_eq!(
@@ -947,11 +1355,13 @@ mod tests {
 
     // ---- real git and hg ----
 
-    /// Executes ops in `base` the way a slave does (`cpdir` as buildbot-worker's
-    /// `cp -R -P -p`); returns got_revision.
+    /// Executes ops in `base` (a builder's directory) the way a slave does (`cpdir`
+    /// as buildbot-worker's `cp -R -P -p`); returns got_revision.
     struct LocalSlave {
         base: PathBuf,
         got_revision: Option<String>,
+        /// The ops of the last checkout with their outcomes.
+        outcomes: Vec<(CheckoutOp, bool)>,
     }
 
     impl LocalSlave {
@@ -999,6 +1409,7 @@ mod tests {
                 .as_ref()
                 .is_some_and(|p| self.base.join(p).exists());
             self.got_revision = None;
+            self.outcomes.clear();
             let mut run = CheckoutRun::new(plan, updateable);
             let mut ran = Vec::new();
             let mut next = run.start();
@@ -1006,6 +1417,7 @@ mod tests {
                 match next {
                     Next::Run { op, .. } => {
                         let ok = self.exec(&op);
+                        self.outcomes.push((op.clone(), ok));
                         ran.push(op);
                         next = run.done(ok);
                     }
@@ -1079,6 +1491,7 @@ mod tests {
         let slave = LocalSlave {
             base: tmp.path().join("slave"),
             got_revision: None,
+            outcomes: Vec::new(),
         };
         std::fs::create_dir(&slave.base).unwrap();
         (tmp, up, s, slave, rev)
@@ -1103,9 +1516,10 @@ mod tests {
         ok
     }
 
-    fn update_mode(kind: SourceKind) {
+    fn update_mode(kind: SourceKind, mirror: bool) {
         let (_t, up, s, mut slave, rev1) = setup(kind);
-        let c = checkout(&s, Mode::Update, "build");
+        let mut c = checkout(&s, Mode::Update, "build");
+        c.mirror = mirror;
         let (ok, got, ops) = slave.checkout(&c);
         assert!(ok);
         assert_eq!(got.as_deref(), Some(rev1.as_str()));
@@ -1136,9 +1550,10 @@ mod tests {
         assert_eq!(got.as_deref(), Some(rev2.as_str()));
     }
 
-    fn clobber_mode(kind: SourceKind) {
+    fn clobber_mode(kind: SourceKind, mirror: bool) {
         let (_t, up, s, mut slave, rev1) = setup(kind);
-        let c = checkout(&s, Mode::Clobber, "build");
+        let mut c = checkout(&s, Mode::Clobber, "build");
+        c.mirror = mirror;
         let (ok, got, _) = slave.checkout(&c);
         assert!((ok, got.as_deref()) == (true, Some(rev1.as_str())));
         product(&slave, "build/f.o");
@@ -1153,13 +1568,14 @@ mod tests {
         );
     }
 
-    fn copy_and_export_modes(kind: SourceKind) {
+    fn copy_and_export_modes(kind: SourceKind, mirror: bool) {
         let meta = match kind {
             SourceKind::Git => ".git",
             SourceKind::Hg => ".hg",
         };
         let (_t, up, s, mut slave, rev1) = setup(kind);
-        let c = checkout(&s, Mode::Copy, "build");
+        let mut c = checkout(&s, Mode::Copy, "build");
+        c.mirror = mirror;
         let (ok, got, _) = slave.checkout(&c);
         assert!(ok);
         assert_eq!(got.as_deref(), Some(rev1.as_str()));
@@ -1177,7 +1593,8 @@ mod tests {
         assert_eq!(read(&slave, "build/f"), "two");
         assert!(!slave.base.join("build/f.o").exists(), "copy starts clean");
 
-        let e = checkout(&s, Mode::Export, "build");
+        let mut e = checkout(&s, Mode::Export, "build");
+        e.mirror = mirror;
         let rev3 = commit_file(kind, &up, "f", "three");
         let (ok, got, ops) = slave.checkout(&e);
         assert!(ok && !ops.iter().any(is_clone));
@@ -1192,17 +1609,20 @@ mod tests {
 
     #[test]
     fn git_update_mode_for_real() {
-        update_mode(SourceKind::Git);
+        update_mode(SourceKind::Git, false);
+        update_mode(SourceKind::Git, true);
     }
 
     #[test]
     fn git_clobber_mode_for_real() {
-        clobber_mode(SourceKind::Git);
+        clobber_mode(SourceKind::Git, false);
+        clobber_mode(SourceKind::Git, true);
     }
 
     #[test]
     fn git_copy_and_export_modes_for_real() {
-        copy_and_export_modes(SourceKind::Git);
+        copy_and_export_modes(SourceKind::Git, false);
+        copy_and_export_modes(SourceKind::Git, true);
     }
 
     #[test]
@@ -1245,21 +1665,590 @@ mod tests {
     #[test]
     fn hg_update_mode_for_real() {
         if has_hg() {
-            update_mode(SourceKind::Hg);
+            update_mode(SourceKind::Hg, false);
+            update_mode(SourceKind::Hg, true);
         }
     }
 
     #[test]
     fn hg_clobber_mode_for_real() {
         if has_hg() {
-            clobber_mode(SourceKind::Hg);
+            clobber_mode(SourceKind::Hg, false);
+            clobber_mode(SourceKind::Hg, true);
         }
     }
 
     #[test]
     fn hg_copy_and_export_modes_for_real() {
         if has_hg() {
-            copy_and_export_modes(SourceKind::Hg);
+            copy_and_export_modes(SourceKind::Hg, false);
+            copy_and_export_modes(SourceKind::Hg, true);
+        }
+    }
+
+    // ---- the slave's mirror ----
+
+    fn prepare_of(p: &CheckoutPlan) -> Vec<(CheckoutOp, Then, Then)> {
+        p.mirror
+            .as_ref()
+            .unwrap()
+            .prepare
+            .iter()
+            .map(|o| (o.op.clone(), o.on_ok, o.on_fail))
+            .collect()
+    }
+
+    /// `flock [how] LOCK words...` in the mirrors directory.
+    fn flocked(how: &[&str], lock: &str, words: &[&str]) -> CheckoutOp {
+        let mut all = vec!["flock"];
+        all.extend_from_slice(how);
+        all.push(lock);
+        all.extend_from_slice(words);
+        shell(&all, MIRRORS_DIR)
+    }
+
+    #[test]
+    fn git_mirror_plan() {
+        use Then::*;
+        let url = "https://example.org/hello.git";
+        let s = source(SourceKind::Git, url, "main");
+        let mut c = checkout(&s, Mode::Update, "build/hello");
+        c.mirror = true;
+        c.revision = Some("abc123");
+        let p = c.plan().unwrap();
+        let name = mirror_name(&s);
+        assert_eq!(name, "git-hello-c2d7f62e4c764859");
+        let m = p.mirror.clone().unwrap();
+        assert_eq!(m.dir, format!("../mirrors/{name}"));
+        let lock = format!("{name}.lock");
+        let gd = format!("--git-dir={name}");
+        let check = [
+            "git",
+            &gd,
+            "merge-base",
+            "--is-ancestor",
+            "abc123",
+            "refs/heads/main",
+        ];
+        let fetch = [
+            "git",
+            "-c",
+            "gc.autoDetach=false",
+            &gd,
+            "fetch",
+            "--prune",
+            "--",
+            url,
+            "+refs/heads/*:refs/heads/*",
+            "+refs/tags/*:refs/tags/*",
+        ];
+        let expected = vec![
+            (
+                CheckoutOp::MkDir {
+                    dir: MIRRORS_DIR.into(),
+                },
+                Next,
+                Direct,
+            ),
+            (shell(&check, MIRRORS_DIR), UseMirror, Next),
+            (
+                shell(&["git", &gd, "rev-parse", "--git-dir"], MIRRORS_DIR),
+                Skip(1),
+                Next,
+            ),
+            (
+                flocked(&[], &lock, &["git", "init", "--bare", "--quiet", &name]),
+                Next,
+                Direct,
+            ),
+            (flocked(&["-n"], &lock, &fetch), UseMirror, Next),
+            (flocked(&["-s"], &lock, &check), UseMirror, Next),
+            (flocked(&[], &lock, &fetch), UseMirror, Direct),
+        ];
+        assert_eq!(prepare_of(&p), expected);
+        // The workdir is two levels below the builder's directory.
+        let from = format!("../../../mirrors/{name}");
+        let wlock = format!("{from}.lock");
+        assert_eq!(
+            m.update,
+            vec![
+                shell(
+                    &["flock", "-s", &wlock, "git", "fetch", "--", &from, "main"],
+                    "build/hello"
+                ),
+                p.update[1].clone(),
+            ]
+        );
+        assert_eq!(
+            m.full,
+            vec![
+                p.full[0].clone(),
+                p.full[1].clone(),
+                shell(
+                    &[
+                        "flock",
+                        "-s",
+                        &wlock,
+                        "git",
+                        "clone",
+                        "--no-checkout",
+                        "--branch",
+                        "main",
+                        "--",
+                        &from,
+                        "."
+                    ],
+                    "build/hello"
+                ),
+                shell(
+                    &["git", "remote", "set-url", "--", "origin", url],
+                    "build/hello"
+                ),
+                p.full[3].clone(),
+            ]
+        );
+        assert_eq!(p.revision_property, "got_revision_hello");
+        // `mirror = false`: the same direct groups, no mirror.
+        c.mirror = false;
+        let d = c.plan().unwrap();
+        assert_eq!(d.mirror, None);
+        assert_eq!(
+            (&d.update, &d.full, &d.finish),
+            (&p.update, &p.full, &p.finish)
+        );
+        // Without a revision the mirror always fetches: nothing to look for first.
+        c.mirror = true;
+        c.revision = None;
+        let ops: Vec<CheckoutOp> = prepare_of(&c.plan().unwrap())
+            .into_iter()
+            .map(|o| o.0)
+            .collect();
+        let fetch_only: Vec<CheckoutOp> = [0, 2, 3, 6]
+            .iter()
+            .map(|&i| expected[i].0.clone())
+            .collect();
+        assert_eq!(ops, fetch_only);
+    }
+
+    #[test]
+    fn hg_mirror_plan() {
+        use Then::*;
+        let url = "https://example.org/hg/tool";
+        let s = source(SourceKind::Hg, url, "default");
+        let mut c = checkout(&s, Mode::Clobber, "build");
+        c.mirror = true;
+        c.revision = Some("4f2a");
+        let p = c.plan().unwrap();
+        let name = mirror_name(&s);
+        assert!(name.starts_with("hg-tool-"), "{name}");
+        let lock = format!("{name}.lock");
+        let check = [
+            "hg",
+            "--noninteractive",
+            "--repository",
+            &name,
+            "log",
+            "--rev",
+            "4f2a",
+            "--template",
+            "{node}\\n",
+        ];
+        let pull = [
+            "hg",
+            "--noninteractive",
+            "--repository",
+            &name,
+            "pull",
+            "--",
+            url,
+        ];
+        assert_eq!(
+            prepare_of(&p),
+            vec![
+                (
+                    CheckoutOp::MkDir {
+                        dir: MIRRORS_DIR.into()
+                    },
+                    Next,
+                    Direct
+                ),
+                (shell(&check, MIRRORS_DIR), UseMirror, Next),
+                (
+                    shell(
+                        &["hg", "--noninteractive", "--repository", &name, "root"],
+                        MIRRORS_DIR
+                    ),
+                    Skip(1),
+                    Next
+                ),
+                // A second `hg init` fails; the pull below decides.
+                (
+                    flocked(&[], &lock, &["hg", "--noninteractive", "init", &name]),
+                    Next,
+                    Next
+                ),
+                (flocked(&["-n"], &lock, &pull), UseMirror, Next),
+                (flocked(&["-s"], &lock, &check), UseMirror, Next),
+                (flocked(&[], &lock, &pull), UseMirror, Direct),
+            ]
+        );
+        let m = p.mirror.unwrap();
+        let from = format!("../../mirrors/{name}");
+        assert!(m.update.is_empty(), "clobber never updates");
+        assert_eq!(
+            m.full[2],
+            shell(
+                &[
+                    "flock",
+                    "-s",
+                    &format!("{from}.lock"),
+                    "hg",
+                    "--noninteractive",
+                    "clone",
+                    "--noupdate",
+                    "--",
+                    &from,
+                    "."
+                ],
+                "build"
+            )
+        );
+        assert_eq!(m.full[3], p.full[3]);
+        assert_eq!(m.full.len(), 4, "hg keeps the mirror as default path");
+    }
+
+    #[test]
+    fn where_the_mirror_is_seen_from() {
+        let s = source(SourceKind::Git, "/r/hello", "master");
+        let name = mirror_name(&s);
+        let fetch_from = |c: &Checkout| match &c.plan().unwrap().mirror {
+            Some(m) => match &m.update[0] {
+                CheckoutOp::Shell { argv, workdir } => {
+                    Some((argv[2].clone(), argv[6].clone(), workdir.clone()))
+                }
+                other => panic!("{other:?}"),
+            },
+            None => None,
+        };
+        let mut c = checkout(&s, Mode::Copy, "build/x");
+        c.mirror = true;
+        // copy: the tree is kept in source/x.
+        assert_eq!(
+            fetch_from(&c),
+            Some((
+                format!("../../../mirrors/{name}.lock"),
+                format!("../../../mirrors/{name}"),
+                "source/x".to_string()
+            ))
+        );
+        // An absolute workdir cannot reach a relative mirrors directory...
+        let mut a = checkout(&s, Mode::Update, "/s/b/build/env/src/hello");
+        a.mirror = true;
+        assert_eq!(fetch_from(&a), None);
+        assert_eq!(fetch_from(&a.with_mirrors("")), None);
+        // ...but an absolute one.
+        let a = a.with_mirrors("/s/mirrors/");
+        assert_eq!(
+            fetch_from(&a),
+            Some((
+                format!("/s/mirrors/{name}.lock"),
+                format!("/s/mirrors/{name}"),
+                "/s/b/build/env/src/hello".to_string()
+            ))
+        );
+        let p = a.plan().unwrap();
+        assert!(prepare_of(&p).iter().skip(1).all(
+            |(op, _, _)| matches!(op, CheckoutOp::Shell { workdir, .. } if workdir == "/s/mirrors")
+        ));
+    }
+
+    #[test]
+    fn mirror_names_are_per_url_and_plain() {
+        let a = source(SourceKind::Git, "https://a.org/x/lib.git", "master");
+        let b = source(SourceKind::Git, "https://b.org/y/lib", "master");
+        let h = source(SourceKind::Hg, "https://a.org/x/lib.git", "default");
+        let (na, nb, nh) = (mirror_name(&a), mirror_name(&b), mirror_name(&h));
+        assert!(na.starts_with("git-lib-") && nb.starts_with("git-lib-"));
+        assert_ne!(na, nb);
+        assert!(nh.starts_with("hg-lib.git-"));
+        let odd = source(SourceKind::Git, "ssh://host/-we ird$/..", "master");
+        let n = mirror_name(&odd);
+        assert!(
+            n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')),
+            "{n}"
+        );
+        assert!(!n.contains("/") && n.starts_with("git-"), "{n}");
+    }
+
+    #[test]
+    fn revision_properties_name_the_source_and_keep_the_first() {
+        let s = source(SourceKind::Git, "https://x.org/a/lib.git", "master");
+        let p = checkout(&s, Mode::Update, "build/lib").plan().unwrap();
+        let mut props = Properties::new();
+        props.insert("got_revision".into(), String::new());
+        assert_eq!(
+            p.revision_properties("r1", &props),
+            vec![
+                ("got_revision_lib".to_string(), "r1".to_string()),
+                ("got_revision".to_string(), "r1".to_string())
+            ]
+        );
+        props.insert("got_revision".into(), "first".into());
+        assert_eq!(
+            CheckoutRun::new(p, false).revision_properties("r2", &props),
+            vec![("got_revision_lib".to_string(), "r2".to_string())]
+        );
+    }
+
+    fn argv_of(op: &CheckoutOp) -> &[String] {
+        match op {
+            CheckoutOp::Shell { argv, .. } | CheckoutOp::GotRevision { argv, .. } => argv,
+            _ => &[],
+        }
+    }
+
+    fn has(op: &CheckoutOp, word: &str) -> bool {
+        argv_of(op).iter().any(|a| a == word)
+    }
+
+    #[test]
+    fn the_mirror_run_fetches_only_when_needed() {
+        let s = source(SourceKind::Git, "/r/hello", "master");
+        let mut c = checkout(&s, Mode::Update, "build");
+        c.mirror = true;
+        c.revision = Some("abc123");
+        let p = c.plan().unwrap();
+        let m = p.mirror.clone().unwrap();
+        // The revision is there: two ops, then the update from the mirror.
+        let (ops, ok) = simulate(p.clone(), true, |_| true);
+        assert!(ok);
+        let ops: Vec<CheckoutOp> = ops.into_iter().map(|o| o.0).collect();
+        let expected = [
+            vec![m.prepare[0].op.clone(), m.prepare[1].op.clone()],
+            m.update.clone(),
+            p.finish.clone(),
+        ]
+        .concat();
+        assert_eq!(ops, expected);
+        // Missing: the mirror exists (no init), the fetch that does not wait works.
+        let (ops, ok) = simulate(p.clone(), false, |op| {
+            !has(op, "merge-base") || has(op, "flock")
+        });
+        assert!(ok);
+        let ops: Vec<CheckoutOp> = ops.into_iter().map(|o| o.0).collect();
+        let expected = [
+            vec![
+                m.prepare[0].op.clone(),
+                m.prepare[1].op.clone(),
+                m.prepare[2].op.clone(),
+                m.prepare[4].op.clone(),
+            ],
+            m.full.clone(),
+            p.finish.clone(),
+        ]
+        .concat();
+        assert_eq!(ops, expected);
+        // Another builder is fetching (`flock -n` fails): wait for it and look again.
+        let (ops, ok) = simulate(p.clone(), false, |op| {
+            !(has(op, "-n") || (has(op, "merge-base") && !has(op, "flock")))
+        });
+        assert!(ok);
+        let fetches = ops.iter().filter(|o| has(&o.0, "fetch")).count();
+        assert_eq!(fetches, 1, "only the one that failed to get the lock");
+        assert!(has(&ops[4].0, "-s") && has(&ops[4].0, "merge-base"));
+        assert_eq!(ops[5].0, m.full[0]);
+        // It was not there after all: fetch, waiting for the lock this time.
+        let (ops, ok) = simulate(p.clone(), false, |op| {
+            !(has(op, "-n") || has(op, "merge-base"))
+        });
+        assert!(ok);
+        assert_eq!(ops[5].0, m.prepare[6].op);
+        assert_eq!(ops[6].0, m.full[0]);
+    }
+
+    #[test]
+    fn without_a_usable_mirror_the_checkout_is_direct() {
+        let s = source(SourceKind::Git, "/r/hello", "master");
+        let mut c = checkout(&s, Mode::Update, "build");
+        c.mirror = true;
+        c.retry = Some(Retry {
+            delay: 5,
+            repeats: 1,
+        });
+        let p = c.plan().unwrap();
+        let m = p.mirror.clone().unwrap();
+        // No flock on the slave (and no mirror yet): every mirror command fails.
+        let (ops, ok) = simulate(p.clone(), false, |op| {
+            !has(op, "flock") && !has(op, "--git-dir")
+        });
+        assert!(ok);
+        let first_direct = ops.iter().position(|o| o.0 == p.full[0]).unwrap();
+        assert_eq!(
+            ops[first_direct].2.as_deref(),
+            Some("the slave's mirror cannot be used, checking out from the repository")
+        );
+        assert!(ops[..first_direct]
+            .iter()
+            .all(|o| m.prepare.iter().any(|mo| mo.op == o.0)));
+        let rest: Vec<CheckoutOp> = ops[first_direct..].iter().map(|o| o.0.clone()).collect();
+        assert_eq!(rest, [p.full.clone(), p.finish.clone()].concat());
+        // A failed mkdir of the mirrors directory: direct at once.
+        let (ops, _) = simulate(p.clone(), true, |op| {
+            !matches!(op, CheckoutOp::MkDir { .. })
+        });
+        assert_eq!(ops[1].0, p.update[0]);
+        // The mirror is fine but the clone from it fails: one direct full checkout,
+        // which is the one `retry` repeats.
+        let (ops, ok) = simulate(p.clone(), false, |op| !(has(op, "clone")));
+        assert!(!ok);
+        let clones: Vec<_> = ops.iter().filter(|o| has(&o.0, "clone")).collect();
+        assert_eq!(clones.len(), 3);
+        assert!(has(&clones[0].0, "flock"));
+        assert!(!has(&clones[1].0, "flock") && !has(&clones[2].0, "flock"));
+        let headers: Vec<(u64, &str)> = ops
+            .iter()
+            .filter_map(|o| o.2.as_deref().map(|h| (o.1, h)))
+            .collect();
+        assert_eq!(
+            headers,
+            vec![
+                (
+                    0,
+                    "checkout from the slave's mirror failed, checking out from the repository"
+                ),
+                (5, "checkout failed, trying 1 more time after 5 seconds"),
+            ]
+        );
+    }
+
+    /// Builder `name`'s directory beside `slave` (another builder of the same slave).
+    fn builder(slave: &LocalSlave, name: &str) -> LocalSlave {
+        let base = slave.base.parent().unwrap().join(name);
+        std::fs::create_dir_all(&base).unwrap();
+        LocalSlave {
+            base,
+            got_revision: None,
+            outcomes: Vec::new(),
+        }
+    }
+
+    /// The successful commands of the last checkout that reached `url`.
+    fn network(slave: &LocalSlave, url: &str) -> Vec<Vec<String>> {
+        slave
+            .outcomes
+            .iter()
+            .filter(|(op, ok)| *ok && has(op, url) && !has(op, "set-url"))
+            .map(|(op, _)| argv_of(op).to_vec())
+            .collect()
+    }
+
+    fn second_builder_needs_no_network(kind: SourceKind) {
+        let (t, up, s, mut one, rev1) = setup(kind);
+        let url = s.url.clone();
+        let mut two = builder(&one, "two");
+        let mut c = checkout(&s, Mode::Update, "build");
+        c.mirror = true;
+        c.revision = Some(&rev1);
+        let (ok, got, _) = one.checkout(&c);
+        assert!(ok);
+        assert_eq!(got.as_deref(), Some(rev1.as_str()));
+        assert_eq!(network(&one, &url).len(), 1, "{:?}", one.outcomes);
+        assert!(t.path().join("mirrors").join(mirror_name(&s)).is_dir());
+        // The repository goes away: the second builder needs only the mirror.
+        let away = t.path().join("away");
+        std::fs::rename(&up, &away).unwrap();
+        let (ok, got, _) = two.checkout(&c);
+        assert!(ok, "{:?}", two.outcomes);
+        assert_eq!(got.as_deref(), Some(rev1.as_str()));
+        assert!(network(&two, &url).is_empty(), "{:?}", two.outcomes);
+        assert_eq!(read(&two, "build/f"), "one");
+        if kind == SourceKind::Git {
+            let origin = run(
+                &two.base.join("build"),
+                "git",
+                &["config", "remote.origin.url"],
+            );
+            assert_eq!(
+                origin, url,
+                "the workdir looks like a clone of the repository"
+            );
+        }
+        // The tip cannot be known without the repository: never a stale build.
+        let mut tip = c;
+        tip.revision = None;
+        assert!(!two.checkout(&tip).0);
+        // A new commit: the first builder to want it fetches it, once.
+        std::fs::rename(&away, &up).unwrap();
+        let rev2 = commit_file(kind, &up, "f", "two");
+        c.revision = Some(&rev2);
+        let (ok, got, _) = one.checkout(&c);
+        assert!(ok && got.as_deref() == Some(rev2.as_str()));
+        assert_eq!(network(&one, &url).len(), 1, "{:?}", one.outcomes);
+        std::fs::rename(&up, &away).unwrap();
+        let (ok, got, _) = two.checkout(&c);
+        assert!(ok && got.as_deref() == Some(rev2.as_str()));
+        assert!(network(&two, &url).is_empty());
+        assert_eq!(read(&two, "build/f"), "two");
+    }
+
+    /// Three builders of one slave want a new revision at the same moment: one of
+    /// them fetches it, the others wait for that fetch and find it.
+    fn concurrent_builders_fetch_once(kind: SourceKind) {
+        let (_t, up, s, mut one, rev1) = setup(kind);
+        let url = s.url.clone();
+        let mut c = checkout(&s, Mode::Clobber, "build");
+        c.mirror = true;
+        c.revision = Some(&rev1);
+        assert!(one.checkout(&c).0);
+        let rev2 = commit_file(kind, &up, "f", "two");
+        c.revision = Some(&rev2);
+        let mut builders: Vec<LocalSlave> =
+            (0..4).map(|i| builder(&one, &format!("b{i}"))).collect();
+        let start = std::sync::Barrier::new(builders.len());
+        let results: Vec<(bool, Option<String>, usize)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = builders
+                .iter_mut()
+                .map(|b| {
+                    let (start, c, url) = (&start, &c, &url);
+                    scope.spawn(move || {
+                        start.wait();
+                        let (ok, got, _) = b.checkout(c);
+                        (ok, got, network(b, url).len())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (ok, got, _) in &results {
+            assert!(*ok);
+            assert_eq!(got.as_deref(), Some(rev2.as_str()));
+        }
+        let fetches: usize = results.iter().map(|r| r.2).sum();
+        assert_eq!(fetches, 1, "{results:?}");
+    }
+
+    #[test]
+    fn git_second_builder_needs_no_network_for_real() {
+        second_builder_needs_no_network(SourceKind::Git);
+    }
+
+    #[test]
+    fn hg_second_builder_needs_no_network_for_real() {
+        if has_hg() {
+            second_builder_needs_no_network(SourceKind::Hg);
+        }
+    }
+
+    #[test]
+    fn git_concurrent_builders_fetch_once_for_real() {
+        concurrent_builders_fetch_once(SourceKind::Git);
+    }
+
+    #[test]
+    fn hg_concurrent_builders_fetch_once_for_real() {
+        if has_hg() {
+            concurrent_builders_fetch_once(SourceKind::Hg);
         }
     }
 }

@@ -15,8 +15,11 @@
 //!   Source steps), as do Configure and Compile (Buildbot's Configure/Compile set
 //!   `haltOnFailure`) and the steps that set up a virtualenv or install into it
 //!   (autobot passed `haltOnFailure=True`), since nothing after them can work;
-//! * a test step only warns on failure (`warnOnFailure`, not flunk), as Buildbot's
-//!   Test: failing tests make the build WARNINGS, a broken build makes it FAILURE.
+//! * a test step (`make check`, `make test`, trial, a python-source `test`) has
+//!   `warnOnFailure` and `flunkOnFailure` but not `haltOnFailure`, as Buildbot's Test:
+//!   the manual names only `warnOnFailure`, but Test is a ShellCommand, whose
+//!   `flunkOnFailure = True` it inherits, so failing tests make the build FAILURE at
+//!   the test step and the steps after it still run.
 //!
 //! Every generated step has Buildbot's default `timeout` of 1200 s without output.
 //!
@@ -85,6 +88,9 @@ pub enum StepKind {
         mode: Mode,
         always_use_latest: bool,
         retry: Option<Retry>,
+        /// Through the slave's mirror of the repository (`mirror`, default true;
+        /// see [`checkout`]).
+        mirror: bool,
     },
 }
 
@@ -124,10 +130,11 @@ impl StepFlags {
         flunk_on_warnings: false,
         warn_on_warnings: true,
     };
-    /// Test: a failure makes the build WARNINGS.
+    /// Test (Buildbot's Test: `warnOnFailure` on top of ShellCommand's
+    /// `flunkOnFailure`): failing tests make the build FAILURE; later steps still run.
     pub const TEST: StepFlags = StepFlags {
         halt_on_failure: false,
-        flunk_on_failure: false,
+        flunk_on_failure: true,
         warn_on_failure: true,
         flunk_on_warnings: false,
         warn_on_warnings: false,
@@ -350,6 +357,11 @@ fn checkout_step(
             mode: f.mode,
             always_use_latest: f.always_use_latest,
             retry: f.retry,
+            mirror: f
+                .params
+                .get("mirror")
+                .and_then(|v| schema::parse_bool(v))
+                .unwrap_or(true),
         },
         workdir,
     )
@@ -357,8 +369,6 @@ fn checkout_step(
     .describe(&["checking out", dir], &["checkout", dir])
 }
 
-/// Checkout steps for the build-tree layout (see the module docs) and the directory
-/// the factory's commands run in.
 /// Buildbot's Compile step: halts on failure, warns on compiler warnings.
 fn compile_step(argv: Vec<String>, workdir: &str) -> StepSpec {
     StepSpec::shell("compile", argv, workdir)
@@ -367,7 +377,7 @@ fn compile_step(argv: Vec<String>, workdir: &str) -> StepSpec {
         .parser(LogParser::Compile)
 }
 
-/// Buildbot's Test step: a failure makes the build WARNINGS; counts are parsed.
+/// Buildbot's Test step: a failure makes the build FAILURE; counts are parsed.
 fn test_step(argv: Vec<String>, workdir: &str) -> StepSpec {
     StepSpec::shell("test", argv, workdir)
         .flags(StepFlags::TEST)
@@ -375,6 +385,8 @@ fn test_step(argv: Vec<String>, workdir: &str) -> StepSpec {
         .parser(LogParser::Test)
 }
 
+/// Checkout steps for the build-tree layout (see the module docs) and the directory
+/// the factory's commands run in.
 fn checkout_in_build(
     f: &FactoryConfig,
     need_source: bool,
@@ -735,8 +747,11 @@ pub fn build_steps(
                 }
                 argv.extend(trial);
                 argv.extend(p.argv("trialMode")?);
-                if p.bool("recurse")? {
-                    argv.push("--recurse".into());
+                // Current trial always recurses into packages and no longer knows
+                // `--recurse` (Buildbot 0.7 passed it for `recurse=True`), so
+                // `recurse = false` is what needs a flag.
+                if !p.bool("recurse")? {
+                    argv.push("--no-recurse".into());
                 }
                 if p.bool("randomly")? {
                     argv.push("--random=0".into());

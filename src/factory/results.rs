@@ -314,14 +314,16 @@ mod tests {
 
     #[test]
     fn factory_flag_sets_behave_as_the_manual_says() {
-        // A failing test only warns; the build goes on.
+        // A failing test flunks (Buildbot's Test inherits ShellCommand's
+        // flunkOnFailure); the build goes on.
         assert_eq!(
             build_result([
                 (Success, StepFlags::HALT),
                 (Success, StepFlags::HALT),
                 (Failure, StepFlags::TEST),
+                (Success, StepFlags::SHELL),
             ]),
-            (Warnings, 3)
+            (Failure, 4)
         );
         // A failing checkout/compile halts: later steps never run.
         assert_eq!(

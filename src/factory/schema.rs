@@ -128,7 +128,7 @@ use ParamKind::*;
 
 /// Keys every factory section accepts, whatever its type. Scheduling keys
 /// (branches, files, periodic, nightly, dependsOn, treeStable, pollInterval) are read
-/// by the schedulers; the checkout keys (mode, alwaysUseLatest, retry) by the
+/// by the schedulers; the checkout keys (mode, alwaysUseLatest, retry, mirror) by the
 /// checkout steps.
 pub static COMMON: &[ParamSpec] = &[
     p!("type", Str, "", "The built-in factory type that builds this factory (required unless the section is named after a project)."),
@@ -148,6 +148,7 @@ pub static COMMON: &[ParamSpec] = &[
     p!("mode", Choice(&["update", "copy", "clobber", "export"]), "update", "How checkouts reuse the previous tree: update in place, copy a pristine tree, clobber (fresh clone), export (no VCS metadata)."),
     p!("alwaysUseLatest", Bool, "false", "Check out the branch head instead of the revision of the change that started the build."),
     p!("retry", Retry, "", "Retry a failed checkout: `DELAY REPEATS` (seconds between tries, number of tries)."),
+    p!("mirror", Bool, "true", "Check out through the slave's own mirror of each repository (BASEDIR/mirrors; fetched only when it lacks the build's revision); false clones and fetches from the repository itself."),
     p!("treeStable", Int, "", "Seconds the sources must be quiet before a build starts (default: the master's treeStable)."),
     p!("pollInterval", PosInt, "", "Seconds between polls of the sources (default: the master's pollInterval)."),
 ];
@@ -227,14 +228,14 @@ static TRIAL_PARAMS: &[ParamSpec] = &[
         "trialpython",
         OptArgv,
         "",
-        "Command prepended to trial (e.g. `python3 -W ignore`); empty runs trial directly."
+        "Python command prepended to trial (e.g. `python3 -W error`, with `trial = -m twisted.trial` or the path of a trial script); empty runs trial directly."
     ),
-    p!("trial", Argv, "trial", "The trial command."),
+    p!("trial", Argv, "trial", "The trial command (after trialpython: its arguments, e.g. `-m twisted.trial`)."),
     p!(
         "trialMode",
         OptArgv,
-        "-to",
-        "Reporter options given to trial before the tests."
+        "--reporter=bwverbose",
+        "Reporter options given to trial before the tests (Buildbot's later default; the 0.7 manual's `-to` is rejected by current trial)."
     ),
     p!(
         "tests",
@@ -245,8 +246,8 @@ static TRIAL_PARAMS: &[ParamSpec] = &[
     p!(
         "recurse",
         Bool,
-        "false",
-        "Pass --recurse to trial (look for tests in every subdirectory)."
+        "true",
+        "Look for tests in every subpackage of the named packages (what current trial does by itself); false passes --no-recurse."
     ),
     p!(
         "randomly",
@@ -307,7 +308,7 @@ static TYPES: &[FactoryType] = &[
     },
     FactoryType {
         name: "trial",
-        description: "Python/Twisted project tested with trial (Buildbot's Trial): checkout, ./setup.py build, PYTHONPATH=testpath trial -to TESTS.",
+        description: "Python/Twisted project tested with trial (Buildbot's Trial): checkout, ./setup.py build, PYTHONPATH=testpath trial --reporter=bwverbose TESTS.",
         params: TRIAL_PARAMS,
     },
     FactoryType {

@@ -78,10 +78,20 @@ fn source_checks_out_one_source_into_build() {
             source: git("/r/hello.git"),
             mode: Mode::Update,
             always_use_latest: false,
-            retry: None
+            retry: None,
+            mirror: true
         }
     );
     assert_eq!(s[0].description_done, ["checkout", "hello"]);
+}
+
+#[test]
+fn mirror_false_checks_out_without_the_slaves_mirror() {
+    let f = factory("source", &[("mirror", "false")], vec![git("/r/hello.git")]);
+    assert!(matches!(
+        steps(&f)[0].kind,
+        StepKind::Checkout { mirror: false, .. }
+    ));
 }
 
 #[test]
@@ -114,8 +124,10 @@ fn several_sources_go_to_their_own_directories_hg_first() {
             mode,
             always_use_latest,
             retry,
+            mirror,
         } => {
             assert_eq!(source.kind, SourceKind::Hg);
+            assert!(mirror);
             assert_eq!(*mode, Mode::Clobber);
             assert!(always_use_latest);
             assert_eq!(retry.unwrap().repeats, 3);
@@ -170,7 +182,10 @@ fn autotools_follows_gnuautoconf() {
     assert_eq!(s[2].log_parser, LogParser::Compile);
     assert_eq!(argv(&s[3]), ["make", "check"]);
     assert_eq!(s[3].flags, StepFlags::TEST);
-    assert!(s[3].flags.warn_on_failure && !s[3].flags.flunk_on_failure);
+    // Buildbot's Test: warnOnFailure on top of ShellCommand's flunkOnFailure, so a
+    // failing `make check` makes the build FAILURE; no haltOnFailure.
+    assert!(s[3].flags.warn_on_failure && s[3].flags.flunk_on_failure);
+    assert!(!s[3].flags.halt_on_failure);
     assert_eq!(s[3].log_parser, LogParser::Test);
     assert!(s.iter().all(|s| s.workdir == "build"));
     assert_eq!(s[1].description, ["configuring"]);
@@ -243,7 +258,9 @@ fn distutils_builds_and_tests_only_when_asked() {
 
 #[test]
 fn trial_follows_the_manual_examples() {
-    // Trial(source, tests="toplevel.test"): python ./setup.py build; PYTHONPATH=. trial -to toplevel.test
+    // Trial(source, tests="toplevel.test"): python ./setup.py build;
+    // PYTHONPATH=. trial --reporter=bwverbose toplevel.test (the 0.7 manual's `-to`
+    // is rejected by current trial; bwverbose is Buildbot's later trialMode).
     let s = steps(&factory(
         "trial",
         &[("tests", "toplevel.test")],
@@ -251,21 +268,26 @@ fn trial_follows_the_manual_examples() {
     ));
     assert_eq!(names(&s), ["checkout", "compile", "trial"]);
     assert_eq!(argv(&s[1]), ["python3", "./setup.py", "build"]);
-    assert_eq!(argv(&s[2]), ["trial", "-to", "toplevel.test"]);
+    assert_eq!(
+        argv(&s[2]),
+        ["trial", "--reporter=bwverbose", "toplevel.test"]
+    );
     assert_eq!(s[2].env["PYTHONPATH"], ".");
     assert_eq!(s[2].flags, StepFlags::TEST);
     assert_eq!(s[2].log_parser, LogParser::Test);
     // Trial(source, trialpython=["python2.3", "-Wall"], trial="./bin/trial", tests=[...],
-    //       testpath=..., recurse, randomly)
+    //       testpath=..., randomly); current trial recurses by itself, so only
+    //       `recurse = false` adds a flag (--no-recurse).
     let s = steps(&factory(
         "trial",
         &[
             ("buildpython", "python2.3 -Wall"),
             ("trialpython", "python2.3 -Wall"),
             ("trial", "./bin/trial"),
+            ("trialMode", "-e --reporter=text"),
             ("tests", "foo.tests other.test"),
             ("testpath", "build/lib.linux-i686-2.3"),
-            ("recurse", "true"),
+            ("recurse", "false"),
             ("randomly", "yes"),
         ],
         vec![git("/r/p")],
@@ -277,14 +299,21 @@ fn trial_follows_the_manual_examples() {
             "python2.3",
             "-Wall",
             "./bin/trial",
-            "-to",
-            "--recurse",
+            "-e",
+            "--reporter=text",
+            "--no-recurse",
             "--random=0",
             "foo.tests",
             "other.test"
         ]
     );
     assert_eq!(s[2].env["PYTHONPATH"], "build/lib.linux-i686-2.3");
+    let s = steps(&factory(
+        "trial",
+        &[("tests", "t"), ("recurse", "true"), ("trialMode", "")],
+        vec![git("/r/p")],
+    ));
+    assert_eq!(argv(&s[2]), ["trial", "t"]);
     // No tests: nothing to run.
     let s = steps(&factory("trial", &[], vec![git("/r/p")]));
     assert_eq!(names(&s), ["checkout", "compile"]);

@@ -3,18 +3,28 @@
 //! judged from the exit code and the log, the Build's result from the Steps' flags
 //! (Buildbot 0.7's rules, `factory::results`).
 //!
-//! Properties: `branch`, `revision` (empty when unset), `got_revision` (set by a
-//! checkout), `buildername`, `buildnumber`, `slavename`, the factory's own (e.g.
-//! `platform`), the BuildSet's, and whatever SetProperty steps set; each Step is
-//! interpolated with the properties it starts with. Everything is recorded in
-//! SQLite before the slave is asked to act: the Build row (at claim time), then
-//! each Step row before its first command.
+//! Properties: `branch`, `revision` (empty when unset), `got_revision` (set by the
+//! first checkout), `got_revision_DIR` (by each checkout, DIR its directory name),
+//! `buildername`, `buildnumber`, `slavename`, the factory's own (e.g. `platform`),
+//! the BuildSet's, and whatever SetProperty steps set; each Step is interpolated
+//! with the properties it starts with. Everything is recorded in SQLite before the
+//! slave is asked to act: the Build row (at claim time), then each Step row before
+//! its first command.
 //!
 //! A Build ends early when a Step halts it, when the slave is lost (EXCEPTION
 //! "slave lost: …", requests re-queued), when it is stopped (the running command
 //! is interrupted; "stopped by WHO: REASON") or when the master shuts down
 //! (EXCEPTION, requests re-queued). A stopped command that the slave does not
 //! finish within [`ABANDON_AFTER`] is abandoned, so a stop always ends the Build.
+//!
+//! Locks (`locks.rs`): the factory's `locks` are taken before the first Step and
+//! held until the Build ends; a Step's own `locks` while it runs (a lock the Build
+//! already holds is not taken twice). Each set is taken all at once or not at all.
+//! Waiting happens inside the Step that needs the locks — for the Build's locks,
+//! its first Step — so the waterfall shows that Step as "waiting for lock NAME",
+//! its log starts with "waited 1.2 s for lock NAME" and its text ends with the
+//! same note. A stop, a master shutdown or the loss of the slave ends the wait at
+//! once, like a running command.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -25,9 +35,11 @@ use tokio::sync::watch;
 
 use super::command::{CommandError, CommandEvent, Update};
 use super::engine::{EngineEvent, Inner};
+use super::locks::{self, LockGuard, LockWant};
 use super::logs::{log_rel_path, Channel, LogWriter};
 use super::registry::SlaveHandle;
 use crate::config::{FactoryConfig, SlaveConfig};
+use crate::db::builds::StepFinish;
 use crate::db::requests::ClaimedBuild;
 use crate::factory::checkout::{Checkout, CheckoutOp, CheckoutRun, Next};
 use crate::factory::interpolate::{interpolate_step, Properties};
@@ -75,6 +87,12 @@ pub(crate) struct BuildContext {
     pub(crate) slave_cfg: SlaveConfig,
     pub(crate) steps: Vec<StepSpec>,
     pub(crate) stop: watch::Receiver<Option<Stop>>,
+    /// The Build's starting properties `(name, value, source)`, written with its
+    /// first Step's row (one transaction instead of two).
+    pub(crate) pending_props: Vec<(String, String, String)>,
+    /// The last Step's end, not yet written: it goes with the next Step's row or
+    /// the Build's end (one transaction instead of two), then its event.
+    pub(crate) pending_finish: Option<(StepFinish, EngineEvent)>,
 }
 
 /// How a protocol command ended.
@@ -218,6 +236,35 @@ impl StepLogs {
     }
 }
 
+/// The Build's own locks (the factory's `locks`): taken by its first Step, held
+/// until the Build ends.
+struct BuildLocks {
+    wants: Vec<LockWant>,
+    held: Option<LockGuard>,
+}
+
+/// The locks `names` name for a Build on `slave`, as the configuration in force
+/// says; names it no longer has (a reconfig removed them) are logged and skipped.
+fn lock_wants(inner: &Inner, names: &[String], slave: &str, whose: &str) -> Vec<LockWant> {
+    if names.is_empty() {
+        return Vec::new();
+    }
+    let config = inner.config.borrow().clone();
+    let (wants, unknown) = locks::resolve(&config.locks, names, slave);
+    for name in unknown {
+        tracing::warn!("{whose}: no [lock:{name}] in master.ini any more; not taking it");
+    }
+    wants
+}
+
+/// `lock A` or `locks A, B`.
+fn lock_words(names: &[String]) -> String {
+    match names {
+        [one] => format!("lock {one}"),
+        _ => format!("locks {}", names.join(", ")),
+    }
+}
+
 /// What a Step came to.
 struct StepEnd {
     result: StepResult,
@@ -268,8 +315,12 @@ pub(crate) async fn run(mut ctx: BuildContext) -> bool {
         ctx.slave.name().to_string(),
         "BuildSlave",
     );
-    if let Err(e) = inner.db.set_build_properties(build_id, recorded).await {
-        tracing::error!("{builder} build {number}: {e}");
+    if ctx.steps.is_empty() {
+        if let Err(e) = inner.db.set_build_properties(build_id, recorded).await {
+            tracing::error!("{builder} build {number}: {e}");
+        }
+    } else {
+        ctx.pending_props = recorded;
     }
 
     let mut result = BuildResult::new();
@@ -278,13 +329,22 @@ pub(crate) async fn run(mut ctx: BuildContext) -> bool {
     let mut end: Interruption = Interruption::None;
     let mut exception_text: Option<String> = None;
     let steps = std::mem::take(&mut ctx.steps);
+    let mut build_locks = BuildLocks {
+        wants: lock_wants(
+            &inner,
+            &ctx.factory.locks,
+            ctx.slave.name(),
+            &format!("{builder} build {number}"),
+        ),
+        held: None,
+    };
     for (i, spec) in steps.iter().enumerate() {
         if let Some(stop) = ctx.stop.borrow().clone() {
             end = Interruption::Stopped(stop);
             break;
         }
         let step_number = i as i64 + 1;
-        let step = run_step(&mut ctx, &mut props, spec, step_number).await;
+        let step = run_step(&mut ctx, &mut props, spec, step_number, &mut build_locks).await;
         match step.result {
             StepResult::Failure => failed_steps.push(spec.name.clone()),
             StepResult::Warnings => warned_steps.push(spec.name.clone()),
@@ -306,6 +366,8 @@ pub(crate) async fn run(mut ctx: BuildContext) -> bool {
             break;
         }
     }
+    // The Build's locks go as soon as its last Step has ended.
+    drop(build_locks);
 
     let (final_result, text, requeue) = match &end {
         Interruption::SlaveLost(why) => (StepResult::Exception, format!("slave lost: {why}"), true),
@@ -334,7 +396,11 @@ pub(crate) async fn run(mut ctx: BuildContext) -> bool {
             (r, text.trim().to_string(), false)
         }
     };
-    let completed = match inner
+    let (last, last_event) = match ctx.pending_finish.take() {
+        Some((f, ev)) => (Some(f), Some(ev)),
+        None => (None, None),
+    };
+    let finished = inner
         .db
         .finish_build(
             build_id,
@@ -342,9 +408,11 @@ pub(crate) async fn run(mut ctx: BuildContext) -> bool {
             &text,
             requeue,
             crate::db::now_f64(),
+            last,
         )
-        .await
-    {
+        .await;
+    announce_finish(&inner, last_event, finished.is_ok());
+    let completed = match finished {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("{builder} build {number}: cannot record its end: {e}");
@@ -413,6 +481,7 @@ async fn run_step(
     props: &mut Properties,
     spec: &StepSpec,
     step_number: i64,
+    build_locks: &mut BuildLocks,
 ) -> StepEnd {
     let inner = ctx.inner.clone();
     let builder = ctx.claimed.builder.clone();
@@ -423,20 +492,45 @@ async fn run_step(
     } else {
         spec.description.join(" ")
     };
+    // Whatever locks are free are taken now; if some are not, the Step starts
+    // out as "waiting for lock NAME".
+    let step_wants: Vec<LockWant> = lock_wants(
+        &inner,
+        &spec.locks,
+        ctx.slave.name(),
+        &format!("{builder} build {number} step {}", spec.name),
+    )
+    .into_iter()
+    .filter(|w| !build_locks.wants.iter().any(|b| b.key == w.key))
+    .collect();
+    let mut step_held: Option<LockGuard> = None;
+    let busy = try_locks(&inner, build_locks, &step_wants, &mut step_held);
+    let shown = if busy.is_empty() {
+        description.clone()
+    } else {
+        format!("waiting for {}", lock_words(&busy))
+    };
     let started = crate::db::now_f64();
     let stdio = LogWriter::create(&inner.basedir.join(&rel));
-    let (step_id, stdio_id) = match inner
+    let (prev, prev_event) = match ctx.pending_finish.take() {
+        Some((f, ev)) => (Some(f), Some(ev)),
+        None => (None, None),
+    };
+    let started_step = inner
         .db
         .start_step(
             ctx.claimed.build_id,
             step_number,
             &spec.name,
-            &description,
+            &shown,
             &rel,
             started,
+            std::mem::take(&mut ctx.pending_props),
+            prev,
         )
-        .await
-    {
+        .await;
+    announce_finish(&inner, prev_event, started_step.is_ok());
+    let (step_id, stdio_id) = match started_step {
         Ok(ids) => ids,
         Err(e) => {
             tracing::error!(
@@ -482,13 +576,34 @@ async fn run_step(
                 last_record: Instant::now(),
                 error: None,
             };
-            let mut end = step_body(ctx, props, spec, &mut logs, &done_words).await;
-            if ctx.stop.borrow().is_some()
-                && end.result != StepResult::Success
-                && !end.text.ends_with("interrupted")
+            let mut end = match wait_locks(
+                ctx,
+                &mut logs,
+                build_locks,
+                &step_wants,
+                &mut step_held,
+                busy,
+                &description,
+            )
+            .await
             {
-                end.text.push_str(" interrupted");
-            }
+                Err(end) => end,
+                Ok(notes) => {
+                    let mut end = step_body(ctx, props, spec, &mut logs, &done_words).await;
+                    if ctx.stop.borrow().is_some()
+                        && end.result != StepResult::Success
+                        && !end.text.ends_with("interrupted")
+                    {
+                        end.text.push_str(" interrupted");
+                    }
+                    if !notes.is_empty() {
+                        end.text = format!("{} ({})", end.text, notes.join("; "));
+                    }
+                    end
+                }
+            };
+            // The Step's own locks go as soon as its command has ended.
+            drop(step_held);
             let sizes = logs.close();
             if let Some(err) = logs.error.take() {
                 if end.result != StepResult::Exception {
@@ -504,61 +619,215 @@ async fn run_step(
                 size: logs.stdio.size(),
                 lines: logs.stdio.lines(),
             });
-            if let Err(e) = inner
-                .db
-                .finish_step(
-                    step_id,
-                    end.result.as_str(),
-                    &end.text,
-                    sizes,
-                    crate::db::now_f64(),
-                )
-                .await
-            {
-                tracing::error!(
-                    "{builder} build {number}: cannot record step {}: {e}",
-                    spec.name
-                );
-            }
-            return finish(inner, builder, number, step_number, spec, end);
+            return finish(ctx, step_id, sizes, step_number, spec, end);
         }
     };
-    if let Err(e) = inner
-        .db
-        .finish_step(
-            step_id,
-            end.result.as_str(),
-            &end.text,
-            Vec::new(),
-            crate::db::now_f64(),
-        )
-        .await
-    {
-        tracing::error!(
-            "{builder} build {number}: cannot record step {}: {e}",
-            spec.name
-        );
-    }
-    finish(inner, builder, number, step_number, spec, end)
+    finish(ctx, step_id, Vec::new(), step_number, spec, end)
 }
 
+/// Take, without waiting, the Build's locks if it does not hold them yet, then the
+/// Step's own; each set all or nothing. Returns the names of the full locks of
+/// the first set that could not be taken (empty: the Step has all it needs).
+fn try_locks(
+    inner: &Inner,
+    build_locks: &mut BuildLocks,
+    step_wants: &[LockWant],
+    step_held: &mut Option<LockGuard>,
+) -> Vec<String> {
+    if build_locks.held.is_none() && !build_locks.wants.is_empty() {
+        match inner.locks.try_acquire(&build_locks.wants) {
+            Ok(g) => build_locks.held = Some(g),
+            Err(busy) => return busy,
+        }
+    }
+    if step_held.is_none() && !step_wants.is_empty() {
+        match inner.locks.try_acquire(step_wants) {
+            Ok(g) => *step_held = Some(g),
+            Err(busy) => return busy,
+        }
+    }
+    Vec::new()
+}
+
+/// When [`try_locks`] found a lock full (`busy`), wait for the Build's locks and
+/// then the Step's, showing the Step as "waiting for lock NAME" and writing how
+/// long it waited into its log. Returns the notes for the Step's text, or how the
+/// Step ended when the Build was stopped or the slave lost meanwhile.
+async fn wait_locks(
+    ctx: &mut BuildContext,
+    logs: &mut StepLogs,
+    build_locks: &mut BuildLocks,
+    step_wants: &[LockWant],
+    step_held: &mut Option<LockGuard>,
+    busy: Vec<String>,
+    description: &str,
+) -> Result<Vec<String>, StepEnd> {
+    if busy.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut notes = Vec::new();
+    let mut first = Some(busy);
+    if build_locks.held.is_none() && !build_locks.wants.is_empty() {
+        let busy = first.take().unwrap_or_default();
+        let (guard, note) = wait_for(ctx, logs, &build_locks.wants, busy, "the build's ").await?;
+        build_locks.held = Some(guard);
+        notes.push(note);
+    }
+    if step_held.is_none() && !step_wants.is_empty() {
+        let busy = match first.take() {
+            Some(busy) => busy,
+            None => match ctx.inner.locks.try_acquire(step_wants) {
+                Ok(g) => {
+                    *step_held = Some(g);
+                    Vec::new()
+                }
+                Err(busy) => {
+                    show_description(ctx, logs, &format!("waiting for {}", lock_words(&busy)))
+                        .await;
+                    busy
+                }
+            },
+        };
+        if step_held.is_none() {
+            let (guard, note) = wait_for(ctx, logs, step_wants, busy, "").await?;
+            *step_held = Some(guard);
+            notes.push(note);
+        }
+    }
+    show_description(ctx, logs, description).await;
+    logs.tick(&ctx.inner).await;
+    Ok(notes)
+}
+
+/// Record what a running Step shows.
+async fn show_description(ctx: &BuildContext, logs: &StepLogs, description: &str) {
+    if let Err(e) = ctx
+        .inner
+        .db
+        .set_step_description(logs.step_id, description)
+        .await
+    {
+        tracing::warn!("{} build {}: {e}", logs.builder, logs.number);
+    }
+}
+
+/// Wait until `wants` can all be taken, unless the Build is stopped or its slave
+/// lost first. `busy`: the locks found full before. `whose`: `""` or
+/// `"the build's "`, for the note ("waited 1.2 s for the build's lock A").
+async fn wait_for(
+    ctx: &mut BuildContext,
+    logs: &mut StepLogs,
+    wants: &[LockWant],
+    busy: Vec<String>,
+    whose: &str,
+) -> Result<(LockGuard, String), StepEnd> {
+    let started = Instant::now();
+    let locks = ctx.inner.locks.clone();
+    tracing::info!(
+        "{} build {}: step {} waits for {}{}",
+        logs.builder,
+        logs.number,
+        logs.step_name,
+        whose,
+        lock_words(&busy)
+    );
+    let slave = ctx.slave.clone();
+    let waited = tokio::select! {
+        biased;
+        r = ctx.stop.wait_for(|s| s.is_some()) => {
+            // The sender lives as long as the Build is running; gone means the
+            // engine is gone: a shutdown.
+            let stop = r.ok().and_then(|s| s.clone()).unwrap_or(Stop::Shutdown {
+                text: super::engine::SHUTDOWN_TEXT.into(),
+            });
+            Err(Interruption::Stopped(stop))
+        }
+        why = slave.closed() => Err(Interruption::SlaveLost(why)),
+        got = locks.acquire(wants) => Ok(got),
+    };
+    match waited {
+        Ok((guard, seen)) => {
+            let mut names = busy;
+            for n in seen {
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+            names.sort();
+            let note = format!(
+                "waited {:.1} s for {whose}{}",
+                started.elapsed().as_secs_f64(),
+                lock_words(&names)
+            );
+            logs.write(Channel::Header, &format!("{note}\n"));
+            Ok((guard, note))
+        }
+        Err(interruption) => {
+            let what = format!("{whose}{}", lock_words(&busy));
+            let text = match &interruption {
+                Interruption::SlaveLost(why) => {
+                    logs.write(
+                        Channel::Header,
+                        &format!("connection to the slave lost while waiting for {what}: {why}\n"),
+                    );
+                    format!("slave lost while waiting for {what}")
+                }
+                Interruption::Stopped(stop) => {
+                    logs.write(
+                        Channel::Header,
+                        &format!("{} while waiting for {what}\n", stop.text()),
+                    );
+                    format!("interrupted while waiting for {what}")
+                }
+                Interruption::None => String::new(),
+            };
+            Err(StepEnd {
+                result: StepResult::Exception,
+                text,
+                interruption,
+            })
+        }
+    }
+}
+
+/// A Step has ended: its row is written with whatever the Build writes next (the
+/// next Step's row, or the Build's end) in one transaction, and its
+/// `StepFinished` is announced once that is written.
 fn finish(
-    inner: Arc<Inner>,
-    builder: String,
-    number: i64,
+    ctx: &mut BuildContext,
+    step_id: i64,
+    sizes: Vec<(i64, u64, u64)>,
     step_number: i64,
     spec: &StepSpec,
     end: StepEnd,
 ) -> StepEnd {
-    inner.emit(EngineEvent::StepFinished {
-        builder,
-        number,
+    let record = StepFinish {
+        step_id,
+        result: end.result.as_str().to_string(),
+        text: end.text.clone(),
+        logs: sizes,
+        at: crate::db::now_f64(),
+    };
+    let event = EngineEvent::StepFinished {
+        builder: ctx.claimed.builder.clone(),
+        number: ctx.claimed.number,
         step: step_number,
         name: spec.name.clone(),
         result: end.result.as_str().to_string(),
         text: end.text.clone(),
-    });
+    };
+    ctx.pending_finish = Some((record, event));
     end
+}
+
+/// Announce the previous Step's end once it is written (or failed to be).
+fn announce_finish(inner: &Inner, event: Option<EngineEvent>, written: bool) {
+    if let Some(ev) = event {
+        if !written {
+            tracing::error!("cannot record the end of a step: {ev:?}");
+        }
+        inner.emit(ev);
+    }
 }
 
 /// Runs what the step does; its result and text.
@@ -586,7 +855,11 @@ async fn step_body(
         StepKind::Shell { command } => {
             let args = shell_args(command, &workdir, &step);
             let end = run_command(ctx, logs, "shell", args, None).await;
-            shell_end(end, logs, done_words)
+            let out = shell_end(end, logs, done_words);
+            if step.log_parser == crate::factory::LogParser::Compile {
+                count_warnings(ctx, props, logs.scanner.warnings()).await;
+            }
+            out
         }
         StepKind::SetProperty { property, command } => {
             let args = shell_args(command, &workdir, &step);
@@ -657,6 +930,34 @@ fn shell_args(command: &Command, workdir: &str, step: &StepSpec) -> Value {
 }
 
 /// A shell command's Step result and text (Buildbot's ShellCommand).
+/// Add a Compile step's warnings to the Build's `warnings-count` property, as
+/// Buildbot's warning-counting steps do, so later steps and the status can read the
+/// total.
+async fn count_warnings(ctx: &BuildContext, props: &mut Properties, warnings: u64) {
+    let total = props
+        .get(WARNINGS_COUNT)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        + warnings;
+    props.insert(WARNINGS_COUNT.to_string(), total.to_string());
+    let row = vec![(
+        WARNINGS_COUNT.to_string(),
+        total.to_string(),
+        "Compile".to_string(),
+    )];
+    if let Err(e) = ctx
+        .inner
+        .db
+        .set_build_properties(ctx.claimed.build_id, row)
+        .await
+    {
+        tracing::error!("{} build {}: {e}", ctx.claimed.builder, ctx.claimed.number);
+    }
+}
+
+/// The Build property holding the warnings its Compile steps counted.
+pub const WARNINGS_COUNT: &str = "warnings-count";
+
 fn shell_end(end: CmdEnd, logs: &mut StepLogs, done_words: &[String]) -> StepEnd {
     match end {
         CmdEnd::Lost(why) => StepEnd {
@@ -691,11 +992,17 @@ fn shell_end(end: CmdEnd, logs: &mut StepLogs, done_words: &[String]) -> StepEnd
                 .scanner
                 .step_result(rc.clamp(i32::MIN as i64, i32::MAX as i64) as i32);
             let mut text = logs.scanner.summary(done_words);
-            if result == StepResult::Failure {
+            // "test 3 passed, 1 failed" says it already.
+            if result == StepResult::Failure && !text.contains("failed") {
                 text.push_str(" failed");
             }
             if let Some(r) = failure_reason {
-                text.push_str(&format!(" ({r})"));
+                let why = match r.as_str() {
+                    "timeout_without_output" => "timed out: no output",
+                    "timeout" => "timed out: maxTime",
+                    other => other,
+                };
+                text.push_str(&format!(" ({why})"));
             }
             StepEnd {
                 result,
@@ -827,7 +1134,8 @@ async fn run_command(
 }
 
 /// A source checkout through `stat`, `rmdir`, `mkdir`, `cpdir` and `shell`
-/// (so a stock buildbot-worker works too); sets `got_revision`.
+/// (so a stock buildbot-worker works too); sets `got_revision_DIR` and, for the
+/// build's first checkout, `got_revision`.
 async fn checkout(
     ctx: &mut BuildContext,
     props: &mut Properties,
@@ -838,12 +1146,21 @@ async fn checkout(
 ) -> StepEnd {
     let branch = ctx.claimed.branch.clone();
     let revision = ctx.claimed.revision.clone();
+    // The slave's mirrors directory, absolute when the slave told its basedir (so
+    // that absolute workdirs can use the mirror too).
+    let mirrors = ctx.slave.path("mirrors");
+    let mirrors = if mirrors.starts_with('/') {
+        mirrors
+    } else {
+        String::new()
+    };
     let plan = Checkout::from_step(
         &step.kind,
         &step.workdir,
         branch.as_deref(),
         revision.as_deref(),
     )
+    .map(|c| c.with_mirrors(&mirrors))
     .and_then(|c| c.plan());
     let plan = match plan {
         Ok(p) => p,
@@ -977,15 +1294,18 @@ async fn checkout(
                     };
                 }
                 if ok && capture {
-                    let got = captured.trim().to_string();
-                    props.insert("got_revision".into(), got.clone());
+                    let got = run.revision_properties(captured.trim(), props);
+                    for (name, value) in &got {
+                        props.insert(name.clone(), value.clone());
+                    }
+                    let got = got
+                        .into_iter()
+                        .map(|(name, value)| (name, value, "Source".to_string()))
+                        .collect();
                     if let Err(e) = ctx
                         .inner
                         .db
-                        .set_build_properties(
-                            ctx.claimed.build_id,
-                            vec![("got_revision".into(), got, "Source".into())],
-                        )
+                        .set_build_properties(ctx.claimed.build_id, got)
                         .await
                     {
                         tracing::error!("{}: {e}", ctx.claimed.builder);

@@ -11,7 +11,9 @@
 //! Build finished, a reconfig — never on a timer. For each builder that may have
 //! requests and whose slave is connected with fewer than `max_builds` Builds
 //! running, it claims the best request and creates the Build row in one SQLite
-//! transaction, then starts the Build (`build.rs`).
+//! transaction, then starts the Build (`build.rs`). A Build whose locks
+//! (`locks.rs`) are taken waits for them on its slave, as in Buildbot 0.7: it
+//! counts towards the slave's `max_builds` while it waits.
 //!
 //! At start the engine first finishes, as EXCEPTION "interrupted: master
 //! restarted", every Build a dead master left running and gives their requests back
@@ -28,6 +30,7 @@ use tokio::sync::{broadcast, watch, Notify};
 use tokio::task::JoinHandle;
 
 use super::build::{self, BuildContext, Stop};
+use super::locks::Locks;
 use super::registry::SlaveRegistry;
 use crate::config::MasterConfig;
 use crate::db::requests::{BuildRequestRow, NewBuildSet, NewSourceStamp, SubmittedBuildSet};
@@ -179,6 +182,8 @@ pub(crate) struct Inner {
     pub(crate) config: watch::Receiver<Arc<MasterConfig>>,
     pub(crate) basedir: PathBuf,
     pub(crate) events: broadcast::Sender<EngineEvent>,
+    /// The `[lock:NAME]` counters Builds and Steps hold.
+    pub(crate) locks: Locks,
     kick: Notify,
     state: Mutex<State>,
     closing: watch::Sender<bool>,
@@ -227,6 +232,7 @@ impl Engine {
             config,
             basedir,
             events: broadcast::channel(4096).0,
+            locks: Locks::new(),
             kick: Notify::new(),
             state: Mutex::new(State {
                 pending,
@@ -566,6 +572,8 @@ async fn dispatch(inner: &Arc<Inner>) {
                 slave_cfg: slave_cfg.clone(),
                 steps,
                 stop: stop_rx,
+                pending_props: Vec::new(),
+                pending_finish: None,
             };
             let mut st = inner.state();
             *st.per_slave.entry(b.slave.clone()).or_insert(0) += 1;

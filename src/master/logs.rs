@@ -63,10 +63,12 @@ pub fn safe_name(name: &str) -> String {
 }
 
 /// The path, relative to the master directory, of log `log` of step `step` (its
-/// number and name) of build `number` of `builder`.
+/// number and name) of build `number` of `builder`. One directory per builder, as
+/// Buildbot keeps a builder's logs: a directory per build would cost the master a
+/// `mkdir` (an inode) for every build.
 pub fn log_rel_path(builder: &str, number: i64, step: i64, step_name: &str, log: &str) -> String {
     format!(
-        "logs/{}/{number}/{step:03}-{}-{}.log",
+        "logs/{}/{number}-{step:03}-{}-{}.log",
         safe_name(builder),
         safe_name(step_name),
         safe_name(log)
@@ -263,7 +265,7 @@ mod tests {
         assert_eq!(safe_name(".."), "_..");
         assert_eq!(
             log_rel_path("f-s", 3, 2, "make check", "stdio"),
-            "logs/f-s/3/002-make_check-stdio.log"
+            "logs/f-s/3-002-make_check-stdio.log"
         );
     }
 }

@@ -4,9 +4,9 @@
 //! [`Master::start`] locks the master directory, loads `master.ini`, opens
 //! `state.sqlite`, binds `slaveport` (slaves, WebSocket) and `htmlport` (web) and
 //! returns a running [`Master`]; [`run`] wraps it for the daemon verbs. The build
-//! engine ([`Master::engine`], `engine.rs` with `build.rs` and `logs.rs`) and tests
-//! reach connected slaves through [`Master::registry`]: a [`SlaveHandle`] starts
-//! commands ([`RemoteCommand`]) and file transfers.
+//! engine ([`Master::engine`], `engine.rs` with `build.rs`, `locks.rs` and
+//! `logs.rs`) and tests reach connected slaves through [`Master::registry`]: a
+//! [`SlaveHandle`] starts commands ([`RemoteCommand`]) and file transfers.
 
 pub mod auth;
 mod build;
@@ -14,6 +14,7 @@ pub mod command;
 pub mod connection;
 pub mod engine;
 mod listener;
+pub mod locks;
 pub mod logs;
 pub mod registry;
 pub mod transfer;

@@ -36,7 +36,10 @@ const BACKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often watched logfiles are checked.
 const LOGFILE_POLL: Duration = Duration::from_secs(1);
 /// One read from a pipe; small enough that a chunk fits one update.
-const READ_CHUNK: usize = 32 * 1024;
+const READ_CHUNK: usize = 256 * 1024;
+
+/// The size asked for the stdout pipe (Linux's default pipe-max-size).
+const PIPE_SIZE: nix::libc::c_int = 1 << 20;
 
 /// One argument: what runs, and what the log shows (they differ for
 /// `('obfuscated', real, fake)` arguments such as passwords).
@@ -378,7 +381,16 @@ fn spawn(spec: &ProcessSpec) -> std::io::Result<Spawned> {
             "empty command",
         ));
     };
-    let mut cmd = tokio::process::Command::new(&first.real);
+    // With the slave's own umask, no pre_exec closure and an explicit path, std
+    // starts the command with posix_spawn (vfork-like) instead of fork: no copy of
+    // the slave's page tables for every command.
+    let plain = !spec.use_pty && process_umask() == Some(spec.umask);
+    let program = match plain {
+        true => resolve_program(&first.real, &spec.environ, &spec.workdir)
+            .unwrap_or_else(|| PathBuf::from(&first.real)),
+        false => PathBuf::from(&first.real),
+    };
+    let mut cmd = tokio::process::Command::new(&program);
     cmd.args(spec.argv[1..].iter().map(|a| &a.real))
         .current_dir(&spec.workdir)
         .env_clear()
@@ -424,14 +436,16 @@ fn spawn(spec: &ProcessSpec) -> std::io::Result<Spawned> {
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-        // SAFETY: only async-signal-safe calls (setpgid, umask) between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))
-                    .map_err(std::io::Error::from)?;
-                nix::sys::stat::umask(mask);
-                Ok(())
-            });
+        // Its own process group, so that a kill takes its grandchildren too.
+        cmd.process_group(0);
+        if !plain {
+            // SAFETY: only an async-signal-safe call (umask) between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sys::stat::umask(mask);
+                    Ok(())
+                });
+            }
         }
         let mut child = cmd.spawn()?;
         let pgid = child.id().map(|p| p as i32).unwrap_or(0);
@@ -439,6 +453,9 @@ fn spawn(spec: &ProcessSpec) -> std::io::Result<Spawned> {
             .stdout
             .take()
             .ok_or_else(|| std::io::Error::other("no stdout pipe"))?;
+        // A bigger pipe: a command that prints fast is read in fewer, larger
+        // chunks (Linux lets an unprivileged process grow it to pipe-max-size).
+        let _ = nix::fcntl::fcntl(&out, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
         let err = child
             .stderr
             .take()
@@ -450,6 +467,53 @@ fn spawn(spec: &ProcessSpec) -> std::io::Result<Spawned> {
             err: Some(Source::Pipe(Box::new(err))),
         })
     }
+}
+
+/// The slave process's umask (from `/proc/self/status`, which reads it without
+/// changing it); `None` when it cannot be read.
+fn process_umask() -> Option<u32> {
+    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+        u32::from_str_radix(line.trim_start_matches("Umask:").trim(), 8).ok()
+    })
+}
+
+/// The file `program` names, searched in the command's own `PATH` (as `execvp`
+/// would) when it has no `/`; `None` when not found (spawning then reports it).
+fn resolve_program(
+    program: &str,
+    environ: &[(OsString, OsString)],
+    workdir: &std::path::Path,
+) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+    if program.contains('/') {
+        let p = Path::new(program);
+        return Some(if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            workdir.join(p)
+        });
+    }
+    let path = environ
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())?;
+    std::env::split_paths(&path)
+        .map(|dir| {
+            if dir.is_absolute() {
+                dir.join(program)
+            } else {
+                workdir.join(dir).join(program)
+            }
+        })
+        .find(|f| {
+            f.metadata()
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
 }
 
 /// Both sides of a new pseudo-terminal, close-on-exec from the start so that no
