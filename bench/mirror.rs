@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use autobot::config::{Mode, Source, SourceKind};
 use autobot::factory::checkout::{Checkout, CheckoutOp, CheckoutRun, Next, MIRRORS_DIR};
-use common::{free_port, opt, report};
+use common::{free_port, git_fast_import, opt, report};
 
 fn main() {
     let commits = opt("--commits", 5_000) as usize;
@@ -312,12 +312,6 @@ fn text(seed: u64, n: usize) -> String {
 /// `commits` commits on `main` from number `first`: the first of all adds `files`
 /// files of about 2 KB in 50 directories, each later one rewrites three of them.
 fn fast_import(repo: &Path, files: usize, first: usize, commits: usize) {
-    let mut child = Command::new("git")
-        .args(["fast-import", "--quiet"])
-        .current_dir(repo)
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("git fast-import");
     let mut s = Vec::new();
     for i in first..first + commits {
         let when = 1_700_000_000 + i as i64 * 60;
@@ -340,13 +334,7 @@ fn fast_import(repo: &Path, files: usize, first: usize, commits: usize) {
         }
         writeln!(s).unwrap();
     }
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&s)
-        .expect("feed fast-import");
-    assert!(child.wait().expect("wait").success(), "fast-import failed");
+    git_fast_import(repo, &s);
 }
 
 /// `git-daemon` on 127.0.0.1 serving `root`; its log counts the fetches.

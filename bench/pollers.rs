@@ -11,6 +11,9 @@
 //! Run: `cargo bench --bench pollers` (optional arguments: burst size, repository
 //! count, runs of the unchanged poll; `AUTOBOT_BENCH_SKIP_HG=1` leaves hg out).
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -18,6 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use autobot::changes::{GitPoller, HgPoller};
+use common::git_fast_import;
 use nix::sys::resource::{getrusage, UsageWho};
 
 fn main() {
@@ -59,12 +63,6 @@ fn ms(d: Duration) -> String {
 /// Feeds `commits` linear commits to `git fast-import` on `main` of `dir`; each
 /// touches two of 200 files in 20 directories (and deletes one now and then).
 fn fast_import(dir: &Path, first: usize, commits: usize) {
-    let mut child = Command::new("git")
-        .args(["fast-import", "--quiet"])
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("git fast-import");
     let mut s = Vec::with_capacity(commits * 300);
     for i in first..first + commits {
         let when = 1_700_000_000 + i as i64 * 60;
@@ -92,13 +90,7 @@ fn fast_import(dir: &Path, first: usize, commits: usize) {
         }
         writeln!(s).unwrap();
     }
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&s)
-        .expect("feed fast-import");
-    assert!(child.wait().expect("wait").success(), "fast-import failed");
+    git_fast_import(dir, &s);
 }
 
 fn git_init(dir: &Path) {

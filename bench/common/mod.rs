@@ -113,3 +113,20 @@ pub fn opt(name: &str, default: u64) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// Run `git fast-import` in the repository `dir` on `stream`.
+pub fn git_fast_import(dir: &Path, stream: &[u8]) {
+    let mut child = Command::new("git")
+        .args(["fast-import", "--quiet"])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("git fast-import");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stream)
+        .expect("feed fast-import");
+    assert!(child.wait().expect("wait").success(), "fast-import failed");
+}

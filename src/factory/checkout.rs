@@ -320,16 +320,7 @@ impl<'a> Checkout<'a> {
 /// (FNV-1a, stable across versions), so one URL has one mirror and two URLs with the
 /// same last part do not share one.
 pub fn mirror_name(source: &Source) -> String {
-    let dir: String = source_dir(source)
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let dir = super::path_safe(&source_dir(source));
     let dir = dir.trim_start_matches(['.', '-']);
     let dir = if dir.is_empty() { "repo" } else { dir };
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;

@@ -259,6 +259,20 @@ pub fn source_dir(source: &Source) -> String {
     last.to_string()
 }
 
+/// `name` with every character but `[A-Za-z0-9._-]` made `_`: a file name that
+/// names nothing else (log files on the master, mirrors on a slave).
+pub fn path_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// The build properties a factory sets before its first step (`platform`).
 pub fn build_properties(factory: &FactoryConfig, slave: &SlaveConfig) -> BTreeMap<String, String> {
     let mut props = BTreeMap::new();

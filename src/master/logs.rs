@@ -45,16 +45,7 @@ const RUN_RECORD: usize = 9;
 /// A path component made safe: anything but `[A-Za-z0-9._-]` becomes `_`, and a
 /// name of dots only gets a leading `_`.
 pub fn safe_name(name: &str) -> String {
-    let s: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let s = crate::factory::path_safe(name);
     if s.is_empty() || s.chars().all(|c| c == '.') {
         format!("_{s}")
     } else {

@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use autobot::db::builds::{BuildDetail, StepRow};
@@ -62,19 +61,8 @@ pub fn sample(name: &str, changes: &[(&str, &str, &str)]) -> Vec<RepoFile> {
     out
 }
 
-/// `git` with a fixed identity and no user or system configuration.
 fn git(dir: &Path, args: &[&str]) -> String {
-    support::run_ok(
-        Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_AUTHOR_NAME", "Ann Author")
-            .env("GIT_AUTHOR_EMAIL", "ann@example.org")
-            .env("GIT_COMMITTER_NAME", "Ann Author")
-            .env("GIT_COMMITTER_EMAIL", "ann@example.org"),
-    )
+    support::git(dir, args)
 }
 
 /// A git repository at `path` on branch `master` (the default branch of a source) with one commit of `files`; its

@@ -170,6 +170,22 @@ pub fn run_ok(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// `git ARGS` in `dir` with a fixed identity (Ann Author) and no user or system
+/// configuration, so tests do not depend on the machine's; its stdout, trimmed.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    run_ok(
+        Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "Ann Author")
+            .env("GIT_AUTHOR_EMAIL", "ann@example.org")
+            .env("GIT_COMMITTER_NAME", "Ann Author")
+            .env("GIT_COMMITTER_EMAIL", "ann@example.org"),
+    )
+}
+
 /// Write `content` to `dir/path`, making its directories.
 pub fn write_file(dir: &Path, path: &str, content: &str) {
     let p = dir.join(path);
