@@ -79,7 +79,14 @@ impl NewlineRule {
 /// `(\r\n|\r(?=.)|\033\[u|\033\[[0-9]+;[0-9]+[Hf]|\033\[2J|\x08+)` → `\n`.
 fn default_substitute(text: &str) -> Cow<'_, str> {
     let b = text.as_bytes();
-    if !b.iter().any(|&c| c == b'\r' || c == 0x1b || c == 0x08) {
+    // A branch-free test per 64 bytes, which the compiler vectorises: most output
+    // has none of these bytes and is returned as it is.
+    let special = |c: &[u8]| {
+        c.iter().fold(false, |acc, &x| {
+            acc | (x == b'\r') | (x == 0x1b) | (x == 0x08)
+        })
+    };
+    if !b.chunks(64).any(special) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len());
@@ -220,37 +227,62 @@ impl LineInfo {
     }
 
     /// Split into records of whole lines each weighing at most `limit` (a single
-    /// longer line stays alone).
+    /// longer line stays alone). Each record is cut out in one piece: no allocation
+    /// per line, however many lines a chunk holds.
     pub fn split(self, limit: usize) -> Vec<LineInfo> {
-        let mut out = Vec::new();
-        let mut cur = LineInfo::empty();
-        let mut byte_start = 0;
-        let mut char_start: i64 = 0;
-        let newline_bytes = self
-            .text
-            .bytes()
-            .enumerate()
-            .filter(|(_, b)| *b == b'\n')
-            .map(|(i, _)| i);
-        for ((i, &nl), nb) in self.newlines.iter().enumerate().zip(newline_bytes) {
-            let line = LineInfo {
-                text: self.text[byte_start..=nb].to_string(),
-                newlines: vec![nl - char_start],
-                times: vec![self.times.get(i).copied().unwrap_or(0.0)],
-            };
-            byte_start = nb + 1;
-            char_start = nl + 1;
-            if !cur.text.is_empty() && cur.weight() + line.weight() > limit {
-                out.push(std::mem::replace(&mut cur, LineInfo::empty()));
-            }
-            cur.join(line);
+        if self.text.is_empty() {
+            return Vec::new();
         }
-        if !cur.text.is_empty() {
-            out.push(cur);
+        if self.weight() <= limit {
+            return vec![self];
+        }
+        let mut out = Vec::new();
+        // The record being gathered: from byte `from`, line `first`, character
+        // `first_char`; `end` is the byte after the last whole line taken.
+        let (mut from, mut first, mut first_char) = (0usize, 0usize, 0i64);
+        let mut end = 0usize;
+        let mut weight = 0usize;
+        let lines = self.text.match_indices('\n').map(|(i, _)| i);
+        for (i, nb) in lines.enumerate().take(self.newlines.len()) {
+            let line_weight = nb + 1 - end + 16;
+            if weight > 0 && weight + line_weight > limit {
+                out.push(self.cut(from..end, first..i, first_char));
+                from = end;
+                first = i;
+                first_char = self.newlines[i - 1] + 1;
+                weight = 0;
+            }
+            weight += line_weight;
+            end = nb + 1;
+        }
+        let last = self.newlines.len().min(self.text.matches('\n').count());
+        if end > from {
+            out.push(self.cut(from..end, first..last, first_char));
         }
         out
     }
 
+    /// Bytes `bytes` and lines `lines` of this record as a record of its own whose
+    /// first character was character `first_char` here.
+    fn cut(
+        &self,
+        bytes: std::ops::Range<usize>,
+        lines: std::ops::Range<usize>,
+        first_char: i64,
+    ) -> LineInfo {
+        LineInfo {
+            text: self.text[bytes].to_string(),
+            newlines: self.newlines[lines.clone()]
+                .iter()
+                .map(|p| p - first_char)
+                .collect(),
+            times: lines
+                .map(|i| self.times.get(i).copied().unwrap_or(0.0))
+                .collect(),
+        }
+    }
+
+    #[cfg(test)]
     fn empty() -> LineInfo {
         LineInfo {
             text: String::new(),
@@ -444,5 +476,58 @@ mod tests {
         assert_eq!(parts[2].times, vec![3.0]);
         let whole = li.clone().split(1000);
         assert_eq!(whole, vec![li]);
+    }
+
+    #[test]
+    fn split_matches_joining_lines_one_by_one() {
+        // Lines of varied length, some not ASCII.
+        let mut text = String::new();
+        let mut newlines = Vec::new();
+        let mut chars = 0i64;
+        for i in 0..300 {
+            let line = match i % 4 {
+                0 => "x".repeat(i % 37),
+                1 => "é∑".repeat(i % 11),
+                2 => String::new(),
+                _ => format!("line {i}"),
+            };
+            chars += line.chars().count() as i64;
+            text.push_str(&line);
+            text.push('\n');
+            newlines.push(chars);
+            chars += 1;
+        }
+        let times: Vec<f64> = (0..300).map(|i| i as f64 / 10.0).collect();
+        let li = LineInfo {
+            text,
+            newlines,
+            times,
+        };
+        for limit in [1, 17, 40, 100, 1000, 5000] {
+            // The rule, one line at a time: a line joins the record unless that
+            // would make a non-empty record weigh more than the limit.
+            let mut want: Vec<LineInfo> = Vec::new();
+            let mut cur = LineInfo::empty();
+            let (mut byte, mut ch) = (0usize, 0i64);
+            for (i, nb) in li.text.match_indices('\n').map(|(b, _)| b).enumerate() {
+                let line = LineInfo {
+                    text: li.text[byte..=nb].to_string(),
+                    newlines: vec![li.newlines[i] - ch],
+                    times: vec![li.times[i]],
+                };
+                byte = nb + 1;
+                ch = li.newlines[i] + 1;
+                if !cur.text.is_empty() && cur.weight() + line.weight() > limit {
+                    want.push(std::mem::replace(&mut cur, LineInfo::empty()));
+                }
+                cur.join(line);
+            }
+            want.push(cur);
+            let got = li.clone().split(limit);
+            assert_eq!(got, want, "limit {limit}");
+            let joined: String = got.iter().map(|r| r.text.as_str()).collect();
+            assert_eq!(joined, li.text);
+        }
+        assert!(LineInfo::empty().split(10).is_empty());
     }
 }
