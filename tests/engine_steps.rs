@@ -236,3 +236,37 @@ async fn flags_halt_properties_and_big_logs() {
     }
     assert!(seen.contains(&("flags-s1".to_string(), 1)), "{seen:?}");
 }
+
+/// A command that prints a line and then goes quiet: the line reaches the log file
+/// (where the pages and the API read it) while the command still runs, not only when
+/// more output or its end arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_commands_last_line_reaches_the_log_while_it_runs() {
+    let ini = master_ini(
+        "[quiet]\ntype = shell\nstep.wait = sh -c \"echo first-line; sleep 300\"\n",
+        "",
+    );
+    let m = EngineMaster::start(&ini, Duration::from_secs(30)).await;
+    let _slave = m.slave().await;
+    let r = m.force("quiet-s1", force("quiet")).await;
+    let db = m.master.db().clone();
+    wait_until("the first line in the log", || {
+        let db = db.clone();
+        async move {
+            match db.log_file("quiet-s1", 1, "wait", "stdio").await {
+                Ok(Some(f)) => std::fs::read_to_string(&f.path)
+                    .unwrap_or_default()
+                    .contains("first-line"),
+                _ => false,
+            }
+        }
+    })
+    .await;
+    let row = m.master.db().build("quiet-s1", 1).await.unwrap().unwrap();
+    assert!(row.build.finished_at.is_none(), "still running");
+    m.engine()
+        .stop_build("quiet-s1", 1, "tester", "done")
+        .await
+        .unwrap();
+    m.wait_request(r).await;
+}

@@ -227,10 +227,14 @@ async fn chromium_forces_a_build_and_watches_it_go_green_live() {
     b.type_into("#force-form input[name=who]", "Chromium").await;
     b.type_into("#force-form input[name=reason]", "browser <test>")
         .await;
+    // The form's page carries a marker, so the wait below sees the page the POST
+    // redirected to, not the form's page before it has gone.
+    b.js("window.__formPage = true; return true").await;
     b.click("#force-button").await;
     b.wait_js(
         "the builder page after forcing",
-        "return location.pathname === '/builders/quick-s1' && !!document.getElementById('builder-part') \
+        "return window.__formPage === undefined && location.pathname === '/builders/quick-s1' \
+         && !!document.getElementById('builder-part') \
          && document.getElementById('live-status').textContent === 'live'",
     )
     .await;

@@ -101,6 +101,8 @@ enum CmdEnd {
         rc: Option<i64>,
         failure: Option<String>,
         failure_reason: Option<String>,
+        /// The `got_revision` update of a native `git`/`hg` checkout.
+        got_revision: Option<String>,
     },
     /// The connection to the slave ended.
     Lost(String),
@@ -128,6 +130,9 @@ struct StepLogs {
     extra: HashMap<String, (LogWriter, i64)>,
     scanner: LogScanner,
     last_flush: Instant,
+    /// Output written since the last flush: flushed within [`FLUSH_EVERY`] even if
+    /// the command prints nothing more (a hanging command's last line shows).
+    dirty: bool,
     last_record: Instant,
     /// A write to a log file failed: the Step becomes an EXCEPTION.
     error: Option<String>,
@@ -135,6 +140,7 @@ struct StepLogs {
 
 impl StepLogs {
     fn write(&mut self, channel: Channel, text: &str) {
+        self.dirty = true;
         if channel != Channel::Header {
             self.scanner.feed(text.as_bytes());
         }
@@ -193,6 +199,7 @@ impl StepLogs {
             return;
         }
         self.last_flush = now;
+        self.dirty = false;
         if let Err(e) = self.stdio.flush() {
             self.io_error(e);
         }
@@ -573,6 +580,7 @@ async fn run_step(
                 extra: HashMap::new(),
                 scanner: LogScanner::new(spec.log_parser),
                 last_flush: Instant::now(),
+                dirty: false,
                 last_record: Instant::now(),
                 error: None,
             };
@@ -1035,11 +1043,13 @@ async fn run_command(
                 rc: None,
                 failure: Some(e.to_string()),
                 failure_reason: None,
+                got_revision: None,
             };
         }
     };
     let mut rc = None;
     let mut failure_reason = None;
+    let mut got_revision = None;
     let mut stopped_at: Option<Instant> = None;
     loop {
         let stop_seen = stopped_at.is_some();
@@ -1059,8 +1069,13 @@ async fn run_command(
                 }
             }
         } else {
+            let flush_at = tokio::time::Instant::from_std(logs.last_flush + FLUSH_EVERY);
             tokio::select! {
                 ev = cmd.next() => ev,
+                _ = tokio::time::sleep_until(flush_at), if logs.dirty => {
+                    logs.tick(&inner).await;
+                    continue;
+                }
                 r = ctx.stop.changed(), if !stop_seen => {
                     let stop = ctx.stop.borrow().clone();
                     match (r, stop) {
@@ -1106,10 +1121,16 @@ async fn run_command(
                     logs.write(Channel::Stderr, &s);
                     logs.tick(&inner).await;
                 }
-                Update::Header(s) => logs.write(Channel::Header, &s),
+                Update::Header(s) => {
+                    logs.write(Channel::Header, &s);
+                    logs.tick(&inner).await;
+                }
                 Update::Log { name, text } => logs.write_extra(&inner, &name, &text).await,
                 Update::Rc(r) => rc = Some(r),
                 Update::FailureReason(r) => failure_reason = Some(r),
+                Update::Other(key, value) if key == "got_revision" => {
+                    got_revision = crate::protocol::value_str(&value).map(str::to_string);
+                }
                 _ => {}
             },
             CommandEvent::Complete(failure) => {
@@ -1120,6 +1141,7 @@ async fn run_command(
                     rc,
                     failure,
                     failure_reason,
+                    got_revision,
                 };
             }
             CommandEvent::Lost(why) => {
@@ -1133,7 +1155,8 @@ async fn run_command(
     }
 }
 
-/// A source checkout through `stat`, `rmdir`, `mkdir`, `cpdir` and `shell`
+/// A source checkout: one native `git`/`hg` command when the slave advertises it
+/// (an autobot slave), else through `stat`, `rmdir`, `mkdir`, `cpdir` and `shell`
 /// (so a stock buildbot-worker works too); sets `got_revision_DIR` and, for the
 /// build's first checkout, `got_revision`.
 async fn checkout(
@@ -1173,6 +1196,12 @@ async fn checkout(
             };
         }
     };
+    if let StepKind::Checkout { source, .. } = &step.kind {
+        let command = source.kind.as_str();
+        if ctx.slave.has_command(command) {
+            return native_checkout(ctx, props, step, logs, builder_dir, done_words, &plan).await;
+        }
+    }
     let mut updateable = false;
     if let Some(probe) = &plan.probe {
         let args = map(vec![("path", Value::from(slave_path(builder_dir, probe)))]);
@@ -1314,5 +1343,124 @@ async fn checkout(
                 next = run.done(ok);
             }
         }
+    }
+}
+
+/// The arguments of a native `git`/`hg` command: the checkout's settings, from which
+/// the slave builds the same plan (`slave/commands/vc.rs`).
+fn native_args(ctx: &BuildContext, step: &StepSpec, builder_dir: &str) -> Option<Value> {
+    let StepKind::Checkout {
+        source,
+        mode,
+        always_use_latest,
+        retry,
+        mirror,
+    } = &step.kind
+    else {
+        return None;
+    };
+    let branch = match ctx.claimed.branch.as_deref().filter(|b| !b.is_empty()) {
+        Some(b) => b,
+        None => source.branch.as_str(),
+    };
+    let env: Vec<(Value, Value)> = step
+        .env
+        .iter()
+        .map(|(k, v)| (Value::from(k.as_str()), Value::from(v.as_str())))
+        .collect();
+    let mut entries = vec![
+        ("builddir", Value::from(builder_dir)),
+        ("workdir", Value::from(step.workdir.as_str())),
+        ("repourl", Value::from(source.url.as_str())),
+        ("branch", Value::from(branch)),
+        ("mode", Value::from(mode.as_str())),
+        ("alwaysUseLatest", Value::from(*always_use_latest)),
+        ("mirror", Value::from(*mirror)),
+        ("env", Value::Map(env)),
+    ];
+    if let Some(r) = ctx.claimed.revision.as_deref().filter(|r| !r.is_empty()) {
+        entries.push(("revision", Value::from(r)));
+    }
+    if let Some(r) = retry {
+        entries.push((
+            "retry",
+            Value::Array(vec![Value::from(r.delay), Value::from(r.repeats)]),
+        ));
+    }
+    if let Some(t) = step.timeout {
+        entries.push(("timeout", Value::from(t)));
+    }
+    if let Some(t) = step.max_time {
+        entries.push(("maxTime", Value::from(t)));
+    }
+    Some(map(entries))
+}
+
+/// A checkout by the slave's own `git`/`hg` command: one protocol command, its
+/// output into the step's log, the revision from its `got_revision` update.
+async fn native_checkout(
+    ctx: &mut BuildContext,
+    props: &mut Properties,
+    step: &StepSpec,
+    logs: &mut StepLogs,
+    builder_dir: &str,
+    done_words: &[String],
+    plan: &crate::factory::checkout::CheckoutPlan,
+) -> StepEnd {
+    let failed = |text: String| StepEnd {
+        result: StepResult::Failure,
+        text,
+        interruption: Interruption::None,
+    };
+    let (Some(args), StepKind::Checkout { source, .. }) =
+        (native_args(ctx, step, builder_dir), &step.kind)
+    else {
+        return failed(format!("{} failed: not a checkout", done_words.join(" ")));
+    };
+    let command = source.kind.as_str();
+    logs.write(
+        Channel::Header,
+        &format!("checkout by the slave's {command} command\n"),
+    );
+    let end = run_command(ctx, logs, command, args, None).await;
+    let (rc, got) = match end {
+        CmdEnd::Done {
+            rc,
+            failure: None,
+            got_revision,
+            ..
+        } => (rc, got_revision),
+        other => return shell_end(other, logs, done_words),
+    };
+    if ctx.stop.borrow().is_some() {
+        return failed(format!("{} interrupted", done_words.join(" ")));
+    }
+    if rc != Some(0) {
+        return failed(format!("{} failed", done_words.join(" ")));
+    }
+    let Some(got) = got.filter(|g| !g.trim().is_empty()) else {
+        logs.write(Channel::Header, "the slave sent no got_revision\n");
+        return failed(format!("{} failed", done_words.join(" ")));
+    };
+    let got = plan.revision_properties(got.trim(), props);
+    for (name, value) in &got {
+        props.insert(name.clone(), value.clone());
+    }
+    let got = got
+        .into_iter()
+        .map(|(name, value)| (name, value, "Source".to_string()))
+        .collect();
+    if let Err(e) = ctx
+        .inner
+        .db
+        .set_build_properties(ctx.claimed.build_id, got)
+        .await
+    {
+        tracing::error!("{}: {e}", ctx.claimed.builder);
+    }
+    StepEnd {
+        result: StepResult::Success,
+        text: done_words.join(" "),
+        interruption: Interruption::None,
     }
 }

@@ -12,6 +12,7 @@ mod fs;
 mod process;
 mod shell;
 mod transfer;
+mod vc;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -25,7 +26,9 @@ use super::paths::Jail;
 use super::updates::Updates;
 
 /// Every command this slave runs, with the version it reports in `worker_commands`
-/// (buildbot-worker 4.3 reports `command_version` 3.3 for all of them).
+/// (buildbot-worker 4.3 reports `command_version` 3.3 for all of them). `git` and
+/// `hg` are autobot's own (a whole source checkout, see `vc.rs`); a master that
+/// sees them checks out with one command instead of a sequence of operations.
 pub const COMMANDS: &[(&str, &str)] = &[
     ("shell", "3.3"),
     ("uploadFile", "3.3"),
@@ -41,6 +44,8 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("glob", "3.3"),
     ("listdir", "3.3"),
     ("rmfile", "3.3"),
+    ("git", "1.0"),
+    ("hg", "1.0"),
 ];
 
 /// What a command needs from the slave it runs on.
@@ -79,6 +84,8 @@ pub enum Prepared {
     UploadFile(transfer::Upload),
     UploadDirectory(transfer::Upload, Option<String>),
     DownloadFile(transfer::Download),
+    /// A native `git`/`hg` source checkout.
+    Vc(Box<vc::VcSpec>),
 }
 
 /// Check a `start_command` and resolve its paths; the error is the text of the
@@ -185,6 +192,7 @@ pub fn prepare(name: &str, args: &Value, env: &SlaveEnv) -> Result<Prepared, Str
             path_arg("workerdest", true)?,
             &a,
         )?)),
+        "git" | "hg" => Ok(Prepared::Vc(Box::new(vc::prepare(name, &a, env)?))),
         _ => Err(format!("unrecognized WorkerCommand '{name}'")),
     }
 }
@@ -246,6 +254,7 @@ async fn run(
             transfer::upload_directory(u, compress, up, &interrupt).await
         }
         Prepared::DownloadFile(d) => transfer::download_file(d, env.umask, up, &interrupt).await,
+        Prepared::Vc(spec) => vc::run(*spec, env, up, &mut interrupt).await,
     }
 }
 

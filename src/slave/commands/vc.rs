@@ -1,0 +1,398 @@
+//! The slave's native source checkout commands, `git` and `hg` (Buildbot 0.7's slave
+//! had them): one command instead of the master's sequence of `stat`, `rmdir`,
+//! `mkdir`, `cpdir` and `shell` operations.
+//!
+//! The master sends the checkout's *settings* — `repourl`, `branch`, `revision`,
+//! `mode`, `alwaysUseLatest`, `retry` (`[DELAY, REPEATS]`), `mirror`, the builder's
+//! directory `builddir` and the step's `workdir` (relative to `builddir` or absolute),
+//! the step's `env`, `timeout` and `maxTime` — and the slave builds the very same
+//! [`CheckoutPlan`] with [`Checkout::plan`] and walks it with [`CheckoutRun`], each
+//! operation done in-process: `stat` is a metadata look-up, `rmdir`/`mkdir` the file
+//! system, `cpdir` and `shell` a child process in its own process group (argv only,
+//! output streamed as `stdout`/`stderr`/`header` updates, killed on interrupt). Every
+//! path is resolved inside the slave's basedir, as for the other commands; the
+//! mirrors directory is `BASEDIR/mirrors`. The revision checked out is sent as a
+//! `got_revision` update, then `rc` (0 when the checkout succeeded).
+
+use std::ffi::OsString;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use rmpv::Value;
+use tokio::io::AsyncReadExt;
+
+use super::process::{self, shell_quote, Finish, ProcessSpec};
+use super::{strerror, Interrupt, SlaveEnv};
+use crate::config::{Mode, Retry, Source, SourceKind};
+use crate::factory::checkout::{Checkout, CheckoutOp, CheckoutPlan, CheckoutRun, Next};
+use crate::protocol::value_str;
+use crate::slave::args::Args;
+use crate::slave::link::LinkClosed;
+use crate::slave::paths::Jail;
+use crate::slave::updates::{Stream, Updates};
+
+/// A checked `git`/`hg` command, ready to run.
+#[derive(Debug)]
+pub struct VcSpec {
+    plan: CheckoutPlan,
+    /// The builder's directory, resolved inside the basedir: relative plan paths are
+    /// under it.
+    builddir: PathBuf,
+    environ: Vec<(OsString, OsString)>,
+    timeout: Option<f64>,
+    max_time: Option<f64>,
+}
+
+/// Read a `git`/`hg` command's arguments and plan its checkout; the error is the
+/// exception's text.
+pub fn prepare(name: &str, a: &Args<'_>, env: &SlaveEnv) -> Result<VcSpec, String> {
+    let kind = match name {
+        "git" => SourceKind::Git,
+        "hg" => SourceKind::Hg,
+        other => return Err(format!("unrecognized WorkerCommand '{other}'")),
+    };
+    let err = |e: String| format!("{name}: {e}");
+    let source = Source {
+        kind,
+        url: a.str("repourl").map_err(err)?.to_string(),
+        branch: a.str("branch").map_err(err)?.to_string(),
+    };
+    let mode = match a.opt_str("mode").map_err(err)?.unwrap_or("update") {
+        "update" => Mode::Update,
+        "copy" => Mode::Copy,
+        "clobber" => Mode::Clobber,
+        "export" => Mode::Export,
+        other => return Err(format!("{name}: unknown mode {other:?}")),
+    };
+    let retry = match a.get("retry") {
+        None => None,
+        Some(Value::Array(v)) if v.len() == 2 => {
+            match (
+                v[0].as_u64(),
+                v[1].as_u64().and_then(|r| u32::try_from(r).ok()),
+            ) {
+                (Some(delay), Some(repeats)) => Some(Retry { delay, repeats }),
+                _ => {
+                    return Err(format!(
+                        "{name}: argument \"retry\" must be [DELAY, REPEATS]"
+                    ))
+                }
+            }
+        }
+        Some(_) => {
+            return Err(format!(
+                "{name}: argument \"retry\" must be [DELAY, REPEATS]"
+            ))
+        }
+    };
+    let jail = &env.jail;
+    let builddir = jail
+        .resolve(a.str("builddir").map_err(err)?, true)
+        .map_err(|e| format!("{name}: {e}"))?;
+    let workdir = a.str("workdir").map_err(err)?;
+    let mirrors = jail.root().join("mirrors").display().to_string();
+    let checkout = Checkout {
+        source: &source,
+        mode,
+        always_use_latest: a.bool("alwaysUseLatest", false),
+        retry,
+        mirror: a.bool("mirror", true),
+        mirrors: &mirrors,
+        workdir,
+        branch: None,
+        revision: a.opt_str("revision").map_err(err)?,
+    };
+    let plan = checkout.plan().map_err(|e| format!("{name}: {e}"))?;
+    let spec = VcSpec {
+        plan,
+        builddir,
+        environ: environment(a.get("env")).map_err(err)?,
+        timeout: a.num("timeout").map_err(err)?,
+        max_time: a.num("maxTime").map_err(err)?,
+    };
+    // Every path the plan touches must be inside the basedir before anything runs.
+    spec.resolve(jail, &spec.plan.srcdir)
+        .map_err(|e| format!("{name}: {e}"))?;
+    Ok(spec)
+}
+
+/// The slave's environment with the master's `env` (strings; nil removes a variable).
+fn environment(v: Option<&Value>) -> Result<Vec<(OsString, OsString)>, String> {
+    let mut environ: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let Some(v) = v else {
+        return Ok(environ);
+    };
+    let Value::Map(entries) = v else {
+        return Err("argument \"env\" must be a map".into());
+    };
+    for (k, val) in entries {
+        let k = value_str(k).ok_or("argument \"env\": keys must be strings")?;
+        environ.retain(|(name, _)| name != k);
+        if !val.is_nil() {
+            let val = value_str(val).ok_or("argument \"env\": values must be strings")?;
+            environ.push((k.into(), val.into()));
+        }
+    }
+    Ok(environ)
+}
+
+impl VcSpec {
+    /// A plan path (relative to the builder's directory, or absolute) inside the basedir.
+    fn resolve(&self, jail: &Jail, path: &str) -> Result<PathBuf, crate::slave::paths::PathError> {
+        if path.starts_with('/') {
+            jail.resolve(path, true)
+        } else if path.is_empty() {
+            Ok(self.builddir.clone())
+        } else {
+            jail.resolve_in(&self.builddir, path, true)
+        }
+    }
+}
+
+type Done = Result<Option<String>, LinkClosed>;
+
+/// The reason, once the command has been interrupted.
+fn interrupt_reason(interrupt: &Interrupt) -> Option<String> {
+    interrupt.borrow().clone()
+}
+
+/// Run the checkout to its `rc`.
+pub async fn run(
+    spec: VcSpec,
+    env: &SlaveEnv,
+    up: &mut Updates,
+    interrupt: &mut Interrupt,
+) -> Done {
+    let mut updateable = false;
+    if let Some(probe) = &spec.plan.probe {
+        updateable = spec
+            .resolve(&env.jail, probe)
+            .is_ok_and(|p| std::fs::metadata(p).is_ok());
+    }
+    let mut run = CheckoutRun::new(spec.plan.clone(), updateable);
+    let mut next = run.start();
+    let mut got: Option<String> = None;
+    loop {
+        let (op, delay_secs, header) = match next {
+            Next::Done { ok } => {
+                if let (true, Some(rev)) = (ok, &got) {
+                    up.send("got_revision", Value::from(rev.as_str())).await?;
+                }
+                up.send("rc", Value::from(if ok { 0 } else { 1 })).await?;
+                return Ok(None);
+            }
+            Next::Run {
+                op,
+                delay_secs,
+                header,
+            } => (op, delay_secs, header),
+        };
+        if let Some(h) = header {
+            up.header(&format!("{h}\n")).await?;
+        }
+        if delay_secs > 0 {
+            let mut rx = interrupt.clone();
+            let sleep = tokio::time::sleep(Duration::from_secs(delay_secs));
+            tokio::select! {
+                _ = sleep => {}
+                _ = rx.wait_for(|s| s.is_some()) => {}
+            }
+        }
+        if let Some(why) = interrupt_reason(interrupt) {
+            return interrupted(up, &why).await;
+        }
+        let ok = run_op(&spec, &op, env, up, interrupt, &mut got).await?;
+        if let Some(why) = interrupt_reason(interrupt) {
+            return interrupted(up, &why).await;
+        }
+        next = run.done(ok);
+    }
+}
+
+async fn interrupted(up: &mut Updates, why: &str) -> Done {
+    up.header(&format!("checkout interrupted: {why}\n")).await?;
+    up.send("rc", Value::from(-1)).await?;
+    Ok(None)
+}
+
+/// One operation of the plan; whether it succeeded.
+async fn run_op(
+    spec: &VcSpec,
+    op: &CheckoutOp,
+    env: &SlaveEnv,
+    up: &mut Updates,
+    interrupt: &mut Interrupt,
+    got: &mut Option<String>,
+) -> Result<bool, LinkClosed> {
+    let jail = &env.jail;
+    macro_rules! path {
+        ($p:expr) => {
+            match spec.resolve(jail, $p) {
+                Ok(p) => p,
+                Err(e) => {
+                    up.header(&format!("{e}\n")).await?;
+                    return Ok(false);
+                }
+            }
+        };
+    }
+    match op {
+        CheckoutOp::RmDir { dir } => {
+            up.header(&format!("rmdir {dir}\n")).await?;
+            let p = match jail.resolve_below(&path!(dir).display().to_string(), false) {
+                Ok(p) => p,
+                Err(e) => {
+                    up.header(&format!("{e}\n")).await?;
+                    return Ok(false);
+                }
+            };
+            let shown = p.clone();
+            let r = tokio::task::spawn_blocking(move || super::fs::remove_tree(&p))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+            if let Err(e) = r {
+                up.header(&format!("rmdir: {}: {}\n", strerror(&e), shown.display()))
+                    .await?;
+                return Ok(false);
+            }
+            Ok(true)
+        }
+        CheckoutOp::MkDir { dir } => {
+            up.header(&format!("mkdir {dir}\n")).await?;
+            let p = path!(dir);
+            let r = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o777 & !env.umask)
+                .create(&p);
+            if let Err(e) = r {
+                up.header(&format!("mkdir: {}: {}\n", strerror(&e), p.display()))
+                    .await?;
+                return Ok(false);
+            }
+            Ok(true)
+        }
+        CheckoutOp::CpDir { from, to } => {
+            up.header(&format!("cpdir {from} {to}\n")).await?;
+            let (from, to) = (path!(from), path!(to));
+            if let Some(parent) = to.parent() {
+                if let Err(e) = std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o777 & !env.umask)
+                    .create(parent)
+                {
+                    up.header(&format!("cpdir: {}: {}\n", strerror(&e), parent.display()))
+                        .await?;
+                    return Ok(false);
+                }
+            }
+            let mut argv: Vec<String> = ["cp", "-R", "-P", "-p"].map(String::from).to_vec();
+            argv.push(from.display().to_string());
+            argv.push(to.display().to_string());
+            let mut p = ProcessSpec::new(argv, jail.root().to_path_buf(), env.umask);
+            p.send_rc = false;
+            p.log_environ = false;
+            p.timeout = spec.timeout;
+            p.max_time = spec.max_time;
+            finished(process::run(p, up, interrupt).await?, up).await
+        }
+        CheckoutOp::Shell { argv, workdir } => {
+            let mut p = ProcessSpec::new(argv.clone(), path!(workdir), env.umask);
+            p.environ = spec.environ.clone();
+            p.send_rc = false;
+            p.log_environ = false;
+            p.timeout = spec.timeout;
+            p.max_time = spec.max_time;
+            finished(process::run(p, up, interrupt).await?, up).await
+        }
+        CheckoutOp::GotRevision { argv, workdir } => {
+            let dir = path!(workdir);
+            up.header(&format!(
+                "{}\n in dir {}\n",
+                shell_quote(argv),
+                dir.display()
+            ))
+            .await?;
+            match capture(argv, &dir, &spec.environ, interrupt).await {
+                Ok((0, out, err)) => {
+                    up.output(Stream::Stdout, &out).await?;
+                    up.output(Stream::Stderr, &err).await?;
+                    let rev = out.trim().to_string();
+                    let ok = !rev.is_empty();
+                    *got = Some(rev);
+                    Ok(ok)
+                }
+                Ok((rc, out, err)) => {
+                    up.output(Stream::Stdout, &out).await?;
+                    up.output(Stream::Stderr, &err).await?;
+                    up.header(&format!("exit status {rc}\n")).await?;
+                    Ok(false)
+                }
+                Err(e) => {
+                    up.header(&format!("{e}\n")).await?;
+                    Ok(false)
+                }
+            }
+        }
+    }
+}
+
+/// Whether a child process succeeded (its failure written to the log).
+async fn finished(end: Finish, up: &mut Updates) -> Result<bool, LinkClosed> {
+    match end {
+        Finish::Rc(rc) => {
+            if rc != 0 {
+                up.header(&format!("exit status {rc}\n")).await?;
+            }
+            Ok(rc == 0)
+        }
+        Finish::Failed(why) => {
+            up.header(&format!("{why}\n")).await?;
+            Ok(false)
+        }
+    }
+}
+
+/// Run a short command (the revision query) and keep its output: (rc, stdout,
+/// stderr). An interrupt kills it.
+async fn capture(
+    argv: &[String],
+    dir: &std::path::Path,
+    environ: &[(OsString, OsString)],
+    interrupt: &mut Interrupt,
+) -> Result<(i32, String, String), String> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err("empty command".into());
+    };
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .envs(environ.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {}", strerror(&e)))?;
+    let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(format!("{program}: no output pipes"));
+    };
+    let mut rx = interrupt.clone();
+    let work = async {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let (a, b) = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
+        a.and(b).map_err(|e| e.to_string())?;
+        let status = child.wait().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>((status.code().unwrap_or(-1), out, err))
+    };
+    tokio::select! {
+        r = work => {
+            let (rc, out, err) = r?;
+            Ok((rc, String::from_utf8_lossy(&out).into_owned(), String::from_utf8_lossy(&err).into_owned()))
+        }
+        _ = rx.wait_for(|s| s.is_some()) => Err("interrupted".into()),
+    }
+}

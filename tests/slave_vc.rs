@@ -1,0 +1,261 @@
+//! The slave's native `git` and `hg` commands, through an in-process master and a real
+//! autobot slave: an autobot slave advertises them, so each checkout is one command
+//! (its log starts with the master's "checkout by the slave's git command" line, which
+//! the operation path never writes). Modes update (build products stay, no clone) and
+//! clobber (a fresh clone), `got_revision` from the slave's update, a branch that does
+//! not exist failing the checkout step, and a stop during a checkout that hangs (a
+//! `git://` server that accepts the connection and never answers) ending the Build
+//! promptly — the slave kills the clone instead of the master abandoning it.
+//!
+//! Without `hg` the hg test prints SKIP and passes.
+
+#[path = "support/mod.rs"]
+mod support;
+
+#[path = "engine_common/mod.rs"]
+mod engine_common;
+
+#[path = "scheduler_common/mod.rs"]
+mod scheduler_common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use autobot::db::builds::BuildDetail;
+use autobot::master::ForceRequest;
+use engine_common::*;
+use scheduler_common::{have_hg, GitRepo, HgRepo};
+
+const WHO: &str = "Ann Author <ann@example.org>";
+
+/// The line only the native path writes.
+fn native_line(kind: &str) -> String {
+    format!("checkout by the slave's {kind} command")
+}
+
+/// Each build appends to a build product in the tree.
+const PRODUCT: &str = "step.product = sh -c 'echo built >> product'\n";
+
+async fn build(m: &EngineMaster, builder: &str, number: i64, result: &str) -> BuildDetail {
+    let id = m
+        .force(
+            builder,
+            ForceRequest {
+                reason: format!("{builder} #{number}"),
+                ..Default::default()
+            },
+        )
+        .await;
+    let req = m.wait_request(id).await;
+    let b = m.build(builder, number).await;
+    assert_eq!(
+        req.result.as_deref(),
+        Some(result),
+        "{builder} #{number}: {}\n{}",
+        b.build.text,
+        m.log_text(builder, number, "checkout").await
+    );
+    b
+}
+
+fn prop<'a>(b: &'a BuildDetail, name: &str) -> &'a str {
+    match b.properties.get(name) {
+        Some((v, _)) => v,
+        None => panic!("no property {name} in {:?}", b.properties),
+    }
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .count()
+}
+
+/// Builds `upd` (mode update) and `clob` (mode clobber) twice around a new commit
+/// made by `commit`; `head` is the first revision, `file` the repository's file.
+async fn update_and_clobber(
+    m: &EngineMaster,
+    kind: &str,
+    file: &str,
+    head: &str,
+    commit: impl Fn() -> String,
+) {
+    let dir = |f: &str| m.dir.path().join("slave").join(format!("{f}-{SLAVE}"));
+    for f in ["upd", "clob"] {
+        let builder = format!("{f}-{SLAVE}");
+        let b = build(m, &builder, 1, "success").await;
+        assert_eq!(prop(&b, "got_revision"), head, "{f}");
+        assert_eq!(b.properties["got_revision"].1, "Source");
+        let log = m.log_text(&builder, 1, "checkout").await;
+        assert!(log.contains(&native_line(kind)), "{f}: {log}");
+        assert!(
+            log.contains(" clone "),
+            "{f}: the first checkout clones: {log}"
+        );
+        assert_eq!(lines(&dir(f).join("build").join(file)), 1);
+    }
+    let head = commit();
+    for f in ["upd", "clob"] {
+        let builder = format!("{f}-{SLAVE}");
+        let b = build(m, &builder, 2, "success").await;
+        assert_eq!(prop(&b, "got_revision"), head, "{f}");
+        let log = m.log_text(&builder, 2, "checkout").await;
+        assert!(log.contains(&native_line(kind)), "{f}: {log}");
+        let tree = dir(f).join("build");
+        assert_eq!(lines(&tree.join(file)), 2, "{f}: the new commit is there");
+        let products = lines(&tree.join("product"));
+        if f == "upd" {
+            assert!(!log.contains(" clone "), "update updates in place: {log}");
+            assert_eq!(products, 2, "update keeps build products");
+        } else {
+            assert!(log.contains(" clone "), "clobber clones afresh: {log}");
+            assert_eq!(products, 1, "clobber starts afresh");
+        }
+    }
+}
+
+fn factories(source: &str) -> String {
+    format!(
+        "[upd]\ntype = shell\n{source}mode = update\n{PRODUCT}\n\
+         [clob]\ntype = shell\n{source}mode = clobber\n{PRODUCT}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_checkout_by_the_slaves_git_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = GitRepo::new(&tmp.path().join("alpha"));
+    let head = repo.commit(WHO, "a.txt", "alpha 1");
+    let mut ini_factories = factories(&format!("git = {}#main\n", repo.url()));
+    ini_factories.push_str(&format!(
+        "[bad]\ntype = shell\ngit = {}#no-such-branch\n{PRODUCT}\n",
+        repo.url()
+    ));
+    let m = EngineMaster::start(&master_ini(&ini_factories, ""), Duration::from_secs(30)).await;
+    let _slave = m.slave().await;
+    update_and_clobber(&m, "git", "a.txt", &head, || {
+        repo.commit(WHO, "a.txt", "alpha 2")
+    })
+    .await;
+
+    // A branch the repository does not have: the checkout step fails.
+    let builder = format!("bad-{SLAVE}");
+    let b = build(&m, &builder, 1, "failure").await;
+    let steps: Vec<(&str, Option<&str>)> = b
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.result.as_deref()))
+        .collect();
+    assert_eq!(steps, [("checkout", Some("failure"))], "{}", b.build.text);
+    let log = m.log_text(&builder, 1, "checkout").await;
+    assert!(log.contains(&native_line("git")), "{log}");
+    assert!(log.contains("no-such-branch"), "{log}");
+    assert!(!b.properties.contains_key("got_revision_alpha"));
+    m.master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hg_checkout_by_the_slaves_hg_command() {
+    if !have_hg() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = HgRepo::new(&tmp.path().join("gamma"));
+    let head = repo.commit(WHO, "c.txt", "gamma 1");
+    let ini_factories = factories(&format!("hg = {}\n", repo.url()));
+    let m = EngineMaster::start(&master_ini(&ini_factories, ""), Duration::from_secs(30)).await;
+    let _slave = m.slave().await;
+    update_and_clobber(&m, "hg", "c.txt", &head, || {
+        repo.commit(WHO, "c.txt", "gamma 2")
+    })
+    .await;
+    m.master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_a_hanging_checkout_ends_the_build_promptly() {
+    // A git server that accepts connections (the kernel's backlog) and never answers:
+    // the clone waits for it forever.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let ini_factories = format!(
+        "[hang]\ntype = shell\ngit = git://127.0.0.1:{port}/repo.git#main\nmirror = false\n{PRODUCT}\n"
+    );
+    let m = EngineMaster::start(&master_ini(&ini_factories, ""), Duration::from_secs(30)).await;
+    let _slave = m.slave().await;
+    let builder = format!("hang-{SLAVE}");
+    let id = m.force(&builder, ForceRequest::default()).await;
+    let url = format!("git://127.0.0.1:{port}/repo.git");
+    let slave_dir = m.dir.path().join("slave");
+    wait_until("the slave's clone is running", || {
+        let found = !slave_clones(&slave_dir, &url).is_empty();
+        async move { found }
+    })
+    .await;
+    let clones = slave_clones(&slave_dir, &url);
+    let t = Instant::now();
+    m.engine()
+        .stop_build(&builder, 1, "alice", "enough")
+        .await
+        .unwrap();
+    let took = t.elapsed();
+    let req = m.wait_request(id).await;
+    assert_eq!(req.result.as_deref(), Some("failure"));
+    let b = m.build(&builder, 1).await;
+    assert_eq!(b.build.text, "stopped by alice: enough");
+    assert!(
+        b.steps[0].text.contains("interrupted"),
+        "{}",
+        b.steps[0].text
+    );
+    let log = m.log_text(&builder, 1, "checkout").await;
+    assert!(log.contains(&native_line("git")), "{log}");
+    assert!(
+        !log.contains("abandoned"),
+        "the slave ended the clone: {log}"
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "the stop took {took:?} (the master abandons after 5 s): {log}"
+    );
+    for pid in clones {
+        let gone = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| {
+                    s.rsplit_once(')')
+                        .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+                })
+                .unwrap_or(true)
+        };
+        assert!(gone(), "the clone {pid} was killed");
+    }
+    m.master.shutdown().await;
+}
+
+/// Processes running `git clone URL` with their working directory under `dir` (the
+/// slave's, not the master's poller).
+fn slave_clones(dir: &Path, url: &str) -> Vec<u32> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let argv: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+        if argv.iter().any(|a| a == "clone")
+            && argv.iter().any(|a| a == url)
+            && cwd.starts_with(&dir)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
