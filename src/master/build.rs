@@ -876,22 +876,12 @@ async fn step_body(
             let mut out = shell_end(end, logs, done_words);
             if out.result == StepResult::Success || out.result == StepResult::Warnings {
                 let value = captured.trim().to_string();
-                props.insert(property.clone(), value.clone());
                 logs.write(
                     Channel::Header,
                     &format!("property {property} set to {value:?}\n"),
                 );
-                if let Err(e) = ctx
-                    .inner
-                    .db
-                    .set_build_properties(
-                        ctx.claimed.build_id,
-                        vec![(property.clone(), value, "SetProperty Step".into())],
-                    )
-                    .await
-                {
-                    tracing::error!("{}: {e}", ctx.claimed.builder);
-                }
+                let row = vec![(property.clone(), value)];
+                set_properties(ctx, props, row, "SetProperty Step").await;
                 out.text = format!(
                     "{property}: {}",
                     props.get(property).map(String::as_str).unwrap_or("")
@@ -947,16 +937,29 @@ async fn count_warnings(ctx: &BuildContext, props: &mut Properties, warnings: u6
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0)
         + warnings;
-    props.insert(WARNINGS_COUNT.to_string(), total.to_string());
-    let row = vec![(
-        WARNINGS_COUNT.to_string(),
-        total.to_string(),
-        "Compile".to_string(),
-    )];
+    let row = vec![(WARNINGS_COUNT.to_string(), total.to_string())];
+    set_properties(ctx, props, row, "Compile").await;
+}
+
+/// Set Build properties a Step found (`source` says which kind of Step): for the
+/// Steps after it and, written at once, for the status.
+async fn set_properties(
+    ctx: &BuildContext,
+    props: &mut Properties,
+    found: Vec<(String, String)>,
+    source: &str,
+) {
+    for (name, value) in &found {
+        props.insert(name.clone(), value.clone());
+    }
+    let rows = found
+        .into_iter()
+        .map(|(name, value)| (name, value, source.to_string()))
+        .collect();
     if let Err(e) = ctx
         .inner
         .db
-        .set_build_properties(ctx.claimed.build_id, row)
+        .set_build_properties(ctx.claimed.build_id, rows)
         .await
     {
         tracing::error!("{} build {}: {e}", ctx.claimed.builder, ctx.claimed.number);
@@ -1324,21 +1327,7 @@ async fn checkout(
                 }
                 if ok && capture {
                     let got = run.revision_properties(captured.trim(), props);
-                    for (name, value) in &got {
-                        props.insert(name.clone(), value.clone());
-                    }
-                    let got = got
-                        .into_iter()
-                        .map(|(name, value)| (name, value, "Source".to_string()))
-                        .collect();
-                    if let Err(e) = ctx
-                        .inner
-                        .db
-                        .set_build_properties(ctx.claimed.build_id, got)
-                        .await
-                    {
-                        tracing::error!("{}: {e}", ctx.claimed.builder);
-                    }
+                    set_properties(ctx, props, got, "Source").await;
                 }
                 next = run.done(ok);
             }
@@ -1443,21 +1432,7 @@ async fn native_checkout(
         return failed(format!("{} failed", done_words.join(" ")));
     };
     let got = plan.revision_properties(got.trim(), props);
-    for (name, value) in &got {
-        props.insert(name.clone(), value.clone());
-    }
-    let got = got
-        .into_iter()
-        .map(|(name, value)| (name, value, "Source".to_string()))
-        .collect();
-    if let Err(e) = ctx
-        .inner
-        .db
-        .set_build_properties(ctx.claimed.build_id, got)
-        .await
-    {
-        tracing::error!("{}: {e}", ctx.claimed.builder);
-    }
+    set_properties(ctx, props, got, "Source").await;
     StepEnd {
         result: StepResult::Success,
         text: done_words.join(" "),
