@@ -65,6 +65,23 @@ pub struct Db {
     reader: Arc<Mutex<Connection>>,
     /// Told after every commit; the checkpointer thread ends when every `Db` is gone.
     committed: mpsc::Sender<()>,
+    /// Declared after the connections and the sender, so dropped after them: the
+    /// last `Db` to go waits for the checkpointer, whose connection, the last one,
+    /// folds the WAL into the file as it closes. Whoever opens the database next
+    /// (another process) finds it settled.
+    _checkpointer: Arc<Checkpointer>,
+}
+
+/// The checkpointer thread, joined when the last [`Db`] is dropped.
+struct Checkpointer(Mutex<Option<std::thread::JoinHandle<()>>>);
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        let handle = self.0.get_mut().ok().and_then(|h| h.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
 }
 
 /// WAL pages after which a commit checkpoints by itself: only reached when the
@@ -100,6 +117,7 @@ impl Db {
             .map_err(open_err)?;
         reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let (committed, commits) = mpsc::channel();
+        let mut thread = None;
         match Connection::open(path).and_then(|c| {
             c.busy_timeout(Duration::from_secs(10))?;
             Ok(c)
@@ -111,14 +129,17 @@ impl Db {
                 let spawned = std::thread::Builder::new()
                     .name("db-checkpoint".into())
                     .spawn(move || checkpointer(conn, commits));
-                if let Err(e) = spawned {
-                    tracing::warn!(
-                        "{}: no checkpoint thread ({e}); commits checkpoint",
-                        path.display()
-                    );
-                    writer
-                        .pragma_update(None, "wal_autocheckpoint", 1000)
-                        .map_err(open_err)?;
+                match spawned {
+                    Ok(h) => thread = Some(h),
+                    Err(e) => {
+                        tracing::warn!(
+                            "{}: no checkpoint thread ({e}); commits checkpoint",
+                            path.display()
+                        );
+                        writer
+                            .pragma_update(None, "wal_autocheckpoint", 1000)
+                            .map_err(open_err)?;
+                    }
                 }
             }
             Err(e) => {
@@ -133,6 +154,7 @@ impl Db {
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
             committed,
+            _checkpointer: Arc::new(Checkpointer(Mutex::new(thread))),
         })
     }
 
@@ -325,6 +347,37 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, 1);
+    }
+
+    /// The last handle to go leaves the database settled: the WAL folded into the
+    /// file and removed, so a process that opens it next waits for nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropping_the_last_handle_folds_the_wal_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let db = Db::open(&path).unwrap();
+        let other = db.clone();
+        for i in 0..50 {
+            db.write(move |tx| {
+                tx.execute("INSERT INTO slaves(name) VALUES (?1)", [format!("s{i}")])
+            })
+            .await
+            .unwrap();
+        }
+        let wal = dir.path().join(format!("{DB_FILE}-wal"));
+        assert!(wal.exists());
+        drop(db);
+        assert!(wal.exists(), "another handle still uses it");
+        drop(other);
+        assert!(
+            !wal.exists(),
+            "the WAL is folded in when the last handle goes"
+        );
+        let c = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM slaves", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 50);
     }
 
     #[test]
