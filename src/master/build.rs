@@ -904,15 +904,11 @@ fn shell_args(command: &Command, workdir: &str, step: &StepSpec) -> Value {
             Value::from(script.as_str()),
         ],
     };
-    let env: Vec<(Value, Value)> = step
-        .env
-        .iter()
-        .map(|(k, v)| (Value::from(k.as_str()), Value::from(v.as_str())))
-        .collect();
+    let env = env_value(step);
     let mut entries = vec![
         ("workdir", Value::from(workdir)),
         ("command", Value::Array(argv)),
-        ("env", Value::Map(env)),
+        ("env", env),
         ("want_stdout", Value::from(true)),
         ("want_stderr", Value::from(true)),
         ("usePTY", Value::from(false)),
@@ -968,6 +964,16 @@ async fn set_properties(
 
 /// The Build property holding the warnings its Compile steps counted.
 pub const WARNINGS_COUNT: &str = "warnings-count";
+
+/// A step's environment as the protocol's `env` map.
+fn env_value(step: &StepSpec) -> Value {
+    Value::Map(
+        step.env
+            .iter()
+            .map(|(k, v)| (Value::from(k.as_str()), Value::from(v.as_str())))
+            .collect(),
+    )
+}
 
 fn shell_end(end: CmdEnd, logs: &mut StepLogs, done_words: &[String]) -> StepEnd {
     match end {
@@ -1352,11 +1358,7 @@ fn native_args(ctx: &BuildContext, step: &StepSpec, builder_dir: &str) -> Option
         Some(b) => b,
         None => source.branch.as_str(),
     };
-    let env: Vec<(Value, Value)> = step
-        .env
-        .iter()
-        .map(|(k, v)| (Value::from(k.as_str()), Value::from(v.as_str())))
-        .collect();
+    let env = env_value(step);
     let mut entries = vec![
         ("builddir", Value::from(builder_dir)),
         ("workdir", Value::from(step.workdir.as_str())),
@@ -1365,7 +1367,7 @@ fn native_args(ctx: &BuildContext, step: &StepSpec, builder_dir: &str) -> Option
         ("mode", Value::from(mode.as_str())),
         ("alwaysUseLatest", Value::from(*always_use_latest)),
         ("mirror", Value::from(*mirror)),
-        ("env", Value::Map(env)),
+        ("env", env),
     ];
     if let Some(r) = ctx.claimed.revision.as_deref().filter(|r| !r.is_empty()) {
         entries.push(("revision", Value::from(r)));
