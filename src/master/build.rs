@@ -407,6 +407,10 @@ pub(crate) async fn run(mut ctx: BuildContext) -> bool {
         Some((f, ev)) => (Some(f), Some(ev)),
         None => (None, None),
     };
+    // The end time is taken before the slave is handed on, so a next Build on it
+    // never starts before this one ended.
+    let finished_at = crate::db::now_f64();
+    inner.release_slave(build_id);
     let finished = inner
         .db
         .finish_build(
@@ -414,7 +418,7 @@ pub(crate) async fn run(mut ctx: BuildContext) -> bool {
             final_result.as_str(),
             &text,
             requeue,
-            crate::db::now_f64(),
+            finished_at,
             last,
         )
         .await;

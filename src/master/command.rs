@@ -70,15 +70,18 @@ impl Update {
     /// Decode one `[key, value]` pair of an `update` message's `args`.
     pub fn from_pair(key: &str, value: Value) -> Update {
         match key {
-            "stdout" => Update::Stdout(output_text(&value)),
-            "stderr" => Update::Stderr(output_text(&value)),
-            "header" => Update::Header(output_text(&value)),
-            "log" => match &value {
-                Value::Array(parts) if parts.len() == 2 => Update::Log {
-                    name: value_str(&parts[0]).unwrap_or_default().to_string(),
-                    text: output_text(&parts[1]),
-                },
-                _ => Update::Other(key.to_string(), value),
+            "stdout" => Update::Stdout(output_text(value)),
+            "stderr" => Update::Stderr(output_text(value)),
+            "header" => Update::Header(output_text(value)),
+            "log" => match value {
+                Value::Array(mut parts) if parts.len() == 2 => {
+                    let text = output_text(parts.pop().unwrap_or(Value::Nil));
+                    Update::Log {
+                        name: value_str(&parts[0]).unwrap_or_default().to_string(),
+                        text,
+                    }
+                }
+                value => Update::Other(key.to_string(), value),
             },
             "rc" => match value.as_i64() {
                 Some(rc) => Update::Rc(rc),
@@ -117,15 +120,17 @@ impl Update {
 }
 
 /// The text of an output value: either a plain string or the protocol's
-/// `[text, newline_indexes, line_times]` triple.
-fn output_text(v: &Value) -> String {
-    match v {
-        Value::Array(parts) => parts
-            .first()
-            .and_then(value_str)
-            .unwrap_or_default()
-            .to_string(),
-        other => value_str(other).unwrap_or_default().to_string(),
+/// `[text, newline_indexes, line_times]` triple. The text is moved, not copied:
+/// output is most of what crosses the link.
+fn output_text(v: Value) -> String {
+    let text = match v {
+        Value::Array(parts) => parts.into_iter().next().unwrap_or(Value::Nil),
+        other => other,
+    };
+    match text {
+        Value::String(s) => s.into_str().unwrap_or_default(),
+        Value::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
+        _ => String::new(),
     }
 }
 

@@ -32,6 +32,9 @@ use crate::protocol::{map, map_get, value_str, Message};
 /// The regex the slave applies to output to find line ends, as Buildbot sends it.
 pub const NEWLINE_RE: &str = r"(\r\n|\r(?=.)|\033\[u|\033\[[0-9]+;[0-9]+[Hf]|\033\[2J|\x08+)";
 
+/// The `buffer_size` for slaves that send output as plain text.
+const TEXT_BUFFER_SIZE: u64 = 256 * 1024;
+
 /// What a slave told about itself in `get_worker_info` (never its environment).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SlaveInfo {
@@ -50,6 +53,8 @@ pub struct SlaveInfo {
     pub numcpus: Option<i64>,
     /// Commands the slave runs, with their versions.
     pub commands: BTreeMap<String, String>,
+    /// An autobot slave that can send output as plain text (`autobot_text_output`).
+    pub text_output: bool,
 }
 
 impl SlaveInfo {
@@ -84,6 +89,7 @@ impl SlaveInfo {
             version: text("version"),
             numcpus: map_get(v, "numcpus").and_then(Value::as_i64),
             commands,
+            text_output: map_get(v, "autobot_text_output").and_then(Value::as_bool) == Some(true),
         }
     }
 
@@ -542,19 +548,20 @@ async fn setup(shared: &Arc<Shared>, conn: &Arc<Conn>) -> Result<(), CommandErro
     let info_value = conn.request("get_worker_info", vec![]).await?;
     let info = SlaveInfo::from_value(&info_value);
     drop(info_value);
-    conn.request(
-        "set_worker_settings",
-        vec![(
-            "args",
-            map(vec![
-                ("buffer_size", Value::from(16384)),
-                ("buffer_timeout", Value::from(0.1)),
-                ("newline_re", Value::from(NEWLINE_RE)),
-                ("max_line_length", Value::from(4096)),
-            ]),
-        )],
-    )
-    .await?;
+    let mut settings = vec![
+        ("buffer_size", Value::from(16384)),
+        ("buffer_timeout", Value::from(0.1)),
+        ("newline_re", Value::from(NEWLINE_RE)),
+        ("max_line_length", Value::from(4096)),
+    ];
+    if info.text_output {
+        // The master keeps output as text only, so an autobot slave sends just
+        // that, in bigger messages: a big log costs little more than its bytes.
+        settings[0].1 = Value::from(TEXT_BUFFER_SIZE);
+        settings.push(("output_format", Value::from("text")));
+    }
+    conn.request("set_worker_settings", vec![("args", map(settings))])
+        .await?;
     let _ = conn.info.set(info.clone());
     let config = shared.config.borrow().clone();
     make_builder_dirs(conn, &config).await?;
@@ -629,6 +636,7 @@ async fn handle(conn: &Arc<Conn>, msg: Message) {
         }
         Message::Request { seq, op, fields } => (seq, op, fields),
     };
+    let mut fields = fields;
     let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
     let command_id = field("command_id")
         .and_then(value_str)
@@ -640,12 +648,17 @@ async fn handle(conn: &Arc<Conn>, msg: Message) {
             match events {
                 None => Err(format!("unknown command_id {command_id:?}")),
                 Some(events) => {
-                    if let Some(Value::Array(pairs)) = field("args") {
+                    let args = fields
+                        .iter_mut()
+                        .find(|(k, _)| k == "args")
+                        .map(|(_, v)| std::mem::replace(v, Value::Nil));
+                    if let Some(Value::Array(pairs)) = args {
                         for pair in pairs {
-                            if let Value::Array(kv) = pair {
+                            if let Value::Array(mut kv) = pair {
                                 if kv.len() == 2 {
-                                    let key = value_str(&kv[0]).unwrap_or_default().to_string();
-                                    let u = Update::from_pair(&key, kv[1].clone());
+                                    let value = kv.pop().unwrap_or(Value::Nil);
+                                    let key = value_str(&kv[0]).unwrap_or_default();
+                                    let u = Update::from_pair(key, value);
                                     let _ = events.send(CommandEvent::Update(u));
                                 }
                             }

@@ -152,6 +152,9 @@ struct Running {
     stop: watch::Sender<Option<Stop>>,
     task: Option<JoinHandle<()>>,
     done: watch::Receiver<bool>,
+    /// Whether it still counts against its slave's `max_builds` (it stops counting
+    /// once its last Step has ended, before its end is recorded).
+    holds_slave: bool,
 }
 
 #[derive(Default)]
@@ -193,6 +196,26 @@ pub(crate) struct Inner {
 impl Inner {
     pub(crate) fn emit(&self, ev: EngineEvent) {
         let _ = self.events.send(ev);
+    }
+
+    /// A Build's last Step has ended: its slave may take the next BuildRequest
+    /// while this Build's end is being recorded (the slave runs nothing for it any
+    /// more), so a busy builder's builds follow each other without a gap.
+    pub(crate) fn release_slave(&self, build_id: i64) {
+        let mut st = self.state();
+        let State {
+            running, per_slave, ..
+        } = &mut *st;
+        if let Some(r) = running.get_mut(&build_id) {
+            if r.holds_slave {
+                r.holds_slave = false;
+                if let Some(n) = per_slave.get_mut(&r.slave) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        }
+        drop(st);
+        self.kick.notify_one();
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -586,6 +609,7 @@ async fn dispatch(inner: &Arc<Inner>) {
                     stop: stop_tx,
                     task: None,
                     done: done_rx,
+                    holds_slave: true,
                 },
             );
             let inner2 = inner.clone();
@@ -607,8 +631,10 @@ async fn dispatch(inner: &Arc<Inner>) {
 fn build_done(inner: &Arc<Inner>, build_id: i64, requeued: bool) {
     let mut st = inner.state();
     if let Some(r) = st.running.remove(&build_id) {
-        if let Some(n) = st.per_slave.get_mut(&r.slave) {
-            *n = n.saturating_sub(1);
+        if r.holds_slave {
+            if let Some(n) = st.per_slave.get_mut(&r.slave) {
+                *n = n.saturating_sub(1);
+            }
         }
         if requeued {
             st.mark_pending(&r.builder);

@@ -168,7 +168,7 @@ fn record(offset: u64, channel: Channel) -> [u8; RUN_RECORD] {
 }
 
 fn count_newlines(data: &[u8]) -> u64 {
-    data.iter().filter(|&&b| b == b'\n').count() as u64
+    memchr::memchr_iter(b'\n', data).count() as u64
 }
 
 /// The channel runs of a log: `(offset, channel)` in order, each run lasting to the

@@ -2,9 +2,10 @@
 //!
 //! The keys are the worker's (`environ`, `system`, `basedir`, `numcpus`, `version`,
 //! `worker_commands`, `delete_leftover_dirs`, the `info/*` files such as `admin` and
-//! `host`, and `os_*` from `/etc/os-release`) plus autobot's `os`. The one deliberate
-//! difference: `environ` is always empty, because a slave's environment often holds
-//! secrets and the master must never see, store or show them.
+//! `host`, and `os_*` from `/etc/os-release`) plus autobot's `os` and
+//! `autobot_text_output`. The one deliberate difference: `environ` is always empty,
+//! because a slave's environment often holds secrets and the master must never see,
+//! store or show them.
 
 use std::path::Path;
 
@@ -60,6 +61,9 @@ pub fn worker_info(basedir: &Path) -> Value {
     );
     put("delete_leftover_dirs", Value::from(false));
     put("os", Value::from(os_name()));
+    // An autobot master may then ask for output as plain text
+    // (`set_worker_settings` with `output_format = "text"`).
+    put("autobot_text_output", Value::from(true));
     Value::Map(entries)
 }
 

@@ -25,6 +25,11 @@ pub struct Settings {
     /// Longest line, in characters, newline included.
     pub max_line_length: usize,
     pub newline: NewlineRule,
+    /// Send output as plain text of whole lines instead of the protocol's
+    /// `(text, newlines, times)` records: autobot's master asks for it
+    /// (`output_format = "text"`) because it keeps neither positions nor line
+    /// times, and a 100 MB log then crosses the link as text alone.
+    pub text_output: bool,
 }
 
 impl Default for Settings {
@@ -35,6 +40,7 @@ impl Default for Settings {
             buffer_timeout: Duration::from_secs(5),
             max_line_length: 4096,
             newline: NewlineRule::Default,
+            text_output: false,
         }
     }
 }
@@ -79,18 +85,12 @@ impl NewlineRule {
 /// `(\r\n|\r(?=.)|\033\[u|\033\[[0-9]+;[0-9]+[Hf]|\033\[2J|\x08+)` → `\n`.
 fn default_substitute(text: &str) -> Cow<'_, str> {
     let b = text.as_bytes();
-    // A branch-free test per 64 bytes, which the compiler vectorises: most output
-    // has none of these bytes and is returned as it is.
-    let special = |c: &[u8]| {
-        c.iter().fold(false, |acc, &x| {
-            acc | (x == b'\r') | (x == 0x1b) | (x == 0x08)
-        })
-    };
-    if !b.chunks(64).any(special) {
+    // Most output has none of these bytes and is returned as it is.
+    let Some(first) = memchr::memchr3(b'\r', 0x1b, 0x08, b) else {
         return Cow::Borrowed(text);
-    }
+    };
     let mut out = String::with_capacity(text.len());
-    let mut i = 0;
+    let mut i = first;
     let mut copied = 0;
     while i < b.len() {
         let len = match b[i] {
@@ -300,50 +300,25 @@ pub struct LineSplitter {
 }
 
 impl LineSplitter {
+    /// The partial line so far followed by `text`, with line breaks made `\n`.
+    fn combine<'a>(&mut self, text: &'a str, settings: &Settings) -> Cow<'a, str> {
+        if self.partial.is_empty() {
+            return settings.newline.apply(text);
+        }
+        let mut s = std::mem::take(&mut self.partial);
+        s.push_str(text);
+        let replaced = match settings.newline.apply(&s) {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(o) => Some(o),
+        };
+        Cow::Owned(replaced.unwrap_or(s))
+    }
+
     /// Add text that arrived at `now`; returns the lines it completed.
     pub fn append(&mut self, text: &str, now: f64, settings: &Settings) -> Option<LineInfo> {
         let had_partial = !self.partial.is_empty();
-        let combined: Cow<'_, str> = if had_partial {
-            let mut s = std::mem::take(&mut self.partial);
-            s.push_str(text);
-            Cow::Owned(s)
-        } else {
-            Cow::Borrowed(text)
-        };
-        let text = settings.newline.apply(&combined);
-        let max = settings.max_line_length.max(2);
-        let ascii = text.is_ascii();
-        let mut out = String::with_capacity(text.len() + 8);
-        let mut newlines: Vec<i64> = Vec::new();
-        let mut out_chars: i64 = 0;
-        let mut emit = |piece: &str, out: &mut String, newlines: &mut Vec<i64>| {
-            // `piece` is a line without its newline.
-            out.push_str(piece);
-            out.push('\n');
-            out_chars += if ascii {
-                piece.len() as i64
-            } else {
-                piece.chars().count() as i64
-            };
-            newlines.push(out_chars);
-            out_chars += 1;
-        };
-        let mut rest: &str = &text;
-        while let Some(nl) = rest.find('\n') {
-            let mut line = &rest[..nl];
-            while char_len(line, ascii) >= max {
-                let cut = byte_index_of_char(line, max - 1, ascii);
-                emit(&line[..cut], &mut out, &mut newlines);
-                line = &line[cut..];
-            }
-            emit(line, &mut out, &mut newlines);
-            rest = &rest[nl + 1..];
-        }
-        while char_len(rest, ascii) >= max {
-            let cut = byte_index_of_char(rest, max - 1, ascii);
-            emit(&rest[..cut], &mut out, &mut newlines);
-            rest = &rest[cut..];
-        }
+        let text = self.combine(text, settings);
+        let (out, newlines, rest) = cut_lines(&text, settings.max_line_length);
         let mut times = vec![now; newlines.len()];
         if had_partial {
             if let Some(first) = times.first_mut() {
@@ -353,7 +328,7 @@ impl LineSplitter {
         if !newlines.is_empty() || !had_partial {
             self.partial_time = now;
         }
-        self.partial = rest.to_string();
+        self.partial = text[rest..].to_string();
         if newlines.is_empty() {
             None
         } else {
@@ -365,6 +340,38 @@ impl LineSplitter {
         }
     }
 
+    /// [`LineSplitter::append`] for text output: the completed lines as one string
+    /// (the same text `append` would put in its record), without positions or
+    /// times. Output whose lines are all short enough is passed on as it is.
+    pub fn append_text(&mut self, text: &str, settings: &Settings) -> Option<String> {
+        let text = self.combine(text, settings);
+        let max = settings.max_line_length.max(2);
+        let bytes = text.as_bytes();
+        // Bytes count at least as many as characters: a line shorter than `max`
+        // bytes needs no cut.
+        let mut start = 0;
+        let mut short = true;
+        for nl in memchr::memchr_iter(b'\n', bytes) {
+            if nl - start >= max {
+                short = false;
+                break;
+            }
+            start = nl + 1;
+        }
+        if short && bytes.len() - start < max {
+            self.partial = text[start..].to_string();
+            if start == 0 {
+                return None;
+            }
+            let mut whole = text.into_owned();
+            whole.truncate(start);
+            return Some(whole);
+        }
+        let (out, _, rest) = cut_lines(&text, max);
+        self.partial = text[rest..].to_string();
+        (!out.is_empty()).then_some(out)
+    }
+
     /// End of stream: the partial line, completed with a newline.
     pub fn flush(&mut self, settings: &Settings) -> Option<LineInfo> {
         if self.partial.is_empty() {
@@ -373,6 +380,54 @@ impl LineSplitter {
         let t = self.partial_time;
         self.append("\n", t, settings)
     }
+
+    /// [`LineSplitter::flush`] for text output.
+    pub fn flush_text(&mut self, settings: &Settings) -> Option<String> {
+        if self.partial.is_empty() {
+            return None;
+        }
+        self.append_text("\n", settings)
+    }
+}
+
+/// Whole lines of `text` (whose line breaks are already `\n`), lines of `max`
+/// characters or more cut: the lines with their newlines, the character position
+/// of each newline, and the byte where the unfinished rest begins.
+fn cut_lines(text: &str, max: usize) -> (String, Vec<i64>, usize) {
+    let max = max.max(2);
+    let ascii = text.is_ascii();
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut newlines: Vec<i64> = Vec::new();
+    let mut out_chars: i64 = 0;
+    let mut emit = |piece: &str, out: &mut String, newlines: &mut Vec<i64>| {
+        // `piece` is a line without its newline.
+        out.push_str(piece);
+        out.push('\n');
+        out_chars += if ascii {
+            piece.len() as i64
+        } else {
+            piece.chars().count() as i64
+        };
+        newlines.push(out_chars);
+        out_chars += 1;
+    };
+    let mut rest: &str = text;
+    while let Some(nl) = memchr::memchr(b'\n', rest.as_bytes()) {
+        let mut line = &rest[..nl];
+        while char_len(line, ascii) >= max {
+            let cut = byte_index_of_char(line, max - 1, ascii);
+            emit(&line[..cut], &mut out, &mut newlines);
+            line = &line[cut..];
+        }
+        emit(line, &mut out, &mut newlines);
+        rest = &rest[nl + 1..];
+    }
+    while char_len(rest, ascii) >= max {
+        let cut = byte_index_of_char(rest, max - 1, ascii);
+        emit(&rest[..cut], &mut out, &mut newlines);
+        rest = &rest[cut..];
+    }
+    (out, newlines, text.len() - rest.len())
 }
 
 fn char_len(s: &str, ascii: bool) -> usize {
@@ -447,6 +502,56 @@ mod tests {
         let s = settings(4096);
         let li = sp.append("é\nü\n", 0.0, &s).unwrap();
         assert_eq!(li.newlines, vec![1, 3]);
+    }
+
+    /// Text output is the text of the line records, however the output is cut
+    /// into chunks: long lines (ASCII or not), `newline_re` breaks, a `\r\n`
+    /// split across chunks and a final partial line.
+    #[test]
+    fn text_output_matches_line_records() {
+        let mut input = String::new();
+        for i in 0..200 {
+            match i % 7 {
+                0 => input.push_str(&"x".repeat(i * 3)),
+                1 => input.push_str(&"é∑".repeat(i)),
+                2 => input.push_str("a\r\nb\rc\x1b[2Jd"),
+                3 => input.push_str("\x08\x08"),
+                4 => input.push('\r'),
+                _ => input.push_str(&format!("line {i}")),
+            }
+            if i % 3 != 0 {
+                input.push('\n');
+            }
+        }
+        input.push_str("tail");
+        for max in [4, 50, 4096] {
+            for chunk in [1, 7, 64, 1000, input.len()] {
+                let s = settings(max);
+                let (mut a, mut b) = (LineSplitter::default(), LineSplitter::default());
+                let (mut records, mut text) = (String::new(), String::new());
+                let mut rest = input.as_str();
+                while !rest.is_empty() {
+                    let mut n = chunk.min(rest.len());
+                    while !rest.is_char_boundary(n) {
+                        n += 1;
+                    }
+                    let (piece, tail) = rest.split_at(n);
+                    rest = tail;
+                    if let Some(li) = a.append(piece, 0.0, &s) {
+                        records.push_str(&li.text);
+                    }
+                    if let Some(t) = b.append_text(piece, &s) {
+                        assert!(t.ends_with('\n'), "whole lines only");
+                        text.push_str(&t);
+                    }
+                }
+                records.push_str(&a.flush(&s).map(|li| li.text).unwrap_or_default());
+                text.push_str(&b.flush_text(&s).unwrap_or_default());
+                assert_eq!(text, records, "max {max}, chunk {chunk}");
+                assert!(max < 5 || text.ends_with("\ntail\n"));
+                assert!(b.flush_text(&s).is_none());
+            }
+        }
     }
 
     #[test]

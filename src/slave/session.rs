@@ -310,6 +310,10 @@ impl Session<'_> {
         let timeout = a.num("buffer_timeout")?.unwrap_or(5.0);
         let max_line = a.num("max_line_length")?.unwrap_or(4096.0);
         let (rule, warning) = NewlineRule::from_pattern(a.str("newline_re")?);
+        // autobot's own extension: its master keeps output as text only.
+        let text_output = crate::protocol::map_get(args, "output_format")
+            .and_then(value_str)
+            .is_some_and(|f| f == "text");
         if let Some(w) = warning {
             tracing::warn!("slave {}: {w}", self.state.name);
         }
@@ -318,6 +322,7 @@ impl Session<'_> {
             s.buffer_timeout = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
             s.max_line_length = max_line.clamp(2.0, 1e9) as usize;
             s.newline = rule;
+            s.text_output = text_output;
         }
         Ok(())
     }

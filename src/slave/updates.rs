@@ -4,7 +4,8 @@
 //! are pending or the oldest has waited `buffer_timeout`, then sent as one `update`
 //! whose `args` is a list of `[name, value]` pairs; consecutive output of the same
 //! stream is merged into one record. Output streams (`stdout`, `stderr`, `header`,
-//! and `log` for logfiles) carry [`LineInfo`] records; anything else (`rc`,
+//! and `log` for logfiles) carry [`LineInfo`] records, or plain text of whole lines
+//! when autobot's master asked for text output; anything else (`rc`,
 //! `elapsed`, `files`, `stat`, …) is sent as it is. Every send waits for room on the
 //! link, which is how a fast command is slowed to the master's pace.
 
@@ -39,6 +40,8 @@ impl Stream {
 
 enum Entry {
     Lines(Stream, LineInfo),
+    /// Whole lines as plain text (`Settings::text_output`).
+    Text(Stream, String),
     Other(String, Value),
 }
 
@@ -46,27 +49,57 @@ impl Entry {
     fn weight(&self) -> usize {
         match self {
             Entry::Lines(_, li) => li.weight(),
+            Entry::Text(_, text) => text.len(),
             Entry::Other(..) => 20,
         }
     }
 
     fn into_value(self) -> Value {
+        let output = |stream: Stream, record: Value| {
+            let value = match &stream {
+                Stream::Log(name) => Value::Array(vec![Value::from(name.as_str()), record]),
+                _ => record,
+            };
+            Value::Array(vec![Value::from(stream.key()), value])
+        };
         match self {
             Entry::Other(k, v) => Value::Array(vec![Value::from(k), v]),
-            Entry::Lines(stream, li) => {
-                let record = Value::Array(vec![
+            Entry::Text(stream, text) => output(stream, Value::from(text)),
+            Entry::Lines(stream, li) => output(
+                stream,
+                Value::Array(vec![
                     Value::from(li.text),
                     Value::Array(li.newlines.into_iter().map(Value::from).collect()),
                     Value::Array(li.times.into_iter().map(Value::F64).collect()),
-                ]);
-                let value = match &stream {
-                    Stream::Log(name) => Value::Array(vec![Value::from(name.as_str()), record]),
-                    _ => record,
-                };
-                Value::Array(vec![Value::from(stream.key()), value])
-            }
+                ]),
+            ),
         }
     }
+}
+
+/// Whole lines of `text` in pieces of at most `limit` bytes, cut after a newline
+/// (a single longer line stays alone).
+fn split_text(mut text: String, limit: usize) -> Vec<String> {
+    let limit = limit.max(1);
+    let mut out = Vec::new();
+    while text.len() > limit {
+        let cut = match memchr::memrchr(b'\n', &text.as_bytes()[..limit]) {
+            Some(nl) => nl + 1,
+            None => match memchr::memchr(b'\n', &text.as_bytes()[limit..]) {
+                Some(nl) => limit + nl + 1,
+                None => text.len(),
+            },
+        };
+        if cut >= text.len() {
+            break;
+        }
+        let rest = text.split_off(cut);
+        out.push(std::mem::replace(&mut text, rest));
+    }
+    if !text.is_empty() {
+        out.push(text);
+    }
+    out
 }
 
 /// The update stream of one command.
@@ -120,13 +153,15 @@ impl Updates {
         if text.is_empty() {
             return Ok(());
         }
-        let t = now();
         let settings = &self.settings;
-        let lines = self
-            .splitters
-            .entry(stream.clone())
-            .or_default()
-            .append(text, t, settings);
+        let splitter = self.splitters.entry(stream.clone()).or_default();
+        if settings.text_output {
+            return match splitter.append_text(text, settings) {
+                Some(t) => self.push(Entry::Text(stream, t)).await,
+                None => Ok(()),
+            };
+        }
+        let lines = splitter.append(text, now(), settings);
         match lines {
             Some(li) => self.push(Entry::Lines(stream, li)).await,
             // A partial line waits for its end or the end of the command.
@@ -164,6 +199,13 @@ impl Updates {
                 }
                 Ok(())
             }
+            Entry::Text(stream, text) => {
+                for part in split_text(text, size) {
+                    self.send_now(vec![Entry::Text(stream.clone(), part)])
+                        .await?;
+                }
+                Ok(())
+            }
             other => self.send_now(vec![other]).await,
         }
     }
@@ -175,6 +217,12 @@ impl Updates {
                 if *last_stream == stream =>
             {
                 last.join(li);
+                None
+            }
+            (Some(Entry::Text(last_stream, last)), Entry::Text(stream, text))
+                if *last_stream == stream =>
+            {
+                last.push_str(&text);
                 None
             }
             (_, e) => Some(e),
@@ -215,13 +263,17 @@ impl Updates {
     pub async fn flush_lines(&mut self) -> Result<(), LinkClosed> {
         let streams: Vec<Stream> = self.splitters.keys().cloned().collect();
         for stream in streams {
-            let settings = self.settings.clone();
-            let li = self
-                .splitters
-                .get_mut(&stream)
-                .and_then(|sp| sp.flush(&settings));
-            if let Some(li) = li {
-                self.push(Entry::Lines(stream, li)).await?;
+            let settings = &self.settings;
+            let Some(sp) = self.splitters.get_mut(&stream) else {
+                continue;
+            };
+            let entry = if settings.text_output {
+                sp.flush_text(settings).map(|t| Entry::Text(stream, t))
+            } else {
+                sp.flush(settings).map(|li| Entry::Lines(stream, li))
+            };
+            if let Some(entry) = entry {
+                self.push(entry).await?;
             }
         }
         Ok(())
@@ -245,5 +297,22 @@ impl Updates {
                 ],
             )
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_text;
+
+    #[test]
+    fn split_text_cuts_after_newlines_within_the_limit() {
+        let text = "aa\nbbbb\ncc\n".to_string();
+        assert_eq!(split_text(text.clone(), 100), vec![text.clone()]);
+        assert_eq!(split_text(text.clone(), 5), vec!["aa\n", "bbbb\n", "cc\n"]);
+        assert_eq!(split_text(text.clone(), 8), vec!["aa\nbbbb\n", "cc\n"]);
+        // A line longer than the limit stays whole.
+        assert_eq!(split_text(text.clone(), 2), vec!["aa\n", "bbbb\n", "cc\n"]);
+        assert_eq!(split_text("x".repeat(10) + "\n", 3).len(), 1);
+        assert!(split_text(String::new(), 3).is_empty());
     }
 }
