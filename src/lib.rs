@@ -27,6 +27,7 @@
 //! * [`templates`] — files compiled into the binary (master.ini, slave config, the
 //!   bundled sample sources) so the binary works when copied alone.
 
+pub mod activity;
 pub mod calendar;
 pub mod changes;
 pub mod cli;

@@ -18,6 +18,8 @@ pub struct ChangeBus {
     tx: broadcast::Sender<ChangeRow>,
     /// Repository URLs someone asked to poll now (`/change_hook/poller`, webhooks).
     polls: broadcast::Sender<String>,
+    /// One bump per Change announced.
+    activity: std::sync::Arc<crate::activity::Activity>,
 }
 
 impl ChangeBus {
@@ -26,6 +28,7 @@ impl ChangeBus {
             db,
             tx: broadcast::channel(4096).0,
             polls: broadcast::channel(256).0,
+            activity: Default::default(),
         }
     }
 
@@ -61,9 +64,15 @@ impl ChangeBus {
                 row.branch.as_deref().unwrap_or("(default branch)"),
                 row.revision.as_deref().unwrap_or("(no revision)")
             );
+            self.activity.bump();
             let _ = self.tx.send(row.clone());
         }
         Ok(rows)
+    }
+
+    /// How many Changes have been announced, and when the last was.
+    pub fn activity(&self) -> &crate::activity::Activity {
+        &self.activity
     }
 
     /// Changes stored from now on.

@@ -411,6 +411,9 @@ pub(crate) async fn run(mut ctx: BuildContext) -> bool {
     // never starts before this one ended.
     let finished_at = crate::db::now_f64();
     inner.release_slave(build_id);
+    // Let the dispatcher, just woken, claim the slave's next BuildRequest and
+    // start it first: recording this end can wait while that Build's command runs.
+    tokio::task::yield_now().await;
     let finished = inner
         .db
         .finish_build(

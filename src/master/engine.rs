@@ -185,6 +185,8 @@ pub(crate) struct Inner {
     pub(crate) config: watch::Receiver<Arc<MasterConfig>>,
     pub(crate) basedir: PathBuf,
     pub(crate) events: broadcast::Sender<EngineEvent>,
+    /// One bump per event, for whoever only needs to know that something happened.
+    activity: crate::activity::Activity,
     /// The `[lock:NAME]` counters Builds and Steps hold.
     pub(crate) locks: Locks,
     kick: Notify,
@@ -195,6 +197,7 @@ pub(crate) struct Inner {
 
 impl Inner {
     pub(crate) fn emit(&self, ev: EngineEvent) {
+        self.activity.bump();
         let _ = self.events.send(ev);
     }
 
@@ -255,6 +258,7 @@ impl Engine {
             config,
             basedir,
             events: broadcast::channel(4096).0,
+            activity: Default::default(),
             locks: Locks::new(),
             kick: Notify::new(),
             state: Mutex::new(State {
@@ -267,6 +271,11 @@ impl Engine {
         let task = tokio::spawn(dispatcher(inner.clone()));
         *inner.dispatcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         Ok(Engine { inner })
+    }
+
+    /// How many events there have been, and when the last was.
+    pub fn activity(&self) -> &crate::activity::Activity {
+        &self.inner.activity
     }
 
     /// Events from now on. A receiver that falls behind gets `Lagged` and should

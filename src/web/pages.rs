@@ -7,7 +7,7 @@
 //! server-sent events of [`super::sse`] and swaps the page's live parts in place.
 //! Every query is LIMITed and pages back through time with `before`, so a page
 //! costs the same with a million builds as with ten. Pages carry a weak ETag made of
-//! a generation counter (bumped by every engine event and Change), the
+//! a generation counter (the count of engine events and Changes so far), the
 //! configuration in force and the slaves' connection state, so a crawler that
 //! revalidates costs one small query; while builds run (ETAs move) pages are not
 //! cached.
@@ -21,7 +21,6 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -55,13 +54,8 @@ const MAX_FORM: u64 = 16 * 1024;
 /// The CSRF cookie.
 const CSRF_COOKIE: &str = "autobot_csrf";
 
-/// What the pages of one port share: the generation counter behind ETags and the
-/// CSRF key.
+/// What the pages of one port share: the CSRF key.
 pub struct PageState {
-    /// Bumped by every engine event and Change: a page's ETag changes with it.
-    generation: AtomicU64,
-    /// Unix seconds of the last bump (Last-Modified).
-    changed_at: AtomicU64,
     csrf_key: ring::hmac::Key,
     /// Serving `publichtmlport`: no forms, no POSTs.
     public: bool,
@@ -80,18 +74,10 @@ impl PageState {
             ring::hmac::Key::new(ring::hmac::HMAC_SHA256, seed.as_bytes())
         });
         Arc::new(PageState {
-            generation: AtomicU64::new(1),
-            changed_at: AtomicU64::new(crate::db::now() as u64),
             csrf_key: key,
             public,
             stop,
         })
-    }
-
-    fn bump(&self) {
-        self.generation.fetch_add(1, Ordering::Relaxed);
-        self.changed_at
-            .store(crate::db::now() as u64, Ordering::Relaxed);
     }
 }
 
@@ -100,6 +86,19 @@ impl PageState {
 struct Pc {
     ctx: WebContext,
     st: Arc<PageState>,
+}
+
+impl Pc {
+    /// Moves with every engine event and Change: a page's ETag changes with it.
+    fn generation(&self) -> u64 {
+        self.ctx.engine.activity().count() + self.ctx.changes.activity().count()
+    }
+
+    /// Unix seconds of the last engine event or Change (Last-Modified).
+    fn changed_at(&self) -> u64 {
+        let (engine, changes) = (self.ctx.engine.activity(), self.ctx.changes.activity());
+        engine.at().max(changes.at())
+    }
 }
 
 /// The pages of `htmlport`, with forms and their POSTs. The live streams end
@@ -116,36 +115,12 @@ pub fn public_routes(
     page_routes(ctx, true, stop)
 }
 
-/// Keep `st.generation` moving with the engine's events and the Changes.
-fn follow_events(ctx: &WebContext, st: &Arc<PageState>) {
-    if tokio::runtime::Handle::try_current().is_err() {
-        return;
-    }
-    let mut events = ctx.engine.subscribe();
-    let mut changes = ctx.changes.subscribe();
-    let weak = Arc::downgrade(st);
-    tokio::spawn(async move {
-        use tokio::sync::broadcast::error::RecvError;
-        loop {
-            let closed = tokio::select! {
-                e = events.recv() => matches!(e, Err(RecvError::Closed)),
-                c = changes.recv() => matches!(c, Err(RecvError::Closed)),
-            };
-            match weak.upgrade() {
-                Some(st) if !closed => st.bump(),
-                _ => return,
-            }
-        }
-    });
-}
-
 fn page_routes(
     ctx: WebContext,
     public: bool,
     stop: Option<watch::Receiver<bool>>,
 ) -> BoxedFilter<(Response,)> {
     let st = PageState::new(public, stop);
-    follow_events(&ctx, &st);
     let pc = Pc { ctx, st };
     let with = move || {
         let pc = pc.clone();
@@ -438,7 +413,7 @@ async fn etag(pc: &Pc, h: &HeaderMap, key: &str) -> Option<String> {
     cookie(h, CSRF_COOKIE).hash(&mut hasher);
     Some(format!(
         "W/\"{:x}-{config:x}-{slaves}-{:x}\"",
-        pc.st.generation.load(Ordering::Relaxed),
+        pc.generation(),
         hasher.finish()
     ))
 }
@@ -465,7 +440,7 @@ fn with_validators(pc: &Pc, mut r: Response, tag: &Option<String>) -> Response {
         if let Ok(v) = HeaderValue::from_str(tag) {
             h.insert(header::ETAG, v);
         }
-        let at = pc.st.changed_at.load(Ordering::Relaxed);
+        let at = pc.changed_at();
         if let Ok(v) = HeaderValue::from_str(&http_date(at as i64)) {
             h.insert(header::LAST_MODIFIED, v);
         }
