@@ -262,18 +262,38 @@ pub fn report_ready(msg: &str) {
     }
 }
 
+/// The signals a daemon process answers, caught from the moment this is made: make
+/// it before reporting ready, or a SIGHUP sent right after `autobot start` returns
+/// would find no handler and end the process (its default action).
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Catch SIGTERM, SIGINT and SIGHUP (inside the runtime).
+    pub fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// Turn SIGTERM/SIGINT into a shutdown and SIGHUP into a reconfig, for every daemon
 /// of this process. Returns after the first shutdown was sent.
-pub async fn forward_signals(senders: Vec<(watch::Sender<bool>, mpsc::UnboundedSender<()>)>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return;
-    };
+pub async fn forward_signals(
+    signals: Signals,
+    senders: Vec<(watch::Sender<bool>, mpsc::UnboundedSender<()>)>,
+) {
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }

@@ -453,7 +453,8 @@ pub(crate) async fn serve(
         let _ = s.events.send(CommandEvent::Lost(reason.clone()));
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
-    shared.registry.unregister(&name, &conn);
+    // Recorded before the slave leaves the registry: whoever sees it gone (the
+    // API, a reconnecting slave of the same name) finds the database agreeing.
     let db_id = *lock(&conn.db_id);
     if let Some(id) = db_id {
         if let Err(e) = shared
@@ -464,6 +465,7 @@ pub(crate) async fn serve(
             tracing::error!("slave {name}: cannot record the disconnect: {e}");
         }
     }
+    shared.registry.unregister(&name, &conn);
     tracing::info!("slave {name} disconnected: {reason}");
     drop(claim);
 }
