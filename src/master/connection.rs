@@ -550,16 +550,19 @@ async fn setup(shared: &Arc<Shared>, conn: &Arc<Conn>) -> Result<(), CommandErro
     let info_value = conn.request("get_worker_info", vec![]).await?;
     let info = SlaveInfo::from_value(&info_value);
     drop(info_value);
+    // The master keeps output as text only, so an autobot slave sends just that,
+    // in bigger messages: a big log costs little more than its bytes.
+    let buffer_size = match info.text_output {
+        true => TEXT_BUFFER_SIZE,
+        false => 16384,
+    };
     let mut settings = vec![
-        ("buffer_size", Value::from(16384)),
+        ("buffer_size", Value::from(buffer_size)),
         ("buffer_timeout", Value::from(0.1)),
         ("newline_re", Value::from(NEWLINE_RE)),
         ("max_line_length", Value::from(4096)),
     ];
     if info.text_output {
-        // The master keeps output as text only, so an autobot slave sends just
-        // that, in bigger messages: a big log costs little more than its bytes.
-        settings[0].1 = Value::from(TEXT_BUFFER_SIZE);
         settings.push(("output_format", Value::from("text")));
     }
     conn.request("set_worker_settings", vec![("args", map(settings))])
@@ -618,7 +621,7 @@ pub(crate) async fn make_builder_dirs(
 
 /// Handle one frame from the slave.
 async fn handle(conn: &Arc<Conn>, msg: Message) {
-    let (seq, op, fields) = match msg {
+    let (seq, op, mut fields) = match msg {
         Message::Response {
             seq,
             result,
@@ -638,7 +641,6 @@ async fn handle(conn: &Arc<Conn>, msg: Message) {
         }
         Message::Request { seq, op, fields } => (seq, op, fields),
     };
-    let mut fields = fields;
     let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
     let command_id = field("command_id")
         .and_then(value_str)
