@@ -140,39 +140,20 @@ impl Db {
             .await
     }
 
-    /// A step starts: its row and its `stdio` log row (path relative to the
-    /// master directory), and `props` of the build (`(name, value, source)`, as
-    /// [`Db::set_build_properties`]) in the same transaction. Returns (step id, log id).
-    #[allow(clippy::too_many_arguments)]
+    /// A step starts: its row, its `stdio` log row and the build properties
+    /// [`StepStart`] carries; with `previous`, the end of the step before it, in
+    /// the same transaction. Returns (step id, log id).
     pub async fn start_step(
         &self,
         build_id: i64,
-        number: i64,
-        name: &str,
-        description: &str,
-        log_path: &str,
-        at: f64,
-        props: Vec<(String, String, String)>,
+        start: StepStart,
         previous: Option<StepFinish>,
     ) -> Result<(i64, i64), DbError> {
-        let (name, description, log_path) = (
-            name.to_string(),
-            description.to_string(),
-            log_path.to_string(),
-        );
         self.write(move |tx| {
             if let Some(f) = &previous {
                 write_step_finish(tx, f)?;
             }
-            insert_properties(tx, build_id, &props)?;
-            tx.prepare_cached(
-                "INSERT INTO steps(build, number, name, started_at, description)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![build_id, number, name, at, description])?;
-            let step_id = tx.last_insert_rowid();
-            let log_id = insert_log(tx, step_id, "stdio", &log_path)?;
-            Ok((step_id, log_id))
+            write_step_start(tx, build_id, &start)
         })
         .await
     }
@@ -411,10 +392,50 @@ fn insert_properties(
     Ok(())
 }
 
+/// A Step's start as recorded ([`Db::start_step`], or with the claim of its
+/// Build for the first Step, [`Db::claim_request_starting`]).
+#[derive(Debug, Clone)]
+pub struct StepStart {
+    pub number: i64,
+    pub name: String,
+    /// What it shows while it runs.
+    pub description: String,
+    /// Its `stdio` log, relative to the master directory.
+    pub log_path: String,
+    pub at: f64,
+    /// Properties of the Build set by then, `(name, value, source)`.
+    pub props: Vec<(String, String, String)>,
+}
+
+/// Write a Step's start; (step id, log id).
+pub(crate) fn write_step_start(
+    tx: &Transaction<'_>,
+    build_id: i64,
+    s: &StepStart,
+) -> rusqlite::Result<(i64, i64)> {
+    insert_properties(tx, build_id, &s.props)?;
+    tx.prepare_cached(
+        "INSERT INTO steps(build, number, name, started_at, description)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![build_id, s.number, s.name, s.at, s.description])?;
+    let step_id = tx.last_insert_rowid();
+    let log_id = insert_log(tx, step_id, "stdio", &s.log_path)?;
+    Ok((step_id, log_id))
+}
+
 fn insert_log(tx: &Transaction<'_>, step_id: i64, name: &str, path: &str) -> rusqlite::Result<i64> {
     tx.prepare_cached("INSERT INTO logs(step, name, path) VALUES (?1, ?2, ?3)")?
         .execute(params![step_id, name, path])?;
     Ok(tx.last_insert_rowid())
+}
+
+/// An empty file at `path`, making its directory.
+fn make_empty(path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::File::create(path).map(drop)
 }
 
 /// Size and newline count of a file, read in constant memory.
@@ -464,8 +485,14 @@ fn recover(
         rows.collect::<rusqlite::Result<_>>()?
     };
     for (id, rel) in open {
-        let (size, lines) = match measure(&basedir.join(&rel)) {
+        let path = basedir.join(&rel);
+        let (size, lines) = match measure(&path) {
             Ok(m) => m,
+            // The master died after recording the Step but before making its
+            // files (they come once its command is sent): the log is empty.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && make_empty(&path).is_ok() => {
+                (0, 0)
+            }
             Err(e) => {
                 tracing::warn!("log {rel}: {e}; keeping its recorded size");
                 tx.execute("UPDATE logs SET complete = 1 WHERE id = ?1", [id])?;
@@ -752,9 +779,15 @@ mod tests {
         let rel = "logs/b/1/001-x-stdio.log";
         std::fs::create_dir_all(dir.path().join("logs/b/1")).unwrap();
         std::fs::write(dir.path().join(rel), "a\nb\nc").unwrap();
-        db.start_step(c.build_id, 1, "x", "x", rel, 3.0, Vec::new(), None)
-            .await
-            .unwrap();
+        let start = StepStart {
+            number: 1,
+            name: "x".into(),
+            description: "x".into(),
+            log_path: rel.into(),
+            at: 3.0,
+            props: Vec::new(),
+        };
+        db.start_step(c.build_id, start, None).await.unwrap();
         let found = db
             .recover_interrupted("interrupted: master restarted", 9.0)
             .await
@@ -767,6 +800,48 @@ mod tests {
         // The request waits again.
         let again = db.claim_request("b", "s", 2, 10.0).await.unwrap().unwrap();
         assert_eq!(again.number, 2);
+    }
+
+    #[tokio::test]
+    async fn a_first_step_recorded_with_its_claim_survives_a_crash_before_its_files() {
+        let (dir, db) = open();
+        db.add_buildset(buildset(&["b"], 0), 1.0).await.unwrap();
+        let first: crate::db::requests::FirstStep = Box::new(|c| StepStart {
+            number: 1,
+            name: "compile".into(),
+            description: "compiling".into(),
+            log_path: format!("logs/b/{}-001-compile-stdio.log", c.number),
+            at: 2.0,
+            props: vec![("buildnumber".into(), c.number.to_string(), "Build".into())],
+        });
+        let c = db
+            .claim_request_starting("b", "s", 2, 2.0, first)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(c.first_step.is_some());
+        let b = db.build("b", 1).await.unwrap().unwrap();
+        assert_eq!(b.steps.len(), 1);
+        assert_eq!(
+            (b.steps[0].name.as_str(), b.steps[0].started_at),
+            ("compile", Some(2.0))
+        );
+        assert_eq!(b.properties["buildnumber"], ("1".into(), "Build".into()));
+        // The master dies before the Step's files are made.
+        db.recover_interrupted("interrupted: master restarted", 9.0)
+            .await
+            .unwrap();
+        let f = db
+            .log_file("b", 1, "compile", "stdio")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(f.complete);
+        assert_eq!((f.size, f.lines), (0, 0));
+        assert_eq!(
+            std::fs::read(dir.path().join("logs/b/1-001-compile-stdio.log")).unwrap(),
+            b""
+        );
     }
 
     #[tokio::test]

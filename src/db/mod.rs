@@ -2,8 +2,9 @@
 //! queries.
 //!
 //! [`Db`] owns two connections, one for writes and one for reads (WAL lets readers
-//! run beside the writer). Every call runs on tokio's blocking pool, so a slow disk
-//! never stalls the async runtime. A third connection, on a thread of its own,
+//! run beside the writer). Reads run on tokio's blocking pool; writes run where
+//! they are called when the write lock is free at once, else on the blocking pool
+//! ([`Db::write`]), so a slow disk never stalls the async runtime. A third connection, on a thread of its own,
 //! folds the WAL back into the database file after writes ([`checkpointer`]), so
 //! the copying and the `fsync` a checkpoint costs are not paid inside a commit
 //! that a Build waits for. Queries live in one file per domain
@@ -19,8 +20,8 @@ pub mod schedulers;
 pub mod slaves;
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
@@ -63,24 +64,65 @@ pub struct Db {
     path: PathBuf,
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
-    /// Told after every commit; the checkpointer thread ends when every `Db` is gone.
-    committed: mpsc::Sender<()>,
-    /// Declared after the connections and the sender, so dropped after them: the
+    /// Counts commits for the checkpointer thread.
+    commits: Arc<Commits>,
+    /// Declared after the connections, so dropped after them: the
     /// last `Db` to go waits for the checkpointer, whose connection, the last one,
     /// folds the WAL into the file as it closes. Whoever opens the database next
     /// (another process) finds it settled.
     _checkpointer: Arc<Checkpointer>,
 }
 
-/// The checkpointer thread, joined when the last [`Db`] is dropped.
-struct Checkpointer(Mutex<Option<std::thread::JoinHandle<()>>>);
+/// The checkpointer thread, told to end and joined when the last [`Db`] is dropped.
+struct Checkpointer {
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    commits: Arc<Commits>,
+}
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
-        let handle = self.0.get_mut().ok().and_then(|h| h.take());
+        self.commits.close();
+        let handle = self.thread.get_mut().ok().and_then(|h| h.take());
         if let Some(h) = handle {
             let _ = h.join();
         }
+    }
+}
+
+/// What commits tell the checkpointer thread. A commit only counts itself; it
+/// wakes the thread just for the first commit after a checkpoint and when
+/// [`CHECKPOINT_COMMITS`] are reached. Waking it on every commit cost a thread
+/// switch per write, on the critical path of every Build.
+#[derive(Default)]
+struct Commits {
+    /// Commits since the last checkpoint.
+    pending: AtomicU64,
+    /// Commits ever: the checkpointer sees from it whether the database was quiet.
+    total: AtomicU64,
+    closed: AtomicBool,
+    lock: Mutex<()>,
+    wake: Condvar,
+}
+
+impl Commits {
+    fn committed(&self) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        let n = self.pending.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == 1 || n == CHECKPOINT_COMMITS {
+            self.notify();
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.notify();
+    }
+
+    /// Taking the lock first: a checkpointer between its check and its wait
+    /// cannot miss this.
+    fn notify(&self) {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.wake.notify_one();
     }
 }
 
@@ -92,7 +134,7 @@ const AUTOCHECKPOINT_PAGES: i64 = 20_000;
 /// been quiet for [`CHECKPOINT_IDLE`]. Not after every burst: a checkpoint that
 /// empties the WAL makes the next commit start it afresh, and that restart costs
 /// an `fsync` inside the commit.
-const CHECKPOINT_COMMITS: usize = 2000;
+const CHECKPOINT_COMMITS: u64 = 2000;
 const CHECKPOINT_IDLE: Duration = Duration::from_secs(1);
 
 impl Db {
@@ -115,19 +157,24 @@ impl Db {
         reader.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         stable_plans(&reader).map_err(open_err)?;
-        let (committed, commits) = mpsc::channel();
+        let commits = Arc::new(Commits::default());
+        let writer = Arc::new(Mutex::new(writer));
         let mut thread = None;
         match Connection::open(path).and_then(|c| {
-            c.busy_timeout(BUSY_TIMEOUT)?;
+            c.busy_timeout(RESTART_WAIT)?;
             Ok(c)
         }) {
             Ok(conn) => {
-                writer
+                lock(&writer)
                     .pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_PAGES)
                     .map_err(open_err)?;
                 let spawned = std::thread::Builder::new()
                     .name("db-checkpoint".into())
-                    .spawn(move || checkpointer(conn, commits));
+                    .spawn({
+                        let commits = commits.clone();
+                        let writer = Arc::downgrade(&writer);
+                        move || checkpointer(conn, &commits, writer)
+                    });
                 match spawned {
                     Ok(h) => thread = Some(h),
                     Err(e) => {
@@ -135,7 +182,7 @@ impl Db {
                             "{}: no checkpoint thread ({e}); commits checkpoint",
                             path.display()
                         );
-                        writer
+                        lock(&writer)
                             .pragma_update(None, "wal_autocheckpoint", 1000)
                             .map_err(open_err)?;
                     }
@@ -150,10 +197,13 @@ impl Db {
         }
         Ok(Db {
             path: path.to_path_buf(),
-            writer: Arc::new(Mutex::new(writer)),
+            writer,
             reader: Arc::new(Mutex::new(reader)),
-            committed,
-            _checkpointer: Arc::new(Checkpointer(Mutex::new(thread))),
+            commits: commits.clone(),
+            _checkpointer: Arc::new(Checkpointer {
+                thread: Mutex::new(thread),
+                commits,
+            }),
         })
     }
 
@@ -183,12 +233,12 @@ impl Db {
             Err(f) => f,
         };
         let conn = self.writer.clone();
-        let committed = self.committed.clone();
+        let commits = self.commits.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            let mut guard = lock(&conn);
             guard.busy_timeout(BUSY_TIMEOUT)?;
             let tx = guard.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            commit_with(tx, f, &committed)
+            commit_with(tx, f, &commits)
         })
         .await
         .map_err(|e| DbError::Task(e.to_string()))?
@@ -215,7 +265,7 @@ impl Db {
             // A panic in `f` rolls its transaction back (the drop) and is an error
             // of this write, as it would be on the blocking pool.
             Ok(tx) => Ok(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                commit_with(tx, f, &self.committed)
+                commit_with(tx, f, &self.commits)
             }))
             .unwrap_or_else(|_| Err(DbError::Task("database write panicked".into())))),
             Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => Err(f),
@@ -232,7 +282,7 @@ impl Db {
     {
         let conn = self.reader.clone();
         tokio::task::spawn_blocking(move || {
-            let guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            let guard = lock(&conn);
             Ok(f(&guard)?)
         })
         .await
@@ -244,7 +294,7 @@ impl Db {
     pub async fn checkpoint(&self) -> Result<(), DbError> {
         let conn = self.writer.clone();
         tokio::task::spawn_blocking(move || {
-            let guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            let guard = lock(&conn);
             // Writes done here leave it at zero; this one may wait for readers.
             guard.busy_timeout(BUSY_TIMEOUT)?;
             guard.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
@@ -264,50 +314,89 @@ impl Db {
 /// The checkpointer thread: after [`CHECKPOINT_COMMITS`] commits, or once commits
 /// stop for [`CHECKPOINT_IDLE`], copy the WAL's pages into the database file with a
 /// PASSIVE checkpoint, which never blocks the writer or a reader; a WAL fully
-/// checkpointed is then reused from its start by the next commit. Ends when every
-/// [`Db`] handle is dropped.
-fn checkpointer(conn: Connection, commits: mpsc::Receiver<()>) {
-    let mut pending = 0usize;
+/// checkpointed is then reused from its start by the next commit. Ends when the
+/// last [`Db`] handle is dropped.
+fn checkpointer(conn: Connection, commits: &Commits, writer: Weak<Mutex<Connection>>) {
+    let mut guard = commits.lock.lock().unwrap_or_else(|p| p.into_inner());
     loop {
-        let got = if pending == 0 {
-            commits
-                .recv()
-                .map_err(|_| mpsc::RecvTimeoutError::Disconnected)
-        } else {
-            commits.recv_timeout(CHECKPOINT_IDLE)
-        };
-        match got {
-            Ok(()) => {
-                pending += 1;
-                if pending < CHECKPOINT_COMMITS {
-                    continue;
-                }
+        // Asleep until a commit comes.
+        while commits.pending.load(Ordering::Relaxed) == 0 {
+            if commits.closed.load(Ordering::SeqCst) {
+                return;
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            // Every Db is gone: the master checkpointed at its shutdown, and
-            // closing the last connection checkpoints what is left.
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            guard = commits.wake.wait(guard).unwrap_or_else(|p| p.into_inner());
         }
-        pending = 0;
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!("database checkpoint failed: {e}");
+        // Commits come: wait until enough of them, or a quiet spell.
+        loop {
+            if commits.closed.load(Ordering::SeqCst) {
+                // Closing the connection checkpoints what is left.
+                return;
+            }
+            if commits.pending.load(Ordering::Relaxed) >= CHECKPOINT_COMMITS {
+                break;
+            }
+            let seen = commits.total.load(Ordering::Relaxed);
+            guard = commits
+                .wake
+                .wait_timeout(guard, CHECKPOINT_IDLE)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            if commits.total.load(Ordering::Relaxed) == seen {
+                break;
+            }
         }
+        let counted = commits.pending.load(Ordering::Relaxed);
+        drop(guard);
+        checkpoint(&conn, &writer);
+        guard = commits.lock.lock().unwrap_or_else(|p| p.into_inner());
+        // Commits made during the checkpoint count towards the next one.
+        commits.pending.fetch_sub(counted, Ordering::Relaxed);
     }
 }
+
+/// Copy the WAL into the database file so that the next commit starts the WAL
+/// afresh. A PASSIVE checkpoint copies without blocking anyone, but commits made
+/// meanwhile (the master is busy) keep the WAL from starting afresh, and it would
+/// only grow. So a RESTART checkpoint follows and copies the few frames they
+/// added, holding the writer connection: SQLite's busy wait alone would rarely
+/// find a gap between the master's commits. Writes wait on the blocking pool for
+/// that short copy, once every [`CHECKPOINT_COMMITS`] commits or quiet spell.
+fn checkpoint(conn: &Connection, writer: &Weak<Mutex<Connection>>) {
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        tracing::warn!("database checkpoint failed: {e}");
+        return;
+    }
+    // The last Db is going: closing the connections checkpoints.
+    let Some(writer) = writer.upgrade() else {
+        return;
+    };
+    let _writes = lock(&writer);
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
+        tracing::debug!("database checkpoint (RESTART) gave up: {e}");
+    }
+}
+
+/// A connection's lock, even if a panic poisoned it (a panicking write rolled back).
+fn lock(conn: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    conn.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How long a RESTART checkpoint waits for readers (another process may hold a
+/// long read) while it holds up the master's writes; it gives up after that, and
+/// the next one tries again.
+const RESTART_WAIT: Duration = Duration::from_millis(100);
 
 /// How long a connection waits for a lock another connection (or process) holds.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Run `f` in `tx` and commit; the checkpointer hears of the commit.
-fn commit_with<F, R>(tx: Transaction<'_>, f: F, committed: &mpsc::Sender<()>) -> Result<R, DbError>
+fn commit_with<F, R>(tx: Transaction<'_>, f: F, commits: &Commits) -> Result<R, DbError>
 where
     F: FnOnce(&Transaction<'_>) -> rusqlite::Result<R>,
 {
     let out = f(&tx)?;
     tx.commit()?;
-    // The checkpointer may be gone (it failed to start): commits then
-    // checkpoint by themselves.
-    let _ = committed.send(());
+    commits.committed();
     Ok(out)
 }
 
@@ -518,6 +607,34 @@ mod tests {
             .query_row("SELECT count(*) FROM slaves", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 50);
+    }
+
+    /// Under writes that never pause, the checkpointer still lets the WAL start
+    /// afresh (RESTART once a PASSIVE checkpoint could not catch up): it stays
+    /// near [`CHECKPOINT_COMMITS`] frames instead of growing until a commit has to
+    /// checkpoint everything itself.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_starts_afresh_under_unbroken_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let db = Db::open(&path).unwrap();
+        let commits = 4 * CHECKPOINT_COMMITS;
+        for i in 0..commits {
+            db.write(move |tx| {
+                tx.execute("INSERT INTO slaves(name) VALUES (?1)", [format!("s{i}")])
+            })
+            .await
+            .unwrap();
+        }
+        // Each commit here writes at least one page to the WAL.
+        let frames = std::fs::metadata(dir.path().join(format!("{DB_FILE}-wal")))
+            .unwrap()
+            .len()
+            / 4096;
+        assert!(
+            frames < 3 * CHECKPOINT_COMMITS,
+            "{frames} WAL frames after {commits} commits"
+        );
     }
 
     #[test]

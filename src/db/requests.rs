@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 
+use super::builds::{write_step_start, StepStart};
 use super::{Db, DbError};
 
 /// What to build: branch and revision (`None`: the builder's default branch, its
@@ -68,7 +69,14 @@ pub struct ClaimedBuild {
     pub branch: Option<String>,
     pub revision: Option<String>,
     pub properties: BTreeMap<String, String>,
+    /// (step id, log id) of the first Step, when it was recorded with the claim
+    /// ([`Db::claim_request_starting`]).
+    pub first_step: Option<(i64, i64)>,
 }
+
+/// What the first Step's start is, made from the claimed Build inside the claim's
+/// transaction (its number and properties come from the claim).
+pub type FirstStep = Box<dyn FnOnce(&ClaimedBuild) -> StepStart + Send>;
 
 /// One BuildRequest, as the JSON API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -204,6 +212,29 @@ impl Db {
         let slave = slave.to_string();
         self.write(move |tx| claim(tx, &builder, &slave, total_steps, at))
             .await
+    }
+
+    /// [`Db::claim_request`], and the Build's first Step started in the same
+    /// transaction: one commit fewer between a slave's Builds.
+    pub async fn claim_request_starting(
+        &self,
+        builder: &str,
+        slave: &str,
+        total_steps: i64,
+        at: f64,
+        first: FirstStep,
+    ) -> Result<Option<ClaimedBuild>, DbError> {
+        let builder = builder.to_string();
+        let slave = slave.to_string();
+        self.write(move |tx| {
+            let Some(mut claimed) = claim(tx, &builder, &slave, total_steps, at)? else {
+                return Ok(None);
+            };
+            let start = first(&claimed);
+            claimed.first_step = Some(write_step_start(tx, claimed.build_id, &start)?);
+            Ok(Some(claimed))
+        })
+        .await
     }
 
     /// Give a Build's incomplete requests back to the queue (the Build was
@@ -348,6 +379,7 @@ fn claim(
         branch,
         revision,
         properties: serde_json::from_str(&props).unwrap_or_default(),
+        first_step: None,
     }))
 }
 

@@ -39,7 +39,7 @@ use super::locks::{self, LockGuard, LockWant};
 use super::logs::{log_rel_path, Channel, LogWriter};
 use super::registry::SlaveHandle;
 use crate::config::{FactoryConfig, SlaveConfig};
-use crate::db::builds::StepFinish;
+use crate::db::builds::{StepFinish, StepStart};
 use crate::db::requests::ClaimedBuild;
 use crate::factory::checkout::{Checkout, CheckoutOp, CheckoutRun, Next};
 use crate::factory::interpolate::{interpolate_step, Properties};
@@ -297,32 +297,14 @@ pub(crate) async fn run(mut ctx: BuildContext) -> bool {
         ctx.claimed.reason
     );
 
+    let recorded = initial_properties(&ctx.claimed, &ctx.factory, &ctx.slave_cfg, ctx.slave.name());
     let mut props = Properties::new();
-    let mut recorded: Vec<(String, String, String)> = Vec::new();
-    let mut set = |props: &mut Properties, name: &str, value: String, source: &str| {
-        props.insert(name.to_string(), value.clone());
-        recorded.push((name.to_string(), value, source.to_string()));
-    };
-    for (k, v) in &ctx.claimed.properties {
-        set(&mut props, k, v.clone(), "BuildSet");
+    for (name, value, _) in &recorded {
+        props.insert(name.clone(), value.clone());
     }
-    for (k, v) in crate::factory::build_properties(&ctx.factory, &ctx.slave_cfg) {
-        set(&mut props, &k, v, "Factory");
-    }
-    let branch = ctx.claimed.branch.clone().unwrap_or_default();
-    let revision = ctx.claimed.revision.clone().unwrap_or_default();
-    set(&mut props, "branch", branch, "Build");
-    set(&mut props, "revision", revision, "Build");
-    set(&mut props, "got_revision", String::new(), "Build");
-    set(&mut props, "buildername", builder.clone(), "Builder");
-    set(&mut props, "buildnumber", number.to_string(), "Build");
-    set(
-        &mut props,
-        "slavename",
-        ctx.slave.name().to_string(),
-        "BuildSlave",
-    );
-    if ctx.steps.is_empty() {
+    if ctx.claimed.first_step.is_some() {
+        // Recorded with the first Step, in the claim's transaction.
+    } else if ctx.steps.is_empty() {
         if let Err(e) = inner.db.set_build_properties(build_id, recorded).await {
             tracing::error!("{builder} build {number}: {e}");
         }
@@ -346,7 +328,11 @@ pub(crate) async fn run(mut ctx: BuildContext) -> bool {
         held: None,
     };
     for (i, spec) in steps.iter().enumerate() {
-        if let Some(stop) = ctx.stop.borrow().clone() {
+        // A first Step recorded with the claim runs even if a stop came in
+        // between: its command sees the stop at once and is interrupted, so the
+        // Step ends like any stopped one.
+        let recorded = i == 0 && ctx.claimed.first_step.is_some();
+        if let Some(stop) = ctx.stop.borrow().clone().filter(|_| !recorded) {
             end = Interruption::Stopped(stop);
             break;
         }
@@ -469,6 +455,78 @@ pub(crate) async fn run(mut ctx: BuildContext) -> bool {
     requeue
 }
 
+/// What a Step shows while it runs: its `description`, else its name.
+fn step_description(spec: &StepSpec) -> String {
+    if spec.description.is_empty() {
+        spec.name.clone()
+    } else {
+        spec.description.join(" ")
+    }
+}
+
+/// A Build's properties as it starts, `(name, value, source)`, later ones winning:
+/// the BuildSet's, the factory's, then `branch`, `revision`, `got_revision`
+/// (empty until a checkout), `buildername`, `buildnumber` and `slavename`.
+pub(crate) fn initial_properties(
+    claimed: &ClaimedBuild,
+    factory: &FactoryConfig,
+    slave_cfg: &SlaveConfig,
+    slave: &str,
+) -> Vec<(String, String, String)> {
+    let mut out: Vec<(String, String, String)> = Vec::new();
+    let mut set = |name: &str, value: String, source: &str| {
+        out.push((name.to_string(), value, source.to_string()));
+    };
+    for (k, v) in &claimed.properties {
+        set(k, v.clone(), "BuildSet");
+    }
+    for (k, v) in crate::factory::build_properties(factory, slave_cfg) {
+        set(&k, v, "Factory");
+    }
+    set(
+        "branch",
+        claimed.branch.clone().unwrap_or_default(),
+        "Build",
+    );
+    set(
+        "revision",
+        claimed.revision.clone().unwrap_or_default(),
+        "Build",
+    );
+    set("got_revision", String::new(), "Build");
+    set("buildername", claimed.builder.clone(), "Builder");
+    set("buildnumber", claimed.number.to_string(), "Build");
+    set("slavename", slave.to_string(), "BuildSlave");
+    out
+}
+
+/// Whether a Build's first Step can be recorded with its claim: it has one, and
+/// neither it nor the factory takes locks (a Step waiting for a lock starts out
+/// showing so, which only the Build itself can tell).
+pub(crate) fn first_step_recordable(factory: &FactoryConfig, steps: &[StepSpec]) -> bool {
+    factory.locks.is_empty() && steps.first().is_some_and(|s| s.locks.is_empty())
+}
+
+/// The start of a Build's first Step as recorded with the claim
+/// ([`first_step_recordable`]): the same row `run_step` would write.
+pub(crate) fn first_step_start(
+    claimed: &ClaimedBuild,
+    spec: &StepSpec,
+    factory: &FactoryConfig,
+    slave_cfg: &SlaveConfig,
+    slave: &str,
+    at: f64,
+) -> StepStart {
+    StepStart {
+        number: 1,
+        name: spec.name.clone(),
+        description: step_description(spec),
+        log_path: log_rel_path(&claimed.builder, claimed.number, 1, &spec.name, "stdio"),
+        at,
+        props: initial_properties(claimed, factory, slave_cfg, slave),
+    }
+}
+
 fn warned_or_failed(warned: &[String], failed: &[String]) -> String {
     warned
         .iter()
@@ -501,11 +559,7 @@ async fn run_step(
     let builder = ctx.claimed.builder.clone();
     let number = ctx.claimed.number;
     let rel = log_rel_path(&builder, number, step_number, &spec.name, "stdio");
-    let description = if spec.description.is_empty() {
-        spec.name.clone()
-    } else {
-        spec.description.join(" ")
-    };
+    let description = step_description(spec);
     // Whatever locks are free are taken now; if some are not, the Step starts
     // out as "waiting for lock NAME".
     let step_wants: Vec<LockWant> = lock_wants(
@@ -524,26 +578,34 @@ async fn run_step(
     } else {
         format!("waiting for {}", lock_words(&busy))
     };
-    let started = crate::db::now_f64();
-    let stdio = LogWriter::create(&inner.basedir.join(&rel));
-    let (prev, prev_event) = match ctx.pending_finish.take() {
-        Some((f, ev)) => (Some(f), Some(ev)),
-        None => (None, None),
+    // Its files are created once the command is on its way (`run_command`).
+    let stdio = LogWriter::new(&inner.basedir.join(&rel));
+    let recorded = if step_number == 1 {
+        ctx.claimed.first_step.take()
+    } else {
+        None
     };
-    let started_step = inner
-        .db
-        .start_step(
-            ctx.claimed.build_id,
-            step_number,
-            &spec.name,
-            &shown,
-            &rel,
-            started,
-            std::mem::take(&mut ctx.pending_props),
-            prev,
-        )
-        .await;
-    announce_finish(&inner, prev_event, started_step.is_ok());
+    let started_step = match recorded {
+        // Recorded with the Build's claim (`first_step_start`).
+        Some(ids) => Ok(ids),
+        None => {
+            let (prev, prev_event) = match ctx.pending_finish.take() {
+                Some((f, ev)) => (Some(f), Some(ev)),
+                None => (None, None),
+            };
+            let start = StepStart {
+                number: step_number,
+                name: spec.name.clone(),
+                description: shown,
+                log_path: rel.clone(),
+                at: crate::db::now_f64(),
+                props: std::mem::take(&mut ctx.pending_props),
+            };
+            let started = inner.db.start_step(ctx.claimed.build_id, start, prev).await;
+            announce_finish(&inner, prev_event, started.is_ok());
+            started
+        }
+    };
     let (step_id, stdio_id) = match started_step {
         Ok(ids) => ids,
         Err(e) => {
@@ -569,75 +631,65 @@ async fn run_step(
     } else {
         spec.description_done.clone()
     };
-    let end = match stdio {
-        Err(e) => StepEnd {
-            result: StepResult::Exception,
-            text: format!("exception: cannot create the log {rel}: {e}"),
-            interruption: Interruption::None,
-        },
-        Ok(stdio) => {
-            let mut logs = StepLogs {
-                builder: builder.clone(),
-                number,
-                step_number,
-                step_name: spec.name.clone(),
-                step_id,
-                stdio,
-                stdio_id,
-                extra: HashMap::new(),
-                scanner: LogScanner::new(spec.log_parser),
-                last_flush: Instant::now(),
-                dirty: false,
-                last_record: Instant::now(),
-                error: None,
-            };
-            let mut end = match wait_locks(
-                ctx,
-                &mut logs,
-                build_locks,
-                &step_wants,
-                &mut step_held,
-                busy,
-                &description,
-            )
-            .await
+    let mut logs = StepLogs {
+        builder: builder.clone(),
+        number,
+        step_number,
+        step_name: spec.name.clone(),
+        step_id,
+        stdio,
+        stdio_id,
+        extra: HashMap::new(),
+        scanner: LogScanner::new(spec.log_parser),
+        last_flush: Instant::now(),
+        dirty: false,
+        last_record: Instant::now(),
+        error: None,
+    };
+    let mut end = match wait_locks(
+        ctx,
+        &mut logs,
+        build_locks,
+        &step_wants,
+        &mut step_held,
+        busy,
+        &description,
+    )
+    .await
+    {
+        Err(end) => end,
+        Ok(notes) => {
+            let mut end = step_body(ctx, props, spec, &mut logs, &done_words).await;
+            if ctx.stop.borrow().is_some()
+                && end.result != StepResult::Success
+                && !end.text.ends_with("interrupted")
             {
-                Err(end) => end,
-                Ok(notes) => {
-                    let mut end = step_body(ctx, props, spec, &mut logs, &done_words).await;
-                    if ctx.stop.borrow().is_some()
-                        && end.result != StepResult::Success
-                        && !end.text.ends_with("interrupted")
-                    {
-                        end.text.push_str(" interrupted");
-                    }
-                    if !notes.is_empty() {
-                        end.text = format!("{} ({})", end.text, notes.join("; "));
-                    }
-                    end
-                }
-            };
-            // The Step's own locks go as soon as its command has ended.
-            drop(step_held);
-            let sizes = logs.close();
-            if let Some(err) = logs.error.take() {
-                if end.result != StepResult::Exception {
-                    end.result = StepResult::Exception;
-                    end.text = format!("exception: {err}");
-                }
+                end.text.push_str(" interrupted");
             }
-            inner.emit(EngineEvent::LogAppended {
-                builder: builder.clone(),
-                number,
-                step: step_number,
-                log: "stdio".into(),
-                size: logs.stdio.size(),
-                lines: logs.stdio.lines(),
-            });
-            return finish(ctx, step_id, sizes, step_number, spec, end);
+            if !notes.is_empty() {
+                end.text = format!("{} ({})", end.text, notes.join("; "));
+            }
+            end
         }
     };
-    finish(ctx, step_id, Vec::new(), step_number, spec, end)
+    // The Step's own locks go as soon as its command has ended.
+    drop(step_held);
+    let sizes = logs.close();
+    if let Some(err) = logs.error.take() {
+        if end.result != StepResult::Exception {
+            end.result = StepResult::Exception;
+            end.text = format!("exception: {err}");
+        }
+    }
+    inner.emit(EngineEvent::LogAppended {
+        builder: builder.clone(),
+        number,
+        step: step_number,
+        log: "stdio".into(),
+        size: logs.stdio.size(),
+        lines: logs.stdio.lines(),
+    });
+    finish(ctx, step_id, sizes, step_number, spec, end)
 }
 
 /// Take, without waiting, the Build's locks if it does not hold them yet, then the
@@ -1063,6 +1115,10 @@ async fn run_command(
             };
         }
     };
+    // The Step's files are made while the slave starts the command.
+    if let Err(e) = logs.stdio.open(true) {
+        logs.io_error(e);
+    }
     let mut rc = None;
     let mut failure_reason = None;
     let mut got_revision = None;

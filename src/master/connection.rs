@@ -358,24 +358,24 @@ pub(crate) async fn serve(
     });
     tracing::info!("slave {name} connected from {peer}; setting it up");
 
+    // Frames are written out together: after a frame, the writer lets the tasks
+    // woken with it run once (the Build whose Step just ended starts the next
+    // command), then writes whatever is queued by then. The responses to the
+    // slave's `update` and `complete` and the next `start_command` leave in one
+    // write; yielding only once keeps a command from waiting for slower work.
     let writer = tokio::spawn(async move {
         while let Some(o) = out_rx.recv().await {
-            let res = match o {
-                Outgoing::Frame(bytes) => sink.send(WsMessage::Binary(bytes.into())).await,
-                Outgoing::Ping => sink.send(WsMessage::Ping(Default::default())).await,
-                Outgoing::Close(reason) => {
-                    let reason: String = reason.chars().take(100).collect();
-                    let frame = CloseFrame {
-                        code: CloseCode::Normal,
-                        reason: reason.into(),
-                    };
-                    let _ = sink.send(WsMessage::Close(Some(frame))).await;
-                    let _ = sink.close().await;
-                    break;
+            if !feed_frame(&mut sink, o).await {
+                return;
+            }
+            tokio::task::yield_now().await;
+            while let Ok(o) = out_rx.try_recv() {
+                if !feed_frame(&mut sink, o).await {
+                    return;
                 }
-            };
-            if res.is_err() {
-                break;
+            }
+            if sink.flush().await.is_err() {
+                return;
             }
         }
     });
@@ -617,6 +617,28 @@ pub(crate) async fn make_builder_dirs(
         });
     }
     Ok(())
+}
+
+/// Queue one outgoing frame on the WebSocket without writing it out yet; a
+/// close is sent at once and ends the writer. `false`: stop writing.
+async fn feed_frame<S>(sink: &mut S, o: Outgoing) -> bool
+where
+    S: futures_util::Sink<WsMessage> + Unpin,
+{
+    match o {
+        Outgoing::Frame(bytes) => sink.feed(WsMessage::Binary(bytes.into())).await.is_ok(),
+        Outgoing::Ping => sink.feed(WsMessage::Ping(Default::default())).await.is_ok(),
+        Outgoing::Close(reason) => {
+            let reason: String = reason.chars().take(100).collect();
+            let frame = CloseFrame {
+                code: CloseCode::Normal,
+                reason: reason.into(),
+            };
+            let _ = sink.send(WsMessage::Close(Some(frame))).await;
+            let _ = sink.close().await;
+            false
+        }
+    }
 }
 
 /// Handle one frame from the slave.

@@ -574,11 +574,22 @@ async fn dispatch(inner: &Arc<Inner>) {
                     continue;
                 }
             };
-            let claimed = match inner
-                .db
-                .claim_request(&b.name, &b.slave, steps.len() as i64, crate::db::now_f64())
-                .await
-            {
+            let (total, at) = (steps.len() as i64, crate::db::now_f64());
+            let claim = if build::first_step_recordable(factory, &steps) {
+                let (spec, factory, slave_cfg) =
+                    (steps[0].clone(), factory.clone(), slave_cfg.clone());
+                let slave = b.slave.clone();
+                let first: crate::db::requests::FirstStep = Box::new(move |claimed| {
+                    build::first_step_start(claimed, &spec, &factory, &slave_cfg, &slave, at)
+                });
+                inner
+                    .db
+                    .claim_request_starting(&b.name, &b.slave, total, at, first)
+                    .await
+            } else {
+                inner.db.claim_request(&b.name, &b.slave, total, at).await
+            };
+            let claimed = match claim {
                 Ok(Some(c)) => c,
                 Ok(None) => {
                     let mut st = inner.state();

@@ -10,11 +10,12 @@
 //! the raw file carrying markup. A log that is only stdout has no `.ch` file.
 //!
 //! Writes go through a large buffer (no syscall per line, no database write per
-//! line); the engine flushes and records size and line count in SQLite every
+//! line), and the files are created only when the Build has sent the Step's
+//! command ([`LogWriter`]); the engine flushes and records size and line count in SQLite every
 //! second or so and at the end of the step.
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Which stream a piece of a log came from.
@@ -74,31 +75,69 @@ pub fn channels_path(log: &Path) -> PathBuf {
 }
 
 /// An append-only log being written.
+///
+/// It touches the disk only when opened ([`LogWriter::open`]) or when its bytes
+/// are written out, so a Build can record a Step and send its command first and
+/// create the Step's files while the slave already runs it: file creation (an
+/// inode each) stays off the path from one command to the next.
 pub struct LogWriter {
     path: PathBuf,
-    out: BufWriter<File>,
-    runs: Option<BufWriter<File>>,
+    /// The log file, once opened.
+    file: Option<File>,
+    /// Bytes not yet written to the file.
+    buf: Vec<u8>,
+    /// The `.ch` file, once opened.
+    runs_file: Option<File>,
+    /// Run records not yet written to the `.ch` file.
+    runs: Vec<u8>,
+    /// A channel other than stdout appeared: the log needs its `.ch` file.
+    has_runs: bool,
     channel: Option<Channel>,
     size: u64,
     lines: u64,
 }
 
+/// Run records kept before they are written out.
+const RUNS_BUFFER: usize = 8 * 1024;
+
 impl LogWriter {
-    /// Create (truncating) the log file at `path`, making its directory.
-    pub fn create(path: &Path) -> std::io::Result<LogWriter> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let file = File::create(path)?;
-        let _ = std::fs::remove_file(channels_path(path));
-        Ok(LogWriter {
+    /// A log at `path`, nothing on disk yet.
+    pub fn new(path: &Path) -> LogWriter {
+        LogWriter {
             path: path.to_path_buf(),
-            out: BufWriter::with_capacity(BUFFER, file),
-            runs: None,
+            file: None,
+            buf: Vec::new(),
+            runs_file: None,
+            runs: Vec::new(),
+            has_runs: false,
             channel: None,
             size: 0,
             lines: 0,
-        })
+        }
+    }
+
+    /// Create (truncating) the log file at `path` now, making its directory.
+    pub fn create(path: &Path) -> std::io::Result<LogWriter> {
+        let mut w = LogWriter::new(path);
+        w.open(false)?;
+        Ok(w)
+    }
+
+    /// Create (truncating) the log file if not yet done, making its directory.
+    /// With `runs`, its `.ch` file too, empty (all stdout) until another channel
+    /// appears; a command's log nearly always needs it (its header comes first).
+    pub fn open(&mut self, runs: bool) -> std::io::Result<()> {
+        if self.file.is_none() {
+            self.file = Some(create_file(&self.path)?);
+            if !runs && self.runs_file.is_none() {
+                // A side file left by an earlier log of this name is not this one's.
+                let _ = std::fs::remove_file(channels_path(&self.path));
+            }
+        }
+        if (runs || self.has_runs) && self.runs_file.is_none() {
+            self.runs_file = Some(File::create(channels_path(&self.path))?);
+        }
+        Ok(())
     }
 
     /// Append bytes of one channel.
@@ -109,32 +148,55 @@ impl LogWriter {
         if self.channel != Some(channel) {
             // The first run of stdout needs no record: no `.ch` file means stdout.
             if self.channel.is_some() || channel != Channel::Stdout {
-                if self.runs.is_none() {
-                    let f = File::create(channels_path(&self.path))?;
-                    let mut w = BufWriter::with_capacity(8 * 1024, f);
+                if !self.has_runs {
+                    self.has_runs = true;
                     if self.channel.is_some() {
                         // Earlier bytes were stdout.
-                        w.write_all(&record(0, Channel::Stdout))?;
+                        self.runs.extend_from_slice(&record(0, Channel::Stdout));
                     }
-                    self.runs = Some(w);
                 }
-                if let Some(w) = self.runs.as_mut() {
-                    w.write_all(&record(self.size, channel))?;
-                }
+                self.runs.extend_from_slice(&record(self.size, channel));
             }
             self.channel = Some(channel);
         }
-        self.out.write_all(data)?;
+        if self.buf.len() + data.len() > BUFFER || self.runs.len() > RUNS_BUFFER {
+            self.write_out()?;
+        }
+        if data.len() >= BUFFER {
+            self.open(false)?;
+            if let Some(f) = self.file.as_mut() {
+                f.write_all(data)?;
+            }
+        } else {
+            if self.buf.capacity() == 0 {
+                self.buf.reserve(BUFFER.min(data.len().max(4096) * 4));
+            }
+            self.buf.extend_from_slice(data);
+        }
         self.size += data.len() as u64;
         self.lines += count_newlines(data);
         Ok(())
     }
 
-    /// Push buffered bytes to the file so readers see them.
+    /// Write everything appended so far to the files (opening them if needed),
+    /// so readers see it.
     pub fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()?;
-        if let Some(w) = self.runs.as_mut() {
-            w.flush()?;
+        self.write_out()
+    }
+
+    fn write_out(&mut self) -> std::io::Result<()> {
+        self.open(false)?;
+        if let Some(f) = self.file.as_mut() {
+            if !self.buf.is_empty() {
+                f.write_all(&self.buf)?;
+                self.buf.clear();
+            }
+        }
+        if let Some(f) = self.runs_file.as_mut() {
+            if !self.runs.is_empty() {
+                f.write_all(&self.runs)?;
+                self.runs.clear();
+            }
         }
         Ok(())
     }
@@ -160,6 +222,21 @@ impl Drop for LogWriter {
     }
 }
 
+/// Create (truncating) a file, making its directory only when it is missing: a
+/// builder's log directory exists after its first Build, and `create_dir_all`
+/// would ask the filesystem again for every log.
+fn create_file(path: &Path) -> std::io::Result<File> {
+    match File::create(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            File::create(path)
+        }
+        other => other,
+    }
+}
+
 fn record(offset: u64, channel: Channel) -> [u8; RUN_RECORD] {
     let mut r = [0u8; RUN_RECORD];
     r[..8].copy_from_slice(&offset.to_le_bytes());
@@ -169,6 +246,26 @@ fn record(offset: u64, channel: Channel) -> [u8; RUN_RECORD] {
 
 fn count_newlines(data: &[u8]) -> u64 {
     memchr::memchr_iter(b'\n', data).count() as u64
+}
+
+/// A reader of a log's bytes.
+pub type LogBytes = Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>;
+
+/// A log's bytes as they are now: a reader up to the file's current end (a log
+/// still growing is read that far), and that length. A log whose Step has just
+/// started may have no file yet ([`LogWriter`]): it reads as empty.
+pub async fn log_reader(path: &Path, complete: bool) -> std::io::Result<(LogBytes, u64)> {
+    use tokio::io::AsyncReadExt;
+    match tokio::fs::File::open(path).await {
+        Ok(f) => {
+            let len = f.metadata().await?.len();
+            Ok((Box::new(f.take(len)), len))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !complete => {
+            Ok((Box::new(tokio::io::empty()), 0))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The channel runs of a log: `(offset, channel)` in order, each run lasting to the
@@ -246,6 +343,63 @@ mod tests {
         assert_eq!(
             read_channel_runs(&q).unwrap(),
             vec![(0, Channel::Header), (2, Channel::Stdout)]
+        );
+    }
+
+    #[tokio::test]
+    async fn files_come_when_opened_and_a_running_log_without_them_reads_empty() {
+        use tokio::io::AsyncReadExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("logs/b/1-001-x-stdio.log");
+        let mut w = LogWriter::new(&p);
+        assert!(!p.exists() && !dir.path().join("logs").exists());
+        // A Step just recorded, its command not yet sent: an empty log.
+        let (mut r, len) = log_reader(&p, false).await.unwrap();
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).await.unwrap();
+        assert_eq!((len, got.len()), (0, 0));
+        // A complete log must have its file.
+        assert!(log_reader(&p, true).await.is_err());
+        w.open(true).unwrap();
+        assert!(p.exists() && channels_path(&p).exists());
+        assert_eq!(read_channel_runs(&p).unwrap(), vec![(0, Channel::Stdout)]);
+        w.append(Channel::Header, b"cmd\n").unwrap();
+        w.append(Channel::Stdout, b"out\n").unwrap();
+        w.flush().unwrap();
+        let (mut r, len) = log_reader(&p, false).await.unwrap();
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).await.unwrap();
+        assert_eq!((len, got.as_slice()), (8, &b"cmd\nout\n"[..]));
+        assert_eq!(
+            read_channel_runs(&p).unwrap(),
+            vec![(0, Channel::Header), (4, Channel::Stdout)]
+        );
+        // A log never opened still leaves its (empty) file behind.
+        let q = dir.path().join("logs/b/1-002-y-stdio.log");
+        drop(LogWriter::new(&q));
+        assert_eq!(std::fs::read(&q).unwrap(), b"");
+    }
+
+    #[test]
+    fn big_appends_go_straight_to_the_file_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big.log");
+        let mut w = LogWriter::new(&p);
+        let big = vec![b'x'; BUFFER + 10];
+        w.append(Channel::Stdout, b"a\n").unwrap();
+        w.append(Channel::Stderr, &big).unwrap();
+        w.append(Channel::Stdout, b"b\n").unwrap();
+        drop(w);
+        let data = std::fs::read(&p).unwrap();
+        assert_eq!(data.len(), BUFFER + 14);
+        assert!(data.starts_with(b"a\nxxx") && data.ends_with(b"xxb\n"));
+        assert_eq!(
+            read_channel_runs(&p).unwrap(),
+            vec![
+                (0, Channel::Stdout),
+                (2, Channel::Stderr),
+                (BUFFER as u64 + 12, Channel::Stdout)
+            ]
         );
     }
 

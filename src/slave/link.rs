@@ -174,6 +174,10 @@ fn encode_request(seq: i64, op: &str, fields: Vec<(&str, Value)>) -> Vec<u8> {
 }
 
 /// Write queued frames to the socket until told to close or the socket fails.
+///
+/// After a frame the writer lets the task that queued it run once, then writes
+/// whatever is queued by then (a command's last `update` and its `complete`):
+/// one write and one wake-up of the master instead of two.
 pub(crate) async fn writer<S>(mut sink: S, mut lanes: Lanes)
 where
     S: Sink<WsMessage> + Unpin,
@@ -185,25 +189,47 @@ where
             Some(o) = lanes.data.recv() => o,
             else => break,
         };
-        let msg = match out {
-            Out::Frame(bytes) => WsMessage::Binary(bytes.into()),
-            Out::Ping => WsMessage::Ping(Vec::new().into()),
-            Out::Close => {
-                let _ = sink
-                    .send(WsMessage::Close(Some(CloseFrame {
-                        code: CloseCode::Normal,
-                        reason: "slave shutting down".into(),
-                    })))
-                    .await;
-                // The master's answering close frame is read by the session.
-                break;
-            }
-        };
-        if sink.feed(msg).await.is_err() {
-            break;
+        if !feed_out(&mut sink, out).await {
+            return;
         }
-        if lanes.priority.is_empty() && lanes.data.is_empty() && sink.flush().await.is_err() {
+        tokio::task::yield_now().await;
+        loop {
+            let out = match lanes.priority.try_recv() {
+                Ok(o) => o,
+                Err(_) => match lanes.data.try_recv() {
+                    Ok(o) => o,
+                    Err(_) => break,
+                },
+            };
+            if !feed_out(&mut sink, out).await {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
             break;
         }
     }
+}
+
+/// Queue one frame on the WebSocket without writing it out yet; a close is
+/// sent at once and ends the writer. `false`: stop writing.
+async fn feed_out<S>(sink: &mut S, out: Out) -> bool
+where
+    S: Sink<WsMessage> + Unpin,
+{
+    let msg = match out {
+        Out::Frame(bytes) => WsMessage::Binary(bytes.into()),
+        Out::Ping => WsMessage::Ping(Vec::new().into()),
+        Out::Close => {
+            let _ = sink
+                .send(WsMessage::Close(Some(CloseFrame {
+                    code: CloseCode::Normal,
+                    reason: "slave shutting down".into(),
+                })))
+                .await;
+            // The master's answering close frame is read by the session.
+            return false;
+        }
+    };
+    sink.feed(msg).await.is_ok()
 }

@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
-use tokio::io::AsyncReadExt;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -336,19 +335,15 @@ async fn get_log(
         }
         Err(e) => return db_error("GET …/logs/LOG", e),
     };
-    let f = match tokio::fs::File::open(&file.path).await {
-        Ok(f) => f,
+    // A growing log is sent up to its current end; a finished one whole.
+    let (reader, len) = match crate::master::logs::log_reader(&file.path, file.complete).await {
+        Ok(r) => r,
         Err(e) => {
             tracing::error!("log {}: {e}", file.path.display());
             return json_error(StatusCode::INTERNAL_SERVER_ERROR, "the log file is missing");
         }
     };
-    // A growing log is sent up to its current end; a finished one whole.
-    let len = match f.metadata().await {
-        Ok(m) => m.len(),
-        Err(_) => file.size,
-    };
-    let stream = tokio_util::io::ReaderStream::with_capacity(f.take(len), LOG_CHUNK);
+    let stream = tokio_util::io::ReaderStream::with_capacity(reader, LOG_CHUNK);
     let mut resp = warp::reply::stream(stream).into_response();
     let headers = resp.headers_mut();
     headers.insert(

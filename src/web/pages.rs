@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rusqlite::{params, OptionalExtension};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use warp::filters::BoxedFilter;
 use warp::http::header::{self, HeaderMap, HeaderValue};
@@ -1772,13 +1772,21 @@ fn channel_class(c: Channel) -> &'static str {
 
 /// The log a log URL names (its step by name or number), opened, with its length
 /// now (a growing log is read up to there); or the error page to answer with.
+/// The log's record, a reader of its bytes and their length now.
 async fn open_log(
     pc: &Pc,
     builder: &str,
     number: i64,
     step: &str,
     log: &str,
-) -> Result<(crate::db::builds::LogFile, tokio::fs::File, u64), Response> {
+) -> Result<
+    (
+        crate::db::builds::LogFile,
+        crate::master::logs::LogBytes,
+        u64,
+    ),
+    Response,
+> {
     let file = match pc.ctx.db.log_file(builder, number, step, log).await {
         Ok(Some(f)) => f,
         Ok(None) => {
@@ -1791,11 +1799,8 @@ async fn open_log(
         }
         Err(e) => return Err(db_error(pc, "log", e)),
     };
-    match tokio::fs::File::open(&file.path).await {
-        Ok(f) => {
-            let len = f.metadata().await.map(|m| m.len()).unwrap_or(file.size);
-            Ok((file, f, len))
-        }
+    match crate::master::logs::log_reader(&file.path, file.complete).await {
+        Ok((reader, len)) => Ok((file, reader, len)),
         Err(e) => {
             tracing::error!("log {}: {e}", file.path.display());
             Err(error_page(
@@ -1810,7 +1815,7 @@ async fn open_log(
 
 async fn log_page(b: String, n: i64, s: String, l: String, h: HeaderMap, pc: Pc) -> Response {
     let (builder, step, log) = (html::unseg(&b), html::unseg(&s), html::unseg(&l));
-    let (file, mut f, len) = match open_log(&pc, &builder, n, &step, &log).await {
+    let (file, f, len) = match open_log(&pc, &builder, n, &step, &log).await {
         Ok(x) => x,
         Err(page) => return page,
     };
@@ -1841,9 +1846,8 @@ async fn log_page(b: String, n: i64, s: String, l: String, h: HeaderMap, pc: Pc)
     // the page is streamed, so the tail starts at `len` read now.
     let first = format!("{pre}{}", head.replace("{OFFSET}", &len.to_string()));
     let last = format!("</pre>{post}");
-    let _ = f.seek(std::io::SeekFrom::Start(0)).await;
     struct St {
-        f: tokio::fs::File,
+        f: crate::master::logs::LogBytes,
         pos: u64,
         len: u64,
         runs: Vec<(u64, Channel)>,
@@ -1918,7 +1922,7 @@ async fn log_text(
         Ok(x) => x,
         Err(page) => return page,
     };
-    let stream = tokio_util::io::ReaderStream::with_capacity(f.take(len), LOG_CHUNK);
+    let stream = tokio_util::io::ReaderStream::with_capacity(f, LOG_CHUNK);
     let mut r = warp::reply::stream(stream).into_response();
     let hd = r.headers_mut();
     hd.insert(

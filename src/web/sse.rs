@@ -330,7 +330,12 @@ async fn read_from(
     offset: u64,
     at_end: bool,
 ) -> std::io::Result<Option<(Vec<(Channel, String)>, usize)>> {
-    let mut f = tokio::fs::File::open(path).await?;
+    let mut f = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        // A Step that has just started gets its files a moment later.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !at_end => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let len = f.metadata().await?.len();
     if len <= offset {
         return Ok(None);
