@@ -165,7 +165,11 @@ struct Slot {
 }
 
 enum Outgoing {
+    /// A request: written out at once.
     Frame(Vec<u8>),
+    /// A response to the slave, which waits for nothing: it may wait for
+    /// what the master sends next.
+    Response(Vec<u8>),
     Ping,
     Close(String),
 }
@@ -322,7 +326,7 @@ impl Conn {
     }
 
     fn respond(&self, msg: Message) {
-        let _ = self.out.send(Outgoing::Frame(msg.encode()));
+        let _ = self.out.send(Outgoing::Response(msg.encode()));
     }
 }
 
@@ -358,17 +362,20 @@ pub(crate) async fn serve(
     });
     tracing::info!("slave {name} connected from {peer}; setting it up");
 
-    // Frames are written out together: after a frame, the writer lets the tasks
-    // woken with it run once (the Build whose Step just ended starts the next
-    // command), then writes whatever is queued by then. The responses to the
-    // slave's `update` and `complete` and the next `start_command` leave in one
-    // write; yielding only once keeps a command from waiting for slower work.
+    // Frames are written out together. After a response, the writer lets the
+    // tasks woken with it run once (the Build whose Step just ended starts the
+    // next command), then writes whatever is queued by then: the responses to
+    // the slave's `update` and `complete` and the next `start_command` leave in
+    // one write. A request is written at once, with whatever else is queued.
     let writer = tokio::spawn(async move {
         while let Some(o) = out_rx.recv().await {
+            let response = matches!(o, Outgoing::Response(_));
             if !feed_frame(&mut sink, o).await {
                 return;
             }
-            tokio::task::yield_now().await;
+            if response {
+                tokio::task::yield_now().await;
+            }
             while let Ok(o) = out_rx.try_recv() {
                 if !feed_frame(&mut sink, o).await {
                     return;
@@ -626,7 +633,9 @@ where
     S: futures_util::Sink<WsMessage> + Unpin,
 {
     match o {
-        Outgoing::Frame(bytes) => sink.feed(WsMessage::Binary(bytes.into())).await.is_ok(),
+        Outgoing::Frame(bytes) | Outgoing::Response(bytes) => {
+            sink.feed(WsMessage::Binary(bytes.into())).await.is_ok()
+        }
         Outgoing::Ping => sink.feed(WsMessage::Ping(Default::default())).await.is_ok(),
         Outgoing::Close(reason) => {
             let reason: String = reason.chars().take(100).collect();
