@@ -9,7 +9,9 @@
 //! the BuildSet's, and whatever SetProperty steps set; each Step is interpolated
 //! with the properties it starts with. Everything is recorded in SQLite before the
 //! slave is asked to act: the Build row (at claim time), then each Step row before
-//! its first command.
+//! its first command. The first Step's row goes with the claim when no locks are
+//! involved ([`first_step_start`]); a Step's log files are made once its command
+//! is on its way (`logs::LogWriter`).
 //!
 //! A Build ends early when a Step halts it, when the slave is lost (EXCEPTION
 //! "slave lost: …", requests re-queued), when it is stopped (the running command
