@@ -299,7 +299,8 @@ pub(crate) async fn run(mut ctx: BuildContext) -> bool {
         ctx.claimed.reason
     );
 
-    let recorded = initial_properties(&ctx.claimed, &ctx.factory, &ctx.slave_cfg, ctx.slave.name());
+    let factory_props = crate::factory::build_properties(&ctx.factory, &ctx.slave_cfg);
+    let recorded = initial_properties(&ctx.claimed, &factory_props, ctx.slave.name());
     let mut props = Properties::new();
     for (name, value, _) in &recorded {
         props.insert(name.clone(), value.clone());
@@ -467,12 +468,11 @@ fn step_description(spec: &StepSpec) -> String {
 }
 
 /// A Build's properties as it starts, `(name, value, source)`, later ones winning:
-/// the BuildSet's, the factory's, then `branch`, `revision`, `got_revision`
+/// the BuildSet's, the factory's (`factory::build_properties`), then `branch`, `revision`, `got_revision`
 /// (empty until a checkout), `buildername`, `buildnumber` and `slavename`.
 pub(crate) fn initial_properties(
     claimed: &ClaimedBuild,
-    factory: &FactoryConfig,
-    slave_cfg: &SlaveConfig,
+    factory_props: &BTreeMap<String, String>,
     slave: &str,
 ) -> Vec<(String, String, String)> {
     let mut out: Vec<(String, String, String)> = Vec::new();
@@ -482,8 +482,8 @@ pub(crate) fn initial_properties(
     for (k, v) in &claimed.properties {
         set(k, v.clone(), "BuildSet");
     }
-    for (k, v) in crate::factory::build_properties(factory, slave_cfg) {
-        set(&k, v, "Factory");
+    for (k, v) in factory_props {
+        set(k, v.clone(), "Factory");
     }
     set(
         "branch",
@@ -514,8 +514,7 @@ pub(crate) fn first_step_recordable(factory: &FactoryConfig, steps: &[StepSpec])
 pub(crate) fn first_step_start(
     claimed: &ClaimedBuild,
     spec: &StepSpec,
-    factory: &FactoryConfig,
-    slave_cfg: &SlaveConfig,
+    factory_props: &BTreeMap<String, String>,
     slave: &str,
     at: f64,
 ) -> StepStart {
@@ -525,7 +524,7 @@ pub(crate) fn first_step_start(
         description: step_description(spec),
         log_path: log_rel_path(&claimed.builder, claimed.number, 1, &spec.name, "stdio"),
         at,
-        props: initial_properties(claimed, factory, slave_cfg, slave),
+        props: initial_properties(claimed, factory_props, slave),
     }
 }
 

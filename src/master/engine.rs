@@ -576,11 +576,11 @@ async fn dispatch(inner: &Arc<Inner>) {
             };
             let (total, at) = (steps.len() as i64, crate::db::now_f64());
             let claim = if build::first_step_recordable(factory, &steps) {
-                let (spec, factory, slave_cfg) =
-                    (steps[0].clone(), factory.clone(), slave_cfg.clone());
+                let spec = steps[0].clone();
+                let factory_props = crate::factory::build_properties(factory, slave_cfg);
                 let slave = b.slave.clone();
                 let first: crate::db::requests::FirstStep = Box::new(move |claimed| {
-                    build::first_step_start(claimed, &spec, &factory, &slave_cfg, &slave, at)
+                    build::first_step_start(claimed, &spec, &factory_props, &slave, at)
                 });
                 inner
                     .db
