@@ -67,6 +67,67 @@ pub fn log_rel_path(builder: &str, number: i64, step: i64, step_name: &str, log:
     )
 }
 
+/// Make the master's `logs/` directory, marked as a top of directory hierarchies
+/// for ext2/3/4 (`chattr +T`, as one marks `/home`).
+///
+/// Each builder's log directory is then placed by the Orlov allocator in a block
+/// group of its own instead of the master directory's, so a builder's log files
+/// are not created among inodes that other work on the same filesystem has just
+/// freed: ext4 without a journal skips every inode freed in the last one to six
+/// minutes, one buffer lookup each, and after a mass deletion nearby (a cleaned
+/// `/tmp`, pruned logs, a compiler's temporary files) creating one file cost
+/// 1.3 ms instead of 50 µs on the bench machine, two files per Step. Where the
+/// flag is not supported (another filesystem) the directory is just made.
+pub fn prepare_logs_dir(basedir: &Path) -> std::io::Result<()> {
+    let dir = basedir.join("logs");
+    std::fs::create_dir_all(&dir)?;
+    if let Err(e) = set_top_dir(&dir) {
+        tracing::debug!("{}: not marked a top directory: {e}", dir.display());
+    }
+    Ok(())
+}
+
+/// `FS_TOPDIR_FL` of `linux/fs.h` (`chattr +T`).
+#[cfg(target_os = "linux")]
+const FS_TOPDIR_FL: nix::libc::c_int = 0x0002_0000;
+
+/// The directory's inode flags (`FS_IOC_GETFLAGS`).
+#[cfg(target_os = "linux")]
+fn dir_flags(dir: &File) -> std::io::Result<nix::libc::c_int> {
+    use std::os::fd::AsRawFd;
+    let mut flags: nix::libc::c_int = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes one int through the pointer, which is valid
+    // for the call; the descriptor is open for its duration.
+    let r = unsafe { nix::libc::ioctl(dir.as_raw_fd(), nix::libc::FS_IOC_GETFLAGS, &mut flags) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(flags)
+}
+
+#[cfg(target_os = "linux")]
+fn set_top_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = File::open(dir)?;
+    let flags = dir_flags(&f)?;
+    if flags & FS_TOPDIR_FL != 0 {
+        return Ok(());
+    }
+    let flags = flags | FS_TOPDIR_FL;
+    // SAFETY: FS_IOC_SETFLAGS reads one int through the pointer, which is valid
+    // for the call; the descriptor is open for its duration.
+    let r = unsafe { nix::libc::ioctl(f.as_raw_fd(), nix::libc::FS_IOC_SETFLAGS, &flags) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_top_dir(_dir: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
 /// The side file of channel runs next to a log file.
 pub fn channels_path(log: &Path) -> PathBuf {
     let mut s = log.as_os_str().to_owned();
@@ -297,6 +358,25 @@ pub fn read_channel_runs(log: &Path) -> std::io::Result<Vec<(u64, Channel)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_logs_directory_is_made_a_top_directory_where_the_filesystem_can() {
+        let dir = tempfile::tempdir().unwrap();
+        prepare_logs_dir(dir.path()).unwrap();
+        let logs = File::open(dir.path().join("logs")).unwrap();
+        // A filesystem without inode flags (tmpfs, overlayfs) has nothing to mark;
+        // one with them (ext4, the bench machine's) must carry the mark.
+        if let Ok(flags) = dir_flags(&logs) {
+            let probe = dir.path().join("probe");
+            std::fs::create_dir(&probe).unwrap();
+            if set_top_dir(&probe).is_ok() {
+                assert_ne!(flags & FS_TOPDIR_FL, 0, "logs/ is not marked +T");
+            }
+        }
+        // Again on a master's next start: still there, nothing to do.
+        prepare_logs_dir(dir.path()).unwrap();
+    }
 
     #[test]
     fn raw_bytes_and_channel_runs() {

@@ -153,6 +153,14 @@ impl Master {
         let keepalive = options
             .keepalive_interval
             .unwrap_or(Duration::from_secs(config.keepalive_interval));
+        let logs = basedir.clone();
+        tokio::task::spawn_blocking(move || logs::prepare_logs_dir(&logs))
+            .await
+            .map_err(|e| MasterError::Internal(e.to_string()))?
+            .map_err(|source| MasterError::Io {
+                path: basedir.join("logs"),
+                source,
+            })?;
         let db_path = basedir.join(crate::db::DB_FILE);
         let db = tokio::task::spawn_blocking(move || Db::open(&db_path))
             .await
