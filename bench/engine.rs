@@ -5,7 +5,8 @@
 //! `name value unit` line per figure, beside Buildbot 4.3's figure from
 //! `../shared/bench/buildbot/RESULTS.md` and the ratio. Scenarios:
 //! * `throughput` — 200 forces of a one-step `true` builder posted one after
-//!   another, first POST → last request complete (`--builds N`);
+//!   another on one keep-alive connection (as Buildbot's bench posts them), first
+//!   POST → last request complete (`--builds N`);
 //! * `latency` — one force → request complete, median of 20 (1 ms poll);
 //! * `log` — a step printing 100 MB (`--log-bytes N`): force → complete, the master's
 //!   peak RSS meanwhile (VmHWM after clear_refs), then `GET …/logs/stdio` back out:
@@ -43,13 +44,27 @@ fn get_json(port: u16, path: &str) -> Value {
 }
 
 fn force(port: u16, builder: &str) -> i64 {
-    post(
-        port,
-        &format!("/api/v1/builders/{builder}/force"),
-        &serde_json::json!({"reason": "bench"}),
-    )["request_id"]
+    post(port, &force_path(builder), &force_body())["request_id"]
         .as_i64()
         .unwrap()
+}
+
+fn force_path(builder: &str) -> String {
+    format!("/api/v1/builders/{builder}/force")
+}
+
+fn force_body() -> Value {
+    serde_json::json!({"reason": "bench"})
+}
+
+/// [`force`] on a kept-alive connection.
+fn force_on(conn: &mut KeepAlive, builder: &str) -> i64 {
+    let (status, v) = conn.post_json(&force_path(builder), &force_body());
+    assert!(
+        (200..300).contains(&status),
+        "force {builder}: HTTP {status}: {v}"
+    );
+    v["request_id"].as_i64().unwrap()
 }
 
 fn complete(port: u16, request: i64) -> Option<String> {
@@ -150,8 +165,10 @@ fn throughput(p: &Pair, n: usize) {
     });
     let (mpid, spid) = (pid_of(&p.mdir), pid_of(&p.sdir));
     let (mcpu, scpu) = (cpu_secs(mpid), cpu_secs(spid));
+    // One POST per build on a single keep-alive connection, as Buildbot's bench.
+    let mut conn = KeepAlive::connect(p.hp);
     let t0 = Instant::now();
-    let ids: Vec<i64> = (0..n).map(|_| force(p.hp, "true-s1")).collect();
+    let ids: Vec<i64> = (0..n).map(|_| force_on(&mut conn, "true-s1")).collect();
     let last = *ids.last().unwrap();
     // Polled every 10 ms, as Buildbot's bench does, so that the polling itself
     // costs the master little.

@@ -30,6 +30,64 @@ pub fn get(port: u16, path: &str) -> Option<String> {
     Some(buf.split_once("\r\n\r\n")?.1.to_string())
 }
 
+/// One HTTP/1.1 keep-alive connection to a master's web port: requests go one
+/// after another on it, as Buildbot 4.3's bench sends its forces (RESULTS.md).
+pub struct KeepAlive {
+    conn: std::io::BufReader<TcpStream>,
+}
+
+impl KeepAlive {
+    pub fn connect(port: u16) -> KeepAlive {
+        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the master");
+        s.set_nodelay(true).expect("TCP_NODELAY");
+        KeepAlive {
+            conn: std::io::BufReader::new(s),
+        }
+    }
+
+    /// POST a JSON body; the status and the JSON reply.
+    pub fn post_json(&mut self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        use std::io::BufRead;
+        let body = body.to_string();
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.conn
+            .get_mut()
+            .write_all(req.as_bytes())
+            .expect("send the request");
+        let mut line = String::new();
+        self.conn.read_line(&mut line).expect("status line");
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("POST {path}: bad status line {line:?}"));
+        let mut length = None;
+        loop {
+            line.clear();
+            self.conn.read_line(&mut line).expect("header line");
+            let h = line.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse::<usize>().ok();
+                }
+            }
+        }
+        let length = length.unwrap_or_else(|| panic!("POST {path}: reply without Content-Length"));
+        let mut reply = vec![0u8; length];
+        self.conn.read_exact(&mut reply).expect("reply body");
+        let v = serde_json::from_slice(&reply)
+            .unwrap_or_else(|e| panic!("POST {path}: HTTP {status}, not JSON ({e})"));
+        (status, v)
+    }
+}
+
 pub fn connected_count(port: u16) -> usize {
     get(port, "/api/v1/slaves")
         .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
