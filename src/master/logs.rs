@@ -84,8 +84,22 @@ pub fn prepare_logs_dir(basedir: &Path) -> std::io::Result<()> {
     if let Err(e) = set_top_dir(&dir) {
         tracing::debug!("{}: not marked a top directory: {e}", dir.display());
     }
+    // A builder directory that a crash left under its temporary name
+    // ([`make_builder_dir`]) holds nothing yet: it goes.
+    for entry in std::fs::read_dir(&dir)?.flatten() {
+        if entry
+            .file_name()
+            .as_encoded_bytes()
+            .starts_with(NEW_DIR_PREFIX.as_bytes())
+        {
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
     Ok(())
 }
+
+/// The start of a builder log directory's name while it is being made.
+const NEW_DIR_PREFIX: &str = ".new-";
 
 /// `FS_TOPDIR_FL` of `linux/fs.h` (`chattr +T`).
 #[cfg(target_os = "linux")]
@@ -290,11 +304,53 @@ fn create_file(path: &Path) -> std::io::Result<File> {
     match File::create(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
+                make_builder_dir(dir)?;
             }
             File::create(path)
         }
         other => other,
+    }
+}
+
+/// Make a builder's log directory (and `logs/` above it if missing) under a name
+/// of its own first, then rename it into place.
+///
+/// Under a top directory ([`prepare_logs_dir`]) ext4 chooses a new directory's
+/// block group from a hash of its *name*, so `logs/BUILDER` would land in the same
+/// group every time it is made: after a master directory is removed and made
+/// again (every test or bench run; a master moved or restored), the builder's
+/// new log files would be created among the inodes its previous logs just freed,
+/// each of which ext4 without a journal steps over one by one. A fresh temporary
+/// name gives a fresh group, and a rename keeps the inode where it was made.
+fn make_builder_dir(dir: &Path) -> std::io::Result<()> {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return std::fs::create_dir_all(dir);
+    };
+    if !parent.is_dir() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mut tmp_name = std::ffi::OsString::from(NEW_DIR_PREFIX);
+    tmp_name.push(name);
+    tmp_name.push(format!("-{}-{nanos}", std::process::id()));
+    let tmp = parent.join(tmp_name);
+    match std::fs::create_dir(&tmp) {
+        Ok(()) => {}
+        // A name that cannot be made (taken, too long): the plain way.
+        Err(_) => return std::fs::create_dir_all(dir),
+    }
+    let renamed = std::fs::rename(&tmp, dir);
+    if renamed.is_err() {
+        // Made meanwhile by another Build of this builder: that one is used.
+        let _ = std::fs::remove_dir(&tmp);
+    }
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        renamed
     }
 }
 
@@ -376,6 +432,42 @@ mod tests {
         }
         // Again on a master's next start: still there, nothing to do.
         prepare_logs_dir(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_builders_log_directory_is_made_under_a_name_of_its_own_then_renamed() {
+        let dir = tempfile::tempdir().unwrap();
+        prepare_logs_dir(dir.path()).unwrap();
+        let logs = dir.path().join("logs");
+        // A crash between the two steps left one behind: the next start clears it.
+        std::fs::create_dir(logs.join(".new-b-1-2")).unwrap();
+        prepare_logs_dir(dir.path()).unwrap();
+        assert!(!logs.join(".new-b-1-2").exists());
+        // Builds of one builder on several slaves make its directory at once:
+        // every one of them gets its file there, and no temporary name is left.
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let p = logs.join("b").join(format!("{i}-001-s-stdio.log"));
+                std::thread::spawn(move || {
+                    let mut w = LogWriter::create(&p).unwrap();
+                    w.append(Channel::Stdout, b"x\n").unwrap();
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut names: Vec<String> = std::fs::read_dir(&logs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["b"]);
+        assert_eq!(std::fs::read_dir(logs.join("b")).unwrap().count(), 8);
+        // Without `logs/` (a log written before the master prepared it) all is made.
+        let p = dir.path().join("other/logs/c/1-001-s-stdio.log");
+        LogWriter::create(&p).unwrap();
+        assert!(p.exists());
     }
 
     #[test]
