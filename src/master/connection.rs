@@ -362,11 +362,10 @@ pub(crate) async fn serve(
     });
     tracing::info!("slave {name} connected from {peer}; setting it up");
 
-    // Frames are written out together. After a response, the writer lets the
-    // tasks woken with it run once (the Build whose Step just ended starts the
-    // next command), then writes whatever is queued by then: the responses to
-    // the slave's `update` and `complete` and the next `start_command` leave in
-    // one write. A request is written at once, with whatever else is queued.
+    // Each frame is written as soon as it is fed (`protocol::websocket_config`).
+    // After a response, the writer lets the tasks woken with it run once (the
+    // Build whose Step just ended starts the next command), then writes whatever
+    // is queued by then, and flushes before it waits again.
     let writer = tokio::spawn(async move {
         while let Some(o) = out_rx.recv().await {
             let response = matches!(o, Outgoing::Response(_));

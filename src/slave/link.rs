@@ -176,8 +176,10 @@ fn encode_request(seq: i64, op: &str, fields: Vec<(&str, Value)>) -> Vec<u8> {
 /// Write queued frames to the socket until told to close or the socket fails.
 ///
 /// After a frame the writer lets the task that queued it run once, then writes
-/// whatever is queued by then (a command's last `update` and its `complete`):
-/// one write and one wake-up of the master instead of two.
+/// whatever is queued by then (a command's last `update` and its `complete`)
+/// before it waits again. Each frame is its own write, sent as soon as it is
+/// fed ([`crate::protocol::websocket_config`]): the master starts on the
+/// `update` while the `complete` follows.
 pub(crate) async fn writer<S>(mut sink: S, mut lanes: Lanes)
 where
     S: Sink<WsMessage> + Unpin,
@@ -232,4 +234,93 @@ where
         }
     };
     sink.feed(msg).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use std::pin::Pin;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Context, Poll};
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::WebSocketStream;
+
+    /// A real socket that counts the writes made on it.
+    struct Counted {
+        inner: TcpStream,
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl AsyncRead for Counted {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Counted {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn each_frame_leaves_as_soon_as_it_is_fed_and_in_order() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let writes = Arc::new(AtomicUsize::new(0));
+        let counted = Counted {
+            inner: client.unwrap(),
+            writes: writes.clone(),
+        };
+        let config = Some(crate::protocol::websocket_config());
+        let slave_side = WebSocketStream::from_raw_socket(counted, Role::Client, config).await;
+        let master_side =
+            WebSocketStream::from_raw_socket(server.unwrap().0, Role::Server, config).await;
+
+        let (link, lanes) = Link::new();
+        link.notify("update", vec![("args", Value::from("rc 0"))])
+            .await
+            .unwrap();
+        link.notify("complete", vec![("args", Value::Nil)])
+            .await
+            .unwrap();
+        drop(link);
+        writer(slave_side, lanes).await;
+        assert_eq!(writes.load(Ordering::SeqCst), 2, "one write per frame");
+
+        let ops: Vec<String> = master_side
+            .take(2)
+            .map(|m| {
+                let bytes = m.unwrap().into_data();
+                match Message::decode(&bytes).unwrap() {
+                    Message::Request { op, .. } => op,
+                    other => panic!("not a request: {other:?}"),
+                }
+            })
+            .collect()
+            .await;
+        assert_eq!(ops, ["update", "complete"]);
+    }
 }
