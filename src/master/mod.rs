@@ -351,6 +351,10 @@ impl Master {
             }
         };
         let old = self.config();
+        if let Err(e) = crate::config::check_replacement(&old, &new) {
+            tracing::error!("reconfig rejected: {e}; the previous configuration stays in force");
+            return Err(e.into());
+        }
         if new.slaveport != old.slaveport || new.htmlport != old.htmlport {
             tracing::warn!("reconfig: slaveport/htmlport changes take effect at the next restart");
         }
@@ -477,10 +481,11 @@ fn take_lock(basedir: &Path) -> Result<Flock<File>, MasterError> {
 
 async fn load_config(basedir: &Path) -> Result<MasterConfig, MasterError> {
     let dir = basedir.to_path_buf();
-    tokio::task::spawn_blocking(move || crate::config::load(&dir))
+    let cfg = tokio::task::spawn_blocking(move || crate::config::load(&dir))
         .await
-        .map_err(|e| MasterError::Internal(e.to_string()))?
-        .map_err(MasterError::from)
+        .map_err(|e| MasterError::Internal(e.to_string()))??;
+    crate::config::log_loaded(&cfg);
+    Ok(cfg)
 }
 
 async fn bind(key: &'static str, port: u16) -> Result<TcpListener, MasterError> {
