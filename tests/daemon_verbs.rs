@@ -13,12 +13,13 @@ fn autobot() -> Command {
     Command::cargo_bin("autobot").unwrap()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `N` ports free at the moment, all different (each listener is held until all
+/// are picked, so the kernel cannot hand out one twice).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
 }
 
 /// GET a path on 127.0.0.1:port; the body as JSON, or None if nobody answers.
@@ -62,7 +63,7 @@ impl Bot {
     fn create() -> Bot {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("bot");
-        let (slaveport, htmlport, publicport) = (free_port(), free_port(), free_port());
+        let [slaveport, htmlport, publicport] = free_ports();
         autobot()
             .current_dir(tmp.path())
             .args([

@@ -150,6 +150,7 @@ impl Master {
         }
         let lock = take_lock(&basedir)?;
         let config = load_config(&basedir).await?;
+        crate::config::log_loaded(&config);
         let keepalive = options
             .keepalive_interval
             .unwrap_or(Duration::from_secs(config.keepalive_interval));
@@ -355,6 +356,7 @@ impl Master {
             tracing::error!("reconfig rejected: {e}; the previous configuration stays in force");
             return Err(e.into());
         }
+        crate::config::log_loaded(&new);
         if new.slaveport != old.slaveport || new.htmlport != old.htmlport {
             tracing::warn!("reconfig: slaveport/htmlport changes take effect at the next restart");
         }
@@ -481,11 +483,10 @@ fn take_lock(basedir: &Path) -> Result<Flock<File>, MasterError> {
 
 async fn load_config(basedir: &Path) -> Result<MasterConfig, MasterError> {
     let dir = basedir.to_path_buf();
-    let cfg = tokio::task::spawn_blocking(move || crate::config::load(&dir))
+    tokio::task::spawn_blocking(move || crate::config::load(&dir))
         .await
-        .map_err(|e| MasterError::Internal(e.to_string()))??;
-    crate::config::log_loaded(&cfg);
-    Ok(cfg)
+        .map_err(|e| MasterError::Internal(e.to_string()))?
+        .map_err(MasterError::from)
 }
 
 async fn bind(key: &'static str, port: u16) -> Result<TcpListener, MasterError> {
