@@ -1,6 +1,9 @@
 //! Integration tests of the daemon verbs (`start`, `stop`, `restart`, `reconfig`,
 //! `run`) on the real binary: a master and a slave made by `create`, real ports on
-//! 127.0.0.1, the slave's connection observed through `GET /api/v1/slaves`.
+//! 127.0.0.1, the slave's connection observed through `GET /api/v1/slaves`. Also
+//! what a running master refuses on `reconfig` (a file that would drop every
+//! builder, signed or empty ports, bytes that are not UTF-8) and that it takes
+//! Changes only with the credentials `create` wrote into its master.ini.
 
 use assert_cmd::Command;
 use predicates::prelude::*;
