@@ -57,6 +57,10 @@ pub struct MasterVars {
     pub slave: String,
     pub os: String,
     pub passwd: String,
+    /// Credentials `sendchange` and `POST /api/v1/changes` must present (random
+    /// ones from `create`: there is no default pair).
+    pub changeuser: String,
+    pub changepassword: String,
     pub slaveport: u16,
     pub htmlport: u16,
     pub publichtmlport: u16,
@@ -96,6 +100,10 @@ pub fn master_ini(vars: &MasterVars, created: &str) -> String {
          domain = {domain}\n\
          recipients = {recipients}\n\
          debug = {debug}\n\
+         ; who may submit Changes: `autobot sendchange --auth USER:PASSWORD` and\n\
+         ; POST /api/v1/changes (HTTP Basic); without both keys Changes are refused\n\
+         changeuser = {changeuser}\n\
+         changepassword = {changepassword}\n\
          ; keys below are defaults for every [slave:NAME] section\n\
          password = {passwd}\n\
          \n\
@@ -113,6 +121,8 @@ pub fn master_ini(vars: &MasterVars, created: &str) -> String {
         recipients = vars.recipients,
         debug = vars.debug,
         passwd = vars.passwd,
+        changeuser = vars.changeuser,
+        changepassword = vars.changepassword,
         slave = vars.slave,
         os = vars.os,
         factories = vars.factories.join(" "),
@@ -174,6 +184,8 @@ mod tests {
             slave: "s1".into(),
             os: "linux".into(),
             passwd: "pw".into(),
+            changeuser: "cu".into(),
+            changepassword: "cpw".into(),
             slaveport: 1,
             htmlport: 2,
             publichtmlport: 3,
@@ -188,5 +200,9 @@ mod tests {
         let text = master_ini(&vars, "today");
         assert!(text.contains("[slave:s1]\nos = linux\nfactories = hello pyhello\n"));
         assert!(text.contains("\n[hello]\n") && text.contains("\n[pyhello]\n"));
+        assert!(
+            text.contains("\nchangeuser = cu\nchangepassword = cpw\n"),
+            "{text}"
+        );
     }
 }

@@ -19,7 +19,8 @@ use scheduler_common::{ini, wait_builds, wait_finished, wait_head, GitRepo, Site
 
 fn site(repo: &GitRepo) -> Site {
     Site::new(&ini(
-        "pollInterval = 3600\ntreeStable = 0\ngithub_secret = gh-s3cret",
+        "pollInterval = 3600\ntreeStable = 0\ngithub_secret = gh-s3cret\n\
+         changeuser = hook\nchangepassword = s3cret",
         &["s1"],
         &format!(
             "[proj]\ntype = shell\ngit = {}#main\nstep.ok = true\n",
@@ -46,7 +47,8 @@ async fn a_sendchange_builds_its_revision_with_it_in_the_blamelist() {
         let (rev, cwd) = (rev.clone(), tmp.path().to_path_buf());
         move || {
             std::process::Command::new(bin)
-                .args(["sendchange", "--master", &master, "--username"])
+                .args(["sendchange", "--auth", "hook:s3cret", "--master", &master])
+                .arg("--username")
                 .arg("Ann <ann@example.org>")
                 .args(["--branch", "main", "--revision", &rev, "--repository", &url])
                 .args(["--comments", "one", "src/a.c"])

@@ -25,7 +25,7 @@ fn version_and_help_show_defaults() {
     for default in [
         "[default: slave]",
         "[default: linux]",
-        "[default: passwd]",
+        "[default: a new random one",
         "[default: 9010]",
         "[default: 8010]",
         "[default: 8011]",
@@ -75,7 +75,11 @@ fn create_pair_with_hello_writes_a_valid_master_and_a_slave() {
     assert!(ini.contains("\n[hello]\n"), "{ini}");
     let slave = read(&bot.join("slave/slave.ini"));
     assert!(slave.contains("master = localhost:9010"), "{slave}");
-    assert!(slave.contains("name = slave") && slave.contains("password = passwd"));
+    assert!(slave.contains("name = slave"), "{slave}");
+    // The slave's password is a random one, the same on both sides.
+    let password = value_of(&slave, "password");
+    assert_eq!(value_of(&ini, "password"), password);
+    assert!(password.len() >= 20, "{password}");
     assert!(read(&bot.join("slave/info/admin")).contains("Your Name"));
     let host = read(&bot.join("slave/info/host"));
     assert!(host.contains("CPUs") && host.contains("autobot"), "{host}");
@@ -98,6 +102,139 @@ fn create_pair_with_hello_writes_a_valid_master_and_a_slave() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, vec!["bot".to_string()]);
+}
+
+/// The value of the first `KEY = VALUE` line of an INI text.
+fn value_of(ini: &str, key: &str) -> String {
+    ini.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == key).then(|| v.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no {key} in:\n{ini}"))
+}
+
+/// `create` makes secrets of its own: a random slave password (in master.ini and
+/// slave.ini) and random change credentials, different for every master, in files
+/// only their owner can read; checkconfig finds no documented secret in them.
+#[test]
+fn create_makes_random_secrets_and_keeps_them_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut seen = Vec::new();
+    for name in ["a", "b"] {
+        let bot = tmp.path().join(name);
+        autobot()
+            .current_dir(tmp.path())
+            .args(["create", bot.to_str().unwrap(), "-f", "hello"])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("--auth CHANGEUSER:CHANGEPASSWORD"))
+            .stderr(predicate::str::contains("warning").not());
+        let ini = read(&bot.join("master/master.ini"));
+        let slave = read(&bot.join("slave/slave.ini"));
+        let (user, pass) = (
+            value_of(&ini, "changeuser"),
+            value_of(&ini, "changepassword"),
+        );
+        let password = value_of(&ini, "password");
+        assert_eq!(value_of(&slave, "password"), password);
+        for secret in [&pass, &password] {
+            assert!(secret.len() >= 20, "{secret}");
+            assert!(
+                secret
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() && !"01lIoO".contains(c)),
+                "{secret}"
+            );
+            assert!(!read(&bot.join("slave/info/host")).contains(secret.as_str()));
+        }
+        assert!(
+            user.starts_with("change-") && user.len() > "change-".len(),
+            "{user}"
+        );
+        seen.extend([user, pass, password]);
+        for file in ["master/master.ini", "slave/slave.ini"] {
+            let mode = std::fs::metadata(bot.join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}: {mode:o}");
+        }
+        // No warning about a documented secret (force on htmlport is still open).
+        let out = autobot()
+            .args(["checkconfig", bot.join("master").to_str().unwrap()])
+            .assert()
+            .success()
+            .get_output()
+            .clone();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("documentation"), "{stderr}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("accepted from changeuser change-"),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "secrets repeat: {seen:?}");
+}
+
+/// A documented password given with --passwd is used, with a warning, and
+/// checkconfig warns about it at its line.
+#[test]
+fn create_with_a_documented_password_warns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("m");
+    autobot()
+        .current_dir(tmp.path())
+        .args([
+            "create-master",
+            m.to_str().unwrap(),
+            "-f",
+            "hello",
+            "--passwd",
+            "passwd",
+        ])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "warning: --passwd \"passwd\" is printed in the documentation",
+        ));
+    let ini = read(&m.join("master.ini"));
+    let line = ini
+        .lines()
+        .position(|l| l == "password = passwd")
+        .expect("the given password")
+        + 1;
+    autobot()
+        .args(["checkconfig", m.to_str().unwrap()])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(format!(
+            "warning: {}:{line}: [:master:] password: the password \"passwd\" is printed in the documentation",
+            m.join("master.ini").display()
+        )));
+    // A password the INI files cannot hold as given is refused, leaving nothing.
+    let bad = tmp.path().join("bad");
+    for pw in [" x", "a ;b", "a\nb", ""] {
+        autobot()
+            .current_dir(tmp.path())
+            .args([
+                "create-master",
+                bad.to_str().unwrap(),
+                "-f",
+                "hello",
+                "--passwd",
+                pw,
+            ])
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains("--passwd must be"));
+        assert!(!bad.exists());
+    }
 }
 
 #[test]
@@ -278,19 +415,29 @@ fn create_slave_with_explicit_master() {
     );
     assert!(!unit.contains(".autobot-new-"), "{unit}");
     assert!(s.join("info/host").is_file());
-    // Bad input: no port.
-    autobot()
-        .args([
-            "create-slave",
-            tmp.path().join("t").to_str().unwrap(),
-            "nohost",
-            "a",
-            "b",
-        ])
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains("HOST:PORT").or(predicate::str::contains("port")));
-    assert!(!tmp.path().join("t").exists());
+    // Bad input: no port, a signed port, port 0; nothing is created.
+    for (addr, want) in [
+        ("nohost", "has no port"),
+        (
+            "h:+9010",
+            "port \"+9010\" in \"h:+9010\" is not a number from 1 to 65535",
+        ),
+        ("h:0", "is not a number from 1 to 65535"),
+        ("h:65536", "is not a number from 1 to 65535"),
+    ] {
+        autobot()
+            .args([
+                "create-slave",
+                tmp.path().join("t").to_str().unwrap(),
+                addr,
+                "a",
+                "b",
+            ])
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(want));
+        assert!(!tmp.path().join("t").exists());
+    }
 }
 
 #[test]
@@ -487,11 +634,21 @@ fn list_factories_formats_and_types() {
 #[test]
 fn master_ini_example_passes_checkconfig() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("master.ini.example");
-    autobot()
+    // Valid, with a warning for each documented secret it shows.
+    let out = autobot()
         .args(["checkconfig", example.to_str().unwrap()])
         .assert()
         .success()
-        .stdout(predicate::str::contains("hello-linux1"));
+        .stdout(predicate::str::contains("hello-linux1"))
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for key in ["changepassword", "password", "admin"] {
+        assert!(
+            stderr.contains(&format!("] {key}: ")) && stderr.contains("warning: "),
+            "{key}: {stderr}"
+        );
+    }
 }
 
 /// Run `autobot ARGS` on a pseudo-terminal (util-linux `script`), typing `input`.

@@ -45,7 +45,7 @@ const HEAD: &str = "[:master:]\npassword = pw\nfactories = *\n\n[slave:s1]\n";
 fn port_that_is_not_a_number() {
     fails_with(
         "[:master:]\nslaveport = abc\n",
-        &["{ini}:2: [:master:] slaveport: expected a TCP port number from 1 to 65535, got \"abc\"; e.g. `slaveport = 9010`"],
+        &["{ini}:2: [:master:] slaveport: expected a TCP port number from 1 to 65535 (digits only, no sign), got \"abc\"; e.g. `slaveport = 9010`"],
     );
 }
 
@@ -173,7 +173,7 @@ fn bad_os_int_and_bool() {
     );
     fails_with(
         "[:master:]\npollInterval = soon\n",
-        &["{ini}:2: [:master:] pollInterval: expected a whole number >= 1, got \"soon\""],
+        &["{ini}:2: [:master:] pollInterval: expected a whole number >= 1 (digits only, no sign), got \"soon\""],
     );
     fails_with(
         "[:master:]\npollInterval = 0\n",
@@ -258,7 +258,7 @@ fn shell_steps_are_checked() {
     );
     fails_with(
         "[a]\ntype = shell\nstep.build = make\nstep.build.timeout = ten\n",
-        &["{ini}:4: [a] step.build.timeout: expected a whole number >= 0, got \"ten\""],
+        &["{ini}:4: [a] step.build.timeout: expected a whole number >= 0 (digits only, no sign), got \"ten\""],
     );
 }
 
@@ -448,7 +448,7 @@ dependsOn = hello
 fn the_library_gives_the_same_errors() {
     let dir = master("[:master:]\nslaveport = x\n");
     let e = autobot::config::load(dir.path()).unwrap_err().to_string();
-    assert!(e.ends_with("master.ini:2: [:master:] slaveport: expected a TCP port number from 1 to 65535, got \"x\"; e.g. `slaveport = 9010`"), "{e}");
+    assert!(e.ends_with("master.ini:2: [:master:] slaveport: expected a TCP port number from 1 to 65535 (digits only, no sign), got \"x\"; e.g. `slaveport = 9010`"), "{e}");
 }
 
 #[test]
@@ -467,4 +467,131 @@ fn favicon_or_robots_file_that_does_not_exist() {
         "[:master:]\npassword = pw\nfactories = *\n\nrobots_txt = robots.txt\n[slave:s1]\n",
         &["{ini}:5", "robots_txt", "no file"],
     );
+}
+
+#[test]
+fn signed_or_empty_numbers_are_errors_not_defaults() {
+    fails_with(
+        "[:master:]\nslaveport = +9010\n",
+        &["{ini}:2: [:master:] slaveport: expected a TCP port number from 1 to 65535 (digits only, no sign), got \"+9010\"; e.g. `slaveport = 9010`"],
+    );
+    fails_with(
+        "[:master:]\n; the port\nslaveport =\n",
+        &["{ini}:3: [:master:] slaveport: no value; write a TCP port number from 1 to 65535 (e.g. `slaveport = 9010`), or remove the line to get the default 9010"],
+    );
+    fails_with(
+        "[:master:]\nhtmlport = -8010\n",
+        &[
+            "{ini}:2: [:master:] htmlport: expected a TCP port number",
+            "got \"-8010\"",
+        ],
+    );
+    fails_with(
+        "[:master:]\npublichtmlport = 99999999999999999999999\n",
+        &["{ini}:2: [:master:] publichtmlport: expected a TCP port number"],
+    );
+    fails_with(
+        "[DEFAULT]\npollInterval = +60\n",
+        &["{ini}:2: [DEFAULT] pollInterval: expected a whole number >= 1 (digits only, no sign), got \"+60\""],
+    );
+    fails_with(
+        "[:master:]\nkeepaliveInterval =\n",
+        &["{ini}:2: [:master:] keepaliveInterval: no value; write a whole number >= 1 (e.g. `keepaliveInterval = 600`), or remove the line to get the default"],
+    );
+    fails_with(
+        "[:master:]\nallowForce =\n",
+        &["{ini}:2: [:master:] allowForce: no value; write true or false"],
+    );
+    fails_with(
+        &format!("{HEAD}max_builds = +1\n"),
+        &["{ini}:6: [slave:s1] max_builds: expected a whole number >= 1 (digits only, no sign)"],
+    );
+    fails_with(
+        "[f]\ntype = shell\nstep.a = make\nstep.a.timeout = +5\n",
+        &["{ini}:4: [f] step.a.timeout: expected a whole number >= 0 (digits only, no sign), got \"+5\""],
+    );
+}
+
+#[test]
+fn a_file_that_is_not_utf8_names_line_column_and_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let ini = dir.path().join("master.ini");
+    // Latin-1 "é" (0xE9) in a comment on line 3, after "; caf".
+    std::fs::write(&ini, b"[:master:]\nslaveport = 9010\n; caf\xE9\n").unwrap();
+    let out = checkconfig(dir.path())
+        .failure()
+        .code(1)
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let want = format!(
+        "{}:3: byte 0xE9 at column 6 is not UTF-8; the file must be UTF-8 text: convert it (e.g. `iconv -f latin1 -t utf-8 FILE > FILE.new` and rename)",
+        ini.display()
+    );
+    assert!(stderr.contains(&want), "expected {want:?} in:\n{stderr}");
+    // A local project file is held to the same rule.
+    let dir = master("[:master:]\n");
+    std::fs::create_dir(dir.path().join("projects")).unwrap();
+    let project = dir.path().join("projects/p.ini");
+    std::fs::write(&project, b"[p]\ndescription = na\xEFve\n").unwrap();
+    let out = checkconfig(dir.path())
+        .failure()
+        .code(1)
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let want = format!(
+        "{}:2: byte 0xEF at column 17 is not UTF-8",
+        project.display()
+    );
+    assert!(stderr.contains(&want), "expected {want:?} in:\n{stderr}");
+    // A UTF-8 byte-order mark is fine.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("master.ini"),
+        b"\xEF\xBB\xBF[:master:]\nslaveport = 9020\n",
+    )
+    .unwrap();
+    checkconfig(dir.path())
+        .success()
+        .stdout(predicate::str::contains("slaveport 9020"));
+}
+
+/// checkconfig of a valid file that lets strangers in: exit 0, one `warning:` line
+/// per problem on stderr, each naming file:line and the fix.
+#[test]
+fn documented_secrets_and_open_force_are_warned_about() {
+    let dir = master(
+        "[:master:]\nhtmlport = 8110\nchangeuser = change\nchangepassword = changepw\npassword = passwd\nfactories = *\n\n[slave:s1]\n[slave:s2]\npassword = secret\n[hello]\n",
+    );
+    let ini = dir.path().join("master.ini").display().to_string();
+    let out = checkconfig(dir.path())
+        .success()
+        .code(0)
+        .get_output()
+        .clone();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("is valid."), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    let want = [
+        format!("warning: {ini}:1: [:master:]: htmlport 8110 lets anyone who can reach it force and stop builds (allowForce is true and there is no [users] section); add a [users] section with `NAME = PASSWORD` lines, or set `allowForce = false`"),
+        format!("warning: {ini}:4: [:master:] changepassword: \"changepw\" is printed in the documentation, so anyone who can reach slaveport 9010 or htmlport 8110 can submit Changes (and so start builds); replace it with a random value of your own (e.g. the output of `head -c 18 /dev/urandom | base64`), and give it to `autobot sendchange --auth USER:PASSWORD`"),
+        format!("warning: {ini}:5: [:master:] password: the password \"passwd\" is printed in the documentation, so anyone who can reach slaveport 9010 can log in as slave s1 and be sent builds;"),
+        format!("warning: {ini}:10: [slave:s2] password: the password \"secret\" is printed in the documentation"),
+    ];
+    assert_eq!(lines.len(), want.len(), "{stderr}");
+    for (line, want) in lines.iter().zip(&want) {
+        assert!(
+            line.starts_with(want.as_str()),
+            "expected {want:?}, got {line:?}"
+        );
+    }
+    // Fixed: no warning at all.
+    let dir = master(
+        "[:master:]\nchangeuser = hooks\nchangepassword = Zq8rT2mWx7Kp\npassword = Hn4vB9cLs3Xe\nfactories = *\n[slave:s1]\n[users]\nann = Pw5dF8gJk2Rt\n[hello]\n",
+    );
+    checkconfig(dir.path())
+        .success()
+        .stderr(predicate::str::is_empty());
 }

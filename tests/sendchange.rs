@@ -1,7 +1,9 @@
 //! `autobot sendchange` (the real binary) against a real master's slaveport: the
 //! Change it sends is stored and listed by `GET /api/v1/changes`; wrong
-//! credentials are refused and store nothing; `.autobot/options` is found from a
-//! nested directory under `$HOME`; and a missing `--master` says how to give it.
+//! credentials are refused and store nothing, and a master without
+//! `changeuser`/`changepassword` takes no Change at all; `.autobot/options` is found
+//! from a nested directory under `$HOME`; and a missing `--master` or `--auth` says
+//! how to give it.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -55,14 +57,20 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The change credentials of the test masters (there is no default pair).
+const CHANGE_KEYS: &str = "changeuser = hook\nchangepassword = s3cret\n";
+const AUTH: &str = "hook:s3cret";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sent_change_is_stored_and_listed() {
     let repo = GitRepo::new();
-    let m = start(&repo, "").await;
+    let m = start(&repo, CHANGE_KEYS).await;
     let home = tempfile::tempdir().unwrap();
     let master = format!("127.0.0.1:{}", m.master.slaveport());
     let out = sendchange(
         &[
+            "--auth",
+            AUTH,
             "--master",
             &master,
             "--username",
@@ -117,6 +125,8 @@ async fn a_sent_change_is_stored_and_listed() {
         .as_secs() as i64;
     let out = sendchange(
         &[
+            "-a",
+            AUTH,
             "-m",
             &master,
             "-u",
@@ -224,7 +234,7 @@ async fn wrong_credentials_are_refused_and_nothing_is_stored() {
 #[tokio::test(flavor = "multi_thread")]
 async fn options_file_is_found_from_a_nested_directory() {
     let repo = GitRepo::new();
-    let m = start(&repo, "").await;
+    let m = start(&repo, CHANGE_KEYS).await;
     let home = tempfile::tempdir().unwrap();
     let nested = home.path().join("src/project/sub/dir");
     std::fs::create_dir_all(&nested).unwrap();
@@ -232,7 +242,7 @@ async fn options_file_is_found_from_a_nested_directory() {
     std::fs::write(
         home.path().join(".autobot/options"),
         format!(
-            "# Buildbot-style options\nmaster = '127.0.0.1:{}'\nusername = \"Opt User <o@x>\"\n",
+            "# Buildbot-style options\nmaster = '127.0.0.1:{}'\nusername = \"Opt User <o@x>\"\nauth = '{AUTH}'\n",
             m.master.slaveport()
         ),
     )
@@ -249,7 +259,7 @@ async fn options_file_is_found_from_a_nested_directory() {
     std::fs::write(
         home.path().join("src/project/.autobot/options"),
         format!(
-            "master = 127.0.0.1:{}\nusername = Near\n",
+            "master = 127.0.0.1:{}\nusername = Near\nauth = {AUTH}\n",
             m.master.slaveport()
         ),
     )
@@ -284,7 +294,7 @@ async fn missing_master_says_both_ways_to_give_it() {
         "{err}"
     );
 
-    // Nothing listening: a clear error, not a hang.
+    // No credentials: there is no default pair; both ways to give them are named.
     let port = engine_common::free_port();
     let out = sendchange(
         &[
@@ -292,6 +302,28 @@ async fn missing_master_says_both_ways_to_give_it() {
             &format!("127.0.0.1:{port}"),
             "--username",
             "Ann",
+        ],
+        home.path(),
+        home.path(),
+        None,
+    )
+    .await;
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--auth USER:PASS") && err.contains("`auth = USER:PASS` in .autobot/options"),
+        "{err}"
+    );
+
+    // Nothing listening: a clear error, not a hang.
+    let out = sendchange(
+        &[
+            "--master",
+            &format!("127.0.0.1:{port}"),
+            "--username",
+            "Ann",
+            "--auth",
+            AUTH,
         ],
         home.path(),
         home.path(),
@@ -326,12 +358,12 @@ async fn one_connection_carries_several_changes_and_bad_ones_get_an_error() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
     let repo = GitRepo::new();
-    let m = start(&repo, "").await;
+    let m = start(&repo, CHANGE_KEYS).await;
     let url = format!("ws://127.0.0.1:{}/change", m.master.slaveport());
     let mut req = url.as_str().into_client_request().unwrap();
     req.headers_mut().insert(
         "authorization",
-        change_common::basic("change", "changepw").parse().unwrap(),
+        change_common::basic("hook", "s3cret").parse().unwrap(),
     );
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     let r = ask(&mut ws, r#"{"whom": "typo"}"#).await;
@@ -351,7 +383,7 @@ async fn one_connection_carries_several_changes_and_bad_ones_get_an_error() {
     ws.close(None).await.unwrap();
     assert_eq!(api_changes(&m).await.len(), 2);
     assert!(support::log_has(&[
-        "sendchange from change@",
+        "sendchange from hook@",
         "change refused"
     ]));
 
@@ -361,5 +393,62 @@ async fn one_connection_carries_several_changes_and_bad_ones_get_an_error() {
         .expect_err("refused");
     assert!(err.to_string().contains("401"), "{err}");
     assert!(support::log_has(&["refused sendchange", "no credentials"]));
+    finish(m, repo).await;
+}
+
+/// A master whose master.ini sets no changeuser/changepassword takes no Change,
+/// whatever the credentials (the manual's change/changepw, empty ones), and says
+/// so to the client and in its log, with how to enable them.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_change_credentials_no_change_is_taken() {
+    let repo = GitRepo::new();
+    let m = start(&repo, "").await;
+    let home = tempfile::tempdir().unwrap();
+    let master = format!("127.0.0.1:{}", m.master.slaveport());
+    for auth in ["change:changepw", ":", "hook:s3cret"] {
+        let out = sendchange(
+            &[
+                "--master",
+                &master,
+                "--username",
+                "Eve",
+                "--auth",
+                auth,
+                "f",
+            ],
+            home.path(),
+            home.path(),
+            None,
+        )
+        .await;
+        assert!(!out.status.success(), "{auth} was accepted");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("sendchange and POST /api/v1/changes are refused: the master's master.ini sets no changeuser and changepassword in [:master:]; to accept Changes add both"),
+            "{err}"
+        );
+        assert!(!err.contains(&m.dir.path().display().to_string()), "{err}");
+    }
+    for auth in [
+        None,
+        Some(change_common::basic("change", "changepw")),
+        Some(change_common::basic("", "")),
+    ] {
+        let headers: Vec<(&str, String)> = auth.into_iter().map(|a| ("Authorization", a)).collect();
+        let (status, _, _) = change_common::http(
+            m.master.htmlport(),
+            "POST",
+            "/api/v1/changes",
+            &headers,
+            br#"{"who": "Eve"}"#,
+        )
+        .await;
+        assert_eq!(status, 401);
+    }
+    assert!(support::log_has(&[
+        "refused sendchange",
+        "sets no changeuser and changepassword"
+    ]));
+    assert!(api_changes(&m).await.is_empty());
     finish(m, repo).await;
 }

@@ -4,6 +4,12 @@
 //! Every directory is first written to a hidden staging directory beside its target
 //! and renamed into place only when complete and valid, so a failure (unknown
 //! factory, bad value, missing git) leaves nothing behind.
+//!
+//! A new master gets secrets of its own, never documented defaults: a random slave
+//! password (unless `--passwd` gives one; `create` writes the same into the slave's
+//! `slave.ini`) and random `changeuser`/`changepassword`, from the system CSPRNG.
+//! `master.ini` and `slave.ini` hold them and are written readable by their owner
+//! only.
 
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
@@ -13,7 +19,7 @@ use std::process::Command as Process;
 
 use super::info::local_dir;
 use super::CreateArgs;
-use crate::config::{self, SlaveIni};
+use crate::config::{self, secrets, SlaveIni};
 use crate::factory::{self, Project};
 use crate::templates::{self, MasterVars};
 
@@ -75,10 +81,11 @@ pub fn create_pair(args: &CreateArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let chosen = choose_factories(&args.factories, &projects)?;
-    let slave = slave_ini_for(args);
+    let secrets = Secrets::new(args)?;
+    let slave = slave_ini_for(args, &secrets);
     let dir = args.dir.clone();
     staged(&dir, |stage| {
-        write_master(&stage.join("master"), args, &chosen, &projects)?;
+        write_master(&stage.join("master"), args, &secrets, &chosen, &projects)?;
         write_slave(&stage.join("slave"), &slave)?;
         Ok(())
     })?;
@@ -97,7 +104,65 @@ pub fn create_pair(args: &CreateArgs) -> anyhow::Result<()> {
         "Edit {} to say who looks after the slave.",
         dir.join("slave/info/admin").display()
     );
+    print_changes_hint(&dir.join("master/master.ini"), args);
     Ok(())
+}
+
+/// The secrets of a new master: the slave password (given or random) and random
+/// change credentials.
+struct Secrets {
+    passwd: String,
+    changeuser: String,
+    changepassword: String,
+}
+
+impl Secrets {
+    fn new(args: &CreateArgs) -> anyhow::Result<Secrets> {
+        let passwd = match &args.passwd {
+            Some(p) => {
+                check_password("--passwd", p)?;
+                if secrets::is_documented(p) {
+                    eprintln!(
+                        "warning: --passwd {p:?} is printed in the documentation, so anyone who can reach the slaveport can log in as slave {}; leave out --passwd for a random one",
+                        args.slave
+                    );
+                }
+                p.clone()
+            }
+            None => secrets::random_password()?,
+        };
+        Ok(Secrets {
+            passwd,
+            changeuser: format!("change-{}", secrets::random(6)?),
+            changepassword: secrets::random_password()?,
+        })
+    }
+}
+
+/// Refuse a password that master.ini and slave.ini could not hold as given: empty,
+/// several lines, blanks around it, or a `;` after a blank (an inline comment).
+fn check_password(what: &str, p: &str) -> anyhow::Result<()> {
+    let comment = p
+        .char_indices()
+        .any(|(i, c)| c == ';' && p[..i].ends_with(char::is_whitespace));
+    if p.trim().is_empty() || p.trim() != p || p.contains(['\n', '\r']) || comment {
+        bail!(
+            "{what} must be a non-empty single line without leading or trailing blanks and \
+             without a `;` after a blank (which master.ini and slave.ini read as a comment)"
+        );
+    }
+    Ok(())
+}
+
+/// How to submit a Change to the new master, without printing the secret.
+fn print_changes_hint(master_ini: &Path, args: &CreateArgs) {
+    println!(
+        "Send Changes with:  autobot sendchange --master {}:{} --auth CHANGEUSER:CHANGEPASSWORD ... \
+         (changeuser and changepassword are in {})",
+        args.master,
+        args.slaveport,
+        master_ini.display()
+    );
 }
 
 /// `autobot create-master DIR`.
@@ -108,8 +173,9 @@ pub fn create_master_cmd(args: &CreateArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let chosen = choose_factories(&args.factories, &projects)?;
+    let secrets = Secrets::new(args)?;
     staged(&args.dir, |stage| {
-        write_master(stage, args, &chosen, &projects)
+        write_master(stage, args, &secrets, &chosen, &projects)
     })?;
     println!(
         "Created a master in {} building: {}",
@@ -122,6 +188,7 @@ pub fn create_master_cmd(args: &CreateArgs) -> anyhow::Result<()> {
         args.slave
     );
     println!("Start it with:  autobot start {}", args.dir.display());
+    print_changes_hint(&args.dir.join("master.ini"), args);
     Ok(())
 }
 
@@ -163,9 +230,13 @@ pub fn create_slave_cmd(args: &CreateSlaveArgs) -> anyhow::Result<()> {
         let (host, port) = addr.rsplit_once(':').ok_or_else(|| {
             anyhow!("MASTERHOST:PORT {addr:?} has no port; use e.g. localhost:9010")
         })?;
-        let port: u16 =
-            port.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
-                anyhow!("port {port:?} in {addr:?} is not a number from 1 to 65535")
+        let port: u16 = config::ini::parse_digits(port)
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p > 0)
+            .ok_or_else(|| {
+                anyhow!(
+                    "port {port:?} in {addr:?} is not a number from 1 to 65535 (digits only, no sign)"
+                )
             })?;
         if host.is_empty() {
             bail!("MASTERHOST:PORT {addr:?} has no host; use e.g. localhost:{port}");
@@ -189,6 +260,13 @@ pub fn create_slave_cmd(args: &CreateSlaveArgs) -> anyhow::Result<()> {
     }
     if args.keepalive == 0 {
         bail!("--keepalive must be at least 1 second");
+    }
+    check_password("PASSWORD", &slave.password)?;
+    if args.ini.is_none() && secrets::is_documented(&slave.password) {
+        eprintln!(
+            "warning: the password {:?} is printed in the documentation, so anyone who can reach the master can log in as slave {}; give both this slave and its [slave:{}] section a random one",
+            slave.password, slave.name, slave.name
+        );
     }
     staged(&args.dir, |stage| write_slave(stage, &slave))?;
     slave.basedir = std::fs::canonicalize(&args.dir).unwrap_or_else(|_| args.dir.clone());
@@ -330,13 +408,13 @@ fn choose_factories(given: &[String], projects: &[Project]) -> anyhow::Result<Ve
     Ok(wanted)
 }
 
-fn slave_ini_for(args: &CreateArgs) -> SlaveIni {
+fn slave_ini_for(args: &CreateArgs, secrets: &Secrets) -> SlaveIni {
     SlaveIni {
         basedir: PathBuf::new(),
         master_host: args.master.clone(),
         master_port: args.slaveport,
         name: args.slave.clone(),
-        password: args.passwd.clone(),
+        password: secrets.passwd.clone(),
         keepalive: 600,
         umask: 0o022,
         usepty: false,
@@ -396,6 +474,7 @@ fn staged(target: &Path, fill: impl FnOnce(&Path) -> anyhow::Result<()>) -> anyh
 fn write_master(
     dir: &Path,
     args: &CreateArgs,
+    secrets: &Secrets,
     chosen: &[String],
     projects: &[Project],
 ) -> anyhow::Result<()> {
@@ -403,7 +482,9 @@ fn write_master(
     let vars = MasterVars {
         slave: args.slave.clone(),
         os: args.os.clone(),
-        passwd: args.passwd.clone(),
+        passwd: secrets.passwd.clone(),
+        changeuser: secrets.changeuser.clone(),
+        changepassword: secrets.changepassword.clone(),
         slaveport: args.slaveport,
         htmlport: args.htmlport,
         publichtmlport: args.publichtmlport,
@@ -415,7 +496,7 @@ fn write_master(
         debug: args.debug,
         factories: chosen.to_vec(),
     };
-    write_new_file(
+    write_private_file(
         &dir.join("master.ini"),
         templates::master_ini(&vars, &now_string()).as_bytes(),
     )?;
@@ -503,7 +584,7 @@ fn materialize_sample(name: &str, dest: &Path) -> anyhow::Result<()> {
 fn write_slave(dir: &Path, slave: &SlaveIni) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.join("info"))
         .with_context(|| format!("cannot create {}", dir.display()))?;
-    write_new_file(
+    write_private_file(
         &dir.join(config::slave::SLAVE_INI),
         slave.render().as_bytes(),
     )?;
@@ -540,6 +621,21 @@ fn final_path_of_staged(stage_child: &Path) -> String {
 
 fn write_new_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     std::fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Write a new file that holds secrets: readable and writable by its owner only
+/// from the moment it exists (mode 0600 at creation, not chmod afterwards).
+fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(contents)
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn current_exe_string() -> String {

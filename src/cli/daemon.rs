@@ -123,19 +123,31 @@ pub fn reconfig_cmd(args: &DirArgs) -> anyhow::Result<()> {
     let log = dir.join(daemon::LOG_FILE);
     let offset = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     daemon::signal(pid, nix::sys::signal::Signal::SIGHUP)?;
-    // The master logs one line starting "reconfig" with the outcome.
+    // The master logs one outcome line, "reconfig rejected: WHY" or "reconfig:
+    // applied FILE", after any warnings about the file it read; they are shown too.
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = 0;
     while Instant::now() < deadline {
-        if let Some(line) = new_log_lines(&log, offset)?
-            .into_iter()
-            .find(|l| l.contains("reconfig"))
-        {
-            println!("{line}");
-            if line.contains("rejected") {
-                bail!("master.ini was rejected; the master keeps its old configuration");
+        let lines = new_log_lines(&log, offset)?;
+        for line in lines.iter().skip(seen) {
+            if line.contains("reconfig rejected") {
+                eprintln!("{line}");
+                bail!(
+                    "the master rejected {}; it keeps its previous configuration",
+                    dir.join("master.ini").display()
+                );
             }
-            return Ok(());
+            if line.contains("reconfig: applied") {
+                println!("{line}");
+                return Ok(());
+            }
+            if line.contains("reconfig")
+                || (line.contains(" WARN ") && line.contains("master.ini:"))
+            {
+                println!("{line}");
+            }
         }
+        seen = lines.len();
         std::thread::sleep(Duration::from_millis(20));
     }
     bail!(
@@ -159,7 +171,9 @@ fn new_log_lines(log: &Path, offset: u64) -> anyhow::Result<Vec<String>> {
     f.seek(SeekFrom::Start(offset))?;
     let mut s = String::new();
     f.read_to_string(&mut s)?;
-    Ok(s.lines().map(str::to_string).collect())
+    // Only whole lines: the last one may still be being written.
+    let whole = s.rfind('\n').map_or("", |i| &s[..i]);
+    Ok(whole.lines().map(str::to_string).collect())
 }
 
 fn start_one(role: Role, dir: &Path) -> anyhow::Result<()> {

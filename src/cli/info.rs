@@ -55,6 +55,10 @@ pub fn checkconfig_cmd(args: &CheckconfigArgs) -> anyhow::Result<ExitCode> {
         Ok(cfg) => {
             println!("{} is valid.", path.display());
             print!("{}", config::summary(&cfg));
+            // Valid but unsafe: said on stderr, each with its place and its fix.
+            for w in &cfg.warnings {
+                eprintln!("warning: {w}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

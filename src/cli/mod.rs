@@ -76,9 +76,10 @@ pub struct CreateArgs {
     /// Operating system of the slave: linux, win or mac.
     #[arg(long, default_value = "linux")]
     pub os: String,
-    /// Password of the slave.
-    #[arg(long, default_value = "passwd")]
-    pub passwd: String,
+    /// Password of the slave [default: a new random one, written to master.ini and,
+    /// by `create`, to the slave's slave.ini].
+    #[arg(long)]
+    pub passwd: Option<String>,
     /// Port the master listens on for slaves.
     #[arg(long, default_value_t = 9010)]
     pub slaveport: u16,

@@ -3,8 +3,8 @@
 //!
 //! The Change goes to the master's `slaveport` (the `--master HOST:PORT` of the
 //! manual): a WebSocket on [`CHANGE_PATH`] with `changeuser`/`changepassword`
-//! (`--auth`, default `change:changepw`) as HTTP Basic, one JSON message, one
-//! reply. `--master` and `--username` may instead come from a `.autobot/options`
+//! (`--auth USER:PASS`; there is no default pair) as HTTP Basic, one JSON message,
+//! one reply. `--master`, `--username` and `--auth` may instead come from a `.autobot/options`
 //! file, found by crawling up from the current directory (then `~/.autobot`), whose
 //! `key = value` lines also accept Buildbot's Python spelling (`master = 'h:9989'`).
 
@@ -36,14 +36,10 @@ pub struct SendchangeArgs {
     /// Who made the Change [default: `username` in .autobot/options].
     #[arg(short = 'u', long, alias = "who")]
     pub username: Option<String>,
-    /// changeuser:changepassword of the master's [:master:] section.
-    #[arg(
-        short = 'a',
-        long,
-        default_value = "change:changepw",
-        value_name = "USER:PASS"
-    )]
-    pub auth: String,
+    /// changeuser:changepassword of the master's [:master:] section [default: `auth`
+    /// in .autobot/options].
+    #[arg(short = 'a', long, value_name = "USER:PASS")]
+    pub auth: Option<String>,
     /// Branch of the Change [default: the factory's branch].
     #[arg(short = 'b', long)]
     pub branch: Option<String>,
@@ -151,7 +147,17 @@ pub fn sendchange_cmd(args: &SendchangeArgs) -> anyhow::Result<()> {
         project: args.project.clone().unwrap_or_default(),
         links: Vec::new(),
     };
-    let stored = send(&host, port, &args.auth, &change)?;
+    let auth = args
+        .auth
+        .clone()
+        .or_else(|| from_options("auth"))
+        .ok_or_else(|| {
+            anyhow!(
+                "which credentials? give --auth USER:PASS (changeuser and changepassword of the \
+             master's [:master:]), or write `auth = USER:PASS` in {OPTIONS_DIR}/options"
+            )
+        })?;
+    let stored = send(&host, port, &auth, &change)?;
     println!(
         "change {} sent to {host}:{port} (by {}{}{})",
         stored.id,

@@ -90,6 +90,43 @@ fn err(path: &Path, line: usize, context: String, message: String) -> ConfigErro
     }
 }
 
+/// `bytes`, read from `path`, as text: UTF-8 (a leading byte-order mark is
+/// dropped), or an error naming the line, column and value of the first byte that
+/// is not, and how to convert the file.
+pub fn decode<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, ConfigError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    std::str::from_utf8(bytes).map_err(|e| {
+        let good = &bytes[..e.valid_up_to()];
+        let line_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+        // Everything before the bad byte is valid UTF-8: count characters, as an
+        // editor shows columns.
+        let column = String::from_utf8_lossy(&good[line_start..]).chars().count() + 1;
+        err(
+            path,
+            line,
+            String::new(),
+            format!(
+                "byte 0x{:02X} at column {column} is not UTF-8; the file must be UTF-8 text: \
+                 convert it (e.g. `iconv -f latin1 -t utf-8 FILE > FILE.new` and rename) \
+                 or retype the character",
+                bytes[e.valid_up_to()]
+            ),
+        )
+    })
+}
+
+/// A whole number written as decimal digits only: no sign, no blanks inside, no
+/// `_`, not empty (Rust's own parser would take `+9010`). `None` for anything
+/// else, including a value too large for `u64`.
+pub fn parse_digits(value: &str) -> Option<u64> {
+    let v = value.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
 /// Parse `text`, read from `path` (named in errors).
 pub fn parse(path: &Path, text: &str) -> Result<IniDoc, ConfigError> {
     let mut sections: Vec<IniSection> = Vec::new();
@@ -264,6 +301,40 @@ mod tests {
             doc.sections[0].entries[0].value,
             "\"q\" 'r' C:\\dir\\n a;b #c"
         );
+    }
+
+    #[test]
+    fn decode_names_the_line_column_and_byte() {
+        let path = Path::new("m.ini");
+        assert_eq!(decode(path, b"\xEF\xBB\xBF[a]\n").unwrap(), "[a]\n");
+        let e = decode(path, b"[a]\nx = caf\xC3\xA9 \xE9t\xE9\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("m.ini:2: byte 0xE9 at column 10 is not UTF-8;"),
+            "{e}"
+        );
+        let e = decode(path, b"\xFF").unwrap_err().to_string();
+        assert!(e.starts_with("m.ini:1: byte 0xFF at column 1 "), "{e}");
+    }
+
+    #[test]
+    fn digits_only() {
+        assert_eq!(parse_digits(" 9010 "), Some(9010));
+        assert_eq!(parse_digits("0"), Some(0));
+        for bad in [
+            "",
+            " ",
+            "+9010",
+            "-1",
+            "9 010",
+            "9_010",
+            "0x10",
+            "1e3",
+            "99999999999999999999",
+        ] {
+            assert_eq!(parse_digits(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

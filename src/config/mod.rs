@@ -10,8 +10,13 @@
 //! Loading validates everything up front — including turning every factory into its
 //! steps once — and every error names the file, line, section and key, says what
 //! was expected and how to fix it. Keys are case-insensitive; section names are not.
+//! What loads but lets strangers in (a password printed in the documentation, force
+//! open to anyone on `htmlport`) becomes a [`ConfigWarning`] at the same place.
+//! Submitted Changes (`sendchange`, `POST /api/v1/changes`) are accepted only when
+//! `changeuser` and `changepassword` are both set; there is no default pair.
 
 pub mod ini;
+pub mod secrets;
 pub mod slave;
 
 use std::collections::{BTreeMap, HashMap};
@@ -47,7 +52,10 @@ pub struct MasterConfig {
     pub irc_channels: Vec<String>,
     pub domain: String,
     pub recipients: Vec<String>,
-    /// Credentials `sendchange` must present (manual defaults change/changepw).
+    /// Credentials `sendchange` and `POST /api/v1/changes` must present. Both
+    /// empty (neither key written): submitted Changes are refused, because the
+    /// manual's old defaults (change/changepw) are known to everyone. The loader
+    /// never leaves just one of them empty.
     pub changeuser: String,
     pub changepassword: String,
     /// Webhook secrets (`github_secret`, `gitlab_secret`, `gitea_secret`): the key
@@ -73,6 +81,9 @@ pub struct MasterConfig {
     pub locks: Vec<LockConfig>,
     /// `[users]`: web users allowed to force builds (name as written → password).
     pub users: BTreeMap<String, String>,
+    /// What is valid but unsafe (documented passwords, force open to anyone), each
+    /// at its place in the file; `checkconfig` prints them and the master logs them.
+    pub warnings: Vec<ConfigWarning>,
 }
 
 impl Default for MasterConfig {
@@ -95,8 +106,8 @@ impl Default for MasterConfig {
             irc_channels: Vec::new(),
             domain: String::new(),
             recipients: Vec::new(),
-            changeuser: "change".to_string(),
-            changepassword: "changepw".to_string(),
+            changeuser: String::new(),
+            changepassword: String::new(),
             github_secret: String::new(),
             favicon: None,
             robots_txt: None,
@@ -108,6 +119,7 @@ impl Default for MasterConfig {
             factories: Vec::new(),
             locks: Vec::new(),
             users: BTreeMap::new(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -306,6 +318,49 @@ impl MasterConfig {
     pub fn lock(&self, name: &str) -> Option<&LockConfig> {
         self.locks.iter().find(|l| l.name == name)
     }
+
+    /// Whether Changes may be submitted (`sendchange`, `POST /api/v1/changes`):
+    /// only with `changeuser` and `changepassword` both configured.
+    pub fn accepts_changes(&self) -> bool {
+        !self.changeuser.is_empty() && !self.changepassword.is_empty()
+    }
+
+    /// Why a submitted Change is refused on a master that [does not accept
+    /// them](Self::accepts_changes), and how to turn them on; for its log and the
+    /// client's error (so it does not name the file: the client may be anyone).
+    pub fn changes_off_reason(&self) -> String {
+        String::from(
+            "sendchange and POST /api/v1/changes are refused: the master's master.ini sets no \
+             changeuser and changepassword in [:master:]; to accept Changes add both (e.g. \
+             `changeuser = hooks` and a random changepassword), apply them with `autobot \
+             reconfig`, and give them to `autobot sendchange --auth USER:PASSWORD` or as HTTP \
+             Basic credentials",
+        )
+    }
+}
+
+/// Something a `master.ini` allows that lets strangers in: `file:line: [section]
+/// key: what and how to fix it`. The file still loads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    pub path: PathBuf,
+    pub line: usize,
+    /// `[section] key: ` or `[section]: `.
+    pub context: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}: {}{}",
+            self.path.display(),
+            self.line,
+            self.context,
+            self.message
+        )
+    }
 }
 
 /// A `master.ini` that cannot be used, with where and why.
@@ -325,6 +380,46 @@ pub enum ConfigError {
         context: String,
         message: String,
     },
+    /// A reconfig to a file that defines nothing while the running master builds
+    /// something (an empty, comment-only or truncated file would drop every builder).
+    #[error(
+        "{}: defines no slaves and no factories, but the running configuration has {slaves} \
+         slave(s) and {factories} factory section(s); applying it would drop every builder, so it \
+         was not applied. Restore the file (an editor's backup, or your version control); to \
+         really run no builders, stop the master instead",
+        path.display()
+    )]
+    Emptied {
+        path: PathBuf,
+        slaves: usize,
+        factories: usize,
+    },
+}
+
+/// Log what a master that just loaded `cfg` (at start or reconfig) should tell its
+/// admin: each [`ConfigWarning`], and that submitted Changes are refused (with how
+/// to enable them) when no change credentials are configured.
+pub fn log_loaded(cfg: &MasterConfig) {
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    if !cfg.accepts_changes() {
+        tracing::info!("{}: {}", cfg.path.display(), cfg.changes_off_reason());
+    }
+}
+
+/// Whether `new` may replace `old`, the configuration of a running master: a
+/// file with no slaves and no factories may not replace one that has some.
+pub fn check_replacement(old: &MasterConfig, new: &MasterConfig) -> Result<(), ConfigError> {
+    let old_has_some = !old.slaves.is_empty() || !old.factories.is_empty();
+    if old_has_some && new.slaves.is_empty() && new.factories.is_empty() {
+        return Err(ConfigError::Emptied {
+            path: new.path.clone(),
+            slaves: old.slaves.len(),
+            factories: old.factories.len(),
+        });
+    }
+    Ok(())
 }
 
 /// The `master.ini` for a path that is either the file or the master directory.
@@ -389,6 +484,23 @@ impl Val {
             message: message.into(),
         }
     }
+
+    fn warning(&self, message: impl Into<String>) -> ConfigWarning {
+        ConfigWarning {
+            path: self.path.clone(),
+            line: self.line,
+            context: format!("[{}] {}: ", self.section, self.raw_key),
+            message: message.into(),
+        }
+    }
+
+    /// The error for a key written with no value where one is needed.
+    fn empty_err(&self, what: &str, example: &str) -> ConfigError {
+        self.err(format!(
+            "no value; write {what} (e.g. `{} = {example}`), or remove the line to get the default",
+            self.raw_key
+        ))
+    }
 }
 
 /// Section-level error (no key).
@@ -434,16 +546,28 @@ impl Layered {
 }
 
 fn parse_int(v: &Val, min: u64) -> Result<u64, ConfigError> {
-    match v.value.trim().parse::<u64>() {
-        Ok(n) if n >= min => Ok(n),
+    // A value that reads well in the example of each key's message.
+    let example = match v.key.as_str() {
+        "pollinterval" | "treestable" => "60",
+        "keepaliveinterval" => "600",
+        _ => "1",
+    };
+    if v.value.trim().is_empty() {
+        return Err(v.empty_err(&format!("a whole number >= {min}"), example));
+    }
+    match ini::parse_digits(&v.value) {
+        Some(n) if n >= min => Ok(n),
         _ => Err(v.err(format!(
-            "expected a whole number >= {min}, got {:?}; e.g. `{} = 60`",
+            "expected a whole number >= {min} (digits only, no sign), got {:?}; e.g. `{} = {example}`",
             v.value, v.raw_key
         ))),
     }
 }
 
 fn parse_bool(v: &Val) -> Result<bool, ConfigError> {
+    if v.value.trim().is_empty() {
+        return Err(v.empty_err("true or false", "true"));
+    }
     schema::parse_bool(&v.value).ok_or_else(|| {
         v.err(format!(
             "expected true or false (or yes/no, on/off, 1/0), got {:?}",
@@ -522,12 +646,15 @@ fn normalize_path(path: &Path) -> PathBuf {
 fn parse_port(v: Option<&Val>, default: u16) -> Result<u16, ConfigError> {
     let Some(v) = v else { return Ok(default) };
     if v.value.trim().is_empty() {
-        return Ok(default);
+        return Err(v.err(format!(
+            "no value; write a TCP port number from 1 to 65535 (e.g. `{} = {default}`), or remove the line to get the default {default}",
+            v.raw_key
+        )));
     }
-    match v.value.trim().parse::<u32>() {
-        Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
+    match ini::parse_digits(&v.value).and_then(|n| u16::try_from(n).ok()) {
+        Some(n) if n >= 1 => Ok(n),
         _ => Err(v.err(format!(
-            "expected a TCP port number from 1 to 65535, got {:?}; e.g. `{} = {default}`",
+            "expected a TCP port number from 1 to 65535 (digits only, no sign), got {:?}; e.g. `{} = {default}`",
             v.value, v.raw_key
         ))),
     }
@@ -545,17 +672,18 @@ fn is_special_section(name: &str) -> bool {
 /// Read and validate a `master.ini` (`path` is the file or the master directory).
 pub fn load(path: &Path) -> Result<MasterConfig, ConfigError> {
     let file = master_ini_path(path);
-    let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Io {
+    let bytes = std::fs::read(&file).map_err(|source| ConfigError::Io {
         path: file.clone(),
         source,
     })?;
+    let text = ini::decode(&file, &bytes)?;
     let parent = match file.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     let basedir = std::fs::canonicalize(&parent).unwrap_or(parent);
     let projects = factory::projects(Some(&basedir))?;
-    load_from_str(&file, &basedir, &text, &projects)
+    load_from_str(&file, &basedir, text, &projects)
 }
 
 /// [`load`] on text already read, with the projects a factory section may start
@@ -614,6 +742,17 @@ pub fn load_from_str(
                     message: "empty password; write `NAME = PASSWORD`".to_string(),
                 });
             }
+            if secrets::is_documented(&e.value) {
+                cfg.warnings.push(ConfigWarning {
+                    path: file.to_path_buf(),
+                    line: e.line,
+                    context: format!("[users] {}: ", e.raw_key),
+                    message: format!(
+                        "the password {:?} is printed in the documentation, so anyone who can reach htmlport {} can force and stop builds as {}; {FRESH_SECRET}",
+                        e.value, cfg.htmlport, e.raw_key
+                    ),
+                });
+            }
             cfg.users.insert(e.raw_key.clone(), e.value.clone());
         }
     }
@@ -626,14 +765,87 @@ pub fn load_from_str(
         checks.push(c);
     }
 
-    // Slaves.
+    // Slaves, and the passwords they got from each place one is written.
+    let mut password_vals: Vec<(Val, Vec<String>)> = Vec::new();
     for sec in doc.sections.iter().filter(|s| s.name.starts_with("slave:")) {
-        cfg.slaves
-            .push(read_slave(file, sec, &defaults, &master, &cfg.factories)?);
+        let (slave, from) = read_slave(file, sec, &defaults, &master, &cfg.factories)?;
+        match password_vals
+            .iter_mut()
+            .find(|(v, _)| v.path == from.path && v.line == from.line)
+        {
+            Some((_, names)) => names.push(slave.name.clone()),
+            None => password_vals.push((from, vec![slave.name.clone()])),
+        }
+        cfg.slaves.push(slave);
     }
 
     cross_check(&cfg, &checks, file)?;
+    warn_documented_passwords(&mut cfg, &password_vals, &master);
+    warn_open_force(&mut cfg, &doc, &master);
+    cfg.warnings.sort_by_key(|w| w.line);
     Ok(cfg)
+}
+
+/// How to fix a documented secret, for the warnings.
+const FRESH_SECRET: &str = "replace it with a random value of your own (e.g. the output of `head -c 18 /dev/urandom | base64`)";
+
+/// Warnings for slave passwords, change credentials and webhook secrets that are
+/// printed in the documentation.
+fn warn_documented_passwords(
+    cfg: &mut MasterConfig,
+    slave_passwords: &[(Val, Vec<String>)],
+    master: &Layered,
+) {
+    for (v, names) in slave_passwords {
+        if secrets::is_documented(&v.value) {
+            let (who, whose) = match names.len() {
+                1 => (format!("slave {}", names[0]), "that slave's"),
+                _ => (format!("slaves {}", names.join(", ")), "each of their"),
+            };
+            cfg.warnings.push(v.warning(format!(
+                "the password {:?} is printed in the documentation, so anyone who can reach slaveport {} can log in as {who} and be sent builds; {FRESH_SECRET}, and write the same in {whose} slave.ini",
+                v.value, cfg.slaveport,
+            )));
+        }
+    }
+    if let Some(v) = master
+        .get("changepassword")
+        .filter(|v| secrets::is_documented(&v.value))
+    {
+        cfg.warnings.push(v.warning(format!(
+            "{:?} is printed in the documentation, so anyone who can reach slaveport {} or htmlport {} can submit Changes (and so start builds); {FRESH_SECRET}, and give it to `autobot sendchange --auth USER:PASSWORD`",
+            v.value, cfg.slaveport, cfg.htmlport
+        )));
+    }
+    for key in ["github_secret", "gitlab_secret", "gitea_secret"] {
+        if let Some(v) = master.get(key).filter(|v| secrets::is_documented(&v.value)) {
+            cfg.warnings.push(v.warning(format!(
+                "{:?} is printed in the documentation, so anyone can sign pushes that the master believes; {FRESH_SECRET}, and set the same in the forge's webhook form",
+                v.value
+            )));
+        }
+    }
+}
+
+/// A warning when `htmlport` takes force and stop requests from anyone.
+fn warn_open_force(cfg: &mut MasterConfig, doc: &ini::IniDoc, master: &Layered) {
+    if !cfg.allow_force || !cfg.users.is_empty() {
+        return;
+    }
+    let message = format!(
+        "htmlport {} lets anyone who can reach it force and stop builds (allowForce is true and there is no [users] section); add a [users] section with `NAME = PASSWORD` lines, or set `allowForce = false`",
+        cfg.htmlport
+    );
+    let w = match master.get("allowforce") {
+        Some(v) => v.warning(message),
+        None => ConfigWarning {
+            path: cfg.path.clone(),
+            line: doc.section(":master:").map_or(1, |s| s.line),
+            context: "[:master:]: ".to_string(),
+            message,
+        },
+    };
+    cfg.warnings.push(w);
 }
 
 fn read_master_keys(cfg: &mut MasterConfig, m: &Layered) -> Result<(), ConfigError> {
@@ -665,22 +877,19 @@ fn read_master_keys(cfg: &mut MasterConfig, m: &Layered) -> Result<(), ConfigErr
             .map(|v| v.value.clone())
             .unwrap_or_else(|| default.to_string())
     };
-    if let Some(v) = m.get("pollinterval").filter(|v| !v.value.trim().is_empty()) {
+    if let Some(v) = m.get("pollinterval") {
         cfg.poll_interval = parse_int(v, 1)?;
     }
-    if let Some(v) = m.get("treestable").filter(|v| !v.value.trim().is_empty()) {
+    if let Some(v) = m.get("treestable") {
         cfg.tree_stable = parse_int(v, 0)?;
     }
-    if let Some(v) = m.get("allowforce").filter(|v| !v.value.trim().is_empty()) {
+    if let Some(v) = m.get("allowforce") {
         cfg.allow_force = parse_bool(v)?;
     }
-    if let Some(v) = m.get("debug").filter(|v| !v.value.trim().is_empty()) {
+    if let Some(v) = m.get("debug") {
         cfg.debug = parse_bool(v)?;
     }
-    if let Some(v) = m
-        .get("keepaliveinterval")
-        .filter(|v| !v.value.trim().is_empty())
-    {
+    if let Some(v) = m.get("keepaliveinterval") {
         cfg.keepalive_interval = parse_int(v, 1)?;
     }
     cfg.project_name = str_key("projectname", "");
@@ -691,8 +900,8 @@ fn read_master_keys(cfg: &mut MasterConfig, m: &Layered) -> Result<(), ConfigErr
     cfg.irc_channels = parse_list(&str_key("ircchannels", ""));
     cfg.domain = str_key("domain", "");
     cfg.recipients = parse_list(&str_key("recipients", ""));
-    cfg.changeuser = str_key("changeuser", "change");
-    cfg.changepassword = str_key("changepassword", "changepw");
+    cfg.changeuser = str_key("changeuser", "");
+    cfg.changepassword = str_key("changepassword", "");
     cfg.github_secret = str_key("github_secret", "");
     cfg.gitlab_secret = str_key("gitlab_secret", "");
     cfg.gitea_secret = str_key("gitea_secret", "");
@@ -713,15 +922,21 @@ fn read_master_keys(cfg: &mut MasterConfig, m: &Layered) -> Result<(), ConfigErr
             _ => cfg.robots_txt = Some(file),
         }
     }
-    if cfg.changeuser.is_empty() || cfg.changepassword.is_empty() {
-        let v = m
-            .get("changeuser")
-            .filter(|v| v.value.is_empty())
-            .or_else(|| m.get("changepassword"));
-        if let Some(v) = v {
+    // Both or neither: neither means submitted Changes are refused.
+    for (key, other) in [
+        ("changeuser", "changepassword"),
+        ("changepassword", "changeuser"),
+    ] {
+        let Some(v) = m.get(key) else { continue };
+        if v.value.trim().is_empty() {
             return Err(v.err(
-                "must not be empty (defaults: changeuser = change, changepassword = changepw)",
+                "no value; give both changeuser and changepassword to accept Changes from sendchange and POST /api/v1/changes, or remove both lines to refuse them",
             ));
+        }
+        if m.get(other).is_none() {
+            return Err(v.err(format!(
+                "{key} without {other}: submitted Changes need both; add `{other} = ...` to [:master:] (a random value for a password), or remove this line to refuse submitted Changes"
+            )));
         }
     }
     Ok(())
@@ -1037,7 +1252,7 @@ fn read_slave(
     defaults: &[Val],
     master: &Layered,
     factories: &[FactoryConfig],
-) -> Result<SlaveConfig, ConfigError> {
+) -> Result<(SlaveConfig, Val), ConfigError> {
     let name = &sec.name["slave:".len()..];
     if !factory::is_plain_name(name) {
         return Err(section_err(
@@ -1068,7 +1283,7 @@ fn read_slave(
         l.set(v);
     }
     let password = match l.get("password") {
-        Some(v) if !v.value.is_empty() => v.value.clone(),
+        Some(v) if !v.value.is_empty() => v.clone(),
         Some(v) => return Err(v.err("the password is empty; slaves must prove who they are: set `password = SECRET`")),
         None => {
             return Err(section_err(
@@ -1090,7 +1305,6 @@ fn read_slave(
     };
     let max_builds = match l.get("max_builds") {
         None => 1,
-        Some(v) if v.value.trim().is_empty() => 1,
         Some(v) => u32::try_from(parse_int(v, 1)?).map_err(|_| v.err("too large"))?,
     };
     let mut names = Vec::new();
@@ -1118,13 +1332,16 @@ fn read_slave(
             names.sort_by_key(|n| factories.iter().position(|f| &f.name == n));
         }
     }
-    Ok(SlaveConfig {
-        name: name.to_string(),
+    Ok((
+        SlaveConfig {
+            name: name.to_string(),
+            password: password.value.clone(),
+            factories: names,
+            os,
+            max_builds,
+        },
         password,
-        factories: names,
-        os,
-        max_builds,
-    })
+    ))
 }
 
 /// Checks across sections: references, dependency cycles, builder names, and each
@@ -1317,6 +1534,16 @@ pub fn summary(cfg: &MasterConfig) -> String {
     if !cfg.users.is_empty() {
         let names: Vec<&str> = cfg.users.keys().map(String::as_str).collect();
         out.push_str(&format!("\nusers: {}\n", names.join(" ")));
+    }
+    if cfg.accepts_changes() {
+        out.push_str(&format!(
+            "\nsubmitted Changes: accepted from changeuser {} (sendchange, POST /api/v1/changes)\n",
+            cfg.changeuser
+        ));
+    } else {
+        out.push_str(
+            "\nsubmitted Changes: refused (no changeuser and changepassword in [:master:])\n",
+        );
     }
     out
 }

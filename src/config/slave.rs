@@ -4,7 +4,7 @@
 //! [slave]
 //! master = localhost:9010
 //! name = slave
-//! password = passwd
+//! password = PASSWORD
 //! keepalive = 600
 //! umask = 022
 //! usepty = false
@@ -45,22 +45,24 @@ pub enum SlaveIniError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}:{line}: cannot parse: {message}")]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
-    #[error("{path}: [slave] {key}: {message}")]
+    /// Not UTF-8, or a line that is not `[section]`, `key = value` or a comment.
+    #[error("{0}")]
+    Parse(#[from] super::ConfigError),
+    /// A key that is missing or has a bad value: `file:line: [slave] key: message`
+    /// (the line of the key, or of `[slave]` when it is missing).
+    #[error("{path}:{line}: [slave] {key}: {message}")]
     Key {
         path: PathBuf,
+        line: usize,
         key: &'static str,
         message: String,
     },
 }
 
 impl SlaveIni {
-    /// Read `DIR/slave.ini` (or the file itself when given a file).
+    /// Read `DIR/slave.ini` (or the file itself when given a file). The file is
+    /// read as `master.ini` is (same comments, raw values), so a password means
+    /// the same on both sides.
     pub fn load(path: &Path) -> Result<SlaveIni, SlaveIniError> {
         let file = if path.is_dir() {
             path.join(SLAVE_INI)
@@ -72,69 +74,99 @@ impl SlaveIni {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         let basedir = std::fs::canonicalize(&basedir).unwrap_or(basedir);
-        let text = std::fs::read_to_string(&file).map_err(|source| SlaveIniError::Io {
+        let bytes = std::fs::read(&file).map_err(|source| SlaveIniError::Io {
             path: file.clone(),
             source,
         })?;
-        let ini = ini::Ini::load_from_str(&text).map_err(|e| SlaveIniError::Parse {
+        let doc = super::ini::parse(&file, super::ini::decode(&file, &bytes)?)?;
+        let section = doc.section("slave");
+        let section_line = section.map_or(1, |s| s.line);
+        let get = |key: &'static str| section.and_then(|s| s.get(key));
+        let bad = |key: &'static str, line: usize, message: String| SlaveIniError::Key {
             path: file.clone(),
-            line: e.line,
-            message: e.msg.to_string(),
-        })?;
-        let get = |key: &'static str| -> Option<String> {
-            ini.section(Some("slave")).and_then(|s| {
-                s.iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(key))
-                    .map(|(_, v)| v.trim().to_string())
-            })
-        };
-        let need = |key: &'static str| -> Result<String, SlaveIniError> {
-            get(key).ok_or_else(|| SlaveIniError::Key {
-                path: file.clone(),
-                key,
-                message: "missing; run `autobot create-slave` again or add it".into(),
-            })
-        };
-        let bad = |key: &'static str, message: String| SlaveIniError::Key {
-            path: file.clone(),
+            line,
             key,
             message,
         };
+        let need = |key: &'static str| -> Result<String, SlaveIniError> {
+            match get(key) {
+                Some(e) if !e.value.trim().is_empty() => Ok(e.value.trim().to_string()),
+                Some(e) => Err(bad(
+                    key,
+                    e.line,
+                    "no value; write it, or run `autobot create-slave` again".into(),
+                )),
+                None => Err(bad(
+                    key,
+                    section_line,
+                    "missing; run `autobot create-slave` again or add it to [slave]".into(),
+                )),
+            }
+        };
         let master = need("master")?;
+        let master_line = get("master").map_or(section_line, |e| e.line);
         let (host, port) = master.rsplit_once(':').ok_or_else(|| {
             bad(
                 "master",
+                master_line,
                 format!("expected HOST:PORT, e.g. localhost:9010, got {master:?}"),
             )
         })?;
-        let master_port: u16 = port.parse().map_err(|_| {
-            bad(
+        let master_port = super::ini::parse_digits(port)
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p > 0)
+            .ok_or_else(|| {
+                bad(
+                    "master",
+                    master_line,
+                    format!("port {port:?} is not a number from 1 to 65535 (digits only, no sign)"),
+                )
+            })?;
+        if host.is_empty() {
+            return Err(bad(
                 "master",
-                format!("port {port:?} is not a number from 1 to 65535"),
-            )
-        })?;
+                master_line,
+                format!("no host before the port; e.g. localhost:{port}"),
+            ));
+        }
         let keepalive = match get("keepalive") {
             None => 600,
-            Some(v) => v.parse().map_err(|_| {
-                bad(
-                    "keepalive",
-                    format!("expected whole seconds, e.g. 600, got {v:?}"),
-                )
-            })?,
+            Some(e) => super::ini::parse_digits(&e.value)
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| {
+                    bad(
+                        "keepalive",
+                        e.line,
+                        format!(
+                            "expected whole seconds >= 1 (digits only), e.g. 600, got {:?}",
+                            e.value
+                        ),
+                    )
+                })?,
         };
         let umask = match get("umask") {
             None => 0o022,
-            Some(v) => u32::from_str_radix(&v, 8).map_err(|_| {
+            Some(e) => Some(e.value.trim())
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| (b'0'..=b'7').contains(&b)))
+                .and_then(|v| u32::from_str_radix(v, 8).ok())
+                .filter(|m| *m <= 0o777)
+                .ok_or_else(|| {
+                    bad(
+                        "umask",
+                        e.line,
+                        format!("expected an octal mask like 022, got {:?}", e.value),
+                    )
+                })?,
+        };
+        let usepty = match get("usepty") {
+            None => false,
+            Some(e) => parse_bool(&e.value).ok_or_else(|| {
                 bad(
-                    "umask",
-                    format!("expected an octal mask like 022, got {v:?}"),
+                    "usepty",
+                    e.line,
+                    format!("expected true or false, got {:?}", e.value),
                 )
             })?,
-        };
-        let usepty = match get("usepty").as_deref() {
-            None => false,
-            Some(v) => parse_bool(v)
-                .ok_or_else(|| bad("usepty", format!("expected true or false, got {v:?}")))?,
         };
         Ok(SlaveIni {
             basedir,
@@ -215,5 +247,74 @@ mod tests {
         .unwrap();
         let err = SlaveIni::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("HOST:PORT"), "{err}");
+    }
+
+    /// Every bad value names the file, the line and the key.
+    #[test]
+    fn bad_values_name_file_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(SLAVE_INI);
+        let cases: &[(&[u8], &str)] = &[
+            (
+                b"[slave]\nmaster = h:+9010\nname = a\npassword = b\n",
+                ":2: [slave] master: port \"+9010\"",
+            ),
+            (
+                b"[slave]\nmaster = h:0\nname = a\npassword = b\n",
+                ":2: [slave] master: port \"0\"",
+            ),
+            (
+                b"[slave]\nmaster = h:65536\nname = a\npassword = b\n",
+                ":2: [slave] master:",
+            ),
+            (
+                b"[slave]\nmaster = :9010\nname = a\npassword = b\n",
+                ":2: [slave] master: no host",
+            ),
+            (
+                b"[slave]\nmaster = h:1\nname = a\npassword = b\nkeepalive =\n",
+                ":5: [slave] keepalive: expected whole seconds",
+            ),
+            (
+                b"[slave]\nmaster = h:1\nname = a\npassword = b\nkeepalive = +5\n",
+                ":5: [slave] keepalive:",
+            ),
+            (
+                b"[slave]\nmaster = h:1\nname = a\npassword = b\numask = +22\n",
+                ":5: [slave] umask:",
+            ),
+            (
+                b"[slave]\nmaster = h:1\nname = a\npassword =\n",
+                ":4: [slave] password: no value",
+            ),
+            (
+                b"; x\n[slave]\nmaster = h:1\nname = a\n",
+                ":2: [slave] password: missing",
+            ),
+            (
+                b"[slave]\nmaster = h:1\nname = \xE9\n",
+                ":3: byte 0xE9 at column 8 is not UTF-8",
+            ),
+        ];
+        for (text, want) in cases {
+            std::fs::write(&file, text).unwrap();
+            let err = SlaveIni::load(dir.path()).unwrap_err().to_string();
+            let want = format!("{}{want}", file.display());
+            assert!(err.starts_with(&want), "want {want:?}, got {err:?}");
+        }
+    }
+
+    /// The password reads as master.ini reads it: raw, `#` and quotes kept.
+    #[test]
+    fn values_are_raw_as_in_master_ini() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(SLAVE_INI),
+            "[slave]\nmaster = h:9010 ; the master\nname = a\npassword = \"p#w\\n\"\n",
+        )
+        .unwrap();
+        let ini = SlaveIni::load(dir.path()).unwrap();
+        assert_eq!(ini.password, "\"p#w\\n\"");
+        assert_eq!(ini.master_port, 9010);
     }
 }

@@ -17,23 +17,28 @@ fn empty_file_has_the_defaults() {
     );
     assert_eq!((cfg.poll_interval, cfg.tree_stable), (60, 60));
     assert!(cfg.allow_force && !cfg.debug);
+    // No change credentials: submitted Changes are refused.
     assert_eq!(
         (cfg.changeuser.as_str(), cfg.changepassword.as_str()),
-        ("change", "changepw")
+        ("", "")
     );
+    assert!(!cfg.accepts_changes());
     assert!(cfg.slaves.is_empty() && cfg.factories.is_empty());
     let d = MasterConfig::default();
     assert_eq!((d.slaveport, d.poll_interval), (9010, 60));
+    assert!(!d.accepts_changes());
 }
 
 #[test]
 fn master_keys_are_case_insensitive_and_typed() {
     let cfg = load_text(
-        "[:master:]\nSlavePort = 9100\nhtmlport=\npollInterval = 5\nTREESTABLE = 0\nallowForce = no\n\
-         ircChannels = #a, #b\nrecipients = a@x b@y\nprojectName = P\ndebug = true\nchangeuser = u\n",
+        "[:master:]\nSlavePort = 9100\npollInterval = 5\nTREESTABLE = 0\nallowForce = no\n\
+         ircChannels = #a, #b\nrecipients = a@x b@y\nprojectName = P\ndebug = true\nchangeuser = u\n\
+         changePassword = k3y\n",
     )
     .unwrap();
     assert_eq!((cfg.slaveport, cfg.htmlport), (9100, 8010));
+    assert!(cfg.accepts_changes());
     assert_eq!((cfg.poll_interval, cfg.tree_stable), (5, 0));
     assert!(!cfg.allow_force && cfg.debug);
     assert_eq!(cfg.irc_channels, ["#a", "#b"]);
@@ -230,4 +235,202 @@ fn summary_lists_slaves_factories_and_builders() {
         !s.contains("pw"),
         "the summary must not show passwords: {s}"
     );
+}
+
+/// Where the warnings of `text` point: (line, context) pairs.
+fn warned(text: &str) -> Vec<(usize, String, String)> {
+    load_text(text)
+        .unwrap()
+        .warnings
+        .into_iter()
+        .map(|w| (w.line, w.context, w.message))
+        .collect()
+}
+
+#[test]
+fn documented_secrets_are_warned_about_where_they_are_written() {
+    let w = warned(
+        "[:master:]\nallowForce = false\nchangeuser = change\nchangepassword = changepw\n\
+         password = passwd\nfactories = *\ngithub_secret = Secret\n\
+         [slave:a]\n[slave:b]\n[slave:c]\npassword = sekrit\n[slave:d]\npassword = Fq7xWm2pZr\n\
+         [users]\nadmin = change-me\nbob = 8TtqPz3Lkc\n[hello]\n",
+    );
+    let at: Vec<(usize, &str)> = w.iter().map(|(l, c, _)| (*l, c.as_str())).collect();
+    assert_eq!(
+        at,
+        [
+            (4, "[:master:] changepassword: "),
+            (5, "[:master:] password: "),
+            (7, "[:master:] github_secret: "),
+            (11, "[slave:c] password: "),
+            (15, "[users] admin: "),
+        ]
+    );
+    // One warning for a password several slaves inherit, naming them.
+    assert!(w[1].2.contains("as slaves a, b and"), "{}", w[1].2);
+    assert!(w[3].2.contains("as slave c and"), "{}", w[3].2);
+    assert!(
+        w[0].2.contains("printed in the documentation"),
+        "{}",
+        w[0].2
+    );
+    assert!(w[0].2.contains("sendchange --auth"), "{}", w[0].2);
+    assert!(w.iter().all(|(_, _, m)| m.contains("/dev/urandom")));
+}
+
+#[test]
+fn force_open_to_anyone_is_warned_about() {
+    // allowForce defaults to true: the warning points at [:master:].
+    let w = warned("; c\n[:master:]\nhtmlport = 8100\n");
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!((w[0].0, w[0].1.as_str()), (2, "[:master:]: "));
+    assert!(w[0].2.contains("htmlport 8100 lets anyone"), "{}", w[0].2);
+    assert!(w[0].2.contains("[users]") && w[0].2.contains("allowForce = false"));
+    // Written: the warning points at the key.
+    let w = warned("[:master:]\nhtmlport = 8100\nallowForce = yes\n");
+    assert_eq!((w[0].0, w[0].1.as_str()), (3, "[:master:] allowForce: "));
+    // No [:master:] at all: line 1.
+    assert_eq!(warned("")[0].0, 1);
+    // Users, or no force: no warning.
+    assert!(warned("[users]\nann = 8TtqPz3Lkc\n").is_empty());
+    assert!(warned("[:master:]\nallowForce = false\n").is_empty());
+}
+
+/// Every secret the shipped example shows is one the warnings know.
+#[test]
+fn every_secret_in_master_ini_example_is_warned_about() {
+    let text = include_str!("../../master.ini.example");
+    let cfg = load_text(text).unwrap();
+    let lines: Vec<usize> = cfg.warnings.iter().map(|w| w.line).collect();
+    for (i, line) in text.lines().enumerate() {
+        let key = line
+            .split('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let secret = ["password", "changepassword", "admin"].contains(&key.as_str())
+            || key.ends_with("_secret");
+        let value = line.split_once('=').map_or("", |(_, v)| v.trim());
+        if secret && !value.is_empty() {
+            assert!(
+                lines.contains(&(i + 1)),
+                "line {} ({line}) gets no warning: {:?}",
+                i + 1,
+                cfg.warnings
+            );
+        }
+    }
+}
+
+/// Every `password = VALUE` the README and the slave.ini documentation show is
+/// one the warnings know.
+#[test]
+fn every_password_in_the_docs_is_known_as_documented() {
+    for text in [
+        include_str!("../../README.md"),
+        include_str!("slave.rs"),
+        include_str!("../../master.ini.example"),
+    ] {
+        for line in text.lines() {
+            let line = line.trim_start_matches("//!").trim();
+            let Some(rest) = line
+                .strip_prefix("password = ")
+                .or_else(|| line.strip_prefix("changepassword = "))
+            else {
+                continue;
+            };
+            let value = rest.split_whitespace().next().unwrap_or("");
+            if value.contains('{') {
+                continue; // a format string, not an example
+            }
+            assert!(
+                secrets::is_documented(value),
+                "{value:?} (from {line:?}) is not in the documented secrets"
+            );
+        }
+    }
+}
+
+#[test]
+fn change_credentials_come_in_pairs() {
+    for (text, line, what) in [
+        (
+            "[:master:]\nchangeuser = u\n",
+            2,
+            "changeuser without changepassword",
+        ),
+        (
+            "[:master:]\nchangepassword = p\n",
+            2,
+            "changepassword without changeuser",
+        ),
+        (
+            "[:master:]\nchangeuser =\nchangepassword = p\n",
+            2,
+            "no value",
+        ),
+        (
+            "[:master:]\nchangeuser = u\nchangepassword =\n",
+            3,
+            "no value",
+        ),
+    ] {
+        let e = load_text(text).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("/m/master.ini:{line}: [:master:] change")) && e.contains(what),
+            "{text:?}: {e}"
+        );
+    }
+}
+
+#[test]
+fn numbers_are_digits_only_and_never_empty() {
+    for (text, want) in [
+        ("[:master:]\nslaveport = +9010\n", "2: [:master:] slaveport: expected a TCP port number from 1 to 65535 (digits only, no sign), got \"+9010\""),
+        ("[:master:]\nslaveport =\n", "2: [:master:] slaveport: no value; write a TCP port number"),
+        ("[:master:]\nhtmlport = 65536\n", "2: [:master:] htmlport: expected a TCP port number"),
+        ("[:master:]\npollInterval = +5\n", "2: [:master:] pollInterval: expected a whole number >= 1 (digits only, no sign)"),
+        ("[:master:]\ntreeStable =\n", "2: [:master:] treeStable: no value; write a whole number >= 0"),
+        ("[:master:]\nkeepaliveInterval = -1\n", "2: [:master:] keepaliveInterval: expected a whole number"),
+        ("[:master:]\nallowForce =\n", "2: [:master:] allowForce: no value; write true or false"),
+        ("[:master:]\ndebug =\n", "2: [:master:] debug: no value"),
+        ("[:master:]\nmax_builds =\n[slave:a]\npassword = x\n", "2: [:master:] max_builds: no value"),
+        ("[slave:a]\npassword = x\nmax_builds = +2\n", "3: [slave:a] max_builds: expected a whole number >= 1"),
+        ("[lock:l]\nmaxCount = +2\n", "2: [lock:l] maxCount: expected a whole number >= 1"),
+        ("[lock:l]\nmaxCount =\n", "2: [lock:l] maxCount: no value"),
+        ("[f]\ntype = source\ngit = ./f\nperiodic = +60\n", "4: [f] periodic: expected a whole number >= 1 (digits only, no sign)"),
+        ("[f]\ntype = source\ngit = ./f\ntreeStable =\n", "4: [f] treeStable: expected a whole number >= 0"),
+        ("[f]\ntype = source\ngit = ./f\nretry = +1 2\n", "4: [f] retry: expected `DELAY REPEATS`"),
+        ("[f]\ntype = source\ngit = ./f\nnightly = +0 3 * * *\n", "4: [f] nightly: cron minute field"),
+        ("[f]\ntype = shell\nstep.a = make\nstep.a.timeout = +5\n", "4: [f] step.a.timeout: expected a whole number"),
+    ] {
+        let e = load_text(text).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("/m/master.ini:{want}")), "{text:?}: {e}");
+    }
+}
+
+#[test]
+fn a_file_that_empties_a_running_master_is_not_a_replacement() {
+    let old = load_text("[:master:]\npassword = x\nfactories = *\n[slave:a]\n[hello]\n").unwrap();
+    let empty = load_text("; nothing left\n").unwrap();
+    let e = check_replacement(&old, &empty).unwrap_err().to_string();
+    assert!(
+        e.starts_with("/m/master.ini: defines no slaves and no factories, but the running configuration has 1 slave(s) and 1 factory section(s)"),
+        "{e}"
+    );
+    // Only slaves, or only factories, or an empty master becoming something: fine.
+    let only_factory = load_text("[hello]\n").unwrap();
+    check_replacement(&old, &only_factory).unwrap();
+    check_replacement(&empty, &old).unwrap();
+    check_replacement(&empty, &empty).unwrap();
+}
+
+#[test]
+fn summary_says_whether_changes_are_accepted() {
+    let off = summary(&load_text("").unwrap());
+    assert!(off.contains("submitted Changes: refused"), "{off}");
+    let on = summary(&load_text("[:master:]\nchangeuser = hk\nchangepassword = s3\n").unwrap());
+    assert!(on.contains("accepted from changeuser hk"), "{on}");
+    assert!(!on.contains("s3"), "{on}");
 }

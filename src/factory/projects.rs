@@ -103,11 +103,12 @@ pub fn projects(master_dir: Option<&Path>) -> Result<Vec<Project>, ConfigError> 
                 .collect();
             files.sort();
             for path in files {
-                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Io {
+                let bytes = std::fs::read(&path).map_err(|source| ConfigError::Io {
                     path: path.clone(),
                     source,
                 })?;
-                for p in parse_file(&path, &text, ProjectSource::Local(path.clone()))? {
+                let text = ini::decode(&path, &bytes)?;
+                for p in parse_file(&path, text, ProjectSource::Local(path.clone()))? {
                     by_name.insert(p.name.clone(), p);
                 }
             }

@@ -427,13 +427,24 @@ pub fn is_env_name(var: &str) -> bool {
         && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Decimal digits only (no sign, not empty): the one reading of a number in a
+/// config file (see [`crate::config::ini::parse_digits`]).
+fn digits(s: &str) -> Option<u64> {
+    crate::config::ini::parse_digits(s)
+}
+
 /// `DELAY REPEATS`.
 pub fn parse_retry(value: &str) -> Result<(u64, u32), String> {
     let words: Vec<&str> = value.split_whitespace().collect();
     let err =
         || format!("expected `DELAY REPEATS`, two whole numbers (e.g. `60 3`), got {value:?}");
     match words.as_slice() {
-        [d, r] => Ok((d.parse().map_err(|_| err())?, r.parse().map_err(|_| err())?)),
+        [d, r] => Ok((
+            digits(d).ok_or_else(err)?,
+            digits(r)
+                .and_then(|r| u32::try_from(r).ok())
+                .ok_or_else(err)?,
+        )),
         _ => Err(err()),
     }
 }
@@ -464,8 +475,8 @@ pub fn check_cron(value: &str) -> Result<(), String> {
                 format!("cron {what} field {word:?} is not valid: use *, */N, A, A-B or A-B/N with numbers {lo}-{hi}")
             };
             if let Some(s) = step {
-                match s.parse::<u32>() {
-                    Ok(n) if n >= 1 => {}
+                match digits(s) {
+                    Some(n) if n >= 1 => {}
                     _ => return Err(bad()),
                 }
             }
@@ -476,9 +487,9 @@ pub fn check_cron(value: &str) -> Result<(), String> {
                 Some((a, b)) => (a, b),
                 None => (range, range),
             };
-            let a: u32 = a.parse().map_err(|_| bad())?;
-            let b: u32 = b.parse().map_err(|_| bad())?;
-            if a < lo || b > hi || a > b {
+            let a = digits(a).ok_or_else(bad)?;
+            let b = digits(b).ok_or_else(bad)?;
+            if a < u64::from(lo) || b > u64::from(hi) || a > b {
                 return Err(bad());
             }
         }
@@ -502,13 +513,14 @@ pub fn check_value(kind: ParamKind, value: &str) -> Result<(), String> {
                 ))
             }
         }
-        Int => v
-            .parse::<u64>()
-            .map(|_| ())
-            .map_err(|_| format!("expected a whole number >= 0, got {v:?}")),
-        PosInt => match v.parse::<u64>() {
-            Ok(n) if n >= 1 => Ok(()),
-            _ => Err(format!("expected a whole number >= 1, got {v:?}")),
+        Int => digits(v).map(|_| ()).ok_or_else(|| {
+            format!("expected a whole number >= 0 (digits only, no sign), got {v:?}")
+        }),
+        PosInt => match digits(v) {
+            Some(n) if n >= 1 => Ok(()),
+            _ => Err(format!(
+                "expected a whole number >= 1 (digits only, no sign), got {v:?}"
+            )),
         },
         Bool => parse_bool(v)
             .map(|_| ())

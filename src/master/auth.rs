@@ -31,11 +31,16 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Check HTTP Basic credentials against `changeuser`/`changepassword` of
 /// `[:master:]` (both compared in constant time), for `sendchange` on the slave
-/// port and `POST /api/v1/changes`; the user name, or why not.
+/// port and `POST /api/v1/changes`; the user name, or why not. A master without
+/// both keys refuses every submission and says how to enable them.
 pub fn change_credentials(
     config: &crate::config::MasterConfig,
     header: Option<&str>,
 ) -> Result<String, String> {
+    if !config.accepts_changes() {
+        // No pair configured: nothing may match (not even empty credentials).
+        return Err(config.changes_off_reason());
+    }
     let header = header.ok_or("no credentials")?;
     let (user, password) = parse_basic(header).ok_or("malformed Authorization header")?;
     let user_ok = constant_time_eq(user.as_bytes(), config.changeuser.as_bytes());
@@ -64,6 +69,28 @@ mod tests {
         );
         assert_eq!(parse_basic("Bearer abc"), None);
         assert_eq!(parse_basic("Basic !!!"), None);
+    }
+
+    #[test]
+    fn no_change_credentials_refuse_everyone() {
+        let basic = |u: &str, p: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            )
+        };
+        let mut cfg = crate::config::MasterConfig::default();
+        for h in [basic("", ""), basic("change", "changepw")] {
+            let why = change_credentials(&cfg, Some(&h)).unwrap_err();
+            assert!(why.contains("changeuser and changepassword"), "{why}");
+        }
+        cfg.changeuser = "u".into();
+        cfg.changepassword = "p".into();
+        assert_eq!(
+            change_credentials(&cfg, Some(&basic("u", "p"))).unwrap(),
+            "u"
+        );
+        assert!(change_credentials(&cfg, Some(&basic("u", "q"))).is_err());
     }
 
     #[test]

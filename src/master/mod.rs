@@ -150,6 +150,7 @@ impl Master {
         }
         let lock = take_lock(&basedir)?;
         let config = load_config(&basedir).await?;
+        crate::config::log_loaded(&config);
         let keepalive = options
             .keepalive_interval
             .unwrap_or(Duration::from_secs(config.keepalive_interval));
@@ -351,6 +352,11 @@ impl Master {
             }
         };
         let old = self.config();
+        if let Err(e) = crate::config::check_replacement(&old, &new) {
+            tracing::error!("reconfig rejected: {e}; the previous configuration stays in force");
+            return Err(e.into());
+        }
+        crate::config::log_loaded(&new);
         if new.slaveport != old.slaveport || new.htmlport != old.htmlport {
             tracing::warn!("reconfig: slaveport/htmlport changes take effect at the next restart");
         }
