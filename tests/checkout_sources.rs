@@ -8,7 +8,7 @@
 //! built twice, around new commits, through the slave's mirror, and once with
 //! `mirror = false`.
 //!
-//! Without `hg` the tests print SKIP and pass.
+//! Without `hg` the hg tests fail under `CI=true` and print SKIP elsewhere.
 
 #[path = "support/mod.rs"]
 mod support;

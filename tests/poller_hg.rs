@@ -1,7 +1,7 @@
 //! The Mercurial poller against real repositories made with the `hg` CLI in temp
 //! dirs: the git poller's contract (first poll, new changesets oldest first, merges,
 //! deletions, named branches, rewritten history, a missing repository, catching up).
-//! Without `hg` installed every test prints SKIP and passes (CI installs mercurial).
+//! Without `hg` every test fails under `CI=true` and prints SKIP elsewhere.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -12,22 +12,12 @@ use std::process::Command;
 
 use autobot::changes::{Change, HgPoller, PollError};
 
+/// Whether `hg` is here; if not, the test fails under `CI=true` and skips
+/// elsewhere, and the caller returns.
+#[track_caller]
+#[must_use]
 fn have_hg() -> bool {
-    let ok = Command::new("hg")
-        .arg("--version")
-        .env("HGPLAIN", "1")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        // Straight to stderr, not `eprintln!`: the test harness would swallow that.
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIP: `hg` is not installed; the Mercurial poller tests did not run"
-        );
-    }
-    ok
+    support::need_tools(&[("hg", "apt-get install mercurial")])
 }
 
 /// A repository acting as the "remote" the poller pulls from.

@@ -1,8 +1,8 @@
 //! From a Mercurial commit to the right build: the hg poller (the `hg` CLI) feeds
 //! the tree-stable scheduler as the git one does — a commit builds within
 //! pollInterval + treeStable with its Change, quick commits build once, and a
-//! master that was down reports every commit once. Without `hg` the test prints
-//! SKIP and passes.
+//! master that was down reports every commit once. Without `hg` the test fails
+//! under `CI=true` and prints SKIP elsewhere.
 
 #[path = "support/mod.rs"]
 mod support;

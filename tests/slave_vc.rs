@@ -7,7 +7,7 @@
 //! `git://` server that accepts the connection and never answers) ending the Build
 //! promptly — the slave kills the clone instead of the master abandoning it.
 //!
-//! Without `hg` the hg test prints SKIP and passes.
+//! Without `hg` the hg test fails under `CI=true` and prints SKIP elsewhere.
 
 #[path = "support/mod.rs"]
 mod support;

@@ -5,8 +5,9 @@
 //! and watches a running step's log grow live. Screenshots go to
 //! `target/test-artifacts/`.
 //!
-//! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them); when
-//! they are missing the test prints SKIP and passes.
+//! Needs Debian's `chromium` and `chromium-driver` (`scripts/test.sh` installs
+//! them); when they are missing the test fails under `CI=true` and prints SKIP
+//! elsewhere.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -37,14 +38,6 @@ step.drip = sh -c "for i in 1 2 3 4 5 6; do echo drip-line-$i; sleep 0.5; done"
 
 /// The W3C key of an element reference.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| PathBuf::from(d).join(name))
-        .find(|p| p.is_file())
-}
 
 /// A WebDriver session on a chromedriver child.
 struct Browser {
@@ -199,10 +192,14 @@ async fn call(port: u16, method: &str, path: &str, body: Option<Value>) -> anyho
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chromium_forces_a_build_and_watches_it_go_green_live() {
-    let (Some(chromium), Some(driver)) = (which("chromium"), which("chromedriver")) else {
-        println!("SKIP: chromium and chromedriver are not installed (apt-get install chromium chromium-driver)");
+    if !support::need_tools(&[
+        ("chromium", "apt-get install chromium"),
+        ("chromedriver", "apt-get install chromium-driver"),
+    ]) {
         return;
-    };
+    }
+    let chromium = support::which("chromium").unwrap();
+    let driver = support::which("chromedriver").unwrap();
     let m = web_common::start(&master_ini(FACTORIES, "projectName = Browser Test")).await;
     let _slave = m.slave().await;
     let base = format!("http://127.0.0.1:{}", m.master.htmlport());

@@ -82,18 +82,6 @@ pub fn git_repo(path: &Path, files: &[RepoFile]) -> String {
     git(path, &["rev-parse", "HEAD"])
 }
 
-/// Fails the test with a clear message when `tool` is not on PATH (CI's `.ci/run`
-/// installs every tool these tests use; a missing one must not pass silently).
-pub fn require_tool(tool: &str, install: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{tool}` is not on PATH; this test needs it ({install})"
-    );
-}
-
 /// A master whose directory holds `repos` (name → files, at `./repos/NAME`) and
 /// whose `master.ini` has `factories` (sections as written; they name the
 /// repositories `./repos/NAME`), with a connected autobot slave `s1` that may run

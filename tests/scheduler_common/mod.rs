@@ -69,19 +69,12 @@ impl GitRepo {
     }
 }
 
-/// Whether `hg` runs here (prints a SKIP line when not).
+/// Whether `hg` is here; if not, the test fails under `CI=true` and skips
+/// elsewhere ([`support::skip`]), and the caller returns.
+#[track_caller]
+#[must_use]
 pub fn have_hg() -> bool {
-    let ok = Command::new("hg")
-        .arg("--version")
-        .env("HGPLAIN", "1")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "SKIP: `hg` is not installed");
-    }
-    ok
+    support::need_tools(&[("hg", "apt-get install mercurial")])
 }
 
 /// A Mercurial repository the master polls.

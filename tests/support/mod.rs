@@ -353,7 +353,8 @@ impl Drop for SlaveProc {
 
 impl Impl {
     /// Start a slave in `dir` (created) that connects to 127.0.0.1:`port` as
-    /// `name`/`password`. `Err` holds a SKIP reason (implementation unavailable).
+    /// `name`/`password`. `Err` says why the implementation cannot be had (for
+    /// [`skip`], which fails the test under `CI=true`).
     pub async fn start(
         self,
         dir: &Path,
@@ -368,9 +369,81 @@ impl Impl {
     }
 }
 
-/// Print a SKIP line that `cargo test -- --nocapture` and CI logs show.
-pub fn skip(test: &str, why: &str) {
-    eprintln!("SKIP {test}: {why}");
+// ---------------------------------------------------------------- tools a test needs
+
+/// What every "cannot run" message ends with: where the tools come from.
+pub const INSTALL_HINT: &str = "scripts/test.sh installs every tool the tests use";
+
+/// Whether this is CI's run (`CI=true`, as `.ci/run` is run). There a test that
+/// cannot run fails instead of skipping, so a green CI run means every test ran.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// A test that cannot run here, because of `why`. Under `CI=true` this fails the
+/// test. Elsewhere it prints a `SKIP` line (straight to stderr: the harness
+/// captures `eprintln!`, not the handle, so the line shows in every run and
+/// `scripts/test.sh` lists it at the end) and the caller returns.
+#[track_caller]
+pub fn skip(why: &str) {
+    let at = std::panic::Location::caller();
+    let thread = std::thread::current();
+    let test = match thread.name() {
+        Some(name) if name != "main" => format!("{name} ({}:{})", at.file(), at.line()),
+        _ => format!("{}:{}", at.file(), at.line()),
+    };
+    if in_ci() {
+        panic!(
+            "{test} cannot run: {why}. With CI=true a test that cannot run fails; {INSTALL_HINT}"
+        );
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIP {test}: {why} (this test did not run; {INSTALL_HINT})"
+    );
+}
+
+/// Where `tool` is on PATH, as the test's child processes will find it.
+pub fn which(tool: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// Whether every `(tool, how to install it)` is on PATH; if not, [`skip`] naming
+/// each missing one, and the caller returns:
+/// `if !need_tools(&[("hg", "apt-get install mercurial")]) { return; }`.
+#[track_caller]
+#[must_use]
+pub fn need_tools(tools: &[(&str, &str)]) -> bool {
+    let missing: Vec<String> = tools
+        .iter()
+        .filter(|(tool, _)| which(tool).is_none())
+        .map(|(tool, install)| format!("`{tool}` is not on PATH ({install})"))
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    skip(&missing.join(", "));
+    false
+}
+
+/// Whether the `python3` on PATH can import `module`; if not, [`skip`] with
+/// `install`, and the caller returns.
+#[track_caller]
+#[must_use]
+pub fn need_python_module(module: &str, install: &str) -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        skip(&format!("`python3` cannot import {module} ({install})"));
+    }
+    ok
 }
 
 async fn start_autobot_slave(
@@ -441,11 +514,12 @@ fn install_buildbot_worker() -> Result<PathBuf, String> {
         .args(["-m", "venv"])
         .arg(&venv)
         .output()
-        .map_err(|e| format!("python3 is not available ({e}); install python3 with venv"))?;
+        .map_err(|e| format!("cannot run python3 ({e}): apt-get install python3 python3-venv"))?;
     if !out.status.success() {
         return Err(format!(
-            "python3 -m venv failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "`python3 -m venv {}` failed (apt-get install python3-venv): {}",
+            venv.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
     let out = Command::new(venv.join("bin/pip"))
@@ -459,7 +533,8 @@ fn install_buildbot_worker() -> Result<PathBuf, String> {
         .map_err(|e| format!("cannot run pip: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "cannot install buildbot-worker==4.3.0 from PyPI (unreachable?): {}",
+            "cannot install buildbot-worker==4.3.0 from PyPI into {} (is PyPI reachable?): {}",
+            venv.display(),
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }

@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# test.sh — the README's test command: install what the tests need, then run them.
+#
+# Usage: scripts/test.sh [CARGO-TEST-ARGS...]   e.g. scripts/test.sh --test web_api
+#
+# 1. Debian packages (the DEB list below): each one whose check fails is installed
+#    with apt-get when run as root; otherwise the script names the exact
+#    `apt-get install` line to run, and stops if CI=true.
+# 2. Python tools (the PIP list below) go into a venv cached under the cargo target
+#    directory (target/test-tools/python), made once and topped up when the list
+#    changes. Its bin/ goes first on PATH, so the tests find `trial`, `virtualenv`,
+#    `pytest` and a `python3` that imports setuptools. (The buildbot-worker 4.3.0
+#    the conformance tests use goes into its own venv under target/tmp, made by
+#    the tests on first use.)
+# 3. `cargo test --locked --no-fail-fast ARGS...`, so one failing test binary does
+#    not hide the others; its output is kept in target/test-tools/last-run.log,
+#    every SKIP line (a test that could not run) is listed again at the end, and
+#    a last line adds up the passed and failed tests of every test binary.
+#
+# It prints what it installed. With CI=true (as `.ci/run` runs it) every test that
+# cannot find its tool fails instead of printing SKIP. Adding a tool is one line in
+# DEB or PIP.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# ---------------------------------------------------------------- what the tests need
+# Debian packages: "PACKAGE CHECK". CHECK is a command that must be on PATH, an
+# absolute path (a glob is fine) that must exist, or — when it has a space — a
+# shell test that must succeed; e.g. "postgresql /usr/lib/postgresql/*/bin/postgres".
+DEB=(
+  "git              git"            # every test with a repository
+  "mercurial        hg"             # hg poller, hg checkouts, several sources
+  "make             make"           # autotools, cpan, make check
+  "gcc              cc"             # autotools hello, compile warnings
+  "perl             prove"          # cpan factory, prove test counts
+  "bsdutils         script"         # create's prompts on a pseudo-terminal
+  "python3          python3"        # python factories, the tools venv
+  "python3-venv     python3 -c 'import ensurepip, venv'"  # python3 -m venv
+  "chromium         chromium"       # web_browser
+  "chromium-driver  chromedriver"   # web_browser (WebDriver)
+)
+# Python tools for the tools venv: pip requirements, pinned so every run tests
+# against the same tools (a changed pin is installed over the old one).
+PIP=(
+  "twisted==26.10.0"     # trial: the trial factory, trial test counts
+  "virtualenv==21.15.14" # virtualenv: the virtualenv factory
+  "pytest==9.2.0"        # python3 -m pytest: pytest test counts
+  "setuptools==80.9.0"   # python3 setup.py: the distutils factory
+)
+
+# ---------------------------------------------------------------- helpers
+say() { printf 'test.sh: %s\n' "$*" >&2; }
+# Whether this is CI's run (CI=true, any case, as the tests read it).
+ci() {
+  local v=${CI:-}
+  [ "${v,,}" = true ]
+}
+
+# Whether CHECK (see DEB) holds.
+present() {
+  local check=$1
+  case "$check" in
+    *" "*) (eval "$check") >/dev/null 2>&1 ;;
+    /*) compgen -G "$check" >/dev/null ;;
+    *) command -v "$check" >/dev/null 2>&1 ;;
+  esac
+}
+
+if ! command -v cargo >/dev/null 2>&1; then
+  say "cargo is not installed; install Rust (https://rustup.rs) and run again"
+  exit 1
+fi
+
+target_dir=${CARGO_TARGET_DIR:-$PWD/target}
+tools="$target_dir/test-tools"
+venv="$tools/python"
+mkdir -p "$tools"
+
+# ---------------------------------------------------------------- Debian packages
+missing=()
+for line in "${DEB[@]}"; do
+  read -r pkg check <<<"$line"
+  present "$check" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    say "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    say "installed: $(dpkg-query -W -f='${Package} ${Version}, ' "${missing[@]}" | sed 's/, $//')"
+    still=()
+    for line in "${DEB[@]}"; do
+      read -r pkg check <<<"$line"
+      present "$check" || still+=("$pkg ($check)")
+    done
+    if [ ${#still[@]} -gt 0 ]; then
+      say "installed, but still not found: ${still[*]}"
+      exit 1
+    fi
+  else
+    say "missing Debian packages: ${missing[*]}"
+    say "install them with:  sudo apt-get install ${missing[*]}"
+    if ci; then
+      say "CI=true: stopping (every test must run in CI)"
+      exit 1
+    fi
+    say "going on: the tests that need them will print SKIP"
+  fi
+else
+  say "Debian packages: all present (${#DEB[@]} checked)"
+fi
+
+# ---------------------------------------------------------------- Python tools venv
+# The venv is kept while its python runs; .autobot-requirements lists what is in it.
+python_tools() {
+  if ! "$venv/bin/python3" -c pass >/dev/null 2>&1; then
+    rm -rf "$venv"
+    say "making the Python tools venv $venv"
+    python3 -m venv "$venv" || return 1
+    : >"$venv/.autobot-requirements"
+  fi
+  local want=() req
+  for req in "${PIP[@]}"; do
+    grep -qxF -- "$req" "$venv/.autobot-requirements" || want+=("$req")
+  done
+  if [ ${#want[@]} -eq 0 ]; then
+    say "Python tools: all present in $venv"
+    return 0
+  fi
+  say "installing into $venv: ${want[*]}"
+  "$venv/bin/python3" -m pip install --disable-pip-version-check --quiet "${want[@]}" || return 1
+  printf '%s\n' "${PIP[@]}" >"$venv/.autobot-requirements"
+  say "installed: ${want[*]}"
+}
+# One script at a time sets the venv up (the lock is released with fd 9 below).
+exec 9>"$tools/.lock"
+flock 9
+if python_tools; then
+  exec 9>&-
+  export PATH="$venv/bin:$PATH"
+else
+  say "cannot make the Python tools venv $venv (is PyPI reachable? see the pip error above)"
+  if ci; then
+    exit 1
+  fi
+  say "going on: the tests that need trial, virtualenv or pytest will print SKIP"
+fi
+
+# ---------------------------------------------------------------- the tests
+log="$tools/last-run.log"
+say "running: cargo test --locked --no-fail-fast $*"
+if [ -t 1 ]; then
+  export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-always}
+fi
+set +e
+cargo test --locked --no-fail-fast "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+
+skips=$(grep -oE 'SKIP .*did not run.*' "$log" | sort -u || true)
+if [ -n "$skips" ]; then
+  say "these tests did not run (install what they name, or run as root):"
+  printf '%s\n' "$skips" >&2
+fi
+# cargo's "test result: ok. 12 passed; 0 failed; 1 ignored; ..." lines, added up
+# into one closing line.
+if [ "$status" -ne 0 ]; then
+  say "cargo test failed (exit $status); the failing test binaries are named above"
+fi
+awk '/^test result: / {
+       for (i = 1; i < NF; i++) {
+         if ($(i + 1) ~ /^passed;?$/) p += $i
+         if ($(i + 1) ~ /^failed;?$/) f += $i
+         if ($(i + 1) ~ /^ignored;?$/) g += $i
+       }
+       n++
+     }
+     END {
+       printf "test.sh: %d test binaries reported; %d tests ignored (#[ignore]: run by name)\n", n, g > "/dev/stderr"
+       printf "total: %d passed, %d failed\n", p, f
+     }' "$log"
+exit "$status"
