@@ -8,8 +8,8 @@
 //!   property can end up as one argument of a step (`git log %(revision)s`, with or
 //!   without a checkout step, with or without `alwaysUseLatest`). None of them may
 //!   start with `-` (git or hg would take it as an option: `--output=FILE` writes a
-//!   file anywhere) or hold a control character; a revision holds no white space
-//!   either (a commit id, a node, a tag never does).
+//!   file anywhere) or hold a control character. Inner spaces are fine: a value
+//!   stays one argument (and becomes a quoted variable in a shell script).
 //! * **Sizes.** Every field has a cap no real project reaches (the README's "Changes"
 //!   section lists them), so one Change stays a few MiB at most however it came in.
 //!   Submitted Changes over a cap are refused with the field, its size and the cap;
@@ -88,10 +88,6 @@ pub enum FieldError {
         code: u32,
         at: usize,
     },
-    #[error(
-        "`{field}` {value} holds white space; a revision is one word (a commit id, a node, a tag)"
-    )]
-    Whitespace { field: String, value: String },
     #[error("`{field}` is empty; leave it out instead")]
     Empty { field: String },
     #[error("`{field}` is {value}; it must be between 0 and {max} (unix seconds)")]
@@ -144,7 +140,7 @@ fn one_line(field: &str, value: &str) -> Result<(), FieldError> {
     }
 }
 
-/// A revision: non-empty, one word, no leading `-`, no control characters, at most
+/// A revision: non-empty, no leading `-`, no control characters, at most
 /// [`MAX_REVISION`] bytes.
 pub fn check_revision(value: &str) -> Result<(), FieldError> {
     let field = "revision";
@@ -153,14 +149,7 @@ pub fn check_revision(value: &str) -> Result<(), FieldError> {
             field: field.into(),
         });
     }
-    argument(field, value, MAX_REVISION)?;
-    if value.chars().any(char::is_whitespace) {
-        return Err(FieldError::Whitespace {
-            field: field.into(),
-            value: shown(value),
-        });
-    }
-    Ok(())
+    argument(field, value, MAX_REVISION)
 }
 
 /// A branch: non-empty, no leading `-`, no control characters, at most
@@ -419,7 +408,7 @@ mod tests {
             ("-r", "starts with `-`"),
             ("abc\ndef", "control character (U+000A at byte 3)"),
             ("abc\u{1b}[2J", "U+001B"),
-            ("HEAD --output=x", "white space"),
+            ("\tHEAD", "control character (U+0009 at byte 0)"),
             ("", "is empty"),
         ] {
             let c = NewChange {
@@ -440,6 +429,8 @@ mod tests {
             let e = check_change(&c).unwrap_err().to_string();
             assert!(e.starts_with("`branch`"), "{e}");
         }
+        // Inner spaces are fine: the value stays one argument.
+        assert!(check_revision("abc def").is_ok());
         assert!(check_revision(&"a".repeat(MAX_REVISION)).is_ok());
         assert!(matches!(
             check_revision(&"a".repeat(MAX_REVISION + 1)),
