@@ -291,7 +291,10 @@ async fn a_poll_request_polls_at_once() {
     wait_head(&db, &repo.url(), "main").await;
     let rev = repo.commit("Ann <ann@example.org>", "a.c", "poll me");
     // What `/change_hook/poller?repo=URL` does; the hourly poll is far away.
-    assert_eq!(run.master.changes().request_poll(&repo.url()), 1);
+    assert_eq!(
+        run.master.changes().request_poll(&repo.url()),
+        autobot::changes::PollRequest::Queued
+    );
     let b = wait_finished(&db, "proj-s1", 1).await;
     assert_eq!(b.revision.as_deref(), Some(rev.as_str()));
     run.stop().await;

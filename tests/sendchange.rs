@@ -452,3 +452,40 @@ async fn without_change_credentials_no_change_is_taken() {
     assert!(api_changes(&m).await.is_empty());
     finish(m, repo).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_over_a_cap_is_refused_with_the_field_and_the_cap() {
+    let repo = GitRepo::new();
+    let m = start(&repo, CHANGE_KEYS).await;
+    let home = tempfile::tempdir().unwrap();
+    let master = format!("127.0.0.1:{}", m.master.slaveport());
+    let log = home.path().join("message");
+    std::fs::write(&log, "m".repeat(2 << 20)).unwrap();
+    let long_name = "d/".repeat(2100);
+    for (extra, want) in [
+        (
+            vec!["--logfile", log.to_str().unwrap()],
+            "`comments` is 2097152 bytes; autobot takes at most 1048576",
+        ),
+        (
+            vec![long_name.as_str()],
+            "`files[0]` is 4200 bytes; autobot takes at most 4096",
+        ),
+        (
+            vec!["--category", "a\u{7}b"],
+            "`category` \"a\\u{7}b\" holds a control character",
+        ),
+    ] {
+        let mut args = vec!["--auth", AUTH, "--master", &master, "--username", "Ann"];
+        args.extend(extra);
+        let out = sendchange(&args, home.path(), home.path(), None).await;
+        assert!(!out.status.success(), "{want}: accepted");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("the master refused the Change: ") && err.contains(want),
+            "{want}: {err}"
+        );
+    }
+    assert!(api_changes(&m).await.is_empty());
+    finish(m, repo).await;
+}

@@ -1,23 +1,117 @@
 //! The one door every Change comes through: pollers, `sendchange`, webhooks and
-//! `POST /api/v1/changes` all call [`ChangeBus::add`], which stores the Changes in
-//! SQLite *first* and only then tells the schedulers (by id, in id order).
+//! `POST /api/v1/changes` all call [`ChangeBus::add`] (webhooks
+//! [`ChangeBus::add_delivery`]), which checks each Change against
+//! [`validate::check_change`](super::validate::check_change), stores them in SQLite
+//! *first* and only then tells the schedulers (by id, in id order). A batch with one
+//! bad Change stores none of them.
 //!
 //! A subscriber that falls behind (`Lagged`) or starts late never loses a Change:
 //! ids grow with every insert, so it re-reads the `changes` table above the last id
 //! it handled ([`ChangeBus::since`]).
+//!
+//! The bus also carries requests to poll a repository now (`/change_hook/poller`, a
+//! webhook's push to a polled branch). They are coalesced per repository: each
+//! poller has one [`PollQueue`] holding at most one request, so a burst of any number
+//! of requests costs at most the poll in flight plus one more.
 
-use tokio::sync::broadcast;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
-use crate::db::changes::{ChangeRow, NewChange};
+use tokio::sync::{broadcast, Notify};
+
+use super::validate::{check_change, FieldError};
+use crate::db::changes::{ChangeRow, Delivery, DeliveryOutcome, NewChange};
 use crate::db::{Db, DbError};
+
+/// How long a webhook delivery is remembered, in seconds (30 days; forges
+/// redeliver for a few days at most).
+pub const DELIVERY_RETENTION: f64 = 30.0 * 86_400.0;
+
+/// Why Changes were not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum AddError {
+    /// Change number `index` (0-based) of the batch broke a rule; nothing stored.
+    #[error("{}{error}", if *.batch { format!("change {index}: ") } else { String::new() })]
+    Invalid {
+        index: usize,
+        /// Whether the batch had more than one Change (the message names the index).
+        batch: bool,
+        error: FieldError,
+    },
+    #[error("{0}")]
+    Db(#[from] DbError),
+}
+
+/// What [`ChangeBus::add_delivery`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivered {
+    /// A new delivery: its Changes, stored and announced.
+    Stored(Vec<ChangeRow>),
+    /// Seen before, at `received_at` (unix seconds): nothing stored.
+    Repeat { received_at: f64, by_id: bool },
+}
+
+/// What a request to poll a repository did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollRequest {
+    /// No poller of that repository is running.
+    NoPoller,
+    /// A poll was queued (it starts when the one in flight, if any, ends).
+    Queued,
+    /// A poll was already queued; this request joined it.
+    AlreadyQueued,
+}
+
+/// One poller's pending poll request: at most one waits, whatever the number of
+/// requests. The poller takes it as each poll starts.
+#[derive(Debug, Default)]
+pub struct PollQueue {
+    pending: AtomicBool,
+    wake: Notify,
+}
+
+impl PollQueue {
+    /// Queue a poll; whether one was queued already.
+    fn request(&self) -> PollRequest {
+        if self.pending.swap(true, Ordering::SeqCst) {
+            PollRequest::AlreadyQueued
+        } else {
+            self.wake.notify_one();
+            PollRequest::Queued
+        }
+    }
+
+    /// Wait until a poll is requested (and not yet taken).
+    pub async fn requested(&self) {
+        loop {
+            let woken = self.wake.notified();
+            if self.pending.load(Ordering::SeqCst) {
+                return;
+            }
+            woken.await;
+        }
+    }
+
+    /// A poll starts now: it covers the pending request, if any (whether there was
+    /// one).
+    pub fn take(&self) -> bool {
+        self.pending.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// The key of a repository's poll queue: its URL without credentials.
+fn poll_key(url: &str) -> String {
+    super::redact_url(url.trim())
+}
 
 /// Stores Changes and announces them; cheap to clone.
 #[derive(Clone)]
 pub struct ChangeBus {
     db: Db,
     tx: broadcast::Sender<ChangeRow>,
-    /// Repository URLs someone asked to poll now (`/change_hook/poller`, webhooks).
-    polls: broadcast::Sender<String>,
+    /// The poll queues of the running pollers, by repository.
+    polls: Arc<Mutex<HashMap<String, Vec<Weak<PollQueue>>>>>,
     /// One bump per Change announced.
     activity: std::sync::Arc<crate::activity::Activity>,
 }
@@ -27,18 +121,46 @@ impl ChangeBus {
         ChangeBus {
             db,
             tx: broadcast::channel(4096).0,
-            polls: broadcast::channel(256).0,
+            polls: Default::default(),
             activity: Default::default(),
         }
     }
 
-    /// Store `changes` (their order becomes their id order) in one transaction, then
-    /// announce each; the stored rows.
-    pub async fn add(&self, changes: Vec<NewChange>) -> Result<Vec<ChangeRow>, DbError> {
+    /// Check `changes` and store them (their order becomes their id order) in one
+    /// transaction, then announce each; the stored rows.
+    pub async fn add(&self, changes: Vec<NewChange>) -> Result<Vec<ChangeRow>, AddError> {
         if changes.is_empty() {
             return Ok(Vec::new());
         }
+        check_all(&changes)?;
         let ids = self.db.add_changes(changes.clone()).await?;
+        Ok(self.announce(ids, changes))
+    }
+
+    /// [`add`](Self::add) for a webhook: the Changes are stored together with the
+    /// record of `delivery`, unless a delivery with the same id or body was recorded
+    /// in the last [`DELIVERY_RETENTION`] seconds (then nothing is stored).
+    pub async fn add_delivery(
+        &self,
+        delivery: Delivery,
+        changes: Vec<NewChange>,
+    ) -> Result<Delivered, AddError> {
+        check_all(&changes)?;
+        let now = crate::db::now_f64();
+        let outcome = self
+            .db
+            .add_delivery(delivery, changes.clone(), now, DELIVERY_RETENTION)
+            .await?;
+        Ok(match outcome {
+            DeliveryOutcome::Stored(ids) => Delivered::Stored(self.announce(ids, changes)),
+            DeliveryOutcome::Repeat { received_at, by_id } => {
+                Delivered::Repeat { received_at, by_id }
+            }
+        })
+    }
+
+    /// Tell the subscribers of stored Changes.
+    fn announce(&self, ids: Vec<i64>, changes: Vec<NewChange>) -> Vec<ChangeRow> {
         let rows: Vec<ChangeRow> = ids
             .into_iter()
             .zip(changes)
@@ -67,7 +189,7 @@ impl ChangeBus {
             self.activity.bump();
             let _ = self.tx.send(row.clone());
         }
-        Ok(rows)
+        rows
     }
 
     /// How many Changes have been announced, and when the last was.
@@ -86,15 +208,42 @@ impl ChangeBus {
         self.db.changes_after(after).await
     }
 
-    /// Ask the pollers of repository `url` to poll now; how many poller managers
-    /// heard it (0: nothing polls at the moment).
-    pub fn request_poll(&self, url: &str) -> usize {
-        self.polls.send(url.to_string()).unwrap_or(0)
+    /// Ask the pollers of repository `url` to poll now. Requests coalesce: while
+    /// one is queued, more join it.
+    pub fn request_poll(&self, url: &str) -> PollRequest {
+        let mut map = self.polls.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(queues) = map.get_mut(&poll_key(url)) else {
+            return PollRequest::NoPoller;
+        };
+        queues.retain(|q| q.strong_count() > 0);
+        let mut answer = PollRequest::NoPoller;
+        for q in queues.iter().filter_map(Weak::upgrade) {
+            answer = match (answer, q.request()) {
+                (_, PollRequest::Queued) | (PollRequest::Queued, _) => PollRequest::Queued,
+                (_, other) => other,
+            };
+        }
+        if queues.is_empty() {
+            map.remove(&poll_key(url));
+        }
+        answer
     }
 
-    /// Poll requests from now on (for the poller manager).
-    pub fn poll_requests(&self) -> broadcast::Receiver<String> {
-        self.polls.subscribe()
+    /// Whether a poller of `url` is running (its requests would be heard).
+    pub fn has_poller(&self, url: &str) -> bool {
+        let map = self.polls.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&poll_key(url))
+            .is_some_and(|qs| qs.iter().any(|q| q.strong_count() > 0))
+    }
+
+    /// The poll queue of a poller of `url`, registered until the poller drops it.
+    pub fn poll_queue(&self, url: &str) -> Arc<PollQueue> {
+        let q = Arc::new(PollQueue::default());
+        let mut map = self.polls.lock().unwrap_or_else(|p| p.into_inner());
+        let list = map.entry(poll_key(url)).or_default();
+        list.retain(|q| q.strong_count() > 0);
+        list.push(Arc::downgrade(&q));
+        q
     }
 
     /// The database the Changes are in.
@@ -103,15 +252,33 @@ impl ChangeBus {
     }
 }
 
+/// Every Change of a batch passes [`check_change`], or the first that does not is
+/// the error.
+fn check_all(changes: &[NewChange]) -> Result<(), AddError> {
+    for (index, c) in changes.iter().enumerate() {
+        check_change(c).map_err(|error| AddError::Invalid {
+            index,
+            batch: changes.len() > 1,
+            error,
+        })?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_change_is_stored_before_it_is_announced() {
+    fn bus() -> (tempfile::TempDir, ChangeBus) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join(crate::db::DB_FILE)).unwrap();
-        let bus = ChangeBus::new(db.clone());
+        (dir, ChangeBus::new(db))
+    }
+
+    #[tokio::test]
+    async fn a_change_is_stored_before_it_is_announced() {
+        let (_dir, bus) = bus();
+        let db = bus.db().clone();
         let mut rx = bus.subscribe();
         let rows = bus
             .add(vec![NewChange {
@@ -126,5 +293,72 @@ mod tests {
         assert_eq!(db.change(got.id).await.unwrap().unwrap(), got);
         assert_eq!(bus.since(0).await.unwrap(), rows);
         assert!(bus.since(got.id).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_batch_with_one_bad_change_stores_nothing() {
+        let (_dir, bus) = bus();
+        let good = NewChange {
+            who: "Ann".into(),
+            ..Default::default()
+        };
+        let bad = NewChange {
+            revision: Some("--output=/tmp/x".into()),
+            ..good.clone()
+        };
+        let e = bus.add(vec![good.clone(), bad.clone()]).await.unwrap_err();
+        assert!(matches!(e, AddError::Invalid { index: 1, .. }), "{e}");
+        assert!(e.to_string().starts_with("change 1: `revision`"), "{e}");
+        let e = bus.add(vec![bad]).await.unwrap_err().to_string();
+        assert!(e.starts_with("`revision` \"--output"), "{e}");
+        let d = Delivery {
+            forge: "gitea".into(),
+            id: None,
+            digest: "x".into(),
+        };
+        let huge = NewChange {
+            comments: "x".repeat(super::super::validate::MAX_COMMENTS + 1),
+            ..good
+        };
+        assert!(bus.add_delivery(d, vec![huge]).await.is_err());
+        assert!(bus.since(0).await.unwrap().is_empty());
+        assert_eq!(bus.db().hook_deliveries().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn poll_requests_coalesce_per_repository() {
+        let (_dir, bus) = bus();
+        assert_eq!(bus.request_poll("/srv/a"), PollRequest::NoPoller);
+        let q = bus.poll_queue("https://bot:pw@forge/a.git");
+        // The same repository without credentials; another stays unheard.
+        assert_eq!(bus.request_poll("https://forge/a.git"), PollRequest::Queued);
+        for _ in 0..100 {
+            assert_eq!(
+                bus.request_poll("https://forge/a.git"),
+                PollRequest::AlreadyQueued
+            );
+        }
+        assert_eq!(
+            bus.request_poll("https://forge/b.git"),
+            PollRequest::NoPoller
+        );
+        q.requested().await;
+        assert!(q.take());
+        // Taken: the next request queues one more poll, not 100.
+        assert!(!q.take());
+        assert_eq!(bus.request_poll("https://forge/a.git"), PollRequest::Queued);
+        // A poll that starts on its own (the interval) covers the pending request;
+        // the stale wake-up does not count as a request.
+        assert!(q.take());
+        use futures_util::FutureExt;
+        assert!(
+            q.requested().now_or_never().is_none(),
+            "a taken request woke the poller"
+        );
+        drop(q);
+        assert_eq!(
+            bus.request_poll("https://forge/a.git"),
+            PollRequest::NoPoller
+        );
     }
 }

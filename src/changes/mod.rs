@@ -13,18 +13,23 @@
 //! [`PollResult`] (Changes first, then the new heads) before acting on it. That split is
 //! what makes "a master that was down reports every missed commit exactly once" hold:
 //! the heads only move once the Changes are safe.
+//!
+//! Whatever its source, a Change passes [`validate`] before it is stored
+//! ([`ChangeBus::add`] checks every one): revisions and branches that could become
+//! command-line options are refused, and every field is capped.
 
 pub mod bus;
 mod gitpoller;
 mod hgpoller;
 pub mod submit;
+pub mod validate;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use bus::ChangeBus;
+pub use bus::{ChangeBus, PollRequest};
 pub use gitpoller::GitPoller;
 pub use hgpoller::HgPoller;
 

@@ -19,6 +19,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use super::bus::AddError;
+use super::validate::{check_change, FieldError};
 use super::ChangeBus;
 use crate::db::changes::{ChangeRow, NewChange};
 
@@ -28,10 +30,9 @@ pub const CHANGE_PATH: &str = "/change";
 /// How long a change connection may stay silent before the master closes it.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Longest `comments` accepted (a commit message, not a log file).
-const MAX_COMMENTS: usize = 1 << 20;
-/// Most files one Change may list.
-const MAX_FILES: usize = 100_000;
+/// Largest JSON Change accepted on a change connection; the caps of
+/// [`super::validate`] keep a real Change far below it.
+pub const MAX_SUBMISSION: usize = 8 << 20;
 
 /// A Change as a client sends it: every field of a stored Change but the id. Only
 /// `who` is required; `when` defaults to the time the master receives it.
@@ -56,34 +57,28 @@ pub struct ChangeSubmission {
 pub enum SubmitError {
     #[error("a Change needs `who` (its author; sendchange --username)")]
     NoWho,
-    #[error("`comments` is {0} bytes; at most 1 MiB is accepted")]
-    CommentsTooLong(usize),
-    #[error("{0} files listed; at most 100000 are accepted")]
-    TooManyFiles(usize),
     #[error("`{0}` must not be empty when given (leave it out instead)")]
     EmptyField(&'static str),
+    /// A field broke one of the rules every Change follows ([`super::validate`]).
+    #[error("{0}")]
+    Invalid(#[from] FieldError),
 }
 
 impl ChangeSubmission {
     /// Check the submission and turn it into the Change to store; `now` (unix
-    /// seconds) stands in for a missing `when`.
+    /// seconds) stands in for a missing `when`. Revision and branch are trimmed, then
+    /// everything is checked by [`check_change`] (the rules of every intake).
     pub fn into_change(self, now: i64) -> Result<NewChange, SubmitError> {
         let who = self.who.trim().to_string();
         if who.is_empty() {
             return Err(SubmitError::NoWho);
-        }
-        if self.comments.len() > MAX_COMMENTS {
-            return Err(SubmitError::CommentsTooLong(self.comments.len()));
-        }
-        if self.files.len() > MAX_FILES {
-            return Err(SubmitError::TooManyFiles(self.files.len()));
         }
         let non_empty = |v: Option<String>, name: &'static str| match v {
             Some(s) if s.trim().is_empty() => Err(SubmitError::EmptyField(name)),
             Some(s) => Ok(Some(s.trim().to_string())),
             None => Ok(None),
         };
-        Ok(NewChange {
+        let change = NewChange {
             who,
             files: self.files,
             comments: self.comments,
@@ -94,7 +89,9 @@ impl ChangeSubmission {
             category: self.category,
             links: self.links,
             project: self.project,
-        })
+        };
+        check_change(&change)?;
+        Ok(change)
     }
 }
 
@@ -152,6 +149,12 @@ pub fn now() -> i64 {
 
 /// Parse, check and store one submitted JSON Change.
 pub async fn submit_json(bus: &ChangeBus, text: &[u8]) -> SubmitReply {
+    if text.len() > MAX_SUBMISSION {
+        return SubmitReply::Error(format!(
+            "the Change is {} bytes of JSON; at most {MAX_SUBMISSION} are accepted",
+            text.len()
+        ));
+    }
     let sub: ChangeSubmission = match serde_json::from_slice(text) {
         Ok(s) => s,
         Err(e) => return SubmitReply::Error(format!("not a Change: {e}")),
@@ -165,7 +168,8 @@ pub async fn submit_json(bus: &ChangeBus, text: &[u8]) -> SubmitReply {
             Some(row) => SubmitReply::Change(Box::new(row.into())),
             None => SubmitReply::Error("the master stored nothing".into()),
         },
-        Err(e) => {
+        Err(e @ AddError::Invalid { .. }) => SubmitReply::Error(e.to_string()),
+        Err(AddError::Db(e)) => {
             tracing::error!("storing a submitted change: {e}");
             SubmitReply::Error("the master could not store the Change (database error)".into())
         }
@@ -264,6 +268,36 @@ mod tests {
         assert!(serde_json::from_str::<ChangeSubmission>(r#"{"who":"a","whom":"b"}"#).is_err());
         let sub: ChangeSubmission = serde_json::from_str(r#"{"who":"a","branch":""}"#).unwrap();
         assert_eq!(sub.into_change(0), Err(SubmitError::EmptyField("branch")));
+    }
+
+    #[test]
+    fn revision_branch_and_sizes_follow_the_rules_of_every_intake() {
+        for (json, want) in [
+            (
+                r#"{"who":"a","revision":" --output=/tmp/f "}"#,
+                "`revision` \"--output=/tmp/f\" starts with `-`",
+            ),
+            (
+                r#"{"who":"a","branch":"-b"}"#,
+                "`branch` \"-b\" starts with `-`",
+            ),
+            (r#"{"who":"a","revision":"a\u0000b"}"#, "control character"),
+            (r#"{"who":"a","files":["ok","x\ny"]}"#, "`files[1]`"),
+            (r#"{"who":"a","when":-3}"#, "`when` is -3"),
+        ] {
+            let sub: ChangeSubmission = serde_json::from_str(json).unwrap();
+            let e = sub.into_change(0).unwrap_err().to_string();
+            assert!(e.contains(want), "{json}: {e}");
+        }
+        let sub = ChangeSubmission {
+            who: "a".into(),
+            comments: "c".repeat(crate::changes::validate::MAX_COMMENTS + 1),
+            ..Default::default()
+        };
+        assert!(matches!(
+            sub.into_change(0),
+            Err(SubmitError::Invalid(FieldError::TooLong { .. }))
+        ));
     }
 
     #[test]

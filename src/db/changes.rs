@@ -3,6 +3,10 @@
 //!
 //! `files` and `links` are JSON arrays in their columns; [`ChangeRow`] carries them
 //! as lists and serializes as the JSON API shows a Change (`when` in unix seconds).
+//!
+//! A webhook's Changes are stored with the record of its delivery
+//! ([`Db::add_delivery`]) in one transaction, so a delivery seen before stores
+//! nothing and a failed one can be delivered again.
 
 use rusqlite::{params, Connection};
 use serde::Serialize;
@@ -102,7 +106,78 @@ pub(crate) fn sourcestamp_changes(
     rows.collect()
 }
 
+/// One webhook request, as [`Db::add_delivery`] remembers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// `github`, `gitlab` or `gitea`.
+    pub forge: String,
+    /// The forge's delivery id (it stays the same when the forge redelivers).
+    pub id: Option<String>,
+    /// Hex SHA-256 of the body: the same payload again under another id (the id
+    /// header is not signed) is a repeat too.
+    pub digest: String,
+}
+
+/// What [`Db::add_delivery`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryOutcome {
+    /// A new delivery: recorded, with the ids of the Changes stored with it.
+    Stored(Vec<i64>),
+    /// Seen before (at `received_at`, unix seconds): nothing stored. `by_id` tells
+    /// whether the delivery id matched (else the body did).
+    Repeat { received_at: f64, by_id: bool },
+}
+
 impl Db {
+    /// Record webhook `delivery` received at `now` and store `changes` with it, in
+    /// one transaction, unless a delivery with the same id or the same body (for the
+    /// same forge) was recorded less than `keep` seconds ago: then nothing is
+    /// stored. Deliveries older than `keep` are forgotten first.
+    pub async fn add_delivery(
+        &self,
+        delivery: Delivery,
+        changes: Vec<NewChange>,
+        now: f64,
+        keep: f64,
+    ) -> Result<DeliveryOutcome, DbError> {
+        use rusqlite::OptionalExtension;
+        self.write(move |tx| {
+            tx.prepare_cached("DELETE FROM hook_deliveries WHERE received_at < ?1")?
+                .execute([now - keep])?;
+            let seen: Option<(f64, bool)> = tx
+                .prepare_cached(
+                    "SELECT received_at, coalesce(delivery = ?2, 0)
+                     FROM hook_deliveries
+                     WHERE forge = ?1 AND ((?2 IS NOT NULL AND delivery = ?2) OR digest = ?3)
+                     ORDER BY received_at LIMIT 1",
+                )?
+                .query_row(params![delivery.forge, delivery.id, delivery.digest], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            if let Some((received_at, by_id)) = seen {
+                return Ok(DeliveryOutcome::Repeat { received_at, by_id });
+            }
+            tx.prepare_cached(
+                "INSERT INTO hook_deliveries(forge, delivery, digest, received_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![delivery.forge, delivery.id, delivery.digest, now])?;
+            let ids = changes
+                .iter()
+                .map(|c| insert_change(tx, c))
+                .collect::<rusqlite::Result<Vec<i64>>>()?;
+            Ok(DeliveryOutcome::Stored(ids))
+        })
+        .await
+    }
+
+    /// How many webhook deliveries are remembered now.
+    pub async fn hook_deliveries(&self) -> Result<i64, DbError> {
+        self.read(|c| c.query_row("SELECT count(*) FROM hook_deliveries", [], |r| r.get(0)))
+            .await
+    }
+
     /// Record Changes (in the order given, which becomes their id order); their ids.
     pub async fn add_changes(&self, changes: Vec<NewChange>) -> Result<Vec<i64>, DbError> {
         self.write(move |tx| changes.iter().map(|c| insert_change(tx, c)).collect())
@@ -194,5 +269,64 @@ mod tests {
         assert_eq!(list[1].links, vec!["https://x/abc"]);
         assert_eq!(db.changes(10, Some(ids[1])).await.unwrap().len(), 1);
         assert_eq!(db.change(ids[0]).await.unwrap().unwrap().when, 100);
+    }
+
+    #[tokio::test]
+    async fn a_delivery_is_stored_once_and_forgotten_after_keep() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join(super::super::DB_FILE)).unwrap();
+        let d = |id: Option<&str>, digest: &str| Delivery {
+            forge: "github".into(),
+            id: id.map(str::to_string),
+            digest: digest.into(),
+        };
+        let c = || {
+            vec![NewChange {
+                who: "Ann".into(),
+                ..Default::default()
+            }]
+        };
+        let keep = 100.0;
+        let first = db
+            .add_delivery(d(Some("g1"), "aa"), c(), 1000.0, keep)
+            .await;
+        assert_eq!(first.unwrap(), DeliveryOutcome::Stored(vec![1]));
+        // The same id with another body, the same body under another id or none.
+        for (again, by_id) in [
+            (d(Some("g1"), "bb"), true),
+            (d(Some("g2"), "aa"), false),
+            (d(None, "aa"), false),
+        ] {
+            let r = db.add_delivery(again, c(), 1010.0, keep).await.unwrap();
+            assert_eq!(
+                r,
+                DeliveryOutcome::Repeat {
+                    received_at: 1000.0,
+                    by_id
+                }
+            );
+        }
+        // Another forge has its own ids; a delivery without an id is new by its body.
+        let other = Delivery {
+            forge: "gitea".into(),
+            ..d(Some("g1"), "aa")
+        };
+        let r = db.add_delivery(other, c(), 1020.0, keep).await.unwrap();
+        assert_eq!(r, DeliveryOutcome::Stored(vec![2]));
+        let r = db.add_delivery(d(None, "cc"), vec![], 1030.0, keep).await;
+        assert_eq!(r.unwrap(), DeliveryOutcome::Stored(vec![]));
+        assert_eq!(db.changes(10, None).await.unwrap().len(), 2);
+        assert_eq!(db.hook_deliveries().await.unwrap(), 3);
+        // After `keep`, the first is forgotten (and pruned) and would be taken again.
+        let r = db
+            .add_delivery(d(Some("g1"), "aa"), c(), 1101.0, keep)
+            .await;
+        assert_eq!(r.unwrap(), DeliveryOutcome::Stored(vec![3]));
+        assert_eq!(db.hook_deliveries().await.unwrap(), 3);
+        let r = db
+            .add_delivery(d(Some("zz"), "zz"), vec![], 2000.0, keep)
+            .await;
+        assert_eq!(r.unwrap(), DeliveryOutcome::Stored(vec![]));
+        assert_eq!(db.hook_deliveries().await.unwrap(), 1);
     }
 }

@@ -191,4 +191,24 @@ pub const MIGRATIONS: &[&str] = &[
         updated_at REAL NOT NULL,
         PRIMARY KEY (repository, branch)
     );",
+    // 4: the forges' webhook deliveries already handled, so a replayed or redelivered
+    // payload stores nothing the second time: by the forge's delivery id (GitHub's
+    // X-GitHub-Delivery, Gitea's X-Gitea-Delivery, GitLab's Idempotency-Key or
+    // X-Gitlab-Event-UUID) and by the SHA-256 of the body (the id is not signed).
+    // Rows older than the retention (30 days) are deleted as new ones come in.
+    "CREATE TABLE hook_deliveries (
+        id INTEGER PRIMARY KEY,
+        -- github, gitlab or gitea
+        forge TEXT NOT NULL,
+        -- the forge's delivery id, when it sent one
+        delivery TEXT,
+        -- hex SHA-256 of the request body
+        digest TEXT NOT NULL,
+        -- unix seconds
+        received_at REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX hook_deliveries_by_id ON hook_deliveries(forge, delivery)
+        WHERE delivery IS NOT NULL;
+    CREATE INDEX hook_deliveries_by_digest ON hook_deliveries(forge, digest);
+    CREATE INDEX hook_deliveries_by_age ON hook_deliveries(received_at);",
 ];

@@ -220,9 +220,11 @@ impl<'a> Checkout<'a> {
             None => self.source.branch.as_str(),
         };
         let branch = checked_name("branch", branch)?;
+        // Checked even when alwaysUseLatest drops it: the build's revision is also
+        // what `%(revision)s` gives the other steps.
         let revision = match self.revision.filter(|r| !r.is_empty()) {
-            Some(r) if !self.always_use_latest => Some(checked_name("revision", r)?),
-            _ => None,
+            Some(r) => Some(checked_name("revision", r)?).filter(|_| !self.always_use_latest),
+            None => None,
         };
         let vc = Vc {
             kind: self.source.kind,
@@ -1002,10 +1004,13 @@ mod tests {
     fn always_use_latest_ignores_the_revision() {
         let s = source(SourceKind::Git, "/r/hello", "master");
         let mut c = checkout(&s, Mode::Update, "build");
-        c.revision = Some("--not-even-checked");
+        c.revision = Some("abc123");
         c.always_use_latest = true;
         let p = c.plan().unwrap();
         assert!(matches!(&p.update[1], CheckoutOp::Shell { argv, .. } if argv[6] == "FETCH_HEAD"));
+        // A revision that could be an option is refused with or without it.
+        c.revision = Some("--output=/tmp/f");
+        assert!(c.plan().is_err());
         c.always_use_latest = false;
         assert!(c.plan().is_err());
     }

@@ -53,8 +53,10 @@ pub enum EngineError {
     NotRunning { builder: String, number: i64 },
     #[error("no BuildRequest {0}")]
     NoSuchRequest(i64),
-    #[error("refusing {what} {value:?}: it is empty, starts with `-` or holds control characters")]
-    BadName { what: &'static str, value: String },
+    /// A branch, revision, property or text of the request broke the rules every
+    /// Change and request follows ([`crate::changes::validate`]).
+    #[error("{0}")]
+    BadName(#[from] crate::changes::validate::FieldError),
     #[error("the master is shutting down")]
     ShuttingDown,
     #[error("{0}")]
@@ -331,18 +333,15 @@ impl Engine {
                 },
             });
         };
-        let clean =
-            |what: &'static str, v: Option<String>| -> Result<Option<String>, EngineError> {
-                match v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()) {
-                    None => Ok(None),
-                    Some(s) if s.starts_with('-') || s.chars().any(char::is_control) => {
-                        Err(EngineError::BadName { what, value: s })
-                    }
-                    Some(s) => Ok(Some(s)),
-                }
-            };
-        let branch = clean("branch", req.branch)?;
-        let revision = clean("revision", req.revision)?;
+        // The rules of every Change and request (crate::changes::validate).
+        let given = |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        let branch = given(req.branch);
+        let revision = given(req.revision);
+        use crate::changes::validate as check;
+        branch.as_deref().map(check::check_branch).transpose()?;
+        revision.as_deref().map(check::check_revision).transpose()?;
+        check::check_properties(&req.properties)?;
+        check::check_force_text(req.who.as_deref(), &req.reason)?;
         let factory = config.factory(&b.factory);
         let repository = factory
             .and_then(|f| f.sources.first())

@@ -1,7 +1,8 @@
 //! The poller manager: one git or hg poller per distinct repository URL of the
 //! configured factories, polling all the branches any factory wants from it every
 //! `pollInterval` seconds (the shortest any of those factories asks for), and at
-//! once when someone asks ([`ChangeBus::request_poll`](crate::changes::ChangeBus)).
+//! once when someone asks ([`ChangeBus::request_poll`](crate::changes::ChangeBus));
+//! requests made while a poll runs coalesce into one more poll.
 //!
 //! Each poll runs on the blocking pool into a mirror under `MASTERDIR/mirrors`
 //! ([`crate::changes::mirror_path`]). Its Changes go through
@@ -16,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 use super::{stopped, SchedulerContext};
 use crate::changes::{mirror_path, redact_url, Change, GitPoller, HgPoller, PollResult};
@@ -148,8 +149,10 @@ fn poller_for(ctx: &SchedulerContext, spec: &PollerSpec) -> Arc<Poller> {
     })
 }
 
+/// A poller's Change as the bus stores it, cut to the caps every Change follows
+/// (a huge commit message is cut with a marker rather than refused).
 fn new_change(c: Change) -> NewChange {
-    NewChange {
+    crate::changes::validate::fit(NewChange {
         who: c.who,
         files: c.files,
         comments: c.comments,
@@ -160,7 +163,7 @@ fn new_change(c: Change) -> NewChange {
         category: c.category.unwrap_or_default(),
         links: c.links,
         project: c.project,
-    }
+    })
 }
 
 async fn poll_loop(
@@ -172,7 +175,7 @@ async fn poll_loop(
     let name = redact_url(&spec.url);
     let poller = poller_for(&ctx, &spec);
     let lock = locks.get(&mirror_path(&ctx.basedir, &spec.url));
-    let mut requests = ctx.changes.poll_requests();
+    let requests = ctx.changes.poll_queue(&spec.url);
     let interval = Duration::from_secs(spec.interval);
     tracing::info!(
         "polling {} {name} ({}) every {} s",
@@ -187,25 +190,15 @@ async fn poll_loop(
         let started = tokio::time::Instant::now();
         {
             let _guard = lock.lock().await;
+            // This poll covers every request made so far; later ones queue one more.
+            requests.take();
             poll_once(&ctx, &name, &poller).await;
         }
         let next = started + interval;
-        loop {
-            tokio::select! {
-                _ = stopped(&mut stop) => return,
-                _ = tokio::time::sleep_until(next) => break,
-                r = requests.recv() => match r {
-                    Ok(url) if url == spec.url || redact_url(&url) == name => {
-                        tracing::info!("poll of {name} requested");
-                        break;
-                    }
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => break,
-                    Err(broadcast::error::RecvError::Closed) => {
-                        requests = ctx.changes.poll_requests();
-                    }
-                },
-            }
+        tokio::select! {
+            _ = stopped(&mut stop) => return,
+            _ = tokio::time::sleep_until(next) => {}
+            _ = requests.requested() => tracing::info!("poll of {name} requested"),
         }
     }
 }

@@ -1,47 +1,67 @@
 //! Changes from outside on htmlport: `POST /api/v1/changes` (what `sendchange`
 //! sends, for scripts that speak HTTP), the forges' push webhooks
-//! `POST /change_hook/{github,gitlab,gitea}`, and `/change_hook/poller?repo=URL`
+//! `POST /change_hook/{github,gitlab,gitea}`, and `POST /change_hook/poller?repo=URL`
 //! to make the pollers of a repository poll now.
 //!
 //! Every door checks its credentials before it reads the payload: HTTP Basic with
-//! `changeuser`/`changepassword` for the API; for the hooks the forge's proof of the
-//! secret set in `[:master:]` (`github_secret`, `gitea_secret`: HMAC-SHA256 of the
-//! body, verified in constant time by `ring`; `gitlab_secret`: the token, compared
-//! in constant time). A hook whose secret is not set answers 404 and says which key
-//! to set; a missing or wrong signature is answered 403, logged, and nothing is
-//! stored.
+//! `changeuser`/`changepassword` for the API and the poller hook; for the forge hooks
+//! the forge's proof of the secret set in `[:master:]` (`github_secret`,
+//! `gitea_secret`: HMAC-SHA256 of the body, verified in constant time by `ring`, the
+//! header's presence checked before the body is read; `gitlab_secret`: the token,
+//! compared in constant time before the body is read). A hook whose secret is not
+//! set answers 404 and says which key to set; a missing or wrong signature is
+//! answered 403, logged, and nothing is stored. Bodies are capped ([`MAX_API_BODY`],
+//! [`MAX_HOOK_BODY`]) while they are read, with or without a `Content-Length`; a
+//! larger one is answered 413 saying the cap.
+//!
+//! Every Change passes the rules of [`crate::changes::validate`] (a revision or
+//! branch that could become a git option, any field over its cap: 400, nothing
+//! stored). A forge's delivery is remembered by its delivery id and the SHA-256 of
+//! its body ([`crate::changes::ChangeBus::add_delivery`]): the same delivery again
+//! (a replay, a redelivery) is answered 200 with a note and stores nothing.
 //!
 //! A push to a (repository, branch) that a poller watches (see
 //! [`crate::schedulers::poller_specs`]) is not turned into Changes here: the poller
 //! is asked to poll now instead, so the same commit never becomes two Changes (one
 //! from the hook, one from the poller). Pushes nobody polls (another branch, another
-//! repository, or no poller running) become one Change per commit, stored through
-//! [`crate::changes::ChangeBus::add`] like every other Change, with the repository
-//! URL as configured (credentials removed) when a factory uses that repository, so
-//! its schedulers take them.
+//! repository, or no poller running) become one Change per commit, stored with the
+//! repository URL as configured (credentials removed) when a factory uses that
+//! repository, so its schedulers take them, else with the payload's URL (which no
+//! factory's scheduler takes). A payload that names no repository URL is refused:
+//! a push is matched to factories by URL only, never by the repository's name.
+//!
+//! Poll requests coalesce per repository (one poll in flight plus one queued,
+//! whatever the number of requests; see [`crate::changes::bus`]), and the poller
+//! hook takes POST only (GET and the rest: 405 with `Allow: POST`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
 use serde_json::Value;
 use warp::filters::BoxedFilter;
-use warp::http::{HeaderMap, StatusCode};
+use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use super::{api, json_error, with, WebContext};
-use crate::changes::redact_url;
+use crate::changes::bus::{AddError, Delivered};
 use crate::changes::submit::{now, ChangeSubmission};
+use crate::changes::{redact_url, PollRequest};
 use crate::config::MasterConfig;
-use crate::db::changes::NewChange;
+use crate::db::changes::{Delivery, NewChange};
 use crate::master::auth::{change_credentials, constant_time_eq};
 use crate::schedulers::{poller_specs, PollerSpec};
 
 /// Largest body `POST /api/v1/changes` may carry.
-const MAX_API_BODY: u64 = 4 << 20;
-/// Largest webhook payload (GitHub sends at most 25 MB; a push of 2048 commits
-/// stays far below this).
-const MAX_HOOK_BODY: u64 = 16 << 20;
+pub const MAX_API_BODY: u64 = 4 << 20;
+/// Largest webhook payload. A push's payload is a few KiB per commit; GitHub lists
+/// at most 2048 commits in one.
+pub const MAX_HOOK_BODY: u64 = 8 << 20;
+/// Longest delivery id remembered (the forges send a UUID); a longer one is
+/// ignored and the delivery is known by its body alone.
+const MAX_DELIVERY_ID: usize = 256;
 
 /// The routes of this file, `.or()`-ed into [`super::routes`].
 pub fn routes(ctx: WebContext) -> BoxedFilter<(Response,)> {
@@ -49,25 +69,38 @@ pub fn routes(ctx: WebContext) -> BoxedFilter<(Response,)> {
         .and(warp::path!("changes"))
         .and(warp::post())
         .and(warp::addr::remote())
-        .and(warp::header::optional::<String>("authorization"))
-        .and(warp::body::content_length_limit(MAX_API_BODY))
-        .and(warp::body::bytes())
-        .and(with(ctx.clone()))
-        .then(post_changes)
-        .boxed();
-    let forge = warp::path("change_hook")
-        .and(warp::path::param::<String>())
-        .and(warp::path::end())
-        .and(warp::post())
-        .and(warp::addr::remote())
         .and(warp::header::headers_cloned())
-        .and(warp::body::content_length_limit(MAX_HOOK_BODY))
-        .and(warp::body::bytes())
+        .and(warp::body::stream())
         .and(with(ctx.clone()))
-        .then(forge_hook)
+        .then(
+            |peer: Option<SocketAddr>, headers: HeaderMap, body, ctx: WebContext| async move {
+                post_changes(peer, headers, body, ctx).await
+            },
+        )
         .boxed();
+    let forge =
+        warp::path("change_hook")
+            .and(warp::path::param::<String>())
+            .and(warp::path::end())
+            .and(warp::post())
+            .and(warp::addr::remote())
+            .and(warp::header::headers_cloned())
+            .and(warp::body::stream())
+            .and(with(ctx.clone()))
+            .then(
+                |name: String,
+                 peer: Option<SocketAddr>,
+                 headers: HeaderMap,
+                 body,
+                 ctx: WebContext| async move {
+                    forge_hook(name, peer, headers, body, ctx).await
+                },
+            )
+            .boxed();
     let poller = warp::path!("change_hook" / "poller")
-        .and(warp::get().or(warp::post()).unify())
+        .and(warp::method())
+        .and(warp::addr::remote())
+        .and(warp::header::optional::<String>("authorization"))
         .and(warp::query::<HashMap<String, String>>())
         .and(with(ctx))
         .then(poller_hook)
@@ -80,26 +113,90 @@ fn json_reply(status: StatusCode, v: &Value) -> Response {
     warp::reply::with_status(warp::reply::json(v), status).into_response()
 }
 
+/// Read a request body of at most `limit` bytes (whatever its `Content-Length`
+/// says, and without one); a larger one is a 413 naming the cap, without reading
+/// further.
+async fn read_body<S, B>(
+    headers: &HeaderMap,
+    body: S,
+    limit: u64,
+    route: &str,
+) -> Result<Bytes, Response>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let too_large = |len: Option<u64>| {
+        let size = match len {
+            Some(n) => format!("{n} bytes"),
+            None => format!("more than {limit} bytes"),
+        };
+        tracing::warn!("{route}: refused a body of {size} (the cap is {limit})");
+        json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "the request body is {size}; {route} takes at most {limit} bytes ({} MiB)",
+                limit >> 20
+            ),
+        )
+    };
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(n) = declared.filter(|n| *n > limit) {
+        return Err(too_large(Some(n)));
+    }
+    let mut out = BytesMut::with_capacity(declared.unwrap_or(0).min(limit) as usize);
+    futures_util::pin_mut!(body);
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|e| {
+            json_error(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read the request body: {e}"),
+            )
+        })?;
+        if out.len() as u64 + chunk.remaining() as u64 > limit {
+            return Err(too_large(None));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            out.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(out.freeze())
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
 // ------------------------------------------------------------ POST /api/v1/changes
 
 fn unauthorized(message: &str) -> Response {
     let mut r = json_error(StatusCode::UNAUTHORIZED, message);
     r.headers_mut().insert(
         "www-authenticate",
-        warp::http::HeaderValue::from_static("Basic realm=\"autobot changes\""),
+        HeaderValue::from_static("Basic realm=\"autobot changes\""),
     );
     r
 }
 
-async fn post_changes(
+async fn post_changes<S, B>(
     peer: Option<SocketAddr>,
-    auth: Option<String>,
-    body: bytes::Bytes,
+    headers: HeaderMap,
+    body: S,
     ctx: WebContext,
-) -> Response {
+) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
     let peer = peer.map(|p| p.to_string()).unwrap_or_default();
     let config = ctx.config.borrow().clone();
-    let user = match change_credentials(&config, auth.as_deref()) {
+    let user = match change_credentials(&config, header(&headers, "authorization")) {
         Ok(u) => u,
         Err(why) => {
             tracing::warn!("POST /api/v1/changes from {peer} refused: {why}");
@@ -107,6 +204,10 @@ async fn post_changes(
                 "send HTTP Basic credentials: changeuser and changepassword of [:master:]",
             );
         }
+    };
+    let body = match read_body(&headers, body, MAX_API_BODY, "POST /api/v1/changes").await {
+        Ok(b) => b,
+        Err(r) => return r,
     };
     // One Change (answered with the stored row) or a list (answered with a list).
     let value: Value = match serde_json::from_slice(&body) {
@@ -133,6 +234,7 @@ async fn post_changes(
                 } else {
                     String::new()
                 };
+                tracing::warn!("POST /api/v1/changes by {user}@{peer}: refused: {which}{e}");
                 return json_error(StatusCode::BAD_REQUEST, &format!("{which}{e}"));
             }
         }
@@ -147,7 +249,8 @@ async fn post_changes(
             };
             json_reply(StatusCode::CREATED, &body.unwrap_or(Value::Null))
         }
-        Err(e) => {
+        Err(e @ AddError::Invalid { .. }) => json_error(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(AddError::Db(e)) => {
             tracing::error!("POST /api/v1/changes: {e}");
             json_error(StatusCode::INTERNAL_SERVER_ERROR, "database error")
         }
@@ -173,14 +276,55 @@ fn pollers_of(config: &MasterConfig, repo: &str) -> Vec<PollerSpec> {
         .collect()
 }
 
-async fn poller_hook(q: HashMap<String, String>, ctx: WebContext) -> Response {
+/// Ask every poller in `pollers` to poll: `Queued` if any queued a poll,
+/// `AlreadyQueued` if all had one queued, `NoPoller` if none runs.
+fn request_polls(ctx: &WebContext, pollers: &[PollerSpec]) -> PollRequest {
+    let mut answer = PollRequest::NoPoller;
+    for p in pollers {
+        answer = match (answer, ctx.changes.request_poll(&p.url)) {
+            (PollRequest::Queued, _) | (_, PollRequest::Queued) => PollRequest::Queued,
+            (PollRequest::AlreadyQueued, _) | (_, PollRequest::AlreadyQueued) => {
+                PollRequest::AlreadyQueued
+            }
+            _ => PollRequest::NoPoller,
+        };
+    }
+    answer
+}
+
+async fn poller_hook(
+    method: Method,
+    peer: Option<SocketAddr>,
+    auth: Option<String>,
+    q: HashMap<String, String>,
+    ctx: WebContext,
+) -> Response {
+    if method != Method::POST {
+        let mut r = json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "/change_hook/poller takes POST only (it makes the master poll)",
+        );
+        r.headers_mut()
+            .insert("allow", HeaderValue::from_static("POST"));
+        return r;
+    }
+    let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+    let config = ctx.config.borrow().clone();
+    let user = match change_credentials(&config, auth.as_deref()) {
+        Ok(u) => u,
+        Err(why) => {
+            tracing::warn!("change_hook/poller: refused a request from {peer}: {why}");
+            return unauthorized(
+                "send HTTP Basic credentials: changeuser and changepassword of [:master:]",
+            );
+        }
+    };
     let Some(repo) = q.get("repo").filter(|r| !r.trim().is_empty()) else {
         return json_error(
             StatusCode::BAD_REQUEST,
             "say which repository: /change_hook/poller?repo=URL (the URL as a factory's git/hg key has it)",
         );
     };
-    let config = ctx.config.borrow().clone();
     let pollers = pollers_of(&config, repo);
     let Some(first) = pollers.first() else {
         return json_error(
@@ -191,17 +335,24 @@ async fn poller_hook(q: HashMap<String, String>, ctx: WebContext) -> Response {
             ),
         );
     };
-    let mut heard = 0;
-    for p in &pollers {
-        heard += ctx.changes.request_poll(&p.url);
-    }
     let shown = redact_url(&first.url);
-    tracing::info!(
-        "change_hook/poller: poll of {shown} requested ({heard} poller manager(s) heard it)"
-    );
+    let poll = match request_polls(&ctx, &pollers) {
+        PollRequest::Queued => "queued",
+        PollRequest::AlreadyQueued => "already queued",
+        PollRequest::NoPoller => {
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "no poller of {shown} is running right now (the master is starting or \
+                     reconfiguring); ask again in a moment"
+                ),
+            )
+        }
+    };
+    tracing::info!("change_hook/poller: poll of {shown} {poll} (asked by {user}@{peer})");
     json_reply(
         StatusCode::ACCEPTED,
-        &serde_json::json!({ "repository": shown, "pollers": heard }),
+        &serde_json::json!({ "repository": shown, "poll": poll }),
     )
 }
 
@@ -261,10 +412,6 @@ pub enum HookAuthError {
     Mismatch(&'static str, &'static str),
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
     let s = s.trim().as_bytes();
     if !s.len().is_multiple_of(2) {
@@ -315,6 +462,47 @@ pub fn verify(
             }
         }
     }
+}
+
+/// The header carrying `forge`'s proof of the secret, if the request has it: checked
+/// before the body is read, so a request without one costs no body. GitLab's token
+/// needs no body and is checked in full here.
+fn precheck(forge: Forge, secret: &str, headers: &HeaderMap) -> Result<(), HookAuthError> {
+    let key = forge.secret_key();
+    match forge {
+        Forge::GitHub => header(headers, "X-Hub-Signature-256")
+            .map(|_| ())
+            .ok_or(HookAuthError::Missing("X-Hub-Signature-256", key)),
+        Forge::Gitea => header(headers, "X-Gitea-Signature")
+            .map(|_| ())
+            .ok_or(HookAuthError::Missing("X-Gitea-Signature", key)),
+        Forge::GitLab => verify(forge, secret, headers, b""),
+    }
+}
+
+/// The forge's id of this delivery: the same when the forge delivers it again.
+fn delivery_id(forge: Forge, headers: &HeaderMap) -> Option<String> {
+    let names: &[&str] = match forge {
+        Forge::GitHub => &["X-GitHub-Delivery"],
+        Forge::Gitea => &["X-Gitea-Delivery", "X-Gogs-Delivery"],
+        // Idempotency-Key stays the same across GitLab's retries (GitLab 17.4+).
+        Forge::GitLab => &["Idempotency-Key", "X-Gitlab-Event-UUID"],
+    };
+    names
+        .iter()
+        .filter_map(|n| header(headers, n))
+        .map(str::trim)
+        .find(|v| !v.is_empty() && v.len() <= MAX_DELIVERY_ID)
+        .map(str::to_string)
+}
+
+/// Hex SHA-256 of a body.
+fn digest(body: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, body)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A push as the three forges describe it, reduced to what a Change needs.
@@ -437,11 +625,13 @@ pub fn parse_event(forge: Forge, event: Option<&str>, body: &[u8]) -> Result<Hoo
             Some(email) => format!("{name} <{email}>"),
             None => name,
         };
+        // In the payload's order, each once (a set: a push may list many files).
         let mut files: Vec<String> = Vec::new();
+        let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
         for k in ["added", "modified", "removed"] {
             for f in c.get(k).and_then(Value::as_array).into_iter().flatten() {
                 if let Some(f) = f.as_str() {
-                    if !files.iter().any(|x| x == f) {
+                    if seen.insert(f) {
                         files.push(f.to_string());
                     }
                 }
@@ -518,13 +708,17 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     Some(days * 86_400 + h * 3600 + mi * 60 + sec - offset)
 }
 
-async fn forge_hook(
+async fn forge_hook<S, B>(
     name: String,
     peer: Option<SocketAddr>,
     headers: HeaderMap,
-    body: bytes::Bytes,
+    body: S,
     ctx: WebContext,
-) -> Response {
+) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
     let Some(forge) = Forge::from_path(&name) else {
         return json_error(
             StatusCode::NOT_FOUND,
@@ -543,10 +737,21 @@ async fn forge_hook(
             ),
         );
     }
-    if let Err(e) = verify(forge, secret, &headers, &body) {
-        let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+    let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+    let refused = |e: HookAuthError| {
         tracing::warn!("change_hook/{name}: refused a request from {peer}: {e}");
-        return json_error(StatusCode::FORBIDDEN, &e.to_string());
+        json_error(StatusCode::FORBIDDEN, &e.to_string())
+    };
+    if let Err(e) = precheck(forge, secret, &headers) {
+        return refused(e);
+    }
+    let route = format!("/change_hook/{name}");
+    let body = match read_body(&headers, body, MAX_HOOK_BODY, &route).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if let Err(e) = verify(forge, secret, &headers, &body) {
+        return refused(e);
     }
     let event_header = match forge {
         Forge::GitHub => "x-github-event",
@@ -562,32 +767,92 @@ async fn forge_hook(
             return json_reply(StatusCode::OK, &serde_json::json!({ "ignored": e }));
         }
         Ok(HookEvent::Push(p)) => p,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e),
+        Err(e) => {
+            tracing::warn!("change_hook/{name}: refused a payload from {peer}: {e}");
+            return json_error(StatusCode::BAD_REQUEST, &e);
+        }
     };
-    deliver(&ctx, &config, &name, push).await
+    let delivery = Delivery {
+        forge: name.clone(),
+        id: delivery_id(forge, &headers),
+        digest: digest(&body),
+    };
+    deliver(&ctx, &config, &name, &peer, delivery, push).await
+}
+
+/// The answer to a delivery seen before: 200, nothing stored.
+fn repeat(hook: &str, delivery: &Delivery, received_at: f64, by_id: bool) -> Response {
+    let what = match (&delivery.id, by_id) {
+        (Some(id), true) => format!("delivery {id:?} was already received"),
+        _ => "the same payload was already received".to_string(),
+    };
+    let when = crate::calendar::ymd_hms(received_at as i64);
+    tracing::info!("change_hook/{hook}: {what} at {when}; ignored");
+    json_reply(
+        StatusCode::OK,
+        &serde_json::json!({
+            "ignored": format!("{what} (at {when} UTC); nothing was stored")
+        }),
+    )
 }
 
 /// Poll or store what a push brought; see the module paragraph.
-async fn deliver(ctx: &WebContext, config: &MasterConfig, hook: &str, push: Push) -> Response {
+async fn deliver(
+    ctx: &WebContext,
+    config: &MasterConfig,
+    hook: &str,
+    peer: &str,
+    delivery: Delivery,
+    push: Push,
+) -> Response {
     let Some(branch) = push.branch.clone() else {
         return json_reply(
             StatusCode::OK,
             &serde_json::json!({ "ignored": format!("{} is not a branch", push.git_ref) }),
         );
     };
+    if push.repo_urls.is_empty() {
+        let why = format!(
+            "the payload names no repository URL (clone_url, ssh_url, html_url, git_http_url…); \
+             autobot matches a push to factories by URL only, never by the repository's \
+             name ({:?})",
+            push.repo_name
+        );
+        tracing::warn!("change_hook/{hook}: refused a push from {peer}: {why}");
+        return json_error(StatusCode::BAD_REQUEST, &why);
+    }
     let pollers: Vec<PollerSpec> = push
         .repo_urls
         .iter()
         .flat_map(|u| pollers_of(config, u))
         .collect();
-    if let Some(p) = pollers.iter().find(|p| p.branches.contains(&branch)) {
+    let polled: Vec<PollerSpec> = pollers
+        .iter()
+        .filter(|p| p.branches.contains(&branch))
+        .cloned()
+        .collect();
+    if let Some(p) = polled.first() {
         let shown = redact_url(&p.url);
-        let heard = ctx.changes.request_poll(&p.url);
-        if heard > 0 {
-            tracing::info!("change_hook/{hook}: push to {shown} {branch}: polling now");
+        if ctx.changes.has_poller(&p.url) {
+            // Remember the delivery (with no Changes), then poll.
+            match ctx.changes.add_delivery(delivery.clone(), Vec::new()).await {
+                Ok(Delivered::Repeat { received_at, by_id }) => {
+                    return repeat(hook, &delivery, received_at, by_id)
+                }
+                Ok(Delivered::Stored(_)) => {}
+                Err(e) => {
+                    tracing::error!("change_hook/{hook}: {e}");
+                    return json_error(StatusCode::INTERNAL_SERVER_ERROR, "database error");
+                }
+            }
+            let poll = match request_polls(ctx, &polled) {
+                PollRequest::AlreadyQueued => "already queued",
+                _ => "queued",
+            };
+            tracing::info!("change_hook/{hook}: push to {shown} {branch}: poll {poll}");
             return json_reply(
                 StatusCode::ACCEPTED,
-                &serde_json::json!({ "polled": shown, "branch": branch }),
+                &serde_json::json!({ "polled": shown, "branch": branch, "poll": poll }),
             );
         }
         tracing::info!(
@@ -603,6 +868,7 @@ async fn deliver(ctx: &WebContext, config: &MasterConfig, hook: &str, push: Push
             push.repo_name.clone(),
         ),
     };
+    let total = push.changes.len();
     let changes: Vec<NewChange> = push
         .changes
         .into_iter()
@@ -612,15 +878,21 @@ async fn deliver(ctx: &WebContext, config: &MasterConfig, hook: &str, push: Push
             ..c
         })
         .collect();
-    match ctx.changes.add(changes).await {
-        Ok(rows) => {
+    match ctx.changes.add_delivery(delivery.clone(), changes).await {
+        Ok(Delivered::Stored(rows)) => {
             tracing::info!(
                 "change_hook/{hook}: {} change(s) on {repository} {branch}",
                 rows.len()
             );
             json_reply(StatusCode::OK, &serde_json::json!({ "changes": rows }))
         }
-        Err(e) => {
+        Ok(Delivered::Repeat { received_at, by_id }) => repeat(hook, &delivery, received_at, by_id),
+        Err(AddError::Invalid { index, error, .. }) => {
+            let why = format!("commit {} of {total} in the push: {error}", index + 1);
+            tracing::warn!("change_hook/{hook}: refused a push from {peer}: {why}");
+            json_error(StatusCode::BAD_REQUEST, &why)
+        }
+        Err(AddError::Db(e)) => {
             tracing::error!("change_hook/{hook}: {e}");
             json_error(StatusCode::INTERNAL_SERVER_ERROR, "database error")
         }

@@ -33,6 +33,19 @@ impl GitRepo {
     pub fn url(&self) -> String {
         self.path.display().to_string()
     }
+
+    /// Commit a change to `file` with `message`; the new revision.
+    pub fn commit(&self, file: &str, message: &str) -> String {
+        let p = self.path.join(file);
+        let mut text = std::fs::read_to_string(&p).unwrap_or_default();
+        text.push_str("more\n");
+        std::fs::write(&p, text).unwrap();
+        git(&self.path, &["add", "-A"]);
+        git(&self.path, &["commit", "-q", "-m", message]);
+        support::git(&self.path, &["rev-parse", "HEAD"])
+            .trim()
+            .to_string()
+    }
 }
 
 fn git(dir: &Path, args: &[&str]) {
@@ -45,6 +58,18 @@ pub async fn start(repo: &GitRepo, extra_master: &str) -> EngineMaster {
     let factories = format!("[proj]\ntype = source\ngit = {}#main\n", repo.url());
     let ini = engine_common::master_ini(&factories, extra_master);
     EngineMaster::start(&ini, std::time::Duration::from_secs(60)).await
+}
+
+/// Wait until the master's poller recorded the head of `url`'s `branch` (its first
+/// poll is done, so the next commit becomes a Change); the head.
+pub async fn wait_head(m: &EngineMaster, url: &str, branch: &str) -> String {
+    let db = m.master.db().clone();
+    engine_common::wait_until(&format!("the first poll of {url}"), || {
+        let db = db.clone();
+        async move { db.poller_heads(url).await.unwrap().contains_key(branch) }
+    })
+    .await;
+    db.poller_heads(url).await.unwrap()[branch].clone()
 }
 
 /// `GET /api/v1/changes` as JSON (newest first).
