@@ -84,15 +84,26 @@ fn text(b: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sendchange_of_a_revision_or_branch_that_is_an_option_is_refused() {
     let s = Scene::new();
-    let site = Site::new(&ini("treeStable = 0", &["s1"], &s.evil_factory()));
+    let site = Site::new(&ini(
+        "treeStable = 0\nchangeuser = ci\nchangepassword = pa55",
+        &["s1"],
+        &s.evil_factory(),
+    ));
     let run = site.start(&["s1"]).await;
     let db = run.db().clone();
     let master = format!("127.0.0.1:{}", run.master.slaveport());
     let base = |extra: &[String]| -> Vec<String> {
-        let mut a: Vec<String> = ["--master", &master, "--username", "Eve"]
-            .iter()
-            .map(|x| x.to_string())
-            .collect();
+        let mut a: Vec<String> = [
+            "--auth",
+            "ci:pa55",
+            "--master",
+            &master,
+            "--username",
+            "Eve",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
         a.extend_from_slice(extra);
         a
     };
@@ -133,7 +144,7 @@ async fn sendchange_of_a_revision_or_branch_that_is_an_option_is_refused() {
     }
     assert!(db.changes(10, None).await.unwrap().is_empty());
     assert!(support::log_has(&[
-        "sendchange from change@",
+        "sendchange from ci@",
         "change refused: `revision`"
     ]));
 
@@ -193,7 +204,7 @@ async fn gitea_push(port: u16, repository: Value, id: &str) -> (u16, Value) {
 async fn a_signed_webhook_never_picks_a_factory_by_name() {
     let s = Scene::new();
     let site = Site::new(&ini(
-        "treeStable = 0\ngitea_secret = gt-s3cret",
+        "treeStable = 0\ngitea_secret = gt-s3cret\nchangeuser = ci\nchangepassword = pa55",
         &["s1"],
         &s.evil_factory(),
     ));
@@ -238,10 +249,19 @@ async fn a_signed_webhook_never_picks_a_factory_by_name() {
     // Only the Change sent for the factory builds (Changes are handled in order, so
     // the push's was judged before it).
     let master = format!("127.0.0.1:{}", run.master.slaveport());
-    let args: Vec<String> = ["--master", &master, "--username", "Ann", "-r", &s.head]
-        .iter()
-        .map(|x| x.to_string())
-        .collect();
+    let args: Vec<String> = [
+        "--auth",
+        "ci:pa55",
+        "--master",
+        &master,
+        "--username",
+        "Ann",
+        "-r",
+        &s.head,
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
     let out = sendchange(args, s.tmp.path()).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let b = wait_finished(&db, "evil-s1", 1).await;
@@ -266,14 +286,14 @@ async fn an_api_change_for_an_always_use_latest_factory_is_checked_too() {
         s.repo.url()
     );
     let site = Site::new(&ini(
-        "treeStable = 0\npollInterval = 3600",
+        "treeStable = 0\npollInterval = 3600\nchangeuser = ci\nchangepassword = pa55",
         &["s1"],
         &factory,
     ));
     let run = site.start(&["s1"]).await;
     let db = run.db().clone();
     let port = run.master.htmlport();
-    let auth = [("Authorization", change_common::basic("change", "changepw"))];
+    let auth = [("Authorization", change_common::basic("ci", "pa55"))];
     let change = |revision: &str| {
         json!({"who": "Eve", "revision": revision, "branch": "main",
                "repository": s.repo.url(), "files": ["README"]})
@@ -318,7 +338,11 @@ async fn a_forced_build_checks_branch_revision_and_every_property() {
         "[evil]\ntype = shell\nstep.log = git -C {} log -1 %(x:-HEAD)s %(revision)s\n",
         s.repo.url()
     );
-    let site = Site::new(&ini("treeStable = 0", &["s1"], &factory));
+    let site = Site::new(&ini(
+        "treeStable = 0\nchangeuser = ci\nchangepassword = pa55",
+        &["s1"],
+        &factory,
+    ));
     let run = site.start(&["s1"]).await;
     let db = run.db().clone();
     let engine = run.master.engine();

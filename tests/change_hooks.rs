@@ -20,6 +20,9 @@ mod change_common;
 use change_common::{api_changes, basic, finish, http, start, wait_head, GitRepo};
 use serde_json::{json, Value};
 
+/// The change credentials of the test masters (there is no default pair).
+const CHANGE_KEYS: &str = "changeuser = ci\nchangepassword = pa55\n";
+
 const SECRETS: &str =
     "github_secret = gh-s3cret\ngitlab_secret = gl-t0ken\ngitea_secret = gt-s3cret\n";
 
@@ -733,9 +736,9 @@ async fn send_raw(port: u16, head: String, body: Vec<u8>) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn bodies_over_their_cap_are_answered_413_naming_it() {
     let repo = GitRepo::new();
-    let m = start(&repo, SECRETS).await;
+    let m = start(&repo, &format!("{SECRETS}{CHANGE_KEYS}")).await;
     let port = m.master.htmlport();
-    let auth = basic("change", "changepw");
+    let auth = basic("ci", "pa55");
     // Declared too large: refused before the body is read (none is sent).
     for (path, extra, cap) in [
         (
@@ -788,8 +791,8 @@ async fn bodies_over_their_cap_are_answered_413_naming_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn api_changes_follow_the_rules_and_caps_of_every_change() {
     let repo = GitRepo::new();
-    let m = start(&repo, "").await;
-    let good = [("Authorization", basic("change", "changepw"))];
+    let m = start(&repo, CHANGE_KEYS).await;
+    let good = [("Authorization", basic("ci", "pa55"))];
     let with = |key: &str, value: Value| {
         let mut c = json!({"who": "Ann", "files": ["a.c"], "revision": "abc", "branch": "main"});
         c[key] = value;
@@ -861,7 +864,7 @@ async fn api_changes_follow_the_rules_and_caps_of_every_change() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pollers_huge_commit_message_is_cut_with_a_marker() {
     let repo = GitRepo::new();
-    let m = start(&repo, "").await;
+    let m = start(&repo, CHANGE_KEYS).await;
     wait_head(&m, &repo.url(), "main").await;
     let message = format!("huge\n\n{}", "x".repeat(3 << 20));
     let msg_file = repo._dir.path().join("message");
@@ -877,7 +880,7 @@ async fn a_pollers_huge_commit_message_is_cut_with_a_marker() {
         "/change_hook/poller?repo={}",
         repo.url().replace('/', "%2F")
     );
-    let auth = [("Authorization", basic("change", "changepw"))];
+    let auth = [("Authorization", basic("ci", "pa55"))];
     let (status, _, body) = http(m.master.htmlport(), "POST", &path, &auth, b"").await;
     assert_eq!(status, 202, "{body}");
     engine_common::wait_until("the poller's Change", || async {
@@ -914,22 +917,11 @@ async fn a_pollers_huge_commit_message_is_cut_with_a_marker() {
 
 /// Whether `hg` runs here. Without it this test fails under `CI=true` (a test that
 /// cannot run must not pass there) and is skipped, saying so, elsewhere.
-fn hg_here(test: &str) -> Option<std::path::PathBuf> {
-    let found = std::process::Command::new("sh")
-        .args(["-c", "command -v hg"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|p| !p.is_empty());
-    if found.is_none() {
-        let why = "`hg` is not on PATH (apt-get install mercurial)";
-        if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
-            panic!("{test}: {why}; with CI=true a test that cannot run fails");
-        }
-        support::skip(test, why);
+fn hg_here() -> Option<std::path::PathBuf> {
+    if !support::need_tools(&[("hg", "apt-get install mercurial")]) {
+        return None;
     }
-    found.map(std::path::PathBuf::from)
+    support::which("hg")
 }
 
 /// The `hg` the master runs in `a_burst_of_poll_requests_*`: each `clone` or `pull`
@@ -949,8 +941,7 @@ exec "$REAL_HG" "$@"
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_of_poll_requests_is_one_poll_in_flight_plus_one_queued() {
-    let test = "a_burst_of_poll_requests_is_one_poll_in_flight_plus_one_queued";
-    let Some(real_hg) = hg_here(test) else {
+    let Some(real_hg) = hg_here() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
