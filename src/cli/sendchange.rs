@@ -4,9 +4,11 @@
 //! The Change goes to the master's `slaveport` (the `--master HOST:PORT` of the
 //! manual): a WebSocket on [`CHANGE_PATH`] with `changeuser`/`changepassword`
 //! (`--auth`, default `change:changepw`) as HTTP Basic, one JSON message, one
-//! reply. `--master` and `--username` may instead come from a `.autobot/options`
-//! file, found by crawling up from the current directory (then `~/.autobot`), whose
-//! `key = value` lines also accept Buildbot's Python spelling (`master = 'h:9989'`).
+//! reply. `--master`, `--username` and `--auth` may instead come from a
+//! `.autobot/options` file (keys `master`, `username`, `auth`), found by crawling
+//! up from the current directory (then `~/.autobot`), whose `key = value` lines
+//! also accept Buildbot's Python spelling (`master = 'h:9989'`). An options file
+//! that holds `auth` must be readable by its owner alone.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -28,6 +30,28 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// The directory, under the current one or an ancestor, holding `options`.
 pub const OPTIONS_DIR: &str = ".autobot";
 
+/// Buildbot's change credentials, sent when neither `--auth` nor the options
+/// file gives others.
+const DEFAULT_AUTH: &str = "change:changepw";
+
+/// Refuse an options file that holds a password and that group or others may read.
+fn private_options(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "{} holds `auth` (a password) but others can read it (mode {:03o}); make it private with `chmod 600 {}`",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 #[derive(Debug, Args)]
 pub struct SendchangeArgs {
     /// The master's slaveport, HOST:PORT [default: `master` in .autobot/options].
@@ -36,14 +60,10 @@ pub struct SendchangeArgs {
     /// Who made the Change [default: `username` in .autobot/options].
     #[arg(short = 'u', long, alias = "who")]
     pub username: Option<String>,
-    /// changeuser:changepassword of the master's [:master:] section.
-    #[arg(
-        short = 'a',
-        long,
-        default_value = "change:changepw",
-        value_name = "USER:PASS"
-    )]
-    pub auth: String,
+    /// changeuser:changepassword of the master's [:master:] section [default:
+    /// `auth` in .autobot/options (a file only you can read), else change:changepw].
+    #[arg(short = 'a', long, value_name = "USER:PASS")]
+    pub auth: Option<String>,
     /// Branch of the Change [default: the factory's branch].
     #[arg(short = 'b', long)]
     pub branch: Option<String>,
@@ -151,7 +171,17 @@ pub fn sendchange_cmd(args: &SendchangeArgs) -> anyhow::Result<()> {
         project: args.project.clone().unwrap_or_default(),
         links: Vec::new(),
     };
-    let stored = send(&host, port, &args.auth, &change)?;
+    let auth = match (&args.auth, from_options("auth")) {
+        (Some(a), _) => a.clone(),
+        (None, Some(a)) => {
+            if let Some((path, _)) = &options {
+                private_options(path)?;
+            }
+            a
+        }
+        (None, None) => DEFAULT_AUTH.to_string(),
+    };
+    let stored = send(&host, port, &auth, &change)?;
     println!(
         "change {} sent to {host}:{port} (by {}{}{})",
         stored.id,
