@@ -167,10 +167,12 @@ fn read_private(path: &Path) -> anyhow::Result<Option<String>> {
     {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(anyhow!(
+        Err(e) => {
+            return Err(anyhow!(
             "cannot open {} ({e}); it must be a regular file (not a symlink) readable by you alone",
             path.display()
-        )),
+        ))
+        }
     };
     let meta = f
         .metadata()
