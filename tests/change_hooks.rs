@@ -505,7 +505,9 @@ async fn api_post_changes_needs_the_change_credentials() {
         Some(basic("ci", "nope")),
         Some(basic("change", "changepw")),
     ] {
-        let headers: Vec<(&str, String)> = auth.into_iter().map(|a| ("Authorization", a)).collect();
+        let mut headers: Vec<(&str, String)> =
+            auth.into_iter().map(|a| ("Authorization", a)).collect();
+        headers.push(("Content-Type", "application/json".into()));
         let (status, head, _) = http(
             m.master.htmlport(),
             "POST",
@@ -523,7 +525,10 @@ async fn api_post_changes_needs_the_change_credentials() {
         "refused"
     ]));
 
-    let good = [("Authorization", basic("ci", "pa55"))];
+    let good = [
+        ("Authorization", basic("ci", "pa55")),
+        ("Content-Type", "application/json".to_string()),
+    ];
     let (status, v) = post(&m, "/api/v1/changes", &good, body.as_bytes()).await;
     assert_eq!(status, 201, "{v}");
     assert_eq!(v["id"], 1);

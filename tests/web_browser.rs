@@ -5,6 +5,11 @@
 //! and watches a running step's log grow live. Screenshots go to
 //! `target/test-artifacts/`.
 //!
+//! The CSRF cookie is `__Host-autobot_csrf` (`Secure`) here: Chromium keeps
+//! `Secure` cookies for `http://127.0.0.1`, a secure context, so the form works.
+//! With `[users]`, a user logs in at `/login` and forces as themselves: Chromium
+//! answers the POST's 401 with the credentials it was given at `/login`.
+//!
 //! Needs Debian's `chromium` and `chromium-driver` (`scripts/test.sh` installs
 //! them); when they are missing the test fails under `CI=true` and prints SKIP
 //! elsewhere.
@@ -190,16 +195,73 @@ async fn call(port: u16, method: &str, path: &str, body: Option<Value>) -> anyho
     .await?
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn chromium_forces_a_build_and_watches_it_go_green_live() {
+/// Chromium and chromedriver, or `None` (SKIP) when they are missing — a failure
+/// when `CI=true`.
+fn browser_tools() -> Option<(PathBuf, PathBuf)> {
     if !support::need_tools(&[
         ("chromium", "apt-get install chromium"),
         ("chromedriver", "apt-get install chromium-driver"),
     ]) {
-        return;
+        return None;
     }
-    let chromium = support::which("chromium").unwrap();
-    let driver = support::which("chromedriver").unwrap();
+    Some((support::which("chromium")?, support::which("chromedriver")?))
+}
+
+/// With `[users]`, a user logs in through `/login` (the credentials in the URL
+/// stand for what a person types into the browser's dialog), sees the form with
+/// a token bound to them, and forces a build as themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chromium_logs_in_and_forces_as_a_user() {
+    let Some((chromium, driver)) = browser_tools() else {
+        return;
+    };
+    let m = web_common::start(&master_ini(
+        &format!("{FACTORIES}\n[users]\nalice = s3cret\n"),
+        "",
+    ))
+    .await;
+    let _slave = m.slave().await;
+    let port = m.master.htmlport();
+    let b = Browser::start(chromium, driver).await;
+    b.goto(&format!("http://127.0.0.1:{port}/builders/quick-s1"))
+        .await;
+    b.wait_js(
+        "the login link instead of the form",
+        "return !!document.querySelector('p.login a') && !document.getElementById('force-form')",
+    )
+    .await;
+    b.goto(&format!(
+        "http://alice:s3cret@127.0.0.1:{port}/login?next=%2Fbuilders%2Fquick-s1"
+    ))
+    .await;
+    b.wait_js(
+        "the builder page with the form, logged in",
+        "return location.pathname === '/builders/quick-s1' && !!document.getElementById('force-form') \
+         && document.querySelector('p.login').textContent.includes('alice')",
+    )
+    .await;
+    b.type_into("#force-form input[name=who]", "mallory").await;
+    b.type_into("#force-form input[name=reason]", "as a user")
+        .await;
+    b.click("#force-button").await;
+    wait_until("the build forced as alice", || async {
+        m.master
+            .db()
+            .builds("quick-s1", 1, None)
+            .await
+            .unwrap()
+            .first()
+            .is_some_and(|r| r.reason == "forced by alice: as a user")
+    })
+    .await;
+    b.screenshot("7-logged-in").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chromium_forces_a_build_and_watches_it_go_green_live() {
+    let Some((chromium, driver)) = browser_tools() else {
+        return;
+    };
     let m = web_common::start(&master_ini(FACTORIES, "projectName = Browser Test")).await;
     let _slave = m.slave().await;
     let base = format!("http://127.0.0.1:{}", m.master.htmlport());
@@ -220,6 +282,18 @@ async fn chromium_forces_a_build_and_watches_it_go_green_live() {
     )
     .await;
 
+    // The page gave the `__Host-` CSRF cookie and Chromium kept it.
+    let cookies = b.cmd("GET", "/cookie", None).await;
+    let csrf = cookies
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "__Host-autobot_csrf")
+        .unwrap_or_else(|| panic!("no __Host- cookie in {cookies}"));
+    assert_eq!(csrf["secure"], true, "{csrf}");
+    assert_eq!(csrf["httpOnly"], true, "{csrf}");
+    assert_eq!(csrf["path"], "/", "{csrf}");
+
     // Force with the form; the POST redirects back to the builder page.
     b.type_into("#force-form input[name=who]", "Chromium").await;
     b.type_into("#force-form input[name=reason]", "browser <test>")
@@ -228,6 +302,8 @@ async fn chromium_forces_a_build_and_watches_it_go_green_live() {
     // redirected to, not the form's page before it has gone.
     b.js("window.__formPage = true; return true").await;
     b.click("#force-button").await;
+    // The form's page set the `__Host-` cookie and the browser kept it (its POST
+    // carried it, or the master would have answered 403 "Form expired").
     b.wait_js(
         "the builder page after forcing",
         "return window.__formPage === undefined && location.pathname === '/builders/quick-s1' \

@@ -288,11 +288,16 @@ async fn force_and_stop_forms_need_the_csrf_token() {
     assert_eq!(page.status, 200);
     assert!(page.body.contains("id=\"force-form\""), "{}", page.body);
     let cookie = csrf_cookie(&page);
-    assert!(page.header("set-cookie").unwrap().contains("HttpOnly"));
-    assert!(page
-        .header("set-cookie")
-        .unwrap()
-        .contains("SameSite=Strict"));
+    let set = page.header("set-cookie").unwrap();
+    for part in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
+        assert!(set.contains(part), "{part} in {set}");
+    }
+    // On 127.0.0.1 browsers keep Secure cookies: the cookie has the __Host- prefix.
+    assert!(cookie.starts_with("__Host-autobot_csrf="), "{set}");
+    assert!(!set.contains("Domain"), "{set}");
+    // A page with a token is the browser's alone.
+    assert!(page.header("cache-control").unwrap().contains("private"));
+    assert!(page.header("vary").unwrap().contains("Cookie"));
     let token = csrf_field(&page.body);
     let fields = |t: &'static str| vec![("who", "ann"), ("reason", EVIL), ("csrf", t)];
 
@@ -499,11 +504,112 @@ async fn the_public_port_is_read_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn users_gate_force_with_http_basic() {
-    let factories = format!("{FACTORIES}\n[users]\nalice = s3cret\n");
+    let factories = format!("{FACTORIES}\n[users]\nalice = s3cret\nbob = hunter2\n");
     let m = web_common::start(&master_ini(&factories, "")).await;
     let _slave = m.slave().await;
     let port = m.master.htmlport();
+    let good = format!("Basic {}", b64("alice:s3cret"));
+
+    // Nobody logged in: no form and no token, a link to log in instead.
     let page = get(port, "/builders/quick-s1").await;
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("force-form"), "{}", page.body);
+    assert!(!page.body.contains("name=\"csrf\""), "{}", page.body);
+    assert!(
+        page.body.contains("/login?next=%2Fbuilders%2Fquick-s1"),
+        "{}",
+        page.body
+    );
+    // /login asks for credentials until they are right, then goes back.
+    let r = get(port, "/login?next=%2Fbuilders%2Fquick-s1").await;
+    assert_eq!(r.status, 401);
+    assert!(r.header("www-authenticate").unwrap().starts_with("Basic"));
+    let bad = format!("Basic {}", b64("alice:wrong"));
+    let r = http(
+        port,
+        "GET",
+        "/login?next=/x",
+        &[("Authorization", &bad)],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    let r = http(
+        port,
+        "GET",
+        "/login?next=%2Fbuilders%2Fquick-s1",
+        &[("Authorization", &good)],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some("/builders/quick-s1"));
+    // The browser is told who logged in (a signed cookie), so the pages it loads
+    // without sending the credentials again show the form made for that user.
+    let login = csrf_cookie(&r);
+    assert!(login.starts_with("__Host-autobot_user="), "{login}");
+    let page = http(
+        port,
+        "GET",
+        "/builders/quick-s1",
+        &[("Cookie", &login)],
+        b"",
+    )
+    .await;
+    assert!(page.body.contains("force-form"), "{}", page.body);
+    assert!(
+        page.body.contains("Logged in as <b>alice</b>"),
+        "{}",
+        page.body
+    );
+    // A cookie naming another user without the master's signature counts for
+    // nothing.
+    let forged = format!(
+        "__Host-autobot_user={}.{}",
+        "626f62",
+        &login[login.len() - 64..]
+    );
+    let page = http(
+        port,
+        "GET",
+        "/builders/quick-s1",
+        &[("Cookie", &forged)],
+        b"",
+    )
+    .await;
+    assert!(!page.body.contains("force-form"), "{}", page.body);
+    // `next` only ever leads to a page of this master.
+    for evil in ["//evil.example/", "https://evil.example/", "/%5Cevil"] {
+        let r = http(
+            port,
+            "GET",
+            &format!("/login?next={evil}"),
+            &[("Authorization", &good)],
+            b"",
+        )
+        .await;
+        assert_eq!(r.status, 303);
+        assert_eq!(r.header("location"), Some("/waterfall"), "{evil}");
+    }
+
+    // Logged in: the form, with a token bound to the user (here the browser
+    // sends the credentials with the page too).
+    let page = http(
+        port,
+        "GET",
+        "/builders/quick-s1",
+        &[("Authorization", &good)],
+        b"",
+    )
+    .await;
+    assert!(page.body.contains("force-form"), "{}", page.body);
+    assert!(
+        page.body.contains("Logged in as <b>alice</b>"),
+        "{}",
+        page.body
+    );
+    assert_eq!(page.header("vary"), Some("Cookie, Authorization"));
+    assert!(page.header("cache-control").unwrap().contains("private"));
     let (cookie, token) = (csrf_cookie(&page), csrf_field(&page.body));
     let fields = [
         ("reason", "gated"),
@@ -520,7 +626,6 @@ async fn users_gate_force_with_http_basic() {
     .await;
     assert_eq!(r.status, 401, "{}", r.body);
     assert!(r.header("www-authenticate").unwrap().starts_with("Basic"));
-    let bad = format!("Basic {}", b64("alice:wrong"));
     let r = post_form(
         port,
         "/builders/quick-s1/force",
@@ -530,7 +635,7 @@ async fn users_gate_force_with_http_basic() {
     )
     .await;
     assert_eq!(r.status, 401);
-    let ghost = format!("Basic {}", b64("bob:s3cret"));
+    let ghost = format!("Basic {}", b64("carol:s3cret"));
     let r = post_form(
         port,
         "/builders/quick-s1/force",
@@ -540,6 +645,17 @@ async fn users_gate_force_with_http_basic() {
     )
     .await;
     assert_eq!(r.status, 401);
+    // Bob's right credentials with the token made for alice: refused.
+    let bobs = format!("Basic {}", b64("bob:hunter2"));
+    let r = post_form(
+        port,
+        "/builders/quick-s1/force",
+        Some(&cookie),
+        &[("Authorization", &bobs)],
+        &fields,
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.body);
     assert!(m
         .master
         .db()
@@ -548,7 +664,6 @@ async fn users_gate_force_with_http_basic() {
         .unwrap()
         .is_empty());
     // Good credentials but no CSRF token: still refused.
-    let good = format!("Basic {}", b64("alice:s3cret"));
     let r = post_form(
         port,
         "/builders/quick-s1/force",

@@ -45,6 +45,24 @@ pub fn request(
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> anyhow::Result<Reply> {
+    request_with(host, port, method, path, &[], body)
+}
+
+/// [`request`] with extra headers (`Authorization`, say).
+pub fn request_with(
+    host: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<Reply> {
+    if headers
+        .iter()
+        .any(|(k, v)| k.contains(['\r', '\n', ':']) || v.contains(['\r', '\n']))
+    {
+        bail!("a header name or value holds a line break or a colon; it cannot be sent");
+    }
     let mut stream = TcpStream::connect((host, port)).map_err(|e| {
         anyhow!("cannot reach the master's web port {host}:{port} ({e}); is the master running? (`autobot start DIR`)")
     })?;
@@ -53,6 +71,9 @@ pub fn request(
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\nAccept: application/json\r\n"
     );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
     if body.is_some() {
         head.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n",

@@ -51,8 +51,10 @@ pub enum Command {
     /// Run the master, the slave, or both in the foreground (for systemd).
     Run(daemon::RunArgs),
     /// Force a build of a builder; with --wait, follow it and exit 0 on success.
+    #[command(after_help = client::LOGIN_HELP)]
     Force(client::ForceArgs),
     /// Stop a running build.
+    #[command(after_help = client::LOGIN_HELP)]
     StopBuild(client::StopBuildArgs),
     /// Send a Change to a master's slaveport (as from a VCS hook), like Buildbot's.
     Sendchange(sendchange::SendchangeArgs),

@@ -4,9 +4,11 @@
 //! The Change goes to the master's `slaveport` (the `--master HOST:PORT` of the
 //! manual): a WebSocket on [`CHANGE_PATH`] with `changeuser`/`changepassword`
 //! (`--auth USER:PASS`; there is no default pair) as HTTP Basic, one JSON message,
-//! one reply. `--master`, `--username` and `--auth` may instead come from a `.autobot/options`
-//! file, found by crawling up from the current directory (then `~/.autobot`), whose
-//! `key = value` lines also accept Buildbot's Python spelling (`master = 'h:9989'`).
+//! one reply. `--master`, `--username` and `--auth` may instead come from a
+//! `.autobot/options` file (keys `master`, `username`, `auth`), found by crawling
+//! up from the current directory (then `~/.autobot`), whose `key = value` lines
+//! also accept Buildbot's Python spelling (`master = 'h:9989'`). An options file
+//! that holds `auth` must be readable by its owner alone.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -28,6 +30,27 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// The directory, under the current one or an ancestor, holding `options`.
 pub const OPTIONS_DIR: &str = ".autobot";
 
+/// Buildbot's change credentials, sent when neither `--auth` nor the options
+/// file gives others.
+
+/// Refuse an options file that holds a password and that group or others may read.
+fn private_options(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "{} holds `auth` (a password) but others can read it (mode {:03o}); make it private with `chmod 600 {}`",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 #[derive(Debug, Args)]
 pub struct SendchangeArgs {
     /// The master's slaveport, HOST:PORT [default: `master` in .autobot/options].
@@ -37,7 +60,7 @@ pub struct SendchangeArgs {
     #[arg(short = 'u', long, alias = "who")]
     pub username: Option<String>,
     /// changeuser:changepassword of the master's [:master:] section [default: `auth`
-    /// in .autobot/options].
+    /// in .autobot/options (a file only you can read)].
     #[arg(short = 'a', long, value_name = "USER:PASS")]
     pub auth: Option<String>,
     /// Branch of the Change [default: the factory's branch].
@@ -147,16 +170,21 @@ pub fn sendchange_cmd(args: &SendchangeArgs) -> anyhow::Result<()> {
         project: args.project.clone().unwrap_or_default(),
         links: Vec::new(),
     };
-    let auth = args
-        .auth
-        .clone()
-        .or_else(|| from_options("auth"))
-        .ok_or_else(|| {
-            anyhow!(
+    let auth = match (&args.auth, from_options("auth")) {
+        (Some(a), _) => a.clone(),
+        (None, Some(a)) => {
+            if let Some((path, _)) = &options {
+                private_options(path)?;
+            }
+            a
+        }
+        (None, None) => {
+            return Err(anyhow!(
                 "which credentials? give --auth USER:PASS (changeuser and changepassword of the \
-             master's [:master:]), or write `auth = USER:PASS` in {OPTIONS_DIR}/options"
-            )
-        })?;
+                 master's [:master:]), or write `auth = USER:PASS` in {OPTIONS_DIR}/options"
+            ))
+        }
+    };
     let stored = send(&host, port, &auth, &change)?;
     println!(
         "change {} sent to {host}:{port} (by {}{}{})",

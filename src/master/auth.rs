@@ -1,5 +1,7 @@
-//! Slave authentication on the WebSocket upgrade: HTTP Basic credentials checked
-//! against the `[slave:NAME]` passwords of `master.ini`, in constant time.
+//! HTTP Basic credentials, checked in constant time: slaves on the WebSocket
+//! upgrade (against the `[slave:NAME]` passwords of `master.ini`), Changes sent to
+//! the master (`changeuser`/`changepassword`), and the web users of `[users]` who
+//! may force and stop builds on `htmlport` (forms, JSON API and the CLI alike).
 
 use base64::Engine;
 
@@ -52,6 +54,34 @@ pub fn change_credentials(
     }
 }
 
+/// Who an `htmlport` request that changes state acts as: `Ok(None)` when
+/// `[users]` is empty (anyone who reaches `htmlport` may force and stop),
+/// `Ok(Some(name))` for the right name and password of a `[users]` entry, `Err`
+/// with why not otherwise. Every user is compared, each in constant time, so the
+/// time taken does not tell which names exist.
+pub fn web_user(
+    config: &crate::config::MasterConfig,
+    header: Option<&str>,
+) -> Result<Option<String>, String> {
+    if config.users.is_empty() {
+        return Ok(None);
+    }
+    let header = header.ok_or("no credentials")?;
+    let (name, password) = parse_basic(header).ok_or("malformed Authorization header")?;
+    let mut found = None;
+    for (user, pw) in &config.users {
+        let ok_name = constant_time_eq(user.as_bytes(), name.as_bytes());
+        let ok_pw = constant_time_eq(pw.as_bytes(), password.as_bytes());
+        if ok_name & ok_pw {
+            found = Some(user.clone());
+        }
+    }
+    match found {
+        Some(u) => Ok(Some(u)),
+        None => Err(format!("wrong user or password (user {name:?})")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +121,30 @@ mod tests {
             "u"
         );
         assert!(change_credentials(&cfg, Some(&basic("u", "q"))).is_err());
+    }
+
+    #[test]
+    fn web_users_need_a_right_pair_only_when_there_are_users() {
+        let enc = |s: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(s)
+            )
+        };
+        let mut cfg = crate::config::MasterConfig::default();
+        assert_eq!(web_user(&cfg, None), Ok(None));
+        assert_eq!(web_user(&cfg, Some(&enc("x:y"))), Ok(None));
+        cfg.users.insert("alice".into(), "s3cret".into());
+        cfg.users.insert("bob".into(), "pw".into());
+        assert_eq!(
+            web_user(&cfg, Some(&enc("alice:s3cret"))),
+            Ok(Some("alice".into()))
+        );
+        assert_eq!(web_user(&cfg, Some(&enc("bob:pw"))), Ok(Some("bob".into())));
+        assert!(web_user(&cfg, None).is_err());
+        assert!(web_user(&cfg, Some(&enc("alice:pw"))).is_err());
+        assert!(web_user(&cfg, Some(&enc("carol:s3cret"))).is_err());
+        assert!(web_user(&cfg, Some("Basic !!")).is_err());
     }
 
     #[test]

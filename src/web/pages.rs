@@ -14,9 +14,19 @@
 //!
 //! Force and stop are POST forms protected by a CSRF token: an HMAC, under a key
 //! drawn at start-up, of a random nonce kept in an `HttpOnly`, `SameSite=Strict`
-//! cookie. When `[users]` lists users, the POSTs also need HTTP Basic credentials
-//! of one of them (checked in constant time). The public port
-//! ([`public_routes`]) shows no forms and takes no POSTs.
+//! cookie, and of the user the page was made for. The cookie is
+//! `__Host-autobot_csrf` (`Secure`, `Path=/`, no `Domain`: no other host or
+//! plain-http page can plant one) wherever browsers keep `Secure` cookies — HTTPS
+//! (a TLS proxy's `X-Forwarded-Proto: https`) and `localhost`/`127.0.0.0/8`/`[::1]`,
+//! which browsers treat as secure. Over plain HTTP to any other name browsers drop
+//! `Secure` cookies, so there the cookie is `autobot_csrf` without `Secure` (the
+//! `Origin` check and `SameSite=Strict` still stop other sites; plain HTTP gives a
+//! network attacker everything anyway). When `[users]` lists users, the POSTs also
+//! need HTTP Basic credentials of one of them (checked in constant time), the
+//! forms are shown only to a logged-in user (`/login` asks the browser for them)
+//! and the token is bound to that user. Pages with a token are `private` and vary
+//! by `Cookie` and `Authorization`. The public port ([`public_routes`]) shows no
+//! forms and takes no POSTs.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -51,8 +61,16 @@ const CHANGES_PAGE: u32 = 50;
 pub(crate) const LOG_CHUNK: usize = 64 * 1024;
 /// Largest form a POST may carry.
 const MAX_FORM: u64 = 16 * 1024;
-/// The CSRF cookie.
-const CSRF_COOKIE: &str = "autobot_csrf";
+/// The CSRF cookie where browsers keep `Secure` cookies (see [`secure_context`]).
+const CSRF_COOKIE_HOST: &str = "__Host-autobot_csrf";
+/// The CSRF cookie over plain HTTP to a name that is not the local host.
+const CSRF_COOKIE_PLAIN: &str = "autobot_csrf";
+/// Who logged in at `/login` in this browser (signed; see [`login_cookie`]).
+const LOGIN_COOKIE_HOST: &str = "__Host-autobot_user";
+const LOGIN_COOKIE_PLAIN: &str = "autobot_user";
+/// The realm of the Basic challenge of `/login` and the POSTs: one realm, so the
+/// browser sends what it was given for `/login` with the forms too.
+const REALM: &str = "Basic realm=\"autobot\", charset=\"UTF-8\"";
 
 /// What the pages of one port share: the CSRF key.
 pub struct PageState {
@@ -263,6 +281,13 @@ fn page_routes(
         .and(form())
         .then(post_stop)
         .boxed();
+    let login = warp::path!("login")
+        .and(read())
+        .and(query())
+        .and(hdrs())
+        .and(with())
+        .then(login)
+        .boxed();
     let fallback = warp::any()
         .and(warp::method())
         .and(warp::path::full())
@@ -304,6 +329,8 @@ fn page_routes(
         reads.or(fallback).unify().boxed()
     } else {
         reads
+            .or(login)
+            .unify()
             .or(force)
             .unify()
             .or(stop)
@@ -341,10 +368,7 @@ fn security_headers(h: &mut HeaderMap) {
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert(
         "content-security-policy",
-        HeaderValue::from_static(
-            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
-             object-src 'none'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
-        ),
+        HeaderValue::from_static(super::CSP),
     );
     h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
 }
@@ -410,7 +434,9 @@ async fn etag(pc: &Pc, h: &HeaderMap, key: &str) -> Option<String> {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     key.hash(&mut hasher);
     h.contains_key("x-autobot-fragment").hash(&mut hasher);
-    cookie(h, CSRF_COOKIE).hash(&mut hasher);
+    cookie(h, csrf_cookie_name(h)).hash(&mut hasher);
+    // A page with a token differs by user: the user's name (never the password).
+    page_user(pc, h).hash(&mut hasher);
     Some(format!(
         "W/\"{:x}-{config:x}-{slaves}-{:x}\"",
         pc.generation(),
@@ -518,17 +544,69 @@ fn valid_nonce(n: &str) -> bool {
     n.len() == 32 && n.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn csrf_token(st: &PageState, nonce: &str) -> String {
-    hex(ring::hmac::sign(&st.csrf_key, nonce.as_bytes()).as_ref())
+/// The form token of a browser's nonce for `user` (empty when nobody logs in).
+fn csrf_token(st: &PageState, nonce: &str, user: &str) -> String {
+    let mut msg = Vec::with_capacity(nonce.len() + user.len() + 8);
+    msg.extend_from_slice(b"csrf\0");
+    msg.extend_from_slice(nonce.as_bytes());
+    msg.push(0);
+    msg.extend_from_slice(user.as_bytes());
+    hex(ring::hmac::sign(&st.csrf_key, &msg).as_ref())
+}
+
+/// Whether browsers keep `Secure` cookies for this request's origin: HTTPS (as a
+/// TLS proxy in front says with `X-Forwarded-Proto`), or a loopback name, which
+/// browsers count as a secure context over plain HTTP too (Chromium and Firefox
+/// do; checked with the headless Chromium of `tests/web_browser.rs`).
+fn secure_context(h: &HeaderMap) -> bool {
+    let https = h
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+    https
+        || h.get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(is_loopback_host)
+}
+
+/// `localhost`, `*.localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim().to_ascii_lowercase();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next() == Some("::1");
+    } else {
+        host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h)
+    };
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The name of the CSRF cookie for this request (see [`secure_context`]).
+fn csrf_cookie_name(h: &HeaderMap) -> &'static str {
+    if secure_context(h) {
+        CSRF_COOKIE_HOST
+    } else {
+        CSRF_COOKIE_PLAIN
+    }
 }
 
 /// The browser's CSRF nonce, or a new one with the `Set-Cookie` that gives it.
 fn csrf_nonce(h: &HeaderMap) -> (String, Option<String>) {
-    if let Some(n) = cookie(h, CSRF_COOKIE).filter(|n| valid_nonce(n)) {
+    let name = csrf_cookie_name(h);
+    if let Some(n) = cookie(h, name).filter(|n| valid_nonce(n)) {
         return (n, None);
     }
     let n = random_nonce().unwrap_or_default();
-    let set = format!("{CSRF_COOKIE}={n}; Path=/; HttpOnly; SameSite=Strict; Max-Age=31536000");
+    let secure = if name == CSRF_COOKIE_HOST {
+        " Secure;"
+    } else {
+        ""
+    };
+    let set = format!("{name}={n}; Path=/;{secure} HttpOnly; SameSite=Strict; Max-Age=31536000");
     (n, Some(set))
 }
 
@@ -539,15 +617,74 @@ fn set_cookie(mut r: Response, set: Option<String>) -> Response {
     r
 }
 
-/// Whether a POST carries the token that belongs to its cookie.
-fn csrf_ok(st: &PageState, h: &HeaderMap, form: &HashMap<String, String>) -> bool {
-    let Some(nonce) = cookie(h, CSRF_COOKIE).filter(|n| valid_nonce(n)) else {
+/// Whether a POST carries the token that belongs to its cookie and its user.
+fn csrf_ok(st: &PageState, h: &HeaderMap, form: &HashMap<String, String>, user: &str) -> bool {
+    let Some(nonce) = cookie(h, csrf_cookie_name(h)).filter(|n| valid_nonce(n)) else {
         return false;
     };
     let Some(sent) = form.get("csrf") else {
         return false;
     };
-    crate::master::auth::constant_time_eq(sent.as_bytes(), csrf_token(st, &nonce).as_bytes())
+    crate::master::auth::constant_time_eq(sent.as_bytes(), csrf_token(st, &nonce, user).as_bytes())
+}
+
+/// The `[users]` user a page is made for (`None` without `[users]`): the one
+/// whose right credentials the request carries, else the one the browser's
+/// login cookie names. The cookie only says whom the page's token is bound to;
+/// the POST itself still needs that user's credentials.
+fn page_user(pc: &Pc, h: &HeaderMap) -> Option<String> {
+    let config = pc.ctx.config.borrow().clone();
+    if config.users.is_empty() {
+        return None;
+    }
+    let auth = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if let Some(user) = auth.and_then(|a| {
+        crate::master::auth::web_user(&config, Some(a))
+            .ok()
+            .flatten()
+    }) {
+        return Some(user);
+    }
+    let name = login_cookie_user(&pc.st, h)?;
+    config.users.contains_key(&name).then_some(name)
+}
+
+/// The value of the login cookie for `user`: the name (hex) and an HMAC of it
+/// under the page key, so no one can name another user in it.
+fn login_cookie(st: &PageState, user: &str) -> String {
+    let mut msg = b"user\0".to_vec();
+    msg.extend_from_slice(user.as_bytes());
+    format!(
+        "{}.{}",
+        hex(user.as_bytes()),
+        hex(ring::hmac::sign(&st.csrf_key, &msg).as_ref())
+    )
+}
+
+/// The user a request's login cookie names, when its signature is right.
+fn login_cookie_user(st: &PageState, h: &HeaderMap) -> Option<String> {
+    let name = if secure_context(h) {
+        LOGIN_COOKIE_HOST
+    } else {
+        LOGIN_COOKIE_PLAIN
+    };
+    let value = cookie(h, name)?;
+    let (hexname, _) = value.split_once('.')?;
+    if hexname.len() % 2 != 0 || !hexname.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let bytes: Vec<u8> = (0..hexname.len())
+        .step_by(2)
+        .filter_map(|i| u8::from_str_radix(&hexname[i..i + 2], 16).ok())
+        .collect();
+    let user = String::from_utf8(bytes).ok()?;
+    crate::master::auth::constant_time_eq(value.as_bytes(), login_cookie(st, &user).as_bytes())
+        .then_some(user)
+}
+
+/// Whether `[users]` lists anyone: then forcing and stopping need a login.
+fn login_required(pc: &Pc) -> bool {
+    !pc.ctx.config.borrow().users.is_empty()
 }
 
 /// The user a POST acts as: `Ok(None)` when `[users]` is empty (anyone may),
@@ -555,38 +692,124 @@ fn csrf_ok(st: &PageState, h: &HeaderMap, form: &HashMap<String, String>) -> boo
 #[allow(clippy::result_large_err)] // the error is the page to send
 fn check_user(pc: &Pc, h: &HeaderMap) -> Result<Option<String>, Response> {
     let config = pc.ctx.config.borrow().clone();
-    if config.users.is_empty() {
-        return Ok(None);
-    }
-    let creds = h
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(crate::master::auth::parse_basic);
-    if let Some((name, password)) = creds {
-        // Compare against every user so the time does not tell which names exist.
-        let mut found = None;
-        for (user, pw) in &config.users {
-            let ok_name = crate::master::auth::constant_time_eq(user.as_bytes(), name.as_bytes());
-            let ok_pw = crate::master::auth::constant_time_eq(pw.as_bytes(), password.as_bytes());
-            if ok_name & ok_pw {
-                found = Some(user.clone());
-            }
-        }
-        if found.is_some() {
-            return Ok(found);
+    let auth = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match crate::master::auth::web_user(&config, auth) {
+        Ok(user) => Ok(user),
+        Err(why) => {
+            tracing::warn!("web login refused: {why}");
+            Err(login_page(pc))
         }
     }
+}
+
+/// 401 with the Basic challenge: the browser asks for a name and password.
+fn login_page(pc: &Pc) -> Response {
     let mut r = error_page(
         pc,
         StatusCode::UNAUTHORIZED,
         "Log in to do that",
         "forcing and stopping builds needs the name and password of a user in [users]",
     );
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Basic realm=\"autobot\", charset=\"UTF-8\""),
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(REALM));
+    r
+}
+
+/// `GET /login?next=PATH`: 401 until the browser sends the credentials of a
+/// `[users]` user, then back to `next` (a path on this master) with a signed
+/// cookie that names the user, so the pages show the forms with a token bound to
+/// them. The browser keeps the credentials for the realm and sends them again
+/// when a POST is answered 401 (some send them with every page at once).
+async fn login(q: HashMap<String, String>, h: HeaderMap, pc: Pc) -> Response {
+    let next = q
+        .get("next")
+        .filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains(['\\', '\r', '\n']))
+        .cloned()
+        .unwrap_or_else(|| "/waterfall".to_string());
+    let config = pc.ctx.config.borrow().clone();
+    let auth = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let user = match crate::master::auth::web_user(&config, auth) {
+        Ok(u) => u,
+        Err(why) => {
+            if auth.is_some() {
+                tracing::warn!("web login refused: {why}");
+            }
+            return login_page(&pc);
+        }
+    };
+    let mut r = redirect(&next);
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(user) = user {
+        // The browser remembers who logged in, so the pages make their forms
+        // (and tokens) for that user even when it sends no credentials with them.
+        let (name, secure) = if secure_context(&h) {
+            (LOGIN_COOKIE_HOST, " Secure;")
+        } else {
+            (LOGIN_COOKIE_PLAIN, "")
+        };
+        let set = format!(
+            "{name}={}; Path=/;{secure} HttpOnly; SameSite=Strict",
+            login_cookie(&pc.st, &user)
+        );
+        if let Ok(v) = HeaderValue::from_str(&set) {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    r
+}
+
+/// Mark a page that carries a token (or depends on who is logged in) as the
+/// browser's alone: `Cache-Control: private` and `Vary: Cookie, Authorization`.
+fn personal(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
     );
-    Err(r)
+    h.insert(
+        header::VARY,
+        HeaderValue::from_static("Cookie, Authorization"),
+    );
+    r
+}
+
+/// The forms of a page: the token they carry (`None`: show no forms), the cookie
+/// to set, and what to say instead of the forms or above them.
+struct Forms {
+    token: Option<String>,
+    set_cookie: Option<String>,
+    note: String,
+}
+
+/// What a page at `here` shows of the force and stop forms.
+fn forms_for(pc: &Pc, h: &HeaderMap, here: &str) -> Forms {
+    if !forms_allowed(pc) {
+        return Forms {
+            token: None,
+            set_cookie: None,
+            note: String::new(),
+        };
+    }
+    let user = page_user(pc, h);
+    if login_required(pc) && user.is_none() {
+        return Forms {
+            token: None,
+            set_cookie: None,
+            note: format!(
+                "<p class=\"login\"><a href=\"/login?next={}\">Log in</a> to force or stop builds.</p>",
+                seg(here)
+            ),
+        };
+    }
+    let (nonce, set) = csrf_nonce(h);
+    Forms {
+        token: Some(csrf_token(&pc.st, &nonce, user.as_deref().unwrap_or(""))),
+        set_cookie: set,
+        note: user
+            .map(|u| format!("<p class=\"login\">Logged in as <b>{}</b>.</p>", esc(&u)))
+            .unwrap_or_default(),
+    }
 }
 
 fn parse_form(body: &[u8]) -> HashMap<String, String> {
@@ -610,7 +833,7 @@ fn check_post(
 ) -> Result<(Option<String>, HashMap<String, String>), Response> {
     let user = check_user(pc, h)?;
     let form = parse_form(body);
-    if !csrf_ok(&pc.st, h, &form) {
+    if !csrf_ok(&pc.st, h, &form, user.as_deref().unwrap_or("")) {
         return Err(error_page(
             pc,
             StatusCode::FORBIDDEN,
@@ -767,20 +990,20 @@ fn pager(base: &str, extra: &[(&str, &str)], before: Option<i64>, label: &str) -
 /// A configured builder and its activity, as the pages show it (the JSON API's
 /// [`super::api::BuilderJson`] without the step list, read in a few queries for
 /// all builders at once, so a waterfall of 500 builders stays cheap).
-struct BuilderState {
-    name: String,
-    factory: String,
-    category: String,
-    slaves: Vec<String>,
+pub(crate) struct BuilderState {
+    pub(crate) name: String,
+    pub(crate) factory: String,
+    pub(crate) category: String,
+    pub(crate) slaves: Vec<String>,
     /// `idle`, `building` or `offline`.
-    state: &'static str,
-    last_build: Option<BuildRow>,
-    running: Vec<BuildRow>,
-    pending: i64,
+    pub(crate) state: &'static str,
+    pub(crate) last_build: Option<BuildRow>,
+    pub(crate) running: Vec<BuildRow>,
+    pub(crate) pending: i64,
 }
 
 /// The configured builders (only `only` when given), in configuration order.
-async fn builder_states(
+pub(crate) async fn builder_states(
     ctx: &WebContext,
     only: Option<&str>,
     category: Option<&str>,
@@ -905,8 +1128,17 @@ fn build_row_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<BuildRow> {
     })
 }
 
+/// A build's columns for [`build_row_at`]; reason and text cut at 16384
+/// characters, so a row stored with a huge reason costs a page little.
 const COLUMNS: &str = "b.id, b.builder, b.number, b.slave, b.started_at, b.finished_at, \
-    b.result, b.reason, b.text, b.total_steps";
+    b.result, substr(b.reason, 1, 16384), substr(b.text, 1, 16384), b.total_steps";
+
+/// How much of each Change the waterfall and `/changes` read: the first line of
+/// the comments is all they show, and the number of files.
+const SUMMARY_CAPS: super::api::Caps = super::api::Caps {
+    text: 2048,
+    list: 0,
+};
 
 /// The newest builds (by id, which grows with time) of `builders`, below id
 /// `before`, on `branch` if given, with their steps and log names. Few builders are
@@ -1074,7 +1306,10 @@ async fn render_waterfall(q: HashMap<String, String>, h: &HeaderMap, pc: &Pc) ->
         }
     }
     let changes = if before.is_none() {
-        pc.ctx.db.changes(30, None).await.unwrap_or_default()
+        super::api::changes_page(&pc.ctx.db, 30, None, SUMMARY_CAPS, usize::MAX)
+            .await
+            .map(|p| p.rows)
+            .unwrap_or_default()
     } else {
         Vec::new()
     };
@@ -1388,10 +1623,15 @@ async fn builder_page(name: String, q: HashMap<String, String>, h: HeaderMap, pc
     let key = query_key(&format!("/builders/{name}"), &q);
     let p = pc.clone();
     let h2 = h.clone();
-    cached(&pc, &h, &key, async move {
+    let r = cached(&pc, &h, &key, async move {
         render_builder(name, q, &h2, &p).await
     })
-    .await
+    .await;
+    if forms_allowed(&pc) {
+        personal(r)
+    } else {
+        r
+    }
 }
 
 async fn render_builder(
@@ -1413,19 +1653,29 @@ async fn render_builder(
             &format!("there is no builder named {name:?}"),
         );
     };
-    let builds = match pc.ctx.db.builds(&name, BUILDER_BUILDS, before).await {
-        Ok(l) => l,
+    let (builds, more) = match super::api::builds_page(
+        &pc.ctx.db,
+        &name,
+        BUILDER_BUILDS,
+        before,
+        super::api::LIST_CAPS,
+        super::api::PAGE_BYTES,
+    )
+    .await
+    {
+        Ok(p) => (
+            p.rows.into_iter().map(|b| b.row).collect::<Vec<_>>(),
+            p.more,
+        ),
         Err(e) => return db_error(pc, "builder builds", e),
     };
     let pending = pending_requests(pc, &name).await.unwrap_or_default();
     let slaves = pc.ctx.db.slaves().await.unwrap_or_default();
-    let forms = forms_allowed(pc);
-    let (nonce, set) = if forms_allowed(pc) {
-        csrf_nonce(h)
-    } else {
-        (String::new(), None)
-    };
-    let token = csrf_token(&pc.st, &nonce);
+    let Forms {
+        token,
+        set_cookie: set,
+        note,
+    } = forms_for(pc, h, &format!("/builders/{}", seg(&name)));
 
     let mut out = format!(
         "<h1>Builder {}</h1><div data-part=\"builder\" id=\"builder-part\"><p>factory <b>{}</b>{} · <a href=\"/badge/{}.svg\"><img alt=\"status badge\" src=\"/badge/{}.svg\"></a></p>",
@@ -1473,8 +1723,8 @@ async fn render_builder(
                 eta.map(|e| format!(", ETA {}", fmt_duration(e)))
                     .unwrap_or_default()
             );
-            if forms {
-                out.push_str(&stop_form(r, &token));
+            if let Some(token) = &token {
+                out.push_str(&stop_form(r, token));
             }
             out.push_str("</li>");
         }
@@ -1507,11 +1757,7 @@ async fn render_builder(
         );
     }
     out.push_str("</tbody></table>");
-    let older = if builds.len() as u32 >= BUILDER_BUILDS {
-        builds.last().map(|b| b.number)
-    } else {
-        None
-    };
+    let older = builds.last().filter(|_| more).map(|b| b.number);
     out.push_str(&pager(
         &format!("/builders/{}", seg(&name)),
         &[],
@@ -1519,7 +1765,8 @@ async fn render_builder(
         "older builds →",
     ));
     out.push_str("</div>");
-    if forms {
+    out.push_str(&note);
+    if let Some(token) = &token {
         let _ = write!(
             out,
             "<h2>Force Build</h2><form class=\"force\" id=\"force-form\" method=\"post\" action=\"/builders/{}/force\">\
@@ -1530,7 +1777,7 @@ async fn render_builder(
              <label>Revision <input name=\"revision\" size=\"15\"></label>\
              <button type=\"submit\" id=\"force-button\">Force Build</button></form>",
             seg(&name),
-            esc(&token)
+            esc(token)
         );
     }
     let live = if before.is_none() { "page" } else { "" };
@@ -1548,7 +1795,7 @@ async fn build_page(name: String, number: i64, h: HeaderMap, pc: Pc) -> Response
     let key = format!("/builders/{name}/builds/{number}");
     let p = pc.clone();
     let h2 = h.clone();
-    cached(&pc, &h, &key, async move {
+    let r = cached(&pc, &h, &key, async move {
         match p.ctx.db.build(&name, number).await {
             Ok(Some(d)) => render_build(&d, &h2, &p),
             Ok(None) => error_page(
@@ -1560,17 +1807,29 @@ async fn build_page(name: String, number: i64, h: HeaderMap, pc: Pc) -> Response
             Err(e) => db_error(&p, "build", e),
         }
     })
-    .await
+    .await;
+    if forms_allowed(&pc) {
+        personal(r)
+    } else {
+        r
+    }
 }
 
 fn render_build(d: &BuildDetail, h: &HeaderMap, pc: &Pc) -> Response {
     let b = &d.build;
-    let (nonce, set) = if forms_allowed(pc) {
-        csrf_nonce(h)
+    let Forms {
+        token,
+        set_cookie: set,
+        note,
+    } = if b.result.is_none() {
+        forms_for(pc, h, &build_url(&b.builder, b.number))
     } else {
-        (String::new(), None)
+        Forms {
+            token: None,
+            set_cookie: None,
+            note: String::new(),
+        }
     };
-    let token = csrf_token(&pc.st, &nonce);
     let mut out = format!(
         "<h1>{} build #{}</h1><div data-part=\"build\" id=\"build-part\">",
         builder_link(&b.builder),
@@ -1621,8 +1880,9 @@ fn render_build(d: &BuildDetail, h: &HeaderMap, pc: &Pc) -> Response {
         let _ = write!(out, "<tr><th>requests</th><td>{}</td></tr>", ids.join(", "));
     }
     out.push_str("</table>");
-    if b.result.is_none() && forms_allowed(pc) {
-        out.push_str(&stop_form(b, &token));
+    out.push_str(&note);
+    if let Some(token) = &token {
+        out.push_str(&stop_form(b, token));
     }
     out.push_str("<h2>Steps</h2><table class=\"list steps\"><thead><tr><th>#</th><th>step</th><th>result</th><th>duration</th><th>logs</th></tr></thead><tbody>");
     for s in &d.steps {
@@ -1957,8 +2217,16 @@ async fn changes_page(q: HashMap<String, String>, h: HeaderMap, pc: Pc) -> Respo
     let h2 = h.clone();
     cached(&pc, &h, &key, async move {
         let before: Option<i64> = q.get("before").and_then(|b| b.parse().ok());
-        let list = match p.ctx.db.changes(CHANGES_PAGE, before).await {
-            Ok(l) => l,
+        let (list, more) = match super::api::changes_page(
+            &p.ctx.db,
+            CHANGES_PAGE,
+            before,
+            SUMMARY_CAPS,
+            usize::MAX,
+        )
+        .await
+        {
+            Ok(page) => (page.rows, page.more),
             Err(e) => return db_error(&p, "changes", e),
         };
         let mut out = String::from("<h1>Changes</h1><div data-part=\"changes\" id=\"changes-part\"><table class=\"list\"><thead><tr><th>change</th><th>who</th><th>when</th><th>branch</th><th>revision</th><th>comments</th><th>files</th></tr></thead><tbody>");
@@ -1972,11 +2240,11 @@ async fn changes_page(q: HashMap<String, String>, h: HeaderMap, pc: Pc) -> Respo
                 esc(c.branch.as_deref().unwrap_or("")),
                 esc(c.revision.as_deref().map(|r| r.get(..12).unwrap_or(r)).unwrap_or("")),
                 esc(c.comments.lines().next().unwrap_or("")),
-                c.files.len()
+                c.files_total
             );
         }
         out.push_str("</tbody></table></div>");
-        let older = if list.len() as u32 >= CHANGES_PAGE { list.last().map(|c| c.id) } else { None };
+        let older = list.last().filter(|_| more).map(|c| c.id);
         out.push_str(&pager("/changes", &[], older, "older changes →"));
         let live = if before.is_none() { "page" } else { "" };
         html_response(StatusCode::OK, finish(&p, &h2, "Changes", live, out))
@@ -1999,7 +2267,7 @@ async fn change_page(id: i64, h: HeaderMap, pc: Pc) -> Response {
     let p = pc.clone();
     let h2 = h.clone();
     cached(&pc, &h, &format!("/changes/{id}"), async move {
-        let c = match p.ctx.db.change(id).await {
+        let c = match super::api::change_one(&p.ctx.db, id, super::api::ONE_CAPS).await {
             Ok(Some(c)) => c,
             Ok(None) => {
                 return error_page(
@@ -2024,7 +2292,15 @@ async fn change_page(id: i64, h: HeaderMap, pc: Pc) -> Response {
         for (k, v) in rows {
             let _ = write!(out, "<tr><th>{k}</th><td>{v}</td></tr>");
         }
-        out.push_str("</table><h2>Comments</h2>");
+        out.push_str("</table>");
+        if !c.truncated.is_empty() {
+            let _ = write!(
+                out,
+                "<p class=\"note\">Cut short here (stored longer than the master shows): {}.</p>",
+                esc(&c.truncated.join(", "))
+            );
+        }
+        out.push_str("<h2>Comments</h2>");
         let _ = write!(
             out,
             "<pre class=\"comments\">{}</pre><h2>Files</h2><ul class=\"files\">",
@@ -2361,6 +2637,72 @@ mod tests {
     fn http_dates() {
         assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
         assert_eq!(http_date(1_700_000_000), "Tue, 14 Nov 2023 22:13:20 GMT");
+    }
+
+    #[test]
+    fn loopback_hosts_are_secure_contexts() {
+        for host in [
+            "localhost",
+            "localhost:8010",
+            "a.localhost:1",
+            "127.0.0.1:8010",
+            "127.1.2.3",
+            "[::1]:8010",
+            "[::1]",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "ci.example",
+            "ci.example:8010",
+            "10.0.0.1:8010",
+            "[::2]:80",
+            "localhost.example",
+            "128.0.0.1",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("ci.example:8010"));
+        assert_eq!(csrf_cookie_name(&h), CSRF_COOKIE_PLAIN);
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        assert_eq!(csrf_cookie_name(&h), CSRF_COOKIE_HOST);
+    }
+
+    #[test]
+    fn tokens_and_login_cookies_are_bound_to_their_user() {
+        let st = PageState::new(false, None);
+        let nonce = "0123456789abcdef0123456789abcdef";
+        assert_ne!(
+            csrf_token(&st, nonce, "alice"),
+            csrf_token(&st, nonce, "bob")
+        );
+        assert_ne!(csrf_token(&st, nonce, ""), csrf_token(&st, nonce, "alice"));
+        // Another master (another key) makes other tokens.
+        let other = PageState::new(false, None);
+        assert_ne!(
+            csrf_token(&st, nonce, "alice"),
+            csrf_token(&other, nonce, "alice")
+        );
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8010"));
+        let with = |v: String| {
+            let mut h = h.clone();
+            h.insert(
+                header::COOKIE,
+                HeaderValue::from_str(&format!("{LOGIN_COOKIE_HOST}={v}")).unwrap(),
+            );
+            h
+        };
+        let alice = login_cookie(&st, "alice");
+        assert_eq!(
+            login_cookie_user(&st, &with(alice.clone())).as_deref(),
+            Some("alice")
+        );
+        assert_eq!(login_cookie_user(&other, &with(alice.clone())), None);
+        let (_, sig) = alice.split_once('.').unwrap();
+        assert_eq!(login_cookie_user(&st, &with(format!("626f62.{sig}"))), None);
+        assert_eq!(login_cookie_user(&st, &with("zz.00".into())), None);
     }
 
     #[test]
