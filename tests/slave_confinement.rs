@@ -373,6 +373,14 @@ async fn every_file_command_stays_inside_the_basedir() {
         contained(&mut conn, &format!("x{i}"), name, a, &secret).await;
     }
 
+    // The slave's own info/ files are read beneath the basedir too.
+    link(out.path().join("secret"), &b.join("info/leak"));
+    let (info, exc) = conn.request("get_worker_info", vec![]).await;
+    assert!(!exc, "{info}");
+    let info = format!("{info}");
+    assert!(info.contains("Ada Admin"), "{info}");
+    assert!(!info.contains(&secret), "{info}");
+
     // A glob across the basedir lists the links' names but never what is behind.
     let r = conn
         .run("g-all", "glob", args(vec![("path", s("*/*"))]))

@@ -105,6 +105,10 @@ pub fn mkdir_all(jail: &Jail, p: &JPath, mode: u32) -> Io<()> {
     match jail.open(p, OFlag::O_PATH | OFlag::O_DIRECTORY, 0) {
         Ok(_) => return Ok(()),
         Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => {}
+        // Something that is not a directory is there: "File exists", as mkdir says.
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENOTDIR) && lexists(jail, p) => {
+            return Err(err(Errno::EEXIST))
+        }
         Err(e) => return Err(e),
     }
     let Some(parent) = p.parent() else {
