@@ -116,7 +116,7 @@ pub async fn run(basedir: &Path, mut control: Control) -> Result<(), SlaveError>
         jail,
         umask: ini.umask,
         usepty: ini.usepty,
-        groups: Some(groups),
+        groups,
     };
     let state = Arc::new(SlaveState {
         name: ini.name.clone(),

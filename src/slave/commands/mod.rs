@@ -60,7 +60,7 @@ pub struct SlaveEnv {
     pub usepty: bool,
     /// Where the process groups of running commands are reported, so that they die
     /// with the slave (see [`crate::slave::watchdog`]).
-    pub groups: Option<Groups>,
+    pub groups: Groups,
 }
 
 /// Set to `Some(reason)` to interrupt a running command.

@@ -288,7 +288,7 @@ pub async fn run(
         err,
     } = spawned;
     // Reported to the watchdog until the command is over (the guard's drop).
-    let _group = env.groups.as_ref().map(|g| g.started(pgid));
+    let _group = env.groups.started(pgid);
     if let (Some(data), Some(mut stdin)) = (spec.initial_stdin.clone(), child.stdin.take()) {
         tokio::spawn(async move {
             let _ = stdin.write_all(&data).await;

@@ -321,9 +321,7 @@ pub async fn upload_directory(
             return Ok(None);
         }
     };
-    let _group = child
-        .id()
-        .and_then(|pid| env.groups.as_ref().map(|g| g.started(pid as i32)));
+    let _group = child.id().map(|pid| env.groups.started(pid as i32));
     // tar's complaints, kept short, read on the side so tar never blocks on them.
     let errors = child.stderr.take().map(|mut e| {
         tokio::spawn(async move {

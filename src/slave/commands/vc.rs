@@ -409,9 +409,7 @@ async fn capture(
         .spawn();
     drop(cwd);
     let mut child = spawned.map_err(|e| format!("cannot run {program}: {}", strerror(&e)))?;
-    let _group = child
-        .id()
-        .and_then(|pid| env.groups.as_ref().map(|g| g.started(pid as i32)));
+    let _group = child.id().map(|pid| env.groups.started(pid as i32));
     let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(format!("{program}: no output pipes"));
     };
