@@ -13,10 +13,11 @@
 //! the same destination rule (an existing directory TODIR receives
 //! `TODIR/NAME-OF-FROM`), links copied as links, modes, ownership where allowed,
 //! and access/modification times kept, a directory never copied into itself. One
-//! difference, on purpose: a symbolic link *inside* an existing destination is
-//! never written through — a file replaces the link, and a directory is refused
-//! there — while `cp` would follow it. The destination TODIR itself may be a link
-//! that stays beneath the basedir.
+//! difference, on purpose: a symbolic link where the copy writes — TO itself when
+//! it is not a directory, or any name inside an existing destination tree — is
+//! never written through: a file replaces the link, and a directory is refused
+//! there, while `cp` could follow it. Only TO naming an existing directory may be
+//! a link, and only one that stays beneath the basedir.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};

@@ -92,11 +92,7 @@ pub async fn cpdir(
     up: &mut Updates,
     interrupt: &mut Interrupt,
 ) -> Done {
-    let display = format!(
-        "cp -R -P -p -v {} {}",
-        from.shown().display(),
-        to.shown().display()
-    );
+    let display = format!("cpdir {} {}", from.shown().display(), to.shown().display());
     up.header(&format!(
         "{display}\n in dir {}\n",
         env.jail.root().display()
