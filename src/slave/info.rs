@@ -5,13 +5,21 @@
 //! `host`, and `os_*` from `/etc/os-release`) plus autobot's `os` and
 //! `autobot_text_output`. The one deliberate difference: `environ` is always empty,
 //! because a slave's environment often holds secrets and the master must never see,
-//! store or show them.
+//! store or show them. The `info/*` files are opened beneath the basedir (a link
+//! out of it is not followed), as every other file the slave reads for the master.
 
+use std::io::Read;
 use std::path::Path;
 
+use nix::fcntl::OFlag;
 use rmpv::Value;
 
 use super::commands::COMMANDS;
+use super::paths::Jail;
+use super::tree;
+
+/// Most of one `info/*` file that is sent.
+const INFO_MAX: u64 = 64 * 1024;
 
 /// `linux`, `mac` or `win`, as `os =` in master.ini names them.
 pub fn os_name() -> &'static str {
@@ -26,8 +34,9 @@ pub fn os_name() -> &'static str {
     }
 }
 
-/// The `get_worker_info` result for a slave in `basedir`.
-pub fn worker_info(basedir: &Path) -> Value {
+/// The `get_worker_info` result for a slave confined to `jail`.
+pub fn worker_info(jail: &Jail) -> Value {
+    let basedir = jail.root();
     let mut entries: Vec<(Value, Value)> = Vec::new();
     let mut put = |k: &str, v: Value| {
         if let Some(slot) = entries.iter_mut().find(|(key, _)| key.as_str() == Some(k)) {
@@ -36,7 +45,7 @@ pub fn worker_info(basedir: &Path) -> Value {
             entries.push((Value::from(k), v));
         }
     };
-    for (k, v) in info_files(&basedir.join("info")) {
+    for (k, v) in info_files(jail) {
         put(&k, Value::from(v));
     }
     for (k, v) in os_release(Path::new("/etc/os-release")) {
@@ -68,22 +77,32 @@ pub fn worker_info(basedir: &Path) -> Value {
 }
 
 /// Every regular file of `info/`, by name, with its contents.
-fn info_files(dir: &Path) -> Vec<(String, String)> {
+fn info_files(jail: &Jail) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
+    let dir = jail.at(Path::new("info"));
+    let Ok(names) = tree::list(jail, &dir) else {
         return out;
     };
-    for entry in rd.flatten() {
-        let path = entry.path();
-        if !path.is_file() {
-            continue;
-        }
-        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+    for n in names {
+        let Some(name) = n.to_str().map(str::to_string) else {
             continue;
         };
-        match std::fs::read(&path) {
-            Ok(bytes) => out.push((name, String::from_utf8_lossy(&bytes).into_owned())),
-            Err(e) => tracing::warn!("cannot read {}: {e}", path.display()),
+        let path = dir.join(&n);
+        let read = jail
+            .open(&path, OFlag::O_RDONLY | OFlag::O_NONBLOCK, 0)
+            .map(std::fs::File::from)
+            .and_then(|f| {
+                if !f.metadata()?.is_file() {
+                    return Ok(None);
+                }
+                let mut bytes = Vec::new();
+                f.take(INFO_MAX).read_to_end(&mut bytes)?;
+                Ok(Some(bytes))
+            });
+        match read {
+            Ok(Some(bytes)) => out.push((name, String::from_utf8_lossy(&bytes).into_owned())),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("cannot read {}: {e}", path.shown().display()),
         }
     }
     out.sort();

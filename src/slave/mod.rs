@@ -5,8 +5,9 @@
 //! Basic credentials, serve the connection (Buildbot's `msgpack_experimental_v7`
 //! worker protocol, see [`crate::protocol`]) until it ends, and try again after an
 //! exponential backoff (1 s doubling, capped at the keepalive interval), logging every
-//! attempt and why it failed. Commands run confined to the basedir (see [`paths`]),
-//! each in its own process group so that a kill reaches everything it started. A
+//! attempt and why it failed. Commands run confined to the basedir (see [`paths`]
+//! and [`tree`]), each in its own process group so that a kill reaches everything
+//! it started, and those groups die with the slave (see [`watchdog`]). A
 //! stop request interrupts running commands, lets them report, closes the socket
 //! cleanly and returns.
 
@@ -17,7 +18,9 @@ mod link;
 pub mod output;
 pub mod paths;
 mod session;
+pub mod tree;
 mod updates;
+pub mod watchdog;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -49,6 +52,13 @@ pub enum SlaveError {
     },
     #[error("slave name {0:?} must not contain ':' (it is sent as HTTP Basic user name)")]
     BadName(String),
+    #[error("{path}: cannot confine the slave to its basedir: {source}")]
+    Jail {
+        path: String,
+        source: paths::JailError,
+    },
+    #[error(transparent)]
+    Watchdog(#[from] watchdog::WatchdogError),
 }
 
 /// What every connection of this slave shares.
@@ -73,13 +83,9 @@ pub async fn run(basedir: &Path, mut control: Control) -> Result<(), SlaveError>
             return Err(e);
         }
     };
-    let env = match paths::Jail::new(&ini.basedir) {
-        Ok(jail) => commands::SlaveEnv {
-            jail,
-            umask: ini.umask,
-            usepty: ini.usepty,
-        },
-        Err(source) => {
+    let jail = match paths::Jail::new(&ini.basedir) {
+        Ok(jail) => jail,
+        Err(paths::JailError::Open(source)) => {
             let e = SlaveError::Basedir {
                 path: ini.basedir.display().to_string(),
                 source,
@@ -87,6 +93,30 @@ pub async fn run(basedir: &Path, mut control: Control) -> Result<(), SlaveError>
             control.ready(Err(e.to_string()));
             return Err(e);
         }
+        Err(source) => {
+            let e = SlaveError::Jail {
+                path: ini.basedir.display().to_string(),
+                source,
+            };
+            control.ready(Err(e.to_string()));
+            return Err(e);
+        }
+    };
+    // Before any command runs: what a previous run left is killed, and from now on
+    // running commands die with this slave.
+    let groups = match watchdog::Watchdog::start(jail.root()) {
+        Ok(g) => g,
+        Err(e) => {
+            let e = SlaveError::from(e);
+            control.ready(Err(e.to_string()));
+            return Err(e);
+        }
+    };
+    let env = commands::SlaveEnv {
+        jail,
+        umask: ini.umask,
+        usepty: ini.usepty,
+        groups,
     };
     let state = Arc::new(SlaveState {
         name: ini.name.clone(),

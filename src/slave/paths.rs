@@ -1,16 +1,46 @@
-//! Keeping the slave inside its basedir: every path the master names is resolved here.
+//! Keeping the slave inside its basedir: every path the master names is resolved
+//! here, and every file the slave touches for a command is opened through here.
 //!
 //! A path argument (workdir, paths, dir, fromdir/todir, workersrc/workerdest,
 //! logfiles) may be relative (to the basedir, or to a command's workdir) or absolute;
-//! either way it must end up under the slave's basedir. Resolution is done in two
-//! steps: first lexically (`.` and `..` removed, so `a/../../x` cannot climb out), then
-//! physically, following every symbolic link of the part that exists, so a link that
-//! points outside the basedir is caught as well. The lexically normalized path is the
-//! one the command then uses, so what was checked is what is touched.
+//! either way it must lead to something under the slave's basedir. There are two
+//! layers:
+//!
+//! * **When the command is started**, [`Jail::resolve`] removes `.` and `..`
+//!   lexically (so `a/../../x` cannot climb out), turns the path into one relative to
+//!   the basedir ([`JPath`]), and probes what exists of it: a path that leads out
+//!   (`..`, an absolute path elsewhere, a symbolic link out) is refused with an
+//!   exception before anything runs. That is a courtesy — a clear early answer —
+//!   not the protection.
+//! * **At the moment of use**, every operation opens its path relative to a
+//!   directory descriptor of the basedir with Linux's `openat2(2)` and
+//!   `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS` ([`Jail::open`]): the kernel follows
+//!   each symbolic link on the way only while it stays beneath the basedir, and fails
+//!   with `EXDEV` the moment one leads out (absolute links always do), so a link
+//!   swapped in after the check cannot redirect the operation. Operations on a final
+//!   name (unlink, mkdir, symlink, remove a tree, create a file) work on the parent's
+//!   descriptor with the `*at` calls and never follow a final link that could lead
+//!   out ([`Jail::open_parent`]); the tree operations built on these are in
+//!   [`crate::slave::tree`]. A child process gets its working directory through a
+//!   descriptor opened this way (`/proc/self/fd/N`, see [`Jail::cwd_of`]).
+//!
+//! Why `openat2` through the `nix` crate and not `cap-std`: the slave is Linux-only
+//! already (process groups with `/proc` look-ups, pseudo-terminals, the watchdog),
+//! `nix` is a dependency anyway, and one `openat2` call is the whole kernel-enforced
+//! rule, race-free against concurrent renames (the kernel answers `EAGAIN`, retried
+//! here), with nothing emulated in user space. `cap-std` would add half a dozen
+//! crates for the same system call on Linux. The kernel must be Linux 5.6 or later:
+//! [`Jail::new`] checks that `openat2` works and refuses to start otherwise, so the
+//! slave never runs unconfined.
 
-use std::collections::VecDeque;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::Mode;
 
 /// Why a path given by the master was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,21 +55,118 @@ pub enum PathError {
     Empty,
 }
 
-/// The slave's basedir, canonical, and the rules for staying inside it.
+/// Why the basedir cannot be used as the slave's jail.
+#[derive(Debug, thiserror::Error)]
+pub enum JailError {
+    #[error("cannot open the basedir: {0}")]
+    Open(#[source] std::io::Error),
+    #[error(
+        "the kernel cannot confine file operations to the basedir (openat2 with \
+         RESOLVE_BENEATH: {0}); Linux 5.6 or later is needed"
+    )]
+    NoOpenat2(Errno),
+    #[error(
+        "/proc/self/fd is not available ({0}); the slave needs /proc mounted to start \
+         commands in a directory it opened beneath its basedir"
+    )]
+    NoProc(std::io::Error),
+}
+
+/// A path beneath the basedir: `rel` is relative to it (empty for the basedir
+/// itself, never with `.`/`..`); `shown` is the absolute path, for messages, the
+/// `PWD` of a child and the master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JPath {
+    rel: PathBuf,
+    shown: PathBuf,
+}
+
+impl JPath {
+    /// The path relative to the basedir (empty for the basedir).
+    pub fn rel(&self) -> &Path {
+        &self.rel
+    }
+
+    /// The absolute path as the master and the logs see it.
+    pub fn shown(&self) -> &Path {
+        &self.shown
+    }
+
+    /// Whether this is the basedir itself.
+    pub fn is_root(&self) -> bool {
+        self.rel.as_os_str().is_empty()
+    }
+
+    /// The last component (`None` for the basedir).
+    pub fn file_name(&self) -> Option<&OsStr> {
+        self.rel.file_name()
+    }
+
+    /// The parent directory (`None` for the basedir).
+    pub fn parent(&self) -> Option<JPath> {
+        if self.is_root() {
+            return None;
+        }
+        Some(JPath {
+            rel: self.rel.parent().map(Path::to_path_buf).unwrap_or_default(),
+            shown: self
+                .shown
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+        })
+    }
+
+    /// A child of this path; `name` is one normal component.
+    pub fn join(&self, name: &OsStr) -> JPath {
+        JPath {
+            rel: self.rel.join(name),
+            shown: self.shown.join(name),
+        }
+    }
+
+    /// The relative path as `openat2` wants it (`.` for the basedir).
+    fn arg(&self) -> &Path {
+        if self.is_root() {
+            Path::new(".")
+        } else {
+            &self.rel
+        }
+    }
+}
+
+/// The slave's basedir: its canonical path and an open descriptor every file
+/// operation starts from.
 #[derive(Debug, Clone)]
 pub struct Jail {
     root: PathBuf,
+    dir: Arc<OwnedFd>,
 }
 
-/// How many symbolic links one resolution may follow (as Linux's ELOOP limit).
-const MAX_LINKS: usize = 40;
+/// How many times an `openat2` that met a concurrent rename (`EAGAIN`) is retried.
+const RETRIES: usize = 64;
 
 impl Jail {
-    /// A jail at `basedir`, which must exist (it is canonicalized).
-    pub fn new(basedir: &Path) -> std::io::Result<Jail> {
-        Ok(Jail {
-            root: std::fs::canonicalize(basedir)?,
-        })
+    /// A jail at `basedir`, which must exist (it is canonicalized and opened).
+    pub fn new(basedir: &Path) -> Result<Jail, JailError> {
+        let root = std::fs::canonicalize(basedir).map_err(JailError::Open)?;
+        let dir = nix::fcntl::open(
+            &root,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| JailError::Open(e.into()))?;
+        let jail = Jail {
+            root,
+            dir: Arc::new(dir),
+        };
+        // Fail closed: without openat2 nothing could be confined.
+        match openat2_raw(jail.dir.as_fd(), Path::new("."), OFlag::O_PATH, 0) {
+            Ok(_) => {}
+            Err(e) => return Err(JailError::NoOpenat2(e)),
+        }
+        std::fs::metadata(Jail::cwd_of(&jail.dir)).map_err(JailError::NoProc)?;
+        Ok(jail)
     }
 
     /// The canonical basedir.
@@ -47,46 +174,65 @@ impl Jail {
         &self.root
     }
 
+    /// The basedir as a [`JPath`].
+    pub fn top(&self) -> JPath {
+        JPath {
+            rel: PathBuf::new(),
+            shown: self.root.clone(),
+        }
+    }
+
+    /// The path `rel` (relative, already free of `.` and `..`) beneath the basedir.
+    pub fn at(&self, rel: &Path) -> JPath {
+        let rel = normalize(rel);
+        let rel = rel.strip_prefix("/").unwrap_or(&rel).to_path_buf();
+        JPath {
+            shown: self.root.join(&rel),
+            rel,
+        }
+    }
+
+    /// Where `arg` (relative to `base`, or absolute) leads by its letters alone:
+    /// `.` and `..` removed; refused when that is not under the basedir.
+    pub fn lexical_in(&self, base: &JPath, arg: &str) -> Result<JPath, PathError> {
+        if arg.is_empty() {
+            return Err(PathError::Empty);
+        }
+        let lexical = normalize(&base.shown.join(arg));
+        let rel = lexical
+            .strip_prefix(&self.root)
+            .map_err(|_| self.outside(arg))?
+            .to_path_buf();
+        Ok(JPath {
+            rel,
+            shown: lexical,
+        })
+    }
+
     /// Resolve `arg` (relative to the basedir, or absolute) to a path inside the
-    /// basedir. With `follow_final` false a final symbolic link is not followed (for
-    /// removing a link, which never touches its target).
-    pub fn resolve(&self, arg: &str, follow_final: bool) -> Result<PathBuf, PathError> {
-        let root = self.root.clone();
-        self.resolve_in(&root, arg, follow_final)
+    /// basedir, probing what exists of it now. With `follow_final` false a final
+    /// symbolic link is not followed (for removing a link, which never touches its
+    /// target).
+    pub fn resolve(&self, arg: &str, follow_final: bool) -> Result<JPath, PathError> {
+        self.resolve_in(&self.top(), arg, follow_final)
     }
 
     /// Resolve `arg` relative to `base` (itself already resolved inside the jail).
     pub fn resolve_in(
         &self,
-        base: &Path,
+        base: &JPath,
         arg: &str,
         follow_final: bool,
-    ) -> Result<PathBuf, PathError> {
-        if arg.is_empty() {
-            return Err(PathError::Empty);
-        }
-        let joined = base.join(arg);
-        let lexical = normalize(&joined);
-        let outside = || PathError::Outside {
-            path: arg.to_string(),
-            root: self.root.display().to_string(),
-        };
-        if !lexical.starts_with(&self.root) {
-            return Err(outside());
-        }
-        match physical(&lexical, follow_final) {
-            Some(real) if real.starts_with(&self.root) => Ok(lexical),
-            Some(_) => Err(outside()),
-            None => Err(PathError::Loop {
-                path: arg.to_string(),
-            }),
-        }
+    ) -> Result<JPath, PathError> {
+        let p = self.lexical_in(base, arg)?;
+        self.probe(&p, arg, follow_final)?;
+        Ok(p)
     }
 
     /// Like [`Jail::resolve`], refusing the basedir itself (for removals).
-    pub fn resolve_below(&self, arg: &str, follow_final: bool) -> Result<PathBuf, PathError> {
+    pub fn resolve_below(&self, arg: &str, follow_final: bool) -> Result<JPath, PathError> {
         let p = self.resolve(arg, follow_final)?;
-        if p == self.root {
+        if p.is_root() {
             return Err(PathError::IsRoot {
                 path: arg.to_string(),
             });
@@ -94,12 +240,82 @@ impl Jail {
         Ok(p)
     }
 
-    /// Whether an already absolute path lies inside the jail (physically).
-    pub fn contains(&self, path: &Path, follow_final: bool) -> bool {
-        let lexical = normalize(path);
-        lexical.starts_with(&self.root)
-            && physical(&lexical, follow_final).is_some_and(|r| r.starts_with(&self.root))
+    /// Whether what exists of `p` stays beneath the basedir now. Missing components,
+    /// a file in the middle or a permission problem are left for the operation to
+    /// report; only a way out (`EXDEV`) or a loop is refused here.
+    pub fn probe(&self, p: &JPath, arg: &str, follow_final: bool) -> Result<(), PathError> {
+        let flags = if follow_final {
+            OFlag::O_PATH
+        } else {
+            OFlag::O_PATH | OFlag::O_NOFOLLOW
+        };
+        match openat2_raw(self.dir.as_fd(), p.arg(), flags, 0) {
+            Err(Errno::EXDEV) => Err(self.outside(arg)),
+            Err(Errno::ELOOP) => Err(PathError::Loop {
+                path: arg.to_string(),
+            }),
+            _ => Ok(()),
+        }
     }
+
+    fn outside(&self, arg: &str) -> PathError {
+        PathError::Outside {
+            path: arg.to_string(),
+            root: self.root.display().to_string(),
+        }
+    }
+
+    /// Open `p` beneath the basedir: every symbolic link on the way, the final one
+    /// included, is followed only while it stays beneath (else `EXDEV`). `flags` get
+    /// `O_CLOEXEC`; `mode` is for `O_CREAT`.
+    pub fn open(&self, p: &JPath, flags: OFlag, mode: u32) -> std::io::Result<OwnedFd> {
+        openat2_raw(self.dir.as_fd(), p.arg(), flags, mode).map_err(std::io::Error::from)
+    }
+
+    /// The directory holding `p` (opened beneath the basedir as an `O_PATH` handle,
+    /// which needs no permission on it) and `p`'s last name, for the `*at` calls that
+    /// act on a final name without following it. The basedir itself has no parent
+    /// here: `EINVAL`.
+    pub fn open_parent(&self, p: &JPath) -> std::io::Result<(OwnedFd, OsString)> {
+        let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+            return Err(Errno::EINVAL.into());
+        };
+        let fd = self.open(&parent, OFlag::O_PATH | OFlag::O_DIRECTORY, 0)?;
+        Ok((fd, name.to_os_string()))
+    }
+
+    /// A directory opened beneath the basedir, as a path a child process can be
+    /// started in: `/proc/self/fd/N` is resolved by the kernel to exactly the
+    /// directory the descriptor holds, whatever links change afterwards. The
+    /// descriptor is close-on-exec (it goes away in the child at `exec`, after the
+    /// `chdir`) and must stay open until the child has started.
+    pub fn cwd_of(fd: &OwnedFd) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+    }
+}
+
+/// `openat2(dir, path, flags | O_CLOEXEC, mode)` with `RESOLVE_BENEATH |
+/// RESOLVE_NO_MAGICLINKS`, retried while a concurrent rename makes the kernel answer
+/// `EAGAIN` (or a signal `EINTR`).
+pub(crate) fn openat2_raw(
+    dir: std::os::fd::BorrowedFd<'_>,
+    path: &Path,
+    flags: OFlag,
+    mode: u32,
+) -> Result<OwnedFd, Errno> {
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .mode(Mode::from_bits_truncate(mode as nix::libc::mode_t))
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let mut last = Errno::EAGAIN;
+    for _ in 0..RETRIES {
+        match nix::fcntl::openat2(dir, path, how) {
+            Ok(fd) => return Ok(fd),
+            Err(e @ (Errno::EAGAIN | Errno::EINTR)) => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
 }
 
 /// Remove `.` and `..` without looking at the file system (`/..` stays `/`).
@@ -119,57 +335,6 @@ pub fn normalize(path: &Path) -> PathBuf {
     out
 }
 
-/// Where an absolute, normalized path really leads: every existing symbolic link is
-/// followed (the final one only with `follow_final`); components that do not exist
-/// are taken as they are. `None` when links loop.
-fn physical(path: &Path, follow_final: bool) -> Option<PathBuf> {
-    let mut queue: VecDeque<OsString> = path
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_os_string()),
-            _ => None,
-        })
-        .collect();
-    let mut cur = PathBuf::from("/");
-    let mut links = 0;
-    while let Some(c) = queue.pop_front() {
-        if c == ".." {
-            cur.pop();
-            continue;
-        }
-        if c == "." {
-            continue;
-        }
-        let cand = cur.join(&c);
-        let is_last = queue.is_empty();
-        match std::fs::symlink_metadata(&cand) {
-            Ok(m) if m.file_type().is_symlink() && (follow_final || !is_last) => {
-                links += 1;
-                if links > MAX_LINKS {
-                    return None;
-                }
-                let target = std::fs::read_link(&cand).ok()?;
-                if target.is_absolute() {
-                    cur = PathBuf::from("/");
-                }
-                let mut front: Vec<OsString> = Vec::new();
-                for tc in target.components() {
-                    match tc {
-                        Component::Normal(n) => front.push(n.to_os_string()),
-                        Component::ParentDir => front.push("..".into()),
-                        _ => {}
-                    }
-                }
-                for item in front.into_iter().rev() {
-                    queue.push_front(item);
-                }
-            }
-            _ => cur = cand,
-        }
-    }
-    Some(cur)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,14 +349,16 @@ mod tests {
     fn relative_and_absolute_inside_are_accepted() {
         let (_d, j) = jail();
         let p = j.resolve("build/src", true).unwrap();
-        assert_eq!(p, j.root().join("build/src"));
+        assert_eq!(p.shown(), j.root().join("build/src"));
+        assert_eq!(p.rel(), Path::new("build/src"));
         let abs = j.root().join("x/y");
-        assert_eq!(j.resolve(abs.to_str().unwrap(), true).unwrap(), abs);
+        assert_eq!(j.resolve(abs.to_str().unwrap(), true).unwrap().shown(), abs);
         assert_eq!(
-            j.resolve("a/../b", true).unwrap(),
-            j.root().join("b"),
+            j.resolve("a/../b", true).unwrap().rel(),
+            Path::new("b"),
             "dot-dot that stays inside is fine"
         );
+        assert!(j.resolve(".", true).unwrap().is_root());
     }
 
     #[test]
@@ -240,5 +407,22 @@ mod tests {
             j.resolve("loop1/x", true),
             Err(PathError::Loop { .. })
         ));
+    }
+
+    #[test]
+    fn open_refuses_a_link_swapped_in_after_the_check() {
+        let (_d, j) = jail();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "s").unwrap();
+        std::fs::create_dir(j.root().join("d")).unwrap();
+        let p = j.resolve("d/secret", true).unwrap();
+        // The check passed; now the directory becomes a link out.
+        std::fs::remove_dir(j.root().join("d")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), j.root().join("d")).unwrap();
+        let e = j.open(&p, OFlag::O_RDONLY, 0).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(nix::libc::EXDEV));
+        let (parent, name) = (p.parent().unwrap(), p.file_name().unwrap());
+        assert_eq!(name, "secret");
+        assert!(j.open(&parent, OFlag::O_PATH, 0).is_err());
     }
 }

@@ -220,7 +220,7 @@ impl Session<'_> {
                 Ok(Value::Nil)
             }
             "keepalive" => Ok(Value::Nil),
-            "get_worker_info" => Ok(info::worker_info(self.state.env.jail.root())),
+            "get_worker_info" => Ok(info::worker_info(&self.state.env.jail)),
             "set_worker_settings" => {
                 self.settings(need("args")?)?;
                 Ok(Value::Nil)

@@ -4,7 +4,8 @@
 //! inside the basedir; anything wrong (unknown command, missing argument, a path that
 //! escapes) is answered with an exception to `start_command` and nothing runs. Then
 //! [`execute`] runs the command in its own task, sending `update`s and finally one
-//! `complete`. Names, arguments, updates and version strings follow
+//! `complete`; every file it touches is opened again beneath the basedir at that
+//! moment (see [`crate::slave::paths`]), so what changed in between cannot lead out. Names, arguments, updates and version strings follow
 //! `buildbot_worker/commands/` (4.3), including the camelCase aliases the worker
 //! registers (`uploadFile`, …), so either spelling works.
 
@@ -22,8 +23,9 @@ use tokio::sync::watch;
 
 use super::args::Args;
 use super::link::LinkClosed;
-use super::paths::Jail;
+use super::paths::{JPath, Jail};
 use super::updates::Updates;
+use super::watchdog::Groups;
 
 /// Every command this slave runs, with the version it reports in `worker_commands`
 /// (buildbot-worker 4.3 reports `command_version` 3.3 for all of them). `git` and
@@ -56,6 +58,9 @@ pub struct SlaveEnv {
     pub umask: u32,
     /// Whether a shell command uses a pseudo-terminal when the master does not say.
     pub usepty: bool,
+    /// Where the process groups of running commands are reported, so that they die
+    /// with the slave (see [`crate::slave::watchdog`]).
+    pub groups: Groups,
 }
 
 /// Set to `Some(reason)` to interrupt a running command.
@@ -65,22 +70,22 @@ pub type Interrupt = watch::Receiver<Option<String>>;
 #[derive(Debug)]
 pub enum Prepared {
     Shell(Box<process::ProcessSpec>),
-    Mkdir(Vec<PathBuf>),
-    Rmdir(Vec<PathBuf>),
+    Mkdir(Vec<JPath>),
+    Rmdir(Vec<JPath>),
     Cpdir {
-        from: PathBuf,
-        to: PathBuf,
+        from: JPath,
+        to: JPath,
         timeout: Option<f64>,
         max_time: Option<f64>,
     },
-    Stat(PathBuf),
+    Stat(JPath),
     Glob {
-        pattern: PathBuf,
+        pattern: JPath,
         /// The pattern was relative: report matches relative to the basedir.
         relative: bool,
     },
-    Listdir(PathBuf),
-    Rmfile(PathBuf),
+    Listdir(JPath),
+    Rmfile(JPath),
     UploadFile(transfer::Upload),
     UploadDirectory(transfer::Upload, Option<String>),
     DownloadFile(transfer::Download),
@@ -89,13 +94,14 @@ pub enum Prepared {
 }
 
 /// Check a `start_command` and resolve its paths; the error is the text of the
-/// exception answered to the master.
+/// exception answered to the master. The paths are checked again, beneath the
+/// basedir's descriptor, when the command uses them.
 pub fn prepare(name: &str, args: &Value, env: &SlaveEnv) -> Result<Prepared, String> {
     let a = Args(args);
     let jail = &env.jail;
     let path_err = |e: super::paths::PathError| format!("{name}: {e}");
     // `path`, or the older `workdir` + `<alt>` pair.
-    let path_arg = |alt: &str, follow: bool| -> Result<PathBuf, String> {
+    let path_arg = |alt: &str, follow: bool| -> Result<JPath, String> {
         if let Some(p) = a.opt_str("path")? {
             return jail.resolve(p, follow).map_err(path_err);
         }
@@ -104,7 +110,7 @@ pub fn prepare(name: &str, args: &Value, env: &SlaveEnv) -> Result<Prepared, Str
             .map_err(|_| format!("{name}: missing argument \"path\""))?;
         let base = match a.opt_str("workdir")? {
             Some(w) => jail.resolve(w, true).map_err(path_err)?,
-            None => jail.root().to_path_buf(),
+            None => jail.top(),
         };
         jail.resolve_in(&base, rel, follow).map_err(path_err)
     };
@@ -151,14 +157,9 @@ pub fn prepare(name: &str, args: &Value, env: &SlaveEnv) -> Result<Prepared, Str
         "glob" => {
             let p = a.str("path")?;
             let relative = !p.starts_with('/');
-            let pattern = super::paths::normalize(&jail.root().join(p));
-            if !pattern.starts_with(jail.root()) || !jail.contains(&literal_prefix(&pattern), true)
-            {
-                return Err(path_err(super::paths::PathError::Outside {
-                    path: p.to_string(),
-                    root: jail.root().display().to_string(),
-                }));
-            }
+            let pattern = jail.lexical_in(&jail.top(), p).map_err(path_err)?;
+            jail.probe(&jail.at(&literal_prefix(pattern.rel())), p, true)
+                .map_err(path_err)?;
             Ok(Prepared::Glob { pattern, relative })
         }
         "listdir" => {
@@ -233,34 +234,40 @@ async fn run(
     env: &SlaveEnv,
 ) -> Result<Option<String>, LinkClosed> {
     match cmd {
-        Prepared::Shell(spec) => match process::run(*spec, up, &mut interrupt).await? {
+        Prepared::Shell(spec) => match process::run(*spec, env, up, &mut interrupt).await? {
             process::Finish::Rc(_) => Ok(None),
             process::Finish::Failed(why) => Ok(Some(why)),
         },
-        Prepared::Mkdir(paths) => fs::mkdir(paths, env.umask, up).await,
-        Prepared::Rmdir(paths) => fs::rmdir(paths, up).await,
+        Prepared::Mkdir(paths) => fs::mkdir(paths, env, up).await,
+        Prepared::Rmdir(paths) => fs::rmdir(paths, env, up).await,
         Prepared::Cpdir {
             from,
             to,
             timeout,
             max_time,
         } => fs::cpdir(from, to, timeout, max_time, env, up, &mut interrupt).await,
-        Prepared::Stat(p) => fs::stat(p, up).await,
+        Prepared::Stat(p) => fs::stat(p, env, up).await,
         Prepared::Glob { pattern, relative } => fs::glob(pattern, relative, env, up).await,
-        Prepared::Listdir(p) => fs::listdir(p, up).await,
-        Prepared::Rmfile(p) => fs::rmfile(p, up).await,
-        Prepared::UploadFile(u) => transfer::upload_file(u, up, &interrupt).await,
+        Prepared::Listdir(p) => fs::listdir(p, env, up).await,
+        Prepared::Rmfile(p) => fs::rmfile(p, env, up).await,
+        Prepared::UploadFile(u) => transfer::upload_file(u, env, up, &interrupt).await,
         Prepared::UploadDirectory(u, compress) => {
-            transfer::upload_directory(u, compress, up, &interrupt).await
+            transfer::upload_directory(u, compress, env, up, &interrupt).await
         }
-        Prepared::DownloadFile(d) => transfer::download_file(d, env.umask, up, &interrupt).await,
+        Prepared::DownloadFile(d) => transfer::download_file(d, env, up, &interrupt).await,
         Prepared::Vc(spec) => vc::run(*spec, env, up, &mut interrupt).await,
     }
 }
 
-/// The text of an OS error as Python's `strerror` gives it.
+/// The text of an OS error as Python's `strerror` gives it; `EXDEV`, which the
+/// slave's confined opens answer when a path leads out of the basedir, says so.
 pub(crate) fn strerror(e: &std::io::Error) -> String {
     match e.raw_os_error() {
+        Some(nix::libc::EXDEV) => {
+            "leads outside the slave's basedir (through a symbolic link or an absolute \
+             link target); refused"
+                .to_string()
+        }
         Some(code) => nix::errno::Errno::from_raw(code).desc().to_string(),
         None => e.to_string(),
     }

@@ -13,21 +13,23 @@
 use std::ffi::OsString;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use rmpv::Value;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use super::Interrupt;
+use super::{Interrupt, SlaveEnv};
 use crate::slave::link::LinkClosed;
 use crate::slave::output::Utf8Decoder;
+use crate::slave::paths::{JPath, Jail};
+use crate::slave::tree;
 use crate::slave::updates::{Stream, Updates};
 
 /// How long a killed process may take to go away before we give up on it (the
@@ -57,7 +59,7 @@ pub struct Arg {
 #[derive(Debug, Clone)]
 pub struct LogFile {
     pub name: String,
-    pub path: PathBuf,
+    pub path: JPath,
     /// Only send what is appended after the command starts.
     pub follow: bool,
 }
@@ -68,7 +70,7 @@ pub struct ProcessSpec {
     pub argv: Vec<Arg>,
     /// The command as the first header line shows it.
     pub display: String,
-    pub workdir: PathBuf,
+    pub workdir: JPath,
     /// The complete environment of the child.
     pub environ: Vec<(OsString, OsString)>,
     /// `K=V` lines the master set, shown in the header instead of the environment.
@@ -92,7 +94,7 @@ pub struct ProcessSpec {
 
 impl ProcessSpec {
     /// A plain argv run with the slave's environment and no limits.
-    pub fn new(argv: Vec<String>, workdir: PathBuf, umask: u32) -> ProcessSpec {
+    pub fn new(argv: Vec<String>, workdir: JPath, umask: u32) -> ProcessSpec {
         let display = shell_quote(&argv);
         ProcessSpec {
             argv: argv
@@ -187,6 +189,7 @@ fn py_bytes_repr(s: &str) -> String {
 /// Run the process described by `spec` until it ends, reporting on `up`.
 pub async fn run(
     mut spec: ProcessSpec,
+    env: &SlaveEnv,
     up: &mut Updates,
     interrupt: &mut Interrupt,
 ) -> Result<Finish, LinkClosed> {
@@ -195,22 +198,33 @@ pub async fn run(
             .await?;
         spec.use_pty = false;
     }
-    if !spec.workdir.is_dir() {
-        if let Err(e) = std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o777 & !spec.umask)
-            .create(&spec.workdir)
-        {
+    // Made (when missing) and opened beneath the basedir now; the child starts in
+    // this very directory.
+    let opened = match env
+        .jail
+        .open(&spec.workdir, OFlag::O_PATH | OFlag::O_DIRECTORY, 0)
+    {
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => {
+            tree::mkdir_all(&env.jail, &spec.workdir, 0o777 & !spec.umask).and_then(|()| {
+                env.jail
+                    .open(&spec.workdir, OFlag::O_PATH | OFlag::O_DIRECTORY, 0)
+            })
+        }
+        r => r,
+    };
+    let cwd = match opened {
+        Ok(fd) => fd,
+        Err(e) => {
             let msg = format!(
-                "cannot create workdir {}: {}",
-                spec.workdir.display(),
+                "cannot use workdir {}: {}",
+                spec.workdir.shown().display(),
                 super::strerror(&e)
             );
             up.output(Stream::Stderr, &format!("{msg}\n")).await?;
             return Ok(Finish::Failed(msg));
         }
-    }
-    let workdir_s = spec.workdir.display().to_string();
+    };
+    let workdir_s = spec.workdir.shown().display().to_string();
     spec.environ.retain(|(k, _)| k != "PWD");
     spec.environ
         .push((OsString::from("PWD"), OsString::from(&workdir_s)));
@@ -252,7 +266,9 @@ pub async fn run(
     .await?;
 
     let started = Instant::now();
-    let spawned = match spawn(&spec) {
+    let spawned = spawn(&spec, &cwd);
+    drop(cwd);
+    let spawned = match spawned {
         Ok(s) => s,
         Err(e) => {
             let argv0 = spec.argv.first().map(|a| a.shown.as_str()).unwrap_or("");
@@ -271,12 +287,14 @@ pub async fn run(
         out,
         err,
     } = spawned;
+    // Reported to the watchdog until the command is over (the guard's drop).
+    let _group = env.groups.started(pgid);
     if let (Some(data), Some(mut stdin)) = (spec.initial_stdin.clone(), child.stdin.take()) {
         tokio::spawn(async move {
             let _ = stdin.write_all(&data).await;
         });
     }
-    let mut watch = Supervisor::new(&spec, pgid);
+    let mut watch = Supervisor::new(&spec, &env.jail, pgid);
     let result = watch.supervise(&mut child, out, err, up, interrupt).await;
     match result {
         Ok(Some(status)) => {
@@ -386,7 +404,8 @@ struct Spawned {
     err: Option<Source>,
 }
 
-fn spawn(spec: &ProcessSpec) -> std::io::Result<Spawned> {
+/// Start the child in `cwd` (a directory opened beneath the basedir).
+fn spawn(spec: &ProcessSpec, cwd: &OwnedFd) -> std::io::Result<Spawned> {
     let Some(first) = spec.argv.first() else {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -398,13 +417,13 @@ fn spawn(spec: &ProcessSpec) -> std::io::Result<Spawned> {
     // the slave's page tables for every command.
     let plain = !spec.use_pty && process_umask() == Some(spec.umask);
     let program = match plain {
-        true => resolve_program(&first.real, &spec.environ, &spec.workdir)
+        true => resolve_program(&first.real, &spec.environ, spec.workdir.shown())
             .unwrap_or_else(|| PathBuf::from(&first.real)),
         false => PathBuf::from(&first.real),
     };
     let mut cmd = tokio::process::Command::new(&program);
     cmd.args(spec.argv[1..].iter().map(|a| &a.real))
-        .current_dir(&spec.workdir)
+        .current_dir(Jail::cwd_of(cwd))
         .env_clear()
         .envs(spec.environ.iter().map(|(k, v)| (k, v)));
     let mask = nix::sys::stat::Mode::from_bits_truncate(spec.umask as nix::libc::mode_t);
@@ -493,7 +512,9 @@ fn process_umask() -> Option<u32> {
 }
 
 /// The file `program` names, searched in the command's own `PATH` (as `execvp`
-/// would) when it has no `/`; `None` when not found (spawning then reports it).
+/// would) when it has no `/`; `None` when not found (spawning then reports it). A
+/// program with a `/` is kept as it is: a relative one is found from the child's
+/// working directory, the one opened beneath the basedir.
 fn resolve_program(
     program: &str,
     environ: &[(OsString, OsString)],
@@ -502,12 +523,7 @@ fn resolve_program(
     use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
     if program.contains('/') {
-        let p = Path::new(program);
-        return Some(if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            workdir.join(p)
-        });
+        return Some(Path::new(program).to_path_buf());
     }
     let path = environ
         .iter()
@@ -618,10 +634,14 @@ fn dur(secs: f64) -> Option<Duration> {
 }
 
 impl Supervisor {
-    fn new(spec: &ProcessSpec, pgid: i32) -> Supervisor {
+    fn new(spec: &ProcessSpec, jail: &Jail, pgid: i32) -> Supervisor {
         let now = Instant::now();
         let timeout = spec.timeout.and_then(dur);
-        let logfiles: Vec<Watcher> = spec.logfiles.iter().map(Watcher::new).collect();
+        let logfiles: Vec<Watcher> = spec
+            .logfiles
+            .iter()
+            .map(|l| Watcher::new(l, jail))
+            .collect();
         Supervisor {
             pgid,
             timeout,
@@ -825,34 +845,37 @@ fn count_lines(text: &str) -> u64 {
 }
 
 /// Follows one logfile (`LogFileWatcher`): it starts once the file changes from
-/// what it was when the command started.
+/// what it was when the command started. The file is looked at and opened beneath
+/// the basedir each time (a link out is never followed).
 struct Watcher {
     name: String,
-    path: PathBuf,
+    path: JPath,
+    jail: Jail,
     follow: bool,
-    initial: Option<(i64, i64, i64, u64)>,
+    initial: Option<(i64, i64, i64, i64)>,
     file: Option<std::fs::File>,
     dec: Utf8Decoder,
 }
 
-fn stat_key(path: &std::path::Path) -> Option<(i64, i64, i64, u64)> {
-    std::fs::metadata(path).ok().map(|m| {
+fn stat_key(jail: &Jail, path: &JPath) -> Option<(i64, i64, i64, i64)> {
+    tree::stat(jail, path).ok().map(|m| {
         (
-            m.ctime(),
-            m.ctime_nsec(),
-            m.mtime_nsec() + m.mtime() * 1_000_000_000,
-            m.size(),
+            m.st_ctime,
+            m.st_ctime_nsec,
+            m.st_mtime_nsec + m.st_mtime * 1_000_000_000,
+            m.st_size,
         )
     })
 }
 
 impl Watcher {
-    fn new(spec: &LogFile) -> Watcher {
+    fn new(spec: &LogFile, jail: &Jail) -> Watcher {
         Watcher {
             name: spec.name.clone(),
             path: spec.path.clone(),
+            jail: jail.clone(),
             follow: spec.follow,
-            initial: stat_key(&spec.path),
+            initial: stat_key(jail, &spec.path),
             file: None,
             dec: Utf8Decoder::default(),
         }
@@ -861,7 +884,7 @@ impl Watcher {
     /// Send what was added since the last poll; true if anything was.
     async fn poll(&mut self, up: &mut Updates) -> Result<bool, LinkClosed> {
         if self.file.is_none() {
-            let now = stat_key(&self.path);
+            let now = stat_key(&self.jail, &self.path);
             if now == self.initial {
                 return Ok(false);
             }
@@ -870,11 +893,15 @@ impl Watcher {
                 self.initial = None;
                 return Ok(false);
             };
-            let Ok(mut f) = std::fs::File::open(&self.path) else {
+            let Ok(fd) = self
+                .jail
+                .open(&self.path, OFlag::O_RDONLY | OFlag::O_NONBLOCK, 0)
+            else {
                 return Ok(false);
             };
+            let mut f = std::fs::File::from(fd);
             if self.follow {
-                let _ = f.seek(SeekFrom::Start(s.3));
+                let _ = f.seek(SeekFrom::Start(s.3.max(0) as u64));
             }
             self.file = Some(f);
         }

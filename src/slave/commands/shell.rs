@@ -5,7 +5,8 @@
 //! run by `/bin/sh -c`. `env` values are strings, lists (joined with `:`) or nil (the
 //! variable is removed); `${NAME}` in a value is replaced by the slave's own `NAME`;
 //! `PYTHONPATH` gets the slave's `PYTHONPATH` appended. `workdir` and every logfile
-//! are resolved inside the basedir.
+//! are resolved inside the basedir here, and opened beneath it again when used
+//! (see `process.rs`).
 
 use std::ffi::OsString;
 use std::str::FromStr;
@@ -57,7 +58,7 @@ pub fn prepare(a: &Args<'_>, env: &SlaveEnv) -> Result<ProcessSpec, String> {
         "{{{}}}",
         logfiles
             .iter()
-            .map(|l| format!("'{}': '{}'", l.name, l.path.display()))
+            .map(|l| format!("'{}': '{}'", l.name, l.path.shown().display()))
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -212,7 +213,7 @@ pub fn expand(value: &str) -> String {
 
 fn logfiles(
     v: Option<&Value>,
-    workdir: &std::path::Path,
+    workdir: &crate::slave::paths::JPath,
     env: &SlaveEnv,
 ) -> Result<Vec<LogFile>, String> {
     let Some(v) = v else {

@@ -5,20 +5,26 @@
 //! one block is in memory; then `update_upload_file_close` (and
 //! `update_upload_file_utime` with `keepstamp`) or `update_upload_directory_unpack`.
 //! A directory travels as a tar stream produced by the system `tar`, read as it is
-//! written. Downloads pull blocks with `update_read_file` until the master returns
+//! written; `tar` is started in the directory the slave opened beneath its basedir
+//! (never given its path) and archives `.` without following links. Files are
+//! opened beneath the basedir at the moment of use (see [`crate::slave::paths`]). Downloads pull blocks with `update_read_file` until the master returns
 //! nothing, then `update_read_file_close`. Every transfer ends with an `rc` update
 //! (plus `stderr` explaining a failure), as the worker's `TransferCommand` does.
 
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::PathBuf;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 use std::process::Stdio;
+
+use nix::fcntl::OFlag;
 
 use rmpv::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use super::Interrupt;
+use super::{Interrupt, SlaveEnv};
 use crate::slave::args::Args;
 use crate::slave::link::{CallError, LinkClosed};
+use crate::slave::paths::{JPath, Jail};
+use crate::slave::tree;
 use crate::slave::updates::{Stream, Updates};
 
 type Done = Result<Option<String>, LinkClosed>;
@@ -29,14 +35,14 @@ const MAX_BLOCK: u64 = 4 * 1024 * 1024;
 /// An upload's arguments.
 #[derive(Debug)]
 pub struct Upload {
-    path: PathBuf,
+    path: JPath,
     maxsize: Option<u64>,
     blocksize: u64,
     keepstamp: bool,
 }
 
 impl Upload {
-    pub fn new(path: PathBuf, a: &Args<'_>) -> Result<Upload, String> {
+    pub fn new(path: JPath, a: &Args<'_>) -> Result<Upload, String> {
         Ok(Upload {
             path,
             maxsize: a.num("maxsize")?.map(|n| n.max(0.0) as u64),
@@ -49,14 +55,14 @@ impl Upload {
 /// A download's arguments.
 #[derive(Debug)]
 pub struct Download {
-    path: PathBuf,
+    path: JPath,
     maxsize: Option<u64>,
     blocksize: u64,
     mode: Option<u32>,
 }
 
 impl Download {
-    pub fn new(path: PathBuf, a: &Args<'_>) -> Result<Download, String> {
+    pub fn new(path: JPath, a: &Args<'_>) -> Result<Download, String> {
         Ok(Download {
             path,
             maxsize: a.num("maxsize")?.map(|n| n.max(0.0) as u64),
@@ -185,9 +191,18 @@ async fn call_simple(
     }
 }
 
-pub async fn upload_file(u: Upload, up: &mut Updates, interrupt: &Interrupt) -> Done {
+pub async fn upload_file(
+    u: Upload,
+    env: &SlaveEnv,
+    up: &mut Updates,
+    interrupt: &Interrupt,
+) -> Done {
     let mut stamps = None;
-    let file = match tokio::fs::File::open(&u.path).await {
+    let opened = env
+        .jail
+        .open(&u.path, OFlag::O_RDONLY | OFlag::O_NONBLOCK, 0)
+        .map(|fd| tokio::fs::File::from_std(std::fs::File::from(fd)));
+    let file = match opened {
         Ok(f) if f.metadata().await.map(|m| m.is_file()).unwrap_or(false) => {
             if u.keepstamp {
                 if let Ok(m) = f.metadata().await {
@@ -197,9 +212,13 @@ pub async fn upload_file(u: Upload, up: &mut Updates, interrupt: &Interrupt) -> 
             }
             Some(f)
         }
-        _ => None,
+        Ok(_) => None,
+        Err(e) => {
+            tracing::info!("upload {}: {e}", u.path.shown().display());
+            None
+        }
     };
-    up.header(&format!("sending {}\n", u.path.display()))
+    up.header(&format!("sending {}\n", u.path.shown().display()))
         .await?;
     up.flush().await?;
     let (mut rc, stderr, mut failure) = match file {
@@ -207,7 +226,7 @@ pub async fn upload_file(u: Upload, up: &mut Updates, interrupt: &Interrupt) -> 
             1,
             Some(format!(
                 "Cannot open file '{}' for upload",
-                u.path.display()
+                u.path.shown().display()
             )),
             None,
         ),
@@ -215,7 +234,7 @@ pub async fn upload_file(u: Upload, up: &mut Updates, interrupt: &Interrupt) -> 
             let r = push(
                 &mut f,
                 "update_upload_file_write",
-                &u.path,
+                u.path.shown(),
                 &u,
                 up,
                 interrupt,
@@ -252,18 +271,26 @@ pub async fn upload_file(u: Upload, up: &mut Updates, interrupt: &Interrupt) -> 
 pub async fn upload_directory(
     u: Upload,
     compress: Option<String>,
+    env: &SlaveEnv,
     up: &mut Updates,
     interrupt: &Interrupt,
 ) -> Done {
-    if !u.path.is_dir() {
-        let msg = format!(
-            "Cannot read directory '{}' for upload: [Errno 2] No such file or directory: '{}'",
-            u.path.display(),
-            u.path.display()
-        );
-        finished(up, 1, Some(msg)).await?;
-        return Ok(None);
-    }
+    let shown = u.path.shown().display().to_string();
+    let dir = match env
+        .jail
+        .open(&u.path, OFlag::O_PATH | OFlag::O_DIRECTORY, 0)
+    {
+        Ok(fd) => fd,
+        Err(e) => {
+            let msg = format!(
+                "Cannot read directory '{shown}' for upload: [Errno {}] {}: '{shown}'",
+                super::errno(&e),
+                super::strerror(&e),
+            );
+            finished(up, 1, Some(msg)).await?;
+            return Ok(None);
+        }
+    };
     let mut cmd = tokio::process::Command::new("tar");
     cmd.arg("-c");
     match compress.as_deref() {
@@ -275,23 +302,26 @@ pub async fn upload_directory(
         }
         _ => {}
     }
+    // Started in the directory opened beneath the basedir, archiving `.`.
     cmd.arg("-f")
         .arg("-")
-        .arg("-C")
-        .arg(&u.path)
         .arg(".")
+        .current_dir(Jail::cwd_of(&dir))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = match cmd.spawn() {
+    let spawned = cmd.spawn();
+    drop(dir);
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
             finished(up, 1, Some(format!("cannot run tar: {e}"))).await?;
             return Ok(None);
         }
     };
+    let _group = child.id().map(|pid| env.groups.started(pid as i32));
     // tar's complaints, kept short, read on the side so tar never blocks on them.
     let errors = child.stderr.take().map(|mut e| {
         tokio::spawn(async move {
@@ -307,8 +337,7 @@ pub async fn upload_directory(
             String::from_utf8_lossy(&kept).into_owned()
         })
     });
-    up.header(&format!("sending {}\n", u.path.display()))
-        .await?;
+    up.header(&format!("sending {shown}\n")).await?;
     up.flush().await?;
     let Some(mut out) = child.stdout.take() else {
         finished(up, 1, Some("tar has no output".into())).await?;
@@ -317,7 +346,7 @@ pub async fn upload_directory(
     let pushed = push(
         &mut out,
         "update_upload_directory_write",
-        &u.path,
+        u.path.shown(),
         &u,
         up,
         interrupt,
@@ -348,8 +377,7 @@ pub async fn upload_directory(
     if rc == 0 && !tar_ok {
         rc = 1;
         stderr = Some(format!(
-            "Cannot read directory '{}' for upload: tar failed: {}",
-            u.path.display(),
+            "Cannot read directory '{shown}' for upload: tar failed: {}",
             tar_errors.trim()
         ));
     } else if failure.is_none() && (rc == 0 || stderr.is_some()) {
@@ -365,39 +393,43 @@ pub async fn upload_directory(
 
 pub async fn download_file(
     d: Download,
-    umask: u32,
+    env: &SlaveEnv,
     up: &mut Updates,
     interrupt: &Interrupt,
 ) -> Done {
+    let umask = env.umask;
     if let Some(parent) = d.path.parent() {
-        if !parent.exists() {
-            let _ = std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o777 & !umask)
-                .create(parent);
+        if let Err(e) = tree::mkdir_all(&env.jail, &parent, 0o777 & !umask) {
+            tracing::info!("download: {}: {e}", parent.shown().display());
         }
     }
-    let opened = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o666 & !umask)
-        .open(&d.path)
-        .and_then(|f| {
+    let opened = env
+        .jail
+        .open(
+            &d.path,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_NONBLOCK,
+            0o666 & !umask,
+        )
+        .and_then(|fd| {
             if let Some(mode) = d.mode {
-                f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+                nix::sys::stat::fchmod(
+                    fd.as_fd(),
+                    nix::sys::stat::Mode::from_bits_truncate(mode as nix::libc::mode_t),
+                )?;
             }
-            Ok(f)
+            Ok(std::fs::File::from(fd))
         });
     let mut rc = 0;
     let mut stderr = None;
     let mut failure = None;
     match opened {
-        Err(_) => {
+        Err(e) => {
+            tracing::info!("download {}: {e}", d.path.shown().display());
             rc = 1;
             stderr = Some(format!(
-                "Cannot open file '{}' for download",
-                d.path.display()
+                "Cannot open file '{}' for download: {}",
+                d.path.shown().display(),
+                super::strerror(&e)
             ));
         }
         Ok(f) => {
@@ -415,7 +447,7 @@ pub async fn download_file(
                 if length == 0 {
                     stderr = Some(format!(
                         "Maximum filesize reached, truncating file '{}'",
-                        d.path.display()
+                        d.path.shown().display()
                     ));
                     rc = 1;
                     break;
@@ -448,13 +480,13 @@ pub async fn download_file(
                 }
                 if let Err(e) = f.write_all(&data).await {
                     rc = 1;
-                    stderr = Some(format!("Cannot write '{}': {e}", d.path.display()));
+                    stderr = Some(format!("Cannot write '{}': {e}", d.path.shown().display()));
                     break;
                 }
             }
             if let Err(e) = f.flush().await {
                 rc = 1;
-                stderr = Some(format!("Cannot write '{}': {e}", d.path.display()));
+                stderr = Some(format!("Cannot write '{}': {e}", d.path.shown().display()));
             }
         }
     }

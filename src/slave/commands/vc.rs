@@ -7,22 +7,25 @@
 //! directory `builddir` and the step's `workdir` (relative to `builddir` or absolute),
 //! the step's `env`, `timeout` and `maxTime` — and the slave builds the very same
 //! [`CheckoutPlan`] with [`Checkout::plan`] and walks it with [`CheckoutRun`], each
-//! operation done in-process: `stat` is a metadata look-up, `rmdir`/`mkdir` the file
-//! system, `cpdir` and `shell` a child process in its own process group (argv only,
-//! output streamed as `stdout`/`stderr`/`header` updates, killed on interrupt). Every
-//! path is resolved inside the slave's basedir, as for the other commands; the
-//! mirrors directory is `BASEDIR/mirrors`. The revision checked out is sent as a
+//! operation done in-process: `stat` is a metadata look-up, `rmdir`/`mkdir`/`cpdir`
+//! the file system (the copy in Rust, as the `cpdir` command does it), `shell` a
+//! child process in its own process group (argv only, output streamed as
+//! `stdout`/`stderr`/`header` updates, killed on interrupt). Every path is resolved
+//! inside the slave's basedir, as for the other commands, and every file operation
+//! and working directory is opened beneath the basedir at the moment of use (see
+//! [`crate::slave::tree`]); the mirrors directory is `BASEDIR/mirrors`. The revision checked out is sent as a
 //! `got_revision` update, then `rc` (0 when the checkout succeeded).
 
 use std::ffi::OsString;
-use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
+
+use nix::fcntl::OFlag;
 
 use rmpv::Value;
 use tokio::io::AsyncReadExt;
 
+use super::fs::CopyEnd;
 use super::process::{self, shell_quote, Finish, ProcessSpec};
 use super::{strerror, Interrupt, SlaveEnv};
 use crate::config::{Mode, Retry, Source, SourceKind};
@@ -30,7 +33,8 @@ use crate::factory::checkout::{Checkout, CheckoutOp, CheckoutPlan, CheckoutRun, 
 use crate::protocol::value_str;
 use crate::slave::args::Args;
 use crate::slave::link::LinkClosed;
-use crate::slave::paths::Jail;
+use crate::slave::paths::{JPath, Jail};
+use crate::slave::tree;
 use crate::slave::updates::{Stream, Updates};
 
 /// A checked `git`/`hg` command, ready to run.
@@ -39,7 +43,7 @@ pub struct VcSpec {
     plan: CheckoutPlan,
     /// The builder's directory, resolved inside the basedir: relative plan paths are
     /// under it.
-    builddir: PathBuf,
+    builddir: JPath,
     environ: Vec<(OsString, OsString)>,
     timeout: Option<f64>,
     max_time: Option<f64>,
@@ -140,7 +144,7 @@ fn environment(v: Option<&Value>) -> Result<Vec<(OsString, OsString)>, String> {
 
 impl VcSpec {
     /// A plan path (relative to the builder's directory, or absolute) inside the basedir.
-    fn resolve(&self, jail: &Jail, path: &str) -> Result<PathBuf, crate::slave::paths::PathError> {
+    fn resolve(&self, jail: &Jail, path: &str) -> Result<JPath, crate::slave::paths::PathError> {
         if path.starts_with('/') {
             jail.resolve(path, true)
         } else if path.is_empty() {
@@ -169,7 +173,7 @@ pub async fn run(
     if let Some(probe) = &spec.plan.probe {
         updateable = spec
             .resolve(&env.jail, probe)
-            .is_ok_and(|p| std::fs::metadata(p).is_ok());
+            .is_ok_and(|p| tree::stat(&env.jail, &p).is_ok());
     }
     let mut run = CheckoutRun::new(spec.plan.clone(), updateable);
     let mut next = run.start();
@@ -241,20 +245,26 @@ async fn run_op(
     match op {
         CheckoutOp::RmDir { dir } => {
             up.header(&format!("rmdir {dir}\n")).await?;
-            let p = match jail.resolve_below(&path!(dir).display().to_string(), false) {
-                Ok(p) => p,
-                Err(e) => {
-                    up.header(&format!("{e}\n")).await?;
-                    return Ok(false);
-                }
-            };
-            let shown = p.clone();
-            let r = tokio::task::spawn_blocking(move || super::fs::remove_tree(&p))
+            let p = path!(dir);
+            if p.is_root() {
+                up.header(&format!(
+                    "{}\n",
+                    crate::slave::paths::PathError::IsRoot { path: dir.clone() }
+                ))
+                .await?;
+                return Ok(false);
+            }
+            let (j, target) = (jail.clone(), p.clone());
+            let r = tokio::task::spawn_blocking(move || tree::remove_tree(&j, &target))
                 .await
                 .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
             if let Err(e) = r {
-                up.header(&format!("rmdir: {}: {}\n", strerror(&e), shown.display()))
-                    .await?;
+                up.header(&format!(
+                    "rmdir: {}: {}\n",
+                    strerror(&e),
+                    p.shown().display()
+                ))
+                .await?;
                 return Ok(false);
             }
             Ok(true)
@@ -262,13 +272,13 @@ async fn run_op(
         CheckoutOp::MkDir { dir } => {
             up.header(&format!("mkdir {dir}\n")).await?;
             let p = path!(dir);
-            let r = std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o777 & !env.umask)
-                .create(&p);
-            if let Err(e) = r {
-                up.header(&format!("mkdir: {}: {}\n", strerror(&e), p.display()))
-                    .await?;
+            if let Err(e) = tree::mkdir_all(jail, &p, 0o777 & !env.umask) {
+                up.header(&format!(
+                    "mkdir: {}: {}\n",
+                    strerror(&e),
+                    p.shown().display()
+                ))
+                .await?;
                 return Ok(false);
             }
             Ok(true)
@@ -277,25 +287,41 @@ async fn run_op(
             up.header(&format!("cpdir {from} {to}\n")).await?;
             let (from, to) = (path!(from), path!(to));
             if let Some(parent) = to.parent() {
-                if let Err(e) = std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o777 & !env.umask)
-                    .create(parent)
-                {
-                    up.header(&format!("cpdir: {}: {}\n", strerror(&e), parent.display()))
-                        .await?;
+                if let Err(e) = tree::mkdir_all(jail, &parent, 0o777 & !env.umask) {
+                    up.header(&format!(
+                        "cpdir: {}: {}\n",
+                        strerror(&e),
+                        parent.shown().display()
+                    ))
+                    .await?;
                     return Ok(false);
                 }
             }
-            let mut argv: Vec<String> = ["cp", "-R", "-P", "-p"].map(String::from).to_vec();
-            argv.push(from.display().to_string());
-            argv.push(to.display().to_string());
-            let mut p = ProcessSpec::new(argv, jail.root().to_path_buf(), env.umask);
-            p.send_rc = false;
-            p.log_environ = false;
-            p.timeout = spec.timeout;
-            p.max_time = spec.max_time;
-            finished(process::run(p, up, interrupt).await?, up).await
+            let display = format!("cpdir {} {}", from.shown().display(), to.shown().display());
+            let end = super::fs::copy(
+                env,
+                from,
+                to,
+                false,
+                spec.timeout,
+                spec.max_time,
+                &display,
+                up,
+                interrupt,
+            )
+            .await?;
+            match end {
+                CopyEnd::Done(Ok(())) => Ok(true),
+                CopyEnd::Done(Err(e)) => {
+                    up.output(Stream::Stderr, &format!("cp: {e}\n")).await?;
+                    Ok(false)
+                }
+                CopyEnd::Stopped => Ok(false),
+                CopyEnd::Stuck(why) => {
+                    up.header(&format!("{why}\n")).await?;
+                    Ok(false)
+                }
+            }
         }
         CheckoutOp::Shell { argv, workdir } => {
             let mut p = ProcessSpec::new(argv.clone(), path!(workdir), env.umask);
@@ -304,17 +330,17 @@ async fn run_op(
             p.log_environ = false;
             p.timeout = spec.timeout;
             p.max_time = spec.max_time;
-            finished(process::run(p, up, interrupt).await?, up).await
+            finished(process::run(p, env, up, interrupt).await?, up).await
         }
         CheckoutOp::GotRevision { argv, workdir } => {
             let dir = path!(workdir);
             up.header(&format!(
                 "{}\n in dir {}\n",
                 shell_quote(argv),
-                dir.display()
+                dir.shown().display()
             ))
             .await?;
-            match capture(argv, &dir, &spec.environ, interrupt).await {
+            match capture(argv, &dir, env, &spec.environ, interrupt).await {
                 Ok((0, out, err)) => {
                     up.output(Stream::Stdout, &out).await?;
                     up.output(Stream::Stderr, &err).await?;
@@ -354,20 +380,25 @@ async fn finished(end: Finish, up: &mut Updates) -> Result<bool, LinkClosed> {
     }
 }
 
-/// Run a short command (the revision query) and keep its output: (rc, stdout,
-/// stderr). An interrupt kills it.
+/// Run a short command (the revision query) in `dir` (opened beneath the basedir)
+/// and keep its output: (rc, stdout, stderr). An interrupt kills it.
 async fn capture(
     argv: &[String],
-    dir: &std::path::Path,
+    dir: &JPath,
+    env: &SlaveEnv,
     environ: &[(OsString, OsString)],
     interrupt: &mut Interrupt,
 ) -> Result<(i32, String, String), String> {
     let Some((program, args)) = argv.split_first() else {
         return Err("empty command".into());
     };
-    let mut child = tokio::process::Command::new(program)
+    let cwd = env
+        .jail
+        .open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY, 0)
+        .map_err(|e| format!("cannot use {}: {}", dir.shown().display(), strerror(&e)))?;
+    let spawned = tokio::process::Command::new(program)
         .args(args)
-        .current_dir(dir)
+        .current_dir(Jail::cwd_of(&cwd))
         .env_clear()
         .envs(environ.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
@@ -375,8 +406,10 @@ async fn capture(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .process_group(0)
-        .spawn()
-        .map_err(|e| format!("cannot run {program}: {}", strerror(&e)))?;
+        .spawn();
+    drop(cwd);
+    let mut child = spawned.map_err(|e| format!("cannot run {program}: {}", strerror(&e)))?;
+    let _group = child.id().map(|pid| env.groups.started(pid as i32));
     let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(format!("{program}: no output pipes"));
     };
