@@ -7,7 +7,9 @@
 //! first checkout), `got_revision_DIR` (by each checkout, DIR its directory name),
 //! `buildername`, `buildnumber`, `slavename`, the factory's own (e.g. `platform`),
 //! the BuildSet's, and whatever SetProperty steps set; each Step is interpolated
-//! with the properties it starts with. Everything is recorded in SQLite before the
+//! with the properties it starts with (values reach a shell only through
+//! environment variables, `factory::interpolate`), and its commands get every
+//! property as `AUTOBOT_PROP_NAME` in their environment. Everything is recorded in SQLite before the
 //! slave is asked to act: the Build row (at claim time), then each Step row before
 //! its first command. The first Step's row goes with the claim when no locks are
 //! involved ([`first_step_start`]); a Step's log files are made once its command
@@ -44,7 +46,7 @@ use crate::config::{FactoryConfig, SlaveConfig};
 use crate::db::builds::{StepFinish, StepStart};
 use crate::db::requests::ClaimedBuild;
 use crate::factory::checkout::{Checkout, CheckoutOp, CheckoutRun, Next};
-use crate::factory::interpolate::{interpolate_step, Properties};
+use crate::factory::interpolate::{interpolate_step, property_env, Properties};
 use crate::factory::logparse::LogScanner;
 use crate::factory::results::{BuildResult, StepResult};
 use crate::factory::{Command, StepKind, StepSpec};
@@ -907,7 +909,16 @@ async fn step_body(
     done_words: &[String],
 ) -> StepEnd {
     let step = match interpolate_step(spec, props) {
-        Ok(s) => s,
+        Ok(mut s) => {
+            if !matches!(s.kind, StepKind::Checkout { .. }) {
+                // Every property under its stable name, for scripts to read
+                // (what the step's own env sets wins).
+                for (k, v) in property_env(props) {
+                    s.env.entry(k).or_insert(v);
+                }
+            }
+            s
+        }
         Err(e) => {
             logs.write(Channel::Header, &format!("{e}\n"));
             return StepEnd {
