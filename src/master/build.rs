@@ -1299,9 +1299,12 @@ async fn checkout(
             other => return shell_end(other, logs, done_words),
         }
     }
+    // The URL's credentials reach git/hg in the environment only (the command's
+    // argv, which the slave logs, names the URL without them).
+    let mut base_env: BTreeMap<String, String> = step.env.clone();
+    base_env.extend(plan.env.0.clone());
     let mut run = CheckoutRun::new(plan, updateable);
     let mut next = run.start();
-    let base_env: BTreeMap<String, String> = step.env.clone();
     loop {
         match next {
             Next::Done { ok } => {

@@ -344,9 +344,10 @@ impl Engine {
         let branch = clean("branch", req.branch)?;
         let revision = clean("revision", req.revision)?;
         let factory = config.factory(&b.factory);
+        // Stored and shown: without the URL's credentials (as the schedulers do).
         let repository = factory
             .and_then(|f| f.sources.first())
-            .map(|s| s.url.clone())
+            .map(|s| crate::factory::checkout::redact_url(&s.url))
             .unwrap_or_default();
         let why = match req.reason.trim() {
             "" => "no reason given",
