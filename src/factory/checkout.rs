@@ -53,6 +53,17 @@
 //! small state machine that walks a plan (mirror, update, fallback, retries) for the
 //! build engine. Paths are relative to the builder's directory on the slave, like
 //! workdirs.
+//!
+//! # Credentials in the URL
+//! `https://USER:TOKEN@host/repo` never reaches an argv, a log, a page or the
+//! database: argv, `.git/config` and every display name the URL without them
+//! ([`split_credentials`], [`redact_url`], the one redaction every part of autobot
+//! uses), and the plan's [`CheckoutPlan::env`] hands them over — git through a
+//! credential helper for that origin only, set up in `GIT_CONFIG_*` variables, hg
+//! through a `[paths]` alias whose URL is in `AUTOBOT_HG_SOURCE`
+//! ([`credential_env`]). The engine sends such a URL only to autobot slaves (their
+//! native `git`/`hg` commands); a stock buildbot-worker writes every message it
+//! receives to its log, so it gets the URL without credentials.
 
 use std::collections::BTreeMap;
 

@@ -45,7 +45,7 @@ use super::registry::SlaveHandle;
 use crate::config::{FactoryConfig, SlaveConfig};
 use crate::db::builds::{StepFinish, StepStart};
 use crate::db::requests::ClaimedBuild;
-use crate::factory::checkout::{Checkout, CheckoutOp, CheckoutRun, Next};
+use crate::factory::checkout::{redact_url, Checkout, CheckoutOp, CheckoutRun, Next};
 use crate::factory::interpolate::{interpolate_step, property_env, Properties};
 use crate::factory::logparse::LogScanner;
 use crate::factory::results::{BuildResult, StepResult};
@@ -1261,14 +1261,34 @@ async fn checkout(
     } else {
         String::new()
     };
-    let plan = Checkout::from_step(
-        &step.kind,
-        &step.workdir,
-        branch.as_deref(),
-        revision.as_deref(),
-    )
-    .map(|c| c.with_mirrors(&mirrors))
-    .and_then(|c| c.plan());
+    let native = match &step.kind {
+        StepKind::Checkout { source, .. } => ctx.slave.has_command(source.kind.as_str()),
+        _ => false,
+    };
+    // A stock buildbot-worker writes every message it receives, environment
+    // included, to its twistd.log: it gets the URL without credentials, and its
+    // host's own git/hg configuration supplies them.
+    let mut kind = std::borrow::Cow::Borrowed(&step.kind);
+    if let StepKind::Checkout { source, .. } = &step.kind {
+        let bare = redact_url(&source.url);
+        if !native && bare != source.url {
+            logs.write(
+                Channel::Header,
+                "the slave is not an autobot slave; a buildbot-worker logs every command it \
+                 receives, so the repository URL's credentials are not sent to it: give them \
+                 to git or hg on the slave's host (a git credential helper or ~/.netrc, an \
+                 [auth] section in ~/.hgrc)\n",
+            );
+            let mut stripped = step.kind.clone();
+            if let StepKind::Checkout { source, .. } = &mut stripped {
+                source.url = bare;
+            }
+            kind = std::borrow::Cow::Owned(stripped);
+        }
+    }
+    let plan = Checkout::from_step(&kind, &step.workdir, branch.as_deref(), revision.as_deref())
+        .map(|c| c.with_mirrors(&mirrors))
+        .and_then(|c| c.plan());
     let plan = match plan {
         Ok(p) => p,
         Err(e) => {
@@ -1280,11 +1300,8 @@ async fn checkout(
             };
         }
     };
-    if let StepKind::Checkout { source, .. } = &step.kind {
-        let command = source.kind.as_str();
-        if ctx.slave.has_command(command) {
-            return native_checkout(ctx, props, step, logs, builder_dir, done_words, &plan).await;
-        }
+    if native {
+        return native_checkout(ctx, props, step, logs, builder_dir, done_words, &plan).await;
     }
     let mut updateable = false;
     if let Some(probe) = &plan.probe {
@@ -1299,10 +1316,7 @@ async fn checkout(
             other => return shell_end(other, logs, done_words),
         }
     }
-    // The URL's credentials reach git/hg in the environment only (the command's
-    // argv, which the slave logs, names the URL without them).
-    let mut base_env: BTreeMap<String, String> = step.env.clone();
-    base_env.extend(plan.env.0.clone());
+    let base_env: BTreeMap<String, String> = step.env.clone();
     let mut run = CheckoutRun::new(plan, updateable);
     let mut next = run.start();
     loop {
