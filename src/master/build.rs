@@ -9,11 +9,11 @@
 //! the BuildSet's, and whatever SetProperty steps set; each Step is interpolated
 //! with the properties it starts with (values reach a shell only through
 //! environment variables, `factory::interpolate`), and its commands get every
-//! property as `AUTOBOT_PROP_NAME` in their environment. Everything is recorded in SQLite before the
-//! slave is asked to act: the Build row (at claim time), then each Step row before
-//! its first command. The first Step's row goes with the claim when no locks are
-//! involved ([`first_step_start`]); a Step's log files are made once its command
-//! is on its way (`logs::LogWriter`).
+//! property as `AUTOBOT_PROP_NAME` in their environment. Everything is recorded
+//! in SQLite before the slave is asked to act: the Build row (at claim time),
+//! then each Step row before its first command. The first Step's row goes with
+//! the claim when no locks are involved ([`first_step_start`]); a Step's log
+//! files are made once its command is on its way (`logs::LogWriter`).
 //!
 //! A Build ends early when a Step halts it, when the slave is lost (EXCEPTION
 //! "slave lost: …", requests re-queued), when it is stopped (the running command
@@ -45,7 +45,7 @@ use super::registry::SlaveHandle;
 use crate::config::{FactoryConfig, SlaveConfig};
 use crate::db::builds::{StepFinish, StepStart};
 use crate::db::requests::ClaimedBuild;
-use crate::factory::checkout::{redact_url, Checkout, CheckoutOp, CheckoutRun, Next};
+use crate::factory::checkout::{split_credentials, Checkout, CheckoutOp, CheckoutRun, Next};
 use crate::factory::interpolate::{interpolate_step, property_env, Properties};
 use crate::factory::logparse::LogScanner;
 use crate::factory::results::{BuildResult, StepResult};
@@ -1269,9 +1269,8 @@ async fn checkout(
     // included, to its twistd.log: it gets the URL without credentials, and its
     // host's own git/hg configuration supplies them.
     let mut kind = std::borrow::Cow::Borrowed(&step.kind);
-    if let StepKind::Checkout { source, .. } = &step.kind {
-        let bare = redact_url(&source.url);
-        if !native && bare != source.url {
+    if let (false, StepKind::Checkout { source, .. }) = (native, &step.kind) {
+        if let Ok((bare, Some(_))) = split_credentials(&source.url) {
             logs.write(
                 Channel::Header,
                 "the slave is not an autobot slave; a buildbot-worker logs every command it \
@@ -1316,9 +1315,9 @@ async fn checkout(
             other => return shell_end(other, logs, done_words),
         }
     }
-    let base_env: BTreeMap<String, String> = step.env.clone();
     let mut run = CheckoutRun::new(plan, updateable);
     let mut next = run.start();
+    let base_env: BTreeMap<String, String> = step.env.clone();
     loop {
         match next {
             Next::Done { ok } => {
