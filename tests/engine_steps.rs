@@ -270,3 +270,120 @@ async fn a_quiet_commands_last_line_reaches_the_log_while_it_runs() {
         .unwrap();
     m.wait_request(r).await;
 }
+
+/// The injections found in issue 18, each on a real autobot slave, run by the real
+/// `/bin/sh` (`step.X.shell = true`) and by bash: a value inside `"$(… %(x)s)"`,
+/// inside the script of a nested `sh -c "…"` / `bash -c "…"` / `sh -c '…'`, and
+/// inside `$(( … ))`. The file the value would write is never made, the value
+/// arrives verbatim where it is data, and arithmetic refuses it, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_never_become_shell_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    support::git(&repo, &["init", "-q", "-b", "main"]);
+    support::write_file(&repo, "a.txt", "a\n");
+    support::git(&repo, &["add", "a.txt"]);
+    support::git(&repo, &["commit", "-q", "-m", "first"]);
+    let factories = format!(
+        r#"
+[inject]
+type = shell
+git = {repo}#main
+step.gitlog = echo "log: $(git log -1 --format=%%s %(rev)s 2>&1)"
+step.gitlog.shell = true
+step.nested = sh -c "echo nested: %(foo)s"
+step.nested.shell = true
+step.nestedbash = bash -c "echo nested-bash: %(foo)s"
+step.nestedsq = sh -c 'echo nested-sq: %(foo)s'
+step.propenv = sh -c 'echo "prop-env: $AUTOBOT_PROP_foo"'
+
+[arith]
+type = shell
+step.sh = echo "sum: $(( %(n)s + 1 ))"
+step.sh.shell = true
+step.bash = bash -c 'echo "bash-sum: $(( %(n)s + 2 ))"'
+"#,
+        repo = repo.display()
+    );
+    let m = EngineMaster::start(&master_ini(&factories, ""), Duration::from_secs(30)).await;
+    let _slave = m.slave().await;
+    let pwned = m.dir.path().join("pwned");
+    let p = pwned.display().to_string();
+    let rev = format!("HEAD --output={p}");
+    let foo = format!("x; id > {p}; echo $(id > {p}) `id > {p}` '\"");
+    let mut props = BTreeMap::new();
+    props.insert("rev".to_string(), rev.clone());
+    props.insert("foo".to_string(), foo.clone());
+    let r = m
+        .force(
+            "inject-s1",
+            ForceRequest {
+                reason: "attack".into(),
+                properties: props,
+                ..Default::default()
+            },
+        )
+        .await;
+    let req = m.wait_request(r).await;
+    let b = m.build("inject-s1", 1).await;
+    let results: Vec<(&str, Option<&str>)> = b
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.result.as_deref()))
+        .collect();
+    assert_eq!(req.result.as_deref(), Some("success"), "{results:?}");
+    // git got the value as one argument: a revision it does not know.
+    let log = m.log_text("inject-s1", 1, "gitlog").await;
+    assert!(
+        log.contains(&format!("ambiguous argument '{rev}'")),
+        "{log}"
+    );
+    for (step, label) in [
+        ("nested", "nested"),
+        ("nestedbash", "nested-bash"),
+        ("nestedsq", "nested-sq"),
+        ("propenv", "prop-env"),
+    ] {
+        let log = m.log_text("inject-s1", 1, step).await;
+        assert!(log.contains(&format!("{label}: {foo}\n")), "{step}: {log}");
+    }
+    assert!(!pwned.exists(), "a value ran as shell code");
+
+    // Arithmetic takes an integer...
+    let force_n = |n: &str| {
+        let mut props = BTreeMap::new();
+        props.insert("n".to_string(), n.to_string());
+        ForceRequest {
+            reason: format!("n={n}"),
+            properties: props,
+            ..Default::default()
+        }
+    };
+    let r = m.force("arith-s1", force_n("41")).await;
+    assert_eq!(m.wait_request(r).await.result.as_deref(), Some("success"));
+    assert!(m.log_text("arith-s1", 1, "sh").await.contains("sum: 42\n"));
+    assert!(m
+        .log_text("arith-s1", 1, "bash")
+        .await
+        .contains("bash-sum: 43\n"));
+    // ...and nothing else: `a[$(cmd)]` is code to bash's arithmetic.
+    let evil = format!("a[$(id > {p})]");
+    let r = m.force("arith-s1", force_n(&evil)).await;
+    assert_eq!(m.wait_request(r).await.result.as_deref(), Some("exception"));
+    let b = m.build("arith-s1", 2).await;
+    let step = &b.steps[0];
+    assert_eq!(step.result.as_deref(), Some("exception"));
+    assert!(
+        step.text.contains("\"n\"") && step.text.contains("integer"),
+        "{}",
+        step.text
+    );
+    let log = m.log_text("arith-s1", 2, "sh").await;
+    assert!(
+        log.contains("\"n\"") && log.contains("not a plain decimal integer"),
+        "{log}"
+    );
+    assert!(!pwned.exists(), "a value ran as shell code");
+    m.master.shutdown().await;
+}

@@ -160,9 +160,12 @@ impl HgPoller {
             url: redact_url(&self.url),
             reason,
         };
+        // Credentials in the URL stay out of the argv (`ps` shows it).
+        let (global, source, _) = crate::factory::checkout::hg_source(&self.url);
         if self.mirror_dir.join(".hg").is_dir() {
-            let mut args = self.repo_args();
-            args.extend(["pull", "--quiet", "--", &self.url].map(String::from));
+            let mut args = global;
+            args.extend(self.repo_args());
+            args.extend(["pull", "--quiet", "--", &source].map(String::from));
             self.hg(&args).map_err(fetch_err)?;
             return Ok(());
         }
@@ -178,7 +181,8 @@ impl HgPoller {
             "creating the hg mirror"
         );
         let dest = self.mirror_dir.to_string_lossy().into_owned();
-        let args = ["clone", "--noupdate", "--quiet", "--", &self.url, &dest].map(String::from);
+        let mut args = global;
+        args.extend(["clone", "--noupdate", "--quiet", "--", &source, &dest].map(String::from));
         self.hg(&args).map_err(fetch_err)?;
         Ok(())
     }
@@ -338,6 +342,7 @@ impl HgPoller {
     fn hg(&self, args: &[String]) -> Result<String, String> {
         let mut child = Command::new(&self.hg)
             .args(args)
+            .envs(crate::factory::checkout::hg_source(&self.url).2)
             .env("HGPLAIN", "1")
             .env("HGENCODING", "UTF-8")
             .stdin(Stdio::null())

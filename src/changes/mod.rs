@@ -135,27 +135,8 @@ pub fn mirror_path(master_dir: &Path, url: &str) -> PathBuf {
         .join(format!("{name}-{:016x}", fnv1a(url.as_bytes())))
 }
 
-/// `url` with any `user:password@` part removed, fit for logs, Changes and pages.
-pub fn redact_url(url: &str) -> String {
-    if let Some(scheme_end) = url.find("://") {
-        let rest = &url[scheme_end + 3..];
-        let authority_end = rest.find('/').unwrap_or(rest.len());
-        if let Some(at) = rest[..authority_end].rfind('@') {
-            return format!("{}{}", &url[..scheme_end + 3], &rest[at + 1..]);
-        }
-    }
-    url.to_string()
-}
-
-/// `text` with `url` (which may hold a password) replaced by its redacted form.
-pub(crate) fn redact_in(text: &str, url: &str) -> String {
-    let clean = redact_url(url);
-    if clean == url {
-        text.to_string()
-    } else {
-        text.replace(url, &clean)
-    }
-}
+/// The one redaction of credentials in URLs, shared with checkouts and slaves.
+pub use crate::factory::checkout::{redact_in, redact_url};
 
 /// Fills `revlink`'s `%s` with a revision.
 pub(crate) fn links_for(revlink: Option<&str>, revision: &str) -> Vec<String> {

@@ -211,4 +211,67 @@ pub const MIGRATIONS: &[&str] = &[
         WHERE delivery IS NOT NULL;
     CREATE INDEX hook_deliveries_by_digest ON hook_deliveries(forge, digest);
     CREATE INDEX hook_deliveries_by_age ON hook_deliveries(received_at);",
+    // 5: forced builds stored their factory's first repository URL as written, with any
+    // `user:password@` in it (issue 18); keep what follows the credentials, as
+    // `factory::checkout::redact_url` does for everything stored since.
+    "UPDATE sourcestamps
+     SET repository = substr(repository, 1, instr(repository, '://') + 2)
+         || substr(repository, instr(repository, '://') + 3
+                   + instr(substr(repository, instr(repository, '://') + 3), '@'))
+     WHERE instr(repository, '://') > 0
+       AND instr(substr(repository, instr(repository, '://') + 3), '@') > 0
+       AND (instr(substr(repository, instr(repository, '://') + 3), '/') = 0
+            OR instr(substr(repository, instr(repository, '://') + 3), '@')
+               < instr(substr(repository, instr(repository, '://') + 3), '/'));",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+
+    /// The last migration redacts the URLs forced builds stored with credentials,
+    /// and leaves every other repository as it was.
+    #[test]
+    fn stored_credentials_are_redacted() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let (last, earlier) = MIGRATIONS.split_last().unwrap();
+        for sql in earlier {
+            conn.execute_batch(sql).unwrap();
+        }
+        let rows = [
+            (
+                "https://bot:s3cret@example.org/r.git",
+                "https://example.org/r.git",
+            ),
+            ("http://tok@127.0.0.1:8080", "http://127.0.0.1:8080"),
+            ("https://example.org/a@b.git", "https://example.org/a@b.git"),
+            ("/srv/repos/x", "/srv/repos/x"),
+            ("ssh://git@example.org/r", "ssh://example.org/r"),
+            ("", ""),
+        ];
+        for (repo, _) in rows {
+            conn.execute(
+                "INSERT INTO sourcestamps(branch, revision, repository, project) VALUES ('b', 'r', ?1, 'p')",
+                [repo],
+            )
+            .unwrap();
+        }
+        conn.execute_batch(last).unwrap();
+        let got: Vec<String> = conn
+            .prepare("SELECT repository FROM sourcestamps ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let want: Vec<&str> = rows.iter().map(|(_, w)| *w).collect();
+        assert_eq!(got, want);
+        for (repo, _) in rows {
+            assert_eq!(
+                crate::factory::checkout::redact_url(repo),
+                want[rows.iter().position(|(r, _)| *r == repo).unwrap()],
+                "the SQL and redact_url agree on {repo}"
+            );
+        }
+    }
+}

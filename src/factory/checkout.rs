@@ -53,6 +53,19 @@
 //! small state machine that walks a plan (mirror, update, fallback, retries) for the
 //! build engine. Paths are relative to the builder's directory on the slave, like
 //! workdirs.
+//!
+//! # Credentials in the URL
+//! `https://USER:TOKEN@host/repo` never reaches an argv, a log, a page or the
+//! database: argv, `.git/config` and every display name the URL without them
+//! ([`split_credentials`], [`redact_url`], the one redaction every part of autobot
+//! uses), and the plan's [`CheckoutPlan::env`] hands them over — git through a
+//! credential helper for that origin only, set up in `GIT_CONFIG_*` variables, hg
+//! through a `[paths]` alias whose URL is in `AUTOBOT_HG_SOURCE`
+//! ([`credential_env`]). The engine sends such a URL only to autobot slaves (their
+//! native `git`/`hg` commands); a stock buildbot-worker writes every message it
+//! receives to its log, so it gets the URL without credentials.
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
@@ -89,6 +102,10 @@ pub enum CheckoutError {
     BadName { what: &'static str, value: String },
     #[error("refusing checkout workdir {0:?}: it must name a directory below the builder's (no `..`, not empty)")]
     BadWorkdir(String),
+    #[error("the {scheme}:// URL {url} holds a password, which git and hg can only be given there on their command line (where every process list shows it); use an ssh key, or an https:// URL")]
+    PasswordInUrl { scheme: String, url: String },
+    #[error("the credentials in the URL {url} {why}")]
+    BadCredentials { url: String, why: &'static str },
 }
 
 /// Where a mirror operation leads, once it succeeded or failed.
@@ -149,6 +166,20 @@ pub struct CheckoutPlan {
     pub retry: Option<Retry>,
     /// `got_revision_DIR`: the property this source's revision always sets.
     pub revision_property: String,
+    /// Environment every `Shell`/`GotRevision` operation runs with: the
+    /// credentials of the URL ([`credential_env`]), never in an argv.
+    #[serde(skip)]
+    pub env: SecretEnv,
+}
+
+/// Environment variables that hold secrets: `Debug` shows their names only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretEnv(pub BTreeMap<String, String>);
+
+impl std::fmt::Debug for SecretEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
 }
 
 /// What to check out: a checkout step's settings and the build's source stamp.
@@ -226,9 +257,15 @@ impl<'a> Checkout<'a> {
             Some(r) => Some(checked_name("revision", r)?).filter(|_| !self.always_use_latest),
             None => None,
         };
+        let (url, credentials) = split_credentials(&self.source.url)?;
+        let hg_source = match (&credentials, self.source.kind) {
+            (Some(_), SourceKind::Hg) => Some(HG_SOURCE_ALIAS),
+            _ => None,
+        };
         let vc = Vc {
             kind: self.source.kind,
-            url: &self.source.url,
+            url: hg_source.unwrap_or(&url),
+            hg_config: hg_source.map(|_| format!("paths.{HG_SOURCE_ALIAS}=${HG_SOURCE_VAR}")),
             branch,
             revision,
         };
@@ -243,7 +280,7 @@ impl<'a> Checkout<'a> {
         let update = if clobber {
             Vec::new()
         } else {
-            vc.update(&srcdir, self.source.url.as_str(), None)
+            vc.update(&srcdir, vc.url, None)
         };
         let mirror = if self.mirror {
             self.mirror_plan(&vc, &srcdir, clobber)
@@ -273,7 +310,7 @@ impl<'a> Checkout<'a> {
             workdir: revision_dir.clone(),
         });
         Ok(CheckoutPlan {
-            full: vc.full(&srcdir, self.source.url.as_str(), None),
+            full: vc.full(&srcdir, vc.url, None),
             srcdir,
             probe,
             mirror,
@@ -281,6 +318,10 @@ impl<'a> Checkout<'a> {
             finish,
             retry: self.retry,
             revision_property: format!("got_revision_{}", source_dir(self.source)),
+            env: SecretEnv(match &credentials {
+                Some(c) => credential_env(self.source.kind, c),
+                None => BTreeMap::new(),
+            }),
         })
     }
 
@@ -319,14 +360,18 @@ impl<'a> Checkout<'a> {
 /// The directory name of `source`'s mirror in the slave's mirrors directory:
 /// `KIND-DIR-HASH`, DIR the checkout directory name (characters other than letters,
 /// digits, `.`, `_` and `-` made `_`) and HASH 16 hex digits of the kind and URL
-/// (FNV-1a, stable across versions), so one URL has one mirror and two URLs with the
-/// same last part do not share one.
+/// (FNV-1a, stable across versions) without its credentials, so one URL has one
+/// mirror and two URLs with the same last part do not share one.
 pub fn mirror_name(source: &Source) -> String {
     let dir = super::path_safe(&source_dir(source));
     let dir = dir.trim_start_matches(['.', '-']);
     let dir = if dir.is_empty() { "repo" } else { dir };
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let key = format!("{}\0{}", source.kind.as_str(), source.url);
+    // Without credentials: a new token is the same repository.
+    let url = split_credentials(&source.url)
+        .map(|(u, _)| u)
+        .unwrap_or_else(|_| redact_url(&source.url));
+    let key = format!("{}\0{}", source.kind.as_str(), url);
     for b in key.bytes() {
         hash ^= u64::from(b);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
@@ -375,10 +420,205 @@ fn checked_name<'a>(what: &'static str, value: &'a str) -> Result<&'a str, Check
     Ok(value)
 }
 
+/// The hg path alias that names a repository whose URL holds credentials: argv
+/// says `hg --config paths.autobot-source=$AUTOBOT_HG_SOURCE pull -- autobot-source`
+/// and the URL is in the environment, where hg finds it.
+pub const HG_SOURCE_ALIAS: &str = "autobot-source";
+
+/// The environment variable holding an hg URL with credentials.
+pub const HG_SOURCE_VAR: &str = "AUTOBOT_HG_SOURCE";
+
+/// The environment variables holding the user name and password the git
+/// credential helper of [`credential_env`] answers with.
+pub const GIT_USERNAME_VAR: &str = "AUTOBOT_GIT_USERNAME";
+pub const GIT_PASSWORD_VAR: &str = "AUTOBOT_GIT_PASSWORD";
+
+/// The user name and password of an `http(s)://USER:PASSWORD@HOST/…` URL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UrlCredentials {
+    /// Percent-decoded, as git and hg would read it.
+    pub username: String,
+    pub password: String,
+    /// The URL with the credentials still in (hg's alias takes it).
+    pub url: String,
+    /// `scheme://host[:port]`: the only place git offers them to.
+    pub origin: String,
+}
+
+impl std::fmt::Debug for UrlCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UrlCredentials")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` with any `user:password@` part removed, fit for logs, Changes and pages
+/// (every URL the master or a slave shows or stores goes through this).
+pub fn redact_url(url: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let rest = &url[scheme_end + 3..];
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            return format!("{}{}", &url[..scheme_end + 3], &rest[at + 1..]);
+        }
+    }
+    url.to_string()
+}
+
+/// `text` with `url` (which may hold a password) replaced by its redacted form.
+pub fn redact_in(text: &str, url: &str) -> String {
+    let clean = redact_url(url);
+    if clean == url {
+        text.to_string()
+    } else {
+        text.replace(url, &clean)
+    }
+}
+
+/// Splits the credentials off a repository URL: the URL git and hg see on their
+/// command line (and store in the checkout's `.git/config` or `.hg/hgrc`), and
+/// the credentials, handed over in the environment ([`credential_env`]). Only
+/// `http://` and `https://` URLs take credentials this way; a user name alone in
+/// an `ssh://` URL stays (it is not a secret, and ssh needs it), a password there
+/// is refused.
+pub fn split_credentials(url: &str) -> Result<(String, Option<UrlCredentials>), CheckoutError> {
+    let Some(scheme_end) = url.find("://") else {
+        return Ok((url.to_string(), None));
+    };
+    let scheme = url[..scheme_end].to_ascii_lowercase();
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return Ok((url.to_string(), None));
+    };
+    let userinfo = &rest[..at];
+    let hostport = &rest[at + 1..authority_end];
+    if scheme != "http" && scheme != "https" {
+        if userinfo.contains(':') {
+            return Err(CheckoutError::PasswordInUrl {
+                scheme,
+                url: redact_url(url),
+            });
+        }
+        return Ok((url.to_string(), None));
+    }
+    let bad = |why| CheckoutError::BadCredentials {
+        url: redact_url(url),
+        why,
+    };
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let username =
+        percent_decode(user).ok_or_else(|| bad("are not valid percent-encoded UTF-8"))?;
+    let password =
+        percent_decode(password).ok_or_else(|| bad("are not valid percent-encoded UTF-8"))?;
+    if username
+        .chars()
+        .chain(password.chars())
+        .any(char::is_control)
+    {
+        return Err(bad("hold control characters"));
+    }
+    let stripped = format!("{}{}", &url[..scheme_end + 3], &rest[at + 1..]);
+    Ok((
+        stripped,
+        Some(UrlCredentials {
+            username,
+            password,
+            url: url.to_string(),
+            origin: format!("{scheme}://{hostport}"),
+        }),
+    ))
+}
+
+/// `%XX` sequences decoded; `None` when one is malformed or the result is not
+/// UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The environment that hands `credentials` to the VC tool without any argv
+/// holding them:
+/// * git: a credential helper given in `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n`/
+///   `GIT_CONFIG_VALUE_n` (git 2.31 or later) for the URL's origin only, after an
+///   empty `credential.helper` that drops the helpers of the slave's own git
+///   configuration (so none stores the password); the helper is a fixed shell
+///   function that prints `$AUTOBOT_GIT_USERNAME` and `$AUTOBOT_GIT_PASSWORD`,
+///   so the values are never shell text. `GIT_TERMINAL_PROMPT=0`: a refused
+///   password fails the checkout instead of waiting for a terminal.
+/// * hg: the whole URL in `AUTOBOT_HG_SOURCE`, which the argv's
+///   `--config paths.autobot-source=$AUTOBOT_HG_SOURCE` names (hg expands
+///   variables in `[paths]`; hg prints it with the password as `***`).
+pub fn credential_env(kind: SourceKind, credentials: &UrlCredentials) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    match kind {
+        SourceKind::Git => {
+            let helper = format!(
+                "!f() {{ if [ \"$1\" = get ]; then printf 'username=%s\\npassword=%s\\n' \"${GIT_USERNAME_VAR}\" \"${GIT_PASSWORD_VAR}\"; fi; }}; f"
+            );
+            for (k, v) in [
+                ("GIT_CONFIG_COUNT", "2".to_string()),
+                ("GIT_CONFIG_KEY_0", "credential.helper".to_string()),
+                ("GIT_CONFIG_VALUE_0", String::new()),
+                (
+                    "GIT_CONFIG_KEY_1",
+                    format!("credential.{}.helper", credentials.origin),
+                ),
+                ("GIT_CONFIG_VALUE_1", helper),
+                ("GIT_TERMINAL_PROMPT", "0".to_string()),
+                (GIT_USERNAME_VAR, credentials.username.clone()),
+                (GIT_PASSWORD_VAR, credentials.password.clone()),
+            ] {
+                env.insert(k.to_string(), v);
+            }
+        }
+        SourceKind::Hg => {
+            env.insert(HG_SOURCE_VAR.to_string(), credentials.url.clone());
+        }
+    }
+    env
+}
+
+/// For an hg command that contacts `url`: the global options to put first, the
+/// word that names the repository, and the environment to run with, so that
+/// credentials in the URL stay out of the argv ([`credential_env`]). A URL
+/// without credentials (or one [`split_credentials`] refuses) is used as it is.
+pub fn hg_source(url: &str) -> (Vec<String>, String, BTreeMap<String, String>) {
+    match split_credentials(url) {
+        Ok((_, Some(c))) => (
+            vec![
+                "--config".to_string(),
+                format!("paths.{HG_SOURCE_ALIAS}=${HG_SOURCE_VAR}"),
+            ],
+            HG_SOURCE_ALIAS.to_string(),
+            credential_env(SourceKind::Hg, &c),
+        ),
+        _ => (Vec::new(), url.to_string(), BTreeMap::new()),
+    }
+}
+
 /// The version-control commands for one source.
 struct Vc<'a> {
     kind: SourceKind,
+    /// The repository as argv names it: the URL without credentials, or for hg
+    /// with credentials the path alias [`HG_SOURCE_ALIAS`].
     url: &'a str,
+    /// hg: `paths.ALIAS=$VAR`, the `--config` that defines the alias from the
+    /// environment (hg expands variables in `[paths]`).
+    hg_config: Option<String>,
     branch: &'a str,
     revision: Option<&'a str>,
 }
@@ -388,6 +628,18 @@ fn argv(words: &[&str]) -> Vec<String> {
 }
 
 /// `words`, run under a shared `flock` of `lock` when there is one.
+fn locked_argv(lock: Option<&str>, words: Vec<String>) -> Vec<String> {
+    match lock {
+        Some(lock) => {
+            let mut all = argv(&["flock", "-s", lock]);
+            all.extend(words);
+            all
+        }
+        None => words,
+    }
+}
+
+/// [`locked_argv`] of string slices.
 fn locked(lock: Option<&str>, words: &[&str]) -> Vec<String> {
     match lock {
         Some(lock) => {
@@ -400,6 +652,18 @@ fn locked(lock: Option<&str>, words: &[&str]) -> Vec<String> {
 }
 
 impl Vc<'_> {
+    /// `hg --noninteractive WORDS`, with the `--config` that defines the source's
+    /// alias when `from` is the repository and its URL holds credentials.
+    fn hg_remote(&self, from: &str, words: &[&str]) -> Vec<String> {
+        let mut out = argv(&["hg", "--noninteractive"]);
+        if let (Some(config), true) = (&self.hg_config, from == self.url) {
+            out.push("--config".into());
+            out.push(config.clone());
+        }
+        out.extend(argv(words));
+        out
+    }
+
     fn metadata_dir(&self) -> &'static str {
         match self.kind {
             SourceKind::Git => ".git",
@@ -459,7 +723,7 @@ impl Vc<'_> {
             ],
             SourceKind::Hg => vec![
                 CheckoutOp::Shell {
-                    argv: locked(lock, &["hg", "--noninteractive", "pull", "--", from]),
+                    argv: locked_argv(lock, self.hg_remote(from, &["pull", "--", from])),
                     workdir: dir.to_string(),
                 },
                 self.hg_update(dir),
@@ -506,17 +770,9 @@ impl Vc<'_> {
             }
             SourceKind::Hg => {
                 ops.push(CheckoutOp::Shell {
-                    argv: locked(
+                    argv: locked_argv(
                         lock,
-                        &[
-                            "hg",
-                            "--noninteractive",
-                            "clone",
-                            "--noupdate",
-                            "--",
-                            from,
-                            ".",
-                        ],
+                        self.hg_remote(from, &["clone", "--noupdate", "--", from, "."]),
                     ),
                     workdir: dir.to_string(),
                 });
@@ -568,15 +824,9 @@ impl Vc<'_> {
                 "+refs/heads/*:refs/heads/*",
                 "+refs/tags/*:refs/tags/*",
             ]),
-            SourceKind::Hg => argv(&[
-                "hg",
-                "--noninteractive",
-                "--repository",
-                name,
-                "pull",
-                "--",
-                self.url,
-            ]),
+            SourceKind::Hg => {
+                self.hg_remote(self.url, &["--repository", name, "pull", "--", self.url])
+            }
         };
         let with_lock = |how: &[&str], words: &[String]| -> Vec<String> {
             let mut all = argv(&["flock"]);
@@ -2254,5 +2504,193 @@ mod tests {
         if has_hg() {
             concurrent_builders_fetch_once(SourceKind::Hg);
         }
+    }
+
+    // ---- credentials in repository URLs ----
+
+    const TOKEN: &str = "s3cr3t-T0KEN";
+
+    #[test]
+    fn credentials_are_split_off_http_urls() {
+        let (url, c) =
+            split_credentials(&format!("https://bot:{TOKEN}@example.org:8443/a/b.git")).unwrap();
+        assert_eq!(url, "https://example.org:8443/a/b.git");
+        let c = c.unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("bot", TOKEN));
+        assert_eq!(c.origin, "https://example.org:8443");
+        assert!(!format!("{c:?}").contains(TOKEN));
+        // Percent-encoding is read as git and hg read it; a user alone is a token too.
+        let (_, c) = split_credentials("http://a%40b:p%3Aw%2F@h/r").unwrap();
+        let c = c.unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("a@b", "p:w/"));
+        let (url, c) = split_credentials("https://ghp_tok@h/r?x=1").unwrap();
+        assert_eq!(url, "https://h/r?x=1");
+        assert_eq!(c.unwrap().username, "ghp_tok");
+        // No credentials: unchanged. An ssh user is no secret and ssh needs it.
+        for plain in [
+            "https://h/a@b.git",
+            "/srv/repo",
+            "./repos/x",
+            "git@h:o/r.git",
+            "ssh://git@h/r",
+        ] {
+            assert_eq!(split_credentials(plain).unwrap(), (plain.to_string(), None));
+        }
+        // A password where it cannot be handed over, or bad bytes: refused,
+        // and the error does not show it.
+        for bad in [
+            format!("ssh://u:{TOKEN}@h/r"),
+            format!("https://u:{TOKEN}%0a@h/r"),
+            format!("https://u:{TOKEN}%zz@h/r"),
+        ] {
+            let e = split_credentials(&bad).unwrap_err().to_string();
+            assert!(!e.contains(TOKEN) && e.contains("h/r"), "{e}");
+        }
+        assert_eq!(
+            redact_url(&format!("https://bot:{TOKEN}@h/r")),
+            "https://h/r"
+        );
+    }
+
+    fn all_argv(p: &CheckoutPlan) -> Vec<Vec<String>> {
+        let mut ops: Vec<&CheckoutOp> = Vec::new();
+        ops.extend(&p.update);
+        ops.extend(&p.full);
+        ops.extend(&p.finish);
+        if let Some(m) = &p.mirror {
+            ops.extend(m.prepare.iter().map(|m| &m.op));
+            ops.extend(&m.update);
+            ops.extend(&m.full);
+        }
+        ops.into_iter()
+            .filter_map(|op| match op {
+                CheckoutOp::Shell { argv, .. } | CheckoutOp::GotRevision { argv, .. } => {
+                    Some(argv.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn plans_keep_credentials_out_of_argv() {
+        let url = format!("https://bot:{TOKEN}@example.org/r.git");
+        for kind in [SourceKind::Git, SourceKind::Hg] {
+            let s = source(kind, &url, "main");
+            let mut c = checkout(&s, Mode::Update, "build");
+            c.mirror = true;
+            c.revision = Some("abc123");
+            let plan = c.plan().unwrap();
+            let argvs = all_argv(&plan);
+            assert!(!argvs.is_empty());
+            for a in &argvs {
+                assert!(!a.join(" ").contains(TOKEN), "{kind:?}: {a:?}");
+            }
+            assert!(!format!("{plan:?}").contains(TOKEN));
+            assert!(!serde_json::to_string(&plan).unwrap().contains(TOKEN));
+            // The same mirror as without credentials: a new token is the same
+            // repository.
+            let bare = source(kind, "https://example.org/r.git", "main");
+            assert_eq!(mirror_name(&s), mirror_name(&bare));
+            match kind {
+                SourceKind::Git => {
+                    assert!(argvs
+                        .iter()
+                        .any(|a| a.contains(&"https://example.org/r.git".to_string())));
+                    assert_eq!(plan.env.0[GIT_PASSWORD_VAR], TOKEN);
+                    assert_eq!(plan.env.0[GIT_USERNAME_VAR], "bot");
+                    assert_eq!(
+                        plan.env.0["GIT_CONFIG_KEY_1"],
+                        "credential.https://example.org.helper"
+                    );
+                }
+                SourceKind::Hg => {
+                    let remote: Vec<&Vec<String>> = argvs
+                        .iter()
+                        .filter(|a| a.contains(&HG_SOURCE_ALIAS.to_string()))
+                        .collect();
+                    // The mirror's two pulls (without waiting, then waiting), the
+                    // direct pull and the direct clone.
+                    assert_eq!(remote.len(), 4, "{argvs:?}");
+                    for a in remote {
+                        assert!(
+                            a.contains(&format!("paths.{HG_SOURCE_ALIAS}=${HG_SOURCE_VAR}")),
+                            "{a:?}"
+                        );
+                    }
+                    assert_eq!(plan.env.0[HG_SOURCE_VAR], url);
+                }
+            }
+        }
+        // Without credentials nothing changes and nothing is added.
+        let s = source(SourceKind::Hg, "https://example.org/r", "default");
+        let plan = checkout(&s, Mode::Update, "build").plan().unwrap();
+        assert!(plan.env.0.is_empty());
+        assert!(all_argv(&plan)
+            .iter()
+            .all(|a| !a.contains(&"--config".to_string())));
+    }
+
+    /// git asks the helper the environment configures, for that origin only, and
+    /// no helper of the slave's own configuration stores the password.
+    #[test]
+    fn the_git_credential_helper_answers_for_its_origin_only() {
+        let home = tempfile::tempdir().unwrap();
+        let store = home.path().join("stored-credentials");
+        std::fs::write(
+            home.path().join(".gitconfig"),
+            format!(
+                "[credential]\n\thelper = store --file {}\n",
+                store.display()
+            ),
+        )
+        .unwrap();
+        let (_, c) = split_credentials(&format!("https://bot:{TOKEN}@example.org/r.git")).unwrap();
+        let env = credential_env(SourceKind::Git, &c.unwrap());
+        let git = |input: &str, action: &str| {
+            use std::io::Write;
+            let mut child = Proc::new("git")
+                .args(["credential", action])
+                .env("HOME", home.path())
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .envs(&env)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+            child.wait_with_output().unwrap()
+        };
+        let out = git("protocol=https\nhost=example.org\npath=r.git\n\n", "fill");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("username=bot\n") && text.contains(&format!("password={TOKEN}\n")),
+            "{text}"
+        );
+        // Approving it (what git does after a successful fetch) stores nothing.
+        let out = git(
+            &format!("protocol=https\nhost=example.org\nusername=bot\npassword={TOKEN}\n\n"),
+            "approve",
+        );
+        assert!(out.status.success());
+        assert!(
+            !store.exists(),
+            "the slave's own credential helper stored the password"
+        );
+        // Another host gets nothing (and no prompt).
+        let out = git("protocol=https\nhost=elsewhere.example\n\n", "fill");
+        assert!(!out.status.success());
+        assert!(!String::from_utf8_lossy(&out.stdout).contains(TOKEN));
     }
 }

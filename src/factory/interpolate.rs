@@ -14,10 +14,52 @@
 //! strings, so the engine stores those as `""`, and a name that was never set is a
 //! mistake worth stopping for.
 //!
-//! A value is never re-parsed: an argv element stays exactly one element, and in a
-//! `sh -c` script ([`Command::Shell`]) a reference becomes a quoted environment
-//! variable the script expands, so change data (branch names, revisions) can never
-//! become shell syntax.
+//! # Values never become code
+//! Values come from Changes, force forms and slaves, so a value is never re-parsed:
+//! * an argv element stays exactly one element (it may still be read as an
+//!   option by the program; Changes and force requests refuse a leading `-`);
+//! * in a shell script ([`Command::Shell`], run as `/bin/sh -c`) — and in the
+//!   script argument of a shell in an argv (`sh -c '…'`, `bash -ec "…"`) — a
+//!   reference is never spliced in as text: the value goes into an environment
+//!   variable `AUTOBOT_PROPERTY_N` and the reference becomes an expansion of it,
+//!   written for the quoting context it stands in, which a small parser of POSIX
+//!   sh quoting follows (`interpolate/shell.rs`): `"${AUTOBOT_PROPERTY_N}"` in a
+//!   plain word and inside `$(…)` or `` `…` `` (a fresh plain context, even within
+//!   double quotes), `${AUTOBOT_PROPERTY_N}` inside `"…"`, `${…}` or an unquoted
+//!   here-document, `'"${AUTOBOT_PROPERTY_N}"'` inside `'…'` (close, expand,
+//!   reopen);
+//! * a nested shell's script is a level of its own: inside the script of `sh -c`,
+//!   `bash -c` (any option group with `c`, wherever the shell's name stands:
+//!   `env X=1 sh -ec`, `find … -exec sh -c`), `eval`, and a here-document or
+//!   here-string a shell reads (`sh <<EOF`), the reference is written for the
+//!   nested shell's context and escaped for every enclosing one, so each shell in
+//!   turn hands the next the *expansion*, and only the innermost expands it;
+//! * arithmetic evaluates what it finds (and bash runs `$(…)` in an array
+//!   subscript there), so in `$((…))`, `((…))`, `$[…]`, `for ((…))`, an array
+//!   subscript (`${a[…]}`, `a[…]=`), the arguments of `let` and the operands of
+//!   `[[ A -eq B ]]` — and in an expansion whose result lands there — only a
+//!   plain decimal integer is accepted (no leading zero, at most 18 digits);
+//!   any other value fails the step with an error naming the property;
+//! * places that cannot take a value are refused with an error saying why: a
+//!   quoted here-document (`<<'EOF'` expands nothing), a delimiter, a variable's
+//!   name in `${…}`, a backslash right before the reference, and an expansion
+//!   (`$(…)`, `${…}`) *inside* a nested shell's script text, whose result would
+//!   become that shell's code.
+//!
+//! What a value can still do is what the admin's script does with it, where
+//! autobot cannot see a shell: a script piped into one (`echo "… %(x)s" | sh`),
+//! handed to a remote or another user's shell (`ssh host "…"`, `su -c "…"`), or
+//! to another interpreter (`python -c "…"`, `perl -e`, an `awk` program, a `sed`
+//! script) gets the value as *text of that program*. So does bash arithmetic on
+//! a variable the script declared integer (`declare -i`, `local -i`). There, read
+//! the value from the environment instead: every build property is also exported
+//! to every command under a stable name, `AUTOBOT_PROP_` and the property's name
+//! with each character but letters, digits and `_` made `_` ([`property_env`]):
+//! `sh -c 'echo "$AUTOBOT_PROP_branch"' | …`, `os.environ["AUTOBOT_PROP_branch"]`,
+//! `ENVIRON["AUTOBOT_PROP_branch"]`. (`env -i`, `su -` and `sudo` without `-E`
+//! drop the environment, and with it the value.)
+
+mod shell;
 
 use std::collections::BTreeMap;
 
@@ -30,6 +72,13 @@ pub type Properties = BTreeMap<String, String>;
 /// script; numbered so that any property name works.
 pub const SHELL_VAR_PREFIX: &str = "AUTOBOT_PROPERTY_";
 
+/// Prefix of the stable, documented variables that carry every property into a
+/// step's commands ([`property_var`]).
+pub const PROP_VAR_PREFIX: &str = "AUTOBOT_PROP_";
+
+/// The longest value [`property_env`] exports (bytes).
+pub const PROP_VAR_MAX: usize = 64 * 1024;
+
 /// Why a string could not be interpolated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InterpolateError {
@@ -41,6 +90,23 @@ pub enum InterpolateError {
     },
     #[error("bad property reference in {text:?}: {message}")]
     Malformed { text: String, message: String },
+    #[error(
+        "build property {name:?} is used in shell arithmetic in {text:?}, but its value \
+         {value:?} is not a plain decimal integer; the shell would evaluate it as an \
+         expression (code, under bash), so the step does not run"
+    )]
+    NotAnInteger {
+        name: String,
+        /// The value, cut to 80 characters.
+        value: String,
+        text: String,
+    },
+    #[error("build property {name:?} cannot be put where it stands in {text:?}: {message}")]
+    Shell {
+        name: String,
+        text: String,
+        message: String,
+    },
 }
 
 /// One `%(...)x` reference as written.
@@ -180,7 +246,9 @@ pub fn references(text: &str) -> Result<Vec<String>, InterpolateError> {
         .collect())
 }
 
-/// Interpolates each argv element into exactly one element.
+/// Interpolates each argv element into exactly one element, each as data (a
+/// command goes through [`interpolate_command`], which also knows a nested
+/// shell's script when it sees one).
 pub fn interpolate_argv(
     argv: &[String],
     props: &Properties,
@@ -198,83 +266,157 @@ pub fn interpolate_env(
         .collect()
 }
 
-/// Where the scanner of a shell script is, to quote a substitution correctly there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Quote {
-    None,
-    Single,
-    Double,
-}
-
-/// Tracks quoting through `text` (appended to a script in `state`).
-fn track_quotes(text: &str, mut state: Quote, mut escaped: bool) -> (Quote, bool) {
-    for c in text.chars() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        state = match (state, c) {
-            (Quote::Single, '\'') => Quote::None,
-            (Quote::Single, _) => Quote::Single,
-            (_, '\\') => {
-                escaped = true;
-                state
-            }
-            (Quote::None, '\'') => Quote::Single,
-            (Quote::None, '"') => Quote::Double,
-            (Quote::Double, '"') => Quote::None,
-            (s, _) => s,
-        };
-    }
-    (state, escaped)
-}
-
 /// Interpolates a `sh -c` script without letting a value become shell syntax: each
-/// reference turns into an expansion of an environment variable, quoted for where
-/// it stands (bare → `"${V}"`, inside `"…"` → `${V}`, inside `'…'` → `'"${V}"'`).
-/// Returns the script and the variables to add to the command's environment.
+/// reference turns into an expansion of an environment variable, written for the
+/// quoting context it stands in (see the module docs and `shell.rs`). Returns the
+/// script and the variables to add to the command's environment.
 pub fn interpolate_shell(
     script: &str,
     props: &Properties,
 ) -> Result<(String, BTreeMap<String, String>), InterpolateError> {
-    let mut out = String::with_capacity(script.len());
     let mut vars = BTreeMap::new();
-    let (mut quote, mut escaped) = (Quote::None, false);
+    let out = interpolate_script(script, props, &mut vars)?;
+    Ok((out, vars))
+}
+
+/// [`interpolate_shell`], numbering the variables after those already in `vars`
+/// (one command may hold several scripts).
+fn interpolate_script(
+    script: &str,
+    props: &Properties,
+    vars: &mut BTreeMap<String, String>,
+) -> Result<String, InterpolateError> {
+    let mut out = String::with_capacity(script.len());
+    let mut tracker = shell::Tracker::new();
+    let mut names: BTreeMap<String, String> = BTreeMap::new();
     for piece in parse(script)? {
         match piece {
             Piece::Text(t) => {
                 out.push_str(t);
-                (quote, escaped) = track_quotes(t, quote, escaped);
+                tracker.text(t);
             }
             Piece::Reference(r) => {
+                let value = resolve(&r, props, script)?;
                 let var = format!("{SHELL_VAR_PREFIX}{}", vars.len());
-                vars.insert(var.clone(), resolve(&r, props, script)?.to_string());
-                match quote {
-                    Quote::None => out.push_str(&format!("\"${{{var}}}\"")),
-                    Quote::Double => out.push_str(&format!("${{{var}}}")),
-                    Quote::Single => out.push_str(&format!("'\"${{{var}}}\"'")),
-                }
-                escaped = false;
+                let written = tracker.reference(&var, value).map_err(|e| match e {
+                    shell::RefError::NotAnInteger => not_an_integer(r.name, value, script),
+                    shell::RefError::Refused(message) => InterpolateError::Shell {
+                        name: r.name.to_string(),
+                        text: script.to_string(),
+                        message,
+                    },
+                })?;
+                out.push_str(&written);
+                names.insert(var.clone(), r.name.to_string());
+                vars.insert(var, value.to_string());
             }
         }
     }
-    Ok((out, vars))
+    if let Some(var) = tracker.finish().first() {
+        let name = names.get(var).map(String::as_str).unwrap_or(var);
+        let value = vars.get(var).map(String::as_str).unwrap_or("");
+        return Err(not_an_integer(name, value, script));
+    }
+    Ok(out)
 }
 
-/// Interpolates a command; a shell script's extra variables go into `env`.
+fn not_an_integer(name: &str, value: &str, script: &str) -> InterpolateError {
+    let mut shown: String = value.chars().take(80).collect();
+    if shown.len() < value.len() {
+        shown.push('…');
+    }
+    InterpolateError::NotAnInteger {
+        name: name.to_string(),
+        value: shown,
+        text: script.to_string(),
+    }
+}
+
+/// Whether argv element `i` is the script of a nested shell: the argument after a
+/// `-c` option of a shell named before it (`sh -c SCRIPT`, `env X=1 bash -ec
+/// SCRIPT`); `argv` holds the elements as they run.
+fn is_script_arg(before: &[String]) -> bool {
+    let Some((prev, earlier)) = before.split_last() else {
+        return false;
+    };
+    let flag = prev.len() >= 2
+        && prev.starts_with('-')
+        && prev[1..].chars().all(|c| c.is_ascii_alphabetic())
+        && prev[1..].contains('c');
+    flag && earlier.iter().any(|w| {
+        let base = w.rsplit('/').next().unwrap_or(w);
+        shell::SHELLS.contains(&base)
+    })
+}
+
+/// Interpolates an argv command: each element stays exactly one element, and an
+/// element that is a nested shell's script (`sh -c '… %(x)s …'`) is interpolated
+/// as a script, its values passed in `vars`.
+fn interpolate_argv_command(
+    argv: &[String],
+    props: &Properties,
+    vars: &mut BTreeMap<String, String>,
+) -> Result<Vec<String>, InterpolateError> {
+    let mut out: Vec<String> = Vec::with_capacity(argv.len());
+    for a in argv {
+        let v = if is_script_arg(&out) {
+            interpolate_script(a, props, vars)?
+        } else {
+            interpolate(a, props)?
+        };
+        out.push(v);
+    }
+    Ok(out)
+}
+
+/// Interpolates a command; the variables its scripts reference go into `env`.
 pub fn interpolate_command(
     command: &Command,
     props: &Properties,
     env: &mut BTreeMap<String, String>,
 ) -> Result<Command, InterpolateError> {
-    Ok(match command {
-        Command::Argv(argv) => Command::Argv(interpolate_argv(argv, props)?),
-        Command::Shell(script) => {
-            let (script, vars) = interpolate_shell(script, props)?;
-            env.extend(vars);
-            Command::Shell(script)
+    let mut vars = BTreeMap::new();
+    let out = match command {
+        Command::Argv(argv) => Command::Argv(interpolate_argv_command(argv, props, &mut vars)?),
+        Command::Shell(script) => Command::Shell(interpolate_script(script, props, &mut vars)?),
+    };
+    env.extend(vars);
+    Ok(out)
+}
+
+/// The environment variable that carries property `name` into every command of a
+/// build: `AUTOBOT_PROP_` and the name with each character but ASCII letters,
+/// digits and `_` made `_` (`got_revision` → `AUTOBOT_PROP_got_revision`,
+/// `create-autobot` → `AUTOBOT_PROP_create_autobot`).
+pub fn property_var(name: &str) -> String {
+    let mut var = String::with_capacity(PROP_VAR_PREFIX.len() + name.len());
+    var.push_str(PROP_VAR_PREFIX);
+    var.extend(name.chars().map(|c| {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            c
+        } else {
+            '_'
         }
-    })
+    }));
+    var
+}
+
+/// Every property as an environment variable under its stable name
+/// ([`property_var`]), for scripts to read (`sh -c 'echo "$AUTOBOT_PROP_branch"'`,
+/// `os.environ["AUTOBOT_PROP_branch"]`). When two names make the same variable,
+/// the name that sorts first has it; values over [`PROP_VAR_MAX`] bytes, or
+/// holding a NUL byte, are left out (the kernel refuses an environment string
+/// over 128 KiB, which would fail every command).
+pub fn property_env(props: &Properties) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for (name, value) in props {
+        if value.len() > PROP_VAR_MAX || value.contains('\0') {
+            continue;
+        }
+        env.entry(property_var(name))
+            .or_insert_with(|| value.clone());
+    }
+    env
 }
 
 /// The step as it runs now: command, workdir and env values interpolated with the
@@ -481,5 +623,481 @@ mod tests {
         assert_eq!(s.env[&format!("{SHELL_VAR_PREFIX}0")], "/b/env/bin/python");
         let missing = StepSpec::shell("m", vec!["%(nope)s".into()], "build");
         assert!(interpolate_step(&missing, &p).is_err());
+    }
+
+    // ---- the shell quoting contexts, against real dash and bash ----
+
+    /// A value that runs `touch PWNED` in whatever shell parses it as code.
+    fn evil(dir: &std::path::Path) -> String {
+        let f = dir.join("PWNED").display().to_string();
+        format!(
+            "x'\"; touch {f}; $(touch {f}) `touch {f}` \\ a[$(touch {f})] * ${{IFS}} \t2\nline two %(x)s"
+        )
+    }
+
+    /// The shells to run scripts under: POSIX sh (dash here) and bash.
+    const SHELLS: [&str; 2] = ["sh", "bash"];
+
+    /// Runs `script` with `env` under `shell`; its stdout, or its status and stderr.
+    fn run_in(
+        shell: &str,
+        script: &str,
+        env: &BTreeMap<String, String>,
+        dir: &std::path::Path,
+    ) -> Result<String, String> {
+        let out = std::process::Command::new(shell)
+            .arg("-c")
+            .arg(script)
+            .envs(env)
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {shell}: {e}"));
+        if !out.status.success() {
+            return Err(format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(String::from_utf8(out.stdout).unwrap())
+    }
+
+    /// Interpolates `template` with `x` = `value` and runs it under both shells:
+    /// each prints `want`, and nothing ran the value.
+    fn check(template: &str, value: &str, want: &str, shells: &[&str]) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = props(&[("x", value), ("n", "7")]);
+        let (script, env) =
+            interpolate_shell(template, &p).unwrap_or_else(|e| panic!("{template:?}: {e}"));
+        for shell in shells {
+            let got = run_in(shell, &script, &env, dir.path());
+            assert_eq!(
+                got.as_deref(),
+                Ok(want),
+                "{shell}: {template:?} became {script:?}"
+            );
+            assert!(
+                !dir.path().join("PWNED").exists(),
+                "{shell} ran the value: {template:?} became {script:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_quoting_context_gets_the_value_verbatim() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = evil(tmp.path());
+        let e2 = format!("{e}{e}");
+        let line = format!("{e}\n");
+        let cases: Vec<(&str, String)> = vec![
+            ("printf %s %(x)s", e.clone()),
+            ("printf %s \"b=%(x)s\"", format!("b={e}")),
+            ("printf %s 'b=%(x)s!'", format!("b={e}!")),
+            ("printf %s \"a\"%(x)s'b'", format!("a{e}b")),
+            ("printf %s %(x)s%(x)s", e2.clone()),
+            // Command substitution opens a fresh plain context, quotes or not.
+            ("printf %s \"$(printf %s %(x)s)\"", e.clone()),
+            ("printf %s \"$(printf %s \"%(x)s\")\"", e.clone()),
+            ("printf %s \"$(echo \"$(printf %s %(x)s)\")\"", e.clone()),
+            ("printf %s \"`printf %s %(x)s`\"", e.clone()),
+            ("printf '[%s]' \"`printf %s '%(x)s'`\"", format!("[{e}]")),
+            // Nested shells: their own quoting, one level down.
+            ("sh -c \"printf %s %(x)s\"", e.clone()),
+            ("sh -c 'printf %s %(x)s'", e.clone()),
+            ("sh -c 'printf %s \"%(x)s\"'", e.clone()),
+            ("sh -c \"printf %s '%(x)s'\"", e.clone()),
+            ("sh -c \"printf %s \\\"%(x)s\\\"\"", e.clone()),
+            ("bash -c \"sh -c 'printf %s %(x)s'\"", e.clone()),
+            ("sh -c 'sh -c \"printf %s %(x)s\"'", e.clone()),
+            ("env X=1 sh -ec 'printf %s %(x)s'", e.clone()),
+            ("sh -c 'printf \"%%s|\" \"$@\"' sh %(x)s", format!("{e}|")),
+            (
+                "find . -maxdepth 0 -exec sh -c 'printf %s %(x)s' \\;",
+                e.clone(),
+            ),
+            ("eval \"printf %s %(x)s\"", e.clone()),
+            ("eval printf %s %(x)s", e.clone()),
+            ("eval 'printf %s \"%(x)s\"'", e.clone()),
+            // Here-documents: unquoted ones expand, a shell reads one as a script.
+            ("cat <<EOF\n%(x)s\nEOF", line.clone()),
+            ("cat <<-EOF\n\t%(x)s\n\tEOF", line.clone()),
+            ("cat <<EOF\nEOF%(x)s\nEOF", format!("EOF{e}\n")),
+            ("sh <<'EOF'\nprintf %s %(x)s\nEOF", e.clone()),
+            ("sh <<EOF\nprintf %s %(x)s\nEOF", e.clone()),
+            (
+                "sh -s <<\"EOF\"\nprintf %s \"%(x)s\"\nEOF\nprintf %s .",
+                format!("{e}."),
+            ),
+            // Parameter expansions, assignments, functions, case, comments.
+            ("printf %s \"${UNSET_VAR:-%(x)s}\"", e.clone()),
+            ("printf %s ${UNSET_VAR:-%(x)s}", e.clone()),
+            ("x=%(x)s; printf %s \"$x\"", e.clone()),
+            ("f() { printf %s \"$1\"; }; f %(x)s", e.clone()),
+            ("case %(x)s in *) printf %s %(x)s;; esac", e.clone()),
+            (
+                "printf %s \"$(case a in a) printf %s %(x)s;; esac)\"",
+                e.clone(),
+            ),
+            ("# it's %(x)s\nprintf %s %(x)s", e.clone()),
+            ("printf '%%s' %(x)s | cat", e.clone()),
+            ("printf %s %(x)s >out && cat out", e.clone()),
+            // Arithmetic takes integers.
+            ("echo $((%(n)s + 1))", "8\n".to_string()),
+            ("echo \"$(( %(n)s * 2 ))\"", "14\n".to_string()),
+            ("echo $(( (%(n)s) - (1) ))", "6\n".to_string()),
+        ];
+        for (template, want) in &cases {
+            check(template, &e, want, &SHELLS);
+        }
+        // bash's own arithmetic places.
+        for (template, want) in [
+            ("(( %(n)s > 1 )) && echo yes", "yes\n"),
+            ("let y=%(n)s+1; echo $y", "8\n"),
+            ("[[ %(n)s -eq 7 ]] && echo yes", "yes\n"),
+            ("[[ 7 -eq %(n)s ]] && echo yes", "yes\n"),
+            ("a[%(n)s]=v; echo ${a[%(n)s]}", "v\n"),
+            ("echo $[%(n)s+1]", "8\n"),
+            ("for ((i=0; i<%(n)s; i++)); do :; done; echo $i", "7\n"),
+        ] {
+            check(template, &e, want, &["bash"]);
+        }
+        // A string comparison in [[ ]] takes any value.
+        check("[[ %(x)s == x* ]] && printf yes", &e, "yes", &["bash"]);
+        // Here-strings (bash): a shell reads one as its script.
+        check("sh <<< \"printf %s %(x)s\"", &e, &e, &["bash"]);
+        check("cat <<< %(x)s", &e, &line, &["bash"]);
+        check("printf %s $'a\\'b'%(x)s", &e, &format!("a'b{e}"), &["bash"]);
+    }
+
+    #[test]
+    fn arithmetic_takes_only_plain_integers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = evil(tmp.path());
+        for template in [
+            "echo $(( %(x)s + 1 ))",
+            "echo \"$(( %(x)s ))\"",
+            "echo $(( \"%(x)s\" ))",
+            "(( %(x)s > 1 ))",
+            "let y=%(x)s",
+            "[[ %(x)s -eq 1 ]]",
+            "[[ 1 -lt \"%(x)s\" ]]",
+            "a[%(x)s]=1",
+            "echo ${a[%(x)s]}",
+            "echo $[%(x)s]",
+            "for ((i=0; i<%(x)s; i++)); do :; done",
+            "echo \"$(case a in a) echo $(( %(x)s ));; esac)\"",
+            "echo $(( $(echo %(x)s) ))",
+            "echo $(( `echo %(x)s` ))",
+            "let \"y=$(echo %(x)s)\"",
+            "sh -c 'echo $(( %(x)s ))'",
+            "bash -c \"(( %(x)s ))\"",
+        ] {
+            for value in [
+                e.as_str(),
+                "a[$(id)]",
+                "010",
+                "1+1",
+                "",
+                " 1",
+                "99999999999999999999",
+            ] {
+                let p = props(&[("x", value)]);
+                let err = interpolate_shell(template, &p).unwrap_err();
+                assert!(
+                    matches!(&err, InterpolateError::NotAnInteger { name, .. } if name == "x"),
+                    "{template:?} with {value:?}: {err:?}"
+                );
+                let msg = err.to_string();
+                assert!(msg.contains("\"x\"") && msg.contains("integer"), "{msg}");
+            }
+            for value in ["0", "42", "-3"] {
+                let p = props(&[("x", value)]);
+                assert!(
+                    interpolate_shell(template, &p).is_ok(),
+                    "{template} {value}"
+                );
+            }
+        }
+        // The message shows at most 80 characters of the value.
+        let long = "z".repeat(500);
+        let err = interpolate_shell("echo $((%(x)s))", &props(&[("x", &long)])).unwrap_err();
+        assert!(err.to_string().len() < 400, "{err}");
+    }
+
+    #[test]
+    fn places_that_cannot_take_a_value_are_refused() {
+        let p = props(&[("x", "v")]);
+        for (template, why) in [
+            ("cat <<'EOF'\n%(x)s\nEOF", "quoted here-document"),
+            ("cat <<\\EOF\n%(x)s\nEOF", "quoted here-document"),
+            ("cat <<%(x)s\nv\nv", "delimiter"),
+            ("echo \\%(x)s", "backslash"),
+            ("echo \"\\%(x)s\"", "backslash"),
+            ("sh -c \"echo $(echo %(x)s)\"", "nested shell"),
+            ("sh -c \"echo `echo %(x)s`\"", "nested shell"),
+            ("eval \"echo ${y:-%(x)s}\"", "nested shell"),
+            ("echo ${%(x)s}", "names a variable"),
+        ] {
+            let err = interpolate_shell(template, &p).unwrap_err();
+            assert!(
+                matches!(&err, InterpolateError::Shell { name, .. } if name == "x"),
+                "{template:?}: {err:?}"
+            );
+            assert!(err.to_string().contains(why), "{template:?}: {err}");
+        }
+        // After the quoted here-document ends, values are welcome again.
+        let (s, env) = interpolate_shell("cat <<'EOF'\n$x\nEOF\nprintf %s %(x)s", &p).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(run_in("sh", &s, &env, dir.path()).unwrap(), "$x\nv");
+    }
+
+    /// Scripts wrapped in each other every way a nested shell can be written:
+    /// the value reaches the innermost `printf` verbatim and never runs.
+    #[test]
+    fn nested_shells_in_every_combination() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = evil(tmp.path());
+        fn dq(s: &str) -> String {
+            let mut out = String::new();
+            for c in s.chars() {
+                if matches!(c, '$' | '`' | '"' | '\\') {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+            out
+        }
+        type Wrap = fn(&str, usize) -> String;
+        let wraps: [(&str, Wrap); 6] = [
+            ("sh -c '…'", |s, _| {
+                format!("sh -c '{}'", s.replace('\'', "'\\''"))
+            }),
+            ("bash -c \"…\"", |s, _| format!("bash -c \"{}\"", dq(s))),
+            ("\"$(…)\"", |s, _| format!("printf %s \"$({s})\"")),
+            ("eval \"…\"", |s, _| format!("eval \"{}\"", dq(s))),
+            ("sh <<'EOF'", |s, d| format!("sh <<'EOF{d}'\n{s}\nEOF{d}\n")),
+            ("`…`", |s, _| {
+                let mut inner = String::new();
+                for c in s.chars() {
+                    if matches!(c, '$' | '`' | '\\') {
+                        inner.push('\\');
+                    }
+                    inner.push(c);
+                }
+                format!("printf %s \"`{inner}`\"")
+            }),
+        ];
+        let base = "printf %s %(x)s";
+        let mut tried = 0;
+        for a in 0..wraps.len() {
+            for b in 0..=wraps.len() {
+                for c in 0..=wraps.len() {
+                    let mut t = wraps[a].1(base, 1);
+                    let mut names = vec![wraps[a].0];
+                    for (d, w) in [(2, b), (3, c)] {
+                        if let Some((name, f)) = wraps.get(w) {
+                            t = f(&t, d);
+                            names.push(name);
+                        }
+                    }
+                    check(&t, &e, &e, &SHELLS);
+                    tried += 1;
+                    let _ = names;
+                }
+            }
+        }
+        assert_eq!(tried, 6 * 7 * 7);
+    }
+
+    #[test]
+    fn argv_scripts_of_nested_shells_are_scripts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = evil(tmp.path());
+        let p = props(&[("x", &e), ("n", "7")]);
+        let run = |argv: &[&str], want: &str| {
+            let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+            let mut env = BTreeMap::new();
+            let Command::Argv(argv) =
+                interpolate_command(&Command::Argv(argv.clone()), &p, &mut env).unwrap()
+            else {
+                panic!("an argv stays an argv")
+            };
+            let out = std::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .envs(&env)
+                .current_dir(tmp.path())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{argv:?}");
+            assert_eq!(String::from_utf8(out.stdout).unwrap(), want, "{argv:?}");
+            assert!(!tmp.path().join("PWNED").exists(), "{argv:?} ran the value");
+        };
+        run(&["sh", "-c", "printf %s %(x)s"], &e);
+        run(&["bash", "-c", "printf %s \"%(x)s\""], &e);
+        run(&["/bin/sh", "-ec", "printf %s '%(x)s'"], &e);
+        run(&["env", "A=1", "sh", "-c", "echo $((%(n)s+1))"], "8\n");
+        // Arguments after the script, and other programs' arguments, are data.
+        run(&["sh", "-c", "printf %s \"$1\"", "sh", "%(x)s"], &e);
+        run(&["printf", "%s", "%(x)s"], &e);
+        let mut env = BTreeMap::new();
+        let err = interpolate_command(
+            &Command::Argv(vec!["bash".into(), "-c".into(), "echo $((%(x)s))".into()]),
+            &p,
+            &mut env,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, InterpolateError::NotAnInteger { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn properties_have_stable_environment_names() {
+        let p = props(&[
+            ("branch", "main"),
+            ("create-autobot", "/v/bin/c"),
+            ("create.autobot", "other"),
+            ("huge", &"h".repeat(PROP_VAR_MAX + 1)),
+            ("nul", "a\0b"),
+        ]);
+        let env = property_env(&p);
+        assert_eq!(env["AUTOBOT_PROP_branch"], "main");
+        // Two names making one variable: the one that sorts first has it.
+        assert_eq!(env["AUTOBOT_PROP_create_autobot"], "/v/bin/c");
+        assert!(!env.contains_key("AUTOBOT_PROP_huge"));
+        assert!(!env.contains_key("AUTOBOT_PROP_nul"));
+        assert_eq!(property_var("a b/ä"), "AUTOBOT_PROP_a_b__");
+        // A nested script reads it quoted: the value is data there too.
+        let tmp = tempfile::tempdir().unwrap();
+        let e = evil(tmp.path());
+        let env = property_env(&props(&[("branch", &e)]));
+        let out = run_in(
+            "bash",
+            "sh -c 'printf %s \"$AUTOBOT_PROP_branch\"'",
+            &env,
+            tmp.path(),
+        );
+        assert_eq!(out.as_deref(), Ok(e.as_str()));
+        assert!(!tmp.path().join("PWNED").exists());
+    }
+
+    /// Random scripts built from every construct the tracker knows, nested in
+    /// each other: whatever a script does, the value is never run (a script that
+    /// cannot be interpolated is refused, which is fine too).
+    #[test]
+    fn random_scripts_never_run_the_value() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = evil(tmp.path());
+        let p = props(&[("x", &e)]);
+        // xorshift64*, seeded so a failure can be replayed (AUTOBOT_FUZZ_SEED).
+        let mut state: u64 = std::env::var("AUTOBOT_FUZZ_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0x9e37_79b9_7f4a_7c15);
+        let mut next = move |n: usize| -> usize {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
+        };
+        fn dq(s: &str) -> String {
+            let mut out = String::new();
+            for c in s.chars() {
+                if matches!(c, '$' | '`' | '"' | '\\') {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+            out
+        }
+        fn gen(next: &mut dyn FnMut(usize) -> usize, depth: usize, doc: &mut usize) -> String {
+            let pick = if depth == 0 { 0 } else { next(11) };
+            match pick {
+                0 => {
+                    let atoms = [
+                        "%(x)s",
+                        "\"a%(x)sb\"",
+                        "'c%(x)sd'",
+                        "${U:-%(x)s}",
+                        "\"${U:-%(x)s}\"",
+                        "w",
+                        "\"$(printf %s %(x)s)\"",
+                        "`printf %s \"%(x)s\"`",
+                        "\"`printf %s '%(x)s'`\"",
+                        "$'\\''%(x)s",
+                    ];
+                    let mut out = String::from("printf '%s|'");
+                    for _ in 0..1 + next(3) {
+                        out.push(' ');
+                        out.push_str(atoms[next(atoms.len())]);
+                    }
+                    out
+                }
+                1 => format!(
+                    "sh -c '{}'",
+                    gen(next, depth - 1, doc).replace('\'', "'\\''")
+                ),
+                2 => format!("bash -c \"{}\"", dq(&gen(next, depth - 1, doc))),
+                3 => format!("eval \"{}\"", dq(&gen(next, depth - 1, doc))),
+                4 => format!("printf '%s|' \"$({})\"", gen(next, depth - 1, doc)),
+                5 => {
+                    let mut inner = String::new();
+                    for c in gen(next, depth - 1, doc).chars() {
+                        if matches!(c, '$' | '`' | '\\') {
+                            inner.push('\\');
+                        }
+                        inner.push(c);
+                    }
+                    format!("printf '%s|' \"`{inner}`\"")
+                }
+                6 => {
+                    *doc += 1;
+                    let d = *doc;
+                    format!("sh <<'E{d}'\n{}\nE{d}\n", gen(next, depth - 1, doc))
+                }
+                7 => {
+                    *doc += 1;
+                    let d = *doc;
+                    format!("cat <<E{d}\n[%(x)s] '%(x)s' \"%(x)s\"\nE{d}\n")
+                }
+                8 => format!(
+                    "{}; {}",
+                    gen(next, depth - 1, doc),
+                    gen(next, depth - 1, doc)
+                ),
+                9 => format!("{{ {}; }} | cat", gen(next, depth - 1, doc)),
+                _ => format!("# '\"`\n{}", gen(next, depth - 1, doc)),
+            }
+        }
+        let (mut ran, mut refused) = (0, 0);
+        for _ in 0..300 {
+            let mut doc = 0;
+            let depth = 1 + next(4);
+            let template = gen(&mut next, depth, &mut doc);
+            let (script, env) = match interpolate_shell(&template, &p) {
+                Ok(x) => x,
+                Err(_) => {
+                    refused += 1;
+                    continue;
+                }
+            };
+            for shell in SHELLS {
+                let _ = std::process::Command::new(shell)
+                    .arg("-c")
+                    .arg(&script)
+                    .envs(&env)
+                    .current_dir(tmp.path())
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .unwrap();
+                assert!(
+                    !tmp.path().join("PWNED").exists(),
+                    "{shell} ran the value: {template:?} became {script:?}"
+                );
+            }
+            ran += 1;
+        }
+        assert!(ran > 200, "only {ran} of 300 ran ({refused} refused)");
     }
 }

@@ -250,7 +250,9 @@ pub enum FactoryError {
 /// The directory a source is checked out into: the URL's last part, without `.git`
 /// for git (autobot's `dirname`).
 pub fn source_dir(source: &Source) -> String {
-    let url = source.url.trim_end_matches(['/', '\\']);
+    // Never named after credentials (`https://bot:TOKEN@host/`).
+    let url = checkout::redact_url(&source.url);
+    let url = url.trim_end_matches(['/', '\\']);
     let last = url.rsplit(['/', '\\', ':']).next().unwrap_or(url);
     let last = match source.kind {
         SourceKind::Git => last.strip_suffix(".git").unwrap_or(last),
@@ -342,7 +344,7 @@ fn sources_with_dirs(f: &FactoryConfig) -> Result<Vec<(Source, String)>, Factory
                 },
                 message: format!(
                     "cannot name a checkout directory after {:?} (got {dir:?})",
-                    s.url
+                    checkout::redact_url(&s.url)
                 ),
             });
         }

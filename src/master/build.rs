@@ -7,11 +7,13 @@
 //! first checkout), `got_revision_DIR` (by each checkout, DIR its directory name),
 //! `buildername`, `buildnumber`, `slavename`, the factory's own (e.g. `platform`),
 //! the BuildSet's, and whatever SetProperty steps set; each Step is interpolated
-//! with the properties it starts with. Everything is recorded in SQLite before the
-//! slave is asked to act: the Build row (at claim time), then each Step row before
-//! its first command. The first Step's row goes with the claim when no locks are
-//! involved ([`first_step_start`]); a Step's log files are made once its command
-//! is on its way (`logs::LogWriter`).
+//! with the properties it starts with (values reach a shell only through
+//! environment variables, `factory::interpolate`), and its commands get every
+//! property as `AUTOBOT_PROP_NAME` in their environment. Everything is recorded
+//! in SQLite before the slave is asked to act: the Build row (at claim time),
+//! then each Step row before its first command. The first Step's row goes with
+//! the claim when no locks are involved ([`first_step_start`]); a Step's log
+//! files are made once its command is on its way (`logs::LogWriter`).
 //!
 //! A Build ends early when a Step halts it, when the slave is lost (EXCEPTION
 //! "slave lost: …", requests re-queued), when it is stopped (the running command
@@ -43,8 +45,8 @@ use super::registry::SlaveHandle;
 use crate::config::{FactoryConfig, SlaveConfig};
 use crate::db::builds::{StepFinish, StepStart};
 use crate::db::requests::ClaimedBuild;
-use crate::factory::checkout::{Checkout, CheckoutOp, CheckoutRun, Next};
-use crate::factory::interpolate::{interpolate_step, Properties};
+use crate::factory::checkout::{split_credentials, Checkout, CheckoutOp, CheckoutRun, Next};
+use crate::factory::interpolate::{interpolate_step, property_env, Properties};
 use crate::factory::logparse::LogScanner;
 use crate::factory::results::{BuildResult, StepResult};
 use crate::factory::{Command, StepKind, StepSpec};
@@ -907,7 +909,16 @@ async fn step_body(
     done_words: &[String],
 ) -> StepEnd {
     let step = match interpolate_step(spec, props) {
-        Ok(s) => s,
+        Ok(mut s) => {
+            if !matches!(s.kind, StepKind::Checkout { .. }) {
+                // Every property under its stable name, for scripts to read
+                // (what the step's own env sets wins).
+                for (k, v) in property_env(props) {
+                    s.env.entry(k).or_insert(v);
+                }
+            }
+            s
+        }
         Err(e) => {
             logs.write(Channel::Header, &format!("{e}\n"));
             return StepEnd {
@@ -1250,14 +1261,33 @@ async fn checkout(
     } else {
         String::new()
     };
-    let plan = Checkout::from_step(
-        &step.kind,
-        &step.workdir,
-        branch.as_deref(),
-        revision.as_deref(),
-    )
-    .map(|c| c.with_mirrors(&mirrors))
-    .and_then(|c| c.plan());
+    let native = match &step.kind {
+        StepKind::Checkout { source, .. } => ctx.slave.has_command(source.kind.as_str()),
+        _ => false,
+    };
+    // A stock buildbot-worker writes every message it receives, environment
+    // included, to its twistd.log: it gets the URL without credentials, and its
+    // host's own git/hg configuration supplies them.
+    let mut kind = std::borrow::Cow::Borrowed(&step.kind);
+    if let (false, StepKind::Checkout { source, .. }) = (native, &step.kind) {
+        if let Ok((bare, Some(_))) = split_credentials(&source.url) {
+            logs.write(
+                Channel::Header,
+                "the slave is not an autobot slave; a buildbot-worker logs every command it \
+                 receives, so the repository URL's credentials are not sent to it: give them \
+                 to git or hg on the slave's host (a git credential helper or ~/.netrc, an \
+                 [auth] section in ~/.hgrc)\n",
+            );
+            let mut stripped = step.kind.clone();
+            if let StepKind::Checkout { source, .. } = &mut stripped {
+                source.url = bare;
+            }
+            kind = std::borrow::Cow::Owned(stripped);
+        }
+    }
+    let plan = Checkout::from_step(&kind, &step.workdir, branch.as_deref(), revision.as_deref())
+        .map(|c| c.with_mirrors(&mirrors))
+        .and_then(|c| c.plan());
     let plan = match plan {
         Ok(p) => p,
         Err(e) => {
@@ -1269,11 +1299,8 @@ async fn checkout(
             };
         }
     };
-    if let StepKind::Checkout { source, .. } = &step.kind {
-        let command = source.kind.as_str();
-        if ctx.slave.has_command(command) {
-            return native_checkout(ctx, props, step, logs, builder_dir, done_words, &plan).await;
-        }
+    if native {
+        return native_checkout(ctx, props, step, logs, builder_dir, done_words, &plan).await;
     }
     let mut updateable = false;
     if let Some(probe) = &plan.probe {

@@ -343,9 +343,10 @@ impl Engine {
         check::check_properties(&req.properties)?;
         check::check_force_text(req.who.as_deref(), &req.reason)?;
         let factory = config.factory(&b.factory);
+        // Stored and shown: without the URL's credentials (as the schedulers do).
         let repository = factory
             .and_then(|f| f.sources.first())
-            .map(|s| s.url.clone())
+            .map(|s| crate::factory::checkout::redact_url(&s.url))
             .unwrap_or_default();
         let why = match req.reason.trim() {
             "" => "no reason given",

@@ -14,7 +14,9 @@
 //! inside the slave's basedir, as for the other commands, and every file operation
 //! and working directory is opened beneath the basedir at the moment of use (see
 //! [`crate::slave::tree`]); the mirrors directory is `BASEDIR/mirrors`. The revision checked out is sent as a
-//! `got_revision` update, then `rc` (0 when the checkout succeeded).
+//! `got_revision` update, then `rc` (0 when the checkout succeeded). Credentials
+//! in `repourl` reach git and hg only through the environment the plan gives
+//! ([`CheckoutPlan::env`]), never an argv or the log.
 
 use std::ffi::OsString;
 use std::process::Stdio;
@@ -109,10 +111,17 @@ pub fn prepare(name: &str, a: &Args<'_>, env: &SlaveEnv) -> Result<VcSpec, Strin
         revision: a.opt_str("revision").map_err(err)?,
     };
     let plan = checkout.plan().map_err(|e| format!("{name}: {e}"))?;
+    // The repository URL's credentials go to git/hg in the environment only;
+    // the argv the header shows names the URL without them.
+    let mut environ = environment(a.get("env")).map_err(err)?;
+    for (k, v) in &plan.env.0 {
+        environ.retain(|(name, _)| name != k.as_str());
+        environ.push((k.into(), v.into()));
+    }
     let spec = VcSpec {
         plan,
         builddir,
-        environ: environment(a.get("env")).map_err(err)?,
+        environ,
         timeout: a.num("timeout").map_err(err)?,
         max_time: a.num("maxTime").map_err(err)?,
     };
