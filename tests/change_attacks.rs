@@ -293,7 +293,10 @@ async fn an_api_change_for_an_always_use_latest_factory_is_checked_too() {
     let run = site.start(&["s1"]).await;
     let db = run.db().clone();
     let port = run.master.htmlport();
-    let auth = [("Authorization", change_common::basic("ci", "pa55"))];
+    let auth = [
+        ("Authorization", change_common::basic("ci", "pa55")),
+        ("Content-Type", "application/json".to_string()),
+    ];
     let change = |revision: &str| {
         json!({"who": "Eve", "revision": revision, "branch": "main",
                "repository": s.repo.url(), "files": ["README"]})

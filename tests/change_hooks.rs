@@ -797,7 +797,10 @@ async fn bodies_over_their_cap_are_answered_413_naming_it() {
 async fn api_changes_follow_the_rules_and_caps_of_every_change() {
     let repo = GitRepo::new();
     let m = start(&repo, CHANGE_KEYS).await;
-    let good = [("Authorization", basic("ci", "pa55"))];
+    let good = [
+        ("Authorization", basic("ci", "pa55")),
+        ("Content-Type", "application/json".to_string()),
+    ];
     let with = |key: &str, value: Value| {
         let mut c = json!({"who": "Ann", "files": ["a.c"], "revision": "abc", "branch": "main"});
         c[key] = value;

@@ -247,6 +247,12 @@ async fn options_file_is_found_from_a_nested_directory() {
         ),
     )
     .unwrap();
+    // It holds a password: only its owner may read it.
+    std::fs::set_permissions(
+        home.path().join(".autobot/options"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let out = sendchange(&["--branch", "main", "x.c"], &nested, home.path(), None).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let list = api_changes(&m).await;
@@ -262,6 +268,11 @@ async fn options_file_is_found_from_a_nested_directory() {
             "master = 127.0.0.1:{}\nusername = Near\nauth = {AUTH}\n",
             m.master.slaveport()
         ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        home.path().join("src/project/.autobot/options"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .unwrap();
     let out = sendchange(&[], &nested, home.path(), None).await;
@@ -434,7 +445,9 @@ async fn without_change_credentials_no_change_is_taken() {
         Some(change_common::basic("change", "changepw")),
         Some(change_common::basic("", "")),
     ] {
-        let headers: Vec<(&str, String)> = auth.into_iter().map(|a| ("Authorization", a)).collect();
+        let mut headers: Vec<(&str, String)> =
+            auth.into_iter().map(|a| ("Authorization", a)).collect();
+        headers.push(("Content-Type", "application/json".to_string()));
         let (status, _, _) = change_common::http(
             m.master.htmlport(),
             "POST",
