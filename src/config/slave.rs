@@ -18,6 +18,10 @@ use std::path::{Path, PathBuf};
 /// File name of a slave's configuration inside its basedir.
 pub const SLAVE_INI: &str = "slave.ini";
 
+/// The longest `keepalive` accepted (a day): the slave computes deadlines of twice
+/// the keepalive from now, which a much larger number would overflow.
+pub const MAX_KEEPALIVE: u64 = 86_400;
+
 /// A parsed `slave.ini`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlaveIni {
@@ -107,7 +111,7 @@ impl SlaveIni {
                 format!("expected HOST:PORT, e.g. localhost:9010, got {master:?}"),
             )
         })?;
-        let master_port: u16 = port.parse().map_err(|_| {
+        let master_port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(|| {
             bad(
                 "master",
                 format!("port {port:?} is not a number from 1 to 65535"),
@@ -115,21 +119,30 @@ impl SlaveIni {
         })?;
         let keepalive = match get("keepalive") {
             None => 600,
-            Some(v) => v.parse().map_err(|_| {
-                bad(
-                    "keepalive",
-                    format!("expected whole seconds, e.g. 600, got {v:?}"),
-                )
-            })?,
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|k| *k <= MAX_KEEPALIVE)
+                .ok_or_else(|| {
+                    bad(
+                        "keepalive",
+                        format!(
+                            "expected whole seconds from 0 to {MAX_KEEPALIVE}, e.g. 600, got {v:?}"
+                        ),
+                    )
+                })?,
         };
         let umask = match get("umask") {
             None => 0o022,
-            Some(v) => u32::from_str_radix(&v, 8).map_err(|_| {
-                bad(
-                    "umask",
-                    format!("expected an octal mask like 022, got {v:?}"),
-                )
-            })?,
+            Some(v) => u32::from_str_radix(&v, 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .ok_or_else(|| {
+                    bad(
+                        "umask",
+                        format!("expected an octal mask from 000 to 777 like 022, got {v:?}"),
+                    )
+                })?,
         };
         let usepty = match get("usepty").as_deref() {
             None => false,

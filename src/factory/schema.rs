@@ -367,7 +367,8 @@ pub fn common_param(key: &str) -> Option<&'static ParamSpec> {
 
 /// The shell step option named `opt` (any case; `env.VAR` matches `env.VAR`).
 pub fn step_option(opt: &str) -> Option<&'static ParamSpec> {
-    if opt.len() > 4 && opt[..4].eq_ignore_ascii_case("env.") {
+    // `get`: the fifth byte may be inside a character (`step.x.aéé`).
+    if opt.len() > 4 && opt.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("env.")) {
         return STEP_OPTIONS.iter().find(|p| p.name == "env.VAR");
     }
     STEP_OPTIONS

@@ -10,6 +10,7 @@
 
 #![allow(dead_code)]
 
+pub mod config;
 pub mod gen;
 pub mod harness;
 pub mod protocol;
