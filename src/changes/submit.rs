@@ -32,6 +32,10 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_COMMENTS: usize = 1 << 20;
 /// Most files one Change may list.
 const MAX_FILES: usize = 100_000;
+/// Largest JSON Change accepted on the slave port, as on `POST /api/v1/changes`:
+/// the socket takes messages of up to 64 MiB, whose small elements (`""` in
+/// `files`) would read into many times that.
+pub const MAX_SUBMISSION: usize = 4 << 20;
 
 /// A Change as a client sends it: every field of a stored Change but the id. Only
 /// `who` is required; `when` defaults to the time the master receives it.
@@ -152,6 +156,12 @@ pub fn now() -> i64 {
 
 /// Parse, check and store one submitted JSON Change.
 pub async fn submit_json(bus: &ChangeBus, text: &[u8]) -> SubmitReply {
+    if text.len() > MAX_SUBMISSION {
+        return SubmitReply::Error(format!(
+            "the Change is {} bytes; at most {MAX_SUBMISSION} are accepted",
+            text.len()
+        ));
+    }
     let sub: ChangeSubmission = match serde_json::from_slice(text) {
         Ok(s) => s,
         Err(e) => return SubmitReply::Error(format!("not a Change: {e}")),

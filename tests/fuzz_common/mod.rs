@@ -13,6 +13,7 @@
 pub mod config;
 pub mod gen;
 pub mod harness;
+pub mod intake;
 pub mod protocol;
 pub mod wire;
 
