@@ -76,16 +76,33 @@ fn main() {
     );
     let start = Instant::now();
     let mut total_cases = 0;
+    let mut failed = Vec::new();
     for (name, run) in TARGETS {
         if only.as_ref().is_some_and(|o| !o.iter().any(|n| n == name)) {
             continue;
         }
-        let report = run(cases);
-        total_cases += report.cases;
-        println!("{}", report.line());
+        // A target that finds a bug panics with its input; the others still run.
+        match std::panic::catch_unwind(|| run(cases)) {
+            Ok(report) => {
+                total_cases += report.cases;
+                println!("{}", report.line());
+            }
+            Err(_) => {
+                println!("fuzz {name}: FAILED (see the message above)");
+                failed.push(*name);
+            }
+        }
     }
     println!(
-        "fuzz total: {total_cases} cases in {:.1} s, no failure",
-        start.elapsed().as_secs_f64()
+        "fuzz total: {total_cases} cases in {:.1} s, {}",
+        start.elapsed().as_secs_f64(),
+        if failed.is_empty() {
+            "no failure".to_string()
+        } else {
+            format!("FAILED: {}", failed.join(", "))
+        }
     );
+    if !failed.is_empty() {
+        std::process::exit(1);
+    }
 }

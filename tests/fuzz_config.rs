@@ -134,3 +134,29 @@ fn regression_slave_ini_values_are_usable() {
         (86400, 0o777, 9010)
     );
 }
+
+/// Found by `fuzz_master_ini`: a backslash in a section name (`[\]`) or a key
+/// escaped the `]` or the `=` for rust-ini, which then failed on a line past the
+/// end of the file; both are now refused on their own line.
+#[test]
+fn regression_backslashes_in_names_are_refused_on_their_line() {
+    let e = load("[:master:]\nslaveport = 9010\n[\\]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("/m/master.ini:3:") && e.contains("backslash"),
+        "{e}"
+    );
+    let e = load("[s]\ntype = shell\nstep.x\\ = true\nstep.y = true\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("/m/master.ini:3:") && e.contains("backslash"),
+        "{e}"
+    );
+    let ok = load("[s]\ntype = shell\nstep.x = printf 'a\\\\b'\n").unwrap();
+    assert_eq!(
+        ok.factory("s").unwrap().steps[0].1["command"],
+        "printf 'a\\\\b'"
+    );
+}

@@ -138,12 +138,13 @@ pub fn parse(path: &Path, text: &str) -> Result<IniDoc, ConfigError> {
                     ))
                 }
             };
-            if name.is_empty() || name.contains('[') || name.contains(']') {
+            // A backslash would escape the closing bracket for rust-ini.
+            if name.is_empty() || name.contains(['[', ']', '\\']) {
                 return Err(err(
                     path,
                     lineno,
                     String::new(),
-                    format!("bad section header {t:?}: write `[NAME]` with a non-empty name and no brackets in it"),
+                    format!("bad section header {t:?}: write `[NAME]` with a non-empty name and no brackets or backslashes in it"),
                 ));
             }
             if let Some(first) = sections.iter().find(|s| s.name == name) {
@@ -184,6 +185,16 @@ pub fn parse(path: &Path, text: &str) -> Result<IniDoc, ConfigError> {
                     "cannot parse {t:?}: the key before `{}` is missing",
                     &t[sep..sep + 1]
                 ),
+            ));
+        }
+        if raw_key.contains('\\') {
+            // It would escape the `=` (or the end of the line) for rust-ini.
+            return Err(err(
+                path,
+                lineno,
+                format!("{raw_key}: "),
+                "a key may not contain a backslash; keys are names like `step.NAME.env.VAR`"
+                    .to_string(),
             ));
         }
         let Some(si) = sections.len().checked_sub(1) else {

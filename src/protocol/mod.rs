@@ -96,7 +96,8 @@ pub fn decoded_size(bytes: &[u8]) -> Result<usize, ProtocolError> {
                 .ok_or_else(|| ProtocolError::Decode("the frame ends inside a length".into()))?;
             Ok(b.iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x)))
         };
-        // (elements to read, payload bytes to skip, extra length-field bytes)
+        // (elements to read, whether they are key/value pairs, payload bytes to
+        // skip, length-field bytes to skip)
         let (items, pairs, payload, skip) = match marker {
             0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, false, 0, 0),
             0x80..=0x8f => (usize::from(marker & 0x0f), true, 0, 0),

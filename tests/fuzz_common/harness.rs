@@ -140,7 +140,7 @@ fn watchdog() {
                         cut -= 1;
                     }
                     shown.truncate(cut);
-                    shown.push_str("…");
+                    shown.push('…');
                 }
                 eprintln!(
                     "fuzz {}: a case ran longer than {:?} (seed {}): HANG on input {shown}",

@@ -861,7 +861,7 @@ impl IntakeRig {
             return Err(format!("answered {status}"));
         }
         // Every so often: the pages showing what was stored still work.
-        if self.cases % 50 == 0 {
+        if self.cases.is_multiple_of(50) {
             self.pages()?;
         }
         Ok(())
