@@ -160,3 +160,35 @@ fn regression_backslashes_in_names_are_refused_on_their_line() {
         "printf 'a\\\\b'"
     );
 }
+
+/// Found by the long run of `fuzz_master_ini`: `pollInterval =
+/// 9223372036854775806` (and any timer near 2^63 s) was accepted, and adding it to
+/// a clock overflows. Numbers are now at most ten years in seconds, in
+/// `[:master:]` and in factory keys alike.
+#[test]
+fn regression_timers_fit_in_clock_arithmetic() {
+    for (text, line) in [
+        ("[:master:]\npollInterval = 9223372036854775806\n", 2),
+        ("[:master:]\nkeepaliveInterval = 315360001\n", 2),
+        (
+            "[f]\ntype = shell\nstep.a = true\nperiodic = 18446744073709551615\n",
+            4,
+        ),
+        (
+            "[f]\ntype = shell\nstep.a = true\nstep.a.timeout = 9999999999999\n",
+            4,
+        ),
+    ] {
+        let e = load(text).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("/m/master.ini:{line}:")) && e.contains("315360000"),
+            "{text:?}: {e}"
+        );
+    }
+    assert_eq!(
+        load("[:master:]\npollInterval = 315360000\n")
+            .unwrap()
+            .poll_interval,
+        315_360_000
+    );
+}

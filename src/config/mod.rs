@@ -434,7 +434,12 @@ impl Layered {
 }
 
 fn parse_int(v: &Val, min: u64) -> Result<u64, ConfigError> {
+    let max = schema::MAX_NUMBER;
     match v.value.trim().parse::<u64>() {
+        Ok(n) if n > max => Err(v.err(format!(
+            "expected a whole number from {min} to {max} (ten years in seconds), got {:?}",
+            v.value
+        ))),
         Ok(n) if n >= min => Ok(n),
         _ => Err(v.err(format!(
             "expected a whole number >= {min}, got {:?}; e.g. `{} = 60`",

@@ -385,6 +385,10 @@ pub fn step_option_names() -> String {
         .join(", ")
 }
 
+/// The largest number a key takes (ten years in seconds): seconds are added to
+/// clocks (timers, deadlines), which a number near 2^63 would overflow.
+pub const MAX_NUMBER: u64 = 315_360_000;
+
 /// `true`/`false` and the usual synonyms.
 pub fn parse_bool(value: &str) -> Option<bool> {
     match value.trim().to_ascii_lowercase().as_str() {
@@ -503,14 +507,16 @@ pub fn check_value(kind: ParamKind, value: &str) -> Result<(), String> {
                 ))
             }
         }
-        Int => v
-            .parse::<u64>()
-            .map(|_| ())
-            .map_err(|_| format!("expected a whole number >= 0, got {v:?}")),
-        PosInt => match v.parse::<u64>() {
-            Ok(n) if n >= 1 => Ok(()),
-            _ => Err(format!("expected a whole number >= 1, got {v:?}")),
-        },
+        Int | PosInt => {
+            let min = u64::from(kind == PosInt);
+            match v.parse::<u64>() {
+                Ok(n) if n > MAX_NUMBER => Err(format!(
+                    "expected a whole number from {min} to {MAX_NUMBER} (ten years in seconds), got {v:?}"
+                )),
+                Ok(n) if n >= min => Ok(()),
+                _ => Err(format!("expected a whole number >= {min}, got {v:?}")),
+            }
+        }
         Bool => parse_bool(v)
             .map(|_| ())
             .ok_or_else(|| format!("expected true or false, got {v:?}")),
