@@ -30,9 +30,10 @@ pub const CHANGE_PATH: &str = "/change";
 /// How long a change connection may stay silent before the master closes it.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Largest JSON Change accepted on a change connection; the caps of
-/// [`super::validate`] keep a real Change far below it.
-pub const MAX_SUBMISSION: usize = 8 << 20;
+/// Largest JSON Change accepted on the slave port, as on `POST /api/v1/changes`:
+/// the caps of [`super::validate`] keep a real Change far below it, and small
+/// elements (`""` in `files`) would read into many times its size.
+pub const MAX_SUBMISSION: usize = 4 << 20;
 
 /// A Change as a client sends it: every field of a stored Change but the id. Only
 /// `who` is required; `when` defaults to the time the master receives it.

@@ -291,8 +291,8 @@ pub fn send(
     }
 }
 
-/// `HOST:PORT` (or `[IPv6]:PORT`) into its parts.
-fn split_host_port(s: &str) -> anyhow::Result<(String, u16)> {
+/// `HOST:PORT` (or `[IPv6]:PORT`) into its parts (public for the fuzz tests).
+pub fn split_host_port(s: &str) -> anyhow::Result<(String, u16)> {
     let bad = || anyhow!("--master must be HOST:PORT (the master's slaveport), not {s:?}");
     let (host, port) = s.trim().rsplit_once(':').ok_or_else(bad)?;
     let host = host.trim_start_matches('[').trim_end_matches(']');

@@ -133,6 +133,8 @@ pub fn parse(path: &Path, text: &str) -> Result<IniDoc, ConfigError> {
     let mut normalized = String::with_capacity(text.len());
     // (section index, normalized key) -> line, to report duplicates.
     let mut seen_keys: HashMap<(usize, String), usize> = HashMap::new();
+    // A byte-order mark, as some Windows editors write one, is not part of the text.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (idx, raw_line) in text.split('\n').enumerate() {
         let lineno = idx + 1;
         let line = raw_line.strip_suffix('\r').unwrap_or(raw_line);
@@ -140,6 +142,23 @@ pub fn parse(path: &Path, text: &str) -> Result<IniDoc, ConfigError> {
         if t.is_empty() || t.starts_with(';') || t.starts_with('#') {
             normalized.push('\n');
             continue;
+        }
+        // A lone carriage return would end the line for rust-ini but not for this
+        // scanner, and other control characters end up in argv or URLs: refuse
+        // them here, where the line is known.
+        if let Some((at, c)) = line
+            .char_indices()
+            .find(|(_, c)| c.is_control() && *c != '\t')
+        {
+            return Err(err(
+                path,
+                lineno,
+                String::new(),
+                format!(
+                    "control character {c:?} at byte {} of the line; remove it (lines end with \\n or \\r\\n)",
+                    at + 1
+                ),
+            ));
         }
         if t.starts_with('[') {
             let h = strip_inline_comment(t).trim_end();
@@ -156,12 +175,13 @@ pub fn parse(path: &Path, text: &str) -> Result<IniDoc, ConfigError> {
                     ))
                 }
             };
-            if name.is_empty() || name.contains('[') || name.contains(']') {
+            // A backslash would escape the closing bracket for rust-ini.
+            if name.is_empty() || name.contains(['[', ']', '\\']) {
                 return Err(err(
                     path,
                     lineno,
                     String::new(),
-                    format!("bad section header {t:?}: write `[NAME]` with a non-empty name and no brackets in it"),
+                    format!("bad section header {t:?}: write `[NAME]` with a non-empty name and no brackets or backslashes in it"),
                 ));
             }
             if let Some(first) = sections.iter().find(|s| s.name == name) {
@@ -202,6 +222,16 @@ pub fn parse(path: &Path, text: &str) -> Result<IniDoc, ConfigError> {
                     "cannot parse {t:?}: the key before `{}` is missing",
                     &t[sep..sep + 1]
                 ),
+            ));
+        }
+        if raw_key.contains('\\') {
+            // It would escape the `=` (or the end of the line) for rust-ini.
+            return Err(err(
+                path,
+                lineno,
+                format!("{raw_key}: "),
+                "a key may not contain a backslash; keys are names like `step.NAME.env.VAR`"
+                    .to_string(),
             ));
         }
         let Some(si) = sections.len().checked_sub(1) else {

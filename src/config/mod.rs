@@ -555,7 +555,12 @@ fn parse_int(v: &Val, min: u64) -> Result<u64, ConfigError> {
     if v.value.trim().is_empty() {
         return Err(v.empty_err(&format!("a whole number >= {min}"), example));
     }
+    let max = schema::MAX_NUMBER;
     match ini::parse_digits(&v.value) {
+        Some(n) if n > max => Err(v.err(format!(
+            "expected a whole number from {min} to {max} (ten years in seconds), got {:?}",
+            v.value
+        ))),
         Some(n) if n >= min => Ok(n),
         _ => Err(v.err(format!(
             "expected a whole number >= {min} (digits only, no sign), got {:?}; e.g. `{} = {example}`",

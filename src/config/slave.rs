@@ -18,6 +18,10 @@ use std::path::{Path, PathBuf};
 /// File name of a slave's configuration inside its basedir.
 pub const SLAVE_INI: &str = "slave.ini";
 
+/// The longest `keepalive` accepted (a day): the slave computes deadlines of twice
+/// the keepalive from now, which a much larger number would overflow.
+pub const MAX_KEEPALIVE: u64 = 86_400;
+
 /// A parsed `slave.ini`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlaveIni {
@@ -132,13 +136,13 @@ impl SlaveIni {
         let keepalive = match get("keepalive") {
             None => 600,
             Some(e) => super::ini::parse_digits(&e.value)
-                .filter(|n| *n >= 1)
+                .filter(|n| (1..=MAX_KEEPALIVE).contains(n))
                 .ok_or_else(|| {
                     bad(
                         "keepalive",
                         e.line,
                         format!(
-                            "expected whole seconds >= 1 (digits only), e.g. 600, got {:?}",
+                            "expected whole seconds from 1 to {MAX_KEEPALIVE} (digits only), e.g. 600, got {:?}",
                             e.value
                         ),
                     )
@@ -154,7 +158,10 @@ impl SlaveIni {
                     bad(
                         "umask",
                         e.line,
-                        format!("expected an octal mask like 022, got {:?}", e.value),
+                        format!(
+                            "expected an octal mask from 000 to 777 like 022, got {:?}",
+                            e.value
+                        ),
                     )
                 })?,
         };

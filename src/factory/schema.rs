@@ -367,7 +367,8 @@ pub fn common_param(key: &str) -> Option<&'static ParamSpec> {
 
 /// The shell step option named `opt` (any case; `env.VAR` matches `env.VAR`).
 pub fn step_option(opt: &str) -> Option<&'static ParamSpec> {
-    if opt.len() > 4 && opt[..4].eq_ignore_ascii_case("env.") {
+    // `get`: the fifth byte may be inside a character (`step.x.aéé`).
+    if opt.len() > 4 && opt.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("env.")) {
         return STEP_OPTIONS.iter().find(|p| p.name == "env.VAR");
     }
     STEP_OPTIONS
@@ -383,6 +384,10 @@ pub fn step_option_names() -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// The largest number a key takes (ten years in seconds): seconds are added to
+/// clocks (timers, deadlines), which a number near 2^63 would overflow.
+pub const MAX_NUMBER: u64 = 315_360_000;
 
 /// `true`/`false` and the usual synonyms.
 pub fn parse_bool(value: &str) -> Option<bool> {
@@ -513,15 +518,18 @@ pub fn check_value(kind: ParamKind, value: &str) -> Result<(), String> {
                 ))
             }
         }
-        Int => digits(v).map(|_| ()).ok_or_else(|| {
-            format!("expected a whole number >= 0 (digits only, no sign), got {v:?}")
-        }),
-        PosInt => match digits(v) {
-            Some(n) if n >= 1 => Ok(()),
-            _ => Err(format!(
-                "expected a whole number >= 1 (digits only, no sign), got {v:?}"
-            )),
-        },
+        Int | PosInt => {
+            let min = u64::from(kind == PosInt);
+            match digits(v) {
+                Some(n) if n > MAX_NUMBER => Err(format!(
+                    "expected a whole number from {min} to {MAX_NUMBER} (ten years in seconds), got {v:?}"
+                )),
+                Some(n) if n >= min => Ok(()),
+                _ => Err(format!(
+                    "expected a whole number >= {min} (digits only, no sign), got {v:?}"
+                )),
+            }
+        }
         Bool => parse_bool(v)
             .map(|_| ())
             .ok_or_else(|| format!("expected true or false, got {v:?}")),

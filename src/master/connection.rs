@@ -799,11 +799,13 @@ async fn transfer_op(
             Ok(Value::Nil)
         }
         ("update_upload_file_utime", Transfer::ToFile { part, .. }) => {
+            // A time the slave sent: ignored unless it is one a file can have
+            // (not negative, NaN, infinite or past what SystemTime holds).
             let secs = |k: &str| {
                 field(k)
                     .and_then(|v| v.as_f64().or_else(|| v.as_i64().map(|i| i as f64)))
-                    .filter(|s| *s >= 0.0)
-                    .map(|s| std::time::UNIX_EPOCH + Duration::from_secs_f64(s))
+                    .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                    .and_then(|d| std::time::UNIX_EPOCH.checked_add(d))
             };
             if let (Some(a), Some(m)) = (secs("access_time"), secs("modified_time")) {
                 let f = std::fs::File::options()
@@ -835,8 +837,9 @@ async fn transfer_op(
             Ok(Value::Nil)
         }
         ("update_read_file", Transfer::FromBytes { data, pos }) => {
-            let len = field("length").and_then(Value::as_u64).unwrap_or(0) as usize;
-            let end = (*pos + len).min(data.len());
+            let len = field("length").and_then(Value::as_u64).unwrap_or(0);
+            let len = usize::try_from(len).unwrap_or(usize::MAX);
+            let end = pos.saturating_add(len).min(data.len());
             let chunk = data[*pos..end].to_vec();
             *pos = end;
             Ok(Value::Binary(chunk))

@@ -46,6 +46,120 @@ pub enum ProtocolError {
     NoSeq,
     #[error("frame has no string `op`")]
     NoOp,
+    /// Refused before decoding: a length field claims more than the frame holds,
+    /// or the frame would decode to more than [`MAX_DECODED`] bytes of memory.
+    #[error("frame refused: {0}")]
+    TooBig(String),
+}
+
+/// The most memory one frame may decode into. A msgpack frame can claim lengths it
+/// does not hold (an array header saying 4 billion elements) and small elements
+/// decode to large values (a 2-byte `[nil]` becomes a 48-byte value and a vector),
+/// so every frame is measured by [`decoded_size`] before it is decoded. No frame
+/// autobot or buildbot-worker sends comes near this (output and file blocks are at
+/// most a few MiB); the WebSocket itself caps a frame's bytes at 64 MiB.
+pub const MAX_DECODED: usize = 64 << 20;
+
+/// Bytes one decoded msgpack value takes, without what it points to.
+const VALUE_SIZE: usize = std::mem::size_of::<Value>();
+
+/// An upper bound of the memory `rmpv` allocates to decode the first msgpack value
+/// of `bytes`, found by walking its headers without allocating. Refuses (before
+/// any of it is decoded) a value whose lengths claim more elements or bytes than
+/// the frame has left, or whose decoded size would pass [`MAX_DECODED`].
+pub fn decoded_size(bytes: &[u8]) -> Result<usize, ProtocolError> {
+    let too_big = |what: String| Err(ProtocolError::TooBig(what));
+    let mut pos = 0usize;
+    // Values still to be read (each takes at least one byte).
+    let mut pending: usize = 1;
+    let mut total: usize = 0;
+    // A vector grown by pushing, as rmpv grows it: its final capacity, counted
+    // three times over for the copy while it grows.
+    let vector = |n: usize, elem: usize| {
+        if n == 0 {
+            0
+        } else {
+            3 * n.max(4).next_power_of_two().saturating_mul(elem)
+        }
+    };
+    while pending > 0 {
+        pending -= 1;
+        let Some(&marker) = bytes.get(pos) else {
+            return Err(ProtocolError::Decode(
+                "the frame ends inside a value".into(),
+            ));
+        };
+        pos += 1;
+        let be = |pos: usize, n: usize| -> Result<usize, ProtocolError> {
+            let b = bytes
+                .get(pos..pos + n)
+                .ok_or_else(|| ProtocolError::Decode("the frame ends inside a length".into()))?;
+            Ok(b.iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x)))
+        };
+        // (elements to read, whether they are key/value pairs, payload bytes to
+        // skip, length-field bytes to skip)
+        let (items, pairs, payload, skip) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, false, 0, 0),
+            0x80..=0x8f => (usize::from(marker & 0x0f), true, 0, 0),
+            0x90..=0x9f => (usize::from(marker & 0x0f), false, 0, 0),
+            0xa0..=0xbf => (0, false, usize::from(marker & 0x1f), 0),
+            0xc4 | 0xd9 => (0, false, be(pos, 1)?, 1),
+            0xc5 | 0xda => (0, false, be(pos, 2)?, 2),
+            0xc6 | 0xdb => (0, false, be(pos, 4)?, 4),
+            0xc7 => (0, false, be(pos, 1)? + 1, 1),
+            0xc8 => (0, false, be(pos, 2)? + 1, 2),
+            0xc9 => (0, false, be(pos, 4)? + 1, 4),
+            0xca => (0, false, 4, 0),
+            0xcb => (0, false, 8, 0),
+            0xcc | 0xd0 => (0, false, 1, 0),
+            0xcd | 0xd1 => (0, false, 2, 0),
+            0xce | 0xd2 => (0, false, 4, 0),
+            0xcf | 0xd3 => (0, false, 8, 0),
+            0xd4 => (0, false, 2, 0),
+            0xd5 => (0, false, 3, 0),
+            0xd6 => (0, false, 5, 0),
+            0xd7 => (0, false, 9, 0),
+            0xd8 => (0, false, 17, 0),
+            0xdc => (be(pos, 2)?, false, 0, 2),
+            0xdd => (be(pos, 4)?, false, 0, 4),
+            0xde => (be(pos, 2)?, true, 0, 2),
+            0xdf => (be(pos, 4)?, true, 0, 4),
+            0xc1 => return Err(ProtocolError::Decode("reserved msgpack marker 0xc1".into())),
+        };
+        pos += skip;
+        let left = bytes.len().saturating_sub(pos);
+        let values = if pairs {
+            items.saturating_mul(2)
+        } else {
+            items
+        };
+        if values > left {
+            return too_big(format!(
+                "a header at byte {} claims {values} values but only {left} bytes follow",
+                pos - skip - 1
+            ));
+        }
+        if payload > left {
+            return too_big(format!(
+                "a header at byte {} claims {payload} bytes but only {left} follow",
+                pos - skip - 1
+            ));
+        }
+        pos += payload;
+        pending += values;
+        let elem = if pairs { 2 * VALUE_SIZE } else { VALUE_SIZE };
+        total = total
+            .saturating_add(VALUE_SIZE)
+            .saturating_add(vector(items, elem))
+            .saturating_add(if payload > 0 { 3 * payload } else { 0 });
+        if total > MAX_DECODED {
+            return too_big(format!(
+                "it would decode to more than {} MiB",
+                MAX_DECODED >> 20
+            ));
+        }
+    }
+    Ok(total)
 }
 
 /// One decoded frame.
@@ -137,8 +251,9 @@ impl Message {
         out
     }
 
-    /// Decode one binary frame.
+    /// Decode one binary frame, in memory bounded by [`MAX_DECODED`].
     pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
+        decoded_size(bytes)?;
         let mut rd = bytes;
         let value =
             rmpv::decode::read_value(&mut rd).map_err(|e| ProtocolError::Decode(e.to_string()))?;
@@ -147,7 +262,6 @@ impl Message {
         };
         let mut seq = None;
         let mut op = None;
-        let mut result = Value::Nil;
         let mut is_exception = false;
         let mut fields = Vec::new();
         for (k, v) in entries {
@@ -159,7 +273,6 @@ impl Message {
             match key.as_str() {
                 "seq_number" => seq = v.as_i64(),
                 "op" => op = value_str(&v).map(str::to_string),
-                "result" => result = v.clone(),
                 "is_exception" => is_exception = v.as_bool().unwrap_or(false),
                 _ => {}
             }
@@ -170,6 +283,13 @@ impl Message {
         let seq = seq.ok_or(ProtocolError::NoSeq)?;
         let op = op.ok_or(ProtocolError::NoOp)?;
         if op == "response" {
+            // Moved out, not copied: a result may be a file's block. The last
+            // `result` key wins, as it would in a Python dict.
+            let result = fields
+                .iter()
+                .rposition(|(k, _)| k == "result")
+                .map(|i| fields.swap_remove(i).1)
+                .unwrap_or(Value::Nil);
             Ok(Message::Response {
                 seq,
                 result,

@@ -74,10 +74,11 @@ impl Cron {
                 if a < lo || b > hi || a > b {
                     return Err(bad());
                 }
-                let mut v = a;
-                while v <= b {
-                    sets[i] |= 1 << v;
-                    v += step;
+                // `step` may be as large as u32::MAX: stop before it overflows.
+                let mut v = Some(a);
+                while let Some(x) = v.filter(|x| *x <= b) {
+                    sets[i] |= 1 << x;
+                    v = x.checked_add(step);
                 }
             }
         }

@@ -319,6 +319,8 @@ impl Session<'_> {
         }
         if let Ok(mut s) = self.state.settings.lock() {
             s.buffer_size = size.clamp(1.0, 16.0 * 1024.0 * 1024.0) as usize;
+            // NaN (which clamp passes through) counts as no wait.
+            let timeout = if timeout.is_nan() { 0.0 } else { timeout };
             s.buffer_timeout = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
             s.max_line_length = max_line.clamp(2.0, 1e9) as usize;
             s.newline = rule;

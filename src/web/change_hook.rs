@@ -63,6 +63,64 @@ pub const MAX_HOOK_BODY: u64 = 8 << 20;
 /// ignored and the delivery is known by its body alone.
 const MAX_DELIVERY_ID: usize = 256;
 
+/// The most memory reading one JSON body may take (see [`json_read_size`]).
+pub const MAX_JSON_READ: usize = 64 << 20;
+
+/// An upper bound of the memory `serde_json` takes to read `body` as a `Value`,
+/// found by one pass over its bytes without allocating: the bytes themselves
+/// (strings), three value slots per element (a growing vector), and B-tree
+/// nodes for objects. Small elements read into much larger values (`{"a":1}`
+/// takes some 600 bytes), so a body is measured before it is read.
+pub fn json_read_size(body: &[u8]) -> usize {
+    // A vector grown by doubling ends at up to twice its length, and holds the
+    // old and the new buffer at once while it grows: three slots an element.
+    const SLOT: usize = 3 * std::mem::size_of::<Value>();
+    const NODE: usize = 11 * (std::mem::size_of::<String>() + std::mem::size_of::<Value>()) + 96;
+    let (mut in_str, mut escaped) = (false, false);
+    let mut total = body.len();
+    for &b in body {
+        if in_str {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        total = total.saturating_add(match b {
+            b'"' => {
+                in_str = true;
+                SLOT + std::mem::size_of::<String>()
+            }
+            b'{' => SLOT + NODE,
+            // An object's entry: B-tree nodes are at least half full.
+            b':' => 2 * SLOT,
+            b'[' | b',' => SLOT,
+            _ => 0,
+        });
+    }
+    total
+}
+
+/// Refuse a JSON body that would take more than [`MAX_JSON_READ`] to read.
+fn check_json_size(body: &[u8]) -> Result<(), String> {
+    let need = json_read_size(body);
+    if need > MAX_JSON_READ {
+        return Err(format!(
+            "the JSON body would take {} MiB to read; at most {} MiB are allowed",
+            need >> 20,
+            MAX_JSON_READ >> 20
+        ));
+    }
+    Ok(())
+}
+
+/// Most commits one push payload may carry: GitHub sends at most 2048, GitLab and
+/// Gitea fewer. Each becomes a Change, so a signed payload of a million empty
+/// commits would otherwise become a million Changes (and their memory).
+const MAX_PUSH_COMMITS: usize = 4096;
+
 /// The routes of this file, `.or()`-ed into [`super::routes`].
 pub fn routes(ctx: WebContext) -> BoxedFilter<(Response,)> {
     let post_changes = api()
@@ -210,6 +268,9 @@ where
         Err(r) => return r,
     };
     // One Change (answered with the stored row) or a list (answered with a list).
+    if let Err(e) = check_json_size(&body) {
+        return json_error(StatusCode::BAD_REQUEST, &e);
+    }
     let value: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("bad JSON body: {e}")),
@@ -554,6 +615,7 @@ pub fn parse_event(forge: Forge, event: Option<&str>, body: &[u8]) -> Result<Hoo
             other => return Ok(HookEvent::Other(other.to_string())),
         },
     };
+    check_json_size(body)?;
     let v: Value = serde_json::from_slice(body).map_err(|e| {
         format!("the payload is not JSON ({e}); set the webhook's content type to application/json")
     })?;
@@ -612,13 +674,19 @@ pub fn parse_event(forge: Forge, event: Option<&str>, body: &[u8]) -> Result<Hoo
         .or_else(|| text(&v, &["repository", "name"]))
         .unwrap_or_default();
     let at = now();
-    let mut changes = Vec::new();
-    for c in v
+    let commits = v
         .get("commits")
         .and_then(Value::as_array)
         .map(Vec::as_slice)
-        .unwrap_or(&[])
-    {
+        .unwrap_or(&[]);
+    if commits.len() > MAX_PUSH_COMMITS {
+        return Err(format!(
+            "a push of {} commits; at most {MAX_PUSH_COMMITS} are taken (the forges send at most 2048)",
+            commits.len()
+        ));
+    }
+    let mut changes = Vec::with_capacity(commits.len());
+    for c in commits {
         let name = text(c, &["author", "name"]).unwrap_or_default();
         let who = match text(c, &["author", "email"]) {
             Some(email) if name.is_empty() => email,

@@ -647,9 +647,10 @@ impl Supervisor {
             timeout,
             io_deadline: timeout.map(|t| now + t),
             max_deadline: spec.max_time.and_then(dur).map(|t| now + t),
+            // NaN (which clamp passes through) counts as no grace time.
             sigterm_time: spec
                 .sigterm_time
-                .map(|s| Duration::from_secs_f64(s.clamp(0.0, 1e9))),
+                .map(|s| Duration::from_secs_f64(if s.is_nan() { 0.0 } else { s.clamp(0.0, 1e9) })),
             sigterm_deadline: None,
             backup_deadline: None,
             interrupt_signal: spec.interrupt_signal,
