@@ -20,6 +20,7 @@
 
 pub mod api;
 pub mod change_hook;
+pub mod forms;
 pub mod html;
 pub mod pages;
 pub mod sse;
