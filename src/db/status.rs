@@ -2,8 +2,9 @@
 //! a few statements however many builders there are: each builder's state (the
 //! one place that says what `idle`, `building` and `offline` mean), the builds of
 //! a waterfall page with their steps and log names, a builder's queue, its last
-//! result for a badge, a slave's recent connections, and the fingerprint of the
-//! slaves' connection state that the pages' ETags carry.
+//! result for a badge, and the fingerprint of the slaves' connection state that
+//! the pages' ETags carry (a slave's recent connections are
+//! [`super::slaves`]').
 //!
 //! Every query is LIMITed or bounded by a window of build ids, so a page costs the
 //! same with a million builds as with ten.
@@ -13,8 +14,7 @@ use std::collections::HashMap;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
-use super::builds::BuildRow;
-use super::slaves::ConnectionRow;
+use super::builds::{BuildRow, BuilderActivity, LogRow, StepRow};
 use super::{Db, DbError};
 
 /// Build ids one waterfall page looks back at most (see [`Db::waterfall`]).
@@ -53,17 +53,13 @@ impl BuilderState {
     }
 }
 
-/// One builder's activity as the status pages and `GET /api/v1/builders` show it.
+/// One builder's activity and state as the status pages and
+/// `GET /api/v1/builders` show them (build rows' reason and text cut at 16384
+/// characters).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BuilderStatus {
-    pub name: String,
+    pub activity: BuilderActivity,
     pub state: BuilderState,
-    /// The newest finished build (reason and text cut at 16384 characters).
-    pub last_build: Option<BuildRow>,
-    /// Builds running now, oldest first.
-    pub running: Vec<BuildRow>,
-    /// BuildRequests waiting for a slave.
-    pub pending: i64,
 }
 
 /// A build on the waterfall, with its steps.
@@ -72,20 +68,8 @@ pub struct WaterfallBuild {
     /// The build's id: it grows with time, so it orders builds across builders.
     pub id: i64,
     pub row: BuildRow,
-    pub steps: Vec<WaterfallStep>,
-}
-
-/// A step of a waterfall build, with the names of its logs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WaterfallStep {
-    pub number: i64,
-    pub name: String,
-    pub started_at: Option<f64>,
-    pub finished_at: Option<f64>,
-    pub result: Option<String>,
-    pub text: String,
-    pub description: String,
-    pub logs: Vec<String>,
+    /// Its steps, each with its logs.
+    pub steps: Vec<StepRow>,
 }
 
 /// A BuildRequest waiting for a slave, as a builder's page lists it.
@@ -204,33 +188,6 @@ impl Db {
         })
         .await
     }
-
-    /// A slave's newest `limit` connections, newest first.
-    pub async fn recent_connections(
-        &self,
-        slave: &str,
-        limit: u32,
-    ) -> Result<Vec<ConnectionRow>, DbError> {
-        let slave = slave.to_string();
-        self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT id, slave, peer, connected_at, disconnected_at, reason
-                 FROM slave_connections WHERE slave = ?1 ORDER BY id DESC LIMIT ?2",
-            )?;
-            let rows = st.query_map(params![slave, limit], |r| {
-                Ok(ConnectionRow {
-                    id: r.get(0)?,
-                    slave: r.get(1)?,
-                    peer: r.get(2)?,
-                    connected_at: r.get(3)?,
-                    disconnected_at: r.get(4)?,
-                    reason: r.get(5)?,
-                })
-            })?;
-            rows.collect()
-        })
-        .await
-    }
 }
 
 /// [`Db::builder_status`] in four statements for all builders at once, so a
@@ -281,10 +238,12 @@ fn builder_status(
             let running = running.remove(name).unwrap_or_default();
             BuilderStatus {
                 state: BuilderState::of(!running.is_empty(), connected.contains(slave)),
-                pending: pending.get(name).copied().unwrap_or(0),
-                last_build,
-                running,
-                name: name.clone(),
+                activity: BuilderActivity {
+                    pending: pending.get(name).copied().unwrap_or(0),
+                    last_build,
+                    running,
+                    name: name.clone(),
+                },
             }
         })
         .collect())
@@ -347,16 +306,18 @@ fn waterfall(
     let mut st = c.prepare_cached(
         "SELECT s.build, s.number, s.name, s.started_at, s.finished_at, s.result, s.text,
                 s.description,
-                (SELECT json_group_array(l.name) FROM logs l WHERE l.step = s.id)
+                (SELECT json_group_array(json_array(l.name, l.size, l.lines, l.complete))
+                 FROM logs l WHERE l.step = s.id)
          FROM steps s WHERE s.build IN (SELECT value FROM json_each(?1))
          ORDER BY s.build, s.number",
     )?;
-    let mut by_build: HashMap<i64, Vec<WaterfallStep>> = HashMap::new();
+    let mut by_build: HashMap<i64, Vec<StepRow>> = HashMap::new();
     let rows = st.query_map([ids], |r| {
         let logs: String = r.get(8)?;
+        let logs: Vec<(String, u64, u64, i64)> = serde_json::from_str(&logs).unwrap_or_default();
         Ok((
             r.get::<_, i64>(0)?,
-            WaterfallStep {
+            StepRow {
                 number: r.get(1)?,
                 name: r.get(2)?,
                 started_at: r.get(3)?,
@@ -364,7 +325,15 @@ fn waterfall(
                 result: r.get(5)?,
                 text: r.get(6)?,
                 description: r.get(7)?,
-                logs: serde_json::from_str(&logs).unwrap_or_default(),
+                logs: logs
+                    .into_iter()
+                    .map(|(name, size, lines, complete)| LogRow {
+                        name,
+                        size,
+                        lines,
+                        complete: complete != 0,
+                    })
+                    .collect(),
             },
         ))
     })?;
@@ -415,7 +384,10 @@ mod tests {
             ])
             .await
             .unwrap();
-        let states: Vec<_> = st.iter().map(|b| (b.name.as_str(), b.state)).collect();
+        let states: Vec<_> = st
+            .iter()
+            .map(|b| (b.activity.name.as_str(), b.state))
+            .collect();
         assert_eq!(
             states,
             [
@@ -423,7 +395,9 @@ mod tests {
                 ("a-s2", BuilderState::Offline)
             ]
         );
-        assert!(st.iter().all(|b| b.last_build.is_none() && b.pending == 0));
+        assert!(st
+            .iter()
+            .all(|b| b.activity.last_build.is_none() && b.activity.pending == 0));
         assert_eq!(db.slaves_fingerprint().await.unwrap(), "1.1");
         let (builds, older) = db
             .waterfall(vec!["a-s1".into()], None, i64::MAX, 10)

@@ -7,7 +7,9 @@ use warp::http::header::HeaderMap;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::{build_url, cached, db_error, duration_of, error_page, ok_page, result_word, Pc};
+use super::{
+    build_url, cached, db_error, duration_of, error_page, ok_page, result_word, table_head, Pc,
+};
 use crate::db::builds::BuildDetail;
 use crate::web::forms::{self, Forms};
 use crate::web::html::{builder_link, fmt_duration, fmt_time, log_url, result_class, seg, unseg};
@@ -82,9 +84,7 @@ fn render_build(d: &BuildDetail, h: &HeaderMap, pc: &Pc) -> Response {
             @if let Some(token) = &token { (forms::stop_form(b, token)) }
             h2 { "Steps" }
             table.list.steps {
-                thead { tr {
-                    th { "#" } th { "step" } th { "result" } th { "duration" } th { "logs" }
-                } }
+                (table_head(&["#", "step", "result", "duration", "logs"]))
                 tbody {
                     @for s in &d.steps {
                         @let text = if s.finished_at.is_some() { &s.text } else { &s.description };
@@ -121,7 +121,7 @@ fn render_build(d: &BuildDetail, h: &HeaderMap, pc: &Pc) -> Response {
             @if !d.properties.is_empty() {
                 h2 { "Properties" }
                 table.props {
-                    thead { tr { th { "name" } th { "value" } th { "source" } } }
+                    (table_head(&["name", "value", "source"]))
                     tbody {
                         @for (k, (v, src)) in &d.properties {
                             tr { td { (k) } td { (v) } td { (src) } }

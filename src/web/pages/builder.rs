@@ -12,7 +12,7 @@ use warp::reply::Response;
 
 use super::{
     build_cell, build_url, builder_states, cached, db_error, duration_of, error_page, ok_page,
-    pager, query_key, Pc,
+    pager, query_key, table_head, Pc,
 };
 use crate::db::listing::{LIST_CAPS, PAGE_BYTES};
 use crate::web::forms::{self, Forms};
@@ -35,10 +35,7 @@ pub(super) async fn builders_page(h: HeaderMap, pc: Pc) -> Response {
             h1 { "Builders" }
             div #builders-part data-part="builders" {
                 table.list {
-                    thead { tr {
-                        th { "builder" } th { "category" } th { "slave" } th { "state" }
-                        th { "last build" } th { "badge" }
-                    } }
+                    (table_head(&["builder", "category", "slave", "state", "last build", "badge"]))
                     tbody {
                         @for b in &list {
                             tr {
@@ -193,10 +190,7 @@ async fn render_builder(
             }
             h2 { "Recent builds" }
             table.list.builds {
-                thead { tr {
-                    th { "build" } th { "started" } th { "duration" } th { "slave" }
-                    th { "reason" } th { "text" }
-                } }
+                (table_head(&["build", "started", "duration", "slave", "reason", "text"]))
                 tbody {
                     @for r in &builds {
                         tr {

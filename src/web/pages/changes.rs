@@ -10,7 +10,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::waterfall::SUMMARY_CAPS;
-use super::{cached, db_error, error_page, ok_page, pager, query_key, Pc};
+use super::{cached, db_error, error_page, ok_page, pager, query_key, table_head, Pc};
 use crate::db::listing::ONE_CAPS;
 use crate::web::html::{fmt_time, safe_link};
 
@@ -37,10 +37,7 @@ pub(super) async fn changes_page(q: HashMap<String, String>, h: HeaderMap, pc: P
             h1 { "Changes" }
             div #changes-part data-part="changes" {
                 table.list {
-                    thead { tr {
-                        th { "change" } th { "who" } th { "when" } th { "branch" }
-                        th { "revision" } th { "comments" } th { "files" }
-                    } }
+                    (table_head(&["change", "who", "when", "branch", "revision", "comments", "files"]))
                     tbody {
                         @for c in &list {
                             tr {

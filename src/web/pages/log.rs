@@ -114,24 +114,22 @@ fn pieces_html(pieces: &[(Channel, String)]) -> String {
     html::no_controls(m.into_string())
 }
 
-/// The log a log URL names (its step by name or number), opened, with its length
-/// now (a growing log is read up to there): its record, a reader of its bytes and
-/// their length; or the error page to answer with.
-async fn open_log(
-    pc: &Pc,
-    builder: &str,
-    number: i64,
-    step: &str,
-    log: &str,
-) -> Result<
-    (
-        crate::db::builds::LogFile,
-        crate::master::logs::LogBytes,
-        u64,
-    ),
-    Response,
-> {
-    let file = match pc.ctx.db.log_file(builder, number, step, log).await {
+/// A log a log URL names, opened: the URL's names decoded, the log's record, a
+/// reader of its bytes and their length now (a growing log is read up to there).
+struct Opened {
+    builder: String,
+    step: String,
+    log: String,
+    file: crate::db::builds::LogFile,
+    bytes: crate::master::logs::LogBytes,
+    len: u64,
+}
+
+/// Open the log of the URL segments `b`/`n`/`s`/`l` (its step by name or
+/// number); or the error page to answer with.
+async fn open_log(pc: &Pc, b: &str, number: i64, s: &str, l: &str) -> Result<Opened, Response> {
+    let (builder, step, log) = (unseg(b), unseg(s), unseg(l));
+    let file = match pc.ctx.db.log_file(&builder, number, &step, &log).await {
         Ok(Some(f)) => f,
         Ok(None) => {
             return Err(error_page(
@@ -144,7 +142,14 @@ async fn open_log(
         Err(e) => return Err(db_error(pc, "log", e)),
     };
     match crate::master::logs::log_reader(&file.path, file.complete).await {
-        Ok((reader, len)) => Ok((file, reader, len)),
+        Ok((bytes, len)) => Ok(Opened {
+            builder,
+            step,
+            log,
+            file,
+            bytes,
+            len,
+        }),
         Err(e) => {
             tracing::error!("log {}: {e}", file.path.display());
             Err(error_page(
@@ -165,8 +170,14 @@ pub(super) async fn log_page(
     h: HeaderMap,
     pc: Pc,
 ) -> Response {
-    let (builder, step, log) = (unseg(&b), unseg(&s), unseg(&l));
-    let (file, f, len) = match open_log(&pc, &builder, n, &step, &log).await {
+    let Opened {
+        builder,
+        step,
+        log,
+        file,
+        bytes: f,
+        len,
+    } = match open_log(&pc, &b, n, &s, &l).await {
         Ok(x) => x,
         Err(page) => return page,
     };
@@ -265,8 +276,14 @@ pub(super) async fn log_text(
     q: HashMap<String, String>,
     pc: Pc,
 ) -> Response {
-    let (builder, step, log) = (unseg(&b), unseg(&s), unseg(&l));
-    let (_file, f, len) = match open_log(&pc, &builder, n, &step, &log).await {
+    let Opened {
+        builder,
+        step,
+        log,
+        bytes: f,
+        len,
+        ..
+    } = match open_log(&pc, &b, n, &s, &l).await {
         Ok(x) => x,
         Err(page) => return page,
     };

@@ -517,6 +517,11 @@ fn build_cell(b: &BuildRow) -> Markup {
     }
 }
 
+/// A table's head: one `th` per column name.
+fn table_head(columns: &[&str]) -> Markup {
+    html! { thead { tr { @for c in columns { th { (c) } } } } }
+}
+
 fn duration_of(start: f64, end: Option<f64>) -> String {
     fmt_duration(end.unwrap_or_else(crate::db::now_f64) - start)
 }
@@ -582,12 +587,12 @@ pub(crate) async fn builder_states(
         .zip(status)
         .map(|(b, s)| BuilderView {
             category: category_of(&b.factory),
-            pending: s.pending,
+            pending: s.activity.pending,
             factory: b.factory,
             slaves: vec![b.slave],
             state: s.state,
-            last_build: s.last_build,
-            running: s.running,
+            last_build: s.activity.last_build,
+            running: s.activity.running,
             name: b.name,
         })
         .collect())

@@ -6,7 +6,7 @@ use warp::http::header::HeaderMap;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use super::{cached, db_error, error_page, ok_page, Pc};
+use super::{cached, db_error, error_page, ok_page, table_head, Pc};
 use crate::db::slaves::SlaveRow;
 use crate::web::html::{builder_link, fmt_time, seg, unseg};
 
@@ -41,10 +41,7 @@ pub(super) async fn slaves_page(h: HeaderMap, pc: Pc) -> Response {
             h1 { "Slaves" }
             div #slaves-part data-part="slaves" {
                 table.list {
-                    thead { tr {
-                        th { "slave" } th { "state" } th { "admin" } th { "host" } th { "os" }
-                        th { "version" } th { "last seen" } th { "builders" }
-                    } }
+                    (table_head(&["slave", "state", "admin", "host", "os", "version", "last seen", "builders"]))
                     tbody {
                         @for s in &list {
                             tr {
@@ -116,7 +113,7 @@ pub(super) async fn slave_page(name: String, h: HeaderMap, pc: Pc) -> Response {
                 }
                 h2 { "Connections" }
                 table.list {
-                    thead { tr { th { "from" } th { "connected" } th { "disconnected" } th { "why" } } }
+                    (table_head(&["from", "connected", "disconnected", "why"]))
                     tbody {
                         @for c in &conns {
                             tr {

@@ -301,7 +301,7 @@ fn build_column(b: &WaterfallBuild) -> Markup {
                     (text)
                     @for l in &s.logs {
                         " "
-                        a.log href=(log_url(&row.builder, row.number, &s.name, l)) { (l) }
+                        a.log href=(log_url(&row.builder, row.number, &s.name, &l.name)) { (l.name) }
                     }
                     @if let Some(st) = s.started_at {
                         " " small { (duration_of(st, s.finished_at)) }
