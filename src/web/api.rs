@@ -374,16 +374,10 @@ async fn get_log(
 }
 
 fn engine_error(e: EngineError) -> Response {
-    let status = match &e {
-        EngineError::UnknownBuilder { .. }
-        | EngineError::NoSuchBuild { .. }
-        | EngineError::NoSuchRequest(_) => StatusCode::NOT_FOUND,
-        EngineError::NotRunning { .. } => StatusCode::CONFLICT,
-        EngineError::BadName { .. } => StatusCode::BAD_REQUEST,
-        EngineError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-        EngineError::Db(_) => return db_error("engine", &e),
-    };
-    json_error(status, &e.to_string())
+    match super::engine_status(&e) {
+        Some(status) => json_error(status, &e.to_string()),
+        None => db_error("engine", &e),
+    }
 }
 
 fn force_refused() -> Response {
@@ -406,7 +400,7 @@ fn api_user(ctx: &WebContext, auth: Option<&str>, what: &str) -> Result<Option<S
         );
         r.headers_mut().insert(
             warp::http::header::WWW_AUTHENTICATE,
-            warp::http::HeaderValue::from_static("Basic realm=\"autobot\", charset=\"UTF-8\""),
+            warp::http::HeaderValue::from_static(super::forms::REALM),
         );
         r
     })

@@ -38,9 +38,10 @@ const CSRF_COOKIE_PLAIN: &str = "autobot_csrf";
 /// Who logged in at `/login` in this browser (signed; see [`login_cookie`]).
 const LOGIN_COOKIE_HOST: &str = "__Host-autobot_user";
 const LOGIN_COOKIE_PLAIN: &str = "autobot_user";
-/// The realm of the Basic challenge of `/login` and the POSTs: one realm, so the
-/// browser sends what it was given for `/login` with the forms too.
-const REALM: &str = "Basic realm=\"autobot\", charset=\"UTF-8\"";
+/// The realm of the Basic challenge of `/login`, the POSTs and the JSON API's
+/// force and stop: one realm, so the browser sends what it was given for
+/// `/login` with the forms too.
+pub(crate) const REALM: &str = "Basic realm=\"autobot\", charset=\"UTF-8\"";
 
 fn cookie(h: &HeaderMap, name: &str) -> Option<String> {
     h.get_all(header::COOKIE)
@@ -421,17 +422,10 @@ fn redirect(to: &str) -> Response {
 }
 
 fn engine_error_page(pc: &Pc, e: crate::master::EngineError) -> Response {
-    use crate::master::EngineError as E;
-    let status = match &e {
-        E::UnknownBuilder { .. } | E::NoSuchBuild { .. } | E::NoSuchRequest(_) => {
-            StatusCode::NOT_FOUND
-        }
-        E::NotRunning { .. } => StatusCode::CONFLICT,
-        E::BadName { .. } => StatusCode::BAD_REQUEST,
-        E::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-        E::Db(_) => return db_error(pc, "engine", &e),
-    };
-    error_page(pc, status, "Cannot do that", &e.to_string())
+    match super::engine_status(&e) {
+        Some(status) => error_page(pc, status, "Cannot do that", &e.to_string()),
+        None => db_error(pc, "engine", &e),
+    }
 }
 
 /// `POST /builders/NAME/force`: queue a build, back to the builder's page.
