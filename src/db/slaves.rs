@@ -194,16 +194,28 @@ impl Db {
     /// A slave's connections, newest first.
     pub async fn slave_connections(&self, name: &str) -> Result<Vec<ConnectionRow>, DbError> {
         let name = name.to_string();
-        self.read(move |c| connections(c, &name)).await
+        self.read(move |c| connections(c, &name, -1)).await
+    }
+
+    /// A slave's newest `limit` connections, newest first (for its page).
+    pub async fn recent_connections(
+        &self,
+        name: &str,
+        limit: u32,
+    ) -> Result<Vec<ConnectionRow>, DbError> {
+        let name = name.to_string();
+        self.read(move |c| connections(c, &name, i64::from(limit)))
+            .await
     }
 }
 
-fn connections(c: &Connection, name: &str) -> rusqlite::Result<Vec<ConnectionRow>> {
-    let mut st = c.prepare(
+/// A slave's connections, newest first: at most `limit` (all when negative).
+fn connections(c: &Connection, name: &str, limit: i64) -> rusqlite::Result<Vec<ConnectionRow>> {
+    let mut st = c.prepare_cached(
         "SELECT id, slave, peer, connected_at, disconnected_at, reason
-         FROM slave_connections WHERE slave = ?1 ORDER BY id DESC",
+         FROM slave_connections WHERE slave = ?1 ORDER BY id DESC LIMIT ?2",
     )?;
-    let rows = st.query_map([name], |r| {
+    let rows = st.query_map(params![name, limit], |r| {
         Ok(ConnectionRow {
             id: r.get(0)?,
             slave: r.get(1)?,

@@ -1,14 +1,20 @@
-//! HTML building blocks for the status pages: the one strict escape function every
-//! string from a Change, slave, user, build or log goes through, URL path-segment
-//! encoding, the page layout (header, navigation, footer) and the small formatters
-//! (times, durations, result colours) the pages share.
+//! HTML building blocks for the status pages: the page layout (header,
+//! navigation, footer), links and URLs, and the small formatters (times,
+//! durations, result colours) the pages share.
 //!
-//! Pages are plain `String`s built with `push_str`/`format!`: no template engine,
-//! so nothing is ever inserted unescaped by accident of a template's defaults —
-//! every dynamic value is wrapped in [`esc`] (text and attributes alike) or
-//! [`seg`] (inside a URL path).
+//! Pages are built with maud's `html!`, a template engine checked at compile time
+//! that escapes every value it inserts, in text and in attribute values alike:
+//! nothing from a Change, a slave, a user, a build or a log reaches a page
+//! unescaped, and there is no escaping call to forget. The only raw HTML is
+//! constant text and what maud itself rendered. URL path segments are
+//! percent-encoded with the `percent-encoding` crate ([`seg`]: everything but
+//! RFC 3986's unreserved characters) before maud writes them into an `href`.
+//! Control characters other than tab and newline, which a template engine leaves
+//! as they are (a terminal's colour codes in a log), are replaced by U+FFFD in a
+//! page's final text ([`no_controls`]).
 
-use std::fmt::Write as _;
+use maud::{html, Markup, PreEscaped, DOCTYPE};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// The stylesheet, script and icon, compiled in so the binary works alone.
 pub const CSS: &str = include_str!("../../templates/web/autobot.css");
@@ -17,63 +23,48 @@ pub const FAVICON: &[u8] = include_bytes!("../../templates/web/favicon.ico");
 /// The default `robots.txt`: a CI master's pages are for people, not crawlers.
 pub const ROBOTS: &str = "User-agent: *\nDisallow: /\n";
 
-/// Escape text for HTML content *and* quoted attribute values: `& < > " '` and
-/// control characters other than tab/newline (which would otherwise reach the page
-/// raw) are replaced.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + s.len() / 8);
-    esc_into(&mut out, s);
-    out
-}
-
-/// [`esc`] appending to `out` (for log pages that escape megabytes).
-pub fn esc_into(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if c.is_control() => out.push('\u{FFFD}'),
-            c => out.push(c),
-        }
-    }
-}
+/// What [`seg`] encodes: all but RFC 3986's unreserved characters
+/// (`A-Z a-z 0-9 - . _ ~`).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Percent-encode one URL path segment (or query value): only unreserved
 /// characters stay, so a builder named `a/b?c` stays one segment.
 pub fn seg(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+    utf8_percent_encode(s, SEGMENT).to_string()
 }
 
-/// Decode a percent-encoded path segment (warp hands segments over raw).
+/// Decode a percent-encoded path segment (warp hands segments over raw); a `%`
+/// not followed by two hex digits stays as it is, bytes that are not UTF-8
+/// become U+FFFD.
 pub fn unseg(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = |c: u8| (c as char).to_digit(16);
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
+    percent_decode_str(s).decode_utf8_lossy().into_owned()
+}
+
+/// Whether `c` is a control character a page must not carry raw.
+fn is_bad_control(c: char) -> bool {
+    c.is_control() && !matches!(c, '\t' | '\n' | '\r')
+}
+
+/// `s` with every control character other than tab, newline and carriage return
+/// replaced by U+FFFD. The pages' own markup has none, so this touches only the
+/// values the template engine inserted; `s` comes back as it was (no copy) when
+/// it has none, the common case.
+pub fn no_controls(s: String) -> String {
+    // C0 controls and DEL are single bytes; C1 controls (U+0080..U+009F) start
+    // with the byte 0xC2 in UTF-8.
+    let suspect = s
+        .bytes()
+        .any(|b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0x7f || b == 0xc2);
+    if !suspect || !s.chars().any(is_bad_control) {
+        return s;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    s.chars()
+        .map(|c| if is_bad_control(c) { '\u{FFFD}' } else { c })
+        .collect()
 }
 
 /// The CSS class of a result (`success`, …; `running` while `None`).
@@ -127,55 +118,71 @@ pub struct Frame<'a> {
 }
 
 /// A whole page: `<head>` with the stylesheet, the navigation bar linking every
-/// page kind, `body` (already escaped HTML) inside `<main>`, and the script.
-pub fn page(f: &Frame<'_>, body: &str) -> String {
-    let mut out = String::with_capacity(body.len() + 2048);
+/// page kind, `body` inside `<main>`, and the script.
+pub fn page(f: &Frame<'_>, body: &Markup) -> Markup {
     let project = if f.project_name.is_empty() {
-        "autobot".to_string()
+        "autobot"
     } else {
-        f.project_name.to_string()
+        f.project_name
     };
-    let _ = write!(
-        out,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{} — {}</title>\
-         <link rel=\"stylesheet\" href=\"/static/autobot.css\">\
-         <link rel=\"icon\" href=\"/favicon.ico\"></head>\n\
-         <body data-live=\"{}\"><header><nav>",
-        esc(f.title),
-        esc(&project),
-        esc(f.live)
-    );
-    if f.project_url.starts_with("http://") || f.project_url.starts_with("https://") {
-        let _ = write!(
-            out,
-            "<a class=\"project\" href=\"{}\">{}</a>",
-            esc(f.project_url),
-            esc(&project)
-        );
-    } else {
-        let _ = write!(out, "<span class=\"project\">{}</span>", esc(&project));
+    let linked = f.project_url.starts_with("http://") || f.project_url.starts_with("https://");
+    html! {
+        (DOCTYPE) "\n"
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (f.title) " — " (project) }
+                link rel="stylesheet" href="/static/autobot.css";
+                link rel="icon" href="/favicon.ico";
+            }
+            "\n"
+            body data-live=(f.live) {
+                header {
+                    nav {
+                        @if linked {
+                            a.project href=(f.project_url) { (project) }
+                        } @else {
+                            span.project { (project) }
+                        }
+                        a href="/waterfall" { "Waterfall" }
+                        a href="/builders" { "Builders" }
+                        a href="/changes" { "Changes" }
+                        a href="/slaves" { "Slaves" }
+                        a href="/about" { "About" }
+                        @if f.public {
+                            span.readonly { "read-only" }
+                        }
+                        span #live-status .live-status {}
+                    }
+                }
+                "\n"
+                main #main { (body) }
+                "\n"
+                script src="/static/autobot.js" defer {}
+            }
+        }
+        "\n"
     }
-    out.push_str(
-        "<a href=\"/waterfall\">Waterfall</a><a href=\"/builders\">Builders</a>\
-         <a href=\"/changes\">Changes</a><a href=\"/slaves\">Slaves</a>\
-         <a href=\"/about\">About</a>",
-    );
-    if f.public {
-        out.push_str("<span class=\"readonly\">read-only</span>");
+}
+
+/// Where [`page_halves`] cuts a page: markup no value can produce, since the
+/// template engine escapes every `<` it inserts.
+const BODY_MARK: &str = "<autobot-body-here/>";
+
+/// A page's frame before and after its `<main>` content, for pages that stream
+/// their body (a log): the same text [`page`] surrounds a body with.
+pub fn page_halves(f: &Frame<'_>) -> (String, String) {
+    let whole = page(f, &PreEscaped(BODY_MARK.to_string())).into_string();
+    match whole.split_once(BODY_MARK) {
+        Some((pre, post)) => (pre.to_string(), post.to_string()),
+        None => (whole, String::new()),
     }
-    out.push_str(
-        "<span id=\"live-status\" class=\"live-status\"></span></nav></header>\n<main id=\"main\">",
-    );
-    out.push_str(body);
-    out.push_str("</main>\n<script src=\"/static/autobot.js\" defer></script></body></html>\n");
-    out
 }
 
 /// A link to a builder's page.
-pub fn builder_link(name: &str) -> String {
-    format!("<a href=\"/builders/{}\">{}</a>", seg(name), esc(name))
+pub fn builder_link(name: &str) -> Markup {
+    html! { a href={ "/builders/" (seg(name)) } { (name) } }
 }
 
 /// The URL of a build's page.
@@ -193,26 +200,65 @@ pub fn log_url(builder: &str, number: i64, step: &str, log: &str) -> String {
     )
 }
 
+/// A URL from a Change or the configuration: a link when it is `http(s)`, plain
+/// text otherwise (a `javascript:` URL never becomes a link).
+pub fn safe_link(url: &str) -> Markup {
+    html! {
+        @if url.starts_with("http://") || url.starts_with("https://") {
+            a href=(url) rel="noopener noreferrer" { (url) }
+        } @else {
+            (url)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn escapes_markup_quotes_and_controls() {
+    fn the_engine_escapes_markup_and_quotes() {
+        let evil = "<script>alert('x')</script> & \"q\"";
+        let m = html! { p title=(evil) { (evil) } }.into_string();
         assert_eq!(
-            esc("<script>alert('x')</script> & \"q\""),
-            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
+            m,
+            "<p title=\"&lt;script&gt;alert('x')&lt;/script&gt; &amp; &quot;q&quot;\">\
+             &lt;script&gt;alert('x')&lt;/script&gt; &amp; &quot;q&quot;</p>"
         );
-        assert_eq!(esc("a\u{1b}[31mb\n"), "a\u{FFFD}[31mb\n");
+        assert_eq!(
+            no_controls("a\u{1b}[31mb\u{85}\t\n".into()),
+            "a\u{FFFD}[31mb\u{FFFD}\t\n"
+        );
+        assert_eq!(no_controls("é ok\n".into()), "é ok\n");
     }
 
     #[test]
     fn segments_round_trip() {
-        let s = "a b/c?d%e&é";
-        assert_eq!(seg(s), "a%20b%2Fc%3Fd%25e%26%C3%A9");
+        let s = "a b/c?d%e&é~";
+        assert_eq!(seg(s), "a%20b%2Fc%3Fd%25e%26%C3%A9~");
         assert_eq!(unseg(&seg(s)), s);
         assert_eq!(unseg("100%"), "100%");
         assert_eq!(unseg("%4"), "%4");
+        assert_eq!(unseg("%ff"), "\u{FFFD}");
+    }
+
+    #[test]
+    fn frames_split_around_their_body() {
+        let f = Frame {
+            title: "t <b>",
+            project_name: "P",
+            ..Frame::default()
+        };
+        let (pre, post) = page_halves(&f);
+        let body = PreEscaped("BODY".to_string());
+        assert_eq!(format!("{pre}BODY{post}"), page(&f, &body).into_string());
+        assert!(pre.contains("<title>t &lt;b&gt; — P</title>"), "{pre}");
+        assert!(pre.ends_with("<main id=\"main\">"), "{pre}");
+        let linked = Frame {
+            project_url: "javascript:alert(1)",
+            ..Frame::default()
+        };
+        assert!(!page(&linked, &body).into_string().contains("javascript"));
     }
 
     #[test]

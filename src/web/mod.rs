@@ -1,12 +1,15 @@
 //! The master's HTTP side on `htmlport`: the JSON API and the status pages
-//! ([`pages`], read-only on `publichtmlport` through [`public_routes`]).
+//! ([`pages`], read-only on `publichtmlport` through [`public_routes`]; their
+//! Force and Stop forms in [`forms`]).
 //!
 //! [`routes`] combines one filter per resource; each handler reads the database
-//! or the current configuration through [`WebContext`] and never drives a build
-//! directly. New resources (builders, builds, changes, force) are added as more
-//! filters `.or()`-ed into [`routes`], each returning a `warp::reply::Response`.
-//! The engine's resources are in [`api`]; anything no route takes is answered by
-//! [`rejections`] with a JSON error and the right status.
+//! (through [`crate::db`]'s queries: no SQL here) or the current configuration
+//! through [`WebContext`] and never drives a build directly. Pages are rendered
+//! by a template engine that escapes every value ([`html`]). New resources
+//! (builders, builds, changes, force) are added as more filters `.or()`-ed into
+//! [`routes`], each returning a `warp::reply::Response`. The engine's resources
+//! are in [`api`]; anything no route takes is answered by [`rejections`] with a
+//! JSON error and the right status.
 //!
 //! Two rules hold for every route, whatever file it lives in. A request that may
 //! change state (any method but GET and HEAD) on `htmlport` passes
@@ -20,6 +23,7 @@
 
 pub mod api;
 pub mod change_hook;
+pub mod forms;
 pub mod html;
 pub mod pages;
 pub mod sse;
@@ -315,6 +319,21 @@ pub fn with(
     ctx: WebContext,
 ) -> impl Filter<Extract = (WebContext,), Error = std::convert::Infallible> + Clone {
     warp::any().map(move || ctx.clone())
+}
+
+/// The status that answers an engine's refusal of a force or stop; `None` for a
+/// database error (answered 500 without its details, which go to the log).
+pub fn engine_status(e: &crate::master::EngineError) -> Option<StatusCode> {
+    use crate::master::EngineError as E;
+    Some(match e {
+        E::UnknownBuilder { .. } | E::NoSuchBuild { .. } | E::NoSuchRequest(_) => {
+            StatusCode::NOT_FOUND
+        }
+        E::NotRunning { .. } => StatusCode::CONFLICT,
+        E::BadName { .. } => StatusCode::BAD_REQUEST,
+        E::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        E::Db(_) => return None,
+    })
 }
 
 /// A JSON error body with a status.

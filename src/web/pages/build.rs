@@ -1,0 +1,137 @@
+//! `/builders/NAME/builds/N`, one build: its result, reason, slave, times, ETA,
+//! source stamp and blamelist, the Stop form while it runs, its steps with their
+//! logs, its Changes and its properties.
+
+use maud::html;
+use warp::http::header::HeaderMap;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::{
+    build_url, cached, db_error, duration_of, error_page, ok_page, result_word, table_head, Pc,
+};
+use crate::db::builds::BuildDetail;
+use crate::web::forms::{self, Forms};
+use crate::web::html::{builder_link, fmt_duration, fmt_time, log_url, result_class, seg, unseg};
+
+pub(super) async fn build_page(name: String, number: i64, h: HeaderMap, pc: Pc) -> Response {
+    let name = unseg(&name);
+    let key = format!("/builders/{name}/builds/{number}");
+    let p = pc.clone();
+    let h2 = h.clone();
+    let r = cached(&pc, &h, &key, async move {
+        match p.ctx.db.build(&name, number).await {
+            Ok(Some(d)) => render_build(&d, &h2, &p),
+            Ok(None) => error_page(
+                &p,
+                StatusCode::NOT_FOUND,
+                "No such build",
+                &format!("{name} has no build {number}"),
+            ),
+            Err(e) => db_error(&p, "build", e),
+        }
+    })
+    .await;
+    if forms::forms_allowed(&pc) {
+        forms::personal(r)
+    } else {
+        r
+    }
+}
+
+fn render_build(d: &BuildDetail, h: &HeaderMap, pc: &Pc) -> Response {
+    let b = &d.build;
+    let Forms {
+        token,
+        set_cookie: set,
+        note,
+    } = if b.result.is_none() {
+        forms::forms_for(pc, h, &build_url(&b.builder, b.number))
+    } else {
+        Forms::default()
+    };
+    let result = match &b.result {
+        Some(r) => format!("{r}: {}", b.text),
+        None => "building".to_string(),
+    };
+    let mut blame: Vec<&str> = d.changes.iter().map(|c| c.who.as_str()).collect();
+    blame.sort();
+    blame.dedup();
+    let requests: Vec<String> = d.requests.iter().map(|r| r.to_string()).collect();
+    let body = html! {
+        h1 { (builder_link(&b.builder)) " build #" (b.number) }
+        div #build-part data-part="build" {
+            p class={ "result " (result_class(b.result.as_deref())) } id="build-result" { (result) }
+            table.props {
+                tr { th { "reason" } td { (b.reason) } }
+                tr { th { "slave" } td { a href={ "/slaves/" (seg(&b.slave)) } { (b.slave) } } }
+                tr { th { "started" } td { (fmt_time(b.started_at)) } }
+                tr { th { "duration" } td { (duration_of(b.started_at, b.finished_at)) } }
+                @if let Some(f) = b.finished_at {
+                    tr { th { "finished" } td { (fmt_time(f)) } }
+                }
+                @if let Some(eta) = d.eta {
+                    tr { th { "ETA" } td { (fmt_duration(eta)) } }
+                }
+                tr { th { "branch" } td { (d.branch.as_deref().unwrap_or("(default)")) } }
+                tr { th { "revision" } td { (d.revision.as_deref().unwrap_or("(latest)")) } }
+                tr { th { "blamelist" } td { (blame.join(", ")) } }
+                @if !requests.is_empty() {
+                    tr { th { "requests" } td { (requests.join(", ")) } }
+                }
+            }
+            (note)
+            @if let Some(token) = &token { (forms::stop_form(b, token)) }
+            h2 { "Steps" }
+            table.list.steps {
+                (table_head(&["#", "step", "result", "duration", "logs"]))
+                tbody {
+                    @for s in &d.steps {
+                        @let text = if s.finished_at.is_some() { &s.text } else { &s.description };
+                        tr.step-row {
+                            td { (s.number) }
+                            td { (s.name) }
+                            td class=(result_class(s.result.as_deref())) {
+                                (result_word(s.result.as_deref())) " " (text)
+                            }
+                            td { @if let Some(t) = s.started_at { (duration_of(t, s.finished_at)) } }
+                            td {
+                                @for l in &s.logs {
+                                    @let url = log_url(&b.builder, b.number, &s.name, &l.name);
+                                    a.log href=(url) { (l.name) }
+                                    " (" a href={ (url) "/text" } { "text" } ", " (l.lines) " lines) "
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if !d.changes.is_empty() {
+                h2 { "Changes" }
+                ul.changes {
+                    @for c in &d.changes {
+                        li {
+                            a href={ "/changes/" (c.id) } { "change " (c.id) }
+                            " by " (c.who) ": "
+                            pre.comments { (c.comments) }
+                        }
+                    }
+                }
+            }
+            @if !d.properties.is_empty() {
+                h2 { "Properties" }
+                table.props {
+                    (table_head(&["name", "value", "source"]))
+                    tbody {
+                        @for (k, (v, src)) in &d.properties {
+                            tr { td { (k) } td { (v) } td { (src) } }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let title = format!("{} build #{}", b.builder, b.number);
+    let live = if b.result.is_none() { "page" } else { "" };
+    forms::set_cookie(ok_page(pc, h, &title, live, body), set)
+}
