@@ -11,7 +11,10 @@
 //! slave is asked to act: the Build row (at claim time), then each Step row before
 //! its first command. The first Step's row goes with the claim when no locks are
 //! involved ([`first_step_start`]); a Step's log files are made once its command
-//! is on its way (`logs::LogWriter`).
+//! is on its way (`logs::AsyncLog`, on the log disk's thread), and a Step's end
+//! is recorded once its logs are stored (`logs::LogGroup::settled`). While more
+//! than `logs::IN_FLIGHT` bytes of its output wait for the disk, a Step takes no
+//! more from the slave, whose link then pushes back on it.
 //!
 //! A Build ends early when a Step halts it, when the slave is lost (EXCEPTION
 //! "slave lost: …", requests re-queued), when it is stopped (the running command
@@ -38,7 +41,7 @@ use tokio::sync::watch;
 use super::command::{CommandError, CommandEvent, Update};
 use super::engine::{EngineEvent, Inner};
 use super::locks::{self, LockGuard, LockWant};
-use super::logs::{log_rel_path, Channel, LogWriter};
+use super::logs::{log_rel_path, AsyncLog, Channel, LogGroup};
 use super::registry::SlaveHandle;
 use crate::config::{FactoryConfig, SlaveConfig};
 use crate::db::builds::{StepFinish, StepStart};
@@ -127,9 +130,11 @@ struct StepLogs {
     step_number: i64,
     step_name: String,
     step_id: i64,
-    stdio: LogWriter,
+    stdio: AsyncLog,
     stdio_id: i64,
-    extra: HashMap<String, (LogWriter, i64)>,
+    extra: HashMap<String, (AsyncLog, i64)>,
+    /// The disk's progress with these logs.
+    group: Arc<LogGroup>,
     scanner: LogScanner,
     last_flush: Instant,
     /// Output written since the last flush: flushed within [`FLUSH_EVERY`] even if
@@ -146,20 +151,24 @@ impl StepLogs {
         if channel != Channel::Header {
             self.scanner.feed(text.as_bytes());
         }
-        if let Err(e) = self.stdio.append(channel, text.as_bytes()) {
-            self.io_error(e);
-        }
+        self.stdio.append(channel, text.as_bytes());
     }
 
-    fn io_error(&mut self, e: std::io::Error) {
+    /// [`StepLogs::write`] of output the log may keep as it is.
+    fn write_owned(&mut self, channel: Channel, text: String) {
+        self.dirty = true;
+        if channel != Channel::Header {
+            self.scanner.feed(text.as_bytes());
+        }
+        self.stdio.append_owned(channel, text.into_bytes());
+    }
+
+    /// Note the disk's first failure with these logs (the disk thread logged it).
+    fn check_disk(&mut self) {
         if self.error.is_none() {
-            tracing::error!(
-                "{} build {}: cannot write log {}: {e}",
-                self.builder,
-                self.number,
-                self.stdio.path().display()
-            );
-            self.error = Some(format!("cannot write the log: {e}"));
+            if let Some(e) = self.group.error() {
+                self.error = Some(format!("cannot write the log: {e}"));
+            }
         }
     }
 
@@ -172,10 +181,8 @@ impl StepLogs {
                 &self.step_name,
                 name,
             );
-            let w = match LogWriter::create(&inner.basedir.join(&rel)) {
-                Ok(w) => w,
-                Err(e) => return self.io_error(e),
-            };
+            let mut w = AsyncLog::new(&inner.disk, &self.group, &inner.basedir.join(&rel));
+            w.open(false);
             match inner.db.add_log(self.step_id, name, &rel).await {
                 Ok(id) => {
                     self.extra.insert(name.to_string(), (w, id));
@@ -187,9 +194,7 @@ impl StepLogs {
             }
         }
         if let Some((w, _)) = self.extra.get_mut(name) {
-            if let Err(e) = w.append(Channel::Stdout, text.as_bytes()) {
-                self.io_error(e);
-            }
+            w.append(Channel::Stdout, text.as_bytes());
         }
     }
 
@@ -202,9 +207,8 @@ impl StepLogs {
         }
         self.last_flush = now;
         self.dirty = false;
-        if let Err(e) = self.stdio.flush() {
-            self.io_error(e);
-        }
+        self.stdio.flush();
+        self.check_disk();
         inner.emit(EngineEvent::LogAppended {
             builder: self.builder.clone(),
             number: self.number,
@@ -225,22 +229,35 @@ impl StepLogs {
         }
     }
 
-    /// Flush everything; `(log id, size, lines)` of every log.
-    fn close(&mut self) -> Vec<(i64, u64, u64)> {
-        if let Err(e) = self.stdio.flush() {
-            self.io_error(e);
-        }
+    /// Flush everything and wait until the disk has stored it (a slow disk holds
+    /// up this Step only); `(log id, size, lines)` of every log. A stopped Build
+    /// (or a master shutting down) waits at most [`ABANDON_AFTER`] for a disk that
+    /// hangs: a stop always ends the Build, its logs are completed when the disk
+    /// comes back.
+    async fn close(&mut self, stop: &mut watch::Receiver<Option<Stop>>) -> Vec<(i64, u64, u64)> {
+        self.stdio.flush();
         let mut out = vec![(self.stdio_id, self.stdio.size(), self.stdio.lines())];
-        let mut errors = Vec::new();
         for (w, id) in self.extra.values_mut() {
-            if let Err(e) = w.flush() {
-                errors.push(e);
-            }
+            w.flush();
             out.push((*id, w.size(), w.lines()));
         }
-        for e in errors {
-            self.io_error(e);
+        let settled = self.group.clone().settled();
+        let give_up = async {
+            let _ = stop.wait_for(|s| s.is_some()).await;
+            tokio::time::sleep(ABANDON_AFTER).await;
+        };
+        tokio::select! {
+            _ = settled => {}
+            _ = give_up => tracing::warn!(
+                "{} build {}: the log disk has not stored step {}'s logs {} s after the stop; \
+                 its end is recorded anyway",
+                self.builder,
+                self.number,
+                self.step_name,
+                ABANDON_AFTER.as_secs()
+            ),
         }
+        self.check_disk();
         out
     }
 }
@@ -580,7 +597,8 @@ async fn run_step(
         format!("waiting for {}", lock_words(&busy))
     };
     // Its files are created once the command is on its way (`run_command`).
-    let stdio = LogWriter::new(&inner.basedir.join(&rel));
+    let group = LogGroup::new();
+    let stdio = AsyncLog::new(&inner.disk, &group, &inner.basedir.join(&rel));
     let recorded = if step_number == 1 {
         ctx.claimed.first_step.take()
     } else {
@@ -641,6 +659,7 @@ async fn run_step(
         stdio,
         stdio_id,
         extra: HashMap::new(),
+        group,
         scanner: LogScanner::new(spec.log_parser),
         last_flush: Instant::now(),
         dirty: false,
@@ -675,7 +694,7 @@ async fn run_step(
     };
     // The Step's own locks go as soon as its command has ended.
     drop(step_held);
-    let sizes = logs.close();
+    let sizes = logs.close(&mut ctx.stop).await;
     if let Some(err) = logs.error.take() {
         if end.result != StepResult::Exception {
             end.result = StepResult::Exception;
@@ -1100,7 +1119,31 @@ async fn run_command(
     mut capture: Option<&mut String>,
 ) -> CmdEnd {
     let inner = ctx.inner.clone();
-    let mut cmd = match ctx.slave.start_command(name, args).await {
+    // A slave that stops answering before it confirms the command (frozen just
+    // then) must not keep a stopped Build waiting: a stop still ends it.
+    let started = {
+        let start = ctx.slave.start_command(name, args);
+        let stop = &mut ctx.stop;
+        let give_up = async {
+            let _ = stop.wait_for(|s| s.is_some()).await;
+            tokio::time::sleep(ABANDON_AFTER).await;
+        };
+        tokio::select! {
+            r = start => Some(r),
+            _ = give_up => None,
+        }
+    };
+    let Some(started) = started else {
+        logs.write(
+            Channel::Header,
+            &format!(
+                "the slave did not confirm the {name} command within {} s of the stop; abandoned\n",
+                ABANDON_AFTER.as_secs()
+            ),
+        );
+        return CmdEnd::Abandoned;
+    };
+    let mut cmd = match started {
         Ok(c) => c,
         Err(CommandError::Lost { reason, .. }) => return CmdEnd::Lost(reason),
         Err(CommandError::NotConnected { slave }) => {
@@ -1117,9 +1160,7 @@ async fn run_command(
         }
     };
     // The Step's files are made while the slave starts the command.
-    if let Err(e) = logs.stdio.open(true) {
-        logs.io_error(e);
-    }
+    logs.stdio.open(true);
     let mut rc = None;
     let mut failure_reason = None;
     let mut got_revision = None;
@@ -1128,7 +1169,12 @@ async fn run_command(
         let stop_seen = stopped_at.is_some();
         let ev = if let Some(at) = stopped_at {
             let left = ABANDON_AFTER.saturating_sub(at.elapsed());
-            match tokio::time::timeout(left, cmd.next()).await {
+            let room = logs.group.clone().room();
+            let next = async {
+                room.await;
+                cmd.next().await
+            };
+            match tokio::time::timeout(left, next).await {
                 Ok(ev) => ev,
                 Err(_) => {
                     logs.write(
@@ -1143,8 +1189,12 @@ async fn run_command(
             }
         } else {
             let flush_at = tokio::time::Instant::from_std(logs.last_flush + FLUSH_EVERY);
+            // While the disk is behind with this Step's output, no more is taken
+            // from the slave (its link fills up and pushes back on it).
+            let has_room = logs.group.has_room();
             tokio::select! {
-                ev = cmd.next() => ev,
+                ev = cmd.next(), if has_room => ev,
+                _ = logs.group.clone().room(), if !has_room => continue,
                 _ = tokio::time::sleep_until(flush_at), if logs.dirty => {
                     logs.tick(&inner).await;
                     continue;
@@ -1187,11 +1237,11 @@ async fn run_command(
                             c.push_str(&s[..cut]);
                         }
                     }
-                    logs.write(Channel::Stdout, &s);
+                    logs.write_owned(Channel::Stdout, s);
                     logs.tick(&inner).await;
                 }
                 Update::Stderr(s) => {
-                    logs.write(Channel::Stderr, &s);
+                    logs.write_owned(Channel::Stderr, s);
                     logs.tick(&inner).await;
                 }
                 Update::Header(s) => {

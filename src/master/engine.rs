@@ -184,6 +184,8 @@ pub(crate) struct Inner {
     pub(crate) registry: SlaveRegistry,
     pub(crate) config: watch::Receiver<Arc<MasterConfig>>,
     pub(crate) basedir: PathBuf,
+    /// Writes the Steps' logs, off the runtime.
+    pub(crate) disk: super::logs::LogDisk,
     pub(crate) events: broadcast::Sender<EngineEvent>,
     /// One bump per event, for whoever only needs to know that something happened.
     activity: crate::activity::Activity,
@@ -257,6 +259,7 @@ impl Engine {
             registry,
             config,
             basedir,
+            disk: super::logs::LogDisk::start(),
             events: broadcast::channel(4096).0,
             activity: Default::default(),
             locks: Locks::new(),
