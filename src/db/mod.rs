@@ -99,6 +99,11 @@ impl Readers {
         }
     }
 
+    /// Whether a read is running now.
+    fn busy(&self) -> bool {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len() < READERS
+    }
+
     fn give_back(&self, c: Connection) {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(c);
         self.given_back.notify_one();
@@ -208,6 +213,10 @@ impl Db {
             stable_plans(&reader).map_err(open_err)?;
             readers.push(reader);
         }
+        let readers = Arc::new(Readers {
+            idle: Mutex::new(readers),
+            given_back: Condvar::new(),
+        });
         let commits = Arc::new(Commits::default());
         let writer = Arc::new(Mutex::new(writer));
         let mut thread = None;
@@ -224,7 +233,8 @@ impl Db {
                     .spawn({
                         let commits = commits.clone();
                         let writer = Arc::downgrade(&writer);
-                        move || checkpointer(conn, &commits, writer)
+                        let readers = Arc::downgrade(&readers);
+                        move || checkpointer(conn, &commits, writer, readers)
                     });
                 match spawned {
                     Ok(h) => thread = Some(h),
@@ -249,10 +259,7 @@ impl Db {
         Ok(Db {
             path: path.to_path_buf(),
             writer,
-            readers: Arc::new(Readers {
-                idle: Mutex::new(readers),
-                given_back: Condvar::new(),
-            }),
+            readers,
             commits: commits.clone(),
             _checkpointer: Arc::new(Checkpointer {
                 thread: Mutex::new(thread),
@@ -377,7 +384,12 @@ impl Db {
 /// PASSIVE checkpoint, which never blocks the writer or a reader; a WAL fully
 /// checkpointed is then reused from its start by the next commit. Ends when the
 /// last [`Db`] handle is dropped.
-fn checkpointer(conn: Connection, commits: &Commits, writer: Weak<Mutex<Connection>>) {
+fn checkpointer(
+    conn: Connection,
+    commits: &Commits,
+    writer: Weak<Mutex<Connection>>,
+    readers: Weak<Readers>,
+) {
     let mut guard = commits.lock.lock().unwrap_or_else(|p| p.into_inner());
     loop {
         // Asleep until a commit comes.
@@ -408,7 +420,7 @@ fn checkpointer(conn: Connection, commits: &Commits, writer: Weak<Mutex<Connecti
         }
         let counted = commits.pending.load(Ordering::Relaxed);
         drop(guard);
-        checkpoint(&conn, &writer);
+        checkpoint(&conn, &writer, &readers);
         guard = commits.lock.lock().unwrap_or_else(|p| p.into_inner());
         // Commits made during the checkpoint count towards the next one.
         commits.pending.fetch_sub(counted, Ordering::Relaxed);
@@ -422,7 +434,7 @@ fn checkpointer(conn: Connection, commits: &Commits, writer: Weak<Mutex<Connecti
 /// added, holding the writer connection: SQLite's busy wait alone would rarely
 /// find a gap between the master's commits. Writes wait on the blocking pool for
 /// that short copy, once every [`CHECKPOINT_COMMITS`] commits or quiet spell.
-fn checkpoint(conn: &Connection, writer: &Weak<Mutex<Connection>>) {
+fn checkpoint(conn: &Connection, writer: &Weak<Mutex<Connection>>, readers: &Weak<Readers>) {
     if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
         tracing::warn!("database checkpoint failed: {e}");
         return;
@@ -431,6 +443,12 @@ fn checkpoint(conn: &Connection, writer: &Weak<Mutex<Connection>>) {
     let Some(writer) = writer.upgrade() else {
         return;
     };
+    // A RESTART waits for every reader to leave the WAL, holding up the master's
+    // writes meanwhile: not while this master's own readers are busy (pages
+    // under load), it would wait its whole time for nothing. The next one tries.
+    if readers.upgrade().is_some_and(|r| r.busy()) {
+        return;
+    }
     let _writes = lock(&writer);
     if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
         tracing::debug!("database checkpoint (RESTART) gave up: {e}");

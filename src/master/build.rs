@@ -98,6 +98,10 @@ pub(crate) struct BuildContext {
     /// The last Step's end, not yet written: it goes with the next Step's row or
     /// the Build's end (one transaction instead of two), then its event.
     pub(crate) pending_finish: Option<(StepFinish, EngineEvent)>,
+    /// When the Build handed its slave on, if it did so as soon as its last
+    /// command ended (before its logs were stored): the end of its last Step and
+    /// its own end, so a next Build on the slave never starts before them.
+    pub(crate) released_at: Option<f64>,
 }
 
 /// How a protocol command ended.
@@ -357,7 +361,16 @@ pub(crate) async fn run(mut ctx: BuildContext) -> bool {
             break;
         }
         let step_number = i as i64 + 1;
-        let step = run_step(&mut ctx, &mut props, spec, step_number, &mut build_locks).await;
+        let last = i + 1 == steps.len();
+        let step = run_step(
+            &mut ctx,
+            &mut props,
+            spec,
+            step_number,
+            last,
+            &mut build_locks,
+        )
+        .await;
         match step.result {
             StepResult::Failure => failed_steps.push(spec.name.clone()),
             StepResult::Warnings => warned_steps.push(spec.name.clone()),
@@ -415,7 +428,7 @@ pub(crate) async fn run(mut ctx: BuildContext) -> bool {
     };
     // The end time is taken before the slave is handed on, so a next Build on it
     // never starts before this one ended.
-    let finished_at = crate::db::now_f64();
+    let finished_at = ctx.released_at.unwrap_or_else(crate::db::now_f64);
     inner.release_slave(build_id);
     // Let the dispatcher, just woken, claim the slave's next BuildRequest and
     // start it first: recording this end can wait while that Build's command runs.
@@ -571,6 +584,7 @@ async fn run_step(
     props: &mut Properties,
     spec: &StepSpec,
     step_number: i64,
+    last: bool,
     build_locks: &mut BuildLocks,
 ) -> StepEnd {
     let inner = ctx.inner.clone();
@@ -694,6 +708,12 @@ async fn run_step(
     };
     // The Step's own locks go as soon as its command has ended.
     drop(step_held);
+    if last {
+        // The Build's last command has ended: its slave may take the next
+        // BuildRequest while this Step's logs are being stored.
+        ctx.released_at = Some(crate::db::now_f64());
+        inner.release_slave(ctx.claimed.build_id);
+    }
     let sizes = logs.close(&mut ctx.stop).await;
     if let Some(err) = logs.error.take() {
         if end.result != StepResult::Exception {
@@ -893,7 +913,7 @@ fn finish(
         result: end.result.as_str().to_string(),
         text: end.text.clone(),
         logs: sizes,
-        at: crate::db::now_f64(),
+        at: ctx.released_at.unwrap_or_else(crate::db::now_f64),
     };
     let event = EngineEvent::StepFinished {
         builder: ctx.claimed.builder.clone(),
