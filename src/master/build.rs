@@ -10,9 +10,10 @@
 //! with the properties it starts with. Everything is recorded in SQLite before the
 //! slave is asked to act: the Build row (at claim time), then each Step row before
 //! its first command. The first Step's row goes with the claim when no locks are
-//! involved ([`first_step_start`]); a Step's log files are made once its command
-//! is on its way (`logs::AsyncLog`, on the log disk's thread), and a Step's end
-//! is recorded once its logs are stored (`logs::LogGroup::settled`). While more
+//! involved ([`first_step_start`]); a Step's log files are made by the log
+//! disk's thread with its first bytes (`logs::AsyncLog`: readers see a log
+//! without its file yet as empty), and a Step's end is recorded once its logs
+//! are stored (`logs::LogGroup::settled`). While more
 //! than `logs::IN_FLIGHT` bytes of its output wait for the disk, a Step takes no
 //! more from the slave, whose link then pushes back on it.
 //!
@@ -185,8 +186,7 @@ impl StepLogs {
                 &self.step_name,
                 name,
             );
-            let mut w = AsyncLog::new(&inner.disk, &self.group, &inner.basedir.join(&rel));
-            w.open(false);
+            let w = AsyncLog::new(&inner.disk, &self.group, &inner.basedir.join(&rel));
             match inner.db.add_log(self.step_id, name, &rel).await {
                 Ok(id) => {
                     self.extra.insert(name.to_string(), (w, id));
@@ -239,10 +239,10 @@ impl StepLogs {
     /// hangs: a stop always ends the Build, its logs are completed when the disk
     /// comes back.
     async fn close(&mut self, stop: &mut watch::Receiver<Option<Stop>>) -> Vec<(i64, u64, u64)> {
-        self.stdio.flush();
+        self.stdio.finish();
         let mut out = vec![(self.stdio_id, self.stdio.size(), self.stdio.lines())];
         for (w, id) in self.extra.values_mut() {
-            w.flush();
+            w.finish();
             out.push((*id, w.size(), w.lines()));
         }
         let settled = self.group.clone().settled();
@@ -610,7 +610,7 @@ async fn run_step(
     } else {
         format!("waiting for {}", lock_words(&busy))
     };
-    // Its files are created once the command is on its way (`run_command`).
+    // Its files are made with its first bytes, on the log disk's thread.
     let group = LogGroup::new();
     let stdio = AsyncLog::new(&inner.disk, &group, &inner.basedir.join(&rel));
     let recorded = if step_number == 1 {
@@ -1179,13 +1179,27 @@ async fn run_command(
             };
         }
     };
-    // The Step's files are made while the slave starts the command.
-    logs.stdio.open(true);
     let mut rc = None;
     let mut failure_reason = None;
     let mut got_revision = None;
     let mut stopped_at: Option<Instant> = None;
     loop {
+        // A stop, whenever it came (even while the command was being started,
+        // where a wait for it may have marked it seen): interrupt the command.
+        if stopped_at.is_none() {
+            let stop = ctx.stop.borrow_and_update().clone();
+            if let Some(stop) = stop {
+                logs.write(Channel::Header, &format!("interrupting: {}\n", stop.text()));
+                let interrupter = cmd.interrupter();
+                let why = stop.text().to_string();
+                tokio::spawn(async move {
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(3), interrupter.interrupt(&why))
+                            .await;
+                });
+                stopped_at = Some(Instant::now());
+            }
+        }
         let stop_seen = stopped_at.is_some();
         let ev = if let Some(at) = stopped_at {
             let left = ABANDON_AFTER.saturating_sub(at.elapsed());
@@ -1220,23 +1234,11 @@ async fn run_command(
                     continue;
                 }
                 r = ctx.stop.changed(), if !stop_seen => {
-                    let stop = ctx.stop.borrow().clone();
-                    match (r, stop) {
-                        (Ok(()), Some(stop)) => {
-                            logs.write(Channel::Header, &format!("interrupting: {}\n", stop.text()));
-                            let interrupter = cmd.interrupter();
-                            let why = stop.text().to_string();
-                            tokio::spawn(async move {
-                                let _ = tokio::time::timeout(Duration::from_secs(3), interrupter.interrupt(&why)).await;
-                            });
-                            stopped_at = Some(Instant::now());
-                        }
-                        (Err(_), _) => {
-                            // The engine is gone; treat as a shutdown.
-                            stopped_at = Some(Instant::now());
-                        }
-                        _ => {}
+                    if r.is_err() {
+                        // The engine is gone; treat as a shutdown.
+                        stopped_at = Some(Instant::now());
                     }
+                    // Otherwise the loop's top sees the stop.
                     continue;
                 }
             }

@@ -518,7 +518,15 @@ pub(crate) async fn serve(
     for s in slots {
         let _ = s.events.send((CommandEvent::Lost(reason.clone()), None));
     }
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    let mut writer = writer;
+    if tokio::time::timeout(Duration::from_secs(2), &mut writer)
+        .await
+        .is_err()
+    {
+        // A slave that reads nothing would keep the writer (and the socket)
+        // forever.
+        writer.abort();
+    }
     // Recorded before the slave leaves the registry: whoever sees it gone (the
     // API, a reconnecting slave of the same name) finds the database agreeing.
     let db_id = *lock(&conn.db_id);

@@ -423,9 +423,12 @@ enum Op {
     Open {
         runs: bool,
     },
-    Write(Chunk),
-    /// Close the files (on the disk thread: closing a file can wait for the disk).
-    Close,
+    /// Append, creating the files first if needed; with `close`, close them after
+    /// (on the disk thread: closing a file can wait for the disk too).
+    Write {
+        chunk: Chunk,
+        close: bool,
+    },
 }
 
 impl LogDisk {
@@ -470,19 +473,18 @@ fn run_job(job: Job) {
     } = job;
     let mut f = files.lock().unwrap_or_else(|p| p.into_inner());
     let failed = group.failed();
-    let written = match &op {
-        Op::Write(c) => c.data.len(),
-        _ => 0,
+    let (written, close) = match &op {
+        Op::Write { chunk, close } => (chunk.data.len(), *close),
+        Op::Open { .. } => (0, false),
     };
     let r = match op {
         _ if failed => Ok(()),
         Op::Open { runs } => f.open(&path, runs),
-        Op::Write(chunk) => f.write(&path, &chunk),
-        Op::Close => {
-            *f = LogFiles::default();
-            Ok(())
-        }
+        Op::Write { chunk, .. } => f.write(&path, &chunk),
     };
+    if close {
+        *f = LogFiles::default();
+    }
     drop(f);
     if let Err(e) = r {
         tracing::error!("cannot write log {}: {e}", path.display());
@@ -567,6 +569,8 @@ pub struct AsyncLog {
     disk: LogDisk,
     /// Whether the files were asked for (opened or written) yet.
     opened: bool,
+    /// Whether [`AsyncLog::finish`] was called.
+    finished: bool,
 }
 
 impl AsyncLog {
@@ -579,14 +583,15 @@ impl AsyncLog {
             group: group.clone(),
             disk: disk.clone(),
             opened: false,
+            finished: false,
         }
     }
 
     fn submit(&self, op: Op) {
-        if let Op::Write(c) = &op {
+        if let Op::Write { chunk, .. } = &op {
             self.group
                 .in_flight
-                .fetch_add(c.data.len(), Ordering::SeqCst);
+                .fetch_add(chunk.data.len(), Ordering::SeqCst);
         }
         self.disk.submit(Job {
             group: self.group.clone(),
@@ -619,21 +624,40 @@ impl AsyncLog {
     fn add(&mut self, channel: Channel, data: Piece<'_>) {
         let mut out = Vec::new();
         self.buffer.append(channel, data, &mut out);
-        for c in out {
+        for chunk in out {
             self.opened = true;
-            self.submit(Op::Write(c));
+            self.submit(Op::Write {
+                chunk,
+                close: false,
+            });
         }
     }
 
-    /// Hand everything appended so far to the disk (opening the files if not yet
-    /// done), so readers see it once written.
+    /// Hand everything appended so far to the disk (creating the files if not
+    /// yet done), so readers see it once written.
     pub fn flush(&mut self) {
         let chunk = self.buffer.take();
         if chunk.is_empty() && self.opened {
             return;
         }
         self.opened = true;
-        self.submit(Op::Write(chunk));
+        self.submit(Op::Write {
+            chunk,
+            close: false,
+        });
+    }
+
+    /// Hand the rest to the disk and have the files closed once it is written
+    /// (made first if they never were: an empty log still has its file). One
+    /// piece of work for the disk thread, however short the log.
+    pub fn finish(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.opened = true;
+        let chunk = self.buffer.take();
+        self.submit(Op::Write { chunk, close: true });
     }
 
     /// Bytes appended so far.
@@ -653,10 +677,9 @@ impl AsyncLog {
 
 impl Drop for AsyncLog {
     /// What is left is written, the file made if it never was, and the files
-    /// closed, all on the disk thread.
+    /// closed, all on the disk thread ([`AsyncLog::finish`]).
     fn drop(&mut self) {
-        self.flush();
-        self.submit(Op::Close);
+        self.finish();
     }
 }
 
