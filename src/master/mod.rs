@@ -508,7 +508,13 @@ struct WebRuntime {
 }
 
 /// How much lower the web threads' priority is (Linux nice values are per thread).
-const WEB_NICE: i32 = 5;
+/// Measured (`bench/stalls.rs`, 50 clients loading the waterfall of a 1,000,000-
+/// build history on 2 cores): 5, 10 and 19 all keep force → finished p95 near
+/// 10 ms, where the same threads at the slaves' priority let it reach 90 ms; 10
+/// still leaves the pages a tenth of a busy core each (SCHED_IDLE starved them,
+/// and made things worse: a page thread preempted while it held one of SQLite's
+/// process-wide locks held up the engine's writes).
+const WEB_NICE: i32 = 10;
 
 impl WebRuntime {
     fn start() -> std::io::Result<WebRuntime> {
