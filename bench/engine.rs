@@ -335,7 +335,11 @@ fn main() {
     let log_bytes = opt("--log-bytes", 100_000_000);
     let queued = opt("--queued", 25_000) as usize;
     let tmp = tempfile::tempdir().unwrap();
-    println!("# autobot {} engine bench; binary {EXE}", autobot::VERSION);
+    println!(
+        "# autobot {} engine bench; binary {}",
+        autobot::VERSION,
+        *EXE
+    );
     let p = setup(tmp.path(), log_bytes);
     throughput(&p, builds);
     latency(&p);

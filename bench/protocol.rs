@@ -266,8 +266,9 @@ fn main() {
     let log_bytes = opt("--log-bytes", 100_000_000);
     let tmp = tempfile::tempdir().unwrap();
     println!(
-        "# autobot {} protocol bench; binary {EXE}",
-        autobot::VERSION
+        "# autobot {} protocol bench; binary {}",
+        autobot::VERSION,
+        *EXE
     );
     startup(tmp.path());
     if fleet_n > 0 {

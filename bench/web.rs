@@ -3,13 +3,17 @@
 //! outside against the real daemon (`autobot start`, release build).
 //!
 //! Run with `cargo bench --bench web` (`--builds N`, default 1,000,000, across 500
-//! builders; `--requests N` per page, default 200). One `name value unit` line per
+//! builders; `--requests N` per page, default 200; `--only concurrent` runs just
+//! the history's set-up and the concurrent scenario). One `name value unit` line per
 //! figure. Scenarios:
 //! * `history` — SQLite filled with N builds (2 steps and a log each) and 100,000
 //!   Changes while the master is down; then p50/p95 of the waterfall, a builder
 //!   page, a build page and `GET /api/v1/builders/X/builds?limit=100` (one fresh
 //!   connection per request, as a browser's first visit), and of a revalidation
 //!   with `If-None-Match` (304);
+//! * `concurrent` — 50 clients (`--clients N`) each loading the waterfall 20 times
+//!   as fast as the master serves them (fresh connection, no ETag): p50/p95 of one
+//!   load and the pages served per second (the SQLite reader pool's figure);
 //! * `crawler` — 50 requests/s for 10 s over the pages, once revalidating with
 //!   ETags and once fetching everything: the master's CPU time and RSS (VmRSS and
 //!   the peak VmHWM) meanwhile;
@@ -20,146 +24,24 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::history::{self, fill, percentile, timed_get, FACTORIES, SLAVES};
 use common::*;
-
-const FACTORIES: usize = 100;
-const SLAVES: usize = 5;
-
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i.min(v.len() - 1)]
-}
-
-/// One GET on a fresh connection: (status, ETag, body length, ms).
-fn timed_get(port: u16, path: &str, etag: Option<&str>) -> (u16, Option<String>, usize, f64) {
-    let t0 = Instant::now();
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-    if let Some(t) = etag {
-        req.push_str(&format!("If-None-Match: {t}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let ms = t0.elapsed().as_secs_f64() * 1000.0;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let tag = head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case("etag").then(|| v.trim().to_string())
-    });
-    (status, tag, body.len(), ms)
-}
 
 fn master_ini(sp: u16, hp: u16, pp: u16) -> String {
     let mut s = format!(
         "[:master:]\nslaveport = {sp}\nhtmlport = {hp}\npublichtmlport = {pp}\npassword = pw\nfactories = *\n\n"
     );
-    for i in 0..SLAVES {
-        s.push_str(&format!("[slave:s{i}]\n\n"));
-    }
-    for f in 0..FACTORIES {
-        s.push_str(&format!(
-            "[f{f}]\ntype = shell\ncategory = c{}\nstep.compile = true\nstep.test = true\n\n",
-            f % 10
-        ));
-    }
+    s.push_str(&history::sections());
     // The live-log scenario's builder: a timestamp every 100 ms.
     s.push_str(
         "[tick]\ntype = shell\nstep.tick = sh -c \"for i in $(seq 1 40); do date +%s.%N; sleep 0.1; done\"\nstep.after = true\n",
     );
     s
-}
-
-/// Fill the database of a master that is not running.
-fn fill(mdir: &Path, builds: u64) {
-    let t0 = Instant::now();
-    let db = rusqlite::Connection::open(mdir.join("state.sqlite")).unwrap();
-    db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF;")
-        .unwrap();
-    let start = 1_600_000_000.0_f64;
-    let n = builds as i64;
-    let per = (FACTORIES * SLAVES) as i64;
-    db.execute_batch("BEGIN").unwrap();
-    db.execute(
-        "INSERT INTO sourcestamps(id, branch, revision) VALUES (1, 'main', NULL)",
-        [],
-    )
-    .unwrap();
-    db.execute(
-        &format!(
-            "INSERT INTO builds(id, builder, number, slave, sourcestamp, started_at, finished_at,
-                                result, reason, text, total_steps)
-             WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {n} - 1)
-             SELECT i + 1, 'f' || (i % {FACTORIES}) || '-s' || ((i / {FACTORIES}) % {SLAVES}),
-                    i / {per} + 1, 's' || ((i / {FACTORIES}) % {SLAVES}), 1,
-                    {start} + i * 3.0, {start} + i * 3.0 + 2.5,
-                    CASE WHEN i % 17 = 0 THEN 'failure' ELSE 'success' END,
-                    'scheduler', CASE WHEN i % 17 = 0 THEN 'failed test' ELSE 'build successful' END, 2
-             FROM n"
-        ),
-        [],
-    )
-    .unwrap();
-    for (num, name) in [(1, "compile"), (2, "test")] {
-        db.execute(
-            &format!(
-                "INSERT INTO steps(build, number, name, started_at, finished_at, result, text)
-                 SELECT id, {num}, '{name}', started_at + {num} - 1, started_at + {num},
-                        CASE WHEN result = 'failure' AND {num} = 2 THEN 'failure' ELSE 'success' END,
-                        '{name}' FROM builds"
-            ),
-            [],
-        )
-        .unwrap();
-    }
-    db.execute(
-        "INSERT INTO logs(step, name, path, size, lines, complete)
-         SELECT id, 'stdio', 'logs/none.log', 0, 0, 1 FROM steps",
-        [],
-    )
-    .unwrap();
-    db.execute(
-        &format!(
-            "INSERT INTO changes(who, comments, revision, branch, when_ts)
-             WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 99999)
-             SELECT 'dev' || (i % 50) || ' <d@example.org>', 'change ' || i, printf('%040x', i),
-                    'main', {start} + i * 30 FROM n"
-        ),
-        [],
-    )
-    .unwrap();
-    db.execute_batch("COMMIT; PRAGMA wal_checkpoint(TRUNCATE);")
-        .unwrap();
-    report(
-        "history_fill_time",
-        t0.elapsed().as_secs_f64(),
-        "s",
-        None,
-        true,
-    );
-    let size = std::fs::metadata(mdir.join("state.sqlite"))
-        .map(|m| m.len())
-        .unwrap_or(0);
-    report(
-        "history_db_size",
-        size as f64 / 1048576.0,
-        "MiB",
-        None,
-        true,
-    );
 }
 
 fn history(hp: u16, requests: usize) {
@@ -206,6 +88,61 @@ fn history(hp: u16, requests: usize) {
             );
         }
     }
+}
+
+/// `clients` threads each loading `path` `each` times back to back: (p50, p95,
+/// pages per second).
+fn concurrent(hp: u16, path: &str, clients: usize, each: usize) -> (f64, f64, f64) {
+    let t0 = Instant::now();
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let path = path.to_string();
+            std::thread::spawn(move || {
+                (0..each)
+                    .map(|_| {
+                        let (status, _, _, ms) = timed_get(hp, &path, None);
+                        assert_eq!(status, 200, "{path}");
+                        ms
+                    })
+                    .collect::<Vec<f64>>()
+            })
+        })
+        .collect();
+    let mut times: Vec<f64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("a client thread"))
+        .collect();
+    let rate = times.len() as f64 / t0.elapsed().as_secs_f64();
+    (
+        percentile(&mut times, 0.5),
+        percentile(&mut times, 0.95),
+        rate,
+    )
+}
+
+fn concurrent_waterfall(hp: u16, clients: usize) {
+    let (p50, p95, rate) = concurrent(hp, "/waterfall", clients, 20);
+    report(
+        &format!("waterfall_{clients}_clients_p50"),
+        p50,
+        "ms",
+        None,
+        true,
+    );
+    report(
+        &format!("waterfall_{clients}_clients_p95"),
+        p95,
+        "ms",
+        None,
+        true,
+    );
+    report(
+        &format!("waterfall_{clients}_clients_pages_per_s"),
+        rate,
+        "pages/s",
+        None,
+        false,
+    );
 }
 
 /// utime + stime of a process, in seconds.
@@ -460,7 +397,7 @@ fn main() {
     let builds = opt("--builds", 1_000_000);
     let requests = opt("--requests", 200) as usize;
     let tmp = tempfile::tempdir().unwrap();
-    println!("# autobot {} web bench; binary {EXE}", autobot::VERSION);
+    println!("# autobot {} web bench; binary {}", autobot::VERSION, *EXE);
     let mdir = tmp.path().join("web-master");
     std::fs::create_dir_all(&mdir).unwrap();
     let (sp, hp, pp) = (free_port(), free_port(), free_port());
@@ -480,7 +417,15 @@ fn main() {
         None,
         true,
     );
-    history(hp, requests);
+    let only_concurrent = std::env::args().any(|a| a == "concurrent");
+    if !only_concurrent {
+        history(hp, requests);
+    }
+    concurrent_waterfall(hp, opt("--clients", 50) as usize);
+    if only_concurrent {
+        autobot(&["stop", mdir.to_str().unwrap()]);
+        return;
+    }
     crawler(hp, pid, true);
     crawler(hp, pid, false);
     let sdir = sse_latency(tmp.path(), sp, hp);

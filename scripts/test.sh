@@ -38,6 +38,7 @@ DEB=(
   "python3-venv     python3 -c 'import ensurepip, venv'"  # python3 -m venv
   "chromium         chromium"       # web_browser
   "chromium-driver  chromedriver"   # web_browser (WebDriver)
+  "fuse3            fusermount3"    # stalls: a slow log disk (FUSE) when not root
 )
 # Python tools for the tools venv: pip requirements, pinned so every run tests
 # against the same tools (a changed pin is installed over the old one).

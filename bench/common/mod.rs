@@ -7,13 +7,19 @@
 
 #![allow(dead_code)]
 
+pub mod history;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-pub const EXE: &str = env!("CARGO_BIN_EXE_autobot");
+/// The binary under test: `$AUTOBOT_BENCH_BIN` if set (to measure another build,
+/// e.g. the one before a change, with the same bench), else the one cargo built.
+pub static EXE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    std::env::var("AUTOBOT_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_autobot").into())
+});
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -142,7 +148,10 @@ pub fn report(name: &str, value: f64, unit: &str, buildbot: Option<f64>, lower_i
 }
 
 pub fn autobot(args: &[&str]) {
-    let out = Command::new(EXE).args(args).output().expect("run autobot");
+    let out = Command::new(&*EXE)
+        .args(args)
+        .output()
+        .expect("run autobot");
     if !out.status.success() {
         panic!(
             "autobot {args:?} failed: {}{}",

@@ -1,10 +1,12 @@
 //! The master's state in SQLite (`MASTERDIR/state.sqlite`): schema, migrations and
 //! queries.
 //!
-//! [`Db`] owns two connections, one for writes and one for reads (WAL lets readers
-//! run beside the writer). Reads run on tokio's blocking pool; writes run where
+//! [`Db`] owns one connection for writes and a small pool of [`READERS`] read-only
+//! ones (WAL lets readers run beside the writer and beside each other), so a page
+//! that reads a long history does not make every other page, API call and SSE
+//! read wait for it. Reads run on tokio's blocking pool; writes run where
 //! they are called when the write lock is free at once, else on the blocking pool
-//! ([`Db::write`]), so a slow disk never stalls the async runtime. A third connection, on a thread of its own,
+//! ([`Db::write`]), so a slow disk never stalls the async runtime. One more connection, on a thread of its own,
 //! folds the WAL back into the database file after writes ([`checkpointer`]), so
 //! the copying and the `fsync` a checkpoint costs are not paid inside a commit
 //! that a Build waits for. Queries live in one file per domain
@@ -66,7 +68,7 @@ pub enum DbError {
 pub struct Db {
     path: PathBuf,
     writer: Arc<Mutex<Connection>>,
-    reader: Arc<Mutex<Connection>>,
+    readers: Arc<Readers>,
     /// Counts commits for the checkpointer thread.
     commits: Arc<Commits>,
     /// Declared after the connections, so dropped after them: the
@@ -74,6 +76,56 @@ pub struct Db {
     /// folds the WAL into the file as it closes. Whoever opens the database next
     /// (another process) finds it settled.
     _checkpointer: Arc<Checkpointer>,
+}
+
+/// How many read-only connections serve [`Db::read`].
+pub const READERS: usize = 4;
+
+/// The read-only connections: a read takes whichever is idle, or waits (on the
+/// blocking pool) for the first one given back.
+struct Readers {
+    idle: Mutex<Vec<Connection>>,
+    given_back: Condvar,
+}
+
+impl Readers {
+    fn take(&self) -> Connection {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(c) = idle.pop() {
+                return c;
+            }
+            idle = self
+                .given_back
+                .wait(idle)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Whether a read is running now.
+    fn busy(&self) -> bool {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len() < READERS
+    }
+
+    fn give_back(&self, c: Connection) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+        self.given_back.notify_one();
+    }
+}
+
+/// A reader taken from [`Readers`], given back when dropped (even if the read
+/// panicked: a read-only connection has nothing to roll back).
+struct Reader<'a> {
+    pool: &'a Readers,
+    conn: Option<Connection>,
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            self.pool.give_back(c);
+        }
+    }
 }
 
 /// The checkpointer thread, told to end and joined when the last [`Db`] is dropped.
@@ -152,14 +204,22 @@ impl Db {
         let mut writer = Connection::open(path).map_err(open_err)?;
         configure(&writer).map_err(open_err)?;
         migrate(path, &mut writer)?;
-        let reader = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(open_err)?;
-        reader.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        stable_plans(&reader).map_err(open_err)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let reader = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(open_err)?;
+            reader.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+            reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+            stable_plans(&reader).map_err(open_err)?;
+            readers.push(reader);
+        }
+        let readers = Arc::new(Readers {
+            idle: Mutex::new(readers),
+            given_back: Condvar::new(),
+        });
         let commits = Arc::new(Commits::default());
         let writer = Arc::new(Mutex::new(writer));
         let mut thread = None;
@@ -176,7 +236,8 @@ impl Db {
                     .spawn({
                         let commits = commits.clone();
                         let writer = Arc::downgrade(&writer);
-                        move || checkpointer(conn, &commits, writer)
+                        let readers = Arc::downgrade(&readers);
+                        move || checkpointer(conn, &commits, writer, readers)
                     });
                 match spawned {
                     Ok(h) => thread = Some(h),
@@ -201,7 +262,7 @@ impl Db {
         Ok(Db {
             path: path.to_path_buf(),
             writer,
-            reader: Arc::new(Mutex::new(reader)),
+            readers,
             commits: commits.clone(),
             _checkpointer: Arc::new(Checkpointer {
                 thread: Mutex::new(thread),
@@ -277,16 +338,23 @@ impl Db {
         done
     }
 
-    /// Run a read-only query on the blocking pool (sees every committed write).
+    /// Run a read-only query on the blocking pool (sees every committed write), on
+    /// one of the [`READERS`] connections: up to that many reads run at once.
     pub async fn read<F, R>(&self, f: F) -> Result<R, DbError>
     where
         F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        let conn = self.reader.clone();
+        let pool = self.readers.clone();
         tokio::task::spawn_blocking(move || {
-            let guard = lock(&conn);
-            Ok(f(&guard)?)
+            let reader = Reader {
+                pool: &pool,
+                conn: Some(pool.take()),
+            };
+            match reader.conn.as_ref() {
+                Some(c) => Ok(f(c)?),
+                None => Err(DbError::Task("no reader connection".into())),
+            }
         })
         .await
         .map_err(|e| DbError::Task(e.to_string()))?
@@ -319,7 +387,12 @@ impl Db {
 /// PASSIVE checkpoint, which never blocks the writer or a reader; a WAL fully
 /// checkpointed is then reused from its start by the next commit. Ends when the
 /// last [`Db`] handle is dropped.
-fn checkpointer(conn: Connection, commits: &Commits, writer: Weak<Mutex<Connection>>) {
+fn checkpointer(
+    conn: Connection,
+    commits: &Commits,
+    writer: Weak<Mutex<Connection>>,
+    readers: Weak<Readers>,
+) {
     let mut guard = commits.lock.lock().unwrap_or_else(|p| p.into_inner());
     loop {
         // Asleep until a commit comes.
@@ -350,7 +423,7 @@ fn checkpointer(conn: Connection, commits: &Commits, writer: Weak<Mutex<Connecti
         }
         let counted = commits.pending.load(Ordering::Relaxed);
         drop(guard);
-        checkpoint(&conn, &writer);
+        checkpoint(&conn, &writer, &readers);
         guard = commits.lock.lock().unwrap_or_else(|p| p.into_inner());
         // Commits made during the checkpoint count towards the next one.
         commits.pending.fetch_sub(counted, Ordering::Relaxed);
@@ -364,7 +437,7 @@ fn checkpointer(conn: Connection, commits: &Commits, writer: Weak<Mutex<Connecti
 /// added, holding the writer connection: SQLite's busy wait alone would rarely
 /// find a gap between the master's commits. Writes wait on the blocking pool for
 /// that short copy, once every [`CHECKPOINT_COMMITS`] commits or quiet spell.
-fn checkpoint(conn: &Connection, writer: &Weak<Mutex<Connection>>) {
+fn checkpoint(conn: &Connection, writer: &Weak<Mutex<Connection>>, readers: &Weak<Readers>) {
     if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
         tracing::warn!("database checkpoint failed: {e}");
         return;
@@ -373,6 +446,12 @@ fn checkpoint(conn: &Connection, writer: &Weak<Mutex<Connection>>) {
     let Some(writer) = writer.upgrade() else {
         return;
     };
+    // A RESTART waits for every reader to leave the WAL, holding up the master's
+    // writes meanwhile: not while this master's own readers are busy (pages
+    // under load), it would wait its whole time for nothing. The next one tries.
+    if readers.upgrade().is_some_and(|r| r.busy()) {
+        return;
+    }
     let _writes = lock(&writer);
     if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
         tracing::debug!("database checkpoint (RESTART) gave up: {e}");
@@ -549,6 +628,71 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, 2);
+    }
+
+    /// Reads run side by side on the pool's connections: while all but one are
+    /// held by long reads (a page over a long history), another read still goes
+    /// through; with every one held, the next waits for the first given back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_read_does_not_hold_up_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join(DB_FILE)).unwrap();
+        let gate = Arc::new((Mutex::new(true), Condvar::new()));
+        let (entered_tx, entered_rx) = std::sync::mpsc::channel::<()>();
+        let hold = |db: &Db| {
+            let (gate, entered) = (gate.clone(), entered_tx.clone());
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.read(move |c| {
+                    let n: i64 = c.query_row("SELECT count(*) FROM slaves", [], |r| r.get(0))?;
+                    let _ = entered.send(());
+                    let (held, cv) = &*gate;
+                    let mut h = held.lock().unwrap();
+                    while *h {
+                        h = cv.wait(h).unwrap();
+                    }
+                    Ok(n)
+                })
+                .await
+            })
+        };
+        let mut long: Vec<_> = (0..READERS - 1).map(|_| hold(&db)).collect();
+        for _ in 0..READERS - 1 {
+            entered_rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("a long read started");
+        }
+        let quick = db.read(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)));
+        let got = tokio::time::timeout(Duration::from_secs(30), quick)
+            .await
+            .expect("a read waited for the long ones");
+        assert_eq!(got.unwrap(), 1);
+        // Every connection held: the next read waits for one to be given back.
+        long.push(hold(&db));
+        entered_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the last connection taken");
+        let waiting = tokio::spawn({
+            let db = db.clone();
+            async move {
+                db.read(|c| c.query_row("SELECT 2", [], |r| r.get::<_, i64>(0)))
+                    .await
+            }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "a read ran without a connection");
+        {
+            let (held, cv) = &*gate;
+            *held.lock().unwrap() = false;
+            cv.notify_all();
+        }
+        for l in long {
+            assert_eq!(l.await.unwrap().unwrap(), 0);
+        }
+        let got = tokio::time::timeout(Duration::from_secs(30), waiting)
+            .await
+            .expect("the waiting read ran once a connection was given back");
+        assert_eq!(got.unwrap().unwrap(), 2);
     }
 
     /// A cached statement runs again without being re-prepared, even when the

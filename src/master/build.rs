@@ -13,7 +13,11 @@
 //! in SQLite before the slave is asked to act: the Build row (at claim time),
 //! then each Step row before its first command. The first Step's row goes with
 //! the claim when no locks are involved ([`first_step_start`]); a Step's log
-//! files are made once its command is on its way (`logs::LogWriter`).
+//! files are made by the log disk's thread with its first bytes
+//! (`logs::AsyncLog`: readers see a log without its file yet as empty), and a
+//! Step's end is recorded once its logs are stored (`logs::LogGroup::settled`).
+//! While more than `logs::IN_FLIGHT` bytes of its output wait for the disk, a
+//! Step takes no more from the slave, whose link then pushes back on it.
 //!
 //! A Build ends early when a Step halts it, when the slave is lost (EXCEPTION
 //! "slave lost: …", requests re-queued), when it is stopped (the running command
@@ -40,7 +44,7 @@ use tokio::sync::watch;
 use super::command::{CommandError, CommandEvent, Update};
 use super::engine::{EngineEvent, Inner};
 use super::locks::{self, LockGuard, LockWant};
-use super::logs::{log_rel_path, Channel, LogWriter};
+use super::logs::{log_rel_path, AsyncLog, Channel, LogGroup};
 use super::registry::SlaveHandle;
 use crate::config::{FactoryConfig, SlaveConfig};
 use crate::db::builds::{StepFinish, StepStart};
@@ -97,6 +101,10 @@ pub(crate) struct BuildContext {
     /// The last Step's end, not yet written: it goes with the next Step's row or
     /// the Build's end (one transaction instead of two), then its event.
     pub(crate) pending_finish: Option<(StepFinish, EngineEvent)>,
+    /// When the Build handed its slave on, if it did so as soon as its last
+    /// command ended (before its logs were stored): the end of its last Step and
+    /// its own end, so a next Build on the slave never starts before them.
+    pub(crate) released_at: Option<f64>,
 }
 
 /// How a protocol command ended.
@@ -129,9 +137,11 @@ struct StepLogs {
     step_number: i64,
     step_name: String,
     step_id: i64,
-    stdio: LogWriter,
+    stdio: AsyncLog,
     stdio_id: i64,
-    extra: HashMap<String, (LogWriter, i64)>,
+    extra: HashMap<String, (AsyncLog, i64)>,
+    /// The disk's progress with these logs.
+    group: Arc<LogGroup>,
     scanner: LogScanner,
     last_flush: Instant,
     /// Output written since the last flush: flushed within [`FLUSH_EVERY`] even if
@@ -148,20 +158,24 @@ impl StepLogs {
         if channel != Channel::Header {
             self.scanner.feed(text.as_bytes());
         }
-        if let Err(e) = self.stdio.append(channel, text.as_bytes()) {
-            self.io_error(e);
-        }
+        self.stdio.append(channel, text.as_bytes());
     }
 
-    fn io_error(&mut self, e: std::io::Error) {
+    /// [`StepLogs::write`] of output the log may keep as it is.
+    fn write_owned(&mut self, channel: Channel, text: String) {
+        self.dirty = true;
+        if channel != Channel::Header {
+            self.scanner.feed(text.as_bytes());
+        }
+        self.stdio.append_owned(channel, text.into_bytes());
+    }
+
+    /// Note the disk's first failure with these logs (the disk thread logged it).
+    fn check_disk(&mut self) {
         if self.error.is_none() {
-            tracing::error!(
-                "{} build {}: cannot write log {}: {e}",
-                self.builder,
-                self.number,
-                self.stdio.path().display()
-            );
-            self.error = Some(format!("cannot write the log: {e}"));
+            if let Some(e) = self.group.error() {
+                self.error = Some(format!("cannot write the log: {e}"));
+            }
         }
     }
 
@@ -174,10 +188,7 @@ impl StepLogs {
                 &self.step_name,
                 name,
             );
-            let w = match LogWriter::create(&inner.basedir.join(&rel)) {
-                Ok(w) => w,
-                Err(e) => return self.io_error(e),
-            };
+            let w = AsyncLog::new(&inner.disk, &self.group, &inner.basedir.join(&rel));
             match inner.db.add_log(self.step_id, name, &rel).await {
                 Ok(id) => {
                     self.extra.insert(name.to_string(), (w, id));
@@ -189,9 +200,7 @@ impl StepLogs {
             }
         }
         if let Some((w, _)) = self.extra.get_mut(name) {
-            if let Err(e) = w.append(Channel::Stdout, text.as_bytes()) {
-                self.io_error(e);
-            }
+            w.append(Channel::Stdout, text.as_bytes());
         }
     }
 
@@ -204,9 +213,8 @@ impl StepLogs {
         }
         self.last_flush = now;
         self.dirty = false;
-        if let Err(e) = self.stdio.flush() {
-            self.io_error(e);
-        }
+        self.stdio.flush();
+        self.check_disk();
         inner.emit(EngineEvent::LogAppended {
             builder: self.builder.clone(),
             number: self.number,
@@ -227,22 +235,35 @@ impl StepLogs {
         }
     }
 
-    /// Flush everything; `(log id, size, lines)` of every log.
-    fn close(&mut self) -> Vec<(i64, u64, u64)> {
-        if let Err(e) = self.stdio.flush() {
-            self.io_error(e);
-        }
+    /// Flush everything and wait until the disk has stored it (a slow disk holds
+    /// up this Step only); `(log id, size, lines)` of every log. A stopped Build
+    /// (or a master shutting down) waits at most [`ABANDON_AFTER`] for a disk that
+    /// hangs: a stop always ends the Build, its logs are completed when the disk
+    /// comes back.
+    async fn close(&mut self, stop: &mut watch::Receiver<Option<Stop>>) -> Vec<(i64, u64, u64)> {
+        self.stdio.finish();
         let mut out = vec![(self.stdio_id, self.stdio.size(), self.stdio.lines())];
-        let mut errors = Vec::new();
         for (w, id) in self.extra.values_mut() {
-            if let Err(e) = w.flush() {
-                errors.push(e);
-            }
+            w.finish();
             out.push((*id, w.size(), w.lines()));
         }
-        for e in errors {
-            self.io_error(e);
+        let settled = self.group.clone().settled();
+        let give_up = async {
+            let _ = stop.wait_for(|s| s.is_some()).await;
+            tokio::time::sleep(ABANDON_AFTER).await;
+        };
+        tokio::select! {
+            _ = settled => {}
+            _ = give_up => tracing::warn!(
+                "{} build {}: the log disk has not stored step {}'s logs {} s after the stop; \
+                 its end is recorded anyway",
+                self.builder,
+                self.number,
+                self.step_name,
+                ABANDON_AFTER.as_secs()
+            ),
         }
+        self.check_disk();
         out
     }
 }
@@ -342,7 +363,16 @@ pub(crate) async fn run(mut ctx: BuildContext) -> bool {
             break;
         }
         let step_number = i as i64 + 1;
-        let step = run_step(&mut ctx, &mut props, spec, step_number, &mut build_locks).await;
+        let last = i + 1 == steps.len();
+        let step = run_step(
+            &mut ctx,
+            &mut props,
+            spec,
+            step_number,
+            last,
+            &mut build_locks,
+        )
+        .await;
         match step.result {
             StepResult::Failure => failed_steps.push(spec.name.clone()),
             StepResult::Warnings => warned_steps.push(spec.name.clone()),
@@ -400,7 +430,7 @@ pub(crate) async fn run(mut ctx: BuildContext) -> bool {
     };
     // The end time is taken before the slave is handed on, so a next Build on it
     // never starts before this one ended.
-    let finished_at = crate::db::now_f64();
+    let finished_at = ctx.released_at.unwrap_or_else(crate::db::now_f64);
     inner.release_slave(build_id);
     // Let the dispatcher, just woken, claim the slave's next BuildRequest and
     // start it first: recording this end can wait while that Build's command runs.
@@ -556,6 +586,7 @@ async fn run_step(
     props: &mut Properties,
     spec: &StepSpec,
     step_number: i64,
+    last: bool,
     build_locks: &mut BuildLocks,
 ) -> StepEnd {
     let inner = ctx.inner.clone();
@@ -581,8 +612,9 @@ async fn run_step(
     } else {
         format!("waiting for {}", lock_words(&busy))
     };
-    // Its files are created once the command is on its way (`run_command`).
-    let stdio = LogWriter::new(&inner.basedir.join(&rel));
+    // Its files are made with its first bytes, on the log disk's thread.
+    let group = LogGroup::new();
+    let stdio = AsyncLog::new(&inner.disk, &group, &inner.basedir.join(&rel));
     let recorded = if step_number == 1 {
         ctx.claimed.first_step.take()
     } else {
@@ -643,6 +675,7 @@ async fn run_step(
         stdio,
         stdio_id,
         extra: HashMap::new(),
+        group,
         scanner: LogScanner::new(spec.log_parser),
         last_flush: Instant::now(),
         dirty: false,
@@ -677,7 +710,13 @@ async fn run_step(
     };
     // The Step's own locks go as soon as its command has ended.
     drop(step_held);
-    let sizes = logs.close();
+    if last {
+        // The Build's last command has ended: its slave may take the next
+        // BuildRequest while this Step's logs are being stored.
+        ctx.released_at = Some(crate::db::now_f64());
+        inner.release_slave(ctx.claimed.build_id);
+    }
+    let sizes = logs.close(&mut ctx.stop).await;
     if let Some(err) = logs.error.take() {
         if end.result != StepResult::Exception {
             end.result = StepResult::Exception;
@@ -876,7 +915,7 @@ fn finish(
         result: end.result.as_str().to_string(),
         text: end.text.clone(),
         logs: sizes,
-        at: crate::db::now_f64(),
+        at: ctx.released_at.unwrap_or_else(crate::db::now_f64),
     };
     let event = EngineEvent::StepFinished {
         builder: ctx.claimed.builder.clone(),
@@ -1111,7 +1150,31 @@ async fn run_command(
     mut capture: Option<&mut String>,
 ) -> CmdEnd {
     let inner = ctx.inner.clone();
-    let mut cmd = match ctx.slave.start_command(name, args).await {
+    // A slave that stops answering before it confirms the command (frozen just
+    // then) must not keep a stopped Build waiting: a stop still ends it.
+    let started = {
+        let start = ctx.slave.start_command(name, args);
+        let stop = &mut ctx.stop;
+        let give_up = async {
+            let _ = stop.wait_for(|s| s.is_some()).await;
+            tokio::time::sleep(ABANDON_AFTER).await;
+        };
+        tokio::select! {
+            r = start => Some(r),
+            _ = give_up => None,
+        }
+    };
+    let Some(started) = started else {
+        logs.write(
+            Channel::Header,
+            &format!(
+                "the slave did not confirm the {name} command within {} s of the stop; abandoned\n",
+                ABANDON_AFTER.as_secs()
+            ),
+        );
+        return CmdEnd::Abandoned;
+    };
+    let mut cmd = match started {
         Ok(c) => c,
         Err(CommandError::Lost { reason, .. }) => return CmdEnd::Lost(reason),
         Err(CommandError::NotConnected { slave }) => {
@@ -1127,19 +1190,36 @@ async fn run_command(
             };
         }
     };
-    // The Step's files are made while the slave starts the command.
-    if let Err(e) = logs.stdio.open(true) {
-        logs.io_error(e);
-    }
     let mut rc = None;
     let mut failure_reason = None;
     let mut got_revision = None;
     let mut stopped_at: Option<Instant> = None;
     loop {
+        // A stop, whenever it came (even while the command was being started,
+        // where a wait for it may have marked it seen): interrupt the command.
+        if stopped_at.is_none() {
+            let stop = ctx.stop.borrow_and_update().clone();
+            if let Some(stop) = stop {
+                logs.write(Channel::Header, &format!("interrupting: {}\n", stop.text()));
+                let interrupter = cmd.interrupter();
+                let why = stop.text().to_string();
+                tokio::spawn(async move {
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(3), interrupter.interrupt(&why))
+                            .await;
+                });
+                stopped_at = Some(Instant::now());
+            }
+        }
         let stop_seen = stopped_at.is_some();
         let ev = if let Some(at) = stopped_at {
             let left = ABANDON_AFTER.saturating_sub(at.elapsed());
-            match tokio::time::timeout(left, cmd.next()).await {
+            let room = logs.group.clone().room();
+            let next = async {
+                room.await;
+                cmd.next().await
+            };
+            match tokio::time::timeout(left, next).await {
                 Ok(ev) => ev,
                 Err(_) => {
                     logs.write(
@@ -1154,30 +1234,22 @@ async fn run_command(
             }
         } else {
             let flush_at = tokio::time::Instant::from_std(logs.last_flush + FLUSH_EVERY);
+            // While the disk is behind with this Step's output, no more is taken
+            // from the slave (its link fills up and pushes back on it).
+            let has_room = logs.group.has_room();
             tokio::select! {
-                ev = cmd.next() => ev,
+                ev = cmd.next(), if has_room => ev,
+                _ = logs.group.clone().room(), if !has_room => continue,
                 _ = tokio::time::sleep_until(flush_at), if logs.dirty => {
                     logs.tick(&inner).await;
                     continue;
                 }
                 r = ctx.stop.changed(), if !stop_seen => {
-                    let stop = ctx.stop.borrow().clone();
-                    match (r, stop) {
-                        (Ok(()), Some(stop)) => {
-                            logs.write(Channel::Header, &format!("interrupting: {}\n", stop.text()));
-                            let interrupter = cmd.interrupter();
-                            let why = stop.text().to_string();
-                            tokio::spawn(async move {
-                                let _ = tokio::time::timeout(Duration::from_secs(3), interrupter.interrupt(&why)).await;
-                            });
-                            stopped_at = Some(Instant::now());
-                        }
-                        (Err(_), _) => {
-                            // The engine is gone; treat as a shutdown.
-                            stopped_at = Some(Instant::now());
-                        }
-                        _ => {}
+                    if r.is_err() {
+                        // The engine is gone; treat as a shutdown.
+                        stopped_at = Some(Instant::now());
                     }
+                    // Otherwise the loop's top sees the stop.
                     continue;
                 }
             }
@@ -1198,11 +1270,11 @@ async fn run_command(
                             c.push_str(&s[..cut]);
                         }
                     }
-                    logs.write(Channel::Stdout, &s);
+                    logs.write_owned(Channel::Stdout, s);
                     logs.tick(&inner).await;
                 }
                 Update::Stderr(s) => {
-                    logs.write(Channel::Stderr, &s);
+                    logs.write_owned(Channel::Stderr, s);
                     logs.tick(&inner).await;
                 }
                 Update::Header(s) => {

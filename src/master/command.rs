@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 
 use rmpv::Value;
-use tokio::sync::mpsc;
 
 use super::connection::Conn;
 use crate::protocol::{map_get, value_str};
@@ -134,6 +133,39 @@ fn output_text(v: Value) -> String {
     }
 }
 
+impl Update {
+    /// Bytes this update holds, roughly (what it costs queued).
+    pub fn weight(&self) -> usize {
+        match self {
+            Update::Stdout(s) | Update::Stderr(s) | Update::Header(s) => s.len(),
+            Update::Log { name, text } => name.len() + text.len(),
+            Update::Stat(v) => v.len() * 8,
+            Update::Files(f) => f.iter().map(|n| n.len() + 8).sum(),
+            Update::FailureReason(r) => r.len(),
+            Update::Other(k, v) => k.len() + value_weight(v),
+            Update::Rc(_) | Update::Elapsed(_) => 16,
+        }
+    }
+}
+
+/// Bytes a msgpack value holds, roughly.
+fn value_weight(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.as_bytes().len() + 16,
+        Value::Binary(b) => b.len() + 16,
+        Value::Array(items) => items.iter().map(value_weight).sum::<usize>() + 16,
+        Value::Map(entries) => {
+            entries
+                .iter()
+                .map(|(k, v)| value_weight(k) + value_weight(v))
+                .sum::<usize>()
+                + 16
+        }
+        Value::Ext(_, data) => data.len() + 16,
+        _ => 16,
+    }
+}
+
 /// What a [`RemoteCommand`] reports, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CommandEvent {
@@ -145,13 +177,25 @@ pub enum CommandEvent {
     Lost(String),
 }
 
+impl CommandEvent {
+    /// Bytes this event holds, roughly (what it costs queued).
+    pub fn weight(&self) -> usize {
+        match self {
+            CommandEvent::Update(u) => u.weight(),
+            CommandEvent::Complete(f) => f.as_ref().map_or(1, String::len),
+            CommandEvent::Lost(r) => r.len(),
+        }
+    }
+}
+
 /// A command started on a slave. Dropping it does not stop the command; call
 /// [`interrupt`](RemoteCommand::interrupt) for that.
 pub struct RemoteCommand {
     pub(crate) id: String,
     pub(crate) name: String,
     pub(crate) slave: String,
-    pub(crate) events: mpsc::UnboundedReceiver<CommandEvent>,
+    /// Events with their share of the queue's bytes, given back when taken.
+    pub(crate) events: super::connection::EventRx,
     pub(crate) conn: Weak<Conn>,
     pub(crate) done: bool,
 }
@@ -168,8 +212,13 @@ impl RemoteCommand {
             return None;
         }
         let ev = match self.events.recv().await {
-            Some(ev) => ev,
-            None => CommandEvent::Lost("connection closed".into()),
+            Some((ev, _room)) => ev,
+            None => CommandEvent::Lost(
+                self.conn
+                    .upgrade()
+                    .and_then(|c| c.closed_reason())
+                    .unwrap_or_else(|| "connection closed".into()),
+            ),
         };
         if matches!(ev, CommandEvent::Complete(_) | CommandEvent::Lost(_)) {
             self.done = true;

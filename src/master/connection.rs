@@ -6,10 +6,20 @@
 //! A connection runs as one task ([`serve`]) that reads frames and a writer task
 //! that owns the socket's sending half; every other task talks to it through the
 //! shared [`Conn`].
+//!
+//! Both directions are bounded. Each running command's updates wait in a queue
+//! of at most [`EVENT_BYTES`] for the Build that stores them; when it is full (the
+//! Build waits for a slow log disk), the reader waits too and stops reading the
+//! slave's socket, so TCP pushes back on the slave and its command, instead of
+//! the master's memory growing with whatever the slave sends. Meanwhile the link
+//! counts as alive (the slave is plainly sending) and the master keeps pinging
+//! it, so neither side mistakes the wait for a dead link. Frames to the slave
+//! wait in a queue of [`OUT_QUEUE`]: a slave that does not read its answers
+//! stops being read in turn.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -17,7 +27,7 @@ use futures_util::{SinkExt, StreamExt};
 use rmpv::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -34,6 +44,13 @@ pub const NEWLINE_RE: &str = r"(\r\n|\r(?=.)|\033\[u|\033\[[0-9]+;[0-9]+[Hf]|\03
 
 /// The `buffer_size` for slaves that send output as plain text.
 const TEXT_BUFFER_SIZE: u64 = 256 * 1024;
+
+/// Bytes of one command's output that may wait for the Build that reads them (a
+/// single bigger update passes alone).
+pub const EVENT_BYTES: usize = 4 << 20;
+
+/// Frames that may wait for the writer to send them to the slave.
+pub const OUT_QUEUE: usize = 1024;
 
 /// What a slave told about itself in `get_worker_info` (never its environment).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -159,8 +176,15 @@ impl Transfer {
     }
 }
 
+/// A command's events on their way to its [`RemoteCommand`], each with its
+/// share of the command's [`EVENT_BYTES`], given back when the Build takes it.
+pub(crate) type EventTx = mpsc::UnboundedSender<(CommandEvent, Option<OwnedSemaphorePermit>)>;
+pub(crate) type EventRx = mpsc::UnboundedReceiver<(CommandEvent, Option<OwnedSemaphorePermit>)>;
+
 struct Slot {
-    events: mpsc::UnboundedSender<CommandEvent>,
+    events: EventTx,
+    /// What of [`EVENT_BYTES`] the queued events leave.
+    room: Arc<Semaphore>,
     transfer: Option<Arc<tokio::sync::Mutex<Transfer>>>,
 }
 
@@ -178,7 +202,7 @@ enum Outgoing {
 pub struct Conn {
     pub(crate) name: String,
     pub(crate) peer: String,
-    out: mpsc::UnboundedSender<Outgoing>,
+    out: mpsc::Sender<Outgoing>,
     next_seq: AtomicI64,
     next_cmd: AtomicU64,
     pending: Mutex<HashMap<i64, oneshot::Sender<Result<Value, String>>>>,
@@ -189,6 +213,9 @@ pub struct Conn {
     close_request: watch::Sender<Option<String>>,
     pub(crate) info: OnceLock<SlaveInfo>,
     last_heard: Mutex<Instant>,
+    /// The reader waits for a command's queue to have room: the slave is being
+    /// pushed back on, not silent.
+    pushing_back: AtomicBool,
     /// The `slave_connections` row of this connection, once set up.
     db_id: Mutex<Option<i64>>,
 }
@@ -226,7 +253,7 @@ impl Conn {
             return Err(self.lost());
         }
         let frame = Message::request(seq, op, fields).encode();
-        if self.out.send(Outgoing::Frame(frame)).is_err() {
+        if self.out.send(Outgoing::Frame(frame)).await.is_err() {
             lock(&self.pending).remove(&seq);
             return Err(self.lost());
         }
@@ -266,6 +293,7 @@ impl Conn {
             id.clone(),
             Slot {
                 events: tx,
+                room: Arc::new(Semaphore::new(EVENT_BYTES)),
                 transfer: transfer.clone(),
             },
         );
@@ -325,8 +353,39 @@ impl Conn {
         *lock(&self.last_heard) = Instant::now();
     }
 
-    fn respond(&self, msg: Message) {
-        let _ = self.out.send(Outgoing::Response(msg.encode()));
+    /// Queue an answer to the slave; waits while [`OUT_QUEUE`] frames wait (the
+    /// slave does not read), which stops this connection's reading meanwhile.
+    async fn respond(&self, msg: Message) {
+        let _ = self.out.send(Outgoing::Response(msg.encode())).await;
+    }
+
+    /// Hand a command's event to the Build reading it. When its queue is full the
+    /// reader waits here, the slave's socket unread: back-pressure.
+    async fn deliver(&self, events: &EventTx, room: &Arc<Semaphore>, ev: CommandEvent) {
+        if events.is_closed() {
+            // Nobody reads it any more (the command was abandoned): dropped.
+            return;
+        }
+        let weight = ev.weight().clamp(1, EVENT_BYTES) as u32;
+        let permit = match room.clone().try_acquire_many_owned(weight) {
+            Ok(p) => p,
+            Err(_) => {
+                self.pushing_back.store(true, Ordering::SeqCst);
+                // Permits come back as the Build takes events, or all at once
+                // when it drops the command (its queue is emptied).
+                let p = tokio::select! {
+                    p = room.clone().acquire_many_owned(weight) => p.ok(),
+                    _ = events.closed() => None,
+                };
+                self.pushing_back.store(false, Ordering::SeqCst);
+                self.heard();
+                match p {
+                    Some(p) => p,
+                    None => return,
+                }
+            }
+        };
+        let _ = events.send((ev, Some(permit)));
     }
 }
 
@@ -345,7 +404,7 @@ pub(crate) async fn serve(
 ) {
     let name = claim.name().to_string();
     let (mut sink, mut stream) = socket.split();
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Outgoing>();
+    let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(OUT_QUEUE);
     let conn = Arc::new(Conn {
         name: name.clone(),
         peer: peer.clone(),
@@ -358,6 +417,7 @@ pub(crate) async fn serve(
         close_request: watch::channel(None).0,
         info: OnceLock::new(),
         last_heard: Mutex::new(Instant::now()),
+        pushing_back: AtomicBool::new(false),
         db_id: Mutex::new(None),
     });
     tracing::info!("slave {name} connected from {peer}; setting it up");
@@ -452,13 +512,21 @@ pub(crate) async fn serve(
 
     // Tear-down: stop new requests, fail the waiting ones, tell every command.
     conn.closed.send_replace(Some(reason.clone()));
-    let _ = conn.out.send(Outgoing::Close(reason.clone()));
+    let _ = conn.out.try_send(Outgoing::Close(reason.clone()));
     lock(&conn.pending).clear();
     let slots: Vec<Slot> = lock(&conn.slots).drain().map(|(_, s)| s).collect();
     for s in slots {
-        let _ = s.events.send(CommandEvent::Lost(reason.clone()));
+        let _ = s.events.send((CommandEvent::Lost(reason.clone()), None));
     }
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    let mut writer = writer;
+    if tokio::time::timeout(Duration::from_secs(2), &mut writer)
+        .await
+        .is_err()
+    {
+        // A slave that reads nothing would keep the writer (and the socket)
+        // forever.
+        writer.abort();
+    }
     // Recorded before the slave leaves the registry: whoever sees it gone (the
     // API, a reconnecting slave of the same name) finds the database agreeing.
     let db_id = *lock(&conn.db_id);
@@ -522,6 +590,14 @@ async fn keepalive(conn: &Arc<Conn>, shared: &Arc<Shared>) -> String {
     ticker.tick().await;
     loop {
         ticker.tick().await;
+        if conn.pushing_back.load(Ordering::SeqCst) {
+            // The slave sends more than the master stores just now: it is alive.
+            // A ping tells it the master is alive too (its answer waits in the
+            // socket with the rest).
+            conn.heard();
+            let _ = conn.out.try_send(Outgoing::Ping);
+            continue;
+        }
         let quiet = lock(&conn.last_heard).elapsed();
         if quiet >= interval {
             return format!(
@@ -541,7 +617,7 @@ async fn keepalive(conn: &Arc<Conn>, shared: &Arc<Shared>) -> String {
             });
         }
         if quiet >= tick {
-            let _ = conn.out.send(Outgoing::Ping);
+            let _ = conn.out.try_send(Outgoing::Ping);
             let c = conn.clone();
             tokio::spawn(async move {
                 let _ = c.request("keepalive", vec![]).await;
@@ -678,10 +754,12 @@ async fn handle(conn: &Arc<Conn>, msg: Message) {
         .unwrap_or_default();
     let result: Result<Value, String> = match op.as_str() {
         "update" => {
-            let events = lock(&conn.slots).get(&command_id).map(|s| s.events.clone());
+            let events = lock(&conn.slots)
+                .get(&command_id)
+                .map(|s| (s.events.clone(), s.room.clone()));
             match events {
                 None => Err(format!("unknown command_id {command_id:?}")),
-                Some(events) => {
+                Some((events, room)) => {
                     let args = fields
                         .iter_mut()
                         .find(|(k, _)| k == "args")
@@ -693,7 +771,7 @@ async fn handle(conn: &Arc<Conn>, msg: Message) {
                                     let value = kv.pop().unwrap_or(Value::Nil);
                                     let key = value_str(&kv[0]).unwrap_or_default();
                                     let u = Update::from_pair(key, value);
-                                    let _ = events.send(CommandEvent::Update(u));
+                                    conn.deliver(&events, &room, CommandEvent::Update(u)).await;
                                 }
                             }
                         }
@@ -718,7 +796,8 @@ async fn handle(conn: &Arc<Conn>, msg: Message) {
                     if let Some(t) = &slot.transfer {
                         finish_transfer(&mut *t.lock().await).await;
                     }
-                    let _ = slot.events.send(CommandEvent::Complete(failure));
+                    let ev = CommandEvent::Complete(failure);
+                    conn.deliver(&slot.events, &slot.room, ev).await;
                     Ok(Value::Nil)
                 }
             }
@@ -754,7 +833,8 @@ async fn handle(conn: &Arc<Conn>, msg: Message) {
             tracing::debug!(slave = %conn.name, op = %op, "refused a request: {e}");
             Message::error(seq, e)
         }
-    });
+    })
+    .await;
 }
 
 /// One file-transfer message applied to the local end of the transfer.

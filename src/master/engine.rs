@@ -186,6 +186,10 @@ pub(crate) struct Inner {
     pub(crate) registry: SlaveRegistry,
     pub(crate) config: watch::Receiver<Arc<MasterConfig>>,
     pub(crate) basedir: PathBuf,
+    /// Writes the Steps' logs, off the runtime.
+    pub(crate) disk: super::logs::LogDisk,
+    /// The runtime the engine started on, where its work runs ([`Engine::submit`]).
+    runtime: tokio::runtime::Handle,
     pub(crate) events: broadcast::Sender<EngineEvent>,
     /// One bump per event, for whoever only needs to know that something happened.
     activity: crate::activity::Activity,
@@ -259,6 +263,8 @@ impl Engine {
             registry,
             config,
             basedir,
+            disk: super::logs::LogDisk::start(),
+            runtime: tokio::runtime::Handle::current(),
             events: broadcast::channel(4096).0,
             activity: Default::default(),
             locks: Locks::new(),
@@ -292,26 +298,19 @@ impl Engine {
     }
 
     /// Store a BuildSet (one BuildRequest per builder) and queue its requests.
+    ///
+    /// The work runs on the engine's own runtime, whoever asks (a web page, the
+    /// API, a scheduler): its database write then never waits for, nor holds up,
+    /// the engine's own, and the dispatcher it wakes is on the same thread. The
+    /// web ports' threads run at a lower priority and may be descheduled at any
+    /// moment under load.
     pub async fn submit(&self, bs: NewBuildSet) -> Result<SubmittedBuildSet, EngineError> {
-        if self.inner.state().stopping {
-            return Err(EngineError::ShuttingDown);
-        }
-        let submitted = self.inner.db.add_buildset(bs, crate::db::now_f64()).await?;
-        {
-            let mut st = self.inner.state();
-            for (builder, _) in &submitted.requests {
-                st.mark_pending(builder);
-            }
-        }
-        for (builder, id) in &submitted.requests {
-            self.inner.emit(EngineEvent::RequestQueued {
-                request_id: *id,
-                buildset_id: submitted.buildset_id,
-                builder: builder.clone(),
-            });
-        }
-        self.inner.kick.notify_one();
-        Ok(submitted)
+        let inner = self.inner.clone();
+        self.inner
+            .runtime
+            .spawn(async move { submit_here(&inner, bs).await })
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?
     }
 
     /// Force a build of `builder` (Buildbot's "Force Build").
@@ -498,6 +497,32 @@ impl Engine {
     }
 }
 
+/// [`Engine::submit`] on the engine's runtime.
+async fn submit_here(
+    inner: &Arc<Inner>,
+    bs: NewBuildSet,
+) -> Result<SubmittedBuildSet, EngineError> {
+    if inner.state().stopping {
+        return Err(EngineError::ShuttingDown);
+    }
+    let submitted = inner.db.add_buildset(bs, crate::db::now_f64()).await?;
+    {
+        let mut st = inner.state();
+        for (builder, _) in &submitted.requests {
+            st.mark_pending(builder);
+        }
+    }
+    for (builder, id) in &submitted.requests {
+        inner.emit(EngineEvent::RequestQueued {
+            request_id: *id,
+            buildset_id: submitted.buildset_id,
+            builder: builder.clone(),
+        });
+    }
+    inner.kick.notify_one();
+    Ok(submitted)
+}
+
 async fn dispatcher(inner: Arc<Inner>) {
     let mut slaves = inner.registry.subscribe();
     let mut config = inner.config.clone();
@@ -617,6 +642,7 @@ async fn dispatch(inner: &Arc<Inner>) {
                 stop: stop_rx,
                 pending_props: Vec::new(),
                 pending_finish: None,
+                released_at: None,
             };
             let mut st = inner.state();
             *st.per_slave.entry(b.slave.clone()).or_insert(0) += 1;

@@ -11,12 +11,19 @@
 //!
 //! Writes go through a large buffer (no syscall per line, no database write per
 //! line), and the files are created only when the Build has sent the Step's
-//! command ([`LogWriter`]); the engine flushes and records size and line count in SQLite every
-//! second or so and at the end of the step.
+//! command; the engine flushes and records size and line count in SQLite every
+//! second or so and at the end of the step. The engine's logs ([`AsyncLog`]) are
+//! created and written by a thread of their own ([`LogDisk`]), so a slow or hung
+//! disk never stalls the runtime that serves the slaves' links; a Step waits for
+//! its logs to be stored before its end is recorded, and takes no more output
+//! while [`IN_FLIGHT`] bytes of it wait for the disk. [`LogWriter`] is the same
+//! log written by the calling thread.
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// Which stream a piece of a log came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -149,20 +156,11 @@ pub fn channels_path(log: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// An append-only log being written.
-///
-/// It touches the disk only when opened ([`LogWriter::open`]) or when its bytes
-/// are written out, so a Build can record a Step and send its command first and
-/// create the Step's files while the slave already runs it: file creation (an
-/// inode each) stays off the path from one command to the next.
-pub struct LogWriter {
-    path: PathBuf,
-    /// The log file, once opened.
-    file: Option<File>,
+/// What a log has buffered and not yet handed to its files: its bytes (up to
+/// [`BUFFER`]), its channel-run records, and its size and line count so far.
+struct LogBuffer {
     /// Bytes not yet written to the file.
     buf: Vec<u8>,
-    /// The `.ch` file, once opened.
-    runs_file: Option<File>,
     /// Run records not yet written to the `.ch` file.
     runs: Vec<u8>,
     /// A channel other than stdout appeared: the log needs its `.ch` file.
@@ -172,17 +170,48 @@ pub struct LogWriter {
     lines: u64,
 }
 
+/// Bytes given to a log: lent (copied if kept) or given away (kept as they are).
+enum Piece<'a> {
+    Lent(&'a [u8]),
+    Given(Vec<u8>),
+}
+
+impl Piece<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Piece::Lent(b) => b,
+            Piece::Given(v) => v,
+        }
+    }
+
+    fn into_vec(self) -> Vec<u8> {
+        match self {
+            Piece::Lent(b) => b.to_vec(),
+            Piece::Given(v) => v,
+        }
+    }
+}
+
+/// Bytes (and run records) to append to a log's files, in order.
+struct Chunk {
+    data: Vec<u8>,
+    runs: Vec<u8>,
+    has_runs: bool,
+}
+
+impl Chunk {
+    fn is_empty(&self) -> bool {
+        self.data.is_empty() && self.runs.is_empty()
+    }
+}
+
 /// Run records kept before they are written out.
 const RUNS_BUFFER: usize = 8 * 1024;
 
-impl LogWriter {
-    /// A log at `path`, nothing on disk yet.
-    pub fn new(path: &Path) -> LogWriter {
-        LogWriter {
-            path: path.to_path_buf(),
-            file: None,
+impl LogBuffer {
+    fn new() -> LogBuffer {
+        LogBuffer {
             buf: Vec::new(),
-            runs_file: None,
             runs: Vec::new(),
             has_runs: false,
             channel: None,
@@ -191,34 +220,13 @@ impl LogWriter {
         }
     }
 
-    /// Create (truncating) the log file at `path` now, making its directory.
-    pub fn create(path: &Path) -> std::io::Result<LogWriter> {
-        let mut w = LogWriter::new(path);
-        w.open(false)?;
-        Ok(w)
-    }
-
-    /// Create (truncating) the log file if not yet done, making its directory.
-    /// With `runs`, its `.ch` file too, empty (all stdout) until another channel
-    /// appears; a command's log nearly always needs it (its header comes first).
-    pub fn open(&mut self, runs: bool) -> std::io::Result<()> {
-        if self.file.is_none() {
-            self.file = Some(create_file(&self.path)?);
-            if !runs && self.runs_file.is_none() {
-                // A side file left by an earlier log of this name is not this one's.
-                let _ = std::fs::remove_file(channels_path(&self.path));
-            }
-        }
-        if (runs || self.has_runs) && self.runs_file.is_none() {
-            self.runs_file = Some(File::create(channels_path(&self.path))?);
-        }
-        Ok(())
-    }
-
-    /// Append bytes of one channel.
-    pub fn append(&mut self, channel: Channel, data: &[u8]) -> std::io::Result<()> {
-        if data.is_empty() {
-            return Ok(());
+    /// Append bytes of one channel; `out` gets what must be written now (the
+    /// buffer when full, and a piece of [`BUFFER`] or more by itself, moved when
+    /// the caller gave it away).
+    fn append(&mut self, channel: Channel, data: Piece<'_>, out: &mut Vec<Chunk>) {
+        let bytes = data.bytes();
+        if bytes.is_empty() {
+            return;
         }
         if self.channel != Some(channel) {
             // The first run of stdout needs no record: no `.ch` file means stdout.
@@ -234,56 +242,143 @@ impl LogWriter {
             }
             self.channel = Some(channel);
         }
-        if self.buf.len() + data.len() > BUFFER || self.runs.len() > RUNS_BUFFER {
-            self.write_out()?;
+        let len = bytes.len();
+        if self.buf.len() + len > BUFFER || self.runs.len() > RUNS_BUFFER {
+            out.push(self.take());
         }
-        if data.len() >= BUFFER {
-            self.open(false)?;
-            if let Some(f) = self.file.as_mut() {
-                f.write_all(data)?;
-            }
+        self.size += len as u64;
+        self.lines += count_newlines(bytes);
+        if len >= BUFFER {
+            out.push(Chunk {
+                data: data.into_vec(),
+                runs: Vec::new(),
+                has_runs: self.has_runs,
+            });
         } else {
             if self.buf.capacity() == 0 {
-                self.buf.reserve(BUFFER.min(data.len().max(4096) * 4));
+                self.buf.reserve(BUFFER.min(len.max(4096) * 4));
             }
-            self.buf.extend_from_slice(data);
+            self.buf.extend_from_slice(bytes);
         }
-        self.size += data.len() as u64;
-        self.lines += count_newlines(data);
+    }
+
+    /// Everything buffered, to be written now.
+    fn take(&mut self) -> Chunk {
+        let cap = self.buf.capacity();
+        Chunk {
+            data: std::mem::replace(&mut self.buf, Vec::with_capacity(cap)),
+            runs: std::mem::take(&mut self.runs),
+            has_runs: self.has_runs,
+        }
+    }
+}
+
+/// A log's open files: touched by one writer at a time (the log's own
+/// [`LogWriter`], or the [`LogDisk`] thread for an [`AsyncLog`]).
+#[derive(Default)]
+struct LogFiles {
+    /// The log file, once opened.
+    file: Option<File>,
+    /// The `.ch` file, once opened.
+    runs_file: Option<File>,
+}
+
+impl LogFiles {
+    /// Create (truncating) the log file if not yet done, making its directory.
+    /// With `runs`, its `.ch` file too, empty (all stdout) until another channel
+    /// appears; a command's log nearly always needs it (its header comes first).
+    fn open(&mut self, path: &Path, runs: bool) -> std::io::Result<()> {
+        if self.file.is_none() {
+            self.file = Some(create_file(path)?);
+            if !runs && self.runs_file.is_none() {
+                // A side file left by an earlier log of this name is not this one's.
+                let _ = std::fs::remove_file(channels_path(path));
+            }
+        }
+        if runs && self.runs_file.is_none() {
+            self.runs_file = Some(File::create(channels_path(path))?);
+        }
+        Ok(())
+    }
+
+    /// Append a chunk, opening the files first if needed (so a log that is
+    /// written out always has its file, even empty).
+    fn write(&mut self, path: &Path, chunk: &Chunk) -> std::io::Result<()> {
+        self.open(path, chunk.has_runs)?;
+        if let Some(f) = self.file.as_mut() {
+            if !chunk.data.is_empty() {
+                f.write_all(&chunk.data)?;
+            }
+        }
+        if let Some(f) = self.runs_file.as_mut() {
+            if !chunk.runs.is_empty() {
+                f.write_all(&chunk.runs)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An append-only log written by the calling thread.
+///
+/// It touches the disk only when opened ([`LogWriter::open`]) or when its bytes
+/// are written out. The build engine writes through an [`AsyncLog`] instead, whose
+/// disk work runs on the [`LogDisk`] thread.
+pub struct LogWriter {
+    path: PathBuf,
+    buffer: LogBuffer,
+    files: LogFiles,
+}
+
+impl LogWriter {
+    /// A log at `path`, nothing on disk yet.
+    pub fn new(path: &Path) -> LogWriter {
+        LogWriter {
+            path: path.to_path_buf(),
+            buffer: LogBuffer::new(),
+            files: LogFiles::default(),
+        }
+    }
+
+    /// Create (truncating) the log file at `path` now, making its directory.
+    pub fn create(path: &Path) -> std::io::Result<LogWriter> {
+        let mut w = LogWriter::new(path);
+        w.open(false)?;
+        Ok(w)
+    }
+
+    /// Create (truncating) the log file if not yet done, making its directory.
+    /// With `runs`, its `.ch` file too, empty (all stdout) until another channel
+    /// appears.
+    pub fn open(&mut self, runs: bool) -> std::io::Result<()> {
+        self.files.open(&self.path, runs || self.buffer.has_runs)
+    }
+
+    /// Append bytes of one channel.
+    pub fn append(&mut self, channel: Channel, data: &[u8]) -> std::io::Result<()> {
+        let mut out = Vec::new();
+        self.buffer.append(channel, Piece::Lent(data), &mut out);
+        for chunk in out {
+            self.files.write(&self.path, &chunk)?;
+        }
         Ok(())
     }
 
     /// Write everything appended so far to the files (opening them if needed),
     /// so readers see it.
     pub fn flush(&mut self) -> std::io::Result<()> {
-        self.write_out()
-    }
-
-    fn write_out(&mut self) -> std::io::Result<()> {
-        self.open(false)?;
-        if let Some(f) = self.file.as_mut() {
-            if !self.buf.is_empty() {
-                f.write_all(&self.buf)?;
-                self.buf.clear();
-            }
-        }
-        if let Some(f) = self.runs_file.as_mut() {
-            if !self.runs.is_empty() {
-                f.write_all(&self.runs)?;
-                self.runs.clear();
-            }
-        }
-        Ok(())
+        let chunk = self.buffer.take();
+        self.files.write(&self.path, &chunk)
     }
 
     /// Bytes written so far.
     pub fn size(&self) -> u64 {
-        self.size
+        self.buffer.size
     }
 
     /// Newlines written so far (a last line without one is not counted).
     pub fn lines(&self) -> u64 {
-        self.lines
+        self.buffer.lines
     }
 
     pub fn path(&self) -> &Path {
@@ -294,6 +389,297 @@ impl LogWriter {
 impl Drop for LogWriter {
     fn drop(&mut self) {
         let _ = self.flush();
+    }
+}
+
+/// Bytes of a Step's logs handed to the [`LogDisk`] thread and not yet written
+/// beyond which the Build takes no more of the slave's output
+/// ([`LogGroup::room`]): the slave's link then fills up and the slave waits, so
+/// a slave printing faster than the disk stores costs the master at most this
+/// much (plus the link's own bounded queue).
+pub const IN_FLIGHT: usize = 4 * BUFFER;
+
+/// The thread that creates and writes the master's step logs, in the order they
+/// are asked for: a disk that is slow or hangs then holds up only the Builds
+/// waiting for their logs to be stored ([`LogGroup::settled`]), never the
+/// runtime that serves the slaves' links and the engine. Cheap to clone; the
+/// thread ends once every clone (and every [`AsyncLog`]) is gone, after the work
+/// already asked for.
+#[derive(Clone)]
+pub struct LogDisk {
+    /// `None`: no thread could be started; the work is done by the caller.
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+}
+
+/// One piece of disk work for one log.
+struct Job {
+    group: Arc<LogGroup>,
+    path: Arc<PathBuf>,
+    files: Arc<std::sync::Mutex<LogFiles>>,
+    op: Op,
+}
+
+enum Op {
+    Open {
+        runs: bool,
+    },
+    /// Append, creating the files first if needed; with `close`, close them after
+    /// (on the disk thread: closing a file can wait for the disk too).
+    Write {
+        chunk: Chunk,
+        close: bool,
+    },
+}
+
+impl LogDisk {
+    /// Start the thread (or, if the system refuses one, a disk that works inline).
+    pub fn start() -> LogDisk {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let spawned = std::thread::Builder::new()
+            .name("log-disk".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    run_job(job);
+                }
+            });
+        match spawned {
+            Ok(_) => LogDisk { jobs: Some(tx) },
+            Err(e) => {
+                tracing::warn!("no thread for the log disk ({e}); logs are written inline");
+                LogDisk { jobs: None }
+            }
+        }
+    }
+
+    fn submit(&self, job: Job) {
+        job.group.submitted.fetch_add(1, Ordering::SeqCst);
+        match &self.jobs {
+            Some(tx) => {
+                if let Err(std::sync::mpsc::SendError(job)) = tx.send(job) {
+                    run_job(job);
+                }
+            }
+            None => run_job(job),
+        }
+    }
+}
+
+fn run_job(job: Job) {
+    let Job {
+        group,
+        path,
+        files,
+        op,
+    } = job;
+    let mut f = files.lock().unwrap_or_else(|p| p.into_inner());
+    let failed = group.failed();
+    let (written, close) = match &op {
+        Op::Write { chunk, close } => (chunk.data.len(), *close),
+        Op::Open { .. } => (0, false),
+    };
+    let r = match op {
+        _ if failed => Ok(()),
+        Op::Open { runs } => f.open(&path, runs),
+        Op::Write { chunk, .. } => f.write(&path, &chunk),
+    };
+    if close {
+        *f = LogFiles::default();
+    }
+    drop(f);
+    if let Err(e) = r {
+        tracing::error!("cannot write log {}: {e}", path.display());
+        let mut err = group.error.lock().unwrap_or_else(|p| p.into_inner());
+        if err.is_none() {
+            *err = Some(e.to_string());
+        }
+    }
+    group.in_flight.fetch_sub(written, Ordering::SeqCst);
+    group.done.fetch_add(1, Ordering::SeqCst);
+    group.progress.notify_waiters();
+}
+
+/// The logs of one Step as far as the [`LogDisk`] thread has got with them:
+/// bytes handed over and not yet written, work asked for and done, and the first
+/// error.
+#[derive(Default)]
+pub struct LogGroup {
+    in_flight: AtomicUsize,
+    submitted: AtomicU64,
+    done: AtomicU64,
+    error: std::sync::Mutex<Option<String>>,
+    progress: tokio::sync::Notify,
+}
+
+impl LogGroup {
+    pub fn new() -> Arc<LogGroup> {
+        Arc::new(LogGroup::default())
+    }
+
+    fn failed(&self) -> bool {
+        self.error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// The first write that failed, if one did.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether less than [`IN_FLIGHT`] bytes wait for the disk.
+    pub fn has_room(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) <= IN_FLIGHT
+    }
+
+    /// Resolves once less than [`IN_FLIGHT`] bytes wait for the disk.
+    pub async fn room(self: Arc<Self>) {
+        self.wait(|g| g.has_room()).await
+    }
+
+    /// Resolves once everything asked of the disk so far is done.
+    pub async fn settled(self: Arc<Self>) {
+        self.wait(|g| g.done.load(Ordering::SeqCst) >= g.submitted.load(Ordering::SeqCst))
+            .await
+    }
+
+    async fn wait(&self, cond: impl Fn(&LogGroup) -> bool) {
+        loop {
+            let notified = self.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if cond(self) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// An append-only log whose disk work runs on the [`LogDisk`] thread: appends
+/// only buffer (and hand full buffers over), so they never wait for the disk.
+/// The Step waits instead, for room ([`LogGroup::room`]) before it takes more
+/// output and for its logs to be stored ([`LogGroup::settled`]) before its end is
+/// recorded.
+pub struct AsyncLog {
+    path: Arc<PathBuf>,
+    buffer: LogBuffer,
+    files: Arc<std::sync::Mutex<LogFiles>>,
+    group: Arc<LogGroup>,
+    disk: LogDisk,
+    /// Whether the files were asked for (opened or written) yet.
+    opened: bool,
+    /// Whether [`AsyncLog::finish`] was called.
+    finished: bool,
+}
+
+impl AsyncLog {
+    /// A log at `path`, one of `group`'s; nothing on disk yet.
+    pub fn new(disk: &LogDisk, group: &Arc<LogGroup>, path: &Path) -> AsyncLog {
+        AsyncLog {
+            path: Arc::new(path.to_path_buf()),
+            buffer: LogBuffer::new(),
+            files: Arc::default(),
+            group: group.clone(),
+            disk: disk.clone(),
+            opened: false,
+            finished: false,
+        }
+    }
+
+    fn submit(&self, op: Op) {
+        if let Op::Write { chunk, .. } = &op {
+            self.group
+                .in_flight
+                .fetch_add(chunk.data.len(), Ordering::SeqCst);
+        }
+        self.disk.submit(Job {
+            group: self.group.clone(),
+            path: self.path.clone(),
+            files: self.files.clone(),
+            op,
+        });
+    }
+
+    /// Have the log file created (truncating) if not yet done, and with `runs`
+    /// its `.ch` file too ([`LogWriter::open`]).
+    pub fn open(&mut self, runs: bool) {
+        self.opened = true;
+        self.submit(Op::Open {
+            runs: runs || self.buffer.has_runs,
+        });
+    }
+
+    /// Append bytes of one channel.
+    pub fn append(&mut self, channel: Channel, data: &[u8]) {
+        self.add(channel, Piece::Lent(data));
+    }
+
+    /// [`AsyncLog::append`] of bytes the caller gives away (a big piece is handed
+    /// over as it is, without a copy).
+    pub fn append_owned(&mut self, channel: Channel, data: Vec<u8>) {
+        self.add(channel, Piece::Given(data));
+    }
+
+    fn add(&mut self, channel: Channel, data: Piece<'_>) {
+        let mut out = Vec::new();
+        self.buffer.append(channel, data, &mut out);
+        for chunk in out {
+            self.opened = true;
+            self.submit(Op::Write {
+                chunk,
+                close: false,
+            });
+        }
+    }
+
+    /// Hand everything appended so far to the disk (creating the files if not
+    /// yet done), so readers see it once written.
+    pub fn flush(&mut self) {
+        let chunk = self.buffer.take();
+        if chunk.is_empty() && self.opened {
+            return;
+        }
+        self.opened = true;
+        self.submit(Op::Write {
+            chunk,
+            close: false,
+        });
+    }
+
+    /// Hand the rest to the disk and have the files closed once it is written
+    /// (made first if they never were: an empty log still has its file). One
+    /// piece of work for the disk thread, however short the log.
+    pub fn finish(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.opened = true;
+        let chunk = self.buffer.take();
+        self.submit(Op::Write { chunk, close: true });
+    }
+
+    /// Bytes appended so far.
+    pub fn size(&self) -> u64 {
+        self.buffer.size
+    }
+
+    /// Newlines appended so far (a last line without one is not counted).
+    pub fn lines(&self) -> u64 {
+        self.buffer.lines
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for AsyncLog {
+    /// What is left is written, the file made if it never was, and the files
+    /// closed, all on the disk thread ([`AsyncLog::finish`]).
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -573,6 +959,103 @@ mod tests {
                 (BUFFER as u64 + 12, Channel::Stdout)
             ]
         );
+    }
+
+    /// A log written through the disk thread: every byte in order, big pieces
+    /// handed over whole, channel runs as [`LogWriter`] writes them, the file made
+    /// even when nothing was written.
+    #[tokio::test]
+    async fn the_disk_thread_writes_everything_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = LogDisk::start();
+        let group = LogGroup::new();
+        let p = dir.path().join("logs/b/1-001-s-stdio.log");
+        let mut w = AsyncLog::new(&disk, &group, &p);
+        w.open(true);
+        w.append(Channel::Header, b"cmd\n");
+        let big = vec![b'x'; BUFFER + 10];
+        w.append_owned(Channel::Stdout, big.clone());
+        w.append(Channel::Stderr, b"err\n");
+        w.append(Channel::Stdout, b"done\n");
+        w.flush();
+        let (size, lines) = (w.size(), w.lines());
+        let empty = dir.path().join("logs/b/1-002-t-stdio.log");
+        drop(AsyncLog::new(&disk, &group, &empty));
+        group.clone().settled().await;
+        drop(w);
+        assert_eq!(group.error(), None);
+        let data = std::fs::read(&p).unwrap();
+        assert_eq!(data.len() as u64, size);
+        assert_eq!(lines, 3);
+        let mut expected = b"cmd\n".to_vec();
+        expected.extend_from_slice(&big);
+        expected.extend_from_slice(b"err\ndone\n");
+        assert!(data == expected, "the bytes differ");
+        let n = BUFFER as u64 + 14;
+        assert_eq!(
+            read_channel_runs(&p).unwrap(),
+            vec![
+                (0, Channel::Header),
+                (4, Channel::Stdout),
+                (n, Channel::Stderr),
+                (n + 4, Channel::Stdout)
+            ]
+        );
+        // Dropped unopened: its (empty) file is made all the same, once settled.
+        group.clone().settled().await;
+        assert_eq!(std::fs::read(&empty).unwrap(), b"");
+    }
+
+    /// A file that cannot be made: the disk thread keeps the first error for the
+    /// Step, which still settles.
+    #[tokio::test]
+    async fn a_failed_write_is_reported_to_its_step() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("logs"), "a file, not a directory").unwrap();
+        let disk = LogDisk::start();
+        let group = LogGroup::new();
+        let mut w = AsyncLog::new(&disk, &group, &dir.path().join("logs/b/1.log"));
+        w.open(true);
+        w.append(Channel::Stdout, b"lost\n");
+        w.flush();
+        group.clone().settled().await;
+        assert!(group.error().is_some(), "no error reported");
+    }
+
+    /// A disk that does not take the bytes (a FIFO nobody reads yet: opening it
+    /// waits): the Step's output piles up only to [`IN_FLIGHT`] before the Step
+    /// is told to wait, and once the disk takes them everything arrives in order.
+    #[cfg(unix)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_disk_that_waits_makes_the_step_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.log");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let disk = LogDisk::start();
+        let group = LogGroup::new();
+        let mut w = AsyncLog::new(&disk, &group, &fifo);
+        w.open(false);
+        let piece = vec![b'y'; BUFFER];
+        let mut sent = 0usize;
+        while group.has_room() {
+            w.append(Channel::Stdout, &piece);
+            sent += piece.len();
+            assert!(sent <= IN_FLIGHT + 2 * BUFFER, "no limit on what waits");
+        }
+        let room = tokio::spawn(group.clone().room());
+        tokio::task::yield_now().await;
+        assert!(!room.is_finished(), "room while the disk takes nothing");
+        let reader = std::thread::spawn(move || std::fs::read(&fifo).unwrap());
+        tokio::time::timeout(std::time::Duration::from_secs(30), room)
+            .await
+            .expect("room once the disk takes the bytes")
+            .unwrap();
+        w.flush();
+        drop(w);
+        group.clone().settled().await;
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), sent);
+        assert!(got.iter().all(|b| *b == b'y'));
     }
 
     #[test]

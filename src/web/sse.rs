@@ -27,28 +27,61 @@ use crate::master::EngineEvent;
 /// A comment line sent when nothing happened for this long (keeps proxies open).
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
+/// How long a client may take none of its stream's bytes before the stream gives
+/// up on it. A client that never reads (a frozen tab, a hostile one) then costs
+/// nothing more: the task feeding it ends, dropping what it holds (its place in
+/// the engine's event stream, an open log file), and the response ends in an
+/// error, which closes the connection as soon as the server writes to it again.
+const STALLED_CLIENT: Duration = Duration::from_secs(60);
+
 /// A response body fed by a task running `stream` (warp wants a `Sync` stream;
 /// async state machines holding receivers are not). The task stops when the client
-/// goes away; at most a few chunks wait in between (back-pressure).
+/// goes away or takes nothing for [`STALLED_CLIENT`]; at most a few chunks wait in
+/// between (back-pressure: a client that reads slowly slows its stream, never
+/// the engine, whose events it may miss and then re-read).
 pub(crate) fn body_stream<S>(stream: S) -> RxStream
 where
     S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
 {
+    body_stream_until(stream, STALLED_CLIENT)
+}
+
+/// [`body_stream`] giving up on a client after `stalled`.
+fn body_stream_until<S>(stream: S, stalled: Duration) -> RxStream
+where
+    S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+{
     let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let gave_up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = gave_up.clone();
     tokio::spawn(async move {
         use futures_util::StreamExt;
         let mut stream = std::pin::pin!(stream);
         while let Some(item) = stream.next().await {
-            if tx.send(item).await.is_err() {
-                return;
+            match tokio::time::timeout(stalled, tx.send(item)).await {
+                Ok(Ok(())) => {}
+                // The client went away.
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::info!(
+                        "a live stream's client took nothing for {} s: giving up on it",
+                        stalled.as_secs()
+                    );
+                    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                    return;
+                }
             }
         }
     });
-    RxStream(rx)
+    RxStream { rx, gave_up }
 }
 
 /// The receiving end of [`body_stream`].
-pub(crate) struct RxStream(tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>);
+pub(crate) struct RxStream {
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    /// The feeding task gave up on a client that took nothing.
+    gave_up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl futures_util::Stream for RxStream {
     type Item = Result<Bytes, std::io::Error>;
@@ -56,7 +89,14 @@ impl futures_util::Stream for RxStream {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx)
+        if self.gave_up.load(std::sync::atomic::Ordering::SeqCst) {
+            self.rx.close();
+            return std::task::Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took nothing of its stream for too long",
+            ))));
+        }
+        self.rx.poll_recv(cx)
     }
 }
 
@@ -360,4 +400,52 @@ async fn read_from(
     };
     let whole = at_end && offset + got as u64 >= len;
     Ok(Some(split_runs(&runs, offset, &buf, whole)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    /// Set when the stream feeding a client is dropped.
+    struct Dropped(Arc<AtomicBool>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A client that takes nothing: its feeding task ends within the stall time
+    /// (dropping the stream's state), and its body ends in an error. A client
+    /// that reads gets every chunk in order.
+    #[tokio::test]
+    async fn a_client_that_takes_nothing_is_given_up() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let guard = Dropped(dropped.clone());
+        let endless = futures_util::stream::unfold((guard, 0u64), |(g, n)| async move {
+            Some((Ok(Bytes::from(format!("{n}\n"))), (g, n + 1)))
+        });
+        let mut body = body_stream_until(endless, Duration::from_millis(100));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !dropped.load(Ordering::SeqCst) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the stream was never given up"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let next = body.next().await;
+        assert!(matches!(next, Some(Err(_))), "{next:?}");
+
+        let counted =
+            futures_util::stream::iter((0..100u32).map(|i| Ok(Bytes::from(i.to_string()))));
+        let got: Vec<String> = body_stream_until(counted, Duration::from_millis(100))
+            .map(|b| String::from_utf8(b.unwrap().to_vec()).unwrap())
+            .collect()
+            .await;
+        assert_eq!(got, (0..100).map(|i| i.to_string()).collect::<Vec<_>>());
+    }
 }
