@@ -28,17 +28,20 @@
 //!   bundled sample sources) so the binary works when copied alone.
 
 pub mod activity;
+pub mod app;
 pub mod calendar;
 pub mod changes;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod db;
+pub mod engine;
 pub mod factory;
-pub mod master;
+pub mod logstore;
 pub mod protocol;
 pub mod schedulers;
 pub mod slave;
+pub mod slavelink;
 pub mod templates;
 pub mod web;
 

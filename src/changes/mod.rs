@@ -17,10 +17,16 @@
 //! Whatever its source, a Change passes [`validate`] before it is stored
 //! ([`ChangeBus::add`] checks every one): revisions and branches that could become
 //! command-line options are refused, and every field is capped.
+//!
+//! The poller manager ([`pollers`]) runs one poller per configured repository
+//! and feeds the [`ChangeBus`]; [`submit`] is the `sendchange` intake the daemon
+//! hangs on the slave port. This module sits below the engine and the schedulers
+//! and knows nothing of either.
 
 pub mod bus;
 mod gitpoller;
 mod hgpoller;
+pub mod pollers;
 pub mod submit;
 pub mod validate;
 
@@ -32,6 +38,7 @@ use serde::Serialize;
 pub use bus::{ChangeBus, PollRequest};
 pub use gitpoller::GitPoller;
 pub use hgpoller::HgPoller;
+pub use pollers::{poller_specs, PollerSpec};
 
 /// One commit, as schedulers, the blamelist and the JSON API see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

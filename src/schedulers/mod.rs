@@ -19,12 +19,12 @@
 //! All state — waiting Changes, timers, the last Change handled, the last
 //! periodic/nightly run, the upstream BuildSets seen — is in SQLite
 //! ([`crate::db::schedulers`]), so a master restarted mid-timer neither loses a
-//! Change nor builds twice. The poller manager ([`pollers`]) runs the git and hg
-//! pollers that feed the [`ChangeBus`]. [`start`] runs both and restarts them when
-//! a reconfig changes what they do. Time comes from a [`Clock`] that tests can drive.
+//! Change nor builds twice. The Changes come from the [`ChangeBus`] (fed by the
+//! pollers of [`crate::changes::pollers`], webhooks and `sendchange`); BuildSets go
+//! to the [`Engine`]. [`start`] runs the schedulers and restarts them when a
+//! reconfig changes what they do. Time comes from a [`Clock`] that tests can drive.
 
 pub mod cron;
-pub mod pollers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -39,10 +39,9 @@ use crate::db::changes::ChangeRow;
 use crate::db::requests::{NewBuildSet, NewSourceStamp};
 use crate::db::schedulers::{ChangeBatch, PendingChange};
 use crate::db::{Db, DbError};
-use crate::master::{Engine, EngineError, EngineEvent};
+use crate::engine::{Engine, EngineError, EngineEvent};
 
 pub use cron::{Cron, CronError};
-pub use pollers::{poller_specs, PollerSpec};
 
 /// Where schedulers read the time: the system clock, or a manual one tests move
 /// (`nightly` and `periodic` fire when it passes their time). Cheap to clone.
@@ -268,15 +267,13 @@ pub fn accepts(
     Some((key, important))
 }
 
-/// What the scheduler and poller tasks share.
+/// What the scheduler tasks share.
 #[derive(Clone)]
 pub struct SchedulerContext {
     pub db: Db,
     pub engine: Engine,
     pub changes: ChangeBus,
     pub clock: Clock,
-    /// The master directory (pollers keep their mirrors under it).
-    pub basedir: std::path::PathBuf,
     /// The newest Change id when the master started, taken by the schedulers'
     /// first start: a scheduler new to the database begins after it, so a Change
     /// that arrives while the schedulers' task is still starting is not skipped.
@@ -284,9 +281,8 @@ pub struct SchedulerContext {
     pub start_watermark: Arc<std::sync::Mutex<Option<i64>>>,
 }
 
-/// Run the poller manager and the schedulers of the configuration in force until
-/// `stop` turns true; a reconfig that changes what they do restarts them (pollers
-/// finish the poll in progress first).
+/// Run the schedulers of the configuration in force until `stop` turns true; a
+/// reconfig that changes what they do restarts them.
 pub fn start(
     ctx: SchedulerContext,
     config: watch::Receiver<Arc<MasterConfig>>,
@@ -316,9 +312,7 @@ async fn supervise(
     mut config: watch::Receiver<Arc<MasterConfig>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let locks = pollers::MirrorLocks::default();
     let mut sched: Option<(Vec<SchedulerSpec>, Stoppable)> = None;
-    let mut polls: Option<(Vec<PollerSpec>, Stoppable)> = None;
     let mut config_open = true;
     loop {
         let cfg = config.borrow_and_update().clone();
@@ -332,16 +326,6 @@ async fn supervise(
             let task = tokio::spawn(run_schedulers(ctx.clone(), specs.clone(), rx));
             sched = Some((specs, Stoppable { stop: tx, task }));
         }
-        let pspecs = poller_specs(&cfg);
-        if polls.as_ref().map(|(s, _)| s) != Some(&pspecs) {
-            if let Some((_, old)) = polls.take() {
-                tracing::info!("reconfig: restarting the pollers");
-                old.stop(Duration::from_secs(30)).await;
-            }
-            let (tx, rx) = watch::channel(false);
-            let task = tokio::spawn(pollers::run(ctx.clone(), pspecs.clone(), locks.clone(), rx));
-            polls = Some((pspecs, Stoppable { stop: tx, task }));
-        }
         tokio::select! {
             r = config.changed(), if config_open => {
                 if r.is_err() {
@@ -353,9 +337,6 @@ async fn supervise(
     }
     if let Some((_, s)) = sched {
         s.stop(Duration::from_secs(10)).await;
-    }
-    if let Some((_, p)) = polls {
-        p.stop(Duration::from_secs(10)).await;
     }
 }
 

@@ -21,8 +21,8 @@ use warp::Reply;
 
 use super::pages::{split_runs, LOG_CHUNK};
 use super::WebContext;
-use crate::master::logs::Channel;
-use crate::master::EngineEvent;
+use crate::engine::EngineEvent;
+use crate::logstore::Channel;
 
 /// A comment line sent when nothing happened for this long (keeps proxies open).
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -394,7 +394,7 @@ async fn read_from(
     buf.truncate(got);
     let runs = {
         let p = path.to_path_buf();
-        tokio::task::spawn_blocking(move || crate::master::logs::read_channel_runs(&p))
+        tokio::task::spawn_blocking(move || crate::logstore::read_channel_runs(&p))
             .await
             .map_err(std::io::Error::other)??
     };

@@ -41,11 +41,8 @@ use std::time::{Duration, Instant};
 use rmpv::Value;
 use tokio::sync::watch;
 
-use super::command::{CommandError, CommandEvent, Update};
-use super::engine::{EngineEvent, Inner};
 use super::locks::{self, LockGuard, LockWant};
-use super::logs::{log_rel_path, AsyncLog, Channel, LogGroup};
-use super::registry::SlaveHandle;
+use super::{EngineEvent, Inner};
 use crate::config::{FactoryConfig, SlaveConfig};
 use crate::db::builds::{StepFinish, StepStart};
 use crate::db::requests::ClaimedBuild;
@@ -54,7 +51,10 @@ use crate::factory::interpolate::{interpolate_step, property_env, Properties};
 use crate::factory::logparse::LogScanner;
 use crate::factory::results::{BuildResult, StepResult};
 use crate::factory::{Command, StepKind, StepSpec};
+use crate::logstore::{log_rel_path, AsyncLog, Channel, LogGroup};
 use crate::protocol::map;
+use crate::slavelink::command::{CommandError, CommandEvent, Update};
+use crate::slavelink::registry::SlaveHandle;
 
 /// How long after an interrupt a command may take to finish before the Build
 /// stops waiting for the slave.
@@ -847,7 +847,7 @@ async fn wait_for(
             // The sender lives as long as the Build is running; gone means the
             // engine is gone: a shutdown.
             let stop = r.ok().and_then(|s| s.clone()).unwrap_or(Stop::Shutdown {
-                text: super::engine::SHUTDOWN_TEXT.into(),
+                text: super::SHUTDOWN_TEXT.into(),
             });
             Err(Interruption::Stopped(stop))
         }

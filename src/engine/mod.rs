@@ -19,6 +19,14 @@
 //! restarted", every Build a dead master left running and gives their requests back
 //! to the queue. [`Engine::shutdown`] interrupts running Builds and records them the
 //! same way ("interrupted: master shut down"), so they run again after a restart.
+//!
+//! The engine sits above the slave links ([`crate::slavelink`]): it reaches
+//! connected slaves through the [`SlaveRegistry`] and writes step logs through
+//! [`crate::logstore`]. Nothing here knows about the web, the schedulers or how
+//! the daemon is wired ([`crate::app`]).
+
+mod build;
+pub mod locks;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -29,12 +37,12 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch, Notify};
 use tokio::task::JoinHandle;
 
-use super::build::{self, BuildContext, Stop};
-use super::locks::Locks;
-use super::registry::SlaveRegistry;
 use crate::config::MasterConfig;
 use crate::db::requests::{BuildRequestRow, NewBuildSet, NewSourceStamp, SubmittedBuildSet};
 use crate::db::{Db, DbError};
+use crate::slavelink::registry::SlaveRegistry;
+use build::{BuildContext, Stop};
+use locks::Locks;
 
 /// The text of a Build a dead master left running, found at start-up.
 pub const RESTART_TEXT: &str = "interrupted: master restarted";
@@ -187,7 +195,7 @@ pub(crate) struct Inner {
     pub(crate) config: watch::Receiver<Arc<MasterConfig>>,
     pub(crate) basedir: PathBuf,
     /// Writes the Steps' logs, off the runtime.
-    pub(crate) disk: super::logs::LogDisk,
+    pub(crate) disk: crate::logstore::LogDisk,
     /// The runtime the engine started on, where its work runs ([`Engine::submit`]).
     runtime: tokio::runtime::Handle,
     pub(crate) events: broadcast::Sender<EngineEvent>,
@@ -263,7 +271,7 @@ impl Engine {
             registry,
             config,
             basedir,
-            disk: super::logs::LogDisk::start(),
+            disk: crate::logstore::LogDisk::start(),
             runtime: tokio::runtime::Handle::current(),
             events: broadcast::channel(4096).0,
             activity: Default::default(),
@@ -551,7 +559,11 @@ async fn dispatcher(inner: Arc<Inner>) {
 async fn dispatch(inner: &Arc<Inner>) {
     loop {
         let config = inner.config.borrow().clone();
-        let candidates: Vec<(crate::config::BuilderConfig, super::SlaveHandle, u64)> = {
+        let candidates: Vec<(
+            crate::config::BuilderConfig,
+            crate::slavelink::SlaveHandle,
+            u64,
+        )> = {
             let st = inner.state();
             if st.stopping {
                 return;
