@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use autobot::config::{Mode, Source, SourceKind};
-use autobot::factory::checkout::{Checkout, CheckoutOp, CheckoutRun, Next, MIRRORS_DIR};
+use autobot::sources::checkout::{Checkout, CheckoutOp, CheckoutRun, Next, MIRRORS_DIR};
+use autobot::sources::{Mode, Source, SourceKind};
 use common::{free_port, git_fast_import, opt, report};
 
 fn main() {

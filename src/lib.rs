@@ -42,6 +42,7 @@ pub mod protocol;
 pub mod schedulers;
 pub mod slave;
 pub mod slavelink;
+pub mod sources;
 pub mod templates;
 pub mod web;
 

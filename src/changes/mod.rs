@@ -35,6 +35,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::sources::redact_url;
+
 pub use bus::{ChangeBus, PollRequest};
 pub use gitpoller::GitPoller;
 pub use hgpoller::HgPoller;
@@ -143,7 +145,6 @@ pub fn mirror_path(master_dir: &Path, url: &str) -> PathBuf {
 }
 
 /// The one redaction of credentials in URLs, shared with checkouts and slaves.
-pub use crate::factory::checkout::{redact_in, redact_url};
 
 /// Fills `revlink`'s `%s` with a revision.
 pub(crate) fn links_for(revlink: Option<&str>, revision: &str) -> Vec<String> {

@@ -23,10 +23,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::changes::{mirror_path, redact_url, Change, ChangeBus, GitPoller, HgPoller, PollResult};
-use crate::config::{MasterConfig, SourceKind};
+use crate::changes::{mirror_path, Change, ChangeBus, GitPoller, HgPoller, PollResult};
+use crate::config::MasterConfig;
 use crate::db::changes::NewChange;
 use crate::db::Db;
+use crate::sources::{redact_url, SourceKind};
 
 /// What the poller tasks share.
 #[derive(Clone)]

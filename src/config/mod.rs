@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::factory::{self, schema, ParamKind};
+use crate::sources::{Mode, Retry, Source, SourceKind};
 
 pub use slave::SlaveIni;
 
@@ -154,68 +155,6 @@ pub struct SlaveConfig {
     pub os: Os,
     /// How many builds may run on this slave at once (`max_builds`, default 1).
     pub max_builds: u32,
-}
-
-/// Version-control system of a source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceKind {
-    Git,
-    Hg,
-}
-
-impl SourceKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceKind::Git => "git",
-            SourceKind::Hg => "hg",
-        }
-    }
-}
-
-/// One repository a factory checks out: `URL[#branch]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Source {
-    pub kind: SourceKind,
-    /// The URL; `./` and `../` paths are already made absolute against the master dir.
-    pub url: String,
-    /// The branch (`master` for git, `default` for hg when not given).
-    pub branch: String,
-}
-
-/// How a checkout treats the tree left by the previous build (Buildbot's `mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Update the existing tree in place.
-    #[default]
-    Update,
-    /// Keep a pristine tree, update it, and copy it for the build.
-    Copy,
-    /// Remove the tree and check out afresh.
-    Clobber,
-    /// Like clobber, without version-control metadata.
-    Export,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Update => "update",
-            Mode::Copy => "copy",
-            Mode::Clobber => "clobber",
-            Mode::Export => "export",
-        }
-    }
-}
-
-/// `retry = DELAY REPEATS`: try a failed checkout again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Retry {
-    /// Seconds between tries.
-    pub delay: u64,
-    /// How many more tries.
-    pub repeats: u32,
 }
 
 /// One factory section: a project and the factory type that builds it.

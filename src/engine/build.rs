@@ -46,7 +46,6 @@ use super::{EngineEvent, Inner};
 use crate::config::{FactoryConfig, SlaveConfig};
 use crate::db::builds::{StepFinish, StepStart};
 use crate::db::requests::ClaimedBuild;
-use crate::factory::checkout::{split_credentials, Checkout, CheckoutOp, CheckoutRun, Next};
 use crate::factory::interpolate::{interpolate_step, property_env, Properties};
 use crate::factory::logparse::LogScanner;
 use crate::factory::results::{BuildResult, StepResult};
@@ -55,6 +54,8 @@ use crate::logstore::{log_rel_path, AsyncLog, Channel, LogGroup};
 use crate::protocol::map;
 use crate::slavelink::command::{CommandError, CommandEvent, Update};
 use crate::slavelink::registry::SlaveHandle;
+use crate::sources::checkout::{CheckoutOp, CheckoutRun, Next};
+use crate::sources::split_credentials;
 
 /// How long after an interrupt a command may take to finish before the Build
 /// stops waiting for the slave.
@@ -1357,7 +1358,8 @@ async fn checkout(
             kind = std::borrow::Cow::Owned(stripped);
         }
     }
-    let plan = Checkout::from_step(&kind, &step.workdir, branch.as_deref(), revision.as_deref())
+    let plan = kind
+        .checkout(&step.workdir, branch.as_deref(), revision.as_deref())
         .map(|c| c.with_mirrors(&mirrors))
         .and_then(|c| c.plan());
     let plan = match plan {
@@ -1559,7 +1561,7 @@ async fn native_checkout(
     logs: &mut StepLogs,
     builder_dir: &str,
     done_words: &[String],
-    plan: &crate::factory::checkout::CheckoutPlan,
+    plan: &crate::sources::checkout::CheckoutPlan,
 ) -> StepEnd {
     let failed = |text: String| StepEnd {
         result: StepResult::Failure,

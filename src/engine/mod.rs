@@ -353,7 +353,7 @@ impl Engine {
         // Stored and shown: without the URL's credentials (as the schedulers do).
         let repository = factory
             .and_then(|f| f.sources.first())
-            .map(|s| crate::factory::checkout::redact_url(&s.url))
+            .map(|s| crate::sources::redact_url(&s.url))
             .unwrap_or_default();
         let why = match req.reason.trim() {
             "" => "no reason given",

@@ -37,7 +37,6 @@
 //! every step.
 
 pub mod argv;
-pub mod checkout;
 pub mod interpolate;
 pub mod logparse;
 pub mod projects;
@@ -48,7 +47,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::config::{FactoryConfig, Mode, Retry, SlaveConfig, Source, SourceKind};
+use crate::config::{FactoryConfig, SlaveConfig};
+use crate::sources::checkout::{Checkout, CheckoutError, MIRRORS_DIR};
+use crate::sources::{redact_url, source_dir, Mode, Retry, Source, SourceKind};
 
 pub use projects::{list_factories_text, projects, Project, ProjectSource};
 pub use schema::{find_type, is_plain_name, types, types_text, FactoryType, ParamKind, ParamSpec};
@@ -89,9 +90,41 @@ pub enum StepKind {
         always_use_latest: bool,
         retry: Option<Retry>,
         /// Through the slave's mirror of the repository (`mirror`, default true;
-        /// see [`checkout`]).
+        /// see [`crate::sources::checkout`]).
         mirror: bool,
     },
+}
+
+impl StepKind {
+    /// The checkout a `Checkout` step asks for in a build of (`branch`,
+    /// `revision`), with the step's interpolated `workdir`.
+    pub fn checkout<'a>(
+        &'a self,
+        workdir: &'a str,
+        branch: Option<&'a str>,
+        revision: Option<&'a str>,
+    ) -> Result<Checkout<'a>, CheckoutError> {
+        match self {
+            StepKind::Checkout {
+                source,
+                mode,
+                always_use_latest,
+                retry,
+                mirror,
+            } => Ok(Checkout {
+                source,
+                mode: *mode,
+                always_use_latest: *always_use_latest,
+                retry: *retry,
+                mirror: *mirror,
+                mirrors: MIRRORS_DIR,
+                workdir,
+                branch,
+                revision,
+            }),
+            _ => Err(CheckoutError::NotACheckout),
+        }
+    }
 }
 
 /// How a step's result counts towards the build's (Buildbot's common parameters).
@@ -247,34 +280,6 @@ pub enum FactoryError {
     DuplicateDir { factory: String, dir: String },
 }
 
-/// The directory a source is checked out into: the URL's last part, without `.git`
-/// for git (autobot's `dirname`).
-pub fn source_dir(source: &Source) -> String {
-    // Never named after credentials (`https://bot:TOKEN@host/`).
-    let url = checkout::redact_url(&source.url);
-    let url = url.trim_end_matches(['/', '\\']);
-    let last = url.rsplit(['/', '\\', ':']).next().unwrap_or(url);
-    let last = match source.kind {
-        SourceKind::Git => last.strip_suffix(".git").unwrap_or(last),
-        SourceKind::Hg => last,
-    };
-    last.to_string()
-}
-
-/// `name` with every character but `[A-Za-z0-9._-]` made `_`: a file name that
-/// names nothing else (log files on the master, mirrors on a slave).
-pub fn path_safe(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 /// The build properties a factory sets before its first step (`platform`).
 pub fn build_properties(factory: &FactoryConfig, slave: &SlaveConfig) -> BTreeMap<String, String> {
     let mut props = BTreeMap::new();
@@ -344,7 +349,7 @@ fn sources_with_dirs(f: &FactoryConfig) -> Result<Vec<(Source, String)>, Factory
                 },
                 message: format!(
                     "cannot name a checkout directory after {:?} (got {dir:?})",
-                    checkout::redact_url(&s.url)
+                    redact_url(&s.url)
                 ),
             });
         }

@@ -563,3 +563,41 @@ fn step_specs_serialize() {
     assert_eq!(json[1]["kind"]["command"]["argv"][0], "./configure");
     assert_eq!(json[1]["flags"]["halt_on_failure"], true);
 }
+
+#[test]
+fn a_checkout_step_gives_its_checkout() {
+    let s = Source {
+        kind: SourceKind::Git,
+        url: "/r/hello".into(),
+        branch: "master".into(),
+    };
+    let kind = StepKind::Checkout {
+        source: s.clone(),
+        mode: Mode::Copy,
+        always_use_latest: true,
+        retry: Some(Retry {
+            delay: 3,
+            repeats: 2,
+        }),
+        mirror: true,
+    };
+    let c = kind.checkout("build", Some("b"), Some("r")).unwrap();
+    assert_eq!(
+        (c.mode, c.always_use_latest, c.branch, c.revision),
+        (Mode::Copy, true, Some("b"), Some("r"))
+    );
+    assert_eq!(
+        c.plan().unwrap().retry,
+        Some(Retry {
+            delay: 3,
+            repeats: 2
+        })
+    );
+    let shell_kind = StepKind::Shell {
+        command: Command::Argv(vec!["true".into()]),
+    };
+    assert!(matches!(
+        shell_kind.checkout("build", None, None),
+        Err(CheckoutError::NotACheckout)
+    ));
+}

@@ -53,7 +53,7 @@ const RUN_RECORD: usize = 9;
 /// A path component made safe: anything but `[A-Za-z0-9._-]` becomes `_`, and a
 /// name of dots only gets a leading `_`.
 pub fn safe_name(name: &str) -> String {
-    let s = crate::factory::path_safe(name);
+    let s = crate::sources::path_safe(name);
     if s.is_empty() || s.chars().all(|c| c == '.') {
         format!("_{s}")
     } else {

@@ -33,13 +33,14 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-use crate::changes::{redact_url, ChangeBus};
+use crate::changes::ChangeBus;
 use crate::config::MasterConfig;
 use crate::db::changes::ChangeRow;
 use crate::db::requests::{NewBuildSet, NewSourceStamp};
 use crate::db::schedulers::{ChangeBatch, PendingChange};
 use crate::db::{Db, DbError};
 use crate::engine::{Engine, EngineError, EngineEvent};
+use crate::sources::redact_url;
 
 pub use cron::{Cron, CronError};
 

@@ -48,11 +48,12 @@ use warp::{Filter, Reply};
 use super::{api, json_error, with, WebContext};
 use crate::changes::bus::{AddError, Delivered};
 use crate::changes::submit::{now, ChangeSubmission};
+use crate::changes::PollRequest;
 use crate::changes::{poller_specs, PollerSpec};
-use crate::changes::{redact_url, PollRequest};
 use crate::config::MasterConfig;
 use crate::db::changes::{Delivery, NewChange};
 use crate::slavelink::auth::{change_credentials, constant_time_eq};
+use crate::sources::redact_url;
 
 /// Largest body `POST /api/v1/changes` may carry.
 pub const MAX_API_BODY: u64 = 4 << 20;
