@@ -350,7 +350,7 @@ mod tests {
         let ini = "[:master:]\npollInterval = 30\n\n[a]\ntype = shell\ngit = /srv/x.git#main\nstep.x = true\n\
                    branches = main dev\n\n[b]\ntype = shell\ngit = /srv/x.git#rel\nstep.x = true\npollInterval = 5\n\n\
                    [c]\ntype = shell\nhg = /srv/y#default\nstep.x = true\n";
-        let projects = crate::factory::projects(None).unwrap();
+        let projects = crate::config::projects(None).unwrap();
         let cfg = crate::config::load_from_str(
             std::path::Path::new("/m/master.ini"),
             std::path::Path::new("/m"),

@@ -16,6 +16,7 @@
 //! `changeuser` and `changepassword` are both set; there is no default pair.
 
 pub mod ini;
+pub mod projects;
 pub mod secrets;
 pub mod slave;
 
@@ -26,6 +27,8 @@ use serde::Serialize;
 
 use crate::factory::{self, schema, ParamKind};
 use crate::sources::{Mode, Retry, Source, SourceKind};
+
+pub use projects::{list_factories_text, projects, Project, ProjectSource};
 
 pub use slave::SlaveIni;
 
@@ -200,6 +203,23 @@ pub struct FactoryConfig {
     pub tree_stable: Option<u64>,
     /// Overrides the master's pollInterval for this factory's sources.
     pub poll_interval: Option<u64>,
+}
+
+impl FactoryConfig {
+    /// What the factory type needs of this section to make its steps.
+    pub fn recipe(&self) -> factory::Recipe<'_> {
+        factory::Recipe {
+            name: &self.name,
+            type_name: &self.type_name,
+            params: &self.params,
+            steps: &self.steps,
+            sources: &self.sources,
+            mode: self.mode,
+            always_use_latest: self.always_use_latest,
+            retry: self.retry,
+            platform: self.platform,
+        }
+    }
 }
 
 /// Whether a lock is shared by the whole master or exists once per slave.
@@ -495,7 +515,7 @@ fn parse_int(v: &Val, min: u64) -> Result<u64, ConfigError> {
         return Err(v.empty_err(&format!("a whole number >= {min}"), example));
     }
     let max = schema::MAX_NUMBER;
-    match ini::parse_digits(&v.value) {
+    match schema::parse_digits(&v.value) {
         Some(n) if n > max => Err(v.err(format!(
             "expected a whole number from {min} to {max} (ten years in seconds), got {:?}",
             v.value
@@ -595,7 +615,7 @@ fn parse_port(v: Option<&Val>, default: u16) -> Result<u16, ConfigError> {
             v.raw_key
         )));
     }
-    match ini::parse_digits(&v.value).and_then(|n| u16::try_from(n).ok()) {
+    match schema::parse_digits(&v.value).and_then(|n| u16::try_from(n).ok()) {
         Some(n) if n >= 1 => Ok(n),
         _ => Err(v.err(format!(
             "expected a TCP port number from 1 to 65535 (digits only, no sign), got {:?}; e.g. `{} = {default}`",
@@ -626,7 +646,7 @@ pub fn load(path: &Path) -> Result<MasterConfig, ConfigError> {
         _ => PathBuf::from("."),
     };
     let basedir = std::fs::canonicalize(&parent).unwrap_or(parent);
-    let projects = factory::projects(Some(&basedir))?;
+    let projects = projects(Some(&basedir))?;
     load_from_str(&file, &basedir, text, &projects)
 }
 
@@ -636,7 +656,7 @@ pub fn load_from_str(
     file: &Path,
     basedir: &Path,
     text: &str,
-    projects: &[factory::Project],
+    projects: &[Project],
 ) -> Result<MasterConfig, ConfigError> {
     let doc = ini::parse(file, text)?;
     let defaults: Vec<Val> = doc
@@ -953,7 +973,7 @@ fn read_factory(
     basedir: &Path,
     sec: &ini::IniSection,
     defaults: &[Val],
-    projects: &[factory::Project],
+    projects: &[Project],
 ) -> Result<(FactoryConfig, FactoryChecks), ConfigError> {
     let name = sec.name.clone();
     if name.contains(':') {
@@ -1379,7 +1399,7 @@ fn cross_check(
             .iter()
             .find(|s| s.factories.contains(&f.name))
             .unwrap_or(&default_slave);
-        if let Err(e) = factory::build_steps(f, slave) {
+        if let Err(e) = factory::build_steps(&f.recipe(), slave.os.as_str()) {
             let key = match &e {
                 factory::FactoryError::BadValue { key, .. } => Some(key.to_ascii_lowercase()),
                 factory::FactoryError::NoSource { .. } => None,

@@ -4,7 +4,7 @@
 use super::*;
 
 fn load_text(text: &str) -> Result<MasterConfig, ConfigError> {
-    let projects = factory::projects(None).unwrap();
+    let projects = projects(None).unwrap();
     load_from_str(Path::new("/m/master.ini"), Path::new("/m"), text, &projects)
 }
 
@@ -186,7 +186,7 @@ fn shell_steps_keep_file_order_and_env_case() {
     assert_eq!(s.steps[0].1["timeout"], "5");
     assert_eq!(s.steps[1].1["env.CFLAGS"], "-O2");
     assert_eq!(s.steps[1].1["haltonfailure"], "true");
-    let steps = factory::build_steps(s, &SlaveConfig::default()).unwrap();
+    let steps = factory::build_steps(&s.recipe(), SlaveConfig::default().os.as_str()).unwrap();
     assert_eq!(steps[1].env["CFLAGS"], "-O2");
     assert!(steps[1].flags.halt_on_failure);
 }

@@ -323,7 +323,8 @@ pub(crate) async fn run(mut ctx: BuildContext) -> bool {
         ctx.claimed.reason
     );
 
-    let factory_props = crate::factory::build_properties(&ctx.factory, &ctx.slave_cfg);
+    let factory_props =
+        crate::factory::build_properties(&ctx.factory.recipe(), ctx.slave_cfg.os.as_str());
     let recorded = initial_properties(&ctx.claimed, &factory_props, ctx.slave.name());
     let mut props = Properties::new();
     for (name, value, _) in &recorded {

@@ -600,7 +600,8 @@ async fn dispatch(inner: &Arc<Inner>) {
                     continue;
                 }
             }
-            let steps = match crate::factory::build_steps(factory, slave_cfg) {
+            let steps = match crate::factory::build_steps(&factory.recipe(), slave_cfg.os.as_str())
+            {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(
@@ -614,7 +615,8 @@ async fn dispatch(inner: &Arc<Inner>) {
             let (total, at) = (steps.len() as i64, crate::db::now_f64());
             let claim = if build::first_step_recordable(factory, &steps) {
                 let spec = steps[0].clone();
-                let factory_props = crate::factory::build_properties(factory, slave_cfg);
+                let factory_props =
+                    crate::factory::build_properties(&factory.recipe(), slave_cfg.os.as_str());
                 let slave = b.slave.clone();
                 let first: crate::db::requests::FirstStep = Box::new(move |claimed| {
                     build::first_step_start(claimed, &spec, &factory_props, &slave, at)

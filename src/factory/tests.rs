@@ -2,7 +2,44 @@
 //! flags of the Buildbot 0.7 manual (and autobot 0.1.1 for the virtualenv types).
 
 use super::*;
-use crate::config::{Os, SlaveConfig};
+
+/// A factory section as the tests write it, owning what a [`Recipe`] borrows.
+#[derive(Default)]
+struct Owned {
+    name: String,
+    type_name: String,
+    params: BTreeMap<String, String>,
+    steps: Vec<(String, BTreeMap<String, String>)>,
+    sources: Vec<Source>,
+    mode: Mode,
+    always_use_latest: bool,
+    retry: Option<Retry>,
+    platform: bool,
+}
+
+impl Owned {
+    fn recipe(&self) -> Recipe<'_> {
+        Recipe {
+            name: &self.name,
+            type_name: &self.type_name,
+            params: &self.params,
+            steps: &self.steps,
+            sources: &self.sources,
+            mode: self.mode,
+            always_use_latest: self.always_use_latest,
+            retry: self.retry,
+            platform: self.platform,
+        }
+    }
+}
+
+fn build_steps(f: &Owned, os: &str) -> Result<Vec<StepSpec>, FactoryError> {
+    super::build_steps(&f.recipe(), os)
+}
+
+fn build_properties(f: &Owned, os: &str) -> BTreeMap<String, String> {
+    super::build_properties(&f.recipe(), os)
+}
 
 fn git(url: &str) -> Source {
     Source {
@@ -20,8 +57,8 @@ fn hg(url: &str) -> Source {
     }
 }
 
-fn factory(type_name: &str, params: &[(&str, &str)], sources: Vec<Source>) -> FactoryConfig {
-    FactoryConfig {
+fn factory(type_name: &str, params: &[(&str, &str)], sources: Vec<Source>) -> Owned {
+    Owned {
         name: "f".to_string(),
         type_name: type_name.to_string(),
         sources,
@@ -29,21 +66,16 @@ fn factory(type_name: &str, params: &[(&str, &str)], sources: Vec<Source>) -> Fa
             .iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
             .collect(),
-        ..FactoryConfig::default()
+        ..Owned::default()
     }
 }
 
-fn slave() -> SlaveConfig {
-    SlaveConfig {
-        name: "s".to_string(),
-        password: "pw".to_string(),
-        factories: vec!["f".to_string()],
-        os: Os::Linux,
-        max_builds: 1,
-    }
+/// The os of the slave the tests build on.
+fn slave() -> &'static str {
+    "linux"
 }
 
-fn steps(f: &FactoryConfig) -> Vec<StepSpec> {
+fn steps(f: &Owned) -> Vec<StepSpec> {
     build_steps(f, &slave()).unwrap()
 }
 
@@ -531,8 +563,7 @@ fn shell_without_steps_or_with_a_clashing_name_fails() {
 fn platform_reaches_every_step() {
     let mut f = factory("autotools", &[], vec![git("/r/hello")]);
     f.platform = true;
-    let mut mac = slave();
-    mac.os = Os::Mac;
+    let mac = "mac";
     let s = build_steps(&f, &mac).unwrap();
     assert!(s
         .iter()

@@ -208,7 +208,7 @@ pub async fn builders_json(ctx: &WebContext) -> Result<Vec<BuilderJson>, crate::
             let steps = match (config.factory(&b.factory), b.slaves.first()) {
                 (Some(f), Some(slave)) => config
                     .slave(slave)
-                    .and_then(|s| crate::factory::build_steps(f, s).ok())
+                    .and_then(|s| crate::factory::build_steps(&f.recipe(), s.os.as_str()).ok())
                     .map(|steps| steps.into_iter().map(|s| s.name).collect())
                     .unwrap_or_default(),
                 _ => Vec::new(),
