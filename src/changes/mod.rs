@@ -144,8 +144,6 @@ pub fn mirror_path(master_dir: &Path, url: &str) -> PathBuf {
         .join(format!("{name}-{:016x}", fnv1a(url.as_bytes())))
 }
 
-/// The one redaction of credentials in URLs, shared with checkouts and slaves.
-
 /// Fills `revlink`'s `%s` with a revision.
 pub(crate) fn links_for(revlink: Option<&str>, revision: &str) -> Vec<String> {
     match revlink {

@@ -663,7 +663,7 @@ fn shell_steps(f: &Recipe) -> Result<Vec<StepSpec>, FactoryError> {
 /// per build (the slave matters only for `platform`).
 pub fn build_steps(factory: &Recipe, os: &str) -> Result<Vec<StepSpec>, FactoryError> {
     let f = factory;
-    let ty = find_type(&f.type_name).ok_or_else(|| FactoryError::UnknownType {
+    let ty = find_type(f.type_name).ok_or_else(|| FactoryError::UnknownType {
         factory: f.name.to_string(),
         type_name: f.type_name.to_string(),
         valid: schema::type_names(),

@@ -76,7 +76,7 @@ fn slave() -> &'static str {
 }
 
 fn steps(f: &Owned) -> Vec<StepSpec> {
-    build_steps(f, &slave()).unwrap()
+    build_steps(f, slave()).unwrap()
 }
 
 fn argv(step: &StepSpec) -> Vec<&str> {
@@ -172,12 +172,12 @@ fn several_sources_go_to_their_own_directories_hg_first() {
 fn source_needs_a_source_and_distinct_directories() {
     let f = factory("source", &[], vec![]);
     assert!(matches!(
-        build_steps(&f, &slave()),
+        build_steps(&f, slave()),
         Err(FactoryError::NoSource { .. })
     ));
     let f = factory("source", &[], vec![git("/a/x.git"), git("/b/x")]);
     assert!(matches!(
-        build_steps(&f, &slave()),
+        build_steps(&f, slave()),
         Err(FactoryError::DuplicateDir { .. })
     ));
 }
@@ -413,7 +413,7 @@ fn virtualenv_follows_autobot() {
 fn virtualenv_name_cannot_escape_the_build_directory() {
     let f = factory("virtualenv", &[("name", "../..")], vec![]);
     assert!(matches!(
-        build_steps(&f, &slave()),
+        build_steps(&f, slave()),
         Err(FactoryError::BadValue { .. })
     ));
 }
@@ -458,7 +458,7 @@ fn python_source_installs_every_source_then_tests() {
         ["%(python)s", "-m", "pip", "install", "--no-deps", "."]
     );
     assert!(matches!(
-        build_steps(&factory("python-source", &[], vec![]), &slave()),
+        build_steps(&factory("python-source", &[], vec![]), slave()),
         Err(FactoryError::NoSource { .. })
     ));
 }
@@ -544,13 +544,13 @@ fn shell_runs_the_steps_with_their_options() {
 fn shell_without_steps_or_with_a_clashing_name_fails() {
     let f = factory("shell", &[], vec![]);
     assert!(matches!(
-        build_steps(&f, &slave()),
+        build_steps(&f, slave()),
         Err(FactoryError::NoSteps { .. })
     ));
     let mut f = factory("shell", &[], vec![git("/r/x")]);
     f.steps = vec![step("checkout", &[("command", "true")])];
     assert!(matches!(
-        build_steps(&f, &slave()),
+        build_steps(&f, slave()),
         Err(FactoryError::DuplicateStep { .. })
     ));
     // A shell factory needs no source.
@@ -564,14 +564,14 @@ fn platform_reaches_every_step() {
     let mut f = factory("autotools", &[], vec![git("/r/hello")]);
     f.platform = true;
     let mac = "mac";
-    let s = build_steps(&f, &mac).unwrap();
+    let s = build_steps(&f, mac).unwrap();
     assert!(s
         .iter()
         .all(|s| s.env.get("PLATFORM").map(String::as_str) == Some("mac")));
-    assert_eq!(build_properties(&f, &mac)["platform"], "mac");
+    assert_eq!(build_properties(&f, mac)["platform"], "mac");
     f.platform = false;
-    assert!(build_properties(&f, &mac).is_empty());
-    assert!(build_steps(&f, &mac)
+    assert!(build_properties(&f, mac).is_empty());
+    assert!(build_steps(&f, mac)
         .unwrap()
         .iter()
         .all(|s| !s.env.contains_key("PLATFORM")));
@@ -579,7 +579,7 @@ fn platform_reaches_every_step() {
 
 #[test]
 fn unknown_type_lists_the_valid_ones() {
-    let e = build_steps(&factory("nosuch", &[], vec![]), &slave())
+    let e = build_steps(&factory("nosuch", &[], vec![]), slave())
         .unwrap_err()
         .to_string();
     assert!(e.contains("autotools") && e.contains("shell"), "{e}");
