@@ -299,7 +299,7 @@ fn force_open_to_anyone_is_warned_about() {
 /// Every secret the shipped example shows is one the warnings know.
 #[test]
 fn every_secret_in_master_ini_example_is_warned_about() {
-    let text = include_str!("../../master.ini.example");
+    let text = include_str!("../../../master.ini.example");
     let cfg = load_text(text).unwrap();
     let lines: Vec<usize> = cfg.warnings.iter().map(|w| w.line).collect();
     for (i, line) in text.lines().enumerate() {
@@ -328,9 +328,9 @@ fn every_secret_in_master_ini_example_is_warned_about() {
 #[test]
 fn every_password_in_the_docs_is_known_as_documented() {
     for text in [
-        include_str!("../../README.md"),
-        include_str!("slave.rs"),
-        include_str!("../../master.ini.example"),
+        include_str!("../../../README.md"),
+        include_str!("../slave.rs"),
+        include_str!("../../../master.ini.example"),
     ] {
         for line in text.lines() {
             let line = line.trim_start_matches("//!").trim();
