@@ -54,7 +54,7 @@ cleanup() {
     pid=$(cat "$pf" 2>/dev/null || true)
     [ -n "$pid" ] || continue
     if [[ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" == "$WORK"/* ]] ||
-       tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$WORK/"; then
+       { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF "$WORK/"; then
       kill "$pid" 2>/dev/null || true
     fi
   done
