@@ -11,7 +11,7 @@
 # Environment: COMPARE_VENV (default TARGET/compare/venv), COMPARE_WORK (default
 # TARGET/compare/run, wiped at the start of every run), TARGET = cargo's target dir.
 # The full output is kept in TARGET/compare/last-run.txt, the table in
-# TARGET/compare/table.md. Only 127.0.0.1 is used; a quiet run takes about 6 minutes.
+# TARGET/compare/table.md. Only 127.0.0.1 is used; a quiet run takes 5–10 minutes.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
