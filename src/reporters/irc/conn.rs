@@ -94,6 +94,10 @@ pub struct Session {
     pub sender: Sender,
     lines: mpsc::Receiver<Result<Message, IrcError>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// When the server last said something, and whether we PINGed it since
+    /// (kept here: [`Session::next`] is cancelled by the bot's other work).
+    last_heard: Instant,
+    pinged: bool,
 }
 
 impl Drop for Session {
@@ -170,6 +174,8 @@ impl Session {
             },
             lines,
             tasks,
+            last_heard: Instant::now(),
+            pinged: false,
         };
         let deadline = Instant::now() + CONNECT_TIMEOUT;
         tokio::time::timeout_at(deadline, s.register(cfg))
@@ -219,13 +225,6 @@ impl Session {
                     self.nick = next;
                     self.sender.raw(proto::line("NICK", &[&self.nick], None));
                 }
-                "PING" => self.sender.raw(proto::line("PONG", &[], Some(m.param(0)))),
-                "ERROR" => {
-                    return Err(IrcError::ServerError(
-                        self.server.clone(),
-                        m.param(0).to_string(),
-                    ))
-                }
                 _ => {}
             }
         }
@@ -234,11 +233,12 @@ impl Session {
     /// The next message from the server; PINGs are answered here, and a server
     /// that stays silent is PINGed, then given up on.
     pub async fn next(&mut self) -> Result<Message, IrcError> {
-        let mut pinged = false;
         loop {
-            let wait = if pinged { PING_TIMEOUT } else { IDLE };
-            match tokio::time::timeout(wait, self.lines.recv()).await {
+            let wait = if self.pinged { PING_TIMEOUT } else { IDLE };
+            match tokio::time::timeout_at(self.last_heard + wait, self.lines.recv()).await {
                 Ok(Some(Ok(m))) => {
+                    self.last_heard = Instant::now();
+                    self.pinged = false;
                     match m.command.as_str() {
                         "PING" => self.sender.raw(proto::line("PONG", &[], Some(m.param(0)))),
                         "ERROR" => {
@@ -256,8 +256,9 @@ impl Session {
                 }
                 Ok(Some(Err(e))) => return Err(e),
                 Ok(None) => return Err(IrcError::Closed(self.server.clone())),
-                Err(_) if !pinged => {
-                    pinged = true;
+                Err(_) if !self.pinged => {
+                    self.pinged = true;
+                    self.last_heard = Instant::now();
                     self.sender
                         .raw(proto::line("PING", &[], Some(&self.server)));
                 }

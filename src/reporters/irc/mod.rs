@@ -126,7 +126,19 @@ async fn session(
     // Channels the server says we are in (a JOIN of our own), for announcements.
     let mut joined: Vec<String> = Vec::new();
     loop {
+        // Events first: an announcement goes out before the answer to a command
+        // that came after the build ended.
         tokio::select! {
+            biased;
+            _ = stopped(shutdown) => {
+                s.quit("the master is shutting down").await;
+                return Ended::Shutdown;
+            }
+            ev = events.recv() => match ev {
+                Ok(ev) => bot.on_event(&s.sender, &joined, &ev).await,
+                Err(RecvError::Lagged(n)) => tracing::warn!("irc: fell {n} engine events behind; some announcements were skipped"),
+                Err(RecvError::Closed) => { s.quit("the master stopped").await; return Ended::Shutdown }
+            },
             m = s.next() => {
                 let m = match m {
                     Ok(m) => m,
@@ -161,11 +173,6 @@ async fn session(
                     _ => {}
                 }
             }
-            ev = events.recv() => match ev {
-                Ok(ev) => bot.on_event(&s.sender, &joined, &ev).await,
-                Err(RecvError::Lagged(n)) => tracing::warn!("irc: fell {n} engine events behind; some announcements were skipped"),
-                Err(RecvError::Closed) => { s.quit("the master stopped").await; return Ended::Shutdown }
-            },
             Some((target, text)) = later.recv() => {
                 if !bot.muted(&target) {
                     s.sender.say(&target, &text);
@@ -182,10 +189,6 @@ async fn session(
                     s.quit("reconfigured").await;
                     return Ended::Reconfig;
                 }
-            }
-            _ = stopped(shutdown) => {
-                s.quit("the master is shutting down").await;
-                return Ended::Shutdown;
             }
         }
     }
