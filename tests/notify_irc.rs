@@ -358,3 +358,53 @@ async fn takes_another_nick_and_comes_back_after_a_server_restart() {
         .await;
     assert!(q.param(0).contains("shutting down"), "{q:?}");
 }
+
+#[test]
+fn checkconfig_shows_the_bot_and_points_at_bad_irc_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let ini = |extra: &str| {
+        format!(
+            "[:master:]\npassword = pw-check-1\nallowForce = false\nircHost = irc.example.org\n\
+             {extra}\n[slave:s1]\n"
+        )
+    };
+    std::fs::write(
+        dir.path().join("master.ini"),
+        ini("ircChannels = #a\nircTls = yes"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(engine_common::autobot_bin())
+        .arg("checkconfig")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("irc: irc.example.org:6697 (TLS) as autobot, channels #a, announcing problem recovery\n"),
+        "{stdout}"
+    );
+    for (extra, needle) in [
+        ("ircNotify = problem often", "unknown event \"often\""),
+        ("botname = 1bot", "not an IRC nick"),
+        ("ircChannels = a", "not a channel name"),
+    ] {
+        std::fs::write(dir.path().join("master.ini"), ini(extra)).unwrap();
+        let out = std::process::Command::new(engine_common::autobot_bin())
+            .arg("checkconfig")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{extra}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        // The last line of [:master:] is line 6 (a second ircChannels overrides the first).
+        assert!(
+            err.contains("master.ini:6") && err.contains(needle),
+            "{extra}: {err}"
+        );
+    }
+}

@@ -109,7 +109,12 @@ async fn prints_a_forced_build_as_it_happens() {
     let text_log = Statuslog::start(&["--master", &master], home.path(), home.path());
     let json_log = Statuslog::start(&["--json"], &work, home.path());
 
+    // Each step waits for its lines: events of different kinds (slaves, Changes,
+    // builds) come from different sources, so only their order within a kind is
+    // fixed when they happen at the same moment.
     let slave = m.slave().await;
+    let mut lines = text_log.until("slave s1 connected");
+    let mut json = json_log.until("slave_connected");
     m.master
         .changes()
         .add(vec![NewChange {
@@ -122,6 +127,8 @@ async fn prints_a_forced_build_as_it_happens() {
         }])
         .await
         .unwrap();
+    lines.extend(text_log.until("Change #1"));
+    json.extend(json_log.until("\"change\""));
     let id = m
         .force(
             "pass-s1",
@@ -132,9 +139,12 @@ async fn prints_a_forced_build_as_it_happens() {
         )
         .await;
     m.wait_request(id).await;
+    lines.extend(text_log.until("finished: success [build successful]"));
+    json.extend(json_log.until("build_finished"));
     slave.stop().await;
+    lines.extend(text_log.until("slave s1 lost"));
+    json.extend(json_log.until("slave_lost"));
 
-    let lines = text_log.until("slave s1 lost");
     let texts: Vec<&str> = lines.iter().map(|l| text(l)).collect();
     assert_eq!(
         texts,
@@ -142,7 +152,7 @@ async fn prints_a_forced_build_as_it_happens() {
             "slave s1 connected",
             "Change #1 by Ann <ann@example.org> on main at abc123: Fix the frobnicator",
             "build #1 of pass-s1 started on slave s1",
-            "step ok of build #1 of pass-s1 finished: success",
+            "step ok of build #1 of pass-s1 finished: success [ok]",
             "build #1 of pass-s1 finished: success [build successful]",
             texts.last().unwrap(),
         ],
@@ -159,8 +169,7 @@ async fn prints_a_forced_build_as_it_happens() {
         lines[0]
     );
 
-    let json: Vec<serde_json::Value> = json_log
-        .until("slave_lost")
+    let json: Vec<serde_json::Value> = json
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();

@@ -4,6 +4,9 @@
 //! finished with its result, a step finished, a slave connected or lost, a Change
 //! arrived — or, with `--json`, each of those events as a JSON line. It runs until
 //! interrupted; when the master goes away it says so on stderr and connects again.
+//! Events of one kind print in the order they happened; events of different
+//! kinds (a slave, a Change, a build) that happen at the same moment may print in
+//! either order.
 //!
 //! The master comes from `--master HOST:HTMLPORT` or `masterstatus` in the nearest
 //! `.autobot/options` (as Buildbot's `.buildbot/options`).

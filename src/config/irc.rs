@@ -41,6 +41,34 @@ pub struct IrcConfig {
     pub notify: Vec<String>,
 }
 
+impl IrcConfig {
+    /// The line `checkconfig` prints for the bot.
+    pub fn summary(&self) -> String {
+        format!(
+            "irc: {}:{}{} as {}{}, channels {}, announcing {}\n",
+            self.host,
+            self.port,
+            if self.tls { " (TLS)" } else { "" },
+            self.nick,
+            if self.password.is_some() {
+                " (NickServ)"
+            } else {
+                ""
+            },
+            if self.channels.is_empty() {
+                "none".to_string()
+            } else {
+                self.channels.join(" ")
+            },
+            if self.notify.is_empty() {
+                "nothing".to_string()
+            } else {
+                self.notify.join(" ")
+            },
+        )
+    }
+}
+
 /// Whether `nick` is a nick an IRC server accepts (RFC 2812 2.3.1: a letter or
 /// one of `[]\`_^{|}` first, then letters, digits, those and `-`; at most 30
 /// characters, which every common server allows).
@@ -222,6 +250,10 @@ mod tests {
         assert_eq!(irc.channels, ["#a", "&b"]);
         assert_eq!(irc.nick, "autobot");
         assert_eq!(irc.notify, ["problem", "recovery"]);
+        assert_eq!(
+            irc.summary(),
+            "irc: irc.example.org:6667 as autobot, channels #a &b, announcing problem recovery\n"
+        );
         let cfg = load(
             "ircHost = [::1]\nircTls = yes\nbotname = bb\nircPassword = s3\nircNotify = Started failure",
         )

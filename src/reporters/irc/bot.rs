@@ -95,6 +95,13 @@ impl Bot {
             })
     }
 
+    /// Forget what channels asked for (`notify`, `mute`): after a reconfig of the
+    /// IRC keys they start again from `ircNotify`. Users' own choices stay.
+    pub fn reset_channels(&mut self) {
+        self.prefs
+            .retain(|t, _| !t.starts_with(['#', '&', '+', '!']));
+    }
+
     /// Whether `target` is muted.
     pub fn muted(&self, target: &str) -> bool {
         self.prefs
@@ -163,7 +170,7 @@ impl Bot {
                     format!("Configured builders: {}", names.join(" "))
                 }]
             }
-            "list" => vec![format!("I can only list builders; try 'list builders'")],
+            "list" => vec!["I can only list builders; try 'list builders'".into()],
             "status" => match arg(0) {
                 "" | "all" => self.status(None).await,
                 b => self.status(Some(b)).await,

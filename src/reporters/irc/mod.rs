@@ -70,6 +70,7 @@ pub async fn run(
         {
             Ended::Shutdown => return,
             Ended::Reconfig => {
+                bot.reset_channels();
                 backoff = MIN_BACKOFF;
                 continue;
             }
