@@ -401,9 +401,8 @@ fn checkconfig_shows_the_bot_and_points_at_bad_irc_keys() {
             .unwrap();
         assert!(!out.status.success(), "{extra}");
         let err = String::from_utf8_lossy(&out.stderr);
-        // The last line of [:master:] is line 6 (a second ircChannels overrides the first).
         assert!(
-            err.contains("master.ini:6") && err.contains(needle),
+            err.contains("master.ini:5") && err.contains(needle),
             "{extra}: {err}"
         );
     }
