@@ -106,16 +106,7 @@ pub(super) fn read(
         Some(v) => parse_channels(v)?,
         None => Vec::new(),
     };
-    let host = m.get("irchost").filter(|v| !v.value.trim().is_empty());
-    let Some(host_val) = host else {
-        if let Some(v) = m.get("ircchannels").filter(|_| !channels.is_empty()) {
-            warnings.push(v.warning(
-                "no IRC bot runs because ircHost is empty, so these channels are not joined; set `ircHost = irc.example.org` (host[:port]) to start the bot, or remove ircChannels",
-            ));
-        }
-        return Ok(None);
-    };
-    let (host, port) = parse_host(host_val, tls)?;
+    // Every key is checked, with or without a bot to use it.
     let nick = match m.get("botname") {
         Some(v) if !v.value.trim().is_empty() => {
             let n = v.value.trim();
@@ -128,19 +119,29 @@ pub(super) fn read(
         }
         _ => "autobot".to_string(),
     };
-    let password = m
-        .get("ircpassword")
-        .map(|v| v.value.trim().to_string())
-        .filter(|p| !p.is_empty());
     if let Some(v) = m.get("ircpassword") {
         if v.value.contains(['\r', '\n']) {
             return Err(v.err("a line break in the password; write it on one line"));
         }
     }
+    let password = m
+        .get("ircpassword")
+        .map(|v| v.value.trim().to_string())
+        .filter(|p| !p.is_empty());
     let notify = match m.get("ircnotify") {
         Some(v) => parse_events(v)?,
         None => DEFAULT_NOTIFY.iter().map(|s| s.to_string()).collect(),
     };
+    let host = m.get("irchost").filter(|v| !v.value.trim().is_empty());
+    let Some(host_val) = host else {
+        if let Some(v) = m.get("ircchannels").filter(|_| !channels.is_empty()) {
+            warnings.push(v.warning(
+                "no IRC bot runs because ircHost is empty, so these channels are not joined; set `ircHost = irc.example.org` (host[:port]) to start the bot, or remove ircChannels",
+            ));
+        }
+        return Ok(None);
+    };
+    let (host, port) = parse_host(host_val, tls)?;
     Ok(Some(IrcConfig {
         host,
         port,
@@ -284,6 +285,7 @@ mod tests {
                 "unknown event \"sometimes\"",
             ),
             ("ircTls = maybe", 3, "true or false"),
+            ("ircNotify = often", 3, "unknown event"),
         ] {
             let e = load(text).unwrap_err().to_string();
             assert!(e.contains(&format!("master.ini:{line}")), "{text}: {e}");

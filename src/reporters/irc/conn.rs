@@ -20,9 +20,11 @@ use super::proto::{self, Message};
 use crate::config::irc::IrcConfig;
 
 /// Messages sent at once before pacing starts.
-const BURST: u32 = 4;
-/// Then one message per this interval (Libera and ngircd both let this through).
-const PACE: Duration = Duration::from_millis(700);
+const BURST: u32 = 5;
+/// Then one message per this interval: two a second, with a burst of five, is
+/// what solanum (Libera.Chat's server) allows by default (`client_flood_*`);
+/// ngircd only slows down a client faster than that.
+const PACE: Duration = Duration::from_millis(500);
 /// Messages waiting to be sent at most; more are dropped (and logged).
 const QUEUE: usize = 200;
 /// No line from the server for this long: ask it with a PING.
@@ -358,6 +360,45 @@ async fn writer<W: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Five messages go at once, then one per [`PACE`]; a protocol line (PONG)
+    /// overtakes the queue.
+    #[tokio::test]
+    async fn output_is_paced_and_protocol_lines_go_first() {
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        let (urgent_tx, urgent_rx) = mpsc::unbounded_channel();
+        let (paced_tx, paced_rx) = mpsc::channel(QUEUE);
+        let sender = Sender {
+            urgent: urgent_tx,
+            paced: paced_tx,
+        };
+        tokio::spawn(writer(ours, urgent_rx, paced_rx, "test".into()));
+        let t0 = Instant::now();
+        for i in 1..=8 {
+            sender.say("#c", &format!("line {i}"));
+        }
+        let mut lines = BufReader::new(theirs).lines();
+        let mut got = Vec::new();
+        for _ in 0..6 {
+            got.push(lines.next_line().await.unwrap().unwrap());
+        }
+        // Lines 1-5 went out as a burst, line 6 waited its turn: now a PONG
+        // overtakes lines 7 and 8.
+        sender.raw(proto::line("PONG", &[], Some("x")));
+        for _ in 0..3 {
+            got.push(lines.next_line().await.unwrap().unwrap());
+        }
+        assert_eq!(
+            got[..5]
+                .iter()
+                .filter(|l| l.starts_with("PRIVMSG #c :line"))
+                .count(),
+            5
+        );
+        assert_eq!(got[5], "PONG :x");
+        assert_eq!(got[7], "PRIVMSG #c :line 7");
+        assert!(t0.elapsed() >= PACE * 5 / 2, "{:?}", t0.elapsed());
+    }
 
     #[test]
     fn nicks_after_a_refusal() {
