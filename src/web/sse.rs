@@ -133,7 +133,8 @@ fn message(event: Option<&str>, id: Option<u64>, data: &str) -> Bytes {
 }
 
 /// `GET /events`: every engine event as a JSON `message`, new Changes as
-/// `{"event":"change","id":N,"who":…,"branch":…,"revision":…,"comments":…}`,
+/// `{"event":"change","id":N,"who":…,"branch":…,"revision":…,"comments":…}` (the
+/// comments' first line, at most 200 characters),
 /// slaves as `{"event":"slave_connected","slave":NAME}` and
 /// `{"event":"slave_lost","slave":NAME,"reason":…}`, and `{"event":"lagged"}`
 /// when this client fell behind (the page then re-reads everything).
@@ -168,7 +169,8 @@ pub fn events(ctx: WebContext, stop: Option<watch::Receiver<bool>>) -> Response 
             c = st.changes.recv() => match c {
                 Ok(c) => Some(message(None, None, &serde_json::json!({
                     "event": "change", "id": c.id, "who": c.who, "branch": c.branch,
-                    "revision": c.revision, "comments": c.comments,
+                    "revision": c.revision,
+                    "comments": c.comments.lines().next().unwrap_or("").chars().take(200).collect::<String>(),
                 }).to_string())),
                 Err(RecvError::Lagged(_)) => Some(message(None, None, "{\"event\":\"lagged\"}")),
                 Err(RecvError::Closed) => return None,

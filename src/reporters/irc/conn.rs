@@ -389,14 +389,14 @@ mod tests {
             got.push(lines.next_line().await.unwrap().unwrap());
         }
         assert_eq!(
-            got[..5]
+            got[..6]
                 .iter()
                 .filter(|l| l.starts_with("PRIVMSG #c :line"))
                 .count(),
-            5
+            6
         );
-        assert_eq!(got[5], "PONG :x");
-        assert_eq!(got[7], "PRIVMSG #c :line 7");
+        assert_eq!(got[6], "PONG :x");
+        assert_eq!(got[8], "PRIVMSG #c :line 8");
         assert!(t0.elapsed() >= PACE * 5 / 2, "{:?}", t0.elapsed());
     }
 
