@@ -338,10 +338,19 @@ async fn takes_another_nick_and_comes_back_after_a_server_restart() {
     let mut irc = Ngircd::start(&tmp.path().join("irc"), 0).await;
     // Someone already has the bot's nick.
     let mut squatter = IrcClient::connect(irc.port, "autobot").await;
-    let m = EngineMaster::start(&ini(irc.port, ""), Duration::from_secs(600)).await;
+    // With [users], the web asks for a login: IRC, which has none, may not force.
+    let with_users = format!("{}\n[users]\nadmin = pw-irc-admin-7\n", ini(irc.port, ""));
+    let m = EngineMaster::start(&with_users, Duration::from_secs(600)).await;
     squatter.join_and_wait_for(CHANNEL, "autobot_").await;
     let a = squatter.ask("autobot_", CHANNEL, "version").await;
     assert_eq!(a, format!("My version is autobot {}", autobot::VERSION));
+    let a = squatter
+        .ask("autobot_", CHANNEL, "force build pass-s1 now")
+        .await;
+    assert!(
+        a.starts_with("force needs a login on this master ([users] in master.ini)"),
+        "{a}"
+    );
 
     // The server goes away and comes back: the bot reconnects and rejoins (with
     // its own nick, free now).

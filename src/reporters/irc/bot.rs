@@ -214,6 +214,12 @@ impl Bot {
                     "{verb} is disabled on this master (allowForce = false in master.ini)"
                 )]
             }
+            // A nick proves nothing: where the web asks for a login, IRC cannot
+            // offer one, so it does not force or stop at all.
+            "force" | "stop" if !self.cfg().users.is_empty() => vec![format!(
+                "{verb} needs a login on this master ([users] in master.ini), which IRC cannot give; use the web page or `autobot {}`",
+                if verb == "force" { "force" } else { "stop-build" }
+            )],
             "force" | "stop" if arg(1).is_empty() => {
                 vec![format!(
                     "{verb} build which builder? try '{verb} build BUILDER REASON'"
