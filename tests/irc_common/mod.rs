@@ -19,6 +19,14 @@ use tokio::net::TcpStream;
 /// How long any wait for the server or a line may take before the test fails.
 pub const IRC_DEADLINE: Duration = Duration::from_secs(60);
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Where `ngircd` is: on PATH, or in /usr/sbin (not on every user's PATH).
 pub fn ngircd_path() -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH").and_then(|p| {
@@ -32,6 +40,8 @@ pub fn ngircd_path() -> Option<PathBuf> {
 /// A running `ngircd -n`; killed when dropped.
 pub struct Ngircd {
     pub port: u16,
+    /// The TLS port, when started with [`Ngircd::start_tls`].
+    pub tls_port: Option<u16>,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -39,15 +49,101 @@ pub struct Ngircd {
 impl Ngircd {
     /// Start ngircd on `port` (0: a free one) with its files in `dir`.
     pub async fn start(dir: &Path, port: u16) -> Ngircd {
-        let port = if port == 0 {
-            std::net::TcpListener::bind(("127.0.0.1", 0))
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        } else {
-            port
+        Ngircd::start_with(dir, port, "").await
+    }
+
+    /// Start ngircd with a plain port and a TLS port whose certificate, for
+    /// `localhost`, is signed by the CA `DIR/ca.pem` (both made here with
+    /// `openssl`).
+    pub async fn start_tls(dir: &Path) -> Ngircd {
+        std::fs::create_dir_all(dir).unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         };
+        // A CA (what the bot trusts) and the server's certificate, for localhost.
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=autobot test CA",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName = DNS:localhost\nbasicConstraints = CA:FALSE\nextendedKeyUsage = serverAuth\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
+        // A named group: no slow generation of DH parameters by the server.
+        run(&[
+            "genpkey",
+            "-genparam",
+            "-algorithm",
+            "DH",
+            "-pkeyopt",
+            "group:ffdhe2048",
+            "-out",
+            "dh.pem",
+        ]);
+        let tls_port = free_port();
+        let ssl = format!(
+            "[SSL]\nCertFile = {}\nKeyFile = {}\nDHFile = {}\nPorts = {tls_port}\n",
+            dir.join("cert.pem").display(),
+            dir.join("key.pem").display(),
+            dir.join("dh.pem").display()
+        );
+        let mut s = Ngircd::start_with(dir, 0, &ssl).await;
+        s.tls_port = Some(tls_port);
+        s
+    }
+
+    async fn start_with(dir: &Path, port: u16, extra: &str) -> Ngircd {
+        let port = if port == 0 { free_port() } else { port };
         std::fs::create_dir_all(dir).unwrap();
         let conf = dir.join("ngircd.conf");
         std::fs::write(
@@ -57,13 +153,14 @@ impl Ngircd {
                  AdminEMail = test@localhost\nListen = 127.0.0.1\nPorts = {port}\n\
                  PidFile = {}\nMotdPhrase = test\n\
                  [Limits]\nMaxConnectionsIP = 0\nMaxNickLength = 30\n\
-                 [Options]\nDNS = no\nIdent = no\nPAM = no\n",
+                 [Options]\nDNS = no\nIdent = no\nPAM = no\n{extra}",
                 dir.join("ngircd.pid").display()
             ),
         )
         .unwrap();
         let mut s = Ngircd {
             port,
+            tls_port: None,
             dir: dir.to_path_buf(),
             child: None,
         };
