@@ -39,6 +39,8 @@ DEB=(
   "chromium         chromium"       # web_browser
   "chromium-driver  chromedriver"   # web_browser (WebDriver)
   "fuse3            fusermount3"    # stalls: a slow log disk (FUSE) when not root
+  "ngircd           /usr/sbin/ngircd"  # notify_irc: a real IRC server for the bot
+  "openssl          openssl"        # notify_irc_tls: the IRC server's certificate
 )
 # Python tools for the tools venv: pip requirements, pinned so every run tests
 # against the same tools (a changed pin is installed over the old one).

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod http;
 pub mod info;
 pub mod sendchange;
+pub mod statuslog;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -58,6 +59,8 @@ pub enum Command {
     StopBuild(client::StopBuildArgs),
     /// Send a Change to a master's slaveport (as from a VCS hook), like Buildbot's.
     Sendchange(sendchange::SendchangeArgs),
+    /// Print a master's events as they happen, one line each (or JSON lines).
+    Statuslog(statuslog::StatuslogArgs),
 }
 
 /// Options shared by `create` and `create-master` (autobot's template variables).
@@ -150,5 +153,6 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }),
         Command::StopBuild(a) => client::stop_build_cmd(&a).map(|_| ExitCode::SUCCESS),
         Command::Sendchange(a) => sendchange::sendchange_cmd(&a).map(|_| ExitCode::SUCCESS),
+        Command::Statuslog(a) => statuslog::statuslog_cmd(&a).map(|_| ExitCode::SUCCESS),
     }
 }

@@ -16,6 +16,7 @@
 //! `changeuser` and `changepassword` are both set; there is no default pair.
 
 pub mod ini;
+pub mod irc;
 pub mod secrets;
 pub mod slave;
 
@@ -47,9 +48,8 @@ pub struct MasterConfig {
     pub project_name: String,
     pub project_url: String,
     pub buildbot_url: String,
-    pub botname: String,
-    pub irc_host: String,
-    pub irc_channels: Vec<String>,
+    /// The IRC bot (`ircHost` and the keys of [`irc`]); `None`: no bot.
+    pub irc: Option<irc::IrcConfig>,
     pub domain: String,
     pub recipients: Vec<String>,
     /// Credentials `sendchange` and `POST /api/v1/changes` must present. Both
@@ -101,9 +101,7 @@ impl Default for MasterConfig {
             project_name: String::new(),
             project_url: String::new(),
             buildbot_url: String::new(),
-            botname: String::new(),
-            irc_host: String::new(),
-            irc_channels: Vec::new(),
+            irc: None,
             domain: String::new(),
             recipients: Vec::new(),
             changeuser: String::new(),
@@ -445,6 +443,9 @@ const MASTER_KEYS: &[&str] = &[
     "botname",
     "irchost",
     "ircchannels",
+    "irctls",
+    "ircpassword",
+    "ircnotify",
     "domain",
     "recipients",
     "changeuser",
@@ -724,7 +725,7 @@ pub fn load_from_str(
                     .map(|k| format!(" (did you mean `{k}`?)"))
                     .unwrap_or_default();
                 return Err(v.err(format!(
-                    "unknown key in [:master:]{hint}; accepted keys: slaveport, htmlport, publichtmlport, pollInterval, treeStable, allowForce, projectName, projectURL, buildbotURL, botname, ircHost, ircChannels, domain, recipients, changeuser, changepassword, github_secret, gitlab_secret, gitea_secret, favicon, robots_txt, debug, keepaliveInterval, and the slave defaults {}",
+                    "unknown key in [:master:]{hint}; accepted keys: slaveport, htmlport, publichtmlport, pollInterval, treeStable, allowForce, projectName, projectURL, buildbotURL, botname, ircHost, ircTls, ircChannels, ircPassword, ircNotify, domain, recipients, changeuser, changepassword, github_secret, gitlab_secret, gitea_secret, favicon, robots_txt, debug, keepaliveInterval, and the slave defaults {}",
                     SLAVE_KEYS.join(", ")
                 )));
             }
@@ -900,9 +901,7 @@ fn read_master_keys(cfg: &mut MasterConfig, m: &Layered) -> Result<(), ConfigErr
     cfg.project_name = str_key("projectname", "");
     cfg.project_url = str_key("projecturl", "");
     cfg.buildbot_url = str_key("buildboturl", "");
-    cfg.botname = str_key("botname", "");
-    cfg.irc_host = str_key("irchost", "");
-    cfg.irc_channels = parse_list(&str_key("ircchannels", ""));
+    cfg.irc = irc::read(m, &mut cfg.warnings)?;
     cfg.domain = str_key("domain", "");
     cfg.recipients = parse_list(&str_key("recipients", ""));
     cfg.changeuser = str_key("changeuser", "");
@@ -1478,6 +1477,9 @@ pub fn summary(cfg: &MasterConfig) -> String {
         "master: slaveport {}, htmlport {}, publichtmlport {}, pollInterval {}s, treeStable {}s, allowForce {}\n",
         cfg.slaveport, cfg.htmlport, cfg.publichtmlport, cfg.poll_interval, cfg.tree_stable, cfg.allow_force
     );
+    if let Some(i) = &cfg.irc {
+        out.push_str(&i.summary());
+    }
     out.push_str(&format!("\nslaves ({}):\n", cfg.slaves.len()));
     if cfg.slaves.is_empty() {
         out.push_str("  (none: add a [slave:NAME] section)\n");

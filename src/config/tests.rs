@@ -41,7 +41,6 @@ fn master_keys_are_case_insensitive_and_typed() {
     assert!(cfg.accepts_changes());
     assert_eq!((cfg.poll_interval, cfg.tree_stable), (5, 0));
     assert!(!cfg.allow_force && cfg.debug);
-    assert_eq!(cfg.irc_channels, ["#a", "#b"]);
     assert_eq!(cfg.recipients, ["a@x", "b@y"]);
     assert_eq!(cfg.project_name, "P");
     assert_eq!(cfg.changeuser, "u");

@@ -292,6 +292,11 @@ impl Engine {
         self.inner.events.subscribe()
     }
 
+    /// Slaves connecting and going away, for live views (the web's `/events`).
+    pub fn slave_events(&self) -> broadcast::Receiver<super::SlaveEvent> {
+        self.inner.registry.subscribe()
+    }
+
     /// The database the engine writes (for queries).
     pub fn db(&self) -> &Db {
         &self.inner.db

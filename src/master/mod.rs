@@ -282,6 +282,13 @@ impl Master {
             shared.config.subscribe(),
             schedulers_rx,
         );
+        // Status targets: the IRC bot (idle until ircHost is set).
+        servers.push(tokio::spawn(crate::reporters::irc::run(
+            engine.clone(),
+            shared.db.clone(),
+            shared.config.subscribe(),
+            shared.shutdown.clone(),
+        )));
         tracing::info!(
             "master in {} listening: slaves on :{slaveport}, web on :{htmlport}",
             shared.basedir.display()
