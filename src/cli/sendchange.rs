@@ -250,10 +250,13 @@ pub fn send(
                 .map(|b| String::from_utf8_lossy(b).trim().to_string())
                 .unwrap_or_default();
             if resp.status() == 401 {
-                anyhow!(
-                    "the master at {host}:{port} refused the change credentials: {body} \
-                     (pass --auth USER:PASS matching changeuser/changepassword in its master.ini)"
-                )
+                // The hint once: a master of this version already gives it.
+                let hint = if body.contains("--auth") {
+                    ""
+                } else {
+                    " (pass --auth USER:PASS matching changeuser/changepassword in its master.ini)"
+                };
+                anyhow!("the master at {host}:{port} refused the change credentials: {body}{hint}")
             } else {
                 anyhow!(
                     "the master at {host}:{port} answered HTTP {}: {body}",

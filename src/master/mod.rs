@@ -489,6 +489,13 @@ pub async fn run(basedir: &Path, mut control: Control) -> Result<(), MasterError
             },
         }
     }
+    if *control.clean.borrow() {
+        tracing::info!(
+            "clean stop: waiting for {} running builds to finish",
+            master.engine.running().len()
+        );
+        master.engine.drain().await;
+    }
     master.shutdown().await;
     Ok(())
 }
