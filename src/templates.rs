@@ -100,6 +100,9 @@ pub fn master_ini(vars: &MasterVars, created: &str) -> String {
          domain = {domain}\n\
          recipients = {recipients}\n\
          debug = {debug}\n\
+         ; autobot.log is rotated past logSize bytes, logCount old ones kept\n\
+         logSize = 10000000\n\
+         logCount = 10\n\
          ; who may submit Changes: `autobot sendchange --auth USER:PASSWORD` and\n\
          ; POST /api/v1/changes (HTTP Basic); without both keys Changes are refused\n\
          changeuser = {changeuser}\n\

@@ -352,7 +352,7 @@ pub fn force_cmd(args: &ForceArgs) -> anyhow::Result<std::process::ExitCode> {
     let who = args
         .who
         .clone()
-        .or_else(|| std::env::var("USER").ok())
+        .or_else(current_user)
         .unwrap_or_else(|| "autobot".into());
     // Listening before forcing: no event of the build can be missed.
     let events = if args.wait {
@@ -691,6 +691,20 @@ impl<'a> Waiter<'a> {
     }
 }
 
+/// Who runs this command: `$USER`, else the name `/etc/passwd` (or NSS) gives our
+/// uid (under systemd or `env -i` there is no `$USER`).
+fn current_user() -> Option<String> {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+}
+
 /// `autobot stop-build`.
 pub fn stop_build_cmd(args: &StopBuildArgs) -> anyhow::Result<()> {
     let master = MasterApi::open(&args.dir, &args.login)?;
@@ -699,11 +713,7 @@ pub fn stop_build_cmd(args: &StopBuildArgs) -> anyhow::Result<()> {
         path_segment(&args.builder),
         args.number
     );
-    let who = args
-        .who
-        .clone()
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_default();
+    let who = args.who.clone().or_else(current_user).unwrap_or_default();
     let body = serde_json::json!({ "reason": args.reason, "who": who });
     let reply = master.post(&path, &body)?;
     if reply.status == 404 {

@@ -196,7 +196,9 @@ pub fn reconfig_cmd(args: &DirArgs) -> anyhow::Result<()> {
         ),
     };
     let log = dir.join(daemon::LOG_FILE);
-    let offset = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    let start = std::fs::metadata(&log).ok();
+    let offset = start.as_ref().map_or(0, |m| m.len());
+    let inode = start.as_ref().map(std::os::unix::fs::MetadataExt::ino);
     daemon::signal(pid, nix::sys::signal::Signal::SIGHUP)?;
     // The master logs one outcome line, "reconfig rejected: WHY" or "reconfig:
     // applied FILE", after any warnings about the file it read; they are shown too.
@@ -204,14 +206,13 @@ pub fn reconfig_cmd(args: &DirArgs) -> anyhow::Result<()> {
     let mut seen = 0;
     let file = dir.join("master.ini");
     while Instant::now() < deadline {
-        let lines = new_log_lines(&log, offset)?;
+        let lines = new_lines_since(&log, offset, inode)?;
         for line in lines.iter().skip(seen) {
             let msg = log_message(line);
             if let Some(why) = msg.split_once("reconfig rejected").map(|(_, w)| w) {
                 let why = why.trim_start_matches([':', ' ']);
                 bail!(
-                    "the master in {} rejected {} and keeps its previous configuration (reconfig rejected: {why})",
-                    dir.display(),
+                    "the master rejected {} and keeps its previous configuration (reconfig rejected: {why})",
                     file.display()
                 );
             }
@@ -246,6 +247,22 @@ fn debug_mode(daemons: &[(Role, PathBuf)]) -> bool {
     daemons.iter().any(|(role, dir)| {
         *role == Role::Master && crate::config::load(&dir.join("master.ini")).is_ok_and(|c| c.debug)
     })
+}
+
+/// The whole lines written to `log` since it was `offset` bytes long, also when
+/// it has been rotated meanwhile (the file that had inode `inode` is then
+/// `log.1`).
+fn new_lines_since(log: &Path, offset: u64, inode: Option<u64>) -> anyhow::Result<Vec<String>> {
+    use std::os::unix::fs::MetadataExt;
+    let now = std::fs::metadata(log).ok().map(|m| m.ino());
+    if inode.is_none() || now == inode {
+        return new_log_lines(log, offset);
+    }
+    let mut old = log.as_os_str().to_owned();
+    old.push(".1");
+    let mut lines = new_log_lines(Path::new(&old), offset)?;
+    lines.extend(new_log_lines(log, 0)?);
+    Ok(lines)
 }
 
 /// A log line's message, without its time, level and module.
