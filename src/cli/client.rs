@@ -23,7 +23,7 @@ use std::time::Duration;
 use super::daemon::{daemons_in, Role};
 use super::http;
 use super::sendchange::{find_options, parse_options, OPTIONS_DIR};
-use super::{ExitError, EXIT_INTERRUPTED, EXIT_NO_SUCH_BUILDER, EXIT_UNREACHABLE};
+use super::{exit_error, EXIT_INTERRUPTED, EXIT_NO_SUCH_BUILDER, EXIT_UNREACHABLE};
 
 /// The credentials file of a master directory: `user = NAME` and `passwd = PASS`
 /// lines, readable by its owner only.
@@ -74,7 +74,7 @@ Exit status:
 /// `--user` and `--passwd` of the verbs that change state on a master.
 #[derive(Debug, Args, Clone, Default)]
 pub struct LoginArgs {
-    /// Log in as this user of the master's [users] section (see "Logging in" below).
+    /// Log in as this user of the master's `[users]` section (see "Logging in" below).
     #[arg(long, value_name = "NAME", requires = "passwd")]
     pub user: Option<String>,
     /// The password of --user.
@@ -256,7 +256,7 @@ pub struct StopBuildArgs {
     /// Why it is stopped; shown on the build.
     #[arg(long, default_value = "stopped from the command line")]
     pub reason: String,
-    /// Who stops it [default: $USER]; a logged-in user of [users] is always
+    /// Who stops it [default: $USER]; a logged-in user of `[users]` is always
     /// recorded as that user.
     #[arg(long)]
     pub who: Option<String>,
@@ -369,7 +369,7 @@ pub fn force_cmd(args: &ForceArgs) -> anyhow::Result<std::process::ExitCode> {
     let path = format!("/api/v1/builders/{}/force", path_segment(&args.builder));
     let reply = master.post(&path, &body)?;
     if reply.status == 404 {
-        return Err(ExitError::new(
+        return Err(exit_error(
             EXIT_NO_SUCH_BUILDER,
             format!(
                 "cannot force {}: {} (`autobot checkconfig {}` lists the builders)",
@@ -474,7 +474,7 @@ impl<'a> Waiter<'a> {
         std::thread::spawn(move || {
             let mut events = events;
             loop {
-                let item = events.next();
+                let item = events.next_data();
                 let end = !matches!(item, Ok(Some(_)));
                 if tx.send(item).is_err() || end {
                     return;
@@ -513,7 +513,7 @@ impl<'a> Waiter<'a> {
                 Ok(Some(d)) => d,
                 Ok(None) => {
                     self.bar.finish_and_clear();
-                    return Err(ExitError::new(
+                    return Err(exit_error(
                         EXIT_UNREACHABLE,
                         format!(
                             "the master closed its event stream (did it stop?) before BuildRequest {} completed; it runs again when the master starts",
@@ -523,7 +523,7 @@ impl<'a> Waiter<'a> {
                 }
                 Err(e) => {
                     self.bar.finish_and_clear();
-                    return Err(ExitError::new(
+                    return Err(exit_error(
                         EXIT_UNREACHABLE,
                         format!("lost the master while waiting: {e:#}"),
                     ));
@@ -717,7 +717,7 @@ pub fn stop_build_cmd(args: &StopBuildArgs) -> anyhow::Result<()> {
     let body = serde_json::json!({ "reason": args.reason, "who": who });
     let reply = master.post(&path, &body)?;
     if reply.status == 404 {
-        return Err(ExitError::new(
+        return Err(exit_error(
             EXIT_NO_SUCH_BUILDER,
             format!(
                 "cannot stop {} build {}: {}",

@@ -29,7 +29,7 @@ pub struct CreateSlaveArgs {
     /// The master's HOST:PORT (its slaveport).
     #[arg(value_name = "MASTERHOST:PORT", required_unless_present = "ini")]
     pub master_addr: Option<String>,
-    /// The slave's name, as in the master's [slave:NAME].
+    /// The slave's name, as in the master's `[slave:NAME]`.
     #[arg(value_name = "NAME", required_unless_present = "ini")]
     pub slave_name: Option<String>,
     /// The slave's password.
@@ -38,7 +38,7 @@ pub struct CreateSlaveArgs {
     /// Take the port and password from this master.ini (with --name).
     #[arg(long, value_name = "MASTER_INI", conflicts_with_all = ["master_addr", "slave_name", "password"], requires = "name")]
     pub ini: Option<PathBuf>,
-    /// With --ini: the [slave:NAME] to create.
+    /// With --ini: the `[slave:NAME]` to create.
     #[arg(long, requires = "ini")]
     pub name: Option<String>,
     /// With --ini: host name of the master.

@@ -89,7 +89,7 @@ pub fn request_with(
 /// [`super::EXIT_UNREACHABLE`] when nobody answers.
 fn connect(host: &str, port: u16) -> anyhow::Result<TcpStream> {
     TcpStream::connect((host, port)).map_err(|e| {
-        super::ExitError::new(
+        super::exit_error(
             super::EXIT_UNREACHABLE,
             format!("cannot reach the master's web port {host}:{port} ({e}); is the master running? (`autobot start DIR`)"),
         )
@@ -154,7 +154,7 @@ impl EventStream {
 
     /// The `data` of the next message that has some; `None` when the stream
     /// ended.
-    pub fn next(&mut self) -> anyhow::Result<Option<String>> {
+    pub fn next_data(&mut self) -> anyhow::Result<Option<String>> {
         loop {
             match self.message()? {
                 None => return Ok(None),

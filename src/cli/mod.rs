@@ -46,14 +46,12 @@ pub struct ExitError {
     pub message: String,
 }
 
-impl ExitError {
-    /// An `anyhow` error carrying `code`.
-    pub fn new(code: u8, message: impl Into<String>) -> anyhow::Error {
-        anyhow::Error::new(ExitError {
-            code,
-            message: message.into(),
-        })
-    }
+/// An `anyhow` error that ends the command with exit status `code`.
+pub fn exit_error(code: u8, message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(ExitError {
+        code,
+        message: message.into(),
+    })
 }
 
 /// autobot — a Buildbot-style continuous-integration master and slave in one binary.
