@@ -98,12 +98,15 @@ impl Pair {
         let gate = tmp.path().join("gate");
         let repo = dir.join("master/repos/hello");
         let text = read(&ini)
-            .replace("factories = hello\n", "factories = hello gate\n")
+            .replace("factories = hello\n", "factories = hello gate warn\n")
             .replace("logSize = 10000000\nlogCount = 10\n", log_keys);
         let text = format!(
-            "{text}\n[gate]\ntype = shell\ngit = {}\nstep.wait = sh -c \"while [ ! -e {} ]; do sleep 0.05; done\"\n",
+            "{text}\n[gate]\ntype = shell\ngit = {}\nstep.wait = sh -c \"while [ ! -e {} ]; do sleep 0.05; done\"\n\
+             \n[warn]\ntype = shell\ngit = {}\nstep.cc = echo \"x.c:1:2: warning: unused variable\"\n\
+             step.cc.logParser = compile\nstep.cc.warnOnWarnings = true\n",
             repo.display(),
-            gate.display()
+            gate.display(),
+            repo.display()
         );
         std::fs::write(&ini, text).unwrap();
         Pair { tmp, dir, htmlport }
@@ -283,12 +286,27 @@ fn force_wait_follows_the_build_and_exits_as_documented() {
         "{text}"
     );
     assert!(text.contains("hello-slave build 1: success"), "{text}");
-    // --strict changes nothing for a build without warnings.
+    // --strict changes nothing for a build without warnings; a build with
+    // warnings passes without it and fails with it.
     autobot()
         .args(["force", &dir, "hello-slave", "--wait", "--strict"])
         .timeout(Duration::from_secs(300))
         .assert()
         .code(0);
+    autobot()
+        .args(["force", &dir, "warn-slave", "--wait"])
+        .timeout(Duration::from_secs(300))
+        .assert()
+        .code(0)
+        .stdout(predicates::str::contains("warn-slave build 1: warnings"));
+    autobot()
+        .args(["force", &dir, "warn-slave", "--wait", "--strict"])
+        .timeout(Duration::from_secs(300))
+        .assert()
+        .code(1)
+        .stdout(predicates::str::contains(
+            "--strict: a build with warnings counts as failed",
+        ));
 
     autobot()
         .args(["force", &dir, "no-such-builder", "--wait"])

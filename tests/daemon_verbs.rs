@@ -117,7 +117,12 @@ fn log_of(dir: &Path) -> String {
 fn start_connects_the_slave_and_stop_stops_both() {
     let bot = Bot::create();
     bot.verb("start", "").success().stdout(
-        predicate::str::contains("master started").and(predicate::str::contains("slave started")),
+        predicate::str::contains("master started")
+            .and(predicate::str::contains("slave started"))
+            .and(predicate::str::contains(format!(
+                "The waterfall: http://localhost:{}/",
+                bot.htmlport
+            ))),
     );
     assert!(bot.dir.join("master/autobot.pid").is_file());
     assert!(bot.dir.join("slave/autobot.pid").is_file());
