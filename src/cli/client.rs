@@ -653,32 +653,17 @@ impl<'a> Waiter<'a> {
 
     /// The bar: time the build has had against the time it is expected to take.
     fn draw(&self) {
-        if self.build.is_none() {
-            self.bar.set_length(1);
-            self.bar.set_position(0);
-            self.bar.set_message(self.step.clone());
-            return;
-        }
-        let had = (crate::db::now_f64() - self.started_at).max(0.0);
-        match self.expected {
-            Some(total) if total > 0.0 => {
-                self.bar.set_length((total * 1000.0) as u64);
-                self.bar.set_position(((had.min(total)) * 1000.0) as u64);
-                let left = (total - had).max(0.0);
-                self.bar.set_message(format!(
-                    "{}, {had:.0} s of ~{total:.0} s, ETA {left:.0} s",
-                    self.step
-                ));
-            }
-            _ => {
-                self.bar.set_length(1);
-                self.bar.set_position(0);
-                self.bar.set_message(format!(
-                    "{}, {had:.0} s (no ETA before a first successful build)",
-                    self.step
-                ));
-            }
-        }
+        let (len, pos, msg) = match self.build {
+            None => (1, 0, self.step.clone()),
+            Some(_) => time_bar(
+                &self.step,
+                (crate::db::now_f64() - self.started_at).max(0.0),
+                self.expected,
+            ),
+        };
+        self.bar.set_length(len);
+        self.bar.set_position(pos);
+        self.bar.set_message(msg);
     }
 
     /// Print a line above the bar (or alone, when the bar is hidden).
@@ -703,6 +688,27 @@ fn current_user() -> Option<String> {
                 .flatten()
                 .map(|u| u.name)
         })
+}
+
+/// The bar of a build that has had `had` seconds and is expected to take
+/// `expected` in all: its length and position (milliseconds: the bar counts time,
+/// not steps) and its message.
+fn time_bar(step: &str, had: f64, expected: Option<f64>) -> (u64, u64, String) {
+    match expected {
+        Some(total) if total > 0.0 => {
+            let left = (total - had).max(0.0);
+            (
+                (total * 1000.0) as u64,
+                (had.min(total) * 1000.0) as u64,
+                format!("{step}, {had:.0} s of ~{total:.0} s, ETA {left:.0} s"),
+            )
+        }
+        _ => (
+            1,
+            0,
+            format!("{step}, {had:.0} s (no ETA before a first successful build)"),
+        ),
+    }
 }
 
 /// `autobot stop-build`.
@@ -826,6 +832,21 @@ mod tests {
         write(&real, "user = a\npasswd = b\n", 0o600);
         std::os::unix::fs::symlink(&real, &creds).unwrap();
         assert!(find_login(&none, &master, &cwd, Some(&home)).is_err());
+    }
+
+    #[test]
+    fn the_bar_counts_time_not_steps() {
+        // 30 s into a build whose last success took 120 s: a quarter done.
+        let (len, pos, msg) = time_bar("compile", 30.0, Some(120.0));
+        assert_eq!((len, pos), (120_000, 30_000));
+        assert_eq!(msg, "compile, 30 s of ~120 s, ETA 90 s");
+        // Over time: full, ETA 0, never past the end.
+        let (len, pos, msg) = time_bar("test", 150.0, Some(120.0));
+        assert_eq!(len, pos);
+        assert!(msg.ends_with("ETA 0 s"), "{msg}");
+        let (_, pos, msg) = time_bar("test", 5.0, None);
+        assert_eq!(pos, 0);
+        assert!(msg.contains("no ETA"), "{msg}");
     }
 
     #[test]
