@@ -382,9 +382,20 @@ fn stop_one(role: Role, dir: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// The `PATH` a daemon started without one gives itself and its commands
+/// (systemd's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// `autobot run DIR`: the daemons of DIR in this process until SIGTERM/SIGINT.
 pub fn run_cmd(args: &RunArgs) -> anyhow::Result<()> {
     let daemons = daemons_in(&args.dir)?;
+    let path_was_unset = std::env::var_os("PATH").is_none();
+    if path_was_unset {
+        // Started with an empty environment (`env -i`, some init systems): the
+        // commands a slave runs still find the usual tools, and gcc its `as` and
+        // `ld`. No thread runs yet, so setting the variable is safe.
+        std::env::set_var("PATH", DEFAULT_PATH);
+    }
     let log_dir = &daemons[0].1;
     let debug = debug_mode(&daemons);
     let rotation = match daemons[0].0 {
@@ -398,6 +409,9 @@ pub fn run_cmd(args: &RunArgs) -> anyhow::Result<()> {
         daemon::init_logging(Some(log_dir), debug, rotation)?;
     } else {
         daemon::init_logging(None, debug, rotation)?;
+    }
+    if path_was_unset {
+        tracing::info!("PATH was not set: commands get PATH={DEFAULT_PATH}");
     }
     let result = run_daemons(&daemons);
     match (&result, args.background) {
