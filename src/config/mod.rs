@@ -963,7 +963,10 @@ fn read_master_keys(cfg: &mut MasterConfig, m: &Layered) -> Result<(), ConfigErr
         cfg.log.size = parse_int(v, 1)?;
     }
     if let Some(v) = m.get("logcount") {
-        cfg.log.count = parse_int(v, 1)?.min(1000) as u32;
+        cfg.log.count = match parse_int(v, 1)? {
+            n @ 1..=1000 => n as u32,
+            n => return Err(v.err(format!("expected at most 1000 old logs, got {n}"))),
+        };
     }
     cfg.project_name = str_key("projectname", "");
     cfg.project_url = str_key("projecturl", "");
