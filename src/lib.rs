@@ -25,6 +25,7 @@
 //!   status pages with live updates, force/stop forms, webhooks.
 //! * [`cli`] — the `autobot` command line: create commands, daemon verbs, tools.
 //! * [`daemon`] — pid files, log files, background start and signals.
+//! * [`logfile`] — `autobot.log` rotated by size and reopened on SIGUSR1.
 //! * [`templates`] — files compiled into the binary (master.ini, slave config, the
 //!   bundled sample sources) so the binary works when copied alone.
 
@@ -36,6 +37,7 @@ pub mod config;
 pub mod daemon;
 pub mod db;
 pub mod factory;
+pub mod logfile;
 pub mod master;
 pub mod protocol;
 pub mod reporters;

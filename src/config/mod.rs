@@ -73,6 +73,9 @@ pub struct MasterConfig {
     /// Seconds within which a dead slave link is noticed (`keepaliveInterval`,
     /// default 600, as a slave's own `keepalive`).
     pub keepalive_interval: u64,
+    /// `logSize` and `logCount`: when `autobot.log` is rotated, and how many old
+    /// ones are kept.
+    pub log: LogRotation,
     /// Slaves in file order.
     pub slaves: Vec<SlaveConfig>,
     /// Factories in file order.
@@ -84,6 +87,26 @@ pub struct MasterConfig {
     /// What is valid but unsafe (documented passwords, force open to anyone), each
     /// at its place in the file; `checkconfig` prints them and the master logs them.
     pub warnings: Vec<ConfigWarning>,
+}
+
+/// How a daemon's `autobot.log` is rotated, as Buildbot's `twistd.log`: when it
+/// would grow past `size` bytes it becomes `autobot.log.1` (the older ones move up
+/// to `.count`, the oldest is deleted) and a new one starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogRotation {
+    /// `logSize`: bytes (default 10 MB).
+    pub size: u64,
+    /// `logCount`: old logs kept (default 10).
+    pub count: u32,
+}
+
+impl Default for LogRotation {
+    fn default() -> Self {
+        LogRotation {
+            size: 10_000_000,
+            count: 10,
+        }
+    }
 }
 
 impl Default for MasterConfig {
@@ -113,6 +136,7 @@ impl Default for MasterConfig {
             gitea_secret: String::new(),
             debug: false,
             keepalive_interval: 600,
+            log: LogRotation::default(),
             slaves: Vec::new(),
             factories: Vec::new(),
             locks: Vec::new(),
@@ -457,6 +481,41 @@ const MASTER_KEYS: &[&str] = &[
     "robots_txt",
     "debug",
     "keepaliveinterval",
+    "logsize",
+    "logcount",
+];
+
+/// [`MASTER_KEYS`] as the documentation spells them, for messages and "did you
+/// mean" hints (`treeStable`, not `treestable`).
+const MASTER_KEYS_DOCUMENTED: &[&str] = &[
+    "slaveport",
+    "htmlport",
+    "publichtmlport",
+    "pollInterval",
+    "treeStable",
+    "allowForce",
+    "projectName",
+    "projectURL",
+    "buildbotURL",
+    "botname",
+    "ircHost",
+    "ircChannels",
+    "ircTls",
+    "ircPassword",
+    "ircNotify",
+    "domain",
+    "recipients",
+    "changeuser",
+    "changepassword",
+    "github_secret",
+    "gitlab_secret",
+    "gitea_secret",
+    "favicon",
+    "robots_txt",
+    "debug",
+    "keepaliveInterval",
+    "logSize",
+    "logCount",
 ];
 
 /// Keys of `[slave:NAME]`, which `[:master:]` may set for every slave.
@@ -550,6 +609,8 @@ fn parse_int(v: &Val, min: u64) -> Result<u64, ConfigError> {
     // A value that reads well in the example of each key's message.
     let example = match v.key.as_str() {
         "pollinterval" | "treestable" => "60",
+        "logsize" => "10000000",
+        "logcount" => "10",
         "keepaliveinterval" => "600",
         _ => "1",
     };
@@ -721,11 +782,15 @@ pub fn load_from_str(
     if let Some(sec) = doc.section(":master:") {
         for v in vals(file, sec) {
             if !MASTER_KEYS.contains(&v.key.as_str()) && !SLAVE_KEYS.contains(&v.key.as_str()) {
-                let hint = schema::closest(&v.key, MASTER_KEYS.iter().chain(SLAVE_KEYS).copied())
-                    .map(|k| format!(" (did you mean `{k}`?)"))
-                    .unwrap_or_default();
+                let hint = schema::closest(
+                    &v.key,
+                    MASTER_KEYS_DOCUMENTED.iter().chain(SLAVE_KEYS).copied(),
+                )
+                .map(|k| format!(" (did you mean `{k}`?)"))
+                .unwrap_or_default();
                 return Err(v.err(format!(
-                    "unknown key in [:master:]{hint}; accepted keys: slaveport, htmlport, publichtmlport, pollInterval, treeStable, allowForce, projectName, projectURL, buildbotURL, botname, ircHost, ircTls, ircChannels, ircPassword, ircNotify, domain, recipients, changeuser, changepassword, github_secret, gitlab_secret, gitea_secret, favicon, robots_txt, debug, keepaliveInterval, and the slave defaults {}",
+                    "unknown key in [:master:]{hint}; accepted keys: {}, and the slave defaults {}",
+                    MASTER_KEYS_DOCUMENTED.join(", "),
                     SLAVE_KEYS.join(", ")
                 )));
             }
@@ -897,6 +962,15 @@ fn read_master_keys(cfg: &mut MasterConfig, m: &Layered) -> Result<(), ConfigErr
     }
     if let Some(v) = m.get("keepaliveinterval") {
         cfg.keepalive_interval = parse_int(v, 1)?;
+    }
+    if let Some(v) = m.get("logsize") {
+        cfg.log.size = parse_int(v, 1)?;
+    }
+    if let Some(v) = m.get("logcount") {
+        cfg.log.count = match parse_int(v, 1)? {
+            n @ 1..=1000 => n as u32,
+            n => return Err(v.err(format!("expected at most 1000 old logs, got {n}"))),
+        };
     }
     cfg.project_name = str_key("projectname", "");
     cfg.project_url = str_key("projecturl", "");
@@ -1143,8 +1217,12 @@ fn read_factory(
                 }
                 Some(opt) => {
                     let Some(spec) = schema::step_option(opt) else {
+                        let hint =
+                            schema::closest(opt, schema::STEP_OPTIONS.iter().map(|p| p.name))
+                                .map(|k| format!(" (did you mean `{k}`?)"))
+                                .unwrap_or_default();
                         return Err(v.err(format!(
-                            "unknown step option {opt:?}; use one of: {}",
+                            "unknown step option {opt:?}{hint}; use one of: {}",
                             schema::step_option_names()
                         )));
                     };

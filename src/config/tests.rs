@@ -433,3 +433,29 @@ fn summary_says_whether_changes_are_accepted() {
     assert!(on.contains("accepted from changeuser hk"), "{on}");
     assert!(!on.contains("s3"), "{on}");
 }
+
+/// The documented spellings of the `[:master:]` keys are the same keys, so a
+/// "did you mean" hint always names one that is accepted.
+#[test]
+fn documented_master_keys_are_the_accepted_ones() {
+    let documented: Vec<String> = super::MASTER_KEYS_DOCUMENTED
+        .iter()
+        .map(|k| k.to_ascii_lowercase())
+        .collect();
+    assert_eq!(documented, super::MASTER_KEYS);
+}
+
+#[test]
+fn log_rotation_keys_are_read() {
+    let cfg = load_text("[:master:]\nlogSize = 5000\nlogCount = 3\n").unwrap();
+    assert_eq!((cfg.log.size, cfg.log.count), (5000, 3));
+    let cfg = load_text("[:master:]\n").unwrap();
+    assert_eq!(cfg.log, super::LogRotation::default());
+    let err = load_text("[:master:]\nlogCount = 0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("logcount") || err.contains("logCount"),
+        "{err}"
+    );
+}

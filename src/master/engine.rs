@@ -465,6 +465,22 @@ impl Engine {
         v
     }
 
+    /// A clean stop's first half (`autobot stop --clean`): take no new BuildSets
+    /// and start no new Builds, and return once the running Builds have ended.
+    pub async fn drain(&self) {
+        let mut events = self.subscribe();
+        self.inner.state().stopping = true;
+        // A Build leaves `running` just after its last event: look again at each
+        // event, and each second in case the last one came before the look.
+        while !self.inner.state().running.is_empty() {
+            if let Ok(Err(broadcast::error::RecvError::Closed)) =
+                tokio::time::timeout(Duration::from_secs(1), events.recv()).await
+            {
+                return;
+            }
+        }
+    }
+
     /// Interrupt every running Build (recorded as EXCEPTION, requests re-queued),
     /// wait for them to be recorded, and stop dispatching.
     pub async fn shutdown(&self) {
