@@ -2,8 +2,9 @@
 //! through the JSON API, with master and slave as real daemons (`autobot start`).
 //!
 //! Run with `cargo bench --bench engine` (release build) on a quiet machine; one
-//! `name value unit` line per figure, beside Buildbot 4.3's figure from
-//! `../shared/bench/buildbot/RESULTS.md` and the ratio. Scenarios:
+//! `name value unit` line per figure, beside Buildbot 4.3's figure as measured on
+//! 2026-11-22 and the ratio (`bench/compare/run.sh` measures both side by side in
+//! one run). Scenarios:
 //! * `throughput` — 200 forces of a one-step `true` builder posted one after
 //!   another on one keep-alive connection (as Buildbot's bench posts them), first
 //!   POST → last request complete (`--builds N`);

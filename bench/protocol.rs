@@ -1,8 +1,9 @@
 //! Benchmark of the issue-3 budgets: daemons and the worker protocol.
 //!
 //! Run with `cargo bench --bench protocol` (release build) on a quiet machine; it
-//! prints one `name value unit` line per figure, beside Buildbot 4.3's figure from
-//! `../shared/bench/buildbot/RESULTS.md` and the ratio. Scenarios:
+//! prints one `name value unit` line per figure, beside Buildbot 4.3's figure as
+//! measured on 2026-11-22 and the ratio (`bench/compare/run.sh` measures both side
+//! by side in one run). Scenarios:
 //! * `startup` — `autobot start` of a master+slave pair until the slave shows as
 //!   connected in `GET /api/v1/slaves`; then idle RSS of both daemons;
 //! * `fleet` — N slaves (default 1000, `--fleet N`) connecting at once to one master;

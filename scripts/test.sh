@@ -12,7 +12,10 @@
 #    `pytest` and a `python3` that imports setuptools. (The buildbot-worker 4.3.0
 #    the conformance tests use goes into its own venv under target/tmp, made by
 #    the tests on first use.)
-# 3. `cargo test --locked --no-fail-fast ARGS...`, so one failing test binary does
+# 3. The static release binary, built and installed by scripts/install.sh under the
+#    target directory for tests/cli_static.rs (AUTOBOT_STATIC_BIN names it), when
+#    the whole suite runs or an argument names cli_static.
+# 4. `cargo test --locked --no-fail-fast ARGS...`, so one failing test binary does
 #    not hide the others; its output is kept in target/test-tools/last-run.log,
 #    every SKIP line (a test that could not run) is listed again at the end, and
 #    a last line adds up the passed and failed tests of every test binary.
@@ -39,6 +42,8 @@ DEB=(
   "chromium         chromium"       # web_browser
   "chromium-driver  chromedriver"   # web_browser (WebDriver)
   "fuse3            fusermount3"    # stalls: a slow log disk (FUSE) when not root
+  "ngircd           /usr/sbin/ngircd"  # notify_irc: a real IRC server for the bot
+  "openssl          openssl"        # notify_irc_tls: the IRC server's certificate
 )
 # Python tools for the tools venv: pip requirements, pinned so every run tests
 # against the same tools (a changed pin is installed over the old one).
@@ -146,6 +151,26 @@ else
     exit 1
   fi
   say "going on: the tests that need trial, virtualenv or pytest will print SKIP"
+fi
+
+# ---------------------------------------------------------------- the static binary
+# tests/cli_static.rs checks the binary scripts/install.sh installs, alone in an empty
+# directory. It is built here (one release build, about 5 minutes on 2 cores; the
+# tests never make one) when the whole suite runs or an argument names cli_static,
+# installed under the target directory, and named by AUTOBOT_STATIC_BIN.
+if [ $# -eq 0 ] || [[ " $* " == *cli_static* ]]; then
+  static_prefix="$tools/static"
+  say "building the static binary with scripts/install.sh --prefix $static_prefix"
+  if scripts/install.sh --prefix "$static_prefix" --no-deps >"$tools/install.log" 2>&1; then
+    export AUTOBOT_STATIC_BIN="$static_prefix/bin/autobot"
+    say "installed $AUTOBOT_STATIC_BIN"
+  else
+    tail -n 20 "$tools/install.log" >&2
+    say "scripts/install.sh failed (whole log: $tools/install.log); cli_static cannot run"
+    if ci; then
+      exit 1
+    fi
+  fi
 fi
 
 # ---------------------------------------------------------------- the tests

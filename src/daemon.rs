@@ -3,7 +3,9 @@
 //! A master or slave directory holds `autobot.pid` (the running daemon) and
 //! `autobot.log` (its log). `start` re-executes the binary as `autobot run DIR` in the
 //! background and returns once the daemon said it is up; `stop` sends SIGTERM and
-//! waits for a graceful exit; `reconfig` sends SIGHUP to a master.
+//! waits for a graceful exit; `stop --clean` sends SIGUSR2 (a master takes no new
+//! builds and exits when the running ones end); `reconfig` sends SIGHUP to a
+//! master; SIGUSR1 reopens `autobot.log` (see [`crate::logfile`]).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -24,6 +26,10 @@ pub struct Control {
     pub shutdown: watch::Receiver<bool>,
     /// One message per SIGHUP: re-read the configuration (masters only).
     pub reconfig: mpsc::UnboundedReceiver<()>,
+    /// Turns `true` (before `shutdown` does) when the stop is a clean one
+    /// (`autobot stop --clean`, SIGUSR2): a master lets its running Builds finish
+    /// first and starts no new ones.
+    pub clean: watch::Receiver<bool>,
     /// Send once listening/connected-loop-started, with a line for the log; an
     /// `Err` means start-up failed (e.g. port in use) and carries the reason.
     pub ready: Option<oneshot::Sender<Result<String, String>>>,
@@ -32,6 +38,7 @@ pub struct Control {
 /// The sending half of [`Control`], kept by whoever runs the daemon.
 pub struct ControlHandle {
     pub shutdown: watch::Sender<bool>,
+    pub clean: watch::Sender<bool>,
     pub reconfig: mpsc::UnboundedSender<()>,
     pub ready: oneshot::Receiver<Result<String, String>>,
 }
@@ -41,14 +48,17 @@ pub fn control() -> (Control, ControlHandle) {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (reconfig_tx, reconfig_rx) = mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = oneshot::channel();
+    let (clean_tx, clean_rx) = watch::channel(false);
     (
         Control {
             shutdown: shutdown_rx,
             reconfig: reconfig_rx,
+            clean: clean_rx,
             ready: Some(ready_tx),
         },
         ControlHandle {
             shutdown: shutdown_tx,
+            clean: clean_tx,
             reconfig: reconfig_tx,
             ready: ready_rx,
         },
@@ -216,10 +226,15 @@ pub fn new_session(cmd: &mut std::process::Command) {
 
 static BACKGROUND: AtomicBool = AtomicBool::new(false);
 
-/// Log through `tracing`: to `DIR/autobot.log` in the background, else to stderr.
-/// `AUTOBOT_LOG` (a level such as `debug`, or `TARGET=LEVEL,...`) sets the level;
-/// default `info`, or `debug` when master.ini says `debug = true`.
-pub fn init_logging(background_dir: Option<&Path>, debug: bool) -> Result<(), DaemonError> {
+/// Log through `tracing`: to `DIR/autobot.log` in the background (rotated by
+/// `rotation`, see [`crate::logfile`]), else to stderr. `AUTOBOT_LOG` (a level
+/// such as `debug`, or `TARGET=LEVEL,...`) sets the level; default `info`, or
+/// `debug` when master.ini says `debug = true`.
+pub fn init_logging(
+    background_dir: Option<&Path>,
+    debug: bool,
+    rotation: crate::config::LogRotation,
+) -> Result<(), DaemonError> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let default = if debug { "debug" } else { "info" };
@@ -233,7 +248,9 @@ pub fn init_logging(background_dir: Option<&Path>, debug: bool) -> Result<(), Da
     match background_dir {
         Some(dir) => {
             BACKGROUND.store(true, Ordering::SeqCst);
-            let log = open_log(dir)?;
+            let path = dir.join(LOG_FILE);
+            let log =
+                crate::logfile::RotatingLog::open(&path, rotation, true).map_err(io_err(&path))?;
             let _ = tracing_subscriber::registry()
                 .with(fmt.with_ansi(false).with_writer(std::sync::Mutex::new(log)))
                 .with(filter)
@@ -269,43 +286,64 @@ pub struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
 }
 
 impl Signals {
-    /// Catch SIGTERM, SIGINT and SIGHUP (inside the runtime).
+    /// Catch SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2 (inside the runtime).
     pub fn install() -> std::io::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             hup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
+            usr2: signal(SignalKind::user_defined2())?,
         })
     }
 }
 
-/// Turn SIGTERM/SIGINT into a shutdown and SIGHUP into a reconfig, for every daemon
-/// of this process. Returns after the first shutdown was sent.
-pub async fn forward_signals(
-    signals: Signals,
-    senders: Vec<(watch::Sender<bool>, mpsc::UnboundedSender<()>)>,
-) {
+/// The senders of one daemon's [`ControlHandle`] that signals drive.
+pub struct SignalTargets {
+    pub shutdown: watch::Sender<bool>,
+    pub reconfig: mpsc::UnboundedSender<()>,
+    pub clean: watch::Sender<bool>,
+}
+
+/// Turn SIGTERM/SIGINT into a shutdown, SIGUSR2 into a clean shutdown (running
+/// builds finish first), SIGHUP into a reconfig and SIGUSR1 into reopening the
+/// log file, for every daemon of this process. Returns after the first shutdown
+/// was sent.
+pub async fn forward_signals(signals: Signals, targets: Vec<SignalTargets>) {
     let Signals {
         mut term,
         mut int,
         mut hup,
+        mut usr1,
+        mut usr2,
     } = signals;
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+            _ = usr2.recv() => {
+                tracing::info!("SIGUSR2: stopping cleanly: no new builds; the running ones finish first");
+                for t in &targets { let _ = t.clean.send(true); }
+                break;
+            }
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: re-reading the configuration");
-                for (_, r) in &senders { let _ = r.send(()); }
+                for t in &targets { let _ = t.reconfig.send(()); }
+            }
+            _ = usr1.recv() => {
+                crate::logfile::request_reopen();
+                tracing::info!("SIGUSR1: reopened {LOG_FILE}");
             }
         }
     }
-    for (s, _) in &senders {
-        let _ = s.send(true);
+    for t in &targets {
+        let _ = t.shutdown.send(true);
     }
 }
 

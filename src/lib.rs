@@ -15,6 +15,9 @@
 //! * [`web`] — the HTTP side of the master: the JSON API, the waterfall and other
 //!   status pages with live updates, force/stop forms, webhooks. It takes an
 //!   engine handle and its event stream, and queries through `db`.
+//! * [`reporters`] — status targets that follow the engine's events: the IRC bot.
+//!   Beside `web`: they take an engine handle and its events, and query through
+//!   `db`.
 //! * [`schedulers`] — the schedulers (tree-stable, any-branch, files, periodic,
 //!   nightly, dependsOn) that turn Changes into BuildSets for the engine.
 //! * [`engine`] — BuildRequests in, Builds on slaves out: the dispatcher, the build
@@ -51,6 +54,8 @@
 //! * [`templates`] — files compiled into the binary (master.ini, the systemd unit,
 //!   the bundled sample sources) so the binary works when copied alone.
 //! * [`daemon`] — pid files, log files, background start and signals.
+//! * [`logfile`] — `autobot.log` rotated by size (`logSize`/`logCount` of
+//!   `config`) and reopened on SIGUSR1; used by `daemon`.
 //!
 //! # The dependency rule
 //!
@@ -62,19 +67,20 @@
 //! ```text
 //! cli
 //! app
-//! web        schedulers
+//! web        schedulers  reporters
 //! engine
 //! changes
 //! slavelink  slave
+//! daemon
+//! logfile
 //! config
 //! factory
 //! activity
 //! db         logstore
-//! sources    protocol   calendar   templates   daemon
+//! sources    protocol   calendar   templates
 //! ```
 //!
-//! Within a module anything goes. Reporters (mail, IRC, status push) will sit
-//! beside `web`: they take an engine handle and its events, and query through `db`.
+//! Within a module anything goes.
 
 pub mod activity;
 pub mod app;
@@ -86,8 +92,10 @@ pub mod daemon;
 pub mod db;
 pub mod engine;
 pub mod factory;
+pub mod logfile;
 pub mod logstore;
 pub mod protocol;
+pub mod reporters;
 pub mod schedulers;
 pub mod slave;
 pub mod slavelink;

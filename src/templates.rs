@@ -100,6 +100,9 @@ pub fn master_ini(vars: &MasterVars, created: &str) -> String {
          domain = {domain}\n\
          recipients = {recipients}\n\
          debug = {debug}\n\
+         ; autobot.log is rotated past logSize bytes, logCount old ones kept\n\
+         logSize = 10000000\n\
+         logCount = 10\n\
          ; who may submit Changes: `autobot sendchange --auth USER:PASSWORD` and\n\
          ; POST /api/v1/changes (HTTP Basic); without both keys Changes are refused\n\
          changeuser = {changeuser}\n\
@@ -160,6 +163,64 @@ pub fn systemd_unit(exe: &str, basedir: &str, name: &str) -> String {
     )
 }
 
+/// The systemd unit of a master, written by `create-master` as
+/// `autobot-master.service`: `systemctl reload` re-reads master.ini (SIGHUP);
+/// `systemctl stop` stops it as `autobot stop` does. The paths are quoted for
+/// systemd, so a directory with blanks works.
+pub fn master_systemd_unit(exe: &str, basedir: &str) -> String {
+    let name = std::path::Path::new(basedir)
+        .file_name()
+        .map(|n| {
+            n.to_string_lossy()
+                .replace(['\n', '\r', '%', '$', '/'], "_")
+        })
+        .unwrap_or_else(|| "master".into());
+    // Comments and the description are one line each.
+    let shown = basedir.replace(['\n', '\r'], "?");
+    format!(
+        "# systemd user unit for the autobot master in {shown}, written by `autobot create-master`.\n\
+         # Install:  mkdir -p ~/.config/systemd/user && cp autobot-master.service ~/.config/systemd/user/autobot-master-{name}.service\n\
+         #           systemctl --user enable --now autobot-master-{name}.service\n\
+         #           loginctl enable-linger \"$USER\"   # start at boot without a login\n\
+         # `systemctl --user reload` re-reads master.ini; to let running builds finish\n\
+         # before stopping, use `autobot stop --clean DIR` (or `systemctl kill -s USR2`).\n\
+         [Unit]\n\
+         Description=autobot master {name}\n\
+         After=network-online.target\n\
+         Wants=network-online.target\n\
+         \n\
+         [Service]\n\
+         ExecStart={} run {}\n\
+         ExecReload=/bin/kill -HUP $MAINPID\n\
+         Restart=on-failure\n\
+         RestartSec=5\n\
+         TimeoutStopSec=60\n\
+         \n\
+         [Install]\n\
+         WantedBy=default.target\n",
+        systemd_quote(exe),
+        systemd_quote(basedir)
+    )
+}
+
+/// A word of a systemd `ExecStart=` line: quoted, with `\`, `"`, `$` and `%`
+/// escaped as systemd reads them.
+fn systemd_quote(word: &str) -> String {
+    let mut out = String::from("\"");
+    for c in word.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '$' => out.push_str("$$"),
+            '%' => out.push_str("%%"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// The crontab line that starts the slave at boot, for owners without systemd.
 pub fn crontab_line(exe: &str, basedir: &str) -> String {
     format!("@reboot {exe} start {basedir}")
@@ -168,6 +229,16 @@ pub fn crontab_line(exe: &str, basedir: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_master_unit_quotes_its_paths() {
+        let u = master_systemd_unit("/opt/auto bot/autobot", "/srv/ci $HOME/m\"x%");
+        assert!(
+            u.contains("ExecStart=\"/opt/auto bot/autobot\" run \"/srv/ci $$HOME/m\\\"x%%\"\n"),
+            "{u}"
+        );
+        assert!(u.contains("ExecReload=/bin/kill -HUP $MAINPID"));
+    }
 
     #[test]
     fn every_sample_is_embedded() {

@@ -715,3 +715,118 @@ fn on_a_terminal_create_project_asks_for_missing_values() {
     assert!(ini.contains("description = The bar tool"), "{ini}");
     assert!(ini.contains("git = https://example.org/bar.git"), "{ini}");
 }
+
+/// A typo at create's prompt is answered with the list and a suggestion, and the
+/// prompt asks again instead of quitting.
+#[test]
+fn on_a_terminal_create_asks_again_after_a_typo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(out) = on_terminal(tmp.path(), "create bot", "helo\nhello\n") else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("unknown factory helo (did you mean hello?)"),
+        "{text}"
+    );
+    assert_eq!(text.matches("Enter factory").count(), 2, "{text}");
+    assert!(read(&tmp.path().join("bot/master/master.ini")).contains("factories = hello\n"));
+}
+
+/// `create-project` run outside a master directory says where the file went
+/// (an absolute path) and how a master gets to build it.
+#[test]
+fn create_project_outside_a_master_says_where_it_wrote() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = autobot()
+        .current_dir(tmp.path())
+        .args(["create-project", "foo", "--description", "x", "--repo", "y"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let written = std::fs::canonicalize(tmp.path())
+        .unwrap()
+        .join("projects/foo.ini");
+    assert!(
+        text.contains(&format!("Wrote project foo to {}", written.display())),
+        "{text}"
+    );
+    assert!(
+        text.contains("is not a master directory") && text.contains("MASTERDIR/projects/"),
+        "{text}"
+    );
+    // Inside a master directory it says no more than where.
+    let m = tmp.path().join("m");
+    autobot()
+        .args(["create-master", m.to_str().unwrap(), "-f", "hello"])
+        .assert()
+        .success();
+    let out = autobot()
+        .current_dir(&m)
+        .args(["create-project", "bar", "--description", "x", "--repo", "y"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("not a master directory"), "{text}");
+}
+
+/// The hello sample repository is made with gix: `create` works with no `git`
+/// on PATH, and the result is an ordinary repository whose `master` holds the
+/// sample in one commit, with executable bits, and a clean worktree.
+#[test]
+fn the_sample_repository_is_made_without_the_git_program() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("empty-path");
+    std::fs::create_dir(&empty).unwrap();
+    let bot = tmp.path().join("bot");
+    let out = autobot()
+        .env("PATH", &empty)
+        .args([
+            "create",
+            bot.to_str().unwrap(),
+            "-f",
+            "hello",
+            "--htmlport",
+            "8123",
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("http://localhost:8123/"), "{text}");
+    let repo = bot.join("master/repos/hello");
+    assert!(repo.join(".git/HEAD").is_file());
+    assert_eq!(read(&repo.join(".git/HEAD")), "ref: refs/heads/master\n");
+    // The master's systemd unit names the final directory.
+    let unit = read(&bot.join("master/autobot-master.service"));
+    let abs = std::fs::canonicalize(bot.join("master")).unwrap();
+    assert!(
+        unit.contains(&format!(" run \"{}\"\n", abs.display())),
+        "{unit}"
+    );
+    if !support::need_tools(&[("git", "apt-get install git")]) {
+        return;
+    }
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&repo)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(git(&["rev-list", "--count", "master"]).trim(), "1");
+    assert_eq!(git(&["status", "--porcelain"]).trim(), "");
+    let files = git(&["ls-files", "-s"]);
+    assert!(files.contains("configure"), "{files}");
+    let configure = files.lines().find(|l| l.ends_with("\tconfigure")).unwrap();
+    assert!(configure.starts_with("100755 "), "{files}");
+    git(&["fsck", "--strict"]);
+}

@@ -250,7 +250,7 @@ fn shell_steps_are_checked() {
     );
     fails_with(
         "[a]\ntype = shell\nstep.build = make\nstep.build.haltOnFailur = true\n",
-        &["{ini}:4: [a] step.build.haltOnFailur: unknown step option \"haltonfailur\"; use one of: haltOnFailure"],
+        &["{ini}:4: [a] step.build.haltOnFailur: unknown step option \"haltonfailur\" (did you mean `haltOnFailure`?); use one of: haltOnFailure"],
     );
     fails_with(
         "[a]\ntype = shell\nstep.build = make 'oops\n",

@@ -117,7 +117,12 @@ fn log_of(dir: &Path) -> String {
 fn start_connects_the_slave_and_stop_stops_both() {
     let bot = Bot::create();
     bot.verb("start", "").success().stdout(
-        predicate::str::contains("master started").and(predicate::str::contains("slave started")),
+        predicate::str::contains("master started")
+            .and(predicate::str::contains("slave started"))
+            .and(predicate::str::contains(format!(
+                "The waterfall: http://localhost:{}/",
+                bot.htmlport
+            ))),
     );
     assert!(bot.dir.join("master/autobot.pid").is_file());
     assert!(bot.dir.join("slave/autobot.pid").is_file());
@@ -302,9 +307,21 @@ fn reconfig_refuses_a_file_that_would_drop_every_builder() {
     }
     // The real file is applied again.
     std::fs::write(&ini_path, &original).unwrap();
-    bot.verb("reconfig", "master")
+    // One sentence, not a log line.
+    let out = bot
+        .verb("reconfig", "master")
         .success()
-        .stdout(predicate::str::contains("reconfig: applied"));
+        .get_output()
+        .clone();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("The master in ") && l.contains(" re-read "))
+            && stdout.contains("1 builders.")
+            && !stdout.contains(" INFO "),
+        "{stdout}"
+    );
 }
 
 /// POST /api/v1/changes with HTTP Basic credentials; the status code.
@@ -367,9 +384,14 @@ fn changes_need_the_masters_own_credentials() {
     sendchange(Some(&format!("{user}:{pass}")))
         .success()
         .stdout(predicate::str::contains("change 1 sent"));
-    sendchange(Some("change:changepw"))
+    let out = sendchange(Some("change:changepw"))
         .failure()
-        .stderr(predicate::str::contains("refused the change credentials"));
+        .stderr(predicate::str::contains("refused the change credentials"))
+        .get_output()
+        .clone();
+    // The hint how to fix it comes once.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("--auth USER:PASS").count(), 1, "{stderr}");
     sendchange(None)
         .failure()
         .stderr(predicate::str::contains("give --auth USER:PASS"));

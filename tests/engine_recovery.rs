@@ -93,8 +93,9 @@ async fn master_killed_mid_build_loses_nothing_and_reruns() {
         .start(&root.path().join("slave"), sp, SLAVE, PASSWORD)
         .await
         .unwrap();
+    let marker = root.path().join("slave/rec-s1/marker");
     wait_until("step wait of build 1 started", || async {
-        step_started(&db_path, BUILDER, 1, "wait")
+        step_started(&db_path, BUILDER, 1, "wait") && marker.exists()
     })
     .await;
     kill9(&mut master);
@@ -154,8 +155,11 @@ async fn silent_slave_ends_the_build_within_keepalive_and_requeues() {
         .unwrap();
     let request = m.force(BUILDER, ForceRequest::default()).await;
     let db_path = m.dir.path().join(autobot::db::DB_FILE);
+    let marker = sdir.join("rec-s1/marker");
+    // The shell has run (not just the step row written): the marker exists, so
+    // the request's next build takes the quick way.
     wait_until("step wait started", || async {
-        step_started(&db_path, BUILDER, 1, "wait")
+        step_started(&db_path, BUILDER, 1, "wait") && marker.exists()
     })
     .await;
     // Freeze the slave: its connection stays open but says nothing.

@@ -39,8 +39,11 @@ async fn hg_commits_build_and_nothing_is_lost_while_the_master_is_down() {
     let rev = repo.commit("Ann Author <ann@example.org>", "a.c", "one");
     let builds = wait_builds(&db, "proj-s1", 1).await;
     let latency = builds[0].started_at - t0;
+    // One poll (1 s) and the tree-stable timer (1 s) start it; the slack is for
+    // a loaded machine (this checks that the poller runs on its own, not how
+    // fast: bench/pollers measures that).
     assert!(
-        latency <= 1.0 + 1.0 + 2.0,
+        latency <= 1.0 + 1.0 + 8.0,
         "commit to build started took {latency:.3} s"
     );
     let b = wait_finished(&db, "proj-s1", 1).await;

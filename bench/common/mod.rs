@@ -37,7 +37,7 @@ pub fn get(port: u16, path: &str) -> Option<String> {
 }
 
 /// One HTTP/1.1 keep-alive connection to a master's web port: requests go one
-/// after another on it, as Buildbot 4.3's bench sends its forces (RESULTS.md).
+/// after another on it, as Buildbot 4.3's bench sends its forces (bench/compare).
 pub struct KeepAlive {
     conn: std::io::BufReader<TcpStream>,
 }

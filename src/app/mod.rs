@@ -15,7 +15,7 @@
 //! One slow thing must not stall the others. The slaves' links, the build engine
 //! and the schedulers run on the runtime that starts the master (one thread in
 //! the daemon: a Build's hand-offs stay on it); the web ports get a runtime of
-//! their own ([`WebRuntime`]), so rendering a page over a long history, or
+//! their own (`WebRuntime`), so rendering a page over a long history, or
 //! fifty of them at once, never holds up a slave's frames; step logs are written
 //! by a thread of their own ([`crate::logstore::LogDisk`]), so a slow or hung log
 //! disk holds up only the Builds that wait for their logs to be stored.
@@ -287,6 +287,13 @@ impl Master {
             shared.config.subscribe(),
             schedulers_rx,
         );
+        // Status targets: the IRC bot (idle until ircHost is set).
+        servers.push(tokio::spawn(crate::reporters::irc::run(
+            engine.clone(),
+            shared.db.clone(),
+            shared.config.subscribe(),
+            shared.shutdown.clone(),
+        )));
         tracing::info!(
             "master in {} listening: slaves on :{slaveport}, web on :{htmlport}",
             shared.basedir.display()
@@ -496,6 +503,13 @@ pub async fn run(basedir: &Path, mut control: Control) -> Result<(), MasterError
                 None => reconfig_open = false,
             },
         }
+    }
+    if *control.clean.borrow() {
+        tracing::info!(
+            "clean stop: waiting for {} running builds to finish",
+            master.engine.running().len()
+        );
+        master.engine.drain().await;
     }
     master.shutdown().await;
     Ok(())

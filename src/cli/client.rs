@@ -2,9 +2,10 @@
 //!
 //! Both find the master's `htmlport` in its `master.ini` and talk HTTP to it, the
 //! same API the web pages use. `force --wait` follows the BuildRequest to its Build
-//! and shows an indicatif progress bar over the steps (with the ETA the master
-//! derives from the builder's last successful build), then exits 0 only if the
-//! build succeeded.
+//! through the master's event stream (`GET /events`) and shows an indicatif bar of
+//! the time the build has had against the time the master expects it to take (the
+//! builder's last successful build), then exits 0 only if the build succeeded;
+//! [`FORCE_HELP`] lists its exit statuses.
 //!
 //! When the master's `[users]` lists users, forcing and stopping need the name and
 //! password of one of them, sent as HTTP Basic. [`find_login`] takes them from the
@@ -17,18 +18,21 @@
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::daemon::{daemons_in, Role};
 use super::http;
 use super::sendchange::{find_options, parse_options, OPTIONS_DIR};
+use super::{exit_error, EXIT_INTERRUPTED, EXIT_NO_SUCH_BUILDER, EXIT_UNREACHABLE};
 
 /// The credentials file of a master directory: `user = NAME` and `passwd = PASS`
 /// lines, readable by its owner only.
 pub const CREDENTIALS_FILE: &str = ".credentials";
 
-/// How `force` and `stop-build` log in; shown by their `--help`.
-pub const LOGIN_HELP: &str = "\
+/// The text of [`LOGIN_HELP`], as a macro so [`FORCE_HELP`] can include it.
+macro_rules! login_help {
+    () => {
+        "\
 Logging in: when master.ini has a [users] section, forcing and stopping builds
 needs the name and password of one of its users. They are taken from the first
 of these that gives them:
@@ -39,12 +43,38 @@ of these that gives them:
   3. the same two lines in MASTERDIR/.credentials.
 A file that holds a password must be readable by its owner only (chmod 600); one
 that group or others can read is refused. Without [users], anyone who reaches the
-master's htmlport may force and stop, and no login is needed.";
+master's htmlport may force and stop, and no login is needed."
+    };
+}
+
+/// How `force` and `stop-build` log in; shown by their `--help`.
+pub const LOGIN_HELP: &str = login_help!();
+
+/// `force --help`'s closing text: waiting, exit statuses, logging in.
+pub const FORCE_HELP: &str = concat!(
+    "\
+Waiting: with --wait, force follows the build through the master's event stream
+(GET /events, the one the web pages use): each step as it ends, and a bar of the
+time the build has had against the time the builder's last successful build took
+(the ETA). Ctrl-C stops waiting, not the build: it goes on on the master (stop it
+with `autobot stop-build`).
+
+Exit status:
+  0    forced (with --wait: the build succeeded, or had warnings without --strict)
+  1    an error; with --wait: the build failed, had an exception, or had warnings
+       under --strict
+  3    the master could not be reached, or went away while waiting
+  4    the master has no such builder (`autobot checkconfig DIR` lists them)
+  130  Ctrl-C while waiting (the build goes on)
+
+",
+    login_help!()
+);
 
 /// `--user` and `--passwd` of the verbs that change state on a master.
 #[derive(Debug, Args, Clone, Default)]
 pub struct LoginArgs {
-    /// Log in as this user of the master's [users] section (see "Logging in" below).
+    /// Log in as this user of the master's `[users]` section (see "Logging in" below).
     #[arg(long, value_name = "NAME", requires = "passwd")]
     pub user: Option<String>,
     /// The password of --user.
@@ -208,6 +238,9 @@ pub struct ForceArgs {
     /// Wait for the build, showing its progress; exit 0 only if it succeeded.
     #[arg(long)]
     pub wait: bool,
+    /// With --wait: a build with warnings counts as failed (exit 1).
+    #[arg(long, requires = "wait")]
+    pub strict: bool,
     #[command(flatten)]
     pub login: LoginArgs,
 }
@@ -223,6 +256,10 @@ pub struct StopBuildArgs {
     /// Why it is stopped; shown on the build.
     #[arg(long, default_value = "stopped from the command line")]
     pub reason: String,
+    /// Who stops it [default: $USER]; a logged-in user of `[users]` is always
+    /// recorded as that user.
+    #[arg(long)]
+    pub who: Option<String>,
     #[command(flatten)]
     pub login: LoginArgs,
 }
@@ -307,15 +344,22 @@ fn get_json(port: u16, path: &str) -> anyhow::Result<serde_json::Value> {
     reply.json()
 }
 
-/// `autobot force`; returns whether the command succeeded (with --wait: the build).
-pub fn force_cmd(args: &ForceArgs) -> anyhow::Result<bool> {
+/// `autobot force`: the exit status (see [`FORCE_HELP`]).
+pub fn force_cmd(args: &ForceArgs) -> anyhow::Result<std::process::ExitCode> {
+    use std::process::ExitCode;
     let master = MasterApi::open(&args.dir, &args.login)?;
     let port = master.port;
     let who = args
         .who
         .clone()
-        .or_else(|| std::env::var("USER").ok())
+        .or_else(current_user)
         .unwrap_or_else(|| "autobot".into());
+    // Listening before forcing: no event of the build can be missed.
+    let events = if args.wait {
+        Some(http::EventStream::open("127.0.0.1", port, "/events")?)
+    } else {
+        None
+    };
     let body = serde_json::json!({
         "reason": args.reason,
         "branch": args.branch,
@@ -324,6 +368,17 @@ pub fn force_cmd(args: &ForceArgs) -> anyhow::Result<bool> {
     });
     let path = format!("/api/v1/builders/{}/force", path_segment(&args.builder));
     let reply = master.post(&path, &body)?;
+    if reply.status == 404 {
+        return Err(exit_error(
+            EXIT_NO_SUCH_BUILDER,
+            format!(
+                "cannot force {}: {} (`autobot checkconfig {}` lists the builders)",
+                args.builder,
+                reply.error_text(),
+                args.dir.display()
+            ),
+        ));
+    }
     if !(200..300).contains(&reply.status) {
         bail!("cannot force {}: {}", args.builder, reply.error_text());
     }
@@ -335,117 +390,324 @@ pub fn force_cmd(args: &ForceArgs) -> anyhow::Result<bool> {
         "forced a build of {}: BuildRequest {request} (BuildSet {})",
         args.builder, forced["buildset_id"]
     );
-    if !args.wait {
-        return Ok(true);
+    let Some(events) = events else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let result = Waiter::new(port, &args.builder, request, &args.dir).run(events)?;
+    let ok = result == "success" || (result == "warnings" && !args.strict);
+    if result == "warnings" && args.strict {
+        println!("--strict: a build with warnings counts as failed");
     }
-    wait_for_request(port, &args.builder, request)
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
-/// Follow a BuildRequest through its build(s) until it is complete.
-fn wait_for_request(port: u16, builder: &str, request: i64) -> anyhow::Result<bool> {
-    let builder_path = path_segment(builder);
-    let mut followed: Vec<i64> = Vec::new();
-    loop {
-        let req = get_json(port, &format!("/api/v1/buildrequests/{request}"))?;
-        let builds: Vec<i64> = req["builds"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|n| n.as_i64()).collect())
-            .unwrap_or_default();
-        if let Some(&number) = builds.iter().find(|n| !followed.contains(n)) {
-            followed.push(number);
-            let result = follow_build(port, &builder_path, builder, number)?;
-            if req["complete"] == true || result != "exception" {
-                // An EXCEPTION may be re-queued (master restart, slave lost): go on.
-                let req = get_json(port, &format!("/api/v1/buildrequests/{request}"))?;
-                if req["complete"] == true {
-                    return Ok(result == "success");
+/// Set by the SIGINT handler of `force --wait`.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: nix::libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Catch Ctrl-C, so that waiting can end with a word about the build.
+fn catch_sigint() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(
+        SigHandler::Handler(on_sigint),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    if let Err(e) = unsafe { sigaction(Signal::SIGINT, &action) } {
+        tracing::debug!("cannot catch SIGINT: {e}");
+    }
+}
+
+/// `force --wait`: follows one BuildRequest through the master's events.
+struct Waiter<'a> {
+    port: u16,
+    builder: &'a str,
+    builder_path: String,
+    request: i64,
+    dir: &'a Path,
+    /// The build of the request being followed.
+    build: Option<i64>,
+    /// Its start (seconds since the epoch, the master's clock = ours) and, once
+    /// known, the seconds it is expected to take in all.
+    started_at: f64,
+    expected: Option<f64>,
+    step: String,
+    bar: indicatif::ProgressBar,
+}
+
+impl<'a> Waiter<'a> {
+    fn new(port: u16, builder: &'a str, request: i64, dir: &'a Path) -> Waiter<'a> {
+        use indicatif::{ProgressBar, ProgressStyle};
+        let bar = ProgressBar::new(1);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(builder.to_string());
+        Waiter {
+            port,
+            builder,
+            builder_path: path_segment(builder),
+            request,
+            dir,
+            build: None,
+            started_at: 0.0,
+            expected: None,
+            step: "waiting for a slave".into(),
+            bar,
+        }
+    }
+
+    /// Wait for the request's end; its result (`success`, `warnings`, …).
+    fn run(mut self, events: http::EventStream) -> anyhow::Result<String> {
+        catch_sigint();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut events = events;
+            loop {
+                let item = events.next_data();
+                let end = !matches!(item, Ok(Some(_)));
+                if tx.send(item).is_err() || end {
+                    return;
                 }
             }
-            continue;
+        });
+        // Whatever happened between the force and the subscription being read.
+        if let Some(result) = self.resync()? {
+            return Ok(result);
         }
+        loop {
+            if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+                self.bar.finish_and_clear();
+                let what = match self.build {
+                    Some(n) => format!(
+                        "build {n} of {} goes on on the master; stop it with `autobot stop-build {} {} {n}`",
+                        self.builder,
+                        self.dir.display(),
+                        self.builder
+                    ),
+                    None => format!(
+                        "BuildRequest {} stays queued on the master and will build",
+                        self.request
+                    ),
+                };
+                eprintln!("autobot: stopped waiting (Ctrl-C); {what}");
+                std::process::exit(i32::from(EXIT_INTERRUPTED));
+            }
+            self.draw();
+            let item = match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(item) => item,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Ok(None),
+            };
+            let data = match item {
+                Ok(Some(d)) => d,
+                Ok(None) => {
+                    self.bar.finish_and_clear();
+                    return Err(exit_error(
+                        EXIT_UNREACHABLE,
+                        format!(
+                            "the master closed its event stream (did it stop?) before BuildRequest {} completed; it runs again when the master starts",
+                            self.request
+                        ),
+                    ));
+                }
+                Err(e) => {
+                    self.bar.finish_and_clear();
+                    return Err(exit_error(
+                        EXIT_UNREACHABLE,
+                        format!("lost the master while waiting: {e:#}"),
+                    ));
+                }
+            };
+            let ev: serde_json::Value = match serde_json::from_str(&data) {
+                Ok(v) => v,
+                Err(_) => continue,
+            };
+            if let Some(result) = self.on_event(&ev)? {
+                return Ok(result);
+            }
+        }
+    }
+
+    fn ours(&self, ev: &serde_json::Value) -> bool {
+        ev["builder"] == self.builder
+            && ev["number"].as_i64().is_some()
+            && ev["number"].as_i64() == self.build
+    }
+
+    /// One event; the request's result once it is complete.
+    fn on_event(&mut self, ev: &serde_json::Value) -> anyhow::Result<Option<String>> {
+        match ev["event"].as_str().unwrap_or("") {
+            "build_started" if ev["builder"] == self.builder && self.build.is_none() => {
+                // Ours only if the request says so (a builder runs others' too).
+                self.resync()
+            }
+            "step_started" if self.ours(ev) => {
+                self.step = ev["name"].as_str().unwrap_or("").to_string();
+                self.refresh_eta();
+                Ok(None)
+            }
+            "step_finished" if self.ours(ev) => {
+                let line = format!(
+                    "  step {} {}: {}{}",
+                    ev["step"],
+                    ev["name"].as_str().unwrap_or("?"),
+                    ev["result"].as_str().unwrap_or("?"),
+                    ev["text"]
+                        .as_str()
+                        .filter(|t| !t.is_empty())
+                        .map(|t| format!(" ({t})"))
+                        .unwrap_or_default()
+                );
+                self.say(line);
+                self.step = "between steps".into();
+                self.refresh_eta();
+                Ok(None)
+            }
+            "build_finished" if self.ours(ev) => {
+                let number = self.build.take().unwrap_or(0);
+                let result = ev["result"].as_str().unwrap_or("?");
+                let took = (crate::db::now_f64() - self.started_at).max(0.0);
+                let line = format!(
+                    "{} build {number}: {result}{} in {took:.1} s",
+                    self.builder,
+                    ev["text"]
+                        .as_str()
+                        .filter(|t| !t.is_empty())
+                        .map(|t| format!(" ({t})"))
+                        .unwrap_or_default()
+                );
+                self.say(line);
+                if ev["requeued"] == true {
+                    self.say(format!(
+                        "  it was interrupted; BuildRequest {} waits for its next build",
+                        self.request
+                    ));
+                }
+                self.step = "waiting for a slave".into();
+                self.expected = None;
+                Ok(None)
+            }
+            "request_complete" if ev["request_id"].as_i64() == Some(self.request) => {
+                self.bar.finish_and_clear();
+                Ok(Some(ev["result"].as_str().unwrap_or("unknown").to_string()))
+            }
+            // This client fell behind the stream: read where things are.
+            "lagged" => self.resync(),
+            _ => Ok(None),
+        }
+    }
+
+    /// Read the request (and its newest build) from the API; its result if it is
+    /// complete.
+    fn resync(&mut self) -> anyhow::Result<Option<String>> {
+        let req = get_json(
+            self.port,
+            &format!("/api/v1/buildrequests/{}", self.request),
+        )?;
         if req["complete"] == true {
-            let result = req["result"].as_str().unwrap_or("unknown");
-            println!("BuildRequest {request} completed: {result}");
-            return Ok(result == "success");
+            self.bar.finish_and_clear();
+            let result = req["result"].as_str().unwrap_or("unknown").to_string();
+            println!("BuildRequest {} completed: {result}", self.request);
+            return Ok(Some(result));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        let newest = req["builds"]
+            .as_array()
+            .and_then(|a| a.iter().filter_map(|n| n.as_i64()).max());
+        if let Some(n) = newest {
+            if self.build != Some(n) {
+                self.build = Some(n);
+                self.bar.set_prefix(format!("{} #{n}", self.builder));
+                self.expected = None;
+                self.refresh_eta();
+            }
+        }
+        Ok(None)
+    }
+
+    /// The build's start and ETA from the API (after each step: the ETA is the
+    /// last successful build's time for the steps not done yet).
+    fn refresh_eta(&mut self) {
+        let Some(n) = self.build else { return };
+        let path = format!("/api/v1/builders/{}/builds/{n}", self.builder_path);
+        let Ok(build) = get_json(self.port, &path) else {
+            return;
+        };
+        if let Some(t) = build["started_at"].as_f64() {
+            self.started_at = t;
+        }
+        self.expected = build["eta"]
+            .as_f64()
+            .map(|eta| (crate::db::now_f64() - self.started_at).max(0.0) + eta);
+    }
+
+    /// The bar: time the build has had against the time it is expected to take.
+    fn draw(&self) {
+        let (len, pos, msg) = match self.build {
+            None => (1, 0, self.step.clone()),
+            Some(_) => time_bar(
+                &self.step,
+                (crate::db::now_f64() - self.started_at).max(0.0),
+                self.expected,
+            ),
+        };
+        self.bar.set_length(len);
+        self.bar.set_position(pos);
+        self.bar.set_message(msg);
+    }
+
+    /// Print a line above the bar (or alone, when the bar is hidden).
+    fn say(&self, line: String) {
+        if self.bar.is_hidden() {
+            println!("{line}");
+        } else {
+            self.bar.println(line);
+        }
     }
 }
 
-/// Show one build's progress until it finishes; its result.
-fn follow_build(
-    port: u16,
-    builder_path: &str,
-    builder: &str,
-    number: i64,
-) -> anyhow::Result<String> {
-    use indicatif::{ProgressBar, ProgressStyle};
-    let path = format!("/api/v1/builders/{builder_path}/builds/{number}");
-    let bar = ProgressBar::new(1);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(format!("{builder} #{number}"));
-    let mut printed = 0usize;
-    let started = Instant::now();
-    loop {
-        let build = get_json(port, &path)?;
-        let steps = build["steps"].as_array().cloned().unwrap_or_default();
-        let total = build["total_steps"]
-            .as_u64()
-            .unwrap_or(steps.len() as u64)
-            .max(1);
-        bar.set_length(total);
-        let done: Vec<&serde_json::Value> =
-            steps.iter().filter(|s| !s["result"].is_null()).collect();
-        for s in done.iter().skip(printed) {
-            let line = format!(
-                "  step {} {}: {}{}",
-                s["number"],
-                s["name"].as_str().unwrap_or("?"),
-                s["result"].as_str().unwrap_or("?"),
-                s["text"]
-                    .as_str()
-                    .filter(|t| !t.is_empty())
-                    .map(|t| format!(" ({t})"))
-                    .unwrap_or_default()
-            );
-            // A hidden bar (output not a terminal) prints nothing of its own.
-            if bar.is_hidden() {
-                println!("{line}");
-            } else {
-                bar.println(line);
-            }
+/// Who runs this command: `$USER`, else the name `/etc/passwd` (or NSS) gives our
+/// uid (under systemd or `env -i` there is no `$USER`).
+fn current_user() -> Option<String> {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+}
+
+/// The bar of a build that has had `had` seconds and is expected to take
+/// `expected` in all: its length and position (milliseconds: the bar counts time,
+/// not steps) and its message.
+fn time_bar(step: &str, had: f64, expected: Option<f64>) -> (u64, u64, String) {
+    match expected {
+        Some(total) if total > 0.0 => {
+            let left = (total - had).max(0.0);
+            (
+                (total * 1000.0) as u64,
+                (had.min(total) * 1000.0) as u64,
+                format!("{step}, {had:.0} s of ~{total:.0} s, ETA {left:.0} s"),
+            )
         }
-        printed = done.len();
-        bar.set_position(done.len() as u64);
-        let running = steps
-            .iter()
-            .find(|s| s["result"].is_null() && !s["started_at"].is_null());
-        let eta = build["eta"]
-            .as_f64()
-            .map(|e| format!(", ETA {e:.0} s"))
-            .unwrap_or_default();
-        bar.set_message(match running {
-            Some(s) => format!("{}{eta}", s["name"].as_str().unwrap_or("")),
-            None => format!("waiting{eta}"),
-        });
-        if let Some(result) = build["result"].as_str() {
-            bar.finish_and_clear();
-            println!(
-                "{builder} build {number}: {result}{} in {:.1} s",
-                build["text"]
-                    .as_str()
-                    .filter(|t| !t.is_empty())
-                    .map(|t| format!(" ({t})"))
-                    .unwrap_or_default(),
-                started.elapsed().as_secs_f64()
-            );
-            return Ok(result.to_string());
-        }
-        std::thread::sleep(Duration::from_millis(50));
+        _ => (
+            1,
+            0,
+            format!("{step}, {had:.0} s (no ETA before a first successful build)"),
+        ),
     }
 }
 
@@ -457,9 +719,20 @@ pub fn stop_build_cmd(args: &StopBuildArgs) -> anyhow::Result<()> {
         path_segment(&args.builder),
         args.number
     );
-    let who = std::env::var("USER").unwrap_or_default();
+    let who = args.who.clone().or_else(current_user).unwrap_or_default();
     let body = serde_json::json!({ "reason": args.reason, "who": who });
     let reply = master.post(&path, &body)?;
+    if reply.status == 404 {
+        return Err(exit_error(
+            EXIT_NO_SUCH_BUILDER,
+            format!(
+                "cannot stop {} build {}: {}",
+                args.builder,
+                args.number,
+                reply.error_text()
+            ),
+        ));
+    }
     if reply.status != 200 {
         bail!(
             "cannot stop {} build {}: {}",
@@ -559,6 +832,21 @@ mod tests {
         write(&real, "user = a\npasswd = b\n", 0o600);
         std::os::unix::fs::symlink(&real, &creds).unwrap();
         assert!(find_login(&none, &master, &cwd, Some(&home)).is_err());
+    }
+
+    #[test]
+    fn the_bar_counts_time_not_steps() {
+        // 30 s into a build whose last success took 120 s: a quarter done.
+        let (len, pos, msg) = time_bar("compile", 30.0, Some(120.0));
+        assert_eq!((len, pos), (120_000, 30_000));
+        assert_eq!(msg, "compile, 30 s of ~120 s, ETA 90 s");
+        // Over time: full, ETA 0, never past the end.
+        let (len, pos, msg) = time_bar("test", 150.0, Some(120.0));
+        assert_eq!(len, pos);
+        assert!(msg.ends_with("ETA 0 s"), "{msg}");
+        let (_, pos, msg) = time_bar("test", 5.0, None);
+        assert_eq!(pos, 0);
+        assert!(msg.contains("no ETA"), "{msg}");
     }
 
     #[test]

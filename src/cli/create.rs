@@ -15,7 +15,6 @@ use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command as Process;
 
 use super::info::local_dir;
 use super::CreateArgs;
@@ -31,7 +30,7 @@ pub struct CreateSlaveArgs {
     /// The master's HOST:PORT (its slaveport).
     #[arg(value_name = "MASTERHOST:PORT", required_unless_present = "ini")]
     pub master_addr: Option<String>,
-    /// The slave's name, as in the master's [slave:NAME].
+    /// The slave's name, as in the master's `[slave:NAME]`.
     #[arg(value_name = "NAME", required_unless_present = "ini")]
     pub slave_name: Option<String>,
     /// The slave's password.
@@ -40,7 +39,7 @@ pub struct CreateSlaveArgs {
     /// Take the port and password from this master.ini (with --name).
     #[arg(long, value_name = "MASTER_INI", conflicts_with_all = ["master_addr", "slave_name", "password"], requires = "name")]
     pub ini: Option<PathBuf>,
-    /// With --ini: the [slave:NAME] to create.
+    /// With --ini: the `[slave:NAME]` to create.
     #[arg(long, requires = "ini")]
     pub name: Option<String>,
     /// With --ini: host name of the master.
@@ -98,8 +97,8 @@ pub fn create_pair(args: &CreateArgs) -> anyhow::Result<()> {
     );
     println!("Start both with:  autobot start {}", dir.display());
     println!(
-        "The slave shows as connected at http://localhost:{}/api/v1/slaves",
-        args.htmlport
+        "Then the waterfall is at http://localhost:{}/ (the slave shows as connected at http://localhost:{}/slaves)",
+        args.htmlport, args.htmlport
     );
     println!(
         "Edit {} to say who looks after the slave.",
@@ -189,6 +188,14 @@ pub fn create_master_cmd(args: &CreateArgs) -> anyhow::Result<()> {
         args.slave
     );
     println!("Start it with:  autobot start {}", args.dir.display());
+    println!(
+        "Then the waterfall is at http://localhost:{}/",
+        args.htmlport
+    );
+    println!(
+        "To start it at boot, install {} (see its header)",
+        args.dir.join(super::upgrade::MASTER_UNIT).display()
+    );
     print_changes_hint(&args.dir.join("master.ini"), args);
     Ok(())
 }
@@ -351,7 +358,17 @@ pub fn create_project_cmd(args: &CreateProjectArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot create {}", parent.display()))?;
     }
     write_new_file(&output, text.as_bytes())?;
-    println!("Wrote project {name} to {}", output.display());
+    let written = std::path::absolute(&output).unwrap_or_else(|_| output.clone());
+    println!("Wrote project {name} to {}", written.display());
+    if args.output.is_none() && !Path::new("master.ini").is_file() {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        println!(
+            "{} is not a master directory (it has no master.ini): `autobot create` and \
+             `list-factories` run here see the project; for an existing master, move the file \
+             to MASTERDIR/projects/ and add `{name}` to a slave's factories",
+            cwd.display()
+        );
+    }
     Ok(())
 }
 
@@ -371,21 +388,34 @@ fn prompt(what: &str, flag: &str) -> anyhow::Result<String> {
     Ok(line)
 }
 
-/// The factories to build: `-f` values, `-` for all, or asked on a terminal.
+/// The factories to build: `-f` values, `-` for all, or asked on a terminal (again
+/// after a name that is not known, until a known one or an empty line).
 fn choose_factories(given: &[String], projects: &[Project]) -> anyhow::Result<Vec<String>> {
     let names: Vec<String> = projects.iter().map(|p| p.name.clone()).collect();
     let listing = config::list_factories_text(projects);
-    let mut wanted: Vec<String> = if given.len() == 1 && given[0] == "-" {
+    let wanted: Vec<String> = if given.len() == 1 && given[0] == "-" {
         names.clone()
     } else if given.is_empty() {
         if !std::io::stdin().is_terminal() {
             bail!("no factory given: pass -f NAME (or -f - for all). {listing}");
         }
         print!("{listing}\nEnter factory: ");
-        std::io::stdout().flush()?;
-        let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line)?;
-        line.split_whitespace().map(str::to_string).collect()
+        loop {
+            std::io::stdout().flush()?;
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            let wanted: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+            if wanted.is_empty() {
+                bail!("no factory given; nothing was created");
+            }
+            if wanted.len() == 1 && wanted[0] == "-" {
+                break names.clone();
+            }
+            match unknown_factories(&wanted, &names) {
+                None => break wanted,
+                Some(msg) => print!("{msg}\nEnter factory (an empty line quits): "),
+            }
+        }
     } else {
         given.to_vec()
     };
@@ -395,18 +425,36 @@ fn choose_factories(given: &[String], projects: &[Project]) -> anyhow::Result<Ve
             names.join(", ")
         );
     }
-    let unknown: Vec<&String> = wanted.iter().filter(|w| !names.contains(w)).collect();
-    if !unknown.is_empty() {
-        let unknown: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
-        bail!(
-            "unknown factory {}. Factory must be one of: {} (or - for all); nothing was created",
-            unknown.join(", "),
-            names.join(", ")
-        );
+    if let Some(msg) = unknown_factories(&wanted, &names) {
+        bail!("{msg}; nothing was created");
     }
     let mut seen = std::collections::HashSet::new();
+    let mut wanted = wanted;
     wanted.retain(|w| seen.insert(w.clone()));
     Ok(wanted)
+}
+
+/// "unknown factory X (did you mean Y?). Factory must be one of: …" when some of
+/// `wanted` is not among `names`.
+fn unknown_factories(wanted: &[String], names: &[String]) -> Option<String> {
+    let unknown: Vec<String> = wanted
+        .iter()
+        .filter(|w| !names.contains(w))
+        .map(
+            |w| match crate::factory::schema::closest(w, names.iter().map(String::as_str)) {
+                Some(n) => format!("{w} (did you mean {n}?)"),
+                None => w.clone(),
+            },
+        )
+        .collect();
+    if unknown.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "unknown factory {}. Factory must be one of: {} (or - for all)",
+        unknown.join(", "),
+        names.join(", ")
+    ))
 }
 
 fn slave_ini_for(args: &CreateArgs, secrets: &Secrets) -> SlaveIni {
@@ -501,6 +549,12 @@ fn write_master(
         &dir.join("master.ini"),
         templates::master_ini(&vars, &now_string()).as_bytes(),
     )?;
+    // The unit names the final directory, not the staging one.
+    write_new_file(
+        &dir.join(super::upgrade::MASTER_UNIT),
+        templates::master_systemd_unit(&current_exe_string(), &final_path_of_staged(dir))
+            .as_bytes(),
+    )?;
     for name in chosen {
         let Some(project) = projects.iter().find(|p| &p.name == name) else {
             continue;
@@ -548,36 +602,57 @@ fn materialize_sample(name: &str, dest: &Path) -> anyhow::Result<()> {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
         }
     }
-    let git = |args: &[&str]| -> anyhow::Result<()> {
-        let out = Process::new("git")
-            .args(args)
-            .current_dir(dest)
-            .env("GIT_AUTHOR_NAME", "autobot")
-            .env("GIT_AUTHOR_EMAIL", "autobot@localhost")
-            .env("GIT_COMMITTER_NAME", "autobot")
-            .env("GIT_COMMITTER_EMAIL", "autobot@localhost")
-            .output()
-            .map_err(|e| {
-                anyhow!("cannot run git to create the {name} sample repository ({e}); install git")
-            })?;
-        if !out.status.success() {
-            bail!(
-                "`git {}` failed in {}: {}",
-                args.join(" "),
-                dest.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(())
+    commit_sample(name, dest, files).with_context(|| {
+        format!(
+            "cannot make the {name} sample repository in {}",
+            dest.display()
+        )
+    })
+}
+
+/// Make `dest` (holding `files`) a git repository whose `master` branch has one
+/// commit of them, with gix: the master needs no git program for its demo.
+fn commit_sample(name: &str, dest: &Path, files: &[templates::SampleFile]) -> anyhow::Result<()> {
+    use gix::object::tree::EntryKind;
+    let repo = gix::init(dest)?;
+    let mut tree = repo.edit_tree(gix::ObjectId::empty_tree(repo.object_hash()))?;
+    for f in files {
+        let blob = repo.write_blob(f.contents)?;
+        let kind = if f.executable {
+            EntryKind::BlobExecutable
+        } else {
+            EntryKind::Blob
+        };
+        tree.upsert(f.path, kind, blob)?;
+    }
+    let tree = tree.write()?;
+    let when = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let who = gix::actor::Signature {
+        name: "autobot".into(),
+        email: "autobot@localhost".into(),
+        time: gix::date::Time {
+            seconds: when,
+            offset: 0,
+        },
     };
-    git(&["init", "-q", "-b", "master"])?;
-    git(&["add", "-A"])?;
-    git(&[
-        "commit",
-        "-q",
-        "-m",
-        &format!("Import the {name} sample project"),
-    ])?;
+    let mut buf = gix::date::parse::TimeBuf::default();
+    let sig = who.to_ref(&mut buf);
+    repo.commit_as(
+        sig,
+        sig,
+        "refs/heads/master",
+        format!("Import the {name} sample project"),
+        tree.detach(),
+        gix::commit::NO_PARENT_IDS,
+    )?;
+    // HEAD names the branch the projects build (gix's default would be `main`),
+    // and the index matches the commit, so `git status` in the sample is clean.
+    std::fs::write(dest.join(".git/HEAD"), "ref: refs/heads/master\n")?;
+    let mut index = repo.index_from_tree(&tree)?;
+    index.write(Default::default())?;
     Ok(())
 }
 
@@ -639,7 +714,7 @@ fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn current_exe_string() -> String {
+pub(crate) fn current_exe_string() -> String {
     std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "autobot".to_string())

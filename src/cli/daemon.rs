@@ -23,6 +23,17 @@ pub struct DirArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct StopArgs {
+    /// A master directory, a slave directory, or a pair made by `create`.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Let the master's running builds finish first (it starts no new ones
+    /// meanwhile), however long they take; then stop.
+    #[arg(long)]
+    pub clean: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct RunArgs {
     /// A master directory, a slave directory, or a pair made by `create`.
     #[arg(default_value = ".")]
@@ -76,17 +87,81 @@ pub fn daemons_in(dir: &Path) -> anyhow::Result<Vec<(Role, PathBuf)>> {
 }
 
 pub fn start_cmd(args: &DirArgs) -> anyhow::Result<()> {
+    let daemons = daemons_in(&args.dir)?;
+    for (role, dir) in &daemons {
+        start_one(*role, dir)?;
+    }
+    print_waterfall_url(&daemons);
+    Ok(())
+}
+
+/// "The waterfall: http://localhost:PORT/" for the master among `daemons`.
+pub(crate) fn print_waterfall_url(daemons: &[(Role, PathBuf)]) {
+    let master = daemons.iter().find(|(r, _)| *r == Role::Master);
+    if let Some((_, dir)) = master {
+        if let Ok(cfg) = crate::config::load(&dir.join("master.ini")) {
+            println!("The waterfall: {}", waterfall_url(&cfg));
+        }
+    }
+}
+
+/// Where a browser on this machine finds the master's waterfall.
+pub(crate) fn waterfall_url(cfg: &crate::config::MasterConfig) -> String {
+    format!("http://localhost:{}/", cfg.htmlport)
+}
+
+pub fn stop_cmd(args: &StopArgs) -> anyhow::Result<()> {
     for (role, dir) in daemons_in(&args.dir)? {
-        start_one(role, &dir)?;
+        if args.clean && role == Role::Master {
+            stop_clean(&dir)?;
+        } else {
+            stop_one(role, &dir)?;
+        }
     }
     Ok(())
 }
 
-pub fn stop_cmd(args: &DirArgs) -> anyhow::Result<()> {
-    for (role, dir) in daemons_in(&args.dir)? {
-        stop_one(role, &dir)?;
+/// `stop --clean` of a master: SIGUSR2, then wait for it to exit, however long
+/// its running builds take.
+fn stop_clean(dir: &Path) -> anyhow::Result<()> {
+    let pid = match daemon::pid_state(dir)? {
+        PidState::Running(pid) => pid,
+        _ => return stop_one(Role::Master, dir),
+    };
+    let running = running_builds(dir);
+    daemon::signal(pid, nix::sys::signal::Signal::SIGUSR2)?;
+    match running {
+        Some(0) => println!("master in {}: no build is running; stopping", dir.display()),
+        Some(n) => println!(
+            "master in {}: waiting for {n} running build{} to finish (it starts no new ones); Ctrl-C stops waiting, not the master",
+            dir.display(),
+            if n == 1 { "" } else { "s" }
+        ),
+        None => println!(
+            "master in {}: waiting for its running builds to finish (it starts no new ones)",
+            dir.display()
+        ),
     }
-    Ok(())
+    loop {
+        if daemon::wait_exit(dir, Duration::from_secs(3600)) {
+            println!("master in {} stopped (pid {pid})", dir.display());
+            return Ok(());
+        }
+    }
+}
+
+/// How many builds the master in `dir` runs now, from its JSON API.
+fn running_builds(dir: &Path) -> Option<usize> {
+    let cfg = crate::config::load(&dir.join("master.ini")).ok()?;
+    let reply =
+        super::http::request("127.0.0.1", cfg.htmlport, "GET", "/api/v1/builders", None).ok()?;
+    let v = reply.json().ok()?;
+    Some(
+        v.as_array()?
+            .iter()
+            .map(|b| b["running"].as_array().map_or(0, Vec::len))
+            .sum(),
+    )
 }
 
 pub fn restart_cmd(args: &DirArgs) -> anyhow::Result<()> {
@@ -121,30 +196,41 @@ pub fn reconfig_cmd(args: &DirArgs) -> anyhow::Result<()> {
         ),
     };
     let log = dir.join(daemon::LOG_FILE);
-    let offset = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    let start = std::fs::metadata(&log).ok();
+    let offset = start.as_ref().map_or(0, |m| m.len());
+    let inode = start.as_ref().map(std::os::unix::fs::MetadataExt::ino);
     daemon::signal(pid, nix::sys::signal::Signal::SIGHUP)?;
     // The master logs one outcome line, "reconfig rejected: WHY" or "reconfig:
     // applied FILE", after any warnings about the file it read; they are shown too.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut seen = 0;
+    let file = dir.join("master.ini");
     while Instant::now() < deadline {
-        let lines = new_log_lines(&log, offset)?;
+        let lines = new_lines_since(&log, offset, inode)?;
         for line in lines.iter().skip(seen) {
-            if line.contains("reconfig rejected") {
-                eprintln!("{line}");
+            let msg = log_message(line);
+            if let Some(why) = msg.split_once("reconfig rejected").map(|(_, w)| w) {
+                let why = why.trim_start_matches([':', ' ']);
                 bail!(
-                    "the master rejected {}; it keeps its previous configuration",
-                    dir.join("master.ini").display()
+                    "the master rejected {} and keeps its previous configuration (reconfig rejected: {why})",
+                    file.display()
                 );
             }
-            if line.contains("reconfig: applied") {
-                println!("{line}");
+            if let Some(what) = msg.strip_prefix("reconfig: applied ") {
+                // "FILE (2 slaves, 3 factories, 4 builders)"
+                let counts = what
+                    .rsplit_once(" (")
+                    .map(|(_, c)| c.trim_end_matches(')'))
+                    .unwrap_or(what);
+                println!(
+                    "The master in {} re-read {}: now {counts}.",
+                    dir.display(),
+                    file.display()
+                );
                 return Ok(());
             }
-            if line.contains("reconfig")
-                || (line.contains(" WARN ") && line.contains("master.ini:"))
-            {
-                println!("{line}");
+            if line.contains(" WARN ") && msg.contains("master.ini:") {
+                println!("warning: {msg}");
             }
         }
         seen = lines.len();
@@ -161,6 +247,27 @@ fn debug_mode(daemons: &[(Role, PathBuf)]) -> bool {
     daemons.iter().any(|(role, dir)| {
         *role == Role::Master && crate::config::load(&dir.join("master.ini")).is_ok_and(|c| c.debug)
     })
+}
+
+/// The whole lines written to `log` since it was `offset` bytes long, also when
+/// it has been rotated meanwhile (the file that had inode `inode` is then
+/// `log.1`).
+fn new_lines_since(log: &Path, offset: u64, inode: Option<u64>) -> anyhow::Result<Vec<String>> {
+    use std::os::unix::fs::MetadataExt;
+    let now = std::fs::metadata(log).ok().map(|m| m.ino());
+    if inode.is_none() || now == inode {
+        return new_log_lines(log, offset);
+    }
+    let mut old = log.as_os_str().to_owned();
+    old.push(".1");
+    let mut lines = new_log_lines(Path::new(&old), offset)?;
+    lines.extend(new_log_lines(log, 0)?);
+    Ok(lines)
+}
+
+/// A log line's message, without its time, level and module.
+fn log_message(line: &str) -> &str {
+    line.split_once(": ").map_or(line, |(_, m)| m)
 }
 
 fn new_log_lines(log: &Path, offset: u64) -> anyhow::Result<Vec<String>> {
@@ -275,15 +382,36 @@ fn stop_one(role: Role, dir: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// The `PATH` a daemon started without one gives itself and its commands
+/// (systemd's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// `autobot run DIR`: the daemons of DIR in this process until SIGTERM/SIGINT.
 pub fn run_cmd(args: &RunArgs) -> anyhow::Result<()> {
     let daemons = daemons_in(&args.dir)?;
+    let path_was_unset = std::env::var_os("PATH").is_none();
+    if path_was_unset {
+        // Started with an empty environment (`env -i`, some init systems): the
+        // commands a slave runs still find the usual tools, and gcc its `as` and
+        // `ld`. No thread runs yet, so setting the variable is safe.
+        std::env::set_var("PATH", DEFAULT_PATH);
+    }
     let log_dir = &daemons[0].1;
     let debug = debug_mode(&daemons);
+    let rotation = match daemons[0].0 {
+        // A master.ini that does not load is reported by the master itself.
+        Role::Master => crate::config::load(&log_dir.join("master.ini"))
+            .map(|c| c.log)
+            .unwrap_or_default(),
+        Role::Slave => crate::config::slave::log_rotation(log_dir)?,
+    };
     if args.background {
-        daemon::init_logging(Some(log_dir), debug)?;
+        daemon::init_logging(Some(log_dir), debug, rotation)?;
     } else {
-        daemon::init_logging(None, debug)?;
+        daemon::init_logging(None, debug, rotation)?;
+    }
+    if path_was_unset {
+        tracing::info!("PATH was not set: commands get PATH={DEFAULT_PATH}");
     }
     let result = run_daemons(&daemons);
     match (&result, args.background) {
@@ -367,7 +495,11 @@ fn run_daemons(daemons: &[(Role, PathBuf)]) -> anyhow::Result<()> {
         daemon::report_ready(&ready_msgs.join("; "));
         let senders = handles
             .into_iter()
-            .map(|h| (h.shutdown, h.reconfig))
+            .map(|h| daemon::SignalTargets {
+                shutdown: h.shutdown,
+                reconfig: h.reconfig,
+                clean: h.clean,
+            })
             .collect();
         let signals = tokio::spawn(async move {
             if let Some(caught) = caught {

@@ -1,9 +1,12 @@
 //! The `autobot` command line: one subcommand per job, dispatched to the library.
 //!
 //! Subcommand families live in their own files: [`create`] (create, create-master,
-//! create-slave, create-project), [`info`] (list-factories, checkconfig) and
-//! [`daemon`] (start, stop, restart, reconfig, run). Errors reach the user through
-//! `anyhow` with what went wrong and how to fix it, and a non-zero exit status.
+//! create-slave, create-project), [`info`] (list-factories, checkconfig),
+//! [`daemon`] (start, stop, restart, reconfig, run), [`client`] (force,
+//! stop-build), [`upgrade`] (upgrade-master) and [`tools`] (completions,
+//! manpages). Errors reach the user through `anyhow` with what went wrong and how
+//! to fix it, and a non-zero exit status: [`EXIT_CODES`] lists them; an
+//! [`ExitError`] anywhere in an error's chain picks its status.
 
 pub mod client;
 pub mod create;
@@ -11,16 +14,53 @@ pub mod daemon;
 pub mod http;
 pub mod info;
 pub mod sendchange;
+pub mod statuslog;
+pub mod tools;
+pub mod upgrade;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
+/// The exit statuses of every command, shown by `--help` (scripts rely on them).
+pub const EXIT_CODES: &str = "\
+Exit status:
+  0    success (force --wait: the build succeeded, or had warnings without --strict)
+  1    an error; force --wait: the build failed, or had warnings under --strict
+  2    the command line is wrong (an unknown option, a missing argument)
+  3    the master could not be reached (force, stop-build: is it running?)
+  4    no such builder (force), no such builder or build (stop-build)
+  130  force --wait stopped waiting at Ctrl-C (the build goes on on the master)";
+
+/// The master could not be reached: [`EXIT_CODES`].
+pub const EXIT_UNREACHABLE: u8 = 3;
+/// No such builder (or build): [`EXIT_CODES`].
+pub const EXIT_NO_SUCH_BUILDER: u8 = 4;
+/// Interrupted while waiting: [`EXIT_CODES`].
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// An error that ends the command with its own exit status instead of 1, so a
+/// script can tell "the master is down" from "the build failed".
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ExitError {
+    pub code: u8,
+    pub message: String,
+}
+
+/// An `anyhow` error that ends the command with exit status `code`.
+pub fn exit_error(code: u8, message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(ExitError {
+        code,
+        message: message.into(),
+    })
+}
+
 /// autobot — a Buildbot-style continuous-integration master and slave in one binary.
 ///
-/// Quick start: `autobot create ~/bot -f hello && autobot start ~/bot`; the slave
-/// shows as connected at http://localhost:8010/api/v1/slaves.
+/// Quick start: `autobot create ~/bot -f hello && autobot start ~/bot`; the
+/// waterfall is then at http://localhost:8010/.
 #[derive(Debug, Parser)]
-#[command(name = "autobot", version = crate::VERSION, propagate_version = true)]
+#[command(name = "autobot", version = crate::VERSION, propagate_version = true, after_help = EXIT_CODES)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -42,8 +82,9 @@ pub enum Command {
     Checkconfig(info::CheckconfigArgs),
     /// Start the master, the slave, or both (a `create` pair) in the background.
     Start(daemon::DirArgs),
-    /// Stop the daemon(s) in DIR, waiting for a graceful exit.
-    Stop(daemon::DirArgs),
+    /// Stop the daemon(s) in DIR, waiting for a graceful exit (--clean: after the
+    /// running builds).
+    Stop(daemon::StopArgs),
     /// Stop, then start again.
     Restart(daemon::DirArgs),
     /// Make a running master re-read master.ini (SIGHUP); a bad file is rejected.
@@ -51,13 +92,22 @@ pub enum Command {
     /// Run the master, the slave, or both in the foreground (for systemd).
     Run(daemon::RunArgs),
     /// Force a build of a builder; with --wait, follow it and exit 0 on success.
-    #[command(after_help = client::LOGIN_HELP)]
+    #[command(after_help = client::FORCE_HELP)]
     Force(client::ForceArgs),
     /// Stop a running build.
     #[command(after_help = client::LOGIN_HELP)]
     StopBuild(client::StopBuildArgs),
     /// Send a Change to a master's slaveport (as from a VCS hook), like Buildbot's.
     Sendchange(sendchange::SendchangeArgs),
+    /// Print a master's events as they happen, one line each (or JSON lines).
+    Statuslog(statuslog::StatuslogArgs),
+    /// Upgrade a stopped master directory in place: database migrations, the files
+    /// today's create-master writes, and what its master.ini says in an old way.
+    UpgradeMaster(upgrade::UpgradeMasterArgs),
+    /// Print a shell completion script (bash, zsh or fish) on standard output.
+    Completions(tools::CompletionsArgs),
+    /// Write man pages (autobot.1, autobot-VERB.1) into a directory.
+    Manpages(tools::ManpagesArgs),
 }
 
 /// Options shared by `create` and `create-master` (autobot's template variables).
@@ -121,7 +171,10 @@ pub fn main() -> std::process::ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("autobot: error: {e:#}");
-            std::process::ExitCode::FAILURE
+            match e.downcast_ref::<ExitError>() {
+                Some(x) => std::process::ExitCode::from(x.code),
+                None => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -141,14 +194,12 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Restart(a) => daemon::restart_cmd(&a).map(|_| ExitCode::SUCCESS),
         Command::Reconfig(a) => daemon::reconfig_cmd(&a).map(|_| ExitCode::SUCCESS),
         Command::Run(a) => daemon::run_cmd(&a).map(|_| ExitCode::SUCCESS),
-        Command::Force(a) => client::force_cmd(&a).map(|ok| {
-            if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }),
+        Command::Force(a) => client::force_cmd(&a),
         Command::StopBuild(a) => client::stop_build_cmd(&a).map(|_| ExitCode::SUCCESS),
         Command::Sendchange(a) => sendchange::sendchange_cmd(&a).map(|_| ExitCode::SUCCESS),
+        Command::Statuslog(a) => statuslog::statuslog_cmd(&a).map(|_| ExitCode::SUCCESS),
+        Command::UpgradeMaster(a) => upgrade::upgrade_master_cmd(&a).map(|_| ExitCode::SUCCESS),
+        Command::Completions(a) => tools::completions_cmd(&a).map(|_| ExitCode::SUCCESS),
+        Command::Manpages(a) => tools::manpages_cmd(&a).map(|_| ExitCode::SUCCESS),
     }
 }

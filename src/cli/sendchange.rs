@@ -30,9 +30,6 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// The directory, under the current one or an ancestor, holding `options`.
 pub const OPTIONS_DIR: &str = ".autobot";
 
-/// Buildbot's change credentials, sent when neither `--auth` nor the options
-/// file gives others.
-
 /// Refuse an options file that holds a password and that group or others may read.
 fn private_options(path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
@@ -59,7 +56,7 @@ pub struct SendchangeArgs {
     /// Who made the Change [default: `username` in .autobot/options].
     #[arg(short = 'u', long, alias = "who")]
     pub username: Option<String>,
-    /// changeuser:changepassword of the master's [:master:] section [default: `auth`
+    /// changeuser:changepassword of the master's `[:master:]` section [default: `auth`
     /// in .autobot/options (a file only you can read)].
     #[arg(short = 'a', long, value_name = "USER:PASS")]
     pub auth: Option<String>,
@@ -250,10 +247,13 @@ pub fn send(
                 .map(|b| String::from_utf8_lossy(b).trim().to_string())
                 .unwrap_or_default();
             if resp.status() == 401 {
-                anyhow!(
-                    "the master at {host}:{port} refused the change credentials: {body} \
-                     (pass --auth USER:PASS matching changeuser/changepassword in its master.ini)"
-                )
+                // The hint once: a master of this version already gives it.
+                let hint = if body.contains("--auth") {
+                    ""
+                } else {
+                    " (pass --auth USER:PASS matching changeuser/changepassword in its master.ini)"
+                };
+                anyhow!("the master at {host}:{port} refused the change credentials: {body}{hint}")
             } else {
                 anyhow!(
                     "the master at {host}:{port} answered HTTP {}: {body}",

@@ -16,6 +16,7 @@
 //! `changeuser` and `changepassword` are both set; there is no default pair.
 
 pub mod ini;
+pub mod irc;
 pub mod projects;
 mod read;
 pub mod secrets;
@@ -53,9 +54,8 @@ pub struct MasterConfig {
     pub project_name: String,
     pub project_url: String,
     pub buildbot_url: String,
-    pub botname: String,
-    pub irc_host: String,
-    pub irc_channels: Vec<String>,
+    /// The IRC bot (`ircHost` and the keys of [`irc`]); `None`: no bot.
+    pub irc: Option<irc::IrcConfig>,
     pub domain: String,
     pub recipients: Vec<String>,
     /// Credentials `sendchange` and `POST /api/v1/changes` must present. Both
@@ -79,6 +79,9 @@ pub struct MasterConfig {
     /// Seconds within which a dead slave link is noticed (`keepaliveInterval`,
     /// default 600, as a slave's own `keepalive`).
     pub keepalive_interval: u64,
+    /// `logSize` and `logCount`: when `autobot.log` is rotated, and how many old
+    /// ones are kept.
+    pub log: LogRotation,
     /// Slaves in file order.
     pub slaves: Vec<SlaveConfig>,
     /// Factories in file order.
@@ -90,6 +93,26 @@ pub struct MasterConfig {
     /// What is valid but unsafe (documented passwords, force open to anyone), each
     /// at its place in the file; `checkconfig` prints them and the master logs them.
     pub warnings: Vec<ConfigWarning>,
+}
+
+/// How a daemon's `autobot.log` is rotated, as Buildbot's `twistd.log`: when it
+/// would grow past `size` bytes it becomes `autobot.log.1` (the older ones move up
+/// to `.count`, the oldest is deleted) and a new one starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogRotation {
+    /// `logSize`: bytes (default 10 MB).
+    pub size: u64,
+    /// `logCount`: old logs kept (default 10).
+    pub count: u32,
+}
+
+impl Default for LogRotation {
+    fn default() -> Self {
+        LogRotation {
+            size: 10_000_000,
+            count: 10,
+        }
+    }
 }
 
 impl Default for MasterConfig {
@@ -107,9 +130,7 @@ impl Default for MasterConfig {
             project_name: String::new(),
             project_url: String::new(),
             buildbot_url: String::new(),
-            botname: String::new(),
-            irc_host: String::new(),
-            irc_channels: Vec::new(),
+            irc: None,
             domain: String::new(),
             recipients: Vec::new(),
             changeuser: String::new(),
@@ -121,6 +142,7 @@ impl Default for MasterConfig {
             gitea_secret: String::new(),
             debug: false,
             keepalive_interval: 600,
+            log: LogRotation::default(),
             slaves: Vec::new(),
             factories: Vec::new(),
             locks: Vec::new(),
@@ -400,6 +422,9 @@ pub fn summary(cfg: &MasterConfig) -> String {
         "master: slaveport {}, htmlport {}, publichtmlport {}, pollInterval {}s, treeStable {}s, allowForce {}\n",
         cfg.slaveport, cfg.htmlport, cfg.publichtmlport, cfg.poll_interval, cfg.tree_stable, cfg.allow_force
     );
+    if let Some(i) = &cfg.irc {
+        out.push_str(&i.summary());
+    }
     out.push_str(&format!("\nslaves ({}):\n", cfg.slaves.len()));
     if cfg.slaves.is_empty() {
         out.push_str("  (none: add a [slave:NAME] section)\n");

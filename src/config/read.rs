@@ -21,6 +21,9 @@ const MASTER_KEYS: &[&str] = &[
     "botname",
     "irchost",
     "ircchannels",
+    "irctls",
+    "ircpassword",
+    "ircnotify",
     "domain",
     "recipients",
     "changeuser",
@@ -32,6 +35,41 @@ const MASTER_KEYS: &[&str] = &[
     "robots_txt",
     "debug",
     "keepaliveinterval",
+    "logsize",
+    "logcount",
+];
+
+/// [`MASTER_KEYS`] as the documentation spells them, for messages and "did you
+/// mean" hints (`treeStable`, not `treestable`).
+const MASTER_KEYS_DOCUMENTED: &[&str] = &[
+    "slaveport",
+    "htmlport",
+    "publichtmlport",
+    "pollInterval",
+    "treeStable",
+    "allowForce",
+    "projectName",
+    "projectURL",
+    "buildbotURL",
+    "botname",
+    "ircHost",
+    "ircChannels",
+    "ircTls",
+    "ircPassword",
+    "ircNotify",
+    "domain",
+    "recipients",
+    "changeuser",
+    "changepassword",
+    "github_secret",
+    "gitlab_secret",
+    "gitea_secret",
+    "favicon",
+    "robots_txt",
+    "debug",
+    "keepaliveInterval",
+    "logSize",
+    "logCount",
 ];
 
 /// Keys of `[slave:NAME]`, which `[:master:]` may set for every slave.
@@ -42,17 +80,17 @@ const LOCK_KEYS: &[&str] = &["scope", "maxcount"];
 
 /// A value and where it was written, so that any later check can point at it.
 #[derive(Debug, Clone)]
-struct Val {
-    key: String,
-    raw_key: String,
-    value: String,
-    path: PathBuf,
-    line: usize,
-    section: String,
+pub(super) struct Val {
+    pub(super) key: String,
+    pub(super) raw_key: String,
+    pub(super) value: String,
+    pub(super) path: PathBuf,
+    pub(super) line: usize,
+    pub(super) section: String,
 }
 
 impl Val {
-    fn err(&self, message: impl Into<String>) -> ConfigError {
+    pub(super) fn err(&self, message: impl Into<String>) -> ConfigError {
         ConfigError::At {
             path: self.path.clone(),
             line: self.line,
@@ -61,7 +99,7 @@ impl Val {
         }
     }
 
-    fn warning(&self, message: impl Into<String>) -> ConfigWarning {
+    pub(super) fn warning(&self, message: impl Into<String>) -> ConfigWarning {
         ConfigWarning {
             path: self.path.clone(),
             line: self.line,
@@ -106,7 +144,7 @@ fn vals(path: &Path, section: &ini::IniSection) -> Vec<Val> {
 
 /// Ordered key → value map where later layers override earlier ones in place.
 #[derive(Debug, Default, Clone)]
-struct Layered(Vec<Val>);
+pub(super) struct Layered(Vec<Val>);
 
 impl Layered {
     fn set(&mut self, v: Val) {
@@ -116,7 +154,7 @@ impl Layered {
         }
     }
 
-    fn get(&self, key: &str) -> Option<&Val> {
+    pub(super) fn get(&self, key: &str) -> Option<&Val> {
         self.0.iter().find(|v| v.key == key)
     }
 }
@@ -125,6 +163,8 @@ fn parse_int(v: &Val, min: u64) -> Result<u64, ConfigError> {
     // A value that reads well in the example of each key's message.
     let example = match v.key.as_str() {
         "pollinterval" | "treestable" => "60",
+        "logsize" => "10000000",
+        "logcount" => "10",
         "keepaliveinterval" => "600",
         _ => "1",
     };
@@ -145,7 +185,7 @@ fn parse_int(v: &Val, min: u64) -> Result<u64, ConfigError> {
     }
 }
 
-fn parse_bool(v: &Val) -> Result<bool, ConfigError> {
+pub(super) fn parse_bool(v: &Val) -> Result<bool, ConfigError> {
     if v.value.trim().is_empty() {
         return Err(v.empty_err("true or false", "true"));
     }
@@ -158,7 +198,7 @@ fn parse_bool(v: &Val) -> Result<bool, ConfigError> {
 }
 
 /// A whitespace- or comma-separated list; `-` alone means none.
-fn parse_list(value: &str) -> Vec<String> {
+pub(super) fn parse_list(value: &str) -> Vec<String> {
     if value.trim() == "-" {
         return Vec::new();
     }
@@ -296,11 +336,15 @@ pub fn load_from_str(
     if let Some(sec) = doc.section(":master:") {
         for v in vals(file, sec) {
             if !MASTER_KEYS.contains(&v.key.as_str()) && !SLAVE_KEYS.contains(&v.key.as_str()) {
-                let hint = schema::closest(&v.key, MASTER_KEYS.iter().chain(SLAVE_KEYS).copied())
-                    .map(|k| format!(" (did you mean `{k}`?)"))
-                    .unwrap_or_default();
+                let hint = schema::closest(
+                    &v.key,
+                    MASTER_KEYS_DOCUMENTED.iter().chain(SLAVE_KEYS).copied(),
+                )
+                .map(|k| format!(" (did you mean `{k}`?)"))
+                .unwrap_or_default();
                 return Err(v.err(format!(
-                    "unknown key in [:master:]{hint}; accepted keys: slaveport, htmlport, publichtmlport, pollInterval, treeStable, allowForce, projectName, projectURL, buildbotURL, botname, ircHost, ircChannels, domain, recipients, changeuser, changepassword, github_secret, gitlab_secret, gitea_secret, favicon, robots_txt, debug, keepaliveInterval, and the slave defaults {}",
+                    "unknown key in [:master:]{hint}; accepted keys: {}, and the slave defaults {}",
+                    MASTER_KEYS_DOCUMENTED.join(", "),
                     SLAVE_KEYS.join(", ")
                 )));
             }
@@ -473,12 +517,19 @@ fn read_master_keys(cfg: &mut MasterConfig, m: &Layered) -> Result<(), ConfigErr
     if let Some(v) = m.get("keepaliveinterval") {
         cfg.keepalive_interval = parse_int(v, 1)?;
     }
+    if let Some(v) = m.get("logsize") {
+        cfg.log.size = parse_int(v, 1)?;
+    }
+    if let Some(v) = m.get("logcount") {
+        cfg.log.count = match parse_int(v, 1)? {
+            n @ 1..=1000 => n as u32,
+            n => return Err(v.err(format!("expected at most 1000 old logs, got {n}"))),
+        };
+    }
     cfg.project_name = str_key("projectname", "");
     cfg.project_url = str_key("projecturl", "");
     cfg.buildbot_url = str_key("buildboturl", "");
-    cfg.botname = str_key("botname", "");
-    cfg.irc_host = str_key("irchost", "");
-    cfg.irc_channels = parse_list(&str_key("ircchannels", ""));
+    cfg.irc = irc::read(m, &mut cfg.warnings)?;
     cfg.domain = str_key("domain", "");
     cfg.recipients = parse_list(&str_key("recipients", ""));
     cfg.changeuser = str_key("changeuser", "");
@@ -720,8 +771,12 @@ fn read_factory(
                 }
                 Some(opt) => {
                     let Some(spec) = schema::step_option(opt) else {
+                        let hint =
+                            schema::closest(opt, schema::STEP_OPTIONS.iter().map(|p| p.name))
+                                .map(|k| format!(" (did you mean `{k}`?)"))
+                                .unwrap_or_default();
                         return Err(v.err(format!(
-                            "unknown step option {opt:?}; use one of: {}",
+                            "unknown step option {opt:?}{hint}; use one of: {}",
                             schema::step_option_names()
                         )));
                     };

@@ -43,7 +43,7 @@ const DOCUMENTED: &[&str] = &[
     "mysecretpassword",
 ];
 
-/// Whether `value` is a secret printed in the documentation (see [`DOCUMENTED`]).
+/// Whether `value` is a secret printed in the documentation (see `DOCUMENTED`).
 pub fn is_documented(value: &str) -> bool {
     let v = value.trim().to_ascii_lowercase();
     DOCUMENTED.contains(&v.as_str())

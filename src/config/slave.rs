@@ -202,7 +202,10 @@ impl SlaveIni {
              ; umask for every command the slave runs (octal)\n\
              umask = {:03o}\n\
              ; run commands under a pseudo-terminal unless the master says otherwise\n\
-             usepty = {}\n",
+             usepty = {}\n\
+             ; autobot.log is rotated past logSize bytes, logCount old ones kept\n\
+             ; logSize = 10000000\n\
+             ; logCount = 10\n",
             self.master_host,
             self.master_port,
             self.name,
@@ -212,6 +215,45 @@ impl SlaveIni {
             self.usepty
         )
     }
+}
+
+/// `logSize` and `logCount` of a slave directory's `slave.ini` (`[slave]`), as
+/// [`super::LogRotation`]: the defaults when the file does not set them.
+pub fn log_rotation(dir: &Path) -> Result<super::LogRotation, SlaveIniError> {
+    let file = dir.join(SLAVE_INI);
+    let bytes = std::fs::read(&file).map_err(|source| SlaveIniError::Io {
+        path: file.clone(),
+        source,
+    })?;
+    let doc = super::ini::parse(&file, super::ini::decode(&file, &bytes)?)?;
+    let mut out = super::LogRotation::default();
+    let Some(section) = doc.section("slave") else {
+        return Ok(out);
+    };
+    for (key, raw, max) in [
+        ("logsize", "logSize", u64::MAX),
+        ("logcount", "logCount", 1000),
+    ] {
+        if let Some(e) = section.get(key) {
+            let n = crate::factory::schema::parse_digits(&e.value)
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| SlaveIniError::Key {
+                    path: file.clone(),
+                    line: e.line,
+                    key: raw,
+                    message: format!(
+                        "expected a whole number from 1 to {max} (digits only), got {:?}",
+                        e.value
+                    ),
+                })?;
+            if key == "logsize" {
+                out.size = n;
+            } else {
+                out.count = n as u32;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Booleans as Buildbot users write them: true/false, yes/no, on/off, 1/0.

@@ -7,7 +7,7 @@
 //! read wait for it. Reads run on tokio's blocking pool; writes run where
 //! they are called when the write lock is free at once, else on the blocking pool
 //! ([`Db::write`]), so a slow disk never stalls the async runtime. One more connection, on a thread of its own,
-//! folds the WAL back into the database file after writes ([`checkpointer`]), so
+//! folds the WAL back into the database file after writes (`checkpointer`), so
 //! the copying and the `fsync` a checkpoint costs are not paid inside a commit
 //! that a Build waits for. Queries live in one file per domain
 //! ([`slaves`], [`changes`], [`requests`] for BuildSets and BuildRequests,

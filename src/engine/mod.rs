@@ -300,6 +300,11 @@ impl Engine {
         self.inner.events.subscribe()
     }
 
+    /// Slaves connecting and going away, for live views (the web's `/events`).
+    pub fn slave_events(&self) -> broadcast::Receiver<crate::slavelink::SlaveEvent> {
+        self.inner.registry.subscribe()
+    }
+
     /// The database the engine writes (for queries).
     pub fn db(&self) -> &Db {
         &self.inner.db
@@ -466,6 +471,22 @@ impl Engine {
             .collect();
         v.sort();
         v
+    }
+
+    /// A clean stop's first half (`autobot stop --clean`): take no new BuildSets
+    /// and start no new Builds, and return once the running Builds have ended.
+    pub async fn drain(&self) {
+        let mut events = self.subscribe();
+        self.inner.state().stopping = true;
+        // A Build leaves `running` just after its last event: look again at each
+        // event, and each second in case the last one came before the look.
+        while !self.inner.state().running.is_empty() {
+            if let Ok(Err(broadcast::error::RecvError::Closed)) =
+                tokio::time::timeout(Duration::from_secs(1), events.recv()).await
+            {
+                return;
+            }
+        }
     }
 
     /// Interrupt every running Build (recorded as EXCEPTION, requests re-queued),

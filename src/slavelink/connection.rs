@@ -3,7 +3,7 @@
 //! set-up (`get_worker_info`, `set_worker_settings`, builder directories) and
 //! tear-down (registry, database, running commands told the link is gone).
 //!
-//! A connection runs as one task ([`serve`]) that reads frames and a writer task
+//! A connection runs as one task (`serve`) that reads frames and a writer task
 //! that owns the socket's sending half; every other task talks to it through the
 //! shared [`Conn`].
 //!

@@ -55,9 +55,15 @@ impl SlaveRegistry {
         }
     }
 
-    /// The handle of a connected slave.
+    /// The handle of a connected slave. A link being torn down is not one: it
+    /// stays listed until its disconnect is recorded, but a Build started on it
+    /// in that moment would be lost at once (the engine re-queues a lost Build's
+    /// requests before the tear-down ends).
     pub fn get(&self, name: &str) -> Option<SlaveHandle> {
-        lock(&self.inner.live).get(name).cloned()
+        lock(&self.inner.live)
+            .get(name)
+            .filter(|h| h.is_connected())
+            .cloned()
     }
 
     /// Names of the connected slaves, sorted.

@@ -735,46 +735,14 @@ pub fn parse_event(forge: Forge, event: Option<&str>, body: &[u8]) -> Result<Hoo
 }
 
 /// Unix seconds of an RFC 3339 time (`2024-05-05T19:40:15-04:00`, `…Z`,
-/// fractional seconds allowed).
+/// fractional seconds allowed), as the forges send a commit's date. `jiff`
+/// checks the calendar (no 31 February, no hour 25); a time without an offset
+/// is refused, since the instant it names is unknown.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let num = |a: usize, b: usize| -> Option<i64> {
-        let t = s.get(a..b)?;
-        t.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| t.parse().ok())?
-    };
-    let (y, mo, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
-    let (h, mi, sec) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
-    if s.get(4..5)? != "-" || s.get(7..8)? != "-" || s.get(13..14)? != ":" {
-        return None;
-    }
-    if !matches!(s.get(10..11)?, "T" | "t" | " ") || !(1..=12).contains(&mo) {
-        return None;
-    }
-    let mut rest = &s[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
-        rest = &frac[n..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.get(0..1)? {
-                "+" => 1,
-                "-" => -1,
-                _ => return None,
-            };
-            let oh: i64 = rest.get(1..3)?.parse().ok()?;
-            let om: i64 = rest.get(4..6)?.parse().ok()?;
-            if rest.len() != 6 {
-                return None;
-            }
-            sign * (oh * 3600 + om * 60)
-        }
-    };
-    let days = crate::calendar::days_from_civil(y, u32::try_from(mo).ok()?, u32::try_from(d).ok()?);
-    Some(days * 86_400 + h * 3600 + mi * 60 + sec - offset)
+    s.trim()
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_second())
 }
 
 async fn forge_hook<S, B>(

@@ -148,6 +148,13 @@ fn rfc3339_times() {
     assert_eq!(parse_rfc3339("2024-02-29T12:00:00-01:30"), Some(1709213400));
     assert_eq!(parse_rfc3339("yesterday"), None);
     assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
+    // The calendar is checked: no 31 February, no hour 25, no minute 61.
+    assert_eq!(parse_rfc3339("2024-02-31T00:00:00Z"), None);
+    assert_eq!(parse_rfc3339("2024-02-28T25:61:61Z"), None);
+    assert_eq!(parse_rfc3339("2023-02-29T00:00:00Z"), None);
+    // A local time names no instant.
+    assert_eq!(parse_rfc3339("2024-02-28T10:00:00"), None);
+    assert_eq!(parse_rfc3339(" 2024-05-05t19:40:15z "), Some(1714938015));
 }
 
 #[test]

@@ -8,7 +8,7 @@
 //! by a template engine that escapes every value ([`html`]). New resources
 //! (builders, builds, changes, force) are added as more filters `.or()`-ed into
 //! [`routes`], each returning a `warp::reply::Response`. The engine's resources
-//! are in [`api`]; anything no route takes is answered by [`rejections`] with a
+//! are in [`api`](mod@api); anything no route takes is answered by [`rejections`] with a
 //! JSON error and the right status.
 //!
 //! Two rules hold for every route, whatever file it lives in. A request that may

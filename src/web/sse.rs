@@ -133,19 +133,25 @@ fn message(event: Option<&str>, id: Option<u64>, data: &str) -> Bytes {
 }
 
 /// `GET /events`: every engine event as a JSON `message`, new Changes as
-/// `{"event":"change","id":N}`, and `{"event":"lagged"}` when this client fell
-/// behind (the page then re-reads everything).
+/// `{"event":"change","id":N,"who":…,"branch":…,"revision":…,"comments":…}` (the
+/// comments' first line, at most 200 characters),
+/// slaves as `{"event":"slave_connected","slave":NAME}` and
+/// `{"event":"slave_lost","slave":NAME,"reason":…}`, and `{"event":"lagged"}`
+/// when this client fell behind (the page then re-reads everything).
+/// `autobot statuslog` prints this stream.
 pub fn events(ctx: WebContext, stop: Option<watch::Receiver<bool>>) -> Response {
     struct St {
         stop: Option<watch::Receiver<bool>>,
         events: tokio::sync::broadcast::Receiver<EngineEvent>,
         changes: tokio::sync::broadcast::Receiver<crate::db::changes::ChangeRow>,
+        slaves: tokio::sync::broadcast::Receiver<crate::slavelink::SlaveEvent>,
         hello: bool,
     }
     let st = St {
         stop,
         events: ctx.engine.subscribe(),
         changes: ctx.changes.subscribe(),
+        slaves: ctx.engine.slave_events(),
         hello: true,
     };
     let stream = futures_util::stream::unfold(st, |mut st| async move {
@@ -161,7 +167,19 @@ pub fn events(ctx: WebContext, stop: Option<watch::Receiver<bool>>) -> Response 
                 Err(RecvError::Closed) => return None,
             },
             c = st.changes.recv() => match c {
-                Ok(c) => Some(message(None, None, &format!("{{\"event\":\"change\",\"id\":{}}}", c.id))),
+                Ok(c) => Some(message(None, None, &serde_json::json!({
+                    "event": "change", "id": c.id, "who": c.who, "branch": c.branch,
+                    "revision": c.revision,
+                    "comments": c.comments.lines().next().unwrap_or("").chars().take(200).collect::<String>(),
+                }).to_string())),
+                Err(RecvError::Lagged(_)) => Some(message(None, None, "{\"event\":\"lagged\"}")),
+                Err(RecvError::Closed) => return None,
+            },
+            s = st.slaves.recv() => match s {
+                Ok(crate::slavelink::SlaveEvent::Connected(name)) => Some(message(None, None,
+                    &serde_json::json!({"event": "slave_connected", "slave": name}).to_string())),
+                Ok(crate::slavelink::SlaveEvent::Disconnected { name, reason }) => Some(message(None, None,
+                    &serde_json::json!({"event": "slave_lost", "slave": name, "reason": reason}).to_string())),
                 Err(RecvError::Lagged(_)) => Some(message(None, None, "{\"event\":\"lagged\"}")),
                 Err(RecvError::Closed) => return None,
             },

@@ -41,7 +41,6 @@ fn master_keys_are_case_insensitive_and_typed() {
     assert!(cfg.accepts_changes());
     assert_eq!((cfg.poll_interval, cfg.tree_stable), (5, 0));
     assert!(!cfg.allow_force && cfg.debug);
-    assert_eq!(cfg.irc_channels, ["#a", "#b"]);
     assert_eq!(cfg.recipients, ["a@x", "b@y"]);
     assert_eq!(cfg.project_name, "P");
     assert_eq!(cfg.changeuser, "u");
@@ -433,4 +432,30 @@ fn summary_says_whether_changes_are_accepted() {
     let on = summary(&load_text("[:master:]\nchangeuser = hk\nchangepassword = s3\n").unwrap());
     assert!(on.contains("accepted from changeuser hk"), "{on}");
     assert!(!on.contains("s3"), "{on}");
+}
+
+/// The documented spellings of the `[:master:]` keys are the same keys, so a
+/// "did you mean" hint always names one that is accepted.
+#[test]
+fn documented_master_keys_are_the_accepted_ones() {
+    let documented: Vec<String> = super::MASTER_KEYS_DOCUMENTED
+        .iter()
+        .map(|k| k.to_ascii_lowercase())
+        .collect();
+    assert_eq!(documented, super::MASTER_KEYS);
+}
+
+#[test]
+fn log_rotation_keys_are_read() {
+    let cfg = load_text("[:master:]\nlogSize = 5000\nlogCount = 3\n").unwrap();
+    assert_eq!((cfg.log.size, cfg.log.count), (5000, 3));
+    let cfg = load_text("[:master:]\n").unwrap();
+    assert_eq!(cfg.log, super::LogRotation::default());
+    let err = load_text("[:master:]\nlogCount = 0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("logcount") || err.contains("logCount"),
+        "{err}"
+    );
 }
