@@ -2,7 +2,7 @@
 //! authentication, one connection task per slave, the registry of connected
 //! slaves, the remote commands a Build runs on them and file transfers.
 //!
-//! [`serve`] accepts slaves on `slaveport` until shutdown. A connected slave is
+//! `serve` accepts slaves on `slaveport` until shutdown. A connected slave is
 //! reached through the [`SlaveRegistry`]: a [`SlaveHandle`] starts commands
 //! ([`RemoteCommand`]) and file transfers. The port also answers one non-slave
 //! WebSocket path, Buildbot's `sendchange`; this module does not know what it
