@@ -20,6 +20,8 @@
 //! * [`slave`] — the slave daemon: connection loop with backoff and the commands it
 //!   runs for the master, confined to its basedir.
 //! * [`db`] — SQLite schema and versioned migrations.
+//! * [`reporters`] — mail (MailNotifier), missing-slave mail and commit statuses
+//!   on the forges, decided from the database and sent from a queue in SQLite.
 //! * [`web`] — the HTTP side of the master: the JSON API, the waterfall and other
 //!   status pages with live updates, force/stop forms, webhooks.
 //! * [`cli`] — the `autobot` command line: create commands, daemon verbs, tools.
@@ -37,6 +39,7 @@ pub mod db;
 pub mod factory;
 pub mod master;
 pub mod protocol;
+pub mod reporters;
 pub mod schedulers;
 pub mod slave;
 pub mod templates;

@@ -16,6 +16,7 @@
 //! `changeuser` and `changepassword` are both set; there is no default pair.
 
 pub mod ini;
+pub mod mail;
 pub mod secrets;
 pub mod slave;
 
@@ -52,6 +53,8 @@ pub struct MasterConfig {
     pub irc_channels: Vec<String>,
     pub domain: String,
     pub recipients: Vec<String>,
+    /// Mail, missing-slave and commit-status notification settings.
+    pub mail: mail::MailConfig,
     /// Credentials `sendchange` and `POST /api/v1/changes` must present. Both
     /// empty (neither key written): submitted Changes are refused, because the
     /// manual's old defaults (change/changepw) are known to everyone. The loader
@@ -106,6 +109,7 @@ impl Default for MasterConfig {
             irc_channels: Vec::new(),
             domain: String::new(),
             recipients: Vec::new(),
+            mail: mail::MailConfig::default(),
             changeuser: String::new(),
             changepassword: String::new(),
             github_secret: String::new(),
@@ -458,6 +462,19 @@ const MASTER_KEYS: &[&str] = &[
     "keepaliveinterval",
 ];
 
+/// Whether `[:master:]` accepts `key` (lower-case): its own, the notifiers', or
+/// a slave default.
+fn is_master_key(key: &str) -> bool {
+    [
+        MASTER_KEYS,
+        SLAVE_KEYS,
+        mail::MASTER_MAIL_KEYS,
+        mail::SLAVE_MAIL_KEYS,
+    ]
+    .iter()
+    .any(|keys| keys.contains(&key))
+}
+
 /// Keys of `[slave:NAME]`, which `[:master:]` may set for every slave.
 const SLAVE_KEYS: &[&str] = &["password", "factories", "os", "max_builds"];
 
@@ -713,18 +730,26 @@ pub fn load_from_str(
     // [:master:]: DEFAULT keys it accepts, then its own.
     let mut master = Layered::default();
     for v in &defaults {
-        if MASTER_KEYS.contains(&v.key.as_str()) || SLAVE_KEYS.contains(&v.key.as_str()) {
+        if is_master_key(&v.key) {
             master.set(v.clone());
         }
     }
     if let Some(sec) = doc.section(":master:") {
         for v in vals(file, sec) {
-            if !MASTER_KEYS.contains(&v.key.as_str()) && !SLAVE_KEYS.contains(&v.key.as_str()) {
-                let hint = schema::closest(&v.key, MASTER_KEYS.iter().chain(SLAVE_KEYS).copied())
-                    .map(|k| format!(" (did you mean `{k}`?)"))
-                    .unwrap_or_default();
+            if !is_master_key(&v.key) {
+                let hint = schema::closest(
+                    &v.key,
+                    MASTER_KEYS
+                        .iter()
+                        .chain(SLAVE_KEYS)
+                        .chain(mail::MASTER_MAIL_KEYS)
+                        .chain(mail::SLAVE_MAIL_KEYS)
+                        .copied(),
+                )
+                .map(|k| format!(" (did you mean `{k}`?)"))
+                .unwrap_or_default();
                 return Err(v.err(format!(
-                    "unknown key in [:master:]{hint}; accepted keys: slaveport, htmlport, publichtmlport, pollInterval, treeStable, allowForce, projectName, projectURL, buildbotURL, botname, ircHost, ircChannels, domain, recipients, changeuser, changepassword, github_secret, gitlab_secret, gitea_secret, favicon, robots_txt, debug, keepaliveInterval, and the slave defaults {}",
+                    "unknown key in [:master:]{hint}; accepted keys: slaveport, htmlport, publichtmlport, pollInterval, treeStable, allowForce, projectName, projectURL, buildbotURL, botname, ircHost, ircChannels, domain, recipients, changeuser, changepassword, github_secret, gitlab_secret, gitea_secret, favicon, robots_txt, debug, keepaliveInterval, mailMode, sendToInterestedUsers, mailLookup, mailFrom, smtpHost, smtpPort, smtpUser, smtpPassword, smtpTls, smtpCA, and the slave defaults {}, notifyOnMissing, missingTimeout",
                     SLAVE_KEYS.join(", ")
                 )));
             }
@@ -784,6 +809,11 @@ pub fn load_from_str(
         cfg.slaves.push(slave);
     }
 
+    let factory_keys: Vec<(String, Vec<Val>)> = checks
+        .iter()
+        .map(|c| (c.name.clone(), c.all.clone()))
+        .collect();
+    mail::read(&mut cfg, &doc, file, &defaults, &master, &factory_keys)?;
     cross_check(&cfg, &checks, file)?;
     warn_documented_passwords(&mut cfg, &password_vals, &master);
     warn_open_force(&mut cfg, &doc, &master);
@@ -1216,6 +1246,7 @@ fn read_factory(
             }
             "treestable" => f.tree_stable = value.parse().ok(),
             "pollinterval" => f.poll_interval = value.parse().ok(),
+            k if mail::FACTORY_KEYS.contains(&k) => {}
             _ => {
                 f.params.insert(v.key.clone(), v.value.clone());
             }
@@ -1274,6 +1305,9 @@ fn read_slave(
         }
     }
     for v in vals(file, sec) {
+        if mail::SLAVE_MAIL_KEYS.contains(&v.key.as_str()) {
+            continue;
+        }
         if !SLAVE_KEYS.contains(&v.key.as_str()) {
             let where_ = if MASTER_KEYS.contains(&v.key.as_str()) {
                 " (it belongs in [:master:])"
@@ -1281,7 +1315,7 @@ fn read_slave(
                 ""
             };
             return Err(v.err(format!(
-                "unknown key for a slave{where_}; accepted keys: {}",
+                "unknown key for a slave{where_}; accepted keys: {}, notifyOnMissing, missingTimeout",
                 SLAVE_KEYS.join(", ")
             )));
         }

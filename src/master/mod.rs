@@ -282,6 +282,16 @@ impl Master {
             shared.config.subscribe(),
             schedulers_rx,
         );
+        // Reporters (issue 20): mail, missing slaves, commit statuses.
+        servers.push(crate::reporters::start(
+            crate::reporters::ReporterContext {
+                db: shared.db.clone(),
+                engine: engine.clone(),
+                registry: shared.registry.clone(),
+                config: shared.config.subscribe(),
+            },
+            shared.shutdown.clone(),
+        ));
         tracing::info!(
             "master in {} listening: slaves on :{slaveport}, web on :{htmlport}",
             shared.basedir.display()
