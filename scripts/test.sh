@@ -39,6 +39,8 @@ DEB=(
   "chromium         chromium"       # web_browser
   "chromium-driver  chromedriver"   # web_browser (WebDriver)
   "fuse3            fusermount3"    # stalls: a slow log disk (FUSE) when not root
+  "python3-aiosmtpd /usr/lib/python3/dist-packages/aiosmtpd"  # notify_mail: a real SMTP server
+  "openssl          openssl"        # notify_mail: certificates for STARTTLS and TLS
 )
 # Python tools for the tools venv: pip requirements, pinned so every run tests
 # against the same tools (a changed pin is installed over the old one).
@@ -47,6 +49,7 @@ PIP=(
   "virtualenv==21.15.14" # virtualenv: the virtualenv factory
   "pytest==9.2.0"        # python3 -m pytest: pytest test counts
   "setuptools==80.9.0"   # python3 setup.py: the distutils factory
+  "aiosmtpd==1.4.6"      # python3 -m aiosmtpd in the venv: notify_mail's SMTP server
 )
 
 # ---------------------------------------------------------------- helpers

@@ -193,7 +193,12 @@ pub fn build_url(cfg: &MasterConfig, builder: &str, number: i64) -> String {
         cfg.buildbot_url.clone()
     };
     let base = base.trim_end_matches('/');
-    let b = percent_encoding::utf8_percent_encode(builder, percent_encoding::NON_ALPHANUMERIC);
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let b = percent_encoding::utf8_percent_encode(builder, SEGMENT);
     format!("{base}/builders/{b}/builds/{number}")
 }
 
@@ -237,6 +242,7 @@ fn finish(
         .subject(subject)
         .message_id(Some(id.clone()))
         .date_now()
+        .header(lettre::message::header::MIME_VERSION_1_0)
         .header(ContentType::TEXT_PLAIN);
     for a in to {
         m = m.to(Mailbox::new(None, a.clone()));

@@ -122,8 +122,8 @@ async fn run(
         }
         let next_missing = missing.next_deadline();
         tokio::select! {
-            _ = shutdown.changed() => {
-                if *shutdown.borrow() { break; }
+            r = shutdown.changed() => {
+                if r.is_err() || *shutdown.borrow() { break; }
             }
             ev = events.recv() => match ev {
                 Ok(EngineEvent::BuildStarted { .. } | EngineEvent::BuildFinished { .. }) => dirty = true,

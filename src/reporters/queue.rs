@@ -83,17 +83,25 @@ pub async fn run(
         if worked {
             continue;
         }
-        let next = ctx.db.next_notification_due(kind).await.ok().flatten();
-        let wait = next.map(|at| Duration::from_secs_f64((at - crate::db::now_f64()).max(0.0)));
-        tokio::select! {
-            _ = wake.notified() => {}
-            _ = shutdown.changed() => {}
+        let wait = match ctx.db.next_notification_due(kind).await {
+            Ok(next) => {
+                next.map(|at| Duration::from_secs_f64((at - crate::db::now_f64()).max(0.0)))
+            }
+            // The database is unwell: look again in a while.
+            Err(_) => Some(FIRST_RETRY),
+        };
+        let stop = tokio::select! {
+            _ = wake.notified() => false,
+            r = shutdown.changed() => r.is_err(),
             _ = async {
                 match wait {
                     Some(w) => tokio::time::sleep(w).await,
                     None => std::future::pending().await,
                 }
-            } => {}
+            } => false,
+        };
+        if stop {
+            return;
         }
     }
 }
