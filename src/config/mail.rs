@@ -347,11 +347,14 @@ pub(super) fn read(
     };
     m.smtp_user = opt("smtpuser");
     m.smtp_password = opt("smtppassword");
-    for (key, other) in [("smtpuser", "smtppassword"), ("smtppassword", "smtpuser")] {
+    for (key, name, other) in [
+        ("smtpuser", "smtpUser", "smtpPassword"),
+        ("smtppassword", "smtpPassword", "smtpUser"),
+    ] {
         if let Some(v) = master.get(key) {
-            if master.get(other).is_none() {
+            if master.get(&other.to_ascii_lowercase()).is_none() {
                 return Err(v.err(format!(
-                    "{key} without {other}: SMTP AUTH needs both; add `{other} = ...` or remove this line"
+                    "{name} without {other}: SMTP AUTH needs both; add `{other} = ...` or remove this line"
                 )));
             }
         }
@@ -557,6 +560,125 @@ pub fn repo_path(url: &str, forge: Forge) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn load(text: &str) -> Result<MasterConfig, ConfigError> {
+        let projects = crate::factory::projects(None).unwrap();
+        super::super::load_from_str(Path::new("/m/master.ini"), Path::new("/m"), text, &projects)
+    }
+
+    fn err(text: &str) -> String {
+        load(text).unwrap_err().to_string()
+    }
+
+    const SLAVE: &str = "[slave:s1]\npassword = pw-x1\nfactories = *\n";
+    const FACTORY: &str = "[f]\ntype = shell\nstep.t = true\n";
+
+    #[test]
+    fn defaults_send_no_mail() {
+        let cfg = load("").unwrap();
+        assert!(!cfg.mail.enabled);
+        assert_eq!(cfg.mail.modes, vec![MailMode::All]);
+        assert_eq!(cfg.mail.from, "autobot@localhost");
+        assert_eq!(
+            (cfg.mail.smtp_host.as_str(), cfg.mail.smtp_port),
+            ("localhost", 25)
+        );
+        assert_eq!(cfg.mail.smtp_tls, SmtpTls::Auto);
+        assert!(cfg.mail.send_to_interested_users);
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let cfg = load(&format!(
+            "[:master:]\ndomain = example.org\nrecipients = a@example.org b@example.org\n\
+             mailMode = failing change\nsendToInterestedUsers = false\nmailLookup = @ex.org\n\
+             smtpHost = mail.example.org\nsmtpPort = 587\nsmtpUser = u\nsmtpPassword = p\n\
+             smtpTls = starttls\n{SLAVE}notifyOnMissing = admin@example.org\nmissingTimeout = 60\n\
+             {FACTORY}recipients = f@example.org\nmailMode = problem\n"
+        ))
+        .unwrap();
+        let m = &cfg.mail;
+        assert!(m.enabled);
+        assert_eq!(cfg.recipients, ["a@example.org", "b@example.org"]);
+        assert_eq!(m.modes, vec![MailMode::Failing, MailMode::Change]);
+        assert!(!m.send_to_interested_users);
+        assert_eq!(m.lookup.as_deref(), Some("ex.org"));
+        assert_eq!(m.from, "autobot@example.org");
+        assert_eq!(
+            (m.smtp_host.as_str(), m.smtp_port),
+            ("mail.example.org", 587)
+        );
+        assert_eq!(
+            (m.smtp_user.as_deref(), m.smtp_password.as_deref()),
+            (Some("u"), Some("p"))
+        );
+        assert_eq!(m.smtp_tls, SmtpTls::StartTls);
+        let s = &m.slaves["s1"];
+        assert_eq!(
+            (s.notify_on_missing.as_slice(), s.missing_timeout),
+            (&["admin@example.org".to_string()][..], 60)
+        );
+        let (r, modes) = m.notifier_for(&cfg, "f");
+        assert_eq!(
+            (r, modes),
+            (&["f@example.org".to_string()][..], &[MailMode::Problem][..])
+        );
+    }
+
+    #[test]
+    fn bad_values_are_file_line_errors() {
+        let e = err("[:master:]\nmailMode = failing sometimes\n");
+        assert!(
+            e.starts_with("/m/master.ini:2: [:master:] mailMode: unknown mail mode \"sometimes\""),
+            "{e}"
+        );
+        let e = err("[:master:]\nrecipients = dev@example.org nobody\n");
+        assert!(
+            e.starts_with("/m/master.ini:2:") && e.contains("\"nobody\" is not a mail address"),
+            "{e}"
+        );
+        let e = err("[:master:]\nsmtpTls = maybe\n");
+        assert!(
+            e.starts_with("/m/master.ini:2:") && e.contains("auto"),
+            "{e}"
+        );
+        let e = err("[:master:]\nsmtpPort = 0\n");
+        assert!(e.starts_with("/m/master.ini:2:"), "{e}");
+        let e = err("[:master:]\nsmtpUser = u\n");
+        assert!(
+            e.starts_with("/m/master.ini:2:") && e.contains("smtpPassword"),
+            "{e}"
+        );
+        let e = err("[:master:]\nmailFrom = not an address\n");
+        assert!(e.starts_with("/m/master.ini:2:"), "{e}");
+        let e = err("[:master:]\nsendToInterestedUsers = perhaps\n");
+        assert!(e.starts_with("/m/master.ini:2:"), "{e}");
+        let e = err("[:master:]\nsmtpCA = none.pem\n");
+        assert!(
+            e.starts_with("/m/master.ini:2:") && e.contains("cannot read"),
+            "{e}"
+        );
+        let e = err(&format!("{SLAVE}notifyOnMissing = root\n"));
+        assert!(
+            e.starts_with("/m/master.ini:4:") && e.contains("not a mail address"),
+            "{e}"
+        );
+        let e = err(&format!("{SLAVE}missingTimeout = 10\n"));
+        assert!(
+            e.starts_with("/m/master.ini:4:") && e.contains("notifyOnMissing"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{SLAVE}notifyOnMissing = a@example.org\nmissingTimeout = soon\n"
+        ));
+        assert!(e.starts_with("/m/master.ini:5:"), "{e}");
+        let e = err(&format!("{FACTORY}mailMode = never\n"));
+        assert!(e.starts_with("/m/master.ini:4: [f] mailMode:"), "{e}");
+        let e = err(&format!("{FACTORY}recipients = x\n"));
+        assert!(e.starts_with("/m/master.ini:4: [f] recipients:"), "{e}");
+        let e = err("[:master:]\nsmtpHots = x\n");
+        assert!(e.contains("did you mean `smtphost`"), "{e}");
+    }
 
     #[test]
     fn modes_decide_like_the_manual() {
