@@ -110,6 +110,42 @@ impl Db {
         .await
     }
 
+    /// Move the horizon up to just below the oldest build that is running or
+    /// whose end is not decided yet (so a pass scans only recent builds, however
+    /// long the history), and store it. Returns the new horizon.
+    pub async fn advance_reporter_horizon(&self, horizon: i64) -> Result<i64, DbError> {
+        let new = self
+            .read(move |c| {
+                let oldest_open: Option<i64> = c
+                    .prepare_cached(
+                        "SELECT MIN(b.id) FROM builds b
+                         WHERE b.id > ?1
+                           AND (b.finished_at IS NULL
+                                OR NOT EXISTS (SELECT 1 FROM notified_builds n
+                                               WHERE n.build = b.id AND n.stage = 'finished'))",
+                    )?
+                    .query_row([horizon], |r| r.get(0))?;
+                match oldest_open {
+                    Some(id) => Ok(id - 1),
+                    None => c.query_row(
+                        "SELECT COALESCE(MAX(id), ?1) FROM builds WHERE id > ?1",
+                        [horizon],
+                        |r| r.get(0),
+                    ),
+                }
+            })
+            .await?;
+        if new <= horizon {
+            return Ok(horizon);
+        }
+        self.write(move |tx| {
+            tx.prepare_cached("UPDATE reporter_state SET value = ?1 WHERE name = 'horizon'")?
+                .execute([new])?;
+            Ok(new)
+        })
+        .await
+    }
+
     /// Builds after `horizon` whose `stage` is not decided yet (`started`: builds
     /// running now; `finished`: finished builds), oldest first, at most `limit`.
     pub async fn builds_to_announce(

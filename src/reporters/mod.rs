@@ -223,6 +223,7 @@ impl Decider {
                 );
             }
         }
+        self.horizon = self.ctx.db.advance_reporter_horizon(self.horizon).await?;
         Ok((mails, statuses, more))
     }
 }
