@@ -51,12 +51,51 @@ pub struct ReporterContext {
 /// Builds decided per pass at most (a long backlog is taken in slices).
 const PASS: i64 = 200;
 
-/// Start the reporters; the task ends when `shutdown` becomes true.
+/// How much lower the reporters' thread priority is than the engine's (as the
+/// web's threads): composing and sending mail never takes CPU from a Build.
+const REPORTERS_NICE: i32 = 10;
+
+/// Start the reporters on a thread and runtime of their own (so neither their
+/// CPU nor their waits land on the engine's thread); the returned task ends when
+/// they have stopped, after `shutdown` became true.
 pub fn start(ctx: ReporterContext, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
     // Subscribed before returning, so no event after start is missed.
     let events = ctx.engine.subscribe();
     let slaves = ctx.registry.subscribe();
-    tokio::spawn(run(ctx, events, slaves, shutdown))
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("reporters".into())
+        .spawn(move || {
+            lower_priority();
+            match tokio::runtime::Builder::new_current_thread()
+                .on_thread_start(lower_priority)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(run(ctx, events, slaves, shutdown)),
+                Err(e) => tracing::error!("reporters: no runtime ({e}); no notifications"),
+            }
+            let _ = done_tx.send(());
+        });
+    if let Err(e) = spawned {
+        tracing::error!("reporters: no thread ({e}); no notifications");
+    }
+    tokio::spawn(async move {
+        let _ = done_rx.await;
+    })
+}
+
+/// Lower the calling thread's CPU priority by [`REPORTERS_NICE`] (best effort).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain system calls on the calling thread; `gettid` cannot fail.
+        unsafe {
+            let tid = nix::libc::syscall(nix::libc::SYS_gettid) as nix::libc::id_t;
+            let now = nix::libc::getpriority(nix::libc::PRIO_PROCESS, tid);
+            nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid, (now + REPORTERS_NICE).min(19));
+        }
+    }
 }
 
 async fn run(
@@ -101,7 +140,7 @@ async fn run(
     missing.start(&ctx);
     // A pass at start: whatever a dead master left undecided.
     let mut dirty = true;
-    loop {
+    'main: loop {
         if dirty {
             dirty = false;
             match decider.pass().await {
@@ -125,13 +164,27 @@ async fn run(
             r = shutdown.changed() => {
                 if r.is_err() || *shutdown.borrow() { break; }
             }
-            ev = events.recv() => match ev {
-                Ok(EngineEvent::BuildStarted { .. } | EngineEvent::BuildFinished { .. }) => dirty = true,
-                Ok(_) => {}
-                // Fell behind: the database has it all.
-                Err(broadcast::error::RecvError::Lagged(_)) => dirty = true,
-                Err(broadcast::error::RecvError::Closed) => break,
-            },
+            ev = events.recv() => {
+                let mut ev = ev;
+                // Take every event already waiting: one pass decides them all.
+                loop {
+                    match ev {
+                        Ok(EngineEvent::BuildFinished { .. }) => dirty = true,
+                        Ok(EngineEvent::BuildStarted { .. }) => dirty |= decider.pushes(),
+                        Ok(_) => {}
+                        // Fell behind: the database has it all.
+                        Err(broadcast::error::RecvError::Lagged(_)) => dirty = true,
+                        Err(broadcast::error::RecvError::Closed) => break 'main,
+                    }
+                    ev = match events.try_recv() {
+                        Ok(e) => Ok(e),
+                        Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                            Err(broadcast::error::RecvError::Lagged(n))
+                        }
+                        Err(_) => break,
+                    };
+                }
+            }
             ev = slaves.recv() => match ev {
                 Ok(SlaveEvent::Connected(name)) => missing.connected(&name),
                 Ok(SlaveEvent::Disconnected { name, .. }) => missing.disconnected(&ctx, &name),
@@ -166,6 +219,18 @@ struct Decider {
 }
 
 impl Decider {
+    /// Whether some factory pushes commit statuses (only then a build's start
+    /// needs a decision).
+    fn pushes(&self) -> bool {
+        self.ctx
+            .config
+            .borrow()
+            .mail
+            .factories
+            .values()
+            .any(|f| f.status_push.is_some())
+    }
+
     /// Decide every undecided build (up to [`PASS`] per stage). Returns whether
     /// mail and statuses were queued, and whether more builds wait.
     async fn pass(&mut self) -> Result<(bool, bool, bool), crate::db::DbError> {
@@ -173,8 +238,7 @@ impl Decider {
         let mut mails = false;
         let mut statuses = false;
         let mut more = false;
-        let pushes = cfg.mail.factories.values().any(|f| f.status_push.is_some());
-        if pushes {
+        if self.pushes() {
             let started = self
                 .ctx
                 .db
