@@ -604,3 +604,63 @@ async fn missing_slave_is_mailed() {
         2
     );
 }
+
+/// A build whose end was recorded while no reporter ran (a master killed right
+/// after the build's end, before the reporters decided anything) is decided
+/// and mailed by the next master from the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_ended_before_any_decision_is_mailed_after_the_restart() {
+    if !need_smtp() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let smtp = SmtpServer::start(&root.path().join("smtp"), port, SmtpMode::Plain, None, None);
+    let m = EngineMaster::start(
+        &master_ini(
+            &format!("[all]\ntype = shell\n{STEP}\n"),
+            &format!("recipients = ops@example.org\nsmtpHost = 127.0.0.1\nsmtpPort = {port}\n"),
+        ),
+        Duration::from_secs(30),
+    )
+    .await;
+    let EngineMaster { dir, master } = m;
+    master.shutdown().await;
+
+    // The build's end, as the engine records it, with no master running.
+    {
+        let db = Db::open(&dir.path().join(autobot::db::DB_FILE)).unwrap();
+        let now = autobot::db::now_f64();
+        db.add_buildset(
+            NewBuildSet {
+                reason: "ended unseen".into(),
+                scheduler: "test".into(),
+                builders: vec!["all-s1".into()],
+                ..Default::default()
+            },
+            now,
+        )
+        .await
+        .unwrap();
+        let c = db
+            .claim_request("all-s1", SLAVE, 1, now)
+            .await
+            .unwrap()
+            .unwrap();
+        db.finish_build(c.build_id, "failure", "failed out", false, now + 1.0, None)
+            .await
+            .unwrap();
+    }
+    let master = start_master(dir.path(), Duration::from_secs(30)).await;
+    let mails = smtp.wait_mails(1).await;
+    assert_eq!(
+        header(&mails[0], "subject"),
+        "autobot failure in all on all-s1, build 1"
+    );
+    assert!(mails[0]["body"]
+        .as_str()
+        .unwrap()
+        .contains("Build Reason: ended unseen"));
+    wait_sent(master.db(), "all-s1", 1).await;
+    assert_eq!(smtp.mails().len(), 1);
+}
