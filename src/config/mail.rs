@@ -232,6 +232,64 @@ impl MailConfig {
     }
 }
 
+/// What `checkconfig` says of the notifiers (never the SMTP password or a
+/// token): one line for mail, one per factory with its own settings and one per
+/// watched slave.
+pub fn summary(cfg: &MasterConfig) -> String {
+    let m = &cfg.mail;
+    let modes = |v: &[MailMode]| v.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(" ");
+    let mut out = if m.enabled {
+        format!(
+            "mail: to {}{}, mailMode {}, from {}, via {}:{} (smtpTls {}{})\n",
+            if cfg.recipients.is_empty() {
+                "(no recipients)".to_string()
+            } else {
+                cfg.recipients.join(" ")
+            },
+            if m.send_to_interested_users {
+                " and the authors of the Changes"
+            } else {
+                ""
+            },
+            modes(&m.modes),
+            m.from,
+            m.smtp_host,
+            m.smtp_port,
+            m.smtp_tls.as_str(),
+            if m.smtp_user.is_some() { ", AUTH" } else { "" },
+        )
+    } else {
+        "mail: off (set recipients, mailLookup or sendToInterestedUsers to mail builds)\n"
+            .to_string()
+    };
+    for (name, f) in &m.factories {
+        let mut parts = Vec::new();
+        if let Some(r) = &f.recipients {
+            parts.push(format!("recipients {}", r.join(" ")));
+        }
+        if let Some(v) = &f.modes {
+            parts.push(format!("mailMode {}", modes(v)));
+        }
+        if let Some(p) = &f.status_push {
+            parts.push(format!(
+                "statusPush {} {} at {}",
+                p.forge.as_str(),
+                p.repo,
+                p.api_url
+            ));
+        }
+        out.push_str(&format!("  {name}: {}\n", parts.join(", ")));
+    }
+    for (name, n) in &m.slaves {
+        out.push_str(&format!(
+            "  slave {name} missing {} s: mail {}\n",
+            n.missing_timeout,
+            n.notify_on_missing.join(" ")
+        ));
+    }
+    out
+}
+
 /// An address as `recipients`/`notifyOnMissing` take it: `user@host`.
 fn check_addresses(v: &Val, list: &[String]) -> Result<(), ConfigError> {
     for a in list {
@@ -623,6 +681,24 @@ mod tests {
             (r, modes),
             (&["f@example.org".to_string()][..], &[MailMode::Problem][..])
         );
+    }
+
+    #[test]
+    fn checkconfig_summarises_without_secrets() {
+        let cfg = load(&format!(
+            "[:master:]\nrecipients = a@example.org\nsmtpUser = u\nsmtpPassword = hunter2-x\n\
+             {SLAVE}notifyOnMissing = admin@example.org\n{FACTORY}mailMode = failing\n"
+        ))
+        .unwrap();
+        let s = summary(&cfg);
+        assert!(s.starts_with("mail: to a@example.org and the authors of the Changes, mailMode all, from autobot@localhost, via localhost:25 (smtpTls auto, AUTH)\n"), "{s}");
+        assert!(
+            s.contains("  f: mailMode failing\n")
+                && s.contains("  slave s1 missing 3600 s: mail admin@example.org\n"),
+            "{s}"
+        );
+        assert!(!s.contains("hunter2"));
+        assert!(summary(&load("").unwrap()).starts_with("mail: off"));
     }
 
     #[test]

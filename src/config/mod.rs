@@ -1512,6 +1512,7 @@ pub fn summary(cfg: &MasterConfig) -> String {
         "master: slaveport {}, htmlport {}, publichtmlport {}, pollInterval {}s, treeStable {}s, allowForce {}\n",
         cfg.slaveport, cfg.htmlport, cfg.publichtmlport, cfg.poll_interval, cfg.tree_stable, cfg.allow_force
     );
+    out.push_str(&mail::summary(cfg));
     out.push_str(&format!("\nslaves ({}):\n", cfg.slaves.len()));
     if cfg.slaves.is_empty() {
         out.push_str("  (none: add a [slave:NAME] section)\n");
