@@ -20,7 +20,9 @@
 //! * [`slave`] — the slave daemon: connection loop with backoff and the commands it
 //!   runs for the master, confined to its basedir.
 //! * [`db`] — SQLite schema and versioned migrations.
-//! * [`reporters`] — status targets that follow the engine's events: the IRC bot.
+//! * [`reporters`] — status targets that follow the engine's events: mail
+//!   (MailNotifier), missing-slave mail and commit statuses on the forges,
+//!   decided from the database and sent from a queue in SQLite; the IRC bot.
 //! * [`web`] — the HTTP side of the master: the JSON API, the waterfall and other
 //!   status pages with live updates, force/stop forms, webhooks.
 //! * [`cli`] — the `autobot` command line: create commands, daemon verbs, tools.

@@ -17,6 +17,7 @@
 
 pub mod ini;
 pub mod irc;
+pub mod mail;
 pub mod secrets;
 pub mod slave;
 
@@ -52,6 +53,8 @@ pub struct MasterConfig {
     pub irc: Option<irc::IrcConfig>,
     pub domain: String,
     pub recipients: Vec<String>,
+    /// Mail, missing-slave and commit-status notification settings.
+    pub mail: mail::MailConfig,
     /// Credentials `sendchange` and `POST /api/v1/changes` must present. Both
     /// empty (neither key written): submitted Changes are refused, because the
     /// manual's old defaults (change/changepw) are known to everyone. The loader
@@ -127,6 +130,7 @@ impl Default for MasterConfig {
             irc: None,
             domain: String::new(),
             recipients: Vec::new(),
+            mail: mail::MailConfig::default(),
             changeuser: String::new(),
             changepassword: String::new(),
             github_secret: String::new(),
@@ -518,6 +522,36 @@ const MASTER_KEYS_DOCUMENTED: &[&str] = &[
     "logCount",
 ];
 
+/// The notifiers' keys of `[:master:]` ([`mail`]'s, and its slave defaults) as
+/// the documentation spells them.
+const MAIL_KEYS_DOCUMENTED: &[&str] = &[
+    "mailMode",
+    "sendToInterestedUsers",
+    "mailLookup",
+    "mailFrom",
+    "smtpHost",
+    "smtpPort",
+    "smtpUser",
+    "smtpPassword",
+    "smtpTls",
+    "smtpCA",
+    "notifyOnMissing",
+    "missingTimeout",
+];
+
+/// Whether `[:master:]` accepts `key` (lower-case): its own, the notifiers', or
+/// a slave default.
+fn is_master_key(key: &str) -> bool {
+    [
+        MASTER_KEYS,
+        SLAVE_KEYS,
+        mail::MASTER_MAIL_KEYS,
+        mail::SLAVE_MAIL_KEYS,
+    ]
+    .iter()
+    .any(|keys| keys.contains(&key))
+}
+
 /// Keys of `[slave:NAME]`, which `[:master:]` may set for every slave.
 const SLAVE_KEYS: &[&str] = &["password", "factories", "os", "max_builds"];
 
@@ -775,22 +809,27 @@ pub fn load_from_str(
     // [:master:]: DEFAULT keys it accepts, then its own.
     let mut master = Layered::default();
     for v in &defaults {
-        if MASTER_KEYS.contains(&v.key.as_str()) || SLAVE_KEYS.contains(&v.key.as_str()) {
+        if is_master_key(&v.key) {
             master.set(v.clone());
         }
     }
     if let Some(sec) = doc.section(":master:") {
         for v in vals(file, sec) {
-            if !MASTER_KEYS.contains(&v.key.as_str()) && !SLAVE_KEYS.contains(&v.key.as_str()) {
+            if !is_master_key(&v.key) {
                 let hint = schema::closest(
                     &v.key,
-                    MASTER_KEYS_DOCUMENTED.iter().chain(SLAVE_KEYS).copied(),
+                    MASTER_KEYS_DOCUMENTED
+                        .iter()
+                        .chain(SLAVE_KEYS)
+                        .chain(MAIL_KEYS_DOCUMENTED)
+                        .copied(),
                 )
                 .map(|k| format!(" (did you mean `{k}`?)"))
                 .unwrap_or_default();
                 return Err(v.err(format!(
-                    "unknown key in [:master:]{hint}; accepted keys: {}, and the slave defaults {}",
+                    "unknown key in [:master:]{hint}; accepted keys: {}, {}, and the slave defaults {}",
                     MASTER_KEYS_DOCUMENTED.join(", "),
+                    MAIL_KEYS_DOCUMENTED.join(", "),
                     SLAVE_KEYS.join(", ")
                 )));
             }
@@ -850,6 +889,11 @@ pub fn load_from_str(
         cfg.slaves.push(slave);
     }
 
+    let factory_keys: Vec<(String, Vec<Val>)> = checks
+        .iter()
+        .map(|c| (c.name.clone(), c.all.clone()))
+        .collect();
+    mail::read(&mut cfg, &doc, file, &defaults, &master, &factory_keys)?;
     cross_check(&cfg, &checks, file)?;
     warn_documented_passwords(&mut cfg, &password_vals, &master);
     warn_open_force(&mut cfg, &doc, &master);
@@ -1293,6 +1337,7 @@ fn read_factory(
             }
             "treestable" => f.tree_stable = value.parse().ok(),
             "pollinterval" => f.poll_interval = value.parse().ok(),
+            k if mail::FACTORY_KEYS.contains(&k) => {}
             _ => {
                 f.params.insert(v.key.clone(), v.value.clone());
             }
@@ -1351,6 +1396,9 @@ fn read_slave(
         }
     }
     for v in vals(file, sec) {
+        if mail::SLAVE_MAIL_KEYS.contains(&v.key.as_str()) {
+            continue;
+        }
         if !SLAVE_KEYS.contains(&v.key.as_str()) {
             let where_ = if MASTER_KEYS.contains(&v.key.as_str()) {
                 " (it belongs in [:master:])"
@@ -1358,7 +1406,7 @@ fn read_slave(
                 ""
             };
             return Err(v.err(format!(
-                "unknown key for a slave{where_}; accepted keys: {}",
+                "unknown key for a slave{where_}; accepted keys: {}, notifyOnMissing, missingTimeout",
                 SLAVE_KEYS.join(", ")
             )));
         }
@@ -1558,6 +1606,7 @@ pub fn summary(cfg: &MasterConfig) -> String {
     if let Some(i) = &cfg.irc {
         out.push_str(&i.summary());
     }
+    out.push_str(&mail::summary(cfg));
     out.push_str(&format!("\nslaves ({}):\n", cfg.slaves.len()));
     if cfg.slaves.is_empty() {
         out.push_str("  (none: add a [slave:NAME] section)\n");
