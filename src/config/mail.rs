@@ -753,7 +753,7 @@ mod tests {
         let e = err(&format!("{FACTORY}recipients = x\n"));
         assert!(e.starts_with("/m/master.ini:4: [f] recipients:"), "{e}");
         let e = err("[:master:]\nsmtpHots = x\n");
-        assert!(e.contains("did you mean `smtphost`"), "{e}");
+        assert!(e.contains("did you mean `smtpHost`"), "{e}");
     }
 
     #[test]
