@@ -44,6 +44,7 @@ DEB=(
   "fuse3            fusermount3"    # stalls: a slow log disk (FUSE) when not root
   "ngircd           /usr/sbin/ngircd"  # notify_irc: a real IRC server for the bot
   "openssl          openssl"        # notify_irc_tls: the IRC server's certificate
+  "python3-aiosmtpd /usr/lib/python3/dist-packages/aiosmtpd"  # notify_mail: a real SMTP server
 )
 # Python tools for the tools venv: pip requirements, pinned so every run tests
 # against the same tools (a changed pin is installed over the old one).
@@ -52,6 +53,7 @@ PIP=(
   "virtualenv==21.15.14" # virtualenv: the virtualenv factory
   "pytest==9.2.0"        # python3 -m pytest: pytest test counts
   "setuptools==80.9.0"   # python3 setup.py: the distutils factory
+  "aiosmtpd==1.4.6"      # python3 -m aiosmtpd in the venv: notify_mail's SMTP server
 )
 
 # ---------------------------------------------------------------- helpers

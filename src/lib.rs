@@ -15,7 +15,9 @@
 //! * [`web`] — the HTTP side of the master: the JSON API, the waterfall and other
 //!   status pages with live updates, force/stop forms, webhooks. It takes an
 //!   engine handle and its event stream, and queries through `db`.
-//! * [`reporters`] — status targets that follow the engine's events: the IRC bot.
+//! * [`reporters`] — status targets that follow the engine's events: mail
+//!   (MailNotifier), missing-slave mail and commit statuses on the forges,
+//!   decided from the database and sent from a queue in SQLite; the IRC bot.
 //!   Beside `web`: they take an engine handle and its events, and query through
 //!   `db`.
 //! * [`schedulers`] — the schedulers (tree-stable, any-branch, files, periodic,

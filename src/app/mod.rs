@@ -287,6 +287,16 @@ impl Master {
             shared.config.subscribe(),
             schedulers_rx,
         );
+        // Reporters (issue 20): mail, missing slaves, commit statuses.
+        servers.push(crate::reporters::start(
+            crate::reporters::ReporterContext {
+                db: shared.db.clone(),
+                engine: engine.clone(),
+                registry: shared.registry.clone(),
+                config: shared.config.subscribe(),
+            },
+            shared.shutdown.clone(),
+        ));
         // Status targets: the IRC bot (idle until ircHost is set).
         servers.push(tokio::spawn(crate::reporters::irc::run(
             engine.clone(),

@@ -17,6 +17,7 @@
 
 pub mod ini;
 pub mod irc;
+pub mod mail;
 pub mod projects;
 mod read;
 pub mod secrets;
@@ -58,6 +59,8 @@ pub struct MasterConfig {
     pub irc: Option<irc::IrcConfig>,
     pub domain: String,
     pub recipients: Vec<String>,
+    /// Mail, missing-slave and commit-status notification settings.
+    pub mail: mail::MailConfig,
     /// Credentials `sendchange` and `POST /api/v1/changes` must present. Both
     /// empty (neither key written): submitted Changes are refused, because the
     /// manual's old defaults (change/changepw) are known to everyone. The loader
@@ -133,6 +136,7 @@ impl Default for MasterConfig {
             irc: None,
             domain: String::new(),
             recipients: Vec::new(),
+            mail: mail::MailConfig::default(),
             changeuser: String::new(),
             changepassword: String::new(),
             github_secret: String::new(),
@@ -425,6 +429,7 @@ pub fn summary(cfg: &MasterConfig) -> String {
     if let Some(i) = &cfg.irc {
         out.push_str(&i.summary());
     }
+    out.push_str(&mail::summary(cfg));
     out.push_str(&format!("\nslaves ({}):\n", cfg.slaves.len()));
     if cfg.slaves.is_empty() {
         out.push_str("  (none: add a [slave:NAME] section)\n");

@@ -72,6 +72,36 @@ const MASTER_KEYS_DOCUMENTED: &[&str] = &[
     "logCount",
 ];
 
+/// The notifiers' keys of `[:master:]` ([`mail`]'s, and its slave defaults) as
+/// the documentation spells them.
+const MAIL_KEYS_DOCUMENTED: &[&str] = &[
+    "mailMode",
+    "sendToInterestedUsers",
+    "mailLookup",
+    "mailFrom",
+    "smtpHost",
+    "smtpPort",
+    "smtpUser",
+    "smtpPassword",
+    "smtpTls",
+    "smtpCA",
+    "notifyOnMissing",
+    "missingTimeout",
+];
+
+/// Whether `[:master:]` accepts `key` (lower-case): its own, the notifiers', or
+/// a slave default.
+fn is_master_key(key: &str) -> bool {
+    [
+        MASTER_KEYS,
+        SLAVE_KEYS,
+        mail::MASTER_MAIL_KEYS,
+        mail::SLAVE_MAIL_KEYS,
+    ]
+    .iter()
+    .any(|keys| keys.contains(&key))
+}
+
 /// Keys of `[slave:NAME]`, which `[:master:]` may set for every slave.
 const SLAVE_KEYS: &[&str] = &["password", "factories", "os", "max_builds"];
 
@@ -109,7 +139,7 @@ impl Val {
     }
 
     /// The error for a key written with no value where one is needed.
-    fn empty_err(&self, what: &str, example: &str) -> ConfigError {
+    pub(super) fn empty_err(&self, what: &str, example: &str) -> ConfigError {
         self.err(format!(
             "no value; write {what} (e.g. `{} = {example}`), or remove the line to get the default",
             self.raw_key
@@ -118,7 +148,12 @@ impl Val {
 }
 
 /// Section-level error (no key).
-fn section_err(path: &Path, line: usize, section: &str, message: impl Into<String>) -> ConfigError {
+pub(super) fn section_err(
+    path: &Path,
+    line: usize,
+    section: &str,
+    message: impl Into<String>,
+) -> ConfigError {
     ConfigError::At {
         path: path.to_path_buf(),
         line,
@@ -127,7 +162,7 @@ fn section_err(path: &Path, line: usize, section: &str, message: impl Into<Strin
     }
 }
 
-fn vals(path: &Path, section: &ini::IniSection) -> Vec<Val> {
+pub(super) fn vals(path: &Path, section: &ini::IniSection) -> Vec<Val> {
     section
         .entries
         .iter()
@@ -144,10 +179,10 @@ fn vals(path: &Path, section: &ini::IniSection) -> Vec<Val> {
 
 /// Ordered key → value map where later layers override earlier ones in place.
 #[derive(Debug, Default, Clone)]
-pub(super) struct Layered(Vec<Val>);
+pub(super) struct Layered(pub(super) Vec<Val>);
 
 impl Layered {
-    fn set(&mut self, v: Val) {
+    pub(super) fn set(&mut self, v: Val) {
         match self.0.iter_mut().find(|o| o.key == v.key) {
             Some(o) => *o = v,
             None => self.0.push(v),
@@ -159,7 +194,7 @@ impl Layered {
     }
 }
 
-fn parse_int(v: &Val, min: u64) -> Result<u64, ConfigError> {
+pub(super) fn parse_int(v: &Val, min: u64) -> Result<u64, ConfigError> {
     // A value that reads well in the example of each key's message.
     let example = match v.key.as_str() {
         "pollinterval" | "treestable" => "60",
@@ -264,7 +299,7 @@ fn normalize_path(path: &Path) -> PathBuf {
     out
 }
 
-fn parse_port(v: Option<&Val>, default: u16) -> Result<u16, ConfigError> {
+pub(super) fn parse_port(v: Option<&Val>, default: u16) -> Result<u16, ConfigError> {
     let Some(v) = v else { return Ok(default) };
     if v.value.trim().is_empty() {
         return Err(v.err(format!(
@@ -329,22 +364,27 @@ pub fn load_from_str(
     // [:master:]: DEFAULT keys it accepts, then its own.
     let mut master = Layered::default();
     for v in &defaults {
-        if MASTER_KEYS.contains(&v.key.as_str()) || SLAVE_KEYS.contains(&v.key.as_str()) {
+        if is_master_key(&v.key) {
             master.set(v.clone());
         }
     }
     if let Some(sec) = doc.section(":master:") {
         for v in vals(file, sec) {
-            if !MASTER_KEYS.contains(&v.key.as_str()) && !SLAVE_KEYS.contains(&v.key.as_str()) {
+            if !is_master_key(&v.key) {
                 let hint = schema::closest(
                     &v.key,
-                    MASTER_KEYS_DOCUMENTED.iter().chain(SLAVE_KEYS).copied(),
+                    MASTER_KEYS_DOCUMENTED
+                        .iter()
+                        .chain(SLAVE_KEYS)
+                        .chain(MAIL_KEYS_DOCUMENTED)
+                        .copied(),
                 )
                 .map(|k| format!(" (did you mean `{k}`?)"))
                 .unwrap_or_default();
                 return Err(v.err(format!(
-                    "unknown key in [:master:]{hint}; accepted keys: {}, and the slave defaults {}",
+                    "unknown key in [:master:]{hint}; accepted keys: {}, {}, and the slave defaults {}",
                     MASTER_KEYS_DOCUMENTED.join(", "),
+                    MAIL_KEYS_DOCUMENTED.join(", "),
                     SLAVE_KEYS.join(", ")
                 )));
             }
@@ -404,6 +444,11 @@ pub fn load_from_str(
         cfg.slaves.push(slave);
     }
 
+    let factory_keys: Vec<(String, Vec<Val>)> = checks
+        .iter()
+        .map(|c| (c.name.clone(), c.all.clone()))
+        .collect();
+    mail::read(&mut cfg, &doc, file, &defaults, &master, &factory_keys)?;
     cross_check(&cfg, &checks, file)?;
     warn_documented_passwords(&mut cfg, &password_vals, &master);
     warn_open_force(&mut cfg, &doc, &master);
@@ -847,6 +892,7 @@ fn read_factory(
             }
             "treestable" => f.tree_stable = value.parse().ok(),
             "pollinterval" => f.poll_interval = value.parse().ok(),
+            k if mail::FACTORY_KEYS.contains(&k) => {}
             _ => {
                 f.params.insert(v.key.clone(), v.value.clone());
             }
@@ -905,6 +951,9 @@ fn read_slave(
         }
     }
     for v in vals(file, sec) {
+        if mail::SLAVE_MAIL_KEYS.contains(&v.key.as_str()) {
+            continue;
+        }
         if !SLAVE_KEYS.contains(&v.key.as_str()) {
             let where_ = if MASTER_KEYS.contains(&v.key.as_str()) {
                 " (it belongs in [:master:])"
@@ -912,7 +961,7 @@ fn read_slave(
                 ""
             };
             return Err(v.err(format!(
-                "unknown key for a slave{where_}; accepted keys: {}",
+                "unknown key for a slave{where_}; accepted keys: {}, notifyOnMissing, missingTimeout",
                 SLAVE_KEYS.join(", ")
             )));
         }

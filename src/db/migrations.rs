@@ -223,18 +223,59 @@ pub const MIGRATIONS: &[&str] = &[
        AND (instr(substr(repository, instr(repository, '://') + 3), '/') = 0
             OR instr(substr(repository, instr(repository, '://') + 3), '@')
                < instr(substr(repository, instr(repository, '://') + 3), '/'));",
+    // 6: the reporters' outgoing queue (mail and commit statuses), stored before
+    // anything is sent so a master killed meanwhile sends it after its restart;
+    // which build stages the reporters have decided on; the first build id they
+    // handle (builds before a master had reporters are never announced).
+    "CREATE TABLE notifications (
+        id INTEGER PRIMARY KEY,
+        -- the build it is about; NULL for a missing slave
+        build INTEGER REFERENCES builds(id),
+        -- 'mail' or 'status'
+        kind TEXT NOT NULL,
+        -- what the pages show: the recipients, or the forge and the commit
+        target TEXT NOT NULL,
+        -- the whole message (mail), or the JSON body (status)
+        payload BLOB NOT NULL,
+        -- JSON: the envelope (mail) or the request's method, URL and auth (status)
+        meta TEXT NOT NULL,
+        -- the Message-ID of a mail
+        message_id TEXT,
+        -- 'pending', 'retrying', 'sent' or 'given up'
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        -- unix seconds
+        created_at REAL NOT NULL,
+        next_at REAL NOT NULL,
+        done_at REAL
+    );
+    CREATE INDEX notifications_due ON notifications(next_at)
+        WHERE state IN ('pending', 'retrying');
+    CREATE INDEX notifications_by_build ON notifications(build);
+    CREATE TABLE notified_builds (
+        build INTEGER NOT NULL REFERENCES builds(id),
+        -- 'started' or 'finished'
+        stage TEXT NOT NULL,
+        PRIMARY KEY (build, stage)
+    );
+    CREATE TABLE reporter_state (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );",
 ];
 
 #[cfg(test)]
 mod tests {
     use super::MIGRATIONS;
 
-    /// The last migration redacts the URLs forced builds stored with credentials,
+    /// Migration 5 redacts the URLs forced builds stored with credentials,
     /// and leaves every other repository as it was.
     #[test]
     fn stored_credentials_are_redacted() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
-        let (last, earlier) = MIGRATIONS.split_last().unwrap();
+        let (earlier, rest) = MIGRATIONS.split_at(4);
+        let last = rest[0];
         for sql in earlier {
             conn.execute_batch(sql).unwrap();
         }

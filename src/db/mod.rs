@@ -11,7 +11,8 @@
 //! the copying and the `fsync` a checkpoint costs are not paid inside a commit
 //! that a Build waits for. Queries live in one file per domain
 //! ([`slaves`], [`changes`], [`requests`] for BuildSets and BuildRequests,
-//! [`builds`] for Builds, Steps, logs and properties, [`status`] and
+//! [`builds`] for Builds, Steps, logs and properties, [`notifications`] for the
+//! reporters' outgoing queue, [`status`] and
 //! [`listing`] for what the status pages and the JSON API read); the schema is
 //! the append-only list in [`migrations`]. The web layer holds no SQL of its own.
 
@@ -19,6 +20,7 @@ pub mod builds;
 pub mod changes;
 pub mod listing;
 pub mod migrations;
+pub mod notifications;
 pub mod requests;
 pub mod schedulers;
 pub mod slaves;

@@ -151,6 +151,11 @@ pub static COMMON: &[ParamSpec] = &[
     p!("mirror", Bool, "true", "Check out through the slave's own mirror of each repository (BASEDIR/mirrors; fetched only when it lacks the build's revision); false clones and fetches from the repository itself."),
     p!("treeStable", Int, "", "Seconds the sources must be quiet before a build starts (default: the master's treeStable)."),
     p!("pollInterval", PosInt, "", "Seconds between polls of the sources (default: the master's pollInterval)."),
+    p!("recipients", List, "", "Mail addresses that get this factory's build mails, instead of the master's recipients."),
+    p!("mailMode", List, "", "When this factory's builds are mailed, instead of the master's mailMode: all, failing, passing, warnings, exception, problem (a builder that was not failing fails), change (the result differs from the previous build)."),
+    p!("statusPush", Choice(&["github", "gitea", "gitlab"]), "", "Set a commit status on this forge for each build's revision: pending at the start, success/failure/error at the end, context autobot/BUILDER."),
+    p!("statusPushURL", Str, "", "The forge's API base (default https://api.github.com for github, https://gitlab.com/api/v4 for gitlab; required for gitea, e.g. https://gitea.example.org/api/v1)."),
+    p!("statusPushToken", Str, "", "A file beside master.ini holding the forge's access token (never the token itself)."),
 ];
 
 static VIRTUALENV_PARAMS: &[ParamSpec] = &[

@@ -326,9 +326,28 @@ async fn get_builds(name: String, q: HashMap<String, String>, ctx: WebContext) -
     }
 }
 
+/// A build as `GET /api/v1/builders/NAME/builds/N` shows it: the build and each
+/// notification about it (mail, commit status) with its state.
+#[derive(serde::Serialize)]
+struct BuildWithNotifications {
+    #[serde(flatten)]
+    build: crate::db::builds::BuildDetail,
+    notifications: Vec<crate::db::notifications::NotificationRow>,
+}
+
 async fn get_build(name: String, number: i64, ctx: WebContext) -> Response {
     match ctx.db.build(&name, number).await {
-        Ok(Some(b)) => warp::reply::json(&b).into_response(),
+        Ok(Some(b)) => {
+            let notifications = match ctx.db.build_notifications(&name, number).await {
+                Ok(n) => n,
+                Err(e) => return db_error("GET /api/v1/builders/NAME/builds/N", e),
+            };
+            warp::reply::json(&BuildWithNotifications {
+                build: b,
+                notifications,
+            })
+            .into_response()
+        }
         Ok(None) => not_found(format!("{name} has no build {number}")),
         Err(e) => db_error("GET /api/v1/builders/NAME/builds/N", e),
     }

@@ -443,6 +443,16 @@ fn documented_master_keys_are_the_accepted_ones() {
         .map(|k| k.to_ascii_lowercase())
         .collect();
     assert_eq!(documented, super::MASTER_KEYS);
+    let documented: Vec<String> = super::MAIL_KEYS_DOCUMENTED
+        .iter()
+        .map(|k| k.to_ascii_lowercase())
+        .collect();
+    let mail: Vec<&str> = super::mail::MASTER_MAIL_KEYS
+        .iter()
+        .chain(super::mail::SLAVE_MAIL_KEYS)
+        .copied()
+        .collect();
+    assert_eq!(documented, mail);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `/builders/NAME/builds/N`, one build: its result, reason, slave, times, ETA,
 //! source stamp and blamelist, the Stop form while it runs, its steps with their
-//! logs, its Changes and its properties.
+//! logs, its Changes, its properties and its notifications (mail, commit
+//! status) with their state.
 
 use maud::html;
 use warp::http::header::HeaderMap;
@@ -11,17 +12,27 @@ use super::{
     build_url, cached, db_error, duration_of, error_page, ok_page, result_word, table_head, Pc,
 };
 use crate::db::builds::BuildDetail;
+use crate::db::notifications::NotificationRow;
 use crate::web::forms::{self, Forms};
 use crate::web::html::{builder_link, fmt_duration, fmt_time, log_url, result_class, seg, unseg};
 
 pub(super) async fn build_page(name: String, number: i64, h: HeaderMap, pc: Pc) -> Response {
     let name = unseg(&name);
-    let key = format!("/builders/{name}/builds/{number}");
+    // A notification's state changes without a build event: it is in the key.
+    let notes = match pc.ctx.db.build_notifications(&name, number).await {
+        Ok(n) => n,
+        Err(e) => return db_error(&pc, "build", e),
+    };
+    let states: Vec<(i64, &str, i64)> = notes
+        .iter()
+        .map(|n| (n.id, n.state.as_str(), n.attempts))
+        .collect();
+    let key = format!("/builders/{name}/builds/{number}#{states:?}");
     let p = pc.clone();
     let h2 = h.clone();
     let r = cached(&pc, &h, &key, async move {
         match p.ctx.db.build(&name, number).await {
-            Ok(Some(d)) => render_build(&d, &h2, &p),
+            Ok(Some(d)) => render_build(&d, &notes, &h2, &p),
             Ok(None) => error_page(
                 &p,
                 StatusCode::NOT_FOUND,
@@ -39,7 +50,7 @@ pub(super) async fn build_page(name: String, number: i64, h: HeaderMap, pc: Pc) 
     }
 }
 
-fn render_build(d: &BuildDetail, h: &HeaderMap, pc: &Pc) -> Response {
+fn render_build(d: &BuildDetail, notes: &[NotificationRow], h: &HeaderMap, pc: &Pc) -> Response {
     let b = &d.build;
     let Forms {
         token,
@@ -114,6 +125,28 @@ fn render_build(d: &BuildDetail, h: &HeaderMap, pc: &Pc) -> Response {
                             a href={ "/changes/" (c.id) } { "change " (c.id) }
                             " by " (c.who) ": "
                             pre.comments { (c.comments) }
+                        }
+                    }
+                }
+            }
+            @if !notes.is_empty() {
+                h2 { "Notifications" }
+                table.list #notifications {
+                    (table_head(&["kind", "to", "state", "attempts", "last error", "message-id"]))
+                    tbody {
+                        @for n in notes {
+                            tr.notification {
+                                td { (n.kind) }
+                                td { (n.target) }
+                                td class={ "notify-" (n.state.replace(' ', "-")) } {
+                                    (n.state)
+                                    @if let Some(t) = n.done_at { " " (fmt_time(t)) }
+                                    @if let Some(t) = n.next_at { ", next attempt " (fmt_time(t)) }
+                                }
+                                td { (n.attempts) }
+                                td { (n.last_error.as_deref().unwrap_or("")) }
+                                td { (n.message_id.as_deref().unwrap_or("")) }
+                            }
                         }
                     }
                 }

@@ -1,0 +1,415 @@
+//! The reporters' outgoing queue (mail and commit statuses) and what they have
+//! decided, in SQLite.
+//!
+//! A notification is decided from the database (a build's result, its
+//! builder's previous result) and stored here, in the same transaction that marks
+//! the build's stage as handled, before anything is sent: a master killed at any
+//! point either has not decided (and decides again after its restart) or has the
+//! message stored (and sends it after its restart, with the same Message-ID).
+//! Each delivery attempt updates the row: `sent`, `retrying` with the error and
+//! the time of the next attempt, or `given up`. The build's page and the JSON API
+//! read the rows of a build ([`Db::build_notifications`]).
+
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+use super::{Db, DbError};
+
+/// A notification to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNotification {
+    /// `mail` or `status`.
+    pub kind: String,
+    pub target: String,
+    pub payload: Vec<u8>,
+    /// JSON the sender needs (envelope, URL, …).
+    pub meta: String,
+    pub message_id: Option<String>,
+}
+
+/// A notification waiting to be sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedNotification {
+    pub id: i64,
+    pub build: Option<i64>,
+    pub kind: String,
+    pub target: String,
+    pub payload: Vec<u8>,
+    pub meta: String,
+    pub message_id: Option<String>,
+    pub attempts: i64,
+    pub created_at: f64,
+}
+
+/// A notification as the build's page and `GET /api/v1/builders/B/builds/N`
+/// show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NotificationRow {
+    pub id: i64,
+    /// `mail` or `status`.
+    pub kind: String,
+    /// The recipients, or the forge and the commit.
+    pub target: String,
+    pub message_id: Option<String>,
+    /// `pending`, `retrying`, `sent` or `given up`.
+    pub state: String,
+    pub attempts: i64,
+    /// The last failed attempt's error (the SMTP or HTTP answer).
+    pub last_error: Option<String>,
+    pub created_at: f64,
+    /// When it was sent or given up.
+    pub done_at: Option<f64>,
+    /// When the next attempt is due (pending and retrying only).
+    pub next_at: Option<f64>,
+}
+
+/// A build whose stage the reporters have not decided on yet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildToAnnounce {
+    pub id: i64,
+    pub builder: String,
+    pub number: i64,
+    /// `None` while running.
+    pub result: Option<String>,
+    /// Interrupted, its requests back in the queue: not announced as finished.
+    pub requeued: bool,
+}
+
+/// What an attempt to send came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attempt {
+    Sent,
+    Retry { error: String, next_at: f64 },
+    GiveUp { error: String },
+}
+
+impl Db {
+    /// The last build id before the reporters' time: set to the newest build's
+    /// id the first time it is asked, so an upgraded master does not announce
+    /// its history.
+    pub async fn reporter_horizon(&self) -> Result<i64, DbError> {
+        self.write(|tx| {
+            let got: Option<i64> = tx
+                .query_row(
+                    "SELECT value FROM reporter_state WHERE name = 'horizon'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(h) = got {
+                return Ok(h);
+            }
+            let h: i64 =
+                tx.query_row("SELECT COALESCE(MAX(id), 0) FROM builds", [], |r| r.get(0))?;
+            tx.execute(
+                "INSERT INTO reporter_state(name, value) VALUES ('horizon', ?1)",
+                [h],
+            )?;
+            Ok(h)
+        })
+        .await
+    }
+
+    /// Move the horizon up to just below the oldest build that is running or
+    /// whose end is not decided yet (so a pass scans only recent builds, however
+    /// long the history), and store it. Returns the new horizon.
+    pub async fn advance_reporter_horizon(&self, horizon: i64) -> Result<i64, DbError> {
+        let new = self
+            .read(move |c| {
+                let oldest_open: Option<i64> = c
+                    .prepare_cached(
+                        "SELECT MIN(b.id) FROM builds b
+                         WHERE b.id > ?1
+                           AND (b.finished_at IS NULL
+                                OR NOT EXISTS (SELECT 1 FROM notified_builds n
+                                               WHERE n.build = b.id AND n.stage = 'finished'))",
+                    )?
+                    .query_row([horizon], |r| r.get(0))?;
+                match oldest_open {
+                    Some(id) => Ok(id - 1),
+                    None => c.query_row(
+                        "SELECT COALESCE(MAX(id), ?1) FROM builds WHERE id > ?1",
+                        [horizon],
+                        |r| r.get(0),
+                    ),
+                }
+            })
+            .await?;
+        if new <= horizon {
+            return Ok(horizon);
+        }
+        self.write(move |tx| {
+            tx.prepare_cached("UPDATE reporter_state SET value = ?1 WHERE name = 'horizon'")?
+                .execute([new])?;
+            Ok(new)
+        })
+        .await
+    }
+
+    /// Builds after `horizon` whose `stage` is not decided yet (`started`: builds
+    /// running now; `finished`: finished builds), oldest first, at most `limit`.
+    pub async fn builds_to_announce(
+        &self,
+        horizon: i64,
+        stage: &'static str,
+        limit: i64,
+    ) -> Result<Vec<BuildToAnnounce>, DbError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT b.id, b.builder, b.number, b.result,
+                        EXISTS (SELECT 1 FROM build_requests br
+                                JOIN buildrequests r ON r.id = br.request
+                                WHERE br.build = b.id
+                                  AND (r.complete = 0 OR r.complete_at IS NOT b.finished_at))
+                 FROM builds b
+                 WHERE b.id > ?1 AND (b.finished_at IS NULL) = (?2 = 'started')
+                   AND NOT EXISTS (SELECT 1 FROM notified_builds n
+                                   WHERE n.build = b.id AND n.stage = ?2)
+                 ORDER BY b.id LIMIT ?3",
+            )?;
+            let rows = st.query_map(params![horizon, stage, limit], |r| {
+                Ok(BuildToAnnounce {
+                    id: r.get(0)?,
+                    builder: r.get(1)?,
+                    number: r.get(2)?,
+                    result: r.get(3)?,
+                    requeued: r.get::<_, i64>(4)? != 0,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// The result of the builder's newest finished build before `number` that
+    /// was not requeued (`None`: there is none).
+    pub async fn previous_result(
+        &self,
+        builder: &str,
+        number: i64,
+    ) -> Result<Option<String>, DbError> {
+        let builder = builder.to_string();
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT b.result FROM builds b
+                 WHERE b.builder = ?1 AND b.number < ?2 AND b.finished_at IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM build_requests br
+                                   JOIN buildrequests r ON r.id = br.request
+                                   WHERE br.build = b.id
+                                     AND (r.complete = 0 OR r.complete_at IS NOT b.finished_at))
+                 ORDER BY b.number DESC LIMIT 1",
+            )?
+            .query_row(params![builder, number], |r| r.get(0))
+            .optional()
+        })
+        .await
+    }
+
+    /// Store `items`, due now, and mark `build`'s `stage` decided, in one
+    /// transaction. Returns the new rows' ids.
+    pub async fn enqueue_notifications(
+        &self,
+        build: Option<i64>,
+        stage: Option<&'static str>,
+        items: Vec<NewNotification>,
+        now: f64,
+    ) -> Result<Vec<i64>, DbError> {
+        self.write(move |tx| {
+            if let (Some(b), Some(s)) = (build, stage) {
+                let fresh = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO notified_builds(build, stage) VALUES (?1, ?2)",
+                    )?
+                    .execute(params![b, s])?;
+                if fresh == 0 {
+                    // Decided already (by an earlier pass): nothing twice.
+                    return Ok(Vec::new());
+                }
+            }
+            if let (Some(b), Some("finished")) = (build, stage) {
+                if items.iter().any(|n| n.kind == "status") {
+                    // The end's status replaces a start's that is still unsent.
+                    tx.prepare_cached(
+                        "UPDATE notifications
+                         SET state = 'given up', done_at = ?2,
+                             last_error = 'superseded by the status of the build''s end'
+                         WHERE build = ?1 AND kind = 'status' AND state IN ('pending', 'retrying')",
+                    )?
+                    .execute(params![b, now])?;
+                }
+            }
+            let mut ids = Vec::new();
+            let mut st = tx.prepare_cached(
+                "INSERT INTO notifications(build, kind, target, payload, meta, message_id,
+                                           created_at, next_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+            )?;
+            for n in &items {
+                st.execute(params![
+                    build,
+                    n.kind,
+                    n.target,
+                    n.payload,
+                    n.meta,
+                    n.message_id,
+                    now
+                ])?;
+                ids.push(tx.last_insert_rowid());
+            }
+            Ok(ids)
+        })
+        .await
+    }
+
+    /// Notifications of `kind` due at `now`, oldest first, at most `limit`.
+    pub async fn due_notifications(
+        &self,
+        kind: &'static str,
+        now: f64,
+        limit: i64,
+    ) -> Result<Vec<QueuedNotification>, DbError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, build, kind, target, payload, meta, message_id, attempts, created_at
+                 FROM notifications
+                 WHERE state IN ('pending', 'retrying') AND kind = ?1 AND next_at <= ?2
+                 ORDER BY next_at, id LIMIT ?3",
+            )?;
+            let rows = st.query_map(params![kind, now, limit], |r| {
+                Ok(QueuedNotification {
+                    id: r.get(0)?,
+                    build: r.get(1)?,
+                    kind: r.get(2)?,
+                    target: r.get(3)?,
+                    payload: r.get(4)?,
+                    meta: r.get(5)?,
+                    message_id: r.get(6)?,
+                    attempts: r.get(7)?,
+                    created_at: r.get(8)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// When the next notification of `kind` is due, if any waits.
+    pub async fn next_notification_due(&self, kind: &'static str) -> Result<Option<f64>, DbError> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT MIN(next_at) FROM notifications
+                 WHERE state IN ('pending', 'retrying') AND kind = ?1",
+            )?
+            .query_row([kind], |r| r.get(0))
+        })
+        .await
+    }
+
+    /// Record an attempt to send notification `id`.
+    pub async fn notification_attempt(
+        &self,
+        id: i64,
+        attempt: Attempt,
+        now: f64,
+    ) -> Result<(), DbError> {
+        self.write(move |tx| {
+            let mut st = tx.prepare_cached(
+                "UPDATE notifications
+                 SET state = ?2, attempts = attempts + 1, last_error = COALESCE(?3, last_error),
+                     next_at = ?4, done_at = ?5
+                 WHERE id = ?1",
+            )?;
+            match attempt {
+                Attempt::Sent => st.execute(params![id, "sent", None::<String>, now, now])?,
+                Attempt::Retry { error, next_at } => {
+                    st.execute(params![id, "retrying", error, next_at, None::<f64>])?
+                }
+                Attempt::GiveUp { error } => {
+                    st.execute(params![id, "given up", error, now, now])?
+                }
+            };
+            Ok(())
+        })
+        .await
+    }
+
+    /// At start-up: whatever waits for a retry is due now (the master was away,
+    /// the server may be back).
+    pub async fn notifications_due_now(&self, now: f64) -> Result<(), DbError> {
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE notifications SET next_at = ?1
+                 WHERE state IN ('pending', 'retrying') AND next_at > ?1",
+                [now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The notifications of one build, oldest first.
+    pub async fn build_notifications(
+        &self,
+        builder: &str,
+        number: i64,
+    ) -> Result<Vec<NotificationRow>, DbError> {
+        let builder = builder.to_string();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT n.id, n.kind, n.target, n.message_id, n.state, n.attempts,
+                        n.last_error, n.created_at, n.done_at, n.next_at
+                 FROM notifications n JOIN builds b ON b.id = n.build
+                 WHERE b.builder = ?1 AND b.number = ?2
+                 ORDER BY n.id LIMIT 200",
+            )?;
+            let rows = st.query_map(params![builder, number], |r| {
+                let state: String = r.get(4)?;
+                let open = state == "pending" || state == "retrying";
+                Ok(NotificationRow {
+                    id: r.get(0)?,
+                    kind: r.get(1)?,
+                    target: r.get(2)?,
+                    message_id: r.get(3)?,
+                    state,
+                    attempts: r.get(5)?,
+                    last_error: r.get(6)?,
+                    created_at: r.get(7)?,
+                    done_at: r.get(8)?,
+                    next_at: if open { r.get(9)? } else { None },
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Every notification not about a build (missing slaves), newest first, at
+    /// most `limit`.
+    pub async fn slave_notifications(&self, limit: i64) -> Result<Vec<NotificationRow>, DbError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, kind, target, message_id, state, attempts, last_error, created_at,
+                        done_at, next_at
+                 FROM notifications WHERE build IS NULL ORDER BY id DESC LIMIT ?1",
+            )?;
+            let rows = st.query_map([limit], |r| {
+                let state: String = r.get(4)?;
+                let open = state == "pending" || state == "retrying";
+                Ok(NotificationRow {
+                    id: r.get(0)?,
+                    kind: r.get(1)?,
+                    target: r.get(2)?,
+                    message_id: r.get(3)?,
+                    state,
+                    attempts: r.get(5)?,
+                    last_error: r.get(6)?,
+                    created_at: r.get(7)?,
+                    done_at: r.get(8)?,
+                    next_at: if open { r.get(9)? } else { None },
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+}
