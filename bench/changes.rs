@@ -14,9 +14,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use autobot::app::{Master, MasterOptions};
 use autobot::db::changes::NewChange;
 use autobot::db::Db;
-use autobot::master::{Master, MasterOptions};
 
 const PASSWORD: &str = "pw-bench";
 

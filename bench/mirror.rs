@@ -1,7 +1,7 @@
 //! What the slave's shared mirror saves (issue 7): a git repository of realistic
 //! size (`--commits` commits, default 5,000, over `--files` files, default 3,000,
 //! made with `git fast-import`) is served by `git daemon` on 127.0.0.1, and the
-//! checkout plans of `autobot::factory::checkout` are run the way a slave runs them
+//! checkout plans of `autobot::sources::checkout` are run the way a slave runs them
 //! (each `shell` op an argv in its workdir, `rmdir`/`mkdir`/`cpdir` on the file
 //! system), timing:
 //!
@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use autobot::config::{Mode, Source, SourceKind};
-use autobot::factory::checkout::{Checkout, CheckoutOp, CheckoutRun, Next, MIRRORS_DIR};
+use autobot::sources::checkout::{Checkout, CheckoutOp, CheckoutRun, Next, MIRRORS_DIR};
+use autobot::sources::{Mode, Source, SourceKind};
 use common::{free_port, git_fast_import, opt, report};
 
 fn main() {

@@ -21,7 +21,8 @@ mod irc_common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use autobot::master::{EngineEvent, ForceRequest, Master, MasterOptions};
+use autobot::app::{Master, MasterOptions};
+use autobot::engine::{EngineEvent, ForceRequest};
 use common::{opt, report};
 use irc_common::{IrcClient, Ngircd};
 

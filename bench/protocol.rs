@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use autobot::config::SlaveIni;
-use autobot::master::command::{CommandEvent, Update};
 use autobot::protocol::map;
+use autobot::slavelink::command::{CommandEvent, Update};
 use rmpv::Value;
 
 #[path = "common/mod.rs"]
@@ -185,7 +185,7 @@ fn log_volume(tmp: &Path, bytes: u64) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let master = autobot::master::Master::start(&mdir).await.unwrap();
+        let master = autobot::app::Master::start(&mdir).await.unwrap();
         autobot(&["start", sdir.to_str().unwrap()]);
         let spid = pid_of(&sdir);
         let slave = master

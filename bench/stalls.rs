@@ -476,7 +476,7 @@ fn flood_digest(bytes: u64) -> ring::digest::Digest {
 /// The byte count and SHA-256 of a stored log's stdout (its channel runs tell
 /// it from the headers the slave adds).
 fn stdout_digest(path: &Path) -> (u64, ring::digest::Digest) {
-    use autobot::master::logs::{read_channel_runs, Channel};
+    use autobot::logstore::{read_channel_runs, Channel};
     let runs = read_channel_runs(path).unwrap();
     let mut f = std::fs::File::open(path).unwrap();
     let len = f.metadata().unwrap().len();

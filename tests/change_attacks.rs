@@ -24,7 +24,7 @@ mod change_common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use autobot::master::ForceRequest;
+use autobot::engine::ForceRequest;
 use scheduler_common::{ini, wait_builds, wait_finished, GitRepo, Site};
 use serde_json::{json, Value};
 

@@ -29,7 +29,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use autobot::master::{ForceRequest, Master, MasterOptions};
+use autobot::app::{Master, MasterOptions};
+use autobot::engine::ForceRequest;
 use base64::Engine as _;
 use engine_common::{free_port, kill9, Daemon, DEADLINE};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use autobot::db::builds::BuildDetail;
-use autobot::master::ForceRequest;
+use autobot::engine::ForceRequest;
 use engine_common::*;
 use scheduler_common::{have_hg, GitRepo, HgRepo};
 

@@ -15,10 +15,9 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use autobot::master::{
-    CommandError, CommandEvent, DownloadSource, Master, MasterOptions, SlaveHandle, Update,
-};
+use autobot::app::{Master, MasterOptions};
 use autobot::protocol::map;
+use autobot::slavelink::{CommandError, CommandEvent, DownloadSource, SlaveHandle, Update};
 use rmpv::Value;
 use support::{wait_for, wait_log, Impl, SlaveProc, TestMaster, DEADLINE};
 
@@ -624,7 +623,7 @@ async fn busy_port_is_reported_through_ready() {
     let dir = master_dir(port);
     let (control, handle) = autobot::daemon::control();
     let path = dir.path().to_path_buf();
-    let task = tokio::spawn(async move { autobot::master::run(&path, control).await });
+    let task = tokio::spawn(async move { autobot::app::run(&path, control).await });
     let ready = handle.ready.await.unwrap();
     let msg = ready.unwrap_err();
     assert!(msg.contains(&format!("port {port} is in use")), "{msg}");
@@ -651,7 +650,7 @@ async fn run_reports_ready_and_stops_on_shutdown() {
     std::fs::write(dir.path().join("master.ini"), ini).unwrap();
     let (control, handle) = autobot::daemon::control();
     let path = dir.path().to_path_buf();
-    let task = tokio::spawn(async move { autobot::master::run(&path, control).await });
+    let task = tokio::spawn(async move { autobot::app::run(&path, control).await });
     let msg = handle.ready.await.unwrap().unwrap();
     assert_eq!(
         msg,

@@ -13,7 +13,7 @@ mod engine_common;
 use std::process::Command;
 use std::time::Duration;
 
-use autobot::master::ForceRequest;
+use autobot::engine::ForceRequest;
 use engine_common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,9 +39,9 @@ async fn hello_sample_builds_green_through_force() {
         String::from_utf8_lossy(&out.stderr)
     );
     let mdir = dir.join("master");
-    let master = autobot::master::Master::start_with(
+    let master = autobot::app::Master::start_with(
         &mdir,
-        autobot::master::MasterOptions {
+        autobot::app::MasterOptions {
             keepalive_interval: Some(Duration::from_secs(30)),
             slaveport: Some(sp),
             htmlport: Some(0),
@@ -82,7 +82,7 @@ async fn hello_sample_builds_green_through_force() {
             // While it runs, the ETA comes from build 1's step times.
             loop {
                 match events.recv().await.unwrap() {
-                    autobot::master::EngineEvent::StepStarted { name, .. } if name == "compile" => {
+                    autobot::engine::EngineEvent::StepStarted { name, .. } if name == "compile" => {
                         break
                     }
                     _ => {}

@@ -21,7 +21,7 @@ mod engine_common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use autobot::master::ForceRequest;
+use autobot::engine::ForceRequest;
 use engine_common::*;
 
 const GATE: &str = r#"#!/bin/sh
@@ -458,7 +458,7 @@ async fn master_shutdown_ends_a_build_waiting_for_a_lock() {
     let db = autobot::db::Db::open(&db_path).unwrap();
     let b = db.build("needab-s1", 1).await.unwrap().unwrap();
     assert_eq!(b.build.result.as_deref(), Some("exception"));
-    assert_eq!(b.build.text, autobot::master::engine::SHUTDOWN_TEXT);
+    assert_eq!(b.build.text, autobot::engine::SHUTDOWN_TEXT);
     assert_eq!(
         b.steps[0].text,
         "interrupted while waiting for the build's lock B"

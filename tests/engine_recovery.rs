@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use autobot::db::requests::{NewBuildSet, NewSourceStamp};
 use autobot::db::Db;
-use autobot::master::ForceRequest;
+use autobot::engine::ForceRequest;
 use engine_common::*;
 use nix::sys::signal::{killpg, Signal};
 

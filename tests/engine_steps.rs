@@ -12,7 +12,7 @@ mod engine_common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use autobot::master::{EngineEvent, ForceRequest};
+use autobot::engine::{EngineEvent, ForceRequest};
 use engine_common::*;
 
 const FACTORIES: &str = r#"
@@ -113,10 +113,10 @@ async fn flags_halt_properties_and_big_logs() {
         .await
         .unwrap()
         .unwrap();
-    let runs = autobot::master::logs::read_channel_runs(&f.path).unwrap();
+    let runs = autobot::logstore::read_channel_runs(&f.path).unwrap();
     assert!(
         runs.iter()
-            .any(|(_, c)| *c == autobot::master::logs::Channel::Stderr),
+            .any(|(_, c)| *c == autobot::logstore::Channel::Stderr),
         "{runs:?}"
     );
     assert_eq!(f.size, std::fs::metadata(&f.path).unwrap().len());

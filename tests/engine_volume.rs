@@ -11,7 +11,7 @@ mod engine_common;
 
 use std::time::{Duration, Instant};
 
-use autobot::master::ForceRequest;
+use autobot::engine::ForceRequest;
 use engine_common::*;
 
 const FACTORY: &str = r#"

@@ -35,7 +35,7 @@ use autobot::config::{ConfigError, SlaveIni};
 use autobot::schedulers::cron::Cron;
 
 fn load(text: &str) -> Result<autobot::config::MasterConfig, ConfigError> {
-    let projects = autobot::factory::projects(None).unwrap();
+    let projects = autobot::config::projects(None).unwrap();
     autobot::config::load_from_str(
         std::path::Path::new("/m/master.ini"),
         std::path::Path::new("/m"),

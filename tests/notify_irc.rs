@@ -17,7 +17,7 @@ mod irc_common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use autobot::master::ForceRequest;
+use autobot::engine::ForceRequest;
 use engine_common::{wait_until, EngineMaster};
 use irc_common::{IrcClient, Ngircd};
 

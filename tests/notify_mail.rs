@@ -24,7 +24,7 @@ use std::time::Duration;
 use autobot::db::changes::NewChange;
 use autobot::db::requests::{NewBuildSet, NewSourceStamp};
 use autobot::db::Db;
-use autobot::master::ForceRequest;
+use autobot::engine::ForceRequest;
 use engine_common::*;
 use notify_common::*;
 

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use autobot::master::ForceRequest;
+use autobot::engine::ForceRequest;
 use engine_common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

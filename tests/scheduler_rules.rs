@@ -13,8 +13,8 @@ mod engine_common;
 #[path = "scheduler_common/mod.rs"]
 mod scheduler_common;
 
+use autobot::app::Master;
 use autobot::db::changes::{ChangeRow, NewChange};
-use autobot::master::Master;
 use scheduler_common::*;
 
 async fn send(master: &Master, who: &str, files: &[&str]) -> ChangeRow {
@@ -97,7 +97,7 @@ async fn requests_queued_while_the_builder_is_busy_merge() {
         .engine()
         .force(
             "slow-s1",
-            autobot::master::ForceRequest {
+            autobot::engine::ForceRequest {
                 reason: "by hand".into(),
                 ..Default::default()
             },

@@ -12,8 +12,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
-use autobot::master::SlaveHandle;
 use autobot::protocol::map;
+use autobot::slavelink::SlaveHandle;
 use rmpv::Value;
 use support::{Impl, SlaveProc, TestMaster};
 
@@ -31,7 +31,7 @@ async fn setup(test: &str, imp: Impl) -> Option<(TestMaster, SlaveProc, SlaveHan
     Some((tm, proc, h))
 }
 
-async fn cpdir(h: &SlaveHandle, from: &str, to: &str) -> autobot::master::CommandOutcome {
+async fn cpdir(h: &SlaveHandle, from: &str, to: &str) -> autobot::slavelink::CommandOutcome {
     h.run(
         "cpdir",
         map(vec![

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use autobot::db::builds::BuildDetail;
-use autobot::master::ForceRequest;
+use autobot::engine::ForceRequest;
 use engine_common::*;
 use scheduler_common::{have_hg, GitRepo, HgRepo};
 

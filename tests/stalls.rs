@@ -368,7 +368,7 @@ fn yes_digest(line: &str, bytes: u64) -> ring::digest::Digest {
 /// A stored log's stdout bytes (its channel runs tell them from the headers the
 /// slave adds), fed to `each` in order.
 fn stdout_of(path: &Path, mut each: impl FnMut(&[u8])) {
-    use autobot::master::logs::{read_channel_runs, Channel};
+    use autobot::logstore::{read_channel_runs, Channel};
     let runs = read_channel_runs(path).unwrap();
     let mut f = std::fs::File::open(path).unwrap();
     let len = f.metadata().unwrap().len();

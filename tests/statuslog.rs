@@ -16,7 +16,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use autobot::db::changes::NewChange;
-use autobot::master::ForceRequest;
+use autobot::engine::ForceRequest;
 use engine_common::{autobot_bin, EngineMaster, DEADLINE};
 
 /// A running `autobot statuslog`; its stdout lines come through a channel.

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use autobot::master::{Master, MasterOptions};
+use autobot::app::{Master, MasterOptions};
 use engine_common::*;
 use serde_json::{json, Value};
 use web_common::{basic, csrf_cookie, csrf_field, get, head_only, http, http_host, post_form};
@@ -441,7 +441,7 @@ async fn every_response_carries_the_security_headers() {
     let id = m
         .force(
             "quick-s1",
-            autobot::master::ForceRequest {
+            autobot::engine::ForceRequest {
                 reason: "headers".into(),
                 ..Default::default()
             },
@@ -831,7 +831,7 @@ async fn the_cli_logs_in_from_flags_options_or_the_master_directory() {
     let id = m
         .force(
             "slow-s1",
-            autobot::master::ForceRequest {
+            autobot::engine::ForceRequest {
                 reason: "to stop".into(),
                 ..Default::default()
             },

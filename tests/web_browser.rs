@@ -358,7 +358,7 @@ async fn chromium_forces_a_build_and_watches_it_go_green_live() {
     let req = m
         .force(
             "drip-s1",
-            autobot::master::ForceRequest {
+            autobot::engine::ForceRequest {
                 reason: "drip".into(),
                 ..Default::default()
             },

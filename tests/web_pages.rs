@@ -17,7 +17,7 @@ mod web_common;
 use std::time::{Duration, Instant};
 
 use autobot::db::changes::NewChange;
-use autobot::master::ForceRequest;
+use autobot::engine::ForceRequest;
 use engine_common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use web_common::*;
@@ -905,9 +905,9 @@ async fn configured_favicon_and_robots_txt_are_served() {
         ),
     )
     .unwrap();
-    let master = autobot::master::Master::start_with(
+    let master = autobot::app::Master::start_with(
         dir.path(),
-        autobot::master::MasterOptions {
+        autobot::app::MasterOptions {
             keepalive_interval: Some(std::time::Duration::from_secs(30)),
             slaveport: Some(0),
             htmlport: Some(0),

@@ -102,7 +102,7 @@ impl PollQueue {
 
 /// The key of a repository's poll queue: its URL without credentials.
 fn poll_key(url: &str) -> String {
-    super::redact_url(url.trim())
+    crate::sources::redact_url(url.trim())
 }
 
 /// Stores Changes and announces them; cheap to clone.

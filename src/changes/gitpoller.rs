@@ -18,7 +18,8 @@ use gix::bstr::ByteSlice;
 use gix::remote::Direction;
 use gix::ObjectId;
 
-use super::{error_chain, links_for, redact_in, redact_url, Change, PollError, PollResult};
+use super::{error_chain, links_for, Change, PollError, PollResult};
+use crate::sources::{redact_in, redact_url};
 
 /// Polls one git repository (several branches) into a bare mirror.
 ///

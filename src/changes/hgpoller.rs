@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::{links_for, redact_in, redact_url, Change, PollError, PollResult};
+use super::{links_for, Change, PollError, PollResult};
+use crate::sources::{redact_in, redact_url};
 
 /// Mercurial's name for the unnamed branch.
 const DEFAULT_BRANCH: &str = "default";
@@ -161,7 +162,7 @@ impl HgPoller {
             reason,
         };
         // Credentials in the URL stay out of the argv (`ps` shows it).
-        let (global, source, _) = crate::factory::checkout::hg_source(&self.url);
+        let (global, source, _) = crate::sources::hg_source(&self.url);
         if self.mirror_dir.join(".hg").is_dir() {
             let mut args = global;
             args.extend(self.repo_args());
@@ -342,7 +343,7 @@ impl HgPoller {
     fn hg(&self, args: &[String]) -> Result<String, String> {
         let mut child = Command::new(&self.hg)
             .args(args)
-            .envs(crate::factory::checkout::hg_source(&self.url).2)
+            .envs(crate::sources::hg_source(&self.url).2)
             .env("HGPLAIN", "1")
             .env("HGENCODING", "UTF-8")
             .stdin(Stdio::null())

@@ -17,10 +17,16 @@
 //! Whatever its source, a Change passes [`validate`] before it is stored
 //! ([`ChangeBus::add`] checks every one): revisions and branches that could become
 //! command-line options are refused, and every field is capped.
+//!
+//! The poller manager ([`pollers`]) runs one poller per configured repository
+//! and feeds the [`ChangeBus`]; [`submit`] is the `sendchange` intake the daemon
+//! hangs on the slave port. This module sits below the engine and the schedulers
+//! and knows nothing of either.
 
 pub mod bus;
 mod gitpoller;
 mod hgpoller;
+pub mod pollers;
 pub mod submit;
 pub mod validate;
 
@@ -29,9 +35,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::sources::redact_url;
+
 pub use bus::{ChangeBus, PollRequest};
 pub use gitpoller::GitPoller;
 pub use hgpoller::HgPoller;
+pub use pollers::{poller_specs, PollerSpec};
 
 /// One commit, as schedulers, the blamelist and the JSON API see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -134,9 +143,6 @@ pub fn mirror_path(master_dir: &Path, url: &str) -> PathBuf {
         .join("mirrors")
         .join(format!("{name}-{:016x}", fnv1a(url.as_bytes())))
 }
-
-/// The one redaction of credentials in URLs, shared with checkouts and slaves.
-pub use crate::factory::checkout::{redact_in, redact_url};
 
 /// Fills `revlink`'s `%s` with a revision.
 pub(crate) fn links_for(revlink: Option<&str>, revision: &str) -> Vec<String> {

@@ -857,7 +857,7 @@ mod tests {
             from: String::new(),
         };
         assert_eq!(
-            crate::master::auth::parse_basic(&l.header()),
+            crate::slavelink::auth::parse_basic(&l.header()),
             Some(("alice".into(), "s3:cret".into()))
         );
     }

@@ -18,8 +18,9 @@ use std::path::{Path, PathBuf};
 
 use super::info::local_dir;
 use super::CreateArgs;
+use crate::config::Project;
 use crate::config::{self, secrets, SlaveIni};
-use crate::factory::{self, Project};
+use crate::factory;
 use crate::templates::{self, MasterVars};
 
 #[derive(Debug, Args)]
@@ -74,9 +75,9 @@ pub struct CreateProjectArgs {
 
 /// `autobot create DIR`: DIR/master and DIR/slave, the slave pointed at the master.
 pub fn create_pair(args: &CreateArgs) -> anyhow::Result<()> {
-    let projects = factory::projects(Some(&local_dir(None)))?;
+    let projects = config::projects(Some(&local_dir(None)))?;
     if args.list_factories {
-        print!("{}", factory::list_factories_text(&projects));
+        print!("{}", config::list_factories_text(&projects));
         return Ok(());
     }
     let chosen = choose_factories(&args.factories, &projects)?;
@@ -166,9 +167,9 @@ fn print_changes_hint(master_ini: &Path, args: &CreateArgs) {
 
 /// `autobot create-master DIR`.
 pub fn create_master_cmd(args: &CreateArgs) -> anyhow::Result<()> {
-    let projects = factory::projects(Some(&local_dir(None)))?;
+    let projects = config::projects(Some(&local_dir(None)))?;
     if args.list_factories {
-        print!("{}", factory::list_factories_text(&projects));
+        print!("{}", config::list_factories_text(&projects));
         return Ok(());
     }
     let chosen = choose_factories(&args.factories, &projects)?;
@@ -237,7 +238,7 @@ pub fn create_slave_cmd(args: &CreateSlaveArgs) -> anyhow::Result<()> {
         let (host, port) = addr.rsplit_once(':').ok_or_else(|| {
             anyhow!("MASTERHOST:PORT {addr:?} has no port; use e.g. localhost:9010")
         })?;
-        let port: u16 = config::ini::parse_digits(port)
+        let port: u16 = factory::schema::parse_digits(port)
             .and_then(|p| u16::try_from(p).ok())
             .filter(|p| *p > 0)
             .ok_or_else(|| {
@@ -391,7 +392,7 @@ fn prompt(what: &str, flag: &str) -> anyhow::Result<String> {
 /// after a name that is not known, until a known one or an empty line).
 fn choose_factories(given: &[String], projects: &[Project]) -> anyhow::Result<Vec<String>> {
     let names: Vec<String> = projects.iter().map(|p| p.name.clone()).collect();
-    let listing = factory::list_factories_text(projects);
+    let listing = config::list_factories_text(projects);
     let wanted: Vec<String> = if given.len() == 1 && given[0] == "-" {
         names.clone()
     } else if given.is_empty() {
@@ -558,7 +559,7 @@ fn write_master(
         let Some(project) = projects.iter().find(|p| &p.name == name) else {
             continue;
         };
-        if let factory::ProjectSource::Local(path) = &project.source {
+        if let config::ProjectSource::Local(path) = &project.source {
             let dest = dir.join("projects").join(format!("{name}.ini"));
             std::fs::create_dir_all(dir.join("projects"))?;
             std::fs::copy(path, &dest)

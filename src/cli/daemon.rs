@@ -462,7 +462,7 @@ fn run_daemons(daemons: &[(Role, PathBuf)]) -> anyhow::Result<()> {
             let dir = dir.clone();
             let task = match role {
                 Role::Master => tokio::spawn(async move {
-                    crate::master::run(&dir, control)
+                    crate::app::run(&dir, control)
                         .await
                         .map_err(|e| anyhow!("{e}"))
                 }),

@@ -35,8 +35,8 @@ pub fn local_dir(master: Option<&Path>) -> PathBuf {
 
 /// The `Factories::` listing of every project known from `dir`.
 pub fn factories_text(dir: &Path) -> anyhow::Result<String> {
-    let projects = factory::projects(Some(dir))?;
-    Ok(factory::list_factories_text(&projects))
+    let projects = config::projects(Some(dir))?;
+    Ok(config::list_factories_text(&projects))
 }
 
 pub fn list_factories_cmd(args: &ListFactoriesArgs) -> anyhow::Result<()> {

@@ -116,17 +116,6 @@ pub fn decode<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, ConfigError> 
     })
 }
 
-/// A whole number written as decimal digits only: no sign, no blanks inside, no
-/// `_`, not empty (Rust's own parser would take `+9010`). `None` for anything
-/// else, including a value too large for `u64`.
-pub fn parse_digits(value: &str) -> Option<u64> {
-    let v = value.trim();
-    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    v.parse().ok()
-}
-
 /// Parse `text`, read from `path` (named in errors).
 pub fn parse(path: &Path, text: &str) -> Result<IniDoc, ConfigError> {
     let mut sections: Vec<IniSection> = Vec::new();
@@ -346,25 +335,6 @@ mod tests {
         );
         let e = decode(path, b"\xFF").unwrap_err().to_string();
         assert!(e.starts_with("m.ini:1: byte 0xFF at column 1 "), "{e}");
-    }
-
-    #[test]
-    fn digits_only() {
-        assert_eq!(parse_digits(" 9010 "), Some(9010));
-        assert_eq!(parse_digits("0"), Some(0));
-        for bad in [
-            "",
-            " ",
-            "+9010",
-            "-1",
-            "9 010",
-            "9_010",
-            "0x10",
-            "1e3",
-            "99999999999999999999",
-        ] {
-            assert_eq!(parse_digits(bad), None, "{bad:?}");
-        }
     }
 
     #[test]

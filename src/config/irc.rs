@@ -4,7 +4,8 @@
 //! key gets. An empty (or absent) `ircHost` means no bot; the other keys are then
 //! unused, and a channel list given anyway is a warning (it would be ignored).
 
-use super::{ConfigError, ConfigWarning, Layered, Val};
+use super::read::{parse_bool, parse_list, Layered, Val};
+use super::{ConfigError, ConfigWarning};
 
 /// The events a channel can be told about (`ircNotify`, `notify on|off`).
 pub const EVENTS: &[&str] = &[
@@ -99,7 +100,7 @@ pub(super) fn read(
     warnings: &mut Vec<ConfigWarning>,
 ) -> Result<Option<IrcConfig>, ConfigError> {
     let tls = match m.get("irctls") {
-        Some(v) => super::parse_bool(v)?,
+        Some(v) => parse_bool(v)?,
         None => false,
     };
     let channels = match m.get("ircchannels") {
@@ -188,16 +189,18 @@ fn parse_host(v: &Val, tls: bool) -> Result<(String, u16), ConfigError> {
     }
     let port = match port {
         None => default,
-        Some(p) => match super::ini::parse_digits(p).and_then(|n| u16::try_from(n).ok()) {
-            Some(n) if n >= 1 => n,
-            _ => return Err(bad(&format!("{p:?} is not a port from 1 to 65535"))),
-        },
+        Some(p) => {
+            match crate::factory::schema::parse_digits(p).and_then(|n| u16::try_from(n).ok()) {
+                Some(n) if n >= 1 => n,
+                _ => return Err(bad(&format!("{p:?} is not a port from 1 to 65535"))),
+            }
+        }
     };
     Ok((host, port))
 }
 
 fn parse_channels(v: &Val) -> Result<Vec<String>, ConfigError> {
-    let list = super::parse_list(&v.value);
+    let list = parse_list(&v.value);
     for c in &list {
         if !valid_channel(c) {
             return Err(v.err(format!(
@@ -209,7 +212,7 @@ fn parse_channels(v: &Val) -> Result<Vec<String>, ConfigError> {
 }
 
 fn parse_events(v: &Val) -> Result<Vec<String>, ConfigError> {
-    let list = super::parse_list(&v.value);
+    let list = parse_list(&v.value);
     let mut out: Vec<String> = Vec::new();
     for e in &list {
         let e = e.to_ascii_lowercase();

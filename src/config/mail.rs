@@ -13,7 +13,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::{ini, parse_bool, parse_int, parse_list, ConfigError, Layered, MasterConfig, Val};
+use super::read::{parse_bool, parse_int, parse_list, parse_port, section_err, vals, Layered, Val};
+use super::{ini, ConfigError, MasterConfig};
 
 /// `[:master:]` keys of the mail notifier (lower-case), accepted with the others.
 pub(super) const MASTER_MAIL_KEYS: &[&str] = &[
@@ -381,7 +382,7 @@ pub(super) fn read(
         );
         return Err(match at {
             Some(v) => v.err(msg),
-            None => super::section_err(file, 1, ":master:", msg),
+            None => section_err(file, 1, ":master:", msg),
         });
     }
     if let Some(v) = master.get("smtphost") {
@@ -395,7 +396,7 @@ pub(super) fn read(
         m.smtp_host = h.to_string();
     }
     if let Some(v) = master.get("smtpport") {
-        m.smtp_port = super::parse_port(Some(v), 25)?;
+        m.smtp_port = parse_port(Some(v), 25)?;
     }
     let opt = |k: &str| {
         master
@@ -479,7 +480,7 @@ pub(super) fn read(
                 l.set(v.clone());
             }
         }
-        for v in super::vals(file, sec) {
+        for v in vals(file, sec) {
             if SLAVE_MAIL_KEYS.contains(&v.key.as_str()) {
                 l.set(v);
             }
@@ -620,7 +621,7 @@ mod tests {
     use super::*;
 
     fn load(text: &str) -> Result<MasterConfig, ConfigError> {
-        let projects = crate::factory::projects(None).unwrap();
+        let projects = crate::config::projects(None).unwrap();
         super::super::load_from_str(Path::new("/m/master.ini"), Path::new("/m"), text, &projects)
     }
 

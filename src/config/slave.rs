@@ -116,7 +116,7 @@ impl SlaveIni {
                 format!("expected HOST:PORT, e.g. localhost:9010, got {master:?}"),
             )
         })?;
-        let master_port = super::ini::parse_digits(port)
+        let master_port = crate::factory::schema::parse_digits(port)
             .and_then(|p| u16::try_from(p).ok())
             .filter(|p| *p > 0)
             .ok_or_else(|| {
@@ -135,7 +135,7 @@ impl SlaveIni {
         }
         let keepalive = match get("keepalive") {
             None => 600,
-            Some(e) => super::ini::parse_digits(&e.value)
+            Some(e) => crate::factory::schema::parse_digits(&e.value)
                 .filter(|n| (1..=MAX_KEEPALIVE).contains(n))
                 .ok_or_else(|| {
                     bad(
@@ -235,7 +235,7 @@ pub fn log_rotation(dir: &Path) -> Result<super::LogRotation, SlaveIniError> {
         ("logcount", "logCount", 1000),
     ] {
         if let Some(e) = section.get(key) {
-            let n = super::ini::parse_digits(&e.value)
+            let n = crate::factory::schema::parse_digits(&e.value)
                 .filter(|n| (1..=max).contains(n))
                 .ok_or_else(|| SlaveIniError::Key {
                     path: file.clone(),

@@ -5,7 +5,7 @@
 //!
 //! A Build row exists from the moment its request is claimed; `result` is NULL
 //! until it finishes. Step rows are created when a step starts. A log's bytes are
-//! in a file under the master directory (see `master::logs`); its row holds the
+//! in a file under the master directory (see `logstore`); its row holds the
 //! relative path, size and line count, updated while it grows.
 
 use std::collections::BTreeMap;

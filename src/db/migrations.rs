@@ -213,7 +213,7 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX hook_deliveries_by_age ON hook_deliveries(received_at);",
     // 5: forced builds stored their factory's first repository URL as written, with any
     // `user:password@` in it (issue 18); keep what follows the credentials, as
-    // `factory::checkout::redact_url` does for everything stored since.
+    // `sources::redact_url` does for everything stored since.
     "UPDATE sourcestamps
      SET repository = substr(repository, 1, instr(repository, '://') + 2)
          || substr(repository, instr(repository, '://') + 3
@@ -309,7 +309,7 @@ mod tests {
         assert_eq!(got, want);
         for (repo, _) in rows {
             assert_eq!(
-                crate::factory::checkout::redact_url(repo),
+                crate::sources::redact_url(repo),
                 want[rows.iter().position(|(r, _)| *r == repo).unwrap()],
                 "the SQL and redact_url agree on {repo}"
             );

@@ -37,10 +37,8 @@
 //! every step.
 
 pub mod argv;
-pub mod checkout;
 pub mod interpolate;
 pub mod logparse;
-pub mod projects;
 pub mod results;
 pub mod schema;
 
@@ -48,9 +46,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::config::{FactoryConfig, Mode, Retry, SlaveConfig, Source, SourceKind};
+use crate::sources::checkout::{Checkout, CheckoutError, MIRRORS_DIR};
+use crate::sources::{redact_url, source_dir, Mode, Retry, Source, SourceKind};
 
-pub use projects::{list_factories_text, projects, Project, ProjectSource};
 pub use schema::{find_type, is_plain_name, types, types_text, FactoryType, ParamKind, ParamSpec};
 
 /// Buildbot's default for a command that produces no output (seconds).
@@ -89,9 +87,41 @@ pub enum StepKind {
         always_use_latest: bool,
         retry: Option<Retry>,
         /// Through the slave's mirror of the repository (`mirror`, default true;
-        /// see [`checkout`]).
+        /// see [`crate::sources::checkout`]).
         mirror: bool,
     },
+}
+
+impl StepKind {
+    /// The checkout a `Checkout` step asks for in a build of (`branch`,
+    /// `revision`), with the step's interpolated `workdir`.
+    pub fn checkout<'a>(
+        &'a self,
+        workdir: &'a str,
+        branch: Option<&'a str>,
+        revision: Option<&'a str>,
+    ) -> Result<Checkout<'a>, CheckoutError> {
+        match self {
+            StepKind::Checkout {
+                source,
+                mode,
+                always_use_latest,
+                retry,
+                mirror,
+            } => Ok(Checkout {
+                source,
+                mode: *mode,
+                always_use_latest: *always_use_latest,
+                retry: *retry,
+                mirror: *mirror,
+                mirrors: MIRRORS_DIR,
+                workdir,
+                branch,
+                revision,
+            }),
+            _ => Err(CheckoutError::NotACheckout),
+        }
+    }
 }
 
 /// How a step's result counts towards the build's (Buildbot's common parameters).
@@ -247,46 +277,40 @@ pub enum FactoryError {
     DuplicateDir { factory: String, dir: String },
 }
 
-/// The directory a source is checked out into: the URL's last part, without `.git`
-/// for git (autobot's `dirname`).
-pub fn source_dir(source: &Source) -> String {
-    // Never named after credentials (`https://bot:TOKEN@host/`).
-    let url = checkout::redact_url(&source.url);
-    let url = url.trim_end_matches(['/', '\\']);
-    let last = url.rsplit(['/', '\\', ':']).next().unwrap_or(url);
-    let last = match source.kind {
-        SourceKind::Git => last.strip_suffix(".git").unwrap_or(last),
-        SourceKind::Hg => last,
-    };
-    last.to_string()
-}
-
-/// `name` with every character but `[A-Za-z0-9._-]` made `_`: a file name that
-/// names nothing else (log files on the master, mirrors on a slave).
-pub fn path_safe(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+/// What a factory type needs of a factory section to make its steps: the
+/// factory's own parameter model, so that `factory` never depends on `config`
+/// (which builds one from its `FactoryConfig` with `FactoryConfig::recipe`).
+#[derive(Debug, Clone, Copy)]
+pub struct Recipe<'a> {
+    /// The factory section's name (for errors).
+    pub name: &'a str,
+    /// The built-in factory type (`autotools`, `shell`, …).
+    pub type_name: &'a str,
+    /// The type's parameters (lower-cased keys); absent keys take the type's default.
+    pub params: &'a BTreeMap<String, String>,
+    /// `shell` steps in file order: (step name, options).
+    pub steps: &'a [(String, BTreeMap<String, String>)],
+    /// Sources in order: hg entries then git entries.
+    pub sources: &'a [Source],
+    pub mode: Mode,
+    pub always_use_latest: bool,
+    pub retry: Option<Retry>,
+    /// Pass the slave's os to builds (property `platform`, env `PLATFORM`).
+    pub platform: bool,
 }
 
 /// The build properties a factory sets before its first step (`platform`).
-pub fn build_properties(factory: &FactoryConfig, slave: &SlaveConfig) -> BTreeMap<String, String> {
+pub fn build_properties(factory: &Recipe, os: &str) -> BTreeMap<String, String> {
     let mut props = BTreeMap::new();
     if factory.platform {
-        props.insert("platform".to_string(), slave.os.as_str().to_string());
+        props.insert("platform".to_string(), os.to_string());
     }
     props
 }
 
 /// Reads a factory's parameters with the type's defaults.
 struct Params<'a> {
-    factory: &'a FactoryConfig,
+    factory: &'a Recipe<'a>,
     ty: &'static FactoryType,
 }
 
@@ -301,7 +325,7 @@ impl Params<'_> {
 
     fn bad(&self, key: &str, message: String) -> FactoryError {
         FactoryError::BadValue {
-            factory: self.factory.name.clone(),
+            factory: self.factory.name.to_string(),
             key: key.to_string(),
             message,
         }
@@ -326,7 +350,7 @@ impl Params<'_> {
 }
 
 /// Sources in checkout order (hg first, then git) with the directory of each.
-fn sources_with_dirs(f: &FactoryConfig) -> Result<Vec<(Source, String)>, FactoryError> {
+fn sources_with_dirs(f: &Recipe) -> Result<Vec<(Source, String)>, FactoryError> {
     let mut out: Vec<(Source, String)> = Vec::new();
     let ordered = f
         .sources
@@ -337,20 +361,20 @@ fn sources_with_dirs(f: &FactoryConfig) -> Result<Vec<(Source, String)>, Factory
         let dir = source_dir(s);
         if !is_plain_name(&dir) {
             return Err(FactoryError::BadValue {
-                factory: f.name.clone(),
+                factory: f.name.to_string(),
                 key: match s.kind {
                     SourceKind::Git => "git".into(),
                     SourceKind::Hg => "hg".into(),
                 },
                 message: format!(
                     "cannot name a checkout directory after {:?} (got {dir:?})",
-                    checkout::redact_url(&s.url)
+                    redact_url(&s.url)
                 ),
             });
         }
         if out.iter().any(|(_, d)| d == &dir) {
             return Err(FactoryError::DuplicateDir {
-                factory: f.name.clone(),
+                factory: f.name.to_string(),
                 dir,
             });
         }
@@ -359,13 +383,7 @@ fn sources_with_dirs(f: &FactoryConfig) -> Result<Vec<(Source, String)>, Factory
     Ok(out)
 }
 
-fn checkout_step(
-    f: &FactoryConfig,
-    source: &Source,
-    name: &str,
-    workdir: &str,
-    dir: &str,
-) -> StepSpec {
+fn checkout_step(f: &Recipe, source: &Source, name: &str, workdir: &str, dir: &str) -> StepSpec {
     StepSpec::new(
         name,
         StepKind::Checkout {
@@ -404,14 +422,14 @@ fn test_step(argv: Vec<String>, workdir: &str) -> StepSpec {
 /// Checkout steps for the build-tree layout (see the module docs) and the directory
 /// the factory's commands run in.
 fn checkout_in_build(
-    f: &FactoryConfig,
+    f: &Recipe,
     need_source: bool,
 ) -> Result<(Vec<StepSpec>, String), FactoryError> {
     let sources = sources_with_dirs(f)?;
     if sources.is_empty() && need_source {
         return Err(FactoryError::NoSource {
-            factory: f.name.clone(),
-            type_name: f.type_name.clone(),
+            factory: f.name.to_string(),
+            type_name: f.type_name.to_string(),
         });
     }
     if let [(s, dir)] = sources.as_slice() {
@@ -522,8 +540,8 @@ fn virtualenv_steps(p: &Params) -> Result<(Vec<StepSpec>, Vec<String>), FactoryE
         let sources = sources_with_dirs(f)?;
         if sources.is_empty() && f.type_name == "python-source" {
             return Err(FactoryError::NoSource {
-                factory: f.name.clone(),
-                type_name: f.type_name.clone(),
+                factory: f.name.to_string(),
+                type_name: f.type_name.to_string(),
             });
         }
         let single = sources.len() == 1;
@@ -546,12 +564,12 @@ fn virtualenv_steps(p: &Params) -> Result<(Vec<StepSpec>, Vec<String>), FactoryE
     Ok((steps, dirs))
 }
 
-/// Steps of a `shell` factory from `FactoryConfig::steps`.
-fn shell_steps(f: &FactoryConfig) -> Result<Vec<StepSpec>, FactoryError> {
+/// Steps of a `shell` factory from [`Recipe::steps`].
+fn shell_steps(f: &Recipe) -> Result<Vec<StepSpec>, FactoryError> {
     let mut out = Vec::new();
-    for (name, opts) in &f.steps {
+    for (name, opts) in f.steps {
         let bad = |opt: &str, message: String| FactoryError::BadValue {
-            factory: f.name.clone(),
+            factory: f.name.to_string(),
             key: format!("step.{name}{}{opt}", if opt.is_empty() { "" } else { "." }),
             message,
         };
@@ -639,17 +657,15 @@ fn shell_steps(f: &FactoryConfig) -> Result<Vec<StepSpec>, FactoryError> {
     Ok(out)
 }
 
-/// The steps a build of `factory` on `slave` runs, in order. `config::load` calls
+/// The steps a build of `factory` on a slave whose os is `os` (`linux`, `win`,
+/// `mac`) runs, in order. `config::load` calls
 /// this for every factory, so a loaded config never fails here; the engine calls it
 /// per build (the slave matters only for `platform`).
-pub fn build_steps(
-    factory: &FactoryConfig,
-    slave: &SlaveConfig,
-) -> Result<Vec<StepSpec>, FactoryError> {
+pub fn build_steps(factory: &Recipe, os: &str) -> Result<Vec<StepSpec>, FactoryError> {
     let f = factory;
-    let ty = find_type(&f.type_name).ok_or_else(|| FactoryError::UnknownType {
-        factory: f.name.clone(),
-        type_name: f.type_name.clone(),
+    let ty = find_type(f.type_name).ok_or_else(|| FactoryError::UnknownType {
+        factory: f.name.to_string(),
+        type_name: f.type_name.to_string(),
         valid: schema::type_names(),
     })?;
     let p = Params { factory: f, ty };
@@ -786,7 +802,7 @@ pub fn build_steps(
         "shell" => {
             if f.steps.is_empty() {
                 return Err(FactoryError::NoSteps {
-                    factory: f.name.clone(),
+                    factory: f.name.to_string(),
                 });
             }
             let (mut steps, _) = checkout_in_build(f, false)?;
@@ -795,7 +811,7 @@ pub fn build_steps(
         }
         other => {
             return Err(FactoryError::UnknownType {
-                factory: f.name.clone(),
+                factory: f.name.to_string(),
                 type_name: other.to_string(),
                 valid: schema::type_names(),
             })
@@ -804,15 +820,14 @@ pub fn build_steps(
     for (i, s) in steps.iter().enumerate() {
         if steps[..i].iter().any(|t| t.name == s.name) {
             return Err(FactoryError::DuplicateStep {
-                factory: f.name.clone(),
+                factory: f.name.to_string(),
                 step: s.name.clone(),
             });
         }
     }
     if f.platform {
         for s in &mut steps {
-            s.env
-                .insert("PLATFORM".into(), slave.os.as_str().to_string());
+            s.env.insert("PLATFORM".into(), os.to_string());
         }
     }
     Ok(steps)

@@ -437,10 +437,20 @@ pub fn is_env_name(var: &str) -> bool {
         && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Decimal digits only (no sign, not empty): the one reading of a number in a
-/// config file (see [`crate::config::ini::parse_digits`]).
+/// A whole number written as decimal digits only: no sign, no blanks inside, no
+/// `_`, not empty (Rust's own parser would take `+9010`). `None` for anything
+/// else, including a value too large for `u64`.
+pub fn parse_digits(value: &str) -> Option<u64> {
+    let v = value.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
+/// [`parse_digits`], the one reading of a number in a config file.
 fn digits(s: &str) -> Option<u64> {
-    crate::config::ini::parse_digits(s)
+    parse_digits(s)
 }
 
 /// `DELAY REPEATS`.
@@ -624,6 +634,25 @@ pub fn types_text() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digits_only() {
+        assert_eq!(parse_digits(" 9010 "), Some(9010));
+        assert_eq!(parse_digits("0"), Some(0));
+        for bad in [
+            "",
+            " ",
+            "+9010",
+            "-1",
+            "9 010",
+            "9_010",
+            "0x10",
+            "1e3",
+            "99999999999999999999",
+        ] {
+            assert_eq!(parse_digits(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn types_are_sorted_and_findable() {

@@ -2,7 +2,44 @@
 //! flags of the Buildbot 0.7 manual (and autobot 0.1.1 for the virtualenv types).
 
 use super::*;
-use crate::config::{Os, SlaveConfig};
+
+/// A factory section as the tests write it, owning what a [`Recipe`] borrows.
+#[derive(Default)]
+struct Owned {
+    name: String,
+    type_name: String,
+    params: BTreeMap<String, String>,
+    steps: Vec<(String, BTreeMap<String, String>)>,
+    sources: Vec<Source>,
+    mode: Mode,
+    always_use_latest: bool,
+    retry: Option<Retry>,
+    platform: bool,
+}
+
+impl Owned {
+    fn recipe(&self) -> Recipe<'_> {
+        Recipe {
+            name: &self.name,
+            type_name: &self.type_name,
+            params: &self.params,
+            steps: &self.steps,
+            sources: &self.sources,
+            mode: self.mode,
+            always_use_latest: self.always_use_latest,
+            retry: self.retry,
+            platform: self.platform,
+        }
+    }
+}
+
+fn build_steps(f: &Owned, os: &str) -> Result<Vec<StepSpec>, FactoryError> {
+    super::build_steps(&f.recipe(), os)
+}
+
+fn build_properties(f: &Owned, os: &str) -> BTreeMap<String, String> {
+    super::build_properties(&f.recipe(), os)
+}
 
 fn git(url: &str) -> Source {
     Source {
@@ -20,8 +57,8 @@ fn hg(url: &str) -> Source {
     }
 }
 
-fn factory(type_name: &str, params: &[(&str, &str)], sources: Vec<Source>) -> FactoryConfig {
-    FactoryConfig {
+fn factory(type_name: &str, params: &[(&str, &str)], sources: Vec<Source>) -> Owned {
+    Owned {
         name: "f".to_string(),
         type_name: type_name.to_string(),
         sources,
@@ -29,22 +66,17 @@ fn factory(type_name: &str, params: &[(&str, &str)], sources: Vec<Source>) -> Fa
             .iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
             .collect(),
-        ..FactoryConfig::default()
+        ..Owned::default()
     }
 }
 
-fn slave() -> SlaveConfig {
-    SlaveConfig {
-        name: "s".to_string(),
-        password: "pw".to_string(),
-        factories: vec!["f".to_string()],
-        os: Os::Linux,
-        max_builds: 1,
-    }
+/// The os of the slave the tests build on.
+fn slave() -> &'static str {
+    "linux"
 }
 
-fn steps(f: &FactoryConfig) -> Vec<StepSpec> {
-    build_steps(f, &slave()).unwrap()
+fn steps(f: &Owned) -> Vec<StepSpec> {
+    build_steps(f, slave()).unwrap()
 }
 
 fn argv(step: &StepSpec) -> Vec<&str> {
@@ -140,12 +172,12 @@ fn several_sources_go_to_their_own_directories_hg_first() {
 fn source_needs_a_source_and_distinct_directories() {
     let f = factory("source", &[], vec![]);
     assert!(matches!(
-        build_steps(&f, &slave()),
+        build_steps(&f, slave()),
         Err(FactoryError::NoSource { .. })
     ));
     let f = factory("source", &[], vec![git("/a/x.git"), git("/b/x")]);
     assert!(matches!(
-        build_steps(&f, &slave()),
+        build_steps(&f, slave()),
         Err(FactoryError::DuplicateDir { .. })
     ));
 }
@@ -381,7 +413,7 @@ fn virtualenv_follows_autobot() {
 fn virtualenv_name_cannot_escape_the_build_directory() {
     let f = factory("virtualenv", &[("name", "../..")], vec![]);
     assert!(matches!(
-        build_steps(&f, &slave()),
+        build_steps(&f, slave()),
         Err(FactoryError::BadValue { .. })
     ));
 }
@@ -426,7 +458,7 @@ fn python_source_installs_every_source_then_tests() {
         ["%(python)s", "-m", "pip", "install", "--no-deps", "."]
     );
     assert!(matches!(
-        build_steps(&factory("python-source", &[], vec![]), &slave()),
+        build_steps(&factory("python-source", &[], vec![]), slave()),
         Err(FactoryError::NoSource { .. })
     ));
 }
@@ -512,13 +544,13 @@ fn shell_runs_the_steps_with_their_options() {
 fn shell_without_steps_or_with_a_clashing_name_fails() {
     let f = factory("shell", &[], vec![]);
     assert!(matches!(
-        build_steps(&f, &slave()),
+        build_steps(&f, slave()),
         Err(FactoryError::NoSteps { .. })
     ));
     let mut f = factory("shell", &[], vec![git("/r/x")]);
     f.steps = vec![step("checkout", &[("command", "true")])];
     assert!(matches!(
-        build_steps(&f, &slave()),
+        build_steps(&f, slave()),
         Err(FactoryError::DuplicateStep { .. })
     ));
     // A shell factory needs no source.
@@ -531,16 +563,15 @@ fn shell_without_steps_or_with_a_clashing_name_fails() {
 fn platform_reaches_every_step() {
     let mut f = factory("autotools", &[], vec![git("/r/hello")]);
     f.platform = true;
-    let mut mac = slave();
-    mac.os = Os::Mac;
-    let s = build_steps(&f, &mac).unwrap();
+    let mac = "mac";
+    let s = build_steps(&f, mac).unwrap();
     assert!(s
         .iter()
         .all(|s| s.env.get("PLATFORM").map(String::as_str) == Some("mac")));
-    assert_eq!(build_properties(&f, &mac)["platform"], "mac");
+    assert_eq!(build_properties(&f, mac)["platform"], "mac");
     f.platform = false;
-    assert!(build_properties(&f, &mac).is_empty());
-    assert!(build_steps(&f, &mac)
+    assert!(build_properties(&f, mac).is_empty());
+    assert!(build_steps(&f, mac)
         .unwrap()
         .iter()
         .all(|s| !s.env.contains_key("PLATFORM")));
@@ -548,7 +579,7 @@ fn platform_reaches_every_step() {
 
 #[test]
 fn unknown_type_lists_the_valid_ones() {
-    let e = build_steps(&factory("nosuch", &[], vec![]), &slave())
+    let e = build_steps(&factory("nosuch", &[], vec![]), slave())
         .unwrap_err()
         .to_string();
     assert!(e.contains("autotools") && e.contains("shell"), "{e}");
@@ -562,4 +593,42 @@ fn step_specs_serialize() {
     assert_eq!(json[0]["kind"]["source"]["kind"], "git");
     assert_eq!(json[1]["kind"]["command"]["argv"][0], "./configure");
     assert_eq!(json[1]["flags"]["halt_on_failure"], true);
+}
+
+#[test]
+fn a_checkout_step_gives_its_checkout() {
+    let s = Source {
+        kind: SourceKind::Git,
+        url: "/r/hello".into(),
+        branch: "master".into(),
+    };
+    let kind = StepKind::Checkout {
+        source: s.clone(),
+        mode: Mode::Copy,
+        always_use_latest: true,
+        retry: Some(Retry {
+            delay: 3,
+            repeats: 2,
+        }),
+        mirror: true,
+    };
+    let c = kind.checkout("build", Some("b"), Some("r")).unwrap();
+    assert_eq!(
+        (c.mode, c.always_use_latest, c.branch, c.revision),
+        (Mode::Copy, true, Some("b"), Some("r"))
+    );
+    assert_eq!(
+        c.plan().unwrap().retry,
+        Some(Retry {
+            delay: 3,
+            repeats: 2
+        })
+    );
+    let shell_kind = StepKind::Shell {
+        command: Command::Argv(vec!["true".into()]),
+    };
+    assert!(matches!(
+        shell_kind.checkout("build", None, None),
+        Err(CheckoutError::NotACheckout)
+    ));
 }

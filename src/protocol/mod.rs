@@ -4,7 +4,7 @@
 //! (`seq_number`, `op` other than `response`, plus op-specific keys) or a response
 //! (`seq_number`, `op = "response"`, `result`, optional `is_exception`). Every request
 //! is answered by exactly one response with the same `seq_number`. This module only
-//! knows the shape of frames; what an `op` means lives in `master` and `slave`.
+//! knows the shape of frames; what an `op` means lives in `slavelink` (the master side) and `slave`.
 //! Reference: `docs/developer/master-worker-msgpack.rst` in the buildbot 4.3.0 sdist.
 
 use rmpv::Value;

@@ -36,7 +36,8 @@ use tokio::task::JoinHandle;
 use crate::config::MasterConfig;
 use crate::db::notifications::NewNotification;
 use crate::db::Db;
-use crate::master::{Engine, EngineEvent, SlaveEvent, SlaveRegistry};
+use crate::engine::{Engine, EngineEvent};
+use crate::slavelink::{SlaveEvent, SlaveRegistry};
 
 /// What the reporters read.
 #[derive(Clone)]

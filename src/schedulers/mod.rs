@@ -19,12 +19,14 @@
 //! All state — waiting Changes, timers, the last Change handled, the last
 //! periodic/nightly run, the upstream BuildSets seen — is in SQLite
 //! ([`crate::db::schedulers`]), so a master restarted mid-timer neither loses a
-//! Change nor builds twice. The poller manager ([`pollers`]) runs the git and hg
-//! pollers that feed the [`ChangeBus`]. [`start`] runs both and restarts them when
-//! a reconfig changes what they do. Time comes from a [`Clock`] that tests can drive.
+//! Change nor builds twice. The Changes come from the [`ChangeBus`] (fed by the
+//! pollers of [`crate::changes::pollers`], webhooks and `sendchange`); BuildSets go
+//! to the [`Engine`]. [`start`] runs the schedulers and restarts them when a
+//! reconfig changes what they do. Time comes from a [`Clock`] that tests can drive.
 
+mod clock;
 pub mod cron;
-pub mod pollers;
+mod spec;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -33,250 +35,25 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-use crate::changes::{redact_url, ChangeBus};
+use crate::changes::ChangeBus;
 use crate::config::MasterConfig;
 use crate::db::changes::ChangeRow;
 use crate::db::requests::{NewBuildSet, NewSourceStamp};
 use crate::db::schedulers::{ChangeBatch, PendingChange};
 use crate::db::{Db, DbError};
-use crate::master::{Engine, EngineError, EngineEvent};
+use crate::engine::{Engine, EngineError, EngineEvent};
 
+pub use clock::Clock;
 pub use cron::{Cron, CronError};
-pub use pollers::{poller_specs, PollerSpec};
+pub use spec::{accepts, next_due, scheduler_specs, Branches, SchedulerKind, SchedulerSpec};
 
-/// Where schedulers read the time: the system clock, or a manual one tests move
-/// (`nightly` and `periodic` fire when it passes their time). Cheap to clone.
-#[derive(Clone, Default)]
-pub struct Clock {
-    manual: Option<Arc<watch::Sender<f64>>>,
-}
-
-impl Clock {
-    /// The real time.
-    pub fn system() -> Clock {
-        Clock { manual: None }
-    }
-
-    /// A clock that stands at `start` (unix seconds) until [`Clock::set`] or
-    /// [`Clock::advance`] moves it.
-    pub fn manual(start: f64) -> Clock {
-        Clock {
-            manual: Some(Arc::new(watch::channel(start).0)),
-        }
-    }
-
-    /// Unix seconds now.
-    pub fn now(&self) -> f64 {
-        match &self.manual {
-            Some(tx) => *tx.borrow(),
-            None => crate::db::now_f64(),
-        }
-    }
-
-    /// Move a manual clock to `t` (never backwards); no effect on the system clock.
-    pub fn set(&self, t: f64) {
-        if let Some(tx) = &self.manual {
-            tx.send_if_modified(|v| {
-                if t > *v {
-                    *v = t;
-                    true
-                } else {
-                    false
-                }
-            });
-        }
-    }
-
-    /// Move a manual clock forward by `secs`.
-    pub fn advance(&self, secs: f64) {
-        self.set(self.now() + secs);
-    }
-
-    /// Returns once the clock reads `t` or later.
-    pub async fn sleep_until(&self, t: f64) {
-        match &self.manual {
-            Some(tx) => {
-                let mut rx = tx.subscribe();
-                let _ = rx.wait_for(|now| *now >= t).await;
-            }
-            None => {
-                let left = t - crate::db::now_f64();
-                if left > 0.0 {
-                    tokio::time::sleep(Duration::from_secs_f64(left.min(86_400.0 * 365.0))).await;
-                }
-            }
-        }
-    }
-}
-
-/// Which branches a change scheduler follows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Branches {
-    /// `branches = *` (and a factory without sources or `branches`).
-    Any,
-    /// These names (the sources' branches by default).
-    Only(Vec<String>),
-}
-
-/// What a scheduler reacts to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SchedulerKind {
-    /// New Changes, after `tree_stable` quiet seconds per branch.
-    Changes {
-        branches: Branches,
-        /// `files = REGEX…` (empty: every Change is important).
-        files: Vec<String>,
-        tree_stable: u64,
-    },
-    /// Every `seconds`.
-    Periodic { seconds: u64 },
-    /// At the minutes a cron expression names.
-    Nightly { cron: String },
-    /// After a successful BuildSet of the upstream factory that covered every
-    /// one of `upstream_builders`.
-    Dependent {
-        upstream: String,
-        upstream_builders: Vec<String>,
-    },
-}
-
-/// One scheduler as the configuration defines it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SchedulerSpec {
-    /// `FACTORY`, `FACTORY:periodic`, `FACTORY:nightly` or `FACTORY:dependent`;
-    /// the `scheduler` of its BuildSets and the key of its state.
-    pub name: String,
-    pub factory: String,
-    /// Every builder of the factory.
-    pub builders: Vec<String>,
-    /// The factory's source URLs, without credentials.
-    pub repositories: Vec<String>,
-    /// Whether a branch and revision may be given to the build (a factory with
-    /// several sources builds their configured branches, newest revisions).
-    pub single_source: bool,
-    pub kind: SchedulerKind,
-}
-
-/// The schedulers `config` defines, in factory order.
-pub fn scheduler_specs(config: &MasterConfig) -> Vec<SchedulerSpec> {
-    let builders = config.builders();
-    let mut out = Vec::new();
-    for f in &config.factories {
-        let base = SchedulerSpec {
-            name: f.name.clone(),
-            factory: f.name.clone(),
-            builders: builders
-                .iter()
-                .filter(|b| b.factory == f.name)
-                .map(|b| b.name.clone())
-                .collect(),
-            repositories: f.sources.iter().map(|s| redact_url(&s.url)).collect(),
-            single_source: f.sources.len() <= 1,
-            kind: SchedulerKind::Periodic { seconds: 0 },
-        };
-        match &f.depends_on {
-            Some(up) => out.push(SchedulerSpec {
-                name: format!("{}:dependent", f.name),
-                kind: SchedulerKind::Dependent {
-                    upstream: up.clone(),
-                    upstream_builders: builders
-                        .iter()
-                        .filter(|b| b.factory == *up)
-                        .map(|b| b.name.clone())
-                        .collect(),
-                },
-                ..base.clone()
-            }),
-            None => {
-                // A factory without sources builds whatever branch it is told.
-                let branches = if f.branches.iter().any(|b| b == "*")
-                    || (f.branches.is_empty() && f.sources.is_empty())
-                {
-                    Branches::Any
-                } else if f.branches.is_empty() {
-                    Branches::Only(f.sources.iter().map(|s| s.branch.clone()).collect())
-                } else {
-                    Branches::Only(f.branches.clone())
-                };
-                out.push(SchedulerSpec {
-                    kind: SchedulerKind::Changes {
-                        branches,
-                        files: f.files.clone(),
-                        tree_stable: f.tree_stable.unwrap_or(config.tree_stable),
-                    },
-                    ..base.clone()
-                });
-            }
-        }
-        if let Some(seconds) = f.periodic.filter(|s| *s > 0) {
-            out.push(SchedulerSpec {
-                name: format!("{}:periodic", f.name),
-                kind: SchedulerKind::Periodic { seconds },
-                ..base.clone()
-            });
-        }
-        if let Some(cron) = &f.nightly {
-            out.push(SchedulerSpec {
-                name: format!("{}:nightly", f.name),
-                kind: SchedulerKind::Nightly { cron: cron.clone() },
-                ..base.clone()
-            });
-        }
-    }
-    out
-}
-
-/// Whether a change scheduler takes `change`: `Some((branch key, important))`.
-///
-/// A Change from a repository must come from one of the factory's sources; a Change
-/// without a repository (`sendchange`) is taken when its project is empty, names this
-/// factory or names no factory at all. A Change without a branch is on the default
-/// branch, which every change scheduler follows.
-pub fn accepts(
-    spec: &SchedulerSpec,
-    files: &[regex::Regex],
-    change: &ChangeRow,
-    factories: &[String],
-) -> Option<(String, bool)> {
-    let SchedulerKind::Changes { branches, .. } = &spec.kind else {
-        return None;
-    };
-    if !change.repository.is_empty() {
-        let repo = redact_url(&change.repository);
-        if !spec.repositories.contains(&repo) {
-            return None;
-        }
-    } else if !change.project.is_empty()
-        && change.project != spec.factory
-        && factories.contains(&change.project)
-    {
-        return None;
-    }
-    let key = change.branch.clone().unwrap_or_default();
-    if !key.is_empty() {
-        if let Branches::Only(list) = branches {
-            if !list.contains(&key) {
-                return None;
-            }
-        }
-    }
-    let important = files.is_empty()
-        || change
-            .files
-            .iter()
-            .any(|f| files.iter().any(|re| re.is_match(f)));
-    Some((key, important))
-}
-
-/// What the scheduler and poller tasks share.
+/// What the scheduler tasks share.
 #[derive(Clone)]
 pub struct SchedulerContext {
     pub db: Db,
     pub engine: Engine,
     pub changes: ChangeBus,
     pub clock: Clock,
-    /// The master directory (pollers keep their mirrors under it).
-    pub basedir: std::path::PathBuf,
     /// The newest Change id when the master started, taken by the schedulers'
     /// first start: a scheduler new to the database begins after it, so a Change
     /// that arrives while the schedulers' task is still starting is not skipped.
@@ -284,9 +61,8 @@ pub struct SchedulerContext {
     pub start_watermark: Arc<std::sync::Mutex<Option<i64>>>,
 }
 
-/// Run the poller manager and the schedulers of the configuration in force until
-/// `stop` turns true; a reconfig that changes what they do restarts them (pollers
-/// finish the poll in progress first).
+/// Run the schedulers of the configuration in force until `stop` turns true; a
+/// reconfig that changes what they do restarts them.
 pub fn start(
     ctx: SchedulerContext,
     config: watch::Receiver<Arc<MasterConfig>>,
@@ -316,9 +92,7 @@ async fn supervise(
     mut config: watch::Receiver<Arc<MasterConfig>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let locks = pollers::MirrorLocks::default();
     let mut sched: Option<(Vec<SchedulerSpec>, Stoppable)> = None;
-    let mut polls: Option<(Vec<PollerSpec>, Stoppable)> = None;
     let mut config_open = true;
     loop {
         let cfg = config.borrow_and_update().clone();
@@ -332,16 +106,6 @@ async fn supervise(
             let task = tokio::spawn(run_schedulers(ctx.clone(), specs.clone(), rx));
             sched = Some((specs, Stoppable { stop: tx, task }));
         }
-        let pspecs = poller_specs(&cfg);
-        if polls.as_ref().map(|(s, _)| s) != Some(&pspecs) {
-            if let Some((_, old)) = polls.take() {
-                tracing::info!("reconfig: restarting the pollers");
-                old.stop(Duration::from_secs(30)).await;
-            }
-            let (tx, rx) = watch::channel(false);
-            let task = tokio::spawn(pollers::run(ctx.clone(), pspecs.clone(), locks.clone(), rx));
-            polls = Some((pspecs, Stoppable { stop: tx, task }));
-        }
         tokio::select! {
             r = config.changed(), if config_open => {
                 if r.is_err() {
@@ -353,9 +117,6 @@ async fn supervise(
     }
     if let Some((_, s)) = sched {
         s.stop(Duration::from_secs(10)).await;
-    }
-    if let Some((_, p)) = polls {
-        p.stop(Duration::from_secs(10)).await;
     }
 }
 
@@ -956,15 +717,6 @@ pub const UPSTREAM_PROPERTY: &str = "upstream_buildset";
 /// Returns once `stop` reads true (or its sender is gone).
 pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
-}
-
-/// When a periodic/nightly scheduler whose last run was at `last_run` runs next.
-pub fn next_due(kind: &SchedulerKind, last_run: i64) -> Option<i64> {
-    match kind {
-        SchedulerKind::Periodic { seconds } => Some(last_run + *seconds as i64),
-        SchedulerKind::Nightly { cron } => Cron::parse(cron).ok()?.next_after(last_run),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

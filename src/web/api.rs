@@ -3,7 +3,7 @@
 //!
 //! Reads come from SQLite (through [`crate::db::Db`]) and the configuration in
 //! force; the two actions go through the engine's request queue
-//! ([`crate::master::Engine::force`], [`crate::master::Engine::stop_build`]), the
+//! ([`crate::engine::Engine::force`], [`crate::engine::Engine::stop_build`]), the
 //! same path the schedulers use. Results are lower-case strings (`success`,
 //! `warnings`, `failure`, `skipped`, `exception`) and `null` while running. A log
 //! is streamed from its file in fixed-size chunks, so downloading a 100 MB log
@@ -32,7 +32,7 @@ use crate::db::builds::BuildRow;
 pub use crate::db::listing::PAGE_BYTES;
 use crate::db::listing::{LIST_CAPS, ONE_CAPS};
 use crate::db::status::BuilderState;
-use crate::master::{EngineError, ForceRequest};
+use crate::engine::{EngineError, ForceRequest};
 
 /// Largest JSON body a POST may carry.
 const MAX_BODY: u64 = 64 * 1024;
@@ -208,7 +208,7 @@ pub async fn builders_json(ctx: &WebContext) -> Result<Vec<BuilderJson>, crate::
             let steps = match (config.factory(&b.factory), b.slaves.first()) {
                 (Some(f), Some(slave)) => config
                     .slave(slave)
-                    .and_then(|s| crate::factory::build_steps(f, s).ok())
+                    .and_then(|s| crate::factory::build_steps(&f.recipe(), s.os.as_str()).ok())
                     .map(|steps| steps.into_iter().map(|s| s.name).collect())
                     .unwrap_or_default(),
                 _ => Vec::new(),
@@ -370,7 +370,7 @@ async fn get_log(
         Err(e) => return db_error("GET …/logs/LOG", e),
     };
     // A growing log is sent up to its current end; a finished one whole.
-    let (reader, len) = match crate::master::logs::log_reader(&file.path, file.complete).await {
+    let (reader, len) = match crate::logstore::log_reader(&file.path, file.complete).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("log {}: {e}", file.path.display());
@@ -407,11 +407,11 @@ fn force_refused() -> Response {
 }
 
 /// The `[users]` user a force or stop acts as (see
-/// [`crate::master::auth::web_user`]), or the 401 to answer.
+/// [`crate::slavelink::auth::web_user`]), or the 401 to answer.
 #[allow(clippy::result_large_err)] // the error is the response to send
 fn api_user(ctx: &WebContext, auth: Option<&str>, what: &str) -> Result<Option<String>, Response> {
     let config = ctx.config.borrow().clone();
-    crate::master::auth::web_user(&config, auth).map_err(|why| {
+    crate::slavelink::auth::web_user(&config, auth).map_err(|why| {
         tracing::warn!("{what} refused: {why}");
         let mut r = json_error(
             StatusCode::UNAUTHORIZED,

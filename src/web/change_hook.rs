@@ -21,7 +21,7 @@
 //! (a replay, a redelivery) is answered 200 with a note and stores nothing.
 //!
 //! A push to a (repository, branch) that a poller watches (see
-//! [`crate::schedulers::poller_specs`]) is not turned into Changes here: the poller
+//! [`crate::changes::poller_specs`]) is not turned into Changes here: the poller
 //! is asked to poll now instead, so the same commit never becomes two Changes (one
 //! from the hook, one from the poller). Pushes nobody polls (another branch, another
 //! repository, or no poller running) become one Change per commit, stored with the
@@ -48,11 +48,12 @@ use warp::{Filter, Reply};
 use super::{api, json_error, with, WebContext};
 use crate::changes::bus::{AddError, Delivered};
 use crate::changes::submit::{now, ChangeSubmission};
-use crate::changes::{redact_url, PollRequest};
+use crate::changes::PollRequest;
+use crate::changes::{poller_specs, PollerSpec};
 use crate::config::MasterConfig;
 use crate::db::changes::{Delivery, NewChange};
-use crate::master::auth::{change_credentials, constant_time_eq};
-use crate::schedulers::{poller_specs, PollerSpec};
+use crate::slavelink::auth::{change_credentials, constant_time_eq};
+use crate::sources::redact_url;
 
 /// Largest body `POST /api/v1/changes` may carry.
 pub const MAX_API_BODY: u64 = 4 << 20;

@@ -29,7 +29,7 @@ use warp::Reply;
 use super::html::{build_url, seg, unseg};
 use super::pages::{db_error, error_page, PageState, Pc};
 use crate::db::builds::BuildRow;
-use crate::master::ForceRequest;
+use crate::engine::ForceRequest;
 
 /// The CSRF cookie where browsers keep `Secure` cookies (see [`secure_context`]).
 const CSRF_COOKIE_HOST: &str = "__Host-autobot_csrf";
@@ -155,7 +155,10 @@ fn csrf_ok(st: &PageState, h: &HeaderMap, form: &HashMap<String, String>, user: 
     let Some(sent) = form.get("csrf") else {
         return false;
     };
-    crate::master::auth::constant_time_eq(sent.as_bytes(), csrf_token(st, &nonce, user).as_bytes())
+    crate::slavelink::auth::constant_time_eq(
+        sent.as_bytes(),
+        csrf_token(st, &nonce, user).as_bytes(),
+    )
 }
 
 /// The `[users]` user a page is made for (`None` without `[users]`): the one
@@ -169,7 +172,7 @@ pub(crate) fn page_user(pc: &Pc, h: &HeaderMap) -> Option<String> {
     }
     let auth = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     if let Some(user) = auth.and_then(|a| {
-        crate::master::auth::web_user(&config, Some(a))
+        crate::slavelink::auth::web_user(&config, Some(a))
             .ok()
             .flatten()
     }) {
@@ -208,7 +211,7 @@ fn login_cookie_user(st: &PageState, h: &HeaderMap) -> Option<String> {
         .filter_map(|i| u8::from_str_radix(&hexname[i..i + 2], 16).ok())
         .collect();
     let user = String::from_utf8(bytes).ok()?;
-    crate::master::auth::constant_time_eq(value.as_bytes(), login_cookie(st, &user).as_bytes())
+    crate::slavelink::auth::constant_time_eq(value.as_bytes(), login_cookie(st, &user).as_bytes())
         .then_some(user)
 }
 
@@ -223,7 +226,7 @@ fn login_required(pc: &Pc) -> bool {
 fn check_user(pc: &Pc, h: &HeaderMap) -> Result<Option<String>, Response> {
     let config = pc.ctx.config.borrow().clone();
     let auth = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    match crate::master::auth::web_user(&config, auth) {
+    match crate::slavelink::auth::web_user(&config, auth) {
         Ok(user) => Ok(user),
         Err(why) => {
             tracing::warn!("web login refused: {why}");
@@ -258,7 +261,7 @@ pub(crate) async fn login(q: HashMap<String, String>, h: HeaderMap, pc: Pc) -> R
         .unwrap_or_else(|| "/waterfall".to_string());
     let config = pc.ctx.config.borrow().clone();
     let auth = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let user = match crate::master::auth::web_user(&config, auth) {
+    let user = match crate::slavelink::auth::web_user(&config, auth) {
         Ok(u) => u,
         Err(why) => {
             if auth.is_some() {
@@ -421,7 +424,7 @@ fn redirect(to: &str) -> Response {
     r
 }
 
-fn engine_error_page(pc: &Pc, e: crate::master::EngineError) -> Response {
+fn engine_error_page(pc: &Pc, e: crate::engine::EngineError) -> Response {
     match super::engine_status(&e) {
         Some(status) => error_page(pc, status, "Cannot do that", &e.to_string()),
         None => db_error(pc, "engine", &e),

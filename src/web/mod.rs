@@ -43,7 +43,7 @@ use crate::changes::ChangeBus;
 use crate::config::MasterConfig;
 use crate::db::slaves::SlaveRow;
 use crate::db::Db;
-use crate::master::Engine;
+use crate::engine::Engine;
 
 /// What the web handlers may read.
 #[derive(Clone)]
@@ -323,8 +323,8 @@ pub fn with(
 
 /// The status that answers an engine's refusal of a force or stop; `None` for a
 /// database error (answered 500 without its details, which go to the log).
-pub fn engine_status(e: &crate::master::EngineError) -> Option<StatusCode> {
-    use crate::master::EngineError as E;
+pub fn engine_status(e: &crate::engine::EngineError) -> Option<StatusCode> {
+    use crate::engine::EngineError as E;
     Some(match e {
         E::UnknownBuilder { .. } | E::NoSuchBuild { .. } | E::NoSuchRequest(_) => {
             StatusCode::NOT_FOUND

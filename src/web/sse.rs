@@ -21,8 +21,8 @@ use warp::Reply;
 
 use super::pages::{split_runs, LOG_CHUNK};
 use super::WebContext;
-use crate::master::logs::Channel;
-use crate::master::EngineEvent;
+use crate::engine::EngineEvent;
+use crate::logstore::Channel;
 
 /// A comment line sent when nothing happened for this long (keeps proxies open).
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -144,7 +144,7 @@ pub fn events(ctx: WebContext, stop: Option<watch::Receiver<bool>>) -> Response 
         stop: Option<watch::Receiver<bool>>,
         events: tokio::sync::broadcast::Receiver<EngineEvent>,
         changes: tokio::sync::broadcast::Receiver<crate::db::changes::ChangeRow>,
-        slaves: tokio::sync::broadcast::Receiver<crate::master::SlaveEvent>,
+        slaves: tokio::sync::broadcast::Receiver<crate::slavelink::SlaveEvent>,
         hello: bool,
     }
     let st = St {
@@ -176,9 +176,9 @@ pub fn events(ctx: WebContext, stop: Option<watch::Receiver<bool>>) -> Response 
                 Err(RecvError::Closed) => return None,
             },
             s = st.slaves.recv() => match s {
-                Ok(crate::master::SlaveEvent::Connected(name)) => Some(message(None, None,
+                Ok(crate::slavelink::SlaveEvent::Connected(name)) => Some(message(None, None,
                     &serde_json::json!({"event": "slave_connected", "slave": name}).to_string())),
-                Ok(crate::master::SlaveEvent::Disconnected { name, reason }) => Some(message(None, None,
+                Ok(crate::slavelink::SlaveEvent::Disconnected { name, reason }) => Some(message(None, None,
                     &serde_json::json!({"event": "slave_lost", "slave": name, "reason": reason}).to_string())),
                 Err(RecvError::Lagged(_)) => Some(message(None, None, "{\"event\":\"lagged\"}")),
                 Err(RecvError::Closed) => return None,
@@ -412,7 +412,7 @@ async fn read_from(
     buf.truncate(got);
     let runs = {
         let p = path.to_path_buf();
-        tokio::task::spawn_blocking(move || crate::master::logs::read_channel_runs(&p))
+        tokio::task::spawn_blocking(move || crate::logstore::read_channel_runs(&p))
             .await
             .map_err(std::io::Error::other)??
     };

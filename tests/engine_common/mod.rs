@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use autobot::app::{Master, MasterOptions};
 use autobot::db::builds::BuildDetail;
 use autobot::db::requests::BuildRequestRow;
-use autobot::master::{Engine, ForceRequest, Master, MasterOptions};
+use autobot::engine::{Engine, ForceRequest};
 
 use crate::support;
 

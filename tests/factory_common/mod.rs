@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use autobot::db::builds::{BuildDetail, StepRow};
-use autobot::master::ForceRequest;
+use autobot::engine::ForceRequest;
 
 use crate::engine_common::{self, EngineMaster, PASSWORD, SLAVE};
 use crate::support;

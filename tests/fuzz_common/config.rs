@@ -281,7 +281,7 @@ pub fn master(cases: u64) -> Report {
             per_input_byte: 64,
         },
     };
-    let projects = factory::projects(None).expect("the bundled projects parse");
+    let projects = autobot::config::projects(None).expect("the bundled projects parse");
     let dir = tempfile::tempdir().expect("a temp dir");
     let file = dir.path().join("master.ini");
     fuzz(&target, cases, master_ini(), String::len, |text| {
@@ -293,7 +293,7 @@ pub fn check_master(
     file: &Path,
     basedir: &Path,
     text: &str,
-    projects: &[factory::Project],
+    projects: &[autobot::config::Project],
 ) -> Result<(), String> {
     match config::load_from_str(file, basedir, text, projects) {
         Err(e) => {
@@ -330,8 +330,8 @@ pub fn check_master(
                         b.name
                     ));
                 };
-                let _ = factory::build_steps(f, s);
-                let _ = factory::build_properties(f, s);
+                let _ = factory::build_steps(&f.recipe(), s.os.as_str());
+                let _ = factory::build_properties(&f.recipe(), s.os.as_str());
             }
             Ok(())
         }

@@ -10,9 +10,9 @@
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
+use autobot::app::{Master, MasterOptions};
 use autobot::changes::submit::{ChangeSubmission, SubmitReply};
 use autobot::cli::sendchange::{parse_options, split_host_port};
-use autobot::master::{Master, MasterOptions};
 use autobot::web::change_hook::{
     json_read_size, parse_event, parse_rfc3339, verify, Forge, HookEvent,
 };

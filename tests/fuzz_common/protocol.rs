@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use autobot::master::{SlaveInfo, Update};
 use autobot::protocol::{Message, MAX_DECODED};
+use autobot::slavelink::{SlaveInfo, Update};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use rmpv::Value;

@@ -11,8 +11,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use autobot::master::{DownloadSource, Master, MasterOptions};
+use autobot::app::{Master, MasterOptions};
 use autobot::protocol::{map, value_str, Message};
+use autobot::slavelink::DownloadSource;
 use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
 use proptest::collection::vec;
@@ -336,7 +337,7 @@ fn settings() -> BoxedStrategy<Vec<(&'static str, Value)>> {
         prop::option::weighted(
             0.9,
             pooled(vec![
-                Value::from(autobot::master::connection::NEWLINE_RE),
+                Value::from(autobot::slavelink::connection::NEWLINE_RE),
                 Value::from("("),
                 Value::from("a{1000}{1000}"),
                 Value::from("\\n"),

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use autobot::app::{Master, MasterOptions};
 use autobot::db::builds::{BuildDetail, BuildRow};
 use autobot::db::Db;
-use autobot::master::{Master, MasterOptions};
 use autobot::schedulers::Clock;
 
 use crate::engine_common::{DEADLINE, PASSWORD, SLAVE};

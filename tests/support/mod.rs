@@ -13,7 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use autobot::master::{Master, MasterOptions, SlaveHandle};
+use autobot::app::{Master, MasterOptions};
+use autobot::slavelink::SlaveHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long any wait for a condition may take before the test fails.

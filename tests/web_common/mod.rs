@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use autobot::master::{Master, MasterOptions};
+use autobot::app::{Master, MasterOptions};
 
 use crate::engine_common::EngineMaster;
 use crate::support;

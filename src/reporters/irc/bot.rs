@@ -19,7 +19,7 @@ use super::proto;
 use crate::config::irc::EVENTS;
 use crate::config::MasterConfig;
 use crate::db::Db;
-use crate::master::{Engine, EngineEvent, ForceRequest};
+use crate::engine::{Engine, EngineEvent, ForceRequest};
 
 /// A message to send later (from a task): `(target, text)`.
 pub type Later = (String, String);

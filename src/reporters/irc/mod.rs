@@ -2,9 +2,9 @@
 //! the manual's commands when addressed (`botname: status`) or in private
 //! messages, and announces builds per `ircNotify` and each channel's `notify`.
 //!
-//! [`run`] is the whole bot: it connects ([`conn`]: TCP or TLS, a free nick,
+//! [`run`] is the whole bot: it connects (`conn`: TCP or TLS, a free nick,
 //! NickServ, paced output), reads the server and the engine's events
-//! ([`crate::master::Engine::subscribe`]) and answers through [`bot`]. When the
+//! ([`crate::engine::Engine::subscribe`]) and answers through `bot`. When the
 //! server goes away it reconnects with backoff (1 s doubling to 60 s, with some
 //! jitter) and rejoins; a reconfig that changes the IRC keys reconnects with the
 //! new ones, and one that removes `ircHost` ends the bot's connection. A lagging
@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use crate::config::irc::IrcConfig;
 use crate::config::MasterConfig;
 use crate::db::Db;
-use crate::master::Engine;
+use crate::engine::Engine;
 
 pub use conn::{next_nick, IrcError};
 

@@ -30,14 +30,14 @@ use tokio::io::AsyncReadExt;
 use super::fs::CopyEnd;
 use super::process::{self, shell_quote, Finish, ProcessSpec};
 use super::{strerror, Interrupt, SlaveEnv};
-use crate::config::{Mode, Retry, Source, SourceKind};
-use crate::factory::checkout::{Checkout, CheckoutOp, CheckoutPlan, CheckoutRun, Next};
 use crate::protocol::value_str;
 use crate::slave::args::Args;
 use crate::slave::link::LinkClosed;
 use crate::slave::paths::{JPath, Jail};
 use crate::slave::tree;
 use crate::slave::updates::{Stream, Updates};
+use crate::sources::checkout::{Checkout, CheckoutOp, CheckoutPlan, CheckoutRun, Next};
+use crate::sources::{Mode, Retry, Source, SourceKind};
 
 /// A checked `git`/`hg` command, ready to run.
 #[derive(Debug)]

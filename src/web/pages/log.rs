@@ -14,7 +14,7 @@ use warp::reply::Response;
 use warp::Reply;
 
 use super::{build_url, db_error, error_page, frame, security_headers, Pc};
-use crate::master::logs::Channel;
+use crate::logstore::Channel;
 use crate::web::html::{self, builder_link, log_url, unseg};
 
 /// Bytes read per chunk when streaming a log.
@@ -121,7 +121,7 @@ struct Opened {
     step: String,
     log: String,
     file: crate::db::builds::LogFile,
-    bytes: crate::master::logs::LogBytes,
+    bytes: crate::logstore::LogBytes,
     len: u64,
 }
 
@@ -141,7 +141,7 @@ async fn open_log(pc: &Pc, b: &str, number: i64, s: &str, l: &str) -> Result<Ope
         }
         Err(e) => return Err(db_error(pc, "log", e)),
     };
-    match crate::master::logs::log_reader(&file.path, file.complete).await {
+    match crate::logstore::log_reader(&file.path, file.complete).await {
         Ok((bytes, len)) => Ok(Opened {
             builder,
             step,
@@ -181,7 +181,7 @@ pub(super) async fn log_page(
         Ok(x) => x,
         Err(page) => return page,
     };
-    let runs = crate::master::logs::read_channel_runs(&file.path)
+    let runs = crate::logstore::read_channel_runs(&file.path)
         .unwrap_or_else(|_| vec![(0, Channel::Stdout)]);
     let url = log_url(&builder, n, &step, &log);
     let title = format!("{builder} #{n} {step} {log}");
@@ -216,7 +216,7 @@ pub(super) async fn log_page(
     let first = html::no_controls(format!("{pre}{}{open}", head.into_string()));
     let last = format!("</pre>{post}");
     struct St {
-        f: crate::master::logs::LogBytes,
+        f: crate::logstore::LogBytes,
         pos: u64,
         len: u64,
         runs: Vec<(u64, Channel)>,
@@ -300,7 +300,7 @@ pub(super) async fn log_text(
         HeaderValue::from_static("nosniff"),
     );
     if q.contains_key("download") {
-        use crate::master::logs::safe_name;
+        use crate::logstore::safe_name;
         let fname = format!(
             "{}-{n}-{}-{}.log",
             safe_name(&builder),

@@ -19,6 +19,14 @@
 //! restarted", every Build a dead master left running and gives their requests back
 //! to the queue. [`Engine::shutdown`] interrupts running Builds and records them the
 //! same way ("interrupted: master shut down"), so they run again after a restart.
+//!
+//! The engine sits above the slave links ([`crate::slavelink`]): it reaches
+//! connected slaves through the [`SlaveRegistry`] and writes step logs through
+//! [`crate::logstore`]. Nothing here knows about the web, the schedulers or how
+//! the daemon is wired ([`crate::app`]).
+
+mod build;
+pub mod locks;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -29,12 +37,12 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch, Notify};
 use tokio::task::JoinHandle;
 
-use super::build::{self, BuildContext, Stop};
-use super::locks::Locks;
-use super::registry::SlaveRegistry;
 use crate::config::MasterConfig;
 use crate::db::requests::{BuildRequestRow, NewBuildSet, NewSourceStamp, SubmittedBuildSet};
 use crate::db::{Db, DbError};
+use crate::slavelink::registry::SlaveRegistry;
+use build::{BuildContext, Stop};
+use locks::Locks;
 
 /// The text of a Build a dead master left running, found at start-up.
 pub const RESTART_TEXT: &str = "interrupted: master restarted";
@@ -187,7 +195,7 @@ pub(crate) struct Inner {
     pub(crate) config: watch::Receiver<Arc<MasterConfig>>,
     pub(crate) basedir: PathBuf,
     /// Writes the Steps' logs, off the runtime.
-    pub(crate) disk: super::logs::LogDisk,
+    pub(crate) disk: crate::logstore::LogDisk,
     /// The runtime the engine started on, where its work runs ([`Engine::submit`]).
     runtime: tokio::runtime::Handle,
     pub(crate) events: broadcast::Sender<EngineEvent>,
@@ -263,7 +271,7 @@ impl Engine {
             registry,
             config,
             basedir,
-            disk: super::logs::LogDisk::start(),
+            disk: crate::logstore::LogDisk::start(),
             runtime: tokio::runtime::Handle::current(),
             events: broadcast::channel(4096).0,
             activity: Default::default(),
@@ -293,7 +301,7 @@ impl Engine {
     }
 
     /// Slaves connecting and going away, for live views (the web's `/events`).
-    pub fn slave_events(&self) -> broadcast::Receiver<super::SlaveEvent> {
+    pub fn slave_events(&self) -> broadcast::Receiver<crate::slavelink::SlaveEvent> {
         self.inner.registry.subscribe()
     }
 
@@ -350,7 +358,7 @@ impl Engine {
         // Stored and shown: without the URL's credentials (as the schedulers do).
         let repository = factory
             .and_then(|f| f.sources.first())
-            .map(|s| crate::factory::checkout::redact_url(&s.url))
+            .map(|s| crate::sources::redact_url(&s.url))
             .unwrap_or_default();
         let why = match req.reason.trim() {
             "" => "no reason given",
@@ -572,7 +580,11 @@ async fn dispatcher(inner: Arc<Inner>) {
 async fn dispatch(inner: &Arc<Inner>) {
     loop {
         let config = inner.config.borrow().clone();
-        let candidates: Vec<(crate::config::BuilderConfig, super::SlaveHandle, u64)> = {
+        let candidates: Vec<(
+            crate::config::BuilderConfig,
+            crate::slavelink::SlaveHandle,
+            u64,
+        )> = {
             let st = inner.state();
             if st.stopping {
                 return;
@@ -609,7 +621,8 @@ async fn dispatch(inner: &Arc<Inner>) {
                     continue;
                 }
             }
-            let steps = match crate::factory::build_steps(factory, slave_cfg) {
+            let steps = match crate::factory::build_steps(&factory.recipe(), slave_cfg.os.as_str())
+            {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(
@@ -623,7 +636,8 @@ async fn dispatch(inner: &Arc<Inner>) {
             let (total, at) = (steps.len() as i64, crate::db::now_f64());
             let claim = if build::first_step_recordable(factory, &steps) {
                 let spec = steps[0].clone();
-                let factory_props = crate::factory::build_properties(factory, slave_cfg);
+                let factory_props =
+                    crate::factory::build_properties(&factory.recipe(), slave_cfg.os.as_str());
                 let slave = b.slave.clone();
                 let first: crate::db::requests::FirstStep = Box::new(move |claimed| {
                     build::first_step_start(claimed, &spec, &factory_props, &slave, at)

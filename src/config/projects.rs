@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::config::ini::{self, IniEntry};
-use crate::config::ConfigError;
+use super::ini::{self, IniEntry};
+use super::ConfigError;
 
 /// The project files compiled into the binary: (file name, text).
 const BUNDLED: &[(&str, &str)] = &[

@@ -14,9 +14,9 @@
 //! then each Step row before its first command. The first Step's row goes with
 //! the claim when no locks are involved ([`first_step_start`]); a Step's log
 //! files are made by the log disk's thread with its first bytes
-//! (`logs::AsyncLog`: readers see a log without its file yet as empty), and a
-//! Step's end is recorded once its logs are stored (`logs::LogGroup::settled`).
-//! While more than `logs::IN_FLIGHT` bytes of its output wait for the disk, a
+//! (`logstore::AsyncLog`: readers see a log without its file yet as empty), and a
+//! Step's end is recorded once its logs are stored (`logstore::LogGroup::settled`).
+//! While more than `logstore::IN_FLIGHT` bytes of its output wait for the disk, a
 //! Step takes no more from the slave, whose link then pushes back on it.
 //!
 //! A Build ends early when a Step halts it, when the slave is lost (EXCEPTION
@@ -33,6 +33,9 @@
 //! its log starts with "waited 1.2 s for lock NAME" and its text ends with the
 //! same note. A stop, a master shutdown or the loss of the slave ends the wait at
 //! once, like a running command.
+//!
+//! Running one command and judging its end is in `build/command.rs`; the
+//! checkout Step, stock or native, in `build/checkout.rs`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -41,24 +44,28 @@ use std::time::{Duration, Instant};
 use rmpv::Value;
 use tokio::sync::watch;
 
-use super::command::{CommandError, CommandEvent, Update};
-use super::engine::{EngineEvent, Inner};
 use super::locks::{self, LockGuard, LockWant};
-use super::logs::{log_rel_path, AsyncLog, Channel, LogGroup};
-use super::registry::SlaveHandle;
+use super::{EngineEvent, Inner};
 use crate::config::{FactoryConfig, SlaveConfig};
 use crate::db::builds::{StepFinish, StepStart};
 use crate::db::requests::ClaimedBuild;
-use crate::factory::checkout::{split_credentials, Checkout, CheckoutOp, CheckoutRun, Next};
 use crate::factory::interpolate::{interpolate_step, property_env, Properties};
 use crate::factory::logparse::LogScanner;
 use crate::factory::results::{BuildResult, StepResult};
 use crate::factory::{Command, StepKind, StepSpec};
+use crate::logstore::{log_rel_path, AsyncLog, Channel, LogGroup};
 use crate::protocol::map;
+use crate::slavelink::command::{CommandError, CommandEvent, Update};
+use crate::slavelink::registry::SlaveHandle;
 
 /// How long after an interrupt a command may take to finish before the Build
 /// stops waiting for the slave.
 pub const ABANDON_AFTER: Duration = Duration::from_secs(5);
+
+mod checkout;
+mod command;
+
+use command::{count_warnings, run_command, set_properties, shell_args, shell_end};
 
 /// How often a growing log is flushed and announced.
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
@@ -322,7 +329,8 @@ pub(crate) async fn run(mut ctx: BuildContext) -> bool {
         ctx.claimed.reason
     );
 
-    let factory_props = crate::factory::build_properties(&ctx.factory, &ctx.slave_cfg);
+    let factory_props =
+        crate::factory::build_properties(&ctx.factory.recipe(), ctx.slave_cfg.os.as_str());
     let recorded = initial_properties(&ctx.claimed, &factory_props, ctx.slave.name());
     let mut props = Properties::new();
     for (name, value, _) in &recorded {
@@ -847,7 +855,7 @@ async fn wait_for(
             // The sender lives as long as the Build is running; gone means the
             // engine is gone: a shutdown.
             let stop = r.ok().and_then(|s| s.clone()).unwrap_or(Stop::Shutdown {
-                text: super::engine::SHUTDOWN_TEXT.into(),
+                text: super::SHUTDOWN_TEXT.into(),
             });
             Err(Interruption::Stopped(stop))
         }
@@ -1000,607 +1008,7 @@ async fn step_body(
             out
         }
         StepKind::Checkout { .. } => {
-            checkout(ctx, props, &step, logs, &builder_dir, done_words).await
+            checkout::checkout(ctx, props, &step, logs, &builder_dir, done_words).await
         }
-    }
-}
-
-fn shell_args(command: &Command, workdir: &str, step: &StepSpec) -> Value {
-    let argv: Vec<Value> = match command {
-        Command::Argv(argv) => argv.iter().map(|a| Value::from(a.as_str())).collect(),
-        Command::Shell(script) => vec![
-            Value::from("/bin/sh"),
-            Value::from("-c"),
-            Value::from(script.as_str()),
-        ],
-    };
-    let env = env_value(step);
-    let mut entries = vec![
-        ("workdir", Value::from(workdir)),
-        ("command", Value::Array(argv)),
-        ("env", env),
-        ("want_stdout", Value::from(true)),
-        ("want_stderr", Value::from(true)),
-        ("usePTY", Value::from(false)),
-        ("logEnviron", Value::from(false)),
-    ];
-    if let Some(t) = step.timeout {
-        entries.push(("timeout", Value::from(t)));
-    }
-    if let Some(t) = step.max_time {
-        entries.push(("maxTime", Value::from(t)));
-    }
-    map(entries)
-}
-
-/// A shell command's Step result and text (Buildbot's ShellCommand).
-/// Add a Compile step's warnings to the Build's `warnings-count` property, as
-/// Buildbot's warning-counting steps do, so later steps and the status can read the
-/// total.
-async fn count_warnings(ctx: &BuildContext, props: &mut Properties, warnings: u64) {
-    let total = props
-        .get(WARNINGS_COUNT)
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0)
-        + warnings;
-    let row = vec![(WARNINGS_COUNT.to_string(), total.to_string())];
-    set_properties(ctx, props, row, "Compile").await;
-}
-
-/// Set Build properties a Step found (`source` says which kind of Step): for the
-/// Steps after it and, written at once, for the status.
-async fn set_properties(
-    ctx: &BuildContext,
-    props: &mut Properties,
-    found: Vec<(String, String)>,
-    source: &str,
-) {
-    for (name, value) in &found {
-        props.insert(name.clone(), value.clone());
-    }
-    let rows = found
-        .into_iter()
-        .map(|(name, value)| (name, value, source.to_string()))
-        .collect();
-    if let Err(e) = ctx
-        .inner
-        .db
-        .set_build_properties(ctx.claimed.build_id, rows)
-        .await
-    {
-        tracing::error!("{} build {}: {e}", ctx.claimed.builder, ctx.claimed.number);
-    }
-}
-
-/// The Build property holding the warnings its Compile steps counted.
-pub const WARNINGS_COUNT: &str = "warnings-count";
-
-/// A step's environment as the protocol's `env` map.
-fn env_value(step: &StepSpec) -> Value {
-    Value::Map(
-        step.env
-            .iter()
-            .map(|(k, v)| (Value::from(k.as_str()), Value::from(v.as_str())))
-            .collect(),
-    )
-}
-
-fn shell_end(end: CmdEnd, logs: &mut StepLogs, done_words: &[String]) -> StepEnd {
-    match end {
-        CmdEnd::Lost(why) => StepEnd {
-            result: StepResult::Exception,
-            text: format!("{} slave lost", done_words.join(" ")),
-            interruption: Interruption::SlaveLost(why),
-        },
-        CmdEnd::Abandoned => StepEnd {
-            result: StepResult::Exception,
-            text: format!("{} interrupted", done_words.join(" ")),
-            interruption: Interruption::None,
-        },
-        CmdEnd::Done {
-            failure: Some(f), ..
-        } => StepEnd {
-            result: StepResult::Exception,
-            text: format!("exception: {}", f.lines().last().unwrap_or(&f)),
-            interruption: Interruption::None,
-        },
-        CmdEnd::Done { rc: None, .. } => StepEnd {
-            result: StepResult::Exception,
-            text: format!("{} exception: no exit status", done_words.join(" ")),
-            interruption: Interruption::None,
-        },
-        CmdEnd::Done {
-            rc: Some(rc),
-            failure_reason,
-            ..
-        } => {
-            logs.scanner.finish();
-            let result = logs
-                .scanner
-                .step_result(rc.clamp(i32::MIN as i64, i32::MAX as i64) as i32);
-            let mut text = logs.scanner.summary(done_words);
-            // "test 3 passed, 1 failed" says it already.
-            if result == StepResult::Failure && !text.contains("failed") {
-                text.push_str(" failed");
-            }
-            if let Some(r) = failure_reason {
-                let why = match r.as_str() {
-                    "timeout_without_output" => "timed out: no output",
-                    "timeout" => "timed out: maxTime",
-                    other => other,
-                };
-                text.push_str(&format!(" ({why})"));
-            }
-            StepEnd {
-                result,
-                text: text.trim().to_string(),
-                interruption: Interruption::None,
-            }
-        }
-    }
-}
-
-/// Run one protocol command, its output into the step's logs (and its stdout into
-/// `capture`, up to [`CAPTURE_MAX`] bytes).
-async fn run_command(
-    ctx: &mut BuildContext,
-    logs: &mut StepLogs,
-    name: &str,
-    args: Value,
-    mut capture: Option<&mut String>,
-) -> CmdEnd {
-    let inner = ctx.inner.clone();
-    // A slave that stops answering before it confirms the command (frozen just
-    // then) must not keep a stopped Build waiting: a stop still ends it.
-    let started = {
-        let start = ctx.slave.start_command(name, args);
-        let stop = &mut ctx.stop;
-        let give_up = async {
-            let _ = stop.wait_for(|s| s.is_some()).await;
-            tokio::time::sleep(ABANDON_AFTER).await;
-        };
-        tokio::select! {
-            r = start => Some(r),
-            _ = give_up => None,
-        }
-    };
-    let Some(started) = started else {
-        logs.write(
-            Channel::Header,
-            &format!(
-                "the slave did not confirm the {name} command within {} s of the stop; abandoned\n",
-                ABANDON_AFTER.as_secs()
-            ),
-        );
-        return CmdEnd::Abandoned;
-    };
-    let mut cmd = match started {
-        Ok(c) => c,
-        Err(CommandError::Lost { reason, .. }) => return CmdEnd::Lost(reason),
-        Err(CommandError::NotConnected { slave }) => {
-            return CmdEnd::Lost(format!("slave {slave} is not connected"))
-        }
-        Err(e) => {
-            logs.write(Channel::Header, &format!("{e}\n"));
-            return CmdEnd::Done {
-                rc: None,
-                failure: Some(e.to_string()),
-                failure_reason: None,
-                got_revision: None,
-            };
-        }
-    };
-    let mut rc = None;
-    let mut failure_reason = None;
-    let mut got_revision = None;
-    let mut stopped_at: Option<Instant> = None;
-    loop {
-        // A stop, whenever it came (even while the command was being started,
-        // where a wait for it may have marked it seen): interrupt the command.
-        if stopped_at.is_none() {
-            let stop = ctx.stop.borrow_and_update().clone();
-            if let Some(stop) = stop {
-                logs.write(Channel::Header, &format!("interrupting: {}\n", stop.text()));
-                let interrupter = cmd.interrupter();
-                let why = stop.text().to_string();
-                tokio::spawn(async move {
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(3), interrupter.interrupt(&why))
-                            .await;
-                });
-                stopped_at = Some(Instant::now());
-            }
-        }
-        let stop_seen = stopped_at.is_some();
-        let ev = if let Some(at) = stopped_at {
-            let left = ABANDON_AFTER.saturating_sub(at.elapsed());
-            let room = logs.group.clone().room();
-            let next = async {
-                room.await;
-                cmd.next().await
-            };
-            match tokio::time::timeout(left, next).await {
-                Ok(ev) => ev,
-                Err(_) => {
-                    logs.write(
-                        Channel::Header,
-                        &format!(
-                            "the slave did not finish the interrupted command within {} s; abandoned\n",
-                            ABANDON_AFTER.as_secs()
-                        ),
-                    );
-                    return CmdEnd::Abandoned;
-                }
-            }
-        } else {
-            let flush_at = tokio::time::Instant::from_std(logs.last_flush + FLUSH_EVERY);
-            // While the disk is behind with this Step's output, no more is taken
-            // from the slave (its link fills up and pushes back on it).
-            let has_room = logs.group.has_room();
-            tokio::select! {
-                ev = cmd.next(), if has_room => ev,
-                _ = logs.group.clone().room(), if !has_room => continue,
-                _ = tokio::time::sleep_until(flush_at), if logs.dirty => {
-                    logs.tick(&inner).await;
-                    continue;
-                }
-                r = ctx.stop.changed(), if !stop_seen => {
-                    if r.is_err() {
-                        // The engine is gone; treat as a shutdown.
-                        stopped_at = Some(Instant::now());
-                    }
-                    // Otherwise the loop's top sees the stop.
-                    continue;
-                }
-            }
-        };
-        let Some(ev) = ev else {
-            return CmdEnd::Lost("command ended without completion".into());
-        };
-        match ev {
-            CommandEvent::Update(u) => match u {
-                Update::Stdout(s) => {
-                    if let Some(c) = capture.as_deref_mut() {
-                        if c.len() < CAPTURE_MAX {
-                            let room = CAPTURE_MAX - c.len();
-                            let mut cut = s.len().min(room);
-                            while !s.is_char_boundary(cut) {
-                                cut -= 1;
-                            }
-                            c.push_str(&s[..cut]);
-                        }
-                    }
-                    logs.write_owned(Channel::Stdout, s);
-                    logs.tick(&inner).await;
-                }
-                Update::Stderr(s) => {
-                    logs.write_owned(Channel::Stderr, s);
-                    logs.tick(&inner).await;
-                }
-                Update::Header(s) => {
-                    logs.write(Channel::Header, &s);
-                    logs.tick(&inner).await;
-                }
-                Update::Log { name, text } => logs.write_extra(&inner, &name, &text).await,
-                Update::Rc(r) => rc = Some(r),
-                Update::FailureReason(r) => failure_reason = Some(r),
-                Update::Other(key, value) if key == "got_revision" => {
-                    got_revision = crate::protocol::value_str(&value).map(str::to_string);
-                }
-                _ => {}
-            },
-            CommandEvent::Complete(failure) => {
-                if let Some(f) = &failure {
-                    logs.write(Channel::Header, &format!("{f}\n"));
-                }
-                return CmdEnd::Done {
-                    rc,
-                    failure,
-                    failure_reason,
-                    got_revision,
-                };
-            }
-            CommandEvent::Lost(why) => {
-                logs.write(
-                    Channel::Header,
-                    &format!("connection to the slave lost: {why}\n"),
-                );
-                return CmdEnd::Lost(why);
-            }
-        }
-    }
-}
-
-/// A source checkout: one native `git`/`hg` command when the slave advertises it
-/// (an autobot slave), else through `stat`, `rmdir`, `mkdir`, `cpdir` and `shell`
-/// (so a stock buildbot-worker works too); sets `got_revision_DIR` and, for the
-/// build's first checkout, `got_revision`.
-async fn checkout(
-    ctx: &mut BuildContext,
-    props: &mut Properties,
-    step: &StepSpec,
-    logs: &mut StepLogs,
-    builder_dir: &str,
-    done_words: &[String],
-) -> StepEnd {
-    let branch = ctx.claimed.branch.clone();
-    let revision = ctx.claimed.revision.clone();
-    // The slave's mirrors directory, absolute when the slave told its basedir (so
-    // that absolute workdirs can use the mirror too).
-    let mirrors = ctx.slave.path("mirrors");
-    let mirrors = if mirrors.starts_with('/') {
-        mirrors
-    } else {
-        String::new()
-    };
-    let native = match &step.kind {
-        StepKind::Checkout { source, .. } => ctx.slave.has_command(source.kind.as_str()),
-        _ => false,
-    };
-    // A stock buildbot-worker writes every message it receives, environment
-    // included, to its twistd.log: it gets the URL without credentials, and its
-    // host's own git/hg configuration supplies them.
-    let mut kind = std::borrow::Cow::Borrowed(&step.kind);
-    if let (false, StepKind::Checkout { source, .. }) = (native, &step.kind) {
-        if let Ok((bare, Some(_))) = split_credentials(&source.url) {
-            logs.write(
-                Channel::Header,
-                "the slave is not an autobot slave; a buildbot-worker logs every command it \
-                 receives, so the repository URL's credentials are not sent to it: give them \
-                 to git or hg on the slave's host (a git credential helper or ~/.netrc, an \
-                 [auth] section in ~/.hgrc)\n",
-            );
-            let mut stripped = step.kind.clone();
-            if let StepKind::Checkout { source, .. } = &mut stripped {
-                source.url = bare;
-            }
-            kind = std::borrow::Cow::Owned(stripped);
-        }
-    }
-    let plan = Checkout::from_step(&kind, &step.workdir, branch.as_deref(), revision.as_deref())
-        .map(|c| c.with_mirrors(&mirrors))
-        .and_then(|c| c.plan());
-    let plan = match plan {
-        Ok(p) => p,
-        Err(e) => {
-            logs.write(Channel::Header, &format!("{e}\n"));
-            return StepEnd {
-                result: StepResult::Failure,
-                text: format!("{} failed: {e}", done_words.join(" ")),
-                interruption: Interruption::None,
-            };
-        }
-    };
-    if native {
-        return native_checkout(ctx, props, step, logs, builder_dir, done_words, &plan).await;
-    }
-    let mut updateable = false;
-    if let Some(probe) = &plan.probe {
-        let args = map(vec![("path", Value::from(slave_path(builder_dir, probe)))]);
-        match run_command(ctx, logs, "stat", args, None).await {
-            CmdEnd::Done {
-                rc: Some(0),
-                failure: None,
-                ..
-            } => updateable = true,
-            CmdEnd::Done { .. } => {}
-            other => return shell_end(other, logs, done_words),
-        }
-    }
-    let mut run = CheckoutRun::new(plan, updateable);
-    let mut next = run.start();
-    let base_env: BTreeMap<String, String> = step.env.clone();
-    loop {
-        match next {
-            Next::Done { ok } => {
-                return if ok {
-                    StepEnd {
-                        result: StepResult::Success,
-                        text: done_words.join(" "),
-                        interruption: Interruption::None,
-                    }
-                } else {
-                    StepEnd {
-                        result: StepResult::Failure,
-                        text: format!("{} failed", done_words.join(" ")),
-                        interruption: Interruption::None,
-                    }
-                };
-            }
-            Next::Run {
-                op,
-                delay_secs,
-                header,
-            } => {
-                if let Some(h) = header {
-                    logs.write(Channel::Header, &format!("{h}\n"));
-                }
-                if delay_secs > 0 {
-                    let delay = Duration::from_secs(delay_secs);
-                    let stopped = tokio::time::timeout(delay, ctx.stop.wait_for(|s| s.is_some()))
-                        .await
-                        .is_ok();
-                    if stopped {
-                        return StepEnd {
-                            result: StepResult::Failure,
-                            text: format!("{} interrupted", done_words.join(" ")),
-                            interruption: Interruption::None,
-                        };
-                    }
-                }
-                let (name, args, capture) = match &op {
-                    CheckoutOp::RmDir { dir } => {
-                        logs.write(Channel::Header, &format!("rmdir {dir}\n"));
-                        (
-                            "rmdir",
-                            map(vec![(
-                                "paths",
-                                Value::Array(vec![Value::from(slave_path(builder_dir, dir))]),
-                            )]),
-                            false,
-                        )
-                    }
-                    CheckoutOp::MkDir { dir } => {
-                        logs.write(Channel::Header, &format!("mkdir {dir}\n"));
-                        (
-                            "mkdir",
-                            map(vec![(
-                                "paths",
-                                Value::Array(vec![Value::from(slave_path(builder_dir, dir))]),
-                            )]),
-                            false,
-                        )
-                    }
-                    CheckoutOp::CpDir { from, to } => {
-                        logs.write(Channel::Header, &format!("cpdir {from} {to}\n"));
-                        (
-                            "cpdir",
-                            map(vec![
-                                ("from_path", Value::from(slave_path(builder_dir, from))),
-                                ("to_path", Value::from(slave_path(builder_dir, to))),
-                            ]),
-                            false,
-                        )
-                    }
-                    CheckoutOp::Shell { argv, workdir }
-                    | CheckoutOp::GotRevision { argv, workdir } => {
-                        let mut s = step.clone();
-                        s.env = base_env.clone();
-                        let args = shell_args(
-                            &Command::Argv(argv.clone()),
-                            &slave_path(builder_dir, workdir),
-                            &s,
-                        );
-                        ("shell", args, matches!(op, CheckoutOp::GotRevision { .. }))
-                    }
-                };
-                let mut captured = String::new();
-                let end = run_command(
-                    ctx,
-                    logs,
-                    name,
-                    args,
-                    if capture { Some(&mut captured) } else { None },
-                )
-                .await;
-                let ok = match end {
-                    CmdEnd::Done { rc, failure, .. } => failure.is_none() && rc == Some(0),
-                    other => return shell_end(other, logs, done_words),
-                };
-                if ctx.stop.borrow().is_some() {
-                    return StepEnd {
-                        result: StepResult::Failure,
-                        text: format!("{} interrupted", done_words.join(" ")),
-                        interruption: Interruption::None,
-                    };
-                }
-                if ok && capture {
-                    let got = run.revision_properties(captured.trim(), props);
-                    set_properties(ctx, props, got, "Source").await;
-                }
-                next = run.done(ok);
-            }
-        }
-    }
-}
-
-/// The arguments of a native `git`/`hg` command: the checkout's settings, from which
-/// the slave builds the same plan (`slave/commands/vc.rs`).
-fn native_args(ctx: &BuildContext, step: &StepSpec, builder_dir: &str) -> Option<Value> {
-    let StepKind::Checkout {
-        source,
-        mode,
-        always_use_latest,
-        retry,
-        mirror,
-    } = &step.kind
-    else {
-        return None;
-    };
-    let branch = match ctx.claimed.branch.as_deref().filter(|b| !b.is_empty()) {
-        Some(b) => b,
-        None => source.branch.as_str(),
-    };
-    let env = env_value(step);
-    let mut entries = vec![
-        ("builddir", Value::from(builder_dir)),
-        ("workdir", Value::from(step.workdir.as_str())),
-        ("repourl", Value::from(source.url.as_str())),
-        ("branch", Value::from(branch)),
-        ("mode", Value::from(mode.as_str())),
-        ("alwaysUseLatest", Value::from(*always_use_latest)),
-        ("mirror", Value::from(*mirror)),
-        ("env", env),
-    ];
-    if let Some(r) = ctx.claimed.revision.as_deref().filter(|r| !r.is_empty()) {
-        entries.push(("revision", Value::from(r)));
-    }
-    if let Some(r) = retry {
-        entries.push((
-            "retry",
-            Value::Array(vec![Value::from(r.delay), Value::from(r.repeats)]),
-        ));
-    }
-    if let Some(t) = step.timeout {
-        entries.push(("timeout", Value::from(t)));
-    }
-    if let Some(t) = step.max_time {
-        entries.push(("maxTime", Value::from(t)));
-    }
-    Some(map(entries))
-}
-
-/// A checkout by the slave's own `git`/`hg` command: one protocol command, its
-/// output into the step's log, the revision from its `got_revision` update.
-async fn native_checkout(
-    ctx: &mut BuildContext,
-    props: &mut Properties,
-    step: &StepSpec,
-    logs: &mut StepLogs,
-    builder_dir: &str,
-    done_words: &[String],
-    plan: &crate::factory::checkout::CheckoutPlan,
-) -> StepEnd {
-    let failed = |text: String| StepEnd {
-        result: StepResult::Failure,
-        text,
-        interruption: Interruption::None,
-    };
-    let (Some(args), StepKind::Checkout { source, .. }) =
-        (native_args(ctx, step, builder_dir), &step.kind)
-    else {
-        return failed(format!("{} failed: not a checkout", done_words.join(" ")));
-    };
-    let command = source.kind.as_str();
-    logs.write(
-        Channel::Header,
-        &format!("checkout by the slave's {command} command\n"),
-    );
-    let end = run_command(ctx, logs, command, args, None).await;
-    let (rc, got) = match end {
-        CmdEnd::Done {
-            rc,
-            failure: None,
-            got_revision,
-            ..
-        } => (rc, got_revision),
-        other => return shell_end(other, logs, done_words),
-    };
-    if ctx.stop.borrow().is_some() {
-        return failed(format!("{} interrupted", done_words.join(" ")));
-    }
-    if rc != Some(0) {
-        return failed(format!("{} failed", done_words.join(" ")));
-    }
-    let Some(got) = got.filter(|g| !g.trim().is_empty()) else {
-        logs.write(Channel::Header, "the slave sent no got_revision\n");
-        return failed(format!("{} failed", done_words.join(" ")));
-    };
-    let got = plan.revision_properties(got.trim(), props);
-    set_properties(ctx, props, got, "Source").await;
-    StepEnd {
-        result: StepResult::Success,
-        text: done_words.join(" "),
-        interruption: Interruption::None,
     }
 }

@@ -4,7 +4,7 @@
 use super::*;
 
 fn load_text(text: &str) -> Result<MasterConfig, ConfigError> {
-    let projects = factory::projects(None).unwrap();
+    let projects = projects(None).unwrap();
     load_from_str(Path::new("/m/master.ini"), Path::new("/m"), text, &projects)
 }
 
@@ -185,7 +185,7 @@ fn shell_steps_keep_file_order_and_env_case() {
     assert_eq!(s.steps[0].1["timeout"], "5");
     assert_eq!(s.steps[1].1["env.CFLAGS"], "-O2");
     assert_eq!(s.steps[1].1["haltonfailure"], "true");
-    let steps = factory::build_steps(s, &SlaveConfig::default()).unwrap();
+    let steps = factory::build_steps(&s.recipe(), SlaveConfig::default().os.as_str()).unwrap();
     assert_eq!(steps[1].env["CFLAGS"], "-O2");
     assert!(steps[1].flags.halt_on_failure);
 }
@@ -298,7 +298,7 @@ fn force_open_to_anyone_is_warned_about() {
 /// Every secret the shipped example shows is one the warnings know.
 #[test]
 fn every_secret_in_master_ini_example_is_warned_about() {
-    let text = include_str!("../../master.ini.example");
+    let text = include_str!("../../../master.ini.example");
     let cfg = load_text(text).unwrap();
     let lines: Vec<usize> = cfg.warnings.iter().map(|w| w.line).collect();
     for (i, line) in text.lines().enumerate() {
@@ -327,9 +327,9 @@ fn every_secret_in_master_ini_example_is_warned_about() {
 #[test]
 fn every_password_in_the_docs_is_known_as_documented() {
     for text in [
-        include_str!("../../README.md"),
-        include_str!("slave.rs"),
-        include_str!("../../master.ini.example"),
+        include_str!("../../../README.md"),
+        include_str!("../slave.rs"),
+        include_str!("../../../master.ini.example"),
     ] {
         for line in text.lines() {
             let line = line.trim_start_matches("//!").trim();

@@ -1,31 +1,24 @@
-//! The master daemon: slave connections, the command layer that runs protocol
-//! commands on a slave, reconfiguration, and state kept in SQLite.
+//! The composition root: starts and stops the master daemon, wiring every part
+//! below it, and owns reconfiguration and shutdown.
 //!
 //! [`Master::start`] locks the master directory, loads `master.ini`, opens
-//! `state.sqlite`, binds `slaveport` (slaves, WebSocket) and `htmlport` (web) and
-//! returns a running [`Master`]; [`run`] wraps it for the daemon verbs. The build
-//! engine ([`Master::engine`], `engine.rs` with `build.rs`, `locks.rs` and
-//! `logs.rs`) and tests reach connected slaves through [`Master::registry`]: a
-//! [`SlaveHandle`] starts commands ([`RemoteCommand`]) and file transfers.
+//! `state.sqlite`, builds the engine ([`crate::engine`]), binds `slaveport`
+//! (slaves, WebSocket: [`crate::slavelink`], with the `sendchange` intake of
+//! [`crate::changes`] as its side door) and `htmlport` ([`crate::web`]), and
+//! starts the pollers ([`crate::changes::pollers`]) and the schedulers
+//! ([`crate::schedulers`]); it returns a running [`Master`]. [`run`] wraps it for
+//! the daemon verbs. Tests reach connected slaves through [`Master::registry`]
+//! and the engine through [`Master::engine`]. Nothing below this module imports
+//! it: each part takes the handles it needs (the engine, the Change bus, the
+//! database, the configuration's watch) from here.
 //!
 //! One slow thing must not stall the others. The slaves' links, the build engine
 //! and the schedulers run on the runtime that starts the master (one thread in
 //! the daemon: a Build's hand-offs stay on it); the web ports get a runtime of
 //! their own (`WebRuntime`), so rendering a page over a long history, or
 //! fifty of them at once, never holds up a slave's frames; step logs are written
-//! by a thread of their own ([`logs::LogDisk`]), so a slow or hung log disk holds
-//! up only the Builds that wait for their logs to be stored.
-
-pub mod auth;
-mod build;
-pub mod command;
-pub mod connection;
-pub mod engine;
-mod listener;
-pub mod locks;
-pub mod logs;
-pub mod registry;
-pub mod transfer;
+//! by a thread of their own ([`crate::logstore::LogDisk`]), so a slow or hung log
+//! disk holds up only the Builds that wait for their logs to be stored.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -37,15 +30,15 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::changes::pollers::{self, PollerContext};
+use crate::changes::submit::CHANGE_PATH;
+use crate::changes::ChangeBus;
 use crate::config::{ConfigError, MasterConfig};
 use crate::daemon::Control;
 use crate::db::{Db, DbError};
-
-pub use command::{CommandError, CommandEvent, CommandOutcome, Interrupter, RemoteCommand, Update};
-pub use connection::SlaveInfo;
-pub use engine::{Engine, EngineError, EngineEvent, ForceRequest, ForceResult};
-pub use registry::{SlaveEvent, SlaveHandle, SlaveRegistry};
-pub use transfer::{DownloadSource, TransferResult};
+use crate::engine::Engine;
+use crate::schedulers::{Clock, SchedulerContext};
+use crate::slavelink::{connection, Shared, SideDoor, SlaveRegistry};
 
 /// File locked while a master runs in a directory.
 pub const LOCK_FILE: &str = "master.lock";
@@ -100,24 +93,11 @@ pub struct MasterOptions {
     pub publichtmlport: Option<u16>,
 }
 
-/// State shared by every task of a master.
-pub(crate) struct Shared {
-    pub(crate) basedir: PathBuf,
-    pub(crate) config: watch::Sender<Arc<MasterConfig>>,
-    pub(crate) db: Db,
-    pub(crate) registry: SlaveRegistry,
-    pub(crate) keepalive: Duration,
-    pub(crate) shutdown: watch::Receiver<bool>,
-    pub(crate) slaveport: u16,
-    /// Where Changes submitted on the slave port (`sendchange`) go.
-    pub(crate) changes: crate::changes::ChangeBus,
-}
-
 /// A running master.
 pub struct Master {
     shared: Arc<Shared>,
     engine: Engine,
-    changes: crate::changes::ChangeBus,
+    changes: ChangeBus,
     shutdown_tx: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     /// The web ports' runtime, shut down after its servers.
@@ -126,10 +106,11 @@ pub struct Master {
     htmlport: u16,
     /// The read-only web port, when one is open.
     publichtmlport: Option<u16>,
-    /// The poller manager and schedulers, with their stop switch and clock.
+    /// The poller manager and the schedulers, with their stop switch and clock.
+    pollers: Option<JoinHandle<()>>,
     schedulers: Option<JoinHandle<()>>,
     schedulers_stop: watch::Sender<bool>,
-    clock: crate::schedulers::Clock,
+    clock: Clock,
     _lock: Flock<File>,
 }
 
@@ -141,7 +122,7 @@ impl Master {
 
     /// Start the master of `basedir`, with `options` overriding the file.
     pub async fn start_with(basedir: &Path, options: MasterOptions) -> Result<Master, MasterError> {
-        Master::start_with_clock(basedir, options, crate::schedulers::Clock::system()).await
+        Master::start_with_clock(basedir, options, Clock::system()).await
     }
 
     /// [`Master::start_with`] whose schedulers read the time from `clock` (tests
@@ -149,7 +130,7 @@ impl Master {
     pub async fn start_with_clock(
         basedir: &Path,
         options: MasterOptions,
-        clock: crate::schedulers::Clock,
+        clock: Clock,
     ) -> Result<Master, MasterError> {
         let basedir = std::fs::canonicalize(basedir).map_err(|source| MasterError::Io {
             path: basedir.to_path_buf(),
@@ -165,7 +146,7 @@ impl Master {
             .keepalive_interval
             .unwrap_or(Duration::from_secs(config.keepalive_interval));
         let logs = basedir.clone();
-        tokio::task::spawn_blocking(move || logs::prepare_logs_dir(&logs))
+        tokio::task::spawn_blocking(move || crate::logstore::prepare_logs_dir(&logs))
             .await
             .map_err(|e| MasterError::Internal(e.to_string()))?
             .map_err(|source| MasterError::Io {
@@ -216,7 +197,23 @@ impl Master {
             basedir.clone(),
         )
         .await?;
-        let changes = crate::changes::ChangeBus::new(db.clone());
+        let changes = ChangeBus::new(db.clone());
+        let intake = changes.clone();
+        let side_door = SideDoor {
+            path: CHANGE_PATH,
+            name: "sendchange",
+            hint: "use changeuser/changepassword of [:master:] (sendchange --auth USER:PASS)",
+            authorize: Box::new(crate::slavelink::auth::change_credentials),
+            serve: Box::new(move |socket, user, peer, shutdown| {
+                Box::pin(crate::changes::submit::serve_session(
+                    intake.clone(),
+                    socket,
+                    user,
+                    peer,
+                    shutdown,
+                ))
+            }),
+        };
         let shared = Arc::new(Shared {
             basedir,
             config: config_tx,
@@ -225,11 +222,11 @@ impl Master {
             keepalive,
             shutdown: shutdown_rx.clone(),
             slaveport,
-            changes: changes.clone(),
+            side_door: Some(side_door),
         });
 
         let mut servers = Vec::new();
-        servers.push(tokio::spawn(listener::serve(
+        servers.push(tokio::spawn(crate::slavelink::serve(
             slave_listener,
             shared.clone(),
             shutdown_rx.clone(),
@@ -270,13 +267,21 @@ impl Master {
             wait_true(shutdown_rx),
         ))));
         let (schedulers_stop, schedulers_rx) = watch::channel(false);
+        let pollers = pollers::start(
+            PollerContext {
+                db: shared.db.clone(),
+                changes: changes.clone(),
+                basedir: shared.basedir.clone(),
+            },
+            shared.config.subscribe(),
+            schedulers_rx.clone(),
+        );
         let schedulers = crate::schedulers::start(
-            crate::schedulers::SchedulerContext {
+            SchedulerContext {
                 db: shared.db.clone(),
                 engine: engine.clone(),
                 changes: changes.clone(),
                 clock: clock.clone(),
-                basedir: shared.basedir.clone(),
                 start_watermark: Arc::new(std::sync::Mutex::new(Some(change_watermark))),
             },
             shared.config.subscribe(),
@@ -313,6 +318,7 @@ impl Master {
             slaveport,
             htmlport,
             publichtmlport: public_port,
+            pollers: Some(pollers),
             schedulers: Some(schedulers),
             schedulers_stop,
             clock,
@@ -321,12 +327,12 @@ impl Master {
     }
 
     /// Where Changes come in (pollers, sendchange, webhooks, the API).
-    pub fn changes(&self) -> &crate::changes::ChangeBus {
+    pub fn changes(&self) -> &ChangeBus {
         &self.changes
     }
 
     /// The clock the schedulers read.
-    pub fn clock(&self) -> &crate::schedulers::Clock {
+    pub fn clock(&self) -> &Clock {
         &self.clock
     }
 
@@ -438,11 +444,13 @@ impl Master {
         tracing::info!("master shutting down");
         // No new Changes or BuildSets from here on.
         self.schedulers_stop.send_replace(true);
-        if let Some(mut s) = self.schedulers.take() {
-            if tokio::time::timeout(Duration::from_secs(15), &mut s)
-                .await
-                .is_err()
-            {
+        // Both stop together, within 15 s in all (as when one task ran both).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        for mut s in [self.pollers.take(), self.schedulers.take()]
+            .into_iter()
+            .flatten()
+        {
+            if tokio::time::timeout_at(deadline, &mut s).await.is_err() {
                 tracing::warn!("the pollers and schedulers did not stop within 15 s");
                 s.abort();
             }

@@ -12,17 +12,89 @@
 //! that landed meanwhile. The first poll of a branch records its head without
 //! building history. Failures are logged with their reason and retried at the next
 //! interval.
+//!
+//! [`start`] runs the pollers the configuration in force needs and restarts them
+//! when a reconfig changes that set (a poll in progress finishes first).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-use super::{stopped, SchedulerContext};
-use crate::changes::{mirror_path, redact_url, Change, GitPoller, HgPoller, PollResult};
-use crate::config::{MasterConfig, SourceKind};
+use crate::changes::{mirror_path, Change, ChangeBus, GitPoller, HgPoller, PollResult};
+use crate::config::MasterConfig;
 use crate::db::changes::NewChange;
+use crate::db::Db;
+use crate::sources::{redact_url, SourceKind};
+
+/// What the poller tasks share.
+#[derive(Clone)]
+pub struct PollerContext {
+    pub db: Db,
+    /// Where the Changes found go (and where polls are asked for).
+    pub changes: ChangeBus,
+    /// The master directory (pollers keep their mirrors under it).
+    pub basedir: std::path::PathBuf,
+}
+
+/// Run the pollers of the configuration in force until `stop` turns true; a
+/// reconfig that changes them restarts them (a poll in progress finishes first).
+pub fn start(
+    ctx: PollerContext,
+    config: watch::Receiver<Arc<MasterConfig>>,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(supervise(ctx, config, stop))
+}
+
+/// Stop the running pollers' task, waiting `within` for it before aborting it.
+async fn stop_task(stop: watch::Sender<bool>, mut task: JoinHandle<()>, within: Duration) {
+    stop.send_replace(true);
+    if tokio::time::timeout(within, &mut task).await.is_err() {
+        task.abort();
+    }
+}
+
+async fn supervise(
+    ctx: PollerContext,
+    mut config: watch::Receiver<Arc<MasterConfig>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let locks = MirrorLocks::default();
+    let mut polls: Option<(Vec<PollerSpec>, watch::Sender<bool>, JoinHandle<()>)> = None;
+    let mut config_open = true;
+    loop {
+        let cfg = config.borrow_and_update().clone();
+        let pspecs = poller_specs(&cfg);
+        if polls.as_ref().map(|(s, _, _)| s) != Some(&pspecs) {
+            if let Some((_, tx, task)) = polls.take() {
+                tracing::info!("reconfig: restarting the pollers");
+                stop_task(tx, task, Duration::from_secs(30)).await;
+            }
+            let (tx, rx) = watch::channel(false);
+            let task = tokio::spawn(run(ctx.clone(), pspecs.clone(), locks.clone(), rx));
+            polls = Some((pspecs, tx, task));
+        }
+        tokio::select! {
+            r = config.changed(), if config_open => {
+                if r.is_err() {
+                    config_open = false;
+                }
+            }
+            _ = stopped(&mut stop) => break,
+        }
+    }
+    if let Some((_, tx, task)) = polls {
+        stop_task(tx, task, Duration::from_secs(10)).await;
+    }
+}
+
+/// Returns when `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
 
 /// One repository to poll, as the configuration defines it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +159,7 @@ pub fn poller_specs(config: &MasterConfig) -> Vec<PollerSpec> {
 /// One lock per mirror directory, shared across reconfigs: a poll still running
 /// when its poller was replaced finishes before the new poller touches the mirror.
 #[derive(Clone, Default)]
-pub(crate) struct MirrorLocks(Arc<Mutex<HashMap<std::path::PathBuf, Arc<tokio::sync::Mutex<()>>>>>);
+struct MirrorLocks(Arc<Mutex<HashMap<std::path::PathBuf, Arc<tokio::sync::Mutex<()>>>>>);
 
 impl MirrorLocks {
     fn get(&self, path: &std::path::Path) -> Arc<tokio::sync::Mutex<()>> {
@@ -97,8 +169,8 @@ impl MirrorLocks {
 }
 
 /// Run every poller until `stop`.
-pub(crate) async fn run(
-    ctx: SchedulerContext,
+async fn run(
+    ctx: PollerContext,
     specs: Vec<PollerSpec>,
     locks: MirrorLocks,
     stop: watch::Receiver<bool>,
@@ -129,7 +201,7 @@ impl Poller {
     }
 }
 
-fn poller_for(ctx: &SchedulerContext, spec: &PollerSpec) -> Arc<Poller> {
+fn poller_for(ctx: &PollerContext, spec: &PollerSpec) -> Arc<Poller> {
     let mirror = mirror_path(&ctx.basedir, &spec.url);
     Arc::new(match spec.kind {
         SourceKind::Git => {
@@ -167,7 +239,7 @@ fn new_change(c: Change) -> NewChange {
 }
 
 async fn poll_loop(
-    ctx: SchedulerContext,
+    ctx: PollerContext,
     spec: PollerSpec,
     locks: MirrorLocks,
     mut stop: watch::Receiver<bool>,
@@ -204,7 +276,7 @@ async fn poll_loop(
 }
 
 /// Poll once and store what was found: Changes first, then heads.
-async fn poll_once(ctx: &SchedulerContext, name: &str, poller: &Arc<Poller>) {
+async fn poll_once(ctx: &PollerContext, name: &str, poller: &Arc<Poller>) {
     let last = match ctx.db.poller_heads(name).await {
         Ok(l) => l,
         Err(e) => {
@@ -278,7 +350,7 @@ mod tests {
         let ini = "[:master:]\npollInterval = 30\n\n[a]\ntype = shell\ngit = /srv/x.git#main\nstep.x = true\n\
                    branches = main dev\n\n[b]\ntype = shell\ngit = /srv/x.git#rel\nstep.x = true\npollInterval = 5\n\n\
                    [c]\ntype = shell\nhg = /srv/y#default\nstep.x = true\n";
-        let projects = crate::factory::projects(None).unwrap();
+        let projects = crate::config::projects(None).unwrap();
         let cfg = crate::config::load_from_str(
             std::path::Path::new("/m/master.ini"),
             std::path::Path::new("/m"),

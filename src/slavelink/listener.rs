@@ -9,9 +9,10 @@
 //! 128 KiB read buffer, zero-filled on first use, would cost 128 MiB per thousand
 //! slaves.
 //!
-//! The same port takes `autobot sendchange`, as in Buildbot: an upgrade on
-//! [`CHANGE_PATH`] authenticated with `changeuser`/`changepassword` of `[:master:]`
-//! carries Changes (see [`crate::changes::submit`]) instead of a slave.
+//! The same port takes `autobot sendchange`, as in Buildbot: an upgrade on the
+//! path of the master's [`SideDoor`] (authenticated by it: `changeuser`/
+//! `changepassword` of `[:master:]`) carries Changes instead of a slave; the
+//! side door is wired in by [`crate::app`], so this file knows nothing of Changes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,8 +25,7 @@ use tokio_tungstenite::tungstenite::http::StatusCode;
 use super::auth::{constant_time_eq, parse_basic};
 use super::connection;
 use super::registry::Claim;
-use super::Shared;
-use crate::changes::submit::CHANGE_PATH;
+use super::{Shared, SideDoor};
 use crate::protocol::websocket_config;
 
 /// How long a client may take to complete the WebSocket handshake.
@@ -57,7 +57,7 @@ pub(crate) async fn serve(
 }
 
 /// Authenticate one upgrade and, if allowed, run the connection: a slave's on any
-/// path but [`CHANGE_PATH`], where `sendchange` submits Changes instead.
+/// path but the [`SideDoor`]'s, where `sendchange` submits Changes instead.
 async fn handshake(shared: Arc<Shared>, stream: TcpStream, peer: String) {
     let mut claim: Option<Claim> = None;
     let mut change_user: Option<String> = None;
@@ -68,8 +68,12 @@ async fn handshake(shared: Arc<Shared>, stream: TcpStream, peer: String) {
             .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        if req.uri().path() == CHANGE_PATH {
-            return match authorize_change(&shared, header) {
+        if let Some(door) = shared
+            .side_door
+            .as_ref()
+            .filter(|d| req.uri().path() == d.path)
+        {
+            return match authorize_side(&shared, door, header) {
                 Ok(user) => {
                     change_user = Some(user);
                     Ok(resp)
@@ -77,11 +81,11 @@ async fn handshake(shared: Arc<Shared>, stream: TcpStream, peer: String) {
                 Err(why) => {
                     tracing::warn!(
                         slaveport = shared.slaveport,
-                        "refused sendchange from {peer}: {why}"
+                        "refused {} from {peer}: {why}",
+                        door.name
                     );
-                    let mut resp = ErrorResponse::new(Some(format!(
-                        "Unauthorized: {why}; use changeuser/changepassword of [:master:] (sendchange --auth USER:PASS)"
-                    )));
+                    let mut resp =
+                        ErrorResponse::new(Some(format!("Unauthorized: {why}; {}", door.hint)));
                     *resp.status_mut() = StatusCode::UNAUTHORIZED;
                     Err(resp)
                 }
@@ -109,10 +113,9 @@ async fn handshake(shared: Arc<Shared>, stream: TcpStream, peer: String) {
         tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(websocket_config()));
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
         Ok(Ok(socket)) => {
-            if let Some(user) = change_user {
-                let bus = shared.changes.clone();
+            if let (Some(user), Some(door)) = (change_user, shared.side_door.as_ref()) {
                 let shutdown = shared.shutdown.clone();
-                crate::changes::submit::serve_session(bus, socket, user, peer, shutdown).await;
+                (door.serve)(socket, user, peer, shutdown).await;
             } else if let Some(claim) = claim {
                 connection::serve(shared, socket, claim, peer).await;
             }
@@ -171,7 +174,11 @@ fn authorize(shared: &Shared, header: Option<&str>) -> Result<Claim, Refusal> {
     })
 }
 
-/// Check `sendchange` credentials; the user name, or why not.
-fn authorize_change(shared: &Shared, header: Option<&str>) -> Result<String, String> {
-    super::auth::change_credentials(&shared.config.borrow().clone(), header)
+/// Check a side door's credentials (`sendchange`'s); the user name, or why not.
+fn authorize_side(
+    shared: &Shared,
+    door: &SideDoor,
+    header: Option<&str>,
+) -> Result<String, String> {
+    (door.authorize)(&shared.config.borrow().clone(), header)
 }

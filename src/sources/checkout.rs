@@ -1,0 +1,901 @@
+//! Source checkout as data: the worker-protocol operations (`rmdir`, `mkdir`,
+//! `cpdir`, and `shell` with a plain argv) that bring a git or hg source into a
+//! step's workdir in one of Buildbot's modes, so a stock buildbot-worker can do it.
+//!
+//! A [`CheckoutPlan`] follows Buildbot 0.7's Source steps:
+//! * `update`: fetch into the existing tree and check the revision out there; build
+//!   products stay (no clean). No tree yet, or a failed update: a full checkout.
+//! * `clobber`: remove the workdir and check out afresh (a "full" checkout).
+//! * `copy`: keep the tree in a copy dir next to the workdir (see [`copy_dir`]),
+//!   update it as `update` does, then replace the workdir with a copy of it.
+//! * `export`: as `copy`, then remove the VC metadata (`.git`, `.hg`) from the
+//!   workdir, as `cvs export` leaves none.
+//! * `alwaysUseLatest`: the build's revision is ignored; the branch's tip is built.
+//! * `retry = DELAY REPEATS`: only a *full* checkout is retried (the manual: "when a
+//!   full VC checkout fails"), up to REPEATS more times, DELAY seconds apart; each
+//!   try starts by removing the directory, so it starts clean.
+//!
+//! # The slave's mirror
+//! Unless the factory says `mirror = false`, a slave keeps one mirror of each
+//! repository URL, shared by all its builders: `BASEDIR/mirrors/NAME` (a bare git
+//! repository, or an hg repository without a working copy; NAME is
+//! [`mirror_name`]), and builders check out from it locally (git and hg hard-link the
+//! objects of a local clone). The plan's [`MirrorPlan::prepare`] brings the mirror
+//! up to date first:
+//! * with a revision, a mirror that already has it (git: the revision is on the
+//!   mirror's branch) is not touched: the second builder of a BuildSet, or a
+//!   rebuild, costs no network at all;
+//! * without one (a forced build of the tip, `alwaysUseLatest`), the mirror always
+//!   fetches, so a tip is never stale;
+//! * writers hold an exclusive `flock(1)` on `NAME.lock`, readers of the mirror
+//!   (the checkouts from it) a shared one. A builder that finds the revision missing
+//!   tries the fetch without waiting (`flock -n`); when another builder is fetching
+//!   already, it waits for that fetch (`flock -s`) and looks again, so builders that
+//!   want the same revision at the same moment fetch it once.
+//! * anything going wrong with the mirror (no `flock` on the slave, a broken mirror)
+//!   falls back to the checkout from the repository itself, with a line in the log
+//!   saying so; a failed full checkout from the mirror does too.
+//!
+//! A git workdir cloned from the mirror has its `origin` set to the repository's
+//! URL, so it looks like a normal clone; an hg one keeps the mirror as its default
+//! path (hg has no command to change it). The mirrors directory is
+//! [`MIRRORS_DIR`] relative to the builder's directory (`BASEDIR/BUILDER`), which
+//! the slave resolves inside its basedir; a checkout into an absolute workdir (the
+//! virtualenv types' `%(virtualenv)s/src/DIR`) uses the mirror only when the engine
+//! gives the absolute mirrors directory ([`Checkout::with_mirrors`]).
+//!
+//! Every plan ends with a [`CheckoutOp::GotRevision`] whose trimmed stdout is the
+//! revision checked out: the `got_revision_DIR` property (DIR as
+//! [`super::source_dir`]), and `got_revision` for the build's first checkout
+//! ([`CheckoutRun::revision_properties`]). URLs, branches and revisions are argv
+//! elements after `--` or an option that takes a value, never shell text; a branch
+//! or revision that could be read as an option is refused. [`CheckoutRun`] is the
+//! small state machine that walks a plan (mirror, update, fallback, retries) for the
+//! build engine. Paths are relative to the builder's directory on the slave, like
+//! workdirs.
+//!
+//! # Credentials in the URL
+//! `https://USER:TOKEN@host/repo` never reaches an argv, a log, a page or the
+//! database: argv, `.git/config` and every display name the URL without them
+//! ([`split_credentials`], [`redact_url`], the one redaction every part of autobot
+//! uses), and the plan's [`CheckoutPlan::env`] hands them over — git through a
+//! credential helper for that origin only, set up in `GIT_CONFIG_*` variables, hg
+//! through a `[paths]` alias whose URL is in `AUTOBOT_HG_SOURCE`
+//! ([`credential_env`]). The engine sends such a URL only to autobot slaves (their
+//! native `git`/`hg` commands); a stock buildbot-worker writes every message it
+//! receives to its log, so it gets the URL without credentials.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::credentials::{
+    credential_env, redact_url, split_credentials, HG_SOURCE_ALIAS, HG_SOURCE_VAR,
+};
+use super::{path_safe, source_dir, Mode, Retry, Source, SourceKind};
+
+/// Build properties by name (the factory's `Properties`).
+type Properties = BTreeMap<String, String>;
+
+/// The slave's mirrors directory, relative to a builder's directory
+/// (`BASEDIR/BUILDER/../mirrors` = `BASEDIR/mirrors`).
+pub const MIRRORS_DIR: &str = "../mirrors";
+
+/// One worker-protocol operation of a checkout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum CheckoutOp {
+    /// `rmdir`: remove a tree (absent is fine).
+    RmDir { dir: String },
+    /// `mkdir`: create a directory and its parents.
+    MkDir { dir: String },
+    /// `shell`: run argv (no shell) in `workdir`.
+    Shell { argv: Vec<String>, workdir: String },
+    /// `cpdir`: copy a tree; `to` must not exist (a preceding RmDir sees to that).
+    CpDir { from: String, to: String },
+    /// `shell` whose trimmed stdout is the revision checked out.
+    GotRevision { argv: Vec<String>, workdir: String },
+}
+
+/// Why a checkout cannot be planned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckoutError {
+    #[error("step is not a checkout")]
+    NotACheckout,
+    #[error("refusing {what} {value:?}: it is empty, starts with `-` or holds control characters")]
+    BadName { what: &'static str, value: String },
+    #[error("refusing checkout workdir {0:?}: it must name a directory below the builder's (no `..`, not empty)")]
+    BadWorkdir(String),
+    #[error("the {scheme}:// URL {url} holds a password, which git and hg can only be given there on their command line (where every process list shows it); use an ssh key, or an https:// URL")]
+    PasswordInUrl { scheme: String, url: String },
+    #[error("the credentials in the URL {url} {why}")]
+    BadCredentials { url: String, why: &'static str },
+}
+
+/// Where a mirror operation leads, once it succeeded or failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Then {
+    /// The next operation of [`MirrorPlan::prepare`].
+    Next,
+    /// Leave out this many operations, then go on.
+    Skip(usize),
+    /// The mirror is ready: check out from it.
+    UseMirror,
+    /// The mirror cannot be used: check out from the repository itself.
+    Direct,
+}
+
+/// One step of bringing the mirror up to date, and where each outcome leads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MirrorOp {
+    pub op: CheckoutOp,
+    pub on_ok: Then,
+    pub on_fail: Then,
+}
+
+/// Checking out through the slave's mirror (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MirrorPlan {
+    /// The mirror, relative to the builder's directory (or absolute).
+    pub dir: String,
+    /// Make the mirror hold the wanted revision; every path ends in
+    /// [`Then::UseMirror`] or [`Then::Direct`].
+    pub prepare: Vec<MirrorOp>,
+    /// As [`CheckoutPlan::update`], from the mirror.
+    pub update: Vec<CheckoutOp>,
+    /// As [`CheckoutPlan::full`], from the mirror; when it fails, the direct `full`
+    /// runs (and is retried).
+    pub full: Vec<CheckoutOp>,
+}
+
+/// The operations of one checkout, in the groups the Source step runs them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckoutPlan {
+    /// Where the repository lives: the workdir, or the copy dir for copy/export.
+    pub srcdir: String,
+    /// Stat this path (`SRCDIR/.git` or `SRCDIR/.hg`) first: when it exists, try
+    /// `update`; otherwise (or `None`, as in clobber) go straight to `full`.
+    pub probe: Option<String>,
+    /// Through the slave's mirror first; `None`: `mirror = false`, or the mirror
+    /// cannot be reached from an absolute workdir.
+    pub mirror: Option<MirrorPlan>,
+    /// Bring an existing repository to the revision, keeping untracked files.
+    pub update: Vec<CheckoutOp>,
+    /// Remove `srcdir` and check out afresh: the group that `retry` repeats, and the
+    /// fallback when `update` fails.
+    pub full: Vec<CheckoutOp>,
+    /// After either: copy/export into the workdir, then the GotRevision op.
+    pub finish: Vec<CheckoutOp>,
+    pub retry: Option<Retry>,
+    /// `got_revision_DIR`: the property this source's revision always sets.
+    pub revision_property: String,
+    /// Environment every `Shell`/`GotRevision` operation runs with: the
+    /// credentials of the URL ([`credential_env`]), never in an argv.
+    #[serde(skip)]
+    pub env: SecretEnv,
+}
+
+/// Environment variables that hold secrets: `Debug` shows their names only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretEnv(pub BTreeMap<String, String>);
+
+impl std::fmt::Debug for SecretEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
+/// What to check out: a checkout step's settings and the build's source stamp.
+#[derive(Debug, Clone, Copy)]
+pub struct Checkout<'a> {
+    pub source: &'a Source,
+    pub mode: Mode,
+    pub always_use_latest: bool,
+    pub retry: Option<Retry>,
+    /// Check out through the slave's mirror (the factory's `mirror`, default true).
+    pub mirror: bool,
+    /// The slave's mirrors directory, relative to the builder's directory or
+    /// absolute: [`MIRRORS_DIR`] unless the engine knows better.
+    pub mirrors: &'a str,
+    /// The step's workdir, already interpolated: where the tree must end up.
+    pub workdir: &'a str,
+    /// The build's branch for this source; `None` or empty: the configured branch.
+    pub branch: Option<&'a str>,
+    /// The build's revision; `None` or empty: the branch's latest.
+    pub revision: Option<&'a str>,
+}
+
+impl<'a> Checkout<'a> {
+    /// The same checkout with the slave's mirrors directory at `dir` (absolute, e.g.
+    /// `BASEDIR/mirrors` from the slave's worker info), so that absolute workdirs can
+    /// use the mirror too. An empty `dir` changes nothing.
+    pub fn with_mirrors(mut self, dir: &'a str) -> Checkout<'a> {
+        if !dir.is_empty() {
+            self.mirrors = dir;
+        }
+        self
+    }
+
+    /// The operations for this checkout.
+    pub fn plan(&self) -> Result<CheckoutPlan, CheckoutError> {
+        let workdir = checked_workdir(self.workdir)?;
+        let branch = match self.branch.filter(|b| !b.is_empty()) {
+            Some(b) => b,
+            None => self.source.branch.as_str(),
+        };
+        let branch = checked_name("branch", branch)?;
+        // Checked even when alwaysUseLatest drops it: the build's revision is also
+        // what `%(revision)s` gives the other steps.
+        let revision = match self.revision.filter(|r| !r.is_empty()) {
+            Some(r) => Some(checked_name("revision", r)?).filter(|_| !self.always_use_latest),
+            None => None,
+        };
+        let (url, credentials) = split_credentials(&self.source.url)?;
+        let hg_source = match (&credentials, self.source.kind) {
+            (Some(_), SourceKind::Hg) => Some(HG_SOURCE_ALIAS),
+            _ => None,
+        };
+        let vc = Vc {
+            kind: self.source.kind,
+            url: hg_source.unwrap_or(&url),
+            hg_config: hg_source.map(|_| format!("paths.{HG_SOURCE_ALIAS}=${HG_SOURCE_VAR}")),
+            branch,
+            revision,
+        };
+        let copying = matches!(self.mode, Mode::Copy | Mode::Export);
+        let srcdir = if copying {
+            copy_dir(&workdir)
+        } else {
+            workdir.clone()
+        };
+        let probe = (self.mode != Mode::Clobber).then(|| join(&srcdir, vc.metadata_dir()));
+        let clobber = self.mode == Mode::Clobber;
+        let update = if clobber {
+            Vec::new()
+        } else {
+            vc.update(&srcdir, vc.url, None)
+        };
+        let mirror = if self.mirror {
+            self.mirror_plan(&vc, &srcdir, clobber)
+        } else {
+            None
+        };
+        let mut finish = Vec::new();
+        if copying {
+            finish.push(CheckoutOp::RmDir {
+                dir: workdir.clone(),
+            });
+            finish.push(CheckoutOp::CpDir {
+                from: srcdir.clone(),
+                to: workdir.clone(),
+            });
+        }
+        let revision_dir = if self.mode == Mode::Export {
+            finish.push(CheckoutOp::RmDir {
+                dir: join(&workdir, vc.metadata_dir()),
+            });
+            &srcdir
+        } else {
+            &workdir
+        };
+        finish.push(CheckoutOp::GotRevision {
+            argv: vc.got_revision(),
+            workdir: revision_dir.clone(),
+        });
+        Ok(CheckoutPlan {
+            full: vc.full(&srcdir, vc.url, None),
+            srcdir,
+            probe,
+            mirror,
+            update,
+            finish,
+            retry: self.retry,
+            revision_property: format!("got_revision_{}", source_dir(self.source)),
+            env: SecretEnv(match &credentials {
+                Some(c) => credential_env(self.source.kind, c),
+                None => BTreeMap::new(),
+            }),
+        })
+    }
+
+    fn mirror_plan(&self, vc: &Vc, srcdir: &str, clobber: bool) -> Option<MirrorPlan> {
+        let name = mirror_name(self.source);
+        let mirrors = self.mirrors.trim_end_matches('/');
+        if mirrors.is_empty() {
+            return None;
+        }
+        // The mirror as the workdir's commands see it.
+        let from_srcdir = if mirrors.starts_with('/') {
+            join(mirrors, &name)
+        } else if srcdir.starts_with('/') {
+            return None;
+        } else {
+            let depth = srcdir
+                .split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .count();
+            format!("{}{}", "../".repeat(depth), join(mirrors, &name))
+        };
+        let lock = format!("{from_srcdir}.lock");
+        Some(MirrorPlan {
+            dir: join(mirrors, &name),
+            prepare: vc.prepare_mirror(mirrors, &name),
+            update: if clobber {
+                Vec::new()
+            } else {
+                vc.update(srcdir, &from_srcdir, Some(&lock))
+            },
+            full: vc.full(srcdir, &from_srcdir, Some(&lock)),
+        })
+    }
+}
+
+/// The directory name of `source`'s mirror in the slave's mirrors directory:
+/// `KIND-DIR-HASH`, DIR the checkout directory name (characters other than letters,
+/// digits, `.`, `_` and `-` made `_`) and HASH 16 hex digits of the kind and URL
+/// (FNV-1a, stable across versions) without its credentials, so one URL has one
+/// mirror and two URLs with the same last part do not share one.
+pub fn mirror_name(source: &Source) -> String {
+    let dir = path_safe(&source_dir(source));
+    let dir = dir.trim_start_matches(['.', '-']);
+    let dir = if dir.is_empty() { "repo" } else { dir };
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    // Without credentials: a new token is the same repository.
+    let url = split_credentials(&source.url)
+        .map(|(u, _)| u)
+        .unwrap_or_else(|_| redact_url(&source.url));
+    let key = format!("{}\0{}", source.kind.as_str(), url);
+    for b in key.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{}-{dir}-{hash:016x}", source.kind.as_str())
+}
+
+/// The pristine tree kept for copy/export: `source` beside `build` as in Buildbot
+/// (`build/x` → `source/x`); another relative workdir `w` → `source/w`; an absolute
+/// one (a virtualenv path) → `W.source` beside it.
+pub fn copy_dir(workdir: &str) -> String {
+    if workdir.starts_with('/') {
+        return format!("{}.source", workdir.trim_end_matches('/'));
+    }
+    match workdir.split_once('/') {
+        Some(("build", rest)) => join("source", rest),
+        None if workdir == "build" => "source".to_string(),
+        _ => join("source", workdir),
+    }
+}
+
+fn join(dir: &str, name: &str) -> String {
+    format!("{}/{}", dir.trim_end_matches('/'), name)
+}
+
+/// Removing the workdir must never reach the builder's directory or beyond.
+fn checked_workdir(workdir: &str) -> Result<String, CheckoutError> {
+    let trimmed = workdir.trim_end_matches('/');
+    let bad = trimmed.is_empty()
+        || trimmed.split('/').any(|c| c == "..")
+        || trimmed.split('/').all(|c| c.is_empty() || c == ".");
+    if bad {
+        return Err(CheckoutError::BadWorkdir(workdir.to_string()));
+    }
+    Ok(trimmed.to_string())
+}
+
+/// A branch or revision from a Change must stay a value, never become an option.
+fn checked_name<'a>(what: &'static str, value: &'a str) -> Result<&'a str, CheckoutError> {
+    if value.is_empty() || value.starts_with('-') || value.chars().any(char::is_control) {
+        return Err(CheckoutError::BadName {
+            what,
+            value: value.to_string(),
+        });
+    }
+    Ok(value)
+}
+
+/// The version-control commands for one source.
+struct Vc<'a> {
+    kind: SourceKind,
+    /// The repository as argv names it: the URL without credentials, or for hg
+    /// with credentials the path alias [`HG_SOURCE_ALIAS`].
+    url: &'a str,
+    /// hg: `paths.ALIAS=$VAR`, the `--config` that defines the alias from the
+    /// environment (hg expands variables in `[paths]`).
+    hg_config: Option<String>,
+    branch: &'a str,
+    revision: Option<&'a str>,
+}
+
+fn argv(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| w.to_string()).collect()
+}
+
+/// `words`, run under a shared `flock` of `lock` when there is one.
+fn locked_argv(lock: Option<&str>, words: Vec<String>) -> Vec<String> {
+    match lock {
+        Some(lock) => {
+            let mut all = argv(&["flock", "-s", lock]);
+            all.extend(words);
+            all
+        }
+        None => words,
+    }
+}
+
+/// [`locked_argv`] of string slices.
+fn locked(lock: Option<&str>, words: &[&str]) -> Vec<String> {
+    match lock {
+        Some(lock) => {
+            let mut all = vec!["flock", "-s", lock];
+            all.extend_from_slice(words);
+            argv(&all)
+        }
+        None => argv(words),
+    }
+}
+
+impl Vc<'_> {
+    /// `hg --noninteractive WORDS`, with the `--config` that defines the source's
+    /// alias when `from` is the repository and its URL holds credentials.
+    fn hg_remote(&self, from: &str, words: &[&str]) -> Vec<String> {
+        let mut out = argv(&["hg", "--noninteractive"]);
+        if let (Some(config), true) = (&self.hg_config, from == self.url) {
+            out.push("--config".into());
+            out.push(config.clone());
+        }
+        out.extend(argv(words));
+        out
+    }
+
+    fn metadata_dir(&self) -> &'static str {
+        match self.kind {
+            SourceKind::Git => ".git",
+            SourceKind::Hg => ".hg",
+        }
+    }
+
+    fn shell(words: &[&str], dir: &str) -> CheckoutOp {
+        CheckoutOp::Shell {
+            argv: argv(words),
+            workdir: dir.to_string(),
+        }
+    }
+
+    /// Detached checkout of `target`, overwriting local changes to tracked files.
+    fn git_checkout(target: &str, dir: &str) -> CheckoutOp {
+        Self::shell(
+            &[
+                "git",
+                "-c",
+                "advice.detachedHead=false",
+                "checkout",
+                "--force",
+                "--detach",
+                target,
+                "--",
+            ],
+            dir,
+        )
+    }
+
+    fn hg_update(&self, dir: &str) -> CheckoutOp {
+        let target = self.revision.unwrap_or(self.branch);
+        Self::shell(
+            &[
+                "hg",
+                "--noninteractive",
+                "update",
+                "--clean",
+                "--rev",
+                target,
+            ],
+            dir,
+        )
+    }
+
+    /// Update the repository in `dir` from `from` (the URL, or the mirror under
+    /// `lock`).
+    fn update(&self, dir: &str, from: &str, lock: Option<&str>) -> Vec<CheckoutOp> {
+        match self.kind {
+            SourceKind::Git => vec![
+                CheckoutOp::Shell {
+                    argv: locked(lock, &["git", "fetch", "--", from, self.branch]),
+                    workdir: dir.to_string(),
+                },
+                Self::git_checkout(self.revision.unwrap_or("FETCH_HEAD"), dir),
+            ],
+            SourceKind::Hg => vec![
+                CheckoutOp::Shell {
+                    argv: locked_argv(lock, self.hg_remote(from, &["pull", "--", from])),
+                    workdir: dir.to_string(),
+                },
+                self.hg_update(dir),
+            ],
+        }
+    }
+
+    /// Clone `from` (the URL, or the mirror under `lock`) into a fresh `dir`.
+    fn full(&self, dir: &str, from: &str, lock: Option<&str>) -> Vec<CheckoutOp> {
+        let mut ops = vec![
+            CheckoutOp::RmDir {
+                dir: dir.to_string(),
+            },
+            CheckoutOp::MkDir {
+                dir: dir.to_string(),
+            },
+        ];
+        match self.kind {
+            SourceKind::Git => {
+                ops.push(CheckoutOp::Shell {
+                    argv: locked(
+                        lock,
+                        &[
+                            "git",
+                            "clone",
+                            "--no-checkout",
+                            "--branch",
+                            self.branch,
+                            "--",
+                            from,
+                            ".",
+                        ],
+                    ),
+                    workdir: dir.to_string(),
+                });
+                if lock.is_some() {
+                    // Look like a clone of the repository, not of the mirror.
+                    ops.push(Self::shell(
+                        &["git", "remote", "set-url", "--", "origin", self.url],
+                        dir,
+                    ));
+                }
+                ops.push(Self::git_checkout(self.revision.unwrap_or("HEAD"), dir));
+            }
+            SourceKind::Hg => {
+                ops.push(CheckoutOp::Shell {
+                    argv: locked_argv(
+                        lock,
+                        self.hg_remote(from, &["clone", "--noupdate", "--", from, "."]),
+                    ),
+                    workdir: dir.to_string(),
+                });
+                ops.push(self.hg_update(dir));
+            }
+        }
+        ops
+    }
+
+    /// Bring mirror `name` in `mirrors` to the revision (see the module docs). The
+    /// commands run in the mirrors directory; `NAME.lock` beside the mirror is the
+    /// lock file.
+    fn prepare_mirror(&self, mirrors: &str, name: &str) -> Vec<MirrorOp> {
+        use Then::*;
+        let lock = format!("{name}.lock");
+        let git_dir = format!("--git-dir={name}");
+        // A plain look: is the revision there already? (git: on the branch, which
+        // is what the workdir fetches from the mirror.)
+        let has_revision = |rev: &str| -> Vec<String> {
+            match self.kind {
+                SourceKind::Git => {
+                    let branch = format!("refs/heads/{}", self.branch);
+                    argv(&["git", &git_dir, "merge-base", "--is-ancestor", rev, &branch])
+                }
+                SourceKind::Hg => argv(&[
+                    "hg",
+                    "--noninteractive",
+                    "--repository",
+                    name,
+                    "log",
+                    "--rev",
+                    rev,
+                    "--template",
+                    "{node}\\n",
+                ]),
+            }
+        };
+        let fetch = match self.kind {
+            // gc runs inside the locked fetch, never behind it while others read.
+            SourceKind::Git => argv(&[
+                "git",
+                "-c",
+                "gc.autoDetach=false",
+                &git_dir,
+                "fetch",
+                "--prune",
+                "--",
+                self.url,
+                "+refs/heads/*:refs/heads/*",
+                "+refs/tags/*:refs/tags/*",
+            ]),
+            SourceKind::Hg => {
+                self.hg_remote(self.url, &["--repository", name, "pull", "--", self.url])
+            }
+        };
+        let with_lock = |how: &[&str], words: &[String]| -> Vec<String> {
+            let mut all = argv(&["flock"]);
+            all.extend(argv(how));
+            all.push(lock.clone());
+            all.extend(words.iter().cloned());
+            all
+        };
+        let op = |words: Vec<String>, on_ok: Then, on_fail: Then| MirrorOp {
+            op: CheckoutOp::Shell {
+                argv: words,
+                workdir: mirrors.to_string(),
+            },
+            on_ok,
+            on_fail,
+        };
+        let mut ops = vec![MirrorOp {
+            op: CheckoutOp::MkDir {
+                dir: mirrors.to_string(),
+            },
+            on_ok: Next,
+            on_fail: Direct,
+        }];
+        if let Some(rev) = self.revision {
+            ops.push(op(has_revision(rev), UseMirror, Next));
+        }
+        // Create the mirror when it is not there yet (under the lock: two builders
+        // may try at once). `git init` of an existing repository is harmless; a
+        // second `hg init` fails, and the pull after it tells whether it matters.
+        match self.kind {
+            SourceKind::Git => {
+                ops.push(op(
+                    argv(&["git", &git_dir, "rev-parse", "--git-dir"]),
+                    Skip(1),
+                    Next,
+                ));
+                ops.push(op(
+                    with_lock(&[], &argv(&["git", "init", "--bare", "--quiet", name])),
+                    Next,
+                    Direct,
+                ));
+            }
+            SourceKind::Hg => {
+                ops.push(op(
+                    argv(&["hg", "--noninteractive", "--repository", name, "root"]),
+                    Skip(1),
+                    Next,
+                ));
+                ops.push(op(
+                    with_lock(&[], &argv(&["hg", "--noninteractive", "init", name])),
+                    Next,
+                    Next,
+                ));
+            }
+        }
+        if let Some(rev) = self.revision {
+            // Fetch unless another builder is fetching; then wait for it and look
+            // again before fetching after it.
+            ops.push(op(with_lock(&["-n"], &fetch), UseMirror, Next));
+            ops.push(op(with_lock(&["-s"], &has_revision(rev)), UseMirror, Next));
+        }
+        ops.push(op(with_lock(&[], &fetch), UseMirror, Direct));
+        ops
+    }
+
+    fn got_revision(&self) -> Vec<String> {
+        match self.kind {
+            SourceKind::Git => argv(&["git", "rev-parse", "HEAD"]),
+            SourceKind::Hg => argv(&["hg", "log", "--rev", ".", "--template", "{node}"]),
+        }
+    }
+}
+
+/// What the engine does next in a checkout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Write `header` (if any) to the step's log, wait `delay_secs` (non-zero only
+    /// before a retry), then run `op` and report whether it succeeded.
+    Run {
+        op: CheckoutOp,
+        delay_secs: u64,
+        header: Option<String>,
+    },
+    /// The checkout is over; `ok` is false when it failed.
+    Done { ok: bool },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Mirror,
+    Update,
+    Full,
+    Finish,
+    Over,
+}
+
+/// Walks a plan as Buildbot's Source step does: the mirror first, update when the
+/// tree is there, a full checkout when not or when the update fails, full checkouts
+/// retried.
+#[derive(Debug, Clone)]
+pub struct CheckoutRun {
+    plan: CheckoutPlan,
+    phase: Phase,
+    index: usize,
+    retries_left: u32,
+    /// The plan's probe path exists: start with `update`.
+    updateable: bool,
+    /// Update/full from the mirror (else from the repository).
+    from_mirror: bool,
+}
+
+impl CheckoutRun {
+    /// `updateable`: whether the plan's `probe` path exists on the slave.
+    pub fn new(plan: CheckoutPlan, updateable: bool) -> CheckoutRun {
+        let retries_left = plan.retry.map(|r| r.repeats).unwrap_or(0);
+        let mirrored = plan.mirror.as_ref().is_some_and(|m| !m.prepare.is_empty());
+        CheckoutRun {
+            plan,
+            phase: if mirrored { Phase::Mirror } else { Phase::Full },
+            index: 0,
+            retries_left,
+            updateable,
+            from_mirror: mirrored,
+        }
+    }
+
+    /// The properties a successful GotRevision op sets from its trimmed stdout
+    /// `got`: `got_revision_DIR` always, and `got_revision` when no earlier
+    /// checkout of the build set it (`props` holds it empty until then), so with
+    /// several sources `got_revision` is the first source's, as the commands run in
+    /// the first source's directory.
+    pub fn revision_properties(&self, got: &str, props: &Properties) -> Vec<(String, String)> {
+        self.plan.revision_properties(got, props)
+    }
+
+    fn ops(&self, phase: Phase) -> &[CheckoutOp] {
+        let mirror = self.plan.mirror.as_ref().filter(|_| self.from_mirror);
+        match (phase, mirror) {
+            (Phase::Update, Some(m)) => &m.update,
+            (Phase::Full, Some(m)) => &m.full,
+            (Phase::Update, None) => &self.plan.update,
+            (Phase::Full, None) => &self.plan.full,
+            (Phase::Finish, _) => &self.plan.finish,
+            (Phase::Mirror | Phase::Over, _) => &[],
+        }
+    }
+
+    fn mirror_ops(&self) -> &[MirrorOp] {
+        match &self.plan.mirror {
+            Some(m) => &m.prepare,
+            None => &[],
+        }
+    }
+
+    /// The first operation.
+    pub fn start(&mut self) -> Next {
+        if self.phase == Phase::Mirror {
+            return self.current(0, None);
+        }
+        self.checkout(None)
+    }
+
+    /// Update when the tree is there (and the mode updates), else a full checkout.
+    fn checkout(&mut self, header: Option<String>) -> Next {
+        let update =
+            self.updateable && self.plan.probe.is_some() && !self.ops(Phase::Update).is_empty();
+        self.enter(if update { Phase::Update } else { Phase::Full });
+        self.current(0, header)
+    }
+
+    /// The next operation after the last one succeeded (`ok`) or failed.
+    pub fn done(&mut self, ok: bool) -> Next {
+        if self.phase == Phase::Mirror {
+            let then = match self.mirror_ops().get(self.index) {
+                Some(m) if ok => m.on_ok,
+                Some(m) => m.on_fail,
+                None => Then::Direct,
+            };
+            let skip = match then {
+                Then::Next => 0,
+                Then::Skip(n) => n,
+                Then::UseMirror => return self.checkout(None),
+                Then::Direct => return self.direct(),
+            };
+            self.index += 1 + skip;
+            if self.index >= self.mirror_ops().len() {
+                return self.direct();
+            }
+            return self.current(0, None);
+        }
+        if ok {
+            self.index += 1;
+            return self.current(0, None);
+        }
+        match self.phase {
+            Phase::Update => {
+                self.enter(Phase::Full);
+                self.current(
+                    0,
+                    Some("update failed, removing the tree and checking out afresh".into()),
+                )
+            }
+            Phase::Full if self.from_mirror => {
+                self.from_mirror = false;
+                self.enter(Phase::Full);
+                self.current(
+                    0,
+                    Some(
+                        "checkout from the slave's mirror failed, checking out from the repository"
+                            .into(),
+                    ),
+                )
+            }
+            Phase::Full if self.retries_left > 0 => {
+                let delay = self.plan.retry.map(|r| r.delay).unwrap_or(0);
+                let header = format!(
+                    "checkout failed, trying {} more time{} after {delay} seconds",
+                    self.retries_left,
+                    if self.retries_left == 1 { "" } else { "s" }
+                );
+                self.retries_left -= 1;
+                self.enter(Phase::Full);
+                self.current(delay, Some(header))
+            }
+            _ => {
+                self.phase = Phase::Over;
+                Next::Done { ok: false }
+            }
+        }
+    }
+
+    /// The mirror cannot be used: check out from the repository.
+    fn direct(&mut self) -> Next {
+        self.from_mirror = false;
+        self.checkout(Some(
+            "the slave's mirror cannot be used, checking out from the repository".into(),
+        ))
+    }
+
+    fn enter(&mut self, phase: Phase) {
+        self.phase = phase;
+        self.index = 0;
+    }
+
+    /// The op at the cursor, moving past finished (or empty) groups.
+    fn current(&mut self, delay_secs: u64, header: Option<String>) -> Next {
+        loop {
+            if self.phase == Phase::Mirror {
+                if let Some(m) = self.mirror_ops().get(self.index) {
+                    return Next::Run {
+                        op: m.op.clone(),
+                        delay_secs,
+                        header,
+                    };
+                }
+                return self.direct();
+            }
+            if let Some(op) = self.ops(self.phase).get(self.index) {
+                return Next::Run {
+                    op: op.clone(),
+                    delay_secs,
+                    header,
+                };
+            }
+            match self.phase {
+                Phase::Update | Phase::Full => self.enter(Phase::Finish),
+                Phase::Mirror | Phase::Finish | Phase::Over => {
+                    self.phase = Phase::Over;
+                    return Next::Done { ok: true };
+                }
+            }
+        }
+    }
+}
+
+impl CheckoutPlan {
+    /// See [`CheckoutRun::revision_properties`].
+    pub fn revision_properties(&self, got: &str, props: &Properties) -> Vec<(String, String)> {
+        let mut out = vec![(self.revision_property.clone(), got.to_string())];
+        if props.get("got_revision").is_none_or(|v| v.is_empty()) {
+            out.push(("got_revision".to_string(), got.to_string()));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

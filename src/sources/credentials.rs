@@ -1,0 +1,202 @@
+//! Credentials in a repository URL. `https://USER:TOKEN@host/repo` never reaches
+//! an argv, a log, a page or the database: argv, `.git/config` and every display
+//! name the URL without them ([`split_credentials`], [`redact_url`]), and a
+//! checkout plan's environment hands them over — git through a credential helper
+//! for that origin only, set up in `GIT_CONFIG_*` variables, hg through a
+//! `[paths]` alias whose URL is in `AUTOBOT_HG_SOURCE` ([`credential_env`],
+//! [`hg_source`]).
+
+use std::collections::BTreeMap;
+
+use super::checkout::CheckoutError;
+use super::SourceKind;
+
+/// The hg path alias that names a repository whose URL holds credentials: argv
+/// says `hg --config paths.autobot-source=$AUTOBOT_HG_SOURCE pull -- autobot-source`
+/// and the URL is in the environment, where hg finds it.
+pub const HG_SOURCE_ALIAS: &str = "autobot-source";
+
+/// The environment variable holding an hg URL with credentials.
+pub const HG_SOURCE_VAR: &str = "AUTOBOT_HG_SOURCE";
+
+/// The environment variables holding the user name and password the git
+/// credential helper of [`credential_env`] answers with.
+pub const GIT_USERNAME_VAR: &str = "AUTOBOT_GIT_USERNAME";
+pub const GIT_PASSWORD_VAR: &str = "AUTOBOT_GIT_PASSWORD";
+
+/// The user name and password of an `http(s)://USER:PASSWORD@HOST/…` URL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UrlCredentials {
+    /// Percent-decoded, as git and hg would read it.
+    pub username: String,
+    pub password: String,
+    /// The URL with the credentials still in (hg's alias takes it).
+    pub url: String,
+    /// `scheme://host[:port]`: the only place git offers them to.
+    pub origin: String,
+}
+
+impl std::fmt::Debug for UrlCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UrlCredentials")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` with any `user:password@` part removed, fit for logs, Changes and pages
+/// (every URL the master or a slave shows or stores goes through this).
+pub fn redact_url(url: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let rest = &url[scheme_end + 3..];
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            return format!("{}{}", &url[..scheme_end + 3], &rest[at + 1..]);
+        }
+    }
+    url.to_string()
+}
+
+/// `text` with `url` (which may hold a password) replaced by its redacted form.
+pub fn redact_in(text: &str, url: &str) -> String {
+    let clean = redact_url(url);
+    if clean == url {
+        text.to_string()
+    } else {
+        text.replace(url, &clean)
+    }
+}
+
+/// Splits the credentials off a repository URL: the URL git and hg see on their
+/// command line (and store in the checkout's `.git/config` or `.hg/hgrc`), and
+/// the credentials, handed over in the environment ([`credential_env`]). Only
+/// `http://` and `https://` URLs take credentials this way; a user name alone in
+/// an `ssh://` URL stays (it is not a secret, and ssh needs it), a password there
+/// is refused.
+pub fn split_credentials(url: &str) -> Result<(String, Option<UrlCredentials>), CheckoutError> {
+    let Some(scheme_end) = url.find("://") else {
+        return Ok((url.to_string(), None));
+    };
+    let scheme = url[..scheme_end].to_ascii_lowercase();
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return Ok((url.to_string(), None));
+    };
+    let userinfo = &rest[..at];
+    let hostport = &rest[at + 1..authority_end];
+    if scheme != "http" && scheme != "https" {
+        if userinfo.contains(':') {
+            return Err(CheckoutError::PasswordInUrl {
+                scheme,
+                url: redact_url(url),
+            });
+        }
+        return Ok((url.to_string(), None));
+    }
+    let bad = |why| CheckoutError::BadCredentials {
+        url: redact_url(url),
+        why,
+    };
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let username =
+        percent_decode(user).ok_or_else(|| bad("are not valid percent-encoded UTF-8"))?;
+    let password =
+        percent_decode(password).ok_or_else(|| bad("are not valid percent-encoded UTF-8"))?;
+    if username
+        .chars()
+        .chain(password.chars())
+        .any(char::is_control)
+    {
+        return Err(bad("hold control characters"));
+    }
+    let stripped = format!("{}{}", &url[..scheme_end + 3], &rest[at + 1..]);
+    Ok((
+        stripped,
+        Some(UrlCredentials {
+            username,
+            password,
+            url: url.to_string(),
+            origin: format!("{scheme}://{hostport}"),
+        }),
+    ))
+}
+
+/// `%XX` sequences decoded; `None` when one is malformed or the result is not
+/// UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The environment that hands `credentials` to the VC tool without any argv
+/// holding them:
+/// * git: a credential helper given in `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n`/
+///   `GIT_CONFIG_VALUE_n` (git 2.31 or later) for the URL's origin only, after an
+///   empty `credential.helper` that drops the helpers of the slave's own git
+///   configuration (so none stores the password); the helper is a fixed shell
+///   function that prints `$AUTOBOT_GIT_USERNAME` and `$AUTOBOT_GIT_PASSWORD`,
+///   so the values are never shell text. `GIT_TERMINAL_PROMPT=0`: a refused
+///   password fails the checkout instead of waiting for a terminal.
+/// * hg: the whole URL in `AUTOBOT_HG_SOURCE`, which the argv's
+///   `--config paths.autobot-source=$AUTOBOT_HG_SOURCE` names (hg expands
+///   variables in `[paths]`; hg prints it with the password as `***`).
+pub fn credential_env(kind: SourceKind, credentials: &UrlCredentials) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    match kind {
+        SourceKind::Git => {
+            let helper = format!(
+                "!f() {{ if [ \"$1\" = get ]; then printf 'username=%s\\npassword=%s\\n' \"${GIT_USERNAME_VAR}\" \"${GIT_PASSWORD_VAR}\"; fi; }}; f"
+            );
+            for (k, v) in [
+                ("GIT_CONFIG_COUNT", "2".to_string()),
+                ("GIT_CONFIG_KEY_0", "credential.helper".to_string()),
+                ("GIT_CONFIG_VALUE_0", String::new()),
+                (
+                    "GIT_CONFIG_KEY_1",
+                    format!("credential.{}.helper", credentials.origin),
+                ),
+                ("GIT_CONFIG_VALUE_1", helper),
+                ("GIT_TERMINAL_PROMPT", "0".to_string()),
+                (GIT_USERNAME_VAR, credentials.username.clone()),
+                (GIT_PASSWORD_VAR, credentials.password.clone()),
+            ] {
+                env.insert(k.to_string(), v);
+            }
+        }
+        SourceKind::Hg => {
+            env.insert(HG_SOURCE_VAR.to_string(), credentials.url.clone());
+        }
+    }
+    env
+}
+
+/// For an hg command that contacts `url`: the global options to put first, the
+/// word that names the repository, and the environment to run with, so that
+/// credentials in the URL stay out of the argv ([`credential_env`]). A URL
+/// without credentials (or one [`split_credentials`] refuses) is used as it is.
+pub fn hg_source(url: &str) -> (Vec<String>, String, BTreeMap<String, String>) {
+    match split_credentials(url) {
+        Ok((_, Some(c))) => (
+            vec![
+                "--config".to_string(),
+                format!("paths.{HG_SOURCE_ALIAS}=${HG_SOURCE_VAR}"),
+            ],
+            HG_SOURCE_ALIAS.to_string(),
+            credential_env(SourceKind::Hg, &c),
+        ),
+        _ => (Vec::new(), url.to_string(), BTreeMap::new()),
+    }
+}
