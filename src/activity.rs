@@ -18,7 +18,7 @@ impl Default for Activity {
     fn default() -> Activity {
         Activity {
             count: AtomicU64::new(0),
-            at: AtomicU64::new(crate::db::now() as u64),
+            at: AtomicU64::new(crate::calendar::now() as u64),
         }
     }
 }
@@ -27,7 +27,8 @@ impl Activity {
     /// Something happened now.
     pub fn bump(&self) {
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.at.store(crate::db::now() as u64, Ordering::Relaxed);
+        self.at
+            .store(crate::calendar::now() as u64, Ordering::Relaxed);
     }
 
     /// How many bumps so far.

@@ -1,9 +1,28 @@
 //! UTC calendar arithmetic without a date crate: unix days to and from
 //! (year, month, day), used to show times (pages, file headers), to match cron
-//! fields (nightly schedulers) and to read RFC 3339 times (webhooks).
+//! fields (nightly schedulers), and the wall clock every module reads
+//! ([`now`], [`now_f64`]). RFC 3339 and HTTP dates are read with `jiff`.
 //!
 //! Howard Hinnant's `civil_from_days` / `days_from_civil`, valid for every date
 //! of the proleptic Gregorian calendar.
+
+/// Whole seconds since the Unix epoch (slaves, Changes); 0 on a clock set
+/// before 1970.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Seconds since the Unix epoch with their fraction, as Buildbot's
+/// `time.time()` (build and step times, the worker's update stamps).
+pub fn now_f64() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
 
 /// (year, month 1-12, day 1-31) of a day count since 1970-01-01.
 pub fn civil_from_days(z: i64) -> (i64, u32, u32) {

@@ -52,9 +52,12 @@
 //!   the slave alike.
 //! * [`protocol`] — Buildbot's `msgpack_experimental_v7` worker protocol: frames and
 //!   messages shared by master and slave.
-//! * [`calendar`] — UTC dates without a date crate (pages, cron, webhooks).
-//! * [`templates`] — files compiled into the binary (master.ini, the systemd unit,
-//!   the bundled sample sources) so the binary works when copied alone.
+//! * [`calendar`] — the wall clock and UTC dates (pages, cron).
+//! * [`templates`] — the files autobot writes, kept under `templates/` and
+//!   compiled in (master.ini, slave.ini, the systemd units, the bundled sample
+//!   sources) so the binary works when copied alone.
+//! * [`links`] — the web pages' paths, each name one percent-encoded segment:
+//!   for the pages' links, mail and IRC, and the CLI's API requests.
 //! * [`daemon`] — pid files, log files, background start and signals.
 //! * [`logfile`] — `autobot.log` rotated by size (`logSize`/`logCount` of
 //!   `config`) and reopened on SIGUSR1; used by `daemon`.
@@ -79,7 +82,7 @@
 //! factory
 //! activity
 //! db         logstore
-//! sources    protocol   calendar   templates
+//! sources    protocol   calendar   templates  links
 //! ```
 //!
 //! Within a module anything goes.
@@ -94,6 +97,7 @@ pub mod daemon;
 pub mod db;
 pub mod engine;
 pub mod factory;
+pub mod links;
 pub mod logfile;
 pub mod logstore;
 pub mod protocol;

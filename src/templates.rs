@@ -1,8 +1,12 @@
 //! Files compiled into the binary, so that `autobot` works when copied alone.
 //!
-//! The bundled sample projects' sources (materialized by `create`/`create-master` as
-//! local git repositories, so the first build needs no network), the `master.ini`
-//! that `create-master` writes, and the systemd unit `create-slave` writes.
+//! The files autobot writes, kept as files under `templates/` and included with
+//! `include_str!`/`include_bytes!`: the bundled sample projects' sources
+//! (`templates/samples/`, materialized by `create`/`create-master` as local git
+//! repositories, so the first build needs no network), and `master.ini`,
+//! `slave.ini` and the master's and slave's systemd units (`templates/files/`,
+//! with `{name}` placeholders that [`fill`] replaces). The web pages' assets are
+//! not written anywhere; they live in `assets/` beside the web code's `include_str!`.
 
 /// One file of an embedded sample tree.
 pub struct SampleFile {
@@ -74,92 +78,87 @@ pub struct MasterVars {
     pub factories: Vec<String>,
 }
 
+/// The `master.ini` `create-master` writes, with `{name}` placeholders.
+const MASTER_INI: &str = include_str!("../templates/files/master.ini");
+/// The section `create-master` appends to `master.ini` for each factory.
+const MASTER_FACTORY: &str = include_str!("../templates/files/master-factory.ini");
+/// The `slave.ini` `create-slave` writes.
+pub const SLAVE_INI: &str = include_str!("../templates/files/slave.ini");
+/// The slave's systemd unit `create-slave` writes.
+const SLAVE_UNIT: &str = include_str!("../templates/files/autobot-slave.service");
+/// The master's systemd unit `create-master` writes.
+const MASTER_UNIT: &str = include_str!("../templates/files/autobot-master.service");
+
+/// `text` with each `{name}` placeholder replaced by its value from `vars`, in one
+/// pass: a value's own braces are copied, never read as placeholders. A brace
+/// that opens no known placeholder is copied as written (the tests check that
+/// every template is filled completely).
+pub fn fill(text: &str, vars: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let value = after.find('}').and_then(|close| {
+            let name = &after[..close];
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v, close))
+        });
+        match value {
+            Some((v, close)) => {
+                out.push_str(v);
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The text of a new `master.ini`: the master, one slave, and one section per
 /// factory (empty sections start from the bundled or local project of that name).
 pub fn master_ini(vars: &MasterVars, created: &str) -> String {
-    let mut s = format!(
-        "; master.ini — written by `autobot create-master` (autobot {version}) on {created}.\n\
-         ; Every key is described in master.ini.example; check edits with\n\
-         ; `autobot checkconfig .` and apply them with `autobot reconfig .`.\n\
-         \n\
-         [:master:]\n\
-         ; port the slaves connect to (and `autobot sendchange` talks to)\n\
-         slaveport = {slaveport}\n\
-         ; the waterfall, JSON API and force-build forms\n\
-         htmlport = {htmlport}\n\
-         ; the same pages, read-only\n\
-         publichtmlport = {publichtmlport}\n\
-         ; seconds between polls of each repository\n\
-         pollInterval = 60\n\
-         ; seconds the tree must be quiet before a build starts\n\
-         treeStable = 60\n\
-         allowForce = true\n\
-         botname = {botname}\n\
-         ircHost = {irc_host}\n\
-         ircChannels = {irc_channels}\n\
-         domain = {domain}\n\
-         recipients = {recipients}\n\
-         debug = {debug}\n\
-         ; autobot.log is rotated past logSize bytes, logCount old ones kept\n\
-         logSize = 10000000\n\
-         logCount = 10\n\
-         ; who may submit Changes: `autobot sendchange --auth USER:PASSWORD` and\n\
-         ; POST /api/v1/changes (HTTP Basic); without both keys Changes are refused\n\
-         changeuser = {changeuser}\n\
-         changepassword = {changepassword}\n\
-         ; keys below are defaults for every [slave:NAME] section\n\
-         password = {passwd}\n\
-         \n\
-         [slave:{slave}]\n\
-         os = {os}\n\
-         factories = {factories}\n",
-        version = crate::VERSION,
-        slaveport = vars.slaveport,
-        htmlport = vars.htmlport,
-        publichtmlport = vars.publichtmlport,
-        botname = vars.botname,
-        irc_host = vars.irc_host,
-        irc_channels = vars.irc_channels,
-        domain = vars.domain,
-        recipients = vars.recipients,
-        debug = vars.debug,
-        passwd = vars.passwd,
-        changeuser = vars.changeuser,
-        changepassword = vars.changepassword,
-        slave = vars.slave,
-        os = vars.os,
-        factories = vars.factories.join(" "),
+    let ports = [vars.slaveport, vars.htmlport, vars.publichtmlport].map(|p| p.to_string());
+    let debug = vars.debug.to_string();
+    let factories = vars.factories.join(" ");
+    let mut s = fill(
+        MASTER_INI,
+        &[
+            ("version", crate::VERSION),
+            ("created", created),
+            ("slaveport", &ports[0]),
+            ("htmlport", &ports[1]),
+            ("publichtmlport", &ports[2]),
+            ("botname", &vars.botname),
+            ("irc_host", &vars.irc_host),
+            ("irc_channels", &vars.irc_channels),
+            ("domain", &vars.domain),
+            ("recipients", &vars.recipients),
+            ("debug", &debug),
+            ("changeuser", &vars.changeuser),
+            ("changepassword", &vars.changepassword),
+            ("passwd", &vars.passwd),
+            ("slave", &vars.slave),
+            ("os", &vars.os),
+            ("factories", &factories),
+        ],
     );
     for f in &vars.factories {
-        s.push_str(&format!(
-            "\n; factory {f}: starts from the project of that name; add keys to override it\n\
-             ; (see `autobot list-factories --types` for each type's keys)\n\
-             [{f}]\n"
-        ));
+        s.push_str(&fill(MASTER_FACTORY, &[("factory", f)]));
     }
     s
 }
 
 /// A systemd user unit that starts the slave at boot (`create-slave` writes it).
 pub fn systemd_unit(exe: &str, basedir: &str, name: &str) -> String {
-    format!(
-        "# systemd user unit for the autobot slave {name}, written by `autobot create-slave`.\n\
-         # Install:  mkdir -p ~/.config/systemd/user && cp autobot-slave.service ~/.config/systemd/user/autobot-slave-{name}.service\n\
-         #           systemctl --user enable --now autobot-slave-{name}.service\n\
-         #           loginctl enable-linger \"$USER\"   # start at boot without a login\n\
-         [Unit]\n\
-         Description=autobot slave {name}\n\
-         After=network-online.target\n\
-         Wants=network-online.target\n\
-         \n\
-         [Service]\n\
-         ExecStart={exe} run {basedir}\n\
-         ExecReload=/bin/kill -HUP $MAINPID\n\
-         Restart=on-failure\n\
-         RestartSec=5\n\
-         \n\
-         [Install]\n\
-         WantedBy=default.target\n"
+    fill(
+        SLAVE_UNIT,
+        &[("name", name), ("exec", exe), ("basedir", basedir)],
     )
 }
 
@@ -177,29 +176,14 @@ pub fn master_systemd_unit(exe: &str, basedir: &str) -> String {
         .unwrap_or_else(|| "master".into());
     // Comments and the description are one line each.
     let shown = basedir.replace(['\n', '\r'], "?");
-    format!(
-        "# systemd user unit for the autobot master in {shown}, written by `autobot create-master`.\n\
-         # Install:  mkdir -p ~/.config/systemd/user && cp autobot-master.service ~/.config/systemd/user/autobot-master-{name}.service\n\
-         #           systemctl --user enable --now autobot-master-{name}.service\n\
-         #           loginctl enable-linger \"$USER\"   # start at boot without a login\n\
-         # `systemctl --user reload` re-reads master.ini; to let running builds finish\n\
-         # before stopping, use `autobot stop --clean DIR` (or `systemctl kill -s USR2`).\n\
-         [Unit]\n\
-         Description=autobot master {name}\n\
-         After=network-online.target\n\
-         Wants=network-online.target\n\
-         \n\
-         [Service]\n\
-         ExecStart={} run {}\n\
-         ExecReload=/bin/kill -HUP $MAINPID\n\
-         Restart=on-failure\n\
-         RestartSec=5\n\
-         TimeoutStopSec=60\n\
-         \n\
-         [Install]\n\
-         WantedBy=default.target\n",
-        systemd_quote(exe),
-        systemd_quote(basedir)
+    fill(
+        MASTER_UNIT,
+        &[
+            ("shown", &shown),
+            ("name", &name),
+            ("exec", &systemd_quote(exe)),
+            ("basedir", &systemd_quote(basedir)),
+        ],
     )
 }
 
@@ -238,6 +222,49 @@ mod tests {
             "{u}"
         );
         assert!(u.contains("ExecReload=/bin/kill -HUP $MAINPID"));
+    }
+
+    #[test]
+    fn fill_replaces_known_placeholders_once_and_keeps_other_braces() {
+        assert_eq!(
+            fill("a {x} b {y} {z", &[("x", "{y}"), ("y", "2")]),
+            "a {y} b 2 {z"
+        );
+        assert_eq!(fill("{unknown}", &[]), "{unknown}");
+    }
+
+    #[test]
+    fn every_template_is_filled_completely() {
+        let vars = MasterVars {
+            slave: "s1".into(),
+            os: "linux".into(),
+            passwd: "pw".into(),
+            changeuser: "cu".into(),
+            changepassword: "cpw".into(),
+            slaveport: 1,
+            htmlport: 2,
+            publichtmlport: 3,
+            botname: "b".into(),
+            irc_host: String::new(),
+            irc_channels: String::new(),
+            domain: "localhost".into(),
+            recipients: String::new(),
+            debug: false,
+            factories: vec!["hello".into()],
+        };
+        for text in [
+            master_ini(&vars, "today"),
+            systemd_unit("/bin/autobot", "/srv/s", "s1"),
+            master_systemd_unit("/bin/autobot", "/srv/m"),
+        ] {
+            assert!(!text.contains('{') && !text.contains('}'), "{text}");
+        }
+        let unit = systemd_unit("/bin/autobot", "/srv/s", "s1");
+        assert!(
+            unit.contains("ExecStart=/bin/autobot run /srv/s\n"),
+            "{unit}"
+        );
+        assert!(unit.contains("autobot-slave-s1.service"), "{unit}");
     }
 
     #[test]

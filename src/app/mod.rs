@@ -157,7 +157,7 @@ impl Master {
         let db = tokio::task::spawn_blocking(move || Db::open(&db_path))
             .await
             .map_err(|e| MasterError::Internal(e.to_string()))??;
-        db.slaves_reset("the master stopped", crate::db::now())
+        db.slaves_reset("the master stopped", crate::calendar::now())
             .await?;
         // Changes up to here came before this master: a scheduler new in this
         // configuration starts after them, and after none that arrive from now on

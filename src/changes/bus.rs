@@ -146,7 +146,7 @@ impl ChangeBus {
         changes: Vec<NewChange>,
     ) -> Result<Delivered, AddError> {
         check_all(&changes)?;
-        let now = crate::db::now_f64();
+        let now = crate::calendar::now_f64();
         let outcome = self
             .db
             .add_delivery(delivery, changes.clone(), now, DELIVERY_RETENTION)

@@ -331,7 +331,7 @@ async fn poll_once(ctx: &PollerContext, name: &str, poller: &Arc<Poller>) {
     if !moved.is_empty() {
         if let Err(e) = ctx
             .db
-            .set_poller_heads(name, moved, crate::db::now_f64())
+            .set_poller_heads(name, moved, crate::calendar::now_f64())
             .await
         {
             tracing::error!(

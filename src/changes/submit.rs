@@ -22,6 +22,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::bus::AddError;
 use super::validate::{check_change, FieldError};
 use super::ChangeBus;
+pub use crate::calendar::now;
 use crate::db::changes::{ChangeRow, NewChange};
 
 /// The slave-port path change submitters upgrade on (slaves use `/`).
@@ -138,14 +139,6 @@ impl From<ChangeRow> for StoredChange {
             project: r.project,
         }
     }
-}
-
-/// Unix seconds now.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// Parse, check and store one submitted JSON Change.

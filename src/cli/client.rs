@@ -327,15 +327,6 @@ impl MasterApi {
     }
 }
 
-fn path_segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 fn get_json(port: u16, path: &str) -> anyhow::Result<serde_json::Value> {
     let reply = http::request("127.0.0.1", port, "GET", path, None)?;
     if reply.status != 200 {
@@ -366,7 +357,10 @@ pub fn force_cmd(args: &ForceArgs) -> anyhow::Result<std::process::ExitCode> {
         "revision": args.revision,
         "who": who,
     });
-    let path = format!("/api/v1/builders/{}/force", path_segment(&args.builder));
+    let path = format!(
+        "/api/v1/builders/{}/force",
+        crate::links::seg(&args.builder)
+    );
     let reply = master.post(&path, &body)?;
     if reply.status == 404 {
         return Err(exit_error(
@@ -456,7 +450,7 @@ impl<'a> Waiter<'a> {
         Waiter {
             port,
             builder,
-            builder_path: path_segment(builder),
+            builder_path: crate::links::seg(builder),
             request,
             dir,
             build: None,
@@ -577,7 +571,7 @@ impl<'a> Waiter<'a> {
             "build_finished" if self.ours(ev) => {
                 let number = self.build.take().unwrap_or(0);
                 let result = ev["result"].as_str().unwrap_or("?");
-                let took = (crate::db::now_f64() - self.started_at).max(0.0);
+                let took = (crate::calendar::now_f64() - self.started_at).max(0.0);
                 let line = format!(
                     "{} build {number}: {result}{} in {took:.1} s",
                     self.builder,
@@ -648,7 +642,7 @@ impl<'a> Waiter<'a> {
         }
         self.expected = build["eta"]
             .as_f64()
-            .map(|eta| (crate::db::now_f64() - self.started_at).max(0.0) + eta);
+            .map(|eta| (crate::calendar::now_f64() - self.started_at).max(0.0) + eta);
     }
 
     /// The bar: time the build has had against the time it is expected to take.
@@ -657,7 +651,7 @@ impl<'a> Waiter<'a> {
             None => (1, 0, self.step.clone()),
             Some(_) => time_bar(
                 &self.step,
-                (crate::db::now_f64() - self.started_at).max(0.0),
+                (crate::calendar::now_f64() - self.started_at).max(0.0),
                 self.expected,
             ),
         };
@@ -716,7 +710,7 @@ pub fn stop_build_cmd(args: &StopBuildArgs) -> anyhow::Result<()> {
     let master = MasterApi::open(&args.dir, &args.login)?;
     let path = format!(
         "/api/v1/builders/{}/builds/{}/stop",
-        path_segment(&args.builder),
+        crate::links::seg(&args.builder),
         args.number
     );
     let who = args.who.clone().or_else(current_user).unwrap_or_default();

@@ -1,15 +1,15 @@
-//! A small blocking HTTP/1.1 client for the CLI's talks with a master's JSON API
-//! (`force`, `stop-build`): one request per connection, JSON in and out; and
+//! The CLI's HTTP client for its talks with a master's JSON API (`force`,
+//! `stop-build`, `stop --clean`): one JSON request and reply at a time; and
 //! [`EventStream`], a reader of the master's server-sent events (`force --wait`).
 //!
-//! The CLI only ever talks to its own master on a known host and port, so this
-//! stays tiny instead of pulling an HTTP client stack into the binary.
+//! Both go through `reqwest::blocking` (compiled in already for gix's https
+//! transport), with no proxy (the master is on 127.0.0.1) and a minute's
+//! timeout on connecting and on every read: the master sends a keepalive every
+//! 15 s, so a minute of silence is a lost master.
 
-use anyhow::{anyhow, bail, Context};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use anyhow::{bail, Context};
+use std::io::{BufRead, BufReader};
 use std::time::Duration;
-
 /// A response: status code and body.
 #[derive(Debug)]
 pub struct Reply {
@@ -58,95 +58,87 @@ pub fn request_with(
     headers: &[(&str, &str)],
     body: Option<&serde_json::Value>,
 ) -> anyhow::Result<Reply> {
-    if headers
-        .iter()
-        .any(|(k, v)| k.contains(['\r', '\n', ':']) || v.contains(['\r', '\n']))
-    {
-        bail!("a header name or value holds a line break or a colon; it cannot be sent");
-    }
-    let mut stream = connect(host, port)?;
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\nAccept: application/json\r\n"
-    );
+    let method = reqwest::Method::from_bytes(method.as_bytes())
+        .with_context(|| format!("{method:?} is not an HTTP method"))?;
+    let mut req = client()?
+        .request(method, url(host, port, path))
+        .header(reqwest::header::ACCEPT, "application/json");
     for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
+        let (k, v) = (
+            reqwest::header::HeaderName::from_bytes(k.as_bytes()),
+            reqwest::header::HeaderValue::from_str(v),
+        );
+        let (Ok(k), Ok(v)) = (k, v) else {
+            bail!("a header name or value holds a line break or a colon; it cannot be sent");
+        };
+        req = req.header(k, v);
     }
-    if body.is_some() {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            payload.len()
-        ));
+    if let Some(b) = body {
+        req = req
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(b.to_string());
     }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(payload.as_bytes())?;
-    read_reply(stream)
+    let reply = req.send().map_err(|e| unreachable(host, port, e))?;
+    let status = reply.status().as_u16();
+    let body = reply
+        .bytes()
+        .with_context(|| format!("reading the master's reply (HTTP {status})"))?
+        .to_vec();
+    Ok(Reply { status, body })
 }
 
-/// A connection to the master's web port; an [`super::ExitError`] with
+/// The client every request uses: no proxy, a minute's timeout per read.
+fn client() -> anyhow::Result<reqwest::blocking::Client> {
+    // reqwest is built without a default TLS provider (gix picks ring); plain
+    // HTTP needs none, but building a client wants one installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .context("cannot set up the HTTP client")
+}
+
+fn url(host: &str, port: u16, path: &str) -> String {
+    format!("http://{host}:{port}{path}")
+}
+
+/// The error for a request that failed: an [`super::ExitError`] with
 /// [`super::EXIT_UNREACHABLE`] when nobody answers.
-fn connect(host: &str, port: u16) -> anyhow::Result<TcpStream> {
-    TcpStream::connect((host, port)).map_err(|e| {
+fn unreachable(host: &str, port: u16, e: reqwest::Error) -> anyhow::Error {
+    if e.is_connect() {
         super::exit_error(
             super::EXIT_UNREACHABLE,
             format!("cannot reach the master's web port {host}:{port} ({e}); is the master running? (`autobot start DIR`)"),
         )
-    })
+    } else {
+        anyhow::Error::new(e).context(format!("talking to the master's web port {host}:{port}"))
+    }
 }
 
 /// A `text/event-stream` response being read, one message at a time.
 pub struct EventStream {
-    body: Box<dyn BufRead + Send>,
+    body: BufReader<reqwest::blocking::Response>,
 }
 
 impl EventStream {
     /// GET `path` (e.g. `/events`) and read up to the end of the first message
     /// (the master's hello), so the subscription is in place on return.
     pub fn open(host: &str, port: u16, path: &str) -> anyhow::Result<EventStream> {
-        let mut stream = connect(host, port)?;
-        // The master sends a keepalive every 15 s: a minute of silence is a loss.
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut rd = BufReader::new(stream);
-        let mut line = String::new();
-        rd.read_line(&mut line)?;
-        let status = line.split_whitespace().nth(1).unwrap_or("").to_string();
-        let mut chunked = false;
-        loop {
-            line.clear();
-            if rd.read_line(&mut line)? == 0 {
-                bail!("the master closed the connection mid-headers");
-            }
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = l.split_once(':') {
-                if k.trim().eq_ignore_ascii_case("transfer-encoding")
-                    && v.trim().eq_ignore_ascii_case("chunked")
-                {
-                    chunked = true;
-                }
-            }
+        let reply = client()?
+            .get(url(host, port, path))
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .send()
+            .map_err(|e| unreachable(host, port, e))?;
+        if reply.status() != reqwest::StatusCode::OK {
+            bail!(
+                "GET {path}: HTTP {} from the master",
+                reply.status().as_u16()
+            );
         }
-        if status != "200" {
-            bail!("GET {path}: HTTP {status} from the master");
-        }
-        let body: Box<dyn BufRead + Send> = if chunked {
-            Box::new(BufReader::new(Chunked {
-                inner: rd,
-                left: 0,
-                done: false,
-            }))
-        } else {
-            Box::new(rd)
+        let mut es = EventStream {
+            body: BufReader::new(reply),
         };
-        let mut es = EventStream { body };
         // The hello: `retry:` and a comment, then a blank line.
         es.message()?;
         Ok(es)
@@ -198,104 +190,4 @@ impl EventStream {
             }
         }
     }
-}
-
-/// A chunked transfer-encoded body as a plain byte stream.
-struct Chunked<R> {
-    inner: R,
-    /// Bytes left in the current chunk.
-    left: usize,
-    done: bool,
-}
-
-impl<R: BufRead> Read for Chunked<R> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.done || out.is_empty() {
-            return Ok(0);
-        }
-        if self.left == 0 {
-            let mut line = String::new();
-            // The CRLF that ends the previous chunk, then the size line.
-            while line.trim().is_empty() {
-                line.clear();
-                if self.inner.read_line(&mut line)? == 0 {
-                    self.done = true;
-                    return Ok(0);
-                }
-            }
-            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(|_| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!("bad chunk size {line:?}"),
-                    )
-                })?;
-            if size == 0 {
-                self.done = true;
-                return Ok(0);
-            }
-            self.left = size;
-        }
-        let want = out.len().min(self.left);
-        let n = self.inner.read(&mut out[..want])?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        self.left -= n;
-        Ok(n)
-    }
-}
-
-fn read_reply(stream: TcpStream) -> anyhow::Result<Reply> {
-    let mut rd = BufReader::new(stream);
-    let mut line = String::new();
-    rd.read_line(&mut line)?;
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("bad HTTP status line from the master: {line:?}"))?;
-    let mut length: Option<usize> = None;
-    let mut chunked = false;
-    loop {
-        line.clear();
-        if rd.read_line(&mut line)? == 0 {
-            bail!("the master closed the connection mid-headers");
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-            if k == "content-length" {
-                length = v.parse().ok();
-            } else if k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked") {
-                chunked = true;
-            }
-        }
-    }
-    let mut body = Vec::new();
-    if chunked {
-        loop {
-            line.clear();
-            rd.read_line(&mut line)?;
-            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(|_| anyhow!("bad chunk size {line:?}"))?;
-            if size == 0 {
-                break;
-            }
-            let start = body.len();
-            body.resize(start + size, 0);
-            rd.read_exact(&mut body[start..])?;
-            line.clear();
-            rd.read_line(&mut line)?;
-        }
-    } else if let Some(n) = length {
-        body.resize(n, 0);
-        rd.read_exact(&mut body)?;
-    } else {
-        rd.read_to_end(&mut body)?;
-    }
-    Ok(Reply { status, body })
 }

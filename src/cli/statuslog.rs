@@ -178,7 +178,7 @@ fn print_event(data: &str, json: bool, out: &mut impl Write) -> anyhow::Result<(
     if json {
         writeln!(out, "{v}")?;
     } else if let Some(text) = describe(&v) {
-        let now = crate::calendar::ymd_hms(crate::db::now());
+        let now = crate::calendar::ymd_hms(crate::calendar::now());
         writeln!(out, "{now} {text}")?;
     }
     out.flush()?;

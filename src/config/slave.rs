@@ -167,7 +167,7 @@ impl SlaveIni {
         };
         let usepty = match get("usepty") {
             None => false,
-            Some(e) => parse_bool(&e.value).ok_or_else(|| {
+            Some(e) => crate::factory::schema::parse_bool(&e.value).ok_or_else(|| {
                 bad(
                     "usepty",
                     e.line,
@@ -189,30 +189,21 @@ impl SlaveIni {
 
     /// The text of a `slave.ini` for these values (what `create-slave` writes).
     pub fn render(&self) -> String {
-        format!(
-            "# autobot slave configuration, written by `autobot create-slave`.\n\
-             # The slave connects to MASTER (host:slaveport) as NAME with PASSWORD; both\n\
-             # must match a [slave:NAME] section of the master's master.ini.\n\
-             [slave]\n\
-             master = {}:{}\n\
-             name = {}\n\
-             password = {}\n\
-             ; seconds between keepalives, and the longest wait between reconnect attempts\n\
-             keepalive = {}\n\
-             ; umask for every command the slave runs (octal)\n\
-             umask = {:03o}\n\
-             ; run commands under a pseudo-terminal unless the master says otherwise\n\
-             usepty = {}\n\
-             ; autobot.log is rotated past logSize bytes, logCount old ones kept\n\
-             ; logSize = 10000000\n\
-             ; logCount = 10\n",
-            self.master_host,
-            self.master_port,
-            self.name,
-            self.password,
-            self.keepalive,
-            self.umask,
-            self.usepty
+        let port = self.master_port.to_string();
+        let keepalive = self.keepalive.to_string();
+        let umask = format!("{:03o}", self.umask);
+        let usepty = self.usepty.to_string();
+        crate::templates::fill(
+            crate::templates::SLAVE_INI,
+            &[
+                ("master_host", &self.master_host),
+                ("master_port", &port),
+                ("name", &self.name),
+                ("password", &self.password),
+                ("keepalive", &keepalive),
+                ("umask", &umask),
+                ("usepty", &usepty),
+            ],
         )
     }
 }
@@ -254,15 +245,6 @@ pub fn log_rotation(dir: &Path) -> Result<super::LogRotation, SlaveIniError> {
         }
     }
     Ok(out)
-}
-
-/// Booleans as Buildbot users write them: true/false, yes/no, on/off, 1/0.
-pub fn parse_bool(v: &str) -> Option<bool> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "true" | "yes" | "on" | "1" => Some(true),
-        "false" | "no" | "off" | "0" => Some(false),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

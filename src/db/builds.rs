@@ -289,7 +289,7 @@ impl Db {
     /// One build with its steps, logs, properties, Changes and ETA.
     pub async fn build(&self, builder: &str, number: i64) -> Result<Option<BuildDetail>, DbError> {
         let builder = builder.to_string();
-        self.read(move |c| build_detail(c, &builder, number, crate::db::now_f64()))
+        self.read(move |c| build_detail(c, &builder, number, crate::calendar::now_f64()))
             .await
     }
 

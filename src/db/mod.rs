@@ -548,22 +548,9 @@ fn migrate(path: &Path, conn: &mut Connection) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Seconds since the Unix epoch with a fraction: the time of the engine's own
-/// events (builds, steps, requests), whose durations need better than seconds.
-pub fn now_f64() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-/// Whole seconds since the Unix epoch (slaves, Changes).
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+/// The clock the database's times come from (re-exported: tests and benches
+/// stamp rows with it).
+pub use crate::calendar::{now, now_f64};
 
 #[cfg(test)]
 mod tests {

@@ -438,7 +438,7 @@ pub(crate) async fn run(mut ctx: BuildContext) -> bool {
     };
     // The end time is taken before the slave is handed on, so a next Build on it
     // never starts before this one ended.
-    let finished_at = ctx.released_at.unwrap_or_else(crate::db::now_f64);
+    let finished_at = ctx.released_at.unwrap_or_else(crate::calendar::now_f64);
     inner.release_slave(build_id);
     // Let the dispatcher, just woken, claim the slave's next BuildRequest and
     // start it first: recording this end can wait while that Build's command runs.
@@ -641,7 +641,7 @@ async fn run_step(
                 name: spec.name.clone(),
                 description: shown,
                 log_path: rel.clone(),
-                at: crate::db::now_f64(),
+                at: crate::calendar::now_f64(),
                 props: std::mem::take(&mut ctx.pending_props),
             };
             let started = inner.db.start_step(ctx.claimed.build_id, start, prev).await;
@@ -721,7 +721,7 @@ async fn run_step(
     if last {
         // The Build's last command has ended: its slave may take the next
         // BuildRequest while this Step's logs are being stored.
-        ctx.released_at = Some(crate::db::now_f64());
+        ctx.released_at = Some(crate::calendar::now_f64());
         inner.release_slave(ctx.claimed.build_id);
     }
     let sizes = logs.close(&mut ctx.stop).await;
@@ -923,7 +923,7 @@ fn finish(
         result: end.result.as_str().to_string(),
         text: end.text.clone(),
         logs: sizes,
-        at: ctx.released_at.unwrap_or_else(crate::db::now_f64),
+        at: ctx.released_at.unwrap_or_else(crate::calendar::now_f64),
     };
     let event = EngineEvent::StepFinished {
         builder: ctx.claimed.builder.clone(),

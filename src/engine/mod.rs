@@ -255,7 +255,7 @@ impl Engine {
         basedir: PathBuf,
     ) -> Result<Engine, DbError> {
         let interrupted = db
-            .recover_interrupted(RESTART_TEXT, crate::db::now_f64())
+            .recover_interrupted(RESTART_TEXT, crate::calendar::now_f64())
             .await?;
         for (builder, number) in &interrupted {
             tracing::warn!("{builder} build {number}: {RESTART_TEXT}; its requests run again");
@@ -534,7 +534,10 @@ async fn submit_here(
     if inner.state().stopping {
         return Err(EngineError::ShuttingDown);
     }
-    let submitted = inner.db.add_buildset(bs, crate::db::now_f64()).await?;
+    let submitted = inner
+        .db
+        .add_buildset(bs, crate::calendar::now_f64())
+        .await?;
     {
         let mut st = inner.state();
         for (builder, _) in &submitted.requests {
@@ -633,7 +636,7 @@ async fn dispatch(inner: &Arc<Inner>) {
                     continue;
                 }
             };
-            let (total, at) = (steps.len() as i64, crate::db::now_f64());
+            let (total, at) = (steps.len() as i64, crate::calendar::now_f64());
             let claim = if build::first_step_recordable(factory, &steps) {
                 let spec = steps[0].clone();
                 let factory_props =

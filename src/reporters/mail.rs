@@ -192,14 +192,7 @@ pub fn build_url(cfg: &MasterConfig, builder: &str, number: i64) -> String {
     } else {
         cfg.buildbot_url.clone()
     };
-    let base = base.trim_end_matches('/');
-    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~');
-    let b = percent_encoding::utf8_percent_encode(builder, SEGMENT);
-    format!("{base}/builders/{b}/builds/{number}")
+    crate::links::under(&base, &crate::links::build_path(builder, number))
 }
 
 fn project_of(cfg: &MasterConfig, factory: &str) -> String {

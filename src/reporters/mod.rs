@@ -105,7 +105,11 @@ async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    if let Err(e) = ctx.db.notifications_due_now(crate::db::now_f64()).await {
+    if let Err(e) = ctx
+        .db
+        .notifications_due_now(crate::calendar::now_f64())
+        .await
+    {
         tracing::warn!("reporters: cannot read the outgoing queue: {e}");
     }
     let horizon = match ctx.db.reporter_horizon().await {
@@ -250,7 +254,12 @@ impl Decider {
                 statuses |= !items.is_empty();
                 self.ctx
                     .db
-                    .enqueue_notifications(Some(b.id), Some("started"), items, now())
+                    .enqueue_notifications(
+                        Some(b.id),
+                        Some("started"),
+                        items,
+                        crate::calendar::now_f64(),
+                    )
                     .await?;
             }
         }
@@ -276,7 +285,12 @@ impl Decider {
             let ids = self
                 .ctx
                 .db
-                .enqueue_notifications(Some(b.id), Some("finished"), items, now())
+                .enqueue_notifications(
+                    Some(b.id),
+                    Some("finished"),
+                    items,
+                    crate::calendar::now_f64(),
+                )
                 .await?;
             if !ids.is_empty() {
                 tracing::info!(
@@ -290,10 +304,6 @@ impl Decider {
         self.horizon = self.ctx.db.advance_reporter_horizon(self.horizon).await?;
         Ok((mails, statuses, more))
     }
-}
-
-fn now() -> f64 {
-    crate::db::now_f64()
 }
 
 /// Slaves with `notifyOnMissing` that are gone, each with when it is missing
@@ -368,7 +378,7 @@ impl Missing {
                 Ok(item) => {
                     match ctx
                         .db
-                        .enqueue_notifications(None, None, vec![item], now())
+                        .enqueue_notifications(None, None, vec![item], crate::calendar::now_f64())
                         .await
                     {
                         Ok(_) => {

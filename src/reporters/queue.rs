@@ -64,7 +64,7 @@ pub async fn run(
         if *shutdown.borrow() {
             return;
         }
-        let now = crate::db::now_f64();
+        let now = crate::calendar::now_f64();
         let due = match ctx.db.due_notifications(kind, now, 50).await {
             Ok(d) => d,
             Err(e) => {
@@ -85,7 +85,7 @@ pub async fn run(
         }
         let wait = match ctx.db.next_notification_due(kind).await {
             Ok(next) => {
-                next.map(|at| Duration::from_secs_f64((at - crate::db::now_f64()).max(0.0)))
+                next.map(|at| Duration::from_secs_f64((at - crate::calendar::now_f64()).max(0.0)))
             }
             // The database is unwell: look again in a while.
             Err(_) => Some(FIRST_RETRY),
@@ -129,7 +129,7 @@ async fn record(
     n: &QueuedNotification,
     outcome: Result<String, (bool, String)>,
 ) {
-    let now = crate::db::now_f64();
+    let now = crate::calendar::now_f64();
     let what = match n.message_id.as_deref() {
         Some(id) => format!("{} {id} to {}", n.kind, n.target),
         None => format!("{} {}", n.kind, n.target),

@@ -108,7 +108,7 @@ pub fn request(
         None => "Build started.".to_string(),
         Some(r) => format!("Build done: {r}."),
     };
-    let sha_enc = percent_encoding::utf8_percent_encode(sha, percent_encoding::NON_ALPHANUMERIC);
+    let sha_enc = crate::links::seg(sha);
     let (url, body) = match push.forge {
         Forge::Github | Forge::Gitea => (
             format!("{}/repos/{}/statuses/{sha_enc}", push.api_url, push.repo),
@@ -123,10 +123,7 @@ pub fn request(
             format!(
                 "{}/projects/{}/statuses/{sha_enc}",
                 push.api_url,
-                percent_encoding::utf8_percent_encode(
-                    &push.repo,
-                    percent_encoding::NON_ALPHANUMERIC
-                )
+                crate::links::seg(&push.repo)
             ),
             serde_json::json!({
                 "state": st,

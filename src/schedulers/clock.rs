@@ -31,7 +31,7 @@ impl Clock {
     pub fn now(&self) -> f64 {
         match &self.manual {
             Some(tx) => *tx.borrow(),
-            None => crate::db::now_f64(),
+            None => crate::calendar::now_f64(),
         }
     }
 
@@ -62,7 +62,7 @@ impl Clock {
                 let _ = rx.wait_for(|now| *now >= t).await;
             }
             None => {
-                let left = t - crate::db::now_f64();
+                let left = t - crate::calendar::now_f64();
                 if left > 0.0 {
                     tokio::time::sleep(Duration::from_secs_f64(left.min(86_400.0 * 365.0))).await;
                 }

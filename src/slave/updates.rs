@@ -10,7 +10,7 @@
 //! link, which is how a fast command is slowed to the master's pace.
 
 use std::collections::BTreeMap;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use rmpv::Value;
 
@@ -114,14 +114,6 @@ pub struct Updates {
     deadline: Option<Instant>,
 }
 
-/// Seconds since the epoch, as the worker's `time.time()`.
-pub fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 impl Updates {
     pub fn new(link: Link, command_id: String, settings: Settings) -> Updates {
         Updates {
@@ -161,7 +153,7 @@ impl Updates {
                 None => Ok(()),
             };
         }
-        let lines = splitter.append(text, now(), settings);
+        let lines = splitter.append(text, crate::calendar::now_f64(), settings);
         match lines {
             Some(li) => self.push(Entry::Lines(stream, li)).await,
             // A partial line waits for its end or the end of the command.

@@ -533,7 +533,7 @@ pub(crate) async fn serve(
     if let Some(id) = db_id {
         if let Err(e) = shared
             .db
-            .slave_disconnected(&name, id, &reason, crate::db::now())
+            .slave_disconnected(&name, id, &reason, crate::calendar::now())
             .await
         {
             tracing::error!("slave {name}: cannot record the disconnect: {e}");
@@ -611,7 +611,7 @@ async fn keepalive(conn: &Arc<Conn>, shared: &Arc<Shared>) -> String {
             // database (at most once per tick).
             let (db, name) = (shared.db.clone(), conn.name.clone());
             tokio::spawn(async move {
-                if let Err(e) = db.slave_seen(&name, crate::db::now()).await {
+                if let Err(e) = db.slave_seen(&name, crate::calendar::now()).await {
                     tracing::warn!("slave {name}: cannot record last_seen: {e}");
                 }
             });
@@ -654,7 +654,12 @@ async fn setup(shared: &Arc<Shared>, conn: &Arc<Conn>) -> Result<(), CommandErro
     make_builder_dirs(conn, &config).await?;
     let id = shared
         .db
-        .slave_connected(&conn.name, &conn.peer, info.to_row(), crate::db::now())
+        .slave_connected(
+            &conn.name,
+            &conn.peer,
+            info.to_row(),
+            crate::calendar::now(),
+        )
         .await
         .map_err(|e| CommandError::Local(e.to_string()))?;
     *lock(&conn.db_id) = Some(id);

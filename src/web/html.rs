@@ -14,35 +14,15 @@
 //! page's final text ([`no_controls`]).
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
-use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// The stylesheet, script and icon, compiled in so the binary works alone.
-pub const CSS: &str = include_str!("../../templates/web/autobot.css");
-pub const JS: &str = include_str!("../../templates/web/autobot.js");
-pub const FAVICON: &[u8] = include_bytes!("../../templates/web/favicon.ico");
+pub const CSS: &str = include_str!("../../assets/autobot.css");
+pub const JS: &str = include_str!("../../assets/autobot.js");
+pub const FAVICON: &[u8] = include_bytes!("../../assets/favicon.ico");
 /// The default `robots.txt`: a CI master's pages are for people, not crawlers.
 pub const ROBOTS: &str = "User-agent: *\nDisallow: /\n";
 
-/// What [`seg`] encodes: all but RFC 3986's unreserved characters
-/// (`A-Z a-z 0-9 - . _ ~`).
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// Percent-encode one URL path segment (or query value): only unreserved
-/// characters stay, so a builder named `a/b?c` stays one segment.
-pub fn seg(s: &str) -> String {
-    utf8_percent_encode(s, SEGMENT).to_string()
-}
-
-/// Decode a percent-encoded path segment (warp hands segments over raw); a `%`
-/// not followed by two hex digits stays as it is, bytes that are not UTF-8
-/// become U+FFFD.
-pub fn unseg(s: &str) -> String {
-    percent_decode_str(s).decode_utf8_lossy().into_owned()
-}
+pub use crate::links::{seg, unseg};
 
 /// Whether `c` is a control character a page must not carry raw.
 fn is_bad_control(c: char) -> bool {
@@ -185,20 +165,7 @@ pub fn builder_link(name: &str) -> Markup {
     html! { a href={ "/builders/" (seg(name)) } { (name) } }
 }
 
-/// The URL of a build's page.
-pub fn build_url(builder: &str, number: i64) -> String {
-    format!("/builders/{}/builds/{number}", seg(builder))
-}
-
-/// The URL of a step log's HTML page.
-pub fn log_url(builder: &str, number: i64, step: &str, log: &str) -> String {
-    format!(
-        "/builders/{}/builds/{number}/steps/{}/logs/{}",
-        seg(builder),
-        seg(step),
-        seg(log)
-    )
-}
+pub use crate::links::{build_path as build_url, log_path as log_url};
 
 /// A URL from a Change or the configuration: a link when it is `http(s)`, plain
 /// text otherwise (a `javascript:` URL never becomes a link).
@@ -230,16 +197,6 @@ mod tests {
             "a\u{FFFD}[31mb\u{FFFD}\t\n"
         );
         assert_eq!(no_controls("é ok\n".into()), "é ok\n");
-    }
-
-    #[test]
-    fn segments_round_trip() {
-        let s = "a b/c?d%e&é~";
-        assert_eq!(seg(s), "a%20b%2Fc%3Fd%25e%26%C3%A9~");
-        assert_eq!(unseg(&seg(s)), s);
-        assert_eq!(unseg("100%"), "100%");
-        assert_eq!(unseg("%4"), "%4");
-        assert_eq!(unseg("%ff"), "\u{FFFD}");
     }
 
     #[test]

@@ -314,7 +314,7 @@ impl Bot {
         match rows.iter().find(|r| r.finished_at.is_some()) {
             None => vec![format!("{name} has not finished a build yet")],
             Some(r) => {
-                let ago = crate::db::now_f64() - r.finished_at.unwrap_or(r.started_at);
+                let ago = crate::calendar::now_f64() - r.finished_at.unwrap_or(r.started_at);
                 vec![format!(
                     "last build #{} of {name} ({} ago): {}{}{}",
                     r.number,
@@ -477,11 +477,9 @@ impl Bot {
         if base.is_empty() {
             return String::new();
         }
-        let seg =
-            percent_encoding::utf8_percent_encode(builder, percent_encoding::NON_ALPHANUMERIC);
         format!(
-            "  Build details are at {}/builders/{seg}/builds/{number}",
-            base.trim_end_matches('/')
+            "  Build details are at {}",
+            crate::links::under(base, &crate::links::build_path(builder, number))
         )
     }
 

@@ -523,7 +523,7 @@ fn table_head(columns: &[&str]) -> Markup {
 }
 
 fn duration_of(start: f64, end: Option<f64>) -> String {
-    fmt_duration(end.unwrap_or_else(crate::db::now_f64) - start)
+    fmt_duration(end.unwrap_or_else(crate::calendar::now_f64) - start)
 }
 
 /// The link to the next (older) page of a list, when there is one: `base` with
