@@ -123,7 +123,7 @@ async fn every_command_in_a_channel_and_in_private() {
     );
     assert_eq!(
         lines.last().unwrap(),
-        "build #1 of pass-s1 is complete: Success [build successful]  Build details are at http://ci.example.org/builders/pass%2Ds1/builds/1"
+        "build #1 of pass-s1 is complete: Success [build successful]  Build details are at http://ci.example.org/builders/pass-s1/builds/1"
     );
     let b = m.build("pass-s1", 1).await;
     assert!(
@@ -175,7 +175,7 @@ async fn every_command_in_a_channel_and_in_private() {
     lines.sort();
     assert!(
         lines[0].starts_with("build #1 of slow-s1 is complete: ")
-            && lines[0].ends_with(" [stopped by alice (IRC): enough waiting]  Build details are at http://ci.example.org/builders/slow%2Ds1/builds/1"),
+            && lines[0].ends_with(" [stopped by alice (IRC): enough waiting]  Build details are at http://ci.example.org/builders/slow-s1/builds/1"),
         "{lines:?}"
     );
     assert_eq!(lines[1], "build #1 of slow-s1 stopped");
@@ -247,7 +247,7 @@ async fn announcements_follow_irc_notify_and_notify_commands() {
         bob.say(CHANNEL, "autobot: version").await;
         said.push(bob.msgs_until("autobot", CHANNEL, "My version").await);
     }
-    let url = "Build details are at http://ci.example.org/builders/flip%2Ds1/builds";
+    let url = "Build details are at http://ci.example.org/builders/flip-s1/builds";
     assert_eq!(said[0].len(), 1, "a first success is no recovery: {said:?}");
     assert_eq!(
         said[1][0],

@@ -58,45 +58,69 @@ pub fn request_with(
     headers: &[(&str, &str)],
     body: Option<&serde_json::Value>,
 ) -> anyhow::Result<Reply> {
-    let method = reqwest::Method::from_bytes(method.as_bytes())
-        .with_context(|| format!("{method:?} is not an HTTP method"))?;
-    let mut req = client()?
-        .request(method, url(host, port, path))
-        .header(reqwest::header::ACCEPT, "application/json");
-    for (k, v) in headers {
-        let (k, v) = (
-            reqwest::header::HeaderName::from_bytes(k.as_bytes()),
-            reqwest::header::HeaderValue::from_str(v),
-        );
-        let (Ok(k), Ok(v)) = (k, v) else {
-            bail!("a header name or value holds a line break or a colon; it cannot be sent");
-        };
-        req = req.header(k, v);
-    }
-    if let Some(b) = body {
-        req = req
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(b.to_string());
-    }
-    let reply = req.send().map_err(|e| unreachable(host, port, e))?;
-    let status = reply.status().as_u16();
-    let body = reply
-        .bytes()
-        .with_context(|| format!("reading the master's reply (HTTP {status})"))?
-        .to_vec();
-    Ok(Reply { status, body })
+    off_the_runtime(|| {
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .with_context(|| format!("{method:?} is not an HTTP method"))?;
+        let mut req = client()?
+            .request(method, url(host, port, path))
+            .header(reqwest::header::ACCEPT, "application/json");
+        for (k, v) in headers {
+            let (k, v) = (
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()),
+                reqwest::header::HeaderValue::from_str(v),
+            );
+            let (Ok(k), Ok(v)) = (k, v) else {
+                bail!("a header name or value holds a line break or a colon; it cannot be sent");
+            };
+            req = req.header(k, v);
+        }
+        if let Some(b) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b.to_string());
+        }
+        let reply = req.send().map_err(|e| unreachable(host, port, e))?;
+        let status = reply.status().as_u16();
+        let body = reply
+            .bytes()
+            .with_context(|| format!("reading the master's reply (HTTP {status})"))?
+            .to_vec();
+        Ok(Reply { status, body })
+    })
 }
 
-/// The client every request uses: no proxy, a minute's timeout per read.
+/// Run `f` here, or on a thread of its own when this thread runs an async
+/// runtime: `reqwest::blocking` refuses to block a runtime's thread, and tests
+/// and benches call [`request`] from async code (the CLI never does).
+fn off_the_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+/// The client every request uses (made once: it keeps a thread of its own): no
+/// proxy, no idle connections kept, a minute's timeout per read.
 fn client() -> anyhow::Result<reqwest::blocking::Client> {
+    static CLIENT: std::sync::OnceLock<reqwest::blocking::Client> = std::sync::OnceLock::new();
+    if let Some(c) = CLIENT.get() {
+        return Ok(c.clone());
+    }
     // reqwest is built without a default TLS provider (gix picks ring); plain
     // HTTP needs none, but building a client wants one installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::blocking::Client::builder()
+    let c = reqwest::blocking::Client::builder()
         .no_proxy()
+        // One request per connection: a master restarted on the same port
+        // would otherwise meet a pooled connection it closed.
+        .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(60))
         .build()
-        .context("cannot set up the HTTP client")
+        .context("cannot set up the HTTP client")?;
+    Ok(CLIENT.get_or_init(|| c).clone())
 }
 
 fn url(host: &str, port: u16, path: &str) -> String {
@@ -116,7 +140,8 @@ fn unreachable(host: &str, port: u16, e: reqwest::Error) -> anyhow::Error {
     }
 }
 
-/// A `text/event-stream` response being read, one message at a time.
+/// A `text/event-stream` response being read, one message at a time (from
+/// blocking code: the CLI's `force --wait`).
 pub struct EventStream {
     body: BufReader<reqwest::blocking::Response>,
 }
