@@ -1,6 +1,6 @@
 //! Waiting with a word (issue 21): a BuildRequest that waits says why — its
 //! builder's slave not connected (never, or offline since when), or the slave at
-//! its `max_builds` — in the JSON API (the builder's `waiting` and each of its
+//! its `max_builds`, or full of builds that wait for locks — in the JSON API (the builder's `waiting` and each of its
 //! `pending_requests`), on the builder page and in `autobot force --wait`, which
 //! then follows the build once the slave comes.
 //!
@@ -58,8 +58,10 @@ fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// A pair made by `create -f hello`, whose slave runs two more factories:
-/// `quick` (one step, `true`) and `gate` (a step that waits for the file `gate`).
+/// A pair made by `create -f hello`, whose slave (`max_builds = 2`) runs four
+/// more factories: `quick` (one step, `true`), `hold` (takes `[lock:one]`, then
+/// waits for the file `gate`), `free` (waits for `gate`, no lock) and `queue`
+/// (takes `[lock:one]`, then `true`).
 struct Pair {
     tmp: tempfile::TempDir,
     dir: PathBuf,
@@ -89,18 +91,61 @@ impl Pair {
         let ini = dir.join("master/master.ini");
         let repo = dir.join("master/repos/hello");
         let gate = tmp.path().join("gate");
-        let text = std::fs::read_to_string(&ini)
-            .unwrap()
-            .replace("factories = hello\n", "factories = hello quick gate\n");
+        let text = std::fs::read_to_string(&ini).unwrap().replace(
+            "factories = hello\n",
+            "factories = hello quick hold free queue\nmax_builds = 2\n",
+        );
+        let wait = format!(
+            "sh -c \"while [ ! -e {} ]; do sleep 0.05; done\"",
+            gate.display()
+        );
         let text = format!(
-            "{text}\n[quick]\ntype = shell\ngit = {repo}\nstep.one = true\n\
-             \n[gate]\ntype = shell\ngit = {repo}\n\
-             step.wait = sh -c \"while [ ! -e {gate} ]; do sleep 0.05; done\"\n",
+            "{text}\n[lock:one]\nscope = master\nmaxCount = 1\n\
+             \n[quick]\ntype = shell\ngit = {repo}\nstep.one = true\n\
+             \n[hold]\ntype = shell\ngit = {repo}\nlocks = one\nstep.wait = {wait}\n\
+             \n[free]\ntype = shell\ngit = {repo}\nstep.wait = {wait}\n\
+             \n[queue]\ntype = shell\ngit = {repo}\nlocks = one\nstep.one = true\n",
             repo = repo.display(),
-            gate = gate.display(),
         );
         std::fs::write(&ini, text).unwrap();
         Pair { tmp, dir, htmlport }
+    }
+
+    fn gate(&self, open: bool) {
+        let gate = self.tmp.path().join("gate");
+        if open {
+            std::fs::write(gate, "").unwrap();
+        } else {
+            std::fs::remove_file(gate).unwrap();
+        }
+    }
+
+    fn force(&self, builder: &str) {
+        autobot()
+            .args(["force", self.dir.to_str().unwrap(), builder])
+            .assert()
+            .success();
+    }
+
+    fn running(&self, builder: &str) -> usize {
+        self.builder(builder)["running"]
+            .as_array()
+            .map_or(0, Vec::len)
+    }
+
+    /// Wait until the builder's `waiting` is of `kind`; its text.
+    fn wait_kind(&self, name: &str, kind: &str) -> String {
+        let mut text = String::new();
+        wait_for(
+            &format!("{name} to wait for {kind}"),
+            support::DEADLINE,
+            || {
+                let b = self.builder(name);
+                text = b["waiting"]["text"].as_str().unwrap_or("").to_string();
+                b["waiting"]["kind"] == kind
+            },
+        );
+        text
     }
 
     fn part(&self, which: &str) -> String {
@@ -271,28 +316,49 @@ fn a_waiting_request_says_why_until_its_slave_comes() {
     assert!(b["waiting"].is_null(), "{b}");
     assert_eq!(b["pending_requests"], serde_json::json!([]), "{b}");
 
-    // The slave is busy with a build that waits for the gate: the next request
-    // waits for the slave's max_builds, naming the build that holds it.
-    autobot()
-        .args(["force", pair.dir.to_str().unwrap(), "gate-slave"])
-        .assert()
-        .success();
-    wait_for("the gate build to run", support::DEADLINE, || {
-        pair.builder("gate-slave")["running"]
-            .as_array()
-            .is_some_and(|r| !r.is_empty())
+    // The slave runs its max_builds (2) of builds that wait for the gate: the
+    // next request waits for a free slot, naming the builds that hold them.
+    pair.force("hold-slave");
+    pair.force("free-slave");
+    wait_for("hold and free to run", support::DEADLINE, || {
+        pair.running("hold-slave") + pair.running("free-slave") == 2
     });
     let mut follower = Follower::start(&pair.dir, "quick-slave");
     let said = follower.line_with(&["waiting", "max_builds"]);
-    assert!(said.contains("gate-slave #1"), "{said}");
-    let (kind, text) = pair.waiting("quick-slave");
-    assert_eq!(kind, "max_builds");
+    assert!(said.contains("free-slave #1, hold-slave #1"), "{said}");
+    let text = pair.wait_kind("quick-slave", "max_builds");
     assert!(
-        text.contains("slave slave runs max_builds = 1: gate-slave #1"),
+        text.contains("slave slave runs max_builds = 2: free-slave #1, hold-slave #1"),
         "{text}"
     );
-    std::fs::write(pair.tmp.path().join("gate"), "").unwrap();
+    pair.gate(true);
     follower.line_with(&["quick-slave build 2: success"]);
+    assert_eq!(follower.exit_code(), Some(0));
+    wait_for("hold and free to end", support::DEADLINE, || {
+        pair.running("hold-slave") + pair.running("free-slave") == 0
+    });
+
+    // One slot holds lock `one` and waits for the gate, the other waits for the
+    // lock: the next request waits for locks.
+    pair.gate(false);
+    pair.force("hold-slave");
+    wait_for("hold to run", support::DEADLINE, || {
+        pair.running("hold-slave") == 1
+    });
+    pair.force("queue-slave");
+    let mut follower = Follower::start(&pair.dir, "quick-slave");
+    let said = follower.line_with(&["waiting for locks"]);
+    assert!(
+        said.contains("queue-slave #1 (waiting for lock one)"),
+        "{said}"
+    );
+    let text = pair.wait_kind("quick-slave", "locks");
+    assert!(
+        text.contains("hold-slave #2, queue-slave #1 (waiting for lock one)"),
+        "{text}"
+    );
+    pair.gate(true);
+    follower.line_with(&["quick-slave build 3: success"]);
     assert_eq!(follower.exit_code(), Some(0));
 
     // The slave goes away: a new request waits for it, "offline since" when.
