@@ -18,7 +18,7 @@
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::daemon::{daemons_in, Role};
 use super::http;
@@ -56,8 +56,11 @@ pub const FORCE_HELP: &str = concat!(
 Waiting: with --wait, force follows the build through the master's event stream
 (GET /events, the one the web pages use): each step as it ends, and a bar of the
 time the build has had against the time the builder's last successful build took
-(the ETA). Ctrl-C stops waiting, not the build: it goes on on the master (stop it
-with `autobot stop-build`).
+(the ETA). While the request has no build yet it says why it waits (the builder's
+slave offline and since when, the slave at its max_builds, builds waiting for
+locks), again when the reason changes and every 30 s while it stays. Ctrl-C stops
+waiting, not the build: it goes on on the master (stop it with
+`autobot stop-build`).
 
 Exit status:
   0    forced (with --wait: the build succeeded, or had warnings without --strict)
@@ -432,10 +435,22 @@ struct Waiter<'a> {
     /// Its start (seconds since the epoch, the master's clock = ours) and, once
     /// known, the seconds it is expected to take in all.
     started_at: f64,
+    /// When it was forced (for how long it has waited).
+    forced_at: f64,
     expected: Option<f64>,
     step: String,
     bar: indicatif::ProgressBar,
+    /// Why the request waits, as last printed, and when; when it was last asked.
+    waiting: Option<String>,
+    waiting_said: Instant,
+    waiting_asked: Option<Instant>,
 }
+
+/// How often `force --wait` asks why a request that has no build yet waits.
+const WAITING_POLL: Duration = Duration::from_secs(2);
+
+/// How often it says the same reason again while it keeps waiting.
+const WAITING_REPEAT: Duration = Duration::from_secs(30);
 
 impl<'a> Waiter<'a> {
     fn new(port: u16, builder: &'a str, request: i64, dir: &'a Path) -> Waiter<'a> {
@@ -455,9 +470,13 @@ impl<'a> Waiter<'a> {
             dir,
             build: None,
             started_at: 0.0,
+            forced_at: crate::calendar::now_f64(),
             expected: None,
             step: "waiting for a slave".into(),
             bar,
+            waiting: None,
+            waiting_said: Instant::now(),
+            waiting_asked: None,
         }
     }
 
@@ -497,6 +516,7 @@ impl<'a> Waiter<'a> {
                 eprintln!("autobot: stopped waiting (Ctrl-C); {what}");
                 std::process::exit(i32::from(EXIT_INTERRUPTED));
             }
+            self.check_waiting();
             self.draw();
             let item = match rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(item) => item,
@@ -627,6 +647,53 @@ impl<'a> Waiter<'a> {
             }
         }
         Ok(None)
+    }
+
+    /// While the request has no build: ask the master why it waits (every
+    /// [`WAITING_POLL`]) and say so when the reason first shows, when it changes,
+    /// and every [`WAITING_REPEAT`] while it stays.
+    fn check_waiting(&mut self) {
+        if self.build.is_some() {
+            self.waiting = None;
+            return;
+        }
+        if self
+            .waiting_asked
+            .is_some_and(|t| t.elapsed() < WAITING_POLL)
+        {
+            return;
+        }
+        self.waiting_asked = Some(Instant::now());
+        let path = format!("/api/v1/builders/{}", self.builder_path);
+        let Ok(b) = get_json(self.port, &path) else {
+            return;
+        };
+        let mine = b["pending_requests"]
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["id"].as_i64() == Some(self.request)))
+            .map(|r| r["waiting"].clone());
+        let Some(w) = mine
+            .or_else(|| Some(b["waiting"].clone()))
+            .filter(|w| w.is_object())
+        else {
+            return;
+        };
+        // A build about to start is no reason to speak of.
+        if w["kind"] == "starting" {
+            return;
+        }
+        let Some(text) = w["text"].as_str().map(str::to_string) else {
+            return;
+        };
+        let changed = self.waiting.as_deref() != Some(text.as_str());
+        if changed || self.waiting_said.elapsed() >= WAITING_REPEAT {
+            let waited = (crate::calendar::now_f64() - self.forced_at).max(0.0);
+            let again = if changed { "" } else { "still " };
+            self.say(format!("  {again}waiting ({waited:.0} s): {text}"));
+            self.waiting_said = Instant::now();
+            self.step = format!("waiting: {text}");
+            self.waiting = Some(text);
+        }
     }
 
     /// The build's start and ETA from the API (after each step: the ETA is the

@@ -782,6 +782,8 @@ async fn wait_locks(
     if busy.is_empty() {
         return Ok(Vec::new());
     }
+    // Shown with the requests that wait for this Build's slave meanwhile.
+    let _waiting = super::LockWaitShown::new(&ctx.inner, ctx.claimed.build_id, lock_words(&busy));
     let mut notes = Vec::new();
     let mut first = Some(busy);
     if build_locks.held.is_none() && !build_locks.wants.is_empty() {

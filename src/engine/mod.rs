@@ -165,6 +165,77 @@ struct Running {
     /// Whether it still counts against its slave's `max_builds` (it stops counting
     /// once its last Step has ended, before its end is recorded).
     holds_slave: bool,
+    /// `lock NAME` while it waits for locks (for [`Engine::waiting`]).
+    waits_for: Option<String>,
+}
+
+/// Marks a running Build as waiting for locks while it lives.
+pub(crate) struct LockWaitShown {
+    inner: Arc<Inner>,
+    build_id: i64,
+}
+
+impl LockWaitShown {
+    pub(crate) fn new(inner: &Arc<Inner>, build_id: i64, locks: String) -> LockWaitShown {
+        if let Some(r) = inner.state().running.get_mut(&build_id) {
+            r.waits_for = Some(locks);
+        }
+        inner.activity.bump();
+        LockWaitShown {
+            inner: inner.clone(),
+            build_id,
+        }
+    }
+}
+
+impl Drop for LockWaitShown {
+    fn drop(&mut self) {
+        if let Some(r) = self.inner.state().running.get_mut(&self.build_id) {
+            r.waits_for = None;
+        }
+        self.inner.activity.bump();
+    }
+}
+
+/// What keeps a builder's BuildRequests waiting (see [`WaitReason`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitKind {
+    /// The builder's slave is not connected.
+    NoSlave,
+    /// The slave runs as many Builds as its `max_builds` allows.
+    MaxBuilds,
+    /// The slave is full with Builds that wait for locks.
+    Locks,
+    /// The configuration keeps it from starting (its steps cannot be made).
+    Config,
+    /// The master is shutting down (or draining for `stop --clean`).
+    Stopping,
+    /// Nothing keeps it: a Build is about to start.
+    Starting,
+}
+
+impl WaitKind {
+    /// The API's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitKind::NoSlave => "no_slave",
+            WaitKind::MaxBuilds => "max_builds",
+            WaitKind::Locks => "locks",
+            WaitKind::Config => "config",
+            WaitKind::Stopping => "stopping",
+            WaitKind::Starting => "starting",
+        }
+    }
+}
+
+/// Why a builder's pending BuildRequests wait, so that `force --wait`, the
+/// builder page and the API can say it instead of waiting without a word.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WaitReason {
+    pub kind: WaitKind,
+    /// For people: "no slave of this builder is connected: s2 offline since …".
+    pub text: String,
 }
 
 #[derive(Default)]
@@ -179,6 +250,8 @@ struct State {
     /// Running builds per slave.
     per_slave: HashMap<String, u32>,
     stopping: bool,
+    /// Builders whose steps cannot be made, with the error (until a reconfig).
+    broken: HashMap<String, String>,
 }
 
 impl State {
@@ -461,6 +534,96 @@ impl Engine {
         }
     }
 
+    /// Why `builder`'s pending BuildRequests wait, from the live state: its
+    /// slave offline (since when, and any problem the slave port saw), at its
+    /// `max_builds` (with which Builds, and whether they wait for locks), a
+    /// configuration error, or the master stopping. `None` for a builder not in
+    /// the configuration.
+    pub async fn waiting(&self, builder: &str) -> Result<Option<WaitReason>, EngineError> {
+        let config = self.inner.config.borrow().clone();
+        let Some(b) = config.builders().into_iter().find(|b| b.name == builder) else {
+            return Ok(None);
+        };
+        let reason = |kind, text: String| Ok(Some(WaitReason { kind, text }));
+        let slave = b.slave.as_str();
+        let Some(handle) = self.inner.registry.get(slave) else {
+            let row = self.inner.db.slave(slave).await?;
+            let mut text = format!("no slave of this builder is connected: {slave} ");
+            match row.as_ref().and_then(|r| r.last_seen) {
+                Some(t) => {
+                    text.push_str(&format!("offline since {} UTC", short_time(t)));
+                    if let Some(why) = row
+                        .as_ref()
+                        .and_then(|r| r.disconnect_reason.as_deref())
+                        .filter(|w| !w.is_empty())
+                    {
+                        text.push_str(&format!(" ({why})"));
+                    }
+                }
+                None => text.push_str("has never connected"),
+            }
+            if let Some(problem) = self.inner.registry.problem(slave) {
+                text.push_str(&format!("; it {problem}"));
+            }
+            return reason(WaitKind::NoSlave, text);
+        };
+        drop(handle);
+        let st = self.inner.state();
+        if st.stopping {
+            return reason(
+                WaitKind::Stopping,
+                "the master is stopping: no new builds start".into(),
+            );
+        }
+        if let Some(e) = st.broken.get(builder) {
+            return reason(
+                WaitKind::Config,
+                format!("its factory cannot make its steps ({e}); fix master.ini and reconfig"),
+            );
+        }
+        let max = config.slave(slave).map_or(1, |s| s.max_builds.max(1));
+        if st.per_slave.get(slave).copied().unwrap_or(0) >= max {
+            let mut on: Vec<&Running> = st
+                .running
+                .values()
+                .filter(|r| r.slave == slave && r.holds_slave)
+                .collect();
+            on.sort_by(|a, b| (&a.builder, a.number).cmp(&(&b.builder, b.number)));
+            let builds: Vec<String> = on
+                .iter()
+                .map(|r| match &r.waits_for {
+                    Some(l) => format!("{} #{} (waiting for {l})", r.builder, r.number),
+                    None => format!("{} #{}", r.builder, r.number),
+                })
+                .collect();
+            let kind = if on.iter().any(|r| r.waits_for.is_some()) {
+                WaitKind::Locks
+            } else {
+                WaitKind::MaxBuilds
+            };
+            let head = match kind {
+                WaitKind::Locks => "waiting for locks: ",
+                _ => "",
+            };
+            return reason(
+                kind,
+                format!(
+                    "{head}slave {slave} runs max_builds = {max}: {}",
+                    builds.join(", ")
+                ),
+            );
+        }
+        reason(
+            WaitKind::Starting,
+            format!("slave {slave} is free: a build is about to start"),
+        )
+    }
+
+    /// Every slave's problem the slave port saw (a worker speaking PB), by name.
+    pub fn slave_problems(&self) -> Vec<(String, String)> {
+        self.inner.registry.problems()
+    }
+
     /// (builder, number) of the Builds running now.
     pub fn running(&self) -> Vec<(String, i64)> {
         let st = self.inner.state();
@@ -573,6 +736,7 @@ async fn dispatcher(inner: Arc<Inner>) {
                 if r.is_err() {
                     config_open = false;
                 }
+                inner.state().broken.clear();
             }
             _ = closing.wait_for(|c| *c) => return,
         }
@@ -632,7 +796,9 @@ async fn dispatch(inner: &Arc<Inner>) {
                         "builder {}: {e}; its requests wait for a fixed master.ini",
                         b.name
                     );
-                    inner.state().pending.remove(&b.name);
+                    let mut st = inner.state();
+                    st.pending.remove(&b.name);
+                    st.broken.insert(b.name.clone(), e.to_string());
                     continue;
                 }
             };
@@ -694,6 +860,7 @@ async fn dispatch(inner: &Arc<Inner>) {
                     task: None,
                     done: done_rx,
                     holds_slave: true,
+                    waits_for: None,
                 },
             );
             let inner2 = inner.clone();
@@ -710,6 +877,12 @@ async fn dispatch(inner: &Arc<Inner>) {
             return;
         }
     }
+}
+
+/// `YYYY-MM-DD HH:MM` of Unix seconds, UTC.
+fn short_time(t: i64) -> String {
+    let full = crate::calendar::ymd_hms(t);
+    full.get(..16).unwrap_or(&full).to_string()
 }
 
 fn build_done(inner: &Arc<Inner>, build_id: i64, requeued: bool) {

@@ -13,9 +13,14 @@
 //! path of the master's [`SideDoor`] (authenticated by it: `changeuser`/
 //! `changepassword` of `[:master:]`) carries Changes instead of a slave; the
 //! side door is wired in by [`crate::app`], so this file knows nothing of Changes.
+//!
+//! A client that says nothing at first is probed for Buildbot's PB protocol
+//! ([`super::pb`]): a stock buildbot-worker made with `create-worker`'s default
+//! protocol is told, in the log once per address and on its slave's entry, how to
+//! switch it to `msgpack_experimental_v7`.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -24,6 +29,7 @@ use tokio_tungstenite::tungstenite::http::StatusCode;
 
 use super::auth::{constant_time_eq, parse_basic};
 use super::connection;
+use super::pb::{self, Probe};
 use super::registry::Claim;
 use super::{Shared, SideDoor};
 use crate::protocol::websocket_config;
@@ -58,7 +64,13 @@ pub(crate) async fn serve(
 
 /// Authenticate one upgrade and, if allowed, run the connection: a slave's on any
 /// path but the [`SideDoor`]'s, where `sendchange` submits Changes instead.
-async fn handshake(shared: Arc<Shared>, stream: TcpStream, peer: String) {
+async fn handshake(shared: Arc<Shared>, mut stream: TcpStream, peer: String) {
+    let started = Instant::now();
+    match pb::probe(&mut stream).await {
+        Probe::Talks | Probe::Unknown => {}
+        Probe::Pb(name) => return pb_refused(&shared, &peer, name),
+    }
+    let left = HANDSHAKE_TIMEOUT.saturating_sub(started.elapsed());
     let mut claim: Option<Claim> = None;
     let mut change_user: Option<String> = None;
     // The callback's signature is tungstenite's; its error type is not ours to box.
@@ -111,7 +123,7 @@ async fn handshake(shared: Arc<Shared>, stream: TcpStream, peer: String) {
     };
     let accept =
         tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(websocket_config()));
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+    match tokio::time::timeout(left, accept).await {
         Ok(Ok(socket)) => {
             if let (Some(user), Some(door)) = (change_user, shared.side_door.as_ref()) {
                 let shutdown = shared.shutdown.clone();
@@ -128,6 +140,36 @@ async fn handshake(shared: Arc<Shared>, stream: TcpStream, peer: String) {
             }
         }
         Err(_) => tracing::warn!("slaveport: {peer} did not finish the handshake in time"),
+    }
+}
+
+/// A PB client (a stock buildbot-worker with its default protocol) connected:
+/// warn once per address and name, and note the problem on a configured slave.
+fn pb_refused(shared: &Shared, peer: &str, name: Option<String>) {
+    let host = peer.rsplit_once(':').map_or(peer, |(h, _)| h);
+    let configured = name
+        .as_deref()
+        .is_some_and(|n| shared.config.borrow().slave(n).is_some());
+    let text = format!(
+        "connects with Buildbot's PB protocol (buildbot-worker's default); {}",
+        pb::FIX
+    );
+    let who = match name.as_deref() {
+        Some(n) if configured => format!("slave {n}"),
+        Some(n) => format!("worker {n:?} (no [slave:{n}] in master.ini)"),
+        None => "a worker".to_string(),
+    };
+    if let (Some(n), true) = (name.as_deref(), configured) {
+        shared.registry.set_problem(n, text.clone());
+    }
+    let key = format!("{host} {}", name.as_deref().unwrap_or(""));
+    if shared.registry.first_warning(&key) {
+        tracing::warn!(
+            slaveport = shared.slaveport,
+            "slaveport: {who} from {peer} {text} (said once per address; it will keep retrying)"
+        );
+    } else {
+        tracing::debug!("slaveport: {who} from {peer} retried with PB");
     }
 }
 

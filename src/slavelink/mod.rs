@@ -14,6 +14,7 @@ pub mod auth;
 pub mod command;
 pub mod connection;
 mod listener;
+pub mod pb;
 pub mod registry;
 pub mod transfer;
 

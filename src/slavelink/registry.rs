@@ -32,6 +32,12 @@ pub struct SlaveRegistry {
 struct Inner {
     claimed: Mutex<HashSet<String>>,
     live: Mutex<HashMap<String, SlaveHandle>>,
+    /// Why a configured slave cannot connect (it speaks Buildbot's PB), by name;
+    /// cleared when it connects.
+    problems: Mutex<HashMap<String, String>>,
+    /// Addresses (and names) already warned about, so a worker that retries
+    /// forever is logged once.
+    warned: Mutex<HashSet<String>>,
     /// Bumped on every change so waiters can re-check.
     generation: watch::Sender<u64>,
     events: broadcast::Sender<SlaveEvent>,
@@ -49,6 +55,8 @@ impl SlaveRegistry {
             inner: Arc::new(Inner {
                 claimed: Mutex::new(HashSet::new()),
                 live: Mutex::new(HashMap::new()),
+                problems: Mutex::new(HashMap::new()),
+                warned: Mutex::new(HashSet::new()),
                 generation: watch::channel(0).0,
                 events: broadcast::channel(256).0,
             }),
@@ -145,6 +153,38 @@ impl SlaveRegistry {
         lock(&self.inner.live).values().cloned().collect()
     }
 
+    /// Why slave `name` cannot connect, if the slave port knows (a stock
+    /// buildbot-worker speaking PB): shown with the slave and its builders'
+    /// waiting requests.
+    pub fn problem(&self, name: &str) -> Option<String> {
+        lock(&self.inner.problems).get(name).cloned()
+    }
+
+    /// Every slave's [`problem`](Self::problem), sorted by name.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = lock(&self.inner.problems)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub(crate) fn set_problem(&self, name: &str, text: String) {
+        lock(&self.inner.problems).insert(name.to_string(), text);
+        self.bump();
+    }
+
+    /// Whether `key` (an address and name) is warned about for the first time.
+    pub(crate) fn first_warning(&self, key: &str) -> bool {
+        let mut w = lock(&self.inner.warned);
+        // Bounded: past this many, every key is new again (logged once more).
+        if w.len() >= 10_000 {
+            w.clear();
+        }
+        w.insert(key.to_string())
+    }
+
     /// Reserve a name for a new connection; `None` if a connection already has it.
     pub(crate) fn claim(&self, name: &str) -> Option<Claim> {
         let mut c = lock(&self.inner.claimed);
@@ -161,6 +201,7 @@ impl SlaveRegistry {
 
     pub(crate) fn register(&self, handle: SlaveHandle) {
         let name = handle.name().to_string();
+        lock(&self.inner.problems).remove(&name);
         lock(&self.inner.live).insert(name.clone(), handle);
         let _ = self.inner.events.send(SlaveEvent::Connected(name));
         self.bump();

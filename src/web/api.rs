@@ -32,7 +32,7 @@ use crate::db::builds::BuildRow;
 pub use crate::db::listing::PAGE_BYTES;
 use crate::db::listing::{LIST_CAPS, ONE_CAPS};
 use crate::db::status::BuilderState;
-use crate::engine::{EngineError, ForceRequest};
+use crate::engine::{EngineError, ForceRequest, WaitReason};
 
 /// Largest JSON body a POST may carry.
 const MAX_BODY: u64 = 64 * 1024;
@@ -193,8 +193,58 @@ pub struct BuilderJson {
     pub running: Vec<BuildRow>,
     /// BuildRequests waiting for a slave.
     pub pending: i64,
+    /// The waiting BuildRequests (best first, at most [`PENDING_SHOWN`]), each
+    /// with why it waits.
+    pub pending_requests: Vec<PendingJson>,
+    /// Why the pending requests wait (`null` when none do).
+    pub waiting: Option<WaitReason>,
     /// The names of the steps a build runs, in order.
     pub steps: Vec<String>,
+}
+
+/// Pending requests a builder's entry lists.
+pub const PENDING_SHOWN: u32 = 50;
+
+/// A BuildRequest waiting for a Build, as a builder's entry lists it.
+#[derive(Debug, Serialize)]
+pub struct PendingJson {
+    pub id: i64,
+    pub submitted_at: f64,
+    /// The reason of its BuildSet.
+    pub reason: String,
+    /// Why it waits: `kind` (`no_slave`, `max_builds`, `locks`, `config`,
+    /// `stopping`, `starting`) and `text`.
+    pub waiting: WaitReason,
+}
+
+/// Why `builder`'s requests wait and the first of them, when some do.
+pub async fn pending_of(
+    ctx: &WebContext,
+    builder: &str,
+    pending: i64,
+) -> Result<(Option<WaitReason>, Vec<PendingJson>), crate::db::DbError> {
+    if pending == 0 {
+        return Ok((None, Vec::new()));
+    }
+    let waiting = match ctx.engine.waiting(builder).await {
+        Ok(w) => w,
+        Err(EngineError::Db(e)) => return Err(e),
+        Err(_) => None,
+    };
+    let Some(w) = waiting else {
+        return Ok((None, Vec::new()));
+    };
+    let rows = ctx.db.queued_requests(builder, PENDING_SHOWN).await?;
+    let list = rows
+        .into_iter()
+        .map(|r| PendingJson {
+            id: r.id,
+            submitted_at: r.submitted_at,
+            reason: r.reason,
+            waiting: w.clone(),
+        })
+        .collect();
+    Ok((Some(w), list))
 }
 
 /// Every configured builder with its activity (in configuration order), read as
@@ -202,9 +252,14 @@ pub struct BuilderJson {
 pub async fn builders_json(ctx: &WebContext) -> Result<Vec<BuilderJson>, crate::db::DbError> {
     let config = ctx.config.borrow().clone();
     let states = super::pages::builder_states(ctx, None, None).await?;
+    let mut waits = Vec::with_capacity(states.len());
+    for b in &states {
+        waits.push(pending_of(ctx, &b.name, b.pending).await?);
+    }
     Ok(states
         .into_iter()
-        .map(|b| {
+        .zip(waits)
+        .map(|(b, (waiting, pending_requests))| {
             let steps = match (config.factory(&b.factory), b.slaves.first()) {
                 (Some(f), Some(slave)) => config
                     .slave(slave)
@@ -222,6 +277,8 @@ pub async fn builders_json(ctx: &WebContext) -> Result<Vec<BuilderJson>, crate::
                 last_build: b.last_build,
                 running: b.running,
                 pending: b.pending,
+                pending_requests,
+                waiting,
                 steps,
             }
         })

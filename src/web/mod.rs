@@ -347,7 +347,7 @@ pub fn json_error(status: StatusCode, message: &str) -> Response {
 
 async fn api_slaves(ctx: WebContext) -> Response {
     let config = ctx.config.borrow().clone();
-    match slaves_json(&ctx.db, &config).await {
+    match slaves_json(&ctx, &config).await {
         Ok(list) => warp::reply::json(&list).into_response(),
         Err(e) => {
             tracing::error!("GET /api/v1/slaves: {e}");
@@ -356,19 +356,39 @@ async fn api_slaves(ctx: WebContext) -> Response {
     }
 }
 
+/// One slave as `GET /api/v1/slaves` shows it: its row, and why it cannot
+/// connect when the slave port knows (`problem`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SlaveJson {
+    #[serde(flatten)]
+    pub row: SlaveRow,
+    /// E.g. that it speaks Buildbot's PB protocol, and how to switch it;
+    /// `null` when none is known (cleared when it connects).
+    pub problem: Option<String>,
+}
+
 /// Every configured slave, in file order, with what the database knows of it
-/// (a row holds no password and no environment: there is nothing to hide).
+/// (a row holds no password and no environment: there is nothing to hide) and
+/// any problem the slave port saw.
 pub async fn slaves_json(
-    db: &Db,
+    ctx: &WebContext,
     config: &MasterConfig,
-) -> Result<Vec<SlaveRow>, crate::db::DbError> {
-    let mut rows = db.slaves().await?;
+) -> Result<Vec<SlaveJson>, crate::db::DbError> {
+    let mut rows = ctx.db.slaves().await?;
+    let problems = ctx.engine.slave_problems();
     Ok(config
         .slaves
         .iter()
-        .map(|s| match rows.iter().position(|r| r.name == s.name) {
-            Some(i) => rows.swap_remove(i),
-            None => SlaveRow::never_seen(&s.name),
+        .map(|s| {
+            let row = match rows.iter().position(|r| r.name == s.name) {
+                Some(i) => rows.swap_remove(i),
+                None => SlaveRow::never_seen(&s.name),
+            };
+            let problem = problems
+                .iter()
+                .find(|(n, _)| *n == s.name)
+                .map(|(_, p)| p.clone());
+            SlaveJson { row, problem }
         })
         .collect())
 }

@@ -125,6 +125,12 @@ async fn render_builder(
         .queued_requests(&name, PENDING_SHOWN)
         .await
         .unwrap_or_default();
+    // Why they wait: the same text the API and `force --wait` give.
+    let waiting = if pending.is_empty() {
+        None
+    } else {
+        pc.ctx.engine.waiting(&name).await.ok().flatten()
+    };
     let slaves = pc.ctx.db.slaves().await.unwrap_or_default();
     let mut etas = HashMap::new();
     for r in &b.running {
@@ -181,6 +187,9 @@ async fn render_builder(
                 }
             }
             h2 { "Pending requests (" (pending.len()) ")" }
+            @if let Some(w) = &waiting {
+                p #waiting class={ "waiting wait-" (w.kind.as_str()) } { "waiting: " (w.text) }
+            }
             @if !pending.is_empty() {
                 ul.pending {
                     @for r in &pending {

@@ -415,6 +415,8 @@ async fn etag(pc: &Pc, h: &HeaderMap, key: &str) -> Option<String> {
     forms::csrf_cookie(h).hash(&mut hasher);
     // A page with a token differs by user: the user's name (never the password).
     forms::page_user(pc, h).hash(&mut hasher);
+    // What the slave port saw of slaves that cannot connect (PB workers).
+    pc.ctx.engine.slave_problems().hash(&mut hasher);
     Some(format!(
         "W/\"{:x}-{config:x}-{slaves}-{:x}\"",
         pc.generation(),

@@ -32,7 +32,7 @@ pub(super) async fn slaves_page(h: HeaderMap, pc: Pc) -> Response {
     let h2 = h.clone();
     cached(&pc, &h, "/slaves", async move {
         let config = p.ctx.config.borrow().clone();
-        let list = match crate::web::slaves_json(&p.ctx.db, &config).await {
+        let list = match crate::web::slaves_json(&p.ctx, &config).await {
             Ok(l) => l,
             Err(e) => return db_error(&p, "slaves", e),
         };
@@ -43,10 +43,16 @@ pub(super) async fn slaves_page(h: HeaderMap, pc: Pc) -> Response {
                 table.list {
                     (table_head(&["slave", "state", "admin", "host", "os", "version", "last seen", "builders"]))
                     tbody {
-                        @for s in &list {
+                        @for j in &list {
+                            @let s = &j.row;
                             tr {
                                 td { a href={ "/slaves/" (seg(&s.name)) } { (s.name) } }
-                                td class=(if s.connected { "success" } else { "offline" }) { (state(s.connected)) }
+                                td class=(if s.connected { "success" } else { "offline" }) {
+                                    (state(s.connected))
+                                    @if let Some(problem) = &j.problem {
+                                        br; small.problem { (problem) }
+                                    }
+                                }
                                 td { (s.admin.as_deref().unwrap_or("")) }
                                 td { (s.host.as_deref().unwrap_or("")) }
                                 td { (s.os.as_deref().unwrap_or("")) }
@@ -87,6 +93,13 @@ pub(super) async fn slave_page(name: String, h: HeaderMap, pc: Pc) -> Response {
             Ok(r) => r.unwrap_or_else(|| SlaveRow::never_seen(&name)),
             Err(e) => return db_error(&p, "slave", e),
         };
+        let problem = p
+            .ctx
+            .engine
+            .slave_problems()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| t);
         let conns = p
             .ctx
             .db
@@ -98,6 +111,9 @@ pub(super) async fn slave_page(name: String, h: HeaderMap, pc: Pc) -> Response {
             div #slave-part data-part="slave" {
                 table.props {
                     tr { th { "state" } td { (state(row.connected)) } }
+                    @if let Some(problem) = &problem {
+                        tr { th { "problem" } td.problem { (problem) } }
+                    }
                     tr { th { "admin" } td { (row.admin.as_deref().unwrap_or("")) } }
                     tr { th { "host" } td { (row.host.as_deref().unwrap_or("")) } }
                     tr { th { "os" } td { (row.os.as_deref().unwrap_or("")) } }
