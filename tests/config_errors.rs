@@ -318,7 +318,9 @@ fn errors_in_a_local_project_point_into_the_project_file() {
             "{}:5: [mine] compile: unterminated ' quote",
             project.display()
         )));
-    // The master.ini's section overrides the broken key: fine again.
+    // The master.ini's section overrides the broken key: fine again (once its
+    // local source is a repository: checkconfig looks).
+    git_init(&dir.path().join("m"));
     std::fs::write(
         dir.path().join("master.ini"),
         "[:master:]\npassword = pw\n[slave:s1]\nfactories = mine\n[mine]\ncompile = make\n",
@@ -594,4 +596,15 @@ fn documented_secrets_and_open_force_are_warned_about() {
     checkconfig(dir.path())
         .success()
         .stderr(predicate::str::is_empty());
+}
+
+/// A git repository at `dir` (made with the git CLI), for local sources that
+/// checkconfig looks at.
+fn git_init(dir: &Path) {
+    let st = std::process::Command::new("git")
+        .args(["init", "-q"])
+        .arg(dir)
+        .status()
+        .expect("git runs");
+    assert!(st.success(), "git init {}", dir.display());
 }
