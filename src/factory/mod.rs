@@ -835,7 +835,10 @@ fn place_steps(
                 factory: f.name.to_string(),
                 key: format!("step.{}.{opt}", step.name),
                 message: format!(
-                    "no step named {anchor:?} to place it {opt}; steps of a {} factory here: {}{}",
+                    "no step named {anchor:?} to place it {opt}{}; steps of a {} factory here: {}{}",
+                    schema::closest(anchor, names.iter().copied())
+                        .map(|n| format!(" (did you mean `{n}`?)"))
+                        .unwrap_or_default(),
                     f.type_name,
                     names.join(", "),
                     if others.len() > 1 {

@@ -163,8 +163,8 @@ static VIRTUALENV_PARAMS: &[ParamSpec] = &[
     p!("name", DirName, "env", "Directory of the virtualenv inside the build directory; removed and created afresh by every build."),
     p!("virtualenv", Bool, "false", "Create it with the `virtualenv` command instead of `python3 -m venv`."),
     p!("checkout", Bool, "true", "Check the sources out into %(virtualenv)s/src/DIR."),
-    p!("packages", OptArgv, "", "PACKAGE ... installed with pip into the virtualenv (`%(python)s -m pip install`) before the tests (pip's own words: `pytest`, `mock>=4`, or a wheel's path relative to the first source's checkout)."),
-    p!("requirements", Str, "", "A pip requirements file, relative to the first source's checkout, installed with `pip install -r FILE` into the virtualenv (`%(python)s -m pip install`) before the tests (it may hold pip options such as `--no-index` and `--find-links DIR` for a slave without network)."),
+    p!("packages", OptArgv, "", "PACKAGE ... installed before the tests with `%(python)s -m pip install` into the virtualenv, in the first source's checkout: pip's own words (`pytest`, `mock>=4`, or a wheel's path relative to that checkout)."),
+    p!("requirements", Str, "", "A pip requirements file, relative to the first source's checkout, installed with `pip install -r FILE` where `packages` go (it may hold pip options, e.g. `--no-index` and `--find-links DIR` for a slave without network)."),
     p!("test", OptArgv, "", "Test command run in the first source's checkout (or %(virtualenv)s when nothing is checked out), e.g. `%(python)s -m pytest`; empty: no test step."),
 ];
 
@@ -172,8 +172,8 @@ static PYTHON_SOURCE_PARAMS: &[ParamSpec] = &[
     p!("name", DirName, "env", "Directory of the virtualenv inside the build directory; removed and created afresh by every build."),
     p!("virtualenv", Bool, "false", "Create it with the `virtualenv` command instead of `python3 -m venv`."),
     p!("install", Choice(&["setup.py", "pip"]), "setup.py", "How each source is installed: `%(python)s setup.py install` (autobot's way; needs no network with a venv that has setuptools) or `%(python)s -m pip install --no-deps .` (pip fetches build tools from its index)."),
-    p!("packages", OptArgv, "", "PACKAGE ... installed with pip into the virtualenv (`%(python)s -m pip install`, before the sources are installed) before the tests (pip's own words: `pytest`, `mock>=4`, or a wheel's path relative to the first source's checkout)."),
-    p!("requirements", Str, "", "A pip requirements file, relative to the first source's checkout, installed with `pip install -r FILE` into the virtualenv (`%(python)s -m pip install`, before the sources are installed) before the tests (it may hold pip options such as `--no-index` and `--find-links DIR` for a slave without network)."),
+    p!("packages", OptArgv, "", "PACKAGE ... installed with `%(python)s -m pip install` into the virtualenv before the sources (and so before the tests), in the first source's checkout: pip's own words (`pytest`, `mock>=4`, or a wheel's path relative to that checkout)."),
+    p!("requirements", Str, "", "A pip requirements file, relative to the first source's checkout, installed with `pip install -r FILE` where `packages` go (it may hold pip options, e.g. `--no-index` and `--find-links DIR` for a slave without network)."),
     p!("test", OptArgv, "", "Test command run in the first source's checkout, e.g. `%(python)s -m unittest discover -v`; empty: no test step."),
 ];
 
@@ -226,8 +226,8 @@ static CPAN_PARAMS: &[ParamSpec] = &[p!(
 static DISTUTILS_PARAMS: &[ParamSpec] = &[
     p!("python", Argv, "python3", "The python executable for `python ./setup.py build` (the manual's default is `python`; python3 because current systems have no `python`)."),
     p!("test", OptArgv, "", "Test command; empty (the default, as distutils has no standard one): no test step."),
-    p!("packages", OptArgv, "", "PACKAGE ... installed with pip into `pydeps` beside the build directory (`python -m pip install --target`, removed afresh each build; nothing is written into the slave's Python), which the test step finds on PYTHONPATH before the tests (pip's own words: `pytest`, `mock>=4`, or a wheel's path relative to the first source's checkout)."),
-    p!("requirements", Str, "", "A pip requirements file, relative to the first source's checkout, installed with `pip install -r FILE` into `pydeps` beside the build directory (`python -m pip install --target`, removed afresh each build; nothing is written into the slave's Python), which the test step finds on PYTHONPATH before the tests (it may hold pip options such as `--no-index` and `--find-links DIR` for a slave without network)."),
+    p!("packages", OptArgv, "", "PACKAGE ... installed before the build with `python -m pip install --target ../pydeps` (beside the build directory, emptied each build; nothing goes into the slave's own Python), which the test step finds on PYTHONPATH: pip's own words (`pytest`, `mock>=4`, or a wheel's path relative to the first source's checkout)."),
+    p!("requirements", Str, "", "A pip requirements file, relative to the first source's checkout, installed with `pip install -r FILE` where `packages` go (it may hold pip options, e.g. `--no-index` and `--find-links DIR` for a slave without network)."),
 ];
 
 static TRIAL_PARAMS: &[ParamSpec] = &[
@@ -274,8 +274,8 @@ static TRIAL_PARAMS: &[ParamSpec] = &[
         "false",
         "Pass --random=0 to trial (run the tests in random order)."
     ),
-    p!("packages", OptArgv, "", "PACKAGE ... installed with pip into `pydeps` beside the build directory (`buildpython -m pip install --target`, removed afresh each build; nothing is written into the slave's Python), which the test step finds on PYTHONPATH before the tests (pip's own words: `pytest`, `mock>=4`, or a wheel's path relative to the first source's checkout)."),
-    p!("requirements", Str, "", "A pip requirements file, relative to the first source's checkout, installed with `pip install -r FILE` into `pydeps` beside the build directory (`buildpython -m pip install --target`, removed afresh each build; nothing is written into the slave's Python), which the test step finds on PYTHONPATH before the tests (it may hold pip options such as `--no-index` and `--find-links DIR` for a slave without network)."),
+    p!("packages", OptArgv, "", "PACKAGE ... installed before the build with `buildpython -m pip install --target ../pydeps` (beside the build directory, emptied each build; nothing goes into the slave's own Python), which the test step finds on PYTHONPATH: pip's own words (`pytest`, `mock>=4`, or a wheel's path relative to the first source's checkout)."),
+    p!("requirements", Str, "", "A pip requirements file, relative to the first source's checkout, installed with `pip install -r FILE` where `packages` go (it may hold pip options, e.g. `--no-index` and `--find-links DIR` for a slave without network)."),
 ];
 
 /// Options of one step of one's own, written `step.NAME.OPTION = VALUE`.
