@@ -168,7 +168,15 @@ pub fn unbuilt_factory_hint(cfg: &MasterConfig, builder: &str) -> Option<String>
     let fix = |f: &str, slave: Option<&str>| {
         let who = match slave {
             Some(s) => format!("[slave:{s}]"),
-            None => "a [slave:NAME] section".to_string(),
+            None if cfg.slaves.is_empty() => "a new [slave:NAME] section".to_string(),
+            None => {
+                let names: Vec<String> = cfg
+                    .slaves
+                    .iter()
+                    .map(|s| format!("[slave:{}]", s.name))
+                    .collect();
+                names.join(" or ")
+            }
         };
         format!(
             "add {f} to the `factories =` line of {who} in {file} (or write `factories = *`), then `autobot reconfig` the master; its builder is then FACTORY-SLAVE, e.g. {f}-{}",
