@@ -65,6 +65,9 @@ pub struct FactoryType {
     pub description: &'static str,
     /// The type's own keys (the keys in [`COMMON`] are accepted by every type too).
     pub params: &'static [ParamSpec],
+    /// The names of the type's steps in order (those its keys may leave out
+    /// included), which `step.NAME.after` / `.before` can name.
+    pub steps: &'static str,
 }
 
 impl FactoryType {
@@ -226,7 +229,7 @@ static CPAN_PARAMS: &[ParamSpec] = &[p!(
 static DISTUTILS_PARAMS: &[ParamSpec] = &[
     p!("python", Argv, "python3", "The python executable for `python ./setup.py build` (the manual's default is `python`; python3 because current systems have no `python`)."),
     p!("test", OptArgv, "", "Test command; empty (the default, as distutils has no standard one): no test step."),
-    p!("packages", OptArgv, "", "PACKAGE ... installed before the build with `python -m pip install --target ../pydeps` (beside the build directory, emptied each build; nothing goes into the slave's own Python), which the test step finds on PYTHONPATH: pip's own words (`pytest`, `mock>=4`, or a wheel's path relative to the first source's checkout)."),
+    p!("packages", OptArgv, "", "PACKAGE ... installed before the build with `python -m pip install --target` into `pydeps` (beside the build directory, emptied each build; nothing goes into the slave's own Python), which the test step finds on PYTHONPATH: pip's own words (`pytest`, `mock>=4`, or a wheel's path relative to the first source's checkout)."),
     p!("requirements", Str, "", "A pip requirements file, relative to the first source's checkout, installed with `pip install -r FILE` where `packages` go (it may hold pip options, e.g. `--no-index` and `--find-links DIR` for a slave without network)."),
 ];
 
@@ -274,7 +277,7 @@ static TRIAL_PARAMS: &[ParamSpec] = &[
         "false",
         "Pass --random=0 to trial (run the tests in random order)."
     ),
-    p!("packages", OptArgv, "", "PACKAGE ... installed before the build with `buildpython -m pip install --target ../pydeps` (beside the build directory, emptied each build; nothing goes into the slave's own Python), which the test step finds on PYTHONPATH: pip's own words (`pytest`, `mock>=4`, or a wheel's path relative to the first source's checkout)."),
+    p!("packages", OptArgv, "", "PACKAGE ... installed before the build with `buildpython -m pip install --target` into `pydeps` (beside the build directory, emptied each build; nothing goes into the slave's own Python), which the test step finds on PYTHONPATH: pip's own words (`pytest`, `mock>=4`, or a wheel's path relative to the first source's checkout)."),
     p!("requirements", Str, "", "A pip requirements file, relative to the first source's checkout, installed with `pip install -r FILE` where `packages` go (it may hold pip options, e.g. `--no-index` and `--find-links DIR` for a slave without network)."),
 ];
 
@@ -303,41 +306,49 @@ static TYPES: &[FactoryType] = &[
         name: "autotools",
         description: "GNU autoconf-style build (Buildbot's GNUAutoconf): checkout, optional bootstrap (e.g. autoreconf -fi), ./configure, make all, make check.",
         params: AUTOTOOLS_PARAMS,
+        steps: "checkout (checkout-DIR with several sources), bootstrap, configure, compile, test",
     },
     FactoryType {
         name: "cpan",
         description: "Perl MakeMaker module (Buildbot's CPAN): checkout, perl Makefile.PL, make, make test.",
         params: CPAN_PARAMS,
+        steps: "checkout, configure, compile, test",
     },
     FactoryType {
         name: "distutils",
         description: "Python distutils package (Buildbot's Distutils): checkout, python ./setup.py build, optional test.",
         params: DISTUTILS_PARAMS,
+        steps: "checkout, remove-pydeps, install-requirements, compile, test",
     },
     FactoryType {
         name: "python-source",
         description: "virtualenv, then install every source into it (autobot's PythonSourceFactory), then an optional test.",
         params: PYTHON_SOURCE_PARAMS,
+        steps: "remove-virtualenv, create-virtualenv, property-virtualenv, property-scripts, property-python, mkdir-src, checkout, install-requirements, install-DIR (each source), test",
     },
     FactoryType {
         name: "shell",
         description: "Any list of steps: step.NAME = COMMAND in file order, with step.NAME.OPTION = VALUE options; sources are checked out first, and the steps run in `build`.",
         params: &[],
+        steps: "checkout, then the steps of one's own",
     },
     FactoryType {
         name: "source",
         description: "Check out the sources and nothing else (autobot's SourceFactory).",
         params: &[],
+        steps: "checkout",
     },
     FactoryType {
         name: "trial",
         description: "Python/Twisted project tested with trial (Buildbot's Trial): checkout, ./setup.py build, PYTHONPATH=testpath trial --reporter=bwverbose TESTS.",
         params: TRIAL_PARAMS,
+        steps: "checkout, remove-pydeps, install-requirements, compile, trial",
     },
     FactoryType {
         name: "virtualenv",
         description: "A fresh virtualenv with properties virtualenv, scripts and python, sources checked out into %(virtualenv)s/src (autobot's VirtualenvFactory), packages and requirements installed into it, then an optional test.",
         params: VIRTUALENV_PARAMS,
+        steps: "remove-virtualenv, create-virtualenv, property-virtualenv, property-scripts, property-python, mkdir-src, checkout, install-requirements, test",
     },
 ];
 
@@ -627,7 +638,10 @@ fn push_param(out: &mut String, p: &ParamSpec) {
 pub fn types_text() -> String {
     let mut out = String::from("Factory types (set with `type = NAME` in a factory section):\n\n");
     for t in TYPES {
-        out.push_str(&format!("{}:\n    {}\n", t.name, t.description));
+        out.push_str(&format!(
+            "{}:\n    {}\n    Steps: {}\n",
+            t.name, t.description, t.steps
+        ));
         if t.params.is_empty() {
             out.push_str("    (no parameters of its own)\n");
         }

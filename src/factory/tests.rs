@@ -865,3 +865,27 @@ fn python_types_install_packages_and_requirements_before_the_tests() {
     ));
     assert_eq!(s.last().unwrap().workdir, "%(virtualenv)s");
 }
+
+#[test]
+fn every_types_step_list_names_the_steps_it_makes() {
+    let all = [
+        ("bootstrap", "autoreconf -fi"),
+        ("packages", "pytest"),
+        ("requirements", "r.txt"),
+        ("test", "make check"),
+        ("tests", "pkg.test"),
+    ];
+    for t in schema::types().iter().filter(|t| t.name != "shell") {
+        let params: Vec<(&str, &str)> = all
+            .iter()
+            .copied()
+            .filter(|(k, _)| t.param(k).is_some())
+            .collect();
+        let s = steps(&factory(t.name, &params, vec![git("/r/p")]));
+        let listed: Vec<&str> = t.steps.split([',', ' ']).collect();
+        for n in names(&s) {
+            let n = if n == "install-p" { "install-DIR" } else { n };
+            assert!(listed.contains(&n), "{}: {n} not in {:?}", t.name, t.steps);
+        }
+    }
+}
