@@ -31,6 +31,16 @@
 //! `%(virtualenv)s/src/DIR` (autobot's layout). A checkout step's `workdir` is the
 //! directory that becomes the source tree. hg sources come before git ones.
 //!
+//! # Steps of one's own
+//! Every type takes `step.NAME = COMMAND` lines ([`Recipe::steps`], with the
+//! options of `shell`'s steps): after the type's own steps in file order, or put
+//! right after / before a named step (`step.NAME.after`, `step.NAME.before`; a
+//! name of the type's list or another step of one's own). They run where the
+//! type's commands run unless `workdir` says otherwise. The Python types install
+//! `packages` and `requirements` with pip before the tests: into the virtualenv
+//! (`virtualenv`, `python-source`), or with `--target` into `pydeps` beside the
+//! build directory, on the test step's PYTHONPATH (`distutils`, `trial`).
+//!
 //! # `platform = true`
 //! The slave's os (`linux`, `win`, `mac`) reaches the build as the property
 //! `platform` ([`build_properties`]) and as the environment variable `PLATFORM` of
