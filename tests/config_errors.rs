@@ -118,13 +118,148 @@ fn unknown_key_for_a_type() {
     fails_with(
         "[f]\ntype = autotools\ngit = ./f\nconfigureFlag = --x\n",
         &[
-            "{ini}:4: [f] configureFlag: unknown key for a factory of type autotools (did you mean `configureFlags`?); accepted keys: configure, configureEnv, configureFlags, compile, test; and the keys of every factory:",
+            "{ini}:4: [f] configureFlag: unknown key for a factory of type autotools (did you mean `configureFlags`?); accepted keys: bootstrap, configure, configureEnv, configureFlags, compile, test; and the keys of every factory:",
             "dependsOn",
+            "step.NAME, step.NAME.OPTION",
+        ],
+    );
+    // The Python types' keys belong to them alone.
+    fails_with(
+        "[f]\ntype = cpan\ngit = ./f\npackages = pytest\n",
+        &["{ini}:4: [f] packages: unknown key for a factory of type cpan"],
+    );
+    fails_with(
+        "[f]\ntype = python-source\ngit = ./f\ninstall = easy_install\n",
+        &["{ini}:4: [f] install: expected one of setup.py, pip, got \"easy_install\""],
+    );
+}
+
+/// Steps of one's own on a type other than shell: placed steps naming no step,
+/// placed both ways, and options of a step that does not exist fail at their line.
+#[test]
+fn steps_of_ones_own_on_any_type_are_checked() {
+    fails_with(
+        &format!("{HEAD}[f]\ntype = cpan\ngit = ./f\nstep.lint = perlcritic lib\nstep.lint.after = confgure\n"),
+        &["{ini}:10: [f] step.lint.after: no step named \"confgure\" to place it after (did you mean `configure`?); steps of a cpan factory here: checkout, configure, compile, test"],
+    );
+    fails_with(
+        &format!(
+            "{HEAD}[f]\ntype = virtualenv\ngit = ./f\nstep.a = true\nstep.a.before = nosuch\n"
+        ),
+        &[
+            "{ini}:10: [f] step.a.before: no step named \"nosuch\"",
+            "create-virtualenv",
         ],
     );
     fails_with(
-        "[f]\ntype = cpan\ngit = ./f\nstep.x = make\n",
-        &["{ini}:4: [f] step.x: steps are only for `type = shell`"],
+        &format!("{HEAD}[f]\ntype = autotools\ngit = ./f\nstep.a = true\nstep.a.after = configure\nstep.a.before = compile\n"),
+        &["[f] step.a.", "either after or before another, not both"],
+    );
+    fails_with(
+        &format!("{HEAD}[f]\ntype = trial\ngit = ./f\nstep.b.after = trial\n"),
+        &["{ini}:9: [f] step.b.after: option for a step that does not exist; add `step.b = COMMAND`"],
+    );
+    fails_with(
+        &format!(
+            "{HEAD}[f]\ntype = autotools\ngit = ./f\nstep.a = true\nstep.a.aftr = configure\n"
+        ),
+        &["{ini}:10: [f] step.a.aftr: unknown step option \"aftr\" (did you mean `after`?)"],
+    );
+    fails_with(
+        &format!(
+            "{HEAD}[f]\ntype = autotools\ngit = ./f\nstep.configure = ./configure --prefix=/x\n"
+        ),
+        &["two steps are named \"configure\""],
+    );
+    fails_with(
+        &format!("{HEAD}[f]\ntype = virtualenv\ngit = ./f\nrequirements = /etc/req.txt\n"),
+        &["{ini}:9: [f] requirements: expected a path relative to the first source's checkout"],
+    );
+    fails_with(
+        &format!("{HEAD}[f]\ntype = autotools\ngit = ./f\nbootstrap = autoreconf 'fi\n"),
+        &["{ini}:9: [f] bootstrap: unterminated ' quote"],
+    );
+    // Placed well, on a real repository: valid.
+    let dir = master(&format!(
+        "{HEAD}[f]\ntype = cpan\ngit = ./f\nstep.lint = perlcritic lib\nstep.lint.after = configure\n"
+    ));
+    git_init(&dir.path().join("f"));
+    checkconfig(dir.path()).success();
+}
+
+/// checkconfig looks at local source paths (not at URLs): missing, not a
+/// repository, or a repository of the other VC is an error at the source's line.
+#[test]
+fn local_sources_must_be_repositories_of_their_vc() {
+    let dir = master(&format!("{HEAD}[f]\ntype = source\ngit = ./nosuch\n"));
+    let ini = dir.path().join("master.ini").display().to_string();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    checkconfig(dir.path())
+        .failure()
+        .code(1)
+        .stderr(predicate::str::contains(format!(
+            "{ini}:8: [f] git: {} does not exist",
+            root.join("nosuch").display()
+        )));
+    std::fs::create_dir(dir.path().join("nosuch")).unwrap();
+    checkconfig(dir.path())
+        .failure()
+        .stderr(predicate::str::contains(format!(
+            "{ini}:8: [f] git: {} is not a git repository",
+            root.join("nosuch").display()
+        )));
+    git_init(&dir.path().join("nosuch"));
+    checkconfig(dir.path()).success();
+    // A git repository named by `hg =`.
+    std::fs::write(
+        dir.path().join("master.ini"),
+        format!("{HEAD}[f]\ntype = source\ngit = https://example.org/x.git\nhg = ./nosuch\n"),
+    )
+    .unwrap();
+    checkconfig(dir.path())
+        .failure()
+        .stderr(predicate::str::contains(format!(
+            "{ini}:9: [f] hg: {} is not a hg repository",
+            root.join("nosuch").display()
+        )));
+    // A bare git repository by an absolute path, and URLs, are fine.
+    let bare = dir.path().join("bare.git");
+    let st = std::process::Command::new("git")
+        .args(["init", "-q", "--bare"])
+        .arg(&bare)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::write(
+        dir.path().join("master.ini"),
+        format!(
+            "{HEAD}[f]\ntype = source\ngit = {} https://example.org/y.git#main\n",
+            bare.display()
+        ),
+    )
+    .unwrap();
+    checkconfig(dir.path()).success();
+}
+
+/// A factory no slave runs: a warning (exit 0) at its section naming the
+/// `factories =` lines that could list it.
+#[test]
+fn a_factory_no_slave_runs_is_warned_about() {
+    let dir = master(
+        "[:master:]\npassword = Zq9-secret\nallowForce = false\n\n[slave:s1]\nfactories = a\n[slave:s2]\n\n[a]\ntype = shell\nstep.x = true\n[b]\ntype = shell\nstep.x = true\n",
+    );
+    let ini = dir.path().join("master.ini").display().to_string();
+    let out = checkconfig(dir.path())
+        .success()
+        .code(0)
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert_eq!(
+        lines[0],
+        format!("warning: {ini}:12: [b]: no slave runs this factory, so it never builds and cannot be forced; add b to a slave's `factories =` line (or write `factories = *`): {ini}:6: [slave:s1] factories = a (slave s1); {ini}:7: [slave:s2] (no factories line) (slave s2)")
     );
 }
 
@@ -318,7 +453,9 @@ fn errors_in_a_local_project_point_into_the_project_file() {
             "{}:5: [mine] compile: unterminated ' quote",
             project.display()
         )));
-    // The master.ini's section overrides the broken key: fine again.
+    // The master.ini's section overrides the broken key: fine again (once its
+    // local source is a repository: checkconfig looks).
+    git_init(&dir.path().join("m"));
     std::fs::write(
         dir.path().join("master.ini"),
         "[:master:]\npassword = pw\n[slave:s1]\nfactories = mine\n[mine]\ncompile = make\n",
@@ -594,4 +731,15 @@ fn documented_secrets_and_open_force_are_warned_about() {
     checkconfig(dir.path())
         .success()
         .stderr(predicate::str::is_empty());
+}
+
+/// A git repository at `dir` (made with the git CLI), for local sources that
+/// checkconfig looks at.
+fn git_init(dir: &Path) {
+    let st = std::process::Command::new("git")
+        .args(["init", "-q"])
+        .arg(dir)
+        .status()
+        .expect("git runs");
+    assert!(st.success(), "git init {}", dir.display());
 }

@@ -366,14 +366,23 @@ pub fn force_cmd(args: &ForceArgs) -> anyhow::Result<std::process::ExitCode> {
     );
     let reply = master.post(&path, &body)?;
     if reply.status == 404 {
+        // A factory no slave runs has no builder: say how to make one run it.
+        let hint = daemons_in(&args.dir)
+            .ok()
+            .and_then(|d| d.into_iter().find(|(r, _)| *r == Role::Master))
+            .and_then(|(_, dir)| crate::config::load(&dir.join("master.ini")).ok())
+            .and_then(|cfg| crate::config::unbuilt_factory_hint(&cfg, &args.builder));
         return Err(exit_error(
             EXIT_NO_SUCH_BUILDER,
-            format!(
-                "cannot force {}: {} (`autobot checkconfig {}` lists the builders)",
-                args.builder,
-                reply.error_text(),
-                args.dir.display()
-            ),
+            match hint {
+                Some(hint) => format!("cannot force {}: {hint}", args.builder),
+                None => format!(
+                    "cannot force {}: {} (`autobot checkconfig {}` lists the builders)",
+                    args.builder,
+                    reply.error_text(),
+                    args.dir.display()
+                ),
+            },
         ));
     }
     if !(200..300).contains(&reply.status) {

@@ -51,7 +51,7 @@ pub fn list_factories_cmd(args: &ListFactoriesArgs) -> anyhow::Result<()> {
 
 pub fn checkconfig_cmd(args: &CheckconfigArgs) -> anyhow::Result<ExitCode> {
     let path = config::master_ini_path(&args.path);
-    match config::load(&path) {
+    match config::load(&path).and_then(|cfg| config::check_local_sources(&cfg).map(|()| cfg)) {
         Ok(cfg) => {
             println!("{} is valid.", path.display());
             print!("{}", config::summary(&cfg));

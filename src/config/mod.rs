@@ -96,6 +96,128 @@ pub struct MasterConfig {
     /// What is valid but unsafe (documented passwords, force open to anyone), each
     /// at its place in the file; `checkconfig` prints them and the master logs them.
     pub warnings: Vec<ConfigWarning>,
+    /// Sources written as local paths, with where: what [`check_local_sources`]
+    /// looks at on disk (`checkconfig`; loading itself does not, as `create`
+    /// writes the sample repositories after the file).
+    pub local_sources: Vec<LocalSource>,
+}
+
+/// A factory's source that is a path on the master's machine (not a URL), and the
+/// line that names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalSource {
+    pub kind: SourceKind,
+    /// The repository's directory (absolute, as the factory's source has it).
+    pub dir: PathBuf,
+    pub path: PathBuf,
+    pub line: usize,
+    /// `[section] key: `.
+    pub context: String,
+    /// The embedded sample `autobot create` writes into this directory
+    /// (`sample = NAME` with the source `./repos/NAME`): not yet written is fine.
+    pub sample: Option<String>,
+}
+
+/// Check every local source path of `cfg` on disk: an error (at the line that
+/// names it) for a path that does not exist or is not a repository of its VC (a
+/// git work tree or bare repository; an hg repository). URLs are not checked,
+/// nor a sample's repository that `autobot create` has not written yet.
+pub fn check_local_sources(cfg: &MasterConfig) -> Result<(), ConfigError> {
+    for s in &cfg.local_sources {
+        let err = |message: String| ConfigError::At {
+            path: s.path.clone(),
+            line: s.line,
+            context: s.context.clone(),
+            message,
+        };
+        if !s.dir.exists() {
+            if s.sample.is_some() {
+                continue;
+            }
+            return Err(err(format!(
+                "{} does not exist; make the repository there, or fix the path (./ and ../ are relative to the master directory)",
+                s.dir.display()
+            )));
+        }
+        let is_repo = match s.kind {
+            SourceKind::Git => {
+                s.dir.join(".git").exists()
+                    || (s.dir.join("HEAD").is_file() && s.dir.join("objects").is_dir())
+            }
+            SourceKind::Hg => s.dir.join(".hg").is_dir(),
+        };
+        if !is_repo {
+            let (vc, make) = match s.kind {
+                SourceKind::Git => ("git", "git init"),
+                SourceKind::Hg => ("hg", "hg init"),
+            };
+            return Err(err(format!(
+                "{} is not a {vc} repository (`{make}` makes one; or fix the path, or the key: git = for git, hg = for Mercurial)",
+                s.dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What `autobot force` can say when the master has no builder `builder`: if it
+/// names a factory (`FACTORY` or `FACTORY-SLAVE`) that is not run by that slave or
+/// any slave, how to make a slave run it; `None` when it names no such factory.
+pub fn unbuilt_factory_hint(cfg: &MasterConfig, builder: &str) -> Option<String> {
+    let file = cfg.path.display();
+    let fix = |f: &str, slave: Option<&str>| {
+        let who = match slave {
+            Some(s) => format!("[slave:{s}]"),
+            None if cfg.slaves.is_empty() => "a new [slave:NAME] section".to_string(),
+            None => {
+                let names: Vec<String> = cfg
+                    .slaves
+                    .iter()
+                    .map(|s| format!("[slave:{}]", s.name))
+                    .collect();
+                names.join(" or ")
+            }
+        };
+        format!(
+            "add {f} to the `factories =` line of {who} in {file} (or write `factories = *`), then `autobot reconfig` the master; its builder is then FACTORY-SLAVE, e.g. {f}-{}",
+            slave.or_else(|| cfg.slaves.first().map(|s| s.name.as_str())).unwrap_or("SLAVE")
+        )
+    };
+    if let Some(f) = cfg.factory(builder) {
+        let runs: Vec<String> = cfg
+            .builders()
+            .into_iter()
+            .filter(|b| b.factory == f.name)
+            .map(|b| b.name)
+            .collect();
+        return Some(if runs.is_empty() {
+            format!(
+                "factory {} is run by no slave, so it has no builder; {}",
+                f.name,
+                fix(&f.name, None)
+            )
+        } else {
+            format!(
+                "a builder is named FACTORY-SLAVE: force one of {}",
+                runs.join(", ")
+            )
+        });
+    }
+    for f in &cfg.factories {
+        let Some(slave) = builder.strip_prefix(&format!("{}-", f.name)) else {
+            continue;
+        };
+        if let Some(s) = cfg.slave(slave) {
+            if !s.factories.contains(&f.name) {
+                return Some(format!(
+                    "slave {slave} does not run factory {}; {}",
+                    f.name,
+                    fix(&f.name, Some(slave))
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// How a daemon's `autobot.log` is rotated, as Buildbot's `twistd.log`: when it
@@ -152,6 +274,7 @@ impl Default for MasterConfig {
             locks: Vec::new(),
             users: BTreeMap::new(),
             warnings: Vec::new(),
+            local_sources: Vec::new(),
         }
     }
 }
@@ -200,8 +323,8 @@ pub struct FactoryConfig {
     /// The type's own parameters (lower-cased keys), validated against
     /// [`crate::factory::FactoryType::params`]; absent keys take the type's default.
     pub params: BTreeMap<String, String>,
-    /// `shell` steps in file order: (step name, options lower-cased incl. `command`;
-    /// `env.VAR` keeps the case of VAR).
+    /// Steps of one's own (`step.NAME`, any type) in file order: (step name,
+    /// options lower-cased incl. `command`; `env.VAR` keeps the case of VAR).
     pub steps: Vec<(String, BTreeMap<String, String>)>,
     /// The project this section starts from, when it is named after one.
     pub project: Option<String>,

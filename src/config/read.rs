@@ -432,8 +432,11 @@ pub fn load_from_str(
 
     // Slaves, and the passwords they got from each place one is written.
     let mut password_vals: Vec<(Val, Vec<String>)> = Vec::new();
+    let mut factories_vals: Vec<(String, Option<Val>, usize)> = Vec::new();
     for sec in doc.sections.iter().filter(|s| s.name.starts_with("slave:")) {
-        let (slave, from) = read_slave(file, sec, &defaults, &master, &cfg.factories)?;
+        let (slave, from, factories_val) =
+            read_slave(file, sec, &defaults, &master, &cfg.factories)?;
+        factories_vals.push((slave.name.clone(), factories_val, sec.line));
         match password_vals
             .iter_mut()
             .find(|(v, _)| v.path == from.path && v.line == from.line)
@@ -450,10 +453,81 @@ pub fn load_from_str(
         .collect();
     mail::read(&mut cfg, &doc, file, &defaults, &master, &factory_keys)?;
     cross_check(&cfg, &checks, file)?;
+    cfg.local_sources = checks
+        .iter()
+        .flat_map(|c| c.local_sources.clone())
+        .collect();
+    warn_unbuilt_factories(&mut cfg, &checks, &factories_vals, file);
     warn_documented_passwords(&mut cfg, &password_vals, &master);
     warn_open_force(&mut cfg, &doc, &master);
     cfg.warnings.sort_by_key(|w| w.line);
     Ok(cfg)
+}
+
+/// A warning for each factory no slave runs (it never builds and cannot be
+/// forced), naming the `factories =` lines that could list it.
+fn warn_unbuilt_factories(
+    cfg: &mut MasterConfig,
+    checks: &[FactoryChecks],
+    slaves: &[(String, Option<Val>, usize)],
+    file: &Path,
+) {
+    // Each place a `factories =` line is written, with the slaves it serves.
+    let mut lines: Vec<(String, Vec<&str>)> = Vec::new();
+    for (name, v, section_line) in slaves {
+        let place = match v {
+            Some(v) => format!(
+                "{}:{}: [{}] {} = {}",
+                v.path.display(),
+                v.line,
+                v.section,
+                v.raw_key,
+                v.value.trim()
+            ),
+            None => format!(
+                "{}:{}: [slave:{name}] (no factories line)",
+                file.display(),
+                section_line
+            ),
+        };
+        match lines.iter_mut().find(|(p, _)| p == &place) {
+            Some((_, names)) => names.push(name),
+            None => lines.push((place, vec![name])),
+        }
+    }
+    for c in checks {
+        if cfg.slaves.iter().any(|s| s.factories.contains(&c.name)) {
+            continue;
+        }
+        let message = if lines.is_empty() {
+            format!(
+                "no slave runs this factory, so it never builds and cannot be forced: there is no [slave:NAME] section; add one with `factories = {}`",
+                c.name
+            )
+        } else {
+            let places: Vec<String> = lines
+                .iter()
+                .map(|(p, names)| {
+                    format!(
+                        "{p} (slave{} {})",
+                        if names.len() > 1 { "s" } else { "" },
+                        names.join(", ")
+                    )
+                })
+                .collect();
+            format!(
+                "no slave runs this factory, so it never builds and cannot be forced; add {} to a slave's `factories =` line (or write `factories = *`): {}",
+                c.name,
+                places.join("; ")
+            )
+        };
+        cfg.warnings.push(ConfigWarning {
+            path: file.to_path_buf(),
+            line: c.section_line,
+            context: format!("[{}]: ", c.name),
+            message,
+        });
+    }
 }
 
 /// How to fix a documented secret, for the warnings.
@@ -679,6 +753,27 @@ struct FactoryChecks {
     locks: Vec<Val>,
     /// Every key, for pointing `build_steps` errors at a line.
     all: Vec<Val>,
+    /// Sources that are local paths, with the line naming them.
+    local_sources: Vec<LocalSource>,
+}
+
+/// The sources of `v` that are paths on this machine (`/…`, `file://…`; `./`
+/// and `../` are already absolute), not URLs.
+fn local_sources(v: &Val, sources: &[Source]) -> Vec<LocalSource> {
+    sources
+        .iter()
+        .filter_map(|s| {
+            let dir = s.url.strip_prefix("file://").unwrap_or(&s.url);
+            dir.starts_with('/').then(|| LocalSource {
+                kind: s.kind,
+                dir: PathBuf::from(dir),
+                path: v.path.clone(),
+                line: v.line,
+                context: format!("[{}] {}: ", v.section, v.raw_key),
+                sample: None,
+            })
+        })
+        .collect()
 }
 
 fn read_factory(
@@ -777,6 +872,7 @@ fn read_factory(
         depends_on: None,
         locks: Vec::new(),
         all: all.0.clone(),
+        local_sources: Vec::new(),
     };
     let mut hg = Vec::new();
     let mut git = Vec::new();
@@ -785,13 +881,6 @@ fn read_factory(
     let mut step_options: Vec<(String, Val)> = Vec::new();
     for v in &all.0 {
         if let Some(rest) = v.key.strip_prefix("step.") {
-            if ty.name != "shell" {
-                return Err(v.err(format!(
-                    "steps are only for `type = shell` (this factory's type is {}); accepted keys: {}",
-                    ty.name,
-                    ty.accepted_keys()
-                )));
-            }
             let (step, opt) = match rest.split_once('.') {
                 Some((s, o)) => (s, Some(o)),
                 None => (rest, None),
@@ -858,8 +947,14 @@ fn read_factory(
         match v.key.as_str() {
             "type" => {}
             "description" => f.description = value.to_string(),
-            "git" => git = parse_sources(v, SourceKind::Git, basedir)?,
-            "hg" => hg = parse_sources(v, SourceKind::Hg, basedir)?,
+            "git" => {
+                git = parse_sources(v, SourceKind::Git, basedir)?;
+                checks.local_sources.extend(local_sources(v, &git));
+            }
+            "hg" => {
+                hg = parse_sources(v, SourceKind::Hg, basedir)?;
+                checks.local_sources.extend(local_sources(v, &hg));
+            }
             "sample" => f.sample = opt_str(),
             "platform" => f.platform = parse_bool(v)?,
             "category" => f.category = value.to_string(),
@@ -900,6 +995,12 @@ fn read_factory(
     }
     f.sources = hg;
     f.sources.extend(git);
+    if let Some(sample) = &f.sample {
+        let dir = basedir.join("repos").join(sample);
+        for s in checks.local_sources.iter_mut().filter(|s| s.dir == dir) {
+            s.sample = Some(sample.clone());
+        }
+    }
     for (step, v) in step_options {
         let Some(entry) = steps.iter_mut().find(|(n, _, _)| n == &step) else {
             let names: Vec<&str> = steps.iter().map(|(n, _, _)| n.as_str()).collect();
@@ -934,7 +1035,7 @@ fn read_slave(
     defaults: &[Val],
     master: &Layered,
     factories: &[FactoryConfig],
-) -> Result<(SlaveConfig, Val), ConfigError> {
+) -> Result<(SlaveConfig, Val, Option<Val>), ConfigError> {
     let name = &sec.name["slave:".len()..];
     if !factory::is_plain_name(name) {
         return Err(section_err(
@@ -1026,6 +1127,7 @@ fn read_slave(
             max_builds,
         },
         password,
+        l.get("factories").cloned(),
     ))
 }
 

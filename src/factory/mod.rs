@@ -31,6 +31,16 @@
 //! `%(virtualenv)s/src/DIR` (autobot's layout). A checkout step's `workdir` is the
 //! directory that becomes the source tree. hg sources come before git ones.
 //!
+//! # Steps of one's own
+//! Every type takes `step.NAME = COMMAND` lines ([`Recipe::steps`], with the
+//! options of `shell`'s steps): after the type's own steps in file order, or put
+//! right after / before a named step (`step.NAME.after`, `step.NAME.before`; a
+//! name of the type's list or another step of one's own). They run where the
+//! type's commands run unless `workdir` says otherwise. The Python types install
+//! `packages` and `requirements` with pip before the tests: into the virtualenv
+//! (`virtualenv`, `python-source`), or with `--target` into `pydeps` beside the
+//! build directory, on the test step's PYTHONPATH (`distutils`, `trial`).
+//!
 //! # `platform = true`
 //! The slave's os (`linux`, `win`, `mac`) reaches the build as the property
 //! `platform` ([`build_properties`]) and as the environment variable `PLATFORM` of
@@ -288,7 +298,7 @@ pub struct Recipe<'a> {
     pub type_name: &'a str,
     /// The type's parameters (lower-cased keys); absent keys take the type's default.
     pub params: &'a BTreeMap<String, String>,
-    /// `shell` steps in file order: (step name, options).
+    /// Steps of one's own (`step.NAME`, any type) in file order: (step name, options).
     pub steps: &'a [(String, BTreeMap<String, String>)],
     /// Sources in order: hg entries then git entries.
     pub sources: &'a [Source],
@@ -564,8 +574,116 @@ fn virtualenv_steps(p: &Params) -> Result<(Vec<StepSpec>, Vec<String>), FactoryE
     Ok((steps, dirs))
 }
 
-/// Steps of a `shell` factory from [`Recipe::steps`].
-fn shell_steps(f: &Recipe) -> Result<Vec<StepSpec>, FactoryError> {
+/// `packages` and `requirements` of a virtualenv type: one `pip install` into the
+/// virtualenv, run in `workdir` (the first source's checkout, which `requirements`
+/// is relative to); `None` when neither is set.
+fn venv_requirements_step(
+    p: &Params,
+    workdir: &str,
+    checked_out: bool,
+) -> Result<Option<StepSpec>, FactoryError> {
+    let Some(args) = pip_args(p, checked_out)? else {
+        return Ok(None);
+    };
+    let mut argv: Vec<String> = ["%(python)s", "-m", "pip", "install"]
+        .map(String::from)
+        .to_vec();
+    argv.extend(args);
+    Ok(Some(
+        StepSpec::shell("install-requirements", argv, workdir)
+            .flags(StepFlags::HALT)
+            .describe(
+                &["installing", "requirements"],
+                &["install", "requirements"],
+            ),
+    ))
+}
+
+/// `-r FILE` and the `packages` words for `pip install`; `None` when there are none.
+fn pip_args(p: &Params, checked_out: bool) -> Result<Option<Vec<String>>, FactoryError> {
+    let packages = p.argv("packages")?;
+    let requirements = p.raw("requirements").trim().to_string();
+    if packages.is_empty() && requirements.is_empty() {
+        return Ok(None);
+    }
+    let mut args = Vec::new();
+    if !requirements.is_empty() {
+        if !checked_out {
+            return Err(p.bad(
+                "requirements",
+                "the file is relative to the first source's checkout, and this factory checks nothing out: add `git = URL` (and `checkout = true`), or use `packages`".into(),
+            ));
+        }
+        if std::path::Path::new(&requirements).is_absolute() {
+            return Err(p.bad(
+                "requirements",
+                format!(
+                    "expected a path relative to the first source's checkout, got {requirements:?}"
+                ),
+            ));
+        }
+        args.push("-r".to_string());
+        args.push(requirements);
+    }
+    args.extend(packages);
+    Ok(Some(args))
+}
+
+/// Where `distutils` and `trial` install `packages` and `requirements`: `pydeps`
+/// beside `build` in the builder's directory, written relative to `workdir`.
+fn pydeps_dir(workdir: &str) -> String {
+    let depth = workdir.split('/').filter(|c| !c.is_empty()).count();
+    format!("{}pydeps", "../".repeat(depth))
+}
+
+/// `packages` and `requirements` of `distutils` and `trial`: removed and installed
+/// afresh with `python -m pip install --target` into [`pydeps_dir`], which the
+/// test step then finds on PYTHONPATH (no virtualenv, and nothing written into the
+/// slave's own Python).
+fn pydeps_steps(
+    p: &Params,
+    python: &[String],
+    workdir: &str,
+) -> Result<Vec<StepSpec>, FactoryError> {
+    let Some(args) = pip_args(p, true)? else {
+        return Ok(Vec::new());
+    };
+    let dir = pydeps_dir(workdir);
+    let mut argv = python.to_vec();
+    argv.extend(["-m", "pip", "install", "--target"].map(String::from));
+    argv.push(dir.clone());
+    argv.extend(args);
+    Ok(vec![
+        StepSpec::shell(
+            "remove-pydeps",
+            vec!["rm".into(), "-rf".into(), dir],
+            workdir,
+        )
+        .flags(StepFlags::HALT)
+        .describe(&["removing", "pydeps"], &["remove", "pydeps"]),
+        StepSpec::shell("install-requirements", argv, workdir)
+            .flags(StepFlags::HALT)
+            .describe(
+                &["installing", "requirements"],
+                &["install", "requirements"],
+            ),
+    ])
+}
+
+/// Where a step of one's own (`step.NAME`) goes among the type's steps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Place {
+    /// After the type's steps and the steps before it in the file.
+    End,
+    /// `step.NAME.after = STEP`.
+    After(String),
+    /// `step.NAME.before = STEP`.
+    Before(String),
+}
+
+/// The steps of one's own from [`Recipe::steps`] in file order, each with where it
+/// goes; `workdir` is where a step runs unless its `workdir` option says otherwise.
+fn custom_steps(f: &Recipe, workdir: &str) -> Result<Vec<(StepSpec, Place)>, FactoryError> {
     let mut out = Vec::new();
     for (name, opts) in f.steps {
         let bad = |opt: &str, message: String| FactoryError::BadValue {
@@ -591,7 +709,8 @@ fn shell_steps(f: &Recipe) -> Result<Vec<StepSpec>, FactoryError> {
             }
             Command::Argv(argv)
         };
-        let mut step = StepSpec::new(name, StepKind::Shell { command }, DEFAULT_WORKDIR);
+        let mut step = StepSpec::new(name, StepKind::Shell { command }, workdir);
+        let mut place = Place::End;
         for (opt, value) in opts {
             let flag = |v: &str| {
                 schema::parse_bool(v)
@@ -604,6 +723,23 @@ fn shell_steps(f: &Recipe) -> Result<Vec<StepSpec>, FactoryError> {
             };
             match opt.as_str() {
                 "command" | "shell" => {}
+                "after" | "before" => {
+                    if place != Place::End {
+                        return Err(bad(
+                            opt,
+                            "a step is placed either after or before another, not both; remove one of step.NAME.after and step.NAME.before".into(),
+                        ));
+                    }
+                    let target = value.trim().to_ascii_lowercase();
+                    if target.is_empty() {
+                        return Err(bad(opt, "expected the name of a step, got nothing".into()));
+                    }
+                    place = if opt == "after" {
+                        Place::After(target)
+                    } else {
+                        Place::Before(target)
+                    };
+                }
                 "haltonfailure" => step.flags.halt_on_failure = flag(value)?,
                 "flunkonfailure" => step.flags.flunk_on_failure = flag(value)?,
                 "warnonfailure" => step.flags.warn_on_failure = flag(value)?,
@@ -652,9 +788,80 @@ fn shell_steps(f: &Recipe) -> Result<Vec<StepSpec>, FactoryError> {
                 },
             }
         }
-        out.push(step);
+        out.push((step, place));
     }
     Ok(out)
+}
+
+/// The type's own `steps` with the steps of one's own put in their places: first
+/// every unplaced one after the type's steps in file order, then each placed one
+/// after or before its step (several placed after one step keep file order). A
+/// placement naming no step of the list is an error on that option.
+fn place_steps(
+    f: &Recipe,
+    mut steps: Vec<StepSpec>,
+    custom: Vec<(StepSpec, Place)>,
+) -> Result<Vec<StepSpec>, FactoryError> {
+    // (step, placed after?, the step it is placed by)
+    let mut pending: Vec<(StepSpec, bool, String)> = Vec::new();
+    for (step, place) in custom {
+        match place {
+            Place::End => steps.push(step),
+            Place::After(a) => pending.push((step, true, a)),
+            Place::Before(a) => pending.push((step, false, a)),
+        }
+    }
+    // The last step placed after each anchor, so the next one goes after it.
+    let mut last_after: BTreeMap<String, String> = BTreeMap::new();
+    while !pending.is_empty() {
+        let before = pending.len();
+        let mut rest = Vec::new();
+        for (step, after, anchor) in pending {
+            let target = if after {
+                last_after.get(&anchor).cloned().unwrap_or(anchor.clone())
+            } else {
+                anchor.clone()
+            };
+            match steps
+                .iter()
+                .position(|s| s.name.eq_ignore_ascii_case(&target))
+            {
+                Some(i) => {
+                    let at = if after { i + 1 } else { i };
+                    if after {
+                        last_after.insert(anchor, step.name.clone());
+                    }
+                    steps.insert(at, step);
+                }
+                None => rest.push((step, after, anchor)),
+            }
+        }
+        if rest.len() == before {
+            let (step, after, anchor) = &rest[0];
+            let opt = if *after { "after" } else { "before" };
+            let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+            let others: Vec<&str> = rest.iter().map(|(s, _, _)| s.name.as_str()).collect();
+            return Err(FactoryError::BadValue {
+                factory: f.name.to_string(),
+                key: format!("step.{}.{opt}", step.name),
+                message: format!(
+                    "no step named {anchor:?} to place it {opt}{}; steps of a {} factory here: {}{}",
+                    schema::closest(anchor, names.iter().copied())
+                        .map(|n| format!(" (did you mean `{n}`?)"))
+                        .unwrap_or_default(),
+                    f.type_name,
+                    names.join(", "),
+                    if others.len() > 1 {
+                        format!(" (and the placed steps {}, which may not place each other in a circle)", others.join(", "))
+                    } else {
+                        String::new()
+                    }
+                ),
+            });
+        }
+        pending = rest;
+    }
+    Ok(steps)
 }
 
 /// The steps a build of `factory` on a slave whose os is `os` (`linux`, `win`,
@@ -669,44 +876,57 @@ pub fn build_steps(factory: &Recipe, os: &str) -> Result<Vec<StepSpec>, FactoryE
         valid: schema::type_names(),
     })?;
     let p = Params { factory: f, ty };
-    let mut steps: Vec<StepSpec> = match ty.name {
-        "source" => checkout_in_build(f, true)?.0,
-        "virtualenv" => virtualenv_steps(&p)?.0,
-        "python-source" => {
+    // The type's own steps, and where steps of one's own run by default.
+    let (steps, workdir): (Vec<StepSpec>, String) = match ty.name {
+        "source" => checkout_in_build(f, true)?,
+        "virtualenv" | "python-source" => {
             let (mut steps, dirs) = virtualenv_steps(&p)?;
-            let pip = p.raw("install").eq_ignore_ascii_case("pip");
-            for dir in &dirs {
-                let argv: Vec<String> = if pip {
-                    ["%(python)s", "-m", "pip", "install", "--no-deps", "."]
-                        .map(String::from)
-                        .to_vec()
-                } else {
-                    ["%(python)s", "setup.py", "install"]
-                        .map(String::from)
-                        .to_vec()
-                };
-                steps.push(
-                    StepSpec::shell(
-                        &format!("install-{dir}"),
-                        argv,
-                        &format!("%(virtualenv)s/src/{dir}"),
-                    )
-                    .flags(StepFlags::HALT)
-                    .describe(&["installing", dir], &["install", dir]),
-                );
+            let workdir = match dirs.first() {
+                Some(dir) => format!("%(virtualenv)s/src/{dir}"),
+                None => "%(virtualenv)s".to_string(),
+            };
+            if let Some(step) = venv_requirements_step(&p, &workdir, !dirs.is_empty())? {
+                steps.push(step);
+            }
+            if ty.name == "python-source" {
+                let pip = p.raw("install").eq_ignore_ascii_case("pip");
+                for dir in &dirs {
+                    let argv: Vec<String> = if pip {
+                        ["%(python)s", "-m", "pip", "install", "--no-deps", "."]
+                            .map(String::from)
+                            .to_vec()
+                    } else {
+                        ["%(python)s", "setup.py", "install"]
+                            .map(String::from)
+                            .to_vec()
+                    };
+                    steps.push(
+                        StepSpec::shell(
+                            &format!("install-{dir}"),
+                            argv,
+                            &format!("%(virtualenv)s/src/{dir}"),
+                        )
+                        .flags(StepFlags::HALT)
+                        .describe(&["installing", dir], &["install", dir]),
+                    );
+                }
             }
             let test = p.argv("test")?;
             if !test.is_empty() {
-                let workdir = match dirs.first() {
-                    Some(dir) => format!("%(virtualenv)s/src/{dir}"),
-                    None => "%(virtualenv)s".to_string(),
-                };
                 steps.push(test_step(test, &workdir));
             }
-            steps
+            (steps, workdir)
         }
         "autotools" => {
             let (mut steps, wd) = checkout_in_build(f, true)?;
+            let bootstrap = p.argv("bootstrap")?;
+            if !bootstrap.is_empty() {
+                steps.push(
+                    StepSpec::shell("bootstrap", bootstrap, &wd)
+                        .flags(StepFlags::HALT)
+                        .describe(&["bootstrapping"], &["bootstrap"]),
+                );
+            }
             let mut configure = p.argv("configure")?;
             if !configure.is_empty() {
                 configure.extend(p.argv("configureFlags")?);
@@ -727,7 +947,7 @@ pub fn build_steps(factory: &Recipe, os: &str) -> Result<Vec<StepSpec>, FactoryE
             if !test.is_empty() {
                 steps.push(test_step(test, &wd));
             }
-            steps
+            (steps, wd)
         }
         "cpan" => {
             let (mut steps, wd) = checkout_in_build(f, true)?;
@@ -743,31 +963,43 @@ pub fn build_steps(factory: &Recipe, os: &str) -> Result<Vec<StepSpec>, FactoryE
             );
             steps.push(compile_step(vec!["make".into()], &wd));
             steps.push(test_step(vec!["make".into(), "test".into()], &wd));
-            steps
+            (steps, wd)
         }
         "distutils" => {
             let (mut steps, wd) = checkout_in_build(f, true)?;
-            let mut build = p.argv("python")?;
-            if build.is_empty() {
+            let python = p.argv("python")?;
+            if python.is_empty() {
                 return Err(p.bad("python", "expected the python command, got nothing".into()));
             }
+            let deps = pydeps_steps(&p, &python, &wd)?;
+            let has_deps = !deps.is_empty();
+            steps.extend(deps);
+            let mut build = python;
             build.extend(["./setup.py".to_string(), "build".to_string()]);
             steps.push(compile_step(build, &wd));
             let test = p.argv("test")?;
             if !test.is_empty() {
-                steps.push(test_step(test, &wd));
+                let mut step = test_step(test, &wd);
+                if has_deps {
+                    step.env.insert("PYTHONPATH".into(), pydeps_dir(&wd));
+                }
+                steps.push(step);
             }
-            steps
+            (steps, wd)
         }
         "trial" => {
             let (mut steps, wd) = checkout_in_build(f, true)?;
-            let mut build = p.argv("buildpython")?;
-            if build.is_empty() {
+            let build_python = p.argv("buildpython")?;
+            if build_python.is_empty() {
                 return Err(p.bad(
                     "buildpython",
                     "expected the python command, got nothing".into(),
                 ));
             }
+            let deps = pydeps_steps(&p, &build_python, &wd)?;
+            let has_deps = !deps.is_empty();
+            steps.extend(deps);
+            let mut build = build_python;
             build.extend(["./setup.py".to_string(), "build".to_string()]);
             steps.push(compile_step(build, &wd));
             let tests = p.words("tests");
@@ -793,11 +1025,14 @@ pub fn build_steps(factory: &Recipe, os: &str) -> Result<Vec<StepSpec>, FactoryE
                     .flags(StepFlags::TEST)
                     .describe(&["testing"], &["tests"])
                     .parser(LogParser::Test);
-                step.env
-                    .insert("PYTHONPATH".into(), p.raw("testpath").to_string());
+                let mut path = p.raw("testpath").to_string();
+                if has_deps {
+                    path = format!("{path}:{}", pydeps_dir(&wd));
+                }
+                step.env.insert("PYTHONPATH".into(), path);
                 steps.push(step);
             }
-            steps
+            (steps, wd)
         }
         "shell" => {
             if f.steps.is_empty() {
@@ -805,9 +1040,10 @@ pub fn build_steps(factory: &Recipe, os: &str) -> Result<Vec<StepSpec>, FactoryE
                     factory: f.name.to_string(),
                 });
             }
-            let (mut steps, _) = checkout_in_build(f, false)?;
-            steps.extend(shell_steps(f)?);
-            steps
+            // A shell factory's steps run in `build` whatever its sources (as before
+            // steps of one's own came to every type).
+            let (steps, _) = checkout_in_build(f, false)?;
+            (steps, DEFAULT_WORKDIR.to_string())
         }
         other => {
             return Err(FactoryError::UnknownType {
@@ -817,6 +1053,8 @@ pub fn build_steps(factory: &Recipe, os: &str) -> Result<Vec<StepSpec>, FactoryE
             })
         }
     };
+    let custom = custom_steps(f, &workdir)?;
+    let mut steps = place_steps(f, steps, custom)?;
     for (i, s) in steps.iter().enumerate() {
         if steps[..i].iter().any(|t| t.name == s.name) {
             return Err(FactoryError::DuplicateStep {

@@ -65,6 +65,9 @@ pub struct FactoryType {
     pub description: &'static str,
     /// The type's own keys (the keys in [`COMMON`] are accepted by every type too).
     pub params: &'static [ParamSpec],
+    /// The names of the type's steps in order (those its keys may leave out
+    /// included), which `step.NAME.after` / `.before` can name.
+    pub steps: &'static str,
 }
 
 impl FactoryType {
@@ -76,22 +79,23 @@ impl FactoryType {
     }
 
     /// Whether `key` (any case) is a key a section of this type may set: a common
-    /// key, one of the type's parameters, or (for `shell`) a `step.` key.
+    /// key, one of the type's parameters, or a `step.` key (every type takes steps
+    /// of one's own).
     pub fn accepts(&self, key: &str) -> bool {
         common_param(key).is_some()
             || self.param(key).is_some()
-            || (self.name == "shell" && key.to_ascii_lowercase().starts_with("step."))
+            || key.to_ascii_lowercase().starts_with("step.")
     }
 
     /// The accepted keys, for error messages: the type's own first, then the
     /// common ones.
     pub fn accepted_keys(&self) -> String {
-        let mut own: Vec<&str> = self.params.iter().map(|p| p.name).collect();
-        if self.name == "shell" {
-            own.push("step.NAME");
-            own.push("step.NAME.OPTION");
-        }
-        let common: Vec<&str> = COMMON.iter().map(|p| p.name).collect();
+        let own: Vec<&str> = self.params.iter().map(|p| p.name).collect();
+        let common: Vec<&str> = COMMON
+            .iter()
+            .map(|p| p.name)
+            .chain(["step.NAME", "step.NAME.OPTION"])
+            .collect();
         if own.is_empty() {
             format!(
                 "(none of its own) and the keys of every factory: {}",
@@ -162,16 +166,27 @@ static VIRTUALENV_PARAMS: &[ParamSpec] = &[
     p!("name", DirName, "env", "Directory of the virtualenv inside the build directory; removed and created afresh by every build."),
     p!("virtualenv", Bool, "false", "Create it with the `virtualenv` command instead of `python3 -m venv`."),
     p!("checkout", Bool, "true", "Check the sources out into %(virtualenv)s/src/DIR."),
+    p!("packages", OptArgv, "", "PACKAGE ... installed before the tests with `%(python)s -m pip install` into the virtualenv, in the first source's checkout: pip's own words (`pytest`, `mock>=4`, or a wheel's path relative to that checkout)."),
+    p!("requirements", Str, "", "A pip requirements file, relative to the first source's checkout, installed with `pip install -r FILE` where `packages` go (it may hold pip options, e.g. `--no-index` and `--find-links DIR` for a slave without network)."),
+    p!("test", OptArgv, "", "Test command run in the first source's checkout (or %(virtualenv)s when nothing is checked out), e.g. `%(python)s -m pytest`; empty: no test step."),
 ];
 
 static PYTHON_SOURCE_PARAMS: &[ParamSpec] = &[
     p!("name", DirName, "env", "Directory of the virtualenv inside the build directory; removed and created afresh by every build."),
     p!("virtualenv", Bool, "false", "Create it with the `virtualenv` command instead of `python3 -m venv`."),
     p!("install", Choice(&["setup.py", "pip"]), "setup.py", "How each source is installed: `%(python)s setup.py install` (autobot's way; needs no network with a venv that has setuptools) or `%(python)s -m pip install --no-deps .` (pip fetches build tools from its index)."),
+    p!("packages", OptArgv, "", "PACKAGE ... installed with `%(python)s -m pip install` into the virtualenv before the sources (and so before the tests), in the first source's checkout: pip's own words (`pytest`, `mock>=4`, or a wheel's path relative to that checkout)."),
+    p!("requirements", Str, "", "A pip requirements file, relative to the first source's checkout, installed with `pip install -r FILE` where `packages` go (it may hold pip options, e.g. `--no-index` and `--find-links DIR` for a slave without network)."),
     p!("test", OptArgv, "", "Test command run in the first source's checkout, e.g. `%(python)s -m unittest discover -v`; empty: no test step."),
 ];
 
 static AUTOTOOLS_PARAMS: &[ParamSpec] = &[
+    p!(
+        "bootstrap",
+        OptArgv,
+        "",
+        "A command run before configure, e.g. `autoreconf -fi`; empty: no bootstrap step. A git checkout gives every file the time of the checkout, so in a tree whose generated files (aclocal.m4, configure, Makefile.in) are committed, make may find them older than their sources and try to regenerate them with autotools the slave lacks or has in another version; regenerating them first makes the tree consistent."
+    ),
     p!(
         "configure",
         OptArgv,
@@ -214,6 +229,8 @@ static CPAN_PARAMS: &[ParamSpec] = &[p!(
 static DISTUTILS_PARAMS: &[ParamSpec] = &[
     p!("python", Argv, "python3", "The python executable for `python ./setup.py build` (the manual's default is `python`; python3 because current systems have no `python`)."),
     p!("test", OptArgv, "", "Test command; empty (the default, as distutils has no standard one): no test step."),
+    p!("packages", OptArgv, "", "PACKAGE ... installed before the build with `python -m pip install --target` into `pydeps` (beside the build directory, emptied each build; nothing goes into the slave's own Python), which the test step finds on PYTHONPATH: pip's own words (`pytest`, `mock>=4`, or a wheel's path relative to the first source's checkout)."),
+    p!("requirements", Str, "", "A pip requirements file, relative to the first source's checkout, installed with `pip install -r FILE` where `packages` go (it may hold pip options, e.g. `--no-index` and `--find-links DIR` for a slave without network)."),
 ];
 
 static TRIAL_PARAMS: &[ParamSpec] = &[
@@ -260,9 +277,11 @@ static TRIAL_PARAMS: &[ParamSpec] = &[
         "false",
         "Pass --random=0 to trial (run the tests in random order)."
     ),
+    p!("packages", OptArgv, "", "PACKAGE ... installed before the build with `buildpython -m pip install --target` into `pydeps` (beside the build directory, emptied each build; nothing goes into the slave's own Python), which the test step finds on PYTHONPATH: pip's own words (`pytest`, `mock>=4`, or a wheel's path relative to the first source's checkout)."),
+    p!("requirements", Str, "", "A pip requirements file, relative to the first source's checkout, installed with `pip install -r FILE` where `packages` go (it may hold pip options, e.g. `--no-index` and `--find-links DIR` for a slave without network)."),
 ];
 
-/// Options of one `shell` step, written `step.NAME.OPTION = VALUE`.
+/// Options of one step of one's own, written `step.NAME.OPTION = VALUE`.
 pub static STEP_OPTIONS: &[ParamSpec] = &[
     p!("haltOnFailure", Bool, "false", "A failure of this step ends the build as FAILURE."),
     p!("flunkOnFailure", Bool, "true", "A failure of this step makes the build FAILURE; later steps still run."),
@@ -271,7 +290,9 @@ pub static STEP_OPTIONS: &[ParamSpec] = &[
     p!("warnOnWarnings", Bool, "false", "Warnings or failure of this step make the build WARNINGS."),
     p!("timeout", Int, "1200", "Kill the command after this many seconds without output; 0: never."),
     p!("maxTime", PosInt, "", "Kill the command after this many seconds in all."),
-    p!("workdir", Str, "build", "Directory the command runs in, relative to the builder's directory; may use %(property)s."),
+    p!("after", Str, "", "Run this step right after the step named here (one of the type's steps, e.g. `configure`, or another step of one's own); default: after the type's steps, in file order."),
+    p!("before", Str, "", "Run this step right before the step named here (one of the type's steps, or another step of one's own)."),
+    p!("workdir", Str, "", "Directory the command runs in, relative to the builder's directory; may use %(property)s. Default: where the type's own commands run (`build`, or `build/DIR` with several sources; the first source's checkout %(virtualenv)s/src/DIR for the virtualenv types)."),
     p!("description", Str, "", "Words shown while the step runs (e.g. `testing`)."),
     p!("descriptionDone", Str, "", "Words shown when the step is done (e.g. `test`)."),
     p!("locks", LockRefs, "", "[lock:NAME] sections held while the step runs."),
@@ -283,43 +304,51 @@ pub static STEP_OPTIONS: &[ParamSpec] = &[
 static TYPES: &[FactoryType] = &[
     FactoryType {
         name: "autotools",
-        description: "GNU autoconf-style build (Buildbot's GNUAutoconf): checkout, ./configure, make all, make check.",
+        description: "GNU autoconf-style build (Buildbot's GNUAutoconf): checkout, optional bootstrap (e.g. autoreconf -fi), ./configure, make all, make check.",
         params: AUTOTOOLS_PARAMS,
+        steps: "checkout (checkout-DIR with several sources), bootstrap, configure, compile, test",
     },
     FactoryType {
         name: "cpan",
         description: "Perl MakeMaker module (Buildbot's CPAN): checkout, perl Makefile.PL, make, make test.",
         params: CPAN_PARAMS,
+        steps: "checkout, configure, compile, test",
     },
     FactoryType {
         name: "distutils",
         description: "Python distutils package (Buildbot's Distutils): checkout, python ./setup.py build, optional test.",
         params: DISTUTILS_PARAMS,
+        steps: "checkout, remove-pydeps, install-requirements, compile, test",
     },
     FactoryType {
         name: "python-source",
         description: "virtualenv, then install every source into it (autobot's PythonSourceFactory), then an optional test.",
         params: PYTHON_SOURCE_PARAMS,
+        steps: "remove-virtualenv, create-virtualenv, property-virtualenv, property-scripts, property-python, mkdir-src, checkout, install-requirements, install-DIR (each source), test",
     },
     FactoryType {
         name: "shell",
-        description: "Any list of steps: step.NAME = COMMAND in file order, with step.NAME.OPTION = VALUE options; sources are checked out first.",
+        description: "Any list of steps: step.NAME = COMMAND in file order, with step.NAME.OPTION = VALUE options; sources are checked out first, and the steps run in `build`.",
         params: &[],
+        steps: "checkout, then the steps of one's own",
     },
     FactoryType {
         name: "source",
         description: "Check out the sources and nothing else (autobot's SourceFactory).",
         params: &[],
+        steps: "checkout",
     },
     FactoryType {
         name: "trial",
         description: "Python/Twisted project tested with trial (Buildbot's Trial): checkout, ./setup.py build, PYTHONPATH=testpath trial --reporter=bwverbose TESTS.",
         params: TRIAL_PARAMS,
+        steps: "checkout, remove-pydeps, install-requirements, compile, trial",
     },
     FactoryType {
         name: "virtualenv",
-        description: "A fresh virtualenv with properties virtualenv, scripts and python, sources checked out into %(virtualenv)s/src (autobot's VirtualenvFactory).",
+        description: "A fresh virtualenv with properties virtualenv, scripts and python, sources checked out into %(virtualenv)s/src (autobot's VirtualenvFactory), packages and requirements installed into it, then an optional test.",
         params: VIRTUALENV_PARAMS,
+        steps: "remove-virtualenv, create-virtualenv, property-virtualenv, property-scripts, property-python, mkdir-src, checkout, install-requirements, test",
     },
 ];
 
@@ -597,6 +626,9 @@ fn push_param(out: &mut String, p: &ParamSpec) {
     } else {
         out.push_str(&format!("    {} = {}\n", p.name, p.default));
     }
+    if let Choice(words) = p.kind {
+        out.push_str(&format!("        One of: {}\n", words.join(" | ")));
+    }
     out.push_str(&format!("        {}\n", p.help));
 }
 
@@ -606,17 +638,15 @@ fn push_param(out: &mut String, p: &ParamSpec) {
 pub fn types_text() -> String {
     let mut out = String::from("Factory types (set with `type = NAME` in a factory section):\n\n");
     for t in TYPES {
-        out.push_str(&format!("{}:\n    {}\n", t.name, t.description));
-        if t.params.is_empty() && t.name != "shell" {
+        out.push_str(&format!(
+            "{}:\n    {}\n    Steps: {}\n",
+            t.name, t.description, t.steps
+        ));
+        if t.params.is_empty() {
             out.push_str("    (no parameters of its own)\n");
         }
         for p in t.params {
             push_param(&mut out, p);
-        }
-        if t.name == "shell" {
-            out.push_str(
-                "    step.NAME = COMMAND\n        A step, in file order; options below.\n",
-            );
         }
         out.push('\n');
     }
@@ -624,7 +654,10 @@ pub fn types_text() -> String {
     for p in COMMON {
         push_param(&mut out, p);
     }
-    out.push_str("\nOptions of shell steps (step.NAME.OPTION = VALUE):\n");
+    out.push_str(
+        "    step.NAME = COMMAND\n        A step of one's own, on any type: after the type's steps in file order, or placed with step.NAME.after / step.NAME.before; options below.\n",
+    );
+    out.push_str("\nOptions of steps of one's own (step.NAME.OPTION = VALUE):\n");
     for p in STEP_OPTIONS {
         push_param(&mut out, p);
     }
@@ -663,7 +696,8 @@ mod tests {
         assert!(find_type("autotools").is_some());
         assert!(find_type("nosuch").is_none());
         let t = find_type("autotools").unwrap();
-        assert!(t.accepts("CONFIGUREFLAGS") && t.accepts("dependson") && !t.accepts("step.x"));
+        assert!(t.accepts("CONFIGUREFLAGS") && t.accepts("dependson") && t.accepts("step.x"));
+        assert!(!t.accepts("packages"));
         assert!(find_type("shell").unwrap().accepts("step.x.timeout"));
     }
 
@@ -721,5 +755,9 @@ mod tests {
         }
         assert!(text.contains("    configure = ./configure\n"));
         assert!(text.contains("    compile = make all\n"));
+        assert!(text.contains("    install = setup.py\n        One of: setup.py | pip\n"));
+        assert!(
+            text.contains("    mode = update\n        One of: update | copy | clobber | export\n")
+        );
     }
 }

@@ -632,3 +632,260 @@ fn a_checkout_step_gives_its_checkout() {
         Err(CheckoutError::NotACheckout)
     ));
 }
+
+fn with_steps(mut f: Owned, list: &[(&str, &[(&str, &str)])]) -> Owned {
+    f.steps = list.iter().map(|(n, o)| step(n, o)).collect();
+    f
+}
+
+#[test]
+fn every_type_takes_steps_of_ones_own_after_its_steps_or_placed() {
+    let f = with_steps(
+        factory("autotools", &[], vec![git("/r/hello")]),
+        &[
+            ("lint", &[("command", "make lint")]),
+            ("gen", &[("command", "./gen.sh"), ("before", "configure")]),
+            (
+                "show",
+                &[("command", "cat config.log"), ("after", "configure")],
+            ),
+            ("show2", &[("command", "ls"), ("after", "configure")]),
+            ("pre", &[("command", "true"), ("before", "gen")]),
+            ("last", &[("command", "true"), ("after", "lint")]),
+        ],
+    );
+    let s = steps(&f);
+    assert_eq!(
+        names(&s),
+        [
+            "checkout",
+            "pre",
+            "gen",
+            "configure",
+            "show",
+            "show2",
+            "compile",
+            "test",
+            "lint",
+            "last"
+        ]
+    );
+    let lint = s.iter().find(|s| s.name == "lint").unwrap();
+    assert_eq!(argv(lint), ["make", "lint"]);
+    assert_eq!(lint.workdir, "build");
+    assert_eq!(lint.flags, StepFlags::SHELL);
+
+    // Every type, and the default workdir is where the type's commands run.
+    for ty in [
+        "cpan",
+        "distutils",
+        "trial",
+        "source",
+        "virtualenv",
+        "python-source",
+    ] {
+        let f = with_steps(
+            factory(ty, &[], vec![git("/r/p")]),
+            &[("mine", &[("command", "true"), ("after", "checkout")])],
+        );
+        let s = steps(&f);
+        let i = names(&s).iter().position(|n| *n == "checkout").unwrap();
+        assert_eq!(s[i + 1].name, "mine", "{ty}: {:?}", names(&s));
+        let want = if ty.contains("virtualenv") || ty == "python-source" {
+            "%(virtualenv)s/src/p"
+        } else {
+            "build"
+        };
+        assert_eq!(s[i + 1].workdir, want, "{ty}");
+    }
+}
+
+#[test]
+fn a_placement_naming_no_step_or_both_ways_is_an_error_on_its_option() {
+    for (opts, key) in [
+        (
+            &[("command", "true"), ("after", "nosuch")][..],
+            "step.x.after",
+        ),
+        (
+            &[("command", "true"), ("before", "nosuch")][..],
+            "step.x.before",
+        ),
+    ] {
+        let f = with_steps(factory("cpan", &[], vec![git("/r/p")]), &[("x", opts)]);
+        match build_steps(&f, slave()) {
+            Err(FactoryError::BadValue {
+                key: k, message, ..
+            }) => {
+                assert_eq!(k, key);
+                assert!(
+                    message.contains("\"nosuch\"") && message.contains("configure"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Two steps placed by each other only: a circle.
+    let f = with_steps(
+        factory("cpan", &[], vec![git("/r/p")]),
+        &[
+            ("a", &[("command", "true"), ("after", "b")]),
+            ("b", &[("command", "true"), ("after", "a")]),
+        ],
+    );
+    assert!(matches!(
+        build_steps(&f, slave()),
+        Err(FactoryError::BadValue { .. })
+    ));
+    let f = with_steps(
+        factory("cpan", &[], vec![git("/r/p")]),
+        &[(
+            "a",
+            &[("command", "true"), ("after", "make"), ("before", "test")],
+        )],
+    );
+    assert!(matches!(
+        build_steps(&f, slave()),
+        Err(FactoryError::BadValue { .. })
+    ));
+    // A name clashing with the type's own step.
+    let f = with_steps(
+        factory("cpan", &[], vec![git("/r/p")]),
+        &[("test", &[("command", "true")])],
+    );
+    assert!(matches!(
+        build_steps(&f, slave()),
+        Err(FactoryError::DuplicateStep { .. })
+    ));
+}
+
+#[test]
+fn autotools_bootstrap_runs_before_configure() {
+    let s = steps(&factory(
+        "autotools",
+        &[("bootstrap", "autoreconf -fi")],
+        vec![git("/r/hello")],
+    ));
+    assert_eq!(
+        names(&s),
+        ["checkout", "bootstrap", "configure", "compile", "test"]
+    );
+    assert_eq!(argv(&s[1]), ["autoreconf", "-fi"]);
+    assert_eq!(s[1].flags, StepFlags::HALT);
+    assert_eq!(s[1].workdir, "build");
+}
+
+#[test]
+fn python_types_install_packages_and_requirements_before_the_tests() {
+    let params = [
+        ("packages", "pytest 'mock>=4'"),
+        ("requirements", "requirements/test.txt"),
+        ("test", "%(python)s -m pytest"),
+    ];
+    let s = steps(&factory("virtualenv", &params, vec![git("/r/app")]));
+    assert_eq!(
+        &names(&s)[6..],
+        ["checkout", "install-requirements", "test"]
+    );
+    assert_eq!(
+        argv(&s[7]),
+        [
+            "%(python)s",
+            "-m",
+            "pip",
+            "install",
+            "-r",
+            "requirements/test.txt",
+            "pytest",
+            "mock>=4"
+        ]
+    );
+    assert_eq!(s[7].workdir, "%(virtualenv)s/src/app");
+    assert_eq!(s[7].flags, StepFlags::HALT);
+    assert_eq!(s[8].workdir, "%(virtualenv)s/src/app");
+
+    let s = steps(&factory("python-source", &params, vec![git("/r/app")]));
+    assert_eq!(
+        &names(&s)[6..],
+        ["checkout", "install-requirements", "install-app", "test"]
+    );
+
+    let s = steps(&factory("distutils", &params, vec![git("/r/app")]));
+    assert_eq!(
+        names(&s),
+        [
+            "checkout",
+            "remove-pydeps",
+            "install-requirements",
+            "compile",
+            "test"
+        ]
+    );
+    assert_eq!(argv(&s[1]), ["rm", "-rf", "../pydeps"]);
+    assert_eq!(
+        &argv(&s[2])[..6],
+        ["python3", "-m", "pip", "install", "--target", "../pydeps"]
+    );
+    assert_eq!(
+        s[4].env.get("PYTHONPATH").map(String::as_str),
+        Some("../pydeps")
+    );
+
+    let s = steps(&factory(
+        "trial",
+        &[("packages", "attrs"), ("tests", "pkg.test")],
+        vec![git("/r/a"), git("/r/b")],
+    ));
+    let trial = s.iter().find(|s| s.name == "trial").unwrap();
+    assert_eq!(
+        trial.env.get("PYTHONPATH").map(String::as_str),
+        Some(".:../../pydeps")
+    );
+
+    // requirements need a checkout; a path outside it is refused.
+    for (params, sources) in [
+        (
+            vec![("requirements", "r.txt"), ("checkout", "false")],
+            vec![git("/r/a")],
+        ),
+        (vec![("requirements", "/etc/r.txt")], vec![git("/r/a")]),
+    ] {
+        let f = factory("virtualenv", &params, sources);
+        match build_steps(&f, slave()) {
+            Err(FactoryError::BadValue { key, .. }) => assert_eq!(key, "requirements"),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Without a checkout, packages install in the virtualenv itself.
+    let s = steps(&factory(
+        "virtualenv",
+        &[("packages", "pytest"), ("checkout", "false")],
+        vec![],
+    ));
+    assert_eq!(s.last().unwrap().workdir, "%(virtualenv)s");
+}
+
+#[test]
+fn every_types_step_list_names_the_steps_it_makes() {
+    let all = [
+        ("bootstrap", "autoreconf -fi"),
+        ("packages", "pytest"),
+        ("requirements", "r.txt"),
+        ("test", "make check"),
+        ("tests", "pkg.test"),
+    ];
+    for t in schema::types().iter().filter(|t| t.name != "shell") {
+        let params: Vec<(&str, &str)> = all
+            .iter()
+            .copied()
+            .filter(|(k, _)| t.param(k).is_some())
+            .collect();
+        let s = steps(&factory(t.name, &params, vec![git("/r/p")]));
+        let listed: Vec<&str> = t.steps.split([',', ' ']).collect();
+        for n in names(&s) {
+            let n = if n == "install-p" { "install-DIR" } else { n };
+            assert!(listed.contains(&n), "{}: {n} not in {:?}", t.name, t.steps);
+        }
+    }
+}
