@@ -783,6 +783,67 @@ mod tests {
         }
     }
 
+    /// A step's counts go in as numbers and come back as numbers (as the JSON API
+    /// shows them); a step without a test runner has none.
+    #[tokio::test]
+    async fn step_counts_round_trip() {
+        let (_d, db) = open();
+        db.add_buildset(buildset(&["b1"], 0), 1.0).await.unwrap();
+        let c = db.claim_request("b1", "s", 1, 2.0).await.unwrap().unwrap();
+        let start = |n: i64, name: &str| StepStart {
+            number: n,
+            name: name.into(),
+            description: name.into(),
+            log_path: format!("logs/b1/1-{n}-{name}-stdio.log"),
+            at: 3.0,
+            props: Vec::new(),
+        };
+        let (compile, _) = db
+            .start_step(c.build_id, start(0, "compile"), None)
+            .await
+            .unwrap();
+        let finish = |step_id, warnings, counts| StepFinish {
+            step_id,
+            result: "success".into(),
+            text: "done".into(),
+            warnings,
+            counts,
+            logs: Vec::new(),
+            at: 4.0,
+        };
+        let counts = TestCounts {
+            passed: 2,
+            failed: 1,
+            skipped: 3,
+            xfailed: 4,
+            xpassed: 5,
+        };
+        let (test, _) = db
+            .start_step(c.build_id, start(1, "test"), Some(finish(compile, 7, None)))
+            .await
+            .unwrap();
+        db.finish_build(
+            c.build_id,
+            "success",
+            "ok",
+            false,
+            5.0,
+            Some(finish(test, 0, Some(counts))),
+        )
+        .await
+        .unwrap();
+        let b = db.build("b1", 1).await.unwrap().unwrap();
+        let got: Vec<(u64, Option<TestCounts>)> =
+            b.steps.iter().map(|s| (s.warnings, s.counts)).collect();
+        assert_eq!(got, [(7, None), (0, Some(counts))]);
+        let json = serde_json::to_value(&b.steps[1]).unwrap();
+        assert_eq!(
+            json["counts"],
+            serde_json::json!({"passed": 2, "failed": 1, "skipped": 3, "xfailed": 4, "xpassed": 5})
+        );
+        assert_eq!(json["warnings"], 0);
+    }
+
     #[tokio::test]
     async fn claim_numbers_complete_and_buildset_result() {
         let (_d, db) = open();

@@ -1122,6 +1122,12 @@ Result: PASS
         // Non-verbose: the skipped file and the TODO passes are all it shows.
         let quiet = "t/a.t .. ok\nt/b.t ..... skipped: (no reason given)\nTest Summary Report\n-------------------\nt/a.t (Wstat: 0 Tests: 6 Failed: 0)\n  TODO passed:   2-3, 5\nFiles=2, Tests=6,  0 wallclock secs\n";
         assert_eq!(scan(LogParser::Test, quiet).tests(), tcx(3, 0, 1, 0, 3));
+        // A failing file, non-verbose: its skips and TODO passes in parentheses.
+        let failing = "t/a.t .. \nDubious, test returned 1 (wstat 256, 0x100)\nFailed 1/7 subtests \n\t(less 2 skipped subtests: 4 okay)\n\t(1 TODO test unexpectedly succeeded)\nTest Summary Report\n  TODO passed:   7\nFiles=1, Tests=7,  0 wallclock secs\n";
+        assert_eq!(
+            same_in_pieces(LogParser::Test, failing).tests,
+            tcx(3, 1, 2, 0, 1)
+        );
     }
 
     #[test]

@@ -177,7 +177,7 @@ impl StepFlags {
 pub enum LogParser {
     #[default]
     None,
-    /// Count gcc-style `warning:` lines (Buildbot's Compile).
+    /// Count warnings in compiler and tool formats (Buildbot's Compile).
     Compile,
     /// Count test results (Buildbot's Test/Trial).
     Test,

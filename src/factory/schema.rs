@@ -277,7 +277,7 @@ pub static STEP_OPTIONS: &[ParamSpec] = &[
     p!("descriptionDone", Str, "", "Words shown when the step is done (e.g. `test`)."),
     p!("locks", LockRefs, "", "[lock:NAME] sections held while the step runs."),
     p!("shell", Bool, "false", "Run the command through `/bin/sh -c` (pipes, redirections) instead of as a split argv."),
-    p!("logParser", Choice(&["none", "compile", "test"]), "none", "Count warnings in the output like a compile step (gcc warnings) or results like a test step."),
+    p!("logParser", Choice(&["none", "compile", "test"]), "none", "Count warnings in the output like a compile step (compiler and tool warning formats) or tests like a test step (passed, failed, skipped, xfailed, xpassed)."),
     p!("warningPattern", Str, "", "Count the lines this regular expression matches as the step's warnings (with or without `logParser = compile`); a step with warnings is WARNINGS, and warnOnWarnings/flunkOnWarnings decide what that does to the build."),
     p!("env.VAR", Str, "", "Set environment variable VAR for the step (the case of VAR is kept)."),
 ];
