@@ -220,8 +220,9 @@ git = ./repos/greet-fail
         .builder_dir("greet-s1")
         .join("build/blib/lib/Greet.pm")
         .is_file());
-    // prove's summary (Files=1, Tests=3); a skipped test counts as passed there.
-    assert_eq!(step(green, "test").text, "test 3 passed");
+    // The cpan type runs `make test TEST_VERBOSE=1`: the verbose TAP shows the
+    // skip, which is counted as one (prove's summary says Files=1, Tests=3).
+    assert_eq!(step(green, "test").text, "test 2 passed, 1 skipped");
 
     let fail = &b[1];
     assert_eq!(
@@ -235,7 +236,10 @@ git = ./repos/greet-fail
     );
     assert_eq!(result(fail), "failure");
     let text = &step(fail, "test").text;
-    assert!(text.starts_with("test 4 passed, 1 failed"), "{text}");
+    assert!(
+        text.starts_with("test 3 passed, 1 failed, 1 skipped"),
+        "{text}"
+    );
     site.stop().await;
 }
 
@@ -254,8 +258,8 @@ async fn distutils_builds_and_tests_and_fails_at_the_right_step() {
         ("greetpy-broken", broken),
     ];
     // `python` is a command line: `env -u PYTHONDONTWRITEBYTECODE python3` keeps
-    // setup.py's byte-compile warning (see dist-nobytecode) out of the green builds
-    // whatever this machine's environment says.
+    // setup.py's byte-compile note (see dist-nobytecode) out of the other builds'
+    // logs whatever this machine's environment says.
     let factories = r#"
 [dist]
 type = distutils
@@ -303,15 +307,16 @@ test = python3 -m unittest discover -v
     assert_eq!(step(green, "test").text, "test 2 passed, 1 skipped");
 
     // No test command: no test step. With PYTHONDONTWRITEBYTECODE set (as on some
-    // slaves) setup.py warns `warning: build_py: byte-compiling is disabled`: a
-    // real warning, so the compile step and the build are WARNINGS.
+    // slaves) setup.py notes `warning: build_py: byte-compiling is disabled`: a
+    // setuptools note, not a warning in a compiler's or tool's format, so the
+    // build stays green (`warningPattern` would count it).
     let nobytecode = &b[1];
     assert_eq!(
         results(nobytecode),
-        expect(&[("checkout", "success"), ("compile", "warnings")])
+        expect(&[("checkout", "success"), ("compile", "success")])
     );
-    assert_eq!(result(nobytecode), "warnings");
-    assert_eq!(step(nobytecode, "compile").text, "compile 1 warning");
+    assert_eq!(result(nobytecode), "success");
+    assert_eq!(step(nobytecode, "compile").text, "compile");
     let log = site.log(nobytecode, "compile").await;
     assert!(
         log.contains("warning: build_py: byte-compiling is disabled"),

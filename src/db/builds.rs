@@ -53,9 +53,51 @@ pub struct StepRow {
     pub started_at: Option<f64>,
     pub finished_at: Option<f64>,
     pub result: Option<String>,
+    /// For people (`test 3 passed, 1 xfailed`); the numbers are in `counts` and
+    /// `warnings`.
     pub text: String,
     pub description: String,
+    /// The warnings its log parser counted (0 when none, or not counted).
+    pub warnings: u64,
+    /// Its tests, one number per outcome; `None` when no test runner's output was
+    /// recognised (or the step ended before these were stored).
+    pub counts: Option<TestCounts>,
     pub logs: Vec<LogRow>,
+}
+
+/// A step's tests as its test runner counted them, one column per outcome: an
+/// expected failure is `xfailed` and an unexpected success `xpassed`, never a
+/// pass, failure or skip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct TestCounts {
+    pub passed: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub xfailed: u64,
+    pub xpassed: u64,
+}
+
+impl TestCounts {
+    /// From the five `tests_*` columns starting at `first`; `None` when they are
+    /// NULL.
+    pub(crate) fn from_row(
+        r: &rusqlite::Row<'_>,
+        first: usize,
+    ) -> rusqlite::Result<Option<TestCounts>> {
+        let col = |i: usize| -> rusqlite::Result<Option<u64>> {
+            Ok(r.get::<_, Option<i64>>(first + i)?.map(|n| n.max(0) as u64))
+        };
+        let Some(passed) = col(0)? else {
+            return Ok(None);
+        };
+        Ok(Some(TestCounts {
+            passed,
+            failed: col(1)?.unwrap_or(0),
+            skipped: col(2)?.unwrap_or(0),
+            xfailed: col(3)?.unwrap_or(0),
+            xpassed: col(4)?.unwrap_or(0),
+        }))
+    }
 }
 
 /// One Build in full, for `GET /api/v1/builders/{name}/builds/{number}`.
@@ -212,6 +254,8 @@ impl Db {
             step_id,
             result: result.to_string(),
             text: text.to_string(),
+            warnings: 0,
+            counts: None,
             logs,
             at,
         };
@@ -358,14 +402,36 @@ pub struct StepFinish {
     pub step_id: i64,
     pub result: String,
     pub text: String,
+    /// The warnings its log parser counted.
+    pub warnings: u64,
+    /// Its tests, when a test runner's output was recognised.
+    pub counts: Option<TestCounts>,
     /// `(log id, size, lines)` of each of its logs.
     pub logs: Vec<(i64, u64, u64)>,
     pub at: f64,
 }
 
 fn write_step_finish(tx: &Transaction<'_>, f: &StepFinish) -> rusqlite::Result<()> {
-    tx.prepare_cached("UPDATE steps SET finished_at = ?2, result = ?3, text = ?4 WHERE id = ?1")?
-        .execute(params![f.step_id, f.at, f.result, f.text])?;
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let c = f.counts;
+    tx.prepare_cached(
+        "UPDATE steps SET finished_at = ?2, result = ?3, text = ?4, warnings = ?5,
+             tests_passed = ?6, tests_failed = ?7, tests_skipped = ?8,
+             tests_xfailed = ?9, tests_xpassed = ?10
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        f.step_id,
+        f.at,
+        f.result,
+        f.text,
+        n(f.warnings),
+        c.map(|c| n(c.passed)),
+        c.map(|c| n(c.failed)),
+        c.map(|c| n(c.skipped)),
+        c.map(|c| n(c.xfailed)),
+        c.map(|c| n(c.xpassed)),
+    ])?;
     let mut st =
         tx.prepare_cached("UPDATE logs SET size = ?2, lines = ?3, complete = 1 WHERE id = ?1")?;
     for (id, size, lines) in &f.logs {
@@ -611,7 +677,9 @@ fn build_detail(
 fn steps_of(c: &Connection, build_id: i64) -> rusqlite::Result<Vec<StepRow>> {
     let mut steps: Vec<(i64, StepRow)> = {
         let mut st = c.prepare_cached(
-            "SELECT id, number, name, started_at, finished_at, result, text, description
+            "SELECT id, number, name, started_at, finished_at, result, text, description,
+                    warnings, tests_passed, tests_failed, tests_skipped, tests_xfailed,
+                    tests_xpassed
              FROM steps WHERE build = ?1 ORDER BY number",
         )?;
         let rows = st.query_map([build_id], |r| {
@@ -625,6 +693,8 @@ fn steps_of(c: &Connection, build_id: i64) -> rusqlite::Result<Vec<StepRow>> {
                     result: r.get(5)?,
                     text: r.get(6)?,
                     description: r.get(7)?,
+                    warnings: r.get::<_, i64>(8)?.max(0) as u64,
+                    counts: TestCounts::from_row(r, 9)?,
                     logs: Vec::new(),
                 },
             ))
@@ -711,6 +781,67 @@ mod tests {
             builders: builders.iter().map(|b| b.to_string()).collect(),
             priority,
         }
+    }
+
+    /// A step's counts go in as numbers and come back as numbers (as the JSON API
+    /// shows them); a step without a test runner has none.
+    #[tokio::test]
+    async fn step_counts_round_trip() {
+        let (_d, db) = open();
+        db.add_buildset(buildset(&["b1"], 0), 1.0).await.unwrap();
+        let c = db.claim_request("b1", "s", 1, 2.0).await.unwrap().unwrap();
+        let start = |n: i64, name: &str| StepStart {
+            number: n,
+            name: name.into(),
+            description: name.into(),
+            log_path: format!("logs/b1/1-{n}-{name}-stdio.log"),
+            at: 3.0,
+            props: Vec::new(),
+        };
+        let (compile, _) = db
+            .start_step(c.build_id, start(0, "compile"), None)
+            .await
+            .unwrap();
+        let finish = |step_id, warnings, counts| StepFinish {
+            step_id,
+            result: "success".into(),
+            text: "done".into(),
+            warnings,
+            counts,
+            logs: Vec::new(),
+            at: 4.0,
+        };
+        let counts = TestCounts {
+            passed: 2,
+            failed: 1,
+            skipped: 3,
+            xfailed: 4,
+            xpassed: 5,
+        };
+        let (test, _) = db
+            .start_step(c.build_id, start(1, "test"), Some(finish(compile, 7, None)))
+            .await
+            .unwrap();
+        db.finish_build(
+            c.build_id,
+            "success",
+            "ok",
+            false,
+            5.0,
+            Some(finish(test, 0, Some(counts))),
+        )
+        .await
+        .unwrap();
+        let b = db.build("b1", 1).await.unwrap().unwrap();
+        let got: Vec<(u64, Option<TestCounts>)> =
+            b.steps.iter().map(|s| (s.warnings, s.counts)).collect();
+        assert_eq!(got, [(7, None), (0, Some(counts))]);
+        let json = serde_json::to_value(&b.steps[1]).unwrap();
+        assert_eq!(
+            json["counts"],
+            serde_json::json!({"passed": 2, "failed": 1, "skipped": 3, "xfailed": 4, "xpassed": 5})
+        );
+        assert_eq!(json["warnings"], 0);
     }
 
     #[tokio::test]

@@ -263,6 +263,16 @@ pub const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY,
         value INTEGER NOT NULL
     );",
+    // 7: what a step's log parser counted, as numbers for the JSON API: the
+    // warnings (0 when none or not counted) and the tests in one column per
+    // outcome (NULL when no test runner's output was recognised; steps from
+    // before this migration have their counts only in their text).
+    "ALTER TABLE steps ADD COLUMN warnings INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE steps ADD COLUMN tests_passed INTEGER;
+    ALTER TABLE steps ADD COLUMN tests_failed INTEGER;
+    ALTER TABLE steps ADD COLUMN tests_skipped INTEGER;
+    ALTER TABLE steps ADD COLUMN tests_xfailed INTEGER;
+    ALTER TABLE steps ADD COLUMN tests_xpassed INTEGER;",
 ];
 
 #[cfg(test)]

@@ -307,7 +307,9 @@ fn waterfall(
         "SELECT s.build, s.number, s.name, s.started_at, s.finished_at, s.result, s.text,
                 s.description,
                 (SELECT json_group_array(json_array(l.name, l.size, l.lines, l.complete))
-                 FROM logs l WHERE l.step = s.id)
+                 FROM logs l WHERE l.step = s.id),
+                s.warnings, s.tests_passed, s.tests_failed, s.tests_skipped,
+                s.tests_xfailed, s.tests_xpassed
          FROM steps s WHERE s.build IN (SELECT value FROM json_each(?1))
          ORDER BY s.build, s.number",
     )?;
@@ -325,6 +327,8 @@ fn waterfall(
                 result: r.get(5)?,
                 text: r.get(6)?,
                 description: r.get(7)?,
+                warnings: r.get::<_, i64>(9)?.max(0) as u64,
+                counts: crate::db::builds::TestCounts::from_row(r, 10)?,
                 logs: logs
                     .into_iter()
                     .map(|(name, size, lines, complete)| LogRow {

@@ -47,10 +47,10 @@ use tokio::sync::watch;
 use super::locks::{self, LockGuard, LockWant};
 use super::{EngineEvent, Inner};
 use crate::config::{FactoryConfig, SlaveConfig};
-use crate::db::builds::{StepFinish, StepStart};
+use crate::db::builds::{StepFinish, StepStart, TestCounts};
 use crate::db::requests::ClaimedBuild;
 use crate::factory::interpolate::{interpolate_step, property_env, Properties};
-use crate::factory::logparse::LogScanner;
+use crate::factory::logparse::{LogCounts, LogScanner};
 use crate::factory::results::{BuildResult, StepResult};
 use crate::factory::{Command, StepKind, StepSpec};
 use crate::logstore::{log_rel_path, AsyncLog, Channel, LogGroup};
@@ -684,7 +684,7 @@ async fn run_step(
         stdio_id,
         extra: HashMap::new(),
         group,
-        scanner: LogScanner::new(spec.log_parser),
+        scanner: step_scanner(spec),
         last_flush: Instant::now(),
         dirty: false,
         last_record: Instant::now(),
@@ -739,7 +739,21 @@ async fn run_step(
         size: logs.stdio.size(),
         lines: logs.stdio.lines(),
     });
-    finish(ctx, step_id, sizes, step_number, spec, end)
+    let counts = logs.scanner.counts();
+    finish(ctx, step_id, sizes, step_number, spec, end, counts)
+}
+
+/// The step's log scanner, with its `warningPattern` if it has one (checked when
+/// the configuration was read; should it fail here all the same, the default
+/// formats count and the master's log says why).
+fn step_scanner(spec: &StepSpec) -> LogScanner {
+    match LogScanner::with_warning_pattern(spec.log_parser, spec.warning_pattern.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("step {}: warningPattern: {e}", spec.name);
+            LogScanner::new(spec.log_parser)
+        }
+    }
 }
 
 /// Take, without waiting, the Build's locks if it does not hold them yet, then the
@@ -919,11 +933,20 @@ fn finish(
     step_number: i64,
     spec: &StepSpec,
     end: StepEnd,
+    counts: LogCounts,
 ) -> StepEnd {
     let record = StepFinish {
         step_id,
         result: end.result.as_str().to_string(),
         text: end.text.clone(),
+        warnings: counts.warnings,
+        counts: counts.tests.map(|t| TestCounts {
+            passed: t.passed,
+            failed: t.failed,
+            skipped: t.skipped,
+            xfailed: t.xfailed,
+            xpassed: t.xpassed,
+        }),
         logs: sizes,
         at: ctx.released_at.unwrap_or_else(crate::calendar::now_f64),
     };
@@ -984,8 +1007,13 @@ async fn step_body(
             let args = shell_args(command, &workdir, &step);
             let end = run_command(ctx, logs, "shell", args, None).await;
             let out = shell_end(end, logs, done_words);
-            if step.log_parser == crate::factory::LogParser::Compile {
+            if logs.scanner.counts_warnings() {
                 count_warnings(ctx, props, logs.scanner.warnings()).await;
+                // The lines that counted, as Buildbot's Compile step shows them.
+                if let Some(lines) = logs.scanner.warning_log() {
+                    let inner = ctx.inner.clone();
+                    logs.write_extra(&inner, "warnings", &lines).await;
+                }
             }
             out
         }

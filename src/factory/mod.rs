@@ -187,7 +187,7 @@ impl StepFlags {
 pub enum LogParser {
     #[default]
     None,
-    /// Count gcc-style `warning:` lines (Buildbot's Compile).
+    /// Count warnings in compiler and tool formats (Buildbot's Compile).
     Compile,
     /// Count test results (Buildbot's Test/Trial).
     Test,
@@ -215,6 +215,10 @@ pub struct StepSpec {
     /// `[lock:NAME]` sections held while the step runs.
     pub locks: Vec<String>,
     pub log_parser: LogParser,
+    /// Buildbot's `warningPattern`: a regular expression that replaces the default
+    /// warning formats (see [`logparse`]); checked when the factory is read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning_pattern: Option<String>,
 }
 
 impl StepSpec {
@@ -232,6 +236,7 @@ impl StepSpec {
             description_done: Vec::new(),
             locks: Vec::new(),
             log_parser: LogParser::None,
+            warning_pattern: None,
         }
     }
 
@@ -759,6 +764,12 @@ fn custom_steps(f: &Recipe, workdir: &str) -> Result<Vec<(StepSpec, Place)>, Fac
                     step.description_done = value.split_whitespace().map(String::from).collect()
                 }
                 "locks" => step.locks = value.split_whitespace().map(String::from).collect(),
+                "warningpattern" => {
+                    if !value.is_empty() {
+                        logparse::warning_regex(value).map_err(|e| bad(opt, e.0))?;
+                        step.warning_pattern = Some(value.clone());
+                    }
+                }
                 "logparser" => {
                     step.log_parser = match value.trim().to_ascii_lowercase().as_str() {
                         "none" | "" => LogParser::None,
@@ -962,7 +973,12 @@ pub fn build_steps(factory: &Recipe, os: &str) -> Result<Vec<StepSpec>, FactoryE
                     .describe(&["configuring"], &["configure"]),
             );
             steps.push(compile_step(vec!["make".into()], &wd));
-            steps.push(test_step(vec!["make".into(), "test".into()], &wd));
+            // Verbose TAP shows which tests were skipped or TODO (non-verbose
+            // Test::Harness prints neither), so they are counted as such.
+            steps.push(test_step(
+                vec!["make".into(), "test".into(), "TEST_VERBOSE=1".into()],
+                &wd,
+            ));
             (steps, wd)
         }
         "distutils" => {
@@ -1061,6 +1077,15 @@ pub fn build_steps(factory: &Recipe, os: &str) -> Result<Vec<StepSpec>, FactoryE
                 factory: f.name.to_string(),
                 step: s.name.clone(),
             });
+        }
+    }
+    let pattern = p.raw("warningPattern");
+    if !pattern.is_empty() {
+        logparse::warning_regex(pattern).map_err(|e| p.bad("warningPattern", e.0))?;
+        for s in &mut steps {
+            if s.log_parser == LogParser::Compile && s.warning_pattern.is_none() {
+                s.warning_pattern = Some(pattern.to_string());
+            }
         }
     }
     if f.platform {

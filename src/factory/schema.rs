@@ -157,6 +157,7 @@ pub static COMMON: &[ParamSpec] = &[
     p!("pollInterval", PosInt, "", "Seconds between polls of the sources (default: the master's pollInterval)."),
     p!("recipients", List, "", "Mail addresses that get this factory's build mails, instead of the master's recipients."),
     p!("mailMode", List, "", "When this factory's builds are mailed, instead of the master's mailMode: all, failing, passing, warnings, exception, problem (a builder that was not failing fails), change (the result differs from the previous build)."),
+    p!("warningPattern", Str, "", "A regular expression: the lines of a compile step it matches are its warnings, instead of the compiler and tool formats (`file:line[:col]: warning:`, `ld: warning:`, Python's `file:line: …Warning:`, Perl's `… at FILE line N.`); the counted lines go to the step's `warnings` log."),
     p!("statusPush", Choice(&["github", "gitea", "gitlab"]), "", "Set a commit status on this forge for each build's revision: pending at the start, success/failure/error at the end, context autobot/BUILDER."),
     p!("statusPushURL", Str, "", "The forge's API base (default https://api.github.com for github, https://gitlab.com/api/v4 for gitlab; required for gitea, e.g. https://gitea.example.org/api/v1)."),
     p!("statusPushToken", Str, "", "A file beside master.ini holding the forge's access token (never the token itself)."),
@@ -297,7 +298,8 @@ pub static STEP_OPTIONS: &[ParamSpec] = &[
     p!("descriptionDone", Str, "", "Words shown when the step is done (e.g. `test`)."),
     p!("locks", LockRefs, "", "[lock:NAME] sections held while the step runs."),
     p!("shell", Bool, "false", "Run the command through `/bin/sh -c` (pipes, redirections) instead of as a split argv."),
-    p!("logParser", Choice(&["none", "compile", "test"]), "none", "Count warnings in the output like a compile step (gcc warnings) or results like a test step."),
+    p!("logParser", Choice(&["none", "compile", "test"]), "none", "Count warnings in the output like a compile step (compiler and tool warning formats) or tests like a test step (passed, failed, skipped, xfailed, xpassed)."),
+    p!("warningPattern", Str, "", "Count the lines this regular expression matches as the step's warnings (with or without `logParser = compile`); a step with warnings is WARNINGS, and warnOnWarnings/flunkOnWarnings decide what that does to the build."),
     p!("env.VAR", Str, "", "Set environment variable VAR for the step (the case of VAR is kept)."),
 ];
 

@@ -264,7 +264,7 @@ fn cpan_runs_makefile_pl_make_make_test() {
     assert_eq!(names(&s), ["checkout", "configure", "compile", "test"]);
     assert_eq!(argv(&s[1]), ["/usr/bin/perl", "-w", "Makefile.PL"]);
     assert_eq!(argv(&s[2]), ["make"]);
-    assert_eq!(argv(&s[3]), ["make", "test"]);
+    assert_eq!(argv(&s[3]), ["make", "test", "TEST_VERBOSE=1"]);
     assert_eq!(s[1].flags, StepFlags::HALT);
     assert_eq!(s[2].flags, StepFlags::COMPILE);
     assert_eq!(s[3].flags, StepFlags::TEST);
@@ -887,5 +887,61 @@ fn every_types_step_list_names_the_steps_it_makes() {
             let n = if n == "install-p" { "install-DIR" } else { n };
             assert!(listed.contains(&n), "{}: {n} not in {:?}", t.name, t.steps);
         }
+    }
+}
+
+#[test]
+fn warning_pattern_goes_to_compile_steps_and_shell_steps_that_ask() {
+    let f = factory(
+        "autotools",
+        &[("warningPattern", "^WARN: ")],
+        vec![git("/r/hello")],
+    );
+    let s = steps(&f);
+    let patterns: Vec<(&str, Option<&str>)> = s
+        .iter()
+        .map(|s| (s.name.as_str(), s.warning_pattern.as_deref()))
+        .collect();
+    assert_eq!(
+        patterns,
+        [
+            ("checkout", None),
+            ("configure", None),
+            ("compile", Some("^WARN: ")),
+            ("test", None)
+        ]
+    );
+    let bad = factory("distutils", &[("warningPattern", "(")], vec![git("/r/x")]);
+    match build_steps(&bad, slave()) {
+        Err(FactoryError::BadValue { key, message, .. }) => {
+            assert_eq!(key, "warningPattern");
+            assert!(
+                message.contains("\"(\" is not a regular expression"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut f = factory("shell", &[("warningPattern", "^F")], vec![]);
+    f.steps = vec![
+        step(
+            "lint",
+            &[("command", "lint"), ("warningpattern", "^LINT: ")],
+        ),
+        step("cc", &[("command", "make"), ("logparser", "compile")]),
+        step("plain", &[("command", "true"), ("warningpattern", "")]),
+    ];
+    let s = steps(&f);
+    assert_eq!(s[0].warning_pattern.as_deref(), Some("^LINT: "));
+    assert_eq!(s[0].log_parser, LogParser::None);
+    assert_eq!(s[1].warning_pattern.as_deref(), Some("^F"));
+    assert_eq!(s[2].warning_pattern, None);
+    f.steps = vec![step(
+        "lint",
+        &[("command", "lint"), ("warningpattern", "[a-")],
+    )];
+    match build_steps(&f, slave()) {
+        Err(FactoryError::BadValue { key, .. }) => assert_eq!(key, "step.lint.warningpattern"),
+        other => panic!("{other:?}"),
     }
 }

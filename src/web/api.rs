@@ -392,6 +392,26 @@ struct BuildWithNotifications {
     notifications: Vec<crate::db::notifications::NotificationRow>,
 }
 
+/// Properties that hold a count are numbers in the JSON (`warnings-count: [3,
+/// "Compile"]`), as Buildbot's are; every other property stays the string it was set
+/// to.
+fn numeric_properties(build: &mut serde_json::Value) {
+    const COUNTS: &[&str] = &["warnings-count"];
+    let Some(props) = build
+        .get_mut("properties")
+        .and_then(serde_json::Value::as_object_mut)
+    else {
+        return;
+    };
+    for name in COUNTS {
+        if let Some(value) = props.get_mut(*name).and_then(|p| p.get_mut(0)) {
+            if let Some(n) = value.as_str().and_then(|v| v.parse::<u64>().ok()) {
+                *value = serde_json::Value::from(n);
+            }
+        }
+    }
+}
+
 async fn get_build(name: String, number: i64, ctx: WebContext) -> Response {
     match ctx.db.build(&name, number).await {
         Ok(Some(b)) => {
@@ -399,11 +419,15 @@ async fn get_build(name: String, number: i64, ctx: WebContext) -> Response {
                 Ok(n) => n,
                 Err(e) => return db_error("GET /api/v1/builders/NAME/builds/N", e),
             };
-            warp::reply::json(&BuildWithNotifications {
+            let mut json = match serde_json::to_value(BuildWithNotifications {
                 build: b,
                 notifications,
-            })
-            .into_response()
+            }) {
+                Ok(v) => v,
+                Err(e) => return db_error("GET /api/v1/builders/NAME/builds/N", e),
+            };
+            numeric_properties(&mut json);
+            warp::reply::json(&json).into_response()
         }
         Ok(None) => not_found(format!("{name} has no build {number}")),
         Err(e) => db_error("GET /api/v1/builders/NAME/builds/N", e),
