@@ -4,13 +4,10 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use assert_cmd::Command;
+use support::cli::autobot;
+
 use predicates::prelude::*;
 use std::path::Path;
-
-fn autobot() -> Command {
-    Command::cargo_bin("autobot").unwrap()
-}
 
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))

@@ -12,19 +12,13 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::net::TcpListener;
+use support::cli::free_ports;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
 /// The variable that names the installed binary.
 const VAR: &str = "AUTOBOT_STATIC_BIN";
-
-fn free_ports<const N: usize>() -> [u16; N] {
-    let held: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
-}
 
 /// Whether an ELF file asks for a program interpreter (a dynamic loader).
 fn has_interpreter(elf: &[u8]) -> bool {

@@ -3,22 +3,15 @@
 //! `autobot force` on it says how to make a slave run it instead of only "no
 //! builder named".
 
-use assert_cmd::Command;
+#[path = "support/mod.rs"]
+mod support;
+
+use support::cli::{autobot, free_ports};
+
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn autobot() -> Command {
-    Command::cargo_bin("autobot").unwrap()
-}
-
-fn free_ports<const N: usize>() -> [u16; N] {
-    let held: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
-}
 
 /// Whether the master answers `GET /api/v1/builders` on `port`.
 fn answers(port: u16) -> bool {

@@ -430,7 +430,15 @@ async fn dead_link_and_reconnect(imp: Impl) {
         wait_for(DEADLINE, || tm.master.registry().get("s1").is_none()).await,
         "s1 still registered"
     );
-    let row = tm.master.db().slave("s1").await.unwrap().unwrap();
+    // The registry drops a link as its teardown starts; the row follows.
+    let deadline = Instant::now() + DEADLINE;
+    let row = loop {
+        let row = tm.master.db().slave("s1").await.unwrap().unwrap();
+        if !row.connected || Instant::now() > deadline {
+            break row;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert!(!row.connected);
     assert!(row.disconnect_reason.unwrap().contains("keepalive"));
     // Thawed, the slave notices and comes back by itself.

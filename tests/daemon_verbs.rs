@@ -5,16 +5,16 @@
 //! builder, signed or empty ports, bytes that are not UTF-8) and that it takes
 //! Changes only with the credentials `create` wrote into its master.ini.
 
-use assert_cmd::Command;
+#[path = "support/mod.rs"]
+mod support;
+
+use support::cli::{autobot, wait_for};
+
 use predicates::prelude::*;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-fn autobot() -> Command {
-    Command::cargo_bin("autobot").unwrap()
-}
+use std::time::Duration;
 
 /// `N` ports free at the moment, all different (each listener is held until all
 /// are picked, so the kernel cannot hand out one twice).
@@ -45,14 +45,6 @@ fn slave_connected(htmlport: u16, name: &str) -> bool {
                 .map(|s| s["connected"] == true)
         })
         .unwrap_or(false)
-}
-
-fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 struct Bot {

@@ -14,24 +14,14 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use assert_cmd::Command;
+use support::cli::{autobot, free_ports};
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-
-fn autobot() -> Command {
-    Command::cargo_bin("autobot").unwrap()
-}
-
-fn free_ports<const N: usize>() -> [u16; N] {
-    let held: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
-}
 
 /// `GET path` on 127.0.0.1:port; (status, body).
 fn get(port: u16, path: &str) -> Option<(u16, String)> {

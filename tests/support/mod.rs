@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod cli;
+
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

@@ -327,10 +327,10 @@ impl Bot {
         }
     }
 
-    fn watch(&mut self, target: &str, name: &str) -> Vec<String> {
-        if let Err(e) = self.builder(name) {
-            return vec![e];
-        }
+    /// The numbers of `name`'s running builds, or the line that says why there
+    /// are none (no such builder, nothing running).
+    fn running_builds(&self, name: &str) -> Result<Vec<i64>, String> {
+        self.builder(name)?;
         let running: Vec<i64> = self
             .engine
             .running()
@@ -339,8 +339,16 @@ impl Bot {
             .map(|(_, n)| n)
             .collect();
         if running.is_empty() {
-            return vec![format!("no build of {name} is running")];
+            return Err(format!("no build of {name} is running"));
         }
+        Ok(running)
+    }
+
+    fn watch(&mut self, target: &str, name: &str) -> Vec<String> {
+        let running = match self.running_builds(name) {
+            Ok(r) => r,
+            Err(e) => return vec![e],
+        };
         for n in &running {
             let who = self.watches.entry((name.to_string(), *n)).or_default();
             if !who.iter().any(|w| w == target) {
@@ -427,19 +435,10 @@ impl Bot {
     }
 
     fn stop(&mut self, target: &str, nick: &str, name: &str, reason: &str) -> Vec<String> {
-        if let Err(e) = self.builder(name) {
-            return vec![e];
-        }
-        let running: Vec<i64> = self
-            .engine
-            .running()
-            .into_iter()
-            .filter(|(b, _)| b == name)
-            .map(|(_, n)| n)
-            .collect();
-        if running.is_empty() {
-            return vec![format!("no build of {name} is running")];
-        }
+        let running = match self.running_builds(name) {
+            Ok(r) => r,
+            Err(e) => return vec![e],
+        };
         let reason = if reason.trim().is_empty() {
             "stopped on IRC".to_string()
         } else {
