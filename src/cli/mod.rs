@@ -132,15 +132,17 @@ pub struct CreateArgs {
     /// by `create`, to the slave's slave.ini].
     #[arg(long)]
     pub passwd: Option<String>,
-    /// Port the master listens on for slaves.
-    #[arg(long, default_value_t = 9010)]
-    pub slaveport: u16,
-    /// Port of the waterfall, JSON API and force-build forms.
-    #[arg(long, default_value_t = 8010)]
-    pub htmlport: u16,
-    /// Port of the read-only public waterfall.
-    #[arg(long, default_value_t = 8011)]
-    pub publichtmlport: u16,
+    /// Port the master listens on for slaves: PORT (every interface) or
+    /// ADDR:PORT (`127.0.0.1:9010`, `[::1]:9010`, `localhost:9010`).
+    #[arg(long, default_value = "9010", value_name = "[ADDR:]PORT")]
+    pub slaveport: crate::config::Listen,
+    /// Port of the waterfall, JSON API and force-build forms: PORT or ADDR:PORT
+    /// (`127.0.0.1:8010`: only this machine can reach it).
+    #[arg(long, default_value = "8010", value_name = "[ADDR:]PORT")]
+    pub htmlport: crate::config::Listen,
+    /// Port of the read-only public waterfall: PORT or ADDR:PORT.
+    #[arg(long, default_value = "8011", value_name = "[ADDR:]PORT")]
+    pub publichtmlport: crate::config::Listen,
     /// Nick of the IRC bot.
     #[arg(long, default_value = "autobot")]
     pub botname: String,
