@@ -141,14 +141,14 @@ pub struct CreateArgs {
     pub passwd: Option<String>,
     /// Port the master listens on for slaves: PORT (every interface) or
     /// ADDR:PORT (`127.0.0.1:9010`, `[::1]:9010`, `localhost:9010`).
-    #[arg(long, default_value = "9010", value_name = "[ADDR:]PORT")]
+    #[arg(long, default_value = "9010", value_name = "[ADDRESS:]PORT")]
     pub slaveport: crate::config::Listen,
     /// Port of the waterfall, JSON API and force-build forms: PORT or ADDR:PORT
     /// (`127.0.0.1:8010`: only this machine can reach it).
-    #[arg(long, default_value = "8010", value_name = "[ADDR:]PORT")]
+    #[arg(long, default_value = "8010", value_name = "[ADDRESS:]PORT")]
     pub htmlport: crate::config::Listen,
     /// Port of the read-only public waterfall: PORT or ADDR:PORT.
-    #[arg(long, default_value = "8011", value_name = "[ADDR:]PORT")]
+    #[arg(long, default_value = "8011", value_name = "[ADDRESS:]PORT")]
     pub publichtmlport: crate::config::Listen,
     /// Nick of the IRC bot.
     #[arg(long, default_value = "autobot")]

@@ -326,11 +326,9 @@ fn parse_listen(
     let Some(v) = v else {
         return Ok((None, default));
     };
-    if v.value.trim().is_empty() {
-        return Err(v.err(format!(
-            "no value; write a TCP port number from 1 to 65535 (e.g. `{k} = {default}`, or `{k} = 127.0.0.1:{default}` to listen on that address only), or remove the line to get the default {default}",
-            k = v.raw_key
-        )));
+    if !v.value.contains(':') {
+        // A bare port: every interface, with the same messages as before.
+        return parse_port(Some(v), default).map(|p| (None, p));
     }
     v.value
         .parse::<super::Listen>()
