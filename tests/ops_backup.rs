@@ -128,6 +128,15 @@ fn a_running_master_is_backed_up_and_restored() {
             .failure(),
     );
     assert!(err.contains("is running"), "{err}");
+    // So is restoring over the pair's directory (its master is DIR/master).
+    let err = stderr_of(
+        autobot()
+            .args(["restore", file.to_str().unwrap(), dir.to_str().unwrap()])
+            .assert()
+            .failure(),
+    );
+    assert!(err.contains("is running"), "{err}");
+    assert!(!dir.join("state.sqlite").exists());
     assert!(slave_connected(htmlport));
 
     std::fs::write(&gate, "").unwrap();

@@ -31,8 +31,8 @@ pub struct BackupArgs {
 pub struct RestoreArgs {
     /// A tar archive written by `autobot backup`.
     pub file: PathBuf,
-    /// The master directory to restore into (created if missing); its master must
-    /// not be running.
+    /// The master directory to restore into (created if missing; a pair's
+    /// DIR/master is found from DIR); its master must not be running.
     pub dir: PathBuf,
 }
 
@@ -161,6 +161,17 @@ fn append_tree(
 
 /// `autobot restore FILE DIR`.
 pub fn restore_cmd(args: &RestoreArgs) -> anyhow::Result<()> {
+    // A `create` pair's directory: its master.
+    let args = &match master_dir(&args.dir) {
+        Ok(dir) => RestoreArgs {
+            file: args.file.clone(),
+            dir,
+        },
+        Err(_) => RestoreArgs {
+            file: args.file.clone(),
+            dir: args.dir.clone(),
+        },
+    };
     let dir = &args.dir;
     if let PidState::Running(pid) = daemon::pid_state(dir)? {
         bail!(

@@ -159,7 +159,10 @@ fn print_changes_hint(master_ini: &Path, args: &CreateArgs) {
     println!(
         "Send Changes with:  autobot sendchange --master {}:{} --auth CHANGEUSER:CHANGEPASSWORD ... \
          (changeuser and changepassword are in {})",
-        master_host(args),
+        match master_host(args) {
+            h if h.contains(':') => format!("[{h}]"),
+            h => h,
+        },
         args.slaveport.port,
         master_ini.display()
     );
