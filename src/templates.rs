@@ -65,9 +65,10 @@ pub struct MasterVars {
     /// ones from `create`: there is no default pair).
     pub changeuser: String,
     pub changepassword: String,
-    pub slaveport: u16,
-    pub htmlport: u16,
-    pub publichtmlport: u16,
+    /// The ports as `master.ini` takes them: `8010` or `127.0.0.1:8010`.
+    pub slaveport: String,
+    pub htmlport: String,
+    pub publichtmlport: String,
     pub botname: String,
     pub irc_host: String,
     pub irc_channels: String,
@@ -123,7 +124,7 @@ pub fn fill(text: &str, vars: &[(&str, &str)]) -> String {
 /// The text of a new `master.ini`: the master, one slave, and one section per
 /// factory (empty sections start from the bundled or local project of that name).
 pub fn master_ini(vars: &MasterVars, created: &str) -> String {
-    let ports = [vars.slaveport, vars.htmlport, vars.publichtmlport].map(|p| p.to_string());
+    let ports = [&vars.slaveport, &vars.htmlport, &vars.publichtmlport];
     let debug = vars.debug.to_string();
     let factories = vars.factories.join(" ");
     let mut s = fill(
@@ -131,9 +132,9 @@ pub fn master_ini(vars: &MasterVars, created: &str) -> String {
         &[
             ("version", crate::VERSION),
             ("created", created),
-            ("slaveport", &ports[0]),
-            ("htmlport", &ports[1]),
-            ("publichtmlport", &ports[2]),
+            ("slaveport", ports[0]),
+            ("htmlport", ports[1]),
+            ("publichtmlport", ports[2]),
             ("botname", &vars.botname),
             ("irc_host", &vars.irc_host),
             ("irc_channels", &vars.irc_channels),
@@ -241,9 +242,9 @@ mod tests {
             passwd: "pw".into(),
             changeuser: "cu".into(),
             changepassword: "cpw".into(),
-            slaveport: 1,
-            htmlport: 2,
-            publichtmlport: 3,
+            slaveport: "1".into(),
+            htmlport: "2".into(),
+            publichtmlport: "3".into(),
             botname: "b".into(),
             irc_host: String::new(),
             irc_channels: String::new(),
@@ -284,9 +285,9 @@ mod tests {
             passwd: "pw".into(),
             changeuser: "cu".into(),
             changepassword: "cpw".into(),
-            slaveport: 1,
-            htmlport: 2,
-            publichtmlport: 3,
+            slaveport: "1".into(),
+            htmlport: "2".into(),
+            publichtmlport: "3".into(),
             botname: "b".into(),
             irc_host: String::new(),
             irc_channels: String::new(),

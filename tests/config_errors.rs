@@ -712,7 +712,7 @@ fn documented_secrets_and_open_force_are_warned_about() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().collect();
     let want = [
-        format!("warning: {ini}:1: [:master:]: htmlport 8110 lets anyone who can reach it force and stop builds (allowForce is true and there is no [users] section); add a [users] section with `NAME = PASSWORD` lines, or set `allowForce = false`"),
+        format!("warning: {ini}:1: [:master:]: htmlport 8110 lets anyone who can reach it force and stop builds (allowForce is true and there is no [users] section); add a [users] section with `NAME = PASSWORD` lines, set `allowForce = false`, or listen on loopback only (`htmlport = 127.0.0.1:8110`)"),
         format!("warning: {ini}:4: [:master:] changepassword: \"changepw\" is printed in the documentation, so anyone who can reach slaveport 9010 or htmlport 8110 can submit Changes (and so start builds); replace it with a random value of your own (e.g. the output of `head -c 18 /dev/urandom | base64`), and give it to `autobot sendchange --auth USER:PASSWORD`"),
         format!("warning: {ini}:5: [:master:] password: the password \"passwd\" is printed in the documentation, so anyone who can reach slaveport 9010 can log in as slave s1 and be sent builds;"),
         format!("warning: {ini}:10: [slave:s2] password: the password \"secret\" is printed in the documentation"),

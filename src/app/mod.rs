@@ -33,7 +33,7 @@ use tokio::task::JoinHandle;
 use crate::changes::pollers::{self, PollerContext};
 use crate::changes::submit::CHANGE_PATH;
 use crate::changes::ChangeBus;
-use crate::config::{ConfigError, MasterConfig};
+use crate::config::{ConfigError, Listen, MasterConfig};
 use crate::daemon::Control;
 use crate::db::{Db, DbError};
 use crate::engine::Engine;
@@ -62,11 +62,11 @@ pub enum MasterError {
         "{key} {port} is in use (is another master or program listening there?); \
          stop it or change {key} in master.ini"
     )]
-    PortInUse { key: &'static str, port: u16 },
+    PortInUse { key: &'static str, port: Listen },
     #[error("cannot listen on {key} {port}: {source}")]
     Bind {
         key: &'static str,
-        port: u16,
+        port: Listen,
         source: std::io::Error,
     },
     #[error("{}: {source}", path.display())]
@@ -164,9 +164,24 @@ impl Master {
         // (the listeners open below, before the schedulers' task runs).
         let change_watermark = db.max_change_id().await?;
 
-        let slave_listener =
-            bind("slaveport", options.slaveport.unwrap_or(config.slaveport)).await?;
-        let web_listener = bind("htmlport", options.htmlport.unwrap_or(config.htmlport)).await?;
+        // Each port binds its address from master.ini (every interface for a
+        // bare port); the options move only the port.
+        let slave_listener = bind(
+            "slaveport",
+            Listen::new(
+                config.slaveport_addr,
+                options.slaveport.unwrap_or(config.slaveport),
+            ),
+        )
+        .await?;
+        let web_listener = bind(
+            "htmlport",
+            Listen::new(
+                config.htmlport_addr,
+                options.htmlport.unwrap_or(config.htmlport),
+            ),
+        )
+        .await?;
         let public_listener = match options.publichtmlport.or(if options.htmlport.is_none() {
             Some(config.publichtmlport)
         } else {
@@ -174,7 +189,12 @@ impl Master {
         }) {
             // The read-only port is secondary: when it cannot be bound the master
             // still runs (slaves and htmlport), and says so loudly.
-            Some(port) => match bind("publichtmlport", port).await {
+            Some(port) => match bind(
+                "publichtmlport",
+                Listen::new(config.publichtmlport_addr, port),
+            )
+            .await
+            {
                 Ok(l) => Some(l),
                 Err(e) => {
                     tracing::error!("{e}; the read-only pages are not served");
@@ -185,6 +205,11 @@ impl Master {
         };
         let slaveport = local_port(&slave_listener);
         let htmlport = local_port(&web_listener);
+        let listening = format!(
+            "slaves on {}, web on {}",
+            Listen::new(config.slaveport_addr, slaveport).describe(),
+            Listen::new(config.htmlport_addr, htmlport).describe()
+        );
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (config_tx, config_rx) = watch::channel(Arc::new(config));
@@ -305,7 +330,7 @@ impl Master {
             shared.shutdown.clone(),
         )));
         tracing::info!(
-            "master in {} listening: slaves on :{slaveport}, web on :{htmlport}",
+            "master in {} listening: {listening}",
             shared.basedir.display()
         );
         Ok(Master {
@@ -405,8 +430,11 @@ impl Master {
             return Err(e.into());
         }
         crate::config::log_loaded(&new);
-        if new.slaveport != old.slaveport || new.htmlport != old.htmlport {
-            tracing::warn!("reconfig: slaveport/htmlport changes take effect at the next restart");
+        if new.slave_listen() != old.slave_listen()
+            || new.html_listen() != old.html_listen()
+            || new.public_listen() != old.public_listen()
+        {
+            tracing::warn!("reconfig: slaveport/htmlport/publichtmlport changes take effect at the next restart");
         }
         let new = Arc::new(new);
         self.shared.config.send_replace(new.clone());
@@ -614,16 +642,14 @@ async fn load_config(basedir: &Path) -> Result<MasterConfig, MasterError> {
         .map_err(MasterError::from)
 }
 
-async fn bind(key: &'static str, port: u16) -> Result<TcpListener, MasterError> {
-    TcpListener::bind(("0.0.0.0", port))
-        .await
-        .map_err(|source| {
-            if source.kind() == std::io::ErrorKind::AddrInUse {
-                MasterError::PortInUse { key, port }
-            } else {
-                MasterError::Bind { key, port, source }
-            }
-        })
+async fn bind(key: &'static str, port: Listen) -> Result<TcpListener, MasterError> {
+    TcpListener::bind(port.bind_addr()).await.map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AddrInUse {
+            MasterError::PortInUse { key, port }
+        } else {
+            MasterError::Bind { key, port, source }
+        }
+    })
 }
 
 fn local_port(l: &TcpListener) -> u16 {

@@ -24,6 +24,7 @@ use super::daemon::{daemons_in, Role};
 use super::http;
 use super::sendchange::{find_options, parse_options, OPTIONS_DIR};
 use super::{exit_error, EXIT_INTERRUPTED, EXIT_NO_SUCH_BUILDER, EXIT_UNREACHABLE};
+use crate::config::Listen;
 
 /// The credentials file of a master directory: `user = NAME` and `passwd = PASS`
 /// lines, readable by its owner only.
@@ -270,7 +271,7 @@ pub struct StopBuildArgs {
 /// A master the CLI talks to: its `htmlport` and the login to send with requests
 /// that change state.
 struct MasterApi {
-    port: u16,
+    port: Listen,
     login: Option<Login>,
 }
 
@@ -298,7 +299,7 @@ impl MasterApi {
             );
         }
         Ok(MasterApi {
-            port: cfg.htmlport,
+            port: cfg.html_listen(),
             login,
         })
     }
@@ -311,7 +312,14 @@ impl MasterApi {
             .as_deref()
             .map(|a| vec![("Authorization", a)])
             .unwrap_or_default();
-        let reply = http::request_with("127.0.0.1", self.port, "POST", path, &headers, Some(body))?;
+        let reply = http::request_with(
+            &self.port.connect_host_text(),
+            self.port.port,
+            "POST",
+            path,
+            &headers,
+            Some(body),
+        )?;
         if reply.status == 401 {
             match &self.login {
                 Some(l) => bail!(
@@ -330,8 +338,8 @@ impl MasterApi {
     }
 }
 
-fn get_json(port: u16, path: &str) -> anyhow::Result<serde_json::Value> {
-    let reply = http::request("127.0.0.1", port, "GET", path, None)?;
+fn get_json(port: Listen, path: &str) -> anyhow::Result<serde_json::Value> {
+    let reply = http::request(&port.connect_host_text(), port.port, "GET", path, None)?;
     if reply.status != 200 {
         bail!("GET {path}: HTTP {}: {}", reply.status, reply.error_text());
     }
@@ -350,7 +358,11 @@ pub fn force_cmd(args: &ForceArgs) -> anyhow::Result<std::process::ExitCode> {
         .unwrap_or_else(|| "autobot".into());
     // Listening before forcing: no event of the build can be missed.
     let events = if args.wait {
-        Some(http::EventStream::open("127.0.0.1", port, "/events")?)
+        Some(http::EventStream::open(
+            &port.connect_host_text(),
+            port.port,
+            "/events",
+        )?)
     } else {
         None
     };
@@ -434,7 +446,7 @@ fn catch_sigint() {
 
 /// `force --wait`: follows one BuildRequest through the master's events.
 struct Waiter<'a> {
-    port: u16,
+    port: Listen,
     builder: &'a str,
     builder_path: String,
     request: i64,
@@ -462,7 +474,7 @@ const WAITING_POLL: Duration = Duration::from_secs(2);
 const WAITING_REPEAT: Duration = Duration::from_secs(30);
 
 impl<'a> Waiter<'a> {
-    fn new(port: u16, builder: &'a str, request: i64, dir: &'a Path) -> Waiter<'a> {
+    fn new(port: Listen, builder: &'a str, request: i64, dir: &'a Path) -> Waiter<'a> {
         use indicatif::{ProgressBar, ProgressStyle};
         let bar = ProgressBar::new(1);
         bar.set_style(

@@ -97,8 +97,8 @@ pub fn create_pair(args: &CreateArgs) -> anyhow::Result<()> {
     );
     println!("Start both with:  autobot start {}", dir.display());
     println!(
-        "Then the waterfall is at http://localhost:{}/ (the slave shows as connected at http://localhost:{}/slaves)",
-        args.htmlport, args.htmlport
+        "Then the waterfall is at {url} (the slave shows as connected at {url}slaves)",
+        url = waterfall_url(args)
     );
     println!(
         "Edit {} to say who looks after the slave.",
@@ -159,10 +159,39 @@ fn print_changes_hint(master_ini: &Path, args: &CreateArgs) {
     println!(
         "Send Changes with:  autobot sendchange --master {}:{} --auth CHANGEUSER:CHANGEPASSWORD ... \
          (changeuser and changepassword are in {})",
-        args.master,
-        args.slaveport,
+        match master_host(args) {
+            h if h.contains(':') => format!("[{h}]"),
+            h => h,
+        },
+        args.slaveport.port,
         master_ini.display()
     );
+}
+
+/// Where a browser on this machine finds the new master's waterfall.
+fn waterfall_url(args: &CreateArgs) -> String {
+    match args.htmlport.addr {
+        Some(_) => format!(
+            "http://{}:{}/",
+            args.htmlport.connect_host_text(),
+            args.htmlport.port
+        ),
+        None => format!("http://localhost:{}/", args.htmlport.port),
+    }
+}
+
+/// The host the new slave connects to: `--master`, unless it is the default
+/// `localhost` and `--slaveport` names an address (then that address).
+fn master_host(args: &CreateArgs) -> String {
+    slave_master_host(&args.master, args.slaveport)
+}
+
+/// [`master_host`] for a master's `--master` and slaveport.
+fn slave_master_host(master: &str, slaveport: config::Listen) -> String {
+    match slaveport.addr {
+        Some(_) if master == "localhost" => slaveport.connect_host().to_string(),
+        _ => master.to_string(),
+    }
 }
 
 /// `autobot create-master DIR`.
@@ -188,10 +217,7 @@ pub fn create_master_cmd(args: &CreateArgs) -> anyhow::Result<()> {
         args.slave
     );
     println!("Start it with:  autobot start {}", args.dir.display());
-    println!(
-        "Then the waterfall is at http://localhost:{}/",
-        args.htmlport
-    );
+    println!("Then the waterfall is at {}", waterfall_url(args));
     println!(
         "To start it at boot, install {} (see its header)",
         args.dir.join(super::upgrade::MASTER_UNIT).display()
@@ -225,7 +251,7 @@ pub fn create_slave_cmd(args: &CreateSlaveArgs) -> anyhow::Result<()> {
         })?;
         SlaveIni {
             basedir: PathBuf::new(),
-            master_host: args.master.clone(),
+            master_host: slave_master_host(&args.master, cfg.slave_listen()),
             master_port: cfg.slaveport,
             name: entry.name.clone(),
             password: entry.password.clone(),
@@ -460,8 +486,8 @@ fn unknown_factories(wanted: &[String], names: &[String]) -> Option<String> {
 fn slave_ini_for(args: &CreateArgs, secrets: &Secrets) -> SlaveIni {
     SlaveIni {
         basedir: PathBuf::new(),
-        master_host: args.master.clone(),
-        master_port: args.slaveport,
+        master_host: master_host(args),
+        master_port: args.slaveport.port,
         name: args.slave.clone(),
         password: secrets.passwd.clone(),
         keepalive: 600,
@@ -534,9 +560,9 @@ fn write_master(
         passwd: secrets.passwd.clone(),
         changeuser: secrets.changeuser.clone(),
         changepassword: secrets.changepassword.clone(),
-        slaveport: args.slaveport,
-        htmlport: args.htmlport,
-        publichtmlport: args.publichtmlport,
+        slaveport: args.slaveport.to_string(),
+        htmlport: args.htmlport.to_string(),
+        publichtmlport: args.publichtmlport.to_string(),
         botname: args.botname.clone(),
         irc_host: args.irc_host.clone(),
         irc_channels: args.irc_channels.clone(),

@@ -107,7 +107,11 @@ pub(crate) fn print_waterfall_url(daemons: &[(Role, PathBuf)]) {
 
 /// Where a browser on this machine finds the master's waterfall.
 pub(crate) fn waterfall_url(cfg: &crate::config::MasterConfig) -> String {
-    format!("http://localhost:{}/", cfg.htmlport)
+    let html = cfg.html_listen();
+    match html.addr {
+        Some(_) => format!("http://{}:{}/", html.connect_host_text(), html.port),
+        None => format!("http://localhost:{}/", html.port),
+    }
 }
 
 pub fn stop_cmd(args: &StopArgs) -> anyhow::Result<()> {
@@ -153,8 +157,14 @@ fn stop_clean(dir: &Path) -> anyhow::Result<()> {
 /// How many builds the master in `dir` runs now, from its JSON API.
 fn running_builds(dir: &Path) -> Option<usize> {
     let cfg = crate::config::load(&dir.join("master.ini")).ok()?;
-    let reply =
-        super::http::request("127.0.0.1", cfg.htmlport, "GET", "/api/v1/builders", None).ok()?;
+    let reply = super::http::request(
+        &cfg.html_listen().connect_host_text(),
+        cfg.htmlport,
+        "GET",
+        "/api/v1/builders",
+        None,
+    )
+    .ok()?;
     let v = reply.json().ok()?;
     Some(
         v.as_array()?

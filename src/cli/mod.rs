@@ -3,11 +3,13 @@
 //! Subcommand families live in their own files: [`create`] (create, create-master,
 //! create-slave, create-project), [`info`] (list-factories, checkconfig),
 //! [`daemon`] (start, stop, restart, reconfig, run), [`client`] (force,
-//! stop-build), [`upgrade`] (upgrade-master) and [`tools`] (completions,
+//! stop-build), [`upgrade`] (upgrade-master), [`backup`] (backup,
+//! restore) and [`tools`] (completions,
 //! manpages). Errors reach the user through `anyhow` with what went wrong and how
 //! to fix it, and a non-zero exit status: [`EXIT_CODES`] lists them; an
 //! [`ExitError`] anywhere in an error's chain picks its status.
 
+pub mod backup;
 pub mod client;
 pub mod create;
 pub mod daemon;
@@ -104,6 +106,11 @@ pub enum Command {
     /// Upgrade a stopped master directory in place: database migrations, the files
     /// today's create-master writes, and what its master.ini says in an old way.
     UpgradeMaster(upgrade::UpgradeMasterArgs),
+    /// Back up a master's state while it runs: a consistent copy of state.sqlite
+    /// (SQLite's online backup), its step logs and master.ini, in one tar FILE.
+    Backup(backup::BackupArgs),
+    /// Restore a backup into a master directory whose master is not running.
+    Restore(backup::RestoreArgs),
     /// Print a shell completion script (bash, zsh or fish) on standard output.
     Completions(tools::CompletionsArgs),
     /// Write man pages (autobot.1, autobot-VERB.1) into a directory.
@@ -132,15 +139,17 @@ pub struct CreateArgs {
     /// by `create`, to the slave's slave.ini].
     #[arg(long)]
     pub passwd: Option<String>,
-    /// Port the master listens on for slaves.
-    #[arg(long, default_value_t = 9010)]
-    pub slaveport: u16,
-    /// Port of the waterfall, JSON API and force-build forms.
-    #[arg(long, default_value_t = 8010)]
-    pub htmlport: u16,
-    /// Port of the read-only public waterfall.
-    #[arg(long, default_value_t = 8011)]
-    pub publichtmlport: u16,
+    /// Port the master listens on for slaves: PORT (every interface) or
+    /// ADDR:PORT (`127.0.0.1:9010`, `[::1]:9010`, `localhost:9010`).
+    #[arg(long, default_value = "9010", value_name = "[ADDRESS:]PORT")]
+    pub slaveport: crate::config::Listen,
+    /// Port of the waterfall, JSON API and force-build forms: PORT or ADDR:PORT
+    /// (`127.0.0.1:8010`: only this machine can reach it).
+    #[arg(long, default_value = "8010", value_name = "[ADDRESS:]PORT")]
+    pub htmlport: crate::config::Listen,
+    /// Port of the read-only public waterfall: PORT or ADDR:PORT.
+    #[arg(long, default_value = "8011", value_name = "[ADDRESS:]PORT")]
+    pub publichtmlport: crate::config::Listen,
     /// Nick of the IRC bot.
     #[arg(long, default_value = "autobot")]
     pub botname: String,
@@ -199,6 +208,8 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Sendchange(a) => sendchange::sendchange_cmd(&a).map(|_| ExitCode::SUCCESS),
         Command::Statuslog(a) => statuslog::statuslog_cmd(&a).map(|_| ExitCode::SUCCESS),
         Command::UpgradeMaster(a) => upgrade::upgrade_master_cmd(&a).map(|_| ExitCode::SUCCESS),
+        Command::Backup(a) => backup::backup_cmd(&a).map(|_| ExitCode::SUCCESS),
+        Command::Restore(a) => backup::restore_cmd(&a).map(|_| ExitCode::SUCCESS),
         Command::Completions(a) => tools::completions_cmd(&a).map(|_| ExitCode::SUCCESS),
         Command::Manpages(a) => tools::manpages_cmd(&a).map(|_| ExitCode::SUCCESS),
     }

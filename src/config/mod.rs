@@ -24,6 +24,7 @@ pub mod secrets;
 pub mod slave;
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -46,6 +47,11 @@ pub struct MasterConfig {
     pub slaveport: u16,
     pub htmlport: u16,
     pub publichtmlport: u16,
+    /// The address each port listens on (`slaveport = 127.0.0.1:9010`); `None`
+    /// (a bare port) means every interface, as before addresses were accepted.
+    pub slaveport_addr: Option<IpAddr>,
+    pub htmlport_addr: Option<IpAddr>,
+    pub publichtmlport_addr: Option<IpAddr>,
     /// Seconds between polls of each repository.
     pub poll_interval: u64,
     /// Seconds the tree must be quiet before a build starts.
@@ -249,6 +255,9 @@ impl Default for MasterConfig {
             slaveport: 9010,
             htmlport: 8010,
             publichtmlport: 8011,
+            slaveport_addr: None,
+            htmlport_addr: None,
+            publichtmlport_addr: None,
             poll_interval: 60,
             tree_stable: 60,
             allow_force: true,
@@ -547,8 +556,19 @@ pub fn master_ini_path(path: &Path) -> PathBuf {
 pub fn summary(cfg: &MasterConfig) -> String {
     let mut out = format!(
         "master: slaveport {}, htmlport {}, publichtmlport {}, pollInterval {}s, treeStable {}s, allowForce {}\n",
-        cfg.slaveport, cfg.htmlport, cfg.publichtmlport, cfg.poll_interval, cfg.tree_stable, cfg.allow_force
+        cfg.slave_listen(),
+        cfg.html_listen(),
+        cfg.public_listen(),
+        cfg.poll_interval,
+        cfg.tree_stable,
+        cfg.allow_force
     );
+    out.push_str(&format!(
+        "listening: slaves on {}, web on {}, read-only web on {}\n",
+        cfg.slave_listen().describe(),
+        cfg.html_listen().describe(),
+        cfg.public_listen().describe()
+    ));
     if let Some(i) = &cfg.irc {
         out.push_str(&i.summary());
     }
@@ -626,4 +646,150 @@ pub fn summary(cfg: &MasterConfig) -> String {
         );
     }
     out
+}
+
+/// Where one of the master's ports listens, as written in `master.ini` and given
+/// to `create --htmlport`: `PORT` (every interface), `IPv4:PORT`, `[IPv6]:PORT`
+/// or `localhost:PORT` (127.0.0.1). Host names other than `localhost` are not
+/// accepted: a listener binds one address, and a name may resolve to several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    /// `None`: every interface (0.0.0.0).
+    pub addr: Option<IpAddr>,
+    pub port: u16,
+}
+
+/// How to write a port with an address, for error messages.
+pub const LISTEN_FORMS: &str =
+    "write a port (`8010`, every interface) or an address and a port: `127.0.0.1:8010`, `[::1]:8010` or `localhost:8010`";
+
+impl MasterConfig {
+    /// Where `slaveport` listens.
+    pub fn slave_listen(&self) -> Listen {
+        Listen::new(self.slaveport_addr, self.slaveport)
+    }
+
+    /// Where `htmlport` listens (what the CLI connects to).
+    pub fn html_listen(&self) -> Listen {
+        Listen::new(self.htmlport_addr, self.htmlport)
+    }
+
+    /// Where `publichtmlport` listens.
+    pub fn public_listen(&self) -> Listen {
+        Listen::new(self.publichtmlport_addr, self.publichtmlport)
+    }
+}
+
+impl Listen {
+    /// A port on `addr` (`None`: every interface).
+    pub fn new(addr: Option<IpAddr>, port: u16) -> Listen {
+        Listen { addr, port }
+    }
+
+    /// The socket address to bind: the address, or 0.0.0.0 for every interface.
+    pub fn bind_addr(&self) -> SocketAddr {
+        SocketAddr::new(
+            self.addr.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            self.port,
+        )
+    }
+
+    /// Whether only this machine can reach the port (a loopback address).
+    pub fn is_loopback(&self) -> bool {
+        self.addr.is_some_and(|a| a.is_loopback())
+    }
+
+    /// The host a client on this machine connects to: the bound address, or
+    /// 127.0.0.1 (::1) when the port listens on every interface.
+    pub fn connect_host(&self) -> IpAddr {
+        match self.addr {
+            None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Some(IpAddr::V4(a)) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Some(IpAddr::V6(a)) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            Some(a) => a,
+        }
+    }
+
+    /// The connect host as written in a URL or `HOST:PORT` (IPv6 in brackets).
+    pub fn connect_host_text(&self) -> String {
+        match self.connect_host() {
+            IpAddr::V6(a) => format!("[{a}]"),
+            a => a.to_string(),
+        }
+    }
+
+    /// `every interface, port 8010` or `127.0.0.1:8010`: for logs and summaries.
+    pub fn describe(&self) -> String {
+        match self.addr {
+            None => format!("every interface, port {}", self.port),
+            Some(_) => self.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Listen {
+    /// As `master.ini` takes it back: `8010`, `127.0.0.1:8010`, `[::1]:8010`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.addr {
+            None => write!(f, "{}", self.port),
+            Some(IpAddr::V6(a)) => write!(f, "[{a}]:{}", self.port),
+            Some(a) => write!(f, "{a}:{}", self.port),
+        }
+    }
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+
+    /// Parse `PORT`, `IPv4:PORT`, `[IPv6]:PORT` or `localhost:PORT`; the error
+    /// says what was wrong and how to write it.
+    fn from_str(text: &str) -> Result<Listen, String> {
+        let text = text.trim();
+        let port_of = |p: &str| {
+            schema::parse_digits(p)
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| {
+                    format!(
+                        "expected a TCP port number from 1 to 65535 (digits only, no sign), got {p:?}; {LISTEN_FORMS}"
+                    )
+                })
+        };
+        if !text.contains(':') {
+            return Ok(Listen::new(None, port_of(text)?));
+        }
+        if let Some(rest) = text.strip_prefix('[') {
+            let (host, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("{text:?} opens `[` without closing it; {LISTEN_FORMS}"))?;
+            let port = after.strip_prefix(':').ok_or_else(|| {
+                format!("{text:?} has no `:PORT` after the address; {LISTEN_FORMS}")
+            })?;
+            let addr: Ipv6Addr = host
+                .parse()
+                .map_err(|_| format!("{host:?} is not an IPv6 address; {LISTEN_FORMS}"))?;
+            return Ok(Listen::new(Some(IpAddr::V6(addr)), port_of(port)?));
+        }
+        let Some((host, port)) = text.rsplit_once(':') else {
+            return Err(format!("{text:?} has no `:PORT`; {LISTEN_FORMS}"));
+        };
+        if host.contains(':') {
+            return Err(format!(
+                "{text:?}: an IPv6 address needs brackets, as in `[::1]:8010`; {LISTEN_FORMS}"
+            ));
+        }
+        let addr = if host.eq_ignore_ascii_case("localhost") {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            match host.parse::<Ipv4Addr>() {
+                Ok(a) => IpAddr::V4(a),
+                Err(_) => {
+                    return Err(format!(
+                        "{host:?} is not an IP address or `localhost` (host names are not accepted: a port binds one address); {LISTEN_FORMS}"
+                    ))
+                }
+            }
+        };
+        Ok(Listen::new(Some(addr), port_of(port)?))
+    }
 }

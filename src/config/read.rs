@@ -316,6 +316,26 @@ pub(super) fn parse_port(v: Option<&Val>, default: u16) -> Result<u16, ConfigErr
     }
 }
 
+/// A `[:master:]` port that may carry an address (`htmlport = 127.0.0.1:8010`):
+/// the address (`None`: every interface) and the port; a bad value is an error
+/// at its line that says how to write one.
+fn parse_listen(
+    v: Option<&Val>,
+    default: u16,
+) -> Result<(Option<std::net::IpAddr>, u16), ConfigError> {
+    let Some(v) = v else {
+        return Ok((None, default));
+    };
+    if !v.value.contains(':') {
+        // A bare port: every interface, with the same messages as before.
+        return parse_port(Some(v), default).map(|p| (None, p));
+    }
+    v.value
+        .parse::<super::Listen>()
+        .map(|l| (l.addr, l.port))
+        .map_err(|e| v.err(e))
+}
+
 /// Whether a section name belongs to the sections that are not factories.
 fn is_special_section(name: &str) -> bool {
     name == "DEFAULT"
@@ -573,11 +593,13 @@ fn warn_documented_passwords(
 
 /// A warning when `htmlport` takes force and stop requests from anyone.
 fn warn_open_force(cfg: &mut MasterConfig, doc: &ini::IniDoc, master: &Layered) {
-    if !cfg.allow_force || !cfg.users.is_empty() {
+    // Only this machine reaches a loopback htmlport: its users may force.
+    if !cfg.allow_force || !cfg.users.is_empty() || cfg.html_listen().is_loopback() {
         return;
     }
     let message = format!(
-        "htmlport {} lets anyone who can reach it force and stop builds (allowForce is true and there is no [users] section); add a [users] section with `NAME = PASSWORD` lines, or set `allowForce = false`",
+        "htmlport {} lets anyone who can reach it force and stop builds (allowForce is true and there is no [users] section); add a [users] section with `NAME = PASSWORD` lines, set `allowForce = false`, or listen on loopback only (`htmlport = 127.0.0.1:{}`)",
+        cfg.html_listen(),
         cfg.htmlport
     );
     let w = match master.get("allowforce") {
@@ -593,9 +615,9 @@ fn warn_open_force(cfg: &mut MasterConfig, doc: &ini::IniDoc, master: &Layered) 
 }
 
 fn read_master_keys(cfg: &mut MasterConfig, m: &Layered) -> Result<(), ConfigError> {
-    cfg.slaveport = parse_port(m.get("slaveport"), 9010)?;
-    cfg.htmlport = parse_port(m.get("htmlport"), 8010)?;
-    cfg.publichtmlport = parse_port(m.get("publichtmlport"), 8011)?;
+    (cfg.slaveport_addr, cfg.slaveport) = parse_listen(m.get("slaveport"), 9010)?;
+    (cfg.htmlport_addr, cfg.htmlport) = parse_listen(m.get("htmlport"), 8010)?;
+    (cfg.publichtmlport_addr, cfg.publichtmlport) = parse_listen(m.get("publichtmlport"), 8011)?;
     let ports = [
         ("slaveport", cfg.slaveport),
         ("htmlport", cfg.htmlport),

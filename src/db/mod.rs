@@ -16,6 +16,7 @@
 //! [`listing`] for what the status pages and the JSON API read); the schema is
 //! the append-only list in [`migrations`]. The web layer holds no SQL of its own.
 
+pub mod backup;
 pub mod builds;
 pub mod changes;
 pub mod listing;
@@ -45,8 +46,10 @@ pub enum DbError {
         source: rusqlite::Error,
     },
     #[error(
-        "{path} has schema version {found} but this autobot knows only up to {known}; \
-         run a newer autobot or restore an older state.sqlite"
+        "{path} has schema version {found}, written by a newer autobot; this autobot ({}) \
+         knows schema versions up to {known}: run the newer autobot (or restore a backup \
+         made before it was used)",
+        crate::VERSION
     )]
     TooNew {
         path: PathBuf,

@@ -469,3 +469,53 @@ fn log_rotation_keys_are_read() {
         "{err}"
     );
 }
+
+#[test]
+fn ports_take_an_address() {
+    let cfg = load_text(
+        "[:master:]\nslaveport = 0.0.0.0:9100\nhtmlport = 127.0.0.1:8100\npublichtmlport = [::1]:8101\n",
+    )
+    .unwrap();
+    assert_eq!(
+        (cfg.slaveport, cfg.htmlport, cfg.publichtmlport),
+        (9100, 8100, 8101)
+    );
+    assert_eq!(cfg.html_listen().to_string(), "127.0.0.1:8100");
+    assert_eq!(cfg.public_listen().to_string(), "[::1]:8101");
+    assert_eq!(cfg.slave_listen().connect_host_text(), "127.0.0.1");
+    assert_eq!(cfg.public_listen().connect_host_text(), "[::1]");
+    // A loopback htmlport: only this machine can force, so no open-force warning.
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    let cfg = load_text("[:master:]\nhtmlport = localhost:8100\n").unwrap();
+    assert_eq!(cfg.html_listen().to_string(), "127.0.0.1:8100");
+    // A bare port: every interface, as before.
+    let cfg = load_text("[:master:]\nhtmlport = 8100\n").unwrap();
+    assert_eq!(
+        (cfg.htmlport_addr, cfg.html_listen().bind_addr().to_string()),
+        (None, "0.0.0.0:8100".to_string())
+    );
+    assert!(cfg
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("lets anyone")));
+    let cfg = load_text("[:master:]\nhtmlport = 192.0.2.1:8100\n").unwrap();
+    assert!(cfg
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("lets anyone")));
+}
+
+#[test]
+fn a_bad_address_says_how_to_write_one() {
+    for (text, want) in [
+        ("[:master:]\nhtmlport = example.org:8010\n", "2: [:master:] htmlport: \"example.org\" is not an IP address or `localhost`"),
+        ("[:master:]\nhtmlport = ::1:8010\n", "2: [:master:] htmlport: \"::1:8010\": an IPv6 address needs brackets"),
+        ("[:master:]\n\nslaveport = [::1:9010\n", "3: [:master:] slaveport: \"[::1:9010\" opens `[` without closing it"),
+        ("[:master:]\npublichtmlport = 127.0.0.1:x\n", "2: [:master:] publichtmlport: expected a TCP port number from 1 to 65535 (digits only, no sign), got \"x\""),
+        ("[:master:]\nhtmlport = 300.0.0.1:8010\n", "2: [:master:] htmlport: \"300.0.0.1\" is not an IP address"),
+    ] {
+        let e = load_text(text).unwrap_err().to_string();
+        assert!(e.contains(want), "{text:?}: {e}");
+        assert!(e.contains("`127.0.0.1:8010`, `[::1]:8010` or `localhost:8010`"), "{e}");
+    }
+}
