@@ -143,15 +143,12 @@ fn append_tree(
             let meta = file
                 .metadata()
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            let mut data = Vec::new();
-            (&mut file)
-                .take(meta.len())
-                .read_to_end(&mut data)
-                .with_context(|| format!("cannot read {}", path.display()))?;
+            // Streamed, up to the size it has now: a log being written only
+            // grows, so that many bytes are there to read.
             let mut header = tar::Header::new_gnu();
             header.set_metadata(&meta);
-            header.set_size(data.len() as u64);
-            tar.append_data(&mut header, &inner, data.as_slice())
+            header.set_size(meta.len());
+            tar.append_data(&mut header, &inner, (&mut file).take(meta.len()))
                 .with_context(|| format!("cannot add {} to the archive", path.display()))?;
             *count += 1;
         }
