@@ -279,6 +279,39 @@ pub fn interpolate_shell(
     Ok((out, vars))
 }
 
+/// Checks a `/bin/sh -c` script as written in `master.ini` for what the shell
+/// would refuse at its end (an unterminated quote or backquote, a trailing
+/// backslash) and for references autobot would refuse in every build (a
+/// `%(name)s` in a quoted here-document, …), so `checkconfig` reports them;
+/// the error is a sentence for the user.
+pub fn check_script(script: &str) -> Result<(), String> {
+    let mut tracker = shell::Tracker::new();
+    let pieces = parse(script).map_err(|e| match e {
+        InterpolateError::Malformed { message, .. } => message,
+        other => other.to_string(),
+    })?;
+    for piece in pieces {
+        match piece {
+            Piece::Text(t) => tracker.text(t),
+            Piece::Reference(r) => {
+                // A plain integer goes everywhere a value may go at all.
+                if let Err(shell::RefError::Refused(message)) =
+                    tracker.reference(&format!("{SHELL_VAR_PREFIX}0"), "0")
+                {
+                    return Err(format!(
+                        "%({})s cannot stand where it does: {message}",
+                        r.name
+                    ));
+                }
+            }
+        }
+    }
+    match tracker.unclosed() {
+        Some(what) => Err(format!("{what} in the shell command {script:?}")),
+        None => Ok(()),
+    }
+}
+
 /// [`interpolate_shell`], numbering the variables after those already in `vars`
 /// (one command may hold several scripts).
 fn interpolate_script(
