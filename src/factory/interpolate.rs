@@ -495,6 +495,47 @@ mod tests {
     }
 
     #[test]
+    fn check_script_finds_what_sh_refuses_at_the_end_and_nothing_else() {
+        for ok in [
+            "make check | tee out.txt",
+            "yes X | head -c 100",
+            "echo \"a \\\" b\"",
+            "echo 'a'\\''b'",
+            "echo \\'",
+            "echo \"$(echo ')')\"",
+            "echo `echo \"'\"`",
+            "cat <<EOF\nit's \"\nEOF",
+            "echo x # it's",
+            "case $x in a) echo \"'\";; esac",
+            "sh -c \"echo 'it\"",
+            "echo %(x)s '%(y)s' \"%(z)s\"",
+        ] {
+            assert_eq!(check_script(ok), Ok(()), "{ok}");
+            if ok.contains("%(") {
+                // References are not sh syntax until interpolated.
+                continue;
+            }
+            let out = std::process::Command::new("sh")
+                .args(["-n", "-c", ok])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "sh -n refuses {ok:?}");
+        }
+        for (bad, what) in [
+            ("make 'x", "unterminated ' quote"),
+            ("make \"x", "unterminated \" quote"),
+            ("echo $'x", "unterminated ' quote"),
+            ("echo `date", "unterminated `"),
+            ("echo \"$(echo 'x)\"", "unterminated ' quote"),
+            ("make \\", "trailing backslash"),
+            ("cat <<'EOF'\n%(x)s\nEOF", "%(x)s cannot stand"),
+        ] {
+            let e = check_script(bad).unwrap_err();
+            assert!(e.contains(what), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
     fn the_manuals_example() {
         let p = props(&[("revision", "1234")]);
         assert_eq!(
