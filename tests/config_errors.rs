@@ -118,7 +118,7 @@ fn unknown_key_for_a_type() {
     fails_with(
         "[f]\ntype = autotools\ngit = ./f\nconfigureFlag = --x\n",
         &[
-            "{ini}:4: [f] configureFlag: unknown key for a factory of type autotools (did you mean `configureFlags`?); accepted keys: bootstrap, configure, configureEnv, configureFlags, compile, test; and the keys of every factory:",
+            "{ini}:4: [f] configureFlag: unknown key for a factory of type autotools (did you mean `configureFlags`?); accepted keys: bootstrap, bootstrapArgv, configure, configureArgv, configureEnv, configureFlags, compile, compileArgv, test, testArgv; and the keys of every factory:",
             "dependsOn",
             "step.NAME, step.NAME.OPTION",
         ],
@@ -390,6 +390,30 @@ fn shell_steps_are_checked() {
     fails_with(
         "[a]\ntype = shell\nstep.build = make 'oops\n",
         &["{ini}:3: [a] step.build: unterminated ' quote"],
+    );
+    // A command string runs through /bin/sh -c: what sh would refuse at its end
+    // is found here, with the way out; as an argv the split finds it too.
+    fails_with(
+        "[a]\ntype = shell\nstep.build = make \"oops | tee log\n",
+        &[
+            "{ini}:3: [a] step.build: unterminated \" quote in the shell command",
+            "set `step.build.argv = true`",
+        ],
+    );
+    fails_with(
+        "[a]\ntype = shell\nstep.build = make 'oops\nstep.build.argv = true\n",
+        &["{ini}:3: [a] step.build: unterminated ' quote"],
+    );
+    fails_with(
+        "[a]\ntype = shell\nstep.build = make\nstep.build.argv = true\nstep.build.shell = true\n",
+        &["[a] step.build.argv: says true while step.build.shell says true; keep one of them"],
+    );
+    fails_with(
+        "[a]\ntype = autotools\ngit = ./a\ntest = make check | tee 'out.txt\n",
+        &[
+            "{ini}:4: [a] test: unterminated ' quote in the shell command",
+            "`testArgv = true`",
+        ],
     );
     fails_with(
         "[a]\ntype = shell\nstep.build = make\nstep.build.timeout = ten\n",

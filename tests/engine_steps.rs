@@ -1,7 +1,10 @@
 //! The build engine against a real autobot slave with `shell` factories: step
 //! results and the Buildbot 0.7 flag rules (haltOnFailure stops the build,
 //! flunkOnFailure vs warnOnFailure), properties and `%(name)s` interpolation
-//! reaching the slave as single argv elements, and a 1 MB step output stored intact.
+//! reaching the slave as data (single argv elements, or quoted expansions in the
+//! `/bin/sh -c` scripts a command string now runs as), pipelines in a command
+//! string against `|` as an argument of an argv step, and a 1 MB step output
+//! stored intact.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -237,6 +240,17 @@ async fn flags_halt_properties_and_big_logs() {
     assert!(seen.contains(&("flags-s1".to_string(), 1)), "{seen:?}");
 }
 
+/// A command string runs through `/bin/sh -c` by default (a pipeline works), an
+/// argv step passes `|` literally, and a property is data in both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_string_runs_through_the_shell_and_an_argv_step_does_not() {
+    let m = EngineMaster::start(&master_ini(PIPES, ""), Duration::from_secs(30)).await;
+    let _slave = m.slave().await;
+    let pwned = m.dir.path().join("pwned");
+    check_pipes(&m, "pipes-s1", &pwned).await;
+    m.master.shutdown().await;
+}
+
 /// A command that prints a line and then goes quiet: the line reaches the log file
 /// (where the pages and the API read it) while the command still runs, not only when
 /// more output or its end arrives.
@@ -272,7 +286,7 @@ async fn a_quiet_commands_last_line_reaches_the_log_while_it_runs() {
 }
 
 /// The injections found in issue 18, each on a real autobot slave, run by the real
-/// `/bin/sh` (`step.X.shell = true`) and by bash: a value inside `"$(… %(x)s)"`,
+/// `/bin/sh` (a command string's default) and by bash: a value inside `"$(… %(x)s)"`,
 /// inside the script of a nested `sh -c "…"` / `bash -c "…"` / `sh -c '…'`, and
 /// inside `$(( … ))`. The file the value would write is never made, the value
 /// arrives verbatim where it is data, and arithmetic refuses it, naming it.

@@ -2,7 +2,9 @@
 //! `msgpack_experimental_v7`): a factory with a real git repository is checked out
 //! with git commands run through `shell` (the worker has no native autobot git
 //! command), sets got_revision, runs its steps green; a later commit is picked up
-//! by the next build (mode `update`); a failing step fails the build.
+//! by the next build (mode `update`); a failing step fails the build; command
+//! strings run through `/bin/sh -c` (sent as `['/bin/sh', '-c', SCRIPT]`) and argv
+//! steps as argv, as on an autobot slave.
 //!
 //! When buildbot-worker cannot be installed it fails under `CI=true` and prints a
 //! SKIP line elsewhere, as the conformance suite does.
@@ -45,7 +47,7 @@ async fn a_buildbot_worker_slave_builds_green_through_the_engine() {
 
     let factories = format!(
         "[proj]\ntype = shell\ngit = {}#main\nstep.check = sh check.sh\n\n\
-         [red]\ntype = shell\nstep.ok = true\nstep.bad = sh -c \"echo failing; exit 3\"\nstep.after = true\n",
+         [red]\ntype = shell\nstep.ok = true\nstep.bad = sh -c \"echo failing; exit 3\"\nstep.after = true\n{PIPES}",
         repo.display()
     );
     let m = EngineMaster::start(&master_ini(&factories, ""), Duration::from_secs(30)).await;
@@ -120,4 +122,8 @@ async fn a_buildbot_worker_slave_builds_green_through_the_engine() {
         vec![Some("success"), Some("failure"), Some("success")]
     );
     assert!(m.log_text(&red, 1, "bad").await.contains("failing"));
+
+    // Pipelines and argv steps behave as on an autobot slave.
+    let pwned = m.dir.path().join("pwned");
+    check_pipes(&m, &format!("pipes-{SLAVE}"), &pwned).await;
 }

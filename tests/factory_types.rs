@@ -674,8 +674,10 @@ test = %(python)s -m unittest discover -v
     }
     assert_eq!(step(&b[0], "test").text, "test 2 passed");
     let log = site.log(&b[0], "test").await;
+    // `test` runs through /bin/sh -c; %(python)s reached the script as a quoted
+    // expansion of the variable holding the virtualenv's python.
     assert!(
-        log.contains("/build/env/bin/python -m unittest discover -v\n"),
+        log.contains("/bin/sh -c '\"${AUTOBOT_PROPERTY_0}\" -m unittest discover -v'\n"),
         "{log}"
     );
 

@@ -38,7 +38,7 @@ step.hello = sh -c "echo hello from the browser test; sleep 2; echo done"
 
 [drip]
 type = shell
-step.drip = sh -c "for i in 1 2 3 4 5 6; do echo drip-line-$i; sleep 0.5; done"
+step.drip = for i in 1 2 3 4 5 6; do echo drip-line-$i; sleep 0.5; done
 "#;
 
 /// The W3C key of an element reference.

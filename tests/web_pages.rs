@@ -36,7 +36,7 @@ step.sleep = sleep 600
 
 [drip]
 type = shell
-step.drip = sh -c "for i in 1 2 3 4 5; do echo drip-$i; sleep 0.3; done"
+step.drip = for i in 1 2 3 4 5; do echo drip-$i; sleep 0.3; done
 "#;
 
 const EVIL: &str = "<script>alert('x')</script>";

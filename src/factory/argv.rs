@@ -1,12 +1,13 @@
 //! Shell-like splitting of the command strings written in `master.ini`.
 //!
-//! A command in `master.ini` (`configure = ./configure --prefix="/opt/my dir"`) is an
-//! argv written as one string. It is split the way a POSIX shell splits words —
-//! whitespace separates, `'…'` is literal, `"…"` allows `\"`, `\\`, `\$` and `` \` ``
-//! escapes, a backslash outside quotes escapes the next character — but nothing else
-//! a shell does happens: no variables, globs, pipes or redirections. The result runs
-//! as an argv on the slave, never through `/bin/sh`, so a value can never smuggle in
-//! a second command.
+//! A command in `master.ini` runs through `/bin/sh -c` unless it asks to run as an
+//! argv (`step.NAME.argv = true`, `testArgv = true`, …); then, and for the keys that
+//! hold words rather than commands (`configureFlags`, `python`, `packages`), the
+//! string is split the way a POSIX shell splits words — whitespace separates, `'…'`
+//! is literal, `"…"` allows `\"`, `\\`, `\$` and `` \` `` escapes, a backslash
+//! outside quotes escapes the next character — but nothing else a shell does
+//! happens: no variables, globs, pipes or redirections. [`quote`] goes the other way,
+//! for words appended to a shell command.
 
 /// Split `s` into words. The error says what is wrong (an unterminated quote or a
 /// trailing backslash) in words meant for the user.
@@ -71,9 +72,35 @@ pub fn split(s: &str) -> Result<Vec<String>, String> {
     Ok(words)
 }
 
+/// `word` written so that `/bin/sh` reads it back as exactly that one word: as
+/// is when it holds only characters the shell takes literally, else in single
+/// quotes (a `'` inside written `'\''`).
+pub fn quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-+=/.,:@".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::split;
+    use super::{quote, split};
+
+    #[test]
+    fn quotes_for_the_shell() {
+        assert_eq!(quote("--disable-nls"), "--disable-nls");
+        assert_eq!(quote("--prefix=/opt/my dir"), "'--prefix=/opt/my dir'");
+        assert_eq!(quote("it's"), "'it'\\''s'");
+        assert_eq!(quote(""), "''");
+        for w in ["a b", "$HOME", "x;y", "it's", "", "%(x)s", "*"] {
+            assert_eq!(split(&quote(w)).unwrap(), vec![w.to_string()], "{w:?}");
+        }
+    }
 
     #[test]
     fn splits_like_a_shell() {

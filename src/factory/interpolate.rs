@@ -279,6 +279,39 @@ pub fn interpolate_shell(
     Ok((out, vars))
 }
 
+/// Checks a `/bin/sh -c` script as written in `master.ini` for what the shell
+/// would refuse at its end (an unterminated quote or backquote, a trailing
+/// backslash) and for references autobot would refuse in every build (a
+/// `%(name)s` in a quoted here-document, …), so `checkconfig` reports them;
+/// the error is a sentence for the user.
+pub fn check_script(script: &str) -> Result<(), String> {
+    let mut tracker = shell::Tracker::new();
+    let pieces = parse(script).map_err(|e| match e {
+        InterpolateError::Malformed { message, .. } => message,
+        other => other.to_string(),
+    })?;
+    for piece in pieces {
+        match piece {
+            Piece::Text(t) => tracker.text(t),
+            Piece::Reference(r) => {
+                // A plain integer goes everywhere a value may go at all.
+                if let Err(shell::RefError::Refused(message)) =
+                    tracker.reference(&format!("{SHELL_VAR_PREFIX}0"), "0")
+                {
+                    return Err(format!(
+                        "%({})s cannot stand where it does: {message}",
+                        r.name
+                    ));
+                }
+            }
+        }
+    }
+    match tracker.unclosed() {
+        Some(what) => Err(format!("{what} in the shell command {script:?}")),
+        None => Ok(()),
+    }
+}
+
 /// [`interpolate_shell`], numbering the variables after those already in `vars`
 /// (one command may hold several scripts).
 fn interpolate_script(
@@ -459,6 +492,47 @@ mod tests {
             .unwrap();
         assert!(out.status.success(), "{script}");
         String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[test]
+    fn check_script_finds_what_sh_refuses_at_the_end_and_nothing_else() {
+        for ok in [
+            "make check | tee out.txt",
+            "yes X | head -c 100",
+            "echo \"a \\\" b\"",
+            "echo 'a'\\''b'",
+            "echo \\'",
+            "echo \"$(echo ')')\"",
+            "echo `echo \"'\"`",
+            "cat <<EOF\nit's \"\nEOF",
+            "echo x # it's",
+            "case $x in a) echo \"'\";; esac",
+            "sh -c \"echo 'it\"",
+            "echo %(x)s '%(y)s' \"%(z)s\"",
+        ] {
+            assert_eq!(check_script(ok), Ok(()), "{ok}");
+            if ok.contains("%(") {
+                // References are not sh syntax until interpolated.
+                continue;
+            }
+            let out = std::process::Command::new("sh")
+                .args(["-n", "-c", ok])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "sh -n refuses {ok:?}");
+        }
+        for (bad, what) in [
+            ("make 'x", "unterminated ' quote"),
+            ("make \"x", "unterminated \" quote"),
+            ("echo $'x", "unterminated ' quote"),
+            ("echo `date", "unterminated `"),
+            ("echo \"$(echo 'x)\"", "unterminated ' quote"),
+            ("make \\", "trailing backslash"),
+            ("cat <<'EOF'\n%(x)s\nEOF", "%(x)s cannot stand"),
+        ] {
+            let e = check_script(bad).unwrap_err();
+            assert!(e.contains(what), "{bad:?}: {e}");
+        }
     }
 
     #[test]

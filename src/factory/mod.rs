@@ -1,7 +1,7 @@
 //! Built-in factory types: each turns a factory section of `master.ini` into the
 //! ordered list of step specs a build runs, and the bundled/local projects.
 //!
-//! A step spec ([`StepSpec`]) is plain data — a command argv (or a property to set
+//! A step spec ([`StepSpec`]) is plain data — a command (or a property to set
 //! from a command's output, or a checkout), the directory to run in, environment,
 //! the Buildbot result flags, timeouts, locks and descriptions. The build engine
 //! turns it into worker-protocol commands; nothing here runs anything, so every
@@ -41,6 +41,19 @@
 //! (`virtualenv`, `python-source`), or with `--target` into `pydeps` beside the
 //! build directory, on the test step's PYTHONPATH (`distutils`, `trial`).
 //!
+//! # Commands: a string runs through `/bin/sh`
+//! As the Buildbot manual says of a command given as a string, a command written
+//! in `master.ini` — `step.NAME`, and the types' command keys `test`, `compile`,
+//! `configure`, `bootstrap` — is a [`Command::Shell`] script run by `/bin/sh -c`;
+//! `step.NAME.argv = true` (or the older `step.NAME.shell = false`) and the keys'
+//! `KEYArgv = true` make it a [`Command::Argv`], split by [`argv::split`]. Keys
+//! that name a program autobot adds arguments to (`perl`, `python`, `trial`, …)
+//! or hold arguments (`configureFlags`, `trialMode`, `packages`) are words in both
+//! modes (`configureFlags` quoted into the script with [`argv::quote`]); autobot's
+//! own steps are argv. A script is checked when the factory is read for what
+//! `/bin/sh` would refuse at its end (an unterminated quote), and
+//! [`interpolate`] keeps a `%(name)s` in it data.
+//!
 //! # `platform = true`
 //! The slave's os (`linux`, `win`, `mac`) reaches the build as the property
 //! `platform` ([`build_properties`]) and as the environment variable `PLATFORM` of
@@ -71,9 +84,12 @@ pub const DEFAULT_WORKDIR: &str = "build";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Command {
-    /// Run directly, no shell. May hold `%(property)s` to be interpolated.
+    /// Run directly, no shell (Buildbot's command given as a list): what autobot's
+    /// own steps run, and a command key when `master.ini` asks (`step.NAME.argv`,
+    /// `testArgv`, …). May hold `%(property)s` to be interpolated.
     Argv(Vec<String>),
-    /// Run through `/bin/sh -c`; only when `master.ini` asks (`step.NAME.shell`).
+    /// Run through `/bin/sh -c` (Buildbot's command given as a string): what a
+    /// command written in `master.ini` means unless it asks for an argv.
     Shell(String),
 }
 
@@ -250,6 +266,11 @@ impl StepSpec {
         )
     }
 
+    /// A shell command step running `command` (a script or an argv).
+    fn run(name: &str, command: Command, workdir: &str) -> StepSpec {
+        StepSpec::new(name, StepKind::Shell { command }, workdir)
+    }
+
     fn flags(mut self, flags: StepFlags) -> StepSpec {
         self.flags = flags;
         self
@@ -350,6 +371,35 @@ impl Params<'_> {
         argv::split(self.raw(name)).map_err(|m| self.bad(name, m))
     }
 
+    /// A command key (`test`, `compile`, …): `None` when empty (no step), else a
+    /// `/bin/sh -c` script, or an argv when `{name}Argv` is true; `extra` are
+    /// argument words to append (`configureFlags`), quoted for the shell in a
+    /// script.
+    fn command(&self, name: &str, extra: &[String]) -> Result<Option<Command>, FactoryError> {
+        let raw = self.raw(name).trim();
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        let argv_key = format!("{name}Argv");
+        if self.bool(&argv_key)? {
+            let mut argv = self.argv(name)?;
+            argv.extend(extra.iter().cloned());
+            return Ok(Some(Command::Argv(argv)));
+        }
+        interpolate::check_script(raw).map_err(|m| {
+            self.bad(
+                name,
+                format!("{m}; fix the quoting, or set `{argv_key} = true` to run it as an argv"),
+            )
+        })?;
+        let mut script = raw.to_string();
+        for word in extra {
+            script.push(' ');
+            script.push_str(&argv::quote(word));
+        }
+        Ok(Some(Command::Shell(script)))
+    }
+
     fn bool(&self, name: &str) -> Result<bool, FactoryError> {
         let v = self.raw(name);
         schema::parse_bool(v)
@@ -419,16 +469,16 @@ fn checkout_step(f: &Recipe, source: &Source, name: &str, workdir: &str, dir: &s
 }
 
 /// Buildbot's Compile step: halts on failure, warns on compiler warnings.
-fn compile_step(argv: Vec<String>, workdir: &str) -> StepSpec {
-    StepSpec::shell("compile", argv, workdir)
+fn compile_step(command: Command, workdir: &str) -> StepSpec {
+    StepSpec::run("compile", command, workdir)
         .flags(StepFlags::COMPILE)
         .describe(&["compiling"], &["compile"])
         .parser(LogParser::Compile)
 }
 
 /// Buildbot's Test step: a failure makes the build FAILURE; counts are parsed.
-fn test_step(argv: Vec<String>, workdir: &str) -> StepSpec {
-    StepSpec::shell("test", argv, workdir)
+fn test_step(command: Command, workdir: &str) -> StepSpec {
+    StepSpec::run("test", command, workdir)
         .flags(StepFlags::TEST)
         .describe(&["testing"], &["test"])
         .parser(LogParser::Test)
@@ -697,15 +747,35 @@ fn custom_steps(f: &Recipe, workdir: &str) -> Result<Vec<(StepSpec, Place)>, Fac
             message,
         };
         let raw = opts.get("command").map(String::as_str).unwrap_or("");
-        let as_shell = match opts.get("shell") {
+        let option = |opt: &str| match opts.get(opt) {
             Some(v) => schema::parse_bool(v)
-                .ok_or_else(|| bad("shell", format!("expected true or false, got {v:?}")))?,
-            None => false,
+                .map(Some)
+                .ok_or_else(|| bad(opt, format!("expected true or false, got {v:?}"))),
+            None => Ok(None),
         };
-        let command = if as_shell {
+        // A command string runs through /bin/sh -c unless `argv = true` (or the
+        // older `shell = false`) says otherwise.
+        let as_argv = match (option("argv")?, option("shell")?) {
+            (Some(a), Some(s)) if a == s => {
+                return Err(bad(
+                    "argv",
+                    format!("says {a} while step.{name}.shell says {s}; keep one of them (argv = true runs an argv, the default runs /bin/sh -c)"),
+                ))
+            }
+            (Some(a), _) => a,
+            (None, Some(s)) => !s,
+            (None, None) => false,
+        };
+        let command = if !as_argv {
             if raw.trim().is_empty() {
                 return Err(bad("", "expected a command, got nothing".into()));
             }
+            interpolate::check_script(raw.trim()).map_err(|m| {
+                bad(
+                    "",
+                    format!("{m}; fix the quoting, or set `step.{name}.argv = true` to run it as an argv"),
+                )
+            })?;
             Command::Shell(raw.trim().to_string())
         } else {
             let argv = argv::split(raw).map_err(|m| bad("", m))?;
@@ -727,7 +797,7 @@ fn custom_steps(f: &Recipe, workdir: &str) -> Result<Vec<(StepSpec, Place)>, Fac
                     .map_err(|_| bad(opt, format!("expected a whole number, got {v:?}")))
             };
             match opt.as_str() {
-                "command" | "shell" => {}
+                "command" | "shell" | "argv" => {}
                 "after" | "before" => {
                     if place != Place::End {
                         return Err(bad(
@@ -922,26 +992,22 @@ pub fn build_steps(factory: &Recipe, os: &str) -> Result<Vec<StepSpec>, FactoryE
                     );
                 }
             }
-            let test = p.argv("test")?;
-            if !test.is_empty() {
+            if let Some(test) = p.command("test", &[])? {
                 steps.push(test_step(test, &workdir));
             }
             (steps, workdir)
         }
         "autotools" => {
             let (mut steps, wd) = checkout_in_build(f, true)?;
-            let bootstrap = p.argv("bootstrap")?;
-            if !bootstrap.is_empty() {
+            if let Some(bootstrap) = p.command("bootstrap", &[])? {
                 steps.push(
-                    StepSpec::shell("bootstrap", bootstrap, &wd)
+                    StepSpec::run("bootstrap", bootstrap, &wd)
                         .flags(StepFlags::HALT)
                         .describe(&["bootstrapping"], &["bootstrap"]),
                 );
             }
-            let mut configure = p.argv("configure")?;
-            if !configure.is_empty() {
-                configure.extend(p.argv("configureFlags")?);
-                let mut step = StepSpec::shell("configure", configure, &wd)
+            if let Some(configure) = p.command("configure", &p.argv("configureFlags")?)? {
+                let mut step = StepSpec::run("configure", configure, &wd)
                     .flags(StepFlags::HALT)
                     .describe(&["configuring"], &["configure"]);
                 step.env = schema::parse_env_list(p.raw("configureEnv"))
@@ -950,12 +1016,10 @@ pub fn build_steps(factory: &Recipe, os: &str) -> Result<Vec<StepSpec>, FactoryE
                     .collect();
                 steps.push(step);
             }
-            let compile = p.argv("compile")?;
-            if !compile.is_empty() {
+            if let Some(compile) = p.command("compile", &[])? {
                 steps.push(compile_step(compile, &wd));
             }
-            let test = p.argv("test")?;
-            if !test.is_empty() {
+            if let Some(test) = p.command("test", &[])? {
                 steps.push(test_step(test, &wd));
             }
             (steps, wd)
@@ -972,11 +1036,11 @@ pub fn build_steps(factory: &Recipe, os: &str) -> Result<Vec<StepSpec>, FactoryE
                     .flags(StepFlags::HALT)
                     .describe(&["configuring"], &["configure"]),
             );
-            steps.push(compile_step(vec!["make".into()], &wd));
+            steps.push(compile_step(Command::Argv(vec!["make".into()]), &wd));
             // Verbose TAP shows which tests were skipped or TODO (non-verbose
             // Test::Harness prints neither), so they are counted as such.
             steps.push(test_step(
-                vec!["make".into(), "test".into(), "TEST_VERBOSE=1".into()],
+                Command::Argv(vec!["make".into(), "test".into(), "TEST_VERBOSE=1".into()]),
                 &wd,
             ));
             (steps, wd)
@@ -992,9 +1056,8 @@ pub fn build_steps(factory: &Recipe, os: &str) -> Result<Vec<StepSpec>, FactoryE
             steps.extend(deps);
             let mut build = python;
             build.extend(["./setup.py".to_string(), "build".to_string()]);
-            steps.push(compile_step(build, &wd));
-            let test = p.argv("test")?;
-            if !test.is_empty() {
+            steps.push(compile_step(Command::Argv(build), &wd));
+            if let Some(test) = p.command("test", &[])? {
                 let mut step = test_step(test, &wd);
                 if has_deps {
                     step.env.insert("PYTHONPATH".into(), pydeps_dir(&wd));
@@ -1017,7 +1080,7 @@ pub fn build_steps(factory: &Recipe, os: &str) -> Result<Vec<StepSpec>, FactoryE
             steps.extend(deps);
             let mut build = build_python;
             build.extend(["./setup.py".to_string(), "build".to_string()]);
-            steps.push(compile_step(build, &wd));
+            steps.push(compile_step(Command::Argv(build), &wd));
             let tests = p.words("tests");
             if !tests.is_empty() {
                 let mut argv = p.argv("trialpython")?;

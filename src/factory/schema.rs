@@ -28,6 +28,11 @@ pub enum ParamKind {
     Argv,
     /// A command as for `Argv`, or empty to leave the step out.
     OptArgv,
+    /// A command line a user writes (`make check | tee out.txt`), or empty to
+    /// leave the step out: run through `/bin/sh -c`, or split into an argv as for
+    /// `Argv` when the key's `…Argv` companion is true; checked when the factory's
+    /// steps are made, where the mode is known.
+    Command,
     /// Whitespace-separated `VAR=VALUE` words (quotes respected).
     EnvList,
     /// One of the listed words.
@@ -169,7 +174,8 @@ static VIRTUALENV_PARAMS: &[ParamSpec] = &[
     p!("checkout", Bool, "true", "Check the sources out into %(virtualenv)s/src/DIR."),
     p!("packages", OptArgv, "", "PACKAGE ... installed before the tests with `%(python)s -m pip install` into the virtualenv, in the first source's checkout: pip's own words (`pytest`, `mock>=4`, or a wheel's path relative to that checkout)."),
     p!("requirements", Str, "", "A pip requirements file, relative to the first source's checkout, installed with `pip install -r FILE` where `packages` go (it may hold pip options, e.g. `--no-index` and `--find-links DIR` for a slave without network)."),
-    p!("test", OptArgv, "", "Test command run in the first source's checkout (or %(virtualenv)s when nothing is checked out), e.g. `%(python)s -m pytest`; empty: no test step."),
+    p!("test", Command, "", "Test command run through `/bin/sh -c` in the first source's checkout (or %(virtualenv)s when nothing is checked out), e.g. `%(python)s -m pytest`; empty: no test step."),
+    p!("testArgv", Bool, "false", "Run `test` as an argv (split into words, quotes respected; no pipes, redirections or variables) instead of through `/bin/sh -c`."),
 ];
 
 static PYTHON_SOURCE_PARAMS: &[ParamSpec] = &[
@@ -178,22 +184,25 @@ static PYTHON_SOURCE_PARAMS: &[ParamSpec] = &[
     p!("install", Choice(&["setup.py", "pip"]), "setup.py", "How each source is installed: `%(python)s setup.py install` (autobot's way; needs no network with a venv that has setuptools) or `%(python)s -m pip install --no-deps .` (pip fetches build tools from its index)."),
     p!("packages", OptArgv, "", "PACKAGE ... installed with `%(python)s -m pip install` into the virtualenv before the sources (and so before the tests), in the first source's checkout: pip's own words (`pytest`, `mock>=4`, or a wheel's path relative to that checkout)."),
     p!("requirements", Str, "", "A pip requirements file, relative to the first source's checkout, installed with `pip install -r FILE` where `packages` go (it may hold pip options, e.g. `--no-index` and `--find-links DIR` for a slave without network)."),
-    p!("test", OptArgv, "", "Test command run in the first source's checkout, e.g. `%(python)s -m unittest discover -v`; empty: no test step."),
+    p!("test", Command, "", "Test command run through `/bin/sh -c` in the first source's checkout, e.g. `%(python)s -m unittest discover -v`; empty: no test step."),
+    p!("testArgv", Bool, "false", "Run `test` as an argv (split into words, quotes respected; no pipes, redirections or variables) instead of through `/bin/sh -c`."),
 ];
 
 static AUTOTOOLS_PARAMS: &[ParamSpec] = &[
     p!(
         "bootstrap",
-        OptArgv,
+        Command,
         "",
-        "A command run before configure, e.g. `autoreconf -fi`; empty: no bootstrap step. A git checkout gives every file the time of the checkout, so in a tree whose generated files (aclocal.m4, configure, Makefile.in) are committed, make may find them older than their sources and try to regenerate them with autotools the slave lacks or has in another version; regenerating them first makes the tree consistent."
+        "A command run through `/bin/sh -c` before configure, e.g. `autoreconf -fi`; empty: no bootstrap step. A git checkout gives every file the time of the checkout, so in a tree whose generated files (aclocal.m4, configure, Makefile.in) are committed, make may find them older than their sources and try to regenerate them with autotools the slave lacks or has in another version; regenerating them first makes the tree consistent."
     ),
+    p!("bootstrapArgv", Bool, "false", "Run `bootstrap` as an argv (split into words, quotes respected; no pipes, redirections or variables) instead of through `/bin/sh -c`."),
     p!(
         "configure",
-        OptArgv,
+        Command,
         "./configure",
-        "The configure command; empty leaves the step out."
+        "The configure command, run through `/bin/sh -c` with configureFlags after it; empty leaves the step out."
     ),
+    p!("configureArgv", Bool, "false", "Run `configure` (and configureFlags after it) as an argv instead of through `/bin/sh -c`."),
     p!(
         "configureEnv",
         EnvList,
@@ -204,20 +213,22 @@ static AUTOTOOLS_PARAMS: &[ParamSpec] = &[
         "configureFlags",
         OptArgv,
         "",
-        "Arguments appended to the configure command (e.g. --disable-nls)."
+        "Arguments appended to the configure command (e.g. --disable-nls): values, not shell code — split into words (quotes respected) and each passed to configure as one argument, quoted for the shell when configure runs through it."
     ),
     p!(
         "compile",
-        OptArgv,
+        Command,
         "make all",
-        "The compile command; empty leaves the step out."
+        "The compile command, run through `/bin/sh -c`; empty leaves the step out."
     ),
+    p!("compileArgv", Bool, "false", "Run `compile` as an argv instead of through `/bin/sh -c`."),
     p!(
         "test",
-        OptArgv,
+        Command,
         "make check",
-        "The test command; empty leaves the step out."
+        "The test command, run through `/bin/sh -c` (e.g. `make check | tee check.log`); empty leaves the step out."
     ),
+    p!("testArgv", Bool, "false", "Run `test` as an argv instead of through `/bin/sh -c`."),
 ];
 
 static CPAN_PARAMS: &[ParamSpec] = &[p!(
@@ -229,7 +240,8 @@ static CPAN_PARAMS: &[ParamSpec] = &[p!(
 
 static DISTUTILS_PARAMS: &[ParamSpec] = &[
     p!("python", Argv, "python3", "The python executable for `python ./setup.py build` (the manual's default is `python`; python3 because current systems have no `python`)."),
-    p!("test", OptArgv, "", "Test command; empty (the default, as distutils has no standard one): no test step."),
+    p!("test", Command, "", "Test command, run through `/bin/sh -c`; empty (the default, as distutils has no standard one): no test step."),
+    p!("testArgv", Bool, "false", "Run `test` as an argv (split into words, quotes respected; no pipes, redirections or variables) instead of through `/bin/sh -c`."),
     p!("packages", OptArgv, "", "PACKAGE ... installed before the build with `python -m pip install --target` into `pydeps` (beside the build directory, emptied each build; nothing goes into the slave's own Python), which the test step finds on PYTHONPATH: pip's own words (`pytest`, `mock>=4`, or a wheel's path relative to the first source's checkout)."),
     p!("requirements", Str, "", "A pip requirements file, relative to the first source's checkout, installed with `pip install -r FILE` where `packages` go (it may hold pip options, e.g. `--no-index` and `--find-links DIR` for a slave without network)."),
 ];
@@ -297,7 +309,8 @@ pub static STEP_OPTIONS: &[ParamSpec] = &[
     p!("description", Str, "", "Words shown while the step runs (e.g. `testing`)."),
     p!("descriptionDone", Str, "", "Words shown when the step is done (e.g. `test`)."),
     p!("locks", LockRefs, "", "[lock:NAME] sections held while the step runs."),
-    p!("shell", Bool, "false", "Run the command through `/bin/sh -c` (pipes, redirections) instead of as a split argv."),
+    p!("argv", Bool, "false", "Run the command as an argv — split into words like a shell splits them (quotes respected), with no pipes, redirections, variables or globs, so `|` is an argument — instead of through `/bin/sh -c` (Buildbot's command given as a list rather than a string)."),
+    p!("shell", Bool, "true", "The other way to say `argv`: true (the default) runs the command through `/bin/sh -c`, false runs it as an argv. Kept for configs written when argv was the default."),
     p!("logParser", Choice(&["none", "compile", "test"]), "none", "Count warnings in the output like a compile step (compiler and tool warning formats) or tests like a test step (passed, failed, skipped, xfailed, xpassed)."),
     p!("warningPattern", Str, "", "Count the lines this regular expression matches as the step's warnings (with or without `logParser = compile`); a step with warnings is WARNINGS, and warnOnWarnings/flunkOnWarnings decide what that does to the build."),
     p!("env.VAR", Str, "", "Set environment variable VAR for the step (the case of VAR is kept)."),
@@ -585,6 +598,7 @@ pub fn check_value(kind: ParamKind, value: &str) -> Result<(), String> {
             _ => Ok(()),
         },
         OptArgv => argv::split(v).map(|_| ()),
+        Command => Ok(()),
         EnvList => parse_env_list(v).map(|_| ()),
         Choice(words) => {
             if words.contains(&v.to_ascii_lowercase().as_str()) {
@@ -639,6 +653,7 @@ fn push_param(out: &mut String, p: &ParamSpec) {
 /// accepts and the options of shell steps.
 pub fn types_text() -> String {
     let mut out = String::from("Factory types (set with `type = NAME` in a factory section):\n\n");
+    out.push_str("A key that holds a command (`test`, `compile`, `configure`, `bootstrap`, step.NAME) runs it through `/bin/sh -c`, as Buildbot runs a command given as a string; its `…Argv = true` companion (step.NAME.argv = true) runs it as an argv instead. Keys that name a program autobot adds arguments to (`perl`, `python`, `buildpython`, `trialpython`, `trial`) and keys that hold arguments (`configureFlags`, `trialMode`, `packages`) are words, split like a shell splits them and passed as arguments.\n\n");
     for t in TYPES {
         out.push_str(&format!(
             "{}:\n    {}\n    Steps: {}\n",
@@ -657,7 +672,7 @@ pub fn types_text() -> String {
         push_param(&mut out, p);
     }
     out.push_str(
-        "    step.NAME = COMMAND\n        A step of one's own, on any type: after the type's steps in file order, or placed with step.NAME.after / step.NAME.before; options below.\n",
+        "    step.NAME = COMMAND\n        A step of one's own, on any type: after the type's steps in file order, or placed with step.NAME.after / step.NAME.before; options below. COMMAND runs through `/bin/sh -c` (pipes, redirections, `&&`), as Buildbot runs a command given as a string; step.NAME.argv = true runs it as an argv. %(property)s references are safe in both: in a shell command each becomes a quoted expansion of an environment variable holding the value, never shell code.\n",
     );
     out.push_str("\nOptions of steps of one's own (step.NAME.OPTION = VALUE):\n");
     for p in STEP_OPTIONS {

@@ -92,6 +92,16 @@ fn argv(step: &StepSpec) -> Vec<&str> {
     }
 }
 
+/// The `/bin/sh -c` script of a step whose command was written in `master.ini`.
+fn script(step: &StepSpec) -> &str {
+    match &step.kind {
+        StepKind::Shell {
+            command: Command::Shell(s),
+        } => s,
+        other => panic!("not a shell script step: {other:?}"),
+    }
+}
+
 fn names(steps: &[StepSpec]) -> Vec<&str> {
     steps.iter().map(|s| s.name.as_str()).collect()
 }
@@ -204,15 +214,15 @@ fn autotools_follows_gnuautoconf() {
     );
     let s = steps(&f);
     assert_eq!(names(&s), ["checkout", "configure", "compile", "test"]);
-    assert_eq!(argv(&s[1]), ["./configure", "--disable-nls", "--without-x"]);
+    assert_eq!(script(&s[1]), "./configure --disable-nls --without-x");
     assert_eq!(s[1].env["CFLAGS"], "-O2 -g");
     assert_eq!(s[1].env["CC"], "gcc");
     assert_eq!(s[1].flags, StepFlags::HALT);
-    assert_eq!(argv(&s[2]), ["make", "all"]);
+    assert_eq!(script(&s[2]), "make all");
     assert_eq!(s[2].flags, StepFlags::COMPILE);
     assert!(s[2].flags.warn_on_warnings && s[2].flags.halt_on_failure);
     assert_eq!(s[2].log_parser, LogParser::Compile);
-    assert_eq!(argv(&s[3]), ["make", "check"]);
+    assert_eq!(script(&s[3]), "make check");
     assert_eq!(s[3].flags, StepFlags::TEST);
     // Buildbot's Test: warnOnFailure on top of ShellCommand's flunkOnFailure, so a
     // failing `make check` makes the build FAILURE; no haltOnFailure.
@@ -237,7 +247,102 @@ fn autotools_empty_values_leave_steps_out() {
     );
     let s = steps(&f);
     assert_eq!(names(&s), ["checkout", "compile"]);
-    assert_eq!(argv(&s[1]), ["make", "-j2", "CFLAGS=-O0 -g"]);
+    assert_eq!(script(&s[1]), "make -j2 'CFLAGS=-O0 -g'");
+}
+
+#[test]
+fn command_keys_run_through_the_shell_unless_their_argv_option_says_so() {
+    // configureFlags are words: quoted into the script, or appended to the argv.
+    let f = factory(
+        "autotools",
+        &[
+            ("configureFlags", "--prefix='/opt/my dir' --with-x=%(x)s"),
+            ("test", "make check | tee check.log"),
+            ("compileArgv", "true"),
+            ("compile", "make all | x"),
+        ],
+        vec![git("/r/hello")],
+    );
+    let s = steps(&f);
+    assert_eq!(
+        script(&s[1]),
+        "./configure '--prefix=/opt/my dir' '--with-x=%(x)s'"
+    );
+    assert_eq!(argv(&s[2]), ["make", "all", "|", "x"]);
+    assert_eq!(script(&s[3]), "make check | tee check.log");
+    let f = factory(
+        "autotools",
+        &[("configureArgv", "yes"), ("configureFlags", "'a b'")],
+        vec![git("/r/hello")],
+    );
+    assert_eq!(argv(&steps(&f)[1]), ["./configure", "a b"]);
+    for ty in ["virtualenv", "python-source", "distutils"] {
+        let f = factory(
+            ty,
+            &[
+                ("test", "%(python)s -m pytest | tee t"),
+                ("testArgv", "true"),
+            ],
+            vec![git("/r/p")],
+        );
+        let s = steps(&f);
+        let test = s.iter().find(|s| s.name == "test").unwrap();
+        assert_eq!(
+            argv(test),
+            ["%(python)s", "-m", "pytest", "|", "tee", "t"],
+            "{ty}"
+        );
+    }
+}
+
+#[test]
+fn an_unterminated_quote_in_a_shell_command_is_an_error() {
+    for (key, value) in [
+        ("test", "make check 'x"),
+        ("compile", "echo \"a"),
+        ("bootstrap", "echo `date"),
+        ("test", "make \\"),
+    ] {
+        let e = build_steps(
+            &factory("autotools", &[(key, value)], vec![git("/r/hello")]),
+            slave(),
+        )
+        .unwrap_err();
+        match e {
+            FactoryError::BadValue {
+                key: k, message, ..
+            } => {
+                assert_eq!(k, key);
+                assert!(message.contains(&format!("{key}Argv = true")), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // As an argv the quote is still unterminated, which splitting reports.
+    assert!(build_steps(
+        &factory(
+            "autotools",
+            &[("test", "make 'x"), ("testArgv", "true")],
+            vec![git("/r/hello")]
+        ),
+        slave()
+    )
+    .is_err());
+    let mut f = factory("shell", &[], vec![]);
+    f.steps = vec![step("t", &[("command", "echo 'it")])];
+    let e = build_steps(&f, slave()).unwrap_err().to_string();
+    assert!(
+        e.contains("step.t") && e.contains("unterminated ' quote"),
+        "{e}"
+    );
+    assert!(e.contains("step.t.argv = true"), "{e}");
+    // A here-document's quote and a comment's are not quotes of the script.
+    f.steps = vec![step("t", &[("command", "cat <<EOF\nit's\nEOF\n# don't")])];
+    assert!(build_steps(&f, slave()).is_ok());
+    // A reference where no value can go is reported before any build.
+    f.steps = vec![step("t", &[("command", "cat <<'EOF'\n%(branch)s\nEOF")])];
+    let e = build_steps(&f, slave()).unwrap_err().to_string();
+    assert!(e.contains("%(branch)s"), "{e}");
 }
 
 #[test]
@@ -284,7 +389,7 @@ fn distutils_builds_and_tests_only_when_asked() {
         vec![git("/r/p")],
     ));
     assert_eq!(argv(&s[1]), ["python3.11", "./setup.py", "build"]);
-    assert_eq!(argv(&s[2]), ["python3.11", "-m", "pytest"]);
+    assert_eq!(script(&s[2]), "python3.11 -m pytest");
     assert_eq!(s[2].flags, StepFlags::TEST);
 }
 
@@ -440,10 +545,7 @@ fn python_source_installs_every_source_then_tests() {
     assert_eq!(s[8].workdir, "%(virtualenv)s/src/dep");
     assert_eq!(s[8].flags, StepFlags::HALT);
     assert_eq!(s[8].description_done, ["install", "dep"]);
-    assert_eq!(
-        argv(&s[10]),
-        ["%(python)s", "-m", "unittest", "discover", "-v"]
-    );
+    assert_eq!(script(&s[10]), "%(python)s -m unittest discover -v");
     assert_eq!(s[10].workdir, "%(virtualenv)s/src/dep");
     assert_eq!(s[10].flags, StepFlags::TEST);
 
@@ -508,7 +610,7 @@ fn shell_runs_the_steps_with_their_options() {
     ];
     let s = steps(&f);
     assert_eq!(names(&s), ["checkout", "configure", "test", "report"]);
-    assert_eq!(argv(&s[1]), ["./configure", "--prefix=/opt/x y"]);
+    assert_eq!(script(&s[1]), "./configure --prefix='/opt/x y'");
     assert_eq!(s[1].flags, StepFlags::HALT);
     assert_eq!(s[1].timeout, Some(1200));
     assert_eq!(s[1].workdir, "build");
@@ -538,6 +640,33 @@ fn shell_runs_the_steps_with_their_options() {
         }
     );
     assert_eq!(s[3].flags, StepFlags::SHELL);
+}
+
+#[test]
+fn a_step_runs_through_the_shell_unless_argv_is_true() {
+    let mut f = factory("shell", &[], vec![]);
+    f.steps = vec![
+        step("pipe", &[("command", "yes X | head -c 100")]),
+        step("old", &[("command", "ls | wc -l"), ("shell", "true")]),
+        step("words", &[("command", "echo 'a b' |"), ("argv", "true")]),
+        step("oldwords", &[("command", "echo |"), ("shell", "false")]),
+        step(
+            "both",
+            &[("command", "echo |"), ("shell", "false"), ("argv", "true")],
+        ),
+    ];
+    let s = steps(&f);
+    assert_eq!(script(&s[0]), "yes X | head -c 100");
+    assert_eq!(script(&s[1]), "ls | wc -l");
+    assert_eq!(argv(&s[2]), ["echo", "a b", "|"]);
+    assert_eq!(argv(&s[3]), ["echo", "|"]);
+    assert_eq!(argv(&s[4]), ["echo", "|"]);
+    f.steps = vec![step(
+        "x",
+        &[("command", "echo"), ("shell", "true"), ("argv", "true")],
+    )];
+    let e = build_steps(&f, slave()).unwrap_err().to_string();
+    assert!(e.contains("step.x.argv") && e.contains("keep one"), "{e}");
 }
 
 #[test]
@@ -591,7 +720,7 @@ fn step_specs_serialize() {
     let json = serde_json::to_value(&s).unwrap();
     assert_eq!(json[0]["kind"]["kind"], "checkout");
     assert_eq!(json[0]["kind"]["source"]["kind"], "git");
-    assert_eq!(json[1]["kind"]["command"]["argv"][0], "./configure");
+    assert_eq!(json[1]["kind"]["command"]["shell"], "./configure");
     assert_eq!(json[1]["flags"]["halt_on_failure"], true);
 }
 
@@ -671,7 +800,7 @@ fn every_type_takes_steps_of_ones_own_after_its_steps_or_placed() {
         ]
     );
     let lint = s.iter().find(|s| s.name == "lint").unwrap();
-    assert_eq!(argv(lint), ["make", "lint"]);
+    assert_eq!(script(lint), "make lint");
     assert_eq!(lint.workdir, "build");
     assert_eq!(lint.flags, StepFlags::SHELL);
 
@@ -771,7 +900,7 @@ fn autotools_bootstrap_runs_before_configure() {
         names(&s),
         ["checkout", "bootstrap", "configure", "compile", "test"]
     );
-    assert_eq!(argv(&s[1]), ["autoreconf", "-fi"]);
+    assert_eq!(script(&s[1]), "autoreconf -fi");
     assert_eq!(s[1].flags, StepFlags::HALT);
     assert_eq!(s[1].workdir, "build");
 }

@@ -201,3 +201,66 @@ pub fn slave_dir(dir: &Path, port: u16) {
     };
     std::fs::write(dir.join(autobot::config::slave::SLAVE_INI), ini.render()).unwrap();
 }
+
+/// A `shell` factory whose step strings mean what Buildbot says: run through
+/// `/bin/sh -c` (pipes, `&&`, redirections), or as an argv with `argv = true`
+/// (and the older `shell = false`), where `|` is just an argument. Checked by
+/// [`check_pipes`] on every kind of slave.
+pub const PIPES: &str = r#"
+[pipes]
+type = shell
+step.count = yes X | head -c 100 | wc -c
+step.test = printf 'check: ok\n' | tee out.txt
+step.read = test -s out.txt && cat out.txt > copy.txt && cat copy.txt
+step.prop = echo "got: %(custom)s" | tr a-z A-Z
+step.words = echo a | b
+step.words.argv = true
+step.oldwords = echo c && d
+step.oldwords.shell = false
+step.propargv = echo %(custom)s |
+step.propargv.argv = true
+"#;
+
+/// Force `builder` (made from [`PIPES`]) with a property that would be code if it
+/// were spliced into the script, and check what each step printed.
+pub async fn check_pipes(m: &EngineMaster, builder: &str, pwned: &Path) {
+    let mut props = std::collections::BTreeMap::new();
+    let value = format!(
+        "x; touch {p} $(touch {p}) `touch {p}` '\"",
+        p = pwned.display()
+    );
+    props.insert("custom".to_string(), value.clone());
+    let id = m
+        .force(
+            builder,
+            ForceRequest {
+                reason: "pipes".into(),
+                properties: props,
+                ..Default::default()
+            },
+        )
+        .await;
+    let req = m.wait_request(id).await;
+    let b = m.build(builder, 1).await;
+    assert_eq!(req.result.as_deref(), Some("success"), "{:#?}", b.steps);
+    let count = m.log_text(builder, 1, "count").await;
+    assert!(
+        count.lines().any(|l| l.trim() == "100"),
+        "`yes X | head -c 100 | wc -c` printed: {count}"
+    );
+    assert!(m.log_text(builder, 1, "test").await.contains("check: ok\n"));
+    assert!(m.log_text(builder, 1, "read").await.contains("check: ok\n"));
+    let prop = m.log_text(builder, 1, "prop").await;
+    assert!(
+        prop.contains(&format!("GOT: {}\n", value.to_uppercase())),
+        "{prop}"
+    );
+    assert!(m.log_text(builder, 1, "words").await.contains("a | b\n"));
+    assert!(m
+        .log_text(builder, 1, "oldwords")
+        .await
+        .contains("c && d\n"));
+    let propargv = m.log_text(builder, 1, "propargv").await;
+    assert!(propargv.contains(&format!("{value} |\n")), "{propargv}");
+    assert!(!pwned.exists(), "a property value ran as shell code");
+}

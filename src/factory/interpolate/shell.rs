@@ -1342,6 +1342,22 @@ impl Tracker {
         self.level.reference(var, value)
     }
 
+    /// What the script as read so far leaves open that `/bin/sh` would reject at
+    /// its end: a quote (`'…`, `"…`, `$'…`), a backquote or a trailing backslash
+    /// (`None` when nothing is). Here-documents, subshells and the like are left
+    /// to the shell.
+    pub(super) fn unclosed(&self) -> Option<&'static str> {
+        if self.level.pending == Pending::Escape {
+            return Some("a trailing backslash escapes nothing");
+        }
+        self.level.frames.iter().rev().find_map(|f| match f {
+            Frame::Single { .. } | Frame::AnsiSingle => Some("unterminated ' quote"),
+            Frame::Double { .. } => Some("unterminated \" quote"),
+            Frame::Backtick { .. } => Some("unterminated ` (command substitution)"),
+            _ => None,
+        })
+    }
+
     /// The variables found to be in arithmetic only after their reference (the
     /// left operand of `[[ A -eq B ]]`), whose values are not integers.
     pub(super) fn finish(mut self) -> Vec<String> {
