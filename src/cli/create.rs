@@ -170,14 +170,7 @@ fn print_changes_hint(master_ini: &Path, args: &CreateArgs) {
 
 /// Where a browser on this machine finds the new master's waterfall.
 fn waterfall_url(args: &CreateArgs) -> String {
-    match args.htmlport.addr {
-        Some(_) => format!(
-            "http://{}:{}/",
-            args.htmlport.connect_host_text(),
-            args.htmlport.port
-        ),
-        None => format!("http://localhost:{}/", args.htmlport.port),
-    }
+    args.htmlport.local_url()
 }
 
 /// The host the new slave connects to: `--master`, unless it is the default

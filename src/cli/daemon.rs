@@ -107,11 +107,7 @@ pub(crate) fn print_waterfall_url(daemons: &[(Role, PathBuf)]) {
 
 /// Where a browser on this machine finds the master's waterfall.
 pub(crate) fn waterfall_url(cfg: &crate::config::MasterConfig) -> String {
-    let html = cfg.html_listen();
-    match html.addr {
-        Some(_) => format!("http://{}:{}/", html.connect_host_text(), html.port),
-        None => format!("http://localhost:{}/", html.port),
-    }
+    cfg.html_listen().local_url()
 }
 
 pub fn stop_cmd(args: &StopArgs) -> anyhow::Result<()> {

@@ -710,6 +710,16 @@ impl Listen {
         }
     }
 
+    /// Where a browser on this machine finds the pages on this port:
+    /// `http://localhost:PORT/` when it listens on every interface, else its
+    /// address.
+    pub fn local_url(&self) -> String {
+        match self.addr {
+            Some(_) => format!("http://{}:{}/", self.connect_host_text(), self.port),
+            None => format!("http://localhost:{}/", self.port),
+        }
+    }
+
     /// The connect host as written in a URL or `HOST:PORT` (IPv6 in brackets).
     pub fn connect_host_text(&self) -> String {
         match self.connect_host() {

@@ -188,7 +188,7 @@ pub fn log_tail(path: &Path, lines: usize) -> Option<String> {
 /// The build's page: `buildbotURL` + `builders/B/builds/N`.
 pub fn build_url(cfg: &MasterConfig, builder: &str, number: i64) -> String {
     let base = if cfg.buildbot_url.is_empty() {
-        format!("http://localhost:{}/", cfg.htmlport)
+        cfg.html_listen().local_url()
     } else {
         cfg.buildbot_url.clone()
     };
