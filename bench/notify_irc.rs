@@ -15,6 +15,9 @@
 #[path = "common/mod.rs"]
 mod common;
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 #[path = "../tests/irc_common/mod.rs"]
 mod irc_common;
 

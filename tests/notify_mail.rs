@@ -297,7 +297,7 @@ async fn starttls_with_auth() {
         return;
     }
     let root = tempfile::tempdir().unwrap();
-    let certs = make_certs(&root.path().join("certs"));
+    let certs = make_certs(&root.path().join("certs"), "127.0.0.1", "IP:127.0.0.1");
     let port = free_port();
     let smtp = SmtpServer::start(
         &root.path().join("smtp"),
@@ -343,7 +343,7 @@ async fn implicit_tls_and_a_refused_login_is_given_up() {
         return;
     }
     let root = tempfile::tempdir().unwrap();
-    let certs = make_certs(&root.path().join("certs"));
+    let certs = make_certs(&root.path().join("certs"), "127.0.0.1", "IP:127.0.0.1");
     let port = free_port();
     let smtp = SmtpServer::start(
         &root.path().join("smtp"),

@@ -362,22 +362,7 @@ impl Db {
                  WHERE b.builder = ?1 AND b.number = ?2
                  ORDER BY n.id LIMIT 200",
             )?;
-            let rows = st.query_map(params![builder, number], |r| {
-                let state: String = r.get(4)?;
-                let open = state == "pending" || state == "retrying";
-                Ok(NotificationRow {
-                    id: r.get(0)?,
-                    kind: r.get(1)?,
-                    target: r.get(2)?,
-                    message_id: r.get(3)?,
-                    state,
-                    attempts: r.get(5)?,
-                    last_error: r.get(6)?,
-                    created_at: r.get(7)?,
-                    done_at: r.get(8)?,
-                    next_at: if open { r.get(9)? } else { None },
-                })
-            })?;
+            let rows = st.query_map(params![builder, number], notification_row)?;
             rows.collect()
         })
         .await
@@ -392,24 +377,28 @@ impl Db {
                         done_at, next_at
                  FROM notifications WHERE build IS NULL ORDER BY id DESC LIMIT ?1",
             )?;
-            let rows = st.query_map([limit], |r| {
-                let state: String = r.get(4)?;
-                let open = state == "pending" || state == "retrying";
-                Ok(NotificationRow {
-                    id: r.get(0)?,
-                    kind: r.get(1)?,
-                    target: r.get(2)?,
-                    message_id: r.get(3)?,
-                    state,
-                    attempts: r.get(5)?,
-                    last_error: r.get(6)?,
-                    created_at: r.get(7)?,
-                    done_at: r.get(8)?,
-                    next_at: if open { r.get(9)? } else { None },
-                })
-            })?;
+            let rows = st.query_map([limit], notification_row)?;
             rows.collect()
         })
         .await
     }
+}
+
+/// A [`NotificationRow`] from `id, kind, target, message_id, state, attempts,
+/// last_error, created_at, done_at, next_at` (`next_at` only while it is open).
+fn notification_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NotificationRow> {
+    let state: String = r.get(4)?;
+    let open = state == "pending" || state == "retrying";
+    Ok(NotificationRow {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        target: r.get(2)?,
+        message_id: r.get(3)?,
+        state,
+        attempts: r.get(5)?,
+        last_error: r.get(6)?,
+        created_at: r.get(7)?,
+        done_at: r.get(8)?,
+        next_at: if open { r.get(9)? } else { None },
+    })
 }

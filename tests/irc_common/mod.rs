@@ -56,7 +56,7 @@ impl Ngircd {
     /// `localhost`, is signed by the CA `DIR/ca.pem` (both made here with
     /// `openssl`).
     pub async fn start_tls(dir: &Path) -> Ngircd {
-        std::fs::create_dir_all(dir).unwrap();
+        let certs = crate::support::tls::make_certs(dir, "localhost", "DNS:localhost");
         let run = |args: &[&str]| {
             let out = Command::new("openssl")
                 .args(args)
@@ -69,56 +69,6 @@ impl Ngircd {
                 String::from_utf8_lossy(&out.stderr)
             );
         };
-        // A CA (what the bot trusts) and the server's certificate, for localhost.
-        run(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=autobot test CA",
-        ]);
-        run(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ]);
-        std::fs::write(
-            dir.join("server.ext"),
-            "subjectAltName = DNS:localhost\nbasicConstraints = CA:FALSE\nextendedKeyUsage = serverAuth\n",
-        )
-        .unwrap();
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "cert.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ]);
         // A named group: no slow generation of DH parameters by the server.
         run(&[
             "genpkey",
@@ -133,8 +83,8 @@ impl Ngircd {
         let tls_port = free_port();
         let ssl = format!(
             "[SSL]\nCertFile = {}\nKeyFile = {}\nDHFile = {}\nPorts = {tls_port}\n",
-            dir.join("cert.pem").display(),
-            dir.join("key.pem").display(),
+            certs.cert.display(),
+            certs.key.display(),
             dir.join("dh.pem").display()
         );
         let mut s = Ngircd::start_with(dir, 0, &ssl).await;

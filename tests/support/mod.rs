@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod tls;
 
 use std::io::Write;
 use std::os::unix::process::CommandExt;
