@@ -225,18 +225,9 @@ mod tests {
         assert!(u.contains("ExecReload=/bin/kill -HUP $MAINPID"));
     }
 
-    #[test]
-    fn fill_replaces_known_placeholders_once_and_keeps_other_braces() {
-        assert_eq!(
-            fill("a {x} b {y} {z", &[("x", "{y}"), ("y", "2")]),
-            "a {y} b 2 {z"
-        );
-        assert_eq!(fill("{unknown}", &[]), "{unknown}");
-    }
-
-    #[test]
-    fn every_template_is_filled_completely() {
-        let vars = MasterVars {
+    /// The values `create` would pass, for `factories`.
+    fn vars(factories: &[&str]) -> MasterVars {
+        MasterVars {
             slave: "s1".into(),
             os: "linux".into(),
             passwd: "pw".into(),
@@ -251,8 +242,22 @@ mod tests {
             domain: "localhost".into(),
             recipients: String::new(),
             debug: false,
-            factories: vec!["hello".into()],
-        };
+            factories: factories.iter().map(|f| f.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn fill_replaces_known_placeholders_once_and_keeps_other_braces() {
+        assert_eq!(
+            fill("a {x} b {y} {z", &[("x", "{y}"), ("y", "2")]),
+            "a {y} b 2 {z"
+        );
+        assert_eq!(fill("{unknown}", &[]), "{unknown}");
+    }
+
+    #[test]
+    fn every_template_is_filled_completely() {
+        let vars = vars(&["hello"]);
         for text in [
             master_ini(&vars, "today"),
             systemd_unit("/bin/autobot", "/srv/s", "s1"),
@@ -279,23 +284,7 @@ mod tests {
 
     #[test]
     fn master_ini_names_every_factory() {
-        let vars = MasterVars {
-            slave: "s1".into(),
-            os: "linux".into(),
-            passwd: "pw".into(),
-            changeuser: "cu".into(),
-            changepassword: "cpw".into(),
-            slaveport: "1".into(),
-            htmlport: "2".into(),
-            publichtmlport: "3".into(),
-            botname: "b".into(),
-            irc_host: String::new(),
-            irc_channels: String::new(),
-            domain: "localhost".into(),
-            recipients: String::new(),
-            debug: false,
-            factories: vec!["hello".into(), "pyhello".into()],
-        };
+        let vars = vars(&["hello", "pyhello"]);
         let text = master_ini(&vars, "today");
         assert!(text.contains("[slave:s1]\nos = linux\nfactories = hello pyhello\n"));
         assert!(text.contains("\n[hello]\n") && text.contains("\n[pyhello]\n"));

@@ -11,7 +11,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use support::cli::{autobot, free_ports, get_json, http, wait_for};
+use support::cli::{autobot, create_hello, get_json, http, wait_for};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -32,22 +32,7 @@ impl Pair {
     fn create() -> Pair {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("bot");
-        let [slaveport, htmlport, publicport] = free_ports();
-        autobot()
-            .args([
-                "create",
-                dir.to_str().unwrap(),
-                "-f",
-                "hello",
-                "--slaveport",
-                &slaveport.to_string(),
-                "--htmlport",
-                &htmlport.to_string(),
-                "--publichtmlport",
-                &publicport.to_string(),
-            ])
-            .assert()
-            .success();
+        let [_, htmlport, _] = create_hello(&dir);
         let ini = dir.join("master/master.ini");
         let repo = dir.join("master/repos/hello");
         let gate = tmp.path().join("gate");

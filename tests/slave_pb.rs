@@ -14,7 +14,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use support::cli::{autobot, free_ports};
+use support::cli::{autobot, create_hello};
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -112,22 +112,7 @@ fn a_worker_speaking_pb_is_told_once_how_to_switch() {
     let bin = venv.join("bin/buildbot-worker");
     let tmp = tempfile::tempdir().unwrap();
     let bot = tmp.path().join("bot");
-    let [slaveport, htmlport, publicport] = free_ports();
-    autobot()
-        .args([
-            "create",
-            bot.to_str().unwrap(),
-            "-f",
-            "hello",
-            "--slaveport",
-            &slaveport.to_string(),
-            "--htmlport",
-            &htmlport.to_string(),
-            "--publichtmlport",
-            &publicport.to_string(),
-        ])
-        .assert()
-        .success();
+    let [slaveport, htmlport, _] = create_hello(&bot);
     let master = bot.join("master");
     let ini = master.join("master.ini");
     let text = read(&ini);

@@ -5,6 +5,7 @@
 use assert_cmd::Command;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub fn autobot() -> Command {
@@ -45,4 +46,26 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// `autobot create DIR -f hello` on free ports: a master and a slave for the
+/// bundled sample. Returns the [slaveport, htmlport, publichtmlport] it used.
+pub fn create_hello(dir: &Path) -> [u16; 3] {
+    let ports @ [slaveport, htmlport, publicport] = free_ports();
+    autobot()
+        .args([
+            "create",
+            dir.to_str().unwrap(),
+            "-f",
+            "hello",
+            "--slaveport",
+            &slaveport.to_string(),
+            "--htmlport",
+            &htmlport.to_string(),
+            "--publichtmlport",
+            &publicport.to_string(),
+        ])
+        .assert()
+        .success();
+    ports
 }
