@@ -273,6 +273,12 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE steps ADD COLUMN tests_skipped INTEGER;
     ALTER TABLE steps ADD COLUMN tests_xfailed INTEGER;
     ALTER TABLE steps ADD COLUMN tests_xpassed INTEGER;",
+    // 8: the reporters' horizon set with the schema, not when the reporters first
+    // run: a new master's first builds may start before its reporters' thread
+    // does (and were then taken for history, never announced). A master that
+    // had reporters keeps its horizon.
+    "INSERT OR IGNORE INTO reporter_state(name, value)
+        SELECT 'horizon', COALESCE(MAX(id), 0) FROM builds;",
 ];
 
 #[cfg(test)]

@@ -84,9 +84,11 @@ pub enum Attempt {
 }
 
 impl Db {
-    /// The last build id before the reporters' time: set to the newest build's
-    /// id the first time it is asked, so an upgraded master does not announce
-    /// its history.
+    /// The last build id before the reporters' time: set by migration 8 to the
+    /// newest build's id then, so an upgraded master does not announce its
+    /// history while a new one announces its first build (however soon it
+    /// starts). A database without the row (reporters never started) gets the
+    /// newest build's id now.
     pub async fn reporter_horizon(&self) -> Result<i64, DbError> {
         self.write(|tx| {
             let got: Option<i64> = tx
@@ -401,4 +403,44 @@ fn notification_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NotificationRow> 
         done_at: r.get(8)?,
         next_at: if open { r.get(9)? } else { None },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::db::requests::{NewBuildSet, NewSourceStamp};
+    use crate::db::Db;
+
+    /// A new master's first build is announced even when it ran before the
+    /// reporters' thread first asked for their horizon (it did not: the
+    /// horizon was taken then, and the build was history).
+    #[tokio::test]
+    async fn a_new_masters_first_build_is_after_the_horizon() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join(crate::db::DB_FILE)).unwrap();
+        db.add_buildset(
+            NewBuildSet {
+                reason: "test".into(),
+                scheduler: "test".into(),
+                properties: Default::default(),
+                sourcestamp: NewSourceStamp::default(),
+                builders: vec!["b1".into()],
+                priority: 0,
+            },
+            1.0,
+        )
+        .await
+        .unwrap();
+        let c = db.claim_request("b1", "s", 1, 2.0).await.unwrap().unwrap();
+        db.finish_build(c.build_id, "success", "ok", false, 3.0, None)
+            .await
+            .unwrap();
+        let horizon = db.reporter_horizon().await.unwrap();
+        assert_eq!(horizon, 0);
+        let due = db
+            .builds_to_announce(horizon, "finished", 10)
+            .await
+            .unwrap();
+        assert_eq!(due.len(), 1, "{due:?}");
+        assert_eq!((due[0].builder.as_str(), due[0].number), ("b1", 1));
+    }
 }

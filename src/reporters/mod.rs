@@ -269,7 +269,20 @@ impl Decider {
             .builds_to_announce(self.horizon, "finished", PASS)
             .await?;
         more |= finished.len() as i64 == PASS;
+        tracing::debug!(
+            "reporters: pass after build id {}: {} finished build(s) to decide",
+            self.horizon,
+            finished.len()
+        );
         for b in finished {
+            tracing::debug!(
+                "reporters: deciding {} build {} (id {}, result {:?}, requeued {})",
+                b.builder,
+                b.number,
+                b.id,
+                b.result,
+                b.requeued
+            );
             let mut items: Vec<NewNotification> = Vec::new();
             if !b.requeued {
                 if let Some(m) =
@@ -292,6 +305,12 @@ impl Decider {
                     crate::calendar::now_f64(),
                 )
                 .await?;
+            tracing::debug!(
+                "reporters: {} build {}: {} notification(s) stored",
+                b.builder,
+                b.number,
+                ids.len()
+            );
             if !ids.is_empty() {
                 tracing::info!(
                     "{} build {}: {} notification(s) queued",
