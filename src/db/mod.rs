@@ -264,6 +264,11 @@ impl Db {
                 );
             }
         }
+        crate::memory::on_release({
+            let writer = Arc::downgrade(&writer);
+            let readers = Arc::downgrade(&readers);
+            move || release_memory(&writer, &readers)
+        });
         Ok(Db {
             path: path.to_path_buf(),
             writer,
@@ -297,6 +302,7 @@ impl Db {
         F: FnOnce(&Transaction<'_>) -> rusqlite::Result<R> + Send + 'static,
         R: Send + 'static,
     {
+        crate::memory::poke();
         let f = match self.write_here(f) {
             Ok(done) => return done,
             Err(f) => f,
@@ -350,6 +356,7 @@ impl Db {
         F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
         R: Send + 'static,
     {
+        crate::memory::poke();
         let pool = self.readers.clone();
         tokio::task::spawn_blocking(move || {
             let reader = Reader {
@@ -461,6 +468,28 @@ fn checkpoint(conn: &Connection, writer: &Weak<Mutex<Connection>>, readers: &Wea
     if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
         tracing::debug!("database checkpoint (RESTART) gave up: {e}");
     }
+}
+
+/// Empty the page caches of the connections no one uses now (a quiet master's:
+/// see [`crate::memory::Trimmer`]); `false` once the database is closed. The
+/// pages are read again from the file (the OS's page cache) when next needed.
+fn release_memory(writer: &Weak<Mutex<Connection>>, readers: &Weak<Readers>) -> bool {
+    let (Some(writer), Some(readers)) = (writer.upgrade(), readers.upgrade()) else {
+        return false;
+    };
+    let shrink = |c: &Connection| {
+        if let Err(e) = c.execute_batch("PRAGMA shrink_memory") {
+            tracing::debug!("database: shrink_memory failed: {e}");
+        }
+    };
+    for c in readers.idle.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        shrink(c);
+    }
+    // A writer busy now is not quiet: the next quiet spell gets it.
+    if let Ok(c) = writer.try_lock() {
+        shrink(&c);
+    }
+    true
 }
 
 /// A connection's lock, even if a panic poisoned it (a panicking write rolled back).
