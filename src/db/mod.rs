@@ -86,36 +86,90 @@ pub struct Db {
 /// How many read-only connections serve [`Db::read`].
 pub const READERS: usize = 4;
 
-/// The read-only connections: a read takes whichever is idle, or waits (on the
-/// blocking pool) for the first one given back.
+/// The read-only connections: a read takes whichever is idle, opens another one
+/// while fewer than [`READERS`] are open, or waits (on the blocking pool) for the
+/// first one given back. A quiet master closes the idle ones
+/// ([`release_memory`]): each holds its own copy of the schema, its prepared
+/// statements and its page cache, some hundred KiB after a burst of reads.
 struct Readers {
-    idle: Mutex<Vec<Connection>>,
+    path: PathBuf,
+    pool: Mutex<ReaderPool>,
     given_back: Condvar,
 }
 
+struct ReaderPool {
+    idle: Vec<Connection>,
+    /// Open connections, idle or in use.
+    open: usize,
+}
+
 impl Readers {
-    fn take(&self) -> Connection {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+    fn take(&self) -> Result<Connection, DbError> {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if let Some(c) = idle.pop() {
-                return c;
+            if let Some(c) = pool.idle.pop() {
+                return Ok(c);
             }
-            idle = self
+            if pool.open < READERS {
+                pool.open += 1;
+                drop(pool);
+                let opened = open_reader(&self.path);
+                if opened.is_err() {
+                    self.pool.lock().unwrap_or_else(|p| p.into_inner()).open -= 1;
+                    self.given_back.notify_one();
+                }
+                return opened;
+            }
+            pool = self
                 .given_back
-                .wait(idle)
+                .wait(pool)
                 .unwrap_or_else(|p| p.into_inner());
         }
     }
 
     /// Whether a read is running now.
     fn busy(&self) -> bool {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len() < READERS
+        let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        pool.idle.len() < pool.open
     }
 
     fn give_back(&self, c: Connection) {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+        self.pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .idle
+            .push(c);
         self.given_back.notify_one();
     }
+
+    /// Close the idle connections (they are opened again when needed).
+    fn close_idle(&self) {
+        let idle = {
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            pool.open -= pool.idle.len();
+            std::mem::take(&mut pool.idle)
+        };
+        drop(idle);
+        // Whoever waits may open one now.
+        self.given_back.notify_all();
+    }
+}
+
+/// A read-only connection of [`Readers`].
+fn open_reader(path: &Path) -> Result<Connection, DbError> {
+    let open_err = |source| DbError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let reader = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(open_err)?;
+    reader.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    stable_plans(&reader).map_err(open_err)?;
+    Ok(reader)
 }
 
 /// A reader taken from [`Readers`], given back when dropped (even if the read
@@ -209,20 +263,15 @@ impl Db {
         let mut writer = Connection::open(path).map_err(open_err)?;
         configure(&writer).map_err(open_err)?;
         migrate(path, &mut writer)?;
-        let mut readers = Vec::with_capacity(READERS);
-        for _ in 0..READERS {
-            let reader = Connection::open_with_flags(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(open_err)?;
-            reader.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-            reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-            stable_plans(&reader).map_err(open_err)?;
-            readers.push(reader);
-        }
+        // One reader now, so that a database that cannot be read fails here;
+        // the others as reads need them.
+        let first = open_reader(path)?;
         let readers = Arc::new(Readers {
-            idle: Mutex::new(readers),
+            path: path.to_path_buf(),
+            pool: Mutex::new(ReaderPool {
+                idle: vec![first],
+                open: 1,
+            }),
             given_back: Condvar::new(),
         });
         let commits = Arc::new(Commits::default());
@@ -361,7 +410,7 @@ impl Db {
         tokio::task::spawn_blocking(move || {
             let reader = Reader {
                 pool: &pool,
-                conn: Some(pool.take()),
+                conn: Some(pool.take()?),
             };
             match reader.conn.as_ref() {
                 Some(c) => Ok(f(c)?),
@@ -470,9 +519,10 @@ fn checkpoint(conn: &Connection, writer: &Weak<Mutex<Connection>>, readers: &Wea
     }
 }
 
-/// Empty the page caches of the connections no one uses now (a quiet master's:
-/// see [`crate::memory::Trimmer`]); `false` once the database is closed. The
-/// pages are read again from the file (the OS's page cache) when next needed.
+/// Close the readers no one uses now and empty the writer's page cache (a quiet
+/// master's: see [`crate::memory::Trimmer`]); `false` once the database is
+/// closed. Pages are read again from the file (the OS's page cache) when next
+/// needed.
 fn release_memory(writer: &Weak<Mutex<Connection>>, readers: &Weak<Readers>) -> bool {
     let (Some(writer), Some(readers)) = (writer.upgrade(), readers.upgrade()) else {
         return false;
@@ -482,11 +532,12 @@ fn release_memory(writer: &Weak<Mutex<Connection>>, readers: &Weak<Readers>) -> 
             tracing::debug!("database: shrink_memory failed: {e}");
         }
     };
-    for c in readers.idle.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-        shrink(c);
-    }
-    // A writer busy now is not quiet: the next quiet spell gets it.
+    readers.close_idle();
+    // A writer busy now is not quiet: the next quiet spell gets it. Its
+    // prepared statements go too (the next Build prepares them again, a few
+    // tenths of a millisecond once).
     if let Ok(c) = writer.try_lock() {
+        c.flush_prepared_statement_cache();
         shrink(&c);
     }
     true
