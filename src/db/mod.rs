@@ -640,6 +640,32 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn a_quiet_master_closes_its_idle_readers_and_reads_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join(DB_FILE)).unwrap();
+        let open = |db: &Db| db.readers.pool.lock().unwrap().open;
+        let reads = (0..8).map(|_| db.schema_version());
+        for v in futures_util::future::join_all(reads).await {
+            assert_eq!(v.unwrap(), migrations::MIGRATIONS.len() as i64);
+        }
+        assert!((1..=READERS).contains(&open(&db)));
+        let (w, r) = (Arc::downgrade(&db.writer), Arc::downgrade(&db.readers));
+        assert!(release_memory(&w, &r));
+        assert_eq!(open(&db), 0, "idle readers closed");
+        db.write(|tx| tx.execute("INSERT INTO slaves(name) VALUES ('a')", []))
+            .await
+            .unwrap();
+        let n: i64 = db
+            .read(|c| c.query_row("SELECT count(*) FROM slaves", [], |r| r.get(0)))
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(open(&db), 1, "opened again for the read");
+        drop(db);
+        assert!(!release_memory(&w, &r), "forgotten once the database is closed");
+    }
+
+    #[tokio::test]
     async fn opens_migrates_and_reopens() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(DB_FILE);
