@@ -183,10 +183,9 @@ fn read_only_file_mappings(smaps: &str) -> Vec<FileMapping> {
         let mut fields = line.split_ascii_whitespace();
         let Some(first) = fields.next() else { continue };
         if let Some((a, b)) = first.split_once('-') {
-            if let (Ok(start), Ok(end)) = (
-                usize::from_str_radix(a, 16),
-                usize::from_str_radix(b, 16),
-            ) {
+            if let (Ok(start), Ok(end)) =
+                (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+            {
                 finish(&mut cur, &mut out);
                 let perms = fields.next().unwrap_or("");
                 let path = fields.nth(3).unwrap_or("");
@@ -199,7 +198,10 @@ fn read_only_file_mappings(smaps: &str) -> Vec<FileMapping> {
             }
         }
         let Some(m) = cur.as_mut() else { continue };
-        let kb = fields.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let kb = fields
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
         match first {
             "Rss:" => m.3 = kb,
             // Written pages (relocations) or locked ones: leave the mapping alone.
@@ -362,7 +364,10 @@ mod tests {
         while runs.lock().unwrap().len() == n && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(runs.lock().unwrap().len() > n, "released again after a poke");
+        assert!(
+            runs.lock().unwrap().len() > n,
+            "released again after a poke"
+        );
         task.abort();
     }
 }

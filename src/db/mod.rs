@@ -662,7 +662,10 @@ mod tests {
         assert_eq!(n, 1);
         assert_eq!(open(&db), 1, "opened again for the read");
         drop(db);
-        assert!(!release_memory(&w, &r), "forgotten once the database is closed");
+        assert!(
+            !release_memory(&w, &r),
+            "forgotten once the database is closed"
+        );
     }
 
     #[tokio::test]
