@@ -1,8 +1,9 @@
 //! The master's state in SQLite (`MASTERDIR/state.sqlite`): schema, migrations and
 //! queries.
 //!
-//! [`Db`] owns one connection for writes and a small pool of [`READERS`] read-only
-//! ones (WAL lets readers run beside the writer and beside each other), so a page
+//! [`Db`] owns one connection for writes and a small pool of up to [`READERS`]
+//! read-only ones, opened as reads need them and closed when the master is quiet
+//! (WAL lets readers run beside the writer and beside each other), so a page
 //! that reads a long history does not make every other page, API call and SSE
 //! read wait for it. Reads run on tokio's blocking pool; writes run where
 //! they are called when the write lock is free at once, else on the blocking pool
