@@ -26,6 +26,7 @@ fn checkout<'a>(source: &'a Source, mode: Mode, workdir: &'a str) -> Checkout<'a
         workdir,
         branch: None,
         revision: None,
+        patch_level: None,
     }
 }
 
