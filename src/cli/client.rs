@@ -444,8 +444,9 @@ fn catch_sigint() {
     }
 }
 
-/// `force --wait`: follows one BuildRequest through the master's events.
-struct Waiter<'a> {
+/// `force --wait` (and `try --wait`, one per builder): follows one
+/// BuildRequest through the master's events.
+pub(super) struct Waiter<'a> {
     port: Listen,
     builder: &'a str,
     builder_path: String,
@@ -465,6 +466,9 @@ struct Waiter<'a> {
     waiting: Option<String>,
     waiting_said: Instant,
     waiting_asked: Option<Instant>,
+    /// Ctrl-C: print where the build is and exit 130 (`force`), or return
+    /// that as an [`EXIT_INTERRUPTED`] error (`try`, which follows several).
+    exit_on_interrupt: bool,
 }
 
 /// How often `force --wait` asks why a request that has no build yet waits.
@@ -474,7 +478,9 @@ const WAITING_POLL: Duration = Duration::from_secs(2);
 const WAITING_REPEAT: Duration = Duration::from_secs(30);
 
 impl<'a> Waiter<'a> {
-    fn new(port: Listen, builder: &'a str, request: i64, dir: &'a Path) -> Waiter<'a> {
+    /// Follow `request` of `builder` on the master whose pages are at `port`;
+    /// `dir` (the master directory, or empty) is named in the stop-build hint.
+    pub(super) fn new(port: Listen, builder: &'a str, request: i64, dir: &'a Path) -> Waiter<'a> {
         use indicatif::{ProgressBar, ProgressStyle};
         let bar = ProgressBar::new(1);
         bar.set_style(
@@ -498,11 +504,20 @@ impl<'a> Waiter<'a> {
             waiting: None,
             waiting_said: Instant::now(),
             waiting_asked: None,
+            exit_on_interrupt: true,
         }
     }
 
+    /// Draw the bar in `multi` (several waiters at once), and end a Ctrl-C with
+    /// an [`EXIT_INTERRUPTED`] error instead of exiting.
+    pub(super) fn in_multi(mut self, multi: &indicatif::MultiProgress) -> Waiter<'a> {
+        self.bar = multi.add(self.bar);
+        self.exit_on_interrupt = false;
+        self
+    }
+
     /// Wait for the request's end; its result (`success`, `warnings`, …).
-    fn run(mut self, events: http::EventStream) -> anyhow::Result<String> {
+    pub(super) fn run(mut self, events: http::EventStream) -> anyhow::Result<String> {
         catch_sigint();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -523,6 +538,9 @@ impl<'a> Waiter<'a> {
             if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
                 self.bar.finish_and_clear();
                 let what = match self.build {
+                    Some(n) if self.dir.as_os_str().is_empty() => {
+                        format!("build {n} of {} goes on on the master", self.builder)
+                    }
                     Some(n) => format!(
                         "build {n} of {} goes on on the master; stop it with `autobot stop-build {} {} {n}`",
                         self.builder,
@@ -534,6 +552,9 @@ impl<'a> Waiter<'a> {
                         self.request
                     ),
                 };
+                if !self.exit_on_interrupt {
+                    return Err(exit_error(EXIT_INTERRUPTED, what));
+                }
                 eprintln!("autobot: stopped waiting (Ctrl-C); {what}");
                 std::process::exit(i32::from(EXIT_INTERRUPTED));
             }
