@@ -338,8 +338,8 @@ impl MasterApi {
     }
 }
 
-fn get_json(port: Listen, path: &str) -> anyhow::Result<serde_json::Value> {
-    let reply = http::request(&port.connect_host_text(), port.port, "GET", path, None)?;
+fn get_json_at(host: &str, port: u16, path: &str) -> anyhow::Result<serde_json::Value> {
+    let reply = http::request(host, port, "GET", path, None)?;
     if reply.status != 200 {
         bail!("GET {path}: HTTP {}: {}", reply.status, reply.error_text());
     }
@@ -447,7 +447,9 @@ fn catch_sigint() {
 /// `force --wait` (and `try --wait`, one per builder): follows one
 /// BuildRequest through the master's events.
 pub(super) struct Waiter<'a> {
-    port: Listen,
+    /// The master's htmlport: host and port.
+    host: String,
+    port: u16,
     builder: &'a str,
     builder_path: String,
     request: i64,
@@ -481,6 +483,17 @@ impl<'a> Waiter<'a> {
     /// Follow `request` of `builder` on the master whose pages are at `port`;
     /// `dir` (the master directory, or empty) is named in the stop-build hint.
     pub(super) fn new(port: Listen, builder: &'a str, request: i64, dir: &'a Path) -> Waiter<'a> {
+        Waiter::at(&port.connect_host_text(), port.port, builder, request, dir)
+    }
+
+    /// [`Waiter::new`] for the htmlport at `host:port`.
+    pub(super) fn at(
+        host: &str,
+        port: u16,
+        builder: &'a str,
+        request: i64,
+        dir: &'a Path,
+    ) -> Waiter<'a> {
         use indicatif::{ProgressBar, ProgressStyle};
         let bar = ProgressBar::new(1);
         bar.set_style(
@@ -490,6 +503,7 @@ impl<'a> Waiter<'a> {
         );
         bar.set_prefix(builder.to_string());
         Waiter {
+            host: host.to_string(),
             port,
             builder,
             builder_path: crate::links::seg(builder),
@@ -667,7 +681,8 @@ impl<'a> Waiter<'a> {
     /// Read the request (and its newest build) from the API; its result if it is
     /// complete.
     fn resync(&mut self) -> anyhow::Result<Option<String>> {
-        let req = get_json(
+        let req = get_json_at(
+            &self.host,
             self.port,
             &format!("/api/v1/buildrequests/{}", self.request),
         )?;
@@ -707,7 +722,7 @@ impl<'a> Waiter<'a> {
         }
         self.waiting_asked = Some(Instant::now());
         let path = format!("/api/v1/builders/{}", self.builder_path);
-        let Ok(b) = get_json(self.port, &path) else {
+        let Ok(b) = get_json_at(&self.host, self.port, &path) else {
             return;
         };
         let mine = b["pending_requests"]
@@ -743,7 +758,7 @@ impl<'a> Waiter<'a> {
     fn refresh_eta(&mut self) {
         let Some(n) = self.build else { return };
         let path = format!("/api/v1/builders/{}/builds/{n}", self.builder_path);
-        let Ok(build) = get_json(self.port, &path) else {
+        let Ok(build) = get_json_at(&self.host, self.port, &path) else {
             return;
         };
         if let Some(t) = build["started_at"].as_f64() {
