@@ -252,6 +252,7 @@ impl Master {
                     user,
                     peer,
                     shutdown,
+                    htmlport,
                 ))
             }),
         };

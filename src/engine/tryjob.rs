@@ -216,12 +216,29 @@ impl Engine {
     }
 
     /// [`Engine::submit_try`] of a JSON try job, as the reply to send; refusals
-    /// are logged with `user` and `peer`.
-    pub async fn submit_try_json(&self, user: &str, peer: &str, data: &[u8]) -> TryReply {
+    /// are logged with `user` and `peer`. `htmlport`: the port the pages are
+    /// really served on, when the daemon knows it (`master.ini`'s otherwise).
+    pub async fn submit_try_json(
+        &self,
+        user: &str,
+        peer: &str,
+        data: &[u8],
+        htmlport: Option<u16>,
+    ) -> TryReply {
         let reply = match serde_json::from_slice::<TryJob>(data) {
             Err(e) => TryReply::Error(format!("not a try job: {e}")),
             Ok(job) => match self.submit_try(user, job).await {
-                Ok(a) => TryReply::Accepted(a),
+                Ok(mut a) => {
+                    if let Some(port) = htmlport.filter(|p| *p != a.htmlport) {
+                        let config = self.inner.config.borrow().clone();
+                        a.htmlport = port;
+                        if config.buildbot_url.is_empty() {
+                            a.web_url = crate::config::Listen::new(config.htmlport_addr, port)
+                                .local_url();
+                        }
+                    }
+                    TryReply::Accepted(a)
+                }
                 Err(e) => TryReply::Error(e.to_string()),
             },
         };
@@ -242,13 +259,15 @@ impl Engine {
 
 /// Serve one authenticated try connection of the slave port: each text (or
 /// binary) message is a [`TryJob`], answered by a [`TryReply`], until the client
-/// closes, goes quiet for a minute or the master shuts down.
+/// closes, goes quiet for a minute or the master shuts down. `htmlport` is the
+/// port the master's pages are served on (where `try --wait` follows).
 pub async fn serve_session<S>(
     engine: Engine,
     mut socket: WebSocketStream<S>,
     user: String,
     peer: String,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
+    htmlport: u16,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -271,7 +290,9 @@ pub async fn serve_session<S>(
             Message::Close(_) => break,
             _ => continue,
         };
-        let reply = engine.submit_try_json(&user, &peer, &data).await;
+        let reply = engine
+            .submit_try_json(&user, &peer, &data, Some(htmlport))
+            .await;
         let text = serde_json::to_string(&reply).unwrap_or_else(|_| "{}".into());
         if socket.send(Message::text(text)).await.is_err() {
             return;

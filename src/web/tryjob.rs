@@ -58,7 +58,7 @@ async fn post_try(
             return r;
         }
     };
-    match ctx.engine.submit_try_json(&user, &peer, &body).await {
+    match ctx.engine.submit_try_json(&user, &peer, &body, None).await {
         reply @ TryReply::Accepted(_) => warp::reply::json(&reply).into_response(),
         TryReply::Error(e) => json_error(StatusCode::BAD_REQUEST, &e),
     }
