@@ -92,7 +92,12 @@ fn git_project(root: &Path) -> (PathBuf, PathBuf, String) {
     let work = root.join("work");
     git(
         root,
-        &["clone", "-q", upstream.to_str().unwrap(), work.to_str().unwrap()],
+        &[
+            "clone",
+            "-q",
+            upstream.to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
     );
     (upstream, work, base)
 }
@@ -168,11 +173,8 @@ fn args(m: &autobot::app::Master, more: &[&str]) -> Vec<String> {
 
 /// The newest build of a builder (its number).
 async fn newest(m: &EngineMaster, builder: &str) -> i64 {
-    let (_, body) = support::http_get(
-        m.master.htmlport(),
-        &format!("/api/v1/builders/{builder}"),
-    )
-    .await;
+    let (_, body) =
+        support::http_get(m.master.htmlport(), &format!("/api/v1/builders/{builder}")).await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     v["last_build"]["number"].as_i64().unwrap_or(0)
 }
@@ -205,7 +207,12 @@ async fn post(port: u16, path: &str, auth: Option<&str>, body: &str) -> (u16, St
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    (status, out.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default())
+    (
+        status,
+        out.split_once("\r\n\r\n")
+            .map(|x| x.1.to_string())
+            .unwrap_or_default(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,7 +251,13 @@ async fn a_git_tree_is_tried_on_an_autobot_slave() {
     let o = try_in(
         &args(
             &m.master,
-            &["-b", &builder, "--wait", "--comment", "every kind of change"],
+            &[
+                "-b",
+                &builder,
+                "--wait",
+                "--comment",
+                "every kind of change",
+            ],
         ),
         &work,
         &home,
@@ -260,7 +273,9 @@ async fn a_git_tree_is_tried_on_an_autobot_slave() {
         "the build page's URL: {out}"
     );
     assert!(
-        m.log_text(&builder, n, "check").await.contains("all patched"),
+        m.log_text(&builder, n, "check")
+            .await
+            .contains("all patched"),
         "{}",
         m.log_text(&builder, n, "checkout").await
     );
@@ -274,9 +289,11 @@ async fn a_git_tree_is_tried_on_an_autobot_slave() {
     // The waterfall marks it; the builder page shows who and why.
     let (_, page) = support::http_get(m.master.htmlport(), "/").await;
     assert!(page.contains("class=\"try\""), "{page}");
-    let (_, page) =
-        support::http_get(m.master.htmlport(), &format!("/builders/{builder}")).await;
-    assert!(page.contains("try by alice: every kind of change"), "{page}");
+    let (_, page) = support::http_get(m.master.htmlport(), &format!("/builders/{builder}")).await;
+    assert!(
+        page.contains("try by alice: every kind of change"),
+        "{page}"
+    );
 
     // The next ordinary build starts from a clean tree.
     let id = m.force(&builder, ForceRequest::default()).await;
@@ -320,20 +337,32 @@ async fn a_git_tree_is_tried_on_an_autobot_slave() {
     assert_eq!(b.steps[0].result.as_deref(), Some("failure"));
     let log = m.log_text(&builder, n, "checkout").await;
     assert!(log.contains("patch failed: greeting:1"), "{log}");
-    assert!(log.contains("not the base text"), "the rejected hunk: {log}");
+    assert!(
+        log.contains("not the base text"),
+        "the rejected hunk: {log}"
+    );
 
     // Refusals, each with its reason, each logged.
     let mut wrong = args(&m.master, &[]);
     wrong[5] = "nope".into();
     let o = try_in(&wrong, &work, &home, None).await;
     assert!(!o.status.success());
-    assert!(text(&o).contains("refused the try credentials"), "{}", text(&o));
-    assert!(support::log_has(&["refused try", "wrong try user or password"]));
+    assert!(
+        text(&o).contains("refused the try credentials"),
+        "{}",
+        text(&o)
+    );
+    assert!(support::log_has(&[
+        "refused try",
+        "wrong try user or password"
+    ]));
     let o = try_in(&args(&m.master, &["-b", "nosuch"]), &work, &home, None).await;
     let out = text(&o);
     assert!(!o.status.success());
     assert!(
-        out.contains(&format!("no builder named \"nosuch\"; try may use: {builder}")),
+        out.contains(&format!(
+            "no builder named \"nosuch\"; try may use: {builder}"
+        )),
         "{out}"
     );
     let o = try_in(
@@ -346,7 +375,10 @@ async fn a_git_tree_is_tried_on_an_autobot_slave() {
     let out = text(&o);
     assert!(!o.status.success());
     assert!(out.contains("is not open to try jobs"), "{out}");
-    assert!(support::log_has(&["try from alice", "not open to try jobs"]));
+    assert!(support::log_has(&[
+        "try from alice",
+        "not open to try jobs"
+    ]));
     let big = format!(
         "diff --git a/big b/big\nnew file mode 100644\n--- /dev/null\n+++ b/big\n@@ -0,0 +1 @@\n+{}\n",
         "x".repeat(70_000)
@@ -367,7 +399,7 @@ async fn a_git_tree_is_tried_on_an_autobot_slave() {
     let (status, body) = post(
         m.master.htmlport(),
         "/api/v1/try",
-        Some(&format!("bob:wrong")),
+        Some("bob:wrong"),
         &job.to_string(),
     )
     .await;
@@ -395,7 +427,12 @@ async fn autobot_options_in_a_parent_directory_give_every_option() {
     let work = src.join("proj");
     git(
         &src,
-        &["clone", "-q", upstream.to_str().unwrap(), work.to_str().unwrap()],
+        &[
+            "clone",
+            "-q",
+            upstream.to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
     );
     git_change(&work);
     let m = EngineMaster::start(
@@ -452,7 +489,12 @@ async fn an_hg_tree_is_tried_on_an_autobot_slave() {
     let work = root.path().join("work");
     hg(
         root.path(),
-        &["clone", "-q", upstream.to_str().unwrap(), work.to_str().unwrap()],
+        &[
+            "clone",
+            "-q",
+            upstream.to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
     );
     change_tree(&work);
     hg(&work, &["add", "-q", "added.txt", "blob.sum"]);
@@ -469,7 +511,9 @@ async fn an_hg_tree_is_tried_on_an_autobot_slave() {
     assert!(o.status.success(), "{out}");
     let n = newest(&m, &builder).await;
     assert!(
-        m.log_text(&builder, n, "check").await.contains("all patched"),
+        m.log_text(&builder, n, "check")
+            .await
+            .contains("all patched"),
         "{}",
         m.log_text(&builder, n, "checkout").await
     );
@@ -517,7 +561,10 @@ async fn a_git_tree_is_tried_on_a_buildbot_worker() {
         "{out}\n{}",
         m.log_text(&builder, n, "checkout").await
     );
-    assert!(m.log_text(&builder, n, "check").await.contains("all patched"));
+    assert!(m
+        .log_text(&builder, n, "check")
+        .await
+        .contains("all patched"));
     // A patch that does not apply fails the checkout there too.
     let bad = "diff --git a/greeting b/greeting\n--- a/greeting\n+++ b/greeting\n\
                @@ -1 +1 @@\n-not the base text\n+x\n";

@@ -243,7 +243,8 @@ impl Master {
         let try_door = SideDoor {
             path: crate::engine::tryjob::TRY_PATH,
             name: "try",
-            hint: "use a NAME:PASSWORD of the users of [try] (try --username NAME --passwd PASSWORD)",
+            hint:
+                "use a NAME:PASSWORD of the users of [try] (try --username NAME --passwd PASSWORD)",
             authorize: Box::new(crate::slavelink::auth::try_credentials),
             serve: Box::new(move |socket, user, peer, shutdown| {
                 Box::pin(crate::engine::tryjob::serve_session(

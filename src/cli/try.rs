@@ -134,9 +134,9 @@ pub struct Found {
 pub fn try_cmd(args: &TryArgs) -> anyhow::Result<ExitCode> {
     let opts = Options::find()?;
     let wait = args.wait
-        || opts
-            .get("try_wait")
-            .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "yes" | "1" | "on"));
+        || opts.get("try_wait").is_some_and(|v| {
+            matches!(v.to_ascii_lowercase().as_str(), "true" | "yes" | "1" | "on")
+        });
     let builders: Vec<String> = if args.builders.is_empty() {
         opts.get("try_builders")
             .map(|v| {
@@ -394,7 +394,11 @@ fn print_dryrun(args: &TryArgs, opts: &Options, found: &Found, job: &TryJob) {
         "  base revision: {}",
         job.baserev.as_deref().unwrap_or("(the branch's newest)")
     );
-    println!("  patch: {} bytes, -p{}", found.patch.len(), job.patch_level);
+    println!(
+        "  patch: {} bytes, -p{}",
+        found.patch.len(),
+        job.patch_level
+    );
     if !job.comment.is_empty() {
         println!("  comment: {}", job.comment);
     }
@@ -450,7 +454,9 @@ fn detect(dir: &Path, vc: Option<&str>) -> anyhow::Result<(String, PathBuf)> {
     match vc {
         Some("git") => Ok(("git".into(), PathBuf::from(git()?))),
         Some("hg") => Ok(("hg".into(), PathBuf::from(hg()?))),
-        Some(other) => bail!("--vc {other:?}: autobot builds git and hg (give --vc git or --vc hg)"),
+        Some(other) => {
+            bail!("--vc {other:?}: autobot builds git and hg (give --vc git or --vc hg)")
+        }
         None => {
             if let Ok(top) = git() {
                 Ok(("git".into(), PathBuf::from(top)))
@@ -473,7 +479,9 @@ pub fn from_tree(dir: &Path, vc: Option<&str>, branch: Option<&str>) -> anyhow::
         let (upstream, branch) = match branch {
             Some(b) => {
                 let remote = format!("refs/remotes/origin/{b}");
-                let r = if vc_text(&top, "git", &["rev-parse", "--verify", "--quiet", &remote]).is_ok() {
+                let r = if vc_text(&top, "git", &["rev-parse", "--verify", "--quiet", &remote])
+                    .is_ok()
+                {
                     remote
                 } else {
                     b.to_string()

@@ -67,7 +67,10 @@ impl Db {
 }
 
 /// The patch of a SourceStamp, if it is a try job's.
-pub(crate) fn patch_of(tx: &Transaction<'_>, sourcestamp: i64) -> rusqlite::Result<Option<TryPatch>> {
+pub(crate) fn patch_of(
+    tx: &Transaction<'_>,
+    sourcestamp: i64,
+) -> rusqlite::Result<Option<TryPatch>> {
     tx.prepare_cached(
         "SELECT level, patch, author, comment FROM sourcestamp_patches WHERE sourcestamp = ?1",
     )?
@@ -107,8 +110,14 @@ mod tests {
             author: "ann".into(),
             comment: "x".into(),
         };
-        let one = db.add_try_buildset(bs.clone(), patch.clone(), 1.0).await.unwrap();
-        let two = db.add_try_buildset(bs, TryPatch::default(), 2.0).await.unwrap();
+        let one = db
+            .add_try_buildset(bs.clone(), patch.clone(), 1.0)
+            .await
+            .unwrap();
+        let two = db
+            .add_try_buildset(bs, TryPatch::default(), 2.0)
+            .await
+            .unwrap();
         drop(db);
         let db = Db::open(&dir.path().join(crate::db::DB_FILE)).unwrap();
         let c = db.claim_request("b", "s", 1, 3.0).await.unwrap().unwrap();

@@ -233,8 +233,8 @@ impl Engine {
                         let config = self.inner.config.borrow().clone();
                         a.htmlport = port;
                         if config.buildbot_url.is_empty() {
-                            a.web_url = crate::config::Listen::new(config.htmlport_addr, port)
-                                .local_url();
+                            a.web_url =
+                                crate::config::Listen::new(config.htmlport_addr, port).local_url();
                         }
                     }
                     TryReply::Accepted(a)

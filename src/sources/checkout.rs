@@ -314,7 +314,9 @@ impl<'a> Checkout<'a> {
                 let path = join(&workdir, PATCH_FILE);
                 let level = format!("-p{level}");
                 let apply = match (self.source.kind, self.mode) {
-                    (SourceKind::Git, _) => argv(&["git", "apply", "--verbose", &level, PATCH_FILE]),
+                    (SourceKind::Git, _) => {
+                        argv(&["git", "apply", "--verbose", &level, PATCH_FILE])
+                    }
                     (SourceKind::Hg, Mode::Export) => argv(&[
                         "patch",
                         &level,

@@ -43,9 +43,7 @@ async fn post_try(
 ) -> Response {
     let peer = peer.map(|p| p.to_string()).unwrap_or_default();
     let config = ctx.config.borrow().clone();
-    let auth = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok());
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
     let user = match try_credentials(&config, auth) {
         Ok(u) => u,
         Err(why) => {

@@ -389,8 +389,11 @@ async fn run_op(
             finished(process::run(p, env, up, interrupt).await?, up).await
         }
         CheckoutOp::WritePatch { path } => {
-            up.header(&format!("writing the patch ({} bytes) to {path}\n", spec.patch.len()))
-                .await?;
+            up.header(&format!(
+                "writing the patch ({} bytes) to {path}\n",
+                spec.patch.len()
+            ))
+            .await?;
             let p = path!(path);
             if let Err(e) = write_file(jail, &p, &spec.patch, 0o666 & !env.umask) {
                 up.header(&format!("{path}: {}\n", strerror(&e))).await?;
