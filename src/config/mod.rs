@@ -639,6 +639,19 @@ pub fn summary(cfg: &MasterConfig) -> String {
         let names: Vec<&str> = cfg.users.keys().map(String::as_str).collect();
         out.push_str(&format!("\nusers: {}\n", names.join(" ")));
     }
+    if let Some(t) = &cfg.try_jobs {
+        let names: Vec<&str> = t.users.keys().map(String::as_str).collect();
+        out.push_str(&format!(
+            "\ntry jobs: from {} on {} (patches up to {} bytes)\n",
+            names.join(" "),
+            if t.builders.is_empty() {
+                "every builder".to_string()
+            } else {
+                t.builders.join(" ")
+            },
+            t.max_patch_size
+        ));
+    }
     if cfg.accepts_changes() {
         out.push_str(&format!(
             "\nsubmitted Changes: accepted from changeuser {} (sendchange, POST /api/v1/changes)\n",

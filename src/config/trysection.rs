@@ -22,8 +22,9 @@ use super::ConfigError;
 pub const DEFAULT_MAX_PATCH_SIZE: u64 = 10 << 20;
 
 /// The largest `maxPatchSize` accepted: a try job travels as one WebSocket
-/// message (the patch base64-encoded in JSON), which the slave port caps at 64 MiB.
-pub const MAX_MAX_PATCH_SIZE: u64 = 40 << 20;
+/// frame (the patch base64-encoded in JSON) and the patch to an autobot slave in
+/// one protocol frame, both capped at 16 MiB.
+pub const MAX_MAX_PATCH_SIZE: u64 = 11 << 20;
 
 /// The `[try]` section, read.
 #[derive(Debug, Clone, PartialEq, Eq)]

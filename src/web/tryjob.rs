@@ -1,6 +1,6 @@
 //! `POST /api/v1/try`: a try job over HTTP (what `autobot try` sends on the slave
 //! port, for a developer who reaches only `htmlport`). The body is the JSON
-//! [`TryJob`]; HTTP Basic with a `users` pair of `[try]`. Answers 200 with the
+//! [`TryJob`](crate::engine::tryjob::TryJob); HTTP Basic with a `users` pair of `[try]`. Answers 200 with the
 //! BuildSet and its requests, 401 for wrong credentials, 400 (with why) for a
 //! refused job, 413 past the body cap. Refusals are logged.
 
