@@ -637,3 +637,72 @@ async fn a_try_job_survives_a_master_restart() {
     assert!(log.contains("all patched"), "{log}");
     master.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_waiting_and_leaves_the_try_build_running() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let (upstream, work, _) = git_project(root.path());
+    git_change(&work);
+    let gate = root.path().join("gate");
+    let m = EngineMaster::start(
+        &master_ini(
+            &format!(
+                "[slow]\ntype = shell\ngit = {}#main\n\
+                 step.wait = sh -c \"while [ ! -e {} ]; do sleep 0.05; done\"\n\n\
+                 [try]\nusers = {USER}:{TRY_PW}\n",
+                upstream.display(),
+                gate.display()
+            ),
+            "",
+        ),
+        Duration::from_secs(30),
+    )
+    .await;
+    let _slave = m.slave().await;
+    let builder = format!("slow-{SLAVE}");
+    let child = Command::new(autobot_bin())
+        .arg("try")
+        .args(args(&m.master, &["--wait"]))
+        .current_dir(&work)
+        .env("HOME", &home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let db = m.master.db().clone();
+    let b = builder.clone();
+    wait_until("the try build to run its step", || {
+        let db = db.clone();
+        let b = b.clone();
+        async move {
+            db.build(&b, 1).await.ok().flatten().is_some_and(|d| {
+                d.steps
+                    .iter()
+                    .any(|s| s.name == "wait" && s.started_at.is_some())
+            })
+        }
+    })
+    .await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    assert!(
+        text(&out).contains("the try builds go on"),
+        "{}",
+        text(&out)
+    );
+    let running = db.build(&builder, 1).await.unwrap().unwrap();
+    assert!(running.build.result.is_none(), "the build goes on");
+    std::fs::write(&gate, "").unwrap();
+    let id = running.requests[0];
+    assert_eq!(m.wait_request(id).await.result.as_deref(), Some("success"));
+}
