@@ -1597,6 +1597,11 @@ fn patched(kind: SourceKind) {
         b"diff --git a/f b/f\n--- a/f\n+++ b/f\n@@ -1 +1 @@\n-nothing like it\n+x\n".to_vec();
     let (ok, _, _) = slave.checkout(&c);
     assert!(!ok);
+    // Nor may a patch write outside the workdir.
+    slave.patch = b"diff --git a/../escaped b/../escaped\nnew file mode 100644\n--- /dev/null\n+++ b/../escaped\n@@ -0,0 +1 @@\n+out\n".to_vec();
+    let (ok, _, _) = slave.checkout(&c);
+    assert!(!ok);
+    assert!(!slave.base.join("escaped").exists());
     assert!(checkout(&s, Mode::Copy, "build")
         .plan()
         .unwrap()
