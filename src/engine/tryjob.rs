@@ -239,6 +239,12 @@ impl Engine {
                     }
                     TryReply::Accepted(a)
                 }
+                Err(TryError::Engine(EngineError::Db(e))) => {
+                    tracing::error!("storing a try job from {user}@{peer}: {e}");
+                    TryReply::Error(
+                        "the master could not store the try job (database error)".into(),
+                    )
+                }
                 Err(e) => TryReply::Error(e.to_string()),
             },
         };
