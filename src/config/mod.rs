@@ -22,6 +22,7 @@ pub mod projects;
 mod read;
 pub mod secrets;
 pub mod slave;
+pub mod trysection;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -99,6 +100,8 @@ pub struct MasterConfig {
     pub locks: Vec<LockConfig>,
     /// `[users]`: web users allowed to force builds (name as written → password).
     pub users: BTreeMap<String, String>,
+    /// `[try]`: who may send try jobs, to which builders; `None`: try is off.
+    pub try_jobs: Option<trysection::TryConfig>,
     /// What is valid but unsafe (documented passwords, force open to anyone), each
     /// at its place in the file; `checkconfig` prints them and the master logs them.
     pub warnings: Vec<ConfigWarning>,
@@ -282,6 +285,7 @@ impl Default for MasterConfig {
             factories: Vec::new(),
             locks: Vec::new(),
             users: BTreeMap::new(),
+            try_jobs: None,
             warnings: Vec::new(),
             local_sources: Vec::new(),
         }
@@ -634,6 +638,19 @@ pub fn summary(cfg: &MasterConfig) -> String {
     if !cfg.users.is_empty() {
         let names: Vec<&str> = cfg.users.keys().map(String::as_str).collect();
         out.push_str(&format!("\nusers: {}\n", names.join(" ")));
+    }
+    if let Some(t) = &cfg.try_jobs {
+        let names: Vec<&str> = t.users.keys().map(String::as_str).collect();
+        out.push_str(&format!(
+            "\ntry jobs: from {} on {} (patches up to {} bytes)\n",
+            names.join(" "),
+            if t.builders.is_empty() {
+                "every builder".to_string()
+            } else {
+                t.builders.join(" ")
+            },
+            t.max_patch_size
+        ));
     }
     if cfg.accepts_changes() {
         out.push_str(&format!(

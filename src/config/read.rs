@@ -341,6 +341,7 @@ fn is_special_section(name: &str) -> bool {
     name == "DEFAULT"
         || name == ":master:"
         || name == "users"
+        || name == "try"
         || name.starts_with("slave:")
         || name.starts_with("lock:")
 }
@@ -440,6 +441,10 @@ pub fn load_from_str(
             }
             cfg.users.insert(e.raw_key.clone(), e.value.clone());
         }
+    }
+
+    if let Some(sec) = doc.section("try") {
+        cfg.try_jobs = Some(super::trysection::read_try(file, basedir, sec)?);
     }
 
     // Factories (before slaves, which name them).
@@ -811,7 +816,7 @@ fn read_factory(
             file,
             sec.line,
             &name,
-            "unknown kind of section; sections are [:master:], [slave:NAME], [lock:NAME], [users], [DEFAULT], or a factory [NAME] (letters, digits, `.`, `_`, `-`)",
+            "unknown kind of section; sections are [:master:], [slave:NAME], [lock:NAME], [users], [try], [DEFAULT], or a factory [NAME] (letters, digits, `.`, `_`, `-`)",
         ));
     }
     if !factory::is_plain_name(&name) {
@@ -1160,6 +1165,22 @@ fn cross_check(
     checks: &[FactoryChecks],
     file: &Path,
 ) -> Result<(), ConfigError> {
+    if let Some(t) = &cfg.try_jobs {
+        let builders: Vec<String> = cfg.builders().into_iter().map(|b| b.name).collect();
+        for b in &t.builders {
+            if !builders.contains(b) {
+                return Err(ConfigError::At {
+                    path: file.to_path_buf(),
+                    line: t.builders_line,
+                    context: "[try] builders: ".to_string(),
+                    message: format!(
+                        "no builder named {b:?}; the builders are: {}",
+                        builders.join(" ")
+                    ),
+                });
+            }
+        }
+    }
     let lock_names: Vec<&str> = cfg.locks.iter().map(|l| l.name.as_str()).collect();
     for c in checks {
         for v in &c.locks {

@@ -279,6 +279,16 @@ pub const MIGRATIONS: &[&str] = &[
     // had reporters keeps its horizon.
     "INSERT OR IGNORE INTO reporter_state(name, value)
         SELECT 'horizon', COALESCE(MAX(id), 0) FROM builds;",
+    // 9: try jobs: the patch a try BuildSet's SourceStamp carries, with its
+    // strip level, who sent it and why. A SourceStamp without a row here is no
+    // try job.
+    "CREATE TABLE sourcestamp_patches (
+        sourcestamp INTEGER PRIMARY KEY REFERENCES sourcestamps(id),
+        level INTEGER NOT NULL DEFAULT 0,
+        patch BLOB NOT NULL,
+        author TEXT NOT NULL DEFAULT '',
+        comment TEXT NOT NULL DEFAULT ''
+    );",
 ];
 
 #[cfg(test)]

@@ -144,6 +144,7 @@ impl StepKind {
                 workdir,
                 branch,
                 revision,
+                patch_level: None,
             }),
             _ => Err(CheckoutError::NotACheckout),
         }

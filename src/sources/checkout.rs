@@ -77,6 +77,10 @@ use super::{path_safe, source_dir, Mode, Retry, Source, SourceKind};
 /// Build properties by name (the factory's `Properties`).
 type Properties = BTreeMap<String, String>;
 
+/// The file a try build's patch is written to in the workdir, as Buildbot's
+/// `.buildbot-diff`.
+pub const PATCH_FILE: &str = ".autobot-diff";
+
 /// The slave's mirrors directory, relative to a builder's directory
 /// (`BASEDIR/BUILDER/../mirrors` = `BASEDIR/mirrors`).
 pub const MIRRORS_DIR: &str = "../mirrors";
@@ -95,6 +99,10 @@ pub enum CheckoutOp {
     CpDir { from: String, to: String },
     /// `shell` whose trimmed stdout is the revision checked out.
     GotRevision { argv: Vec<String>, workdir: String },
+    /// Write the try job's patch to `path` (a stock buildbot-worker gets it by
+    /// `downloadFile`, an autobot slave has it in its command's `patch` argument).
+    /// The file stays: its presence tells the next `update` the tree is patched.
+    WritePatch { path: String },
 }
 
 /// Why a checkout cannot be planned.
@@ -167,6 +175,14 @@ pub struct CheckoutPlan {
     pub full: Vec<CheckoutOp>,
     /// After either: copy/export into the workdir, then the GotRevision op.
     pub finish: Vec<CheckoutOp>,
+    /// A try build's patch, applied in the workdir after `finish`: write it
+    /// ([`CheckoutOp::WritePatch`]), then `git apply` / `hg import --no-commit`
+    /// (`patch` for an hg export). Empty without a patch.
+    pub patch: Vec<CheckoutOp>,
+    /// `update` mode: the patch file a try build leaves in the workdir
+    /// ([`PATCH_FILE`]). When it exists the tree is not pristine, so the caller
+    /// starts with a full checkout (pass `updateable = false` to [`CheckoutRun`]).
+    pub patched_marker: Option<String>,
     pub retry: Option<Retry>,
     /// `got_revision_DIR`: the property this source's revision always sets.
     pub revision_property: String,
@@ -204,6 +220,9 @@ pub struct Checkout<'a> {
     pub branch: Option<&'a str>,
     /// The build's revision; `None` or empty: the branch's latest.
     pub revision: Option<&'a str>,
+    /// A try build: apply a (non-empty) patch with this strip level (`-pN`)
+    /// after the checkout ([`Checkout::with_patch`]).
+    pub patch_level: Option<u32>,
 }
 
 impl<'a> Checkout<'a> {
@@ -214,6 +233,13 @@ impl<'a> Checkout<'a> {
         if !dir.is_empty() {
             self.mirrors = dir;
         }
+        self
+    }
+
+    /// The same checkout followed by applying a try build's patch, stripping
+    /// `level` leading path components (`git apply -pN`).
+    pub fn with_patch(mut self, level: Option<u32>) -> Checkout<'a> {
+        self.patch_level = level;
         self
     }
 
@@ -283,7 +309,47 @@ impl<'a> Checkout<'a> {
             argv: vc.got_revision(),
             workdir: revision_dir.clone(),
         });
+        let patch = match self.patch_level {
+            Some(level) => {
+                let path = join(&workdir, PATCH_FILE);
+                let level = format!("-p{level}");
+                let apply = match (self.source.kind, self.mode) {
+                    (SourceKind::Git, _) => {
+                        argv(&["git", "apply", "--verbose", &level, PATCH_FILE])
+                    }
+                    (SourceKind::Hg, Mode::Export) => argv(&[
+                        "patch",
+                        &level,
+                        "--forward",
+                        "--force",
+                        "--remove-empty-files",
+                        "--input",
+                        PATCH_FILE,
+                    ]),
+                    (SourceKind::Hg, _) => argv(&[
+                        "hg",
+                        "--noninteractive",
+                        "import",
+                        "--no-commit",
+                        &level,
+                        "--",
+                        PATCH_FILE,
+                    ]),
+                };
+                vec![
+                    CheckoutOp::WritePatch { path },
+                    CheckoutOp::Shell {
+                        argv: apply,
+                        workdir: workdir.clone(),
+                    },
+                ]
+            }
+            None => Vec::new(),
+        };
+        let patched_marker = (self.mode == Mode::Update).then(|| join(&workdir, PATCH_FILE));
         Ok(CheckoutPlan {
+            patch,
+            patched_marker,
             full: vc.full(&srcdir, vc.url, None),
             srcdir,
             probe,
@@ -704,6 +770,7 @@ enum Phase {
     Update,
     Full,
     Finish,
+    Patch,
     Over,
 }
 
@@ -754,6 +821,7 @@ impl CheckoutRun {
             (Phase::Update, None) => &self.plan.update,
             (Phase::Full, None) => &self.plan.full,
             (Phase::Finish, _) => &self.plan.finish,
+            (Phase::Patch, _) => &self.plan.patch,
             (Phase::Mirror | Phase::Over, _) => &[],
         }
     }
@@ -877,7 +945,8 @@ impl CheckoutRun {
             }
             match self.phase {
                 Phase::Update | Phase::Full => self.enter(Phase::Finish),
-                Phase::Mirror | Phase::Finish | Phase::Over => {
+                Phase::Finish => self.enter(Phase::Patch),
+                Phase::Mirror | Phase::Patch | Phase::Over => {
                     self.phase = Phase::Over;
                     return Next::Done { ok: true };
                 }

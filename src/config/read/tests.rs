@@ -519,3 +519,47 @@ fn a_bad_address_says_how_to_write_one() {
         assert!(e.contains("`127.0.0.1:8010`, `[::1]:8010` or `localhost:8010`"), "{e}");
     }
 }
+
+/// `[try]`: users inline or from a file, builders checked against the builders,
+/// maxPatchSize capped; every error names file, line and key.
+#[test]
+fn try_section_is_read_and_checked() {
+    let base = "[:master:]\npassword = pw\nfactories = *\n[slave:s1]\n[hello]\n";
+    let cfg = load_text(&format!("{base}[try]\nusers = ann:pw1 bob:pw2\n")).unwrap();
+    let t = cfg.try_jobs.clone().unwrap();
+    assert_eq!(t.users.len(), 2);
+    assert_eq!(t.max_patch_size, 10 << 20);
+    assert!(t.builders.is_empty());
+    assert!(summary(&cfg).contains("try jobs: from ann bob on every builder"));
+    assert!(load_text(base).unwrap().try_jobs.is_none());
+    let err = |text: &str| {
+        load_text(&format!("{base}[try]\n{text}"))
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err("users = ann:pw1\nbuilders = hello-s1 nope\n");
+    assert!(
+        e.contains("[try] builders") && e.contains("no builder named \"nope\""),
+        "{e}"
+    );
+    let e = err("users = ann\n");
+    assert!(
+        e.contains("[try] users") && e.contains("not NAME:PASSWORD"),
+        "{e}"
+    );
+    let e = err("builders = hello-s1\n");
+    assert!(e.contains("no users"), "{e}");
+    let e = err("users = ann:pw\nmaxPatchSize = 99999999\n");
+    assert!(
+        e.contains("maxPatchSize") || e.contains("maxpatchsize"),
+        "{e}"
+    );
+    let e = err("users = ann:pw\nusres = x\n");
+    assert!(e.contains("unknown key in [try]"), "{e}");
+    let ok = load_text(&format!(
+        "{base}[try]\nusers = ann:pw\nbuilders = hello-s1\nmaxPatchSize = 1000\n"
+    ))
+    .unwrap();
+    let t = ok.try_jobs.unwrap();
+    assert_eq!((t.builders.len(), t.max_patch_size), (1, 1000));
+}

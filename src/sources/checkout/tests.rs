@@ -26,6 +26,7 @@ fn checkout<'a>(source: &'a Source, mode: Mode, workdir: &'a str) -> Checkout<'a
         workdir,
         branch: None,
         revision: None,
+        patch_level: None,
     }
 }
 
@@ -462,6 +463,8 @@ struct LocalSlave {
     got_revision: Option<String>,
     /// The ops of the last checkout with their outcomes.
     outcomes: Vec<(CheckoutOp, bool)>,
+    /// What a [`CheckoutOp::WritePatch`] writes (a try build's patch).
+    patch: Vec<u8>,
 }
 
 impl LocalSlave {
@@ -473,6 +476,7 @@ impl LocalSlave {
                 !d.exists() || std::fs::remove_dir_all(d).is_ok()
             }
             CheckoutOp::MkDir { dir } => std::fs::create_dir_all(b.join(dir)).is_ok(),
+            CheckoutOp::WritePatch { path } => std::fs::write(b.join(path), &self.patch).is_ok(),
             CheckoutOp::CpDir { from, to } => Proc::new("cp")
                 .args(["-R", "-P", "-p"])
                 .arg(b.join(from))
@@ -504,10 +508,15 @@ impl LocalSlave {
     /// Runs the checkout as the engine will; returns (ok, got_revision, ops run).
     fn checkout(&mut self, c: &Checkout) -> (bool, Option<String>, Vec<CheckoutOp>) {
         let plan = c.plan().unwrap();
-        let updateable = plan
-            .probe
+        let patched = plan
+            .patched_marker
             .as_ref()
             .is_some_and(|p| self.base.join(p).exists());
+        let updateable = !patched
+            && plan
+                .probe
+                .as_ref()
+                .is_some_and(|p| self.base.join(p).exists());
         self.got_revision = None;
         self.outcomes.clear();
         let mut run = CheckoutRun::new(plan, updateable);
@@ -592,6 +601,7 @@ fn setup(kind: SourceKind) -> (tempfile::TempDir, PathBuf, Source, LocalSlave, S
         base: tmp.path().join("slave"),
         got_revision: None,
         outcomes: Vec::new(),
+        patch: Vec::new(),
     };
     std::fs::create_dir(&slave.base).unwrap();
     (tmp, up, s, slave, rev)
@@ -1238,6 +1248,7 @@ fn builder(slave: &LocalSlave, name: &str) -> LocalSlave {
         base,
         got_revision: None,
         outcomes: Vec::new(),
+        patch: Vec::new(),
     }
 }
 
@@ -1545,4 +1556,67 @@ fn the_git_credential_helper_answers_for_its_origin_only() {
     let out = git("protocol=https\nhost=elsewhere.example\n\n", "fill");
     assert!(!out.status.success());
     assert!(!String::from_utf8_lossy(&out.stdout).contains(TOKEN));
+}
+
+/// A try build: after the checkout the patch is written into the workdir and
+/// applied (`git apply -pN` / `hg import --no-commit -pN`); the next update of
+/// that tree starts afresh, so the patch does not leak into the next build.
+fn patched(kind: SourceKind) {
+    let (_t, _up, s, mut slave, rev) = setup(kind);
+    slave.patch =
+        b"diff --git a/f b/f\n--- a/f\n+++ b/f\n@@ -1 +1 @@\n-one\n\\ No newline at end of file\n+patched\n\\ No newline at end of file\n"
+            .to_vec();
+    let c = checkout(&s, Mode::Update, "build").with_patch(Some(1));
+    let plan = c.plan().unwrap();
+    assert_eq!(
+        plan.patch[0],
+        CheckoutOp::WritePatch {
+            path: format!("build/{PATCH_FILE}")
+        }
+    );
+    assert!(has(&plan.patch[1], "-p1"));
+    assert_eq!(plan.patched_marker, Some(format!("build/{PATCH_FILE}")));
+    let (ok, got, _) = slave.checkout(&c);
+    assert!(ok, "{:?}", slave.outcomes);
+    assert_eq!(
+        got.as_deref(),
+        Some(rev.as_str()),
+        "got_revision is the base"
+    );
+    assert_eq!(read(&slave, "build/f"), "patched");
+    let plain = checkout(&s, Mode::Update, "build");
+    let (ok, _, ops) = slave.checkout(&plain);
+    assert!(ok);
+    assert!(
+        ops.iter().any(is_clone),
+        "a patched tree is checked out afresh"
+    );
+    assert_eq!(read(&slave, "build/f"), "one");
+    // A patch that does not apply fails the checkout.
+    slave.patch =
+        b"diff --git a/f b/f\n--- a/f\n+++ b/f\n@@ -1 +1 @@\n-nothing like it\n+x\n".to_vec();
+    let (ok, _, _) = slave.checkout(&c);
+    assert!(!ok);
+    // Nor may a patch write outside the workdir.
+    slave.patch = b"diff --git a/../escaped b/../escaped\nnew file mode 100644\n--- /dev/null\n+++ b/../escaped\n@@ -0,0 +1 @@\n+out\n".to_vec();
+    let (ok, _, _) = slave.checkout(&c);
+    assert!(!ok);
+    assert!(!slave.base.join("escaped").exists());
+    assert!(checkout(&s, Mode::Copy, "build")
+        .plan()
+        .unwrap()
+        .patched_marker
+        .is_none());
+}
+
+#[test]
+fn git_try_patch_is_applied_then_forgotten() {
+    patched(SourceKind::Git);
+}
+
+#[test]
+fn hg_try_patch_is_applied_then_forgotten() {
+    if has_hg() {
+        patched(SourceKind::Hg);
+    }
 }

@@ -285,6 +285,9 @@ fn build_column(b: &WaterfallBuild) -> Markup {
         td.cell {
             div class={ "build " (result_class(row.result.as_deref())) } data-builder=(row.builder) data-number=(row.number) {
                 a href=(build_url(&row.builder, row.number)) { "#" (row.number) }
+                @if row.reason.starts_with(crate::engine::tryjob::TRY_REASON_PREFIX) {
+                    " " span.try title=(row.reason) { "try" }
+                }
                 " " (if row.result.is_some() { row.text.as_str() } else { "building" })
             }
             @for s in b.steps.iter().rev() {
