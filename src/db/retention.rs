@@ -20,9 +20,9 @@ pub struct KeptLog {
     pub build_finished: Option<f64>,
 }
 
-/// A Build the `buildHorizon` walk met, and whether it may leave the history
-/// now: finished, decided by the reporters (at or below their horizon) and with
-/// no notification still to send.
+/// A Build the `buildHorizon` walk met, and whether the reporters are done
+/// with it: decided (at or below their horizon, or its end decided) and with no
+/// notification still to send.
 #[derive(Debug, Clone)]
 pub struct OldBuild {
     pub id: i64,
@@ -106,7 +106,10 @@ impl Db {
                 .unwrap_or(0);
             let mut st = c.prepare_cached(
                 "SELECT b.id, b.started_at, b.finished_at,
-                        b.id <= ?3 AND NOT EXISTS (
+                        (b.id <= ?3 OR EXISTS (
+                            SELECT 1 FROM notified_builds d
+                            WHERE d.build = b.id AND d.stage = 'finished'))
+                        AND NOT EXISTS (
                             SELECT 1 FROM notifications n
                             WHERE n.build = b.id AND n.state IN ('pending', 'retrying'))
                  FROM builds b WHERE b.id > ?1 ORDER BY b.id LIMIT ?2",
@@ -308,8 +311,8 @@ impl Db {
         .await
     }
 
-    /// Set a Build's start and end times (for tests and the retention bench,
-    /// which make history old without waiting for it).
+    /// Set a Build's start time, and its end time if it has finished (for tests
+    /// and the retention bench, which make history old without waiting for it).
     pub async fn set_build_times(
         &self,
         builder: &str,
@@ -320,8 +323,9 @@ impl Db {
         let builder = builder.to_string();
         self.write(move |tx| {
             tx.execute(
-                "UPDATE builds SET started_at = ?3, finished_at = ?4
-                 WHERE builder = ?1 AND number = ?2 AND finished_at IS NOT NULL",
+                "UPDATE builds SET started_at = ?3,
+                     finished_at = CASE WHEN finished_at IS NULL THEN NULL ELSE ?4 END
+                 WHERE builder = ?1 AND number = ?2",
                 params![builder, number, started_at, finished_at],
             )?;
             Ok(())

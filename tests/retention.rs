@@ -1,0 +1,231 @@
+//! Retention on a real master (in-process, real SQLite, real log files, a real
+//! autobot slave): builds made old through the database lose their log files
+//! (`logHorizon`) or leave the history (`buildHorizon`) while recent ones stay,
+//! and a running build is never touched; the pages and the API answer 404 for
+//! a gone build and "deleted" for a gone log; `logCompression = zstd` logs read
+//! back byte-exact through the API, the plain-text page, the HTML page and the
+//! mail's log tail; and `checkconfig` shows the keys or names a bad value with
+//! file:line.
+
+#[path = "support/mod.rs"]
+mod support;
+
+#[path = "engine_common/mod.rs"]
+mod engine_common;
+
+use std::time::Duration;
+
+use autobot::engine::ForceRequest;
+use engine_common::{master_ini, wait_until, EngineMaster};
+use support::http;
+
+const DAY: f64 = 86_400.0;
+
+fn factories(gate: &std::path::Path) -> String {
+    format!(
+        "[say]\ntype = shell\nstep.say = sh -c 'seq 1 30000; echo said-$0' build\n\n\
+         [gate]\ntype = shell\nstep.wait = sh -c 'echo waiting; while [ ! -e {} ]; do sleep 0.05; done'\n",
+        gate.display()
+    )
+}
+
+fn force() -> ForceRequest {
+    ForceRequest {
+        reason: "retention test".into(),
+        ..Default::default()
+    }
+}
+
+async fn get(port: u16, path: &str) -> support::HttpReply {
+    http(port, "GET", path, &[], b"").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_builds_lose_their_logs_or_leave_the_history_and_logs_are_compressed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gate = tmp.path().join("gate");
+    let m = EngineMaster::start(&master_ini(&factories(&gate), "max_builds = 2\n"), Duration::from_secs(30)).await;
+    let _slave = m.slave().await;
+    let db = m.master.db().clone();
+    let port = m.master.htmlport();
+
+    // The running build comes first: every walk meets it before the others.
+    m.force("gate-s1", force()).await;
+    wait_until("the gate build to run", || async {
+        db.log_file("gate-s1", 1, "wait", "stdio")
+            .await
+            .unwrap()
+            .is_some_and(|f| std::fs::read(&f.path).is_ok_and(|b| b.ends_with(b"waiting\n")))
+    })
+    .await;
+    for n in 1..=3 {
+        let id = m.force("say-s1", force()).await;
+        assert_eq!(m.wait_request(id).await.result.as_deref(), Some("success"));
+        assert_eq!(m.build("say-s1", n).await.build.number, n);
+    }
+    let original = m.log_text("say-s1", 3, "say").await;
+    assert!(original.contains("30000\nsaid-build\n"), "{original}");
+    let mut paths = Vec::new();
+    for n in 1..=3 {
+        let f = db.log_file("say-s1", n, "say", "stdio").await.unwrap().unwrap();
+        paths.push(f.path);
+    }
+    let [path1, path2, path3] = <[_; 3]>::try_from(paths).unwrap();
+    let gate_log = m
+        .master
+        .db()
+        .log_file("gate-s1", 1, "wait", "stdio")
+        .await
+        .unwrap()
+        .unwrap()
+        .path;
+
+    // Build 1 ten days old, build 2 six, build 3 an hour; the running build
+    // started ten days ago.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    for (n, age) in [(1, 10.0 * DAY), (2, 6.0 * DAY), (3, 3600.0)] {
+        db.set_build_times("say-s1", n, now - age - 5.0, now - age)
+            .await
+            .unwrap();
+    }
+    db.set_build_times("gate-s1", 1, now - 10.0 * DAY, 0.0)
+        .await
+        .unwrap();
+    // Each finished build is decided by the reporters before it may go.
+    wait_until("the reporters to decide the builds", || async {
+        db.old_builds_after(0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|b| b.reporters_done)
+            .count()
+            == 3
+    })
+    .await;
+
+    // Retention switched on by a reconfig, which starts a pass at once.
+    let ini = master_ini(
+        &factories(&gate),
+        "max_builds = 2\nlogHorizon = 5\nbuildHorizon = 8\nchangeHorizon = 30\nlogCompression = zstd\n",
+    );
+    std::fs::write(m.dir.path().join("master.ini"), ini).unwrap();
+    m.master.reconfig().await.unwrap();
+    support::wait_log(&["retention: deleted 1 log file(s) and 1 build(s)"]).await;
+
+    // Build 1 left the history: 404 on its page and in the API, files gone.
+    assert_eq!(get(port, "/api/v1/builders/say-s1/builds/1").await.status, 404);
+    assert_eq!(get(port, "/builders/say-s1/builds/1").await.status, 404);
+    let r = get(port, "/builders/say-s1/builds/1/steps/say/logs/stdio").await;
+    assert_eq!(r.status, 404);
+    assert!(!path1.exists() && !autobot::logstore::compressed_path(&path1).exists());
+    // Build 2 stays; its log reads as deleted by logHorizon, its file gone.
+    assert_eq!(get(port, "/api/v1/builders/say-s1/builds/2").await.status, 200);
+    let page = get(port, "/builders/say-s1/builds/2").await;
+    assert_eq!(page.status, 200);
+    let r = get(port, "/builders/say-s1/builds/2/steps/say/logs/stdio").await;
+    assert_eq!(r.status, 410, "{}", r.body);
+    assert!(r.body.contains("deleted by logHorizon"), "{}", r.body);
+    let r = get(port, "/builders/say-s1/builds/2/steps/say/logs/stdio/text").await;
+    assert_eq!(r.status, 410);
+    let r = get(port, "/api/v1/builders/say-s1/builds/2/steps/say/logs/stdio").await;
+    assert_eq!(r.status, 410);
+    assert!(r.body.contains("deleted by logHorizon"), "{}", r.body);
+    assert!(!path2.exists() && !autobot::logstore::compressed_path(&path2).exists());
+    assert_eq!(
+        db.log_stored("say-s1", 2, 1, "stdio").await.unwrap().as_deref(),
+        Some("deleted")
+    );
+
+    // Build 3 is recent: kept, its log compressed and read back byte-exact.
+    wait_until("build 3's log to be compressed", || async {
+        db.log_stored("say-s1", 3, 1, "stdio").await.unwrap().as_deref() == Some("zstd")
+    })
+    .await;
+    assert!(!path3.exists(), "the plain file stays");
+    let zst = autobot::logstore::compressed_path(&path3);
+    assert!(zst.metadata().unwrap().len() < original.len() as u64 / 3);
+    let r = get(port, "/api/v1/builders/say-s1/builds/3/steps/say/logs/stdio").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-length"),
+        Some(original.len().to_string().as_str())
+    );
+    assert!(r.body == original, "the API's bytes differ");
+    let r = get(port, "/builders/say-s1/builds/3/steps/say/logs/stdio/text?download").await;
+    assert_eq!(r.status, 200);
+    assert!(r.body == original, "the download's bytes differ");
+    let r = get(port, "/builders/say-s1/builds/3/steps/say/logs/stdio").await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("29999\n30000\nsaid-build\n"), "the page lacks the log's end");
+    let tail = autobot::reporters::mail::log_tail(&path3, 5).unwrap();
+    let lines: Vec<&str> = original.trim_end_matches('\n').split('\n').collect();
+    assert_eq!(tail, lines[lines.len() - 5..].join("\n"));
+    assert!(tail.contains("said-build"), "{tail}");
+
+    // The running build was never touched, and finishes normally.
+    assert_eq!(
+        db.log_stored("gate-s1", 1, 1, "stdio").await.unwrap().as_deref(),
+        Some("plain")
+    );
+    assert!(gate_log.exists());
+    std::fs::write(&gate, "").unwrap();
+    wait_until("the gate build to finish", || async {
+        db.build("gate-s1", 1)
+            .await
+            .unwrap()
+            .is_some_and(|b| b.build.result.is_some())
+    })
+    .await;
+    assert_eq!(
+        m.build("gate-s1", 1).await.build.result.as_deref(),
+        Some("success")
+    );
+    assert!(std::fs::read_to_string(&gate_log)
+        .unwrap()
+        .contains("waiting"));
+
+    // The database is consistent.
+    let problems: Vec<String> = db
+        .read(|c| {
+            let mut st = c.prepare("PRAGMA foreign_key_check")?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+            rows.collect()
+        })
+        .await
+        .unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
+#[test]
+fn checkconfig_shows_the_retention_keys_and_names_a_bad_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let ini = dir.path().join("master.ini");
+    std::fs::write(
+        &ini,
+        master_ini("", "logHorizon = 14\nbuildHorizon = 365\nlogCompression = zstd\n"),
+    )
+    .unwrap();
+    let out = assert_cmd::Command::new(engine_common::autobot_bin())
+        .args(["checkconfig", dir.path().to_str().unwrap()])
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(
+        text.contains(
+            "retention: logHorizon 14 days, buildHorizon 365 days, changeHorizon none (kept), logCompression zstd"
+        ),
+        "{text}"
+    );
+    std::fs::write(&ini, master_ini("", "buildHorizon = forever\n")).unwrap();
+    let out = assert_cmd::Command::new(engine_common::autobot_bin())
+        .args(["checkconfig", dir.path().to_str().unwrap()])
+        .assert()
+        .failure();
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(err.contains("master.ini:6"), "{err}");
+    assert!(err.contains("buildHorizon") || err.contains("buildhorizon"), "{err}");
+    assert!(err.contains("forever"), "{err}");
+}
