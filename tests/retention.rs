@@ -165,6 +165,25 @@ async fn old_builds_lose_their_logs_or_leave_the_history_and_logs_are_compressed
     assert_eq!(tail, lines[lines.len() - 5..].join("\n"));
     assert!(tail.contains("said-build"), "{tail}");
 
+    // backup and restore carry the compressed log as it is.
+    let archive = tmp.path().join("backup.tar");
+    assert_cmd::Command::new(engine_common::autobot_bin())
+        .args(["backup", m.dir.path().to_str().unwrap(), archive.to_str().unwrap()])
+        .assert()
+        .success();
+    let restored = tmp.path().join("restored");
+    assert_cmd::Command::new(engine_common::autobot_bin())
+        .args(["restore", archive.to_str().unwrap(), restored.to_str().unwrap()])
+        .assert()
+        .success();
+    let base = std::fs::canonicalize(m.dir.path()).unwrap();
+    let again = restored.join(path3.strip_prefix(&base).unwrap());
+    let (mut r, len) = autobot::logstore::open_log(&again).unwrap();
+    let mut back = String::new();
+    std::io::Read::read_to_string(&mut r, &mut back).unwrap();
+    assert_eq!(len, original.len() as u64);
+    assert!(back == original, "the restored log differs");
+
     // The running build was never touched, and finishes normally.
     assert_eq!(
         db.log_stored("gate-s1", 1, 1, "stdio").await.unwrap().as_deref(),
