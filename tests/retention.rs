@@ -44,7 +44,11 @@ async fn get(port: u16, path: &str) -> support::HttpReply {
 async fn old_builds_lose_their_logs_or_leave_the_history_and_logs_are_compressed() {
     let tmp = tempfile::tempdir().unwrap();
     let gate = tmp.path().join("gate");
-    let m = EngineMaster::start(&master_ini(&factories(&gate), "max_builds = 2\n"), Duration::from_secs(30)).await;
+    let m = EngineMaster::start(
+        &master_ini(&factories(&gate), "max_builds = 2\n"),
+        Duration::from_secs(30),
+    )
+    .await;
     let _slave = m.slave().await;
     let db = m.master.db().clone();
     let port = m.master.htmlport();
@@ -67,7 +71,11 @@ async fn old_builds_lose_their_logs_or_leave_the_history_and_logs_are_compressed
     assert!(original.contains("30000\nsaid-build\n"), "{original}");
     let mut paths = Vec::new();
     for n in 1..=3 {
-        let f = db.log_file("say-s1", n, "say", "stdio").await.unwrap().unwrap();
+        let f = db
+            .log_file("say-s1", n, "say", "stdio")
+            .await
+            .unwrap()
+            .unwrap();
         paths.push(f.path);
     }
     let [path1, path2, path3] = <[_; 3]>::try_from(paths).unwrap();
@@ -116,13 +124,19 @@ async fn old_builds_lose_their_logs_or_leave_the_history_and_logs_are_compressed
     support::wait_log(&["retention: deleted 1 log file(s) and 1 build(s)"]).await;
 
     // Build 1 left the history: 404 on its page and in the API, files gone.
-    assert_eq!(get(port, "/api/v1/builders/say-s1/builds/1").await.status, 404);
+    assert_eq!(
+        get(port, "/api/v1/builders/say-s1/builds/1").await.status,
+        404
+    );
     assert_eq!(get(port, "/builders/say-s1/builds/1").await.status, 404);
     let r = get(port, "/builders/say-s1/builds/1/steps/say/logs/stdio").await;
     assert_eq!(r.status, 404);
     assert!(!path1.exists() && !autobot::logstore::compressed_path(&path1).exists());
     // Build 2 stays; its log reads as deleted by logHorizon, its file gone.
-    assert_eq!(get(port, "/api/v1/builders/say-s1/builds/2").await.status, 200);
+    assert_eq!(
+        get(port, "/api/v1/builders/say-s1/builds/2").await.status,
+        200
+    );
     let page = get(port, "/builders/say-s1/builds/2").await;
     assert_eq!(page.status, 200);
     let r = get(port, "/builders/say-s1/builds/2/steps/say/logs/stdio").await;
@@ -130,36 +144,58 @@ async fn old_builds_lose_their_logs_or_leave_the_history_and_logs_are_compressed
     assert!(r.body.contains("deleted by logHorizon"), "{}", r.body);
     let r = get(port, "/builders/say-s1/builds/2/steps/say/logs/stdio/text").await;
     assert_eq!(r.status, 410);
-    let r = get(port, "/api/v1/builders/say-s1/builds/2/steps/say/logs/stdio").await;
+    let r = get(
+        port,
+        "/api/v1/builders/say-s1/builds/2/steps/say/logs/stdio",
+    )
+    .await;
     assert_eq!(r.status, 410);
     assert!(r.body.contains("deleted by logHorizon"), "{}", r.body);
     assert!(!path2.exists() && !autobot::logstore::compressed_path(&path2).exists());
     assert_eq!(
-        db.log_stored("say-s1", 2, 1, "stdio").await.unwrap().as_deref(),
+        db.log_stored("say-s1", 2, 1, "stdio")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("deleted")
     );
 
     // Build 3 is recent: kept, its log compressed and read back byte-exact.
     wait_until("build 3's log to be compressed", || async {
-        db.log_stored("say-s1", 3, 1, "stdio").await.unwrap().as_deref() == Some("zstd")
+        db.log_stored("say-s1", 3, 1, "stdio")
+            .await
+            .unwrap()
+            .as_deref()
+            == Some("zstd")
     })
     .await;
     assert!(!path3.exists(), "the plain file stays");
     let zst = autobot::logstore::compressed_path(&path3);
     assert!(zst.metadata().unwrap().len() < original.len() as u64 / 3);
-    let r = get(port, "/api/v1/builders/say-s1/builds/3/steps/say/logs/stdio").await;
+    let r = get(
+        port,
+        "/api/v1/builders/say-s1/builds/3/steps/say/logs/stdio",
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(
         r.header("content-length"),
         Some(original.len().to_string().as_str())
     );
     assert!(r.body == original, "the API's bytes differ");
-    let r = get(port, "/builders/say-s1/builds/3/steps/say/logs/stdio/text?download").await;
+    let r = get(
+        port,
+        "/builders/say-s1/builds/3/steps/say/logs/stdio/text?download",
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert!(r.body == original, "the download's bytes differ");
     let r = get(port, "/builders/say-s1/builds/3/steps/say/logs/stdio").await;
     assert_eq!(r.status, 200);
-    assert!(r.body.contains("29999\n30000\nsaid-build\n"), "the page lacks the log's end");
+    assert!(
+        r.body.contains("29999\n30000\nsaid-build\n"),
+        "the page lacks the log's end"
+    );
     let tail = autobot::reporters::mail::log_tail(&path3, 5).unwrap();
     let lines: Vec<&str> = original.trim_end_matches('\n').split('\n').collect();
     assert_eq!(tail, lines[lines.len() - 5..].join("\n"));
@@ -168,12 +204,20 @@ async fn old_builds_lose_their_logs_or_leave_the_history_and_logs_are_compressed
     // backup and restore carry the compressed log as it is.
     let archive = tmp.path().join("backup.tar");
     assert_cmd::Command::new(engine_common::autobot_bin())
-        .args(["backup", m.dir.path().to_str().unwrap(), archive.to_str().unwrap()])
+        .args([
+            "backup",
+            m.dir.path().to_str().unwrap(),
+            archive.to_str().unwrap(),
+        ])
         .assert()
         .success();
     let restored = tmp.path().join("restored");
     assert_cmd::Command::new(engine_common::autobot_bin())
-        .args(["restore", archive.to_str().unwrap(), restored.to_str().unwrap()])
+        .args([
+            "restore",
+            archive.to_str().unwrap(),
+            restored.to_str().unwrap(),
+        ])
         .assert()
         .success();
     let base = std::fs::canonicalize(m.dir.path()).unwrap();
@@ -186,7 +230,10 @@ async fn old_builds_lose_their_logs_or_leave_the_history_and_logs_are_compressed
 
     // The running build was never touched, and finishes normally.
     assert_eq!(
-        db.log_stored("gate-s1", 1, 1, "stdio").await.unwrap().as_deref(),
+        db.log_stored("gate-s1", 1, 1, "stdio")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("plain")
     );
     assert!(gate_log.exists());
@@ -224,7 +271,10 @@ fn checkconfig_shows_the_retention_keys_and_names_a_bad_value() {
     let ini = dir.path().join("master.ini");
     std::fs::write(
         &ini,
-        master_ini("", "logHorizon = 14\nbuildHorizon = 365\nlogCompression = zstd\n"),
+        master_ini(
+            "",
+            "logHorizon = 14\nbuildHorizon = 365\nlogCompression = zstd\n",
+        ),
     )
     .unwrap();
     let out = assert_cmd::Command::new(engine_common::autobot_bin())
@@ -245,6 +295,9 @@ fn checkconfig_shows_the_retention_keys_and_names_a_bad_value() {
         .failure();
     let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
     assert!(err.contains("master.ini:6"), "{err}");
-    assert!(err.contains("buildHorizon") || err.contains("buildhorizon"), "{err}");
+    assert!(
+        err.contains("buildHorizon") || err.contains("buildhorizon"),
+        "{err}"
+    );
     assert!(err.contains("forever"), "{err}");
 }

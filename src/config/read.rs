@@ -646,12 +646,7 @@ fn read_retention(m: &Layered) -> Result<Retention, ConfigError> {
         Some(v) => match v.value.trim().to_ascii_lowercase().as_str() {
             "" | "none" => LogCompression::None,
             "zstd" => LogCompression::Zstd,
-            _ => {
-                return Err(v.err(format!(
-                    "expected `zstd` or `none`, got {:?}",
-                    v.value
-                )))
-            }
+            _ => return Err(v.err(format!("expected `zstd` or `none`, got {:?}", v.value))),
         },
     };
     Ok(Retention {

@@ -234,7 +234,11 @@ impl Db {
 
     /// Up to `limit` Changes after `after`, oldest first, with whether anything
     /// still refers to them.
-    pub async fn old_changes_after(&self, after: i64, limit: i64) -> Result<Vec<OldChange>, DbError> {
+    pub async fn old_changes_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<OldChange>, DbError> {
         self.read(move |c| {
             let mut st = c.prepare_cached(
                 "SELECT c.id, c.when_ts,
@@ -404,9 +408,17 @@ mod tests {
         let counts: Vec<i64> = db
             .read(|c| {
                 [
-                    "builds", "steps", "logs", "build_properties", "build_requests",
-                    "buildrequests", "buildsets", "sourcestamps", "sourcestamp_changes",
-                    "notifications", "notified_builds",
+                    "builds",
+                    "steps",
+                    "logs",
+                    "build_properties",
+                    "build_requests",
+                    "buildrequests",
+                    "buildsets",
+                    "sourcestamps",
+                    "sourcestamp_changes",
+                    "notifications",
+                    "notified_builds",
                 ]
                 .iter()
                 .map(|t| c.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0)))
@@ -420,7 +432,10 @@ mod tests {
         assert!(!changes[0].referenced && changes[1].referenced);
         assert_eq!(db.delete_changes(vec![1, 2]).await.unwrap(), 1);
         let check: String = db
-            .read(|c| c.query_row("PRAGMA foreign_key_check", [], |r| r.get(0)).optional())
+            .read(|c| {
+                c.query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+                    .optional()
+            })
             .await
             .unwrap()
             .unwrap_or_default();

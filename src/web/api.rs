@@ -453,7 +453,9 @@ async fn get_log(
     if file.deleted {
         return json_error(
             StatusCode::GONE,
-            &format!("{name} build {number}: log {log:?} of step {step:?} was deleted by logHorizon"),
+            &format!(
+                "{name} build {number}: log {log:?} of step {step:?} was deleted by logHorizon"
+            ),
         );
     }
     // A growing log is sent up to its current end; a finished one whole.

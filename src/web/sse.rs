@@ -401,11 +401,10 @@ async fn read_from(
             return match zst {
                 Some((buf, len)) if !buf.is_empty() => {
                     let p = path.to_path_buf();
-                    let runs = tokio::task::spawn_blocking(move || {
-                        crate::logstore::read_channel_runs(&p)
-                    })
-                    .await
-                    .map_err(std::io::Error::other)??;
+                    let runs =
+                        tokio::task::spawn_blocking(move || crate::logstore::read_channel_runs(&p))
+                            .await
+                            .map_err(std::io::Error::other)??;
                     let whole = at_end && offset + buf.len() as u64 >= len;
                     Ok(Some(split_runs(&runs, offset, &buf, whole)))
                 }
