@@ -151,6 +151,8 @@ async fn old_builds_lose_their_logs_or_leave_the_history_and_logs_are_compressed
     .await;
     assert_eq!(r.status, 410);
     assert!(r.body.contains("deleted by logHorizon"), "{}", r.body);
+    let r = get(port, "/builders/say-s1/builds/2/steps/say/logs/stdio/tail").await;
+    assert_eq!(r.status, 410);
     assert!(!path2.exists() && !autobot::logstore::compressed_path(&path2).exists());
     assert_eq!(
         db.log_stored("say-s1", 2, 1, "stdio")
@@ -196,6 +198,16 @@ async fn old_builds_lose_their_logs_or_leave_the_history_and_logs_are_compressed
         r.body.contains("29999\n30000\nsaid-build\n"),
         "the page lacks the log's end"
     );
+    // The live tail's endpoint reads a compressed log from any offset.
+    let from = original.len() - 200;
+    let r = get(
+        port,
+        &format!("/builders/say-s1/builds/3/steps/say/logs/stdio/tail?offset={from}"),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("said-build"), "{}", r.body);
+    assert!(r.body.contains("event: end"), "{}", r.body);
     let tail = autobot::reporters::mail::log_tail(&path3, 5).unwrap();
     let lines: Vec<&str> = original.trim_end_matches('\n').split('\n').collect();
     assert_eq!(tail, lines[lines.len() - 5..].join("\n"));

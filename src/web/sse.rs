@@ -240,6 +240,9 @@ pub async fn log_tail(
             return super::json_error(StatusCode::INTERNAL_SERVER_ERROR, "database error");
         }
     };
+    if file.deleted {
+        return super::json_error(StatusCode::GONE, "the log was deleted by logHorizon");
+    }
     let resume = h
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
