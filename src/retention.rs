@@ -271,7 +271,8 @@ fn remove_files(basedir: &Path, rel: &str) -> u64 {
     }
 }
 
-/// Delete Builds finished before `cutoff` that the reporters are done with.
+/// Delete Builds finished before `cutoff` that the reporters are done with,
+/// but for each builder's newest Build (build numbers are never reused).
 async fn prune_builds(
     db: &Db,
     basedir: &Path,
@@ -294,7 +295,7 @@ async fn prune_builds(
                 done = true;
                 break;
             }
-            if b.reporters_done && b.finished_at.is_some_and(|f| f < cutoff) {
+            if b.reporters_done && !b.newest && b.finished_at.is_some_and(|f| f < cutoff) {
                 old.push(b.id);
             }
         }

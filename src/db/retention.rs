@@ -29,6 +29,9 @@ pub struct OldBuild {
     pub started_at: f64,
     pub finished_at: Option<f64>,
     pub reporters_done: bool,
+    /// The newest Build of its builder: it stays, so a builder's next Build
+    /// never takes the number of one that went.
+    pub newest: bool,
 }
 
 /// A Change the `changeHorizon` walk met, and whether anything still refers to
@@ -111,7 +114,8 @@ impl Db {
                             WHERE d.build = b.id AND d.stage = 'finished'))
                         AND NOT EXISTS (
                             SELECT 1 FROM notifications n
-                            WHERE n.build = b.id AND n.state IN ('pending', 'retrying'))
+                            WHERE n.build = b.id AND n.state IN ('pending', 'retrying')),
+                        b.number = (SELECT MAX(x.number) FROM builds x WHERE x.builder = b.builder)
                  FROM builds b WHERE b.id > ?1 ORDER BY b.id LIMIT ?2",
             )?;
             let rows = st.query_map(params![after, limit, horizon], |r| {
@@ -120,6 +124,7 @@ impl Db {
                     started_at: r.get(1)?,
                     finished_at: r.get(2)?,
                     reporters_done: r.get::<_, i64>(3)? != 0,
+                    newest: r.get::<_, i64>(4)? != 0,
                 })
             })?;
             rows.collect()
@@ -399,6 +404,7 @@ mod tests {
         let seen = db.old_builds_after(0, 10).await.unwrap();
         assert_eq!(seen.len(), 2);
         assert!(seen[0].reporters_done && seen[1].finished_at.is_none());
+        assert!(!seen[0].newest && seen[1].newest);
         let removed = db.delete_builds(vec![1, 2]).await.unwrap();
         assert_eq!(
             (removed.builds, removed.requests, removed.buildsets),
