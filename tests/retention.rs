@@ -114,6 +114,24 @@ async fn old_builds_lose_their_logs_or_leave_the_history_and_logs_are_compressed
     })
     .await;
 
+    // Two Changes nothing refers to: one committed 40 days ago, one now.
+    let change = |when: f64, rev: &str| autobot::db::changes::NewChange {
+        who: "dev <d@example.org>".into(),
+        revision: Some(rev.into()),
+        branch: Some("main".into()),
+        // A repository no factory builds: no scheduler keeps the Change.
+        repository: "https://example.org/elsewhere.git".into(),
+        when: when as i64,
+        ..Default::default()
+    };
+    let added = m
+        .master
+        .changes()
+        .add(vec![change(now - 40.0 * DAY, "old"), change(now, "new")])
+        .await
+        .unwrap();
+    let (old_change, new_change) = (added[0].id, added[1].id);
+
     // Retention switched on by a reconfig, which starts a pass at once.
     let ini = master_ini(
         &factories(&gate),
@@ -122,6 +140,21 @@ async fn old_builds_lose_their_logs_or_leave_the_history_and_logs_are_compressed
     std::fs::write(m.dir.path().join("master.ini"), ini).unwrap();
     m.master.reconfig().await.unwrap();
     support::wait_log(&["retention: deleted 1 log file(s) and 1 build(s)"]).await;
+
+    // changeHorizon: the old Change went, the recent one stays.
+    let left: Vec<i64> = db
+        .old_changes_after(0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert!(
+        !left.contains(&old_change) && left.contains(&new_change),
+        "{left:?} {:?}",
+        db.old_changes_after(0, 100).await.unwrap()
+    );
+    assert!(support::log_has(&["retention:", "1 change(s)"]));
 
     // Build 1 left the history: 404 on its page and in the API, files gone.
     assert_eq!(
