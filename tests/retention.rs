@@ -346,3 +346,156 @@ fn checkconfig_shows_the_retention_keys_and_names_a_bad_value() {
     );
     assert!(err.contains("forever"), "{err}");
 }
+
+/// `VmHWM` (peak resident set) of a process, in KiB.
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in {status}"))
+}
+
+/// GET `path` from a master and count the body's bytes without keeping them:
+/// (status line, bytes, FNV-1a hash of the bytes).
+fn download(port: u16, path: &str) -> (String, u64, u64) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut buf = vec![0u8; 256 * 1024];
+    let (mut head, mut body, mut hash) = (Vec::new(), None::<u64>, 0xcbf29ce484222325u64);
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        let mut data = &buf[..n];
+        if body.is_none() {
+            head.extend_from_slice(data);
+            let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let rest = head.split_off(i + 4);
+            body = Some(0);
+            for b in &rest {
+                hash = (hash ^ *b as u64).wrapping_mul(0x100000001b3);
+            }
+            *body.as_mut().unwrap() += rest.len() as u64;
+            data = &[];
+        }
+        for b in data {
+            hash = (hash ^ *b as u64).wrapping_mul(0x100000001b3);
+        }
+        *body.as_mut().unwrap() += data.len() as u64;
+    }
+    let status = String::from_utf8_lossy(&head)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    (status, body.unwrap_or(0), hash)
+}
+
+/// A 100 MB log stored compressed, served by a real master process: the API,
+/// the download and the HTML page stream it decompressed, byte-exact, and the
+/// master's peak resident memory grows by a few chunks, not by the log.
+#[tokio::test]
+async fn a_big_compressed_log_is_streamed_not_held() {
+    const SIZE: u64 = 100_000_000;
+    const PEAK_GROWTH_MIB: u64 = 40;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("master");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (sp, hp) = (engine_common::free_port(), engine_common::free_port());
+    let ini = master_ini(
+        "[big]\ntype = shell\nstep.x = true\n",
+        "logCompression = zstd\n",
+    )
+    .replace("slaveport = 9010", &format!("slaveport = {sp}"))
+    .replace("htmlport = 8010", &format!("htmlport = {hp}"));
+    std::fs::write(dir.join("master.ini"), ini).unwrap();
+    // A finished build whose log is 100 MB of numbered lines, compressed.
+    let rel = "logs/big-s1/1-001-x-stdio.log";
+    let plain = dir.join(rel);
+    std::fs::create_dir_all(plain.parent().unwrap()).unwrap();
+    let mut expected_hash = 0xcbf29ce484222325u64;
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&plain).unwrap());
+        let mut written = 0u64;
+        let mut i = 0u64;
+        while written < SIZE {
+            let line = format!("{i:09} the quick brown fox jumps over the lazy dog\n");
+            let line = &line.as_bytes()[..line.len().min((SIZE - written) as usize)];
+            for b in line {
+                expected_hash = (expected_hash ^ *b as u64).wrapping_mul(0x100000001b3);
+            }
+            f.write_all(line).unwrap();
+            written += line.len() as u64;
+            i += 1;
+        }
+    }
+    autobot::logstore::compress_log(&plain).unwrap();
+    autobot::logstore::remove_plain(&plain).unwrap();
+    let db = autobot::db::Db::open(&dir.join(autobot::db::DB_FILE)).unwrap();
+    db.write(move |tx| {
+        tx.execute_batch(&format!(
+            "INSERT INTO builds(id, builder, number, slave, started_at, finished_at, result)
+                 VALUES (1, 'big-s1', 1, 's1', 1, 2, 'success');
+             INSERT INTO steps(id, build, number, name, started_at, finished_at, result)
+                 VALUES (1, 1, 1, 'x', 1, 2, 'success');
+             INSERT INTO logs(step, name, path, size, lines, complete, stored)
+                 VALUES (1, 'stdio', '{rel}', {SIZE}, 0, 1, 'zstd');
+             INSERT OR REPLACE INTO reporter_state(name, value) VALUES ('horizon', 1);"
+        ))
+    })
+    .await
+    .unwrap();
+    drop(db);
+
+    let master = engine_common::spawn_run(&dir);
+    let pid = master.0.id();
+    wait_until("the master to answer", || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", hp))
+            .await
+            .is_ok()
+    })
+    .await;
+    let api = "/api/v1/builders/big-s1/builds/1/steps/x/logs/stdio";
+    let (status, _, _) = tokio::task::spawn_blocking(move || download(hp, api))
+        .await
+        .unwrap();
+    assert!(status.contains("200"), "{status}");
+    let before = vm_hwm_kib(pid);
+    for path in [
+        api.to_string(),
+        "/builders/big-s1/builds/1/steps/x/logs/stdio/text?download".to_string(),
+    ] {
+        let (status, len, hash) = tokio::task::spawn_blocking(move || download(hp, &path))
+            .await
+            .unwrap();
+        assert!(status.contains("200"), "{status}");
+        assert_eq!(len, SIZE);
+        assert_eq!(hash, expected_hash, "the bytes differ");
+    }
+    let (status, len, _) = tokio::task::spawn_blocking(move || {
+        download(hp, "/builders/big-s1/builds/1/steps/x/logs/stdio")
+    })
+    .await
+    .unwrap();
+    assert!(status.contains("200"), "{status}");
+    assert!(len > SIZE, "the page holds the whole log: {len}");
+    let after = vm_hwm_kib(pid);
+    let growth = after.saturating_sub(before) / 1024;
+    eprintln!(
+        "compressed 100 MB log: peak RSS {} MiB before, {} MiB after the downloads",
+        before / 1024,
+        after / 1024
+    );
+    assert!(
+        growth <= PEAK_GROWTH_MIB,
+        "the master's peak RSS grew by {growth} MiB serving a compressed log"
+    );
+    assert!(plain.metadata().is_err(), "the plain log came back");
+}
