@@ -4,8 +4,10 @@
 //! and a running build is never touched; the pages and the API answer 404 for
 //! a gone build and "deleted" for a gone log; `logCompression = zstd` logs read
 //! back byte-exact through the API, the plain-text page, the HTML page and the
-//! mail's log tail; and `checkconfig` shows the keys or names a bad value with
-//! file:line.
+//! mail's log tail, the live tail's endpoint and a backup restored; a 100 MB
+//! compressed log is streamed by a master process without its peak memory
+//! growing by more than a few chunks; and `checkconfig` shows the keys or names
+//! a bad value with file:line.
 
 #[path = "support/mod.rs"]
 mod support;
