@@ -172,8 +172,26 @@ pub fn read_tail(log: &Path, window: u64) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Decoders of compressed logs left where the last [`read_compressed_at`]
+/// stopped, so a tail reading on from there does not decompress the log from
+/// its start again for every chunk.
+struct Cursor {
+    path: PathBuf,
+    pos: u64,
+    len: u64,
+    reader: Box<dyn Read + Send>,
+}
+
+/// How many [`Cursor`]s are kept (the oldest goes first): a decoder holds its
+/// window (2 MiB for a big log), and a tail of a compressed log is rare.
+const CURSORS: usize = 2;
+
+static OPEN_CURSORS: std::sync::Mutex<Vec<Cursor>> = std::sync::Mutex::new(Vec::new());
+
 /// Up to `max` bytes of a compressed log from `offset` (for a live tail that
-/// outlived the log's compression); `None` when the log has no compressed file.
+/// outlived the log's compression) and the log's length; `None` when the log
+/// has no compressed file. Reading on from where the previous call stopped
+/// continues its decoder; another offset decompresses up to it first.
 pub fn read_compressed_at(
     log: &Path,
     offset: u64,
@@ -182,13 +200,43 @@ pub fn read_compressed_at(
     if !compressed_path(log).exists() {
         return Ok(None);
     }
-    let (mut r, len) = open_log(log)?;
+    let kept = {
+        let mut cursors = OPEN_CURSORS.lock().unwrap_or_else(|p| p.into_inner());
+        cursors
+            .iter()
+            .position(|c| c.path == log && c.pos == offset)
+            .map(|i| cursors.remove(i))
+    };
+    let mut cursor = match kept {
+        Some(c) => c,
+        None => {
+            let (mut reader, len) = open_log(log)?;
+            let skip = offset.min(len);
+            std::io::copy(&mut (&mut reader).take(skip), &mut std::io::sink())?;
+            Cursor {
+                path: log.to_path_buf(),
+                pos: skip,
+                len,
+                reader,
+            }
+        }
+    };
+    let len = cursor.len;
     if offset >= len {
         return Ok(Some((Vec::new(), len)));
     }
-    std::io::copy(&mut (&mut r).take(offset), &mut std::io::sink())?;
     let mut buf = Vec::new();
-    r.take(max as u64).read_to_end(&mut buf)?;
+    (&mut cursor.reader)
+        .take(max as u64)
+        .read_to_end(&mut buf)?;
+    cursor.pos += buf.len() as u64;
+    if cursor.pos < len {
+        let mut cursors = OPEN_CURSORS.lock().unwrap_or_else(|p| p.into_inner());
+        if cursors.len() >= CURSORS {
+            cursors.remove(0);
+        }
+        cursors.push(cursor);
+    }
     Ok(Some((buf, len)))
 }
 
@@ -311,6 +359,13 @@ mod tests {
         assert_eq!(tail, &data[data.len() - 100..]);
         let (mid, l) = read_compressed_at(&p, 1000, 50).unwrap().unwrap();
         assert_eq!((mid.as_slice(), l), (&data[1000..1050], len));
+        // Read on from there (the kept decoder), and from elsewhere.
+        let (next, _) = read_compressed_at(&p, 1050, 70_000).unwrap().unwrap();
+        assert_eq!(next.as_slice(), &data[1050..71_050]);
+        let (back, _) = read_compressed_at(&p, 10, 5).unwrap().unwrap();
+        assert_eq!(back.as_slice(), &data[10..15]);
+        let (end, _) = read_compressed_at(&p, len - 3, 50).unwrap().unwrap();
+        assert_eq!(end.as_slice(), &data[data.len() - 3..]);
         assert_eq!(remove_log_files(&p).unwrap(), after);
         assert!(!compressed_path(&p).exists());
     }
