@@ -151,6 +151,9 @@ async fn run(
             let started = Instant::now();
             match pass(&db, &basedir, &retention, &shutdown).await {
                 Ok(stats) => tracing::info!("{}", stats.line(started.elapsed())),
+                Err(PassError::Stopping) => {
+                    tracing::info!("retention: pass left for the next start (the master stops)")
+                }
                 Err(e) => tracing::warn!("retention: pass stopped: {e}"),
             }
         }
