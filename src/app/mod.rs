@@ -340,6 +340,14 @@ impl Master {
             },
             shared.shutdown.clone(),
         ));
+        // Retention (issue 22): logHorizon, buildHorizon, changeHorizon and
+        // logCompression, in small batches on a thread of its own.
+        servers.push(crate::retention::start(
+            shared.db.clone(),
+            shared.basedir.clone(),
+            shared.config.subscribe(),
+            shared.shutdown.clone(),
+        ));
         // Status targets: the IRC bot (idle until ircHost is set).
         servers.push(tokio::spawn(crate::reporters::irc::run(
             engine.clone(),

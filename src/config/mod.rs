@@ -92,6 +92,9 @@ pub struct MasterConfig {
     /// `logSize` and `logCount`: when `autobot.log` is rotated, and how many old
     /// ones are kept.
     pub log: LogRotation,
+    /// `logHorizon`, `buildHorizon`, `changeHorizon` and `logCompression`: what
+    /// the master's retention task deletes or compresses.
+    pub retention: Retention,
     /// Slaves in file order.
     pub slaves: Vec<SlaveConfig>,
     /// Factories in file order.
@@ -229,6 +232,62 @@ pub fn unbuilt_factory_hint(cfg: &MasterConfig, builder: &str) -> Option<String>
     None
 }
 
+/// What the master keeps of its history, as Buildbot's `logHorizon`,
+/// `buildHorizon` and `changeHorizon` (in days here, fractions allowed): `None`
+/// keeps everything (the default), so the disk fills only when the operator
+/// has not said otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Retention {
+    /// Step log files of builds finished longer ago are deleted; the Build and
+    /// Step rows stay, and the log reads as deleted.
+    pub log_horizon: Option<f64>,
+    /// Builds finished longer ago leave the history: their rows, Steps, logs and
+    /// notifications (and BuildRequests/BuildSets left with no Build).
+    pub build_horizon: Option<f64>,
+    /// Changes older than this (by their commit time) that nothing in the history
+    /// refers to any more are deleted.
+    pub change_horizon: Option<f64>,
+    /// `logCompression`: how finished logs are stored.
+    pub log_compression: LogCompression,
+}
+
+impl Retention {
+    /// Whether the retention task has anything to do.
+    pub fn is_active(&self) -> bool {
+        self.log_horizon.is_some()
+            || self.build_horizon.is_some()
+            || self.change_horizon.is_some()
+            || self.log_compression != LogCompression::None
+    }
+
+    /// The line `checkconfig` prints.
+    pub fn summary(&self) -> String {
+        let d = |h: Option<f64>| match h {
+            Some(d) => format!("{d} days"),
+            None => "none (kept)".to_string(),
+        };
+        format!(
+            "retention: logHorizon {}, buildHorizon {}, changeHorizon {}, logCompression {}\n",
+            d(self.log_horizon),
+            d(self.build_horizon),
+            d(self.change_horizon),
+            match self.log_compression {
+                LogCompression::None => "none",
+                LogCompression::Zstd => "zstd",
+            }
+        )
+    }
+}
+
+/// `logCompression`: finished step logs stay as written (`none`, the default) or
+/// are compressed to `NAME.log.zst` in the background (`zstd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogCompression {
+    #[default]
+    None,
+    Zstd,
+}
+
 /// How a daemon's `autobot.log` is rotated, as Buildbot's `twistd.log`: when it
 /// would grow past `size` bytes it becomes `autobot.log.1` (the older ones move up
 /// to `.count`, the oldest is deleted) and a new one starts.
@@ -281,6 +340,7 @@ impl Default for MasterConfig {
             debug: false,
             keepalive_interval: 600,
             log: LogRotation::default(),
+            retention: Retention::default(),
             slaves: Vec::new(),
             factories: Vec::new(),
             locks: Vec::new(),
@@ -573,6 +633,7 @@ pub fn summary(cfg: &MasterConfig) -> String {
         cfg.html_listen().describe(),
         cfg.public_listen().describe()
     ));
+    out.push_str(&cfg.retention.summary());
     if let Some(i) = &cfg.irc {
         out.push_str(&i.summary());
     }

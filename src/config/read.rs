@@ -37,6 +37,10 @@ const MASTER_KEYS: &[&str] = &[
     "keepaliveinterval",
     "logsize",
     "logcount",
+    "loghorizon",
+    "buildhorizon",
+    "changehorizon",
+    "logcompression",
 ];
 
 /// [`MASTER_KEYS`] as the documentation spells them, for messages and "did you
@@ -70,6 +74,10 @@ const MASTER_KEYS_DOCUMENTED: &[&str] = &[
     "keepaliveInterval",
     "logSize",
     "logCount",
+    "logHorizon",
+    "buildHorizon",
+    "changeHorizon",
+    "logCompression",
 ];
 
 /// The notifiers' keys of `[:master:]` ([`mail`]'s, and its slave defaults) as
@@ -619,6 +627,41 @@ fn warn_open_force(cfg: &mut MasterConfig, doc: &ini::IniDoc, master: &Layered) 
     cfg.warnings.push(w);
 }
 
+/// `logHorizon`, `buildHorizon`, `changeHorizon` (days, fractions allowed; none
+/// by default: everything is kept, as Buildbot) and `logCompression`.
+fn read_retention(m: &Layered) -> Result<Retention, ConfigError> {
+    let days = |key: &str| -> Result<Option<f64>, ConfigError> {
+        let Some(v) = m.get(key) else {
+            return Ok(None);
+        };
+        let raw = v.value.trim();
+        if raw.is_empty() || raw.eq_ignore_ascii_case("none") {
+            return Ok(None);
+        }
+        match raw.parse::<f64>() {
+            Ok(d) if d.is_finite() && d > 0.0 && d <= 36_500.0 => Ok(Some(d)),
+            _ => Err(v.err(format!(
+                "expected a number of days greater than 0 (fractions allowed, e.g. 30 or 0.5), or `none` to keep everything, got {:?}",
+                v.value
+            ))),
+        }
+    };
+    let compression = match m.get("logcompression") {
+        None => LogCompression::None,
+        Some(v) => match v.value.trim().to_ascii_lowercase().as_str() {
+            "" | "none" => LogCompression::None,
+            "zstd" => LogCompression::Zstd,
+            _ => return Err(v.err(format!("expected `zstd` or `none`, got {:?}", v.value))),
+        },
+    };
+    Ok(Retention {
+        log_horizon: days("loghorizon")?,
+        build_horizon: days("buildhorizon")?,
+        change_horizon: days("changehorizon")?,
+        log_compression: compression,
+    })
+}
+
 fn read_master_keys(cfg: &mut MasterConfig, m: &Layered) -> Result<(), ConfigError> {
     (cfg.slaveport_addr, cfg.slaveport) = parse_listen(m.get("slaveport"), 9010)?;
     (cfg.htmlport_addr, cfg.htmlport) = parse_listen(m.get("htmlport"), 8010)?;
@@ -672,6 +715,7 @@ fn read_master_keys(cfg: &mut MasterConfig, m: &Layered) -> Result<(), ConfigErr
             n => return Err(v.err(format!("expected at most 1000 old logs, got {n}"))),
         };
     }
+    cfg.retention = read_retention(m)?;
     cfg.project_name = str_key("projectname", "");
     cfg.project_url = str_key("projecturl", "");
     cfg.buildbot_url = str_key("buildboturl", "");

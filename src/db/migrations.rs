@@ -289,6 +289,17 @@ pub const MIGRATIONS: &[&str] = &[
         author TEXT NOT NULL DEFAULT '',
         comment TEXT NOT NULL DEFAULT ''
     );",
+    // 10: retention (logHorizon, buildHorizon, changeHorizon, logCompression). How
+    // a log's bytes are stored: 'plain' (NAME.log), 'zstd' (NAME.log.zst, once
+    // complete) or 'deleted' (by logHorizon; the rows stay). The partial indexes
+    // let a retention pass find its work without reading the whole history; the
+    // sourcestamp indexes let it tell when a SourceStamp is no longer used.
+    "ALTER TABLE logs ADD COLUMN stored TEXT NOT NULL DEFAULT 'plain';
+    CREATE INDEX logs_to_compress ON logs(id) WHERE complete = 1 AND stored = 'plain';
+    CREATE INDEX logs_kept ON logs(step) WHERE stored != 'deleted';
+    CREATE INDEX buildsets_by_sourcestamp ON buildsets(sourcestamp);
+    CREATE INDEX builds_by_sourcestamp ON builds(sourcestamp);
+    CREATE INDEX scheduler_buildsets_by_buildset ON scheduler_buildsets(buildset);",
 ];
 
 #[cfg(test)]

@@ -25,8 +25,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+mod compressed;
 mod disk;
 
+pub use compressed::{
+    compress_log, compressed_path, is_compressed, open_log, read_compressed_at, read_tail,
+    remove_log_files, remove_plain, write_compressed,
+};
 pub use disk::{AsyncLog, LogDisk, LogGroup, IN_FLIGHT};
 
 /// Which stream a piece of a log came from.
@@ -469,7 +474,9 @@ pub type LogBytes = Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>;
 
 /// A log's bytes as they are now: a reader up to the file's current end (a log
 /// still growing is read that far), and that length. A log whose Step has just
-/// started may have no file yet ([`LogWriter`]): it reads as empty.
+/// started may have no file yet ([`LogWriter`]): it reads as empty. A finished
+/// log stored compressed (`NAME.log.zst`) is decompressed as it is read, a chunk
+/// at a time.
 pub async fn log_reader(path: &Path, complete: bool) -> std::io::Result<(LogBytes, u64)> {
     use tokio::io::AsyncReadExt;
     match tokio::fs::File::open(path).await {
@@ -477,8 +484,22 @@ pub async fn log_reader(path: &Path, complete: bool) -> std::io::Result<(LogByte
             let len = f.metadata().await?.len();
             Ok((Box::new(f.take(len)), len))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !complete => {
-            Ok((Box::new(tokio::io::empty()), 0))
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let p = path.to_path_buf();
+            let zst = tokio::task::spawn_blocking(move || {
+                if compressed_path(&p).exists() {
+                    compressed::async_reader(&p).map(Some)
+                } else {
+                    Ok(None)
+                }
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            match zst {
+                Some(r) => Ok(r),
+                None if !complete => Ok((Box::new(tokio::io::empty()), 0)),
+                None => Err(e),
+            }
         }
         Err(e) => Err(e),
     }

@@ -471,6 +471,37 @@ fn log_rotation_keys_are_read() {
 }
 
 #[test]
+fn retention_keys_are_read_and_checked() {
+    let cfg = load_text(
+        "[:master:]\nlogHorizon = 30\nbuildHorizon = 0.5\nchangeHorizon = none\nlogCompression = zstd\n",
+    )
+    .unwrap();
+    let r = cfg.retention;
+    assert_eq!(
+        (r.log_horizon, r.build_horizon, r.change_horizon),
+        (Some(30.0), Some(0.5), None)
+    );
+    assert_eq!(r.log_compression, super::LogCompression::Zstd);
+    assert!(super::summary(&cfg).contains("logHorizon 30 days, buildHorizon 0.5 days"));
+    let cfg = load_text("[:master:]\n").unwrap();
+    assert_eq!(cfg.retention, super::Retention::default());
+    assert!(!cfg.retention.is_active());
+    for bad in [
+        "logHorizon = -1",
+        "buildHorizon = 0",
+        "changeHorizon = soon",
+        "logHorizon = nan",
+        "logCompression = gzip",
+    ] {
+        let err = load_text(&format!("[:master:]\n{bad}\n"))
+            .unwrap_err()
+            .to_string();
+        let key = bad.split(' ').next().unwrap();
+        assert!(err.contains(":2:") && err.contains(key), "{bad}: {err}");
+    }
+}
+
+#[test]
 fn ports_take_an_address() {
     let cfg = load_text(
         "[:master:]\nslaveport = 0.0.0.0:9100\nhtmlport = 127.0.0.1:8100\npublichtmlport = [::1]:8101\n",

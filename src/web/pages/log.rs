@@ -141,6 +141,16 @@ async fn open_log(pc: &Pc, b: &str, number: i64, s: &str, l: &str) -> Result<Ope
         }
         Err(e) => return Err(db_error(pc, "log", e)),
     };
+    if file.deleted {
+        return Err(error_page(
+            pc,
+            warp::http::StatusCode::GONE,
+            "Log deleted",
+            &format!(
+                "log {log:?} of step {step:?} of {builder} build {number} was deleted by logHorizon (the build is kept)"
+            ),
+        ));
+    }
     match crate::logstore::log_reader(&file.path, file.complete).await {
         Ok((bytes, len)) => Ok(Opened {
             builder,
