@@ -8,6 +8,15 @@
   var body = document.body;
   var live = body.getAttribute("data-live");
   var status = document.getElementById("live-status");
+  // Tree-stable countdowns: "build in N s" counts down to its deadline.
+  setInterval(function () {
+    var els = document.querySelectorAll("[data-deadline]");
+    for (var i = 0; i < els.length; i++) {
+      var secs = els[i].querySelector(".secs");
+      var left = Math.max(0, Math.ceil(parseFloat(els[i].getAttribute("data-deadline")) - Date.now() / 1000));
+      if (secs) { secs.textContent = String(left); }
+    }
+  }, 1000);
   if (!live || !window.EventSource) { return; }
   function setStatus(on, text) {
     if (!status) { return; }

@@ -279,6 +279,10 @@ pub const MIGRATIONS: &[&str] = &[
     // had reporters keeps its horizon.
     "INSERT OR IGNORE INTO reporter_state(name, value)
         SELECT 'horizon', COALESCE(MAX(id), 0) FROM builds;",
+    // 10 (h23-web; renumbered on merge): builds by their SourceStamp, so the
+    // waterfall finds the first build that contains a Change (Change →
+    // sourcestamp_changes → builds) without walking every build.
+    "CREATE INDEX builds_by_sourcestamp ON builds(sourcestamp);",
 ];
 
 #[cfg(test)]

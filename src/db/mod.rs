@@ -26,6 +26,7 @@ pub mod requests;
 pub mod schedulers;
 pub mod slaves;
 pub mod status;
+pub mod webview;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -56,7 +56,23 @@ pub fn result_class(result: Option<&str>) -> &'static str {
         Some("failure") => "failure",
         Some("skipped") => "skipped",
         Some("exception") => "exception",
+        Some("cancelled") => "cancelled",
         Some(_) => "exception",
+    }
+}
+
+/// A result's icon, so a result is not told by colour alone (the word goes
+/// beside it): ✔ success, ⚠ warnings, ✘ failure, ! exception, ⊘ cancelled,
+/// » skipped, ⟳ running.
+pub fn result_icon(result: Option<&str>) -> &'static str {
+    match result_class(result) {
+        "success" => "\u{2714}",
+        "warnings" => "\u{26A0}",
+        "failure" => "\u{2718}",
+        "cancelled" => "\u{2298}",
+        "skipped" => "\u{00BB}",
+        "running" => "\u{27F3}",
+        _ => "!",
     }
 }
 

@@ -10,6 +10,7 @@ use warp::http::header::HeaderMap;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
+use super::waterfall::{tree_stable_note, Waits};
 use super::{
     build_cell, build_url, builder_states, cached, db_error, duration_of, error_page, ok_page,
     pager, query_key, table_head, Pc,
@@ -74,11 +75,13 @@ pub(super) async fn builder_page(
     pc: Pc,
 ) -> Response {
     let name = unseg(&name);
-    let key = query_key(&format!("/builders/{name}"), &q);
+    // Tree-stable deadlines change without an engine event: they are in the key.
+    let timers = pc.ctx.db.scheduler_timers().await.unwrap_or_default();
+    let key = format!("{}#{timers:?}", query_key(&format!("/builders/{name}"), &q));
     let p = pc.clone();
     let h2 = h.clone();
     let r = cached(&pc, &h, &key, async move {
-        render_builder(name, q, &h2, &p).await
+        render_builder(name, q, timers, &h2, &p).await
     })
     .await;
     if forms::forms_allowed(&pc) {
@@ -91,6 +94,7 @@ pub(super) async fn builder_page(
 async fn render_builder(
     name: String,
     q: HashMap<String, String>,
+    timers: Vec<(String, String, f64)>,
     h: &HeaderMap,
     pc: &Pc,
 ) -> Response {
@@ -131,6 +135,7 @@ async fn render_builder(
     } else {
         pc.ctx.engine.waiting(&name).await.ok().flatten()
     };
+    let stable = Waits::stable_of(&timers).get(&b.factory).copied();
     let slaves = pc.ctx.db.slaves().await.unwrap_or_default();
     let mut etas = HashMap::new();
     for r in &b.running {
@@ -162,6 +167,9 @@ async fn render_builder(
             }
             p #builder-state class={ "state-" (b.state.as_str()) } {
                 "state: " b { (b.state.as_str()) }
+                @if let Some(d) = stable {
+                    " · " (tree_stable_note(d))
+                }
             }
             h2 { "Slaves" }
             ul {

@@ -1,0 +1,136 @@
+//! Reads for the status pages' newer views: which shown build first contains
+//! each Change (the waterfall's Change column), each build's source (revision,
+//! branch and the first line of its newest Change, for the build boxes), and a
+//! build's BuildSet. Every query is bounded by the ids it is given, so a page
+//! costs the same with a million builds.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, OptionalExtension};
+
+use super::{Db, DbError};
+
+/// What a build box shows of a build's source.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BuildSource {
+    /// The revision built: the SourceStamp's, else the `got_revision` property.
+    pub revision: Option<String>,
+    pub branch: Option<String>,
+    /// The SourceStamp's repository (for `revlink`).
+    pub repository: String,
+    /// The first line of the newest Change of the build (cut at 200 bytes).
+    pub change_line: Option<String>,
+    /// Who wrote that Change.
+    pub change_who: Option<String>,
+}
+
+fn ids_json(ids: &[i64]) -> String {
+    serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())
+}
+
+impl Db {
+    /// For each of `changes`, the id of the first (lowest id) build of one of
+    /// `builders` whose SourceStamp holds it; a Change no build holds yet is
+    /// absent.
+    pub async fn first_builds_of_changes(
+        &self,
+        changes: Vec<i64>,
+        builders: Vec<String>,
+    ) -> Result<HashMap<i64, i64>, DbError> {
+        self.read(move |c| {
+            let names = serde_json::to_string(&builders).unwrap_or_else(|_| "[]".into());
+            let mut st = c.prepare_cached(
+                "SELECT sc.change, min(b.id) FROM sourcestamp_changes sc
+                 JOIN builds b ON b.sourcestamp = sc.sourcestamp
+                 WHERE sc.change IN (SELECT value FROM json_each(?1))
+                   AND b.builder IN (SELECT value FROM json_each(?2))
+                 GROUP BY sc.change",
+            )?;
+            let rows = st.query_map(params![ids_json(&changes), names], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// The source of each build of `ids` (build id → [`BuildSource`]).
+    pub async fn build_sources(&self, ids: Vec<i64>) -> Result<HashMap<i64, BuildSource>, DbError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT b.id, coalesce(ss.revision,
+                        (SELECT p.value FROM build_properties p
+                         WHERE p.build = b.id AND p.name = 'got_revision' AND p.value != '')),
+                        ss.branch, coalesce(ss.repository, ''),
+                        (SELECT json_array(substr(ch.comments, 1, 400), ch.who)
+                         FROM sourcestamp_changes sc JOIN changes ch ON ch.id = sc.change
+                         WHERE sc.sourcestamp = b.sourcestamp ORDER BY ch.id DESC LIMIT 1)
+                 FROM builds b LEFT JOIN sourcestamps ss ON ss.id = b.sourcestamp
+                 WHERE b.id IN (SELECT value FROM json_each(?1))",
+            )?;
+            let rows = st.query_map([ids_json(&ids)], |r| {
+                let change: Option<String> = r.get(4)?;
+                let (line, who) = change
+                    .and_then(|j| serde_json::from_str::<(String, String)>(&j).ok())
+                    .map(|(text, who)| (Some(first_line(&text)), Some(who)))
+                    .unwrap_or_default();
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    BuildSource {
+                        revision: r.get::<_, Option<String>>(1)?.filter(|s| !s.is_empty()),
+                        branch: r.get(2)?,
+                        repository: r.get(3)?,
+                        change_line: line,
+                        change_who: who,
+                    },
+                ))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// The BuildSet of a build (through its first BuildRequest), if any.
+    pub async fn buildset_of_build(
+        &self,
+        builder: &str,
+        number: i64,
+    ) -> Result<Option<i64>, DbError> {
+        let builder = builder.to_string();
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT r.buildset FROM builds b
+                 JOIN build_requests br ON br.build = b.id
+                 JOIN buildrequests r ON r.id = br.request
+                 WHERE b.builder = ?1 AND b.number = ?2 ORDER BY r.id LIMIT 1",
+            )?
+            .query_row(params![builder, number], |r| r.get(0))
+            .optional()
+        })
+        .await
+    }
+}
+
+/// The first line of `text`, cut at 200 bytes on a character boundary.
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or("").trim_end();
+    let mut end = line.len().min(200);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    line[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_lines_are_cut_on_a_character() {
+        assert_eq!(first_line("fix it\nbody"), "fix it");
+        assert_eq!(first_line(""), "");
+        let long = "é".repeat(150);
+        let cut = first_line(&long);
+        assert!(cut.len() <= 200 && cut.chars().all(|c| c == 'é'));
+    }
+}

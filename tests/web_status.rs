@@ -1,0 +1,121 @@
+//! The waterfall tells the truth about waiting and stopping (issue 23, "Right"):
+//! a pending request's builder says why it waits (here: no slave connected), a
+//! Change waiting out `treeStable` shows on its builders as "build in N s
+//! (tree-stable)" and beside the builds as pending, and a build an operator
+//! stopped ends `cancelled` (its own class, who stopped it and why) on the
+//! waterfall, the build page and the JSON API. The row placement itself is
+//! unit-tested in `src/web/pages/waterfall.rs`.
+
+#[path = "support/mod.rs"]
+mod support;
+
+#[path = "engine_common/mod.rs"]
+mod engine_common;
+
+#[path = "web_common/mod.rs"]
+mod web_common;
+
+use autobot::db::changes::NewChange;
+use autobot::engine::ForceRequest;
+use engine_common::*;
+use web_common::get;
+
+const FACTORIES: &str = r#"
+[quick]
+type = shell
+step.hello = echo hello
+
+[slow]
+type = shell
+step.wait = sleep 60
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waiting_tree_stable_and_cancelled_builds_show_on_the_waterfall() {
+    let m = web_common::start(&master_ini(FACTORIES, "treeStable = 300")).await;
+    let port = m.master.htmlport();
+
+    // No slave yet: the forced request waits, and its builder's head says why.
+    let req = m.force("quick-s1", ForceRequest::default()).await;
+    wait_until("the waterfall to say why quick-s1 waits", || async {
+        get(port, "/waterfall")
+            .await
+            .body
+            .contains("waiting: no slave of this builder is connected")
+    })
+    .await;
+
+    // A Change waits out treeStable: its builders count down, it is pending.
+    let change = m
+        .master
+        .changes()
+        .add(vec![NewChange {
+            who: "Ann <ann@example.org>".into(),
+            comments: "make it faster\nbody".into(),
+            when: autobot::db::now(),
+            ..Default::default()
+        }])
+        .await
+        .unwrap()[0]
+        .id;
+    wait_until("the tree-stable timer", || async {
+        !m.master.db().scheduler_timers().await.unwrap().is_empty()
+    })
+    .await;
+    let w = get(port, "/waterfall").await.body;
+    assert!(w.contains(" s (tree-stable)"), "{w}");
+    assert!(w.contains("build in <span class=\"secs\">"), "{w}");
+    assert!(
+        w.contains(&format!(
+            "class=\"change pending\" data-change=\"{change}\""
+        )),
+        "{w}"
+    );
+    assert!(
+        w.contains("<tr class=\"pending\"><td class=\"time\">pending"),
+        "{w}"
+    );
+    let b = get(port, "/builders/quick-s1").await.body;
+    assert!(b.contains(" s (tree-stable)"), "{b}");
+
+    // The slave comes; the forced build runs and is green.
+    let _slave = m.slave().await;
+    assert_eq!(m.wait_request(req).await.result.as_deref(), Some("success"));
+
+    // A stopped build is cancelled, not failed: who and why are on every page.
+    let req = m.force("slow-s1", ForceRequest::default()).await;
+    wait_until("slow-s1 to run its step", || async {
+        m.master
+            .db()
+            .build("slow-s1", 1)
+            .await
+            .unwrap()
+            .is_some_and(|b| b.steps.first().is_some_and(|s| s.started_at.is_some()))
+    })
+    .await;
+    m.engine()
+        .stop_build("slow-s1", 1, "alice", "not needed")
+        .await
+        .unwrap();
+    let r = m.wait_request(req).await;
+    assert_eq!(r.result.as_deref(), Some("cancelled"));
+    let api = get(port, "/api/v1/builders/slow-s1/builds/1").await.body;
+    let api: serde_json::Value = serde_json::from_str(&api).unwrap();
+    assert_eq!(api["result"], "cancelled", "{api}");
+    assert_eq!(api["text"], "stopped by alice: not needed", "{api}");
+    let page = get(port, "/builders/slow-s1/builds/1").await.body;
+    assert!(
+        page.contains("class=\"result cancelled\"")
+            && page.contains("cancelled: stopped by alice: not needed"),
+        "{page}"
+    );
+    let w = get(port, "/waterfall").await.body;
+    assert!(
+        w.contains("class=\"build cancelled\" data-builder=\"slow-s1\" data-number=\"1\""),
+        "{w}"
+    );
+    assert!(w.contains("stopped by alice: not needed"), "{w}");
+    // The badge says cancelled, not failing.
+    let badge = get(port, "/badge/slow-s1.svg").await.body;
+    assert!(badge.contains("cancelled"), "{badge}");
+}
