@@ -22,6 +22,7 @@ mod build;
 mod builder;
 mod changes;
 mod log;
+mod logview;
 mod slaves;
 mod waterfall;
 
@@ -155,6 +156,7 @@ fn page_routes(
     let log_html =
         warp::path!("builders" / String / "builds" / i64 / "steps" / String / "logs" / String)
             .and(read())
+            .and(query())
             .and(hdrs())
             .and(with())
             .then(log::log_page)
@@ -335,6 +337,15 @@ pub(crate) fn html_response(status: StatusCode, body: String) -> Response {
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     security_headers(h);
+    r
+}
+
+/// A 303 to `to` (a path of this site).
+fn see_other(to: &str) -> Response {
+    let mut r = warp::reply::with_status("", StatusCode::SEE_OTHER).into_response();
+    if let Ok(v) = warp::http::HeaderValue::from_str(to) {
+        r.headers_mut().insert(warp::http::header::LOCATION, v);
+    }
     r
 }
 
