@@ -119,3 +119,112 @@ async fn waiting_tree_stable_and_cancelled_builds_show_on_the_waterfall() {
     let badge = get(port, "/badge/slow-s1.svg").await.body;
     assert!(badge.contains("cancelled"), "{badge}");
 }
+
+/// Build boxes and pages carry the source: the revision (short, linked through
+/// `revlink`) on the waterfall and the build page, the build's BuildSet and
+/// requests linked, test and warning counts on the build and builder pages; the
+/// Rebuild form (CSRF like force/stop) builds the same revision again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn builds_show_their_source_counts_and_rebuild_the_same_revision() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    support::git(&repo, &["init", "-q", "-b", "main"]);
+    support::write_file(&repo, "a.txt", "a\n");
+    support::git(&repo, &["add", "a.txt"]);
+    support::git(&repo, &["commit", "-q", "-m", "first commit\n\nbody"]);
+    let first = support::git(&repo, &["rev-parse", "HEAD"]);
+    let factories = format!(
+        r#"
+[counted]
+type = shell
+git = {repo}#main
+revlink = https://git.example.org/commit/%s
+step.t = echo "==== 3 passed, 1 skipped in 0.10s ===="
+step.t.logParser = test
+step.w = echo "a.c:1:2: warning: unused variable x"
+step.w.logParser = compile
+"#,
+        repo = repo.display()
+    );
+    let m = web_common::start(&master_ini(&factories, "")).await;
+    let _slave = m.slave().await;
+    let port = m.master.htmlport();
+    let req = m.force("counted-s1", ForceRequest::default()).await;
+    m.wait_request(req).await;
+    let short = &first[..12];
+
+    let w = get(port, "/waterfall").await.body;
+    assert!(
+        w.contains(&format!(
+            "<a class=\"rev\" href=\"https://git.example.org/commit/{first}\" title=\"{first}\"><code>{short}</code></a>"
+        )),
+        "{w}"
+    );
+    let b = get(port, "/builders/counted-s1/builds/1").await;
+    let body = &b.body;
+    assert!(
+        body.contains(&format!("href=\"https://git.example.org/commit/{first}\"")),
+        "{body}"
+    );
+    assert!(
+        body.contains("<tr id=\"build-tests\"><th>tests</th><td>3 passed, 1 skipped</td></tr>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<tr id=\"build-warnings\"><th>warnings</th><td>1</td></tr>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("id=\"buildset-link\" href=\"/api/v1/buildsets/1\""),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!(
+            "class=\"request-link\" href=\"/api/v1/buildrequests/{req}\""
+        )),
+        "{body}"
+    );
+    let page = get(port, "/builders/counted-s1").await.body;
+    assert!(
+        page.contains("<td class=\"tests\">3 passed, 1 skipped</td><td class=\"warnings\">1</td>"),
+        "{page}"
+    );
+
+    // A new commit; the rebuild still builds the first revision.
+    support::write_file(&repo, "a.txt", "b\n");
+    support::git(&repo, &["commit", "-q", "-am", "second"]);
+    assert!(body.contains("id=\"rebuild-button\""), "{body}");
+    let r = web_common::post_form(
+        port,
+        "/builders/counted-s1/builds/1/rebuild",
+        None,
+        &[],
+        &[("reason", "flaky?")],
+    )
+    .await;
+    assert_eq!(r.status, 403, "no token: {}", r.body);
+    let cookie = web_common::csrf_cookie(&b);
+    let token = web_common::csrf_field(body);
+    let r = web_common::post_form(
+        port,
+        "/builders/counted-s1/builds/1/rebuild",
+        Some(&cookie),
+        &[],
+        &[("reason", "flaky?"), ("csrf", &token), ("who", "Bo")],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    wait_until("the rebuild", || async {
+        m.master
+            .db()
+            .build("counted-s1", 2)
+            .await
+            .unwrap()
+            .is_some_and(|d| d.build.result.is_some())
+    })
+    .await;
+    let d = m.build("counted-s1", 2).await;
+    assert_eq!(d.build.reason, "forced by Bo: rebuild of #1: flaky?");
+    assert_eq!(d.revision.as_deref(), Some(first.as_str()));
+}

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use rusqlite::{params, OptionalExtension};
 
+use super::builds::{StepRow, TestCounts};
 use super::{Db, DbError};
 
 /// What a build box shows of a build's source.
@@ -106,6 +107,78 @@ impl Db {
             )?
             .query_row(params![builder, number], |r| r.get(0))
             .optional()
+        })
+        .await
+    }
+}
+
+/// What a build's log parsers counted, summed over its steps.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BuildCounts {
+    pub warnings: u64,
+    /// `None` when no step's test output was recognised.
+    pub tests: Option<TestCounts>,
+}
+
+impl BuildCounts {
+    /// The sum of `steps`' counts.
+    pub fn of(steps: &[StepRow]) -> BuildCounts {
+        let mut c = BuildCounts::default();
+        for s in steps {
+            c.warnings += s.warnings;
+            if let Some(t) = &s.counts {
+                let sum = c.tests.get_or_insert_with(TestCounts::default);
+                sum.passed += t.passed;
+                sum.failed += t.failed;
+                sum.skipped += t.skipped;
+                sum.xfailed += t.xfailed;
+                sum.xpassed += t.xpassed;
+            }
+        }
+        c
+    }
+}
+
+impl Db {
+    /// The counts of `builder`'s builds `numbers` (number → counts).
+    pub async fn build_counts(
+        &self,
+        builder: &str,
+        numbers: Vec<i64>,
+    ) -> Result<HashMap<i64, BuildCounts>, DbError> {
+        let builder = builder.to_string();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT b.number, coalesce(sum(s.warnings), 0), count(s.tests_passed),
+                        coalesce(sum(s.tests_passed), 0), coalesce(sum(s.tests_failed), 0),
+                        coalesce(sum(s.tests_skipped), 0), coalesce(sum(s.tests_xfailed), 0),
+                        coalesce(sum(s.tests_xpassed), 0)
+                 FROM builds b JOIN steps s ON s.build = b.id
+                 WHERE b.builder = ?1 AND b.number IN (SELECT value FROM json_each(?2))
+                 GROUP BY b.number",
+            )?;
+            let rows = st.query_map(params![builder, ids_json(&numbers)], |r| {
+                let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+                let tests = if r.get::<_, i64>(2)? > 0 {
+                    Some(TestCounts {
+                        passed: n(3)?,
+                        failed: n(4)?,
+                        skipped: n(5)?,
+                        xfailed: n(6)?,
+                        xpassed: n(7)?,
+                    })
+                } else {
+                    None
+                };
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    BuildCounts {
+                        warnings: n(1)?,
+                        tests,
+                    },
+                ))
+            })?;
+            rows.collect()
         })
         .await
     }

@@ -76,6 +76,26 @@ pub fn result_icon(result: Option<&str>) -> &'static str {
     }
 }
 
+/// A build's tests as words (`12 passed, 1 failed`; `—` when none were
+/// counted).
+pub fn tests_text(c: &crate::db::webview::BuildCounts) -> String {
+    let Some(t) = &c.tests else {
+        return "—".into();
+    };
+    let mut parts = vec![format!("{} passed", t.passed)];
+    for (n, w) in [
+        (t.failed, "failed"),
+        (t.skipped, "skipped"),
+        (t.xfailed, "xfailed"),
+        (t.xpassed, "xpassed"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {w}"));
+        }
+    }
+    parts.join(", ")
+}
+
 /// A unix time as `YYYY-MM-DD HH:MM:SS` UTC (no time-zone database needed).
 pub fn fmt_time(t: f64) -> String {
     if !t.is_finite() || t < 0.0 {

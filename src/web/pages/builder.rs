@@ -17,7 +17,7 @@ use super::{
 };
 use crate::db::listing::{LIST_CAPS, PAGE_BYTES};
 use crate::web::forms::{self, Forms};
-use crate::web::html::{builder_link, fmt_duration, fmt_time, seg, unseg};
+use crate::web::html::{builder_link, fmt_duration, fmt_time, seg, tests_text, unseg};
 
 /// Builds shown per builder page.
 const BUILDER_BUILDS: u32 = 25;
@@ -136,6 +136,12 @@ async fn render_builder(
         pc.ctx.engine.waiting(&name).await.ok().flatten()
     };
     let stable = Waits::stable_of(&timers).get(&b.factory).copied();
+    let counts = pc
+        .ctx
+        .db
+        .build_counts(&name, builds.iter().map(|r| r.number).collect())
+        .await
+        .unwrap_or_default();
     let slaves = pc.ctx.db.slaves().await.unwrap_or_default();
     let mut etas = HashMap::new();
     for r in &b.running {
@@ -207,9 +213,10 @@ async fn render_builder(
             }
             h2 { "Recent builds" }
             table.list.builds {
-                (table_head(&["build", "started", "duration", "slave", "reason", "text"]))
+                (table_head(&["build", "started", "duration", "slave", "reason", "text", "tests", "warnings"]))
                 tbody {
                     @for r in &builds {
+                        @let c = counts.get(&r.number).copied().unwrap_or_default();
                         tr {
                             (build_cell(r))
                             td { (fmt_time(r.started_at)) }
@@ -217,6 +224,8 @@ async fn render_builder(
                             td { (r.slave) }
                             td { (r.reason) }
                             td { (r.text) }
+                            td.tests { (tests_text(&c)) }
+                            td.warnings { (c.warnings) }
                         }
                     }
                 }

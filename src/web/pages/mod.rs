@@ -260,6 +260,11 @@ fn page_routes(
         .and(form())
         .then(forms::post_stop)
         .boxed();
+    let rebuild = warp::path!("builders" / String / "builds" / i64 / "rebuild")
+        .and(warp::post())
+        .and(form())
+        .then(forms::post_rebuild)
+        .boxed();
     let login = warp::path!("login")
         .and(read())
         .and(query())
@@ -313,6 +318,8 @@ fn page_routes(
             .or(force)
             .unify()
             .or(stop)
+            .unify()
+            .or(rebuild)
             .unify()
             .or(fallback)
             .unify()
@@ -524,6 +531,7 @@ fn result_word(r: Option<&str>) -> &str {
 fn build_cell(b: &BuildRow) -> Markup {
     html! {
         td class=(html::result_class(b.result.as_deref())) {
+            span.icon aria-hidden="true" { (html::result_icon(b.result.as_deref())) } " "
             a href=(build_url(&b.builder, b.number)) { "#" (b.number) }
             " " (result_word(b.result.as_deref()))
         }
