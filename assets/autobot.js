@@ -209,6 +209,15 @@
     }
   }
 
+  // "My builds" remembers the author last asked for.
+  try {
+    var me = document.getElementById("my-author");
+    if (me && me.value) { localStorage.setItem("autobot-author", me.value); }
+    var saved = localStorage.getItem("autobot-author");
+    var nav = document.getElementById("nav-my");
+    if (saved && nav) { nav.href = "/my?author=" + encodeURIComponent(saved); }
+  } catch (x) {}
+
   // Keyboard shortcuts: g w waterfall, g b builders, g c console, g h changes;
   // / search (log page) or the filters; j/k next/previous match or page;
   // e first error; ? this help.
@@ -223,7 +232,7 @@
     var k = e.key;
     if (pending === "g") {
       pending = "";
-      var to = { w: "/waterfall", b: "/builders", c: "/console", h: "/changes", s: "/slaves" }[k];
+      var to = { w: "/waterfall", b: "/builders", c: "/console", h: "/changes", s: "/slaves", m: "/my" }[k];
       if (to) { location.href = to; }
       return;
     }

@@ -147,7 +147,7 @@ step.w.logParser = compile
 "#,
         repo = repo.display()
     );
-    let m = web_common::start(&master_ini(&factories, "")).await;
+    let m = web_common::start(&master_ini(&factories, "treeStable = 0")).await;
     let _slave = m.slave().await;
     let port = m.master.htmlport();
     let req = m.force("counted-s1", ForceRequest::default()).await;
@@ -227,4 +227,66 @@ step.w.logParser = compile
     let d = m.build("counted-s1", 2).await;
     assert_eq!(d.build.reason, "forced by Bo: rebuild of #1: flaky?");
     assert_eq!(d.revision.as_deref(), Some(first.as_str()));
+
+    // A Change of the second commit builds; it sits in that build's row, and
+    // its author's "my builds" lists the build.
+    let second = support::git(&repo, &["rev-parse", "HEAD"]);
+    let change = m
+        .master
+        .changes()
+        .add(vec![NewChange {
+            who: "Cy Coder <cy@example.org>".into(),
+            comments: "second".into(),
+            revision: Some(second.clone()),
+            branch: Some("main".into()),
+            repository: repo.display().to_string(),
+            when: autobot::db::now(),
+            ..Default::default()
+        }])
+        .await
+        .unwrap()[0]
+        .id;
+    wait_until("the Change's build", || async {
+        m.master
+            .db()
+            .build("counted-s1", 3)
+            .await
+            .unwrap()
+            .is_some_and(|d| d.build.result.is_some())
+    })
+    .await;
+    let w = get(port, "/waterfall").await.body;
+    let row = w
+        .split("<tr class=\"at\">")
+        .find(|r| r.contains("data-builder=\"counted-s1\" data-number=\"3\""))
+        .unwrap_or_else(|| panic!("no row of build 3: {w}"));
+    assert!(
+        row.contains(&format!("class=\"change\" data-change=\"{change}\"")),
+        "{w}"
+    );
+    assert!(!w.contains("(pending)"), "{w}");
+    let my = get(port, "/my?author=cy%20coder").await.body;
+    assert!(
+        my.contains("href=\"/builders/counted-s1/builds/3\""),
+        "{my}"
+    );
+    assert!(
+        !my.contains("href=\"/builders/counted-s1/builds/1\""),
+        "{my}"
+    );
+
+    // The console: a row per revision, newest first, a cell per builder.
+    let c = get(port, "/console").await.body;
+    let at_second = c
+        .find(&format!("data-revision=\"{second}\""))
+        .expect("second revision row");
+    let at_first = c
+        .find(&format!("data-revision=\"{first}\""))
+        .expect("first revision row");
+    assert!(at_second < at_first, "{c}");
+    assert!(
+        c.contains("title=\"#2 success\"><a href=\"/builders/counted-s1/builds/2\">"),
+        "{c}"
+    );
+    assert!(c.contains("Cy Coder"), "{c}");
 }

@@ -184,6 +184,137 @@ impl Db {
     }
 }
 
+/// A build on the console: which builder, its number and result, and the
+/// revision it built.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsoleBuild {
+    pub id: i64,
+    pub builder: String,
+    pub number: i64,
+    pub result: Option<String>,
+    pub revision: String,
+}
+
+/// A build of a Change by an author (the "my builds" view).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthorBuild {
+    pub id: i64,
+    pub row: super::builds::BuildRow,
+    pub change: i64,
+    pub who: String,
+}
+
+/// Build ids the console looks back at most, and Change ids the author view.
+pub const CONSOLE_WINDOW: i64 = 20_000;
+
+impl Db {
+    /// The newest builds (at most `limit`) of `builders` that have a revision
+    /// (their SourceStamp's, else `got_revision`), on `branch` if given, among
+    /// the [`CONSOLE_WINDOW`] build ids below `before`, newest first.
+    pub async fn console_builds(
+        &self,
+        builders: Vec<String>,
+        branch: Option<String>,
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<ConsoleBuild>, DbError> {
+        self.read(move |c| {
+            let max_id: i64 = c
+                .prepare_cached("SELECT coalesce(max(id), 0) FROM builds")?
+                .query_row([], |r| r.get(0))?;
+            let lo = before
+                .min(max_id.saturating_add(1))
+                .saturating_sub(CONSOLE_WINDOW);
+            let names = serde_json::to_string(&builders).unwrap_or_else(|_| "[]".into());
+            let mut st = c.prepare_cached(
+                "SELECT b.id, b.builder, b.number, b.result,
+                        coalesce(ss.revision, (SELECT p.value FROM build_properties p
+                             WHERE p.build = b.id AND p.name = 'got_revision'))
+                 FROM builds b LEFT JOIN sourcestamps ss ON ss.id = b.sourcestamp
+                 WHERE b.id < ?2 AND b.id >= ?3
+                   AND +b.builder IN (SELECT value FROM json_each(?1))
+                   AND (?4 IS NULL OR ss.branch = ?4)
+                 ORDER BY b.id DESC LIMIT ?5",
+            )?;
+            let rows = st.query_map(params![names, before, lo, branch, limit], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, builder, number, result, revision) = row?;
+                if let Some(revision) = revision.filter(|r| !r.is_empty()) {
+                    out.push(ConsoleBuild {
+                        id,
+                        builder,
+                        number,
+                        result,
+                        revision,
+                    });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The builds of Changes whose author contains `author` (case-insensitive),
+    /// newest first, at most `limit`; among the newest [`CONSOLE_WINDOW`]
+    /// Changes.
+    pub async fn author_builds(
+        &self,
+        author: String,
+        limit: u32,
+    ) -> Result<Vec<AuthorBuild>, DbError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT b.id, b.builder, b.number, b.slave, b.started_at, b.finished_at,
+                        b.result, substr(b.reason, 1, 2048), substr(b.text, 1, 2048),
+                        b.total_steps, ch.id, ch.who
+                 FROM changes ch
+                 JOIN sourcestamp_changes sc ON sc.change = ch.id
+                 JOIN builds b ON b.sourcestamp = sc.sourcestamp
+                 WHERE ch.id > (SELECT coalesce(max(id), 0) FROM changes) - ?3
+                   AND instr(lower(ch.who), lower(?1)) > 0
+                 ORDER BY b.id DESC LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![author, limit, CONSOLE_WINDOW], |r| {
+                Ok(AuthorBuild {
+                    id: r.get(0)?,
+                    row: super::builds::BuildRow {
+                        builder: r.get(1)?,
+                        number: r.get(2)?,
+                        slave: r.get(3)?,
+                        started_at: r.get(4)?,
+                        finished_at: r.get(5)?,
+                        result: r.get(6)?,
+                        reason: r.get(7)?,
+                        text: r.get(8)?,
+                        total_steps: r.get(9)?,
+                    },
+                    change: r.get(10)?,
+                    who: r.get(11)?,
+                })
+            })?;
+            let mut out: Vec<AuthorBuild> = Vec::new();
+            for r in rows {
+                let r = r?;
+                // A build of several of the author's Changes is listed once.
+                if out.last().is_none_or(|l| l.id != r.id) {
+                    out.push(r);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
 /// The first line of `text`, cut at 200 bytes on a character boundary.
 fn first_line(text: &str) -> String {
     let line = text.lines().next().unwrap_or("").trim_end();

@@ -162,6 +162,8 @@ pub fn page(f: &Frame<'_>, body: &Markup) -> Markup {
                             span.project { (project) }
                         }
                         a href="/waterfall" { "Waterfall" }
+                        a href="/console" { "Console" }
+                        a #nav-my href="/my" { "My builds" }
                         a href="/builders" { "Builders" }
                         a href="/changes" { "Changes" }
                         a href="/slaves" { "Slaves" }

@@ -21,6 +21,7 @@ mod about;
 mod build;
 mod builder;
 mod changes;
+mod console;
 mod log;
 mod logview;
 mod slaves;
@@ -133,6 +134,20 @@ fn page_routes(
         .and(hdrs())
         .and(with())
         .then(waterfall::waterfall)
+        .boxed();
+    let console = warp::path!("console")
+        .and(read())
+        .and(query())
+        .and(hdrs())
+        .and(with())
+        .then(console::console)
+        .boxed();
+    let my = warp::path!("my")
+        .and(read())
+        .and(query())
+        .and(hdrs())
+        .and(with())
+        .then(console::my_builds)
         .boxed();
     let builders = warp::path!("builders")
         .and(read())
@@ -299,6 +314,10 @@ fn page_routes(
         .or(change)
         .unify()
         .or(slaves)
+        .unify()
+        .or(console)
+        .unify()
+        .or(my)
         .unify()
         .or(slave)
         .unify()
