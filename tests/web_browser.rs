@@ -439,6 +439,21 @@ impl Browser {
         v.as_f64().unwrap_or(-1.0)
     }
 
+    /// Type `keys` as real key presses (WebDriver actions), to whatever has focus.
+    async fn keys(&self, keys: &str) {
+        let mut actions = Vec::new();
+        for k in keys.chars() {
+            actions.push(json!({"type": "keyDown", "value": k.to_string()}));
+            actions.push(json!({"type": "keyUp", "value": k.to_string()}));
+        }
+        self.cmd(
+            "POST",
+            "/actions",
+            Some(json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]})),
+        )
+        .await;
+    }
+
     async fn size(&self, width: u32, height: u32) {
         self.cmd(
             "POST",
@@ -605,6 +620,34 @@ async fn chromium_reads_logs_by_line_and_page() {
     b.wait_js(
         "a line of another page, found and marked",
         &format!("var l = document.getElementById('L{far}'); return !!l && l.classList.contains('sel') && l.textContent === '7654321\\n'"),
+    )
+    .await;
+
+    // Keyboard: `e` on a log page jumps to its first error; `g c` opens the
+    // console, `g w` the waterfall, `/` focuses the filter.
+    b.goto(&log).await;
+    b.keys("e").await;
+    b.wait_js(
+        "e: the first error",
+        &format!("return location.hash === '#L{error}'"),
+    )
+    .await;
+    b.keys("gc").await;
+    b.wait_js(
+        "g c: the console, a column per builder",
+        "return location.pathname === '/console' && document.querySelectorAll('table.console th.builder').length === 2",
+    )
+    .await;
+    b.keys("gw").await;
+    b.wait_js(
+        "g w: the waterfall",
+        "return location.pathname === '/waterfall'",
+    )
+    .await;
+    b.keys("/").await;
+    b.wait_js(
+        "/: the filter focused",
+        "return document.activeElement && document.activeElement.name === 'branch'",
     )
     .await;
 
