@@ -540,8 +540,11 @@ mod tests {
         }
     }
 
-    /// What each row holds: its kind, (column, build id) and Change ids.
-    fn shape(plan: &[Row<'_>]) -> Vec<(RowKind, Vec<(usize, i64)>, Vec<i64>)> {
+    /// A row's kind, its (column, build id) pairs and its Change ids.
+    type Shape = (RowKind, Vec<(usize, i64)>, Vec<i64>);
+
+    /// What each row holds.
+    fn shape(plan: &[Row<'_>]) -> Vec<Shape> {
         plan.iter()
             .map(|r| {
                 let cells = r
