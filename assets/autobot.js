@@ -84,6 +84,57 @@
       next += 1;
       return span;
     };
+    // ANSI SGR codes as the server renders them: classes on spans, text as text.
+    var sgr = { fg: null, bg: null, b: false, dim: false, i: false, u: false };
+    var applySgr = function (params) {
+      var codes = params === "" ? [0] : params.split(";").map(function (p) { return p === "" ? 0 : parseInt(p, 10); });
+      for (var k = 0; k < codes.length; k++) {
+        var c = codes[k];
+        if (c === 0) { sgr = { fg: null, bg: null, b: false, dim: false, i: false, u: false }; }
+        else if (c === 1) { sgr.b = true; } else if (c === 2) { sgr.dim = true; }
+        else if (c === 3) { sgr.i = true; } else if (c === 4) { sgr.u = true; }
+        else if (c === 22) { sgr.b = false; sgr.dim = false; } else if (c === 23) { sgr.i = false; } else if (c === 24) { sgr.u = false; }
+        else if (c >= 30 && c <= 37) { sgr.fg = c - 30; } else if (c === 39) { sgr.fg = null; }
+        else if (c >= 40 && c <= 47) { sgr.bg = c - 40; } else if (c === 49) { sgr.bg = null; }
+        else if (c >= 90 && c <= 97) { sgr.fg = c - 82; } else if (c >= 100 && c <= 107) { sgr.bg = c - 92; }
+        else if (c === 38 || c === 48) {
+          var n = null;
+          if (codes[k + 1] === 5) { n = codes[k + 2] < 16 ? codes[k + 2] : null; k += 2; }
+          else if (codes[k + 1] === 2) { k += 4; }
+          if (c === 38) { sgr.fg = n; } else { sgr.bg = n; }
+        }
+      }
+    };
+    var sgrClass = function () {
+      var c = [];
+      if (sgr.fg !== null) { c.push("ansi-fg" + sgr.fg); }
+      if (sgr.bg !== null) { c.push("ansi-bg" + sgr.bg); }
+      if (sgr.b) { c.push("ansi-b"); } if (sgr.dim) { c.push("ansi-dim"); }
+      if (sgr.i) { c.push("ansi-i"); } if (sgr.u) { c.push("ansi-u"); }
+      return c.join(" ");
+    };
+    var appendAnsi = function (el, text) {
+      var re = /\u001b(?:\[([0-9;?]*)([@-~])|\][^\u0007\u001b]*(?:\u0007|\u001b\\)?|.)/g;
+      var last = 0, mm;
+      var put = function (t) {
+        if (!t) { return; }
+        var cls = sgrClass();
+        if (cls) {
+          var s = document.createElement("span");
+          s.className = cls;
+          s.textContent = t;
+          el.appendChild(s);
+        } else {
+          el.appendChild(document.createTextNode(t));
+        }
+      };
+      while ((mm = re.exec(text)) !== null) {
+        put(text.slice(last, mm.index));
+        if (mm[2] === "m") { applySgr(mm[1]); }
+        last = re.lastIndex;
+      }
+      put(text.slice(last));
+    };
     var url = pre.getAttribute("data-tail") + "?offset=" + encodeURIComponent(pre.getAttribute("data-offset"));
     var tail = new EventSource(url);
     tail.onopen = function () { setStatus(true, "live"); };
@@ -97,14 +148,13 @@
         var text = parts[i] + (i < parts.length - 1 ? "\n" : "");
         if (text === "") { continue; }
         if (!cur) { cur = newLine(); }
-        if (m.c === "stdout") {
-          cur.appendChild(document.createTextNode(text));
-        } else {
-          var span = document.createElement("span");
-          span.className = m.c === "stderr" ? "stderr" : "header";
-          span.textContent = text;
-          cur.appendChild(span);
+        var into = cur;
+        if (m.c !== "stdout") {
+          into = document.createElement("span");
+          into.className = m.c === "stderr" ? "stderr" : "header";
+          cur.appendChild(into);
         }
+        appendAnsi(into, text);
         if (i < parts.length - 1) { cur = null; }
       }
       if (atBottom) { window.scrollTo(0, document.body.scrollHeight); }
@@ -152,7 +202,7 @@
       // there, and the browser keeps the #L… fragment).
       var start = parseInt(pre.getAttribute("data-first-line") || "1", 10);
       var shown = pre.querySelectorAll(".l").length;
-      if (from < start || from >= start + shown) {
+      if ((from < start || from >= start + shown) && !/[?&]at=/.test(location.search)) {
         location.replace(location.pathname + "?line=" + from + location.hash);
       }
     }

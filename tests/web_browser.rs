@@ -38,7 +38,7 @@ step.hello = sh -c "echo hello from the browser test; sleep 2; echo done"
 
 [drip]
 type = shell
-step.drip = for i in 1 2 3 4 5 6; do echo drip-line-$i; sleep 0.5; done
+step.drip = for i in 1 2 3 4 5 6; do echo drip-line-$i; sleep 0.5; done; printf '\033[32mgreen-live\033[0m\n'
 "#;
 
 /// The W3C key of an element reference.
@@ -402,6 +402,12 @@ async fn chromium_forces_a_build_and_watches_it_go_green_live() {
             "line {i} once: {text}"
         );
     }
+    // Colours arriving live are spans of the server's classes, not escape codes.
+    let green = b
+        .js("var g = document.querySelector('#log .ansi-fg2'); return g ? g.textContent : null")
+        .await;
+    assert_eq!(green, json!("green-live"));
+    assert!(!text.contains('\u{1b}'), "{text}");
     b.screenshot("5-live-log").await;
     m.wait_request(req).await;
 

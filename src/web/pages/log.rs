@@ -201,7 +201,8 @@ pub(super) async fn log_page(
             Ok(ix) => ix,
             Err(e) => return failed(e),
         };
-        return super::see_other(&format!("{url}?page={}", ix.page_of(line) + 1));
+        // `at` tells the page script not to look again for a line past the end.
+        return super::see_other(&format!("{url}?page={}&at={line}", ix.page_of(line) + 1));
     }
     if q.contains_key("first_error") {
         let ix = match logview::index_of(&file.path, len).await {
