@@ -428,7 +428,7 @@ step.colour = printf '\033[1;31mred words\033[0m plain <b>not bold</b>\nline two
 
 [big]
 type = shell
-step.seq = seq 1 12000000
+step.seq = seq 1 12400000
 "#;
 
 impl Browser {
@@ -485,7 +485,7 @@ impl Browser {
 
 /// The log page in the browser: numbered lines with links to a line and a
 /// range, ANSI colours as spans (never markup from the log), search with
-/// next/previous, "jump to first error"; a ~89 MB log opens on its first page
+/// next/previous, "jump to first error"; a ~100 MB log opens on its first page
 /// at once (first paint measured), pages to its last line, and a line link of
 /// another page finds its page. Screenshots: the log page, the waterfall at
 /// full width, at 390 px, and in the dark theme.
@@ -590,7 +590,7 @@ async fn chromium_reads_logs_by_line_and_page() {
     .await;
     b.screenshot("9-log").await;
 
-    // A log of ~89 MB: its first page paints at once, and it pages.
+    // A log of 100.5 MB: its first page paints at once, and it pages.
     let req = m
         .force("big-s1", autobot::engine::ForceRequest::default())
         .await;
@@ -600,7 +600,7 @@ async fn chromium_reads_logs_by_line_and_page() {
     b.goto(&big).await;
     let loaded = t.elapsed();
     let paint = b.first_paint().await;
-    eprintln!("89 MB log: first contentful paint {paint:.0} ms, load {loaded:?}");
+    eprintln!("100 MB log: first contentful paint {paint:.0} ms, load {loaded:?}");
     assert!(paint > 0.0 && paint < 5_000.0, "first paint {paint} ms");
     let lines = b
         .js("return document.querySelectorAll('#log .l').length")
@@ -615,10 +615,10 @@ async fn chromium_reads_logs_by_line_and_page() {
     assert!(one > 1, "{one}");
     // The last page holds the last number; a line of another page is found.
     b.click("#page-last").await;
-    let last = one + 11_999_999;
+    let last = one + 12_399_999;
     b.wait_js(
         "the last page",
-        &format!("var l = document.getElementById('L{last}'); return !!l && l.textContent === '12000000\\n'"),
+        &format!("var l = document.getElementById('L{last}'); return !!l && l.textContent === '12400000\\n'"),
     )
     .await;
     let far = one + 7_654_320;
