@@ -11,14 +11,12 @@ use warp::http::header::HeaderMap;
 use warp::reply::Response;
 
 use super::waterfall::revision_link;
-use super::{
-    build_cell, build_url, builder_states, cached, db_error, ok_page, query_key, table_head, Pc,
-};
+use super::{build_cell, build_url, cached, db_error, ok_page, query_key, table_head, Pc};
 use crate::web::html::{builder_link, fmt_time, result_class, result_icon};
 
 /// Console cells per page at most (rows × builders): with 500 builders a page
-/// has 12 revisions and stays under 500 kB of HTML.
-const CONSOLE_CELLS: usize = 6_000;
+/// has 8 revisions, well under 500 kB of HTML and its time budget.
+const CONSOLE_CELLS: usize = 4_000;
 /// Revisions on a console page at most.
 const CONSOLE_ROWS: usize = 30;
 /// Builds the console reads to fill its rows.
@@ -44,19 +42,17 @@ async fn render_console(q: HashMap<String, String>, h: &HeaderMap, pc: &Pc) -> R
     let category = q.get("category").cloned().unwrap_or_default();
     let branch = q.get("branch").cloned().unwrap_or_default();
     let builder = q.get("builder").cloned().unwrap_or_default();
-    let all = match builder_states(
-        &pc.ctx,
-        None,
-        Some(category.as_str()).filter(|c| !c.is_empty()),
-    )
-    .await
-    {
-        Ok(b) => b,
-        Err(e) => return db_error(pc, "console", e),
-    };
-    let names: Vec<String> = all
-        .iter()
-        .map(|b| b.name.clone())
+    // Names only: the console shows no builder state, so it reads none.
+    let names: Vec<String> = config
+        .builders()
+        .into_iter()
+        .filter(|b| {
+            category.is_empty()
+                || config
+                    .factory(&b.factory)
+                    .is_some_and(|f| f.category == category)
+        })
+        .map(|b| b.name)
         .filter(|n| builder.is_empty() || n.contains(builder.as_str()))
         .collect();
     let builds = match pc
@@ -107,14 +103,12 @@ async fn render_console(q: HashMap<String, String>, h: &HeaderMap, pc: &Pc) -> R
         .build_sources(rows.iter().map(|(_, id, _)| *id).collect())
         .await
         .unwrap_or_default();
-    let revlink_of = |name: &str| {
-        config
-            .builders()
-            .into_iter()
-            .find(|b| b.name == name)
-            .and_then(|b| config.factory(&b.factory).map(|f| f.revlink.clone()))
-            .unwrap_or_default()
-    };
+    let revlinks: HashMap<String, String> = config
+        .builders()
+        .into_iter()
+        .filter_map(|b| Some((b.name, config.factory(&b.factory)?.revlink.clone())))
+        .collect();
+    let revlink_of = |name: &str| revlinks.get(name).cloned().unwrap_or_default();
     let first_builder: HashMap<i64, String> =
         builds.iter().map(|b| (b.id, b.builder.clone())).collect();
     let body = html! {

@@ -135,7 +135,9 @@ async fn render_waterfall(
         stable: Waits::stable_of(&timers),
         ..Waits::default()
     };
-    for b in shown.iter().filter(|b| b.pending > 0) {
+    // Why requests wait, for the first 50 builders with any (each may read a
+    // slave's row).
+    for b in shown.iter().filter(|b| b.pending > 0).take(50) {
         if let Ok(Some(w)) = pc.ctx.engine.waiting(&b.name).await {
             waits.reasons.insert(b.name.clone(), w);
         }
