@@ -650,6 +650,12 @@ async fn chromium_reads_logs_by_line_and_page() {
         "return location.pathname === '/waterfall'",
     )
     .await;
+    b.keys("?").await;
+    b.wait_js(
+        "?: the shortcuts",
+        "return !document.getElementById('shortcuts').hidden",
+    )
+    .await;
     b.keys("/").await;
     b.wait_js(
         "/: the filter focused",

@@ -176,6 +176,11 @@ pub fn page(f: &Frame<'_>, body: &Markup) -> Markup {
                 }
                 "\n"
                 main #main { (body) }
+                aside #shortcuts hidden aria-label="keyboard shortcuts" {
+                    b { "Keys" } ": g w waterfall · g c console · g m my builds · g b builders · "
+                    "g h changes · g s slaves · / search or filter · j / k next / previous · "
+                    "e first error · ? this help"
+                }
                 "\n"
                 script src="/static/autobot.js" defer {}
             }
