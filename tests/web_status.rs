@@ -264,7 +264,28 @@ step.w.logParser = compile
         row.contains(&format!("class=\"change\" data-change=\"{change}\"")),
         "{w}"
     );
-    assert!(!w.contains("(pending)"), "{w}");
+    assert!(!w.contains("(pending)") && !w.contains("(no build)"), "{w}");
+    // A Change on a branch nothing builds is not "pending": it says so.
+    let stray = m
+        .master
+        .changes()
+        .add(vec![NewChange {
+            who: "Di <di@example.org>".into(),
+            comments: "elsewhere".into(),
+            branch: Some("elsewhere".into()),
+            when: autobot::db::now(),
+            ..Default::default()
+        }])
+        .await
+        .unwrap()[0]
+        .id;
+    let w = get(port, "/waterfall").await.body;
+    assert!(
+        w.contains(&format!(
+            "class=\"change unbuilt\" data-change=\"{stray}\"><a href=\"/changes/{stray}\">Di &lt;di@example.org&gt;</a> <small class=\"pending-word\">(no build)</small>"
+        )),
+        "{w}"
+    );
     let my = get(port, "/my?author=cy%20coder").await.body;
     assert!(
         my.contains("href=\"/builders/counted-s1/builds/3\""),

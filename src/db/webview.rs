@@ -55,6 +55,30 @@ impl Db {
         .await
     }
 
+    /// Which of `changes` wait for a build: held by a scheduler (its
+    /// `treeStable` timer, or recorded for the next build), or in the
+    /// SourceStamp of a BuildRequest no build has taken yet.
+    pub async fn waiting_changes(
+        &self,
+        changes: Vec<i64>,
+    ) -> Result<std::collections::HashSet<i64>, DbError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT change FROM scheduler_changes
+                 WHERE change IN (SELECT value FROM json_each(?1))
+                 UNION
+                 SELECT sc.change FROM buildrequests r
+                 JOIN buildsets bs ON bs.id = r.buildset
+                 JOIN sourcestamp_changes sc ON sc.sourcestamp = bs.sourcestamp
+                 WHERE r.claimed_at IS NULL AND r.complete = 0
+                   AND sc.change IN (SELECT value FROM json_each(?1))",
+            )?;
+            let rows = st.query_map([ids_json(&changes)], |r| r.get(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
     /// The source of each build of `ids` (build id → [`BuildSource`]).
     pub async fn build_sources(&self, ids: Vec<i64>) -> Result<HashMap<i64, BuildSource>, DbError> {
         self.read(move |c| {

@@ -4,7 +4,7 @@
 //! came before. Filtered by category and branch, paged back through time with
 //! `before` (a build id).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use maud::{html, Markup};
 use warp::http::header::HeaderMap;
@@ -183,6 +183,16 @@ async fn render_waterfall(
         .filter(|(_, l)| !l.is_empty())
         .collect();
     let looks = BoxLooks { sources, revlinks };
+    let unbuilt: Vec<i64> = changes
+        .iter()
+        .filter(|c| !first_build.contains_key(&c.id))
+        .map(|c| c.id)
+        .collect();
+    let waiting = if unbuilt.is_empty() {
+        HashSet::new()
+    } else {
+        pc.ctx.db.waiting_changes(unbuilt).await.unwrap_or_default()
+    };
     let plan = plan_rows(&names, &builds, changes, &first_build, before.is_none());
     let body = html! {
         h1 { "Waterfall" }
@@ -210,7 +220,7 @@ async fn render_waterfall(
         div #waterfall-part.scroller data-part="waterfall" {
             table.waterfall {
                 thead { (heads(&shown, &etas, &waits)) }
-                tbody { (rows(&plan, &looks)) }
+                tbody { (rows(&plan, &looks, &waiting)) }
             }
         }
         (pager(
@@ -391,8 +401,9 @@ fn plan_rows<'a>(
     rows
 }
 
-/// The body rows of [`plan_rows`].
-fn rows(plan: &[Row<'_>], looks: &BoxLooks<'_>) -> Markup {
+/// The body rows of [`plan_rows`]; `waiting`: the top row's Changes that a
+/// scheduler or a request holds.
+fn rows(plan: &[Row<'_>], looks: &BoxLooks<'_>, waiting: &HashSet<i64>) -> Markup {
     html! {
         @for r in plan {
             @let class = match r.kind { RowKind::Pending => "pending", RowKind::At(_) => "at", RowKind::Earlier => "earlier" };
@@ -405,7 +416,16 @@ fn rows(plan: &[Row<'_>], looks: &BoxLooks<'_>) -> Markup {
                     }
                 }
                 td.changes {
-                    @for c in &r.changes { (change_box(c, r.kind == RowKind::Pending)) }
+                    @for c in &r.changes {
+                        @let how = if r.kind != RowKind::Pending {
+                            Unbuilt::No
+                        } else if waiting.contains(&c.id) {
+                            Unbuilt::Pending
+                        } else {
+                            Unbuilt::NotBuilt
+                        };
+                        (change_box(c, how))
+                    }
                 }
                 @for cell in &r.cells {
                     @match cell {
@@ -418,13 +438,33 @@ fn rows(plan: &[Row<'_>], looks: &BoxLooks<'_>) -> Markup {
     }
 }
 
-/// A Change beside the builds: who, linking to it, and its first line; a
-/// pending one (no build contains it yet) says so.
-fn change_box(c: &CappedChange, pending: bool) -> Markup {
+/// How a Change of the top row waits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Unbuilt {
+    /// Built already (not in the top row).
+    No,
+    /// A scheduler holds it or a request for it waits.
+    Pending,
+    /// Nothing will build it (no scheduler took it).
+    NotBuilt,
+}
+
+/// A Change beside the builds: who, linking to it, and its first line; one no
+/// build contains yet says whether one will (`pending`) or not (`no build`).
+fn change_box(c: &CappedChange, unbuilt: Unbuilt) -> Markup {
+    let class = match unbuilt {
+        Unbuilt::No => "change",
+        Unbuilt::Pending => "change pending",
+        Unbuilt::NotBuilt => "change unbuilt",
+    };
     html! {
-        div class=(if pending { "change pending" } else { "change" }) data-change=(c.id) {
+        div class=(class) data-change=(c.id) {
             a href={ "/changes/" (c.id) } { (c.who) }
-            @if pending { " " small.pending-word { "(pending)" } }
+            @match unbuilt {
+                Unbuilt::Pending => { " " small.pending-word { "(pending)" } },
+                Unbuilt::NotBuilt => { " " small.pending-word { "(no build)" } },
+                Unbuilt::No => {},
+            }
             br;
             small { (c.comments.lines().next().unwrap_or("")) }
         }
