@@ -227,11 +227,33 @@ async fn old_builds_lose_their_logs_or_leave_the_history_and_logs_are_compressed
     .await;
     assert_eq!(r.status, 200);
     assert!(r.body == original, "the download's bytes differ");
+    // The page is read in pages of 2,000 lines: the first, a middle one and
+    // the last, each decompressed from where it starts.
     let r = get(port, "/builders/say-s1/builds/3/steps/say/logs/stdio").await;
     assert_eq!(r.status, 200);
     assert!(
-        r.body.contains("29999\n30000\nsaid-build\n"),
-        "the page lacks the log's end"
+        r.body.contains("></a>1000\n</span>"),
+        "page 1 lacks line 1000"
+    );
+    let r = get(
+        port,
+        "/builders/say-s1/builds/3/steps/say/logs/stdio?page=8",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body.contains("></a>15000\n</span>"),
+        "page 8 lacks its lines"
+    );
+    let r = get(
+        port,
+        "/builders/say-s1/builds/3/steps/say/logs/stdio?page=last",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body.contains("></a>30000\n</span>") && r.body.contains("said-build"),
+        "the last page lacks the log's end"
     );
     // The live tail's endpoint reads a compressed log from any offset.
     let from = original.len() - 200;
@@ -481,13 +503,20 @@ async fn a_big_compressed_log_is_streamed_not_held() {
         assert_eq!(len, SIZE);
         assert_eq!(hash, expected_hash, "the bytes differ");
     }
-    let (status, len, _) = tokio::task::spawn_blocking(move || {
-        download(hp, "/builders/big-s1/builds/1/steps/x/logs/stdio")
-    })
-    .await
-    .unwrap();
-    assert!(status.contains("200"), "{status}");
-    assert!(len > SIZE, "the page holds the whole log: {len}");
+    // The HTML page shows a page of lines (the first, and the last, which the
+    // index of a scan through the decompressed log finds), never the whole.
+    for page in ["", "?page=last"] {
+        let (status, len, _) = tokio::task::spawn_blocking(move || {
+            download(
+                hp,
+                &format!("/builders/big-s1/builds/1/steps/x/logs/stdio{page}"),
+            )
+        })
+        .await
+        .unwrap();
+        assert!(status.contains("200"), "{status}");
+        assert!(len > 100_000 && len < 500_000, "page {page:?}: {len} bytes");
+    }
     let after = vm_hwm_kib(pid);
     let growth = after.saturating_sub(before) / 1024;
     eprintln!(

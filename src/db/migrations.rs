@@ -293,7 +293,8 @@ pub const MIGRATIONS: &[&str] = &[
     // a log's bytes are stored: 'plain' (NAME.log), 'zstd' (NAME.log.zst, once
     // complete) or 'deleted' (by logHorizon; the rows stay). The partial indexes
     // let a retention pass find its work without reading the whole history; the
-    // sourcestamp indexes let it tell when a SourceStamp is no longer used.
+    // sourcestamp indexes let it tell when a SourceStamp is no longer used (and
+    // the waterfall find the first build that contains a Change).
     "ALTER TABLE logs ADD COLUMN stored TEXT NOT NULL DEFAULT 'plain';
     CREATE INDEX logs_to_compress ON logs(id) WHERE complete = 1 AND stored = 'plain';
     CREATE INDEX logs_kept ON logs(step) WHERE stored != 'deleted';

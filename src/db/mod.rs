@@ -29,6 +29,7 @@ pub mod schedulers;
 pub mod slaves;
 pub mod status;
 pub mod tryjobs;
+pub mod webview;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -181,7 +181,7 @@ impl Db {
     }
 
     /// The result of the builder's newest finished build before `number` that
-    /// was not requeued (`None`: there is none).
+    /// was neither requeued nor cancelled (`None`: there is none).
     pub async fn previous_result(
         &self,
         builder: &str,
@@ -192,6 +192,7 @@ impl Db {
             c.prepare_cached(
                 "SELECT b.result FROM builds b
                  WHERE b.builder = ?1 AND b.number < ?2 AND b.finished_at IS NOT NULL
+                   AND b.result IS NOT 'cancelled'
                    AND NOT EXISTS (SELECT 1 FROM build_requests br
                                    JOIN buildrequests r ON r.id = br.request
                                    WHERE br.build = b.id

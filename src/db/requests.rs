@@ -127,12 +127,15 @@ pub struct BuildSetRow {
 }
 
 /// Results ordered best to worst, to combine them (`skipped` counts as success).
+/// As in Buildbot, `cancelled` (a build an operator stopped) is worst of all: a
+/// BuildSet with a cancelled build did not run what it was asked to.
 pub fn result_rank(result: &str) -> u8 {
     match result {
         "success" => 0,
         "skipped" => 1,
         "warnings" => 2,
         "failure" => 3,
+        "cancelled" => 5,
         _ => 4,
     }
 }

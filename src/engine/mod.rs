@@ -26,6 +26,7 @@
 //! the daemon is wired ([`crate::app`]).
 
 mod build;
+pub use build::CANCELLED;
 pub mod locks;
 pub mod tryjob;
 

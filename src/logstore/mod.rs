@@ -531,6 +531,33 @@ pub fn read_channel_runs(log: &Path) -> std::io::Result<Vec<(u64, Channel)>> {
     Ok(out)
 }
 
+/// Bytes `from..to` of a log as they are now (fewer when the file is shorter;
+/// none when a growing log has no file yet), read with a seek: a page of a
+/// 100 MB log costs the page, not the log before it. A compressed log is
+/// decompressed up to `from` (its decoder kept, so the next page goes on from
+/// there).
+pub async fn log_range(path: &Path, from: u64, to: u64) -> std::io::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut f = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let p = path.to_path_buf();
+            let max = usize::try_from(to.saturating_sub(from)).unwrap_or(usize::MAX);
+            let got = tokio::task::spawn_blocking(move || read_compressed_at(&p, from, max))
+                .await
+                .map_err(std::io::Error::other)??;
+            return Ok(got.map(|(b, _)| b).unwrap_or_default());
+        }
+        Err(e) => return Err(e),
+    };
+    f.seek(std::io::SeekFrom::Start(from)).await?;
+    let mut buf = Vec::with_capacity(to.saturating_sub(from).min(1 << 24) as usize);
+    f.take(to.saturating_sub(from))
+        .read_to_end(&mut buf)
+        .await?;
+    Ok(buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

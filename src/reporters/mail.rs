@@ -273,6 +273,7 @@ pub fn build_message(
         "warnings" => "a build with warnings",
         "failure" => "a failed build",
         "exception" => "a build exception",
+        "cancelled" => "a stopped build",
         _ => "a finished build",
     };
     body.push_str(&format!(
