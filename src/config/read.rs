@@ -257,13 +257,7 @@ fn parse_sources(v: &Val, kind: SourceKind, basedir: &Path) -> Result<Vec<Source
                 }
                 (url, branch.to_string())
             }
-            None => (
-                word,
-                match kind {
-                    SourceKind::Git => "master".to_string(),
-                    SourceKind::Hg => "default".to_string(),
-                },
-            ),
+            None => (word, kind.default_branch().to_string()),
         };
         if url.is_empty() {
             return Err(v.err(format!("{word:?} has no URL before `#`; write URL#BRANCH")));
@@ -275,7 +269,28 @@ fn parse_sources(v: &Val, kind: SourceKind, basedir: &Path) -> Result<Vec<Source
         } else {
             url.to_string()
         };
-        out.push(Source { kind, url, branch });
+        if kind == SourceKind::Svn {
+            if let Ok((_, Some(c))) = crate::sources::split_credentials(&url) {
+                if !c.password.is_empty() {
+                    return Err(v.err(format!(
+                        "{} holds a password, which svn can only be given on its command line (where every process list shows it); write the URL without it and store the password in the svn auth cache of the slaves and the master (run `svn info URL` once as their user), or use svn+ssh:// with a key",
+                        crate::sources::redact_url(&url)
+                    )));
+                }
+            }
+        }
+        // svn reaches a local repository only through a file:// URL.
+        let url = if kind == SourceKind::Svn && url.starts_with('/') {
+            format!("file://{url}")
+        } else {
+            url
+        };
+        out.push(Source {
+            kind,
+            url,
+            branch,
+            branch_prefix: None,
+        });
     }
     Ok(out)
 }
@@ -777,6 +792,8 @@ struct FactoryChecks {
     all: Vec<Val>,
     /// Sources that are local paths, with the line naming them.
     local_sources: Vec<LocalSource>,
+    /// The `svnBranchPrefix` key, which needs an svn source.
+    svn_prefix: Option<Val>,
 }
 
 /// The sources of `v` that are paths on this machine (`/…`, `file://…`; `./`
@@ -895,9 +912,12 @@ fn read_factory(
         locks: Vec::new(),
         all: all.0.clone(),
         local_sources: Vec::new(),
+        svn_prefix: None,
     };
     let mut hg = Vec::new();
     let mut git = Vec::new();
+    let mut svn = Vec::new();
+    let mut svn_prefix: Option<String> = None;
     // step name -> (command Val, options), in order of the command keys.
     let mut steps: Vec<(String, Option<Val>, BTreeMap<String, String>)> = Vec::new();
     let mut step_options: Vec<(String, Val)> = Vec::new();
@@ -951,6 +971,9 @@ fn read_factory(
             }
             continue;
         }
+        if let Some(why) = schema::unsupported_source(&v.key) {
+            return Err(v.err(why));
+        }
         let spec = schema::common_param(&v.key).or_else(|| ty.param(&v.key));
         let Some(spec) = spec else {
             let hint = ty
@@ -976,6 +999,14 @@ fn read_factory(
             "hg" => {
                 hg = parse_sources(v, SourceKind::Hg, basedir)?;
                 checks.local_sources.extend(local_sources(v, &hg));
+            }
+            "svn" => {
+                svn = parse_sources(v, SourceKind::Svn, basedir)?;
+                checks.local_sources.extend(local_sources(v, &svn));
+            }
+            "svnbranchprefix" => {
+                svn_prefix = Some(value.trim_matches('/').to_string());
+                checks.svn_prefix = Some(v.clone());
             }
             "sample" => f.sample = opt_str(),
             "platform" => f.platform = parse_bool(v)?,
@@ -1015,7 +1046,18 @@ fn read_factory(
             }
         }
     }
+    if let Some(v) = &checks.svn_prefix {
+        if svn.is_empty() {
+            return Err(v.err(
+                "svnBranchPrefix applies to svn sources, and this factory has none; add `svn = URL#BRANCH` or remove the key",
+            ));
+        }
+    }
+    for s in &mut svn {
+        s.branch_prefix = svn_prefix.clone();
+    }
     f.sources = hg;
+    f.sources.extend(svn);
     f.sources.extend(git);
     if let Some(sample) = &f.sample {
         let dir = basedir.join("repos").join(sample);
@@ -1251,7 +1293,7 @@ fn cross_check(
                 factory::FactoryError::DuplicateDir { .. } => c
                     .all
                     .iter()
-                    .find(|v| v.key == "git" || v.key == "hg")
+                    .find(|v| v.key == "git" || v.key == "hg" || v.key == "svn")
                     .map(|v| v.key.clone()),
                 _ => None,
             };

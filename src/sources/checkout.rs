@@ -110,6 +110,10 @@ pub enum CheckoutError {
     PasswordInUrl { scheme: String, url: String },
     #[error("the credentials in the URL {url} {why}")]
     BadCredentials { url: String, why: &'static str },
+    #[error("the svn URL {url} holds a password, which svn can only be given on its command line (where every process list shows it); write the URL without it and store the password in the slave's svn auth cache (run `svn info URL` once as the slave's user), or use svn+ssh:// with a key")]
+    SvnPassword { url: String },
+    #[error("refusing svn branch {0:?}: a branch is a path below the URL (no `..`, no leading `/`, no control characters)")]
+    BadSvnBranch(String),
 }
 
 /// Where a mirror operation leads, once it succeeded or failed.
@@ -224,7 +228,13 @@ impl<'a> Checkout<'a> {
             Some(b) => b,
             None => self.source.branch.as_str(),
         };
-        let branch = checked_name("branch", branch)?;
+        let svn_path;
+        let branch = if self.source.kind == SourceKind::Svn {
+            svn_path = checked_svn_branch(&super::svn_branch_path(self.source, branch))?;
+            svn_path.as_str()
+        } else {
+            checked_name("branch", branch)?
+        };
         // Checked even when alwaysUseLatest drops it: the build's revision is also
         // what `%(revision)s` gives the other steps.
         let revision = match self.revision.filter(|r| !r.is_empty()) {
@@ -232,6 +242,19 @@ impl<'a> Checkout<'a> {
             None => None,
         };
         let (url, credentials) = split_credentials(&self.source.url)?;
+        let mut svn_user = None;
+        if self.source.kind == SourceKind::Svn {
+            if let Some(c) = &credentials {
+                if !c.password.is_empty() {
+                    return Err(CheckoutError::SvnPassword {
+                        url: redact_url(&self.source.url),
+                    });
+                }
+                svn_user = Some(c.username.clone());
+            }
+        }
+        let credentials = credentials.filter(|_| self.source.kind != SourceKind::Svn);
+        let svn_url = super::svn_join(&url, branch);
         let hg_source = match (&credentials, self.source.kind) {
             (Some(_), SourceKind::Hg) => Some(HG_SOURCE_ALIAS),
             _ => None,
@@ -242,6 +265,8 @@ impl<'a> Checkout<'a> {
             hg_config: hg_source.map(|_| format!("paths.{HG_SOURCE_ALIAS}=${HG_SOURCE_VAR}")),
             branch,
             revision,
+            svn_url: &svn_url,
+            svn_user: svn_user.as_deref(),
         };
         let copying = matches!(self.mode, Mode::Copy | Mode::Export);
         let srcdir = if copying {
@@ -256,7 +281,8 @@ impl<'a> Checkout<'a> {
         } else {
             vc.update(&srcdir, vc.url, None)
         };
-        let mirror = if self.mirror {
+        // svn has no cheap local copy of a repository to check out from.
+        let mirror = if self.mirror && self.source.kind != SourceKind::Svn {
             self.mirror_plan(&vc, &srcdir, clobber)
         } else {
             None
@@ -394,6 +420,18 @@ fn checked_name<'a>(what: &'static str, value: &'a str) -> Result<&'a str, Check
     Ok(value)
 }
 
+/// An svn branch is a path below the URL: never up out of it, never absolute.
+fn checked_svn_branch(path: &str) -> Result<String, CheckoutError> {
+    let bad = path.starts_with('/')
+        || path.starts_with('-')
+        || path.chars().any(char::is_control)
+        || path.split('/').any(|c| c == ".." || c == ".");
+    if bad {
+        return Err(CheckoutError::BadSvnBranch(path.to_string()));
+    }
+    Ok(path.to_string())
+}
+
 /// The version-control commands for one source.
 struct Vc<'a> {
     kind: SourceKind,
@@ -405,6 +443,10 @@ struct Vc<'a> {
     hg_config: Option<String>,
     branch: &'a str,
     revision: Option<&'a str>,
+    /// svn: the URL of the branch (the source's URL and the branch's subpath).
+    svn_url: &'a str,
+    /// svn: the user name of the URL (`--username`); svn URLs hold no password.
+    svn_user: Option<&'a str>,
 }
 
 fn argv(words: &[&str]) -> Vec<String> {
@@ -452,7 +494,28 @@ impl Vc<'_> {
         match self.kind {
             SourceKind::Git => ".git",
             SourceKind::Hg => ".hg",
+            SourceKind::Svn => ".svn",
         }
+    }
+
+    /// `svn --non-interactive [--username USER] VERB -r REV -- URL@REV .`: the
+    /// branch's URL pegged at the revision (HEAD without one), so an `@` in the
+    /// URL is never read as a peg and a branch deleted later is still found.
+    fn svn_at(&self, verb: &[&str]) -> Vec<String> {
+        let rev = self.revision.unwrap_or("HEAD");
+        let mut out = argv(&["svn", "--non-interactive"]);
+        if let Some(user) = self.svn_user {
+            out.extend(argv(&["--username", user]));
+        }
+        out.extend(argv(verb));
+        out.extend(argv(&[
+            "-r",
+            rev,
+            "--",
+            &format!("{}@{rev}", self.svn_url),
+            ".",
+        ]));
+        out
     }
 
     fn shell(words: &[&str], dir: &str) -> CheckoutOp {
@@ -512,6 +575,12 @@ impl Vc<'_> {
                 },
                 self.hg_update(dir),
             ],
+            // `switch` to the same URL is an update; to another branch it moves
+            // the working copy there, keeping local changes and build products.
+            SourceKind::Svn => vec![CheckoutOp::Shell {
+                argv: self.svn_at(&["switch", "--ignore-ancestry"]),
+                workdir: dir.to_string(),
+            }],
         }
     }
 
@@ -562,6 +631,10 @@ impl Vc<'_> {
                 });
                 ops.push(self.hg_update(dir));
             }
+            SourceKind::Svn => ops.push(CheckoutOp::Shell {
+                argv: self.svn_at(&["checkout"]),
+                workdir: dir.to_string(),
+            }),
         }
         ops
     }
@@ -592,6 +665,8 @@ impl Vc<'_> {
                     "--template",
                     "{node}\\n",
                 ]),
+                // Never planned: svn sources have no mirror.
+                SourceKind::Svn => Vec::new(),
             }
         };
         let fetch = match self.kind {
@@ -611,6 +686,7 @@ impl Vc<'_> {
             SourceKind::Hg => {
                 self.hg_remote(self.url, &["--repository", name, "pull", "--", self.url])
             }
+            SourceKind::Svn => Vec::new(),
         };
         let with_lock = |how: &[&str], words: &[String]| -> Vec<String> {
             let mut all = argv(&["flock"]);
@@ -665,6 +741,7 @@ impl Vc<'_> {
                     Next,
                 ));
             }
+            SourceKind::Svn => return Vec::new(),
         }
         if let Some(rev) = self.revision {
             // Fetch unless another builder is fetching; then wait for it and look
@@ -680,6 +757,16 @@ impl Vc<'_> {
         match self.kind {
             SourceKind::Git => argv(&["git", "rev-parse", "HEAD"]),
             SourceKind::Hg => argv(&["hg", "log", "--rev", ".", "--template", "{node}"]),
+            // The working copy's revision (`svnversion`'s number, the one `-r` took).
+            SourceKind::Svn => argv(&[
+                "svn",
+                "--non-interactive",
+                "info",
+                "--show-item",
+                "revision",
+                "--no-newline",
+                ".",
+            ]),
         }
     }
 }
