@@ -8,7 +8,8 @@
 //!   binary for `https://` repositories;
 //! * [`HgPoller`] drives the `hg` command line (argv, never a shell) on a local clone.
 //! * [`SvnPoller`] asks the Subversion repository itself (`svn info`, `svn log
-//!   --xml`), with no local copy.
+//!   --xml`), with no local copy; [`BzrPoller`] asks each Bazaar branch with
+//!   `brz revno` and `brz log`.
 //!
 //! All are blocking, keep no state of their own between polls and never touch the
 //! database: the caller passes the last revision it stored per branch and persists the
@@ -26,11 +27,13 @@
 //! and knows nothing of either.
 
 pub mod bus;
+mod bzrpoller;
 mod gitpoller;
 mod hgpoller;
 pub mod pollers;
 pub mod submit;
 mod svnpoller;
+mod tool;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -41,6 +44,7 @@ use serde::Serialize;
 use crate::sources::redact_url;
 
 pub use bus::{ChangeBus, PollRequest};
+pub use bzrpoller::BzrPoller;
 pub use gitpoller::GitPoller;
 pub use hgpoller::HgPoller;
 pub use pollers::{poller_specs, PollerSpec};

@@ -1,4 +1,4 @@
-//! The poller manager: one git, hg or svn poller per distinct repository URL of the
+//! The poller manager: one git, hg, svn or bzr poller per distinct repository URL of the
 //! configured factories, polling all the branches any factory wants from it every
 //! `pollInterval` seconds (the shortest any of those factories asks for), and at
 //! once when someone asks ([`ChangeBus::request_poll`](crate::changes::ChangeBus));
@@ -23,7 +23,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::changes::{mirror_path, Change, ChangeBus, GitPoller, HgPoller, PollResult, SvnPoller};
+use crate::changes::{
+    mirror_path, BzrPoller, Change, ChangeBus, GitPoller, HgPoller, PollResult, SvnPoller,
+};
 use crate::config::MasterConfig;
 use crate::db::changes::NewChange;
 use crate::db::Db;
@@ -104,8 +106,8 @@ pub struct PollerSpec {
     pub url: String,
     /// Every branch a factory builds from this repository.
     pub branches: Vec<String>,
-    /// svn: the path below the URL of each of `branches` (same order); empty for
-    /// git and hg.
+    /// svn, bzr: the path below the URL of each of `branches` (same order); empty
+    /// for git and hg.
     pub paths: Vec<String>,
     /// Seconds between polls.
     pub interval: u64,
@@ -129,6 +131,7 @@ pub fn poller_specs(config: &MasterConfig) -> Vec<PollerSpec> {
             }
             let path = |b: &str| match s.kind {
                 SourceKind::Svn => svn_branch_path(s, b),
+                SourceKind::Bzr => b.trim_matches('/').to_string(),
                 SourceKind::Git | SourceKind::Hg => String::new(),
             };
             match out.iter_mut().find(|p| p.kind == s.kind && p.url == s.url) {
@@ -136,7 +139,7 @@ pub fn poller_specs(config: &MasterConfig) -> Vec<PollerSpec> {
                     p.interval = p.interval.min(interval);
                     for b in branches {
                         if !p.branches.contains(&b) {
-                            if s.kind == SourceKind::Svn {
+                            if matches!(s.kind, SourceKind::Svn | SourceKind::Bzr) {
                                 p.paths.push(path(&b));
                             }
                             p.branches.push(b);
@@ -151,7 +154,7 @@ pub fn poller_specs(config: &MasterConfig) -> Vec<PollerSpec> {
                         }
                     }
                     let paths = match s.kind {
-                        SourceKind::Svn => uniq.iter().map(|b| path(b)).collect(),
+                        SourceKind::Svn | SourceKind::Bzr => uniq.iter().map(|b| path(b)).collect(),
                         SourceKind::Git | SourceKind::Hg => Vec::new(),
                     };
                     out.push(PollerSpec {
@@ -203,6 +206,7 @@ enum Poller {
     Git(GitPoller),
     Hg(HgPoller),
     Svn(SvnPoller),
+    Bzr(BzrPoller),
 }
 
 impl Poller {
@@ -214,6 +218,7 @@ impl Poller {
             Poller::Git(p) => p.poll(last),
             Poller::Hg(p) => p.poll(last),
             Poller::Svn(p) => p.poll(last),
+            Poller::Bzr(p) => p.poll(last),
         }
     }
 }
@@ -248,6 +253,19 @@ fn poller_for(ctx: &PollerContext, spec: &PollerSpec) -> Arc<Poller> {
             p.category = spec.category.clone();
             Poller::Svn(p)
         }
+        SourceKind::Bzr => {
+            let branches = spec
+                .branches
+                .iter()
+                .cloned()
+                .zip(spec.paths.iter().cloned())
+                .collect();
+            let mut p = BzrPoller::new(spec.url.clone(), branches);
+            p.revlink = spec.revlink.clone();
+            p.project = spec.project.clone();
+            p.category = spec.category.clone();
+            Poller::Bzr(p)
+        }
     })
 }
 
@@ -259,7 +277,8 @@ fn new_change(c: Change) -> NewChange {
         files: c.files,
         comments: c.comments,
         revision: Some(c.revision),
-        branch: Some(c.branch),
+        // An svn or bzr source without `#BRANCH` polls its URL as branch "".
+        branch: Some(c.branch).filter(|b| !b.is_empty()),
         when: c.when,
         repository: c.repository,
         category: c.category.unwrap_or_default(),

@@ -15,10 +15,9 @@
 //! branch is ever `forced`.
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use super::tool::{self, one_line, RunError};
 use super::{links_for, Change, PollError, PollResult};
 use crate::sources::{redact_in, redact_url, split_credentials, svn_join};
 
@@ -228,75 +227,26 @@ impl SvnPoller {
         user: &Option<String>,
         args: &[String],
     ) -> Result<(bool, String, String), PollError> {
-        let mut cmd = Command::new(&self.svn);
-        cmd.arg("--non-interactive");
+        let mut all = vec!["--non-interactive".to_string()];
         if let Some(u) = user {
-            cmd.arg("--username").arg(u);
+            all.extend(["--username".to_string(), u.clone()]);
         }
-        let mut child = cmd
-            .args(args)
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| PollError::Program {
+        all.extend(args.iter().cloned());
+        tool::run(&self.svn, &all, self.timeout).map_err(|e| match e {
+            RunError::Spawn(reason) => PollError::Program {
                 program: self.svn.display().to_string(),
-                reason: e.to_string(),
-            })?;
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
-        let out_reader = std::thread::spawn(move || {
-            let out = read_all(stdout);
-            let _ = done_tx.send(());
-            out
-        });
-        let err_reader = std::thread::spawn(move || read_all(stderr));
-        let deadline = Instant::now() + self.timeout;
-        let _ = done_rx.recv_timeout(self.timeout);
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() >= deadline => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(PollError::Fetch {
-                        url: redact_url(&self.url),
-                        reason: format!(
-                            "svn {} did not finish within {:.1} s and was killed",
-                            args.first().map_or("", String::as_str),
-                            self.timeout.as_secs_f64()
-                        ),
-                    });
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(1)),
-                Err(e) => {
-                    return Err(PollError::Program {
-                        program: self.svn.display().to_string(),
-                        reason: e.to_string(),
-                    })
-                }
-            }
-        };
-        let stdout = out_reader.join().unwrap_or_default();
-        let stderr = err_reader.join().unwrap_or_default();
-        Ok((status.success(), stdout, stderr))
+                reason,
+            },
+            RunError::Timeout => PollError::Fetch {
+                url: redact_url(&self.url),
+                reason: format!(
+                    "svn {} did not finish within {:.1} s and was killed",
+                    args.first().map_or("", String::as_str),
+                    self.timeout.as_secs_f64()
+                ),
+            },
+        })
     }
-}
-
-/// stderr as one line for a log.
-fn one_line(s: &str) -> String {
-    s.trim().replace('\n', "; ")
-}
-
-/// Reads a child's pipe to the end (lossy UTF-8).
-fn read_all(pipe: Option<impl Read>) -> String {
-    let mut buf = Vec::new();
-    if let Some(mut pipe) = pipe {
-        let _ = pipe.read_to_end(&mut buf);
-    }
-    String::from_utf8_lossy(&buf).into_owned()
 }
 
 /// One piece of an XML document: a start tag (name, attributes), an end tag, or

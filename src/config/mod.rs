@@ -165,12 +165,14 @@ pub fn check_local_sources(cfg: &MasterConfig) -> Result<(), ConfigError> {
             }
             SourceKind::Hg => s.dir.join(".hg").is_dir(),
             SourceKind::Svn => true,
+            SourceKind::Bzr => s.dir.join(".bzr").is_dir(),
         };
         if !is_repo {
             let (vc, make) = match s.kind {
                 SourceKind::Git => ("git", "git init"),
                 SourceKind::Hg => ("hg", "hg init"),
                 SourceKind::Svn => ("svn", "svnadmin create"),
+                SourceKind::Bzr => ("bzr", "brz init"),
             };
             return Err(err(format!(
                 "{} is not a {vc} repository (`{make}` makes one; or fix the path, or the key: git = for git, hg = for Mercurial)",

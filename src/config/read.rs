@@ -269,12 +269,13 @@ fn parse_sources(v: &Val, kind: SourceKind, basedir: &Path) -> Result<Vec<Source
         } else {
             url.to_string()
         };
-        if kind == SourceKind::Svn {
+        if matches!(kind, SourceKind::Svn | SourceKind::Bzr) {
             if let Ok((_, Some(c))) = crate::sources::split_credentials(&url) {
                 if !c.password.is_empty() {
                     return Err(v.err(format!(
-                        "{} holds a password, which svn can only be given on its command line (where every process list shows it); write the URL without it and store the password in the svn auth cache of the slaves and the master (run `svn info URL` once as their user), or use svn+ssh:// with a key",
-                        crate::sources::redact_url(&url)
+                        "{} holds a password, which {} can only be given on its command line (where every process list shows it); write the URL without it and store the password on the slaves and the master (svn: its auth cache, `svn info URL` once as their user; brz: ~/.config/breezy/authentication.conf), or use svn+ssh:// or bzr+ssh:// with a key",
+                        crate::sources::redact_url(&url),
+                        if kind == SourceKind::Svn { "svn" } else { "brz" }
                     )));
                 }
             }
@@ -917,6 +918,7 @@ fn read_factory(
     let mut hg = Vec::new();
     let mut git = Vec::new();
     let mut svn = Vec::new();
+    let mut bzr = Vec::new();
     let mut svn_prefix: Option<String> = None;
     // step name -> (command Val, options), in order of the command keys.
     let mut steps: Vec<(String, Option<Val>, BTreeMap<String, String>)> = Vec::new();
@@ -1004,6 +1006,10 @@ fn read_factory(
                 svn = parse_sources(v, SourceKind::Svn, basedir)?;
                 checks.local_sources.extend(local_sources(v, &svn));
             }
+            "bzr" => {
+                bzr = parse_sources(v, SourceKind::Bzr, basedir)?;
+                checks.local_sources.extend(local_sources(v, &bzr));
+            }
             "svnbranchprefix" => {
                 svn_prefix = Some(value.trim_matches('/').to_string());
                 checks.svn_prefix = Some(v.clone());
@@ -1058,6 +1064,7 @@ fn read_factory(
     }
     f.sources = hg;
     f.sources.extend(svn);
+    f.sources.extend(bzr);
     f.sources.extend(git);
     if let Some(sample) = &f.sample {
         let dir = basedir.join("repos").join(sample);
@@ -1293,7 +1300,7 @@ fn cross_check(
                 factory::FactoryError::DuplicateDir { .. } => c
                     .all
                     .iter()
-                    .find(|v| v.key == "git" || v.key == "hg" || v.key == "svn")
+                    .find(|v| matches!(v.key.as_str(), "git" | "hg" | "svn" | "bzr"))
                     .map(|v| v.key.clone()),
                 _ => None,
             };

@@ -112,6 +112,8 @@ pub enum CheckoutError {
     BadCredentials { url: String, why: &'static str },
     #[error("the svn URL {url} holds a password, which svn can only be given on its command line (where every process list shows it); write the URL without it and store the password in the slave's svn auth cache (run `svn info URL` once as the slave's user), or use svn+ssh:// with a key")]
     SvnPassword { url: String },
+    #[error("the bzr URL {url} holds a password, which brz can only be given on its command line (where every process list shows it); write the URL without it and keep the password in the slave's ~/.config/breezy/authentication.conf, or use bzr+ssh:// with a key")]
+    BzrPassword { url: String },
     #[error("refusing svn branch {0:?}: a branch is a path below the URL (no `..`, no leading `/`, no control characters)")]
     BadSvnBranch(String),
 }
@@ -229,11 +231,16 @@ impl<'a> Checkout<'a> {
             None => self.source.branch.as_str(),
         };
         let svn_path;
-        let branch = if self.source.kind == SourceKind::Svn {
-            svn_path = checked_svn_branch(&super::svn_branch_path(self.source, branch))?;
-            svn_path.as_str()
-        } else {
-            checked_name("branch", branch)?
+        let branch = match self.source.kind {
+            SourceKind::Svn => {
+                svn_path = checked_svn_branch(&super::svn_branch_path(self.source, branch))?;
+                svn_path.as_str()
+            }
+            SourceKind::Bzr => {
+                svn_path = checked_svn_branch(branch.trim_matches('/'))?;
+                svn_path.as_str()
+            }
+            SourceKind::Git | SourceKind::Hg => checked_name("branch", branch)?,
         };
         // Checked even when alwaysUseLatest drops it: the build's revision is also
         // what `%(revision)s` gives the other steps.
@@ -253,7 +260,20 @@ impl<'a> Checkout<'a> {
                 svn_user = Some(c.username.clone());
             }
         }
-        let credentials = credentials.filter(|_| self.source.kind != SourceKind::Svn);
+        let mut url = url;
+        if self.source.kind == SourceKind::Bzr {
+            if let Some(c) = &credentials {
+                if !c.password.is_empty() {
+                    return Err(CheckoutError::BzrPassword {
+                        url: redact_url(&self.source.url),
+                    });
+                }
+                // brz takes a user name in the URL itself.
+                url = self.source.url.clone();
+            }
+        }
+        let credentials =
+            credentials.filter(|_| matches!(self.source.kind, SourceKind::Git | SourceKind::Hg));
         let svn_url = super::svn_join(&url, branch);
         let hg_source = match (&credentials, self.source.kind) {
             (Some(_), SourceKind::Hg) => Some(HG_SOURCE_ALIAS),
@@ -281,8 +301,10 @@ impl<'a> Checkout<'a> {
         } else {
             vc.update(&srcdir, vc.url, None)
         };
-        // svn has no cheap local copy of a repository to check out from.
-        let mirror = if self.mirror && self.source.kind != SourceKind::Svn {
+        // svn and bzr sources have no slave mirror (svn has no cheap local copy
+        // of a repository; a bzr branch is fetched whole).
+        let mirror = if self.mirror && matches!(self.source.kind, SourceKind::Git | SourceKind::Hg)
+        {
             self.mirror_plan(&vc, &srcdir, clobber)
         } else {
             None
@@ -443,7 +465,7 @@ struct Vc<'a> {
     hg_config: Option<String>,
     branch: &'a str,
     revision: Option<&'a str>,
-    /// svn: the URL of the branch (the source's URL and the branch's subpath).
+    /// svn, bzr: the URL of the branch (the source's URL and the branch's subpath).
     svn_url: &'a str,
     /// svn: the user name of the URL (`--username`); svn URLs hold no password.
     svn_user: Option<&'a str>,
@@ -495,7 +517,23 @@ impl Vc<'_> {
             SourceKind::Git => ".git",
             SourceKind::Hg => ".hg",
             SourceKind::Svn => ".svn",
+            SourceKind::Bzr => ".bzr",
         }
+    }
+
+    /// `brz WORDS [-r REV] -- URL [.]`: the branch's URL at the build's revision
+    /// (a revno, `revid:…`, or any of brz's revision specs), its tip without one.
+    fn brz(&self, words: &[&str], dot: bool) -> Vec<String> {
+        let mut out = argv(&["brz"]);
+        out.extend(argv(words));
+        if let Some(rev) = self.revision {
+            out.extend(argv(&["-r", rev]));
+        }
+        out.extend(argv(&["--", self.svn_url]));
+        if dot {
+            out.push(".".into());
+        }
+        out
     }
 
     /// `svn --non-interactive [--username USER] VERB -r REV -- URL@REV .`: the
@@ -581,6 +619,16 @@ impl Vc<'_> {
                 argv: self.svn_at(&["switch", "--ignore-ancestry"]),
                 workdir: dir.to_string(),
             }],
+            // Local changes to versioned files go, build products stay; then the
+            // branch becomes the source's at the revision (`--overwrite`: even
+            // when the two diverged).
+            SourceKind::Bzr => vec![
+                Self::shell(&["brz", "revert", "--no-backup"], dir),
+                CheckoutOp::Shell {
+                    argv: self.brz(&["pull", "--overwrite"], false),
+                    workdir: dir.to_string(),
+                },
+            ],
         }
     }
 
@@ -635,6 +683,10 @@ impl Vc<'_> {
                 argv: self.svn_at(&["checkout"]),
                 workdir: dir.to_string(),
             }),
+            SourceKind::Bzr => ops.push(CheckoutOp::Shell {
+                argv: self.brz(&["branch", "--use-existing-dir"], true),
+                workdir: dir.to_string(),
+            }),
         }
         ops
     }
@@ -665,8 +717,8 @@ impl Vc<'_> {
                     "--template",
                     "{node}\\n",
                 ]),
-                // Never planned: svn sources have no mirror.
-                SourceKind::Svn => Vec::new(),
+                // Never planned: svn and bzr sources have no mirror.
+                SourceKind::Svn | SourceKind::Bzr => Vec::new(),
             }
         };
         let fetch = match self.kind {
@@ -686,7 +738,7 @@ impl Vc<'_> {
             SourceKind::Hg => {
                 self.hg_remote(self.url, &["--repository", name, "pull", "--", self.url])
             }
-            SourceKind::Svn => Vec::new(),
+            SourceKind::Svn | SourceKind::Bzr => Vec::new(),
         };
         let with_lock = |how: &[&str], words: &[String]| -> Vec<String> {
             let mut all = argv(&["flock"]);
@@ -741,7 +793,7 @@ impl Vc<'_> {
                     Next,
                 ));
             }
-            SourceKind::Svn => return Vec::new(),
+            SourceKind::Svn | SourceKind::Bzr => return Vec::new(),
         }
         if let Some(rev) = self.revision {
             // Fetch unless another builder is fetching; then wait for it and look
@@ -767,6 +819,8 @@ impl Vc<'_> {
                 "--no-newline",
                 ".",
             ]),
+            // The working tree's revno (what the poller's Changes carry).
+            SourceKind::Bzr => argv(&["brz", "revno", "--tree", "."]),
         }
     }
 }

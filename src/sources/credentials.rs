@@ -179,9 +179,9 @@ pub fn credential_env(kind: SourceKind, credentials: &UrlCredentials) -> BTreeMa
         SourceKind::Hg => {
             env.insert(HG_SOURCE_VAR.to_string(), credentials.url.clone());
         }
-        // svn takes a password only on its command line or stdin: a checkout
-        // plan refuses one in an svn URL, and its user name goes to --username.
-        SourceKind::Svn => {}
+        // svn and brz take a password only on their command line (or stdin, or
+        // their own auth files): a checkout plan refuses one in their URLs.
+        SourceKind::Svn | SourceKind::Bzr => {}
     }
     env
 }

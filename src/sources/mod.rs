@@ -28,6 +28,9 @@ pub enum SourceKind {
     /// Subversion: the URL is a repository path; the branch, when given, a
     /// subpath of it (Buildbot's `baseURL` + `defaultBranch`).
     Svn,
+    /// Bazaar (run with `brz`): as svn, the URL is a branch, or with `#PATH` the
+    /// base of branches that live below it (Buildbot's `baseURL`).
+    Bzr,
 }
 
 impl SourceKind {
@@ -36,6 +39,7 @@ impl SourceKind {
             SourceKind::Git => "git",
             SourceKind::Hg => "hg",
             SourceKind::Svn => "svn",
+            SourceKind::Bzr => "bzr",
         }
     }
 
@@ -45,7 +49,7 @@ impl SourceKind {
         match self {
             SourceKind::Git => "master",
             SourceKind::Hg => "default",
-            SourceKind::Svn => "",
+            SourceKind::Svn | SourceKind::Bzr => "",
         }
     }
 }
@@ -56,8 +60,8 @@ pub struct Source {
     pub kind: SourceKind,
     /// The URL; `./` and `../` paths are already made absolute against the master dir.
     pub url: String,
-    /// The branch (`master` for git, `default` for hg when not given; for svn a
-    /// subpath of the URL, empty when the URL itself is checked out).
+    /// The branch (`master` for git, `default` for hg when not given; for svn and
+    /// bzr a subpath of the URL, empty when the URL itself is checked out).
     pub branch: String,
     /// svn only (`svnBranchPrefix`): branches other than [`Source::branch`] live
     /// at `URL/PREFIX/NAME` (e.g. `branches`), so Changes and `branches =` name
@@ -85,7 +89,7 @@ pub fn svn_branch_path(source: &Source, branch: &str) -> String {
 }
 
 /// `url` and the subpath `path` joined with one `/` (the URL alone when `path` is
-/// empty): the svn URL a branch is checked out and polled from.
+/// empty): the svn or bzr URL a branch is checked out and polled from.
 pub fn svn_join(url: &str, path: &str) -> String {
     let path = path.trim_matches('/');
     if path.is_empty() {
@@ -139,7 +143,7 @@ pub fn source_dir(source: &Source) -> String {
     let last = url.rsplit(['/', '\\', ':']).next().unwrap_or(url);
     let last = match source.kind {
         SourceKind::Git => last.strip_suffix(".git").unwrap_or(last),
-        SourceKind::Hg | SourceKind::Svn => last,
+        SourceKind::Hg | SourceKind::Svn | SourceKind::Bzr => last,
     };
     last.to_string()
 }

@@ -1,5 +1,5 @@
-//! The slave's native source checkout commands, `git`, `hg` and `svn` (Buildbot
-//! 0.7's slave had them): one command instead of the master's sequence of `stat`, `rmdir`,
+//! The slave's native source checkout commands, `git`, `hg`, `svn` and `bzr`
+//! (Buildbot 0.7's slave had them): one command instead of the master's sequence of `stat`, `rmdir`,
 //! `mkdir`, `cpdir` and `shell` operations.
 //!
 //! The master sends the checkout's *settings* — `repourl`, `branch`, `revision`,
@@ -58,6 +58,7 @@ pub fn prepare(name: &str, a: &Args<'_>, env: &SlaveEnv) -> Result<VcSpec, Strin
         "git" => SourceKind::Git,
         "hg" => SourceKind::Hg,
         "svn" => SourceKind::Svn,
+        "bzr" => SourceKind::Bzr,
         other => return Err(format!("unrecognized WorkerCommand '{other}'")),
     };
     let err = |e: String| format!("{name}: {e}");
@@ -67,7 +68,9 @@ pub fn prepare(name: &str, a: &Args<'_>, env: &SlaveEnv) -> Result<VcSpec, Strin
         // svn: the master sends the branch's path below the URL, already resolved
         // through `svnBranchPrefix`.
         branch: match kind {
-            SourceKind::Svn => a.opt_str("branch").map_err(err)?.unwrap_or("").to_string(),
+            SourceKind::Svn | SourceKind::Bzr => {
+                a.opt_str("branch").map_err(err)?.unwrap_or("").to_string()
+            }
             SourceKind::Git | SourceKind::Hg => a.str("branch").map_err(err)?.to_string(),
         },
         branch_prefix: None,

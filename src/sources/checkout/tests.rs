@@ -568,7 +568,7 @@ fn commit_file(kind: SourceKind, repo: &Path, file: &str, content: &str) -> Stri
             run(repo, "hg", &["commit", "-q", "-u", "t", "-m", file]);
             run(repo, "hg", &["log", "--rev", ".", "--template", "{node}"])
         }
-        SourceKind::Svn => panic!("svn is tested in tests/vc_svn.rs"),
+        SourceKind::Svn | SourceKind::Bzr => panic!("tested in tests/vc_svn.rs, tests/vc_bzr.rs"),
     }
 }
 
@@ -587,7 +587,7 @@ fn setup(kind: SourceKind) -> (tempfile::TempDir, PathBuf, Source, LocalSlave, S
             run(&up, "hg", &["init"]);
             "default"
         }
-        SourceKind::Svn => panic!("svn is tested in tests/vc_svn.rs"),
+        SourceKind::Svn | SourceKind::Bzr => panic!("tested in tests/vc_svn.rs, tests/vc_bzr.rs"),
     };
     let rev = commit_file(kind, &up, "f", "one");
     let s = source(kind, up.to_str().unwrap(), branch);
@@ -684,6 +684,7 @@ fn copy_and_export_modes(kind: SourceKind, mirror: bool) {
         SourceKind::Git => ".git",
         SourceKind::Hg => ".hg",
         SourceKind::Svn => ".svn",
+        SourceKind::Bzr => ".bzr",
     };
     let (_t, up, s, mut slave, rev1) = setup(kind);
     let mut c = checkout(&s, Mode::Copy, "build");
@@ -1477,7 +1478,7 @@ fn plans_keep_credentials_out_of_argv() {
                 }
                 assert_eq!(plan.env.0[HG_SOURCE_VAR], url);
             }
-            SourceKind::Svn => unreachable!("only git and hg are in the loop"),
+            SourceKind::Svn | SourceKind::Bzr => unreachable!("only git and hg are in the loop"),
         }
     }
     // Without credentials nothing changes and nothing is added.
