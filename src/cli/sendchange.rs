@@ -35,13 +35,19 @@ pub const OPTIONS_DIR: &str = ".autobot";
 fn check_revision(vc: &str, rev: &str) -> anyhow::Result<()> {
     let ok = match vc {
         "svn" => !rev.is_empty() && rev.bytes().all(|b| b.is_ascii_digit()),
+        "bzr" => {
+            (!rev.is_empty() && rev.bytes().all(|b| b.is_ascii_digit()))
+                || rev
+                    .strip_prefix("revid:")
+                    .is_some_and(|id| !id.is_empty() && !id.chars().any(char::is_whitespace))
+        }
         _ => (4..=64).contains(&rev.len()) && rev.bytes().all(|b| b.is_ascii_hexdigit()),
     };
     if !ok {
-        let what = if vc == "svn" {
-            "a revision number (e.g. 1234)"
-        } else {
-            "a hex commit id"
+        let what = match vc {
+            "svn" => "a revision number (e.g. 1234)",
+            "bzr" => "a revno (e.g. 42) or revid:…",
+            _ => "a hex commit id",
         };
         bail!("--vc {vc}: the revision {rev:?} is not {what}; give --revision with the commit's revision");
     }
@@ -105,10 +111,10 @@ pub struct SendchangeArgs {
     /// When the Change was made, unix seconds [default: when the master gets it].
     #[arg(short = 'w', long)]
     pub when: Option<i64>,
-    /// The version-control system of the repository (git, hg or svn): the
-    /// revision must be one of its revisions (svn: a revision number; git and hg: a
-    /// hex commit id), checked before the Change is sent.
-    #[arg(long, value_parser = ["git", "hg", "svn"])]
+    /// The version-control system of the repository (git, hg, svn or bzr): the
+    /// revision must be one of its revisions (svn: a revision number; bzr: a revno
+    /// or revid:…; git and hg: a hex commit id), checked before the Change is sent.
+    #[arg(long, value_parser = ["git", "hg", "svn", "bzr"])]
     pub vc: Option<String>,
     /// Files the Change touched.
     #[arg(value_name = "FILES")]
