@@ -9,7 +9,8 @@
 //! * [`HgPoller`] drives the `hg` command line (argv, never a shell) on a local clone.
 //! * [`SvnPoller`] asks the Subversion repository itself (`svn info`, `svn log
 //!   --xml`), with no local copy; [`BzrPoller`] asks each Bazaar branch with
-//!   `brz revno` and `brz log`.
+//!   `brz revno` and `brz log`, and [`DarcsPoller`] each Darcs repository with
+//!   `darcs log --xml-output`.
 //!
 //! All are blocking, keep no state of their own between polls and never touch the
 //! database: the caller passes the last revision it stored per branch and persists the
@@ -28,6 +29,7 @@
 
 pub mod bus;
 mod bzrpoller;
+mod darcspoller;
 mod gitpoller;
 mod hgpoller;
 pub mod pollers;
@@ -45,6 +47,7 @@ use crate::sources::redact_url;
 
 pub use bus::{ChangeBus, PollRequest};
 pub use bzrpoller::BzrPoller;
+pub use darcspoller::DarcsPoller;
 pub use gitpoller::GitPoller;
 pub use hgpoller::HgPoller;
 pub use pollers::{poller_specs, PollerSpec};

@@ -1,4 +1,4 @@
-//! The poller manager: one git, hg, svn or bzr poller per distinct repository URL of the
+//! The poller manager: one git, hg, svn, bzr or darcs poller per distinct repository URL of the
 //! configured factories, polling all the branches any factory wants from it every
 //! `pollInterval` seconds (the shortest any of those factories asks for), and at
 //! once when someone asks ([`ChangeBus::request_poll`](crate::changes::ChangeBus));
@@ -24,7 +24,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::changes::{
-    mirror_path, BzrPoller, Change, ChangeBus, GitPoller, HgPoller, PollResult, SvnPoller,
+    mirror_path, BzrPoller, Change, ChangeBus, DarcsPoller, GitPoller, HgPoller, PollResult,
+    SvnPoller,
 };
 use crate::config::MasterConfig;
 use crate::db::changes::NewChange;
@@ -131,7 +132,7 @@ pub fn poller_specs(config: &MasterConfig) -> Vec<PollerSpec> {
             }
             let path = |b: &str| match s.kind {
                 SourceKind::Svn => svn_branch_path(s, b),
-                SourceKind::Bzr => b.trim_matches('/').to_string(),
+                SourceKind::Bzr | SourceKind::Darcs => b.trim_matches('/').to_string(),
                 SourceKind::Git | SourceKind::Hg => String::new(),
             };
             match out.iter_mut().find(|p| p.kind == s.kind && p.url == s.url) {
@@ -139,7 +140,10 @@ pub fn poller_specs(config: &MasterConfig) -> Vec<PollerSpec> {
                     p.interval = p.interval.min(interval);
                     for b in branches {
                         if !p.branches.contains(&b) {
-                            if matches!(s.kind, SourceKind::Svn | SourceKind::Bzr) {
+                            if matches!(
+                                s.kind,
+                                SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs
+                            ) {
                                 p.paths.push(path(&b));
                             }
                             p.branches.push(b);
@@ -154,7 +158,9 @@ pub fn poller_specs(config: &MasterConfig) -> Vec<PollerSpec> {
                         }
                     }
                     let paths = match s.kind {
-                        SourceKind::Svn | SourceKind::Bzr => uniq.iter().map(|b| path(b)).collect(),
+                        SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => {
+                            uniq.iter().map(|b| path(b)).collect()
+                        }
                         SourceKind::Git | SourceKind::Hg => Vec::new(),
                     };
                     out.push(PollerSpec {
@@ -207,6 +213,7 @@ enum Poller {
     Hg(HgPoller),
     Svn(SvnPoller),
     Bzr(BzrPoller),
+    Darcs(DarcsPoller),
 }
 
 impl Poller {
@@ -219,6 +226,7 @@ impl Poller {
             Poller::Hg(p) => p.poll(last),
             Poller::Svn(p) => p.poll(last),
             Poller::Bzr(p) => p.poll(last),
+            Poller::Darcs(p) => p.poll(last),
         }
     }
 }
@@ -265,6 +273,19 @@ fn poller_for(ctx: &PollerContext, spec: &PollerSpec) -> Arc<Poller> {
             p.project = spec.project.clone();
             p.category = spec.category.clone();
             Poller::Bzr(p)
+        }
+        SourceKind::Darcs => {
+            let branches = spec
+                .branches
+                .iter()
+                .cloned()
+                .zip(spec.paths.iter().cloned())
+                .collect();
+            let mut p = DarcsPoller::new(spec.url.clone(), branches);
+            p.revlink = spec.revlink.clone();
+            p.project = spec.project.clone();
+            p.category = spec.category.clone();
+            Poller::Darcs(p)
         }
     })
 }

@@ -252,7 +252,7 @@ impl SvnPoller {
 /// One piece of an XML document: a start tag (name, attributes), an end tag, or
 /// text (entities decoded).
 #[derive(Debug, PartialEq, Eq)]
-enum Xml {
+pub(crate) enum Xml {
     Start(String, Vec<(String, String)>),
     End(String),
     Text(String),
@@ -260,7 +260,7 @@ enum Xml {
 
 /// The tags and text of `doc` (svn's `--xml` output: no CDATA, no DTD; comments
 /// and `<?xml?>` skipped). Malformed input ends the list early.
-fn xml_tokens(doc: &str) -> Vec<Xml> {
+pub(crate) fn xml_tokens(doc: &str) -> Vec<Xml> {
     let mut out = Vec::new();
     let mut rest = doc;
     while !rest.is_empty() {
@@ -347,7 +347,7 @@ fn unescape(s: &str) -> String {
     out
 }
 
-fn attr<'a>(attrs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn attr<'a>(attrs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     attrs
         .iter()
         .find(|(k, _)| k == name)

@@ -111,10 +111,11 @@ pub struct SendchangeArgs {
     /// When the Change was made, unix seconds [default: when the master gets it].
     #[arg(short = 'w', long)]
     pub when: Option<i64>,
-    /// The version-control system of the repository (git, hg, svn or bzr): the
-    /// revision must be one of its revisions (svn: a revision number; bzr: a revno
-    /// or revid:…; git and hg: a hex commit id), checked before the Change is sent.
-    #[arg(long, value_parser = ["git", "hg", "svn", "bzr"])]
+    /// The version-control system of the repository (git, hg, svn, bzr or darcs):
+    /// the revision must be one of its revisions (svn: a revision number; bzr: a
+    /// revno or revid:…; git, hg and darcs: a hex commit id or patch hash), checked
+    /// before the Change is sent.
+    #[arg(long, value_parser = ["git", "hg", "svn", "bzr", "darcs"])]
     pub vc: Option<String>,
     /// Files the Change touched.
     #[arg(value_name = "FILES")]

@@ -166,6 +166,7 @@ pub fn check_local_sources(cfg: &MasterConfig) -> Result<(), ConfigError> {
             SourceKind::Hg => s.dir.join(".hg").is_dir(),
             SourceKind::Svn => true,
             SourceKind::Bzr => s.dir.join(".bzr").is_dir(),
+            SourceKind::Darcs => s.dir.join("_darcs").is_dir(),
         };
         if !is_repo {
             let (vc, make) = match s.kind {
@@ -173,6 +174,7 @@ pub fn check_local_sources(cfg: &MasterConfig) -> Result<(), ConfigError> {
                 SourceKind::Hg => ("hg", "hg init"),
                 SourceKind::Svn => ("svn", "svnadmin create"),
                 SourceKind::Bzr => ("bzr", "brz init"),
+                SourceKind::Darcs => ("darcs", "darcs init"),
             };
             return Err(err(format!(
                 "{} is not a {vc} repository (`{make}` makes one; or fix the path, or the key: git = for git, hg = for Mercurial)",

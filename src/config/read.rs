@@ -269,13 +269,17 @@ fn parse_sources(v: &Val, kind: SourceKind, basedir: &Path) -> Result<Vec<Source
         } else {
             url.to_string()
         };
-        if matches!(kind, SourceKind::Svn | SourceKind::Bzr) {
+        if matches!(kind, SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs) {
             if let Ok((_, Some(c))) = crate::sources::split_credentials(&url) {
                 if !c.password.is_empty() {
                     return Err(v.err(format!(
-                        "{} holds a password, which {} can only be given on its command line (where every process list shows it); write the URL without it and store the password on the slaves and the master (svn: its auth cache, `svn info URL` once as their user; brz: ~/.config/breezy/authentication.conf), or use svn+ssh:// or bzr+ssh:// with a key",
+                        "{} holds a password, which {} can only be given on its command line (where every process list shows it); write the URL without it and store the password on the slaves and the master (svn: its auth cache, `svn info URL` once as their user; brz: ~/.config/breezy/authentication.conf; darcs: ~/.netrc), or use svn+ssh://, bzr+ssh:// or ssh with a key",
                         crate::sources::redact_url(&url),
-                        if kind == SourceKind::Svn { "svn" } else { "brz" }
+                        match kind {
+                            SourceKind::Svn => "svn",
+                            SourceKind::Bzr => "brz",
+                            _ => "darcs",
+                        }
                     )));
                 }
             }
@@ -919,6 +923,7 @@ fn read_factory(
     let mut git = Vec::new();
     let mut svn = Vec::new();
     let mut bzr = Vec::new();
+    let mut darcs = Vec::new();
     let mut svn_prefix: Option<String> = None;
     // step name -> (command Val, options), in order of the command keys.
     let mut steps: Vec<(String, Option<Val>, BTreeMap<String, String>)> = Vec::new();
@@ -1010,6 +1015,10 @@ fn read_factory(
                 bzr = parse_sources(v, SourceKind::Bzr, basedir)?;
                 checks.local_sources.extend(local_sources(v, &bzr));
             }
+            "darcs" => {
+                darcs = parse_sources(v, SourceKind::Darcs, basedir)?;
+                checks.local_sources.extend(local_sources(v, &darcs));
+            }
             "svnbranchprefix" => {
                 svn_prefix = Some(value.trim_matches('/').to_string());
                 checks.svn_prefix = Some(v.clone());
@@ -1065,6 +1074,7 @@ fn read_factory(
     f.sources = hg;
     f.sources.extend(svn);
     f.sources.extend(bzr);
+    f.sources.extend(darcs);
     f.sources.extend(git);
     if let Some(sample) = &f.sample {
         let dir = basedir.join("repos").join(sample);
@@ -1300,7 +1310,7 @@ fn cross_check(
                 factory::FactoryError::DuplicateDir { .. } => c
                     .all
                     .iter()
-                    .find(|v| matches!(v.key.as_str(), "git" | "hg" | "svn" | "bzr"))
+                    .find(|v| matches!(v.key.as_str(), "git" | "hg" | "svn" | "bzr" | "darcs"))
                     .map(|v| v.key.clone()),
                 _ => None,
             };

@@ -414,7 +414,7 @@ impl Params<'_> {
     }
 }
 
-/// Sources in checkout order (hg first, then svn, bzr, then git) with the directory of each.
+/// Sources in checkout order (hg first, then svn, bzr, darcs, then git) with the directory of each.
 fn sources_with_dirs(f: &Recipe) -> Result<Vec<(Source, String)>, FactoryError> {
     let mut out: Vec<(Source, String)> = Vec::new();
     let ordered = f
@@ -423,6 +423,7 @@ fn sources_with_dirs(f: &Recipe) -> Result<Vec<(Source, String)>, FactoryError> 
         .filter(|s| s.kind == SourceKind::Hg)
         .chain(f.sources.iter().filter(|s| s.kind == SourceKind::Svn))
         .chain(f.sources.iter().filter(|s| s.kind == SourceKind::Bzr))
+        .chain(f.sources.iter().filter(|s| s.kind == SourceKind::Darcs))
         .chain(f.sources.iter().filter(|s| s.kind == SourceKind::Git));
     for s in ordered {
         let dir = source_dir(s);

@@ -114,6 +114,8 @@ pub enum CheckoutError {
     SvnPassword { url: String },
     #[error("the bzr URL {url} holds a password, which brz can only be given on its command line (where every process list shows it); write the URL without it and keep the password in the slave's ~/.config/breezy/authentication.conf, or use bzr+ssh:// with a key")]
     BzrPassword { url: String },
+    #[error("the darcs URL {url} holds a password, which darcs can only be given on its command line; write the URL without it and give the password to darcs on the slave (~/.netrc for http, an ssh key for ssh)")]
+    DarcsPassword { url: String },
     #[error("refusing svn branch {0:?}: a branch is a path below the URL (no `..`, no leading `/`, no control characters)")]
     BadSvnBranch(String),
 }
@@ -176,6 +178,8 @@ pub struct CheckoutPlan {
     pub retry: Option<Retry>,
     /// `got_revision_DIR`: the property this source's revision always sets.
     pub revision_property: String,
+    /// The source's VC: how the GotRevision op's output reads.
+    pub kind: SourceKind,
     /// Environment every `Shell`/`GotRevision` operation runs with: the
     /// credentials of the URL ([`credential_env`]), never in an argv.
     #[serde(skip)]
@@ -236,7 +240,7 @@ impl<'a> Checkout<'a> {
                 svn_path = checked_svn_branch(&super::svn_branch_path(self.source, branch))?;
                 svn_path.as_str()
             }
-            SourceKind::Bzr => {
+            SourceKind::Bzr | SourceKind::Darcs => {
                 svn_path = checked_svn_branch(branch.trim_matches('/'))?;
                 svn_path.as_str()
             }
@@ -261,14 +265,17 @@ impl<'a> Checkout<'a> {
             }
         }
         let mut url = url;
-        if self.source.kind == SourceKind::Bzr {
+        if matches!(self.source.kind, SourceKind::Bzr | SourceKind::Darcs) {
             if let Some(c) = &credentials {
                 if !c.password.is_empty() {
-                    return Err(CheckoutError::BzrPassword {
-                        url: redact_url(&self.source.url),
+                    let url = redact_url(&self.source.url);
+                    return Err(if self.source.kind == SourceKind::Bzr {
+                        CheckoutError::BzrPassword { url }
+                    } else {
+                        CheckoutError::DarcsPassword { url }
                     });
                 }
-                // brz takes a user name in the URL itself.
+                // brz and darcs take a user name in the URL itself.
                 url = self.source.url.clone();
             }
         }
@@ -301,8 +308,8 @@ impl<'a> Checkout<'a> {
         } else {
             vc.update(&srcdir, vc.url, None)
         };
-        // svn and bzr sources have no slave mirror (svn has no cheap local copy
-        // of a repository; a bzr branch is fetched whole).
+        // svn, bzr and darcs sources have no slave mirror (svn has no cheap
+        // local copy of a repository; bzr and darcs fetch whole branches).
         let mirror = if self.mirror && matches!(self.source.kind, SourceKind::Git | SourceKind::Hg)
         {
             self.mirror_plan(&vc, &srcdir, clobber)
@@ -332,6 +339,7 @@ impl<'a> Checkout<'a> {
             workdir: revision_dir.clone(),
         });
         Ok(CheckoutPlan {
+            kind: self.source.kind,
             full: vc.full(&srcdir, vc.url, None),
             srcdir,
             probe,
@@ -518,6 +526,7 @@ impl Vc<'_> {
             SourceKind::Hg => ".hg",
             SourceKind::Svn => ".svn",
             SourceKind::Bzr => ".bzr",
+            SourceKind::Darcs => "_darcs",
         }
     }
 
@@ -629,11 +638,24 @@ impl Vc<'_> {
                     workdir: dir.to_string(),
                 },
             ],
+            // A pull only adds patches: a given (older) revision needs a fresh
+            // clone `--to-hash` it, which an empty update group leads to.
+            SourceKind::Darcs if self.revision.is_some() => Vec::new(),
+            SourceKind::Darcs => vec![
+                Self::shell(&["darcs", "revert", "--all", "--quiet"], dir),
+                Self::shell(
+                    &["darcs", "pull", "--all", "--quiet", "--", self.svn_url],
+                    dir,
+                ),
+            ],
         }
     }
 
     /// Clone `from` (the URL, or the mirror under `lock`) into a fresh `dir`.
     fn full(&self, dir: &str, from: &str, lock: Option<&str>) -> Vec<CheckoutOp> {
+        if self.kind == SourceKind::Darcs {
+            return self.darcs_clone(dir);
+        }
         let mut ops = vec![
             CheckoutOp::RmDir {
                 dir: dir.to_string(),
@@ -687,7 +709,36 @@ impl Vc<'_> {
                 argv: self.brz(&["branch", "--use-existing-dir"], true),
                 workdir: dir.to_string(),
             }),
+            SourceKind::Darcs => {}
         }
+        ops
+    }
+
+    /// `darcs clone` makes its target itself (it refuses an existing one): run it
+    /// in `dir`'s parent (the builder's directory for a plain workdir), the
+    /// revision a patch hash (`--to-hash`).
+    fn darcs_clone(&self, dir: &str) -> Vec<CheckoutOp> {
+        let (parent, name) = match dir.rsplit_once('/') {
+            Some((p, n)) => (if p.is_empty() { "/" } else { p }, n),
+            None => ("", dir),
+        };
+        let mut ops = vec![CheckoutOp::RmDir {
+            dir: dir.to_string(),
+        }];
+        if !parent.is_empty() {
+            ops.push(CheckoutOp::MkDir {
+                dir: parent.to_string(),
+            });
+        }
+        let mut words = argv(&["darcs", "clone", "--quiet"]);
+        if let Some(rev) = self.revision {
+            words.push(format!("--to-hash={rev}"));
+        }
+        words.extend(argv(&["--", self.svn_url, name]));
+        ops.push(CheckoutOp::Shell {
+            argv: words,
+            workdir: parent.to_string(),
+        });
         ops
     }
 
@@ -718,7 +769,7 @@ impl Vc<'_> {
                     "{node}\\n",
                 ]),
                 // Never planned: svn and bzr sources have no mirror.
-                SourceKind::Svn | SourceKind::Bzr => Vec::new(),
+                SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => Vec::new(),
             }
         };
         let fetch = match self.kind {
@@ -738,7 +789,7 @@ impl Vc<'_> {
             SourceKind::Hg => {
                 self.hg_remote(self.url, &["--repository", name, "pull", "--", self.url])
             }
-            SourceKind::Svn | SourceKind::Bzr => Vec::new(),
+            SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => Vec::new(),
         };
         let with_lock = |how: &[&str], words: &[String]| -> Vec<String> {
             let mut all = argv(&["flock"]);
@@ -793,7 +844,7 @@ impl Vc<'_> {
                     Next,
                 ));
             }
-            SourceKind::Svn | SourceKind::Bzr => return Vec::new(),
+            SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => return Vec::new(),
         }
         if let Some(rev) = self.revision {
             // Fetch unless another builder is fetching; then wait for it and look
@@ -821,6 +872,8 @@ impl Vc<'_> {
             ]),
             // The working tree's revno (what the poller's Changes carry).
             SourceKind::Bzr => argv(&["brz", "revno", "--tree", "."]),
+            // `patch HASH` is its first line (see revision_properties).
+            SourceKind::Darcs => argv(&["darcs", "log", "--last=1"]),
         }
     }
 }
@@ -1030,6 +1083,16 @@ impl CheckoutRun {
 impl CheckoutPlan {
     /// See [`CheckoutRun::revision_properties`].
     pub fn revision_properties(&self, got: &str, props: &Properties) -> Vec<(String, String)> {
+        // darcs prints `patch HASH` and the patch's author, date and name.
+        let got = match self.kind {
+            SourceKind::Darcs => got
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("patch "))
+                .unwrap_or(got)
+                .trim(),
+            _ => got,
+        };
         let mut out = vec![(self.revision_property.clone(), got.to_string())];
         if props.get("got_revision").is_none_or(|v| v.is_empty()) {
             out.push(("got_revision".to_string(), got.to_string()));

@@ -181,7 +181,7 @@ pub fn credential_env(kind: SourceKind, credentials: &UrlCredentials) -> BTreeMa
         }
         // svn and brz take a password only on their command line (or stdin, or
         // their own auth files): a checkout plan refuses one in their URLs.
-        SourceKind::Svn | SourceKind::Bzr => {}
+        SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => {}
     }
     env
 }

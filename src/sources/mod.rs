@@ -31,6 +31,8 @@ pub enum SourceKind {
     /// Bazaar (run with `brz`): as svn, the URL is a branch, or with `#PATH` the
     /// base of branches that live below it (Buildbot's `baseURL`).
     Bzr,
+    /// Darcs: a repository is a branch; as for bzr, `#PATH` makes the URL a base.
+    Darcs,
 }
 
 impl SourceKind {
@@ -40,6 +42,7 @@ impl SourceKind {
             SourceKind::Hg => "hg",
             SourceKind::Svn => "svn",
             SourceKind::Bzr => "bzr",
+            SourceKind::Darcs => "darcs",
         }
     }
 
@@ -49,7 +52,7 @@ impl SourceKind {
         match self {
             SourceKind::Git => "master",
             SourceKind::Hg => "default",
-            SourceKind::Svn | SourceKind::Bzr => "",
+            SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => "",
         }
     }
 }
@@ -143,7 +146,7 @@ pub fn source_dir(source: &Source) -> String {
     let last = url.rsplit(['/', '\\', ':']).next().unwrap_or(url);
     let last = match source.kind {
         SourceKind::Git => last.strip_suffix(".git").unwrap_or(last),
-        SourceKind::Hg | SourceKind::Svn | SourceKind::Bzr => last,
+        SourceKind::Hg | SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => last,
     };
     last.to_string()
 }

@@ -1,4 +1,4 @@
-//! The slave's native source checkout commands, `git`, `hg`, `svn` and `bzr`
+//! The slave's native source checkout commands, `git`, `hg`, `svn`, `bzr` and `darcs`
 //! (Buildbot 0.7's slave had them): one command instead of the master's sequence of `stat`, `rmdir`,
 //! `mkdir`, `cpdir` and `shell` operations.
 //!
@@ -59,6 +59,7 @@ pub fn prepare(name: &str, a: &Args<'_>, env: &SlaveEnv) -> Result<VcSpec, Strin
         "hg" => SourceKind::Hg,
         "svn" => SourceKind::Svn,
         "bzr" => SourceKind::Bzr,
+        "darcs" => SourceKind::Darcs,
         other => return Err(format!("unrecognized WorkerCommand '{other}'")),
     };
     let err = |e: String| format!("{name}: {e}");
@@ -68,7 +69,7 @@ pub fn prepare(name: &str, a: &Args<'_>, env: &SlaveEnv) -> Result<VcSpec, Strin
         // svn: the master sends the branch's path below the URL, already resolved
         // through `svnBranchPrefix`.
         branch: match kind {
-            SourceKind::Svn | SourceKind::Bzr => {
+            SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => {
                 a.opt_str("branch").map_err(err)?.unwrap_or("").to_string()
             }
             SourceKind::Git | SourceKind::Hg => a.str("branch").map_err(err)?.to_string(),

@@ -568,7 +568,9 @@ fn commit_file(kind: SourceKind, repo: &Path, file: &str, content: &str) -> Stri
             run(repo, "hg", &["commit", "-q", "-u", "t", "-m", file]);
             run(repo, "hg", &["log", "--rev", ".", "--template", "{node}"])
         }
-        SourceKind::Svn | SourceKind::Bzr => panic!("tested in tests/vc_svn.rs, tests/vc_bzr.rs"),
+        SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => {
+            panic!("tested in tests/vc_svn.rs, tests/vc_bzr.rs")
+        }
     }
 }
 
@@ -587,7 +589,9 @@ fn setup(kind: SourceKind) -> (tempfile::TempDir, PathBuf, Source, LocalSlave, S
             run(&up, "hg", &["init"]);
             "default"
         }
-        SourceKind::Svn | SourceKind::Bzr => panic!("tested in tests/vc_svn.rs, tests/vc_bzr.rs"),
+        SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => {
+            panic!("tested in tests/vc_svn.rs, tests/vc_bzr.rs")
+        }
     };
     let rev = commit_file(kind, &up, "f", "one");
     let s = source(kind, up.to_str().unwrap(), branch);
@@ -685,6 +689,7 @@ fn copy_and_export_modes(kind: SourceKind, mirror: bool) {
         SourceKind::Hg => ".hg",
         SourceKind::Svn => ".svn",
         SourceKind::Bzr => ".bzr",
+        SourceKind::Darcs => "_darcs",
     };
     let (_t, up, s, mut slave, rev1) = setup(kind);
     let mut c = checkout(&s, Mode::Copy, "build");
@@ -1478,7 +1483,9 @@ fn plans_keep_credentials_out_of_argv() {
                 }
                 assert_eq!(plan.env.0[HG_SOURCE_VAR], url);
             }
-            SourceKind::Svn | SourceKind::Bzr => unreachable!("only git and hg are in the loop"),
+            SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => {
+                unreachable!("only git and hg are in the loop")
+            }
         }
     }
     // Without credentials nothing changes and nothing is added.
