@@ -57,6 +57,7 @@ fn main() {
         kind: SourceKind::Git,
         url: format!("git://127.0.0.1:{}/proj.git", daemon.port),
         branch: "main".into(),
+        branch_prefix: None,
     };
     let head = git(&repo, &["rev-parse", "main"]);
 

@@ -30,6 +30,30 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// The directory, under the current one or an ancestor, holding `options`.
 pub const OPTIONS_DIR: &str = ".autobot";
 
+/// A revision that `vc` could have made (Buildbot's `--vc` names the system so
+/// the revision is read as one of its own).
+fn check_revision(vc: &str, rev: &str) -> anyhow::Result<()> {
+    let ok = match vc {
+        "svn" => !rev.is_empty() && rev.bytes().all(|b| b.is_ascii_digit()),
+        "bzr" => {
+            (!rev.is_empty() && rev.bytes().all(|b| b.is_ascii_digit()))
+                || rev
+                    .strip_prefix("revid:")
+                    .is_some_and(|id| !id.is_empty() && !id.chars().any(char::is_whitespace))
+        }
+        _ => (4..=64).contains(&rev.len()) && rev.bytes().all(|b| b.is_ascii_hexdigit()),
+    };
+    if !ok {
+        let what = match vc {
+            "svn" => "a revision number (e.g. 1234)",
+            "bzr" => "a revno (e.g. 42) or revid:…",
+            _ => "a hex commit id",
+        };
+        bail!("--vc {vc}: the revision {rev:?} is not {what}; give --revision with the commit's revision");
+    }
+    Ok(())
+}
+
 /// Refuse an options file that holds a password and that group or others may read.
 pub(super) fn private_options(path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
@@ -87,6 +111,12 @@ pub struct SendchangeArgs {
     /// When the Change was made, unix seconds [default: when the master gets it].
     #[arg(short = 'w', long)]
     pub when: Option<i64>,
+    /// The version-control system of the repository (git, hg, svn, bzr or darcs):
+    /// the revision must be one of its revisions (svn: a revision number; bzr: a
+    /// revno or revid:…; git, hg and darcs: a hex commit id or patch hash), checked
+    /// before the Change is sent.
+    #[arg(long, value_parser = ["git", "hg", "svn", "bzr", "darcs"])]
+    pub vc: Option<String>,
     /// Files the Change touched.
     #[arg(value_name = "FILES")]
     pub files: Vec<String>,
@@ -142,6 +172,9 @@ pub fn sendchange_cmd(args: &SendchangeArgs) -> anyhow::Result<()> {
         ),
         (None, None) => None,
     };
+    if let (Some(vc), Some(rev)) = (&args.vc, &revision) {
+        check_revision(vc, rev)?;
+    }
     let comments = match (&args.comments, &args.logfile) {
         (Some(c), _) => c.clone(),
         (None, Some(f)) if f.as_os_str() == "-" => {

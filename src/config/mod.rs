@@ -142,6 +142,19 @@ pub fn check_local_sources(cfg: &MasterConfig) -> Result<(), ConfigError> {
             context: s.context.clone(),
             message,
         };
+        if s.kind == SourceKind::Svn {
+            // A file:// URL names a path inside the repository (trunk, a branch):
+            // the repository is the nearest directory holding svn's `format` and `db`.
+            let is_svn_repo =
+                |d: &std::path::Path| d.join("format").is_file() && d.join("db").is_dir();
+            if !s.dir.ancestors().any(is_svn_repo) {
+                return Err(err(format!(
+                    "{} is not in a Subversion repository (`svnadmin create DIR` makes one; or fix the path)",
+                    s.dir.display()
+                )));
+            }
+            continue;
+        }
         if !s.dir.exists() {
             if s.sample.is_some() {
                 continue;
@@ -157,11 +170,17 @@ pub fn check_local_sources(cfg: &MasterConfig) -> Result<(), ConfigError> {
                     || (s.dir.join("HEAD").is_file() && s.dir.join("objects").is_dir())
             }
             SourceKind::Hg => s.dir.join(".hg").is_dir(),
+            SourceKind::Svn => true,
+            SourceKind::Bzr => s.dir.join(".bzr").is_dir(),
+            SourceKind::Darcs => s.dir.join("_darcs").is_dir(),
         };
         if !is_repo {
             let (vc, make) = match s.kind {
                 SourceKind::Git => ("git", "git init"),
                 SourceKind::Hg => ("hg", "hg init"),
+                SourceKind::Svn => ("svn", "svnadmin create"),
+                SourceKind::Bzr => ("bzr", "brz init"),
+                SourceKind::Darcs => ("darcs", "darcs init"),
             };
             return Err(err(format!(
                 "{} is not a {vc} repository (`{make}` makes one; or fix the path, or the key: git = for git, hg = for Mercurial)",

@@ -265,13 +265,7 @@ fn parse_sources(v: &Val, kind: SourceKind, basedir: &Path) -> Result<Vec<Source
                 }
                 (url, branch.to_string())
             }
-            None => (
-                word,
-                match kind {
-                    SourceKind::Git => "master".to_string(),
-                    SourceKind::Hg => "default".to_string(),
-                },
-            ),
+            None => (word, kind.default_branch().to_string()),
         };
         if url.is_empty() {
             return Err(v.err(format!("{word:?} has no URL before `#`; write URL#BRANCH")));
@@ -283,7 +277,33 @@ fn parse_sources(v: &Val, kind: SourceKind, basedir: &Path) -> Result<Vec<Source
         } else {
             url.to_string()
         };
-        out.push(Source { kind, url, branch });
+        if matches!(kind, SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs) {
+            if let Ok((_, Some(c))) = crate::sources::split_credentials(&url) {
+                if !c.password.is_empty() {
+                    return Err(v.err(format!(
+                        "{} holds a password, which {} can only be given on its command line (where every process list shows it); write the URL without it and store the password on the slaves and the master (svn: its auth cache, `svn info URL` once as their user; brz: ~/.config/breezy/authentication.conf; darcs: ~/.netrc), or use svn+ssh://, bzr+ssh:// or ssh with a key",
+                        crate::sources::redact_url(&url),
+                        match kind {
+                            SourceKind::Svn => "svn",
+                            SourceKind::Bzr => "brz",
+                            _ => "darcs",
+                        }
+                    )));
+                }
+            }
+        }
+        // svn reaches a local repository only through a file:// URL.
+        let url = if kind == SourceKind::Svn && url.starts_with('/') {
+            format!("file://{url}")
+        } else {
+            url
+        };
+        out.push(Source {
+            kind,
+            url,
+            branch,
+            branch_prefix: None,
+        });
     }
     Ok(out)
 }
@@ -826,6 +846,8 @@ struct FactoryChecks {
     all: Vec<Val>,
     /// Sources that are local paths, with the line naming them.
     local_sources: Vec<LocalSource>,
+    /// The `svnBranchPrefix` key, which needs an svn source.
+    svn_prefix: Option<Val>,
 }
 
 /// The sources of `v` that are paths on this machine (`/…`, `file://…`; `./`
@@ -944,9 +966,14 @@ fn read_factory(
         locks: Vec::new(),
         all: all.0.clone(),
         local_sources: Vec::new(),
+        svn_prefix: None,
     };
     let mut hg = Vec::new();
     let mut git = Vec::new();
+    let mut svn = Vec::new();
+    let mut bzr = Vec::new();
+    let mut darcs = Vec::new();
+    let mut svn_prefix: Option<String> = None;
     // step name -> (command Val, options), in order of the command keys.
     let mut steps: Vec<(String, Option<Val>, BTreeMap<String, String>)> = Vec::new();
     let mut step_options: Vec<(String, Val)> = Vec::new();
@@ -1000,6 +1027,9 @@ fn read_factory(
             }
             continue;
         }
+        if let Some(why) = schema::unsupported_source(&v.key) {
+            return Err(v.err(why));
+        }
         let spec = schema::common_param(&v.key).or_else(|| ty.param(&v.key));
         let Some(spec) = spec else {
             let hint = ty
@@ -1025,6 +1055,22 @@ fn read_factory(
             "hg" => {
                 hg = parse_sources(v, SourceKind::Hg, basedir)?;
                 checks.local_sources.extend(local_sources(v, &hg));
+            }
+            "svn" => {
+                svn = parse_sources(v, SourceKind::Svn, basedir)?;
+                checks.local_sources.extend(local_sources(v, &svn));
+            }
+            "bzr" => {
+                bzr = parse_sources(v, SourceKind::Bzr, basedir)?;
+                checks.local_sources.extend(local_sources(v, &bzr));
+            }
+            "darcs" => {
+                darcs = parse_sources(v, SourceKind::Darcs, basedir)?;
+                checks.local_sources.extend(local_sources(v, &darcs));
+            }
+            "svnbranchprefix" => {
+                svn_prefix = Some(value.trim_matches('/').to_string());
+                checks.svn_prefix = Some(v.clone());
             }
             "sample" => f.sample = opt_str(),
             "platform" => f.platform = parse_bool(v)?,
@@ -1064,7 +1110,20 @@ fn read_factory(
             }
         }
     }
+    if let Some(v) = &checks.svn_prefix {
+        if svn.is_empty() {
+            return Err(v.err(
+                "svnBranchPrefix applies to svn sources, and this factory has none; add `svn = URL#BRANCH` or remove the key",
+            ));
+        }
+    }
+    for s in &mut svn {
+        s.branch_prefix = svn_prefix.clone();
+    }
     f.sources = hg;
+    f.sources.extend(svn);
+    f.sources.extend(bzr);
+    f.sources.extend(darcs);
     f.sources.extend(git);
     if let Some(sample) = &f.sample {
         let dir = basedir.join("repos").join(sample);
@@ -1316,7 +1375,7 @@ fn cross_check(
                 factory::FactoryError::DuplicateDir { .. } => c
                     .all
                     .iter()
-                    .find(|v| v.key == "git" || v.key == "hg")
+                    .find(|v| matches!(v.key.as_str(), "git" | "hg" | "svn" | "bzr" | "darcs"))
                     .map(|v| v.key.clone()),
                 _ => None,
             };

@@ -78,7 +78,8 @@ fn a_project_section_starts_from_the_project() {
         [Source {
             kind: SourceKind::Git,
             url: "/m/repos/hello".into(),
-            branch: "master".into()
+            branch: "master".into(),
+            branch_prefix: None,
         }]
     );
     assert!(h.description.contains("configure"));

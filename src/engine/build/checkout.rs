@@ -271,6 +271,15 @@ fn native_args(ctx: &BuildContext, step: &StepSpec, builder_dir: &str) -> Option
         Some(b) => b,
         None => source.branch.as_str(),
     };
+    // svn: the branch's path below the URL, `svnBranchPrefix` applied here, so the
+    // slave's plan needs no factory setting.
+    let svn_path;
+    let branch = if source.kind == crate::sources::SourceKind::Svn {
+        svn_path = crate::sources::svn_branch_path(source, branch);
+        svn_path.as_str()
+    } else {
+        branch
+    };
     let env = env_value(step);
     let mut entries = vec![
         ("builddir", Value::from(builder_dir)),

@@ -1,5 +1,5 @@
-//! The slave's native source checkout commands, `git` and `hg` (Buildbot 0.7's slave
-//! had them): one command instead of the master's sequence of `stat`, `rmdir`,
+//! The slave's native source checkout commands, `git`, `hg`, `svn`, `bzr` and `darcs`
+//! (Buildbot 0.7's slave had them): one command instead of the master's sequence of `stat`, `rmdir`,
 //! `mkdir`, `cpdir` and `shell` operations.
 //!
 //! The master sends the checkout's *settings* — `repourl`, `branch`, `revision`,
@@ -89,13 +89,24 @@ pub fn prepare(name: &str, a: &Args<'_>, env: &SlaveEnv) -> Result<VcSpec, Strin
     let kind = match name {
         "git" => SourceKind::Git,
         "hg" => SourceKind::Hg,
+        "svn" => SourceKind::Svn,
+        "bzr" => SourceKind::Bzr,
+        "darcs" => SourceKind::Darcs,
         other => return Err(format!("unrecognized WorkerCommand '{other}'")),
     };
     let err = |e: String| format!("{name}: {e}");
     let source = Source {
         kind,
         url: a.str("repourl").map_err(err)?.to_string(),
-        branch: a.str("branch").map_err(err)?.to_string(),
+        // svn: the master sends the branch's path below the URL, already resolved
+        // through `svnBranchPrefix`.
+        branch: match kind {
+            SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => {
+                a.opt_str("branch").map_err(err)?.unwrap_or("").to_string()
+            }
+            SourceKind::Git | SourceKind::Hg => a.str("branch").map_err(err)?.to_string(),
+        },
+        branch_prefix: None,
     };
     let mode = match a.opt_str("mode").map_err(err)?.unwrap_or("update") {
         "update" => Mode::Update,

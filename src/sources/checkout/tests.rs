@@ -12,6 +12,7 @@ fn source(kind: SourceKind, url: &str, branch: &str) -> Source {
         kind,
         url: url.to_string(),
         branch: branch.to_string(),
+        branch_prefix: None,
     }
 }
 
@@ -576,6 +577,9 @@ fn commit_file(kind: SourceKind, repo: &Path, file: &str, content: &str) -> Stri
             run(repo, "hg", &["commit", "-q", "-u", "t", "-m", file]);
             run(repo, "hg", &["log", "--rev", ".", "--template", "{node}"])
         }
+        SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => {
+            panic!("tested in tests/vc_svn.rs, tests/vc_bzr.rs")
+        }
     }
 }
 
@@ -593,6 +597,9 @@ fn setup(kind: SourceKind) -> (tempfile::TempDir, PathBuf, Source, LocalSlave, S
         SourceKind::Hg => {
             run(&up, "hg", &["init"]);
             "default"
+        }
+        SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => {
+            panic!("tested in tests/vc_svn.rs, tests/vc_bzr.rs")
         }
     };
     let rev = commit_file(kind, &up, "f", "one");
@@ -690,6 +697,9 @@ fn copy_and_export_modes(kind: SourceKind, mirror: bool) {
     let meta = match kind {
         SourceKind::Git => ".git",
         SourceKind::Hg => ".hg",
+        SourceKind::Svn => ".svn",
+        SourceKind::Bzr => ".bzr",
+        SourceKind::Darcs => "_darcs",
     };
     let (_t, up, s, mut slave, rev1) = setup(kind);
     let mut c = checkout(&s, Mode::Copy, "build");
@@ -1484,6 +1494,9 @@ fn plans_keep_credentials_out_of_argv() {
                 }
                 assert_eq!(plan.env.0[HG_SOURCE_VAR], url);
             }
+            SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => {
+                unreachable!("only git and hg are in the loop")
+            }
         }
     }
     // Without credentials nothing changes and nothing is added.
@@ -1619,4 +1632,60 @@ fn hg_try_patch_is_applied_then_forgotten() {
     if has_hg() {
         patched(SourceKind::Hg);
     }
+}
+
+#[test]
+fn svn_plans_check_out_the_branch_path_pegged_at_the_revision() {
+    let mut s = source(SourceKind::Svn, "svn://h/repo", "trunk");
+    s.branch_prefix = Some("branches".into());
+    let mut c = checkout(&s, Mode::Update, "build");
+    c.mirror = true;
+    c.revision = Some("42");
+    let plan = c.plan().unwrap();
+    assert!(plan.mirror.is_none(), "svn has no mirror");
+    assert_eq!(plan.probe.as_deref(), Some("build/.svn"));
+    let want = |verb: &[&str], url: &str| {
+        let mut a = vec!["svn", "--non-interactive"];
+        a.extend_from_slice(verb);
+        a.extend_from_slice(&["-r", "42", "--", url, "."]);
+        a.iter().map(|w| w.to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        plan.update,
+        vec![CheckoutOp::Shell {
+            argv: want(&["switch", "--ignore-ancestry"], "svn://h/repo/trunk@42"),
+            workdir: "build".into()
+        }]
+    );
+    assert!(plan.full.contains(&CheckoutOp::Shell {
+        argv: want(&["checkout"], "svn://h/repo/trunk@42"),
+        workdir: "build".into()
+    }));
+    // Another branch is found under the prefix.
+    c.branch = Some("1.x");
+    let plan = c.plan().unwrap();
+    assert!(plan.full.contains(&CheckoutOp::Shell {
+        argv: want(&["checkout"], "svn://h/repo/branches/1.x@42"),
+        workdir: "build".into()
+    }));
+    // No way out of the URL, no option for a branch.
+    for bad in ["../x", "a/../../b", "a\nb"] {
+        c.branch = Some(bad);
+        assert!(c.plan().is_err(), "{bad}");
+    }
+    // A user name goes to --username, a password is refused.
+    let s = source(SourceKind::Svn, "https://bot@h/repo", "");
+    let plan = checkout(&s, Mode::Clobber, "build").plan().unwrap();
+    assert!(
+        plan.full
+            .iter()
+            .any(|op| matches!(op, CheckoutOp::Shell { argv, .. }
+        if argv.windows(2).any(|w| w[0] == "--username" && w[1] == "bot")
+            && argv.contains(&"https://h/repo@HEAD".to_string()))),
+        "{plan:?}"
+    );
+    let s = source(SourceKind::Svn, &format!("https://bot:{TOKEN}@h/repo"), "");
+    let e = checkout(&s, Mode::Clobber, "build").plan().unwrap_err();
+    assert!(!e.to_string().contains(TOKEN), "{e}");
+    assert!(matches!(e, CheckoutError::SvnPassword { .. }), "{e}");
 }
