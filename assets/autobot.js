@@ -8,6 +8,15 @@
   var body = document.body;
   var live = body.getAttribute("data-live");
   var status = document.getElementById("live-status");
+  // Tree-stable countdowns: "build in N s" counts down to its deadline.
+  setInterval(function () {
+    var els = document.querySelectorAll("[data-deadline]");
+    for (var i = 0; i < els.length; i++) {
+      var secs = els[i].querySelector(".secs");
+      var left = Math.max(0, Math.ceil(parseFloat(els[i].getAttribute("data-deadline")) - Date.now() / 1000));
+      if (secs) { secs.textContent = String(left); }
+    }
+  }, 1000);
   if (!live || !window.EventSource) { return; }
   function setStatus(on, text) {
     if (!status) { return; }
@@ -57,6 +66,75 @@
     var pre = document.getElementById("log");
     var state = document.getElementById("log-state");
     if (!pre) { return; }
+    // The line being written (the page's last line when it has no newline yet).
+    var lines = pre.querySelectorAll(".l");
+    var cur = lines.length ? lines[lines.length - 1] : null;
+    var next = parseInt(pre.getAttribute("data-first-line") || "1", 10) + lines.length;
+    if (cur && /\n$/.test(cur.textContent)) { cur = null; }
+    var newLine = function () {
+      var span = document.createElement("span");
+      span.className = "l";
+      span.id = "L" + next;
+      var a = document.createElement("a");
+      a.className = "ln";
+      a.href = "#L" + next;
+      a.setAttribute("data-n", String(next));
+      span.appendChild(a);
+      pre.appendChild(span);
+      next += 1;
+      return span;
+    };
+    // ANSI SGR codes as the server renders them: classes on spans, text as text.
+    var sgr = { fg: null, bg: null, b: false, dim: false, i: false, u: false };
+    var applySgr = function (params) {
+      var codes = params === "" ? [0] : params.split(";").map(function (p) { return p === "" ? 0 : parseInt(p, 10); });
+      for (var k = 0; k < codes.length; k++) {
+        var c = codes[k];
+        if (c === 0) { sgr = { fg: null, bg: null, b: false, dim: false, i: false, u: false }; }
+        else if (c === 1) { sgr.b = true; } else if (c === 2) { sgr.dim = true; }
+        else if (c === 3) { sgr.i = true; } else if (c === 4) { sgr.u = true; }
+        else if (c === 22) { sgr.b = false; sgr.dim = false; } else if (c === 23) { sgr.i = false; } else if (c === 24) { sgr.u = false; }
+        else if (c >= 30 && c <= 37) { sgr.fg = c - 30; } else if (c === 39) { sgr.fg = null; }
+        else if (c >= 40 && c <= 47) { sgr.bg = c - 40; } else if (c === 49) { sgr.bg = null; }
+        else if (c >= 90 && c <= 97) { sgr.fg = c - 82; } else if (c >= 100 && c <= 107) { sgr.bg = c - 92; }
+        else if (c === 38 || c === 48) {
+          var n = null;
+          if (codes[k + 1] === 5) { n = codes[k + 2] < 16 ? codes[k + 2] : null; k += 2; }
+          else if (codes[k + 1] === 2) { k += 4; }
+          if (c === 38) { sgr.fg = n; } else { sgr.bg = n; }
+        }
+      }
+    };
+    var sgrClass = function () {
+      var c = [];
+      if (sgr.fg !== null) { c.push("ansi-fg" + sgr.fg); }
+      if (sgr.bg !== null) { c.push("ansi-bg" + sgr.bg); }
+      if (sgr.b) { c.push("ansi-b"); } if (sgr.dim) { c.push("ansi-dim"); }
+      if (sgr.i) { c.push("ansi-i"); } if (sgr.u) { c.push("ansi-u"); }
+      return c.join(" ");
+    };
+    var appendAnsi = function (el, text) {
+      var re = /\u001b(?:\[([0-9;?]*)([@-~])|\][^\u0007\u001b]*(?:\u0007|\u001b\\)?|.)/g;
+      var last = 0, mm;
+      var put = function (t) {
+        if (!t) { return; }
+        var cls = sgrClass();
+        if (cls) {
+          var s = document.createElement("span");
+          s.className = cls;
+          s.textContent = t;
+          el.appendChild(s);
+        } else {
+          el.appendChild(document.createTextNode(t));
+        }
+      };
+      while ((mm = re.exec(text)) !== null) {
+        put(text.slice(last, mm.index));
+        if (mm[2] === "m") { applySgr(mm[1]); }
+        last = re.lastIndex;
+      }
+      put(text.slice(last));
+    };
     var url = pre.getAttribute("data-tail") + "?offset=" + encodeURIComponent(pre.getAttribute("data-offset"));
     var tail = new EventSource(url);
     tail.onopen = function () { setStatus(true, "live"); };
@@ -65,13 +143,19 @@
       var m;
       try { m = JSON.parse(e.data); } catch (x) { return; }
       var atBottom = (window.innerHeight + window.scrollY) >= document.body.offsetHeight - 20;
-      if (m.c === "stdout") {
-        pre.appendChild(document.createTextNode(m.t));
-      } else {
-        var span = document.createElement("span");
-        span.className = m.c === "stderr" ? "stderr" : "header";
-        span.textContent = m.t;
-        pre.appendChild(span);
+      var parts = String(m.t).split("\n");
+      for (var i = 0; i < parts.length; i++) {
+        var text = parts[i] + (i < parts.length - 1 ? "\n" : "");
+        if (text === "") { continue; }
+        if (!cur) { cur = newLine(); }
+        var into = cur;
+        if (m.c !== "stdout") {
+          into = document.createElement("span");
+          into.className = m.c === "stderr" ? "stderr" : "header";
+          cur.appendChild(into);
+        }
+        appendAnsi(into, text);
+        if (i < parts.length - 1) { cur = null; }
       }
       if (atBottom) { window.scrollTo(0, document.body.scrollHeight); }
     };
@@ -82,4 +166,140 @@
       if (state) { state.textContent = " · complete"; }
     });
   }
+})();
+
+// The log page: line links (#L12, #L10-L20; shift-click a number for a
+// range), search within the page with next/previous, and keyboard shortcuts on
+// every page. No server data is turned into markup here.
+(function () {
+  "use strict";
+  var pre = document.getElementById("log");
+  var marked = [];
+  function mark(from, to) {
+    for (var i = 0; i < marked.length; i++) { marked[i].classList.remove("sel"); }
+    marked = [];
+    var first = null;
+    for (var n = from; n <= to; n++) {
+      var el = document.getElementById("L" + n);
+      if (!el) { continue; }
+      el.classList.add("sel");
+      marked.push(el);
+      if (!first) { first = el; }
+    }
+    return first;
+  }
+  function fromHash() {
+    if (!pre) { return; }
+    var m = /^#L(\d+)(?:-L?(\d+))?$/.exec(location.hash);
+    if (!m) { return; }
+    var from = parseInt(m[1], 10), to = m[2] ? parseInt(m[2], 10) : from;
+    if (to < from) { var t = from; from = to; to = t; }
+    var first = mark(from, to);
+    if (first) {
+      first.scrollIntoView({ block: "center" });
+    } else {
+      // A line of another page: the server knows which (`?line=N` redirects
+      // there, and the browser keeps the #L… fragment).
+      var start = parseInt(pre.getAttribute("data-first-line") || "1", 10);
+      var shown = pre.querySelectorAll(".l").length;
+      if ((from < start || from >= start + shown) && !/[?&]at=/.test(location.search)) {
+        location.replace(location.pathname + "?line=" + from + location.hash);
+      }
+    }
+  }
+  if (pre) {
+    var anchor = null;
+    pre.addEventListener("click", function (e) {
+      var a = e.target;
+      if (!a || !a.classList || !a.classList.contains("ln")) { return; }
+      var n = parseInt(a.getAttribute("data-n"), 10);
+      if (e.shiftKey && anchor !== null) {
+        e.preventDefault();
+        var from = Math.min(anchor, n), to = Math.max(anchor, n);
+        history.replaceState(null, "", "#L" + from + "-L" + to);
+        mark(from, to);
+      } else {
+        anchor = n;
+      }
+    });
+    window.addEventListener("hashchange", fromHash);
+    fromHash();
+
+    var input = document.getElementById("log-search");
+    var count = document.getElementById("log-count");
+    var hits = [], at = -1;
+    var find = function () {
+      for (var i = 0; i < hits.length; i++) { hits[i].classList.remove("hit", "cur"); }
+      hits = []; at = -1;
+      var q = input.value.toLowerCase();
+      if (q) {
+        var ls = pre.querySelectorAll(".l");
+        for (var j = 0; j < ls.length; j++) {
+          if (ls[j].textContent.toLowerCase().indexOf(q) >= 0) { ls[j].classList.add("hit"); hits.push(ls[j]); }
+        }
+      }
+      count.textContent = q ? hits.length + " lines" : "";
+    };
+    var go = function (d) {
+      if (!hits.length) { return; }
+      if (at >= 0) { hits[at].classList.remove("cur"); }
+      at = (at + d + hits.length) % hits.length;
+      hits[at].classList.add("cur");
+      hits[at].scrollIntoView({ block: "center" });
+      count.textContent = (at + 1) + " of " + hits.length + " lines";
+    };
+    if (input) {
+      input.addEventListener("input", find);
+      input.addEventListener("keydown", function (e) {
+        if (e.key === "Enter") { e.preventDefault(); go(e.shiftKey ? -1 : 1); }
+      });
+      document.getElementById("log-next").addEventListener("click", function () { go(1); });
+      document.getElementById("log-prev").addEventListener("click", function () { go(-1); });
+      document.getElementById("log-find").addEventListener("submit", function (e) { e.preventDefault(); });
+    }
+  }
+
+  // "My builds" remembers the author last asked for.
+  try {
+    var me = document.getElementById("my-author");
+    if (me && me.value) { localStorage.setItem("autobot-author", me.value); }
+    var saved = localStorage.getItem("autobot-author");
+    var nav = document.getElementById("nav-my");
+    if (saved && nav) { nav.href = "/my?author=" + encodeURIComponent(saved); }
+  } catch (x) {}
+
+  // Keyboard shortcuts: g w waterfall, g b builders, g c console, g h changes;
+  // / search (log page) or the filters; j/k next/previous match or page;
+  // e first error; ? this help.
+  var pending = "";
+  document.addEventListener("keydown", function (e) {
+    var t = e.target;
+    if (e.ctrlKey || e.metaKey || e.altKey) { return; }
+    if (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "SELECT")) {
+      if (e.key === "Escape") { t.blur(); }
+      return;
+    }
+    var k = e.key;
+    if (pending === "g") {
+      pending = "";
+      var to = { w: "/waterfall", b: "/builders", c: "/console", h: "/changes", s: "/slaves", m: "/my" }[k];
+      if (to) { location.href = to; }
+      return;
+    }
+    var click = function (id) { var el = document.getElementById(id); if (el) { el.click(); return true; } return false; };
+    if (k === "g") { pending = "g"; return; }
+    if (k === "/") {
+      var box = document.getElementById("log-search") || document.querySelector("form.filters input");
+      if (box) { e.preventDefault(); box.focus(); }
+    } else if (k === "j" || k === "n") {
+      if (!click("log-next")) { click("page-next"); }
+    } else if (k === "k" || k === "p") {
+      if (!click("log-prev")) { click("page-prev"); }
+    } else if (k === "e") {
+      click("first-error");
+    } else if (k === "?") {
+      var help = document.getElementById("shortcuts");
+      if (help) { help.hidden = !help.hidden; }
+    }
+  });
 })();

@@ -57,6 +57,7 @@ fn main() {
         kind: SourceKind::Git,
         url: format!("git://127.0.0.1:{}/proj.git", daemon.port),
         branch: "main".into(),
+        branch_prefix: None,
     };
     let head = git(&repo, &["rev-parse", "main"]);
 
@@ -73,6 +74,7 @@ fn main() {
         workdir: "build",
         branch: None,
         revision: Some(&head),
+        patch_level: None,
     };
 
     // The first builder of a slave: each run on a new slave (a new mirror).
@@ -215,6 +217,7 @@ fn exec(base: &Path, op: &CheckoutOp) -> bool {
             !d.exists() || std::fs::remove_dir_all(d).is_ok()
         }
         CheckoutOp::MkDir { dir } => std::fs::create_dir_all(base.join(dir)).is_ok(),
+        CheckoutOp::WritePatch { .. } => false,
         CheckoutOp::CpDir { from, to } => Command::new("cp")
             .args(["-R", "-P", "-p"])
             .arg(base.join(from))

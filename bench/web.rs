@@ -17,6 +17,9 @@
 //! * `crawler` — 50 requests/s for 10 s over the pages, once revalidating with
 //!   ETags and once fetching everything: the master's CPU time and RSS (VmRSS and
 //!   the peak VmHWM) meanwhile;
+//! * `issue23` (`--only issue23` runs just it) — the console, the waterfall
+//!   filtered by builder and a 100 MB log's pages (first, last, middle): the
+//!   first load, p50/p95 and bytes of HTML;
 //! * `sse` — a step prints a timestamp every 100 ms; a client on the log's live
 //!   tail measures when each line reaches it (p50/p95/max); the same for
 //!   `/events` (`step_started` of the next step).
@@ -86,6 +89,89 @@ fn history(hp: u16, requests: usize) {
                 None,
                 true,
             );
+        }
+    }
+}
+
+/// Issue 23's pages: the console (rows of revisions: the newest builds get a
+/// `got_revision`, 500 builds a revision), the waterfall filtered by builder,
+/// and a 100 MB log's first, last and a middle page (a line link); p50/p95
+/// server-side and the bytes of HTML (budget: 15 ms p95 for waterfall and
+/// console, 500 kB for any page).
+fn issue23_setup(mdir: &Path) {
+    let db = rusqlite::Connection::open(mdir.join("state.sqlite")).unwrap();
+    db.execute_batch(
+        "INSERT OR REPLACE INTO build_properties(build, name, value, source)
+           SELECT id, 'got_revision', printf('%040x', id / 500), 'Git' FROM builds
+           WHERE id > (SELECT max(id) FROM builds) - 20000;",
+    )
+    .unwrap();
+    // A 100 MB log (numbered lines, a few coloured, one error) for build f7-s3 #100.
+    let log = mdir.join("logs/big-100mb.log");
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&log).unwrap());
+    let mut n = 0u64;
+    let mut size = 0u64;
+    while size < 100 << 20 {
+        n += 1;
+        let line = match n % 1000 {
+            0 => format!("\x1b[32mok\x1b[0m line {n} of the log, a compiler would say more here\n"),
+            _ if n == 1_234_567 => format!("src/x.c:{n}: error: the one error\n"),
+            _ => format!("line {n} of the log, a compiler would say more here\n"),
+        };
+        size += line.len() as u64;
+        f.write_all(line.as_bytes()).unwrap();
+    }
+    f.flush().unwrap();
+    db.execute(
+        "UPDATE logs SET path = 'logs/big-100mb.log', size = ?1, lines = ?2
+         WHERE name = 'stdio' AND step = (SELECT s.id FROM steps s JOIN builds b ON b.id = s.build
+             WHERE b.builder = 'f7-s3' AND b.number = 100 AND s.name = 'test')",
+        rusqlite::params![size as i64, n as i64],
+    )
+    .unwrap();
+}
+
+fn issue23(hp: u16, requests: usize) {
+    let log = "/builders/f7-s3/builds/100/steps/test/logs/stdio";
+    let pages = [
+        ("console", "/console".to_string(), true),
+        (
+            "waterfall_builder_filter",
+            "/waterfall?builder=f7-".to_string(),
+            true,
+        ),
+        ("log_100mb_first_page", log.to_string(), false),
+        ("log_100mb_last_page", format!("{log}?page=last"), false),
+        ("log_100mb_page_300", format!("{log}?page=300"), false),
+    ];
+    for (name, path, budget) in &pages {
+        let t = Instant::now();
+        let (status, _, len, _) = timed_get(hp, path, None);
+        assert_eq!(status, 200, "{path}");
+        report(
+            &format!("{name}_first_ms"),
+            t.elapsed().as_secs_f64() * 1e3,
+            "ms",
+            None,
+            true,
+        );
+        let mut times: Vec<f64> = (0..requests).map(|_| timed_get(hp, path, None).3).collect();
+        report(
+            &format!("{name}_p50"),
+            percentile(&mut times, 0.5),
+            "ms",
+            None,
+            true,
+        );
+        let p95 = percentile(&mut times, 0.95);
+        report(&format!("{name}_p95"), p95, "ms", None, true);
+        if *budget && p95 > 15.0 {
+            println!("# over budget: {name} p95 {p95:.1} ms > 15 ms");
+        }
+        report(&format!("{name}_bytes"), len as f64, "B", None, true);
+        if len > 500_000 {
+            println!("# over budget: {name} {len} B > 500 kB");
         }
     }
 }
@@ -405,6 +491,7 @@ fn main() {
     // Create the schema with the library, then fill it with the master down.
     drop(autobot::db::Db::open(&mdir.join("state.sqlite")).unwrap());
     fill(&mdir, builds);
+    issue23_setup(&mdir);
     autobot(&["start", mdir.to_str().unwrap()]);
     wait_until("the master to answer", Duration::from_secs(120), || {
         get(hp, "/api/v1/builders").is_some()
@@ -417,6 +504,11 @@ fn main() {
         None,
         true,
     );
+    if std::env::args().any(|a| a == "issue23") {
+        issue23(hp, requests);
+        autobot(&["stop", mdir.to_str().unwrap()]);
+        return;
+    }
     let only_concurrent = std::env::args().any(|a| a == "concurrent");
     if !only_concurrent {
         history(hp, requests);

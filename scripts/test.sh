@@ -45,6 +45,12 @@ DEB=(
   "ngircd           /usr/sbin/ngircd"  # notify_irc: a real IRC server for the bot
   "openssl          openssl"        # notify_irc_tls: the IRC server's certificate
   "python3-aiosmtpd /usr/lib/python3/dist-packages/aiosmtpd"  # notify_mail: a real SMTP server
+  "subversion       svnserve"       # vc_svn: svn, svnadmin, svnserve (repositories and a server)
+  "subversion-tools /usr/share/subversion/hook-scripts/commit-email.pl"  # svn commit mails
+  "brz              brz"            # Bazaar (brz, also `bzr`)
+  "darcs            darcs"          # Darcs
+  "cvs              cvs"            # CVS (a local CVSROOT)
+  "tla              tla"            # GNU Arch
 )
 # Python tools for the tools venv: pip requirements, pinned so every run tests
 # against the same tools (a changed pin is installed over the old one).

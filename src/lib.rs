@@ -20,6 +20,9 @@
 //!   decided from the database and sent from a queue in SQLite; the IRC bot.
 //!   Beside `web`: they take an engine handle and its events, and query through
 //!   `db`.
+//! * [`retention`] — the background task that applies `logHorizon`,
+//!   `buildHorizon`, `changeHorizon` and `logCompression`: small batches
+//!   through `db`, files through `logstore`, on a thread of its own.
 //! * [`schedulers`] — the schedulers (tree-stable, any-branch, files, periodic,
 //!   nightly, dependsOn) that turn Changes into BuildSets for the engine.
 //! * [`engine`] — BuildRequests in, Builds on slaves out: the dispatcher, the build
@@ -74,7 +77,7 @@
 //! ```text
 //! cli
 //! app
-//! web        schedulers  reporters
+//! web        schedulers  reporters  retention
 //! engine
 //! changes
 //! slavelink  slave
@@ -105,6 +108,7 @@ pub mod logstore;
 pub mod memory;
 pub mod protocol;
 pub mod reporters;
+pub mod retention;
 pub mod schedulers;
 pub mod slave;
 pub mod slavelink;

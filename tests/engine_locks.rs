@@ -399,7 +399,7 @@ async fn all_or_nothing_and_stopping_a_waiting_build() {
     let b = m.build("needab-s1", 1).await;
     assert_eq!(
         b.build.result.as_deref(),
-        Some("exception"),
+        Some("cancelled"),
         "{:?}",
         b.build
     );

@@ -226,7 +226,7 @@ async fn stop_ends_builds_even_with_a_frozen_slave_and_shutdown_requeues() {
         .unwrap();
     assert!(t.elapsed() < Duration::from_secs(10));
     let b1 = m.build(BUILDER, 1).await;
-    assert_eq!(b1.build.result.as_deref(), Some("failure"));
+    assert_eq!(b1.build.result.as_deref(), Some("cancelled"));
     assert_eq!(b1.build.text, "stopped by alice: enough");
     assert!(
         b1.steps[1].text.contains("interrupted"),
@@ -234,7 +234,7 @@ async fn stop_ends_builds_even_with_a_frozen_slave_and_shutdown_requeues() {
         b1.steps[1].text
     );
     let req = m.wait_request(request).await;
-    assert_eq!(req.result.as_deref(), Some("failure"));
+    assert_eq!(req.result.as_deref(), Some("cancelled"));
     let err = m
         .engine()
         .stop_build(BUILDER, 1, "a", "b")
@@ -242,7 +242,7 @@ async fn stop_ends_builds_even_with_a_frozen_slave_and_shutdown_requeues() {
         .unwrap_err();
     assert!(err.to_string().contains("not running"), "{err}");
 
-    // A frozen slave: the stop still ends the build within 10 s, as EXCEPTION.
+    // A frozen slave: the stop still ends the build within 10 s, cancelled.
     std::fs::remove_file(&marker).unwrap();
     let _request = m.force(BUILDER, ForceRequest::default()).await;
     wait_until("step wait of build 2 started", || async {
@@ -257,7 +257,7 @@ async fn stop_ends_builds_even_with_a_frozen_slave_and_shutdown_requeues() {
         .unwrap();
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     let b2 = m.build(BUILDER, 2).await;
-    assert_eq!(b2.build.result.as_deref(), Some("exception"));
+    assert_eq!(b2.build.result.as_deref(), Some("cancelled"));
     assert_eq!(b2.build.text, "stopped by bob: stuck");
     kill9(&mut slave);
 

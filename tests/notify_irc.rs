@@ -368,6 +368,34 @@ async fn takes_another_nick_and_comes_back_after_a_server_restart() {
     assert!(q.param(0).contains("shutting down"), "{q:?}");
 }
 
+/// `ircPassword` identifies the bot's nick to NickServ after it registers
+/// (ngircd has no services: a client taking the nick `NickServ` receives what a
+/// services daemon would), before it joins; the password is never logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identifies_to_nickserv_with_irc_password() {
+    if !have_ngircd() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let irc = Ngircd::start(&tmp.path().join("irc"), 0).await;
+    let mut services = IrcClient::connect(irc.port, "NickServ").await;
+    let m = EngineMaster::start(
+        &ini(irc.port, "ircPassword = nick-pw-5f3a\n"),
+        Duration::from_secs(600),
+    )
+    .await;
+    let said = services.expect_msg("autobot", "NickServ").await;
+    assert_eq!(said, "IDENTIFY nick-pw-5f3a");
+    // And then it joins its channel as usual.
+    let mut dave = IrcClient::connect(irc.port, "dave").await;
+    dave.join_and_wait_for(CHANNEL, "autobot").await;
+    assert!(
+        !support::log_has(&["nick-pw-5f3a"]),
+        "the password was logged"
+    );
+    m.master.shutdown().await;
+}
+
 #[test]
 fn checkconfig_shows_the_bot_and_points_at_bad_irc_keys() {
     let dir = tempfile::tempdir().unwrap();

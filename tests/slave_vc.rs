@@ -201,7 +201,7 @@ async fn stopping_a_hanging_checkout_ends_the_build_promptly() {
         .unwrap();
     let took = t.elapsed();
     let req = m.wait_request(id).await;
-    assert_eq!(req.result.as_deref(), Some("failure"));
+    assert_eq!(req.result.as_deref(), Some("cancelled"));
     let b = m.build(&builder, 1).await;
     assert_eq!(b.build.text, "stopped by alice: enough");
     assert!(

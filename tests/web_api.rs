@@ -305,10 +305,10 @@ async fn stop_through_the_api_ends_a_running_build() {
     .await;
     assert_eq!(status, 200, "{stopped}");
     assert!(t.elapsed() < Duration::from_secs(10));
-    assert_eq!(stopped["result"], "failure", "{stopped}");
+    assert_eq!(stopped["result"], "cancelled", "{stopped}");
     assert_eq!(stopped["text"], "stopped by Bob: enough");
     let req = wait_request_done(port, id).await;
-    assert_eq!(req["result"], "failure");
+    assert_eq!(req["result"], "cancelled");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,7 +38,7 @@ step.hello = sh -c "echo hello from the browser test; sleep 2; echo done"
 
 [drip]
 type = shell
-step.drip = for i in 1 2 3 4 5 6; do echo drip-line-$i; sleep 0.5; done
+step.drip = for i in 1 2 3 4 5 6; do echo drip-line-$i; sleep 0.5; done; printf '\033[32mgreen-live\033[0m\n'
 "#;
 
 /// The W3C key of an element reference.
@@ -402,6 +402,12 @@ async fn chromium_forces_a_build_and_watches_it_go_green_live() {
             "line {i} once: {text}"
         );
     }
+    // Colours arriving live are spans of the server's classes, not escape codes.
+    let green = b
+        .js("var g = document.querySelector('#log .ansi-fg2'); return g ? g.textContent : null")
+        .await;
+    assert_eq!(green, json!("green-live"));
+    assert!(!text.contains('\u{1b}'), "{text}");
     b.screenshot("5-live-log").await;
     m.wait_request(req).await;
 
@@ -413,4 +419,274 @@ async fn chromium_forces_a_build_and_watches_it_go_green_live() {
     )
     .await;
     b.screenshot("6-waterfall").await;
+}
+
+const LOG_FACTORIES: &str = r#"
+[colours]
+type = shell
+step.colour = printf '\033[1;31mred words\033[0m plain <b>not bold</b>\nline two\n\145rror: something broke\nline four\nline five\n'
+
+[big]
+type = shell
+step.seq = seq 1 12400000
+"#;
+
+impl Browser {
+    /// Chromium's first contentful paint of the page now open, in ms.
+    async fn first_paint(&self) -> f64 {
+        self.wait_js(
+            "the first contentful paint",
+            "return performance.getEntriesByName('first-contentful-paint').length > 0",
+        )
+        .await;
+        let v = self
+            .js("var p = performance.getEntriesByName('first-contentful-paint')[0]; return p ? p.startTime : -1")
+            .await;
+        v.as_f64().unwrap_or(-1.0)
+    }
+
+    /// Type `keys` as real key presses (WebDriver actions), to whatever has focus.
+    async fn keys(&self, keys: &str) {
+        let mut actions = Vec::new();
+        for k in keys.chars() {
+            actions.push(json!({"type": "keyDown", "value": k.to_string()}));
+            actions.push(json!({"type": "keyUp", "value": k.to_string()}));
+        }
+        self.cmd(
+            "POST",
+            "/actions",
+            Some(json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]})),
+        )
+        .await;
+    }
+
+    async fn size(&self, width: u32, height: u32) {
+        self.cmd(
+            "POST",
+            "/window/rect",
+            Some(json!({"width": width, "height": height})),
+        )
+        .await;
+    }
+
+    /// Emulate `prefers-color-scheme` (Chrome DevTools Protocol through
+    /// chromedriver).
+    async fn color_scheme(&self, scheme: &str) {
+        self.cmd(
+            "POST",
+            "/goog/cdp/execute",
+            Some(json!({"cmd": "Emulation.setEmulatedMedia", "params": {
+                "features": [{"name": "prefers-color-scheme", "value": scheme}]
+            }})),
+        )
+        .await;
+    }
+}
+
+/// The log page in the browser: numbered lines with links to a line and a
+/// range, ANSI colours as spans (never markup from the log), search with
+/// next/previous, "jump to first error"; a ~100 MB log opens on its first page
+/// at once (first paint measured), pages to its last line, and a line link of
+/// another page finds its page. Screenshots: the log page, the waterfall at
+/// full width, at 390 px, and in the dark theme.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chromium_reads_logs_by_line_and_page() {
+    let Some((chromium, driver)) = browser_tools() else {
+        return;
+    };
+    let m = web_common::start(&master_ini(LOG_FACTORIES, "projectName = Browser Test")).await;
+    let _slave = m.slave().await;
+    let base = format!("http://127.0.0.1:{}", m.master.htmlport());
+    let req = m
+        .force("colours-s1", autobot::engine::ForceRequest::default())
+        .await;
+    assert_eq!(m.wait_request(req).await.result.as_deref(), Some("success"));
+    let b = Browser::start(chromium, driver).await;
+    let log = format!("{base}/builders/colours-s1/builds/1/steps/colour/logs/stdio");
+
+    // Numbered lines, colours as classes, the log's "<b>" as text.
+    b.goto(&log).await;
+    b.wait_js(
+        "the numbered log",
+        "return !!document.querySelector('#L3 a.ln[href=\"#L3\"]')",
+    )
+    .await;
+    let red = b
+        .js("var r = document.querySelector('#log .ansi-fg1.ansi-b'); return r ? r.textContent : null")
+        .await;
+    assert_eq!(red, json!("red words"));
+    let html = b
+        .js("return document.getElementById('log').innerHTML")
+        .await;
+    let html = html.as_str().unwrap();
+    assert!(
+        html.contains("&lt;b&gt;not bold&lt;/b&gt;") && !html.contains('\u{1b}'),
+        "{html}"
+    );
+    assert_eq!(
+        b.js("return document.querySelectorAll('#log b').length")
+            .await,
+        json!(0)
+    );
+    // Copied text has no line numbers: they come from CSS.
+    let text = b
+        .js("return document.getElementById('log').textContent")
+        .await;
+    let text = text.as_str().unwrap();
+    assert!(
+        text.starts_with("/bin/sh") && text.contains("red words plain <b>not bold</b>\nline two\n"),
+        "{text}"
+    );
+    // The number of the line that says `what` (output, not the command header).
+    let line_of = |what: &str| {
+        format!(
+            "var ls = document.querySelectorAll('#log .l'); for (var i = ls.length - 1; i >= 0; i--) \
+             {{ if (ls[i].textContent === '{what}\\n') return parseInt(ls[i].id.slice(1), 10); }} return -1"
+        )
+    };
+    let two = b.js(&line_of("line two")).await.as_i64().unwrap();
+    let error = b
+        .js(&line_of("error: something broke"))
+        .await
+        .as_i64()
+        .unwrap();
+    let five = b.js(&line_of("line five")).await.as_i64().unwrap();
+    assert!(two > 1 && error == two + 1 && five == two + 3);
+
+    // A range link marks its lines.
+    b.goto(&format!("{log}#L{two}-L{}", two + 2)).await;
+    b.wait_js(
+        "three lines marked",
+        &format!("return document.querySelectorAll('#log .l.sel').length === 3 && document.getElementById('L{two}').classList.contains('sel')"),
+    )
+    .await;
+
+    // Search with next and previous (the header's command line matches too).
+    b.type_into("#log-search", "line f").await;
+    b.click("#log-next").await;
+    b.wait_js(
+        "the first match",
+        "var hits = document.querySelectorAll('#log .l.hit'); return hits.length > 1 \
+         && document.querySelector('#log .l.cur') === hits[0] \
+         && document.getElementById('log-count').textContent === '1 of ' + hits.length + ' lines'",
+    )
+    .await;
+    b.click("#log-prev").await;
+    b.wait_js(
+        "previous wraps to the last match",
+        &format!(
+            "return document.querySelector('#log .l.cur') === document.getElementById('L{five}')"
+        ),
+    )
+    .await;
+    b.screenshot("8-log-search").await;
+
+    // Jump to the first error.
+    b.click("#first-error").await;
+    b.wait_js(
+        "the first error line marked",
+        &format!("return location.hash === '#L{error}' && document.getElementById('L{error}').classList.contains('sel')"),
+    )
+    .await;
+    b.screenshot("9-log").await;
+
+    // A log of 100.5 MB: its first page paints at once, and it pages.
+    let req = m
+        .force("big-s1", autobot::engine::ForceRequest::default())
+        .await;
+    assert_eq!(m.wait_request(req).await.result.as_deref(), Some("success"));
+    let big = format!("{base}/builders/big-s1/builds/1/steps/seq/logs/stdio");
+    let t = Instant::now();
+    b.goto(&big).await;
+    let loaded = t.elapsed();
+    let paint = b.first_paint().await;
+    eprintln!("100 MB log: first contentful paint {paint:.0} ms, load {loaded:?}");
+    assert!(paint > 0.0 && paint < 5_000.0, "first paint {paint} ms");
+    let lines = b
+        .js("return document.querySelectorAll('#log .l').length")
+        .await;
+    assert_eq!(lines, json!(2000));
+    let html_len = b
+        .js("return document.documentElement.outerHTML.length")
+        .await;
+    assert!(html_len.as_u64().unwrap() < 500_000, "{html_len}");
+    // The output's line numbers follow the command's header lines.
+    let one = b.js(&line_of("1")).await.as_i64().unwrap();
+    assert!(one > 1, "{one}");
+    // The last page holds the last number; a line of another page is found.
+    b.click("#page-last").await;
+    let last = one + 12_399_999;
+    b.wait_js(
+        "the last page",
+        &format!("var l = document.getElementById('L{last}'); return !!l && l.textContent === '12400000\\n'"),
+    )
+    .await;
+    let far = one + 7_654_320;
+    b.goto(&format!("{big}#L{far}")).await;
+    b.wait_js(
+        "a line of another page, found and marked",
+        &format!("var l = document.getElementById('L{far}'); return !!l && l.classList.contains('sel') && l.textContent === '7654321\\n'"),
+    )
+    .await;
+
+    // Keyboard: `e` on a log page jumps to its first error; `g c` opens the
+    // console, `g w` the waterfall, `/` focuses the filter.
+    b.goto(&log).await;
+    b.keys("e").await;
+    b.wait_js(
+        "e: the first error",
+        &format!("return location.hash === '#L{error}'"),
+    )
+    .await;
+    b.keys("gc").await;
+    b.wait_js(
+        "g c: the console, a column per builder",
+        "return location.pathname === '/console' && document.querySelectorAll('table.console th.builder').length === 2",
+    )
+    .await;
+    b.keys("gw").await;
+    b.wait_js(
+        "g w: the waterfall",
+        "return location.pathname === '/waterfall'",
+    )
+    .await;
+    b.keys("?").await;
+    b.wait_js(
+        "?: the shortcuts",
+        "return !document.getElementById('shortcuts').hidden",
+    )
+    .await;
+    b.keys("/").await;
+    b.wait_js(
+        "/: the filter focused",
+        "return document.activeElement && document.activeElement.name === 'branch'",
+    )
+    .await;
+
+    // The waterfall: wide, on a phone, dark.
+    b.goto(&format!("{base}/waterfall")).await;
+    b.wait_js(
+        "the waterfall with both builds",
+        "return document.querySelectorAll('.build.success').length === 2 \
+         && document.querySelectorAll('.build .icon').length === 2",
+    )
+    .await;
+    b.screenshot("10-waterfall-wide").await;
+    b.size(390, 844).await;
+    b.goto(&format!("{base}/waterfall")).await;
+    let scroll = b
+        .js("var s = document.getElementById('waterfall-part'); return getComputedStyle(s).overflowX")
+        .await;
+    assert_eq!(scroll, json!("auto"));
+    b.screenshot("11-waterfall-390px").await;
+    b.size(1280, 900).await;
+    b.color_scheme("dark").await;
+    b.goto(&format!("{base}/waterfall")).await;
+    let bg = b
+        .js("return getComputedStyle(document.body).backgroundColor")
+        .await;
+    assert_eq!(bg, json!("rgb(22, 24, 29)"));
+    b.screenshot("12-waterfall-dark").await;
+    b.goto(&log).await;
+    b.screenshot("13-log-dark").await;
 }

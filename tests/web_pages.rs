@@ -128,6 +128,8 @@ async fn every_page_renders_escapes_and_is_linked_from_the_waterfall() {
         (&format!("/changes/{change}"), true),
         ("/slaves", false),
         ("/slaves/s1", false),
+        ("/console", false),
+        ("/my?author=%3Cscript%3Ealert('x')%3C%2Fscript%3E", true),
         ("/about", false),
     ];
     for (path, must_show) in pages {
@@ -138,7 +140,12 @@ async fn every_page_renders_escapes_and_is_linked_from_the_waterfall() {
     }
     // The build page names the source stamp, steps and the log links.
     let b = get(port, "/builders/quick-s1/builds/1").await.body;
-    assert!(b.contains("id=\"build-result\">success"), "{b}");
+    assert!(
+        b.contains(
+            "id=\"build-result\"><span class=\"icon\" aria-hidden=\"true\">✔</span> success"
+        ),
+        "{b}"
+    );
     assert!(b.contains("/steps/hello/logs/stdio/text"), "{b}");
     // A category filter hides the other builders' columns.
     let f = get(port, "/waterfall?category=fast").await.body;

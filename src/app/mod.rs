@@ -239,6 +239,24 @@ impl Master {
                 ))
             }),
         };
+        let try_engine = engine.clone();
+        let try_door = SideDoor {
+            path: crate::engine::tryjob::TRY_PATH,
+            name: "try",
+            hint:
+                "use a NAME:PASSWORD of the users of [try] (try --username NAME --passwd PASSWORD)",
+            authorize: Box::new(crate::slavelink::auth::try_credentials),
+            serve: Box::new(move |socket, user, peer, shutdown| {
+                Box::pin(crate::engine::tryjob::serve_session(
+                    try_engine.clone(),
+                    socket,
+                    user,
+                    peer,
+                    shutdown,
+                    htmlport,
+                ))
+            }),
+        };
         let shared = Arc::new(Shared {
             basedir,
             config: config_tx,
@@ -247,7 +265,7 @@ impl Master {
             keepalive,
             shutdown: shutdown_rx.clone(),
             slaveport,
-            side_door: Some(side_door),
+            side_doors: vec![side_door, try_door],
         });
 
         let mut servers = Vec::new();
@@ -320,6 +338,14 @@ impl Master {
                 registry: shared.registry.clone(),
                 config: shared.config.subscribe(),
             },
+            shared.shutdown.clone(),
+        ));
+        // Retention (issue 22): logHorizon, buildHorizon, changeHorizon and
+        // logCompression, in small batches on a thread of its own.
+        servers.push(crate::retention::start(
+            shared.db.clone(),
+            shared.basedir.clone(),
+            shared.config.subscribe(),
             shared.shutdown.clone(),
         ));
         // Status targets: the IRC bot (idle until ircHost is set).

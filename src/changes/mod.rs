@@ -7,8 +7,12 @@
 //! * [`GitPoller`] fetches with gix into a bare mirror, so the master needs no `git`
 //!   binary for `https://` repositories;
 //! * [`HgPoller`] drives the `hg` command line (argv, never a shell) on a local clone.
+//! * [`SvnPoller`] asks the Subversion repository itself (`svn info`, `svn log
+//!   --xml`), with no local copy; [`BzrPoller`] asks each Bazaar branch with
+//!   `brz revno` and `brz log`, and [`DarcsPoller`] each Darcs repository with
+//!   `darcs log --xml-output`.
 //!
-//! Both are blocking, keep no state of their own between polls and never touch the
+//! All are blocking, keep no state of their own between polls and never touch the
 //! database: the caller passes the last revision it stored per branch and persists the
 //! [`PollResult`] (Changes first, then the new heads) before acting on it. That split is
 //! what makes "a master that was down reports every missed commit exactly once" hold:
@@ -24,10 +28,14 @@
 //! and knows nothing of either.
 
 pub mod bus;
+mod bzrpoller;
+mod darcspoller;
 mod gitpoller;
 mod hgpoller;
 pub mod pollers;
 pub mod submit;
+mod svnpoller;
+mod tool;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -38,9 +46,12 @@ use serde::Serialize;
 use crate::sources::redact_url;
 
 pub use bus::{ChangeBus, PollRequest};
+pub use bzrpoller::BzrPoller;
+pub use darcspoller::DarcsPoller;
 pub use gitpoller::GitPoller;
 pub use hgpoller::HgPoller;
 pub use pollers::{poller_specs, PollerSpec};
+pub use svnpoller::SvnPoller;
 
 /// One commit, as schedulers, the blamelist and the JSON API see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

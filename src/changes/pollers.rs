@@ -1,4 +1,4 @@
-//! The poller manager: one git or hg poller per distinct repository URL of the
+//! The poller manager: one git, hg, svn, bzr or darcs poller per distinct repository URL of the
 //! configured factories, polling all the branches any factory wants from it every
 //! `pollInterval` seconds (the shortest any of those factories asks for), and at
 //! once when someone asks ([`ChangeBus::request_poll`](crate::changes::ChangeBus));
@@ -23,11 +23,14 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::changes::{mirror_path, Change, ChangeBus, GitPoller, HgPoller, PollResult};
+use crate::changes::{
+    mirror_path, BzrPoller, Change, ChangeBus, DarcsPoller, GitPoller, HgPoller, PollResult,
+    SvnPoller,
+};
 use crate::config::MasterConfig;
 use crate::db::changes::NewChange;
 use crate::db::Db;
-use crate::sources::{redact_url, SourceKind};
+use crate::sources::{redact_url, svn_branch_path, SourceKind};
 
 /// What the poller tasks share.
 #[derive(Clone)]
@@ -104,6 +107,9 @@ pub struct PollerSpec {
     pub url: String,
     /// Every branch a factory builds from this repository.
     pub branches: Vec<String>,
+    /// svn, bzr: the path below the URL of each of `branches` (same order); empty
+    /// for git and hg.
+    pub paths: Vec<String>,
     /// Seconds between polls.
     pub interval: u64,
     /// The first factory using the repository (the Changes' project).
@@ -124,11 +130,22 @@ pub fn poller_specs(config: &MasterConfig) -> Vec<PollerSpec> {
             if f.sources.len() == 1 {
                 branches.extend(f.branches.iter().filter(|b| *b != "*").cloned());
             }
+            let path = |b: &str| match s.kind {
+                SourceKind::Svn => svn_branch_path(s, b),
+                SourceKind::Bzr | SourceKind::Darcs => b.trim_matches('/').to_string(),
+                SourceKind::Git | SourceKind::Hg => String::new(),
+            };
             match out.iter_mut().find(|p| p.kind == s.kind && p.url == s.url) {
                 Some(p) => {
                     p.interval = p.interval.min(interval);
                     for b in branches {
                         if !p.branches.contains(&b) {
+                            if matches!(
+                                s.kind,
+                                SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs
+                            ) {
+                                p.paths.push(path(&b));
+                            }
                             p.branches.push(b);
                         }
                     }
@@ -140,10 +157,17 @@ pub fn poller_specs(config: &MasterConfig) -> Vec<PollerSpec> {
                             uniq.push(b);
                         }
                     }
+                    let paths = match s.kind {
+                        SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => {
+                            uniq.iter().map(|b| path(b)).collect()
+                        }
+                        SourceKind::Git | SourceKind::Hg => Vec::new(),
+                    };
                     out.push(PollerSpec {
                         kind: s.kind,
                         url: s.url.clone(),
                         branches: uniq,
+                        paths,
                         interval,
                         project: f.name.clone(),
                         revlink: (!f.revlink.is_empty()).then(|| f.revlink.clone()),
@@ -187,6 +211,9 @@ async fn run(
 enum Poller {
     Git(GitPoller),
     Hg(HgPoller),
+    Svn(SvnPoller),
+    Bzr(BzrPoller),
+    Darcs(DarcsPoller),
 }
 
 impl Poller {
@@ -197,6 +224,9 @@ impl Poller {
         match self {
             Poller::Git(p) => p.poll(last),
             Poller::Hg(p) => p.poll(last),
+            Poller::Svn(p) => p.poll(last),
+            Poller::Bzr(p) => p.poll(last),
+            Poller::Darcs(p) => p.poll(last),
         }
     }
 }
@@ -218,6 +248,45 @@ fn poller_for(ctx: &PollerContext, spec: &PollerSpec) -> Arc<Poller> {
             p.category = spec.category.clone();
             Poller::Hg(p)
         }
+        SourceKind::Svn => {
+            let branches = spec
+                .branches
+                .iter()
+                .cloned()
+                .zip(spec.paths.iter().cloned())
+                .collect();
+            let mut p = SvnPoller::new(spec.url.clone(), branches);
+            p.revlink = spec.revlink.clone();
+            p.project = spec.project.clone();
+            p.category = spec.category.clone();
+            Poller::Svn(p)
+        }
+        SourceKind::Bzr => {
+            let branches = spec
+                .branches
+                .iter()
+                .cloned()
+                .zip(spec.paths.iter().cloned())
+                .collect();
+            let mut p = BzrPoller::new(spec.url.clone(), branches);
+            p.revlink = spec.revlink.clone();
+            p.project = spec.project.clone();
+            p.category = spec.category.clone();
+            Poller::Bzr(p)
+        }
+        SourceKind::Darcs => {
+            let branches = spec
+                .branches
+                .iter()
+                .cloned()
+                .zip(spec.paths.iter().cloned())
+                .collect();
+            let mut p = DarcsPoller::new(spec.url.clone(), branches);
+            p.revlink = spec.revlink.clone();
+            p.project = spec.project.clone();
+            p.category = spec.category.clone();
+            Poller::Darcs(p)
+        }
     })
 }
 
@@ -229,7 +298,8 @@ fn new_change(c: Change) -> NewChange {
         files: c.files,
         comments: c.comments,
         revision: Some(c.revision),
-        branch: Some(c.branch),
+        // An svn or bzr source without `#BRANCH` polls its URL as branch "".
+        branch: Some(c.branch).filter(|b| !b.is_empty()),
         when: c.when,
         repository: c.repository,
         category: c.category.unwrap_or_default(),

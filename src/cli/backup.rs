@@ -112,7 +112,9 @@ fn tempfile_dir(parent: &Path) -> anyhow::Result<PathBuf> {
 
 /// Add every file under `dir` as `name/...`. A file is copied as far as it had
 /// got when it was opened (a log being written grows meanwhile); a file deleted
-/// meanwhile is left out.
+/// meanwhile is left out, except a step log compressed meanwhile
+/// (`logCompression`), whose `NAME.log.zst` is copied instead. A compressed log
+/// still being written (`.zst.tmp`) is left out.
 fn append_tree(
     tar: &mut tar::Builder<File>,
     dir: &Path,
@@ -124,6 +126,8 @@ fn append_tree(
         .flatten()
         .collect();
     entries.sort_by_key(|e| e.file_name());
+    let listed: std::collections::HashSet<std::ffi::OsString> =
+        entries.iter().map(|e| e.file_name()).collect();
     for entry in entries {
         let path = entry.path();
         let inner = name.join(entry.file_name());
@@ -135,25 +139,45 @@ fn append_tree(
                 .with_context(|| format!("cannot add {} to the archive", path.display()))?;
             append_tree(tar, &path, &inner, count)?;
         } else if kind.is_file() {
-            let mut file = match File::open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-            };
-            let meta = file
-                .metadata()
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            // Streamed, up to the size it has now: a log being written only
-            // grows, so that many bytes are there to read.
-            let mut header = tar::Header::new_gnu();
-            header.set_metadata(&meta);
-            header.set_size(meta.len());
-            tar.append_data(&mut header, &inner, (&mut file).take(meta.len()))
-                .with_context(|| format!("cannot add {} to the archive", path.display()))?;
-            *count += 1;
+            if entry.file_name().as_encoded_bytes().ends_with(b".zst.tmp") {
+                continue;
+            }
+            if append_file(tar, &path, &inner)? {
+                *count += 1;
+                continue;
+            }
+            let zst = crate::logstore::compressed_path(&path);
+            let zst_name = zst.file_name().map(|n| n.to_os_string());
+            let is_log = path.extension().is_some_and(|e| e == "log");
+            if is_log && zst_name.is_some_and(|n| !listed.contains(&n)) {
+                let mut inner_zst = inner.into_os_string();
+                inner_zst.push(".zst");
+                if append_file(tar, &zst, Path::new(&inner_zst))? {
+                    *count += 1;
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// Add one file, streamed up to the size it has now (a log being written only
+/// grows, so that many bytes are there to read); `false` when it is gone.
+fn append_file(tar: &mut tar::Builder<File>, path: &Path, inner: &Path) -> anyhow::Result<bool> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut header = tar::Header::new_gnu();
+    header.set_metadata(&meta);
+    header.set_size(meta.len());
+    tar.append_data(&mut header, inner, (&mut file).take(meta.len()))
+        .with_context(|| format!("cannot add {} to the archive", path.display()))?;
+    Ok(true)
 }
 
 /// `autobot restore FILE DIR`.

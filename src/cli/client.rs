@@ -338,8 +338,8 @@ impl MasterApi {
     }
 }
 
-fn get_json(port: Listen, path: &str) -> anyhow::Result<serde_json::Value> {
-    let reply = http::request(&port.connect_host_text(), port.port, "GET", path, None)?;
+fn get_json_at(host: &str, port: u16, path: &str) -> anyhow::Result<serde_json::Value> {
+    let reply = http::request(host, port, "GET", path, None)?;
     if reply.status != 200 {
         bail!("GET {path}: HTTP {}: {}", reply.status, reply.error_text());
     }
@@ -444,9 +444,12 @@ fn catch_sigint() {
     }
 }
 
-/// `force --wait`: follows one BuildRequest through the master's events.
-struct Waiter<'a> {
-    port: Listen,
+/// `force --wait` (and `try --wait`, one per builder): follows one
+/// BuildRequest through the master's events.
+pub(super) struct Waiter<'a> {
+    /// The master's htmlport: host and port.
+    host: String,
+    port: u16,
     builder: &'a str,
     builder_path: String,
     request: i64,
@@ -465,6 +468,9 @@ struct Waiter<'a> {
     waiting: Option<String>,
     waiting_said: Instant,
     waiting_asked: Option<Instant>,
+    /// Ctrl-C: print where the build is and exit 130 (`force`), or return
+    /// that as an [`EXIT_INTERRUPTED`] error (`try`, which follows several).
+    exit_on_interrupt: bool,
 }
 
 /// How often `force --wait` asks why a request that has no build yet waits.
@@ -474,7 +480,20 @@ const WAITING_POLL: Duration = Duration::from_secs(2);
 const WAITING_REPEAT: Duration = Duration::from_secs(30);
 
 impl<'a> Waiter<'a> {
-    fn new(port: Listen, builder: &'a str, request: i64, dir: &'a Path) -> Waiter<'a> {
+    /// Follow `request` of `builder` on the master whose pages are at `port`;
+    /// `dir` (the master directory, or empty) is named in the stop-build hint.
+    pub(super) fn new(port: Listen, builder: &'a str, request: i64, dir: &'a Path) -> Waiter<'a> {
+        Waiter::at(&port.connect_host_text(), port.port, builder, request, dir)
+    }
+
+    /// [`Waiter::new`] for the htmlport at `host:port`.
+    pub(super) fn at(
+        host: &str,
+        port: u16,
+        builder: &'a str,
+        request: i64,
+        dir: &'a Path,
+    ) -> Waiter<'a> {
         use indicatif::{ProgressBar, ProgressStyle};
         let bar = ProgressBar::new(1);
         bar.set_style(
@@ -484,6 +503,7 @@ impl<'a> Waiter<'a> {
         );
         bar.set_prefix(builder.to_string());
         Waiter {
+            host: host.to_string(),
             port,
             builder,
             builder_path: crate::links::seg(builder),
@@ -498,11 +518,20 @@ impl<'a> Waiter<'a> {
             waiting: None,
             waiting_said: Instant::now(),
             waiting_asked: None,
+            exit_on_interrupt: true,
         }
     }
 
+    /// Draw the bar in `multi` (several waiters at once), and end a Ctrl-C with
+    /// an [`EXIT_INTERRUPTED`] error instead of exiting.
+    pub(super) fn in_multi(mut self, multi: &indicatif::MultiProgress) -> Waiter<'a> {
+        self.bar = multi.add(self.bar);
+        self.exit_on_interrupt = false;
+        self
+    }
+
     /// Wait for the request's end; its result (`success`, `warnings`, …).
-    fn run(mut self, events: http::EventStream) -> anyhow::Result<String> {
+    pub(super) fn run(mut self, events: http::EventStream) -> anyhow::Result<String> {
         catch_sigint();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -523,6 +552,9 @@ impl<'a> Waiter<'a> {
             if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
                 self.bar.finish_and_clear();
                 let what = match self.build {
+                    Some(n) if self.dir.as_os_str().is_empty() => {
+                        format!("build {n} of {} goes on on the master", self.builder)
+                    }
                     Some(n) => format!(
                         "build {n} of {} goes on on the master; stop it with `autobot stop-build {} {} {n}`",
                         self.builder,
@@ -534,6 +566,9 @@ impl<'a> Waiter<'a> {
                         self.request
                     ),
                 };
+                if !self.exit_on_interrupt {
+                    return Err(exit_error(EXIT_INTERRUPTED, what));
+                }
                 eprintln!("autobot: stopped waiting (Ctrl-C); {what}");
                 std::process::exit(i32::from(EXIT_INTERRUPTED));
             }
@@ -646,7 +681,8 @@ impl<'a> Waiter<'a> {
     /// Read the request (and its newest build) from the API; its result if it is
     /// complete.
     fn resync(&mut self) -> anyhow::Result<Option<String>> {
-        let req = get_json(
+        let req = get_json_at(
+            &self.host,
             self.port,
             &format!("/api/v1/buildrequests/{}", self.request),
         )?;
@@ -686,7 +722,7 @@ impl<'a> Waiter<'a> {
         }
         self.waiting_asked = Some(Instant::now());
         let path = format!("/api/v1/builders/{}", self.builder_path);
-        let Ok(b) = get_json(self.port, &path) else {
+        let Ok(b) = get_json_at(&self.host, self.port, &path) else {
             return;
         };
         let mine = b["pending_requests"]
@@ -722,7 +758,7 @@ impl<'a> Waiter<'a> {
     fn refresh_eta(&mut self) {
         let Some(n) = self.build else { return };
         let path = format!("/api/v1/builders/{}/builds/{n}", self.builder_path);
-        let Ok(build) = get_json(self.port, &path) else {
+        let Ok(build) = get_json_at(&self.host, self.port, &path) else {
             return;
         };
         if let Some(t) = build["started_at"].as_f64() {

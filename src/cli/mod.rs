@@ -18,6 +18,7 @@ pub mod info;
 pub mod sendchange;
 pub mod statuslog;
 pub mod tools;
+pub mod r#try;
 pub mod upgrade;
 
 use clap::{Args, Parser, Subcommand};
@@ -101,6 +102,10 @@ pub enum Command {
     StopBuild(client::StopBuildArgs),
     /// Send a Change to a master's slaveport (as from a VCS hook), like Buildbot's.
     Sendchange(sendchange::SendchangeArgs),
+    /// Build your working tree's changes on the master's builders before you commit
+    /// (base revision + patch), like Buildbot's try; with --wait, follow the builds.
+    #[command(after_help = r#try::TRY_HELP)]
+    Try(r#try::TryArgs),
     /// Print a master's events as they happen, one line each (or JSON lines).
     Statuslog(statuslog::StatuslogArgs),
     /// Upgrade a stopped master directory in place: database migrations, the files
@@ -206,6 +211,7 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Force(a) => client::force_cmd(&a),
         Command::StopBuild(a) => client::stop_build_cmd(&a).map(|_| ExitCode::SUCCESS),
         Command::Sendchange(a) => sendchange::sendchange_cmd(&a).map(|_| ExitCode::SUCCESS),
+        Command::Try(a) => r#try::try_cmd(&a),
         Command::Statuslog(a) => statuslog::statuslog_cmd(&a).map(|_| ExitCode::SUCCESS),
         Command::UpgradeMaster(a) => upgrade::upgrade_master_cmd(&a).map(|_| ExitCode::SUCCESS),
         Command::Backup(a) => backup::backup_cmd(&a).map(|_| ExitCode::SUCCESS),

@@ -30,8 +30,32 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// The directory, under the current one or an ancestor, holding `options`.
 pub const OPTIONS_DIR: &str = ".autobot";
 
+/// A revision that `vc` could have made (Buildbot's `--vc` names the system so
+/// the revision is read as one of its own).
+fn check_revision(vc: &str, rev: &str) -> anyhow::Result<()> {
+    let ok = match vc {
+        "svn" => !rev.is_empty() && rev.bytes().all(|b| b.is_ascii_digit()),
+        "bzr" => {
+            (!rev.is_empty() && rev.bytes().all(|b| b.is_ascii_digit()))
+                || rev
+                    .strip_prefix("revid:")
+                    .is_some_and(|id| !id.is_empty() && !id.chars().any(char::is_whitespace))
+        }
+        _ => (4..=64).contains(&rev.len()) && rev.bytes().all(|b| b.is_ascii_hexdigit()),
+    };
+    if !ok {
+        let what = match vc {
+            "svn" => "a revision number (e.g. 1234)",
+            "bzr" => "a revno (e.g. 42) or revid:…",
+            _ => "a hex commit id",
+        };
+        bail!("--vc {vc}: the revision {rev:?} is not {what}; give --revision with the commit's revision");
+    }
+    Ok(())
+}
+
 /// Refuse an options file that holds a password and that group or others may read.
-fn private_options(path: &Path) -> anyhow::Result<()> {
+pub(super) fn private_options(path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path)
         .with_context(|| format!("cannot read {}", path.display()))?
@@ -87,6 +111,12 @@ pub struct SendchangeArgs {
     /// When the Change was made, unix seconds [default: when the master gets it].
     #[arg(short = 'w', long)]
     pub when: Option<i64>,
+    /// The version-control system of the repository (git, hg, svn, bzr or darcs):
+    /// the revision must be one of its revisions (svn: a revision number; bzr: a
+    /// revno or revid:…; git, hg and darcs: a hex commit id or patch hash), checked
+    /// before the Change is sent.
+    #[arg(long, value_parser = ["git", "hg", "svn", "bzr", "darcs"])]
+    pub vc: Option<String>,
     /// Files the Change touched.
     #[arg(value_name = "FILES")]
     pub files: Vec<String>,
@@ -142,6 +172,9 @@ pub fn sendchange_cmd(args: &SendchangeArgs) -> anyhow::Result<()> {
         ),
         (None, None) => None,
     };
+    if let (Some(vc), Some(rev)) = (&args.vc, &revision) {
+        check_revision(vc, rev)?;
+    }
     let comments = match (&args.comments, &args.logfile) {
         (Some(c), _) => c.clone(),
         (None, Some(f)) if f.as_os_str() == "-" => {
@@ -211,6 +244,36 @@ pub fn send(
     if !auth.contains(':') {
         bail!("--auth must be USER:PASS (the changeuser and changepassword of the master)");
     }
+    let text = serde_json::to_string(change)?;
+    let reply = exchange(
+        host,
+        port,
+        CHANGE_PATH,
+        auth,
+        text,
+        "change",
+        " (pass --auth USER:PASS matching changeuser/changepassword in its master.ini)",
+    )?;
+    match serde_json::from_str::<SubmitReply>(&reply)
+        .with_context(|| format!("the master's answer is not understood: {reply}"))?
+    {
+        SubmitReply::Change(c) => Ok(*c),
+        SubmitReply::Error(e) => bail!("the master refused the Change: {e}"),
+    }
+}
+
+/// Send one JSON message (`text`) to the slaveport's WebSocket `path` with HTTP
+/// Basic `auth` (USER:PASS) and return the master's one answer; `what` names the
+/// message in errors, `hint` follows a refusal of the credentials.
+pub(super) fn exchange(
+    host: &str,
+    port: u16,
+    path: &str,
+    auth: &str,
+    text: String,
+    what: &str,
+    hint: &str,
+) -> anyhow::Result<String> {
     let addr = (host, port)
         .to_socket_addrs()
         .with_context(|| format!("cannot resolve the master's host {host:?}"))?
@@ -222,9 +285,9 @@ pub fn send(
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
     let url = if host.contains(':') {
-        format!("ws://[{host}]:{port}{CHANGE_PATH}")
+        format!("ws://[{host}]:{port}{path}")
     } else {
-        format!("ws://{host}:{port}{CHANGE_PATH}")
+        format!("ws://{host}:{port}{path}")
     };
     let mut req = url
         .into_client_request()
@@ -237,7 +300,7 @@ pub fn send(
         "authorization",
         basic
             .parse()
-            .map_err(|_| anyhow!("--auth cannot be sent in an HTTP header"))?,
+            .map_err(|_| anyhow!("the credentials cannot be sent in an HTTP header"))?,
     );
     let (mut socket, _) = tungstenite::client(req, stream).map_err(|e| match e {
         tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp)) => {
@@ -248,12 +311,8 @@ pub fn send(
                 .unwrap_or_default();
             if resp.status() == 401 {
                 // The hint once: a master of this version already gives it.
-                let hint = if body.contains("--auth") {
-                    ""
-                } else {
-                    " (pass --auth USER:PASS matching changeuser/changepassword in its master.ini)"
-                };
-                anyhow!("the master at {host}:{port} refused the change credentials: {body}{hint}")
+                let hint = if body.contains("--") { "" } else { hint };
+                anyhow!("the master at {host}:{port} refused the {what} credentials: {body}{hint}")
             } else {
                 anyhow!(
                     "the master at {host}:{port} answered HTTP {}: {body}",
@@ -268,10 +327,9 @@ pub fn send(
             anyhow!("the handshake with {host}:{port} was interrupted")
         }
     })?;
-    let text = serde_json::to_string(change)?;
     socket
         .send(Message::text(text))
-        .with_context(|| format!("sending the Change to {host}:{port}"))?;
+        .with_context(|| format!("sending the {what} to {host}:{port}"))?;
     let reply = loop {
         match socket.read() {
             Ok(Message::Text(t)) => break t.to_string(),
@@ -283,12 +341,7 @@ pub fn send(
     };
     let _ = socket.close(None);
     let _ = socket.flush();
-    match serde_json::from_str::<SubmitReply>(&reply)
-        .with_context(|| format!("the master's answer is not understood: {reply}"))?
-    {
-        SubmitReply::Change(c) => Ok(*c),
-        SubmitReply::Error(e) => bail!("the master refused the Change: {e}"),
-    }
+    Ok(reply)
 }
 
 /// `HOST:PORT` (or `[IPv6]:PORT`) into its parts (public for the fuzz tests).

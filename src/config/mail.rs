@@ -82,7 +82,9 @@ impl MailMode {
     }
 
     /// Whether a build that ended with `result`, after a previous build of its
-    /// builder that ended with `previous` (`None`: none before), is mailed.
+    /// builder that ended with `previous` (`None`: none before), is mailed. A
+    /// `cancelled` build (an operator stopped it) is no failure: only `all`
+    /// mails it, and the previous result is looked up past cancelled builds.
     pub fn wants(self, result: &str, previous: Option<&str>) -> bool {
         match self {
             MailMode::All => true,
@@ -91,7 +93,8 @@ impl MailMode {
             MailMode::Warnings => result == "warnings",
             MailMode::Exception => result == "exception",
             MailMode::Problem => result == "failure" && previous != Some("failure"),
-            MailMode::Change => previous.is_some_and(|p| p != result),
+            // A stopped build (`cancelled`) is no change of the tree's state.
+            MailMode::Change => result != "cancelled" && previous.is_some_and(|p| p != result),
         }
     }
 }
@@ -771,6 +774,10 @@ mod tests {
         assert!(!Change.wants("success", Some("success")));
         assert!(!Change.wants("success", None));
         assert!(Warnings.wants("warnings", None) && Exception.wants("exception", None));
+        for m in [Failing, Passing, Warnings, Exception, Problem, Change] {
+            assert!(!m.wants("cancelled", Some("success")), "{m:?}");
+        }
+        assert!(All.wants("cancelled", None));
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod projects;
 mod read;
 pub mod secrets;
 pub mod slave;
+pub mod trysection;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -91,6 +92,9 @@ pub struct MasterConfig {
     /// `logSize` and `logCount`: when `autobot.log` is rotated, and how many old
     /// ones are kept.
     pub log: LogRotation,
+    /// `logHorizon`, `buildHorizon`, `changeHorizon` and `logCompression`: what
+    /// the master's retention task deletes or compresses.
+    pub retention: Retention,
     /// Slaves in file order.
     pub slaves: Vec<SlaveConfig>,
     /// Factories in file order.
@@ -99,6 +103,8 @@ pub struct MasterConfig {
     pub locks: Vec<LockConfig>,
     /// `[users]`: web users allowed to force builds (name as written → password).
     pub users: BTreeMap<String, String>,
+    /// `[try]`: who may send try jobs, to which builders; `None`: try is off.
+    pub try_jobs: Option<trysection::TryConfig>,
     /// What is valid but unsafe (documented passwords, force open to anyone), each
     /// at its place in the file; `checkconfig` prints them and the master logs them.
     pub warnings: Vec<ConfigWarning>,
@@ -136,6 +142,19 @@ pub fn check_local_sources(cfg: &MasterConfig) -> Result<(), ConfigError> {
             context: s.context.clone(),
             message,
         };
+        if s.kind == SourceKind::Svn {
+            // A file:// URL names a path inside the repository (trunk, a branch):
+            // the repository is the nearest directory holding svn's `format` and `db`.
+            let is_svn_repo =
+                |d: &std::path::Path| d.join("format").is_file() && d.join("db").is_dir();
+            if !s.dir.ancestors().any(is_svn_repo) {
+                return Err(err(format!(
+                    "{} is not in a Subversion repository (`svnadmin create DIR` makes one; or fix the path)",
+                    s.dir.display()
+                )));
+            }
+            continue;
+        }
         if !s.dir.exists() {
             if s.sample.is_some() {
                 continue;
@@ -151,11 +170,17 @@ pub fn check_local_sources(cfg: &MasterConfig) -> Result<(), ConfigError> {
                     || (s.dir.join("HEAD").is_file() && s.dir.join("objects").is_dir())
             }
             SourceKind::Hg => s.dir.join(".hg").is_dir(),
+            SourceKind::Svn => true,
+            SourceKind::Bzr => s.dir.join(".bzr").is_dir(),
+            SourceKind::Darcs => s.dir.join("_darcs").is_dir(),
         };
         if !is_repo {
             let (vc, make) = match s.kind {
                 SourceKind::Git => ("git", "git init"),
                 SourceKind::Hg => ("hg", "hg init"),
+                SourceKind::Svn => ("svn", "svnadmin create"),
+                SourceKind::Bzr => ("bzr", "brz init"),
+                SourceKind::Darcs => ("darcs", "darcs init"),
             };
             return Err(err(format!(
                 "{} is not a {vc} repository (`{make}` makes one; or fix the path, or the key: git = for git, hg = for Mercurial)",
@@ -226,6 +251,62 @@ pub fn unbuilt_factory_hint(cfg: &MasterConfig, builder: &str) -> Option<String>
     None
 }
 
+/// What the master keeps of its history, as Buildbot's `logHorizon`,
+/// `buildHorizon` and `changeHorizon` (in days here, fractions allowed): `None`
+/// keeps everything (the default), so the disk fills only when the operator
+/// has not said otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Retention {
+    /// Step log files of builds finished longer ago are deleted; the Build and
+    /// Step rows stay, and the log reads as deleted.
+    pub log_horizon: Option<f64>,
+    /// Builds finished longer ago leave the history: their rows, Steps, logs and
+    /// notifications (and BuildRequests/BuildSets left with no Build).
+    pub build_horizon: Option<f64>,
+    /// Changes older than this (by their commit time) that nothing in the history
+    /// refers to any more are deleted.
+    pub change_horizon: Option<f64>,
+    /// `logCompression`: how finished logs are stored.
+    pub log_compression: LogCompression,
+}
+
+impl Retention {
+    /// Whether the retention task has anything to do.
+    pub fn is_active(&self) -> bool {
+        self.log_horizon.is_some()
+            || self.build_horizon.is_some()
+            || self.change_horizon.is_some()
+            || self.log_compression != LogCompression::None
+    }
+
+    /// The line `checkconfig` prints.
+    pub fn summary(&self) -> String {
+        let d = |h: Option<f64>| match h {
+            Some(d) => format!("{d} days"),
+            None => "none (kept)".to_string(),
+        };
+        format!(
+            "retention: logHorizon {}, buildHorizon {}, changeHorizon {}, logCompression {}\n",
+            d(self.log_horizon),
+            d(self.build_horizon),
+            d(self.change_horizon),
+            match self.log_compression {
+                LogCompression::None => "none",
+                LogCompression::Zstd => "zstd",
+            }
+        )
+    }
+}
+
+/// `logCompression`: finished step logs stay as written (`none`, the default) or
+/// are compressed to `NAME.log.zst` in the background (`zstd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogCompression {
+    #[default]
+    None,
+    Zstd,
+}
+
 /// How a daemon's `autobot.log` is rotated, as Buildbot's `twistd.log`: when it
 /// would grow past `size` bytes it becomes `autobot.log.1` (the older ones move up
 /// to `.count`, the oldest is deleted) and a new one starts.
@@ -278,10 +359,12 @@ impl Default for MasterConfig {
             debug: false,
             keepalive_interval: 600,
             log: LogRotation::default(),
+            retention: Retention::default(),
             slaves: Vec::new(),
             factories: Vec::new(),
             locks: Vec::new(),
             users: BTreeMap::new(),
+            try_jobs: None,
             warnings: Vec::new(),
             local_sources: Vec::new(),
         }
@@ -569,6 +652,7 @@ pub fn summary(cfg: &MasterConfig) -> String {
         cfg.html_listen().describe(),
         cfg.public_listen().describe()
     ));
+    out.push_str(&cfg.retention.summary());
     if let Some(i) = &cfg.irc {
         out.push_str(&i.summary());
     }
@@ -634,6 +718,19 @@ pub fn summary(cfg: &MasterConfig) -> String {
     if !cfg.users.is_empty() {
         let names: Vec<&str> = cfg.users.keys().map(String::as_str).collect();
         out.push_str(&format!("\nusers: {}\n", names.join(" ")));
+    }
+    if let Some(t) = &cfg.try_jobs {
+        let names: Vec<&str> = t.users.keys().map(String::as_str).collect();
+        out.push_str(&format!(
+            "\ntry jobs: from {} on {} (patches up to {} bytes)\n",
+            names.join(" "),
+            if t.builders.is_empty() {
+                "every builder".to_string()
+            } else {
+                t.builders.join(" ")
+            },
+            t.max_patch_size
+        ));
     }
     if cfg.accepts_changes() {
         out.push_str(&format!(

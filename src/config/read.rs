@@ -37,6 +37,10 @@ const MASTER_KEYS: &[&str] = &[
     "keepaliveinterval",
     "logsize",
     "logcount",
+    "loghorizon",
+    "buildhorizon",
+    "changehorizon",
+    "logcompression",
 ];
 
 /// [`MASTER_KEYS`] as the documentation spells them, for messages and "did you
@@ -70,6 +74,10 @@ const MASTER_KEYS_DOCUMENTED: &[&str] = &[
     "keepaliveInterval",
     "logSize",
     "logCount",
+    "logHorizon",
+    "buildHorizon",
+    "changeHorizon",
+    "logCompression",
 ];
 
 /// The notifiers' keys of `[:master:]` ([`mail`]'s, and its slave defaults) as
@@ -257,13 +265,7 @@ fn parse_sources(v: &Val, kind: SourceKind, basedir: &Path) -> Result<Vec<Source
                 }
                 (url, branch.to_string())
             }
-            None => (
-                word,
-                match kind {
-                    SourceKind::Git => "master".to_string(),
-                    SourceKind::Hg => "default".to_string(),
-                },
-            ),
+            None => (word, kind.default_branch().to_string()),
         };
         if url.is_empty() {
             return Err(v.err(format!("{word:?} has no URL before `#`; write URL#BRANCH")));
@@ -275,7 +277,33 @@ fn parse_sources(v: &Val, kind: SourceKind, basedir: &Path) -> Result<Vec<Source
         } else {
             url.to_string()
         };
-        out.push(Source { kind, url, branch });
+        if matches!(kind, SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs) {
+            if let Ok((_, Some(c))) = crate::sources::split_credentials(&url) {
+                if !c.password.is_empty() {
+                    return Err(v.err(format!(
+                        "{} holds a password, which {} can only be given on its command line (where every process list shows it); write the URL without it and store the password on the slaves and the master (svn: its auth cache, `svn info URL` once as their user; brz: ~/.config/breezy/authentication.conf; darcs: ~/.netrc), or use svn+ssh://, bzr+ssh:// or ssh with a key",
+                        crate::sources::redact_url(&url),
+                        match kind {
+                            SourceKind::Svn => "svn",
+                            SourceKind::Bzr => "brz",
+                            _ => "darcs",
+                        }
+                    )));
+                }
+            }
+        }
+        // svn reaches a local repository only through a file:// URL.
+        let url = if kind == SourceKind::Svn && url.starts_with('/') {
+            format!("file://{url}")
+        } else {
+            url
+        };
+        out.push(Source {
+            kind,
+            url,
+            branch,
+            branch_prefix: None,
+        });
     }
     Ok(out)
 }
@@ -341,6 +369,7 @@ fn is_special_section(name: &str) -> bool {
     name == "DEFAULT"
         || name == ":master:"
         || name == "users"
+        || name == "try"
         || name.starts_with("slave:")
         || name.starts_with("lock:")
 }
@@ -440,6 +469,10 @@ pub fn load_from_str(
             }
             cfg.users.insert(e.raw_key.clone(), e.value.clone());
         }
+    }
+
+    if let Some(sec) = doc.section("try") {
+        cfg.try_jobs = Some(super::trysection::read_try(file, basedir, sec)?);
     }
 
     // Factories (before slaves, which name them).
@@ -614,6 +647,41 @@ fn warn_open_force(cfg: &mut MasterConfig, doc: &ini::IniDoc, master: &Layered) 
     cfg.warnings.push(w);
 }
 
+/// `logHorizon`, `buildHorizon`, `changeHorizon` (days, fractions allowed; none
+/// by default: everything is kept, as Buildbot) and `logCompression`.
+fn read_retention(m: &Layered) -> Result<Retention, ConfigError> {
+    let days = |key: &str| -> Result<Option<f64>, ConfigError> {
+        let Some(v) = m.get(key) else {
+            return Ok(None);
+        };
+        let raw = v.value.trim();
+        if raw.is_empty() || raw.eq_ignore_ascii_case("none") {
+            return Ok(None);
+        }
+        match raw.parse::<f64>() {
+            Ok(d) if d.is_finite() && d > 0.0 && d <= 36_500.0 => Ok(Some(d)),
+            _ => Err(v.err(format!(
+                "expected a number of days greater than 0 (fractions allowed, e.g. 30 or 0.5), or `none` to keep everything, got {:?}",
+                v.value
+            ))),
+        }
+    };
+    let compression = match m.get("logcompression") {
+        None => LogCompression::None,
+        Some(v) => match v.value.trim().to_ascii_lowercase().as_str() {
+            "" | "none" => LogCompression::None,
+            "zstd" => LogCompression::Zstd,
+            _ => return Err(v.err(format!("expected `zstd` or `none`, got {:?}", v.value))),
+        },
+    };
+    Ok(Retention {
+        log_horizon: days("loghorizon")?,
+        build_horizon: days("buildhorizon")?,
+        change_horizon: days("changehorizon")?,
+        log_compression: compression,
+    })
+}
+
 fn read_master_keys(cfg: &mut MasterConfig, m: &Layered) -> Result<(), ConfigError> {
     (cfg.slaveport_addr, cfg.slaveport) = parse_listen(m.get("slaveport"), 9010)?;
     (cfg.htmlport_addr, cfg.htmlport) = parse_listen(m.get("htmlport"), 8010)?;
@@ -667,6 +735,7 @@ fn read_master_keys(cfg: &mut MasterConfig, m: &Layered) -> Result<(), ConfigErr
             n => return Err(v.err(format!("expected at most 1000 old logs, got {n}"))),
         };
     }
+    cfg.retention = read_retention(m)?;
     cfg.project_name = str_key("projectname", "");
     cfg.project_url = str_key("projecturl", "");
     cfg.buildbot_url = str_key("buildboturl", "");
@@ -777,6 +846,8 @@ struct FactoryChecks {
     all: Vec<Val>,
     /// Sources that are local paths, with the line naming them.
     local_sources: Vec<LocalSource>,
+    /// The `svnBranchPrefix` key, which needs an svn source.
+    svn_prefix: Option<Val>,
 }
 
 /// The sources of `v` that are paths on this machine (`/…`, `file://…`; `./`
@@ -811,7 +882,7 @@ fn read_factory(
             file,
             sec.line,
             &name,
-            "unknown kind of section; sections are [:master:], [slave:NAME], [lock:NAME], [users], [DEFAULT], or a factory [NAME] (letters, digits, `.`, `_`, `-`)",
+            "unknown kind of section; sections are [:master:], [slave:NAME], [lock:NAME], [users], [try], [DEFAULT], or a factory [NAME] (letters, digits, `.`, `_`, `-`)",
         ));
     }
     if !factory::is_plain_name(&name) {
@@ -895,9 +966,14 @@ fn read_factory(
         locks: Vec::new(),
         all: all.0.clone(),
         local_sources: Vec::new(),
+        svn_prefix: None,
     };
     let mut hg = Vec::new();
     let mut git = Vec::new();
+    let mut svn = Vec::new();
+    let mut bzr = Vec::new();
+    let mut darcs = Vec::new();
+    let mut svn_prefix: Option<String> = None;
     // step name -> (command Val, options), in order of the command keys.
     let mut steps: Vec<(String, Option<Val>, BTreeMap<String, String>)> = Vec::new();
     let mut step_options: Vec<(String, Val)> = Vec::new();
@@ -951,6 +1027,9 @@ fn read_factory(
             }
             continue;
         }
+        if let Some(why) = schema::unsupported_source(&v.key) {
+            return Err(v.err(why));
+        }
         let spec = schema::common_param(&v.key).or_else(|| ty.param(&v.key));
         let Some(spec) = spec else {
             let hint = ty
@@ -976,6 +1055,22 @@ fn read_factory(
             "hg" => {
                 hg = parse_sources(v, SourceKind::Hg, basedir)?;
                 checks.local_sources.extend(local_sources(v, &hg));
+            }
+            "svn" => {
+                svn = parse_sources(v, SourceKind::Svn, basedir)?;
+                checks.local_sources.extend(local_sources(v, &svn));
+            }
+            "bzr" => {
+                bzr = parse_sources(v, SourceKind::Bzr, basedir)?;
+                checks.local_sources.extend(local_sources(v, &bzr));
+            }
+            "darcs" => {
+                darcs = parse_sources(v, SourceKind::Darcs, basedir)?;
+                checks.local_sources.extend(local_sources(v, &darcs));
+            }
+            "svnbranchprefix" => {
+                svn_prefix = Some(value.trim_matches('/').to_string());
+                checks.svn_prefix = Some(v.clone());
             }
             "sample" => f.sample = opt_str(),
             "platform" => f.platform = parse_bool(v)?,
@@ -1015,7 +1110,20 @@ fn read_factory(
             }
         }
     }
+    if let Some(v) = &checks.svn_prefix {
+        if svn.is_empty() {
+            return Err(v.err(
+                "svnBranchPrefix applies to svn sources, and this factory has none; add `svn = URL#BRANCH` or remove the key",
+            ));
+        }
+    }
+    for s in &mut svn {
+        s.branch_prefix = svn_prefix.clone();
+    }
     f.sources = hg;
+    f.sources.extend(svn);
+    f.sources.extend(bzr);
+    f.sources.extend(darcs);
     f.sources.extend(git);
     if let Some(sample) = &f.sample {
         let dir = basedir.join("repos").join(sample);
@@ -1160,6 +1268,22 @@ fn cross_check(
     checks: &[FactoryChecks],
     file: &Path,
 ) -> Result<(), ConfigError> {
+    if let Some(t) = &cfg.try_jobs {
+        let builders: Vec<String> = cfg.builders().into_iter().map(|b| b.name).collect();
+        for b in &t.builders {
+            if !builders.contains(b) {
+                return Err(ConfigError::At {
+                    path: file.to_path_buf(),
+                    line: t.builders_line,
+                    context: "[try] builders: ".to_string(),
+                    message: format!(
+                        "no builder named {b:?}; the builders are: {}",
+                        builders.join(" ")
+                    ),
+                });
+            }
+        }
+    }
     let lock_names: Vec<&str> = cfg.locks.iter().map(|l| l.name.as_str()).collect();
     for c in checks {
         for v in &c.locks {
@@ -1251,7 +1375,7 @@ fn cross_check(
                 factory::FactoryError::DuplicateDir { .. } => c
                     .all
                     .iter()
-                    .find(|v| v.key == "git" || v.key == "hg")
+                    .find(|v| matches!(v.key.as_str(), "git" | "hg" | "svn" | "bzr" | "darcs"))
                     .map(|v| v.key.clone()),
                 _ => None,
             };

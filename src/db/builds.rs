@@ -139,6 +139,8 @@ pub struct LogFile {
     pub size: u64,
     pub lines: u64,
     pub complete: bool,
+    /// The file was deleted by `logHorizon` (the rows stay).
+    pub deleted: bool,
 }
 
 const BUILD_COLUMNS: &str = "b.builder, b.number, b.slave, b.started_at, b.finished_at, \
@@ -360,7 +362,7 @@ impl Db {
         self.read(move |c| {
             let step_number: i64 = step.parse().unwrap_or(-1);
             c.prepare_cached(
-                "SELECT l.path, l.size, l.lines, l.complete
+                "SELECT l.path, l.size, l.lines, l.complete, l.stored
                  FROM builds b JOIN steps s ON s.build = b.id JOIN logs l ON l.step = s.id
                  WHERE b.builder = ?1 AND b.number = ?2 AND (s.name = ?3 OR s.number = ?4)
                    AND l.name = ?5
@@ -373,6 +375,7 @@ impl Db {
                     size: r.get::<_, i64>(1)? as u64,
                     lines: r.get::<_, i64>(2)? as u64,
                     complete: r.get::<_, i64>(3)? != 0,
+                    deleted: r.get::<_, String>(4)? == "deleted",
                 })
             })
             .optional()

@@ -279,6 +279,28 @@ pub const MIGRATIONS: &[&str] = &[
     // had reporters keeps its horizon.
     "INSERT OR IGNORE INTO reporter_state(name, value)
         SELECT 'horizon', COALESCE(MAX(id), 0) FROM builds;",
+    // 9: try jobs: the patch a try BuildSet's SourceStamp carries, with its
+    // strip level, who sent it and why. A SourceStamp without a row here is no
+    // try job.
+    "CREATE TABLE sourcestamp_patches (
+        sourcestamp INTEGER PRIMARY KEY REFERENCES sourcestamps(id),
+        level INTEGER NOT NULL DEFAULT 0,
+        patch BLOB NOT NULL,
+        author TEXT NOT NULL DEFAULT '',
+        comment TEXT NOT NULL DEFAULT ''
+    );",
+    // 10: retention (logHorizon, buildHorizon, changeHorizon, logCompression). How
+    // a log's bytes are stored: 'plain' (NAME.log), 'zstd' (NAME.log.zst, once
+    // complete) or 'deleted' (by logHorizon; the rows stay). The partial indexes
+    // let a retention pass find its work without reading the whole history; the
+    // sourcestamp indexes let it tell when a SourceStamp is no longer used (and
+    // the waterfall find the first build that contains a Change).
+    "ALTER TABLE logs ADD COLUMN stored TEXT NOT NULL DEFAULT 'plain';
+    CREATE INDEX logs_to_compress ON logs(id) WHERE complete = 1 AND stored = 'plain';
+    CREATE INDEX logs_kept ON logs(step) WHERE stored != 'deleted';
+    CREATE INDEX buildsets_by_sourcestamp ON buildsets(sourcestamp);
+    CREATE INDEX builds_by_sourcestamp ON builds(sourcestamp);
+    CREATE INDEX scheduler_buildsets_by_buildset ON scheduler_buildsets(buildset);",
 ];
 
 #[cfg(test)]

@@ -13,7 +13,8 @@
 //! that a Build waits for. Queries live in one file per domain
 //! ([`slaves`], [`changes`], [`requests`] for BuildSets and BuildRequests,
 //! [`builds`] for Builds, Steps, logs and properties, [`notifications`] for the
-//! reporters' outgoing queue, [`status`] and
+//! reporters' outgoing queue, [`retention`] for what the retention task
+//! deletes, [`status`] and
 //! [`listing`] for what the status pages and the JSON API read); the schema is
 //! the append-only list in [`migrations`]. The web layer holds no SQL of its own.
 
@@ -24,9 +25,12 @@ pub mod listing;
 pub mod migrations;
 pub mod notifications;
 pub mod requests;
+pub mod retention;
 pub mod schedulers;
 pub mod slaves;
 pub mod status;
+pub mod tryjobs;
+pub mod webview;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -116,25 +116,22 @@ impl Db {
     /// whose end is not decided yet (so a pass scans only recent builds, however
     /// long the history), and store it. Returns the new horizon.
     pub async fn advance_reporter_horizon(&self, horizon: i64) -> Result<i64, DbError> {
+        // One statement, so one snapshot: asked in two, a build started and
+        // finished between them would be counted in the newest id without
+        // having been seen open, and never announced.
         let new = self
             .read(move |c| {
-                let oldest_open: Option<i64> = c
-                    .prepare_cached(
-                        "SELECT MIN(b.id) FROM builds b
+                c.prepare_cached(
+                    "SELECT COALESCE(
+                        (SELECT MIN(b.id) - 1 FROM builds b
                          WHERE b.id > ?1
                            AND (b.finished_at IS NULL
                                 OR NOT EXISTS (SELECT 1 FROM notified_builds n
-                                               WHERE n.build = b.id AND n.stage = 'finished'))",
-                    )?
-                    .query_row([horizon], |r| r.get(0))?;
-                match oldest_open {
-                    Some(id) => Ok(id - 1),
-                    None => c.query_row(
-                        "SELECT COALESCE(MAX(id), ?1) FROM builds WHERE id > ?1",
-                        [horizon],
-                        |r| r.get(0),
-                    ),
-                }
+                                               WHERE n.build = b.id AND n.stage = 'finished'))),
+                        (SELECT MAX(id) FROM builds WHERE id > ?1),
+                        ?1)",
+                )?
+                .query_row([horizon], |r| r.get::<_, i64>(0))
             })
             .await?;
         if new <= horizon {
@@ -184,7 +181,7 @@ impl Db {
     }
 
     /// The result of the builder's newest finished build before `number` that
-    /// was not requeued (`None`: there is none).
+    /// was neither requeued nor cancelled (`None`: there is none).
     pub async fn previous_result(
         &self,
         builder: &str,
@@ -195,6 +192,7 @@ impl Db {
             c.prepare_cached(
                 "SELECT b.result FROM builds b
                  WHERE b.builder = ?1 AND b.number < ?2 AND b.finished_at IS NOT NULL
+                   AND b.result IS NOT 'cancelled'
                    AND NOT EXISTS (SELECT 1 FROM build_requests br
                                    JOIN buildrequests r ON r.id = br.request
                                    WHERE br.build = b.id
@@ -410,6 +408,63 @@ mod tests {
     use crate::db::requests::{NewBuildSet, NewSourceStamp};
     use crate::db::Db;
 
+    fn buildset() -> NewBuildSet {
+        NewBuildSet {
+            reason: "test".into(),
+            scheduler: "test".into(),
+            properties: Default::default(),
+            sourcestamp: NewSourceStamp::default(),
+            builders: vec!["b1".into()],
+            priority: 0,
+        }
+    }
+
+    /// Builds starting and ending while the reporters pass: each one is decided
+    /// exactly once, none is skipped by the horizon moving past it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_horizon_never_passes_a_build_not_decided() {
+        const BUILDS: i64 = 1000;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join(crate::db::DB_FILE)).unwrap();
+        let engine = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                for n in 0..BUILDS {
+                    let at = n as f64;
+                    db.add_buildset(buildset(), at).await.unwrap();
+                    let c = db.claim_request("b1", "s", 1, at).await.unwrap().unwrap();
+                    db.finish_build(c.build_id, "success", "ok", false, at, None)
+                        .await
+                        .unwrap();
+                }
+            })
+        };
+        let mut horizon = db.reporter_horizon().await.unwrap();
+        let mut decided = 0;
+        loop {
+            let done = engine.is_finished();
+            for b in db
+                .builds_to_announce(horizon, "finished", 50)
+                .await
+                .unwrap()
+            {
+                db.enqueue_notifications(Some(b.id), Some("finished"), Vec::new(), 0.0)
+                    .await
+                    .unwrap();
+                decided += 1;
+            }
+            horizon = db.advance_reporter_horizon(horizon).await.unwrap();
+            if done && decided == BUILDS {
+                break;
+            }
+            assert!(
+                !done || horizon < BUILDS,
+                "{decided} of {BUILDS} builds decided; the horizon passed the others"
+            );
+        }
+        assert_eq!(horizon, BUILDS);
+    }
+
     /// A new master's first build is announced even when it ran before the
     /// reporters' thread first asked for their horizon (it did not: the
     /// horizon was taken then, and the build was history).
@@ -417,19 +472,7 @@ mod tests {
     async fn a_new_masters_first_build_is_after_the_horizon() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join(crate::db::DB_FILE)).unwrap();
-        db.add_buildset(
-            NewBuildSet {
-                reason: "test".into(),
-                scheduler: "test".into(),
-                properties: Default::default(),
-                sourcestamp: NewSourceStamp::default(),
-                builders: vec!["b1".into()],
-                priority: 0,
-            },
-            1.0,
-        )
-        .await
-        .unwrap();
+        db.add_buildset(buildset(), 1.0).await.unwrap();
         let c = db.claim_request("b1", "s", 1, 2.0).await.unwrap().unwrap();
         db.finish_build(c.build_id, "success", "ok", false, 3.0, None)
             .await

@@ -72,6 +72,8 @@ pub struct ClaimedBuild {
     /// (step id, log id) of the first Step, when it was recorded with the claim
     /// ([`Db::claim_request_starting`]).
     pub first_step: Option<(i64, i64)>,
+    /// A try job's patch, applied after the checkout ([`super::tryjobs`]).
+    pub patch: Option<super::tryjobs::TryPatch>,
 }
 
 /// What the first Step's start is, made from the claimed Build inside the claim's
@@ -125,12 +127,15 @@ pub struct BuildSetRow {
 }
 
 /// Results ordered best to worst, to combine them (`skipped` counts as success).
+/// As in Buildbot, `cancelled` (a build an operator stopped) is worst of all: a
+/// BuildSet with a cancelled build did not run what it was asked to.
 pub fn result_rank(result: &str) -> u8 {
     match result {
         "success" => 0,
         "skipped" => 1,
         "warnings" => 2,
         "failure" => 3,
+        "cancelled" => 5,
         _ => 4,
     }
 }
@@ -159,6 +164,28 @@ fn insert_buildset(tx: &Transaction<'_>, bs: &NewBuildSet, at: f64) -> rusqlite:
     Ok(tx.last_insert_rowid())
 }
 
+/// Insert a BuildSet, its SourceStamp and one BuildRequest per builder.
+pub(super) fn insert_buildset_requests(
+    tx: &Transaction<'_>,
+    bs: &NewBuildSet,
+    at: f64,
+) -> rusqlite::Result<SubmittedBuildSet> {
+    let buildset_id = insert_buildset(tx, bs, at)?;
+    let mut requests = Vec::with_capacity(bs.builders.len());
+    let mut st = tx.prepare_cached(
+        "INSERT INTO buildrequests(buildset, builder, priority, submitted_at)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for b in &bs.builders {
+        st.execute(params![buildset_id, b, bs.priority, at])?;
+        requests.push((b.clone(), tx.last_insert_rowid()));
+    }
+    Ok(SubmittedBuildSet {
+        buildset_id,
+        requests,
+    })
+}
+
 impl Db {
     /// Store a BuildSet, its SourceStamp and one BuildRequest per builder.
     pub async fn add_buildset(
@@ -166,23 +193,8 @@ impl Db {
         bs: NewBuildSet,
         at: f64,
     ) -> Result<SubmittedBuildSet, DbError> {
-        self.write(move |tx| {
-            let buildset_id = insert_buildset(tx, &bs, at)?;
-            let mut requests = Vec::with_capacity(bs.builders.len());
-            let mut st = tx.prepare_cached(
-                "INSERT INTO buildrequests(buildset, builder, priority, submitted_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for b in &bs.builders {
-                st.execute(params![buildset_id, b, bs.priority, at])?;
-                requests.push((b.clone(), tx.last_insert_rowid()));
-            }
-            Ok(SubmittedBuildSet {
-                buildset_id,
-                requests,
-            })
-        })
-        .await
+        self.write(move |tx| insert_buildset_requests(tx, &bs, at))
+            .await
     }
 
     /// Builders that have unclaimed, incomplete requests (read at start-up).
@@ -364,6 +376,7 @@ fn claim(
         total_steps
     ])?;
     let build_id = tx.last_insert_rowid();
+    let patch = super::tryjobs::patch_of(tx, sourcestamp_id)?;
     for id in &request_ids {
         tx.prepare_cached("INSERT INTO build_requests(build, request) VALUES (?1, ?2)")?
             .execute(params![build_id, id])?;
@@ -380,6 +393,7 @@ fn claim(
         revision,
         properties: serde_json::from_str(&props).unwrap_or_default(),
         first_step: None,
+        patch,
     }))
 }
 

@@ -76,6 +76,10 @@ const RECORD_EVERY: Duration = Duration::from_secs(1);
 /// The most stdout a SetProperty or got_revision command keeps for its value.
 const CAPTURE_MAX: usize = 1 << 20;
 
+/// The result of a Build an operator stopped (Buildbot's CANCELLED): neither a
+/// failure nor an exception, so mail and the pages do not call it one.
+pub const CANCELLED: &str = "cancelled";
+
 /// Why a Build is asked to end early.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Stop {
@@ -406,18 +410,16 @@ pub(crate) async fn run(mut ctx: BuildContext) -> bool {
     drop(build_locks);
 
     let (final_result, text, requeue) = match &end {
-        Interruption::SlaveLost(why) => (StepResult::Exception, format!("slave lost: {why}"), true),
+        Interruption::SlaveLost(why) => (
+            Some(StepResult::Exception),
+            format!("slave lost: {why}"),
+            true,
+        ),
         Interruption::Stopped(Stop::Shutdown { text }) => {
-            (StepResult::Exception, text.clone(), true)
+            (Some(StepResult::Exception), text.clone(), true)
         }
-        Interruption::Stopped(Stop::User { text }) => {
-            let r = if result.result() == StepResult::Exception {
-                StepResult::Exception
-            } else {
-                StepResult::Failure
-            };
-            (r, text.clone(), false)
-        }
+        // Buildbot's CANCELLED: not a failure, whatever the stopped Step ended with.
+        Interruption::Stopped(Stop::User { text }) => (None, text.clone(), false),
         Interruption::None => {
             let r = result.result();
             let text = match r {
@@ -429,9 +431,11 @@ pub(crate) async fn run(mut ctx: BuildContext) -> bool {
                 StepResult::Failure => format!("failed {}", failed_steps.join(" ")),
                 StepResult::Exception => exception_text.unwrap_or_else(|| "exception".into()),
             };
-            (r, text.trim().to_string(), false)
+            (Some(r), text.trim().to_string(), false)
         }
     };
+    // `None`: an operator's stop.
+    let final_result = final_result.map_or(CANCELLED, StepResult::as_str);
     let (last, last_event) = match ctx.pending_finish.take() {
         Some((f, ev)) => (Some(f), Some(ev)),
         None => (None, None),
@@ -445,14 +449,7 @@ pub(crate) async fn run(mut ctx: BuildContext) -> bool {
     tokio::task::yield_now().await;
     let finished = inner
         .db
-        .finish_build(
-            build_id,
-            final_result.as_str(),
-            &text,
-            requeue,
-            finished_at,
-            last,
-        )
+        .finish_build(build_id, final_result, &text, requeue, finished_at, last)
         .await;
     announce_finish(&inner, last_event, finished.is_ok());
     let completed = match finished {
@@ -473,14 +470,14 @@ pub(crate) async fn run(mut ctx: BuildContext) -> bool {
     inner.emit(EngineEvent::BuildFinished {
         builder,
         number,
-        result: final_result.as_str().to_string(),
+        result: final_result.to_string(),
         text,
         requeued: requeue,
     });
     for id in completed.requests {
         inner.emit(EngineEvent::RequestComplete {
             request_id: id,
-            result: final_result.as_str().to_string(),
+            result: final_result.to_string(),
         });
     }
     for (id, r) in completed.failed_buildsets {

@@ -26,7 +26,9 @@
 //! the daemon is wired ([`crate::app`]).
 
 mod build;
+pub use build::CANCELLED;
 pub mod locks;
+pub mod tryjob;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -394,10 +396,19 @@ impl Engine {
     /// web ports' threads run at a lower priority and may be descheduled at any
     /// moment under load.
     pub async fn submit(&self, bs: NewBuildSet) -> Result<SubmittedBuildSet, EngineError> {
+        self.submit_with_patch(bs, None).await
+    }
+
+    /// [`Engine::submit`], with a try job's patch on the SourceStamp.
+    pub(crate) async fn submit_with_patch(
+        &self,
+        bs: NewBuildSet,
+        patch: Option<crate::db::tryjobs::TryPatch>,
+    ) -> Result<SubmittedBuildSet, EngineError> {
         let inner = self.inner.clone();
         self.inner
             .runtime
-            .spawn(async move { submit_here(&inner, bs).await })
+            .spawn(async move { submit_here(&inner, bs, patch).await })
             .await
             .map_err(|_| EngineError::ShuttingDown)?
     }
@@ -696,14 +707,16 @@ impl Engine {
 async fn submit_here(
     inner: &Arc<Inner>,
     bs: NewBuildSet,
+    patch: Option<crate::db::tryjobs::TryPatch>,
 ) -> Result<SubmittedBuildSet, EngineError> {
     if inner.state().stopping {
         return Err(EngineError::ShuttingDown);
     }
-    let submitted = inner
-        .db
-        .add_buildset(bs, crate::calendar::now_f64())
-        .await?;
+    let at = crate::calendar::now_f64();
+    let submitted = match patch {
+        Some(p) => inner.db.add_try_buildset(bs, p, at).await?,
+        None => inner.db.add_buildset(bs, at).await?,
+    };
     {
         let mut st = inner.state();
         for (builder, _) in &submitted.requests {

@@ -144,6 +144,7 @@ impl StepKind {
                 workdir,
                 branch,
                 revision,
+                patch_level: None,
             }),
             _ => Err(CheckoutError::NotACheckout),
         }
@@ -414,23 +415,23 @@ impl Params<'_> {
     }
 }
 
-/// Sources in checkout order (hg first, then git) with the directory of each.
+/// Sources in checkout order (hg first, then svn, bzr, darcs, then git) with the directory of each.
 fn sources_with_dirs(f: &Recipe) -> Result<Vec<(Source, String)>, FactoryError> {
     let mut out: Vec<(Source, String)> = Vec::new();
     let ordered = f
         .sources
         .iter()
         .filter(|s| s.kind == SourceKind::Hg)
+        .chain(f.sources.iter().filter(|s| s.kind == SourceKind::Svn))
+        .chain(f.sources.iter().filter(|s| s.kind == SourceKind::Bzr))
+        .chain(f.sources.iter().filter(|s| s.kind == SourceKind::Darcs))
         .chain(f.sources.iter().filter(|s| s.kind == SourceKind::Git));
     for s in ordered {
         let dir = source_dir(s);
         if !is_plain_name(&dir) {
             return Err(FactoryError::BadValue {
                 factory: f.name.to_string(),
-                key: match s.kind {
-                    SourceKind::Git => "git".into(),
-                    SourceKind::Hg => "hg".into(),
-                },
+                key: s.kind.as_str().into(),
                 message: format!(
                     "cannot name a checkout directory after {:?} (got {dir:?})",
                     redact_url(&s.url)

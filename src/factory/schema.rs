@@ -135,6 +135,20 @@ macro_rules! p {
 
 use ParamKind::*;
 
+/// Why a source key of Buildbot's manual that autobot does not build is refused
+/// (`p4`), for `checkconfig`; `None` for every other key.
+pub fn unsupported_source(key: &str) -> Option<String> {
+    match key.to_ascii_lowercase().as_str() {
+        "p4" | "p4port" | "p4base" => Some(format!(
+            "Perforce (`{key}`) is not supported: autobot builds only the version-control \
+             systems it can test against a real server and client, and Perforce has neither \
+             a Debian package nor a free server to test with; use git, hg, svn (or mirror the \
+             depot into git with git-p4)"
+        )),
+        _ => None,
+    }
+}
+
 /// Keys every factory section accepts, whatever its type. Scheduling keys
 /// (branches, files, periodic, nightly, dependsOn, treeStable, pollInterval) are read
 /// by the schedulers; the checkout keys (mode, alwaysUseLatest, retry, mirror) by the
@@ -143,7 +157,11 @@ pub static COMMON: &[ParamSpec] = &[
     p!("type", Str, "", "The built-in factory type that builds this factory (required unless the section is named after a project)."),
     p!("description", Str, "", "One line shown by `list-factories` and on the web pages."),
     p!("git", Sources, "", "Git repositories: URL[#branch] ... (branch defaults to master; ./ and ../ paths are relative to the master directory)."),
-    p!("hg", Sources, "", "Mercurial repositories: URL[#branch] ... (branch defaults to default); checked out before the git ones."),
+    p!("hg", Sources, "", "Mercurial repositories: URL[#branch] ... (branch defaults to default); checked out before the svn and git ones."),
+    p!("svn", Sources, "", "Subversion repositories: URL[#BRANCH] ... (svn://, http(s)://, svn+ssh:// or file:// URLs; a local path becomes file://). Without #BRANCH the URL itself is checked out (Buildbot's svnurl); with it the URL is the base and BRANCH a path below it (baseURL + defaultBranch, e.g. `svn://host/repo#trunk`), and a build of another branch checks out URL/BRANCH. No password in the URL: keep it in the slave's svn auth cache. Checked out after hg, before git; polled with `svn log`."),
+    p!("bzr", Sources, "", "Bazaar branches, checked out with `brz`: URL[#PATH] ... (bzr://, http(s)://, bzr+ssh://, lp:, file:// or a path). Without #PATH the URL is the branch; with it the URL is a base and PATH the branch below it (a build of another branch checks out URL/BRANCH). A revision is a revno or revid:…; got_revision is the revno. No password in the URL. Checked out after svn, before git; polled with `brz revno` and `brz log`."),
+    p!("darcs", Sources, "", "Darcs repositories: URL[#PATH] ... (http(s)://, ssh (host:path), a path). Without #PATH the URL is the repository; with it the URL is a base and PATH the repository below it. A revision is a patch hash (checked out with `darcs clone --to-hash`), and got_revision is the newest patch's hash. No password in the URL. Checked out after bzr, before git; polled with `darcs log --xml-output`."),
+    p!("svnBranchPrefix", Str, "", "With svn = URL#BRANCH: where the other branches live below the URL, e.g. `branches`, so that branch NAME (in `branches =`, a Change or a forced build) is checked out and polled at URL/branches/NAME, while BRANCH itself stays at URL/BRANCH."),
     p!("sample", Str, "", "Name of a sample repository embedded in autobot that `create` writes into the master directory."),
     p!("platform", Bool, "false", "Pass the slave's os to the build: property `platform` and environment variable PLATFORM on every step."),
     p!("category", Str, "", "Category of the builders, for filtering the web pages and notifications."),

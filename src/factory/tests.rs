@@ -46,6 +46,7 @@ fn git(url: &str) -> Source {
         kind: SourceKind::Git,
         url: url.to_string(),
         branch: "master".to_string(),
+        branch_prefix: None,
     }
 }
 
@@ -54,6 +55,7 @@ fn hg(url: &str) -> Source {
         kind: SourceKind::Hg,
         url: url.to_string(),
         branch: "default".to_string(),
+        branch_prefix: None,
     }
 }
 
@@ -730,6 +732,7 @@ fn a_checkout_step_gives_its_checkout() {
         kind: SourceKind::Git,
         url: "/r/hello".into(),
         branch: "master".into(),
+        branch_prefix: None,
     };
     let kind = StepKind::Checkout {
         source: s.clone(),

@@ -25,8 +25,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+mod compressed;
 mod disk;
 
+pub use compressed::{
+    compress_log, compressed_path, is_compressed, open_log, read_compressed_at, read_tail,
+    remove_log_files, remove_plain, write_compressed,
+};
 pub use disk::{AsyncLog, LogDisk, LogGroup, IN_FLIGHT};
 
 /// Which stream a piece of a log came from.
@@ -469,7 +474,9 @@ pub type LogBytes = Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>;
 
 /// A log's bytes as they are now: a reader up to the file's current end (a log
 /// still growing is read that far), and that length. A log whose Step has just
-/// started may have no file yet ([`LogWriter`]): it reads as empty.
+/// started may have no file yet ([`LogWriter`]): it reads as empty. A finished
+/// log stored compressed (`NAME.log.zst`) is decompressed as it is read, a chunk
+/// at a time.
 pub async fn log_reader(path: &Path, complete: bool) -> std::io::Result<(LogBytes, u64)> {
     use tokio::io::AsyncReadExt;
     match tokio::fs::File::open(path).await {
@@ -477,8 +484,22 @@ pub async fn log_reader(path: &Path, complete: bool) -> std::io::Result<(LogByte
             let len = f.metadata().await?.len();
             Ok((Box::new(f.take(len)), len))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !complete => {
-            Ok((Box::new(tokio::io::empty()), 0))
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let p = path.to_path_buf();
+            let zst = tokio::task::spawn_blocking(move || {
+                if compressed_path(&p).exists() {
+                    compressed::async_reader(&p).map(Some)
+                } else {
+                    Ok(None)
+                }
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            match zst {
+                Some(r) => Ok(r),
+                None if !complete => Ok((Box::new(tokio::io::empty()), 0)),
+                None => Err(e),
+            }
         }
         Err(e) => Err(e),
     }
@@ -508,6 +529,33 @@ pub fn read_channel_runs(log: &Path) -> std::io::Result<Vec<(u64, Channel)>> {
         out.insert(0, (0, Channel::Stdout));
     }
     Ok(out)
+}
+
+/// Bytes `from..to` of a log as they are now (fewer when the file is shorter;
+/// none when a growing log has no file yet), read with a seek: a page of a
+/// 100 MB log costs the page, not the log before it. A compressed log is
+/// decompressed up to `from` (its decoder kept, so the next page goes on from
+/// there).
+pub async fn log_range(path: &Path, from: u64, to: u64) -> std::io::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut f = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let p = path.to_path_buf();
+            let max = usize::try_from(to.saturating_sub(from)).unwrap_or(usize::MAX);
+            let got = tokio::task::spawn_blocking(move || read_compressed_at(&p, from, max))
+                .await
+                .map_err(std::io::Error::other)??;
+            return Ok(got.map(|(b, _)| b).unwrap_or_default());
+        }
+        Err(e) => return Err(e),
+    };
+    f.seek(std::io::SeekFrom::Start(from)).await?;
+    let mut buf = Vec::with_capacity(to.saturating_sub(from).min(1 << 24) as usize);
+    f.take(to.saturating_sub(from))
+        .read_to_end(&mut buf)
+        .await?;
+    Ok(buf)
 }
 
 #[cfg(test)]

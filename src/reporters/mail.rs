@@ -6,7 +6,6 @@
 //! (tokio, rustls; `smtpTls`, `smtpUser`/`smtpPassword`, `smtpCA`).
 
 use std::collections::HashSet;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::time::Duration;
 
@@ -172,12 +171,8 @@ fn failing_step(d: &BuildDetail) -> Option<(i64, String)> {
 /// The last `lines` lines of a log file (bytes that are not UTF-8 replaced).
 pub fn log_tail(path: &Path, lines: usize) -> Option<String> {
     const WINDOW: u64 = 64 * 1024;
-    let mut f = std::fs::File::open(path).ok()?;
-    let len = f.metadata().ok()?.len();
-    let start = len.saturating_sub(WINDOW);
-    f.seek(SeekFrom::Start(start)).ok()?;
-    let mut buf = Vec::new();
-    f.take(WINDOW).read_to_end(&mut buf).ok()?;
+    // Either form of the log: as written, or compressed (logCompression).
+    let buf = crate::logstore::read_tail(path, WINDOW).ok()?;
     let text = String::from_utf8_lossy(&buf);
     let text = text.trim_end_matches('\n');
     let all: Vec<&str> = text.split('\n').collect();
@@ -278,6 +273,7 @@ pub fn build_message(
         "warnings" => "a build with warnings",
         "failure" => "a failed build",
         "exception" => "a build exception",
+        "cancelled" => "a stopped build",
         _ => "a finished build",
     };
     body.push_str(&format!(

@@ -88,6 +88,7 @@ fn state(forge: Forge, result: Option<&str>) -> &'static str {
         (Forge::Gitlab, None) => "running",
         (_, None) => "pending",
         (_, Some("success" | "warnings" | "skipped")) => "success",
+        (Forge::Gitlab, Some("cancelled")) => "canceled",
         (Forge::Gitlab, Some(_)) => "failed",
         (_, Some("failure")) => "failure",
         (_, Some(_)) => "error",

@@ -80,6 +80,32 @@ pub fn web_user(
     }
 }
 
+/// Check HTTP Basic credentials against the `users` of `[try]`, for `autobot
+/// try` on the slave port and `POST /api/v1/try`; the user name, or why not.
+/// Every user is compared in constant time; a master without `[try]` refuses.
+pub fn try_credentials(
+    config: &crate::config::MasterConfig,
+    header: Option<&str>,
+) -> Result<String, String> {
+    let Some(t) = &config.try_jobs else {
+        return Err(
+            "try jobs are off: the master's master.ini has no [try] section (add one with `users = NAME:PASSWORD`)"
+                .into(),
+        );
+    };
+    let header = header.ok_or("no credentials")?;
+    let (name, password) = parse_basic(header).ok_or("malformed Authorization header")?;
+    let mut found = None;
+    for (user, pw) in &t.users {
+        let ok_name = constant_time_eq(user.as_bytes(), name.as_bytes());
+        let ok_pw = constant_time_eq(pw.as_bytes(), password.as_bytes());
+        if ok_name & ok_pw {
+            found = Some(user.clone());
+        }
+    }
+    found.ok_or_else(|| format!("wrong try user or password (user {name:?})"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

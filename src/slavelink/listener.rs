@@ -72,7 +72,7 @@ async fn handshake(shared: Arc<Shared>, mut stream: TcpStream, peer: String) {
     }
     let left = HANDSHAKE_TIMEOUT.saturating_sub(started.elapsed());
     let mut claim: Option<Claim> = None;
-    let mut change_user: Option<String> = None;
+    let mut change_user: Option<(String, usize)> = None;
     // The callback's signature is tungstenite's; its error type is not ours to box.
     #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
@@ -80,14 +80,15 @@ async fn handshake(shared: Arc<Shared>, mut stream: TcpStream, peer: String) {
             .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        if let Some(door) = shared
-            .side_door
-            .as_ref()
-            .filter(|d| req.uri().path() == d.path)
+        if let Some((i, door)) = shared
+            .side_doors
+            .iter()
+            .enumerate()
+            .find(|(_, d)| req.uri().path() == d.path)
         {
             return match authorize_side(&shared, door, header) {
                 Ok(user) => {
-                    change_user = Some(user);
+                    change_user = Some((user, i));
                     Ok(resp)
                 }
                 Err(why) => {
@@ -125,7 +126,10 @@ async fn handshake(shared: Arc<Shared>, mut stream: TcpStream, peer: String) {
         tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(websocket_config()));
     match tokio::time::timeout(left, accept).await {
         Ok(Ok(socket)) => {
-            if let (Some(user), Some(door)) = (change_user, shared.side_door.as_ref()) {
+            let door = change_user
+                .as_ref()
+                .and_then(|(_, i)| shared.side_doors.get(*i));
+            if let (Some((user, _)), Some(door)) = (change_user.clone(), door) {
                 let shutdown = shared.shutdown.clone();
                 (door.serve)(socket, user, peer, shutdown).await;
             } else if let Some(claim) = claim {

@@ -80,8 +80,8 @@ pub(crate) struct Shared {
     pub(crate) keepalive: Duration,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) slaveport: u16,
-    /// The one non-slave path of the port (`sendchange`), if any.
-    pub(crate) side_door: Option<SideDoor>,
+    /// The non-slave paths of the port (`sendchange`, `try`).
+    pub(crate) side_doors: Vec<SideDoor>,
 }
 
 /// Accept slaves (and the [`SideDoor`]'s clients) on `listener` until `shutdown`

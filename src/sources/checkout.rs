@@ -77,6 +77,10 @@ use super::{path_safe, source_dir, Mode, Retry, Source, SourceKind};
 /// Build properties by name (the factory's `Properties`).
 type Properties = BTreeMap<String, String>;
 
+/// The file a try build's patch is written to in the workdir, as Buildbot's
+/// `.buildbot-diff`.
+pub const PATCH_FILE: &str = ".autobot-diff";
+
 /// The slave's mirrors directory, relative to a builder's directory
 /// (`BASEDIR/BUILDER/../mirrors` = `BASEDIR/mirrors`).
 pub const MIRRORS_DIR: &str = "../mirrors";
@@ -95,6 +99,10 @@ pub enum CheckoutOp {
     CpDir { from: String, to: String },
     /// `shell` whose trimmed stdout is the revision checked out.
     GotRevision { argv: Vec<String>, workdir: String },
+    /// Write the try job's patch to `path` (a stock buildbot-worker gets it by
+    /// `downloadFile`, an autobot slave has it in its command's `patch` argument).
+    /// The file stays: its presence tells the next `update` the tree is patched.
+    WritePatch { path: String },
 }
 
 /// Why a checkout cannot be planned.
@@ -110,6 +118,14 @@ pub enum CheckoutError {
     PasswordInUrl { scheme: String, url: String },
     #[error("the credentials in the URL {url} {why}")]
     BadCredentials { url: String, why: &'static str },
+    #[error("the svn URL {url} holds a password, which svn can only be given on its command line (where every process list shows it); write the URL without it and store the password in the slave's svn auth cache (run `svn info URL` once as the slave's user), or use svn+ssh:// with a key")]
+    SvnPassword { url: String },
+    #[error("the bzr URL {url} holds a password, which brz can only be given on its command line (where every process list shows it); write the URL without it and keep the password in the slave's ~/.config/breezy/authentication.conf, or use bzr+ssh:// with a key")]
+    BzrPassword { url: String },
+    #[error("the darcs URL {url} holds a password, which darcs can only be given on its command line; write the URL without it and give the password to darcs on the slave (~/.netrc for http, an ssh key for ssh)")]
+    DarcsPassword { url: String },
+    #[error("refusing svn branch {0:?}: a branch is a path below the URL (no `..`, no leading `/`, no control characters)")]
+    BadSvnBranch(String),
 }
 
 /// Where a mirror operation leads, once it succeeded or failed.
@@ -167,9 +183,19 @@ pub struct CheckoutPlan {
     pub full: Vec<CheckoutOp>,
     /// After either: copy/export into the workdir, then the GotRevision op.
     pub finish: Vec<CheckoutOp>,
+    /// A try build's patch, applied in the workdir after `finish`: write it
+    /// ([`CheckoutOp::WritePatch`]), then `git apply` / `hg import --no-commit`
+    /// (`patch` for an hg export). Empty without a patch.
+    pub patch: Vec<CheckoutOp>,
+    /// `update` mode: the patch file a try build leaves in the workdir
+    /// ([`PATCH_FILE`]). When it exists the tree is not pristine, so the caller
+    /// starts with a full checkout (pass `updateable = false` to [`CheckoutRun`]).
+    pub patched_marker: Option<String>,
     pub retry: Option<Retry>,
     /// `got_revision_DIR`: the property this source's revision always sets.
     pub revision_property: String,
+    /// The source's VC: how the GotRevision op's output reads.
+    pub kind: SourceKind,
     /// Environment every `Shell`/`GotRevision` operation runs with: the
     /// credentials of the URL ([`credential_env`]), never in an argv.
     #[serde(skip)]
@@ -204,6 +230,9 @@ pub struct Checkout<'a> {
     pub branch: Option<&'a str>,
     /// The build's revision; `None` or empty: the branch's latest.
     pub revision: Option<&'a str>,
+    /// A try build: apply a (non-empty) patch with this strip level (`-pN`)
+    /// after the checkout ([`Checkout::with_patch`]).
+    pub patch_level: Option<u32>,
 }
 
 impl<'a> Checkout<'a> {
@@ -217,6 +246,13 @@ impl<'a> Checkout<'a> {
         self
     }
 
+    /// The same checkout followed by applying a try build's patch, stripping
+    /// `level` leading path components (`git apply -pN`).
+    pub fn with_patch(mut self, level: Option<u32>) -> Checkout<'a> {
+        self.patch_level = level;
+        self
+    }
+
     /// The operations for this checkout.
     pub fn plan(&self) -> Result<CheckoutPlan, CheckoutError> {
         let workdir = checked_workdir(self.workdir)?;
@@ -224,7 +260,18 @@ impl<'a> Checkout<'a> {
             Some(b) => b,
             None => self.source.branch.as_str(),
         };
-        let branch = checked_name("branch", branch)?;
+        let svn_path;
+        let branch = match self.source.kind {
+            SourceKind::Svn => {
+                svn_path = checked_svn_branch(&super::svn_branch_path(self.source, branch))?;
+                svn_path.as_str()
+            }
+            SourceKind::Bzr | SourceKind::Darcs => {
+                svn_path = checked_svn_branch(branch.trim_matches('/'))?;
+                svn_path.as_str()
+            }
+            SourceKind::Git | SourceKind::Hg => checked_name("branch", branch)?,
+        };
         // Checked even when alwaysUseLatest drops it: the build's revision is also
         // what `%(revision)s` gives the other steps.
         let revision = match self.revision.filter(|r| !r.is_empty()) {
@@ -232,6 +279,35 @@ impl<'a> Checkout<'a> {
             None => None,
         };
         let (url, credentials) = split_credentials(&self.source.url)?;
+        let mut svn_user = None;
+        if self.source.kind == SourceKind::Svn {
+            if let Some(c) = &credentials {
+                if !c.password.is_empty() {
+                    return Err(CheckoutError::SvnPassword {
+                        url: redact_url(&self.source.url),
+                    });
+                }
+                svn_user = Some(c.username.clone());
+            }
+        }
+        let mut url = url;
+        if matches!(self.source.kind, SourceKind::Bzr | SourceKind::Darcs) {
+            if let Some(c) = &credentials {
+                if !c.password.is_empty() {
+                    let url = redact_url(&self.source.url);
+                    return Err(if self.source.kind == SourceKind::Bzr {
+                        CheckoutError::BzrPassword { url }
+                    } else {
+                        CheckoutError::DarcsPassword { url }
+                    });
+                }
+                // brz and darcs take a user name in the URL itself.
+                url = self.source.url.clone();
+            }
+        }
+        let credentials =
+            credentials.filter(|_| matches!(self.source.kind, SourceKind::Git | SourceKind::Hg));
+        let svn_url = super::svn_join(&url, branch);
         let hg_source = match (&credentials, self.source.kind) {
             (Some(_), SourceKind::Hg) => Some(HG_SOURCE_ALIAS),
             _ => None,
@@ -242,6 +318,8 @@ impl<'a> Checkout<'a> {
             hg_config: hg_source.map(|_| format!("paths.{HG_SOURCE_ALIAS}=${HG_SOURCE_VAR}")),
             branch,
             revision,
+            svn_url: &svn_url,
+            svn_user: svn_user.as_deref(),
         };
         let copying = matches!(self.mode, Mode::Copy | Mode::Export);
         let srcdir = if copying {
@@ -256,7 +334,10 @@ impl<'a> Checkout<'a> {
         } else {
             vc.update(&srcdir, vc.url, None)
         };
-        let mirror = if self.mirror {
+        // svn, bzr and darcs sources have no slave mirror (svn has no cheap
+        // local copy of a repository; bzr and darcs fetch whole branches).
+        let mirror = if self.mirror && matches!(self.source.kind, SourceKind::Git | SourceKind::Hg)
+        {
             self.mirror_plan(&vc, &srcdir, clobber)
         } else {
             None
@@ -283,7 +364,51 @@ impl<'a> Checkout<'a> {
             argv: vc.got_revision(),
             workdir: revision_dir.clone(),
         });
+        let patch = match self.patch_level {
+            Some(level) => {
+                let path = join(&workdir, PATCH_FILE);
+                let level = format!("-p{level}");
+                let apply = match (self.source.kind, self.mode) {
+                    (SourceKind::Git, _) => {
+                        argv(&["git", "apply", "--verbose", &level, PATCH_FILE])
+                    }
+                    (SourceKind::Hg, mode) if mode != Mode::Export => argv(&[
+                        "hg",
+                        "--noninteractive",
+                        "import",
+                        "--no-commit",
+                        &level,
+                        "--",
+                        PATCH_FILE,
+                    ]),
+                    // An exported hg tree, and the VC systems without an import
+                    // command of their own: patch(1), as Buildbot applies a try
+                    // job's patch.
+                    _ => argv(&[
+                        "patch",
+                        &level,
+                        "--forward",
+                        "--force",
+                        "--remove-empty-files",
+                        "--input",
+                        PATCH_FILE,
+                    ]),
+                };
+                vec![
+                    CheckoutOp::WritePatch { path },
+                    CheckoutOp::Shell {
+                        argv: apply,
+                        workdir: workdir.clone(),
+                    },
+                ]
+            }
+            None => Vec::new(),
+        };
+        let patched_marker = (self.mode == Mode::Update).then(|| join(&workdir, PATCH_FILE));
         Ok(CheckoutPlan {
+            kind: self.source.kind,
+            patch,
+            patched_marker,
             full: vc.full(&srcdir, vc.url, None),
             srcdir,
             probe,
@@ -394,6 +519,18 @@ fn checked_name<'a>(what: &'static str, value: &'a str) -> Result<&'a str, Check
     Ok(value)
 }
 
+/// An svn branch is a path below the URL: never up out of it, never absolute.
+fn checked_svn_branch(path: &str) -> Result<String, CheckoutError> {
+    let bad = path.starts_with('/')
+        || path.starts_with('-')
+        || path.chars().any(char::is_control)
+        || path.split('/').any(|c| c == ".." || c == ".");
+    if bad {
+        return Err(CheckoutError::BadSvnBranch(path.to_string()));
+    }
+    Ok(path.to_string())
+}
+
 /// The version-control commands for one source.
 struct Vc<'a> {
     kind: SourceKind,
@@ -405,6 +542,10 @@ struct Vc<'a> {
     hg_config: Option<String>,
     branch: &'a str,
     revision: Option<&'a str>,
+    /// svn, bzr: the URL of the branch (the source's URL and the branch's subpath).
+    svn_url: &'a str,
+    /// svn: the user name of the URL (`--username`); svn URLs hold no password.
+    svn_user: Option<&'a str>,
 }
 
 fn argv(words: &[&str]) -> Vec<String> {
@@ -452,7 +593,45 @@ impl Vc<'_> {
         match self.kind {
             SourceKind::Git => ".git",
             SourceKind::Hg => ".hg",
+            SourceKind::Svn => ".svn",
+            SourceKind::Bzr => ".bzr",
+            SourceKind::Darcs => "_darcs",
         }
+    }
+
+    /// `brz WORDS [-r REV] -- URL [.]`: the branch's URL at the build's revision
+    /// (a revno, `revid:…`, or any of brz's revision specs), its tip without one.
+    fn brz(&self, words: &[&str], dot: bool) -> Vec<String> {
+        let mut out = argv(&["brz"]);
+        out.extend(argv(words));
+        if let Some(rev) = self.revision {
+            out.extend(argv(&["-r", rev]));
+        }
+        out.extend(argv(&["--", self.svn_url]));
+        if dot {
+            out.push(".".into());
+        }
+        out
+    }
+
+    /// `svn --non-interactive [--username USER] VERB -r REV -- URL@REV .`: the
+    /// branch's URL pegged at the revision (HEAD without one), so an `@` in the
+    /// URL is never read as a peg and a branch deleted later is still found.
+    fn svn_at(&self, verb: &[&str]) -> Vec<String> {
+        let rev = self.revision.unwrap_or("HEAD");
+        let mut out = argv(&["svn", "--non-interactive"]);
+        if let Some(user) = self.svn_user {
+            out.extend(argv(&["--username", user]));
+        }
+        out.extend(argv(verb));
+        out.extend(argv(&[
+            "-r",
+            rev,
+            "--",
+            &format!("{}@{rev}", self.svn_url),
+            ".",
+        ]));
+        out
     }
 
     fn shell(words: &[&str], dir: &str) -> CheckoutOp {
@@ -512,11 +691,40 @@ impl Vc<'_> {
                 },
                 self.hg_update(dir),
             ],
+            // `switch` to the same URL is an update; to another branch it moves
+            // the working copy there, keeping local changes and build products.
+            SourceKind::Svn => vec![CheckoutOp::Shell {
+                argv: self.svn_at(&["switch", "--ignore-ancestry"]),
+                workdir: dir.to_string(),
+            }],
+            // Local changes to versioned files go, build products stay; then the
+            // branch becomes the source's at the revision (`--overwrite`: even
+            // when the two diverged).
+            SourceKind::Bzr => vec![
+                Self::shell(&["brz", "revert", "--no-backup"], dir),
+                CheckoutOp::Shell {
+                    argv: self.brz(&["pull", "--overwrite"], false),
+                    workdir: dir.to_string(),
+                },
+            ],
+            // A pull only adds patches: a given (older) revision needs a fresh
+            // clone `--to-hash` it, which an empty update group leads to.
+            SourceKind::Darcs if self.revision.is_some() => Vec::new(),
+            SourceKind::Darcs => vec![
+                Self::shell(&["darcs", "revert", "--all", "--quiet"], dir),
+                Self::shell(
+                    &["darcs", "pull", "--all", "--quiet", "--", self.svn_url],
+                    dir,
+                ),
+            ],
         }
     }
 
     /// Clone `from` (the URL, or the mirror under `lock`) into a fresh `dir`.
     fn full(&self, dir: &str, from: &str, lock: Option<&str>) -> Vec<CheckoutOp> {
+        if self.kind == SourceKind::Darcs {
+            return self.darcs_clone(dir);
+        }
         let mut ops = vec![
             CheckoutOp::RmDir {
                 dir: dir.to_string(),
@@ -562,7 +770,44 @@ impl Vc<'_> {
                 });
                 ops.push(self.hg_update(dir));
             }
+            SourceKind::Svn => ops.push(CheckoutOp::Shell {
+                argv: self.svn_at(&["checkout"]),
+                workdir: dir.to_string(),
+            }),
+            SourceKind::Bzr => ops.push(CheckoutOp::Shell {
+                argv: self.brz(&["branch", "--use-existing-dir"], true),
+                workdir: dir.to_string(),
+            }),
+            SourceKind::Darcs => {}
         }
+        ops
+    }
+
+    /// `darcs clone` makes its target itself (it refuses an existing one): run it
+    /// in `dir`'s parent (the builder's directory for a plain workdir), the
+    /// revision a patch hash (`--to-hash`).
+    fn darcs_clone(&self, dir: &str) -> Vec<CheckoutOp> {
+        let (parent, name) = match dir.rsplit_once('/') {
+            Some((p, n)) => (if p.is_empty() { "/" } else { p }, n),
+            None => ("", dir),
+        };
+        let mut ops = vec![CheckoutOp::RmDir {
+            dir: dir.to_string(),
+        }];
+        if !parent.is_empty() {
+            ops.push(CheckoutOp::MkDir {
+                dir: parent.to_string(),
+            });
+        }
+        let mut words = argv(&["darcs", "clone", "--quiet"]);
+        if let Some(rev) = self.revision {
+            words.push(format!("--to-hash={rev}"));
+        }
+        words.extend(argv(&["--", self.svn_url, name]));
+        ops.push(CheckoutOp::Shell {
+            argv: words,
+            workdir: parent.to_string(),
+        });
         ops
     }
 
@@ -592,6 +837,8 @@ impl Vc<'_> {
                     "--template",
                     "{node}\\n",
                 ]),
+                // Never planned: svn and bzr sources have no mirror.
+                SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => Vec::new(),
             }
         };
         let fetch = match self.kind {
@@ -611,6 +858,7 @@ impl Vc<'_> {
             SourceKind::Hg => {
                 self.hg_remote(self.url, &["--repository", name, "pull", "--", self.url])
             }
+            SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => Vec::new(),
         };
         let with_lock = |how: &[&str], words: &[String]| -> Vec<String> {
             let mut all = argv(&["flock"]);
@@ -665,6 +913,7 @@ impl Vc<'_> {
                     Next,
                 ));
             }
+            SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => return Vec::new(),
         }
         if let Some(rev) = self.revision {
             // Fetch unless another builder is fetching; then wait for it and look
@@ -680,6 +929,20 @@ impl Vc<'_> {
         match self.kind {
             SourceKind::Git => argv(&["git", "rev-parse", "HEAD"]),
             SourceKind::Hg => argv(&["hg", "log", "--rev", ".", "--template", "{node}"]),
+            // The working copy's revision (`svnversion`'s number, the one `-r` took).
+            SourceKind::Svn => argv(&[
+                "svn",
+                "--non-interactive",
+                "info",
+                "--show-item",
+                "revision",
+                "--no-newline",
+                ".",
+            ]),
+            // The working tree's revno (what the poller's Changes carry).
+            SourceKind::Bzr => argv(&["brz", "revno", "--tree", "."]),
+            // `patch HASH` is its first line (see revision_properties).
+            SourceKind::Darcs => argv(&["darcs", "log", "--last=1"]),
         }
     }
 }
@@ -704,6 +967,7 @@ enum Phase {
     Update,
     Full,
     Finish,
+    Patch,
     Over,
 }
 
@@ -754,6 +1018,7 @@ impl CheckoutRun {
             (Phase::Update, None) => &self.plan.update,
             (Phase::Full, None) => &self.plan.full,
             (Phase::Finish, _) => &self.plan.finish,
+            (Phase::Patch, _) => &self.plan.patch,
             (Phase::Mirror | Phase::Over, _) => &[],
         }
     }
@@ -877,7 +1142,8 @@ impl CheckoutRun {
             }
             match self.phase {
                 Phase::Update | Phase::Full => self.enter(Phase::Finish),
-                Phase::Mirror | Phase::Finish | Phase::Over => {
+                Phase::Finish => self.enter(Phase::Patch),
+                Phase::Mirror | Phase::Patch | Phase::Over => {
                     self.phase = Phase::Over;
                     return Next::Done { ok: true };
                 }
@@ -889,6 +1155,16 @@ impl CheckoutRun {
 impl CheckoutPlan {
     /// See [`CheckoutRun::revision_properties`].
     pub fn revision_properties(&self, got: &str, props: &Properties) -> Vec<(String, String)> {
+        // darcs prints `patch HASH` and the patch's author, date and name.
+        let got = match self.kind {
+            SourceKind::Darcs => got
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("patch "))
+                .unwrap_or(got)
+                .trim(),
+            _ => got,
+        };
         let mut out = vec![(self.revision_property.clone(), got.to_string())];
         if props.get("got_revision").is_none_or(|v| v.is_empty()) {
             out.push(("got_revision".to_string(), got.to_string()));

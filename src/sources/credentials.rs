@@ -179,6 +179,9 @@ pub fn credential_env(kind: SourceKind, credentials: &UrlCredentials) -> BTreeMa
         SourceKind::Hg => {
             env.insert(HG_SOURCE_VAR.to_string(), credentials.url.clone());
         }
+        // svn and brz take a password only on their command line (or stdin, or
+        // their own auth files): a checkout plan refuses one in their URLs.
+        SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => {}
     }
     env
 }

@@ -1,5 +1,5 @@
 //! Where a build's source comes from and how it gets to the slave: a
-//! [`Source`] (a git or hg repository and branch), the checkout [`Mode`] and
+//! [`Source`] (a git, hg or svn repository and branch), the checkout [`Mode`] and
 //! [`Retry`] of Buildbot's Source steps, the checkout plan ([`checkout`]) that
 //! brings a source into a workdir with plain worker-protocol operations, and the
 //! handling of credentials in repository URLs ([`credentials`], with
@@ -25,6 +25,14 @@ pub use credentials::{
 pub enum SourceKind {
     Git,
     Hg,
+    /// Subversion: the URL is a repository path; the branch, when given, a
+    /// subpath of it (Buildbot's `baseURL` + `defaultBranch`).
+    Svn,
+    /// Bazaar (run with `brz`): as svn, the URL is a branch, or with `#PATH` the
+    /// base of branches that live below it (Buildbot's `baseURL`).
+    Bzr,
+    /// Darcs: a repository is a branch; as for bzr, `#PATH` makes the URL a base.
+    Darcs,
 }
 
 impl SourceKind {
@@ -32,6 +40,19 @@ impl SourceKind {
         match self {
             SourceKind::Git => "git",
             SourceKind::Hg => "hg",
+            SourceKind::Svn => "svn",
+            SourceKind::Bzr => "bzr",
+            SourceKind::Darcs => "darcs",
+        }
+    }
+
+    /// The branch a source of this kind has when its URL names none: `master`
+    /// for git, `default` for hg, none for svn (the URL is what is checked out).
+    pub fn default_branch(self) -> &'static str {
+        match self {
+            SourceKind::Git => "master",
+            SourceKind::Hg => "default",
+            SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => "",
         }
     }
 }
@@ -42,8 +63,43 @@ pub struct Source {
     pub kind: SourceKind,
     /// The URL; `./` and `../` paths are already made absolute against the master dir.
     pub url: String,
-    /// The branch (`master` for git, `default` for hg when not given).
+    /// The branch (`master` for git, `default` for hg when not given; for svn and
+    /// bzr a subpath of the URL, empty when the URL itself is checked out).
     pub branch: String,
+    /// svn only (`svnBranchPrefix`): branches other than [`Source::branch`] live
+    /// at `URL/PREFIX/NAME` (e.g. `branches`), so Changes and `branches =` name
+    /// them by NAME alone. `None`: a branch is a subpath of the URL as it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch_prefix: Option<String>,
+}
+
+/// Where branch `branch` of svn source `source` lives, relative to its URL: the
+/// source's own branch as written, another through `svnBranchPrefix` when there is
+/// one; empty for the URL itself.
+pub fn svn_branch_path(source: &Source, branch: &str) -> String {
+    let branch = branch.trim_matches('/');
+    match &source.branch_prefix {
+        Some(prefix) if !branch.is_empty() && branch != source.branch.trim_matches('/') => {
+            let prefix = prefix.trim_matches('/');
+            if prefix.is_empty() {
+                branch.to_string()
+            } else {
+                format!("{prefix}/{branch}")
+            }
+        }
+        _ => branch.to_string(),
+    }
+}
+
+/// `url` and the subpath `path` joined with one `/` (the URL alone when `path` is
+/// empty): the svn or bzr URL a branch is checked out and polled from.
+pub fn svn_join(url: &str, path: &str) -> String {
+    let path = path.trim_matches('/');
+    if path.is_empty() {
+        url.to_string()
+    } else {
+        format!("{}/{path}", url.trim_end_matches('/'))
+    }
 }
 
 /// How a checkout treats the tree left by the previous build (Buildbot's `mode`).
@@ -90,7 +146,7 @@ pub fn source_dir(source: &Source) -> String {
     let last = url.rsplit(['/', '\\', ':']).next().unwrap_or(url);
     let last = match source.kind {
         SourceKind::Git => last.strip_suffix(".git").unwrap_or(last),
-        SourceKind::Hg => last,
+        SourceKind::Hg | SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => last,
     };
     last.to_string()
 }

@@ -450,6 +450,14 @@ async fn get_log(
         }
         Err(e) => return db_error("GET …/logs/LOG", e),
     };
+    if file.deleted {
+        return json_error(
+            StatusCode::GONE,
+            &format!(
+                "{name} build {number}: log {log:?} of step {step:?} was deleted by logHorizon"
+            ),
+        );
+    }
     // A growing log is sent up to its current end; a finished one whole.
     let (reader, len) = match crate::logstore::log_reader(&file.path, file.complete).await {
         Ok(r) => r,

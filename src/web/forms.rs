@@ -361,6 +361,18 @@ pub(crate) fn stop_form(b: &BuildRow, token: &str) -> Markup {
     }
 }
 
+/// The Rebuild form of a build: a new build of the same source (branch and
+/// revision), beside Stop.
+pub(crate) fn rebuild_form(b: &BuildRow, token: &str) -> Markup {
+    html! {
+        form.rebuild method="post" action={ (build_url(&b.builder, b.number)) "/rebuild" } {
+            input type="hidden" name="csrf" value=(token);
+            input name="reason" placeholder="reason" size="16";
+            button.rebuild-button #rebuild-button type="submit" { "Rebuild #" (b.number) }
+        }
+    }
+}
+
 /// The Force Build form of a builder.
 pub(crate) fn force_form(builder: &str, token: &str) -> Markup {
     html! {
@@ -450,6 +462,58 @@ pub(crate) async fn post_force(name: String, body: Bytes, h: HeaderMap, pc: Pc) 
         branch: field("branch"),
         revision: field("revision"),
         who,
+        properties: Default::default(),
+    };
+    match pc.ctx.engine.force(&name, req).await {
+        Ok(_) => redirect(&format!("/builders/{}", seg(&name))),
+        Err(e) => engine_error_page(&pc, e),
+    }
+}
+
+/// `POST /builders/NAME/builds/N/rebuild`: a new build of the same source stamp
+/// (the build's branch and revision — its SourceStamp's, else the revision it
+/// checked out), back to the builder's page.
+pub(crate) async fn post_rebuild(
+    name: String,
+    number: i64,
+    body: Bytes,
+    h: HeaderMap,
+    pc: Pc,
+) -> Response {
+    let name = unseg(&name);
+    let (user, form) = match check_post(&pc, &h, &body) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let d = match pc.ctx.db.build(&name, number).await {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            return error_page(
+                &pc,
+                StatusCode::NOT_FOUND,
+                "No such build",
+                &format!("{name} has no build {number}"),
+            )
+        }
+        Err(e) => return db_error(&pc, "rebuild", &e),
+    };
+    let revision = d
+        .revision
+        .clone()
+        .or_else(|| d.properties.get("got_revision").map(|(v, _)| v.clone()))
+        .filter(|r| !r.is_empty());
+    let why = form
+        .get("reason")
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    let req = ForceRequest {
+        reason: match why {
+            Some(w) => format!("rebuild of #{number}: {w}"),
+            None => format!("rebuild of #{number}"),
+        },
+        branch: d.branch.clone(),
+        revision,
+        who: user.or_else(|| form.get("who").cloned().filter(|w| !w.trim().is_empty())),
         properties: Default::default(),
     };
     match pc.ctx.engine.force(&name, req).await {

@@ -56,8 +56,44 @@ pub fn result_class(result: Option<&str>) -> &'static str {
         Some("failure") => "failure",
         Some("skipped") => "skipped",
         Some("exception") => "exception",
+        Some("cancelled") => "cancelled",
         Some(_) => "exception",
     }
+}
+
+/// A result's icon, so a result is not told by colour alone (the word goes
+/// beside it): ✔ success, ⚠ warnings, ✘ failure, ! exception, ⊘ cancelled,
+/// » skipped, ⟳ running.
+pub fn result_icon(result: Option<&str>) -> &'static str {
+    match result_class(result) {
+        "success" => "\u{2714}",
+        "warnings" => "\u{26A0}",
+        "failure" => "\u{2718}",
+        "cancelled" => "\u{2298}",
+        "skipped" => "\u{00BB}",
+        "running" => "\u{27F3}",
+        _ => "!",
+    }
+}
+
+/// A build's tests as words (`12 passed, 1 failed`; `—` when none were
+/// counted).
+pub fn tests_text(c: &crate::db::webview::BuildCounts) -> String {
+    let Some(t) = &c.tests else {
+        return "—".into();
+    };
+    let mut parts = vec![format!("{} passed", t.passed)];
+    for (n, w) in [
+        (t.failed, "failed"),
+        (t.skipped, "skipped"),
+        (t.xfailed, "xfailed"),
+        (t.xpassed, "xpassed"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {w}"));
+        }
+    }
+    parts.join(", ")
 }
 
 /// A unix time as `YYYY-MM-DD HH:MM:SS` UTC (no time-zone database needed).
@@ -126,6 +162,8 @@ pub fn page(f: &Frame<'_>, body: &Markup) -> Markup {
                             span.project { (project) }
                         }
                         a href="/waterfall" { "Waterfall" }
+                        a href="/console" { "Console" }
+                        a #nav-my href="/my" { "My builds" }
                         a href="/builders" { "Builders" }
                         a href="/changes" { "Changes" }
                         a href="/slaves" { "Slaves" }
@@ -138,6 +176,11 @@ pub fn page(f: &Frame<'_>, body: &Markup) -> Markup {
                 }
                 "\n"
                 main #main { (body) }
+                aside #shortcuts hidden aria-label="keyboard shortcuts" {
+                    b { "Keys" } ": g w waterfall · g c console · g m my builds · g b builders · "
+                    "g h changes · g s slaves · / search or filter · j / k next / previous · "
+                    "e first error · ? this help"
+                }
                 "\n"
                 script src="/static/autobot.js" defer {}
             }

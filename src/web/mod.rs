@@ -27,6 +27,7 @@ pub mod forms;
 pub mod html;
 pub mod pages;
 pub mod sse;
+pub mod tryjob;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -74,6 +75,8 @@ fn routes_until(ctx: WebContext, stop: Option<watch::Receiver<bool>>) -> BoxedFi
         .or(api::routes(ctx.clone()))
         .unify()
         .or(change_hook::routes(ctx.clone()))
+        .unify()
+        .or(tryjob::routes(ctx.clone()))
         .unify()
         .or(pages::routes(ctx.clone(), stop))
         .unify();

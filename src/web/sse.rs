@@ -240,6 +240,9 @@ pub async fn log_tail(
             return super::json_error(StatusCode::INTERNAL_SERVER_ERROR, "database error");
         }
     };
+    if file.deleted {
+        return super::json_error(StatusCode::GONE, "the log was deleted by logHorizon");
+    }
     let resume = h
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -390,8 +393,30 @@ async fn read_from(
 ) -> std::io::Result<Option<(Vec<(Channel, String)>, usize)>> {
     let mut f = match tokio::fs::File::open(path).await {
         Ok(f) => f,
-        // A Step that has just started gets its files a moment later.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !at_end => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Compressed since the tail began (logCompression): read from there.
+            let p = path.to_path_buf();
+            let zst = tokio::task::spawn_blocking(move || {
+                crate::logstore::read_compressed_at(&p, offset, LOG_CHUNK)
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            return match zst {
+                Some((buf, len)) if !buf.is_empty() => {
+                    let p = path.to_path_buf();
+                    let runs =
+                        tokio::task::spawn_blocking(move || crate::logstore::read_channel_runs(&p))
+                            .await
+                            .map_err(std::io::Error::other)??;
+                    let whole = at_end && offset + buf.len() as u64 >= len;
+                    Ok(Some(split_runs(&runs, offset, &buf, whole)))
+                }
+                Some(_) => Ok(None),
+                // A Step that has just started gets its files a moment later.
+                None if !at_end => Ok(None),
+                None => Err(e),
+            };
+        }
         Err(e) => return Err(e),
     };
     let len = f.metadata().await?.len();

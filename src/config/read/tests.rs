@@ -78,7 +78,8 @@ fn a_project_section_starts_from_the_project() {
         [Source {
             kind: SourceKind::Git,
             url: "/m/repos/hello".into(),
-            branch: "master".into()
+            branch: "master".into(),
+            branch_prefix: None,
         }]
     );
     assert!(h.description.contains("configure"));
@@ -471,6 +472,37 @@ fn log_rotation_keys_are_read() {
 }
 
 #[test]
+fn retention_keys_are_read_and_checked() {
+    let cfg = load_text(
+        "[:master:]\nlogHorizon = 30\nbuildHorizon = 0.5\nchangeHorizon = none\nlogCompression = zstd\n",
+    )
+    .unwrap();
+    let r = cfg.retention;
+    assert_eq!(
+        (r.log_horizon, r.build_horizon, r.change_horizon),
+        (Some(30.0), Some(0.5), None)
+    );
+    assert_eq!(r.log_compression, super::LogCompression::Zstd);
+    assert!(super::summary(&cfg).contains("logHorizon 30 days, buildHorizon 0.5 days"));
+    let cfg = load_text("[:master:]\n").unwrap();
+    assert_eq!(cfg.retention, super::Retention::default());
+    assert!(!cfg.retention.is_active());
+    for bad in [
+        "logHorizon = -1",
+        "buildHorizon = 0",
+        "changeHorizon = soon",
+        "logHorizon = nan",
+        "logCompression = gzip",
+    ] {
+        let err = load_text(&format!("[:master:]\n{bad}\n"))
+            .unwrap_err()
+            .to_string();
+        let key = bad.split(' ').next().unwrap();
+        assert!(err.contains(":2:") && err.contains(key), "{bad}: {err}");
+    }
+}
+
+#[test]
 fn ports_take_an_address() {
     let cfg = load_text(
         "[:master:]\nslaveport = 0.0.0.0:9100\nhtmlport = 127.0.0.1:8100\npublichtmlport = [::1]:8101\n",
@@ -518,4 +550,48 @@ fn a_bad_address_says_how_to_write_one() {
         assert!(e.contains(want), "{text:?}: {e}");
         assert!(e.contains("`127.0.0.1:8010`, `[::1]:8010` or `localhost:8010`"), "{e}");
     }
+}
+
+/// `[try]`: users inline or from a file, builders checked against the builders,
+/// maxPatchSize capped; every error names file, line and key.
+#[test]
+fn try_section_is_read_and_checked() {
+    let base = "[:master:]\npassword = pw\nfactories = *\n[slave:s1]\n[hello]\n";
+    let cfg = load_text(&format!("{base}[try]\nusers = ann:pw1 bob:pw2\n")).unwrap();
+    let t = cfg.try_jobs.clone().unwrap();
+    assert_eq!(t.users.len(), 2);
+    assert_eq!(t.max_patch_size, 10 << 20);
+    assert!(t.builders.is_empty());
+    assert!(summary(&cfg).contains("try jobs: from ann bob on every builder"));
+    assert!(load_text(base).unwrap().try_jobs.is_none());
+    let err = |text: &str| {
+        load_text(&format!("{base}[try]\n{text}"))
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err("users = ann:pw1\nbuilders = hello-s1 nope\n");
+    assert!(
+        e.contains("[try] builders") && e.contains("no builder named \"nope\""),
+        "{e}"
+    );
+    let e = err("users = ann\n");
+    assert!(
+        e.contains("[try] users") && e.contains("not NAME:PASSWORD"),
+        "{e}"
+    );
+    let e = err("builders = hello-s1\n");
+    assert!(e.contains("no users"), "{e}");
+    let e = err("users = ann:pw\nmaxPatchSize = 99999999\n");
+    assert!(
+        e.contains("maxPatchSize") || e.contains("maxpatchsize"),
+        "{e}"
+    );
+    let e = err("users = ann:pw\nusres = x\n");
+    assert!(e.contains("unknown key in [try]"), "{e}");
+    let ok = load_text(&format!(
+        "{base}[try]\nusers = ann:pw\nbuilders = hello-s1\nmaxPatchSize = 1000\n"
+    ))
+    .unwrap();
+    let t = ok.try_jobs.unwrap();
+    assert_eq!((t.builders.len(), t.max_patch_size), (1, 1000));
 }

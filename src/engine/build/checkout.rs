@@ -56,9 +56,13 @@ pub(super) async fn checkout(
             kind = std::borrow::Cow::Owned(stripped);
         }
     }
+    // A try build: its patch, applied after the checkout (an empty one tests the
+    // base revision as it is).
+    let patch = ctx.claimed.patch.clone().filter(|p| !p.diff.is_empty());
     let plan = kind
         .checkout(&step.workdir, branch.as_deref(), revision.as_deref())
         .map(|c| c.with_mirrors(&mirrors))
+        .map(|c| c.with_patch(patch.as_ref().map(|p| p.level)))
         .and_then(|c| c.plan());
     let plan = match plan {
         Ok(p) => p,
@@ -83,6 +87,24 @@ pub(super) async fn checkout(
                 failure: None,
                 ..
             } => updateable = true,
+            CmdEnd::Done { .. } => {}
+            other => return shell_end(other, logs, done_words),
+        }
+    }
+    if let (true, Some(marker)) = (updateable, &plan.patched_marker) {
+        let args = map(vec![("path", Value::from(slave_path(builder_dir, marker)))]);
+        match run_command(ctx, logs, "stat", args, None).await {
+            CmdEnd::Done {
+                rc: Some(0),
+                failure: None,
+                ..
+            } => {
+                logs.write(
+                    Channel::Header,
+                    "the tree holds a try build's patch: checking out afresh\n",
+                );
+                updateable = false;
+            }
             CmdEnd::Done { .. } => {}
             other => return shell_end(other, logs, done_words),
         }
@@ -128,7 +150,35 @@ pub(super) async fn checkout(
                         };
                     }
                 }
+                if let CheckoutOp::WritePatch { path } = &op {
+                    let diff = patch.as_ref().map(|p| p.diff.clone()).unwrap_or_default();
+                    logs.write(
+                        Channel::Header,
+                        &format!("downloading the patch ({} bytes) to {path}\n", diff.len()),
+                    );
+                    let sent = ctx
+                        .slave
+                        .download_file(
+                            crate::slavelink::DownloadSource::Bytes(diff),
+                            &slave_path(builder_dir, path),
+                            None,
+                        )
+                        .await;
+                    let ok = match sent {
+                        Ok(_) => true,
+                        Err(e) => {
+                            logs.write(Channel::Header, &format!("{e}\n"));
+                            false
+                        }
+                    };
+                    next = run.done(ok);
+                    continue;
+                }
                 let (name, args, capture) = match &op {
+                    CheckoutOp::WritePatch { .. } => {
+                        next = run.done(false);
+                        continue;
+                    }
                     CheckoutOp::RmDir { dir } => {
                         logs.write(Channel::Header, &format!("rmdir {dir}\n"));
                         (
@@ -221,6 +271,15 @@ fn native_args(ctx: &BuildContext, step: &StepSpec, builder_dir: &str) -> Option
         Some(b) => b,
         None => source.branch.as_str(),
     };
+    // svn: the branch's path below the URL, `svnBranchPrefix` applied here, so the
+    // slave's plan needs no factory setting.
+    let svn_path;
+    let branch = if source.kind == crate::sources::SourceKind::Svn {
+        svn_path = crate::sources::svn_branch_path(source, branch);
+        svn_path.as_str()
+    } else {
+        branch
+    };
     let env = env_value(step);
     let mut entries = vec![
         ("builddir", Value::from(builder_dir)),
@@ -239,6 +298,13 @@ fn native_args(ctx: &BuildContext, step: &StepSpec, builder_dir: &str) -> Option
         entries.push((
             "retry",
             Value::Array(vec![Value::from(r.delay), Value::from(r.repeats)]),
+        ));
+    }
+    if let Some(p) = ctx.claimed.patch.as_ref().filter(|p| !p.diff.is_empty()) {
+        // Buildbot's `patch` argument of its source commands: (level, diff).
+        entries.push((
+            "patch",
+            Value::Array(vec![Value::from(p.level), Value::Binary(p.diff.clone())]),
         ));
     }
     if let Some(t) = step.timeout {

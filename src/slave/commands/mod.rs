@@ -48,6 +48,9 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("rmfile", "3.3"),
     ("git", "1.0"),
     ("hg", "1.0"),
+    ("svn", "1.0"),
+    ("bzr", "1.0"),
+    ("darcs", "1.0"),
 ];
 
 /// What a command needs from the slave it runs on.
@@ -193,7 +196,9 @@ pub fn prepare(name: &str, args: &Value, env: &SlaveEnv) -> Result<Prepared, Str
             path_arg("workerdest", true)?,
             &a,
         )?)),
-        "git" | "hg" => Ok(Prepared::Vc(Box::new(vc::prepare(name, &a, env)?))),
+        "git" | "hg" | "svn" | "bzr" | "darcs" => {
+            Ok(Prepared::Vc(Box::new(vc::prepare(name, &a, env)?)))
+        }
         _ => Err(format!("unrecognized WorkerCommand '{name}'")),
     }
 }

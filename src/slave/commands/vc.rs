@@ -1,5 +1,5 @@
-//! The slave's native source checkout commands, `git` and `hg` (Buildbot 0.7's slave
-//! had them): one command instead of the master's sequence of `stat`, `rmdir`,
+//! The slave's native source checkout commands, `git`, `hg`, `svn`, `bzr` and `darcs`
+//! (Buildbot 0.7's slave had them): one command instead of the master's sequence of `stat`, `rmdir`,
 //! `mkdir`, `cpdir` and `shell` operations.
 //!
 //! The master sends the checkout's *settings* — `repourl`, `branch`, `revision`,
@@ -49,6 +49,38 @@ pub struct VcSpec {
     environ: Vec<(OsString, OsString)>,
     timeout: Option<f64>,
     max_time: Option<f64>,
+    /// A try build's patch (Buildbot's `patch` argument `[LEVEL, DIFF]`), written
+    /// by the plan's [`CheckoutOp::WritePatch`] and applied after the checkout.
+    patch: Vec<u8>,
+}
+
+/// Buildbot's `patch` argument of the source commands: `[LEVEL, DIFF]` or
+/// `[LEVEL, DIFF, ROOT]` (a ROOT other than empty or `.` is refused: the patch is
+/// applied in the workdir). `None`: no patch, or an empty one.
+fn patch_arg(v: Option<&Value>) -> Result<Option<(u32, Vec<u8>)>, String> {
+    let bad = || "argument \"patch\" must be [LEVEL, DIFF] (Buildbot's patch tuple)".to_string();
+    let items = match v {
+        None | Some(Value::Nil) => return Ok(None),
+        Some(Value::Array(items)) if (2..=3).contains(&items.len()) => items,
+        Some(_) => return Err(bad()),
+    };
+    let level = items[0]
+        .as_u64()
+        .and_then(|l| u32::try_from(l).ok())
+        .ok_or_else(bad)?;
+    let diff = match &items[1] {
+        Value::Binary(b) => b.clone(),
+        Value::String(s) => s.as_bytes().to_vec(),
+        _ => return Err(bad()),
+    };
+    if let Some(root) = items.get(2).and_then(value_str) {
+        if !root.is_empty() && root != "." {
+            return Err(format!(
+                "argument \"patch\": a patch root ({root:?}) is not supported; the patch applies in the workdir"
+            ));
+        }
+    }
+    Ok((!diff.is_empty()).then_some((level, diff)))
 }
 
 /// Read a `git`/`hg` command's arguments and plan its checkout; the error is the
@@ -57,13 +89,24 @@ pub fn prepare(name: &str, a: &Args<'_>, env: &SlaveEnv) -> Result<VcSpec, Strin
     let kind = match name {
         "git" => SourceKind::Git,
         "hg" => SourceKind::Hg,
+        "svn" => SourceKind::Svn,
+        "bzr" => SourceKind::Bzr,
+        "darcs" => SourceKind::Darcs,
         other => return Err(format!("unrecognized WorkerCommand '{other}'")),
     };
     let err = |e: String| format!("{name}: {e}");
     let source = Source {
         kind,
         url: a.str("repourl").map_err(err)?.to_string(),
-        branch: a.str("branch").map_err(err)?.to_string(),
+        // svn: the master sends the branch's path below the URL, already resolved
+        // through `svnBranchPrefix`.
+        branch: match kind {
+            SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => {
+                a.opt_str("branch").map_err(err)?.unwrap_or("").to_string()
+            }
+            SourceKind::Git | SourceKind::Hg => a.str("branch").map_err(err)?.to_string(),
+        },
+        branch_prefix: None,
     };
     let mode = match a.opt_str("mode").map_err(err)?.unwrap_or("update") {
         "update" => Mode::Update,
@@ -99,6 +142,7 @@ pub fn prepare(name: &str, a: &Args<'_>, env: &SlaveEnv) -> Result<VcSpec, Strin
         .map_err(|e| format!("{name}: {e}"))?;
     let workdir = a.str("workdir").map_err(err)?;
     let mirrors = jail.root().join("mirrors").display().to_string();
+    let patch = patch_arg(a.get("patch")).map_err(err)?;
     let checkout = Checkout {
         source: &source,
         mode,
@@ -109,6 +153,7 @@ pub fn prepare(name: &str, a: &Args<'_>, env: &SlaveEnv) -> Result<VcSpec, Strin
         workdir,
         branch: None,
         revision: a.opt_str("revision").map_err(err)?,
+        patch_level: patch.as_ref().map(|(level, _)| *level),
     };
     let plan = checkout.plan().map_err(|e| format!("{name}: {e}"))?;
     // The repository URL's credentials go to git/hg in the environment only;
@@ -124,6 +169,7 @@ pub fn prepare(name: &str, a: &Args<'_>, env: &SlaveEnv) -> Result<VcSpec, Strin
         environ,
         timeout: a.num("timeout").map_err(err)?,
         max_time: a.num("maxTime").map_err(err)?,
+        patch: patch.map(|(_, diff)| diff).unwrap_or_default(),
     };
     // Every path the plan touches must be inside the basedir before anything runs.
     spec.resolve(jail, &spec.plan.srcdir)
@@ -183,6 +229,18 @@ pub async fn run(
         updateable = spec
             .resolve(&env.jail, probe)
             .is_ok_and(|p| tree::stat(&env.jail, &p).is_ok());
+    }
+    // A try build left its patch applied: start afresh.
+    if let Some(marker) = &spec.plan.patched_marker {
+        if updateable
+            && spec
+                .resolve(&env.jail, marker)
+                .is_ok_and(|p| tree::lexists(&env.jail, &p))
+        {
+            up.header("the tree holds a try build's patch: checking out afresh\n")
+                .await?;
+            updateable = false;
+        }
     }
     let mut run = CheckoutRun::new(spec.plan.clone(), updateable);
     let mut next = run.start();
@@ -341,6 +399,19 @@ async fn run_op(
             p.max_time = spec.max_time;
             finished(process::run(p, env, up, interrupt).await?, up).await
         }
+        CheckoutOp::WritePatch { path } => {
+            up.header(&format!(
+                "writing the patch ({} bytes) to {path}\n",
+                spec.patch.len()
+            ))
+            .await?;
+            let p = path!(path);
+            if let Err(e) = write_file(jail, &p, &spec.patch, 0o666 & !env.umask) {
+                up.header(&format!("{path}: {}\n", strerror(&e))).await?;
+                return Ok(false);
+            }
+            Ok(true)
+        }
         CheckoutOp::GotRevision { argv, workdir } => {
             let dir = path!(workdir);
             up.header(&format!(
@@ -371,6 +442,21 @@ async fn run_op(
             }
         }
     }
+}
+
+/// Write `data` to the file `p` beneath the basedir (replaced if it exists; a link
+/// in its place is not followed).
+fn write_file(jail: &Jail, p: &JPath, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    let _ = tree::remove_file(jail, p);
+    let fd = jail.open(
+        p,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW,
+        mode,
+    )?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(data)?;
+    file.flush()
 }
 
 /// Whether a child process succeeded (its failure written to the log).

@@ -12,6 +12,7 @@ fn source(kind: SourceKind, url: &str, branch: &str) -> Source {
         kind,
         url: url.to_string(),
         branch: branch.to_string(),
+        branch_prefix: None,
     }
 }
 
@@ -26,6 +27,7 @@ fn checkout<'a>(source: &'a Source, mode: Mode, workdir: &'a str) -> Checkout<'a
         workdir,
         branch: None,
         revision: None,
+        patch_level: None,
     }
 }
 
@@ -462,6 +464,8 @@ struct LocalSlave {
     got_revision: Option<String>,
     /// The ops of the last checkout with their outcomes.
     outcomes: Vec<(CheckoutOp, bool)>,
+    /// What a [`CheckoutOp::WritePatch`] writes (a try build's patch).
+    patch: Vec<u8>,
 }
 
 impl LocalSlave {
@@ -473,6 +477,7 @@ impl LocalSlave {
                 !d.exists() || std::fs::remove_dir_all(d).is_ok()
             }
             CheckoutOp::MkDir { dir } => std::fs::create_dir_all(b.join(dir)).is_ok(),
+            CheckoutOp::WritePatch { path } => std::fs::write(b.join(path), &self.patch).is_ok(),
             CheckoutOp::CpDir { from, to } => Proc::new("cp")
                 .args(["-R", "-P", "-p"])
                 .arg(b.join(from))
@@ -504,10 +509,15 @@ impl LocalSlave {
     /// Runs the checkout as the engine will; returns (ok, got_revision, ops run).
     fn checkout(&mut self, c: &Checkout) -> (bool, Option<String>, Vec<CheckoutOp>) {
         let plan = c.plan().unwrap();
-        let updateable = plan
-            .probe
+        let patched = plan
+            .patched_marker
             .as_ref()
             .is_some_and(|p| self.base.join(p).exists());
+        let updateable = !patched
+            && plan
+                .probe
+                .as_ref()
+                .is_some_and(|p| self.base.join(p).exists());
         self.got_revision = None;
         self.outcomes.clear();
         let mut run = CheckoutRun::new(plan, updateable);
@@ -567,6 +577,9 @@ fn commit_file(kind: SourceKind, repo: &Path, file: &str, content: &str) -> Stri
             run(repo, "hg", &["commit", "-q", "-u", "t", "-m", file]);
             run(repo, "hg", &["log", "--rev", ".", "--template", "{node}"])
         }
+        SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => {
+            panic!("tested in tests/vc_svn.rs, tests/vc_bzr.rs")
+        }
     }
 }
 
@@ -585,6 +598,9 @@ fn setup(kind: SourceKind) -> (tempfile::TempDir, PathBuf, Source, LocalSlave, S
             run(&up, "hg", &["init"]);
             "default"
         }
+        SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => {
+            panic!("tested in tests/vc_svn.rs, tests/vc_bzr.rs")
+        }
     };
     let rev = commit_file(kind, &up, "f", "one");
     let s = source(kind, up.to_str().unwrap(), branch);
@@ -592,6 +608,7 @@ fn setup(kind: SourceKind) -> (tempfile::TempDir, PathBuf, Source, LocalSlave, S
         base: tmp.path().join("slave"),
         got_revision: None,
         outcomes: Vec::new(),
+        patch: Vec::new(),
     };
     std::fs::create_dir(&slave.base).unwrap();
     (tmp, up, s, slave, rev)
@@ -680,6 +697,9 @@ fn copy_and_export_modes(kind: SourceKind, mirror: bool) {
     let meta = match kind {
         SourceKind::Git => ".git",
         SourceKind::Hg => ".hg",
+        SourceKind::Svn => ".svn",
+        SourceKind::Bzr => ".bzr",
+        SourceKind::Darcs => "_darcs",
     };
     let (_t, up, s, mut slave, rev1) = setup(kind);
     let mut c = checkout(&s, Mode::Copy, "build");
@@ -1238,6 +1258,7 @@ fn builder(slave: &LocalSlave, name: &str) -> LocalSlave {
         base,
         got_revision: None,
         outcomes: Vec::new(),
+        patch: Vec::new(),
     }
 }
 
@@ -1473,6 +1494,9 @@ fn plans_keep_credentials_out_of_argv() {
                 }
                 assert_eq!(plan.env.0[HG_SOURCE_VAR], url);
             }
+            SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => {
+                unreachable!("only git and hg are in the loop")
+            }
         }
     }
     // Without credentials nothing changes and nothing is added.
@@ -1545,4 +1569,123 @@ fn the_git_credential_helper_answers_for_its_origin_only() {
     let out = git("protocol=https\nhost=elsewhere.example\n\n", "fill");
     assert!(!out.status.success());
     assert!(!String::from_utf8_lossy(&out.stdout).contains(TOKEN));
+}
+
+/// A try build: after the checkout the patch is written into the workdir and
+/// applied (`git apply -pN` / `hg import --no-commit -pN`); the next update of
+/// that tree starts afresh, so the patch does not leak into the next build.
+fn patched(kind: SourceKind) {
+    let (_t, _up, s, mut slave, rev) = setup(kind);
+    slave.patch =
+        b"diff --git a/f b/f\n--- a/f\n+++ b/f\n@@ -1 +1 @@\n-one\n\\ No newline at end of file\n+patched\n\\ No newline at end of file\n"
+            .to_vec();
+    let c = checkout(&s, Mode::Update, "build").with_patch(Some(1));
+    let plan = c.plan().unwrap();
+    assert_eq!(
+        plan.patch[0],
+        CheckoutOp::WritePatch {
+            path: format!("build/{PATCH_FILE}")
+        }
+    );
+    assert!(has(&plan.patch[1], "-p1"));
+    assert_eq!(plan.patched_marker, Some(format!("build/{PATCH_FILE}")));
+    let (ok, got, _) = slave.checkout(&c);
+    assert!(ok, "{:?}", slave.outcomes);
+    assert_eq!(
+        got.as_deref(),
+        Some(rev.as_str()),
+        "got_revision is the base"
+    );
+    assert_eq!(read(&slave, "build/f"), "patched");
+    let plain = checkout(&s, Mode::Update, "build");
+    let (ok, _, ops) = slave.checkout(&plain);
+    assert!(ok);
+    assert!(
+        ops.iter().any(is_clone),
+        "a patched tree is checked out afresh"
+    );
+    assert_eq!(read(&slave, "build/f"), "one");
+    // A patch that does not apply fails the checkout.
+    slave.patch =
+        b"diff --git a/f b/f\n--- a/f\n+++ b/f\n@@ -1 +1 @@\n-nothing like it\n+x\n".to_vec();
+    let (ok, _, _) = slave.checkout(&c);
+    assert!(!ok);
+    // Nor may a patch write outside the workdir.
+    slave.patch = b"diff --git a/../escaped b/../escaped\nnew file mode 100644\n--- /dev/null\n+++ b/../escaped\n@@ -0,0 +1 @@\n+out\n".to_vec();
+    let (ok, _, _) = slave.checkout(&c);
+    assert!(!ok);
+    assert!(!slave.base.join("escaped").exists());
+    assert!(checkout(&s, Mode::Copy, "build")
+        .plan()
+        .unwrap()
+        .patched_marker
+        .is_none());
+}
+
+#[test]
+fn git_try_patch_is_applied_then_forgotten() {
+    patched(SourceKind::Git);
+}
+
+#[test]
+fn hg_try_patch_is_applied_then_forgotten() {
+    if has_hg() {
+        patched(SourceKind::Hg);
+    }
+}
+
+#[test]
+fn svn_plans_check_out_the_branch_path_pegged_at_the_revision() {
+    let mut s = source(SourceKind::Svn, "svn://h/repo", "trunk");
+    s.branch_prefix = Some("branches".into());
+    let mut c = checkout(&s, Mode::Update, "build");
+    c.mirror = true;
+    c.revision = Some("42");
+    let plan = c.plan().unwrap();
+    assert!(plan.mirror.is_none(), "svn has no mirror");
+    assert_eq!(plan.probe.as_deref(), Some("build/.svn"));
+    let want = |verb: &[&str], url: &str| {
+        let mut a = vec!["svn", "--non-interactive"];
+        a.extend_from_slice(verb);
+        a.extend_from_slice(&["-r", "42", "--", url, "."]);
+        a.iter().map(|w| w.to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        plan.update,
+        vec![CheckoutOp::Shell {
+            argv: want(&["switch", "--ignore-ancestry"], "svn://h/repo/trunk@42"),
+            workdir: "build".into()
+        }]
+    );
+    assert!(plan.full.contains(&CheckoutOp::Shell {
+        argv: want(&["checkout"], "svn://h/repo/trunk@42"),
+        workdir: "build".into()
+    }));
+    // Another branch is found under the prefix.
+    c.branch = Some("1.x");
+    let plan = c.plan().unwrap();
+    assert!(plan.full.contains(&CheckoutOp::Shell {
+        argv: want(&["checkout"], "svn://h/repo/branches/1.x@42"),
+        workdir: "build".into()
+    }));
+    // No way out of the URL, no option for a branch.
+    for bad in ["../x", "a/../../b", "a\nb"] {
+        c.branch = Some(bad);
+        assert!(c.plan().is_err(), "{bad}");
+    }
+    // A user name goes to --username, a password is refused.
+    let s = source(SourceKind::Svn, "https://bot@h/repo", "");
+    let plan = checkout(&s, Mode::Clobber, "build").plan().unwrap();
+    assert!(
+        plan.full
+            .iter()
+            .any(|op| matches!(op, CheckoutOp::Shell { argv, .. }
+        if argv.windows(2).any(|w| w[0] == "--username" && w[1] == "bot")
+            && argv.contains(&"https://h/repo@HEAD".to_string()))),
+        "{plan:?}"
+    );
+    let s = source(SourceKind::Svn, &format!("https://bot:{TOKEN}@h/repo"), "");
+    let e = checkout(&s, Mode::Clobber, "build").plan().unwrap_err();
+    assert!(!e.to_string().contains(TOKEN), "{e}");
+    assert!(matches!(e, CheckoutError::SvnPassword { .. }), "{e}");
 }

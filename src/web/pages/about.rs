@@ -154,6 +154,7 @@ pub(super) async fn badge(file: String, h: HeaderMap, pc: Pc) -> Response {
             Some("failure") => ("failing", "#e05d44"),
             Some("exception") => ("exception", "#9f4fc4"),
             Some("skipped") => ("skipped", "#9f9f9f"),
+            Some("cancelled") => ("cancelled", "#a0785a"),
             _ => ("unknown", "#9f9f9f"),
         };
         let svg = badge_svg(&format!("{name}: {word}"), word, color);

@@ -8,13 +8,18 @@ use warp::http::header::HeaderMap;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
+use super::waterfall::revision_link;
 use super::{
     build_url, cached, db_error, duration_of, error_page, ok_page, result_word, table_head, Pc,
 };
 use crate::db::builds::BuildDetail;
 use crate::db::notifications::NotificationRow;
+use crate::db::webview::BuildCounts;
 use crate::web::forms::{self, Forms};
-use crate::web::html::{builder_link, fmt_duration, fmt_time, log_url, result_class, seg, unseg};
+use crate::web::html::{
+    builder_link, fmt_duration, fmt_time, log_url, result_class, result_icon, seg, tests_text,
+    unseg,
+};
 
 pub(super) async fn build_page(name: String, number: i64, h: HeaderMap, pc: Pc) -> Response {
     let name = unseg(&name);
@@ -31,8 +36,15 @@ pub(super) async fn build_page(name: String, number: i64, h: HeaderMap, pc: Pc) 
     let p = pc.clone();
     let h2 = h.clone();
     let r = cached(&pc, &h, &key, async move {
+        let buildset = p
+            .ctx
+            .db
+            .buildset_of_build(&name, number)
+            .await
+            .ok()
+            .flatten();
         match p.ctx.db.build(&name, number).await {
-            Ok(Some(d)) => render_build(&d, &notes, &h2, &p),
+            Ok(Some(d)) => render_build(&d, buildset, &notes, &h2, &p),
             Ok(None) => error_page(
                 &p,
                 StatusCode::NOT_FOUND,
@@ -50,17 +62,34 @@ pub(super) async fn build_page(name: String, number: i64, h: HeaderMap, pc: Pc) 
     }
 }
 
-fn render_build(d: &BuildDetail, notes: &[NotificationRow], h: &HeaderMap, pc: &Pc) -> Response {
+fn render_build(
+    d: &BuildDetail,
+    buildset: Option<i64>,
+    notes: &[NotificationRow],
+    h: &HeaderMap,
+    pc: &Pc,
+) -> Response {
     let b = &d.build;
     let Forms {
         token,
         set_cookie: set,
         note,
-    } = if b.result.is_none() {
-        forms::forms_for(pc, h, &build_url(&b.builder, b.number))
-    } else {
-        Forms::default()
+    } = forms::forms_for(pc, h, &build_url(&b.builder, b.number));
+    let counts = BuildCounts::of(&d.steps);
+    let revlink = {
+        let config = pc.ctx.config.borrow();
+        config
+            .builders()
+            .into_iter()
+            .find(|x| x.name == b.builder)
+            .and_then(|x| config.factory(&x.factory).map(|f| f.revlink.clone()))
+            .unwrap_or_default()
     };
+    let revision = d
+        .revision
+        .clone()
+        .or_else(|| d.properties.get("got_revision").map(|(v, _)| v.clone()))
+        .filter(|r| !r.is_empty());
     let result = match &b.result {
         Some(r) => format!("{r}: {}", b.text),
         None => "building".to_string(),
@@ -68,11 +97,13 @@ fn render_build(d: &BuildDetail, notes: &[NotificationRow], h: &HeaderMap, pc: &
     let mut blame: Vec<&str> = d.changes.iter().map(|c| c.who.as_str()).collect();
     blame.sort();
     blame.dedup();
-    let requests: Vec<String> = d.requests.iter().map(|r| r.to_string()).collect();
+    let requests = &d.requests;
     let body = html! {
         h1 { (builder_link(&b.builder)) " build #" (b.number) }
         div #build-part data-part="build" {
-            p class={ "result " (result_class(b.result.as_deref())) } id="build-result" { (result) }
+            p class={ "result " (result_class(b.result.as_deref())) } id="build-result" {
+                span.icon aria-hidden="true" { (result_icon(b.result.as_deref())) } " " (result)
+            }
             table.props {
                 tr { th { "reason" } td { (b.reason) } }
                 tr { th { "slave" } td { a href={ "/slaves/" (seg(&b.slave)) } { (b.slave) } } }
@@ -85,14 +116,38 @@ fn render_build(d: &BuildDetail, notes: &[NotificationRow], h: &HeaderMap, pc: &
                     tr { th { "ETA" } td { (fmt_duration(eta)) } }
                 }
                 tr { th { "branch" } td { (d.branch.as_deref().unwrap_or("(default)")) } }
-                tr { th { "revision" } td { (d.revision.as_deref().unwrap_or("(latest)")) } }
+                tr {
+                    th { "revision" }
+                    td {
+                        @match &revision {
+                            Some(r) => (revision_link(r, Some(revlink.as_str()))),
+                            None => "(latest)",
+                        }
+                    }
+                }
                 tr { th { "blamelist" } td { (blame.join(", ")) } }
+                tr #build-tests { th { "tests" } td { (tests_text(&counts)) } }
+                tr #build-warnings { th { "warnings" } td { (counts.warnings) } }
+                @if let Some(bs) = buildset {
+                    tr { th { "BuildSet" } td { a #buildset-link href={ "/api/v1/buildsets/" (bs) } { (bs) } } }
+                }
                 @if !requests.is_empty() {
-                    tr { th { "requests" } td { (requests.join(", ")) } }
+                    tr {
+                        th { "requests" }
+                        td {
+                            @for (i, r) in requests.iter().enumerate() {
+                                @if i > 0 { ", " }
+                                a.request-link href={ "/api/v1/buildrequests/" (r) } { (r) }
+                            }
+                        }
+                    }
                 }
             }
             (note)
-            @if let Some(token) = &token { (forms::stop_form(b, token)) }
+            @if let Some(token) = &token {
+                @if b.result.is_none() { (forms::stop_form(b, token)) }
+                (forms::rebuild_form(b, token))
+            }
             h2 { "Steps" }
             table.list.steps {
                 (table_head(&["#", "step", "result", "duration", "logs"]))

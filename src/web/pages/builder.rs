@@ -10,13 +10,14 @@ use warp::http::header::HeaderMap;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
+use super::waterfall::{tree_stable_note, Waits};
 use super::{
     build_cell, build_url, builder_states, cached, db_error, duration_of, error_page, ok_page,
     pager, query_key, table_head, Pc,
 };
 use crate::db::listing::{LIST_CAPS, PAGE_BYTES};
 use crate::web::forms::{self, Forms};
-use crate::web::html::{builder_link, fmt_duration, fmt_time, seg, unseg};
+use crate::web::html::{builder_link, fmt_duration, fmt_time, seg, tests_text, unseg};
 
 /// Builds shown per builder page.
 const BUILDER_BUILDS: u32 = 25;
@@ -74,11 +75,13 @@ pub(super) async fn builder_page(
     pc: Pc,
 ) -> Response {
     let name = unseg(&name);
-    let key = query_key(&format!("/builders/{name}"), &q);
+    // Tree-stable deadlines change without an engine event: they are in the key.
+    let timers = pc.ctx.db.scheduler_timers().await.unwrap_or_default();
+    let key = format!("{}#{timers:?}", query_key(&format!("/builders/{name}"), &q));
     let p = pc.clone();
     let h2 = h.clone();
     let r = cached(&pc, &h, &key, async move {
-        render_builder(name, q, &h2, &p).await
+        render_builder(name, q, timers, &h2, &p).await
     })
     .await;
     if forms::forms_allowed(&pc) {
@@ -91,6 +94,7 @@ pub(super) async fn builder_page(
 async fn render_builder(
     name: String,
     q: HashMap<String, String>,
+    timers: Vec<(String, String, f64)>,
     h: &HeaderMap,
     pc: &Pc,
 ) -> Response {
@@ -131,6 +135,13 @@ async fn render_builder(
     } else {
         pc.ctx.engine.waiting(&name).await.ok().flatten()
     };
+    let stable = Waits::stable_of(&timers).get(&b.factory).copied();
+    let counts = pc
+        .ctx
+        .db
+        .build_counts(&name, builds.iter().map(|r| r.number).collect())
+        .await
+        .unwrap_or_default();
     let slaves = pc.ctx.db.slaves().await.unwrap_or_default();
     let mut etas = HashMap::new();
     for r in &b.running {
@@ -162,6 +173,9 @@ async fn render_builder(
             }
             p #builder-state class={ "state-" (b.state.as_str()) } {
                 "state: " b { (b.state.as_str()) }
+                @if let Some(d) = stable {
+                    " · " (tree_stable_note(d))
+                }
             }
             h2 { "Slaves" }
             ul {
@@ -199,9 +213,10 @@ async fn render_builder(
             }
             h2 { "Recent builds" }
             table.list.builds {
-                (table_head(&["build", "started", "duration", "slave", "reason", "text"]))
+                (table_head(&["build", "started", "duration", "slave", "reason", "text", "tests", "warnings"]))
                 tbody {
                     @for r in &builds {
+                        @let c = counts.get(&r.number).copied().unwrap_or_default();
                         tr {
                             (build_cell(r))
                             td { (fmt_time(r.started_at)) }
@@ -209,6 +224,8 @@ async fn render_builder(
                             td { (r.slave) }
                             td { (r.reason) }
                             td { (r.text) }
+                            td.tests { (tests_text(&c)) }
+                            td.warnings { (c.warnings) }
                         }
                     }
                 }

@@ -1,18 +1,19 @@
-//! A step's log: `…/logs/LOG`, the HTML page that streams the log's bytes in
-//! chunks (stderr and headers styled by channel, a growing log followed live by
-//! the page script through `…/tail`), and `…/logs/LOG/text`, the raw bytes as
-//! plain text (`?download` as a file). Memory stays at one chunk whatever the
-//! log's size.
+//! A step's log: `…/logs/LOG`, the HTML page of one page of the log (`?page=N`
+//! or `last`; [`logview`] says where pages start): numbered lines with `#L123`
+//! anchors, stderr and headers styled by channel, ANSI colours, search and
+//! "jump to first error" (`?first_error`), a growing log's last page followed
+//! live by the page script through `…/tail`; and `…/logs/LOG/text`, the raw
+//! bytes as plain text (`?download` as a file). A page reads only its own bytes
+//! (a seek), so a 100 MB log's page costs one page.
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
 use maud::html;
-use tokio::io::AsyncReadExt;
 use warp::http::header::{self, HeaderMap, HeaderValue};
 use warp::reply::Response;
 use warp::Reply;
 
+use super::logview::{self, PageIndex};
 use super::{build_url, db_error, error_page, frame, security_headers, Pc};
 use crate::logstore::Channel;
 use crate::web::html::{self, builder_link, log_url, unseg};
@@ -91,29 +92,6 @@ pub(crate) fn split_runs(
     (pieces, used)
 }
 
-fn channel_class(c: Channel) -> &'static str {
-    match c {
-        Channel::Stdout => "stdout",
-        Channel::Stderr => "stderr",
-        Channel::Header => "header",
-    }
-}
-
-/// Pieces of a log as HTML: stdout as text, the other channels in a `<span>` of
-/// their class; control characters replaced as on every page.
-fn pieces_html(pieces: &[(Channel, String)]) -> String {
-    let m = html! {
-        @for (c, text) in pieces {
-            @if *c == Channel::Stdout {
-                (text)
-            } @else {
-                span class=(channel_class(*c)) { (text) }
-            }
-        }
-    };
-    html::no_controls(m.into_string())
-}
-
 /// A log a log URL names, opened: the URL's names decoded, the log's record, a
 /// reader of its bytes and their length now (a growing log is read up to there).
 struct Opened {
@@ -141,6 +119,16 @@ async fn open_log(pc: &Pc, b: &str, number: i64, s: &str, l: &str) -> Result<Ope
         }
         Err(e) => return Err(db_error(pc, "log", e)),
     };
+    if file.deleted {
+        return Err(error_page(
+            pc,
+            warp::http::StatusCode::GONE,
+            "Log deleted",
+            &format!(
+                "log {log:?} of step {step:?} of {builder} build {number} was deleted by logHorizon (the build is kept)"
+            ),
+        ));
+    }
     match crate::logstore::log_reader(&file.path, file.complete).await {
         Ok((bytes, len)) => Ok(Opened {
             builder,
@@ -162,11 +150,38 @@ async fn open_log(pc: &Pc, b: &str, number: i64, s: &str, l: &str) -> Result<Ope
     }
 }
 
+/// `?page=N` (1-based, or `last`) of a log: which page, and the index when it
+/// was needed (a first page is read without one, so it paints at once however
+/// big the log).
+async fn page_bounds(
+    path: &std::path::Path,
+    len: u64,
+    page: Option<&str>,
+    live: bool,
+) -> std::io::Result<(usize, u64, u64, Option<std::sync::Arc<PageIndex>>)> {
+    let wanted = match page {
+        Some("last") => None,
+        Some(p) => Some(p.parse::<usize>().unwrap_or(1).max(1) - 1),
+        // A growing log opens on its last page, where the live tail is.
+        None if live => None,
+        None => Some(0),
+    };
+    if wanted == Some(0) {
+        return Ok((0, 0, 1, None));
+    }
+    let ix = logview::index_of(path, len).await?;
+    let last = ix.pages.len().saturating_sub(1);
+    let p = wanted.unwrap_or(last).min(last);
+    let (start, line) = ix.pages.get(p).copied().unwrap_or((0, 1));
+    Ok((p, start, line, Some(ix)))
+}
+
 pub(super) async fn log_page(
     b: String,
     n: i64,
     s: String,
     l: String,
+    q: HashMap<String, String>,
     h: HeaderMap,
     pc: Pc,
 ) -> Response {
@@ -175,94 +190,125 @@ pub(super) async fn log_page(
         step,
         log,
         file,
-        bytes: f,
         len,
+        ..
     } = match open_log(&pc, &b, n, &s, &l).await {
         Ok(x) => x,
         Err(page) => return page,
     };
+    let url = log_url(&builder, n, &step, &log);
+    let failed = |e: std::io::Error| {
+        tracing::error!("log {}: {e}", file.path.display());
+        error_page(
+            &pc,
+            warp::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "Log unreadable",
+            "the log file cannot be read",
+        )
+    };
+    if let Some(line) = q.get("line").and_then(|l| l.parse::<u64>().ok()) {
+        let ix = match logview::index_of(&file.path, len).await {
+            Ok(ix) => ix,
+            Err(e) => return failed(e),
+        };
+        // `at` tells the page script not to look again for a line past the end.
+        return super::see_other(&format!("{url}?page={}&at={line}", ix.page_of(line) + 1));
+    }
+    if q.contains_key("first_error") {
+        let ix = match logview::index_of(&file.path, len).await {
+            Ok(ix) => ix,
+            Err(e) => return failed(e),
+        };
+        let to = match ix.first_error {
+            Some(line) => format!("{url}?page={}#L{line}", ix.page_of(line) + 1),
+            None => format!("{url}?page=1#no-error"),
+        };
+        return super::see_other(&to);
+    }
+    let (p, start, first_line, ix) = match page_bounds(
+        &file.path,
+        len,
+        q.get("page").map(String::as_str),
+        !file.complete,
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(e) => return failed(e),
+    };
+    // One byte past the page's cap shows whether more follow.
+    let end = match ix.as_ref().and_then(|ix| ix.pages.get(p + 1)) {
+        Some((o, _)) => *o,
+        None if ix.is_some() => len,
+        None => len.min(start + logview::PAGE_BYTES + 1),
+    };
+    let mut buf = match crate::logstore::log_range(&file.path, start, end).await {
+        Ok(b) => b,
+        Err(e) => return failed(e),
+    };
+    if ix.is_none() {
+        buf.truncate(logview::page_end(&buf));
+    }
+    let page_to = start + buf.len() as u64;
+    let more = page_to < len;
+    let pages = ix.as_ref().map(|ix| ix.pages.len());
     let runs = crate::logstore::read_channel_runs(&file.path)
         .unwrap_or_else(|_| vec![(0, Channel::Stdout)]);
-    let url = log_url(&builder, n, &step, &log);
+    let (pieces, _) = split_runs(&runs, start, &buf, true);
+    let lines = logview::lines_html(&pieces, first_line);
+    // The live tail follows from the end of the last page only.
+    let tailing = !file.complete && !more;
     let title = format!("{builder} #{n} {step} {log}");
-    // The offset the live tail starts from is only known once the bytes are sent;
-    // the page is streamed, so the tail starts at `len` read now.
-    let head = html! {
+    let page_link = |k: usize| format!("{url}?page={}", k + 1);
+    let body = html! {
         h1 {
             (builder_link(&builder)) " "
             a href=(build_url(&builder, n)) { "build #" (n) }
             ": " (step) " / " (log)
         }
-        p {
+        p.log-links {
             a href={ (url) "/text" } { "plain text" }
             " · "
-            a href={ (url) "/text?download" } { "download" }
+            a href={ (url) "/text?download" } { "download" } " (" (file.lines) " lines, " (len) " bytes)"
+            " · "
+            a #first-error href={ (url) "?first_error" } { "jump to first error" }
             span #log-state { @if !file.complete { " · " b { "live" } } }
         }
+        nav.log-pages aria-label="log pages" {
+            @if p > 0 {
+                a #page-first href=(page_link(0)) { "⇤ first" } " "
+                a #page-prev rel="prev" href=(page_link(p - 1)) { "← previous" } " "
+            }
+            span #page-no { "page " (p + 1) @if let Some(t) = pages { " of " (t) } }
+            @if more {
+                " " a #page-next rel="next" href=(page_link(p + 1)) { "next →" }
+                " " a #page-last href={ (url) "?page=last" } { "last ⇥" }
+            }
+        }
+        form #log-find.log-find role="search" {
+            input #log-search type="search" placeholder="search this page" aria-label="search this page";
+            " " button #log-prev type="button" { "↑ previous" }
+            " " button #log-next type="button" { "↓ next" }
+            " " span #log-count aria-live="polite" {}
+            " "
+            label { input #log-times type="checkbox" disabled; " timestamps (not recorded for this log)" }
+        }
+        pre.log #log data-tail=[tailing.then(|| format!("{url}/tail"))] data-offset=(page_to)
+            data-complete=(file.complete) data-first-line=(first_line)
+            data-page=(p + 1) data-per-page=(logview::PAGE_LINES) {
+            (maud::PreEscaped(lines))
+        }
     };
-    let (pre, post) = if h.contains_key("x-autobot-fragment") {
-        (String::new(), String::new())
+    let live = if tailing { "log" } else { "" };
+    let page = if h.contains_key("x-autobot-fragment") {
+        body.into_string()
     } else {
         let config = pc.ctx.config.borrow().clone();
-        let live = if file.complete { "" } else { "log" };
-        html::page_halves(&frame(&pc, &config, &title, live))
+        let (pre, post) = html::page_halves(&frame(&pc, &config, &title, live));
+        format!("{pre}{}{post}", body.into_string())
     };
-    let open = html! {
-        pre.log #log data-tail={ (url) "/tail" } data-offset=(len) data-complete=(file.complete) {}
-    }
-    .into_string();
-    // `<pre …>` without its end tag: the log's bytes go in between.
-    let open = open.strip_suffix("</pre>").unwrap_or(&open);
-    let first = html::no_controls(format!("{pre}{}{open}", head.into_string()));
-    let last = format!("</pre>{post}");
-    struct St {
-        f: crate::logstore::LogBytes,
-        pos: u64,
-        len: u64,
-        runs: Vec<(u64, Channel)>,
-        pending: Vec<u8>,
-        first: Option<String>,
-        last: Option<String>,
-    }
-    let st = St {
-        f,
-        pos: 0,
-        len,
-        runs,
-        pending: Vec::new(),
-        first: Some(first),
-        last: Some(last),
-    };
-    let stream = futures_util::stream::unfold(st, |mut st| async move {
-        if let Some(first) = st.first.take() {
-            return Some((Ok::<Bytes, std::io::Error>(Bytes::from(first)), st));
-        }
-        let read_so_far = st.pos + st.pending.len() as u64;
-        if read_so_far < st.len {
-            let want = (st.len - read_so_far).min(LOG_CHUNK as u64) as usize;
-            let mut buf = vec![0u8; want];
-            let n = match st.f.read(&mut buf).await {
-                Ok(n) => n,
-                Err(e) => return Some((Err(e), st)),
-            };
-            if n == 0 {
-                st.len = read_so_far;
-            }
-            st.pending.extend_from_slice(&buf[..n]);
-            let at_end = st.pos + st.pending.len() as u64 >= st.len;
-            let (pieces, used) = split_runs(&st.runs, st.pos, &st.pending, at_end);
-            st.pending.drain(..used);
-            st.pos += used as u64;
-            return Some((Ok(Bytes::from(pieces_html(&pieces))), st));
-        }
-        st.last.take().map(|l| (Ok(Bytes::from(l)), st))
-    });
-    let mut r = warp::reply::stream(crate::web::sse::body_stream(stream)).into_response();
+    let mut r = warp::reply::html(page).into_response();
     let hd = r.headers_mut();
-    hd.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
     hd.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     security_headers(hd);
     r
@@ -345,18 +391,6 @@ mod tests {
                 (Channel::Stdout, "outx".to_string()),
                 (Channel::Stderr, "err".to_string())
             ]
-        );
-    }
-
-    #[test]
-    fn log_text_is_escaped_and_styled_by_channel() {
-        let html = pieces_html(&[
-            (Channel::Stdout, "<b>\u{1b}[1m&".to_string()),
-            (Channel::Stderr, "err'\"".to_string()),
-        ]);
-        assert_eq!(
-            html,
-            "&lt;b&gt;\u{FFFD}[1m&amp;<span class=\"stderr\">err'&quot;</span>"
         );
     }
 }

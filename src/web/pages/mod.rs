@@ -21,7 +21,9 @@ mod about;
 mod build;
 mod builder;
 mod changes;
+mod console;
 mod log;
+mod logview;
 mod slaves;
 mod waterfall;
 
@@ -133,6 +135,20 @@ fn page_routes(
         .and(with())
         .then(waterfall::waterfall)
         .boxed();
+    let console = warp::path!("console")
+        .and(read())
+        .and(query())
+        .and(hdrs())
+        .and(with())
+        .then(console::console)
+        .boxed();
+    let my = warp::path!("my")
+        .and(read())
+        .and(query())
+        .and(hdrs())
+        .and(with())
+        .then(console::my_builds)
+        .boxed();
     let builders = warp::path!("builders")
         .and(read())
         .and(hdrs())
@@ -155,6 +171,7 @@ fn page_routes(
     let log_html =
         warp::path!("builders" / String / "builds" / i64 / "steps" / String / "logs" / String)
             .and(read())
+            .and(query())
             .and(hdrs())
             .and(with())
             .then(log::log_page)
@@ -258,6 +275,11 @@ fn page_routes(
         .and(form())
         .then(forms::post_stop)
         .boxed();
+    let rebuild = warp::path!("builders" / String / "builds" / i64 / "rebuild")
+        .and(warp::post())
+        .and(form())
+        .then(forms::post_rebuild)
+        .boxed();
     let login = warp::path!("login")
         .and(read())
         .and(query())
@@ -293,6 +315,10 @@ fn page_routes(
         .unify()
         .or(slaves)
         .unify()
+        .or(console)
+        .unify()
+        .or(my)
+        .unify()
         .or(slave)
         .unify()
         .or(about)
@@ -311,6 +337,8 @@ fn page_routes(
             .or(force)
             .unify()
             .or(stop)
+            .unify()
+            .or(rebuild)
             .unify()
             .or(fallback)
             .unify()
@@ -335,6 +363,15 @@ pub(crate) fn html_response(status: StatusCode, body: String) -> Response {
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     security_headers(h);
+    r
+}
+
+/// A 303 to `to` (a path of this site).
+fn see_other(to: &str) -> Response {
+    let mut r = warp::reply::with_status("", StatusCode::SEE_OTHER).into_response();
+    if let Ok(v) = warp::http::HeaderValue::from_str(to) {
+        r.headers_mut().insert(warp::http::header::LOCATION, v);
+    }
     r
 }
 
@@ -513,6 +550,7 @@ fn result_word(r: Option<&str>) -> &str {
 fn build_cell(b: &BuildRow) -> Markup {
     html! {
         td class=(html::result_class(b.result.as_deref())) {
+            span.icon aria-hidden="true" { (html::result_icon(b.result.as_deref())) } " "
             a href=(build_url(&b.builder, b.number)) { "#" (b.number) }
             " " (result_word(b.result.as_deref()))
         }

@@ -1,0 +1,455 @@
+//! The queries of the retention task (`logHorizon`, `buildHorizon`,
+//! `changeHorizon`, `logCompression`): each finds one small batch of work by
+//! walking an index from a cursor, and each write is one short transaction of a
+//! few hundred rows at most, so a pass over a long history never holds the
+//! writer for long. Files are never touched here: the caller deletes or
+//! compresses them after the rows say so.
+
+use rusqlite::{params, OptionalExtension};
+
+use super::{Db, DbError};
+
+/// A log the `logHorizon` walk met: its row, its file (relative to the master
+/// directory) and its Build's times.
+#[derive(Debug, Clone)]
+pub struct KeptLog {
+    pub id: i64,
+    pub step: i64,
+    pub path: String,
+    pub build_started: f64,
+    pub build_finished: Option<f64>,
+}
+
+/// A Build the `buildHorizon` walk met, and whether the reporters are done
+/// with it: decided (at or below their horizon, or its end decided) and with no
+/// notification still to send.
+#[derive(Debug, Clone)]
+pub struct OldBuild {
+    pub id: i64,
+    pub started_at: f64,
+    pub finished_at: Option<f64>,
+    pub reporters_done: bool,
+    /// The newest Build of its builder: it stays, so a builder's next Build
+    /// never takes the number of one that went.
+    pub newest: bool,
+}
+
+/// A Change the `changeHorizon` walk met, and whether anything still refers to
+/// it (a SourceStamp of the history, a scheduler waiting with it).
+#[derive(Debug, Clone)]
+pub struct OldChange {
+    pub id: i64,
+    pub when_ts: i64,
+    pub referenced: bool,
+}
+
+/// What deleting a batch of Builds removed.
+#[derive(Debug, Default, Clone)]
+pub struct Removed {
+    pub builds: u64,
+    pub requests: u64,
+    pub buildsets: u64,
+    /// The files of the Builds' logs not yet deleted (relative paths).
+    pub log_paths: Vec<String>,
+}
+
+impl Db {
+    /// Up to `limit` logs whose files are kept, after `(step, id)` in Step order
+    /// (Steps, like Builds, are numbered in the order they start).
+    pub async fn kept_logs_after(
+        &self,
+        after: (i64, i64),
+        limit: i64,
+    ) -> Result<Vec<KeptLog>, DbError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT l.id, l.step, l.path, b.started_at, b.finished_at
+                 FROM logs l JOIN steps s ON s.id = l.step JOIN builds b ON b.id = s.build
+                 WHERE l.stored != 'deleted' AND (l.step, l.id) > (?1, ?2)
+                 ORDER BY l.step, l.id LIMIT ?3",
+            )?;
+            let rows = st.query_map(params![after.0, after.1, limit], |r| {
+                Ok(KeptLog {
+                    id: r.get(0)?,
+                    step: r.get(1)?,
+                    path: r.get(2)?,
+                    build_started: r.get(3)?,
+                    build_finished: r.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Record logs as deleted by `logHorizon` (their rows stay, so the pages
+    /// say so), in one transaction.
+    pub async fn mark_logs_deleted(&self, ids: Vec<i64>) -> Result<(), DbError> {
+        self.write(move |tx| {
+            let mut st = tx.prepare_cached("UPDATE logs SET stored = 'deleted' WHERE id = ?1")?;
+            for id in ids {
+                st.execute([id])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Up to `limit` Builds after `after`, oldest first, with whether the
+    /// reporters are done with them.
+    pub async fn old_builds_after(&self, after: i64, limit: i64) -> Result<Vec<OldBuild>, DbError> {
+        self.read(move |c| {
+            let horizon: i64 = c
+                .query_row(
+                    "SELECT value FROM reporter_state WHERE name = 'horizon'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0);
+            let mut st = c.prepare_cached(
+                "SELECT b.id, b.started_at, b.finished_at,
+                        (b.id <= ?3 OR EXISTS (
+                            SELECT 1 FROM notified_builds d
+                            WHERE d.build = b.id AND d.stage = 'finished'))
+                        AND NOT EXISTS (
+                            SELECT 1 FROM notifications n
+                            WHERE n.build = b.id AND n.state IN ('pending', 'retrying')),
+                        b.number = (SELECT MAX(x.number) FROM builds x WHERE x.builder = b.builder)
+                 FROM builds b WHERE b.id > ?1 ORDER BY b.id LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![after, limit, horizon], |r| {
+                Ok(OldBuild {
+                    id: r.get(0)?,
+                    started_at: r.get(1)?,
+                    finished_at: r.get(2)?,
+                    reporters_done: r.get::<_, i64>(3)? != 0,
+                    newest: r.get::<_, i64>(4)? != 0,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Delete finished Builds and everything that hangs off them (Steps, logs,
+    /// properties, notifications), in one transaction; then the BuildRequests
+    /// left complete with no Build, the BuildSets left complete with no
+    /// BuildRequest, and the SourceStamps nothing uses any more. A Build still
+    /// running is never touched. Returns what went, with the log files to
+    /// delete.
+    pub async fn delete_builds(&self, ids: Vec<i64>) -> Result<Removed, DbError> {
+        self.write(move |tx| {
+            let mut out = Removed::default();
+            let mut requests = Vec::new();
+            let mut stamps = Vec::new();
+            for id in ids {
+                let finished: Option<Option<i64>> = tx
+                    .prepare_cached(
+                        "SELECT sourcestamp FROM builds WHERE id = ?1 AND finished_at IS NOT NULL",
+                    )?
+                    .query_row([id], |r| r.get(0))
+                    .optional()?;
+                let Some(stamp) = finished else {
+                    continue;
+                };
+                stamps.extend(stamp);
+                {
+                    let mut st = tx.prepare_cached(
+                        "SELECT l.path FROM logs l JOIN steps s ON s.id = l.step
+                         WHERE s.build = ?1 AND l.stored != 'deleted'",
+                    )?;
+                    for p in st.query_map([id], |r| r.get::<_, String>(0))? {
+                        out.log_paths.push(p?);
+                    }
+                    let mut st =
+                        tx.prepare_cached("SELECT request FROM build_requests WHERE build = ?1")?;
+                    for r in st.query_map([id], |r| r.get::<_, i64>(0))? {
+                        requests.push(r?);
+                    }
+                }
+                for sql in [
+                    "DELETE FROM logs WHERE step IN (SELECT id FROM steps WHERE build = ?1)",
+                    "DELETE FROM steps WHERE build = ?1",
+                    "DELETE FROM build_properties WHERE build = ?1",
+                    "DELETE FROM build_requests WHERE build = ?1",
+                    "DELETE FROM notifications WHERE build = ?1",
+                    "DELETE FROM notified_builds WHERE build = ?1",
+                    "DELETE FROM builds WHERE id = ?1",
+                ] {
+                    tx.prepare_cached(sql)?.execute([id])?;
+                }
+                out.builds += 1;
+            }
+            let mut buildsets = Vec::new();
+            for r in requests {
+                let gone = tx
+                    .prepare_cached(
+                        "SELECT buildset FROM buildrequests r WHERE r.id = ?1 AND r.complete = 1
+                           AND NOT EXISTS (SELECT 1 FROM build_requests br WHERE br.request = r.id)",
+                    )?
+                    .query_row([r], |row| row.get::<_, i64>(0))
+                    .optional()?;
+                if let Some(bs) = gone {
+                    tx.prepare_cached("DELETE FROM buildrequests WHERE id = ?1")?
+                        .execute([r])?;
+                    out.requests += 1;
+                    buildsets.push(bs);
+                }
+            }
+            buildsets.sort_unstable();
+            buildsets.dedup();
+            for bs in buildsets {
+                let gone = tx
+                    .prepare_cached(
+                        "SELECT sourcestamp FROM buildsets s WHERE s.id = ?1 AND s.complete = 1
+                           AND NOT EXISTS (SELECT 1 FROM buildrequests r WHERE r.buildset = s.id)",
+                    )?
+                    .query_row([bs], |row| row.get::<_, i64>(0))
+                    .optional()?;
+                if let Some(stamp) = gone {
+                    tx.prepare_cached("DELETE FROM scheduler_buildsets WHERE buildset = ?1")?
+                        .execute([bs])?;
+                    tx.prepare_cached("DELETE FROM buildsets WHERE id = ?1")?
+                        .execute([bs])?;
+                    out.buildsets += 1;
+                    stamps.push(stamp);
+                }
+            }
+            stamps.sort_unstable();
+            stamps.dedup();
+            for stamp in stamps {
+                let used: bool = tx
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM buildsets WHERE sourcestamp = ?1)
+                             OR EXISTS (SELECT 1 FROM builds WHERE sourcestamp = ?1)",
+                    )?
+                    .query_row([stamp], |r| r.get(0))?;
+                if !used {
+                    tx.prepare_cached("DELETE FROM sourcestamp_changes WHERE sourcestamp = ?1")?
+                        .execute([stamp])?;
+                    // A try job's patch goes with its SourceStamp.
+                    tx.prepare_cached("DELETE FROM sourcestamp_patches WHERE sourcestamp = ?1")?
+                        .execute([stamp])?;
+                    tx.prepare_cached("DELETE FROM sourcestamps WHERE id = ?1")?
+                        .execute([stamp])?;
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Up to `limit` Changes after `after`, oldest first, with whether anything
+    /// still refers to them.
+    pub async fn old_changes_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<OldChange>, DbError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT c.id, c.when_ts,
+                        EXISTS (SELECT 1 FROM sourcestamp_changes sc WHERE sc.change = c.id)
+                        OR EXISTS (SELECT 1 FROM scheduler_changes k WHERE k.change = c.id)
+                 FROM changes c WHERE c.id > ?1 ORDER BY c.id LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![after, limit], |r| {
+                Ok(OldChange {
+                    id: r.get(0)?,
+                    when_ts: r.get(1)?,
+                    referenced: r.get::<_, i64>(2)? != 0,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Delete Changes that nothing refers to (checked again inside the
+    /// transaction); returns how many went.
+    pub async fn delete_changes(&self, ids: Vec<i64>) -> Result<u64, DbError> {
+        self.write(move |tx| {
+            let mut st = tx.prepare_cached(
+                "DELETE FROM changes WHERE id = ?1
+                   AND NOT EXISTS (SELECT 1 FROM sourcestamp_changes WHERE change = ?1)
+                   AND NOT EXISTS (SELECT 1 FROM scheduler_changes WHERE change = ?1)",
+            )?;
+            let mut n = 0;
+            for id in ids {
+                n += st.execute([id])? as u64;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    /// Up to `limit` complete logs stored as written, of Builds finished before
+    /// `before` (unix seconds), after log `after`: what `logCompression` has
+    /// left to compress.
+    pub async fn logs_to_compress(
+        &self,
+        after: i64,
+        before: f64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String)>, DbError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT l.id, l.path
+                 FROM logs l JOIN steps s ON s.id = l.step JOIN builds b ON b.id = s.build
+                 WHERE l.complete = 1 AND l.stored = 'plain' AND l.id > ?1
+                   AND b.finished_at IS NOT NULL AND b.finished_at < ?2
+                 ORDER BY l.id LIMIT ?3",
+            )?;
+            let rows = st.query_map(params![after, before, limit], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Record logs as stored compressed (those still stored as written).
+    pub async fn mark_logs_compressed(&self, ids: Vec<i64>) -> Result<(), DbError> {
+        self.write(move |tx| {
+            let mut st = tx.prepare_cached(
+                "UPDATE logs SET stored = 'zstd' WHERE id = ?1 AND stored = 'plain'",
+            )?;
+            for id in ids {
+                st.execute([id])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Set a Build's start time, and its end time if it has finished (for tests
+    /// and the retention bench, which make history old without waiting for it).
+    pub async fn set_build_times(
+        &self,
+        builder: &str,
+        number: i64,
+        started_at: f64,
+        finished_at: f64,
+    ) -> Result<(), DbError> {
+        let builder = builder.to_string();
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE builds SET started_at = ?3,
+                     finished_at = CASE WHEN finished_at IS NULL THEN NULL ELSE ?4 END
+                 WHERE builder = ?1 AND number = ?2",
+                params![builder, number, started_at, finished_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// How a log is stored (`plain`, `zstd`, `deleted`), by its Build, Step
+    /// number and name (for tests).
+    pub async fn log_stored(
+        &self,
+        builder: &str,
+        number: i64,
+        step: i64,
+        log: &str,
+    ) -> Result<Option<String>, DbError> {
+        let (builder, log) = (builder.to_string(), log.to_string());
+        self.read(move |c| {
+            c.query_row(
+                "SELECT l.stored FROM builds b JOIN steps s ON s.build = b.id
+                 JOIN logs l ON l.step = s.id
+                 WHERE b.builder = ?1 AND b.number = ?2 AND s.number = ?3 AND l.name = ?4",
+                params![builder, number, step, log],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Build deleted takes its Steps, logs, properties and notifications with
+    /// it, then its BuildRequest, BuildSet and SourceStamp once nothing else
+    /// uses them; a running Build is never deleted.
+    #[tokio::test]
+    async fn deleting_builds_keeps_the_database_consistent() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.sqlite")).unwrap();
+        db.write(|tx| {
+            tx.execute_batch(
+                "INSERT INTO changes(id, who, when_ts) VALUES (1, 'a', 10), (2, 'b', 20);
+                 INSERT INTO sourcestamps(id, branch) VALUES (1, 'main'), (2, 'main');
+                 INSERT INTO sourcestamp_changes VALUES (1, 1), (2, 2);
+                 INSERT INTO sourcestamp_patches(sourcestamp, level, patch) VALUES (1, 1, x'00');
+                 INSERT INTO buildsets(id, reason, sourcestamp, submitted_at, complete)
+                     VALUES (1, 'r', 1, 1, 1), (2, 'r', 2, 2, 0);
+                 INSERT INTO buildrequests(id, buildset, builder, submitted_at, complete)
+                     VALUES (1, 1, 'b', 1, 1), (2, 2, 'b', 2, 0);
+                 INSERT INTO builds(id, builder, number, slave, sourcestamp, started_at, finished_at, result)
+                     VALUES (1, 'b', 1, 's', 1, 1, 2, 'success'), (2, 'b', 2, 's', 2, 3, NULL, NULL);
+                 INSERT INTO build_requests VALUES (1, 1), (2, 2);
+                 INSERT INTO steps(id, build, number, name) VALUES (1, 1, 1, 'x'), (2, 2, 1, 'x');
+                 INSERT INTO logs(step, name, path, complete) VALUES (1, 'stdio', 'logs/b/1.log', 1),
+                     (2, 'stdio', 'logs/b/2.log', 0);
+                 INSERT INTO build_properties VALUES (1, 'p', 'v', 's');
+                 INSERT INTO notified_builds VALUES (1, 'finished');
+                 INSERT INTO notifications(build, kind, target, payload, meta, state, created_at, next_at)
+                     VALUES (1, 'mail', 't', x'00', '{}', 'sent', 1, 1);
+                 INSERT OR REPLACE INTO reporter_state(name, value) VALUES ('horizon', 2);",
+            )
+        })
+        .await
+        .unwrap();
+        let seen = db.old_builds_after(0, 10).await.unwrap();
+        assert_eq!(seen.len(), 2);
+        assert!(seen[0].reporters_done && seen[1].finished_at.is_none());
+        assert!(!seen[0].newest && seen[1].newest);
+        let removed = db.delete_builds(vec![1, 2]).await.unwrap();
+        assert_eq!(
+            (removed.builds, removed.requests, removed.buildsets),
+            (1, 1, 1)
+        );
+        assert_eq!(removed.log_paths, vec!["logs/b/1.log".to_string()]);
+        let counts: Vec<i64> = db
+            .read(|c| {
+                [
+                    "builds",
+                    "steps",
+                    "logs",
+                    "build_properties",
+                    "build_requests",
+                    "buildrequests",
+                    "buildsets",
+                    "sourcestamps",
+                    "sourcestamp_changes",
+                    "sourcestamp_patches",
+                    "notifications",
+                    "notified_builds",
+                ]
+                .iter()
+                .map(|t| c.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0)))
+                .collect()
+            })
+            .await
+            .unwrap();
+        assert_eq!(counts, vec![1, 1, 1, 0, 1, 1, 1, 1, 1, 0, 0, 0]);
+        // Change 1 is no longer referred to; change 2 is (the running build's).
+        let changes = db.old_changes_after(0, 10).await.unwrap();
+        assert!(!changes[0].referenced && changes[1].referenced);
+        assert_eq!(db.delete_changes(vec![1, 2]).await.unwrap(), 1);
+        let check: String = db
+            .read(|c| {
+                c.query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+                    .optional()
+            })
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        assert_eq!(check, "");
+    }
+}

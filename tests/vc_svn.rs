@@ -1,0 +1,592 @@
+//! Subversion end to end, with real repositories made by `svnadmin create` and
+//! reached through `file://` and through `svnserve` on a free port:
+//! * the svn poller turns a commit into a Change and a build (files relative to the
+//!   branch, the revision number built), a branch under `svnBranchPrefix` is polled
+//!   and built from its own path, and a master that was down reports every missed
+//!   commit once;
+//! * every checkout mode (update, clobber, copy, export) across new commits on an
+//!   autobot slave (its native `svn` command), a given revision, `got_revision`;
+//! * a bad URL fails the checkout step with svn's own message;
+//! * a stop during a checkout that hangs (a server that never answers) ends the
+//!   build at once, the svn process killed;
+//! * a stock buildbot-worker (no svn command of its own) builds through `shell`;
+//! * `checkconfig`'s view: svn keys parsed, `p4` refused saying why.
+//!
+//! Without `svn`/`svnadmin`/`svnserve` the tests fail under `CI=true` and print SKIP
+//! elsewhere.
+
+#[path = "support/mod.rs"]
+mod support;
+
+#[path = "engine_common/mod.rs"]
+mod engine_common;
+
+#[path = "scheduler_common/mod.rs"]
+mod scheduler_common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use autobot::db::builds::BuildDetail;
+use autobot::engine::ForceRequest;
+use engine_common::*;
+
+/// Whether svn, svnadmin and svnserve can run (else skipped, failed under CI).
+fn have_svn() -> bool {
+    for tool in ["svn", "svnadmin", "svnserve"] {
+        let ok = Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            support::skip(&format!("`{tool}` is not installed (Debian: subversion)"));
+            return false;
+        }
+    }
+    true
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An svn repository with `trunk` and `branches/`, and a working copy of each
+/// branch to commit from.
+struct SvnRepo {
+    root: PathBuf,
+    tmp: PathBuf,
+}
+
+impl SvnRepo {
+    fn new(dir: &Path) -> SvnRepo {
+        std::fs::create_dir_all(dir).unwrap();
+        let root = dir.join("repo");
+        run(Command::new("svnadmin").arg("create").arg(&root));
+        let repo = SvnRepo {
+            root,
+            tmp: dir.to_path_buf(),
+        };
+        run(Command::new("svn").args([
+            "mkdir",
+            "-q",
+            "--username",
+            "init",
+            "-m",
+            "layout",
+            &repo.url("trunk"),
+            &repo.url("branches"),
+        ]));
+        repo
+    }
+
+    /// `file:///…/repo[/path]`.
+    fn url(&self, path: &str) -> String {
+        let base = format!("file://{}", self.root.display());
+        if path.is_empty() {
+            base
+        } else {
+            format!("{base}/{path}")
+        }
+    }
+
+    /// Commit `content` to `file` on `path` (e.g. `trunk`) as `who`; the revision.
+    fn commit(&self, who: &str, path: &str, file: &str, content: &str, msg: &str) -> String {
+        let wc = self.tmp.join(format!("wc-{}", path.replace('/', "_")));
+        if !wc.exists() {
+            run(Command::new("svn")
+                .args(["checkout", "-q", &self.url(path)])
+                .arg(&wc));
+        }
+        run(Command::new("svn").args(["update", "-q"]).arg(&wc));
+        let f = wc.join(file);
+        if let Some(p) = f.parent() {
+            std::fs::create_dir_all(p).unwrap();
+        }
+        let existed = f.exists();
+        std::fs::write(&f, content).unwrap();
+        if !existed {
+            run(Command::new("svn").args(["add", "-q", "--parents"]).arg(&f));
+        }
+        let out = run(Command::new("svn")
+            .args(["commit", "--username", who, "-m", msg])
+            .arg(&wc));
+        out.lines()
+            .find_map(|l| l.strip_prefix("Committed revision "))
+            .map(|r| r.trim_end_matches('.').to_string())
+            .unwrap_or_else(|| panic!("no revision in {out}"))
+    }
+
+    /// `svn copy` trunk to `branches/NAME`; the revision.
+    fn branch(&self, name: &str) -> String {
+        let out = run(Command::new("svn").args([
+            "copy",
+            "--username",
+            "init",
+            "-m",
+            "branch",
+            &self.url("trunk"),
+            &self.url(&format!("branches/{name}")),
+        ]));
+        out.lines()
+            .find_map(|l| l.strip_prefix("Committed revision "))
+            .map(|r| r.trim_end_matches('.').to_string())
+            .unwrap_or_else(|| panic!("no revision in {out}"))
+    }
+}
+
+/// `svnserve -d --foreground` serving `root` on a free port; killed on drop.
+struct Svnserve {
+    child: Child,
+    port: u16,
+}
+
+impl Svnserve {
+    fn start(root: &Path) -> Svnserve {
+        let port = free_port();
+        let child = Command::new("svnserve")
+            .args(["-d", "--foreground", "--listen-host", "127.0.0.1"])
+            .arg("--listen-port")
+            .arg(port.to_string())
+            .arg("-r")
+            .arg(root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + DEADLINE;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "svnserve never listened");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Svnserve { child, port }
+    }
+}
+
+impl Drop for Svnserve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Each build appends to a build product in the tree.
+const PRODUCT: &str = "step.product = sh -c 'echo built >> product'\n";
+
+async fn force(
+    m: &EngineMaster,
+    builder: &str,
+    number: i64,
+    revision: Option<&str>,
+    result: &str,
+) -> BuildDetail {
+    let id = m
+        .force(
+            builder,
+            ForceRequest {
+                reason: format!("{builder} #{number}"),
+                revision: revision.map(String::from),
+                ..Default::default()
+            },
+        )
+        .await;
+    let req = m.wait_request(id).await;
+    let b = m.build(builder, number).await;
+    assert_eq!(
+        req.result.as_deref(),
+        Some(result),
+        "{builder} #{number}: {}\n{}",
+        b.build.text,
+        m.log_text(builder, number, "checkout").await
+    );
+    b
+}
+
+fn prop<'a>(b: &'a BuildDetail, name: &str) -> &'a str {
+    match b.properties.get(name) {
+        Some((v, _)) => v,
+        None => panic!("no property {name} in {:?}", b.properties),
+    }
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_checkout_mode_over_svnserve_on_an_autobot_slave() {
+    if !have_svn() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = SvnRepo::new(tmp.path());
+    let r1 = repo.commit("ann", "trunk", "a.txt", "one\n", "first");
+    let serve = Svnserve::start(&repo.tmp);
+    let url = format!("svn://127.0.0.1:{}/repo", serve.port);
+    let mut factories = String::new();
+    for mode in ["update", "clobber", "copy", "export"] {
+        factories.push_str(&format!(
+            "[{mode}]\ntype = shell\nsvn = {url}#trunk\nmode = {mode}\n{PRODUCT}\n"
+        ));
+    }
+    factories.push_str(&format!(
+        "[bad]\ntype = shell\nsvn = {url}#no/such/branch\nretry = 0 1\nstep.x = true\n\n"
+    ));
+    let m = EngineMaster::start(&master_ini(&factories, ""), Duration::from_secs(30)).await;
+    let _slave = m.slave().await;
+    let slave = m.dir.path().join("slave");
+
+    for mode in ["update", "clobber", "copy", "export"] {
+        let builder = format!("{mode}-{SLAVE}");
+        let b1 = force(&m, &builder, 1, None, "success").await;
+        assert_eq!(prop(&b1, "got_revision"), r1, "{mode}");
+        assert_eq!(prop(&b1, "got_revision_repo"), r1, "{mode}");
+        let log = m.log_text(&builder, 1, "checkout").await;
+        assert!(log.contains("checkout by the slave's svn command"), "{log}");
+        let build = slave.join(&builder).join("build");
+        assert_eq!(read(&build.join("a.txt")), "one\n");
+        assert_eq!(build.join(".svn").exists(), mode != "export", "{mode}");
+        if matches!(mode, "copy" | "export") {
+            assert!(slave.join(&builder).join("source/.svn").is_dir(), "{mode}");
+        }
+    }
+    let r2 = repo.commit("bob", "trunk", "a.txt", "two\n", "second");
+    for mode in ["update", "clobber", "copy", "export"] {
+        let builder = format!("{mode}-{SLAVE}");
+        let b2 = force(&m, &builder, 2, None, "success").await;
+        assert_eq!(prop(&b2, "got_revision"), r2, "{mode}");
+        let build = slave.join(&builder).join("build");
+        assert_eq!(read(&build.join("a.txt")), "two\n", "{mode}");
+        // update keeps build products; the others start from a clean tree.
+        let product = read(&build.join("product"));
+        let want = if mode == "update" {
+            "built\nbuilt\n"
+        } else {
+            "built\n"
+        };
+        assert_eq!(product, want, "{mode}");
+    }
+    // A given revision: the tree as it was.
+    let b3 = force(&m, &format!("update-{SLAVE}"), 3, Some(&r1), "success").await;
+    assert_eq!(prop(&b3, "got_revision"), r1);
+    assert_eq!(
+        read(&slave.join(format!("update-{SLAVE}/build/a.txt"))),
+        "one\n"
+    );
+    // A branch that does not exist: the step fails with svn's message, after
+    // the retry.
+    let bad = format!("bad-{SLAVE}");
+    let b = force(&m, &bad, 1, None, "failure").await;
+    assert_eq!(b.steps[0].result.as_deref(), Some("failure"));
+    let log = m.log_text(&bad, 1, "checkout").await;
+    assert!(log.contains("svn: E"), "{log}");
+    assert!(log.contains("no/such/branch"), "{log}");
+    assert!(log.contains("checkout failed, trying 1 more time"), "{log}");
+    m.master.shutdown().await;
+    drop(serve);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_a_hanging_svn_checkout_ends_the_build_promptly() {
+    if !have_svn() {
+        return;
+    }
+    // A server that accepts connections (the kernel's backlog) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let url = format!("svn://127.0.0.1:{port}/repo");
+    let factories = format!("[hang]\ntype = shell\nsvn = {url}\n{PRODUCT}\n");
+    let m = EngineMaster::start(&master_ini(&factories, ""), Duration::from_secs(30)).await;
+    let _slave = m.slave().await;
+    let builder = format!("hang-{SLAVE}");
+    let id = m.force(&builder, ForceRequest::default()).await;
+    let slave_dir = m.dir.path().join("slave");
+    wait_until("the slave's svn checkout is running", || {
+        let found = !svn_processes(&slave_dir, &url).is_empty();
+        async move { found }
+    })
+    .await;
+    let procs = svn_processes(&slave_dir, &url);
+    let t = Instant::now();
+    m.engine()
+        .stop_build(&builder, 1, "alice", "enough")
+        .await
+        .unwrap();
+    let took = t.elapsed();
+    let req = m.wait_request(id).await;
+    assert_eq!(req.result.as_deref(), Some("cancelled"));
+    let b = m.build(&builder, 1).await;
+    assert_eq!(b.build.text, "stopped by alice: enough");
+    assert!(
+        took < Duration::from_secs(4),
+        "the stop took {took:?} (the master abandons after 5 s)"
+    );
+    for pid in procs {
+        let gone = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true);
+        assert!(gone, "the svn checkout {pid} was killed");
+    }
+    m.master.shutdown().await;
+}
+
+/// Processes running `svn checkout URL@…` with their working directory under `dir`.
+fn svn_processes(dir: &Path, url: &str) -> Vec<u32> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let argv: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+        if argv.first().is_some_and(|a| a.ends_with("svn"))
+            && argv.iter().any(|a| a.starts_with(url))
+            && cwd.starts_with(&dir)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_buildbot_worker_builds_svn_through_shell() {
+    if !have_svn() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = SvnRepo::new(tmp.path());
+    let r1 = repo.commit("ann", "trunk", "version", "v1\n", "first");
+    let factories = format!(
+        "[proj]\ntype = shell\nsvn = {}#trunk\nstep.check = sh -c 'echo checking $(cat version)'\n",
+        repo.url("")
+    );
+    let m = EngineMaster::start(&master_ini(&factories, ""), Duration::from_secs(30)).await;
+    let sdir = m.dir.path().join("worker");
+    let _worker = match support::Impl::BuildbotWorker
+        .start(&sdir, m.master.slaveport(), SLAVE, PASSWORD)
+        .await
+    {
+        Ok(w) => w,
+        Err(why) => {
+            support::skip(&why);
+            return;
+        }
+    };
+    m.master
+        .registry()
+        .wait_connected(SLAVE, DEADLINE)
+        .await
+        .expect("buildbot-worker connects");
+    let builder = format!("proj-{SLAVE}");
+    let b1 = force(&m, &builder, 1, None, "success").await;
+    assert_eq!(prop(&b1, "got_revision"), r1);
+    let log = m.log_text(&builder, 1, "check").await;
+    assert!(log.contains("checking v1"), "{log}");
+    let r2 = repo.commit("bob", "trunk", "version", "v2\n", "second");
+    let b2 = force(&m, &builder, 2, None, "success").await;
+    assert_eq!(prop(&b2, "got_revision"), r2);
+    let log = m.log_text(&builder, 2, "check").await;
+    assert!(log.contains("checking v2"), "{log}");
+    let co = m.log_text(&builder, 2, "checkout").await;
+    assert!(co.contains("switch"), "mode update switches in place: {co}");
+    m.master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn svn_commits_build_per_branch_and_nothing_is_lost_while_the_master_is_down() {
+    use scheduler_common::{blamelist, ini, wait_finished, wait_head, Site};
+    if !have_svn() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = SvnRepo::new(&tmp.path().join("r"));
+    let first = repo.commit("init", "trunk", "README", "initial\n", "initial");
+    repo.branch("stable");
+    let base = repo.url("");
+    let site = Site::new(&ini(
+        "pollInterval = 1\ntreeStable = 1",
+        &["s1"],
+        &format!(
+            "[proj]\ntype = shell\nsvn = {base}#trunk\nsvnBranchPrefix = branches\n\
+             branches = trunk stable\nstep.show = cat src/a.c\n"
+        ),
+    ));
+    let run = site.start(&["s1"]).await;
+    let db = run.db().clone();
+    assert_eq!(wait_head(&db, &base, "trunk").await, first);
+    wait_head(&db, &base, "stable").await;
+
+    let rev = repo.commit("ann", "trunk", "src/a.c", "trunk one\n", "one");
+    let b = wait_finished(&db, "proj-s1", 1).await;
+    assert_eq!(b.build.result.as_deref(), Some("success"), "{b:?}");
+    assert_eq!(b.revision.as_deref(), Some(rev.as_str()));
+    assert_eq!(blamelist(&b), vec!["ann"]);
+    assert_eq!(b.changes[0].files, vec!["src/a.c"]);
+    assert_eq!(b.changes[0].branch.as_deref(), Some("trunk"));
+
+    // A commit on branches/stable is branch `stable`, built from its own path.
+    let srev = repo.commit("cy", "branches/stable", "src/a.c", "stable one\n", "fix");
+    let b = wait_finished(&db, "proj-s1", 2).await;
+    assert_eq!(b.build.result.as_deref(), Some("success"), "{b:?}");
+    assert_eq!(b.revision.as_deref(), Some(srev.as_str()));
+    assert_eq!(b.changes[0].branch.as_deref(), Some("stable"));
+    assert_eq!(b.changes[0].files, vec!["src/a.c"]);
+    let f = run
+        .db()
+        .log_file("proj-s1", 2, "show", "stdio")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(read(&f.path).contains("stable one"));
+
+    // Down while three commits land: one build with the three, each Change once.
+    run.stop().await;
+    let authors = ["bob", "dee", "eve"];
+    let revs: Vec<String> = authors
+        .iter()
+        .enumerate()
+        .map(|(i, who)| repo.commit(who, "trunk", "src/a.c", &format!("{i}\n"), "offline"))
+        .collect();
+    let run = site.start(&["s1"]).await;
+    let db = run.db().clone();
+    let b3 = wait_finished(&db, "proj-s1", 3).await;
+    assert_eq!(blamelist(&b3), authors);
+    assert_eq!(
+        b3.changes
+            .iter()
+            .map(|c| c.revision.clone().unwrap())
+            .collect::<Vec<_>>(),
+        revs
+    );
+    assert_eq!(b3.build.result.as_deref(), Some("success"), "{b3:?}");
+    assert_eq!(db.changes(100, None).await.unwrap().len(), 5);
+    run.stop().await;
+}
+
+#[test]
+fn svn_keys_are_read_and_p4_is_refused_with_the_reason() {
+    let projects = autobot::config::projects(None).unwrap();
+    let load = |factory: &str| {
+        let ini = format!(
+            "[:master:]\nslaveport = 9010\nhtmlport = 8010\npassword = x\nfactories = *\n\n[slave:s]\n\n{factory}"
+        );
+        autobot::config::load_from_str(Path::new("/m/master.ini"), Path::new("/m"), &ini, &projects)
+    };
+    let cfg = load("[a]\ntype = shell\nsvn = svn://h/repo#trunk ./local\nsvnBranchPrefix = branches/\nstep.x = true\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let s = &cfg.factories[0].sources;
+    assert_eq!(s[0].url, "svn://h/repo");
+    assert_eq!(s[0].branch, "trunk");
+    assert_eq!(s[0].branch_prefix.as_deref(), Some("branches"));
+    assert_eq!(s[1].url, "file:///m/local");
+    assert_eq!(s[1].branch, "");
+    assert_eq!(autobot::sources::svn_branch_path(&s[0], "trunk"), "trunk");
+    assert_eq!(
+        autobot::sources::svn_branch_path(&s[0], "1.x"),
+        "branches/1.x"
+    );
+
+    let e = load("[a]\ntype = shell\np4 = perforce:1666\nstep.x = true\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("master.ini:"), "{e}");
+    assert!(e.contains("Perforce"), "{e}");
+    assert!(e.contains("not supported"), "{e}");
+    assert!(e.contains("Debian"), "{e}");
+
+    let e = load("[a]\ntype = shell\nsvnBranchPrefix = branches\nstep.x = true\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("svn"), "{e}");
+
+    let e = load("[a]\ntype = shell\nsvn = https://bot:secret@h/repo#trunk\nstep.x = true\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("password"), "{e}");
+    assert!(!e.contains("secret"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sendchange_vc_svn_builds_the_revision_sent() {
+    if !have_svn() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = SvnRepo::new(tmp.path());
+    let r1 = repo.commit("ann", "trunk", "a.txt", "one\n", "first");
+    repo.commit("bob", "trunk", "a.txt", "two\n", "second");
+    let base = repo.url("");
+    let factories = format!(
+        "[proj]\ntype = shell\nsvn = {base}#trunk\ntreeStable = 0\nstep.show = cat a.txt\n"
+    );
+    let m = EngineMaster::start(
+        &master_ini(
+            &factories,
+            "changeuser = hook\nchangepassword = s3cret\npollInterval = 3600\n",
+        ),
+        Duration::from_secs(30),
+    )
+    .await;
+    let _slave = m.slave().await;
+    let master = format!("127.0.0.1:{}", m.master.slaveport());
+    let send = |rev: &str| {
+        let mut cmd = Command::new(autobot_bin());
+        cmd.args(["sendchange", "--auth", "hook:s3cret", "--master", &master])
+            .args(["--username", "ann", "--vc", "svn", "--branch", "trunk"])
+            .args(["--repository", &base, "--revision", rev, "a.txt"])
+            .current_dir(tmp.path())
+            .env("HOME", tmp.path())
+            .stdin(Stdio::null());
+        cmd
+    };
+    // Not an svn revision: refused before anything is sent.
+    let out = tokio::task::spawn_blocking({
+        let mut c = send("deadbeef");
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("--vc svn") && err.contains("revision number"),
+        "{err}"
+    );
+    let out = tokio::task::spawn_blocking({
+        let mut c = send(&r1);
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let builder = format!("proj-{SLAVE}");
+    wait_until("the sent Change's build", || async {
+        m.master
+            .db()
+            .build(&builder, 1)
+            .await
+            .unwrap()
+            .is_some_and(|b| b.build.result.is_some())
+    })
+    .await;
+    let b = m.build(&builder, 1).await;
+    assert_eq!(b.build.result.as_deref(), Some("success"), "{b:?}");
+    assert_eq!(prop(&b, "got_revision"), r1);
+    assert!(m.log_text(&builder, 1, "show").await.contains("one"));
+    m.master.shutdown().await;
+}

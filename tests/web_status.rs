@@ -1,0 +1,313 @@
+//! The waterfall tells the truth about waiting and stopping (issue 23, "Right"):
+//! a pending request's builder says why it waits (here: no slave connected), a
+//! Change waiting out `treeStable` shows on its builders as "build in N s
+//! (tree-stable)" and beside the builds as pending, and a build an operator
+//! stopped ends `cancelled` (its own class, who stopped it and why) on the
+//! waterfall, the build page and the JSON API. The row placement itself is
+//! unit-tested in `src/web/pages/waterfall.rs`.
+
+#[path = "support/mod.rs"]
+mod support;
+
+#[path = "engine_common/mod.rs"]
+mod engine_common;
+
+#[path = "web_common/mod.rs"]
+mod web_common;
+
+use autobot::db::changes::NewChange;
+use autobot::engine::ForceRequest;
+use engine_common::*;
+use web_common::get;
+
+const FACTORIES: &str = r#"
+[quick]
+type = shell
+step.hello = echo hello
+
+[slow]
+type = shell
+step.wait = sleep 60
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waiting_tree_stable_and_cancelled_builds_show_on_the_waterfall() {
+    let m = web_common::start(&master_ini(FACTORIES, "treeStable = 300")).await;
+    let port = m.master.htmlport();
+
+    // No slave yet: the forced request waits, and its builder's head says why.
+    let req = m.force("quick-s1", ForceRequest::default()).await;
+    wait_until("the waterfall to say why quick-s1 waits", || async {
+        get(port, "/waterfall")
+            .await
+            .body
+            .contains("waiting: no slave of this builder is connected")
+    })
+    .await;
+
+    // A Change waits out treeStable: its builders count down, it is pending.
+    let change = m
+        .master
+        .changes()
+        .add(vec![NewChange {
+            who: "Ann <ann@example.org>".into(),
+            comments: "make it faster\nbody".into(),
+            when: autobot::db::now(),
+            ..Default::default()
+        }])
+        .await
+        .unwrap()[0]
+        .id;
+    wait_until("the tree-stable timer", || async {
+        !m.master.db().scheduler_timers().await.unwrap().is_empty()
+    })
+    .await;
+    let w = get(port, "/waterfall").await.body;
+    assert!(w.contains(" s (tree-stable)"), "{w}");
+    assert!(w.contains("build in <span class=\"secs\">"), "{w}");
+    assert!(
+        w.contains(&format!(
+            "class=\"change pending\" data-change=\"{change}\""
+        )),
+        "{w}"
+    );
+    assert!(
+        w.contains("<tr class=\"pending\"><td class=\"time\">pending"),
+        "{w}"
+    );
+    let b = get(port, "/builders/quick-s1").await.body;
+    assert!(b.contains(" s (tree-stable)"), "{b}");
+
+    // The slave comes; the forced build runs and is green.
+    let _slave = m.slave().await;
+    assert_eq!(m.wait_request(req).await.result.as_deref(), Some("success"));
+
+    // A stopped build is cancelled, not failed: who and why are on every page.
+    let req = m.force("slow-s1", ForceRequest::default()).await;
+    wait_until("slow-s1 to run its step", || async {
+        m.master
+            .db()
+            .build("slow-s1", 1)
+            .await
+            .unwrap()
+            .is_some_and(|b| b.steps.first().is_some_and(|s| s.started_at.is_some()))
+    })
+    .await;
+    m.engine()
+        .stop_build("slow-s1", 1, "alice", "not needed")
+        .await
+        .unwrap();
+    let r = m.wait_request(req).await;
+    assert_eq!(r.result.as_deref(), Some("cancelled"));
+    let api = get(port, "/api/v1/builders/slow-s1/builds/1").await.body;
+    let api: serde_json::Value = serde_json::from_str(&api).unwrap();
+    assert_eq!(api["result"], "cancelled", "{api}");
+    assert_eq!(api["text"], "stopped by alice: not needed", "{api}");
+    let page = get(port, "/builders/slow-s1/builds/1").await.body;
+    assert!(
+        page.contains("class=\"result cancelled\"")
+            && page.contains("cancelled: stopped by alice: not needed"),
+        "{page}"
+    );
+    let w = get(port, "/waterfall").await.body;
+    assert!(
+        w.contains("class=\"build cancelled\" data-builder=\"slow-s1\" data-number=\"1\""),
+        "{w}"
+    );
+    assert!(w.contains("stopped by alice: not needed"), "{w}");
+    // The badge says cancelled, not failing.
+    let badge = get(port, "/badge/slow-s1.svg").await.body;
+    assert!(badge.contains("cancelled"), "{badge}");
+}
+
+/// Build boxes and pages carry the source: the revision (short, linked through
+/// `revlink`) on the waterfall and the build page, the build's BuildSet and
+/// requests linked, test and warning counts on the build and builder pages; the
+/// Rebuild form (CSRF like force/stop) builds the same revision again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn builds_show_their_source_counts_and_rebuild_the_same_revision() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    support::git(&repo, &["init", "-q", "-b", "main"]);
+    support::write_file(&repo, "a.txt", "a\n");
+    support::git(&repo, &["add", "a.txt"]);
+    support::git(&repo, &["commit", "-q", "-m", "first commit\n\nbody"]);
+    let first = support::git(&repo, &["rev-parse", "HEAD"]);
+    let factories = format!(
+        r#"
+[counted]
+type = shell
+git = {repo}#main
+revlink = https://git.example.org/commit/%s
+step.t = echo "==== 3 passed, 1 skipped in 0.10s ===="
+step.t.logParser = test
+step.w = echo "a.c:1:2: warning: unused variable x"
+step.w.logParser = compile
+"#,
+        repo = repo.display()
+    );
+    let m = web_common::start(&master_ini(&factories, "treeStable = 0")).await;
+    let _slave = m.slave().await;
+    let port = m.master.htmlport();
+    let req = m.force("counted-s1", ForceRequest::default()).await;
+    m.wait_request(req).await;
+    let short = &first[..12];
+
+    let w = get(port, "/waterfall").await.body;
+    assert!(
+        w.contains(&format!(
+            "<a class=\"rev\" href=\"https://git.example.org/commit/{first}\" title=\"{first}\"><code>{short}</code></a>"
+        )),
+        "{w}"
+    );
+    let b = get(port, "/builders/counted-s1/builds/1").await;
+    let body = &b.body;
+    assert!(
+        body.contains(&format!("href=\"https://git.example.org/commit/{first}\"")),
+        "{body}"
+    );
+    assert!(
+        body.contains("<tr id=\"build-tests\"><th>tests</th><td>3 passed, 1 skipped</td></tr>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<tr id=\"build-warnings\"><th>warnings</th><td>1</td></tr>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("id=\"buildset-link\" href=\"/api/v1/buildsets/1\""),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!(
+            "class=\"request-link\" href=\"/api/v1/buildrequests/{req}\""
+        )),
+        "{body}"
+    );
+    let page = get(port, "/builders/counted-s1").await.body;
+    assert!(
+        page.contains("<td class=\"tests\">3 passed, 1 skipped</td><td class=\"warnings\">1</td>"),
+        "{page}"
+    );
+
+    // A new commit; the rebuild still builds the first revision.
+    support::write_file(&repo, "a.txt", "b\n");
+    support::git(&repo, &["commit", "-q", "-am", "second"]);
+    assert!(body.contains("id=\"rebuild-button\""), "{body}");
+    let r = web_common::post_form(
+        port,
+        "/builders/counted-s1/builds/1/rebuild",
+        None,
+        &[],
+        &[("reason", "flaky?")],
+    )
+    .await;
+    assert_eq!(r.status, 403, "no token: {}", r.body);
+    let cookie = web_common::csrf_cookie(&b);
+    let token = web_common::csrf_field(body);
+    let r = web_common::post_form(
+        port,
+        "/builders/counted-s1/builds/1/rebuild",
+        Some(&cookie),
+        &[],
+        &[("reason", "flaky?"), ("csrf", &token), ("who", "Bo")],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    wait_until("the rebuild", || async {
+        m.master
+            .db()
+            .build("counted-s1", 2)
+            .await
+            .unwrap()
+            .is_some_and(|d| d.build.result.is_some())
+    })
+    .await;
+    let d = m.build("counted-s1", 2).await;
+    assert_eq!(d.build.reason, "forced by Bo: rebuild of #1: flaky?");
+    assert_eq!(d.revision.as_deref(), Some(first.as_str()));
+
+    // A Change of the second commit builds; it sits in that build's row, and
+    // its author's "my builds" lists the build.
+    let second = support::git(&repo, &["rev-parse", "HEAD"]);
+    let change = m
+        .master
+        .changes()
+        .add(vec![NewChange {
+            who: "Cy Coder <cy@example.org>".into(),
+            comments: "second".into(),
+            revision: Some(second.clone()),
+            branch: Some("main".into()),
+            repository: repo.display().to_string(),
+            when: autobot::db::now(),
+            ..Default::default()
+        }])
+        .await
+        .unwrap()[0]
+        .id;
+    wait_until("the Change's build", || async {
+        m.master
+            .db()
+            .build("counted-s1", 3)
+            .await
+            .unwrap()
+            .is_some_and(|d| d.build.result.is_some())
+    })
+    .await;
+    let w = get(port, "/waterfall").await.body;
+    let row = w
+        .split("<tr class=\"at\">")
+        .find(|r| r.contains("data-builder=\"counted-s1\" data-number=\"3\""))
+        .unwrap_or_else(|| panic!("no row of build 3: {w}"));
+    assert!(
+        row.contains(&format!("class=\"change\" data-change=\"{change}\"")),
+        "{w}"
+    );
+    assert!(!w.contains("(pending)") && !w.contains("(no build)"), "{w}");
+    // A Change on a branch nothing builds is not "pending": it says so.
+    let stray = m
+        .master
+        .changes()
+        .add(vec![NewChange {
+            who: "Di <di@example.org>".into(),
+            comments: "elsewhere".into(),
+            branch: Some("elsewhere".into()),
+            when: autobot::db::now(),
+            ..Default::default()
+        }])
+        .await
+        .unwrap()[0]
+        .id;
+    let w = get(port, "/waterfall").await.body;
+    assert!(
+        w.contains(&format!(
+            "class=\"change unbuilt\" data-change=\"{stray}\"><a href=\"/changes/{stray}\">Di &lt;di@example.org&gt;</a> <small class=\"pending-word\">(no build)</small>"
+        )),
+        "{w}"
+    );
+    let my = get(port, "/my?author=cy%20coder").await.body;
+    assert!(
+        my.contains("href=\"/builders/counted-s1/builds/3\""),
+        "{my}"
+    );
+    assert!(
+        !my.contains("href=\"/builders/counted-s1/builds/1\""),
+        "{my}"
+    );
+
+    // The console: a row per revision, newest first, a cell per builder.
+    let c = get(port, "/console").await.body;
+    let at_second = c
+        .find(&format!("data-revision=\"{second}\""))
+        .expect("second revision row");
+    let at_first = c
+        .find(&format!("data-revision=\"{first}\""))
+        .expect("first revision row");
+    assert!(at_second < at_first, "{c}");
+    assert!(
+        c.contains("title=\"#2 success\"><a href=\"/builders/counted-s1/builds/2\">"),
+        "{c}"
+    );
+    assert!(c.contains("Cy Coder"), "{c}");
+}
