@@ -26,6 +26,7 @@ impl Default for Activity {
 impl Activity {
     /// Something happened now.
     pub fn bump(&self) {
+        crate::memory::poke();
         self.count.fetch_add(1, Ordering::Relaxed);
         self.at
             .store(crate::calendar::now() as u64, Ordering::Relaxed);

@@ -61,6 +61,8 @@
 //!   sources) so the binary works when copied alone.
 //! * [`links`] — the web pages' paths, each name one percent-encoded segment:
 //!   for the pages' links, mail and IRC, and the CLI's API requests.
+//! * [`memory`] — the daemons' resident memory: malloc's arenas, and memory
+//!   given back once a burst of work has stopped.
 //! * [`daemon`] — pid files, log files, background start and signals.
 //! * [`logfile`] — `autobot.log` rotated by size (`logSize`/`logCount` of
 //!   `config`) and reopened on SIGUSR1; used by `daemon`.
@@ -85,7 +87,7 @@
 //! factory
 //! activity
 //! db         logstore
-//! sources    protocol   calendar   templates  links
+//! sources    protocol   calendar   templates  links  memory
 //! ```
 //!
 //! Within a module anything goes.
@@ -103,6 +105,7 @@ pub mod factory;
 pub mod links;
 pub mod logfile;
 pub mod logstore;
+pub mod memory;
 pub mod protocol;
 pub mod reporters;
 pub mod retention;

@@ -617,6 +617,7 @@ impl WebRuntime {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("web")
+            .thread_keep_alive(crate::memory::BLOCKING_KEEP_ALIVE)
             .on_thread_start(lower_priority)
             .enable_all()
             .build()?;

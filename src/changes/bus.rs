@@ -120,7 +120,9 @@ impl ChangeBus {
     pub fn new(db: Db) -> ChangeBus {
         ChangeBus {
             db,
-            tx: broadcast::channel(4096).0,
+            // Every slot is allocated (and touched) up front, 380 bytes each;
+            // a scheduler further behind gets `Lagged` and re-reads the Changes.
+            tx: broadcast::channel(256).0,
             polls: Default::default(),
             activity: Default::default(),
         }

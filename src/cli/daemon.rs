@@ -441,13 +441,24 @@ fn run_daemons(daemons: &[(Role, PathBuf)]) -> anyhow::Result<()> {
         let pf = PidFile::acquire(dir).map_err(|e| anyhow!("the {}: {e}", role.as_str()))?;
         pidfiles.push(pf);
     }
+    // Before any thread exists: malloc's arenas are capped (crate::memory).
+    crate::memory::tune();
     // One runtime thread per daemon. A master's or a slave's work is short
     // I/O-bound steps whose hand-offs between threads would cost more than they
     // give (a Build of one `true` step: 2.2 ms with two threads, 1.9 ms with one);
     // whatever blocks (file reads, git, a database another process holds) goes to
-    // the blocking pool.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(daemons.len().max(1))
+    // the blocking pool. One daemon runs on this very thread (a current-thread
+    // runtime, as `bench/engine.rs` measures it): no second thread, stack and
+    // malloc cache for it.
+    let mut builder = if daemons.len() > 1 {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(daemons.len());
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let rt = builder
+        .thread_keep_alive(crate::memory::BLOCKING_KEEP_ALIVE)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -499,6 +510,11 @@ fn run_daemons(daemons: &[(Role, PathBuf)]) -> anyhow::Result<()> {
         }
         tracing::info!("up: {}", ready_msgs.join("; "));
         daemon::report_ready(&ready_msgs.join("; "));
+        // Once start-up's work is over (and after every later burst), what it
+        // used goes back to the system.
+        let trimmer = crate::memory::Trimmer::global();
+        let trimming = tokio::spawn(trimmer.run(crate::memory::QUIET, crate::memory::release_all));
+        trimmer.poke();
         let senders = handles
             .into_iter()
             .map(|h| daemon::SignalTargets {
@@ -526,6 +542,7 @@ fn run_daemons(daemons: &[(Role, PathBuf)]) -> anyhow::Result<()> {
             }
         }
         signals.abort();
+        trimming.abort();
         tracing::info!("stopped");
         match first_err {
             Some(e) => Err(e),

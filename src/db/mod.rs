@@ -1,8 +1,9 @@
 //! The master's state in SQLite (`MASTERDIR/state.sqlite`): schema, migrations and
 //! queries.
 //!
-//! [`Db`] owns one connection for writes and a small pool of [`READERS`] read-only
-//! ones (WAL lets readers run beside the writer and beside each other), so a page
+//! [`Db`] owns one connection for writes and a small pool of up to [`READERS`]
+//! read-only ones, opened as reads need them and closed when the master is quiet
+//! (WAL lets readers run beside the writer and beside each other), so a page
 //! that reads a long history does not make every other page, API call and SSE
 //! read wait for it. Reads run on tokio's blocking pool; writes run where
 //! they are called when the write lock is free at once, else on the blocking pool
@@ -90,36 +91,90 @@ pub struct Db {
 /// How many read-only connections serve [`Db::read`].
 pub const READERS: usize = 4;
 
-/// The read-only connections: a read takes whichever is idle, or waits (on the
-/// blocking pool) for the first one given back.
+/// The read-only connections: a read takes whichever is idle, opens another one
+/// while fewer than [`READERS`] are open, or waits (on the blocking pool) for the
+/// first one given back. A quiet master closes the idle ones
+/// ([`release_memory`]): each holds its own copy of the schema, its prepared
+/// statements and its page cache, some hundred KiB after a burst of reads.
 struct Readers {
-    idle: Mutex<Vec<Connection>>,
+    path: PathBuf,
+    pool: Mutex<ReaderPool>,
     given_back: Condvar,
 }
 
+struct ReaderPool {
+    idle: Vec<Connection>,
+    /// Open connections, idle or in use.
+    open: usize,
+}
+
 impl Readers {
-    fn take(&self) -> Connection {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+    fn take(&self) -> Result<Connection, DbError> {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if let Some(c) = idle.pop() {
-                return c;
+            if let Some(c) = pool.idle.pop() {
+                return Ok(c);
             }
-            idle = self
+            if pool.open < READERS {
+                pool.open += 1;
+                drop(pool);
+                let opened = open_reader(&self.path);
+                if opened.is_err() {
+                    self.pool.lock().unwrap_or_else(|p| p.into_inner()).open -= 1;
+                    self.given_back.notify_one();
+                }
+                return opened;
+            }
+            pool = self
                 .given_back
-                .wait(idle)
+                .wait(pool)
                 .unwrap_or_else(|p| p.into_inner());
         }
     }
 
     /// Whether a read is running now.
     fn busy(&self) -> bool {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len() < READERS
+        let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        pool.idle.len() < pool.open
     }
 
     fn give_back(&self, c: Connection) {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+        self.pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .idle
+            .push(c);
         self.given_back.notify_one();
     }
+
+    /// Close the idle connections (they are opened again when needed).
+    fn close_idle(&self) {
+        let idle = {
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            pool.open -= pool.idle.len();
+            std::mem::take(&mut pool.idle)
+        };
+        drop(idle);
+        // Whoever waits may open one now.
+        self.given_back.notify_all();
+    }
+}
+
+/// A read-only connection of [`Readers`].
+fn open_reader(path: &Path) -> Result<Connection, DbError> {
+    let open_err = |source| DbError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let reader = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(open_err)?;
+    reader.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    stable_plans(&reader).map_err(open_err)?;
+    Ok(reader)
 }
 
 /// A reader taken from [`Readers`], given back when dropped (even if the read
@@ -213,20 +268,15 @@ impl Db {
         let mut writer = Connection::open(path).map_err(open_err)?;
         configure(&writer).map_err(open_err)?;
         migrate(path, &mut writer)?;
-        let mut readers = Vec::with_capacity(READERS);
-        for _ in 0..READERS {
-            let reader = Connection::open_with_flags(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(open_err)?;
-            reader.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-            reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-            stable_plans(&reader).map_err(open_err)?;
-            readers.push(reader);
-        }
+        // One reader now, so that a database that cannot be read fails here;
+        // the others as reads need them.
+        let first = open_reader(path)?;
         let readers = Arc::new(Readers {
-            idle: Mutex::new(readers),
+            path: path.to_path_buf(),
+            pool: Mutex::new(ReaderPool {
+                idle: vec![first],
+                open: 1,
+            }),
             given_back: Condvar::new(),
         });
         let commits = Arc::new(Commits::default());
@@ -268,6 +318,11 @@ impl Db {
                 );
             }
         }
+        crate::memory::on_release({
+            let writer = Arc::downgrade(&writer);
+            let readers = Arc::downgrade(&readers);
+            move || release_memory(&writer, &readers)
+        });
         Ok(Db {
             path: path.to_path_buf(),
             writer,
@@ -301,6 +356,7 @@ impl Db {
         F: FnOnce(&Transaction<'_>) -> rusqlite::Result<R> + Send + 'static,
         R: Send + 'static,
     {
+        crate::memory::poke();
         let f = match self.write_here(f) {
             Ok(done) => return done,
             Err(f) => f,
@@ -354,11 +410,12 @@ impl Db {
         F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
         R: Send + 'static,
     {
+        crate::memory::poke();
         let pool = self.readers.clone();
         tokio::task::spawn_blocking(move || {
             let reader = Reader {
                 pool: &pool,
-                conn: Some(pool.take()),
+                conn: Some(pool.take()?),
             };
             match reader.conn.as_ref() {
                 Some(c) => Ok(f(c)?),
@@ -467,6 +524,30 @@ fn checkpoint(conn: &Connection, writer: &Weak<Mutex<Connection>>, readers: &Wea
     }
 }
 
+/// Close the readers no one uses now and empty the writer's page cache (a quiet
+/// master's: see [`crate::memory::Trimmer`]); `false` once the database is
+/// closed. Pages are read again from the file (the OS's page cache) when next
+/// needed.
+fn release_memory(writer: &Weak<Mutex<Connection>>, readers: &Weak<Readers>) -> bool {
+    let (Some(writer), Some(readers)) = (writer.upgrade(), readers.upgrade()) else {
+        return false;
+    };
+    let shrink = |c: &Connection| {
+        if let Err(e) = c.execute_batch("PRAGMA shrink_memory") {
+            tracing::debug!("database: shrink_memory failed: {e}");
+        }
+    };
+    readers.close_idle();
+    // A writer busy now is not quiet: the next quiet spell gets it. Its
+    // prepared statements go too (the next Build prepares them again, a few
+    // tenths of a millisecond once).
+    if let Ok(c) = writer.try_lock() {
+        c.flush_prepared_statement_cache();
+        shrink(&c);
+    }
+    true
+}
+
 /// A connection's lock, even if a panic poisoned it (a panicking write rolled back).
 fn lock(conn: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
     conn.lock().unwrap_or_else(|p| p.into_inner())
@@ -562,6 +643,35 @@ pub use crate::calendar::{now, now_f64};
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_quiet_master_closes_its_idle_readers_and_reads_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join(DB_FILE)).unwrap();
+        let open = |db: &Db| db.readers.pool.lock().unwrap().open;
+        let reads = (0..8).map(|_| db.schema_version());
+        for v in futures_util::future::join_all(reads).await {
+            assert_eq!(v.unwrap(), migrations::MIGRATIONS.len() as i64);
+        }
+        assert!((1..=READERS).contains(&open(&db)));
+        let (w, r) = (Arc::downgrade(&db.writer), Arc::downgrade(&db.readers));
+        assert!(release_memory(&w, &r));
+        assert_eq!(open(&db), 0, "idle readers closed");
+        db.write(|tx| tx.execute("INSERT INTO slaves(name) VALUES ('a')", []))
+            .await
+            .unwrap();
+        let n: i64 = db
+            .read(|c| c.query_row("SELECT count(*) FROM slaves", [], |r| r.get(0)))
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(open(&db), 1, "opened again for the read");
+        drop(db);
+        assert!(
+            !release_memory(&w, &r),
+            "forgotten once the database is closed"
+        );
+    }
 
     #[tokio::test]
     async fn opens_migrates_and_reopens() {

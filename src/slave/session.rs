@@ -97,6 +97,8 @@ where
             }
             msg = stream.next() => {
                 last_seen = Instant::now();
+                // Memory the work used goes back once the master is quiet.
+                crate::memory::poke();
                 match msg {
                     None => break End::Lost("connection closed".into()),
                     Some(Err(e)) => break End::Lost(format!("connection error: {e}")),
@@ -114,6 +116,7 @@ where
                 }
             }
             Some(done) = s.tasks.join_next(), if !s.tasks.is_empty() => {
+                crate::memory::poke();
                 if let Ok(id) = done {
                     s.commands.remove(&id);
                 }

@@ -1,0 +1,435 @@
+//! The daemons' resident memory: how the allocator is set up at start, and how
+//! memory a burst of work used goes back to the system once the daemon is quiet.
+//!
+//! glibc's malloc gives each thread that allocates an arena of its own (up to
+//! eight per core), and keeps what was freed for the next allocation instead of
+//! returning it. A master has a handful of threads (the engine's, the web
+//! runtime's, the log disk's, the checkpointer's, the reporters', the blocking
+//! pool's), so after 200 Builds or a 100 MB log it held megabytes it no longer
+//! used, spread over as many arenas. [`tune`] caps the arenas at
+//! [`ARENAS`]; [`release`] (`malloc_trim`) hands the free pages of every arena
+//! back; [`Trimmer`] calls it, and whatever else frees memory (SQLite's page
+//! caches), once a daemon has been quiet for a moment after work, never during
+//! it. With another libc (musl) these are no-ops: its allocator returns memory
+//! by itself.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Most malloc arenas. The threads that allocate on a Build's path (the engine's
+/// runtime thread and the log disk) and the web's threads share them; glibc's
+/// per-thread caches (tcache) serve most small allocations without taking an
+/// arena's lock, so two arenas cost no measurable time on the engine bench,
+/// where one per thread cost a megabyte of idle RSS.
+pub const ARENAS: i32 = 2;
+
+/// How long an idle thread of a runtime's blocking pool waits for more work
+/// before it ends (tokio's default: 10 s). Start-up and every burst of
+/// database reads start a few; an idle daemon keeps none, a busy one keeps
+/// them all.
+pub const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(2);
+
+/// How long a daemon must have been quiet (no [`poke`]) before memory is given
+/// back: longer than the gaps inside a burst of Builds, so it never runs during
+/// one.
+pub const QUIET: Duration = Duration::from_secs(1);
+
+/// Free memory malloc may keep without a trim after work (bytes): below it a
+/// trim would give back too little to be worth its system calls.
+pub const KEEP_FREE: usize = 256 << 10;
+
+/// Set up the allocator for a long-running daemon: call once at start, before
+/// any other thread exists.
+pub fn tune() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets malloc's parameters; called before other threads.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_ARENA_MAX, ARENAS);
+    }
+}
+
+/// Give the free pages malloc holds back to the system (`malloc_trim(0)`);
+/// returns whether any went back. Costs a walk over malloc's free lists: call it
+/// when work has stopped, not on a hot path.
+pub fn release() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim is thread-safe and only reads malloc's own state.
+        unsafe { nix::libc::malloc_trim(0) != 0 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
+/// Bytes malloc holds free (in its arenas, not yet returned to the system); 0
+/// where this cannot be known.
+pub fn held_free() -> usize {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads malloc's statistics.
+        let info = unsafe { nix::libc::mallinfo2() };
+        info.fordblks
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        0
+    }
+}
+
+/// Memory given back once the daemon has been quiet: functions registered by the
+/// daemons ([`on_release`]); each returns `false` once what it frees is gone (it
+/// is then forgotten).
+type Releaser = Box<dyn Fn() -> bool + Send + Sync>;
+
+static RELEASERS: std::sync::Mutex<Vec<Releaser>> = std::sync::Mutex::new(Vec::new());
+
+/// The process's [`Trimmer`], poked by work ([`poke`]) and run by the daemon verbs.
+static GLOBAL: TrimmerInner = TrimmerInner::new();
+
+/// Work happened: the process's [`Trimmer`] releases memory once it has stopped.
+/// An atomic add (and a load): free on a hot path.
+pub fn poke() {
+    GLOBAL.poke();
+}
+
+/// Also run `release` (SQLite's caches, say) whenever memory is given back, until
+/// it returns `false`.
+pub fn on_release(release: impl Fn() -> bool + Send + Sync + 'static) {
+    RELEASERS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(Box::new(release));
+}
+
+/// Everything a quiet daemon can give back: the registered releasers, the pages
+/// of the binary and libraries that are mapped but unused ([`drop_file_pages`]),
+/// and malloc's free pages ([`release`]). Blocking (reads `/proc`, system calls).
+pub fn release_all() {
+    RELEASERS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|release| release());
+    drop_file_pages();
+    if held_free() >= KEEP_FREE {
+        release();
+    }
+}
+
+/// Unmap the resident pages of the program's and its libraries' read-only file
+/// mappings (code, constant data): the pages stay in the page cache, shared with
+/// every other process of the same files, and the next use maps them again (a
+/// minor fault, microseconds). It is what the kernel itself does to such pages
+/// whenever it needs memory; doing it once work has stopped keeps an idle
+/// daemon's RSS to what it uses while idle instead of every path it ever ran
+/// (the kernel maps 64 KiB around every page touched). Only mappings that were
+/// never written (no anonymous, copied-on-write page) are touched, so nothing is
+/// lost. Returns how many KiB were unmapped.
+pub fn drop_file_pages() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+            return 0;
+        };
+        let mut dropped = 0;
+        for m in read_only_file_mappings(&smaps) {
+            // SAFETY: a private mapping of a file that was never written (no
+            // anonymous page: see read_only_file_mappings) holds exactly the
+            // file's contents; MADV_DONTNEED only unmaps its pages, and the next
+            // access reads them again from the page cache, as after the kernel
+            // reclaimed them.
+            let r = unsafe {
+                nix::libc::madvise(
+                    m.start as *mut nix::libc::c_void,
+                    m.end - m.start,
+                    nix::libc::MADV_DONTNEED,
+                )
+            };
+            if r == 0 {
+                dropped += m.rss_kb;
+            }
+        }
+        dropped
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
+    }
+}
+
+/// One mapping of `/proc/self/smaps` that [`drop_file_pages`] may unmap.
+#[derive(Debug, PartialEq)]
+struct FileMapping {
+    start: usize,
+    end: usize,
+    rss_kb: u64,
+}
+
+/// The mappings of `smaps` that are private, not writable, backed by a file, resident
+/// and hold no anonymous (written, copied-on-write) page.
+fn read_only_file_mappings(smaps: &str) -> Vec<FileMapping> {
+    let mut out = Vec::new();
+    // The mapping being read: (start, end, eligible so far, rss).
+    let mut cur: Option<(usize, usize, bool, u64)> = None;
+    let finish = |cur: &mut Option<(usize, usize, bool, u64)>, out: &mut Vec<FileMapping>| {
+        if let Some((start, end, true, rss_kb)) = cur.take() {
+            if rss_kb > 0 {
+                out.push(FileMapping { start, end, rss_kb });
+            }
+        }
+    };
+    for line in smaps.lines() {
+        let mut fields = line.split_ascii_whitespace();
+        let Some(first) = fields.next() else { continue };
+        if let Some((a, b)) = first.split_once('-') {
+            if let (Ok(start), Ok(end)) =
+                (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+            {
+                finish(&mut cur, &mut out);
+                let perms = fields.next().unwrap_or("");
+                let path = fields.nth(3).unwrap_or("");
+                let eligible = perms.len() == 4
+                    && !perms.contains('w')
+                    && perms.ends_with('p')
+                    && path.starts_with('/');
+                cur = Some((start, end, eligible, 0));
+                continue;
+            }
+        }
+        let Some(m) = cur.as_mut() else { continue };
+        let kb = fields
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        match first {
+            "Rss:" => m.3 = kb,
+            // Written pages (relocations) or locked ones: leave the mapping alone.
+            "Anonymous:" | "Locked:" if kb > 0 => m.2 = false,
+            _ => {}
+        }
+    }
+    finish(&mut cur, &mut out);
+    out
+}
+
+/// Runs a release of memory once a daemon has been quiet for a moment after
+/// work. Work says so with [`Trimmer::poke`] (an atomic add: free on a hot path);
+/// the trimmer's task sleeps while nothing is poked, so an idle daemon has no
+/// wake-ups from it.
+#[derive(Clone, Copy)]
+pub struct Trimmer {
+    inner: &'static TrimmerInner,
+}
+
+struct TrimmerInner {
+    pokes: AtomicU64,
+    /// The task waits for a poke (set by it, cleared by the poke that wakes it).
+    asleep: AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl TrimmerInner {
+    const fn new() -> TrimmerInner {
+        TrimmerInner {
+            pokes: AtomicU64::new(0),
+            asleep: AtomicBool::new(false),
+            wake: tokio::sync::Notify::const_new(),
+        }
+    }
+
+    fn poke(&self) {
+        self.pokes.fetch_add(1, Ordering::Relaxed);
+        if self.asleep.load(Ordering::Relaxed) && self.asleep.swap(false, Ordering::AcqRel) {
+            self.wake.notify_one();
+        }
+    }
+}
+
+impl Trimmer {
+    /// The process's trimmer, the one [`poke`] pokes.
+    pub fn global() -> Trimmer {
+        Trimmer { inner: &GLOBAL }
+    }
+
+    /// Work happened (or is happening): release memory once it has stopped.
+    pub fn poke(&self) {
+        self.inner.poke();
+    }
+
+    /// Run until dropped: after a poke, wait until `quiet` passes without one,
+    /// then run `release` (for the global trimmer: [`release_all`]), and once
+    /// more when [`BLOCKING_KEEP_ALIVE`] and `quiet` have passed after that.
+    /// `release` runs right here, on the runtime's thread, not on the blocking
+    /// pool: a thread of the pool would end 2 s later and map pages again. It
+    /// takes about a millisecond, and only once the daemon has been quiet.
+    pub async fn run<F>(self, quiet: Duration, release: F)
+    where
+        F: Fn(),
+    {
+        let mut released_at = self.inner.pokes.load(Ordering::Acquire);
+        loop {
+            self.inner.asleep.store(true, Ordering::Release);
+            if self.inner.pokes.load(Ordering::Acquire) == released_at {
+                // A poke from here on finds `asleep` set and leaves a permit in
+                // `wake`, so it is not missed.
+                self.inner.wake.notified().await;
+            } else {
+                // Poked since the last release began: no need to wait for one.
+                self.inner.asleep.store(false, Ordering::Release);
+            }
+            loop {
+                let seen = self.inner.pokes.load(Ordering::Relaxed);
+                tokio::time::sleep(quiet).await;
+                if self.inner.pokes.load(Ordering::Relaxed) == seen {
+                    break;
+                }
+            }
+            released_at = self.inner.pokes.load(Ordering::Acquire);
+            release();
+            // Work's tail that pokes no one (threads of the blocking pool ending,
+            // a lower-priority thread finishing its pass) maps pages again: once
+            // it is over, give them back a second time.
+            tokio::time::sleep(BLOCKING_KEEP_ALIVE + quiet).await;
+            if self.inner.pokes.load(Ordering::Acquire) == released_at {
+                release();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn release_gives_back_what_a_burst_freed() {
+        tune();
+        // 8 MiB in small blocks (below the mmap threshold: they stay in an
+        // arena), every other one kept, so the freed ones cannot merge into the
+        // arena's top and go back by themselves.
+        let mut blocks: Vec<Vec<u8>> = (0..2048).map(|i| vec![i as u8; 4096]).collect();
+        let kept: Vec<Vec<u8>> = blocks.drain(..).step_by(2).collect();
+        if cfg!(all(target_os = "linux", target_env = "gnu")) {
+            let held = held_free();
+            assert!(held >= 3 << 20, "freed blocks held: {held}");
+            assert!(release(), "malloc_trim gave pages back");
+        }
+        drop(kept);
+    }
+
+    #[tokio::test]
+    async fn a_poke_releases_once_quiet_after_the_last_one() {
+        let trimmer = Trimmer {
+            inner: Box::leak(Box::new(TrimmerInner::new())),
+        };
+        let quiet = Duration::from_millis(200);
+        let runs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let task = tokio::spawn({
+            let runs = runs.clone();
+            trimmer.run(quiet, move || {
+                runs.lock().unwrap().push(std::time::Instant::now());
+            })
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(runs.lock().unwrap().is_empty(), "no work, no release");
+        let mut last = std::time::Instant::now();
+        for _ in 0..10 {
+            last = std::time::Instant::now();
+            trimmer.poke();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while runs.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let got = runs.lock().unwrap().clone();
+        assert!(!got.is_empty(), "released after the work");
+        assert!(
+            got.last().unwrap().duration_since(last) >= quiet,
+            "not before `quiet` after the last poke"
+        );
+        // Released a second time once work's tail is over, then asleep again:
+        // another poke, another release.
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while runs.lock().unwrap().len() < 2 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(BLOCKING_KEEP_ALIVE + quiet * 2).await;
+        let n = runs.lock().unwrap().len();
+        assert_eq!(n, 2, "twice per burst of work");
+        trimmer.poke();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while runs.lock().unwrap().len() == n && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            runs.lock().unwrap().len() > n,
+            "released again after a poke"
+        );
+        task.abort();
+    }
+}
+
+#[cfg(test)]
+mod smaps_tests {
+    use super::*;
+
+    #[test]
+    fn only_clean_read_only_file_mappings_are_dropped() {
+        let smaps = "\
+55d0a0000000-55d0a0100000 r--p 00000000 08:01 123 /usr/bin/autobot
+Rss:                 400 kB
+Anonymous:             0 kB
+Locked:                0 kB
+55d0a0100000-55d0a0900000 r-xp 00100000 08:01 123 /usr/bin/autobot
+Rss:                6000 kB
+Anonymous:             0 kB
+55d0a0900000-55d0a0a00000 r--p 00900000 08:01 123 /usr/bin/autobot
+Rss:                 900 kB
+Anonymous:           900 kB
+55d0a0a00000-55d0a0a10000 rw-p 00a00000 08:01 123 /usr/bin/autobot
+Rss:                  64 kB
+Anonymous:            64 kB
+7f0000000000-7f0000010000 rw-s 00000000 08:01 9 /m/state.sqlite-shm
+Rss:                  32 kB
+Anonymous:             0 kB
+7f0000010000-7f0000020000 r-xp 00000000 08:01 10 /lib/libm.so.6
+Rss:                   0 kB
+Anonymous:             0 kB
+7f0000020000-7f0000030000 r-xp 00000000 00:00 0 [vdso]
+Rss:                   4 kB
+Anonymous:             0 kB
+7f0000030000-7f0000040000 ---p 00000000 00:00 0
+Rss:                   0 kB
+";
+        let got = read_only_file_mappings(smaps);
+        assert_eq!(
+            got,
+            vec![
+                FileMapping {
+                    start: 0x55d0a0000000,
+                    end: 0x55d0a0100000,
+                    rss_kb: 400
+                },
+                FileMapping {
+                    start: 0x55d0a0100000,
+                    end: 0x55d0a0900000,
+                    rss_kb: 6000
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn dropping_file_pages_keeps_the_program_running() {
+        let before = drop_file_pages();
+        // Code and constants come back on use.
+        let text = format!("{:?}", vec![1, 2, 3]);
+        assert_eq!(text, "[1, 2, 3]");
+        if cfg!(target_os = "linux") {
+            assert!(before > 0, "a test binary has resident code pages");
+        }
+    }
+}
