@@ -21,7 +21,6 @@ mod support;
 #[path = "../tests/irc_common/mod.rs"]
 mod irc_common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use autobot::app::{Master, MasterOptions};
@@ -30,35 +29,6 @@ use common::{opt, report};
 use irc_common::{IrcClient, Ngircd};
 
 const PASSWORD: &str = "pw-bench-irc";
-
-async fn start_slave(dir: &Path, port: u16) -> autobot::daemon::ControlHandle {
-    std::fs::create_dir_all(dir.join("info")).expect("slave dir");
-    let dir = std::fs::canonicalize(dir).expect("slave dir");
-    std::fs::write(dir.join("info/admin"), "Bench <bench@example.org>\n").expect("info");
-    std::fs::write(dir.join("info/host"), "bench\n").expect("info");
-    let ini = autobot::config::SlaveIni {
-        basedir: dir.clone(),
-        master_host: "127.0.0.1".into(),
-        master_port: port,
-        name: "s1".into(),
-        password: PASSWORD.into(),
-        keepalive: 5,
-        umask: 0o022,
-        usepty: false,
-    };
-    std::fs::write(dir.join(autobot::config::slave::SLAVE_INI), ini.render()).expect("ini");
-    let (control, mut handle) = autobot::daemon::control();
-    tokio::spawn(async move {
-        if let Err(e) = autobot::slave::run(&dir, control).await {
-            eprintln!("slave failed: {e}");
-        }
-    });
-    match (&mut handle.ready).await {
-        Ok(Ok(_)) => {}
-        other => panic!("slave did not start: {other:?}"),
-    }
-    handle
-}
 
 async fn bench(builds: usize, gap: Duration, burst: usize) {
     if irc_common::ngircd_path().is_none() {
@@ -89,7 +59,7 @@ async fn bench(builds: usize, gap: Duration, burst: usize) {
     )
     .await
     .expect("master starts");
-    let slave = start_slave(&tmp.path().join("slave"), master.slaveport()).await;
+    let slave = common::start_slave(&tmp.path().join("slave"), master.slaveport(), PASSWORD).await;
     master
         .registry()
         .wait_connected("s1", Duration::from_secs(60))

@@ -10,6 +10,9 @@
 //! Run: `cargo bench --bench try` (optional argument: runs, default 20). Under
 //! `cargo test --bench try` (the debug build) the numbers are an upper bound.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -46,35 +49,6 @@ fn ini(repo: &str) -> String {
          [slave:s1]\n\n[proj]\ntype = shell\ngit = {repo}#main\nstep.ok = true\n\n\
          [try]\nusers = dev:{TRY_PW}\n"
     )
-}
-
-async fn start_slave(dir: &Path, port: u16) -> autobot::daemon::ControlHandle {
-    std::fs::create_dir_all(dir.join("info")).expect("slave dir");
-    let dir = std::fs::canonicalize(dir).expect("slave dir");
-    std::fs::write(dir.join("info/admin"), "Bench <bench@example.org>\n").expect("info");
-    std::fs::write(dir.join("info/host"), "bench\n").expect("info");
-    let ini = autobot::config::SlaveIni {
-        basedir: dir.clone(),
-        master_host: "127.0.0.1".into(),
-        master_port: port,
-        name: "s1".into(),
-        password: PASSWORD.into(),
-        keepalive: 5,
-        umask: 0o022,
-        usepty: false,
-    };
-    std::fs::write(dir.join(autobot::config::slave::SLAVE_INI), ini.render()).expect("ini");
-    let (control, mut handle) = autobot::daemon::control();
-    tokio::spawn(async move {
-        if let Err(e) = autobot::slave::run(&dir, control).await {
-            eprintln!("slave failed: {e}");
-        }
-    });
-    match (&mut handle.ready).await {
-        Ok(Ok(_)) => {}
-        other => panic!("slave did not start: {other:?}"),
-    }
-    handle
 }
 
 /// `autobot try ARGS` in `work`; (success, unix seconds at its start and end).
@@ -176,7 +150,7 @@ async fn bench(runs: usize) {
     )
     .await
     .expect("master starts");
-    let slave = start_slave(&tmp.path().join("slave"), master.slaveport()).await;
+    let slave = common::start_slave(&tmp.path().join("slave"), master.slaveport(), PASSWORD).await;
     master
         .registry()
         .wait_connected("s1", Duration::from_secs(30))

@@ -197,3 +197,35 @@ pub fn git_fast_import(dir: &Path, stream: &[u8]) {
         .expect("feed fast-import");
     assert!(child.wait().expect("wait").success(), "fast-import failed");
 }
+
+/// An in-process autobot slave named `s1` in `dir` (made if missing), connecting
+/// to a master's slave `port` with `password`; returns once it is up. Its handle
+/// stops it.
+pub async fn start_slave(dir: &Path, port: u16, password: &str) -> autobot::daemon::ControlHandle {
+    std::fs::create_dir_all(dir.join("info")).expect("slave dir");
+    let dir = std::fs::canonicalize(dir).expect("slave dir");
+    std::fs::write(dir.join("info/admin"), "Bench <bench@example.org>\n").expect("info");
+    std::fs::write(dir.join("info/host"), "bench\n").expect("info");
+    let ini = autobot::config::SlaveIni {
+        basedir: dir.clone(),
+        master_host: "127.0.0.1".into(),
+        master_port: port,
+        name: "s1".into(),
+        password: password.into(),
+        keepalive: 5,
+        umask: 0o022,
+        usepty: false,
+    };
+    std::fs::write(dir.join(autobot::config::slave::SLAVE_INI), ini.render()).expect("ini");
+    let (control, mut handle) = autobot::daemon::control();
+    tokio::spawn(async move {
+        if let Err(e) = autobot::slave::run(&dir, control).await {
+            eprintln!("slave failed: {e}");
+        }
+    });
+    match (&mut handle.ready).await {
+        Ok(Ok(_)) => {}
+        other => panic!("slave did not start: {other:?}"),
+    }
+    handle
+}
