@@ -23,7 +23,7 @@ mod irc_common;
 
 use std::time::{Duration, Instant};
 
-use autobot::app::{Master, MasterOptions};
+use autobot::app::Master;
 use autobot::engine::{EngineEvent, ForceRequest};
 use common::{opt, report};
 use irc_common::{IrcClient, Ngircd};
@@ -37,34 +37,13 @@ async fn bench(builds: usize, gap: Duration, burst: usize) {
     let tmp = tempfile::tempdir().expect("temp dir");
     let irc = Ngircd::start(&tmp.path().join("irc"), 0).await;
     let mut client = IrcClient::connect(irc.port, "watcher").await;
-    let mdir = tmp.path().join("master");
-    std::fs::create_dir_all(&mdir).expect("master dir");
-    std::fs::write(
-        mdir.join("master.ini"),
-        format!(
-            "[:master:]\npassword = {PASSWORD}\nfactories = *\nircHost = 127.0.0.1:{}\n\
-             ircChannels = #bench\nbotname = benchbot\nircNotify = finished\n\
-             [slave:s1]\n[pass]\ntype = shell\nstep.ok = true\n",
-            irc.port
-        ),
-    )
-    .expect("master.ini");
-    let master = Master::start_with(
-        &mdir,
-        MasterOptions {
-            slaveport: Some(0),
-            htmlport: Some(0),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("master starts");
-    let slave = common::start_slave(&tmp.path().join("slave"), master.slaveport(), PASSWORD).await;
-    master
-        .registry()
-        .wait_connected("s1", Duration::from_secs(60))
-        .await
-        .expect("slave connects");
+    let ini = format!(
+        "[:master:]\npassword = {PASSWORD}\nfactories = *\nircHost = 127.0.0.1:{}\n\
+         ircChannels = #bench\nbotname = benchbot\nircNotify = finished\n\
+         [slave:s1]\n[pass]\ntype = shell\nstep.ok = true\n",
+        irc.port
+    );
+    let (master, slave) = common::master_with_slave(tmp.path(), &ini, PASSWORD).await;
     client.join_and_wait_for("#bench", "benchbot").await;
 
     let mut events = master.engine().subscribe();

@@ -17,31 +17,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use autobot::app::{Master, MasterOptions};
 use autobot::db::Db;
+use common::git;
 
 const PASSWORD: &str = "pw-bench";
 const TRY_PW: &str = "try-bench-pw";
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "Bench")
-        .env("GIT_AUTHOR_EMAIL", "bench@example.org")
-        .env("GIT_COMMITTER_NAME", "Bench")
-        .env("GIT_COMMITTER_EMAIL", "bench@example.org")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 fn ini(repo: &str) -> String {
     format!(
@@ -137,25 +117,8 @@ async fn bench(runs: usize) {
             &work.to_string_lossy(),
         ],
     );
-    let mdir = tmp.path().join("master");
-    std::fs::create_dir_all(&mdir).expect("master dir");
-    std::fs::write(mdir.join("master.ini"), ini(&repo.to_string_lossy())).expect("ini");
-    let master = Master::start_with(
-        &mdir,
-        MasterOptions {
-            slaveport: Some(0),
-            htmlport: Some(0),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("master starts");
-    let slave = common::start_slave(&tmp.path().join("slave"), master.slaveport(), PASSWORD).await;
-    master
-        .registry()
-        .wait_connected("s1", Duration::from_secs(30))
-        .await
-        .expect("slave connects");
+    let (master, slave) =
+        common::master_with_slave(tmp.path(), &ini(&repo.to_string_lossy()), PASSWORD).await;
     let db = master.db().clone();
     let port = master.slaveport();
 

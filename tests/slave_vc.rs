@@ -145,33 +145,30 @@ async fn hg_checkout_by_the_slaves_hg_command() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_a_hanging_checkout_ends_the_build_promptly() {
-    // A git server that accepts connections (the kernel's backlog) and never answers:
-    // the clone waits for it forever.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = silent.local_addr().unwrap().port();
-    let ini_factories = format!(
-        "[hang]\ntype = shell\ngit = git://127.0.0.1:{port}/repo.git#main\nmirror = false\n{PRODUCT}\n"
-    );
-    let m = EngineMaster::start(&master_ini(&ini_factories, ""), Duration::from_secs(30)).await;
-    let _slave = m.slave().await;
+    // A git server that never answers: the clone waits for it forever.
+    let (_silent, port) = silent_server();
     let url = format!("git://127.0.0.1:{port}/repo.git");
-    let b = stop_a_hanging_checkout(&m, "clone", |dir| {
+    let source = format!("git = {url}#main\nmirror = false");
+    let run = start_and_stop_a_hanging_checkout(&source, "clone", |dir| {
         processes_under(dir, |argv| {
             argv.iter().any(|a| a == "clone") && argv.contains(&url)
         })
     })
     .await;
+    let b = &run.build;
     assert!(
         b.steps[0].text.contains("interrupted"),
         "{}",
         b.steps[0].text
     );
-    let builder = format!("hang-{SLAVE}");
-    let log = m.log_text(&builder, 1, "checkout").await;
+    let log = run
+        .m
+        .log_text(&format!("hang-{SLAVE}"), 1, "checkout")
+        .await;
     assert!(log.contains(&native_line("git")), "{log}");
     assert!(
         !log.contains("abandoned"),
         "the slave ended the clone: {log}"
     );
-    m.master.shutdown().await;
+    run.m.master.shutdown().await;
 }

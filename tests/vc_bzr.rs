@@ -27,9 +27,7 @@ mod vc_common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use engine_common::*;
 use vc_common::*;
 
 /// Debian's `brz` embeds Python, whose start-up takes the first `python3` on
@@ -115,23 +113,17 @@ async fn every_checkout_mode_on_an_autobot_slave() {
     let tmp = tempfile::tempdir().unwrap();
     let up = BzrBranch::new(&tmp.path().join("proj"));
     let r1 = up.commit("Ann <ann@example.org>", "a.txt", "one\n", "first");
-    let mut factories = mode_factories(&format!("bzr = {}", up.url()));
     std::fs::create_dir_all(tmp.path().join("base")).unwrap();
-    factories.push_str(&format!(
-        "[bad]\ntype = shell\nbzr = {}#no-such-branch\nstep.x = true\n\n",
-        tmp.path().join("base").display()
-    ));
-    let m = EngineMaster::start(&master_ini(&factories, ""), Duration::from_secs(30)).await;
-    let _slave = m.slave().await;
     let modes = Modes {
         kind: "bzr",
         meta: ".bzr",
         codebase_prop: "got_revision_proj",
+        source: &format!("bzr = {}", up.url()),
+        bad: &format!("bzr = {}#no-such-branch", tmp.path().join("base").display()),
+        bad_says: &["brz: ERROR", "no-such-branch"],
     };
     let second = || up.commit("Bob <bob@example.org>", "a.txt", "two\n", "second");
-    every_checkout_mode(&m, &modes, &r1, second, |_, _| {}).await;
-    bad_checkout_fails(&m, &["brz: ERROR", "no-such-branch"]).await;
-    m.master.shutdown().await;
+    every_mode_and_a_bad_branch(&modes, &r1, second, |_, _| {}).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,17 +131,13 @@ async fn stopping_a_hanging_bzr_checkout_ends_the_build_promptly() {
     if !have_brz() {
         return;
     }
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = silent.local_addr().unwrap().port();
+    let (_silent, port) = silent_server();
     let url = format!("bzr://127.0.0.1:{port}/proj");
-    let factories = format!("[hang]\ntype = shell\nbzr = {url}\n{PRODUCT}\n");
-    let m = EngineMaster::start(&master_ini(&factories, ""), Duration::from_secs(30)).await;
-    let _slave = m.slave().await;
-    stop_a_hanging_checkout(&m, "brz branch", |dir| {
+    let run = start_and_stop_a_hanging_checkout(&format!("bzr = {url}"), "brz branch", |dir| {
         processes_under(dir, |argv| argv.contains(&url))
     })
     .await;
-    m.master.shutdown().await;
+    run.m.master.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,9 +28,7 @@ mod vc_common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use engine_common::*;
 use vc_common::*;
 
 fn have_darcs() -> bool {
@@ -108,23 +106,20 @@ async fn every_checkout_mode_on_an_autobot_slave() {
     let tmp = tempfile::tempdir().unwrap();
     let up = DarcsRepo::new(&tmp.path().join("proj"));
     let r1 = up.commit("Ann <ann@example.org>", "a.txt", "one\n", "first");
-    let mut factories = mode_factories(&format!("darcs = {}", up.url()));
     std::fs::create_dir_all(tmp.path().join("base")).unwrap();
-    factories.push_str(&format!(
-        "[bad]\ntype = shell\ndarcs = {}#no-such-branch\nstep.x = true\n\n",
-        tmp.path().join("base").display()
-    ));
-    let m = EngineMaster::start(&master_ini(&factories, ""), Duration::from_secs(30)).await;
-    let _slave = m.slave().await;
     let modes = Modes {
         kind: "darcs",
         meta: "_darcs",
         codebase_prop: "got_revision_proj",
+        source: &format!("darcs = {}", up.url()),
+        bad: &format!(
+            "darcs = {}#no-such-branch",
+            tmp.path().join("base").display()
+        ),
+        bad_says: &["no-such-branch", "exit status"],
     };
     let second = || up.commit("Bob <bob@example.org>", "a.txt", "two\n", "second");
-    every_checkout_mode(&m, &modes, &r1, second, |_, _| {}).await;
-    bad_checkout_fails(&m, &["no-such-branch", "exit status"]).await;
-    m.master.shutdown().await;
+    every_mode_and_a_bad_branch(&modes, &r1, second, |_, _| {}).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,17 +127,13 @@ async fn stopping_a_hanging_darcs_checkout_ends_the_build_promptly() {
     if !have_darcs() {
         return;
     }
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = silent.local_addr().unwrap().port();
+    let (_silent, port) = silent_server();
     let url = format!("http://127.0.0.1:{port}/proj");
-    let factories = format!("[hang]\ntype = shell\ndarcs = {url}\n{PRODUCT}\n");
-    let m = EngineMaster::start(&master_ini(&factories, ""), Duration::from_secs(30)).await;
-    let _slave = m.slave().await;
-    stop_a_hanging_checkout(&m, "darcs clone", |dir| {
+    let run = start_and_stop_a_hanging_checkout(&format!("darcs = {url}"), "darcs clone", |dir| {
         processes_under(dir, |argv| argv.contains(&url))
     })
     .await;
-    m.master.shutdown().await;
+    run.m.master.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

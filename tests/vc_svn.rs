@@ -186,37 +186,28 @@ async fn every_checkout_mode_over_svnserve_on_an_autobot_slave() {
     let r1 = repo.commit("ann", "trunk", "a.txt", "one\n", "first");
     let serve = Svnserve::start(&repo.tmp);
     let url = format!("svn://127.0.0.1:{}/repo", serve.port);
-    let mut factories = mode_factories(&format!("svn = {url}#trunk"));
-    factories.push_str(&format!(
-        "[bad]\ntype = shell\nsvn = {url}#no/such/branch\nretry = 0 1\nstep.x = true\n\n"
-    ));
-    let m = EngineMaster::start(&master_ini(&factories, ""), Duration::from_secs(30)).await;
-    let _slave = m.slave().await;
     let modes = Modes {
         kind: "svn",
         meta: ".svn",
         codebase_prop: "got_revision_repo",
+        source: &format!("svn = {url}#trunk"),
+        // A branch that does not exist: the step fails with svn's message, after
+        // the retry.
+        bad: &format!("svn = {url}#no/such/branch\nretry = 0 1"),
+        bad_says: &[
+            "svn: E",
+            "no/such/branch",
+            "checkout failed, trying 1 more time",
+        ],
     };
     let second = || repo.commit("bob", "trunk", "a.txt", "two\n", "second");
-    every_checkout_mode(&m, &modes, &r1, second, |mode, dir| {
+    let b = every_mode_and_a_bad_branch(&modes, &r1, second, |mode, dir| {
         if matches!(mode, "copy" | "export") {
             assert!(dir.join("source/.svn").is_dir(), "{mode}");
         }
     })
     .await;
-    // A branch that does not exist: the step fails with svn's message, after
-    // the retry.
-    let b = bad_checkout_fails(
-        &m,
-        &[
-            "svn: E",
-            "no/such/branch",
-            "checkout failed, trying 1 more time",
-        ],
-    )
-    .await;
     assert_eq!(b.steps[0].result.as_deref(), Some("failure"));
-    m.master.shutdown().await;
     drop(serve);
 }
 
@@ -225,21 +216,16 @@ async fn stopping_a_hanging_svn_checkout_ends_the_build_promptly() {
     if !have_svn() {
         return;
     }
-    // A server that accepts connections (the kernel's backlog) and never answers.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = silent.local_addr().unwrap().port();
+    let (_silent, port) = silent_server();
     let url = format!("svn://127.0.0.1:{port}/repo");
-    let factories = format!("[hang]\ntype = shell\nsvn = {url}\n{PRODUCT}\n");
-    let m = EngineMaster::start(&master_ini(&factories, ""), Duration::from_secs(30)).await;
-    let _slave = m.slave().await;
-    stop_a_hanging_checkout(&m, "svn checkout", |dir| {
+    let run = start_and_stop_a_hanging_checkout(&format!("svn = {url}"), "svn checkout", |dir| {
         processes_under(dir, |argv| {
             argv.first().is_some_and(|a| a.ends_with("svn"))
                 && argv.iter().any(|a| a.starts_with(&url))
         })
     })
     .await;
-    m.master.shutdown().await;
+    run.m.master.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -229,3 +229,54 @@ pub async fn start_slave(dir: &Path, port: u16, password: &str) -> autobot::daem
     }
     handle
 }
+
+/// A master in `dir/master` with `ini` as its master.ini, on free ports, and its
+/// in-process slave `s1` in `dir/slave` (see [`start_slave`]), once connected.
+pub async fn master_with_slave(
+    dir: &Path,
+    ini: &str,
+    password: &str,
+) -> (autobot::app::Master, autobot::daemon::ControlHandle) {
+    let mdir = dir.join("master");
+    std::fs::create_dir_all(&mdir).expect("master dir");
+    std::fs::write(mdir.join("master.ini"), ini).expect("master.ini");
+    let master = autobot::app::Master::start_with(
+        &mdir,
+        autobot::app::MasterOptions {
+            slaveport: Some(0),
+            htmlport: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("master starts");
+    let slave = start_slave(&dir.join("slave"), master.slaveport(), password).await;
+    master
+        .registry()
+        .wait_connected("s1", Duration::from_secs(60))
+        .await
+        .expect("slave connects");
+    (master, slave)
+}
+
+/// `git ARGS` in `dir` as the bench's author, away from the user's and system's
+/// git configuration; its trimmed stdout (panics with stderr if it fails).
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "Bench")
+        .env("GIT_AUTHOR_EMAIL", "bench@example.org")
+        .env("GIT_COMMITTER_NAME", "Bench")
+        .env("GIT_COMMITTER_EMAIL", "bench@example.org")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

@@ -81,12 +81,40 @@ pub fn mode_factories(source: &str) -> String {
 
 /// What [`every_checkout_mode`] checks of a tool.
 pub struct Modes<'a> {
+    /// The factory line of the repository checked out (`bzr = URL`).
+    pub source: &'a str,
+    /// The factory line of a branch that does not exist (and any other keys).
+    pub bad: &'a str,
+    /// What the failing checkout's log says.
+    pub bad_says: &'a [&'a str],
     /// The tool's name in the native checkout's log line (`svn`).
     pub kind: &'a str,
     /// The metadata directory a checkout has and an export has not (`.svn`).
     pub meta: &'a str,
     /// The codebase's own `got_revision_*` property.
     pub codebase_prop: &'a str,
+}
+
+/// A master with one factory per checkout mode of `t.source` and a `bad` one of
+/// `t.bad`, and its autobot slave: [`every_checkout_mode`], then
+/// [`bad_checkout_fails`]; the bad build.
+pub async fn every_mode_and_a_bad_branch(
+    t: &Modes<'_>,
+    r1: &str,
+    commit: impl FnOnce() -> String,
+    first: impl Fn(&str, &Path),
+) -> BuildDetail {
+    let mut factories = mode_factories(t.source);
+    factories.push_str(&format!(
+        "[bad]\ntype = shell\n{}\nstep.x = true\n\n",
+        t.bad
+    ));
+    let m = EngineMaster::start(&master_ini(&factories, ""), Duration::from_secs(30)).await;
+    let _slave = m.slave().await;
+    every_checkout_mode(&m, t, r1, commit, first).await;
+    let b = bad_checkout_fails(&m, t.bad_says).await;
+    m.master.shutdown().await;
+    b
 }
 
 /// Builds every mode's builder (see [`mode_factories`]) twice around a new commit
@@ -183,6 +211,36 @@ pub fn processes_under(dir: &Path, is_it: impl Fn(&[String]) -> bool) -> Vec<u32
         }
     }
     out
+}
+
+/// A listener on a free port that accepts connections (the kernel's backlog) and
+/// never answers: a checkout from it hangs. Keep it while the test runs.
+pub fn silent_server() -> (std::net::TcpListener, u16) {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    (silent, port)
+}
+
+/// A master, its slave, and the build [`stop_a_hanging_checkout`] stopped.
+pub struct Stopped {
+    /// Dropped before the master (whose directory holds the slave's).
+    pub slave: crate::support::SlaveProc,
+    pub m: EngineMaster,
+    pub build: BuildDetail,
+}
+
+/// A master whose `hang` factory checks out `source` (a factory line; from a
+/// [`silent_server`]), and its autobot slave: [`stop_a_hanging_checkout`].
+pub async fn start_and_stop_a_hanging_checkout(
+    source: &str,
+    what: &str,
+    procs: impl Fn(&Path) -> Vec<u32>,
+) -> Stopped {
+    let factories = format!("[hang]\ntype = shell\n{source}\n{PRODUCT}\n");
+    let m = EngineMaster::start(&master_ini(&factories, ""), Duration::from_secs(30)).await;
+    let slave = m.slave().await;
+    let build = stop_a_hanging_checkout(&m, what, procs).await;
+    Stopped { slave, m, build }
 }
 
 /// Forces the `hang` factory's builder, whose checkout never ends; once `procs`
