@@ -21,44 +21,14 @@ mod support;
 #[path = "../tests/irc_common/mod.rs"]
 mod irc_common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use autobot::app::{Master, MasterOptions};
+use autobot::app::Master;
 use autobot::engine::{EngineEvent, ForceRequest};
 use common::{opt, report};
 use irc_common::{IrcClient, Ngircd};
 
 const PASSWORD: &str = "pw-bench-irc";
-
-async fn start_slave(dir: &Path, port: u16) -> autobot::daemon::ControlHandle {
-    std::fs::create_dir_all(dir.join("info")).expect("slave dir");
-    let dir = std::fs::canonicalize(dir).expect("slave dir");
-    std::fs::write(dir.join("info/admin"), "Bench <bench@example.org>\n").expect("info");
-    std::fs::write(dir.join("info/host"), "bench\n").expect("info");
-    let ini = autobot::config::SlaveIni {
-        basedir: dir.clone(),
-        master_host: "127.0.0.1".into(),
-        master_port: port,
-        name: "s1".into(),
-        password: PASSWORD.into(),
-        keepalive: 5,
-        umask: 0o022,
-        usepty: false,
-    };
-    std::fs::write(dir.join(autobot::config::slave::SLAVE_INI), ini.render()).expect("ini");
-    let (control, mut handle) = autobot::daemon::control();
-    tokio::spawn(async move {
-        if let Err(e) = autobot::slave::run(&dir, control).await {
-            eprintln!("slave failed: {e}");
-        }
-    });
-    match (&mut handle.ready).await {
-        Ok(Ok(_)) => {}
-        other => panic!("slave did not start: {other:?}"),
-    }
-    handle
-}
 
 async fn bench(builds: usize, gap: Duration, burst: usize) {
     if irc_common::ngircd_path().is_none() {
@@ -67,34 +37,13 @@ async fn bench(builds: usize, gap: Duration, burst: usize) {
     let tmp = tempfile::tempdir().expect("temp dir");
     let irc = Ngircd::start(&tmp.path().join("irc"), 0).await;
     let mut client = IrcClient::connect(irc.port, "watcher").await;
-    let mdir = tmp.path().join("master");
-    std::fs::create_dir_all(&mdir).expect("master dir");
-    std::fs::write(
-        mdir.join("master.ini"),
-        format!(
-            "[:master:]\npassword = {PASSWORD}\nfactories = *\nircHost = 127.0.0.1:{}\n\
-             ircChannels = #bench\nbotname = benchbot\nircNotify = finished\n\
-             [slave:s1]\n[pass]\ntype = shell\nstep.ok = true\n",
-            irc.port
-        ),
-    )
-    .expect("master.ini");
-    let master = Master::start_with(
-        &mdir,
-        MasterOptions {
-            slaveport: Some(0),
-            htmlport: Some(0),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("master starts");
-    let slave = start_slave(&tmp.path().join("slave"), master.slaveport()).await;
-    master
-        .registry()
-        .wait_connected("s1", Duration::from_secs(60))
-        .await
-        .expect("slave connects");
+    let ini = format!(
+        "[:master:]\npassword = {PASSWORD}\nfactories = *\nircHost = 127.0.0.1:{}\n\
+         ircChannels = #bench\nbotname = benchbot\nircNotify = finished\n\
+         [slave:s1]\n[pass]\ntype = shell\nstep.ok = true\n",
+        irc.port
+    );
+    let (master, slave) = common::master_with_slave(tmp.path(), &ini, PASSWORD).await;
     client.join_and_wait_for("#bench", "benchbot").await;
 
     let mut events = master.engine().subscribe();

@@ -10,35 +10,18 @@
 //! Run: `cargo bench --bench try` (optional argument: runs, default 20). Under
 //! `cargo test --bench try` (the debug build) the numbers are an upper bound.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use autobot::app::{Master, MasterOptions};
 use autobot::db::Db;
+use common::git;
 
 const PASSWORD: &str = "pw-bench";
 const TRY_PW: &str = "try-bench-pw";
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "Bench")
-        .env("GIT_AUTHOR_EMAIL", "bench@example.org")
-        .env("GIT_COMMITTER_NAME", "Bench")
-        .env("GIT_COMMITTER_EMAIL", "bench@example.org")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 fn ini(repo: &str) -> String {
     format!(
@@ -46,35 +29,6 @@ fn ini(repo: &str) -> String {
          [slave:s1]\n\n[proj]\ntype = shell\ngit = {repo}#main\nstep.ok = true\n\n\
          [try]\nusers = dev:{TRY_PW}\n"
     )
-}
-
-async fn start_slave(dir: &Path, port: u16) -> autobot::daemon::ControlHandle {
-    std::fs::create_dir_all(dir.join("info")).expect("slave dir");
-    let dir = std::fs::canonicalize(dir).expect("slave dir");
-    std::fs::write(dir.join("info/admin"), "Bench <bench@example.org>\n").expect("info");
-    std::fs::write(dir.join("info/host"), "bench\n").expect("info");
-    let ini = autobot::config::SlaveIni {
-        basedir: dir.clone(),
-        master_host: "127.0.0.1".into(),
-        master_port: port,
-        name: "s1".into(),
-        password: PASSWORD.into(),
-        keepalive: 5,
-        umask: 0o022,
-        usepty: false,
-    };
-    std::fs::write(dir.join(autobot::config::slave::SLAVE_INI), ini.render()).expect("ini");
-    let (control, mut handle) = autobot::daemon::control();
-    tokio::spawn(async move {
-        if let Err(e) = autobot::slave::run(&dir, control).await {
-            eprintln!("slave failed: {e}");
-        }
-    });
-    match (&mut handle.ready).await {
-        Ok(Ok(_)) => {}
-        other => panic!("slave did not start: {other:?}"),
-    }
-    handle
 }
 
 /// `autobot try ARGS` in `work`; (success, unix seconds at its start and end).
@@ -163,25 +117,8 @@ async fn bench(runs: usize) {
             &work.to_string_lossy(),
         ],
     );
-    let mdir = tmp.path().join("master");
-    std::fs::create_dir_all(&mdir).expect("master dir");
-    std::fs::write(mdir.join("master.ini"), ini(&repo.to_string_lossy())).expect("ini");
-    let master = Master::start_with(
-        &mdir,
-        MasterOptions {
-            slaveport: Some(0),
-            htmlport: Some(0),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("master starts");
-    let slave = start_slave(&tmp.path().join("slave"), master.slaveport()).await;
-    master
-        .registry()
-        .wait_connected("s1", Duration::from_secs(30))
-        .await
-        .expect("slave connects");
+    let (master, slave) =
+        common::master_with_slave(tmp.path(), &ini(&repo.to_string_lossy()), PASSWORD).await;
     let db = master.db().clone();
     let port = master.slaveport();
 

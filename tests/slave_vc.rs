@@ -18,51 +18,21 @@ mod engine_common;
 #[path = "scheduler_common/mod.rs"]
 mod scheduler_common;
 
-use std::path::Path;
-use std::time::{Duration, Instant};
+#[path = "vc_common/mod.rs"]
+mod vc_common;
 
-use autobot::db::builds::BuildDetail;
-use autobot::engine::ForceRequest;
+use std::path::Path;
+use std::time::Duration;
+
 use engine_common::*;
 use scheduler_common::{have_hg, GitRepo, HgRepo};
+use vc_common::*;
 
 const WHO: &str = "Ann Author <ann@example.org>";
 
 /// The line only the native path writes.
 fn native_line(kind: &str) -> String {
     format!("checkout by the slave's {kind} command")
-}
-
-/// Each build appends to a build product in the tree.
-const PRODUCT: &str = "step.product = sh -c 'echo built >> product'\n";
-
-async fn build(m: &EngineMaster, builder: &str, number: i64, result: &str) -> BuildDetail {
-    let id = m
-        .force(
-            builder,
-            ForceRequest {
-                reason: format!("{builder} #{number}"),
-                ..Default::default()
-            },
-        )
-        .await;
-    let req = m.wait_request(id).await;
-    let b = m.build(builder, number).await;
-    assert_eq!(
-        req.result.as_deref(),
-        Some(result),
-        "{builder} #{number}: {}\n{}",
-        b.build.text,
-        m.log_text(builder, number, "checkout").await
-    );
-    b
-}
-
-fn prop<'a>(b: &'a BuildDetail, name: &str) -> &'a str {
-    match b.properties.get(name) {
-        Some((v, _)) => v,
-        None => panic!("no property {name} in {:?}", b.properties),
-    }
 }
 
 fn lines(path: &Path) -> usize {
@@ -84,7 +54,7 @@ async fn update_and_clobber(
     let dir = |f: &str| m.dir.path().join("slave").join(format!("{f}-{SLAVE}"));
     for f in ["upd", "clob"] {
         let builder = format!("{f}-{SLAVE}");
-        let b = build(m, &builder, 1, "success").await;
+        let b = force(m, &builder, 1, None, "success").await;
         assert_eq!(prop(&b, "got_revision"), head, "{f}");
         assert_eq!(b.properties["got_revision"].1, "Source");
         let log = m.log_text(&builder, 1, "checkout").await;
@@ -98,7 +68,7 @@ async fn update_and_clobber(
     let head = commit();
     for f in ["upd", "clob"] {
         let builder = format!("{f}-{SLAVE}");
-        let b = build(m, &builder, 2, "success").await;
+        let b = force(m, &builder, 2, None, "success").await;
         assert_eq!(prop(&b, "got_revision"), head, "{f}");
         let log = m.log_text(&builder, 2, "checkout").await;
         assert!(log.contains(&native_line(kind)), "{f}: {log}");
@@ -141,7 +111,7 @@ async fn git_checkout_by_the_slaves_git_command() {
 
     // A branch the repository does not have: the checkout step fails.
     let builder = format!("bad-{SLAVE}");
-    let b = build(&m, &builder, 1, "failure").await;
+    let b = force(&m, &builder, 1, None, "failure").await;
     let steps: Vec<(&str, Option<&str>)> = b
         .steps
         .iter()
@@ -175,87 +145,30 @@ async fn hg_checkout_by_the_slaves_hg_command() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_a_hanging_checkout_ends_the_build_promptly() {
-    // A git server that accepts connections (the kernel's backlog) and never answers:
-    // the clone waits for it forever.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = silent.local_addr().unwrap().port();
-    let ini_factories = format!(
-        "[hang]\ntype = shell\ngit = git://127.0.0.1:{port}/repo.git#main\nmirror = false\n{PRODUCT}\n"
-    );
-    let m = EngineMaster::start(&master_ini(&ini_factories, ""), Duration::from_secs(30)).await;
-    let _slave = m.slave().await;
-    let builder = format!("hang-{SLAVE}");
-    let id = m.force(&builder, ForceRequest::default()).await;
+    // A git server that never answers: the clone waits for it forever.
+    let (_silent, port) = silent_server();
     let url = format!("git://127.0.0.1:{port}/repo.git");
-    let slave_dir = m.dir.path().join("slave");
-    wait_until("the slave's clone is running", || {
-        let found = !slave_clones(&slave_dir, &url).is_empty();
-        async move { found }
+    let source = format!("git = {url}#main\nmirror = false");
+    let run = start_and_stop_a_hanging_checkout(&source, "clone", |dir| {
+        processes_under(dir, |argv| {
+            argv.iter().any(|a| a == "clone") && argv.contains(&url)
+        })
     })
     .await;
-    let clones = slave_clones(&slave_dir, &url);
-    let t = Instant::now();
-    m.engine()
-        .stop_build(&builder, 1, "alice", "enough")
-        .await
-        .unwrap();
-    let took = t.elapsed();
-    let req = m.wait_request(id).await;
-    assert_eq!(req.result.as_deref(), Some("cancelled"));
-    let b = m.build(&builder, 1).await;
-    assert_eq!(b.build.text, "stopped by alice: enough");
+    let b = &run.build;
     assert!(
         b.steps[0].text.contains("interrupted"),
         "{}",
         b.steps[0].text
     );
-    let log = m.log_text(&builder, 1, "checkout").await;
+    let log = run
+        .m
+        .log_text(&format!("hang-{SLAVE}"), 1, "checkout")
+        .await;
     assert!(log.contains(&native_line("git")), "{log}");
     assert!(
         !log.contains("abandoned"),
         "the slave ended the clone: {log}"
     );
-    assert!(
-        took < Duration::from_secs(4),
-        "the stop took {took:?} (the master abandons after 5 s): {log}"
-    );
-    for pid in clones {
-        let gone = || {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|s| {
-                    s.rsplit_once(')')
-                        .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-                })
-                .unwrap_or(true)
-        };
-        assert!(gone(), "the clone {pid} was killed");
-    }
-    m.master.shutdown().await;
-}
-
-/// Processes running `git clone URL` with their working directory under `dir` (the
-/// slave's, not the master's poller).
-fn slave_clones(dir: &Path, url: &str) -> Vec<u32> {
-    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let argv: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
-        if argv.iter().any(|a| a == "clone")
-            && argv.iter().any(|a| a == url)
-            && cwd.starts_with(&dir)
-        {
-            out.push(pid);
-        }
-    }
-    out
+    run.m.master.shutdown().await;
 }

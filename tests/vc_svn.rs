@@ -24,13 +24,15 @@ mod engine_common;
 #[path = "scheduler_common/mod.rs"]
 mod scheduler_common;
 
+#[path = "vc_common/mod.rs"]
+mod vc_common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use autobot::db::builds::BuildDetail;
-use autobot::engine::ForceRequest;
 use engine_common::*;
+use vc_common::*;
 
 /// Whether svn, svnadmin and svnserve can run (else skipped, failed under CI).
 fn have_svn() -> bool {
@@ -174,49 +176,6 @@ impl Drop for Svnserve {
     }
 }
 
-/// Each build appends to a build product in the tree.
-const PRODUCT: &str = "step.product = sh -c 'echo built >> product'\n";
-
-async fn force(
-    m: &EngineMaster,
-    builder: &str,
-    number: i64,
-    revision: Option<&str>,
-    result: &str,
-) -> BuildDetail {
-    let id = m
-        .force(
-            builder,
-            ForceRequest {
-                reason: format!("{builder} #{number}"),
-                revision: revision.map(String::from),
-                ..Default::default()
-            },
-        )
-        .await;
-    let req = m.wait_request(id).await;
-    let b = m.build(builder, number).await;
-    assert_eq!(
-        req.result.as_deref(),
-        Some(result),
-        "{builder} #{number}: {}\n{}",
-        b.build.text,
-        m.log_text(builder, number, "checkout").await
-    );
-    b
-}
-
-fn prop<'a>(b: &'a BuildDetail, name: &str) -> &'a str {
-    match b.properties.get(name) {
-        Some((v, _)) => v,
-        None => panic!("no property {name} in {:?}", b.properties),
-    }
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_checkout_mode_over_svnserve_on_an_autobot_slave() {
     if !have_svn() {
@@ -227,66 +186,28 @@ async fn every_checkout_mode_over_svnserve_on_an_autobot_slave() {
     let r1 = repo.commit("ann", "trunk", "a.txt", "one\n", "first");
     let serve = Svnserve::start(&repo.tmp);
     let url = format!("svn://127.0.0.1:{}/repo", serve.port);
-    let mut factories = String::new();
-    for mode in ["update", "clobber", "copy", "export"] {
-        factories.push_str(&format!(
-            "[{mode}]\ntype = shell\nsvn = {url}#trunk\nmode = {mode}\n{PRODUCT}\n"
-        ));
-    }
-    factories.push_str(&format!(
-        "[bad]\ntype = shell\nsvn = {url}#no/such/branch\nretry = 0 1\nstep.x = true\n\n"
-    ));
-    let m = EngineMaster::start(&master_ini(&factories, ""), Duration::from_secs(30)).await;
-    let _slave = m.slave().await;
-    let slave = m.dir.path().join("slave");
-
-    for mode in ["update", "clobber", "copy", "export"] {
-        let builder = format!("{mode}-{SLAVE}");
-        let b1 = force(&m, &builder, 1, None, "success").await;
-        assert_eq!(prop(&b1, "got_revision"), r1, "{mode}");
-        assert_eq!(prop(&b1, "got_revision_repo"), r1, "{mode}");
-        let log = m.log_text(&builder, 1, "checkout").await;
-        assert!(log.contains("checkout by the slave's svn command"), "{log}");
-        let build = slave.join(&builder).join("build");
-        assert_eq!(read(&build.join("a.txt")), "one\n");
-        assert_eq!(build.join(".svn").exists(), mode != "export", "{mode}");
+    let modes = Modes {
+        kind: "svn",
+        meta: ".svn",
+        codebase_prop: "got_revision_repo",
+        source: &format!("svn = {url}#trunk"),
+        // A branch that does not exist: the step fails with svn's message, after
+        // the retry.
+        bad: &format!("svn = {url}#no/such/branch\nretry = 0 1"),
+        bad_says: &[
+            "svn: E",
+            "no/such/branch",
+            "checkout failed, trying 1 more time",
+        ],
+    };
+    let second = || repo.commit("bob", "trunk", "a.txt", "two\n", "second");
+    let b = every_mode_and_a_bad_branch(&modes, &r1, second, |mode, dir| {
         if matches!(mode, "copy" | "export") {
-            assert!(slave.join(&builder).join("source/.svn").is_dir(), "{mode}");
+            assert!(dir.join("source/.svn").is_dir(), "{mode}");
         }
-    }
-    let r2 = repo.commit("bob", "trunk", "a.txt", "two\n", "second");
-    for mode in ["update", "clobber", "copy", "export"] {
-        let builder = format!("{mode}-{SLAVE}");
-        let b2 = force(&m, &builder, 2, None, "success").await;
-        assert_eq!(prop(&b2, "got_revision"), r2, "{mode}");
-        let build = slave.join(&builder).join("build");
-        assert_eq!(read(&build.join("a.txt")), "two\n", "{mode}");
-        // update keeps build products; the others start from a clean tree.
-        let product = read(&build.join("product"));
-        let want = if mode == "update" {
-            "built\nbuilt\n"
-        } else {
-            "built\n"
-        };
-        assert_eq!(product, want, "{mode}");
-    }
-    // A given revision: the tree as it was.
-    let b3 = force(&m, &format!("update-{SLAVE}"), 3, Some(&r1), "success").await;
-    assert_eq!(prop(&b3, "got_revision"), r1);
-    assert_eq!(
-        read(&slave.join(format!("update-{SLAVE}/build/a.txt"))),
-        "one\n"
-    );
-    // A branch that does not exist: the step fails with svn's message, after
-    // the retry.
-    let bad = format!("bad-{SLAVE}");
-    let b = force(&m, &bad, 1, None, "failure").await;
+    })
+    .await;
     assert_eq!(b.steps[0].result.as_deref(), Some("failure"));
-    let log = m.log_text(&bad, 1, "checkout").await;
-    assert!(log.contains("svn: E"), "{log}");
-    assert!(log.contains("no/such/branch"), "{log}");
-    assert!(log.contains("checkout failed, trying 1 more time"), "{log}");
-    m.master.shutdown().await;
     drop(serve);
 }
 
@@ -295,72 +216,16 @@ async fn stopping_a_hanging_svn_checkout_ends_the_build_promptly() {
     if !have_svn() {
         return;
     }
-    // A server that accepts connections (the kernel's backlog) and never answers.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = silent.local_addr().unwrap().port();
+    let (_silent, port) = silent_server();
     let url = format!("svn://127.0.0.1:{port}/repo");
-    let factories = format!("[hang]\ntype = shell\nsvn = {url}\n{PRODUCT}\n");
-    let m = EngineMaster::start(&master_ini(&factories, ""), Duration::from_secs(30)).await;
-    let _slave = m.slave().await;
-    let builder = format!("hang-{SLAVE}");
-    let id = m.force(&builder, ForceRequest::default()).await;
-    let slave_dir = m.dir.path().join("slave");
-    wait_until("the slave's svn checkout is running", || {
-        let found = !svn_processes(&slave_dir, &url).is_empty();
-        async move { found }
+    let run = start_and_stop_a_hanging_checkout(&format!("svn = {url}"), "svn checkout", |dir| {
+        processes_under(dir, |argv| {
+            argv.first().is_some_and(|a| a.ends_with("svn"))
+                && argv.iter().any(|a| a.starts_with(&url))
+        })
     })
     .await;
-    let procs = svn_processes(&slave_dir, &url);
-    let t = Instant::now();
-    m.engine()
-        .stop_build(&builder, 1, "alice", "enough")
-        .await
-        .unwrap();
-    let took = t.elapsed();
-    let req = m.wait_request(id).await;
-    assert_eq!(req.result.as_deref(), Some("cancelled"));
-    let b = m.build(&builder, 1).await;
-    assert_eq!(b.build.text, "stopped by alice: enough");
-    assert!(
-        took < Duration::from_secs(4),
-        "the stop took {took:?} (the master abandons after 5 s)"
-    );
-    for pid in procs {
-        let gone = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| {
-                s.rsplit_once(')')
-                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-            })
-            .unwrap_or(true);
-        assert!(gone, "the svn checkout {pid} was killed");
-    }
-    m.master.shutdown().await;
-}
-
-/// Processes running `svn checkout URL@…` with their working directory under `dir`.
-fn svn_processes(dir: &Path, url: &str) -> Vec<u32> {
-    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let argv: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
-        if argv.first().is_some_and(|a| a.ends_with("svn"))
-            && argv.iter().any(|a| a.starts_with(url))
-            && cwd.starts_with(&dir)
-        {
-            out.push(pid);
-        }
-    }
-    out
+    run.m.master.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

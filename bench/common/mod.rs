@@ -197,3 +197,86 @@ pub fn git_fast_import(dir: &Path, stream: &[u8]) {
         .expect("feed fast-import");
     assert!(child.wait().expect("wait").success(), "fast-import failed");
 }
+
+/// An in-process autobot slave named `s1` in `dir` (made if missing), connecting
+/// to a master's slave `port` with `password`; returns once it is up. Its handle
+/// stops it.
+pub async fn start_slave(dir: &Path, port: u16, password: &str) -> autobot::daemon::ControlHandle {
+    std::fs::create_dir_all(dir.join("info")).expect("slave dir");
+    let dir = std::fs::canonicalize(dir).expect("slave dir");
+    std::fs::write(dir.join("info/admin"), "Bench <bench@example.org>\n").expect("info");
+    std::fs::write(dir.join("info/host"), "bench\n").expect("info");
+    let ini = autobot::config::SlaveIni {
+        basedir: dir.clone(),
+        master_host: "127.0.0.1".into(),
+        master_port: port,
+        name: "s1".into(),
+        password: password.into(),
+        keepalive: 5,
+        umask: 0o022,
+        usepty: false,
+    };
+    std::fs::write(dir.join(autobot::config::slave::SLAVE_INI), ini.render()).expect("ini");
+    let (control, mut handle) = autobot::daemon::control();
+    tokio::spawn(async move {
+        if let Err(e) = autobot::slave::run(&dir, control).await {
+            eprintln!("slave failed: {e}");
+        }
+    });
+    match (&mut handle.ready).await {
+        Ok(Ok(_)) => {}
+        other => panic!("slave did not start: {other:?}"),
+    }
+    handle
+}
+
+/// A master in `dir/master` with `ini` as its master.ini, on free ports, and its
+/// in-process slave `s1` in `dir/slave` (see [`start_slave`]), once connected.
+pub async fn master_with_slave(
+    dir: &Path,
+    ini: &str,
+    password: &str,
+) -> (autobot::app::Master, autobot::daemon::ControlHandle) {
+    let mdir = dir.join("master");
+    std::fs::create_dir_all(&mdir).expect("master dir");
+    std::fs::write(mdir.join("master.ini"), ini).expect("master.ini");
+    let master = autobot::app::Master::start_with(
+        &mdir,
+        autobot::app::MasterOptions {
+            slaveport: Some(0),
+            htmlport: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("master starts");
+    let slave = start_slave(&dir.join("slave"), master.slaveport(), password).await;
+    master
+        .registry()
+        .wait_connected("s1", Duration::from_secs(60))
+        .await
+        .expect("slave connects");
+    (master, slave)
+}
+
+/// `git ARGS` in `dir` as the bench's author, away from the user's and system's
+/// git configuration; its trimmed stdout (panics with stderr if it fails).
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "Bench")
+        .env("GIT_AUTHOR_EMAIL", "bench@example.org")
+        .env("GIT_COMMITTER_NAME", "Bench")
+        .env("GIT_COMMITTER_EMAIL", "bench@example.org")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

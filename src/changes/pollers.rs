@@ -232,61 +232,36 @@ impl Poller {
 }
 
 fn poller_for(ctx: &PollerContext, spec: &PollerSpec) -> Arc<Poller> {
+    // Every kind of poller carries the same labels for its Changes.
+    macro_rules! labelled {
+        ($poller:expr) => {{
+            let mut p = $poller;
+            p.revlink = spec.revlink.clone();
+            p.project = spec.project.clone();
+            p.category = spec.category.clone();
+            p
+        }};
+    }
     let mirror = mirror_path(&ctx.basedir, &spec.url);
+    let url = spec.url.clone();
+    // svn, bzr and darcs poll each branch at its own path.
+    let branch_paths = || -> Vec<(String, String)> {
+        spec.branches
+            .iter()
+            .cloned()
+            .zip(spec.paths.iter().cloned())
+            .collect()
+    };
     Arc::new(match spec.kind {
-        SourceKind::Git => {
-            let mut p = GitPoller::new(spec.url.clone(), spec.branches.clone(), mirror);
-            p.revlink = spec.revlink.clone();
-            p.project = spec.project.clone();
-            p.category = spec.category.clone();
-            Poller::Git(p)
-        }
-        SourceKind::Hg => {
-            let mut p = HgPoller::new(spec.url.clone(), spec.branches.clone(), mirror);
-            p.revlink = spec.revlink.clone();
-            p.project = spec.project.clone();
-            p.category = spec.category.clone();
-            Poller::Hg(p)
-        }
-        SourceKind::Svn => {
-            let branches = spec
-                .branches
-                .iter()
-                .cloned()
-                .zip(spec.paths.iter().cloned())
-                .collect();
-            let mut p = SvnPoller::new(spec.url.clone(), branches);
-            p.revlink = spec.revlink.clone();
-            p.project = spec.project.clone();
-            p.category = spec.category.clone();
-            Poller::Svn(p)
-        }
-        SourceKind::Bzr => {
-            let branches = spec
-                .branches
-                .iter()
-                .cloned()
-                .zip(spec.paths.iter().cloned())
-                .collect();
-            let mut p = BzrPoller::new(spec.url.clone(), branches);
-            p.revlink = spec.revlink.clone();
-            p.project = spec.project.clone();
-            p.category = spec.category.clone();
-            Poller::Bzr(p)
-        }
-        SourceKind::Darcs => {
-            let branches = spec
-                .branches
-                .iter()
-                .cloned()
-                .zip(spec.paths.iter().cloned())
-                .collect();
-            let mut p = DarcsPoller::new(spec.url.clone(), branches);
-            p.revlink = spec.revlink.clone();
-            p.project = spec.project.clone();
-            p.category = spec.category.clone();
-            Poller::Darcs(p)
-        }
+        SourceKind::Git => Poller::Git(labelled!(GitPoller::new(
+            url,
+            spec.branches.clone(),
+            mirror
+        ))),
+        SourceKind::Hg => Poller::Hg(labelled!(HgPoller::new(url, spec.branches.clone(), mirror))),
+        SourceKind::Svn => Poller::Svn(labelled!(SvnPoller::new(url, branch_paths()))),
+        SourceKind::Bzr => Poller::Bzr(labelled!(BzrPoller::new(url, branch_paths()))),
+        SourceKind::Darcs => Poller::Darcs(labelled!(DarcsPoller::new(url, branch_paths()))),
     })
 }
 
