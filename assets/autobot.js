@@ -259,6 +259,43 @@
     }
   }
 
+  // Per-line times, shown on demand: each line's data-t (ms after the step's
+  // start, rendered by the server) as +MM:SS.mmm, the clock time on hover.
+  var times = document.getElementById("log-times");
+  if (pre && times && !times.disabled) {
+    var t0 = parseInt(pre.getAttribute("data-t0") || "0", 10);
+    var two = function (n) { return (n < 10 ? "0" : "") + n; };
+    var elapsed = function (ms) {
+      var sign = ms < 0 ? "-" : "+";
+      ms = Math.abs(ms);
+      var s = Math.floor(ms / 1000), m = Math.floor(s / 60), h = Math.floor(m / 60);
+      var frac = String(ms % 1000);
+      while (frac.length < 3) { frac = "0" + frac; }
+      return sign + (h ? h + ":" + two(m % 60) : two(m)) + ":" + two(s % 60) + "." + frac;
+    };
+    var built = false;
+    var show = function (on) {
+      if (on && !built) {
+        built = true;
+        var ls = pre.querySelectorAll(".l[data-t]");
+        for (var i = 0; i < ls.length; i++) {
+          var t = parseInt(ls[i].getAttribute("data-t"), 10);
+          var span = document.createElement("span");
+          span.className = "ts";
+          span.setAttribute("data-ts", elapsed(t));
+          span.title = new Date(t0 + t).toISOString().replace("T", " ").replace("Z", " UTC") + " (received by the master)";
+          var ln = ls[i].querySelector("a.ln");
+          ls[i].insertBefore(span, ln ? ln.nextSibling : ls[i].firstChild);
+        }
+      }
+      pre.classList.toggle("times", on);
+      try { localStorage.setItem("autobot-log-times", on ? "1" : ""); } catch (x) {}
+    };
+    times.addEventListener("change", function () { show(times.checked); });
+    try { if (localStorage.getItem("autobot-log-times")) { times.checked = true; } } catch (x) {}
+    if (times.checked) { show(true); }
+  }
+
   // "My builds" remembers the author last asked for.
   try {
     var me = document.getElementById("my-author");

@@ -173,6 +173,11 @@ fn a_running_master_is_backed_up_and_restored() {
     let (status, log) = http(htmlport, "GET", log_path, "").unwrap();
     assert_eq!(status, 200);
     assert!(log.contains("backed-up-log-line"), "{log}");
+    // Its lines' arrival times came along (the `.ts` file beside the log).
+    let page_path = "/builders/say-slave/builds/1/steps/say/logs/stdio";
+    let (status, page) = http(htmlport, "GET", page_path, "").unwrap();
+    assert_eq!(status, 200);
+    assert!(page.contains(" data-t=\""), "{page}");
     // The build that ran during the backup is there too (the restored master
     // found it unfinished and closed it, as after a crash).
     wait_for(

@@ -81,6 +81,7 @@ async fn old_builds_lose_their_logs_or_leave_the_history_and_logs_are_compressed
         paths.push(f.path);
     }
     let [path1, path2, path3] = <[_; 3]>::try_from(paths).unwrap();
+    assert!(autobot::logstore::times_path(&path1).exists());
     let gate_log = m
         .master
         .db()
@@ -167,6 +168,7 @@ async fn old_builds_lose_their_logs_or_leave_the_history_and_logs_are_compressed
     let r = get(port, "/builders/say-s1/builds/1/steps/say/logs/stdio").await;
     assert_eq!(r.status, 404);
     assert!(!path1.exists() && !autobot::logstore::compressed_path(&path1).exists());
+    assert!(!autobot::logstore::times_path(&path1).exists());
     // Build 2 stays; its log reads as deleted by logHorizon, its file gone.
     assert_eq!(
         get(port, "/api/v1/builders/say-s1/builds/2").await.status,
@@ -189,6 +191,7 @@ async fn old_builds_lose_their_logs_or_leave_the_history_and_logs_are_compressed
     let r = get(port, "/builders/say-s1/builds/2/steps/say/logs/stdio/tail").await;
     assert_eq!(r.status, 410);
     assert!(!path2.exists() && !autobot::logstore::compressed_path(&path2).exists());
+    assert!(!autobot::logstore::times_path(&path2).exists());
     assert_eq!(
         db.log_stored("say-s1", 2, 1, "stdio")
             .await

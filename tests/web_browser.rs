@@ -590,6 +590,48 @@ async fn chromium_reads_logs_by_line_and_page() {
     .await;
     b.screenshot("9-log").await;
 
+    // Timestamps on demand: the switch shows each line's time after the step's
+    // start, the clock time on hover, and hides them again; copied text keeps
+    // none of it.
+    b.click("#log-times").await;
+    b.wait_js(
+        "the lines' times shown",
+        "var p = document.getElementById('log'); var ts = p.querySelectorAll('.l .ts'); \
+         return p.classList.contains('times') && ts.length > 0 \
+           && ts.length === p.querySelectorAll('.l[data-t]').length \
+           && getComputedStyle(ts[0]).display !== 'none'",
+    )
+    .await;
+    let shown = b
+        .js(&format!(
+            "var t = document.querySelector('#L{two} .ts'); return [t.getAttribute('data-ts'), t.title]"
+        ))
+        .await;
+    let elapsed = shown[0].as_str().unwrap();
+    assert!(
+        elapsed.len() == 10 && elapsed.starts_with("+00:") && elapsed.as_bytes()[6] == b'.',
+        "{shown}"
+    );
+    assert!(
+        shown[1]
+            .as_str()
+            .unwrap()
+            .contains(" UTC (received by the master)"),
+        "{shown}"
+    );
+    let text = b
+        .js("return document.getElementById('log').textContent")
+        .await;
+    assert!(text.as_str().unwrap().starts_with("/bin/sh"), "{text}");
+    b.screenshot("9b-log-timestamps").await;
+    b.click("#log-times").await;
+    b.wait_js(
+        "the times hidden",
+        "var p = document.getElementById('log'); return !p.classList.contains('times') \
+           && getComputedStyle(p.querySelector('.l .ts')).display === 'none'",
+    )
+    .await;
+
     // A log of 100.5 MB: its first page paints at once, and it pages.
     let req = m
         .force("big-s1", autobot::engine::ForceRequest::default())

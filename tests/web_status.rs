@@ -4,7 +4,8 @@
 //! (tree-stable)" and beside the builds as pending, and a build an operator
 //! stopped ends `cancelled` (its own class, who stopped it and why) on the
 //! waterfall, the build page and the JSON API. The row placement itself is
-//! unit-tested in `src/web/pages/waterfall.rs`.
+//! unit-tested in `src/web/pages/waterfall.rs`. A log page carries each line's
+//! arrival time for the timestamps switch.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -28,7 +29,63 @@ step.hello = echo hello
 [slow]
 type = shell
 step.wait = sleep 60
+
+[paced]
+type = shell
+step.two = echo first-line; sleep 0.3; echo second-line
 "#;
+
+/// The `data-t` (ms after the step's start) of the log line whose text ends
+/// with `text` and a newline.
+fn line_time(page: &str, text: &str) -> i64 {
+    let end = format!("{text}\n</span>");
+    let line = page
+        .split("<span class=\"l\" id=\"L")
+        .find(|l| l.contains(&end))
+        .unwrap_or_else(|| panic!("no line {text:?}: {page}"));
+    let t = line
+        .split_once("data-t=\"")
+        .and_then(|(_, r)| r.split_once('"'))
+        .unwrap_or_else(|| panic!("line {text:?} has no time: {line}"))
+        .0;
+    t.parse().unwrap()
+}
+
+/// A step printing two lines 0.3 s apart: the log page has the switch on offer
+/// and each line's time after the step's start, the second later (by about the
+/// pause: the times are when the master received each line's output).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn log_lines_carry_their_arrival_times() {
+    let m = web_common::start(&master_ini(FACTORIES, "")).await;
+    let _slave = m.slave().await;
+    let port = m.master.htmlport();
+    let req = m.force("paced-s1", ForceRequest::default()).await;
+    m.wait_request(req).await;
+    let page = get(port, "/builders/paced-s1/builds/1/steps/two/logs/stdio")
+        .await
+        .body;
+    assert!(
+        page.contains("<input id=\"log-times\" type=\"checkbox\">"),
+        "{page}"
+    );
+    assert!(page.contains("received the piece of output"), "{page}");
+    assert!(page.contains("data-t0=\""), "{page}");
+    let (first, second) = (
+        line_time(&page, "first-line"),
+        line_time(&page, "second-line"),
+    );
+    assert!(
+        first >= 0,
+        "the first line before the step started: {first}"
+    );
+    // Apart by about the pause, less what a loaded machine delayed the first.
+    assert!(
+        second > first,
+        "the lines 0.3 s apart are {} ms apart",
+        second - first
+    );
+    assert!(second < 60_000, "{second}");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn waiting_tree_stable_and_cancelled_builds_show_on_the_waterfall() {

@@ -141,6 +141,9 @@ pub struct LogFile {
     pub complete: bool,
     /// The file was deleted by `logHorizon` (the rows stay).
     pub deleted: bool,
+    /// When its Step started (Unix seconds), the origin of the log page's
+    /// per-line elapsed times.
+    pub step_started: Option<f64>,
 }
 
 const BUILD_COLUMNS: &str = "b.builder, b.number, b.slave, b.started_at, b.finished_at, \
@@ -362,7 +365,7 @@ impl Db {
         self.read(move |c| {
             let step_number: i64 = step.parse().unwrap_or(-1);
             c.prepare_cached(
-                "SELECT l.path, l.size, l.lines, l.complete, l.stored
+                "SELECT l.path, l.size, l.lines, l.complete, l.stored, s.started_at
                  FROM builds b JOIN steps s ON s.build = b.id JOIN logs l ON l.step = s.id
                  WHERE b.builder = ?1 AND b.number = ?2 AND (s.name = ?3 OR s.number = ?4)
                    AND l.name = ?5
@@ -376,6 +379,7 @@ impl Db {
                     lines: r.get::<_, i64>(2)? as u64,
                     complete: r.get::<_, i64>(3)? != 0,
                     deleted: r.get::<_, String>(4)? == "deleted",
+                    step_started: r.get(5)?,
                 })
             })
             .optional()

@@ -2,8 +2,9 @@
 //! or `NAME.log.zst` (one zstd frame that records the log's size) once the
 //! retention task has compressed it. Every reader goes through here so it reads
 //! both forms alike, and streams a compressed log one chunk at a time (never the
-//! whole log in memory). The `.ch` file of channel runs stays as it is: its
-//! offsets are those of the uncompressed bytes.
+//! whole log in memory). The `.ch` file of channel runs and the `.ts` file of
+//! arrival times stay as they are: their offsets are those of the uncompressed
+//! bytes.
 //!
 //! Compression writes `NAME.log.zst` under a temporary name, renames it into
 //! place and only then (once the database records it) removes `NAME.log`: a
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use super::{channels_path, LogBytes};
+use super::{channels_path, times_path, LogBytes};
 
 /// Bytes decompressed per chunk handed to an async reader.
 const CHUNK: usize = 64 * 1024;
@@ -78,7 +79,7 @@ pub fn remove_plain(log: &Path) -> std::io::Result<()> {
 }
 
 /// Remove a log's files in every form (`NAME.log`, `NAME.log.zst`, a leftover
-/// temporary one and the `.ch` file); missing ones are fine. Returns the bytes
+/// temporary one, the `.ch` and `.ts` files); missing ones are fine. Returns the bytes
 /// freed.
 pub fn remove_log_files(log: &Path) -> std::io::Result<u64> {
     let zst = compressed_path(log);
@@ -90,6 +91,7 @@ pub fn remove_log_files(log: &Path) -> std::io::Result<u64> {
         zst,
         PathBuf::from(tmp),
         channels_path(log),
+        times_path(log),
     ] {
         let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
         match std::fs::remove_file(&p) {

@@ -93,7 +93,7 @@ fn run_job(job: Job) {
     };
     let r = match op {
         _ if failed => Ok(()),
-        Op::Open { runs } => f.open(&path, runs),
+        Op::Open { runs } => f.open(&path, runs, runs),
         Op::Write { chunk, .. } => f.write(&path, &chunk),
     };
     if close {
@@ -216,7 +216,7 @@ impl AsyncLog {
     }
 
     /// Have the log file created (truncating) if not yet done, and with `runs`
-    /// its `.ch` file too ([`LogWriter::open`]).
+    /// its `.ch` and `.ts` files too ([`LogWriter::open`]).
     pub fn open(&mut self, runs: bool) {
         self.opened = true;
         self.submit(Op::Open {

@@ -8,6 +8,12 @@
 //! record (`u64` little-endian byte offset where the run starts, `u8` channel) each
 //! time the channel changes, so a page can style stderr and headers later without
 //! the raw file carrying markup. A log that is only stdout has no `.ch` file.
+//! `NAME.log.ts` holds the arrival times: one 16-byte record (`u64` little-endian
+//! byte offset, `i64` little-endian Unix time in milliseconds) for a piece of
+//! output that arrived in a millisecond no earlier piece did, so each line's
+//! time is that of the piece holding its start. The time is when the master
+//! received the piece (the master asks the slave for plain text output, which
+//! carries no times). A log written before times were recorded has no `.ts` file.
 //!
 //! Writes go through a large buffer (no syscall per line, no database write per
 //! line), and the files are created only when the Build has sent the Step's
@@ -58,6 +64,9 @@ const BUFFER: usize = 256 * 1024;
 
 /// Size of one record of a `.ch` file.
 const RUN_RECORD: usize = 9;
+
+/// Size of one record of a `.ts` file.
+const TIME_RECORD: usize = 16;
 
 /// A path component made safe: anything but `[A-Za-z0-9._-]` becomes `_`, and a
 /// name of dots only gets a leading `_`.
@@ -165,6 +174,21 @@ pub fn channels_path(log: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// The side file of arrival times next to a log file.
+pub fn times_path(log: &Path) -> PathBuf {
+    let mut s = log.as_os_str().to_owned();
+    s.push(".ts");
+    PathBuf::from(s)
+}
+
+/// Now, in milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// What a log has buffered and not yet handed to its files: its bytes (up to
 /// [`BUFFER`]), its channel-run records, and its size and line count so far.
 struct LogBuffer {
@@ -174,6 +198,10 @@ struct LogBuffer {
     runs: Vec<u8>,
     /// A channel other than stdout appeared: the log needs its `.ch` file.
     has_runs: bool,
+    /// Time records not yet written to the `.ts` file.
+    times: Vec<u8>,
+    /// The millisecond of the last time record (one record per millisecond at most).
+    last_ms: i64,
     channel: Option<Channel>,
     size: u64,
     lines: u64,
@@ -206,11 +234,12 @@ struct Chunk {
     data: Vec<u8>,
     runs: Vec<u8>,
     has_runs: bool,
+    times: Vec<u8>,
 }
 
 impl Chunk {
     fn is_empty(&self) -> bool {
-        self.data.is_empty() && self.runs.is_empty()
+        self.data.is_empty() && self.runs.is_empty() && self.times.is_empty()
     }
 }
 
@@ -223,6 +252,8 @@ impl LogBuffer {
             buf: Vec::new(),
             runs: Vec::new(),
             has_runs: false,
+            times: Vec::new(),
+            last_ms: i64::MIN,
             channel: None,
             size: 0,
             lines: 0,
@@ -251,8 +282,17 @@ impl LogBuffer {
             }
             self.channel = Some(channel);
         }
+        // The piece arrives now: a record when its millisecond is a new one.
+        let ms = now_ms();
+        if ms != self.last_ms {
+            self.last_ms = ms;
+            self.times.extend_from_slice(&time_record(self.size, ms));
+        }
         let len = bytes.len();
-        if self.buf.len() + len > BUFFER || self.runs.len() > RUNS_BUFFER {
+        if self.buf.len() + len > BUFFER
+            || self.runs.len() > RUNS_BUFFER
+            || self.times.len() > RUNS_BUFFER
+        {
             out.push(self.take());
         }
         self.size += len as u64;
@@ -262,6 +302,7 @@ impl LogBuffer {
                 data: data.into_vec(),
                 runs: Vec::new(),
                 has_runs: self.has_runs,
+                times: Vec::new(),
             });
         } else {
             if self.buf.capacity() == 0 {
@@ -278,6 +319,7 @@ impl LogBuffer {
             data: std::mem::replace(&mut self.buf, Vec::with_capacity(cap)),
             runs: std::mem::take(&mut self.runs),
             has_runs: self.has_runs,
+            times: std::mem::take(&mut self.times),
         }
     }
 }
@@ -290,22 +332,31 @@ struct LogFiles {
     file: Option<File>,
     /// The `.ch` file, once opened.
     runs_file: Option<File>,
+    /// The `.ts` file, once opened.
+    times_file: Option<File>,
 }
 
 impl LogFiles {
     /// Create (truncating) the log file if not yet done, making its directory.
     /// With `runs`, its `.ch` file too, empty (all stdout) until another channel
     /// appears; a command's log nearly always needs it (its header comes first).
-    fn open(&mut self, path: &Path, runs: bool) -> std::io::Result<()> {
+    /// With `times`, its `.ts` file too (made when the first time is written).
+    fn open(&mut self, path: &Path, runs: bool, times: bool) -> std::io::Result<()> {
         if self.file.is_none() {
             self.file = Some(create_file(path)?);
+            // A side file left by an earlier log of this name is not this one's.
             if !runs && self.runs_file.is_none() {
-                // A side file left by an earlier log of this name is not this one's.
                 let _ = std::fs::remove_file(channels_path(path));
+            }
+            if !times && self.times_file.is_none() {
+                let _ = std::fs::remove_file(times_path(path));
             }
         }
         if runs && self.runs_file.is_none() {
             self.runs_file = Some(File::create(channels_path(path))?);
+        }
+        if times && self.times_file.is_none() {
+            self.times_file = Some(File::create(times_path(path))?);
         }
         Ok(())
     }
@@ -313,7 +364,7 @@ impl LogFiles {
     /// Append a chunk, opening the files first if needed (so a log that is
     /// written out always has its file, even empty).
     fn write(&mut self, path: &Path, chunk: &Chunk) -> std::io::Result<()> {
-        self.open(path, chunk.has_runs)?;
+        self.open(path, chunk.has_runs, !chunk.times.is_empty())?;
         if let Some(f) = self.file.as_mut() {
             if !chunk.data.is_empty() {
                 f.write_all(&chunk.data)?;
@@ -322,6 +373,11 @@ impl LogFiles {
         if let Some(f) = self.runs_file.as_mut() {
             if !chunk.runs.is_empty() {
                 f.write_all(&chunk.runs)?;
+            }
+        }
+        if let Some(f) = self.times_file.as_mut() {
+            if !chunk.times.is_empty() {
+                f.write_all(&chunk.times)?;
             }
         }
         Ok(())
@@ -358,9 +414,14 @@ impl LogWriter {
 
     /// Create (truncating) the log file if not yet done, making its directory.
     /// With `runs`, its `.ch` file too, empty (all stdout) until another channel
-    /// appears.
+    /// appears; and its `.ts` file with it (a command's log gets its header, and
+    /// its time, at once).
     pub fn open(&mut self, runs: bool) -> std::io::Result<()> {
-        self.files.open(&self.path, runs || self.buffer.has_runs)
+        self.files.open(
+            &self.path,
+            runs || self.buffer.has_runs,
+            runs || !self.buffer.times.is_empty(),
+        )
     }
 
     /// Append bytes of one channel.
@@ -463,6 +524,41 @@ fn record(offset: u64, channel: Channel) -> [u8; RUN_RECORD] {
     r[..8].copy_from_slice(&offset.to_le_bytes());
     r[8] = channel as u8;
     r
+}
+
+fn time_record(offset: u64, ms: i64) -> [u8; TIME_RECORD] {
+    let mut r = [0u8; TIME_RECORD];
+    r[..8].copy_from_slice(&offset.to_le_bytes());
+    r[8..].copy_from_slice(&ms.to_le_bytes());
+    r
+}
+
+/// The arrival times of a log: `(offset, Unix time in ms)` in order of offset,
+/// each the time the piece starting there (and those after it up to the next
+/// record) reached the master. Empty for a log without a `.ts` file (one written
+/// before times were recorded).
+pub fn read_times(log: &Path) -> std::io::Result<Vec<(u64, i64)>> {
+    let raw = match std::fs::read(times_path(log)) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    Ok(raw
+        .chunks_exact(TIME_RECORD)
+        .map(|r| {
+            let mut off = [0u8; 8];
+            let mut ms = [0u8; 8];
+            off.copy_from_slice(&r[..8]);
+            ms.copy_from_slice(&r[8..]);
+            (u64::from_le_bytes(off), i64::from_le_bytes(ms))
+        })
+        .collect())
+}
+
+/// The time of the byte at `offset`: that of the last record at or before it.
+pub fn time_at(times: &[(u64, i64)], offset: u64) -> Option<i64> {
+    let i = times.partition_point(|(o, _)| *o <= offset);
+    i.checked_sub(1).map(|i| times[i].1)
 }
 
 fn count_newlines(data: &[u8]) -> u64 {
@@ -610,7 +706,17 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["b"]);
-        assert_eq!(std::fs::read_dir(logs.join("b")).unwrap().count(), 8);
+        let logs_made = std::fs::read_dir(logs.join("b"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "log")
+            })
+            .count();
+        assert_eq!(logs_made, 8);
         // Without `logs/` (a log written before the master prepared it) all is made.
         let p = dir.path().join("other/logs/c/1-001-s-stdio.log");
         LogWriter::create(&p).unwrap();
@@ -817,6 +923,105 @@ mod tests {
         let got = reader.join().unwrap();
         assert_eq!(got.len(), sent);
         assert!(got.iter().all(|b| *b == b'y'));
+    }
+
+    /// Wait (a busy wait, bounded) until the clock has moved past `ms`.
+    fn next_ms(ms: i64) -> i64 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let now = now_ms();
+            if now > ms {
+                return now;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the clock stands still"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    /// Each piece's arrival is recorded with its offset, once per millisecond at
+    /// most; read back, every byte has the time of the piece holding it.
+    #[tokio::test]
+    async fn arrival_times_are_written_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("logs/b/1-001-s-stdio.log");
+        let before = now_ms();
+        let mut w = LogWriter::new(&p);
+        w.open(true).unwrap();
+        w.append(
+            Channel::Header,
+            b"cmd
+",
+        )
+        .unwrap();
+        let t1 = next_ms(now_ms());
+        w.append(
+            Channel::Stdout,
+            b"one
+",
+        )
+        .unwrap();
+        w.append(
+            Channel::Stdout,
+            b"two
+",
+        )
+        .unwrap();
+        next_ms(t1);
+        w.append(
+            Channel::Stderr,
+            b"three
+",
+        )
+        .unwrap();
+        let after = now_ms();
+        drop(w);
+        let times = read_times(&p).unwrap();
+        assert!(times.len() >= 3 && times.len() <= 4, "{times:?}");
+        assert_eq!(times[0].0, 0);
+        assert!(times.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1));
+        assert!(times.iter().all(|(_, t)| (before..=after).contains(t)));
+        let (t0, ta, tb, tc) = (
+            time_at(&times, 0).unwrap(),
+            time_at(&times, 4).unwrap(),
+            time_at(&times, 9).unwrap(),
+            time_at(&times, 12).unwrap(),
+        );
+        assert!(t0 < ta && ta <= tb && tb < tc, "{times:?}");
+        assert_eq!(time_at(&[], 0), None);
+        // Through the disk thread: the same records, and retention removes them.
+        let q = dir.path().join("logs/b/2-001-s-stdio.log");
+        let disk = LogDisk::start();
+        let group = LogGroup::new();
+        let mut a = AsyncLog::new(&disk, &group, &q);
+        a.open(true);
+        a.append(
+            Channel::Header,
+            b"cmd
+",
+        );
+        next_ms(now_ms());
+        a.append(
+            Channel::Stdout,
+            b"out
+",
+        );
+        a.finish();
+        drop(a);
+        group.clone().settled().await;
+        let times = read_times(&q).unwrap();
+        assert_eq!(times.iter().map(|t| t.0).collect::<Vec<_>>(), [0, 4]);
+        assert!(times[0].1 < times[1].1);
+        remove_log_files(&q).unwrap();
+        assert!(!times_path(&q).exists() && !q.exists());
+        // A log written before times were kept reads as having none, and a log
+        // made again under its name loses the old one's.
+        assert_eq!(read_times(&q).unwrap(), []);
+        std::fs::write(times_path(&p), b"stale").unwrap();
+        LogWriter::create(&p).unwrap();
+        assert!(!times_path(&p).exists());
     }
 
     #[test]

@@ -18,6 +18,11 @@ use super::{build_url, db_error, error_page, frame, security_headers, Pc};
 use crate::logstore::Channel;
 use crate::web::html::{self, builder_link, log_url, unseg};
 
+/// What the timestamps switch's times are.
+const TIMES_TIP: &str = "Each line's time is when the master received the piece of output \
+     holding the line's start (the slave sends output up to 0.1 s after it is printed), \
+     shown as the time since the step started; hover over a time for the clock time.";
+
 /// Bytes read per chunk when streaming a log.
 pub(crate) const LOG_CHUNK: usize = 64 * 1024;
 
@@ -255,7 +260,18 @@ pub(super) async fn log_page(
     let runs = crate::logstore::read_channel_runs(&file.path)
         .unwrap_or_else(|_| vec![(0, Channel::Stdout)]);
     let (pieces, _) = split_runs(&runs, start, &buf, true);
-    let lines = logview::lines_html(&pieces, first_line);
+    // Arrival times, as ms after the Step's start (or the log's first output).
+    let times = crate::logstore::read_times(&file.path).unwrap_or_else(|e| {
+        tracing::warn!("log {}: times unreadable: {e}", file.path.display());
+        Vec::new()
+    });
+    let origin = file
+        .step_started
+        .map(|s| (s * 1000.0).round() as i64)
+        .or(times.first().map(|t| t.1))
+        .unwrap_or(0);
+    let line_times = logview::line_times(&times, origin, start, &buf);
+    let lines = logview::lines_html(&pieces, first_line, &line_times);
     // The live tail follows from the end of the last page only.
     let tailing = !file.complete && !more;
     let title = format!("{builder} #{n} {step} {log}");
@@ -291,9 +307,14 @@ pub(super) async fn log_page(
             " " button #log-next type="button" { "↓ next" }
             " " span #log-count aria-live="polite" {}
             " "
-            label { input #log-times type="checkbox" disabled; " timestamps (not recorded for this log)" }
+            @if times.is_empty() {
+                label { input #log-times type="checkbox" disabled; " timestamps (not recorded for this log)" }
+            } @else {
+                label title=(TIMES_TIP) { input #log-times type="checkbox"; " timestamps" }
+            }
         }
         pre.log #log data-tail=[tailing.then(|| format!("{url}/tail"))] data-offset=(page_to)
+            data-t0=[(!times.is_empty()).then_some(origin)]
             data-complete=(file.complete) data-first-line=(first_line)
             data-page=(p + 1) data-per-page=(logview::PAGE_LINES) {
             (maud::PreEscaped(lines))

@@ -325,10 +325,30 @@ fn escape_char(c: char, out: &mut String) {
     }
 }
 
+/// The time of each line of a page (the bytes `buf` from offset `start`, which
+/// begins a line): that of the piece of output holding the line's start
+/// ([`crate::logstore::time_at`]), in ms after `origin`. Empty when the log has
+/// no times.
+pub fn line_times(times: &[(u64, i64)], origin: i64, start: u64, buf: &[u8]) -> Vec<i64> {
+    if times.is_empty() || buf.is_empty() {
+        return Vec::new();
+    }
+    let starts = std::iter::once(start).chain(
+        memchr::memchr_iter(b'\n', buf)
+            .filter(|i| i + 1 < buf.len())
+            .map(|i| start + i as u64 + 1),
+    );
+    starts
+        .map(|o| crate::logstore::time_at(times, o).unwrap_or(origin) - origin)
+        .collect()
+}
+
 /// A page's pieces as numbered lines, the first numbered `first`: each line a
 /// `<span class="l" id="Ln">` with its link (the number shows through CSS, so
-/// copied text has none), stderr and header text in spans of their class.
-pub fn lines_html(pieces: &[(Channel, String)], first: u64) -> String {
+/// copied text has none), stderr and header text in spans of their class. With
+/// `times` ([`line_times`]), each line carries its time as `data-t` (ms after
+/// the step's start), for the page script to show on demand.
+pub fn lines_html(pieces: &[(Channel, String)], first: u64, times: &[i64]) -> String {
     let mut out = String::new();
     let mut ansi = Ansi::default();
     let mut n = first;
@@ -338,7 +358,7 @@ pub fn lines_html(pieces: &[(Channel, String)], first: u64) -> String {
             if k > 0 {
                 // The newline ends the line.
                 if at_start {
-                    open_line(&mut out, n);
+                    open_line(&mut out, n, times.get((n - first) as usize));
                 }
                 out.push_str("\n</span>");
                 n += 1;
@@ -348,7 +368,7 @@ pub fn lines_html(pieces: &[(Channel, String)], first: u64) -> String {
                 continue;
             }
             if at_start {
-                open_line(&mut out, n);
+                open_line(&mut out, n, times.get((n - first) as usize));
                 at_start = false;
             }
             let class = match channel {
@@ -373,10 +393,17 @@ pub fn lines_html(pieces: &[(Channel, String)], first: u64) -> String {
     crate::web::html::no_controls(out)
 }
 
-fn open_line(out: &mut String, n: u64) {
-    out.push_str(&format!(
-        "<span class=\"l\" id=\"L{n}\"><a class=\"ln\" href=\"#L{n}\" data-n=\"{n}\" aria-label=\"line {n}\"></a>"
-    ));
+fn open_line(out: &mut String, n: u64, t: Option<&i64>) {
+    use std::fmt::Write;
+    out.push_str("<span class=\"l\" id=\"L");
+    let _ = write!(out, "{n}\"");
+    if let Some(t) = t {
+        let _ = write!(out, " data-t=\"{t}\"");
+    }
+    let _ = write!(
+        out,
+        "><a class=\"ln\" href=\"#L{n}\" data-n=\"{n}\" aria-label=\"line {n}\"></a>"
+    );
 }
 
 #[cfg(test)]
@@ -408,6 +435,7 @@ mod tests {
                 (Channel::Stderr, "ial\n".to_string()),
             ],
             10,
+            &[],
         );
         assert!(
             html.starts_with("<span class=\"l\" id=\"L10\"><a class=\"ln\" href=\"#L10\""),
@@ -429,8 +457,23 @@ mod tests {
         );
         assert!(!html.contains("id=\"L14\""), "{html}");
         // Control characters do not reach the page; a lone ESC is dropped.
-        let html = lines_html(&[(Channel::Stdout, "a\u{0}b\u{1b}".to_string())], 1);
+        let html = lines_html(&[(Channel::Stdout, "a\u{0}b\u{1b}".to_string())], 1, &[]);
         assert!(html.contains("a\u{FFFD}b</span>"), "{html}");
+    }
+
+    #[test]
+    fn each_line_has_the_time_of_the_piece_holding_its_start() {
+        // Pieces arrived at offsets 0 (t=1000), 6 (t=1500) and 9 (t=2250).
+        let times = [(0, 1000), (6, 1500), (9, 2250)];
+        let buf = b"ab\ncd\nefgh\nij\n";
+        // Lines start at 0, 3, 6 and 11: the last inside the third piece.
+        assert_eq!(line_times(&times, 900, 0, buf), [100, 100, 600, 1350]);
+        // A page from offset 6: its own lines only.
+        assert_eq!(line_times(&times, 900, 6, &buf[6..]), [600, 1350]);
+        assert!(line_times(&[], 900, 0, buf).is_empty());
+        let html = lines_html(&[(Channel::Stdout, "x\ny".to_string())], 5, &[7, 1234]);
+        assert!(html.contains("id=\"L5\" data-t=\"7\">"), "{html}");
+        assert!(html.contains("id=\"L6\" data-t=\"1234\">"), "{html}");
     }
 
     #[test]
