@@ -490,6 +490,11 @@ fn checkpointer(
         let counted = commits.pending.load(Ordering::Relaxed);
         drop(guard);
         checkpoint(&conn, &writer, &readers);
+        // What the checkpoint read stays in this connection's page cache,
+        // which nothing reads: give it back.
+        if let Err(e) = conn.execute_batch("PRAGMA shrink_memory") {
+            tracing::debug!("database: shrink_memory failed: {e}");
+        }
         guard = commits.lock.lock().unwrap_or_else(|p| p.into_inner());
         // Commits made during the checkpoint count towards the next one.
         commits.pending.fetch_sub(counted, Ordering::Relaxed);

@@ -35,6 +35,48 @@ pub fn websocket_config() -> tokio_tungstenite::tungstenite::protocol::WebSocket
         .max_frame_size(Some(16 << 20))
 }
 
+/// The largest WebSocket frame either side sends. A message (one msgpack map)
+/// larger than this, a 256 KiB block of output say, goes as a fragmented message:
+/// a first frame and continuation frames of at most this size, which the peer's
+/// WebSocket joins back into one message (RFC 6455 5.4; tungstenite and
+/// Autobahn both do). tungstenite keeps its read buffer and its write buffer at
+/// the size of the largest frame they ever held, for as long as the connection
+/// lives, and offers no way to shrink them: with whole 256 KiB frames, one log
+/// left a quarter of a megabyte resident on each side of every connection after
+/// the work was over. Split, what stays is this much.
+pub const MAX_FRAME: usize = 64 * 1024;
+
+/// `frame` as the WebSocket messages that send it: itself, when it fits in
+/// [`MAX_FRAME`]; else the fragments of one binary message (slices of the same
+/// bytes, not copies).
+pub fn ws_messages(
+    frame: Vec<u8>,
+) -> impl Iterator<Item = tokio_tungstenite::tungstenite::Message> {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    let bytes = bytes::Bytes::from(frame);
+    let whole = bytes.len() <= MAX_FRAME;
+    let n = if whole {
+        1
+    } else {
+        bytes.len().div_ceil(MAX_FRAME)
+    };
+    (0..n).map(move |i| {
+        if whole {
+            return WsMessage::Binary(bytes.clone());
+        }
+        let end = ((i + 1) * MAX_FRAME).min(bytes.len());
+        let part = bytes.slice(i * MAX_FRAME..end);
+        let opcode = if i == 0 {
+            OpCode::Data(Data::Binary)
+        } else {
+            OpCode::Data(Data::Continue)
+        };
+        WsMessage::Frame(Frame::message(part, opcode, i + 1 == n))
+    })
+}
+
 /// Why a frame could not be understood; the connection that sent it is dropped.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {

@@ -67,8 +67,12 @@ pub fn start(ctx: ReporterContext, shutdown: watch::Receiver<bool>) -> JoinHandl
         .name("reporters".into())
         .spawn(move || {
             lower_priority();
+            // Its blocking pool's threads (database reads) end soon after
+            // the work, as the daemon's do, not after tokio's 10 s: a quiet
+            // master's memory is given back without their stacks.
             match tokio::runtime::Builder::new_current_thread()
                 .on_thread_start(lower_priority)
+                .thread_keep_alive(crate::memory::BLOCKING_KEEP_ALIVE)
                 .enable_all()
                 .build()
             {

@@ -220,7 +220,14 @@ where
     S: Sink<WsMessage> + Unpin,
 {
     let msg = match out {
-        Out::Frame(bytes) => WsMessage::Binary(bytes.into()),
+        Out::Frame(bytes) => {
+            for msg in crate::protocol::ws_messages(bytes) {
+                if sink.feed(msg).await.is_err() {
+                    return false;
+                }
+            }
+            return true;
+        }
         Out::Ping => WsMessage::Ping(Vec::new().into()),
         Out::Close => {
             let _ = sink
@@ -322,5 +329,58 @@ mod tests {
             .collect()
             .await;
         assert_eq!(ops, ["update", "complete"]);
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_goes_in_fragments_and_arrives_whole() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let writes = Arc::new(AtomicUsize::new(0));
+        let counted = Counted {
+            inner: client.unwrap(),
+            writes: writes.clone(),
+        };
+        let config = Some(crate::protocol::websocket_config());
+        let slave_side = WebSocketStream::from_raw_socket(counted, Role::Client, config).await;
+        let master_side =
+            WebSocketStream::from_raw_socket(server.unwrap().0, Role::Server, config).await;
+
+        // 256 KiB of output and a bit: more than one frame may carry.
+        let text: String = (0..(256 * 1024 + 100))
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        let (link, lanes) = Link::new();
+        link.notify("update", vec![("args", Value::from(text.as_str()))])
+            .await
+            .unwrap();
+        link.notify("complete", vec![("args", Value::Nil)])
+            .await
+            .unwrap();
+        drop(link);
+        writer(slave_side, lanes).await;
+        let frames = (256 * 1024 + 100usize).div_ceil(crate::protocol::MAX_FRAME) + 1;
+        assert!(
+            writes.load(Ordering::SeqCst) >= frames,
+            "the update left in frames of at most MAX_FRAME"
+        );
+
+        let got: Vec<Message> = master_side
+            .take(2)
+            .map(|m| Message::decode(&m.unwrap().into_data()).unwrap())
+            .collect()
+            .await;
+        match &got[0] {
+            Message::Request { op, fields, .. } => {
+                assert_eq!(op, "update");
+                let args = fields
+                    .iter()
+                    .find(|(k, _)| k == "args")
+                    .and_then(|(_, v)| v.as_str());
+                assert_eq!(args, Some(text.as_str()), "joined back whole");
+            }
+            other => panic!("not a request: {other:?}"),
+        }
+        assert!(matches!(&got[1], Message::Request { op, .. } if op == "complete"));
     }
 }

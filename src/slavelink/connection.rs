@@ -714,7 +714,12 @@ where
 {
     match o {
         Outgoing::Frame(bytes) | Outgoing::Response(bytes) => {
-            sink.feed(WsMessage::Binary(bytes.into())).await.is_ok()
+            for msg in crate::protocol::ws_messages(bytes) {
+                if sink.feed(msg).await.is_err() {
+                    return false;
+                }
+            }
+            true
         }
         Outgoing::Ping => sink.feed(WsMessage::Ping(Default::default())).await.is_ok(),
         Outgoing::Close(reason) => {
