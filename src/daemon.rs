@@ -360,3 +360,58 @@ pub fn raise_open_files_limit() {
         }
     }
 }
+
+/// Run a background service of a master (the reporters, retention) on a thread
+/// and current-thread runtime of its own, `nice` steps below the daemon's CPU
+/// priority, so neither its CPU nor its waits land on the engine's threads; its
+/// blocking threads end soon after their work, as the daemon's do. The returned
+/// task ends when the service has. `lost` says what is missing if the thread or
+/// runtime cannot be made (e.g. "no notifications").
+pub fn spawn_service<F, Fut>(
+    name: &'static str,
+    nice: i32,
+    lost: &'static str,
+    service: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            lower_priority(nice);
+            match tokio::runtime::Builder::new_current_thread()
+                .on_thread_start(move || lower_priority(nice))
+                .thread_keep_alive(crate::memory::BLOCKING_KEEP_ALIVE)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(service()),
+                Err(e) => tracing::error!("{name}: no runtime ({e}); {lost}"),
+            }
+            let _ = done_tx.send(());
+        });
+    if let Err(e) = spawned {
+        tracing::error!("{name}: no thread ({e}); {lost}");
+    }
+    tokio::spawn(async move {
+        let _ = done_rx.await;
+    })
+}
+
+/// Lower the calling thread's CPU priority by `nice` (best effort).
+fn lower_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain system calls on the calling thread; `gettid` cannot fail.
+        unsafe {
+            let tid = nix::libc::syscall(nix::libc::SYS_gettid) as nix::libc::id_t;
+            let now = nix::libc::getpriority(nix::libc::PRIO_PROCESS, tid);
+            nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid, (now + nice).min(19));
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}

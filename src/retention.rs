@@ -103,44 +103,12 @@ pub fn start(
     config: watch::Receiver<Arc<MasterConfig>>,
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let spawned = std::thread::Builder::new()
-        .name("retention".into())
-        .spawn(move || {
-            lower_priority();
-            // Its blocking pool's threads (database reads) end soon after
-            // the work, as the daemon's do, not after tokio's 10 s: a quiet
-            // master's memory is given back without their stacks.
-            match tokio::runtime::Builder::new_current_thread()
-                .on_thread_start(lower_priority)
-                .thread_keep_alive(crate::memory::BLOCKING_KEEP_ALIVE)
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt.block_on(run(db, basedir, config, shutdown)),
-                Err(e) => tracing::error!("retention: no runtime ({e}); nothing is pruned"),
-            }
-            let _ = done_tx.send(());
-        });
-    if let Err(e) = spawned {
-        tracing::error!("retention: no thread ({e}); nothing is pruned");
-    }
-    tokio::spawn(async move {
-        let _ = done_rx.await;
-    })
-}
-
-/// Lower the calling thread's CPU priority by [`RETENTION_NICE`] (best effort).
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: plain system calls on the calling thread; `gettid` cannot fail.
-        unsafe {
-            let tid = nix::libc::syscall(nix::libc::SYS_gettid) as nix::libc::id_t;
-            let now = nix::libc::getpriority(nix::libc::PRIO_PROCESS, tid);
-            nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid, (now + RETENTION_NICE).min(19));
-        }
-    }
+    crate::daemon::spawn_service(
+        "retention",
+        RETENTION_NICE,
+        "nothing is pruned",
+        move || run(db, basedir, config, shutdown),
+    )
 }
 
 async fn run(

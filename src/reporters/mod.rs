@@ -62,44 +62,9 @@ pub fn start(ctx: ReporterContext, shutdown: watch::Receiver<bool>) -> JoinHandl
     // Subscribed before returning, so no event after start is missed.
     let events = ctx.engine.subscribe();
     let slaves = ctx.registry.subscribe();
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let spawned = std::thread::Builder::new()
-        .name("reporters".into())
-        .spawn(move || {
-            lower_priority();
-            // Its blocking pool's threads (database reads) end soon after
-            // the work, as the daemon's do, not after tokio's 10 s: a quiet
-            // master's memory is given back without their stacks.
-            match tokio::runtime::Builder::new_current_thread()
-                .on_thread_start(lower_priority)
-                .thread_keep_alive(crate::memory::BLOCKING_KEEP_ALIVE)
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt.block_on(run(ctx, events, slaves, shutdown)),
-                Err(e) => tracing::error!("reporters: no runtime ({e}); no notifications"),
-            }
-            let _ = done_tx.send(());
-        });
-    if let Err(e) = spawned {
-        tracing::error!("reporters: no thread ({e}); no notifications");
-    }
-    tokio::spawn(async move {
-        let _ = done_rx.await;
+    crate::daemon::spawn_service("reporters", REPORTERS_NICE, "no notifications", move || {
+        run(ctx, events, slaves, shutdown)
     })
-}
-
-/// Lower the calling thread's CPU priority by [`REPORTERS_NICE`] (best effort).
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: plain system calls on the calling thread; `gettid` cannot fail.
-        unsafe {
-            let tid = nix::libc::syscall(nix::libc::SYS_gettid) as nix::libc::id_t;
-            let now = nix::libc::getpriority(nix::libc::PRIO_PROCESS, tid);
-            nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid, (now + REPORTERS_NICE).min(19));
-        }
-    }
 }
 
 async fn run(
