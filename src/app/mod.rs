@@ -597,6 +597,9 @@ impl Drop for Master {
 struct WebRuntime {
     runtime: tokio::runtime::Runtime,
     handle: tokio::runtime::Handle,
+    /// Kept while the runtime lives: the memory releaser holds it weakly, and
+    /// forgets this runtime once it is gone.
+    _alive: Arc<()>,
 }
 
 /// How much lower the web threads' priority is (Linux nice values are per thread).
@@ -619,10 +622,32 @@ impl WebRuntime {
             .thread_name("web")
             .thread_keep_alive(crate::memory::BLOCKING_KEEP_ALIVE)
             .on_thread_start(lower_priority)
+            .on_thread_park(crate::memory::idle_thread)
             .enable_all()
             .build()?;
         let handle = runtime.handle().clone();
-        Ok(WebRuntime { runtime, handle })
+        let alive = Arc::new(());
+        // When a quiet master gives memory back, wake each web thread once so
+        // that it parks again and gives back what a page's deep calls left on
+        // its stack (crate::memory::idle_thread).
+        crate::memory::on_release({
+            let alive = Arc::downgrade(&alive);
+            let handle = handle.clone();
+            move || {
+                if alive.upgrade().is_none() {
+                    return false;
+                }
+                for _ in 0..threads {
+                    handle.spawn(async {});
+                }
+                true
+            }
+        });
+        Ok(WebRuntime {
+            runtime,
+            handle,
+            _alive: alive,
+        })
     }
 
     /// Stop its threads without waiting for them (allowed inside another
