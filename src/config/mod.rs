@@ -15,6 +15,7 @@
 //! Submitted Changes (`sendchange`, `POST /api/v1/changes`) are accepted only when
 //! `changeuser` and `changepassword` are both set; there is no default pair.
 
+pub mod changesource;
 pub mod ini;
 pub mod irc;
 pub mod mail;
@@ -105,6 +106,8 @@ pub struct MasterConfig {
     pub users: BTreeMap<String, String>,
     /// `[try]`: who may send try jobs, to which builders; `None`: try is off.
     pub try_jobs: Option<trysection::TryConfig>,
+    /// `[changesource:NAME]` sections (maildirs of commit mails), in file order.
+    pub change_sources: Vec<changesource::MaildirSourceConfig>,
     /// What is valid but unsafe (documented passwords, force open to anyone), each
     /// at its place in the file; `checkconfig` prints them and the master logs them.
     pub warnings: Vec<ConfigWarning>,
@@ -135,6 +138,7 @@ pub struct LocalSource {
 /// git work tree or bare repository; an hg repository). URLs are not checked,
 /// nor a sample's repository that `autobot create` has not written yet.
 pub fn check_local_sources(cfg: &MasterConfig) -> Result<(), ConfigError> {
+    changesource::check_maildirs(&cfg.change_sources)?;
     for s in &cfg.local_sources {
         let err = |message: String| ConfigError::At {
             path: s.path.clone(),
@@ -365,6 +369,7 @@ impl Default for MasterConfig {
             locks: Vec::new(),
             users: BTreeMap::new(),
             try_jobs: None,
+            change_sources: Vec::new(),
             warnings: Vec::new(),
             local_sources: Vec::new(),
         }
