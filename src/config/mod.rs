@@ -4,7 +4,9 @@
 //! defaults every slave inherits), `[slave:NAME]` (one slave each) and any other
 //! section, which is a factory: a project built by one of the built-in factory types
 //! in [`crate::factory`]. Two more are optional: `[lock:NAME]` (a lock builds or
-//! steps can hold) and `[users]` (`name = password` for the web's force button).
+//! steps can hold) and `[users]` (`name = password` for the web's force button);
+//! `[try]` opens try jobs and `[changesource:NAME]` reads a maildir of commit mails
+//! ([`changesource`]).
 //! `[DEFAULT]` keys apply to every section that accepts them.
 //!
 //! Loading validates everything up front — including turning every factory into its
