@@ -825,6 +825,24 @@ https://code.launchpad.net/~joe/proj/trunk\n";
     }
 
     #[test]
+    fn reads_the_text_part_of_a_mime_mail() {
+        use base64::Engine as _;
+        let text = "revno: 3\ncommitter: Joe <joe@acme.com>\nmessage:\n  fix\nmodified:\n  a.c\n";
+        let b64 = base64::engine::general_purpose::STANDARD.encode(text);
+        let m = format!(
+            "From: noreply@launchpad.net\nSubject: [Branch ~joe/p] Rev 3: fix\nMIME-Version: 1.0\n\
+Content-Type: multipart/mixed; boundary=\"XX\"\n\n--XX\nContent-Type: text/plain; charset=utf-8\n\
+Content-Transfer-Encoding: base64\n\n{b64}\n--XX\nContent-Type: text/x-diff\n\n=== modified\n--XX--\n"
+        );
+        let c = parse_mail(MailFormat::Bzr, m.as_bytes(), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.revision.as_deref(), Some("3"));
+        assert_eq!(c.files, vec!["a.c"]);
+        assert_eq!(c.comments, "fix\n");
+    }
+
+    #[test]
     fn refuses_what_is_not_a_commit_mail() {
         for f in [MailFormat::Svn, MailFormat::Cvs, MailFormat::Bzr] {
             let e = parse_mail(f, b"From: x@y\nSubject: hello\n\nJust saying hi.\n", None);
