@@ -444,4 +444,6 @@ fn checkconfig_names_an_unknown_format_and_a_missing_maildir() {
     let (ok, text) =
         check("[changesource:m]\ntype = maildir\nmaildir = mail\nformat = cvs\nproject = hello\n");
     assert!(ok, "{text}");
+    assert!(text.contains("change sources (1):"), "{text}");
+    assert!(text.contains("format=cvs  project=hello"), "{text}");
 }

@@ -704,6 +704,29 @@ pub fn summary(cfg: &MasterConfig) -> String {
         out.push_str(&line);
         out.push('\n');
     }
+    if !cfg.change_sources.is_empty() {
+        out.push_str(&format!(
+            "\nchange sources ({}):\n",
+            cfg.change_sources.len()
+        ));
+        for c in &cfg.change_sources {
+            out.push_str(&format!(
+                "  {}  maildir {}  format={}{}{}\n",
+                c.name,
+                c.maildir.display(),
+                c.format.as_str(),
+                c.prefix
+                    .as_deref()
+                    .map(|p| format!("  prefix={p}"))
+                    .unwrap_or_default(),
+                if c.project.is_empty() {
+                    String::new()
+                } else {
+                    format!("  project={}", c.project)
+                }
+            ));
+        }
+    }
     let builders = cfg.builders();
     out.push_str(&format!("\nbuilders ({}):\n", builders.len()));
     for b in &builders {
