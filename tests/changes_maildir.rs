@@ -9,7 +9,8 @@
 //!   on reading the next one;
 //! * a mail stored but not yet moved when the master stopped is not submitted again
 //!   after the restart;
-//! * cvs: a syncmail message becomes a Change and a build;
+//! * cvs: a syncmail message becomes a Change and a build (the source added by a
+//!   reconfig);
 //! * bzr: a Bazaar commit mail (the email plugin's `brz log -v` of a real branch)
 //!   becomes a Change and a build of that revno;
 //! * `checkconfig`: an unknown format and a missing maildir are errors at their line.
@@ -272,19 +273,32 @@ async fn a_syncmail_message_becomes_a_change_and_a_build() {
     repo.commit("Ann <ann@example.org>", "src/main.c", "init");
     let maildir = tmp.path().join("cvsmail");
     std::fs::create_dir_all(&maildir).unwrap();
+    let factory = format!(
+        "[proj]\ntype = shell\ngit = {}#main\nstep.show = ls src\n\n",
+        repo.url()
+    );
     let site = Site::new(&ini(
         "pollInterval = 3600\ntreeStable = 1",
         &["s1"],
-        &format!(
-            "[proj]\ntype = shell\ngit = {}#main\nstep.show = ls src\n\n\
-             [changesource:cvs]\ntype = maildir\nmaildir = {}\nformat = cvs\nprefix = proj/\n\
-             project = proj\npollInterval = 1\n",
-            repo.url(),
-            maildir.display()
-        ),
+        &factory,
     ));
     let run1 = site.start(&["s1"]).await;
     let db = run1.db().clone();
+    // The change source comes with a reconfig.
+    std::fs::write(
+        site.path().join("master.ini"),
+        ini(
+            "pollInterval = 3600\ntreeStable = 1",
+            &["s1"],
+            &format!(
+                "{factory}[changesource:cvs]\ntype = maildir\nmaildir = {}\nformat = cvs\n\
+                 prefix = proj/\nproject = proj\npollInterval = 1\n",
+                maildir.display()
+            ),
+        ),
+    )
+    .unwrap();
+    run1.master.reconfig().await.unwrap();
     // syncmail's message for a commit of two files in proj/src.
     deliver(
         &maildir,
