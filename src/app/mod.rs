@@ -319,6 +319,13 @@ impl Master {
             shared.config.subscribe(),
             schedulers_rx.clone(),
         );
+        // Maildir change sources (`[changesource:NAME]`, issue 25): stop with the
+        // pollers, before the schedulers' last word.
+        servers.push(crate::changes::maildir::start(
+            changes.clone(),
+            shared.config.subscribe(),
+            schedulers_rx.clone(),
+        ));
         let schedulers = crate::schedulers::start(
             SchedulerContext {
                 db: shared.db.clone(),

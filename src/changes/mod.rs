@@ -32,6 +32,7 @@ mod bzrpoller;
 mod darcspoller;
 mod gitpoller;
 mod hgpoller;
+pub mod maildir;
 pub mod pollers;
 pub mod submit;
 mod svnpoller;

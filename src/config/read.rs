@@ -372,6 +372,7 @@ fn is_special_section(name: &str) -> bool {
         || name == "try"
         || name.starts_with("slave:")
         || name.starts_with("lock:")
+        || super::changesource::is_change_source(name)
 }
 
 /// Read and validate a `master.ini` (`path` is the file or the master directory).
@@ -481,6 +482,22 @@ pub fn load_from_str(
         let (f, c) = read_factory(file, basedir, sec, &defaults, projects)?;
         cfg.factories.push(f);
         checks.push(c);
+    }
+
+    // [changesource:NAME] (after the factories, whose names `project` takes).
+    let factory_names: Vec<String> = cfg.factories.iter().map(|f| f.name.clone()).collect();
+    for sec in doc
+        .sections
+        .iter()
+        .filter(|s| super::changesource::is_change_source(&s.name))
+    {
+        cfg.change_sources
+            .push(super::changesource::read_change_source(
+                file,
+                basedir,
+                sec,
+                &factory_names,
+            )?);
     }
 
     // Slaves, and the passwords they got from each place one is written.
