@@ -285,7 +285,7 @@
         })
         .catch(function () { busy = false; count.textContent = "search failed"; });
     };
-    var show = function (i) {
+    var visit = function (i) {
       at = i;
       var h = found.hits[i];
       var to = location.pathname + "?page=" + h.page + "&q=" + encodeURIComponent(found.q) + "#L" + h.line;
@@ -322,7 +322,7 @@
         i = 0;
       }
       if (i < 0) { i = n - 1; }
-      if (n) { show(i); } else { say(); }
+      if (n) { visit(i); } else { say(); }
     };
     if (input && count) {
       document.getElementById("log-prev").hidden = false;
