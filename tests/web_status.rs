@@ -557,7 +557,7 @@ async fn search_covers_the_whole_log() {
     for path in [
         format!("{other}/search?q=x"),
         format!("/api/v1{other}/search?q=x"),
-        format!("{other}"),
+        other.to_string(),
     ] {
         assert_eq!(get(port, &path).await.status, 404, "{path}");
     }

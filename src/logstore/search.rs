@@ -55,7 +55,7 @@ pub struct LogSearch {
 /// How a search compares: ASCII letters fold with a fast byte search; a text
 /// with other cased letters (`É`) compares lines lower-cased whole.
 enum Matcher {
-    Ascii(memchr::memmem::Finder<'static>),
+    Ascii(Box<memchr::memmem::Finder<'static>>),
     Unicode(String),
 }
 
@@ -66,7 +66,9 @@ impl Matcher {
             .all(|c| c.is_ascii() || (c.to_lowercase().eq([c]) && c.to_uppercase().eq([c])));
         if ascii_case {
             let lower = needle.to_ascii_lowercase();
-            Matcher::Ascii(memchr::memmem::Finder::new(lower.as_bytes()).into_owned())
+            Matcher::Ascii(Box::new(
+                memchr::memmem::Finder::new(lower.as_bytes()).into_owned(),
+            ))
         } else {
             Matcher::Unicode(needle.to_lowercase())
         }
