@@ -671,6 +671,29 @@ async fn chromium_reads_logs_by_line_and_page() {
         &format!("var l = document.getElementById('L{far}'); return !!l && l.classList.contains('sel') && l.textContent === '7654321\\n'"),
     )
     .await;
+    // The whole 100 MB log searched (the text is on one line only): from the
+    // API (timed: a debug build here; bench/web.rs times the release one),
+    // and from the first page's search box, which opens the line's page.
+    let t = Instant::now();
+    let r = web_common::get(
+        m.master.htmlport(),
+        "/api/v1/builders/big-s1/builds/1/steps/seq/logs/stdio/search?q=9876543",
+    )
+    .await;
+    eprintln!("100 MB log: searched in {:?} (debug build)", t.elapsed());
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    let near = one + 9_876_542;
+    assert_eq!(v["matches"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["matches"][0]["line"], json!(near), "{v}");
+    assert_eq!(v["more"], json!(false), "{v}");
+    b.goto(&big).await;
+    b.type_into("#log-search", "9876543\u{E007}").await;
+    b.wait_js(
+        "the 100 MB log's one match, on its page",
+        &format!("var l = document.getElementById('L{near}'); return !!l && l.classList.contains('cur') \
+           && document.getElementById('log-count').textContent === '1 of 1'"),
+    )
+    .await;
 
     // Keyboard: `e` on a log page jumps to its first error; `g c` opens the
     // console, `g w` the waterfall, `/` focuses the filter.
