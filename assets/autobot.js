@@ -348,6 +348,11 @@
           if (at < 0 && found.more && last < line0) { more(resume); return; }
           paint();
           say();
+          // In the middle of the window, once the browser's own jump to the
+          // #L anchor (at the page's load) is done.
+          var el = document.getElementById("L" + line0);
+          var centre = function () { if (el) { el.scrollIntoView({ block: "center" }); } };
+          if (document.readyState === "complete") { centre(); } else { window.addEventListener("load", centre); }
         };
         found = restore(q0);
         if (found) { resume(); } else { found = { q: q0, hits: [], more: true }; more(resume); }
