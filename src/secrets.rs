@@ -8,7 +8,8 @@
 //! is redacted before it is stored or streamed ([`Redactor`], [`StreamRedactor`]):
 //! each secret's value, its base64 (standard and URL-safe alphabets, with and
 //! without padding, at each of the 3 byte alignments it can have inside longer
-//! encoded data) and its URL-encoded forms become `<secret:NAME>`. Output arrives
+//! encoded data), its URL-encoded forms and, for a multi-line secret, each of
+//! its lines become `<secret:NAME>`. Output arrives
 //! in chunks, so a [`StreamRedactor`] keeps back the last bytes of each chunk that
 //! could be the start of a secret until the next chunk (or the command's end)
 //! tells. All forms of all secrets are found in one pass (Aho-Corasick).
@@ -255,6 +256,13 @@ pub fn forms(value: &str) -> Vec<String> {
     add(lower_hex(&upper), &mut out);
     add(upper.replace("%20", "+"), &mut out);
     add(upper, &mut out);
+    // Each line of a multi-line secret (a key) on its own, as whatever prints
+    // it may print it a line at a time.
+    if value.contains('\n') {
+        for line in value.lines() {
+            add(line.trim_end_matches('\r').to_string(), &mut out);
+        }
+    }
     let bytes = value.as_bytes();
     for (padded, bare) in [(STANDARD, STANDARD_NO_PAD), (URL_SAFE, URL_SAFE_NO_PAD)] {
         add(padded.encode(bytes), &mut out);

@@ -249,8 +249,23 @@ impl StepLogs {
     }
 
     /// `text` of `channel` redacted: the slave's output as a stream (some of it
-    /// may wait for the next chunk), anything else whole.
+    /// may wait for the next chunk), anything else whole. What another channel
+    /// kept back is written first, so the log keeps the order things came in
+    /// (output only breaks between lines, and each line of a multi-line secret
+    /// is a form of its own, so no secret is lost at such a switch).
     fn redacted(&mut self, channel: Channel, text: &str) -> String {
+        let Some(r) = self.redaction.as_mut() else {
+            return text.to_string();
+        };
+        let (out, err) = match channel {
+            Channel::Stdout => (String::new(), r.stderr.finish()),
+            Channel::Stderr => (r.stdout.finish(), String::new()),
+            Channel::Header => (r.stdout.finish(), r.stderr.finish()),
+        };
+        if !out.is_empty() || !err.is_empty() {
+            self.append_owned(Channel::Stdout, out);
+            self.append_owned(Channel::Stderr, err);
+        }
         let Some(r) = self.redaction.as_mut() else {
             return text.to_string();
         };
