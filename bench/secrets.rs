@@ -62,7 +62,8 @@ fn cpu_secs(pid: u32) -> f64 {
 }
 
 /// The line the step prints, over and over.
-const LINE: &str = "0123456789012345678901234567890123456789012345678901234567890123456789012345678";
+const LINE: &str =
+    "0123456789012345678901234567890123456789012345678901234567890123456789012345678";
 
 /// One master (with or without secrets) and slave: the big step's duration and
 /// the master's CPU seconds while it ran.

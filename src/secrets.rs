@@ -129,8 +129,8 @@ impl Secrets {
             }
             check_mode(&path, meta.permissions().mode(), "600")?;
             let bytes = std::fs::read(&path).map_err(|e| bad(e.to_string()))?;
-            let mut value = String::from_utf8(bytes)
-                .map_err(|_| bad("the value is not UTF-8 text".into()))?;
+            let mut value =
+                String::from_utf8(bytes).map_err(|_| bad("the value is not UTF-8 text".into()))?;
             if value.ends_with('\n') {
                 value.pop();
                 if value.ends_with('\r') {
@@ -438,7 +438,10 @@ mod tests {
             for (text, what) in [
                 (format!("{prefix}{value}"), "value"),
                 (STANDARD.encode(format!("{prefix}{value}")), "base64"),
-                (URL_SAFE_NO_PAD.encode(format!("{prefix}{value}")), "base64url"),
+                (
+                    URL_SAFE_NO_PAD.encode(format!("{prefix}{value}")),
+                    "base64url",
+                ),
                 (
                     STANDARD.encode(format!("{prefix}{value} and more")),
                     "base64 inside",

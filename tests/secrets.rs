@@ -177,7 +177,10 @@ async fn run_leak(slave: support::Impl) {
     let master = start_master(dir.path(), Duration::from_secs(30)).await;
     let m = EngineMaster { dir, master };
     let sdir = m.dir.path().join("slave");
-    let _slave = match slave.start(&sdir, m.master.slaveport(), SLAVE, PASSWORD).await {
+    let _slave = match slave
+        .start(&sdir, m.master.slaveport(), SLAVE, PASSWORD)
+        .await
+    {
         Ok(s) => s,
         Err(why) => {
             support::skip(&why);
@@ -305,8 +308,8 @@ async fn run_leak(slave: support::Impl) {
         .contains("<secret:TOKEN>\n"));
 
     // Nothing the master keeps holds a value.
-    let db = String::from_utf8_lossy(&database_bytes(&m.dir.path().join("state.sqlite")))
-        .into_owned();
+    let db =
+        String::from_utf8_lossy(&database_bytes(&m.dir.path().join("state.sqlite"))).into_owned();
     assert!(
         db.contains("not given to this build"),
         "the database has the steps' text"
@@ -356,7 +359,10 @@ fn checkconfig_refuses_open_permissions_and_unknown_secrets() {
     std::fs::write(dir.path().join("master.ini"), ini("echo %(secret:TOKEN)s")).unwrap();
     let (ok, out) = checkconfig(dir.path());
     assert!(ok, "{out}");
-    assert!(out.contains("secrets: 2") && out.contains("KEY TOKEN"), "{out}");
+    assert!(
+        out.contains("secrets: 2") && out.contains("KEY TOKEN"),
+        "{out}"
+    );
     assert!(!out.contains("9f3a"), "{out}");
 
     // A secret that is not there, named with the file that would hold it.

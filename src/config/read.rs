@@ -1430,11 +1430,7 @@ fn check_secret_references(
                 continue;
             }
             let written = format!("%(secret:{name})s");
-            let message = format!(
-                "step {}: {}",
-                step.name,
-                cfg.secrets.missing(&name)
-            );
+            let message = format!("step {}: {}", step.name, cfg.secrets.missing(&name));
             return Err(match c.all.iter().find(|v| v.value.contains(&written)) {
                 Some(v) => v.err(message),
                 None => section_err(file, c.section_line, &f.name, message),

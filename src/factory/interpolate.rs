@@ -1378,14 +1378,23 @@ mod tests {
             command: Command::Shell("echo %(secret:NOPE)s".into()),
         };
         let e = interpolate_step_with(&step, &p, SecretAccess::Granted(&secrets)).unwrap_err();
-        assert!(e.to_string().contains("\"NOPE\"") && e.to_string().contains("/m/secrets/NOPE"), "{e}");
+        assert!(
+            e.to_string().contains("\"NOPE\"") && e.to_string().contains("/m/secrets/NOPE"),
+            "{e}"
+        );
         step.kind = StepKind::Shell {
             command: Command::Shell("echo $((%(secret:TOKEN)s + 1))".into()),
         };
         let e = interpolate_step_with(&step, &p, SecretAccess::Granted(&secrets)).unwrap_err();
-        assert!(!e.to_string().contains("rm -rf") && e.to_string().contains("TOKEN"), "{e}");
+        assert!(
+            !e.to_string().contains("rm -rf") && e.to_string().contains("TOKEN"),
+            "{e}"
+        );
         let e = interpolate_step_with(&step, &p, SecretAccess::Denied("untrusted")).unwrap_err();
-        assert!(e.to_string().contains("not given to this build: untrusted"), "{e}");
+        assert!(
+            e.to_string().contains("not given to this build: untrusted"),
+            "{e}"
+        );
         assert!(interpolate_step(&step, &p).is_err());
         assert!(interpolate("%(secret:a b)s", &p).is_err());
     }
