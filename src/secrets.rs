@@ -330,6 +330,16 @@ impl Redactor {
         })
     }
 
+    /// How many forms it looks for and with which automaton (for benchmarks).
+    pub fn describe(&self) -> String {
+        format!(
+            "{} forms, longest {} bytes, {:?}",
+            self.replacements.len(),
+            self.max_len,
+            self.ac.kind()
+        )
+    }
+
     /// The longest form, in bytes: what a stream keeps back between chunks is
     /// one byte less.
     pub fn max_len(&self) -> usize {
@@ -376,27 +386,82 @@ impl StreamRedactor {
     /// The next chunk: the redacted text that can be passed on now (maybe
     /// empty); up to [`Redactor::max_len`] − 1 bytes wait for the next chunk.
     pub fn push(&mut self, chunk: &str) -> String {
-        let joined;
-        let buf: &str = if self.tail.is_empty() {
-            chunk
+        let (mut first, second) = self.push_owned(chunk.to_string());
+        first.push_str(&second);
+        first
+    }
+
+    /// [`StreamRedactor::push`] without copying the chunk when nothing in it
+    /// is a secret (the common case, and the one that costs): the text that
+    /// can go now, in two pieces — the end of the previous chunk, then this
+    /// one's — either of which may be empty.
+    pub fn push_owned(&mut self, chunk: String) -> (String, String) {
+        let keep = self.redactor.max_len - 1;
+        if self.tail.is_empty() {
+            return (String::new(), self.scan(chunk, 0));
+        }
+        if chunk.len() < 2 * self.redactor.max_len {
+            let mut buf = std::mem::take(&mut self.tail);
+            buf.push_str(&chunk);
+            return (String::new(), self.scan(buf, 0));
+        }
+        // Where the two meet: the tail and enough of the chunk to end any
+        // match that starts in the tail.
+        let tail = std::mem::take(&mut self.tail);
+        let mut cut = keep;
+        while !chunk.is_char_boundary(cut) {
+            cut += 1;
+        }
+        let mut boundary = String::with_capacity(tail.len() + cut);
+        boundary.push_str(&tail);
+        boundary.push_str(&chunk[..cut]);
+        let mut first = String::with_capacity(tail.len() + 16);
+        let mut pos = 0;
+        for m in self.redactor.ac.find_iter(&boundary) {
+            if m.start() >= tail.len() {
+                break;
+            }
+            first.push_str(&boundary[pos..m.start()]);
+            first.push_str(&self.redactor.replacements[m.pattern().as_usize()]);
+            pos = m.end();
+        }
+        let start = if pos > tail.len() {
+            pos - tail.len()
         } else {
-            let mut t = std::mem::take(&mut self.tail);
-            t.push_str(chunk);
-            joined = t;
-            &joined
+            first.push_str(&boundary[pos..tail.len()]);
+            0
         };
-        let mut emit_end = buf.len().saturating_sub(self.redactor.max_len - 1);
+        (first, self.scan(chunk, start))
+    }
+
+    /// `buf[start..]` redacted, but for its last bytes, which become the tail.
+    fn scan(&mut self, mut buf: String, start: usize) -> String {
+        let keep = self.redactor.max_len - 1;
+        let mut emit_end = buf.len().saturating_sub(keep).max(start);
         while !buf.is_char_boundary(emit_end) {
             emit_end -= 1;
         }
-        let mut out = String::with_capacity(buf.len());
-        let mut pos = 0;
         // A match starting before `emit_end` is complete within `buf` (no form
         // is longer than `max_len`), so the leftmost-longest one is final.
-        for m in self.redactor.ac.find_iter(buf) {
-            if m.start() >= emit_end {
-                break;
+        let input = aho_corasick::Input::new(&buf).span(start..buf.len());
+        let mut found = self
+            .redactor
+            .ac
+            .find_iter(input)
+            .take_while(|m| m.start() < emit_end)
+            .peekable();
+        if found.peek().is_none() {
+            drop(found);
+            self.tail = buf[emit_end..].to_string();
+            buf.truncate(emit_end);
+            if start > 0 {
+                buf.drain(..start);
             }
+            return buf;
+        }
+        let mut out = String::with_capacity(buf.len());
+        let mut pos = start;
+        for m in found {
             out.push_str(&buf[pos..m.start()]);
             out.push_str(&self.redactor.replacements[m.pattern().as_usize()]);
             pos = m.end();
@@ -476,6 +541,41 @@ mod tests {
                 out.push_str(&st.finish());
                 assert_eq!(out, want, "split at {i}, {j}");
             }
+        }
+    }
+
+    #[test]
+    fn a_stream_of_long_chunks_matches_the_whole_text() {
+        let s = secrets(&[("A", "hunter2-long"), ("B", "päss\nword")]);
+        let r = s.redactor().unwrap().clone();
+        let mut text = String::new();
+        for i in 0..400 {
+            text.push_str(&format!("line {i} ü "));
+            if i % 7 == 0 {
+                text.push_str("hunter2-long");
+            }
+            if i % 11 == 0 {
+                text.push_str("päss\nword");
+            }
+            text.push('\n');
+        }
+        let want = r.redact(&text).into_owned();
+        for size in [1, 5, 13, 24, 25, 26, 40, 64, 100, 1000] {
+            let mut st = StreamRedactor::new(r.clone());
+            let mut out = String::new();
+            let mut rest = text.as_str();
+            while !rest.is_empty() {
+                let mut n = size.min(rest.len());
+                while !rest.is_char_boundary(n) {
+                    n += 1;
+                }
+                let (a, b) = st.push_owned(rest[..n].to_string());
+                out.push_str(&a);
+                out.push_str(&b);
+                rest = &rest[n..];
+            }
+            out.push_str(&st.finish());
+            assert_eq!(out, want, "chunks of {size}");
         }
     }
 

@@ -217,8 +217,7 @@ impl Redaction {
 impl StepLogs {
     fn write(&mut self, channel: Channel, text: &str) {
         if self.redaction.is_some() {
-            let text = self.redacted(channel, text);
-            self.append_owned(channel, text);
+            self.write_owned(channel, text.to_string());
             return;
         }
         self.dirty = true;
@@ -230,11 +229,13 @@ impl StepLogs {
 
     /// [`StepLogs::write`] of output the log may keep as it is.
     fn write_owned(&mut self, channel: Channel, text: String) {
-        let text = match self.redaction.is_some() {
-            true => self.redacted(channel, &text),
-            false => text,
-        };
-        self.append_owned(channel, text);
+        if self.redaction.is_none() {
+            self.append_owned(channel, text);
+            return;
+        }
+        let (first, second) = self.redacted(channel, text);
+        self.append_owned(channel, first);
+        self.append_owned(channel, second);
     }
 
     fn append_owned(&mut self, channel: Channel, text: String) {
@@ -253,9 +254,9 @@ impl StepLogs {
     /// kept back is written first, so the log keeps the order things came in
     /// (output only breaks between lines, and each line of a multi-line secret
     /// is a form of its own, so no secret is lost at such a switch).
-    fn redacted(&mut self, channel: Channel, text: &str) -> String {
+    fn redacted(&mut self, channel: Channel, text: String) -> (String, String) {
         let Some(r) = self.redaction.as_mut() else {
-            return text.to_string();
+            return (String::new(), text);
         };
         let (out, err) = match channel {
             Channel::Stdout => (String::new(), r.stderr.finish()),
@@ -267,12 +268,12 @@ impl StepLogs {
             self.append_owned(Channel::Stderr, err);
         }
         let Some(r) = self.redaction.as_mut() else {
-            return text.to_string();
+            return (String::new(), text);
         };
         match channel {
-            Channel::Stdout => r.stdout.push(text),
-            Channel::Stderr => r.stderr.push(text),
-            Channel::Header => r.redactor.redact(text).into_owned(),
+            Channel::Stdout => r.stdout.push_owned(text),
+            Channel::Stderr => r.stderr.push_owned(text),
+            Channel::Header => (String::new(), r.redactor.redact(&text).into_owned()),
         }
     }
 
