@@ -98,6 +98,11 @@ pub struct MasterConfig {
     /// `logHorizon`, `buildHorizon`, `changeHorizon` and `logCompression`: what
     /// the master's retention task deletes or compresses.
     pub retention: Retention,
+    /// `secretsDir`: the build secrets (`%(secret:NAME)s`), read and checked
+    /// with the file; empty without the key.
+    pub secrets: std::sync::Arc<crate::secrets::Secrets>,
+    /// The line of `secretsDir` (0: not written).
+    pub secrets_line: usize,
     /// Slaves in file order.
     pub slaves: Vec<SlaveConfig>,
     /// Factories in file order.
@@ -366,6 +371,8 @@ impl Default for MasterConfig {
             keepalive_interval: 600,
             log: LogRotation::default(),
             retention: Retention::default(),
+            secrets: Default::default(),
+            secrets_line: 0,
             slaves: Vec::new(),
             factories: Vec::new(),
             locks: Vec::new(),
@@ -664,6 +671,19 @@ pub fn summary(cfg: &MasterConfig) -> String {
         out.push_str(&i.summary());
     }
     out.push_str(&mail::summary(cfg));
+    if let Some(dir) = cfg.secrets.dir() {
+        let names: Vec<&str> = cfg.secrets.names().collect();
+        out.push_str(&format!(
+            "secrets: {} in {}: {}\n",
+            names.len(),
+            dir.display(),
+            if names.is_empty() {
+                "(none)".to_string()
+            } else {
+                names.join(" ")
+            }
+        ));
+    }
     out.push_str(&format!("\nslaves ({}):\n", cfg.slaves.len()));
     if cfg.slaves.is_empty() {
         out.push_str("  (none: add a [slave:NAME] section)\n");
