@@ -51,6 +51,7 @@ DEB=(
   "darcs            darcs"          # Darcs
   "cvs              cvs"            # CVS (a local CVSROOT)
   "tla              tla"            # GNU Arch
+  "postgresql       /usr/lib/postgresql/*/bin/initdb"  # pg_*: a real PostgreSQL server per test
 )
 # Python tools for the tools venv: pip requirements, pinned so every run tests
 # against the same tools (a changed pin is installed over the old one).

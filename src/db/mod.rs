@@ -24,6 +24,8 @@ pub mod changes;
 pub mod listing;
 pub mod migrations;
 pub mod notifications;
+pub mod pg;
+pub mod pgmigrations;
 pub mod requests;
 pub mod retention;
 pub mod schedulers;
