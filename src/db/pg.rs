@@ -28,16 +28,10 @@ pub enum PgError {
     },
     #[error("TLS for {url}: {message}")]
     Tls { url: String, message: String },
-    #[error("cannot connect to {url}: {source}")]
-    Connect {
-        url: String,
-        source: postgres::Error,
-    },
-    #[error("{url}: {source}")]
-    Query {
-        url: String,
-        source: postgres::Error,
-    },
+    #[error("cannot connect to {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("{url}: {message}")]
+    Query { url: String, message: String },
     #[error("{0}")]
     Schema(String),
 }
@@ -356,10 +350,34 @@ pub fn connect(url: &PgUrl, password: Option<&str>) -> Result<postgres::Client, 
     } else {
         cfg.connect(tls_connector(url)?)
     };
-    connected.map_err(|source| PgError::Connect {
+    connected.map_err(|e| PgError::Connect {
         url: url.to_string(),
-        source,
+        message: describe(&e),
     })
+}
+
+/// A client error with its causes (`postgres::Error` shows only its kind, "db
+/// error", and keeps the server's message as its source).
+pub fn describe(e: &postgres::Error) -> String {
+    use std::error::Error;
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+impl PgError {
+    /// A failed query on the database `url` names.
+    pub fn query(url: &str, e: postgres::Error) -> PgError {
+        PgError::Query {
+            url: url.to_string(),
+            message: describe(&e),
+        }
+    }
 }
 
 /// rustls for `url`'s `sslmode`: `verify-full` checks the certificate and host

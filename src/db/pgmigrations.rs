@@ -290,10 +290,7 @@ pub fn version(client: &mut postgres::Client) -> Result<Option<i64>, postgres::E
 /// migration (a failure leaves it at the last complete step). Returns the
 /// versions before and after. `url` names the database in errors.
 pub fn migrate(client: &mut postgres::Client, url: &str) -> Result<(i64, i64), PgError> {
-    let q = |source| PgError::Query {
-        url: url.to_string(),
-        source,
-    };
+    let q = |e| PgError::query(url, e);
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .map_err(q)?;
@@ -305,10 +302,7 @@ pub fn migrate(client: &mut postgres::Client, url: &str) -> Result<(i64, i64), P
 }
 
 fn migrate_locked(client: &mut postgres::Client, url: &str) -> Result<(i64, i64), PgError> {
-    let q = |source| PgError::Query {
-        url: url.to_string(),
-        source,
-    };
+    let q = |e| PgError::query(url, e);
     let known = MIGRATIONS.len() as i64;
     let Some(from) = version(client).map_err(q)? else {
         return Err(PgError::Schema(format!(
@@ -365,10 +359,7 @@ pub fn check(
     dir: &std::path::Path,
 ) -> Result<(), PgError> {
     let known = MIGRATIONS.len() as i64;
-    let found = version(client).map_err(|source| PgError::Query {
-        url: url.to_string(),
-        source,
-    })?;
+    let found = version(client).map_err(|e| PgError::query(url, e))?;
     match found {
         Some(v) if v == known => Ok(()),
         Some(v) if v > known => Err(too_new(url, v)),

@@ -95,10 +95,15 @@ impl Pg {
             support::skip("running as root and no `nobody` user to run PostgreSQL as");
             return None;
         }
-        let dir = tempfile::Builder::new()
-            .prefix("autobot-pg")
-            .tempdir()
-            .unwrap();
+        // The server (nobody, when root) must reach its directory: under /tmp,
+        // whatever TMPDIR says (a root-only directory would shut it out).
+        let mut dir = tempfile::Builder::new();
+        dir.prefix("autobot-pg");
+        let dir = match run_as {
+            Some(_) => dir.tempdir_in("/tmp"),
+            None => dir.tempdir(),
+        }
+        .unwrap();
         let own = |p: &Path| {
             if let Some((uid, gid)) = run_as {
                 std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
