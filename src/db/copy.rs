@@ -127,6 +127,9 @@ fn cell(kind: Kind, v: ValueRef<'_>, at: &dyn Fn() -> String) -> Result<Cell, Co
     })
 }
 
+/// A table to copy: its name and its columns with their kinds.
+type Table = (String, Vec<(String, Kind)>);
+
 /// Double quotes around a name from the schema.
 fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -137,7 +140,7 @@ fn ident(name: &str) -> String {
 fn pg_tables(
     client: &mut postgres::Client,
     url: &str,
-) -> Result<Vec<(String, Vec<(String, Kind)>)>, CopyError> {
+) -> Result<Vec<Table>, CopyError> {
     let q = |e| CopyError::Pg(PgError::query(url, e));
     let mut columns: BTreeMap<String, Vec<(String, Kind)>> = BTreeMap::new();
     for r in client
