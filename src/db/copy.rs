@@ -137,10 +137,7 @@ fn ident(name: &str) -> String {
 
 /// The schema's tables on PostgreSQL in an order that satisfies their foreign
 /// keys (referenced tables first), each with its columns and kinds.
-fn pg_tables(
-    client: &mut postgres::Client,
-    url: &str,
-) -> Result<Vec<Table>, CopyError> {
+fn pg_tables(client: &mut postgres::Client, url: &str) -> Result<Vec<Table>, CopyError> {
     let q = |e| CopyError::Pg(PgError::query(url, e));
     let mut columns: BTreeMap<String, Vec<(String, Kind)>> = BTreeMap::new();
     for r in client

@@ -31,6 +31,7 @@ pub mod requests;
 pub mod retention;
 pub mod schedulers;
 pub mod slaves;
+pub mod sql;
 pub mod status;
 pub mod tryjobs;
 pub mod webview;
