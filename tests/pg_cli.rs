@@ -316,3 +316,47 @@ fn sslmode_is_honoured() {
     assert!(!ok, "{out}");
     assert!(out.contains("cannot connect"), "{out}");
 }
+
+/// Stops the master in a directory when the test ends, however it ends.
+struct Stop<'a>(&'a Path);
+
+impl Drop for Stop<'_> {
+    fn drop(&mut self) {
+        let _ = autobot().args(["stop", self.0.to_str().unwrap()]).output();
+    }
+}
+
+/// A running master (on SQLite) does not take a `db = postgresql://…` on
+/// reconfig: `reconfig` says why and exits non-zero, and the master runs on.
+#[test]
+fn a_reconfig_to_postgresql_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    master(&dir, "");
+    autobot()
+        .args(["start", dir.to_str().unwrap()])
+        .assert()
+        .success();
+    let _stop = Stop(&dir);
+    let text = std::fs::read_to_string(dir.join("master.ini")).unwrap();
+    std::fs::write(
+        dir.join("master.ini"),
+        text.replacen(
+            "[:master:]\n",
+            "[:master:]\ndb = postgresql://bot@db.example.org/x\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let a = autobot()
+        .args(["reconfig", dir.to_str().unwrap()])
+        .assert()
+        .failure();
+    let out = output(&a);
+    assert!(out.contains("SQLite (state.sqlite) only"), "{out}");
+    let a = autobot()
+        .args(["stop", dir.to_str().unwrap()])
+        .assert()
+        .success();
+    drop(a);
+}
