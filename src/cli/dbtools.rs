@@ -115,8 +115,15 @@ pub fn copy_db_cmd(args: &CopyDbArgs) -> anyhow::Result<()> {
             _ => None,
         },
     };
-    let mut client = pg::connect(&url, password.as_deref())?;
     let sqlite = dir.join(db::DB_FILE);
+    if !sqlite.is_file() {
+        bail!(
+            "{} does not exist: the master in {} has no history to copy",
+            sqlite.display(),
+            dir.display()
+        );
+    }
+    let mut client = pg::connect(&url, password.as_deref())?;
     let copied = copy::copy_sqlite_to_pg(&sqlite, dir, &mut client, &url.to_string())?;
     let total: u64 = copied.tables.iter().map(|(_, n)| n).sum();
     println!(
