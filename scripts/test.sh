@@ -52,6 +52,7 @@ DEB=(
   "patch            patch"          # try from svn, bzr and darcs trees: the slave's patch(1)
   "cvs              cvs"            # CVS (a local CVSROOT)
   "tla              tla"            # GNU Arch
+  "postgresql       /usr/lib/postgresql/*/bin/initdb"  # pg_*: a real PostgreSQL server per test
 )
 # Python tools for the tools venv: pip requirements, pinned so every run tests
 # against the same tools (a changed pin is installed over the old one).

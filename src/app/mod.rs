@@ -141,6 +141,7 @@ impl Master {
         }
         let lock = take_lock(&basedir)?;
         let config = load_config(&basedir).await?;
+        crate::config::check_database_supported(&config)?;
         crate::config::log_loaded(&config);
         let keepalive = options
             .keepalive_interval

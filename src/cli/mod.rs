@@ -3,7 +3,7 @@
 //! Subcommand families live in their own files: [`create`] (create, create-master,
 //! create-slave, create-project), [`info`] (list-factories, checkconfig),
 //! [`daemon`] (start, stop, restart, reconfig, run), [`client`] (force,
-//! stop-build), [`upgrade`] (upgrade-master), [`backup`] (backup,
+//! stop-build), [`upgrade`] (upgrade-master), [`dbtools`] (upgrade-db, copy-db), [`backup`] (backup,
 //! restore) and [`tools`] (completions,
 //! manpages). Errors reach the user through `anyhow` with what went wrong and how
 //! to fix it, and a non-zero exit status: [`EXIT_CODES`] lists them; an
@@ -13,6 +13,7 @@ pub mod backup;
 pub mod client;
 pub mod create;
 pub mod daemon;
+pub mod dbtools;
 pub mod http;
 pub mod info;
 pub mod sendchange;
@@ -111,6 +112,12 @@ pub enum Command {
     /// Upgrade a stopped master directory in place: database migrations, the files
     /// today's create-master writes, and what its master.ini says in an old way.
     UpgradeMaster(upgrade::UpgradeMasterArgs),
+    /// Run the schema migrations the master's database lacks (state.sqlite, or the
+    /// PostgreSQL database of `db =` in master.ini), saying from which version to which.
+    UpgradeDb(dbtools::UpgradeDbArgs),
+    /// Copy a stopped master's SQLite history into an empty PostgreSQL database,
+    /// in one transaction, and report each table's rows.
+    CopyDb(dbtools::CopyDbArgs),
     /// Back up a master's state while it runs: a consistent copy of state.sqlite
     /// (SQLite's online backup), its step logs and master.ini, in one tar FILE.
     Backup(backup::BackupArgs),
@@ -214,6 +221,8 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Try(a) => r#try::try_cmd(&a),
         Command::Statuslog(a) => statuslog::statuslog_cmd(&a).map(|_| ExitCode::SUCCESS),
         Command::UpgradeMaster(a) => upgrade::upgrade_master_cmd(&a).map(|_| ExitCode::SUCCESS),
+        Command::UpgradeDb(a) => dbtools::upgrade_db_cmd(&a).map(|_| ExitCode::SUCCESS),
+        Command::CopyDb(a) => dbtools::copy_db_cmd(&a).map(|_| ExitCode::SUCCESS),
         Command::Backup(a) => backup::backup_cmd(&a).map(|_| ExitCode::SUCCESS),
         Command::Restore(a) => backup::restore_cmd(&a).map(|_| ExitCode::SUCCESS),
         Command::Completions(a) => tools::completions_cmd(&a).map(|_| ExitCode::SUCCESS),

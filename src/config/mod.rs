@@ -103,6 +103,11 @@ pub struct MasterConfig {
     pub secrets: std::sync::Arc<crate::secrets::Secrets>,
     /// The line of `secretsDir` (0: not written).
     pub secrets_line: usize,
+    /// `db` and `dbPasswordFile`: where the master keeps its history.
+    pub database: Database,
+    /// `masterName`: this master among several on one database (default: the
+    /// host name).
+    pub master_name: String,
     /// Slaves in file order.
     pub slaves: Vec<SlaveConfig>,
     /// Factories in file order.
@@ -318,6 +323,79 @@ pub enum LogCompression {
     Zstd,
 }
 
+/// Where the master keeps its history (`db =` in `[:master:]`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Database {
+    /// `state.sqlite` in the master directory: no `db` (or `db = sqlite`).
+    #[default]
+    Sqlite,
+    /// `db = postgresql://USER@HOST:PORT/DBNAME`: a PostgreSQL database that
+    /// several masters may share.
+    Postgres {
+        url: crate::db::pg::PgUrl,
+        /// `dbPasswordFile` (absolute); `None`: `PGPASSFILE` or `~/.pgpass`.
+        password_file: Option<PathBuf>,
+        /// The line of `db =`, for messages about it.
+        line: usize,
+    },
+}
+
+impl Database {
+    /// The password to connect with: `dbPasswordFile`'s, or `None` (the
+    /// connection then looks in `PGPASSFILE` / `~/.pgpass`).
+    pub fn password(&self) -> Result<Option<String>, crate::db::pg::PgError> {
+        match self {
+            Database::Postgres {
+                password_file: Some(f),
+                ..
+            } => crate::db::pg::read_password_file(f).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// The line `checkconfig` prints.
+    pub fn summary(&self, master_name: &str) -> String {
+        match self {
+            Database::Sqlite => format!(
+                "database: SQLite ({}); masterName {master_name}\n",
+                crate::db::DB_FILE
+            ),
+            Database::Postgres {
+                url, password_file, ..
+            } => format!(
+                "database: {url}, password {}; masterName {master_name}\n",
+                match password_file {
+                    Some(f) => format!("from {}", f.display()),
+                    None => "from PGPASSFILE or ~/.pgpass, if any".to_string(),
+                }
+            ),
+        }
+    }
+}
+
+/// What this autobot says of `db = postgresql://…` until the master itself
+/// runs on PostgreSQL: the history is kept in SQLite only, so a master with
+/// such a `db` does not start (nor take it on reconfig) rather than quietly
+/// keeping its history somewhere else. `upgrade-db` and `copy-db` work.
+pub fn check_database_supported(cfg: &MasterConfig) -> Result<(), ConfigError> {
+    let Database::Postgres { url, line, .. } = &cfg.database else {
+        return Ok(());
+    };
+    let dir = cfg.basedir.display();
+    Err(ConfigError::At {
+        path: cfg.path.clone(),
+        line: *line,
+        context: "[:master:] db: ".to_string(),
+        message: format!(
+            "this autobot ({}) keeps a master's history in SQLite (state.sqlite) only: a master \
+             cannot run on {url} yet. `autobot upgrade-db {dir}` (the schema) and `autobot copy-db \
+             {dir} {url}` (the history) already work on it, to prepare the move; remove the `db` \
+             line to run this master on state.sqlite",
+            crate::VERSION
+        ),
+    })
+}
+
 /// How a daemon's `autobot.log` is rotated, as Buildbot's `twistd.log`: when it
 /// would grow past `size` bytes it becomes `autobot.log.1` (the older ones move up
 /// to `.count`, the oldest is deleted) and a new one starts.
@@ -373,6 +451,8 @@ impl Default for MasterConfig {
             retention: Retention::default(),
             secrets: Default::default(),
             secrets_line: 0,
+            database: Database::Sqlite,
+            master_name: String::new(),
             slaves: Vec::new(),
             factories: Vec::new(),
             locks: Vec::new(),
@@ -627,6 +707,7 @@ pub fn log_loaded(cfg: &MasterConfig) {
 /// Whether `new` may replace `old`, the configuration of a running master: a
 /// file with no slaves and no factories may not replace one that has some.
 pub fn check_replacement(old: &MasterConfig, new: &MasterConfig) -> Result<(), ConfigError> {
+    check_database_supported(new)?;
     let old_has_some = !old.slaves.is_empty() || !old.factories.is_empty();
     if old_has_some && new.slaves.is_empty() && new.factories.is_empty() {
         return Err(ConfigError::Emptied {
@@ -667,6 +748,7 @@ pub fn summary(cfg: &MasterConfig) -> String {
         cfg.public_listen().describe()
     ));
     out.push_str(&cfg.retention.summary());
+    out.push_str(&cfg.database.summary(&cfg.master_name));
     if let Some(i) = &cfg.irc {
         out.push_str(&i.summary());
     }

@@ -42,6 +42,9 @@ const MASTER_KEYS: &[&str] = &[
     "changehorizon",
     "logcompression",
     "secretsdir",
+    "db",
+    "dbpasswordfile",
+    "mastername",
 ];
 
 /// [`MASTER_KEYS`] as the documentation spells them, for messages and "did you
@@ -80,6 +83,9 @@ const MASTER_KEYS_DOCUMENTED: &[&str] = &[
     "changeHorizon",
     "logCompression",
     "secretsDir",
+    "db",
+    "dbPasswordFile",
+    "masterName",
 ];
 
 /// The notifiers' keys of `[:master:]` ([`mail`]'s, and its slave defaults) as
@@ -701,6 +707,100 @@ fn read_retention(m: &Layered) -> Result<Retention, ConfigError> {
     })
 }
 
+/// `db` (`postgresql://USER@HOST:PORT/DBNAME`, or none for SQLite) and
+/// `dbPasswordFile` (read now, so an unreadable one is an error at its line).
+fn read_database(
+    m: &Layered,
+    basedir: &Path,
+    warnings: &mut Vec<ConfigWarning>,
+) -> Result<Database, ConfigError> {
+    let db = m.get("db").filter(|v| {
+        let t = v.value.trim();
+        !t.is_empty() && !t.eq_ignore_ascii_case("sqlite")
+    });
+    let pwfile = m
+        .get("dbpasswordfile")
+        .filter(|v| !v.value.trim().is_empty());
+    let Some(v) = db else {
+        if let Some(p) = pwfile {
+            return Err(p.err(
+                "dbPasswordFile without `db = postgresql://…`: the history is in state.sqlite, \
+                 which needs no password; remove the line, or add the `db` it is for",
+            ));
+        }
+        return Ok(Database::Sqlite);
+    };
+    if !crate::db::pg::is_pg_url(&v.value) {
+        return Err(v.err(format!(
+            "expected `postgresql://USER@HOST:PORT/DBNAME` (or no `db` line for state.sqlite in the \
+             master directory), got {:?}",
+            v.value
+        )));
+    }
+    let url = crate::db::pg::parse_url(&v.value).map_err(|e| v.err(e))?;
+    let password_file = match pwfile {
+        None => None,
+        Some(p) => {
+            let file = basedir.join(p.value.trim());
+            match std::fs::read_to_string(&file) {
+                Err(e) => {
+                    return Err(p.err(format!(
+                        "cannot read {}: {e}; write the database password alone in that file \
+                         (readable by the master's user only), or give another path (relative \
+                         to the master directory {})",
+                        file.display(),
+                        basedir.display()
+                    )))
+                }
+                Ok(text) if text.lines().next().unwrap_or("").is_empty() => {
+                    return Err(p.err(format!(
+                        "{} is empty; write the database password on its first line",
+                        file.display()
+                    )))
+                }
+                Ok(_) => {}
+            }
+            if let Ok(meta) = std::fs::metadata(&file) {
+                use std::os::unix::fs::PermissionsExt;
+                if meta.permissions().mode() & 0o077 != 0 {
+                    warnings.push(p.warning(format!(
+                        "{} can be read by other users of this machine, and it holds the \
+                         database password; `chmod 600 {}`",
+                        file.display(),
+                        file.display()
+                    )));
+                }
+            }
+            Some(file)
+        }
+    };
+    Ok(Database::Postgres {
+        url,
+        password_file,
+        line: v.line,
+    })
+}
+
+/// `masterName`: this master's name among several (default: the host name).
+fn read_master_name(m: &Layered) -> Result<String, ConfigError> {
+    let Some(v) = m.get("mastername").filter(|v| !v.value.trim().is_empty()) else {
+        return Ok(nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "master".to_string()));
+    };
+    let name = v.value.trim();
+    if name.len() > 64 || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(v.err(format!(
+            "expected a name of at most 64 characters without spaces (e.g. `masterName = \
+             master-1`), unique among the masters sharing the database, got {:?}",
+            v.value
+        )));
+    }
+    Ok(name.to_string())
+}
+
 fn read_master_keys(cfg: &mut MasterConfig, m: &Layered) -> Result<(), ConfigError> {
     (cfg.slaveport_addr, cfg.slaveport) = parse_listen(m.get("slaveport"), 9010)?;
     (cfg.htmlport_addr, cfg.htmlport) = parse_listen(m.get("htmlport"), 8010)?;
@@ -766,6 +866,8 @@ fn read_master_keys(cfg: &mut MasterConfig, m: &Layered) -> Result<(), ConfigErr
         cfg.secrets = std::sync::Arc::new(secrets);
         cfg.secrets_line = v.line;
     }
+    cfg.database = read_database(m, &cfg.basedir, &mut cfg.warnings)?;
+    cfg.master_name = read_master_name(m)?;
     cfg.project_name = str_key("projectname", "");
     cfg.project_url = str_key("projecturl", "");
     cfg.buildbot_url = str_key("buildboturl", "");

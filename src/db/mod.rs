@@ -21,13 +21,17 @@
 pub mod backup;
 pub mod builds;
 pub mod changes;
+pub mod copy;
 pub mod listing;
 pub mod migrations;
 pub mod notifications;
+pub mod pg;
+pub mod pgmigrations;
 pub mod requests;
 pub mod retention;
 pub mod schedulers;
 pub mod slaves;
+pub mod sql;
 pub mod status;
 pub mod tryjobs;
 pub mod webview;
@@ -639,6 +643,37 @@ fn migrate(path: &Path, conn: &mut Connection) -> Result<(), DbError> {
         tracing::debug!("database migrated to schema version {version}");
     }
     Ok(())
+}
+
+/// `autobot upgrade-db` on SQLite: the migrations `path` lacks (creating it if
+/// missing), as a master's start applies them. Returns the schema versions
+/// before and after.
+pub fn upgrade_sqlite(path: &Path) -> Result<(i64, i64), DbError> {
+    let before = if path.exists() {
+        let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(
+            |source| DbError::Open {
+                path: path.to_path_buf(),
+                source,
+            },
+        )?;
+        c.query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|source| DbError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?
+    } else {
+        0
+    };
+    let mut c = Connection::open(path).map_err(|source| DbError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    configure(&c).map_err(|source| DbError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    migrate(path, &mut c)?;
+    Ok((before, migrations::MIGRATIONS.len() as i64))
 }
 
 /// The clock the database's times come from (re-exported: tests and benches

@@ -1,12 +1,16 @@
 //! Queries on the `slaves` and `slave_connections` tables: what each slave told us
 //! about itself and when it came and went.
 //!
+//! Written once for both backends (through [`super::sql`]): the pattern the
+//! other query modules follow as they move to PostgreSQL. The [`Db`] methods
+//! run the same functions on SQLite.
+//!
 //! The worker's environment is never passed to these functions: only the fields of
 //! [`SlaveInfoRow`] are stored.
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
+use super::sql::{Lite, Row, Sql, SqlError};
 use super::{Db, DbError};
 
 /// What a slave reported about itself at connect time, as stored.
@@ -71,19 +75,8 @@ impl Db {
     /// mark it (and its open connection record) gone with `reason`.
     pub async fn slaves_reset(&self, reason: &str, at: i64) -> Result<(), DbError> {
         let reason = reason.to_string();
-        self.write(move |tx| {
-            tx.execute(
-                "UPDATE slave_connections SET disconnected_at = ?1, reason = ?2
-                 WHERE disconnected_at IS NULL",
-                params![at, reason],
-            )?;
-            tx.execute(
-                "UPDATE slaves SET connected = 0, disconnect_reason = ?1 WHERE connected = 1",
-                params![reason],
-            )?;
-            Ok(())
-        })
-        .await
+        self.write(move |tx| Ok(reset(&mut Lite(tx), &reason, at)?))
+            .await
     }
 
     /// Record a slave that just finished connecting; returns the connection id to
@@ -97,32 +90,8 @@ impl Db {
     ) -> Result<i64, DbError> {
         let name = name.to_string();
         let peer = peer.to_string();
-        self.write(move |tx| {
-            tx.execute(
-                "INSERT INTO slaves(name, connected, admin, host, os, version, numcpus,
-                                    commands, last_seen, connected_at, disconnect_reason)
-                 VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, NULL)
-                 ON CONFLICT(name) DO UPDATE SET connected = 1, admin = ?2, host = ?3,
-                    os = ?4, version = ?5, numcpus = ?6, commands = ?7, last_seen = ?8,
-                    connected_at = ?8, disconnect_reason = NULL",
-                params![
-                    name,
-                    info.admin,
-                    info.host,
-                    info.os,
-                    info.version,
-                    info.numcpus,
-                    info.commands,
-                    at
-                ],
-            )?;
-            tx.execute(
-                "INSERT INTO slave_connections(slave, peer, connected_at) VALUES (?1, ?2, ?3)",
-                params![name, peer, at],
-            )?;
-            Ok(tx.last_insert_rowid())
-        })
-        .await
+        self.write(move |tx| Ok(connected(&mut Lite(tx), &name, &peer, info, at)?))
+            .await
     }
 
     /// Record that a slave's connection ended, and why.
@@ -136,16 +105,13 @@ impl Db {
         let name = name.to_string();
         let reason = reason.to_string();
         self.write(move |tx| {
-            tx.execute(
-                "UPDATE slaves SET connected = 0, last_seen = ?2, disconnect_reason = ?3
-                 WHERE name = ?1",
-                params![name, at, reason],
-            )?;
-            tx.execute(
-                "UPDATE slave_connections SET disconnected_at = ?2, reason = ?3 WHERE id = ?1",
-                params![connection_id, at, reason],
-            )?;
-            Ok(())
+            Ok(disconnected(
+                &mut Lite(tx),
+                &name,
+                connection_id,
+                &reason,
+                at,
+            )?)
         })
         .await
     }
@@ -153,48 +119,26 @@ impl Db {
     /// The slave was heard from (keepalive answered).
     pub async fn slave_seen(&self, name: &str, at: i64) -> Result<(), DbError> {
         let name = name.to_string();
-        self.write(move |tx| {
-            tx.execute(
-                "UPDATE slaves SET last_seen = ?2 WHERE name = ?1",
-                params![name, at],
-            )?;
-            Ok(())
-        })
-        .await
+        self.write(move |tx| Ok(seen(&mut Lite(tx), &name, at)?))
+            .await
     }
 
     /// Every slave the database knows, by name.
     pub async fn slaves(&self) -> Result<Vec<SlaveRow>, DbError> {
-        self.read(|c| {
-            let mut st = c.prepare(
-                "SELECT name, connected, admin, host, os, version, numcpus, last_seen,
-                        connected_at, disconnect_reason FROM slaves ORDER BY name",
-            )?;
-            let rows = st.query_map([], slave_row)?;
-            rows.collect()
-        })
-        .await
+        self.read(|c| Ok(all(&mut Lite(c))?)).await
     }
 
     /// One slave, if the database knows it.
     pub async fn slave(&self, name: &str) -> Result<Option<SlaveRow>, DbError> {
         let name = name.to_string();
-        self.read(move |c| {
-            c.query_row(
-                "SELECT name, connected, admin, host, os, version, numcpus, last_seen,
-                        connected_at, disconnect_reason FROM slaves WHERE name = ?1",
-                [name],
-                slave_row,
-            )
-            .optional()
-        })
-        .await
+        self.read(move |c| Ok(one(&mut Lite(c), &name)?)).await
     }
 
     /// A slave's connections, newest first.
     pub async fn slave_connections(&self, name: &str) -> Result<Vec<ConnectionRow>, DbError> {
         let name = name.to_string();
-        self.read(move |c| connections(c, &name, -1)).await
+        self.read(move |c| Ok(connections(&mut Lite(c), &name, None)?))
+            .await
     }
 
     /// A slave's newest `limit` connections, newest first (for its page).
@@ -204,42 +148,151 @@ impl Db {
         limit: u32,
     ) -> Result<Vec<ConnectionRow>, DbError> {
         let name = name.to_string();
-        self.read(move |c| connections(c, &name, i64::from(limit)))
+        self.read(move |c| Ok(connections(&mut Lite(c), &name, Some(limit))?))
             .await
     }
 }
 
-/// A slave's connections, newest first: at most `limit` (all when negative).
-fn connections(c: &Connection, name: &str, limit: i64) -> rusqlite::Result<Vec<ConnectionRow>> {
-    let mut st = c.prepare_cached(
-        "SELECT id, slave, peer, connected_at, disconnected_at, reason
-         FROM slave_connections WHERE slave = ?1 ORDER BY id DESC LIMIT ?2",
+// The queries, on either backend ([`super::sql`]): what the methods above run
+// on SQLite, and a master on PostgreSQL will run there.
+
+/// Mark every slave still connected (and its open connection) gone.
+pub fn reset(db: &mut dyn Sql, reason: &str, at: i64) -> Result<(), SqlError> {
+    db.execute(
+        "UPDATE slave_connections SET disconnected_at = ?1, reason = ?2
+         WHERE disconnected_at IS NULL",
+        &[at.into(), reason.into()],
     )?;
-    let rows = st.query_map(params![name, limit], |r| {
-        Ok(ConnectionRow {
-            id: r.get(0)?,
-            slave: r.get(1)?,
-            peer: r.get(2)?,
-            connected_at: r.get(3)?,
-            disconnected_at: r.get(4)?,
-            reason: r.get(5)?,
-        })
-    })?;
-    rows.collect()
+    db.execute(
+        "UPDATE slaves SET connected = 0, disconnect_reason = ?1 WHERE connected = 1",
+        &[reason.into()],
+    )?;
+    Ok(())
 }
 
-fn slave_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SlaveRow> {
+/// Record a slave that just connected; the new connection's id.
+pub fn connected(
+    db: &mut dyn Sql,
+    name: &str,
+    peer: &str,
+    info: SlaveInfoRow,
+    at: i64,
+) -> Result<i64, SqlError> {
+    db.execute(
+        "INSERT INTO slaves(name, connected, admin, host, os, version, numcpus,
+                            commands, last_seen, connected_at, disconnect_reason)
+         VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, NULL)
+         ON CONFLICT(name) DO UPDATE SET connected = 1, admin = ?2, host = ?3,
+            os = ?4, version = ?5, numcpus = ?6, commands = ?7, last_seen = ?8,
+            connected_at = ?8, disconnect_reason = NULL",
+        &[
+            name.into(),
+            info.admin.into(),
+            info.host.into(),
+            info.os.into(),
+            info.version.into(),
+            info.numcpus.into(),
+            info.commands.into(),
+            at.into(),
+        ],
+    )?;
+    db.query_one(
+        "INSERT INTO slave_connections(slave, peer, connected_at) VALUES (?1, ?2, ?3)
+         RETURNING id",
+        &[name.into(), peer.into(), at.into()],
+    )?
+    .i64(0)
+}
+
+/// Record that a slave's connection ended, and why.
+pub fn disconnected(
+    db: &mut dyn Sql,
+    name: &str,
+    connection_id: i64,
+    reason: &str,
+    at: i64,
+) -> Result<(), SqlError> {
+    db.execute(
+        "UPDATE slaves SET connected = 0, last_seen = ?2, disconnect_reason = ?3
+         WHERE name = ?1",
+        &[name.into(), at.into(), reason.into()],
+    )?;
+    db.execute(
+        "UPDATE slave_connections SET disconnected_at = ?2, reason = ?3 WHERE id = ?1",
+        &[connection_id.into(), at.into(), reason.into()],
+    )?;
+    Ok(())
+}
+
+/// The slave was heard from.
+pub fn seen(db: &mut dyn Sql, name: &str, at: i64) -> Result<(), SqlError> {
+    db.execute(
+        "UPDATE slaves SET last_seen = ?2 WHERE name = ?1",
+        &[name.into(), at.into()],
+    )?;
+    Ok(())
+}
+
+const SLAVE_COLUMNS: &str = "SELECT name, connected, admin, host, os, version, numcpus, \
+     last_seen, connected_at, disconnect_reason FROM slaves";
+
+/// Every slave the database knows, by name.
+pub fn all(db: &mut dyn Sql) -> Result<Vec<SlaveRow>, SqlError> {
+    db.query(&format!("{SLAVE_COLUMNS} ORDER BY name"), &[])?
+        .iter()
+        .map(slave_row)
+        .collect()
+}
+
+/// One slave, if the database knows it.
+pub fn one(db: &mut dyn Sql, name: &str) -> Result<Option<SlaveRow>, SqlError> {
+    db.query_opt(&format!("{SLAVE_COLUMNS} WHERE name = ?1"), &[name.into()])?
+        .as_ref()
+        .map(slave_row)
+        .transpose()
+}
+
+/// A slave's connections, newest first: at most `limit` (all when `None`).
+pub fn connections(
+    db: &mut dyn Sql,
+    name: &str,
+    limit: Option<u32>,
+) -> Result<Vec<ConnectionRow>, SqlError> {
+    const SQL: &str = "SELECT id, slave, peer, connected_at, disconnected_at, reason
+         FROM slave_connections WHERE slave = ?1 ORDER BY id DESC";
+    let rows = match limit {
+        Some(n) => db.query(
+            &format!("{SQL} LIMIT ?2"),
+            &[name.into(), i64::from(n).into()],
+        )?,
+        None => db.query(SQL, &[name.into()])?,
+    };
+    rows.iter()
+        .map(|r| {
+            Ok(ConnectionRow {
+                id: r.i64(0)?,
+                slave: r.string(1)?,
+                peer: r.opt_string(2)?,
+                connected_at: r.i64(3)?,
+                disconnected_at: r.opt_i64(4)?,
+                reason: r.opt_string(5)?,
+            })
+        })
+        .collect()
+}
+
+fn slave_row(r: &Row) -> Result<SlaveRow, SqlError> {
     Ok(SlaveRow {
-        name: r.get(0)?,
-        connected: r.get::<_, i64>(1)? != 0,
-        admin: r.get(2)?,
-        host: r.get(3)?,
-        os: r.get(4)?,
-        version: r.get(5)?,
-        numcpus: r.get(6)?,
-        last_seen: r.get(7)?,
-        connected_at: r.get(8)?,
-        disconnect_reason: r.get(9)?,
+        name: r.string(0)?,
+        connected: r.bool(1)?,
+        admin: r.opt_string(2)?,
+        host: r.opt_string(3)?,
+        os: r.opt_string(4)?,
+        version: r.opt_string(5)?,
+        numcpus: r.opt_i64(6)?,
+        last_seen: r.opt_i64(7)?,
+        connected_at: r.opt_i64(8)?,
+        disconnect_reason: r.opt_string(9)?,
     })
 }
 
