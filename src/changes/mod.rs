@@ -27,8 +27,10 @@
 //! hangs on the slave port. This module sits below the engine and the schedulers
 //! and knows nothing of either.
 
+mod archpoller;
 pub mod bus;
 mod bzrpoller;
+mod cvspoller;
 mod darcspoller;
 mod gitpoller;
 mod hgpoller;
@@ -46,7 +48,9 @@ use serde::Serialize;
 use crate::sources::redact_url;
 
 pub use bus::{ChangeBus, PollRequest};
+pub use archpoller::ArchPoller;
 pub use bzrpoller::BzrPoller;
+pub use cvspoller::{parse_date as parse_cvs_date, CvsPoller};
 pub use darcspoller::DarcsPoller;
 pub use gitpoller::GitPoller;
 pub use hgpoller::HgPoller;
