@@ -245,7 +245,11 @@ pub fn format_date(secs: i64) -> String {
 /// `2026/12/07 05:25:02`, UTC) in unix seconds.
 pub fn parse_date(s: &str) -> Option<i64> {
     let s = s.trim().replace('/', "-");
-    let s = if s.len() == 19 { format!("{s} +0000") } else { s };
+    let s = if s.len() == 19 {
+        format!("{s} +0000")
+    } else {
+        s
+    };
     jiff::fmt::strtime::parse("%Y-%m-%d %H:%M:%S %z", &s)
         .ok()?
         .to_timestamp()

@@ -47,8 +47,8 @@ use serde::Serialize;
 
 use crate::sources::redact_url;
 
-pub use bus::{ChangeBus, PollRequest};
 pub use archpoller::ArchPoller;
+pub use bus::{ChangeBus, PollRequest};
 pub use bzrpoller::BzrPoller;
 pub use cvspoller::{parse_date as parse_cvs_date, CvsPoller};
 pub use darcspoller::DarcsPoller;

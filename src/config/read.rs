@@ -337,11 +337,9 @@ fn parse_cvs_sources(v: &Val, basedir: &Path) -> Result<Vec<Source>, ConfigError
         }
         let (module, branch) = match module.rsplit_once('#') {
             Some((m, b)) if !b.is_empty() => (m, b.to_string()),
-            Some(_) => {
-                return Err(v.err(format!(
-                    "{module:?} ends with `#` but names no branch; write MODULE#BRANCH or just MODULE"
-                )))
-            }
+            Some(_) => return Err(v.err(format!(
+                "{module:?} ends with `#` but names no branch; write MODULE#BRANCH or just MODULE"
+            ))),
             None => (module, String::new()),
         };
         let bad = module.is_empty()
@@ -1171,7 +1169,9 @@ fn read_factory(
             "arch" => {
                 arch = parse_arch_sources(v)?;
                 if arch.is_empty() {
-                    return Err(v.err("expected ARCHIVE/VERSION, e.g. ann@example.org--2026/proj--main--1.0"));
+                    return Err(v.err(
+                        "expected ARCHIVE/VERSION, e.g. ann@example.org--2026/proj--main--1.0",
+                    ));
                 }
             }
             "archivelocation" => {

@@ -355,7 +355,10 @@ impl<'a> Checkout<'a> {
             }
         }
         let mut url = url;
-        if matches!(self.source.kind, SourceKind::Bzr | SourceKind::Darcs | SourceKind::Arch) {
+        if matches!(
+            self.source.kind,
+            SourceKind::Bzr | SourceKind::Darcs | SourceKind::Arch
+        ) {
             if let Some(c) = &credentials {
                 if !c.password.is_empty() {
                     let url = redact_url(&self.source.url);
@@ -388,15 +391,18 @@ impl<'a> Checkout<'a> {
         };
         // CVS exports with `cvs export` (VC metadata is in every directory).
         let cvs_export = self.source.kind == SourceKind::Cvs && self.mode == Mode::Export;
-        let vc = Vc { export: cvs_export, ..vc };
+        let vc = Vc {
+            export: cvs_export,
+            ..vc
+        };
         let copying = matches!(self.mode, Mode::Copy | Mode::Export) && !cvs_export;
         let srcdir = if copying {
             copy_dir(&workdir)
         } else {
             workdir.clone()
         };
-        let probe = (self.mode != Mode::Clobber && !cvs_export)
-            .then(|| join(&srcdir, vc.metadata_dir()));
+        let probe =
+            (self.mode != Mode::Clobber && !cvs_export).then(|| join(&srcdir, vc.metadata_dir()));
         let clobber = self.mode == Mode::Clobber || cvs_export;
         let update = if clobber {
             Vec::new()
@@ -420,8 +426,7 @@ impl<'a> Checkout<'a> {
             if arch_export {
                 // tla's own export of the tree's revision: its metadata is in
                 // every directory (`.arch-ids`), and a copy would keep them.
-                if let Some((parent, _)) = workdir.rsplit_once('/').filter(|(p, _)| !p.is_empty())
-                {
+                if let Some((parent, _)) = workdir.rsplit_once('/').filter(|(p, _)| !p.is_empty()) {
                     finish.push(CheckoutOp::MkDir {
                         dir: parent.to_string(),
                     });
@@ -1092,10 +1097,10 @@ impl Vc<'_> {
                 self.hg_remote(self.url, &["--repository", name, "pull", "--", self.url])
             }
             SourceKind::Svn
-                | SourceKind::Bzr
-                | SourceKind::Darcs
-                | SourceKind::Cvs
-                | SourceKind::Arch => Vec::new(),
+            | SourceKind::Bzr
+            | SourceKind::Darcs
+            | SourceKind::Cvs
+            | SourceKind::Arch => Vec::new(),
         };
         let with_lock = |how: &[&str], words: &[String]| -> Vec<String> {
             let mut all = argv(&["flock"]);

@@ -266,8 +266,11 @@ pub async fn run(
                 Some(f)
             }
             Err(e) => {
-                up.header(&format!("cannot write the CVS password file: {}\n", strerror(&e)))
-                    .await?;
+                up.header(&format!(
+                    "cannot write the CVS password file: {}\n",
+                    strerror(&e)
+                ))
+                .await?;
                 up.send("rc", Value::from(1)).await?;
                 return Ok(None);
             }

@@ -577,7 +577,11 @@ fn commit_file(kind: SourceKind, repo: &Path, file: &str, content: &str) -> Stri
             run(repo, "hg", &["commit", "-q", "-u", "t", "-m", file]);
             run(repo, "hg", &["log", "--rev", ".", "--template", "{node}"])
         }
-        SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs | SourceKind::Cvs | SourceKind::Arch => {
+        SourceKind::Svn
+        | SourceKind::Bzr
+        | SourceKind::Darcs
+        | SourceKind::Cvs
+        | SourceKind::Arch => {
             panic!("tested in tests/vc_svn.rs, tests/vc_bzr.rs")
         }
     }
@@ -598,7 +602,11 @@ fn setup(kind: SourceKind) -> (tempfile::TempDir, PathBuf, Source, LocalSlave, S
             run(&up, "hg", &["init"]);
             "default"
         }
-        SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs | SourceKind::Cvs | SourceKind::Arch => {
+        SourceKind::Svn
+        | SourceKind::Bzr
+        | SourceKind::Darcs
+        | SourceKind::Cvs
+        | SourceKind::Arch => {
             panic!("tested in tests/vc_svn.rs, tests/vc_bzr.rs")
         }
     };
@@ -1496,7 +1504,11 @@ fn plans_keep_credentials_out_of_argv() {
                 }
                 assert_eq!(plan.env.0[HG_SOURCE_VAR], url);
             }
-            SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs | SourceKind::Cvs | SourceKind::Arch => {
+            SourceKind::Svn
+            | SourceKind::Bzr
+            | SourceKind::Darcs
+            | SourceKind::Cvs
+            | SourceKind::Arch => {
                 unreachable!("only git and hg are in the loop")
             }
         }
@@ -1723,7 +1735,9 @@ fn cvs_plans_check_out_update_and_export_with_cvs() {
     assert_eq!(
         p.full,
         vec![
-            CheckoutOp::RmDir { dir: "build".into() },
+            CheckoutOp::RmDir {
+                dir: "build".into()
+            },
             shell(
                 &[
                     "cvs",
@@ -1809,7 +1823,10 @@ fn a_pserver_password_goes_to_a_passfile_never_an_argv() {
     want.extend(crate::sources::cvs_scramble("s3cr3t"));
     want.push(b'\n');
     assert!(pass.starts_with(&want), "{text}");
-    assert!(text.contains("\n:pserver:anon@cvs.example.org:/cvsroot A"), "{text}");
+    assert!(
+        text.contains("\n:pserver:anon@cvs.example.org:/cvsroot A"),
+        "{text}"
+    );
     // The scramble is its own inverse (CVS's table is an involution).
     let twice: Vec<u8> = crate::sources::cvs_scramble("s3cr3t")[1..]
         .iter()
@@ -1831,7 +1848,13 @@ fn arch_plans_register_the_archive_in_a_private_home() {
             dir: ARCH_HOME.into(),
         },
         shell(
-            &["tla", "register-archive", "-f", "ann@example.org--2026", "/srv/arch"],
+            &[
+                "tla",
+                "register-archive",
+                "-f",
+                "ann@example.org--2026",
+                "/srv/arch",
+            ],
             "",
         ),
     ];
@@ -1839,7 +1862,9 @@ fn arch_plans_register_the_archive_in_a_private_home() {
     update.push(shell(&["tla", "update", v], "build"));
     assert_eq!(p.update, update);
     let mut full = register.clone();
-    full.push(CheckoutOp::RmDir { dir: "build".into() });
+    full.push(CheckoutOp::RmDir {
+        dir: "build".into(),
+    });
     full.push(shell(&["tla", "get", v, "build"], ""));
     assert_eq!(p.full, full);
     // Another branch in the same archive; a given revision; export by tla.
@@ -1848,13 +1873,13 @@ fn arch_plans_register_the_archive_in_a_private_home() {
     let rev = "ann@example.org--2026/proj--devel--2.0--patch-3";
     c.revision = Some(rev);
     let p = c.plan().unwrap();
-    assert!(p
-        .full
-        .contains(&shell(&["tla", "get", rev, "source"], "")));
+    assert!(p.full.contains(&shell(&["tla", "get", rev, "source"], "")));
     assert_eq!(
         p.finish,
         vec![
-            CheckoutOp::RmDir { dir: "build".into() },
+            CheckoutOp::RmDir {
+                dir: "build".into()
+            },
             shell(&["tla", "export", "../build"], "source"),
             CheckoutOp::GotRevision {
                 argv: argv(&["tla", "tree-revision"]),
