@@ -337,9 +337,11 @@ fn parse_cvs_sources(v: &Val, basedir: &Path) -> Result<Vec<Source>, ConfigError
         }
         let (module, branch) = match module.rsplit_once('#') {
             Some((m, b)) if !b.is_empty() => (m, b.to_string()),
-            Some(_) => return Err(v.err(format!(
+            Some(_) => {
+                return Err(v.err(format!(
                 "{module:?} ends with `#` but names no branch; write MODULE#BRANCH or just MODULE"
-            ))),
+            )))
+            }
             None => (module, String::new()),
         };
         let bad = module.is_empty()

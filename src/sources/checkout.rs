@@ -942,7 +942,10 @@ impl Vc<'_> {
                     workdir: dir.to_string(),
                 }]
             }
-            // To the version's latest revision or the given one, older or newer.
+            // `tla update` only goes forward (to a given older revision it may
+            // say "already up to date"): a given revision is a fresh `tla get`,
+            // which an empty update group leads to.
+            SourceKind::Arch if self.revision.is_some() => Vec::new(),
             SourceKind::Arch => {
                 let mut ops = self.tla_register();
                 ops.push(Self::shell(&["tla", "update", self.tla_target()], dir));

@@ -1873,6 +1873,7 @@ fn arch_plans_register_the_archive_in_a_private_home() {
     let rev = "ann@example.org--2026/proj--devel--2.0--patch-3";
     c.revision = Some(rev);
     let p = c.plan().unwrap();
+    assert!(p.update.is_empty(), "{:?}", p.update);
     assert!(p.full.contains(&shell(&["tla", "get", rev, "source"], "")));
     assert_eq!(
         p.finish,
