@@ -336,3 +336,63 @@ fn sendchange_vc_arch_takes_a_fully_qualified_revision() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("--vc arch"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cvs_arch_and_git_sources_side_by_side() {
+    if !have_tla() {
+        return;
+    }
+    let have_cvs = Command::new("cvs")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have_cvs {
+        support::skip("`cvs` is not installed (Debian: cvs)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = ArchRepo::new(tmp.path());
+    let r_arch = repo.commit("Ann <ann@example.org>", "a.txt", "arch\n", "first");
+    // A CVS module `lib` with one file.
+    let root = tmp.path().join("cvsroot");
+    let imp = tmp.path().join("cvs-import");
+    std::fs::create_dir_all(&imp).unwrap();
+    std::fs::write(imp.join("c.txt"), "cvs\n").unwrap();
+    for (args, dir) in [
+        (vec!["init"], tmp.path()),
+        (
+            vec!["-q", "import", "-m", "initial", "lib", "vendor", "start"],
+            imp.as_path(),
+        ),
+    ] {
+        let out = Command::new("cvs")
+            .arg("-f")
+            .arg("-d")
+            .arg(&root)
+            .args(&args)
+            .current_dir(dir)
+            .env("HOME", &repo.home)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let git = scheduler_common::GitRepo::new(&tmp.path().join("tool"));
+    let r_git = git.commit("Gil <gil@example.org>", "g.txt", "git");
+    let factories = format!(
+        "[mixed]\ntype = shell\n{}\ncvs = {} lib\ngit = {}#main\nstep.show = sh -c 'cat proj/a.txt lib/c.txt tool/g.txt'\n",
+        repo.source(VERSION),
+        root.display(),
+        git.url()
+    );
+    let m = EngineMaster::start(&master_ini(&factories, ""), Duration::from_secs(30)).await;
+    let _slave = m.slave().await;
+    let builder = format!("mixed-{SLAVE}");
+    let b = force(&m, &builder, 1, None, "success").await;
+    assert_eq!(prop(&b, "got_revision_proj"), r_arch);
+    assert_eq!(prop(&b, "got_revision_tool"), r_git);
+    assert!(prop(&b, "got_revision_lib").ends_with(" +0000"));
+    let log = m.log_text(&builder, 1, "show").await;
+    assert!(log.contains("arch") && log.contains("cvs") && log.contains("git"), "{log}");
+    m.master.shutdown().await;
+}
