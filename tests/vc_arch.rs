@@ -396,3 +396,45 @@ async fn cvs_arch_and_git_sources_side_by_side() {
     assert!(log.contains("arch") && log.contains("cvs") && log.contains("git"), "{log}");
     m.master.shutdown().await;
 }
+
+#[test]
+fn cvs_and_arch_keys_are_read_and_bad_ones_refused_naming_the_line() {
+    let projects = autobot::config::projects(None).unwrap();
+    let load = |factory: &str| {
+        let ini = format!(
+            "[:master:]\nslaveport = 9010\nhtmlport = 8010\npassword = x\nfactories = *\n\n[slave:s]\n\n{factory}"
+        );
+        autobot::config::load_from_str(Path::new("/m/master.ini"), Path::new("/m"), &ini, &projects)
+    };
+    let cfg = load(
+        "[a]\ntype = shell\ncvs = :pserver:anon:pw@cvs.example.org:/cvsroot mod ./cvsroot lib#rel-1\n\
+         arch = ann@example.org--2026/proj--main--1.0\narchiveLocation = http://arch.example.org/2026\nstep.x = true\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let s = &cfg.factories[0].sources;
+    assert_eq!(s[0].url, ":pserver:anon:pw@cvs.example.org:/cvsroot mod");
+    assert_eq!(s[0].branch, "");
+    assert_eq!(s[1].url, "/m/cvsroot lib");
+    assert_eq!(s[1].branch, "rel-1");
+    assert_eq!(s[2].url, "http://arch.example.org/2026");
+    assert_eq!(s[2].branch, VERSION);
+    assert_eq!(
+        autobot::sources::arch_version(&s[2], "proj--devel--2.0"),
+        "ann@example.org--2026/proj--devel--2.0"
+    );
+
+    for (factory, says) in [
+        ("cvs = /srv/cvs", "CVSROOT MODULE"),
+        ("cvs = srv/cvs proj", "not a CVSROOT"),
+        ("cvs = /srv/cvs ../proj", "not a CVS module"),
+        ("arch = proj--main--1.0\narchiveLocation = /a", "fully qualified"),
+        ("arch = a@b--1/proj--main--1.0", "archiveLocation"),
+        ("archiveLocation = /a", "arch sources"),
+    ] {
+        let e = load(&format!("[a]\ntype = shell\n{factory}\nstep.x = true\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("master.ini:"), "{e}");
+        assert!(e.contains(says), "{factory}: {e}");
+    }
+}
