@@ -393,7 +393,10 @@ async fn cvs_arch_and_git_sources_side_by_side() {
     assert_eq!(prop(&b, "got_revision_tool"), r_git);
     assert!(prop(&b, "got_revision_lib").ends_with(" +0000"));
     let log = m.log_text(&builder, 1, "show").await;
-    assert!(log.contains("arch") && log.contains("cvs") && log.contains("git"), "{log}");
+    assert!(
+        log.contains("arch") && log.contains("cvs") && log.contains("git"),
+        "{log}"
+    );
     m.master.shutdown().await;
 }
 
@@ -427,7 +430,10 @@ fn cvs_and_arch_keys_are_read_and_bad_ones_refused_naming_the_line() {
         ("cvs = /srv/cvs", "CVSROOT MODULE"),
         ("cvs = srv/cvs proj", "not a CVSROOT"),
         ("cvs = /srv/cvs ../proj", "not a CVS module"),
-        ("arch = proj--main--1.0\narchiveLocation = /a", "fully qualified"),
+        (
+            "arch = proj--main--1.0\narchiveLocation = /a",
+            "fully qualified",
+        ),
         ("arch = a@b--1/proj--main--1.0", "archiveLocation"),
         ("archiveLocation = /a", "arch sources"),
     ] {

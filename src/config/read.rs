@@ -313,7 +313,7 @@ fn parse_sources(v: &Val, kind: SourceKind, basedir: &Path) -> Result<Vec<Source
 /// branch a CVS branch tag (the trunk without one).
 fn parse_cvs_sources(v: &Val, basedir: &Path) -> Result<Vec<Source>, ConfigError> {
     let words: Vec<&str> = v.value.split_whitespace().collect();
-    if words.is_empty() || words.len() % 2 != 0 {
+    if words.is_empty() || !words.len().is_multiple_of(2) {
         return Err(v.err(format!(
             "expected CVSROOT MODULE[#BRANCH] (pairs of words), got {:?}; e.g. `cvs = :pserver:anonymous@cvs.example.org:/cvsroot proj` or `cvs = /srv/cvs proj#release-1`",
             crate::sources::redact_url(&v.value)

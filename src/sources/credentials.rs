@@ -263,7 +263,7 @@ const CVS_SHIFTS: [u8; 256] = [
     137, 245, 235, 163, 242, 178, 152,
 ];
 
-/// `password` as CVS stores it: `A` and each byte through [`CVS_SHIFTS`].
+/// `password` as CVS stores it: `A` and each byte through CVS's fixed table (`src/scramble.c`).
 pub fn cvs_scramble(password: &str) -> Vec<u8> {
     let mut out = vec![b'A'];
     out.extend(password.bytes().map(|b| CVS_SHIFTS[usize::from(b)]));
