@@ -149,6 +149,13 @@ async fn every_checkout_mode_on_an_autobot_slave() {
             .join(".autobot-arch-home/.arch-params/=locations")
             .join(ARCHIVE);
         assert!(registered.is_file(), "{mode}: {}", registered.display());
+        // ... and not in the HOME of the slave's user.
+        if let Some(home) = std::env::var_os("HOME") {
+            let theirs = Path::new(&home)
+                .join(".arch-params/=locations")
+                .join(ARCHIVE);
+            assert!(!theirs.exists(), "{}", theirs.display());
+        }
         // No .arch-ids left in an export.
         if mode == "export" {
             assert!(!builder_dir.join("build/.arch-ids").exists());

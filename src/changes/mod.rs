@@ -11,6 +11,9 @@
 //!   --xml`), with no local copy; [`BzrPoller`] asks each Bazaar branch with
 //!   `brz revno` and `brz log`, and [`DarcsPoller`] each Darcs repository with
 //!   `darcs log --xml-output`.
+//! * [`CvsPoller`] asks a CVS module for its file revisions since the last date
+//!   seen (`cvs rlog`) and groups them into commits; [`ArchPoller`] lists each GNU
+//!   Arch version's revisions (`tla revisions`) and reads their logs.
 //!
 //! All are blocking, keep no state of their own between polls and never touch the
 //! database: the caller passes the last revision it stored per branch and persists the

@@ -1,4 +1,4 @@
-//! The poller manager: one git, hg, svn, bzr or darcs poller per distinct repository URL of the
+//! The poller manager: one git, hg, svn, bzr, darcs, cvs or arch poller per distinct repository URL of the
 //! configured factories, polling all the branches any factory wants from it every
 //! `pollInterval` seconds (the shortest any of those factories asks for), and at
 //! once when someone asks ([`ChangeBus::request_poll`](crate::changes::ChangeBus));

@@ -1,5 +1,6 @@
 //! Where a build's source comes from and how it gets to the slave: a
-//! [`Source`] (a git, hg or svn repository and branch), the checkout [`Mode`] and
+//! [`Source`] (a git, hg, svn, bzr, darcs or CVS repository or GNU Arch archive,
+//! and a branch), the checkout [`Mode`] and
 //! [`Retry`] of Buildbot's Source steps, the checkout plan ([`checkout`]) that
 //! brings a source into a workdir with plain worker-protocol operations, and the
 //! handling of credentials in repository URLs ([`credentials`], with
@@ -77,6 +78,7 @@ impl SourceKind {
 pub struct Source {
     pub kind: SourceKind,
     /// The URL; `./` and `../` paths are already made absolute against the master dir.
+    /// CVS: `CVSROOT MODULE`; GNU Arch: the archive's location (`archiveLocation`).
     pub url: String,
     /// The branch (`master` for git, `default` for hg when not given; for svn and
     /// bzr a subpath of the URL, empty when the URL itself is checked out).

@@ -1,5 +1,5 @@
-//! The slave's native source checkout commands, `git`, `hg`, `svn`, `bzr` and `darcs`
-//! (Buildbot 0.7's slave had them): one command instead of the master's sequence of `stat`, `rmdir`,
+//! The slave's native source checkout commands, `git`, `hg`, `svn`, `bzr`, `darcs`,
+//! `cvs` and `arch` (Buildbot 0.7's slave had them): one command instead of the master's sequence of `stat`, `rmdir`,
 //! `mkdir`, `cpdir` and `shell` operations.
 //!
 //! The master sends the checkout's *settings* — `repourl`, `branch`, `revision`,
@@ -16,7 +16,10 @@
 //! [`crate::slave::tree`]); the mirrors directory is `BASEDIR/mirrors`. The revision checked out is sent as a
 //! `got_revision` update, then `rc` (0 when the checkout succeeded). Credentials
 //! in `repourl` reach git and hg only through the environment the plan gives
-//! ([`CheckoutPlan::env`]), never an argv or the log.
+//! ([`CheckoutPlan::env`]), never an argv or the log; a CVS pserver password
+//! through a passfile of the slave user's only, in the temporary directory while
+//! the checkout runs (`CVS_PASSFILE`); tla runs with `HOME` in the builder's
+//! directory ([`CheckoutPlan::home`]).
 
 use std::ffi::OsString;
 use std::process::Stdio;
