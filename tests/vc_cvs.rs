@@ -113,7 +113,7 @@ impl CvsRepo {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// The CVS date of `file`'s newest revision.
+    /// The CVS date of `file`'s newest revision, on any branch.
     fn date_of(&self, file: &str) -> String {
         let log = self.cvs(
             &self.wc,
@@ -123,13 +123,13 @@ impl CvsRepo {
                 "-q",
                 "rlog",
                 "-N",
-                "-r",
                 &format!("proj/{file}"),
             ],
         );
         log.lines()
-            .find_map(|l| l.strip_prefix("date: "))
-            .and_then(|l| l.split(';').next())
+            .filter_map(|l| l.strip_prefix("date: "))
+            .filter_map(|l| l.split(';').next())
+            .max()
             .unwrap_or_else(|| panic!("no date in {log}"))
             .to_string()
     }
@@ -498,4 +498,41 @@ async fn sendchange_vc_cvs_takes_a_cvs_date() {
     assert_eq!(prop(&b, "got_revision"), r1);
     assert!(m.log_text(&builder, 1, "show").await.contains("one"));
     m.master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cvs_branch_tag_is_polled_and_checked_out_on_its_own() {
+    use scheduler_common::{ini, wait_finished, wait_head, Site};
+    if !have_cvs() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = CvsRepo::new(tmp.path());
+    repo.commit(&[("a.txt", "trunk 1\n")], "on trunk");
+    // Branch rel-1 from the trunk; the working copy follows the branch.
+    repo.cvs(&repo.wc, &["-q", "tag", "-b", "rel-1"]);
+    repo.cvs(&repo.wc, &["-q", "update", "-r", "rel-1"]);
+    let first = repo.commit(&[("a.txt", "branch 1\n")], "on the branch");
+    wait_past(&first);
+    let url = format!("{} proj", repo.root.display());
+    let site = Site::new(&ini(
+        "pollInterval = 1\ntreeStable = 1",
+        &["s1"],
+        &format!("[rel]\ntype = shell\ncvs = {url}#rel-1\nstep.show = cat a.txt\n"),
+    ));
+    let run = site.start(&["s1"]).await;
+    let db = run.db().clone();
+    assert_eq!(wait_head(&db, &url, "rel-1").await, first);
+    let rev = repo.commit(&[("a.txt", "branch 2\n")], "again on the branch");
+    let b = wait_finished(&db, "rel-s1", 1).await;
+    assert_eq!(b.build.result.as_deref(), Some("success"), "{b:?}");
+    assert_eq!(b.revision.as_deref(), Some(rev.as_str()));
+    assert_eq!(b.changes.len(), 1, "{:?}", b.changes);
+    assert_eq!(b.changes[0].branch.as_deref(), Some("rel-1"));
+    assert_eq!(b.changes[0].comments, "again on the branch");
+    let tree = site.path().join("slave-s1/rel-s1/build/a.txt");
+    assert_eq!(read(&tree), "branch 2\n");
+    let sticky = read(&site.path().join("slave-s1/rel-s1/build/CVS/Entries"));
+    assert!(sticky.contains("/Trel-1"), "{sticky}");
+    run.stop().await;
 }
