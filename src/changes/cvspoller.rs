@@ -196,7 +196,10 @@ impl CvsPoller {
                 ),
             })?;
         if !ok {
-            return Err(one_line(&redact_in(&err, &self.url)));
+            // cvs names the CVSROOT alone in its messages.
+            let raw_root = cvs_root_module(&self.url).0;
+            let err = redact_in(&redact_in(&err, &self.url), raw_root);
+            return Err(one_line(&err));
         }
         Ok(parse_rlog(&out, module))
     }
