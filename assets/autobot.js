@@ -169,7 +169,7 @@
 })();
 
 // The log page: line links (#L12, #L10-L20; shift-click a number for a
-// range), search within the page with next/previous, and keyboard shortcuts on
+// range), search of the whole log with next/previous, and keyboard shortcuts on
 // every page. No server data is turned into markup here.
 (function () {
   "use strict";
@@ -225,37 +225,138 @@
     window.addEventListener("hashchange", fromHash);
     fromHash();
 
+    // Search of the whole log: the server lists the matching lines (1,000 at
+    // a time, each with its page); Enter, next and previous move through them,
+    // to another page when the match is there (?page=N&q=TEXT#L123), where
+    // the list is taken up again (kept in sessionStorage for this log).
+    var form = document.getElementById("log-find");
     var input = document.getElementById("log-search");
     var count = document.getElementById("log-count");
-    var hits = [], at = -1;
-    var find = function () {
-      for (var i = 0; i < hits.length; i++) { hits[i].classList.remove("hit", "cur"); }
-      hits = []; at = -1;
-      var q = input.value.toLowerCase();
-      if (q) {
-        var ls = pre.querySelectorAll(".l");
-        for (var j = 0; j < ls.length; j++) {
-          if (ls[j].textContent.toLowerCase().indexOf(q) >= 0) { ls[j].classList.add("hit"); hits.push(ls[j]); }
-        }
+    var api = form ? form.getAttribute("data-api") : null;
+    var here = parseInt(pre.getAttribute("data-page") || "1", 10);
+    var top = parseInt(pre.getAttribute("data-first-line") || "1", 10);
+    var found = null, at = -1, busy = false, shown = [];
+    var store = "autobot-search:" + location.pathname;
+    var save = function () {
+      try { sessionStorage.setItem(store, JSON.stringify({ q: found.q, hits: found.hits, more: found.more })); } catch (x) {}
+    };
+    var restore = function (q) {
+      try {
+        var s = JSON.parse(sessionStorage.getItem(store) || "null");
+        if (s && s.q === q && s.hits) { return s; }
+      } catch (x) {}
+      return null;
+    };
+    var say = function () {
+      if (!found) { count.textContent = ""; return; }
+      if (!found.hits.length) { count.textContent = found.more ? "searching…" : "no matches"; return; }
+      count.textContent = (at >= 0 ? (at + 1) + " of " + found.hits.length : found.hits.length + " lines") +
+        (found.more ? " (more…)" : "");
+    };
+    // The matches on this page, highlighted; the current one marked.
+    var paint = function () {
+      for (var i = 0; i < shown.length; i++) { shown[i].classList.remove("hit", "cur"); }
+      shown = [];
+      if (!found) { return; }
+      for (var j = 0; j < found.hits.length; j++) {
+        if (found.hits[j].page !== here) { continue; }
+        var el = document.getElementById("L" + found.hits[j].line);
+        if (!el) { continue; }
+        el.classList.add("hit");
+        if (j === at) { el.classList.add("cur"); }
+        shown.push(el);
       }
-      count.textContent = q ? hits.length + " lines" : "";
+    };
+    // The next batch of matches, after the last one known.
+    var more = function (then) {
+      if (busy || !api) { return; }
+      busy = true;
+      var last = found.hits.length ? found.hits[found.hits.length - 1].line : 0;
+      var asked = found;
+      fetch(api + "?q=" + encodeURIComponent(found.q) + "&after=" + last, { credentials: "same-origin", cache: "no-store" })
+        .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
+        .then(function (j) {
+          busy = false;
+          if (asked !== found) { return; }
+          for (var i = 0; i < j.matches.length; i++) { found.hits.push({ line: j.matches[i].line, page: j.matches[i].page }); }
+          found.more = !!j.more && j.matches.length > 0;
+          save();
+          then();
+        })
+        .catch(function () { busy = false; count.textContent = "search failed"; });
+    };
+    var visit = function (i) {
+      at = i;
+      var h = found.hits[i];
+      var to = location.pathname + "?page=" + h.page + "&q=" + encodeURIComponent(found.q) + "#L" + h.line;
+      if (h.page !== here) { location.href = to; return; }
+      history.replaceState(null, "", to);
+      mark(h.line, h.line);
+      paint();
+      var el = document.getElementById("L" + h.line);
+      if (el) { el.scrollIntoView({ block: "center" }); }
+      say();
     };
     var go = function (d) {
-      if (!hits.length) { return; }
-      if (at >= 0) { hits[at].classList.remove("cur"); }
-      at = (at + d + hits.length) % hits.length;
-      hits[at].classList.add("cur");
-      hits[at].scrollIntoView({ block: "center" });
-      count.textContent = (at + 1) + " of " + hits.length + " lines";
+      var q = input.value;
+      if (!q || busy) { return; }
+      if (!found || found.q !== q) {
+        found = { q: q, hits: [], more: true };
+        at = -1;
+        say();
+        more(function () { go(d); });
+        return;
+      }
+      var n = found.hits.length, i = -1, k;
+      if (at < 0) {
+        // From this page: the first match on it or after (or the last before).
+        for (k = 0; k < n; k++) { if (found.hits[k].line >= top) { i = k; break; } }
+        if (d < 0) { i = i < 0 ? n - 1 : i - 1; }
+        if (i < 0 && d > 0 && found.more) { more(function () { go(d); }); return; }
+        if (i < 0) { i = d > 0 ? 0 : n - 1; }
+      } else {
+        i = at + d;
+      }
+      if (i >= n) {
+        if (found.more) { more(function () { go(d); }); return; }
+        i = 0;
+      }
+      if (i < 0) { i = n - 1; }
+      if (n) { visit(i); } else { say(); }
     };
-    if (input) {
-      input.addEventListener("input", find);
+    if (input && count) {
+      document.getElementById("log-prev").hidden = false;
+      document.getElementById("log-next").hidden = false;
+      input.addEventListener("input", function () { found = null; at = -1; paint(); say(); });
       input.addEventListener("keydown", function (e) {
         if (e.key === "Enter") { e.preventDefault(); go(e.shiftKey ? -1 : 1); }
       });
       document.getElementById("log-next").addEventListener("click", function () { go(1); });
       document.getElementById("log-prev").addEventListener("click", function () { go(-1); });
-      document.getElementById("log-find").addEventListener("submit", function (e) { e.preventDefault(); });
+      form.addEventListener("submit", function (e) { e.preventDefault(); go(1); });
+      // Arrived from a match on another page: take the list up again there.
+      var q0 = new URLSearchParams(location.search).get("q");
+      var m0 = /^#L(\d+)$/.exec(location.hash);
+      if (q0) {
+        input.value = q0;
+        var line0 = m0 ? parseInt(m0[1], 10) : -1;
+        var resume = function () {
+          for (var k = 0; k < found.hits.length; k++) {
+            if (found.hits[k].line === line0) { at = k; break; }
+          }
+          var last = found.hits.length ? found.hits[found.hits.length - 1].line : 0;
+          if (at < 0 && found.more && last < line0) { more(resume); return; }
+          paint();
+          say();
+          // In the middle of the window, once the browser's own jump to the
+          // #L anchor (at the page's load) is done.
+          var el = document.getElementById("L" + line0);
+          var centre = function () { if (el) { el.scrollIntoView({ block: "center" }); } };
+          if (document.readyState === "complete") { centre(); } else { window.addEventListener("load", centre); }
+        };
+        found = restore(q0);
+        if (found) { resume(); } else { found = { q: q0, hits: [], more: true }; more(resume); }
+      }
     }
   }
 

@@ -19,7 +19,10 @@
 //!   the peak VmHWM) meanwhile;
 //! * `issue23` (`--only issue23` runs just it) — the console, the waterfall
 //!   filtered by builder and a 100 MB log's pages (first, last, middle): the
-//!   first load, p50/p95 and bytes of HTML;
+//!   first load, p50/p95 and bytes of HTML; and a search of the whole 100 MB
+//!   log (`…/logs/LOG/search?q=`, JSON and HTML) for its one error line — the
+//!   first search (the page index built too), then p50/p95 (budget 1 s) — and
+//!   for a word on every line (stops at 1,000 matches);
 //! * `sse` — a step prints a timestamp every 100 ms; a client on the log's live
 //!   tail measures when each line reaches it (p50/p95/max); the same for
 //!   `/events` (`step_started` of the next step).
@@ -134,6 +137,7 @@ fn issue23_setup(mdir: &Path) {
 
 fn issue23(hp: u16, requests: usize) {
     let log = "/builders/f7-s3/builds/100/steps/test/logs/stdio";
+    log_search(hp, log, requests.min(20));
     let pages = [
         ("console", "/console".to_string(), true),
         (
@@ -173,6 +177,52 @@ fn issue23(hp: u16, requests: usize) {
         if len > 500_000 {
             println!("# over budget: {name} {len} B > 500 kB");
         }
+    }
+}
+
+/// Searches of the 100 MB log, the first before any page of it was opened
+/// (its page index is built by the first): a text on one line only (the whole
+/// log read), and one on every line (the first 1,000 found).
+fn log_search(hp: u16, log: &str, requests: usize) {
+    let searches = [
+        (
+            "log_100mb_search_api",
+            format!("/api/v1{log}/search?q=The%20One%20Error"),
+        ),
+        (
+            "log_100mb_search_html",
+            format!("{log}/search?q=the%20one%20error"),
+        ),
+        (
+            "log_100mb_search_every_line",
+            format!("/api/v1{log}/search?q=compiler&after=500000"),
+        ),
+    ];
+    for (name, path) in &searches {
+        let t = Instant::now();
+        let (status, _, len, _) = timed_get(hp, path, None);
+        assert_eq!(status, 200, "{path}");
+        report(
+            &format!("{name}_first_ms"),
+            t.elapsed().as_secs_f64() * 1e3,
+            "ms",
+            None,
+            true,
+        );
+        let mut times: Vec<f64> = (0..requests).map(|_| timed_get(hp, path, None).3).collect();
+        report(
+            &format!("{name}_p50"),
+            percentile(&mut times, 0.5),
+            "ms",
+            None,
+            true,
+        );
+        let p95 = percentile(&mut times, 0.95);
+        report(&format!("{name}_p95"), p95, "ms", None, true);
+        if p95 > 1000.0 {
+            println!("# over budget: {name} p95 {p95:.0} ms > 1 s");
+        }
+        report(&format!("{name}_bytes"), len as f64, "B", None, true);
     }
 }
 

@@ -49,6 +49,7 @@ DEB=(
   "subversion-tools /usr/share/subversion/hook-scripts/commit-email.pl"  # svn commit mails
   "brz              brz"            # Bazaar (brz, also `bzr`)
   "darcs            darcs"          # Darcs
+  "patch            patch"          # try from svn, bzr and darcs trees: the slave's patch(1)
   "cvs              cvs"            # CVS (a local CVSROOT)
   "tla              tla"            # GNU Arch
 )

@@ -53,6 +53,8 @@
 //! * [`sources`] — `Source`, `Mode`, `Retry`, the checkout plan and credentials in
 //!   repository URLs (`redact_url`): used by config, factory, engine, changes and
 //!   the slave alike.
+//! * [`secrets`] — `secretsDir`'s build secrets and the redaction of every
+//!   form of them from step output (used by config, factory and engine).
 //! * [`protocol`] — Buildbot's `msgpack_experimental_v7` worker protocol: frames and
 //!   messages shared by master and slave.
 //! * [`calendar`] — the wall clock and UTC dates (pages, cron).
@@ -87,7 +89,7 @@
 //! factory
 //! activity
 //! db         logstore
-//! sources    protocol   calendar   templates  links  memory
+//! sources    protocol   calendar   templates  links  memory  secrets
 //! ```
 //!
 //! Within a module anything goes.
@@ -110,6 +112,7 @@ pub mod protocol;
 pub mod reporters;
 pub mod retention;
 pub mod schedulers;
+pub mod secrets;
 pub mod slave;
 pub mod slavelink;
 pub mod sources;

@@ -110,13 +110,118 @@ pub fn on_release(release: impl Fn() -> bool + Send + Sync + 'static) {
 /// of the binary and libraries that are mapped but unused ([`drop_file_pages`]),
 /// and malloc's free pages ([`release`]). Blocking (reads `/proc`, system calls).
 pub fn release_all() {
+    // Threads that wait for work (`idle_thread`) drop their stacks' unused pages
+    // the next time they do; the releasers below wake those that sleep now.
+    STACKS_RELEASED.fetch_add(1, Ordering::Relaxed);
     RELEASERS
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .retain(|release| release());
-    drop_file_pages();
+    let dropped = drop_file_pages();
+    let stack = release_own_stack() >> 10;
     if held_free() >= KEEP_FREE {
         release();
+    }
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let (in_use, free) = heap();
+        tracing::debug!(
+            "memory given back: {dropped} KiB of file pages unmapped, {stack} KiB of \
+             stack; malloc holds {} KiB in use and {} KiB free",
+            in_use >> 10,
+            free >> 10
+        );
+    }
+}
+
+/// Bytes malloc has handed out and not had back, and bytes it holds free (every
+/// arena's, and its own mappings'); `(0, 0)` where this cannot be known. What an
+/// operator reads (`AUTOBOT_LOG=autobot::memory=debug`) to tell memory still
+/// used after work from memory kept free by malloc.
+pub fn heap() -> (usize, usize) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads malloc's statistics.
+        let info = unsafe { nix::libc::mallinfo2() };
+        (info.uordblks + info.hblkhd, info.fordblks)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        (0, 0)
+    }
+}
+
+/// How many times memory was given back ([`release_all`]): a thread that saw
+/// an older count in [`idle_thread`] has stack pages to give back too.
+static STACKS_RELEASED: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The [`STACKS_RELEASED`] count this thread last released its stack for.
+    static STACK_SEEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Pages this far below the caller's frame are left alone by
+/// [`release_own_stack`]: the red zone, a signal handler's frame and the frames
+/// the call itself needs are well inside it.
+const STACK_MARGIN: usize = 16 << 10;
+
+/// Called by a long-lived thread as it starts waiting for work (a runtime's
+/// `on_thread_park`): once memory has been given back since this thread last
+/// looked, it drops the pages of its own stack that deeper calls (a page
+/// rendered, a Build's messages) left resident. A load and a compare otherwise,
+/// so it can sit on a hot path. Pages below a thread's frames are unused by
+/// definition, so only the thread itself can safely give them back, at a
+/// moment it chooses.
+pub fn idle_thread() {
+    let now = STACKS_RELEASED.load(Ordering::Relaxed);
+    if STACK_SEEN.with(|seen| seen.replace(now)) != now {
+        release_own_stack();
+    }
+}
+
+/// Give back the pages of the calling thread's stack below its current frame
+/// (`madvise(MADV_DONTNEED)`: the next call that reaches that deep gets fresh
+/// zeroed pages, as when the thread started). Returns the bytes of stack
+/// released (at most; pages never touched count too).
+pub fn release_own_stack() -> usize {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let marker = 0u8;
+        let here = std::hint::black_box(&marker) as *const u8 as usize;
+        // SAFETY: pthread_getattr_np fills `attr` for the calling thread (it is
+        // destroyed right after); madvise only touches the range between the
+        // lowest address of this thread's own stack and STACK_MARGIN below this
+        // frame, where nothing lives: the stack grows down, every live frame
+        // (this one's callers') is above `here`, and no other thread uses this
+        // stack.
+        unsafe {
+            use nix::libc;
+            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+            if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+                return 0;
+            }
+            let mut addr: *mut libc::c_void = std::ptr::null_mut();
+            let mut size: libc::size_t = 0;
+            let r = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
+            libc::pthread_attr_destroy(&mut attr);
+            let page = match libc::sysconf(libc::_SC_PAGESIZE) {
+                n if n > 0 => n as usize,
+                _ => 4096,
+            };
+            let low = (addr as usize).saturating_add(page - 1) & !(page - 1);
+            let high = here.saturating_sub(STACK_MARGIN) & !(page - 1);
+            if r != 0 || high <= low || here >= (addr as usize).saturating_add(size) {
+                return 0;
+            }
+            // Below a main thread's stack lies address space it may still grow
+            // into, not mapped yet: madvise says ENOMEM for that part and drops
+            // the rest all the same.
+            libc::madvise(low as *mut libc::c_void, high - low, libc::MADV_DONTNEED);
+            high - low
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        0
     }
 }
 
@@ -434,5 +539,60 @@ Rss:                   0 kB
         if cfg!(target_os = "linux") {
             assert!(before > 0, "a test binary has resident code pages");
         }
+    }
+
+    /// Touch `depth` KiB of stack below the caller; the address of the deepest
+    /// frame's buffer.
+    #[inline(never)]
+    fn go_deep(depth: usize) -> usize {
+        let buf = [depth as u8; 1024];
+        let here = std::hint::black_box(&buf).as_ptr() as usize;
+        if depth == 0 {
+            here
+        } else {
+            std::hint::black_box(go_deep(depth - 1))
+        }
+    }
+
+    /// Whether the page holding `addr` is resident (mincore).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn resident(addr: usize) -> bool {
+        let page = 4096;
+        let start = addr & !(page - 1);
+        let mut vec = [0u8; 1];
+        // SAFETY: mincore reads the residency of one page of this thread's stack
+        // mapping into `vec`.
+        let r =
+            unsafe { nix::libc::mincore(start as *mut nix::libc::c_void, page, vec.as_mut_ptr()) };
+        assert_eq!(r, 0, "mincore: {}", std::io::Error::last_os_error());
+        vec[0] & 1 == 1
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn an_idle_thread_gives_back_the_stack_its_deep_calls_touched() {
+        std::thread::Builder::new()
+            .stack_size(4 << 20)
+            .spawn(|| {
+                let deep = go_deep(1024);
+                assert!(resident(deep), "the deep frame's page was touched");
+                let released = release_own_stack();
+                assert!(released >= 512 << 10, "released only {released} bytes");
+                assert!(!resident(deep), "the deep page is still resident");
+                // The thread goes on: the same depth again gets fresh pages.
+                let again = go_deep(1024);
+                assert!(resident(again));
+                // idle_thread releases once per release_all, not on every park.
+                STACKS_RELEASED.fetch_add(1, Ordering::Relaxed);
+                go_deep(1024);
+                idle_thread();
+                assert!(!resident(deep), "idle_thread after a release");
+                go_deep(1024);
+                idle_thread();
+                assert!(resident(deep), "no release since: the pages stay");
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }

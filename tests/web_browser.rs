@@ -561,14 +561,15 @@ async fn chromium_reads_logs_by_line_and_page() {
     )
     .await;
 
-    // Search with next and previous (the header's command line matches too).
+    // Search with next and previous (the header's command line matches too);
+    // the whole log's matches, here all on its one page.
     b.type_into("#log-search", "line f").await;
     b.click("#log-next").await;
     b.wait_js(
         "the first match",
         "var hits = document.querySelectorAll('#log .l.hit'); return hits.length > 1 \
          && document.querySelector('#log .l.cur') === hits[0] \
-         && document.getElementById('log-count').textContent === '1 of ' + hits.length + ' lines'",
+         && document.getElementById('log-count').textContent === '1 of ' + hits.length",
     )
     .await;
     b.click("#log-prev").await;
@@ -670,6 +671,29 @@ async fn chromium_reads_logs_by_line_and_page() {
         &format!("var l = document.getElementById('L{far}'); return !!l && l.classList.contains('sel') && l.textContent === '7654321\\n'"),
     )
     .await;
+    // The whole 100 MB log searched (the text is on one line only): from the
+    // API (timed: a debug build here; bench/web.rs times the release one),
+    // and from the first page's search box, which opens the line's page.
+    let t = Instant::now();
+    let r = web_common::get(
+        m.master.htmlport(),
+        "/api/v1/builders/big-s1/builds/1/steps/seq/logs/stdio/search?q=9876543",
+    )
+    .await;
+    eprintln!("100 MB log: searched in {:?} (debug build)", t.elapsed());
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    let near = one + 9_876_542;
+    assert_eq!(v["matches"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["matches"][0]["line"], json!(near), "{v}");
+    assert_eq!(v["more"], json!(false), "{v}");
+    b.goto(&big).await;
+    b.type_into("#log-search", "9876543\u{E007}").await;
+    b.wait_js(
+        "the 100 MB log's one match, on its page",
+        &format!("var l = document.getElementById('L{near}'); return !!l && l.classList.contains('cur') \
+           && document.getElementById('log-count').textContent === '1 of 1'"),
+    )
+    .await;
 
     // Keyboard: `e` on a log page jumps to its first error; `g c` opens the
     // console, `g w` the waterfall, `/` focuses the filter.
@@ -731,4 +755,99 @@ async fn chromium_reads_logs_by_line_and_page() {
     b.screenshot("12-waterfall-dark").await;
     b.goto(&log).await;
     b.screenshot("13-log-dark").await;
+}
+
+const SEARCH_FACTORIES: &str = r#"
+[pages]
+type = shell
+step.rows = awk 'BEGIN { for (i = 1; i <= 7000; i++) { if (i == 4500 || i == 4600 || i == 6500) print "zeb" "ra " i; else print "row " i } }'
+"#;
+
+/// Search covers the whole log: on page 1 of a four-page log, a term found
+/// only on pages 3 and 4 (the command that printed it does not spell it) is
+/// typed and Enter pressed: page 3 opens with the first match highlighted and
+/// in view, "1 of 3"; next moves on that page, then to page 4; previous comes
+/// back to page 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chromium_searches_the_whole_log_across_pages() {
+    let Some((chromium, driver)) = browser_tools() else {
+        return;
+    };
+    let m = web_common::start(&master_ini(SEARCH_FACTORIES, "")).await;
+    let _slave = m.slave().await;
+    let base = format!("http://127.0.0.1:{}", m.master.htmlport());
+    let req = m
+        .force("pages-s1", autobot::engine::ForceRequest::default())
+        .await;
+    assert_eq!(m.wait_request(req).await.result.as_deref(), Some("success"));
+    let text = m.log_text("pages-s1", 1, "rows").await;
+    let hits: Vec<usize> = text
+        .split('\n')
+        .enumerate()
+        .filter(|(_, l)| l.contains("zebra"))
+        .map(|(i, _)| i + 1)
+        .collect();
+    let pages: Vec<usize> = hits.iter().map(|l| (l - 1) / 2000 + 1).collect();
+    assert_eq!(pages, [3, 3, 4], "{hits:?}");
+    let b = Browser::start(chromium, driver).await;
+    let log = format!("{base}/builders/pages-s1/builds/1/steps/rows/logs/stdio");
+    b.goto(&log).await;
+    b.wait_js(
+        "page 1 with the search box",
+        "return document.getElementById('log').getAttribute('data-page') === '1' \
+         && !document.getElementById('log-next').hidden \
+         && document.getElementById('log-search').placeholder === 'search this log'",
+    )
+    .await;
+    // The current match: on page `page`, line `line` marked and in view, the
+    // count `k of 3`.
+    let at = |page: usize, line: usize, k: usize| {
+        format!(
+            "var p = document.getElementById('log'); var l = document.getElementById('L{line}'); \
+             if (!p || !l || p.getAttribute('data-page') !== '{page}') return false; \
+             var r = l.getBoundingClientRect(); \
+             return l.classList.contains('cur') && l.classList.contains('hit') \
+               && document.querySelectorAll('#log .cur').length === 1 \
+               && r.top >= 0 && r.bottom <= window.innerHeight \
+               && location.hash === '#L{line}' \
+               && document.getElementById('log-count').textContent === '{k} of 3' \
+               && document.getElementById('log-search').value === 'zebra'"
+        )
+    };
+    b.type_into("#log-search", "zebra\u{E007}").await;
+    b.wait_js("Enter: the first match, on page 3", &at(3, hits[0], 1))
+        .await;
+    // Both of page 3's matches are highlighted.
+    assert_eq!(
+        b.js("return document.querySelectorAll('#log .hit').length")
+            .await,
+        json!(2)
+    );
+    b.screenshot("14-log-search-page-3").await;
+    b.click("#log-next").await;
+    b.wait_js("next: the second match, same page", &at(3, hits[1], 2))
+        .await;
+    b.click("#log-next").await;
+    b.wait_js("next: the third match, on page 4", &at(4, hits[2], 3))
+        .await;
+    b.click("#log-prev").await;
+    b.wait_js("previous: back to page 3", &at(3, hits[1], 2))
+        .await;
+    // Enter again goes on from the current match; past the last, it wraps.
+    b.type_into("#log-search", "\u{E007}").await;
+    b.wait_js("Enter: the third match", &at(4, hits[2], 3))
+        .await;
+    b.click("#log-next").await;
+    b.wait_js("next past the last: the first", &at(3, hits[0], 1))
+        .await;
+    // A new term starts over; none found says so.
+    b.js("var i = document.getElementById('log-search'); i.value = ''; i.dispatchEvent(new Event('input'))")
+        .await;
+    b.type_into("#log-search", "no such text\u{E007}").await;
+    b.wait_js(
+        "no matches",
+        "return document.getElementById('log-count').textContent === 'no matches' \
+         && document.querySelectorAll('#log .hit, #log .cur').length === 0",
+    )
+    .await;
 }

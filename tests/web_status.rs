@@ -5,7 +5,9 @@
 //! stopped ends `cancelled` (its own class, who stopped it and why) on the
 //! waterfall, the build page and the JSON API. The row placement itself is
 //! unit-tested in `src/web/pages/waterfall.rs`. A log page carries each line's
-//! arrival time for the timestamps switch.
+//! arrival time for the timestamps switch, and its search covers the whole log
+//! (`…/logs/LOG/search`, HTML and JSON): matches on every page, plain and
+//! compressed, bounded, escaped, served where the log page is.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -33,6 +35,10 @@ step.wait = sleep 60
 [paced]
 type = shell
 step.two = echo first-line; sleep 0.3; echo second-line
+
+[searchable]
+type = shell
+step.many = awk 'BEGIN { for (i = 1; i <= 6500; i++) { if (i % 1000 == 0) print "Needle at row " i; else print "row " i } print "<script>alert(1)</script> nEEdle" }'
 "#;
 
 /// The `data-t` (ms after the step's start) of the log line whose text ends
@@ -367,4 +373,207 @@ step.w.logParser = compile
         "{c}"
     );
     assert!(c.contains("Cy Coder"), "{c}");
+}
+
+/// The lines of `text` (1-based) holding `what`, case-insensitively: what a
+/// search must find.
+fn lines_with(text: &str, what: &str) -> Vec<u64> {
+    let what = what.to_lowercase();
+    text.split('\n')
+        .enumerate()
+        .filter(|(_, l)| l.to_lowercase().contains(&what))
+        .map(|(i, _)| i as u64 + 1)
+        .collect()
+}
+
+fn json(r: &web_common::Resp) -> serde_json::Value {
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body))
+}
+
+fn matched_lines(v: &serde_json::Value) -> Vec<u64> {
+    v["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["line"].as_u64().unwrap())
+        .collect()
+}
+
+/// Search covers the whole log: a 6,500-line log (four pages) is searched
+/// through the page route family (HTML, the form without the page script) and
+/// the JSON API: every matching line on every page, with its page, after a
+/// line, at most 1,000 at a time with "more", a `<script>` line escaped, the
+/// same from the log stored compressed, and the log page's own answers for an
+/// unknown or deleted log, on the public port as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn search_covers_the_whole_log() {
+    let m = web_common::start(&master_ini(FACTORIES, "")).await;
+    let _slave = m.slave().await;
+    let port = m.master.htmlport();
+    let req = m.force("searchable-s1", ForceRequest::default()).await;
+    assert_eq!(m.wait_request(req).await.result.as_deref(), Some("success"));
+    let text = m.log_text("searchable-s1", 1, "many").await;
+    let log = "/builders/searchable-s1/builds/1/steps/many/logs/stdio";
+    let api = format!("/api/v1{log}/search");
+
+    // The log page's form: the whole log, a plain GET form without the script.
+    let page = get(port, log).await.body;
+    assert!(
+        page.contains(&format!("action=\"{log}/search\" method=\"get\""))
+            && page.contains("name=\"q\"")
+            && page.contains("placeholder=\"search this log\""),
+        "{page}"
+    );
+
+    // Every line holding the text, on all four pages, each with its page.
+    let want = lines_with(&text, "needle");
+    assert!(want.len() >= 8, "{want:?}");
+    let r = get(port, &format!("{api}?q=NEEDLE")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/json"));
+    let v = json(&r);
+    assert_eq!(matched_lines(&v), want);
+    assert_eq!(v["more"], false);
+    assert_eq!(v["pages"], 4);
+    for hit in v["matches"].as_array().unwrap() {
+        let line = hit["line"].as_u64().unwrap();
+        assert_eq!(
+            hit["page"].as_u64().unwrap(),
+            (line - 1) / 2000 + 1,
+            "{hit}"
+        );
+    }
+    let row3000 = lines_with(&text, "needle at row 3000")[0];
+    let last = *want.last().unwrap();
+    let hit = v["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["line"] == last)
+        .unwrap();
+    // The excerpt is the line's text, as JSON text (the page script sets it
+    // as text, never as markup).
+    assert_eq!(hit["text"], "<script>alert(1)</script> nEEdle");
+    // After a line: only those after it.
+    let v = json(&get(port, &format!("{api}?q=needle&after={row3000}")).await);
+    let later: Vec<u64> = want.iter().copied().filter(|l| *l > row3000).collect();
+    assert_eq!(matched_lines(&v), later);
+
+    // The HTML list: each line linked on its page, the log's text escaped.
+    let r = get(port, &format!("{log}/search?q=needle")).await;
+    assert_eq!(r.status, 200);
+    let html = r.body;
+    for line in &want {
+        let page = (line - 1) / 2000 + 1;
+        assert!(
+            html.contains(&format!("href=\"{log}?page={page}#L{line}\"")),
+            "line {line}: {html}"
+        );
+    }
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt; nEEdle"),
+        "{html}"
+    );
+    assert!(!html.contains("<script>alert"), "{html}");
+    assert!(html.contains("value=\"needle\""), "{html}");
+
+    // Bounded: 1,000 lines at a time, "more" and where to go on from.
+    let rows = lines_with(&text, "row");
+    assert!(rows.len() > 2000, "{}", rows.len());
+    let v = json(&get(port, &format!("{api}?q=row")).await);
+    assert_eq!(matched_lines(&v), rows[..1000]);
+    assert_eq!(v["more"], true);
+    let v = json(&get(port, &format!("{api}?q=row&after={}", rows[999])).await);
+    assert_eq!(matched_lines(&v), rows[1000..2000]);
+    let html = get(port, &format!("{log}/search?q=row")).await.body;
+    assert_eq!(html.matches("<li>").count(), 1000);
+    assert!(
+        html.contains(&format!(
+            "id=\"search-more\" rel=\"next\" href=\"{log}/search?q=row&amp;after={}\"",
+            rows[999]
+        )),
+        "{html}"
+    );
+    assert!(html.len() < 500_000, "{}", html.len());
+    // Nothing found, and questions that cannot be asked.
+    let v = json(&get(port, &format!("{api}?q=no%20such%20text")).await);
+    assert_eq!(
+        (matched_lines(&v), &v["more"]),
+        (vec![], &serde_json::json!(false))
+    );
+    let none = get(port, &format!("{log}/search?q=no%20such%20text"))
+        .await
+        .body;
+    assert!(none.contains("No line of the log holds"), "{none}");
+    let long = "x".repeat(1001);
+    for path in [
+        format!("{api}?q={long}"),
+        format!("{log}/search?q={long}"),
+        format!("{api}?q=row&after=abc"),
+        format!("{api}?q="),
+    ] {
+        let r = get(port, &path).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.body);
+    }
+    assert!(get(port, &format!("{api}?q=row&after=abc"))
+        .await
+        .body
+        .contains("after=\\\"abc\\\""));
+
+    // Compressed (as logCompressionAfter leaves it): the same answers.
+    let file = m
+        .master
+        .db()
+        .log_file("searchable-s1", 1, "many", "stdio")
+        .await
+        .unwrap()
+        .unwrap();
+    autobot::logstore::compress_log(&file.path).unwrap();
+    autobot::logstore::remove_plain(&file.path).unwrap();
+    assert!(autobot::logstore::is_compressed(&file.path));
+    let v = json(&get(port, &format!("{api}?q=needle")).await);
+    assert_eq!(matched_lines(&v), want);
+    let v = json(&get(port, &format!("{api}?q=needle&after={row3000}")).await);
+    assert_eq!(matched_lines(&v), later);
+    let html = get(port, &format!("{log}/search?q=script")).await.body;
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt; nEEdle"),
+        "{html}"
+    );
+
+    // Seen where the log page is: the public port too; an unknown log is 404
+    // and a deleted one 410, as its page.
+    let public = m.master.publichtmlport().unwrap();
+    let v = json(&get(public, &format!("{api}?q=needle")).await);
+    assert_eq!(matched_lines(&v), want);
+    assert_eq!(
+        get(public, &format!("{log}/search?q=needle")).await.status,
+        200
+    );
+    let other = "/builders/searchable-s1/builds/1/steps/many/logs/nope";
+    for path in [
+        format!("{other}/search?q=x"),
+        format!("/api/v1{other}/search?q=x"),
+        other.to_string(),
+    ] {
+        assert_eq!(get(port, &path).await.status, 404, "{path}");
+    }
+    let kept = m.master.db().kept_logs_after((0, 0), 100).await.unwrap();
+    let id = kept
+        .iter()
+        .find(|k| file.path.ends_with(&k.path))
+        .unwrap_or_else(|| panic!("{:?} not in {kept:?}", file.path))
+        .id;
+    m.master.db().mark_logs_deleted(vec![id]).await.unwrap();
+    for path in [
+        log.to_string(),
+        format!("{log}/search?q=x"),
+        format!("{api}?q=x"),
+    ] {
+        assert_eq!(get(port, &path).await.status, 410, "{path}");
+        assert_eq!(get(public, &path).await.status, 410, "{path}");
+    }
 }

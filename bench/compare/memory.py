@@ -40,10 +40,39 @@ def breakdown(pid):
     return out
 
 
+def anon_parts(pid):
+    """RssAnon (MiB) of `pid` by what holds it: malloc's heaps (the main `[heap]` and
+    the arenas' 64 MiB-aligned mappings), thread stacks (a mapping right above a
+    guard page) and the rest."""
+    parts = {'heap': 0, 'stacks': 0, 'other': 0}
+    prev_guard_end = None
+    cur = None
+    with open('/proc/%d/smaps' % pid) as f:
+        for line in f:
+            head = line.split()
+            if '-' in head[0] and len(head) >= 5 and ':' not in head[0]:
+                a, b = (int(x, 16) for x in head[0].split('-'))
+                perms, path = head[1], (head[5] if len(head) > 5 else '')
+                if path == '[heap]' or (not path and a % (64 << 20) == 0):
+                    cur = 'heap'
+                elif not path and prev_guard_end == a:
+                    cur = 'stacks'
+                elif not path or path.startswith('['):
+                    cur = 'other'
+                else:
+                    cur = None
+                prev_guard_end = b if perms == '---p' else None
+            elif head[0] == 'Anonymous:' and cur:
+                parts[cur] += int(head[1]) / 1024.0
+    return parts
+
+
 def report(s, tag):
     figs = {}
     for who, pid in (('master', s.mpid), ('slave', s.wpid)):
         b = breakdown(pid)
+        for part, mib in anon_parts(pid).items():
+            bench.emit('autobot', '%s_%s_anon_%s' % (tag, who, part), mib, 'MiB')
         figs[who] = b['VmRSS']
         bench.emit('autobot', '%s_%s_rss' % (tag, who), b['VmRSS'], 'MiB')
         bench.emit('autobot', '%s_%s_rss_anon' % (tag, who), b['RssAnon'], 'MiB')

@@ -319,6 +319,13 @@ impl Master {
             shared.config.subscribe(),
             schedulers_rx.clone(),
         );
+        // Maildir change sources (`[changesource:NAME]`, issue 25): stop with the
+        // pollers, before the schedulers' last word.
+        servers.push(crate::changes::maildir::start(
+            changes.clone(),
+            shared.config.subscribe(),
+            schedulers_rx.clone(),
+        ));
         let schedulers = crate::schedulers::start(
             SchedulerContext {
                 db: shared.db.clone(),
@@ -597,6 +604,9 @@ impl Drop for Master {
 struct WebRuntime {
     runtime: tokio::runtime::Runtime,
     handle: tokio::runtime::Handle,
+    /// Kept while the runtime lives: the memory releaser holds it weakly, and
+    /// forgets this runtime once it is gone.
+    _alive: Arc<()>,
 }
 
 /// How much lower the web threads' priority is (Linux nice values are per thread).
@@ -619,10 +629,32 @@ impl WebRuntime {
             .thread_name("web")
             .thread_keep_alive(crate::memory::BLOCKING_KEEP_ALIVE)
             .on_thread_start(lower_priority)
+            .on_thread_park(crate::memory::idle_thread)
             .enable_all()
             .build()?;
         let handle = runtime.handle().clone();
-        Ok(WebRuntime { runtime, handle })
+        let alive = Arc::new(());
+        // When a quiet master gives memory back, wake each web thread once so
+        // that it parks again and gives back what a page's deep calls left on
+        // its stack (crate::memory::idle_thread).
+        crate::memory::on_release({
+            let alive = Arc::downgrade(&alive);
+            let handle = handle.clone();
+            move || {
+                if alive.upgrade().is_none() {
+                    return false;
+                }
+                for _ in 0..threads {
+                    handle.spawn(async {});
+                }
+                true
+            }
+        });
+        Ok(WebRuntime {
+            runtime,
+            handle,
+            _alive: alive,
+        })
     }
 
     /// Stop its threads without waiting for them (allowed inside another

@@ -37,6 +37,7 @@ mod cvspoller;
 mod darcspoller;
 mod gitpoller;
 mod hgpoller;
+pub mod maildir;
 pub mod pollers;
 pub mod submit;
 mod svnpoller;

@@ -5,7 +5,10 @@
 //! updated to and the patch from it to the working copy — git: the merge-base of
 //! `HEAD` with its upstream (`@{u}`, or `origin/BRANCH` for `--branch`) and
 //! `git diff --binary BASE`; hg: the working directory's parent and
-//! `hg diff --git` — or takes a ready patch (`--diff FILE|-`, with `--baserev`),
+//! `hg diff --git`; svn: the working copy's revision (`svn info`) and `svn diff`
+//! (applied with `-p0`); bzr: the tree's revno (`brz revno --tree`) and
+//! `brz diff`; darcs: the hash of the newest recorded patch (the repository's
+//! context, as `darcs log --last=1` names it) and `darcs diff -u` — or takes a ready patch (`--diff FILE|-`, with `--baserev`),
 //! and sends the (revision, patch) pair to the master's slaveport (WebSocket
 //! `/try`, HTTP Basic with a `users` pair of the master's `[try]`). The master
 //! builds it on the chosen builders with the patch applied. `--wait` follows every
@@ -34,6 +37,15 @@ use crate::engine::tryjob::{TryAccepted, TryJob, TryReply, TRY_PATH};
 
 /// `try --help`'s closing text.
 pub const TRY_HELP: &str = "\
+The working tree's version control is found from the current directory (or --vc):
+  git    base: merge-base of HEAD and its upstream; patch: git diff --binary (-p1)
+  hg     base: the working directory's parent;      patch: hg diff --git (-p1)
+  svn    base: svn info's revision;                 patch: svn diff (-p0)
+  bzr    base: brz revno --tree;                    patch: brz diff (-p1)
+  darcs  base: the newest recorded patch's hash;    patch: darcs diff -u (-p1)
+The slave checks out the base revision and applies the patch (git apply, hg import,
+else patch(1)); a patch that does not apply fails the checkout step.
+
 Every option may instead come from .autobot/options in the current directory or a
 parent (then your home directory): try_master, try_username, try_password,
 try_builders (space-separated), try_vc, try_branch, try_wait (true/false),
@@ -59,23 +71,27 @@ pub struct TryArgs {
     #[arg(short = 'b', long = "builder", value_name = "BUILDER")]
     pub builders: Vec<String>,
     /// The version-control system of the working tree [default: `try_vc`, else
-    /// found from the current directory].
-    #[arg(long, value_parser = ["git", "hg"])]
+    /// found from the current directory: git, hg, svn (`svn info`), bzr (`brz root`),
+    /// darcs (`darcs show repo`)].
+    #[arg(long, value_parser = ["git", "hg", "svn", "bzr", "darcs"])]
     pub vc: Option<String>,
     /// The branch the base revision is on [default: `try_branch`, else git: the
-    /// upstream's branch, hg: the working directory's branch].
+    /// upstream's branch, hg: the working directory's branch, svn, bzr and darcs:
+    /// the factory's].
     #[arg(long)]
     pub branch: Option<String>,
-    /// The base revision the patch applies to [default: found from the tree].
+    /// The base revision the patch applies to [default: found from the tree: git
+    /// merge-base, hg parent, svn revision, bzr revno, darcs patch hash].
     #[arg(long)]
     pub baserev: Option<String>,
     /// Send this ready patch instead of the tree's (`-`: standard input).
     #[arg(long, value_name = "FILE")]
     pub diff: Option<PathBuf>,
-    /// Strip N leading path components from the patch's file names (`patch -pN`);
-    /// git and hg diffs need 1.
-    #[arg(short = 'p', long = "patchlevel", default_value_t = 1)]
-    pub patchlevel: u32,
+    /// Strip N leading path components from the patch's file names (`patch -pN`)
+    /// [default: 0 for svn, whose `svn diff` has no a/ b/ prefixes; 1 for git, hg,
+    /// bzr and darcs diffs].
+    #[arg(short = 'p', long = "patchlevel")]
+    pub patchlevel: Option<u32>,
     /// Extra build properties, `k=v,k2=v2`.
     #[arg(long, value_name = "K=V,...")]
     pub properties: Option<String>,
@@ -189,7 +205,9 @@ pub fn try_cmd(args: &TryArgs) -> anyhow::Result<ExitCode> {
         builders: builders.clone(),
         branch: found.branch.clone(),
         baserev: found.baserev.clone(),
-        patch_level: args.patchlevel,
+        patch_level: args
+            .patchlevel
+            .unwrap_or(if found.vc == "svn" { 0 } else { 1 }),
         patch: base64::engine::general_purpose::STANDARD.encode(&found.patch),
         properties,
         comment,
@@ -424,6 +442,21 @@ fn parse_properties(text: &str) -> anyhow::Result<BTreeMap<String, String>> {
 
 /// Run a VC command in `dir`; its stdout, or an error with its stderr.
 fn vc_output(dir: &Path, program: &str, args: &[&str]) -> anyhow::Result<Vec<u8>> {
+    vc_output_rc(dir, program, args, &[0])
+}
+
+/// The `hash='…'` of the first patch of `darcs log --xml-output`.
+fn darcs_hash(xml: &str) -> Option<String> {
+    let at = xml.find("<patch ")?;
+    let rest = &xml[at..];
+    let rest = &rest[rest.find(" hash='")? + " hash='".len()..];
+    let hash = &rest[..rest.find('\'')?];
+    (!hash.is_empty() && hash.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .then(|| hash.to_string())
+}
+
+/// [`vc_output`] that takes any exit status of `ok` as success.
+fn vc_output_rc(dir: &Path, program: &str, args: &[&str], ok: &[i32]) -> anyhow::Result<Vec<u8>> {
     let out = Command::new(program)
         .args(args)
         .current_dir(dir)
@@ -431,7 +464,7 @@ fn vc_output(dir: &Path, program: &str, args: &[&str]) -> anyhow::Result<Vec<u8>
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("cannot run {program}"))?;
-    if !out.status.success() {
+    if !out.status.code().is_some_and(|c| ok.contains(&c)) {
         bail!(
             "`{program} {}` failed: {}",
             args.join(" "),
@@ -449,25 +482,36 @@ fn vc_text(dir: &Path, program: &str, args: &[&str]) -> anyhow::Result<String> {
 
 /// Which VC holds `dir`, and its top directory.
 fn detect(dir: &Path, vc: Option<&str>) -> anyhow::Result<(String, PathBuf)> {
-    let git = || vc_text(dir, "git", &["rev-parse", "--show-toplevel"]);
-    let hg = || vc_text(dir, "hg", &["root"]);
-    match vc {
-        Some("git") => Ok(("git".into(), PathBuf::from(git()?))),
-        Some("hg") => Ok(("hg".into(), PathBuf::from(hg()?))),
-        Some(other) => {
-            bail!("--vc {other:?}: autobot builds git and hg (give --vc git or --vc hg)")
-        }
-        None => {
-            if let Ok(top) = git() {
-                Ok(("git".into(), PathBuf::from(top)))
-            } else if let Ok(top) = hg() {
-                Ok(("hg".into(), PathBuf::from(top)))
-            } else {
-                bail!(
-                    "{} is not in a git or hg working tree; run try from your working tree, or send a ready patch with --diff FILE --baserev REV",
-                    dir.display()
-                )
+    let top = |kind: &str| -> anyhow::Result<String> {
+        match kind {
+            "git" => vc_text(dir, "git", &["rev-parse", "--show-toplevel"]),
+            "hg" => vc_text(dir, "hg", &["root"]),
+            "svn" => vc_text(dir, "svn", &["info", "--show-item", "wc-root"]),
+            "bzr" => vc_text(dir, "brz", &["root"]),
+            "darcs" => {
+                let out = vc_text(dir, "darcs", &["show", "repo"])?;
+                out.lines()
+                    .find_map(|l| l.trim().strip_prefix("Root:"))
+                    .map(|r| r.trim().to_string())
+                    .ok_or_else(|| anyhow!("`darcs show repo` names no Root: {out}"))
             }
+            other => bail!(
+                "--vc {other:?}: autobot builds git, hg, svn, bzr and darcs (give one of those)"
+            ),
+        }
+    };
+    match vc {
+        Some(kind) => Ok((kind.to_string(), PathBuf::from(top(kind)?))),
+        None => {
+            for kind in ["git", "hg", "svn", "bzr", "darcs"] {
+                if let Ok(t) = top(kind) {
+                    return Ok((kind.to_string(), PathBuf::from(t)));
+                }
+            }
+            bail!(
+                "{} is not in a git, hg, svn, bzr or darcs working tree; run try from your working tree, or send a ready patch with --diff FILE --baserev REV",
+                dir.display()
+            )
         }
     }
 }
@@ -523,6 +567,42 @@ pub fn from_tree(dir: &Path, vc: Option<&str>, branch: Option<&str>) -> anyhow::
         Ok(Found {
             vc,
             branch: Some(branch),
+            baserev: Some(base),
+            patch,
+        })
+    } else if vc == "svn" {
+        // The revision the working copy was last updated to (a mixed working copy
+        // reports its root's), and the local changes against it, paths relative to
+        // the working copy's root.
+        let base = vc_text(&top, "svn", &["info", "--show-item", "revision"])?;
+        let patch = vc_output(&top, "svn", &["diff", "--non-interactive"])?;
+        Ok(Found {
+            vc,
+            branch: branch.map(str::to_string),
+            baserev: Some(base),
+            patch,
+        })
+    } else if vc == "bzr" {
+        let base = vc_text(&top, "brz", &["revno", "--tree"])?;
+        // `brz diff` exits 1 when there are differences.
+        let patch = vc_output_rc(&top, "brz", &["diff"], &[0, 1])?;
+        Ok(Found {
+            vc,
+            branch: branch.map(str::to_string),
+            baserev: Some(base),
+            patch,
+        })
+    } else if vc == "darcs" {
+        // The repository's state as the newest recorded patch names it: the slave
+        // clones `--to-hash` it.
+        let log = vc_text(&top, "darcs", &["log", "--last=1", "--xml-output"])?;
+        let base = darcs_hash(&log).ok_or_else(|| {
+            anyhow!("the darcs repository has no recorded patch to base a try on (`darcs record` one first)")
+        })?;
+        let patch = vc_output(&top, "darcs", &["diff", "-u"])?;
+        Ok(Found {
+            vc,
+            branch: branch.map(str::to_string),
             baserev: Some(base),
             patch,
         })

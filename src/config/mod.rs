@@ -4,7 +4,9 @@
 //! defaults every slave inherits), `[slave:NAME]` (one slave each) and any other
 //! section, which is a factory: a project built by one of the built-in factory types
 //! in [`crate::factory`]. Two more are optional: `[lock:NAME]` (a lock builds or
-//! steps can hold) and `[users]` (`name = password` for the web's force button).
+//! steps can hold) and `[users]` (`name = password` for the web's force button);
+//! `[try]` opens try jobs and `[changesource:NAME]` reads a maildir of commit mails
+//! ([`changesource`]).
 //! `[DEFAULT]` keys apply to every section that accepts them.
 //!
 //! Loading validates everything up front — including turning every factory into its
@@ -15,6 +17,7 @@
 //! Submitted Changes (`sendchange`, `POST /api/v1/changes`) are accepted only when
 //! `changeuser` and `changepassword` are both set; there is no default pair.
 
+pub mod changesource;
 pub mod ini;
 pub mod irc;
 pub mod mail;
@@ -95,6 +98,11 @@ pub struct MasterConfig {
     /// `logHorizon`, `buildHorizon`, `changeHorizon` and `logCompression`: what
     /// the master's retention task deletes or compresses.
     pub retention: Retention,
+    /// `secretsDir`: the build secrets (`%(secret:NAME)s`), read and checked
+    /// with the file; empty without the key.
+    pub secrets: std::sync::Arc<crate::secrets::Secrets>,
+    /// The line of `secretsDir` (0: not written).
+    pub secrets_line: usize,
     /// Slaves in file order.
     pub slaves: Vec<SlaveConfig>,
     /// Factories in file order.
@@ -105,6 +113,8 @@ pub struct MasterConfig {
     pub users: BTreeMap<String, String>,
     /// `[try]`: who may send try jobs, to which builders; `None`: try is off.
     pub try_jobs: Option<trysection::TryConfig>,
+    /// `[changesource:NAME]` sections (maildirs of commit mails), in file order.
+    pub change_sources: Vec<changesource::MaildirSourceConfig>,
     /// What is valid but unsafe (documented passwords, force open to anyone), each
     /// at its place in the file; `checkconfig` prints them and the master logs them.
     pub warnings: Vec<ConfigWarning>,
@@ -135,6 +145,7 @@ pub struct LocalSource {
 /// git work tree or bare repository; an hg repository). URLs are not checked,
 /// nor a sample's repository that `autobot create` has not written yet.
 pub fn check_local_sources(cfg: &MasterConfig) -> Result<(), ConfigError> {
+    changesource::check_maildirs(&cfg.change_sources)?;
     for s in &cfg.local_sources {
         let err = |message: String| ConfigError::At {
             path: s.path.clone(),
@@ -364,11 +375,14 @@ impl Default for MasterConfig {
             keepalive_interval: 600,
             log: LogRotation::default(),
             retention: Retention::default(),
+            secrets: Default::default(),
+            secrets_line: 0,
             slaves: Vec::new(),
             factories: Vec::new(),
             locks: Vec::new(),
             users: BTreeMap::new(),
             try_jobs: None,
+            change_sources: Vec::new(),
             warnings: Vec::new(),
             local_sources: Vec::new(),
         }
@@ -661,6 +675,19 @@ pub fn summary(cfg: &MasterConfig) -> String {
         out.push_str(&i.summary());
     }
     out.push_str(&mail::summary(cfg));
+    if let Some(dir) = cfg.secrets.dir() {
+        let names: Vec<&str> = cfg.secrets.names().collect();
+        out.push_str(&format!(
+            "secrets: {} in {}: {}\n",
+            names.len(),
+            dir.display(),
+            if names.is_empty() {
+                "(none)".to_string()
+            } else {
+                names.join(" ")
+            }
+        ));
+    }
     out.push_str(&format!("\nslaves ({}):\n", cfg.slaves.len()));
     if cfg.slaves.is_empty() {
         out.push_str("  (none: add a [slave:NAME] section)\n");
@@ -700,6 +727,29 @@ pub fn summary(cfg: &MasterConfig) -> String {
         }
         out.push_str(&line);
         out.push('\n');
+    }
+    if !cfg.change_sources.is_empty() {
+        out.push_str(&format!(
+            "\nchange sources ({}):\n",
+            cfg.change_sources.len()
+        ));
+        for c in &cfg.change_sources {
+            out.push_str(&format!(
+                "  {}  maildir {}  format={}{}{}\n",
+                c.name,
+                c.maildir.display(),
+                c.format.as_str(),
+                c.prefix
+                    .as_deref()
+                    .map(|p| format!("  prefix={p}"))
+                    .unwrap_or_default(),
+                if c.project.is_empty() {
+                    String::new()
+                } else {
+                    format!("  project={}", c.project)
+                }
+            ));
+        }
     }
     let builders = cfg.builders();
     out.push_str(&format!("\nbuilders ({}):\n", builders.len()));

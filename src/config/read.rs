@@ -41,6 +41,7 @@ const MASTER_KEYS: &[&str] = &[
     "buildhorizon",
     "changehorizon",
     "logcompression",
+    "secretsdir",
 ];
 
 /// [`MASTER_KEYS`] as the documentation spells them, for messages and "did you
@@ -78,6 +79,7 @@ const MASTER_KEYS_DOCUMENTED: &[&str] = &[
     "buildHorizon",
     "changeHorizon",
     "logCompression",
+    "secretsDir",
 ];
 
 /// The notifiers' keys of `[:master:]` ([`mail`]'s, and its slave defaults) as
@@ -462,6 +464,7 @@ fn is_special_section(name: &str) -> bool {
         || name == "try"
         || name.starts_with("slave:")
         || name.starts_with("lock:")
+        || super::changesource::is_change_source(name)
 }
 
 /// Read and validate a `master.ini` (`path` is the file or the master directory).
@@ -571,6 +574,22 @@ pub fn load_from_str(
         let (f, c) = read_factory(file, basedir, sec, &defaults, projects)?;
         cfg.factories.push(f);
         checks.push(c);
+    }
+
+    // [changesource:NAME] (after the factories, whose names `project` takes).
+    let factory_names: Vec<String> = cfg.factories.iter().map(|f| f.name.clone()).collect();
+    for sec in doc
+        .sections
+        .iter()
+        .filter(|s| super::changesource::is_change_source(&s.name))
+    {
+        cfg.change_sources
+            .push(super::changesource::read_change_source(
+                file,
+                basedir,
+                sec,
+                &factory_names,
+            )?);
     }
 
     // Slaves, and the passwords they got from each place one is written.
@@ -826,6 +845,17 @@ fn read_master_keys(cfg: &mut MasterConfig, m: &Layered) -> Result<(), ConfigErr
         };
     }
     cfg.retention = read_retention(m)?;
+    if let Some(v) = m.get("secretsdir").filter(|v| !v.value.trim().is_empty()) {
+        let dir = cfg.basedir.join(v.value.trim());
+        let secrets = crate::secrets::Secrets::load(&dir).map_err(|e| {
+            v.err(format!(
+                "{e} (secretsDir is relative to the master directory {})",
+                cfg.basedir.display()
+            ))
+        })?;
+        cfg.secrets = std::sync::Arc::new(secrets);
+        cfg.secrets_line = v.line;
+    }
     cfg.project_name = str_key("projectname", "");
     cfg.project_url = str_key("projecturl", "");
     cfg.buildbot_url = str_key("buildboturl", "");
@@ -1520,7 +1550,11 @@ fn cross_check(
             .iter()
             .find(|s| s.factories.contains(&f.name))
             .unwrap_or(&default_slave);
-        if let Err(e) = factory::build_steps(&f.recipe(), slave.os.as_str()) {
+        let steps = factory::build_steps(&f.recipe(), slave.os.as_str());
+        if let Ok(steps) = &steps {
+            check_secret_references(cfg, f, c, steps, file)?;
+        }
+        if let Err(e) = steps {
             let key = match &e {
                 factory::FactoryError::BadValue { key, .. } => Some(key.to_ascii_lowercase()),
                 factory::FactoryError::NoSource { .. } => None,
@@ -1547,6 +1581,31 @@ fn cross_check(
             };
             let at = key.and_then(|k| c.all.iter().find(|v| v.key.to_ascii_lowercase() == k));
             return Err(match at {
+                Some(v) => v.err(message),
+                None => section_err(file, c.section_line, &f.name, message),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Every `%(secret:NAME)s` of a factory's steps names a secret of `secretsDir`
+/// (an untrusted build is refused its secrets when it runs, not here).
+fn check_secret_references(
+    cfg: &MasterConfig,
+    f: &FactoryConfig,
+    c: &FactoryChecks,
+    steps: &[factory::StepSpec],
+    file: &Path,
+) -> Result<(), ConfigError> {
+    for step in steps {
+        for name in factory::interpolate::step_secret_references(step) {
+            if cfg.secrets.get(&name).is_some() {
+                continue;
+            }
+            let written = format!("%(secret:{name})s");
+            let message = format!("step {}: {}", step.name, cfg.secrets.missing(&name));
+            return Err(match c.all.iter().find(|v| v.value.contains(&written)) {
                 Some(v) => v.err(message),
                 None => section_err(file, c.section_line, &f.name, message),
             });

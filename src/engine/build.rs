@@ -34,6 +34,16 @@
 //! same note. A stop, a master shutdown or the loss of the slave ends the wait at
 //! once, like a running command.
 //!
+//! Secrets (`crate::secrets`): a Step's `%(secret:NAME)s` resolves against the
+//! `secretsDir` of the configuration in force when the Step starts — unless the
+//! Build is untrusted ([`build_is_untrusted`]), which fails any Step that names
+//! a secret. Everything written to a Step's logs (the slave's output, its command
+//! header, the engine's own notes), the value a SetProperty Step captures, a
+//! `got_revision` and the Step's text are redacted first: every form of every
+//! secret becomes `<secret:NAME>`. Output is redacted per stream with a tail
+//! kept back between chunks (a secret split across two chunks is still found),
+//! flushed when each command ends.
+//!
 //! Running one command and judging its end is in `build/command.rs`; the
 //! checkout Step, stock or native, in `build/checkout.rs`.
 
@@ -49,12 +59,13 @@ use super::{EngineEvent, Inner};
 use crate::config::{FactoryConfig, SlaveConfig};
 use crate::db::builds::{StepFinish, StepStart, TestCounts};
 use crate::db::requests::ClaimedBuild;
-use crate::factory::interpolate::{interpolate_step, property_env, Properties};
+use crate::factory::interpolate::{interpolate_step_with, property_env, Properties, SecretAccess};
 use crate::factory::logparse::{LogCounts, LogScanner};
 use crate::factory::results::{BuildResult, StepResult};
 use crate::factory::{Command, StepKind, StepSpec};
 use crate::logstore::{log_rel_path, AsyncLog, Channel, LogGroup};
 use crate::protocol::map;
+use crate::secrets::{Redactor, Secrets, StreamRedactor};
 use crate::slavelink::command::{CommandError, CommandEvent, Update};
 use crate::slavelink::registry::SlaveHandle;
 
@@ -79,6 +90,23 @@ const CAPTURE_MAX: usize = 1 << 20;
 /// The result of a Build an operator stopped (Buildbot's CANCELLED): neither a
 /// failure nor an exception, so mail and the pages do not call it one.
 pub const CANCELLED: &str = "cancelled";
+
+/// The BuildSet property that marks a Build untrusted: `pr_from_fork = true`
+/// (any case). The pull-request hooks are to set it for a request from a fork
+/// (as the forges' own CI does); nothing else sets it. An untrusted Build never
+/// gets a secret: a Step that names one fails.
+pub const UNTRUSTED_PROPERTY: &str = "pr_from_fork";
+
+/// Whether a Build with these BuildSet properties is untrusted
+/// ([`UNTRUSTED_PROPERTY`]).
+pub fn build_is_untrusted(buildset_properties: &BTreeMap<String, String>) -> bool {
+    buildset_properties
+        .get(UNTRUSTED_PROPERTY)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+/// Why an untrusted Build's Step gets no secret.
+const UNTRUSTED_WHY: &str = "the build is untrusted (property pr_from_fork = true: a pull request from a fork), and an untrusted build never gets secrets";
 
 /// Why a Build is asked to end early.
 #[derive(Debug, Clone, PartialEq)]
@@ -161,10 +189,37 @@ struct StepLogs {
     last_record: Instant,
     /// A write to a log file failed: the Step becomes an EXCEPTION.
     error: Option<String>,
+    /// The secrets in force when the Step started.
+    secrets: Arc<Secrets>,
+    /// Their redaction from the output (`None`: there are none).
+    redaction: Option<Redaction>,
+}
+
+/// The redaction of a Step's output: one stream per channel of the slave's
+/// output, whose chunks may split a secret.
+struct Redaction {
+    redactor: Arc<Redactor>,
+    stdout: StreamRedactor,
+    stderr: StreamRedactor,
+}
+
+impl Redaction {
+    fn new(secrets: &Secrets) -> Option<Redaction> {
+        let r = secrets.redactor()?;
+        Some(Redaction {
+            redactor: r.clone(),
+            stdout: StreamRedactor::new(r.clone()),
+            stderr: StreamRedactor::new(r.clone()),
+        })
+    }
 }
 
 impl StepLogs {
     fn write(&mut self, channel: Channel, text: &str) {
+        if self.redaction.is_some() {
+            self.write_owned(channel, text.to_string());
+            return;
+        }
         self.dirty = true;
         if channel != Channel::Header {
             self.scanner.feed(text.as_bytes());
@@ -174,11 +229,70 @@ impl StepLogs {
 
     /// [`StepLogs::write`] of output the log may keep as it is.
     fn write_owned(&mut self, channel: Channel, text: String) {
+        if self.redaction.is_none() {
+            self.append_owned(channel, text);
+            return;
+        }
+        let (first, second) = self.redacted(channel, text);
+        self.append_owned(channel, first);
+        self.append_owned(channel, second);
+    }
+
+    fn append_owned(&mut self, channel: Channel, text: String) {
+        if text.is_empty() && self.redaction.is_some() {
+            return;
+        }
         self.dirty = true;
         if channel != Channel::Header {
             self.scanner.feed(text.as_bytes());
         }
         self.stdio.append_owned(channel, text.into_bytes());
+    }
+
+    /// `text` of `channel` redacted: the slave's output as a stream (some of it
+    /// may wait for the next chunk), anything else whole. What another channel
+    /// kept back is written first, so the log keeps the order things came in
+    /// (output only breaks between lines, and each line of a multi-line secret
+    /// is a form of its own, so no secret is lost at such a switch).
+    fn redacted(&mut self, channel: Channel, text: String) -> (String, String) {
+        let Some(r) = self.redaction.as_mut() else {
+            return (String::new(), text);
+        };
+        let (out, err) = match channel {
+            Channel::Stdout => (String::new(), r.stderr.finish()),
+            Channel::Stderr => (r.stdout.finish(), String::new()),
+            Channel::Header => (r.stdout.finish(), r.stderr.finish()),
+        };
+        if !out.is_empty() || !err.is_empty() {
+            self.append_owned(Channel::Stdout, out);
+            self.append_owned(Channel::Stderr, err);
+        }
+        let Some(r) = self.redaction.as_mut() else {
+            return (String::new(), text);
+        };
+        match channel {
+            Channel::Stdout => r.stdout.push_owned(text),
+            Channel::Stderr => r.stderr.push_owned(text),
+            Channel::Header => (String::new(), r.redactor.redact(&text).into_owned()),
+        }
+    }
+
+    /// The end of a command: the output kept back for redaction goes to the log.
+    fn flush_redaction(&mut self) {
+        let Some(r) = self.redaction.as_mut() else {
+            return;
+        };
+        let (out, err) = (r.stdout.finish(), r.stderr.finish());
+        self.append_owned(Channel::Stdout, out);
+        self.append_owned(Channel::Stderr, err);
+    }
+
+    /// A whole text (a captured value, a Step's text) with the secrets redacted.
+    fn redact_text(&self, text: &str) -> String {
+        match &self.redaction {
+            Some(r) => r.redactor.redact(text).into_owned(),
+            None => text.to_string(),
+        }
     }
 
     /// Note the disk's first failure with these logs (the disk thread logged it).
@@ -210,6 +324,10 @@ impl StepLogs {
                 }
             }
         }
+        let text = match &self.redaction {
+            Some(r) => r.redactor.redact(text),
+            None => std::borrow::Cow::Borrowed(text),
+        };
         if let Some((w, _)) = self.extra.get_mut(name) {
             w.append(Channel::Stdout, text.as_bytes());
         }
@@ -671,6 +789,8 @@ async fn run_step(
     } else {
         spec.description_done.clone()
     };
+    let secrets = inner.config.borrow().secrets.clone();
+    let redaction = Redaction::new(&secrets);
     let mut logs = StepLogs {
         builder: builder.clone(),
         number,
@@ -686,6 +806,8 @@ async fn run_step(
         dirty: false,
         last_record: Instant::now(),
         error: None,
+        secrets,
+        redaction,
     };
     let mut end = match wait_locks(
         ctx,
@@ -721,6 +843,8 @@ async fn run_step(
         ctx.released_at = Some(crate::calendar::now_f64());
         inner.release_slave(ctx.claimed.build_id);
     }
+    logs.flush_redaction();
+    end.text = logs.redact_text(&end.text);
     let sizes = logs.close(&mut ctx.stop).await;
     if let Some(err) = logs.error.take() {
         if end.result != StepResult::Exception {
@@ -977,7 +1101,13 @@ async fn step_body(
     logs: &mut StepLogs,
     done_words: &[String],
 ) -> StepEnd {
-    let step = match interpolate_step(spec, props) {
+    let secrets = logs.secrets.clone();
+    let access = if build_is_untrusted(&ctx.claimed.properties) {
+        SecretAccess::Denied(UNTRUSTED_WHY)
+    } else {
+        SecretAccess::Granted(&secrets)
+    };
+    let step = match interpolate_step_with(spec, props, access) {
         Ok(mut s) => {
             if !matches!(s.kind, StepKind::Checkout { .. }) {
                 // Every property under its stable name, for scripts to read
@@ -1020,7 +1150,7 @@ async fn step_body(
             let end = run_command(ctx, logs, "shell", args, Some(&mut captured)).await;
             let mut out = shell_end(end, logs, done_words);
             if out.result == StepResult::Success || out.result == StepResult::Warnings {
-                let value = captured.trim().to_string();
+                let value = logs.redact_text(captured.trim());
                 logs.write(
                     Channel::Header,
                     &format!("property {property} set to {value:?}\n"),

@@ -26,7 +26,7 @@
 //! the daemon is wired ([`crate::app`]).
 
 mod build;
-pub use build::CANCELLED;
+pub use build::{build_is_untrusted, CANCELLED, UNTRUSTED_PROPERTY};
 pub mod locks;
 pub mod tryjob;
 

@@ -58,12 +58,24 @@
 //! `sh -c 'echo "$AUTOBOT_PROP_branch"' | …`, `os.environ["AUTOBOT_PROP_branch"]`,
 //! `ENVIRON["AUTOBOT_PROP_branch"]`. (`env -i`, `su -` and `sudo` without `-E`
 //! drop the environment, and with it the value.)
+//!
+//! # Secrets
+//! `%(secret:NAME)s` is the value of secret NAME of `secretsDir`
+//! ([`crate::secrets`]), put in exactly as a property's value is (in a shell
+//! script, through an `AUTOBOT_PROPERTY_N` variable), so it never becomes shell
+//! syntax either. It is not a property: it is not in `AUTOBOT_PROP_*`, has no
+//! `:-` forms, and an error about it never shows the value. Only
+//! [`interpolate_step_with`] with [`SecretAccess::Granted`] resolves one; a
+//! secret that is not defined, or a build that may not have secrets
+//! ([`SecretAccess::Denied`]: an untrusted build), fails the step with a message
+//! naming the secret.
 
 mod shell;
 
 use std::collections::BTreeMap;
 
 use super::{Command, StepKind, StepSpec};
+use crate::secrets::Secrets;
 
 /// Build properties by name (branch, revision, got_revision, buildername, …).
 pub type Properties = BTreeMap<String, String>;
@@ -107,6 +119,38 @@ pub enum InterpolateError {
         text: String,
         message: String,
     },
+    /// A `%(secret:NAME)s` that cannot be resolved; the message names the
+    /// secret and why (never its value).
+    #[error("{message}")]
+    Secret { name: String, message: String },
+}
+
+/// Whether a step may have the master's secrets.
+#[derive(Debug, Clone, Copy)]
+pub enum SecretAccess<'a> {
+    /// `%(secret:NAME)s` is the value of NAME in these secrets.
+    Granted(&'a Secrets),
+    /// The build may not have secrets; the text says why (an untrusted build).
+    Denied(&'a str),
+    /// No secrets here (interpolation outside a build's step).
+    Unavailable,
+}
+
+/// What references resolve against: the build's properties and its access to
+/// the secrets.
+#[derive(Clone, Copy)]
+struct Scope<'a> {
+    props: &'a Properties,
+    secrets: SecretAccess<'a>,
+}
+
+impl<'a> Scope<'a> {
+    fn props(props: &'a Properties) -> Scope<'a> {
+        Scope {
+            props,
+            secrets: SecretAccess::Unavailable,
+        }
+    }
 }
 
 /// One `%(...)x` reference as written.
@@ -115,6 +159,8 @@ struct Reference<'a> {
     name: &'a str,
     /// `-`, `~` or `+` with its text, for the `:` forms.
     fallback: Option<(char, &'a str)>,
+    /// `%(secret:NAME)s`: `name` is a secret's.
+    secret: bool,
 }
 
 /// A piece of a parsed template.
@@ -167,6 +213,21 @@ fn parse(text: &str) -> Result<Vec<Piece<'_>>, InterpolateError> {
 
 /// Reads the inside of `%(...)s`: a name and maybe `:-text`, `:~text` or `:+text`.
 fn reference(body: &str) -> Result<Reference<'_>, String> {
+    if let Some(name) = body.strip_prefix("secret:") {
+        // `%(secret:-text)s` is property `secret` with a fallback.
+        if !name.starts_with(['-', '~', '+']) {
+            if !crate::secrets::valid_name(name) {
+                return Err(format!(
+                    "%({body})s: {name:?} is not a secret name (letters, digits, `_`, `.` and `-`, as the file in secretsDir is named)"
+                ));
+            }
+            return Ok(Reference {
+                name,
+                fallback: None,
+                secret: true,
+            });
+        }
+    }
     let (name, fallback) = match body.split_once(':') {
         None => (body, None),
         Some((name, tail)) => {
@@ -184,15 +245,37 @@ fn reference(body: &str) -> Result<Reference<'_>, String> {
     if name.is_empty() {
         return Err("%()s names no property".to_string());
     }
-    Ok(Reference { name, fallback })
+    Ok(Reference {
+        name,
+        fallback,
+        secret: false,
+    })
 }
 
 /// The text a reference stands for, following the `:` form's rule.
 fn resolve<'a>(
     r: &Reference<'a>,
-    props: &'a Properties,
+    scope: Scope<'a>,
     text: &str,
 ) -> Result<&'a str, InterpolateError> {
+    let props = scope.props;
+    if r.secret {
+        let secret_err = |message: String| InterpolateError::Secret {
+            name: r.name.to_string(),
+            message,
+        };
+        return match scope.secrets {
+            SecretAccess::Granted(s) => s.get(r.name).ok_or_else(|| secret_err(s.missing(r.name))),
+            SecretAccess::Denied(why) => Err(secret_err(format!(
+                "secret {:?} is not given to this build: {why}",
+                r.name
+            ))),
+            SecretAccess::Unavailable => Err(secret_err(format!(
+                "secret {:?} cannot be used here: secrets are only for a step's command, env and workdir",
+                r.name
+            ))),
+        };
+    }
     let value = props.get(r.name).map(String::as_str);
     match (r.fallback, value) {
         (None, Some(v)) => Ok(v),
@@ -220,6 +303,10 @@ fn known(props: &Properties) -> String {
 
 /// Interpolates one string (an argv element, a workdir, an env value).
 pub fn interpolate(text: &str, props: &Properties) -> Result<String, InterpolateError> {
+    interpolate_in(text, Scope::props(props))
+}
+
+fn interpolate_in(text: &str, scope: Scope<'_>) -> Result<String, InterpolateError> {
     // The common case, a string with no `%`, costs one scan and one copy.
     if !text.contains('%') {
         return Ok(text.to_string());
@@ -228,7 +315,7 @@ pub fn interpolate(text: &str, props: &Properties) -> Result<String, Interpolate
     for piece in parse(text)? {
         match piece {
             Piece::Text(t) => out.push_str(t),
-            Piece::Reference(r) => out.push_str(resolve(&r, props, text)?),
+            Piece::Reference(r) => out.push_str(resolve(&r, scope, text)?),
         }
     }
     Ok(out)
@@ -240,10 +327,45 @@ pub fn references(text: &str) -> Result<Vec<String>, InterpolateError> {
     Ok(parse(text)?
         .into_iter()
         .filter_map(|p| match p {
-            Piece::Reference(r) => Some(r.name.to_string()),
-            Piece::Text(_) => None,
+            Piece::Reference(r) if !r.secret => Some(r.name.to_string()),
+            _ => None,
         })
         .collect())
+}
+
+/// The names of the secrets `text` refers to (`%(secret:NAME)s`), in order.
+pub fn secret_references(text: &str) -> Result<Vec<String>, InterpolateError> {
+    Ok(parse(text)?
+        .into_iter()
+        .filter_map(|p| match p {
+            Piece::Reference(r) if r.secret => Some(r.name.to_string()),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The secrets a step refers to anywhere (command, env values, workdir), for
+/// `checkconfig` to check they are defined. Text that does not parse is left
+/// to the step's own interpolation.
+pub fn step_secret_references(step: &StepSpec) -> Vec<String> {
+    let mut texts: Vec<&str> = vec![step.workdir.as_str()];
+    texts.extend(step.env.values().map(String::as_str));
+    match &step.kind {
+        StepKind::Shell { command } | StepKind::SetProperty { command, .. } => match command {
+            Command::Argv(argv) => texts.extend(argv.iter().map(String::as_str)),
+            Command::Shell(script) => texts.push(script),
+        },
+        StepKind::Checkout { .. } => {}
+    }
+    let mut out = Vec::new();
+    for t in texts {
+        for name in secret_references(t).unwrap_or_default() {
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+    }
+    out
 }
 
 /// Interpolates each argv element into exactly one element, each as data (a
@@ -275,7 +397,7 @@ pub fn interpolate_shell(
     props: &Properties,
 ) -> Result<(String, BTreeMap<String, String>), InterpolateError> {
     let mut vars = BTreeMap::new();
-    let out = interpolate_script(script, props, &mut vars)?;
+    let out = interpolate_script(script, Scope::props(props), &mut vars)?;
     Ok((out, vars))
 }
 
@@ -316,12 +438,12 @@ pub fn check_script(script: &str) -> Result<(), String> {
 /// (one command may hold several scripts).
 fn interpolate_script(
     script: &str,
-    props: &Properties,
+    scope: Scope<'_>,
     vars: &mut BTreeMap<String, String>,
 ) -> Result<String, InterpolateError> {
     let mut out = String::with_capacity(script.len());
     let mut tracker = shell::Tracker::new();
-    let mut names: BTreeMap<String, String> = BTreeMap::new();
+    let mut names: BTreeMap<String, (String, bool)> = BTreeMap::new();
     for piece in parse(script)? {
         match piece {
             Piece::Text(t) => {
@@ -329,9 +451,10 @@ fn interpolate_script(
                 tracker.text(t);
             }
             Piece::Reference(r) => {
-                let value = resolve(&r, props, script)?;
+                let value = resolve(&r, scope, script)?;
                 let var = format!("{SHELL_VAR_PREFIX}{}", vars.len());
                 let written = tracker.reference(&var, value).map_err(|e| match e {
+                    shell::RefError::NotAnInteger if r.secret => secret_not_an_integer(r.name),
                     shell::RefError::NotAnInteger => not_an_integer(r.name, value, script),
                     shell::RefError::Refused(message) => InterpolateError::Shell {
                         name: r.name.to_string(),
@@ -340,17 +463,34 @@ fn interpolate_script(
                     },
                 })?;
                 out.push_str(&written);
-                names.insert(var.clone(), r.name.to_string());
+                names.insert(var.clone(), (r.name.to_string(), r.secret));
                 vars.insert(var, value.to_string());
             }
         }
     }
     if let Some(var) = tracker.finish().first() {
-        let name = names.get(var).map(String::as_str).unwrap_or(var);
+        let (name, secret) = names
+            .get(var)
+            .map(|(n, s)| (n.as_str(), *s))
+            .unwrap_or((var.as_str(), false));
+        if secret {
+            return Err(secret_not_an_integer(name));
+        }
         let value = vars.get(var).map(String::as_str).unwrap_or("");
         return Err(not_an_integer(name, value, script));
     }
     Ok(out)
+}
+
+/// A secret in shell arithmetic whose value is not an integer (the value is not
+/// shown).
+fn secret_not_an_integer(name: &str) -> InterpolateError {
+    InterpolateError::Secret {
+        name: name.to_string(),
+        message: format!(
+            "secret {name:?} is used in shell arithmetic, but its value is not a plain decimal integer; the shell would evaluate it as an expression, so the step does not run"
+        ),
+    }
 }
 
 fn not_an_integer(name: &str, value: &str, script: &str) -> InterpolateError {
@@ -387,15 +527,15 @@ fn is_script_arg(before: &[String]) -> bool {
 /// as a script, its values passed in `vars`.
 fn interpolate_argv_command(
     argv: &[String],
-    props: &Properties,
+    scope: Scope<'_>,
     vars: &mut BTreeMap<String, String>,
 ) -> Result<Vec<String>, InterpolateError> {
     let mut out: Vec<String> = Vec::with_capacity(argv.len());
     for a in argv {
         let v = if is_script_arg(&out) {
-            interpolate_script(a, props, vars)?
+            interpolate_script(a, scope, vars)?
         } else {
-            interpolate(a, props)?
+            interpolate_in(a, scope)?
         };
         out.push(v);
     }
@@ -408,10 +548,18 @@ pub fn interpolate_command(
     props: &Properties,
     env: &mut BTreeMap<String, String>,
 ) -> Result<Command, InterpolateError> {
+    command_in(command, Scope::props(props), env)
+}
+
+fn command_in(
+    command: &Command,
+    scope: Scope<'_>,
+    env: &mut BTreeMap<String, String>,
+) -> Result<Command, InterpolateError> {
     let mut vars = BTreeMap::new();
     let out = match command {
-        Command::Argv(argv) => Command::Argv(interpolate_argv_command(argv, props, &mut vars)?),
-        Command::Shell(script) => Command::Shell(interpolate_script(script, props, &mut vars)?),
+        Command::Argv(argv) => Command::Argv(interpolate_argv_command(argv, scope, &mut vars)?),
+        Command::Shell(script) => Command::Shell(interpolate_script(script, scope, &mut vars)?),
     };
     env.extend(vars);
     Ok(out)
@@ -456,16 +604,31 @@ pub fn property_env(props: &Properties) -> BTreeMap<String, String> {
 /// properties the build has at the moment the step starts (so a step sees what a
 /// SetProperty step before it set). A checkout's source is config, not a template.
 pub fn interpolate_step(step: &StepSpec, props: &Properties) -> Result<StepSpec, InterpolateError> {
+    interpolate_step_with(step, props, SecretAccess::Unavailable)
+}
+
+/// [`interpolate_step`] with access to the master's secrets: `%(secret:NAME)s`
+/// becomes NAME's value when `secrets` grants it, else an error naming it.
+pub fn interpolate_step_with(
+    step: &StepSpec,
+    props: &Properties,
+    secrets: SecretAccess<'_>,
+) -> Result<StepSpec, InterpolateError> {
+    let scope = Scope { props, secrets };
     let mut out = step.clone();
-    out.workdir = interpolate(&step.workdir, props)?;
-    out.env = interpolate_env(&step.env, props)?;
+    out.workdir = interpolate_in(&step.workdir, scope)?;
+    out.env = step
+        .env
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), interpolate_in(v, scope)?)))
+        .collect::<Result<_, InterpolateError>>()?;
     out.kind = match &step.kind {
         StepKind::Shell { command } => StepKind::Shell {
-            command: interpolate_command(command, props, &mut out.env)?,
+            command: command_in(command, scope, &mut out.env)?,
         },
         StepKind::SetProperty { property, command } => StepKind::SetProperty {
             property: property.clone(),
-            command: interpolate_command(command, props, &mut out.env)?,
+            command: command_in(command, scope, &mut out.env)?,
         },
         k @ StepKind::Checkout { .. } => k.clone(),
     };
@@ -1173,5 +1336,66 @@ mod tests {
             ran += 1;
         }
         assert!(ran > 200, "only {ran} of 300 ran ({refused} refused)");
+    }
+
+    #[test]
+    fn secrets_go_through_variables_and_errors_hide_them() {
+        let secrets = crate::secrets::Secrets::from_values(
+            Some("/m/secrets".into()),
+            [("TOKEN".to_string(), "v'al; rm -rf /".to_string())].into(),
+        );
+        let p = props(&[("secret", "prop")]);
+        let mut step = StepSpec::shell(
+            "s",
+            vec!["tool".into(), "--token=%(secret:TOKEN)s".into()],
+            "build",
+        );
+        step.env.insert("T".into(), "%(secret:TOKEN)s".into());
+        let out = interpolate_step_with(&step, &p, SecretAccess::Granted(&secrets)).unwrap();
+        assert_eq!(out.env["T"], "v'al; rm -rf /");
+        match &out.kind {
+            StepKind::Shell {
+                command: Command::Argv(a),
+            } => assert_eq!(a[1], "--token=v'al; rm -rf /"),
+            k => panic!("{k:?}"),
+        }
+        // In a script the value is a variable's, never text of the script.
+        step.kind = StepKind::Shell {
+            command: Command::Shell("echo '%(secret:TOKEN)s' %(secret:-d)s".into()),
+        };
+        let out = interpolate_step_with(&step, &p, SecretAccess::Granted(&secrets)).unwrap();
+        let StepKind::Shell {
+            command: Command::Shell(script),
+        } = &out.kind
+        else {
+            panic!()
+        };
+        assert!(!script.contains("rm -rf"), "{script}");
+        assert_eq!(sh(script, &out.env), "v'al; rm -rf / prop\n");
+        assert_eq!(step_secret_references(&step), vec!["TOKEN".to_string()]);
+        // Unknown, denied, unavailable, arithmetic: the name, never the value.
+        step.kind = StepKind::Shell {
+            command: Command::Shell("echo %(secret:NOPE)s".into()),
+        };
+        let e = interpolate_step_with(&step, &p, SecretAccess::Granted(&secrets)).unwrap_err();
+        assert!(
+            e.to_string().contains("\"NOPE\"") && e.to_string().contains("/m/secrets/NOPE"),
+            "{e}"
+        );
+        step.kind = StepKind::Shell {
+            command: Command::Shell("echo $((%(secret:TOKEN)s + 1))".into()),
+        };
+        let e = interpolate_step_with(&step, &p, SecretAccess::Granted(&secrets)).unwrap_err();
+        assert!(
+            !e.to_string().contains("rm -rf") && e.to_string().contains("TOKEN"),
+            "{e}"
+        );
+        let e = interpolate_step_with(&step, &p, SecretAccess::Denied("untrusted")).unwrap_err();
+        assert!(
+            e.to_string().contains("not given to this build: untrusted"),
+            "{e}"
+        );
+        assert!(interpolate_step(&step, &p).is_err());
+        assert!(interpolate("%(secret:a b)s", &p).is_err());
     }
 }

@@ -334,7 +334,7 @@ pub static STEP_OPTIONS: &[ParamSpec] = &[
     p!("shell", Bool, "true", "The other way to say `argv`: true (the default) runs the command through `/bin/sh -c`, false runs it as an argv. Kept for configs written when argv was the default."),
     p!("logParser", Choice(&["none", "compile", "test"]), "none", "Count warnings in the output like a compile step (compiler and tool warning formats) or tests like a test step (passed, failed, skipped, xfailed, xpassed)."),
     p!("warningPattern", Str, "", "Count the lines this regular expression matches as the step's warnings (with or without `logParser = compile`); a step with warnings is WARNINGS, and warnOnWarnings/flunkOnWarnings decide what that does to the build."),
-    p!("env.VAR", Str, "", "Set environment variable VAR for the step (the case of VAR is kept)."),
+    p!("env.VAR", Str, "", "Set environment variable VAR for the step (the case of VAR is kept); may use %(property)s and %(secret:NAME)s."),
 ];
 
 static TYPES: &[FactoryType] = &[
@@ -693,7 +693,7 @@ pub fn types_text() -> String {
         push_param(&mut out, p);
     }
     out.push_str(
-        "    step.NAME = COMMAND\n        A step of one's own, on any type: after the type's steps in file order, or placed with step.NAME.after / step.NAME.before; options below. COMMAND runs through `/bin/sh -c` (pipes, redirections, `&&`), as Buildbot runs a command given as a string; step.NAME.argv = true runs it as an argv. %(property)s references are safe in both: in a shell command each becomes a quoted expansion of an environment variable holding the value, never shell code.\n",
+        "    step.NAME = COMMAND\n        A step of one's own, on any type: after the type's steps in file order, or placed with step.NAME.after / step.NAME.before; options below. COMMAND runs through `/bin/sh -c` (pipes, redirections, `&&`), as Buildbot runs a command given as a string; step.NAME.argv = true runs it as an argv. %(property)s references are safe in both: in a shell command each becomes a quoted expansion of an environment variable holding the value, never shell code. %(secret:NAME)s is the secret NAME of the master's secretsDir (README \"Secrets\"), put in the same way, in a command, an env.VAR value or a workdir; every form of it is shown as <secret:NAME> in the logs, and an untrusted build (pr_from_fork = true) fails the step instead.\n",
     );
     out.push_str("\nOptions of steps of one's own (step.NAME.OPTION = VALUE):\n");
     for p in STEP_OPTIONS {

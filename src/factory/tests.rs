@@ -304,6 +304,11 @@ fn an_unterminated_quote_in_a_shell_command_is_an_error() {
         ("compile", "echo \"a"),
         ("bootstrap", "echo `date"),
         ("test", "make \\"),
+        ("test", "echo $(date"),
+        ("test", "(cd sub && make"),
+        ("test", "echo ${HOME"),
+        ("test", "echo $((1 + 2)"),
+        ("test", "echo $'a"),
     ] {
         let e = build_steps(
             &factory("autotools", &[(key, value)], vec![git("/r/hello")]),
@@ -338,6 +343,16 @@ fn an_unterminated_quote_in_a_shell_command_is_an_error() {
         "{e}"
     );
     assert!(e.contains("step.t.argv = true"), "{e}");
+    // Closed, each of them is fine (a case pattern's `)` closes nothing).
+    for ok in [
+        "echo $(date) `date` ${HOME} $((1 + 2)) $'a' \"$(echo \"x)\")\"",
+        "(cd sub && make) && arr[1]=2",
+        "case $x in a) echo a;; (b) echo b;; esac",
+        "echo $(case y in y) echo;; esac)",
+    ] {
+        f.steps = vec![step("t", &[("command", ok)])];
+        assert!(build_steps(&f, slave()).is_ok(), "{ok}");
+    }
     // A here-document's quote and a comment's are not quotes of the script.
     f.steps = vec![step("t", &[("command", "cat <<EOF\nit's\nEOF\n# don't")])];
     assert!(build_steps(&f, slave()).is_ok());

@@ -33,12 +33,14 @@ use std::sync::Arc;
 
 mod compressed;
 mod disk;
+mod search;
 
 pub use compressed::{
     compress_log, compressed_path, is_compressed, open_log, read_compressed_at, read_tail,
     remove_log_files, remove_plain, write_compressed,
 };
 pub use disk::{AsyncLog, LogDisk, LogGroup, IN_FLIGHT};
+pub use search::{search_log, LineMatch, LogSearch, EXCERPT_BYTES, MAX_NEEDLE};
 
 /// Which stream a piece of a log came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

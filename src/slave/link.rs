@@ -291,8 +291,13 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn each_frame_leaves_as_soon_as_it_is_fed_and_in_order() {
+    /// A WebSocket over real TCP on 127.0.0.1: the slave's end (its socket writes
+    /// counted), the master's end and the count.
+    async fn pair() -> (
+        WebSocketStream<Counted>,
+        WebSocketStream<TcpStream>,
+        Arc<AtomicUsize>,
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
@@ -305,6 +310,12 @@ mod tests {
         let slave_side = WebSocketStream::from_raw_socket(counted, Role::Client, config).await;
         let master_side =
             WebSocketStream::from_raw_socket(server.unwrap().0, Role::Server, config).await;
+        (slave_side, master_side, writes)
+    }
+
+    #[tokio::test]
+    async fn each_frame_leaves_as_soon_as_it_is_fed_and_in_order() {
+        let (slave_side, master_side, writes) = pair().await;
 
         let (link, lanes) = Link::new();
         link.notify("update", vec![("args", Value::from("rc 0"))])
@@ -333,18 +344,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_large_frame_goes_in_fragments_and_arrives_whole() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let writes = Arc::new(AtomicUsize::new(0));
-        let counted = Counted {
-            inner: client.unwrap(),
-            writes: writes.clone(),
-        };
-        let config = Some(crate::protocol::websocket_config());
-        let slave_side = WebSocketStream::from_raw_socket(counted, Role::Client, config).await;
-        let master_side =
-            WebSocketStream::from_raw_socket(server.unwrap().0, Role::Server, config).await;
+        let (slave_side, master_side, writes) = pair().await;
 
         // 256 KiB of output and a bit: more than one frame may carry.
         let text: String = (0..(256 * 1024 + 100))

@@ -79,6 +79,15 @@ pub fn routes(ctx: WebContext) -> BoxedFilter<(Response,)> {
         .and(with(ctx.clone()))
         .then(get_log)
         .boxed();
+    let log_search = api()
+        .and(warp::path!(
+            "builders" / String / "builds" / i64 / "steps" / String / "logs" / String / "search"
+        ))
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with(ctx.clone()))
+        .then(get_log_search)
+        .boxed();
     let force = api()
         .and(warp::path!("builders" / String / "force"))
         .and(warp::post())
@@ -128,6 +137,8 @@ pub fn routes(ctx: WebContext) -> BoxedFilter<(Response,)> {
         .or(build)
         .unify()
         .or(log)
+        .unify()
+        .or(log_search)
         .unify()
         .or(force)
         .unify()
@@ -479,6 +490,70 @@ async fn get_log(
         warp::http::HeaderValue::from_static("nosniff"),
     );
     resp
+}
+
+/// `GET …/logs/LOG/search?q=TEXT[&after=LINE]`: the lines of the whole log
+/// holding the text (case-insensitive, literal), at most 1,000 after line
+/// `after`, each with its log page and a short plain-text excerpt, and `more`
+/// when the list was cut (ask again with `after` the last line listed).
+async fn get_log_search(
+    name: String,
+    number: i64,
+    step: String,
+    log: String,
+    q: HashMap<String, String>,
+    ctx: WebContext,
+) -> Response {
+    use crate::web::html::unseg;
+    let (name, step, log) = (unseg(&name), unseg(&step), unseg(&log));
+    let asked = match crate::web::pages::search_query(&q) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "q: give the text to search for, like ?q=error",
+            )
+        }
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e),
+    };
+    let file = match ctx.db.log_file(&name, number, &step, &log).await {
+        Ok(Some(f)) => f,
+        Ok(None) => {
+            return not_found(format!(
+                "{name} build {number} has no log {log:?} in a step {step:?}"
+            ))
+        }
+        Err(e) => return db_error("GET …/logs/LOG/search", e),
+    };
+    if file.deleted {
+        return json_error(
+            StatusCode::GONE,
+            &format!(
+                "{name} build {number}: log {log:?} of step {step:?} was deleted by logHorizon"
+            ),
+        );
+    }
+    let found = match crate::logstore::log_reader(&file.path, file.complete).await {
+        Ok((_, len)) => crate::web::pages::find_in_log(&file.path, len, &asked.0, asked.1).await,
+        Err(e) => Err(e),
+    };
+    match found {
+        Ok(f) => {
+            let mut r = warp::reply::json(&f).into_response();
+            r.headers_mut().insert(
+                warp::http::header::CACHE_CONTROL,
+                warp::http::HeaderValue::from_static("no-cache"),
+            );
+            r
+        }
+        Err(e) => {
+            tracing::error!("log {}: {e}", file.path.display());
+            json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the log file cannot be read",
+            )
+        }
+    }
 }
 
 fn engine_error(e: EngineError) -> Response {

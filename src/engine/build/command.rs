@@ -142,8 +142,38 @@ pub(super) fn shell_end(end: CmdEnd, logs: &mut StepLogs, done_words: &[String])
 }
 
 /// Run one protocol command, its output into the step's logs (and its stdout into
-/// `capture`, up to [`CAPTURE_MAX`] bytes).
+/// `capture`, up to [`CAPTURE_MAX`] bytes). What it sends back that the master
+/// keeps (output, `got_revision`, a failure) has the secrets redacted; the
+/// output a stream held back for redaction is written when it ends.
 pub(super) async fn run_command(
+    ctx: &mut BuildContext,
+    logs: &mut StepLogs,
+    name: &str,
+    args: Value,
+    mut capture: Option<&mut String>,
+) -> CmdEnd {
+    let end = run_command_raw(ctx, logs, name, args, capture.as_deref_mut()).await;
+    logs.flush_redaction();
+    if let Some(c) = capture {
+        *c = logs.redact_text(c);
+    }
+    match end {
+        CmdEnd::Done {
+            rc,
+            failure,
+            failure_reason,
+            got_revision,
+        } => CmdEnd::Done {
+            rc,
+            failure: failure.map(|f| logs.redact_text(&f)),
+            failure_reason,
+            got_revision: got_revision.map(|g| logs.redact_text(&g)),
+        },
+        other => other,
+    }
+}
+
+async fn run_command_raw(
     ctx: &mut BuildContext,
     logs: &mut StepLogs,
     name: &str,

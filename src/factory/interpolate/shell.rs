@@ -844,9 +844,18 @@ impl Level {
                 }
             }
             ')' if cases > 0 => {
-                // The end of a `case` pattern: a command follows.
+                // The end of a `case` pattern: a command follows. Unless the word
+                // it ends is the `esac` of the last one (`$(case … esac)`): then
+                // it closes what it closes after any command.
                 self.end_word();
-                if let Frame::Cmd(c) = &mut self.frames[at] {
+                let Frame::Cmd(c) = &mut self.frames[at] else {
+                    return Step::Done;
+                };
+                if c.cases == 0 {
+                    if close == Close::Paren {
+                        self.pop();
+                    }
+                } else {
                     c.words.clear();
                 }
             }
@@ -1343,9 +1352,9 @@ impl Tracker {
     }
 
     /// What the script as read so far leaves open that `/bin/sh` would reject at
-    /// its end: a quote (`'…`, `"…`, `$'…`), a backquote or a trailing backslash
-    /// (`None` when nothing is). Here-documents, subshells and the like are left
-    /// to the shell.
+    /// its end: a quote (`'…`, `"…`, `$'…`), a backquote, `$(`, `(`, `${`, `$((`
+    /// or a trailing backslash (`None` when nothing is). Here-documents and
+    /// compound commands (`if` without `fi`) are left to the shell.
     pub(super) fn unclosed(&self) -> Option<&'static str> {
         if self.level.pending == Pending::Escape {
             return Some("a trailing backslash escapes nothing");
@@ -1354,6 +1363,18 @@ impl Tracker {
             Frame::Single { .. } | Frame::AnsiSingle => Some("unterminated ' quote"),
             Frame::Double { .. } => Some("unterminated \" quote"),
             Frame::Backtick { .. } => Some("unterminated ` (command substitution)"),
+            Frame::Cmd(Cmd {
+                close: Close::Paren,
+                subst: true,
+                ..
+            }) => Some("unterminated $( (command substitution): no closing )"),
+            Frame::Cmd(Cmd {
+                close: Close::Paren,
+                ..
+            }) => Some("unterminated ( (subshell): no closing )"),
+            Frame::Param { .. } => Some("unterminated ${ (parameter expansion): no closing }"),
+            Frame::Arith { close: ')', .. } => Some("unterminated $(( (arithmetic): no closing ))"),
+            Frame::Arith { .. } => Some("unterminated [ (arithmetic or subscript): no closing ]"),
             _ => None,
         })
     }

@@ -2,9 +2,13 @@
 //! or `last`; [`logview`] says where pages start): numbered lines with `#L123`
 //! anchors, stderr and headers styled by channel, ANSI colours, search and
 //! "jump to first error" (`?first_error`), a growing log's last page followed
-//! live by the page script through `…/tail`; and `…/logs/LOG/text`, the raw
-//! bytes as plain text (`?download` as a file). A page reads only its own bytes
-//! (a seek), so a 100 MB log's page costs one page.
+//! live by the page script through `…/tail`; `…/logs/LOG/text`, the raw
+//! bytes as plain text (`?download` as a file); and `…/logs/LOG/search?q=TEXT`,
+//! the lines of the whole log holding a text (case-insensitive, literal), each
+//! linked on its page — the page script moves through them from the log page
+//! with the JSON API's `…/search`, which [`find_in_log`] answers as well. A
+//! page reads only its own bytes (a seek), so a 100 MB log's page costs one
+//! page; a search streams through the log once.
 
 use std::collections::HashMap;
 
@@ -301,10 +305,15 @@ pub(super) async fn log_page(
                 " " a #page-last href={ (url) "?page=last" } { "last ⇥" }
             }
         }
-        form #log-find.log-find role="search" {
-            input #log-search type="search" placeholder="search this page" aria-label="search this page";
-            " " button #log-prev type="button" { "↑ previous" }
-            " " button #log-next type="button" { "↓ next" }
+        // Without the page script, the form lists the matches on a page of
+        // their own; with it, Enter and the buttons move through them here.
+        form #log-find.log-find role="search" action={ (url) "/search" } method="get"
+            data-api={ "/api/v1" (url) "/search" } {
+            input #log-search type="search" name="q" value=[q.get("q")]
+                placeholder="search this log" aria-label="search this log";
+            " " button #log-go type="submit" { "search" }
+            " " button #log-prev type="button" hidden { "↑ previous" }
+            " " button #log-next type="button" hidden { "↓ next" }
             " " span #log-count aria-live="polite" {}
             " "
             @if times.is_empty() {
@@ -332,6 +341,225 @@ pub(super) async fn log_page(
     let hd = r.headers_mut();
     hd.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     security_headers(hd);
+    r
+}
+
+/// Matching lines one search lists at most.
+pub(crate) const SEARCH_LIMIT: usize = 1_000;
+
+/// HTML of the matches' list a search page holds at most (the page stays
+/// under 500 kB whatever the log's lines are); the rest are on the next.
+const SEARCH_HTML: usize = 400 * 1024;
+
+/// One line a search found, as the search page and the JSON API show it.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct Hit {
+    /// The line's number (1-based): its anchor is `#L<line>`.
+    pub line: u64,
+    /// The log page (1-based, `?page=N`) the line is on.
+    pub page: usize,
+    /// A short excerpt of the line around the match, as plain text (escape
+    /// sequences dropped); untrusted, to be escaped or set as text.
+    pub text: String,
+    /// The line goes on before and after the excerpt.
+    pub cut_before: bool,
+    pub cut_after: bool,
+}
+
+/// What a search of a whole log found.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct Found {
+    pub q: String,
+    pub after: u64,
+    /// At most [`SEARCH_LIMIT`] lines after line `after`.
+    pub matches: Vec<Hit>,
+    /// More lines match after the last one listed (ask again with `after`
+    /// set to it).
+    pub more: bool,
+    /// The log's pages and lines now.
+    pub pages: usize,
+    pub lines: u64,
+}
+
+/// A search's `q` and `after` from a query string: `Ok(None)` when `q` is
+/// absent or empty, the reason when either is unusable.
+pub(crate) fn search_query(q: &HashMap<String, String>) -> Result<Option<(String, u64)>, String> {
+    let after = match q.get("after").map(|a| a.trim()).filter(|a| !a.is_empty()) {
+        None => 0,
+        Some(a) => a.parse::<u64>().map_err(|_| {
+            format!("after={a:?}: expected the number of the line to search after, like after=2000")
+        })?,
+    };
+    let text = q.get("q").map(String::as_str).unwrap_or("");
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if text.len() > crate::logstore::MAX_NEEDLE {
+        return Err(format!(
+            "q: the text to search for is {} bytes; at most {} are searched for",
+            text.len(),
+            crate::logstore::MAX_NEEDLE
+        ));
+    }
+    if text.contains(['\n', '\r']) {
+        return Err("q: the text to search for is one line (no line breaks)".to_string());
+    }
+    Ok(Some((text.to_string(), after)))
+}
+
+/// The lines of the first `len` bytes of the log at `path` that hold `q`
+/// (case-insensitive, literal) after line `after`: at most [`SEARCH_LIMIT`],
+/// each with its page. The scan starts at the page holding line `after + 1`
+/// (the page index, cached per log length, says where) and streams from
+/// there, a plain log read from a seek, a compressed one decompressed.
+pub(crate) async fn find_in_log(
+    path: &std::path::Path,
+    len: u64,
+    q: &str,
+    after: u64,
+) -> std::io::Result<Found> {
+    let ix = logview::index_of(path, len).await?;
+    let start = ix
+        .pages
+        .get(ix.page_of(after.saturating_add(1)))
+        .copied()
+        .unwrap_or((0, 1));
+    let (p, needle) = (path.to_path_buf(), q.to_string());
+    let found = tokio::task::spawn_blocking(move || {
+        crate::logstore::search_log(&p, len, start, after, &needle, SEARCH_LIMIT)
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    let matches = found
+        .matches
+        .into_iter()
+        .map(|m| Hit {
+            line: m.line,
+            page: ix.page_of(m.line) + 1,
+            text: logview::plain_text(&String::from_utf8_lossy(&m.excerpt)),
+            cut_before: m.cut_before,
+            cut_after: m.cut_after,
+        })
+        .collect();
+    Ok(Found {
+        q: q.to_string(),
+        after,
+        matches,
+        more: found.more,
+        pages: ix.pages.len(),
+        lines: ix.lines,
+    })
+}
+
+/// `…/logs/LOG/search?q=TEXT[&after=LINE]`: the lines of the whole log that
+/// hold the text, each linked to its line on its page, with an excerpt; a link
+/// to the next matches when more follow. The log page's search form without
+/// its script.
+pub(super) async fn log_search(
+    b: String,
+    n: i64,
+    s: String,
+    l: String,
+    q: HashMap<String, String>,
+    pc: Pc,
+) -> Response {
+    let Opened {
+        builder,
+        step,
+        log,
+        file,
+        len,
+        ..
+    } = match open_log(&pc, &b, n, &s, &l).await {
+        Ok(x) => x,
+        Err(page) => return page,
+    };
+    let url = log_url(&builder, n, &step, &log);
+    let asked = match search_query(&q) {
+        Ok(a) => a,
+        Err(e) => {
+            return error_page(&pc, warp::http::StatusCode::BAD_REQUEST, "Bad search", &e);
+        }
+    };
+    let found = match &asked {
+        None => None,
+        Some((text, after)) => match find_in_log(&file.path, len, text, *after).await {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::error!("log {}: {e}", file.path.display());
+                return error_page(
+                    &pc,
+                    warp::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "Log unreadable",
+                    "the log file cannot be read",
+                );
+            }
+        },
+    };
+    // The list, cut where its HTML reaches the page's share.
+    let mut items = String::new();
+    let (mut shown, mut more, mut last) = (0usize, false, 0u64);
+    if let Some(f) = &found {
+        more = f.more;
+        for h in &f.matches {
+            let item = html! {
+                li {
+                    a href={ (url) "?page=" (h.page) "#L" (h.line) } { "line " (h.line) }
+                    " (page " (h.page) ") "
+                    code { @if h.cut_before { "…" } (h.text) @if h.cut_after { "…" } }
+                }
+            }
+            .into_string();
+            if items.len() + item.len() > SEARCH_HTML {
+                more = true;
+                break;
+            }
+            items.push_str(&item);
+            shown += 1;
+            last = h.line;
+        }
+    }
+    let text = asked.as_ref().map(|(t, _)| t.as_str()).unwrap_or("");
+    let after = asked.as_ref().map(|(_, a)| *a).unwrap_or(0);
+    let title = format!("{builder} #{n} {step} {log}: search");
+    let body = html! {
+        h1 {
+            (builder_link(&builder)) " "
+            a href=(build_url(&builder, n)) { "build #" (n) }
+            ": " (step) " / " a href=(url) { (log) } ": search"
+        }
+        form #log-find.log-find role="search" action={ (url) "/search" } method="get" {
+            input #log-search type="search" name="q" value=(text)
+                placeholder="search this log" aria-label="search this log";
+            " " button type="submit" { "search" }
+        }
+        @if let Some(f) = &found {
+            p #search-summary {
+                @if shown == 0 {
+                    "No line" @if after > 0 { " after line " (after) } " of the log holds "
+                } @else {
+                    (shown) @if more { "+" } " lines" @if after > 0 { " after line " (after) } " hold "
+                }
+                q { (text) } " (case-insensitive; " (f.lines) " lines, " (f.pages) " pages)."
+            }
+            ol.log-matches { (maud::PreEscaped(&items)) }
+            @if more {
+                p {
+                    a #search-more rel="next" href={ (url) "/search?q=" (html::seg(text)) "&after=" (last) } {
+                        "more matches after line " (last) " →"
+                    }
+                }
+            }
+        }
+        p { a href=(url) { "back to the log" } }
+    };
+    let config = pc.ctx.config.borrow().clone();
+    let mut r = super::html_response(
+        warp::http::StatusCode::OK,
+        html::page(&frame(&pc, &config, &title, ""), &body).into_string(),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
 }
 

@@ -314,6 +314,43 @@ impl Ansi {
     }
 }
 
+/// `text` as plain text for an excerpt: escape sequences (ANSI SGR and the
+/// rest) dropped, tabs as spaces, other control characters dropped. Still text
+/// from a log: the page escapes it, the page script sets it as text.
+pub fn plain_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.next() {
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('\u{40}'..='\u{7e}').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                Some(']') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\u{7}' {
+                            break;
+                        }
+                        if c == '\u{1b}' {
+                            chars.next();
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            '\t' => out.push(' '),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn escape_char(c: char, out: &mut String) {
     match c {
         '&' => out.push_str("&amp;"),
@@ -424,6 +461,14 @@ mod tests {
             &mut out,
         );
         assert_eq!(out, "<span class=\"ansi-fg10\">green</span>x");
+    }
+
+    #[test]
+    fn excerpts_are_plain_text() {
+        assert_eq!(
+            plain_text("\u{1b}[1;31mred\u{1b}[0m\tand\u{1b}]0;title\u{7} <b>\r\u{0}"),
+            "red and <b>"
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ mod logview;
 mod slaves;
 mod waterfall;
 
-pub(crate) use log::{split_runs, LOG_CHUNK};
+pub(crate) use log::{find_in_log, search_query, split_runs, LOG_CHUNK};
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -184,6 +184,14 @@ fn page_routes(
     .and(with())
     .then(log::log_text)
     .boxed();
+    let log_search = warp::path!(
+        "builders" / String / "builds" / i64 / "steps" / String / "logs" / String / "search"
+    )
+    .and(read())
+    .and(query())
+    .and(with())
+    .then(log::log_search)
+    .boxed();
     let log_tail = warp::path!(
         "builders" / String / "builds" / i64 / "steps" / String / "logs" / String / "tail"
     )
@@ -304,6 +312,8 @@ fn page_routes(
         .or(log_html)
         .unify()
         .or(log_text)
+        .unify()
+        .or(log_search)
         .unify()
         .or(log_tail)
         .unify()
