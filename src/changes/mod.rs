@@ -11,6 +11,9 @@
 //!   --xml`), with no local copy; [`BzrPoller`] asks each Bazaar branch with
 //!   `brz revno` and `brz log`, and [`DarcsPoller`] each Darcs repository with
 //!   `darcs log --xml-output`.
+//! * [`CvsPoller`] asks a CVS module for its file revisions since the last date
+//!   seen (`cvs rlog`) and groups them into commits; [`ArchPoller`] lists each GNU
+//!   Arch version's revisions (`tla revisions`) and reads their logs.
 //!
 //! All are blocking, keep no state of their own between polls and never touch the
 //! database: the caller passes the last revision it stored per branch and persists the
@@ -27,8 +30,10 @@
 //! hangs on the slave port. This module sits below the engine and the schedulers
 //! and knows nothing of either.
 
+mod archpoller;
 pub mod bus;
 mod bzrpoller;
+mod cvspoller;
 mod darcspoller;
 mod gitpoller;
 mod hgpoller;
@@ -46,8 +51,10 @@ use serde::Serialize;
 
 use crate::sources::redact_url;
 
+pub use archpoller::ArchPoller;
 pub use bus::{ChangeBus, PollRequest};
 pub use bzrpoller::BzrPoller;
+pub use cvspoller::{parse_date as parse_cvs_date, CvsPoller};
 pub use darcspoller::DarcsPoller;
 pub use gitpoller::GitPoller;
 pub use hgpoller::HgPoller;

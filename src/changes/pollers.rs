@@ -1,4 +1,4 @@
-//! The poller manager: one git, hg, svn, bzr or darcs poller per distinct repository URL of the
+//! The poller manager: one git, hg, svn, bzr, darcs, cvs or arch poller per distinct repository URL of the
 //! configured factories, polling all the branches any factory wants from it every
 //! `pollInterval` seconds (the shortest any of those factories asks for), and at
 //! once when someone asks ([`ChangeBus::request_poll`](crate::changes::ChangeBus));
@@ -24,8 +24,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::changes::{
-    mirror_path, BzrPoller, Change, ChangeBus, DarcsPoller, GitPoller, HgPoller, PollResult,
-    SvnPoller,
+    mirror_path, ArchPoller, BzrPoller, Change, ChangeBus, CvsPoller, DarcsPoller, GitPoller,
+    HgPoller, PollResult, SvnPoller,
 };
 use crate::config::MasterConfig;
 use crate::db::changes::NewChange;
@@ -133,7 +133,9 @@ pub fn poller_specs(config: &MasterConfig) -> Vec<PollerSpec> {
             let path = |b: &str| match s.kind {
                 SourceKind::Svn => svn_branch_path(s, b),
                 SourceKind::Bzr | SourceKind::Darcs => b.trim_matches('/').to_string(),
-                SourceKind::Git | SourceKind::Hg => String::new(),
+                SourceKind::Git | SourceKind::Hg | SourceKind::Cvs | SourceKind::Arch => {
+                    String::new()
+                }
             };
             match out.iter_mut().find(|p| p.kind == s.kind && p.url == s.url) {
                 Some(p) => {
@@ -161,7 +163,9 @@ pub fn poller_specs(config: &MasterConfig) -> Vec<PollerSpec> {
                         SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => {
                             uniq.iter().map(|b| path(b)).collect()
                         }
-                        SourceKind::Git | SourceKind::Hg => Vec::new(),
+                        SourceKind::Git | SourceKind::Hg | SourceKind::Cvs | SourceKind::Arch => {
+                            Vec::new()
+                        }
                     };
                     out.push(PollerSpec {
                         kind: s.kind,
@@ -214,6 +218,8 @@ enum Poller {
     Svn(SvnPoller),
     Bzr(BzrPoller),
     Darcs(DarcsPoller),
+    Cvs(CvsPoller),
+    Arch(ArchPoller),
 }
 
 impl Poller {
@@ -227,6 +233,8 @@ impl Poller {
             Poller::Svn(p) => p.poll(last),
             Poller::Bzr(p) => p.poll(last),
             Poller::Darcs(p) => p.poll(last),
+            Poller::Cvs(p) => p.poll(last),
+            Poller::Arch(p) => p.poll(last),
         }
     }
 }
@@ -262,6 +270,18 @@ fn poller_for(ctx: &PollerContext, spec: &PollerSpec) -> Arc<Poller> {
         SourceKind::Svn => Poller::Svn(labelled!(SvnPoller::new(url, branch_paths()))),
         SourceKind::Bzr => Poller::Bzr(labelled!(BzrPoller::new(url, branch_paths()))),
         SourceKind::Darcs => Poller::Darcs(labelled!(DarcsPoller::new(url, branch_paths()))),
+        // The CVS poller's passfile and tla's HOME live in the repository's
+        // directory under MASTERDIR/mirrors.
+        SourceKind::Cvs => Poller::Cvs(labelled!(CvsPoller::new(
+            url,
+            spec.branches.clone(),
+            mirror
+        ))),
+        SourceKind::Arch => Poller::Arch(labelled!(ArchPoller::new(
+            url,
+            spec.branches.clone(),
+            mirror
+        ))),
     })
 }
 

@@ -22,8 +22,20 @@ pub(crate) enum RunError {
 
 /// Runs `program ARGS` and waits for it, at most `timeout`.
 pub(crate) fn run(program: &Path, args: &[String], timeout: Duration) -> Result<Output, RunError> {
+    run_env(program, args, &[], timeout)
+}
+
+/// [`run`] with the variables `env` set (tla's private `HOME`, cvs's
+/// `CVS_PASSFILE`).
+pub(crate) fn run_env(
+    program: &Path,
+    args: &[String],
+    env: &[(&str, &std::ffi::OsStr)],
+    timeout: Duration,
+) -> Result<Output, RunError> {
     let mut child = Command::new(program)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

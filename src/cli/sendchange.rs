@@ -41,17 +41,40 @@ fn check_revision(vc: &str, rev: &str) -> anyhow::Result<()> {
                     .strip_prefix("revid:")
                     .is_some_and(|id| !id.is_empty() && !id.chars().any(char::is_whitespace))
         }
+        "cvs" => crate::changes::parse_cvs_date(rev).is_some(),
+        "arch" => is_arch_revision(rev),
         _ => (4..=64).contains(&rev.len()) && rev.bytes().all(|b| b.is_ascii_hexdigit()),
     };
     if !ok {
         let what = match vc {
             "svn" => "a revision number (e.g. 1234)",
             "bzr" => "a revno (e.g. 42) or revid:…",
+            "cvs" => "a CVS date (e.g. \"2026-12-07 05:25:02 +0000\")",
+            "arch" => "a fully qualified Arch revision (e.g. ann@example.org--2026/proj--main--1.0--patch-3)",
             _ => "a hex commit id",
         };
         bail!("--vc {vc}: the revision {rev:?} is not {what}; give --revision with the commit's revision");
     }
     Ok(())
+}
+
+/// `ARCHIVE/CATEGORY--BRANCH--VERSION--LEVEL`, LEVEL `base-0`, `patch-N`,
+/// `version-N` or `versionfix-N`.
+fn is_arch_revision(rev: &str) -> bool {
+    let Some((archive, name)) = rev.split_once('/') else {
+        return false;
+    };
+    let Some((_, level)) = name.rsplit_once("--") else {
+        return false;
+    };
+    let level_ok = ["base-", "patch-", "versionfix-", "version-"]
+        .iter()
+        .any(|p| {
+            level
+                .strip_prefix(p)
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        });
+    !archive.is_empty() && name.matches("--").count() >= 2 && level_ok && !rev.contains(' ')
 }
 
 /// Refuse an options file that holds a password and that group or others may read.
@@ -111,11 +134,13 @@ pub struct SendchangeArgs {
     /// When the Change was made, unix seconds [default: when the master gets it].
     #[arg(short = 'w', long)]
     pub when: Option<i64>,
-    /// The version-control system of the repository (git, hg, svn, bzr or darcs):
-    /// the revision must be one of its revisions (svn: a revision number; bzr: a
-    /// revno or revid:…; git, hg and darcs: a hex commit id or patch hash), checked
-    /// before the Change is sent.
-    #[arg(long, value_parser = ["git", "hg", "svn", "bzr", "darcs"])]
+    /// The version-control system of the repository (git, hg, svn, bzr, darcs,
+    /// cvs or arch): the revision must be one of its revisions (svn: a revision
+    /// number; bzr: a revno or revid:…; git, hg and darcs: a hex commit id or patch
+    /// hash; cvs: a date such as "2026-12-07 05:25:02 +0000"; arch: a fully
+    /// qualified revision ARCHIVE/VERSION--patch-N), checked before the Change is
+    /// sent.
+    #[arg(long, value_parser = ["git", "hg", "svn", "bzr", "darcs", "cvs", "arch"])]
     pub vc: Option<String>,
     /// Files the Change touched.
     #[arg(value_name = "FILES")]

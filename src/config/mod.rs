@@ -189,6 +189,8 @@ pub fn check_local_sources(cfg: &MasterConfig) -> Result<(), ConfigError> {
             SourceKind::Svn => true,
             SourceKind::Bzr => s.dir.join(".bzr").is_dir(),
             SourceKind::Darcs => s.dir.join("_darcs").is_dir(),
+            SourceKind::Cvs => s.dir.join("CVSROOT").is_dir(),
+            SourceKind::Arch => s.dir.join("=meta-info").is_dir(),
         };
         if !is_repo {
             let (vc, make) = match s.kind {
@@ -197,6 +199,8 @@ pub fn check_local_sources(cfg: &MasterConfig) -> Result<(), ConfigError> {
                 SourceKind::Svn => ("svn", "svnadmin create"),
                 SourceKind::Bzr => ("bzr", "brz init"),
                 SourceKind::Darcs => ("darcs", "darcs init"),
+                SourceKind::Cvs => ("CVS", "cvs -d DIR init"),
+                SourceKind::Arch => ("GNU Arch", "tla make-archive NAME DIR"),
             };
             return Err(err(format!(
                 "{} is not a {vc} repository (`{make}` makes one; or fix the path, or the key: git = for git, hg = for Mercurial)",

@@ -316,6 +316,96 @@ fn parse_sources(v: &Val, kind: SourceKind, basedir: &Path) -> Result<Vec<Source
     Ok(out)
 }
 
+/// `CVSROOT MODULE[#BRANCH] ...`: pairs of words, the CVSROOT a local path
+/// (`./` and `../` made absolute) or `:METHOD:…`, the module a path in it, the
+/// branch a CVS branch tag (the trunk without one).
+fn parse_cvs_sources(v: &Val, basedir: &Path) -> Result<Vec<Source>, ConfigError> {
+    let words: Vec<&str> = v.value.split_whitespace().collect();
+    if words.is_empty() || !words.len().is_multiple_of(2) {
+        return Err(v.err(format!(
+            "expected CVSROOT MODULE[#BRANCH] (pairs of words), got {:?}; e.g. `cvs = :pserver:anonymous@cvs.example.org:/cvsroot proj` or `cvs = /srv/cvs proj#release-1`",
+            crate::sources::redact_url(&v.value)
+        )));
+    }
+    let mut out = Vec::new();
+    for pair in words.chunks(2) {
+        let (root, module) = (pair[0], pair[1]);
+        let root = if root.starts_with("./") || root.starts_with("../") {
+            normalize_path(&basedir.join(root))
+                .to_string_lossy()
+                .into_owned()
+        } else {
+            root.trim_end_matches('/').to_string()
+        };
+        if !root.starts_with('/') && !root.starts_with(':') {
+            return Err(v.err(format!(
+                "{:?} is not a CVSROOT: write a local path (/srv/cvs, ./cvsroot) or :METHOD:[USER@]HOST:/PATH (e.g. :pserver:anonymous@cvs.example.org:/cvsroot)",
+                crate::sources::redact_url(&root)
+            )));
+        }
+        let (module, branch) = match module.rsplit_once('#') {
+            Some((m, b)) if !b.is_empty() => (m, b.to_string()),
+            Some(_) => {
+                return Err(v.err(format!(
+                "{module:?} ends with `#` but names no branch; write MODULE#BRANCH or just MODULE"
+            )))
+            }
+            None => (module, String::new()),
+        };
+        let bad = module.is_empty()
+            || module.starts_with('/')
+            || module.starts_with('-')
+            || module.split('/').any(|c| c == "..");
+        if bad {
+            return Err(v.err(format!(
+                "{module:?} is not a CVS module: a path in the repository (no leading `/` or `-`, no `..`)"
+            )));
+        }
+        if branch.starts_with('-') {
+            return Err(v.err(format!(
+                "{branch:?} is not a CVS branch tag (it starts with `-`)"
+            )));
+        }
+        out.push(Source {
+            kind: SourceKind::Cvs,
+            url: format!("{root} {module}"),
+            branch,
+            branch_prefix: None,
+        });
+    }
+    Ok(out)
+}
+
+/// `ARCHIVE/VERSION ...` with the factory's `archiveLocation`: one source per
+/// version, the location its URL.
+fn parse_arch_sources(v: &Val) -> Result<Vec<Source>, ConfigError> {
+    let mut out = Vec::new();
+    for word in v.value.split_whitespace() {
+        let ok = match word.split_once('/') {
+            Some((archive, version)) => {
+                !archive.is_empty()
+                    && !archive.starts_with('-')
+                    && version.contains("--")
+                    && !version.starts_with('-')
+                    && !version.contains('/')
+            }
+            None => false,
+        };
+        if !ok {
+            return Err(v.err(format!(
+                "{word:?} is not a fully qualified Arch version; write ARCHIVE/CATEGORY--BRANCH--VERSION, e.g. ann@example.org--2026/proj--main--1.0"
+            )));
+        }
+        out.push(Source {
+            kind: SourceKind::Arch,
+            url: String::new(),
+            branch: word.to_string(),
+            branch_prefix: None,
+        });
+    }
+    Ok(out)
+}
+
 /// `a/./b/../c` → `a/c`, without touching the file system (the path may not exist
 /// yet: `create` writes the sample repositories after the config).
 fn normalize_path(path: &Path) -> PathBuf {
@@ -988,7 +1078,10 @@ fn local_sources(v: &Val, sources: &[Source]) -> Vec<LocalSource> {
     sources
         .iter()
         .filter_map(|s| {
-            let dir = s.url.strip_prefix("file://").unwrap_or(&s.url);
+            let dir = match s.kind {
+                SourceKind::Cvs => crate::sources::cvs_root_module(&s.url).0,
+                _ => s.url.strip_prefix("file://").unwrap_or(&s.url),
+            };
             dir.starts_with('/').then(|| LocalSource {
                 kind: s.kind,
                 dir: PathBuf::from(dir),
@@ -1105,6 +1198,9 @@ fn read_factory(
     let mut svn = Vec::new();
     let mut bzr = Vec::new();
     let mut darcs = Vec::new();
+    let mut cvs = Vec::new();
+    let mut arch = Vec::new();
+    let mut arch_location: Option<(String, Val)> = None;
     let mut svn_prefix: Option<String> = None;
     // step name -> (command Val, options), in order of the command keys.
     let mut steps: Vec<(String, Option<Val>, BTreeMap<String, String>)> = Vec::new();
@@ -1200,6 +1296,41 @@ fn read_factory(
                 darcs = parse_sources(v, SourceKind::Darcs, basedir)?;
                 checks.local_sources.extend(local_sources(v, &darcs));
             }
+            "cvs" => {
+                cvs = parse_cvs_sources(v, basedir)?;
+                checks.local_sources.extend(local_sources(v, &cvs));
+            }
+            "arch" => {
+                arch = parse_arch_sources(v)?;
+                if arch.is_empty() {
+                    return Err(v.err(
+                        "expected ARCHIVE/VERSION, e.g. ann@example.org--2026/proj--main--1.0",
+                    ));
+                }
+            }
+            "archivelocation" => {
+                let url = if value.starts_with("./") || value.starts_with("../") {
+                    normalize_path(&basedir.join(value))
+                        .to_string_lossy()
+                        .into_owned()
+                } else {
+                    value.to_string()
+                };
+                if url.is_empty() || url.split_whitespace().count() != 1 {
+                    return Err(v.err(format!(
+                        "expected one archive location (a path, http(s)://, sftp:// or ftp:// URL), got {value:?}"
+                    )));
+                }
+                if let Ok((_, Some(c))) = crate::sources::split_credentials(&url) {
+                    if !c.password.is_empty() {
+                        return Err(v.err(format!(
+                            "{} holds a password, which tla would keep in its archive registration and print; use a readable http:// archive, or sftp:// with a key",
+                            crate::sources::redact_url(&url)
+                        )));
+                    }
+                }
+                arch_location = Some((url, v.clone()));
+            }
             "svnbranchprefix" => {
                 svn_prefix = Some(value.trim_matches('/').to_string());
                 checks.svn_prefix = Some(v.clone());
@@ -1252,10 +1383,31 @@ fn read_factory(
     for s in &mut svn {
         s.branch_prefix = svn_prefix.clone();
     }
+    match (&arch_location, arch.is_empty()) {
+        (Some((url, v)), false) => {
+            for s in &mut arch {
+                s.url = url.clone();
+            }
+            checks.local_sources.extend(local_sources(v, &arch));
+        }
+        (None, false) => {
+            if let Some(v) = all.0.iter().find(|v| v.key == "arch") {
+                return Err(v.err("arch = ARCHIVE/VERSION needs `archiveLocation = URL` (where the archive is: a path, or an http://, sftp:// or ftp:// URL) in the same section"));
+            }
+        }
+        (Some((_, v)), true) => {
+            return Err(v.err(
+                "archiveLocation applies to arch sources, and this factory has none; add `arch = ARCHIVE/VERSION` or remove the key",
+            ));
+        }
+        (None, true) => {}
+    }
     f.sources = hg;
     f.sources.extend(svn);
     f.sources.extend(bzr);
     f.sources.extend(darcs);
+    f.sources.extend(cvs);
+    f.sources.extend(arch);
     f.sources.extend(git);
     if let Some(sample) = &f.sample {
         let dir = basedir.join("repos").join(sample);
@@ -1511,7 +1663,12 @@ fn cross_check(
                 factory::FactoryError::DuplicateDir { .. } => c
                     .all
                     .iter()
-                    .find(|v| matches!(v.key.as_str(), "git" | "hg" | "svn" | "bzr" | "darcs"))
+                    .find(|v| {
+                        matches!(
+                            v.key.as_str(),
+                            "git" | "hg" | "svn" | "bzr" | "darcs" | "cvs" | "arch"
+                        )
+                    })
                     .map(|v| v.key.clone()),
                 _ => None,
             };

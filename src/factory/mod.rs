@@ -425,6 +425,8 @@ fn sources_with_dirs(f: &Recipe) -> Result<Vec<(Source, String)>, FactoryError> 
         .chain(f.sources.iter().filter(|s| s.kind == SourceKind::Svn))
         .chain(f.sources.iter().filter(|s| s.kind == SourceKind::Bzr))
         .chain(f.sources.iter().filter(|s| s.kind == SourceKind::Darcs))
+        .chain(f.sources.iter().filter(|s| s.kind == SourceKind::Cvs))
+        .chain(f.sources.iter().filter(|s| s.kind == SourceKind::Arch))
         .chain(f.sources.iter().filter(|s| s.kind == SourceKind::Git));
     for s in ordered {
         let dir = source_dir(s);

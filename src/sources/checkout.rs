@@ -70,7 +70,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::credentials::{
-    credential_env, redact_url, split_credentials, HG_SOURCE_ALIAS, HG_SOURCE_VAR,
+    credential_env, cvs_passfile, redact_url, split_credentials, HG_SOURCE_ALIAS, HG_SOURCE_VAR,
 };
 use super::{path_safe, source_dir, Mode, Retry, Source, SourceKind};
 
@@ -126,6 +126,12 @@ pub enum CheckoutError {
     DarcsPassword { url: String },
     #[error("refusing svn branch {0:?}: a branch is a path below the URL (no `..`, no leading `/`, no control characters)")]
     BadSvnBranch(String),
+    #[error("refusing CVS module {0:?}: a module is a path in the repository (no `..`, no leading `/` or `-`, no control characters)")]
+    BadCvsModule(String),
+    #[error("the GNU Arch archive location {url} holds a password, which tla can only be given in the URL it keeps in its registration; write the URL without it (and use sftp:// with a key, or a readable http:// archive)")]
+    ArchPassword { url: String },
+    #[error("refusing Arch version {0:?}: write ARCHIVE/CATEGORY--BRANCH--VERSION (e.g. ann@example.org--2026/proj--main--1.0)")]
+    BadArchVersion(String),
 }
 
 /// Where a mirror operation leads, once it succeeded or failed.
@@ -200,7 +206,33 @@ pub struct CheckoutPlan {
     /// credentials of the URL ([`credential_env`]), never in an argv.
     #[serde(skip)]
     pub env: SecretEnv,
+    /// GNU Arch: the directory (relative to the builder's directory, like the
+    /// other paths) that every `Shell`/`GotRevision` operation runs with as its
+    /// `HOME`, made absolute by whoever runs the plan: tla keeps its archive
+    /// registrations in `~/.arch-params`, and the checkout registers the source's
+    /// archive there, never in the slave user's own.
+    pub home: Option<String>,
+    /// CVS with a `:pserver:USER:PASSWORD@…` CVSROOT: the passfile content that
+    /// gives cvs the password ([`cvs_passfile`]). Whoever runs the plan writes it
+    /// to a private temporary file named by `CVS_PASSFILE` for the `Shell`
+    /// operations (never an argv or a log) and removes it afterwards.
+    #[serde(skip)]
+    pub cvs_passfile: Option<SecretBytes>,
 }
+
+/// Bytes that hold a secret: `Debug` shows their length only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretBytes(pub Vec<u8>);
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} secret bytes>", self.0.len())
+    }
+}
+
+/// Where a GNU Arch checkout's tla finds its `HOME` (see [`CheckoutPlan::home`]),
+/// relative to the builder's directory.
+pub const ARCH_HOME: &str = ".autobot-arch-home";
 
 /// Environment variables that hold secrets: `Debug` shows their names only.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -270,6 +302,13 @@ impl<'a> Checkout<'a> {
                 svn_path = checked_svn_branch(branch.trim_matches('/'))?;
                 svn_path.as_str()
             }
+            // The trunk, or a branch tag.
+            SourceKind::Cvs if branch.is_empty() => "",
+            SourceKind::Cvs => checked_name("branch", branch)?,
+            SourceKind::Arch => {
+                svn_path = checked_arch_version(&super::arch_version(self.source, branch))?;
+                svn_path.as_str()
+            }
             SourceKind::Git | SourceKind::Hg => checked_name("branch", branch)?,
         };
         // Checked even when alwaysUseLatest drops it: the build's revision is also
@@ -290,8 +329,36 @@ impl<'a> Checkout<'a> {
                 svn_user = Some(c.username.clone());
             }
         }
+        let cvs_pass = match (&credentials, self.source.kind) {
+            (Some(c), SourceKind::Cvs) if !c.password.is_empty() => {
+                Some(SecretBytes(cvs_passfile(c)))
+            }
+            _ => None,
+        };
+        if self.source.kind == SourceKind::Cvs {
+            let (_, module) = super::cvs_root_module(&url);
+            let bad = module.starts_with('/')
+                || module.starts_with('-')
+                || module.chars().any(char::is_control)
+                || module.split('/').any(|c| c == "..");
+            if bad {
+                return Err(CheckoutError::BadCvsModule(module.to_string()));
+            }
+        }
+        if self.source.kind == SourceKind::Arch {
+            if let Some(c) = &credentials {
+                if !c.password.is_empty() {
+                    return Err(CheckoutError::ArchPassword {
+                        url: redact_url(&self.source.url),
+                    });
+                }
+            }
+        }
         let mut url = url;
-        if matches!(self.source.kind, SourceKind::Bzr | SourceKind::Darcs) {
+        if matches!(
+            self.source.kind,
+            SourceKind::Bzr | SourceKind::Darcs | SourceKind::Arch
+        ) {
             if let Some(c) = &credentials {
                 if !c.password.is_empty() {
                     let url = redact_url(&self.source.url);
@@ -301,7 +368,7 @@ impl<'a> Checkout<'a> {
                         CheckoutError::DarcsPassword { url }
                     });
                 }
-                // brz and darcs take a user name in the URL itself.
+                // brz, darcs and tla take a user name in the URL itself.
                 url = self.source.url.clone();
             }
         }
@@ -320,15 +387,23 @@ impl<'a> Checkout<'a> {
             revision,
             svn_url: &svn_url,
             svn_user: svn_user.as_deref(),
+            export: false,
         };
-        let copying = matches!(self.mode, Mode::Copy | Mode::Export);
+        // CVS exports with `cvs export` (VC metadata is in every directory).
+        let cvs_export = self.source.kind == SourceKind::Cvs && self.mode == Mode::Export;
+        let vc = Vc {
+            export: cvs_export,
+            ..vc
+        };
+        let copying = matches!(self.mode, Mode::Copy | Mode::Export) && !cvs_export;
         let srcdir = if copying {
             copy_dir(&workdir)
         } else {
             workdir.clone()
         };
-        let probe = (self.mode != Mode::Clobber).then(|| join(&srcdir, vc.metadata_dir()));
-        let clobber = self.mode == Mode::Clobber;
+        let probe =
+            (self.mode != Mode::Clobber && !cvs_export).then(|| join(&srcdir, vc.metadata_dir()));
+        let clobber = self.mode == Mode::Clobber || cvs_export;
         let update = if clobber {
             Vec::new()
         } else {
@@ -343,19 +418,36 @@ impl<'a> Checkout<'a> {
             None
         };
         let mut finish = Vec::new();
+        let arch_export = self.source.kind == SourceKind::Arch && self.mode == Mode::Export;
         if copying {
             finish.push(CheckoutOp::RmDir {
                 dir: workdir.clone(),
             });
-            finish.push(CheckoutOp::CpDir {
-                from: srcdir.clone(),
-                to: workdir.clone(),
-            });
+            if arch_export {
+                // tla's own export of the tree's revision: its metadata is in
+                // every directory (`.arch-ids`), and a copy would keep them.
+                if let Some((parent, _)) = workdir.rsplit_once('/').filter(|(p, _)| !p.is_empty()) {
+                    finish.push(CheckoutOp::MkDir {
+                        dir: parent.to_string(),
+                    });
+                }
+                finish.push(CheckoutOp::Shell {
+                    argv: argv(&["tla", "export", &relative_to(&srcdir, &workdir)]),
+                    workdir: srcdir.clone(),
+                });
+            } else {
+                finish.push(CheckoutOp::CpDir {
+                    from: srcdir.clone(),
+                    to: workdir.clone(),
+                });
+            }
         }
-        let revision_dir = if self.mode == Mode::Export {
-            finish.push(CheckoutOp::RmDir {
-                dir: join(&workdir, vc.metadata_dir()),
-            });
+        let revision_dir = if self.mode == Mode::Export && !cvs_export {
+            if !arch_export {
+                finish.push(CheckoutOp::RmDir {
+                    dir: join(&workdir, vc.metadata_dir()),
+                });
+            }
             &srcdir
         } else {
             &workdir
@@ -421,6 +513,8 @@ impl<'a> Checkout<'a> {
                 Some(c) => credential_env(self.source.kind, c),
                 None => BTreeMap::new(),
             }),
+            home: (self.source.kind == SourceKind::Arch).then(|| ARCH_HOME.to_string()),
+            cvs_passfile: cvs_pass,
         })
     }
 
@@ -492,6 +586,32 @@ pub fn copy_dir(workdir: &str) -> String {
     }
 }
 
+/// `dir`'s parent (empty: the builder's directory; `/` for a top-level absolute
+/// one) and its last component.
+fn split_parent(dir: &str) -> (&str, &str) {
+    match dir.rsplit_once('/') {
+        Some((p, n)) => (if p.is_empty() { "/" } else { p }, n),
+        None => ("", dir),
+    }
+}
+
+/// Remove `dir`, make its parent, and run `words` (which create `dir`) there.
+fn fresh_in_parent(dir: &str, parent: &str, words: Vec<String>) -> Vec<CheckoutOp> {
+    let mut ops = vec![CheckoutOp::RmDir {
+        dir: dir.to_string(),
+    }];
+    if !parent.is_empty() {
+        ops.push(CheckoutOp::MkDir {
+            dir: parent.to_string(),
+        });
+    }
+    ops.push(CheckoutOp::Shell {
+        argv: words,
+        workdir: parent.to_string(),
+    });
+    ops
+}
+
 fn join(dir: &str, name: &str) -> String {
     format!("{}/{}", dir.trim_end_matches('/'), name)
 }
@@ -531,6 +651,39 @@ fn checked_svn_branch(path: &str) -> Result<String, CheckoutError> {
     Ok(path.to_string())
 }
 
+/// `to` as a path seen from the directory `from` (both relative to the same
+/// directory, or `to` absolute).
+fn relative_to(from: &str, to: &str) -> String {
+    if to.starts_with('/') {
+        return to.to_string();
+    }
+    let depth = from
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .count();
+    format!("{}{to}", "../".repeat(depth))
+}
+
+/// A fully qualified Arch version `ARCHIVE/CATEGORY--BRANCH--VERSION`: an
+/// argument of tla, never an option (tla has no `--`).
+fn checked_arch_version(version: &str) -> Result<String, CheckoutError> {
+    let ok = match version.split_once('/') {
+        Some((archive, name)) => {
+            !archive.is_empty()
+                && !archive.starts_with('-')
+                && name.contains("--")
+                && !name.starts_with('-')
+                && !name.contains('/')
+                && !version.chars().any(|c| c.is_control() || c.is_whitespace())
+        }
+        None => false,
+    };
+    if !ok {
+        return Err(CheckoutError::BadArchVersion(version.to_string()));
+    }
+    Ok(version.to_string())
+}
+
 /// The version-control commands for one source.
 struct Vc<'a> {
     kind: SourceKind,
@@ -546,6 +699,8 @@ struct Vc<'a> {
     svn_url: &'a str,
     /// svn: the user name of the URL (`--username`); svn URLs hold no password.
     svn_user: Option<&'a str>,
+    /// CVS in export mode: `cvs export` instead of `cvs checkout`.
+    export: bool,
 }
 
 fn argv(words: &[&str]) -> Vec<String> {
@@ -596,7 +751,62 @@ impl Vc<'_> {
             SourceKind::Svn => ".svn",
             SourceKind::Bzr => ".bzr",
             SourceKind::Darcs => "_darcs",
+            SourceKind::Cvs => "CVS",
+            SourceKind::Arch => "{arch}",
         }
+    }
+
+    /// `cvs -f -d ROOT -q checkout|export [-P] [-r BRANCH] [-D DATE] -d NAME MODULE`
+    /// in `dir`'s parent (cvs makes NAME itself); `-f`: not the slave user's
+    /// ~/.cvsrc. An export needs a tag or date: the trunk's is `-r HEAD`.
+    fn cvs_fresh(&self, dir: &str) -> Vec<CheckoutOp> {
+        let (root, module) = super::cvs_root_module(self.url);
+        let (parent, name) = split_parent(dir);
+        let mut words = argv(&["cvs", "-f", "-d", root, "-q"]);
+        words.push(if self.export { "export" } else { "checkout" }.into());
+        if !self.export {
+            words.push("-P".into());
+        }
+        if !self.branch.is_empty() {
+            words.extend(argv(&["-r", self.branch]));
+        }
+        match self.revision {
+            Some(date) => words.extend(argv(&["-D", date])),
+            None if self.export && self.branch.is_empty() => words.extend(argv(&["-r", "HEAD"])),
+            None => {}
+        }
+        words.extend(argv(&["-d", name, module]));
+        fresh_in_parent(dir, parent, words)
+    }
+
+    /// `tla get REVISION NAME` in `dir`'s parent (tla makes NAME itself), after
+    /// registering the archive in the plan's private HOME.
+    fn tla_get(&self, dir: &str) -> Vec<CheckoutOp> {
+        let (parent, name) = split_parent(dir);
+        let mut ops = self.tla_register();
+        ops.extend(fresh_in_parent(
+            dir,
+            parent,
+            argv(&["tla", "get", self.tla_target(), name]),
+        ));
+        ops
+    }
+
+    /// What tla checks out: the build's revision, else the version's latest.
+    fn tla_target(&self) -> &str {
+        self.revision.unwrap_or(self.branch)
+    }
+
+    /// Make the private HOME and register the source's archive at its location
+    /// there (`-f`: a moved location replaces the old).
+    fn tla_register(&self) -> Vec<CheckoutOp> {
+        let archive = self.branch.split('/').next().unwrap_or(self.branch);
+        vec![
+            CheckoutOp::MkDir {
+                dir: ARCH_HOME.to_string(),
+            },
+            Self::shell(&["tla", "register-archive", "-f", archive, self.url], ""),
+        ]
     }
 
     /// `brz WORDS [-r REV] -- URL [.]`: the branch's URL at the build's revision
@@ -717,13 +927,40 @@ impl Vc<'_> {
                     dir,
                 ),
             ],
+            // Local changes to versioned files go (`-C`), build products stay;
+            // `-A` drops a sticky date or tag of an earlier build first.
+            SourceKind::Cvs => {
+                let mut words = argv(&["cvs", "-f", "-q", "update", "-d", "-P", "-C", "-A"]);
+                if !self.branch.is_empty() {
+                    words.extend(argv(&["-r", self.branch]));
+                }
+                if let Some(date) = self.revision {
+                    words.extend(argv(&["-D", date]));
+                }
+                vec![CheckoutOp::Shell {
+                    argv: words,
+                    workdir: dir.to_string(),
+                }]
+            }
+            // `tla update` only goes forward (to a given older revision it may
+            // say "already up to date"): a given revision is a fresh `tla get`,
+            // which an empty update group leads to.
+            SourceKind::Arch if self.revision.is_some() => Vec::new(),
+            SourceKind::Arch => {
+                let mut ops = self.tla_register();
+                ops.push(Self::shell(&["tla", "update", self.tla_target()], dir));
+                ops
+            }
         }
     }
 
     /// Clone `from` (the URL, or the mirror under `lock`) into a fresh `dir`.
     fn full(&self, dir: &str, from: &str, lock: Option<&str>) -> Vec<CheckoutOp> {
-        if self.kind == SourceKind::Darcs {
-            return self.darcs_clone(dir);
+        match self.kind {
+            SourceKind::Darcs => return self.darcs_clone(dir),
+            SourceKind::Cvs => return self.cvs_fresh(dir),
+            SourceKind::Arch => return self.tla_get(dir),
+            _ => {}
         }
         let mut ops = vec![
             CheckoutOp::RmDir {
@@ -778,7 +1015,7 @@ impl Vc<'_> {
                 argv: self.brz(&["branch", "--use-existing-dir"], true),
                 workdir: dir.to_string(),
             }),
-            SourceKind::Darcs => {}
+            SourceKind::Darcs | SourceKind::Cvs | SourceKind::Arch => {}
         }
         ops
     }
@@ -838,7 +1075,11 @@ impl Vc<'_> {
                     "{node}\\n",
                 ]),
                 // Never planned: svn and bzr sources have no mirror.
-                SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => Vec::new(),
+                SourceKind::Svn
+                | SourceKind::Bzr
+                | SourceKind::Darcs
+                | SourceKind::Cvs
+                | SourceKind::Arch => Vec::new(),
             }
         };
         let fetch = match self.kind {
@@ -858,7 +1099,11 @@ impl Vc<'_> {
             SourceKind::Hg => {
                 self.hg_remote(self.url, &["--repository", name, "pull", "--", self.url])
             }
-            SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => Vec::new(),
+            SourceKind::Svn
+            | SourceKind::Bzr
+            | SourceKind::Darcs
+            | SourceKind::Cvs
+            | SourceKind::Arch => Vec::new(),
         };
         let with_lock = |how: &[&str], words: &[String]| -> Vec<String> {
             let mut all = argv(&["flock"]);
@@ -913,7 +1158,11 @@ impl Vc<'_> {
                     Next,
                 ));
             }
-            SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => return Vec::new(),
+            SourceKind::Svn
+            | SourceKind::Bzr
+            | SourceKind::Darcs
+            | SourceKind::Cvs
+            | SourceKind::Arch => return Vec::new(),
         }
         if let Some(rev) = self.revision {
             // Fetch unless another builder is fetching; then wait for it and look
@@ -943,6 +1192,13 @@ impl Vc<'_> {
             SourceKind::Bzr => argv(&["brz", "revno", "--tree", "."]),
             // `patch HASH` is its first line (see revision_properties).
             SourceKind::Darcs => argv(&["darcs", "log", "--last=1"]),
+            // As Buildbot: the date checked out, the time of the checkout when
+            // none was given (the tree is the repository as it was then).
+            SourceKind::Cvs => match self.revision {
+                Some(date) => argv(&["printf", "%s", date]),
+                None => argv(&["date", "-u", "+%Y-%m-%d %H:%M:%S +0000"]),
+            },
+            SourceKind::Arch => argv(&["tla", "tree-revision"]),
         }
     }
 }

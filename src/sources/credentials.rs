@@ -47,6 +47,9 @@ impl std::fmt::Debug for UrlCredentials {
 /// `url` with any `user:password@` part removed, fit for logs, Changes and pages
 /// (every URL the master or a slave shows or stores goes through this).
 pub fn redact_url(url: &str) -> String {
+    if let Some((bare, Some(_))) = cvs_credentials(url) {
+        return bare;
+    }
     if let Some(scheme_end) = url.find("://") {
         let rest = &url[scheme_end + 3..];
         let authority_end = rest.find('/').unwrap_or(rest.len());
@@ -74,6 +77,9 @@ pub fn redact_in(text: &str, url: &str) -> String {
 /// an `ssh://` URL stays (it is not a secret, and ssh needs it), a password there
 /// is refused.
 pub fn split_credentials(url: &str) -> Result<(String, Option<UrlCredentials>), CheckoutError> {
+    if let Some((bare, credentials)) = cvs_credentials(url) {
+        return Ok((bare, credentials));
+    }
     let Some(scheme_end) = url.find("://") else {
         return Ok((url.to_string(), None));
     };
@@ -118,6 +124,36 @@ pub fn split_credentials(url: &str) -> Result<(String, Option<UrlCredentials>), 
             password,
             url: url.to_string(),
             origin: format!("{scheme}://{hostport}"),
+        }),
+    ))
+}
+
+/// A CVSROOT `:METHOD:[USER[:PASSWORD]@]HOST[:[PORT]]/PATH` (and anything after
+/// it, such as a CVS source's ` MODULE`) split into the CVSROOT without the
+/// password and the user name and password (`origin` is the root without the
+/// password, as the passfile names it). `None`: not a `:METHOD:` CVSROOT.
+fn cvs_credentials(url: &str) -> Option<(String, Option<UrlCredentials>)> {
+    let rest = url.strip_prefix(':')?;
+    let method_end = rest.find(':')?;
+    let after = &rest[method_end + 1..];
+    let root_end = after.find(' ').unwrap_or(after.len());
+    let authority_end = after[..root_end].find('/').unwrap_or(root_end);
+    let Some(at) = after[..authority_end].rfind('@') else {
+        return Some((url.to_string(), None));
+    };
+    let Some((user, password)) = after[..at].split_once(':') else {
+        return Some((url.to_string(), None));
+    };
+    let head = &url[..method_end + 2];
+    let bare = format!("{head}{user}{}", &after[at..]);
+    let root = format!("{head}{user}{}", &after[at..root_end]);
+    Some((
+        bare,
+        Some(UrlCredentials {
+            username: user.to_string(),
+            password: password.to_string(),
+            url: url.to_string(),
+            origin: root,
         }),
     ))
 }
@@ -181,7 +217,11 @@ pub fn credential_env(kind: SourceKind, credentials: &UrlCredentials) -> BTreeMa
         }
         // svn and brz take a password only on their command line (or stdin, or
         // their own auth files): a checkout plan refuses one in their URLs.
-        SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => {}
+        SourceKind::Svn
+        | SourceKind::Bzr
+        | SourceKind::Darcs
+        | SourceKind::Cvs
+        | SourceKind::Arch => {}
     }
     env
 }
@@ -202,4 +242,62 @@ pub fn hg_source(url: &str) -> (Vec<String>, String, BTreeMap<String, String>) {
         ),
         _ => (Vec::new(), url.to_string(), BTreeMap::new()),
     }
+}
+
+/// CVS's fixed substitution of `src/scramble.c` (scheme `A`): the passfile and
+/// the pserver protocol carry a password through it. Not a secret, only kept
+/// out of sight of a casual look.
+const CVS_SHIFTS: [u8; 256] = [
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
+    26, 27, 28, 29, 30, 31, 114, 120, 53, 79, 96, 109, 72, 108, 70, 64, 76, 67, 116, 74, 68, 87,
+    111, 52, 75, 119, 49, 34, 82, 81, 95, 65, 112, 86, 118, 110, 122, 105, 41, 57, 83, 43, 46, 102,
+    40, 89, 38, 103, 45, 50, 42, 123, 91, 35, 125, 55, 54, 66, 124, 126, 59, 47, 92, 71, 115, 78,
+    88, 107, 106, 56, 36, 121, 117, 104, 101, 100, 69, 73, 99, 63, 94, 93, 39, 37, 61, 48, 58, 113,
+    32, 90, 44, 98, 60, 51, 33, 97, 62, 77, 84, 80, 85, 223, 225, 216, 187, 166, 229, 189, 222,
+    188, 141, 249, 148, 200, 184, 136, 248, 190, 199, 170, 181, 204, 138, 232, 218, 183, 255, 234,
+    220, 247, 213, 203, 226, 193, 174, 172, 228, 252, 217, 201, 131, 230, 197, 211, 145, 238, 161,
+    179, 160, 212, 207, 221, 254, 173, 202, 146, 224, 151, 140, 196, 205, 130, 135, 133, 143, 246,
+    192, 159, 244, 239, 185, 168, 215, 144, 139, 165, 180, 157, 147, 186, 214, 176, 227, 231, 219,
+    169, 175, 156, 206, 198, 129, 164, 150, 210, 154, 177, 134, 127, 182, 128, 158, 208, 162, 132,
+    167, 209, 149, 241, 153, 251, 237, 236, 171, 195, 243, 233, 253, 240, 194, 250, 191, 155, 142,
+    137, 245, 235, 163, 242, 178, 152,
+];
+
+/// `password` as CVS stores it: `A` and each byte through CVS's fixed table (`src/scramble.c`).
+pub fn cvs_scramble(password: &str) -> Vec<u8> {
+    let mut out = vec![b'A'];
+    out.extend(password.bytes().map(|b| CVS_SHIFTS[usize::from(b)]));
+    out
+}
+
+/// The content of a CVS passfile (`CVS_PASSFILE`) that gives the password of a
+/// `:pserver:USER:PASSWORD@HOST…` CVSROOT to cvs: the entry in both of the forms
+/// cvs looks for (`/1 ` with the port, 2401 unless given, and the old one
+/// without).
+pub fn cvs_passfile(credentials: &UrlCredentials) -> Vec<u8> {
+    let root = credentials.origin.as_str();
+    let scrambled = cvs_scramble(&credentials.password);
+    let mut entries = Vec::new();
+    // `:METHOD:USER@HOST[:[PORT]]/PATH`
+    if let Some(at) = root.find('@') {
+        let (head, hostpart) = (&root[..at + 1], &root[at + 1..]);
+        let slash = hostpart.find('/').unwrap_or(hostpart.len());
+        let (host, path) = (&hostpart[..slash], &hostpart[slash..]);
+        let (host, port) = match host.split_once(':') {
+            Some((h, p)) if !p.is_empty() => (h, p),
+            Some((h, _)) => (h, "2401"),
+            None => (host, "2401"),
+        };
+        entries.push(format!("/1 {head}{host}:{port}{path} "));
+        entries.push(format!("{head}{host}:{path} "));
+    } else {
+        entries.push(format!("/1 {root} "));
+    }
+    let mut out = Vec::new();
+    for e in entries {
+        out.extend_from_slice(e.as_bytes());
+        out.extend_from_slice(&scrambled);
+        out.push(b'\n');
+    }
+    out
 }

@@ -1,5 +1,6 @@
 //! Where a build's source comes from and how it gets to the slave: a
-//! [`Source`] (a git, hg or svn repository and branch), the checkout [`Mode`] and
+//! [`Source`] (a git, hg, svn, bzr, darcs or CVS repository or GNU Arch archive,
+//! and a branch), the checkout [`Mode`] and
 //! [`Retry`] of Buildbot's Source steps, the checkout plan ([`checkout`]) that
 //! brings a source into a workdir with plain worker-protocol operations, and the
 //! handling of credentials in repository URLs ([`credentials`], with
@@ -16,7 +17,8 @@ pub mod credentials;
 use serde::Serialize;
 
 pub use credentials::{
-    credential_env, hg_source, redact_in, redact_url, split_credentials, UrlCredentials,
+    credential_env, cvs_passfile, cvs_scramble, hg_source, redact_in, redact_url,
+    split_credentials, UrlCredentials,
 };
 
 /// Version-control system of a source.
@@ -33,6 +35,14 @@ pub enum SourceKind {
     Bzr,
     /// Darcs: a repository is a branch; as for bzr, `#PATH` makes the URL a base.
     Darcs,
+    /// CVS: the URL is `CVSROOT MODULE` (one space: see [`cvs_root_module`]); the
+    /// branch a CVS branch tag, empty for the trunk. A revision is a CVS date.
+    Cvs,
+    /// GNU Arch (run with `tla`): the URL is the archive's location; the branch
+    /// the fully qualified version `ARCHIVE/CATEGORY--BRANCH--VERSION` (see
+    /// [`arch_version`]). A revision is a fully qualified revision
+    /// (`ARCHIVE/VERSION--patch-N`).
+    Arch,
 }
 
 impl SourceKind {
@@ -43,6 +53,8 @@ impl SourceKind {
             SourceKind::Svn => "svn",
             SourceKind::Bzr => "bzr",
             SourceKind::Darcs => "darcs",
+            SourceKind::Cvs => "cvs",
+            SourceKind::Arch => "arch",
         }
     }
 
@@ -52,7 +64,11 @@ impl SourceKind {
         match self {
             SourceKind::Git => "master",
             SourceKind::Hg => "default",
-            SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => "",
+            SourceKind::Svn
+            | SourceKind::Bzr
+            | SourceKind::Darcs
+            | SourceKind::Cvs
+            | SourceKind::Arch => "",
         }
     }
 }
@@ -62,6 +78,7 @@ impl SourceKind {
 pub struct Source {
     pub kind: SourceKind,
     /// The URL; `./` and `../` paths are already made absolute against the master dir.
+    /// CVS: `CVSROOT MODULE`; GNU Arch: the archive's location (`archiveLocation`).
     pub url: String,
     /// The branch (`master` for git, `default` for hg when not given; for svn and
     /// bzr a subpath of the URL, empty when the URL itself is checked out).
@@ -99,6 +116,33 @@ pub fn svn_join(url: &str, path: &str) -> String {
         url.to_string()
     } else {
         format!("{}/{path}", url.trim_end_matches('/'))
+    }
+}
+
+/// A CVS source's URL `CVSROOT MODULE` split into the CVSROOT and the module
+/// (the module alone is never empty: a URL without a space is all CVSROOT,
+/// module `.`).
+pub fn cvs_root_module(url: &str) -> (&str, &str) {
+    match url.trim().rsplit_once(' ') {
+        Some((root, module)) => (root.trim_end(), module),
+        None => (url.trim(), "."),
+    }
+}
+
+/// The fully qualified Arch version that branch `branch` of arch source `source`
+/// names: the source's own when empty, `branch` itself when it names its archive
+/// (`ARCHIVE/VERSION`), else `branch` in the source's archive.
+pub fn arch_version(source: &Source, branch: &str) -> String {
+    let branch = branch.trim();
+    if branch.is_empty() {
+        return source.branch.clone();
+    }
+    if branch.contains('/') {
+        return branch.to_string();
+    }
+    match source.branch.split_once('/') {
+        Some((archive, _)) => format!("{archive}/{branch}"),
+        None => branch.to_string(),
     }
 }
 
@@ -142,11 +186,28 @@ pub struct Retry {
 pub fn source_dir(source: &Source) -> String {
     // Never named after credentials (`https://bot:TOKEN@host/`).
     let url = redact_url(&source.url);
+    match source.kind {
+        // The module's last part (`cvs checkout -d` names the tree after it).
+        SourceKind::Cvs => {
+            let (_, module) = cvs_root_module(&url);
+            let module = module.trim_end_matches('/');
+            return module.rsplit('/').next().unwrap_or(module).to_string();
+        }
+        // The version's category (`proj` of `ARCHIVE/proj--main--1.0`).
+        SourceKind::Arch => {
+            let version = source.branch.rsplit('/').next().unwrap_or(&source.branch);
+            let category = version.split("--").next().unwrap_or(version);
+            if !category.is_empty() {
+                return category.to_string();
+            }
+        }
+        _ => {}
+    }
     let url = url.trim_end_matches(['/', '\\']);
     let last = url.rsplit(['/', '\\', ':']).next().unwrap_or(url);
     let last = match source.kind {
         SourceKind::Git => last.strip_suffix(".git").unwrap_or(last),
-        SourceKind::Hg | SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => last,
+        _ => last,
     };
     last.to_string()
 }

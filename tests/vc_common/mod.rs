@@ -1,5 +1,6 @@
 //! Helpers and test bodies shared by the version-control tests (`tests/vc_svn.rs`,
-//! `tests/vc_bzr.rs`, `tests/vc_darcs.rs`, `tests/slave_vc.rs`): forcing a build and
+//! `tests/vc_bzr.rs`, `tests/vc_darcs.rs`, `tests/vc_cvs.rs`, `tests/vc_arch.rs`,
+//! `tests/slave_vc.rs`): forcing a build and
 //! checking its result, reading properties and files, every checkout mode across a
 //! new commit on an autobot slave, a checkout that fails, a stop during a checkout
 //! that hangs (the tool's processes killed), and a poller whose commits build with

@@ -47,7 +47,7 @@ pub(super) async fn checkout(
                 "the slave is not an autobot slave; a buildbot-worker logs every command it \
                  receives, so the repository URL's credentials are not sent to it: give them \
                  to git or hg on the slave's host (a git credential helper or ~/.netrc, an \
-                 [auth] section in ~/.hgrc)\n",
+                 [auth] section in ~/.hgrc; for CVS, `cvs login` once as the slave's user)\n",
             );
             let mut stripped = step.kind.clone();
             if let StepKind::Checkout { source, .. } = &mut stripped {
@@ -109,9 +109,13 @@ pub(super) async fn checkout(
             other => return shell_end(other, logs, done_words),
         }
     }
+    // tla's private HOME (GNU Arch): absolute, for buildbot-worker's shell.
+    let mut base_env: BTreeMap<String, String> = step.env.clone();
+    if let Some(home) = &plan.home {
+        base_env.insert("HOME".into(), slave_path(builder_dir, home));
+    }
     let mut run = CheckoutRun::new(plan, updateable);
     let mut next = run.start();
-    let base_env: BTreeMap<String, String> = step.env.clone();
     loop {
         match next {
             Next::Done { ok } => {
@@ -274,11 +278,17 @@ fn native_args(ctx: &BuildContext, step: &StepSpec, builder_dir: &str) -> Option
     // svn: the branch's path below the URL, `svnBranchPrefix` applied here, so the
     // slave's plan needs no factory setting.
     let svn_path;
-    let branch = if source.kind == crate::sources::SourceKind::Svn {
-        svn_path = crate::sources::svn_branch_path(source, branch);
-        svn_path.as_str()
-    } else {
-        branch
+    let branch = match source.kind {
+        crate::sources::SourceKind::Svn => {
+            svn_path = crate::sources::svn_branch_path(source, branch);
+            svn_path.as_str()
+        }
+        // Arch: the fully qualified version, so the slave needs no factory setting.
+        crate::sources::SourceKind::Arch => {
+            svn_path = crate::sources::arch_version(source, branch);
+            svn_path.as_str()
+        }
+        _ => branch,
     };
     let env = env_value(step);
     let mut entries = vec![

@@ -51,6 +51,8 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("svn", "1.0"),
     ("bzr", "1.0"),
     ("darcs", "1.0"),
+    ("cvs", "1.0"),
+    ("arch", "1.0"),
 ];
 
 /// What a command needs from the slave it runs on.
@@ -196,7 +198,7 @@ pub fn prepare(name: &str, args: &Value, env: &SlaveEnv) -> Result<Prepared, Str
             path_arg("workerdest", true)?,
             &a,
         )?)),
-        "git" | "hg" | "svn" | "bzr" | "darcs" => {
+        "git" | "hg" | "svn" | "bzr" | "darcs" | "cvs" | "arch" => {
             Ok(Prepared::Vc(Box::new(vc::prepare(name, &a, env)?)))
         }
         _ => Err(format!("unrecognized WorkerCommand '{name}'")),

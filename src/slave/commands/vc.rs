@@ -1,5 +1,5 @@
-//! The slave's native source checkout commands, `git`, `hg`, `svn`, `bzr` and `darcs`
-//! (Buildbot 0.7's slave had them): one command instead of the master's sequence of `stat`, `rmdir`,
+//! The slave's native source checkout commands, `git`, `hg`, `svn`, `bzr`, `darcs`,
+//! `cvs` and `arch` (Buildbot 0.7's slave had them): one command instead of the master's sequence of `stat`, `rmdir`,
 //! `mkdir`, `cpdir` and `shell` operations.
 //!
 //! The master sends the checkout's *settings* — `repourl`, `branch`, `revision`,
@@ -16,7 +16,10 @@
 //! [`crate::slave::tree`]); the mirrors directory is `BASEDIR/mirrors`. The revision checked out is sent as a
 //! `got_revision` update, then `rc` (0 when the checkout succeeded). Credentials
 //! in `repourl` reach git and hg only through the environment the plan gives
-//! ([`CheckoutPlan::env`]), never an argv or the log.
+//! ([`CheckoutPlan::env`]), never an argv or the log; a CVS pserver password
+//! through a passfile of the slave user's only, in the temporary directory while
+//! the checkout runs (`CVS_PASSFILE`); tla runs with `HOME` in the builder's
+//! directory ([`CheckoutPlan::home`]).
 
 use std::ffi::OsString;
 use std::process::Stdio;
@@ -92,6 +95,8 @@ pub fn prepare(name: &str, a: &Args<'_>, env: &SlaveEnv) -> Result<VcSpec, Strin
         "svn" => SourceKind::Svn,
         "bzr" => SourceKind::Bzr,
         "darcs" => SourceKind::Darcs,
+        "cvs" => SourceKind::Cvs,
+        "arch" => SourceKind::Arch,
         other => return Err(format!("unrecognized WorkerCommand '{other}'")),
     };
     let err = |e: String| format!("{name}: {e}");
@@ -101,10 +106,12 @@ pub fn prepare(name: &str, a: &Args<'_>, env: &SlaveEnv) -> Result<VcSpec, Strin
         // svn: the master sends the branch's path below the URL, already resolved
         // through `svnBranchPrefix`.
         branch: match kind {
-            SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => {
+            SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs | SourceKind::Cvs => {
                 a.opt_str("branch").map_err(err)?.unwrap_or("").to_string()
             }
-            SourceKind::Git | SourceKind::Hg => a.str("branch").map_err(err)?.to_string(),
+            SourceKind::Git | SourceKind::Hg | SourceKind::Arch => {
+                a.str("branch").map_err(err)?.to_string()
+            }
         },
         branch_prefix: None,
     };
@@ -162,6 +169,14 @@ pub fn prepare(name: &str, a: &Args<'_>, env: &SlaveEnv) -> Result<VcSpec, Strin
     for (k, v) in &plan.env.0 {
         environ.retain(|(name, _)| name != k.as_str());
         environ.push((k.into(), v.into()));
+    }
+    // tla's HOME: a directory of the builder's, absolute for the environment.
+    if let Some(home) = &plan.home {
+        let dir = jail
+            .resolve_in(&builddir, home, true)
+            .map_err(|e| format!("{name}: {e}"))?;
+        environ.retain(|(k, _)| k != "HOME");
+        environ.push(("HOME".into(), jail.root().join(dir.rel()).into_os_string()));
     }
     let spec = VcSpec {
         plan,
@@ -242,6 +257,29 @@ pub async fn run(
             updateable = false;
         }
     }
+    // A pserver password: in a private file named by CVS_PASSFILE while the
+    // checkout runs, removed when it ends.
+    let mut spec = spec;
+    let _passfile = match &spec.plan.cvs_passfile {
+        Some(content) => match PassFile::write(&content.0) {
+            Ok(f) => {
+                spec.environ.retain(|(k, _)| k != "CVS_PASSFILE");
+                spec.environ
+                    .push(("CVS_PASSFILE".into(), f.path.clone().into_os_string()));
+                Some(f)
+            }
+            Err(e) => {
+                up.header(&format!(
+                    "cannot write the CVS password file: {}\n",
+                    strerror(&e)
+                ))
+                .await?;
+                up.send("rc", Value::from(1)).await?;
+                return Ok(None);
+            }
+        },
+        None => None,
+    };
     let mut run = CheckoutRun::new(spec.plan.clone(), updateable);
     let mut next = run.start();
     let mut got: Option<String> = None;
@@ -441,6 +479,45 @@ async fn run_op(
                 }
             }
         }
+    }
+}
+
+/// A CVS passfile: readable by the slave's user only, in the temporary
+/// directory, removed when dropped.
+struct PassFile {
+    path: std::path::PathBuf,
+}
+
+impl PassFile {
+    fn write(content: &[u8]) -> std::io::Result<PassFile> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = std::env::temp_dir().join(format!(
+            "autobot-cvspass-{}-{}-{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        let file = PassFile { path };
+        f.write_all(content)?;
+        f.flush()?;
+        Ok(file)
+    }
+}
+
+impl Drop for PassFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 

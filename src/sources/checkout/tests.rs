@@ -577,7 +577,11 @@ fn commit_file(kind: SourceKind, repo: &Path, file: &str, content: &str) -> Stri
             run(repo, "hg", &["commit", "-q", "-u", "t", "-m", file]);
             run(repo, "hg", &["log", "--rev", ".", "--template", "{node}"])
         }
-        SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => {
+        SourceKind::Svn
+        | SourceKind::Bzr
+        | SourceKind::Darcs
+        | SourceKind::Cvs
+        | SourceKind::Arch => {
             panic!("tested in tests/vc_svn.rs, tests/vc_bzr.rs")
         }
     }
@@ -598,7 +602,11 @@ fn setup(kind: SourceKind) -> (tempfile::TempDir, PathBuf, Source, LocalSlave, S
             run(&up, "hg", &["init"]);
             "default"
         }
-        SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => {
+        SourceKind::Svn
+        | SourceKind::Bzr
+        | SourceKind::Darcs
+        | SourceKind::Cvs
+        | SourceKind::Arch => {
             panic!("tested in tests/vc_svn.rs, tests/vc_bzr.rs")
         }
     };
@@ -700,6 +708,8 @@ fn copy_and_export_modes(kind: SourceKind, mirror: bool) {
         SourceKind::Svn => ".svn",
         SourceKind::Bzr => ".bzr",
         SourceKind::Darcs => "_darcs",
+        SourceKind::Cvs => "CVS",
+        SourceKind::Arch => "{arch}",
     };
     let (_t, up, s, mut slave, rev1) = setup(kind);
     let mut c = checkout(&s, Mode::Copy, "build");
@@ -1494,7 +1504,11 @@ fn plans_keep_credentials_out_of_argv() {
                 }
                 assert_eq!(plan.env.0[HG_SOURCE_VAR], url);
             }
-            SourceKind::Svn | SourceKind::Bzr | SourceKind::Darcs => {
+            SourceKind::Svn
+            | SourceKind::Bzr
+            | SourceKind::Darcs
+            | SourceKind::Cvs
+            | SourceKind::Arch => {
                 unreachable!("only git and hg are in the loop")
             }
         }
@@ -1688,4 +1702,196 @@ fn svn_plans_check_out_the_branch_path_pegged_at_the_revision() {
     let e = checkout(&s, Mode::Clobber, "build").plan().unwrap_err();
     assert!(!e.to_string().contains(TOKEN), "{e}");
     assert!(matches!(e, CheckoutError::SvnPassword { .. }), "{e}");
+}
+
+// ---- CVS and GNU Arch ----
+
+#[test]
+fn cvs_plans_check_out_update_and_export_with_cvs() {
+    let s = source(SourceKind::Cvs, "/srv/cvs proj/sub", "");
+    assert_eq!(source_dir(&s), "sub");
+    let mut c = checkout(&s, Mode::Update, "build");
+    c.revision = Some("2026-12-07 05:25:02 +0000");
+    let p = c.plan().unwrap();
+    assert_eq!(p.probe.as_deref(), Some("build/CVS"));
+    assert_eq!(
+        p.update,
+        vec![shell(
+            &[
+                "cvs",
+                "-f",
+                "-q",
+                "update",
+                "-d",
+                "-P",
+                "-C",
+                "-A",
+                "-D",
+                "2026-12-07 05:25:02 +0000"
+            ],
+            "build"
+        )]
+    );
+    assert_eq!(
+        p.full,
+        vec![
+            CheckoutOp::RmDir {
+                dir: "build".into()
+            },
+            shell(
+                &[
+                    "cvs",
+                    "-f",
+                    "-d",
+                    "/srv/cvs",
+                    "-q",
+                    "checkout",
+                    "-P",
+                    "-D",
+                    "2026-12-07 05:25:02 +0000",
+                    "-d",
+                    "build",
+                    "proj/sub"
+                ],
+                ""
+            )
+        ]
+    );
+    // The date checked out is the revision.
+    assert_eq!(
+        p.finish,
+        vec![CheckoutOp::GotRevision {
+            argv: argv(&["printf", "%s", "2026-12-07 05:25:02 +0000"]),
+            workdir: "build".into()
+        }]
+    );
+    // A branch tag; export runs `cvs export` into the workdir, no copy.
+    let s = source(SourceKind::Cvs, "/srv/cvs proj", "rel-1");
+    let p = checkout(&s, Mode::Export, "build/x").plan().unwrap();
+    assert_eq!(p.probe, None);
+    assert!(p.update.is_empty());
+    assert_eq!(
+        p.full,
+        vec![
+            CheckoutOp::RmDir {
+                dir: "build/x".into()
+            },
+            CheckoutOp::MkDir {
+                dir: "build".into()
+            },
+            shell(
+                &["cvs", "-f", "-d", "/srv/cvs", "-q", "export", "-r", "rel-1", "-d", "x", "proj"],
+                "build"
+            )
+        ]
+    );
+    assert_eq!(
+        p.finish,
+        vec![CheckoutOp::GotRevision {
+            argv: argv(&["date", "-u", "+%Y-%m-%d %H:%M:%S +0000"]),
+            workdir: "build/x".into()
+        }]
+    );
+    // A module that climbs out is refused.
+    let s = source(SourceKind::Cvs, "/srv/cvs ../etc", "");
+    assert!(matches!(
+        checkout(&s, Mode::Update, "build").plan(),
+        Err(CheckoutError::BadCvsModule(_))
+    ));
+}
+
+#[test]
+fn a_pserver_password_goes_to_a_passfile_never_an_argv() {
+    let url = ":pserver:anon:s3cr3t@cvs.example.org:/cvsroot proj";
+    let s = source(SourceKind::Cvs, url, "");
+    assert_eq!(
+        redact_url(url),
+        ":pserver:anon@cvs.example.org:/cvsroot proj"
+    );
+    let p = checkout(&s, Mode::Copy, "build").plan().unwrap();
+    for a in all_argv(&p) {
+        assert!(!a.join(" ").contains("s3cr3t"), "{a:?}");
+    }
+    assert!(!format!("{p:?}").contains("s3cr3t"));
+    assert!(!serde_json::to_string(&p).unwrap().contains("s3cr3t"));
+    assert!(all_argv(&p)
+        .iter()
+        .any(|a| a.contains(&":pserver:anon@cvs.example.org:/cvsroot".to_string())));
+    let pass = p.cvs_passfile.expect("a passfile").0;
+    let text = String::from_utf8_lossy(&pass).into_owned();
+    let mut want = b"/1 :pserver:anon@cvs.example.org:2401/cvsroot ".to_vec();
+    want.extend(crate::sources::cvs_scramble("s3cr3t"));
+    want.push(b'\n');
+    assert!(pass.starts_with(&want), "{text}");
+    assert!(
+        text.contains("\n:pserver:anon@cvs.example.org:/cvsroot A"),
+        "{text}"
+    );
+    // The scramble is its own inverse (CVS's table is an involution).
+    let twice: Vec<u8> = crate::sources::cvs_scramble("s3cr3t")[1..]
+        .iter()
+        .map(|b| crate::sources::cvs_scramble(&(*b as char).to_string())[1])
+        .collect();
+    assert_eq!(twice, b"s3cr3t");
+}
+
+#[test]
+fn arch_plans_register_the_archive_in_a_private_home() {
+    let v = "ann@example.org--2026/proj--main--1.0";
+    let s = source(SourceKind::Arch, "/srv/arch", v);
+    assert_eq!(source_dir(&s), "proj");
+    let p = checkout(&s, Mode::Update, "build").plan().unwrap();
+    assert_eq!(p.home.as_deref(), Some(ARCH_HOME));
+    assert_eq!(p.probe.as_deref(), Some("build/{arch}"));
+    let register = vec![
+        CheckoutOp::MkDir {
+            dir: ARCH_HOME.into(),
+        },
+        shell(
+            &[
+                "tla",
+                "register-archive",
+                "-f",
+                "ann@example.org--2026",
+                "/srv/arch",
+            ],
+            "",
+        ),
+    ];
+    let mut update = register.clone();
+    update.push(shell(&["tla", "update", v], "build"));
+    assert_eq!(p.update, update);
+    let mut full = register.clone();
+    full.push(CheckoutOp::RmDir {
+        dir: "build".into(),
+    });
+    full.push(shell(&["tla", "get", v, "build"], ""));
+    assert_eq!(p.full, full);
+    // Another branch in the same archive; a given revision; export by tla.
+    let mut c = checkout(&s, Mode::Export, "build");
+    c.branch = Some("proj--devel--2.0");
+    let rev = "ann@example.org--2026/proj--devel--2.0--patch-3";
+    c.revision = Some(rev);
+    let p = c.plan().unwrap();
+    assert!(p.update.is_empty(), "{:?}", p.update);
+    assert!(p.full.contains(&shell(&["tla", "get", rev, "source"], "")));
+    assert_eq!(
+        p.finish,
+        vec![
+            CheckoutOp::RmDir {
+                dir: "build".into()
+            },
+            shell(&["tla", "export", "../build"], "source"),
+            CheckoutOp::GotRevision {
+                argv: argv(&["tla", "tree-revision"]),
+                workdir: "source".into()
+            }
+        ]
+    );
+    // Not a version: refused.
+    let s = source(SourceKind::Arch, "/srv/arch", "-rf");
+    assert!(matches!(
+        checkout(&s, Mode::Update, "build").plan(),
+        Err(CheckoutError::BadArchVersion(_))
+    ));
 }
