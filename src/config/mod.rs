@@ -95,6 +95,9 @@ pub struct MasterConfig {
     /// `logHorizon`, `buildHorizon`, `changeHorizon` and `logCompression`: what
     /// the master's retention task deletes or compresses.
     pub retention: Retention,
+    /// `maxArtifactSize`: the largest artifact a Build may upload (bytes;
+    /// default [`DEFAULT_MAX_ARTIFACT_SIZE`]), unless its factory says otherwise.
+    pub max_artifact_size: u64,
     /// Slaves in file order.
     pub slaves: Vec<SlaveConfig>,
     /// Factories in file order.
@@ -251,6 +254,9 @@ pub fn unbuilt_factory_hint(cfg: &MasterConfig, builder: &str) -> Option<String>
     None
 }
 
+/// `maxArtifactSize` when `[:master:]` does not say: 1 GiB.
+pub const DEFAULT_MAX_ARTIFACT_SIZE: u64 = 1 << 30;
+
 /// What the master keeps of its history, as Buildbot's `logHorizon`,
 /// `buildHorizon` and `changeHorizon` (in days here, fractions allowed): `None`
 /// keeps everything (the default), so the disk fills only when the operator
@@ -266,6 +272,9 @@ pub struct Retention {
     /// Changes older than this (by their commit time) that nothing in the history
     /// refers to any more are deleted.
     pub change_horizon: Option<f64>,
+    /// `artifactHorizon`: the artifacts of Builds finished longer ago are
+    /// deleted (files and rows; the Build stays).
+    pub artifact_horizon: Option<f64>,
     /// `logCompression`: how finished logs are stored.
     pub log_compression: LogCompression,
 }
@@ -276,6 +285,7 @@ impl Retention {
         self.log_horizon.is_some()
             || self.build_horizon.is_some()
             || self.change_horizon.is_some()
+            || self.artifact_horizon.is_some()
             || self.log_compression != LogCompression::None
     }
 
@@ -360,6 +370,7 @@ impl Default for MasterConfig {
             keepalive_interval: 600,
             log: LogRotation::default(),
             retention: Retention::default(),
+            max_artifact_size: DEFAULT_MAX_ARTIFACT_SIZE,
             slaves: Vec::new(),
             factories: Vec::new(),
             locks: Vec::new(),

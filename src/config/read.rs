@@ -41,6 +41,8 @@ const MASTER_KEYS: &[&str] = &[
     "buildhorizon",
     "changehorizon",
     "logcompression",
+    "maxartifactsize",
+    "artifacthorizon",
 ];
 
 /// [`MASTER_KEYS`] as the documentation spells them, for messages and "did you
@@ -78,6 +80,8 @@ const MASTER_KEYS_DOCUMENTED: &[&str] = &[
     "buildHorizon",
     "changeHorizon",
     "logCompression",
+    "maxArtifactSize",
+    "artifactHorizon",
 ];
 
 /// The notifiers' keys of `[:master:]` ([`mail`]'s, and its slave defaults) as
@@ -678,6 +682,7 @@ fn read_retention(m: &Layered) -> Result<Retention, ConfigError> {
         log_horizon: days("loghorizon")?,
         build_horizon: days("buildhorizon")?,
         change_horizon: days("changehorizon")?,
+        artifact_horizon: days("artifacthorizon")?,
         log_compression: compression,
     })
 }
@@ -736,6 +741,9 @@ fn read_master_keys(cfg: &mut MasterConfig, m: &Layered) -> Result<(), ConfigErr
         };
     }
     cfg.retention = read_retention(m)?;
+    if let Some(v) = m.get("maxartifactsize") {
+        cfg.max_artifact_size = factory::schema::parse_size(&v.value).map_err(|e| v.err(e))?;
+    }
     cfg.project_name = str_key("projectname", "");
     cfg.project_url = str_key("projecturl", "");
     cfg.buildbot_url = str_key("buildboturl", "");

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use rmpv::Value;
+use tokio::io::AsyncWriteExt;
 
 use super::command::{CommandError, CommandOutcome};
 use super::connection::Transfer;
@@ -19,10 +20,29 @@ use crate::protocol::map;
 pub const BLOCKSIZE: u64 = 64 * 1024;
 
 /// Where a download's bytes come from.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum DownloadSource {
     Bytes(Vec<u8>),
     File(PathBuf),
+    /// A file the caller opened (beneath a directory it confines paths to).
+    Opened(std::fs::File),
+}
+
+/// Block size asked of the slave for an artifact: large blocks, so that a
+/// transfer makes few round trips (one block is in flight at a time).
+pub const ARTIFACT_BLOCKSIZE: u64 = 1024 * 1024;
+
+/// A file uploaded into a file the caller opened.
+#[derive(Debug, Clone)]
+pub struct UploadedFile {
+    pub bytes: u64,
+    /// Lower-case hex SHA-256 of the bytes, computed as they arrived.
+    pub sha256: String,
+}
+
+/// Lower-case hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A finished transfer.
@@ -67,6 +87,8 @@ impl SlaveHandle {
             file: Some(file),
             part: part.clone(),
             written: 0,
+            limit: None,
+            hash: None,
         };
         let args = map(vec![
             ("path", Value::from(slave_path)),
@@ -97,6 +119,19 @@ impl SlaveHandle {
         dest: &Path,
         maxsize: Option<u64>,
     ) -> Result<TransferResult, CommandError> {
+        self.upload_directory_blocks(slave_path, dest, maxsize, BLOCKSIZE)
+            .await
+    }
+
+    /// [`SlaveHandle::upload_directory`] in blocks of `blocksize`, the master
+    /// refusing (as well as the slave) a tarball of more than `maxsize` bytes.
+    pub async fn upload_directory_blocks(
+        &self,
+        slave_path: &str,
+        dest: &Path,
+        maxsize: Option<u64>,
+        blocksize: u64,
+    ) -> Result<TransferResult, CommandError> {
         if let Some(parent) = dest.parent() {
             tokio::fs::create_dir_all(parent)
                 .await
@@ -111,11 +146,14 @@ impl SlaveHandle {
             part: part.clone(),
             dest: dest.to_path_buf(),
             written: 0,
+            limit: maxsize,
         };
         let args = map(vec![
             ("path", Value::from(slave_path)),
-            ("maxsize", maxsize_value(maxsize)),
-            ("blocksize", Value::from(BLOCKSIZE)),
+            // One byte more than allowed: the slave (Buildbot's worker too) fails
+            // when it reaches maxsize, even at the end of a file of exactly that.
+            ("maxsize", maxsize_value(maxsize.map(|m| m.saturating_add(1)))),
+            ("blocksize", Value::from(blocksize)),
             ("compress", Value::Nil),
         ]);
         let res = self.transfer("upload_directory", args, transfer).await;
@@ -133,6 +171,10 @@ impl SlaveHandle {
     ) -> Result<TransferResult, CommandError> {
         let transfer = match source {
             DownloadSource::Bytes(data) => Transfer::FromBytes { data, pos: 0 },
+            DownloadSource::Opened(file) => Transfer::FromFile {
+                file: tokio::fs::File::from_std(file),
+                read: 0,
+            },
             DownloadSource::File(path) => Transfer::FromFile {
                 file: tokio::fs::File::open(&path)
                     .await
@@ -147,6 +189,74 @@ impl SlaveHandle {
             ("mode", mode.map(Value::from).unwrap_or(Value::Nil)),
         ]);
         self.transfer("download_file", args, transfer).await
+    }
+
+    /// Copy the slave's file `slave_path` into `file` (opened by the caller, who
+    /// renames or removes it afterwards; `shown` names it in errors), in blocks
+    /// of `blocksize`, hashing with SHA-256 as the bytes arrive. More than
+    /// `maxsize` bytes are refused by the slave and, whatever the slave does,
+    /// by the master: the command fails and the caller removes the file.
+    pub async fn upload_into(
+        &self,
+        slave_path: &str,
+        file: tokio::fs::File,
+        shown: &Path,
+        maxsize: Option<u64>,
+        blocksize: u64,
+    ) -> Result<UploadedFile, CommandError> {
+        let transfer = Transfer::ToFile {
+            file: Some(file),
+            part: shown.to_path_buf(),
+            written: 0,
+            limit: maxsize,
+            hash: Some(Box::new(ring::digest::Context::new(&ring::digest::SHA256))),
+        };
+        let args = map(vec![
+            ("path", Value::from(slave_path)),
+            // One byte more than allowed: the slave (Buildbot's worker too) fails
+            // when it reaches maxsize, even at the end of a file of exactly that.
+            ("maxsize", maxsize_value(maxsize.map(|m| m.saturating_add(1)))),
+            ("blocksize", Value::from(blocksize)),
+            ("keepstamp", Value::from(false)),
+        ]);
+        let (cmd, t) = self
+            .conn
+            .start_command("upload_file", args, Some(transfer))
+            .await?;
+        let outcome = cmd.wait().await?;
+        if !outcome.succeeded() {
+            return Err(CommandError::Failed {
+                slave: self.name().to_string(),
+                command: "upload_file".to_string(),
+                message: outcome.failure_message(),
+            });
+        }
+        let Some(t) = t else {
+            return Err(CommandError::Local("the upload lost its file".into()));
+        };
+        let mut t = t.lock().await;
+        match &mut *t {
+            Transfer::ToFile {
+                written,
+                hash,
+                file,
+                part,
+                ..
+            } => {
+                if let Some(mut f) = file.take() {
+                    f.flush().await.map_err(|e| local_err(part, e))?;
+                }
+                let digest = hash
+                    .take()
+                    .map(|h| hex(h.finish().as_ref()))
+                    .unwrap_or_default();
+                Ok(UploadedFile {
+                    bytes: *written,
+                    sha256: digest,
+                })
+            }
+            _ => Err(CommandError::Local("the upload lost its file".into())),
+        }
     }
 
     async fn transfer(
