@@ -153,6 +153,8 @@ pub(crate) enum Transfer {
         written: u64,
         /// Refuse a write that would take the file past this many bytes.
         limit: Option<u64>,
+        /// A write was refused for `limit`.
+        over_limit: bool,
         /// The SHA-256 of what was written, kept as it arrives (artifacts).
         hash: Option<Box<ring::digest::Context>>,
     },
@@ -164,6 +166,8 @@ pub(crate) enum Transfer {
         written: u64,
         /// Refuse a write that would take the tarball past this many bytes.
         limit: Option<u64>,
+        /// A write was refused for `limit`.
+        over_limit: bool,
     },
     /// `download_file` from memory.
     FromBytes { data: Vec<u8>, pos: usize },
@@ -870,34 +874,35 @@ async fn transfer_op(
                 Some(Value::String(s)) => s.as_bytes(),
                 _ => return Err("upload write without data".into()),
             };
-            let (file, part, written, limit) = match t {
+            let (file, part, written, limit, over_limit, hash) = match t {
                 Transfer::ToFile {
                     file,
                     part,
                     written,
                     limit,
+                    over_limit,
                     hash,
-                } => {
-                    if let Some(h) = hash {
-                        h.update(data);
-                    }
-                    (file, part, written, *limit)
-                }
+                } => (file, part, written, *limit, over_limit, hash.as_mut()),
                 Transfer::ToDir {
                     file,
                     part,
                     written,
                     limit,
+                    over_limit,
                     ..
-                } => (file, part, written, *limit),
+                } => (file, part, written, *limit, over_limit, None),
                 _ => return Err("upload write without a file".into()),
             };
             if let Some(max) = limit {
                 if written.saturating_add(data.len() as u64) > max {
+                    *over_limit = true;
                     return Err(format!(
                         "the upload is larger than the {max} bytes allowed; refused"
                     ));
                 }
+            }
+            if let Some(h) = hash {
+                h.update(data);
             }
             let f = file
                 .as_mut()

@@ -40,6 +40,14 @@ pub struct UploadedFile {
     pub sha256: String,
 }
 
+/// What a transfer the master refused for its size failed with.
+fn over_limit_message(max: Option<u64>) -> String {
+    format!(
+        "the upload is larger than the {} bytes allowed; refused",
+        max.unwrap_or(0)
+    )
+}
+
 /// Lower-case hex of a digest.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -88,6 +96,7 @@ impl SlaveHandle {
             part: part.clone(),
             written: 0,
             limit: None,
+            over_limit: false,
             hash: None,
         };
         let args = map(vec![
@@ -147,6 +156,7 @@ impl SlaveHandle {
             dest: dest.to_path_buf(),
             written: 0,
             limit: maxsize,
+            over_limit: false,
         };
         let args = map(vec![
             ("path", Value::from(slave_path)),
@@ -209,6 +219,7 @@ impl SlaveHandle {
             part: shown.to_path_buf(),
             written: 0,
             limit: maxsize,
+            over_limit: false,
             hash: Some(Box::new(ring::digest::Context::new(&ring::digest::SHA256))),
         };
         let args = map(vec![
@@ -225,10 +236,18 @@ impl SlaveHandle {
             .await?;
         let outcome = cmd.wait().await?;
         if !outcome.succeeded() {
+            let over = match &t {
+                Some(t) => matches!(&*t.lock().await, Transfer::ToFile { over_limit: true, .. }),
+                None => false,
+            };
             return Err(CommandError::Failed {
                 slave: self.name().to_string(),
                 command: "upload_file".to_string(),
-                message: outcome.failure_message(),
+                message: if over {
+                    over_limit_message(maxsize)
+                } else {
+                    outcome.failure_message()
+                },
             });
         }
         let Some(t) = t else {
@@ -270,15 +289,27 @@ impl SlaveHandle {
             .start_command(command, args, Some(transfer))
             .await?;
         let outcome = cmd.wait().await?;
-        let bytes = match t {
-            Some(t) => t.lock().await.bytes(),
-            None => 0,
+        let (bytes, over, limit) = match t {
+            Some(t) => {
+                let t = t.lock().await;
+                match &*t {
+                    Transfer::ToDir {
+                        over_limit, limit, ..
+                    } => (t.bytes(), *over_limit, *limit),
+                    _ => (t.bytes(), false, None),
+                }
+            }
+            None => (0, false, None),
         };
         if !outcome.succeeded() {
             return Err(CommandError::Failed {
                 slave: self.name().to_string(),
                 command: command.to_string(),
-                message: outcome.failure_message(),
+                message: if over {
+                    over_limit_message(limit)
+                } else {
+                    outcome.failure_message()
+                },
             });
         }
         Ok(TransferResult { bytes, outcome })
