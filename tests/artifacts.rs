@@ -102,7 +102,10 @@ async fn request(
     let chunked = headers
         .iter()
         .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
-    assert!(!chunked || keep, "a streamed file is sent with a Content-Length");
+    assert!(
+        !chunked || keep,
+        "a streamed file is sent with a Content-Length"
+    );
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     let mut kept = Vec::new();
     let mut len = 0u64;
@@ -275,7 +278,11 @@ async fn check_arts(m: &EngineMaster, slave_builder_dir: &Path) {
 
     // The API lists them with size and hash.
     let port = m.master.htmlport();
-    let list = get(port, &format!("/api/v1/builders/{builder}/builds/1/artifacts")).await;
+    let list = get(
+        port,
+        &format!("/api/v1/builders/{builder}/builds/1/artifacts"),
+    )
+    .await;
     assert_eq!(list.status, 200, "{}", list.text());
     let list = list.json();
     let paths: Vec<&str> = list
@@ -320,13 +327,22 @@ async fn check_arts(m: &EngineMaster, slave_builder_dir: &Path) {
     )
     .await;
     assert_eq!(t.body, b"deep");
-    for missing in ["big.bin", "nope", "..%2F..%2Fstate.sqlite", "%2Fetc%2Fpasswd"] {
+    for missing in [
+        "big.bin",
+        "nope",
+        "..%2F..%2Fstate.sqlite",
+        "%2Fetc%2Fpasswd",
+    ] {
         let r = get(
             port,
             &format!("/api/v1/builders/{builder}/builds/1/artifacts/{missing}"),
         )
         .await;
-        assert!(r.status == 404 || r.status == 400, "{missing}: {}", r.status);
+        assert!(
+            r.status == 404 || r.status == 400,
+            "{missing}: {}",
+            r.status
+        );
     }
 
     // The build page lists them with links.
@@ -367,7 +383,10 @@ async fn artifacts_on_an_autobot_slave() {
     // through a symlink leaving the basedir; a master path with `..` or
     // absolute.
     let escape = format!("escape-{SLAVE}");
-    for (i, evil) in ["../../../../../../etc/passwd", "/etc/passwd"].iter().enumerate() {
+    for (i, evil) in ["../../../../../../etc/passwd", "/etc/passwd"]
+        .iter()
+        .enumerate()
+    {
         let id = m.force(&escape, force_req(&[("evil", evil)])).await;
         m.wait_request(id).await;
         let n = i as i64 + 1;
@@ -384,8 +403,15 @@ async fn artifacts_on_an_autobot_slave() {
                 );
             }
         }
-        assert!(m.log_text(&escape, n, "prop").await.contains("artifact path"));
-        let list = get(port, &format!("/api/v1/builders/{escape}/builds/{n}/artifacts")).await;
+        assert!(m
+            .log_text(&escape, n, "prop")
+            .await
+            .contains("artifact path"));
+        let list = get(
+            port,
+            &format!("/api/v1/builders/{escape}/builds/{n}/artifacts"),
+        )
+        .await;
         assert_eq!(list.json(), serde_json::json!([]));
     }
     assert!(!m.dir.path().join("passwd").exists());
@@ -397,9 +423,18 @@ async fn artifacts_on_an_autobot_slave() {
     let b = m.build(&links, 1).await;
     for (name, r) in step_results(&b) {
         let want = if name == "make" { "success" } else { "failure" };
-        assert_eq!(r.as_deref(), Some(want), "{name}: {}", m.log_text(&links, 1, &name).await);
+        assert_eq!(
+            r.as_deref(),
+            Some(want),
+            "{name}: {}",
+            m.log_text(&links, 1, &name).await
+        );
     }
-    let list = get(port, &format!("/api/v1/builders/{links}/builds/1/artifacts")).await;
+    let list = get(
+        port,
+        &format!("/api/v1/builders/{links}/builds/1/artifacts"),
+    )
+    .await;
     assert_eq!(list.json(), serde_json::json!([]));
     let mut left = Vec::new();
     if m.dir.path().join("artifacts").join(&escape).exists() {
@@ -418,10 +453,18 @@ async fn artifacts_on_an_autobot_slave() {
     let r = get(port, &latest).await;
     assert_eq!(r.status, 302);
     let loc = r.header("location").unwrap().to_string();
-    assert_eq!(loc, format!("/api/v1/builders/{ok}/builds/2/artifacts/v.txt"));
+    assert_eq!(
+        loc,
+        format!("/api/v1/builders/{ok}/builds/2/artifacts/v.txt")
+    );
     assert_eq!(get(port, &loc).await.body, b"2");
     assert_eq!(
-        get(port, &format!("/api/v1/builders/{ok}/builds/latest-successful/artifacts/none")).await.status,
+        get(
+            port,
+            &format!("/api/v1/builders/{ok}/builds/latest-successful/artifacts/none")
+        )
+        .await
+        .status,
         404
     );
 
@@ -436,12 +479,24 @@ async fn artifacts_on_an_autobot_slave() {
         .await
         .unwrap();
     assert_eq!(stats.artifact_builds_deleted, 3, "{stats:?}");
-    assert!(!m.dir.path().join("artifacts").join(format!("arts-{SLAVE}")).exists());
-    let list = get(port, &format!("/api/v1/builders/arts-{SLAVE}/builds/1/artifacts")).await;
+    assert!(!m
+        .dir
+        .path()
+        .join("artifacts")
+        .join(format!("arts-{SLAVE}"))
+        .exists());
+    let list = get(
+        port,
+        &format!("/api/v1/builders/arts-{SLAVE}/builds/1/artifacts"),
+    )
+    .await;
     assert_eq!(list.json(), serde_json::json!([]));
     assert_eq!(get(port, &latest).await.status, 404);
     // The builds stay.
-    assert_eq!(m.build(&ok, 2).await.build.result.as_deref(), Some("success"));
+    assert_eq!(
+        m.build(&ok, 2).await.build.result.as_deref(),
+        Some("success")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -531,7 +586,9 @@ async fn a_200_mb_artifact_goes_through_a_master_of_bounded_memory() {
     let builder = format!("big-{SLAVE}");
     // The master's web port answers once it is up.
     wait_until("the master's web port", || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", hp)).await.is_ok()
+        tokio::net::TcpStream::connect(("127.0.0.1", hp))
+            .await
+            .is_ok()
     })
     .await;
     let base_rss = rss(pid).unwrap();
@@ -544,7 +601,11 @@ async fn a_200_mb_artifact_goes_through_a_master_of_bounded_memory() {
         true,
     )
     .await;
-    assert!(forced.status == 200 || forced.status == 202, "{}", forced.text());
+    assert!(
+        forced.status == 200 || forced.status == 202,
+        "{}",
+        forced.text()
+    );
     let build = format!("/api/v1/builders/{builder}/builds/1");
     let started = std::time::Instant::now();
     wait_until("the big build finishes", || async {
@@ -564,7 +625,15 @@ async fn a_200_mb_artifact_goes_through_a_master_of_bounded_memory() {
     let list = get(hp, &format!("{build}/artifacts")).await.json();
     assert_eq!(list[0]["sha256"].as_str(), Some(want.as_str()));
     assert_eq!(list[0]["size"], BIG);
-    let f = request(hp, "GET", &format!("{build}/artifacts/big.bin"), &[], b"", false).await;
+    let f = request(
+        hp,
+        "GET",
+        &format!("{build}/artifacts/big.bin"),
+        &[],
+        b"",
+        false,
+    )
+    .await;
     assert_eq!(f.status, 200);
     assert_eq!(f.len, BIG);
     assert_eq!(f.sha256, want);

@@ -174,13 +174,22 @@ mod tests {
         })
         .await
         .unwrap();
-        db.add_artifact(1, "b", 1, "x/a.bin", 3, "ab", 5.0).await.unwrap();
-        db.add_artifact(2, "b", 2, "x/a.bin", 4, "cd", 6.0).await.unwrap();
-        db.add_artifact(9, "gone", 7, "z", 1, "ef", 6.0).await.unwrap();
+        db.add_artifact(1, "b", 1, "x/a.bin", 3, "ab", 5.0)
+            .await
+            .unwrap();
+        db.add_artifact(2, "b", 2, "x/a.bin", 4, "cd", 6.0)
+            .await
+            .unwrap();
+        db.add_artifact(9, "gone", 7, "z", 1, "ef", 6.0)
+            .await
+            .unwrap();
         let l = db.artifacts("b", 1).await.unwrap();
         assert_eq!(l.len(), 1);
         assert_eq!((l[0].path.as_str(), l[0].size), ("x/a.bin", 3));
-        assert_eq!(db.latest_successful_with("b", "x/a.bin").await.unwrap(), Some(1));
+        assert_eq!(
+            db.latest_successful_with("b", "x/a.bin").await.unwrap(),
+            Some(1)
+        );
         assert_eq!(db.latest_successful_with("b", "nope").await.unwrap(), None);
         let old = db.expired_artifact_builds(3.0, 10).await.unwrap();
         let ids: Vec<i64> = old.iter().map(|b| b.build_id).collect();

@@ -231,7 +231,12 @@ impl ArtifactStore {
     }
 
     /// Start writing the Build's artifact `path` (its directories are made).
-    pub fn create(&self, builder: &str, number: i64, path: &str) -> io::Result<(PartFile, std::fs::File)> {
+    pub fn create(
+        &self,
+        builder: &str,
+        number: i64,
+        path: &str,
+    ) -> io::Result<(PartFile, std::fs::File)> {
         let parts = check_rel(path).map_err(invalid)?;
         let (name, dirs) = parts.split_last().ok_or_else(|| invalid("empty path"))?;
         let dir = walk_dirs(self.open_build(builder, number, true)?, dirs, true)?;
@@ -404,7 +409,16 @@ mod tests {
 
     #[test]
     fn paths_stay_inside() {
-        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "./a", "a/.", "a\\b"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "./a",
+            "a/.",
+            "a\\b",
+        ] {
             assert!(check_rel(bad).is_err(), "{bad}");
         }
         assert_eq!(check_rel("a/b.txt").unwrap(), vec!["a", "b.txt"]);
@@ -418,7 +432,10 @@ mod tests {
         f.write_all(b"hello").unwrap();
         assert!(store.open("b", 1, "d/x.bin").is_err());
         part.commit().unwrap();
-        assert_eq!(std::fs::read(store.build_dir("b", 1).join("d/x.bin")).unwrap(), b"hello");
+        assert_eq!(
+            std::fs::read(store.build_dir("b", 1).join("d/x.bin")).unwrap(),
+            b"hello"
+        );
         let (part, _f) = store.create("b", 1, "d/y.bin").unwrap();
         part.abandon();
         let names: Vec<_> = std::fs::read_dir(store.build_dir("b", 1).join("d"))

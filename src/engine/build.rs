@@ -987,7 +987,10 @@ async fn step_body(
 ) -> StepEnd {
     let step = match interpolate_step(spec, props) {
         Ok(mut s) => {
-            if matches!(s.kind, StepKind::Shell { .. } | StepKind::SetProperty { .. }) {
+            if matches!(
+                s.kind,
+                StepKind::Shell { .. } | StepKind::SetProperty { .. }
+            ) {
                 // Every property under its stable name, for scripts to read
                 // (what the step's own env sets wins).
                 for (k, v) in property_env(props) {

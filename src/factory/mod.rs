@@ -119,10 +119,16 @@ pub enum StepKind {
     /// `step.NAME.type = upload` (Buildbot's FileUpload): the slave's file `src`
     /// (relative to the step's workdir) becomes the Build's artifact `dest`
     /// (relative to `MASTERDIR/artifacts/BUILDER/N`).
-    Upload { src: String, dest: String },
+    Upload {
+        src: String,
+        dest: String,
+    },
     /// `step.NAME.type = upload-dir` (Buildbot's DirectoryUpload): every file
     /// below the slave's directory `src` becomes an artifact below `dest`.
-    UploadDir { src: String, dest: String },
+    UploadDir {
+        src: String,
+        dest: String,
+    },
     /// `step.NAME.type = download` (Buildbot's FileDownload): the master's file
     /// `src` (relative to `MASTERDIR/artifacts`) is written to the slave's `dest`
     /// (relative to the step's workdir), with permission bits `mode`.
@@ -134,7 +140,9 @@ pub enum StepKind {
     /// The factory's `artifacts = GLOB...`: the files of the builder's `build`
     /// directory the globs match are uploaded as artifacts after the last step,
     /// even when a step halted the Build; a glob matching nothing is a warning.
-    Artifacts { globs: Vec<String> },
+    Artifacts {
+        globs: Vec<String>,
+    },
 }
 
 impl StepKind {
@@ -1012,11 +1020,17 @@ fn transfer_kind(
             u32::from_str_radix(m.trim_start_matches("0o"), 8)
                 .ok()
                 .filter(|m| *m <= 0o7777)
-                .ok_or(("mode", format!("expected octal permission bits such as 0755, got {m:?}")))?,
+                .ok_or((
+                    "mode",
+                    format!("expected octal permission bits such as 0755, got {m:?}"),
+                ))?,
         ),
     };
     if mode.is_some() && kind != "download" {
-        return Err(("mode", "applies to a step of `type = download` only; remove it".into()));
+        return Err((
+            "mode",
+            "applies to a step of `type = download` only; remove it".into(),
+        ));
     }
     Ok(match kind {
         "upload" => StepKind::Upload { src, dest },

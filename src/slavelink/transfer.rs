@@ -162,7 +162,10 @@ impl SlaveHandle {
             ("path", Value::from(slave_path)),
             // One byte more than allowed: the slave (Buildbot's worker too) fails
             // when it reaches maxsize, even at the end of a file of exactly that.
-            ("maxsize", maxsize_value(maxsize.map(|m| m.saturating_add(1)))),
+            (
+                "maxsize",
+                maxsize_value(maxsize.map(|m| m.saturating_add(1))),
+            ),
             ("blocksize", Value::from(blocksize)),
             ("compress", Value::Nil),
         ]);
@@ -226,7 +229,10 @@ impl SlaveHandle {
             ("path", Value::from(slave_path)),
             // One byte more than allowed: the slave (Buildbot's worker too) fails
             // when it reaches maxsize, even at the end of a file of exactly that.
-            ("maxsize", maxsize_value(maxsize.map(|m| m.saturating_add(1)))),
+            (
+                "maxsize",
+                maxsize_value(maxsize.map(|m| m.saturating_add(1))),
+            ),
             ("blocksize", Value::from(blocksize)),
             ("keepstamp", Value::from(false)),
         ]);
@@ -237,7 +243,13 @@ impl SlaveHandle {
         let outcome = cmd.wait().await?;
         if !outcome.succeeded() {
             let over = match &t {
-                Some(t) => matches!(&*t.lock().await, Transfer::ToFile { over_limit: true, .. }),
+                Some(t) => matches!(
+                    &*t.lock().await,
+                    Transfer::ToFile {
+                        over_limit: true,
+                        ..
+                    }
+                ),
                 None => false,
             };
             return Err(CommandError::Failed {

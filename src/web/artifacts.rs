@@ -46,7 +46,9 @@ pub fn artifact_url(builder: &str, number: i64, path: &str) -> String {
 /// The artifact routes, `.or()`-ed into the web server's routes.
 pub fn routes(ctx: WebContext) -> BoxedFilter<(Response,)> {
     let list = api()
-        .and(warp::path!("builders" / String / "builds" / i64 / "artifacts"))
+        .and(warp::path!(
+            "builders" / String / "builds" / i64 / "artifacts"
+        ))
         .and(warp::get())
         .and(with(ctx.clone()))
         .then(get_list)
@@ -122,6 +124,7 @@ fn db_error(e: impl std::fmt::Display) -> Response {
 }
 
 /// The decoded, checked artifact path of a request's tail.
+#[allow(clippy::result_large_err)] // the error is the response to send
 fn tail_path(tail: &warp::path::Tail) -> Result<String, Response> {
     let path = tail
         .as_str()
@@ -161,7 +164,7 @@ async fn get_latest(builder: String, tail: warp::path::Tail, ctx: WebContext) ->
 /// A `Range: bytes=…` header against a file of `size` bytes: `Ok(None)` to
 /// send it all (no header, several ranges, or a unit other than bytes),
 /// `Ok(Some((start, end)))` inclusive, `Err(())` when unsatisfiable.
-pub fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
+fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
     let Some(spec) = value.trim().strip_prefix("bytes=") else {
         return Ok(None);
     };
@@ -204,7 +207,10 @@ fn disposition(path: &str) -> String {
             }
         })
         .collect();
-    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{}", seg(name))
+    format!(
+        "attachment; filename=\"{ascii}\"; filename*=UTF-8''{}",
+        seg(name)
+    )
 }
 
 async fn get_file(
@@ -250,8 +256,16 @@ async fn get_file(
     };
     set(&mut resp_headers, header::ETAG, &etag);
     set(&mut resp_headers, header::ACCEPT_RANGES, "bytes");
-    set(&mut resp_headers, header::CONTENT_TYPE, "application/octet-stream");
-    set(&mut resp_headers, header::CONTENT_DISPOSITION, &disposition(&path));
+    set(
+        &mut resp_headers,
+        header::CONTENT_TYPE,
+        "application/octet-stream",
+    );
+    set(
+        &mut resp_headers,
+        header::CONTENT_DISPOSITION,
+        &disposition(&path),
+    );
     set(&mut resp_headers, header::CACHE_CONTROL, "no-cache");
     resp_headers.insert(
         "x-content-type-options",

@@ -69,7 +69,10 @@ async fn or_lost<T>(
 }
 
 fn lost(logs: &mut StepLogs, why: String) -> StepEnd {
-    logs.write(Channel::Header, &format!("connection to the slave lost: {why}\n"));
+    logs.write(
+        Channel::Header,
+        &format!("connection to the slave lost: {why}\n"),
+    );
     StepEnd {
         result: StepResult::Exception,
         text: "slave lost".into(),
@@ -228,10 +231,21 @@ async fn upload_one(
     let at = crate::calendar::now_f64();
     let db = &ctx.inner.db;
     if let Err(e) = db
-        .add_artifact(ctx.claimed.build_id, &builder, number, dest, up.bytes, &up.sha256, at)
+        .add_artifact(
+            ctx.claimed.build_id,
+            &builder,
+            number,
+            dest,
+            up.bytes,
+            &up.sha256,
+            at,
+        )
         .await
     {
-        logs.write(Channel::Header, &format!("cannot record the artifact: {e}\n"));
+        logs.write(
+            Channel::Header,
+            &format!("cannot record the artifact: {e}\n"),
+        );
         return Ok(Err(format!("upload of {shown_src} failed")));
     }
     logs.write(
@@ -328,10 +342,21 @@ async fn upload_dir(
         if let Err(e) = ctx
             .inner
             .db
-            .add_artifact(ctx.claimed.build_id, &builder, number, &path, f.size, &f.sha256, at)
+            .add_artifact(
+                ctx.claimed.build_id,
+                &builder,
+                number,
+                &path,
+                f.size,
+                &f.sha256,
+                at,
+            )
             .await
         {
-            logs.write(Channel::Header, &format!("cannot record the artifact: {e}\n"));
+            logs.write(
+                Channel::Header,
+                &format!("cannot record the artifact: {e}\n"),
+            );
             return end(StepResult::Failure, format!("upload of {src} failed"));
         }
         logs.write(
@@ -427,14 +452,23 @@ async fn artifacts_step(
     if !failed.is_empty() {
         end(
             StepResult::Failure,
-            format!("artifacts: {uploaded} {files}, failed: {}", failed.join(" ")),
+            format!(
+                "artifacts: {uploaded} {files}, failed: {}",
+                failed.join(" ")
+            ),
         )
     } else if !empty.is_empty() {
         end(
             StepResult::Warnings,
-            format!("artifacts: {uploaded} {files}; no match: {}", empty.join(" ")),
+            format!(
+                "artifacts: {uploaded} {files}; no match: {}",
+                empty.join(" ")
+            ),
         )
     } else {
-        end(StepResult::Success, format!("artifacts: {uploaded} {files}"))
+        end(
+            StepResult::Success,
+            format!("artifacts: {uploaded} {files}"),
+        )
     }
 }

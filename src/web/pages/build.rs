@@ -14,9 +14,9 @@ use super::{
 };
 use crate::db::artifacts::ArtifactRow;
 use crate::db::builds::BuildDetail;
-use crate::web::artifacts::artifact_url;
 use crate::db::notifications::NotificationRow;
 use crate::db::webview::BuildCounts;
+use crate::web::artifacts::artifact_url;
 use crate::web::forms::{self, Forms};
 use crate::web::html::{
     builder_link, fmt_duration, fmt_time, log_url, result_class, result_icon, seg, tests_text,
