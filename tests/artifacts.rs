@@ -663,3 +663,47 @@ async fn a_200_mb_artifact_goes_through_a_master_of_bounded_memory() {
         peak >> 20
     );
 }
+
+/// A stop during an upload interrupts it on the slave at once: the build is
+/// cancelled, and nothing of the file is left on the master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_interrupts_an_upload_and_leaves_nothing() {
+    let factory = "[slow]\ntype = shell\nstep.make = head -c 1000000000 /dev/zero > big.bin\n\
+                   step.up = big.bin\nstep.up.type = upload\n";
+    let ini = master_ini(factory, "maxArtifactSize = 2G\n");
+    let m = EngineMaster::start(&ini, Duration::from_secs(30)).await;
+    let _slave = m.slave().await;
+    let builder = format!("slow-{SLAVE}");
+    let id = m.force(&builder, force_req(&[])).await;
+    let dir = m.dir.path().join("artifacts").join(&builder).join("1");
+    // The upload has begun: its temporary file is there.
+    wait_until("the upload starts", || async {
+        std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some())
+    })
+    .await;
+    let t0 = std::time::Instant::now();
+    m.engine()
+        .stop_build(&builder, 1, "tester", "enough")
+        .await
+        .unwrap();
+    let req = m.wait_request(id).await;
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert_eq!(req.result.as_deref(), Some("cancelled"));
+    let b = m.build(&builder, 1).await;
+    assert_eq!(
+        b.steps[1].result.as_deref(),
+        Some("failure"),
+        "{:?}",
+        b.steps
+    );
+    let mut left = Vec::new();
+    walk(&dir, "", &mut left);
+    assert!(left.is_empty(), "{left:?}");
+    assert!(m
+        .master
+        .db()
+        .artifacts(&builder, 1)
+        .await
+        .unwrap()
+        .is_empty());
+}

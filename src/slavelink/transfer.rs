@@ -32,6 +32,9 @@ pub enum DownloadSource {
 /// transfer makes few round trips (one block is in flight at a time).
 pub const ARTIFACT_BLOCKSIZE: u64 = 1024 * 1024;
 
+/// How long a cancelled upload may take to end on the slave.
+pub const CANCEL_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A file uploaded into a file the caller opened.
 #[derive(Debug, Clone)]
 pub struct UploadedFile {
@@ -209,6 +212,11 @@ impl SlaveHandle {
     /// of `blocksize`, hashing with SHA-256 as the bytes arrive. More than
     /// `maxsize` bytes are refused by the slave and, whatever the slave does,
     /// by the master: the command fails and the caller removes the file.
+    ///
+    /// When `cancel` resolves (the Build is stopped), the slave is asked to
+    /// interrupt the upload, which then fails; a slave that does not end it
+    /// within [`CANCEL_GRACE`] is not waited for.
+    #[allow(clippy::too_many_arguments)]
     pub async fn upload_into(
         &self,
         slave_path: &str,
@@ -216,6 +224,7 @@ impl SlaveHandle {
         shown: &Path,
         maxsize: Option<u64>,
         blocksize: u64,
+        cancel: impl std::future::Future<Output = ()>,
     ) -> Result<UploadedFile, CommandError> {
         let transfer = Transfer::ToFile {
             file: Some(file),
@@ -240,7 +249,24 @@ impl SlaveHandle {
             .conn
             .start_command("upload_file", args, Some(transfer))
             .await?;
-        let outcome = cmd.wait().await?;
+        let interrupter = cmd.interrupter();
+        let waiting = cmd.wait();
+        tokio::pin!(waiting);
+        tokio::pin!(cancel);
+        let outcome = tokio::select! {
+            r = &mut waiting => r?,
+            _ = &mut cancel => {
+                let _ = interrupter.interrupt("the build was stopped").await;
+                match tokio::time::timeout(CANCEL_GRACE, &mut waiting).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        return Err(CommandError::Local(
+                            "stopped; the slave did not end the upload in time".into(),
+                        ))
+                    }
+                }
+            }
+        };
         if !outcome.succeeded() {
             let over = match &t {
                 Some(t) => matches!(

@@ -187,6 +187,10 @@ async fn upload_one(
         Channel::Header,
         &format!("uploading {shown_src} to the artifact {dest}\n"),
     );
+    let mut stop = ctx.stop.clone();
+    let stopped = async move {
+        let _ = stop.wait_for(|s| s.is_some()).await;
+    };
     let got = or_lost(
         ctx,
         ctx.slave.upload_into(
@@ -195,6 +199,7 @@ async fn upload_one(
             &part.shown,
             Some(max),
             ARTIFACT_BLOCKSIZE,
+            stopped,
         ),
     )
     .await;
