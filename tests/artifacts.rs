@@ -707,3 +707,71 @@ async fn a_stop_interrupts_an_upload_and_leaves_nothing() {
         .unwrap()
         .is_empty());
 }
+
+/// `checkconfig` names the line of a transfer path that leaves its directory,
+/// of a bad size, and prints the artifact keys in force.
+#[test]
+fn checkconfig_refuses_escaping_paths_and_bad_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ini = dir.path().join("master.ini");
+    let check = |factory: &str, extra: &str| {
+        std::fs::write(&ini, master_ini(factory, extra)).unwrap();
+        let out = std::process::Command::new(autobot_bin())
+            .args(["checkconfig", dir.path().to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, text) = check(
+        "[f]\ntype = shell\nartifacts = dist/*\nstep.a = x.bin\nstep.a.type = upload\n",
+        "maxArtifactSize = 500M\nartifactHorizon = 30\n",
+    );
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("artifacts: maxArtifactSize 524288000 bytes, artifactHorizon 30 days"),
+        "{text}"
+    );
+    for (factory, extra, line, part) in [
+        (
+            "[f]\ntype = shell\nstep.a = ../../etc/passwd\nstep.a.type = upload\n",
+            "",
+            "master.ini:11",
+            "without `..`",
+        ),
+        (
+            "[f]\ntype = shell\nstep.a = x.bin /etc/x\nstep.a.type = upload\n",
+            "",
+            "master.ini:11",
+            "relative path",
+        ),
+        (
+            "[f]\ntype = shell\nstep.a = true\nartifacts = /var/*\n",
+            "",
+            "master.ini:12",
+            "without `..`",
+        ),
+        (
+            "[f]\ntype = shell\nstep.a = true\nmaxArtifactSize = lots\n",
+            "",
+            "master.ini:12",
+            "K, M or G",
+        ),
+        (
+            "[f]\ntype = shell\nstep.a = true\n",
+            "maxArtifactSize = 0\n",
+            "master.ini:6",
+            "greater than 0",
+        ),
+    ] {
+        let (ok, text) = check(factory, extra);
+        assert!(!ok, "{factory}");
+        assert!(
+            text.contains(line) && text.contains(part),
+            "{factory}: {text}"
+        );
+    }
+}

@@ -664,6 +664,13 @@ pub fn summary(cfg: &MasterConfig) -> String {
         cfg.public_listen().describe()
     ));
     out.push_str(&cfg.retention.summary());
+    out.push_str(&format!(
+        "artifacts: maxArtifactSize {} bytes, artifactHorizon {}\n",
+        cfg.max_artifact_size,
+        cfg.retention
+            .artifact_horizon
+            .map_or("none (kept)".to_string(), |d| format!("{d} days"))
+    ));
     if let Some(i) = &cfg.irc {
         out.push_str(&i.summary());
     }

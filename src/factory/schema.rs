@@ -728,7 +728,7 @@ pub fn types_text() -> String {
         push_param(&mut out, p);
     }
     out.push_str(
-        "    step.NAME = COMMAND\n        A step of one's own, on any type: after the type's steps in file order, or placed with step.NAME.after / step.NAME.before; options below. COMMAND runs through `/bin/sh -c` (pipes, redirections, `&&`), as Buildbot runs a command given as a string; step.NAME.argv = true runs it as an argv. %(property)s references are safe in both: in a shell command each becomes a quoted expansion of an environment variable holding the value, never shell code.\n",
+        "    step.NAME = COMMAND\n        A step of one's own, on any type: after the type's steps in file order, or placed with step.NAME.after / step.NAME.before; options below. COMMAND runs through `/bin/sh -c` (pipes, redirections, `&&`), as Buildbot runs a command given as a string; step.NAME.argv = true runs it as an argv. %(property)s references are safe in both: in a shell command each becomes a quoted expansion of an environment variable holding the value, never shell code. With step.NAME.type = upload, upload-dir or download the value is paths instead of a command (see `type` below).\n",
     );
     out.push_str("\nOptions of steps of one's own (step.NAME.OPTION = VALUE):\n");
     for p in STEP_OPTIONS {
