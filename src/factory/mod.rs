@@ -846,7 +846,7 @@ fn step_options(
             if transfer
                 && (matches!(
                     opt.as_str(),
-                    "argv" | "shell" | "logparser" | "warningpattern" | "maxtime"
+                    "argv" | "shell" | "logparser" | "warningpattern" | "maxtime" | "timeout"
                 ) || opt.starts_with("env."))
             {
                 return Err(bad(
