@@ -27,7 +27,9 @@
 //!   nightly, dependsOn) that turn Changes into BuildSets for the engine.
 //! * [`engine`] — BuildRequests in, Builds on slaves out: the dispatcher, the build
 //!   runner (Builds and their Steps) and locks; it reaches slaves through
-//!   `slavelink` and writes step logs through `logstore`.
+//!   `slavelink` and writes step logs through `logstore`; it keeps the
+//!   artifacts Builds upload (`engine::artifacts`, read by `web` and pruned by
+//!   `retention` through it).
 //! * [`changes`] — Changes and where they come from: the Change bus, the rules
 //!   every Change follows, the git (gix) and hg pollers and their manager, and the
 //!   `sendchange` intake. Below the engine, which checks a forced build's branch,

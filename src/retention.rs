@@ -1,5 +1,5 @@
-//! The master's retention task (`logHorizon`, `buildHorizon`, `changeHorizon`
-//! and `logCompression` of `[:master:]`), so the disk does not fill without the
+//! The master's retention task (`logHorizon`, `buildHorizon`, `changeHorizon`,
+//! `artifactHorizon` and `logCompression` of `[:master:]`), so the disk does not fill without the
 //! cron jobs Buildbot's manual asks admins to write.
 //!
 //! A pass runs at start, then every [`INTERVAL`] and after each reconfig. It
@@ -65,6 +65,9 @@ pub struct PassStats {
     pub requests_deleted: u64,
     pub buildsets_deleted: u64,
     pub changes_deleted: u64,
+    /// Builds whose artifacts were deleted (`artifactHorizon`, or their Build
+    /// deleted by `buildHorizon`).
+    pub artifact_builds_deleted: u64,
     pub logs_compressed: u64,
     /// Bytes of files deleted (log files of pruned logs and Builds).
     pub bytes_freed: u64,
@@ -76,12 +79,13 @@ pub struct PassStats {
 impl PassStats {
     fn line(&self, took: Duration) -> String {
         format!(
-            "retention: deleted {} log file(s) and {} build(s) ({} request(s), {} buildset(s)), {} change(s), {} MB freed; compressed {} log(s) ({} MB to {} MB); in {:.1}s",
+            "retention: deleted {} log file(s) and {} build(s) ({} request(s), {} buildset(s)), {} change(s), the artifacts of {} build(s), {} MB freed; compressed {} log(s) ({} MB to {} MB); in {:.1}s",
             self.logs_deleted,
             self.builds_deleted,
             self.requests_deleted,
             self.buildsets_deleted,
             self.changes_deleted,
+            self.artifact_builds_deleted,
             mb(self.bytes_freed),
             self.logs_compressed,
             mb(self.bytes_before),
@@ -181,6 +185,13 @@ pub async fn pass(
     if let Some(days) = retention.change_horizon {
         prune_changes(db, now - days * DAY, shutdown, &mut stats).await?;
     }
+    if retention.artifact_horizon.is_some() || retention.build_horizon.is_some() {
+        // Without artifactHorizon only the artifacts of deleted Builds go.
+        let cutoff = retention
+            .artifact_horizon
+            .map_or(f64::NEG_INFINITY, |days| now - days * DAY);
+        prune_artifacts(db, basedir, cutoff, shutdown, &mut stats).await?;
+    }
     if retention.log_compression == LogCompression::Zstd {
         compress_logs(db, basedir, now - COMPRESS_AFTER, shutdown, &mut stats).await?;
     }
@@ -230,6 +241,42 @@ async fn prune_logs(
         if done {
             return Ok(());
         }
+        pause(batch, shutdown).await?;
+    }
+}
+
+/// Delete the artifacts of Builds finished before `cutoff` (or whose Build is
+/// gone): their rows first, so a page never lists a file that is not there,
+/// then their directory `MASTERDIR/artifacts/BUILDER/N`.
+async fn prune_artifacts(
+    db: &Db,
+    basedir: &Path,
+    cutoff: f64,
+    shutdown: &watch::Receiver<bool>,
+    stats: &mut PassStats,
+) -> Result<(), PassError> {
+    let store = crate::engine::artifacts::ArtifactStore::new(basedir);
+    loop {
+        let batch = Instant::now();
+        let builds = db
+            .expired_artifact_builds(cutoff, BUILDS_PER_WRITE as i64)
+            .await?;
+        if builds.is_empty() {
+            return Ok(());
+        }
+        db.delete_artifacts(builds.iter().map(|b| b.build_id).collect())
+            .await?;
+        for b in &builds {
+            match store.remove_build(&b.builder, b.number) {
+                Ok(n) => stats.bytes_freed += n,
+                Err(e) => tracing::warn!(
+                    "retention: cannot delete the artifacts of {} build {}: {e}",
+                    b.builder,
+                    b.number
+                ),
+            }
+        }
+        stats.artifact_builds_deleted += builds.len() as u64;
         pause(batch, shutdown).await?;
     }
 }

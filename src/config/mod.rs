@@ -108,6 +108,9 @@ pub struct MasterConfig {
     /// `masterName`: this master among several on one database (default: the
     /// host name).
     pub master_name: String,
+    /// `maxArtifactSize`: the largest artifact a Build may upload (bytes;
+    /// default [`DEFAULT_MAX_ARTIFACT_SIZE`]), unless its factory says otherwise.
+    pub max_artifact_size: u64,
     /// Slaves in file order.
     pub slaves: Vec<SlaveConfig>,
     /// Factories in file order.
@@ -271,6 +274,9 @@ pub fn unbuilt_factory_hint(cfg: &MasterConfig, builder: &str) -> Option<String>
     None
 }
 
+/// `maxArtifactSize` when `[:master:]` does not say: 1 GiB.
+pub const DEFAULT_MAX_ARTIFACT_SIZE: u64 = 1 << 30;
+
 /// What the master keeps of its history, as Buildbot's `logHorizon`,
 /// `buildHorizon` and `changeHorizon` (in days here, fractions allowed): `None`
 /// keeps everything (the default), so the disk fills only when the operator
@@ -286,6 +292,9 @@ pub struct Retention {
     /// Changes older than this (by their commit time) that nothing in the history
     /// refers to any more are deleted.
     pub change_horizon: Option<f64>,
+    /// `artifactHorizon`: the artifacts of Builds finished longer ago are
+    /// deleted (files and rows; the Build stays).
+    pub artifact_horizon: Option<f64>,
     /// `logCompression`: how finished logs are stored.
     pub log_compression: LogCompression,
 }
@@ -296,6 +305,7 @@ impl Retention {
         self.log_horizon.is_some()
             || self.build_horizon.is_some()
             || self.change_horizon.is_some()
+            || self.artifact_horizon.is_some()
             || self.log_compression != LogCompression::None
     }
 
@@ -457,6 +467,7 @@ impl Default for MasterConfig {
             secrets_line: 0,
             database: Database::Sqlite,
             master_name: String::new(),
+            max_artifact_size: DEFAULT_MAX_ARTIFACT_SIZE,
             slaves: Vec::new(),
             factories: Vec::new(),
             locks: Vec::new(),
@@ -753,6 +764,13 @@ pub fn summary(cfg: &MasterConfig) -> String {
     ));
     out.push_str(&cfg.retention.summary());
     out.push_str(&cfg.database.summary(&cfg.master_name));
+    out.push_str(&format!(
+        "artifacts: maxArtifactSize {} bytes, artifactHorizon {}\n",
+        cfg.max_artifact_size,
+        cfg.retention
+            .artifact_horizon
+            .map_or("none (kept)".to_string(), |d| format!("{d} days"))
+    ));
     if let Some(i) = &cfg.irc {
         out.push_str(&i.summary());
     }

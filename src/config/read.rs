@@ -45,6 +45,8 @@ const MASTER_KEYS: &[&str] = &[
     "db",
     "dbpasswordfile",
     "mastername",
+    "maxartifactsize",
+    "artifacthorizon",
 ];
 
 /// [`MASTER_KEYS`] as the documentation spells them, for messages and "did you
@@ -86,6 +88,8 @@ const MASTER_KEYS_DOCUMENTED: &[&str] = &[
     "db",
     "dbPasswordFile",
     "masterName",
+    "maxArtifactSize",
+    "artifactHorizon",
 ];
 
 /// The notifiers' keys of `[:master:]` ([`mail`]'s, and its slave defaults) as
@@ -793,6 +797,7 @@ fn read_retention(m: &Layered) -> Result<Retention, ConfigError> {
         log_horizon: days("loghorizon")?,
         build_horizon: days("buildhorizon")?,
         change_horizon: days("changehorizon")?,
+        artifact_horizon: days("artifacthorizon")?,
         log_compression: compression,
     })
 }
@@ -958,6 +963,9 @@ fn read_master_keys(cfg: &mut MasterConfig, m: &Layered) -> Result<(), ConfigErr
     }
     cfg.database = read_database(m, &cfg.basedir, &mut cfg.warnings)?;
     cfg.master_name = read_master_name(m)?;
+    if let Some(v) = m.get("maxartifactsize") {
+        cfg.max_artifact_size = factory::schema::parse_size(&v.value).map_err(|e| v.err(e))?;
+    }
     cfg.project_name = str_key("projectname", "");
     cfg.project_url = str_key("projecturl", "");
     cfg.buildbot_url = str_key("buildboturl", "");

@@ -301,6 +301,21 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX buildsets_by_sourcestamp ON buildsets(sourcestamp);
     CREATE INDEX builds_by_sourcestamp ON builds(sourcestamp);
     CREATE INDEX scheduler_buildsets_by_buildset ON scheduler_buildsets(buildset);",
+    // 11: artifacts: the files a Build uploaded to the master, kept under
+    // MASTERDIR/artifacts/BUILDER/NUMBER/PATH (builder and number are kept so
+    // the retention task finds the files of a Build whose row is gone).
+    "CREATE TABLE artifacts (
+        id INTEGER PRIMARY KEY,
+        build_id INTEGER NOT NULL,
+        builder TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        UNIQUE (build_id, path)
+    );
+    CREATE INDEX artifacts_by_builder ON artifacts(builder, number);",
 ];
 
 #[cfg(test)]

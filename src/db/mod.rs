@@ -18,6 +18,7 @@
 //! [`listing`] for what the status pages and the JSON API read); the schema is
 //! the append-only list in [`migrations`]. The web layer holds no SQL of its own.
 
+pub mod artifacts;
 pub mod backup;
 pub mod builds;
 pub mod changes;

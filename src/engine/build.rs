@@ -75,6 +75,7 @@ pub const ABANDON_AFTER: Duration = Duration::from_secs(5);
 
 mod checkout;
 mod command;
+mod transfer;
 
 use command::{count_warnings, run_command, set_properties, shell_args, shell_end};
 
@@ -483,7 +484,13 @@ pub(crate) async fn run(mut ctx: BuildContext) -> bool {
         ),
         held: None,
     };
+    // A Step halted the Build: only the `artifacts` Step still runs.
+    let mut halted = false;
+    let mut ran: i64 = 0;
     for (i, spec) in steps.iter().enumerate() {
+        if halted && !matches!(spec.kind, StepKind::Artifacts { .. }) {
+            continue;
+        }
         // A first Step recorded with the claim runs even if a stop came in
         // between: its command sees the stop at once and is interrupted, so the
         // Step ends like any stopped one.
@@ -492,7 +499,8 @@ pub(crate) async fn run(mut ctx: BuildContext) -> bool {
             end = Interruption::Stopped(stop);
             break;
         }
-        let step_number = i as i64 + 1;
+        ran += 1;
+        let step_number = ran;
         let last = i + 1 == steps.len();
         let step = run_step(
             &mut ctx,
@@ -521,7 +529,7 @@ pub(crate) async fn run(mut ctx: BuildContext) -> bool {
             break;
         }
         if !go_on {
-            break;
+            halted = true;
         }
     }
     // The Build's locks go as soon as its last Step has ended.
@@ -1109,7 +1117,10 @@ async fn step_body(
     };
     let step = match interpolate_step_with(spec, props, access) {
         Ok(mut s) => {
-            if !matches!(s.kind, StepKind::Checkout { .. }) {
+            if matches!(
+                s.kind,
+                StepKind::Shell { .. } | StepKind::SetProperty { .. }
+            ) {
                 // Every property under its stable name, for scripts to read
                 // (what the step's own env sets wins).
                 for (k, v) in property_env(props) {
@@ -1166,6 +1177,12 @@ async fn step_body(
         }
         StepKind::Checkout { .. } => {
             checkout::checkout(ctx, props, &step, logs, &builder_dir, done_words).await
+        }
+        StepKind::Upload { .. }
+        | StepKind::UploadDir { .. }
+        | StepKind::Download { .. }
+        | StepKind::Artifacts { .. } => {
+            transfer::transfer_step(ctx, &step, logs, &builder_dir, &workdir).await
         }
     }
 }

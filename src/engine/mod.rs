@@ -25,6 +25,7 @@
 //! [`crate::logstore`]. Nothing here knows about the web, the schedulers or how
 //! the daemon is wired ([`crate::app`]).
 
+pub mod artifacts;
 mod build;
 pub use build::{build_is_untrusted, CANCELLED, UNTRUSTED_PROPERTY};
 pub mod locks;

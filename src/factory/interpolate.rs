@@ -631,6 +631,22 @@ pub fn interpolate_step_with(
             command: command_in(command, scope, &mut out.env)?,
         },
         k @ StepKind::Checkout { .. } => k.clone(),
+        // Paths, never shell syntax: the engine checks them again once
+        // interpolated (relative, no `..`).
+        StepKind::Upload { src, dest } => StepKind::Upload {
+            src: interpolate(src, props)?,
+            dest: interpolate(dest, props)?,
+        },
+        StepKind::UploadDir { src, dest } => StepKind::UploadDir {
+            src: interpolate(src, props)?,
+            dest: interpolate(dest, props)?,
+        },
+        StepKind::Download { src, dest, mode } => StepKind::Download {
+            src: interpolate(src, props)?,
+            dest: interpolate(dest, props)?,
+            mode: *mode,
+        },
+        k @ StepKind::Artifacts { .. } => k.clone(),
     };
     Ok(out)
 }

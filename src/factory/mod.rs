@@ -116,6 +116,33 @@ pub enum StepKind {
         /// see [`crate::sources::checkout`]).
         mirror: bool,
     },
+    /// `step.NAME.type = upload` (Buildbot's FileUpload): the slave's file `src`
+    /// (relative to the step's workdir) becomes the Build's artifact `dest`
+    /// (relative to `MASTERDIR/artifacts/BUILDER/N`).
+    Upload {
+        src: String,
+        dest: String,
+    },
+    /// `step.NAME.type = upload-dir` (Buildbot's DirectoryUpload): every file
+    /// below the slave's directory `src` becomes an artifact below `dest`.
+    UploadDir {
+        src: String,
+        dest: String,
+    },
+    /// `step.NAME.type = download` (Buildbot's FileDownload): the master's file
+    /// `src` (relative to `MASTERDIR/artifacts`) is written to the slave's `dest`
+    /// (relative to the step's workdir), with permission bits `mode`.
+    Download {
+        src: String,
+        dest: String,
+        mode: Option<u32>,
+    },
+    /// The factory's `artifacts = GLOB...`: the files of the builder's `build`
+    /// directory the globs match are uploaded as artifacts after the last step,
+    /// even when a step halted the Build; a glob matching nothing is a warning.
+    Artifacts {
+        globs: Vec<String>,
+    },
 }
 
 impl StepKind {
@@ -750,6 +777,18 @@ fn custom_steps(f: &Recipe, workdir: &str) -> Result<Vec<(StepSpec, Place)>, Fac
             message,
         };
         let raw = opts.get("command").map(String::as_str).unwrap_or("");
+        let kind_name = opts
+            .get("type")
+            .map(|t| t.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        if !matches!(kind_name.as_str(), "" | "shell") {
+            let kind = transfer_kind(&kind_name, raw, opts).map_err(|(opt, m)| bad(opt, m))?;
+            let mut step = StepSpec::new(name, kind, workdir);
+            step.timeout = None;
+            let place = step_options(&mut step, opts, &bad, true)?;
+            out.push((step, place));
+            continue;
+        }
         let option = |opt: &str| match opts.get(opt) {
             Some(v) => schema::parse_bool(v)
                 .map(Some)
@@ -788,8 +827,44 @@ fn custom_steps(f: &Recipe, workdir: &str) -> Result<Vec<(StepSpec, Place)>, Fac
             Command::Argv(argv)
         };
         let mut step = StepSpec::new(name, StepKind::Shell { command }, workdir);
+        let place = step_options(&mut step, opts, &bad, false)?;
+        out.push((step, place));
+    }
+    Ok(out)
+}
+
+/// The options of a step of one's own (`step.NAME.OPTION`) applied to `step`;
+/// where it goes. `transfer`: a `type = upload|upload-dir|download` step, which
+/// runs no command (the options about commands are refused).
+fn step_options(
+    step: &mut StepSpec,
+    opts: &BTreeMap<String, String>,
+    bad: &dyn Fn(&str, String) -> FactoryError,
+    transfer: bool,
+) -> Result<Place, FactoryError> {
+    {
         let mut place = Place::End;
         for (opt, value) in opts {
+            if transfer
+                && (matches!(
+                    opt.as_str(),
+                    "argv" | "shell" | "logparser" | "warningpattern" | "maxtime" | "timeout"
+                ) || opt.starts_with("env."))
+            {
+                return Err(bad(
+                    opt,
+                    format!(
+                        "applies to a command, and a step of type {} runs none; remove it",
+                        opts.get("type").map(|t| t.trim()).unwrap_or("")
+                    ),
+                ));
+            }
+            if !transfer && opt == "mode" {
+                return Err(bad(
+                    opt,
+                    "applies to a step of `type = download` only; remove it".into(),
+                ));
+            }
             let flag = |v: &str| {
                 schema::parse_bool(v)
                     .ok_or_else(|| bad(opt, format!("expected true or false, got {v:?}")))
@@ -800,7 +875,7 @@ fn custom_steps(f: &Recipe, workdir: &str) -> Result<Vec<(StepSpec, Place)>, Fac
                     .map_err(|_| bad(opt, format!("expected a whole number, got {v:?}")))
             };
             match opt.as_str() {
-                "command" | "shell" | "argv" => {}
+                "command" | "shell" | "argv" | "type" | "mode" => {}
                 "after" | "before" => {
                     if place != Place::End {
                         return Err(bad(
@@ -872,9 +947,98 @@ fn custom_steps(f: &Recipe, workdir: &str) -> Result<Vec<(StepSpec, Place)>, Fac
                 },
             }
         }
-        out.push((step, place));
+        Ok(place)
     }
-    Ok(out)
+}
+
+/// Whether `path` is relative and stays where it is written: no `..`, no
+/// leading `/`, not empty (a `%(property)s` in it is checked again once
+/// interpolated).
+pub fn is_confined_path(path: &str) -> bool {
+    let p = path.trim();
+    !p.is_empty()
+        && !p.starts_with('/')
+        && !p.starts_with('~')
+        && !p.contains('\\')
+        && !p.contains('\0')
+        && p.split('/').all(|c| c != "..")
+}
+
+/// The last component of a path (for an upload's default `dest`).
+fn base_name(path: &str) -> String {
+    path.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(path)
+        .to_string()
+}
+
+/// A step of `type = upload|upload-dir|download`: `step.NAME = SRC [DEST]`.
+/// The error names the option (`""`: the step's own line) and says why.
+fn transfer_kind(
+    kind: &str,
+    raw: &str,
+    opts: &BTreeMap<String, String>,
+) -> Result<StepKind, (&'static str, String)> {
+    let words = argv::split(raw).map_err(|m| ("", m))?;
+    let usage = match kind {
+        "upload" => "SLAVEPATH [ARTIFACTPATH]",
+        "upload-dir" => "SLAVEDIR [ARTIFACTDIR]",
+        "download" => "ARTIFACTPATH SLAVEPATH",
+        other => {
+            return Err((
+                "type",
+                format!("expected shell, upload, upload-dir or download, got {other:?}"),
+            ))
+        }
+    };
+    let (src, dest) = match (kind, words.as_slice()) {
+        ("download", [src, dest]) => (src.clone(), dest.clone()),
+        ("upload" | "upload-dir", [src]) => (src.clone(), base_name(src)),
+        ("upload" | "upload-dir", [src, dest]) => (src.clone(), dest.clone()),
+        _ => {
+            return Err((
+                "",
+                format!(
+                    "a step of type {kind} is written `step.NAME = {usage}` (paths relative: the slave's to the step's workdir, the master's to {}), got {raw:?}",
+                    if kind == "download" { "MASTERDIR/artifacts" } else { "the build's artifacts" }
+                ),
+            ))
+        }
+    };
+    for (which, p) in [("source", &src), ("destination", &dest)] {
+        if !is_confined_path(p) {
+            return Err((
+                "",
+                format!(
+                    "the {which} {p:?} must be a relative path without `..` (the slave's stays in its build directory, the master's in its artifacts directory)"
+                ),
+            ));
+        }
+    }
+    let mode = match opts.get("mode").map(|m| m.trim()) {
+        None | Some("") => None,
+        Some(m) => Some(
+            u32::from_str_radix(m.trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|m| *m <= 0o7777)
+                .ok_or((
+                    "mode",
+                    format!("expected octal permission bits such as 0755, got {m:?}"),
+                ))?,
+        ),
+    };
+    if mode.is_some() && kind != "download" {
+        return Err((
+            "mode",
+            "applies to a step of `type = download` only; remove it".into(),
+        ));
+    }
+    Ok(match kind {
+        "upload" => StepKind::Upload { src, dest },
+        "upload-dir" => StepKind::UploadDir { src, dest },
+        _ => StepKind::Download { src, dest, mode },
+    })
 }
 
 /// The type's own `steps` with the steps of one's own put in their places: first
@@ -1137,6 +1301,25 @@ pub fn build_steps(factory: &Recipe, os: &str) -> Result<Vec<StepSpec>, FactoryE
     };
     let custom = custom_steps(f, &workdir)?;
     let mut steps = place_steps(f, steps, custom)?;
+    let globs = p.words("artifacts");
+    if !globs.is_empty() {
+        for g in &globs {
+            if !is_confined_path(g) {
+                return Err(p.bad(
+                    "artifacts",
+                    format!("{g:?} must be a glob relative to the builder's `build` directory, without `..`"),
+                ));
+            }
+        }
+        steps.push(
+            StepSpec::new("artifacts", StepKind::Artifacts { globs }, DEFAULT_WORKDIR)
+                .describe(&["uploading", "artifacts"], &["artifacts"]),
+        );
+    }
+    let max = p.raw("maxArtifactSize");
+    if !max.trim().is_empty() {
+        schema::parse_size(max).map_err(|m| p.bad("maxArtifactSize", m))?;
+    }
     for (i, s) in steps.iter().enumerate() {
         if steps[..i].iter().any(|t| t.name == s.name) {
             return Err(FactoryError::DuplicateStep {

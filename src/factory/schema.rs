@@ -49,6 +49,8 @@ pub enum ParamKind {
     FactoryRef,
     /// Names of `[lock:NAME]` sections.
     LockRefs,
+    /// A size in bytes, with an optional K, M or G suffix (powers of 1024).
+    Size,
 }
 
 /// One key a factory section (or a shell step) accepts.
@@ -186,6 +188,8 @@ pub static COMMON: &[ParamSpec] = &[
     p!("warningPattern", Str, "", "A regular expression: the lines of a compile step it matches are its warnings, instead of the compiler and tool formats (`file:line[:col]: warning:`, `ld: warning:`, Python's `file:line: …Warning:`, Perl's `… at FILE line N.`); the counted lines go to the step's `warnings` log."),
     p!("statusPush", Choice(&["github", "gitea", "gitlab"]), "", "Set a commit status on this forge for each build's revision: pending at the start, success/failure/error at the end, context autobot/BUILDER."),
     p!("statusPushURL", Str, "", "The forge's API base (default https://api.github.com for github, https://gitlab.com/api/v4 for gitlab; required for gitea, e.g. https://gitea.example.org/api/v1)."),
+    p!("artifacts", List, "", "GLOB ... relative to the builder's `build` directory on the slave (`*`, `?`, `[…]`, `**`): the files they match are uploaded as the build's artifacts by a last step named `artifacts`, which runs even when an earlier step failed or halted the build. A glob that matches nothing is a warning in that step, not a failure. Kept under MASTERDIR/artifacts/BUILDER/N/, listed on the build page and by the API."),
+    p!("maxArtifactSize", Size, "", "The largest artifact a build of this factory may upload, in bytes with an optional K, M or G suffix (e.g. 500M); a larger one fails its step and leaves nothing behind. Default: [:master:]'s maxArtifactSize (1G)."),
     p!("statusPushToken", Str, "", "A file beside master.ini holding the forge's access token (never the token itself)."),
 ];
 
@@ -335,6 +339,8 @@ pub static STEP_OPTIONS: &[ParamSpec] = &[
     p!("logParser", Choice(&["none", "compile", "test"]), "none", "Count warnings in the output like a compile step (compiler and tool warning formats) or tests like a test step (passed, failed, skipped, xfailed, xpassed)."),
     p!("warningPattern", Str, "", "Count the lines this regular expression matches as the step's warnings (with or without `logParser = compile`); a step with warnings is WARNINGS, and warnOnWarnings/flunkOnWarnings decide what that does to the build."),
     p!("env.VAR", Str, "", "Set environment variable VAR for the step (the case of VAR is kept); may use %(property)s and %(secret:NAME)s."),
+    p!("type", Choice(&["shell", "upload", "upload-dir", "download"]), "shell", "What the step does. shell: step.NAME is a command. upload: step.NAME = SLAVEPATH [ARTIFACTPATH] copies a file of the slave (relative to the step's workdir) into the build's artifacts (MASTERDIR/artifacts/BUILDER/N/ARTIFACTPATH, default its file name), as Buildbot's FileUpload. upload-dir: step.NAME = SLAVEDIR [ARTIFACTDIR], every file below the directory (DirectoryUpload). download: step.NAME = ARTIFACTPATH SLAVEPATH writes a file of MASTERDIR/artifacts (e.g. `other-builder/12/tool.tar.gz`) to the slave (FileDownload). Paths are relative, without `..`, and may use %(property)s; a slave path stays in its builder's directory, a master path in the artifacts directory."),
+    p!("mode", Str, "", "For `type = download`: the permission bits of the file written on the slave, in octal (e.g. 0755)."),
 ];
 
 static TYPES: &[FactoryType] = &[
@@ -458,6 +464,37 @@ pub fn step_option_names() -> String {
 /// The largest number a key takes (ten years in seconds): seconds are added to
 /// clocks (timers, deadlines), which a number near 2^63 would overflow.
 pub const MAX_NUMBER: u64 = 315_360_000;
+
+/// A size in bytes: digits with an optional `K`, `M` or `G` suffix (powers of
+/// 1024, a trailing `B` or `iB` allowed: `500M`, `2GiB`, `1048576`).
+pub fn parse_size(value: &str) -> Result<u64, String> {
+    let v = value.trim();
+    let upper = v.to_ascii_uppercase();
+    let t = upper
+        .strip_suffix("IB")
+        .or_else(|| upper.strip_suffix('B'))
+        .unwrap_or(&upper)
+        .trim_end();
+    let (digits, mult) = match t.chars().last() {
+        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M') => (&t[..t.len() - 1], 1 << 20),
+        Some('G') => (&t[..t.len() - 1], 1 << 30),
+        Some('T') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let digits = digits.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "expected a size in bytes with an optional K, M or G suffix (e.g. 500M), got {v:?}"
+        ));
+    }
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("expected a size greater than 0 and below 16 EiB, got {v:?}"))
+}
 
 /// `true`/`false` and the usual synonyms.
 pub fn parse_bool(value: &str) -> Option<bool> {
@@ -644,6 +681,7 @@ pub fn check_value(kind: ParamKind, value: &str) -> Result<(), String> {
                 Err(format!("expected the name of a factory section, got {v:?}"))
             }
         }
+        Size => parse_size(v).map(|_| ()),
         LockRefs => {
             for name in v.split_whitespace() {
                 if !is_plain_name(name) {
@@ -694,6 +732,7 @@ pub fn types_text() -> String {
     }
     out.push_str(
         "    step.NAME = COMMAND\n        A step of one's own, on any type: after the type's steps in file order, or placed with step.NAME.after / step.NAME.before; options below. COMMAND runs through `/bin/sh -c` (pipes, redirections, `&&`), as Buildbot runs a command given as a string; step.NAME.argv = true runs it as an argv. %(property)s references are safe in both: in a shell command each becomes a quoted expansion of an environment variable holding the value, never shell code. %(secret:NAME)s is the secret NAME of the master's secretsDir (README \"Secrets\"), put in the same way, in a command, an env.VAR value or a workdir; every form of it is shown as <secret:NAME> in the logs, and an untrusted build (pr_from_fork = true) fails the step instead.\n",
+        "    step.NAME = COMMAND\n        A step of one's own, on any type: after the type's steps in file order, or placed with step.NAME.after / step.NAME.before; options below. COMMAND runs through `/bin/sh -c` (pipes, redirections, `&&`), as Buildbot runs a command given as a string; step.NAME.argv = true runs it as an argv. %(property)s references are safe in both: in a shell command each becomes a quoted expansion of an environment variable holding the value, never shell code. With step.NAME.type = upload, upload-dir or download the value is paths instead of a command (see `type` below).\n",
     );
     out.push_str("\nOptions of steps of one's own (step.NAME.OPTION = VALUE):\n");
     for p in STEP_OPTIONS {

@@ -1092,3 +1092,163 @@ fn warning_pattern_goes_to_compile_steps_and_shell_steps_that_ask() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A shell factory with `params` and the steps `list`.
+fn shell_with(params: &[(&str, &str)], list: &[(&str, &[(&str, &str)])]) -> Owned {
+    with_steps(factory("shell", params, Vec::new()), list)
+}
+
+#[test]
+fn transfer_steps_are_typed_and_their_paths_confined() {
+    let f = shell_with(
+        &[
+            ("artifacts", "dist/*.tar.gz logs/*.txt"),
+            ("maxArtifactSize", "10M"),
+        ],
+        &[
+            ("up", &[("command", "dist/a.tar.gz"), ("type", "upload")]),
+            (
+                "up2",
+                &[("command", "dist/a.tar.gz keep/a.tgz"), ("type", "Upload")],
+            ),
+            (
+                "docs",
+                &[
+                    ("command", "doc/html"),
+                    ("type", "upload-dir"),
+                    ("haltonfailure", "true"),
+                ],
+            ),
+            (
+                "get",
+                &[
+                    ("command", "b/1/x.sh bin/x.sh"),
+                    ("type", "download"),
+                    ("mode", "0755"),
+                ],
+            ),
+        ],
+    );
+    let s = steps(&f);
+    assert_eq!(names(&s), ["up", "up2", "docs", "get", "artifacts"]);
+    assert_eq!(
+        s[0].kind,
+        StepKind::Upload {
+            src: "dist/a.tar.gz".into(),
+            dest: "a.tar.gz".into()
+        }
+    );
+    assert_eq!(
+        s[1].kind,
+        StepKind::Upload {
+            src: "dist/a.tar.gz".into(),
+            dest: "keep/a.tgz".into()
+        }
+    );
+    assert_eq!(
+        s[2].kind,
+        StepKind::UploadDir {
+            src: "doc/html".into(),
+            dest: "html".into()
+        }
+    );
+    assert!(s[2].flags.halt_on_failure);
+    assert_eq!(
+        s[3].kind,
+        StepKind::Download {
+            src: "b/1/x.sh".into(),
+            dest: "bin/x.sh".into(),
+            mode: Some(0o755)
+        }
+    );
+    assert_eq!(
+        s[4].kind,
+        StepKind::Artifacts {
+            globs: vec!["dist/*.tar.gz".into(), "logs/*.txt".into()]
+        }
+    );
+    assert_eq!(s[4].workdir, DEFAULT_WORKDIR);
+
+    let bad = |opts: &[(&str, &str)], params: &[(&str, &str)], key: &str, part: &str| {
+        let f = shell_with(params, &[("t", opts)]);
+        match build_steps(&f, slave()) {
+            Err(FactoryError::BadValue {
+                key: k, message, ..
+            }) => {
+                assert_eq!(k, key, "{message}");
+                assert!(message.contains(part), "{message}");
+            }
+            other => panic!("{opts:?}: {other:?}"),
+        }
+    };
+    let up = |cmd: &'static str| [("command", cmd), ("type", "upload")];
+    bad(&up("../x"), &[], "step.t", "without `..`");
+    bad(&up("/etc/passwd"), &[], "step.t", "relative path");
+    bad(&up("a ../../b"), &[], "step.t", "without `..`");
+    bad(&up("a b c"), &[], "step.t", "SLAVEPATH [ARTIFACTPATH]");
+    bad(
+        &[("command", "x"), ("type", "download")],
+        &[],
+        "step.t",
+        "ARTIFACTPATH SLAVEPATH",
+    );
+    bad(
+        &[("command", "x"), ("type", "copy")],
+        &[],
+        "step.t.type",
+        "upload-dir",
+    );
+    bad(
+        &[("command", "x"), ("type", "upload"), ("argv", "true")],
+        &[],
+        "step.t.argv",
+        "runs none",
+    );
+    bad(
+        &[("command", "x"), ("type", "upload"), ("env.A", "1")],
+        &[],
+        "step.t.env.A",
+        "runs none",
+    );
+    bad(
+        &[("command", "x"), ("type", "upload"), ("mode", "0755")],
+        &[],
+        "step.t.mode",
+        "download",
+    );
+    bad(
+        &[("command", "x"), ("mode", "0755")],
+        &[],
+        "step.t.mode",
+        "download",
+    );
+    bad(
+        &[("command", "x y"), ("type", "download"), ("mode", "9")],
+        &[],
+        "step.t.mode",
+        "octal",
+    );
+    bad(
+        &[("command", "true")],
+        &[("artifacts", "../up")],
+        "artifacts",
+        "without `..`",
+    );
+    bad(
+        &[("command", "true")],
+        &[("maxArtifactSize", "big")],
+        "maxArtifactSize",
+        "K, M or G",
+    );
+}
+
+#[test]
+fn sizes_parse_with_suffixes() {
+    assert_eq!(schema::parse_size("1048576"), Ok(1 << 20));
+    assert_eq!(schema::parse_size("500M"), Ok(500 << 20));
+    assert_eq!(schema::parse_size("2GiB"), Ok(2 << 30));
+    assert_eq!(schema::parse_size(" 4kb "), Ok(4096));
+    for bad in ["", "0", "-1", "1.5G", "M", "12Q", "99999999999999999999G"] {
+        assert!(schema::parse_size(bad).is_err(), "{bad}");
+    }
+}

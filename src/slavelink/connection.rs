@@ -151,6 +151,12 @@ pub(crate) enum Transfer {
         file: Option<tokio::fs::File>,
         part: PathBuf,
         written: u64,
+        /// Refuse a write that would take the file past this many bytes.
+        limit: Option<u64>,
+        /// A write was refused for `limit`.
+        over_limit: bool,
+        /// The SHA-256 of what was written, kept as it arrives (artifacts).
+        hash: Option<Box<ring::digest::Context>>,
     },
     /// `upload_directory`: the tarball is written to `part`, unpacked into `dest`.
     ToDir {
@@ -158,6 +164,10 @@ pub(crate) enum Transfer {
         part: PathBuf,
         dest: PathBuf,
         written: u64,
+        /// Refuse a write that would take the tarball past this many bytes.
+        limit: Option<u64>,
+        /// A write was refused for `limit`.
+        over_limit: bool,
     },
     /// `download_file` from memory.
     FromBytes { data: Vec<u8>, pos: usize },
@@ -857,24 +867,43 @@ async fn transfer_op(
     match (op, t) {
         (
             "update_upload_file_write" | "update_upload_directory_write",
-            Transfer::ToFile {
-                file,
-                part,
-                written,
-                ..
-            }
-            | Transfer::ToDir {
-                file,
-                part,
-                written,
-                ..
-            },
+            t @ (Transfer::ToFile { .. } | Transfer::ToDir { .. }),
         ) => {
             let data: &[u8] = match field("args") {
                 Some(Value::Binary(b)) => b,
                 Some(Value::String(s)) => s.as_bytes(),
                 _ => return Err("upload write without data".into()),
             };
+            let (file, part, written, limit, over_limit, hash) = match t {
+                Transfer::ToFile {
+                    file,
+                    part,
+                    written,
+                    limit,
+                    over_limit,
+                    hash,
+                } => (file, part, written, *limit, over_limit, hash.as_mut()),
+                Transfer::ToDir {
+                    file,
+                    part,
+                    written,
+                    limit,
+                    over_limit,
+                    ..
+                } => (file, part, written, *limit, over_limit, None),
+                _ => return Err("upload write without a file".into()),
+            };
+            if let Some(max) = limit {
+                if written.saturating_add(data.len() as u64) > max {
+                    *over_limit = true;
+                    return Err(format!(
+                        "the upload is larger than the {max} bytes allowed; refused"
+                    ));
+                }
+            }
+            if let Some(h) = hash {
+                h.update(data);
+            }
             let f = file
                 .as_mut()
                 .ok_or_else(|| "upload already closed".to_string())?;

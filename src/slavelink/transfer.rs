@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use rmpv::Value;
+use tokio::io::AsyncWriteExt;
 
 use super::command::{CommandError, CommandOutcome};
 use super::connection::Transfer;
@@ -19,10 +20,40 @@ use crate::protocol::map;
 pub const BLOCKSIZE: u64 = 64 * 1024;
 
 /// Where a download's bytes come from.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum DownloadSource {
     Bytes(Vec<u8>),
     File(PathBuf),
+    /// A file the caller opened (beneath a directory it confines paths to).
+    Opened(std::fs::File),
+}
+
+/// Block size asked of the slave for an artifact: large blocks, so that a
+/// transfer makes few round trips (one block is in flight at a time).
+pub const ARTIFACT_BLOCKSIZE: u64 = 1024 * 1024;
+
+/// How long a cancelled upload may take to end on the slave.
+pub const CANCEL_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A file uploaded into a file the caller opened.
+#[derive(Debug, Clone)]
+pub struct UploadedFile {
+    pub bytes: u64,
+    /// Lower-case hex SHA-256 of the bytes, computed as they arrived.
+    pub sha256: String,
+}
+
+/// What a transfer the master refused for its size failed with.
+fn over_limit_message(max: Option<u64>) -> String {
+    format!(
+        "the upload is larger than the {} bytes allowed; refused",
+        max.unwrap_or(0)
+    )
+}
+
+/// Lower-case hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A finished transfer.
@@ -67,6 +98,9 @@ impl SlaveHandle {
             file: Some(file),
             part: part.clone(),
             written: 0,
+            limit: None,
+            over_limit: false,
+            hash: None,
         };
         let args = map(vec![
             ("path", Value::from(slave_path)),
@@ -97,6 +131,19 @@ impl SlaveHandle {
         dest: &Path,
         maxsize: Option<u64>,
     ) -> Result<TransferResult, CommandError> {
+        self.upload_directory_blocks(slave_path, dest, maxsize, BLOCKSIZE)
+            .await
+    }
+
+    /// [`SlaveHandle::upload_directory`] in blocks of `blocksize`, the master
+    /// refusing (as well as the slave) a tarball of more than `maxsize` bytes.
+    pub async fn upload_directory_blocks(
+        &self,
+        slave_path: &str,
+        dest: &Path,
+        maxsize: Option<u64>,
+        blocksize: u64,
+    ) -> Result<TransferResult, CommandError> {
         if let Some(parent) = dest.parent() {
             tokio::fs::create_dir_all(parent)
                 .await
@@ -111,11 +158,18 @@ impl SlaveHandle {
             part: part.clone(),
             dest: dest.to_path_buf(),
             written: 0,
+            limit: maxsize,
+            over_limit: false,
         };
         let args = map(vec![
             ("path", Value::from(slave_path)),
-            ("maxsize", maxsize_value(maxsize)),
-            ("blocksize", Value::from(BLOCKSIZE)),
+            // One byte more than allowed: the slave (Buildbot's worker too) fails
+            // when it reaches maxsize, even at the end of a file of exactly that.
+            (
+                "maxsize",
+                maxsize_value(maxsize.map(|m| m.saturating_add(1))),
+            ),
+            ("blocksize", Value::from(blocksize)),
             ("compress", Value::Nil),
         ]);
         let res = self.transfer("upload_directory", args, transfer).await;
@@ -133,6 +187,10 @@ impl SlaveHandle {
     ) -> Result<TransferResult, CommandError> {
         let transfer = match source {
             DownloadSource::Bytes(data) => Transfer::FromBytes { data, pos: 0 },
+            DownloadSource::Opened(file) => Transfer::FromFile {
+                file: tokio::fs::File::from_std(file),
+                read: 0,
+            },
             DownloadSource::File(path) => Transfer::FromFile {
                 file: tokio::fs::File::open(&path)
                     .await
@@ -149,6 +207,115 @@ impl SlaveHandle {
         self.transfer("download_file", args, transfer).await
     }
 
+    /// Copy the slave's file `slave_path` into `file` (opened by the caller, who
+    /// renames or removes it afterwards; `shown` names it in errors), in blocks
+    /// of `blocksize`, hashing with SHA-256 as the bytes arrive. More than
+    /// `maxsize` bytes are refused by the slave and, whatever the slave does,
+    /// by the master: the command fails and the caller removes the file.
+    ///
+    /// When `cancel` resolves (the Build is stopped), the slave is asked to
+    /// interrupt the upload, which then fails; a slave that does not end it
+    /// within [`CANCEL_GRACE`] is not waited for.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn upload_into(
+        &self,
+        slave_path: &str,
+        file: tokio::fs::File,
+        shown: &Path,
+        maxsize: Option<u64>,
+        blocksize: u64,
+        cancel: impl std::future::Future<Output = ()>,
+    ) -> Result<UploadedFile, CommandError> {
+        let transfer = Transfer::ToFile {
+            file: Some(file),
+            part: shown.to_path_buf(),
+            written: 0,
+            limit: maxsize,
+            over_limit: false,
+            hash: Some(Box::new(ring::digest::Context::new(&ring::digest::SHA256))),
+        };
+        let args = map(vec![
+            ("path", Value::from(slave_path)),
+            // One byte more than allowed: the slave (Buildbot's worker too) fails
+            // when it reaches maxsize, even at the end of a file of exactly that.
+            (
+                "maxsize",
+                maxsize_value(maxsize.map(|m| m.saturating_add(1))),
+            ),
+            ("blocksize", Value::from(blocksize)),
+            ("keepstamp", Value::from(false)),
+        ]);
+        let (cmd, t) = self
+            .conn
+            .start_command("upload_file", args, Some(transfer))
+            .await?;
+        let interrupter = cmd.interrupter();
+        let waiting = cmd.wait();
+        tokio::pin!(waiting);
+        tokio::pin!(cancel);
+        let outcome = tokio::select! {
+            r = &mut waiting => r?,
+            _ = &mut cancel => {
+                let _ = interrupter.interrupt("the build was stopped").await;
+                match tokio::time::timeout(CANCEL_GRACE, &mut waiting).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        return Err(CommandError::Local(
+                            "stopped; the slave did not end the upload in time".into(),
+                        ))
+                    }
+                }
+            }
+        };
+        if !outcome.succeeded() {
+            let over = match &t {
+                Some(t) => matches!(
+                    &*t.lock().await,
+                    Transfer::ToFile {
+                        over_limit: true,
+                        ..
+                    }
+                ),
+                None => false,
+            };
+            return Err(CommandError::Failed {
+                slave: self.name().to_string(),
+                command: "upload_file".to_string(),
+                message: if over {
+                    over_limit_message(maxsize)
+                } else {
+                    outcome.failure_message()
+                },
+            });
+        }
+        let Some(t) = t else {
+            return Err(CommandError::Local("the upload lost its file".into()));
+        };
+        let mut t = t.lock().await;
+        match &mut *t {
+            Transfer::ToFile {
+                written,
+                hash,
+                file,
+                part,
+                ..
+            } => {
+                if let Some(mut f) = file.take() {
+                    f.flush().await.map_err(|e| local_err(part, e))?;
+                }
+                let digest = hash
+                    .take()
+                    .map(|h| hex(h.finish().as_ref()))
+                    .unwrap_or_default();
+                Ok(UploadedFile {
+                    bytes: *written,
+                    sha256: digest,
+                })
+            }
+            _ => Err(CommandError::Local("the upload lost its file".into())),
+        }
+    }
+
     async fn transfer(
         &self,
         command: &str,
@@ -160,15 +327,27 @@ impl SlaveHandle {
             .start_command(command, args, Some(transfer))
             .await?;
         let outcome = cmd.wait().await?;
-        let bytes = match t {
-            Some(t) => t.lock().await.bytes(),
-            None => 0,
+        let (bytes, over, limit) = match t {
+            Some(t) => {
+                let t = t.lock().await;
+                match &*t {
+                    Transfer::ToDir {
+                        over_limit, limit, ..
+                    } => (t.bytes(), *over_limit, *limit),
+                    _ => (t.bytes(), false, None),
+                }
+            }
+            None => (0, false, None),
         };
         if !outcome.succeeded() {
             return Err(CommandError::Failed {
                 slave: self.name().to_string(),
                 command: command.to_string(),
-                message: outcome.failure_message(),
+                message: if over {
+                    over_limit_message(limit)
+                } else {
+                    outcome.failure_message()
+                },
             });
         }
         Ok(TransferResult { bytes, outcome })

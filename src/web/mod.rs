@@ -22,6 +22,7 @@
 //! frame-ancestors and referrer policy.
 
 pub mod api;
+pub mod artifacts;
 pub mod change_hook;
 pub mod forms;
 pub mod html;
@@ -74,6 +75,8 @@ fn routes_until(ctx: WebContext, stop: Option<watch::Receiver<bool>>) -> BoxedFi
     let all = slaves
         .or(api::routes(ctx.clone()))
         .unify()
+        .or(artifacts::routes(ctx.clone()))
+        .unify()
         .or(change_hook::routes(ctx.clone()))
         .unify()
         .or(tryjob::routes(ctx.clone()))
@@ -100,7 +103,13 @@ pub fn public_routes(
         .and(with(ctx.clone()))
         .then(api_slaves);
     warp::get()
-        .and(slaves.or(api::routes(ctx.clone())).unify())
+        .and(
+            slaves
+                .or(api::routes(ctx.clone()))
+                .unify()
+                .or(artifacts::routes(ctx.clone()))
+                .unify(),
+        )
         .or(pages::public_routes(ctx, stop))
         .unify()
         .recover(rejections)

@@ -1,7 +1,7 @@
 //! `/builders/NAME/builds/N`, one build: its result, reason, slave, times, ETA,
 //! source stamp and blamelist, the Stop form while it runs, its steps with their
-//! logs, its Changes, its properties and its notifications (mail, commit
-//! status) with their state.
+//! logs, its artifacts, its Changes, its properties and its notifications
+//! (mail, commit status) with their state.
 
 use maud::html;
 use warp::http::header::HeaderMap;
@@ -12,9 +12,11 @@ use super::waterfall::revision_link;
 use super::{
     build_url, cached, db_error, duration_of, error_page, ok_page, result_word, table_head, Pc,
 };
+use crate::db::artifacts::ArtifactRow;
 use crate::db::builds::BuildDetail;
 use crate::db::notifications::NotificationRow;
 use crate::db::webview::BuildCounts;
+use crate::web::artifacts::artifact_url;
 use crate::web::forms::{self, Forms};
 use crate::web::html::{
     builder_link, fmt_duration, fmt_time, log_url, result_class, result_icon, seg, tests_text,
@@ -43,8 +45,12 @@ pub(super) async fn build_page(name: String, number: i64, h: HeaderMap, pc: Pc) 
             .await
             .ok()
             .flatten();
+        let artifacts = match p.ctx.db.artifacts(&name, number).await {
+            Ok(a) => a,
+            Err(e) => return db_error(&p, "build", e),
+        };
         match p.ctx.db.build(&name, number).await {
-            Ok(Some(d)) => render_build(&d, buildset, &notes, &h2, &p),
+            Ok(Some(d)) => render_build(&d, buildset, &notes, &artifacts, &h2, &p),
             Ok(None) => error_page(
                 &p,
                 StatusCode::NOT_FOUND,
@@ -66,6 +72,7 @@ fn render_build(
     d: &BuildDetail,
     buildset: Option<i64>,
     notes: &[NotificationRow],
+    artifacts: &[ArtifactRow],
     h: &HeaderMap,
     pc: &Pc,
 ) -> Response {
@@ -167,6 +174,21 @@ fn render_build(
                                     a.log href=(url) { (l.name) }
                                     " (" a href={ (url) "/text" } { "text" } ", " (l.lines) " lines) "
                                 }
+                            }
+                        }
+                    }
+                }
+            }
+            @if !artifacts.is_empty() {
+                h2 { "Artifacts" }
+                table.list #artifacts {
+                    (table_head(&["file", "size", "sha256"]))
+                    tbody {
+                        @for a in artifacts {
+                            tr.artifact {
+                                td { a.artifact href=(artifact_url(&b.builder, b.number, &a.path)) download { (a.path) } }
+                                td { (a.size) }
+                                td { code { (a.sha256) } }
                             }
                         }
                     }
