@@ -251,6 +251,19 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX buildsets_by_sourcestamp ON buildsets(sourcestamp);
     CREATE INDEX builds_by_sourcestamp ON builds(sourcestamp);
     CREATE INDEX scheduler_buildsets_by_buildset ON scheduler_buildsets(buildset);",
+    // 11: artifacts.
+    "CREATE TABLE artifacts (
+        id BIGSERIAL PRIMARY KEY,
+        build_id BIGINT NOT NULL,
+        builder TEXT NOT NULL,
+        number BIGINT NOT NULL,
+        path TEXT NOT NULL,
+        size BIGINT NOT NULL,
+        sha256 TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        UNIQUE (build_id, path)
+    );
+    CREATE INDEX artifacts_by_builder ON artifacts(builder, number);",
 ];
 
 /// The table that holds the schema version (one row).

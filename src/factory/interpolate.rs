@@ -355,7 +355,13 @@ pub fn step_secret_references(step: &StepSpec) -> Vec<String> {
             Command::Argv(argv) => texts.extend(argv.iter().map(String::as_str)),
             Command::Shell(script) => texts.push(script),
         },
-        StepKind::Checkout { .. } => {}
+        // Transfer steps' paths take properties only: a secret there would
+        // become an artifact's name, shown on pages (the step fails instead).
+        StepKind::Checkout { .. }
+        | StepKind::Upload { .. }
+        | StepKind::UploadDir { .. }
+        | StepKind::Download { .. }
+        | StepKind::Artifacts { .. } => {}
     }
     let mut out = Vec::new();
     for t in texts {
