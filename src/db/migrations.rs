@@ -301,6 +301,15 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX buildsets_by_sourcestamp ON buildsets(sourcestamp);
     CREATE INDEX builds_by_sourcestamp ON builds(sourcestamp);
     CREATE INDEX scheduler_buildsets_by_buildset ON scheduler_buildsets(buildset);",
+    // 12 (pull requests; the integrator renumbers): a Change's properties, as a
+    // pull request's hook sets them (pr_number, pr_title, pr_url…). Most Changes
+    // have none; they go with their Change.
+    "CREATE TABLE change_properties (
+        change INTEGER NOT NULL REFERENCES changes(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (change, name)
+    ) WITHOUT ROWID;",
 ];
 
 #[cfg(test)]

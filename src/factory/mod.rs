@@ -145,6 +145,7 @@ impl StepKind {
                 branch,
                 revision,
                 patch_level: None,
+                pull_ref: None,
             }),
             _ => Err(CheckoutError::NotACheckout),
         }

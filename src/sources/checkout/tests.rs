@@ -28,6 +28,7 @@ fn checkout<'a>(source: &'a Source, mode: Mode, workdir: &'a str) -> Checkout<'a
         branch: None,
         revision: None,
         patch_level: None,
+        pull_ref: None,
     }
 }
 
