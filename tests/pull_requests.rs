@@ -75,7 +75,10 @@ impl ForgeRepo {
 
     fn set_pull_refs(&self, sha: &str) {
         git(&self.path, &["update-ref", "refs/pull/7/head", sha]);
-        git(&self.path, &["update-ref", "refs/merge-requests/7/head", sha]);
+        git(
+            &self.path,
+            &["update-ref", "refs/merge-requests/7/head", sha],
+        );
     }
 
     /// A new head on top of the request's (without `hold`): its sha.
@@ -176,21 +179,26 @@ async fn post(m: &EngineMaster, forge: &str, event: &str, id: &str, body: &[u8])
 }
 
 /// The finished build `number` of `builder`.
-async fn finished(m: &EngineMaster, builder: &str, number: i64) -> autobot::db::builds::BuildDetail {
+async fn finished(
+    m: &EngineMaster,
+    builder: &str,
+    number: i64,
+) -> autobot::db::builds::BuildDetail {
     let db = m.master.db().clone();
     let b = builder.to_string();
     wait_until(&format!("{builder} build {number} to finish"), || {
         let (db, b) = (db.clone(), b.clone());
-        async move {
-            matches!(db.build(&b, number).await, Ok(Some(d)) if d.build.result.is_some())
-        }
+        async move { matches!(db.build(&b, number).await, Ok(Some(d)) if d.build.result.is_some()) }
     })
     .await;
     m.build(builder, number).await
 }
 
 fn prop(b: &autobot::db::builds::BuildDetail, name: &str) -> String {
-    b.properties.get(name).map(|(v, _)| v.clone()).unwrap_or_default()
+    b.properties
+        .get(name)
+        .map(|(v, _)| v.clone())
+        .unwrap_or_default()
 }
 
 async fn has_build(m: &EngineMaster, builder: &str) -> bool {
@@ -214,7 +222,9 @@ struct Recorder {
 
 impl Recorder {
     async fn start(&self) -> u16 {
-        let l = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let l = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
         let port = l.local_addr().unwrap().port();
         let seen = self.seen.clone();
         tokio::spawn(async move {
@@ -329,7 +339,10 @@ async fn github_request_builds_its_head_and_only_where_opted_in() {
     assert_eq!(prop(&b, "pr_number"), "7");
     assert_eq!(prop(&b, "pr_base_branch"), "main");
     assert_eq!(prop(&b, "pr_head_ref"), "feature");
-    assert_eq!(prop(&b, "pr_url"), "https://forge.example/owner/repo/pull/7");
+    assert_eq!(
+        prop(&b, "pr_url"),
+        "https://forge.example/owner/repo/pull/7"
+    );
     assert_eq!(prop(&b, "pr_from_fork"), "");
     let log = m.log_text("pr-s1", 1, "check").await;
     assert!(log.contains("from the request"), "{log}");
@@ -355,8 +368,7 @@ async fn github_request_builds_its_head_and_only_where_opted_in() {
         "{page}"
     );
     assert!(!page.contains("<b>file</b>"), "the title is escaped");
-    let (status, _) =
-        support::http_get(m.master.htmlport(), "/waterfall?category=pull").await;
+    let (status, _) = support::http_get(m.master.htmlport(), "/waterfall?category=pull").await;
     assert_eq!(status, 200);
     m.master.shutdown().await;
 }
@@ -375,7 +387,10 @@ async fn a_new_head_cancels_the_running_build_and_builds_itself() {
     let m = start(root.path(), &factories).await;
     let _slave = m.slave().await;
     let opened = github_payload("opened", &repo.url(), "main", &repo.head, false);
-    assert_eq!(post(&m, "github", "pull_request", "a", &opened).await.0, 200);
+    assert_eq!(
+        post(&m, "github", "pull_request", "a", &opened).await.0,
+        200
+    );
     // The first build holds on the FIFO.
     let db = m.master.db().clone();
     wait_until("the first build to run its check step", || {
@@ -397,7 +412,11 @@ async fn a_new_head_cancels_the_running_build_and_builds_itself() {
         first.build.text
     );
     let second = finished(&m, "pr-s1", 2).await;
-    assert_eq!(second.build.result.as_deref(), Some("success"), "{second:?}");
+    assert_eq!(
+        second.build.result.as_deref(),
+        Some("success"),
+        "{second:?}"
+    );
     assert_eq!(prop(&second, "got_revision"), head2);
     let log = m.log_text("pr-s1", 2, "check").await;
     assert!(log.contains("second head"), "{log}");
@@ -426,8 +445,11 @@ async fn forks_build_only_when_allowed_and_untrusted() {
     std::fs::create_dir(&secrets).unwrap();
     std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o700)).unwrap();
     std::fs::write(secrets.join("TOKEN"), "s3cr3t-value\n").unwrap();
-    std::fs::set_permissions(secrets.join("TOKEN"), std::fs::Permissions::from_mode(0o600))
-        .unwrap();
+    std::fs::set_permissions(
+        secrets.join("TOKEN"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     std::fs::write(dir.path().join("master.ini"), ini).unwrap();
     let master = start_master(dir.path(), Duration::from_secs(30)).await;
     let m = EngineMaster { dir, master };
@@ -444,10 +466,17 @@ async fn forks_build_only_when_allowed_and_untrusted() {
     assert_eq!(check.result.as_deref(), Some("success"));
     let publish = b.steps.iter().find(|s| s.name == "publish").unwrap();
     assert_eq!(publish.result.as_deref(), Some("exception"));
-    assert!(publish.text.contains("pr_from_fork = true"), "{:?}", publish.text);
+    assert!(
+        publish.text.contains("pr_from_fork = true"),
+        "{:?}",
+        publish.text
+    );
     let log = m.log_text("forks-s1", 1, "publish").await;
     assert!(!log.contains("s3cr3t-value"));
-    assert!(!has_build(&m, "pr-s1").await, "no build without pullRequestsFromForks");
+    assert!(
+        !has_build(&m, "pr-s1").await,
+        "no build without pullRequestsFromForks"
+    );
     m.master.shutdown().await;
 }
 

@@ -1152,7 +1152,9 @@ fn read_factory(
         }
     }
     if let Some(v) = &checks.pull_requests {
-        if git.len() != 1 || !(hg.is_empty() && svn.is_empty() && bzr.is_empty() && darcs.is_empty()) {
+        if git.len() != 1
+            || !(hg.is_empty() && svn.is_empty() && bzr.is_empty() && darcs.is_empty())
+        {
             return Err(v.err(
                 "pullRequests builds the pull requests of one git repository, and this factory does not have exactly one source, a git one; give it `git = URL#BRANCH` alone or remove the key",
             ));

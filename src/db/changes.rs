@@ -249,9 +249,8 @@ impl Db {
         ids: Vec<i64>,
     ) -> Result<HashMap<i64, BTreeMap<String, String>>, DbError> {
         self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT name, value FROM change_properties WHERE change = ?1",
-            )?;
+            let mut st =
+                c.prepare_cached("SELECT name, value FROM change_properties WHERE change = ?1")?;
             let mut out: HashMap<i64, BTreeMap<String, String>> = HashMap::new();
             for id in ids {
                 let rows = st.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?;

@@ -46,8 +46,8 @@ use crate::engine::{Engine, EngineError, EngineEvent};
 pub use clock::Clock;
 pub use cron::{Cron, CronError};
 pub use spec::{
-    accepts, accepts_pull, next_due, pull_key, scheduler_specs, Branches, PullRules,
-    SchedulerKind, SchedulerSpec, PULL_CATEGORY,
+    accepts, accepts_pull, next_due, pull_key, scheduler_specs, Branches, PullRules, SchedulerKind,
+    SchedulerSpec, PULL_CATEGORY,
 };
 
 /// What the scheduler tasks share.

@@ -253,9 +253,7 @@ pub const PR_FORGE_PROPERTY: &str = "pr_forge";
 /// true). `None` unless `number` is all ASCII digits (1 to 18 of them): the ref
 /// is built from a validated number, never taken as sent.
 pub fn pull_ref(number: &str, merge_requests: bool) -> Option<String> {
-    let ok = !number.is_empty()
-        && number.len() <= 18
-        && number.bytes().all(|b| b.is_ascii_digit());
+    let ok = !number.is_empty() && number.len() <= 18 && number.bytes().all(|b| b.is_ascii_digit());
     ok.then(|| {
         if merge_requests {
             format!("refs/merge-requests/{number}/head")
@@ -272,7 +270,10 @@ pub fn is_pull_ref(r: &str) -> bool {
             .and_then(|n| pull_ref(n, mr))
             .is_some_and(|made| made == r)
     };
-    match (r.strip_prefix("refs/pull/"), r.strip_prefix("refs/merge-requests/")) {
+    match (
+        r.strip_prefix("refs/pull/"),
+        r.strip_prefix("refs/merge-requests/"),
+    ) {
         (Some(rest), _) => check(rest, false),
         (_, Some(rest)) => check(rest, true),
         _ => false,
@@ -750,7 +751,13 @@ impl Vc<'_> {
                 CheckoutOp::Shell {
                     argv: locked(
                         lock,
-                        &["git", "fetch", "--", from, self.pull_ref.unwrap_or(self.branch)],
+                        &[
+                            "git",
+                            "fetch",
+                            "--",
+                            from,
+                            self.pull_ref.unwrap_or(self.branch),
+                        ],
                     ),
                     workdir: dir.to_string(),
                 },

@@ -30,6 +30,13 @@
 //! factory's scheduler takes). A payload that names no repository URL is refused:
 //! a push is matched to factories by URL only, never by the repository's name.
 //!
+//! Pull and merge request events (GitHub and Gitea `pull_request`: opened,
+//! synchronize(d), reopened; GitLab `Merge Request Hook`: open, reopen, update
+//! with a new commit) become one Change of category [`PULL_CATEGORY`] with the
+//! request's properties ([`Pull`]), stored as a push's are (same
+//! authentication, same replay rule) under the repository URL as configured;
+//! other actions (`closed`…) are answered 200 and ignored.
+//!
 //! Poll requests coalesce per repository (one poll in flight plus one queued,
 //! whatever the number of requests; see [`crate::changes::bus`]), and the poller
 //! hook takes POST only (GET and the rest: 405 with `Allow: POST`).
@@ -832,7 +839,9 @@ fn parse_pull(forge: Forge, v: &Value) -> Result<HookEvent, String> {
     let (url_paths, name_path): (Vec<Vec<&str>>, Vec<&str>);
     match forge {
         Forge::GitHub | Forge::Gitea => {
-            let pr = v.get("pull_request").ok_or("a pull_request event without `pull_request`")?;
+            let pr = v
+                .get("pull_request")
+                .ok_or("a pull_request event without `pull_request`")?;
             pr_number = number(pr, &["number"])
                 .or_else(|| number(v, &["number"]))
                 .ok_or("a pull_request event without a number")?;
@@ -871,10 +880,11 @@ fn parse_pull(forge: Forge, v: &Value) -> Result<HookEvent, String> {
             author = text(v, &["user", "username"])
                 .or_else(|| text(v, &["user", "name"]))
                 .unwrap_or_default();
-            head_sha = text(o, &["last_commit", "id"])
-                .ok_or("a merge request without last_commit.id")?;
+            head_sha =
+                text(o, &["last_commit", "id"]).ok_or("a merge request without last_commit.id")?;
             head_ref = text(o, &["source_branch"]).unwrap_or_default();
-            base_ref = text(o, &["target_branch"]).ok_or("a merge request without target_branch")?;
+            base_ref =
+                text(o, &["target_branch"]).ok_or("a merge request without target_branch")?;
             head_repo = text(o, &["source", "git_http_url"])
                 .or_else(|| text(o, &["source", "path_with_namespace"]))
                 .unwrap_or_default();
@@ -922,7 +932,10 @@ fn parse_pull(forge: Forge, v: &Value) -> Result<HookEvent, String> {
     if url_ok {
         put("pr_url", url.clone());
     }
-    put("pr_head_repo", pr_text(&crate::sources::redact_url(&head_repo), MAX_REPOSITORY));
+    put(
+        "pr_head_repo",
+        pr_text(&crate::sources::redact_url(&head_repo), MAX_REPOSITORY),
+    );
     put("pr_head_ref", pr_text(&head_ref, MAX_BRANCH));
     put("pr_base_branch", pr_text(&base_ref, MAX_BRANCH));
     put(
@@ -939,7 +952,11 @@ fn parse_pull(forge: Forge, v: &Value) -> Result<HookEvent, String> {
     }
     let who = pr_text(&author, MAX_WHO);
     let change = NewChange {
-        who: if who.is_empty() { "unknown".into() } else { who },
+        who: if who.is_empty() {
+            "unknown".into()
+        } else {
+            who
+        },
         files: Vec::new(),
         comments: format!("pull request #{pr_number}: {}", pr_text(&title, 4096)),
         revision: Some(head_sha),
@@ -1204,7 +1221,11 @@ async fn deliver_pull(
         project,
         ..pull.change
     };
-    let number = pull.properties.get("pr_number").cloned().unwrap_or_default();
+    let number = pull
+        .properties
+        .get("pr_number")
+        .cloned()
+        .unwrap_or_default();
     match ctx
         .changes
         .add_delivery_with_properties(delivery.clone(), change, pull.properties)

@@ -109,8 +109,16 @@ fn render_build(
                 && !u.chars().any(|c| c.is_control() || c.is_whitespace())
         })
         .map(|u| {
-            let number = d.properties.get("pr_number").map(|(n, _)| n.as_str()).unwrap_or("");
-            let title = d.properties.get("pr_title").map(|(t, _)| t.as_str()).unwrap_or("");
+            let number = d
+                .properties
+                .get("pr_number")
+                .map(|(n, _)| n.as_str())
+                .unwrap_or("");
+            let title = d
+                .properties
+                .get("pr_title")
+                .map(|(t, _)| t.as_str())
+                .unwrap_or("");
             (u, number, title)
         });
     let body = html! {
