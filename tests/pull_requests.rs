@@ -368,8 +368,11 @@ async fn github_request_builds_its_head_and_only_where_opted_in() {
         "{page}"
     );
     assert!(!page.contains("<b>file</b>"), "the title is escaped");
-    let (status, _) = support::http_get(m.master.htmlport(), "/waterfall?category=pull").await;
+    // The waterfall's `pull` category: the builders of pull requests only.
+    let (status, page) = support::http_get(m.master.htmlport(), "/waterfall?category=pull").await;
     assert_eq!(status, 200);
+    assert!(page.contains("pr-s1") && page.contains("rel-s1"), "{page}");
+    assert!(!page.contains("plain-s1"), "{page}");
     m.master.shutdown().await;
 }
 
@@ -536,4 +539,26 @@ async fn gitlab_and_gitea_requests_on_a_stock_buildbot_worker() {
     assert!(log.contains("second head"), "{log}");
     let _ = BTreeMap::<String, String>::new();
     m.master.shutdown().await;
+}
+
+/// `pullRequests` needs exactly one source, a git one: checkconfig says where.
+#[test]
+fn pull_requests_need_one_git_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let ini = master_ini(
+        "[two]\ntype = shell\ngit = /a#main /b#main\npullRequests = true\nstep.x = true\n",
+        "",
+    );
+    std::fs::write(dir.path().join("master.ini"), ini).unwrap();
+    let out = std::process::Command::new(autobot_bin())
+        .arg("checkconfig")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("master.ini:") && err.contains("pullRequests") && err.contains("one git"),
+        "{err}"
+    );
 }
