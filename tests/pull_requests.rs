@@ -8,7 +8,7 @@
 //! is there; got_revision is the head sha); a factory without `pullRequests`,
 //! or whose `pullRequestBranches` leave the target out, builds nothing; a
 //! second synchronize cancels the first build (held on a FIFO the test
-//! controls) and builds the new head; a fork's request is built only with
+//! controls) and the queued request of the old head, and builds the new head; a fork's request is built only with
 //! `pullRequestsFromForks`, untrusted (a `%(secret:X)s` step fails saying why);
 //! and the status push records the result against the head sha.
 
@@ -382,8 +382,9 @@ async fn a_new_head_cancels_the_running_build_and_builds_itself() {
     let repo = ForgeRepo::new(root.path());
     let fifo = root.path().join("gate");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    // Slave s2 never connects: its builder's request waits in the queue.
     let factories = format!(
-        "[pr]\ntype = shell\ngit = {}#main\npullRequests = true\n{}",
+        "[slave:s2]\n\n[pr]\ntype = shell\ngit = {}#main\npullRequests = true\n{}",
         repo.url(),
         check_step(&fifo)
     );
@@ -404,9 +405,23 @@ async fn a_new_head_cancels_the_running_build_and_builds_itself() {
         }
     })
     .await;
+    let queued = db.pending_requests("pr-s2").await.unwrap();
+    assert_eq!(queued.len(), 1, "{queued:?}");
     let head2 = repo.push_new_head();
     let sync = github_payload("synchronize", &repo.url(), "main", &head2, false);
     assert_eq!(post(&m, "github", "pull_request", "b", &sync).await.0, 200);
+    // The old head's queued request is cancelled, the new head's waits.
+    let old = m.wait_request(queued[0].id).await;
+    assert_eq!(old.result.as_deref(), Some("cancelled"), "{old:?}");
+    let db2 = db.clone();
+    let old_id = queued[0].id;
+    wait_until("the new head's request for s2", || {
+        let db = db2.clone();
+        async move {
+            matches!(db.pending_requests("pr-s2").await, Ok(p) if p.len() == 1 && p[0].id != old_id)
+        }
+    })
+    .await;
     let first = finished(&m, "pr-s1", 1).await;
     assert_eq!(first.build.result.as_deref(), Some("cancelled"));
     assert!(
