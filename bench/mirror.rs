@@ -75,6 +75,7 @@ fn main() {
         branch: None,
         revision: Some(&head),
         patch_level: None,
+        pull_ref: None,
     };
 
     // The first builder of a slave: each run on a new slave (a new mirror).

@@ -161,6 +161,40 @@ impl ChangeBus {
         })
     }
 
+    /// [`add_delivery`](Self::add_delivery) of one Change with its properties
+    /// (a pull request's), checked as a forced build's are.
+    pub async fn add_delivery_with_properties(
+        &self,
+        delivery: Delivery,
+        change: NewChange,
+        properties: std::collections::BTreeMap<String, String>,
+    ) -> Result<Delivered, AddError> {
+        let changes = vec![change];
+        check_all(&changes)?;
+        super::validate::check_properties(&properties).map_err(|error| AddError::Invalid {
+            index: 0,
+            batch: false,
+            error,
+        })?;
+        let now = crate::calendar::now_f64();
+        let outcome = self
+            .db
+            .add_delivery_with_properties(
+                delivery,
+                changes.clone(),
+                vec![properties],
+                now,
+                DELIVERY_RETENTION,
+            )
+            .await?;
+        Ok(match outcome {
+            DeliveryOutcome::Stored(ids) => Delivered::Stored(self.announce(ids, changes)),
+            DeliveryOutcome::Repeat { received_at, by_id } => {
+                Delivered::Repeat { received_at, by_id }
+            }
+        })
+    }
+
     /// Tell the subscribers of stored Changes.
     fn announce(&self, ids: Vec<i64>, changes: Vec<NewChange>) -> Vec<ChangeRow> {
         let rows: Vec<ChangeRow> = ids

@@ -540,6 +540,13 @@ pub struct FactoryConfig {
     pub branches: Vec<String>,
     /// Regular expressions; only changes touching a matching file start builds.
     pub files: Vec<String>,
+    /// `pullRequests`: build pull requests of the factory's repository.
+    pub pull_requests: bool,
+    /// `pullRequestBranches`: the target branches whose requests are built
+    /// (empty: all).
+    pub pull_request_branches: Vec<String>,
+    /// `pullRequestsFromForks`: build requests from forks too (untrusted).
+    pub pull_requests_from_forks: bool,
     /// Build every this many seconds as well.
     pub periodic: Option<u64>,
     /// Five cron fields (validated): build at these times as well.

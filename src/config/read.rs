@@ -1078,6 +1078,8 @@ struct FactoryChecks {
     local_sources: Vec<LocalSource>,
     /// The `svnBranchPrefix` key, which needs an svn source.
     svn_prefix: Option<Val>,
+    /// `pullRequests = true`, which needs exactly one git source.
+    pull_requests: Option<Val>,
 }
 
 /// The sources of `v` that are paths on this machine (`/…`, `file://…`; `./`
@@ -1200,6 +1202,7 @@ fn read_factory(
         all: all.0.clone(),
         local_sources: Vec::new(),
         svn_prefix: None,
+        pull_requests: None,
     };
     let mut hg = Vec::new();
     let mut git = Vec::new();
@@ -1350,6 +1353,14 @@ fn read_factory(
             "branches" => f.branches = value.split_whitespace().map(String::from).collect(),
             "files" => f.files = value.split_whitespace().map(String::from).collect(),
             "periodic" => f.periodic = value.parse().ok(),
+            "pullrequests" => {
+                f.pull_requests = parse_bool(v)?;
+                checks.pull_requests = Some(v.clone()).filter(|_| f.pull_requests);
+            }
+            "pullrequestbranches" => {
+                f.pull_request_branches = value.split_whitespace().map(String::from).collect()
+            }
+            "pullrequestsfromforks" => f.pull_requests_from_forks = parse_bool(v)?,
             "nightly" => f.nightly = opt_str(),
             "dependson" => {
                 f.depends_on = opt_str();
@@ -1379,6 +1390,15 @@ fn read_factory(
             _ => {
                 f.params.insert(v.key.clone(), v.value.clone());
             }
+        }
+    }
+    if let Some(v) = &checks.pull_requests {
+        if git.len() != 1
+            || !(hg.is_empty() && svn.is_empty() && bzr.is_empty() && darcs.is_empty())
+        {
+            return Err(v.err(
+                "pullRequests builds the pull requests of one git repository, and this factory does not have exactly one source, a git one; give it `git = URL#BRANCH` alone or remove the key",
+            ));
         }
     }
     if let Some(v) = &checks.svn_prefix {

@@ -8,6 +8,8 @@
 //! ([`Db::add_delivery`]) in one transaction, so a delivery seen before stores
 //! nothing and a failed one can be delivered again.
 
+use std::collections::{BTreeMap, HashMap};
+
 use rusqlite::{params, Connection};
 use serde::Serialize;
 
@@ -140,6 +142,20 @@ impl Db {
         now: f64,
         keep: f64,
     ) -> Result<DeliveryOutcome, DbError> {
+        self.add_delivery_with_properties(delivery, changes, Vec::new(), now, keep)
+            .await
+    }
+
+    /// [`Db::add_delivery`] where Change `i` gets the properties `properties[i]`
+    /// (a pull request's; missing entries: none).
+    pub async fn add_delivery_with_properties(
+        &self,
+        delivery: Delivery,
+        changes: Vec<NewChange>,
+        properties: Vec<BTreeMap<String, String>>,
+        now: f64,
+        keep: f64,
+    ) -> Result<DeliveryOutcome, DbError> {
         use rusqlite::OptionalExtension;
         self.write(move |tx| {
             tx.prepare_cached("DELETE FROM hook_deliveries WHERE received_at < ?1")?
@@ -167,6 +183,14 @@ impl Db {
                 .iter()
                 .map(|c| insert_change(tx, c))
                 .collect::<rusqlite::Result<Vec<i64>>>()?;
+            for (id, props) in ids.iter().zip(&properties) {
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO change_properties(change, name, value) VALUES (?1, ?2, ?3)",
+                )?;
+                for (name, value) in props {
+                    st.execute(params![id, name, value])?;
+                }
+            }
             Ok(DeliveryOutcome::Stored(ids))
         })
         .await
@@ -215,6 +239,27 @@ impl Db {
             ))?;
             let rows = st.query_map([after], change_row)?;
             rows.collect()
+        })
+        .await
+    }
+
+    /// The properties of Changes `ids` (those that have any).
+    pub async fn change_properties(
+        &self,
+        ids: Vec<i64>,
+    ) -> Result<HashMap<i64, BTreeMap<String, String>>, DbError> {
+        self.read(move |c| {
+            let mut st =
+                c.prepare_cached("SELECT name, value FROM change_properties WHERE change = ?1")?;
+            let mut out: HashMap<i64, BTreeMap<String, String>> = HashMap::new();
+            for id in ids {
+                let rows = st.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                for row in rows {
+                    let (k, v): (String, String) = row?;
+                    out.entry(id).or_default().insert(k, v);
+                }
+            }
+            Ok(out)
         })
         .await
     }

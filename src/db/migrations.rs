@@ -316,6 +316,15 @@ pub const MIGRATIONS: &[&str] = &[
         UNIQUE (build_id, path)
     );
     CREATE INDEX artifacts_by_builder ON artifacts(builder, number);",
+    // 12: pull requests: a Change's properties, as a
+    // pull request's hook sets them (pr_number, pr_title, pr_url…). Most Changes
+    // have none; they go with their Change.
+    "CREATE TABLE change_properties (
+        change INTEGER NOT NULL REFERENCES changes(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (change, name)
+    ) WITHOUT ROWID;",
 ];
 
 #[cfg(test)]

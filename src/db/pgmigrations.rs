@@ -264,6 +264,13 @@ pub const MIGRATIONS: &[&str] = &[
         UNIQUE (build_id, path)
     );
     CREATE INDEX artifacts_by_builder ON artifacts(builder, number);",
+    // 12: pull requests: a Change's properties.
+    "CREATE TABLE change_properties (
+        change BIGINT NOT NULL REFERENCES changes(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (change, name)
+    );",
 ];
 
 /// The table that holds the schema version (one row).

@@ -515,6 +515,17 @@ pub(crate) fn complete_build_requests(
         let rows = st.query_map([build_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
         rows.collect::<rusqlite::Result<_>>()?
     };
+    complete_requests(tx, rows, result, at)
+}
+
+/// Mark requests `rows` (id, BuildSet) complete with `result`, and each
+/// BuildSet whose requests are now all complete.
+fn complete_requests(
+    tx: &Transaction<'_>,
+    rows: Vec<(i64, i64)>,
+    result: &str,
+    at: f64,
+) -> rusqlite::Result<Completed> {
     let mut done = Completed::default();
     for (id, buildset) in rows {
         tx.prepare_cached(
@@ -561,6 +572,74 @@ pub(crate) fn complete_build_requests(
         }
     }
     Ok(done)
+}
+
+/// What a pull request's new head supersedes ([`Db::superseded_pull`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Superseded {
+    /// Running Builds (builder, number).
+    pub running: Vec<(String, i64)>,
+    /// Unclaimed BuildRequests, now complete with result `cancelled`.
+    pub cancelled: Completed,
+}
+
+impl Db {
+    /// A new head `head` of pull request `number` of `repository`: the running
+    /// Builds of its other heads (on `builders`) to stop, and its unclaimed
+    /// BuildRequests of other heads, marked complete (`cancelled`) here.
+    pub async fn superseded_pull(
+        &self,
+        builders: Vec<String>,
+        repository: String,
+        number: String,
+        head: String,
+        at: f64,
+    ) -> Result<Superseded, DbError> {
+        self.write(move |tx| {
+            const OF_PULL: &str = "json_extract(bs.properties, '$.pr_number') = ?1
+                 AND ss.repository = ?2 AND coalesce(ss.revision, '') != ?3";
+            let running: Vec<(String, i64)> = {
+                let mut st = tx.prepare_cached(&format!(
+                    "SELECT DISTINCT b.builder, b.number FROM builds b
+                     JOIN build_requests br ON br.build = b.id
+                     JOIN buildrequests r ON r.id = br.request
+                     JOIN buildsets bs ON bs.id = r.buildset
+                     JOIN sourcestamps ss ON ss.id = bs.sourcestamp
+                     WHERE b.finished_at IS NULL AND {OF_PULL}"
+                ))?;
+                let rows = st.query_map(params![number, repository, head], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+                rows.collect::<rusqlite::Result<Vec<(String, i64)>>>()?
+            };
+            let queued: Vec<(i64, i64, String)> = {
+                let mut st = tx.prepare_cached(&format!(
+                    "SELECT r.id, r.buildset, r.builder FROM buildrequests r
+                     JOIN buildsets bs ON bs.id = r.buildset
+                     JOIN sourcestamps ss ON ss.id = bs.sourcestamp
+                     WHERE r.complete = 0 AND r.claimed_at IS NULL AND {OF_PULL}"
+                ))?;
+                let rows = st.query_map(params![number, repository, head], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let queued: Vec<(i64, i64)> = queued
+                .into_iter()
+                .filter(|(_, _, b)| builders.contains(b))
+                .map(|(id, bs, _)| (id, bs))
+                .collect();
+            let cancelled = complete_requests(tx, queued, "cancelled", at)?;
+            Ok(Superseded {
+                running: running
+                    .into_iter()
+                    .filter(|(b, _)| builders.contains(b))
+                    .collect(),
+                cancelled,
+            })
+        })
+        .await
+    }
 }
 
 fn request_row(c: &Connection, id: i64) -> rusqlite::Result<Option<BuildRequestRow>> {

@@ -520,6 +520,62 @@ impl Engine {
         Ok(())
     }
 
+    /// A pull request's new head: stop the running Builds of `builders` for
+    /// pull request `number` of `repository` at another head and cancel its
+    /// queued BuildRequests, all with result `cancelled` and the reason
+    /// "superseded by HEAD". Returns how many Builds and requests went.
+    pub async fn cancel_superseded(
+        &self,
+        builders: &[String],
+        repository: &str,
+        number: &str,
+        head: &str,
+    ) -> Result<usize, EngineError> {
+        if number.is_empty() {
+            return Ok(0);
+        }
+        let found = self
+            .inner
+            .db
+            .superseded_pull(
+                builders.to_vec(),
+                repository.to_string(),
+                number.to_string(),
+                head.to_string(),
+                crate::calendar::now_f64(),
+            )
+            .await?;
+        let n = found.running.len() + found.cancelled.requests.len();
+        let text = format!("superseded by {head}");
+        for id in &found.cancelled.requests {
+            tracing::info!("BuildRequest {id}: {text}");
+            self.inner.emit(EngineEvent::RequestComplete {
+                request_id: *id,
+                result: CANCELLED.to_string(),
+            });
+        }
+        for (id, r) in found.cancelled.buildsets {
+            self.inner.emit(EngineEvent::BuildSetComplete {
+                buildset_id: id,
+                result: r,
+            });
+        }
+        for (builder, number) in found.running {
+            let stop = {
+                let st = self.inner.state();
+                st.running
+                    .values()
+                    .find(|r| r.builder == builder && r.number == number)
+                    .map(|r| r.stop.clone())
+            };
+            if let Some(stop) = stop {
+                tracing::info!("{builder} build {number}: {text}");
+                stop.send_replace(Some(Stop::User { text: text.clone() }));
+            }
+        }
+        Ok(n)
+    }
+
     /// Wait until BuildRequest `id` is complete (a Build of it finished with a
     /// result that stands; interrupted Builds re-queue it); its final row.
     pub async fn wait_request(&self, id: i64) -> Result<BuildRequestRow, EngineError> {

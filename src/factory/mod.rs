@@ -172,6 +172,7 @@ impl StepKind {
                 branch,
                 revision,
                 patch_level: None,
+                pull_ref: None,
             }),
             _ => Err(CheckoutError::NotACheckout),
         }

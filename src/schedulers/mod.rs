@@ -45,7 +45,10 @@ use crate::engine::{Engine, EngineError, EngineEvent};
 
 pub use clock::Clock;
 pub use cron::{Cron, CronError};
-pub use spec::{accepts, next_due, scheduler_specs, Branches, SchedulerKind, SchedulerSpec};
+pub use spec::{
+    accepts, accepts_pull, next_due, pull_key, scheduler_specs, Branches, PullRules, SchedulerKind,
+    SchedulerSpec, PULL_CATEGORY,
+};
 
 /// What the scheduler tasks share.
 #[derive(Clone)]
@@ -388,6 +391,17 @@ impl Running {
         let now = self.ctx.clock.now();
         let mut batch = ChangeBatch::default();
         let mut timers = Vec::new();
+        // The properties of pull requests' Changes (number, fork or not).
+        let pull_ids: Vec<i64> = rows
+            .iter()
+            .filter(|r| r.category == PULL_CATEGORY)
+            .map(|r| r.id)
+            .collect();
+        let pull_props = if pull_ids.is_empty() {
+            HashMap::new()
+        } else {
+            self.ctx.db.change_properties(pull_ids).await?
+        };
         for spec in &self.specs {
             let SchedulerKind::Changes { tree_stable, .. } = &spec.kind else {
                 continue;
@@ -399,7 +413,12 @@ impl Running {
             let files = self.files.get(&spec.name).map(Vec::as_slice).unwrap_or(&[]);
             let mut restarted: BTreeMap<String, f64> = BTreeMap::new();
             for row in rows.iter().filter(|r| r.id > last) {
-                let Some((branch, important)) = accepts(spec, files, row, &self.factories) else {
+                let taken = if row.category == PULL_CATEGORY {
+                    accepts_pull(spec, row, pull_props.get(&row.id)).map(|k| (k, true))
+                } else {
+                    accepts(spec, files, row, &self.factories)
+                };
+                let Some((branch, important)) = taken else {
                     continue;
                 };
                 tracing::debug!(
@@ -501,6 +520,9 @@ impl Running {
             SchedulerKind::Changes { tree_stable, .. } => *tree_stable,
             _ => 0,
         };
+        if let Some(pull) = newest.as_ref().filter(|c| c.category == PULL_CATEGORY) {
+            return self.fire_pull(&spec, key, pull.clone(), ids).await;
+        }
         let bs = NewBuildSet {
             reason: format!(
                 "scheduler {name}: {} change{} by {} (tree stable for {tree_stable} s)",
@@ -548,6 +570,75 @@ impl Running {
             }
             None => {
                 // Retry shortly; the Changes stay.
+                self.timers.insert(key, self.ctx.clock.now() + 5.0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Build a pull request's newest head (`pull`, the newest of `ids`, the
+    /// Changes waiting under its key): its running and queued builds of an
+    /// older head are cancelled first ("superseded by HEAD"), then one BuildSet
+    /// with the request's properties (`pr_from_fork = true` for a fork's: an
+    /// untrusted build) builds the head on the target branch.
+    async fn fire_pull(
+        &mut self,
+        spec: &SchedulerSpec,
+        key: (String, String),
+        pull: ChangeRow,
+        ids: Vec<i64>,
+    ) -> Result<(), Halt> {
+        let (name, branch) = (key.0.clone(), key.1.clone());
+        let properties = self
+            .ctx
+            .db
+            .change_properties(vec![pull.id])
+            .await?
+            .remove(&pull.id)
+            .unwrap_or_default();
+        let number = properties.get(spec::PR_NUMBER).cloned().unwrap_or_default();
+        let head = pull.revision.clone().unwrap_or_default();
+        let repository = redact_url_of(&pull.repository);
+        let cancelled = self
+            .ctx
+            .engine
+            .cancel_superseded(&spec.builders, &repository, &number, &head)
+            .await;
+        match cancelled {
+            Ok(n) if n > 0 => tracing::info!(
+                "scheduler {name}: pull request #{number}: {n} build(s) of an older head cancelled"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("scheduler {name}: pull request #{number}: {e}"),
+        }
+        let bs = NewBuildSet {
+            reason: format!(
+                "scheduler {name}: pull request #{number} by {} at {}",
+                pull.who,
+                head.get(..12).unwrap_or(&head)
+            ),
+            scheduler: name.clone(),
+            properties,
+            sourcestamp: NewSourceStamp {
+                branch: pull.branch.clone().filter(|b| !b.is_empty()),
+                revision: pull.revision.clone(),
+                repository,
+                project: spec.factory.clone(),
+                changes: ids.clone(),
+            },
+            builders: spec.builders.clone(),
+            priority: 0,
+        };
+        match self.submit(bs).await? {
+            Some(id) => {
+                tracing::info!("scheduler {name}: BuildSet {id} for pull request #{number}");
+                self.ctx
+                    .db
+                    .consume_scheduler_changes(&name, &branch, ids)
+                    .await?;
+                self.timers.remove(&key);
+            }
+            None => {
                 self.timers.insert(key, self.ctx.clock.now() + 5.0);
             }
         }
@@ -715,6 +806,11 @@ impl Running {
 pub const UPSTREAM_PROPERTY: &str = "upstream_buildset";
 
 /// Returns once `stop` reads true (or its sender is gone).
+/// A repository URL as stored: without credentials.
+fn redact_url_of(url: &str) -> String {
+    crate::sources::redact_url(url)
+}
+
 pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
@@ -750,6 +846,7 @@ mod tests {
                 branches,
                 files: Vec::new(),
                 tree_stable: 1,
+                pulls: None,
             },
         }
     }

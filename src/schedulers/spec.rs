@@ -27,6 +27,8 @@ pub enum SchedulerKind {
         /// `files = REGEX…` (empty: every Change is important).
         files: Vec<String>,
         tree_stable: u64,
+        /// `pullRequests = true`: which pull requests it builds (`None`: none).
+        pulls: Option<PullRules>,
     },
     /// Every `seconds`.
     Periodic { seconds: u64 },
@@ -38,6 +40,27 @@ pub enum SchedulerKind {
         upstream: String,
         upstream_builders: Vec<String>,
     },
+}
+
+/// Which pull requests a change scheduler builds (`pullRequests = true`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRules {
+    /// `pullRequestBranches`: the target branches (`Any` by default).
+    pub branches: Branches,
+    /// `pullRequestsFromForks`: requests from another repository too.
+    pub forks: bool,
+}
+
+/// The category of a pull request's Change (the hooks set it).
+pub const PULL_CATEGORY: &str = "pull";
+
+/// The property of a pull request's Change that holds its number.
+pub const PR_NUMBER: &str = "pr_number";
+
+/// The scheduler's key of pull request `number`'s Changes: they wait and build
+/// apart from the branch's own (a git branch name never holds `:`).
+pub fn pull_key(number: &str) -> String {
+    format!("pull:{number}")
 }
 
 /// One scheduler as the configuration defines it.
@@ -103,6 +126,16 @@ pub fn scheduler_specs(config: &MasterConfig) -> Vec<SchedulerSpec> {
                         branches,
                         files: f.files.clone(),
                         tree_stable: f.tree_stable.unwrap_or(config.tree_stable),
+                        pulls: f.pull_requests.then(|| PullRules {
+                            branches: if f.pull_request_branches.is_empty()
+                                || f.pull_request_branches.iter().any(|b| b == "*")
+                            {
+                                Branches::Any
+                            } else {
+                                Branches::Only(f.pull_request_branches.clone())
+                            },
+                            forks: f.pull_requests_from_forks,
+                        }),
                     },
                     ..base.clone()
                 });
@@ -141,6 +174,10 @@ pub fn accepts(
     let SchedulerKind::Changes { branches, .. } = &spec.kind else {
         return None;
     };
+    // A pull request's Change is for the factories that build them only.
+    if change.category == PULL_CATEGORY {
+        return None;
+    }
     if !change.repository.is_empty() {
         let repo = redact_url(&change.repository);
         if !spec.repositories.contains(&repo) {
@@ -166,6 +203,45 @@ pub fn accepts(
             .iter()
             .any(|f| files.iter().any(|re| re.is_match(f)));
     Some((key, important))
+}
+
+/// Whether a change scheduler takes pull request Change `change` with its
+/// properties: `Some(key)` ([`pull_key`]) when the factory builds pull requests
+/// (`pullRequests`) of the Change's repository, its target branch is one of
+/// `pullRequestBranches`, and it comes from a fork only with
+/// `pullRequestsFromForks`.
+pub fn accepts_pull(
+    spec: &SchedulerSpec,
+    change: &ChangeRow,
+    properties: Option<&std::collections::BTreeMap<String, String>>,
+) -> Option<String> {
+    let SchedulerKind::Changes {
+        pulls: Some(rules), ..
+    } = &spec.kind
+    else {
+        return None;
+    };
+    if change.category != PULL_CATEGORY || !spec.single_source || change.repository.is_empty() {
+        return None;
+    }
+    if !spec.repositories.contains(&redact_url(&change.repository)) {
+        return None;
+    }
+    let props = properties?;
+    let number = props.get(PR_NUMBER)?;
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let target = change.branch.as_deref().unwrap_or_default();
+    if let Branches::Only(list) = &rules.branches {
+        if !list.iter().any(|b| b == target) {
+            return None;
+        }
+    }
+    if crate::engine::build_is_untrusted(props) && !rules.forks {
+        return None;
+    }
+    Some(pull_key(number))
 }
 
 /// When a periodic/nightly scheduler whose last run was at `last_run` runs next.

@@ -112,6 +112,8 @@ pub enum CheckoutError {
     NotACheckout,
     #[error("refusing {what} {value:?}: it is empty, starts with `-` or holds control characters")]
     BadName { what: &'static str, value: String },
+    #[error("refusing the pull request ref {0}")]
+    PullRef(String),
     #[error("refusing checkout workdir {0:?}: it must name a directory below the builder's (no `..`, not empty)")]
     BadWorkdir(String),
     #[error("the {scheme}:// URL {url} holds a password, which git and hg can only be given there on their command line (where every process list shows it); use an ssh key, or an https:// URL")]
@@ -265,6 +267,49 @@ pub struct Checkout<'a> {
     /// A try build: apply a (non-empty) patch with this strip level (`-pN`)
     /// after the checkout ([`Checkout::with_patch`]).
     pub patch_level: Option<u32>,
+    /// A pull request's build (git only): the forge's head ref
+    /// (`refs/pull/N/head`, `refs/merge-requests/N/head`, see [`pull_ref`])
+    /// fetched besides the branch, so the request's head revision is there
+    /// ([`Checkout::with_pull_ref`]).
+    pub pull_ref: Option<&'a str>,
+}
+
+/// The BuildSet property holding a pull request's number.
+pub const PR_NUMBER_PROPERTY: &str = "pr_number";
+/// The BuildSet property naming the forge of a pull request (`github`,
+/// `gitea`, `gitlab`): which head ref it has.
+pub const PR_FORGE_PROPERTY: &str = "pr_forge";
+
+/// The forge's head ref of pull request `number`: `refs/pull/N/head` (GitHub,
+/// Gitea, Forgejo) or `refs/merge-requests/N/head` (GitLab, `merge_requests`
+/// true). `None` unless `number` is all ASCII digits (1 to 18 of them): the ref
+/// is built from a validated number, never taken as sent.
+pub fn pull_ref(number: &str, merge_requests: bool) -> Option<String> {
+    let ok = !number.is_empty() && number.len() <= 18 && number.bytes().all(|b| b.is_ascii_digit());
+    ok.then(|| {
+        if merge_requests {
+            format!("refs/merge-requests/{number}/head")
+        } else {
+            format!("refs/pull/{number}/head")
+        }
+    })
+}
+
+/// Whether `r` is a ref [`pull_ref`] makes (checked again wherever one arrives).
+pub fn is_pull_ref(r: &str) -> bool {
+    let check = |rest: &str, mr: bool| {
+        rest.strip_suffix("/head")
+            .and_then(|n| pull_ref(n, mr))
+            .is_some_and(|made| made == r)
+    };
+    match (
+        r.strip_prefix("refs/pull/"),
+        r.strip_prefix("refs/merge-requests/"),
+    ) {
+        (Some(rest), _) => check(rest, false),
+        (_, Some(rest)) => check(rest, true),
+        _ => false,
+    }
 }
 
 impl<'a> Checkout<'a> {
@@ -285,9 +330,31 @@ impl<'a> Checkout<'a> {
         self
     }
 
+    /// The same checkout of a pull request: `r` (a [`pull_ref`]) is fetched and
+    /// the build's revision (its head) checked out. `None` changes nothing.
+    pub fn with_pull_ref(mut self, r: Option<&'a str>) -> Checkout<'a> {
+        if r.is_some() {
+            self.pull_ref = r;
+        }
+        self
+    }
+
     /// The operations for this checkout.
     pub fn plan(&self) -> Result<CheckoutPlan, CheckoutError> {
         let workdir = checked_workdir(self.workdir)?;
+        let pull_ref = match self.pull_ref {
+            Some(r) if self.source.kind != SourceKind::Git => {
+                return Err(CheckoutError::PullRef(format!(
+                    "{r}: pull requests are built from git sources only"
+                )))
+            }
+            Some(r) if !is_pull_ref(r) => {
+                return Err(CheckoutError::PullRef(format!(
+                    "{r:?} is not refs/pull/N/head or refs/merge-requests/N/head"
+                )))
+            }
+            other => other,
+        };
         let branch = match self.branch.filter(|b| !b.is_empty()) {
             Some(b) => b,
             None => self.source.branch.as_str(),
@@ -388,6 +455,7 @@ impl<'a> Checkout<'a> {
             svn_url: &svn_url,
             svn_user: svn_user.as_deref(),
             export: false,
+            pull_ref,
         };
         // CVS exports with `cvs export` (VC metadata is in every directory).
         let cvs_export = self.source.kind == SourceKind::Cvs && self.mode == Mode::Export;
@@ -701,6 +769,8 @@ struct Vc<'a> {
     svn_user: Option<&'a str>,
     /// CVS in export mode: `cvs export` instead of `cvs checkout`.
     export: bool,
+    /// git: a pull request's head ref, fetched instead of the branch.
+    pull_ref: Option<&'a str>,
 }
 
 fn argv(words: &[&str]) -> Vec<String> {
@@ -889,7 +959,16 @@ impl Vc<'_> {
         match self.kind {
             SourceKind::Git => vec![
                 CheckoutOp::Shell {
-                    argv: locked(lock, &["git", "fetch", "--", from, self.branch]),
+                    argv: locked(
+                        lock,
+                        &[
+                            "git",
+                            "fetch",
+                            "--",
+                            from,
+                            self.pull_ref.unwrap_or(self.branch),
+                        ],
+                    ),
                     workdir: dir.to_string(),
                 },
                 Self::git_checkout(self.revision.unwrap_or("FETCH_HEAD"), dir),
@@ -995,6 +1074,18 @@ impl Vc<'_> {
                         dir,
                     ));
                 }
+                if let Some(pull) = self.pull_ref {
+                    // The request's head is on no branch: fetch the forge's ref.
+                    ops.push(CheckoutOp::Shell {
+                        argv: locked(lock, &["git", "fetch", "--", from, pull]),
+                        workdir: dir.to_string(),
+                    });
+                    ops.push(Self::git_checkout(
+                        self.revision.unwrap_or("FETCH_HEAD"),
+                        dir,
+                    ));
+                    return ops;
+                }
                 ops.push(Self::git_checkout(self.revision.unwrap_or("HEAD"), dir));
             }
             SourceKind::Hg => {
@@ -1060,7 +1151,10 @@ impl Vc<'_> {
         let has_revision = |rev: &str| -> Vec<String> {
             match self.kind {
                 SourceKind::Git => {
-                    let branch = format!("refs/heads/{}", self.branch);
+                    let branch = match self.pull_ref {
+                        Some(pull) => pull.to_string(),
+                        None => format!("refs/heads/{}", self.branch),
+                    };
                     argv(&["git", &git_dir, "merge-base", "--is-ancestor", rev, &branch])
                 }
                 SourceKind::Hg => argv(&[
@@ -1084,18 +1178,25 @@ impl Vc<'_> {
         };
         let fetch = match self.kind {
             // gc runs inside the locked fetch, never behind it while others read.
-            SourceKind::Git => argv(&[
-                "git",
-                "-c",
-                "gc.autoDetach=false",
-                &git_dir,
-                "fetch",
-                "--prune",
-                "--",
-                self.url,
-                "+refs/heads/*:refs/heads/*",
-                "+refs/tags/*:refs/tags/*",
-            ]),
+            SourceKind::Git => {
+                let mut words = argv(&[
+                    "git",
+                    "-c",
+                    "gc.autoDetach=false",
+                    &git_dir,
+                    "fetch",
+                    "--prune",
+                    "--",
+                    self.url,
+                    "+refs/heads/*:refs/heads/*",
+                    "+refs/tags/*:refs/tags/*",
+                ]);
+                // A pull request's head ref, kept under the same name.
+                if let Some(pull) = self.pull_ref {
+                    words.push(format!("+{pull}:{pull}"));
+                }
+                words
+            }
             SourceKind::Hg => {
                 self.hg_remote(self.url, &["--repository", name, "pull", "--", self.url])
             }

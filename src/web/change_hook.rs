@@ -30,11 +30,18 @@
 //! factory's scheduler takes). A payload that names no repository URL is refused:
 //! a push is matched to factories by URL only, never by the repository's name.
 //!
+//! Pull and merge request events (GitHub and Gitea `pull_request`: opened,
+//! synchronize(d), reopened; GitLab `Merge Request Hook`: open, reopen, update
+//! with a new commit) become one Change of category [`PULL_CATEGORY`] with the
+//! request's properties ([`Pull`]), stored as a push's are (same
+//! authentication, same replay rule) under the repository URL as configured;
+//! other actions (`closed`…) are answered 200 and ignored.
+//!
 //! Poll requests coalesce per repository (one poll in flight plus one queued,
 //! whatever the number of requests; see [`crate::changes::bus`]), and the poller
 //! hook takes POST only (GET and the rest: 405 with `Allow: POST`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -582,11 +589,33 @@ pub struct Push {
     pub changes: Vec<NewChange>,
 }
 
+/// A pull (merge) request's new head as the three forges describe it: one
+/// Change of category [`PULL_CATEGORY`] and its properties.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pull {
+    /// Every URL the payload gives for the target (base) repository.
+    pub repo_urls: Vec<String>,
+    /// `owner/name` of the target repository.
+    pub repo_name: String,
+    /// The Change: revision the head sha, branch the target branch, category
+    /// `pull`, without repository or project yet.
+    pub change: NewChange,
+    /// `pr_number`, `pr_title`, `pr_url`, `pr_head_repo`, `pr_head_ref`,
+    /// `pr_base_branch`, `pr_forge`, and `pr_from_fork = true` for a request
+    /// from another repository.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// The category of a pull request's Change.
+pub const PULL_CATEGORY: &str = "pull";
+
 /// What a hook request asks for, by the forge's event header.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HookEvent {
     Ping,
     Push(Push),
+    /// A pull/merge request opened, reopened or given a new head.
+    Pull(Pull),
     /// Another event (issues, tags…): answered 200 and ignored.
     Other(String),
 }
@@ -603,6 +632,19 @@ fn text(v: &Value, path: &[&str]) -> Option<String> {
 /// forge's event header, if any).
 pub fn parse_event(forge: Forge, event: Option<&str>, body: &[u8]) -> Result<HookEvent, String> {
     let event = event.unwrap_or("").trim();
+    let is_pull = match forge {
+        Forge::GitHub | Forge::Gitea => event == "pull_request",
+        Forge::GitLab => event == "Merge Request Hook",
+    };
+    if is_pull {
+        check_json_size(body)?;
+        let v: Value = serde_json::from_slice(body).map_err(|e| {
+            format!(
+                "the payload is not JSON ({e}); set the webhook's content type to application/json"
+            )
+        })?;
+        return parse_pull(forge, &v);
+    }
     let is_push = match forge {
         Forge::GitHub | Forge::Gitea => match event {
             "ping" => return Ok(HookEvent::Ping),
@@ -734,6 +776,205 @@ pub fn parse_event(forge: Forge, event: Option<&str>, body: &[u8]) -> Result<Hoo
     }))
 }
 
+/// A pull request's text for a property: control characters made spaces,
+/// leading `-` and blanks dropped (a property value never reads as an option),
+/// cut to at most `max` bytes on a character boundary.
+fn pr_text(s: &str, max: usize) -> String {
+    let clean: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let clean = clean.trim().trim_start_matches(['-', ' ']);
+    let mut end = clean.len().min(max);
+    while !clean.is_char_boundary(end) {
+        end -= 1;
+    }
+    clean[..end].to_string()
+}
+
+fn number(v: &Value, path: &[&str]) -> Option<u64> {
+    let mut v = v;
+    for p in path {
+        v = v.get(p)?;
+    }
+    v.as_u64()
+}
+
+/// A pull/merge request event (already authenticated, `v` its payload): the
+/// Change of its new head, or `Other` for the actions that bring none
+/// (`closed`, `edited`, `labeled`, GitLab's `update` without a new commit…).
+fn parse_pull(forge: Forge, v: &Value) -> Result<HookEvent, String> {
+    use crate::changes::validate::{MAX_BRANCH, MAX_LINK, MAX_REPOSITORY, MAX_WHO};
+    let (action, builds) = match forge {
+        Forge::GitHub | Forge::Gitea => {
+            let a = text(v, &["action"]).unwrap_or_default();
+            let b = matches!(
+                a.as_str(),
+                "opened" | "synchronize" | "synchronized" | "reopened"
+            );
+            (a, b)
+        }
+        Forge::GitLab => {
+            let a = text(v, &["object_attributes", "action"]).unwrap_or_default();
+            // `update` is also a new title or label; only one with `oldrev` (the
+            // previous head) brings a new commit.
+            let new_commit = v
+                .get("object_attributes")
+                .and_then(|o| o.get("oldrev"))
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.is_empty());
+            let b = matches!(a.as_str(), "open" | "reopen") || (a == "update" && new_commit);
+            (a, b)
+        }
+    };
+    if !builds {
+        let what = if action.is_empty() {
+            "(no action)".to_string()
+        } else {
+            pr_text(&action, 64)
+        };
+        return Ok(HookEvent::Other(format!("pull request {what}")));
+    }
+    let (pr_number, title, url, author, head_sha, head_ref, base_ref, head_repo, fork);
+    let (url_paths, name_path): (Vec<Vec<&str>>, Vec<&str>);
+    match forge {
+        Forge::GitHub | Forge::Gitea => {
+            let pr = v
+                .get("pull_request")
+                .ok_or("a pull_request event without `pull_request`")?;
+            pr_number = number(pr, &["number"])
+                .or_else(|| number(v, &["number"]))
+                .ok_or("a pull_request event without a number")?;
+            title = text(pr, &["title"]).unwrap_or_default();
+            url = text(pr, &["html_url"]).unwrap_or_default();
+            author = text(pr, &["user", "login"])
+                .or_else(|| text(v, &["sender", "login"]))
+                .unwrap_or_default();
+            head_sha = text(pr, &["head", "sha"]).ok_or("a pull request without head.sha")?;
+            head_ref = text(pr, &["head", "ref"]).unwrap_or_default();
+            base_ref = text(pr, &["base", "ref"]).ok_or("a pull request without base.ref")?;
+            let base_name = text(pr, &["base", "repo", "full_name"])
+                .or_else(|| text(v, &["repository", "full_name"]));
+            let head_name = text(pr, &["head", "repo", "full_name"]);
+            head_repo = text(pr, &["head", "repo", "clone_url"])
+                .or_else(|| head_name.clone())
+                .unwrap_or_default();
+            // A head repository the forge no longer knows (a deleted fork) is
+            // another one too.
+            fork = head_name.is_none() || head_name != base_name;
+            url_paths = vec![
+                vec!["repository", "clone_url"],
+                vec!["repository", "ssh_url"],
+                vec!["repository", "html_url"],
+                vec!["pull_request", "base", "repo", "clone_url"],
+            ];
+            name_path = vec!["repository", "full_name"];
+        }
+        Forge::GitLab => {
+            let o = v
+                .get("object_attributes")
+                .ok_or("a Merge Request Hook without `object_attributes`")?;
+            pr_number = number(o, &["iid"]).ok_or("a merge request without `iid`")?;
+            title = text(o, &["title"]).unwrap_or_default();
+            url = text(o, &["url"]).unwrap_or_default();
+            author = text(v, &["user", "username"])
+                .or_else(|| text(v, &["user", "name"]))
+                .unwrap_or_default();
+            head_sha =
+                text(o, &["last_commit", "id"]).ok_or("a merge request without last_commit.id")?;
+            head_ref = text(o, &["source_branch"]).unwrap_or_default();
+            base_ref =
+                text(o, &["target_branch"]).ok_or("a merge request without target_branch")?;
+            head_repo = text(o, &["source", "git_http_url"])
+                .or_else(|| text(o, &["source", "path_with_namespace"]))
+                .unwrap_or_default();
+            let (src, dst) = (
+                number(o, &["source_project_id"]),
+                number(o, &["target_project_id"]),
+            );
+            fork = match (src, dst) {
+                (Some(a), Some(b)) => a != b,
+                _ => {
+                    text(o, &["source", "path_with_namespace"])
+                        != text(o, &["target", "path_with_namespace"])
+                }
+            };
+            url_paths = vec![
+                vec!["project", "git_http_url"],
+                vec!["project", "git_ssh_url"],
+                vec!["project", "web_url"],
+                vec!["object_attributes", "target", "git_http_url"],
+                vec!["repository", "url"],
+            ];
+            name_path = vec!["project", "path_with_namespace"];
+        }
+    }
+    let mut repo_urls: Vec<String> = Vec::new();
+    for p in &url_paths {
+        if let Some(u) = text(v, p) {
+            if !repo_urls.contains(&u) {
+                repo_urls.push(u);
+            }
+        }
+    }
+    let repo_name = text(v, &name_path).unwrap_or_default();
+    let mut properties = BTreeMap::new();
+    let mut put = |k: &str, val: String| {
+        if !val.is_empty() {
+            properties.insert(k.to_string(), val);
+        }
+    };
+    put("pr_number", pr_number.to_string());
+    put("pr_title", pr_text(&title, 4096));
+    // A link only when it is one: http(s), one line.
+    let url = pr_text(&url, MAX_LINK);
+    let url_ok = url.starts_with("https://") || url.starts_with("http://");
+    if url_ok {
+        put("pr_url", url.clone());
+    }
+    put(
+        "pr_head_repo",
+        pr_text(&crate::sources::redact_url(&head_repo), MAX_REPOSITORY),
+    );
+    put("pr_head_ref", pr_text(&head_ref, MAX_BRANCH));
+    put("pr_base_branch", pr_text(&base_ref, MAX_BRANCH));
+    put(
+        "pr_forge",
+        match forge {
+            Forge::GitHub => "github",
+            Forge::Gitea => "gitea",
+            Forge::GitLab => "gitlab",
+        }
+        .to_string(),
+    );
+    if fork {
+        put(crate::engine::UNTRUSTED_PROPERTY, "true".to_string());
+    }
+    let who = pr_text(&author, MAX_WHO);
+    let change = NewChange {
+        who: if who.is_empty() {
+            "unknown".into()
+        } else {
+            who
+        },
+        files: Vec::new(),
+        comments: format!("pull request #{pr_number}: {}", pr_text(&title, 4096)),
+        revision: Some(head_sha),
+        branch: Some(base_ref),
+        when: now(),
+        repository: String::new(),
+        category: PULL_CATEGORY.to_string(),
+        links: if url_ok { vec![url] } else { Vec::new() },
+        project: String::new(),
+    };
+    Ok(HookEvent::Pull(Pull {
+        repo_urls,
+        repo_name,
+        change,
+        properties,
+    }))
+}
+
 /// Unix seconds of an RFC 3339 time (`2024-05-05T19:40:15-04:00`, `…Z`,
 /// fractional seconds allowed), as the forges send a commit's date. `jiff`
 /// checks the calendar (no 31 February, no hour 25); a time without an offset
@@ -804,6 +1045,14 @@ where
             return json_reply(StatusCode::OK, &serde_json::json!({ "ignored": e }));
         }
         Ok(HookEvent::Push(p)) => p,
+        Ok(HookEvent::Pull(p)) => {
+            let delivery = Delivery {
+                forge: name.clone(),
+                id: delivery_id(forge, &headers),
+                digest: digest(&body),
+            };
+            return deliver_pull(&ctx, &config, &name, &peer, delivery, p).await;
+        }
         Err(e) => {
             tracing::warn!("change_hook/{name}: refused a payload from {peer}: {e}");
             return json_error(StatusCode::BAD_REQUEST, &e);
@@ -927,6 +1176,69 @@ async fn deliver(
         Err(AddError::Invalid { index, error, .. }) => {
             let why = format!("commit {} of {total} in the push: {error}", index + 1);
             tracing::warn!("change_hook/{hook}: refused a push from {peer}: {why}");
+            json_error(StatusCode::BAD_REQUEST, &why)
+        }
+        Err(AddError::Db(e)) => {
+            tracing::error!("change_hook/{hook}: {e}");
+            json_error(StatusCode::INTERNAL_SERVER_ERROR, "database error")
+        }
+    }
+}
+
+/// Store a pull request's Change with its properties, under the repository URL
+/// as configured (as a push's Changes are), so the schedulers of the factories
+/// that build pull requests of that repository take it.
+async fn deliver_pull(
+    ctx: &WebContext,
+    config: &MasterConfig,
+    hook: &str,
+    peer: &str,
+    delivery: Delivery,
+    pull: Pull,
+) -> Response {
+    if pull.repo_urls.is_empty() {
+        let why = format!(
+            "the payload names no repository URL (clone_url, html_url, git_http_url…);              autobot matches a pull request to factories by URL only, never by the              repository's name ({:?})",
+            pull.repo_name
+        );
+        tracing::warn!("change_hook/{hook}: refused a pull request from {peer}: {why}");
+        return json_error(StatusCode::BAD_REQUEST, &why);
+    }
+    let pollers: Vec<PollerSpec> = pull
+        .repo_urls
+        .iter()
+        .flat_map(|u| pollers_of(config, u))
+        .collect();
+    let (repository, project) = match pollers.first() {
+        Some(p) => (redact_url(&p.url), p.project.clone()),
+        None => (
+            pull.repo_urls.first().cloned().unwrap_or_default(),
+            pull.repo_name.clone(),
+        ),
+    };
+    let change = NewChange {
+        repository: repository.clone(),
+        project,
+        ..pull.change
+    };
+    let number = pull
+        .properties
+        .get("pr_number")
+        .cloned()
+        .unwrap_or_default();
+    match ctx
+        .changes
+        .add_delivery_with_properties(delivery.clone(), change, pull.properties)
+        .await
+    {
+        Ok(Delivered::Stored(rows)) => {
+            tracing::info!("change_hook/{hook}: pull request #{number} on {repository}");
+            json_reply(StatusCode::OK, &serde_json::json!({ "changes": rows }))
+        }
+        Ok(Delivered::Repeat { received_at, by_id }) => repeat(hook, &delivery, received_at, by_id),
+        Err(e @ AddError::Invalid { .. }) => {
+            let why = format!("pull request #{number}: {e}");
+            tracing::warn!("change_hook/{hook}: refused a pull request from {peer}: {why}");
             json_error(StatusCode::BAD_REQUEST, &why)
         }
         Err(AddError::Db(e)) => {

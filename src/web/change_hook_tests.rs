@@ -194,3 +194,110 @@ fn repository_urls_compare_loosely() {
     assert!(same_repo("https://X/o/R", "https://x/o/r"));
     assert!(!same_repo("https://x/o/r", "https://x/o/rr"));
 }
+
+fn pull_of(forge: Forge, event: &str, body: serde_json::Value) -> HookEvent {
+    parse_event(forge, Some(event), body.to_string().as_bytes()).unwrap()
+}
+
+fn github_pull(action: &str, head_repo: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "action": action, "number": 12,
+        "pull_request": {
+            "number": 12, "title": "-rf\u{7}  Fix it", "html_url": "javascript:alert(1)",
+            "user": {"login": "ann"},
+            "head": {"ref": "topic", "sha": "c0ffee", "repo": head_repo},
+            "base": {"ref": "main", "repo": {"full_name": "o/r", "clone_url": "https://github.com/o/r.git"}}
+        },
+        "repository": {"full_name": "o/r", "clone_url": "https://github.com/o/r.git"}
+    })
+}
+
+#[test]
+fn github_and_gitea_pull_requests_become_one_pull_change() {
+    let same = serde_json::json!({"full_name": "o/r", "clone_url": "https://github.com/o/r.git"});
+    for (forge, action) in [
+        (Forge::GitHub, "opened"),
+        (Forge::GitHub, "synchronize"),
+        (Forge::GitHub, "reopened"),
+        (Forge::Gitea, "synchronized"),
+    ] {
+        let HookEvent::Pull(p) = pull_of(forge, "pull_request", github_pull(action, same.clone()))
+        else {
+            panic!("{action}: not a pull request")
+        };
+        assert_eq!(p.repo_urls[0], "https://github.com/o/r.git");
+        assert_eq!(p.change.category, PULL_CATEGORY);
+        assert_eq!(p.change.revision.as_deref(), Some("c0ffee"));
+        assert_eq!(p.change.branch.as_deref(), Some("main"));
+        assert_eq!(p.change.who, "ann");
+        assert_eq!(p.properties["pr_number"], "12");
+        // No control characters, never read as an option.
+        assert_eq!(p.properties["pr_title"], "rf   Fix it");
+        assert_eq!(p.properties["pr_head_ref"], "topic");
+        assert_eq!(p.properties["pr_base_branch"], "main");
+        // Not an http(s) link: dropped.
+        assert!(!p.properties.contains_key("pr_url"));
+        assert!(!p.properties.contains_key("pr_from_fork"));
+    }
+    for action in ["closed", "edited", "labeled"] {
+        let e = pull_of(
+            Forge::GitHub,
+            "pull_request",
+            github_pull(action, same.clone()),
+        );
+        assert!(matches!(e, HookEvent::Other(_)), "{action}: {e:?}");
+    }
+    // From a fork (or a deleted one): untrusted.
+    for head in [
+        serde_json::json!({"full_name": "x/r", "clone_url": "https://github.com/x/r.git"}),
+        serde_json::Value::Null,
+    ] {
+        let HookEvent::Pull(p) =
+            pull_of(Forge::GitHub, "pull_request", github_pull("opened", head))
+        else {
+            panic!("not a pull request")
+        };
+        assert_eq!(p.properties["pr_from_fork"], "true");
+    }
+}
+
+#[test]
+fn gitlab_merge_requests_open_reopen_and_new_commits() {
+    let mr = |action: &str, oldrev: Option<&str>, source: u64| {
+        serde_json::json!({
+            "object_kind": "merge_request", "user": {"username": "bob", "name": "Bob"},
+            "project": {"path_with_namespace": "g/p", "git_http_url": "https://gitlab.com/g/p.git"},
+            "object_attributes": {
+                "iid": 3, "title": "T", "url": "https://gitlab.com/g/p/-/merge_requests/3",
+                "action": action, "oldrev": oldrev, "source_branch": "f", "target_branch": "dev",
+                "source_project_id": source, "target_project_id": 1,
+                "last_commit": {"id": "abc123"}
+            }
+        })
+    };
+    for (action, oldrev) in [("open", None), ("reopen", None), ("update", Some("0ld"))] {
+        let HookEvent::Pull(p) =
+            pull_of(Forge::GitLab, "Merge Request Hook", mr(action, oldrev, 1))
+        else {
+            panic!("{action}: not a merge request")
+        };
+        assert_eq!(p.change.revision.as_deref(), Some("abc123"));
+        assert_eq!(p.change.branch.as_deref(), Some("dev"));
+        assert_eq!(p.change.who, "bob");
+        assert_eq!(p.properties["pr_forge"], "gitlab");
+        assert_eq!(
+            p.properties["pr_url"],
+            "https://gitlab.com/g/p/-/merge_requests/3"
+        );
+        assert!(!p.properties.contains_key("pr_from_fork"));
+    }
+    for (action, oldrev) in [("update", None), ("close", None), ("merge", None)] {
+        let e = pull_of(Forge::GitLab, "Merge Request Hook", mr(action, oldrev, 1));
+        assert!(matches!(e, HookEvent::Other(_)), "{action}: {e:?}");
+    }
+    let HookEvent::Pull(p) = pull_of(Forge::GitLab, "Merge Request Hook", mr("open", None, 9))
+    else {
+        panic!("not a merge request")
+    };
+    assert_eq!(p.properties["pr_from_fork"], "true");
+}

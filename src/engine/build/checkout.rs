@@ -59,10 +59,12 @@ pub(super) async fn checkout(
     // A try build: its patch, applied after the checkout (an empty one tests the
     // base revision as it is).
     let patch = ctx.claimed.patch.clone().filter(|p| !p.diff.is_empty());
+    let pull = pull_ref_of(&ctx.claimed.properties);
     let plan = kind
         .checkout(&step.workdir, branch.as_deref(), revision.as_deref())
         .map(|c| c.with_mirrors(&mirrors))
         .map(|c| c.with_patch(patch.as_ref().map(|p| p.level)))
+        .map(|c| c.with_pull_ref(pull.as_deref()))
         .and_then(|c| c.plan());
     let plan = match plan {
         Ok(p) => p,
@@ -258,6 +260,17 @@ pub(super) async fn checkout(
     }
 }
 
+/// A pull request's head ref for a Build whose BuildSet came from a `pull`
+/// Change: made again here from `pr_number` (digits only) and `pr_forge`
+/// (`gitlab`: merge requests), never taken from a property as it is.
+pub(crate) fn pull_ref_of(props: &BTreeMap<String, String>) -> Option<String> {
+    let number = props.get(crate::sources::checkout::PR_NUMBER_PROPERTY)?;
+    let gitlab = props
+        .get(crate::sources::checkout::PR_FORGE_PROPERTY)
+        .is_some_and(|f| f == "gitlab");
+    crate::sources::checkout::pull_ref(number.trim(), gitlab)
+}
+
 /// The arguments of a native `git`/`hg` command: the checkout's settings, from which
 /// the slave builds the same plan (`slave/commands/vc.rs`).
 fn native_args(ctx: &BuildContext, step: &StepSpec, builder_dir: &str) -> Option<Value> {
@@ -303,6 +316,9 @@ fn native_args(ctx: &BuildContext, step: &StepSpec, builder_dir: &str) -> Option
     ];
     if let Some(r) = ctx.claimed.revision.as_deref().filter(|r| !r.is_empty()) {
         entries.push(("revision", Value::from(r)));
+    }
+    if let Some(r) = pull_ref_of(&ctx.claimed.properties) {
+        entries.push(("pullRef", Value::from(r)));
     }
     if let Some(r) = retry {
         entries.push((

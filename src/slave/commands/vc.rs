@@ -161,6 +161,9 @@ pub fn prepare(name: &str, a: &Args<'_>, env: &SlaveEnv) -> Result<VcSpec, Strin
         branch: None,
         revision: a.opt_str("revision").map_err(err)?,
         patch_level: patch.as_ref().map(|(level, _)| *level),
+        // A pull request's head ref (`pullRef`); the plan refuses anything but
+        // refs/pull/N/head and refs/merge-requests/N/head.
+        pull_ref: a.opt_str("pullRef").map_err(err)?,
     };
     let plan = checkout.plan().map_err(|e| format!("{name}: {e}"))?;
     // The repository URL's credentials go to git/hg in the environment only;

@@ -28,6 +28,7 @@ fn checkout<'a>(source: &'a Source, mode: Mode, workdir: &'a str) -> Checkout<'a
         branch: None,
         revision: None,
         patch_level: None,
+        pull_ref: None,
     }
 }
 
@@ -1894,4 +1895,66 @@ fn arch_plans_register_the_archive_in_a_private_home() {
         checkout(&s, Mode::Update, "build").plan(),
         Err(CheckoutError::BadArchVersion(_))
     ));
+}
+
+#[test]
+fn pull_refs_are_made_from_digits_only() {
+    assert_eq!(pull_ref("7", false).as_deref(), Some("refs/pull/7/head"));
+    assert_eq!(
+        pull_ref("12", true).as_deref(),
+        Some("refs/merge-requests/12/head")
+    );
+    for bad in ["", "7a", "-1", "7/../x", " 7", "1234567890123456789"] {
+        assert_eq!(pull_ref(bad, false), None, "{bad:?}");
+    }
+    assert!(is_pull_ref("refs/pull/7/head"));
+    assert!(is_pull_ref("refs/merge-requests/7/head"));
+    for bad in [
+        "refs/pull/x/head",
+        "refs/heads/main",
+        "refs/pull/7/merge",
+        "--upload-pack=x",
+    ] {
+        assert!(!is_pull_ref(bad), "{bad}");
+    }
+}
+
+#[test]
+fn a_pull_request_fetches_the_head_ref_then_checks_the_head_out() {
+    let src = source(SourceKind::Git, "/srv/r.git", "main");
+    let mut c = checkout(&src, Mode::Update, "build");
+    c.revision = Some("c0ffee");
+    let plan = c.with_pull_ref(Some("refs/pull/7/head")).plan().unwrap();
+    assert_eq!(
+        plan.update[0],
+        shell(
+            &["git", "fetch", "--", "/srv/r.git", "refs/pull/7/head"],
+            "build"
+        )
+    );
+    let full: Vec<&CheckoutOp> = plan.full.iter().collect();
+    assert!(full.contains(&&shell(
+        &["git", "fetch", "--", "/srv/r.git", "refs/pull/7/head"],
+        "build"
+    )));
+    let CheckoutOp::Shell { argv, .. } = full.last().unwrap() else {
+        panic!("{full:?}")
+    };
+    assert!(argv.contains(&"c0ffee".to_string()), "{argv:?}");
+    // Through the mirror: the ref is fetched into it under its own name.
+    let mut m = checkout(&src, Mode::Update, "build");
+    m.mirror = true;
+    m.revision = Some("c0ffee");
+    let plan = m.with_pull_ref(Some("refs/pull/7/head")).plan().unwrap();
+    let prep = format!("{:?}", plan.mirror.unwrap().prepare);
+    assert!(
+        prep.contains("+refs/pull/7/head:refs/pull/7/head"),
+        "{prep}"
+    );
+    // Anything else is refused, and so is a pull request of another VC.
+    let bad = checkout(&src, Mode::Update, "build").with_pull_ref(Some("--upload-pack=sh"));
+    assert!(matches!(bad.plan(), Err(CheckoutError::PullRef(_))));
+    let hg = source(SourceKind::Hg, "/srv/h", "default");
+    let bad = checkout(&hg, Mode::Update, "build").with_pull_ref(Some("refs/pull/7/head"));
+    assert!(matches!(bad.plan(), Err(CheckoutError::PullRef(_))));
 }

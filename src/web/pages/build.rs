@@ -105,6 +105,29 @@ fn render_build(
     blame.sort();
     blame.dedup();
     let requests = &d.requests;
+    // A pull request's build links the request: its URL as the hook stored it,
+    // http(s) only (never a javascript: or data: link), escaped by maud.
+    let pull_request = d
+        .properties
+        .get("pr_url")
+        .map(|(u, _)| u.as_str())
+        .filter(|u| {
+            (u.starts_with("https://") || u.starts_with("http://"))
+                && !u.chars().any(|c| c.is_control() || c.is_whitespace())
+        })
+        .map(|u| {
+            let number = d
+                .properties
+                .get("pr_number")
+                .map(|(n, _)| n.as_str())
+                .unwrap_or("");
+            let title = d
+                .properties
+                .get("pr_title")
+                .map(|(t, _)| t.as_str())
+                .unwrap_or("");
+            (u, number, title)
+        });
     let body = html! {
         h1 { (builder_link(&b.builder)) " build #" (b.number) }
         div #build-part data-part="build" {
@@ -130,6 +153,12 @@ fn render_build(
                             Some(r) => (revision_link(r, Some(revlink.as_str()))),
                             None => "(latest)",
                         }
+                    }
+                }
+                @if let Some((url, number, title)) = pull_request {
+                    tr #build-pull-request {
+                        th { "pull request" }
+                        td { a href=(url) { "#" (number) } " " (title) }
                     }
                 }
                 tr { th { "blamelist" } td { (blame.join(", ")) } }

@@ -607,6 +607,19 @@ pub(crate) struct BuilderView {
     pub(crate) pending: i64,
 }
 
+/// Whether `factory`'s builders are in `category`: the factory's `category`,
+/// or `pull` for a factory that builds pull requests (`pullRequests`).
+pub(crate) fn in_category(
+    config: &crate::config::MasterConfig,
+    factory: &str,
+    category: &str,
+) -> bool {
+    config.factory(factory).is_some_and(|f| {
+        f.category == category
+            || (category == crate::web::change_hook::PULL_CATEGORY && f.pull_requests)
+    })
+}
+
 /// The configured builders (only `only` when given, only those of `category`
 /// when given), in configuration order, with their activity.
 pub(crate) async fn builder_states(
@@ -625,7 +638,7 @@ pub(crate) async fn builder_states(
         .builders()
         .into_iter()
         .filter(|b| only.is_none_or(|o| o == b.name))
-        .filter(|b| category.is_none_or(|c| c == category_of(&b.factory)))
+        .filter(|b| category.is_none_or(|c| in_category(&config, &b.factory, c)))
         .collect();
     let slots = builders
         .iter()

@@ -104,7 +104,7 @@ async fn render_waterfall(
     // `gcc-…` builder).
     let shown: Vec<_> = all
         .into_iter()
-        .filter(|b| category.is_empty() || b.category == category)
+        .filter(|b| category.is_empty() || super::in_category(&config, &b.factory, &category))
         .filter(|b| builder.is_empty() || b.name.contains(builder.as_str()))
         .collect();
     let names: Vec<String> = shown.iter().map(|b| b.name.clone()).collect();
@@ -152,15 +152,21 @@ async fn render_waterfall(
     } else {
         Vec::new()
     };
-    let cats: BTreeSet<&str> = config
+    let mut cats: BTreeSet<&str> = config
         .factories
         .iter()
         .map(|f| f.category.as_str())
         .filter(|c| !c.is_empty())
         .collect();
+    // `pull`: the builders of pull requests, and the requests' Changes.
+    let pull = crate::web::change_hook::PULL_CATEGORY;
+    if config.factories.iter().any(|f| f.pull_requests) {
+        cats.insert(pull);
+    }
     let changes: Vec<&CappedChange> = changes
         .iter()
         .filter(|c| branch.is_empty() || c.branch.as_deref() == Some(branch.as_str()))
+        .filter(|c| category != pull || c.category == pull)
         .collect();
     let first_build = pc
         .ctx
