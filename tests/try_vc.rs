@@ -1,11 +1,13 @@
-//! `autobot try` from svn, bzr and darcs working trees (issue 25), end to end: the
-//! real binary in a developer's working copy finds the tree, its base revision
-//! (svn's revision, bzr's revno, the newest darcs patch's hash) and its diff
-//! (`svn diff`, `brz diff`, `darcs diff -u`) — a modified file, an added one and a
-//! removed one — and sends them to a real master; the autobot slave checks out the
-//! base revision (not the newer upstream commit made since) and applies the patch
-//! with patch(1), and `--wait` reports success. A patch that does not apply fails
-//! the checkout step, the rejected hunk in its log.
+//! `autobot try` from svn, bzr, darcs, cvs and arch working trees (issue 25), end
+//! to end: the real binary in a developer's working copy finds the tree, its base
+//! revision (svn's revision, bzr's revno, the newest darcs patch's hash, the time
+//! of the try for cvs, tla's tree revision) and its diff (`svn diff`, `brz diff`,
+//! `darcs diff -u`, `cvs diff -u -N`, `diff -ruN` against the Arch revision
+//! exported) — a modified file, an added one and a removed one — and sends them to
+//! a real master; the autobot slave checks out the base revision (not the newer
+//! upstream commit made since; cvs has none: its base is now) and applies the
+//! patch with patch(1), and `--wait` reports success. A patch that does not apply
+//! fails the checkout step, the rejected hunk in its log.
 //!
 //! Without the tool the test fails under `CI=true` and prints SKIP elsewhere.
 
@@ -69,8 +71,9 @@ fn ini(source: &str) -> String {
     )
 }
 
-/// Run `autobot try ARGS` in `cwd` (off the async runtime).
-async fn try_in(m: &autobot::app::Master, more: &[&str], cwd: &Path) -> Output {
+/// Run `autobot try ARGS` in `cwd` (off the async runtime), HOME at `home` (the
+/// work tree itself but for Arch, which keeps the developer's archives there).
+async fn try_in_home(m: &autobot::app::Master, more: &[&str], cwd: &Path, home: &Path) -> Output {
     let mut args: Vec<String> = vec![
         "try".into(),
         "--master".into(),
@@ -82,11 +85,12 @@ async fn try_in(m: &autobot::app::Master, more: &[&str], cwd: &Path) -> Output {
     ];
     args.extend(more.iter().map(|s| s.to_string()));
     let cwd = cwd.to_path_buf();
+    let home = home.to_path_buf();
     tokio::task::spawn_blocking(move || {
         Command::new(autobot_bin())
             .args(&args)
             .current_dir(&cwd)
-            .env("HOME", &cwd)
+            .env("HOME", &home)
             .stdin(Stdio::null())
             .output()
             .unwrap()
@@ -114,17 +118,31 @@ async fn newest(m: &EngineMaster, builder: &str) -> i64 {
 /// A try from `work` (whose base is `base`) builds with the patch applied; a
 /// patch that does not apply (`--diff`, `-p0`) fails the checkout step.
 async fn try_builds_and_a_bad_patch_fails(source: &str, work: &Path, base: &str, vc: &str) {
+    try_builds_from(source, work, Some(base), vc, work).await;
+}
+
+/// [`try_builds_and_a_bad_patch_fails`] where the base is whatever try says
+/// (`None`: CVS's, the time of the try).
+async fn try_builds_from(source: &str, work: &Path, base: Option<&str>, vc: &str, home: &Path) {
     let m = EngineMaster::start(&ini(source), Duration::from_secs(30)).await;
     let _slave = m.slave().await;
     let builder = format!("proj-{SLAVE}");
 
-    let dry = try_in(&m.master, &["--dryrun"], work).await;
+    let dry = try_in_home(&m.master, &["--dryrun"], work, home).await;
     let out = text(&dry);
     assert!(dry.status.success(), "{out}");
     assert!(out.contains(&format!("vc: {vc}")), "{out}");
-    assert!(out.contains(&format!("base revision: {base}")), "{out}");
+    let said = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("base revision: "))
+        .unwrap_or_else(|| panic!("no base revision in {out}"))
+        .to_string();
+    if let Some(base) = base {
+        assert_eq!(said, base, "{out}");
+    }
+    let base = said.as_str();
 
-    let o = try_in(&m.master, &["--wait"], work).await;
+    let o = try_in_home(&m.master, &["--wait"], work, home).await;
     let out = text(&o);
     let n = newest(&m, &builder).await;
     assert!(
@@ -147,7 +165,7 @@ async fn try_builds_and_a_bad_patch_fails(source: &str, work: &Path, base: &str,
 
     let patch = work.join("bad.diff");
     std::fs::write(&patch, BAD_PATCH).unwrap();
-    let o = try_in(
+    let o = try_in_home(
         &m.master,
         &[
             "--wait",
@@ -160,6 +178,7 @@ async fn try_builds_and_a_bad_patch_fails(source: &str, work: &Path, base: &str,
             patch.to_str().unwrap(),
         ],
         work,
+        home,
     )
     .await;
     let out = text(&o);
@@ -354,6 +373,139 @@ async fn a_darcs_repository_is_tried() {
         &work,
         &base,
         "darcs",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cvs_working_copy_is_tried() {
+    if !support::need_tools(&[
+        ("cvs", "apt-get install cvs"),
+        ("patch", "apt-get install patch"),
+    ]) {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let cvsroot = root.path().join("cvsroot");
+    let cvs = |dir: &Path, args: &[&str]| {
+        support::run_ok(
+            Command::new("cvs")
+                .arg("-f")
+                .args(args)
+                .current_dir(dir)
+                .env("HOME", root.path())
+                .env("LC_ALL", "C"),
+        )
+    };
+    cvs(root.path(), &["-d", cvsroot.to_str().unwrap(), "init"]);
+    let import = root.path().join("import");
+    write_base(&import);
+    cvs(
+        &import,
+        &[
+            "-d",
+            cvsroot.to_str().unwrap(),
+            "-q",
+            "import",
+            "-m",
+            "base",
+            "proj",
+            "vendor",
+            "start",
+        ],
+    );
+    cvs(
+        root.path(),
+        &[
+            "-d",
+            cvsroot.to_str().unwrap(),
+            "-q",
+            "checkout",
+            "-d",
+            "work",
+            "proj",
+        ],
+    );
+    let work = root.path().join("work");
+    // The base of a CVS try is the time of the try (as Buildbot's): a commit
+    // made upstream before it is in the tree, so this test has none.
+    change_tree(&work);
+    cvs(&work, &["-q", "add", "added.txt"]);
+    std::fs::remove_file(work.join("removed.txt")).unwrap();
+    cvs(&work, &["-q", "rm", "removed.txt"]);
+    // From a subdirectory-free tree's top and the CVS date form.
+    try_builds_from(
+        &format!("cvs = {} proj", cvsroot.display()),
+        &work,
+        None,
+        "cvs",
+        &work,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_arch_tree_is_tried() {
+    if !support::need_tools(&[
+        ("tla", "apt-get install tla"),
+        ("patch", "apt-get install patch"),
+        ("diff", "apt-get install diffutils"),
+    ]) {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("home");
+    let archive = root.path().join("archive");
+    let upstream = root.path().join("upstream");
+    std::fs::create_dir_all(&home).unwrap();
+    const ARCHIVE: &str = "ann@example.org--try";
+    const VERSION: &str = "proj--main--0";
+    // tla reads the developer's ~/.arch-params: a HOME of the test's own, for
+    // `autobot try` too.
+    let tla = |dir: &Path, args: &[&str]| {
+        support::run_ok(
+            Command::new("tla")
+                .args(args)
+                .current_dir(dir)
+                .env("HOME", &home),
+        )
+    };
+    tla(root.path(), &["my-id", "Ann <ann@example.org>"]);
+    tla(
+        root.path(),
+        &["make-archive", ARCHIVE, archive.to_str().unwrap()],
+    );
+    tla(root.path(), &["my-default-archive", ARCHIVE]);
+    tla(root.path(), &["archive-setup", VERSION]);
+    write_base(&upstream);
+    tla(&upstream, &["init-tree", VERSION]);
+    tla(&upstream, &["add", "check.sh", "greeting", "removed.txt"]);
+    tla(&upstream, &["import", "-L", "base"]);
+    let work = root.path().join("work");
+    tla(
+        root.path(),
+        &[
+            "get",
+            &format!("{ARCHIVE}/{VERSION}"),
+            work.to_str().unwrap(),
+        ],
+    );
+    let base = tla(&work, &["tree-revision"]).trim().to_string();
+    std::fs::write(upstream.join("later.txt"), "later\n").unwrap();
+    tla(&upstream, &["add", "later.txt"]);
+    tla(&upstream, &["commit", "-s", "later"]);
+    change_tree(&work);
+    tla(&work, &["add", "added.txt"]);
+    tla(&work, &["rm", "removed.txt"]);
+    try_builds_from(
+        &format!(
+            "arch = {ARCHIVE}/{VERSION}\narchiveLocation = {}",
+            archive.display()
+        ),
+        &work,
+        Some(&base),
+        "arch",
+        &home,
     )
     .await;
 }

@@ -8,7 +8,10 @@
 //! `hg diff --git`; svn: the working copy's revision (`svn info`) and `svn diff`
 //! (applied with `-p0`); bzr: the tree's revno (`brz revno --tree`) and
 //! `brz diff`; darcs: the hash of the newest recorded patch (the repository's
-//! context, as `darcs log --last=1` names it) and `darcs diff -u` — or takes a ready patch (`--diff FILE|-`, with `--baserev`),
+//! context, as `darcs log --last=1` names it) and `darcs diff -u`; cvs: now, as a
+//! CVS date (as Buildbot's try: CVS has no tree revision), and `cvs diff -u -N`
+//! (`-p0`); arch: `tla tree-revision` and a `diff -ruN` against that revision
+//! exported — or takes a ready patch (`--diff FILE|-`, with `--baserev`),
 //! and sends the (revision, patch) pair to the master's slaveport (WebSocket
 //! `/try`, HTTP Basic with a `users` pair of the master's `[try]`). The master
 //! builds it on the chosen builders with the patch applied. `--wait` follows every
@@ -43,6 +46,9 @@ The working tree's version control is found from the current directory (or --vc)
   svn    base: svn info's revision;                 patch: svn diff (-p0)
   bzr    base: brz revno --tree;                    patch: brz diff (-p1)
   darcs  base: the newest recorded patch's hash;    patch: darcs diff -u (-p1)
+  cvs    base: now, as a CVS date (update first!);  patch: cvs diff -u -N (-p0)
+  arch   base: tla tree-revision;                   patch: diff -ruN of the tree
+                                                    against that revision exported (-p1)
 The slave checks out the base revision and applies the patch (git apply, hg import,
 else patch(1)); a patch that does not apply fails the checkout step.
 
@@ -72,8 +78,8 @@ pub struct TryArgs {
     pub builders: Vec<String>,
     /// The version-control system of the working tree [default: `try_vc`, else
     /// found from the current directory: git, hg, svn (`svn info`), bzr (`brz root`),
-    /// darcs (`darcs show repo`)].
-    #[arg(long, value_parser = ["git", "hg", "svn", "bzr", "darcs"])]
+    /// darcs (`darcs show repo`), cvs (a `CVS/Root` file), arch (`tla tree-root`)].
+    #[arg(long, value_parser = ["git", "hg", "svn", "bzr", "darcs", "cvs", "arch"])]
     pub vc: Option<String>,
     /// The branch the base revision is on [default: `try_branch`, else git: the
     /// upstream's branch, hg: the working directory's branch, svn, bzr and darcs:
@@ -88,8 +94,8 @@ pub struct TryArgs {
     #[arg(long, value_name = "FILE")]
     pub diff: Option<PathBuf>,
     /// Strip N leading path components from the patch's file names (`patch -pN`)
-    /// [default: 0 for svn, whose `svn diff` has no a/ b/ prefixes; 1 for git, hg,
-    /// bzr and darcs diffs].
+    /// [default: 0 for svn and cvs, whose diffs have no a/ b/ prefixes; 1 for git,
+    /// hg, bzr, darcs and arch diffs].
     #[arg(short = 'p', long = "patchlevel")]
     pub patchlevel: Option<u32>,
     /// Extra build properties, `k=v,k2=v2`.
@@ -207,7 +213,11 @@ pub fn try_cmd(args: &TryArgs) -> anyhow::Result<ExitCode> {
         baserev: found.baserev.clone(),
         patch_level: args
             .patchlevel
-            .unwrap_or(if found.vc == "svn" { 0 } else { 1 }),
+            .unwrap_or(if matches!(found.vc.as_str(), "svn" | "cvs") {
+                0
+            } else {
+                1
+            }),
         patch: base64::engine::general_purpose::STANDARD.encode(&found.patch),
         properties,
         comment,
@@ -480,6 +490,44 @@ fn vc_text(dir: &Path, program: &str, args: &[&str]) -> anyhow::Result<String> {
         .to_string())
 }
 
+/// The top of the CVS working copy holding `dir`: the highest directory up from
+/// it with a `CVS/Root` naming the same repository.
+fn cvs_top(dir: &Path) -> anyhow::Result<String> {
+    let root_of = |d: &Path| std::fs::read_to_string(d.join("CVS").join("Root")).ok();
+    let root = root_of(dir).ok_or_else(|| anyhow!("{} has no CVS/Root", dir.display()))?;
+    let mut top = dir.canonicalize()?;
+    while let Some(parent) = top.parent() {
+        if root_of(parent).as_deref() != Some(root.as_str()) {
+            break;
+        }
+        top = parent.to_path_buf();
+    }
+    Ok(top.display().to_string())
+}
+
+/// The patch of an Arch tree against its revision `base`: `tla changes --diffs`
+/// shows added files by absolute paths and removed ones not at all, so the base
+/// is exported beside a link to the tree and `diff -ruN` compares the two, the
+/// project tree's metadata (`{arch}`, `.arch-ids`, `,,*`, `++*`) left out; paths
+/// as `a/FILE`, `b/FILE` (`-p1`).
+fn arch_diff(top: &Path, base: &str) -> anyhow::Result<Vec<u8>> {
+    let scratch = tempfile::Builder::new()
+        .prefix("autobot-try-")
+        .tempdir()
+        .context("cannot make a scratch directory")?;
+    let a = scratch.path().join("a");
+    vc_output(top, "tla", &["export", base, &a.display().to_string()])?;
+    std::os::unix::fs::symlink(top, scratch.path().join("b"))
+        .context("cannot link the tree into the scratch directory")?;
+    let mut args = vec!["-ruN"];
+    for x in ["{arch}", ".arch-ids", ",,*", "++*", ".arch-inventory"] {
+        args.extend(["--exclude", x]);
+    }
+    // `b` is a link: diff follows its operands.
+    args.extend(["a", "b"]);
+    vc_output_rc(scratch.path(), "diff", &args, &[0, 1])
+}
+
 /// Which VC holds `dir`, and its top directory.
 fn detect(dir: &Path, vc: Option<&str>) -> anyhow::Result<(String, PathBuf)> {
     let top = |kind: &str| -> anyhow::Result<String> {
@@ -495,21 +543,23 @@ fn detect(dir: &Path, vc: Option<&str>) -> anyhow::Result<(String, PathBuf)> {
                     .map(|r| r.trim().to_string())
                     .ok_or_else(|| anyhow!("`darcs show repo` names no Root: {out}"))
             }
+            "cvs" => cvs_top(dir),
+            "arch" => vc_text(dir, "tla", &["tree-root"]),
             other => bail!(
-                "--vc {other:?}: autobot builds git, hg, svn, bzr and darcs (give one of those)"
+                "--vc {other:?}: autobot builds git, hg, svn, bzr, darcs, cvs and arch (give one of those)"
             ),
         }
     };
     match vc {
         Some(kind) => Ok((kind.to_string(), PathBuf::from(top(kind)?))),
         None => {
-            for kind in ["git", "hg", "svn", "bzr", "darcs"] {
+            for kind in ["git", "hg", "svn", "bzr", "darcs", "cvs", "arch"] {
                 if let Ok(t) = top(kind) {
                     return Ok((kind.to_string(), PathBuf::from(t)));
                 }
             }
             bail!(
-                "{} is not in a git, hg, svn, bzr or darcs working tree; run try from your working tree, or send a ready patch with --diff FILE --baserev REV",
+                "{} is not in a git, hg, svn, bzr, darcs, cvs or arch working tree; run try from your working tree, or send a ready patch with --diff FILE --baserev REV",
                 dir.display()
             )
         }
@@ -600,6 +650,28 @@ pub fn from_tree(dir: &Path, vc: Option<&str>, branch: Option<&str>) -> anyhow::
             anyhow!("the darcs repository has no recorded patch to base a try on (`darcs record` one first)")
         })?;
         let patch = vc_output(&top, "darcs", &["diff", "-u"])?;
+        Ok(Found {
+            vc,
+            branch: branch.map(str::to_string),
+            baserev: Some(base),
+            patch,
+        })
+    } else if vc == "cvs" {
+        // As Buildbot's try: CVS has no revision of a whole tree, so the base is
+        // now (a CVS date the slave checks out with -D): update before a try.
+        // `cvs diff` exits 1 when there are differences; -N shows added and
+        // removed files, paths relative to the top of the working copy.
+        let base = format!("{} +0000", crate::calendar::ymd_hms(crate::calendar::now()));
+        let patch = vc_output_rc(&top, "cvs", &["-f", "-q", "diff", "-u", "-N"], &[0, 1])?;
+        Ok(Found {
+            vc,
+            branch: branch.map(str::to_string),
+            baserev: Some(base),
+            patch,
+        })
+    } else if vc == "arch" {
+        let base = vc_text(&top, "tla", &["tree-revision"])?;
+        let patch = arch_diff(&top, &base)?;
         Ok(Found {
             vc,
             branch: branch.map(str::to_string),
