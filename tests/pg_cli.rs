@@ -177,12 +177,8 @@ fn upgrade_db_on_sqlite_says_from_which_version_to_which() {
     // An older database: one version behind.
     autobot::db::backup::set_schema_version(&dir.join("state.sqlite"), known as i64 - 1).unwrap();
     let c = rusqlite::Connection::open(dir.join("state.sqlite")).unwrap();
-    c.execute_batch(
-        "DROP INDEX logs_to_compress; DROP INDEX logs_kept; DROP INDEX buildsets_by_sourcestamp;
-         DROP INDEX builds_by_sourcestamp; DROP INDEX scheduler_buildsets_by_buildset;
-         ALTER TABLE logs DROP COLUMN stored;",
-    )
-    .unwrap();
+    // What the last migration (12: pull requests' Change properties) made.
+    c.execute_batch("DROP TABLE change_properties;").unwrap();
     drop(c);
     let a = autobot()
         .args(["upgrade-db", dir.to_str().unwrap()])

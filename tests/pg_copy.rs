@@ -153,7 +153,13 @@ fn fill_the_rest(state: &Path) {
          INSERT OR IGNORE INTO notified_builds VALUES ((SELECT MIN(id) FROM builds), 'finished');
          INSERT INTO sourcestamp_patches VALUES ((SELECT MAX(id) FROM sourcestamps), 1,
                    X'2D2D2D20610A2B2B2B20620AFF', 'zoë', 'try it');
-         INSERT OR REPLACE INTO slaves(name, connected, admin) VALUES ('extra', 0, NULL);",
+         INSERT OR REPLACE INTO slaves(name, connected, admin) VALUES ('extra', 0, NULL);
+         INSERT INTO artifacts(build_id, builder, number, path, size, sha256, created_at)
+           VALUES ((SELECT MIN(id) FROM builds), 'proj', 1, 'dist/app.tar.gz', 1234,
+                   'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855',
+                   1700000600.5);
+         INSERT INTO change_properties VALUES ((SELECT MIN(id) FROM changes), 'pr_number', '7'),
+                  ((SELECT MIN(id) FROM changes), 'pr_title', 'Fix «it»');",
     )
     .unwrap();
 }

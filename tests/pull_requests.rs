@@ -509,22 +509,9 @@ async fn gitlab_and_gitea_requests_on_a_stock_buildbot_worker() {
         check_step(&fifo)
     );
     let m = start(root.path(), &factories).await;
-    let sdir = m.dir.path().join("worker");
-    let _worker = match support::Impl::BuildbotWorker
-        .start(&sdir, m.master.slaveport(), SLAVE, PASSWORD)
-        .await
-    {
-        Ok(w) => w,
-        Err(why) => {
-            support::skip(&why);
-            return;
-        }
+    let Some(_worker) = m.worker().await else {
+        return;
     };
-    m.master
-        .registry()
-        .wait_connected(SLAVE, DEADLINE)
-        .await
-        .expect("buildbot-worker connects");
     // An update without a new commit (a new title) builds nothing.
     let mut quiet: Value =
         serde_json::from_slice(&gitlab_payload("update", &repo.url(), "main", &repo.head)).unwrap();

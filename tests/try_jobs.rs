@@ -536,22 +536,9 @@ async fn a_git_tree_is_tried_on_a_buildbot_worker() {
         Duration::from_secs(30),
     )
     .await;
-    let sdir = m.dir.path().join("worker");
-    let _worker = match support::Impl::BuildbotWorker
-        .start(&sdir, m.master.slaveport(), SLAVE, PASSWORD)
-        .await
-    {
-        Ok(w) => w,
-        Err(why) => {
-            support::skip(&why);
-            return;
-        }
+    let Some(_worker) = m.worker().await else {
+        return;
     };
-    m.master
-        .registry()
-        .wait_connected(SLAVE, DEADLINE)
-        .await
-        .expect("buildbot-worker connects");
     let builder = format!("proj-{SLAVE}");
     let o = try_in(&args(&m.master, &["--wait"]), &work, &home, None).await;
     let out = text(&o);

@@ -39,16 +39,7 @@ const ARCHIVE: &str = "ann@example.org--2026";
 const VERSION: &str = "ann@example.org--2026/proj--main--1.0";
 
 fn have_tla() -> bool {
-    let ok = Command::new("tla")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        support::skip("`tla` is not installed (Debian: tla)");
-    }
-    ok
+    support::need_tools(&[("tla", "Debian: tla")])
 }
 
 /// An archive with version [`VERSION`] and a project tree to commit from; the
@@ -193,21 +184,9 @@ async fn a_stock_buildbot_worker_builds_arch_through_shell() {
     );
     let m = EngineMaster::start(&master_ini(&factories, ""), Duration::from_secs(30)).await;
     let sdir = m.dir.path().join("worker");
-    let _worker = match support::Impl::BuildbotWorker
-        .start(&sdir, m.master.slaveport(), SLAVE, PASSWORD)
-        .await
-    {
-        Ok(w) => w,
-        Err(why) => {
-            support::skip(&why);
-            return;
-        }
+    let Some(_worker) = m.worker().await else {
+        return;
     };
-    m.master
-        .registry()
-        .wait_connected(SLAVE, DEADLINE)
-        .await
-        .expect("buildbot-worker connects");
     let builder = format!("proj-{SLAVE}");
     let b1 = force(&m, &builder, 1, None, "success").await;
     assert_eq!(prop(&b1, "got_revision"), r1);

@@ -37,16 +37,7 @@ use engine_common::*;
 use vc_common::*;
 
 fn have_cvs() -> bool {
-    let ok = Command::new("cvs")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        support::skip("`cvs` is not installed (Debian: cvs)");
-    }
-    ok
+    support::need_tools(&[("cvs", "Debian: cvs")])
 }
 
 /// A CVSROOT with module `proj` (imported with `a.txt` = "one") and a working
@@ -347,22 +338,9 @@ async fn a_stock_buildbot_worker_builds_cvs_through_shell() {
         repo.source()
     );
     let m = EngineMaster::start(&master_ini(&factories, ""), Duration::from_secs(30)).await;
-    let sdir = m.dir.path().join("worker");
-    let _worker = match support::Impl::BuildbotWorker
-        .start(&sdir, m.master.slaveport(), SLAVE, PASSWORD)
-        .await
-    {
-        Ok(w) => w,
-        Err(why) => {
-            support::skip(&why);
-            return;
-        }
+    let Some(_worker) = m.worker().await else {
+        return;
     };
-    m.master
-        .registry()
-        .wait_connected(SLAVE, DEADLINE)
-        .await
-        .expect("buildbot-worker connects");
     let builder = format!("proj-{SLAVE}");
     let b1 = force(&m, &builder, 1, None, "success").await;
     assert!(is_cvs_date(prop(&b1, "got_revision")));

@@ -241,22 +241,9 @@ async fn a_stock_buildbot_worker_builds_svn_through_shell() {
         repo.url("")
     );
     let m = EngineMaster::start(&master_ini(&factories, ""), Duration::from_secs(30)).await;
-    let sdir = m.dir.path().join("worker");
-    let _worker = match support::Impl::BuildbotWorker
-        .start(&sdir, m.master.slaveport(), SLAVE, PASSWORD)
-        .await
-    {
-        Ok(w) => w,
-        Err(why) => {
-            support::skip(&why);
-            return;
-        }
+    let Some(_worker) = m.worker().await else {
+        return;
     };
-    m.master
-        .registry()
-        .wait_connected(SLAVE, DEADLINE)
-        .await
-        .expect("buildbot-worker connects");
     let builder = format!("proj-{SLAVE}");
     let b1 = force(&m, &builder, 1, None, "success").await;
     assert_eq!(prop(&b1, "got_revision"), r1);

@@ -316,7 +316,9 @@ pub fn copy_sqlite_to_pg(
         let types: Vec<Type> = kinds.iter().map(|k| k.pg_type()).collect();
         let mut st = src
             .prepare(&format!(
-                "SELECT rowid, {} FROM {} ORDER BY rowid",
+                // No rowid: a WITHOUT ROWID table has none (rows are named by
+                // their place in the copy instead).
+                "SELECT {} FROM {}",
                 names.join(", "),
                 ident(t)
             ))
@@ -332,11 +334,10 @@ pub fn copy_sqlite_to_pg(
         let mut writer = postgres::binary_copy::BinaryCopyInWriter::new(writer, &types);
         let mut n = 0u64;
         while let Some(row) = rows.next().map_err(sq)? {
-            let rowid: i64 = row.get(0).map_err(sq)?;
             let mut cells = Vec::with_capacity(cols.len());
             for (i, (c, kind)) in cols.iter().enumerate() {
-                let v = row.get_ref(i + 1).map_err(sq)?;
-                let at = || format!("{} table {t}, row {rowid}, column {c}", sqlite.display());
+                let v = row.get_ref(i).map_err(sq)?;
+                let at = || format!("{} table {t}, row {}, column {c}", sqlite.display(), n + 1);
                 cells.push(cell(*kind, v, &at)?);
             }
             let values: Vec<&(dyn ToSql + Sync)> = cells.iter().map(Cell::as_sql).collect();

@@ -67,6 +67,28 @@ impl EngineMaster {
         s
     }
 
+    /// A stock buildbot-worker in `DIR/worker`, connected; `None` when it cannot
+    /// run here (after [`support::skip`], which fails under `CI=true`).
+    pub async fn worker(&self) -> Option<support::SlaveProc> {
+        let sdir = self.dir.path().join("worker");
+        let w = match support::Impl::BuildbotWorker
+            .start(&sdir, self.master.slaveport(), SLAVE, PASSWORD)
+            .await
+        {
+            Ok(w) => w,
+            Err(why) => {
+                support::skip(&why);
+                return None;
+            }
+        };
+        self.master
+            .registry()
+            .wait_connected(SLAVE, DEADLINE)
+            .await
+            .expect("buildbot-worker connects");
+        Some(w)
+    }
+
     pub async fn force(&self, builder: &str, req: ForceRequest) -> i64 {
         self.engine().force(builder, req).await.unwrap().request_id
     }
