@@ -433,15 +433,38 @@ fn rows(plan: &[Row<'_>], looks: &BoxLooks<'_>, waiting: &HashSet<i64>) -> Marku
                         (change_box(c, how))
                     }
                 }
-                @for cell in &r.cells {
-                    @match cell {
-                        None => td.idle {},
-                        Some(b) => (build_column(b, looks)),
+                @for run in cell_runs(&r.cells) {
+                    @match run {
+                        CellRun::Idle(1) => td.idle {},
+                        // A run of builders with nothing in this row: one cell
+                        // (500 builders × 60 rows of empty cells were most of a
+                        // big waterfall's bytes).
+                        CellRun::Idle(n) => td.idle colspan=(n) {},
+                        CellRun::Build(b) => (build_column(b, looks)),
                     }
                 }
             }
         }
     }
+}
+
+/// A row's cells as they are written: each build, and each run of empty cells.
+#[derive(Debug, PartialEq)]
+enum CellRun<'a, T> {
+    Idle(usize),
+    Build(&'a T),
+}
+
+fn cell_runs<T>(cells: &[Option<T>]) -> Vec<CellRun<'_, T>> {
+    let mut out = Vec::new();
+    for cell in cells {
+        match (cell, out.last_mut()) {
+            (None, Some(CellRun::Idle(n))) => *n += 1,
+            (None, _) => out.push(CellRun::Idle(1)),
+            (Some(b), _) => out.push(CellRun::Build(b)),
+        }
+    }
+    out
 }
 
 /// How a Change of the top row waits.
@@ -553,6 +576,33 @@ fn build_column(b: &WaterfallBuild, looks: &BoxLooks<'_>) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_of_empty_cells_become_one_cell() {
+        let cells = [
+            None,
+            None,
+            Some(1),
+            None,
+            Some(2),
+            Some(3),
+            None,
+            None,
+            None,
+        ];
+        assert_eq!(
+            cell_runs(&cells),
+            vec![
+                CellRun::Idle(2),
+                CellRun::Build(&1),
+                CellRun::Idle(1),
+                CellRun::Build(&2),
+                CellRun::Build(&3),
+                CellRun::Idle(3),
+            ]
+        );
+        assert_eq!(cell_runs::<i32>(&[]), vec![]);
+    }
     use crate::db::builds::BuildRow;
 
     fn build(id: i64, builder: &str, started_at: f64) -> WaterfallBuild {
