@@ -30,7 +30,7 @@ mod vc_common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use engine_common::*;
@@ -420,62 +420,14 @@ async fn sendchange_vc_cvs_takes_a_cvs_date() {
     let r1 = repo.commit(&[("a.txt", "one\n")], "first");
     repo.commit(&[("a.txt", "two\n")], "second");
     let url = format!("{} proj", repo.root.display());
-    let factories =
-        format!("[proj]\ntype = shell\ncvs = {url}\ntreeStable = 0\nstep.show = cat a.txt\n");
-    let m = EngineMaster::start(
-        &master_ini(
-            &factories,
-            "changeuser = hook\nchangepassword = s3cret\npollInterval = 3600\n",
-        ),
-        Duration::from_secs(30),
+    sendchange_builds_the_revision_sent(
+        &format!("cvs = {url}"),
+        "cvs",
+        &["--repository", &url],
+        ("1.2", "CVS date"),
+        &r1,
     )
     .await;
-    let _slave = m.slave().await;
-    let master = format!("127.0.0.1:{}", m.master.slaveport());
-    let send = |rev: &str| {
-        let mut cmd = Command::new(autobot_bin());
-        cmd.args(["sendchange", "--auth", "hook:s3cret", "--master", &master])
-            .args(["--username", "ann", "--vc", "cvs"])
-            .args(["--repository", &url, "--revision", rev, "a.txt"])
-            .current_dir(tmp.path())
-            .env("HOME", tmp.path())
-            .stdin(Stdio::null());
-        cmd
-    };
-    let out = tokio::task::spawn_blocking({
-        let mut c = send("1.2");
-        move || c.output().unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        err.contains("--vc cvs") && err.contains("CVS date"),
-        "{err}"
-    );
-    let out = tokio::task::spawn_blocking({
-        let mut c = send(&r1);
-        move || c.output().unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let builder = format!("proj-{SLAVE}");
-    wait_until("the sent Change's build", || async {
-        m.master
-            .db()
-            .build(&builder, 1)
-            .await
-            .unwrap()
-            .is_some_and(|b| b.build.result.is_some())
-    })
-    .await;
-    let b = m.build(&builder, 1).await;
-    assert_eq!(b.build.result.as_deref(), Some("success"), "{b:?}");
-    assert_eq!(prop(&b, "got_revision"), r1);
-    assert!(m.log_text(&builder, 1, "show").await.contains("one"));
-    m.master.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -383,62 +383,13 @@ async fn sendchange_vc_svn_builds_the_revision_sent() {
     let r1 = repo.commit("ann", "trunk", "a.txt", "one\n", "first");
     repo.commit("bob", "trunk", "a.txt", "two\n", "second");
     let base = repo.url("");
-    let factories = format!(
-        "[proj]\ntype = shell\nsvn = {base}#trunk\ntreeStable = 0\nstep.show = cat a.txt\n"
-    );
-    let m = EngineMaster::start(
-        &master_ini(
-            &factories,
-            "changeuser = hook\nchangepassword = s3cret\npollInterval = 3600\n",
-        ),
-        Duration::from_secs(30),
+    // Not an svn revision: refused before anything is sent.
+    sendchange_builds_the_revision_sent(
+        &format!("svn = {base}#trunk"),
+        "svn",
+        &["--branch", "trunk", "--repository", &base],
+        ("deadbeef", "revision number"),
+        &r1,
     )
     .await;
-    let _slave = m.slave().await;
-    let master = format!("127.0.0.1:{}", m.master.slaveport());
-    let send = |rev: &str| {
-        let mut cmd = Command::new(autobot_bin());
-        cmd.args(["sendchange", "--auth", "hook:s3cret", "--master", &master])
-            .args(["--username", "ann", "--vc", "svn", "--branch", "trunk"])
-            .args(["--repository", &base, "--revision", rev, "a.txt"])
-            .current_dir(tmp.path())
-            .env("HOME", tmp.path())
-            .stdin(Stdio::null());
-        cmd
-    };
-    // Not an svn revision: refused before anything is sent.
-    let out = tokio::task::spawn_blocking({
-        let mut c = send("deadbeef");
-        move || c.output().unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        err.contains("--vc svn") && err.contains("revision number"),
-        "{err}"
-    );
-    let out = tokio::task::spawn_blocking({
-        let mut c = send(&r1);
-        move || c.output().unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let builder = format!("proj-{SLAVE}");
-    wait_until("the sent Change's build", || async {
-        m.master
-            .db()
-            .build(&builder, 1)
-            .await
-            .unwrap()
-            .is_some_and(|b| b.build.result.is_some())
-    })
-    .await;
-    let b = m.build(&builder, 1).await;
-    assert_eq!(b.build.result.as_deref(), Some("success"), "{b:?}");
-    assert_eq!(prop(&b, "got_revision"), r1);
-    assert!(m.log_text(&builder, 1, "show").await.contains("one"));
-    m.master.shutdown().await;
 }

@@ -333,3 +333,75 @@ pub async fn commits_build_and_nothing_is_lost_while_the_master_is_down(
     assert_eq!(db.changes(100, None).await.unwrap().len(), 4);
     run.stop().await;
 }
+
+/// A master whose one factory `proj` checks out `source` (`treeStable = 0`, a
+/// `show` step printing `a.txt`) and takes Changes from `sendchange` (user `hook`),
+/// with an autobot slave: `sendchange --vc VC` (and `args`) of `bad` is refused
+/// before anything is sent, naming `--vc VC` and `why`; of `good` (whose `a.txt`
+/// is "one") it builds that revision green.
+pub async fn sendchange_builds_the_revision_sent(
+    source: &str,
+    vc: &str,
+    args: &[&str],
+    (bad, why): (&str, &str),
+    good: &str,
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let factories =
+        format!("[proj]\ntype = shell\n{source}\ntreeStable = 0\nstep.show = cat a.txt\n");
+    let m = EngineMaster::start(
+        &master_ini(
+            &factories,
+            "changeuser = hook\nchangepassword = s3cret\npollInterval = 3600\n",
+        ),
+        Duration::from_secs(30),
+    )
+    .await;
+    let _slave = m.slave().await;
+    let master = format!("127.0.0.1:{}", m.master.slaveport());
+    let send = |rev: &str| {
+        let mut cmd = std::process::Command::new(autobot_bin());
+        cmd.args(["sendchange", "--auth", "hook:s3cret", "--master", &master])
+            .args(["--username", "ann", "--vc", vc])
+            .args(args)
+            .args(["--revision", rev, "a.txt"])
+            .current_dir(tmp.path())
+            .env("HOME", tmp.path())
+            .stdin(std::process::Stdio::null());
+        cmd
+    };
+    let out = tokio::task::spawn_blocking({
+        let mut c = send(bad);
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains(&format!("--vc {vc}")) && err.contains(why),
+        "{err}"
+    );
+    let out = tokio::task::spawn_blocking({
+        let mut c = send(good);
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let builder = format!("proj-{SLAVE}");
+    wait_until("the sent Change's build", || async {
+        m.master
+            .db()
+            .build(&builder, 1)
+            .await
+            .unwrap()
+            .is_some_and(|b| b.build.result.is_some())
+    })
+    .await;
+    let b = m.build(&builder, 1).await;
+    assert_eq!(b.build.result.as_deref(), Some("success"), "{b:?}");
+    assert_eq!(prop(&b, "got_revision"), good);
+    assert!(m.log_text(&builder, 1, "show").await.contains("one"));
+    m.master.shutdown().await;
+}
