@@ -71,18 +71,8 @@ fn setup(tmp: &Path, name: &str, mail_keys: &str) -> Pair {
         ),
     )
     .unwrap();
-    autobot(&[
-        "create-slave",
-        sdir.to_str().unwrap(),
-        &format!("127.0.0.1:{sp}"),
-        "s1",
-        "pw",
-    ]);
     autobot(&["start", mdir.to_str().unwrap()]);
-    autobot(&["start", sdir.to_str().unwrap()]);
-    wait_until("the slave to connect", Duration::from_secs(30), || {
-        connected_count(hp) == 1
-    });
+    start_slave_daemon(&sdir, sp, hp, "s1");
     Pair { mdir, sdir, hp }
 }
 

@@ -131,18 +131,8 @@ fn main() {
             [],
         )
         .unwrap();
-    autobot(&[
-        "create-slave",
-        sdir.to_str().unwrap(),
-        &format!("127.0.0.1:{sp}"),
-        "t1",
-        "pw",
-    ]);
     autobot(&["start", mdir.to_str().unwrap()]);
-    autobot(&["start", sdir.to_str().unwrap()]);
-    wait_until("the slave to connect", Duration::from_secs(60), || {
-        connected_count(hp) >= 1
-    });
+    start_slave_daemon(&sdir, sp, hp, "t1");
     // Warm-up: the builder's directory on the slave, the pages' caches.
     throughput(hp, 5);
     waterfall(hp, 10);

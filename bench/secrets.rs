@@ -92,18 +92,8 @@ fn run(tmp: &Path, name: &str, with_secrets: bool, log_bytes: u64) -> (f64, f64)
         ),
     )
     .unwrap();
-    autobot(&[
-        "create-slave",
-        sdir.to_str().unwrap(),
-        &format!("127.0.0.1:{sp}"),
-        "s1",
-        "pw",
-    ]);
     autobot(&["start", mdir.to_str().unwrap()]);
-    autobot(&["start", sdir.to_str().unwrap()]);
-    wait_until("the slave to connect", Duration::from_secs(30), || {
-        connected_count(hp) == 1
-    });
+    start_slave_daemon(&sdir, sp, hp, "s1");
     let mpid = pid_of(&mdir);
     let cpu0 = cpu_secs(mpid);
     let r = autobot::cli::http::request(

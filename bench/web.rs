@@ -429,17 +429,7 @@ fn now_secs() -> f64 {
 
 fn sse_latency(tmp: &Path, sp: u16, hp: u16) -> PathBuf {
     let sdir = tmp.join("web-slave");
-    autobot(&[
-        "create-slave",
-        sdir.to_str().unwrap(),
-        &format!("127.0.0.1:{sp}"),
-        "s0",
-        "pw",
-    ]);
-    autobot(&["start", sdir.to_str().unwrap()]);
-    wait_until("the slave to connect", Duration::from_secs(30), || {
-        connected_count(hp) >= 1
-    });
+    start_slave_daemon(&sdir, sp, hp, "s0");
     let mut events = Sse::open(hp, "/events");
     let r = autobot::cli::http::request(
         "127.0.0.1",

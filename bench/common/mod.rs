@@ -230,6 +230,23 @@ pub async fn start_slave(dir: &Path, port: u16, password: &str) -> autobot::daem
     handle
 }
 
+/// `create-slave NAME` in `sdir` for the master on slaveport `sp` (password
+/// `pw`), `autobot start` it, and wait until the master's web port `hp` shows a
+/// slave connected: the daemon slave every bench that runs real daemons starts.
+pub fn start_slave_daemon(sdir: &Path, sp: u16, hp: u16, name: &str) {
+    autobot(&[
+        "create-slave",
+        sdir.to_str().unwrap(),
+        &format!("127.0.0.1:{sp}"),
+        name,
+        "pw",
+    ]);
+    autobot(&["start", sdir.to_str().unwrap()]);
+    wait_until("the slave to connect", Duration::from_secs(60), || {
+        connected_count(hp) >= 1
+    });
+}
+
 /// A master in `dir/master` with `ini` as its master.ini, on free ports, and its
 /// in-process slave `s1` in `dir/slave` (see [`start_slave`]), once connected.
 pub async fn master_with_slave(
