@@ -74,8 +74,20 @@ pub enum DbError {
     },
     #[error("database query failed: {0}")]
     Query(#[from] rusqlite::Error),
+    #[error("database query failed: {0}")]
+    Sql(sql::SqlError),
     #[error("database task failed: {0}")]
     Task(String),
+}
+
+impl From<sql::SqlError> for DbError {
+    /// SQLite's own errors stay [`DbError::Query`], as before the backends met.
+    fn from(e: sql::SqlError) -> DbError {
+        match e {
+            sql::SqlError::Sqlite(e) => DbError::Query(e),
+            other => DbError::Sql(other),
+        }
+    }
 }
 
 /// A handle to the master's database; cheap to clone, shared by every task.
@@ -429,6 +441,26 @@ impl Db {
         })
         .await
         .map_err(|e| DbError::Task(e.to_string()))?
+    }
+
+    /// [`Db::write`] for queries written once for both backends ([`sql`]): `f`
+    /// runs in one write transaction of whichever backend the master uses,
+    /// committed when it returns `Ok`.
+    pub async fn write_sql<F, R>(&self, f: F) -> Result<R, DbError>
+    where
+        F: FnOnce(&mut dyn sql::Sql) -> Result<R, sql::SqlError> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.write(move |tx| Ok(f(&mut sql::Lite(tx))?)).await
+    }
+
+    /// [`Db::read`] for queries written once for both backends ([`sql`]).
+    pub async fn read_sql<F, R>(&self, f: F) -> Result<R, DbError>
+    where
+        F: FnOnce(&mut dyn sql::Sql) -> Result<R, sql::SqlError> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.read(move |c| Ok(f(&mut sql::Lite(c))?)).await
     }
 
     /// Fold the WAL back into the main file; called at shutdown so the directory

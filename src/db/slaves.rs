@@ -10,7 +10,7 @@
 
 use serde::Serialize;
 
-use super::sql::{Lite, Row, Sql, SqlError};
+use super::sql::{Row, Sql, SqlError};
 use super::{Db, DbError};
 
 /// What a slave reported about itself at connect time, as stored.
@@ -75,8 +75,7 @@ impl Db {
     /// mark it (and its open connection record) gone with `reason`.
     pub async fn slaves_reset(&self, reason: &str, at: i64) -> Result<(), DbError> {
         let reason = reason.to_string();
-        self.write(move |tx| Ok(reset(&mut Lite(tx), &reason, at)?))
-            .await
+        self.write_sql(move |db| reset(db, &reason, at)).await
     }
 
     /// Record a slave that just finished connecting; returns the connection id to
@@ -90,7 +89,7 @@ impl Db {
     ) -> Result<i64, DbError> {
         let name = name.to_string();
         let peer = peer.to_string();
-        self.write(move |tx| Ok(connected(&mut Lite(tx), &name, &peer, info, at)?))
+        self.write_sql(move |db| connected(db, &name, &peer, info, at))
             .await
     }
 
@@ -104,41 +103,31 @@ impl Db {
     ) -> Result<(), DbError> {
         let name = name.to_string();
         let reason = reason.to_string();
-        self.write(move |tx| {
-            Ok(disconnected(
-                &mut Lite(tx),
-                &name,
-                connection_id,
-                &reason,
-                at,
-            )?)
-        })
-        .await
+        self.write_sql(move |db| disconnected(db, &name, connection_id, &reason, at))
+            .await
     }
 
     /// The slave was heard from (keepalive answered).
     pub async fn slave_seen(&self, name: &str, at: i64) -> Result<(), DbError> {
         let name = name.to_string();
-        self.write(move |tx| Ok(seen(&mut Lite(tx), &name, at)?))
-            .await
+        self.write_sql(move |db| seen(db, &name, at)).await
     }
 
     /// Every slave the database knows, by name.
     pub async fn slaves(&self) -> Result<Vec<SlaveRow>, DbError> {
-        self.read(|c| Ok(all(&mut Lite(c))?)).await
+        self.read_sql(|db| all(db)).await
     }
 
     /// One slave, if the database knows it.
     pub async fn slave(&self, name: &str) -> Result<Option<SlaveRow>, DbError> {
         let name = name.to_string();
-        self.read(move |c| Ok(one(&mut Lite(c), &name)?)).await
+        self.read_sql(move |db| one(db, &name)).await
     }
 
     /// A slave's connections, newest first.
     pub async fn slave_connections(&self, name: &str) -> Result<Vec<ConnectionRow>, DbError> {
         let name = name.to_string();
-        self.read(move |c| Ok(connections(&mut Lite(c), &name, None)?))
-            .await
+        self.read_sql(move |db| connections(db, &name, None)).await
     }
 
     /// A slave's newest `limit` connections, newest first (for its page).
@@ -148,7 +137,7 @@ impl Db {
         limit: u32,
     ) -> Result<Vec<ConnectionRow>, DbError> {
         let name = name.to_string();
-        self.read(move |c| Ok(connections(&mut Lite(c), &name, Some(limit))?))
+        self.read_sql(move |db| connections(db, &name, Some(limit)))
             .await
     }
 }
