@@ -159,7 +159,11 @@ fn fill_the_rest(state: &Path) {
                    'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855',
                    1700000600.5);
          INSERT INTO change_properties VALUES ((SELECT MIN(id) FROM changes), 'pr_number', '7'),
-                  ((SELECT MIN(id) FROM changes), 'pr_title', 'Fix «it»');",
+                  ((SELECT MIN(id) FROM changes), 'pr_title', 'Fix «it»');
+         INSERT OR REPLACE INTO masters VALUES ('m-1', 0, 1700000000.5, 1700000700.25);
+         INSERT INTO leases VALUES ('poller:git:/srv/repo.git', 'm-1', 1700000001.0);
+         UPDATE builds SET master = 'm-1';
+         UPDATE buildrequests SET claimed_by = 'm-1' WHERE claimed_at IS NOT NULL;",
     )
     .unwrap();
 }

@@ -141,7 +141,6 @@ impl Master {
         }
         let lock = take_lock(&basedir)?;
         let config = load_config(&basedir).await?;
-        crate::config::check_database_supported(&config)?;
         crate::config::log_loaded(&config);
         let keepalive = options
             .keepalive_interval
@@ -154,10 +153,7 @@ impl Master {
                 path: basedir.join("logs"),
                 source,
             })?;
-        let db_path = basedir.join(crate::db::DB_FILE);
-        let db = tokio::task::spawn_blocking(move || Db::open(&db_path))
-            .await
-            .map_err(|e| MasterError::Internal(e.to_string()))??;
+        let db = open_db(&basedir, &config).await?;
         db.slaves_reset("the master stopped", crate::calendar::now())
             .await?;
         // Changes up to here came before this master: a scheduler new in this
@@ -700,6 +696,22 @@ async fn load_config(basedir: &Path) -> Result<MasterConfig, MasterError> {
         .await
         .map_err(|e| MasterError::Internal(e.to_string()))?
         .map_err(MasterError::from)
+}
+
+/// The master's database as `db =` says: `state.sqlite` (created and
+/// migrated here), or the shared PostgreSQL database (whose schema
+/// `autobot upgrade-db` keeps; checked here).
+async fn open_db(basedir: &Path, config: &MasterConfig) -> Result<Db, MasterError> {
+    let basedir = basedir.to_path_buf();
+    let database = config.database.clone();
+    let password = database.password().map_err(DbError::from)?;
+    tokio::task::spawn_blocking(move || match &database {
+        crate::config::Database::Sqlite => Db::open(&basedir.join(crate::db::DB_FILE)),
+        crate::config::Database::Postgres { url, .. } => Db::open_postgres(url, password, &basedir),
+    })
+    .await
+    .map_err(|e| MasterError::Internal(e.to_string()))?
+    .map_err(MasterError::from)
 }
 
 async fn bind(key: &'static str, port: Listen) -> Result<TcpListener, MasterError> {

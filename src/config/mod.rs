@@ -108,6 +108,11 @@ pub struct MasterConfig {
     /// `masterName`: this master among several on one database (default: the
     /// host name).
     pub master_name: String,
+    /// `masterTimeout`: seconds after which the other masters sharing the
+    /// database take a silent master for dead (default 30): its running Builds
+    /// end as EXCEPTION, its BuildRequests go back to the queue, its pollers
+    /// and timed schedulers move to a live master.
+    pub master_timeout: u64,
     /// `maxArtifactSize`: the largest artifact a Build may upload (bytes;
     /// default [`DEFAULT_MAX_ARTIFACT_SIZE`]), unless its factory says otherwise.
     pub max_artifact_size: u64,
@@ -367,6 +372,14 @@ impl Database {
         }
     }
 
+    /// The database in a few words (no password: none is in the URL).
+    pub fn describe(&self) -> String {
+        match self {
+            Database::Sqlite => crate::db::DB_FILE.to_string(),
+            Database::Postgres { url, .. } => url.to_string(),
+        }
+    }
+
     /// The line `checkconfig` prints.
     pub fn summary(&self, master_name: &str) -> String {
         match self {
@@ -387,25 +400,44 @@ impl Database {
     }
 }
 
-/// What this autobot says of `db = postgresql://…` until the master itself
-/// runs on PostgreSQL: the history is kept in SQLite only, so a master with
-/// such a `db` does not start (nor take it on reconfig) rather than quietly
-/// keeping its history somewhere else. `upgrade-db` and `copy-db` work.
-pub fn check_database_supported(cfg: &MasterConfig) -> Result<(), ConfigError> {
-    let Database::Postgres { url, line, .. } = &cfg.database else {
+/// A running master keeps the database it started with: `db` (and
+/// `masterName`, which names its claims in a shared database) change only with
+/// a restart (after `copy-db` when the history moves), never on reconfig, which
+/// would leave the running Builds' rows behind in the old one.
+pub fn check_database_unchanged(old: &MasterConfig, new: &MasterConfig) -> Result<(), ConfigError> {
+    let line = match &new.database {
+        Database::Postgres { line, .. } => *line,
+        Database::Sqlite => 0,
+    };
+    let differs = |a: &Database, b: &Database| match (a, b) {
+        (Database::Sqlite, Database::Sqlite) => false,
+        (Database::Postgres { url: x, .. }, Database::Postgres { url: y, .. }) => {
+            x.to_string() != y.to_string()
+        }
+        _ => true,
+    };
+    let what = if differs(&old.database, &new.database) {
+        format!(
+            "db: the master runs on {} and `{}` would change it",
+            old.database.describe(),
+            new.database.describe()
+        )
+    } else if old.master_name != new.master_name {
+        format!(
+            "masterName: the master runs as {:?} and would become {:?}",
+            old.master_name, new.master_name
+        )
+    } else {
         return Ok(());
     };
-    let dir = cfg.basedir.display();
     Err(ConfigError::At {
-        path: cfg.path.clone(),
-        line: *line,
-        context: "[:master:] db: ".to_string(),
+        path: new.path.clone(),
+        line,
+        context: "[:master:] ".to_string(),
         message: format!(
-            "this autobot ({}) keeps a master's history in SQLite (state.sqlite) only: a master \
-             cannot run on {url} yet. `autobot upgrade-db {dir}` (the schema) and `autobot copy-db \
-             {dir} {url}` (the history) already work on it, to prepare the move; remove the `db` \
-             line to run this master on state.sqlite",
-            crate::VERSION
+            "{what}; a reconfig cannot move a running master: restart it (`autobot restart {}`) \
+             — to move its history to PostgreSQL, stop it and run `autobot copy-db` first",
+            new.basedir.display()
         ),
     })
 }
@@ -461,6 +493,7 @@ impl Default for MasterConfig {
             gitea_secret: String::new(),
             debug: false,
             keepalive_interval: 600,
+            master_timeout: 30,
             log: LogRotation::default(),
             retention: Retention::default(),
             secrets: Default::default(),
@@ -729,7 +762,7 @@ pub fn log_loaded(cfg: &MasterConfig) {
 /// Whether `new` may replace `old`, the configuration of a running master: a
 /// file with no slaves and no factories may not replace one that has some.
 pub fn check_replacement(old: &MasterConfig, new: &MasterConfig) -> Result<(), ConfigError> {
-    check_database_supported(new)?;
+    check_database_unchanged(old, new)?;
     let old_has_some = !old.slaves.is_empty() || !old.factories.is_empty();
     if old_has_some && new.slaves.is_empty() && new.factories.is_empty() {
         return Err(ConfigError::Emptied {

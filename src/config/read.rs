@@ -78,6 +78,7 @@ const MASTER_KEYS_DOCUMENTED: &[&str] = &[
     "robots_txt",
     "debug",
     "keepaliveInterval",
+    "masterTimeout",
     "logSize",
     "logCount",
     "logHorizon",
@@ -221,6 +222,7 @@ pub(super) fn parse_int(v: &Val, min: u64) -> Result<u64, ConfigError> {
         "logsize" => "10000000",
         "logcount" => "10",
         "keepaliveinterval" => "600",
+        "mastertimeout" => "30",
         _ => "1",
     };
     if v.value.trim().is_empty() {
@@ -939,6 +941,9 @@ fn read_master_keys(cfg: &mut MasterConfig, m: &Layered) -> Result<(), ConfigErr
     }
     if let Some(v) = m.get("keepaliveinterval") {
         cfg.keepalive_interval = parse_int(v, 1)?;
+    }
+    if let Some(v) = m.get("mastertimeout") {
+        cfg.master_timeout = parse_int(v, 3)?;
     }
     if let Some(v) = m.get("logsize") {
         cfg.log.size = parse_int(v, 1)?;

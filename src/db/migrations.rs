@@ -325,6 +325,25 @@ pub const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL,
         PRIMARY KEY (change, name)
     ) WITHOUT ROWID;",
+    // 13: several masters on one database (PostgreSQL). `masters`: each master's
+    // heartbeat; one silent for `masterTimeout` is dead, and the first live
+    // master to see it sets `active = 0` and takes over its work. A Build
+    // and a claimed BuildRequest name the master that runs them, so that only
+    // a dead master's are re-queued. `leases`: what runs once in the cluster
+    // (a poller, a timed scheduler), held by one live master.
+    "CREATE TABLE masters (
+        name TEXT PRIMARY KEY,
+        active INTEGER NOT NULL DEFAULT 1,
+        started_at REAL NOT NULL,
+        last_seen REAL NOT NULL
+    );
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        master TEXT NOT NULL,
+        taken_at REAL NOT NULL
+    );
+    ALTER TABLE builds ADD COLUMN master TEXT;
+    ALTER TABLE buildrequests ADD COLUMN claimed_by TEXT;",
 ];
 
 #[cfg(test)]

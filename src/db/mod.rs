@@ -24,10 +24,12 @@ pub mod builds;
 pub mod changes;
 pub mod copy;
 pub mod listing;
+pub mod masters;
 pub mod migrations;
 pub mod notifications;
 pub mod pg;
 pub mod pgmigrations;
+pub mod pgpool;
 pub mod requests;
 pub mod retention;
 pub mod schedulers;
@@ -78,6 +80,11 @@ pub enum DbError {
     Sql(sql::SqlError),
     #[error("database task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Pg(#[from] pg::PgError),
+    /// A query written for SQLite alone, asked of a master on PostgreSQL.
+    #[error("{0} is not available on PostgreSQL")]
+    SqliteOnly(&'static str),
 }
 
 impl From<sql::SqlError> for DbError {
@@ -94,8 +101,22 @@ impl From<sql::SqlError> for DbError {
 #[derive(Clone)]
 pub struct Db {
     path: PathBuf,
+    backend: Backend,
+}
+
+/// Where the history is: the master directory's `state.sqlite`, or a
+/// PostgreSQL database several masters may share ([`pgpool`]).
+#[derive(Clone)]
+enum Backend {
+    Sqlite(SqliteDb),
+    Postgres(Arc<pgpool::PgPool>),
+}
+
+/// The SQLite backend's connections.
+#[derive(Clone)]
+struct SqliteDb {
     writer: Arc<Mutex<Connection>>,
-    readers: Arc<Readers>,
+    readers: Arc<Readers<Connection>>,
     /// Counts commits for the checkpointer thread.
     commits: Arc<Commits>,
     /// Declared after the connections, so dropped after them: the
@@ -113,20 +134,37 @@ pub const READERS: usize = 4;
 /// first one given back. A quiet master closes the idle ones
 /// ([`release_memory`]): each holds its own copy of the schema, its prepared
 /// statements and its page cache, some hundred KiB after a burst of reads.
-struct Readers {
-    path: PathBuf,
-    pool: Mutex<ReaderPool>,
+/// The same pool holds a PostgreSQL master's read connections ([`pgpool`]).
+pub(crate) struct Readers<C> {
+    open: Box<dyn Fn() -> Result<C, DbError> + Send + Sync>,
+    pool: Mutex<ReaderPool<C>>,
     given_back: Condvar,
 }
 
-struct ReaderPool {
-    idle: Vec<Connection>,
+struct ReaderPool<C> {
+    idle: Vec<C>,
     /// Open connections, idle or in use.
     open: usize,
 }
 
-impl Readers {
-    fn take(&self) -> Result<Connection, DbError> {
+impl<C> Readers<C> {
+    /// A pool that opens its connections with `open`, `first` already open.
+    pub(crate) fn new(
+        first: Option<C>,
+        open: impl Fn() -> Result<C, DbError> + Send + Sync + 'static,
+    ) -> Readers<C> {
+        let opened = usize::from(first.is_some());
+        Readers {
+            open: Box::new(open),
+            pool: Mutex::new(ReaderPool {
+                idle: first.into_iter().collect(),
+                open: opened,
+            }),
+            given_back: Condvar::new(),
+        }
+    }
+
+    fn take(&self) -> Result<C, DbError> {
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if let Some(c) = pool.idle.pop() {
@@ -135,10 +173,9 @@ impl Readers {
             if pool.open < READERS {
                 pool.open += 1;
                 drop(pool);
-                let opened = open_reader(&self.path);
+                let opened = (self.open)();
                 if opened.is_err() {
-                    self.pool.lock().unwrap_or_else(|p| p.into_inner()).open -= 1;
-                    self.given_back.notify_one();
+                    self.forget();
                 }
                 return opened;
             }
@@ -149,13 +186,19 @@ impl Readers {
         }
     }
 
+    /// A connection taken and not given back (it broke): another may open.
+    fn forget(&self) {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner()).open -= 1;
+        self.given_back.notify_one();
+    }
+
     /// Whether a read is running now.
     fn busy(&self) -> bool {
         let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         pool.idle.len() < pool.open
     }
 
-    fn give_back(&self, c: Connection) {
+    fn give_back(&self, c: C) {
         self.pool
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -165,7 +208,7 @@ impl Readers {
     }
 
     /// Close the idle connections (they are opened again when needed).
-    fn close_idle(&self) {
+    pub(crate) fn close_idle(&self) {
         let idle = {
             let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
             pool.open -= pool.idle.len();
@@ -174,6 +217,29 @@ impl Readers {
         drop(idle);
         // Whoever waits may open one now.
         self.given_back.notify_all();
+    }
+
+    /// Run `f` on a connection of the pool; the connection goes back to the
+    /// pool afterwards (even if `f` panicked) unless `broken` says it is of no
+    /// more use.
+    pub(crate) fn with<R>(
+        &self,
+        f: impl FnOnce(&mut C) -> Result<R, DbError>,
+        broken: impl Fn(&C) -> bool,
+    ) -> Result<R, DbError> {
+        let mut reader = Reader {
+            pool: self,
+            conn: Some(self.take()?),
+        };
+        let Some(c) = reader.conn.as_mut() else {
+            return Err(DbError::Task("no reader connection".into()));
+        };
+        let out = f(c);
+        if reader.conn.as_ref().is_some_and(broken) {
+            reader.conn = None;
+            self.forget();
+        }
+        out
     }
 }
 
@@ -196,12 +262,12 @@ fn open_reader(path: &Path) -> Result<Connection, DbError> {
 
 /// A reader taken from [`Readers`], given back when dropped (even if the read
 /// panicked: a read-only connection has nothing to roll back).
-struct Reader<'a> {
-    pool: &'a Readers,
-    conn: Option<Connection>,
+struct Reader<'a, C> {
+    pool: &'a Readers<C>,
+    conn: Option<C>,
 }
 
-impl Drop for Reader<'_> {
+impl<C> Drop for Reader<'_, C> {
     fn drop(&mut self) {
         if let Some(c) = self.conn.take() {
             self.pool.give_back(c);
@@ -288,14 +354,10 @@ impl Db {
         // One reader now, so that a database that cannot be read fails here;
         // the others as reads need them.
         let first = open_reader(path)?;
-        let readers = Arc::new(Readers {
-            path: path.to_path_buf(),
-            pool: Mutex::new(ReaderPool {
-                idle: vec![first],
-                open: 1,
-            }),
-            given_back: Condvar::new(),
-        });
+        let readers = Arc::new(Readers::new(Some(first), {
+            let path = path.to_path_buf();
+            move || open_reader(&path)
+        }));
         let commits = Arc::new(Commits::default());
         let writer = Arc::new(Mutex::new(writer));
         let mut thread = None;
@@ -342,19 +404,56 @@ impl Db {
         });
         Ok(Db {
             path: path.to_path_buf(),
-            writer,
-            readers,
-            commits: commits.clone(),
-            _checkpointer: Arc::new(Checkpointer {
-                thread: Mutex::new(thread),
-                commits,
+            backend: Backend::Sqlite(SqliteDb {
+                writer,
+                readers,
+                commits: commits.clone(),
+                _checkpointer: Arc::new(Checkpointer {
+                    thread: Mutex::new(thread),
+                    commits,
+                }),
             }),
         })
     }
 
-    /// Where the database lives.
+    /// Open the shared PostgreSQL database of `db =` (`dir` is the master
+    /// directory, named in the message when the schema needs `upgrade-db`). The
+    /// schema must be exactly the one this autobot knows: a master never
+    /// migrates a shared database itself ([`pgmigrations::check`]).
+    ///
+    /// Blocking: call it at start-up or inside `spawn_blocking`.
+    pub fn open_postgres(
+        url: &pg::PgUrl,
+        password: Option<String>,
+        dir: &Path,
+    ) -> Result<Db, DbError> {
+        let pool = pgpool::PgPool::open(url.clone(), password, dir)?;
+        Ok(Db {
+            path: PathBuf::from(url.to_string()),
+            backend: Backend::Postgres(pool),
+        })
+    }
+
+    /// Where the database lives (a file, or the PostgreSQL URL).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Which SQL the database speaks.
+    pub fn dialect(&self) -> sql::Dialect {
+        match self.backend {
+            Backend::Sqlite(_) => sql::Dialect::Sqlite,
+            Backend::Postgres(_) => sql::Dialect::Postgres,
+        }
+    }
+
+    /// The SQLite connections, for what only SQLite does (its online backup,
+    /// checkpoints, `PRAGMA`s).
+    fn sqlite(&self) -> Result<&SqliteDb, DbError> {
+        match &self.backend {
+            Backend::Sqlite(lite) => Ok(lite),
+            Backend::Postgres(_) => Err(DbError::SqliteOnly("this SQLite query")),
+        }
     }
 
     /// Run `f` in one write transaction; committed when `f` returns `Ok`, rolled
@@ -374,12 +473,13 @@ impl Db {
         R: Send + 'static,
     {
         crate::memory::poke();
-        let f = match self.write_here(f) {
+        let lite = self.sqlite()?;
+        let f = match lite.write_here(f) {
             Ok(done) => return done,
             Err(f) => f,
         };
-        let conn = self.writer.clone();
-        let commits = self.commits.clone();
+        let conn = lite.writer.clone();
+        let commits = lite.commits.clone();
         tokio::task::spawn_blocking(move || {
             let mut guard = lock(&conn);
             guard.busy_timeout(BUSY_TIMEOUT)?;
@@ -390,6 +490,83 @@ impl Db {
         .map_err(|e| DbError::Task(e.to_string()))?
     }
 
+    /// Run a read-only query on the blocking pool (sees every committed write), on
+    /// one of the [`READERS`] connections: up to that many reads run at once.
+    pub async fn read<F, R>(&self, f: F) -> Result<R, DbError>
+    where
+        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        crate::memory::poke();
+        let pool = self.sqlite()?.readers.clone();
+        tokio::task::spawn_blocking(move || pool.with(|c| Ok(f(c)?), |_| false))
+            .await
+            .map_err(|e| DbError::Task(e.to_string()))?
+    }
+
+    /// [`Db::write`] for queries written once for both backends ([`sql`]): `f`
+    /// runs in one write transaction of whichever backend the master uses,
+    /// committed when it returns `Ok`.
+    pub async fn write_sql<F, R>(&self, f: F) -> Result<R, DbError>
+    where
+        F: FnOnce(&mut dyn sql::Sql) -> Result<R, sql::SqlError> + Send + 'static,
+        R: Send + 'static,
+    {
+        match &self.backend {
+            Backend::Sqlite(_) => self.write(move |tx| Ok(f(&mut sql::Lite(tx))?)).await,
+            Backend::Postgres(pool) => pool.clone().write(f).await,
+        }
+    }
+
+    /// [`Db::read`] for queries written once for both backends ([`sql`]).
+    pub async fn read_sql<F, R>(&self, f: F) -> Result<R, DbError>
+    where
+        F: FnOnce(&mut dyn sql::Sql) -> Result<R, sql::SqlError> + Send + 'static,
+        R: Send + 'static,
+    {
+        match &self.backend {
+            Backend::Sqlite(_) => self.read(move |c| Ok(f(&mut sql::Lite(c))?)).await,
+            Backend::Postgres(pool) => pool.clone().read(f).await,
+        }
+    }
+
+    /// Fold the WAL back into the main file; called at shutdown so the directory
+    /// is self-contained when the master is not running.
+    pub async fn checkpoint(&self) -> Result<(), DbError> {
+        let Backend::Sqlite(lite) = &self.backend else {
+            return Ok(());
+        };
+        let conn = lite.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let guard = lock(&conn);
+            // Writes done here leave it at zero; this one may wait for readers.
+            guard.busy_timeout(BUSY_TIMEOUT)?;
+            guard.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| DbError::Task(e.to_string()))?
+    }
+
+    /// The schema version the database is at (for tests and `checkconfig`).
+    pub async fn schema_version(&self) -> Result<i64, DbError> {
+        match &self.backend {
+            Backend::Sqlite(_) => {
+                self.read(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
+                    .await
+            }
+            Backend::Postgres(_) => {
+                self.read_sql(|db| {
+                    let q = format!("SELECT version FROM {}", pgmigrations::VERSION_TABLE);
+                    db.query_one(&q, &[])?.i64(0)
+                })
+                .await
+            }
+        }
+    }
+}
+
+impl SqliteDb {
     /// [`Db::write`] on this thread if the writer connection and the write lock
     /// are free now; `Err(f)` back if not.
     // The `let` before the return ends the transaction's borrow of `guard` first.
@@ -419,70 +596,6 @@ impl Db {
         };
         done
     }
-
-    /// Run a read-only query on the blocking pool (sees every committed write), on
-    /// one of the [`READERS`] connections: up to that many reads run at once.
-    pub async fn read<F, R>(&self, f: F) -> Result<R, DbError>
-    where
-        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
-        R: Send + 'static,
-    {
-        crate::memory::poke();
-        let pool = self.readers.clone();
-        tokio::task::spawn_blocking(move || {
-            let reader = Reader {
-                pool: &pool,
-                conn: Some(pool.take()?),
-            };
-            match reader.conn.as_ref() {
-                Some(c) => Ok(f(c)?),
-                None => Err(DbError::Task("no reader connection".into())),
-            }
-        })
-        .await
-        .map_err(|e| DbError::Task(e.to_string()))?
-    }
-
-    /// [`Db::write`] for queries written once for both backends ([`sql`]): `f`
-    /// runs in one write transaction of whichever backend the master uses,
-    /// committed when it returns `Ok`.
-    pub async fn write_sql<F, R>(&self, f: F) -> Result<R, DbError>
-    where
-        F: FnOnce(&mut dyn sql::Sql) -> Result<R, sql::SqlError> + Send + 'static,
-        R: Send + 'static,
-    {
-        self.write(move |tx| Ok(f(&mut sql::Lite(tx))?)).await
-    }
-
-    /// [`Db::read`] for queries written once for both backends ([`sql`]).
-    pub async fn read_sql<F, R>(&self, f: F) -> Result<R, DbError>
-    where
-        F: FnOnce(&mut dyn sql::Sql) -> Result<R, sql::SqlError> + Send + 'static,
-        R: Send + 'static,
-    {
-        self.read(move |c| Ok(f(&mut sql::Lite(c))?)).await
-    }
-
-    /// Fold the WAL back into the main file; called at shutdown so the directory
-    /// is self-contained when the master is not running.
-    pub async fn checkpoint(&self) -> Result<(), DbError> {
-        let conn = self.writer.clone();
-        tokio::task::spawn_blocking(move || {
-            let guard = lock(&conn);
-            // Writes done here leave it at zero; this one may wait for readers.
-            guard.busy_timeout(BUSY_TIMEOUT)?;
-            guard.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
-            Ok(())
-        })
-        .await
-        .map_err(|e| DbError::Task(e.to_string()))?
-    }
-
-    /// The schema version the database is at (for tests and `checkconfig`).
-    pub async fn schema_version(&self) -> Result<i64, DbError> {
-        self.read(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
-            .await
-    }
 }
 
 /// The checkpointer thread: after [`CHECKPOINT_COMMITS`] commits, or once commits
@@ -494,7 +607,7 @@ fn checkpointer(
     conn: Connection,
     commits: &Commits,
     writer: Weak<Mutex<Connection>>,
-    readers: Weak<Readers>,
+    readers: Weak<Readers<Connection>>,
 ) {
     let mut guard = commits.lock.lock().unwrap_or_else(|p| p.into_inner());
     loop {
@@ -545,7 +658,11 @@ fn checkpointer(
 /// added, holding the writer connection: SQLite's busy wait alone would rarely
 /// find a gap between the master's commits. Writes wait on the blocking pool for
 /// that short copy, once every [`CHECKPOINT_COMMITS`] commits or quiet spell.
-fn checkpoint(conn: &Connection, writer: &Weak<Mutex<Connection>>, readers: &Weak<Readers>) {
+fn checkpoint(
+    conn: &Connection,
+    writer: &Weak<Mutex<Connection>>,
+    readers: &Weak<Readers<Connection>>,
+) {
     if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
         tracing::warn!("database checkpoint failed: {e}");
         return;
@@ -570,7 +687,7 @@ fn checkpoint(conn: &Connection, writer: &Weak<Mutex<Connection>>, readers: &Wea
 /// master's: see [`crate::memory::Trimmer`]); `false` once the database is
 /// closed. Pages are read again from the file (the OS's page cache) when next
 /// needed.
-fn release_memory(writer: &Weak<Mutex<Connection>>, readers: &Weak<Readers>) -> bool {
+fn release_memory(writer: &Weak<Mutex<Connection>>, readers: &Weak<Readers<Connection>>) -> bool {
     let (Some(writer), Some(readers)) = (writer.upgrade(), readers.upgrade()) else {
         return false;
     };
@@ -721,13 +838,20 @@ mod tests {
     async fn a_quiet_master_closes_its_idle_readers_and_reads_on() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join(DB_FILE)).unwrap();
-        let open = |db: &Db| db.readers.pool.lock().unwrap().open;
+        let lite = |db: &Db| match &db.backend {
+            Backend::Sqlite(l) => l.clone(),
+            Backend::Postgres(_) => unreachable!(),
+        };
+        let open = |db: &Db| lite(db).readers.pool.lock().unwrap().open;
         let reads = (0..8).map(|_| db.schema_version());
         for v in futures_util::future::join_all(reads).await {
             assert_eq!(v.unwrap(), migrations::MIGRATIONS.len() as i64);
         }
         assert!((1..=READERS).contains(&open(&db)));
-        let (w, r) = (Arc::downgrade(&db.writer), Arc::downgrade(&db.readers));
+        let (w, r) = (
+            Arc::downgrade(&lite(&db).writer),
+            Arc::downgrade(&lite(&db).readers),
+        );
         assert!(release_memory(&w, &r));
         assert_eq!(open(&db), 0, "idle readers closed");
         db.write(|tx| tx.execute("INSERT INTO slaves(name) VALUES ('a')", []))

@@ -271,6 +271,21 @@ pub const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL,
         PRIMARY KEY (change, name)
     );",
+    // 13: several masters: heartbeats, leases, who runs a Build or claimed a
+    // BuildRequest.
+    "CREATE TABLE masters (
+        name TEXT PRIMARY KEY,
+        active BIGINT NOT NULL DEFAULT 1,
+        started_at DOUBLE PRECISION NOT NULL,
+        last_seen DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        master TEXT NOT NULL,
+        taken_at DOUBLE PRECISION NOT NULL
+    );
+    ALTER TABLE builds ADD COLUMN master TEXT;
+    ALTER TABLE buildrequests ADD COLUMN claimed_by TEXT;",
 ];
 
 /// The table that holds the schema version (one row).

@@ -352,7 +352,13 @@ impl postgres::types::ToSql for Value {
     postgres::types::to_sql_checked!();
 }
 
-fn pg_row(r: &postgres::Row) -> Result<Row, SqlError> {
+/// Parameters as the `postgres` client takes them.
+pub(crate) fn pg_params(params: &[Value]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
+    params.iter().map(|p| p as _).collect()
+}
+
+/// A row of PostgreSQL's as [`Value`]s.
+pub(crate) fn pg_row(r: &postgres::Row) -> Result<Row, SqlError> {
     use postgres::types::Type;
     let mut row = Vec::with_capacity(r.len());
     for (i, col) in r.columns().iter().enumerate() {
@@ -394,17 +400,13 @@ impl<C: postgres::GenericClient> Sql for Pg<'_, C> {
 
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, SqlError> {
         let sql = translate(sql, Dialect::Postgres);
-        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
-            params.iter().map(|p| p as _).collect();
-        Ok(self.0.execute(sql.as_ref(), &refs)?)
+        Ok(self.0.execute(sql.as_ref(), &pg_params(params))?)
     }
 
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, SqlError> {
         let sql = translate(sql, Dialect::Postgres);
-        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
-            params.iter().map(|p| p as _).collect();
         self.0
-            .query(sql.as_ref(), &refs)?
+            .query(sql.as_ref(), &pg_params(params))?
             .iter()
             .map(pg_row)
             .collect()

@@ -1,0 +1,194 @@
+//! A master's connections to its PostgreSQL database (`db = postgresql://…`):
+//! one for writes and a pool of up to [`super::READERS`] for reads, each with
+//! the statements it prepared, so that the queries of [`super::sql`] cost one
+//! round trip each after their first run.
+//!
+//! Writes run one at a time, as on SQLite (one writer connection under a lock):
+//! what one master writes keeps the order it had on SQLite, and the queries that
+//! several masters race for take their row locks themselves. A connection that
+//! breaks (the server restarted, the network dropped it) is closed and opened
+//! again by the next query: the query that saw it break fails, the master goes
+//! on. The `postgres` client blocks: everything here runs on tokio's blocking
+//! pool.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, Weak};
+
+use super::pg::{self, PgError, PgUrl};
+use super::sql::{self, Dialect, Row, Sql, SqlError, Value};
+use super::{DbError, Readers};
+
+/// Statements a connection keeps prepared; past this many it forgets them all
+/// (a master runs far fewer distinct queries).
+const STATEMENTS: usize = 512;
+
+/// One connection and the statements prepared on it, by their SQLite text.
+pub(crate) struct PgConn {
+    client: postgres::Client,
+    statements: HashMap<String, postgres::Statement>,
+}
+
+impl PgConn {
+    fn open(url: &PgUrl, password: Option<&str>) -> Result<PgConn, DbError> {
+        Ok(PgConn {
+            client: pg::connect(url, password)?,
+            statements: HashMap::new(),
+        })
+    }
+
+    fn broken(&self) -> bool {
+        self.client.is_closed()
+    }
+}
+
+/// [`Sql`] on a client or transaction of one [`PgConn`], preparing each
+/// statement once.
+struct Prepared<'a, C: postgres::GenericClient> {
+    client: &'a mut C,
+    statements: &'a mut HashMap<String, postgres::Statement>,
+}
+
+impl<C: postgres::GenericClient> Prepared<'_, C> {
+    fn statement(&mut self, text: &str) -> Result<postgres::Statement, SqlError> {
+        if let Some(st) = self.statements.get(text) {
+            return Ok(st.clone());
+        }
+        let st = self
+            .client
+            .prepare(sql::translate(text, Dialect::Postgres).as_ref())?;
+        if self.statements.len() >= STATEMENTS {
+            self.statements.clear();
+        }
+        self.statements.insert(text.to_string(), st.clone());
+        Ok(st)
+    }
+}
+
+impl<C: postgres::GenericClient> Sql for Prepared<'_, C> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn execute(&mut self, text: &str, params: &[Value]) -> Result<u64, SqlError> {
+        let st = self.statement(text)?;
+        Ok(self.client.execute(&st, &sql::pg_params(params))?)
+    }
+
+    fn query(&mut self, text: &str, params: &[Value]) -> Result<Vec<Row>, SqlError> {
+        let st = self.statement(text)?;
+        self.client
+            .query(&st, &sql::pg_params(params))?
+            .iter()
+            .map(sql::pg_row)
+            .collect()
+    }
+}
+
+/// The connections of a master on PostgreSQL.
+pub(crate) struct PgPool {
+    url: PgUrl,
+    password: Option<String>,
+    writer: Mutex<Option<PgConn>>,
+    readers: Arc<Readers<PgConn>>,
+}
+
+impl PgPool {
+    /// Connect and check the schema ([`super::pgmigrations::check`]); `dir` is
+    /// the master directory `upgrade-db` is told to run on.
+    pub(crate) fn open(
+        url: PgUrl,
+        password: Option<String>,
+        dir: &Path,
+    ) -> Result<Arc<PgPool>, DbError> {
+        let mut first = PgConn::open(&url, password.as_deref())?;
+        super::pgmigrations::check(&mut first.client, &url.to_string(), dir)?;
+        let readers = Arc::new(Readers::new(None, {
+            let (url, password) = (url.clone(), password.clone());
+            move || PgConn::open(&url, password.as_deref())
+        }));
+        crate::memory::on_release({
+            let readers: Weak<Readers<PgConn>> = Arc::downgrade(&readers);
+            move || match readers.upgrade() {
+                Some(r) => {
+                    r.close_idle();
+                    true
+                }
+                None => false,
+            }
+        });
+        Ok(Arc::new(PgPool {
+            url,
+            password,
+            writer: Mutex::new(Some(first)),
+            readers,
+        }))
+    }
+
+    /// Run `f` in one transaction on the writer connection, on the blocking
+    /// pool; committed when `f` returns `Ok`.
+    pub(crate) async fn write<F, R>(self: Arc<Self>, f: F) -> Result<R, DbError>
+    where
+        F: FnOnce(&mut dyn Sql) -> Result<R, SqlError> + Send + 'static,
+        R: Send + 'static,
+    {
+        tokio::task::spawn_blocking(move || {
+            let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.as_ref().is_none_or(PgConn::broken) {
+                *slot = None;
+                *slot = Some(PgConn::open(&self.url, self.password.as_deref())?);
+            }
+            let Some(conn) = slot.as_mut() else {
+                return Err(DbError::Task("no writer connection".into()));
+            };
+            let done = write_in(conn, f);
+            if conn.broken() {
+                *slot = None;
+            }
+            done
+        })
+        .await
+        .map_err(|e| DbError::Task(e.to_string()))?
+    }
+
+    /// Run the reads of `f` on one of the read connections, on the blocking
+    /// pool (each statement sees every commit made before it).
+    pub(crate) async fn read<F, R>(self: Arc<Self>, f: F) -> Result<R, DbError>
+    where
+        F: FnOnce(&mut dyn Sql) -> Result<R, SqlError> + Send + 'static,
+        R: Send + 'static,
+    {
+        tokio::task::spawn_blocking(move || {
+            self.readers.with(
+                |conn| {
+                    let PgConn { client, statements } = conn;
+                    Ok(f(&mut Prepared { client, statements })?)
+                },
+                PgConn::broken,
+            )
+        })
+        .await
+        .map_err(|e| DbError::Task(e.to_string()))?
+    }
+}
+
+/// `f` in a transaction of `conn`, committed if it succeeds.
+fn write_in<F, R>(conn: &mut PgConn, f: F) -> Result<R, DbError>
+where
+    F: FnOnce(&mut dyn Sql) -> Result<R, SqlError>,
+{
+    let PgConn { client, statements } = conn;
+    let mut tx = client.transaction().map_err(SqlError::from)?;
+    let out = f(&mut Prepared {
+        client: &mut tx,
+        statements,
+    })?;
+    tx.commit().map_err(SqlError::from)?;
+    Ok(out)
+}
+
+impl From<PgError> for SqlError {
+    fn from(e: PgError) -> SqlError {
+        SqlError::Postgres(e.to_string())
+    }
+}
