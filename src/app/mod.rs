@@ -711,6 +711,7 @@ async fn open_db(basedir: &Path, config: &MasterConfig) -> Result<Db, MasterErro
     })
     .await
     .map_err(|e| MasterError::Internal(e.to_string()))?
+    .map(|db| db.for_master(&config.master_name))
     .map_err(MasterError::from)
 }
 

@@ -46,6 +46,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
+/// The master name of a [`Db`] opened without one (tests, tools).
+pub const DEFAULT_MASTER: &str = "master";
+
 /// File name of the database inside the master directory.
 pub const DB_FILE: &str = "state.sqlite";
 
@@ -102,6 +105,10 @@ impl From<sql::SqlError> for DbError {
 pub struct Db {
     path: PathBuf,
     backend: Backend,
+    /// `masterName`: stamped on the Builds this master runs and the
+    /// BuildRequests it claims, so that another master sharing the database
+    /// re-queues only a dead master's work.
+    master: Arc<str>,
 }
 
 /// Where the history is: the master directory's `state.sqlite`, or a
@@ -404,6 +411,7 @@ impl Db {
         });
         Ok(Db {
             path: path.to_path_buf(),
+            master: Arc::from(DEFAULT_MASTER),
             backend: Backend::Sqlite(SqliteDb {
                 writer,
                 readers,
@@ -431,7 +439,19 @@ impl Db {
         Ok(Db {
             path: PathBuf::from(url.to_string()),
             backend: Backend::Postgres(pool),
+            master: Arc::from(DEFAULT_MASTER),
         })
+    }
+
+    /// This handle, for the master named `name` (`masterName`).
+    pub fn for_master(mut self, name: &str) -> Db {
+        self.master = Arc::from(name);
+        self
+    }
+
+    /// The master this handle writes for.
+    pub fn master_name(&self) -> &str {
+        &self.master
     }
 
     /// Where the database lives (a file, or the PostgreSQL URL).
