@@ -97,10 +97,7 @@ pub fn insert_change(db: &mut dyn Sql, c: &NewChange) -> Result<i64, SqlError> {
 }
 
 /// The Changes of a SourceStamp, oldest first.
-pub(crate) fn sourcestamp_changes(
-    db: &mut dyn Sql,
-    sourcestamp: i64,
-) -> Result<Vec<ChangeRow>, SqlError> {
+pub fn sourcestamp_changes(db: &mut dyn Sql, sourcestamp: i64) -> Result<Vec<ChangeRow>, SqlError> {
     db.query(
         &format!(
             "SELECT {CHANGE_COLUMNS} FROM sourcestamp_changes sc JOIN changes c ON c.id = sc.change

@@ -560,7 +560,7 @@ fn merge_requests(
     for (id, ss) in &all {
         db.execute(
             "INSERT OR IGNORE INTO sourcestamp_changes(sourcestamp, change)
-             SELECT ?1, change FROM sourcestamp_changes WHERE sourcestamp = ?2",
+             SELECT CAST(?1 AS BIGINT), change FROM sourcestamp_changes WHERE sourcestamp = ?2",
             &[merged_ss.into(), (*ss).into()],
         )?;
         if *id != request_id {
