@@ -726,8 +726,7 @@ pub fn supersede(
                  JOIN buildrequests r ON r.id = br.request
                  JOIN buildsets bs ON bs.id = r.buildset
                  JOIN sourcestamps ss ON ss.id = bs.sourcestamp
-                 WHERE b.finished_at IS NULL AND {of_pull}
-                 ORDER BY b.builder, b.number"
+                 WHERE b.finished_at IS NULL AND {of_pull}"
             ),
             &params,
         )?
@@ -740,27 +739,28 @@ pub fn supersede(
                 "SELECT r.id, r.buildset, r.builder FROM buildrequests r
                  JOIN buildsets bs ON bs.id = r.buildset
                  JOIN sourcestamps ss ON ss.id = bs.sourcestamp
-                 WHERE r.complete = 0 AND r.claimed_at IS NULL AND {of_pull}
-                 ORDER BY r.id"
+                 WHERE r.complete = 0 AND r.claimed_at IS NULL AND {of_pull}"
             ),
             &params,
         )?
         .iter()
         .map(|r| Ok((r.i64(0)?, r.i64(1)?, r.string(2)?)))
         .collect::<Result<Vec<(i64, i64, String)>, SqlError>>()?;
-    let queued: Vec<(i64, i64)> = queued
+    // In id order on either backend, sorted here: an `ORDER BY r.id` would
+    // make SQLite scan every request instead of its unclaimed ones.
+    let mut queued: Vec<(i64, i64)> = queued
         .into_iter()
         .filter(|(_, _, b)| builders.contains(b))
         .map(|(id, bs, _)| (id, bs))
         .collect();
+    queued.sort_unstable();
     let cancelled = complete_requests(db, queued, "cancelled", at)?;
-    Ok(Superseded {
-        running: running
-            .into_iter()
-            .filter(|(b, _)| builders.contains(b))
-            .collect(),
-        cancelled,
-    })
+    let mut running: Vec<(String, i64)> = running
+        .into_iter()
+        .filter(|(b, _)| builders.contains(b))
+        .collect();
+    running.sort_unstable();
+    Ok(Superseded { running, cancelled })
 }
 
 /// One BuildRequest with the numbers of its builds.
