@@ -8,7 +8,7 @@
 //! ([`Db::add_delivery`]) in one transaction, so a delivery seen before stores
 //! nothing and a failed one can be delivered again.
 //!
-//! Each query is a function on `&mut dyn` [`Sql`](super::sql::Sql), written once
+//! Each query is a function on `&mut dyn` [`Sql`], written once
 //! for SQLite and PostgreSQL ([`super::sql`]); the [`Db`] methods run them in
 //! one transaction of the master's backend.
 

@@ -14,7 +14,7 @@
 //! completes with that Build's result. Requests without Changes (forced builds,
 //! specific revisions, periodic builds) are never merged.
 //!
-//! Each query is a function on `&mut dyn` [`Sql`](super::sql::Sql), written once
+//! Each query is a function on `&mut dyn` [`Sql`], written once
 //! for SQLite and PostgreSQL ([`super::sql`]); the [`Db`] methods run them in
 //! one transaction of the master's backend.
 

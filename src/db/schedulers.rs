@@ -14,7 +14,7 @@
 //! master dies in between, [`Db::forget_built_changes`] at the next start sees the
 //! Changes in a BuildSet of that scheduler and drops them, so nothing builds twice.
 //!
-//! Each query is a function on `&mut dyn` [`Sql`](super::sql::Sql), written once
+//! Each query is a function on `&mut dyn` [`Sql`], written once
 //! for SQLite and PostgreSQL ([`super::sql`]); the [`Db`] methods run them in
 //! one transaction of the master's backend.
 
