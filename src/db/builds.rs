@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use super::changes::{sourcestamp_changes, ChangeRow};
 use super::requests::{complete_build_requests, unclaim, Completed};
+use super::sql::{Lite, Sql, SqlError};
 use super::{Db, DbError};
 
 /// One Build's summary row.
@@ -183,7 +184,7 @@ impl Db {
         build_id: i64,
         props: Vec<(String, String, String)>,
     ) -> Result<(), DbError> {
-        self.write(move |tx| insert_properties(tx, build_id, &props))
+        self.write(move |tx| Ok(insert_properties(&mut Lite(tx), build_id, &props)?))
             .await
     }
 
@@ -200,7 +201,7 @@ impl Db {
             if let Some(f) = &previous {
                 write_step_finish(tx, f)?;
             }
-            write_step_start(tx, build_id, &start)
+            Ok(write_step_start(&mut Lite(tx), build_id, &start)?)
         })
         .await
     }
@@ -208,7 +209,7 @@ impl Db {
     /// Another log of a running step (a `logfiles` entry, `interrupt`); its id.
     pub async fn add_log(&self, step_id: i64, name: &str, path: &str) -> Result<i64, DbError> {
         let (name, path) = (name.to_string(), path.to_string());
-        self.write(move |tx| insert_log(tx, step_id, &name, &path))
+        self.write(move |tx| Ok(insert_log(&mut Lite(tx), step_id, &name, &path)?))
             .await
     }
 
@@ -289,10 +290,15 @@ impl Db {
             )?
             .execute(params![build_id, at, result, text])?;
             if requeue {
-                unclaim(tx, build_id)?;
+                unclaim(&mut Lite(tx), build_id)?;
                 Ok(Completed::default())
             } else {
-                complete_build_requests(tx, build_id, &result, at)
+                Ok(complete_build_requests(
+                    &mut Lite(tx),
+                    build_id,
+                    &result,
+                    at,
+                )?)
             }
         })
         .await
@@ -448,19 +454,21 @@ fn write_step_finish(tx: &Transaction<'_>, f: &StepFinish) -> rusqlite::Result<(
 }
 
 fn insert_properties(
-    tx: &Transaction<'_>,
+    db: &mut dyn Sql,
     build_id: i64,
     props: &[(String, String, String)],
-) -> rusqlite::Result<()> {
-    if props.is_empty() {
-        return Ok(());
-    }
-    let mut st = tx.prepare_cached(
-        "INSERT INTO build_properties(build, name, value, source) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT(build, name) DO UPDATE SET value = ?3, source = ?4",
-    )?;
+) -> Result<(), SqlError> {
     for (name, value, source) in props {
-        st.execute(params![build_id, name, value, source])?;
+        db.execute(
+            "INSERT INTO build_properties(build, name, value, source) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(build, name) DO UPDATE SET value = ?3, source = ?4",
+            &[
+                build_id.into(),
+                name.as_str().into(),
+                value.as_str().into(),
+                source.as_str().into(),
+            ],
+        )?;
     }
     Ok(())
 }
@@ -482,25 +490,34 @@ pub struct StepStart {
 
 /// Write a Step's start; (step id, log id).
 pub(crate) fn write_step_start(
-    tx: &Transaction<'_>,
+    db: &mut dyn Sql,
     build_id: i64,
     s: &StepStart,
-) -> rusqlite::Result<(i64, i64)> {
-    insert_properties(tx, build_id, &s.props)?;
-    tx.prepare_cached(
-        "INSERT INTO steps(build, number, name, started_at, description)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![build_id, s.number, s.name, s.at, s.description])?;
-    let step_id = tx.last_insert_rowid();
-    let log_id = insert_log(tx, step_id, "stdio", &s.log_path)?;
+) -> Result<(i64, i64), SqlError> {
+    insert_properties(db, build_id, &s.props)?;
+    let step_id = db
+        .query_one(
+            "INSERT INTO steps(build, number, name, started_at, description)
+             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+            &[
+                build_id.into(),
+                s.number.into(),
+                s.name.as_str().into(),
+                s.at.into(),
+                s.description.as_str().into(),
+            ],
+        )?
+        .i64(0)?;
+    let log_id = insert_log(db, step_id, "stdio", &s.log_path)?;
     Ok((step_id, log_id))
 }
 
-fn insert_log(tx: &Transaction<'_>, step_id: i64, name: &str, path: &str) -> rusqlite::Result<i64> {
-    tx.prepare_cached("INSERT INTO logs(step, name, path) VALUES (?1, ?2, ?3)")?
-        .execute(params![step_id, name, path])?;
-    Ok(tx.last_insert_rowid())
+fn insert_log(db: &mut dyn Sql, step_id: i64, name: &str, path: &str) -> Result<i64, SqlError> {
+    db.query_one(
+        "INSERT INTO logs(step, name, path) VALUES (?1, ?2, ?3) RETURNING id",
+        &[step_id.into(), name.into(), path.into()],
+    )?
+    .i64(0)
 }
 
 /// An empty file at `path`, making its directory.
@@ -646,7 +663,7 @@ fn build_detail(
         None => (None, None),
     };
     let changes = match sourcestamp {
-        Some(ss) => sourcestamp_changes(c, ss)?,
+        Some(ss) => sourcestamp_changes(&mut Lite(c), ss)?,
         None => Vec::new(),
     };
     let properties = {

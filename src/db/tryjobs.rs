@@ -6,9 +6,10 @@
 //! A try SourceStamp carries no Changes, so its requests are never merged with
 //! others ([`super::requests`]).
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::params;
 
 use super::requests::{insert_buildset_requests, NewBuildSet, SubmittedBuildSet};
+use super::sql::{Lite, Sql, SqlError};
 use super::{Db, DbError};
 
 /// The patch of a try job, as stored with its SourceStamp.
@@ -45,7 +46,7 @@ impl Db {
         at: f64,
     ) -> Result<SubmittedBuildSet, DbError> {
         self.write(move |tx| {
-            let submitted = insert_buildset_requests(tx, &bs, at)?;
+            let submitted = insert_buildset_requests(&mut Lite(tx), &bs, at)?;
             let ss: i64 = tx
                 .prepare_cached("SELECT sourcestamp FROM buildsets WHERE id = ?1")?
                 .query_row([submitted.buildset_id], |r| r.get(0))?;
@@ -67,22 +68,20 @@ impl Db {
 }
 
 /// The patch of a SourceStamp, if it is a try job's.
-pub(crate) fn patch_of(
-    tx: &Transaction<'_>,
-    sourcestamp: i64,
-) -> rusqlite::Result<Option<TryPatch>> {
-    tx.prepare_cached(
+pub(crate) fn patch_of(db: &mut dyn Sql, sourcestamp: i64) -> Result<Option<TryPatch>, SqlError> {
+    db.query_opt(
         "SELECT level, patch, author, comment FROM sourcestamp_patches WHERE sourcestamp = ?1",
+        &[sourcestamp.into()],
     )?
-    .query_row([sourcestamp], |r| {
+    .map(|r| {
         Ok(TryPatch {
-            level: u32::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
-            diff: r.get(1)?,
-            author: r.get(2)?,
-            comment: r.get(3)?,
+            level: u32::try_from(r.i64(0)?).unwrap_or(0),
+            diff: r.opt_blob(1)?.unwrap_or_default(),
+            author: r.string(2)?,
+            comment: r.string(3)?,
         })
     })
-    .optional()
+    .transpose()
 }
 
 #[cfg(test)]
