@@ -526,7 +526,11 @@ pub fn builds_page(
                 b.result, substr(b.reason, 1, ?4), substr(b.text, 1, ?4), b.total_steps
          FROM builds b WHERE b.builder = ?1 AND b.number < ?2
          ORDER BY b.number DESC LIMIT ?3";
-    let read_to = i64::try_from(caps.text).unwrap_or(i64::MAX - 1) + 1;
+    // An INTEGER on PostgreSQL (`substr`'s argument).
+    let read_to = i64::try_from(caps.text)
+        .unwrap_or(i64::MAX)
+        .min(i64::from(i32::MAX) - 1)
+        + 1;
     paged(
         db,
         limit,

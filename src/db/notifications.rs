@@ -264,7 +264,7 @@ pub fn builds_to_announce(
                           AND (r.complete = 0 OR r.complete_at IS DISTINCT FROM b.finished_at))
                      THEN 1 ELSE 0 END
          FROM builds b
-         WHERE b.id > ?1 AND (b.finished_at IS NULL) = (?2 = 'started')
+         WHERE b.id > ?1 AND (b.finished_at IS NULL) = (CAST(?2 AS TEXT) = 'started')
            AND NOT EXISTS (SELECT 1 FROM notified_builds n
                            WHERE n.build = b.id AND n.stage = ?2)
          ORDER BY b.id LIMIT ?3",

@@ -366,7 +366,8 @@ pub fn waterfall(
     let lo = before
         .min(max_id.saturating_add(1))
         .saturating_sub(SCAN_WINDOW);
-    let branch_clause = "(?3 IS NULL OR EXISTS (SELECT 1 FROM sourcestamps ss \
+    // CAST: PostgreSQL learns no parameter's type from `IS NULL`.
+    let branch_clause = "(CAST(?3 AS TEXT) IS NULL OR EXISTS (SELECT 1 FROM sourcestamps ss \
                          WHERE ss.id = b.sourcestamp AND ss.branch = ?3))";
     let read = |r: &Row| -> Result<WaterfallBuild, SqlError> {
         Ok(WaterfallBuild {
@@ -431,10 +432,11 @@ pub fn waterfall(
             "(SELECT json_group_array(json_array(l.name, l.size, l.lines, l.complete))
               FROM logs l WHERE l.step = s.id)"
         }
-        // In the order of SQLite's, which reads them through (step, name).
+        // In the order of SQLite's, which reads them through (step, name):
+        // by the bytes of the name.
         Dialect::Postgres => {
             "(SELECT CAST(COALESCE(json_agg(json_build_array(l.name, l.size, l.lines, l.complete)
-                                            ORDER BY l.name), CAST('[]' AS json)) AS TEXT)
+                                            ORDER BY l.name COLLATE \"C\"), CAST('[]' AS json)) AS TEXT)
               FROM logs l WHERE l.step = s.id)"
         }
     };

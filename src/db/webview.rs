@@ -341,7 +341,7 @@ pub fn console_builds(
              FROM builds b LEFT JOIN sourcestamps ss ON ss.id = b.sourcestamp
              WHERE b.id < ?2 AND b.id >= ?3
                AND {} IN ({})
-               AND (?4 IS NULL OR ss.branch = ?4)
+               AND (CAST(?4 AS TEXT) IS NULL OR ss.branch = ?4)
              ORDER BY b.id DESC LIMIT ?5",
             builder_no_index(d),
             json_list(d, 1, false)
