@@ -10,7 +10,7 @@
 //! same with a million builds as with ten.
 //!
 //! Written once for both backends ([`super::sql`]); a list of ids or names goes
-//! in as one JSON array parameter ([`json_list`]), so a statement is prepared
+//! in as one JSON array parameter (`json_list`), so a statement is prepared
 //! once whatever the list's length.
 
 use std::collections::HashMap;

@@ -5,7 +5,7 @@
 //! costs the same with a million builds.
 //!
 //! Written once for both backends ([`super::sql`]); lists of ids or names go
-//! in as one JSON array parameter ([`super::status::json_list`]).
+//! in as one JSON array parameter (`status::json_list`).
 
 use std::collections::{HashMap, HashSet};
 
