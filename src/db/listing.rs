@@ -76,8 +76,9 @@ fn json_len<T: Serialize>(v: &T) -> usize {
 }
 
 /// Take rows from `next` until `limit` rows or `budget` bytes of JSON (a first row
-/// always); `more` when a row was left. `next` reads one row each call, so no more
-/// than the page (and the row being looked at) is ever held.
+/// always); `more` when a row was left. `next` gives one row each call (from a
+/// batch of at most [`BATCH`] rows, [`paged`]), so no more than the page and
+/// one batch is ever held.
 fn fill_page<T: Serialize>(
     mut next: impl FnMut() -> Result<Option<T>, SqlError>,
     limit: usize,
