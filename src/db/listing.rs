@@ -9,12 +9,18 @@
 //! longer than its cap is never loaded whole, not even by SQLite: its length comes
 //! from `octet_length` and the part shown is read through incremental blob I/O (a
 //! file list is parsed as a stream, keeping only what fits), so a 16 MB Change
-//! costs a response a few pages of SQLite's cache.
+//! costs a response a few pages of SQLite's cache. On PostgreSQL (no blob I/O)
+//! the query itself sends only the part shown: a text's first characters, and a
+//! list's kept names with its length.
+//!
+//! Written once for both backends ([`super::sql`]); rows are fetched in batches
+//! of at most [`BATCH`], so a page that ends at its byte budget reads few more
+//! rows than it shows.
 
-use rusqlite::types::ValueRef;
 use serde::Serialize;
 
 use super::builds::BuildRow;
+use super::sql::{Dialect, Row, Sql, SqlError, Value};
 use super::{Db, DbError};
 
 /// Most bytes of JSON one list response holds: a page ends before the row that
@@ -70,13 +76,14 @@ fn json_len<T: Serialize>(v: &T) -> usize {
 }
 
 /// Take rows from `next` until `limit` rows or `budget` bytes of JSON (a first row
-/// always); `more` when a row was left. `next` reads one row each call, so no more
-/// than the page (and the row being looked at) is ever held.
+/// always); `more` when a row was left. `next` gives one row each call (from a
+/// batch of at most [`BATCH`] rows, [`paged`]), so no more than the page and
+/// one batch is ever held.
 fn fill_page<T: Serialize>(
-    mut next: impl FnMut() -> rusqlite::Result<Option<T>>,
+    mut next: impl FnMut() -> Result<Option<T>, SqlError>,
     limit: usize,
     budget: usize,
-) -> rusqlite::Result<Page<T>> {
+) -> Result<Page<T>, SqlError> {
     let mut rows = Vec::new();
     let mut bytes = 2; // `[` and `]`
     while let Some(row) = next()? {
@@ -102,20 +109,63 @@ fn clip(b: &[u8], cap: usize) -> (String, bool) {
     (String::from_utf8_lossy(&b[..end]).into_owned(), true)
 }
 
-/// Column `i` as text cut at `cap` (read in place from SQLite's buffer); `None`
-/// for NULL. A cut adds `name` to `cut`.
+/// Most rows one query of a list fetches: a page that ends at its byte budget
+/// has read at most this many rows past it.
+pub const BATCH: u32 = 128;
+
+/// The rows of a list newest first, below `before`, fetched `BATCH` at a time
+/// and made into `T` by `make` until the page is full ([`fill_page`]).
+/// `fetch(db, below, n)` reads the next `n` rows below key `below`; `key` is a
+/// row's key (the next batch starts below the last one's).
+fn paged<T: Serialize>(
+    db: &mut dyn Sql,
+    limit: u32,
+    before: Option<i64>,
+    budget: usize,
+    mut fetch: impl FnMut(&mut dyn Sql, i64, i64) -> Result<Vec<Row>, SqlError>,
+    key: impl Fn(&Row) -> Result<i64, SqlError>,
+    mut make: impl FnMut(&mut dyn Sql, &Row) -> Result<T, SqlError>,
+) -> Result<Page<T>, SqlError> {
+    let mut below = before.unwrap_or(i64::MAX);
+    // One row past the limit says whether more follow.
+    let mut left = i64::from(limit) + 1;
+    let mut batch = Vec::new().into_iter();
+    let mut last_full = true;
+    fill_page(
+        || loop {
+            if let Some(r) = batch.next() {
+                below = key(&r)?;
+                return make(&mut *db, &r).map(Some);
+            }
+            if !last_full || left <= 0 {
+                return Ok(None);
+            }
+            let n = left.min(i64::from(BATCH));
+            let rows = fetch(&mut *db, below, n)?;
+            left -= rows.len() as i64;
+            last_full = rows.len() as i64 == n;
+            batch = rows.into_iter();
+        },
+        limit as usize,
+        budget,
+    )
+}
+
+/// Column `i` as text cut at `cap` bytes; `None` for NULL. A cut adds `name`
+/// to `cut`.
 fn text_col(
-    r: &rusqlite::Row<'_>,
+    r: &Row,
     i: usize,
     cap: usize,
     name: &'static str,
     cut: &mut Vec<&'static str>,
-) -> rusqlite::Result<Option<String>> {
-    let (text, was_cut) = match r.get_ref(i)? {
-        ValueRef::Null => return Ok(None),
-        ValueRef::Text(b) | ValueRef::Blob(b) => clip(b, cap),
-        ValueRef::Integer(n) => (n.to_string(), false),
-        ValueRef::Real(f) => (f.to_string(), false),
+) -> Result<Option<String>, SqlError> {
+    let (text, was_cut) = match r.0.get(i) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Text(t)) => clip(t.as_bytes(), cap),
+        Some(Value::Blob(b)) => clip(b, cap),
+        Some(Value::Int(n)) => (n.to_string(), false),
+        Some(Value::Real(f)) => (f.to_string(), false),
     };
     if was_cut {
         cut.push(name);
@@ -239,56 +289,83 @@ const CHANGE_TEXT: [(&str, bool); 9] = [
 ];
 
 /// The columns [`change_json`] reads: id, when, then for each of
-/// [`CHANGE_TEXT`] its length in bytes and its value only when it is within the
+/// [`CHANGE_TEXT`] its length in bytes and its value when it is within the
 /// cap. SQLite learns a length without reading the value (`octet_length`), and
 /// reads a value only when it is asked for, so a column too big is never loaded
 /// whole: [`change_json`] reads the part it shows through incremental blob I/O.
-fn change_columns(caps: Caps) -> String {
+/// PostgreSQL sends that part instead of NULL: a text's first `cap + 1`
+/// characters (at least `cap + 1` bytes), a list as `[length, [kept names]]`.
+fn change_columns(caps: Caps, dialect: Dialect) -> String {
     let mut cols = vec!["c.id".to_string(), "c.when_ts".to_string()];
     for (name, list) in CHANGE_TEXT {
         let cap = if list { caps.list } else { caps.text };
         cols.push(format!("octet_length(c.{name})"));
+        let part = match (dialect, list) {
+            (Dialect::Sqlite, _) => String::new(),
+            (Dialect::Postgres, false) => format!(" ELSE left(c.{name}, {})", cap + 1),
+            (Dialect::Postgres, true) => format!(
+                " ELSE (SELECT CAST(json_build_array(json_array_length(CAST(c.{name} AS json)),
+                           COALESCE(json_agg(k.e ORDER BY k.i), CAST('[]' AS json))) AS TEXT)
+                        FROM (SELECT t.e, t.i, sum(octet_length(t.e)) OVER (ORDER BY t.i) AS run
+                              FROM json_array_elements_text(CAST(c.{name} AS json))
+                                   WITH ORDINALITY AS t(e, i)) k
+                        WHERE k.run <= {cap})"
+            ),
+        };
         cols.push(format!(
-            "CASE WHEN octet_length(c.{name}) <= {cap} THEN c.{name} END"
+            "CASE WHEN octet_length(c.{name}) <= {cap} THEN c.{name}{part} END"
         ));
     }
     cols.join(", ")
 }
 
-fn blob_error(e: std::io::Error) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+fn blob_error(e: std::io::Error) -> SqlError {
+    SqlError::Column {
+        index: 0,
+        expected: "a readable value",
+        found: e.to_string(),
+    }
 }
 
-/// Reads a row selected with [`change_columns`]`(caps)`.
-fn change_json(
-    c: &rusqlite::Connection,
-    r: &rusqlite::Row<'_>,
-    caps: Caps,
-) -> rusqlite::Result<CappedChange> {
+/// The bytes of a TEXT or BLOB value; `None` for anything else.
+fn bytes_of(v: Option<&Value>) -> Option<&[u8]> {
+    match v? {
+        Value::Text(t) => Some(t.as_bytes()),
+        Value::Blob(b) => Some(b),
+        _ => None,
+    }
+}
+
+/// Reads a row selected with [`change_columns`]`(caps, db.dialect())`.
+fn change_json(db: &mut dyn Sql, r: &Row, caps: Caps) -> Result<CappedChange, SqlError> {
     use std::io::Read;
-    let id: i64 = r.get(0)?;
-    let when: i64 = r.get(1)?;
+    let id = r.i64(0)?;
+    let when = r.i64(1)?;
     let mut cut: Vec<&'static str> = Vec::new();
     let mut texts: Vec<Option<String>> = Vec::with_capacity(7);
     let mut lists: Vec<(Vec<String>, usize)> = Vec::with_capacity(2);
     for (k, (name, list)) in CHANGE_TEXT.into_iter().enumerate() {
-        let len: Option<i64> = r.get(2 + 2 * k)?;
-        let small = match r.get_ref(3 + 2 * k)? {
-            ValueRef::Text(b) | ValueRef::Blob(b) => Some(b),
-            _ => None,
-        };
+        let len = r.opt_i64(2 + 2 * k)?;
+        let small = bytes_of(r.0.get(3 + 2 * k));
+        let within = |cap: usize| len.is_some_and(|n| n <= cap as i64);
         if list {
             let (kept, total) = match (len, small) {
                 (None, _) => (Vec::new(), 0),
-                (Some(_), Some(b)) => clip_list(b, caps.list),
-                (Some(_), None) => {
-                    let blob = c.blob_open(rusqlite::MAIN_DB, "changes", name, id, true)?;
-                    let reader = std::io::BufReader::with_capacity(16 * 1024, blob);
-                    clip_list_from(
-                        &mut serde_json::Deserializer::from_reader(reader),
-                        caps.list,
-                    )
-                }
+                (Some(_), Some(b)) if within(caps.list) => clip_list(b, caps.list),
+                // PostgreSQL's `[length, [kept names]]`.
+                (Some(_), Some(b)) => serde_json::from_slice::<(usize, Vec<String>)>(b)
+                    .map(|(total, kept)| (kept, total))
+                    .unwrap_or_default(),
+                (Some(_), None) => match db.blob_reader("changes", name, id)? {
+                    Some(blob) => {
+                        let reader = std::io::BufReader::with_capacity(16 * 1024, blob);
+                        clip_list_from(
+                            &mut serde_json::Deserializer::from_reader(reader),
+                            caps.list,
+                        )
+                    }
+                    None => (Vec::new(), 0),
+                },
             };
             if kept.len() < total {
                 cut.push(name);
@@ -298,16 +375,25 @@ fn change_json(
         }
         texts.push(match (len, small) {
             (None, _) => None,
-            (Some(_), Some(b)) => Some(String::from_utf8_lossy(b).into_owned()),
-            (Some(len), None) => {
-                let mut blob = c.blob_open(rusqlite::MAIN_DB, "changes", name, id, true)?;
-                // One byte past the cap shows where a character the cut splits ends.
-                let want = (len as usize).min(caps.text + 1);
-                let mut buf = vec![0u8; want];
-                blob.read_exact(&mut buf).map_err(blob_error)?;
-                cut.push(name);
-                Some(clip(&buf, caps.text).0)
+            // Within the cap, or PostgreSQL's first characters past it.
+            (Some(_), Some(b)) => {
+                let (text, was_cut) = clip(b, caps.text);
+                if was_cut {
+                    cut.push(name);
+                }
+                Some(text)
             }
+            (Some(len), None) => match db.blob_reader("changes", name, id)? {
+                Some(mut blob) => {
+                    // One byte past the cap shows where a character the cut splits ends.
+                    let want = (len.max(0) as usize).min(caps.text + 1);
+                    let mut buf = vec![0u8; want];
+                    blob.read_exact(&mut buf).map_err(blob_error)?;
+                    cut.push(name);
+                    Some(clip(&buf, caps.text).0)
+                }
+                None => None,
+            },
         });
     }
     let mut texts = texts.into_iter();
@@ -354,25 +440,8 @@ impl Db {
         caps: Caps,
         budget: usize,
     ) -> Result<Page<CappedChange>, DbError> {
-        self.read(move |c| {
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {} FROM changes c WHERE c.id < ?1 ORDER BY c.id DESC LIMIT ?2",
-                change_columns(caps)
-            ))?;
-            let mut rows = st.query(rusqlite::params![
-                before.unwrap_or(i64::MAX),
-                i64::from(limit) + 1
-            ])?;
-            fill_page(
-                || match rows.next()? {
-                    Some(r) => change_json(c, r, caps).map(Some),
-                    None => Ok(None),
-                },
-                limit as usize,
-                budget,
-            )
-        })
-        .await
+        self.read_sql(move |db| changes_page(db, limit, before, caps, budget))
+            .await
     }
 
     /// One Change, cut at `caps`.
@@ -381,16 +450,7 @@ impl Db {
         id: i64,
         caps: Caps,
     ) -> Result<Option<CappedChange>, DbError> {
-        use rusqlite::OptionalExtension;
-        self.read(move |c| {
-            c.prepare_cached(&format!(
-                "SELECT {} FROM changes c WHERE c.id = ?1",
-                change_columns(caps)
-            ))?
-            .query_row([id], |r| change_json(c, r, caps))
-            .optional()
-        })
-        .await
+        self.read_sql(move |db| change_capped(db, id, caps)).await
     }
 
     /// A builder's builds newest first, numbered below `before`: a page of at most
@@ -404,46 +464,105 @@ impl Db {
         budget: usize,
     ) -> Result<Page<ListedBuild>, DbError> {
         let builder = builder.to_string();
-        self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT b.builder, b.number, b.slave, b.started_at, b.finished_at, b.result,
-                        b.reason, b.text, b.total_steps
-                 FROM builds b WHERE b.builder = ?1 AND b.number < ?2
-                 ORDER BY b.number DESC LIMIT ?3",
-            )?;
-            let mut rows = st.query(rusqlite::params![
-                builder,
-                before.unwrap_or(i64::MAX),
-                i64::from(limit) + 1
-            ])?;
-            fill_page(
-                || {
-                    let Some(r) = rows.next()? else {
-                        return Ok(None);
-                    };
-                    let mut cut = Vec::new();
-                    let row = BuildRow {
-                        builder: r.get(0)?,
-                        number: r.get(1)?,
-                        slave: r.get(2)?,
-                        started_at: r.get(3)?,
-                        finished_at: r.get(4)?,
-                        result: r.get(5)?,
-                        reason: text_col(r, 6, caps.text, "reason", &mut cut)?.unwrap_or_default(),
-                        text: text_col(r, 7, caps.text, "text", &mut cut)?.unwrap_or_default(),
-                        total_steps: r.get(8)?,
-                    };
-                    Ok(Some(ListedBuild {
-                        row,
-                        truncated: cut,
-                    }))
-                },
-                limit as usize,
-                budget,
-            )
-        })
-        .await
+        self.read_sql(move |db| builds_page(db, &builder, limit, before, caps, budget))
+            .await
     }
+}
+
+// The queries, on either backend ([`super::sql`]).
+
+/// Changes newest first, below id `before`: a page of at most `limit` rows and
+/// `budget` bytes of JSON, each cut at `caps`.
+pub fn changes_page(
+    db: &mut dyn Sql,
+    limit: u32,
+    before: Option<i64>,
+    caps: Caps,
+    budget: usize,
+) -> Result<Page<CappedChange>, SqlError> {
+    let sql = format!(
+        "SELECT {} FROM changes c WHERE c.id < ?1 ORDER BY c.id DESC LIMIT ?2",
+        change_columns(caps, db.dialect())
+    );
+    paged(
+        db,
+        limit,
+        before,
+        budget,
+        |db, below, n| db.query(&sql, &[below.into(), n.into()]),
+        |r| r.i64(0),
+        |db, r| change_json(db, r, caps),
+    )
+}
+
+/// One Change, cut at `caps`.
+pub fn change_capped(
+    db: &mut dyn Sql,
+    id: i64,
+    caps: Caps,
+) -> Result<Option<CappedChange>, SqlError> {
+    let sql = format!(
+        "SELECT {} FROM changes c WHERE c.id = ?1",
+        change_columns(caps, db.dialect())
+    );
+    match db.query_opt(&sql, &[id.into()])? {
+        Some(r) => change_json(db, &r, caps).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A builder's builds newest first, numbered below `before`: a page of at most
+/// `limit` rows and `budget` bytes of JSON. Reason and text are read only up to
+/// `caps.text + 1` characters (at least one byte past the cap: a longer one is
+/// cut).
+pub fn builds_page(
+    db: &mut dyn Sql,
+    builder: &str,
+    limit: u32,
+    before: Option<i64>,
+    caps: Caps,
+    budget: usize,
+) -> Result<Page<ListedBuild>, SqlError> {
+    const SQL: &str = "SELECT b.builder, b.number, b.slave, b.started_at, b.finished_at,
+                b.result, substr(b.reason, 1, ?4), substr(b.text, 1, ?4), b.total_steps
+         FROM builds b WHERE b.builder = ?1 AND b.number < ?2
+         ORDER BY b.number DESC LIMIT ?3";
+    // An INTEGER on PostgreSQL (`substr`'s argument).
+    let read_to = i64::try_from(caps.text)
+        .unwrap_or(i64::MAX)
+        .min(i64::from(i32::MAX) - 1)
+        + 1;
+    paged(
+        db,
+        limit,
+        before,
+        budget,
+        |db, below, n| {
+            db.query(
+                SQL,
+                &[builder.into(), below.into(), n.into(), read_to.into()],
+            )
+        },
+        |r| r.i64(1),
+        |_, r| {
+            let mut cut = Vec::new();
+            let row = BuildRow {
+                builder: r.string(0)?,
+                number: r.i64(1)?,
+                slave: r.string(2)?,
+                started_at: super::status::real(r, 3)?,
+                finished_at: r.opt_f64(4)?,
+                result: r.opt_string(5)?,
+                reason: text_col(r, 6, caps.text, "reason", &mut cut)?.unwrap_or_default(),
+                text: text_col(r, 7, caps.text, "text", &mut cut)?.unwrap_or_default(),
+                total_steps: r.i64(8)?,
+            };
+            Ok(ListedBuild {
+                row,
+                truncated: cut,
+            })
+        },
+    )
 }
 
 #[cfg(test)]

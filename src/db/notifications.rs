@@ -9,10 +9,13 @@
 //! Each delivery attempt updates the row: `sent`, `retrying` with the error and
 //! the time of the next attempt, or `given up`. The build's page and the JSON API
 //! read the rows of a build ([`Db::build_notifications`]).
+//!
+//! Written once for both backends ([`super::sql`]).
 
-use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
+use super::sql::{Row, Sql, SqlError, Value};
+use super::status::real;
 use super::{Db, DbError};
 
 /// A notification to store.
@@ -90,59 +93,22 @@ impl Db {
     /// starts). A database without the row (reporters never started) gets the
     /// newest build's id now.
     pub async fn reporter_horizon(&self) -> Result<i64, DbError> {
-        self.write(|tx| {
-            let got: Option<i64> = tx
-                .query_row(
-                    "SELECT value FROM reporter_state WHERE name = 'horizon'",
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(h) = got {
-                return Ok(h);
-            }
-            let h: i64 =
-                tx.query_row("SELECT COALESCE(MAX(id), 0) FROM builds", [], |r| r.get(0))?;
-            tx.execute(
-                "INSERT INTO reporter_state(name, value) VALUES ('horizon', ?1)",
-                [h],
-            )?;
-            Ok(h)
-        })
-        .await
+        self.write_sql(|db| reporter_horizon(db)).await
     }
 
     /// Move the horizon up to just below the oldest build that is running or
     /// whose end is not decided yet (so a pass scans only recent builds, however
     /// long the history), and store it. Returns the new horizon.
     pub async fn advance_reporter_horizon(&self, horizon: i64) -> Result<i64, DbError> {
-        // One statement, so one snapshot: asked in two, a build started and
-        // finished between them would be counted in the newest id without
-        // having been seen open, and never announced.
         let new = self
-            .read(move |c| {
-                c.prepare_cached(
-                    "SELECT COALESCE(
-                        (SELECT MIN(b.id) - 1 FROM builds b
-                         WHERE b.id > ?1
-                           AND (b.finished_at IS NULL
-                                OR NOT EXISTS (SELECT 1 FROM notified_builds n
-                                               WHERE n.build = b.id AND n.stage = 'finished'))),
-                        (SELECT MAX(id) FROM builds WHERE id > ?1),
-                        ?1)",
-                )?
-                .query_row([horizon], |r| r.get::<_, i64>(0))
-            })
+            .read_sql(move |db| next_reporter_horizon(db, horizon))
             .await?;
         if new <= horizon {
             return Ok(horizon);
         }
-        self.write(move |tx| {
-            tx.prepare_cached("UPDATE reporter_state SET value = ?1 WHERE name = 'horizon'")?
-                .execute([new])?;
-            Ok(new)
-        })
-        .await
+        self.write_sql(move |db| store_reporter_horizon(db, new))
+            .await?;
+        Ok(new)
     }
 
     /// Builds after `horizon` whose `stage` is not decided yet (`started`: builds
@@ -153,31 +119,8 @@ impl Db {
         stage: &'static str,
         limit: i64,
     ) -> Result<Vec<BuildToAnnounce>, DbError> {
-        self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT b.id, b.builder, b.number, b.result,
-                        EXISTS (SELECT 1 FROM build_requests br
-                                JOIN buildrequests r ON r.id = br.request
-                                WHERE br.build = b.id
-                                  AND (r.complete = 0 OR r.complete_at IS NOT b.finished_at))
-                 FROM builds b
-                 WHERE b.id > ?1 AND (b.finished_at IS NULL) = (?2 = 'started')
-                   AND NOT EXISTS (SELECT 1 FROM notified_builds n
-                                   WHERE n.build = b.id AND n.stage = ?2)
-                 ORDER BY b.id LIMIT ?3",
-            )?;
-            let rows = st.query_map(params![horizon, stage, limit], |r| {
-                Ok(BuildToAnnounce {
-                    id: r.get(0)?,
-                    builder: r.get(1)?,
-                    number: r.get(2)?,
-                    result: r.get(3)?,
-                    requeued: r.get::<_, i64>(4)? != 0,
-                })
-            })?;
-            rows.collect()
-        })
-        .await
+        self.read_sql(move |db| builds_to_announce(db, horizon, stage, limit))
+            .await
     }
 
     /// The result of the builder's newest finished build before `number` that
@@ -188,21 +131,8 @@ impl Db {
         number: i64,
     ) -> Result<Option<String>, DbError> {
         let builder = builder.to_string();
-        self.read(move |c| {
-            c.prepare_cached(
-                "SELECT b.result FROM builds b
-                 WHERE b.builder = ?1 AND b.number < ?2 AND b.finished_at IS NOT NULL
-                   AND b.result IS NOT 'cancelled'
-                   AND NOT EXISTS (SELECT 1 FROM build_requests br
-                                   JOIN buildrequests r ON r.id = br.request
-                                   WHERE br.build = b.id
-                                     AND (r.complete = 0 OR r.complete_at IS NOT b.finished_at))
-                 ORDER BY b.number DESC LIMIT 1",
-            )?
-            .query_row(params![builder, number], |r| r.get(0))
-            .optional()
-        })
-        .await
+        self.read_sql(move |db| previous_result(db, &builder, number))
+            .await
     }
 
     /// Store `items`, due now, and mark `build`'s `stage` decided, in one
@@ -214,51 +144,8 @@ impl Db {
         items: Vec<NewNotification>,
         now: f64,
     ) -> Result<Vec<i64>, DbError> {
-        self.write(move |tx| {
-            if let (Some(b), Some(s)) = (build, stage) {
-                let fresh = tx
-                    .prepare_cached(
-                        "INSERT OR IGNORE INTO notified_builds(build, stage) VALUES (?1, ?2)",
-                    )?
-                    .execute(params![b, s])?;
-                if fresh == 0 {
-                    // Decided already (by an earlier pass): nothing twice.
-                    return Ok(Vec::new());
-                }
-            }
-            if let (Some(b), Some("finished")) = (build, stage) {
-                if items.iter().any(|n| n.kind == "status") {
-                    // The end's status replaces a start's that is still unsent.
-                    tx.prepare_cached(
-                        "UPDATE notifications
-                         SET state = 'given up', done_at = ?2,
-                             last_error = 'superseded by the status of the build''s end'
-                         WHERE build = ?1 AND kind = 'status' AND state IN ('pending', 'retrying')",
-                    )?
-                    .execute(params![b, now])?;
-                }
-            }
-            let mut ids = Vec::new();
-            let mut st = tx.prepare_cached(
-                "INSERT INTO notifications(build, kind, target, payload, meta, message_id,
-                                           created_at, next_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-            )?;
-            for n in &items {
-                st.execute(params![
-                    build,
-                    n.kind,
-                    n.target,
-                    n.payload,
-                    n.meta,
-                    n.message_id,
-                    now
-                ])?;
-                ids.push(tx.last_insert_rowid());
-            }
-            Ok(ids)
-        })
-        .await
+        self.write_sql(move |db| enqueue_notifications(db, build, stage, &items, now))
+            .await
     }
 
     /// Notifications of `kind` due at `now`, oldest first, at most `limit`.
@@ -268,41 +155,14 @@ impl Db {
         now: f64,
         limit: i64,
     ) -> Result<Vec<QueuedNotification>, DbError> {
-        self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT id, build, kind, target, payload, meta, message_id, attempts, created_at
-                 FROM notifications
-                 WHERE state IN ('pending', 'retrying') AND kind = ?1 AND next_at <= ?2
-                 ORDER BY next_at, id LIMIT ?3",
-            )?;
-            let rows = st.query_map(params![kind, now, limit], |r| {
-                Ok(QueuedNotification {
-                    id: r.get(0)?,
-                    build: r.get(1)?,
-                    kind: r.get(2)?,
-                    target: r.get(3)?,
-                    payload: r.get(4)?,
-                    meta: r.get(5)?,
-                    message_id: r.get(6)?,
-                    attempts: r.get(7)?,
-                    created_at: r.get(8)?,
-                })
-            })?;
-            rows.collect()
-        })
-        .await
+        self.read_sql(move |db| due_notifications(db, kind, now, limit))
+            .await
     }
 
     /// When the next notification of `kind` is due, if any waits.
     pub async fn next_notification_due(&self, kind: &'static str) -> Result<Option<f64>, DbError> {
-        self.read(move |c| {
-            c.prepare_cached(
-                "SELECT MIN(next_at) FROM notifications
-                 WHERE state IN ('pending', 'retrying') AND kind = ?1",
-            )?
-            .query_row([kind], |r| r.get(0))
-        })
-        .await
+        self.read_sql(move |db| next_notification_due(db, kind))
+            .await
     }
 
     /// Record an attempt to send notification `id`.
@@ -312,39 +172,15 @@ impl Db {
         attempt: Attempt,
         now: f64,
     ) -> Result<(), DbError> {
-        self.write(move |tx| {
-            let mut st = tx.prepare_cached(
-                "UPDATE notifications
-                 SET state = ?2, attempts = attempts + 1, last_error = COALESCE(?3, last_error),
-                     next_at = ?4, done_at = ?5
-                 WHERE id = ?1",
-            )?;
-            match attempt {
-                Attempt::Sent => st.execute(params![id, "sent", None::<String>, now, now])?,
-                Attempt::Retry { error, next_at } => {
-                    st.execute(params![id, "retrying", error, next_at, None::<f64>])?
-                }
-                Attempt::GiveUp { error } => {
-                    st.execute(params![id, "given up", error, now, now])?
-                }
-            };
-            Ok(())
-        })
-        .await
+        self.write_sql(move |db| notification_attempt(db, id, attempt, now))
+            .await
     }
 
     /// At start-up: whatever waits for a retry is due now (the master was away,
     /// the server may be back).
     pub async fn notifications_due_now(&self, now: f64) -> Result<(), DbError> {
-        self.write(move |tx| {
-            tx.execute(
-                "UPDATE notifications SET next_at = ?1
-                 WHERE state IN ('pending', 'retrying') AND next_at > ?1",
-                [now],
-            )?;
-            Ok(())
-        })
-        .await
+        self.write_sql(move |db| notifications_due_now(db, now))
+            .await
     }
 
     /// The notifications of one build, oldest first.
@@ -354,52 +190,301 @@ impl Db {
         number: i64,
     ) -> Result<Vec<NotificationRow>, DbError> {
         let builder = builder.to_string();
-        self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT n.id, n.kind, n.target, n.message_id, n.state, n.attempts,
-                        n.last_error, n.created_at, n.done_at, n.next_at
-                 FROM notifications n JOIN builds b ON b.id = n.build
-                 WHERE b.builder = ?1 AND b.number = ?2
-                 ORDER BY n.id LIMIT 200",
-            )?;
-            let rows = st.query_map(params![builder, number], notification_row)?;
-            rows.collect()
-        })
-        .await
+        self.read_sql(move |db| build_notifications(db, &builder, number))
+            .await
     }
 
     /// Every notification not about a build (missing slaves), newest first, at
     /// most `limit`.
     pub async fn slave_notifications(&self, limit: i64) -> Result<Vec<NotificationRow>, DbError> {
-        self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT id, kind, target, message_id, state, attempts, last_error, created_at,
-                        done_at, next_at
-                 FROM notifications WHERE build IS NULL ORDER BY id DESC LIMIT ?1",
-            )?;
-            let rows = st.query_map([limit], notification_row)?;
-            rows.collect()
-        })
-        .await
+        self.read_sql(move |db| slave_notifications(db, limit))
+            .await
     }
+}
+
+// The queries, on either backend ([`super::sql`]).
+
+/// [`Db::reporter_horizon`]: the stored horizon, or the newest build's id,
+/// stored now. Two masters starting at once store one (the first).
+pub fn reporter_horizon(db: &mut dyn Sql) -> Result<i64, SqlError> {
+    const GET: &str = "SELECT value FROM reporter_state WHERE name = 'horizon'";
+    if let Some(r) = db.query_opt(GET, &[])? {
+        return r.i64(0);
+    }
+    db.execute(
+        "INSERT OR IGNORE INTO reporter_state(name, value)
+         SELECT 'horizon', COALESCE(MAX(id), 0) FROM builds",
+        &[],
+    )?;
+    db.query_one(GET, &[])?.i64(0)
+}
+
+/// Where the horizon after `horizon` is: just below the oldest build after it
+/// that is running or whose end is not decided yet, else the newest build.
+/// One statement, so one snapshot: asked in two, a build started and finished
+/// between them would be counted in the newest id without having been seen
+/// open, and never announced.
+pub fn next_reporter_horizon(db: &mut dyn Sql, horizon: i64) -> Result<i64, SqlError> {
+    db.query_one(
+        "SELECT COALESCE(
+            (SELECT MIN(b.id) - 1 FROM builds b
+             WHERE b.id > ?1
+               AND (b.finished_at IS NULL
+                    OR NOT EXISTS (SELECT 1 FROM notified_builds n
+                                   WHERE n.build = b.id AND n.stage = 'finished'))),
+            (SELECT MAX(id) FROM builds WHERE id > ?1),
+            ?1)",
+        &[horizon.into()],
+    )?
+    .i64(0)
+}
+
+/// Store the horizon [`next_reporter_horizon`] found.
+pub fn store_reporter_horizon(db: &mut dyn Sql, horizon: i64) -> Result<(), SqlError> {
+    db.execute(
+        "UPDATE reporter_state SET value = ?1 WHERE name = 'horizon'",
+        &[horizon.into()],
+    )?;
+    Ok(())
+}
+
+/// [`Db::builds_to_announce`]. `IS DISTINCT FROM` is SQLite's `IS NOT` (the
+/// same statement to SQLite, and PostgreSQL's spelling).
+pub fn builds_to_announce(
+    db: &mut dyn Sql,
+    horizon: i64,
+    stage: &str,
+    limit: i64,
+) -> Result<Vec<BuildToAnnounce>, SqlError> {
+    db.query(
+        "SELECT b.id, b.builder, b.number, b.result,
+                CASE WHEN EXISTS (SELECT 1 FROM build_requests br
+                        JOIN buildrequests r ON r.id = br.request
+                        WHERE br.build = b.id
+                          AND (r.complete = 0 OR r.complete_at IS DISTINCT FROM b.finished_at))
+                     THEN 1 ELSE 0 END
+         FROM builds b
+         WHERE b.id > ?1 AND (b.finished_at IS NULL) = (CAST(?2 AS TEXT) = 'started')
+           AND NOT EXISTS (SELECT 1 FROM notified_builds n
+                           WHERE n.build = b.id AND n.stage = ?2)
+         ORDER BY b.id LIMIT ?3",
+        &[horizon.into(), stage.into(), limit.into()],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(BuildToAnnounce {
+            id: r.i64(0)?,
+            builder: r.string(1)?,
+            number: r.i64(2)?,
+            result: r.opt_string(3)?,
+            requeued: r.bool(4)?,
+        })
+    })
+    .collect()
+}
+
+/// [`Db::previous_result`].
+pub fn previous_result(
+    db: &mut dyn Sql,
+    builder: &str,
+    number: i64,
+) -> Result<Option<String>, SqlError> {
+    db.query_opt(
+        "SELECT b.result FROM builds b
+         WHERE b.builder = ?1 AND b.number < ?2 AND b.finished_at IS NOT NULL
+           AND b.result IS DISTINCT FROM 'cancelled'
+           AND NOT EXISTS (SELECT 1 FROM build_requests br
+                           JOIN buildrequests r ON r.id = br.request
+                           WHERE br.build = b.id
+                             AND (r.complete = 0 OR r.complete_at IS DISTINCT FROM b.finished_at))
+         ORDER BY b.number DESC LIMIT 1",
+        &[builder.into(), number.into()],
+    )?
+    .map(|r| r.opt_string(0))
+    .transpose()
+    .map(Option::flatten)
+}
+
+/// [`Db::enqueue_notifications`].
+pub fn enqueue_notifications(
+    db: &mut dyn Sql,
+    build: Option<i64>,
+    stage: Option<&str>,
+    items: &[NewNotification],
+    now: f64,
+) -> Result<Vec<i64>, SqlError> {
+    if let (Some(b), Some(s)) = (build, stage) {
+        let fresh = db.execute(
+            "INSERT OR IGNORE INTO notified_builds(build, stage) VALUES (?1, ?2)",
+            &[b.into(), s.into()],
+        )?;
+        if fresh == 0 {
+            // Decided already (by an earlier pass): nothing twice.
+            return Ok(Vec::new());
+        }
+    }
+    if let (Some(b), Some("finished")) = (build, stage) {
+        if items.iter().any(|n| n.kind == "status") {
+            // The end's status replaces a start's that is still unsent.
+            db.execute(
+                "UPDATE notifications
+                 SET state = 'given up', done_at = ?2,
+                     last_error = 'superseded by the status of the build''s end'
+                 WHERE build = ?1 AND kind = 'status' AND state IN ('pending', 'retrying')",
+                &[b.into(), now.into()],
+            )?;
+        }
+    }
+    let mut ids = Vec::with_capacity(items.len());
+    for n in items {
+        ids.push(
+            db.query_one(
+                "INSERT INTO notifications(build, kind, target, payload, meta, message_id,
+                                           created_at, next_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING id",
+                &[
+                    build.into(),
+                    n.kind.as_str().into(),
+                    n.target.as_str().into(),
+                    Value::Blob(n.payload.clone()),
+                    n.meta.as_str().into(),
+                    n.message_id.clone().into(),
+                    now.into(),
+                ],
+            )?
+            .i64(0)?,
+        );
+    }
+    Ok(ids)
+}
+
+/// [`Db::due_notifications`].
+pub fn due_notifications(
+    db: &mut dyn Sql,
+    kind: &str,
+    now: f64,
+    limit: i64,
+) -> Result<Vec<QueuedNotification>, SqlError> {
+    db.query(
+        "SELECT id, build, kind, target, payload, meta, message_id, attempts, created_at
+         FROM notifications
+         WHERE state IN ('pending', 'retrying') AND kind = ?1 AND next_at <= ?2
+         ORDER BY next_at, id LIMIT ?3",
+        &[kind.into(), now.into(), limit.into()],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(QueuedNotification {
+            id: r.i64(0)?,
+            build: r.opt_i64(1)?,
+            kind: r.string(2)?,
+            target: r.string(3)?,
+            payload: r.opt_blob(4)?.unwrap_or_default(),
+            meta: r.string(5)?,
+            message_id: r.opt_string(6)?,
+            attempts: r.i64(7)?,
+            created_at: real(r, 8)?,
+        })
+    })
+    .collect()
+}
+
+/// [`Db::next_notification_due`].
+pub fn next_notification_due(db: &mut dyn Sql, kind: &str) -> Result<Option<f64>, SqlError> {
+    db.query_one(
+        "SELECT MIN(next_at) FROM notifications
+         WHERE state IN ('pending', 'retrying') AND kind = ?1",
+        &[kind.into()],
+    )?
+    .opt_f64(0)
+}
+
+/// [`Db::notification_attempt`].
+pub fn notification_attempt(
+    db: &mut dyn Sql,
+    id: i64,
+    attempt: Attempt,
+    now: f64,
+) -> Result<(), SqlError> {
+    let (state, error, next_at, done_at) = match attempt {
+        Attempt::Sent => ("sent", None, now, Some(now)),
+        Attempt::Retry { error, next_at } => ("retrying", Some(error), next_at, None),
+        Attempt::GiveUp { error } => ("given up", Some(error), now, Some(now)),
+    };
+    db.execute(
+        "UPDATE notifications
+         SET state = ?2, attempts = attempts + 1, last_error = COALESCE(?3, last_error),
+             next_at = ?4, done_at = ?5
+         WHERE id = ?1",
+        &[
+            id.into(),
+            state.into(),
+            error.into(),
+            next_at.into(),
+            done_at.into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// [`Db::notifications_due_now`].
+pub fn notifications_due_now(db: &mut dyn Sql, now: f64) -> Result<(), SqlError> {
+    db.execute(
+        "UPDATE notifications SET next_at = ?1
+         WHERE state IN ('pending', 'retrying') AND next_at > ?1",
+        &[now.into()],
+    )?;
+    Ok(())
+}
+
+/// [`Db::build_notifications`].
+pub fn build_notifications(
+    db: &mut dyn Sql,
+    builder: &str,
+    number: i64,
+) -> Result<Vec<NotificationRow>, SqlError> {
+    db.query(
+        "SELECT n.id, n.kind, n.target, n.message_id, n.state, n.attempts,
+                n.last_error, n.created_at, n.done_at, n.next_at
+         FROM notifications n JOIN builds b ON b.id = n.build
+         WHERE b.builder = ?1 AND b.number = ?2
+         ORDER BY n.id LIMIT 200",
+        &[builder.into(), number.into()],
+    )?
+    .iter()
+    .map(notification_row)
+    .collect()
+}
+
+/// [`Db::slave_notifications`].
+pub fn slave_notifications(db: &mut dyn Sql, limit: i64) -> Result<Vec<NotificationRow>, SqlError> {
+    db.query(
+        "SELECT id, kind, target, message_id, state, attempts, last_error, created_at,
+                done_at, next_at
+         FROM notifications WHERE build IS NULL ORDER BY id DESC LIMIT ?1",
+        &[limit.into()],
+    )?
+    .iter()
+    .map(notification_row)
+    .collect()
 }
 
 /// A [`NotificationRow`] from `id, kind, target, message_id, state, attempts,
 /// last_error, created_at, done_at, next_at` (`next_at` only while it is open).
-fn notification_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NotificationRow> {
-    let state: String = r.get(4)?;
+fn notification_row(r: &Row) -> Result<NotificationRow, SqlError> {
+    let state = r.string(4)?;
     let open = state == "pending" || state == "retrying";
     Ok(NotificationRow {
-        id: r.get(0)?,
-        kind: r.get(1)?,
-        target: r.get(2)?,
-        message_id: r.get(3)?,
+        id: r.i64(0)?,
+        kind: r.string(1)?,
+        target: r.string(2)?,
+        message_id: r.opt_string(3)?,
         state,
-        attempts: r.get(5)?,
-        last_error: r.get(6)?,
-        created_at: r.get(7)?,
-        done_at: r.get(8)?,
-        next_at: if open { r.get(9)? } else { None },
+        attempts: r.i64(5)?,
+        last_error: r.opt_string(6)?,
+        created_at: real(r, 7)?,
+        done_at: r.opt_f64(8)?,
+        next_at: if open { r.opt_f64(9)? } else { None },
     })
 }
 

@@ -8,13 +8,17 @@
 //!
 //! Every query is LIMITed or bounded by a window of build ids, so a page costs the
 //! same with a million builds as with ten.
+//!
+//! Written once for both backends ([`super::sql`]); a list of ids or names goes
+//! in as one JSON array parameter (`json_list`), so a statement is prepared
+//! once whatever the list's length.
 
 use std::collections::HashMap;
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
-use super::builds::{BuildRow, BuilderActivity, LogRow, StepRow};
+use super::builds::{BuildRow, BuilderActivity, LogRow, StepRow, TestCounts};
+use super::sql::{Dialect, Row, Sql, SqlError};
 use super::{Db, DbError};
 
 /// Build ids one waterfall page looks back at most (see [`Db::waterfall`]).
@@ -86,23 +90,85 @@ pub struct QueuedRequest {
 const COLUMNS: &str = "b.id, b.builder, b.number, b.slave, b.started_at, b.finished_at, \
     b.result, substr(b.reason, 1, 16384), substr(b.text, 1, 16384), b.total_steps";
 
-fn build_row_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<BuildRow> {
+/// The [`BuildRow`] of [`COLUMNS`] after the id, from column `i` on.
+pub(super) fn build_row_at(r: &Row, i: usize) -> Result<BuildRow, SqlError> {
     Ok(BuildRow {
-        builder: r.get(i)?,
-        number: r.get(i + 1)?,
-        slave: r.get(i + 2)?,
-        started_at: r.get(i + 3)?,
-        finished_at: r.get(i + 4)?,
-        result: r.get(i + 5)?,
-        reason: r.get(i + 6)?,
-        text: r.get(i + 7)?,
-        total_steps: r.get(i + 8)?,
+        builder: r.string(i)?,
+        number: r.i64(i + 1)?,
+        slave: r.string(i + 2)?,
+        started_at: real(r, i + 3)?,
+        finished_at: r.opt_f64(i + 4)?,
+        result: r.opt_string(i + 5)?,
+        reason: r.string(i + 6)?,
+        text: r.string(i + 7)?,
+        total_steps: r.i64(i + 8)?,
     })
+}
+
+/// A number that is never NULL.
+pub(super) fn real(r: &Row, i: usize) -> Result<f64, SqlError> {
+    r.opt_f64(i)?.ok_or_else(|| SqlError::Column {
+        index: i,
+        expected: "a number",
+        found: "NULL".into(),
+    })
+}
+
+/// The five `tests_*` columns from `first` on; `None` when they are NULL.
+pub(super) fn test_counts_at(r: &Row, first: usize) -> Result<Option<TestCounts>, SqlError> {
+    let col = |i: usize| -> Result<Option<u64>, SqlError> {
+        Ok(r.opt_i64(first + i)?.map(|n| n.max(0) as u64))
+    };
+    let Some(passed) = col(0)? else {
+        return Ok(None);
+    };
+    Ok(Some(TestCounts {
+        passed,
+        failed: col(1)?.unwrap_or(0),
+        skipped: col(2)?.unwrap_or(0),
+        xfailed: col(3)?.unwrap_or(0),
+        xpassed: col(4)?.unwrap_or(0),
+    }))
+}
+
+/// `SELECT` of the elements of the JSON array in parameter `?N`, one row each,
+/// as BIGINT when `ints` (ids) or TEXT (names): SQLite's `json_each`,
+/// PostgreSQL's `json_array_elements_text`. For `x IN (…)`.
+pub(super) fn json_list(dialect: Dialect, param: u32, ints: bool) -> String {
+    match (dialect, ints) {
+        (Dialect::Sqlite, _) => format!("SELECT value FROM json_each(?{param})"),
+        (Dialect::Postgres, false) => {
+            format!("SELECT value FROM json_array_elements_text(CAST(CAST(?{param} AS TEXT) AS json)) AS j(value)")
+        }
+        (Dialect::Postgres, true) => format!(
+            "SELECT CAST(value AS BIGINT) FROM json_array_elements_text(CAST(CAST(?{param} AS TEXT) AS json)) AS j(value)"
+        ),
+    }
+}
+
+/// `b.builder` in a condition the plan must not use the (builder, number)
+/// index for: SQLite's `+b.builder` (walk build ids down instead); PostgreSQL
+/// plans by its statistics (and has no unary `+` on text).
+pub(super) fn builder_no_index(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => "+b.builder",
+        Dialect::Postgres => "b.builder",
+    }
 }
 
 /// The SQLite library the master runs on (for `/about`).
 pub fn sqlite_version() -> &'static str {
     rusqlite::version()
+}
+
+/// The database the master runs on, named by its backend (`SQLite 3.x`,
+/// `PostgreSQL 15.x … on …`), for `/about`.
+pub fn database_version(db: &mut dyn Sql) -> Result<String, SqlError> {
+    let sql = match db.dialect() {
+        Dialect::Sqlite => "SELECT 'SQLite ' || sqlite_version()",
+        Dialect::Postgres => "SELECT version()",
+    };
+    db.query_one(sql, &[])?.string(0)
 }
 
 impl Db {
@@ -111,20 +177,13 @@ impl Db {
         &self,
         builders: Vec<(String, String)>,
     ) -> Result<Vec<BuilderStatus>, DbError> {
-        self.read(move |c| builder_status(c, &builders)).await
+        self.read_sql(move |db| builder_status(db, &builders)).await
     }
 
     /// Changes whenever a slave connects or goes: the count of connections ever
     /// made and of slaves connected now (`"N.M"`), for the pages' ETags.
     pub async fn slaves_fingerprint(&self) -> Result<String, DbError> {
-        self.read(|c| {
-            c.prepare_cached(
-                "SELECT (SELECT coalesce(max(id), 0) FROM slave_connections) || '.' ||
-                        (SELECT coalesce(sum(connected), 0) FROM slaves)",
-            )?
-            .query_row([], |r| r.get(0))
-        })
-        .await
+        self.read_sql(|db| slaves_fingerprint(db)).await
     }
 
     /// The newest builds (by id, which grows with time) of `builders`, below id
@@ -139,7 +198,7 @@ impl Db {
         before: i64,
         limit: u32,
     ) -> Result<(Vec<WaterfallBuild>, Option<i64>), DbError> {
-        self.read(move |c| waterfall(c, &builders, branch.as_deref(), before, limit))
+        self.read_sql(move |db| waterfall(db, &builders, branch.as_deref(), before, limit))
             .await
     }
 
@@ -150,87 +209,127 @@ impl Db {
         limit: u32,
     ) -> Result<Vec<QueuedRequest>, DbError> {
         let builder = builder.to_string();
-        self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT r.id, r.submitted_at, bs.reason FROM buildrequests r
-                 JOIN buildsets bs ON bs.id = r.buildset
-                 WHERE r.builder = ?1 AND r.claimed_at IS NULL AND r.complete = 0
-                 ORDER BY r.priority DESC, r.id LIMIT ?2",
-            )?;
-            let rows = st.query_map(params![builder, limit], |r| {
-                Ok(QueuedRequest {
-                    id: r.get(0)?,
-                    submitted_at: r.get(1)?,
-                    reason: r.get(2)?,
-                })
-            })?;
-            rows.collect()
-        })
-        .await
+        self.read_sql(move |db| queued_requests(db, &builder, limit))
+            .await
     }
 
     /// The result and number of a builder's newest finished build (a build that
     /// finished without a result reads as an empty result).
     pub async fn last_result(&self, builder: &str) -> Result<Option<(String, i64)>, DbError> {
         let builder = builder.to_string();
-        self.read(move |c| {
-            c.prepare_cached(
-                "SELECT result, number FROM builds WHERE builder = ?1 AND finished_at IS NOT NULL
-                 ORDER BY number DESC LIMIT 1",
-            )?
-            .query_row([builder], |r| {
-                Ok((
-                    r.get::<_, Option<String>>(0)?.unwrap_or_default(),
-                    r.get(1)?,
-                ))
-            })
-            .optional()
-        })
-        .await
+        self.read_sql(move |db| last_result(db, &builder)).await
     }
+
+    /// The database the master runs on, named by its backend
+    /// ([`database_version`]).
+    pub async fn database_version(&self) -> Result<String, DbError> {
+        self.read_sql(|db| database_version(db)).await
+    }
+}
+
+// The queries, on either backend ([`super::sql`]).
+
+/// Changes whenever a slave connects or goes: `"N.M"`, N the connections ever
+/// made, M the slaves connected now.
+pub fn slaves_fingerprint(db: &mut dyn Sql) -> Result<String, SqlError> {
+    db.query_one(
+        "SELECT CAST((SELECT coalesce(max(id), 0) FROM slave_connections) AS TEXT) || '.' ||
+                CAST((SELECT CAST(coalesce(sum(connected), 0) AS BIGINT) FROM slaves) AS TEXT)",
+        &[],
+    )?
+    .string(0)
+}
+
+/// A builder's BuildRequests waiting for a slave, best first, at most `limit`.
+pub fn queued_requests(
+    db: &mut dyn Sql,
+    builder: &str,
+    limit: u32,
+) -> Result<Vec<QueuedRequest>, SqlError> {
+    db.query(
+        "SELECT r.id, r.submitted_at, bs.reason FROM buildrequests r
+         JOIN buildsets bs ON bs.id = r.buildset
+         WHERE r.builder = ?1 AND r.claimed_at IS NULL AND r.complete = 0
+         ORDER BY r.priority DESC, r.id LIMIT ?2",
+        &[builder.into(), i64::from(limit).into()],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(QueuedRequest {
+            id: r.i64(0)?,
+            submitted_at: real(r, 1)?,
+            reason: r.string(2)?,
+        })
+    })
+    .collect()
+}
+
+/// The result and number of a builder's newest finished build (a build that
+/// finished without a result reads as an empty result).
+pub fn last_result(db: &mut dyn Sql, builder: &str) -> Result<Option<(String, i64)>, SqlError> {
+    db.query_opt(
+        "SELECT result, number FROM builds WHERE builder = ?1 AND finished_at IS NOT NULL
+         ORDER BY number DESC LIMIT 1",
+        &[builder.into()],
+    )?
+    .map(|r| Ok((r.opt_string(0)?.unwrap_or_default(), r.i64(1)?)))
+    .transpose()
 }
 
 /// [`Db::builder_status`] in four statements for all builders at once, so a
 /// waterfall of 500 builders stays cheap.
-fn builder_status(
-    c: &Connection,
+pub fn builder_status(
+    db: &mut dyn Sql,
     builders: &[(String, String)],
-) -> rusqlite::Result<Vec<BuilderStatus>> {
+) -> Result<Vec<BuilderStatus>, SqlError> {
     let names: Vec<&str> = builders.iter().map(|(n, _)| n.as_str()).collect();
     // Each builder's newest finished build, in one statement.
-    let mut st = c.prepare_cached(&format!(
-        "SELECT j.key, {COLUMNS} FROM json_each(?1) j
-         LEFT JOIN builds b ON b.id = (
-             SELECT x.id FROM builds x WHERE x.builder = j.value
-                AND x.finished_at IS NOT NULL ORDER BY x.number DESC LIMIT 1)
-         ORDER BY j.key"
-    ))?;
+    let each = match db.dialect() {
+        Dialect::Sqlite => "json_each(?1) j",
+        Dialect::Postgres => {
+            "json_array_elements_text(CAST(CAST(?1 AS TEXT) AS json)) WITH ORDINALITY AS j(value, key)"
+        }
+    };
     let list = serde_json::to_string(&names).unwrap_or_else(|_| "[]".into());
-    let last = st
-        .query_map([list], |r| match r.get::<_, Option<i64>>(1)? {
+    let last = db
+        .query(
+            &format!(
+                "SELECT j.key, {COLUMNS} FROM {each}
+                 LEFT JOIN builds b ON b.id = (
+                     SELECT x.id FROM builds x WHERE x.builder = j.value
+                        AND x.finished_at IS NOT NULL ORDER BY x.number DESC LIMIT 1)
+                 ORDER BY j.key"
+            ),
+            &[list.into()],
+        )?
+        .iter()
+        .map(|r| match r.opt_i64(1)? {
             Some(_) => build_row_at(r, 2).map(Some),
             None => Ok(None),
-        })?
-        .collect::<rusqlite::Result<Vec<Option<BuildRow>>>>()?;
+        })
+        .collect::<Result<Vec<Option<BuildRow>>, SqlError>>()?;
     let mut running: HashMap<String, Vec<BuildRow>> = HashMap::new();
-    let mut st = c.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM builds b WHERE b.finished_at IS NULL ORDER BY b.number"
-    ))?;
-    for r in st.query_map([], |r| build_row_at(r, 1))? {
-        let r = r?;
+    for r in db.query(
+        &format!("SELECT {COLUMNS} FROM builds b WHERE b.finished_at IS NULL ORDER BY b.number"),
+        &[],
+    )? {
+        let r = build_row_at(&r, 1)?;
         running.entry(r.builder.clone()).or_default().push(r);
     }
-    let mut st = c.prepare_cached(
-        "SELECT builder, count(*) FROM buildrequests
-         WHERE claimed_at IS NULL AND complete = 0 GROUP BY builder",
-    )?;
-    let pending = st
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<HashMap<String, i64>>>()?;
-    let mut st = c.prepare_cached("SELECT name FROM slaves WHERE connected != 0")?;
-    let connected = st
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
+    let pending = db
+        .query(
+            "SELECT builder, count(*) FROM buildrequests
+             WHERE claimed_at IS NULL AND complete = 0 GROUP BY builder",
+            &[],
+        )?
+        .iter()
+        .map(|r| Ok((r.string(0)?, r.i64(1)?)))
+        .collect::<Result<HashMap<String, i64>, SqlError>>()?;
+    let connected = db
+        .query("SELECT name FROM slaves WHERE connected != 0", &[])?
+        .iter()
+        .map(|r| r.string(0))
+        .collect::<Result<Vec<String>, SqlError>>()?;
     Ok(builders
         .iter()
         .zip(last)
@@ -251,99 +350,135 @@ fn builder_status(
 
 /// [`Db::waterfall`]. Few builders are read one by one through the (builder,
 /// number) index; many by walking ids down.
-fn waterfall(
-    c: &Connection,
+pub fn waterfall(
+    db: &mut dyn Sql,
     builders: &[String],
     branch: Option<&str>,
     before: i64,
     limit: u32,
-) -> rusqlite::Result<(Vec<WaterfallBuild>, Option<i64>)> {
+) -> Result<(Vec<WaterfallBuild>, Option<i64>), SqlError> {
+    let dialect = db.dialect();
     let names = serde_json::to_string(builders).unwrap_or_else(|_| "[]".into());
     let mut builds: Vec<WaterfallBuild> = Vec::new();
-    let max_id: i64 = c
-        .prepare_cached("SELECT coalesce(max(id), 0) FROM builds")?
-        .query_row([], |r| r.get(0))?;
+    let max_id = db
+        .query_one("SELECT coalesce(max(id), 0) FROM builds", &[])?
+        .i64(0)?;
     let lo = before
         .min(max_id.saturating_add(1))
         .saturating_sub(SCAN_WINDOW);
-    let branch_clause = "(?3 IS NULL OR EXISTS (SELECT 1 FROM sourcestamps ss \
+    // CAST: PostgreSQL learns no parameter's type from `IS NULL`.
+    let branch_clause = "(CAST(?3 AS TEXT) IS NULL OR EXISTS (SELECT 1 FROM sourcestamps ss \
                          WHERE ss.id = b.sourcestamp AND ss.branch = ?3))";
-    let read = |r: &rusqlite::Row<'_>| {
+    let read = |r: &Row| -> Result<WaterfallBuild, SqlError> {
         Ok(WaterfallBuild {
-            id: r.get(0)?,
+            id: r.i64(0)?,
             row: build_row_at(r, 1)?,
             steps: Vec::new(),
         })
     };
+    let limit_v = i64::from(limit);
     if builders.len() <= 16 {
-        let mut st = c.prepare_cached(&format!(
+        let sql = format!(
             "SELECT {COLUMNS} FROM builds b WHERE b.builder = ?1 AND b.id < ?2 AND b.id >= ?5
                AND {branch_clause}
              ORDER BY b.number DESC LIMIT ?4"
-        ))?;
+        );
         for name in builders {
-            for b in st.query_map(params![name, before, branch, limit, lo], read)? {
-                builds.push(b?);
+            let rows = db.query(
+                &sql,
+                &[
+                    name.as_str().into(),
+                    before.into(),
+                    branch.into(),
+                    limit_v.into(),
+                    lo.into(),
+                ],
+            )?;
+            for r in &rows {
+                builds.push(read(r)?);
             }
         }
         builds.sort_by_key(|b| std::cmp::Reverse(b.id));
         builds.truncate(limit as usize);
     } else {
-        // `+b.builder`: walk ids down (the rowid), never the (builder, number)
-        // index for every builder and a sort of their whole history.
-        let mut st = c.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM builds b WHERE b.id < ?2 AND b.id >= ?5
-               AND +b.builder IN (SELECT value FROM json_each(?1)) AND {branch_clause}
-             ORDER BY b.id DESC LIMIT ?4"
-        ))?;
-        for b in st.query_map(params![names, before, branch, limit, lo], read)? {
-            builds.push(b?);
+        // `+b.builder` on SQLite: walk ids down (the rowid), never the
+        // (builder, number) index for every builder and a sort of their whole
+        // history.
+        let rows = db.query(
+            &format!(
+                "SELECT {COLUMNS} FROM builds b WHERE b.id < ?2 AND b.id >= ?5
+                   AND {} IN ({}) AND {branch_clause}
+                 ORDER BY b.id DESC LIMIT ?4",
+                builder_no_index(dialect),
+                json_list(dialect, 1, false)
+            ),
+            &[
+                names.into(),
+                before.into(),
+                branch.into(),
+                limit_v.into(),
+                lo.into(),
+            ],
+        )?;
+        for r in &rows {
+            builds.push(read(r)?);
         }
     }
     // Every shown build's steps and their log names in one statement.
     let ids = serde_json::to_string(&builds.iter().map(|b| b.id).collect::<Vec<_>>())
         .unwrap_or_else(|_| "[]".into());
-    let mut st = c.prepare_cached(
-        "SELECT s.build, s.number, s.name, s.started_at, s.finished_at, s.result, s.text,
-                s.description,
-                (SELECT json_group_array(json_array(l.name, l.size, l.lines, l.complete))
-                 FROM logs l WHERE l.step = s.id),
-                s.warnings, s.tests_passed, s.tests_failed, s.tests_skipped,
-                s.tests_xfailed, s.tests_xpassed
-         FROM steps s WHERE s.build IN (SELECT value FROM json_each(?1))
-         ORDER BY s.build, s.number",
+    let logs = match dialect {
+        Dialect::Sqlite => {
+            "(SELECT json_group_array(json_array(l.name, l.size, l.lines, l.complete))
+              FROM logs l WHERE l.step = s.id)"
+        }
+        // In the order of SQLite's, which reads them through (step, name):
+        // by the bytes of the name.
+        Dialect::Postgres => {
+            "(SELECT CAST(COALESCE(json_agg(json_build_array(l.name, l.size, l.lines, l.complete)
+                                            ORDER BY l.name COLLATE \"C\"), CAST('[]' AS json)) AS TEXT)
+              FROM logs l WHERE l.step = s.id)"
+        }
+    };
+    let rows = db.query(
+        &format!(
+            "SELECT s.build, s.number, s.name, s.started_at, s.finished_at, s.result, s.text,
+                    s.description, {logs},
+                    s.warnings, s.tests_passed, s.tests_failed, s.tests_skipped,
+                    s.tests_xfailed, s.tests_xpassed
+             FROM steps s WHERE s.build IN ({})
+             ORDER BY s.build, s.number",
+            json_list(dialect, 1, true)
+        ),
+        &[ids.into()],
     )?;
     let mut by_build: HashMap<i64, Vec<StepRow>> = HashMap::new();
-    let rows = st.query_map([ids], |r| {
-        let logs: String = r.get(8)?;
-        let logs: Vec<(String, u64, u64, i64)> = serde_json::from_str(&logs).unwrap_or_default();
-        Ok((
-            r.get::<_, i64>(0)?,
-            StepRow {
-                number: r.get(1)?,
-                name: r.get(2)?,
-                started_at: r.get(3)?,
-                finished_at: r.get(4)?,
-                result: r.get(5)?,
-                text: r.get(6)?,
-                description: r.get(7)?,
-                warnings: r.get::<_, i64>(9)?.max(0) as u64,
-                counts: crate::db::builds::TestCounts::from_row(r, 10)?,
-                logs: logs
-                    .into_iter()
-                    .map(|(name, size, lines, complete)| LogRow {
-                        name,
-                        size,
-                        lines,
-                        complete: complete != 0,
-                    })
-                    .collect(),
-            },
-        ))
-    })?;
-    for row in rows {
-        let (build, step) = row?;
-        by_build.entry(build).or_default().push(step);
+    for r in &rows {
+        let logs: Vec<(String, u64, u64, i64)> = r
+            .opt_string(8)?
+            .and_then(|l| serde_json::from_str(&l).ok())
+            .unwrap_or_default();
+        let step = StepRow {
+            number: r.i64(1)?,
+            name: r.string(2)?,
+            started_at: r.opt_f64(3)?,
+            finished_at: r.opt_f64(4)?,
+            result: r.opt_string(5)?,
+            text: r.string(6)?,
+            description: r.string(7)?,
+            warnings: r.i64(9)?.max(0) as u64,
+            counts: test_counts_at(r, 10)?,
+            logs: logs
+                .into_iter()
+                .map(|(name, size, lines, complete)| LogRow {
+                    name,
+                    size,
+                    lines,
+                    complete: complete != 0,
+                })
+                .collect(),
+        };
+        by_build.entry(r.i64(0)?).or_default().push(step);
     }
     for b in &mut builds {
         b.steps = by_build.remove(&b.id).unwrap_or_default();

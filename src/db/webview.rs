@@ -3,12 +3,15 @@
 //! branch and the first line of its newest Change, for the build boxes), and a
 //! build's BuildSet. Every query is bounded by the ids it is given, so a page
 //! costs the same with a million builds.
+//!
+//! Written once for both backends ([`super::sql`]); lists of ids or names go
+//! in as one JSON array parameter (`status::json_list`).
 
-use std::collections::HashMap;
-
-use rusqlite::{params, OptionalExtension};
+use std::collections::{HashMap, HashSet};
 
 use super::builds::{StepRow, TestCounts};
+use super::sql::{Dialect, Sql, SqlError};
+use super::status::{builder_no_index, json_list};
 use super::{Db, DbError};
 
 /// What a build box shows of a build's source.
@@ -38,81 +41,20 @@ impl Db {
         changes: Vec<i64>,
         builders: Vec<String>,
     ) -> Result<HashMap<i64, i64>, DbError> {
-        self.read(move |c| {
-            let names = serde_json::to_string(&builders).unwrap_or_else(|_| "[]".into());
-            let mut st = c.prepare_cached(
-                "SELECT sc.change, min(b.id) FROM sourcestamp_changes sc
-                 JOIN builds b ON b.sourcestamp = sc.sourcestamp
-                 WHERE sc.change IN (SELECT value FROM json_each(?1))
-                   AND b.builder IN (SELECT value FROM json_each(?2))
-                 GROUP BY sc.change",
-            )?;
-            let rows = st.query_map(params![ids_json(&changes), names], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-            rows.collect()
-        })
-        .await
+        self.read_sql(move |db| first_builds_of_changes(db, &changes, &builders))
+            .await
     }
 
     /// Which of `changes` wait for a build: held by a scheduler (its
     /// `treeStable` timer, or recorded for the next build), or in the
     /// SourceStamp of a BuildRequest no build has taken yet.
-    pub async fn waiting_changes(
-        &self,
-        changes: Vec<i64>,
-    ) -> Result<std::collections::HashSet<i64>, DbError> {
-        self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT change FROM scheduler_changes
-                 WHERE change IN (SELECT value FROM json_each(?1))
-                 UNION
-                 SELECT sc.change FROM buildrequests r
-                 JOIN buildsets bs ON bs.id = r.buildset
-                 JOIN sourcestamp_changes sc ON sc.sourcestamp = bs.sourcestamp
-                 WHERE r.claimed_at IS NULL AND r.complete = 0
-                   AND sc.change IN (SELECT value FROM json_each(?1))",
-            )?;
-            let rows = st.query_map([ids_json(&changes)], |r| r.get(0))?;
-            rows.collect()
-        })
-        .await
+    pub async fn waiting_changes(&self, changes: Vec<i64>) -> Result<HashSet<i64>, DbError> {
+        self.read_sql(move |db| waiting_changes(db, &changes)).await
     }
 
     /// The source of each build of `ids` (build id → [`BuildSource`]).
     pub async fn build_sources(&self, ids: Vec<i64>) -> Result<HashMap<i64, BuildSource>, DbError> {
-        self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT b.id, coalesce(ss.revision,
-                        (SELECT p.value FROM build_properties p
-                         WHERE p.build = b.id AND p.name = 'got_revision' AND p.value != '')),
-                        ss.branch, coalesce(ss.repository, ''),
-                        (SELECT json_array(substr(ch.comments, 1, 400), ch.who)
-                         FROM sourcestamp_changes sc JOIN changes ch ON ch.id = sc.change
-                         WHERE sc.sourcestamp = b.sourcestamp ORDER BY ch.id DESC LIMIT 1)
-                 FROM builds b LEFT JOIN sourcestamps ss ON ss.id = b.sourcestamp
-                 WHERE b.id IN (SELECT value FROM json_each(?1))",
-            )?;
-            let rows = st.query_map([ids_json(&ids)], |r| {
-                let change: Option<String> = r.get(4)?;
-                let (line, who) = change
-                    .and_then(|j| serde_json::from_str::<(String, String)>(&j).ok())
-                    .map(|(text, who)| (Some(first_line(&text)), Some(who)))
-                    .unwrap_or_default();
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    BuildSource {
-                        revision: r.get::<_, Option<String>>(1)?.filter(|s| !s.is_empty()),
-                        branch: r.get(2)?,
-                        repository: r.get(3)?,
-                        change_line: line,
-                        change_who: who,
-                    },
-                ))
-            })?;
-            rows.collect()
-        })
-        .await
+        self.read_sql(move |db| build_sources(db, &ids)).await
     }
 
     /// The BuildSet of a build (through its first BuildRequest), if any.
@@ -122,18 +64,119 @@ impl Db {
         number: i64,
     ) -> Result<Option<i64>, DbError> {
         let builder = builder.to_string();
-        self.read(move |c| {
-            c.prepare_cached(
-                "SELECT r.buildset FROM builds b
-                 JOIN build_requests br ON br.build = b.id
-                 JOIN buildrequests r ON r.id = br.request
-                 WHERE b.builder = ?1 AND b.number = ?2 ORDER BY r.id LIMIT 1",
-            )?
-            .query_row(params![builder, number], |r| r.get(0))
-            .optional()
-        })
-        .await
+        self.read_sql(move |db| buildset_of_build(db, &builder, number))
+            .await
     }
+}
+
+// The queries, on either backend ([`super::sql`]).
+
+/// For each of `changes`, the id of the first (lowest id) build of one of
+/// `builders` whose SourceStamp holds it.
+pub fn first_builds_of_changes(
+    db: &mut dyn Sql,
+    changes: &[i64],
+    builders: &[String],
+) -> Result<HashMap<i64, i64>, SqlError> {
+    let d = db.dialect();
+    let names = serde_json::to_string(builders).unwrap_or_else(|_| "[]".into());
+    db.query(
+        &format!(
+            "SELECT sc.change, min(b.id) FROM sourcestamp_changes sc
+             JOIN builds b ON b.sourcestamp = sc.sourcestamp
+             WHERE sc.change IN ({})
+               AND b.builder IN ({})
+             GROUP BY sc.change",
+            json_list(d, 1, true),
+            json_list(d, 2, false)
+        ),
+        &[ids_json(changes).into(), names.into()],
+    )?
+    .iter()
+    .map(|r| Ok((r.i64(0)?, r.i64(1)?)))
+    .collect()
+}
+
+/// Which of `changes` wait for a build (held by a scheduler, or in the
+/// SourceStamp of a BuildRequest not taken yet).
+pub fn waiting_changes(db: &mut dyn Sql, changes: &[i64]) -> Result<HashSet<i64>, SqlError> {
+    let list = json_list(db.dialect(), 1, true);
+    db.query(
+        &format!(
+            "SELECT change FROM scheduler_changes
+             WHERE change IN ({list})
+             UNION
+             SELECT sc.change FROM buildrequests r
+             JOIN buildsets bs ON bs.id = r.buildset
+             JOIN sourcestamp_changes sc ON sc.sourcestamp = bs.sourcestamp
+             WHERE r.claimed_at IS NULL AND r.complete = 0
+               AND sc.change IN ({list})"
+        ),
+        &[ids_json(changes).into()],
+    )?
+    .iter()
+    .map(|r| r.i64(0))
+    .collect()
+}
+
+/// The source of each build of `ids` (build id → [`BuildSource`]).
+pub fn build_sources(db: &mut dyn Sql, ids: &[i64]) -> Result<HashMap<i64, BuildSource>, SqlError> {
+    let d = db.dialect();
+    let newest_change = match d {
+        Dialect::Sqlite => "json_array(substr(ch.comments, 1, 400), ch.who)",
+        Dialect::Postgres => "CAST(json_build_array(substr(ch.comments, 1, 400), ch.who) AS TEXT)",
+    };
+    db.query(
+        &format!(
+            "SELECT b.id, coalesce(ss.revision,
+                    (SELECT p.value FROM build_properties p
+                     WHERE p.build = b.id AND p.name = 'got_revision' AND p.value != '')),
+                    ss.branch, coalesce(ss.repository, ''),
+                    (SELECT {newest_change}
+                     FROM sourcestamp_changes sc JOIN changes ch ON ch.id = sc.change
+                     WHERE sc.sourcestamp = b.sourcestamp ORDER BY ch.id DESC LIMIT 1)
+             FROM builds b LEFT JOIN sourcestamps ss ON ss.id = b.sourcestamp
+             WHERE b.id IN ({})",
+            json_list(d, 1, true)
+        ),
+        &[ids_json(ids).into()],
+    )?
+    .iter()
+    .map(|r| {
+        let (line, who) = r
+            .opt_string(4)?
+            .and_then(|j| serde_json::from_str::<(String, String)>(&j).ok())
+            .map(|(text, who)| (Some(first_line(&text)), Some(who)))
+            .unwrap_or_default();
+        Ok((
+            r.i64(0)?,
+            BuildSource {
+                revision: r.opt_string(1)?.filter(|s| !s.is_empty()),
+                branch: r.opt_string(2)?,
+                repository: r.string(3)?,
+                change_line: line,
+                change_who: who,
+            },
+        ))
+    })
+    .collect()
+}
+
+/// The BuildSet of a build (through its first BuildRequest), if any.
+pub fn buildset_of_build(
+    db: &mut dyn Sql,
+    builder: &str,
+    number: i64,
+) -> Result<Option<i64>, SqlError> {
+    db.query_opt(
+        "SELECT r.buildset FROM builds b
+         JOIN build_requests br ON br.build = b.id
+         JOIN buildrequests r ON r.id = br.request
+         WHERE b.builder = ?1 AND b.number = ?2 ORDER BY r.id LIMIT 1",
+        &[builder.into(), number.into()],
+    )?
+    .map(|r| r.i64(0))
+    .transpose()
 }
 
 /// What a build's log parsers counted, summed over its steps.
@@ -171,41 +214,56 @@ impl Db {
         numbers: Vec<i64>,
     ) -> Result<HashMap<i64, BuildCounts>, DbError> {
         let builder = builder.to_string();
-        self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT b.number, coalesce(sum(s.warnings), 0), count(s.tests_passed),
-                        coalesce(sum(s.tests_passed), 0), coalesce(sum(s.tests_failed), 0),
-                        coalesce(sum(s.tests_skipped), 0), coalesce(sum(s.tests_xfailed), 0),
-                        coalesce(sum(s.tests_xpassed), 0)
-                 FROM builds b JOIN steps s ON s.build = b.id
-                 WHERE b.builder = ?1 AND b.number IN (SELECT value FROM json_each(?2))
-                 GROUP BY b.number",
-            )?;
-            let rows = st.query_map(params![builder, ids_json(&numbers)], |r| {
-                let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
-                let tests = if r.get::<_, i64>(2)? > 0 {
-                    Some(TestCounts {
-                        passed: n(3)?,
-                        failed: n(4)?,
-                        skipped: n(5)?,
-                        xfailed: n(6)?,
-                        xpassed: n(7)?,
-                    })
-                } else {
-                    None
-                };
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    BuildCounts {
-                        warnings: n(1)?,
-                        tests,
-                    },
-                ))
-            })?;
-            rows.collect()
-        })
-        .await
+        self.read_sql(move |db| build_counts(db, &builder, &numbers))
+            .await
     }
+}
+
+/// The counts of `builder`'s builds `numbers` (number → counts).
+pub fn build_counts(
+    db: &mut dyn Sql,
+    builder: &str,
+    numbers: &[i64],
+) -> Result<HashMap<i64, BuildCounts>, SqlError> {
+    // CAST: PostgreSQL's sum of BIGINTs is NUMERIC.
+    db.query(
+        &format!(
+            "SELECT b.number, CAST(coalesce(sum(s.warnings), 0) AS BIGINT), count(s.tests_passed),
+                    CAST(coalesce(sum(s.tests_passed), 0) AS BIGINT),
+                    CAST(coalesce(sum(s.tests_failed), 0) AS BIGINT),
+                    CAST(coalesce(sum(s.tests_skipped), 0) AS BIGINT),
+                    CAST(coalesce(sum(s.tests_xfailed), 0) AS BIGINT),
+                    CAST(coalesce(sum(s.tests_xpassed), 0) AS BIGINT)
+             FROM builds b JOIN steps s ON s.build = b.id
+             WHERE b.builder = ?1 AND b.number IN ({})
+             GROUP BY b.number",
+            json_list(db.dialect(), 2, true)
+        ),
+        &[builder.into(), ids_json(numbers).into()],
+    )?
+    .iter()
+    .map(|r| {
+        let n = |i: usize| r.i64(i).map(|v| v.max(0) as u64);
+        let tests = if r.i64(2)? > 0 {
+            Some(TestCounts {
+                passed: n(3)?,
+                failed: n(4)?,
+                skipped: n(5)?,
+                xfailed: n(6)?,
+                xpassed: n(7)?,
+            })
+        } else {
+            None
+        };
+        Ok((
+            r.i64(0)?,
+            BuildCounts {
+                warnings: n(1)?,
+                tests,
+            },
+        ))
+    })
+    .collect()
 }
 
 /// A build on the console: which builder, its number and result, and the
@@ -242,49 +300,8 @@ impl Db {
         before: i64,
         limit: u32,
     ) -> Result<Vec<ConsoleBuild>, DbError> {
-        self.read(move |c| {
-            let max_id: i64 = c
-                .prepare_cached("SELECT coalesce(max(id), 0) FROM builds")?
-                .query_row([], |r| r.get(0))?;
-            let lo = before
-                .min(max_id.saturating_add(1))
-                .saturating_sub(CONSOLE_WINDOW);
-            let names = serde_json::to_string(&builders).unwrap_or_else(|_| "[]".into());
-            let mut st = c.prepare_cached(
-                "SELECT b.id, b.builder, b.number, b.result,
-                        coalesce(ss.revision, (SELECT p.value FROM build_properties p
-                             WHERE p.build = b.id AND p.name = 'got_revision'))
-                 FROM builds b LEFT JOIN sourcestamps ss ON ss.id = b.sourcestamp
-                 WHERE b.id < ?2 AND b.id >= ?3
-                   AND +b.builder IN (SELECT value FROM json_each(?1))
-                   AND (?4 IS NULL OR ss.branch = ?4)
-                 ORDER BY b.id DESC LIMIT ?5",
-            )?;
-            let rows = st.query_map(params![names, before, lo, branch, limit], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                ))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (id, builder, number, result, revision) = row?;
-                if let Some(revision) = revision.filter(|r| !r.is_empty()) {
-                    out.push(ConsoleBuild {
-                        id,
-                        builder,
-                        number,
-                        result,
-                        revision,
-                    });
-                }
-            }
-            Ok(out)
-        })
-        .await
+        self.read_sql(move |db| console_builds(db, &builders, branch.as_deref(), before, limit))
+            .await
     }
 
     /// The builds of Changes whose author contains `author` (case-insensitive),
@@ -295,48 +312,107 @@ impl Db {
         author: String,
         limit: u32,
     ) -> Result<Vec<AuthorBuild>, DbError> {
-        self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT b.id, b.builder, b.number, b.slave, b.started_at, b.finished_at,
-                        b.result, substr(b.reason, 1, 2048), substr(b.text, 1, 2048),
-                        b.total_steps, ch.id, ch.who
-                 FROM changes ch
-                 JOIN sourcestamp_changes sc ON sc.change = ch.id
-                 JOIN builds b ON b.sourcestamp = sc.sourcestamp
-                 WHERE ch.id > (SELECT coalesce(max(id), 0) FROM changes) - ?3
-                   AND instr(lower(ch.who), lower(?1)) > 0
-                 ORDER BY b.id DESC LIMIT ?2",
-            )?;
-            let rows = st.query_map(params![author, limit, CONSOLE_WINDOW], |r| {
-                Ok(AuthorBuild {
-                    id: r.get(0)?,
-                    row: super::builds::BuildRow {
-                        builder: r.get(1)?,
-                        number: r.get(2)?,
-                        slave: r.get(3)?,
-                        started_at: r.get(4)?,
-                        finished_at: r.get(5)?,
-                        result: r.get(6)?,
-                        reason: r.get(7)?,
-                        text: r.get(8)?,
-                        total_steps: r.get(9)?,
-                    },
-                    change: r.get(10)?,
-                    who: r.get(11)?,
-                })
-            })?;
-            let mut out: Vec<AuthorBuild> = Vec::new();
-            for r in rows {
-                let r = r?;
-                // A build of several of the author's Changes is listed once.
-                if out.last().is_none_or(|l| l.id != r.id) {
-                    out.push(r);
-                }
-            }
-            Ok(out)
-        })
-        .await
+        self.read_sql(move |db| author_builds(db, &author, limit))
+            .await
     }
+}
+
+/// [`Db::console_builds`].
+pub fn console_builds(
+    db: &mut dyn Sql,
+    builders: &[String],
+    branch: Option<&str>,
+    before: i64,
+    limit: u32,
+) -> Result<Vec<ConsoleBuild>, SqlError> {
+    let d = db.dialect();
+    let max_id = db
+        .query_one("SELECT coalesce(max(id), 0) FROM builds", &[])?
+        .i64(0)?;
+    let lo = before
+        .min(max_id.saturating_add(1))
+        .saturating_sub(CONSOLE_WINDOW);
+    let names = serde_json::to_string(builders).unwrap_or_else(|_| "[]".into());
+    let rows = db.query(
+        &format!(
+            "SELECT b.id, b.builder, b.number, b.result,
+                    coalesce(ss.revision, (SELECT p.value FROM build_properties p
+                         WHERE p.build = b.id AND p.name = 'got_revision'))
+             FROM builds b LEFT JOIN sourcestamps ss ON ss.id = b.sourcestamp
+             WHERE b.id < ?2 AND b.id >= ?3
+               AND {} IN ({})
+               AND (CAST(?4 AS TEXT) IS NULL OR ss.branch = ?4)
+             ORDER BY b.id DESC LIMIT ?5",
+            builder_no_index(d),
+            json_list(d, 1, false)
+        ),
+        &[
+            names.into(),
+            before.into(),
+            lo.into(),
+            branch.into(),
+            i64::from(limit).into(),
+        ],
+    )?;
+    let mut out = Vec::new();
+    for r in &rows {
+        if let Some(revision) = r.opt_string(4)?.filter(|r| !r.is_empty()) {
+            out.push(ConsoleBuild {
+                id: r.i64(0)?,
+                builder: r.string(1)?,
+                number: r.i64(2)?,
+                result: r.opt_string(3)?,
+                revision,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// [`Db::author_builds`]. `lower` on both sides: ASCII case folds on either
+/// backend.
+pub fn author_builds(
+    db: &mut dyn Sql,
+    author: &str,
+    limit: u32,
+) -> Result<Vec<AuthorBuild>, SqlError> {
+    let contains = match db.dialect() {
+        Dialect::Sqlite => "instr(lower(ch.who), lower(?1)) > 0",
+        Dialect::Postgres => "strpos(lower(ch.who), lower(?1)) > 0",
+    };
+    let rows = db.query(
+        &format!(
+            "SELECT b.id, b.builder, b.number, b.slave, b.started_at, b.finished_at,
+                    b.result, substr(b.reason, 1, 2048), substr(b.text, 1, 2048),
+                    b.total_steps, ch.id, ch.who
+             FROM changes ch
+             JOIN sourcestamp_changes sc ON sc.change = ch.id
+             JOIN builds b ON b.sourcestamp = sc.sourcestamp
+             WHERE ch.id > (SELECT coalesce(max(id), 0) FROM changes) - ?3
+               AND {contains}
+             ORDER BY b.id DESC LIMIT ?2"
+        ),
+        &[
+            author.into(),
+            i64::from(limit).into(),
+            CONSOLE_WINDOW.into(),
+        ],
+    )?;
+    let mut out: Vec<AuthorBuild> = Vec::new();
+    for r in &rows {
+        let id = r.i64(0)?;
+        // A build of several of the author's Changes is listed once.
+        if out.last().is_some_and(|l| l.id == id) {
+            continue;
+        }
+        out.push(AuthorBuild {
+            id,
+            row: super::status::build_row_at(r, 1)?,
+            change: r.i64(10)?,
+            who: r.string(11)?,
+        });
+    }
+    Ok(out)
 }
 
 /// The first line of `text`, cut at 200 bytes on a character boundary.
