@@ -262,7 +262,8 @@ impl Db {
     ) -> Result<Option<ClaimedBuild>, DbError> {
         let builder = builder.to_string();
         let slave = slave.to_string();
-        self.write_sql(move |db| claim(db, &builder, &slave, total_steps, at))
+        let master = self.master_name().to_string();
+        self.write_sql(move |db| claim(db, &builder, &slave, &master, total_steps, at))
             .await
     }
 
@@ -278,8 +279,11 @@ impl Db {
     ) -> Result<Option<ClaimedBuild>, DbError> {
         let builder = builder.to_string();
         let slave = slave.to_string();
-        self.write_sql(move |db| claim_starting(db, &builder, &slave, total_steps, at, first))
-            .await
+        let master = self.master_name().to_string();
+        self.write_sql(move |db| {
+            claim_starting(db, &builder, &slave, &master, total_steps, at, first)
+        })
+        .await
     }
 
     /// Give a Build's incomplete requests back to the queue (the Build was
@@ -376,24 +380,56 @@ pub fn pending(db: &mut dyn Sql, builder: &str) -> Result<Vec<BuildRequestRow>, 
 /// (`FOR UPDATE SKIP LOCKED`): [`claim`] marks the row only while it is still
 /// unclaimed and gives up otherwise.
 pub fn next_request(db: &mut dyn Sql, builder: &str) -> Result<Option<(i64, i64)>, SqlError> {
-    db.query_opt(
+    let sql = format!(
         "SELECT id, buildset FROM buildrequests
          WHERE builder = ?1 AND claimed_at IS NULL AND complete = 0
-         ORDER BY priority DESC, id LIMIT 1",
-        &[builder.into()],
-    )?
+         ORDER BY priority DESC, id LIMIT 1{}",
+        skip_locked(db.dialect(), "")
+    );
+    db.query_opt(&sql, &[builder.into()])?
     .map(|r| Ok((r.i64(0)?, r.i64(1)?)))
     .transpose()
 }
 
-/// Mark request `id` claimed at `at`, if nobody claimed (or completed) it
-/// meanwhile; whether it was.
-fn mark_claimed(db: &mut dyn Sql, id: i64, at: f64) -> Result<bool, SqlError> {
+/// Where several masters share a PostgreSQL database, the rows a claim reads
+/// from the queue are locked as it reads them, and rows another master's
+/// claim holds are passed over (not waited for): two masters never claim the
+/// same BuildRequest, and neither waits for the other. `of`: the alias of
+/// the queue's table in a join (empty: the only table). SQLite's write
+/// transactions are exclusive already.
+fn skip_locked(dialect: Dialect, of: &str) -> String {
+    match (dialect, of) {
+        (Dialect::Sqlite, _) => String::new(),
+        (Dialect::Postgres, "") => " FOR UPDATE SKIP LOCKED".to_string(),
+        (Dialect::Postgres, of) => format!(" FOR UPDATE OF {of} SKIP LOCKED"),
+    }
+}
+
+/// Mark request `id` claimed by `master` at `at`, if nobody claimed (or
+/// completed) it meanwhile; whether it was.
+fn mark_claimed(db: &mut dyn Sql, id: i64, master: &str, at: f64) -> Result<bool, SqlError> {
     Ok(db.execute(
-        "UPDATE buildrequests SET claimed_at = ?2
+        "UPDATE buildrequests SET claimed_at = ?2, claimed_by = ?3
          WHERE id = ?1 AND claimed_at IS NULL AND complete = 0",
-        &[id.into(), at.into()],
+        &[id.into(), at.into(), master.into()],
     )? == 1)
+}
+
+/// The next Build number of `builder`: its highest + 1. On PostgreSQL the
+/// masters that number a Build of the same builder at once take turns (a
+/// lock held until their transactions end), so no two get the same number.
+fn next_number(db: &mut dyn Sql, builder: &str) -> Result<i64, SqlError> {
+    if db.dialect() == Dialect::Postgres {
+        db.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(?1))",
+            &[format!("autobot build number: {builder}").into()],
+        )?;
+    }
+    db.query_one(
+        "SELECT coalesce(max(number), 0) + 1 FROM builds WHERE builder = ?1",
+        &[builder.into()],
+    )?
+    .i64(0)
 }
 
 /// Claim the builder's best unclaimed request ([`next_request`]), merge the
@@ -404,13 +440,14 @@ pub fn claim(
     db: &mut dyn Sql,
     builder: &str,
     slave: &str,
+    master: &str,
     total_steps: i64,
     at: f64,
 ) -> Result<Option<ClaimedBuild>, SqlError> {
     let Some((request_id, buildset_id)) = next_request(db, builder)? else {
         return Ok(None);
     };
-    if !mark_claimed(db, request_id, at)? {
+    if !mark_claimed(db, request_id, master, at)? {
         return Ok(None);
     }
     let r = db.query_one(
@@ -425,23 +462,18 @@ pub fn claim(
     let branch = r.opt_string(3)?;
     let mut revision = r.opt_string(4)?;
     let mut request_ids = vec![request_id];
-    let merged = merge_requests(db, builder, request_id, sourcestamp_id, at)?;
+    let merged = merge_requests(db, builder, request_id, sourcestamp_id, master, at)?;
     if let Some((ss, rev, ids)) = merged {
         sourcestamp_id = ss;
         revision = rev;
         request_ids.extend(ids);
     }
-    let number = db
-        .query_one(
-            "SELECT coalesce(max(number), 0) + 1 FROM builds WHERE builder = ?1",
-            &[builder.into()],
-        )?
-        .i64(0)?;
+    let number = next_number(db, builder)?;
     let build_id = db
         .query_one(
             "INSERT INTO builds(builder, number, slave, sourcestamp, started_at, reason,
-                                total_steps)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+                                total_steps, master)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
             &[
                 builder.into(),
                 number.into(),
@@ -450,6 +482,7 @@ pub fn claim(
                 at.into(),
                 reason.as_str().into(),
                 total_steps.into(),
+                master.into(),
             ],
         )?
         .i64(0)?;
@@ -482,11 +515,12 @@ pub fn claim_starting(
     db: &mut dyn Sql,
     builder: &str,
     slave: &str,
+    master: &str,
     total_steps: i64,
     at: f64,
     first: FirstStep,
 ) -> Result<Option<ClaimedBuild>, SqlError> {
-    let Some(mut claimed) = claim(db, builder, slave, total_steps, at)? else {
+    let Some(mut claimed) = claim(db, builder, slave, master, total_steps, at)? else {
         return Ok(None);
     };
     let start = first(&claimed);
@@ -509,6 +543,7 @@ fn merge_requests(
     builder: &str,
     request_id: i64,
     sourcestamp: i64,
+    master: &str,
     at: f64,
 ) -> Result<Option<Merged>, SqlError> {
     let changes = db
@@ -534,8 +569,9 @@ fn merge_requests(
                    AND ss.branch {same} mine.branch AND ss.repository = mine.repository
                    AND EXISTS (SELECT 1 FROM sourcestamp_changes sc
                                WHERE sc.sourcestamp = ss.id)
-                 ORDER BY r.id",
-                same = is_same(db.dialect())
+                 ORDER BY r.id{lock}",
+                same = is_same(db.dialect()),
+                lock = skip_locked(db.dialect(), "r")
             ),
             &[builder.into(), request_id.into(), sourcestamp.into()],
         )?
@@ -569,8 +605,8 @@ fn merge_requests(
         )?;
         if *id != request_id {
             db.execute(
-                "UPDATE buildrequests SET claimed_at = ?2 WHERE id = ?1",
-                &[(*id).into(), at.into()],
+                "UPDATE buildrequests SET claimed_at = ?2, claimed_by = ?3 WHERE id = ?1",
+                &[(*id).into(), at.into(), master.into()],
             )?;
         }
     }
@@ -598,7 +634,7 @@ pub fn unclaim(db: &mut dyn Sql, build_id: i64) -> Result<Vec<i64>, SqlError> {
         .collect::<Result<Vec<i64>, _>>()?;
     for id in &ids {
         db.execute(
-            "UPDATE buildrequests SET claimed_at = NULL WHERE id = ?1",
+            "UPDATE buildrequests SET claimed_at = NULL, claimed_by = NULL WHERE id = ?1",
             &[(*id).into()],
         )?;
     }
