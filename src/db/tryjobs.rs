@@ -1,4 +1,4 @@
-//! Try jobs in SQLite: the patch (with its strip level, author and comment) a try
+//! Try jobs in the database: the patch (with its strip level, author and comment) a try
 //! BuildSet's SourceStamp carries, written in the same transaction as the
 //! BuildSet and its requests, so a master restart loses no try job; and read
 //! back when a Build claims the request, for its checkout.
@@ -6,9 +6,8 @@
 //! A try SourceStamp carries no Changes, so its requests are never merged with
 //! others ([`super::requests`]).
 
-use rusqlite::{params, OptionalExtension, Transaction};
-
 use super::requests::{insert_buildset_requests, NewBuildSet, SubmittedBuildSet};
+use super::sql::{Lite, Sql, SqlError};
 use super::{Db, DbError};
 
 /// The patch of a try job, as stored with its SourceStamp.
@@ -44,45 +43,61 @@ impl Db {
         patch: TryPatch,
         at: f64,
     ) -> Result<SubmittedBuildSet, DbError> {
+        // Until requests.rs is ported to `db::sql` (h26-requests): then this is
+        // `self.write_sql(move |db| { let s = insert_buildset_requests(db, &bs,
+        // at)?; add_patch(db, s.buildset_id, &patch)?; Ok(s) })`.
         self.write(move |tx| {
             let submitted = insert_buildset_requests(tx, &bs, at)?;
-            let ss: i64 = tx
-                .prepare_cached("SELECT sourcestamp FROM buildsets WHERE id = ?1")?
-                .query_row([submitted.buildset_id], |r| r.get(0))?;
-            tx.prepare_cached(
-                "INSERT INTO sourcestamp_patches(sourcestamp, level, patch, author, comment)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![
-                ss,
-                i64::from(patch.level),
-                patch.diff,
-                patch.author,
-                patch.comment
-            ])?;
+            add_patch(&mut Lite(tx), submitted.buildset_id, &patch)?;
             Ok(submitted)
         })
         .await
     }
 }
 
+// The queries, on either backend ([`super::sql`]).
+
+/// Store the patch of a try BuildSet, with its SourceStamp (in the transaction
+/// that inserted the BuildSet).
+pub fn add_patch(db: &mut dyn Sql, buildset_id: i64, patch: &TryPatch) -> Result<(), SqlError> {
+    db.execute(
+        "INSERT INTO sourcestamp_patches(sourcestamp, level, patch, author, comment)
+         SELECT sourcestamp, ?2, ?3, ?4, ?5 FROM buildsets WHERE id = ?1",
+        &[
+            buildset_id.into(),
+            i64::from(patch.level).into(),
+            patch.diff.clone().into(),
+            patch.author.as_str().into(),
+            patch.comment.as_str().into(),
+        ],
+    )?;
+    Ok(())
+}
+
 /// The patch of a SourceStamp, if it is a try job's.
+pub fn patch(db: &mut dyn Sql, sourcestamp: i64) -> Result<Option<TryPatch>, SqlError> {
+    let Some(r) = db.query_opt(
+        "SELECT level, patch, author, comment FROM sourcestamp_patches WHERE sourcestamp = ?1",
+        &[sourcestamp.into()],
+    )?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(TryPatch {
+        level: u32::try_from(r.i64(0)?).unwrap_or(0),
+        diff: r.opt_blob(1)?.unwrap_or_default(),
+        author: r.string(2)?,
+        comment: r.string(3)?,
+    }))
+}
+
+/// [`patch`] for requests.rs's claim, until that module is ported to
+/// `db::sql` (h26-requests): then it calls [`patch`] and this goes.
 pub(crate) fn patch_of(
-    tx: &Transaction<'_>,
+    tx: &rusqlite::Transaction<'_>,
     sourcestamp: i64,
 ) -> rusqlite::Result<Option<TryPatch>> {
-    tx.prepare_cached(
-        "SELECT level, patch, author, comment FROM sourcestamp_patches WHERE sourcestamp = ?1",
-    )?
-    .query_row([sourcestamp], |r| {
-        Ok(TryPatch {
-            level: u32::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
-            diff: r.get(1)?,
-            author: r.get(2)?,
-            comment: r.get(3)?,
-        })
-    })
-    .optional()
+    Ok(patch(&mut Lite(tx), sourcestamp)?)
 }
 
 #[cfg(test)]
