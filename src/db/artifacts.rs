@@ -136,14 +136,18 @@ pub fn of_build(
     builder: &str,
     number: i64,
 ) -> Result<Vec<ArtifactRow>, SqlError> {
-    db.query(
-        "SELECT path, size, sha256, created_at FROM artifacts
-         WHERE builder = ?1 AND number = ?2 ORDER BY path",
-        &[builder.into(), number.into()],
-    )?
-    .iter()
-    .map(row)
-    .collect()
+    let mut rows = db
+        .query(
+            "SELECT path, size, sha256, created_at FROM artifacts
+             WHERE builder = ?1 AND number = ?2",
+            &[builder.into(), number.into()],
+        )?
+        .iter()
+        .map(row)
+        .collect::<Result<Vec<_>, _>>()?;
+    // Byte order on both backends (not PostgreSQL's collation).
+    rows.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(rows)
 }
 
 /// One artifact of `builder`'s Build `number`.
