@@ -46,6 +46,17 @@ fn story(db: &mut dyn Sql, basedir: &Path) -> Vec<String> {
         "INSERT INTO sourcestamps(branch, revision) VALUES ('main', 'abc') RETURNING id",
         &[],
     );
+    let change = insert(
+        db,
+        "INSERT INTO changes(who, comments, revision, branch, when_ts)
+         VALUES ('ann', 'fix it', 'abc', 'main', 100) RETURNING id",
+        &[],
+    );
+    db.execute(
+        "INSERT INTO sourcestamp_changes(sourcestamp, change) VALUES (?1, ?2)",
+        &[ss.into(), change.into()],
+    )
+    .unwrap();
     let bs = insert(
         db,
         "INSERT INTO buildsets(reason, sourcestamp, scheduler, properties, submitted_at)
@@ -150,22 +161,27 @@ fn story(db: &mut dyn Sql, basedir: &Path) -> Vec<String> {
         )),
     )
     .unwrap();
-    let (d, sourcestamp) = builds::detail(db, "b", 1, 6.5).unwrap().unwrap();
-    assert_eq!(sourcestamp, Some(ss));
+    let d = builds::detail(db, "b", 1, 6.5).unwrap().unwrap();
+    assert_eq!(d.changes.len(), 1);
+    assert_eq!(d.changes[0].who, "ann");
     assert_eq!(d.eta, None, "no successful build to measure from");
     assert_eq!(d.properties["step"], ("test".into(), "Step".into()));
     assert_eq!(d.steps[0].logs.len(), 2);
     said.push(format!("{d:?}"));
-    builds::end_build(
+    let done = builds::finish_build(
         db,
         b1,
         "success",
         "build successful",
+        false,
         8.0,
         Some(&finish(test, 8.0, Some(counts), vec![(test_log, 7, 3)])),
     )
     .unwrap();
-    let (d, _) = builds::detail(db, "b", 1, 9.0).unwrap().unwrap();
+    assert_eq!(done.requests, vec![r1]);
+    assert!(done.buildsets.is_empty(), "a request of the set waits");
+    said.push(format!("{done:?}"));
+    let d = builds::detail(db, "b", 1, 9.0).unwrap().unwrap();
     assert_eq!(d.build.result.as_deref(), Some("success"));
     assert_eq!(d.steps[1].counts, Some(counts));
     assert_eq!((d.steps[0].warnings, d.steps[0].counts), (2, None));
@@ -179,6 +195,11 @@ fn story(db: &mut dyn Sql, basedir: &Path) -> Vec<String> {
 
     // Build 2 takes the waiting request and dies with the master mid-test:
     // its ETA comes from Build 1's step times; recovery finishes it.
+    db.execute(
+        "UPDATE buildrequests SET claimed_at = ?2 WHERE id = ?1",
+        &[waiting.into(), 10.0.into()],
+    )
+    .unwrap();
     let b2 = build(db, 2, waiting, 10.0);
     let (c2, _) = builds::start_step(db, b2, &start(0, "compile", 10.0), None).unwrap();
     let (_, open_log) = builds::start_step(
@@ -188,7 +209,7 @@ fn story(db: &mut dyn Sql, basedir: &Path) -> Vec<String> {
         Some(&finish(c2, 11.0, None, Vec::new())),
     )
     .unwrap();
-    let (d, _) = builds::detail(db, "b", 2, 12.0).unwrap().unwrap();
+    let d = builds::detail(db, "b", 2, 12.0).unwrap().unwrap();
     // test took 3 s in Build 1 and has run 1 s.
     assert_eq!(d.eta, Some(2.0));
     said.push(format!("{d:?}"));
@@ -199,12 +220,17 @@ fn story(db: &mut dyn Sql, basedir: &Path) -> Vec<String> {
     // A third build whose first step's files were never made.
     let r3 = request(db, Some(12.0));
     let b3 = build(db, 3, r3, 12.0);
-    builds::start_step(db, b3, &start(0, "never", 12.0), None).unwrap();
+    builds::write_step_start(db, b3, &start(0, "never", 12.0)).unwrap();
+    // A fourth, interrupted through no fault of its own: its request waits again.
+    let r4 = request(db, Some(13.0));
+    let b4 = build(db, 4, r4, 13.0);
+    let done = builds::finish_build(db, b4, "exception", "slave lost", true, 14.0, None).unwrap();
+    assert!(done.requests.is_empty());
     let recovered = builds::recover(db, basedir, "interrupted: master restarted", 20.0).unwrap();
     assert_eq!(recovered, vec![("b".to_string(), 2), ("b".to_string(), 3)]);
     assert!(basedir.join("logs/b/0-never-stdio.log").is_file());
     assert!(builds::running(db).unwrap().is_empty());
-    let (d, _) = builds::detail(db, "b", 2, 21.0).unwrap().unwrap();
+    let d = builds::detail(db, "b", 2, 21.0).unwrap().unwrap();
     assert_eq!(d.build.result.as_deref(), Some("exception"));
     let test_step = &d.steps[1];
     assert_eq!(test_step.text, "interrupted: master restarted");
@@ -224,10 +250,11 @@ fn story(db: &mut dyn Sql, basedir: &Path) -> Vec<String> {
         )
         .unwrap();
     said.push(format!("unclaimed {unclaimed:?}"));
-    assert_eq!(unclaimed.len(), 3);
+    assert_eq!(unclaimed.len(), 3, "Build 2's, 3's and 4's");
     let _ = open_log;
     said.push(format!("{:?}", builds::newest(db, "b", 10, None).unwrap()));
     let page = builds::newest(db, "b", 1, Some(3)).unwrap();
+    assert_eq!(builds::newest(db, "b", 10, None).unwrap().len(), 4);
     assert_eq!(page.iter().map(|b| b.number).collect::<Vec<_>>(), [2]);
     said.push(format!("{page:?}"));
     said.push(format!("{:?}", builds::activity(db, "nobody").unwrap()));
@@ -272,7 +299,7 @@ fn story(db: &mut dyn Sql, basedir: &Path) -> Vec<String> {
         comment: "try it".into(),
     };
     tryjobs::add_patch(db, bs, &patch).unwrap();
-    assert_eq!(tryjobs::patch(db, ss).unwrap(), Some(patch));
+    assert_eq!(tryjobs::patch_of(db, ss).unwrap(), Some(patch));
     let ss2 = insert(
         db,
         "INSERT INTO sourcestamps(revision) VALUES ('def') RETURNING id",
@@ -285,13 +312,16 @@ fn story(db: &mut dyn Sql, basedir: &Path) -> Vec<String> {
         &[ss2.into(), 30.0.into()],
     );
     tryjobs::add_patch(db, bs2, &TryPatch::default()).unwrap();
-    assert_eq!(tryjobs::patch(db, ss2).unwrap(), Some(TryPatch::default()));
+    assert_eq!(
+        tryjobs::patch_of(db, ss2).unwrap(),
+        Some(TryPatch::default())
+    );
     let ss3 = insert(
         db,
         "INSERT INTO sourcestamps(revision) VALUES ('ghi') RETURNING id",
         &[],
     );
-    assert_eq!(tryjobs::patch(db, ss3).unwrap(), None);
+    assert_eq!(tryjobs::patch_of(db, ss3).unwrap(), None);
     said
 }
 
@@ -329,5 +359,5 @@ fn the_builds_queries_answer_the_same_on_both_backends() {
     // Committed: a new connection sees it.
     let mut again = server.client("bot");
     let all = builds::newest(&mut sql::Pg(&mut again), "b", 10, None).unwrap();
-    assert_eq!(all.len(), 3);
+    assert_eq!(all.len(), 4);
 }

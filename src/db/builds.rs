@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::changes::{sourcestamp_changes, ChangeRow};
 use super::requests::{complete_build_requests, unclaim, Completed};
-use super::sql::{Lite, Row, Sql, SqlError};
+use super::sql::{Row, Sql, SqlError};
 use super::{Db, DbError};
 
 /// One Build's summary row.
@@ -306,24 +306,16 @@ impl Db {
         last_step: Option<StepFinish>,
     ) -> Result<Completed, DbError> {
         let (result, text) = (result.to_string(), text.to_string());
-        // Until requests.rs is ported to `db::sql` (h26-requests): then this is
-        // one `self.write_sql` whose closure calls `unclaim(db, …)` /
-        // `complete_build_requests(db, …)` after `end_build`.
-        self.write(move |tx| {
-            end_build(
-                &mut Lite(tx),
+        self.write_sql(move |db| {
+            self::finish_build(
+                db,
                 build_id,
                 &result,
                 &text,
+                requeue,
                 at,
                 last_step.as_ref(),
-            )?;
-            if requeue {
-                unclaim(tx, build_id)?;
-                Ok(Completed::default())
-            } else {
-                complete_build_requests(tx, build_id, &result, at)
-            }
+            )
         })
         .await
     }
@@ -359,19 +351,9 @@ impl Db {
     /// One build with its steps, logs, properties, Changes and ETA.
     pub async fn build(&self, builder: &str, number: i64) -> Result<Option<BuildDetail>, DbError> {
         let builder = builder.to_string();
-        // Until changes.rs is ported to `db::sql` (h26-requests): then this is
-        // `self.read_sql` and `detail` reads the Changes itself.
-        self.read(move |c| {
-            let now = crate::calendar::now_f64();
-            let Some((mut d, sourcestamp)) = detail(&mut Lite(c), &builder, number, now)? else {
-                return Ok(None);
-            };
-            if let Some(ss) = sourcestamp {
-                d.changes = sourcestamp_changes(c, ss)?;
-            }
-            Ok(Some(d))
-        })
-        .await
+        let now = crate::calendar::now_f64();
+        self.read_sql(move |db| detail(db, &builder, number, now))
+            .await
     }
 
     /// Activity of each named builder (configured builders without any build show
@@ -491,14 +473,14 @@ pub fn start_step(
     Ok((step_id, log_id))
 }
 
-/// [`start_step`] for requests.rs's claim, until that module is ported to
-/// `db::sql` (h26-requests): then it calls [`start_step`] and this goes.
-pub(crate) fn write_step_start(
-    tx: &rusqlite::Transaction<'_>,
+/// A Step's start alone; (step id, log id). The claim of a Build records its
+/// first Step with it ([`super::requests`]).
+pub fn write_step_start(
+    db: &mut dyn Sql,
     build_id: i64,
     s: &StepStart,
-) -> rusqlite::Result<(i64, i64)> {
-    Ok(start_step(&mut Lite(tx), build_id, s, None)?)
+) -> Result<(i64, i64), SqlError> {
+    start_step(db, build_id, s, None)
 }
 
 /// Another log of a running step; its id.
@@ -573,17 +555,17 @@ pub fn finish_step(db: &mut dyn Sql, f: &StepFinish) -> Result<(), SqlError> {
     Ok(())
 }
 
-/// A Build's row ends with `result` and `text` (with its last step, when
-/// given). Its BuildRequests are [`super::requests`]'s to complete or give
-/// back, in the same transaction ([`Db::finish_build`]).
-pub fn end_build(
+/// A Build ended (with its last step, when given). `requeue`: its requests go
+/// back to the queue; otherwise they are complete with the build's result.
+pub fn finish_build(
     db: &mut dyn Sql,
     build_id: i64,
     result: &str,
     text: &str,
+    requeue: bool,
     at: f64,
     last_step: Option<&StepFinish>,
-) -> Result<(), SqlError> {
+) -> Result<Completed, SqlError> {
     if let Some(f) = last_step {
         finish_step(db, f)?;
     }
@@ -591,7 +573,12 @@ pub fn end_build(
         "UPDATE builds SET finished_at = ?2, result = ?3, text = ?4 WHERE id = ?1",
         &[build_id.into(), at.into(), result.into(), text.into()],
     )?;
-    Ok(())
+    if requeue {
+        unclaim(db, build_id)?;
+        Ok(Completed::default())
+    } else {
+        complete_build_requests(db, build_id, result, at)
+    }
 }
 
 /// An empty file at `path`, making its directory.
@@ -789,16 +776,14 @@ pub fn activity(db: &mut dyn Sql, name: &str) -> Result<BuilderActivity, SqlErro
     })
 }
 
-/// One build with its steps, logs, properties, requests and ETA (`now`: the
-/// clock it is measured from), and its SourceStamp's id. Its `changes` are
-/// left empty: [`Db::build`] reads them ([`super::changes`]) until that module
-/// is ported to `db::sql` (h26-requests), then this reads them.
+/// One build with its steps, logs, properties, Changes, requests and ETA
+/// (`now`: the clock it is measured from).
 pub fn detail(
     db: &mut dyn Sql,
     builder: &str,
     number: i64,
     now: f64,
-) -> Result<Option<(BuildDetail, Option<i64>)>, SqlError> {
+) -> Result<Option<BuildDetail>, SqlError> {
     let Some(r) = db.query_opt(
         &format!(
             "SELECT {BUILD_COLUMNS}, b.id, b.sourcestamp FROM builds b
@@ -819,6 +804,10 @@ pub fn detail(
             None => (None, None),
         },
         None => (None, None),
+    };
+    let changes = match sourcestamp {
+        Some(ss) => sourcestamp_changes(db, ss)?,
+        None => Vec::new(),
     };
     let properties = db
         .query(
@@ -842,19 +831,16 @@ pub fn detail(
     } else {
         None
     };
-    Ok(Some((
-        BuildDetail {
-            build,
-            branch,
-            revision,
-            properties,
-            changes: Vec::new(),
-            steps,
-            requests,
-            eta,
-        },
-        sourcestamp,
-    )))
+    Ok(Some(BuildDetail {
+        build,
+        branch,
+        revision,
+        properties,
+        changes,
+        steps,
+        requests,
+        eta,
+    }))
 }
 
 /// A build's steps with their logs, in order.

@@ -10,9 +10,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use rusqlite::{params, Connection};
 use serde::Serialize;
 
+use super::sql::{Row, Sql, SqlError};
 use super::{Db, DbError};
 
 /// A Change to record; the database assigns its id.
@@ -52,60 +52,62 @@ pub(crate) const CHANGE_COLUMNS: &str =
     "c.id, c.who, c.files, c.comments, c.revision, c.branch, c.when_ts, c.repository, \
      c.category, c.links, c.project";
 
-/// Reads a row selected with [`CHANGE_COLUMNS`].
-pub(crate) fn change_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChangeRow> {
-    let files: String = r.get(2)?;
-    let links: String = r.get(9)?;
+/// Reads a row selected with [`CHANGE_COLUMNS`] (its first eleven columns).
+pub(crate) fn change_row(r: &Row) -> Result<ChangeRow, SqlError> {
+    let files = r.string(2)?;
+    let links = r.string(9)?;
     Ok(ChangeRow {
-        id: r.get(0)?,
-        who: r.get(1)?,
+        id: r.i64(0)?,
+        who: r.string(1)?,
         files: serde_json::from_str(&files).unwrap_or_default(),
-        comments: r.get(3)?,
-        revision: r.get(4)?,
-        branch: r.get(5)?,
-        when: r.get(6)?,
-        repository: r.get(7)?,
-        category: r.get(8)?,
+        comments: r.string(3)?,
+        revision: r.opt_string(4)?,
+        branch: r.opt_string(5)?,
+        when: r.i64(6)?,
+        repository: r.string(7)?,
+        category: r.string(8)?,
         links: serde_json::from_str(&links).unwrap_or_default(),
-        project: r.get(10)?,
+        project: r.string(10)?,
     })
 }
 
 /// Insert one Change inside a transaction; its id.
-pub fn insert_change(tx: &Connection, c: &NewChange) -> rusqlite::Result<i64> {
+pub fn insert_change(db: &mut dyn Sql, c: &NewChange) -> Result<i64, SqlError> {
     let files = serde_json::to_string(&c.files).unwrap_or_else(|_| "[]".into());
     let links = serde_json::to_string(&c.links).unwrap_or_else(|_| "[]".into());
-    tx.execute(
+    db.query_one(
         "INSERT INTO changes(who, files, comments, revision, branch, when_ts, repository,
                              category, links, project)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        params![
-            c.who,
-            files,
-            c.comments,
-            c.revision,
-            c.branch,
-            c.when,
-            c.repository,
-            c.category,
-            links,
-            c.project
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         RETURNING id",
+        &[
+            c.who.as_str().into(),
+            files.into(),
+            c.comments.as_str().into(),
+            c.revision.clone().into(),
+            c.branch.clone().into(),
+            c.when.into(),
+            c.repository.as_str().into(),
+            c.category.as_str().into(),
+            links.into(),
+            c.project.as_str().into(),
         ],
-    )?;
-    Ok(tx.last_insert_rowid())
+    )?
+    .i64(0)
 }
 
 /// The Changes of a SourceStamp, oldest first.
-pub(crate) fn sourcestamp_changes(
-    c: &Connection,
-    sourcestamp: i64,
-) -> rusqlite::Result<Vec<ChangeRow>> {
-    let mut st = c.prepare_cached(&format!(
-        "SELECT {CHANGE_COLUMNS} FROM sourcestamp_changes sc JOIN changes c ON c.id = sc.change
-         WHERE sc.sourcestamp = ?1 ORDER BY c.id"
-    ))?;
-    let rows = st.query_map([sourcestamp], change_row)?;
-    rows.collect()
+pub fn sourcestamp_changes(db: &mut dyn Sql, sourcestamp: i64) -> Result<Vec<ChangeRow>, SqlError> {
+    db.query(
+        &format!(
+            "SELECT {CHANGE_COLUMNS} FROM sourcestamp_changes sc JOIN changes c ON c.id = sc.change
+             WHERE sc.sourcestamp = ?1 ORDER BY c.id"
+        ),
+        &[sourcestamp.into()],
+    )?
+    .iter()
+    .map(change_row)
+    .collect()
 }
 
 /// One webhook request, as [`Db::add_delivery`] remembers it.
@@ -156,61 +158,24 @@ impl Db {
         now: f64,
         keep: f64,
     ) -> Result<DeliveryOutcome, DbError> {
-        use rusqlite::OptionalExtension;
-        self.write(move |tx| {
-            tx.prepare_cached("DELETE FROM hook_deliveries WHERE received_at < ?1")?
-                .execute([now - keep])?;
-            let seen: Option<(f64, bool)> = tx
-                .prepare_cached(
-                    "SELECT received_at, coalesce(delivery = ?2, 0)
-                     FROM hook_deliveries
-                     WHERE forge = ?1 AND ((?2 IS NOT NULL AND delivery = ?2) OR digest = ?3)
-                     ORDER BY received_at LIMIT 1",
-                )?
-                .query_row(params![delivery.forge, delivery.id, delivery.digest], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()?;
-            if let Some((received_at, by_id)) = seen {
-                return Ok(DeliveryOutcome::Repeat { received_at, by_id });
-            }
-            tx.prepare_cached(
-                "INSERT INTO hook_deliveries(forge, delivery, digest, received_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![delivery.forge, delivery.id, delivery.digest, now])?;
-            let ids = changes
-                .iter()
-                .map(|c| insert_change(tx, c))
-                .collect::<rusqlite::Result<Vec<i64>>>()?;
-            for (id, props) in ids.iter().zip(&properties) {
-                let mut st = tx.prepare_cached(
-                    "INSERT INTO change_properties(change, name, value) VALUES (?1, ?2, ?3)",
-                )?;
-                for (name, value) in props {
-                    st.execute(params![id, name, value])?;
-                }
-            }
-            Ok(DeliveryOutcome::Stored(ids))
-        })
-        .await
+        self.write_sql(move |db| add_delivery(db, &delivery, &changes, &properties, now, keep))
+            .await
     }
 
     /// How many webhook deliveries are remembered now.
     pub async fn hook_deliveries(&self) -> Result<i64, DbError> {
-        self.read(|c| c.query_row("SELECT count(*) FROM hook_deliveries", [], |r| r.get(0)))
-            .await
+        self.read_sql(|db| count_deliveries(db)).await
     }
 
     /// Record Changes (in the order given, which becomes their id order); their ids.
     pub async fn add_changes(&self, changes: Vec<NewChange>) -> Result<Vec<i64>, DbError> {
-        self.write(move |tx| changes.iter().map(|c| insert_change(tx, c)).collect())
+        self.write_sql(move |db| changes.iter().map(|c| insert_change(db, c)).collect())
             .await
     }
 
     /// Record one Change; its id.
     pub async fn add_change(&self, change: NewChange) -> Result<i64, DbError> {
-        self.write(move |tx| insert_change(tx, &change)).await
+        self.write_sql(move |db| insert_change(db, &change)).await
     }
 
     /// Changes newest first: at most `limit`, with ids below `before` when given
@@ -220,27 +185,12 @@ impl Db {
         limit: u32,
         before: Option<i64>,
     ) -> Result<Vec<ChangeRow>, DbError> {
-        self.read(move |c| {
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {CHANGE_COLUMNS} FROM changes c WHERE c.id < ?1
-                 ORDER BY c.id DESC LIMIT ?2"
-            ))?;
-            let rows = st.query_map(params![before.unwrap_or(i64::MAX), limit], change_row)?;
-            rows.collect()
-        })
-        .await
+        self.read_sql(move |db| newest(db, limit, before)).await
     }
 
     /// Every Change with an id above `after`, oldest first.
     pub async fn changes_after(&self, after: i64) -> Result<Vec<ChangeRow>, DbError> {
-        self.read(move |c| {
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {CHANGE_COLUMNS} FROM changes c WHERE c.id > ?1 ORDER BY c.id"
-            ))?;
-            let rows = st.query_map([after], change_row)?;
-            rows.collect()
-        })
-        .await
+        self.read_sql(move |db| after_id(db, after)).await
     }
 
     /// The properties of Changes `ids` (those that have any).
@@ -248,35 +198,137 @@ impl Db {
         &self,
         ids: Vec<i64>,
     ) -> Result<HashMap<i64, BTreeMap<String, String>>, DbError> {
-        self.read(move |c| {
-            let mut st =
-                c.prepare_cached("SELECT name, value FROM change_properties WHERE change = ?1")?;
-            let mut out: HashMap<i64, BTreeMap<String, String>> = HashMap::new();
-            for id in ids {
-                let rows = st.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                for row in rows {
-                    let (k, v): (String, String) = row?;
-                    out.entry(id).or_default().insert(k, v);
-                }
-            }
-            Ok(out)
-        })
-        .await
+        self.read_sql(move |db| properties_of(db, &ids)).await
     }
 
     /// One Change by id.
     pub async fn change(&self, id: i64) -> Result<Option<ChangeRow>, DbError> {
-        use rusqlite::OptionalExtension;
-        self.read(move |c| {
-            c.query_row(
-                &format!("SELECT {CHANGE_COLUMNS} FROM changes c WHERE c.id = ?1"),
-                [id],
-                change_row,
-            )
-            .optional()
-        })
-        .await
+        self.read_sql(move |db| one(db, id)).await
     }
+}
+
+// The queries, on either backend ([`super::sql`]).
+
+/// [`Db::add_delivery_with_properties`]: forget deliveries older than `keep`,
+/// then store `delivery` and its Changes unless it is a repeat.
+pub fn add_delivery(
+    db: &mut dyn Sql,
+    delivery: &Delivery,
+    changes: &[NewChange],
+    properties: &[BTreeMap<String, String>],
+    now: f64,
+    keep: f64,
+) -> Result<DeliveryOutcome, SqlError> {
+    db.execute(
+        "DELETE FROM hook_deliveries WHERE received_at < ?1",
+        &[(now - keep).into()],
+    )?;
+    let seen = db.query_opt(
+        "SELECT received_at, CASE WHEN delivery = ?2 THEN 1 ELSE 0 END
+         FROM hook_deliveries
+         WHERE forge = ?1 AND ((?2 IS NOT NULL AND delivery = ?2) OR digest = ?3)
+         ORDER BY received_at LIMIT 1",
+        &[
+            delivery.forge.as_str().into(),
+            delivery.id.clone().into(),
+            delivery.digest.as_str().into(),
+        ],
+    )?;
+    if let Some(r) = seen {
+        return Ok(DeliveryOutcome::Repeat {
+            received_at: r.opt_f64(0)?.unwrap_or_default(),
+            by_id: r.bool(1)?,
+        });
+    }
+    db.execute(
+        "INSERT INTO hook_deliveries(forge, delivery, digest, received_at)
+         VALUES (?1, ?2, ?3, ?4)",
+        &[
+            delivery.forge.as_str().into(),
+            delivery.id.clone().into(),
+            delivery.digest.as_str().into(),
+            now.into(),
+        ],
+    )?;
+    let ids = changes
+        .iter()
+        .map(|c| insert_change(db, c))
+        .collect::<Result<Vec<i64>, SqlError>>()?;
+    for (id, props) in ids.iter().zip(properties) {
+        for (name, value) in props {
+            db.execute(
+                "INSERT INTO change_properties(change, name, value) VALUES (?1, ?2, ?3)",
+                &[(*id).into(), name.as_str().into(), value.as_str().into()],
+            )?;
+        }
+    }
+    Ok(DeliveryOutcome::Stored(ids))
+}
+
+/// How many webhook deliveries are remembered.
+pub fn count_deliveries(db: &mut dyn Sql) -> Result<i64, SqlError> {
+    db.query_one("SELECT count(*) FROM hook_deliveries", &[])?
+        .i64(0)
+}
+
+/// Changes newest first: at most `limit`, with ids below `before` when given.
+pub fn newest(
+    db: &mut dyn Sql,
+    limit: u32,
+    before: Option<i64>,
+) -> Result<Vec<ChangeRow>, SqlError> {
+    db.query(
+        &format!(
+            "SELECT {CHANGE_COLUMNS} FROM changes c WHERE c.id < ?1
+             ORDER BY c.id DESC LIMIT ?2"
+        ),
+        &[before.unwrap_or(i64::MAX).into(), i64::from(limit).into()],
+    )?
+    .iter()
+    .map(change_row)
+    .collect()
+}
+
+/// Every Change with an id above `after`, oldest first.
+pub fn after_id(db: &mut dyn Sql, after: i64) -> Result<Vec<ChangeRow>, SqlError> {
+    db.query(
+        &format!("SELECT {CHANGE_COLUMNS} FROM changes c WHERE c.id > ?1 ORDER BY c.id"),
+        &[after.into()],
+    )?
+    .iter()
+    .map(change_row)
+    .collect()
+}
+
+/// The properties of Changes `ids` (those that have any).
+pub fn properties_of(
+    db: &mut dyn Sql,
+    ids: &[i64],
+) -> Result<HashMap<i64, BTreeMap<String, String>>, SqlError> {
+    let mut out: HashMap<i64, BTreeMap<String, String>> = HashMap::new();
+    for id in ids {
+        let rows = db.query(
+            "SELECT name, value FROM change_properties WHERE change = ?1",
+            &[(*id).into()],
+        )?;
+        for r in rows {
+            out.entry(*id)
+                .or_default()
+                .insert(r.string(0)?, r.string(1)?);
+        }
+    }
+    Ok(out)
+}
+
+/// One Change by id.
+pub fn one(db: &mut dyn Sql, id: i64) -> Result<Option<ChangeRow>, SqlError> {
+    db.query_opt(
+        &format!("SELECT {CHANGE_COLUMNS} FROM changes c WHERE c.id = ?1"),
+        &[id.into()],
+    )?
+    .as_ref()
+    .map(change_row)
+    .transpose()
 }
 
 #[cfg(test)]

@@ -16,10 +16,10 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 
 use super::builds::{write_step_start, StepStart};
+use super::sql::{Dialect, Row, Sql, SqlError};
 use super::{Db, DbError};
 
 /// What to build: branch and revision (`None`: the builder's default branch, its
@@ -140,45 +140,89 @@ pub fn result_rank(result: &str) -> u8 {
     }
 }
 
-fn insert_buildset(tx: &Transaction<'_>, bs: &NewBuildSet, at: f64) -> rusqlite::Result<i64> {
+/// A `REAL`/`DOUBLE PRECISION` column that is never NULL.
+pub(crate) fn real(r: &Row, index: usize) -> Result<f64, SqlError> {
+    r.opt_f64(index)?.ok_or(SqlError::Column {
+        index,
+        expected: "a number",
+        found: "NULL".into(),
+    })
+}
+
+/// The text value of `key` in the JSON object held in text column `column`, as
+/// an SQL expression of `dialect` (properties hold strings only).
+pub(crate) fn json_text(dialect: Dialect, column: &str, key: &str) -> String {
+    match dialect {
+        Dialect::Sqlite => format!("json_extract({column}, '$.{key}')"),
+        Dialect::Postgres => format!("(CAST({column} AS jsonb) ->> '{key}')"),
+    }
+}
+
+/// `a IS b` of SQLite (equal, or both NULL) as `dialect` spells it.
+fn is_same(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => "IS",
+        Dialect::Postgres => "IS NOT DISTINCT FROM",
+    }
+}
+
+fn insert_buildset(db: &mut dyn Sql, bs: &NewBuildSet, at: f64) -> Result<i64, SqlError> {
     let ss = &bs.sourcestamp;
-    tx.execute(
-        "INSERT INTO sourcestamps(branch, revision, repository, project) VALUES (?1, ?2, ?3, ?4)",
-        params![ss.branch, ss.revision, ss.repository, ss.project],
-    )?;
-    let ss_id = tx.last_insert_rowid();
-    {
-        let mut st = tx.prepare_cached(
+    let ss_id = db
+        .query_one(
+            "INSERT INTO sourcestamps(branch, revision, repository, project)
+             VALUES (?1, ?2, ?3, ?4) RETURNING id",
+            &[
+                ss.branch.clone().into(),
+                ss.revision.clone().into(),
+                ss.repository.as_str().into(),
+                ss.project.as_str().into(),
+            ],
+        )?
+        .i64(0)?;
+    for c in &ss.changes {
+        db.execute(
             "INSERT OR IGNORE INTO sourcestamp_changes(sourcestamp, change) VALUES (?1, ?2)",
+            &[ss_id.into(), (*c).into()],
         )?;
-        for c in &ss.changes {
-            st.execute(params![ss_id, c])?;
-        }
     }
     let props = serde_json::to_string(&bs.properties).unwrap_or_else(|_| "{}".into());
-    tx.execute(
+    db.query_one(
         "INSERT INTO buildsets(reason, sourcestamp, scheduler, properties, submitted_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![bs.reason, ss_id, bs.scheduler, props, at],
-    )?;
-    Ok(tx.last_insert_rowid())
+         VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+        &[
+            bs.reason.as_str().into(),
+            ss_id.into(),
+            bs.scheduler.as_str().into(),
+            props.into(),
+            at.into(),
+        ],
+    )?
+    .i64(0)
 }
 
 /// Insert a BuildSet, its SourceStamp and one BuildRequest per builder.
-pub(super) fn insert_buildset_requests(
-    tx: &Transaction<'_>,
+pub fn insert_buildset_requests(
+    db: &mut dyn Sql,
     bs: &NewBuildSet,
     at: f64,
-) -> rusqlite::Result<SubmittedBuildSet> {
-    let buildset_id = insert_buildset(tx, bs, at)?;
+) -> Result<SubmittedBuildSet, SqlError> {
+    let buildset_id = insert_buildset(db, bs, at)?;
     let mut requests = Vec::with_capacity(bs.builders.len());
-    let mut st = tx.prepare_cached(
-        "INSERT INTO buildrequests(buildset, builder, priority, submitted_at)
-         VALUES (?1, ?2, ?3, ?4)",
-    )?;
     for b in &bs.builders {
-        st.execute(params![buildset_id, b, bs.priority, at])?;
-        requests.push((b.clone(), tx.last_insert_rowid()));
+        let id = db
+            .query_one(
+                "INSERT INTO buildrequests(buildset, builder, priority, submitted_at)
+                 VALUES (?1, ?2, ?3, ?4) RETURNING id",
+                &[
+                    buildset_id.into(),
+                    b.as_str().into(),
+                    bs.priority.into(),
+                    at.into(),
+                ],
+            )?
+            .i64(0)?;
+        requests.push((b.clone(), id));
     }
     Ok(SubmittedBuildSet {
         buildset_id,
@@ -193,21 +237,13 @@ impl Db {
         bs: NewBuildSet,
         at: f64,
     ) -> Result<SubmittedBuildSet, DbError> {
-        self.write(move |tx| insert_buildset_requests(tx, &bs, at))
+        self.write_sql(move |db| insert_buildset_requests(db, &bs, at))
             .await
     }
 
     /// Builders that have unclaimed, incomplete requests (read at start-up).
     pub async fn builders_with_requests(&self) -> Result<Vec<String>, DbError> {
-        self.read(|c| {
-            let mut st = c.prepare(
-                "SELECT DISTINCT builder FROM buildrequests
-                 WHERE claimed_at IS NULL AND complete = 0",
-            )?;
-            let rows = st.query_map([], |r| r.get(0))?;
-            rows.collect()
-        })
-        .await
+        self.read_sql(|db| builders_waiting(db)).await
     }
 
     /// Claim the builder's best unclaimed request (highest priority, then oldest)
@@ -222,7 +258,7 @@ impl Db {
     ) -> Result<Option<ClaimedBuild>, DbError> {
         let builder = builder.to_string();
         let slave = slave.to_string();
-        self.write(move |tx| claim(tx, &builder, &slave, total_steps, at))
+        self.write_sql(move |db| claim(db, &builder, &slave, total_steps, at))
             .await
     }
 
@@ -238,148 +274,187 @@ impl Db {
     ) -> Result<Option<ClaimedBuild>, DbError> {
         let builder = builder.to_string();
         let slave = slave.to_string();
-        self.write(move |tx| {
-            let Some(mut claimed) = claim(tx, &builder, &slave, total_steps, at)? else {
-                return Ok(None);
-            };
-            let start = first(&claimed);
-            claimed.first_step = Some(write_step_start(tx, claimed.build_id, &start)?);
-            Ok(Some(claimed))
-        })
-        .await
+        self.write_sql(move |db| claim_starting(db, &builder, &slave, total_steps, at, first))
+            .await
     }
 
     /// Give a Build's incomplete requests back to the queue (the Build was
     /// interrupted through no fault of its own).
     pub async fn unclaim_build(&self, build_id: i64) -> Result<Vec<i64>, DbError> {
-        self.write(move |tx| unclaim(tx, build_id)).await
+        self.write_sql(move |db| unclaim(db, build_id)).await
     }
 
     /// One BuildSet with its requests.
     pub async fn buildset(&self, id: i64) -> Result<Option<BuildSetRow>, DbError> {
-        self.read(move |c| {
-            let row = c
-                .prepare_cached(
-                    "SELECT id, reason, scheduler, submitted_at, complete, complete_at, result
-                     FROM buildsets WHERE id = ?1",
-                )?
-                .query_row([id], |r| {
-                    Ok(BuildSetRow {
-                        id: r.get(0)?,
-                        reason: r.get(1)?,
-                        scheduler: r.get(2)?,
-                        submitted_at: r.get(3)?,
-                        complete: r.get::<_, i64>(4)? != 0,
-                        complete_at: r.get(5)?,
-                        result: r.get(6)?,
-                        requests: Vec::new(),
-                    })
-                })
-                .optional()?;
-            let Some(mut row) = row else { return Ok(None) };
-            let mut st =
-                c.prepare_cached("SELECT id FROM buildrequests WHERE buildset = ?1 ORDER BY id")?;
-            row.requests = st
-                .query_map([id], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(Some(row))
-        })
-        .await
+        self.read_sql(move |db| buildset(db, id)).await
     }
 
     /// One BuildRequest with the numbers of its builds.
     pub async fn buildrequest(&self, id: i64) -> Result<Option<BuildRequestRow>, DbError> {
-        self.read(move |c| request_row(c, id)).await
+        self.read_sql(move |db| request_row(db, id)).await
     }
 
     /// The unclaimed requests of a builder, best first (what waits).
     pub async fn pending_requests(&self, builder: &str) -> Result<Vec<BuildRequestRow>, DbError> {
         let builder = builder.to_string();
-        self.read(move |c| {
-            let ids: Vec<i64> = {
-                let mut st = c.prepare_cached(
-                    "SELECT id FROM buildrequests
-                     WHERE builder = ?1 AND claimed_at IS NULL AND complete = 0
-                     ORDER BY priority DESC, id",
-                )?;
-                let rows = st.query_map([builder], |r| r.get(0))?;
-                rows.collect::<rusqlite::Result<_>>()?
-            };
-            let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
-                if let Some(r) = request_row(c, id)? {
-                    out.push(r);
-                }
-            }
-            Ok(out)
-        })
-        .await
+        self.read_sql(move |db| pending(db, &builder)).await
     }
 }
 
-fn claim(
-    tx: &Transaction<'_>,
+// The queries, on either backend ([`super::sql`]).
+
+/// Builders that have unclaimed, incomplete requests, by name.
+pub fn builders_waiting(db: &mut dyn Sql) -> Result<Vec<String>, SqlError> {
+    db.query(
+        "SELECT DISTINCT builder FROM buildrequests
+         WHERE claimed_at IS NULL AND complete = 0 ORDER BY builder",
+        &[],
+    )?
+    .iter()
+    .map(|r| r.string(0))
+    .collect()
+}
+
+/// One BuildSet with its requests.
+pub fn buildset(db: &mut dyn Sql, id: i64) -> Result<Option<BuildSetRow>, SqlError> {
+    let Some(r) = db.query_opt(
+        "SELECT id, reason, scheduler, submitted_at, complete, complete_at, result
+         FROM buildsets WHERE id = ?1",
+        &[id.into()],
+    )?
+    else {
+        return Ok(None);
+    };
+    let requests = db
+        .query(
+            "SELECT id FROM buildrequests WHERE buildset = ?1 ORDER BY id",
+            &[id.into()],
+        )?
+        .iter()
+        .map(|r| r.i64(0))
+        .collect::<Result<_, _>>()?;
+    Ok(Some(BuildSetRow {
+        id: r.i64(0)?,
+        reason: r.string(1)?,
+        scheduler: r.string(2)?,
+        submitted_at: real(&r, 3)?,
+        complete: r.bool(4)?,
+        complete_at: r.opt_f64(5)?,
+        result: r.opt_string(6)?,
+        requests,
+    }))
+}
+
+/// The unclaimed requests of a builder, best first.
+pub fn pending(db: &mut dyn Sql, builder: &str) -> Result<Vec<BuildRequestRow>, SqlError> {
+    let ids = db.query(
+        "SELECT id FROM buildrequests
+         WHERE builder = ?1 AND claimed_at IS NULL AND complete = 0
+         ORDER BY priority DESC, id",
+        &[builder.into()],
+    )?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(r) = request_row(db, id.i64(0)?)? {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// The builder's next request to build, (request id, BuildSet id): its best
+/// unclaimed one, highest priority first, then oldest (the partial index
+/// `buildrequests_unclaimed` answers it).
+///
+/// The claim's one read of the queue. One master claims now: a SQLite write
+/// transaction is exclusive, and so is the single master on PostgreSQL. For
+/// several masters on one PostgreSQL this is the statement to lock
+/// (`FOR UPDATE SKIP LOCKED`): [`claim`] marks the row only while it is still
+/// unclaimed and gives up otherwise.
+pub fn next_request(db: &mut dyn Sql, builder: &str) -> Result<Option<(i64, i64)>, SqlError> {
+    db.query_opt(
+        "SELECT id, buildset FROM buildrequests
+         WHERE builder = ?1 AND claimed_at IS NULL AND complete = 0
+         ORDER BY priority DESC, id LIMIT 1",
+        &[builder.into()],
+    )?
+    .map(|r| Ok((r.i64(0)?, r.i64(1)?)))
+    .transpose()
+}
+
+/// Mark request `id` claimed at `at`, if nobody claimed (or completed) it
+/// meanwhile; whether it was.
+fn mark_claimed(db: &mut dyn Sql, id: i64, at: f64) -> Result<bool, SqlError> {
+    Ok(db.execute(
+        "UPDATE buildrequests SET claimed_at = ?2
+         WHERE id = ?1 AND claimed_at IS NULL AND complete = 0",
+        &[id.into(), at.into()],
+    )? == 1)
+}
+
+/// Claim the builder's best unclaimed request ([`next_request`]), merge the
+/// queued requests that can share its Build, and create the Build row (number
+/// = the builder's highest + 1), all in the caller's transaction. `None` when
+/// nothing waits.
+pub fn claim(
+    db: &mut dyn Sql,
     builder: &str,
     slave: &str,
     total_steps: i64,
     at: f64,
-) -> rusqlite::Result<Option<ClaimedBuild>> {
-    let found: Option<(i64, i64)> = tx
-        .prepare_cached(
-            "SELECT id, buildset FROM buildrequests
-             WHERE builder = ?1 AND claimed_at IS NULL AND complete = 0
-             ORDER BY priority DESC, id LIMIT 1",
-        )?
-        .query_row([builder], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let Some((request_id, buildset_id)) = found else {
+) -> Result<Option<ClaimedBuild>, SqlError> {
+    let Some((request_id, buildset_id)) = next_request(db, builder)? else {
         return Ok(None);
     };
-    tx.prepare_cached("UPDATE buildrequests SET claimed_at = ?2 WHERE id = ?1")?
-        .execute(params![request_id, at])?;
-    let (reason, mut sourcestamp_id, props, branch, mut revision): (
-        String,
-        i64,
-        String,
-        Option<String>,
-        Option<String>,
-    ) = tx
-        .prepare_cached(
-            "SELECT bs.reason, bs.sourcestamp, bs.properties, ss.branch, ss.revision
-             FROM buildsets bs JOIN sourcestamps ss ON ss.id = bs.sourcestamp
-             WHERE bs.id = ?1",
-        )?
-        .query_row([buildset_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })?;
+    if !mark_claimed(db, request_id, at)? {
+        return Ok(None);
+    }
+    let r = db.query_one(
+        "SELECT bs.reason, bs.sourcestamp, bs.properties, ss.branch, ss.revision
+         FROM buildsets bs JOIN sourcestamps ss ON ss.id = bs.sourcestamp
+         WHERE bs.id = ?1",
+        &[buildset_id.into()],
+    )?;
+    let reason = r.string(0)?;
+    let mut sourcestamp_id = r.i64(1)?;
+    let props = r.string(2)?;
+    let branch = r.opt_string(3)?;
+    let mut revision = r.opt_string(4)?;
     let mut request_ids = vec![request_id];
-    let merged = merge_requests(tx, builder, request_id, sourcestamp_id, at)?;
+    let merged = merge_requests(db, builder, request_id, sourcestamp_id, at)?;
     if let Some((ss, rev, ids)) = merged {
         sourcestamp_id = ss;
         revision = rev;
         request_ids.extend(ids);
     }
-    let number: i64 = tx
-        .prepare_cached("SELECT coalesce(max(number), 0) + 1 FROM builds WHERE builder = ?1")?
-        .query_row([builder], |r| r.get(0))?;
-    tx.prepare_cached(
-        "INSERT INTO builds(builder, number, slave, sourcestamp, started_at, reason, total_steps)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
-        builder,
-        number,
-        slave,
-        sourcestamp_id,
-        at,
-        reason,
-        total_steps
-    ])?;
-    let build_id = tx.last_insert_rowid();
-    let patch = super::tryjobs::patch_of(tx, sourcestamp_id)?;
+    let number = db
+        .query_one(
+            "SELECT coalesce(max(number), 0) + 1 FROM builds WHERE builder = ?1",
+            &[builder.into()],
+        )?
+        .i64(0)?;
+    let build_id = db
+        .query_one(
+            "INSERT INTO builds(builder, number, slave, sourcestamp, started_at, reason,
+                                total_steps)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+            &[
+                builder.into(),
+                number.into(),
+                slave.into(),
+                sourcestamp_id.into(),
+                at.into(),
+                reason.as_str().into(),
+                total_steps.into(),
+            ],
+        )?
+        .i64(0)?;
+    let patch = super::tryjobs::patch_of(db, sourcestamp_id)?;
     for id in &request_ids {
-        tx.prepare_cached("INSERT INTO build_requests(build, request) VALUES (?1, ?2)")?
-            .execute(params![build_id, id])?;
+        db.execute(
+            "INSERT INTO build_requests(build, request) VALUES (?1, ?2)",
+            &[build_id.into(), (*id).into()],
+        )?;
     }
     Ok(Some(ClaimedBuild {
         build_id,
@@ -397,81 +472,104 @@ fn claim(
     }))
 }
 
+/// [`claim`], and the Build's first Step (made by `first` from the claim)
+/// started in the same transaction.
+pub fn claim_starting(
+    db: &mut dyn Sql,
+    builder: &str,
+    slave: &str,
+    total_steps: i64,
+    at: f64,
+    first: FirstStep,
+) -> Result<Option<ClaimedBuild>, SqlError> {
+    let Some(mut claimed) = claim(db, builder, slave, total_steps, at)? else {
+        return Ok(None);
+    };
+    let start = first(&claimed);
+    claimed.first_step = Some(write_step_start(db, claimed.build_id, &start)?);
+    Ok(Some(claimed))
+}
+
+/// What merging gave a Build: its SourceStamp id, revision, and the ids of the
+/// requests merged into it besides the one claimed.
+type Merged = (i64, Option<String>, Vec<i64>);
+
 /// Merge the builder's other unclaimed requests that can share a Build with
 /// `request_id` (claimed just now, its SourceStamp `sourcestamp`): requests whose
 /// SourceStamps carry Changes, on the same branch and repository. A request whose
 /// SourceStamp carries no Changes (a forced build, a specific revision, a periodic
 /// build) is never merged. The merged requests are claimed; the Build gets a new
 /// SourceStamp with every Change and the newest revision. `None` when nothing merges.
-/// What merging gave a Build: its SourceStamp id, revision, and the ids of the
-/// requests merged into it besides the one claimed.
-type Merged = (i64, Option<String>, Vec<i64>);
-
 fn merge_requests(
-    tx: &Transaction<'_>,
+    db: &mut dyn Sql,
     builder: &str,
     request_id: i64,
     sourcestamp: i64,
     at: f64,
-) -> rusqlite::Result<Option<Merged>> {
-    let has_changes = |ss: i64| -> rusqlite::Result<bool> {
-        tx.prepare_cached("SELECT count(*) FROM sourcestamp_changes WHERE sourcestamp = ?1")?
-            .query_row([ss], |r| r.get::<_, i64>(0))
-            .map(|n| n > 0)
-    };
-    if !has_changes(sourcestamp)? {
+) -> Result<Option<Merged>, SqlError> {
+    let changes = db
+        .query_one(
+            "SELECT count(*) FROM sourcestamp_changes WHERE sourcestamp = ?1",
+            &[sourcestamp.into()],
+        )?
+        .i64(0)?;
+    if changes == 0 {
         return Ok(None);
     }
-    // (request, sourcestamp, revision) of the mergeable others, oldest first.
-    let others: Vec<(i64, i64, Option<String>)> = {
-        let mut st = tx.prepare_cached(
-            "SELECT r.id, bs.sourcestamp, ss.revision
-             FROM buildrequests r
-             JOIN buildsets bs ON bs.id = r.buildset
-             JOIN sourcestamps ss ON ss.id = bs.sourcestamp
-             JOIN sourcestamps mine ON mine.id = ?3
-             WHERE r.builder = ?1 AND r.id != ?2 AND r.claimed_at IS NULL AND r.complete = 0
-               AND ss.branch IS mine.branch AND ss.repository = mine.repository
-               AND EXISTS (SELECT 1 FROM sourcestamp_changes sc WHERE sc.sourcestamp = ss.id)
-             ORDER BY r.id",
-        )?;
-        let rows = st.query_map(params![builder, request_id, sourcestamp], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
+    // (request, sourcestamp) of the mergeable others, oldest first.
+    let others: Vec<(i64, i64)> = db
+        .query(
+            &format!(
+                "SELECT r.id, bs.sourcestamp
+                 FROM buildrequests r
+                 JOIN buildsets bs ON bs.id = r.buildset
+                 JOIN sourcestamps ss ON ss.id = bs.sourcestamp
+                 JOIN sourcestamps mine ON mine.id = ?3
+                 WHERE r.builder = ?1 AND r.id != ?2 AND r.claimed_at IS NULL
+                   AND r.complete = 0
+                   AND ss.branch {same} mine.branch AND ss.repository = mine.repository
+                   AND EXISTS (SELECT 1 FROM sourcestamp_changes sc
+                               WHERE sc.sourcestamp = ss.id)
+                 ORDER BY r.id",
+                same = is_same(db.dialect())
+            ),
+            &[builder.into(), request_id.into(), sourcestamp.into()],
+        )?
+        .iter()
+        .map(|r| Ok((r.i64(0)?, r.i64(1)?)))
+        .collect::<Result<_, SqlError>>()?;
     if others.is_empty() {
         return Ok(None);
     }
     // The newest request's revision (its Changes are the newest).
     let mut all: Vec<(i64, i64)> = vec![(request_id, sourcestamp)];
-    all.extend(others.iter().map(|(id, ss, _)| (*id, *ss)));
+    all.extend(others.iter().copied());
     let newest_ss = all
         .iter()
         .max_by_key(|(id, _)| *id)
         .map(|(_, ss)| *ss)
         .unwrap_or(sourcestamp);
-    tx.prepare_cached(
+    let r = db.query_one(
         "INSERT INTO sourcestamps(branch, revision, repository, project)
          SELECT mine.branch, newest.revision, mine.repository, mine.project
-         FROM sourcestamps mine, sourcestamps newest WHERE mine.id = ?1 AND newest.id = ?2",
-    )?
-    .execute(params![sourcestamp, newest_ss])?;
-    let merged_ss = tx.last_insert_rowid();
+         FROM sourcestamps mine, sourcestamps newest WHERE mine.id = ?1 AND newest.id = ?2
+         RETURNING id, revision",
+        &[sourcestamp.into(), newest_ss.into()],
+    )?;
+    let (merged_ss, revision) = (r.i64(0)?, r.opt_string(1)?);
     for (id, ss) in &all {
-        tx.prepare_cached(
+        db.execute(
             "INSERT OR IGNORE INTO sourcestamp_changes(sourcestamp, change)
-             SELECT ?1, change FROM sourcestamp_changes WHERE sourcestamp = ?2",
-        )?
-        .execute(params![merged_ss, ss])?;
+             SELECT CAST(?1 AS BIGINT), change FROM sourcestamp_changes WHERE sourcestamp = ?2",
+            &[merged_ss.into(), (*ss).into()],
+        )?;
         if *id != request_id {
-            tx.prepare_cached("UPDATE buildrequests SET claimed_at = ?2 WHERE id = ?1")?
-                .execute(params![id, at])?;
+            db.execute(
+                "UPDATE buildrequests SET claimed_at = ?2 WHERE id = ?1",
+                &[(*id).into(), at.into()],
+            )?;
         }
     }
-    let revision: Option<String> = tx
-        .prepare_cached("SELECT revision FROM sourcestamps WHERE id = ?1")?
-        .query_row([merged_ss], |r| r.get(0))?;
     tracing::info!(
         "{builder}: BuildRequest {request_id} merged with {} queued request(s)",
         others.len()
@@ -479,79 +577,84 @@ fn merge_requests(
     Ok(Some((
         merged_ss,
         revision,
-        others.into_iter().map(|(id, _, _)| id).collect(),
+        others.into_iter().map(|(id, _)| id).collect(),
     )))
 }
 
-pub(crate) fn unclaim(tx: &Transaction<'_>, build_id: i64) -> rusqlite::Result<Vec<i64>> {
-    let ids: Vec<i64> = {
-        let mut st = tx.prepare_cached(
+/// Give a Build's incomplete requests back to the queue; their ids.
+pub fn unclaim(db: &mut dyn Sql, build_id: i64) -> Result<Vec<i64>, SqlError> {
+    let ids = db
+        .query(
             "SELECT r.id FROM build_requests br JOIN buildrequests r ON r.id = br.request
              WHERE br.build = ?1 AND r.complete = 0",
-        )?;
-        let rows = st.query_map([build_id], |r| r.get(0))?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
-    let mut st = tx.prepare_cached("UPDATE buildrequests SET claimed_at = NULL WHERE id = ?1")?;
+            &[build_id.into()],
+        )?
+        .iter()
+        .map(|r| r.i64(0))
+        .collect::<Result<Vec<i64>, _>>()?;
     for id in &ids {
-        st.execute([id])?;
+        db.execute(
+            "UPDATE buildrequests SET claimed_at = NULL WHERE id = ?1",
+            &[(*id).into()],
+        )?;
     }
     Ok(ids)
 }
 
 /// Mark a Build's requests complete with `result`, and each BuildSet whose
 /// requests are now all complete (its result the worst of theirs).
-pub(crate) fn complete_build_requests(
-    tx: &Transaction<'_>,
+pub fn complete_build_requests(
+    db: &mut dyn Sql,
     build_id: i64,
     result: &str,
     at: f64,
-) -> rusqlite::Result<Completed> {
-    let rows: Vec<(i64, i64)> = {
-        let mut st = tx.prepare_cached(
+) -> Result<Completed, SqlError> {
+    let rows = db
+        .query(
             "SELECT r.id, r.buildset FROM build_requests br JOIN buildrequests r
              ON r.id = br.request WHERE br.build = ?1 AND r.complete = 0",
-        )?;
-        let rows = st.query_map([build_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
-    complete_requests(tx, rows, result, at)
+            &[build_id.into()],
+        )?
+        .iter()
+        .map(|r| Ok((r.i64(0)?, r.i64(1)?)))
+        .collect::<Result<Vec<(i64, i64)>, SqlError>>()?;
+    complete_requests(db, rows, result, at)
 }
 
 /// Mark requests `rows` (id, BuildSet) complete with `result`, and each
 /// BuildSet whose requests are now all complete.
 fn complete_requests(
-    tx: &Transaction<'_>,
+    db: &mut dyn Sql,
     rows: Vec<(i64, i64)>,
     result: &str,
     at: f64,
-) -> rusqlite::Result<Completed> {
+) -> Result<Completed, SqlError> {
     let mut done = Completed::default();
     for (id, buildset) in rows {
-        tx.prepare_cached(
+        db.execute(
             "UPDATE buildrequests SET complete = 1, complete_at = ?2, result = ?3 WHERE id = ?1",
-        )?
-        .execute(params![id, at, result])?;
+            &[id.into(), at.into(), result.into()],
+        )?;
         done.requests.push(id);
         if result_rank(result) > result_rank("warnings") {
             // The BuildSet fails as soon as one of its builds does.
-            let changed = tx
-                .prepare_cached(
-                    "UPDATE buildsets SET result = ?2 WHERE id = ?1 AND result IS NULL",
-                )?
-                .execute(params![buildset, result])?;
+            let changed = db.execute(
+                "UPDATE buildsets SET result = ?2 WHERE id = ?1 AND result IS NULL",
+                &[buildset.into(), result.into()],
+            )?;
             if changed > 0 {
                 done.failed_buildsets.push((buildset, result.to_string()));
             }
         }
-        let results: Vec<Option<String>> = {
-            let mut st = tx.prepare_cached(
+        let results = db
+            .query(
                 "SELECT CASE WHEN complete = 1 THEN result ELSE NULL END
                  FROM buildrequests WHERE buildset = ?1",
-            )?;
-            let rows = st.query_map([buildset], |r| r.get(0))?;
-            rows.collect::<rusqlite::Result<_>>()?
-        };
+                &[buildset.into()],
+            )?
+            .iter()
+            .map(|r| r.opt_string(0))
+            .collect::<Result<Vec<Option<String>>, _>>()?;
         if results.iter().all(Option::is_some) {
             let worst = results
                 .iter()
@@ -560,12 +663,11 @@ fn complete_requests(
                 .cloned()
                 .unwrap_or_else(|| "success".into());
             // The worst result: an earlier failure recorded it already, or worse.
-            let changed = tx
-                .prepare_cached(
-                    "UPDATE buildsets SET complete = 1, complete_at = ?2, result = ?3
-                     WHERE id = ?1 AND complete = 0",
-                )?
-                .execute(params![buildset, at, worst])?;
+            let changed = db.execute(
+                "UPDATE buildsets SET complete = 1, complete_at = ?2, result = ?3
+                 WHERE id = ?1 AND complete = 0",
+                &[buildset.into(), at.into(), worst.as_str().into()],
+            )?;
             if changed > 0 {
                 done.buildsets.push((buildset, worst));
             }
@@ -595,86 +697,105 @@ impl Db {
         head: String,
         at: f64,
     ) -> Result<Superseded, DbError> {
-        self.write(move |tx| {
-            const OF_PULL: &str = "json_extract(bs.properties, '$.pr_number') = ?1
-                 AND ss.repository = ?2 AND coalesce(ss.revision, '') != ?3";
-            let running: Vec<(String, i64)> = {
-                let mut st = tx.prepare_cached(&format!(
-                    "SELECT DISTINCT b.builder, b.number FROM builds b
-                     JOIN build_requests br ON br.build = b.id
-                     JOIN buildrequests r ON r.id = br.request
-                     JOIN buildsets bs ON bs.id = r.buildset
-                     JOIN sourcestamps ss ON ss.id = bs.sourcestamp
-                     WHERE b.finished_at IS NULL AND {OF_PULL}"
-                ))?;
-                let rows = st.query_map(params![number, repository, head], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?;
-                rows.collect::<rusqlite::Result<Vec<(String, i64)>>>()?
-            };
-            let queued: Vec<(i64, i64, String)> = {
-                let mut st = tx.prepare_cached(&format!(
-                    "SELECT r.id, r.buildset, r.builder FROM buildrequests r
-                     JOIN buildsets bs ON bs.id = r.buildset
-                     JOIN sourcestamps ss ON ss.id = bs.sourcestamp
-                     WHERE r.complete = 0 AND r.claimed_at IS NULL AND {OF_PULL}"
-                ))?;
-                let rows = st.query_map(params![number, repository, head], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })?;
-                rows.collect::<rusqlite::Result<_>>()?
-            };
-            let queued: Vec<(i64, i64)> = queued
-                .into_iter()
-                .filter(|(_, _, b)| builders.contains(b))
-                .map(|(id, bs, _)| (id, bs))
-                .collect();
-            let cancelled = complete_requests(tx, queued, "cancelled", at)?;
-            Ok(Superseded {
-                running: running
-                    .into_iter()
-                    .filter(|(b, _)| builders.contains(b))
-                    .collect(),
-                cancelled,
-            })
-        })
-        .await
+        self.write_sql(move |db| supersede(db, &builders, &repository, &number, &head, at))
+            .await
     }
 }
 
-fn request_row(c: &Connection, id: i64) -> rusqlite::Result<Option<BuildRequestRow>> {
-    let row = c
-        .prepare_cached(
-            "SELECT r.id, r.buildset, r.builder, r.priority, bs.reason, r.submitted_at,
-                    r.claimed_at, r.complete, r.complete_at, r.result
-             FROM buildrequests r JOIN buildsets bs ON bs.id = r.buildset WHERE r.id = ?1",
+/// [`Db::superseded_pull`]: the running Builds of pull request `number`'s other
+/// heads (on `builders`), by builder and number; its unclaimed requests of
+/// other heads completed as `cancelled`.
+pub fn supersede(
+    db: &mut dyn Sql,
+    builders: &[String],
+    repository: &str,
+    number: &str,
+    head: &str,
+    at: f64,
+) -> Result<Superseded, SqlError> {
+    let of_pull = format!(
+        "{} = ?1 AND ss.repository = ?2 AND coalesce(ss.revision, '') != ?3",
+        json_text(db.dialect(), "bs.properties", "pr_number")
+    );
+    let params = [number.into(), repository.into(), head.into()];
+    let running = db
+        .query(
+            &format!(
+                "SELECT DISTINCT b.builder, b.number FROM builds b
+                 JOIN build_requests br ON br.build = b.id
+                 JOIN buildrequests r ON r.id = br.request
+                 JOIN buildsets bs ON bs.id = r.buildset
+                 JOIN sourcestamps ss ON ss.id = bs.sourcestamp
+                 WHERE b.finished_at IS NULL AND {of_pull}
+                 ORDER BY b.builder, b.number"
+            ),
+            &params,
         )?
-        .query_row([id], |r| {
-            Ok(BuildRequestRow {
-                id: r.get(0)?,
-                buildset: r.get(1)?,
-                builder: r.get(2)?,
-                priority: r.get(3)?,
-                reason: r.get(4)?,
-                submitted_at: r.get(5)?,
-                claimed_at: r.get(6)?,
-                complete: r.get::<_, i64>(7)? != 0,
-                complete_at: r.get(8)?,
-                result: r.get(9)?,
-                builds: Vec::new(),
-            })
-        })
-        .optional()?;
-    let Some(mut row) = row else {
+        .iter()
+        .map(|r| Ok((r.string(0)?, r.i64(1)?)))
+        .collect::<Result<Vec<(String, i64)>, SqlError>>()?;
+    let queued = db
+        .query(
+            &format!(
+                "SELECT r.id, r.buildset, r.builder FROM buildrequests r
+                 JOIN buildsets bs ON bs.id = r.buildset
+                 JOIN sourcestamps ss ON ss.id = bs.sourcestamp
+                 WHERE r.complete = 0 AND r.claimed_at IS NULL AND {of_pull}
+                 ORDER BY r.id"
+            ),
+            &params,
+        )?
+        .iter()
+        .map(|r| Ok((r.i64(0)?, r.i64(1)?, r.string(2)?)))
+        .collect::<Result<Vec<(i64, i64, String)>, SqlError>>()?;
+    let queued: Vec<(i64, i64)> = queued
+        .into_iter()
+        .filter(|(_, _, b)| builders.contains(b))
+        .map(|(id, bs, _)| (id, bs))
+        .collect();
+    let cancelled = complete_requests(db, queued, "cancelled", at)?;
+    Ok(Superseded {
+        running: running
+            .into_iter()
+            .filter(|(b, _)| builders.contains(b))
+            .collect(),
+        cancelled,
+    })
+}
+
+/// One BuildRequest with the numbers of its builds.
+pub fn request_row(db: &mut dyn Sql, id: i64) -> Result<Option<BuildRequestRow>, SqlError> {
+    let Some(r) = db.query_opt(
+        "SELECT r.id, r.buildset, r.builder, r.priority, bs.reason, r.submitted_at,
+                r.claimed_at, r.complete, r.complete_at, r.result
+         FROM buildrequests r JOIN buildsets bs ON bs.id = r.buildset WHERE r.id = ?1",
+        &[id.into()],
+    )?
+    else {
         return Ok(None);
     };
-    let mut st = c.prepare_cached(
-        "SELECT b.number FROM build_requests br JOIN builds b ON b.id = br.build
-         WHERE br.request = ?1 ORDER BY b.number",
-    )?;
-    let numbers = st.query_map([id], |r| r.get(0))?;
-    row.builds = numbers.collect::<rusqlite::Result<_>>()?;
-    Ok(Some(row))
+    let builds = db
+        .query(
+            "SELECT b.number FROM build_requests br JOIN builds b ON b.id = br.build
+             WHERE br.request = ?1 ORDER BY b.number",
+            &[id.into()],
+        )?
+        .iter()
+        .map(|r| r.i64(0))
+        .collect::<Result<_, _>>()?;
+    Ok(Some(BuildRequestRow {
+        id: r.i64(0)?,
+        buildset: r.i64(1)?,
+        builder: r.string(2)?,
+        priority: r.i64(3)?,
+        reason: r.string(4)?,
+        submitted_at: real(&r, 5)?,
+        claimed_at: r.opt_f64(6)?,
+        complete: r.bool(7)?,
+        complete_at: r.opt_f64(8)?,
+        result: r.opt_string(9)?,
+        builds,
+    }))
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! What schedulers and pollers keep in SQLite so a restarted master neither loses a
+//! What schedulers and pollers keep in the database so a restarted master neither loses a
 //! Change nor builds twice.
 //!
 //! * `scheduler_changes`: Changes a scheduler accepted and no BuildSet has taken yet,
@@ -16,9 +16,9 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, OptionalExtension};
-
 use super::changes::{change_row, ChangeRow, CHANGE_COLUMNS};
+use super::requests::{json_text, real};
+use super::sql::{Dialect, Sql, SqlError};
 use super::{Db, DbError};
 
 /// A Change a scheduler accepted.
@@ -65,12 +65,7 @@ impl Db {
         key: &str,
     ) -> Result<Option<i64>, DbError> {
         let (s, k) = (scheduler.to_string(), key.to_string());
-        self.read(move |c| {
-            c.prepare_cached("SELECT value FROM scheduler_state WHERE scheduler = ?1 AND key = ?2")?
-                .query_row(params![s, k], |r| r.get(0))
-                .optional()
-        })
-        .await
+        self.read_sql(move |db| value(db, &s, &k)).await
     }
 
     /// Set a value of `scheduler_state`.
@@ -81,75 +76,27 @@ impl Db {
         value: i64,
     ) -> Result<(), DbError> {
         let (s, k) = (scheduler.to_string(), key.to_string());
-        self.write(move |tx| {
-            tx.prepare_cached(
-                "INSERT INTO scheduler_state(scheduler, key, value) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(scheduler, key) DO UPDATE SET value = excluded.value",
-            )?
-            .execute(params![s, k, value])?;
-            Ok(())
-        })
-        .await
+        self.write_sql(move |db| set_value(db, &s, &k, value)).await
     }
 
     /// The highest Change id stored (0 when none).
     pub async fn max_change_id(&self) -> Result<i64, DbError> {
-        self.read(|c| c.query_row("SELECT coalesce(max(id), 0) FROM changes", [], |r| r.get(0)))
-            .await
+        self.read_sql(|db| max_change_id(db)).await
     }
 
     /// The highest BuildSet id stored (0 when none).
     pub async fn max_buildset_id(&self) -> Result<i64, DbError> {
-        self.read(|c| {
-            c.query_row("SELECT coalesce(max(id), 0) FROM buildsets", [], |r| {
-                r.get(0)
-            })
-        })
-        .await
+        self.read_sql(|db| max_buildset_id(db)).await
     }
 
     /// Store what handling some Changes decided, in one transaction.
     pub async fn record_scheduler_changes(&self, batch: ChangeBatch) -> Result<(), DbError> {
-        self.write(move |tx| {
-            {
-                let mut st = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO scheduler_changes(scheduler, change, branch, important)
-                     VALUES (?1, ?2, ?3, ?4)",
-                )?;
-                for p in &batch.pending {
-                    st.execute(params![p.scheduler, p.change, p.branch, p.important])?;
-                }
-            }
-            {
-                let mut st = tx.prepare_cached(
-                    "INSERT INTO scheduler_timers(scheduler, branch, deadline) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(scheduler, branch) DO UPDATE SET deadline = excluded.deadline",
-                )?;
-                for (s, b, d) in &batch.timers {
-                    st.execute(params![s, b, d])?;
-                }
-            }
-            let mut st = tx.prepare_cached(
-                "INSERT INTO scheduler_state(scheduler, key, value) VALUES (?1, 'last_change', ?2)
-                 ON CONFLICT(scheduler, key) DO UPDATE SET value = max(value, excluded.value)",
-            )?;
-            for (s, id) in &batch.handled {
-                st.execute(params![s, id])?;
-            }
-            Ok(())
-        })
-        .await
+        self.write_sql(move |db| record_changes(db, &batch)).await
     }
 
     /// Every tree-stable timer: (scheduler, branch, deadline).
     pub async fn scheduler_timers(&self) -> Result<Vec<(String, String, f64)>, DbError> {
-        self.read(|c| {
-            let mut st =
-                c.prepare_cached("SELECT scheduler, branch, deadline FROM scheduler_timers")?;
-            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            rows.collect()
-        })
-        .await
+        self.read_sql(|db| timers(db)).await
     }
 
     /// The Changes waiting in a scheduler for `branch`, oldest first, each with
@@ -160,18 +107,7 @@ impl Db {
         branch: &str,
     ) -> Result<Vec<(ChangeRow, bool)>, DbError> {
         let (s, b) = (scheduler.to_string(), branch.to_string());
-        self.read(move |c| {
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {CHANGE_COLUMNS}, sc.important FROM scheduler_changes sc
-                 JOIN changes c ON c.id = sc.change
-                 WHERE sc.scheduler = ?1 AND sc.branch = ?2 ORDER BY c.id"
-            ))?;
-            let rows = st.query_map(params![s, b], |r| {
-                Ok((change_row(r)?, r.get::<_, i64>(11)? != 0))
-            })?;
-            rows.collect()
-        })
-        .await
+        self.read_sql(move |db| pending(db, &s, &b)).await
     }
 
     /// A BuildSet took these Changes: drop them from the scheduler, and its timer
@@ -183,18 +119,8 @@ impl Db {
         changes: Vec<i64>,
     ) -> Result<(), DbError> {
         let (s, b) = (scheduler.to_string(), branch.to_string());
-        self.write(move |tx| {
-            let mut st = tx.prepare_cached(
-                "DELETE FROM scheduler_changes WHERE scheduler = ?1 AND change = ?2",
-            )?;
-            for id in &changes {
-                st.execute(params![s, id])?;
-            }
-            tx.prepare_cached("DELETE FROM scheduler_timers WHERE scheduler = ?1 AND branch = ?2")?
-                .execute(params![s, b])?;
-            Ok(())
-        })
-        .await
+        self.write_sql(move |db| consume(db, &s, &b, &changes))
+            .await
     }
 
     /// Drop a timer (nothing important waits on that branch).
@@ -212,34 +138,13 @@ impl Db {
     /// many were dropped.
     pub async fn forget_built_changes(&self, scheduler: &str) -> Result<usize, DbError> {
         let s = scheduler.to_string();
-        self.write(move |tx| {
-            tx.prepare_cached(
-                "DELETE FROM scheduler_changes WHERE scheduler = ?1 AND change IN (
-                    SELECT sc.change FROM buildsets bs
-                    JOIN sourcestamp_changes sc ON sc.sourcestamp = bs.sourcestamp
-                    WHERE bs.scheduler = ?1)",
-            )?
-            .execute([s])
-        })
-        .await
+        self.write_sql(move |db| forget_built(db, &s)).await
     }
 
     /// Drop every trace of schedulers that are no longer configured (their waiting
     /// Changes and timers; their state stays, harmless).
     pub async fn forget_schedulers_except(&self, keep: Vec<String>) -> Result<(), DbError> {
-        self.write(move |tx| {
-            let list = serde_json::to_string(&keep).unwrap_or_else(|_| "[]".into());
-            tx.execute(
-                "DELETE FROM scheduler_changes WHERE scheduler NOT IN (SELECT value FROM json_each(?1))",
-                [&list],
-            )?;
-            tx.execute(
-                "DELETE FROM scheduler_timers WHERE scheduler NOT IN (SELECT value FROM json_each(?1))",
-                [&list],
-            )?;
-            Ok(())
-        })
-        .await
+        self.write_sql(move |db| forget_except(db, &keep)).await
     }
 
     /// Complete BuildSets above `watermark` that `scheduler` has not handled yet,
@@ -250,78 +155,20 @@ impl Db {
         watermark: i64,
     ) -> Result<Vec<FinishedBuildSet>, DbError> {
         let s = scheduler.to_string();
-        self.read(move |c| {
-            let found: Vec<FinishedBuildSet> = {
-                let mut st = c.prepare_cached(
-                    "SELECT bs.id, bs.result, ss.branch, ss.revision, ss.repository, ss.project,
-                            bs.sourcestamp
-                     FROM buildsets bs JOIN sourcestamps ss ON ss.id = bs.sourcestamp
-                     WHERE bs.id > ?2 AND bs.complete = 1 AND bs.id NOT IN (
-                        SELECT buildset FROM scheduler_buildsets WHERE scheduler = ?1)
-                     ORDER BY bs.id",
-                )?;
-                let rows = st.query_map(params![s, watermark], |r| {
-                    Ok((
-                        FinishedBuildSet {
-                            id: r.get(0)?,
-                            result: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-                            branch: r.get(2)?,
-                            revision: r.get(3)?,
-                            repository: r.get(4)?,
-                            project: r.get(5)?,
-                            changes: Vec::new(),
-                            builders: Vec::new(),
-                        },
-                        r.get::<_, i64>(6)?,
-                    ))
-                })?;
-                let mut out = Vec::new();
-                for row in rows {
-                    let (mut bs, ss): (FinishedBuildSet, i64) = row?;
-                    let mut ch = c.prepare_cached(
-                        "SELECT change FROM sourcestamp_changes WHERE sourcestamp = ?1 ORDER BY change",
-                    )?;
-                    bs.changes = ch
-                        .query_map([ss], |r| r.get(0))?
-                        .collect::<rusqlite::Result<_>>()?;
-                    let mut bl = c.prepare_cached(
-                        "SELECT DISTINCT builder FROM buildrequests WHERE buildset = ?1 ORDER BY builder",
-                    )?;
-                    bs.builders = bl
-                        .query_map([bs.id], |r| r.get(0))?
-                        .collect::<rusqlite::Result<_>>()?;
-                    out.push(bs);
-                }
-                out
-            };
-            Ok(found)
-        })
-        .await
+        self.read_sql(move |db| unhandled(db, &s, watermark)).await
     }
 
     /// The newest BuildSet a scheduler submitted.
     pub async fn newest_buildset_of(&self, scheduler: &str) -> Result<Option<i64>, DbError> {
         let s = scheduler.to_string();
-        self.read(move |c| {
-            c.prepare_cached("SELECT max(id) FROM buildsets WHERE scheduler = ?1")?
-                .query_row([s], |r| r.get(0))
-        })
-        .await
+        self.read_sql(move |db| newest_buildset(db, &s)).await
     }
 
     /// Whether a dependent scheduler already submitted a BuildSet following the
     /// upstream BuildSet `upstream` (its `upstream_buildset` property).
     pub async fn dependent_fired(&self, scheduler: &str, upstream: i64) -> Result<bool, DbError> {
         let s = scheduler.to_string();
-        self.read(move |c| {
-            c.prepare_cached(
-                "SELECT count(*) FROM buildsets WHERE scheduler = ?1
-                 AND json_extract(properties, '$.upstream_buildset') = ?2",
-            )?
-            .query_row(params![s, upstream.to_string()], |r| r.get::<_, i64>(0))
-            .map(|n| n > 0)
-        })
-        .await
+        self.read_sql(move |db| fired(db, &s, upstream)).await
     }
 
     /// Remember that a dependent scheduler handled an upstream BuildSet.
@@ -331,14 +178,8 @@ impl Db {
         buildset: i64,
     ) -> Result<(), DbError> {
         let s = scheduler.to_string();
-        self.write(move |tx| {
-            tx.prepare_cached(
-                "INSERT OR IGNORE INTO scheduler_buildsets(scheduler, buildset) VALUES (?1, ?2)",
-            )?
-            .execute(params![s, buildset])?;
-            Ok(())
-        })
-        .await
+        self.write_sql(move |db| mark_handled(db, &s, buildset))
+            .await
     }
 
     /// The revisions a poller stored for `repository`: branch → revision.
@@ -347,14 +188,7 @@ impl Db {
         repository: &str,
     ) -> Result<BTreeMap<String, String>, DbError> {
         let repo = repository.to_string();
-        self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT branch, revision FROM poller_heads WHERE repository = ?1",
-            )?;
-            let rows = st.query_map([repo], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect()
-        })
-        .await
+        self.read_sql(move |db| heads(db, &repo)).await
     }
 
     /// Move a poller's stored revisions (only after its Changes are stored).
@@ -365,20 +199,277 @@ impl Db {
         at: f64,
     ) -> Result<(), DbError> {
         let repo = repository.to_string();
-        self.write(move |tx| {
-            let mut st = tx.prepare_cached(
-                "INSERT INTO poller_heads(repository, branch, revision, updated_at)
-                 VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(repository, branch) DO UPDATE
-                 SET revision = excluded.revision, updated_at = excluded.updated_at",
-            )?;
-            for (b, r) in &heads {
-                st.execute(params![repo, b, r, at])?;
-            }
-            Ok(())
-        })
-        .await
+        self.write_sql(move |db| set_heads(db, &repo, &heads, at))
+            .await
     }
+}
+
+// The queries, on either backend ([`super::sql`]).
+
+/// A value of `scheduler_state`.
+pub fn value(db: &mut dyn Sql, scheduler: &str, key: &str) -> Result<Option<i64>, SqlError> {
+    db.query_opt(
+        "SELECT value FROM scheduler_state WHERE scheduler = ?1 AND key = ?2",
+        &[scheduler.into(), key.into()],
+    )?
+    .map(|r| r.i64(0))
+    .transpose()
+}
+
+/// Set a value of `scheduler_state`.
+pub fn set_value(db: &mut dyn Sql, scheduler: &str, key: &str, value: i64) -> Result<(), SqlError> {
+    db.execute(
+        "INSERT INTO scheduler_state(scheduler, key, value) VALUES (?1, ?2, ?3)
+         ON CONFLICT(scheduler, key) DO UPDATE SET value = excluded.value",
+        &[scheduler.into(), key.into(), value.into()],
+    )?;
+    Ok(())
+}
+
+/// The highest Change id stored (0 when none).
+pub fn max_change_id(db: &mut dyn Sql) -> Result<i64, SqlError> {
+    db.query_one("SELECT coalesce(max(id), 0) FROM changes", &[])?
+        .i64(0)
+}
+
+/// The highest BuildSet id stored (0 when none).
+pub fn max_buildset_id(db: &mut dyn Sql) -> Result<i64, SqlError> {
+    db.query_one("SELECT coalesce(max(id), 0) FROM buildsets", &[])?
+        .i64(0)
+}
+
+/// Store what handling some Changes decided. `last_change` only moves up
+/// (SQLite's two-argument `max` is PostgreSQL's `GREATEST`).
+pub fn record_changes(db: &mut dyn Sql, batch: &ChangeBatch) -> Result<(), SqlError> {
+    for p in &batch.pending {
+        db.execute(
+            "INSERT OR IGNORE INTO scheduler_changes(scheduler, change, branch, important)
+             VALUES (?1, ?2, ?3, ?4)",
+            &[
+                p.scheduler.as_str().into(),
+                p.change.into(),
+                p.branch.as_str().into(),
+                p.important.into(),
+            ],
+        )?;
+    }
+    for (s, b, d) in &batch.timers {
+        db.execute(
+            "INSERT INTO scheduler_timers(scheduler, branch, deadline) VALUES (?1, ?2, ?3)
+             ON CONFLICT(scheduler, branch) DO UPDATE SET deadline = excluded.deadline",
+            &[s.as_str().into(), b.as_str().into(), (*d).into()],
+        )?;
+    }
+    let last_change = match db.dialect() {
+        Dialect::Sqlite => {
+            "INSERT INTO scheduler_state(scheduler, key, value) VALUES (?1, 'last_change', ?2)
+             ON CONFLICT(scheduler, key) DO UPDATE SET value = max(value, excluded.value)"
+        }
+        Dialect::Postgres => {
+            "INSERT INTO scheduler_state(scheduler, key, value) VALUES (?1, 'last_change', ?2)
+             ON CONFLICT(scheduler, key)
+             DO UPDATE SET value = GREATEST(scheduler_state.value, excluded.value)"
+        }
+    };
+    for (s, id) in &batch.handled {
+        db.execute(last_change, &[s.as_str().into(), (*id).into()])?;
+    }
+    Ok(())
+}
+
+/// Every tree-stable timer: (scheduler, branch, deadline), in key order.
+pub fn timers(db: &mut dyn Sql) -> Result<Vec<(String, String, f64)>, SqlError> {
+    db.query(
+        "SELECT scheduler, branch, deadline FROM scheduler_timers ORDER BY scheduler, branch",
+        &[],
+    )?
+    .iter()
+    .map(|r| Ok((r.string(0)?, r.string(1)?, real(r, 2)?)))
+    .collect()
+}
+
+/// The Changes waiting in a scheduler for `branch`, oldest first, each with
+/// whether it is important.
+pub fn pending(
+    db: &mut dyn Sql,
+    scheduler: &str,
+    branch: &str,
+) -> Result<Vec<(ChangeRow, bool)>, SqlError> {
+    db.query(
+        &format!(
+            "SELECT {CHANGE_COLUMNS}, sc.important FROM scheduler_changes sc
+             JOIN changes c ON c.id = sc.change
+             WHERE sc.scheduler = ?1 AND sc.branch = ?2 ORDER BY c.id"
+        ),
+        &[scheduler.into(), branch.into()],
+    )?
+    .iter()
+    .map(|r| Ok((change_row(r)?, r.bool(11)?)))
+    .collect()
+}
+
+/// Drop `changes` from a scheduler, and its timer for `branch`.
+pub fn consume(
+    db: &mut dyn Sql,
+    scheduler: &str,
+    branch: &str,
+    changes: &[i64],
+) -> Result<(), SqlError> {
+    for id in changes {
+        db.execute(
+            "DELETE FROM scheduler_changes WHERE scheduler = ?1 AND change = ?2",
+            &[scheduler.into(), (*id).into()],
+        )?;
+    }
+    db.execute(
+        "DELETE FROM scheduler_timers WHERE scheduler = ?1 AND branch = ?2",
+        &[scheduler.into(), branch.into()],
+    )?;
+    Ok(())
+}
+
+/// Drop the waiting Changes a BuildSet of this scheduler already carries; how
+/// many.
+pub fn forget_built(db: &mut dyn Sql, scheduler: &str) -> Result<usize, SqlError> {
+    let n = db.execute(
+        "DELETE FROM scheduler_changes WHERE scheduler = ?1 AND change IN (
+            SELECT sc.change FROM buildsets bs
+            JOIN sourcestamp_changes sc ON sc.sourcestamp = bs.sourcestamp
+            WHERE bs.scheduler = ?1)",
+        &[scheduler.into()],
+    )?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// Drop the waiting Changes and timers of every scheduler not in `keep`. The
+/// list goes in as one JSON array (`json_each` on SQLite, `jsonb` on PostgreSQL).
+pub fn forget_except(db: &mut dyn Sql, keep: &[String]) -> Result<(), SqlError> {
+    let list = serde_json::to_string(keep).unwrap_or_else(|_| "[]".into());
+    let names = match db.dialect() {
+        Dialect::Sqlite => "SELECT value FROM json_each(?1)",
+        Dialect::Postgres => "SELECT jsonb_array_elements_text(CAST(CAST(?1 AS TEXT) AS jsonb))",
+    };
+    for table in ["scheduler_changes", "scheduler_timers"] {
+        db.execute(
+            &format!("DELETE FROM {table} WHERE scheduler NOT IN ({names})"),
+            &[list.as_str().into()],
+        )?;
+    }
+    Ok(())
+}
+
+/// Complete BuildSets above `watermark` that `scheduler` has not handled yet,
+/// oldest first, with their Changes and builders.
+pub fn unhandled(
+    db: &mut dyn Sql,
+    scheduler: &str,
+    watermark: i64,
+) -> Result<Vec<FinishedBuildSet>, SqlError> {
+    let rows = db.query(
+        "SELECT bs.id, bs.result, ss.branch, ss.revision, ss.repository, ss.project,
+                bs.sourcestamp
+         FROM buildsets bs JOIN sourcestamps ss ON ss.id = bs.sourcestamp
+         WHERE bs.id > ?2 AND bs.complete = 1 AND bs.id NOT IN (
+            SELECT buildset FROM scheduler_buildsets WHERE scheduler = ?1)
+         ORDER BY bs.id",
+        &[scheduler.into(), watermark.into()],
+    )?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let mut bs = FinishedBuildSet {
+            id: r.i64(0)?,
+            result: r.opt_string(1)?.unwrap_or_default(),
+            branch: r.opt_string(2)?,
+            revision: r.opt_string(3)?,
+            repository: r.string(4)?,
+            project: r.string(5)?,
+            changes: Vec::new(),
+            builders: Vec::new(),
+        };
+        bs.changes = db
+            .query(
+                "SELECT change FROM sourcestamp_changes WHERE sourcestamp = ?1 ORDER BY change",
+                &[r.i64(6)?.into()],
+            )?
+            .iter()
+            .map(|r| r.i64(0))
+            .collect::<Result<_, _>>()?;
+        bs.builders = db
+            .query(
+                "SELECT DISTINCT builder FROM buildrequests WHERE buildset = ?1 ORDER BY builder",
+                &[bs.id.into()],
+            )?
+            .iter()
+            .map(|r| r.string(0))
+            .collect::<Result<_, _>>()?;
+        out.push(bs);
+    }
+    Ok(out)
+}
+
+/// The newest BuildSet a scheduler submitted.
+pub fn newest_buildset(db: &mut dyn Sql, scheduler: &str) -> Result<Option<i64>, SqlError> {
+    db.query_one(
+        "SELECT max(id) FROM buildsets WHERE scheduler = ?1",
+        &[scheduler.into()],
+    )?
+    .opt_i64(0)
+}
+
+/// Whether `scheduler` submitted a BuildSet whose `upstream_buildset` property
+/// is `upstream`.
+pub fn fired(db: &mut dyn Sql, scheduler: &str, upstream: i64) -> Result<bool, SqlError> {
+    let upstream_of = json_text(db.dialect(), "properties", "upstream_buildset");
+    db.query_one(
+        &format!("SELECT count(*) FROM buildsets WHERE scheduler = ?1 AND {upstream_of} = ?2"),
+        &[scheduler.into(), upstream.to_string().into()],
+    )
+    .and_then(|r| r.i64(0))
+    .map(|n| n > 0)
+}
+
+/// Remember that a dependent scheduler handled an upstream BuildSet.
+pub fn mark_handled(db: &mut dyn Sql, scheduler: &str, buildset: i64) -> Result<(), SqlError> {
+    db.execute(
+        "INSERT OR IGNORE INTO scheduler_buildsets(scheduler, buildset) VALUES (?1, ?2)",
+        &[scheduler.into(), buildset.into()],
+    )?;
+    Ok(())
+}
+
+/// The revisions a poller stored for `repository`: branch → revision.
+pub fn heads(db: &mut dyn Sql, repository: &str) -> Result<BTreeMap<String, String>, SqlError> {
+    db.query(
+        "SELECT branch, revision FROM poller_heads WHERE repository = ?1",
+        &[repository.into()],
+    )?
+    .iter()
+    .map(|r| Ok((r.string(0)?, r.string(1)?)))
+    .collect()
+}
+
+/// Move a poller's stored revisions.
+pub fn set_heads(
+    db: &mut dyn Sql,
+    repository: &str,
+    heads: &BTreeMap<String, String>,
+    at: f64,
+) -> Result<(), SqlError> {
+    for (b, r) in heads {
+        db.execute(
+            "INSERT INTO poller_heads(repository, branch, revision, updated_at)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(repository, branch) DO UPDATE
+             SET revision = excluded.revision, updated_at = excluded.updated_at",
+            &[
+                repository.into(),
+                b.as_str().into(),
+                r.as_str().into(),
+                at.into(),
+            ],
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

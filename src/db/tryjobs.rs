@@ -7,7 +7,7 @@
 //! others ([`super::requests`]).
 
 use super::requests::{insert_buildset_requests, NewBuildSet, SubmittedBuildSet};
-use super::sql::{Lite, Sql, SqlError};
+use super::sql::{Sql, SqlError};
 use super::{Db, DbError};
 
 /// The patch of a try job, as stored with its SourceStamp.
@@ -43,12 +43,9 @@ impl Db {
         patch: TryPatch,
         at: f64,
     ) -> Result<SubmittedBuildSet, DbError> {
-        // Until requests.rs is ported to `db::sql` (h26-requests): then this is
-        // `self.write_sql(move |db| { let s = insert_buildset_requests(db, &bs,
-        // at)?; add_patch(db, s.buildset_id, &patch)?; Ok(s) })`.
-        self.write(move |tx| {
-            let submitted = insert_buildset_requests(tx, &bs, at)?;
-            add_patch(&mut Lite(tx), submitted.buildset_id, &patch)?;
+        self.write_sql(move |db| {
+            let submitted = insert_buildset_requests(db, &bs, at)?;
+            add_patch(db, submitted.buildset_id, &patch)?;
             Ok(submitted)
         })
         .await
@@ -74,8 +71,9 @@ pub fn add_patch(db: &mut dyn Sql, buildset_id: i64, patch: &TryPatch) -> Result
     Ok(())
 }
 
-/// The patch of a SourceStamp, if it is a try job's.
-pub fn patch(db: &mut dyn Sql, sourcestamp: i64) -> Result<Option<TryPatch>, SqlError> {
+/// The patch of a SourceStamp, if it is a try job's (read by the claim of its
+/// Build, [`super::requests`]).
+pub fn patch_of(db: &mut dyn Sql, sourcestamp: i64) -> Result<Option<TryPatch>, SqlError> {
     let Some(r) = db.query_opt(
         "SELECT level, patch, author, comment FROM sourcestamp_patches WHERE sourcestamp = ?1",
         &[sourcestamp.into()],
@@ -89,15 +87,6 @@ pub fn patch(db: &mut dyn Sql, sourcestamp: i64) -> Result<Option<TryPatch>, Sql
         author: r.string(2)?,
         comment: r.string(3)?,
     }))
-}
-
-/// [`patch`] for requests.rs's claim, until that module is ported to
-/// `db::sql` (h26-requests): then it calls [`patch`] and this goes.
-pub(crate) fn patch_of(
-    tx: &rusqlite::Transaction<'_>,
-    sourcestamp: i64,
-) -> rusqlite::Result<Option<TryPatch>> {
-    Ok(patch(&mut Lite(tx), sourcestamp)?)
 }
 
 #[cfg(test)]
