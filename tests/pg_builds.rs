@@ -201,14 +201,9 @@ fn story(db: &mut dyn Sql, basedir: &Path) -> Vec<String> {
     )
     .unwrap();
     let b2 = build(db, 2, waiting, 10.0);
-    let (c2, _) = builds::start_step(db, b2, &start(0, "compile", 10.0), None).unwrap();
-    let (_, open_log) = builds::start_step(
-        db,
-        b2,
-        &start(1, "test", 11.0),
-        Some(&finish(c2, 11.0, None, Vec::new())),
-    )
-    .unwrap();
+    let (c2, c2_log) = builds::start_step(db, b2, &start(0, "compile", 10.0), None).unwrap();
+    builds::finish_step(db, &finish(c2, 11.0, None, vec![(c2_log, 4, 1)])).unwrap();
+    builds::start_step(db, b2, &start(1, "test", 11.0), None).unwrap();
     let d = builds::detail(db, "b", 2, 12.0).unwrap().unwrap();
     // test took 3 s in Build 1 and has run 1 s.
     assert_eq!(d.eta, Some(2.0));
@@ -251,7 +246,6 @@ fn story(db: &mut dyn Sql, basedir: &Path) -> Vec<String> {
         .unwrap();
     said.push(format!("unclaimed {unclaimed:?}"));
     assert_eq!(unclaimed.len(), 3, "Build 2's, 3's and 4's");
-    let _ = open_log;
     said.push(format!("{:?}", builds::newest(db, "b", 10, None).unwrap()));
     let page = builds::newest(db, "b", 1, Some(3)).unwrap();
     assert_eq!(builds::newest(db, "b", 10, None).unwrap().len(), 4);
