@@ -615,13 +615,19 @@ pub fn recover(
     text: &str,
     at: f64,
 ) -> Result<Vec<(String, i64)>, SqlError> {
-    let builds = db.query(
-        "SELECT id, builder, number FROM builds WHERE finished_at IS NULL ORDER BY id",
-        &[],
-    )?;
+    // Sorted here: an `ORDER BY id` would make SQLite scan every build instead
+    // of its running ones (the partial index `builds_running`).
+    let mut builds = db
+        .query(
+            "SELECT id, builder, number FROM builds WHERE finished_at IS NULL",
+            &[],
+        )?
+        .iter()
+        .map(|r| Ok((r.i64(0)?, r.string(1)?, r.i64(2)?)))
+        .collect::<Result<Vec<_>, SqlError>>()?;
+    builds.sort_unstable();
     let mut found = Vec::with_capacity(builds.len());
-    for r in &builds {
-        let id = r.i64(0)?;
+    for (id, builder, number) in builds {
         db.execute(
             "UPDATE steps SET finished_at = ?2, result = 'exception',
                 text = CASE WHEN text = '' THEN ?3 ELSE text || ' ' || ?3 END
@@ -632,7 +638,7 @@ pub fn recover(
             "UPDATE builds SET finished_at = ?2, result = 'exception', text = ?3 WHERE id = ?1",
             &[id.into(), at.into(), text.into()],
         )?;
-        found.push((r.string(1)?, r.i64(2)?));
+        found.push((builder, number));
     }
     // Logs that were still being written: what reached the file is kept.
     let open = db.query("SELECT id, path FROM logs WHERE complete = 0", &[])?;
@@ -875,21 +881,32 @@ fn steps_of(db: &mut dyn Sql, build_id: i64) -> Result<Vec<StepRow>, SqlError> {
     if steps.is_empty() {
         return Ok(Vec::new());
     }
-    // Every log of the build in one query (not one per step).
-    let logs = db.query(
-        "SELECT l.step, l.name, l.size, l.lines, l.complete
-         FROM steps s JOIN logs l ON l.step = s.id WHERE s.build = ?1 ORDER BY l.id",
-        &[build_id.into()],
-    )?;
-    for r in &logs {
-        let step = r.i64(0)?;
+    // Every log of the build in one query (not one per step), in the order
+    // they were made (sorted here, so the plan stays on the indexes).
+    let mut logs = db
+        .query(
+            "SELECT l.id, l.step, l.name, l.size, l.lines, l.complete
+             FROM steps s JOIN logs l ON l.step = s.id WHERE s.build = ?1",
+            &[build_id.into()],
+        )?
+        .iter()
+        .map(|r| {
+            Ok((
+                r.i64(0)?,
+                r.i64(1)?,
+                LogRow {
+                    name: r.string(2)?,
+                    size: r.i64(3)? as u64,
+                    lines: r.i64(4)? as u64,
+                    complete: r.bool(5)?,
+                },
+            ))
+        })
+        .collect::<Result<Vec<_>, SqlError>>()?;
+    logs.sort_unstable_by_key(|(id, _, _)| *id);
+    for (_, step, log) in logs {
         if let Some((_, s)) = steps.iter_mut().find(|(id, _)| *id == step) {
-            s.logs.push(LogRow {
-                name: r.string(1)?,
-                size: r.i64(2)? as u64,
-                lines: r.i64(3)? as u64,
-                complete: r.bool(4)?,
-            });
+            s.logs.push(log);
         }
     }
     Ok(steps.into_iter().map(|(_, s)| s).collect())
