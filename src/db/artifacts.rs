@@ -1,12 +1,13 @@
-//! Artifacts in SQLite: one row per file a Build uploaded to the master (its
+//! Artifacts in the database: one row per file a Build uploaded to the master (its
 //! path below `MASTERDIR/artifacts/BUILDER/NUMBER`, size and SHA-256), written
 //! once the file is complete and renamed into place, so a row always has its
 //! whole file; read by the build page and the API, and deleted by the
-//! retention task (`artifactHorizon`) before their files.
+//! retention task (`artifactHorizon`) before their files. Written once for
+//! both backends ([`super::sql`]).
 
-use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
+use super::sql::{Row, Sql, SqlError};
 use super::{Db, DbError};
 
 /// One artifact as the pages and the API show it.
@@ -44,29 +45,15 @@ impl Db {
         at: f64,
     ) -> Result<(), DbError> {
         let (builder, path, sha256) = (builder.to_string(), path.to_string(), sha256.to_string());
-        self.write(move |tx| {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO artifacts(build_id, builder, number, path, size, sha256, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![build_id, builder, number, path, size as i64, sha256, at])?;
-            Ok(())
-        })
-        .await
+        self.write_sql(move |db| add(db, build_id, &builder, number, &path, size, &sha256, at))
+            .await
     }
 
     /// The artifacts of `builder`'s Build `number`, by path.
     pub async fn artifacts(&self, builder: &str, number: i64) -> Result<Vec<ArtifactRow>, DbError> {
         let builder = builder.to_string();
-        self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT path, size, sha256, created_at FROM artifacts
-                 WHERE builder = ?1 AND number = ?2 ORDER BY path",
-            )?;
-            let rows = st.query_map(params![builder, number], row)?;
-            rows.collect()
-        })
-        .await
+        self.read_sql(move |db| of_build(db, &builder, number))
+            .await
     }
 
     /// One artifact of `builder`'s Build `number`.
@@ -77,15 +64,8 @@ impl Db {
         path: &str,
     ) -> Result<Option<ArtifactRow>, DbError> {
         let (builder, path) = (builder.to_string(), path.to_string());
-        self.read(move |c| {
-            c.prepare_cached(
-                "SELECT path, size, sha256, created_at FROM artifacts
-                 WHERE builder = ?1 AND number = ?2 AND path = ?3",
-            )?
-            .query_row(params![builder, number, path], row)
-            .optional()
-        })
-        .await
+        self.read_sql(move |db| one(db, &builder, number, &path))
+            .await
     }
 
     /// The number of `builder`'s newest successful Build that has an artifact
@@ -96,16 +76,8 @@ impl Db {
         path: &str,
     ) -> Result<Option<i64>, DbError> {
         let (builder, path) = (builder.to_string(), path.to_string());
-        self.read(move |c| {
-            c.prepare_cached(
-                "SELECT b.number FROM builds b JOIN artifacts a ON a.build_id = b.id
-                 WHERE b.builder = ?1 AND b.result = 'success' AND a.path = ?2
-                 ORDER BY b.number DESC LIMIT 1",
-            )?
-            .query_row(params![builder, path], |r| r.get(0))
-            .optional()
-        })
-        .await
+        self.read_sql(move |db| latest_successful(db, &builder, &path))
+            .await
     }
 
     /// Builds with artifacts that finished before `cutoff`, or whose Build row
@@ -115,46 +87,138 @@ impl Db {
         cutoff: f64,
         limit: i64,
     ) -> Result<Vec<ArtifactBuild>, DbError> {
-        self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT DISTINCT a.build_id, a.builder, a.number FROM artifacts a
-                 LEFT JOIN builds b ON b.id = a.build_id
-                 WHERE b.id IS NULL OR (b.finished_at IS NOT NULL AND b.finished_at < ?1)
-                 ORDER BY a.build_id LIMIT ?2",
-            )?;
-            let rows = st.query_map(params![cutoff, limit], |r| {
-                Ok(ArtifactBuild {
-                    build_id: r.get(0)?,
-                    builder: r.get(1)?,
-                    number: r.get(2)?,
-                })
-            })?;
-            rows.collect()
-        })
-        .await
+        self.read_sql(move |db| expired(db, cutoff, limit)).await
     }
 
     /// Forget the artifacts of these Builds (their files go next); the rows
     /// removed.
     pub async fn delete_artifacts(&self, build_ids: Vec<i64>) -> Result<u64, DbError> {
-        self.write(move |tx| {
-            let mut n = 0;
-            let mut st = tx.prepare_cached("DELETE FROM artifacts WHERE build_id = ?1")?;
-            for id in build_ids {
-                n += st.execute([id])? as u64;
-            }
-            Ok(n)
-        })
-        .await
+        self.write_sql(move |db| delete(db, &build_ids)).await
     }
 }
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ArtifactRow> {
+// The queries, on either backend ([`super::sql`]).
+
+/// Record an artifact (a second upload to the same path replaces the row's
+/// values; the row keeps its id).
+#[allow(clippy::too_many_arguments)]
+pub fn add(
+    db: &mut dyn Sql,
+    build_id: i64,
+    builder: &str,
+    number: i64,
+    path: &str,
+    size: u64,
+    sha256: &str,
+    at: f64,
+) -> Result<(), SqlError> {
+    db.execute(
+        "INSERT INTO artifacts(build_id, builder, number, path, size, sha256, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT(build_id, path) DO UPDATE SET builder = ?2, number = ?3, size = ?5,
+            sha256 = ?6, created_at = ?7",
+        &[
+            build_id.into(),
+            builder.into(),
+            number.into(),
+            path.into(),
+            i64::try_from(size).unwrap_or(i64::MAX).into(),
+            sha256.into(),
+            at.into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The artifacts of `builder`'s Build `number`, by path.
+pub fn of_build(
+    db: &mut dyn Sql,
+    builder: &str,
+    number: i64,
+) -> Result<Vec<ArtifactRow>, SqlError> {
+    let mut rows = db
+        .query(
+            "SELECT path, size, sha256, created_at FROM artifacts
+             WHERE builder = ?1 AND number = ?2",
+            &[builder.into(), number.into()],
+        )?
+        .iter()
+        .map(row)
+        .collect::<Result<Vec<_>, _>>()?;
+    // Byte order on both backends (not PostgreSQL's collation).
+    rows.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(rows)
+}
+
+/// One artifact of `builder`'s Build `number`.
+pub fn one(
+    db: &mut dyn Sql,
+    builder: &str,
+    number: i64,
+    path: &str,
+) -> Result<Option<ArtifactRow>, SqlError> {
+    db.query_opt(
+        "SELECT path, size, sha256, created_at FROM artifacts
+         WHERE builder = ?1 AND number = ?2 AND path = ?3",
+        &[builder.into(), number.into(), path.into()],
+    )?
+    .as_ref()
+    .map(row)
+    .transpose()
+}
+
+/// The number of `builder`'s newest successful Build with an artifact at `path`.
+pub fn latest_successful(
+    db: &mut dyn Sql,
+    builder: &str,
+    path: &str,
+) -> Result<Option<i64>, SqlError> {
+    db.query_opt(
+        "SELECT b.number FROM builds b JOIN artifacts a ON a.build_id = b.id
+         WHERE b.builder = ?1 AND b.result = 'success' AND a.path = ?2
+         ORDER BY b.number DESC LIMIT 1",
+        &[builder.into(), path.into()],
+    )?
+    .map(|r| r.i64(0))
+    .transpose()
+}
+
+/// Builds with artifacts finished before `cutoff` or gone: at most `limit`,
+/// oldest first.
+pub fn expired(db: &mut dyn Sql, cutoff: f64, limit: i64) -> Result<Vec<ArtifactBuild>, SqlError> {
+    db.query(
+        "SELECT DISTINCT a.build_id, a.builder, a.number FROM artifacts a
+         LEFT JOIN builds b ON b.id = a.build_id
+         WHERE b.id IS NULL OR (b.finished_at IS NOT NULL AND b.finished_at < ?1)
+         ORDER BY a.build_id LIMIT ?2",
+        &[cutoff.into(), limit.into()],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(ArtifactBuild {
+            build_id: r.i64(0)?,
+            builder: r.string(1)?,
+            number: r.i64(2)?,
+        })
+    })
+    .collect()
+}
+
+/// Forget the artifacts of these Builds; the rows removed.
+pub fn delete(db: &mut dyn Sql, build_ids: &[i64]) -> Result<u64, SqlError> {
+    let mut n = 0;
+    for id in build_ids {
+        n += db.execute("DELETE FROM artifacts WHERE build_id = ?1", &[(*id).into()])?;
+    }
+    Ok(n)
+}
+
+fn row(r: &Row) -> Result<ArtifactRow, SqlError> {
     Ok(ArtifactRow {
-        path: r.get(0)?,
-        size: r.get::<_, i64>(1)?.max(0) as u64,
-        sha256: r.get(2)?,
-        created_at: r.get(3)?,
+        path: r.string(0)?,
+        size: r.i64(1)?.max(0) as u64,
+        sha256: r.string(2)?,
+        created_at: super::builds::real(r, 3)?,
     })
 }
 

@@ -7,16 +7,18 @@
 //! until it finishes. Step rows are created when a step starts. A log's bytes are
 //! in a file under the master directory (see `logstore`); its row holds the
 //! relative path, size and line count, updated while it grows.
+//!
+//! Each query is a function on `&mut dyn` [`Sql`], written once for SQLite and
+//! PostgreSQL ([`super::sql`]); the [`Db`] methods run them in one transaction.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 
 use super::changes::{sourcestamp_changes, ChangeRow};
 use super::requests::{complete_build_requests, unclaim, Completed};
-use super::sql::{Lite, Sql, SqlError};
+use super::sql::{Row, Sql, SqlError};
 use super::{Db, DbError};
 
 /// One Build's summary row.
@@ -81,12 +83,12 @@ pub struct TestCounts {
 impl TestCounts {
     /// From the five `tests_*` columns starting at `first`; `None` when they are
     /// NULL.
-    pub(crate) fn from_row(
-        r: &rusqlite::Row<'_>,
+    pub(crate) fn from_row<R: CountColumns + ?Sized>(
+        r: &R,
         first: usize,
-    ) -> rusqlite::Result<Option<TestCounts>> {
-        let col = |i: usize| -> rusqlite::Result<Option<u64>> {
-            Ok(r.get::<_, Option<i64>>(first + i)?.map(|n| n.max(0) as u64))
+    ) -> Result<Option<TestCounts>, R::Error> {
+        let col = |i: usize| -> Result<Option<u64>, R::Error> {
+            Ok(r.count(first + i)?.map(|n| n.max(0) as u64))
         };
         let Some(passed) = col(0)? else {
             return Ok(None);
@@ -98,6 +100,29 @@ impl TestCounts {
             xfailed: col(3)?.unwrap_or(0),
             xpassed: col(4)?.unwrap_or(0),
         }))
+    }
+}
+
+/// A row [`TestCounts::from_row`] reads: a [`Row`] of either backend, or a
+/// rusqlite row for status.rs until that module is ported to `db::sql`
+/// (h26-read; then only [`Row`] is left).
+pub(crate) trait CountColumns {
+    type Error;
+    /// The integer (or NULL) at `index`.
+    fn count(&self, index: usize) -> Result<Option<i64>, Self::Error>;
+}
+
+impl CountColumns for Row {
+    type Error = SqlError;
+    fn count(&self, index: usize) -> Result<Option<i64>, SqlError> {
+        self.opt_i64(index)
+    }
+}
+
+impl CountColumns for rusqlite::Row<'_> {
+    type Error = rusqlite::Error;
+    fn count(&self, index: usize) -> rusqlite::Result<Option<i64>> {
+        self.get(index)
     }
 }
 
@@ -150,18 +175,33 @@ pub struct LogFile {
 const BUILD_COLUMNS: &str = "b.builder, b.number, b.slave, b.started_at, b.finished_at, \
      b.result, b.reason, b.text, b.total_steps";
 
-fn build_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRow> {
+fn build_row(r: &Row) -> Result<BuildRow, SqlError> {
     Ok(BuildRow {
-        builder: r.get(0)?,
-        number: r.get(1)?,
-        slave: r.get(2)?,
-        started_at: r.get(3)?,
-        finished_at: r.get(4)?,
-        result: r.get(5)?,
-        reason: r.get(6)?,
-        text: r.get(7)?,
-        total_steps: r.get(8)?,
+        builder: r.string(0)?,
+        number: r.i64(1)?,
+        slave: r.string(2)?,
+        started_at: real(r, 3)?,
+        finished_at: r.opt_f64(4)?,
+        result: r.opt_string(5)?,
+        reason: r.string(6)?,
+        text: r.string(7)?,
+        total_steps: r.i64(8)?,
     })
+}
+
+/// A number that is not NULL (a `REAL`/`DOUBLE PRECISION` column; an integer
+/// widens).
+pub(crate) fn real(r: &Row, index: usize) -> Result<f64, SqlError> {
+    r.opt_f64(index)?.ok_or(SqlError::Column {
+        index,
+        expected: "a number",
+        found: "NULL".into(),
+    })
+}
+
+/// A u64 count as the schema's signed integer.
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// The master directory of a database at `MASTERDIR/state.sqlite`.
@@ -184,7 +224,7 @@ impl Db {
         build_id: i64,
         props: Vec<(String, String, String)>,
     ) -> Result<(), DbError> {
-        self.write(move |tx| Ok(insert_properties(&mut Lite(tx), build_id, &props)?))
+        self.write_sql(move |db| set_properties(db, build_id, &props))
             .await
     }
 
@@ -197,19 +237,14 @@ impl Db {
         start: StepStart,
         previous: Option<StepFinish>,
     ) -> Result<(i64, i64), DbError> {
-        self.write(move |tx| {
-            if let Some(f) = &previous {
-                write_step_finish(tx, f)?;
-            }
-            Ok(write_step_start(&mut Lite(tx), build_id, &start)?)
-        })
-        .await
+        self.write_sql(move |db| self::start_step(db, build_id, &start, previous.as_ref()))
+            .await
     }
 
     /// Another log of a running step (a `logfiles` entry, `interrupt`); its id.
     pub async fn add_log(&self, step_id: i64, name: &str, path: &str) -> Result<i64, DbError> {
         let (name, path) = (name.to_string(), path.to_string());
-        self.write(move |tx| Ok(insert_log(&mut Lite(tx), step_id, &name, &path)?))
+        self.write_sql(move |db| self::add_log(db, step_id, &name, &path))
             .await
     }
 
@@ -221,12 +256,8 @@ impl Db {
         description: &str,
     ) -> Result<(), DbError> {
         let description = description.to_string();
-        self.write(move |tx| {
-            tx.prepare_cached("UPDATE steps SET description = ?2 WHERE id = ?1")?
-                .execute(params![step_id, description])?;
-            Ok(())
-        })
-        .await
+        self.write_sql(move |db| self::set_step_description(db, step_id, &description))
+            .await
     }
 
     /// A log grew (or is complete).
@@ -237,14 +268,8 @@ impl Db {
         lines: u64,
         complete: bool,
     ) -> Result<(), DbError> {
-        self.write(move |tx| {
-            tx.prepare_cached(
-                "UPDATE logs SET size = ?2, lines = ?3, complete = ?4 WHERE id = ?1",
-            )?
-            .execute(params![log_id, size as i64, lines as i64, complete as i64])?;
-            Ok(())
-        })
-        .await
+        self.write_sql(move |db| self::update_log(db, log_id, size, lines, complete))
+            .await
     }
 
     /// A step ended, with its final log sizes `(log id, size, lines)`.
@@ -265,7 +290,7 @@ impl Db {
             logs,
             at,
         };
-        self.write(move |tx| write_step_finish(tx, &f)).await
+        self.write_sql(move |db| self::finish_step(db, &f)).await
     }
 
     /// A build ended. `requeue`: give its requests back to the queue (interrupted
@@ -281,25 +306,16 @@ impl Db {
         last_step: Option<StepFinish>,
     ) -> Result<Completed, DbError> {
         let (result, text) = (result.to_string(), text.to_string());
-        self.write(move |tx| {
-            if let Some(f) = &last_step {
-                write_step_finish(tx, f)?;
-            }
-            tx.prepare_cached(
-                "UPDATE builds SET finished_at = ?2, result = ?3, text = ?4 WHERE id = ?1",
-            )?
-            .execute(params![build_id, at, result, text])?;
-            if requeue {
-                unclaim(&mut Lite(tx), build_id)?;
-                Ok(Completed::default())
-            } else {
-                Ok(complete_build_requests(
-                    &mut Lite(tx),
-                    build_id,
-                    &result,
-                    at,
-                )?)
-            }
+        self.write_sql(move |db| {
+            self::finish_build(
+                db,
+                build_id,
+                &result,
+                &text,
+                requeue,
+                at,
+                last_step.as_ref(),
+            )
         })
         .await
     }
@@ -315,7 +331,8 @@ impl Db {
     ) -> Result<Vec<(String, i64)>, DbError> {
         let text = text.to_string();
         let basedir = self.basedir();
-        self.write(move |tx| recover(tx, &basedir, &text, at)).await
+        self.write_sql(move |db| recover(db, &basedir, &text, at))
+            .await
     }
 
     /// The newest builds of a builder, newest first: at most `limit`, numbered
@@ -327,24 +344,15 @@ impl Db {
         before: Option<i64>,
     ) -> Result<Vec<BuildRow>, DbError> {
         let builder = builder.to_string();
-        self.read(move |c| {
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {BUILD_COLUMNS} FROM builds b WHERE b.builder = ?1 AND b.number < ?2
-                 ORDER BY b.number DESC LIMIT ?3"
-            ))?;
-            let rows = st.query_map(
-                params![builder, before.unwrap_or(i64::MAX), limit],
-                build_row,
-            )?;
-            rows.collect()
-        })
-        .await
+        self.read_sql(move |db| newest(db, &builder, limit, before))
+            .await
     }
 
     /// One build with its steps, logs, properties, Changes and ETA.
     pub async fn build(&self, builder: &str, number: i64) -> Result<Option<BuildDetail>, DbError> {
         let builder = builder.to_string();
-        self.read(move |c| build_detail(c, &builder, number, crate::calendar::now_f64()))
+        let now = crate::calendar::now_f64();
+        self.read_sql(move |db| detail(db, &builder, number, now))
             .await
     }
 
@@ -354,7 +362,7 @@ impl Db {
         &self,
         names: Vec<String>,
     ) -> Result<Vec<BuilderActivity>, DbError> {
-        self.read(move |c| names.iter().map(|n| activity(c, n)).collect())
+        self.read_sql(move |db| names.iter().map(|n| activity(db, n)).collect())
             .await
     }
 
@@ -368,42 +376,14 @@ impl Db {
     ) -> Result<Option<LogFile>, DbError> {
         let (builder, step, log) = (builder.to_string(), step.to_string(), log.to_string());
         let basedir = self.basedir();
-        self.read(move |c| {
-            let step_number: i64 = step.parse().unwrap_or(-1);
-            c.prepare_cached(
-                "SELECT l.path, l.size, l.lines, l.complete, l.stored, s.started_at
-                 FROM builds b JOIN steps s ON s.build = b.id JOIN logs l ON l.step = s.id
-                 WHERE b.builder = ?1 AND b.number = ?2 AND (s.name = ?3 OR s.number = ?4)
-                   AND l.name = ?5
-                 ORDER BY s.name = ?3 DESC LIMIT 1",
-            )?
-            .query_row(params![builder, number, step, step_number, log], |r| {
-                let rel: String = r.get(0)?;
-                Ok(LogFile {
-                    path: basedir.join(rel),
-                    size: r.get::<_, i64>(1)? as u64,
-                    lines: r.get::<_, i64>(2)? as u64,
-                    complete: r.get::<_, i64>(3)? != 0,
-                    deleted: r.get::<_, String>(4)? == "deleted",
-                    step_started: r.get(5)?,
-                })
-            })
-            .optional()
-        })
-        .await
+        self.read_sql(move |db| self::log_file(db, &basedir, &builder, number, &step, &log))
+            .await
     }
 
     /// The (builder, number) of builds not finished (none after recovery unless
     /// the engine runs them).
     pub async fn running_builds(&self) -> Result<Vec<BuildRow>, DbError> {
-        self.read(|c| {
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {BUILD_COLUMNS} FROM builds b WHERE b.finished_at IS NULL ORDER BY b.id"
-            ))?;
-            let rows = st.query_map([], build_row)?;
-            rows.collect()
-        })
-        .await
+        self.read_sql(|db| running(db)).await
     }
 }
 
@@ -424,36 +404,26 @@ pub struct StepFinish {
     pub at: f64,
 }
 
-fn write_step_finish(tx: &Transaction<'_>, f: &StepFinish) -> rusqlite::Result<()> {
-    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    let c = f.counts;
-    tx.prepare_cached(
-        "UPDATE steps SET finished_at = ?2, result = ?3, text = ?4, warnings = ?5,
-             tests_passed = ?6, tests_failed = ?7, tests_skipped = ?8,
-             tests_xfailed = ?9, tests_xpassed = ?10
-         WHERE id = ?1",
-    )?
-    .execute(params![
-        f.step_id,
-        f.at,
-        f.result,
-        f.text,
-        n(f.warnings),
-        c.map(|c| n(c.passed)),
-        c.map(|c| n(c.failed)),
-        c.map(|c| n(c.skipped)),
-        c.map(|c| n(c.xfailed)),
-        c.map(|c| n(c.xpassed)),
-    ])?;
-    let mut st =
-        tx.prepare_cached("UPDATE logs SET size = ?2, lines = ?3, complete = 1 WHERE id = ?1")?;
-    for (id, size, lines) in &f.logs {
-        st.execute(params![id, *size as i64, *lines as i64])?;
-    }
-    Ok(())
+/// A Step's start as recorded ([`Db::start_step`], or with the claim of its
+/// Build for the first Step, [`Db::claim_request_starting`]).
+#[derive(Debug, Clone)]
+pub struct StepStart {
+    pub number: i64,
+    pub name: String,
+    /// What it shows while it runs.
+    pub description: String,
+    /// Its `stdio` log, relative to the master directory.
+    pub log_path: String,
+    pub at: f64,
+    /// Properties of the Build set by then, `(name, value, source)`.
+    pub props: Vec<(String, String, String)>,
 }
 
-fn insert_properties(
+// The queries, on either backend ([`super::sql`]): what the methods above run.
+
+/// Record properties of a running build (`source`: who set them); a property
+/// set again takes the new value.
+pub fn set_properties(
     db: &mut dyn Sql,
     build_id: i64,
     props: &[(String, String, String)],
@@ -473,28 +443,19 @@ fn insert_properties(
     Ok(())
 }
 
-/// A Step's start as recorded ([`Db::start_step`], or with the claim of its
-/// Build for the first Step, [`Db::claim_request_starting`]).
-#[derive(Debug, Clone)]
-pub struct StepStart {
-    pub number: i64,
-    pub name: String,
-    /// What it shows while it runs.
-    pub description: String,
-    /// Its `stdio` log, relative to the master directory.
-    pub log_path: String,
-    pub at: f64,
-    /// Properties of the Build set by then, `(name, value, source)`.
-    pub props: Vec<(String, String, String)>,
-}
-
-/// Write a Step's start; (step id, log id).
-pub(crate) fn write_step_start(
+/// A Step starts (after `previous`, the end of the step before it, when
+/// given): its row, its `stdio` log and the properties it carries. Returns
+/// (step id, log id).
+pub fn start_step(
     db: &mut dyn Sql,
     build_id: i64,
     s: &StepStart,
+    previous: Option<&StepFinish>,
 ) -> Result<(i64, i64), SqlError> {
-    insert_properties(db, build_id, &s.props)?;
+    if let Some(f) = previous {
+        finish_step(db, f)?;
+    }
+    set_properties(db, build_id, &s.props)?;
     let step_id = db
         .query_one(
             "INSERT INTO steps(build, number, name, started_at, description)
@@ -508,16 +469,116 @@ pub(crate) fn write_step_start(
             ],
         )?
         .i64(0)?;
-    let log_id = insert_log(db, step_id, "stdio", &s.log_path)?;
+    let log_id = add_log(db, step_id, "stdio", &s.log_path)?;
     Ok((step_id, log_id))
 }
 
-fn insert_log(db: &mut dyn Sql, step_id: i64, name: &str, path: &str) -> Result<i64, SqlError> {
+/// A Step's start alone; (step id, log id). The claim of a Build records its
+/// first Step with it ([`super::requests`]).
+pub fn write_step_start(
+    db: &mut dyn Sql,
+    build_id: i64,
+    s: &StepStart,
+) -> Result<(i64, i64), SqlError> {
+    start_step(db, build_id, s, None)
+}
+
+/// Another log of a running step; its id.
+pub fn add_log(db: &mut dyn Sql, step_id: i64, name: &str, path: &str) -> Result<i64, SqlError> {
     db.query_one(
         "INSERT INTO logs(step, name, path) VALUES (?1, ?2, ?3) RETURNING id",
         &[step_id.into(), name.into(), path.into()],
     )?
     .i64(0)
+}
+
+/// What a running step shows.
+pub fn set_step_description(
+    db: &mut dyn Sql,
+    step_id: i64,
+    description: &str,
+) -> Result<(), SqlError> {
+    db.execute(
+        "UPDATE steps SET description = ?2 WHERE id = ?1",
+        &[step_id.into(), description.into()],
+    )?;
+    Ok(())
+}
+
+/// A log grew (or is complete).
+pub fn update_log(
+    db: &mut dyn Sql,
+    log_id: i64,
+    size: u64,
+    lines: u64,
+    complete: bool,
+) -> Result<(), SqlError> {
+    db.execute(
+        "UPDATE logs SET size = ?2, lines = ?3, complete = ?4 WHERE id = ?1",
+        &[
+            log_id.into(),
+            count(size).into(),
+            count(lines).into(),
+            complete.into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// A step ended: its result, counts and final log sizes.
+pub fn finish_step(db: &mut dyn Sql, f: &StepFinish) -> Result<(), SqlError> {
+    let c = f.counts;
+    db.execute(
+        "UPDATE steps SET finished_at = ?2, result = ?3, text = ?4, warnings = ?5,
+             tests_passed = ?6, tests_failed = ?7, tests_skipped = ?8,
+             tests_xfailed = ?9, tests_xpassed = ?10
+         WHERE id = ?1",
+        &[
+            f.step_id.into(),
+            f.at.into(),
+            f.result.as_str().into(),
+            f.text.as_str().into(),
+            count(f.warnings).into(),
+            c.map(|c| count(c.passed)).into(),
+            c.map(|c| count(c.failed)).into(),
+            c.map(|c| count(c.skipped)).into(),
+            c.map(|c| count(c.xfailed)).into(),
+            c.map(|c| count(c.xpassed)).into(),
+        ],
+    )?;
+    for (id, size, lines) in &f.logs {
+        db.execute(
+            "UPDATE logs SET size = ?2, lines = ?3, complete = 1 WHERE id = ?1",
+            &[(*id).into(), count(*size).into(), count(*lines).into()],
+        )?;
+    }
+    Ok(())
+}
+
+/// A Build ended (with its last step, when given). `requeue`: its requests go
+/// back to the queue; otherwise they are complete with the build's result.
+pub fn finish_build(
+    db: &mut dyn Sql,
+    build_id: i64,
+    result: &str,
+    text: &str,
+    requeue: bool,
+    at: f64,
+    last_step: Option<&StepFinish>,
+) -> Result<Completed, SqlError> {
+    if let Some(f) = last_step {
+        finish_step(db, f)?;
+    }
+    db.execute(
+        "UPDATE builds SET finished_at = ?2, result = ?3, text = ?4 WHERE id = ?1",
+        &[build_id.into(), at.into(), result.into(), text.into()],
+    )?;
+    if requeue {
+        unclaim(db, build_id)?;
+        Ok(Completed::default())
+    } else {
+        complete_build_requests(db, build_id, result, at)
+    }
 }
 
 /// An empty file at `path`, making its directory.
@@ -544,37 +605,45 @@ fn measure(path: &Path) -> std::io::Result<(u64, u64)> {
     }
 }
 
-fn recover(
-    tx: &Transaction<'_>,
+/// Every build left running finished as `exception` with `text` (its open
+/// steps too), its open logs measured from their files under `basedir`, every
+/// claimed, incomplete request given back. The (builder, number) of those
+/// builds.
+pub fn recover(
+    db: &mut dyn Sql,
     basedir: &Path,
     text: &str,
     at: f64,
-) -> rusqlite::Result<Vec<(String, i64)>> {
-    let builds: Vec<(i64, String, i64)> = {
-        let mut st =
-            tx.prepare("SELECT id, builder, number FROM builds WHERE finished_at IS NULL")?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
-    for (id, _, _) in &builds {
-        tx.execute(
+) -> Result<Vec<(String, i64)>, SqlError> {
+    // Sorted here: an `ORDER BY id` would make SQLite scan every build instead
+    // of its running ones (the partial index `builds_running`).
+    let mut builds = db
+        .query(
+            "SELECT id, builder, number FROM builds WHERE finished_at IS NULL",
+            &[],
+        )?
+        .iter()
+        .map(|r| Ok((r.i64(0)?, r.string(1)?, r.i64(2)?)))
+        .collect::<Result<Vec<_>, SqlError>>()?;
+    builds.sort_unstable();
+    let mut found = Vec::with_capacity(builds.len());
+    for (id, builder, number) in builds {
+        db.execute(
             "UPDATE steps SET finished_at = ?2, result = 'exception',
                 text = CASE WHEN text = '' THEN ?3 ELSE text || ' ' || ?3 END
              WHERE build = ?1 AND finished_at IS NULL",
-            params![id, at, text],
+            &[id.into(), at.into(), text.into()],
         )?;
-        tx.execute(
+        db.execute(
             "UPDATE builds SET finished_at = ?2, result = 'exception', text = ?3 WHERE id = ?1",
-            params![id, at, text],
+            &[id.into(), at.into(), text.into()],
         )?;
+        found.push((builder, number));
     }
     // Logs that were still being written: what reached the file is kept.
-    let open: Vec<(i64, String)> = {
-        let mut st = tx.prepare("SELECT id, path FROM logs WHERE complete = 0")?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
-    for (id, rel) in open {
+    let open = db.query("SELECT id, path FROM logs WHERE complete = 0", &[])?;
+    for r in &open {
+        let (id, rel) = (r.i64(0)?, r.string(1)?);
         let path = basedir.join(&rel);
         let (size, lines) = match measure(&path) {
             Ok(m) => m,
@@ -585,45 +654,126 @@ fn recover(
             }
             Err(e) => {
                 tracing::warn!("log {rel}: {e}; keeping its recorded size");
-                tx.execute("UPDATE logs SET complete = 1 WHERE id = ?1", [id])?;
+                db.execute("UPDATE logs SET complete = 1 WHERE id = ?1", &[id.into()])?;
                 continue;
             }
         };
-        tx.execute(
-            "UPDATE logs SET size = ?2, lines = ?3, complete = 1 WHERE id = ?1",
-            params![id, size as i64, lines as i64],
-        )?;
+        update_log(db, id, size, lines, true)?;
     }
-    tx.execute(
+    db.execute(
         "UPDATE buildrequests SET claimed_at = NULL
          WHERE complete = 0 AND claimed_at IS NOT NULL",
-        [],
+        &[],
     )?;
-    Ok(builds.into_iter().map(|(_, b, n)| (b, n)).collect())
+    Ok(found)
 }
 
-fn activity(c: &Connection, name: &str) -> rusqlite::Result<BuilderActivity> {
-    let last_build = c
-        .prepare_cached(&format!(
-            "SELECT {BUILD_COLUMNS} FROM builds b WHERE b.builder = ?1 AND b.finished_at IS NOT NULL
-             ORDER BY b.number DESC LIMIT 1"
-        ))?
-        .query_row([name], build_row)
-        .optional()?;
-    let running = {
-        let mut st = c.prepare_cached(&format!(
-            "SELECT {BUILD_COLUMNS} FROM builds b WHERE b.builder = ?1 AND b.finished_at IS NULL
-             ORDER BY b.number"
-        ))?;
-        let rows = st.query_map([name], build_row)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()?
+/// The newest builds of a builder, newest first: at most `limit`, numbered
+/// below `before` when given.
+pub fn newest(
+    db: &mut dyn Sql,
+    builder: &str,
+    limit: u32,
+    before: Option<i64>,
+) -> Result<Vec<BuildRow>, SqlError> {
+    db.query(
+        &format!(
+            "SELECT {BUILD_COLUMNS} FROM builds b WHERE b.builder = ?1 AND b.number < ?2
+             ORDER BY b.number DESC LIMIT ?3"
+        ),
+        &[
+            builder.into(),
+            before.unwrap_or(i64::MAX).into(),
+            i64::from(limit).into(),
+        ],
+    )?
+    .iter()
+    .map(build_row)
+    .collect()
+}
+
+/// The builds not finished, oldest first.
+pub fn running(db: &mut dyn Sql) -> Result<Vec<BuildRow>, SqlError> {
+    db.query(
+        &format!("SELECT {BUILD_COLUMNS} FROM builds b WHERE b.finished_at IS NULL ORDER BY b.id"),
+        &[],
+    )?
+    .iter()
+    .map(build_row)
+    .collect()
+}
+
+/// Where a log's bytes are (under `basedir`). `step` is a step's name, or its
+/// number; a step named so wins over one numbered so.
+pub fn log_file(
+    db: &mut dyn Sql,
+    basedir: &Path,
+    builder: &str,
+    number: i64,
+    step: &str,
+    log: &str,
+) -> Result<Option<LogFile>, SqlError> {
+    let step_number: i64 = step.parse().unwrap_or(-1);
+    let Some(r) = db.query_opt(
+        "SELECT l.path, l.size, l.lines, l.complete, l.stored, s.started_at
+         FROM builds b JOIN steps s ON s.build = b.id JOIN logs l ON l.step = s.id
+         WHERE b.builder = ?1 AND b.number = ?2 AND (s.name = ?3 OR s.number = ?4)
+           AND l.name = ?5
+         ORDER BY CASE WHEN s.name = ?3 THEN 0 ELSE 1 END LIMIT 1",
+        &[
+            builder.into(),
+            number.into(),
+            step.into(),
+            step_number.into(),
+            log.into(),
+        ],
+    )?
+    else {
+        return Ok(None);
     };
-    let pending = c
-        .prepare_cached(
+    Ok(Some(LogFile {
+        path: basedir.join(r.string(0)?),
+        size: r.i64(1)? as u64,
+        lines: r.i64(2)? as u64,
+        complete: r.bool(3)?,
+        deleted: r.string(4)? == "deleted",
+        step_started: r.opt_f64(5)?,
+    }))
+}
+
+/// One builder's activity: its newest finished build, its running builds and
+/// how many requests wait.
+pub fn activity(db: &mut dyn Sql, name: &str) -> Result<BuilderActivity, SqlError> {
+    let last_build = db
+        .query_opt(
+            &format!(
+                "SELECT {BUILD_COLUMNS} FROM builds b
+                 WHERE b.builder = ?1 AND b.finished_at IS NOT NULL
+                 ORDER BY b.number DESC LIMIT 1"
+            ),
+            &[name.into()],
+        )?
+        .as_ref()
+        .map(build_row)
+        .transpose()?;
+    let running = db
+        .query(
+            &format!(
+                "SELECT {BUILD_COLUMNS} FROM builds b WHERE b.builder = ?1 AND b.finished_at IS NULL
+                 ORDER BY b.number"
+            ),
+            &[name.into()],
+        )?
+        .iter()
+        .map(build_row)
+        .collect::<Result<_, _>>()?;
+    let pending = db
+        .query_one(
             "SELECT count(*) FROM buildrequests
              WHERE builder = ?1 AND claimed_at IS NULL AND complete = 0",
+            &[name.into()],
         )?
-        .query_row([name], |r| r.get(0))?;
+        .i64(0)?;
     Ok(BuilderActivity {
         name: name.to_string(),
         last_build,
@@ -632,57 +782,58 @@ fn activity(c: &Connection, name: &str) -> rusqlite::Result<BuilderActivity> {
     })
 }
 
-fn build_detail(
-    c: &Connection,
+/// One build with its steps, logs, properties, Changes, requests and ETA
+/// (`now`: the clock it is measured from).
+pub fn detail(
+    db: &mut dyn Sql,
     builder: &str,
     number: i64,
     now: f64,
-) -> rusqlite::Result<Option<BuildDetail>> {
-    let found = c
-        .prepare_cached(&format!(
+) -> Result<Option<BuildDetail>, SqlError> {
+    let Some(r) = db.query_opt(
+        &format!(
             "SELECT {BUILD_COLUMNS}, b.id, b.sourcestamp FROM builds b
              WHERE b.builder = ?1 AND b.number = ?2"
-        ))?
-        .query_row(params![builder, number], |r| {
-            Ok((
-                build_row(r)?,
-                r.get::<_, i64>(9)?,
-                r.get::<_, Option<i64>>(10)?,
-            ))
-        })
-        .optional()?;
-    let Some((build, id, sourcestamp)) = found else {
+        ),
+        &[builder.into(), number.into()],
+    )?
+    else {
         return Ok(None);
     };
+    let (build, id, sourcestamp) = (build_row(&r)?, r.i64(9)?, r.opt_i64(10)?);
     let (branch, revision) = match sourcestamp {
-        Some(ss) => c
-            .prepare_cached("SELECT branch, revision FROM sourcestamps WHERE id = ?1")?
-            .query_row([ss], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?
-            .unwrap_or((None, None)),
+        Some(ss) => match db.query_opt(
+            "SELECT branch, revision FROM sourcestamps WHERE id = ?1",
+            &[ss.into()],
+        )? {
+            Some(r) => (r.opt_string(0)?, r.opt_string(1)?),
+            None => (None, None),
+        },
         None => (None, None),
     };
     let changes = match sourcestamp {
-        Some(ss) => sourcestamp_changes(&mut Lite(c), ss)?,
+        Some(ss) => sourcestamp_changes(db, ss)?,
         None => Vec::new(),
     };
-    let properties = {
-        let mut st = c.prepare_cached(
+    let properties = db
+        .query(
             "SELECT name, value, source FROM build_properties WHERE build = ?1 ORDER BY name",
-        )?;
-        let rows = st.query_map([id], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?;
-        rows.collect::<rusqlite::Result<BTreeMap<String, (String, String)>>>()?
-    };
-    let steps = steps_of(c, id)?;
-    let requests = {
-        let mut st = c.prepare_cached(
+            &[id.into()],
+        )?
+        .iter()
+        .map(|r| Ok((r.string(0)?, (r.string(1)?, r.string(2)?))))
+        .collect::<Result<BTreeMap<_, _>, SqlError>>()?;
+    let steps = steps_of(db, id)?;
+    let requests = db
+        .query(
             "SELECT request FROM build_requests WHERE build = ?1 ORDER BY request",
-        )?;
-        let rows = st.query_map([id], |r| r.get(0))?;
-        rows.collect::<rusqlite::Result<Vec<i64>>>()?
-    };
+            &[id.into()],
+        )?
+        .iter()
+        .map(|r| r.i64(0))
+        .collect::<Result<_, _>>()?;
     let eta = if build.result.is_none() {
-        eta(c, builder, &steps, now)?
+        eta(db, builder, &steps, now)?
     } else {
         None
     };
@@ -698,46 +849,65 @@ fn build_detail(
     }))
 }
 
-fn steps_of(c: &Connection, build_id: i64) -> rusqlite::Result<Vec<StepRow>> {
-    let mut steps: Vec<(i64, StepRow)> = {
-        let mut st = c.prepare_cached(
+/// A build's steps with their logs, in order.
+fn steps_of(db: &mut dyn Sql, build_id: i64) -> Result<Vec<StepRow>, SqlError> {
+    let mut steps: Vec<(i64, StepRow)> = db
+        .query(
             "SELECT id, number, name, started_at, finished_at, result, text, description,
                     warnings, tests_passed, tests_failed, tests_skipped, tests_xfailed,
                     tests_xpassed
              FROM steps WHERE build = ?1 ORDER BY number",
-        )?;
-        let rows = st.query_map([build_id], |r| {
+            &[build_id.into()],
+        )?
+        .iter()
+        .map(|r| {
             Ok((
-                r.get(0)?,
+                r.i64(0)?,
                 StepRow {
-                    number: r.get(1)?,
-                    name: r.get(2)?,
-                    started_at: r.get(3)?,
-                    finished_at: r.get(4)?,
-                    result: r.get(5)?,
-                    text: r.get(6)?,
-                    description: r.get(7)?,
-                    warnings: r.get::<_, i64>(8)?.max(0) as u64,
+                    number: r.i64(1)?,
+                    name: r.string(2)?,
+                    started_at: r.opt_f64(3)?,
+                    finished_at: r.opt_f64(4)?,
+                    result: r.opt_string(5)?,
+                    text: r.string(6)?,
+                    description: r.string(7)?,
+                    warnings: r.i64(8)?.max(0) as u64,
                     counts: TestCounts::from_row(r, 9)?,
                     logs: Vec::new(),
                 },
             ))
-        })?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
-    let mut st = c.prepare_cached(
-        "SELECT name, size, lines, complete FROM logs WHERE step = ?1 ORDER BY id",
-    )?;
-    for (id, step) in &mut steps {
-        let rows = st.query_map([*id], |r| {
-            Ok(LogRow {
-                name: r.get(0)?,
-                size: r.get::<_, i64>(1)? as u64,
-                lines: r.get::<_, i64>(2)? as u64,
-                complete: r.get::<_, i64>(3)? != 0,
-            })
-        })?;
-        step.logs = rows.collect::<rusqlite::Result<_>>()?;
+        })
+        .collect::<Result<_, SqlError>>()?;
+    if steps.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Every log of the build in one query (not one per step), in the order
+    // they were made (sorted here, so the plan stays on the indexes).
+    let mut logs = db
+        .query(
+            "SELECT l.id, l.step, l.name, l.size, l.lines, l.complete
+             FROM steps s JOIN logs l ON l.step = s.id WHERE s.build = ?1",
+            &[build_id.into()],
+        )?
+        .iter()
+        .map(|r| {
+            Ok((
+                r.i64(0)?,
+                r.i64(1)?,
+                LogRow {
+                    name: r.string(2)?,
+                    size: r.i64(3)? as u64,
+                    lines: r.i64(4)? as u64,
+                    complete: r.bool(5)?,
+                },
+            ))
+        })
+        .collect::<Result<Vec<_>, SqlError>>()?;
+    logs.sort_unstable_by_key(|(id, _, _)| *id);
+    for (_, step, log) in logs {
+        if let Some((_, s)) = steps.iter_mut().find(|(id, _)| *id == step) {
+            s.logs.push(log);
+        }
     }
     Ok(steps.into_iter().map(|(_, s)| s).collect())
 }
@@ -745,31 +915,27 @@ fn steps_of(c: &Connection, build_id: i64) -> rusqlite::Result<Vec<StepRow>> {
 /// Seconds left for a running build: the last successful build's duration of every
 /// step not finished yet, less the time the running step has had.
 fn eta(
-    c: &Connection,
+    db: &mut dyn Sql,
     builder: &str,
     steps: &[StepRow],
     now: f64,
-) -> rusqlite::Result<Option<f64>> {
-    let last: Option<i64> = c
-        .prepare_cached(
-            "SELECT id FROM builds WHERE builder = ?1 AND result = 'success'
-             ORDER BY number DESC LIMIT 1",
-        )?
-        .query_row([builder], |r| r.get(0))
-        .optional()?;
-    let Some(last) = last else {
+) -> Result<Option<f64>, SqlError> {
+    let Some(last) = db.query_opt(
+        "SELECT id FROM builds WHERE builder = ?1 AND result = 'success'
+         ORDER BY number DESC LIMIT 1",
+        &[builder.into()],
+    )?
+    else {
         return Ok(None);
     };
-    let previous: Vec<(String, f64)> = {
-        let mut st = c.prepare_cached(
-            "SELECT name, coalesce(finished_at - started_at, 0) FROM steps
-             WHERE build = ?1 ORDER BY number",
-        )?;
-        let rows = st.query_map([last], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
+    let previous = db.query(
+        "SELECT name, coalesce(finished_at - started_at, 0) FROM steps
+         WHERE build = ?1 ORDER BY number",
+        &[last.i64(0)?.into()],
+    )?;
     let mut left = 0.0;
-    for (name, duration) in previous {
+    for r in &previous {
+        let (name, duration) = (r.string(0)?, real(r, 1)?);
         match steps.iter().find(|s| s.name == name) {
             Some(s) if s.finished_at.is_some() => {}
             Some(s) => {

@@ -1,4 +1,4 @@
-//! Try jobs in SQLite: the patch (with its strip level, author and comment) a try
+//! Try jobs in the database: the patch (with its strip level, author and comment) a try
 //! BuildSet's SourceStamp carries, written in the same transaction as the
 //! BuildSet and its requests, so a master restart loses no try job; and read
 //! back when a Build claims the request, for its checkout.
@@ -6,10 +6,8 @@
 //! A try SourceStamp carries no Changes, so its requests are never merged with
 //! others ([`super::requests`]).
 
-use rusqlite::params;
-
 use super::requests::{insert_buildset_requests, NewBuildSet, SubmittedBuildSet};
-use super::sql::{Lite, Sql, SqlError};
+use super::sql::{Sql, SqlError};
 use super::{Db, DbError};
 
 /// The patch of a try job, as stored with its SourceStamp.
@@ -45,43 +43,50 @@ impl Db {
         patch: TryPatch,
         at: f64,
     ) -> Result<SubmittedBuildSet, DbError> {
-        self.write(move |tx| {
-            let submitted = insert_buildset_requests(&mut Lite(tx), &bs, at)?;
-            let ss: i64 = tx
-                .prepare_cached("SELECT sourcestamp FROM buildsets WHERE id = ?1")?
-                .query_row([submitted.buildset_id], |r| r.get(0))?;
-            tx.prepare_cached(
-                "INSERT INTO sourcestamp_patches(sourcestamp, level, patch, author, comment)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![
-                ss,
-                i64::from(patch.level),
-                patch.diff,
-                patch.author,
-                patch.comment
-            ])?;
+        self.write_sql(move |db| {
+            let submitted = insert_buildset_requests(db, &bs, at)?;
+            add_patch(db, submitted.buildset_id, &patch)?;
             Ok(submitted)
         })
         .await
     }
 }
 
-/// The patch of a SourceStamp, if it is a try job's.
-pub(crate) fn patch_of(db: &mut dyn Sql, sourcestamp: i64) -> Result<Option<TryPatch>, SqlError> {
-    db.query_opt(
+// The queries, on either backend ([`super::sql`]).
+
+/// Store the patch of a try BuildSet, with its SourceStamp (in the transaction
+/// that inserted the BuildSet).
+pub fn add_patch(db: &mut dyn Sql, buildset_id: i64, patch: &TryPatch) -> Result<(), SqlError> {
+    db.execute(
+        "INSERT INTO sourcestamp_patches(sourcestamp, level, patch, author, comment)
+         SELECT sourcestamp, ?2, ?3, ?4, ?5 FROM buildsets WHERE id = ?1",
+        &[
+            buildset_id.into(),
+            i64::from(patch.level).into(),
+            patch.diff.clone().into(),
+            patch.author.as_str().into(),
+            patch.comment.as_str().into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The patch of a SourceStamp, if it is a try job's (read by the claim of its
+/// Build, [`super::requests`]).
+pub fn patch_of(db: &mut dyn Sql, sourcestamp: i64) -> Result<Option<TryPatch>, SqlError> {
+    let Some(r) = db.query_opt(
         "SELECT level, patch, author, comment FROM sourcestamp_patches WHERE sourcestamp = ?1",
         &[sourcestamp.into()],
     )?
-    .map(|r| {
-        Ok(TryPatch {
-            level: u32::try_from(r.i64(0)?).unwrap_or(0),
-            diff: r.opt_blob(1)?.unwrap_or_default(),
-            author: r.string(2)?,
-            comment: r.string(3)?,
-        })
-    })
-    .transpose()
+    else {
+        return Ok(None);
+    };
+    Ok(Some(TryPatch {
+        level: u32::try_from(r.i64(0)?).unwrap_or(0),
+        diff: r.opt_blob(1)?.unwrap_or_default(),
+        author: r.string(2)?,
+        comment: r.string(3)?,
+    }))
 }
 
 #[cfg(test)]
