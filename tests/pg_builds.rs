@@ -221,7 +221,14 @@ fn story(db: &mut dyn Sql, basedir: &Path) -> Vec<String> {
     let b4 = build(db, 4, r4, 13.0);
     let done = builds::finish_build(db, b4, "exception", "slave lost", true, 14.0, None).unwrap();
     assert!(done.requests.is_empty());
-    let recovered = builds::recover(db, basedir, "interrupted: master restarted", 20.0).unwrap();
+    let recovered = builds::recover(
+        db,
+        basedir,
+        builds::Whose::Every,
+        "interrupted: master restarted",
+        20.0,
+    )
+    .unwrap();
     assert_eq!(recovered, vec![("b".to_string(), 2), ("b".to_string(), 3)]);
     assert!(basedir.join("logs/b/0-never-stdio.log").is_file());
     assert!(builds::running(db).unwrap().is_empty());

@@ -228,7 +228,9 @@ fn requests_story(db: &mut dyn Sql, ids: &[i64], said: &mut Vec<String>) -> (i64
         &[b_ss.into(), Value::Blob(b"--- a\n+++ b\n\xff".to_vec())],
     )
     .unwrap();
-    let forced = requests::claim(db, "b1", "s1", "m1", 2, 10.0).unwrap().unwrap();
+    let forced = requests::claim(db, "b1", "s1", "m1", 2, 10.0)
+        .unwrap()
+        .unwrap();
     assert_eq!(forced.request_ids, [b.requests[0].1]);
     assert_eq!(forced.number, 1);
     assert_eq!(forced.patch.as_ref().unwrap().diff, b"--- a\n+++ b\n\xff");
@@ -256,12 +258,17 @@ fn requests_story(db: &mut dyn Sql, ids: &[i64], said: &mut Vec<String>) -> (i64
         [ids[0], ids[1]]
     );
     // D and E: no branch on either (NULL is the same branch).
-    let nulls = requests::claim(db, "b1", "s2", "m1", 2, 12.0).unwrap().unwrap();
+    let nulls = requests::claim(db, "b1", "s2", "m1", 2, 12.0)
+        .unwrap()
+        .unwrap();
     assert_eq!(nulls.request_ids, [d.requests[0].1, e.requests[0].1]);
     assert_eq!(nulls.revision.as_deref(), Some("r3b"));
     assert_eq!(nulls.branch, None);
     said.push(format!("{nulls:?}"));
-    assert_eq!(requests::claim(db, "b1", "s1", "m1", 2, 12.5).unwrap(), None);
+    assert_eq!(
+        requests::claim(db, "b1", "s1", "m1", 2, 12.5).unwrap(),
+        None
+    );
     let empty = requests::claim_starting(
         db,
         "b1",
@@ -274,7 +281,9 @@ fn requests_story(db: &mut dyn Sql, ids: &[i64], said: &mut Vec<String>) -> (i64
     assert_eq!(empty.unwrap(), None);
 
     // Pull request 7: a Build of head `old` runs on b3.
-    let running = requests::claim(db, "b3", "s3", "m1", 1, 13.0).unwrap().unwrap();
+    let running = requests::claim(db, "b3", "s3", "m1", 1, 13.0)
+        .unwrap()
+        .unwrap();
     assert_eq!(running.request_ids, [p1.requests[0].1]);
     let gone = requests::supersede(
         db,

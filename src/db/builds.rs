@@ -83,12 +83,9 @@ pub struct TestCounts {
 impl TestCounts {
     /// From the five `tests_*` columns starting at `first`; `None` when they are
     /// NULL.
-    pub(crate) fn from_row<R: CountColumns + ?Sized>(
-        r: &R,
-        first: usize,
-    ) -> Result<Option<TestCounts>, R::Error> {
-        let col = |i: usize| -> Result<Option<u64>, R::Error> {
-            Ok(r.count(first + i)?.map(|n| n.max(0) as u64))
+    pub(crate) fn from_row(r: &Row, first: usize) -> Result<Option<TestCounts>, SqlError> {
+        let col = |i: usize| -> Result<Option<u64>, SqlError> {
+            Ok(r.opt_i64(first + i)?.map(|n| n.max(0) as u64))
         };
         let Some(passed) = col(0)? else {
             return Ok(None);
@@ -100,29 +97,6 @@ impl TestCounts {
             xfailed: col(3)?.unwrap_or(0),
             xpassed: col(4)?.unwrap_or(0),
         }))
-    }
-}
-
-/// A row [`TestCounts::from_row`] reads: a [`Row`] of either backend, or a
-/// rusqlite row for status.rs until that module is ported to `db::sql`
-/// (h26-read; then only [`Row`] is left).
-pub(crate) trait CountColumns {
-    type Error;
-    /// The integer (or NULL) at `index`.
-    fn count(&self, index: usize) -> Result<Option<i64>, Self::Error>;
-}
-
-impl CountColumns for Row {
-    type Error = SqlError;
-    fn count(&self, index: usize) -> Result<Option<i64>, SqlError> {
-        self.opt_i64(index)
-    }
-}
-
-impl CountColumns for rusqlite::Row<'_> {
-    type Error = rusqlite::Error;
-    fn count(&self, index: usize) -> rusqlite::Result<Option<i64>> {
-        self.get(index)
     }
 }
 
@@ -331,7 +305,32 @@ impl Db {
     ) -> Result<Vec<(String, i64)>, DbError> {
         let text = text.to_string();
         let basedir = self.basedir();
-        self.write_sql(move |db| recover(db, &basedir, &text, at))
+        let me = self.master_name().to_string();
+        let sqlite = self.dialect() == super::sql::Dialect::Sqlite;
+        self.write_sql(move |db| {
+            let whose = if sqlite {
+                Whose::Every
+            } else {
+                Whose::Mine(&me)
+            };
+            recover(db, &basedir, whose, &text, at)
+        })
+        .await
+    }
+
+    /// The running Builds of `master`, found dead by this master, finished as
+    /// `exception` with `text`, and the requests it had claimed given back to
+    /// the queue (for whichever master has a free slave). Their (builder,
+    /// number).
+    pub async fn recover_dead_master(
+        &self,
+        master: &str,
+        text: &str,
+        at: f64,
+    ) -> Result<Vec<(String, i64)>, DbError> {
+        let (master, text) = (master.to_string(), text.to_string());
+        let basedir = self.basedir();
+        self.write_sql(move |db| recover(db, &basedir, Whose::Dead(&master), &text, at))
             .await
     }
 
@@ -612,15 +611,26 @@ fn measure(path: &Path) -> std::io::Result<(u64, u64)> {
 pub fn recover(
     db: &mut dyn Sql,
     basedir: &Path,
+    whose: Whose<'_>,
     text: &str,
     at: f64,
 ) -> Result<Vec<(String, i64)>, SqlError> {
+    let (filter, claims, name) = match whose {
+        Whose::Every => ("", "", None),
+        Whose::Mine(name) => (
+            " AND (master = ?1 OR master IS NULL)",
+            " AND (claimed_by = ?1 OR claimed_by IS NULL)",
+            Some(name),
+        ),
+        Whose::Dead(name) => (" AND master = ?1", " AND claimed_by = ?1", Some(name)),
+    };
+    let params: Vec<super::sql::Value> = name.map(super::sql::Value::from).into_iter().collect();
     // Sorted here: an `ORDER BY id` would make SQLite scan every build instead
     // of its running ones (the partial index `builds_running`).
     let mut builds = db
         .query(
-            "SELECT id, builder, number FROM builds WHERE finished_at IS NULL",
-            &[],
+            &format!("SELECT id, builder, number FROM builds WHERE finished_at IS NULL{filter}"),
+            &params,
         )?
         .iter()
         .map(|r| Ok((r.i64(0)?, r.string(1)?, r.i64(2)?)))
@@ -638,34 +648,64 @@ pub fn recover(
             "UPDATE builds SET finished_at = ?2, result = 'exception', text = ?3 WHERE id = ?1",
             &[id.into(), at.into(), text.into()],
         )?;
+        // Logs that were still being written: what reached the file is kept.
+        let open = db.query(
+            "SELECT l.id, l.path FROM logs l JOIN steps s ON s.id = l.step
+             WHERE s.build = ?1 AND l.complete = 0",
+            &[id.into()],
+        )?;
+        for r in &open {
+            close_log(db, basedir, r.i64(0)?, &r.string(1)?)?;
+        }
         found.push((builder, number));
     }
-    // Logs that were still being written: what reached the file is kept.
-    let open = db.query("SELECT id, path FROM logs WHERE complete = 0", &[])?;
-    for r in &open {
-        let (id, rel) = (r.i64(0)?, r.string(1)?);
-        let path = basedir.join(&rel);
-        let (size, lines) = match measure(&path) {
-            Ok(m) => m,
-            // The master died after recording the Step but before making its
-            // files (they come once its command is sent): the log is empty.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && make_empty(&path).is_ok() => {
-                (0, 0)
-            }
-            Err(e) => {
-                tracing::warn!("log {rel}: {e}; keeping its recorded size");
-                db.execute("UPDATE logs SET complete = 1 WHERE id = ?1", &[id.into()])?;
-                continue;
-            }
-        };
-        update_log(db, id, size, lines, true)?;
-    }
-    db.execute(
-        "UPDATE buildrequests SET claimed_at = NULL
-         WHERE complete = 0 AND claimed_at IS NOT NULL",
-        &[],
+    let requeued = db.query(
+        &format!(
+            "UPDATE buildrequests SET claimed_at = NULL, claimed_by = NULL
+             WHERE complete = 0 AND claimed_at IS NOT NULL{claims} RETURNING builder"
+        ),
+        &params,
     )?;
+    let mut builders = requeued
+        .iter()
+        .map(|r| r.string(0))
+        .collect::<Result<Vec<_>, _>>()?;
+    builders.sort_unstable();
+    builders.dedup();
+    for b in &builders {
+        super::requests::announce_queued(db, b)?;
+    }
     Ok(found)
+}
+
+/// Whose running Builds and claimed BuildRequests [`recover`] takes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whose<'a> {
+    /// Every master's: the one master of a SQLite database, at its start.
+    Every,
+    /// This master's (and those no master's name is on: rows from before
+    /// masters were named), at its start on a shared database.
+    Mine(&'a str),
+    /// A master found dead by this one (only its own).
+    Dead(&'a str),
+}
+
+/// A log that was still being written when its master died: its size and
+/// lines are what reached the file, and it is complete.
+fn close_log(db: &mut dyn Sql, basedir: &Path, id: i64, rel: &str) -> Result<(), SqlError> {
+    let path = basedir.join(rel);
+    let (size, lines) = match measure(&path) {
+        Ok(m) => m,
+        // The master died after recording the Step but before making its
+        // files (they come once its command is sent): the log is empty.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && make_empty(&path).is_ok() => (0, 0),
+        Err(e) => {
+            tracing::warn!("log {rel}: {e}; keeping its recorded size");
+            db.execute("UPDATE logs SET complete = 1 WHERE id = ?1", &[id.into()])?;
+            return Ok(());
+        }
+    };
+    update_log(db, id, size, lines, true)
 }
 
 /// The newest builds of a builder, newest first: at most `limit`, numbered

@@ -449,6 +449,19 @@ impl Db {
         self
     }
 
+    /// On a shared database, what the other masters announce on `channel`
+    /// (`NOTIFY`), as [`pgpool::listen`] says; `None` on SQLite, where this
+    /// master is the only one.
+    pub fn listen(
+        &self,
+        channel: &'static str,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(pool) => Some(pool.listen(channel)),
+        }
+    }
+
     /// The master this handle writes for.
     pub fn master_name(&self) -> &str {
         &self.master

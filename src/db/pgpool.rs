@@ -172,6 +172,85 @@ impl PgPool {
     }
 }
 
+/// What a listener sends when it (re)connects: notifications may have been
+/// missed, so everything they announce should be read again.
+pub const MISSED: &str = "*";
+
+impl PgPool {
+    /// The payloads of `NOTIFY channel` sent by any master (this one too),
+    /// each after the transaction that sent it committed. A thread of its own
+    /// holds a connection that LISTENs; when that connection breaks it connects
+    /// again (every second until it can) and sends [`MISSED`] first. It ends
+    /// when the receiver is dropped or the pool is gone.
+    pub(crate) fn listen(
+        self: &Arc<Self>,
+        channel: &'static str,
+    ) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let pool = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("db-listen".into())
+            .spawn(move || listen_loop(pool, channel, tx));
+        if let Err(e) = spawned {
+            tracing::error!("no thread to LISTEN {channel}: {e}");
+        }
+        rx
+    }
+}
+
+fn listen_loop(
+    pool: Weak<PgPool>,
+    channel: &'static str,
+    tx: tokio::sync::mpsc::UnboundedSender<String>,
+) {
+    let mut first = true;
+    loop {
+        let client = {
+            let Some(pool) = pool.upgrade() else {
+                return;
+            };
+            PgConn::open(&pool.url, pool.password.as_deref()).and_then(|mut c| {
+                c.client
+                    .batch_execute(&format!("LISTEN {channel}"))
+                    .map_err(|e| DbError::Sql(SqlError::from(e)))?;
+                Ok(c)
+            })
+        };
+        let mut conn = match client {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("LISTEN {channel}: {e}; trying again in 1 s");
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                continue;
+            }
+        };
+        if !first && tx.send(MISSED.to_string()).is_err() {
+            return;
+        }
+        first = false;
+        loop {
+            if tx.is_closed() || pool.strong_count() == 0 {
+                return;
+            }
+            let mut notes = conn.client.notifications();
+            let mut it = notes.timeout_iter(std::time::Duration::from_secs(1));
+            use postgres::fallible_iterator::FallibleIterator;
+            match it.next() {
+                Ok(Some(n)) => {
+                    if tx.send(n.payload().to_string()).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!("LISTEN {channel}: {}; connecting again", pg::describe(&e));
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// `f` in a transaction of `conn`, committed if it succeeds.
 fn write_in<F, R>(conn: &mut PgConn, f: F) -> Result<R, DbError>
 where

@@ -227,6 +227,7 @@ pub fn insert_buildset_requests(
             )?
             .i64(0)?;
         requests.push((b.clone(), id));
+        announce_queued(db, b)?;
     }
     Ok(SubmittedBuildSet {
         buildset_id,
@@ -387,8 +388,26 @@ pub fn next_request(db: &mut dyn Sql, builder: &str) -> Result<Option<(i64, i64)
         skip_locked(db.dialect(), "")
     );
     db.query_opt(&sql, &[builder.into()])?
-    .map(|r| Ok((r.i64(0)?, r.i64(1)?)))
-    .transpose()
+        .map(|r| Ok((r.i64(0)?, r.i64(1)?)))
+        .transpose()
+}
+
+/// The channel on which masters sharing a PostgreSQL database announce
+/// BuildRequests queued (payload: the builder's name), so that the master
+/// whose slave can build them claims them at once, whichever master queued
+/// them.
+pub const QUEUED: &str = "autobot_queued";
+
+/// Tell every master sharing the database (when the transaction commits) that
+/// `builder` has a BuildRequest waiting; nothing on SQLite (one master).
+pub fn announce_queued(db: &mut dyn Sql, builder: &str) -> Result<(), SqlError> {
+    if db.dialect() == Dialect::Postgres {
+        db.execute(
+            &format!("SELECT pg_notify('{QUEUED}', ?1)"),
+            &[builder.into()],
+        )?;
+    }
+    Ok(())
 }
 
 /// Where several masters share a PostgreSQL database, the rows a claim reads
@@ -633,10 +652,14 @@ pub fn unclaim(db: &mut dyn Sql, build_id: i64) -> Result<Vec<i64>, SqlError> {
         .map(|r| r.i64(0))
         .collect::<Result<Vec<i64>, _>>()?;
     for id in &ids {
-        db.execute(
-            "UPDATE buildrequests SET claimed_at = NULL, claimed_by = NULL WHERE id = ?1",
+        let builder = db.query_opt(
+            "UPDATE buildrequests SET claimed_at = NULL, claimed_by = NULL WHERE id = ?1
+             RETURNING builder",
             &[(*id).into()],
         )?;
+        if let Some(b) = builder {
+            announce_queued(db, &b.string(0)?)?;
+        }
     }
     Ok(ids)
 }

@@ -114,23 +114,6 @@ pub(super) fn real(r: &Row, i: usize) -> Result<f64, SqlError> {
     })
 }
 
-/// The five `tests_*` columns from `first` on; `None` when they are NULL.
-pub(super) fn test_counts_at(r: &Row, first: usize) -> Result<Option<TestCounts>, SqlError> {
-    let col = |i: usize| -> Result<Option<u64>, SqlError> {
-        Ok(r.opt_i64(first + i)?.map(|n| n.max(0) as u64))
-    };
-    let Some(passed) = col(0)? else {
-        return Ok(None);
-    };
-    Ok(Some(TestCounts {
-        passed,
-        failed: col(1)?.unwrap_or(0),
-        skipped: col(2)?.unwrap_or(0),
-        xfailed: col(3)?.unwrap_or(0),
-        xpassed: col(4)?.unwrap_or(0),
-    }))
-}
-
 /// `SELECT` of the elements of the JSON array in parameter `?N`, one row each,
 /// as BIGINT when `ints` (ids) or TEXT (names): SQLite's `json_each`,
 /// PostgreSQL's `json_array_elements_text`. For `x IN (…)`.
@@ -467,7 +450,7 @@ pub fn waterfall(
             text: r.string(6)?,
             description: r.string(7)?,
             warnings: r.i64(9)?.max(0) as u64,
-            counts: test_counts_at(r, 10)?,
+            counts: TestCounts::from_row(r, 10)?,
             logs: logs
                 .into_iter()
                 .map(|(name, size, lines, complete)| LogRow {

@@ -27,6 +27,7 @@
 
 pub mod artifacts;
 mod build;
+pub mod cluster;
 pub use build::{build_is_untrusted, CANCELLED, UNTRUSTED_PROPERTY};
 pub mod locks;
 pub mod tryjob;
@@ -283,6 +284,8 @@ pub(crate) struct Inner {
     state: Mutex<State>,
     closing: watch::Sender<bool>,
     dispatcher: Mutex<Option<JoinHandle<()>>>,
+    /// The heartbeat and the other masters' news, on a shared database.
+    cluster: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Inner {
@@ -362,9 +365,11 @@ impl Engine {
             }),
             closing: watch::channel(false).0,
             dispatcher: Mutex::new(None),
+            cluster: Mutex::new(None),
         });
         let task = tokio::spawn(dispatcher(inner.clone()));
         *inner.dispatcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        *inner.cluster.lock().unwrap_or_else(|p| p.into_inner()) = cluster::start(&inner);
         Ok(Engine { inner })
     }
 
@@ -756,6 +761,15 @@ impl Engine {
             .take();
         if let Some(d) = dispatcher {
             let _ = tokio::time::timeout(Duration::from_secs(5), d).await;
+        }
+        let cluster = self
+            .inner
+            .cluster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(c) = cluster {
+            let _ = tokio::time::timeout(Duration::from_secs(5), c).await;
         }
     }
 }
