@@ -39,7 +39,7 @@ impl Drop for Stop {
 /// file beside it.
 fn use_postgres(master: &Path, url: &str, password: Option<&str>) {
     let ini = master.join("master.ini");
-    let mut keys = format!("db = {url}\n");
+    let mut keys = format!("db = {url}\nmasterName = m-1\n");
     if let Some(pw) = password {
         let file = master.join("db.password");
         std::fs::write(&file, pw).unwrap();
@@ -106,12 +106,21 @@ fn a_master_on_postgresql_builds_and_keeps_its_history_there() {
     let mut client = server.client("bot");
     let rows = client
         .query(
-            "SELECT number, results FROM builds WHERE builder = 'hello-slave' ORDER BY number",
+            "SELECT number, result, master FROM builds WHERE builder = 'hello-slave'
+             ORDER BY number",
             &[],
         )
         .unwrap();
-    let got: Vec<(i64, Option<i64>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    assert_eq!(got, vec![(1, Some(0)), (2, Some(0))], "{}", server.log());
+    let got: Vec<(i64, Option<String>, Option<String>)> =
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    let name = Some("m-1".to_string());
+    let ok = Some("success".to_string());
+    assert_eq!(
+        got,
+        vec![(1, ok.clone(), name.clone()), (2, ok, name)],
+        "{}",
+        server.log()
+    );
     let steps: i64 = client
         .query_one("SELECT count(*) FROM steps", &[])
         .unwrap()
@@ -121,12 +130,13 @@ fn a_master_on_postgresql_builds_and_keeps_its_history_there() {
     // The JSON API and the pages read it back, logs included.
     let build = get_json(htmlport, "/api/v1/builders/hello-slave/builds/2").unwrap();
     assert_eq!(build["number"], 2, "{build}");
-    assert_eq!(build["results"], 0, "{build}");
+    assert_eq!(build["result"], "success", "{build}");
     let list = get_json(htmlport, "/api/v1/builders/hello-slave/builds").unwrap();
-    assert_eq!(list["builds"].as_array().map(Vec::len), Some(2), "{list}");
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
     let (status, page) = http(htmlport, "GET", "/builders/hello-slave/builds/1", "").unwrap();
     assert_eq!(status, 200, "{page}");
-    assert!(page.contains("make check"), "{page}");
+    assert!(page.contains("success checkout hello"), "{page}");
+    assert!(page.contains("50 lines"), "{page}");
     let (status, log) = http(
         htmlport,
         "GET",

@@ -178,20 +178,7 @@ fn count(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// The master directory of a database at `MASTERDIR/state.sqlite`.
-fn basedir_of(db_path: &Path) -> PathBuf {
-    db_path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
 impl Db {
-    /// The master directory (log paths are relative to it).
-    pub fn basedir(&self) -> PathBuf {
-        basedir_of(self.path())
-    }
-
     /// Record properties of a running build (`source`: who set them).
     pub async fn set_build_properties(
         &self,

@@ -104,6 +104,8 @@ impl From<sql::SqlError> for DbError {
 #[derive(Clone)]
 pub struct Db {
     path: PathBuf,
+    /// The master directory: log and artifact paths are relative to it.
+    basedir: PathBuf,
     backend: Backend,
     /// `masterName`: stamped on the Builds this master runs and the
     /// BuildRequests it claims, so that another master sharing the database
@@ -411,6 +413,10 @@ impl Db {
         });
         Ok(Db {
             path: path.to_path_buf(),
+            basedir: path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from(".")),
             master: Arc::from(DEFAULT_MASTER),
             backend: Backend::Sqlite(SqliteDb {
                 writer,
@@ -438,6 +444,7 @@ impl Db {
         let pool = pgpool::PgPool::open(url.clone(), password, dir)?;
         Ok(Db {
             path: PathBuf::from(url.to_string()),
+            basedir: dir.to_path_buf(),
             backend: Backend::Postgres(pool),
             master: Arc::from(DEFAULT_MASTER),
         })
@@ -465,6 +472,11 @@ impl Db {
     /// The master this handle writes for.
     pub fn master_name(&self) -> &str {
         &self.master
+    }
+
+    /// The master directory (log and artifact paths are relative to it).
+    pub fn basedir(&self) -> PathBuf {
+        self.basedir.clone()
     }
 
     /// Where the database lives (a file, or the PostgreSQL URL).
