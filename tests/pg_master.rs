@@ -111,8 +111,10 @@ fn a_master_on_postgresql_builds_and_keeps_its_history_there() {
             &[],
         )
         .unwrap();
-    let got: Vec<(i64, Option<String>, Option<String>)> =
-        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    let got: Vec<(i64, Option<String>, Option<String>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
     let name = Some("m-1".to_string());
     let ok = Some("success".to_string());
     assert_eq!(

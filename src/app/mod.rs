@@ -154,8 +154,12 @@ impl Master {
                 source,
             })?;
         let db = open_db(&basedir, &config).await?;
-        db.slaves_reset("the master stopped", crate::calendar::now())
-            .await?;
+        // The one master of a SQLite database had every slave. On a shared
+        // database the others' slaves stay connected to them.
+        if db.dialect() == crate::db::sql::Dialect::Sqlite {
+            db.slaves_reset("the master stopped", crate::calendar::now())
+                .await?;
+        }
         // Changes up to here came before this master: a scheduler new in this
         // configuration starts after them, and after none that arrive from now on
         // (the listeners open below, before the schedulers' task runs).

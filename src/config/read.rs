@@ -35,6 +35,7 @@ const MASTER_KEYS: &[&str] = &[
     "robots_txt",
     "debug",
     "keepaliveinterval",
+    "mastertimeout",
     "logsize",
     "logcount",
     "loghorizon",
