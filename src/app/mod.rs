@@ -715,7 +715,7 @@ async fn open_db(basedir: &Path, config: &MasterConfig) -> Result<Db, MasterErro
     })
     .await
     .map_err(|e| MasterError::Internal(e.to_string()))?
-    .map(|db| db.for_master(&config.master_name))
+    .map(|db| db.for_master(&config.master_name, config.master_timeout))
     .map_err(MasterError::from)
 }
 

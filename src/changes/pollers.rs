@@ -320,18 +320,26 @@ async fn poll_loop(
         spec.branches.join(", "),
         spec.interval
     );
+    // Several masters on one database poll each repository once: the master
+    // holding the lease polls, the others ask again every third of
+    // masterTimeout, so that one takes over within it when the holder dies.
+    let lease = format!("poller:{}:{name}", spec.kind.as_str());
+    let retry = Duration::from_secs_f64(ctx.db.master_timeout().max(3) as f64 / 3.0);
     loop {
         if *stop.borrow() {
             return;
         }
         let started = tokio::time::Instant::now();
-        {
+        let mut next = started + interval;
+        if ctx.db.hold_lease(&lease).await {
             let _guard = lock.lock().await;
             // This poll covers every request made so far; later ones queue one more.
             requests.take();
             poll_once(&ctx, &name, &poller).await;
+        } else {
+            requests.take();
+            next = started + interval.min(retry);
         }
-        let next = started + interval;
         tokio::select! {
             _ = stopped(&mut stop) => return,
             _ = tokio::time::sleep_until(next) => {}

@@ -422,10 +422,18 @@ pub fn check_database_unchanged(old: &MasterConfig, new: &MasterConfig) -> Resul
             old.database.describe(),
             new.database.describe()
         )
+    } else if !matches!(new.database, Database::Postgres { .. }) {
+        // One master on its own SQLite: its name and timeout matter to no other.
+        return Ok(());
     } else if old.master_name != new.master_name {
         format!(
             "masterName: the master runs as {:?} and would become {:?}",
             old.master_name, new.master_name
+        )
+    } else if old.master_timeout != new.master_timeout {
+        format!(
+            "masterTimeout: the master runs with {} s and would have {} s",
+            old.master_timeout, new.master_timeout
         )
     } else {
         return Ok(());

@@ -68,6 +68,27 @@ impl Db {
             .await
     }
 
+    /// Whether this master should run what lease `lease` guards (a poller, a
+    /// timed scheduler), taking it if it is free or its holder is dead. Always
+    /// on SQLite, where this master is the only one. An error counts as not
+    /// held (the lease's holder, or this master once the database answers
+    /// again, runs it).
+    pub async fn hold_lease(&self, lease: &str) -> bool {
+        if !self.shared() {
+            return true;
+        }
+        let now = crate::calendar::now_f64();
+        let cutoff = now - self.master_timeout() as f64;
+        let me = self.master_name().to_string();
+        match self.take_lease(lease, &me, now, cutoff).await {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!("lease {lease}: {e}");
+                false
+            }
+        }
+    }
+
     /// Every master the database has known, by name.
     pub async fn masters(&self) -> Result<Vec<MasterRow>, DbError> {
         self.read_sql(all).await

@@ -49,6 +49,9 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 /// The master name of a [`Db`] opened without one (tests, tools).
 pub const DEFAULT_MASTER: &str = "master";
 
+/// `masterTimeout`'s default, in seconds.
+pub const DEFAULT_MASTER_TIMEOUT: u64 = 30;
+
 /// File name of the database inside the master directory.
 pub const DB_FILE: &str = "state.sqlite";
 
@@ -111,6 +114,9 @@ pub struct Db {
     /// BuildRequests it claims, so that another master sharing the database
     /// re-queues only a dead master's work.
     master: Arc<str>,
+    /// `masterTimeout` (seconds): how long a master may be silent before the
+    /// others take it for dead and its leases for free.
+    master_timeout: u64,
 }
 
 /// Where the history is: the master directory's `state.sqlite`, or a
@@ -418,6 +424,7 @@ impl Db {
                 .map(Path::to_path_buf)
                 .unwrap_or_else(|| PathBuf::from(".")),
             master: Arc::from(DEFAULT_MASTER),
+            master_timeout: DEFAULT_MASTER_TIMEOUT,
             backend: Backend::Sqlite(SqliteDb {
                 writer,
                 readers,
@@ -447,13 +454,27 @@ impl Db {
             basedir: dir.to_path_buf(),
             backend: Backend::Postgres(pool),
             master: Arc::from(DEFAULT_MASTER),
+            master_timeout: DEFAULT_MASTER_TIMEOUT,
         })
     }
 
-    /// This handle, for the master named `name` (`masterName`).
-    pub fn for_master(mut self, name: &str) -> Db {
+    /// This handle, for the master named `name` (`masterName`) whose
+    /// `masterTimeout` is `timeout` seconds.
+    pub fn for_master(mut self, name: &str, timeout: u64) -> Db {
         self.master = Arc::from(name);
+        self.master_timeout = timeout;
         self
+    }
+
+    /// `masterTimeout`, in seconds.
+    pub fn master_timeout(&self) -> u64 {
+        self.master_timeout
+    }
+
+    /// Whether the database is shared by several masters (PostgreSQL): what
+    /// must run once in the cluster then runs where [`Db::hold_lease`] says.
+    pub fn shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
     }
 
     /// On a shared database, what the other masters announce on `channel`

@@ -38,7 +38,7 @@ async fn run(inner: Arc<Inner>, mut queued: tokio::sync::mpsc::UnboundedReceiver
     let mut closing = inner.closing.subscribe();
     let mut listening = true;
     loop {
-        let timeout = inner.config.borrow().master_timeout.max(3);
+        let timeout = db.master_timeout().max(3);
         let beat = Duration::from_secs_f64(timeout as f64 / 3.0);
         tokio::select! {
             _ = tokio::time::sleep(beat) => heartbeat(&inner, &me, timeout).await,

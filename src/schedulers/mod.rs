@@ -655,6 +655,13 @@ impl Running {
             SchedulerKind::Nightly { cron } => format!("nightly build ({cron})"),
             _ => return Ok(()),
         };
+        // Several masters on one database: the one holding the scheduler's
+        // lease fires it; the others ask again every third of masterTimeout.
+        if !self.ctx.db.hold_lease(&format!("scheduler:{name}")).await {
+            let retry = self.ctx.db.master_timeout().max(3) as f64 / 3.0;
+            self.next_run.insert(name.to_string(), now + retry);
+            return Ok(());
+        }
         let due = self.next_run.get(name).copied().unwrap_or(now);
         let mut submitted = None;
         if spec.builders.is_empty() {
