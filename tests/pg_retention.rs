@@ -106,7 +106,10 @@ fn story(db: &mut dyn Sql) -> Vec<String> {
     let todo = retention::logs_to_compress(db, 0, 102.0, 10).unwrap();
     assert_eq!(
         todo,
-        vec![(1, "logs/b/1.log".to_string()), (3, "logs/c/1.log".to_string())]
+        vec![
+            (1, "logs/b/1.log".to_string()),
+            (3, "logs/c/1.log".to_string())
+        ]
     );
     said.push(format!("{todo:?}"));
     said.push(format!(
@@ -181,7 +184,10 @@ fn story(db: &mut dyn Sql) -> Vec<String> {
     db.execute("DELETE FROM notifications WHERE build = 3", &[])
         .unwrap();
     let removed = retention::delete_builds(db, &[3]).unwrap();
-    assert_eq!((removed.builds, removed.requests, removed.buildsets), (1, 1, 1));
+    assert_eq!(
+        (removed.builds, removed.requests, removed.buildsets),
+        (1, 1, 1)
+    );
     assert!(removed.log_paths.is_empty());
     said.push(format!("{removed:?}"));
     said.push(format!("{:?}", counts(db)));
@@ -215,7 +221,8 @@ fn the_retention_queries_answer_the_same_on_both_backends() {
     for m in migrations::MIGRATIONS {
         lite.execute_batch(m).unwrap();
     }
-    lite.execute_batch("PRAGMA foreign_keys = ON; BEGIN").unwrap();
+    lite.execute_batch("PRAGMA foreign_keys = ON; BEGIN")
+        .unwrap();
     let on_sqlite = story(&mut sql::Lite(&lite));
     lite.execute_batch("COMMIT").unwrap();
 

@@ -122,7 +122,8 @@ impl Db {
 
     /// Record logs as stored compressed (those still stored as written).
     pub async fn mark_logs_compressed(&self, ids: Vec<i64>) -> Result<(), DbError> {
-        self.write_sql(move |db| mark_logs_compressed(db, &ids)).await
+        self.write_sql(move |db| mark_logs_compressed(db, &ids))
+            .await
     }
 
     /// Set a Build's start time, and its end time if it has finished (for tests
