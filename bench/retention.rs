@@ -4,7 +4,12 @@
 //!
 //! Run with `cargo bench --bench retention` (`--builds N` or
 //! `AUTOBOT_RETENTION_BUILDS=N` for the history's size, default 1,000,000;
-//! `--forces N`, default 200; `--requests N` waterfall loads, default 200). The
+//! `--forces N`, default 200; `--requests N` waterfall loads, default 200;
+//! `--rounds N` waterfall rounds per phase, their median reported, default 1;
+//! `--wait 0` to stop once the figures during the pass are taken, without
+//! waiting for the pass to end; `AUTOBOT_BENCH_SLOW=1` prints the slow loads'
+//! wall-clock times, to set beside the master's log at
+//! `AUTOBOT_LOG=autobot::retention=debug`). The
 //! history (the web bench's: N builds, two steps and a log each, all from 2020)
 //! is written into SQLite while the master is down. Then, twice — without
 //! retention, then right after a reconfig that sets `buildHorizon = 1` and
