@@ -119,12 +119,43 @@ pub fn start(
     config: watch::Receiver<Arc<MasterConfig>>,
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
+    let writes = Writes(tokio::runtime::Handle::try_current().ok());
     crate::daemon::spawn_service(
         "retention",
         RETENTION_NICE,
         "nothing is pruned",
-        move || run(db, basedir, config, shutdown),
+        move || run(db, basedir, config, shutdown, writes),
     )
+}
+
+/// Where the task's big write transactions run: on the blocking pool of the
+/// engine's runtime, at the engine's CPU priority, when there is one. A write
+/// holds the database's one writer, which the engine's writes wait for: on
+/// the task's own thread, the lowest priority there is, a busy machine (a burst
+/// of Builds) would take the CPU from it mid-transaction and the engine would
+/// wait for it to get the CPU back. What the task reads, and the files it
+/// deletes, stay at its own priority.
+#[derive(Clone, Default)]
+struct Writes(Option<tokio::runtime::Handle>);
+
+impl Writes {
+    async fn run<F, Fut, R>(&self, write: F) -> Result<R, DbError>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<R, DbError>>,
+        R: Send + 'static,
+    {
+        match &self.0 {
+            Some(engine) => {
+                let on = engine.clone();
+                engine
+                    .spawn_blocking(move || on.block_on(write()))
+                    .await
+                    .map_err(|e| DbError::Task(e.to_string()))?
+            }
+            None => write().await,
+        }
+    }
 }
 
 async fn run(
@@ -132,12 +163,13 @@ async fn run(
     basedir: PathBuf,
     mut config: watch::Receiver<Arc<MasterConfig>>,
     mut shutdown: watch::Receiver<bool>,
+    writes: Writes,
 ) {
     loop {
         let retention = config.borrow_and_update().retention;
         if retention.is_active() {
             let started = Instant::now();
-            match pass(&db, &basedir, &retention, &shutdown).await {
+            match pass_on(&db, &basedir, &retention, &shutdown, &writes).await {
                 Ok(stats) => tracing::info!("{}", stats.line(started.elapsed())),
                 Err(PassError::Stopping) => {
                     tracing::info!("retention: pass left for the next start (the master stops)")
@@ -190,13 +222,24 @@ pub async fn pass(
     retention: &Retention,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<PassStats, PassError> {
+    pass_on(db, basedir, retention, shutdown, &Writes::default()).await
+}
+
+/// [`pass`], its big writes run by `writes`.
+async fn pass_on(
+    db: &Db,
+    basedir: &Path,
+    retention: &Retention,
+    shutdown: &watch::Receiver<bool>,
+    writes: &Writes,
+) -> Result<PassStats, PassError> {
     let mut stats = PassStats::default();
     let now = crate::calendar::now_f64();
     if let Some(days) = retention.build_horizon {
-        prune_builds(db, basedir, now - days * DAY, shutdown, &mut stats).await?;
+        prune_builds(db, basedir, now - days * DAY, shutdown, writes, &mut stats).await?;
     }
     if let Some(days) = retention.log_horizon {
-        prune_logs(db, basedir, now - days * DAY, shutdown, &mut stats).await?;
+        prune_logs(db, basedir, now - days * DAY, shutdown, writes, &mut stats).await?;
     }
     if let Some(days) = retention.change_horizon {
         prune_changes(db, now - days * DAY, shutdown, &mut stats).await?;
@@ -221,6 +264,7 @@ async fn prune_logs(
     basedir: &Path,
     cutoff: f64,
     shutdown: &watch::Receiver<bool>,
+    writes: &Writes,
     stats: &mut PassStats,
 ) -> Result<(), PassError> {
     let mut cursor = (0, 0);
@@ -247,7 +291,9 @@ async fn prune_logs(
         }
         for chunk in old.chunks(LOGS_PER_WRITE) {
             let write = Instant::now();
-            db.mark_logs_deleted(chunk.iter().map(|l| l.id).collect())
+            let (db2, ids) = (db.clone(), chunk.iter().map(|l| l.id).collect());
+            writes
+                .run(move || async move { db2.mark_logs_deleted(ids).await })
                 .await?;
             tracing::debug!(
                 "retention: marked {} log(s) deleted in {:.2} ms",
@@ -323,6 +369,7 @@ async fn prune_builds(
     basedir: &Path,
     cutoff: f64,
     shutdown: &watch::Receiver<bool>,
+    writes: &Writes,
     stats: &mut PassStats,
 ) -> Result<(), PassError> {
     let mut cursor = 0;
@@ -352,7 +399,10 @@ async fn prune_builds(
         }
         for ids in old.chunks(BUILDS_PER_WRITE) {
             let write = Instant::now();
-            let removed = db.delete_builds(ids.to_vec()).await?;
+            let (db2, ids) = (db.clone(), ids.to_vec());
+            let removed = writes
+                .run(move || async move { db2.delete_builds(ids).await })
+                .await?;
             tracing::debug!(
                 "retention: a write deleted {} build(s) in {:.2} ms",
                 removed.builds,
