@@ -4,7 +4,12 @@
 //!
 //! Run with `cargo bench --bench retention` (`--builds N` or
 //! `AUTOBOT_RETENTION_BUILDS=N` for the history's size, default 1,000,000;
-//! `--forces N`, default 200; `--requests N` waterfall loads, default 200). The
+//! `--forces N`, default 200; `--requests N` waterfall loads, default 200;
+//! `--rounds N` waterfall rounds per phase, their median reported, default 1;
+//! `--wait 0` to stop once the figures during the pass are taken, without
+//! waiting for the pass to end; `AUTOBOT_BENCH_SLOW=1` prints the slow loads'
+//! wall-clock times, to set beside the master's log at
+//! `AUTOBOT_LOG=autobot::retention=debug`). The
 //! history (the web bench's: N builds, two steps and a log each, all from 2020)
 //! is written into SQLite while the master is down. Then, twice — without
 //! retention, then right after a reconfig that sets `buildHorizon = 1` and
@@ -73,16 +78,47 @@ fn throughput(hp: u16, n: usize) -> f64 {
     n as f64 / t0.elapsed().as_secs_f64()
 }
 
-/// p50 and p95 of `n` waterfall loads, in ms.
+/// p50 and p95 of `n` waterfall loads, in ms. With `AUTOBOT_BENCH_SLOW` set,
+/// the loads slower than twice the p50 are printed with their wall-clock time
+/// (to set beside the master's log at debug).
 fn waterfall(hp: u16, n: usize) -> (f64, f64) {
-    let mut times: Vec<f64> = (0..n)
+    let loads: Vec<(std::time::SystemTime, f64)> = (0..n)
         .map(|_| {
+            let at = std::time::SystemTime::now();
             let (status, _, _, ms) = timed_get(hp, "/waterfall", None);
             assert_eq!(status, 200);
-            ms
+            (at, ms)
         })
         .collect();
-    (percentile(&mut times, 0.5), percentile(&mut times, 0.95))
+    let mut times: Vec<f64> = loads.iter().map(|l| l.1).collect();
+    let (p50, p95) = (percentile(&mut times, 0.5), percentile(&mut times, 0.95));
+    if std::env::var_os("AUTOBOT_BENCH_SLOW").is_some() {
+        for (at, ms) in loads.iter().filter(|l| l.1 > 2.0 * p50) {
+            let t = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64();
+            println!("slow waterfall at {t:.3}: {ms:.2} ms");
+        }
+    }
+    (p50, p95)
+}
+
+/// The median of `rounds` rounds of [`waterfall`]'s p50 and p95, each
+/// printed: one round's p95 is its 10 slowest loads of 200, noisy on a shared
+/// machine.
+fn waterfall_rounds(hp: u16, n: usize, rounds: usize, phase: &str) -> (f64, f64) {
+    let mut p50s = Vec::new();
+    let mut p95s = Vec::new();
+    for i in 0..rounds {
+        let (p50, p95) = waterfall(hp, n);
+        if rounds > 1 {
+            println!("  {phase} round {i}: waterfall p50 {p50:.3} ms, p95 {p95:.3} ms");
+        }
+        p50s.push(p50);
+        p95s.push(p95);
+    }
+    (percentile(&mut p50s, 0.5), percentile(&mut p95s, 0.5))
 }
 
 /// Builds left in the history (read-only, beside the running master).
@@ -110,6 +146,11 @@ fn main() {
         .unwrap_or_else(|| opt("--builds", 1_000_000));
     let forces = opt("--forces", 200) as usize;
     let requests = opt("--requests", 200) as usize;
+    // Waterfall rounds per phase (the median is reported), and whether to wait
+    // for the pass to end and measure once more after it (`--wait 0`: not, the
+    // ratios are then over the figures before the pass alone).
+    let rounds = opt("--rounds", 1).max(1) as usize;
+    let wait = opt("--wait", 1) != 0;
     let tmp = tempfile::tempdir().unwrap();
     println!(
         "# autobot {} retention bench; binary {}; {builds} builds",
@@ -138,7 +179,7 @@ fn main() {
     waterfall(hp, 10);
 
     let tp_without = throughput(hp, forces);
-    let (p50_without, p95_without) = waterfall(hp, requests);
+    let (p50_without, p95_without) = waterfall_rounds(hp, requests, rounds, "without");
     report(
         &format!("throughput_{forces}_without_retention"),
         tp_without,
@@ -170,7 +211,7 @@ fn main() {
     autobot(&["reconfig", mdir.to_str().unwrap()]);
     let t0 = Instant::now();
     let tp_with = throughput(hp, forces);
-    let (p50_with, p95_with) = waterfall(hp, requests);
+    let (p50_with, p95_with) = waterfall_rounds(hp, requests, rounds, "during");
     let measured = t0.elapsed().as_secs_f64();
     let still_running = !pass_done(&mdir);
     let deleted = before + forces as i64 - builds_left(&mdir);
@@ -192,6 +233,32 @@ fn main() {
     );
     report("retention_measured_for", measured, "s", None, true);
     println!("retention_pass_still_running_at_end {still_running}");
+    if !wait {
+        report(
+            "retention_builds_deleted_per_s",
+            deleted as f64 / measured,
+            "builds/s",
+            None,
+            false,
+        );
+        report(
+            "throughput_ratio_during_over_before",
+            tp_with / tp_without,
+            "",
+            None,
+            false,
+        );
+        report(
+            "waterfall_p95_ratio_during_over_before",
+            p95_with / p95_without,
+            "",
+            None,
+            true,
+        );
+        autobot(&["stop", sdir.to_str().unwrap()]);
+        autobot(&["stop", mdir.to_str().unwrap()]);
+        return;
+    }
     let t1 = Instant::now();
     wait_until("the retention pass", Duration::from_secs(24 * 3600), || {
         std::thread::sleep(Duration::from_millis(200));
@@ -213,7 +280,7 @@ fn main() {
     );
     // Without again, after the pass (the machine's drift between the two).
     let tp_after = throughput(hp, forces);
-    let (p50_after, p95_after) = waterfall(hp, requests);
+    let (p50_after, p95_after) = waterfall_rounds(hp, requests, rounds, "after");
     report(
         &format!("throughput_{forces}_after_retention"),
         tp_after,

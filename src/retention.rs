@@ -4,9 +4,11 @@
 //!
 //! A pass runs at start, then every [`INTERVAL`] and after each reconfig. It
 //! works in small batches (one short write transaction of at most a few hundred
-//! rows each, [`crate::db::retention`]), pausing between batches for as long
-//! as the batch took, on a thread and runtime of its own at a lower CPU
-//! priority, where it also deletes and compresses the files: a pass over a
+//! rows each, [`crate::db::retention`]), pausing between batches three times
+//! as long as the batch took and at least 50 ms between two writes (each
+//! commit costs the pages read after it), on a thread and runtime of its own
+//! at a lower CPU priority, where it also deletes and compresses the files: a
+//! pass over a
 //! history of a million Builds never delays a Build or a page. It never
 //! touches a Build still running, nor one the reporters have not decided on or
 //! whose notifications are not sent yet. Each pass logs one INFO line saying
@@ -29,12 +31,21 @@ pub const INTERVAL: Duration = Duration::from_secs(3600);
 const WALK: i64 = 500;
 
 /// Builds deleted per write transaction: with their Steps, logs, properties and
-/// links, some tens of rows. The writer is the engine's too: a short hold
-/// (well under a millisecond) is what keeps a Build from waiting for it.
-const BUILDS_PER_WRITE: usize = 5;
+/// links, some hundred rows, a millisecond or two of the writer, which is the
+/// engine's too. Not fewer: every commit costs each page read after it
+/// (each reader connection drops its page cache when the database changed)
+/// and grows the WAL by the pages the transaction touched, shared by its
+/// Builds: 5 Builds a commit wrote 4 WAL pages per Build, 25 a commit 2.
+const BUILDS_PER_WRITE: usize = 25;
 
 /// Logs marked deleted per write transaction.
 const LOGS_PER_WRITE: usize = 100;
+
+/// Shortest time between two of the task's write transactions: at most 20
+/// commits a second, so that the pages read meanwhile (a waterfall reads a few
+/// thousand) rarely come after one, and the WAL grows slowly. With
+/// [`BUILDS_PER_WRITE`], a pass deletes at most 500 Builds a second.
+const WRITE_GAP: Duration = Duration::from_millis(50);
 
 /// Logs compressed per batch.
 const COMPRESS_BATCH: i64 = 50;
@@ -51,7 +62,8 @@ const MIN_PAUSE: Duration = Duration::from_millis(2);
 const RETENTION_NICE: i32 = 19;
 
 /// Pause after each batch, as a multiple of the time the batch took: the task
-/// takes at most a quarter of the time it shares with the rest.
+/// takes at most a quarter of the time it shares with the rest (and with
+/// [`WRITE_GAP`], some percent of it).
 const PAUSE_FACTOR: u32 = 3;
 
 /// Seconds in a day, for the horizons given in days.
@@ -107,12 +119,43 @@ pub fn start(
     config: watch::Receiver<Arc<MasterConfig>>,
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
+    let writes = Writes(tokio::runtime::Handle::try_current().ok());
     crate::daemon::spawn_service(
         "retention",
         RETENTION_NICE,
         "nothing is pruned",
-        move || run(db, basedir, config, shutdown),
+        move || run(db, basedir, config, shutdown, writes),
     )
+}
+
+/// Where the task's big write transactions run: on the blocking pool of the
+/// engine's runtime, at the engine's CPU priority, when there is one. A write
+/// holds the database's one writer, which the engine's writes wait for: on
+/// the task's own thread, the lowest priority there is, a busy machine (a burst
+/// of Builds) would take the CPU from it mid-transaction and the engine would
+/// wait for it to get the CPU back. What the task reads, and the files it
+/// deletes, stay at its own priority.
+#[derive(Clone, Default)]
+struct Writes(Option<tokio::runtime::Handle>);
+
+impl Writes {
+    async fn run<F, Fut, R>(&self, write: F) -> Result<R, DbError>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<R, DbError>>,
+        R: Send + 'static,
+    {
+        match &self.0 {
+            Some(engine) => {
+                let on = engine.clone();
+                engine
+                    .spawn_blocking(move || on.block_on(write()))
+                    .await
+                    .map_err(|e| DbError::Task(e.to_string()))?
+            }
+            None => write().await,
+        }
+    }
 }
 
 async fn run(
@@ -120,12 +163,13 @@ async fn run(
     basedir: PathBuf,
     mut config: watch::Receiver<Arc<MasterConfig>>,
     mut shutdown: watch::Receiver<bool>,
+    writes: Writes,
 ) {
     loop {
         let retention = config.borrow_and_update().retention;
         if retention.is_active() {
             let started = Instant::now();
-            match pass(&db, &basedir, &retention, &shutdown).await {
+            match pass_on(&db, &basedir, &retention, &shutdown, &writes).await {
                 Ok(stats) => tracing::info!("{}", stats.line(started.elapsed())),
                 Err(PassError::Stopping) => {
                     tracing::info!("retention: pass left for the next start (the master stops)")
@@ -153,13 +197,17 @@ pub enum PassError {
     Stopping,
 }
 
-/// Between two batches: a pause of [`PAUSE_FACTOR`] times what the batch took,
-/// and a stop when the master stops.
-async fn pause(batch: Instant, shutdown: &watch::Receiver<bool>) -> Result<(), PassError> {
+/// Between two batches: a pause of [`PAUSE_FACTOR`] times what the batch
+/// took (`took`), at least `least`, and a stop when the master stops.
+async fn pause(
+    took: Duration,
+    least: Duration,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(), PassError> {
     if *shutdown.borrow() {
         return Err(PassError::Stopping);
     }
-    tokio::time::sleep((batch.elapsed() * PAUSE_FACTOR).max(MIN_PAUSE)).await;
+    tokio::time::sleep((took * PAUSE_FACTOR).max(least)).await;
     if *shutdown.borrow() {
         return Err(PassError::Stopping);
     }
@@ -174,13 +222,24 @@ pub async fn pass(
     retention: &Retention,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<PassStats, PassError> {
+    pass_on(db, basedir, retention, shutdown, &Writes::default()).await
+}
+
+/// [`pass`], its big writes run by `writes`.
+async fn pass_on(
+    db: &Db,
+    basedir: &Path,
+    retention: &Retention,
+    shutdown: &watch::Receiver<bool>,
+    writes: &Writes,
+) -> Result<PassStats, PassError> {
     let mut stats = PassStats::default();
     let now = crate::calendar::now_f64();
     if let Some(days) = retention.build_horizon {
-        prune_builds(db, basedir, now - days * DAY, shutdown, &mut stats).await?;
+        prune_builds(db, basedir, now - days * DAY, shutdown, writes, &mut stats).await?;
     }
     if let Some(days) = retention.log_horizon {
-        prune_logs(db, basedir, now - days * DAY, shutdown, &mut stats).await?;
+        prune_logs(db, basedir, now - days * DAY, shutdown, writes, &mut stats).await?;
     }
     if let Some(days) = retention.change_horizon {
         prune_changes(db, now - days * DAY, shutdown, &mut stats).await?;
@@ -205,12 +264,14 @@ async fn prune_logs(
     basedir: &Path,
     cutoff: f64,
     shutdown: &watch::Receiver<bool>,
+    writes: &Writes,
     stats: &mut PassStats,
 ) -> Result<(), PassError> {
     let mut cursor = (0, 0);
     loop {
         let batch = Instant::now();
         let logs = db.kept_logs_after(cursor, WALK).await?;
+        let read = batch.elapsed();
         let Some(last) = logs.last() else {
             return Ok(());
         };
@@ -230,18 +291,26 @@ async fn prune_logs(
         }
         for chunk in old.chunks(LOGS_PER_WRITE) {
             let write = Instant::now();
-            db.mark_logs_deleted(chunk.iter().map(|l| l.id).collect())
+            let (db2, ids) = (db.clone(), chunk.iter().map(|l| l.id).collect());
+            writes
+                .run(move || async move { db2.mark_logs_deleted(ids).await })
                 .await?;
+            tracing::debug!(
+                "retention: marked {} log(s) deleted in {:.2} ms",
+                chunk.len(),
+                write.elapsed().as_secs_f64() * 1e3
+            );
             for l in chunk {
                 stats.bytes_freed += remove_files(basedir, &l.path);
             }
             stats.logs_deleted += chunk.len() as u64;
-            pause(write, shutdown).await?;
+            pause(write.elapsed(), WRITE_GAP, shutdown).await?;
         }
         if done {
             return Ok(());
         }
-        pause(batch, shutdown).await?;
+        // The walk's read alone: the writes above had their pauses.
+        pause(read, MIN_PAUSE, shutdown).await?;
     }
 }
 
@@ -277,7 +346,7 @@ async fn prune_artifacts(
             }
         }
         stats.artifact_builds_deleted += builds.len() as u64;
-        pause(batch, shutdown).await?;
+        pause(batch.elapsed(), MIN_PAUSE, shutdown).await?;
     }
 }
 
@@ -300,12 +369,19 @@ async fn prune_builds(
     basedir: &Path,
     cutoff: f64,
     shutdown: &watch::Receiver<bool>,
+    writes: &Writes,
     stats: &mut PassStats,
 ) -> Result<(), PassError> {
     let mut cursor = 0;
     loop {
         let batch = Instant::now();
         let builds = db.old_builds_after(cursor, WALK / 5).await?;
+        let read = batch.elapsed();
+        tracing::debug!(
+            "retention: read {} build(s) in {:.2} ms",
+            builds.len(),
+            read.as_secs_f64() * 1e3
+        );
         let Some(last) = builds.last() else {
             return Ok(());
         };
@@ -323,19 +399,27 @@ async fn prune_builds(
         }
         for ids in old.chunks(BUILDS_PER_WRITE) {
             let write = Instant::now();
-            let removed = db.delete_builds(ids.to_vec()).await?;
+            let (db2, ids) = (db.clone(), ids.to_vec());
+            let removed = writes
+                .run(move || async move { db2.delete_builds(ids).await })
+                .await?;
+            tracing::debug!(
+                "retention: a write deleted {} build(s) in {:.2} ms",
+                removed.builds,
+                write.elapsed().as_secs_f64() * 1e3
+            );
             stats.builds_deleted += removed.builds;
             stats.requests_deleted += removed.requests;
             stats.buildsets_deleted += removed.buildsets;
             for p in &removed.log_paths {
                 stats.bytes_freed += remove_files(basedir, p);
             }
-            pause(write, shutdown).await?;
+            pause(write.elapsed(), WRITE_GAP, shutdown).await?;
         }
         if done {
             return Ok(());
         }
-        pause(batch, shutdown).await?;
+        pause(read, MIN_PAUSE, shutdown).await?;
     }
 }
 
@@ -369,7 +453,7 @@ async fn prune_changes(
         if !full || all_new {
             return Ok(());
         }
-        pause(batch, shutdown).await?;
+        pause(batch.elapsed(), MIN_PAUSE, shutdown).await?;
     }
 }
 
@@ -424,6 +508,6 @@ async fn compress_logs(
         if !full {
             return Ok(());
         }
-        pause(batch, shutdown).await?;
+        pause(batch.elapsed(), MIN_PAUSE, shutdown).await?;
     }
 }

@@ -4,9 +4,11 @@
 //! few hundred rows at most, so a pass over a long history never holds the
 //! writer for long. Files are never touched here: the caller deletes or
 //! compresses them after the rows say so.
+//!
+//! Written once for both backends (through [`super::sql`]): each query is a
+//! function on `&mut dyn Sql`, which the [`Db`] methods run on SQLite.
 
-use rusqlite::{params, OptionalExtension};
-
+use super::sql::{Row, Sql, SqlError};
 use super::{Db, DbError};
 
 /// A log the `logHorizon` walk met: its row, its file (relative to the master
@@ -61,75 +63,21 @@ impl Db {
         after: (i64, i64),
         limit: i64,
     ) -> Result<Vec<KeptLog>, DbError> {
-        self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT l.id, l.step, l.path, b.started_at, b.finished_at
-                 FROM logs l JOIN steps s ON s.id = l.step JOIN builds b ON b.id = s.build
-                 WHERE l.stored != 'deleted' AND (l.step, l.id) > (?1, ?2)
-                 ORDER BY l.step, l.id LIMIT ?3",
-            )?;
-            let rows = st.query_map(params![after.0, after.1, limit], |r| {
-                Ok(KeptLog {
-                    id: r.get(0)?,
-                    step: r.get(1)?,
-                    path: r.get(2)?,
-                    build_started: r.get(3)?,
-                    build_finished: r.get(4)?,
-                })
-            })?;
-            rows.collect()
-        })
-        .await
+        self.read_sql(move |db| kept_logs_after(db, after, limit))
+            .await
     }
 
     /// Record logs as deleted by `logHorizon` (their rows stay, so the pages
     /// say so), in one transaction.
     pub async fn mark_logs_deleted(&self, ids: Vec<i64>) -> Result<(), DbError> {
-        self.write(move |tx| {
-            let mut st = tx.prepare_cached("UPDATE logs SET stored = 'deleted' WHERE id = ?1")?;
-            for id in ids {
-                st.execute([id])?;
-            }
-            Ok(())
-        })
-        .await
+        self.write_sql(move |db| mark_logs_deleted(db, &ids)).await
     }
 
     /// Up to `limit` Builds after `after`, oldest first, with whether the
     /// reporters are done with them.
     pub async fn old_builds_after(&self, after: i64, limit: i64) -> Result<Vec<OldBuild>, DbError> {
-        self.read(move |c| {
-            let horizon: i64 = c
-                .query_row(
-                    "SELECT value FROM reporter_state WHERE name = 'horizon'",
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .unwrap_or(0);
-            let mut st = c.prepare_cached(
-                "SELECT b.id, b.started_at, b.finished_at,
-                        (b.id <= ?3 OR EXISTS (
-                            SELECT 1 FROM notified_builds d
-                            WHERE d.build = b.id AND d.stage = 'finished'))
-                        AND NOT EXISTS (
-                            SELECT 1 FROM notifications n
-                            WHERE n.build = b.id AND n.state IN ('pending', 'retrying')),
-                        b.number = (SELECT MAX(x.number) FROM builds x WHERE x.builder = b.builder)
-                 FROM builds b WHERE b.id > ?1 ORDER BY b.id LIMIT ?2",
-            )?;
-            let rows = st.query_map(params![after, limit, horizon], |r| {
-                Ok(OldBuild {
-                    id: r.get(0)?,
-                    started_at: r.get(1)?,
-                    finished_at: r.get(2)?,
-                    reporters_done: r.get::<_, i64>(3)? != 0,
-                    newest: r.get::<_, i64>(4)? != 0,
-                })
-            })?;
-            rows.collect()
-        })
-        .await
+        self.read_sql(move |db| old_builds_after(db, after, limit))
+            .await
     }
 
     /// Delete finished Builds and everything that hangs off them (Steps, logs,
@@ -139,105 +87,7 @@ impl Db {
     /// running is never touched. Returns what went, with the log files to
     /// delete.
     pub async fn delete_builds(&self, ids: Vec<i64>) -> Result<Removed, DbError> {
-        self.write(move |tx| {
-            let mut out = Removed::default();
-            let mut requests = Vec::new();
-            let mut stamps = Vec::new();
-            for id in ids {
-                let finished: Option<Option<i64>> = tx
-                    .prepare_cached(
-                        "SELECT sourcestamp FROM builds WHERE id = ?1 AND finished_at IS NOT NULL",
-                    )?
-                    .query_row([id], |r| r.get(0))
-                    .optional()?;
-                let Some(stamp) = finished else {
-                    continue;
-                };
-                stamps.extend(stamp);
-                {
-                    let mut st = tx.prepare_cached(
-                        "SELECT l.path FROM logs l JOIN steps s ON s.id = l.step
-                         WHERE s.build = ?1 AND l.stored != 'deleted'",
-                    )?;
-                    for p in st.query_map([id], |r| r.get::<_, String>(0))? {
-                        out.log_paths.push(p?);
-                    }
-                    let mut st =
-                        tx.prepare_cached("SELECT request FROM build_requests WHERE build = ?1")?;
-                    for r in st.query_map([id], |r| r.get::<_, i64>(0))? {
-                        requests.push(r?);
-                    }
-                }
-                for sql in [
-                    "DELETE FROM logs WHERE step IN (SELECT id FROM steps WHERE build = ?1)",
-                    "DELETE FROM steps WHERE build = ?1",
-                    "DELETE FROM build_properties WHERE build = ?1",
-                    "DELETE FROM build_requests WHERE build = ?1",
-                    "DELETE FROM notifications WHERE build = ?1",
-                    "DELETE FROM notified_builds WHERE build = ?1",
-                    "DELETE FROM builds WHERE id = ?1",
-                ] {
-                    tx.prepare_cached(sql)?.execute([id])?;
-                }
-                out.builds += 1;
-            }
-            let mut buildsets = Vec::new();
-            for r in requests {
-                let gone = tx
-                    .prepare_cached(
-                        "SELECT buildset FROM buildrequests r WHERE r.id = ?1 AND r.complete = 1
-                           AND NOT EXISTS (SELECT 1 FROM build_requests br WHERE br.request = r.id)",
-                    )?
-                    .query_row([r], |row| row.get::<_, i64>(0))
-                    .optional()?;
-                if let Some(bs) = gone {
-                    tx.prepare_cached("DELETE FROM buildrequests WHERE id = ?1")?
-                        .execute([r])?;
-                    out.requests += 1;
-                    buildsets.push(bs);
-                }
-            }
-            buildsets.sort_unstable();
-            buildsets.dedup();
-            for bs in buildsets {
-                let gone = tx
-                    .prepare_cached(
-                        "SELECT sourcestamp FROM buildsets s WHERE s.id = ?1 AND s.complete = 1
-                           AND NOT EXISTS (SELECT 1 FROM buildrequests r WHERE r.buildset = s.id)",
-                    )?
-                    .query_row([bs], |row| row.get::<_, i64>(0))
-                    .optional()?;
-                if let Some(stamp) = gone {
-                    tx.prepare_cached("DELETE FROM scheduler_buildsets WHERE buildset = ?1")?
-                        .execute([bs])?;
-                    tx.prepare_cached("DELETE FROM buildsets WHERE id = ?1")?
-                        .execute([bs])?;
-                    out.buildsets += 1;
-                    stamps.push(stamp);
-                }
-            }
-            stamps.sort_unstable();
-            stamps.dedup();
-            for stamp in stamps {
-                let used: bool = tx
-                    .prepare_cached(
-                        "SELECT EXISTS (SELECT 1 FROM buildsets WHERE sourcestamp = ?1)
-                             OR EXISTS (SELECT 1 FROM builds WHERE sourcestamp = ?1)",
-                    )?
-                    .query_row([stamp], |r| r.get(0))?;
-                if !used {
-                    tx.prepare_cached("DELETE FROM sourcestamp_changes WHERE sourcestamp = ?1")?
-                        .execute([stamp])?;
-                    // A try job's patch goes with its SourceStamp.
-                    tx.prepare_cached("DELETE FROM sourcestamp_patches WHERE sourcestamp = ?1")?
-                        .execute([stamp])?;
-                    tx.prepare_cached("DELETE FROM sourcestamps WHERE id = ?1")?
-                        .execute([stamp])?;
-                }
-            }
-            Ok(out)
-        })
-        .await
+        self.write_sql(move |db| delete_builds(db, &ids)).await
     }
 
     /// Up to `limit` Changes after `after`, oldest first, with whether anything
@@ -247,41 +97,14 @@ impl Db {
         after: i64,
         limit: i64,
     ) -> Result<Vec<OldChange>, DbError> {
-        self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT c.id, c.when_ts,
-                        EXISTS (SELECT 1 FROM sourcestamp_changes sc WHERE sc.change = c.id)
-                        OR EXISTS (SELECT 1 FROM scheduler_changes k WHERE k.change = c.id)
-                 FROM changes c WHERE c.id > ?1 ORDER BY c.id LIMIT ?2",
-            )?;
-            let rows = st.query_map(params![after, limit], |r| {
-                Ok(OldChange {
-                    id: r.get(0)?,
-                    when_ts: r.get(1)?,
-                    referenced: r.get::<_, i64>(2)? != 0,
-                })
-            })?;
-            rows.collect()
-        })
-        .await
+        self.read_sql(move |db| old_changes_after(db, after, limit))
+            .await
     }
 
     /// Delete Changes that nothing refers to (checked again inside the
     /// transaction); returns how many went.
     pub async fn delete_changes(&self, ids: Vec<i64>) -> Result<u64, DbError> {
-        self.write(move |tx| {
-            let mut st = tx.prepare_cached(
-                "DELETE FROM changes WHERE id = ?1
-                   AND NOT EXISTS (SELECT 1 FROM sourcestamp_changes WHERE change = ?1)
-                   AND NOT EXISTS (SELECT 1 FROM scheduler_changes WHERE change = ?1)",
-            )?;
-            let mut n = 0;
-            for id in ids {
-                n += st.execute([id])? as u64;
-            }
-            Ok(n)
-        })
-        .await
+        self.write_sql(move |db| delete_changes(db, &ids)).await
     }
 
     /// Up to `limit` complete logs stored as written, of Builds finished before
@@ -293,34 +116,14 @@ impl Db {
         before: f64,
         limit: i64,
     ) -> Result<Vec<(i64, String)>, DbError> {
-        self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT l.id, l.path
-                 FROM logs l JOIN steps s ON s.id = l.step JOIN builds b ON b.id = s.build
-                 WHERE l.complete = 1 AND l.stored = 'plain' AND l.id > ?1
-                   AND b.finished_at IS NOT NULL AND b.finished_at < ?2
-                 ORDER BY l.id LIMIT ?3",
-            )?;
-            let rows = st.query_map(params![after, before, limit], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-            rows.collect()
-        })
-        .await
+        self.read_sql(move |db| logs_to_compress(db, after, before, limit))
+            .await
     }
 
     /// Record logs as stored compressed (those still stored as written).
     pub async fn mark_logs_compressed(&self, ids: Vec<i64>) -> Result<(), DbError> {
-        self.write(move |tx| {
-            let mut st = tx.prepare_cached(
-                "UPDATE logs SET stored = 'zstd' WHERE id = ?1 AND stored = 'plain'",
-            )?;
-            for id in ids {
-                st.execute([id])?;
-            }
-            Ok(())
-        })
-        .await
+        self.write_sql(move |db| mark_logs_compressed(db, &ids))
+            .await
     }
 
     /// Set a Build's start time, and its end time if it has finished (for tests
@@ -333,16 +136,8 @@ impl Db {
         finished_at: f64,
     ) -> Result<(), DbError> {
         let builder = builder.to_string();
-        self.write(move |tx| {
-            tx.execute(
-                "UPDATE builds SET started_at = ?3,
-                     finished_at = CASE WHEN finished_at IS NULL THEN NULL ELSE ?4 END
-                 WHERE builder = ?1 AND number = ?2",
-                params![builder, number, started_at, finished_at],
-            )?;
-            Ok(())
-        })
-        .await
+        self.write_sql(move |db| set_build_times(db, &builder, number, started_at, finished_at))
+            .await
     }
 
     /// How a log is stored (`plain`, `zstd`, `deleted`), by its Build, Step
@@ -355,23 +150,310 @@ impl Db {
         log: &str,
     ) -> Result<Option<String>, DbError> {
         let (builder, log) = (builder.to_string(), log.to_string());
-        self.read(move |c| {
-            c.query_row(
-                "SELECT l.stored FROM builds b JOIN steps s ON s.build = b.id
-                 JOIN logs l ON l.step = s.id
-                 WHERE b.builder = ?1 AND b.number = ?2 AND s.number = ?3 AND l.name = ?4",
-                params![builder, number, step, log],
-                |r| r.get(0),
-            )
-            .optional()
-        })
-        .await
+        self.read_sql(move |db| log_stored(db, &builder, number, step, &log))
+            .await
     }
+}
+
+/// A number that is never NULL (the schema says `NOT NULL`).
+fn f64_at(r: &Row, index: usize) -> Result<f64, SqlError> {
+    r.opt_f64(index)?.ok_or(SqlError::Column {
+        index,
+        expected: "a number",
+        found: "NULL".into(),
+    })
+}
+
+/// [`Db::kept_logs_after`]: through the `logs_kept` index, in `(step, id)` order.
+pub fn kept_logs_after(
+    db: &mut dyn Sql,
+    after: (i64, i64),
+    limit: i64,
+) -> Result<Vec<KeptLog>, SqlError> {
+    db.query(
+        "SELECT l.id, l.step, l.path, b.started_at, b.finished_at
+         FROM logs l JOIN steps s ON s.id = l.step JOIN builds b ON b.id = s.build
+         WHERE l.stored != 'deleted' AND (l.step, l.id) > (?1, ?2)
+         ORDER BY l.step, l.id LIMIT ?3",
+        &[after.0.into(), after.1.into(), limit.into()],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(KeptLog {
+            id: r.i64(0)?,
+            step: r.i64(1)?,
+            path: r.string(2)?,
+            build_started: f64_at(r, 3)?,
+            build_finished: r.opt_f64(4)?,
+        })
+    })
+    .collect()
+}
+
+/// [`Db::mark_logs_deleted`]: one cached statement per log.
+pub fn mark_logs_deleted(db: &mut dyn Sql, ids: &[i64]) -> Result<(), SqlError> {
+    for &id in ids {
+        db.execute(
+            "UPDATE logs SET stored = 'deleted' WHERE id = ?1",
+            &[id.into()],
+        )?;
+    }
+    Ok(())
+}
+
+/// [`Db::old_builds_after`]: the reporters' horizon, then a walk of the
+/// Builds' primary key from `after`.
+pub fn old_builds_after(
+    db: &mut dyn Sql,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<OldBuild>, SqlError> {
+    let horizon = match db.query_opt(
+        "SELECT value FROM reporter_state WHERE name = 'horizon'",
+        &[],
+    )? {
+        Some(r) => r.i64(0)?,
+        None => 0,
+    };
+    db.query(
+        "SELECT b.id, b.started_at, b.finished_at,
+                CASE WHEN (b.id <= ?3 OR EXISTS (
+                    SELECT 1 FROM notified_builds d
+                    WHERE d.build = b.id AND d.stage = 'finished'))
+                  AND NOT EXISTS (
+                    SELECT 1 FROM notifications n
+                    WHERE n.build = b.id AND n.state IN ('pending', 'retrying'))
+                THEN 1 ELSE 0 END,
+                CASE WHEN b.number = (SELECT MAX(x.number) FROM builds x WHERE x.builder = b.builder)
+                THEN 1 ELSE 0 END
+         FROM builds b WHERE b.id > ?1 ORDER BY b.id LIMIT ?2",
+        &[after.into(), limit.into(), horizon.into()],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(OldBuild {
+            id: r.i64(0)?,
+            started_at: f64_at(r, 1)?,
+            finished_at: r.opt_f64(2)?,
+            reporters_done: r.bool(3)?,
+            newest: r.bool(4)?,
+        })
+    })
+    .collect()
+}
+
+/// [`Db::delete_builds`]: per Build, the same few statements through the
+/// Build's indexes (one transaction: the caller's).
+pub fn delete_builds(db: &mut dyn Sql, ids: &[i64]) -> Result<Removed, SqlError> {
+    let mut out = Removed::default();
+    let mut requests = Vec::new();
+    let mut stamps = Vec::new();
+    for &id in ids {
+        let finished = db.query_opt(
+            "SELECT sourcestamp FROM builds WHERE id = ?1 AND finished_at IS NOT NULL",
+            &[id.into()],
+        )?;
+        let Some(row) = finished else {
+            continue;
+        };
+        stamps.extend(row.opt_i64(0)?);
+        for r in db.query(
+            "SELECT l.path FROM logs l JOIN steps s ON s.id = l.step
+             WHERE s.build = ?1 AND l.stored != 'deleted'",
+            &[id.into()],
+        )? {
+            out.log_paths.push(r.string(0)?);
+        }
+        for r in db.query(
+            "SELECT request FROM build_requests WHERE build = ?1",
+            &[id.into()],
+        )? {
+            requests.push(r.i64(0)?);
+        }
+        for sql in [
+            "DELETE FROM logs WHERE step IN (SELECT id FROM steps WHERE build = ?1)",
+            "DELETE FROM steps WHERE build = ?1",
+            "DELETE FROM build_properties WHERE build = ?1",
+            "DELETE FROM build_requests WHERE build = ?1",
+            "DELETE FROM notifications WHERE build = ?1",
+            "DELETE FROM notified_builds WHERE build = ?1",
+            "DELETE FROM builds WHERE id = ?1",
+        ] {
+            db.execute(sql, &[id.into()])?;
+        }
+        out.builds += 1;
+    }
+    let mut buildsets = Vec::new();
+    for r in requests {
+        let gone = db.query_opt(
+            "SELECT buildset FROM buildrequests r WHERE r.id = ?1 AND r.complete = 1
+               AND NOT EXISTS (SELECT 1 FROM build_requests br WHERE br.request = r.id)",
+            &[r.into()],
+        )?;
+        if let Some(row) = gone {
+            db.execute("DELETE FROM buildrequests WHERE id = ?1", &[r.into()])?;
+            out.requests += 1;
+            buildsets.push(row.i64(0)?);
+        }
+    }
+    buildsets.sort_unstable();
+    buildsets.dedup();
+    for bs in buildsets {
+        let gone = db.query_opt(
+            "SELECT sourcestamp FROM buildsets s WHERE s.id = ?1 AND s.complete = 1
+               AND NOT EXISTS (SELECT 1 FROM buildrequests r WHERE r.buildset = s.id)",
+            &[bs.into()],
+        )?;
+        if let Some(row) = gone {
+            db.execute(
+                "DELETE FROM scheduler_buildsets WHERE buildset = ?1",
+                &[bs.into()],
+            )?;
+            db.execute("DELETE FROM buildsets WHERE id = ?1", &[bs.into()])?;
+            out.buildsets += 1;
+            stamps.push(row.i64(0)?);
+        }
+    }
+    stamps.sort_unstable();
+    stamps.dedup();
+    for stamp in stamps {
+        let used = db
+            .query_one(
+                "SELECT CASE WHEN EXISTS (SELECT 1 FROM buildsets WHERE sourcestamp = ?1)
+                     OR EXISTS (SELECT 1 FROM builds WHERE sourcestamp = ?1) THEN 1 ELSE 0 END",
+                &[stamp.into()],
+            )?
+            .bool(0)?;
+        if !used {
+            for sql in [
+                "DELETE FROM sourcestamp_changes WHERE sourcestamp = ?1",
+                // A try job's patch goes with its SourceStamp.
+                "DELETE FROM sourcestamp_patches WHERE sourcestamp = ?1",
+                "DELETE FROM sourcestamps WHERE id = ?1",
+            ] {
+                db.execute(sql, &[stamp.into()])?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// [`Db::old_changes_after`]: a walk of the Changes' primary key from `after`.
+pub fn old_changes_after(
+    db: &mut dyn Sql,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<OldChange>, SqlError> {
+    db.query(
+        "SELECT c.id, c.when_ts,
+                CASE WHEN EXISTS (SELECT 1 FROM sourcestamp_changes sc WHERE sc.change = c.id)
+                  OR EXISTS (SELECT 1 FROM scheduler_changes k WHERE k.change = c.id)
+                THEN 1 ELSE 0 END
+         FROM changes c WHERE c.id > ?1 ORDER BY c.id LIMIT ?2",
+        &[after.into(), limit.into()],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(OldChange {
+            id: r.i64(0)?,
+            when_ts: r.i64(1)?,
+            referenced: r.bool(2)?,
+        })
+    })
+    .collect()
+}
+
+/// [`Db::delete_changes`].
+pub fn delete_changes(db: &mut dyn Sql, ids: &[i64]) -> Result<u64, SqlError> {
+    let mut n = 0;
+    for &id in ids {
+        n += db.execute(
+            "DELETE FROM changes WHERE id = ?1
+               AND NOT EXISTS (SELECT 1 FROM sourcestamp_changes WHERE change = ?1)
+               AND NOT EXISTS (SELECT 1 FROM scheduler_changes WHERE change = ?1)",
+            &[id.into()],
+        )?;
+    }
+    Ok(n)
+}
+
+/// [`Db::logs_to_compress`]: through the `logs_to_compress` partial index.
+pub fn logs_to_compress(
+    db: &mut dyn Sql,
+    after: i64,
+    before: f64,
+    limit: i64,
+) -> Result<Vec<(i64, String)>, SqlError> {
+    db.query(
+        "SELECT l.id, l.path
+         FROM logs l JOIN steps s ON s.id = l.step JOIN builds b ON b.id = s.build
+         WHERE l.complete = 1 AND l.stored = 'plain' AND l.id > ?1
+           AND b.finished_at IS NOT NULL AND b.finished_at < ?2
+         ORDER BY l.id LIMIT ?3",
+        &[after.into(), before.into(), limit.into()],
+    )?
+    .iter()
+    .map(|r| Ok((r.i64(0)?, r.string(1)?)))
+    .collect()
+}
+
+/// [`Db::mark_logs_compressed`].
+pub fn mark_logs_compressed(db: &mut dyn Sql, ids: &[i64]) -> Result<(), SqlError> {
+    for &id in ids {
+        db.execute(
+            "UPDATE logs SET stored = 'zstd' WHERE id = ?1 AND stored = 'plain'",
+            &[id.into()],
+        )?;
+    }
+    Ok(())
+}
+
+/// [`Db::set_build_times`]. The end time is cast: PostgreSQL would read a bare
+/// parameter in a `CASE` as text.
+pub fn set_build_times(
+    db: &mut dyn Sql,
+    builder: &str,
+    number: i64,
+    started_at: f64,
+    finished_at: f64,
+) -> Result<(), SqlError> {
+    db.execute(
+        "UPDATE builds SET started_at = ?3,
+             finished_at = CASE WHEN finished_at IS NULL THEN NULL
+                                ELSE CAST(?4 AS DOUBLE PRECISION) END
+         WHERE builder = ?1 AND number = ?2",
+        &[
+            builder.into(),
+            number.into(),
+            started_at.into(),
+            finished_at.into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// [`Db::log_stored`].
+pub fn log_stored(
+    db: &mut dyn Sql,
+    builder: &str,
+    number: i64,
+    step: i64,
+    log: &str,
+) -> Result<Option<String>, SqlError> {
+    db.query_opt(
+        "SELECT l.stored FROM builds b JOIN steps s ON s.build = b.id
+         JOIN logs l ON l.step = s.id
+         WHERE b.builder = ?1 AND b.number = ?2 AND s.number = ?3 AND l.name = ?4",
+        &[builder.into(), number.into(), step.into(), log.into()],
+    )?
+    .map(|r| r.string(0))
+    .transpose()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::OptionalExtension;
 
     /// A Build deleted takes its Steps, logs, properties and notifications with
     /// it, then its BuildRequest, BuildSet and SourceStamp once nothing else
