@@ -16,6 +16,44 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read at its first allocation.
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+#[repr(transparent)]
+struct ConfPtr(*const u8);
+// SAFETY: a pointer to a constant string, never written.
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+unsafe impl Sync for ConfPtr {}
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+#[export_name = "_rjem_malloc_conf"]
+static JEMALLOC_CONF: ConfPtr =
+    ConfPtr(b"narenas:2,muzzy_decay_ms:0,dirty_decay_ms:10000,background_thread:false\0".as_ptr());
+
+/// Give back what the Rust allocator (when it is not glibc's) holds free.
+fn release_rust_heap() {
+    #[cfg(feature = "mimalloc")]
+    // SAFETY: mi_collect is thread-safe.
+    unsafe {
+        libmimalloc_sys::mi_collect(true);
+    }
+    #[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+    // SAFETY: mallctl with names jemalloc defines and no in/out values.
+    unsafe {
+        use tikv_jemalloc_sys::mallctl;
+        let null = std::ptr::null_mut();
+        mallctl(c"thread.tcache.flush".as_ptr(), null, null, null, 0);
+        mallctl(c"arena.4096.purge".as_ptr(), null, null, null, 0);
+    }
+}
+
+
 /// Most malloc arenas. The threads that allocate on a Build's path (the engine's
 /// runtime thread and the log disk) and the web's threads share them; glibc's
 /// per-thread caches (tcache) serve most small allocations without taking an
@@ -51,10 +89,79 @@ pub fn tune() {
     }
 }
 
+/// glibc's tunables a daemon runs with (`GLIBC_TUNABLES`, read by the C library
+/// as the process starts, before any of our code; a static binary reads them
+/// too). `glibc.pthread.stack_cache_size=0`: a thread's stack is unmapped when
+/// the thread ends, instead of kept (up to 40 MiB of them) for the next thread;
+/// the blocking pools end their threads 2 s after work, so every burst left a
+/// few of these cached stacks resident (about 20 KiB each).
+pub const TUNABLES: &str = "glibc.pthread.stack_cache_size=0";
+
+/// Set in a daemon's environment with [`TUNABLES`] by [`tunables_for`]: the
+/// `GLIBC_TUNABLES` the daemon's own commands get back ([`restore_tunables`]),
+/// empty when it was unset.
+const TUNABLES_WERE: &str = "AUTOBOT_GLIBC_TUNABLES_WERE";
+
+/// `GLIBC_TUNABLES` with [`TUNABLES`] added before what the user set: glibc
+/// applies them in order, so a user's own value of the same tunable wins.
+fn tunables_value(user: Option<&std::ffi::OsStr>) -> std::ffi::OsString {
+    let mut v = std::ffi::OsString::from(TUNABLES);
+    if let Some(user) = user.filter(|u| !u.is_empty()) {
+        v.push(":");
+        v.push(user);
+    }
+    v
+}
+
+/// Have the daemon `cmd` starts run with [`TUNABLES`] (see [`restore_tunables`]
+/// for what its children get).
+pub fn tunables_for(cmd: &mut std::process::Command) {
+    let user = std::env::var_os("GLIBC_TUNABLES");
+    cmd.env("GLIBC_TUNABLES", tunables_value(user.as_deref()))
+        .env(TUNABLES_WERE, user.unwrap_or_default());
+}
+
+/// At a daemon's start, before any thread exists: when it was started without
+/// [`TUNABLES`] (`autobot run` by hand or by systemd) and `exec` is true, run
+/// this same command line again with them (the same process: `exec` keeps the
+/// pid); when it was started with them, put `GLIBC_TUNABLES` back as the user
+/// had it, so that the commands the daemon runs do not inherit ours. Does
+/// nothing where the C library is not glibc.
+pub fn restore_tunables(exec: bool) {
+    if !cfg!(all(target_os = "linux", target_env = "gnu")) {
+        return;
+    }
+    match std::env::var_os(TUNABLES_WERE) {
+        Some(were) => {
+            // SAFETY (set_var/remove_var): called before any other thread exists.
+            if were.is_empty() {
+                std::env::remove_var("GLIBC_TUNABLES");
+            } else {
+                std::env::set_var("GLIBC_TUNABLES", were);
+            }
+            std::env::remove_var(TUNABLES_WERE);
+        }
+        None if exec => {
+            use std::os::unix::process::CommandExt;
+            let Ok(exe) = std::env::current_exe() else {
+                return;
+            };
+            let mut cmd = std::process::Command::new(exe);
+            cmd.args(std::env::args_os().skip(1));
+            tunables_for(&mut cmd);
+            // Returns only if the exec failed: go on without the tunables.
+            let e = cmd.exec();
+            eprintln!("autobot: note: running without glibc tunables {TUNABLES} ({e})");
+        }
+        None => {}
+    }
+}
+
 /// Give the free pages malloc holds back to the system (`malloc_trim(0)`);
 /// returns whether any went back. Costs a walk over malloc's free lists: call it
 /// when work has stopped, not on a hot path.
 pub fn release() -> bool {
+    release_rust_heap();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: malloc_trim is thread-safe and only reads malloc's own state.
@@ -410,6 +517,16 @@ impl Trimmer {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn the_users_tunables_come_after_ours_and_win() {
+        assert_eq!(tunables_value(None), TUNABLES);
+        assert_eq!(tunables_value(Some("".as_ref())), TUNABLES);
+        assert_eq!(
+            tunables_value(Some("glibc.pthread.stack_cache_size=1024".as_ref())),
+            format!("{TUNABLES}:glibc.pthread.stack_cache_size=1024").as_str()
+        );
+    }
 
     #[test]
     fn release_gives_back_what_a_burst_freed() {
