@@ -1,58 +1,69 @@
-//! The daemons' resident memory: how the allocator is set up at start, and how
+//! The daemons' resident memory: how the allocators are set up at start, and how
 //! memory a burst of work used goes back to the system once the daemon is quiet.
 //!
-//! glibc's malloc gives each thread that allocates an arena of its own (up to
-//! eight per core), and keeps what was freed for the next allocation instead of
-//! returning it. A master has a handful of threads (the engine's, the web
-//! runtime's, the log disk's, the checkpointer's, the reporters', the blocking
-//! pool's), so after 200 Builds or a 100 MB log it held megabytes it no longer
-//! used, spread over as many arenas. [`tune`] caps the arenas at
-//! [`ARENAS`]; [`release`] (`malloc_trim`) hands the free pages of every arena
-//! back; [`Trimmer`] calls it, and whatever else frees memory (SQLite's page
-//! caches), once a daemon has been quiet for a moment after work, never during
-//! it. With another libc (musl) these are no-ops: its allocator returns memory
-//! by itself.
+//! Rust's allocations go to jemalloc ([`ALLOCATOR`]); the C libraries' (SQLite's,
+//! zstd's) to the C library's malloc. glibc's malloc kept what a burst of Builds
+//! or a 100 MB log used as fragments: pages held by a few long-lived blocks
+//! among the burst's short-lived ones, which `malloc_trim` cannot return (a
+//! master stayed 0.4 MiB of heap above idle after 200 Builds and 0.8 MiB after
+//! the log). jemalloc keeps blocks of a size together and returns whole runs of
+//! free pages: [`release`] flushes its cache and purges its free pages at once
+//! ([`JEMALLOC_CONF`]: `muzzy_decay_ms:0`, so purged pages leave the RSS at once
+//! instead of lingering as lazily freed). For glibc's malloc, [`tune`] caps the
+//! arenas at [`ARENAS`] and [`release`] also runs `malloc_trim`. [`Trimmer`]
+//! calls all this, and whatever else frees memory (SQLite's page caches), once a
+//! daemon has been quiet for a moment after work, never during it. The
+//! daemons also run with [`TUNABLES`] (glibc's, read at exec), so that the
+//! stacks of ended threads are not kept. With another libc (musl) the glibc
+//! parts are no-ops.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-#[cfg(feature = "mimalloc")]
+/// The allocator of every Rust allocation of the binary (and of the tests).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+pub static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// jemalloc's options, read at its first allocation.
-#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+/// A C string's address, as jemalloc reads its options ([`JEMALLOC_CONF`]).
 #[repr(transparent)]
-struct ConfPtr(*const u8);
-// SAFETY: a pointer to a constant string, never written.
-#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+pub struct ConfPtr(*const u8);
+
+// SAFETY: the pointer is to a constant string, never written.
 unsafe impl Sync for ConfPtr {}
-#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+
+/// jemalloc's options (`malloc_conf`, read at its first allocation; the
+/// `_RJEM_MALLOC_CONF` environment variable adds to them): two arenas, as
+/// glibc's ([`ARENAS`]); free pages purged (`MADV_DONTNEED`) after 10 s of
+/// decay or at once by [`release`], never left lazily freed (`MADV_FREE`
+/// pages count in the RSS until the kernel needs them); no background thread.
 #[export_name = "_rjem_malloc_conf"]
-static JEMALLOC_CONF: ConfPtr =
+pub static JEMALLOC_CONF: ConfPtr =
     ConfPtr(b"narenas:2,muzzy_decay_ms:0,dirty_decay_ms:10000,background_thread:false\0".as_ptr());
 
-/// Give back what the Rust allocator (when it is not glibc's) holds free.
+/// Give back what jemalloc holds free: this thread's cache, then every arena's
+/// free pages.
 fn release_rust_heap() {
-    #[cfg(feature = "mimalloc")]
-    // SAFETY: mi_collect is thread-safe.
+    // SAFETY: mallctl with names jemalloc defines, no values read or written.
     unsafe {
-        libmimalloc_sys::mi_collect(true);
-    }
-    #[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
-    // SAFETY: mallctl with names jemalloc defines and no in/out values.
-    unsafe {
+        use std::ptr::null_mut;
         use tikv_jemalloc_sys::mallctl;
-        let null = std::ptr::null_mut();
-        mallctl(c"thread.tcache.flush".as_ptr(), null, null, null, 0);
-        mallctl(c"arena.4096.purge".as_ptr(), null, null, null, 0);
+        mallctl(
+            c"thread.tcache.flush".as_ptr(),
+            null_mut(),
+            null_mut(),
+            null_mut(),
+            0,
+        );
+        // 4096: MALLCTL_ARENAS_ALL.
+        mallctl(
+            c"arena.4096.purge".as_ptr(),
+            null_mut(),
+            null_mut(),
+            null_mut(),
+            0,
+        );
     }
 }
-
 
 /// Most malloc arenas. The threads that allocate on a Build's path (the engine's
 /// runtime thread and the log disk) and the web's threads share them; glibc's
@@ -157,11 +168,17 @@ pub fn restore_tunables(exec: bool) {
     }
 }
 
-/// Give the free pages malloc holds back to the system (`malloc_trim(0)`);
-/// returns whether any went back. Costs a walk over malloc's free lists: call it
-/// when work has stopped, not on a hot path.
+/// Give the free pages both allocators hold back to the system: jemalloc's
+/// (Rust's memory) and glibc malloc's (`malloc_trim(0)`, the C libraries');
+/// returns whether malloc_trim gave any back. Costs a walk over the free lists:
+/// call it when work has stopped, not on a hot path.
 pub fn release() -> bool {
     release_rust_heap();
+    trim_c_heap()
+}
+
+/// glibc malloc's part of [`release`].
+fn trim_c_heap() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: malloc_trim is thread-safe and only reads malloc's own state.
@@ -173,8 +190,8 @@ pub fn release() -> bool {
     }
 }
 
-/// Bytes malloc holds free (in its arenas, not yet returned to the system); 0
-/// where this cannot be known.
+/// Bytes glibc's malloc (the C libraries' allocations) holds free (in its
+/// arenas, not yet returned to the system); 0 where this cannot be known.
 pub fn held_free() -> usize {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -224,24 +241,28 @@ pub fn release_all() {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .retain(|release| release());
-    let dropped = drop_file_pages();
     let stack = release_own_stack() >> 10;
+    // jemalloc's purge always; glibc's malloc_trim only when it holds enough.
+    release_rust_heap();
     if held_free() >= KEEP_FREE {
-        release();
+        trim_c_heap();
     }
+    // Last: the code of the calls above would be mapped again after it.
+    let dropped = drop_file_pages();
     if tracing::enabled!(tracing::Level::DEBUG) {
         let (in_use, free) = heap();
         tracing::debug!(
             "memory given back: {dropped} KiB of file pages unmapped, {stack} KiB of \
-             stack; malloc holds {} KiB in use and {} KiB free",
+             stack; the C libraries' malloc holds {} KiB in use and {} KiB free",
             in_use >> 10,
             free >> 10
         );
     }
 }
 
-/// Bytes malloc has handed out and not had back, and bytes it holds free (every
-/// arena's, and its own mappings'); `(0, 0)` where this cannot be known. What an
+/// Bytes glibc's malloc (the C libraries': SQLite, zstd) has handed out and not
+/// had back, and bytes it holds free (every arena's, and its own mappings');
+/// `(0, 0)` where this cannot be known. What an
 /// operator reads (`AUTOBOT_LOG=autobot::memory=debug`) to tell memory still
 /// used after work from memory kept free by malloc.
 pub fn heap() -> (usize, usize) {
@@ -474,7 +495,8 @@ impl Trimmer {
 
     /// Run until dropped: after a poke, wait until `quiet` passes without one,
     /// then run `release` (for the global trimmer: [`release_all`]), and once
-    /// more when [`BLOCKING_KEEP_ALIVE`] and `quiet` have passed after that.
+    /// more when [`BLOCKING_KEEP_ALIVE`] and a quarter of `quiet` have passed
+    /// after that.
     /// `release` runs right here, on the runtime's thread, not on the blocking
     /// pool: a thread of the pool would end 2 s later and map pages again. It
     /// takes about a millisecond, and only once the daemon has been quiet.
@@ -504,8 +526,12 @@ impl Trimmer {
             release();
             // Work's tail that pokes no one (threads of the blocking pool ending,
             // a lower-priority thread finishing its pass) maps pages again: once
-            // it is over, give them back a second time.
-            tokio::time::sleep(BLOCKING_KEEP_ALIVE + quiet).await;
+            // it is over, give them back a second time. The pool's threads had
+            // their last job `quiet` ago at least, so they are gone a
+            // BLOCKING_KEEP_ALIVE from now; a quarter of `quiet` more for the rest
+            // (a full `quiet` put this second release past 5 s after work on a
+            // busy machine, where `bench/compare/memory.py` looks).
+            tokio::time::sleep(BLOCKING_KEEP_ALIVE + quiet / 4).await;
             if self.inner.pokes.load(Ordering::Acquire) == released_at {
                 release();
             }
@@ -531,17 +557,32 @@ mod tests {
     #[test]
     fn release_gives_back_what_a_burst_freed() {
         tune();
-        // 8 MiB in small blocks (below the mmap threshold: they stay in an
-        // arena), every other one kept, so the freed ones cannot merge into the
-        // arena's top and go back by themselves.
-        let mut blocks: Vec<Vec<u8>> = (0..2048).map(|i| vec![i as u8; 4096]).collect();
-        let kept: Vec<Vec<u8>> = blocks.drain(..).step_by(2).collect();
-        if cfg!(all(target_os = "linux", target_env = "gnu")) {
-            let held = held_free();
-            assert!(held >= 3 << 20, "freed blocks held: {held}");
-            assert!(release(), "malloc_trim gave pages back");
+        // 8 MiB in 16 KiB blocks, every other one kept, so the freed ones cannot
+        // merge with each other or into the heap's top and go back by
+        // themselves: only a release gives back the pages inside them.
+        let block = 16 << 10;
+        let mut blocks: Vec<Vec<u8>> = (0..512).map(|i| vec![i as u8 | 1; block]).collect();
+        let mut kept = Vec::new();
+        let mut freed = Vec::new();
+        for (i, b) in blocks.drain(..).enumerate() {
+            if i % 2 == 0 {
+                kept.push(b);
+            } else {
+                // The page in the middle of the block: wholly inside the free
+                // space, whatever the allocator's headers.
+                freed.push(b.as_ptr() as usize + block / 2);
+            }
         }
-        drop(kept);
+        release();
+        if cfg!(target_os = "linux") {
+            let resident = freed.iter().filter(|&&p| smaps_tests::resident(p)).count();
+            assert!(
+                resident * 10 <= freed.len(),
+                "{resident} of {} freed blocks still resident after a release",
+                freed.len()
+            );
+        }
+        assert!(kept.iter().all(|b| b[0] & 1 == 1));
     }
 
     #[tokio::test]
@@ -672,8 +713,8 @@ Rss:                   0 kB
     }
 
     /// Whether the page holding `addr` is resident (mincore).
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    fn resident(addr: usize) -> bool {
+    #[cfg(target_os = "linux")]
+    pub(super) fn resident(addr: usize) -> bool {
         let page = 4096;
         let start = addr & !(page - 1);
         let mut vec = [0u8; 1];
