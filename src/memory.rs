@@ -26,7 +26,7 @@ pub static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// A C string's address, as jemalloc reads its options ([`JEMALLOC_CONF`]).
 #[repr(transparent)]
-pub struct ConfPtr(*const u8);
+pub struct ConfPtr(*const std::ffi::c_char);
 
 // SAFETY: the pointer is to a constant string, never written.
 unsafe impl Sync for ConfPtr {}
@@ -38,7 +38,7 @@ unsafe impl Sync for ConfPtr {}
 /// pages count in the RSS until the kernel needs them); no background thread.
 #[export_name = "_rjem_malloc_conf"]
 pub static JEMALLOC_CONF: ConfPtr =
-    ConfPtr(b"narenas:2,muzzy_decay_ms:0,dirty_decay_ms:10000,background_thread:false\0".as_ptr());
+    ConfPtr(c"narenas:2,muzzy_decay_ms:0,dirty_decay_ms:10000,background_thread:false".as_ptr());
 
 /// Give back what jemalloc holds free: this thread's cache, then every arena's
 /// free pages.
@@ -495,8 +495,7 @@ impl Trimmer {
 
     /// Run until dropped: after a poke, wait until `quiet` passes without one,
     /// then run `release` (for the global trimmer: [`release_all`]), and once
-    /// more when [`BLOCKING_KEEP_ALIVE`] and a quarter of `quiet` have passed
-    /// after that.
+    /// more when [`BLOCKING_KEEP_ALIVE`] and `quiet` have passed after that.
     /// `release` runs right here, on the runtime's thread, not on the blocking
     /// pool: a thread of the pool would end 2 s later and map pages again. It
     /// takes about a millisecond, and only once the daemon has been quiet.
@@ -526,12 +525,8 @@ impl Trimmer {
             release();
             // Work's tail that pokes no one (threads of the blocking pool ending,
             // a lower-priority thread finishing its pass) maps pages again: once
-            // it is over, give them back a second time. The pool's threads had
-            // their last job `quiet` ago at least, so they are gone a
-            // BLOCKING_KEEP_ALIVE from now; a quarter of `quiet` more for the rest
-            // (a full `quiet` put this second release past 5 s after work on a
-            // busy machine, where `bench/compare/memory.py` looks).
-            tokio::time::sleep(BLOCKING_KEEP_ALIVE + quiet / 4).await;
+            // it is over, give them back a second time.
+            tokio::time::sleep(BLOCKING_KEEP_ALIVE + quiet).await;
             if self.inner.pokes.load(Ordering::Acquire) == released_at {
                 release();
             }
