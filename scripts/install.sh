@@ -36,6 +36,14 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 cd "$here"
+# The C parts built into the binary (SQLite, zstd, jemalloc) need a C compiler
+# and make.
+for tool in cc make; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "install.sh: building needs $tool (Debian/Ubuntu: apt-get install gcc make; Fedora: dnf install gcc make)" >&2
+    exit 1
+  fi
+done
 tdir=${CARGO_TARGET_DIR:-"$here/target"}
 case "$tdir" in /*) ;; *) tdir="$here/$tdir" ;; esac
 host=$(rustc -vV | sed -n 's/^host: //p')

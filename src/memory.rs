@@ -1,20 +1,70 @@
-//! The daemons' resident memory: how the allocator is set up at start, and how
+//! The daemons' resident memory: how the allocators are set up at start, and how
 //! memory a burst of work used goes back to the system once the daemon is quiet.
 //!
-//! glibc's malloc gives each thread that allocates an arena of its own (up to
-//! eight per core), and keeps what was freed for the next allocation instead of
-//! returning it. A master has a handful of threads (the engine's, the web
-//! runtime's, the log disk's, the checkpointer's, the reporters', the blocking
-//! pool's), so after 200 Builds or a 100 MB log it held megabytes it no longer
-//! used, spread over as many arenas. [`tune`] caps the arenas at
-//! [`ARENAS`]; [`release`] (`malloc_trim`) hands the free pages of every arena
-//! back; [`Trimmer`] calls it, and whatever else frees memory (SQLite's page
-//! caches), once a daemon has been quiet for a moment after work, never during
-//! it. With another libc (musl) these are no-ops: its allocator returns memory
-//! by itself.
+//! The binary's Rust allocations go to jemalloc ([`Allocator`]); the C libraries' (SQLite's,
+//! zstd's) to the C library's malloc. glibc's malloc kept what a burst of Builds
+//! or a 100 MB log used as fragments: pages held by a few long-lived blocks
+//! among the burst's short-lived ones, which `malloc_trim` cannot return (a
+//! master stayed 0.4 MiB of heap above idle after 200 Builds and 0.8 MiB after
+//! the log). jemalloc keeps blocks of a size together and returns whole runs of
+//! free pages: [`release`] flushes its cache and purges its free pages at once
+//! ([`JEMALLOC_CONF`]: `muzzy_decay_ms:0`, so purged pages leave the RSS at once
+//! instead of lingering as lazily freed). For glibc's malloc, [`tune`] caps the
+//! arenas at [`ARENAS`] and [`release`] also runs `malloc_trim`. [`Trimmer`]
+//! calls all this, and whatever else frees memory (SQLite's page caches), once a
+//! daemon has been quiet for a moment after work, never during it. The
+//! daemons also run with [`TUNABLES`] (glibc's, read at exec), so that the
+//! stacks of ended threads are not kept. With another libc (musl) the glibc
+//! parts are no-ops.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
+
+/// The allocator of every Rust allocation of the `autobot` binary (its
+/// `#[global_allocator]`, set in `src/main.rs`: the tests and benches that count
+/// allocations set their own).
+pub type Allocator = tikv_jemallocator::Jemalloc;
+
+/// A C string's address, as jemalloc reads its options ([`JEMALLOC_CONF`]).
+#[repr(transparent)]
+pub struct ConfPtr(*const std::ffi::c_char);
+
+// SAFETY: the pointer is to a constant string, never written.
+unsafe impl Sync for ConfPtr {}
+
+/// jemalloc's options (`malloc_conf`, read at its first allocation; the
+/// `_RJEM_MALLOC_CONF` environment variable adds to them): two arenas, as
+/// glibc's ([`ARENAS`]); free pages purged (`MADV_DONTNEED`) after 10 s of
+/// decay or at once by [`release`], never left lazily freed (`MADV_FREE`
+/// pages count in the RSS until the kernel needs them); no background thread.
+#[export_name = "_rjem_malloc_conf"]
+pub static JEMALLOC_CONF: ConfPtr =
+    ConfPtr(c"narenas:2,muzzy_decay_ms:0,dirty_decay_ms:10000,background_thread:false".as_ptr());
+
+/// Give back what jemalloc holds free: this thread's cache, then every arena's
+/// free pages.
+fn release_rust_heap() {
+    // SAFETY: mallctl with names jemalloc defines, no values read or written.
+    unsafe {
+        use std::ptr::null_mut;
+        use tikv_jemalloc_sys::mallctl;
+        mallctl(
+            c"thread.tcache.flush".as_ptr(),
+            null_mut(),
+            null_mut(),
+            null_mut(),
+            0,
+        );
+        // 4096: MALLCTL_ARENAS_ALL.
+        mallctl(
+            c"arena.4096.purge".as_ptr(),
+            null_mut(),
+            null_mut(),
+            null_mut(),
+            0,
+        );
+    }
+}
 
 /// Most malloc arenas. The threads that allocate on a Build's path (the engine's
 /// runtime thread and the log disk) and the web's threads share them; glibc's
@@ -51,10 +101,85 @@ pub fn tune() {
     }
 }
 
-/// Give the free pages malloc holds back to the system (`malloc_trim(0)`);
-/// returns whether any went back. Costs a walk over malloc's free lists: call it
-/// when work has stopped, not on a hot path.
+/// glibc's tunables a daemon runs with (`GLIBC_TUNABLES`, read by the C library
+/// as the process starts, before any of our code; a static binary reads them
+/// too). `glibc.pthread.stack_cache_size=0`: a thread's stack is unmapped when
+/// the thread ends, instead of kept (up to 40 MiB of them) for the next thread;
+/// the blocking pools end their threads 2 s after work, so every burst left a
+/// few of these cached stacks resident (about 20 KiB each).
+pub const TUNABLES: &str = "glibc.pthread.stack_cache_size=0";
+
+/// Set in a daemon's environment with [`TUNABLES`] by [`tunables_for`]: the
+/// `GLIBC_TUNABLES` the daemon's own commands get back ([`restore_tunables`]),
+/// empty when it was unset.
+const TUNABLES_WERE: &str = "AUTOBOT_GLIBC_TUNABLES_WERE";
+
+/// `GLIBC_TUNABLES` with [`TUNABLES`] added before what the user set: glibc
+/// applies them in order, so a user's own value of the same tunable wins.
+fn tunables_value(user: Option<&std::ffi::OsStr>) -> std::ffi::OsString {
+    let mut v = std::ffi::OsString::from(TUNABLES);
+    if let Some(user) = user.filter(|u| !u.is_empty()) {
+        v.push(":");
+        v.push(user);
+    }
+    v
+}
+
+/// Have the daemon `cmd` starts run with [`TUNABLES`] (see [`restore_tunables`]
+/// for what its children get).
+pub fn tunables_for(cmd: &mut std::process::Command) {
+    let user = std::env::var_os("GLIBC_TUNABLES");
+    cmd.env("GLIBC_TUNABLES", tunables_value(user.as_deref()))
+        .env(TUNABLES_WERE, user.unwrap_or_default());
+}
+
+/// At a daemon's start, before any thread exists: when it was started without
+/// [`TUNABLES`] (`autobot run` by hand or by systemd) and `exec` is true, run
+/// this same command line again with them (the same process: `exec` keeps the
+/// pid); when it was started with them, put `GLIBC_TUNABLES` back as the user
+/// had it, so that the commands the daemon runs do not inherit ours. Does
+/// nothing where the C library is not glibc.
+pub fn restore_tunables(exec: bool) {
+    if !cfg!(all(target_os = "linux", target_env = "gnu")) {
+        return;
+    }
+    match std::env::var_os(TUNABLES_WERE) {
+        Some(were) => {
+            // SAFETY (set_var/remove_var): called before any other thread exists.
+            if were.is_empty() {
+                std::env::remove_var("GLIBC_TUNABLES");
+            } else {
+                std::env::set_var("GLIBC_TUNABLES", were);
+            }
+            std::env::remove_var(TUNABLES_WERE);
+        }
+        None if exec => {
+            use std::os::unix::process::CommandExt;
+            let Ok(exe) = std::env::current_exe() else {
+                return;
+            };
+            let mut cmd = std::process::Command::new(exe);
+            cmd.args(std::env::args_os().skip(1));
+            tunables_for(&mut cmd);
+            // Returns only if the exec failed: go on without the tunables.
+            let e = cmd.exec();
+            eprintln!("autobot: note: running without glibc tunables {TUNABLES} ({e})");
+        }
+        None => {}
+    }
+}
+
+/// Give the free pages both allocators hold back to the system: jemalloc's
+/// (Rust's memory) and glibc malloc's (`malloc_trim(0)`, the C libraries');
+/// returns whether malloc_trim gave any back. Costs a walk over the free lists:
+/// call it when work has stopped, not on a hot path.
 pub fn release() -> bool {
+    release_rust_heap();
+    trim_c_heap()
+}
+
+/// glibc malloc's part of [`release`].
+fn trim_c_heap() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: malloc_trim is thread-safe and only reads malloc's own state.
@@ -66,8 +191,8 @@ pub fn release() -> bool {
     }
 }
 
-/// Bytes malloc holds free (in its arenas, not yet returned to the system); 0
-/// where this cannot be known.
+/// Bytes glibc's malloc (the C libraries' allocations) holds free (in its
+/// arenas, not yet returned to the system); 0 where this cannot be known.
 pub fn held_free() -> usize {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -117,24 +242,28 @@ pub fn release_all() {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .retain(|release| release());
-    let dropped = drop_file_pages();
     let stack = release_own_stack() >> 10;
+    // jemalloc's purge always; glibc's malloc_trim only when it holds enough.
+    release_rust_heap();
     if held_free() >= KEEP_FREE {
-        release();
+        trim_c_heap();
     }
+    // Last: the code of the calls above would be mapped again after it.
+    let dropped = drop_file_pages();
     if tracing::enabled!(tracing::Level::DEBUG) {
         let (in_use, free) = heap();
         tracing::debug!(
             "memory given back: {dropped} KiB of file pages unmapped, {stack} KiB of \
-             stack; malloc holds {} KiB in use and {} KiB free",
+             stack; the C libraries' malloc holds {} KiB in use and {} KiB free",
             in_use >> 10,
             free >> 10
         );
     }
 }
 
-/// Bytes malloc has handed out and not had back, and bytes it holds free (every
-/// arena's, and its own mappings'); `(0, 0)` where this cannot be known. What an
+/// Bytes glibc's malloc (the C libraries': SQLite, zstd) has handed out and not
+/// had back, and bytes it holds free (every arena's, and its own mappings');
+/// `(0, 0)` where this cannot be known. What an
 /// operator reads (`AUTOBOT_LOG=autobot::memory=debug`) to tell memory still
 /// used after work from memory kept free by malloc.
 pub fn heap() -> (usize, usize) {
@@ -412,19 +541,83 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
-    fn release_gives_back_what_a_burst_freed() {
-        tune();
-        // 8 MiB in small blocks (below the mmap threshold: they stay in an
-        // arena), every other one kept, so the freed ones cannot merge into the
-        // arena's top and go back by themselves.
-        let mut blocks: Vec<Vec<u8>> = (0..2048).map(|i| vec![i as u8; 4096]).collect();
-        let kept: Vec<Vec<u8>> = blocks.drain(..).step_by(2).collect();
-        if cfg!(all(target_os = "linux", target_env = "gnu")) {
-            let held = held_free();
-            assert!(held >= 3 << 20, "freed blocks held: {held}");
-            assert!(release(), "malloc_trim gave pages back");
+    fn the_users_tunables_come_after_ours_and_win() {
+        assert_eq!(tunables_value(None), TUNABLES);
+        assert_eq!(tunables_value(Some("".as_ref())), TUNABLES);
+        assert_eq!(
+            tunables_value(Some("glibc.pthread.stack_cache_size=1024".as_ref())),
+            format!("{TUNABLES}:glibc.pthread.stack_cache_size=1024").as_str()
+        );
+    }
+
+    /// 8 MiB in 16 KiB blocks from `alloc`, every other one freed with `free`,
+    /// so the freed ones cannot merge with each other or into the heap's top
+    /// and go back by themselves: only a release gives back the pages inside
+    /// them. How many of the freed blocks' middle pages are still resident
+    /// after [`release`], of how many.
+    fn burst(alloc: impl Fn(usize) -> *mut u8, free: impl Fn(*mut u8)) -> (usize, usize) {
+        let block = 16 << 10;
+        let blocks: Vec<*mut u8> = (0..512)
+            .map(|i| {
+                let p = alloc(block);
+                assert!(!p.is_null());
+                // SAFETY: `p` is a fresh block of `block` bytes.
+                unsafe { std::ptr::write_bytes(p, i as u8 | 1, block) };
+                p
+            })
+            .collect();
+        let mut kept = Vec::new();
+        let mut freed = Vec::new();
+        for (i, p) in blocks.into_iter().enumerate() {
+            if i % 2 == 0 {
+                kept.push(p);
+            } else {
+                // The page in the middle of the block: wholly inside the free
+                // space, whatever the allocator's headers.
+                freed.push(p as usize + block / 2);
+                free(p);
+            }
         }
-        drop(kept);
+        release();
+        let resident = freed.iter().filter(|&&p| smaps_tests::resident(p)).count();
+        for p in kept {
+            // SAFETY: written above, still allocated.
+            assert_eq!(unsafe { *p } & 1, 1);
+            free(p);
+        }
+        (resident, freed.len())
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn release_gives_back_what_a_burst_freed() {
+        use std::alloc::{GlobalAlloc, Layout};
+        tune();
+        let layout = |n| Layout::from_size_align(n, 16).unwrap();
+        // jemalloc, the binary's allocator of Rust's memory.
+        let (resident, of) = burst(
+            // SAFETY: a non-zero size; freed below with the same layout.
+            |n| unsafe { Allocator {}.alloc(layout(n)) },
+            // SAFETY: allocated above by the same allocator, 16 KiB.
+            |p| unsafe { Allocator {}.dealloc(p, layout(16 << 10)) },
+        );
+        assert!(
+            resident * 10 <= of,
+            "jemalloc: {resident} of {of} freed blocks resident"
+        );
+        // glibc's malloc, the C libraries'.
+        if cfg!(target_env = "gnu") {
+            let (resident, of) = burst(
+                // SAFETY: malloc of a non-zero size.
+                |n| unsafe { nix::libc::malloc(n) as *mut u8 },
+                // SAFETY: allocated above by malloc.
+                |p| unsafe { nix::libc::free(p as *mut nix::libc::c_void) },
+            );
+            assert!(
+                resident * 10 <= of,
+                "malloc: {resident} of {of} freed blocks resident"
+            );
+        }
     }
 
     #[tokio::test]
@@ -555,8 +748,8 @@ Rss:                   0 kB
     }
 
     /// Whether the page holding `addr` is resident (mincore).
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    fn resident(addr: usize) -> bool {
+    #[cfg(target_os = "linux")]
+    pub(super) fn resident(addr: usize) -> bool {
         let page = 4096;
         let start = addr & !(page - 1);
         let mut vec = [0u8; 1];

@@ -41,9 +41,12 @@ def breakdown(pid):
 
 
 def anon_parts(pid):
-    """RssAnon (MiB) of `pid` by what holds it: malloc's heaps (the main `[heap]` and
-    the arenas' 64 MiB-aligned mappings), thread stacks (a mapping right above a
-    guard page) and the rest."""
+    """RssAnon (MiB) of `pid` by what holds it: the allocators' heaps (glibc's main
+    `[heap]` and its arenas' 64 MiB-aligned mappings, and every other anonymous
+    mapping of 1 MiB or more: jemalloc's extents and metadata), thread stacks (a
+    mapping right above a guard page) and the rest of the anonymous mappings (the
+    binary's relocated data, written pages of its file mappings, is in RssAnon but
+    in none of the three)."""
     parts = {'heap': 0, 'stacks': 0, 'other': 0}
     prev_guard_end = None
     cur = None
@@ -53,10 +56,11 @@ def anon_parts(pid):
             if '-' in head[0] and len(head) >= 5 and ':' not in head[0]:
                 a, b = (int(x, 16) for x in head[0].split('-'))
                 perms, path = head[1], (head[5] if len(head) > 5 else '')
-                if path == '[heap]' or (not path and a % (64 << 20) == 0):
-                    cur = 'heap'
-                elif not path and prev_guard_end == a:
+                if not path and prev_guard_end == a:
                     cur = 'stacks'
+                elif path == '[heap]' or (not path and (a % (64 << 20) == 0
+                                                         or b - a >= (1 << 20))):
+                    cur = 'heap'
                 elif not path or path.startswith('['):
                     cur = 'other'
                 else:

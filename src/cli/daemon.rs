@@ -307,6 +307,7 @@ fn start_one(role: Role, dir: &Path) -> anyhow::Result<()> {
         .stdout(std::process::Stdio::piped())
         .stderr(log);
     daemon::new_session(&mut cmd);
+    crate::memory::tunables_for(&mut cmd);
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start the {}", role.as_str()))?;
@@ -394,6 +395,8 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 
 /// `autobot run DIR`: the daemons of DIR in this process until SIGTERM/SIGINT.
 pub fn run_cmd(args: &RunArgs) -> anyhow::Result<()> {
+    // First of all, single-threaded: the C library's tunables (crate::memory).
+    crate::memory::restore_tunables(true);
     let daemons = daemons_in(&args.dir)?;
     let path_was_unset = std::env::var_os("PATH").is_none();
     if path_was_unset {
