@@ -478,7 +478,8 @@ impl Db {
     }
 
     /// On a shared database, what the other masters announce on `channel`
-    /// (`NOTIFY`), as [`pgpool::listen`] says; `None` on SQLite, where this
+    /// (`NOTIFY`), each after its transaction committed ([`pgpool::MISSED`]
+    /// when some may have been missed); `None` on SQLite, where this
     /// master is the only one.
     pub fn listen(
         &self,
