@@ -14,10 +14,10 @@ mod pg_common;
 
 use std::path::Path;
 
+use autobot::db::artifacts;
 use autobot::db::builds::{self, StepFinish, StepStart, TestCounts};
-use autobot::db::sql::{self, Dialect, Sql, Value};
+use autobot::db::sql::{self, Sql, Value};
 use autobot::db::tryjobs::{self, TryPatch};
-use autobot::db::{artifacts, migrations, pgmigrations};
 
 /// An id a fixture row got.
 fn insert(db: &mut dyn Sql, sql: &str, params: &[Value]) -> i64 {
@@ -331,27 +331,11 @@ fn the_builds_queries_answer_the_same_on_both_backends() {
     let Some(server) = pg_common::Pg::start() else {
         return;
     };
-    server.create_db("bot");
-
-    let lite_dir = tempfile::tempdir().unwrap();
-    let lite = rusqlite::Connection::open_in_memory().unwrap();
-    for m in migrations::MIGRATIONS {
-        lite.execute_batch(m).unwrap();
-    }
-    lite.execute_batch("BEGIN").unwrap();
-    let mut db = sql::Lite(&lite);
-    assert_eq!(db.dialect(), Dialect::Sqlite);
-    let on_sqlite = story(&mut db, lite_dir.path());
-    lite.execute_batch("COMMIT").unwrap();
-
-    let pg_dir = tempfile::tempdir().unwrap();
-    let mut client = server.client("bot");
-    pgmigrations::migrate(&mut client, &server.url("bot")).unwrap();
-    let mut tx = client.transaction().unwrap();
-    let mut db = sql::Pg(&mut tx);
-    assert_eq!(db.dialect(), Dialect::Postgres);
-    let on_postgres = story(&mut db, pg_dir.path());
-    tx.commit().unwrap();
+    // Each backend's story writes its log files in a directory of its own.
+    let (lite_dir, pg_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut dirs = [lite_dir.path(), pg_dir.path()].into_iter();
+    let (on_sqlite, on_postgres) =
+        pg_common::on_both(&server, "bot", false, |db| story(db, dirs.next().unwrap()));
 
     assert_eq!(on_postgres.len(), on_sqlite.len());
     for (pg, lite) in on_postgres.iter().zip(&on_sqlite) {

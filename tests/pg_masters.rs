@@ -10,8 +10,8 @@ mod support;
 mod pg_common;
 
 use autobot::db::masters;
+use autobot::db::pgmigrations;
 use autobot::db::sql::{self, Sql};
-use autobot::db::{migrations, pgmigrations};
 
 fn story(db: &mut dyn Sql) -> Vec<String> {
     let mut said = Vec::new();
@@ -51,15 +51,7 @@ fn the_masters_queries_answer_the_same_on_both_backends() {
     let Some(server) = pg_common::Pg::start() else {
         return;
     };
-    server.create_db("bot");
-    let lite = rusqlite::Connection::open_in_memory().unwrap();
-    for m in migrations::MIGRATIONS {
-        lite.execute_batch(m).unwrap();
-    }
-    let on_sqlite = story(&mut sql::Lite(&lite));
-    let mut client = server.client("bot");
-    pgmigrations::migrate(&mut client, &server.url("bot")).unwrap();
-    let on_postgres = story(&mut sql::Pg(&mut client));
+    let (on_sqlite, on_postgres) = pg_common::on_both(&server, "bot", false, story);
     assert_eq!(on_postgres, on_sqlite);
     assert_eq!(
         on_sqlite[..7],

@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use autobot::db::listing::{self, Caps, LIST_CAPS, PAGE_BYTES};
 use autobot::db::notifications::{self as notif, Attempt, NewNotification};
 use autobot::db::slaves::{self, SlaveInfoRow};
-use autobot::db::sql::{self, Dialect, Sql, Value};
-use autobot::db::{migrations, pgmigrations, status, webview};
+use autobot::db::sql::{Dialect, Sql, Value};
+use autobot::db::{status, webview};
 
 /// A row inserted; its id.
 fn ins(db: &mut dyn Sql, sql: &str, params: &[Value]) -> i64 {
@@ -589,21 +589,7 @@ fn the_read_queries_answer_the_same_on_both_backends() {
     let Some(server) = pg_common::Pg::start() else {
         return;
     };
-    server.create_db("bot");
-
-    let lite = rusqlite::Connection::open_in_memory().unwrap();
-    for m in migrations::MIGRATIONS {
-        lite.execute_batch(m).unwrap();
-    }
-    lite.execute_batch("BEGIN").unwrap();
-    let on_sqlite = story(&mut sql::Lite(&lite));
-    lite.execute_batch("COMMIT").unwrap();
-
-    let mut client = server.client("bot");
-    pgmigrations::migrate(&mut client, &server.url("bot")).unwrap();
-    let mut tx = client.transaction().unwrap();
-    let on_postgres = story(&mut sql::Pg(&mut tx));
-    tx.commit().unwrap();
+    let (on_sqlite, on_postgres) = pg_common::on_both(&server, "bot", false, story);
 
     for (i, (pg, lite)) in on_postgres.iter().zip(&on_sqlite).enumerate() {
         assert_eq!(pg, lite, "answer {i} differs");

@@ -18,8 +18,7 @@ use autobot::db::builds::StepStart;
 use autobot::db::changes::{self, Delivery, DeliveryOutcome, NewChange};
 use autobot::db::requests::{self, NewBuildSet, NewSourceStamp};
 use autobot::db::schedulers::{self, ChangeBatch, PendingChange};
-use autobot::db::sql::{self, Dialect, Sql, Value};
-use autobot::db::{migrations, pgmigrations};
+use autobot::db::sql::{self, Sql, Value};
 
 fn change(who: &str, branch: Option<&str>, revision: &str, when: i64) -> NewChange {
     NewChange {
@@ -472,25 +471,7 @@ fn changes_requests_and_schedulers_answer_the_same_on_both_backends() {
     let Some(server) = pg_common::Pg::start() else {
         return;
     };
-    server.create_db("bot");
-
-    let lite = rusqlite::Connection::open_in_memory().unwrap();
-    for m in migrations::MIGRATIONS {
-        lite.execute_batch(m).unwrap();
-    }
-    lite.execute_batch("BEGIN").unwrap();
-    let mut db = sql::Lite(&lite);
-    assert_eq!(db.dialect(), Dialect::Sqlite);
-    let on_sqlite = story(&mut db);
-    lite.execute_batch("COMMIT").unwrap();
-
-    let mut client = server.client("bot");
-    pgmigrations::migrate(&mut client, &server.url("bot")).unwrap();
-    let mut tx = client.transaction().unwrap();
-    let mut db = sql::Pg(&mut tx);
-    assert_eq!(db.dialect(), Dialect::Postgres);
-    let on_postgres = story(&mut db);
-    tx.commit().unwrap();
+    let (on_sqlite, on_postgres) = pg_common::on_both(&server, "bot", false, story);
 
     assert_eq!(on_postgres.len(), on_sqlite.len());
     for (pg, lite) in on_postgres.iter().zip(&on_sqlite) {

@@ -11,8 +11,7 @@ mod support;
 mod pg_common;
 
 use autobot::db::retention;
-use autobot::db::sql::{self, Sql, Value};
-use autobot::db::{migrations, pgmigrations};
+use autobot::db::sql::{Sql, Value};
 
 /// A small history: Changes 1-3 (3 on nothing), Builds 1 (finished, its
 /// request, BuildSet and SourceStamp used by nothing else, a try patch, a
@@ -215,22 +214,7 @@ fn the_retention_queries_answer_the_same_on_both_backends() {
     let Some(server) = pg_common::Pg::start() else {
         return;
     };
-    server.create_db("bot");
-
-    let lite = rusqlite::Connection::open_in_memory().unwrap();
-    for m in migrations::MIGRATIONS {
-        lite.execute_batch(m).unwrap();
-    }
-    lite.execute_batch("PRAGMA foreign_keys = ON; BEGIN")
-        .unwrap();
-    let on_sqlite = story(&mut sql::Lite(&lite));
-    lite.execute_batch("COMMIT").unwrap();
-
-    let mut client = server.client("bot");
-    pgmigrations::migrate(&mut client, &server.url("bot")).unwrap();
-    let mut tx = client.transaction().unwrap();
-    let on_postgres = story(&mut sql::Pg(&mut tx));
-    tx.commit().unwrap();
+    let (on_sqlite, on_postgres) = pg_common::on_both(&server, "bot", true, story);
 
     assert_eq!(on_postgres, on_sqlite);
 }

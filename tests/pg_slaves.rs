@@ -11,8 +11,7 @@ mod support;
 mod pg_common;
 
 use autobot::db::slaves::{self, SlaveInfoRow};
-use autobot::db::sql::{self, Dialect, Sql, Value};
-use autobot::db::{migrations, pgmigrations};
+use autobot::db::sql::{self, Sql, Value};
 
 /// Connect, disconnect, keepalive, reset: every query of `db::slaves`, and what
 /// each read answers, as text to compare across backends.
@@ -70,25 +69,7 @@ fn the_slaves_queries_answer_the_same_on_both_backends() {
     let Some(server) = pg_common::Pg::start() else {
         return;
     };
-    server.create_db("bot");
-
-    let lite = rusqlite::Connection::open_in_memory().unwrap();
-    for m in migrations::MIGRATIONS {
-        lite.execute_batch(m).unwrap();
-    }
-    lite.execute_batch("BEGIN").unwrap();
-    let mut db = sql::Lite(&lite);
-    assert_eq!(db.dialect(), Dialect::Sqlite);
-    let on_sqlite = story(&mut db);
-    lite.execute_batch("COMMIT").unwrap();
-
-    let mut client = server.client("bot");
-    pgmigrations::migrate(&mut client, &server.url("bot")).unwrap();
-    let mut tx = client.transaction().unwrap();
-    let mut db = sql::Pg(&mut tx);
-    assert_eq!(db.dialect(), Dialect::Postgres);
-    let on_postgres = story(&mut db);
-    tx.commit().unwrap();
+    let (on_sqlite, on_postgres) = pg_common::on_both(&server, "bot", false, story);
 
     assert_eq!(on_postgres, on_sqlite);
     assert!(on_sqlite.contains(&"inserted 0".to_string()));

@@ -310,3 +310,40 @@ impl Drop for Pg {
         );
     }
 }
+
+/// Run `story` (a module's queries, through `db::sql`) on a fresh SQLite
+/// database in memory and on a fresh PostgreSQL database `name` of `server`,
+/// both migrated, each inside one transaction that is committed (as the master
+/// runs them); its answers on (SQLite, PostgreSQL). `foreign_keys`: SQLite
+/// checks them as the master's connection does (PostgreSQL always does).
+pub fn on_both<T>(
+    server: &Pg,
+    name: &str,
+    foreign_keys: bool,
+    mut story: impl FnMut(&mut dyn autobot::db::sql::Sql) -> T,
+) -> (T, T) {
+    use autobot::db::sql::{self, Dialect, Sql};
+    use autobot::db::{migrations, pgmigrations};
+    let lite = rusqlite::Connection::open_in_memory().unwrap();
+    for m in migrations::MIGRATIONS {
+        lite.execute_batch(m).unwrap();
+    }
+    if foreign_keys {
+        lite.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+    }
+    lite.execute_batch("BEGIN").unwrap();
+    let mut db = sql::Lite(&lite);
+    assert_eq!(db.dialect(), Dialect::Sqlite);
+    let on_sqlite = story(&mut db);
+    lite.execute_batch("COMMIT").unwrap();
+
+    server.create_db(name);
+    let mut client = server.client(name);
+    pgmigrations::migrate(&mut client, &server.url(name)).unwrap();
+    let mut tx = client.transaction().unwrap();
+    let mut db = sql::Pg(&mut tx);
+    assert_eq!(db.dialect(), Dialect::Postgres);
+    let on_postgres = story(&mut db);
+    tx.commit().unwrap();
+    (on_sqlite, on_postgres)
+}
