@@ -150,26 +150,7 @@ fn issue23(hp: u16, requests: usize) {
         ("log_100mb_page_300", format!("{log}?page=300"), false),
     ];
     for (name, path, budget) in &pages {
-        let t = Instant::now();
-        let (status, _, len, _) = timed_get(hp, path, None);
-        assert_eq!(status, 200, "{path}");
-        report(
-            &format!("{name}_first_ms"),
-            t.elapsed().as_secs_f64() * 1e3,
-            "ms",
-            None,
-            true,
-        );
-        let mut times: Vec<f64> = (0..requests).map(|_| timed_get(hp, path, None).3).collect();
-        report(
-            &format!("{name}_p50"),
-            percentile(&mut times, 0.5),
-            "ms",
-            None,
-            true,
-        );
-        let p95 = percentile(&mut times, 0.95);
-        report(&format!("{name}_p95"), p95, "ms", None, true);
+        let (p95, len) = first_p50_p95(hp, name, path, requests);
         if *budget && p95 > 15.0 {
             println!("# over budget: {name} p95 {p95:.1} ms > 15 ms");
         }
@@ -199,31 +180,38 @@ fn log_search(hp: u16, log: &str, requests: usize) {
         ),
     ];
     for (name, path) in &searches {
-        let t = Instant::now();
-        let (status, _, len, _) = timed_get(hp, path, None);
-        assert_eq!(status, 200, "{path}");
-        report(
-            &format!("{name}_first_ms"),
-            t.elapsed().as_secs_f64() * 1e3,
-            "ms",
-            None,
-            true,
-        );
-        let mut times: Vec<f64> = (0..requests).map(|_| timed_get(hp, path, None).3).collect();
-        report(
-            &format!("{name}_p50"),
-            percentile(&mut times, 0.5),
-            "ms",
-            None,
-            true,
-        );
-        let p95 = percentile(&mut times, 0.95);
-        report(&format!("{name}_p95"), p95, "ms", None, true);
+        let (p95, len) = first_p50_p95(hp, name, path, requests);
         if p95 > 1000.0 {
             println!("# over budget: {name} p95 {p95:.0} ms > 1 s");
         }
         report(&format!("{name}_bytes"), len as f64, "B", None, true);
     }
+}
+
+/// Load `path` once (reported as `NAME_first_ms`), then `requests` times more
+/// (`NAME_p50`, `NAME_p95`); the p95 and the page's length.
+fn first_p50_p95(hp: u16, name: &str, path: &str, requests: usize) -> (f64, usize) {
+    let t = Instant::now();
+    let (status, _, len, _) = timed_get(hp, path, None);
+    assert_eq!(status, 200, "{path}");
+    report(
+        &format!("{name}_first_ms"),
+        t.elapsed().as_secs_f64() * 1e3,
+        "ms",
+        None,
+        true,
+    );
+    let mut times: Vec<f64> = (0..requests).map(|_| timed_get(hp, path, None).3).collect();
+    report(
+        &format!("{name}_p50"),
+        percentile(&mut times, 0.5),
+        "ms",
+        None,
+        true,
+    );
+    let p95 = percentile(&mut times, 0.95);
+    report(&format!("{name}_p95"), p95, "ms", None, true);
+    (p95, len)
 }
 
 /// `clients` threads each loading `path` `each` times back to back: (p50, p95,
