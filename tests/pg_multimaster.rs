@@ -7,6 +7,8 @@
 //! Build. A master killed with SIGKILL in the middle of a Build is found dead
 //! by the other within `masterTimeout` (+2 s): its Build ends as EXCEPTION and
 //! its request goes back to the queue, to run again when its slave is back.
+//! With `sharedDir`, every master serves every Build's log, and its live
+//! event stream (`/events`) follows the Builds the other masters run.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -27,7 +29,8 @@ struct Member {
 }
 
 impl Member {
-    fn create(root: &Path, name: &str, slave: &str, url: &str, gate: &Path) -> Member {
+    /// `extra`: more lines of its `[:master:]`.
+    fn create(root: &Path, name: &str, slave: &str, url: &str, gate: &Path, extra: &str) -> Member {
         let master = root.join(format!("master-{name}"));
         std::fs::create_dir_all(&master).unwrap();
         let [slaveport, htmlport, publicport] = free_ports();
@@ -40,9 +43,10 @@ impl Member {
             format!(
                 "[:master:]\nslaveport = 127.0.0.1:{slaveport}\nhtmlport = 127.0.0.1:{htmlport}\n\
                  publichtmlport = 127.0.0.1:{publicport}\npassword = pw\nfactories = *\n\
-                 db = {url}\nmasterName = {name}\nmasterTimeout = 3\n\n\
+                 db = {url}\nmasterName = {name}\nmasterTimeout = 3\n{extra}\n\
                  [slave:s1]\n\n[slave:s2]\n\n\
                  [quick]\ntype = shell\nstep.one = true\n\n\
+                 [say]\ntype = shell\nstep.say = echo said-so\n\n\
                  [hold]\ntype = shell\nstep.wait = {wait}\n"
             ),
         )
@@ -107,8 +111,8 @@ fn two_masters_share_the_queue_and_take_over_a_dead_ones_build() {
     let url = server.url("bot");
     let tmp = tempfile::tempdir().unwrap();
     let gate = tmp.path().join("gate");
-    let a = Member::create(tmp.path(), "a", "s1", &url, &gate);
-    let b = Member::create(tmp.path(), "b", "s2", &url, &gate);
+    let a = Member::create(tmp.path(), "a", "s1", &url, &gate, "");
+    let b = Member::create(tmp.path(), "b", "s2", &url, &gate, "");
     autobot()
         .args(["upgrade-db", a.master.to_str().unwrap()])
         .assert()
@@ -146,7 +150,10 @@ fn two_masters_share_the_queue_and_take_over_a_dead_ones_build() {
         "a request built twice"
     );
     assert_eq!(
-        count(&mut client, "SELECT count(*) FROM builds"),
+        count(
+            &mut client,
+            "SELECT count(*) FROM builds WHERE builder LIKE 'quick-%'"
+        ),
         FORCES as i64
     );
     assert_eq!(
@@ -244,4 +251,104 @@ fn two_masters_share_the_queue_and_take_over_a_dead_ones_build() {
         ),
         0
     );
+}
+
+/// The lines of `/events` of the master on `port` up to the first one holding
+/// every one of `parts` (read on a thread of its own; `None` after 60 s).
+fn follow_events(
+    port: u16,
+    parts: &'static [&'static str],
+) -> std::thread::JoinHandle<Option<String>> {
+    use std::io::{BufRead, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(s, "GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut reader = std::io::BufReader::new(s);
+    // The stream is open once its hello comes.
+    let mut seen = String::new();
+    while !seen.contains(": hello") {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "{seen}");
+        seen.push_str(&line);
+    }
+    std::thread::spawn(move || {
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(n) if n > 0 => {}
+                _ => return None,
+            }
+            seen.push_str(&line);
+            if parts.iter().all(|p| line.contains(p)) {
+                return Some(seen);
+            }
+        }
+    })
+}
+
+/// With `sharedDir`, every master serves the logs of every Build, and its
+/// live event stream follows the Builds the other masters run.
+#[test]
+fn every_master_serves_every_log_and_live_event() {
+    let Some(server) = pg_common::Pg::start() else {
+        return;
+    };
+    server.create_db("bot");
+    let url = server.url("bot");
+    let tmp = tempfile::tempdir().unwrap();
+    let gate = tmp.path().join("gate");
+    let shared = tmp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let extra = format!("sharedDir = {}\n", shared.display());
+    let a = Member::create(tmp.path(), "a", "s1", &url, &gate, &extra);
+    let b = Member::create(tmp.path(), "b", "s2", &url, &gate, &extra);
+    autobot()
+        .args(["upgrade-db", a.master.to_str().unwrap()])
+        .assert()
+        .success();
+    a.start();
+    b.start();
+    let mut client = server.client("bot");
+    wait_for("both slaves", Duration::from_secs(60), || {
+        count(
+            &mut client,
+            "SELECT count(*) FROM slaves WHERE connected = 1",
+        ) == 2
+    });
+    // b's page follows the Build a runs (s1 is a's slave), forced through b.
+    let started = follow_events(b.htmlport, &["build_started", "say-s1"]);
+    let finished = follow_events(b.htmlport, &["build_finished", "say-s1"]);
+    b.force("say-s1");
+    wait_for("say-s1 built", Duration::from_secs(60), || {
+        count(
+            &mut client,
+            "SELECT count(*) FROM builds WHERE builder = 'say-s1' AND result = 'success'
+               AND master = 'a'",
+        ) == 1
+    });
+    let started = started
+        .join()
+        .unwrap()
+        .expect("b's /events showed a's build start");
+    assert!(started.contains("\"slave\":\"s1\""), "{started}");
+    let finished = finished
+        .join()
+        .unwrap()
+        .expect("b's /events showed a's build end");
+    assert!(finished.contains("\"result\":\"success\""), "{finished}");
+    // Both masters serve its log, kept in the shared directory.
+    for m in [&a, &b] {
+        let (status, log) = support::cli::http(
+            m.htmlport,
+            "GET",
+            "/api/v1/builders/say-s1/builds/1/steps/say/logs/stdio",
+            "",
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{log}");
+        assert!(log.contains("said-so\n"), "{log}");
+    }
+    assert!(shared.join("logs").join("say-s1").is_dir());
+    assert!(!a.master.join("logs").join("say-s1").exists());
 }

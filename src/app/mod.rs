@@ -145,12 +145,15 @@ impl Master {
         let keepalive = options
             .keepalive_interval
             .unwrap_or(Duration::from_secs(config.keepalive_interval));
-        let logs = basedir.clone();
+        // Step logs and artifacts: `sharedDir` when several masters serve
+        // them, else the master directory.
+        let data_dir = config.data_dir();
+        let logs = data_dir.clone();
         tokio::task::spawn_blocking(move || crate::logstore::prepare_logs_dir(&logs))
             .await
             .map_err(|e| MasterError::Internal(e.to_string()))?
             .map_err(|source| MasterError::Io {
-                path: basedir.join("logs"),
+                path: data_dir.join("logs"),
                 source,
             })?;
         let db = open_db(&basedir, &config).await?;
@@ -220,7 +223,7 @@ impl Master {
             db.clone(),
             registry.clone(),
             config_rx.clone(),
-            basedir.clone(),
+            data_dir.clone(),
         )
         .await?;
         let changes = ChangeBus::new(db.clone());
@@ -352,7 +355,7 @@ impl Master {
         // logCompression, in small batches on a thread of its own.
         servers.push(crate::retention::start(
             shared.db.clone(),
-            shared.basedir.clone(),
+            shared.db.data_dir(),
             shared.config.subscribe(),
             shared.shutdown.clone(),
         ));
@@ -715,7 +718,10 @@ async fn open_db(basedir: &Path, config: &MasterConfig) -> Result<Db, MasterErro
     })
     .await
     .map_err(|e| MasterError::Internal(e.to_string()))?
-    .map(|db| db.for_master(&config.master_name, config.master_timeout))
+    .map(|db| {
+        db.for_master(&config.master_name, config.master_timeout)
+            .with_data_dir(&config.data_dir())
+    })
     .map_err(MasterError::from)
 }
 

@@ -53,6 +53,31 @@ fn master_dir(dir: &Path) -> anyhow::Result<PathBuf> {
 /// `autobot backup DIR FILE`.
 pub fn backup_cmd(args: &BackupArgs) -> anyhow::Result<()> {
     let dir = master_dir(&args.dir)?;
+    // Where the step logs are (`sharedDir`), and whether the history is in
+    // this directory at all. A master.ini that does not load (being edited)
+    // still lets the history be saved: the master directory's logs are taken.
+    let config = crate::config::load(&dir.join("master.ini")).ok();
+    if let Some(crate::config::MasterConfig {
+        database: crate::config::Database::Postgres { url, .. },
+        ..
+    }) = &config
+    {
+        bail!(
+            "the master in {} keeps its history in PostgreSQL ({url}), which `autobot backup` does \
+             not copy: back the database up with PostgreSQL's own tools (e.g. `pg_dump -Fc -f FILE \
+             DBNAME`, restored with `pg_restore`) and copy the step logs and artifacts under {}",
+            dir.display(),
+            config
+                .as_ref()
+                .map(|c| c.data_dir())
+                .unwrap_or_else(|| dir.clone())
+                .display()
+        );
+    }
+    let data_dir = config
+        .as_ref()
+        .map(|c| c.data_dir())
+        .unwrap_or_else(|| dir.clone());
     let state = dir.join(db::DB_FILE);
     if !state.is_file() {
         bail!(
@@ -78,7 +103,7 @@ pub fn backup_cmd(args: &BackupArgs) -> anyhow::Result<()> {
     tar.append_path_with_name(&copy, db::DB_FILE)
         .context("cannot add the database to the archive")?;
     let mut logs = 0usize;
-    let logs_dir = dir.join("logs");
+    let logs_dir = data_dir.join("logs");
     if logs_dir.is_dir() {
         append_tree(&mut tar, &logs_dir, Path::new("logs"), &mut logs)?;
     }

@@ -113,6 +113,13 @@ pub struct MasterConfig {
     /// end as EXCEPTION, its BuildRequests go back to the queue, its pollers
     /// and timed schedulers move to a live master.
     pub master_timeout: u64,
+    /// `sharedDir`: where step logs and artifacts are kept, so that every master
+    /// sharing one database can serve every Build's logs and artifacts (a
+    /// directory all of them mount: NFS, CephFS, …). `None`: the master
+    /// directory, as for one master.
+    pub shared_dir: Option<PathBuf>,
+    /// The line of `sharedDir` (0: not written).
+    pub shared_dir_line: usize,
     /// `maxArtifactSize`: the largest artifact a Build may upload (bytes;
     /// default [`DEFAULT_MAX_ARTIFACT_SIZE`]), unless its factory says otherwise.
     pub max_artifact_size: u64,
@@ -416,6 +423,21 @@ pub fn check_database_unchanged(old: &MasterConfig, new: &MasterConfig) -> Resul
         }
         _ => true,
     };
+    if old.data_dir() != new.data_dir() {
+        return Err(ConfigError::At {
+            path: new.path.clone(),
+            line: new.shared_dir_line,
+            context: "[:master:] ".to_string(),
+            message: format!(
+                "sharedDir: the master keeps its logs and artifacts in {} and would move them to {}; \
+                 running Builds write there: stop the master, move the logs/ and artifacts/ \
+                 directories, and start it again (`autobot restart {}`)",
+                old.data_dir().display(),
+                new.data_dir().display(),
+                new.basedir.display()
+            ),
+        });
+    }
     let what = if differs(&old.database, &new.database) {
         format!(
             "db: the master runs on {} and `{}` would change it",
@@ -502,6 +524,8 @@ impl Default for MasterConfig {
             debug: false,
             keepalive_interval: 600,
             master_timeout: 30,
+            shared_dir: None,
+            shared_dir_line: 0,
             log: LogRotation::default(),
             retention: Retention::default(),
             secrets: Default::default(),
@@ -648,6 +672,14 @@ pub struct BuilderConfig {
 }
 
 impl MasterConfig {
+    /// Where the `logs/` and `artifacts/` directories are: `sharedDir`, or the
+    /// master directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.shared_dir
+            .clone()
+            .unwrap_or_else(|| self.basedir.clone())
+    }
+
     /// One builder per (factory, slave) pair, named `FACTORY-SLAVE`, in factory
     /// then slave file order.
     pub fn builders(&self) -> Vec<BuilderConfig> {

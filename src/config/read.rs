@@ -46,6 +46,7 @@ const MASTER_KEYS: &[&str] = &[
     "db",
     "dbpasswordfile",
     "mastername",
+    "shareddir",
     "maxartifactsize",
     "artifacthorizon",
 ];
@@ -90,6 +91,7 @@ const MASTER_KEYS_DOCUMENTED: &[&str] = &[
     "db",
     "dbPasswordFile",
     "masterName",
+    "sharedDir",
     "maxArtifactSize",
     "artifactHorizon",
 ];
@@ -969,6 +971,20 @@ fn read_master_keys(cfg: &mut MasterConfig, m: &Layered) -> Result<(), ConfigErr
     }
     cfg.database = read_database(m, &cfg.basedir, &mut cfg.warnings)?;
     cfg.master_name = read_master_name(m)?;
+    if let Some(v) = m.get("shareddir").filter(|v| !v.value.trim().is_empty()) {
+        let dir = cfg.basedir.join(v.value.trim());
+        if !dir.is_dir() {
+            return Err(v.err(format!(
+                "no directory {} (sharedDir is where every master sharing the database keeps \
+                 step logs and artifacts; make it, mounted on each master's host, or give a path \
+                 relative to the master directory {})",
+                dir.display(),
+                cfg.basedir.display()
+            )));
+        }
+        cfg.shared_dir = Some(dir);
+        cfg.shared_dir_line = v.line;
+    }
     if let Some(v) = m.get("maxartifactsize") {
         cfg.max_artifact_size = factory::schema::parse_size(&v.value).map_err(|e| v.err(e))?;
     }

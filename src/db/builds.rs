@@ -291,7 +291,7 @@ impl Db {
         at: f64,
     ) -> Result<Vec<(String, i64)>, DbError> {
         let text = text.to_string();
-        let basedir = self.basedir();
+        let basedir = self.data_dir();
         let me = self.master_name().to_string();
         let sqlite = self.dialect() == super::sql::Dialect::Sqlite;
         self.write_sql(move |db| {
@@ -316,7 +316,7 @@ impl Db {
         at: f64,
     ) -> Result<Vec<(String, i64)>, DbError> {
         let (master, text) = (master.to_string(), text.to_string());
-        let basedir = self.basedir();
+        let basedir = self.data_dir();
         self.write_sql(move |db| recover(db, &basedir, Whose::Dead(&master), &text, at))
             .await
     }
@@ -361,7 +361,7 @@ impl Db {
         log: &str,
     ) -> Result<Option<LogFile>, DbError> {
         let (builder, step, log) = (builder.to_string(), step.to_string(), log.to_string());
-        let basedir = self.basedir();
+        let basedir = self.data_dir();
         self.read_sql(move |db| self::log_file(db, &basedir, &builder, number, &step, &log))
             .await
     }

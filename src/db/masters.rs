@@ -89,6 +89,23 @@ impl Db {
         }
     }
 
+    /// Send `payload` to every master LISTENing on `channel` (this one too),
+    /// at once and outside any write: on a read connection, in a transaction
+    /// of its own, so that it waits for no Build's write. Nothing on SQLite.
+    pub async fn notify(&self, channel: &'static str, payload: String) -> Result<(), DbError> {
+        if !self.shared() {
+            return Ok(());
+        }
+        self.read_sql(move |db| {
+            db.query(
+                "SELECT pg_notify(?1, ?2)",
+                &[channel.into(), payload.into()],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
     /// Every master the database has known, by name.
     pub async fn masters(&self) -> Result<Vec<MasterRow>, DbError> {
         self.read_sql(all).await

@@ -107,8 +107,11 @@ impl From<sql::SqlError> for DbError {
 #[derive(Clone)]
 pub struct Db {
     path: PathBuf,
-    /// The master directory: log and artifact paths are relative to it.
+    /// The master directory.
     basedir: PathBuf,
+    /// Where the `logs/` and `artifacts/` directories are (`sharedDir`, or the
+    /// master directory): log paths are relative to it.
+    data_dir: PathBuf,
     backend: Backend,
     /// `masterName`: stamped on the Builds this master runs and the
     /// BuildRequests it claims, so that another master sharing the database
@@ -417,12 +420,14 @@ impl Db {
             let readers = Arc::downgrade(&readers);
             move || release_memory(&writer, &readers)
         });
+        let basedir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
         Ok(Db {
             path: path.to_path_buf(),
-            basedir: path
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| PathBuf::from(".")),
+            data_dir: basedir.clone(),
+            basedir,
             master: Arc::from(DEFAULT_MASTER),
             master_timeout: DEFAULT_MASTER_TIMEOUT,
             backend: Backend::Sqlite(SqliteDb {
@@ -452,6 +457,7 @@ impl Db {
         Ok(Db {
             path: PathBuf::from(url.to_string()),
             basedir: dir.to_path_buf(),
+            data_dir: dir.to_path_buf(),
             backend: Backend::Postgres(pool),
             master: Arc::from(DEFAULT_MASTER),
             master_timeout: DEFAULT_MASTER_TIMEOUT,
@@ -463,6 +469,13 @@ impl Db {
     pub fn for_master(mut self, name: &str, timeout: u64) -> Db {
         self.master = Arc::from(name);
         self.master_timeout = timeout;
+        self
+    }
+
+    /// This handle, with step logs and artifacts under `dir` (`sharedDir`)
+    /// instead of the master directory.
+    pub fn with_data_dir(mut self, dir: &Path) -> Db {
+        self.data_dir = dir.to_path_buf();
         self
     }
 
@@ -496,9 +509,15 @@ impl Db {
         &self.master
     }
 
-    /// The master directory (log and artifact paths are relative to it).
+    /// The master directory.
     pub fn basedir(&self) -> PathBuf {
         self.basedir.clone()
+    }
+
+    /// Where step logs and artifacts are: log paths are relative to it
+    /// (`sharedDir`, or the master directory).
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone()
     }
 
     /// Where the database lives (a file, or the PostgreSQL URL).

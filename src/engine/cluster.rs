@@ -10,15 +10,40 @@
 //! through any master is announced to all of them (`NOTIFY`,
 //! [`crate::db::requests::QUEUED`]): each marks the builder pending and its
 //! dispatcher tries to claim, so a request never waits for the master it came
-//! through to have the slave. On SQLite there is one master: none of this
-//! runs.
+//! through to have the slave. Each master's engine events are relayed to the
+//! others the same way ([`EVENTS`], batched every [`RELAY_EVERY`]), so that
+//! the live pages of every master follow every Build. On SQLite there is one
+//! master: none of this runs.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use super::Inner;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use super::{EngineEvent, Inner};
+
+/// The channel on which each master relays its engine events to the others'
+/// live views. Payload: a [`Relayed`] as JSON.
+pub const EVENTS: &str = "autobot_events";
+
+/// How long a master gathers its events before relaying them in one `NOTIFY`
+/// (one statement for many events: a burst of Builds costs the database a
+/// few notifications a second, not several per Build).
+pub const RELAY_EVERY: Duration = Duration::from_millis(50);
+
+/// The largest payload relayed in one `NOTIFY` (PostgreSQL refuses 8000
+/// bytes and more); a batch that would grow past it is sent first.
+const MAX_PAYLOAD: usize = 7000;
+
+/// One `NOTIFY` of [`EVENTS`]: which master, and its events in order.
+#[derive(Debug, Serialize, Deserialize)]
+struct Relayed {
+    master: String,
+    events: Vec<EngineEvent>,
+}
 
 /// The text of a Build whose master died while it ran.
 pub const DEAD_TEXT: &str = "interrupted: its master died";
@@ -26,7 +51,93 @@ pub const DEAD_TEXT: &str = "interrupted: its master died";
 /// Start the cluster task if the database is shared; `None` on SQLite.
 pub(super) fn start(inner: &Arc<Inner>) -> Option<JoinHandle<()>> {
     let queued = inner.db.listen(crate::db::requests::QUEUED)?;
-    Some(tokio::spawn(run(inner.clone(), queued)))
+    let others = inner.db.listen(EVENTS)?;
+    let live = broadcast::channel(1024).0;
+    let _ = inner.live.set(live.clone());
+    let relay = tokio::spawn(relay(inner.clone(), live, others));
+    let main = tokio::spawn(run(inner.clone(), queued));
+    Some(tokio::spawn(async move {
+        let _ = main.await;
+        relay.abort();
+    }))
+}
+
+/// Feed the live views ([`super::Engine::live`]): this master's events as
+/// they happen (and relayed to the others every [`RELAY_EVERY`]), the other
+/// masters' as their notifications arrive.
+async fn relay(
+    inner: Arc<Inner>,
+    live: broadcast::Sender<EngineEvent>,
+    mut others: tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let me = inner.db.master_name().to_string();
+    let mut mine = inner.events.subscribe();
+    let mut batch: Vec<String> = Vec::new();
+    let mut size = 0usize;
+    let mut listening = true;
+    loop {
+        let flush = async {
+            if batch.is_empty() {
+                std::future::pending::<()>().await
+            } else {
+                tokio::time::sleep(RELAY_EVERY).await
+            }
+        };
+        tokio::select! {
+            ev = mine.recv() => match ev {
+                Ok(ev) => {
+                    let json = match serde_json::to_string(&ev) {
+                        Ok(j) => j,
+                        Err(_) => continue,
+                    };
+                    let _ = live.send(ev);
+                    if json.len() + 64 + me.len() > MAX_PAYLOAD {
+                        tracing::debug!("event not relayed (too large for NOTIFY): {json:.200}");
+                        continue;
+                    }
+                    if size + json.len() + 64 + me.len() > MAX_PAYLOAD {
+                        send(&inner, &me, &mut batch, &mut size).await;
+                    }
+                    size += json.len() + 1;
+                    batch.push(json);
+                }
+                // The others' pages re-read what they missed ("lagged").
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            _ = flush => send(&inner, &me, &mut batch, &mut size).await,
+            payload = others.recv(), if listening => match payload {
+                Some(p) if p == crate::db::pgpool::MISSED => {}
+                Some(p) => match serde_json::from_str::<Relayed>(&p) {
+                    Ok(r) if r.master != me => {
+                        for ev in r.events {
+                            let _ = live.send(ev);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!("a relayed event not understood: {e}"),
+                },
+                None => listening = false,
+            },
+        }
+    }
+}
+
+/// Relay `batch` (events as JSON) to the other masters in one `NOTIFY`.
+async fn send(inner: &Arc<Inner>, me: &str, batch: &mut Vec<String>, size: &mut usize) {
+    if batch.is_empty() {
+        return;
+    }
+    let payload = format!(
+        "{{\"master\":{},\"events\":[{}]}}",
+        serde_json::Value::from(me),
+        batch.join(",")
+    );
+    batch.clear();
+    *size = 0;
+    if let Err(e) = inner.db.notify(EVENTS, payload).await {
+        tracing::warn!("cannot relay events to the other masters: {e}");
+    }
 }
 
 async fn run(inner: Arc<Inner>, mut queued: tokio::sync::mpsc::UnboundedReceiver<String>) {

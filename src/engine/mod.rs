@@ -37,7 +37,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -98,7 +98,7 @@ pub struct ForceResult {
 
 /// What happens in the engine, for live views and waiters. Results are the
 /// lower-case names (`success`, `warnings`, `failure`, `skipped`, `exception`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum EngineEvent {
     RequestQueued {
@@ -270,6 +270,8 @@ pub(crate) struct Inner {
     pub(crate) db: Db,
     pub(crate) registry: SlaveRegistry,
     pub(crate) config: watch::Receiver<Arc<MasterConfig>>,
+    /// Where step logs and artifacts are kept (`sharedDir`, or the master
+    /// directory): log paths are relative to it.
     pub(crate) basedir: PathBuf,
     /// Writes the Steps' logs, off the runtime.
     pub(crate) disk: crate::logstore::LogDisk,
@@ -286,6 +288,9 @@ pub(crate) struct Inner {
     dispatcher: Mutex<Option<JoinHandle<()>>>,
     /// The heartbeat and the other masters' news, on a shared database.
     cluster: Mutex<Option<JoinHandle<()>>>,
+    /// On a shared database: this master's events and every other master's,
+    /// for live views ([`Engine::live`]); made by the cluster task.
+    pub(crate) live: std::sync::OnceLock<broadcast::Sender<EngineEvent>>,
 }
 
 impl Inner {
@@ -366,6 +371,7 @@ impl Engine {
             closing: watch::channel(false).0,
             dispatcher: Mutex::new(None),
             cluster: Mutex::new(None),
+            live: std::sync::OnceLock::new(),
         });
         let task = tokio::spawn(dispatcher(inner.clone()));
         *inner.dispatcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
@@ -382,6 +388,18 @@ impl Engine {
     /// re-read the database.
     pub fn subscribe(&self) -> broadcast::Receiver<EngineEvent> {
         self.inner.events.subscribe()
+    }
+
+    /// Events for live views (the web's `/events`, a log's tail): this
+    /// master's ([`Engine::subscribe`]), and on a shared database every other
+    /// master's too, relayed through PostgreSQL (`NOTIFY`), so that a page on
+    /// any master follows every Build. Not for acting on: each master's
+    /// reporters and waiters act on its own Builds only.
+    pub fn live(&self) -> broadcast::Receiver<EngineEvent> {
+        match self.inner.live.get() {
+            Some(live) => live.subscribe(),
+            None => self.inner.events.subscribe(),
+        }
     }
 
     /// Slaves connecting and going away, for live views (the web's `/events`).

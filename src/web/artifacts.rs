@@ -236,7 +236,7 @@ async fn get_file(
         Err(e) => return db_error(e),
     };
     let etag = format!("\"{}\"", row.sha256);
-    let store = ArtifactStore::new(&ctx.db.basedir());
+    let store = ArtifactStore::new(&ctx.db.data_dir());
     let (b, p) = (builder.clone(), path.clone());
     let opened = tokio::task::spawn_blocking(move || store.open(&b, number, &p)).await;
     let file = match opened {

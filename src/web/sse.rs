@@ -149,7 +149,7 @@ pub fn events(ctx: WebContext, stop: Option<watch::Receiver<bool>>) -> Response 
     }
     let st = St {
         stop,
-        events: ctx.engine.subscribe(),
+        events: ctx.engine.live(),
         changes: ctx.changes.subscribe(),
         slaves: ctx.engine.slave_events(),
         hello: true,
@@ -267,7 +267,7 @@ pub async fn log_tail(
     }
     let st = St {
         stop,
-        events: ctx.engine.subscribe(),
+        events: ctx.engine.live(),
         path: file.path,
         builder,
         number,

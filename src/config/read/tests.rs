@@ -595,3 +595,27 @@ fn try_section_is_read_and_checked() {
     let t = ok.try_jobs.unwrap();
     assert_eq!((t.builders.len(), t.max_patch_size), (1, 1000));
 }
+
+#[test]
+fn shared_dir_must_exist_and_stays_until_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path();
+    let projects = projects(None).unwrap();
+    let load = |text: &str| load_from_str(&base.join("master.ini"), base, text, &projects);
+    let plain = load("[:master:]\n").unwrap();
+    assert_eq!(plain.data_dir(), base);
+    let e = load("[:master:]\nsharedDir = nowhere\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(":2:") && e.contains("sharedDir") && e.contains("no directory"),
+        "{e}"
+    );
+    std::fs::create_dir(base.join("shared")).unwrap();
+    let shared = load("[:master:]\nsharedDir = shared\n").unwrap();
+    assert_eq!(shared.data_dir(), base.join("shared"));
+    // A reconfig cannot move the logs of running Builds.
+    let e = check_replacement(&plain, &shared).unwrap_err().to_string();
+    assert!(e.contains("sharedDir") && e.contains("restart"), "{e}");
+    check_replacement(&shared, &shared).unwrap();
+}
