@@ -8,7 +8,9 @@
 //! by the other within `masterTimeout` (+2 s): its Build ends as EXCEPTION and
 //! its request goes back to the queue, to run again when its slave is back.
 //! With `sharedDir`, every master serves every Build's log, and its live
-//! event stream (`/events`) follows the Builds the other masters run.
+//! event stream (`/events`) follows the Builds the other masters run. The
+//! schedulers run on one master at a time: Changes sent to either master within
+//! `treeStable` make one BuildSet, and they move when that master dies.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -26,6 +28,7 @@ struct Member {
     master: PathBuf,
     slave: PathBuf,
     htmlport: u16,
+    slaveport: u16,
 }
 
 impl Member {
@@ -62,6 +65,7 @@ impl Member {
             master,
             slave: slave_dir,
             htmlport,
+            slaveport,
         }
     }
 
@@ -77,6 +81,24 @@ impl Member {
     fn force(&self, builder: &str) {
         autobot()
             .args(["force", self.master.to_str().unwrap(), builder])
+            .assert()
+            .success();
+    }
+
+    /// `autobot sendchange` of one Change touching `file` to this master.
+    fn sendchange(&self, file: &str) {
+        autobot()
+            .args(["sendchange", "--master"])
+            .arg(format!("127.0.0.1:{}", self.slaveport))
+            .args([
+                "--auth",
+                "hook:s3cret",
+                "--username",
+                "Ann <ann@example.org>",
+                file,
+            ])
+            .env("HOME", &self.master)
+            .current_dir(&self.master)
             .assert()
             .success();
     }
@@ -351,4 +373,116 @@ fn every_master_serves_every_log_and_live_event() {
     }
     assert!(shared.join("logs").join("say-s1").is_dir());
     assert!(!a.master.join("logs").join("say-s1").exists());
+}
+
+/// The schedulers run on one master (the holder of the `schedulers` lease):
+/// Changes sent to either master within `treeStable` make one BuildSet, and
+/// when that master dies the other takes the schedulers over.
+#[test]
+fn a_change_through_any_master_is_scheduled_once() {
+    let Some(server) = pg_common::Pg::start() else {
+        return;
+    };
+    server.create_db("bot");
+    let url = server.url("bot");
+    let tmp = tempfile::tempdir().unwrap();
+    let gate = tmp.path().join("gate");
+    std::fs::write(&gate, "").unwrap();
+    let extra = "treeStable = 2\nchangeuser = hook\nchangepassword = s3cret\n";
+    let a = Member::create(tmp.path(), "a", "s1", &url, &gate, extra);
+    let b = Member::create(tmp.path(), "b", "s2", &url, &gate, extra);
+    autobot()
+        .args(["upgrade-db", a.master.to_str().unwrap()])
+        .assert()
+        .success();
+    a.start();
+    b.start();
+    let mut client = server.client("bot");
+    wait_for("both slaves", Duration::from_secs(60), || {
+        count(
+            &mut client,
+            "SELECT count(*) FROM slaves WHERE connected = 1",
+        ) == 2
+    });
+    let mut holder = String::new();
+    wait_for(
+        "a master to hold the schedulers",
+        Duration::from_secs(30),
+        || {
+            let rows = client
+                .query("SELECT master FROM leases WHERE name = 'schedulers'", &[])
+                .unwrap();
+            if let Some(r) = rows.first() {
+                holder = r.get(0);
+            }
+            !holder.is_empty()
+        },
+    );
+    let (holds, other) = if holder == "a" { (&a, &b) } else { (&b, &a) };
+    // One Change through the master without the schedulers, one through the
+    // other, within treeStable: one BuildSet with both.
+    other.sendchange("one.c");
+    holds.sendchange("two.c");
+    // Three factories (a change scheduler each), two slaves.
+    const SCHEDULERS: i64 = 3;
+    const BUILDERS: i64 = 6;
+    wait_for("the BuildSet built", Duration::from_secs(60), || {
+        count(
+            &mut client,
+            "SELECT count(*) FROM buildrequests WHERE complete = 1",
+        ) == BUILDERS
+    });
+    assert_eq!(
+        count(&mut client, "SELECT count(*) FROM buildsets"),
+        SCHEDULERS
+    );
+    assert_eq!(
+        count(&mut client, "SELECT count(*) FROM sourcestamp_changes"),
+        2 * SCHEDULERS,
+        "both Changes in each SourceStamp"
+    );
+    assert_eq!(
+        count(&mut client, "SELECT count(*) FROM buildrequests"),
+        BUILDERS
+    );
+
+    // The schedulers' master dies: the other takes them over, and a Change
+    // sent to it is scheduled (its own slave builds its part).
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(holds.pid()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let other_name = if holder == "a" { "b" } else { "a" };
+    wait_for("the schedulers to move", Duration::from_secs(30), || {
+        client
+            .query("SELECT master FROM leases WHERE name = 'schedulers'", &[])
+            .unwrap()
+            .first()
+            .map(|r| r.get::<_, String>(0))
+            .as_deref()
+            == Some(other_name)
+    });
+    other.sendchange("three.c");
+    wait_for("the second BuildSets", Duration::from_secs(30), || {
+        count(&mut client, "SELECT count(*) FROM buildsets") == 2 * SCHEDULERS
+    });
+    wait_for(
+        "its builds on the live master",
+        Duration::from_secs(60),
+        || {
+            count(
+                &mut client,
+                &format!(
+                "SELECT count(*) FROM builds WHERE master = '{other_name}' AND result = 'success'
+                   AND id IN (SELECT build FROM build_requests br JOIN buildrequests r
+                              ON r.id = br.request WHERE r.buildset > {SCHEDULERS})"
+            ),
+            ) == SCHEDULERS
+        },
+    );
+    assert_eq!(
+        count(&mut client, "SELECT count(*) FROM buildsets"),
+        2 * SCHEDULERS
+    );
 }

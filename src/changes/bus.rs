@@ -9,6 +9,14 @@
 //! ids grow with every insert, so it re-reads the `changes` table above the last id
 //! it handled ([`ChangeBus::since`]).
 //!
+//! Where several masters share a PostgreSQL database, each stored Change is
+//! announced to every master (`NOTIFY`, [`crate::db::changes::STORED`]), and
+//! each master's bus tells its subscribers of every Change, whichever master
+//! stored it, in id order: it reads the Changes above the last id it announced
+//! when told (and every few seconds, should a notification be lost). The
+//! schedulers (run by one master, see [`crate::schedulers`]) and the live
+//! pages of every master thus see every Change.
+//!
 //! The bus also carries requests to poll a repository now (`/change_hook/poller`, a
 //! webhook's push to a polled branch). They are coalesced per repository: each
 //! poller has one [`PollQueue`] holding at most one request, so a burst of any number
@@ -114,18 +122,88 @@ pub struct ChangeBus {
     polls: Arc<Mutex<HashMap<String, Vec<Weak<PollQueue>>>>>,
     /// One bump per Change announced.
     activity: std::sync::Arc<crate::activity::Activity>,
+    /// Dropped with the last clone of the bus: the task following the other
+    /// masters' Changes ([`relay_stored`]) then ends.
+    alive: Arc<()>,
+}
+
+/// How often a bus on a shared database reads the Changes above the last one
+/// it announced even when no notification came (one may be lost while the
+/// listening connection reconnects).
+const RESCAN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// On a shared database: announce every Change stored by any master (this
+/// one too), in id order, as the notifications of [`crate::db::changes::STORED`]
+/// say they were committed.
+async fn relay_stored(
+    db: Db,
+    tx: broadcast::Sender<ChangeRow>,
+    activity: Arc<crate::activity::Activity>,
+    alive: Weak<()>,
+    mut stored: tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let mut last = match db.max_change_id().await {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!("cannot read the newest Change: {e}; following from the first");
+            0
+        }
+    };
+    loop {
+        tokio::select! {
+            note = stored.recv() => if note.is_none() {
+                return;
+            },
+            _ = tokio::time::sleep(RESCAN) => {}
+        }
+        if alive.strong_count() == 0 {
+            return;
+        }
+        // Every id committed is announced in order: the rows above `last`
+        // are those not yet announced (several notifications, one read).
+        while stored.try_recv().is_ok() {}
+        match db.changes_after(last).await {
+            Ok(rows) => {
+                for row in rows {
+                    last = last.max(row.id);
+                    activity.bump();
+                    let _ = tx.send(row);
+                }
+            }
+            Err(e) => tracing::warn!("cannot read the Changes above {last}: {e}"),
+        }
+    }
 }
 
 impl ChangeBus {
     pub fn new(db: Db) -> ChangeBus {
-        ChangeBus {
+        let bus = ChangeBus {
             db,
             // Every slot is allocated (and touched) up front, 380 bytes each;
             // a scheduler further behind gets `Lagged` and re-reads the Changes.
             tx: broadcast::channel(256).0,
             polls: Default::default(),
             activity: Default::default(),
+            alive: Arc::new(()),
+        };
+        if bus.db.shared() {
+            match (
+                tokio::runtime::Handle::try_current(),
+                bus.db.listen(crate::db::changes::STORED),
+            ) {
+                (Ok(rt), Some(stored)) => {
+                    rt.spawn(relay_stored(
+                        bus.db.clone(),
+                        bus.tx.clone(),
+                        bus.activity.clone(),
+                        Arc::downgrade(&bus.alive),
+                        stored,
+                    ));
+                }
+                _ => tracing::error!("no runtime to follow the Changes of the other masters"),
+            }
         }
+        bus
     }
 
     /// Check `changes` and store them (their order becomes their id order) in one
@@ -222,8 +300,12 @@ impl ChangeBus {
                 row.branch.as_deref().unwrap_or("(default branch)"),
                 row.revision.as_deref().unwrap_or("(no revision)")
             );
-            self.activity.bump();
-            let _ = self.tx.send(row.clone());
+            // On a shared database every master's bus announces it, when told
+            // that it was committed ([`relay_stored`]).
+            if !self.db.shared() {
+                self.activity.bump();
+                let _ = self.tx.send(row.clone());
+            }
         }
         rows
     }

@@ -75,8 +75,35 @@ pub(crate) fn change_row(r: &Row) -> Result<ChangeRow, SqlError> {
     })
 }
 
-/// Insert one Change inside a transaction; its id.
+/// The channel on which masters sharing a PostgreSQL database announce each
+/// Change stored (payload: its id), so that every master's [`ChangeBus`]
+/// tells its schedulers and live pages, whichever master stored it.
+///
+/// [`ChangeBus`]: crate::changes::ChangeBus
+pub const STORED: &str = "autobot_changes";
+
+/// The advisory lock a transaction storing Changes holds on PostgreSQL: ids
+/// are then taken and committed in one order across masters, so that a
+/// reader of the Changes above the last id it saw misses none.
+const STORE_LOCK: i64 = 0x6175_746f_6368;
+
+/// Insert one Change inside a transaction; its id. On PostgreSQL every master
+/// is told when the transaction commits ([`STORED`]).
 pub fn insert_change(db: &mut dyn Sql, c: &NewChange) -> Result<i64, SqlError> {
+    if db.dialect() == super::sql::Dialect::Postgres {
+        db.execute("SELECT pg_advisory_xact_lock(?1)", &[STORE_LOCK.into()])?;
+    }
+    let id = insert_change_row(db, c)?;
+    if db.dialect() == super::sql::Dialect::Postgres {
+        db.execute(
+            &format!("SELECT pg_notify('{STORED}', ?1)"),
+            &[id.to_string().into()],
+        )?;
+    }
+    Ok(id)
+}
+
+fn insert_change_row(db: &mut dyn Sql, c: &NewChange) -> Result<i64, SqlError> {
     let files = serde_json::to_string(&c.files).unwrap_or_else(|_| "[]".into());
     let links = serde_json::to_string(&c.links).unwrap_or_else(|_| "[]".into());
     db.query_one(

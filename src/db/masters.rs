@@ -97,7 +97,7 @@ impl Db {
             return Ok(());
         }
         self.read_sql(move |db| {
-            db.query(
+            db.execute(
                 "SELECT pg_notify(?1, ?2)",
                 &[channel.into(), payload.into()],
             )

@@ -12,6 +12,7 @@
 //! pool.
 
 use std::collections::HashMap;
+use std::mem::ManuallyDrop;
 use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -25,20 +26,44 @@ const STATEMENTS: usize = 512;
 
 /// One connection and the statements prepared on it, by their SQLite text.
 pub(crate) struct PgConn {
-    client: postgres::Client,
+    /// Dropped by [`PgConn`]'s `Drop`, off tokio's threads.
+    client: ManuallyDrop<postgres::Client>,
     statements: HashMap<String, postgres::Statement>,
 }
 
 impl PgConn {
     fn open(url: &PgUrl, password: Option<&str>) -> Result<PgConn, DbError> {
         Ok(PgConn {
-            client: pg::connect(url, password)?,
+            client: ManuallyDrop::new(pg::connect(url, password)?),
             statements: HashMap::new(),
         })
     }
 
     fn broken(&self) -> bool {
         self.client.is_closed()
+    }
+}
+
+impl Drop for PgConn {
+    /// Closing a `postgres::Client` blocks on a runtime of its own, which
+    /// panics on a thread of the master's runtime (where the last handle on a
+    /// pool may go, or the memory releaser closes idle readers): there the
+    /// client is closed on a thread of its own.
+    fn drop(&mut self) {
+        // SAFETY: `client` is taken once, here, and never used after.
+        let client = unsafe { ManuallyDrop::take(&mut self.client) };
+        if tokio::runtime::Handle::try_current().is_err() {
+            drop(client);
+            return;
+        }
+        let closing = std::thread::Builder::new()
+            .name("db-close".into())
+            .spawn(move || drop(client));
+        if let Err(e) = closing {
+            // The client (moved into the closure that was not run) is gone
+            // without its goodbye: the server sees the socket close.
+            tracing::debug!("no thread to close a database connection: {e}");
+        }
     }
 }
 
@@ -162,7 +187,10 @@ impl PgPool {
             self.readers.with(
                 |conn| {
                     let PgConn { client, statements } = conn;
-                    Ok(f(&mut Prepared { client, statements })?)
+                    Ok(f(&mut Prepared {
+                        client: &mut **client,
+                        statements,
+                    })?)
                 },
                 PgConn::broken,
             )

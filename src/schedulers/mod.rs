@@ -23,6 +23,12 @@
 //! pollers of [`crate::changes::pollers`], webhooks and `sendchange`); BuildSets go
 //! to the [`Engine`]. [`start`] runs the schedulers and restarts them when a
 //! reconfig changes what they do. Time comes from a [`Clock`] that tests can drive.
+//!
+//! Where several masters share a PostgreSQL database, the schedulers run on one
+//! of them, the holder of [`SCHEDULERS_LEASE`] (another takes them over within
+//! `masterTimeout` when it dies, starting from the state in the database);
+//! every master's [`ChangeBus`] hears of every Change, so a Change that arrived
+//! through any master is scheduled once, and a tree-stable timer spans them all.
 
 mod clock;
 pub mod cron;
@@ -145,6 +151,44 @@ enum Halt {
     /// The master is shutting down.
     Stopping,
     Db(DbError),
+    /// Several masters share the database and another now holds
+    /// [`SCHEDULERS_LEASE`].
+    LeaseLost,
+}
+
+/// Where several masters share one database, the schedulers run on the one
+/// master holding this lease (taken over within `masterTimeout` when it dies):
+/// every Change, whichever master stored it, reaches them through the
+/// [`ChangeBus`], so a tree-stable timer spans the cluster and a Change is
+/// scheduled once.
+pub const SCHEDULERS_LEASE: &str = "schedulers";
+
+/// How often a master asks for (or renews) [`SCHEDULERS_LEASE`]: a third of
+/// `masterTimeout`.
+fn lease_period(db: &Db) -> Duration {
+    Duration::from_secs_f64(db.master_timeout().max(3) as f64 / 3.0)
+}
+
+/// Wait until this master holds [`SCHEDULERS_LEASE`] (at once on SQLite);
+/// `false` when the master stops first.
+async fn wait_for_lease(db: &Db, stop: &mut watch::Receiver<bool>) -> bool {
+    let mut said = false;
+    loop {
+        if db.hold_lease(SCHEDULERS_LEASE).await {
+            if said {
+                tracing::info!("the schedulers run on this master now");
+            }
+            return true;
+        }
+        if !said {
+            tracing::info!("the schedulers run on another master of the database");
+            said = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(lease_period(db)) => {}
+            _ = stopped(stop) => return false,
+        }
+    }
 }
 
 impl From<DbError> for Halt {
@@ -164,8 +208,13 @@ async fn run_schedulers(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
+        if !wait_for_lease(&ctx.db, &mut stop).await {
+            return;
+        }
         let mut changes = ctx.changes.subscribe();
-        let mut events = ctx.engine.subscribe();
+        // Every master's events: a dependent scheduler hears of an upstream
+        // BuildSet that another master completed.
+        let mut events = ctx.engine.live();
         let mut r = match Running::start(ctx.clone(), specs.clone()).await {
             Ok(r) => r,
             Err(e) => {
@@ -178,6 +227,9 @@ async fn run_schedulers(
         };
         match r.run(&mut changes, &mut events, &mut stop).await {
             Halt::Stopping => return,
+            Halt::LeaseLost => {
+                tracing::warn!("another master took the schedulers' lease; they stop here");
+            }
             Halt::Db(e) => {
                 tracing::error!("schedulers: {e}; restarting them in 5 s");
                 tokio::select! {
@@ -314,6 +366,8 @@ impl Running {
         if let Err(h) = self.dependents().await {
             return h;
         }
+        let shared = self.ctx.db.shared();
+        let mut lease_check = tokio::time::Instant::now() + lease_period(&self.ctx.db);
         loop {
             if *stop.borrow() {
                 return Halt::Stopping;
@@ -330,6 +384,13 @@ impl Running {
             let clock = self.ctx.clock.clone();
             tokio::select! {
                 _ = stopped(stop) => return Halt::Stopping,
+                // On a shared database: still the schedulers' master?
+                _ = tokio::time::sleep_until(lease_check), if shared => {
+                    lease_check = tokio::time::Instant::now() + lease_period(&self.ctx.db);
+                    if !self.ctx.db.hold_lease(SCHEDULERS_LEASE).await {
+                        return Halt::LeaseLost;
+                    }
+                }
                 r = changes.recv() => {
                     let step = match r {
                         Ok(row) => {
