@@ -189,7 +189,10 @@ fn the_slave_moves_to_the_second_master_when_the_first_dies() {
         b.slave_connected()
     });
     let text = log(&slave);
-    assert!(text.contains(&format!("connection to {url_a} lost")), "{text}");
+    assert!(
+        text.contains(&format!("connection to {url_a} lost")),
+        "{text}"
+    );
     assert!(
         text.contains(&format!("connected to {url_b} (master 2 of 2)")),
         "{text}"
@@ -230,4 +233,52 @@ fn a_slave_started_while_the_first_master_is_down_uses_the_second() {
         "{text}"
     );
     b.force_wait();
+}
+
+#[test]
+fn create_slave_names_a_bad_master_in_the_list_and_takes_hosts_with_ini() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = tmp.path().join("s");
+    for (list, want) in [
+        (
+            "h1:9010,h2:+1",
+            "port \"+1\" in \"h2:+1\" is not a number from 1 to 65535 (digits only, no sign) (master 2 of 2)",
+        ),
+        ("h1:9010,h2", "\"h2\" has no port"),
+        ("h1:9010,,h2:1", "empty entry (master 2 of 3)"),
+        ("h1:9010 h2:9010", "has blanks in its host"),
+    ] {
+        let a = autobot()
+            .args(["create-slave", target.to_str().unwrap(), list, SLAVE, PASSWORD])
+            .assert()
+            .failure();
+        let err = String::from_utf8_lossy(&a.get_output().stderr).to_string();
+        assert!(err.contains(want), "{list}: {err}");
+        assert!(!target.exists(), "nothing is created");
+    }
+    // --ini: the hosts of --master, each on the master.ini's slaveport.
+    let m = Master::create(tmp.path().join("m"));
+    autobot()
+        .args([
+            "create-slave",
+            target.to_str().unwrap(),
+            "--ini",
+            m.dir.join("master.ini").to_str().unwrap(),
+            "--name",
+            SLAVE,
+            "--master",
+            "m1.example.org, m2.example.org",
+        ])
+        .assert()
+        .success();
+    let ini = autobot::config::SlaveIni::load(&target).unwrap();
+    let got: Vec<String> = ini.masters().iter().map(|a| a.to_string()).collect();
+    assert_eq!(
+        got,
+        [
+            format!("m1.example.org:{}", m.slaveport),
+            format!("m2.example.org:{}", m.slaveport)
+        ]
+    );
+    assert_eq!(ini.password, PASSWORD);
 }

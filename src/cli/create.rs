@@ -274,12 +274,6 @@ pub fn create_slave_cmd(args: &CreateSlaveArgs) -> anyhow::Result<()> {
         let addr = args.master_addr.clone().unwrap_or_default();
         let mut masters = config::slave::MasterAddr::parse_list(&addr)
             .map_err(|e| anyhow!("MASTERHOST:PORT: {e}"))?;
-        if let Some(blank) = masters.iter().find(|m| m.host.contains(char::is_whitespace)) {
-            bail!(
-                "MASTERHOST:PORT {:?} has blanks in its host; separate masters with commas, e.g. host1:9010,host2:9010",
-                blank.to_string()
-            );
-        }
         let first = masters.remove(0);
         SlaveIni {
             basedir: PathBuf::new(),

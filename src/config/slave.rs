@@ -52,6 +52,12 @@ impl MasterAddr {
                 "{entry:?} has no host before the port; e.g. localhost:{port}"
             ));
         }
+        if host.contains(char::is_whitespace) {
+            return Err(format!(
+                "{entry:?} has blanks in its host; separate masters with commas, \
+                 e.g. host1:9010,host2:9010"
+            ));
+        }
         Ok(MasterAddr {
             host: host.to_string(),
             port,
@@ -440,7 +446,10 @@ mod tests {
         assert_eq!(got, ["m1:9010", "m2:9011", "[::1]:9012"]);
         // Written back, it reads the same.
         std::fs::write(&file, three.render()).unwrap();
-        assert_eq!(SlaveIni::load(dir.path()).unwrap().masters(), three.masters());
+        assert_eq!(
+            SlaveIni::load(dir.path()).unwrap().masters(),
+            three.masters()
+        );
         for (master, want) in [
             (
                 "m1:9010,m2:x",
@@ -451,6 +460,10 @@ mod tests {
             (
                 "m1:9010, m2",
                 ":2: [slave] master: \"m2\" has no port; expected HOST:PORT",
+            ),
+            (
+                "m1:9010 m2:9010",
+                ":2: [slave] master: \"m1:9010 m2:9010\" has blanks in its host",
             ),
         ] {
             let err = load(master).unwrap_err().to_string();

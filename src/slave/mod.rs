@@ -210,7 +210,11 @@ pub async fn run(basedir: &Path, mut control: Control) -> Result<(), SlaveError>
                         tracing::warn!(
                             "slave {}: connection to {url} lost: {why}{}",
                             ini.name,
-                            if n > 1 { "; trying the next master" } else { "" }
+                            if n > 1 {
+                                "; trying the next master"
+                            } else {
+                                ""
+                            }
                         );
                         rotation.lost(i);
                     }

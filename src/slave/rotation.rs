@@ -172,7 +172,11 @@ mod tests {
         assert_eq!(r.next(now), Next::Try(2));
         r.connected(2);
         r.lost(2);
-        assert_eq!(r.next(now), Next::Try(0), "wraps from the last to the first");
+        assert_eq!(
+            r.next(now),
+            Next::Try(0),
+            "wraps from the last to the first"
+        );
     }
 
     #[test]
@@ -186,7 +190,11 @@ mod tests {
         assert_eq!(r.next(now), Next::Try(0));
         r.connected(0);
         r.lost(0);
-        assert_eq!(r.next(now), Next::Wait(secs(1)), "backoff reset, not skipped");
+        assert_eq!(
+            r.next(now),
+            Next::Wait(secs(1)),
+            "backoff reset, not skipped"
+        );
         assert_eq!(r.next(now), Next::Try(0));
     }
 
@@ -208,6 +216,7 @@ mod tests {
         let t1 = t0 + secs(1);
         assert_eq!(r.next(t1), Next::Try(0));
         r.refused(0, t1);
+        assert_eq!(r.next(t1), Next::Wait(secs(1)), "both tried: round over");
         assert_eq!(r.next(t1), Next::Try(1));
         r.connected(1);
         r.lost(1);
