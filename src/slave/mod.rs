@@ -8,7 +8,9 @@
 //! attempt and why it failed. With several masters in `slave.ini` (masters sharing
 //! one database) it tries them in order, the next one whenever the current one is
 //! down or drops the link, wrapping around, the backoff applied per round of the
-//! list (see [`rotation`]); the log names the master it is connected to. Commands run confined to the basedir (see [`paths`]
+//! list, and a master that refuses the password skipped for a backoff of its own
+//! (the `rotation` module); the log names the master it is connected to. Commands
+//! run confined to the basedir (see [`paths`]
 //! and [`tree`]), each in its own process group so that a kill reaches everything
 //! it started, and those groups die with the slave (see [`watchdog`]). A
 //! stop request interrupts running commands, lets them report, closes the socket
