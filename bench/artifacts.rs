@@ -50,6 +50,7 @@ fn slave_dir(dir: &Path, port: u16) {
         basedir: dir.clone(),
         master_host: "127.0.0.1".into(),
         master_port: port,
+        more_masters: Vec::new(),
         name: SLAVE.into(),
         password: "pw".into(),
         keepalive: 1,

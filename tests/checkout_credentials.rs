@@ -358,6 +358,7 @@ fn start_autobot_slave(dir: &Path, port: u16, env: &[(String, String)]) -> Daemo
         basedir: std::fs::canonicalize(dir).unwrap(),
         master_host: "127.0.0.1".into(),
         master_port: port,
+        more_masters: Vec::new(),
         name: "s1".into(),
         password: SLAVE_PW.into(),
         keepalive: 1,

@@ -210,6 +210,7 @@ pub async fn start_slave(dir: &Path, port: u16, password: &str) -> autobot::daem
         basedir: dir.clone(),
         master_host: "127.0.0.1".into(),
         master_port: port,
+        more_masters: Vec::new(),
         name: "s1".into(),
         password: password.into(),
         keepalive: 5,

@@ -27,7 +27,8 @@ use crate::templates::{self, MasterVars};
 pub struct CreateSlaveArgs {
     /// Directory to create (must not exist, or be empty).
     pub dir: PathBuf,
-    /// The master's HOST:PORT (its slaveport).
+    /// The master's HOST:PORT (its slaveport); several masters sharing one
+    /// database comma-separated (host1:9010,host2:9010), tried in that order.
     #[arg(value_name = "MASTERHOST:PORT", required_unless_present = "ini")]
     pub master_addr: Option<String>,
     /// The slave's name, as in the master's `[slave:NAME]`.
@@ -42,7 +43,8 @@ pub struct CreateSlaveArgs {
     /// With --ini: the `[slave:NAME]` to create.
     #[arg(long, requires = "ini")]
     pub name: Option<String>,
-    /// With --ini: host name of the master.
+    /// With --ini: host name of the master; several masters sharing one database
+    /// comma-separated (host1,host2), each on the master.ini's slaveport.
     #[arg(long, default_value = "localhost", requires = "ini")]
     pub master: String,
     /// Seconds between keepalives (also the longest reconnect wait).
@@ -242,10 +244,26 @@ pub fn create_slave_cmd(args: &CreateSlaveArgs) -> anyhow::Result<()> {
                 }
             )
         })?;
+        let mut masters = Vec::new();
+        for (i, host) in args.master.split(',').map(str::trim).enumerate() {
+            if host.is_empty() || host.contains(char::is_whitespace) {
+                bail!(
+                    "--master {:?}: host {} is empty or has blanks; give host names separated by commas, e.g. --master host1,host2",
+                    args.master,
+                    i + 1
+                );
+            }
+            masters.push(config::slave::MasterAddr {
+                host: slave_master_host(host, cfg.slave_listen()),
+                port: cfg.slaveport,
+            });
+        }
+        let first = masters.remove(0);
         SlaveIni {
             basedir: PathBuf::new(),
-            master_host: slave_master_host(&args.master, cfg.slave_listen()),
-            master_port: cfg.slaveport,
+            master_host: first.host,
+            master_port: first.port,
+            more_masters: masters,
             name: entry.name.clone(),
             password: entry.password.clone(),
             keepalive: args.keepalive,
@@ -254,24 +272,14 @@ pub fn create_slave_cmd(args: &CreateSlaveArgs) -> anyhow::Result<()> {
         }
     } else {
         let addr = args.master_addr.clone().unwrap_or_default();
-        let (host, port) = addr.rsplit_once(':').ok_or_else(|| {
-            anyhow!("MASTERHOST:PORT {addr:?} has no port; use e.g. localhost:9010")
-        })?;
-        let port: u16 = factory::schema::parse_digits(port)
-            .and_then(|p| u16::try_from(p).ok())
-            .filter(|p| *p > 0)
-            .ok_or_else(|| {
-                anyhow!(
-                    "port {port:?} in {addr:?} is not a number from 1 to 65535 (digits only, no sign)"
-                )
-            })?;
-        if host.is_empty() {
-            bail!("MASTERHOST:PORT {addr:?} has no host; use e.g. localhost:{port}");
-        }
+        let mut masters = config::slave::MasterAddr::parse_list(&addr)
+            .map_err(|e| anyhow!("MASTERHOST:PORT: {e}"))?;
+        let first = masters.remove(0);
         SlaveIni {
             basedir: PathBuf::new(),
-            master_host: host.to_string(),
-            master_port: port,
+            master_host: first.host,
+            master_port: first.port,
+            more_masters: masters,
             name: args.slave_name.clone().unwrap_or_default(),
             password: args.password.clone().unwrap_or_default(),
             keepalive: args.keepalive,
@@ -299,12 +307,17 @@ pub fn create_slave_cmd(args: &CreateSlaveArgs) -> anyhow::Result<()> {
     slave.basedir = std::fs::canonicalize(&args.dir).unwrap_or_else(|_| args.dir.clone());
     let exe = current_exe_string();
     let basedir = slave.basedir.display().to_string();
+    let masters: Vec<String> = slave.masters().iter().map(|m| m.to_string()).collect();
     println!(
-        "Created slave {} in {} for master {}:{}",
+        "Created slave {} in {} for {} {}",
         slave.name,
         args.dir.display(),
-        slave.master_host,
-        slave.master_port
+        if masters.len() > 1 {
+            "masters (tried in this order)"
+        } else {
+            "master"
+        },
+        masters.join(", ")
     );
     println!(
         "Edit {} to say who looks after this slave.",
@@ -481,6 +494,7 @@ fn slave_ini_for(args: &CreateArgs, secrets: &Secrets) -> SlaveIni {
         basedir: PathBuf::new(),
         master_host: master_host(args),
         master_port: args.slaveport.port,
+        more_masters: Vec::new(),
         name: args.slave.clone(),
         password: secrets.passwd.clone(),
         keepalive: 600,

@@ -10,8 +10,10 @@
 //! usepty = false
 //! ```
 //!
-//! The slave's basedir is the directory holding the file; its `info/admin` and
-//! `info/host` files are sent to the master in the worker info.
+//! `master` may name several masters, comma-separated (`master = host1:9010,
+//! host2:9010`): masters that share one database, tried in that order (see
+//! [`SlaveIni::masters`]). The slave's basedir is the directory holding the file;
+//! its `info/admin` and `info/host` files are sent to the master in the worker info.
 
 use std::path::{Path, PathBuf};
 
@@ -22,15 +24,94 @@ pub const SLAVE_INI: &str = "slave.ini";
 /// the keepalive from now, which a much larger number would overflow.
 pub const MAX_KEEPALIVE: u64 = 86_400;
 
+/// One master a slave may connect to: the `HOST:PORT` of its slaveport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterAddr {
+    /// Host name or address (an IPv6 address with or without brackets).
+    pub host: String,
+    /// The master's `slaveport`.
+    pub port: u16,
+}
+
+impl MasterAddr {
+    /// Parse one `HOST:PORT`; the error names the entry and says how to fix it.
+    pub fn parse(entry: &str) -> Result<MasterAddr, String> {
+        let (host, port) = entry.rsplit_once(':').ok_or_else(|| {
+            format!("{entry:?} has no port; expected HOST:PORT, e.g. localhost:9010")
+        })?;
+        let port = crate::factory::schema::parse_digits(port)
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p > 0)
+            .ok_or_else(|| {
+                format!(
+                    "port {port:?} in {entry:?} is not a number from 1 to 65535 (digits only, no sign)"
+                )
+            })?;
+        if host.is_empty() {
+            return Err(format!(
+                "{entry:?} has no host before the port; e.g. localhost:{port}"
+            ));
+        }
+        if host.contains(char::is_whitespace) {
+            return Err(format!(
+                "{entry:?} has blanks in its host; separate masters with commas, \
+                 e.g. host1:9010,host2:9010"
+            ));
+        }
+        Ok(MasterAddr {
+            host: host.to_string(),
+            port,
+        })
+    }
+
+    /// Parse a comma-separated list of `HOST:PORT` (blanks around each allowed),
+    /// in order; at least one. The error names the bad entry (and its place when
+    /// there are several).
+    pub fn parse_list(list: &str) -> Result<Vec<MasterAddr>, String> {
+        let entries: Vec<&str> = list.split(',').map(str::trim).collect();
+        let n = entries.len();
+        entries
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                let place = || {
+                    if n > 1 {
+                        format!(" (master {} of {n})", i + 1)
+                    } else {
+                        String::new()
+                    }
+                };
+                if entry.is_empty() {
+                    return Err(format!(
+                        "empty entry{}; expected HOST:PORT or several separated by commas, \
+                         e.g. host1:9010,host2:9010",
+                        place()
+                    ));
+                }
+                MasterAddr::parse(entry).map_err(|e| format!("{e}{}", place()))
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Display for MasterAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
 /// A parsed `slave.ini`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlaveIni {
     /// The directory the slave works in and never leaves.
     pub basedir: PathBuf,
-    /// Master host name or address.
+    /// Master host name or address (the first master of `master =`).
     pub master_host: String,
     /// Master `slaveport`.
     pub master_port: u16,
+    /// The masters after the first, in the order the slave tries them when the
+    /// one it uses is down (empty: one master, as before).
+    pub more_masters: Vec<MasterAddr>,
     pub name: String,
     pub password: String,
     /// Seconds between keepalives; also the cap of the reconnect backoff.
@@ -109,30 +190,17 @@ impl SlaveIni {
         };
         let master = need("master")?;
         let master_line = get("master").map_or(section_line, |e| e.line);
-        let (host, port) = master.rsplit_once(':').ok_or_else(|| {
+        let mut masters = MasterAddr::parse_list(&master)
+            .map_err(|message| bad("master", master_line, message))?
+            .into_iter();
+        // parse_list returns at least one entry.
+        let first = masters.next().ok_or_else(|| {
             bad(
                 "master",
                 master_line,
-                format!("expected HOST:PORT, e.g. localhost:9010, got {master:?}"),
+                "expected HOST:PORT, e.g. localhost:9010".into(),
             )
         })?;
-        let master_port = crate::factory::schema::parse_digits(port)
-            .and_then(|p| u16::try_from(p).ok())
-            .filter(|p| *p > 0)
-            .ok_or_else(|| {
-                bad(
-                    "master",
-                    master_line,
-                    format!("port {port:?} is not a number from 1 to 65535 (digits only, no sign)"),
-                )
-            })?;
-        if host.is_empty() {
-            return Err(bad(
-                "master",
-                master_line,
-                format!("no host before the port; e.g. localhost:{port}"),
-            ));
-        }
         let keepalive = match get("keepalive") {
             None => 600,
             Some(e) => crate::factory::schema::parse_digits(&e.value)
@@ -177,8 +245,9 @@ impl SlaveIni {
         };
         Ok(SlaveIni {
             basedir,
-            master_host: host.to_string(),
-            master_port,
+            master_host: first.host,
+            master_port: first.port,
+            more_masters: masters.collect(),
             name: need("name")?,
             password: need("password")?,
             keepalive,
@@ -187,17 +256,33 @@ impl SlaveIni {
         })
     }
 
+    /// Every master, in the order the slave tries them: `master_host:master_port`
+    /// first, then [`SlaveIni::more_masters`].
+    pub fn masters(&self) -> Vec<MasterAddr> {
+        let first = MasterAddr {
+            host: self.master_host.clone(),
+            port: self.master_port,
+        };
+        std::iter::once(first)
+            .chain(self.more_masters.iter().cloned())
+            .collect()
+    }
+
     /// The text of a `slave.ini` for these values (what `create-slave` writes).
     pub fn render(&self) -> String {
-        let port = self.master_port.to_string();
+        let masters = self
+            .masters()
+            .iter()
+            .map(MasterAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
         let keepalive = self.keepalive.to_string();
         let umask = format!("{:03o}", self.umask);
         let usepty = self.usepty.to_string();
         crate::templates::fill(
             crate::templates::SLAVE_INI,
             &[
-                ("master_host", &self.master_host),
-                ("master_port", &port),
+                ("masters", &masters),
                 ("name", &self.name),
                 ("password", &self.password),
                 ("keepalive", &keepalive),
@@ -258,6 +343,10 @@ mod tests {
             basedir: std::fs::canonicalize(dir.path()).unwrap(),
             master_host: "localhost".into(),
             master_port: 9010,
+            more_masters: vec![MasterAddr {
+                host: "::1".into(),
+                port: 9011,
+            }],
             name: "linux1".into(),
             password: "pw".into(),
             keepalive: 30,
@@ -300,7 +389,7 @@ mod tests {
             ),
             (
                 b"[slave]\nmaster = :9010\nname = a\npassword = b\n",
-                ":2: [slave] master: no host",
+                ":2: [slave] master: \":9010\" has no host",
             ),
             (
                 b"[slave]\nmaster = h:1\nname = a\npassword = b\nkeepalive =\n",
@@ -330,6 +419,54 @@ mod tests {
         for (text, want) in cases {
             std::fs::write(&file, text).unwrap();
             let err = SlaveIni::load(dir.path()).unwrap_err().to_string();
+            let want = format!("{}{want}", file.display());
+            assert!(err.starts_with(&want), "want {want:?}, got {err:?}");
+        }
+    }
+
+    /// Several masters, comma-separated, in order; a bad one is named with its
+    /// place; the old single-master form reads as before.
+    #[test]
+    fn master_lists_in_order_and_bad_entries_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(SLAVE_INI);
+        let load = |master: &str| {
+            std::fs::write(
+                &file,
+                format!("[slave]\nmaster = {master}\nname = a\npassword = b\n"),
+            )
+            .unwrap();
+            SlaveIni::load(dir.path())
+        };
+        let one = load("m1:9010").unwrap();
+        assert_eq!((one.master_host.as_str(), one.master_port), ("m1", 9010));
+        assert!(one.more_masters.is_empty());
+        let three = load("m1:9010, m2:9011 ,[::1]:9012").unwrap();
+        let got: Vec<String> = three.masters().iter().map(|m| m.to_string()).collect();
+        assert_eq!(got, ["m1:9010", "m2:9011", "[::1]:9012"]);
+        // Written back, it reads the same.
+        std::fs::write(&file, three.render()).unwrap();
+        assert_eq!(
+            SlaveIni::load(dir.path()).unwrap().masters(),
+            three.masters()
+        );
+        for (master, want) in [
+            (
+                "m1:9010,m2:x",
+                ":2: [slave] master: port \"x\" in \"m2:x\" is not a number from 1 to 65535 (digits only, no sign) (master 2 of 2)",
+            ),
+            ("m1:9010,,m2:1", ":2: [slave] master: empty entry (master 2 of 3)"),
+            ("m1:9010,", ":2: [slave] master: empty entry (master 2 of 2)"),
+            (
+                "m1:9010, m2",
+                ":2: [slave] master: \"m2\" has no port; expected HOST:PORT",
+            ),
+            (
+                "m1:9010 m2:9010",
+                ":2: [slave] master: \"m1:9010 m2:9010\" has blanks in its host",
+            ),
+        ] {
+            let err = load(master).unwrap_err().to_string();
             let want = format!("{}{want}", file.display());
             assert!(err.starts_with(&want), "want {want:?}, got {err:?}");
         }

@@ -5,7 +5,12 @@
 //! Basic credentials, serve the connection (Buildbot's `msgpack_experimental_v7`
 //! worker protocol, see [`crate::protocol`]) until it ends, and try again after an
 //! exponential backoff (1 s doubling, capped at the keepalive interval), logging every
-//! attempt and why it failed. Commands run confined to the basedir (see [`paths`]
+//! attempt and why it failed. With several masters in `slave.ini` (masters sharing
+//! one database) it tries them in order, the next one whenever the current one is
+//! down or drops the link, wrapping around, the backoff applied per round of the
+//! list, and a master that refuses the password skipped for a backoff of its own
+//! (the `rotation` module); the log names the master it is connected to. Commands
+//! run confined to the basedir (see [`paths`]
 //! and [`tree`]), each in its own process group so that a kill reaches everything
 //! it started, and those groups die with the slave (see [`watchdog`]). A
 //! stop request interrupts running commands, lets them report, closes the socket
@@ -17,6 +22,7 @@ mod info;
 mod link;
 pub mod output;
 pub mod paths;
+mod rotation;
 mod session;
 pub mod tree;
 mod updates;
@@ -33,7 +39,7 @@ use tokio_tungstenite::tungstenite::http::{header::AUTHORIZATION, HeaderValue};
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::config::slave::{SlaveIni, SlaveIniError};
+use crate::config::slave::{MasterAddr, SlaveIni, SlaveIniError};
 use crate::daemon::Control;
 
 pub use commands::COMMANDS;
@@ -124,34 +130,75 @@ pub async fn run(basedir: &Path, mut control: Control) -> Result<(), SlaveError>
         settings: Mutex::new(output::Settings::default()),
         keepalive: ini.keepalive,
     });
-    let url = master_url(&ini);
+    let masters = ini.masters();
+    let urls: Vec<String> = masters.iter().map(master_url).collect();
+    let n = urls.len();
+    let then = if n > 1 {
+        format!(" (then {})", urls[1..].join(", "))
+    } else {
+        String::new()
+    };
     control.ready(Ok(format!(
-        "slave {} in {} connecting to {url}",
+        "slave {} in {} connecting to {}{then}",
         ini.name,
-        ini.basedir.display()
+        ini.basedir.display(),
+        urls[0]
     )));
     let mut shutdown = control.shutdown.clone();
     let cap = Duration::from_secs(ini.keepalive.max(1));
-    let mut delay = Duration::from_secs(1).min(cap);
+    let mut rotation = rotation::Rotation::new(n, cap);
     let mut attempt: u64 = 0;
+    // "master 2 of 3" when there are several.
+    let which = |i: usize| {
+        if n > 1 {
+            format!(" (master {} of {n})", i + 1)
+        } else {
+            String::new()
+        }
+    };
     loop {
         if *shutdown.borrow() {
             return Ok(());
         }
+        let i = match rotation.next(std::time::Instant::now()) {
+            rotation::Next::Try(i) => i,
+            rotation::Next::Wait(delay) => {
+                if n > 1 {
+                    tracing::info!(
+                        "slave {}: none of the {n} masters accepted the slave; next round in {} s",
+                        ini.name,
+                        delay.as_secs_f64()
+                    );
+                } else {
+                    tracing::info!(
+                        "slave {}: next attempt in {} s",
+                        ini.name,
+                        delay.as_secs_f64()
+                    );
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+                continue;
+            }
+        };
+        let url = &urls[i];
         attempt += 1;
         tracing::info!(
-            "slave {}: connecting to {url} (attempt {attempt})",
-            ini.name
+            "slave {}: connecting to {url}{} (attempt {attempt})",
+            ini.name,
+            which(i)
         );
         let connected = tokio::select! {
-            r = connect(&ini, &url) => r,
+            r = connect(&ini, url) => r,
             _ = shutdown.changed() => return Ok(()),
         };
         match connected {
             Ok(ws) => {
-                tracing::info!("slave {}: connected to {url}", ini.name);
+                tracing::info!("slave {}: connected to {url}{}", ini.name, which(i));
                 attempt = 0;
-                delay = Duration::from_secs(1).min(cap);
+                rotation.connected(i);
                 match session::serve(ws, &state, &mut shutdown).await {
                     session::End::Shutdown => {
                         tracing::info!("slave {}: stopped", ini.name);
@@ -161,24 +208,31 @@ pub async fn run(basedir: &Path, mut control: Control) -> Result<(), SlaveError>
                         tracing::info!("slave {}: stopped by the master", ini.name);
                         return Ok(());
                     }
-                    session::End::Lost(why) => tracing::warn!(
-                        "slave {}: connection to {url} lost: {why}; reconnecting in {} s",
-                        ini.name,
-                        delay.as_secs_f64()
-                    ),
+                    session::End::Lost(why) => {
+                        tracing::warn!(
+                            "slave {}: connection to {url} lost: {why}{}",
+                            ini.name,
+                            if n > 1 {
+                                "; trying the next master"
+                            } else {
+                                ""
+                            }
+                        );
+                        rotation.lost(i);
+                    }
                 }
             }
-            Err(why) => tracing::warn!(
-                "slave {}: cannot connect to {url}: {why}; next attempt in {} s",
-                ini.name,
-                delay.as_secs_f64()
-            ),
+            Err(why) => {
+                if why.refused_login {
+                    rotation.refused(i, std::time::Instant::now());
+                }
+                tracing::warn!(
+                    "slave {}: cannot connect to {url}: {}",
+                    ini.name,
+                    why.message
+                );
+            }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.changed() => return Ok(()),
-        }
-        delay = (delay * 2).min(cap);
     }
 }
 
@@ -190,19 +244,36 @@ fn load(basedir: &Path) -> Result<SlaveIni, SlaveError> {
     Ok(ini)
 }
 
-fn master_url(ini: &SlaveIni) -> String {
-    let host = if ini.master_host.contains(':') && !ini.master_host.starts_with('[') {
-        format!("[{}]", ini.master_host)
+fn master_url(master: &MasterAddr) -> String {
+    let host = if master.host.contains(':') && !master.host.starts_with('[') {
+        format!("[{}]", master.host)
     } else {
-        ini.master_host.clone()
+        master.host.clone()
     };
-    format!("ws://{host}:{}/", ini.master_port)
+    format!("ws://{host}:{}/", master.port)
 }
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// Why a connection attempt failed.
+struct ConnectError {
+    /// In words, for the log.
+    message: String,
+    /// The master refused our name and password (HTTP 401).
+    refused_login: bool,
+}
+
+impl From<String> for ConnectError {
+    fn from(message: String) -> ConnectError {
+        ConnectError {
+            message,
+            refused_login: false,
+        }
+    }
+}
+
 /// Open the WebSocket with our credentials; the error says why in words.
-async fn connect(ini: &SlaveIni, url: &str) -> Result<Ws, String> {
+async fn connect(ini: &SlaveIni, url: &str) -> Result<Ws, ConnectError> {
     let mut req = url
         .into_client_request()
         .map_err(|e| format!("bad master address: {e}"))?;
@@ -222,9 +293,12 @@ async fn connect(ini: &SlaveIni, url: &str) -> Result<Ws, String> {
     )
     .await
     {
-        Err(_) => Err(format!("no answer within {} s", limit.as_secs())),
+        Err(_) => Err(format!("no answer within {} s", limit.as_secs()).into()),
         Ok(Ok((ws, _response))) => Ok(ws),
-        Ok(Err(e)) => Err(describe(e, ini)),
+        Ok(Err(e)) => Err(ConnectError {
+            refused_login: matches!(&e, WsError::Http(r) if r.status().as_u16() == 401),
+            message: describe(e, ini),
+        }),
     }
 }
 

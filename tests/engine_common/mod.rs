@@ -215,6 +215,7 @@ pub fn slave_dir(dir: &Path, port: u16) {
         basedir: dir.clone(),
         master_host: "127.0.0.1".into(),
         master_port: port,
+        more_masters: Vec::new(),
         name: SLAVE.into(),
         password: PASSWORD.into(),
         keepalive: 1,

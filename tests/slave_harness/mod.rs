@@ -498,6 +498,7 @@ impl Slave {
             basedir: basedir.clone(),
             master_host: "127.0.0.1".into(),
             master_port: port,
+            more_masters: Vec::new(),
             name: name.into(),
             password: PASSWORD.into(),
             keepalive,

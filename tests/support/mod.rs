@@ -468,6 +468,7 @@ async fn start_autobot_slave(
         basedir: dir.clone(),
         master_host: "127.0.0.1".into(),
         master_port: port,
+        more_masters: Vec::new(),
         name: name.into(),
         password: password.into(),
         keepalive: 1,
