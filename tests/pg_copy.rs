@@ -163,7 +163,8 @@ fn fill_the_rest(state: &Path) {
          INSERT OR REPLACE INTO masters VALUES ('m-1', 0, 1700000000.5, 1700000700.25);
          INSERT INTO leases VALUES ('poller:git:/srv/repo.git', 'm-1', 1700000001.0);
          UPDATE builds SET master = 'm-1';
-         UPDATE buildrequests SET claimed_by = 'm-1' WHERE claimed_at IS NOT NULL;",
+         UPDATE buildrequests SET claimed_by = 'm-1' WHERE claimed_at IS NOT NULL;
+         UPDATE slaves SET master = 'm-1';",
     )
     .unwrap();
 }

@@ -252,6 +252,29 @@ fn two_masters_share_the_queue_and_take_over_a_dead_ones_build() {
         count(&mut client, "SELECT active FROM masters WHERE name = 'a'"),
         0
     );
+    // Its slave is shown gone on every master; b's stays.
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT count(*) FROM slaves WHERE name = 's1' AND connected = 0
+               AND disconnect_reason = 'its master died'"
+        ),
+        1
+    );
+    let slaves = get_json(b.htmlport, "/api/v1/slaves").unwrap();
+    let shown = |name: &str| {
+        slaves
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .map(|s| s["connected"] == true)
+    };
+    assert_eq!(
+        (shown("s1"), shown("s2")),
+        (Some(false), Some(true)),
+        "{slaves}"
+    );
     // a comes back (same name): its slave reconnects, and the request runs
     // again, green this time.
     std::fs::write(&gate, "").unwrap();

@@ -88,7 +88,7 @@ fn build(
 /// (one running, one interrupted and requeued, one cancelled without a
 /// SourceStamp), their steps and logs, requests waiting.
 fn history(db: &mut dyn Sql) -> Ids {
-    slaves::connected(db, "s1", "127.0.0.1:5", SlaveInfoRow::default(), 100).unwrap();
+    slaves::connected(db, "s1", "127.0.0.1:5", SlaveInfoRow::default(), 100, "m").unwrap();
     let c1 = change(
         db,
         "Ann <ann@example.org>",

@@ -25,20 +25,53 @@ fn story(db: &mut dyn Sql) -> Vec<String> {
         numcpus: Some(2),
         commands: Some("{\"shell\":\"3.3\"}".into()),
     };
-    let first = slaves::connected(db, "s1", "127.0.0.1:5", info.clone(), 100).unwrap();
-    let other = slaves::connected(db, "s0", "127.0.0.1:6", SlaveInfoRow::default(), 101).unwrap();
+    let first = slaves::connected(db, "s1", "127.0.0.1:5", info.clone(), 100, "m1").unwrap();
+    let other =
+        slaves::connected(db, "s0", "127.0.0.1:6", SlaveInfoRow::default(), 101, "m1").unwrap();
     assert!(other > first);
     said.push(format!("{:?}", slaves::one(db, "s1").unwrap()));
     slaves::seen(db, "s1", 120).unwrap();
-    slaves::disconnected(db, "s1", first, "keepalive timeout", 150).unwrap();
+    slaves::disconnected(db, "s1", first, "keepalive timeout", 150, "m1").unwrap();
     said.push(format!("{:?}", slaves::one(db, "s1").unwrap()));
-    let again = slaves::connected(db, "s1", "p", info, 200).unwrap();
+    let again = slaves::connected(db, "s1", "p", info.clone(), 200, "m1").unwrap();
     assert!(again > other);
+    // s1 moves to master m2; m1 then notes its end there: s1 stays connected.
+    let moved = slaves::connected(db, "s1", "q", info, 210, "m2").unwrap();
+    slaves::disconnected(db, "s1", again, "connection lost", 211, "m1").unwrap();
+    assert!(slaves::one(db, "s1").unwrap().unwrap().connected);
+    // m2 dies: its slaves are gone, m1's (s0) stay.
+    slaves::master_gone(db, "m2", "its master died", 220).unwrap();
+    let s1 = slaves::one(db, "s1").unwrap().unwrap();
+    assert!(!s1.connected);
+    assert_eq!(s1.disconnect_reason.as_deref(), Some("its master died"));
+    assert!(slaves::one(db, "s0").unwrap().unwrap().connected);
+    let open: Vec<_> = slaves::connections(db, "s1", None)
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.id == moved)
+        .collect();
+    assert_eq!(open[0].disconnected_at, Some(220));
     slaves::reset(db, "master restarted", 300).unwrap();
     said.push(format!("{:?}", slaves::all(db).unwrap()));
     let conns = slaves::connections(db, "s1", None).unwrap();
-    assert_eq!(conns.len(), 2);
-    assert_eq!(conns[0].reason.as_deref(), Some("master restarted"));
+    assert_eq!(conns.len(), 3);
+    let reasons: Vec<_> = conns.iter().map(|c| c.reason.as_deref()).collect();
+    assert_eq!(
+        reasons,
+        [
+            Some("its master died"),
+            Some("connection lost"),
+            Some("keepalive timeout")
+        ]
+    );
+    assert_eq!(
+        slaves::one(db, "s0")
+            .unwrap()
+            .unwrap()
+            .disconnect_reason
+            .as_deref(),
+        Some("master restarted")
+    );
     said.push(format!("{conns:?}"));
     said.push(format!(
         "{:?}",

@@ -298,6 +298,9 @@ impl Db {
             let whose = if sqlite {
                 Whose::Every
             } else {
+                // The slaves of this master before its restart are gone
+                // (on SQLite, `slaves_reset` says so of every slave).
+                super::slaves::master_gone(db, &me, "the master stopped", at as i64)?;
                 Whose::Mine(&me)
             };
             recover(db, &basedir, whose, &text, at)
@@ -317,8 +320,12 @@ impl Db {
     ) -> Result<Vec<(String, i64)>, DbError> {
         let (master, text) = (master.to_string(), text.to_string());
         let basedir = self.data_dir();
-        self.write_sql(move |db| recover(db, &basedir, Whose::Dead(&master), &text, at))
-            .await
+        self.write_sql(move |db| {
+            let builds = recover(db, &basedir, Whose::Dead(&master), &text, at)?;
+            super::slaves::master_gone(db, &master, "its master died", at as i64)?;
+            Ok(builds)
+        })
+        .await
     }
 
     /// The newest builds of a builder, newest first: at most `limit`, numbered

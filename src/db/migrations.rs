@@ -344,6 +344,10 @@ pub const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE builds ADD COLUMN master TEXT;
     ALTER TABLE buildrequests ADD COLUMN claimed_by TEXT;",
+    // 14: the master a slave is connected to, so that when a master dies the
+    // one that finds it dead marks its slaves disconnected, and a slave that
+    // moved to another master is not marked gone by the one it left.
+    "ALTER TABLE slaves ADD COLUMN master TEXT;",
 ];
 
 #[cfg(test)]

@@ -286,6 +286,8 @@ pub const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE builds ADD COLUMN master TEXT;
     ALTER TABLE buildrequests ADD COLUMN claimed_by TEXT;",
+    // 14: the master a slave is connected to.
+    "ALTER TABLE slaves ADD COLUMN master TEXT;",
 ];
 
 /// The table that holds the schema version (one row).

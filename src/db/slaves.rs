@@ -89,7 +89,8 @@ impl Db {
     ) -> Result<i64, DbError> {
         let name = name.to_string();
         let peer = peer.to_string();
-        self.write_sql(move |db| connected(db, &name, &peer, info, at))
+        let me = self.master_name().to_string();
+        self.write_sql(move |db| connected(db, &name, &peer, info, at, &me))
             .await
     }
 
@@ -103,7 +104,8 @@ impl Db {
     ) -> Result<(), DbError> {
         let name = name.to_string();
         let reason = reason.to_string();
-        self.write_sql(move |db| disconnected(db, &name, connection_id, &reason, at))
+        let me = self.master_name().to_string();
+        self.write_sql(move |db| disconnected(db, &name, connection_id, &reason, at, &me))
             .await
     }
 
@@ -145,6 +147,23 @@ impl Db {
 // The queries, on either backend ([`super::sql`]): what the methods above run
 // on SQLite, and a master on PostgreSQL will run there.
 
+/// The slaves still connected to master `master` (dead, or restarting) and
+/// their open connections, marked gone with `reason`.
+pub fn master_gone(db: &mut dyn Sql, master: &str, reason: &str, at: i64) -> Result<(), SqlError> {
+    db.execute(
+        "UPDATE slave_connections SET disconnected_at = ?1, reason = ?2
+         WHERE disconnected_at IS NULL
+           AND slave IN (SELECT name FROM slaves WHERE connected = 1 AND master = ?3)",
+        &[at.into(), reason.into(), master.into()],
+    )?;
+    db.execute(
+        "UPDATE slaves SET connected = 0, disconnect_reason = ?1
+         WHERE connected = 1 AND master = ?2",
+        &[reason.into(), master.into()],
+    )?;
+    Ok(())
+}
+
 /// Mark every slave still connected (and its open connection) gone.
 pub fn reset(db: &mut dyn Sql, reason: &str, at: i64) -> Result<(), SqlError> {
     db.execute(
@@ -159,21 +178,23 @@ pub fn reset(db: &mut dyn Sql, reason: &str, at: i64) -> Result<(), SqlError> {
     Ok(())
 }
 
-/// Record a slave that just connected; the new connection's id.
+/// Record a slave that just connected to master `master`; the new
+/// connection's id.
 pub fn connected(
     db: &mut dyn Sql,
     name: &str,
     peer: &str,
     info: SlaveInfoRow,
     at: i64,
+    master: &str,
 ) -> Result<i64, SqlError> {
     db.execute(
         "INSERT INTO slaves(name, connected, admin, host, os, version, numcpus,
-                            commands, last_seen, connected_at, disconnect_reason)
-         VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, NULL)
+                            commands, last_seen, connected_at, disconnect_reason, master)
+         VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, NULL, ?9)
          ON CONFLICT(name) DO UPDATE SET connected = 1, admin = ?2, host = ?3,
             os = ?4, version = ?5, numcpus = ?6, commands = ?7, last_seen = ?8,
-            connected_at = ?8, disconnect_reason = NULL",
+            connected_at = ?8, disconnect_reason = NULL, master = ?9",
         &[
             name.into(),
             info.admin.into(),
@@ -183,6 +204,7 @@ pub fn connected(
             info.numcpus.into(),
             info.commands.into(),
             at.into(),
+            master.into(),
         ],
     )?;
     db.query_one(
@@ -193,18 +215,21 @@ pub fn connected(
     .i64(0)
 }
 
-/// Record that a slave's connection ended, and why.
+/// Record that a slave's connection to master `master` ended, and why. A
+/// slave that meanwhile connected to another master (sharing the database)
+/// stays connected there.
 pub fn disconnected(
     db: &mut dyn Sql,
     name: &str,
     connection_id: i64,
     reason: &str,
     at: i64,
+    master: &str,
 ) -> Result<(), SqlError> {
     db.execute(
         "UPDATE slaves SET connected = 0, last_seen = ?2, disconnect_reason = ?3
-         WHERE name = ?1",
-        &[name.into(), at.into(), reason.into()],
+         WHERE name = ?1 AND (master = ?4 OR master IS NULL)",
+        &[name.into(), at.into(), reason.into(), master.into()],
     )?;
     db.execute(
         "UPDATE slave_connections SET disconnected_at = ?2, reason = ?3 WHERE id = ?1",
