@@ -151,6 +151,10 @@ fn a_master_on_postgresql_builds_and_keeps_its_history_there() {
     let (status, waterfall) = http(htmlport, "GET", "/waterfall", "").unwrap();
     assert_eq!(status, 200);
     assert!(waterfall.contains("hello-slave"), "{waterfall}");
+    let (status, about) = http(htmlport, "GET", "/about", "").unwrap();
+    assert_eq!(status, 200);
+    assert!(about.contains("PostgreSQL 15"), "{about}");
+    assert!(about.contains("of several sharing the database"), "{about}");
 
     // A restarted master goes on from its history: the next build is #3.
     autobot()

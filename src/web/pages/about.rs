@@ -18,12 +18,28 @@ use crate::web::html::{self, safe_link, unseg};
 pub(super) async fn about_page(h: HeaderMap, pc: Pc) -> Response {
     let config = pc.ctx.config.borrow().clone();
     let schema = pc.ctx.db.schema_version().await.unwrap_or(0);
+    // SQLite, or the PostgreSQL server several masters share (and which
+    // master this is).
+    let database = pc
+        .ctx
+        .db
+        .database_version()
+        .await
+        .unwrap_or_else(|_| "(not answering)".to_string());
+    let shared = pc
+        .ctx
+        .db
+        .shared()
+        .then(|| pc.ctx.db.master_name().to_string());
     let body = html! {
         h1 { "About this master" }
         table.props {
             tr { th { "autobot" } td { (crate::VERSION) } }
-            tr { th { "SQLite" } td { (crate::db::status::sqlite_version()) } }
+            tr { th { "database" } td { (database) } }
             tr { th { "database schema" } td { (schema) } }
+            @if let Some(name) = &shared {
+                tr { th { "master" } td { (name) " (of several sharing the database)" } }
+            }
             tr { th { "project" } td { (config.project_name) } }
             tr { th { "project URL" } td { (safe_link(&config.project_url)) } }
             tr { th { "builders" } td { (config.builders().len()) } }
