@@ -10,7 +10,10 @@
 //! With `sharedDir`, every master serves every Build's log, and its live
 //! event stream (`/events`) follows the Builds the other masters run. The
 //! schedulers run on one master at a time: Changes sent to either master within
-//! `treeStable` make one BuildSet, and they move when that master dies.
+//! `treeStable` make one BuildSet, and they move when that master dies. Three
+//! masters with a slave each (each slave also knows the next master) build a
+//! 500-request burst exactly once through a SIGKILL of the master holding the
+//! poller, whose slave and poller move on.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -32,7 +35,7 @@ struct Member {
 }
 
 impl Member {
-    /// `extra`: more lines of its `[:master:]`.
+    /// `extra`: more lines of its `[:master:]` (keys, then whole sections).
     fn create(root: &Path, name: &str, slave: &str, url: &str, gate: &Path, extra: &str) -> Member {
         let master = root.join(format!("master-{name}"));
         std::fs::create_dir_all(&master).unwrap();
@@ -81,6 +84,25 @@ impl Member {
     fn force(&self, builder: &str) {
         autobot()
             .args(["force", self.master.to_str().unwrap(), builder])
+            .assert()
+            .success();
+    }
+
+    /// Its slave again, made to try this master first and then `others`.
+    fn fail_over_to(&self, name: &str, others: &[&Member]) {
+        std::fs::remove_dir_all(&self.slave).unwrap();
+        let list: Vec<String> = std::iter::once(self)
+            .chain(others.iter().copied())
+            .map(|m| format!("127.0.0.1:{}", m.slaveport))
+            .collect();
+        autobot()
+            .args([
+                "create-slave",
+                self.slave.to_str().unwrap(),
+                &list.join(","),
+                name,
+                "pw",
+            ])
             .assert()
             .success();
     }
@@ -507,5 +529,172 @@ fn a_change_through_any_master_is_scheduled_once() {
     assert_eq!(
         count(&mut client, "SELECT count(*) FROM buildsets"),
         2 * SCHEDULERS
+    );
+}
+
+/// Three masters, a slave each (each slave also knows the next master), 500
+/// BuildRequests forced through all three; the master holding the poller's
+/// lease is killed with SIGKILL in the middle of the burst: every request is
+/// built successfully exactly once (those its master was running run again),
+/// its slave moves to the next master, and its poller moves to a live master.
+#[test]
+fn three_masters_build_a_burst_once_through_a_kill() {
+    let Some(server) = pg_common::Pg::start() else {
+        return;
+    };
+    server.create_db("bot");
+    let url = server.url("bot");
+    let tmp = tempfile::tempdir().unwrap();
+    let gate = tmp.path().join("gate");
+    std::fs::write(&gate, "").unwrap();
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    support::git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("f"), "1\n").unwrap();
+    support::git(&repo, &["add", "f"]);
+    support::git(&repo, &["commit", "-q", "-m", "first"]);
+    let extra = format!(
+        "pollInterval = 1\ntreeStable = 0\n\n[slave:s3]\n\n\
+         [polled]\ntype = shell\ngit = {}#main\nstep.ok = true\n\n",
+        repo.display()
+    );
+    let a = Member::create(tmp.path(), "a", "s1", &url, &gate, &extra);
+    let b = Member::create(tmp.path(), "b", "s2", &url, &gate, &extra);
+    let c = Member::create(tmp.path(), "c", "s3", &url, &gate, &extra);
+    a.fail_over_to("s1", &[&b]);
+    b.fail_over_to("s2", &[&c]);
+    c.fail_over_to("s3", &[&a]);
+    autobot()
+        .args(["upgrade-db", a.master.to_str().unwrap()])
+        .assert()
+        .success();
+    for m in [&a, &b, &c] {
+        m.start();
+    }
+    let mut client = server.client("bot");
+    wait_for("three slaves", Duration::from_secs(60), || {
+        count(
+            &mut client,
+            "SELECT count(*) FROM slaves WHERE connected = 1",
+        ) == 3
+    });
+    let lease = |client: &mut postgres::Client| -> Option<String> {
+        client
+            .query(
+                "SELECT master FROM leases WHERE name LIKE 'poller:%' AND master IN
+                   (SELECT name FROM masters WHERE active = 1)",
+                &[],
+            )
+            .unwrap()
+            .first()
+            .map(|r| r.get(0))
+    };
+    let mut holder = None;
+    wait_for(
+        "a master to poll the repository",
+        Duration::from_secs(30),
+        || {
+            holder = lease(&mut client);
+            holder.is_some()
+        },
+    );
+    let holder = holder.unwrap();
+    let members = [(&a, "a"), (&b, "b"), (&c, "c")];
+    let victim = members.iter().find(|(_, n)| *n == holder).unwrap().0;
+
+    // The burst: through every master, for every builder.
+    const FORCES: usize = 500;
+    let mut forced = 0i64;
+    let mut killed = false;
+    for i in 0..FORCES {
+        if i == FORCES / 2 {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(victim.pid()),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+            killed = true;
+        }
+        let live: Vec<&Member> = members
+            .iter()
+            .map(|(m, _)| *m)
+            .filter(|m| !(killed && std::ptr::eq(*m, victim)))
+            .collect();
+        let via = live[i % live.len()];
+        let builder = format!("quick-s{}", (i / 3) % 3 + 1);
+        let (status, body) = support::cli::http(
+            via.htmlport,
+            "POST",
+            &format!("/api/v1/builders/{builder}/force"),
+            "{}",
+        )
+        .unwrap();
+        assert!((200..300).contains(&status), "{status} {body}");
+        forced += 1;
+    }
+    // The poller moves to a live master, which sees a new commit.
+    wait_for("the poller to move", Duration::from_secs(30), || {
+        lease(&mut client).is_some_and(|m| m != holder)
+    });
+    std::fs::write(repo.join("f"), "2\n").unwrap();
+    support::git(&repo, &["commit", "-q", "-am", "second"]);
+    wait_for("the commit's Change", Duration::from_secs(30), || {
+        count(&mut client, "SELECT count(*) FROM changes") == 1
+    });
+    wait_for(
+        "every forced request built",
+        Duration::from_secs(180),
+        || {
+            count(
+                &mut client,
+                "SELECT count(*) FROM buildrequests WHERE builder LIKE 'quick-%' AND complete = 1",
+            ) == forced
+        },
+    );
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT count(*) FROM buildrequests WHERE builder LIKE 'quick-%'"
+        ),
+        forced,
+        "nothing lost, nothing added"
+    );
+    // Each request has exactly one green Build; those interrupted by the
+    // kill ended as exception and ran again.
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT count(*) FROM buildrequests r WHERE r.builder LIKE 'quick-%' AND
+               (SELECT count(*) FROM build_requests br JOIN builds b ON b.id = br.build
+                WHERE br.request = r.id AND b.result = 'success') = 1"
+        ),
+        forced,
+        "each request built green exactly once"
+    );
+    for builder in ["quick-s1", "quick-s2", "quick-s3"] {
+        assert_eq!(
+            count(
+                &mut client,
+                &format!(
+                    "SELECT count(*) - count(DISTINCT number) FROM builds WHERE builder = '{builder}'"
+                )
+            ),
+            0,
+            "{builder}'s numbers repeat"
+        );
+    }
+    // The victim's slave builds on the next master now.
+    wait_for("the polled builds", Duration::from_secs(60), || {
+        count(
+            &mut client,
+            "SELECT count(*) FROM builds WHERE builder LIKE 'polled-%' AND result = 'success'",
+        ) == 3
+    });
+    assert_eq!(
+        count(
+            &mut client,
+            &format!("SELECT count(*) FROM slaves WHERE connected = 1 AND master = '{holder}'")
+        ),
+        0
     );
 }

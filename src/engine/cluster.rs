@@ -75,12 +75,14 @@ async fn relay(
     let mut batch: Vec<String> = Vec::new();
     let mut size = 0usize;
     let mut listening = true;
+    // When the batch gathered since its first event goes out.
+    let mut due = tokio::time::Instant::now();
     loop {
         let flush = async {
             if batch.is_empty() {
                 std::future::pending::<()>().await
             } else {
-                tokio::time::sleep(RELAY_EVERY).await
+                tokio::time::sleep_until(due).await
             }
         };
         tokio::select! {
@@ -97,6 +99,9 @@ async fn relay(
                     }
                     if size + json.len() + 64 + me.len() > MAX_PAYLOAD {
                         send(&inner, &me, &mut batch, &mut size).await;
+                    }
+                    if batch.is_empty() {
+                        due = tokio::time::Instant::now() + RELAY_EVERY;
                     }
                     size += json.len() + 1;
                     batch.push(json);
@@ -148,11 +153,18 @@ async fn run(inner: Arc<Inner>, mut queued: tokio::sync::mpsc::UnboundedReceiver
     }
     let mut closing = inner.closing.subscribe();
     let mut listening = true;
+    let timeout = db.master_timeout().max(3);
+    let beat = Duration::from_secs_f64(timeout as f64 / 3.0);
+    // A deadline, not a sleep started anew each turn: a burst of queued
+    // requests (one notification each) must not put the heartbeat off until
+    // the others take this master for dead.
+    let mut next_beat = tokio::time::Instant::now() + beat;
     loop {
-        let timeout = db.master_timeout().max(3);
-        let beat = Duration::from_secs_f64(timeout as f64 / 3.0);
         tokio::select! {
-            _ = tokio::time::sleep(beat) => heartbeat(&inner, &me, timeout).await,
+            _ = tokio::time::sleep_until(next_beat) => {
+                next_beat = tokio::time::Instant::now() + beat;
+                heartbeat(&inner, &me, timeout).await;
+            }
             payload = queued.recv(), if listening => match payload {
                 Some(builder) if builder == crate::db::pgpool::MISSED => {
                     requeue_all(&inner).await;
