@@ -5,7 +5,8 @@
 //! deliveries), then the history is copied into a real PostgreSQL (started by
 //! the test) and compared table by table, row by row. The copy is refused while
 //! the master runs and into a database that has rows; new rows after it get
-//! ids past the copied ones.
+//! ids past the copied ones; the master started on PostgreSQL then shows the
+//! same builds and logs as it did on SQLite.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -218,6 +219,26 @@ fn a_masters_history_is_copied_row_for_row() {
             .assert()
             .success();
     }
+    // What the master shows of its history, to compare after the move.
+    const PAGES: &[&str] = &[
+        "/api/v1/builders/say-slave/builds",
+        "/api/v1/builders/say-slave/builds/2",
+        "/api/v1/builders/say-slave/builds/3",
+        "/api/v1/builders/say-slave/builds/3/steps/say/logs/stdio",
+        "/api/v1/builders/say-slave/builds/3/steps/more/logs/stdio",
+    ];
+    let shown = || -> Vec<String> {
+        PAGES
+            .iter()
+            .map(|p| {
+                let (status, body) = support::cli::http(htmlport, "GET", p, "").unwrap();
+                assert_eq!(status, 200, "{p}: {body}");
+                body
+            })
+            .collect()
+    };
+    let before = shown();
+    assert!(before[3].contains("copied-log-line"), "{}", before[3]);
     // Not while the master runs.
     let a = autobot()
         .args(["copy-db", master.to_str().unwrap(), &server.url("history")])
@@ -306,4 +327,23 @@ fn a_masters_history_is_copied_row_for_row() {
         .assert()
         .failure();
     assert!(output(&a).contains("is not empty"));
+
+    // The master started on PostgreSQL shows the same history.
+    let text = std::fs::read_to_string(&ini).unwrap().replacen(
+        "[:master:]\n",
+        &format!("[:master:]\ndb = {}\n", server.url("history")),
+        1,
+    );
+    std::fs::write(&ini, text).unwrap();
+    std::fs::remove_file(&state).unwrap();
+    autobot()
+        .args(["start", dir.to_str().unwrap()])
+        .assert()
+        .success();
+    let _stop = Stop(dir.clone());
+    assert!(
+        !state.exists(),
+        "the master on PostgreSQL made a state.sqlite"
+    );
+    assert_eq!(shown(), before);
 }
