@@ -467,7 +467,16 @@ fn main() {
     } else {
         format!("synchronous_commit = {sync}\n")
     };
+    // `--only two`: the two-master scenarios alone (`one`: the one-master ones).
+    let only = opt_str("--only", "");
     let tmp = tempfile::tempdir().expect("temp dir");
+    // AUTOBOT_BENCH_KEEP=1 keeps the masters' directories (and their logs).
+    let tmp_path = tmp.path().to_path_buf();
+    if std::env::var_os("AUTOBOT_BENCH_KEEP").is_some() {
+        std::mem::forget(tmp);
+        println!("# keeping {}", tmp_path.display());
+    }
+    let tmp = &tmp_path;
     let server = pg::Pg::start(free_port(), &settings);
     println!(
         "# autobot {} PostgreSQL bench; binary {}; PostgreSQL {} (fsync {}, synchronous_commit {}); \
@@ -481,7 +490,17 @@ fn main() {
         o.max_builds,
         o.rounds,
     );
-    let (lite_rate, lite_latency) = one_master(tmp.path(), "sqlite", None, &o);
+    if only != "two" {
+        one_master_figures(tmp, &server, &o);
+    }
+    if only != "one" {
+        two_masters(tmp, &server, &o);
+    }
+}
+
+/// Scenarios 1 and 4 on SQLite, then on PostgreSQL, printed.
+fn one_master_figures(tmp: &Path, server: &pg::Pg, o: &Opts) {
+    let (lite_rate, lite_latency) = one_master(tmp, "sqlite", None, o);
     report(
         &format!("one_master_{}_builds_sqlite", o.builds),
         lite_rate,
@@ -498,7 +517,7 @@ fn main() {
     );
     server.create_db("one");
     let url = server.url("one");
-    let (pg_rate, pg_latency) = one_master(tmp.path(), "pg", Some((&url, "m1")), &o);
+    let (pg_rate, pg_latency) = one_master(tmp, "pg", Some((&url, "m1")), o);
     budget(
         &format!("one_master_{}_builds_pg", o.builds),
         pg_rate,
@@ -514,5 +533,4 @@ fn main() {
         &format!("<= SQLite + 10 % = {:.1} ms", limit * 1000.0),
         pg_latency <= limit,
     );
-    two_masters(tmp.path(), &server, &o);
 }
