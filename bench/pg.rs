@@ -15,12 +15,18 @@
 //!   builds in total, N/2 forced through each master (for its own slave's
 //!   builder, both posting at once), first POST → all complete (budget ≥ 400
 //!   builds/s);
+//! * `live_master_longest_silence_under_a_request_trickle` — one request queued
+//!   every sixth of masterTimeout for twice masterTimeout: the longest time a
+//!   live master's heartbeat (`masters.last_seen`) is older than now must stay
+//!   under masterTimeout, or the others take it for dead (the masters' logs'
+//!   "taken for dead" lines are counted);
 //! * `takeover` — master `a` killed with SIGKILL while `--held K` (4) requests
 //!   it claimed run on its slave: kill → all K running again on master `b`
 //!   (budget ≤ masterTimeout + 2 s; `--master-timeout T`, default 3). `b` has a
 //!   standby slave of the same name connected before the kill (slaves do not yet
 //!   fail over by themselves), so the figure is the masters' part: finding `a`
-//!   dead, ending its Builds, queueing their requests again, claiming them;
+//!   dead, ending its Builds, queueing their requests again, claiming them. It
+//!   is killed right after a heartbeat: the longest wait;
 //! * `commit_to_start` — a commit in a git repository whose post-commit hook runs
 //!   `autobot sendchange` (as a real repository's hook does) → the Build's
 //!   `started_at`, treeStable = 0, median of `--commits C` (10) on SQLite and on
@@ -28,7 +34,12 @@
 //!   poller: a poller's figure is its poll wait (up to pollInterval, locked to
 //!   the phase of the previous build), which hides the database's part.
 //!
-//! `--rounds R` (1) repeats the throughput figures and reports their median.
+//! `--rounds R` (1) repeats the throughput figures and reports their median;
+//! `--only one|two` runs the one-master or the two-master scenarios alone. Under
+//! the one-master figure on PostgreSQL: transactions and WAL syncs per build
+//! (`pg_stat_database`, `pg_stat_wal`), and with `AUTOBOT_BENCH_PG_STATEMENTS=1`
+//! (pg_stat_statements loaded) the 25 statements run most often, per build.
+//! `AUTOBOT_BENCH_KEEP=1` keeps the masters' directories and logs.
 //! Run: `cargo bench --bench pg` (release build) or, for figures of another
 //! binary, `AUTOBOT_BENCH_BIN=path/to/autobot cargo bench --profile dev --bench pg`.
 
