@@ -389,6 +389,20 @@ impl<'a> Stats<'a> {
                 &[],
             )
             .unwrap_or_default();
+        let total: i64 = self
+            .server
+            .client(self.db)
+            .query_one(
+                "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements WHERE dbid =
+                 (SELECT oid FROM pg_database WHERE datname = current_database())",
+                &[],
+            )
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        println!(
+            "  {label}: per build {:.1} statements (round trips, BEGIN and COMMIT included)",
+            per(total)
+        );
         for r in rows {
             let (calls, ms, q): (i64, f64, String) = (r.get(0), r.get(1), r.get(2));
             println!(
