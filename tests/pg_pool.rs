@@ -1,9 +1,10 @@
 //! A master's PostgreSQL connections (`db::pgpool`) when the quiet daemon gives
 //! memory back (`memory::release_all`, run on a runtime thread as the daemon's
 //! trimmer runs it): the idle read connections are closed without taking the
-//! master down (a `postgres::Client` closed on a runtime thread panicked,
-//! which killed a master on PostgreSQL a second after a burst of builds), and
-//! the next read opens one again. Real PostgreSQL, started by the test.
+//! master down (a `postgres::Client` closed on a runtime thread panics; it
+//! killed a master on PostgreSQL a second after a burst of builds, found by
+//! bench/pg.rs), and the next read opens one again. Real PostgreSQL, started
+//! by the test.
 
 #[path = "support/mod.rs"]
 mod support;

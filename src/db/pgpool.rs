@@ -136,16 +136,7 @@ impl PgPool {
             let readers: Weak<Readers<PgConn>> = Arc::downgrade(&readers);
             move || match readers.upgrade() {
                 Some(r) => {
-                    // Releasers run on a runtime thread, where closing a
-                    // `postgres::Client` (it blocks on a runtime of its own)
-                    // panics and took the master down: close them on a thread
-                    // of their own.
-                    let closing = std::thread::Builder::new()
-                        .name("db-close".into())
-                        .spawn(move || r.close_idle());
-                    if let Err(e) = closing {
-                        tracing::warn!("idle database connections kept open: no thread: {e}");
-                    }
+                    r.close_idle();
                     true
                 }
                 None => false,
