@@ -419,7 +419,7 @@ const PROPERTY_ROWS: usize = 64;
 
 /// Record properties of a running build (`source`: who set them); a property
 /// set again takes the new value (the last one, when `props` names it twice).
-/// One statement for up to [`PROPERTY_ROWS`] properties: on PostgreSQL each
+/// One statement for up to 64 properties: on PostgreSQL each
 /// statement is a round trip to the server, and a build sets several at once.
 pub fn set_properties(
     db: &mut dyn Sql,
