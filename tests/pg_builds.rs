@@ -104,9 +104,21 @@ fn story(db: &mut dyn Sql, basedir: &Path) -> Vec<String> {
         &[
             ("got_revision".into(), "abc".into(), "Git".into()),
             ("step".into(), "again".into(), "Build".into()),
+            ("twice".into(), "first".into(), "Build".into()),
+            ("twice".into(), "second".into(), "Step".into()),
         ],
     )
     .unwrap();
+    // Many at once (more than one statement's worth), each set again.
+    let many: Vec<(String, String, String)> = (0..150)
+        .flat_map(|i| {
+            [
+                (format!("p{i}"), "old".to_string(), "Build".to_string()),
+                (format!("p{i}"), format!("v{i}"), "Build".to_string()),
+            ]
+        })
+        .collect();
+    builds::set_properties(db, b1, &many).unwrap();
     said.push(format!("{:?}", builds::running(db).unwrap()));
     said.push(format!("{:?}", builds::activity(db, "b").unwrap()));
     said.push(format!(
@@ -166,6 +178,9 @@ fn story(db: &mut dyn Sql, basedir: &Path) -> Vec<String> {
     assert_eq!(d.changes[0].who, "ann");
     assert_eq!(d.eta, None, "no successful build to measure from");
     assert_eq!(d.properties["step"], ("test".into(), "Step".into()));
+    assert_eq!(d.properties["twice"], ("second".into(), "Step".into()));
+    assert_eq!(d.properties["p149"], ("v149".into(), "Build".into()));
+    assert_eq!(d.properties["got_revision"], ("abc".into(), "Git".into()));
     assert_eq!(d.steps[0].logs.len(), 2);
     said.push(format!("{d:?}"));
     let done = builds::finish_build(

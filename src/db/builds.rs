@@ -414,23 +414,45 @@ pub struct StepStart {
 
 // The queries, on either backend ([`super::sql`]): what the methods above run.
 
+/// Rows of one `INSERT` of [`set_properties`] at most.
+const PROPERTY_ROWS: usize = 64;
+
 /// Record properties of a running build (`source`: who set them); a property
-/// set again takes the new value.
+/// set again takes the new value (the last one, when `props` names it twice).
+/// One statement for up to 64 properties: on PostgreSQL each
+/// statement is a round trip to the server, and a build sets several at once.
 pub fn set_properties(
     db: &mut dyn Sql,
     build_id: i64,
     props: &[(String, String, String)],
 ) -> Result<(), SqlError> {
-    for (name, value, source) in props {
+    // The last value of each name (one statement may not set a row twice).
+    let mut last: Vec<&(String, String, String)> = Vec::with_capacity(props.len());
+    for p in props.iter().rev() {
+        if !last.iter().any(|q| q.0 == p.0) {
+            last.push(p);
+        }
+    }
+    last.reverse();
+    for chunk in last.chunks(PROPERTY_ROWS) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| format!("(?1, ?{}, ?{}, ?{})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+            .collect();
+        let mut params: Vec<super::sql::Value> = Vec::with_capacity(1 + 3 * chunk.len());
+        params.push(build_id.into());
+        for (name, value, source) in chunk {
+            params.push(name.as_str().into());
+            params.push(value.as_str().into());
+            params.push(source.as_str().into());
+        }
         db.execute(
-            "INSERT INTO build_properties(build, name, value, source) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(build, name) DO UPDATE SET value = ?3, source = ?4",
-            &[
-                build_id.into(),
-                name.as_str().into(),
-                value.as_str().into(),
-                source.as_str().into(),
-            ],
+            &format!(
+                "INSERT INTO build_properties(build, name, value, source) VALUES {}
+                 ON CONFLICT(build, name) DO UPDATE SET value = excluded.value,
+                    source = excluded.source",
+                rows.join(", ")
+            ),
+            &params,
         )?;
     }
     Ok(())
