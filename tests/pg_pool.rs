@@ -55,3 +55,39 @@ fn idle_readers_close_on_a_runtime_thread_without_a_panic() {
     assert_eq!(rt.block_on(db.read_sql(count_slaves)).unwrap(), 0);
     assert_eq!(sessions(), 2);
 }
+
+/// The master's writes do not wait for the server's disk flush unless the URL
+/// says `synchronous_commit=on` (as SQLite's `synchronous = NORMAL`); then the
+/// server's setting stands.
+#[test]
+fn the_writer_commits_without_waiting_for_the_flush_unless_told() {
+    let Some(server) = pg_common::Pg::start() else {
+        return;
+    };
+    server.create_db("bot");
+    let url = server.url("bot");
+    pgmigrations::migrate(&mut server.client("bot"), &url).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let show = |db: &mut dyn autobot::db::sql::Sql| {
+        db.query_one("SHOW synchronous_commit", &[])?.string(0)
+    };
+    // With `on`, the server's own setting stands (this test server's is
+    // whatever its postgresql.conf says).
+    let servers: String = server
+        .client("bot")
+        .query_one("SHOW synchronous_commit", &[])
+        .unwrap()
+        .get(0);
+    for (suffix, want) in [("", "off"), ("?synchronous_commit=on", servers.as_str())] {
+        let parsed = pg::parse_url(&format!("{url}{suffix}")).unwrap();
+        assert_eq!(parsed.to_string(), format!("{url}{suffix}"));
+        let db = Db::open_postgres(&parsed, None, dir.path()).unwrap();
+        assert_eq!(rt.block_on(db.write_sql(show)).unwrap(), want, "{suffix}");
+    }
+    let e = pg::parse_url(&format!("{url}?synchronous_commit=maybe")).unwrap_err();
+    assert!(e.contains("synchronous_commit=on"), "{e}");
+}

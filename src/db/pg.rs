@@ -77,6 +77,14 @@ pub struct PgUrl {
     /// `sslrootcert=FILE`: the CA that signs the server's certificate
     /// (`verify-full`), instead of the system's roots.
     pub sslrootcert: Option<PathBuf>,
+    /// `synchronous_commit=on`: the master's writes commit as the server's
+    /// `synchronous_commit` says (by PostgreSQL's default, each waits for its
+    /// flush to the server's disk). By default they do not wait (PostgreSQL's
+    /// `synchronous_commit = off` on the master's writing connection), as
+    /// SQLite's WAL with `synchronous = NORMAL` does not: a crash of the
+    /// server may lose the last fraction of a second of writes, never the
+    /// database's consistency, and a Build costs no disk flush of its own.
+    pub synchronous_commit: bool,
 }
 
 /// The port PostgreSQL listens on unless told otherwise.
@@ -112,6 +120,10 @@ impl fmt::Display for PgUrl {
         }
         if let Some(ca) = &self.sslrootcert {
             write!(f, "{sep}sslrootcert={}", enc(&ca.to_string_lossy()))?;
+            sep = '&';
+        }
+        if self.synchronous_commit {
+            write!(f, "{sep}synchronous_commit=on")?;
         }
         Ok(())
     }
@@ -198,6 +210,7 @@ pub fn parse_url(text: &str) -> Result<PgUrl, String> {
         dbname,
         sslmode: SslMode::default(),
         sslrootcert: None,
+        synchronous_commit: false,
     };
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -217,6 +230,18 @@ pub fn parse_url(text: &str) -> Result<PgUrl, String> {
                 }
             }
             "sslrootcert" if !v.is_empty() => url.sslrootcert = Some(PathBuf::from(v)),
+            "synchronous_commit" => {
+                url.synchronous_commit = match v.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    other => {
+                        return Err(format!(
+                            "synchronous_commit={other:?}: write synchronous_commit=on (each write \
+                             flushed to the server's disk) or off (the default)"
+                        ))
+                    }
+                }
+            }
             "password" => {
                 return Err(
                     "the URL holds a password (?password=): put it alone in a file named by `dbPasswordFile = FILE`, or in ~/.pgpass"
@@ -225,7 +250,7 @@ pub fn parse_url(text: &str) -> Result<PgUrl, String> {
             }
             other => {
                 return Err(format!(
-                    "unknown URL parameter {other:?}; autobot reads sslmode and sslrootcert"
+                    "unknown URL parameter {other:?}; autobot reads sslmode, sslrootcert and synchronous_commit"
                 ))
             }
         }

@@ -39,6 +39,19 @@ impl PgConn {
         })
     }
 
+    /// The connection a master writes on: without `synchronous_commit=on`
+    /// in the URL its commits do not wait for the server's disk flush
+    /// ([`PgUrl::synchronous_commit`]).
+    fn open_writer(url: &PgUrl, password: Option<&str>) -> Result<PgConn, DbError> {
+        let mut conn = PgConn::open(url, password)?;
+        if !url.synchronous_commit {
+            conn.client
+                .batch_execute("SET synchronous_commit = off")
+                .map_err(|e| DbError::Sql(SqlError::from(e)))?;
+        }
+        Ok(conn)
+    }
+
     fn broken(&self) -> bool {
         self.client.is_closed()
     }
@@ -126,7 +139,7 @@ impl PgPool {
         password: Option<String>,
         dir: &Path,
     ) -> Result<Arc<PgPool>, DbError> {
-        let mut first = PgConn::open(&url, password.as_deref())?;
+        let mut first = PgConn::open_writer(&url, password.as_deref())?;
         super::pgmigrations::check(&mut first.client, &url.to_string(), dir)?;
         let readers = Arc::new(Readers::new(None, {
             let (url, password) = (url.clone(), password.clone());
@@ -161,7 +174,7 @@ impl PgPool {
             let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
             if slot.as_ref().is_none_or(PgConn::broken) {
                 *slot = None;
-                *slot = Some(PgConn::open(&self.url, self.password.as_deref())?);
+                *slot = Some(PgConn::open_writer(&self.url, self.password.as_deref())?);
             }
             let Some(conn) = slot.as_mut() else {
                 return Err(DbError::Task("no writer connection".into()));

@@ -26,7 +26,7 @@ use tokio::sync::broadcast;
 use super::{EngineEvent, Inner};
 
 /// The channel on which each master relays its engine events to the others'
-/// live views. Payload: a [`Relayed`] as JSON.
+/// live views. Payload: JSON, `{"master": NAME, "events": [EVENT, …]}`.
 pub const EVENTS: &str = "autobot_events";
 
 /// How long a master gathers its events before relaying them in one `NOTIFY`
