@@ -244,12 +244,10 @@ impl<'a> Pace<'a> {
                 return Err(PassError::Stopping);
             }
             let wait = match self.work.idle_for() {
-                Some(idle) if idle < QUIET => {
-                    match BUSY_GAP.checked_sub(self.began.elapsed()) {
-                        Some(left) if !left.is_zero() => left.min(QUIET - idle),
-                        _ => break,
-                    }
-                }
+                Some(idle) if idle < QUIET => match BUSY_GAP.checked_sub(self.began.elapsed()) {
+                    Some(left) if !left.is_zero() => left.min(QUIET - idle),
+                    _ => break,
+                },
                 _ => break,
             };
             let mut stop = self.shutdown.clone();

@@ -409,7 +409,10 @@ async fn a_pass_yields_to_work_and_runs_at_full_speed_once_the_master_is_quiet()
             t0.elapsed() < Duration::from_secs(60),
             "nothing deleted in a minute while the master worked"
         );
-        assert!(!pass.is_finished(), "the pass ended while the master worked");
+        assert!(
+            !pass.is_finished(),
+            "the pass ended while the master worked"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let busy_rate = deleted().await as f64 / t0.elapsed().as_secs_f64();
