@@ -3,16 +3,18 @@
 //! cron jobs Buildbot's manual asks admins to write.
 //!
 //! A pass runs at start, then every [`INTERVAL`] and after each reconfig. It
-//! works in small batches (one short write transaction of at most a few hundred
-//! rows each, [`crate::db::retention`]), pausing between batches three times
-//! as long as the batch took and at least 50 ms between two writes (each
-//! commit costs the pages read after it), on a thread and runtime of its own
-//! at a lower CPU priority, where it also deletes and compresses the files: a
-//! pass over a
-//! history of a million Builds never delays a Build or a page. It never
-//! touches a Build still running, nor one the reporters have not decided on or
-//! whose notifications are not sent yet. Each pass logs one INFO line saying
-//! what it removed.
+//! works in small batches (one read of the walk, or one short write
+//! transaction of at most a few hundred rows, [`crate::db::retention`]), on a
+//! thread and runtime of its own at a lower CPU priority, where it also
+//! deletes and compresses the files. It yields to work rather than pacing
+//! itself at a fixed rate: while the master works ([`crate::activity::WORK`]:
+//! an engine event, a Change or a web request within the last [`QUIET`]), it
+//! runs at most one batch every [`BUSY_GAP`]; once the master has been quiet
+//! that long, it runs at full speed. So a pass over a history of a million
+//! Builds never delays a Build or a page, and still ends on a master that is
+//! never quiet. It never touches a Build still running, nor one the reporters
+//! have not decided on or whose notifications are not sent yet. Each pass
+//! logs one INFO line saying what it removed.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::activity::Work;
 use crate::config::{LogCompression, MasterConfig, Retention};
 use crate::db::{Db, DbError};
 
@@ -36,16 +39,22 @@ const WALK: i64 = 500;
 /// (each reader connection drops its page cache when the database changed)
 /// and grows the WAL by the pages the transaction touched, shared by its
 /// Builds: 5 Builds a commit wrote 4 WAL pages per Build, 25 a commit 2.
-const BUILDS_PER_WRITE: usize = 25;
+pub const BUILDS_PER_WRITE: usize = 25;
 
 /// Logs marked deleted per write transaction.
 const LOGS_PER_WRITE: usize = 100;
 
-/// Shortest time between two of the task's write transactions: at most 20
-/// commits a second, so that the pages read meanwhile (a waterfall reads a few
-/// thousand) rarely come after one, and the WAL grows slowly. With
-/// [`BUILDS_PER_WRITE`], a pass deletes at most 500 Builds a second.
-const WRITE_GAP: Duration = Duration::from_millis(50);
+/// How long the master must have done no work ([`crate::activity::WORK`]) for
+/// the pass to run at full speed: longer than the gaps between the requests of
+/// a page being loaded and between a busy builder's Builds.
+pub const QUIET: Duration = Duration::from_millis(500);
+
+/// While the master works, the pass runs at most one batch (a read of its
+/// walk or a write) per this long: a commit a second costs the pages read
+/// meanwhile (each reader drops its cache after a commit) next to nothing,
+/// and a pass still ends on a master that is never quiet (some 20 Builds a
+/// second).
+pub const BUSY_GAP: Duration = Duration::from_secs(1);
 
 /// Logs compressed per batch.
 const COMPRESS_BATCH: i64 = 50;
@@ -54,17 +63,13 @@ const COMPRESS_BATCH: i64 = 50;
 /// following the log live has seen its end by then.
 const COMPRESS_AFTER: f64 = 60.0;
 
-/// Shortest pause between two batches.
+/// Shortest pause between two batches, at full speed: the engine's writes
+/// take the writer between two of the pass's.
 const MIN_PAUSE: Duration = Duration::from_millis(2);
 
 /// How much lower the retention thread's priority is than the engine's: the
 /// lowest there is, below the web's threads (10), so pages come first too.
 const RETENTION_NICE: i32 = 19;
-
-/// Pause after each batch, as a multiple of the time the batch took: the task
-/// takes at most a quarter of the time it shares with the rest (and with
-/// [`WRITE_GAP`], some percent of it).
-const PAUSE_FACTOR: u32 = 3;
 
 /// Seconds in a day, for the horizons given in days.
 const DAY: f64 = 86_400.0;
@@ -86,12 +91,14 @@ pub struct PassStats {
     /// Bytes of the logs compressed, before and after.
     pub bytes_before: u64,
     pub bytes_after: u64,
+    /// Time the pass waited for the master's work ([`QUIET`], [`BUSY_GAP`]).
+    pub yielded: Duration,
 }
 
 impl PassStats {
     fn line(&self, took: Duration) -> String {
         format!(
-            "retention: deleted {} log file(s) and {} build(s) ({} request(s), {} buildset(s)), {} change(s), the artifacts of {} build(s), {} MB freed; compressed {} log(s) ({} MB to {} MB); in {:.1}s",
+            "retention: deleted {} log file(s) and {} build(s) ({} request(s), {} buildset(s)), {} change(s), the artifacts of {} build(s), {} MB freed; compressed {} log(s) ({} MB to {} MB); in {:.1}s ({:.1}s yielding to work)",
             self.logs_deleted,
             self.builds_deleted,
             self.requests_deleted,
@@ -102,7 +109,8 @@ impl PassStats {
             self.logs_compressed,
             mb(self.bytes_before),
             mb(self.bytes_after),
-            took.as_secs_f64()
+            took.as_secs_f64(),
+            self.yielded.as_secs_f64()
         )
     }
 }
@@ -169,7 +177,8 @@ async fn run(
         let retention = config.borrow_and_update().retention;
         if retention.is_active() {
             let started = Instant::now();
-            match pass_on(&db, &basedir, &retention, &shutdown, &writes).await {
+            let pace = Pace::new(&crate::activity::WORK, &shutdown);
+            match pass_on(&db, &basedir, &retention, pace, &writes).await {
                 Ok(stats) => tracing::info!("{}", stats.line(started.elapsed())),
                 Err(PassError::Stopping) => {
                     tracing::info!("retention: pass left for the next start (the master stops)")
@@ -197,64 +206,136 @@ pub enum PassError {
     Stopping,
 }
 
-/// Between two batches: a pause of [`PAUSE_FACTOR`] times what the batch
-/// took (`took`), at least `least`, and a stop when the master stops.
-async fn pause(
-    took: Duration,
-    least: Duration,
-    shutdown: &watch::Receiver<bool>,
-) -> Result<(), PassError> {
-    if *shutdown.borrow() {
-        return Err(PassError::Stopping);
-    }
-    tokio::time::sleep((took * PAUSE_FACTOR).max(least)).await;
-    if *shutdown.borrow() {
-        return Err(PassError::Stopping);
-    }
-    Ok(())
+/// When the pass's batches run: before each, [`Pace::turn`] waits while the
+/// master works ([`QUIET`]) and the last batch began less than [`BUSY_GAP`]
+/// ago, at least [`MIN_PAUSE`] after the last batch ended, and stops the pass
+/// when the master stops.
+struct Pace<'a> {
+    work: &'a Work,
+    shutdown: &'a watch::Receiver<bool>,
+    /// When the last batch began (the pass's start, before the first).
+    began: Instant,
+    /// When the last batch ended, if one ran.
+    ended: Option<Instant>,
+    /// Time spent waiting for the master's work to stop.
+    yielded: Duration,
 }
 
-/// One pass: logs past `logHorizon`, Builds past `buildHorizon`, Changes past
-/// `changeHorizon`, then the finished logs left to compress.
+impl<'a> Pace<'a> {
+    fn new(work: &'a Work, shutdown: &'a watch::Receiver<bool>) -> Pace<'a> {
+        Pace {
+            work,
+            shutdown,
+            began: Instant::now(),
+            ended: None,
+            yielded: Duration::ZERO,
+        }
+    }
+
+    /// Wait for the next batch's turn.
+    async fn turn(&mut self) -> Result<(), PassError> {
+        if let Some(ended) = self.ended {
+            if let Some(left) = MIN_PAUSE.checked_sub(ended.elapsed()) {
+                tokio::time::sleep(left).await;
+            }
+        }
+        loop {
+            if *self.shutdown.borrow() {
+                return Err(PassError::Stopping);
+            }
+            let wait = match self.work.idle_for() {
+                Some(idle) if idle < QUIET => match BUSY_GAP.checked_sub(self.began.elapsed()) {
+                    Some(left) if !left.is_zero() => left.min(QUIET - idle),
+                    _ => break,
+                },
+                _ => break,
+            };
+            let mut stop = self.shutdown.clone();
+            let waited = Instant::now();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                Ok(_) = stop.wait_for(|v| *v) => return Err(PassError::Stopping),
+            }
+            self.yielded += waited.elapsed();
+        }
+        self.began = Instant::now();
+        Ok(())
+    }
+
+    /// The batch [`Pace::turn`] let run has ended.
+    fn done(&mut self) {
+        self.ended = Some(Instant::now());
+    }
+}
+
+/// One pass at full speed: logs past `logHorizon`, Builds past
+/// `buildHorizon`, Changes past `changeHorizon`, then the finished logs left
+/// to compress.
 pub async fn pass(
     db: &Db,
     basedir: &Path,
     retention: &Retention,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<PassStats, PassError> {
-    pass_on(db, basedir, retention, shutdown, &Writes::default()).await
+    pass_beside(db, basedir, retention, shutdown, &Work::new()).await
 }
 
-/// [`pass`], its big writes run by `writes`.
-async fn pass_on(
+/// [`pass`], yielding to the work `work` records as the master's task does
+/// (with [`crate::activity::WORK`]): while work happened within [`QUIET`], at
+/// most one batch per [`BUSY_GAP`].
+pub async fn pass_beside(
     db: &Db,
     basedir: &Path,
     retention: &Retention,
     shutdown: &watch::Receiver<bool>,
+    work: &Work,
+) -> Result<PassStats, PassError> {
+    pass_on(
+        db,
+        basedir,
+        retention,
+        Pace::new(work, shutdown),
+        &Writes::default(),
+    )
+    .await
+}
+
+/// [`pass`], its batches run when `pace` says, its big writes by `writes`.
+async fn pass_on(
+    db: &Db,
+    basedir: &Path,
+    retention: &Retention,
+    mut pace: Pace<'_>,
     writes: &Writes,
 ) -> Result<PassStats, PassError> {
     let mut stats = PassStats::default();
     let now = crate::calendar::now_f64();
-    if let Some(days) = retention.build_horizon {
-        prune_builds(db, basedir, now - days * DAY, shutdown, writes, &mut stats).await?;
+    let pace = &mut pace;
+    let result = async {
+        if let Some(days) = retention.build_horizon {
+            prune_builds(db, basedir, now - days * DAY, pace, writes, &mut stats).await?;
+        }
+        if let Some(days) = retention.log_horizon {
+            prune_logs(db, basedir, now - days * DAY, pace, writes, &mut stats).await?;
+        }
+        if let Some(days) = retention.change_horizon {
+            prune_changes(db, now - days * DAY, pace, &mut stats).await?;
+        }
+        if retention.artifact_horizon.is_some() || retention.build_horizon.is_some() {
+            // Without artifactHorizon only the artifacts of deleted Builds go.
+            let cutoff = retention
+                .artifact_horizon
+                .map_or(f64::NEG_INFINITY, |days| now - days * DAY);
+            prune_artifacts(db, basedir, cutoff, pace, &mut stats).await?;
+        }
+        if retention.log_compression == LogCompression::Zstd {
+            compress_logs(db, basedir, now - COMPRESS_AFTER, pace, &mut stats).await?;
+        }
+        Ok::<(), PassError>(())
     }
-    if let Some(days) = retention.log_horizon {
-        prune_logs(db, basedir, now - days * DAY, shutdown, writes, &mut stats).await?;
-    }
-    if let Some(days) = retention.change_horizon {
-        prune_changes(db, now - days * DAY, shutdown, &mut stats).await?;
-    }
-    if retention.artifact_horizon.is_some() || retention.build_horizon.is_some() {
-        // Without artifactHorizon only the artifacts of deleted Builds go.
-        let cutoff = retention
-            .artifact_horizon
-            .map_or(f64::NEG_INFINITY, |days| now - days * DAY);
-        prune_artifacts(db, basedir, cutoff, shutdown, &mut stats).await?;
-    }
-    if retention.log_compression == LogCompression::Zstd {
-        compress_logs(db, basedir, now - COMPRESS_AFTER, shutdown, &mut stats).await?;
-    }
-    Ok(stats)
+    .await;
+    stats.yielded = pace.yielded;
+    result.map(|()| stats)
 }
 
 /// Delete the files of logs whose Build finished before `cutoff`; their rows
@@ -263,15 +344,15 @@ async fn prune_logs(
     db: &Db,
     basedir: &Path,
     cutoff: f64,
-    shutdown: &watch::Receiver<bool>,
+    pace: &mut Pace<'_>,
     writes: &Writes,
     stats: &mut PassStats,
 ) -> Result<(), PassError> {
     let mut cursor = (0, 0);
     loop {
-        let batch = Instant::now();
+        pace.turn().await?;
         let logs = db.kept_logs_after(cursor, WALK).await?;
-        let read = batch.elapsed();
+        pace.done();
         let Some(last) = logs.last() else {
             return Ok(());
         };
@@ -290,6 +371,7 @@ async fn prune_logs(
             }
         }
         for chunk in old.chunks(LOGS_PER_WRITE) {
+            pace.turn().await?;
             let write = Instant::now();
             let (db2, ids) = (db.clone(), chunk.iter().map(|l| l.id).collect());
             writes
@@ -304,13 +386,11 @@ async fn prune_logs(
                 stats.bytes_freed += remove_files(basedir, &l.path);
             }
             stats.logs_deleted += chunk.len() as u64;
-            pause(write.elapsed(), WRITE_GAP, shutdown).await?;
+            pace.done();
         }
         if done {
             return Ok(());
         }
-        // The walk's read alone: the writes above had their pauses.
-        pause(read, MIN_PAUSE, shutdown).await?;
     }
 }
 
@@ -321,18 +401,20 @@ async fn prune_artifacts(
     db: &Db,
     basedir: &Path,
     cutoff: f64,
-    shutdown: &watch::Receiver<bool>,
+    pace: &mut Pace<'_>,
     stats: &mut PassStats,
 ) -> Result<(), PassError> {
     let store = crate::engine::artifacts::ArtifactStore::new(basedir);
     loop {
-        let batch = Instant::now();
+        pace.turn().await?;
         let builds = db
             .expired_artifact_builds(cutoff, BUILDS_PER_WRITE as i64)
             .await?;
+        pace.done();
         if builds.is_empty() {
             return Ok(());
         }
+        pace.turn().await?;
         db.delete_artifacts(builds.iter().map(|b| b.build_id).collect())
             .await?;
         for b in &builds {
@@ -346,7 +428,7 @@ async fn prune_artifacts(
             }
         }
         stats.artifact_builds_deleted += builds.len() as u64;
-        pause(batch.elapsed(), MIN_PAUSE, shutdown).await?;
+        pace.done();
     }
 }
 
@@ -368,15 +450,17 @@ async fn prune_builds(
     db: &Db,
     basedir: &Path,
     cutoff: f64,
-    shutdown: &watch::Receiver<bool>,
+    pace: &mut Pace<'_>,
     writes: &Writes,
     stats: &mut PassStats,
 ) -> Result<(), PassError> {
     let mut cursor = 0;
     loop {
+        pace.turn().await?;
         let batch = Instant::now();
         let builds = db.old_builds_after(cursor, WALK / 5).await?;
         let read = batch.elapsed();
+        pace.done();
         tracing::debug!(
             "retention: read {} build(s) in {:.2} ms",
             builds.len(),
@@ -398,6 +482,7 @@ async fn prune_builds(
             }
         }
         for ids in old.chunks(BUILDS_PER_WRITE) {
+            pace.turn().await?;
             let write = Instant::now();
             let (db2, ids) = (db.clone(), ids.to_vec());
             let removed = writes
@@ -414,12 +499,11 @@ async fn prune_builds(
             for p in &removed.log_paths {
                 stats.bytes_freed += remove_files(basedir, p);
             }
-            pause(write.elapsed(), WRITE_GAP, shutdown).await?;
+            pace.done();
         }
         if done {
             return Ok(());
         }
-        pause(read, MIN_PAUSE, shutdown).await?;
     }
 }
 
@@ -429,13 +513,14 @@ async fn prune_builds(
 async fn prune_changes(
     db: &Db,
     cutoff: f64,
-    shutdown: &watch::Receiver<bool>,
+    pace: &mut Pace<'_>,
     stats: &mut PassStats,
 ) -> Result<(), PassError> {
     let mut cursor = 0;
     loop {
-        let batch = Instant::now();
+        pace.turn().await?;
         let changes = db.old_changes_after(cursor, WALK).await?;
+        pace.done();
         let Some(last) = changes.last() else {
             return Ok(());
         };
@@ -448,12 +533,13 @@ async fn prune_changes(
             .map(|c| c.id)
             .collect();
         if !old.is_empty() {
+            pace.turn().await?;
             stats.changes_deleted += db.delete_changes(old).await?;
+            pace.done();
         }
         if !full || all_new {
             return Ok(());
         }
-        pause(batch.elapsed(), MIN_PAUSE, shutdown).await?;
     }
 }
 
@@ -464,12 +550,12 @@ async fn compress_logs(
     db: &Db,
     basedir: &Path,
     before: f64,
-    shutdown: &watch::Receiver<bool>,
+    pace: &mut Pace<'_>,
     stats: &mut PassStats,
 ) -> Result<(), PassError> {
     let mut cursor = 0;
     loop {
-        let batch = Instant::now();
+        pace.turn().await?;
         let logs = db.logs_to_compress(cursor, before, COMPRESS_BATCH).await?;
         let Some((last, _)) = logs.last() else {
             return Ok(());
@@ -495,7 +581,9 @@ async fn compress_logs(
                 Err(e) => tracing::warn!("retention: cannot compress {}: {e}", p.display()),
             }
         }
+        pace.done();
         if !done.is_empty() {
+            pace.turn().await?;
             db.mark_logs_compressed(done.iter().map(|(id, _)| *id).collect())
                 .await?;
             for (_, p) in &done {
@@ -504,10 +592,10 @@ async fn compress_logs(
                 }
             }
             stats.logs_compressed += done.len() as u64;
+            pace.done();
         }
         if !full {
             return Ok(());
         }
-        pause(batch.elapsed(), MIN_PAUSE, shutdown).await?;
     }
 }

@@ -337,6 +337,104 @@ async fn old_builds_lose_their_logs_or_leave_the_history_and_logs_are_compressed
     assert!(problems.is_empty(), "{problems:?}");
 }
 
+/// `n` Builds finished in 2020 on builders `a` and `b`, written straight into
+/// the database, and decided by the reporters.
+fn old_history(path: &std::path::Path, n: i64) {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.execute_batch(&format!(
+        "BEGIN;
+         INSERT INTO sourcestamps(id, branch, revision) VALUES (1, 'main', NULL);
+         INSERT INTO builds(id, builder, number, slave, sourcestamp, started_at, finished_at,
+                            result, reason, text, total_steps)
+         WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {n} - 1)
+         SELECT i + 1, CASE i % 2 WHEN 0 THEN 'a' ELSE 'b' END, i / 2 + 1, 's', 1,
+                1600000000.0 + i * 3, 1600000000.0 + i * 3 + 2, 'success', 'test', 'ok', 0
+         FROM n;
+         UPDATE reporter_state SET value = {n} WHERE name = 'horizon';
+         COMMIT;"
+    ))
+    .unwrap();
+}
+
+/// While the master works, a pass yields: nothing deleted before
+/// `BUSY_GAP` has passed, then at most one batch per `BUSY_GAP` (it still
+/// gets on); once the master is quiet it runs at full speed and ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_yields_to_work_and_runs_at_full_speed_once_the_master_is_quiet() {
+    use autobot::retention::{BUILDS_PER_WRITE, BUSY_GAP, QUIET};
+    const BUILDS: i64 = 1002;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("state.sqlite");
+    let db = autobot::db::Db::open(&path).unwrap();
+    old_history(&path, BUILDS);
+    let deleted = || async {
+        let left: i64 = db
+            .read(|c| c.query_row("SELECT COUNT(*) FROM builds", [], |r| r.get(0)))
+            .await
+            .unwrap();
+        BUILDS - left
+    };
+
+    // The master works: a touch every 20 ms, as a busy master's events and
+    // requests come.
+    let work: &'static autobot::activity::Work =
+        Box::leak(Box::new(autobot::activity::Work::new()));
+    work.touch();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let retention = autobot::config::Retention {
+        build_horizon: Some(1.0),
+        ..Default::default()
+    };
+    let t0 = std::time::Instant::now();
+    let pass = tokio::spawn({
+        let (db, dir) = (db.clone(), tmp.path().to_owned());
+        async move { autobot::retention::pass_beside(&db, &dir, &retention, &rx, work).await }
+    });
+    // Until it has deleted some (it gets on while the master works) and for
+    // at least 2.5 gaps: at most one batch (a read or a write) a gap.
+    let per_write = BUILDS_PER_WRITE as i64;
+    loop {
+        work.touch();
+        let n = deleted().await;
+        let batches = (t0.elapsed().as_secs_f64() / BUSY_GAP.as_secs_f64()).floor() as i64;
+        assert!(
+            n <= per_write * batches,
+            "{n} builds deleted in {:?} while the master worked",
+            t0.elapsed()
+        );
+        if n > 0 && t0.elapsed() > BUSY_GAP * 5 / 2 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "nothing deleted in a minute while the master worked"
+        );
+        assert!(
+            !pass.is_finished(),
+            "the pass ended while the master worked"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let busy_rate = deleted().await as f64 / t0.elapsed().as_secs_f64();
+
+    // Quiet: the rest goes at full speed, far faster than one write a gap.
+    let t1 = std::time::Instant::now();
+    let stats = tokio::time::timeout(Duration::from_secs(60), pass)
+        .await
+        .expect("the pass to end once the master is quiet")
+        .unwrap()
+        .unwrap();
+    let quiet = t1.elapsed();
+    // Each builder's newest Build stays.
+    assert_eq!(deleted().await, BUILDS - 2);
+    let rest = (BUILDS - 2) as f64 - busy_rate * t1.duration_since(t0).as_secs_f64();
+    assert!(
+        quiet.as_secs_f64() < QUIET.as_secs_f64() + rest / busy_rate / 4.0,
+        "the quiet part took {quiet:?} (busy: {busy_rate:.1} builds/s)"
+    );
+    assert!(stats.yielded >= BUSY_GAP, "{stats:?}");
+}
+
 #[test]
 fn checkconfig_shows_the_retention_keys_and_names_a_bad_value() {
     let dir = tempfile::tempdir().unwrap();

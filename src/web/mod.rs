@@ -423,7 +423,9 @@ async fn serve_until(
     make: impl FnOnce(watch::Receiver<bool>) -> BoxedFilter<(Response,)>,
 ) {
     let (tx, rx) = watch::channel(false);
-    warp::serve(make(rx))
+    // Each request arriving is work the retention pass yields to.
+    let routes = warp::any().map(crate::activity::working).untuple_one();
+    warp::serve(routes.and(make(rx)))
         .incoming(listener)
         .graceful(async move {
             shutdown.await;
