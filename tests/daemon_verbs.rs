@@ -75,6 +75,7 @@ impl Bot {
             ])
             .assert()
             .success();
+        support::use_test_db(dir.join("master"));
         Bot {
             _tmp: tmp,
             dir,

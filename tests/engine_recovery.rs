@@ -67,7 +67,7 @@ async fn master_killed_mid_build_loses_nothing_and_reruns() {
         "slaveport = 9010\nhtmlport = 8010",
         &format!("slaveport = {sp}\nhtmlport = {hp}"),
     );
-    std::fs::write(mdir.join("master.ini"), ini).unwrap();
+    support::write_master_ini(&mdir, ini);
     let db_path = mdir.join(autobot::db::DB_FILE);
     // The request is stored before the master starts; the engine finds it.
     let request = {

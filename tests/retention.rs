@@ -140,7 +140,7 @@ async fn old_builds_lose_their_logs_or_leave_the_history_and_logs_are_compressed
         &factories(&gate),
         "max_builds = 2\nlogHorizon = 5\nbuildHorizon = 8\nchangeHorizon = 30\nlogCompression = zstd\n",
     );
-    std::fs::write(m.dir.path().join("master.ini"), ini).unwrap();
+    support::write_master_ini(m.dir.path(), ini);
     m.master.reconfig().await.unwrap();
     support::wait_log(&["retention: deleted 1 log file(s) and 1 build(s)"]).await;
 
@@ -441,7 +441,7 @@ async fn a_big_compressed_log_is_streamed_not_held() {
     )
     .replace("slaveport = 9010", &format!("slaveport = {sp}"))
     .replace("htmlport = 8010", &format!("htmlport = {hp}"));
-    std::fs::write(dir.join("master.ini"), ini).unwrap();
+    support::write_master_ini(&dir, ini);
     // A finished build whose log is 100 MB of numbered lines, compressed.
     let rel = "logs/big-s1/1-001-x-stdio.log";
     let plain = dir.join(rel);

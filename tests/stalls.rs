@@ -90,15 +90,14 @@ impl Site {
             slowfs::SlowFs::mount(&backing, &mdir.join("logs")).expect("mount the slow disk")
         });
         let (sp, hp) = (free_port(), free_port());
-        std::fs::write(
-            mdir.join("master.ini"),
+        support::write_master_ini(
+            &mdir,
             format!(
                 "[:master:]\nslaveport = {sp}\nhtmlport = {hp}\npublichtmlport = {}\n\
                  password = {PASSWORD}\nfactories = *\n{extra}\n{sections}\n",
                 free_port()
             ),
-        )
-        .unwrap();
+        );
         Site {
             slaves: Vec::new(),
             master: None,

@@ -659,7 +659,7 @@ async fn master_for_cli(ini_users: &str) -> EngineMaster {
     let hp = free_port();
     let ini = master_ini(&format!("{FACTORIES}{ini_users}"), "")
         .replace("htmlport = 8010", &format!("htmlport = {hp}"));
-    std::fs::write(dir.path().join("master.ini"), ini).unwrap();
+    support::write_master_ini(dir.path(), ini);
     let master = Master::start_with(
         dir.path(),
         MasterOptions {

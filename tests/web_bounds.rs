@@ -118,7 +118,7 @@ async fn big_changes_keep_every_response_and_the_master_small() {
     )
     .replace("slaveport = 9010", &format!("slaveport = {sp}"))
     .replace("htmlport = 8010", &format!("htmlport = {hp}"));
-    std::fs::write(dir.join("master.ini"), ini).unwrap();
+    support::write_master_ini(&dir, ini);
 
     // The Changes go in through the Db API, before the master starts.
     let db = autobot::db::Db::open(&dir.join(autobot::db::DB_FILE)).unwrap();

@@ -93,6 +93,26 @@ pub(crate) struct PgPool {
     readers: Arc<Readers<PgConn>>,
 }
 
+/// `postgres::Client` closes its connection by blocking on a runtime of its
+/// own, which panics on a thread that drives tokio (a master dropped in async
+/// code, as the tests do): there the pool's connections close on a thread of
+/// their own.
+impl Drop for PgPool {
+    fn drop(&mut self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let writer = self
+            .writer
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let closed = || Err(DbError::Task("the pool is closed".into()));
+        let readers = std::mem::replace(&mut self.readers, Arc::new(Readers::new(None, closed)));
+        let _ = std::thread::spawn(move || drop((writer, readers))).join();
+    }
+}
+
 impl PgPool {
     /// Connect and check the schema ([`super::pgmigrations::check`]); `dir` is
     /// the master directory `upgrade-db` is told to run on.

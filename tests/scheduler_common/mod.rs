@@ -159,7 +159,7 @@ impl Site {
     pub fn with_clock(ini: &str, clock: Clock) -> Site {
         support::capture_logs();
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("master.ini"), ini).unwrap();
+        crate::support::write_master_ini(dir.path(), ini);
         Site { dir, clock }
     }
 
