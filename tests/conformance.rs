@@ -59,6 +59,7 @@ fn shell_args(workdir: &str, argv: &[&str]) -> Value {
 // ------------------------------------------------------------------ contract
 
 async fn connect_reports_info(imp: Impl) {
+    support::keep_sqlite("the canary is looked for in the bytes of state.sqlite and its WAL");
     let Some((tm, proc, h)) = setup("connect_reports_info", imp, &[("s1", "pw1")], KEEPALIVE).await
     else {
         return;
@@ -640,6 +641,7 @@ async fn busy_port_is_reported_through_ready() {
 
 #[tokio::test]
 async fn run_reports_ready_and_stops_on_shutdown() {
+    support::keep_sqlite("checks that the master made state.sqlite");
     support::capture_logs();
     let dir = master_dir(9010);
     // Pick free ports by binding port 0, then let the master have them.

@@ -147,6 +147,7 @@ fn database_bytes(db: &Path) -> Vec<u8> {
 }
 
 async fn run_leak(slave: support::Impl) {
+    support::keep_sqlite("every text and blob column of state.sqlite is searched for the secrets");
     if !need_smtp() {
         return;
     }

@@ -81,6 +81,9 @@ impl Site {
     /// `[:master:]` (which gets `extra` too).
     fn new(sections: &str, extra: &str, slow: bool) -> Site {
         support::capture_logs();
+        support::keep_sqlite(
+            "the slow disk is the master directory's; the site reads and fills state.sqlite itself",
+        );
         let dir = tempfile::tempdir().unwrap();
         let mdir = dir.path().join("master");
         let backing = dir.path().join("logs-backing");

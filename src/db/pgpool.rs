@@ -93,10 +93,18 @@ pub(crate) struct PgPool {
     readers: Arc<Readers<PgConn>>,
 }
 
-/// `postgres::Client` closes its connection by blocking on a runtime of its
-/// own, which panics on a thread that drives tokio (a master dropped in async
-/// code, as the tests do): there the pool's connections close on a thread of
-/// their own.
+/// Run `f`, which may close connections, where that can block: on a thread of
+/// its own when this one drives tokio. (`postgres::Client` closes by blocking on
+/// a runtime of its own, which panics on a runtime's thread: the memory
+/// trimmer's task closing idle readers, a master dropped in async code.)
+fn off_runtime(f: impl FnOnce() + Send + 'static) {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        let _ = std::thread::spawn(f).join();
+    } else {
+        f();
+    }
+}
+
 impl Drop for PgPool {
     fn drop(&mut self) {
         if tokio::runtime::Handle::try_current().is_err() {
@@ -109,7 +117,7 @@ impl Drop for PgPool {
             .take();
         let closed = || Err(DbError::Task("the pool is closed".into()));
         let readers = std::mem::replace(&mut self.readers, Arc::new(Readers::new(None, closed)));
-        let _ = std::thread::spawn(move || drop((writer, readers))).join();
+        off_runtime(move || drop((writer, readers)));
     }
 }
 
@@ -131,7 +139,7 @@ impl PgPool {
             let readers: Weak<Readers<PgConn>> = Arc::downgrade(&readers);
             move || match readers.upgrade() {
                 Some(r) => {
-                    r.close_idle();
+                    off_runtime(move || r.close_idle());
                     true
                 }
                 None => false,
