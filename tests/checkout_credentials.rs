@@ -499,6 +499,7 @@ fn watch_cmdlines(stop: Arc<AtomicBool>, found: Arc<Mutex<Vec<String>>>, looked:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn url_credentials_reach_git_and_hg_but_no_log_argv_page_or_database() {
     support::capture_logs();
+    support::keep_sqlite("every text cell of state.sqlite is searched for the token");
     let tmp = tempfile::tempdir().unwrap();
     let tmp = std::fs::canonicalize(tmp.path()).unwrap();
     let repos = tmp.join("repos");

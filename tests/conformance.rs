@@ -522,7 +522,7 @@ async fn shutdown(imp: Impl) {
         matches!(end, Some(CommandEvent::Complete(_) | CommandEvent::Lost(_))),
         "{end:?}"
     );
-    let db = autobot::db::Db::open(&dir.path().join("state.sqlite")).unwrap();
+    let db = support::master_db(&dir.path().join("state.sqlite"));
     let row = db.slave("s1").await.unwrap().unwrap();
     assert!(!row.connected);
     assert_eq!(

@@ -478,7 +478,7 @@ async fn master_killed_before_the_mail_went_out_still_mails() {
     support::write_master_ini(&mdir, ini);
     let db_path = mdir.join(autobot::db::DB_FILE);
     {
-        let db = Db::open(&db_path).unwrap();
+        let db = support::master_db(&db_path);
         db.add_buildset(
             NewBuildSet {
                 reason: "kill -9 test".into(),
@@ -497,7 +497,7 @@ async fn master_killed_before_the_mail_went_out_still_mails() {
         .start(&root.path().join("slave"), sp, SLAVE, PASSWORD)
         .await
         .unwrap();
-    let db = Db::open(&db_path).unwrap();
+    let db = support::master_db(&db_path);
     wait_until("the mail is stored and failing", || {
         let db = db.clone();
         async move {
@@ -629,7 +629,7 @@ async fn a_build_ended_before_any_decision_is_mailed_after_the_restart() {
 
     // The build's end, as the engine records it, with no master running.
     {
-        let db = Db::open(&dir.path().join(autobot::db::DB_FILE)).unwrap();
+        let db = support::master_db(&dir.path().join(autobot::db::DB_FILE));
         let now = autobot::db::now_f64();
         db.add_buildset(
             NewBuildSet {

@@ -63,7 +63,7 @@ async fn requests_for(m: &EngineMaster, builder: &str) -> i64 {
 async fn changes_stored(m: &EngineMaster) -> i64 {
     m.master
         .db()
-        .read(|c| c.query_row("SELECT count(*) FROM changes", [], |r| r.get(0)))
+        .read_sql(|c| c.query_one("SELECT count(*) FROM changes", &[])?.i64(0))
         .await
         .unwrap()
 }

@@ -13,7 +13,7 @@ pub mod testdb;
 pub mod tls;
 
 #[allow(unused_imports)]
-pub use testdb::{keep_sqlite, use_test_db, with_test_db, write_master_ini};
+pub use testdb::{keep_sqlite, master_db, use_test_db, with_test_db, write_master_ini};
 
 // tests/pg_common reaches this module as `super::support`.
 use crate::support;

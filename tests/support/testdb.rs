@@ -230,3 +230,62 @@ fn watchdog(pg: &Pg) -> Option<ChildStdin> {
     std::mem::forget(child);
     stdin
 }
+
+/// The database of the master whose `state.sqlite` would be `db_file`
+/// (`DIR/state.sqlite`, as [`autobot::db::DB_FILE`] names it): that file, or
+/// under the switch DIR's PostgreSQL database. For a test that reads (or
+/// fills) a master's history itself, where it wrote `Db::open(&db_file)`.
+pub fn master_db(db_file: &Path) -> autobot::db::Db {
+    let dir = db_file.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let key = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+    let url = {
+        let guard = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+        guard
+            .as_ref()
+            .and_then(|s| s.dbs.get(&key).map(|name| s.pg.url(name)))
+    };
+    let Some(url) = url else {
+        return autobot::db::Db::open(db_file).unwrap();
+    };
+    // Connecting blocks: off any async runtime of the caller.
+    std::thread::spawn(move || {
+        let parsed = autobot::db::pg::parse_url(&url).unwrap();
+        autobot::db::Db::open_postgres(&parsed, None, &dir).unwrap()
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// Run one query (SQLite's spelling, `?1` parameters: [`autobot::db::sql`]
+/// translates it) on the database of the master whose `state.sqlite` would be
+/// `db_file`, as [`master_db`] finds it, on a connection of its own; its rows.
+/// Blocking, for a test's poll of the master's history while it runs.
+pub fn query_master_db(
+    db_file: &Path,
+    sql: &str,
+    params: &[autobot::db::sql::Value],
+) -> Result<Vec<autobot::db::sql::Row>, String> {
+    use autobot::db::sql::{self, Sql};
+    let dir = db_file.parent().unwrap_or(Path::new("."));
+    let key = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let url = {
+        let guard = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+        guard
+            .as_ref()
+            .and_then(|s| s.dbs.get(&key).map(|name| s.pg.url(name)))
+    };
+    let Some(url) = url else {
+        let c = rusqlite::Connection::open(db_file).map_err(|e| e.to_string())?;
+        return sql::Lite(&c).query(sql, params).map_err(|e| e.to_string());
+    };
+    let (sql, params) = (sql.to_string(), params.to_vec());
+    // The `postgres` client blocks: off any async runtime of the caller.
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).map_err(|e| e.to_string())?;
+        sql::Pg(&mut c)
+            .query(&sql, &params)
+            .map_err(|e| e.to_string())
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
