@@ -44,6 +44,7 @@ async fn get(port: u16, path: &str) -> support::HttpReply {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_builds_lose_their_logs_or_leave_the_history_and_logs_are_compressed() {
+    support::keep_sqlite("backup and restore carry state.sqlite");
     let tmp = tempfile::tempdir().unwrap();
     let gate = tmp.path().join("gate");
     let m = EngineMaster::start(
@@ -471,16 +472,25 @@ async fn a_big_compressed_log_is_streamed_not_held() {
     autobot::logstore::compress_log(&plain).unwrap();
     autobot::logstore::remove_plain(&plain).unwrap();
     let db = support::master_db(&dir.join(autobot::db::DB_FILE));
-    db.write(move |tx| {
-        tx.execute_batch(&format!(
+    db.write_sql(move |c| {
+        for statement in [
             "INSERT INTO builds(id, builder, number, slave, started_at, finished_at, result)
-                 VALUES (1, 'big-s1', 1, 's1', 1, 2, 'success');
-             INSERT INTO steps(id, build, number, name, started_at, finished_at, result)
-                 VALUES (1, 1, 1, 'x', 1, 2, 'success');
-             INSERT INTO logs(step, name, path, size, lines, complete, stored)
-                 VALUES (1, 'stdio', '{rel}', {SIZE}, 0, 1, 'zstd');
-             INSERT OR REPLACE INTO reporter_state(name, value) VALUES ('horizon', 1);"
-        ))
+                 VALUES (1, 'big-s1', 1, 's1', 1, 2, 'success')"
+                .to_string(),
+            "INSERT INTO steps(id, build, number, name, started_at, finished_at, result)
+                 VALUES (1, 1, 1, 'x', 1, 2, 'success')"
+                .to_string(),
+            format!(
+                "INSERT INTO logs(step, name, path, size, lines, complete, stored)
+                 VALUES (1, 'stdio', '{rel}', {SIZE}, 0, 1, 'zstd')"
+            ),
+            "INSERT INTO reporter_state(name, value) VALUES ('horizon', 1)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+                .to_string(),
+        ] {
+            c.execute(&statement, &[])?;
+        }
+        Ok(())
     })
     .await
     .unwrap();

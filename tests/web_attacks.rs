@@ -49,12 +49,12 @@ async fn requests_for(m: &EngineMaster, builder: &str) -> i64 {
     let b = builder.to_string();
     m.master
         .db()
-        .read(move |c| {
-            c.query_row(
+        .read_sql(move |c| {
+            c.query_one(
                 "SELECT count(*) FROM buildrequests WHERE builder = ?1",
-                [b],
-                |r| r.get(0),
-            )
+                &[b.into()],
+            )?
+            .i64(0)
         })
         .await
         .unwrap()
@@ -711,13 +711,13 @@ async fn last_reason(m: &EngineMaster, builder: &str) -> String {
     let b = builder.to_string();
     m.master
         .db()
-        .read(move |c| {
-            c.query_row(
+        .read_sql(move |c| {
+            c.query_one(
                 "SELECT bs.reason FROM buildrequests r JOIN buildsets bs ON bs.id = r.buildset
                  WHERE r.builder = ?1 ORDER BY r.id DESC LIMIT 1",
-                [b],
-                |r| r.get(0),
-            )
+                &[b.into()],
+            )?
+            .string(0)
         })
         .await
         .unwrap()

@@ -12,6 +12,8 @@
 //! Include with `#[path = "pg_common/mod.rs"] mod pg_common;` after `support`.
 
 #![allow(dead_code)]
+// tests/support loads it too (its `pg_server`), for the AUTOBOT_TEST_DB switch.
+#![allow(clippy::duplicate_mod)]
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

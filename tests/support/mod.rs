@@ -120,7 +120,7 @@ impl TestMaster {
     pub async fn start(slaves: &[(&str, &str)], keepalive: Duration) -> TestMaster {
         capture_logs();
         let dir = tempfile::tempdir().unwrap();
-        write_master_ini(dir.path(), &master_ini(slaves));
+        write_master_ini(dir.path(), master_ini(slaves));
         let master = Master::start_with(
             dir.path(),
             MasterOptions {
