@@ -13,6 +13,9 @@
 //! finds a bug panics with the minimal failing input and the seed, as the short
 //! runs in `cargo test` do.
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 #[path = "../tests/fuzz_common/mod.rs"]
 mod fuzz_common;
 

@@ -19,6 +19,14 @@
 #    not hide the others; its output is kept in target/test-tools/last-run.log,
 #    every SKIP line (a test that could not run) is listed again at the end, and
 #    a last line adds up the passed and failed tests of every test binary.
+# 5. When the whole suite runs: a second pass over the test binaries that start
+#    masters (the PG_PASS list below) with AUTOBOT_TEST_DB=postgresql, so every
+#    test master keeps its history in PostgreSQL (tests/support/testdb.rs: one
+#    server per test binary, a database per master) and the two backends cannot
+#    drift. Its log is target/test-tools/last-run-postgresql.log; it ends with
+#    the same summary lines, marked "postgresql". `scripts/test.sh --pg` runs
+#    only this pass; `AUTOBOT_TEST_DB=postgresql scripts/test.sh --test NAME`
+#    runs one binary on PostgreSQL.
 #
 # It prints what it installed. With CI=true (as `.ci/run` runs it) every test that
 # cannot find its tool fails instead of printing SKIP. Adding a tool is one line in
@@ -63,6 +71,24 @@ PIP=(
   "setuptools==80.9.0"   # python3 setup.py: the distutils factory
   "aiosmtpd==1.4.6"      # python3 -m aiosmtpd in the venv: notify_mail's SMTP server
 )
+# Test binaries that start masters, run again on PostgreSQL (step 5). Not here:
+# those that start none (config_errors, cli_create, fuzz_config, layers, the
+# slave_* tests against their own fake master, poller_*), the pg_* tests (on
+# PostgreSQL already), and those about SQLite itself: ops_backup (backup and
+# restore of state.sqlite), cli_static (the static binary's own SQLite) and
+# stalls (a slow disk under the master directory; it reads state.sqlite).
+PG_PASS=(
+  artifacts change_attacks change_hooks change_to_build changes_maildir
+  checkout_credentials checkout_mirror checkout_sources cli_operator
+  cli_unbuilt_factory conformance daemon_verbs engine_hello engine_locks
+  engine_recovery engine_steps engine_volume engine_worker factory_steps
+  factory_types force_waiting fuzz_intake fuzz_protocol log_counts notify_irc
+  notify_irc_tls notify_mail notify_status ops_listen pull_requests retention
+  scheduler_git scheduler_hg scheduler_rules scheduler_timed secrets sendchange
+  slave_cpdir_parity slave_pb slave_vc statuslog step_semantics try_jobs
+  try_vc vc_arch vc_bzr vc_cvs vc_darcs vc_svn web_api web_attacks web_bounds
+  web_browser web_pages web_status
+)
 
 # ---------------------------------------------------------------- helpers
 say() { printf 'test.sh: %s\n' "$*" >&2; }
@@ -81,6 +107,13 @@ present() {
     *) command -v "$check" >/dev/null 2>&1 ;;
   esac
 }
+
+# `--pg` alone: only the PostgreSQL pass.
+pg_only=false
+if [ $# -eq 1 ] && [ "$1" = --pg ]; then
+  pg_only=true
+  shift
+fi
 
 if ! command -v cargo >/dev/null 2>&1; then
   say "cargo is not installed; install Rust (https://rustup.rs) and run again"
@@ -168,7 +201,7 @@ fi
 # directory. It is built here (one release build, about 5 minutes on 2 cores; the
 # tests never make one) when the whole suite runs or an argument names cli_static,
 # installed under the target directory, and named by AUTOBOT_STATIC_BIN.
-if [ $# -eq 0 ] || [[ " $* " == *cli_static* ]]; then
+if { [ $# -eq 0 ] && ! $pg_only; } || [[ " $* " == *cli_static* ]]; then
   static_prefix="$tools/static"
   say "building the static binary with scripts/install.sh --prefix $static_prefix"
   if scripts/install.sh --prefix "$static_prefix" --no-deps >"$tools/install.log" 2>&1; then
@@ -184,36 +217,62 @@ if [ $# -eq 0 ] || [[ " $* " == *cli_static* ]]; then
 fi
 
 # ---------------------------------------------------------------- the tests
-log="$tools/last-run.log"
-say "running: cargo test --locked --no-fail-fast $*"
 if [ -t 1 ]; then
   export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-always}
 fi
-set +e
-cargo test --locked --no-fail-fast "$@" 2>&1 | tee "$log"
-status=${PIPESTATUS[0]}
-set -e
 
-skips=$(grep -oE 'SKIP .*did not run.*' "$log" | sort -u || true)
-if [ -n "$skips" ]; then
-  say "these tests did not run (install what they name, or run as root):"
-  printf '%s\n' "$skips" >&2
-fi
-# cargo's "test result: ok. 12 passed; 0 failed; 1 ignored; ..." lines, added up
-# into one closing line.
-if [ "$status" -ne 0 ]; then
-  say "cargo test failed (exit $status); the failing test binaries are named above"
-fi
-awk '/^test result: / {
-       for (i = 1; i < NF; i++) {
-         if ($(i + 1) ~ /^passed;?$/) p += $i
-         if ($(i + 1) ~ /^failed;?$/) f += $i
-         if ($(i + 1) ~ /^ignored;?$/) g += $i
+# One pass: `cargo test --locked --no-fail-fast ARGS...` into LOG, then its
+# SKIP lines and its summary lines (LABEL names the pass: "" for the normal
+# one). Sets `status` to cargo's exit status.
+pass() {
+  local log=$1 label=$2
+  shift 2
+  local start=$SECONDS
+  say "running${label:+ ($label)}: cargo test --locked --no-fail-fast $*"
+  set +e
+  cargo test --locked --no-fail-fast "$@" 2>&1 | tee "$log"
+  status=${PIPESTATUS[0]}
+  set -e
+
+  local skips
+  skips=$(grep -oE 'SKIP .*did not run.*' "$log" | sort -u || true)
+  if [ -n "$skips" ]; then
+    say "these tests did not run${label:+ ($label)} (install what they name, or run as root):"
+    printf '%s\n' "$skips" >&2
+  fi
+  # cargo's "test result: ok. 12 passed; 0 failed; 1 ignored; ..." lines, added up
+  # into one closing line.
+  if [ "$status" -ne 0 ]; then
+    say "cargo test${label:+ ($label)} failed (exit $status); the failing test binaries are named above"
+  fi
+  awk -v label="${label:+ ($label)}" -v secs=$((SECONDS - start)) '/^test result: / {
+         for (i = 1; i < NF; i++) {
+           if ($(i + 1) ~ /^passed;?$/) p += $i
+           if ($(i + 1) ~ /^failed;?$/) f += $i
+           if ($(i + 1) ~ /^ignored;?$/) g += $i
+         }
+         n++
        }
-       n++
-     }
-     END {
-       printf "test.sh: %d test binaries reported; %d tests ignored (#[ignore]: run by name)\n", n, g > "/dev/stderr"
-       printf "total: %d passed, %d failed\n", p, f
-     }' "$log"
-exit "$status"
+       END {
+         printf "test.sh%s: %d test binaries reported; %d tests ignored (#[ignore]: run by name); %d s\n", label, n, g, secs > "/dev/stderr"
+         printf "total%s: %d passed, %d failed\n", label, p, f
+       }' "$log"
+}
+
+overall=0
+if ! $pg_only; then
+  pass "$tools/last-run.log" "" "$@"
+  overall=$status
+fi
+# Step 5: the binaries that start masters again, each master on PostgreSQL.
+if [ $# -eq 0 ]; then
+  pg_args=()
+  for t in "${PG_PASS[@]}"; do
+    pg_args+=(--test "$t")
+  done
+  AUTOBOT_TEST_DB=postgresql pass "$tools/last-run-postgresql.log" postgresql "${pg_args[@]}"
+  if [ "$status" -ne 0 ]; then
+    overall=$status
+  fi
+fi
+exit "$overall"

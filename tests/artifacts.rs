@@ -551,7 +551,7 @@ async fn a_200_mb_artifact_goes_through_a_master_of_bounded_memory() {
         "slaveport = 9010\nhtmlport = 8010",
         &format!("slaveport = {sp}\nhtmlport = {hp}"),
     );
-    std::fs::write(mdir.join("master.ini"), ini).unwrap();
+    support::write_master_ini(&mdir, ini);
     let master = spawn_run(&mdir);
     let pid = master.0.id();
     let _slave = support::Impl::Autobot

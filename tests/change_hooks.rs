@@ -997,7 +997,7 @@ async fn a_burst_of_poll_requests_is_one_poll_in_flight_plus_one_queued() {
         &format!("slaveport = {}", engine_common::free_port()),
     )
     .replace("htmlport = 8010", &format!("htmlport = {htmlport}"));
-    std::fs::write(mdir.join("master.ini"), ini).unwrap();
+    support::write_master_ini(&mdir, ini);
     let path = format!(
         "{}:{}",
         bin.display(),

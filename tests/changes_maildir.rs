@@ -285,8 +285,8 @@ async fn a_syncmail_message_becomes_a_change_and_a_build() {
     let run1 = site.start(&["s1"]).await;
     let db = run1.db().clone();
     // The change source comes with a reconfig.
-    std::fs::write(
-        site.path().join("master.ini"),
+    support::write_master_ini(
+        site.path(),
         ini(
             "pollInterval = 3600\ntreeStable = 1",
             &["s1"],
@@ -296,8 +296,7 @@ async fn a_syncmail_message_becomes_a_change_and_a_build() {
                 maildir.display()
             ),
         ),
-    )
-    .unwrap();
+    );
     run1.master.reconfig().await.unwrap();
     // syncmail's message for a commit of two files in proj/src.
     deliver(
@@ -416,7 +415,7 @@ fn checkconfig_names_an_unknown_format_and_a_missing_maildir() {
     let base =
         "[:master:]\nslaveport = 9010\nhtmlport = 8010\n\n[hello]\ntype = shell\nstep.x = true\n\n";
     let check = |body: &str| {
-        std::fs::write(tmp.path().join("master.ini"), format!("{base}{body}")).unwrap();
+        support::write_master_ini(tmp.path(), format!("{base}{body}"));
         let out = Command::new(engine_common::autobot_bin())
             .arg("checkconfig")
             .arg(tmp.path())

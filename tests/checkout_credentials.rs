@@ -500,6 +500,7 @@ fn watch_cmdlines(stop: Arc<AtomicBool>, found: Arc<Mutex<Vec<String>>>, looked:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn url_credentials_reach_git_and_hg_but_no_log_argv_page_or_database() {
     support::capture_logs();
+    support::keep_sqlite("every text cell of state.sqlite is searched for the token");
     let tmp = tempfile::tempdir().unwrap();
     let tmp = std::fs::canonicalize(tmp.path()).unwrap();
     let repos = tmp.join("repos");
@@ -557,14 +558,13 @@ async fn url_credentials_reach_git_and_hg_but_no_log_argv_page_or_database() {
              [beta-direct]\ntype = shell\nhg = {hg_url}#default\nmirror = false\nstep.show = cat b.txt\n\n"
         ));
     }
-    std::fs::write(
-        mdir.join("master.ini"),
+    support::write_master_ini(
+        &mdir,
         format!(
             "[:master:]\nslaveport = 9010\nhtmlport = 8010\npassword = {SLAVE_PW}\n\
              factories = *\npollInterval = 3600\n\n[slave:s1]\n\n[slave:w1]\n\n{factories}"
         ),
-    )
-    .unwrap();
+    );
     let public = free_port();
     let master = Master::start_with(
         &mdir,

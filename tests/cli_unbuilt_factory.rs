@@ -52,6 +52,7 @@ fn a_factory_no_slave_runs_is_warned_about_and_force_says_how_to_run_it() {
         .assert()
         .success();
     let master = dir.join("master");
+    support::use_test_db(&master);
     let ini = master.join("master.ini");
     let text = std::fs::read_to_string(&ini).unwrap();
     assert!(text.contains("factories = hello\n"), "{text}");

@@ -59,6 +59,7 @@ fn shell_args(workdir: &str, argv: &[&str]) -> Value {
 // ------------------------------------------------------------------ contract
 
 async fn connect_reports_info(imp: Impl) {
+    support::keep_sqlite("the canary is looked for in the bytes of state.sqlite and its WAL");
     let Some((tm, proc, h)) = setup("connect_reports_info", imp, &[("s1", "pw1")], KEEPALIVE).await
     else {
         return;
@@ -471,7 +472,7 @@ async fn reconfig(imp: Impl) {
     // Valid: a new factory gets its builder directory on the connected slave.
     let mut text = support::master_ini(&slaves);
     text.push_str("[more]\ntype = shell\nstep.x = true\n");
-    std::fs::write(&ini, &text).unwrap();
+    support::write_master_ini(tm.dir.path(), &text);
     tm.master.reconfig().await.unwrap();
     let dir = proc.dir.join("more-s1");
     assert!(
@@ -479,7 +480,7 @@ async fn reconfig(imp: Impl) {
         "more-s1 not made"
     );
     // s1 removed: its connection is closed with the reason.
-    std::fs::write(&ini, support::master_ini(&[("s2", "pw2")])).unwrap();
+    support::write_master_ini(tm.dir.path(), support::master_ini(&[("s2", "pw2")]));
     tm.master.reconfig().await.unwrap();
     let reason = tokio::time::timeout(DEADLINE, h.closed()).await.unwrap();
     assert!(reason.contains("removed from master.ini"), "{reason}");
@@ -521,7 +522,7 @@ async fn shutdown(imp: Impl) {
         matches!(end, Some(CommandEvent::Complete(_) | CommandEvent::Lost(_))),
         "{end:?}"
     );
-    let db = autobot::db::Db::open(&dir.path().join("state.sqlite")).unwrap();
+    let db = support::master_db(&dir.path().join("state.sqlite"));
     let row = db.slave("s1").await.unwrap().unwrap();
     assert!(!row.connected);
     assert_eq!(
@@ -590,7 +591,7 @@ fn master_dir(slaveport: u16) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let ini = support::master_ini(&[("s1", "pw1")])
         .replace("slaveport = 9010", &format!("slaveport = {slaveport}"));
-    std::fs::write(dir.path().join("master.ini"), ini).unwrap();
+    support::write_master_ini(dir.path(), ini);
     dir
 }
 
@@ -640,6 +641,7 @@ async fn busy_port_is_reported_through_ready() {
 
 #[tokio::test]
 async fn run_reports_ready_and_stops_on_shutdown() {
+    support::keep_sqlite("checks that the master made state.sqlite");
     support::capture_logs();
     let dir = master_dir(9010);
     // Pick free ports by binding port 0, then let the master have them.
@@ -655,7 +657,7 @@ async fn run_reports_ready_and_stops_on_shutdown() {
     let ini = support::master_ini(&[("s1", "pw1")])
         .replace("slaveport = 9010", &format!("slaveport = {}", ports[0]))
         .replace("htmlport = 8010", &format!("htmlport = {}", ports[1]));
-    std::fs::write(dir.path().join("master.ini"), ini).unwrap();
+    support::write_master_ini(dir.path(), ini);
     let (control, handle) = autobot::daemon::control();
     let path = dir.path().to_path_buf();
     let task = tokio::spawn(async move { autobot::app::run(&path, control).await });
@@ -674,7 +676,7 @@ async fn run_reports_ready_and_stops_on_shutdown() {
     assert_eq!(v[0]["connected"], false);
     assert!(v[0]["last_seen"].is_null());
     // A reconfig with a broken file is rejected and logged; the master keeps going.
-    std::fs::write(dir.path().join("master.ini"), "[slave:x\n").unwrap();
+    support::write_master_ini(dir.path(), "[slave:x\n");
     handle.reconfig.send(()).unwrap();
     wait_log(&["reconfig rejected"]).await;
     handle.shutdown.send(true).unwrap();

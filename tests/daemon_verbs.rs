@@ -75,6 +75,7 @@ impl Bot {
             ])
             .assert()
             .success();
+        support::use_test_db(dir.join("master"));
         Bot {
             _tmp: tmp,
             dir,
@@ -246,7 +247,7 @@ fn reconfig_refuses_a_file_that_would_drop_every_builder() {
         "; everything commented out\n# [slave:slave]\n;factories = hello\n\n",
         "[:master:]\nslaveport = 9010\n",
     ] {
-        std::fs::write(&ini_path, text).unwrap();
+        support::write_master_ini(bot.dir.join("master"), text);
         let out = bot
             .verb("reconfig", "master")
             .failure()

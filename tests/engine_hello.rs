@@ -39,6 +39,7 @@ async fn hello_sample_builds_green_through_force() {
         String::from_utf8_lossy(&out.stderr)
     );
     let mdir = dir.join("master");
+    support::use_test_db(&mdir);
     let master = autobot::app::Master::start_with(
         &mdir,
         autobot::app::MasterOptions {

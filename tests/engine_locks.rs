@@ -455,7 +455,7 @@ async fn master_shutdown_ends_a_build_waiting_for_a_lock() {
     assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
     drop(slave);
 
-    let db = autobot::db::Db::open(&db_path).unwrap();
+    let db = support::master_db(&db_path);
     let b = db.build("needab-s1", 1).await.unwrap().unwrap();
     assert_eq!(b.build.result.as_deref(), Some("exception"));
     assert_eq!(b.build.text, autobot::engine::SHUTDOWN_TEXT);

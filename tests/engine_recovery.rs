@@ -13,7 +13,6 @@ mod engine_common;
 use std::time::{Duration, Instant};
 
 use autobot::db::requests::{NewBuildSet, NewSourceStamp};
-use autobot::db::Db;
 use autobot::engine::ForceRequest;
 use engine_common::*;
 use nix::sys::signal::{killpg, Signal};
@@ -30,30 +29,26 @@ step.last = echo last
 const BUILDER: &str = "rec-s1";
 
 fn step_started(db_path: &std::path::Path, builder: &str, number: i64, step: &str) -> bool {
-    let Ok(c) = rusqlite::Connection::open(db_path) else {
-        return false;
-    };
-    c.query_row(
+    support::testdb::query_master_db(
+        db_path,
         "SELECT count(*) FROM steps s JOIN builds b ON b.id = s.build
          WHERE b.builder = ?1 AND b.number = ?2 AND s.name = ?3 AND s.started_at IS NOT NULL",
-        rusqlite::params![builder, number, step],
-        |r| r.get::<_, i64>(0),
+        &[builder.into(), number.into(), step.into()],
     )
-    .map(|n| n > 0)
-    .unwrap_or(false)
+    .ok()
+    .and_then(|rows| rows.first()?.i64(0).ok())
+    .is_some_and(|n| n > 0)
 }
 
 fn request_complete(db_path: &std::path::Path, id: i64) -> bool {
-    let Ok(c) = rusqlite::Connection::open(db_path) else {
-        return false;
-    };
-    c.query_row(
+    support::testdb::query_master_db(
+        db_path,
         "SELECT complete FROM buildrequests WHERE id = ?1",
-        [id],
-        |r| r.get::<_, i64>(0),
+        &[id.into()],
     )
-    .map(|n| n == 1)
-    .unwrap_or(false)
+    .ok()
+    .and_then(|rows| rows.first()?.i64(0).ok())
+    .is_some_and(|n| n == 1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,11 +62,11 @@ async fn master_killed_mid_build_loses_nothing_and_reruns() {
         "slaveport = 9010\nhtmlport = 8010",
         &format!("slaveport = {sp}\nhtmlport = {hp}"),
     );
-    std::fs::write(mdir.join("master.ini"), ini).unwrap();
+    support::write_master_ini(&mdir, ini);
     let db_path = mdir.join(autobot::db::DB_FILE);
     // The request is stored before the master starts; the engine finds it.
     let request = {
-        let db = Db::open(&db_path).unwrap();
+        let db = support::master_db(&db_path);
         let s = db
             .add_buildset(
                 NewBuildSet {
@@ -107,7 +102,7 @@ async fn master_killed_mid_build_loses_nothing_and_reruns() {
     .await;
     kill9(&mut master);
 
-    let db = Db::open(&db_path).unwrap();
+    let db = support::master_db(&db_path);
     let b1 = db.build(BUILDER, 1).await.unwrap().unwrap();
     assert_eq!(b1.build.result.as_deref(), Some("exception"));
     assert_eq!(b1.build.text, "interrupted: master restarted");
@@ -279,7 +274,7 @@ async fn stop_ends_builds_even_with_a_frozen_slave_and_shutdown_requeues() {
     master.shutdown().await;
     assert!(t.elapsed() < Duration::from_secs(15));
     kill9(&mut slave);
-    let db = Db::open(&dir.path().join(autobot::db::DB_FILE)).unwrap();
+    let db = support::master_db(&dir.path().join(autobot::db::DB_FILE));
     let b3 = db.build(BUILDER, 3).await.unwrap().unwrap();
     assert_eq!(b3.build.result.as_deref(), Some("exception"));
     assert_eq!(b3.build.text, "interrupted: master shut down");

@@ -4,6 +4,9 @@
 //! `cargo bench --bench fuzz`), and the regression tests of what the fuzzing
 //! found.
 
+#[path = "support/mod.rs"]
+mod support;
+
 #[path = "fuzz_common/mod.rs"]
 mod fuzz_common;
 

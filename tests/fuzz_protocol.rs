@@ -3,6 +3,9 @@
 //! cases a target here (the long run is `cargo bench --bench fuzz`), and the
 //! regression tests of the bugs the fuzzing found.
 
+#[path = "support/mod.rs"]
+mod support;
+
 #[path = "fuzz_common/mod.rs"]
 mod fuzz_common;
 

@@ -405,11 +405,7 @@ fn checkconfig_shows_the_bot_and_points_at_bad_irc_keys() {
              {extra}\n[slave:s1]\n"
         )
     };
-    std::fs::write(
-        dir.path().join("master.ini"),
-        ini("ircChannels = #a\nircTls = yes"),
-    )
-    .unwrap();
+    support::write_master_ini(dir.path(), ini("ircChannels = #a\nircTls = yes"));
     let out = std::process::Command::new(engine_common::autobot_bin())
         .arg("checkconfig")
         .arg(dir.path())
@@ -430,7 +426,7 @@ fn checkconfig_shows_the_bot_and_points_at_bad_irc_keys() {
         ("botname = 1bot", "not an IRC nick"),
         ("ircChannels = a", "not a channel name"),
     ] {
-        std::fs::write(dir.path().join("master.ini"), ini(extra)).unwrap();
+        support::write_master_ini(dir.path(), ini(extra));
         let out = std::process::Command::new(engine_common::autobot_bin())
             .arg("checkconfig")
             .arg(dir.path())

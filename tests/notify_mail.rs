@@ -316,7 +316,7 @@ async fn starttls_with_auth() {
     support::capture_logs();
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(&certs.ca, dir.path().join("ca.pem")).unwrap();
-    std::fs::write(dir.path().join("master.ini"), ini).unwrap();
+    support::write_master_ini(dir.path(), ini);
     let master = start_master(dir.path(), Duration::from_secs(30)).await;
     let m = EngineMaster { dir, master };
     let _slave = m.slave().await;
@@ -364,7 +364,7 @@ async fn implicit_tls_and_a_refused_login_is_given_up() {
     support::capture_logs();
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(&certs.ca, dir.path().join("ca.pem")).unwrap();
-    std::fs::write(dir.path().join("master.ini"), ini("wrong-pw")).unwrap();
+    support::write_master_ini(dir.path(), ini("wrong-pw"));
     let master = start_master(dir.path(), Duration::from_secs(30)).await;
     let m = EngineMaster { dir, master };
     let _slave = m.slave().await;
@@ -392,7 +392,7 @@ async fn implicit_tls_and_a_refused_login_is_given_up() {
         .unwrap()
         .contains("535"));
 
-    std::fs::write(m.dir.path().join("master.ini"), ini("right-pw")).unwrap();
+    support::write_master_ini(m.dir.path(), ini("right-pw"));
     m.master.reconfig().await.unwrap();
     run(&m, "all-s1", 0).await;
     let mails = smtp.wait_mails(1).await;
@@ -475,10 +475,10 @@ async fn master_killed_before_the_mail_went_out_still_mails() {
             free_port()
         ),
     );
-    std::fs::write(mdir.join("master.ini"), ini).unwrap();
+    support::write_master_ini(&mdir, ini);
     let db_path = mdir.join(autobot::db::DB_FILE);
     {
-        let db = Db::open(&db_path).unwrap();
+        let db = support::master_db(&db_path);
         db.add_buildset(
             NewBuildSet {
                 reason: "kill -9 test".into(),
@@ -497,7 +497,7 @@ async fn master_killed_before_the_mail_went_out_still_mails() {
         .start(&root.path().join("slave"), sp, SLAVE, PASSWORD)
         .await
         .unwrap();
-    let db = Db::open(&db_path).unwrap();
+    let db = support::master_db(&db_path);
     wait_until("the mail is stored and failing", || {
         let db = db.clone();
         async move {
@@ -629,7 +629,7 @@ async fn a_build_ended_before_any_decision_is_mailed_after_the_restart() {
 
     // The build's end, as the engine records it, with no master running.
     {
-        let db = Db::open(&dir.path().join(autobot::db::DB_FILE)).unwrap();
+        let db = support::master_db(&dir.path().join(autobot::db::DB_FILE));
         let now = autobot::db::now_f64();
         db.add_buildset(
             NewBuildSet {

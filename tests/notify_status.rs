@@ -167,11 +167,10 @@ async fn github_gitea_and_gitlab_get_start_and_end_statuses() {
     std::fs::create_dir(dir.path().join("tokens")).unwrap();
     std::fs::write(dir.path().join("tokens/gt"), "gitea-secret-2").unwrap();
     std::fs::write(dir.path().join("gl-token"), "glpat-secret-3\n").unwrap();
-    std::fs::write(
-        dir.path().join("master.ini"),
+    support::write_master_ini(
+        dir.path(),
         master_ini(&factories, "buildbotURL = http://ci.example.org/\n"),
-    )
-    .unwrap();
+    );
     let master = start_master(dir.path(), Duration::from_secs(30)).await;
     let m = EngineMaster { dir, master };
     let _slave = m.slave().await;
@@ -320,7 +319,7 @@ fn status_push_keys_are_checked() {
         let ini = format!(
             "[:master:]\npassword = pw-x1\nfactories = *\n\n[slave:s1]\n\n[f]\ntype = shell\ngit = https://github.com/o/r.git\nstep.t = true\n{factory}"
         );
-        std::fs::write(dir.path().join("master.ini"), ini).unwrap();
+        support::write_master_ini(dir.path(), ini);
         match autobot::config::load(&dir.path().join("master.ini")) {
             Ok(_) => String::new(),
             Err(e) => e.to_string(),

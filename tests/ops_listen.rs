@@ -62,6 +62,7 @@ fn ports_with_an_address_bind_there_and_the_cli_follows() {
         out.contains(&format!("http://127.0.0.2:{htmlport}/")),
         "{out}"
     );
+    support::use_test_db(dir.join("master"));
     let ini = read(&dir.join("master/master.ini"));
     assert!(
         ini.contains(&format!("htmlport = 127.0.0.2:{htmlport}\n")),
@@ -148,11 +149,10 @@ impl Drop for Stop {
 #[test]
 fn a_bad_address_is_an_error_at_its_line() {
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(
-        tmp.path().join("master.ini"),
+    support::write_master_ini(
+        tmp.path(),
         "[:master:]\nslaveport = 9010\nhtmlport = example.org:8010\n",
-    )
-    .unwrap();
+    );
     let out = autobot()
         .args(["checkconfig", tmp.path().to_str().unwrap()])
         .assert()

@@ -308,7 +308,7 @@ async fn github_request_builds_its_head_and_only_where_opted_in() {
     let ini = master_ini(&factories, &format!("{SECRETS}treeStable = 0\n"));
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(root.path().join("gh-token"), dir.path().join("gh-token")).unwrap();
-    std::fs::write(dir.path().join("master.ini"), ini).unwrap();
+    support::write_master_ini(dir.path(), ini);
     support::capture_logs();
     let master = start_master(dir.path(), Duration::from_secs(30)).await;
     let m = EngineMaster { dir, master };
@@ -468,7 +468,7 @@ async fn forks_build_only_when_allowed_and_untrusted() {
         std::fs::Permissions::from_mode(0o600),
     )
     .unwrap();
-    std::fs::write(dir.path().join("master.ini"), ini).unwrap();
+    support::write_master_ini(dir.path(), ini);
     let master = start_master(dir.path(), Duration::from_secs(30)).await;
     let m = EngineMaster { dir, master };
     let _slave = m.slave().await;
@@ -551,7 +551,7 @@ fn pull_requests_need_one_git_source() {
         "[two]\ntype = shell\ngit = /a#main /b#main\npullRequests = true\nstep.x = true\n",
         "",
     );
-    std::fs::write(dir.path().join("master.ini"), ini).unwrap();
+    support::write_master_ini(dir.path(), ini);
     let out = std::process::Command::new(autobot_bin())
         .arg("checkconfig")
         .current_dir(dir.path())

@@ -254,8 +254,8 @@ async fn reconfig_starts_the_pollers_of_a_new_repository() {
     let run = site.start(&["s1"]).await;
     let db = run.db().clone();
     wait_head(&db, &a.url(), "main").await;
-    std::fs::write(
-        site.path().join("master.ini"),
+    support::write_master_ini(
+        site.path(),
         ini(
             "pollInterval = 1\ntreeStable = 0",
             &["s1"],
@@ -265,8 +265,7 @@ async fn reconfig_starts_the_pollers_of_a_new_repository() {
                 factory("b", &b.url(), "")
             ),
         ),
-    )
-    .unwrap();
+    );
     run.master.reconfig().await.unwrap();
     assert_eq!(wait_head(&db, &b.url(), "main").await, b_first);
     let rev = b.commit("Bea <bea@example.org>", "x.c", "after reconfig");

@@ -227,13 +227,13 @@ async fn depends_on_fires_on_success_and_not_on_failure() {
     wait_some("child to handle bad's BuildSet", || async {
         let id = bad.id;
         let n: i64 = db
-            .read(move |c| {
-                c.query_row(
+            .read_sql(move |c| {
+                c.query_one(
                     "SELECT count(*) FROM scheduler_buildsets
                      WHERE scheduler = 'child:dependent' AND buildset = ?1",
-                    [id],
-                    |r| r.get(0),
-                )
+                    &[id.into()],
+                )?
+                .i64(0)
             })
             .await
             .unwrap();

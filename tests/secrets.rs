@@ -147,6 +147,7 @@ fn database_bytes(db: &Path) -> Vec<u8> {
 }
 
 async fn run_leak(slave: support::Impl) {
+    support::keep_sqlite("every text and blob column of state.sqlite is searched for the secrets");
     if !need_smtp() {
         return;
     }
@@ -173,7 +174,7 @@ async fn run_leak(slave: support::Impl) {
              smtpHost = 127.0.0.1\nsmtpPort = {smtp_port}\n"
         ),
     );
-    std::fs::write(dir.path().join("master.ini"), ini).unwrap();
+    support::write_master_ini(dir.path(), ini);
     let master = start_master(dir.path(), Duration::from_secs(30)).await;
     let m = EngineMaster { dir, master };
     let sdir = m.dir.path().join("slave");
@@ -356,7 +357,7 @@ fn checkconfig_refuses_open_permissions_and_unknown_secrets() {
             "secretsDir = secrets\n",
         )
     };
-    std::fs::write(dir.path().join("master.ini"), ini("echo %(secret:TOKEN)s")).unwrap();
+    support::write_master_ini(dir.path(), ini("echo %(secret:TOKEN)s"));
     let (ok, out) = checkconfig(dir.path());
     assert!(ok, "{out}");
     assert!(
@@ -366,7 +367,7 @@ fn checkconfig_refuses_open_permissions_and_unknown_secrets() {
     assert!(!out.contains("9f3a"), "{out}");
 
     // A secret that is not there, named with the file that would hold it.
-    std::fs::write(dir.path().join("master.ini"), ini("echo %(secret:NOPE)s")).unwrap();
+    support::write_master_ini(dir.path(), ini("echo %(secret:NOPE)s"));
     let (ok, out) = checkconfig(dir.path());
     assert!(!ok);
     assert!(
@@ -375,7 +376,7 @@ fn checkconfig_refuses_open_permissions_and_unknown_secrets() {
     );
 
     // Readable by others: the file, then the directory, with the chmod to run.
-    std::fs::write(dir.path().join("master.ini"), ini("echo %(secret:TOKEN)s")).unwrap();
+    support::write_master_ini(dir.path(), ini("echo %(secret:TOKEN)s"));
     let token = dir.path().join("secrets/TOKEN");
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (ok, out) = checkconfig(dir.path());

@@ -81,6 +81,9 @@ impl Site {
     /// `[:master:]` (which gets `extra` too).
     fn new(sections: &str, extra: &str, slow: bool) -> Site {
         support::capture_logs();
+        support::keep_sqlite(
+            "the slow disk is the master directory's; the site reads and fills state.sqlite itself",
+        );
         let dir = tempfile::tempdir().unwrap();
         let mdir = dir.path().join("master");
         let backing = dir.path().join("logs-backing");
@@ -90,15 +93,14 @@ impl Site {
             slowfs::SlowFs::mount(&backing, &mdir.join("logs")).expect("mount the slow disk")
         });
         let (sp, hp) = (free_port(), free_port());
-        std::fs::write(
-            mdir.join("master.ini"),
+        support::write_master_ini(
+            &mdir,
             format!(
                 "[:master:]\nslaveport = {sp}\nhtmlport = {hp}\npublichtmlport = {}\n\
                  password = {PASSWORD}\nfactories = *\n{extra}\n{sections}\n",
                 free_port()
             ),
-        )
-        .unwrap();
+        );
         Site {
             slaves: Vec::new(),
             master: None,

@@ -583,11 +583,10 @@ async fn a_try_job_survives_a_master_restart() {
     git_change(&work);
     let mdir = root.path().join("master");
     std::fs::create_dir_all(&mdir).unwrap();
-    std::fs::write(
-        mdir.join("master.ini"),
+    support::write_master_ini(
+        &mdir,
         ini(&format!("git = {}#main", upstream.display()), ""),
-    )
-    .unwrap();
+    );
     // No slave yet: the try job waits in the queue.
     let master = start_master(&mdir, Duration::from_secs(30)).await;
     let o = try_in(&args(&master, &["--comment", "kept"]), &work, &home, None).await;

@@ -394,6 +394,7 @@ fn force_wait_with_the_real_binary_reports_the_result() {
     ]);
     assert!(out.status.success(), "{out:?}");
     // A second factory that fails, added to the same master.
+    support::use_test_db(dir.join("master"));
     let ini_path = dir.join("master/master.ini");
     let ini = std::fs::read_to_string(&ini_path).unwrap();
     std::fs::write(

@@ -49,12 +49,12 @@ async fn requests_for(m: &EngineMaster, builder: &str) -> i64 {
     let b = builder.to_string();
     m.master
         .db()
-        .read(move |c| {
-            c.query_row(
+        .read_sql(move |c| {
+            c.query_one(
                 "SELECT count(*) FROM buildrequests WHERE builder = ?1",
-                [b],
-                |r| r.get(0),
-            )
+                &[b.into()],
+            )?
+            .i64(0)
         })
         .await
         .unwrap()
@@ -63,7 +63,7 @@ async fn requests_for(m: &EngineMaster, builder: &str) -> i64 {
 async fn changes_stored(m: &EngineMaster) -> i64 {
     m.master
         .db()
-        .read(|c| c.query_row("SELECT count(*) FROM changes", [], |r| r.get(0)))
+        .read_sql(|c| c.query_one("SELECT count(*) FROM changes", &[])?.i64(0))
         .await
         .unwrap()
 }
@@ -659,7 +659,7 @@ async fn master_for_cli(ini_users: &str) -> EngineMaster {
     let hp = free_port();
     let ini = master_ini(&format!("{FACTORIES}{ini_users}"), "")
         .replace("htmlport = 8010", &format!("htmlport = {hp}"));
-    std::fs::write(dir.path().join("master.ini"), ini).unwrap();
+    support::write_master_ini(dir.path(), ini);
     let master = Master::start_with(
         dir.path(),
         MasterOptions {
@@ -711,13 +711,13 @@ async fn last_reason(m: &EngineMaster, builder: &str) -> String {
     let b = builder.to_string();
     m.master
         .db()
-        .read(move |c| {
-            c.query_row(
+        .read_sql(move |c| {
+            c.query_one(
                 "SELECT bs.reason FROM buildrequests r JOIN buildsets bs ON bs.id = r.buildset
                  WHERE r.builder = ?1 ORDER BY r.id DESC LIMIT 1",
-                [b],
-                |r| r.get(0),
-            )
+                &[b.into()],
+            )?
+            .string(0)
         })
         .await
         .unwrap()

@@ -118,22 +118,22 @@ async fn big_changes_keep_every_response_and_the_master_small() {
     )
     .replace("slaveport = 9010", &format!("slaveport = {sp}"))
     .replace("htmlport = 8010", &format!("htmlport = {hp}"));
-    std::fs::write(dir.join("master.ini"), ini).unwrap();
+    support::write_master_ini(&dir, ini);
 
     // The Changes go in through the Db API, before the master starts.
-    let db = autobot::db::Db::open(&dir.join(autobot::db::DB_FILE)).unwrap();
+    let db = support::master_db(&dir.join(autobot::db::DB_FILE));
     let changes = big_changes();
     let total = changes.len();
     for c in changes {
         db.add_changes(vec![c]).await.unwrap();
     }
     let stored: i64 = db
-        .read(|c| {
-            c.query_row(
+        .read_sql(|c| {
+            c.query_one(
                 "SELECT max(length(comments)) + max(length(files)) + max(length(links)) FROM changes",
-                [],
-                |r| r.get(0),
-            )
+                &[],
+            )?
+            .i64(0)
         })
         .await
         .unwrap();

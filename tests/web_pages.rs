@@ -904,14 +904,13 @@ async fn configured_favicon_and_robots_txt_are_served() {
         "User-agent: *\nAllow: /x\n",
     )
     .unwrap();
-    std::fs::write(
-        dir.path().join("master.ini"),
+    support::write_master_ini(
+        dir.path(),
         engine_common::master_ini(
             "[quick]\ntype = shell\nstep.true = true\n",
             "favicon = art/icon.ico\nrobots_txt = art/robots.txt\n",
         ),
-    )
-    .unwrap();
+    );
     let master = autobot::app::Master::start_with(
         dir.path(),
         autobot::app::MasterOptions {

@@ -43,7 +43,7 @@ impl EngineMaster {
     pub async fn start(ini: &str, keepalive: Duration) -> EngineMaster {
         support::capture_logs();
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("master.ini"), ini).unwrap();
+        crate::support::write_master_ini(dir.path(), ini);
         let master = start_master(dir.path(), keepalive).await;
         EngineMaster { dir, master }
     }

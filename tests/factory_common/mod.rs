@@ -107,7 +107,7 @@ impl Site {
              factories = *\npollInterval = 3600\ntreeStable = 0\n\n\
              [slave:{SLAVE}]\nmax_builds = {max_builds}\n\n{factories}\n"
         );
-        std::fs::write(dir.path().join("master.ini"), ini).unwrap();
+        crate::support::write_master_ini(dir.path(), ini);
         let master = engine_common::start_master(dir.path(), Duration::from_secs(30)).await;
         let m = EngineMaster { dir, master };
         let slave = m.slave().await;

@@ -742,13 +742,12 @@ impl IntakeRig {
             .build()
             .expect("a runtime");
         let dir = tempfile::tempdir().expect("a temp dir");
-        std::fs::write(
-            dir.path().join("master.ini"),
+        crate::support::write_master_ini(
+            dir.path(),
             "[:master:]\nslaveport = 9010\nhtmlport = 8010\npollInterval = 3600\nchangeuser = change\nchangepassword = changepw\n\
              github_secret = gh-secret\ngitlab_secret = gl-secret\ngitea_secret = gt-secret\n\n\
              [fz]\ntype = source\ngit = /nonexistent/fuzz.git#main\n\n[slave:s]\npassword = pw\n",
-        )
-        .expect("master.ini");
+        );
         let master = rt
             .block_on(Master::start_with(
                 dir.path(),

@@ -940,13 +940,12 @@ impl MasterRig {
     fn start() -> MasterRig {
         let rt = runtime(Self::THREADS);
         let dir = tempfile::tempdir().expect("a temp dir");
-        std::fs::write(
-            dir.path().join("master.ini"),
+        crate::support::write_master_ini(
+            dir.path(),
             format!(
                 "[:master:]\nslaveport = 9010\nhtmlport = 8010\n\n[fac]\ntype = shell\nstep.one = true\n\n[slave:fz]\npassword = {SLAVE_PASSWORD}\n"
             ),
-        )
-        .expect("master.ini");
+        );
         std::fs::create_dir_all(dir.path().join("up")).expect("upload dir");
         let master = rt
             .block_on(Master::start_with(

@@ -12,6 +12,8 @@
 //! Include with `#[path = "pg_common/mod.rs"] mod pg_common;` after `support`.
 
 #![allow(dead_code)]
+// tests/support loads it too (its `pg_server`), for the AUTOBOT_TEST_DB switch.
+#![allow(clippy::duplicate_mod)]
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -36,6 +38,10 @@ pub struct PgOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Refuse TCP connections without TLS (pg_hba `hostssl` only).
     pub tls_only: bool,
+    /// `max_connections`; `None`: 50 (one test's masters). The shared server
+    /// of `AUTOBOT_TEST_DB=postgresql` (support::testdb) serves every master
+    /// of a test binary at once.
+    pub max_connections: Option<u32>,
 }
 
 /// A running PostgreSQL server of one test.
@@ -142,9 +148,10 @@ impl Pg {
         let mut conf = format!(
             "listen_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\n\
              fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
-             max_connections = 50\nshared_buffers = 16MB\n",
+             max_connections = {}\nshared_buffers = 16MB\n",
             pg.port,
-            pg.dir.path().display()
+            pg.dir.path().display(),
+            opts.max_connections.unwrap_or(50)
         );
         if let Some((cert, key)) = &opts.tls {
             for (f, name) in [(cert, "server.crt"), (key, "server.key")] {

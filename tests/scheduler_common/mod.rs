@@ -159,7 +159,7 @@ impl Site {
     pub fn with_clock(ini: &str, clock: Clock) -> Site {
         support::capture_logs();
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("master.ini"), ini).unwrap();
+        crate::support::write_master_ini(dir.path(), ini);
         Site { dir, clock }
     }
 
@@ -283,38 +283,33 @@ pub struct BuildSetRow {
 
 /// Every BuildSet, oldest first.
 pub async fn buildsets(db: &Db) -> Vec<BuildSetRow> {
-    db.read(|c| {
-        let mut st = c.prepare(
+    db.read_sql(|c| {
+        let rows = c.query(
             "SELECT bs.id, bs.scheduler, bs.complete, bs.result, bs.reason, ss.branch,
                     ss.revision, bs.sourcestamp
              FROM buildsets bs JOIN sourcestamps ss ON ss.id = bs.sourcestamp ORDER BY bs.id",
+            &[],
         )?;
-        let rows: Vec<(BuildSetRow, i64)> = st
-            .query_map([], |r| {
-                Ok((
-                    BuildSetRow {
-                        id: r.get(0)?,
-                        scheduler: r.get(1)?,
-                        complete: r.get::<_, i64>(2)? != 0,
-                        result: r.get(3)?,
-                        reason: r.get(4)?,
-                        branch: r.get(5)?,
-                        revision: r.get(6)?,
-                        changes: Vec::new(),
-                    },
-                    r.get(7)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
         let mut out = Vec::new();
-        for (mut row, ss) in rows {
-            let mut st = c.prepare(
-                "SELECT change FROM sourcestamp_changes WHERE sourcestamp = ?1 ORDER BY change",
-            )?;
-            row.changes = st
-                .query_map([ss], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            out.push(row);
+        for r in rows {
+            let changes = c
+                .query(
+                    "SELECT change FROM sourcestamp_changes WHERE sourcestamp = ?1 ORDER BY change",
+                    &[r.i64(7)?.into()],
+                )?
+                .iter()
+                .map(|c| c.i64(0))
+                .collect::<Result<_, _>>()?;
+            out.push(BuildSetRow {
+                id: r.i64(0)?,
+                scheduler: r.string(1)?,
+                complete: r.bool(2)?,
+                result: r.opt_string(3)?,
+                reason: r.string(4)?,
+                branch: r.opt_string(5)?,
+                revision: r.opt_string(6)?,
+                changes,
+            });
         }
         Ok(out)
     })
@@ -333,9 +328,13 @@ pub async fn buildsets_of(db: &Db, scheduler: &str) -> Vec<BuildSetRow> {
 
 /// How many Changes wait in schedulers and how many tree-stable timers run.
 pub async fn scheduler_backlog(db: &Db) -> (i64, i64) {
-    db.read(|c| {
-        let pending = c.query_row("SELECT count(*) FROM scheduler_changes", [], |r| r.get(0))?;
-        let timers = c.query_row("SELECT count(*) FROM scheduler_timers", [], |r| r.get(0))?;
+    db.read_sql(|c| {
+        let pending = c
+            .query_one("SELECT count(*) FROM scheduler_changes", &[])?
+            .i64(0)?;
+        let timers = c
+            .query_one("SELECT count(*) FROM scheduler_timers", &[])?
+            .i64(0)?;
         Ok((pending, timers))
     })
     .await

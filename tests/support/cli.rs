@@ -49,7 +49,8 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
 }
 
 /// `autobot create DIR -f hello` on free ports: a master and a slave for the
-/// bundled sample. Returns the [slaveport, htmlport, publichtmlport] it used.
+/// bundled sample (its master on the suite's database: support::testdb).
+/// Returns the [slaveport, htmlport, publichtmlport] it used.
 pub fn create_hello(dir: &Path) -> [u16; 3] {
     let ports @ [slaveport, htmlport, publicport] = free_ports();
     autobot()
@@ -67,5 +68,6 @@ pub fn create_hello(dir: &Path) -> [u16; 3] {
         ])
         .assert()
         .success();
+    super::use_test_db(dir.join("master"));
     ports
 }

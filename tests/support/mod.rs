@@ -7,7 +7,16 @@
 #![allow(dead_code)]
 
 pub mod cli;
+#[path = "../pg_common/mod.rs"]
+pub mod pg_server;
+pub mod testdb;
 pub mod tls;
+
+#[allow(unused_imports)]
+pub use testdb::{keep_sqlite, master_db, use_test_db, with_test_db, write_master_ini};
+
+// tests/pg_common reaches this module as `super::support`.
+use crate::support;
 
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -111,7 +120,7 @@ impl TestMaster {
     pub async fn start(slaves: &[(&str, &str)], keepalive: Duration) -> TestMaster {
         capture_logs();
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("master.ini"), master_ini(slaves)).unwrap();
+        write_master_ini(dir.path(), master_ini(slaves));
         let master = Master::start_with(
             dir.path(),
             MasterOptions {

@@ -18,7 +18,7 @@ use crate::support;
 pub async fn start(ini: &str) -> EngineMaster {
     support::capture_logs();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("master.ini"), ini).unwrap();
+    crate::support::write_master_ini(dir.path(), ini);
     let master = Master::start_with(
         dir.path(),
         MasterOptions {
