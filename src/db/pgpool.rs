@@ -131,34 +131,6 @@ pub(crate) struct PgPool {
     readers: Arc<Readers<PgConn>>,
 }
 
-/// Run `f`, which may close connections, where that can block: on a thread of
-/// its own when this one drives tokio. (`postgres::Client` closes by blocking on
-/// a runtime of its own, which panics on a runtime's thread: the memory
-/// trimmer's task closing idle readers, a master dropped in async code.)
-fn off_runtime(f: impl FnOnce() + Send + 'static) {
-    if tokio::runtime::Handle::try_current().is_ok() {
-        let _ = std::thread::spawn(f).join();
-    } else {
-        f();
-    }
-}
-
-impl Drop for PgPool {
-    fn drop(&mut self) {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return;
-        }
-        let writer = self
-            .writer
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let closed = || Err(DbError::Task("the pool is closed".into()));
-        let readers = std::mem::replace(&mut self.readers, Arc::new(Readers::new(None, closed)));
-        off_runtime(move || drop((writer, readers)));
-    }
-}
-
 impl PgPool {
     /// Connect and check the schema ([`super::pgmigrations::check`]); `dir` is
     /// the master directory `upgrade-db` is told to run on.
@@ -177,7 +149,7 @@ impl PgPool {
             let readers: Weak<Readers<PgConn>> = Arc::downgrade(&readers);
             move || match readers.upgrade() {
                 Some(r) => {
-                    off_runtime(move || r.close_idle());
+                    r.close_idle();
                     true
                 }
                 None => false,
