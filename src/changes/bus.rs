@@ -125,6 +125,11 @@ pub struct ChangeBus {
     /// Dropped with the last clone of the bus: the task following the other
     /// masters' Changes ([`relay_stored`]) then ends.
     alive: Arc<()>,
+    /// On a shared database: the highest Change id announced, every id below
+    /// it announced too (ids are committed in order, [`crate::db::changes::STORED`]).
+    /// A Change this master stored right after it is announced at once; any
+    /// other waits for [`relay_stored`], which reads what is above it.
+    announced: Arc<Mutex<i64>>,
 }
 
 /// How often a bus on a shared database reads the Changes above the last one
@@ -140,15 +145,20 @@ async fn relay_stored(
     tx: broadcast::Sender<ChangeRow>,
     activity: Arc<crate::activity::Activity>,
     alive: Weak<()>,
+    announced: Arc<Mutex<i64>>,
     mut stored: tokio::sync::mpsc::UnboundedReceiver<String>,
 ) {
-    let mut last = match db.max_change_id().await {
+    let newest = match db.max_change_id().await {
         Ok(id) => id,
         Err(e) => {
             tracing::error!("cannot read the newest Change: {e}; following from the first");
             0
         }
     };
+    {
+        let mut a = announced.lock().unwrap_or_else(|p| p.into_inner());
+        *a = (*a).max(newest);
+    }
     loop {
         tokio::select! {
             note = stored.recv() => if note.is_none() {
@@ -162,10 +172,16 @@ async fn relay_stored(
         // Every id committed is announced in order: the rows above `last`
         // are those not yet announced (several notifications, one read).
         while stored.try_recv().is_ok() {}
+        let last = *announced.lock().unwrap_or_else(|p| p.into_inner());
         match db.changes_after(last).await {
             Ok(rows) => {
+                let mut a = announced.lock().unwrap_or_else(|p| p.into_inner());
+                // Those this master announced meanwhile are skipped.
                 for row in rows {
-                    last = last.max(row.id);
+                    if row.id <= *a {
+                        continue;
+                    }
+                    *a = row.id;
                     activity.bump();
                     let _ = tx.send(row);
                 }
@@ -185,6 +201,7 @@ impl ChangeBus {
             polls: Default::default(),
             activity: Default::default(),
             alive: Arc::new(()),
+            announced: Arc::new(Mutex::new(0)),
         };
         if bus.db.shared() {
             match (
@@ -197,6 +214,7 @@ impl ChangeBus {
                         bus.tx.clone(),
                         bus.activity.clone(),
                         Arc::downgrade(&bus.alive),
+                        bus.announced.clone(),
                         stored,
                     ));
                 }
@@ -300,12 +318,18 @@ impl ChangeBus {
                 row.branch.as_deref().unwrap_or("(default branch)"),
                 row.revision.as_deref().unwrap_or("(no revision)")
             );
-            // On a shared database every master's bus announces it, when told
+            // On a shared database every master's bus announces it, in id
+            // order: this one at once when it is the next id, else when told
             // that it was committed ([`relay_stored`]).
-            if !self.db.shared() {
-                self.activity.bump();
-                let _ = self.tx.send(row.clone());
+            if self.db.shared() {
+                let mut a = self.announced.lock().unwrap_or_else(|p| p.into_inner());
+                if row.id != *a + 1 {
+                    continue;
+                }
+                *a = row.id;
             }
+            self.activity.bump();
+            let _ = self.tx.send(row.clone());
         }
         rows
     }
