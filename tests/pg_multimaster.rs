@@ -146,6 +146,26 @@ fn count(client: &mut postgres::Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).unwrap().get(0)
 }
 
+/// `upgrade-db`, then every member started; a client of the database once
+/// every member's slave is connected.
+fn start_cluster(server: &pg_common::Pg, members: &[&Member]) -> postgres::Client {
+    autobot()
+        .args(["upgrade-db", members[0].master.to_str().unwrap()])
+        .assert()
+        .success();
+    for m in members {
+        m.start();
+    }
+    let mut client = server.client("bot");
+    wait_for("every slave", Duration::from_secs(60), || {
+        count(
+            &mut client,
+            "SELECT count(*) FROM slaves WHERE connected = 1",
+        ) == members.len() as i64
+    });
+    client
+}
+
 #[test]
 fn two_masters_share_the_queue_and_take_over_a_dead_ones_build() {
     let Some(server) = pg_common::Pg::start() else {
@@ -157,19 +177,7 @@ fn two_masters_share_the_queue_and_take_over_a_dead_ones_build() {
     let gate = tmp.path().join("gate");
     let a = Member::create(tmp.path(), "a", "s1", &url, &gate, "");
     let b = Member::create(tmp.path(), "b", "s2", &url, &gate, "");
-    autobot()
-        .args(["upgrade-db", a.master.to_str().unwrap()])
-        .assert()
-        .success();
-    a.start();
-    b.start();
-    let mut client = server.client("bot");
-    wait_for("both slaves", Duration::from_secs(60), || {
-        count(
-            &mut client,
-            "SELECT count(*) FROM slaves WHERE connected = 1",
-        ) == 2
-    });
+    let mut client = start_cluster(&server, &[&a, &b]);
 
     // Forced through either master, each for either builder: each request is
     // built once, by the master whose slave builds it.
@@ -370,19 +378,7 @@ fn every_master_serves_every_log_and_live_event() {
     let extra = format!("sharedDir = {}\n", shared.display());
     let a = Member::create(tmp.path(), "a", "s1", &url, &gate, &extra);
     let b = Member::create(tmp.path(), "b", "s2", &url, &gate, &extra);
-    autobot()
-        .args(["upgrade-db", a.master.to_str().unwrap()])
-        .assert()
-        .success();
-    a.start();
-    b.start();
-    let mut client = server.client("bot");
-    wait_for("both slaves", Duration::from_secs(60), || {
-        count(
-            &mut client,
-            "SELECT count(*) FROM slaves WHERE connected = 1",
-        ) == 2
-    });
+    let mut client = start_cluster(&server, &[&a, &b]);
     // b's page follows the Build a runs (s1 is a's slave), forced through b.
     let started = follow_events(b.htmlport, &["build_started", "say-s1"]);
     let finished = follow_events(b.htmlport, &["build_finished", "say-s1"]);
@@ -436,19 +432,7 @@ fn a_change_through_any_master_is_scheduled_once() {
     let extra = "treeStable = 2\nchangeuser = hook\nchangepassword = s3cret\n";
     let a = Member::create(tmp.path(), "a", "s1", &url, &gate, extra);
     let b = Member::create(tmp.path(), "b", "s2", &url, &gate, extra);
-    autobot()
-        .args(["upgrade-db", a.master.to_str().unwrap()])
-        .assert()
-        .success();
-    a.start();
-    b.start();
-    let mut client = server.client("bot");
-    wait_for("both slaves", Duration::from_secs(60), || {
-        count(
-            &mut client,
-            "SELECT count(*) FROM slaves WHERE connected = 1",
-        ) == 2
-    });
+    let mut client = start_cluster(&server, &[&a, &b]);
     let mut holder = String::new();
     wait_for(
         "a master to hold the schedulers",
@@ -564,20 +548,7 @@ fn three_masters_build_a_burst_once_through_a_kill() {
     a.fail_over_to("s1", &[&b]);
     b.fail_over_to("s2", &[&c]);
     c.fail_over_to("s3", &[&a]);
-    autobot()
-        .args(["upgrade-db", a.master.to_str().unwrap()])
-        .assert()
-        .success();
-    for m in [&a, &b, &c] {
-        m.start();
-    }
-    let mut client = server.client("bot");
-    wait_for("three slaves", Duration::from_secs(60), || {
-        count(
-            &mut client,
-            "SELECT count(*) FROM slaves WHERE connected = 1",
-        ) == 3
-    });
+    let mut client = start_cluster(&server, &[&a, &b, &c]);
     let lease = |client: &mut postgres::Client| -> Option<String> {
         client
             .query(

@@ -20,20 +20,31 @@ fn count_slaves(db: &mut dyn autobot::db::sql::Sql) -> Result<i64, autobot::db::
     db.query_one("SELECT count(*) FROM slaves", &[])?.i64(0)
 }
 
-#[test]
-fn idle_readers_close_on_a_runtime_thread_without_a_panic() {
-    let Some(server) = pg_common::Pg::start() else {
-        return;
-    };
+/// A server with a migrated database `bot`, its URL, a master directory and a
+/// runtime of the daemon's kind (one thread).
+fn setup() -> Option<(
+    pg_common::Pg,
+    String,
+    tempfile::TempDir,
+    tokio::runtime::Runtime,
+)> {
+    let server = pg_common::Pg::start()?;
     server.create_db("bot");
     let url = server.url("bot");
     pgmigrations::migrate(&mut server.client("bot"), &url).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open_postgres(&pg::parse_url(&url).unwrap(), None, dir.path()).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    Some((server, url, tempfile::tempdir().unwrap(), rt))
+}
+
+#[test]
+fn idle_readers_close_on_a_runtime_thread_without_a_panic() {
+    let Some((server, url, dir, rt)) = setup() else {
+        return;
+    };
+    let db = Db::open_postgres(&pg::parse_url(&url).unwrap(), None, dir.path()).unwrap();
     assert_eq!(rt.block_on(db.read_sql(count_slaves)).unwrap(), 0);
     // As the daemon's trimmer runs it: on the runtime's thread.
     rt.block_on(async { autobot::memory::release_all() });
@@ -61,17 +72,9 @@ fn idle_readers_close_on_a_runtime_thread_without_a_panic() {
 /// server's setting stands.
 #[test]
 fn the_writer_commits_without_waiting_for_the_flush_unless_told() {
-    let Some(server) = pg_common::Pg::start() else {
+    let Some((server, url, dir, rt)) = setup() else {
         return;
     };
-    server.create_db("bot");
-    let url = server.url("bot");
-    pgmigrations::migrate(&mut server.client("bot"), &url).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let show = |db: &mut dyn autobot::db::sql::Sql| {
         db.query_one("SHOW synchronous_commit", &[])?.string(0)
     };
