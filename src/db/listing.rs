@@ -113,6 +113,11 @@ fn clip(b: &[u8], cap: usize) -> (String, bool) {
 /// has read at most this many rows past it.
 pub const BATCH: u32 = 128;
 
+/// [`BATCH`] on PostgreSQL, whose client holds a whole result (as the
+/// server sent it) until the query returns, where SQLite hands rows over
+/// one by one: fewer rows a query keep a page of big Changes as small.
+pub const PG_BATCH: u32 = 16;
+
 /// The rows of a list newest first, below `before`, fetched `BATCH` at a time
 /// and made into `T` by `make` until the page is full ([`fill_page`]).
 /// `fetch(db, below, n)` reads the next `n` rows below key `below`; `key` is a
@@ -140,7 +145,11 @@ fn paged<T: Serialize>(
             if !last_full || left <= 0 {
                 return Ok(None);
             }
-            let n = left.min(i64::from(BATCH));
+            let most = match db.dialect() {
+                Dialect::Sqlite => BATCH,
+                Dialect::Postgres => PG_BATCH,
+            };
+            let n = left.min(i64::from(most));
             let rows = fetch(&mut *db, below, n)?;
             left -= rows.len() as i64;
             last_full = rows.len() as i64 == n;

@@ -115,10 +115,13 @@ impl<C: postgres::GenericClient> Sql for Prepared<'_, C> {
 
     fn query(&mut self, text: &str, params: &[Value]) -> Result<Vec<Row>, SqlError> {
         let st = self.statement(text)?;
+        // Each row the server sent is freed once converted: a result of big
+        // rows (a page of Changes cut at 1 MiB a field) is held once, not
+        // twice.
         self.client
             .query(&st, &sql::pg_params(params))?
-            .iter()
-            .map(sql::pg_row)
+            .into_iter()
+            .map(|r| sql::pg_row(&r))
             .collect()
     }
 }
