@@ -356,8 +356,11 @@ pub fn force_cmd(args: &ForceArgs) -> anyhow::Result<std::process::ExitCode> {
         .clone()
         .or_else(current_user)
         .unwrap_or_else(|| "autobot".into());
-    // Listening before forcing: no event of the build can be missed.
+    // Listening before forcing: no event of the build can be missed. Ctrl-C
+    // is caught from here on, so that one pressed as soon as the build is
+    // forced (before the waiting starts) still ends with a word about it.
     let events = if args.wait {
+        catch_sigint();
         Some(http::EventStream::open(
             &port.connect_host_text(),
             port.port,
