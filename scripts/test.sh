@@ -244,6 +244,16 @@ pass() {
   # into one closing line.
   if [ "$status" -ne 0 ]; then
     say "cargo test${label:+ ($label)} failed (exit $status); the failing test binaries are named above"
+    # The failures again, last, where a log cut to its end still shows them:
+    # each failing test's output without the masters' log lines (at most 40
+    # lines a test), and the lines of a test binary that died (abort, signal).
+    say "what the failing tests printed${label:+ ($label)} (whole log: $log):"
+    awk '/^     Running / { bin = $2 }
+         /^---- .* stdout ----$/ { show = 1; n = 0; print "[" bin "]"; }
+         /^failures:$/ && show { show = 0 }
+         /^test result: / { show = 0 }
+         show && !/^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z / && n++ < 40 { print }
+         !show && /process didn.t exit successfully|HANG on input|FAILED \(seed/ { print "[" bin "] " substr($0, 1, 2000) }' "$log" >&2
   fi
   awk -v label="${label:+ ($label)}" -v secs=$((SECONDS - start)) '/^test result: / {
          for (i = 1; i < NF; i++) {
