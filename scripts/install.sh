@@ -1,7 +1,8 @@
 #!/bin/sh
 # install.sh — build autobot from this source tree and install it.
 #
-# Usage: scripts/install.sh [--prefix DIR] [--no-deps]   (or PREFIX=DIR scripts/install.sh)
+# Usage: scripts/install.sh [--prefix DIR] [--no-deps] [--profile NAME]
+#        (or PREFIX=DIR scripts/install.sh)
 #
 # Builds one fully static release binary — with the musl target when it and musl-gcc
 # are installed, otherwise a glibc static-pie (`-C target-feature=+crt-static` on
@@ -13,17 +14,23 @@
 # with it), cc and make (the hello sample builds with them) — and installs the missing
 # ones with apt-get or dnf when run as root, or names the packages (--no-deps: skip).
 # Safe to run twice: it rebuilds only what changed and replaces files atomically.
+# --profile NAME builds with another Cargo profile than `release` (scripts/test.sh
+# uses `static-check`: the same static binary, unoptimised, built in less time).
 set -eu
 
 prefix=${PREFIX:-"$HOME/.local"}
 deps=yes
+profile=release
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) [ $# -ge 2 ] || { echo "install.sh: --prefix needs a directory" >&2; exit 2; }
               prefix=$2; shift 2 ;;
     --prefix=*) prefix=${1#--prefix=}; shift ;;
     --no-deps) deps=no; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    --profile) [ $# -ge 2 ] || { echo "install.sh: --profile needs a Cargo profile's name" >&2; exit 2; }
+               profile=$2; shift 2 ;;
+    --profile=*) profile=${1#--profile=}; shift ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -52,16 +59,20 @@ if command -v rustup >/dev/null 2>&1 \
    && command -v musl-gcc >/dev/null 2>&1; then
   target=x86_64-unknown-linux-musl
   echo "install.sh: building a static binary (target $target)"
-  CC_x86_64_unknown_linux_musl=musl-gcc cargo build --release --locked --target "$target"
+  CC_x86_64_unknown_linux_musl=musl-gcc cargo build --profile "$profile" --locked --target "$target"
 else
   # --target keeps the flag away from build scripts and proc macros, which must
   # stay dynamic to be loaded by the compiler.
   target=$host
   echo "install.sh: building a static binary (target $target, +crt-static)"
   RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-    cargo build --release --locked --target "$target"
+    cargo build --profile "$profile" --locked --target "$target"
 fi
-built="$tdir/$target/release/autobot"
+# Cargo's directory of a profile: `debug` for dev, else the profile's name.
+case "$profile" in
+  dev) built="$tdir/$target/debug/autobot" ;;
+  *) built="$tdir/$target/$profile/autobot" ;;
+esac
 
 # Replace $2 with $1's content atomically.
 put() {

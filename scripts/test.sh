@@ -12,7 +12,8 @@
 #    `pytest` and a `python3` that imports setuptools. (The buildbot-worker 4.3.0
 #    the conformance tests use goes into its own venv under target/tmp, made by
 #    the tests on first use.)
-# 3. The static release binary, built and installed by scripts/install.sh under the
+# 3. The static binary, built and installed by scripts/install.sh (its quick
+#    `static-check` profile: the release's static linking, unoptimised) under the
 #    target directory for tests/cli_static.rs (AUTOBOT_STATIC_BIN names it), when
 #    the whole suite runs or an argument names cli_static.
 # 4. `cargo test --locked --no-fail-fast ARGS...`, so one failing test binary does
@@ -198,13 +199,13 @@ fi
 
 # ---------------------------------------------------------------- the static binary
 # tests/cli_static.rs checks the binary scripts/install.sh installs, alone in an empty
-# directory. It is built here (one release build, about 5 minutes on 2 cores; the
-# tests never make one) when the whole suite runs or an argument names cli_static,
+# directory. It is built here (the `static-check` profile: linked as a release is,
+# unoptimised, so its dependencies build in minutes less than a release's) when the whole suite runs or an argument names cli_static,
 # installed under the target directory, and named by AUTOBOT_STATIC_BIN.
 if { [ $# -eq 0 ] && ! $pg_only; } || [[ " $* " == *cli_static* ]]; then
   static_prefix="$tools/static"
-  say "building the static binary with scripts/install.sh --prefix $static_prefix"
-  if scripts/install.sh --prefix "$static_prefix" --no-deps >"$tools/install.log" 2>&1; then
+  say "building the static binary with scripts/install.sh --profile static-check --prefix $static_prefix"
+  if scripts/install.sh --profile static-check --prefix "$static_prefix" --no-deps >"$tools/install.log" 2>&1; then
     export AUTOBOT_STATIC_BIN="$static_prefix/bin/autobot"
     say "installed $AUTOBOT_STATIC_BIN"
   else
