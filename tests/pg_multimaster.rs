@@ -336,7 +336,7 @@ fn follow_events(
 ) -> std::thread::JoinHandle<Option<String>> {
     use std::io::{BufRead, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(s, "GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
     let mut reader = std::io::BufReader::new(s);
     // The stream is open once its hello comes.
@@ -346,24 +346,42 @@ fn follow_events(
         assert!(reader.read_line(&mut line).unwrap() > 0, "{seen}");
         seen.push_str(&line);
     }
+    // The keepalive comments keep each read short: the deadline is the whole
+    // wait's.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     std::thread::spawn(move || {
         let mut seen = String::new();
+        // A line read in parts across timeouts is kept until it ends.
+        let mut line = String::new();
         loop {
-            let mut line = String::new();
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
             match reader.read_line(&mut line) {
-                Ok(n) if n > 0 => {}
-                _ => return None,
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
+                Err(_) => return None,
             }
             seen.push_str(&line);
             if parts.iter().all(|p| line.contains(p)) {
                 return Some(seen);
             }
+            line.clear();
         }
     })
 }
 
 /// With `sharedDir`, every master serves the logs of every Build, and its
-/// live event stream follows the Builds the other masters run.
+/// live event stream follows the Builds the other masters run and their
+/// slaves connecting and going away.
 #[test]
 fn every_master_serves_every_log_and_live_event() {
     let Some(server) = pg_common::Pg::start() else {
@@ -414,6 +432,23 @@ fn every_master_serves_every_log_and_live_event() {
     }
     assert!(shared.join("logs").join("say-s1").is_dir());
     assert!(!a.master.join("logs").join("say-s1").exists());
+    // b's page follows a's slave going away and coming back.
+    let lost = follow_events(b.htmlport, &["slave_lost", "\"s1\""]);
+    let back = follow_events(b.htmlport, &["slave_connected", "\"s1\""]);
+    autobot()
+        .args(["stop", a.slave.to_str().unwrap()])
+        .assert()
+        .success();
+    lost.join()
+        .unwrap()
+        .expect("b's /events showed a's slave s1 going away");
+    autobot()
+        .args(["start", a.slave.to_str().unwrap()])
+        .assert()
+        .success();
+    back.join()
+        .unwrap()
+        .expect("b's /events showed a's slave s1 connecting again");
 }
 
 /// The schedulers run on one master (the holder of the `schedulers` lease):

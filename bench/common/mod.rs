@@ -17,8 +17,14 @@ use std::time::{Duration, Instant};
 
 /// The binary under test: `$AUTOBOT_BENCH_BIN` if set (to measure another build,
 /// e.g. the one before a change, with the same bench), else the one cargo built.
+/// Made absolute: the benches start daemons and hooks in other directories.
 pub static EXE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    std::env::var("AUTOBOT_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_autobot").into())
+    let named =
+        std::env::var("AUTOBOT_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_autobot").into());
+    match std::fs::canonicalize(&named) {
+        Ok(path) => path.to_string_lossy().into_owned(),
+        Err(e) => panic!("AUTOBOT_BENCH_BIN={named}: {e}"),
+    }
 });
 
 pub fn free_port() -> u16 {

@@ -10,9 +10,10 @@
 //! through any master is announced to all of them (`NOTIFY`,
 //! [`crate::db::requests::QUEUED`]): each marks the builder pending and its
 //! dispatcher tries to claim, so a request never waits for the master it came
-//! through to have the slave. Each master's engine events are relayed to the
-//! others the same way ([`EVENTS`], batched every [`RELAY_EVERY`]), so that
-//! the live pages of every master follow every Build. On SQLite there is one
+//! through to have the slave. Each master's engine events, and its slaves
+//! connecting and going away, are relayed to the others the same way
+//! ([`EVENTS`], batched every [`RELAY_EVERY`]), so that the live pages of
+//! every master follow every Build and every slave. On SQLite there is one
 //! master: none of this runs.
 
 use std::sync::Arc;
@@ -24,9 +25,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::{EngineEvent, Inner};
+use crate::slavelink::SlaveEvent;
 
 /// The channel on which each master relays its engine events to the others'
-/// live views. Payload: JSON, `{"master": NAME, "events": [EVENT, …]}`.
+/// live views. Payload: JSON, `{"master": NAME, "events": [EVENT, …],
+/// "slaves": [SLAVE EVENT, …]}`.
 pub const EVENTS: &str = "autobot_events";
 
 /// How long a master gathers its events before relaying them in one `NOTIFY`
@@ -42,7 +45,10 @@ const MAX_PAYLOAD: usize = 7000;
 #[derive(Debug, Serialize, Deserialize)]
 struct Relayed {
     master: String,
+    #[serde(default)]
     events: Vec<EngineEvent>,
+    #[serde(default)]
+    slaves: Vec<SlaveEvent>,
 }
 
 /// The text of a Build whose master died while it ran.
@@ -52,8 +58,12 @@ pub const DEAD_TEXT: &str = "interrupted: its master died";
 pub(super) fn start(inner: &Arc<Inner>) -> Option<JoinHandle<()>> {
     let queued = inner.db.listen(crate::db::requests::QUEUED)?;
     let others = inner.db.listen(EVENTS)?;
-    let live = broadcast::channel(1024).0;
-    let _ = inner.live.set(live.clone());
+    let live = Live {
+        events: broadcast::channel(1024).0,
+        slaves: broadcast::channel(256).0,
+    };
+    let _ = inner.live.set(live.events.clone());
+    let _ = inner.live_slaves.set(live.slaves.clone());
     let relay = tokio::spawn(relay(inner.clone(), live, others));
     let main = tokio::spawn(run(inner.clone(), queued));
     Some(tokio::spawn(async move {
@@ -62,18 +72,40 @@ pub(super) fn start(inner: &Arc<Inner>) -> Option<JoinHandle<()>> {
     }))
 }
 
-/// Feed the live views ([`super::Engine::live`]): this master's events as
-/// they happen (and relayed to the others every [`RELAY_EVERY`]), the other
-/// masters' as their notifications arrive.
+/// The live views' channels ([`super::Engine::live`],
+/// [`super::Engine::slave_events`]).
+struct Live {
+    events: broadcast::Sender<EngineEvent>,
+    slaves: broadcast::Sender<SlaveEvent>,
+}
+
+/// This master's news gathered for one `NOTIFY`, as JSON.
+#[derive(Default)]
+struct Batch {
+    events: Vec<String>,
+    slaves: Vec<String>,
+    /// The payload's size so far.
+    size: usize,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.slaves.is_empty()
+    }
+}
+
+/// Feed the live views: this master's events and slaves as they happen (and
+/// relayed to the others every [`RELAY_EVERY`]), the other masters' as their
+/// notifications arrive.
 async fn relay(
     inner: Arc<Inner>,
-    live: broadcast::Sender<EngineEvent>,
+    live: Live,
     mut others: tokio::sync::mpsc::UnboundedReceiver<String>,
 ) {
     let me = inner.db.master_name().to_string();
     let mut mine = inner.events.subscribe();
-    let mut batch: Vec<String> = Vec::new();
-    let mut size = 0usize;
+    let mut my_slaves = inner.registry.subscribe();
+    let mut batch = Batch::default();
     let mut listening = true;
     // When the batch gathered since its first event goes out.
     let mut due = tokio::time::Instant::now();
@@ -85,61 +117,85 @@ async fn relay(
                 tokio::time::sleep_until(due).await
             }
         };
-        tokio::select! {
+        // One of this master's events to relay: its JSON, and whether it is a
+        // slave's.
+        let news: Option<(String, bool)> = tokio::select! {
             ev = mine.recv() => match ev {
                 Ok(ev) => {
-                    let json = match serde_json::to_string(&ev) {
-                        Ok(j) => j,
-                        Err(_) => continue,
-                    };
-                    let _ = live.send(ev);
-                    if json.len() + 64 + me.len() > MAX_PAYLOAD {
-                        tracing::debug!("event not relayed (too large for NOTIFY): {json:.200}");
-                        continue;
-                    }
-                    if size + json.len() + 64 + me.len() > MAX_PAYLOAD {
-                        send(&inner, &me, &mut batch, &mut size).await;
-                    }
-                    if batch.is_empty() {
-                        due = tokio::time::Instant::now() + RELAY_EVERY;
-                    }
-                    size += json.len() + 1;
-                    batch.push(json);
+                    let json = serde_json::to_string(&ev).ok();
+                    let _ = live.events.send(ev);
+                    json.map(|j| (j, false))
                 }
                 // The others' pages re-read what they missed ("lagged").
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => None,
                 Err(broadcast::error::RecvError::Closed) => break,
             },
-            _ = flush => send(&inner, &me, &mut batch, &mut size).await,
-            payload = others.recv(), if listening => match payload {
-                Some(p) if p == crate::db::pgpool::MISSED => {}
-                Some(p) => match serde_json::from_str::<Relayed>(&p) {
-                    Ok(r) if r.master != me => {
-                        for ev in r.events {
-                            let _ = live.send(ev);
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::debug!("a relayed event not understood: {e}"),
-                },
-                None => listening = false,
+            ev = my_slaves.recv() => match ev {
+                Ok(ev) => {
+                    let json = serde_json::to_string(&ev).ok();
+                    let _ = live.slaves.send(ev);
+                    json.map(|j| (j, true))
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => None,
+                Err(broadcast::error::RecvError::Closed) => break,
             },
+            _ = flush => {
+                send(&inner, &me, &mut batch).await;
+                None
+            }
+            payload = others.recv(), if listening => {
+                match payload {
+                    Some(p) if p == crate::db::pgpool::MISSED => {}
+                    Some(p) => match serde_json::from_str::<Relayed>(&p) {
+                        Ok(r) if r.master != me => {
+                            for ev in r.events {
+                                let _ = live.events.send(ev);
+                            }
+                            for ev in r.slaves {
+                                let _ = live.slaves.send(ev);
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!("a relayed event not understood: {e}"),
+                    },
+                    None => listening = false,
+                }
+                None
+            }
+        };
+        let Some((json, slave)) = news else {
+            continue;
+        };
+        if json.len() + 80 + me.len() > MAX_PAYLOAD {
+            tracing::debug!("event not relayed (too large for NOTIFY): {json:.200}");
+            continue;
+        }
+        if batch.size + json.len() + 80 + me.len() > MAX_PAYLOAD {
+            send(&inner, &me, &mut batch).await;
+        }
+        if batch.is_empty() {
+            due = tokio::time::Instant::now() + RELAY_EVERY;
+        }
+        batch.size += json.len() + 1;
+        match slave {
+            true => batch.slaves.push(json),
+            false => batch.events.push(json),
         }
     }
 }
 
-/// Relay `batch` (events as JSON) to the other masters in one `NOTIFY`.
-async fn send(inner: &Arc<Inner>, me: &str, batch: &mut Vec<String>, size: &mut usize) {
+/// Relay `batch` to the other masters in one `NOTIFY`.
+async fn send(inner: &Arc<Inner>, me: &str, batch: &mut Batch) {
     if batch.is_empty() {
         return;
     }
     let payload = format!(
-        "{{\"master\":{},\"events\":[{}]}}",
+        "{{\"master\":{},\"events\":[{}],\"slaves\":[{}]}}",
         serde_json::Value::from(me),
-        batch.join(",")
+        batch.events.join(","),
+        batch.slaves.join(",")
     );
-    batch.clear();
-    *size = 0;
+    *batch = Batch::default();
     if let Err(e) = inner.db.notify(EVENTS, payload).await {
         tracing::warn!("cannot relay events to the other masters: {e}");
     }

@@ -291,6 +291,9 @@ pub(crate) struct Inner {
     /// On a shared database: this master's events and every other master's,
     /// for live views ([`Engine::live`]); made by the cluster task.
     pub(crate) live: std::sync::OnceLock<broadcast::Sender<EngineEvent>>,
+    /// The same for slaves connecting and going away, on any master
+    /// ([`Engine::slave_events`]).
+    pub(crate) live_slaves: std::sync::OnceLock<broadcast::Sender<crate::slavelink::SlaveEvent>>,
 }
 
 impl Inner {
@@ -372,6 +375,7 @@ impl Engine {
             dispatcher: Mutex::new(None),
             cluster: Mutex::new(None),
             live: std::sync::OnceLock::new(),
+            live_slaves: std::sync::OnceLock::new(),
         });
         let task = tokio::spawn(dispatcher(inner.clone()));
         *inner.dispatcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
@@ -402,9 +406,13 @@ impl Engine {
         }
     }
 
-    /// Slaves connecting and going away, for live views (the web's `/events`).
+    /// Slaves connecting and going away, for live views (the web's `/events`):
+    /// this master's, and on a shared database every other master's too.
     pub fn slave_events(&self) -> broadcast::Receiver<crate::slavelink::SlaveEvent> {
-        self.inner.registry.subscribe()
+        match self.inner.live_slaves.get() {
+            Some(live) => live.subscribe(),
+            None => self.inner.registry.subscribe(),
+        }
     }
 
     /// The database the engine writes (for queries).

@@ -16,8 +16,9 @@ use tokio::sync::{broadcast, watch};
 use super::command::{CommandError, CommandOutcome, RemoteCommand};
 use super::connection::{lock, Conn, SlaveInfo};
 
-/// A change in who is connected.
-#[derive(Debug, Clone, PartialEq)]
+/// A change in who is connected (relayed between masters sharing a database
+/// as JSON).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum SlaveEvent {
     Connected(String),
     Disconnected { name: String, reason: String },
