@@ -146,6 +146,30 @@ fn count(client: &mut postgres::Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).unwrap().get(0)
 }
 
+/// What each test stands on: a server with the database `bot` (its `db =`
+/// URL) and a temporary directory with the path of the gate the `hold`
+/// builds wait for.
+struct Ground {
+    server: pg_common::Pg,
+    url: String,
+    tmp: tempfile::TempDir,
+    gate: PathBuf,
+}
+
+fn ground() -> Option<Ground> {
+    let server = pg_common::Pg::start()?;
+    server.create_db("bot");
+    let url = server.url("bot");
+    let tmp = tempfile::tempdir().unwrap();
+    let gate = tmp.path().join("gate");
+    Some(Ground {
+        server,
+        url,
+        tmp,
+        gate,
+    })
+}
+
 /// `upgrade-db`, then every member started; a client of the database once
 /// every member's slave is connected.
 fn start_cluster(server: &pg_common::Pg, members: &[&Member]) -> postgres::Client {
@@ -168,13 +192,15 @@ fn start_cluster(server: &pg_common::Pg, members: &[&Member]) -> postgres::Clien
 
 #[test]
 fn two_masters_share_the_queue_and_take_over_a_dead_ones_build() {
-    let Some(server) = pg_common::Pg::start() else {
+    let Some(Ground {
+        server,
+        url,
+        tmp,
+        gate,
+    }) = ground()
+    else {
         return;
     };
-    server.create_db("bot");
-    let url = server.url("bot");
-    let tmp = tempfile::tempdir().unwrap();
-    let gate = tmp.path().join("gate");
     let a = Member::create(tmp.path(), "a", "s1", &url, &gate, "");
     let b = Member::create(tmp.path(), "b", "s2", &url, &gate, "");
     let mut client = start_cluster(&server, &[&a, &b]);
@@ -384,13 +410,15 @@ fn follow_events(
 /// slaves connecting and going away.
 #[test]
 fn every_master_serves_every_log_and_live_event() {
-    let Some(server) = pg_common::Pg::start() else {
+    let Some(Ground {
+        server,
+        url,
+        tmp,
+        gate,
+    }) = ground()
+    else {
         return;
     };
-    server.create_db("bot");
-    let url = server.url("bot");
-    let tmp = tempfile::tempdir().unwrap();
-    let gate = tmp.path().join("gate");
     let shared = tmp.path().join("shared");
     std::fs::create_dir(&shared).unwrap();
     let extra = format!("sharedDir = {}\n", shared.display());
@@ -456,13 +484,15 @@ fn every_master_serves_every_log_and_live_event() {
 /// when that master dies the other takes the schedulers over.
 #[test]
 fn a_change_through_any_master_is_scheduled_once() {
-    let Some(server) = pg_common::Pg::start() else {
+    let Some(Ground {
+        server,
+        url,
+        tmp,
+        gate,
+    }) = ground()
+    else {
         return;
     };
-    server.create_db("bot");
-    let url = server.url("bot");
-    let tmp = tempfile::tempdir().unwrap();
-    let gate = tmp.path().join("gate");
     std::fs::write(&gate, "").unwrap();
     let extra = "treeStable = 2\nchangeuser = hook\nchangepassword = s3cret\n";
     let a = Member::create(tmp.path(), "a", "s1", &url, &gate, extra);
@@ -558,13 +588,15 @@ fn a_change_through_any_master_is_scheduled_once() {
 /// its slave moves to the next master, and its poller moves to a live master.
 #[test]
 fn three_masters_build_a_burst_once_through_a_kill() {
-    let Some(server) = pg_common::Pg::start() else {
+    let Some(Ground {
+        server,
+        url,
+        tmp,
+        gate,
+    }) = ground()
+    else {
         return;
     };
-    server.create_db("bot");
-    let url = server.url("bot");
-    let tmp = tempfile::tempdir().unwrap();
-    let gate = tmp.path().join("gate");
     std::fs::write(&gate, "").unwrap();
     let repo = tmp.path().join("repo");
     std::fs::create_dir(&repo).unwrap();
