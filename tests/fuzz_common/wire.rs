@@ -605,8 +605,9 @@ fn check_answers(frames: &[Frame], keepalive_seq: i64, seen: &Seen) -> Result<()
 const SHRINK_STEPS: u32 = 48;
 
 /// Run one case on the rig (made by `start` if there is none): a panic recorded
-/// anywhere during the case fails it with the panic's message, and a failed case
-/// drops the rig so the next case (a shrinking step) starts from a fresh one.
+/// on the rig's threads during the case fails it with the panic's message, and
+/// a failed case drops the rig so the next case (a shrinking step) starts from
+/// a fresh one.
 fn guarded<R: Rig>(
     rig: &RefCell<Option<R>>,
     start: fn() -> R,
@@ -615,8 +616,9 @@ fn guarded<R: Rig>(
     let before = panic_count();
     let mut slot = rig.borrow_mut();
     let r = slot.get_or_insert_with(start);
+    let threads = r.threads().to_string();
     let mut result = case(r);
-    let panics = panics_since(before, R::THREADS);
+    let panics = panics_since(before, &threads);
     if !panics.is_empty() {
         result = Err(panics.join("; "));
     }
@@ -626,9 +628,18 @@ fn guarded<R: Rig>(
     result
 }
 
-/// A daemon under test, whose runtime's threads are named `THREADS…`.
+/// A daemon under test, whose runtime's threads are named `threads()…`.
 trait Rig {
-    const THREADS: &'static str;
+    fn threads(&self) -> &str;
+}
+
+/// The thread names' prefix of a new rig of `kind`: its own, so that a panic
+/// in another rig (of a test running at the same time, or one shutting down)
+/// is not taken for this one's.
+fn rig_threads(kind: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{kind}{n}-")
 }
 
 fn runtime(name: &str) -> Runtime {
@@ -644,6 +655,7 @@ fn runtime(name: &str) -> Runtime {
 
 struct SlaveRig {
     rt: Runtime,
+    threads: String,
     _dir: tempfile::TempDir,
     listener: TcpListener,
     ws: Option<ServerSocket>,
@@ -655,12 +667,15 @@ struct SlaveRig {
 const SLAVE_PASSWORD: &str = "fuzz-pw";
 
 impl Rig for SlaveRig {
-    const THREADS: &'static str = "fuzz-slave-rig";
+    fn threads(&self) -> &str {
+        &self.threads
+    }
 }
 
 impl SlaveRig {
     fn start() -> SlaveRig {
-        let rt = runtime(Self::THREADS);
+        let threads = rig_threads("fuzz-slave");
+        let rt = runtime(&threads);
         let dir = tempfile::tempdir().expect("a temp dir");
         let basedir = std::fs::canonicalize(dir.path()).expect("canonical temp dir");
         let listener = rt
@@ -678,6 +693,7 @@ impl SlaveRig {
         std::fs::write(basedir.join("build/f.txt"), "fuzz\n").expect("a file");
         let mut rig = SlaveRig {
             rt,
+            threads,
             _dir: dir,
             listener,
             ws: None,
@@ -919,6 +935,7 @@ fn slave_request() -> BoxedStrategy<SlaveFrame> {
 
 struct MasterRig {
     rt: Runtime,
+    threads: String,
     dir: tempfile::TempDir,
     master: Option<Master>,
     ws: Option<Socket>,
@@ -933,12 +950,15 @@ fn slot_key(s: Slot) -> u8 {
 }
 
 impl Rig for MasterRig {
-    const THREADS: &'static str = "fuzz-master-rig";
+    fn threads(&self) -> &str {
+        &self.threads
+    }
 }
 
 impl MasterRig {
     fn start() -> MasterRig {
-        let rt = runtime(Self::THREADS);
+        let threads = rig_threads("fuzz-master");
+        let rt = runtime(&threads);
         let dir = tempfile::tempdir().expect("a temp dir");
         crate::support::write_master_ini(
             dir.path(),
@@ -960,6 +980,7 @@ impl MasterRig {
             .expect("the master starts");
         let mut rig = MasterRig {
             rt,
+            threads,
             dir,
             master: Some(master),
             ws: None,
