@@ -267,6 +267,13 @@ impl Db {
         last_step: Option<StepFinish>,
     ) -> Result<Completed, DbError> {
         let (result, text) = (result.to_string(), text.to_string());
+        if !requeue && self.dialect() == super::sql::Dialect::Postgres {
+            return self
+                .write_sql_one(move |db| {
+                    finish_build_one(db, build_id, &result, &text, at, last_step.as_ref())
+                })
+                .await;
+        }
         self.write_sql(move |db| {
             self::finish_build(
                 db,
@@ -594,6 +601,116 @@ pub fn finish_build(
     } else {
         complete_build_requests(db, build_id, result, at)
     }
+}
+
+/// [`finish_build`] (its requests complete, not requeued) as one statement of
+/// PostgreSQL's, run without a transaction around it ([`Db::write_sql_one`]):
+/// the last step and its logs, the Build, its incomplete requests (complete
+/// with `result`) and their BuildSets (failed by a result worse than
+/// `warnings` when none failed yet; complete with their requests' worst
+/// result when every other request of theirs is complete) are updated by
+/// data-modifying CTEs. What it completed, as [`complete_build_requests`]
+/// tells it.
+pub fn finish_build_one(
+    db: &mut dyn Sql,
+    build_id: i64,
+    result: &str,
+    text: &str,
+    at: f64,
+    last_step: Option<&StepFinish>,
+) -> Result<Completed, SqlError> {
+    use super::requests::{rank_sql, result_rank};
+    use super::sql::Value;
+    let fails = result_rank(result) > result_rank("warnings");
+    let mut params: Vec<Value> = vec![
+        build_id.into(),
+        at.into(),
+        result.into(),
+        text.into(),
+        fails.into(),
+    ];
+    let mut ctes = String::new();
+    if let Some(f) = last_step {
+        let c = f.counts;
+        ctes.push_str(
+            "st AS (UPDATE steps SET finished_at = ?7, result = ?8, text = ?9, warnings = ?10,
+                 tests_passed = ?11, tests_failed = ?12, tests_skipped = ?13,
+                 tests_xfailed = ?14, tests_xpassed = ?15
+             WHERE id = ?6 RETURNING id),",
+        );
+        params.extend([
+            f.step_id.into(),
+            f.at.into(),
+            f.result.as_str().into(),
+            f.text.as_str().into(),
+            count(f.warnings).into(),
+            c.map(|c| count(c.passed)).into(),
+            c.map(|c| count(c.failed)).into(),
+            c.map(|c| count(c.skipped)).into(),
+            c.map(|c| count(c.xfailed)).into(),
+            c.map(|c| count(c.xpassed)).into(),
+        ]);
+        for (i, (id, size, lines)) in f.logs.iter().enumerate() {
+            let n = params.len();
+            ctes.push_str(&format!(
+                "log{i} AS (UPDATE logs SET size = ?{}, lines = ?{}, complete = 1
+                 WHERE id = ?{} RETURNING id),",
+                n + 2,
+                n + 3,
+                n + 1
+            ));
+            params.extend([(*id).into(), count(*size).into(), count(*lines).into()]);
+        }
+    }
+    let others = "o.buildset = bs.id AND o.id NOT IN (SELECT id FROM req)";
+    let sql = format!(
+        "WITH {ctes}
+         b AS (UPDATE builds SET finished_at = ?2, result = ?3, text = ?4 WHERE id = ?1
+               RETURNING id),
+         req AS (UPDATE buildrequests r SET complete = 1, complete_at = ?2, result = ?3
+                 FROM build_requests br
+                 WHERE br.build = ?1 AND r.id = br.request AND r.complete = 0
+                 RETURNING r.id, r.buildset),
+         sets AS (SELECT bs.id, bs.result AS was,
+                         NOT EXISTS (SELECT 1 FROM buildrequests o
+                                     WHERE {others} AND o.complete = 0) AS done,
+                         (SELECT w.result FROM (SELECT CAST(?3 AS TEXT) AS result
+                                                UNION ALL SELECT o.result FROM buildrequests o
+                                                WHERE {others}) w
+                          ORDER BY {rank} DESC LIMIT 1) AS worst
+                  FROM buildsets bs
+                  WHERE bs.id IN (SELECT buildset FROM req) AND bs.complete = 0
+                  FOR UPDATE OF bs),
+         upd AS (UPDATE buildsets bs
+                 SET result = CASE WHEN s.done THEN s.worst
+                                   WHEN ?5 AND bs.result IS NULL THEN ?3
+                                   ELSE bs.result END,
+                     complete = CASE WHEN s.done THEN 1 ELSE bs.complete END,
+                     complete_at = CASE WHEN s.done THEN ?2 ELSE bs.complete_at END
+                 FROM sets s
+                 WHERE bs.id = s.id AND bs.complete = 0
+                   AND (s.done OR (?5 AND bs.result IS NULL))
+                 RETURNING bs.id, s.was, bs.result, bs.complete)
+         SELECT r.id, r.buildset, u.id, u.was, u.result, u.complete
+         FROM req r LEFT JOIN upd u ON u.id = r.buildset ORDER BY r.id",
+        rank = rank_sql("w.result"),
+    );
+    let mut done = Completed::default();
+    for r in db.query(&sql, &params)? {
+        done.requests.push(r.i64(0)?);
+        let buildset = r.i64(1)?;
+        if r.opt_i64(2)?.is_none() {
+            continue;
+        }
+        let seen = |list: &[(i64, String)]| list.iter().any(|(id, _)| *id == buildset);
+        if fails && r.opt_string(3)?.is_none() && !seen(&done.failed_buildsets) {
+            done.failed_buildsets.push((buildset, result.to_string()));
+        }
+        if r.i64(5)? == 1 && !seen(&done.buildsets) {
+            done.buildsets.push((buildset, r.string(4)?));
+        }
+    }
+    Ok(done)
 }
 
 /// An empty file at `path`, making its directory.

@@ -144,6 +144,17 @@ pub fn result_rank(result: &str) -> u8 {
     }
 }
 
+/// [`result_rank`] of the result in SQL expression `expr`, as an SQL
+/// expression (the same on both backends).
+pub(crate) fn rank_sql(expr: &str) -> String {
+    let mut case = format!("CASE {expr}");
+    for r in ["success", "skipped", "warnings", "failure", "cancelled"] {
+        case.push_str(&format!(" WHEN '{r}' THEN {}", result_rank(r)));
+    }
+    case.push_str(&format!(" ELSE {} END", result_rank("exception")));
+    case
+}
+
 /// A `REAL`/`DOUBLE PRECISION` column that is never NULL.
 pub(crate) fn real(r: &Row, index: usize) -> Result<f64, SqlError> {
     r.opt_f64(index)?.ok_or(SqlError::Column {
@@ -235,6 +246,69 @@ pub fn insert_buildset_requests(
     })
 }
 
+/// [`insert_buildset_requests`] as one statement of PostgreSQL's, run
+/// without a transaction around it ([`Db::write_sql_one`]): the SourceStamp,
+/// its Changes, the BuildSet and its requests are inserted by data-modifying
+/// CTEs (the lists of Changes and builders go in as JSON arrays, the
+/// requests inserted in the builders' order), and each request announced
+/// ([`announce_queued`]) by the same statement.
+pub fn insert_buildset_one(
+    db: &mut dyn Sql,
+    bs: &NewBuildSet,
+    at: f64,
+) -> Result<SubmittedBuildSet, SqlError> {
+    let ss = &bs.sourcestamp;
+    let props = serde_json::to_string(&bs.properties).unwrap_or_else(|_| "{}".into());
+    let changes = serde_json::to_string(&ss.changes).unwrap_or_else(|_| "[]".into());
+    let builders = serde_json::to_string(&bs.builders).unwrap_or_else(|_| "[]".into());
+    let rows = db.query(
+        &format!(
+            "WITH ss AS (INSERT INTO sourcestamps(branch, revision, repository, project)
+                         VALUES (?1, ?2, ?3, ?4) RETURNING id),
+             sc AS (INSERT INTO sourcestamp_changes(sourcestamp, change)
+                    SELECT ss.id, CAST(c.value AS BIGINT)
+                    FROM ss, jsonb_array_elements_text(CAST(CAST(?5 AS TEXT) AS jsonb)) c
+                    ON CONFLICT DO NOTHING),
+             bs AS (INSERT INTO buildsets(reason, sourcestamp, scheduler, properties,
+                                          submitted_at)
+                    SELECT ?6, ss.id, ?7, ?8, ?9 FROM ss RETURNING id),
+             r AS (INSERT INTO buildrequests(buildset, builder, priority, submitted_at)
+                   SELECT bs.id, u.b, ?10, ?9
+                   FROM bs, jsonb_array_elements_text(CAST(CAST(?11 AS TEXT) AS jsonb))
+                        WITH ORDINALITY AS u(b, i)
+                   ORDER BY u.i RETURNING id, builder)
+             SELECT bs.id, r.id, r.builder,
+                    CASE WHEN r.id IS NOT NULL
+                         THEN CAST(pg_notify('{QUEUED}', r.builder) AS TEXT) END
+             FROM bs LEFT JOIN r ON true ORDER BY r.id"
+        ),
+        &[
+            ss.branch.clone().into(),
+            ss.revision.clone().into(),
+            ss.repository.as_str().into(),
+            ss.project.as_str().into(),
+            changes.into(),
+            bs.reason.as_str().into(),
+            bs.scheduler.as_str().into(),
+            props.into(),
+            at.into(),
+            bs.priority.into(),
+            builders.into(),
+        ],
+    )?;
+    let mut out = SubmittedBuildSet {
+        buildset_id: 0,
+        requests: Vec::with_capacity(rows.len()),
+    };
+    for r in rows {
+        out.buildset_id = r.i64(0)?;
+        if let Some(id) = r.opt_i64(1)? {
+            out.requests.push((r.string(2)?, id));
+        }
+    }
+    Ok(out)
+}
+
 impl Db {
     /// Store a BuildSet, its SourceStamp and one BuildRequest per builder.
     pub async fn add_buildset(
@@ -242,6 +316,11 @@ impl Db {
         bs: NewBuildSet,
         at: f64,
     ) -> Result<SubmittedBuildSet, DbError> {
+        if self.dialect() == Dialect::Postgres {
+            return self
+                .write_sql_one(move |db| insert_buildset_one(db, &bs, at))
+                .await;
+        }
         self.write_sql(move |db| insert_buildset_requests(db, &bs, at))
             .await
     }
