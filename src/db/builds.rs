@@ -421,6 +421,22 @@ pub struct StepStart {
 
 // The queries, on either backend ([`super::sql`]): what the methods above run.
 
+/// `props`, the last value of each name only (one statement may not set a
+/// row twice), in chunks of [`PROPERTY_ROWS`]: the rows of each `INSERT` of
+/// [`set_properties`].
+pub(crate) fn property_chunks(
+    props: &[(String, String, String)],
+) -> Vec<Vec<&(String, String, String)>> {
+    let mut last: Vec<&(String, String, String)> = Vec::with_capacity(props.len());
+    for p in props.iter().rev() {
+        if !last.iter().any(|q| q.0 == p.0) {
+            last.push(p);
+        }
+    }
+    last.reverse();
+    last.chunks(PROPERTY_ROWS).map(<[_]>::to_vec).collect()
+}
+
 /// Rows of one `INSERT` of [`set_properties`] at most.
 const PROPERTY_ROWS: usize = 64;
 
@@ -433,15 +449,7 @@ pub fn set_properties(
     build_id: i64,
     props: &[(String, String, String)],
 ) -> Result<(), SqlError> {
-    // The last value of each name (one statement may not set a row twice).
-    let mut last: Vec<&(String, String, String)> = Vec::with_capacity(props.len());
-    for p in props.iter().rev() {
-        if !last.iter().any(|q| q.0 == p.0) {
-            last.push(p);
-        }
-    }
-    last.reverse();
-    for chunk in last.chunks(PROPERTY_ROWS) {
+    for chunk in property_chunks(props) {
         let rows: Vec<String> = (0..chunk.len())
             .map(|i| format!("(?1, ?{}, ?{}, ?{})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
             .collect();

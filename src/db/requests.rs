@@ -343,6 +343,11 @@ impl Db {
         let builder = builder.to_string();
         let slave = slave.to_string();
         let master = self.master_name().to_string();
+        if self.dialect() == Dialect::Postgres {
+            return self
+                .write_sql(move |db| claim_pg(db, &builder, &slave, &master, total_steps, at, None))
+                .await;
+        }
         self.write_sql(move |db| claim(db, &builder, &slave, &master, total_steps, at))
             .await
     }
@@ -360,6 +365,13 @@ impl Db {
         let builder = builder.to_string();
         let slave = slave.to_string();
         let master = self.master_name().to_string();
+        if self.dialect() == Dialect::Postgres {
+            return self
+                .write_sql(move |db| {
+                    claim_pg(db, &builder, &slave, &master, total_steps, at, Some(first))
+                })
+                .await;
+        }
         self.write_sql(move |db| {
             claim_starting(db, &builder, &slave, &master, total_steps, at, first)
         })
@@ -513,21 +525,33 @@ fn mark_claimed(db: &mut dyn Sql, id: i64, master: &str, at: f64) -> Result<bool
     )? == 1)
 }
 
-/// The next Build number of `builder`: its highest + 1. On PostgreSQL the
-/// masters that number a Build of the same builder at once take turns (a
-/// lock held until their transactions end), so no two get the same number.
+/// The statement that gives `builder` (`?1`) its next Build number: the
+/// counter of migration 15 bumped, never below the highest Build kept + 1
+/// (the first Build of a builder, or Builds written without the counter).
+/// Several masters numbering Builds of one builder at once take turns on its
+/// row (locked until their transactions end), so no two get the same number;
+/// a number stays given after retention deleted its Build. The same on both
+/// backends; `from`: a condition (SQL) for numbering at all (`TRUE`: always).
+fn number_sql(dialect: Dialect, from: &str) -> String {
+    let greatest = match dialect {
+        Dialect::Sqlite => "max",
+        Dialect::Postgres => "GREATEST",
+    };
+    format!(
+        "INSERT INTO builder_numbers(builder, last)
+         SELECT ?1, n FROM (SELECT coalesce(max(number), 0) + 1 AS n FROM builds
+                            WHERE builder = ?1) AS highest
+         WHERE {from}
+         ON CONFLICT(builder) DO UPDATE
+            SET last = {greatest}(builder_numbers.last + 1, excluded.last)
+         RETURNING last"
+    )
+}
+
+/// The next Build number of `builder` ([`number_sql`]).
 fn next_number(db: &mut dyn Sql, builder: &str) -> Result<i64, SqlError> {
-    if db.dialect() == Dialect::Postgres {
-        db.execute(
-            "SELECT pg_advisory_xact_lock(hashtext(?1))",
-            &[format!("autobot build number: {builder}").into()],
-        )?;
-    }
-    db.query_one(
-        "SELECT coalesce(max(number), 0) + 1 FROM builds WHERE builder = ?1",
-        &[builder.into()],
-    )?
-    .i64(0)
+    db.query_one(&number_sql(db.dialect(), "TRUE"), &[builder.into()])?
+        .i64(0)
 }
 
 /// Claim the builder's best unclaimed request ([`next_request`]), merge the
@@ -607,6 +631,166 @@ pub fn claim(
     }))
 }
 
+/// [`claim`] (and with `first`, [`claim_starting`]) in two statements of
+/// PostgreSQL's (in the caller's transaction), besides merging:
+///
+/// 1. the builder's next request ([`next_request`], locked, passed over when
+///    another master's claim holds it) marked claimed, its BuildSet and
+///    SourceStamp read (with whether it carries Changes, and its try patch),
+///    the Build's number taken ([`number_sql`]) and its id drawn from the
+///    `builds` sequence;
+/// 2. the Build row, its `build_requests` rows and, with `first`, the first
+///    Step's properties, row and `stdio` log inserted.
+///
+/// Merging ([`merge_requests`]) runs between them, only for a request with
+/// Changes.
+pub fn claim_pg(
+    db: &mut dyn Sql,
+    builder: &str,
+    slave: &str,
+    master: &str,
+    total_steps: i64,
+    at: f64,
+    first: Option<FirstStep>,
+) -> Result<Option<ClaimedBuild>, SqlError> {
+    let Some(r) = db.query_opt(
+        &format!(
+            "WITH next AS (SELECT id FROM buildrequests
+                           WHERE builder = ?1 AND claimed_at IS NULL AND complete = 0
+                           ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED),
+             claimed AS (UPDATE buildrequests r SET claimed_at = ?2, claimed_by = ?3
+                         FROM next
+                         WHERE r.id = next.id AND r.claimed_at IS NULL AND r.complete = 0
+                         RETURNING r.id, r.buildset),
+             num AS ({number})
+             SELECT c.id, c.buildset, bs.reason, bs.sourcestamp, bs.properties, ss.branch,
+                    ss.revision,
+                    EXISTS (SELECT 1 FROM sourcestamp_changes sc WHERE sc.sourcestamp = ss.id),
+                    p.level, p.patch, p.author, p.comment,
+                    num.last, nextval(pg_get_serial_sequence('builds', 'id'))
+             FROM claimed c
+             JOIN buildsets bs ON bs.id = c.buildset
+             JOIN sourcestamps ss ON ss.id = bs.sourcestamp
+             CROSS JOIN num
+             LEFT JOIN sourcestamp_patches p ON p.sourcestamp = ss.id",
+            number = number_sql(Dialect::Postgres, "EXISTS (SELECT 1 FROM claimed)")
+        ),
+        &[builder.into(), at.into(), master.into()],
+    )?
+    else {
+        return Ok(None);
+    };
+    let request_id = r.i64(0)?;
+    let buildset_id = r.i64(1)?;
+    let reason = r.string(2)?;
+    let mut sourcestamp_id = r.i64(3)?;
+    let props = r.string(4)?;
+    let branch = r.opt_string(5)?;
+    let mut revision = r.opt_string(6)?;
+    let mut patch = match r.opt_i64(8)? {
+        Some(level) => Some(super::tryjobs::TryPatch {
+            level: u32::try_from(level).unwrap_or(0),
+            diff: r.opt_blob(9)?.unwrap_or_default(),
+            author: r.string(10)?,
+            comment: r.string(11)?,
+        }),
+        None => None,
+    };
+    let number = r.i64(12)?;
+    let build_id = r.i64(13)?;
+    let mut request_ids = vec![request_id];
+    if r.bool(7)? {
+        let merged = merge_others(db, builder, request_id, sourcestamp_id, master, at)?;
+        if let Some((ss, rev, ids)) = merged {
+            sourcestamp_id = ss;
+            revision = rev;
+            request_ids.extend(ids);
+            patch = super::tryjobs::patch_of(db, sourcestamp_id)?;
+        }
+    }
+    let mut claimed = ClaimedBuild {
+        build_id,
+        number,
+        builder: builder.to_string(),
+        request_ids,
+        buildset_id,
+        reason,
+        sourcestamp_id,
+        branch,
+        revision,
+        properties: serde_json::from_str(&props).unwrap_or_default(),
+        first_step: None,
+        patch,
+    };
+    let ids = serde_json::to_string(&claimed.request_ids).unwrap_or_else(|_| "[]".into());
+    let mut params: Vec<super::sql::Value> = vec![
+        build_id.into(),
+        builder.into(),
+        number.into(),
+        slave.into(),
+        sourcestamp_id.into(),
+        at.into(),
+        claimed.reason.as_str().into(),
+        total_steps.into(),
+        master.into(),
+        ids.into(),
+    ];
+    let mut sql = String::from(
+        "WITH b AS (INSERT INTO builds(id, builder, number, slave, sourcestamp, started_at,
+                                       reason, total_steps, master)
+                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id),
+         br AS (INSERT INTO build_requests(build, request)
+                SELECT b.id, CAST(r.value AS BIGINT)
+                FROM b, jsonb_array_elements_text(CAST(CAST(?10 AS TEXT) AS jsonb)) r)",
+    );
+    let Some(first) = first else {
+        sql.push_str(" SELECT id FROM b");
+        db.query_one(&sql, &params)?;
+        return Ok(Some(claimed));
+    };
+    let start = first(&claimed);
+    for (i, chunk) in super::builds::property_chunks(&start.props)
+        .into_iter()
+        .enumerate()
+    {
+        let mut rows = Vec::with_capacity(chunk.len());
+        for (name, value, source) in chunk {
+            let n = params.len();
+            rows.push(format!("(?1, ?{}, ?{}, ?{})", n + 1, n + 2, n + 3));
+            params.extend([name.as_str().into(), value.as_str().into(), source.as_str().into()]);
+        }
+        sql.push_str(&format!(
+            ", p{i} AS (INSERT INTO build_properties(build, name, value, source) VALUES {}
+                  ON CONFLICT(build, name) DO UPDATE SET value = excluded.value,
+                     source = excluded.source)",
+            rows.join(", ")
+        ));
+    }
+    let n = params.len();
+    sql.push_str(&format!(
+        ", st AS (INSERT INTO steps(build, number, name, started_at, description)
+                  VALUES (?1, ?{}, ?{}, ?{}, ?{}) RETURNING id),
+           lg AS (INSERT INTO logs(step, name, path) SELECT st.id, 'stdio', ?{} FROM st
+                  RETURNING step, id)
+         SELECT step, id FROM lg",
+        n + 1,
+        n + 2,
+        n + 3,
+        n + 4,
+        n + 5
+    ));
+    params.extend([
+        start.number.into(),
+        start.name.as_str().into(),
+        start.at.into(),
+        start.description.as_str().into(),
+        start.log_path.as_str().into(),
+    ]);
+    let r = db.query_one(&sql, &params)?;
+    claimed.first_step = Some((r.i64(0)?, r.i64(1)?));
+    Ok(Some(claimed))
+}
+
 /// [`claim`], and the Build's first Step (made by `first` from the claim)
 /// started in the same transaction.
 pub fn claim_starting(
@@ -653,6 +837,19 @@ fn merge_requests(
     if changes == 0 {
         return Ok(None);
     }
+    merge_others(db, builder, request_id, sourcestamp, master, at)
+}
+
+/// [`merge_requests`] for a claimed request whose SourceStamp carries
+/// Changes.
+fn merge_others(
+    db: &mut dyn Sql,
+    builder: &str,
+    request_id: i64,
+    sourcestamp: i64,
+    master: &str,
+    at: f64,
+) -> Result<Option<Merged>, SqlError> {
     // (request, sourcestamp) of the mergeable others, oldest first.
     let others: Vec<(i64, i64)> = db
         .query(
