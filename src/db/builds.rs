@@ -270,7 +270,7 @@ impl Db {
         if !requeue && self.dialect() == super::sql::Dialect::Postgres {
             return self
                 .write_sql_one(move |db| {
-                    finish_build_one(db, build_id, &result, &text, at, last_step.as_ref())
+                    self::finish_build(db, build_id, &result, &text, false, at, last_step.as_ref())
                 })
                 .await;
         }
@@ -586,7 +586,8 @@ pub fn finish_step(db: &mut dyn Sql, f: &StepFinish) -> Result<(), SqlError> {
 }
 
 /// A Build ended (with its last step, when given). `requeue`: its requests go
-/// back to the queue; otherwise they are complete with the build's result.
+/// back to the queue; otherwise they are complete with the build's result (on
+/// PostgreSQL in one statement, [`finish_build_one`]).
 pub fn finish_build(
     db: &mut dyn Sql,
     build_id: i64,
@@ -596,6 +597,9 @@ pub fn finish_build(
     at: f64,
     last_step: Option<&StepFinish>,
 ) -> Result<Completed, SqlError> {
+    if !requeue && db.dialect() == super::sql::Dialect::Postgres {
+        return finish_build_one(db, build_id, result, text, at, last_step);
+    }
     if let Some(f) = last_step {
         finish_step(db, f)?;
     }
@@ -619,7 +623,7 @@ pub fn finish_build(
 /// result when every other request of theirs is complete) are updated by
 /// data-modifying CTEs. What it completed, as [`complete_build_requests`]
 /// tells it.
-pub fn finish_build_one(
+fn finish_build_one(
     db: &mut dyn Sql,
     build_id: i64,
     result: &str,

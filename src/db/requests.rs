@@ -216,12 +216,16 @@ fn insert_buildset(db: &mut dyn Sql, bs: &NewBuildSet, at: f64) -> Result<i64, S
     .i64(0)
 }
 
-/// Insert a BuildSet, its SourceStamp and one BuildRequest per builder.
+/// Insert a BuildSet, its SourceStamp and one BuildRequest per builder (on
+/// PostgreSQL in one statement, [`insert_buildset_one`]).
 pub fn insert_buildset_requests(
     db: &mut dyn Sql,
     bs: &NewBuildSet,
     at: f64,
 ) -> Result<SubmittedBuildSet, SqlError> {
+    if db.dialect() == Dialect::Postgres {
+        return insert_buildset_one(db, bs, at);
+    }
     let buildset_id = insert_buildset(db, bs, at)?;
     let mut requests = Vec::with_capacity(bs.builders.len());
     for b in &bs.builders {
@@ -252,7 +256,7 @@ pub fn insert_buildset_requests(
 /// CTEs (the lists of Changes and builders go in as JSON arrays, the
 /// requests inserted in the builders' order), and each request announced
 /// ([`announce_queued`]) by the same statement.
-pub fn insert_buildset_one(
+fn insert_buildset_one(
     db: &mut dyn Sql,
     bs: &NewBuildSet,
     at: f64,
@@ -318,7 +322,7 @@ impl Db {
     ) -> Result<SubmittedBuildSet, DbError> {
         if self.dialect() == Dialect::Postgres {
             return self
-                .write_sql_one(move |db| insert_buildset_one(db, &bs, at))
+                .write_sql_one(move |db| insert_buildset_requests(db, &bs, at))
                 .await;
         }
         self.write_sql(move |db| insert_buildset_requests(db, &bs, at))
@@ -343,11 +347,6 @@ impl Db {
         let builder = builder.to_string();
         let slave = slave.to_string();
         let master = self.master_name().to_string();
-        if self.dialect() == Dialect::Postgres {
-            return self
-                .write_sql(move |db| claim_pg(db, &builder, &slave, &master, total_steps, at, None))
-                .await;
-        }
         self.write_sql(move |db| claim(db, &builder, &slave, &master, total_steps, at))
             .await
     }
@@ -365,13 +364,6 @@ impl Db {
         let builder = builder.to_string();
         let slave = slave.to_string();
         let master = self.master_name().to_string();
-        if self.dialect() == Dialect::Postgres {
-            return self
-                .write_sql(move |db| {
-                    claim_pg(db, &builder, &slave, &master, total_steps, at, Some(first))
-                })
-                .await;
-        }
         self.write_sql(move |db| {
             claim_starting(db, &builder, &slave, &master, total_steps, at, first)
         })
@@ -557,7 +549,7 @@ fn next_number(db: &mut dyn Sql, builder: &str) -> Result<i64, SqlError> {
 /// Claim the builder's best unclaimed request ([`next_request`]), merge the
 /// queued requests that can share its Build, and create the Build row (number
 /// = the builder's highest + 1), all in the caller's transaction. `None` when
-/// nothing waits.
+/// nothing waits. On PostgreSQL in two statements ([`claim_pg`]).
 pub fn claim(
     db: &mut dyn Sql,
     builder: &str,
@@ -566,6 +558,9 @@ pub fn claim(
     total_steps: i64,
     at: f64,
 ) -> Result<Option<ClaimedBuild>, SqlError> {
+    if db.dialect() == Dialect::Postgres {
+        return claim_pg(db, builder, slave, master, total_steps, at, None);
+    }
     let Some((request_id, buildset_id)) = next_request(db, builder)? else {
         return Ok(None);
     };
@@ -644,7 +639,7 @@ pub fn claim(
 ///
 /// Merging ([`merge_requests`]) runs between them, only for a request with
 /// Changes.
-pub fn claim_pg(
+fn claim_pg(
     db: &mut dyn Sql,
     builder: &str,
     slave: &str,
@@ -802,6 +797,9 @@ pub fn claim_starting(
     at: f64,
     first: FirstStep,
 ) -> Result<Option<ClaimedBuild>, SqlError> {
+    if db.dialect() == Dialect::Postgres {
+        return claim_pg(db, builder, slave, master, total_steps, at, Some(first));
+    }
     let Some(mut claimed) = claim(db, builder, slave, master, total_steps, at)? else {
         return Ok(None);
     };
