@@ -198,6 +198,11 @@ impl Db {
         start: StepStart,
         previous: Option<StepFinish>,
     ) -> Result<(i64, i64), DbError> {
+        if self.dialect() == super::sql::Dialect::Postgres {
+            return self
+                .write_sql_one(move |db| self::start_step(db, build_id, &start, previous.as_ref()))
+                .await;
+        }
         self.write_sql(move |db| self::start_step(db, build_id, &start, previous.as_ref()))
             .await
     }
@@ -474,14 +479,18 @@ pub fn set_properties(
 }
 
 /// A Step starts (after `previous`, the end of the step before it, when
-/// given): its row, its `stdio` log and the properties it carries. Returns
-/// (step id, log id).
+/// given): its row, its `stdio` log and the properties it carries (on
+/// PostgreSQL in one statement, [`start_step_one`]). Returns (step id, log
+/// id).
 pub fn start_step(
     db: &mut dyn Sql,
     build_id: i64,
     s: &StepStart,
     previous: Option<&StepFinish>,
 ) -> Result<(i64, i64), SqlError> {
+    if db.dialect() == super::sql::Dialect::Postgres {
+        return start_step_one(db, build_id, s, previous);
+    }
     if let Some(f) = previous {
         finish_step(db, f)?;
     }
@@ -615,6 +624,74 @@ pub fn finish_build(
     }
 }
 
+/// The CTEs (PostgreSQL) that end Step `f` ([`finish_step`]): its row and
+/// its logs' final sizes. Their parameters are appended to `params`.
+fn finish_step_ctes(params: &mut Vec<super::sql::Value>, f: &StepFinish) -> String {
+    let c = f.counts;
+    let n = params.len();
+    let mut ctes = vec![format!(
+        "st_end AS (UPDATE steps SET finished_at = ?{}, result = ?{}, text = ?{},
+                        warnings = ?{}, tests_passed = ?{}, tests_failed = ?{},
+                        tests_skipped = ?{}, tests_xfailed = ?{}, tests_xpassed = ?{}
+                    WHERE id = ?{} RETURNING id)",
+        n + 2,
+        n + 3,
+        n + 4,
+        n + 5,
+        n + 6,
+        n + 7,
+        n + 8,
+        n + 9,
+        n + 10,
+        n + 1
+    )];
+    params.extend([
+        f.step_id.into(),
+        f.at.into(),
+        f.result.as_str().into(),
+        f.text.as_str().into(),
+        count(f.warnings).into(),
+        c.map(|c| count(c.passed)).into(),
+        c.map(|c| count(c.failed)).into(),
+        c.map(|c| count(c.skipped)).into(),
+        c.map(|c| count(c.xfailed)).into(),
+        c.map(|c| count(c.xpassed)).into(),
+    ]);
+    for (i, (id, size, lines)) in f.logs.iter().enumerate() {
+        let n = params.len();
+        ctes.push(format!(
+            "log_end{i} AS (UPDATE logs SET size = ?{}, lines = ?{}, complete = 1
+                            WHERE id = ?{} RETURNING id)",
+            n + 2,
+            n + 3,
+            n + 1
+        ));
+        params.extend([(*id).into(), count(*size).into(), count(*lines).into()]);
+    }
+    ctes.join(", ")
+}
+
+/// [`start_step`] as one statement of PostgreSQL's, run without a
+/// transaction around it ([`Db::write_sql_one`]): the step before it ended
+/// ([`finish_step_ctes`]), the new one's properties, row and `stdio` log
+/// inserted. (step id, log id).
+fn start_step_one(
+    db: &mut dyn Sql,
+    build_id: i64,
+    s: &StepStart,
+    previous: Option<&StepFinish>,
+) -> Result<(i64, i64), SqlError> {
+    let mut params = vec![build_id.into()];
+    let mut ctes = String::new();
+    if let Some(f) = previous {
+        ctes = finish_step_ctes(&mut params, f);
+        ctes.push_str(", ");
+    }
+    ctes.push_str(&super::requests::step_start_ctes(&mut params, s));
+    let r = db.query_one(&format!("WITH {ctes} SELECT step, id FROM lg"), &params)?;
+    Ok((r.i64(0)?, r.i64(1)?))
+}
+
 /// [`finish_build`] (its requests complete, not requeued) as one statement of
 /// PostgreSQL's, run without a transaction around it ([`Db::write_sql_one`]):
 /// the last step and its logs, the Build, its incomplete requests (complete
@@ -643,36 +720,8 @@ fn finish_build_one(
     ];
     let mut ctes = String::new();
     if let Some(f) = last_step {
-        let c = f.counts;
-        ctes.push_str(
-            "st AS (UPDATE steps SET finished_at = ?7, result = ?8, text = ?9, warnings = ?10,
-                 tests_passed = ?11, tests_failed = ?12, tests_skipped = ?13,
-                 tests_xfailed = ?14, tests_xpassed = ?15
-             WHERE id = ?6 RETURNING id),",
-        );
-        params.extend([
-            f.step_id.into(),
-            f.at.into(),
-            f.result.as_str().into(),
-            f.text.as_str().into(),
-            count(f.warnings).into(),
-            c.map(|c| count(c.passed)).into(),
-            c.map(|c| count(c.failed)).into(),
-            c.map(|c| count(c.skipped)).into(),
-            c.map(|c| count(c.xfailed)).into(),
-            c.map(|c| count(c.xpassed)).into(),
-        ]);
-        for (i, (id, size, lines)) in f.logs.iter().enumerate() {
-            let n = params.len();
-            ctes.push_str(&format!(
-                "log{i} AS (UPDATE logs SET size = ?{}, lines = ?{}, complete = 1
-                 WHERE id = ?{} RETURNING id),",
-                n + 2,
-                n + 3,
-                n + 1
-            ));
-            params.extend([(*id).into(), count(*size).into(), count(*lines).into()]);
-        }
+        ctes = finish_step_ctes(&mut params, f);
+        ctes.push(',');
     }
     let others = "o.buildset = bs.id AND o.id NOT IN (SELECT id FROM req)";
     let sql = format!(

@@ -106,7 +106,7 @@ impl Db {
         if new <= horizon {
             return Ok(horizon);
         }
-        self.write_sql(move |db| store_reporter_horizon(db, new))
+        self.write_sql_one(move |db| store_reporter_horizon(db, new))
             .await?;
         Ok(new)
     }

@@ -764,7 +764,7 @@ fn claim_pg(
 /// parameter `?1`: its properties ([`super::builds::set_properties`]), its
 /// row and its `stdio` log, the last CTE `lg` returning (step id, log id).
 /// Their parameters are appended to `params`.
-fn step_start_ctes(params: &mut Vec<super::sql::Value>, start: &StepStart) -> String {
+pub(crate) fn step_start_ctes(params: &mut Vec<super::sql::Value>, start: &StepStart) -> String {
     let mut ctes = Vec::new();
     for (i, chunk) in super::builds::property_chunks(&start.props)
         .into_iter()
