@@ -51,16 +51,11 @@ async fn delete_newest(db: &Db, builder: &str, keep: i64) {
             &p,
         )?;
         db.execute(
-            &format!(
-                "DELETE FROM logs WHERE step IN (SELECT id FROM steps WHERE build IN {of})"
-            ),
+            &format!("DELETE FROM logs WHERE step IN (SELECT id FROM steps WHERE build IN {of})"),
             &p,
         )?;
         db.execute(&format!("DELETE FROM steps WHERE build IN {of}"), &p)?;
-        db.execute(
-            "DELETE FROM builds WHERE builder = ?1 AND number > ?2",
-            &p,
-        )
+        db.execute("DELETE FROM builds WHERE builder = ?1 AND number > ?2", &p)
     })
     .await
     .unwrap();

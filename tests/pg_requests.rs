@@ -308,8 +308,8 @@ fn requests_story(db: &mut dyn Sql, ids: &[i64], said: &mut Vec<String>) -> (i64
 
     // Results: C completes with the merged Build's failure; A waits for b2 but
     // fails already. (The Build's end: on PostgreSQL one statement.)
-    let done = builds::finish_build(db, merged.build_id, "failure", "failed", false, 15.0, None)
-        .unwrap();
+    let done =
+        builds::finish_build(db, merged.build_id, "failure", "failed", false, 15.0, None).unwrap();
     assert_eq!(done.requests, [a.requests[0].1, c.requests[0].1]);
     assert_eq!(done.buildsets, [(c.buildset_id, "failure".to_string())]);
     assert_eq!(

@@ -335,8 +335,10 @@ impl Db {
     }
 
     /// Claim the builder's best unclaimed request (highest priority, then oldest)
-    /// and create its Build row (number = the builder's highest + 1) in one
-    /// transaction. `None` when nothing waits.
+    /// and create its Build row (numbered by the builder's counter,
+    /// [`number_sql`]) at once: one transaction on SQLite, on PostgreSQL one
+    /// statement (a request that may merge: one transaction). `None` when
+    /// nothing waits.
     pub async fn claim_request(
         &self,
         builder: &str,
@@ -347,7 +349,9 @@ impl Db {
         let builder = builder.to_string();
         let slave = slave.to_string();
         if self.dialect() == Dialect::Postgres {
-            return self.claim_on_pg(builder, slave, total_steps, at, None).await;
+            return self
+                .claim_on_pg(builder, slave, total_steps, at, None)
+                .await;
         }
         let master = self.master_name().to_string();
         self.write_sql(move |db| claim(db, &builder, &slave, &master, total_steps, at))
@@ -555,8 +559,9 @@ fn next_number(db: &mut dyn Sql, builder: &str) -> Result<i64, SqlError> {
 }
 
 /// Claim the builder's best unclaimed request ([`next_request`]), merge the
-/// queued requests that can share its Build, and create the Build row (number
-/// = the builder's highest + 1), all in the caller's transaction. `None` when
+/// queued requests that can share its Build, and create the Build row
+/// (numbered by the builder's counter, [`number_sql`]), all in the caller's
+/// transaction. `None` when
 /// nothing waits. On PostgreSQL in two statements ([`claim_pg`]).
 pub fn claim(
     db: &mut dyn Sql,
@@ -774,7 +779,11 @@ pub(crate) fn step_start_ctes(params: &mut Vec<super::sql::Value>, start: &StepS
         for (name, value, source) in chunk {
             let n = params.len();
             rows.push(format!("(?1, ?{}, ?{}, ?{})", n + 1, n + 2, n + 3));
-            params.extend([name.as_str().into(), value.as_str().into(), source.as_str().into()]);
+            params.extend([
+                name.as_str().into(),
+                value.as_str().into(),
+                source.as_str().into(),
+            ]);
         }
         ctes.push(format!(
             "p{i} AS (INSERT INTO build_properties(build, name, value, source) VALUES {}
@@ -904,7 +913,11 @@ fn claim_quick(
 
 /// The first Step of a Build claimed by [`claim_quick`] started, as one
 /// statement of PostgreSQL's ([`step_start_ctes`]); (step id, log id).
-fn first_step_one(db: &mut dyn Sql, build_id: i64, start: &StepStart) -> Result<(i64, i64), SqlError> {
+fn first_step_one(
+    db: &mut dyn Sql,
+    build_id: i64,
+    start: &StepStart,
+) -> Result<(i64, i64), SqlError> {
     let mut params = vec![build_id.into()];
     let ctes = step_start_ctes(&mut params, start);
     let r = db.query_one(&format!("WITH {ctes} SELECT step, id FROM lg"), &params)?;
@@ -930,8 +943,10 @@ impl Db {
         let master = self.master_name().to_string();
         let quick = {
             let (builder, slave, master) = (builder.clone(), slave.clone(), master.clone());
-            self.write_sql_one(move |db| claim_quick(db, &builder, &slave, &master, total_steps, at))
-                .await?
+            self.write_sql_one(move |db| {
+                claim_quick(db, &builder, &slave, &master, total_steps, at)
+            })
+            .await?
         };
         let mut claimed = match quick {
             Quick::Nothing => return Ok(None),
