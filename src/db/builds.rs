@@ -480,7 +480,7 @@ pub fn set_properties(
 
 /// A Step starts (after `previous`, the end of the step before it, when
 /// given): its row, its `stdio` log and the properties it carries (on
-/// PostgreSQL in one statement, [`start_step_one`]). Returns (step id, log
+/// PostgreSQL in one statement, `start_step_one`). Returns (step id, log
 /// id).
 pub fn start_step(
     db: &mut dyn Sql,
@@ -596,7 +596,7 @@ pub fn finish_step(db: &mut dyn Sql, f: &StepFinish) -> Result<(), SqlError> {
 
 /// A Build ended (with its last step, when given). `requeue`: its requests go
 /// back to the queue; otherwise they are complete with the build's result (on
-/// PostgreSQL in one statement, [`finish_build_one`]).
+/// PostgreSQL in one statement, `finish_build_one`).
 pub fn finish_build(
     db: &mut dyn Sql,
     build_id: i64,
@@ -673,7 +673,7 @@ fn finish_step_ctes(params: &mut Vec<super::sql::Value>, f: &StepFinish) -> Stri
 
 /// [`start_step`] as one statement of PostgreSQL's, run without a
 /// transaction around it ([`Db::write_sql_one`]): the step before it ended
-/// ([`finish_step_ctes`]), the new one's properties, row and `stdio` log
+/// (`finish_step_ctes`), the new one's properties, row and `stdio` log
 /// inserted. (step id, log id).
 fn start_step_one(
     db: &mut dyn Sql,

@@ -217,7 +217,7 @@ fn insert_buildset(db: &mut dyn Sql, bs: &NewBuildSet, at: f64) -> Result<i64, S
 }
 
 /// Insert a BuildSet, its SourceStamp and one BuildRequest per builder (on
-/// PostgreSQL in one statement, [`insert_buildset_one`]).
+/// PostgreSQL in one statement, `insert_buildset_one`).
 pub fn insert_buildset_requests(
     db: &mut dyn Sql,
     bs: &NewBuildSet,
@@ -336,7 +336,7 @@ impl Db {
 
     /// Claim the builder's best unclaimed request (highest priority, then oldest)
     /// and create its Build row (numbered by the builder's counter,
-    /// [`number_sql`]) at once: one transaction on SQLite, on PostgreSQL one
+    /// `number_sql`) at once: one transaction on SQLite, on PostgreSQL one
     /// statement (a request that may merge: one transaction). `None` when
     /// nothing waits.
     pub async fn claim_request(
@@ -552,7 +552,7 @@ fn number_sql(dialect: Dialect, from: &str) -> String {
     )
 }
 
-/// The next Build number of `builder` ([`number_sql`]).
+/// The next Build number of `builder` (`number_sql`).
 fn next_number(db: &mut dyn Sql, builder: &str) -> Result<i64, SqlError> {
     db.query_one(&number_sql(db.dialect(), "TRUE"), &[builder.into()])?
         .i64(0)
@@ -560,9 +560,9 @@ fn next_number(db: &mut dyn Sql, builder: &str) -> Result<i64, SqlError> {
 
 /// Claim the builder's best unclaimed request ([`next_request`]), merge the
 /// queued requests that can share its Build, and create the Build row
-/// (numbered by the builder's counter, [`number_sql`]), all in the caller's
+/// (numbered by the builder's counter, `number_sql`), all in the caller's
 /// transaction. `None` when
-/// nothing waits. On PostgreSQL in two statements ([`claim_pg`]).
+/// nothing waits. On PostgreSQL in two statements (`claim_pg`).
 pub fn claim(
     db: &mut dyn Sql,
     builder: &str,
@@ -645,7 +645,7 @@ pub fn claim(
 /// 1. the builder's next request ([`next_request`], locked, passed over when
 ///    another master's claim holds it) marked claimed, its BuildSet and
 ///    SourceStamp read (with whether it carries Changes, and its try patch),
-///    the Build's number taken ([`number_sql`]) and its id drawn from the
+///    the Build's number taken (`number_sql`) and its id drawn from the
 ///    `builds` sequence;
 /// 2. the Build row, its `build_requests` rows and, with `first`, the first
 ///    Step's properties, row and `stdio` log inserted.
@@ -814,14 +814,14 @@ pub(crate) fn step_start_ctes(params: &mut Vec<super::sql::Value>, start: &StepS
     ctes.join(", ")
 }
 
-/// What [`claim_quick`] did.
+/// What `claim_quick` did.
 enum Quick {
     /// Nothing waits.
     Nothing,
     /// The Build is claimed and its row written (committed).
-    Claimed(ClaimedBuild),
+    Claimed(Box<ClaimedBuild>),
     /// The next request carries Changes (it may merge) or was taken meanwhile:
-    /// claim in a transaction ([`claim_pg`]).
+    /// claim in a transaction (`claim_pg`).
     Transaction,
 }
 
@@ -829,7 +829,7 @@ enum Quick {
 /// PostgreSQL's run without a transaction ([`Db::write_sql_one`]): the
 /// builder's next request locked (passed over when another master's claim
 /// holds it) and, unless its SourceStamp carries Changes, marked claimed, its
-/// Build numbered ([`number_sql`]) and its Build and `build_requests` rows
+/// Build numbered (`number_sql`) and its Build and `build_requests` rows
 /// inserted, all by data-modifying CTEs: the claim is all there or not at
 /// all. A request with Changes is left as it was ([`Quick::Transaction`]).
 fn claim_quick(
@@ -895,7 +895,7 @@ fn claim_quick(
         }),
         None => None,
     };
-    Ok(Quick::Claimed(ClaimedBuild {
+    Ok(Quick::Claimed(Box::new(ClaimedBuild {
         build_id,
         number,
         builder: builder.to_string(),
@@ -908,11 +908,11 @@ fn claim_quick(
         properties: serde_json::from_str(&r.string(4)?).unwrap_or_default(),
         first_step: None,
         patch,
-    }))
+    })))
 }
 
-/// The first Step of a Build claimed by [`claim_quick`] started, as one
-/// statement of PostgreSQL's ([`step_start_ctes`]); (step id, log id).
+/// The first Step of a Build claimed by `claim_quick` started, as one
+/// statement of PostgreSQL's (`step_start_ctes`); (step id, log id).
 fn first_step_one(
     db: &mut dyn Sql,
     build_id: i64,
@@ -927,9 +927,9 @@ fn first_step_one(
 impl Db {
     /// [`Db::claim_request`] (with `first`, [`Db::claim_request_starting`])
     /// on PostgreSQL: a request that cannot merge is claimed by one statement
-    /// ([`claim_quick`]) and its first Step started by another
-    /// ([`first_step_one`]), neither in a transaction (four round trips
-    /// fewer than [`claim_pg`]'s); one that may merge, in a transaction. A
+    /// (`claim_quick`) and its first Step started by another
+    /// (`first_step_one`), neither in a transaction (four round trips
+    /// fewer than `claim_pg`'s); one that may merge, in a transaction. A
     /// first Step that could not be recorded is left to the engine
     /// (`first_step` `None`), which starts it as any other Step.
     async fn claim_on_pg(
@@ -957,7 +957,7 @@ impl Db {
                     })
                     .await
             }
-            Quick::Claimed(c) => c,
+            Quick::Claimed(c) => *c,
         };
         if let Some(first) = first {
             let start = first(&claimed);
