@@ -175,9 +175,8 @@ fn upgrade_db_on_sqlite_says_from_which_version_to_which() {
     // An older database: one version behind.
     autobot::db::backup::set_schema_version(&dir.join("state.sqlite"), known as i64 - 1).unwrap();
     let c = rusqlite::Connection::open(dir.join("state.sqlite")).unwrap();
-    // What the last migration (14: the master of a slave) made.
-    c.execute_batch("ALTER TABLE slaves DROP COLUMN master;")
-        .unwrap();
+    // What the last migration (15: the builders' Build numbers) made.
+    c.execute_batch("DROP TABLE builder_numbers;").unwrap();
     drop(c);
     let a = autobot()
         .args(["upgrade-db", dir.to_str().unwrap()])

@@ -14,7 +14,7 @@ mod pg_common;
 
 use std::collections::BTreeMap;
 
-use autobot::db::builds::StepStart;
+use autobot::db::builds::{self, StepStart};
 use autobot::db::changes::{self, Delivery, DeliveryOutcome, NewChange};
 use autobot::db::requests::{self, NewBuildSet, NewSourceStamp};
 use autobot::db::schedulers::{self, ChangeBatch, PendingChange};
@@ -307,8 +307,9 @@ fn requests_story(db: &mut dyn Sql, ids: &[i64], said: &mut Vec<String>) -> (i64
     assert_eq!(not_ours, Default::default());
 
     // Results: C completes with the merged Build's failure; A waits for b2 but
-    // fails already.
-    let done = requests::complete_build_requests(db, merged.build_id, "failure", 15.0).unwrap();
+    // fails already. (The Build's end: on PostgreSQL one statement.)
+    let done =
+        builds::finish_build(db, merged.build_id, "failure", "failed", false, 15.0, None).unwrap();
     assert_eq!(done.requests, [a.requests[0].1, c.requests[0].1]);
     assert_eq!(done.buildsets, [(c.buildset_id, "failure".to_string())]);
     assert_eq!(
@@ -319,7 +320,7 @@ fn requests_story(db: &mut dyn Sql, ids: &[i64], said: &mut Vec<String>) -> (i64
         ]
     );
     said.push(format!("{done:?}"));
-    let ok = requests::complete_build_requests(db, forced.build_id, "success", 16.0).unwrap();
+    let ok = builds::finish_build(db, forced.build_id, "success", "ok", false, 16.0, None).unwrap();
     assert_eq!(ok.buildsets, [(b.buildset_id, "success".to_string())]);
     said.push(format!("{ok:?}"));
     // The slave of D+E was lost: both wait again.

@@ -198,6 +198,11 @@ impl Db {
         start: StepStart,
         previous: Option<StepFinish>,
     ) -> Result<(i64, i64), DbError> {
+        if self.dialect() == super::sql::Dialect::Postgres {
+            return self
+                .write_sql_one(move |db| self::start_step(db, build_id, &start, previous.as_ref()))
+                .await;
+        }
         self.write_sql(move |db| self::start_step(db, build_id, &start, previous.as_ref()))
             .await
     }
@@ -267,6 +272,13 @@ impl Db {
         last_step: Option<StepFinish>,
     ) -> Result<Completed, DbError> {
         let (result, text) = (result.to_string(), text.to_string());
+        if !requeue && self.dialect() == super::sql::Dialect::Postgres {
+            return self
+                .write_sql_one(move |db| {
+                    self::finish_build(db, build_id, &result, &text, false, at, last_step.as_ref())
+                })
+                .await;
+        }
         self.write_sql(move |db| {
             self::finish_build(
                 db,
@@ -414,6 +426,22 @@ pub struct StepStart {
 
 // The queries, on either backend ([`super::sql`]): what the methods above run.
 
+/// `props`, the last value of each name only (one statement may not set a
+/// row twice), in chunks of [`PROPERTY_ROWS`]: the rows of each `INSERT` of
+/// [`set_properties`].
+pub(crate) fn property_chunks(
+    props: &[(String, String, String)],
+) -> Vec<Vec<&(String, String, String)>> {
+    let mut last: Vec<&(String, String, String)> = Vec::with_capacity(props.len());
+    for p in props.iter().rev() {
+        if !last.iter().any(|q| q.0 == p.0) {
+            last.push(p);
+        }
+    }
+    last.reverse();
+    last.chunks(PROPERTY_ROWS).map(<[_]>::to_vec).collect()
+}
+
 /// Rows of one `INSERT` of [`set_properties`] at most.
 const PROPERTY_ROWS: usize = 64;
 
@@ -426,15 +454,7 @@ pub fn set_properties(
     build_id: i64,
     props: &[(String, String, String)],
 ) -> Result<(), SqlError> {
-    // The last value of each name (one statement may not set a row twice).
-    let mut last: Vec<&(String, String, String)> = Vec::with_capacity(props.len());
-    for p in props.iter().rev() {
-        if !last.iter().any(|q| q.0 == p.0) {
-            last.push(p);
-        }
-    }
-    last.reverse();
-    for chunk in last.chunks(PROPERTY_ROWS) {
+    for chunk in property_chunks(props) {
         let rows: Vec<String> = (0..chunk.len())
             .map(|i| format!("(?1, ?{}, ?{}, ?{})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
             .collect();
@@ -459,14 +479,18 @@ pub fn set_properties(
 }
 
 /// A Step starts (after `previous`, the end of the step before it, when
-/// given): its row, its `stdio` log and the properties it carries. Returns
-/// (step id, log id).
+/// given): its row, its `stdio` log and the properties it carries (on
+/// PostgreSQL in one statement, `start_step_one`). Returns (step id, log
+/// id).
 pub fn start_step(
     db: &mut dyn Sql,
     build_id: i64,
     s: &StepStart,
     previous: Option<&StepFinish>,
 ) -> Result<(i64, i64), SqlError> {
+    if db.dialect() == super::sql::Dialect::Postgres {
+        return start_step_one(db, build_id, s, previous);
+    }
     if let Some(f) = previous {
         finish_step(db, f)?;
     }
@@ -571,7 +595,8 @@ pub fn finish_step(db: &mut dyn Sql, f: &StepFinish) -> Result<(), SqlError> {
 }
 
 /// A Build ended (with its last step, when given). `requeue`: its requests go
-/// back to the queue; otherwise they are complete with the build's result.
+/// back to the queue; otherwise they are complete with the build's result (on
+/// PostgreSQL in one statement, `finish_build_one`).
 pub fn finish_build(
     db: &mut dyn Sql,
     build_id: i64,
@@ -581,6 +606,9 @@ pub fn finish_build(
     at: f64,
     last_step: Option<&StepFinish>,
 ) -> Result<Completed, SqlError> {
+    if !requeue && db.dialect() == super::sql::Dialect::Postgres {
+        return finish_build_one(db, build_id, result, text, at, last_step);
+    }
     if let Some(f) = last_step {
         finish_step(db, f)?;
     }
@@ -594,6 +622,156 @@ pub fn finish_build(
     } else {
         complete_build_requests(db, build_id, result, at)
     }
+}
+
+/// The CTEs (PostgreSQL) that end Step `f` ([`finish_step`]): its row and
+/// its logs' final sizes. Their parameters are appended to `params`.
+fn finish_step_ctes(params: &mut Vec<super::sql::Value>, f: &StepFinish) -> String {
+    let c = f.counts;
+    let n = params.len();
+    let mut ctes = vec![format!(
+        "st_end AS (UPDATE steps SET finished_at = ?{}, result = ?{}, text = ?{},
+                        warnings = ?{}, tests_passed = ?{}, tests_failed = ?{},
+                        tests_skipped = ?{}, tests_xfailed = ?{}, tests_xpassed = ?{}
+                    WHERE id = ?{} RETURNING id)",
+        n + 2,
+        n + 3,
+        n + 4,
+        n + 5,
+        n + 6,
+        n + 7,
+        n + 8,
+        n + 9,
+        n + 10,
+        n + 1
+    )];
+    params.extend([
+        f.step_id.into(),
+        f.at.into(),
+        f.result.as_str().into(),
+        f.text.as_str().into(),
+        count(f.warnings).into(),
+        c.map(|c| count(c.passed)).into(),
+        c.map(|c| count(c.failed)).into(),
+        c.map(|c| count(c.skipped)).into(),
+        c.map(|c| count(c.xfailed)).into(),
+        c.map(|c| count(c.xpassed)).into(),
+    ]);
+    for (i, (id, size, lines)) in f.logs.iter().enumerate() {
+        let n = params.len();
+        ctes.push(format!(
+            "log_end{i} AS (UPDATE logs SET size = ?{}, lines = ?{}, complete = 1
+                            WHERE id = ?{} RETURNING id)",
+            n + 2,
+            n + 3,
+            n + 1
+        ));
+        params.extend([(*id).into(), count(*size).into(), count(*lines).into()]);
+    }
+    ctes.join(", ")
+}
+
+/// [`start_step`] as one statement of PostgreSQL's, run without a
+/// transaction around it ([`Db::write_sql_one`]): the step before it ended
+/// (`finish_step_ctes`), the new one's properties, row and `stdio` log
+/// inserted. (step id, log id).
+fn start_step_one(
+    db: &mut dyn Sql,
+    build_id: i64,
+    s: &StepStart,
+    previous: Option<&StepFinish>,
+) -> Result<(i64, i64), SqlError> {
+    let mut params = vec![build_id.into()];
+    let mut ctes = String::new();
+    if let Some(f) = previous {
+        ctes = finish_step_ctes(&mut params, f);
+        ctes.push_str(", ");
+    }
+    ctes.push_str(&super::requests::step_start_ctes(&mut params, s));
+    let r = db.query_one(&format!("WITH {ctes} SELECT step, id FROM lg"), &params)?;
+    Ok((r.i64(0)?, r.i64(1)?))
+}
+
+/// [`finish_build`] (its requests complete, not requeued) as one statement of
+/// PostgreSQL's, run without a transaction around it ([`Db::write_sql_one`]):
+/// the last step and its logs, the Build, its incomplete requests (complete
+/// with `result`) and their BuildSets (failed by a result worse than
+/// `warnings` when none failed yet; complete with their requests' worst
+/// result when every other request of theirs is complete) are updated by
+/// data-modifying CTEs. What it completed, as [`complete_build_requests`]
+/// tells it.
+fn finish_build_one(
+    db: &mut dyn Sql,
+    build_id: i64,
+    result: &str,
+    text: &str,
+    at: f64,
+    last_step: Option<&StepFinish>,
+) -> Result<Completed, SqlError> {
+    use super::requests::{rank_sql, result_rank};
+    use super::sql::Value;
+    let fails = result_rank(result) > result_rank("warnings");
+    let mut params: Vec<Value> = vec![
+        build_id.into(),
+        at.into(),
+        result.into(),
+        text.into(),
+        fails.into(),
+    ];
+    let mut ctes = String::new();
+    if let Some(f) = last_step {
+        ctes = finish_step_ctes(&mut params, f);
+        ctes.push(',');
+    }
+    let others = "o.buildset = bs.id AND o.id NOT IN (SELECT id FROM req)";
+    let sql = format!(
+        "WITH {ctes}
+         b AS (UPDATE builds SET finished_at = ?2, result = ?3, text = ?4 WHERE id = ?1
+               RETURNING id),
+         req AS (UPDATE buildrequests r SET complete = 1, complete_at = ?2, result = ?3
+                 FROM build_requests br
+                 WHERE br.build = ?1 AND r.id = br.request AND r.complete = 0
+                 RETURNING r.id, r.buildset),
+         sets AS (SELECT bs.id, bs.result AS was,
+                         NOT EXISTS (SELECT 1 FROM buildrequests o
+                                     WHERE {others} AND o.complete = 0) AS done,
+                         (SELECT w.result FROM (SELECT CAST(?3 AS TEXT) AS result
+                                                UNION ALL SELECT o.result FROM buildrequests o
+                                                WHERE {others}) w
+                          ORDER BY {rank} DESC LIMIT 1) AS worst
+                  FROM buildsets bs
+                  WHERE bs.id IN (SELECT buildset FROM req) AND bs.complete = 0
+                  FOR UPDATE OF bs),
+         upd AS (UPDATE buildsets bs
+                 SET result = CASE WHEN s.done THEN s.worst
+                                   WHEN ?5 AND bs.result IS NULL THEN ?3
+                                   ELSE bs.result END,
+                     complete = CASE WHEN s.done THEN 1 ELSE bs.complete END,
+                     complete_at = CASE WHEN s.done THEN ?2 ELSE bs.complete_at END
+                 FROM sets s
+                 WHERE bs.id = s.id AND bs.complete = 0
+                   AND (s.done OR (?5 AND bs.result IS NULL))
+                 RETURNING bs.id, s.was, bs.result, bs.complete)
+         SELECT r.id, r.buildset, u.id, u.was, u.result, u.complete
+         FROM req r LEFT JOIN upd u ON u.id = r.buildset ORDER BY r.id",
+        rank = rank_sql("w.result"),
+    );
+    let mut done = Completed::default();
+    for r in db.query(&sql, &params)? {
+        done.requests.push(r.i64(0)?);
+        let buildset = r.i64(1)?;
+        if r.opt_i64(2)?.is_none() {
+            continue;
+        }
+        let seen = |list: &[(i64, String)]| list.iter().any(|(id, _)| *id == buildset);
+        if fails && r.opt_string(3)?.is_none() && !seen(&done.failed_buildsets) {
+            done.failed_buildsets.push((buildset, result.to_string()));
+        }
+        if r.i64(5)? == 1 && !seen(&done.buildsets) {
+            done.buildsets.push((buildset, r.string(4)?));
+        }
+    }
+    Ok(done)
 }
 
 /// An empty file at `path`, making its directory.

@@ -348,6 +348,16 @@ pub const MIGRATIONS: &[&str] = &[
     // one that finds it dead marks its slaves disconnected, and a slave that
     // moved to another master is not marked gone by the one it left.
     "ALTER TABLE slaves ADD COLUMN master TEXT;",
+    // 15: each builder's last Build number, bumped by the claim that numbers a
+    // Build (one statement, no lock around a max()), so that several masters
+    // never give two Builds one number and a number is never given again
+    // after retention deleted the newest Builds. Filled from the Builds kept.
+    "CREATE TABLE builder_numbers (
+        builder TEXT PRIMARY KEY,
+        last INTEGER NOT NULL
+    );
+    INSERT INTO builder_numbers(builder, last)
+        SELECT builder, max(number) FROM builds GROUP BY builder;",
 ];
 
 #[cfg(test)]

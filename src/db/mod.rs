@@ -604,6 +604,22 @@ impl Db {
         }
     }
 
+    /// [`Db::write_sql`] for an `f` that runs exactly one statement: on
+    /// PostgreSQL it runs without a transaction around it (a statement is
+    /// atomic on its own), two round trips (`BEGIN`, `COMMIT`) fewer; a
+    /// second statement fails there, unrun. On SQLite the same as
+    /// [`Db::write_sql`].
+    pub async fn write_sql_one<F, R>(&self, f: F) -> Result<R, DbError>
+    where
+        F: FnOnce(&mut dyn sql::Sql) -> Result<R, sql::SqlError> + Send + 'static,
+        R: Send + 'static,
+    {
+        match &self.backend {
+            Backend::Sqlite(_) => self.write(move |tx| Ok(f(&mut sql::Lite(tx))?)).await,
+            Backend::Postgres(pool) => pool.clone().write_one(f).await,
+        }
+    }
+
     /// [`Db::read`] for queries written once for both backends ([`sql`]).
     pub async fn read_sql<F, R>(&self, f: F) -> Result<R, DbError>
     where

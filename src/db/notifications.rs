@@ -106,7 +106,7 @@ impl Db {
         if new <= horizon {
             return Ok(horizon);
         }
-        self.write_sql(move |db| store_reporter_horizon(db, new))
+        self.write_sql_one(move |db| store_reporter_horizon(db, new))
             .await?;
         Ok(new)
     }
@@ -144,6 +144,12 @@ impl Db {
         items: Vec<NewNotification>,
         now: f64,
     ) -> Result<Vec<i64>, DbError> {
+        if items.is_empty() {
+            // At most the mark, one statement (most builds notify nobody).
+            return self
+                .write_sql_one(move |db| enqueue_notifications(db, build, stage, &[], now))
+                .await;
+        }
         self.write_sql(move |db| enqueue_notifications(db, build, stage, &items, now))
             .await
     }

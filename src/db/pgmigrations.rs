@@ -288,6 +288,16 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE buildrequests ADD COLUMN claimed_by TEXT;",
     // 14: the master a slave is connected to.
     "ALTER TABLE slaves ADD COLUMN master TEXT;",
+    // 15: each builder's last Build number, bumped by the claim that numbers a
+    // Build (one statement, no lock around a max()), so that several masters
+    // never give two Builds one number and a number is never given again
+    // after retention deleted the newest Builds. Filled from the Builds kept.
+    "CREATE TABLE builder_numbers (
+        builder TEXT PRIMARY KEY,
+        last BIGINT NOT NULL
+    );
+    INSERT INTO builder_numbers(builder, last)
+        SELECT builder, max(number) FROM builds GROUP BY builder;",
 ];
 
 /// The table that holds the schema version (one row).

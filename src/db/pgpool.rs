@@ -85,10 +85,23 @@ impl Drop for PgConn {
 struct Prepared<'a, C: postgres::GenericClient> {
     client: &'a mut C,
     statements: &'a mut HashMap<String, postgres::Statement>,
+    /// Statements still allowed: `Some(1)` for a write of one statement run
+    /// without a transaction ([`PgPool::write_one`]); `None`: no limit.
+    left: Option<u32>,
 }
 
 impl<C: postgres::GenericClient> Prepared<'_, C> {
     fn statement(&mut self, text: &str) -> Result<postgres::Statement, SqlError> {
+        if let Some(left) = self.left.as_mut() {
+            // A second statement of a write run outside a transaction would
+            // not be atomic with the first: refused, never run.
+            *left = left.checked_sub(1).ok_or_else(|| {
+                SqlError::Postgres(format!(
+                    "a write of one statement ran a second: {}",
+                    text.split_whitespace().collect::<Vec<_>>().join(" ")
+                ))
+            })?;
+        }
         if let Some(st) = self.statements.get(text) {
             return Ok(st.clone());
         }
@@ -192,6 +205,39 @@ impl PgPool {
         .map_err(|e| DbError::Task(e.to_string()))?
     }
 
+    /// Run `f`, which runs one statement (atomic on its own), on the writer
+    /// connection without a transaction around it: no `BEGIN` and `COMMIT`
+    /// round trips. A second statement of `f` fails, unrun.
+    pub(crate) async fn write_one<F, R>(self: Arc<Self>, f: F) -> Result<R, DbError>
+    where
+        F: FnOnce(&mut dyn Sql) -> Result<R, SqlError> + Send + 'static,
+        R: Send + 'static,
+    {
+        tokio::task::spawn_blocking(move || {
+            let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.as_ref().is_none_or(PgConn::broken) {
+                *slot = None;
+                *slot = Some(PgConn::open_writer(&self.url, self.password.as_deref())?);
+            }
+            let Some(conn) = slot.as_mut() else {
+                return Err(DbError::Task("no writer connection".into()));
+            };
+            let PgConn { client, statements } = conn;
+            let done = f(&mut Prepared {
+                client: &mut **client,
+                statements,
+                left: Some(1),
+            })
+            .map_err(DbError::from);
+            if conn.broken() {
+                *slot = None;
+            }
+            done
+        })
+        .await
+        .map_err(|e| DbError::Task(e.to_string()))?
+    }
+
     /// Run the reads of `f` on one of the read connections, on the blocking
     /// pool (each statement sees every commit made before it).
     pub(crate) async fn read<F, R>(self: Arc<Self>, f: F) -> Result<R, DbError>
@@ -206,6 +252,7 @@ impl PgPool {
                     Ok(f(&mut Prepared {
                         client: &mut **client,
                         statements,
+                        left: None,
                     })?)
                 },
                 PgConn::broken,
@@ -305,6 +352,7 @@ where
     let out = f(&mut Prepared {
         client: &mut tx,
         statements,
+        left: None,
     })?;
     tx.commit().map_err(SqlError::from)?;
     Ok(out)

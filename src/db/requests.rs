@@ -144,6 +144,17 @@ pub fn result_rank(result: &str) -> u8 {
     }
 }
 
+/// [`result_rank`] of the result in SQL expression `expr`, as an SQL
+/// expression (the same on both backends).
+pub(crate) fn rank_sql(expr: &str) -> String {
+    let mut case = format!("CASE {expr}");
+    for r in ["success", "skipped", "warnings", "failure", "cancelled"] {
+        case.push_str(&format!(" WHEN '{r}' THEN {}", result_rank(r)));
+    }
+    case.push_str(&format!(" ELSE {} END", result_rank("exception")));
+    case
+}
+
 /// A `REAL`/`DOUBLE PRECISION` column that is never NULL.
 pub(crate) fn real(r: &Row, index: usize) -> Result<f64, SqlError> {
     r.opt_f64(index)?.ok_or(SqlError::Column {
@@ -205,12 +216,16 @@ fn insert_buildset(db: &mut dyn Sql, bs: &NewBuildSet, at: f64) -> Result<i64, S
     .i64(0)
 }
 
-/// Insert a BuildSet, its SourceStamp and one BuildRequest per builder.
+/// Insert a BuildSet, its SourceStamp and one BuildRequest per builder (on
+/// PostgreSQL in one statement, `insert_buildset_one`).
 pub fn insert_buildset_requests(
     db: &mut dyn Sql,
     bs: &NewBuildSet,
     at: f64,
 ) -> Result<SubmittedBuildSet, SqlError> {
+    if db.dialect() == Dialect::Postgres {
+        return insert_buildset_one(db, bs, at);
+    }
     let buildset_id = insert_buildset(db, bs, at)?;
     let mut requests = Vec::with_capacity(bs.builders.len());
     for b in &bs.builders {
@@ -235,6 +250,69 @@ pub fn insert_buildset_requests(
     })
 }
 
+/// [`insert_buildset_requests`] as one statement of PostgreSQL's, run
+/// without a transaction around it ([`Db::write_sql_one`]): the SourceStamp,
+/// its Changes, the BuildSet and its requests are inserted by data-modifying
+/// CTEs (the lists of Changes and builders go in as JSON arrays, the
+/// requests inserted in the builders' order), and each request announced
+/// ([`announce_queued`]) by the same statement.
+fn insert_buildset_one(
+    db: &mut dyn Sql,
+    bs: &NewBuildSet,
+    at: f64,
+) -> Result<SubmittedBuildSet, SqlError> {
+    let ss = &bs.sourcestamp;
+    let props = serde_json::to_string(&bs.properties).unwrap_or_else(|_| "{}".into());
+    let changes = serde_json::to_string(&ss.changes).unwrap_or_else(|_| "[]".into());
+    let builders = serde_json::to_string(&bs.builders).unwrap_or_else(|_| "[]".into());
+    let rows = db.query(
+        &format!(
+            "WITH ss AS (INSERT INTO sourcestamps(branch, revision, repository, project)
+                         VALUES (?1, ?2, ?3, ?4) RETURNING id),
+             sc AS (INSERT INTO sourcestamp_changes(sourcestamp, change)
+                    SELECT ss.id, CAST(c.value AS BIGINT)
+                    FROM ss, jsonb_array_elements_text(CAST(CAST(?5 AS TEXT) AS jsonb)) c
+                    ON CONFLICT DO NOTHING),
+             bs AS (INSERT INTO buildsets(reason, sourcestamp, scheduler, properties,
+                                          submitted_at)
+                    SELECT ?6, ss.id, ?7, ?8, ?9 FROM ss RETURNING id),
+             r AS (INSERT INTO buildrequests(buildset, builder, priority, submitted_at)
+                   SELECT bs.id, u.b, ?10, ?9
+                   FROM bs, jsonb_array_elements_text(CAST(CAST(?11 AS TEXT) AS jsonb))
+                        WITH ORDINALITY AS u(b, i)
+                   ORDER BY u.i RETURNING id, builder)
+             SELECT bs.id, r.id, r.builder,
+                    CASE WHEN r.id IS NOT NULL
+                         THEN CAST(pg_notify('{QUEUED}', r.builder) AS TEXT) END
+             FROM bs LEFT JOIN r ON true ORDER BY r.id"
+        ),
+        &[
+            ss.branch.clone().into(),
+            ss.revision.clone().into(),
+            ss.repository.as_str().into(),
+            ss.project.as_str().into(),
+            changes.into(),
+            bs.reason.as_str().into(),
+            bs.scheduler.as_str().into(),
+            props.into(),
+            at.into(),
+            bs.priority.into(),
+            builders.into(),
+        ],
+    )?;
+    let mut out = SubmittedBuildSet {
+        buildset_id: 0,
+        requests: Vec::with_capacity(rows.len()),
+    };
+    for r in rows {
+        out.buildset_id = r.i64(0)?;
+        if let Some(id) = r.opt_i64(1)? {
+            out.requests.push((r.string(2)?, id));
+        }
+    }
+    Ok(out)
+}
+
 impl Db {
     /// Store a BuildSet, its SourceStamp and one BuildRequest per builder.
     pub async fn add_buildset(
@@ -242,6 +320,11 @@ impl Db {
         bs: NewBuildSet,
         at: f64,
     ) -> Result<SubmittedBuildSet, DbError> {
+        if self.dialect() == Dialect::Postgres {
+            return self
+                .write_sql_one(move |db| insert_buildset_requests(db, &bs, at))
+                .await;
+        }
         self.write_sql(move |db| insert_buildset_requests(db, &bs, at))
             .await
     }
@@ -252,8 +335,10 @@ impl Db {
     }
 
     /// Claim the builder's best unclaimed request (highest priority, then oldest)
-    /// and create its Build row (number = the builder's highest + 1) in one
-    /// transaction. `None` when nothing waits.
+    /// and create its Build row (numbered by the builder's counter,
+    /// `number_sql`) at once: one transaction on SQLite, on PostgreSQL one
+    /// statement (a request that may merge: one transaction). `None` when
+    /// nothing waits.
     pub async fn claim_request(
         &self,
         builder: &str,
@@ -263,6 +348,11 @@ impl Db {
     ) -> Result<Option<ClaimedBuild>, DbError> {
         let builder = builder.to_string();
         let slave = slave.to_string();
+        if self.dialect() == Dialect::Postgres {
+            return self
+                .claim_on_pg(builder, slave, total_steps, at, None)
+                .await;
+        }
         let master = self.master_name().to_string();
         self.write_sql(move |db| claim(db, &builder, &slave, &master, total_steps, at))
             .await
@@ -280,6 +370,11 @@ impl Db {
     ) -> Result<Option<ClaimedBuild>, DbError> {
         let builder = builder.to_string();
         let slave = slave.to_string();
+        if self.dialect() == Dialect::Postgres {
+            return self
+                .claim_on_pg(builder, slave, total_steps, at, Some(first))
+                .await;
+        }
         let master = self.master_name().to_string();
         self.write_sql(move |db| {
             claim_starting(db, &builder, &slave, &master, total_steps, at, first)
@@ -434,27 +529,40 @@ fn mark_claimed(db: &mut dyn Sql, id: i64, master: &str, at: f64) -> Result<bool
     )? == 1)
 }
 
-/// The next Build number of `builder`: its highest + 1. On PostgreSQL the
-/// masters that number a Build of the same builder at once take turns (a
-/// lock held until their transactions end), so no two get the same number.
+/// The statement that gives `builder` (`?1`) its next Build number: the
+/// counter of migration 15 bumped, never below the highest Build kept + 1
+/// (the first Build of a builder, or Builds written without the counter).
+/// Several masters numbering Builds of one builder at once take turns on its
+/// row (locked until their transactions end), so no two get the same number;
+/// a number stays given after retention deleted its Build. The same on both
+/// backends; `from`: a condition (SQL) for numbering at all (`TRUE`: always).
+fn number_sql(dialect: Dialect, from: &str) -> String {
+    let greatest = match dialect {
+        Dialect::Sqlite => "max",
+        Dialect::Postgres => "GREATEST",
+    };
+    format!(
+        "INSERT INTO builder_numbers(builder, last)
+         SELECT ?1, n FROM (SELECT coalesce(max(number), 0) + 1 AS n FROM builds
+                            WHERE builder = ?1) AS highest
+         WHERE {from}
+         ON CONFLICT(builder) DO UPDATE
+            SET last = {greatest}(builder_numbers.last + 1, excluded.last)
+         RETURNING last"
+    )
+}
+
+/// The next Build number of `builder` (`number_sql`).
 fn next_number(db: &mut dyn Sql, builder: &str) -> Result<i64, SqlError> {
-    if db.dialect() == Dialect::Postgres {
-        db.execute(
-            "SELECT pg_advisory_xact_lock(hashtext(?1))",
-            &[format!("autobot build number: {builder}").into()],
-        )?;
-    }
-    db.query_one(
-        "SELECT coalesce(max(number), 0) + 1 FROM builds WHERE builder = ?1",
-        &[builder.into()],
-    )?
-    .i64(0)
+    db.query_one(&number_sql(db.dialect(), "TRUE"), &[builder.into()])?
+        .i64(0)
 }
 
 /// Claim the builder's best unclaimed request ([`next_request`]), merge the
-/// queued requests that can share its Build, and create the Build row (number
-/// = the builder's highest + 1), all in the caller's transaction. `None` when
-/// nothing waits.
+/// queued requests that can share its Build, and create the Build row
+/// (numbered by the builder's counter, `number_sql`), all in the caller's
+/// transaction. `None` when
+/// nothing waits. On PostgreSQL in two statements (`claim_pg`).
 pub fn claim(
     db: &mut dyn Sql,
     builder: &str,
@@ -463,6 +571,9 @@ pub fn claim(
     total_steps: i64,
     at: f64,
 ) -> Result<Option<ClaimedBuild>, SqlError> {
+    if db.dialect() == Dialect::Postgres {
+        return claim_pg(db, builder, slave, master, total_steps, at, None);
+    }
     let Some((request_id, buildset_id)) = next_request(db, builder)? else {
         return Ok(None);
     };
@@ -528,6 +639,345 @@ pub fn claim(
     }))
 }
 
+/// [`claim`] (and with `first`, [`claim_starting`]) in two statements of
+/// PostgreSQL's (in the caller's transaction), besides merging:
+///
+/// 1. the builder's next request ([`next_request`], locked, passed over when
+///    another master's claim holds it) marked claimed, its BuildSet and
+///    SourceStamp read (with whether it carries Changes, and its try patch),
+///    the Build's number taken (`number_sql`) and its id drawn from the
+///    `builds` sequence;
+/// 2. the Build row, its `build_requests` rows and, with `first`, the first
+///    Step's properties, row and `stdio` log inserted.
+///
+/// Merging ([`merge_requests`]) runs between them, only for a request with
+/// Changes.
+fn claim_pg(
+    db: &mut dyn Sql,
+    builder: &str,
+    slave: &str,
+    master: &str,
+    total_steps: i64,
+    at: f64,
+    first: Option<FirstStep>,
+) -> Result<Option<ClaimedBuild>, SqlError> {
+    let Some(r) = db.query_opt(
+        &format!(
+            "WITH next AS (SELECT id FROM buildrequests
+                           WHERE builder = ?1 AND claimed_at IS NULL AND complete = 0
+                           ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED),
+             claimed AS (UPDATE buildrequests r SET claimed_at = ?2, claimed_by = ?3
+                         FROM next
+                         WHERE r.id = next.id AND r.claimed_at IS NULL AND r.complete = 0
+                         RETURNING r.id, r.buildset),
+             num AS ({number})
+             SELECT c.id, c.buildset, bs.reason, bs.sourcestamp, bs.properties, ss.branch,
+                    ss.revision,
+                    EXISTS (SELECT 1 FROM sourcestamp_changes sc WHERE sc.sourcestamp = ss.id),
+                    p.level, p.patch, p.author, p.comment,
+                    num.last, nextval(pg_get_serial_sequence('builds', 'id'))
+             FROM claimed c
+             JOIN buildsets bs ON bs.id = c.buildset
+             JOIN sourcestamps ss ON ss.id = bs.sourcestamp
+             CROSS JOIN num
+             LEFT JOIN sourcestamp_patches p ON p.sourcestamp = ss.id",
+            number = number_sql(Dialect::Postgres, "EXISTS (SELECT 1 FROM claimed)")
+        ),
+        &[builder.into(), at.into(), master.into()],
+    )?
+    else {
+        return Ok(None);
+    };
+    let request_id = r.i64(0)?;
+    let buildset_id = r.i64(1)?;
+    let reason = r.string(2)?;
+    let mut sourcestamp_id = r.i64(3)?;
+    let props = r.string(4)?;
+    let branch = r.opt_string(5)?;
+    let mut revision = r.opt_string(6)?;
+    let mut patch = match r.opt_i64(8)? {
+        Some(level) => Some(super::tryjobs::TryPatch {
+            level: u32::try_from(level).unwrap_or(0),
+            diff: r.opt_blob(9)?.unwrap_or_default(),
+            author: r.string(10)?,
+            comment: r.string(11)?,
+        }),
+        None => None,
+    };
+    let number = r.i64(12)?;
+    let build_id = r.i64(13)?;
+    let mut request_ids = vec![request_id];
+    if r.bool(7)? {
+        let merged = merge_others(db, builder, request_id, sourcestamp_id, master, at)?;
+        if let Some((ss, rev, ids)) = merged {
+            sourcestamp_id = ss;
+            revision = rev;
+            request_ids.extend(ids);
+            patch = super::tryjobs::patch_of(db, sourcestamp_id)?;
+        }
+    }
+    let mut claimed = ClaimedBuild {
+        build_id,
+        number,
+        builder: builder.to_string(),
+        request_ids,
+        buildset_id,
+        reason,
+        sourcestamp_id,
+        branch,
+        revision,
+        properties: serde_json::from_str(&props).unwrap_or_default(),
+        first_step: None,
+        patch,
+    };
+    let ids = serde_json::to_string(&claimed.request_ids).unwrap_or_else(|_| "[]".into());
+    let mut params: Vec<super::sql::Value> = vec![
+        build_id.into(),
+        builder.into(),
+        number.into(),
+        slave.into(),
+        sourcestamp_id.into(),
+        at.into(),
+        claimed.reason.as_str().into(),
+        total_steps.into(),
+        master.into(),
+        ids.into(),
+    ];
+    let mut sql = String::from(
+        "WITH b AS (INSERT INTO builds(id, builder, number, slave, sourcestamp, started_at,
+                                       reason, total_steps, master)
+                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id),
+         br AS (INSERT INTO build_requests(build, request)
+                SELECT b.id, CAST(r.value AS BIGINT)
+                FROM b, jsonb_array_elements_text(CAST(CAST(?10 AS TEXT) AS jsonb)) r)",
+    );
+    let Some(first) = first else {
+        sql.push_str(" SELECT id FROM b");
+        db.query_one(&sql, &params)?;
+        return Ok(Some(claimed));
+    };
+    let start = first(&claimed);
+    sql.push_str(", ");
+    sql.push_str(&step_start_ctes(&mut params, &start));
+    sql.push_str(" SELECT step, id FROM lg");
+    let r = db.query_one(&sql, &params)?;
+    claimed.first_step = Some((r.i64(0)?, r.i64(1)?));
+    Ok(Some(claimed))
+}
+
+/// The CTEs (PostgreSQL) that start Step `start` of the Build whose id is
+/// parameter `?1`: its properties ([`super::builds::set_properties`]), its
+/// row and its `stdio` log, the last CTE `lg` returning (step id, log id).
+/// Their parameters are appended to `params`.
+pub(crate) fn step_start_ctes(params: &mut Vec<super::sql::Value>, start: &StepStart) -> String {
+    let mut ctes = Vec::new();
+    for (i, chunk) in super::builds::property_chunks(&start.props)
+        .into_iter()
+        .enumerate()
+    {
+        let mut rows = Vec::with_capacity(chunk.len());
+        for (name, value, source) in chunk {
+            let n = params.len();
+            rows.push(format!("(?1, ?{}, ?{}, ?{})", n + 1, n + 2, n + 3));
+            params.extend([
+                name.as_str().into(),
+                value.as_str().into(),
+                source.as_str().into(),
+            ]);
+        }
+        ctes.push(format!(
+            "p{i} AS (INSERT INTO build_properties(build, name, value, source) VALUES {}
+                  ON CONFLICT(build, name) DO UPDATE SET value = excluded.value,
+                     source = excluded.source)",
+            rows.join(", ")
+        ));
+    }
+    let n = params.len();
+    ctes.push(format!(
+        "st AS (INSERT INTO steps(build, number, name, started_at, description)
+                VALUES (?1, ?{}, ?{}, ?{}, ?{}) RETURNING id),
+         lg AS (INSERT INTO logs(step, name, path) SELECT st.id, 'stdio', ?{} FROM st
+                RETURNING step, id)",
+        n + 1,
+        n + 2,
+        n + 3,
+        n + 4,
+        n + 5
+    ));
+    params.extend([
+        start.number.into(),
+        start.name.as_str().into(),
+        start.at.into(),
+        start.description.as_str().into(),
+        start.log_path.as_str().into(),
+    ]);
+    ctes.join(", ")
+}
+
+/// What `claim_quick` did.
+enum Quick {
+    /// Nothing waits.
+    Nothing,
+    /// The Build is claimed and its row written (committed).
+    Claimed(Box<ClaimedBuild>),
+    /// The next request carries Changes (it may merge) or was taken meanwhile:
+    /// claim in a transaction (`claim_pg`).
+    Transaction,
+}
+
+/// The claim of a request that cannot merge, as one statement of
+/// PostgreSQL's run without a transaction ([`Db::write_sql_one`]): the
+/// builder's next request locked (passed over when another master's claim
+/// holds it) and, unless its SourceStamp carries Changes, marked claimed, its
+/// Build numbered (`number_sql`) and its Build and `build_requests` rows
+/// inserted, all by data-modifying CTEs: the claim is all there or not at
+/// all. A request with Changes is left as it was ([`Quick::Transaction`]).
+fn claim_quick(
+    db: &mut dyn Sql,
+    builder: &str,
+    slave: &str,
+    master: &str,
+    total_steps: i64,
+    at: f64,
+) -> Result<Quick, SqlError> {
+    let Some(r) = db.query_opt(
+        &format!(
+            "WITH next AS (SELECT id, buildset FROM buildrequests
+                           WHERE builder = ?1 AND claimed_at IS NULL AND complete = 0
+                           ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED),
+             info AS (SELECT n.id, n.buildset, bs.reason, bs.sourcestamp, bs.properties,
+                             ss.branch, ss.revision,
+                             EXISTS (SELECT 1 FROM sourcestamp_changes sc
+                                     WHERE sc.sourcestamp = ss.id) AS changes
+                      FROM next n
+                      JOIN buildsets bs ON bs.id = n.buildset
+                      JOIN sourcestamps ss ON ss.id = bs.sourcestamp),
+             claimed AS (UPDATE buildrequests r SET claimed_at = ?2, claimed_by = ?3
+                         FROM info
+                         WHERE r.id = info.id AND NOT info.changes
+                           AND r.claimed_at IS NULL AND r.complete = 0
+                         RETURNING r.id),
+             num AS ({number}),
+             b AS (INSERT INTO builds(builder, number, slave, sourcestamp, started_at, reason,
+                                      total_steps, master)
+                   SELECT ?1, num.last, ?4, info.sourcestamp, ?2, info.reason, ?5, ?3
+                   FROM info, num RETURNING id, number),
+             br AS (INSERT INTO build_requests(build, request)
+                    SELECT b.id, claimed.id FROM b, claimed)
+             SELECT info.id, info.buildset, info.reason, info.sourcestamp, info.properties,
+                    info.branch, info.revision, p.level, p.patch, p.author, p.comment,
+                    b.number, b.id
+             FROM info
+             LEFT JOIN b ON true
+             LEFT JOIN sourcestamp_patches p ON p.sourcestamp = info.sourcestamp",
+            number = number_sql(Dialect::Postgres, "EXISTS (SELECT 1 FROM claimed)")
+        ),
+        &[
+            builder.into(),
+            at.into(),
+            master.into(),
+            slave.into(),
+            total_steps.into(),
+        ],
+    )?
+    else {
+        return Ok(Quick::Nothing);
+    };
+    let (Some(number), Some(build_id)) = (r.opt_i64(11)?, r.opt_i64(12)?) else {
+        return Ok(Quick::Transaction);
+    };
+    let patch = match r.opt_i64(7)? {
+        Some(level) => Some(super::tryjobs::TryPatch {
+            level: u32::try_from(level).unwrap_or(0),
+            diff: r.opt_blob(8)?.unwrap_or_default(),
+            author: r.string(9)?,
+            comment: r.string(10)?,
+        }),
+        None => None,
+    };
+    Ok(Quick::Claimed(Box::new(ClaimedBuild {
+        build_id,
+        number,
+        builder: builder.to_string(),
+        request_ids: vec![r.i64(0)?],
+        buildset_id: r.i64(1)?,
+        reason: r.string(2)?,
+        sourcestamp_id: r.i64(3)?,
+        branch: r.opt_string(5)?,
+        revision: r.opt_string(6)?,
+        properties: serde_json::from_str(&r.string(4)?).unwrap_or_default(),
+        first_step: None,
+        patch,
+    })))
+}
+
+/// The first Step of a Build claimed by `claim_quick` started, as one
+/// statement of PostgreSQL's (`step_start_ctes`); (step id, log id).
+fn first_step_one(
+    db: &mut dyn Sql,
+    build_id: i64,
+    start: &StepStart,
+) -> Result<(i64, i64), SqlError> {
+    let mut params = vec![build_id.into()];
+    let ctes = step_start_ctes(&mut params, start);
+    let r = db.query_one(&format!("WITH {ctes} SELECT step, id FROM lg"), &params)?;
+    Ok((r.i64(0)?, r.i64(1)?))
+}
+
+impl Db {
+    /// [`Db::claim_request`] (with `first`, [`Db::claim_request_starting`])
+    /// on PostgreSQL: a request that cannot merge is claimed by one statement
+    /// (`claim_quick`) and its first Step started by another
+    /// (`first_step_one`), neither in a transaction (four round trips
+    /// fewer than `claim_pg`'s); one that may merge, in a transaction. A
+    /// first Step that could not be recorded is left to the engine
+    /// (`first_step` `None`), which starts it as any other Step.
+    async fn claim_on_pg(
+        &self,
+        builder: String,
+        slave: String,
+        total_steps: i64,
+        at: f64,
+        first: Option<FirstStep>,
+    ) -> Result<Option<ClaimedBuild>, DbError> {
+        let master = self.master_name().to_string();
+        let quick = {
+            let (builder, slave, master) = (builder.clone(), slave.clone(), master.clone());
+            self.write_sql_one(move |db| {
+                claim_quick(db, &builder, &slave, &master, total_steps, at)
+            })
+            .await?
+        };
+        let mut claimed = match quick {
+            Quick::Nothing => return Ok(None),
+            Quick::Transaction => {
+                return self
+                    .write_sql(move |db| {
+                        claim_pg(db, &builder, &slave, &master, total_steps, at, first)
+                    })
+                    .await
+            }
+            Quick::Claimed(c) => *c,
+        };
+        if let Some(first) = first {
+            let start = first(&claimed);
+            let build_id = claimed.build_id;
+            match self
+                .write_sql_one(move |db| first_step_one(db, build_id, &start))
+                .await
+            {
+                Ok(ids) => claimed.first_step = Some(ids),
+                Err(e) => tracing::warn!(
+                    "{builder} build {}: its first Step not recorded with its claim ({e}); \
+                     it is recorded when it starts",
+                    claimed.number
+                ),
+            }
+        }
+        Ok(Some(claimed))
+    }
+}
+
 /// [`claim`], and the Build's first Step (made by `first` from the claim)
 /// started in the same transaction.
 pub fn claim_starting(
@@ -539,6 +989,9 @@ pub fn claim_starting(
     at: f64,
     first: FirstStep,
 ) -> Result<Option<ClaimedBuild>, SqlError> {
+    if db.dialect() == Dialect::Postgres {
+        return claim_pg(db, builder, slave, master, total_steps, at, Some(first));
+    }
     let Some(mut claimed) = claim(db, builder, slave, master, total_steps, at)? else {
         return Ok(None);
     };
@@ -574,6 +1027,19 @@ fn merge_requests(
     if changes == 0 {
         return Ok(None);
     }
+    merge_others(db, builder, request_id, sourcestamp, master, at)
+}
+
+/// [`merge_requests`] for a claimed request whose SourceStamp carries
+/// Changes.
+fn merge_others(
+    db: &mut dyn Sql,
+    builder: &str,
+    request_id: i64,
+    sourcestamp: i64,
+    master: &str,
+    at: f64,
+) -> Result<Option<Merged>, SqlError> {
     // (request, sourcestamp) of the mergeable others, oldest first.
     let others: Vec<(i64, i64)> = db
         .query(
@@ -828,24 +1294,49 @@ pub fn supersede(
 
 /// One BuildRequest with the numbers of its builds.
 pub fn request_row(db: &mut dyn Sql, id: i64) -> Result<Option<BuildRequestRow>, SqlError> {
+    let numbers = match db.dialect() {
+        Dialect::Sqlite => "NULL",
+        Dialect::Postgres => {
+            "(SELECT string_agg(CAST(b.number AS TEXT), ',' ORDER BY b.number)
+              FROM build_requests br JOIN builds b ON b.id = br.build
+              WHERE br.request = r.id)"
+        }
+    };
     let Some(r) = db.query_opt(
-        "SELECT r.id, r.buildset, r.builder, r.priority, bs.reason, r.submitted_at,
-                r.claimed_at, r.complete, r.complete_at, r.result
-         FROM buildrequests r JOIN buildsets bs ON bs.id = r.buildset WHERE r.id = ?1",
+        &format!(
+            "SELECT r.id, r.buildset, r.builder, r.priority, bs.reason, r.submitted_at,
+                    r.claimed_at, r.complete, r.complete_at, r.result, {numbers}
+             FROM buildrequests r JOIN buildsets bs ON bs.id = r.buildset WHERE r.id = ?1"
+        ),
         &[id.into()],
     )?
     else {
         return Ok(None);
     };
-    let builds = db
-        .query(
+    let builds = if db.dialect() == Dialect::Postgres {
+        // PostgreSQL's answer carries the numbers (one round trip fewer).
+        let numbers = r.opt_string(10)?.unwrap_or_default();
+        numbers
+            .split(',')
+            .filter(|n| !n.is_empty())
+            .map(|n| {
+                n.parse().map_err(|_| SqlError::Column {
+                    index: 10,
+                    expected: "Build numbers",
+                    found: numbers.clone(),
+                })
+            })
+            .collect::<Result<_, _>>()?
+    } else {
+        db.query(
             "SELECT b.number FROM build_requests br JOIN builds b ON b.id = br.build
              WHERE br.request = ?1 ORDER BY b.number",
             &[id.into()],
         )?
         .iter()
         .map(|r| r.i64(0))
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, _>>()?
+    };
     Ok(Some(BuildRequestRow {
         id: r.i64(0)?,
         buildset: r.i64(1)?,
