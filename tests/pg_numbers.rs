@@ -1,8 +1,10 @@
-//! Build numbers (`builder_numbers`, migration 15): two masters on one real
-//! PostgreSQL (started by the test) claiming one builder's BuildRequests at
-//! once each give every Build its own number, increasing on each master; and
-//! on both backends a number is never given again after the newest Builds
-//! were deleted (as retention may delete them).
+//! Two masters racing on one real PostgreSQL (started by the test). Build
+//! numbers (`builder_numbers`, migration 15): claiming one builder's
+//! BuildRequests at once they give every Build its own number, increasing on
+//! each master; and on both backends a number is never given again after the
+//! newest Builds were deleted (as retention may delete them). BuildSets: when
+//! the last two requests of one BuildSet finish on two masters at once, the
+//! BuildSet is still completed, once.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -138,4 +140,94 @@ fn two_masters_racing_on_one_builder_number_each_build_once() {
         println!("claimed: {} by a, {} by b", on_a.len(), on_b.len());
         never_given_twice(&a).await;
     });
+}
+
+/// Master `a` finishes its Build of a two-builder BuildSet inside a
+/// transaction left open, so that master `b`'s finish of the other Build
+/// waits for it and then reads the database as it was before `a`'s commit
+/// (both see the other's request running): the BuildSet must still end
+/// complete, with the worse result, reported by `b`.
+#[test]
+fn the_last_two_requests_of_a_buildset_finished_at_once_complete_it() {
+    use autobot::db::builds::finish_build;
+    use autobot::db::sql;
+    let Some(server) = pg_common::Pg::start() else {
+        return;
+    };
+    server.create_db("bot");
+    let url = server.url("bot");
+    pgmigrations::migrate(&mut server.client("bot"), &url).unwrap();
+    let parsed = pg::parse_url(&url).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = Db::open_postgres(&parsed, None, dir.path())
+        .unwrap()
+        .for_master("a", 30);
+    let (set, on_x, on_y) = rt.block_on(async {
+        let mut two = forced("x");
+        two.builders.push("y".into());
+        let set = db.add_buildset(two, 1.0).await.unwrap();
+        let x = db.claim_request("x", "s1", 1, 2.0).await.unwrap().unwrap();
+        let y = db.claim_request("y", "s2", 1, 2.0).await.unwrap().unwrap();
+        (set.buildset_id, x.build_id, y.build_id)
+    });
+    drop(db);
+
+    let mut a = server.client("bot");
+    let mut tx = a.transaction().unwrap();
+    let a_pid: i32 = tx.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let done_a = finish_build(
+        &mut sql::Pg(&mut tx),
+        on_x,
+        "success",
+        "ok",
+        false,
+        3.0,
+        None,
+    )
+    .unwrap();
+    assert!(done_a.buildsets.is_empty(), "y still runs as a sees it");
+    let b = std::thread::spawn({
+        let mut client = server.client("bot");
+        move || {
+            finish_build(
+                &mut sql::Pg(&mut client),
+                on_y,
+                "failure",
+                "bad",
+                false,
+                4.0,
+                None,
+            )
+            .unwrap()
+        }
+    });
+    // b's finish waits for the BuildSet's row, which a's transaction holds.
+    let mut watch = server.client("bot");
+    support::cli::wait_for(
+        "b's finish to wait for a's lock",
+        std::time::Duration::from_secs(30),
+        || {
+            watch
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE wait_event_type = 'Lock' AND $1 = ANY(pg_blocking_pids(pid))",
+                    &[&a_pid],
+                )
+                .unwrap()
+                .get::<_, i64>(0)
+                == 1
+        },
+    );
+    tx.commit().unwrap();
+    let done_b = b.join().unwrap();
+    assert_eq!(done_b.buildsets, [(set, "failure".to_string())]);
+    let row = watch
+        .query_one(
+            "SELECT complete, result FROM buildsets WHERE id = $1",
+            &[&set],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1, "the BuildSet is complete");
+    assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("failure"));
 }

@@ -273,11 +273,18 @@ impl Db {
     ) -> Result<Completed, DbError> {
         let (result, text) = (result.to_string(), text.to_string());
         if !requeue && self.dialect() == super::sql::Dialect::Postgres {
-            return self
+            let (mut done, open) = self
                 .write_sql_one(move |db| {
-                    self::finish_build(db, build_id, &result, &text, false, at, last_step.as_ref())
+                    finish_build_one(db, build_id, &result, &text, at, last_step.as_ref())
                 })
-                .await;
+                .await?;
+            if !open.is_empty() {
+                let found = self
+                    .write_sql_one(move |db| complete_open_buildsets(db, &open, at))
+                    .await?;
+                done.buildsets.extend(found);
+            }
+            return Ok(done);
         }
         self.write_sql(move |db| {
             self::finish_build(
@@ -607,7 +614,10 @@ pub fn finish_build(
     last_step: Option<&StepFinish>,
 ) -> Result<Completed, SqlError> {
     if !requeue && db.dialect() == super::sql::Dialect::Postgres {
-        return finish_build_one(db, build_id, result, text, at, last_step);
+        let (mut done, open) = finish_build_one(db, build_id, result, text, at, last_step)?;
+        done.buildsets
+            .extend(complete_open_buildsets(db, &open, at)?);
+        return Ok(done);
     }
     if let Some(f) = last_step {
         finish_step(db, f)?;
@@ -699,7 +709,9 @@ fn start_step_one(
 /// `warnings` when none failed yet; complete with their requests' worst
 /// result when every other request of theirs is complete) are updated by
 /// data-modifying CTEs. What it completed, as [`complete_build_requests`]
-/// tells it.
+/// tells it, and the BuildSets it left open because other requests of theirs
+/// were incomplete as the statement saw them: for `complete_open_buildsets`
+/// to look at again.
 fn finish_build_one(
     db: &mut dyn Sql,
     build_id: i64,
@@ -707,7 +719,7 @@ fn finish_build_one(
     text: &str,
     at: f64,
     last_step: Option<&StepFinish>,
-) -> Result<Completed, SqlError> {
+) -> Result<(Completed, Vec<i64>), SqlError> {
     use super::requests::{rank_sql, result_rank};
     use super::sql::Value;
     let fails = result_rank(result) > result_rank("warnings");
@@ -757,10 +769,14 @@ fn finish_build_one(
         rank = rank_sql("w.result"),
     );
     let mut done = Completed::default();
+    let mut open = Vec::new();
     for r in db.query(&sql, &params)? {
         done.requests.push(r.i64(0)?);
         let buildset = r.i64(1)?;
         if r.opt_i64(2)?.is_none() {
+            if !open.contains(&buildset) {
+                open.push(buildset);
+            }
             continue;
         }
         let seen = |list: &[(i64, String)]| list.iter().any(|(id, _)| *id == buildset);
@@ -769,9 +785,47 @@ fn finish_build_one(
         }
         if r.i64(5)? == 1 && !seen(&done.buildsets) {
             done.buildsets.push((buildset, r.string(4)?));
+        } else if r.i64(5)? == 0 && !open.contains(&buildset) {
+            open.push(buildset);
         }
     }
-    Ok(done)
+    Ok((done, open))
+}
+
+/// The BuildSets among `ids` whose every request is complete now, marked
+/// complete with their requests' worst result (one statement, PostgreSQL);
+/// each with that result. Run after [`finish_build_one`], in a statement of
+/// its own: that statement saw the database as it was when it began, so two
+/// masters finishing the last two requests of one BuildSet at once each saw
+/// the other's still running. Run after both committed, this sees both (the
+/// later master's certainly), and the row lock with `complete = 0` lets only
+/// one mark it.
+fn complete_open_buildsets(
+    db: &mut dyn Sql,
+    ids: &[i64],
+    at: f64,
+) -> Result<Vec<(i64, String)>, SqlError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+    let sql = format!(
+        "UPDATE buildsets bs
+         SET complete = 1, complete_at = ?2,
+             result = (SELECT o.result FROM buildrequests o WHERE o.buildset = bs.id
+                       ORDER BY {rank} DESC LIMIT 1)
+         WHERE bs.id IN (SELECT CAST(v.value AS BIGINT)
+                         FROM jsonb_array_elements_text(CAST(CAST(?1 AS TEXT) AS jsonb)) v)
+           AND bs.complete = 0
+           AND NOT EXISTS (SELECT 1 FROM buildrequests o
+                           WHERE o.buildset = bs.id AND o.complete = 0)
+         RETURNING bs.id, bs.result",
+        rank = super::requests::rank_sql("o.result"),
+    );
+    db.query(&sql, &[list.into(), at.into()])?
+        .iter()
+        .map(|r| Ok((r.i64(0)?, r.string(1)?)))
+        .collect()
 }
 
 /// An empty file at `path`, making its directory.
