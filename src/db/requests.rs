@@ -820,18 +820,21 @@ enum Quick {
     Nothing,
     /// The Build is claimed and its row written (committed).
     Claimed(Box<ClaimedBuild>),
-    /// The next request carries Changes (it may merge) or was taken meanwhile:
-    /// claim in a transaction (`claim_pg`).
+    /// The next request carries Changes and others wait (it may merge), or
+    /// it was taken meanwhile: claim in a transaction (`claim_pg`).
     Transaction,
 }
 
 /// The claim of a request that cannot merge, as one statement of
 /// PostgreSQL's run without a transaction ([`Db::write_sql_one`]): the
 /// builder's next request locked (passed over when another master's claim
-/// holds it) and, unless its SourceStamp carries Changes, marked claimed, its
-/// Build numbered (`number_sql`) and its Build and `build_requests` rows
-/// inserted, all by data-modifying CTEs: the claim is all there or not at
-/// all. A request with Changes is left as it was ([`Quick::Transaction`]).
+/// holds it) and, unless it could merge (its SourceStamp carries Changes and
+/// other requests of the builder wait), marked claimed, its Build numbered
+/// (`number_sql`) and its Build and `build_requests` rows inserted, all by
+/// data-modifying CTEs: the claim is all there or not at all. A request that
+/// could merge is left as it was ([`Quick::Transaction`]). (A request queued
+/// after the statement began is not merged, as with a claim in a transaction
+/// that began before it.)
 fn claim_quick(
     db: &mut dyn Sql,
     builder: &str,
@@ -848,13 +851,16 @@ fn claim_quick(
              info AS (SELECT n.id, n.buildset, bs.reason, bs.sourcestamp, bs.properties,
                              ss.branch, ss.revision,
                              EXISTS (SELECT 1 FROM sourcestamp_changes sc
-                                     WHERE sc.sourcestamp = ss.id) AS changes
+                                     WHERE sc.sourcestamp = ss.id)
+                             AND EXISTS (SELECT 1 FROM buildrequests o
+                                         WHERE o.builder = ?1 AND o.claimed_at IS NULL
+                                           AND o.complete = 0 AND o.id <> n.id) AS mergeable
                       FROM next n
                       JOIN buildsets bs ON bs.id = n.buildset
                       JOIN sourcestamps ss ON ss.id = bs.sourcestamp),
              claimed AS (UPDATE buildrequests r SET claimed_at = ?2, claimed_by = ?3
                          FROM info
-                         WHERE r.id = info.id AND NOT info.changes
+                         WHERE r.id = info.id AND NOT info.mergeable
                            AND r.claimed_at IS NULL AND r.complete = 0
                          RETURNING r.id),
              num AS ({number}),

@@ -93,9 +93,11 @@ impl Db {
         self.read_sql(|db| max_buildset_id(db)).await
     }
 
-    /// Store what handling some Changes decided, in one transaction.
+    /// Store what handling some Changes decided, in one transaction (on
+    /// PostgreSQL one statement).
     pub async fn record_scheduler_changes(&self, batch: ChangeBatch) -> Result<(), DbError> {
-        self.write_sql(move |db| record_changes(db, &batch)).await
+        self.write_sql_one(move |db| record_changes(db, &batch))
+            .await
     }
 
     /// Every tree-stable timer: (scheduler, branch, deadline).
@@ -123,7 +125,7 @@ impl Db {
         changes: Vec<i64>,
     ) -> Result<(), DbError> {
         let (s, b) = (scheduler.to_string(), branch.to_string());
-        self.write_sql(move |db| consume(db, &s, &b, &changes))
+        self.write_sql_one(move |db| consume(db, &s, &b, &changes))
             .await
     }
 
@@ -245,6 +247,9 @@ pub fn max_buildset_id(db: &mut dyn Sql) -> Result<i64, SqlError> {
 /// Store what handling some Changes decided. `last_change` only moves up
 /// (SQLite's two-argument `max` is PostgreSQL's `GREATEST`).
 pub fn record_changes(db: &mut dyn Sql, batch: &ChangeBatch) -> Result<(), SqlError> {
+    if db.dialect() == Dialect::Postgres {
+        return record_changes_one(db, batch);
+    }
     for p in &batch.pending {
         db.execute(
             "INSERT OR IGNORE INTO scheduler_changes(scheduler, change, branch, important)
@@ -278,6 +283,61 @@ pub fn record_changes(db: &mut dyn Sql, batch: &ChangeBatch) -> Result<(), SqlEr
     for (s, id) in &batch.handled {
         db.execute(last_change, &[s.as_str().into(), (*id).into()])?;
     }
+    Ok(())
+}
+
+/// `jsonb_array_elements` of parameter `?N` (a JSON array given as text),
+/// each element `x` (PostgreSQL).
+fn json_rows(n: usize) -> String {
+    format!("jsonb_array_elements(CAST(CAST(?{n} AS TEXT) AS jsonb)) x")
+}
+
+/// [`record_changes`] as one statement of PostgreSQL's (run without a
+/// transaction around it, [`Db::write_sql_one`]): the pending Changes, the
+/// timers and the last Change handled go in as three JSON arrays, inserted
+/// by data-modifying CTEs.
+fn record_changes_one(db: &mut dyn Sql, batch: &ChangeBatch) -> Result<(), SqlError> {
+    let pending: Vec<serde_json::Value> = batch
+        .pending
+        .iter()
+        .map(|p| serde_json::json!([p.scheduler, p.change, p.branch, i64::from(p.important)]))
+        .collect();
+    let timers: Vec<serde_json::Value> = batch
+        .timers
+        .iter()
+        .map(|(s, b, d)| serde_json::json!([s, b, d]))
+        .collect();
+    let handled: Vec<serde_json::Value> = batch
+        .handled
+        .iter()
+        .map(|(s, id)| serde_json::json!([s, id]))
+        .collect();
+    let text = |v: Vec<serde_json::Value>| serde_json::Value::Array(v).to_string();
+    let sql = format!(
+        "WITH p AS (INSERT INTO scheduler_changes(scheduler, change, branch, important)
+                    SELECT x->>0, CAST(x->>1 AS BIGINT), x->>2, CAST(x->>3 AS BIGINT)
+                    FROM {p}
+                    ON CONFLICT DO NOTHING),
+              t AS (INSERT INTO scheduler_timers(scheduler, branch, deadline)
+                    SELECT x->>0, x->>1, CAST(x->>2 AS DOUBLE PRECISION) FROM {t}
+                    ON CONFLICT(scheduler, branch) DO UPDATE SET deadline = excluded.deadline),
+              s AS (INSERT INTO scheduler_state(scheduler, key, value)
+                    SELECT x->>0, 'last_change', CAST(x->>1 AS BIGINT) FROM {h}
+                    ON CONFLICT(scheduler, key)
+                    DO UPDATE SET value = GREATEST(scheduler_state.value, excluded.value))
+         SELECT 1",
+        p = json_rows(1),
+        t = json_rows(2),
+        h = json_rows(3),
+    );
+    db.query(
+        &sql,
+        &[
+            text(pending).into(),
+            text(timers).into(),
+            text(handled).into(),
+        ],
+    )?;
     Ok(())
 }
 
@@ -319,6 +379,18 @@ pub fn consume(
     branch: &str,
     changes: &[i64],
 ) -> Result<(), SqlError> {
+    if db.dialect() == Dialect::Postgres {
+        // One statement ([`Db::write_sql_one`]).
+        let list = serde_json::to_string(changes).unwrap_or_else(|_| "[]".into());
+        db.query(
+            "WITH c AS (DELETE FROM scheduler_changes WHERE scheduler = ?1 AND change IN
+                          (SELECT CAST(v.value AS BIGINT)
+                           FROM jsonb_array_elements_text(CAST(CAST(?3 AS TEXT) AS jsonb)) v))
+             DELETE FROM scheduler_timers WHERE scheduler = ?1 AND branch = ?2",
+            &[scheduler.into(), branch.into(), list.into()],
+        )?;
+        return Ok(());
+    }
     for id in changes {
         db.execute(
             "DELETE FROM scheduler_changes WHERE scheduler = ?1 AND change = ?2",
