@@ -483,3 +483,39 @@ fn changes_requests_and_schedulers_answer_the_same_on_both_backends() {
     let waiting = requests::pending(&mut sql::Pg(&mut again), "b1").unwrap();
     assert_eq!(waiting.len(), 2);
 }
+
+/// A Change stored on PostgreSQL (one statement, as `Db::add_change` runs
+/// it) is announced to every master listening (`autobot_changes`, its id),
+/// and ids follow the order the Changes were stored in.
+#[test]
+fn a_change_stored_is_announced_with_its_id() {
+    let Some(server) = pg_common::Pg::start() else {
+        return;
+    };
+    server.create_db("bot");
+    let url = server.url("bot");
+    autobot::db::pgmigrations::migrate(&mut server.client("bot"), &url).unwrap();
+    let mut listener = server.client("bot");
+    listener
+        .batch_execute(&format!("LISTEN {}", changes::STORED))
+        .unwrap();
+    let mut writer = server.client("bot");
+    let first =
+        changes::insert_change(&mut sql::Pg(&mut writer), &change("ann", None, "r1", 1)).unwrap();
+    let second =
+        changes::insert_change(&mut sql::Pg(&mut writer), &change("bo", None, "r2", 2)).unwrap();
+    assert!(second > first);
+    use postgres::fallible_iterator::FallibleIterator;
+    let mut heard = Vec::new();
+    let mut notes = listener.notifications();
+    let mut waiting = notes.timeout_iter(std::time::Duration::from_secs(10));
+    while heard.len() < 2 {
+        let n = waiting
+            .next()
+            .unwrap()
+            .unwrap_or_else(|| panic!("only {heard:?} announced"));
+        assert_eq!(n.channel(), changes::STORED);
+        heard.push(n.payload().to_string());
+    }
+    assert_eq!(heard, [first.to_string(), second.to_string()]);
+}

@@ -89,42 +89,47 @@ const STORE_LOCK: i64 = 0x6175_746f_6368;
 
 /// Insert one Change inside a transaction; its id. On PostgreSQL every master
 /// is told when the transaction commits ([`STORED`]).
+///
+/// On PostgreSQL it is one statement (so [`Db::add_change`] runs it without
+/// a transaction around it): the lock taken before the id is drawn (the
+/// insert reads the lock's row), the notification sent as it commits.
 pub fn insert_change(db: &mut dyn Sql, c: &NewChange) -> Result<i64, SqlError> {
-    if db.dialect() == super::sql::Dialect::Postgres {
-        db.execute("SELECT pg_advisory_xact_lock(?1)", &[STORE_LOCK.into()])?;
-    }
-    let id = insert_change_row(db, c)?;
-    if db.dialect() == super::sql::Dialect::Postgres {
-        db.execute(
-            &format!("SELECT pg_notify('{STORED}', ?1)"),
-            &[id.to_string().into()],
-        )?;
-    }
-    Ok(id)
-}
-
-fn insert_change_row(db: &mut dyn Sql, c: &NewChange) -> Result<i64, SqlError> {
     let files = serde_json::to_string(&c.files).unwrap_or_else(|_| "[]".into());
     let links = serde_json::to_string(&c.links).unwrap_or_else(|_| "[]".into());
-    db.query_one(
-        "INSERT INTO changes(who, files, comments, revision, branch, when_ts, repository,
-                             category, links, project)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-         RETURNING id",
-        &[
-            c.who.as_str().into(),
-            files.into(),
-            c.comments.as_str().into(),
-            c.revision.clone().into(),
-            c.branch.clone().into(),
-            c.when.into(),
-            c.repository.as_str().into(),
-            c.category.as_str().into(),
-            links.into(),
-            c.project.as_str().into(),
-        ],
-    )?
-    .i64(0)
+    let sql = match db.dialect() {
+        super::sql::Dialect::Sqlite => {
+            "INSERT INTO changes(who, files, comments, revision, branch, when_ts, repository,
+                                 category, links, project)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             RETURNING id"
+                .to_string()
+        }
+        super::sql::Dialect::Postgres => format!(
+            "WITH l AS (SELECT pg_advisory_xact_lock(?11) AS locked),
+                  c AS (INSERT INTO changes(who, files, comments, revision, branch, when_ts,
+                                            repository, category, links, project)
+                        SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 FROM l
+                        RETURNING id),
+                  n AS (SELECT pg_notify('{STORED}', CAST(c.id AS TEXT)) FROM c)
+             SELECT c.id FROM c CROSS JOIN n"
+        ),
+    };
+    let mut params: Vec<super::sql::Value> = vec![
+        c.who.as_str().into(),
+        files.into(),
+        c.comments.as_str().into(),
+        c.revision.clone().into(),
+        c.branch.clone().into(),
+        c.when.into(),
+        c.repository.as_str().into(),
+        c.category.as_str().into(),
+        links.into(),
+        c.project.as_str().into(),
+    ];
+    if db.dialect() == super::sql::Dialect::Postgres {
+        params.push(STORE_LOCK.into());
+    }
+    db.query_one(&sql, &params)?.i64(0)
 }
 
 /// The Changes of a SourceStamp, oldest first.
@@ -206,7 +211,8 @@ impl Db {
 
     /// Record one Change; its id.
     pub async fn add_change(&self, change: NewChange) -> Result<i64, DbError> {
-        self.write_sql(move |db| insert_change(db, &change)).await
+        self.write_sql_one(move |db| insert_change(db, &change))
+            .await
     }
 
     /// Changes newest first: at most `limit`, with ids below `before` when given
