@@ -81,6 +81,25 @@ async fn never_given_twice(db: &Db) {
     assert_eq!(next[0].1, 6, "numbers 4 and 5 were given already");
 }
 
+/// A server with the database `bot` migrated, a way to open it as the master
+/// of a name (off any runtime: the client connects on a runtime of its own),
+/// and the directory those masters use.
+fn migrated() -> Option<(pg_common::Pg, impl Fn(&str) -> Db, tempfile::TempDir)> {
+    let server = pg_common::Pg::start()?;
+    server.create_db("bot");
+    let url = server.url("bot");
+    pgmigrations::migrate(&mut server.client("bot"), &url).unwrap();
+    let parsed = pg::parse_url(&url).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let master = move |name: &str| {
+        Db::open_postgres(&parsed, None, &path)
+            .unwrap()
+            .for_master(name, 30)
+    };
+    Some((server, master, dir))
+}
+
 #[test]
 fn a_number_is_never_given_twice_on_sqlite() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -91,26 +110,15 @@ fn a_number_is_never_given_twice_on_sqlite() {
 
 #[test]
 fn two_masters_racing_on_one_builder_number_each_build_once() {
-    let Some(server) = pg_common::Pg::start() else {
+    let Some((_server, master, _dir)) = migrated() else {
         return;
     };
-    server.create_db("bot");
-    let url = server.url("bot");
-    pgmigrations::migrate(&mut server.client("bot"), &url).unwrap();
-    let parsed = pg::parse_url(&url).unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    // Opened off the runtime (the client connects on a runtime of its own).
-    let a = Db::open_postgres(&parsed, None, dir.path())
-        .unwrap()
-        .for_master("a", 30);
-    let b = Db::open_postgres(&parsed, None, dir.path())
-        .unwrap()
-        .for_master("b", 30);
+    let (a, b) = (master("a"), master("b"));
     rt.block_on(async {
         const N: usize = 120;
         let mut ids = BTreeSet::new();
@@ -151,18 +159,11 @@ fn two_masters_racing_on_one_builder_number_each_build_once() {
 fn the_last_two_requests_of_a_buildset_finished_at_once_complete_it() {
     use autobot::db::builds::finish_build;
     use autobot::db::sql;
-    let Some(server) = pg_common::Pg::start() else {
+    let Some((server, master, _dir)) = migrated() else {
         return;
     };
-    server.create_db("bot");
-    let url = server.url("bot");
-    pgmigrations::migrate(&mut server.client("bot"), &url).unwrap();
-    let parsed = pg::parse_url(&url).unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let db = Db::open_postgres(&parsed, None, dir.path())
-        .unwrap()
-        .for_master("a", 30);
+    let db = master("a");
     let (set, on_x, on_y) = rt.block_on(async {
         let mut two = forced("x");
         two.builders.push("y".into());

@@ -571,26 +571,33 @@ pub fn update_log(
     Ok(())
 }
 
+/// The ten values of a Step's end, in the order both backends' statements
+/// number them: the step's id, then finished_at, result, text, warnings and
+/// the five test counts.
+fn step_finish_values(f: &StepFinish) -> [super::sql::Value; 10] {
+    let c = f.counts;
+    [
+        f.step_id.into(),
+        f.at.into(),
+        f.result.as_str().into(),
+        f.text.as_str().into(),
+        count(f.warnings).into(),
+        c.map(|c| count(c.passed)).into(),
+        c.map(|c| count(c.failed)).into(),
+        c.map(|c| count(c.skipped)).into(),
+        c.map(|c| count(c.xfailed)).into(),
+        c.map(|c| count(c.xpassed)).into(),
+    ]
+}
+
 /// A step ended: its result, counts and final log sizes.
 pub fn finish_step(db: &mut dyn Sql, f: &StepFinish) -> Result<(), SqlError> {
-    let c = f.counts;
     db.execute(
         "UPDATE steps SET finished_at = ?2, result = ?3, text = ?4, warnings = ?5,
              tests_passed = ?6, tests_failed = ?7, tests_skipped = ?8,
              tests_xfailed = ?9, tests_xpassed = ?10
          WHERE id = ?1",
-        &[
-            f.step_id.into(),
-            f.at.into(),
-            f.result.as_str().into(),
-            f.text.as_str().into(),
-            count(f.warnings).into(),
-            c.map(|c| count(c.passed)).into(),
-            c.map(|c| count(c.failed)).into(),
-            c.map(|c| count(c.skipped)).into(),
-            c.map(|c| count(c.xfailed)).into(),
-            c.map(|c| count(c.xpassed)).into(),
-        ],
+        &step_finish_values(f),
     )?;
     for (id, size, lines) in &f.logs {
         db.execute(
@@ -637,7 +644,6 @@ pub fn finish_build(
 /// The CTEs (PostgreSQL) that end Step `f` ([`finish_step`]): its row and
 /// its logs' final sizes. Their parameters are appended to `params`.
 fn finish_step_ctes(params: &mut Vec<super::sql::Value>, f: &StepFinish) -> String {
-    let c = f.counts;
     let n = params.len();
     let mut ctes = vec![format!(
         "st_end AS (UPDATE steps SET finished_at = ?{}, result = ?{}, text = ?{},
@@ -655,18 +661,7 @@ fn finish_step_ctes(params: &mut Vec<super::sql::Value>, f: &StepFinish) -> Stri
         n + 10,
         n + 1
     )];
-    params.extend([
-        f.step_id.into(),
-        f.at.into(),
-        f.result.as_str().into(),
-        f.text.as_str().into(),
-        count(f.warnings).into(),
-        c.map(|c| count(c.passed)).into(),
-        c.map(|c| count(c.failed)).into(),
-        c.map(|c| count(c.skipped)).into(),
-        c.map(|c| count(c.xfailed)).into(),
-        c.map(|c| count(c.xpassed)).into(),
-    ]);
+    params.extend(step_finish_values(f));
     for (i, (id, size, lines)) in f.logs.iter().enumerate() {
         let n = params.len();
         ctes.push(format!(

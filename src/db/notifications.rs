@@ -111,6 +111,15 @@ impl Db {
         Ok(new)
     }
 
+    /// Where no reporter sends anything (no build mail, no commit status):
+    /// move the horizon up to just below the oldest build after it that is
+    /// running, else the newest build, without deciding the finished builds
+    /// one by one; one statement. Returns the new horizon.
+    pub async fn pass_reporter_horizon(&self, horizon: i64) -> Result<i64, DbError> {
+        self.write_sql_one(move |db| pass_reporter_horizon(db, horizon))
+            .await
+    }
+
     /// Builds after `horizon` whose `stage` is not decided yet (`started`: builds
     /// running now; `finished`: finished builds), oldest first, at most `limit`.
     pub async fn builds_to_announce(
@@ -240,6 +249,21 @@ pub fn next_reporter_horizon(db: &mut dyn Sql, horizon: i64) -> Result<i64, SqlE
                                    WHERE n.build = b.id AND n.stage = 'finished'))),
             (SELECT MAX(id) FROM builds WHERE id > ?1),
             ?1)",
+        &[horizon.into()],
+    )?
+    .i64(0)
+}
+
+/// [`Db::pass_reporter_horizon`]: the horizon moved past every finished
+/// build after it up to the oldest running one, and stored (at least
+/// `horizon`).
+pub fn pass_reporter_horizon(db: &mut dyn Sql, horizon: i64) -> Result<i64, SqlError> {
+    db.query_one(
+        "UPDATE reporter_state SET value = COALESCE(
+            (SELECT MIN(b.id) - 1 FROM builds b WHERE b.id > ?1 AND b.finished_at IS NULL),
+            (SELECT MAX(id) FROM builds WHERE id > ?1),
+            ?1)
+         WHERE name = 'horizon' RETURNING value",
         &[horizon.into()],
     )?
     .i64(0)

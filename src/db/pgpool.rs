@@ -186,23 +186,30 @@ impl PgPool {
         F: FnOnce(&mut dyn Sql) -> Result<R, SqlError> + Send + 'static,
         R: Send + 'static,
     {
-        tokio::task::spawn_blocking(move || {
-            let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-            if slot.as_ref().is_none_or(PgConn::broken) {
-                *slot = None;
-                *slot = Some(PgConn::open_writer(&self.url, self.password.as_deref())?);
-            }
-            let Some(conn) = slot.as_mut() else {
-                return Err(DbError::Task("no writer connection".into()));
-            };
-            let done = write_in(conn, f);
-            if conn.broken() {
-                *slot = None;
-            }
-            done
-        })
-        .await
-        .map_err(|e| DbError::Task(e.to_string()))?
+        tokio::task::spawn_blocking(move || self.on_writer(|conn| write_in(conn, f)))
+            .await
+            .map_err(|e| DbError::Task(e.to_string()))?
+    }
+
+    /// Run `f` on the writer connection (opened again first if it is closed
+    /// or broken; dropped after `f` if `f` broke it). Blocking.
+    fn on_writer<R>(
+        &self,
+        f: impl FnOnce(&mut PgConn) -> Result<R, DbError>,
+    ) -> Result<R, DbError> {
+        let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_none_or(PgConn::broken) {
+            *slot = None;
+            *slot = Some(PgConn::open_writer(&self.url, self.password.as_deref())?);
+        }
+        let Some(conn) = slot.as_mut() else {
+            return Err(DbError::Task("no writer connection".into()));
+        };
+        let done = f(conn);
+        if conn.broken() {
+            *slot = None;
+        }
+        done
     }
 
     /// Run `f`, which runs one statement (atomic on its own), on the writer
@@ -214,25 +221,15 @@ impl PgPool {
         R: Send + 'static,
     {
         tokio::task::spawn_blocking(move || {
-            let mut slot = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-            if slot.as_ref().is_none_or(PgConn::broken) {
-                *slot = None;
-                *slot = Some(PgConn::open_writer(&self.url, self.password.as_deref())?);
-            }
-            let Some(conn) = slot.as_mut() else {
-                return Err(DbError::Task("no writer connection".into()));
-            };
-            let PgConn { client, statements } = conn;
-            let done = f(&mut Prepared {
-                client: &mut **client,
-                statements,
-                left: Some(1),
+            self.on_writer(|conn| {
+                let PgConn { client, statements } = conn;
+                f(&mut Prepared {
+                    client: &mut **client,
+                    statements,
+                    left: Some(1),
+                })
+                .map_err(DbError::from)
             })
-            .map_err(DbError::from);
-            if conn.broken() {
-                *slot = None;
-            }
-            done
         })
         .await
         .map_err(|e| DbError::Task(e.to_string()))?
