@@ -111,16 +111,6 @@ impl Db {
         Ok(new)
     }
 
-    /// Where no reporter sends anything (no build mail, no commit status):
-    /// every finished build after `horizon` decided at once (nothing to send)
-    /// and the horizon moved up to just below the oldest build after it that
-    /// is running, else the newest build; one statement on PostgreSQL, not a
-    /// round trip per build. Returns the new horizon.
-    pub async fn pass_reporter_horizon(&self, horizon: i64) -> Result<i64, DbError> {
-        self.write_sql_one(move |db| pass_reporter_horizon(db, horizon))
-            .await
-    }
-
     /// Builds after `horizon` whose `stage` is not decided yet (`started`: builds
     /// running now; `finished`: finished builds), oldest first, at most `limit`.
     pub async fn builds_to_announce(
@@ -253,43 +243,6 @@ pub fn next_reporter_horizon(db: &mut dyn Sql, horizon: i64) -> Result<i64, SqlE
         &[horizon.into()],
     )?
     .i64(0)
-}
-
-/// [`Db::pass_reporter_horizon`]: every finished build after `horizon` not
-/// decided yet is marked decided (nothing to send), and the horizon moved up
-/// to just below the oldest running build after it, else to the newest
-/// build, and stored. On PostgreSQL one statement (one snapshot: the horizon
-/// passes only builds it marked).
-pub fn pass_reporter_horizon(db: &mut dyn Sql, horizon: i64) -> Result<i64, SqlError> {
-    const UNDECIDED: &str = "SELECT b.id, 'finished' FROM builds b
-         WHERE b.id > ?1 AND b.finished_at IS NOT NULL
-           AND NOT EXISTS (SELECT 1 FROM notified_builds n
-                           WHERE n.build = b.id AND n.stage = 'finished')";
-    const MOVE: &str = "UPDATE reporter_state SET value = COALESCE(
-            (SELECT MIN(b.id) - 1 FROM builds b WHERE b.id > ?1 AND b.finished_at IS NULL),
-            (SELECT MAX(id) FROM builds WHERE id > ?1),
-            ?1)
-         WHERE name = 'horizon' RETURNING value";
-    let params = [horizon.into()];
-    match db.dialect() {
-        super::sql::Dialect::Sqlite => {
-            db.execute(
-                &format!("INSERT OR IGNORE INTO notified_builds(build, stage) {UNDECIDED}"),
-                &params,
-            )?;
-            db.query_one(MOVE, &params)?.i64(0)
-        }
-        super::sql::Dialect::Postgres => db
-            .query_one(
-                &format!(
-                    "WITH d AS (INSERT INTO notified_builds(build, stage) {UNDECIDED}
-                                ON CONFLICT DO NOTHING)
-                     {MOVE}"
-                ),
-                &params,
-            )?
-            .i64(0),
-    }
 }
 
 /// Store the horizon [`next_reporter_horizon`] found.
@@ -601,43 +554,6 @@ mod tests {
             );
         }
         assert_eq!(horizon, BUILDS);
-    }
-
-    /// Where no reporter sends anything the horizon passes the finished
-    /// builds, stops below a running one, passes it once it ended, and is
-    /// stored.
-    #[tokio::test]
-    async fn with_nothing_to_send_the_horizon_passes_finished_builds_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join(crate::db::DB_FILE)).unwrap();
-        let horizon = db.reporter_horizon().await.unwrap();
-        let mut builds = Vec::new();
-        for at in 1..=3 {
-            db.add_buildset(buildset(), at as f64).await.unwrap();
-            builds.push(
-                db.claim_request("b1", "s", 1, at as f64)
-                    .await
-                    .unwrap()
-                    .unwrap(),
-            );
-        }
-        for b in [&builds[0], &builds[2]] {
-            db.finish_build(b.build_id, "success", "ok", false, 5.0, None)
-                .await
-                .unwrap();
-        }
-        let horizon = db.pass_reporter_horizon(horizon).await.unwrap();
-        assert_eq!(horizon, builds[0].build_id, "stops below the running build");
-        assert_eq!(db.pass_reporter_horizon(horizon).await.unwrap(), horizon);
-        // The finished build after the running one is decided all the same.
-        let due = db.builds_to_announce(0, "finished", 10).await.unwrap();
-        assert!(due.is_empty(), "{due:?}");
-        db.finish_build(builds[1].build_id, "failure", "bad", false, 6.0, None)
-            .await
-            .unwrap();
-        let horizon = db.pass_reporter_horizon(horizon).await.unwrap();
-        assert_eq!(horizon, builds[2].build_id, "past every finished build");
-        assert_eq!(db.reporter_horizon().await.unwrap(), horizon, "stored");
     }
 
     /// A new master's first build is announced even when it ran before the
