@@ -695,15 +695,7 @@ fn claim_pg(
     let props = r.string(4)?;
     let branch = r.opt_string(5)?;
     let mut revision = r.opt_string(6)?;
-    let mut patch = match r.opt_i64(8)? {
-        Some(level) => Some(super::tryjobs::TryPatch {
-            level: u32::try_from(level).unwrap_or(0),
-            diff: r.opt_blob(9)?.unwrap_or_default(),
-            author: r.string(10)?,
-            comment: r.string(11)?,
-        }),
-        None => None,
-    };
+    let mut patch = patch_at(&r, 8)?;
     let number = r.i64(12)?;
     let build_id = r.i64(13)?;
     let mut request_ids = vec![request_id];
@@ -814,6 +806,21 @@ pub(crate) fn step_start_ctes(params: &mut Vec<super::sql::Value>, start: &StepS
     ctes.join(", ")
 }
 
+/// The try patch a claim's row carries in its four columns from `at`
+/// (`sourcestamp_patches`' level, patch, author, comment, joined on the left:
+/// a NULL level is no patch).
+fn patch_at(r: &Row, at: usize) -> Result<Option<super::tryjobs::TryPatch>, SqlError> {
+    let Some(level) = r.opt_i64(at)? else {
+        return Ok(None);
+    };
+    Ok(Some(super::tryjobs::TryPatch {
+        level: u32::try_from(level).unwrap_or(0),
+        diff: r.opt_blob(at + 1)?.unwrap_or_default(),
+        author: r.string(at + 2)?,
+        comment: r.string(at + 3)?,
+    }))
+}
+
 /// What `claim_quick` did.
 enum Quick {
     /// Nothing waits.
@@ -892,15 +899,7 @@ fn claim_quick(
     let (Some(number), Some(build_id)) = (r.opt_i64(11)?, r.opt_i64(12)?) else {
         return Ok(Quick::Transaction);
     };
-    let patch = match r.opt_i64(7)? {
-        Some(level) => Some(super::tryjobs::TryPatch {
-            level: u32::try_from(level).unwrap_or(0),
-            diff: r.opt_blob(8)?.unwrap_or_default(),
-            author: r.string(9)?,
-            comment: r.string(10)?,
-        }),
-        None => None,
-    };
+    let patch = patch_at(&r, 7)?;
     Ok(Quick::Claimed(Box::new(ClaimedBuild {
         build_id,
         number,
