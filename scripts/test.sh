@@ -249,12 +249,12 @@ pass() {
     # each failing test's output without the masters' log lines (at most 40
     # lines a test), and the lines of a test binary that died (abort, signal).
     say "what the failing tests printed${label:+ ($label)} (whole log: $log):"
-    awk '/^     Running / { bin = $2 }
-         /^---- .* stdout ----$/ { show = 1; n = 0; print "[" bin "]"; }
-         /^failures:$/ && show { show = 0 }
-         /^test result: / { show = 0 }
-         show && !/^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z / && n++ < 40 { print }
-         !show && /process didn.t exit successfully|HANG on input|FAILED \(seed/ { print "[" bin "] " substr($0, 1, 2000) }' "$log" >&2
+    failures "$log" 40 2000 >&2
+    # Kept for the end of the run, shorter, where the last lines of CI's log show it.
+    {
+      printf 'test.sh: failing tests%s (whole log: %s):\n' "${label:+ ($label)}" "$log"
+      failures "$log" 12 300 | head -n 60
+    } >>"$failed"
   fi
   awk -v label="${label:+ ($label)}" -v secs=$((SECONDS - start)) '/^test result: / {
          for (i = 1; i < NF; i++) {
@@ -267,10 +267,29 @@ pass() {
        END {
          printf "test.sh%s: %d test binaries reported; %d tests ignored (#[ignore]: run by name); %d s\n", label, n, g, secs > "/dev/stderr"
          printf "total%s: %d passed, %d failed\n", label, p, f
-       }' "$log"
+       }' "$log" | tee -a "$totals"
+}
+
+# The failing tests of LOG: each one's name and output without the masters' log
+# lines (at most LINES lines a test, each cut to WIDTH characters), and the
+# lines of a test binary that died (abort, signal, hang, a fuzz case).
+failures() {
+  local log=$1 lines=$2 width=$3
+  awk -v lines="$lines" -v width="$width" '
+       /^     Running / { bin = $2 }
+       /^---- .* stdout ----$/ { show = 1; n = 0; print "[" bin "] " $0; next }
+       /^failures:$/ && show { show = 0 }
+       /^test result: / { show = 0 }
+       show && !/^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9:.]+Z / && n++ < lines { print substr($0, 1, width) }
+       !show && /process didn.t exit successfully|HANG on input|FAILED \(seed/ { print "[" bin "] " substr($0, 1, width) }' "$log"
 }
 
 overall=0
+# What every pass failed and its totals, printed again as the run's last lines.
+failed="$tools/last-failures.txt"
+totals="$tools/last-totals.txt"
+: >"$failed"
+: >"$totals"
 if ! $pg_only; then
   pass "$tools/last-run.log" "" "$@"
   overall=$status
@@ -285,5 +304,10 @@ if [ $# -eq 0 ]; then
   if [ "$status" -ne 0 ]; then
     overall=$status
   fi
+fi
+if [ -s "$failed" ]; then
+  say "the run failed; the failures of every pass again:"
+  cat "$failed" >&2
+  cat "$totals"
 fi
 exit "$overall"
