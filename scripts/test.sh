@@ -271,7 +271,8 @@ pass() {
 }
 
 # The failing tests of LOG: each one's name and output without the masters' log
-# lines (at most LINES lines a test, each cut to WIDTH characters), and the
+# lines and the backtrace (at most LINES lines a test, each cut to WIDTH
+# characters; the panic's line names the place), and the
 # lines of a test binary that died (abort, signal, hang, a fuzz case).
 failures() {
   local log=$1 lines=$2 width=$3
@@ -280,6 +281,7 @@ failures() {
        /^---- .* stdout ----$/ { show = 1; n = 0; print "[" bin "] " $0; next }
        /^failures:$/ && show { show = 0 }
        /^test result: / { show = 0 }
+       /^stack backtrace:$/ && show { show = 0 }
        show && !/^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9:.]+Z / && n++ < lines { print substr($0, 1, width) }
        !show && /process didn.t exit successfully|HANG on input|FAILED \(seed/ { print "[" bin "] " substr($0, 1, width) }' "$log"
 }

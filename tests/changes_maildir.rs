@@ -99,6 +99,23 @@ impl SvnRepo {
         // The hook runs with an empty environment: full paths, PATH set. The mail
         // is commit-email.pl's own (`--stdout` is its way to hand the message to
         // something other than /usr/sbin/sendmail); delivery is the maildir way.
+        // The script stops unless its `$sendmail` program exists, even with
+        // `--stdout`, and tells the admin to edit it: the hook runs a copy whose
+        // `$sendmail` is /bin/false (never run: `--stdout` writes the mail), so
+        // the test needs no MTA on the machine.
+        let script = std::fs::read_to_string(COMMIT_EMAIL).unwrap();
+        let setting = "$sendmail = \"/usr/sbin/sendmail\";";
+        assert!(
+            script.contains(setting),
+            "{COMMIT_EMAIL} no longer has the line {setting}"
+        );
+        let commit_email = dir.join("commit-email.pl");
+        std::fs::write(
+            &commit_email,
+            script.replacen(setting, "$sendmail = \"/bin/false\";", 1),
+        )
+        .unwrap();
+        let commit_email = commit_email.display();
         let hook = root.join("hooks/post-commit");
         let m = maildir.display();
         std::fs::write(
@@ -107,7 +124,7 @@ impl SvnRepo {
                 "#!/bin/sh\nPATH=/usr/bin:/bin\nexport PATH\nset -e\n\
                  for d in tmp new cur; do mkdir -p '{m}'/$d; done\n\
                  name=\"$(date +%s).r$2.$$.autobot-test\"\n\
-                 /usr/bin/perl {COMMIT_EMAIL} \"$1\" \"$2\" --stdout -h example.org dev@example.org > '{m}'/tmp/\"$name\"\n\
+                 /usr/bin/perl {commit_email} \"$1\" \"$2\" --stdout -h example.org dev@example.org > '{m}'/tmp/\"$name\"\n\
                  mv '{m}'/tmp/\"$name\" '{m}'/new/\"$name\"\n"
             ),
         )
@@ -133,13 +150,19 @@ impl SvnRepo {
         if !existed {
             run(Command::new("svn").args(["add", "-q"]).arg(&f));
         }
-        let out = run(Command::new("svn")
-            .args(["commit", "--username", who, "-m", msg])
-            .arg(&self.wc));
-        out.lines()
+        let mut cmd = Command::new("svn");
+        cmd.args(["commit", "--username", who, "-m", msg])
+            .arg(&self.wc);
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{cmd:?}: {out:?}");
+        // A failed post-commit hook is only a warning to svn: the mail is lost.
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("hook failed"), "{cmd:?}: {err}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
             .find_map(|l| l.strip_prefix("Committed revision "))
             .map(|r| r.trim_end_matches('.').to_string())
-            .unwrap_or_else(|| panic!("no revision in {out}"))
+            .unwrap_or_else(|| panic!("no revision in {out:?}"))
     }
 }
 
