@@ -255,6 +255,10 @@ async fn stop_ends_builds_even_with_a_frozen_slave_and_shutdown_requeues() {
     assert_eq!(b2.build.result.as_deref(), Some("cancelled"));
     assert_eq!(b2.build.text, "stopped by bob: stuck");
     kill9(&mut slave);
+    // The master sees the dead slave's connection go first: a new slave
+    // found "connected" on the old connection would get build 3 on a dead
+    // link (slave lost; its request runs again as build 4).
+    assert!(m.master.registry().wait_gone(SLAVE, DEADLINE).await);
 
     // Shutdown mid-build: EXCEPTION, and the request waits to run again.
     let mut slave = spawn_run(&sdir);

@@ -736,3 +736,130 @@ fn three_masters_build_a_burst_once_through_a_kill() {
         0
     );
 }
+
+/// The payloads of `NOTIFY autobot_queued` that `client` (LISTENing) receives
+/// up to and including the first that is `last`.
+fn queued_up_to(client: &mut postgres::Client, last: &str) -> Vec<String> {
+    use postgres::fallible_iterator::FallibleIterator;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        let mut notes = client.notifications();
+        let mut it = notes.timeout_iter(Duration::from_millis(500));
+        while let Some(n) = it.next().unwrap() {
+            seen.push(n.payload().to_string());
+            if n.payload() == last {
+                return seen;
+            }
+        }
+    }
+    panic!("no notification {last} within 60 s; seen {seen:?}");
+}
+
+#[test]
+fn requests_for_a_slave_here_are_not_announced_and_follow_it_to_another_master() {
+    let Some(Ground {
+        server,
+        url,
+        tmp,
+        gate,
+    }) = ground()
+    else {
+        return;
+    };
+    let a = Member::create(tmp.path(), "a", "s1", &url, &gate, "");
+    let b = Member::create(tmp.path(), "b", "s2", &url, &gate, "");
+    let mut client = start_cluster(&server, &[&a, &b]);
+    let mut listener = server.client("bot");
+    listener.batch_execute("LISTEN autobot_queued").unwrap();
+
+    // Three of hold-s1 through a, whose slave s1 builds them: one runs (held),
+    // two wait; no other master could claim them, so none is announced. Then
+    // one of quick-s2 through a: its slave is on b, so it is announced, and
+    // b builds it. (Notifications arrive in commit order: quick-s2's comes
+    // after any of hold-s1's.)
+    for _ in 0..3 {
+        a.force("hold-s1");
+    }
+    a.force("quick-s2");
+    let seen = queued_up_to(&mut listener, "quick-s2");
+    assert!(!seen.iter().any(|p| p == "hold-s1"), "{seen:?}");
+    wait_for("quick-s2 built by b", Duration::from_secs(60), || {
+        count(
+            &mut client,
+            "SELECT count(*) FROM builds WHERE builder = 'quick-s2' AND master = 'b'
+               AND result = 'success'",
+        ) == 1
+    });
+    wait_for("hold-s1 to run on a", Duration::from_secs(60), || {
+        count(
+            &mut client,
+            "SELECT count(*) FROM builds WHERE builder = 'hold-s1' AND finished_at IS NULL",
+        ) == 1
+    });
+
+    // s1 leaves a (a lives on; the Build it ran ends there, its command
+    // killed by the slave's stop) and connects to b: b finds the two requests
+    // that were never announced, and builds them.
+    autobot()
+        .args(["stop", a.slave.to_str().unwrap()])
+        .assert()
+        .success();
+    std::fs::write(&gate, "").unwrap();
+    let moved = tmp.path().join("slave-s1-on-b");
+    autobot()
+        .args(["create-slave", moved.to_str().unwrap()])
+        .arg(format!("127.0.0.1:{}", b.slaveport))
+        .args(["s1", "pw"])
+        .assert()
+        .success();
+    autobot()
+        .args(["start", moved.to_str().unwrap()])
+        .assert()
+        .success();
+    let _stop = StopOnDrop(moved);
+    wait_for(
+        "every hold-s1 request built on b",
+        Duration::from_secs(60),
+        || {
+            count(
+                &mut client,
+                "SELECT count(*) FROM buildrequests WHERE builder = 'hold-s1' AND complete = 1",
+            ) == 3
+        },
+    );
+    let builds: Vec<String> = client
+        .query(
+            "SELECT number, master, result FROM builds WHERE builder = 'hold-s1' ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r.get::<_, i64>(0),
+                r.get::<_, String>(1),
+                r.get::<_, Option<String>>(2).unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT count(*) FROM builds WHERE builder = 'hold-s1' AND result = 'success'
+               AND master = 'b'"
+        ),
+        2,
+        "{builds:?}"
+    );
+}
+
+/// `autobot stop DIR` when dropped.
+struct StopOnDrop(PathBuf);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = autobot().args(["stop", self.0.to_str().unwrap()]).output();
+    }
+}

@@ -142,7 +142,7 @@ fn requests_story(db: &mut dyn Sql, ids: &[i64], said: &mut Vec<String>) -> (i64
     let none = BTreeMap::new;
     let pr = |head: &str| props(&[("pr_number", "7"), ("pr_head", head)]);
     fn add(db: &mut dyn Sql, bs: NewBuildSet, at: f64) -> requests::SubmittedBuildSet {
-        requests::insert_buildset_requests(db, &bs, at).unwrap()
+        requests::insert_buildset_requests(db, &bs, at, &[]).unwrap()
     }
     let a = add(
         db,

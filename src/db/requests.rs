@@ -217,14 +217,21 @@ fn insert_buildset(db: &mut dyn Sql, bs: &NewBuildSet, at: f64) -> Result<i64, S
 }
 
 /// Insert a BuildSet, its SourceStamp and one BuildRequest per builder (on
-/// PostgreSQL in one statement, `insert_buildset_one`).
+/// PostgreSQL in one statement, `insert_buildset_one`). Each request is
+/// announced to the other masters ([`announce_queued`]) but those of the
+/// builders in `here`: their slave is connected to the master that submits
+/// them, and a slave is connected to one master at a time, so no other
+/// master could claim them (the submitting master announces them itself if
+/// the slave has gone when the statement is done, and a master that a slave
+/// connects to looks for its builders' requests).
 pub fn insert_buildset_requests(
     db: &mut dyn Sql,
     bs: &NewBuildSet,
     at: f64,
+    here: &[String],
 ) -> Result<SubmittedBuildSet, SqlError> {
     if db.dialect() == Dialect::Postgres {
-        return insert_buildset_one(db, bs, at);
+        return insert_buildset_one(db, bs, at, here);
     }
     let buildset_id = insert_buildset(db, bs, at)?;
     let mut requests = Vec::with_capacity(bs.builders.len());
@@ -242,7 +249,9 @@ pub fn insert_buildset_requests(
             )?
             .i64(0)?;
         requests.push((b.clone(), id));
-        announce_queued(db, b)?;
+        if !here.contains(b) {
+            announce_queued(db, b)?;
+        }
     }
     Ok(SubmittedBuildSet {
         buildset_id,
@@ -254,17 +263,19 @@ pub fn insert_buildset_requests(
 /// without a transaction around it ([`Db::write_sql_one`]): the SourceStamp,
 /// its Changes, the BuildSet and its requests are inserted by data-modifying
 /// CTEs (the lists of Changes and builders go in as JSON arrays, the
-/// requests inserted in the builders' order), and each request announced
-/// ([`announce_queued`]) by the same statement.
+/// requests inserted in the builders' order), and each request but those of
+/// `here` announced ([`announce_queued`]) by the same statement.
 fn insert_buildset_one(
     db: &mut dyn Sql,
     bs: &NewBuildSet,
     at: f64,
+    here: &[String],
 ) -> Result<SubmittedBuildSet, SqlError> {
     let ss = &bs.sourcestamp;
     let props = serde_json::to_string(&bs.properties).unwrap_or_else(|_| "{}".into());
     let changes = serde_json::to_string(&ss.changes).unwrap_or_else(|_| "[]".into());
     let builders = serde_json::to_string(&bs.builders).unwrap_or_else(|_| "[]".into());
+    let here = serde_json::to_string(here).unwrap_or_else(|_| "[]".into());
     let rows = db.query(
         &format!(
             "WITH ss AS (INSERT INTO sourcestamps(branch, revision, repository, project)
@@ -283,6 +294,8 @@ fn insert_buildset_one(
                    ORDER BY u.i RETURNING id, builder)
              SELECT bs.id, r.id, r.builder,
                     CASE WHEN r.id IS NOT NULL
+                              AND r.builder NOT IN (SELECT jsonb_array_elements_text(
+                                                      CAST(CAST(?12 AS TEXT) AS jsonb)))
                          THEN CAST(pg_notify('{QUEUED}', r.builder) AS TEXT) END
              FROM bs LEFT JOIN r ON true ORDER BY r.id"
         ),
@@ -298,6 +311,7 @@ fn insert_buildset_one(
             at.into(),
             bs.priority.into(),
             builders.into(),
+            here.into(),
         ],
     )?;
     let mut out = SubmittedBuildSet {
@@ -320,12 +334,24 @@ impl Db {
         bs: NewBuildSet,
         at: f64,
     ) -> Result<SubmittedBuildSet, DbError> {
+        self.add_buildset_here(bs, at, Vec::new()).await
+    }
+
+    /// [`Db::add_buildset`] by the master whose slaves build the builders of
+    /// `here`: their requests are not announced to the other masters (see
+    /// [`insert_buildset_requests`]).
+    pub async fn add_buildset_here(
+        &self,
+        bs: NewBuildSet,
+        at: f64,
+        here: Vec<String>,
+    ) -> Result<SubmittedBuildSet, DbError> {
         if self.dialect() == Dialect::Postgres {
             return self
-                .write_sql_one(move |db| insert_buildset_requests(db, &bs, at))
+                .write_sql_one(move |db| insert_buildset_requests(db, &bs, at, &here))
                 .await;
         }
-        self.write_sql(move |db| insert_buildset_requests(db, &bs, at))
+        self.write_sql(move |db| insert_buildset_requests(db, &bs, at, &here))
             .await
     }
 

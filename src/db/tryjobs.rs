@@ -36,15 +36,17 @@ impl std::fmt::Debug for TryPatch {
 
 impl Db {
     /// Store a try BuildSet: its SourceStamp, the patch and one BuildRequest per
-    /// builder, in one transaction.
+    /// builder, in one transaction; the requests of `here` not announced to
+    /// the other masters ([`Db::add_buildset_here`]).
     pub async fn add_try_buildset(
         &self,
         bs: NewBuildSet,
         patch: TryPatch,
         at: f64,
+        here: Vec<String>,
     ) -> Result<SubmittedBuildSet, DbError> {
         self.write_sql(move |db| {
-            let submitted = insert_buildset_requests(db, &bs, at)?;
+            let submitted = insert_buildset_requests(db, &bs, at, &here)?;
             add_patch(db, submitted.buildset_id, &patch)?;
             Ok(submitted)
         })
@@ -115,11 +117,11 @@ mod tests {
             comment: "x".into(),
         };
         let one = db
-            .add_try_buildset(bs.clone(), patch.clone(), 1.0)
+            .add_try_buildset(bs.clone(), patch.clone(), 1.0, Vec::new())
             .await
             .unwrap();
         let two = db
-            .add_try_buildset(bs, TryPatch::default(), 2.0)
+            .add_try_buildset(bs, TryPatch::default(), 2.0, Vec::new())
             .await
             .unwrap();
         drop(db);

@@ -45,6 +45,7 @@ use crate::config::MasterConfig;
 use crate::db::requests::{BuildRequestRow, NewBuildSet, NewSourceStamp, SubmittedBuildSet};
 use crate::db::{Db, DbError};
 use crate::slavelink::registry::SlaveRegistry;
+use crate::slavelink::SlaveEvent;
 use build::{BuildContext, Stop};
 use locks::Locks;
 
@@ -800,6 +801,21 @@ impl Engine {
     }
 }
 
+/// Those of `builders` whose slave is connected to this master, where several
+/// masters share the database; none on SQLite (no other master to tell).
+fn builders_here(inner: &Inner, builders: &[String]) -> Vec<String> {
+    if !inner.db.shared() {
+        return Vec::new();
+    }
+    let config = inner.config.borrow().clone();
+    config
+        .builders()
+        .into_iter()
+        .filter(|b| builders.contains(&b.name) && inner.registry.get(&b.slave).is_some())
+        .map(|b| b.name)
+        .collect()
+}
+
 /// [`Engine::submit`] on the engine's runtime.
 async fn submit_here(
     inner: &Arc<Inner>,
@@ -810,14 +826,32 @@ async fn submit_here(
         return Err(EngineError::ShuttingDown);
     }
     let at = crate::calendar::now_f64();
+    // The builders whose slave is connected here: no other master can claim
+    // their requests, so they are not announced to the others.
+    let here = builders_here(inner, &bs.builders);
     let submitted = match patch {
-        Some(p) => inner.db.add_try_buildset(bs, p, at).await?,
-        None => inner.db.add_buildset(bs, at).await?,
+        Some(p) => inner.db.add_try_buildset(bs, p, at, here.clone()).await?,
+        None => inner.db.add_buildset_here(bs, at, here.clone()).await?,
     };
     {
         let mut st = inner.state();
         for (builder, _) in &submitted.requests {
             st.mark_pending(builder);
+        }
+    }
+    // A slave that went away meanwhile may be connecting to another master:
+    // that master looks for its builders' requests when it connects, and is
+    // told of these now in case it looked before they were stored.
+    for builder in &here {
+        if !builders_here(inner, std::slice::from_ref(builder)).is_empty() {
+            continue;
+        }
+        if let Err(e) = inner
+            .db
+            .notify(crate::db::requests::QUEUED, builder.clone())
+            .await
+        {
+            tracing::warn!("cannot announce {builder}'s request to the other masters: {e}");
         }
     }
     for (builder, id) in &submitted.requests {
@@ -840,11 +874,35 @@ async fn dispatcher(inner: Arc<Inner>) {
         dispatch(&inner).await;
         tokio::select! {
             _ = inner.kick.notified() => {}
-            r = slaves.recv() => {
-                if matches!(r, Err(broadcast::error::RecvError::Closed)) {
+            r = slaves.recv() => match r {
+                // Requests queued through another master for this slave's
+                // builders, or through this one and not announced while the
+                // slave was here before (`builders_here`): look for them.
+                // (Events missed: every connected slave's.)
+                Ok(SlaveEvent::Connected(_)) | Err(broadcast::error::RecvError::Lagged(_))
+                    if inner.db.shared() =>
+                {
+                    let name = match &r {
+                        Ok(SlaveEvent::Connected(name)) => Some(name.as_str()),
+                        _ => None,
+                    };
+                    let config = inner.config.borrow().clone();
+                    let mut st = inner.state();
+                    for b in config.builders() {
+                        let arrived = match name {
+                            Some(n) => b.slave == n,
+                            None => inner.registry.get(&b.slave).is_some(),
+                        };
+                        if arrived {
+                            st.mark_pending(&b.name);
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => {
                     slaves = inner.registry.subscribe();
                 }
-            }
+                _ => {}
+            },
             r = config.changed(), if config_open => {
                 if r.is_err() {
                     config_open = false;
