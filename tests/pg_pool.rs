@@ -3,8 +3,11 @@
 //! trimmer runs it): the idle read connections are closed without taking the
 //! master down (a `postgres::Client` closed on a runtime thread panics; it
 //! killed a master on PostgreSQL a second after a burst of builds, found by
-//! bench/pg.rs), and the next read opens one again. Real PostgreSQL, started
-//! by the test.
+//! bench/pg.rs), and the next read opens one again. The channels a master
+//! follows share one LISTENing connection: each payload reaches the receivers
+//! of its own channel, and when that connection is cut every receiver is told
+//! that notifications may have been missed, then they flow again. Real
+//! PostgreSQL, started by the test.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -93,4 +96,63 @@ fn the_writer_commits_without_waiting_for_the_flush_unless_told() {
     }
     let e = pg::parse_url(&format!("{url}?synchronous_commit=maybe")).unwrap_err();
     assert!(e.contains("synchronous_commit=on"), "{e}");
+}
+
+#[test]
+fn one_connection_listens_for_every_channel_and_comes_back() {
+    let Some((server, url, dir, rt)) = setup() else {
+        return;
+    };
+    use autobot::db::{changes, pgpool, requests};
+    let db = Db::open_postgres(&pg::parse_url(&url).unwrap(), None, dir.path()).unwrap();
+    let _guard = rt.enter();
+    let mut queued = db.listen(requests::QUEUED).unwrap();
+    let mut stored = db.listen(changes::STORED).unwrap();
+    let mut admin = server.client("bot");
+    let listening = |admin: &mut postgres::Client| -> i64 {
+        admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = 'bot' AND query LIKE 'LISTEN%'",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    };
+    support::cli::wait_for("the LISTEN session", Duration::from_secs(30), || {
+        listening(&mut admin) == 1
+    });
+    // One payload on each channel: each reaches its own receivers only.
+    let next = |rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>| {
+        rt.block_on(tokio::time::timeout(Duration::from_secs(30), rx.recv()))
+            .expect("a notification within 30 s")
+            .expect("the listener is alive")
+    };
+    admin
+        .batch_execute(&format!(
+            "NOTIFY {}, 'b1'; NOTIFY {}, '7'",
+            requests::QUEUED,
+            changes::STORED
+        ))
+        .unwrap();
+    assert_eq!(next(&mut queued), "b1");
+    assert_eq!(next(&mut stored), "7");
+    // The LISTEN session cut: both receivers hear that they may have missed
+    // something, then payloads arrive again on the new session.
+    admin
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = 'bot' AND query LIKE 'LISTEN%'",
+        )
+        .unwrap();
+    assert_eq!(next(&mut queued), pgpool::MISSED);
+    assert_eq!(next(&mut stored), pgpool::MISSED);
+    support::cli::wait_for("the LISTEN session again", Duration::from_secs(30), || {
+        listening(&mut admin) == 1
+    });
+    admin
+        .batch_execute(&format!("NOTIFY {}, 'b2'", requests::QUEUED))
+        .unwrap();
+    assert_eq!(next(&mut queued), "b2");
+    assert!(stored.try_recv().is_err(), "nothing for the other channel");
 }

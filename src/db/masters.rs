@@ -24,6 +24,10 @@ pub struct MasterRow {
     pub last_seen: f64,
 }
 
+/// The channel on which each master relays its engine events to the others'
+/// live views ([`crate::engine`]'s cluster task reads and writes it).
+pub const EVENTS: &str = "autobot_events";
+
 impl Db {
     /// This master starts: active, seen now.
     pub async fn master_started(&self, name: &str, at: f64) -> Result<(), DbError> {

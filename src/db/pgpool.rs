@@ -145,7 +145,21 @@ pub(crate) struct PgPool {
     password: Option<String>,
     writer: Mutex<Option<PgConn>>,
     readers: Arc<Readers<PgConn>>,
+    /// Who follows which channel ([`PgPool::listen`]); the listening thread
+    /// starts with the first.
+    listeners: Arc<Mutex<Subscribers>>,
 }
+
+/// The receivers of each channel's notifications.
+type Subscribers = HashMap<&'static str, Vec<tokio::sync::mpsc::UnboundedSender<String>>>;
+
+/// Every channel a master follows, LISTENed on one connection: each
+/// `NOTIFY` wakes one server process per master, not one per channel.
+pub const CHANNELS: [&str; 3] = [
+    super::changes::STORED,
+    super::requests::QUEUED,
+    super::masters::EVENTS,
+];
 
 impl PgPool {
     /// Connect and check the schema ([`super::pgmigrations::check`]); `dir` is
@@ -176,6 +190,7 @@ impl PgPool {
             password,
             writer: Mutex::new(Some(first)),
             readers,
+            listeners: Arc::default(),
         }))
     }
 
@@ -265,32 +280,52 @@ impl PgPool {
 pub const MISSED: &str = "*";
 
 impl PgPool {
-    /// The payloads of `NOTIFY channel` sent by any master (this one too),
-    /// each after the transaction that sent it committed. A thread of its own
-    /// holds a connection that LISTENs; when that connection breaks it connects
-    /// again (every second until it can) and sends [`MISSED`] first. It ends
-    /// when the receiver is dropped or the pool is gone.
+    /// The payloads of `NOTIFY channel` (one of [`CHANNELS`]) sent by any
+    /// master (this one too), each after the transaction that sent it
+    /// committed. One thread of the pool's holds a connection that LISTENs
+    /// on every channel and hands each payload to the channel's receivers;
+    /// when that connection breaks it connects again (every second until it
+    /// can) and sends [`MISSED`] first to every receiver. It ends when the
+    /// pool is gone.
     pub(crate) fn listen(
         self: &Arc<Self>,
         channel: &'static str,
     ) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+        debug_assert!(CHANNELS.contains(&channel), "LISTEN {channel}");
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let pool = Arc::downgrade(self);
-        let spawned = std::thread::Builder::new()
-            .name("db-listen".into())
-            .spawn(move || listen_loop(pool, channel, tx));
-        if let Err(e) = spawned {
-            tracing::error!("no thread to LISTEN {channel}: {e}");
+        let first = {
+            let mut subs = lock(&self.listeners);
+            let first = subs.is_empty();
+            subs.entry(channel).or_default().push(tx);
+            first
+        };
+        if first {
+            let (pool, subs) = (Arc::downgrade(self), self.listeners.clone());
+            let spawned = std::thread::Builder::new()
+                .name("db-listen".into())
+                .spawn(move || listen_loop(pool, subs));
+            if let Err(e) = spawned {
+                tracing::error!("no thread to LISTEN: {e}");
+            }
         }
         rx
     }
 }
 
-fn listen_loop(
-    pool: Weak<PgPool>,
-    channel: &'static str,
-    tx: tokio::sync::mpsc::UnboundedSender<String>,
-) {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Hand `payload` to the receivers of `channel` (those gone are forgotten).
+fn deliver(subs: &Mutex<Subscribers>, channel: &str, payload: &str) {
+    let mut subs = lock(subs);
+    if let Some(list) = subs.get_mut(channel) {
+        list.retain(|tx| tx.send(payload.to_string()).is_ok());
+    }
+}
+
+fn listen_loop(pool: Weak<PgPool>, subs: Arc<Mutex<Subscribers>>) {
+    let listen: String = CHANNELS.iter().map(|c| format!("LISTEN {c};")).collect();
     let mut first = true;
     loop {
         let client = {
@@ -299,7 +334,7 @@ fn listen_loop(
             };
             PgConn::open(&pool.url, pool.password.as_deref()).and_then(|mut c| {
                 c.client
-                    .batch_execute(&format!("LISTEN {channel}"))
+                    .batch_execute(&listen)
                     .map_err(|e| DbError::Sql(SqlError::from(e)))?;
                 Ok(c)
             })
@@ -307,31 +342,29 @@ fn listen_loop(
         let mut conn = match client {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!("LISTEN {channel}: {e}; trying again in 1 s");
+                tracing::warn!("LISTEN: {e}; trying again in 1 s");
                 std::thread::sleep(std::time::Duration::from_secs(1));
                 continue;
             }
         };
-        if !first && tx.send(MISSED.to_string()).is_err() {
-            return;
+        if !first {
+            for channel in CHANNELS {
+                deliver(&subs, channel, MISSED);
+            }
         }
         first = false;
         loop {
-            if tx.is_closed() || pool.strong_count() == 0 {
+            if pool.strong_count() == 0 {
                 return;
             }
             let mut notes = conn.client.notifications();
             let mut it = notes.timeout_iter(std::time::Duration::from_secs(1));
             use postgres::fallible_iterator::FallibleIterator;
             match it.next() {
-                Ok(Some(n)) => {
-                    if tx.send(n.payload().to_string()).is_err() {
-                        return;
-                    }
-                }
+                Ok(Some(n)) => deliver(&subs, n.channel(), n.payload()),
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!("LISTEN {channel}: {}; connecting again", pg::describe(&e));
+                    tracing::warn!("LISTEN: {}; connecting again", pg::describe(&e));
                     break;
                 }
             }

@@ -30,7 +30,7 @@ use crate::slavelink::SlaveEvent;
 /// The channel on which each master relays its engine events to the others'
 /// live views. Payload: JSON, `{"master": NAME, "events": [EVENT, …],
 /// "slaves": [SLAVE EVENT, …]}`.
-pub const EVENTS: &str = "autobot_events";
+pub const EVENTS: &str = crate::db::masters::EVENTS;
 
 /// How long a master gathers its events before relaying them in one `NOTIFY`
 /// (one statement for many events: a burst of Builds costs the database a
