@@ -142,7 +142,7 @@ fn requests_story(db: &mut dyn Sql, ids: &[i64], said: &mut Vec<String>) -> (i64
     let none = BTreeMap::new;
     let pr = |head: &str| props(&[("pr_number", "7"), ("pr_head", head)]);
     fn add(db: &mut dyn Sql, bs: NewBuildSet, at: f64) -> requests::SubmittedBuildSet {
-        requests::insert_buildset_requests(db, &bs, at, &[]).unwrap()
+        requests::insert_buildset_requests(db, &bs, at, &[], None).unwrap()
     }
     let a = add(
         db,
@@ -518,4 +518,78 @@ fn a_change_stored_is_announced_with_its_id() {
         heard.push(n.payload().to_string());
     }
     assert_eq!(heard, [first.to_string(), second.to_string()]);
+}
+
+/// A scheduler's BuildSet drops the Changes it carries from what the
+/// scheduler waits on (and its timer for the branch) in the write that
+/// submits it, on both backends; a BuildSet without them (a force) drops
+/// nothing.
+#[test]
+fn a_schedulers_buildset_consumes_its_changes_in_the_same_write() {
+    let Some(server) = pg_common::Pg::start() else {
+        return;
+    };
+    let (on_sqlite, on_postgres) = pg_common::on_both(&server, "consume", false, |db| {
+        let ids: Vec<i64> = ["r1", "r2", "r3"]
+            .iter()
+            .map(|r| changes::insert_change(db, &change("ann", Some("main"), r, 100)).unwrap())
+            .collect();
+        let pending = |change: i64| PendingChange {
+            scheduler: "s".into(),
+            change,
+            branch: "main".into(),
+            important: true,
+        };
+        schedulers::record_changes(
+            db,
+            &ChangeBatch {
+                pending: ids.iter().map(|&c| pending(c)).collect(),
+                timers: vec![("s".into(), "main".into(), 10.0)],
+                handled: vec![("s".into(), ids[2])],
+            },
+        )
+        .unwrap();
+        let waiting = |db: &mut dyn Sql| -> Vec<i64> {
+            schedulers::pending(db, "s", "main")
+                .unwrap()
+                .iter()
+                .map(|(c, _)| c.id)
+                .collect()
+        };
+        // A force: nothing consumed.
+        let force = buildset(
+            "force",
+            vec![],
+            Some("main"),
+            "x",
+            &["b1"],
+            0,
+            BTreeMap::new(),
+        );
+        requests::insert_buildset_requests(db, &force, 1.0, &[], None).unwrap();
+        assert_eq!(waiting(db), ids);
+        // The scheduler's BuildSet of the first two: they go, the third stays,
+        // and the timer goes.
+        let bs = buildset(
+            "s",
+            ids[..2].to_vec(),
+            Some("main"),
+            "r2",
+            &["b1"],
+            0,
+            BTreeMap::new(),
+        );
+        let consume = requests::Consume {
+            scheduler: "s".into(),
+            branch: "main".into(),
+            changes: ids[..2].to_vec(),
+        };
+        let submitted =
+            requests::insert_buildset_requests(db, &bs, 2.0, &[], Some(&consume)).unwrap();
+        assert_eq!(submitted.requests.len(), 1);
+        assert_eq!(waiting(db), [ids[2]]);
+        assert!(schedulers::timers(db).unwrap().is_empty());
+        (submitted.buildset_id, waiting(db))
+    });
+    assert_eq!(on_sqlite, on_postgres);
 }

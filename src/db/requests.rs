@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::builds::{write_step_start, StepStart};
-use super::sql::{Dialect, Row, Sql, SqlError};
+use super::sql::{self, Dialect, Row, Sql, SqlError};
 use super::{Db, DbError};
 
 /// What to build: branch and revision (`None`: the builder's default branch, its
@@ -50,6 +50,16 @@ pub struct NewBuildSet {
     pub builders: Vec<String>,
     /// Higher runs first among a builder's unclaimed requests.
     pub priority: i64,
+}
+
+/// The Changes a scheduler's BuildSet carries, dropped from what the
+/// scheduler waits on (its timer for the branch too) by the statement that
+/// submits the BuildSet: both happen, or neither.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Consume {
+    pub scheduler: String,
+    pub branch: String,
+    pub changes: Vec<i64>,
 }
 
 /// The ids a submitted BuildSet got.
@@ -229,9 +239,13 @@ pub fn insert_buildset_requests(
     bs: &NewBuildSet,
     at: f64,
     here: &[String],
+    consume: Option<&Consume>,
 ) -> Result<SubmittedBuildSet, SqlError> {
     if db.dialect() == Dialect::Postgres {
-        return insert_buildset_one(db, bs, at, here);
+        return insert_buildset_one(db, bs, at, here, consume);
+    }
+    if let Some(c) = consume {
+        super::schedulers::consume(db, &c.scheduler, &c.branch, &c.changes)?;
     }
     let buildset_id = insert_buildset(db, bs, at)?;
     let mut requests = Vec::with_capacity(bs.builders.len());
@@ -263,19 +277,30 @@ pub fn insert_buildset_requests(
 /// without a transaction around it ([`Db::write_sql_one`]): the SourceStamp,
 /// its Changes, the BuildSet and its requests are inserted by data-modifying
 /// CTEs (the lists of Changes and builders go in as JSON arrays, the
-/// requests inserted in the builders' order), and each request but those of
-/// `here` announced ([`announce_queued`]) by the same statement.
+/// requests inserted in the builders' order), each request but those of
+/// `here` announced ([`announce_queued`]), and the Changes of `consume`
+/// dropped from their scheduler, by the same statement.
 fn insert_buildset_one(
     db: &mut dyn Sql,
     bs: &NewBuildSet,
     at: f64,
     here: &[String],
+    consume: Option<&Consume>,
 ) -> Result<SubmittedBuildSet, SqlError> {
     let ss = &bs.sourcestamp;
     let props = serde_json::to_string(&bs.properties).unwrap_or_else(|_| "{}".into());
     let changes = serde_json::to_string(&ss.changes).unwrap_or_else(|_| "[]".into());
     let builders = serde_json::to_string(&bs.builders).unwrap_or_else(|_| "[]".into());
     let here = serde_json::to_string(here).unwrap_or_else(|_| "[]".into());
+    // No scheduler (NULL) matches no row: nothing consumed.
+    let (scheduler, branch, consumed) = match consume {
+        Some(c) => (
+            sql::Value::from(c.scheduler.as_str()),
+            sql::Value::from(c.branch.as_str()),
+            serde_json::to_string(&c.changes).unwrap_or_else(|_| "[]".into()),
+        ),
+        None => (sql::Value::Null, sql::Value::Null, "[]".to_string()),
+    };
     let rows = db.query(
         &format!(
             "WITH ss AS (INSERT INTO sourcestamps(branch, revision, repository, project)
@@ -291,7 +316,11 @@ fn insert_buildset_one(
                    SELECT bs.id, u.b, ?10, ?9
                    FROM bs, jsonb_array_elements_text(CAST(CAST(?11 AS TEXT) AS jsonb))
                         WITH ORDINALITY AS u(b, i)
-                   ORDER BY u.i RETURNING id, builder)
+                   ORDER BY u.i RETURNING id, builder),
+             cs AS (DELETE FROM scheduler_changes WHERE scheduler = ?13 AND change IN
+                      (SELECT CAST(v.value AS BIGINT)
+                       FROM jsonb_array_elements_text(CAST(CAST(?15 AS TEXT) AS jsonb)) v)),
+             ct AS (DELETE FROM scheduler_timers WHERE scheduler = ?13 AND branch = ?14)
              SELECT bs.id, r.id, r.builder,
                     CASE WHEN r.id IS NOT NULL
                               AND r.builder NOT IN (SELECT jsonb_array_elements_text(
@@ -312,6 +341,9 @@ fn insert_buildset_one(
             bs.priority.into(),
             builders.into(),
             here.into(),
+            scheduler,
+            branch,
+            consumed.into(),
         ],
     )?;
     let mut out = SubmittedBuildSet {
@@ -334,24 +366,28 @@ impl Db {
         bs: NewBuildSet,
         at: f64,
     ) -> Result<SubmittedBuildSet, DbError> {
-        self.add_buildset_here(bs, at, Vec::new()).await
+        self.add_buildset_here(bs, at, Vec::new(), None).await
     }
 
     /// [`Db::add_buildset`] by the master whose slaves build the builders of
     /// `here`: their requests are not announced to the other masters (see
-    /// [`insert_buildset_requests`]).
+    /// [`insert_buildset_requests`]); with the Changes of `consume` dropped
+    /// from their scheduler at once.
     pub async fn add_buildset_here(
         &self,
         bs: NewBuildSet,
         at: f64,
         here: Vec<String>,
+        consume: Option<Consume>,
     ) -> Result<SubmittedBuildSet, DbError> {
         if self.dialect() == Dialect::Postgres {
             return self
-                .write_sql_one(move |db| insert_buildset_requests(db, &bs, at, &here))
+                .write_sql_one(move |db| {
+                    insert_buildset_requests(db, &bs, at, &here, consume.as_ref())
+                })
                 .await;
         }
-        self.write_sql(move |db| insert_buildset_requests(db, &bs, at, &here))
+        self.write_sql(move |db| insert_buildset_requests(db, &bs, at, &here, consume.as_ref()))
             .await
     }
 

@@ -46,7 +46,7 @@ impl Db {
         here: Vec<String>,
     ) -> Result<SubmittedBuildSet, DbError> {
         self.write_sql(move |db| {
-            let submitted = insert_buildset_requests(db, &bs, at, &here)?;
+            let submitted = insert_buildset_requests(db, &bs, at, &here, None)?;
             add_patch(db, submitted.buildset_id, &patch)?;
             Ok(submitted)
         })

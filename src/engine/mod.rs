@@ -42,7 +42,9 @@ use tokio::sync::{broadcast, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::config::MasterConfig;
-use crate::db::requests::{BuildRequestRow, NewBuildSet, NewSourceStamp, SubmittedBuildSet};
+use crate::db::requests::{
+    BuildRequestRow, Consume, NewBuildSet, NewSourceStamp, SubmittedBuildSet,
+};
 use crate::db::{Db, DbError};
 use crate::slavelink::registry::SlaveRegistry;
 use crate::slavelink::SlaveEvent;
@@ -429,7 +431,7 @@ impl Engine {
     /// web ports' threads run at a lower priority and may be descheduled at any
     /// moment under load.
     pub async fn submit(&self, bs: NewBuildSet) -> Result<SubmittedBuildSet, EngineError> {
-        self.submit_with_patch(bs, None).await
+        self.submit_on_runtime(bs, None, None).await
     }
 
     /// [`Engine::submit`], with a try job's patch on the SourceStamp.
@@ -438,10 +440,29 @@ impl Engine {
         bs: NewBuildSet,
         patch: Option<crate::db::tryjobs::TryPatch>,
     ) -> Result<SubmittedBuildSet, EngineError> {
+        self.submit_on_runtime(bs, patch, None).await
+    }
+
+    /// [`Engine::submit`] of a scheduler's BuildSet: the Changes it carries
+    /// are dropped from what the scheduler waits on by the same write.
+    pub(crate) async fn submit_consuming(
+        &self,
+        bs: NewBuildSet,
+        consume: Consume,
+    ) -> Result<SubmittedBuildSet, EngineError> {
+        self.submit_on_runtime(bs, None, Some(consume)).await
+    }
+
+    async fn submit_on_runtime(
+        &self,
+        bs: NewBuildSet,
+        patch: Option<crate::db::tryjobs::TryPatch>,
+        consume: Option<Consume>,
+    ) -> Result<SubmittedBuildSet, EngineError> {
         let inner = self.inner.clone();
         self.inner
             .runtime
-            .spawn(async move { submit_here(&inner, bs, patch).await })
+            .spawn(async move { submit_here(&inner, bs, patch, consume).await })
             .await
             .map_err(|_| EngineError::ShuttingDown)?
     }
@@ -821,6 +842,7 @@ async fn submit_here(
     inner: &Arc<Inner>,
     bs: NewBuildSet,
     patch: Option<crate::db::tryjobs::TryPatch>,
+    consume: Option<Consume>,
 ) -> Result<SubmittedBuildSet, EngineError> {
     if inner.state().stopping {
         return Err(EngineError::ShuttingDown);
@@ -831,7 +853,12 @@ async fn submit_here(
     let here = builders_here(inner, &bs.builders);
     let submitted = match patch {
         Some(p) => inner.db.add_try_buildset(bs, p, at, here.clone()).await?,
-        None => inner.db.add_buildset_here(bs, at, here.clone()).await?,
+        None => {
+            inner
+                .db
+                .add_buildset_here(bs, at, here.clone(), consume)
+                .await?
+        }
     };
     {
         let mut st = inner.state();

@@ -44,7 +44,7 @@ use tokio::task::JoinHandle;
 use crate::changes::ChangeBus;
 use crate::config::MasterConfig;
 use crate::db::changes::ChangeRow;
-use crate::db::requests::{NewBuildSet, NewSourceStamp};
+use crate::db::requests::{Consume, NewBuildSet, NewSourceStamp, SubmittedBuildSet};
 use crate::db::schedulers::{ChangeBatch, PendingChange};
 use crate::db::{Db, DbError};
 use crate::engine::{Engine, EngineError, EngineEvent};
@@ -612,21 +612,22 @@ impl Running {
             builders: spec.builders.clone(),
             priority: 0,
         };
-        match self.submit(bs).await? {
+        let count = ids.len();
+        let consume = Consume {
+            scheduler: name.to_string(),
+            branch: branch.to_string(),
+            changes: ids,
+        };
+        match self.submit_consuming(bs, consume).await? {
             Some(id) => {
                 tracing::info!(
-                    "scheduler {name}: BuildSet {id} with {} Changes on {}",
-                    ids.len(),
+                    "scheduler {name}: BuildSet {id} with {count} Changes on {}",
                     if branch.is_empty() {
                         "the default branch"
                     } else {
                         branch
                     }
                 );
-                self.ctx
-                    .db
-                    .consume_scheduler_changes(name, branch, ids)
-                    .await?;
                 self.timers.remove(&key);
             }
             None => {
@@ -779,14 +780,17 @@ impl Running {
     /// Submit through the engine; `None` (logged) when it failed for a reason that
     /// may pass.
     async fn submit(&self, bs: NewBuildSet) -> Result<Option<i64>, Halt> {
-        match self.ctx.engine.submit(bs).await {
-            Ok(s) => Ok(Some(s.buildset_id)),
-            Err(EngineError::ShuttingDown) => Err(Halt::Stopping),
-            Err(e) => {
-                tracing::error!("cannot submit a BuildSet: {e}; retrying in 5 s");
-                Ok(None)
-            }
-        }
+        submitted(self.ctx.engine.submit(bs).await)
+    }
+
+    /// [`Self::submit`], dropping the Changes the BuildSet carries from what
+    /// the scheduler waits on in the same write.
+    async fn submit_consuming(
+        &self,
+        bs: NewBuildSet,
+        consume: Consume,
+    ) -> Result<Option<i64>, Halt> {
+        submitted(self.ctx.engine.submit_consuming(bs, consume).await)
     }
 
     /// Let every dependent scheduler look at the upstream BuildSets that completed.
@@ -881,6 +885,19 @@ fn redact_url_of(url: &str) -> String {
 
 pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+/// A submit's BuildSet id; `None` (logged) when it failed for a reason that may
+/// pass.
+fn submitted(r: Result<SubmittedBuildSet, EngineError>) -> Result<Option<i64>, Halt> {
+    match r {
+        Ok(s) => Ok(Some(s.buildset_id)),
+        Err(EngineError::ShuttingDown) => Err(Halt::Stopping),
+        Err(e) => {
+            tracing::error!("cannot submit a BuildSet: {e}; retrying in 5 s");
+            Ok(None)
+        }
+    }
 }
 
 #[cfg(test)]
