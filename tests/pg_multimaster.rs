@@ -146,6 +146,11 @@ fn count(client: &mut postgres::Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).unwrap().get(0)
 }
 
+/// Wait (60 s at most) until the count `sql` reads is `n`.
+fn wait_count(client: &mut postgres::Client, what: &str, sql: &str, n: i64) {
+    wait_for(what, Duration::from_secs(60), || count(client, sql) == n);
+}
+
 /// What each test stands on: a server with the database `bot` (its `db =`
 /// URL) and a temporary directory with the path of the gate the `hold`
 /// builds wait for.
@@ -170,6 +175,17 @@ fn ground() -> Option<Ground> {
     })
 }
 
+impl Ground {
+    /// Masters `a` (slave `s1`) and `b` (slave `s2`) on the database, `extra`
+    /// in their `[:master:]`, started; a client once both slaves are connected.
+    fn pair(&self, extra: &str) -> (Member, Member, postgres::Client) {
+        let a = Member::create(self.tmp.path(), "a", "s1", &self.url, &self.gate, extra);
+        let b = Member::create(self.tmp.path(), "b", "s2", &self.url, &self.gate, extra);
+        let client = start_cluster(&self.server, &[&a, &b]);
+        (a, b, client)
+    }
+}
+
 /// `upgrade-db`, then every member started; a client of the database once
 /// every member's slave is connected.
 fn start_cluster(server: &pg_common::Pg, members: &[&Member]) -> postgres::Client {
@@ -192,18 +208,10 @@ fn start_cluster(server: &pg_common::Pg, members: &[&Member]) -> postgres::Clien
 
 #[test]
 fn two_masters_share_the_queue_and_take_over_a_dead_ones_build() {
-    let Some(Ground {
-        server,
-        url,
-        tmp,
-        gate,
-    }) = ground()
-    else {
+    let Some(g) = ground() else {
         return;
     };
-    let a = Member::create(tmp.path(), "a", "s1", &url, &gate, "");
-    let b = Member::create(tmp.path(), "b", "s2", &url, &gate, "");
-    let mut client = start_cluster(&server, &[&a, &b]);
+    let (a, b, mut client) = g.pair("");
 
     // Forced through either master, each for either builder: each request is
     // built once, by the master whose slave builds it.
@@ -272,12 +280,12 @@ fn two_masters_share_the_queue_and_take_over_a_dead_ones_build() {
     // Master a dies (SIGKILL) while its slave runs a Build of `hold-s1`
     // (forced through b).
     b.force("hold-s1");
-    wait_for("hold-s1 to run on a", Duration::from_secs(60), || {
-        count(
-            &mut client,
-            "SELECT count(*) FROM builds WHERE builder = 'hold-s1' AND finished_at IS NULL",
-        ) == 1
-    });
+    wait_count(
+        &mut client,
+        "hold-s1 to run on a",
+        "SELECT count(*) FROM builds WHERE builder = 'hold-s1' AND finished_at IS NULL",
+        1,
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(a.pid()),
         nix::sys::signal::Signal::SIGKILL,
@@ -333,18 +341,18 @@ fn two_masters_share_the_queue_and_take_over_a_dead_ones_build() {
     );
     // a comes back (same name): its slave reconnects, and the request runs
     // again, green this time.
-    std::fs::write(&gate, "").unwrap();
+    std::fs::write(&g.gate, "").unwrap();
     let _ = std::fs::remove_file(a.master.join("autobot.pid"));
     autobot()
         .args(["start", a.master.to_str().unwrap()])
         .assert()
         .success();
-    wait_for("hold-s1 to run again", Duration::from_secs(60), || {
-        count(
-            &mut client,
-            "SELECT count(*) FROM builds WHERE builder = 'hold-s1' AND result = 'success'",
-        ) == 1
-    });
+    wait_count(
+        &mut client,
+        "hold-s1 to run again",
+        "SELECT count(*) FROM builds WHERE builder = 'hold-s1' AND result = 'success'",
+        1,
+    );
     assert_eq!(
         count(
             &mut client,
@@ -429,13 +437,13 @@ fn every_master_serves_every_log_and_live_event() {
     let started = follow_events(b.htmlport, &["build_started", "say-s1"]);
     let finished = follow_events(b.htmlport, &["build_finished", "say-s1"]);
     b.force("say-s1");
-    wait_for("say-s1 built", Duration::from_secs(60), || {
-        count(
-            &mut client,
-            "SELECT count(*) FROM builds WHERE builder = 'say-s1' AND result = 'success'
+    wait_count(
+        &mut client,
+        "say-s1 built",
+        "SELECT count(*) FROM builds WHERE builder = 'say-s1' AND result = 'success'
                AND master = 'a'",
-        ) == 1
-    });
+        1,
+    );
     let started = started
         .join()
         .unwrap()
@@ -484,20 +492,12 @@ fn every_master_serves_every_log_and_live_event() {
 /// when that master dies the other takes the schedulers over.
 #[test]
 fn a_change_through_any_master_is_scheduled_once() {
-    let Some(Ground {
-        server,
-        url,
-        tmp,
-        gate,
-    }) = ground()
-    else {
+    let Some(g) = ground() else {
         return;
     };
-    std::fs::write(&gate, "").unwrap();
+    std::fs::write(&g.gate, "").unwrap();
     let extra = "treeStable = 2\nchangeuser = hook\nchangepassword = s3cret\n";
-    let a = Member::create(tmp.path(), "a", "s1", &url, &gate, extra);
-    let b = Member::create(tmp.path(), "b", "s2", &url, &gate, extra);
-    let mut client = start_cluster(&server, &[&a, &b]);
+    let (a, b, mut client) = g.pair(extra);
     let mut holder = String::new();
     wait_for(
         "a master to hold the schedulers",
@@ -722,12 +722,12 @@ fn three_masters_build_a_burst_once_through_a_kill() {
         );
     }
     // The victim's slave builds on the next master now.
-    wait_for("the polled builds", Duration::from_secs(60), || {
-        count(
-            &mut client,
-            "SELECT count(*) FROM builds WHERE builder LIKE 'polled-%' AND result = 'success'",
-        ) == 3
-    });
+    wait_count(
+        &mut client,
+        "the polled builds",
+        "SELECT count(*) FROM builds WHERE builder LIKE 'polled-%' AND result = 'success'",
+        3,
+    );
     assert_eq!(
         count(
             &mut client,
@@ -758,19 +758,11 @@ fn queued_up_to(client: &mut postgres::Client, last: &str) -> Vec<String> {
 
 #[test]
 fn requests_for_a_slave_here_are_not_announced_and_follow_it_to_another_master() {
-    let Some(Ground {
-        server,
-        url,
-        tmp,
-        gate,
-    }) = ground()
-    else {
+    let Some(g) = ground() else {
         return;
     };
-    let a = Member::create(tmp.path(), "a", "s1", &url, &gate, "");
-    let b = Member::create(tmp.path(), "b", "s2", &url, &gate, "");
-    let mut client = start_cluster(&server, &[&a, &b]);
-    let mut listener = server.client("bot");
+    let (a, b, mut client) = g.pair("");
+    let mut listener = g.server.client("bot");
     listener.batch_execute("LISTEN autobot_queued").unwrap();
 
     // Three of hold-s1 through a, whose slave s1 builds them: one runs (held),
@@ -784,19 +776,19 @@ fn requests_for_a_slave_here_are_not_announced_and_follow_it_to_another_master()
     a.force("quick-s2");
     let seen = queued_up_to(&mut listener, "quick-s2");
     assert!(!seen.iter().any(|p| p == "hold-s1"), "{seen:?}");
-    wait_for("quick-s2 built by b", Duration::from_secs(60), || {
-        count(
-            &mut client,
-            "SELECT count(*) FROM builds WHERE builder = 'quick-s2' AND master = 'b'
+    wait_count(
+        &mut client,
+        "quick-s2 built by b",
+        "SELECT count(*) FROM builds WHERE builder = 'quick-s2' AND master = 'b'
                AND result = 'success'",
-        ) == 1
-    });
-    wait_for("hold-s1 to run on a", Duration::from_secs(60), || {
-        count(
-            &mut client,
-            "SELECT count(*) FROM builds WHERE builder = 'hold-s1' AND finished_at IS NULL",
-        ) == 1
-    });
+        1,
+    );
+    wait_count(
+        &mut client,
+        "hold-s1 to run on a",
+        "SELECT count(*) FROM builds WHERE builder = 'hold-s1' AND finished_at IS NULL",
+        1,
+    );
 
     // s1 leaves a (a lives on; the Build it ran ends there, its command
     // killed by the slave's stop) and connects to b: b finds the two requests
@@ -805,8 +797,8 @@ fn requests_for_a_slave_here_are_not_announced_and_follow_it_to_another_master()
         .args(["stop", a.slave.to_str().unwrap()])
         .assert()
         .success();
-    std::fs::write(&gate, "").unwrap();
-    let moved = tmp.path().join("slave-s1-on-b");
+    std::fs::write(&g.gate, "").unwrap();
+    let moved = g.tmp.path().join("slave-s1-on-b");
     autobot()
         .args(["create-slave", moved.to_str().unwrap()])
         .arg(format!("127.0.0.1:{}", b.slaveport))
