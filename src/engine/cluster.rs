@@ -10,7 +10,10 @@
 //! through any master is announced to all of them (`NOTIFY`,
 //! [`crate::db::requests::QUEUED`]): each marks the builder pending and its
 //! dispatcher tries to claim, so a request never waits for the master it came
-//! through to have the slave. Each master's engine events, and its slaves
+//! through to have the slave. (Not announced: a request whose builder's slave
+//! is connected to the master it came through, which no other master could
+//! claim; a master that a slave connects to looks for its builders' requests
+//! itself.) Each master's engine events, and its slaves
 //! connecting and going away, are relayed to the others the same way
 //! ([`EVENTS`], batched every [`RELAY_EVERY`]), so that the live pages of
 //! every master follow every Build and every slave. On SQLite there is one
