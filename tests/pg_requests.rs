@@ -522,8 +522,9 @@ fn a_change_stored_is_announced_with_its_id() {
 
 /// A scheduler's BuildSet drops the Changes it carries from what the
 /// scheduler waits on (and its timer for the branch) in the write that
-/// submits it, on both backends; a BuildSet without them (a force) drops
-/// nothing.
+/// submits it, on both backends, and records the last Change handled when it
+/// was fired from the Changes in hand; a BuildSet without them (a force)
+/// drops nothing.
 #[test]
 fn a_schedulers_buildset_consumes_its_changes_in_the_same_write() {
     let Some(server) = pg_common::Pg::start() else {
@@ -583,13 +584,31 @@ fn a_schedulers_buildset_consumes_its_changes_in_the_same_write() {
             scheduler: "s".into(),
             branch: "main".into(),
             changes: ids[..2].to_vec(),
+            handled: Vec::new(),
         };
         let submitted =
             requests::insert_buildset_requests(db, &bs, 2.0, &[], Some(&consume)).unwrap();
         assert_eq!(submitted.requests.len(), 1);
         assert_eq!(waiting(db), [ids[2]]);
         assert!(schedulers::timers(db).unwrap().is_empty());
-        (submitted.buildset_id, waiting(db))
+        let last = |db: &mut dyn Sql, s: &str| schedulers::value(db, s, "last_change").unwrap();
+        assert_eq!(last(db, "s"), Some(ids[2]));
+        // A BuildSet fired from the Changes in hand records the last Change
+        // handled by its scheduler and by another in the same write, never
+        // moving one down.
+        let in_hand = |handled: i64| requests::Consume {
+            scheduler: "s".into(),
+            branch: "main".into(),
+            changes: Vec::new(),
+            handled: vec![("s".into(), handled), ("other".into(), handled)],
+        };
+        for (handled, expected) in [(ids[2] + 5, ids[2] + 5), (ids[0], ids[2] + 5)] {
+            requests::insert_buildset_requests(db, &bs, 3.0, &[], Some(&in_hand(handled))).unwrap();
+            assert_eq!(last(db, "s"), Some(expected));
+            assert_eq!(last(db, "other"), Some(expected));
+        }
+        assert_eq!(waiting(db), [ids[2]]);
+        (submitted.buildset_id, waiting(db), last(db, "s"))
     });
     assert_eq!(on_sqlite, on_postgres);
 }

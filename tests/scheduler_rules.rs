@@ -65,6 +65,50 @@ async fn files_filter_records_unimportant_changes_for_the_next_build() {
     run.stop().await;
 }
 
+/// With treeStable = 0 a Change fires its BuildSet straight from the Changes
+/// in hand, recording the last Change handled in the same write: a restarted
+/// master does not build it again. An unimportant Change that waits across a
+/// restart still joins the next build (the restarted schedulers know the
+/// branch has Changes waiting).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_fired_in_hand_are_not_built_again_and_waiting_ones_survive_a_restart() {
+    let site = Site::new(&ini(
+        "treeStable = 0",
+        &["s1"],
+        "[c]\ntype = shell\nstep.ok = true\nfiles = \\.c$\n",
+    ));
+    let changes = |b: &autobot::db::builds::BuildDetail| -> Vec<i64> {
+        b.changes.iter().map(|c| c.id).collect()
+    };
+    let run = site.start(&["s1"]).await;
+    let code = send(&run.master, "Cod <cod@x.org>", &["a.c"]).await;
+    let b1 = wait_finished(run.db(), "c-s1", 1).await;
+    assert_eq!(changes(&b1), [code.id]);
+    assert_eq!(scheduler_backlog(run.db()).await, (0, 0));
+    run.stop().await;
+
+    let run = site.start(&["s1"]).await;
+    let doc = send(&run.master, "Doc <doc@x.org>", &["README"]).await;
+    wait_some("the README Change to be recorded", || async {
+        (scheduler_backlog(run.db()).await == (1, 0)).then_some(())
+    })
+    .await;
+    run.stop().await;
+
+    let run = site.start(&["s1"]).await;
+    let more = send(&run.master, "Mor <mor@x.org>", &["b.c"]).await;
+    let b2 = wait_finished(run.db(), "c-s1", 2).await;
+    assert_eq!(changes(&b2), [doc.id, more.id]);
+    let sets = buildsets(run.db()).await;
+    assert_eq!(
+        sets.iter().map(|b| b.changes.clone()).collect::<Vec<_>>(),
+        [vec![code.id], vec![doc.id, more.id]],
+        "{sets:?}"
+    );
+    assert_eq!(scheduler_backlog(run.db()).await, (0, 0));
+    run.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_queued_while_the_builder_is_busy_merge() {
     let tmp = tempfile::tempdir().unwrap();

@@ -160,19 +160,29 @@ async fn relay_stored(
         *a = (*a).max(newest);
     }
     loop {
-        tokio::select! {
-            note = stored.recv() => if note.is_none() {
-                return;
+        // The newest id notified (`None`: a notification whose payload is not
+        // an id, e.g. MISSED after a reconnect, or the rescan: read anyway).
+        let mut newest = tokio::select! {
+            note = stored.recv() => match note {
+                None => return,
+                Some(id) => id.parse::<i64>().ok(),
             },
-            _ = tokio::time::sleep(RESCAN) => {}
-        }
+            _ = tokio::time::sleep(RESCAN) => None,
+        };
         if alive.strong_count() == 0 {
             return;
         }
         // Every id committed is announced in order: the rows above `last`
         // are those not yet announced (several notifications, one read).
-        while stored.try_recv().is_ok() {}
+        while let Ok(more) = stored.try_recv() {
+            newest = newest.zip(more.parse::<i64>().ok()).map(|(a, b)| a.max(b));
+        }
         let last = *announced.lock().unwrap_or_else(|p| p.into_inner());
+        // This master's own Changes were announced as it stored them: no
+        // read (it would run beside the scheduling of the very same Change).
+        if newest.is_some_and(|id| id <= last) {
+            continue;
+        }
         match db.changes_after(last).await {
             Ok(rows) => {
                 let mut a = announced.lock().unwrap_or_else(|p| p.into_inner());

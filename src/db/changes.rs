@@ -203,8 +203,15 @@ impl Db {
         self.read_sql(|db| count_deliveries(db)).await
     }
 
-    /// Record Changes (in the order given, which becomes their id order); their ids.
-    pub async fn add_changes(&self, changes: Vec<NewChange>) -> Result<Vec<i64>, DbError> {
+    /// Record Changes (in the order given, which becomes their id order); their
+    /// ids. One Change (a commit hook's, most pollers') is one statement on
+    /// PostgreSQL ([`Db::add_change`]).
+    pub async fn add_changes(&self, mut changes: Vec<NewChange>) -> Result<Vec<i64>, DbError> {
+        if changes.len() == 1 {
+            if let Some(one) = changes.pop() {
+                return Ok(vec![self.add_change(one).await?]);
+            }
+        }
         self.write_sql(move |db| changes.iter().map(|c| insert_change(db, c)).collect())
             .await
     }

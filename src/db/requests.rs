@@ -60,6 +60,12 @@ pub struct Consume {
     pub scheduler: String,
     pub branch: String,
     pub changes: Vec<i64>,
+    /// (scheduler, the last Change id it handled), recorded by the same
+    /// statement (`last_change` only moves up): a BuildSet made straight from
+    /// the Changes in hand (treeStable = 0, nothing waiting on the branch)
+    /// never records them as waiting, so a restart must not handle them
+    /// again; the schedulers that took none of them ride along.
+    pub handled: Vec<(String, i64)>,
 }
 
 /// The ids a submitted BuildSet got.
@@ -246,6 +252,9 @@ pub fn insert_buildset_requests(
     }
     if let Some(c) = consume {
         super::schedulers::consume(db, &c.scheduler, &c.branch, &c.changes)?;
+        for (s, id) in &c.handled {
+            super::schedulers::set_last_change(db, s, *id)?;
+        }
     }
     let buildset_id = insert_buildset(db, bs, at)?;
     let mut requests = Vec::with_capacity(bs.builders.len());
@@ -293,13 +302,19 @@ fn insert_buildset_one(
     let builders = serde_json::to_string(&bs.builders).unwrap_or_else(|_| "[]".into());
     let here = serde_json::to_string(here).unwrap_or_else(|_| "[]".into());
     // No scheduler (NULL) matches no row: nothing consumed.
-    let (scheduler, branch, consumed) = match consume {
+    let (scheduler, branch, consumed, handled) = match consume {
         Some(c) => (
             sql::Value::from(c.scheduler.as_str()),
             sql::Value::from(c.branch.as_str()),
             serde_json::to_string(&c.changes).unwrap_or_else(|_| "[]".into()),
+            super::schedulers::handled_json(&c.handled),
         ),
-        None => (sql::Value::Null, sql::Value::Null, "[]".to_string()),
+        None => (
+            sql::Value::Null,
+            sql::Value::Null,
+            "[]".to_string(),
+            "[]".to_string(),
+        ),
     };
     let rows = db.query(
         &format!(
@@ -317,16 +332,14 @@ fn insert_buildset_one(
                    FROM bs, jsonb_array_elements_text(CAST(CAST(?11 AS TEXT) AS jsonb))
                         WITH ORDINALITY AS u(b, i)
                    ORDER BY u.i RETURNING id, builder),
-             cs AS (DELETE FROM scheduler_changes WHERE scheduler = ?13 AND change IN
-                      (SELECT CAST(v.value AS BIGINT)
-                       FROM jsonb_array_elements_text(CAST(CAST(?15 AS TEXT) AS jsonb)) v)),
-             ct AS (DELETE FROM scheduler_timers WHERE scheduler = ?13 AND branch = ?14)
+             {consume}
              SELECT bs.id, r.id, r.builder,
                     CASE WHEN r.id IS NOT NULL
                               AND r.builder NOT IN (SELECT jsonb_array_elements_text(
                                                       CAST(CAST(?12 AS TEXT) AS jsonb)))
                          THEN CAST(pg_notify('{QUEUED}', r.builder) AS TEXT) END
-             FROM bs LEFT JOIN r ON true ORDER BY r.id"
+             FROM bs LEFT JOIN r ON true ORDER BY r.id",
+            consume = super::schedulers::consume_ctes(13, 14, 15, 16),
         ),
         &[
             ss.branch.clone().into(),
@@ -344,6 +357,7 @@ fn insert_buildset_one(
             scheduler,
             branch,
             consumed.into(),
+            handled.into(),
         ],
     )?;
     let mut out = SubmittedBuildSet {

@@ -100,6 +100,12 @@ impl Db {
             .await
     }
 
+    /// The (scheduler, branch) keys that have Changes waiting (read at start:
+    /// a key with none may fire straight from the Changes in hand).
+    pub async fn scheduler_waiting_keys(&self) -> Result<Vec<(String, String)>, DbError> {
+        self.read_sql(|db| waiting_keys(db)).await
+    }
+
     /// Every tree-stable timer: (scheduler, branch, deadline).
     pub async fn scheduler_timers(&self) -> Result<Vec<(String, String, f64)>, DbError> {
         self.read_sql(|db| timers(db)).await
@@ -245,7 +251,7 @@ pub fn max_buildset_id(db: &mut dyn Sql) -> Result<i64, SqlError> {
 }
 
 /// Store what handling some Changes decided. `last_change` only moves up
-/// (SQLite's two-argument `max` is PostgreSQL's `GREATEST`).
+/// ([`set_last_change`]).
 pub fn record_changes(db: &mut dyn Sql, batch: &ChangeBatch) -> Result<(), SqlError> {
     if db.dialect() == Dialect::Postgres {
         return record_changes_one(db, batch);
@@ -269,7 +275,16 @@ pub fn record_changes(db: &mut dyn Sql, batch: &ChangeBatch) -> Result<(), SqlEr
             &[s.as_str().into(), b.as_str().into(), (*d).into()],
         )?;
     }
-    let last_change = match db.dialect() {
+    for (s, id) in &batch.handled {
+        set_last_change(db, s, *id)?;
+    }
+    Ok(())
+}
+
+/// Move a scheduler's `last_change` up to `id` (never down; SQLite's
+/// two-argument `max` is PostgreSQL's `GREATEST`).
+pub fn set_last_change(db: &mut dyn Sql, scheduler: &str, id: i64) -> Result<(), SqlError> {
+    let sql = match db.dialect() {
         Dialect::Sqlite => {
             "INSERT INTO scheduler_state(scheduler, key, value) VALUES (?1, 'last_change', ?2)
              ON CONFLICT(scheduler, key) DO UPDATE SET value = max(value, excluded.value)"
@@ -280,9 +295,7 @@ pub fn record_changes(db: &mut dyn Sql, batch: &ChangeBatch) -> Result<(), SqlEr
              DO UPDATE SET value = GREATEST(scheduler_state.value, excluded.value)"
         }
     };
-    for (s, id) in &batch.handled {
-        db.execute(last_change, &[s.as_str().into(), (*id).into()])?;
-    }
+    db.execute(sql, &[scheduler.into(), id.into()])?;
     Ok(())
 }
 
@@ -307,11 +320,6 @@ fn record_changes_one(db: &mut dyn Sql, batch: &ChangeBatch) -> Result<(), SqlEr
         .iter()
         .map(|(s, b, d)| serde_json::json!([s, b, d]))
         .collect();
-    let handled: Vec<serde_json::Value> = batch
-        .handled
-        .iter()
-        .map(|(s, id)| serde_json::json!([s, id]))
-        .collect();
     let text = |v: Vec<serde_json::Value>| serde_json::Value::Array(v).to_string();
     let sql = format!(
         "WITH p AS (INSERT INTO scheduler_changes(scheduler, change, branch, important)
@@ -321,21 +329,18 @@ fn record_changes_one(db: &mut dyn Sql, batch: &ChangeBatch) -> Result<(), SqlEr
               t AS (INSERT INTO scheduler_timers(scheduler, branch, deadline)
                     SELECT x->>0, x->>1, CAST(x->>2 AS DOUBLE PRECISION) FROM {t}
                     ON CONFLICT(scheduler, branch) DO UPDATE SET deadline = excluded.deadline),
-              s AS (INSERT INTO scheduler_state(scheduler, key, value)
-                    SELECT x->>0, 'last_change', CAST(x->>1 AS BIGINT) FROM {h}
-                    ON CONFLICT(scheduler, key)
-                    DO UPDATE SET value = GREATEST(scheduler_state.value, excluded.value))
+              {s}
          SELECT 1",
         p = json_rows(1),
         t = json_rows(2),
-        h = json_rows(3),
+        s = last_change_cte("s", 3),
     );
     db.query(
         &sql,
         &[
             text(pending).into(),
             text(timers).into(),
-            text(handled).into(),
+            handled_json(&batch.handled).into(),
         ],
     )?;
     Ok(())
@@ -383,11 +388,8 @@ pub fn consume(
         // One statement ([`Db::write_sql_one`]).
         let list = serde_json::to_string(changes).unwrap_or_else(|_| "[]".into());
         db.query(
-            "WITH c AS (DELETE FROM scheduler_changes WHERE scheduler = ?1 AND change IN
-                          (SELECT CAST(v.value AS BIGINT)
-                           FROM jsonb_array_elements_text(CAST(CAST(?3 AS TEXT) AS jsonb)) v))
-             DELETE FROM scheduler_timers WHERE scheduler = ?1 AND branch = ?2",
-            &[scheduler.into(), branch.into(), list.into()],
+            &format!("WITH {} SELECT 1", consume_ctes(1, 2, 3, 4)),
+            &[scheduler.into(), branch.into(), list.into(), "[]".into()],
         )?;
         return Ok(());
     }
@@ -402,6 +404,59 @@ pub fn consume(
         &[scheduler.into(), branch.into()],
     )?;
     Ok(())
+}
+
+/// [`consume`] as PostgreSQL's data-modifying CTEs, to put in the `WITH` of
+/// the statement that submits the BuildSet ([`super::requests::Consume`]).
+/// Parameters by number: the scheduler, the branch, the Changes (a JSON
+/// array as text) and the last Change handled by schedulers (a JSON array of
+/// `[scheduler, id]` as text, [`last_change_cte`]). A `NULL` scheduler
+/// matches nothing.
+pub(crate) fn consume_ctes(scheduler: usize, branch: usize, list: usize, handled: usize) -> String {
+    format!(
+        "cs AS (DELETE FROM scheduler_changes WHERE scheduler = ?{scheduler} AND change IN
+                  (SELECT CAST(v.value AS BIGINT)
+                   FROM jsonb_array_elements_text(CAST(CAST(?{list} AS TEXT) AS jsonb)) v)),
+         ct AS (DELETE FROM scheduler_timers
+                WHERE scheduler = ?{scheduler} AND branch = ?{branch}),
+         {}",
+        last_change_cte("cl", handled)
+    )
+}
+
+/// The data-modifying CTE `name` that moves schedulers' `last_change` up
+/// (never down) to the ids of parameter `?N`, a JSON array of
+/// `[scheduler, id]` as text (PostgreSQL).
+fn last_change_cte(name: &str, n: usize) -> String {
+    format!(
+        "{name} AS (INSERT INTO scheduler_state(scheduler, key, value)
+                   SELECT x->>0, 'last_change', CAST(x->>1 AS BIGINT) FROM {}
+                   ON CONFLICT(scheduler, key)
+                   DO UPDATE SET value = GREATEST(scheduler_state.value, excluded.value))",
+        json_rows(n)
+    )
+}
+
+/// `(scheduler, id)` pairs as the JSON text [`last_change_cte`] reads.
+pub(crate) fn handled_json(handled: &[(String, i64)]) -> String {
+    serde_json::Value::Array(
+        handled
+            .iter()
+            .map(|(s, id)| serde_json::json!([s, id]))
+            .collect(),
+    )
+    .to_string()
+}
+
+/// The (scheduler, branch) keys that have Changes waiting.
+pub fn waiting_keys(db: &mut dyn Sql) -> Result<Vec<(String, String)>, SqlError> {
+    db.query(
+        "SELECT DISTINCT scheduler, branch FROM scheduler_changes ORDER BY scheduler, branch",
+        &[],
+    )?
+    .iter()
+    .map(|r| Ok((r.string(0)?, r.string(1)?)))
+    .collect()
 }
 
 /// Drop the waiting Changes a BuildSet of this scheduler already carries; how

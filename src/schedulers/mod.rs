@@ -34,7 +34,7 @@ mod clock;
 pub mod cron;
 mod spec;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -140,6 +140,10 @@ struct Running {
     last: HashMap<String, i64>,
     /// Tree-stable deadlines by (scheduler, branch).
     timers: BTreeMap<(String, String), f64>,
+    /// The (scheduler, branch) keys that may have Changes waiting in the
+    /// database (a key not here has none: its Changes may fire at once,
+    /// [`Running::fire_in_hand`]).
+    waiting: HashSet<(String, String)>,
     /// Next run of periodic/nightly schedulers (unix seconds).
     next_run: BTreeMap<String, f64>,
     /// Dependent schedulers' watermarks.
@@ -259,6 +263,7 @@ impl Running {
             files: HashMap::new(),
             last: HashMap::new(),
             timers: BTreeMap::new(),
+            waiting: HashSet::new(),
             next_run: BTreeMap::new(),
             watermarks: HashMap::new(),
         };
@@ -350,6 +355,7 @@ impl Running {
                 r.timers.insert((s, b), d);
             }
         }
+        r.waiting = db.scheduler_waiting_keys().await?.into_iter().collect();
         Ok(r)
     }
 
@@ -444,7 +450,10 @@ impl Running {
     }
 
     /// Record `rows` (oldest first) in every change scheduler that takes them,
-    /// (re)starting tree-stable timers, in one transaction.
+    /// (re)starting tree-stable timers, in one transaction. A scheduler with
+    /// `treeStable = 0` whose Changes in hand are all important, on one branch
+    /// with nothing waiting, submits their BuildSet at once instead
+    /// ([`Self::fire_in_hand`]).
     async fn handle(&mut self, rows: Vec<ChangeRow>) -> Result<(), Halt> {
         let Some(max_id) = rows.iter().map(|r| r.id).max() else {
             return Ok(());
@@ -452,6 +461,8 @@ impl Running {
         let now = self.ctx.clock.now();
         let mut batch = ChangeBatch::default();
         let mut timers = Vec::new();
+        let mut in_hand = Vec::new();
+        let mut idle = Vec::new();
         // The properties of pull requests' Changes (number, fork or not).
         let pull_ids: Vec<i64> = rows
             .iter()
@@ -472,14 +483,14 @@ impl Running {
                 continue;
             }
             let files = self.files.get(&spec.name).map(Vec::as_slice).unwrap_or(&[]);
-            let mut restarted: BTreeMap<String, f64> = BTreeMap::new();
+            let mut taken: Vec<(&ChangeRow, String, bool)> = Vec::new();
             for row in rows.iter().filter(|r| r.id > last) {
-                let taken = if row.category == PULL_CATEGORY {
+                let accepted = if row.category == PULL_CATEGORY {
                     accepts_pull(spec, row, pull_props.get(&row.id)).map(|k| (k, true))
                 } else {
                     accepts(spec, files, row, &self.factories)
                 };
-                let Some((branch, important)) = taken else {
+                let Some((branch, important)) = accepted else {
                     continue;
                 };
                 tracing::debug!(
@@ -492,6 +503,19 @@ impl Running {
                         "joins the next build"
                     }
                 );
+                taken.push((row, branch, important));
+            }
+            if taken.is_empty() {
+                idle.push((spec.name.clone(), max_id));
+                continue;
+            }
+            if let Some(branch) = self.fires_in_hand(spec, *tree_stable, &taken) {
+                let changes = taken.iter().map(|(r, _, _)| (*r).clone()).collect();
+                in_hand.push((spec.clone(), branch, changes, max_id));
+                continue;
+            }
+            let mut restarted: BTreeMap<String, f64> = BTreeMap::new();
+            for (row, branch, important) in taken {
                 if important {
                     restarted.insert(branch.clone(), now + *tree_stable as f64);
                 }
@@ -508,16 +532,112 @@ impl Running {
             }
             batch.handled.push((spec.name.clone(), max_id));
         }
-        if batch.handled.is_empty() {
-            return Ok(());
+        // The schedulers that took none of these Changes move on with the
+        // first BuildSet fired from them, or with the others' record.
+        if !batch.handled.is_empty() || in_hand.is_empty() {
+            batch.handled.append(&mut idle);
         }
+        if !batch.handled.is_empty() {
+            self.record(batch, timers).await?;
+        }
+        for (spec, branch, changes, max_id) in in_hand {
+            let mut handled = vec![(spec.name.clone(), max_id)];
+            handled.append(&mut idle);
+            self.fire_in_hand(&spec, branch, changes, handled).await?;
+        }
+        Ok(())
+    }
+
+    /// Store what handling some Changes decided and follow it here.
+    async fn record(
+        &mut self,
+        batch: ChangeBatch,
+        timers: Vec<((String, String), f64)>,
+    ) -> Result<(), Halt> {
         let handled = batch.handled.clone();
+        let keys: Vec<(String, String)> = batch
+            .pending
+            .iter()
+            .map(|p| (p.scheduler.clone(), p.branch.clone()))
+            .collect();
         self.ctx.db.record_scheduler_changes(batch).await?;
         for (s, id) in handled {
             self.last.insert(s, id);
         }
+        self.waiting.extend(keys);
         self.timers.extend(timers);
         Ok(())
+    }
+
+    /// The branch of `taken` (a scheduler's share of the Changes in hand) when
+    /// they can make a BuildSet at once: `treeStable = 0`, every one of them
+    /// important, not a pull request's, on one branch where nothing waits and
+    /// no timer runs, and builders to build them. Firing them then is what
+    /// recording them and firing the timer due now would do, in one write.
+    fn fires_in_hand(
+        &self,
+        spec: &SchedulerSpec,
+        tree_stable: u64,
+        taken: &[(&ChangeRow, String, bool)],
+    ) -> Option<String> {
+        let (_, branch, _) = taken.first()?;
+        let key = (spec.name.clone(), branch.clone());
+        let one_branch = taken
+            .iter()
+            .all(|(row, b, important)| *important && b == branch && row.category != PULL_CATEGORY);
+        (tree_stable == 0
+            && one_branch
+            && !spec.builders.is_empty()
+            && !self.waiting.contains(&key)
+            && !self.timers.contains_key(&key))
+        .then(|| branch.clone())
+    }
+
+    /// Submit the BuildSet of `changes`, a scheduler's Changes in hand (see
+    /// [`Self::fires_in_hand`]), recording the last Change handled by it (and
+    /// by the others in `handled`) in the same write. Should the submit fail
+    /// for a reason that may pass, the Changes are recorded as waiting, to
+    /// fire again shortly.
+    async fn fire_in_hand(
+        &mut self,
+        spec: &SchedulerSpec,
+        branch: String,
+        changes: Vec<ChangeRow>,
+        handled: Vec<(String, i64)>,
+    ) -> Result<(), Halt> {
+        let name = spec.name.clone();
+        let ids: Vec<i64> = changes.iter().map(|c| c.id).collect();
+        let bs = changes_buildset(spec, &branch, &changes);
+        let consume = Consume {
+            scheduler: name.clone(),
+            branch: branch.clone(),
+            changes: Vec::new(),
+            handled: handled.clone(),
+        };
+        if let Some(id) = self.submit_consuming(bs, consume).await? {
+            tracing::info!(
+                "scheduler {name}: BuildSet {id} with {} Changes on {}",
+                ids.len(),
+                branch_name(&branch)
+            );
+            self.last.extend(handled);
+            return Ok(());
+        }
+        let retry = self.ctx.clock.now() + 5.0;
+        let batch = ChangeBatch {
+            pending: ids
+                .iter()
+                .map(|id| PendingChange {
+                    scheduler: name.clone(),
+                    change: *id,
+                    branch: branch.clone(),
+                    important: true,
+                })
+                .collect(),
+            timers: vec![(name.clone(), branch.clone(), retry)],
+            handled,
+        };
+        self.record(batch, vec![((name, branch), retry)]).await
     }
 
     /// Fire every timer and periodic/nightly run whose time has come.
@@ -568,67 +688,33 @@ impl Running {
                 .consume_scheduler_changes(name, branch, ids)
                 .await?;
             self.timers.remove(&key);
+            self.waiting.remove(&key);
             return Ok(());
         }
-        let newest = pending.last().map(|(c, _)| c.clone());
-        let mut who: Vec<String> = Vec::new();
-        for (c, _) in &pending {
-            if !who.contains(&c.who) {
-                who.push(c.who.clone());
-            }
-        }
-        let tree_stable = match &spec.kind {
-            SchedulerKind::Changes { tree_stable, .. } => *tree_stable,
-            _ => 0,
-        };
-        if let Some(pull) = newest.as_ref().filter(|c| c.category == PULL_CATEGORY) {
+        if let Some(pull) = pending
+            .last()
+            .map(|(c, _)| c)
+            .filter(|c| c.category == PULL_CATEGORY)
+        {
             return self.fire_pull(&spec, key, pull.clone(), ids).await;
         }
-        let bs = NewBuildSet {
-            reason: format!(
-                "scheduler {name}: {} change{} by {} (tree stable for {tree_stable} s)",
-                ids.len(),
-                if ids.len() == 1 { "" } else { "s" },
-                who.join(", ")
-            ),
-            scheduler: name.to_string(),
-            properties: BTreeMap::new(),
-            sourcestamp: NewSourceStamp {
-                branch: (spec.single_source && !branch.is_empty()).then(|| branch.to_string()),
-                revision: if spec.single_source {
-                    newest.as_ref().and_then(|c| c.revision.clone())
-                } else {
-                    None
-                },
-                repository: newest
-                    .as_ref()
-                    .map(|c| c.repository.clone())
-                    .filter(|r| !r.is_empty())
-                    .or_else(|| spec.repositories.first().cloned())
-                    .unwrap_or_default(),
-                project: spec.factory.clone(),
-                changes: ids.clone(),
-            },
-            builders: spec.builders.clone(),
-            priority: 0,
-        };
+        let changes: Vec<ChangeRow> = pending.into_iter().map(|(c, _)| c).collect();
+        let bs = changes_buildset(&spec, branch, &changes);
         let count = ids.len();
         let consume = Consume {
             scheduler: name.to_string(),
             branch: branch.to_string(),
             changes: ids,
+            handled: Vec::new(),
         };
         match self.submit_consuming(bs, consume).await? {
             Some(id) => {
                 tracing::info!(
                     "scheduler {name}: BuildSet {id} with {count} Changes on {}",
-                    if branch.is_empty() {
-                        "the default branch"
-                    } else {
-                        branch
-                    }
+                    branch_name(branch)
                 );
                 self.timers.remove(&key);
+                self.waiting.remove(&key);
             }
             None => {
                 // Retry shortly; the Changes stay.
@@ -885,6 +971,61 @@ fn redact_url_of(url: &str) -> String {
 
 pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+/// The BuildSet a change scheduler submits for `changes` (oldest first), the
+/// Changes it took on `branch`: the newest one's revision (a `singleSource`
+/// scheduler) and repository, every author in the reason.
+fn changes_buildset(spec: &SchedulerSpec, branch: &str, changes: &[ChangeRow]) -> NewBuildSet {
+    let newest = changes.last();
+    let mut who: Vec<&str> = Vec::new();
+    for c in changes {
+        if !who.contains(&c.who.as_str()) {
+            who.push(&c.who);
+        }
+    }
+    let tree_stable = match &spec.kind {
+        SchedulerKind::Changes { tree_stable, .. } => *tree_stable,
+        _ => 0,
+    };
+    let ids: Vec<i64> = changes.iter().map(|c| c.id).collect();
+    NewBuildSet {
+        reason: format!(
+            "scheduler {}: {} change{} by {} (tree stable for {tree_stable} s)",
+            spec.name,
+            ids.len(),
+            if ids.len() == 1 { "" } else { "s" },
+            who.join(", ")
+        ),
+        scheduler: spec.name.clone(),
+        properties: BTreeMap::new(),
+        sourcestamp: NewSourceStamp {
+            branch: (spec.single_source && !branch.is_empty()).then(|| branch.to_string()),
+            revision: if spec.single_source {
+                newest.and_then(|c| c.revision.clone())
+            } else {
+                None
+            },
+            repository: newest
+                .map(|c| c.repository.clone())
+                .filter(|r| !r.is_empty())
+                .or_else(|| spec.repositories.first().cloned())
+                .unwrap_or_default(),
+            project: spec.factory.clone(),
+            changes: ids,
+        },
+        builders: spec.builders.clone(),
+        priority: 0,
+    }
+}
+
+/// A branch key as the log says it.
+fn branch_name(branch: &str) -> &str {
+    if branch.is_empty() {
+        "the default branch"
+    } else {
+        branch
+    }
 }
 
 /// A submit's BuildSet id; `None` (logged) when it failed for a reason that may
