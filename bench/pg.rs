@@ -36,7 +36,9 @@
 //!   the phase of the previous build), which hides the database's part.
 //!
 //! `--rounds R` (1) repeats the throughput figures and reports their median;
-//! `--only one|two` runs the one-master or the two-master scenarios alone. Under
+//! `--only one|two` runs the one-master or the two-master scenarios alone;
+//! `--socket` connects the masters to PostgreSQL over its Unix socket (a
+//! master on the database's machine) instead of TCP on 127.0.0.1. Under
 //! the one-master figure on PostgreSQL: transactions and WAL syncs per build
 //! (`pg_stat_database`, `pg_stat_wal`), and with `AUTOBOT_BENCH_PG_STATEMENTS=1`
 //! (pg_stat_statements loaded) the 25 statements run most often, per build.
@@ -528,7 +530,7 @@ fn one_master(
 /// Scenarios 2 and 3: two masters on database `two` of `server`.
 fn two_masters(tmp: &Path, server: &pg::Pg, o: &Opts) {
     server.create_db("two");
-    let url = server.url("two");
+    let url = server.master_url("two");
     let root = tmp.join("two");
     let repo = root.join("repo");
     make_repo(&repo);
@@ -756,7 +758,7 @@ fn one_master_figures(tmp: &Path, server: &pg::Pg, o: &Opts) {
         false,
     );
     server.create_db("one");
-    let url = server.url("one");
+    let url = server.master_url("one");
     let (pg_rate, mut on_pg) = one_master(tmp, "pg", Some((&url, "m1")), Some(server), o);
     budget(
         &format!("one_master_{}_builds_pg", o.builds),

@@ -2,7 +2,8 @@
 //! the interrupted Build EXCEPTION and runs its request again; a slave that goes
 //! silent mid-build ends the Build within the keepalive interval and the request
 //! waits for the slave's return; `stop_build` ends a Build within 10 s even when
-//! the slave is frozen; a master shutdown records running Builds like a restart.
+//! the slave is frozen; a master shutdown records running Builds like a restart;
+//! a slave stopped cleanly mid-build is a slave lost: the request runs again.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -185,6 +186,63 @@ async fn silent_slave_ends_the_build_within_keepalive_and_requeues() {
 
     // The slave comes back: the request runs again, to success.
     kill9(&mut slave);
+    let _slave = spawn_run(&sdir);
+    let req = m.wait_request(request).await;
+    assert_eq!(req.result.as_deref(), Some("success"));
+    assert_eq!(req.builds, vec![1, 2]);
+    m.master.shutdown().await;
+}
+
+/// A slave stopped cleanly mid-build (SIGTERM, as `autobot stop` sends) is a
+/// slave lost to the Build, as Buildbot has it: EXCEPTION "slave lost", its
+/// request queued again, and run to success when the slave is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slave_stopped_mid_build_requeues_its_request() {
+    let m = EngineMaster::start(&master_ini(FACTORY, ""), Duration::from_secs(30)).await;
+    let sdir = m.dir.path().join("slave");
+    slave_dir(&sdir, m.master.slaveport());
+    let mut slave = spawn_run(&sdir);
+    m.master
+        .registry()
+        .wait_connected(SLAVE, DEADLINE)
+        .await
+        .unwrap();
+    let request = m.force(BUILDER, ForceRequest::default()).await;
+    let db_path = m.dir.path().join(autobot::db::DB_FILE);
+    let marker = sdir.join("rec-s1/marker");
+    wait_until("step wait started", || async {
+        step_started(&db_path, BUILDER, 1, "wait") && marker.exists()
+    })
+    .await;
+    nix::sys::signal::kill(slave.pgid(), Signal::SIGTERM).unwrap();
+    let status = slave.0.wait().unwrap();
+    assert!(status.success(), "the slave's clean stop: {status:?}");
+    let db = m.master.db().clone();
+    wait_until("build 1 ends", || {
+        let db = db.clone();
+        async move {
+            db.build(BUILDER, 1)
+                .await
+                .unwrap()
+                .is_some_and(|b| b.build.result.is_some())
+        }
+    })
+    .await;
+    let b1 = m.build(BUILDER, 1).await;
+    assert_eq!(
+        b1.build.result.as_deref(),
+        Some("exception"),
+        "{}",
+        b1.build.text
+    );
+    assert!(
+        b1.build.text.starts_with("slave lost: "),
+        "{}",
+        b1.build.text
+    );
+    let req = m.master.db().buildrequest(request).await.unwrap().unwrap();
+    assert!(!req.complete && req.claimed_at.is_none(), "{req:?}");
+
     let _slave = spawn_run(&sdir);
     let req = m.wait_request(request).await;
     assert_eq!(req.result.as_deref(), Some("success"));

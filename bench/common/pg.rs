@@ -23,4 +23,25 @@ impl Pg {
         pg.run_server(&format!("max_connections = 100\n{settings}"));
         pg
     }
+
+    /// The URL of database `db` for the bench's masters: over TCP on
+    /// 127.0.0.1, or with `--socket` on the command line over the server's
+    /// Unix socket (a master on the database's machine).
+    pub fn master_url(&self, db: &str) -> String {
+        if !std::env::args().any(|a| a == "--socket") {
+            return self.url(db);
+        }
+        let dir: String = self
+            .socket_dir()
+            .to_string_lossy()
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        format!("postgresql://{USER}@{dir}:{}/{db}", self.port)
+    }
 }

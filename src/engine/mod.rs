@@ -431,7 +431,7 @@ impl Engine {
     /// web ports' threads run at a lower priority and may be descheduled at any
     /// moment under load.
     pub async fn submit(&self, bs: NewBuildSet) -> Result<SubmittedBuildSet, EngineError> {
-        self.submit_on_runtime(bs, None, None).await
+        self.submit_on_runtime(bs, Alongside::Nothing).await
     }
 
     /// [`Engine::submit`], with a try job's patch on the SourceStamp.
@@ -440,7 +440,8 @@ impl Engine {
         bs: NewBuildSet,
         patch: Option<crate::db::tryjobs::TryPatch>,
     ) -> Result<SubmittedBuildSet, EngineError> {
-        self.submit_on_runtime(bs, patch, None).await
+        self.submit_on_runtime(bs, patch.map_or(Alongside::Nothing, Alongside::Patch))
+            .await
     }
 
     /// [`Engine::submit`] of a scheduler's BuildSet: the Changes it carries
@@ -450,19 +451,19 @@ impl Engine {
         bs: NewBuildSet,
         consume: Consume,
     ) -> Result<SubmittedBuildSet, EngineError> {
-        self.submit_on_runtime(bs, None, Some(consume)).await
+        self.submit_on_runtime(bs, Alongside::Consume(consume))
+            .await
     }
 
     async fn submit_on_runtime(
         &self,
         bs: NewBuildSet,
-        patch: Option<crate::db::tryjobs::TryPatch>,
-        consume: Option<Consume>,
+        alongside: Alongside,
     ) -> Result<SubmittedBuildSet, EngineError> {
         let inner = self.inner.clone();
         self.inner
             .runtime
-            .spawn(async move { submit_here(&inner, bs, patch, consume).await })
+            .spawn(async move { submit_here(&inner, bs, alongside).await })
             .await
             .map_err(|_| EngineError::ShuttingDown)?
     }
@@ -837,12 +838,21 @@ fn builders_here(inner: &Inner, builders: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// What the write that stores a BuildSet stores with it.
+enum Alongside {
+    Nothing,
+    /// A try job's patch, on the BuildSet's SourceStamp.
+    Patch(crate::db::tryjobs::TryPatch),
+    /// The scheduler's Changes the BuildSet carries, dropped from what it
+    /// waits on.
+    Consume(Consume),
+}
+
 /// [`Engine::submit`] on the engine's runtime.
 async fn submit_here(
     inner: &Arc<Inner>,
     bs: NewBuildSet,
-    patch: Option<crate::db::tryjobs::TryPatch>,
-    consume: Option<Consume>,
+    alongside: Alongside,
 ) -> Result<SubmittedBuildSet, EngineError> {
     if inner.state().stopping {
         return Err(EngineError::ShuttingDown);
@@ -851,12 +861,18 @@ async fn submit_here(
     // The builders whose slave is connected here: no other master can claim
     // their requests, so they are not announced to the others.
     let here = builders_here(inner, &bs.builders);
-    let submitted = match patch {
-        Some(p) => inner.db.add_try_buildset(bs, p, at, here.clone()).await?,
-        None => {
+    let submitted = match alongside {
+        Alongside::Patch(p) => inner.db.add_try_buildset(bs, p, at, here.clone()).await?,
+        Alongside::Consume(c) => {
             inner
                 .db
-                .add_buildset_here(bs, at, here.clone(), consume)
+                .add_buildset_here(bs, at, here.clone(), Some(c))
+                .await?
+        }
+        Alongside::Nothing => {
+            inner
+                .db
+                .add_buildset_here(bs, at, here.clone(), None)
                 .await?
         }
     };
