@@ -137,13 +137,15 @@ async fn master_killed_mid_build_loses_nothing_and_reruns() {
     assert_eq!(req.builds, vec![1, 2]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_slave_ends_the_build_within_keepalive_and_requeues() {
-    let keepalive = Duration::from_secs(2);
+/// A master with keepalive `keepalive` and its slave (`autobot run`), whose
+/// forced build 1 of [`BUILDER`] is in step `wait` (its shell has run: the
+/// marker exists, so the request's next build takes the quick way): the
+/// master, the slave's directory, the slave and the request.
+async fn mid_build(keepalive: Duration) -> (EngineMaster, std::path::PathBuf, Daemon, i64) {
     let m = EngineMaster::start(&master_ini(FACTORY, ""), keepalive).await;
     let sdir = m.dir.path().join("slave");
     slave_dir(&sdir, m.master.slaveport());
-    let mut slave = spawn_run(&sdir);
+    let slave = spawn_run(&sdir);
     m.master
         .registry()
         .wait_connected(SLAVE, DEADLINE)
@@ -152,82 +154,16 @@ async fn silent_slave_ends_the_build_within_keepalive_and_requeues() {
     let request = m.force(BUILDER, ForceRequest::default()).await;
     let db_path = m.dir.path().join(autobot::db::DB_FILE);
     let marker = sdir.join("rec-s1/marker");
-    // The shell has run (not just the step row written): the marker exists, so
-    // the request's next build takes the quick way.
     wait_until("step wait started", || async {
         step_started(&db_path, BUILDER, 1, "wait") && marker.exists()
     })
     .await;
-    // Freeze the slave: its connection stays open but says nothing.
-    killpg(slave.pgid(), Signal::SIGSTOP).unwrap();
-    let frozen = Instant::now();
-    let db = m.master.db().clone();
-    wait_until("build 1 ends", || {
-        let db = db.clone();
-        async move {
-            db.build(BUILDER, 1)
-                .await
-                .unwrap()
-                .is_some_and(|b| b.build.result.is_some())
-        }
-    })
-    .await;
-    let took = frozen.elapsed();
-    assert!(took < keepalive * 3, "build ended after {took:?}");
-    let b1 = m.build(BUILDER, 1).await;
-    assert_eq!(b1.build.result.as_deref(), Some("exception"));
-    assert!(
-        b1.build.text.starts_with("slave lost: "),
-        "{}",
-        b1.build.text
-    );
-    let req = m.master.db().buildrequest(request).await.unwrap().unwrap();
-    assert!(!req.complete && req.claimed_at.is_none(), "{req:?}");
-
-    // The slave comes back: the request runs again, to success.
-    kill9(&mut slave);
-    let _slave = spawn_run(&sdir);
-    let req = m.wait_request(request).await;
-    assert_eq!(req.result.as_deref(), Some("success"));
-    assert_eq!(req.builds, vec![1, 2]);
-    m.master.shutdown().await;
+    (m, sdir, slave, request)
 }
 
-/// A slave stopped cleanly mid-build (SIGTERM, as `autobot stop` sends) is a
-/// slave lost to the Build, as Buildbot has it: EXCEPTION "slave lost", its
-/// request queued again, and run to success when the slave is back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slave_stopped_mid_build_requeues_its_request() {
-    let m = EngineMaster::start(&master_ini(FACTORY, ""), Duration::from_secs(30)).await;
-    let sdir = m.dir.path().join("slave");
-    slave_dir(&sdir, m.master.slaveport());
-    let mut slave = spawn_run(&sdir);
-    m.master
-        .registry()
-        .wait_connected(SLAVE, DEADLINE)
-        .await
-        .unwrap();
-    let request = m.force(BUILDER, ForceRequest::default()).await;
-    let db_path = m.dir.path().join(autobot::db::DB_FILE);
-    let marker = sdir.join("rec-s1/marker");
-    wait_until("step wait started", || async {
-        step_started(&db_path, BUILDER, 1, "wait") && marker.exists()
-    })
-    .await;
-    nix::sys::signal::kill(slave.pgid(), Signal::SIGTERM).unwrap();
-    let status = slave.0.wait().unwrap();
-    assert!(status.success(), "the slave's clean stop: {status:?}");
-    let db = m.master.db().clone();
-    wait_until("build 1 ends", || {
-        let db = db.clone();
-        async move {
-            db.build(BUILDER, 1)
-                .await
-                .unwrap()
-                .is_some_and(|b| b.build.result.is_some())
-        }
-    })
-    .await;
+/// Build 1 ends EXCEPTION "slave lost" with `request` queued again; when the
+/// slave of `sdir` is back, the request runs again, to success.
+async fn lost_then_rerun(m: &EngineMaster, sdir: &std::path::Path, request: i64) {
     let b1 = m.build(BUILDER, 1).await;
     assert_eq!(
         b1.build.result.as_deref(),
@@ -242,36 +178,64 @@ async fn slave_stopped_mid_build_requeues_its_request() {
     );
     let req = m.master.db().buildrequest(request).await.unwrap().unwrap();
     assert!(!req.complete && req.claimed_at.is_none(), "{req:?}");
-
-    let _slave = spawn_run(&sdir);
+    let _slave = spawn_run(sdir);
     let req = m.wait_request(request).await;
     assert_eq!(req.result.as_deref(), Some("success"));
     assert_eq!(req.builds, vec![1, 2]);
+}
+
+/// Wait until build 1 of [`BUILDER`] has a result.
+async fn build_1_ends(m: &EngineMaster) {
+    let db = m.master.db().clone();
+    wait_until("build 1 ends", || {
+        let db = db.clone();
+        async move {
+            db.build(BUILDER, 1)
+                .await
+                .unwrap()
+                .is_some_and(|b| b.build.result.is_some())
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_slave_ends_the_build_within_keepalive_and_requeues() {
+    let keepalive = Duration::from_secs(2);
+    let (m, sdir, mut slave, request) = mid_build(keepalive).await;
+    // Freeze the slave: its connection stays open but says nothing.
+    killpg(slave.pgid(), Signal::SIGSTOP).unwrap();
+    let frozen = Instant::now();
+    build_1_ends(&m).await;
+    let took = frozen.elapsed();
+    assert!(took < keepalive * 3, "build ended after {took:?}");
+    kill9(&mut slave);
+    lost_then_rerun(&m, &sdir, request).await;
+    m.master.shutdown().await;
+}
+
+/// A slave stopped cleanly mid-build (SIGTERM, as `autobot stop` sends) is a
+/// slave lost to the Build, as Buildbot has it: EXCEPTION "slave lost", its
+/// request queued again, and run to success when the slave is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slave_stopped_mid_build_requeues_its_request() {
+    let (m, sdir, mut slave, request) = mid_build(Duration::from_secs(30)).await;
+    nix::sys::signal::kill(slave.pgid(), Signal::SIGTERM).unwrap();
+    let status = slave.0.wait().unwrap();
+    assert!(status.success(), "the slave's clean stop: {status:?}");
+    build_1_ends(&m).await;
+    lost_then_rerun(&m, &sdir, request).await;
     m.master.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_ends_builds_even_with_a_frozen_slave_and_shutdown_requeues() {
     // Long keepalive: only the stop can end the build quickly.
-    let m = EngineMaster::start(&master_ini(FACTORY, ""), Duration::from_secs(600)).await;
-    let sdir = m.dir.path().join("slave");
-    slave_dir(&sdir, m.master.slaveport());
-    let mut slave = spawn_run(&sdir);
-    m.master
-        .registry()
-        .wait_connected(SLAVE, DEADLINE)
-        .await
-        .unwrap();
+    let (m, sdir, mut slave, request) = mid_build(Duration::from_secs(600)).await;
     let db_path = m.dir.path().join(autobot::db::DB_FILE);
-
-    // A plain stop: the command is interrupted, the build is FAILURE, not re-run.
-    let request = m.force(BUILDER, ForceRequest::default()).await;
     let marker = sdir.join("rec-s1/marker");
-    // The shell has run (not just the step row written): the marker exists.
-    wait_until("step wait started", || async {
-        step_started(&db_path, BUILDER, 1, "wait") && marker.exists()
-    })
-    .await;
+
+    // A plain stop: the command is interrupted, the build is cancelled, not re-run.
     let t = Instant::now();
     m.engine()
         .stop_build(BUILDER, 1, "alice", "enough")

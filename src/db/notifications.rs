@@ -111,6 +111,49 @@ impl Db {
         Ok(new)
     }
 
+    /// Decide every finished build after `horizon` as telling nothing (no
+    /// mail, no commit status is configured) and move the horizon past them:
+    /// one write per pass however many builds ended, not one per build. On
+    /// PostgreSQL one statement. Returns the new horizon.
+    pub async fn decide_finished_quietly(&self, horizon: i64) -> Result<i64, DbError> {
+        if self.dialect() == super::sql::Dialect::Postgres {
+            return self
+                .write_sql_one(move |db| {
+                    db.query_one(
+                        &format!(
+                            "WITH d AS (INSERT INTO notified_builds(build, stage)
+                                        SELECT id, 'finished' FROM builds
+                                        WHERE id > ?1 AND finished_at IS NOT NULL
+                                        ON CONFLICT DO NOTHING),
+                                  h AS (SELECT {NEXT_HORIZON_QUIET} AS v),
+                                  s AS (UPDATE reporter_state SET value = h.v FROM h
+                                        WHERE name = 'horizon' AND h.v > ?1)
+                             SELECT GREATEST(h.v, ?1) FROM h"
+                        ),
+                        &[horizon.into()],
+                    )?
+                    .i64(0)
+                })
+                .await;
+        }
+        self.write_sql(move |db| {
+            db.execute(
+                "INSERT OR IGNORE INTO notified_builds(build, stage)
+                 SELECT id, 'finished' FROM builds WHERE id > ?1 AND finished_at IS NOT NULL",
+                &[horizon.into()],
+            )?;
+            let new = db
+                .query_one(&format!("SELECT {NEXT_HORIZON_QUIET}"), &[horizon.into()])?
+                .i64(0)?;
+            if new <= horizon {
+                return Ok(horizon);
+            }
+            store_reporter_horizon(db, new)?;
+            Ok(new)
+        })
+        .await
+    }
+
     /// Builds after `horizon` whose `stage` is not decided yet (`started`: builds
     /// running now; `finished`: finished builds), oldest first, at most `limit`.
     pub async fn builds_to_announce(
@@ -244,6 +287,14 @@ pub fn next_reporter_horizon(db: &mut dyn Sql, horizon: i64) -> Result<i64, SqlE
     )?
     .i64(0)
 }
+
+/// [`next_reporter_horizon`] where every finished build after `?1` is
+/// decided (by [`Db::decide_finished_quietly`], in the same snapshot): just
+/// below the oldest running build, else the newest build.
+const NEXT_HORIZON_QUIET: &str = "COALESCE(
+    (SELECT MIN(b.id) - 1 FROM builds b WHERE b.id > ?1 AND b.finished_at IS NULL),
+    (SELECT MAX(id) FROM builds WHERE id > ?1),
+    ?1)";
 
 /// Store the horizon [`next_reporter_horizon`] found.
 pub fn store_reporter_horizon(db: &mut dyn Sql, horizon: i64) -> Result<(), SqlError> {
@@ -508,6 +559,44 @@ mod tests {
             builders: vec!["b1".into()],
             priority: 0,
         }
+    }
+
+    /// With nothing configured to tell, a pass decides every finished build
+    /// at once and stops the horizon below a running one, which is decided
+    /// when it has ended.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn quiet_passes_decide_finished_builds_and_wait_for_running_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join(crate::db::DB_FILE)).unwrap();
+        let mut ids = Vec::new();
+        for n in 0..3 {
+            db.add_buildset(buildset(), n as f64).await.unwrap();
+            let c = db
+                .claim_request("b1", "s", 1, n as f64)
+                .await
+                .unwrap()
+                .unwrap();
+            ids.push(c.build_id);
+        }
+        for id in [ids[0], ids[2]] {
+            db.finish_build(id, "success", "ok", false, 5.0, None)
+                .await
+                .unwrap();
+        }
+        let horizon = db.reporter_horizon().await.unwrap();
+        let horizon = db.decide_finished_quietly(horizon).await.unwrap();
+        assert_eq!(horizon, ids[0]);
+        assert_eq!(db.reporter_horizon().await.unwrap(), ids[0]);
+        let open = db
+            .builds_to_announce(horizon, "finished", 10)
+            .await
+            .unwrap();
+        assert!(open.is_empty(), "{open:?}");
+        db.finish_build(ids[1], "failure", "no", false, 6.0, None)
+            .await
+            .unwrap();
+        assert_eq!(db.decide_finished_quietly(horizon).await.unwrap(), ids[2]);
+        assert_eq!(db.decide_finished_quietly(ids[2]).await.unwrap(), ids[2]);
     }
 
     /// Builds starting and ending while the reporters pass: each one is decided
