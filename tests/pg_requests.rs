@@ -612,3 +612,79 @@ fn a_schedulers_buildset_consumes_its_changes_in_the_same_write() {
     });
     assert_eq!(on_sqlite, on_postgres);
 }
+
+/// A Change that fires its scheduler's BuildSet at once is stored with it
+/// by one write, on both backends, but only when it gets the id expected
+/// (the next after the last the schedulers handled): when another Change
+/// came between, it is only stored, and nothing is fired or recorded.
+#[test]
+fn a_change_and_its_buildset_are_stored_together_only_under_the_id_expected() {
+    let Some(server) = pg_common::Pg::start() else {
+        return;
+    };
+    let (on_sqlite, on_postgres) = pg_common::on_both(&server, "firing", true, |db| {
+        let count = |db: &mut dyn Sql, table: &str| {
+            db.query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                .unwrap()
+                .i64(0)
+                .unwrap()
+        };
+        let last = |db: &mut dyn Sql, s: &str| schedulers::value(db, s, "last_change").unwrap();
+        let first = changes::insert_change(db, &change("ann", Some("main"), "r1", 100)).unwrap();
+        let expected = first + 1;
+        let consume = requests::Consume {
+            scheduler: "s".into(),
+            branch: "main".into(),
+            changes: Vec::new(),
+            handled: vec![("s".into(), expected), ("other".into(), expected)],
+        };
+        let bs = buildset(
+            "s",
+            vec![expected],
+            Some("main"),
+            "r2",
+            &["b1", "b2"],
+            0,
+            BTreeMap::new(),
+        );
+        let bob = change("bob", Some("main"), "r2", 200);
+        let (id, submitted) =
+            requests::insert_change_firing(db, &bob, expected, &bs, 5.0, &["b1".into()], &consume)
+                .unwrap();
+        assert_eq!(id, expected);
+        let submitted = submitted.expect("fired under the id expected");
+        let builders: Vec<&str> = submitted.requests.iter().map(|(b, _)| b.as_str()).collect();
+        assert_eq!(builders, ["b1", "b2"]);
+        let carried: Vec<i64> = db
+            .query(
+                "SELECT sc.change FROM buildsets bs
+                 JOIN sourcestamp_changes sc ON sc.sourcestamp = bs.sourcestamp
+                 WHERE bs.id = ?1",
+                &[submitted.buildset_id.into()],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.i64(0).unwrap())
+            .collect();
+        assert_eq!(carried, [expected]);
+        assert_eq!(changes::one(db, expected).unwrap().unwrap().who, "bob");
+        assert_eq!(last(db, "s"), Some(expected));
+        assert_eq!(last(db, "other"), Some(expected));
+        // Expected the same id again: another Change took it. Only stored.
+        let cat = change("cat", Some("main"), "r3", 300);
+        let (id, none) =
+            requests::insert_change_firing(db, &cat, expected, &bs, 6.0, &[], &consume).unwrap();
+        assert_eq!(id, expected + 1);
+        assert!(none.is_none());
+        assert_eq!(changes::one(db, id).unwrap().unwrap().who, "cat");
+        assert_eq!(last(db, "s"), Some(expected));
+        (
+            count(db, "changes"),
+            count(db, "buildsets"),
+            count(db, "buildrequests"),
+            count(db, "sourcestamps"),
+        )
+    });
+    assert_eq!(on_sqlite, (3, 1, 2, 1));
+    assert_eq!(on_sqlite, on_postgres);
+}

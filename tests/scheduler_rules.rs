@@ -109,6 +109,48 @@ async fn changes_fired_in_hand_are_not_built_again_and_waiting_ones_survive_a_re
     run.stop().await;
 }
 
+/// A Change that fires its BuildSet at once (treeStable = 0, nothing
+/// waiting) is stored with the BuildSet by one write: the BuildSet is there
+/// as soon as the Change is. A restarted master builds none of them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_fires_at_once_is_stored_with_its_buildset() {
+    let site = Site::new(&ini(
+        "treeStable = 0",
+        &["s1"],
+        "[c]\ntype = shell\nstep.ok = true\n",
+    ));
+    let run = site.start(&["s1"]).await;
+    // The first may come before the schedulers listen.
+    send(&run.master, "Ann <ann@x.org>", &["a.c"]).await;
+    wait_finished(run.db(), "c-s1", 1).await;
+    let mut sent = Vec::new();
+    for number in 2..=3 {
+        let change = send(&run.master, "Bob <bob@x.org>", &["b.c"]).await;
+        let sets = buildsets(run.db()).await;
+        assert_eq!(
+            sets.last().map(|b| b.changes.clone()),
+            Some(vec![change.id]),
+            "{sets:?}"
+        );
+        wait_finished(run.db(), "c-s1", number).await;
+        sent.push(change.id);
+    }
+    run.stop().await;
+    let run = site.start(&["s1"]).await;
+    let last = send(&run.master, "Cy <cy@x.org>", &["c.c"]).await;
+    let b4 = wait_finished(run.db(), "c-s1", 4).await;
+    assert_eq!(
+        b4.changes.iter().map(|c| c.id).collect::<Vec<_>>(),
+        [last.id]
+    );
+    let sets = buildsets(run.db()).await;
+    assert_eq!(sets.len(), 4, "{sets:?}");
+    assert_eq!(sets[1].changes, [sent[0]]);
+    assert_eq!(sets[2].changes, [sent[1]]);
+    assert_eq!(scheduler_backlog(run.db()).await, (0, 0));
+    run.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_queued_while_the_builder_is_busy_merge() {
     let tmp = tempfile::tempdir().unwrap();

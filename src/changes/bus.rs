@@ -17,6 +17,12 @@
 //! schedulers (run by one master, see [`crate::schedulers`]) and the live
 //! pages of every master thus see every Change.
 //!
+//! A Change that comes alone (a `sendchange`, a commit hook, most polls) is
+//! handed to the schedulers when they run on this master
+//! ([`ChangeBus::route_to`]): if it makes a scheduler fire a BuildSet at once
+//! (treeStable = 0, nothing waiting), they store the Change and the BuildSet
+//! in one write, and the Change is announced as stored.
+//!
 //! The bus also carries requests to poll a repository now (`/change_hook/poller`, a
 //! webhook's push to a polled branch). They are coalesced per repository: each
 //! poller has one [`PollQueue`] holding at most one request, so a burst of any number
@@ -49,6 +55,25 @@ pub enum AddError {
     },
     #[error("{0}")]
     Db(#[from] DbError),
+}
+
+/// A Change handed to the schedulers to store ([`ChangeBus::route_to`]),
+/// with the way to say how that went.
+pub struct RoutedChange {
+    pub change: NewChange,
+    pub reply: tokio::sync::oneshot::Sender<Routed>,
+}
+
+/// What the schedulers did with a [`RoutedChange`].
+#[derive(Debug)]
+pub enum Routed {
+    /// Stored with this id (with the BuildSet it makes, or to be handled
+    /// when announced, as any other).
+    Stored(i64),
+    /// Not stored: the bus stores it.
+    Declined,
+    /// Not stored: the write failed.
+    Failed(DbError),
 }
 
 /// What [`ChangeBus::add_delivery`] did.
@@ -130,6 +155,9 @@ pub struct ChangeBus {
     /// A Change this master stored right after it is announced at once; any
     /// other waits for [`relay_stored`], which reads what is above it.
     announced: Arc<Mutex<i64>>,
+    /// Where a single Change goes to be stored by the schedulers running on
+    /// this master ([`ChangeBus::route_to`]).
+    router: Arc<Mutex<Option<tokio::sync::mpsc::Sender<RoutedChange>>>>,
 }
 
 /// How often a bus on a shared database reads the Changes above the last one
@@ -212,6 +240,7 @@ impl ChangeBus {
             activity: Default::default(),
             alive: Arc::new(()),
             announced: Arc::new(Mutex::new(0)),
+            router: Default::default(),
         };
         if bus.db.shared() {
             match (
@@ -241,8 +270,49 @@ impl ChangeBus {
             return Ok(Vec::new());
         }
         check_all(&changes)?;
+        if let [one] = changes.as_slice() {
+            if let Some(id) = self.routed(one.clone()).await? {
+                return Ok(self.announce(vec![id], changes));
+            }
+        }
         let ids = self.db.add_changes(changes.clone()).await?;
         Ok(self.announce(ids, changes))
+    }
+
+    /// From now on, hand each Change that comes alone to `schedulers` to
+    /// store: one whose BuildSet they would submit at once is then stored
+    /// with it, in one write ([`crate::db::requests::insert_change_firing`]).
+    /// Until the receiver is dropped (the schedulers stopped here), or
+    /// another is given.
+    pub fn route_to(&self, schedulers: tokio::sync::mpsc::Sender<RoutedChange>) {
+        *self.router.lock().unwrap_or_else(|p| p.into_inner()) = Some(schedulers);
+    }
+
+    /// Store `change` through the schedulers ([`ChangeBus::route_to`]); its
+    /// id, or `None` when nothing stored it (no schedulers here, or they
+    /// declined).
+    async fn routed(&self, change: NewChange) -> Result<Option<i64>, AddError> {
+        let router = self
+            .router
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(router) = router else {
+            return Ok(None);
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if router.send(RoutedChange { change, reply }).await.is_err() {
+            return Ok(None);
+        }
+        match answer.await {
+            Ok(Routed::Stored(id)) => Ok(Some(id)),
+            Ok(Routed::Declined) => Ok(None),
+            Ok(Routed::Failed(e)) => Err(e.into()),
+            // The schedulers stopped (the master shuts down) mid-write.
+            Err(_) => Err(AddError::Db(DbError::Task(
+                "the schedulers stopped while storing the Change; it may have been stored".into(),
+            ))),
+        }
     }
 
     /// [`add`](Self::add) for a webhook: the Changes are stored together with the
@@ -306,19 +376,7 @@ impl ChangeBus {
         let rows: Vec<ChangeRow> = ids
             .into_iter()
             .zip(changes)
-            .map(|(id, c)| ChangeRow {
-                id,
-                who: c.who,
-                files: c.files,
-                comments: c.comments,
-                revision: c.revision,
-                branch: c.branch,
-                when: c.when,
-                repository: c.repository,
-                category: c.category,
-                links: c.links,
-                project: c.project,
-            })
+            .map(|(id, c)| c.stored_as(id))
             .collect();
         for row in &rows {
             tracing::info!(

@@ -36,6 +36,25 @@ pub struct NewChange {
     pub project: String,
 }
 
+impl NewChange {
+    /// The Change as stored with id `id`.
+    pub fn stored_as(self, id: i64) -> ChangeRow {
+        ChangeRow {
+            id,
+            who: self.who,
+            files: self.files,
+            comments: self.comments,
+            revision: self.revision,
+            branch: self.branch,
+            when: self.when,
+            repository: self.repository,
+            category: self.category,
+            links: self.links,
+            project: self.project,
+        }
+    }
+}
+
 /// A stored Change, as the JSON API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChangeRow {
@@ -94,8 +113,6 @@ const STORE_LOCK: i64 = 0x6175_746f_6368;
 /// a transaction around it): the lock taken before the id is drawn (the
 /// insert reads the lock's row), the notification sent as it commits.
 pub fn insert_change(db: &mut dyn Sql, c: &NewChange) -> Result<i64, SqlError> {
-    let files = serde_json::to_string(&c.files).unwrap_or_else(|_| "[]".into());
-    let links = serde_json::to_string(&c.links).unwrap_or_else(|_| "[]".into());
     let sql = match db.dialect() {
         super::sql::Dialect::Sqlite => {
             "INSERT INTO changes(who, files, comments, revision, branch, when_ts, repository,
@@ -104,16 +121,39 @@ pub fn insert_change(db: &mut dyn Sql, c: &NewChange) -> Result<i64, SqlError> {
              RETURNING id"
                 .to_string()
         }
-        super::sql::Dialect::Postgres => format!(
-            "WITH l AS (SELECT pg_advisory_xact_lock(?11) AS locked),
-                  c AS (INSERT INTO changes(who, files, comments, revision, branch, when_ts,
-                                            repository, category, links, project)
-                        SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 FROM l
-                        RETURNING id),
-                  n AS (SELECT pg_notify('{STORED}', CAST(c.id AS TEXT)) FROM c)
-             SELECT c.id FROM c CROSS JOIN n"
-        ),
+        super::sql::Dialect::Postgres => {
+            format!("WITH {} SELECT c.id FROM c CROSS JOIN n", store_ctes(1))
+        }
     };
+    db.query_one(&sql, &change_params(db.dialect(), c))?.i64(0)
+}
+
+/// [`insert_change`] on PostgreSQL as the data-modifying CTEs `l` (the
+/// advisory lock), `c` (the row inserted, its `id` returned) and `n` (the
+/// [`STORED`] notification: select from it, or it is not sent), for the
+/// `WITH` of a statement that does more with the new Change
+/// ([`super::requests::insert_change_firing`]). Their eleven parameters are
+/// numbered from `?first`, in the order of [`change_params`].
+pub(crate) fn store_ctes(first: usize) -> String {
+    let p = |i: usize| format!("?{}", first + i);
+    let values: Vec<String> = (0..10).map(p).collect();
+    format!(
+        "l AS (SELECT pg_advisory_xact_lock({lock}) AS locked),
+         c AS (INSERT INTO changes(who, files, comments, revision, branch, when_ts,
+                                   repository, category, links, project)
+               SELECT {values} FROM l
+               RETURNING id),
+         n AS (SELECT pg_notify('{STORED}', CAST(c.id AS TEXT)) FROM c)",
+        lock = p(10),
+        values = values.join(", "),
+    )
+}
+
+/// The parameters of [`insert_change`] (and of [`store_ctes`]: the lock's key
+/// last, on PostgreSQL).
+pub(crate) fn change_params(dialect: super::sql::Dialect, c: &NewChange) -> Vec<super::sql::Value> {
+    let files = serde_json::to_string(&c.files).unwrap_or_else(|_| "[]".into());
+    let links = serde_json::to_string(&c.links).unwrap_or_else(|_| "[]".into());
     let mut params: Vec<super::sql::Value> = vec![
         c.who.as_str().into(),
         files.into(),
@@ -126,10 +166,10 @@ pub fn insert_change(db: &mut dyn Sql, c: &NewChange) -> Result<i64, SqlError> {
         links.into(),
         c.project.as_str().into(),
     ];
-    if db.dialect() == super::sql::Dialect::Postgres {
+    if dialect == super::sql::Dialect::Postgres {
         params.push(STORE_LOCK.into());
     }
-    db.query_one(&sql, &params)?.i64(0)
+    params
 }
 
 /// The Changes of a SourceStamp, oldest first.

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::builds::{write_step_start, StepStart};
+use super::changes::NewChange;
 use super::sql::{self, Dialect, Row, Sql, SqlError};
 use super::{Db, DbError};
 
@@ -296,6 +297,26 @@ fn insert_buildset_one(
     here: &[String],
     consume: Option<&Consume>,
 ) -> Result<SubmittedBuildSet, SqlError> {
+    let (_, submitted) = buildset_statement(db, bs, at, here, consume, None)?;
+    Ok(submitted.unwrap_or(SubmittedBuildSet {
+        buildset_id: 0,
+        requests: Vec::new(),
+    }))
+}
+
+/// The statement of [`insert_buildset_one`]; with `first` (a Change and the
+/// id it is expected to get), the Change stored first by the same statement
+/// ([`super::changes::store_ctes`]) and the rest done only if it got that id
+/// ([`insert_change_firing`]). The Change's id, and the BuildSet's ids if
+/// it was inserted.
+fn buildset_statement(
+    db: &mut dyn Sql,
+    bs: &NewBuildSet,
+    at: f64,
+    here: &[String],
+    consume: Option<&Consume>,
+    first: Option<(&NewChange, i64)>,
+) -> Result<(Option<i64>, Option<SubmittedBuildSet>), SqlError> {
     let ss = &bs.sourcestamp;
     let props = serde_json::to_string(&bs.properties).unwrap_or_else(|_| "{}".into());
     let changes = serde_json::to_string(&ss.changes).unwrap_or_else(|_| "[]".into());
@@ -316,10 +337,57 @@ fn insert_buildset_one(
             "[]".to_string(),
         ),
     };
+    let mut params: Vec<sql::Value> = vec![
+        ss.branch.clone().into(),
+        ss.revision.clone().into(),
+        ss.repository.as_str().into(),
+        ss.project.as_str().into(),
+        changes.into(),
+        bs.reason.as_str().into(),
+        bs.scheduler.as_str().into(),
+        props.into(),
+        at.into(),
+        bs.priority.into(),
+        builders.into(),
+        here.into(),
+    ];
+    // With the Change first (parameters 14 to 24, its expected id 25), `f`
+    // has its id if that is the one expected, and the SourceStamp (which all
+    // the rest follows) is inserted from `f`. Its scheduler then has nothing
+    // waiting on the branch and no timer for it (`Running::fires_in_hand`):
+    // only the last Change handled (13) is recorded.
+    let (store, sourcestamp, lead, from, consume) = match first {
+        Some((change, expected)) => {
+            params.push(handled.into());
+            params.extend(super::changes::change_params(Dialect::Postgres, change));
+            params.push(expected.into());
+            (
+                format!(
+                    "{}, f AS (SELECT c.id FROM c WHERE c.id = ?25),",
+                    super::changes::store_ctes(14)
+                ),
+                "SELECT ?1, ?2, ?3, ?4 FROM f",
+                "c.id, ",
+                "c CROSS JOIN n LEFT JOIN bs ON true LEFT JOIN r ON true",
+                super::schedulers::last_change_cte("cl", 13, Some("f")),
+            )
+        }
+        None => {
+            params.extend([scheduler, branch, consumed.into(), handled.into()]);
+            (
+                String::new(),
+                "VALUES (?1, ?2, ?3, ?4)",
+                "",
+                "bs LEFT JOIN r ON true",
+                super::schedulers::consume_ctes(13, 14, 15, 16),
+            )
+        }
+    };
     let rows = db.query(
         &format!(
-            "WITH ss AS (INSERT INTO sourcestamps(branch, revision, repository, project)
-                         VALUES (?1, ?2, ?3, ?4) RETURNING id),
+            "WITH {store}
+             ss AS (INSERT INTO sourcestamps(branch, revision, repository, project)
+                    {sourcestamp} RETURNING id),
              sc AS (INSERT INTO sourcestamp_changes(sourcestamp, change)
                     SELECT ss.id, CAST(c.value AS BIGINT)
                     FROM ss, jsonb_array_elements_text(CAST(CAST(?5 AS TEXT) AS jsonb)) c
@@ -333,44 +401,70 @@ fn insert_buildset_one(
                         WITH ORDINALITY AS u(b, i)
                    ORDER BY u.i RETURNING id, builder),
              {consume}
-             SELECT bs.id, r.id, r.builder,
+             SELECT {lead}bs.id, r.id, r.builder,
                     CASE WHEN r.id IS NOT NULL
                               AND r.builder NOT IN (SELECT jsonb_array_elements_text(
                                                       CAST(CAST(?12 AS TEXT) AS jsonb)))
                          THEN CAST(pg_notify('{QUEUED}', r.builder) AS TEXT) END
-             FROM bs LEFT JOIN r ON true ORDER BY r.id",
-            consume = super::schedulers::consume_ctes(13, 14, 15, 16),
+             FROM {from} ORDER BY r.id",
         ),
-        &[
-            ss.branch.clone().into(),
-            ss.revision.clone().into(),
-            ss.repository.as_str().into(),
-            ss.project.as_str().into(),
-            changes.into(),
-            bs.reason.as_str().into(),
-            bs.scheduler.as_str().into(),
-            props.into(),
-            at.into(),
-            bs.priority.into(),
-            builders.into(),
-            here.into(),
-            scheduler,
-            branch,
-            consumed.into(),
-            handled.into(),
-        ],
+        &params,
     )?;
-    let mut out = SubmittedBuildSet {
-        buildset_id: 0,
-        requests: Vec::with_capacity(rows.len()),
-    };
+    let skip = usize::from(first.is_some());
+    let mut change_id = None;
+    let mut out: Option<SubmittedBuildSet> = None;
     for r in rows {
-        out.buildset_id = r.i64(0)?;
-        if let Some(id) = r.opt_i64(1)? {
-            out.requests.push((r.string(2)?, id));
+        if first.is_some() {
+            change_id = Some(r.i64(0)?);
+        }
+        let Some(buildset_id) = r.opt_i64(skip)? else {
+            continue;
+        };
+        let out = out.get_or_insert_with(|| SubmittedBuildSet {
+            buildset_id,
+            requests: Vec::new(),
+        });
+        if let Some(id) = r.opt_i64(skip + 1)? {
+            out.requests.push((r.string(skip + 2)?, id));
         }
     }
-    Ok(out)
+    Ok((change_id, out))
+}
+
+/// Store `change` and, if it got id `expected`, submit `bs` (its BuildSet,
+/// made by a scheduler from it alone, [`Consume`] recording the last Change
+/// handled): the Change's id and, if submitted, the BuildSet's. Expecting
+/// the id next after the last Change the schedulers handled, a BuildSet is
+/// made only when no other Change came between (one stored by another
+/// master: ids are drawn under [`super::changes::store_ctes`]' lock, so
+/// a lower id is committed already); else the Change is only stored and
+/// its schedulers handle it as any other.
+///
+/// On PostgreSQL one statement ([`buildset_statement`]); on SQLite one
+/// transaction.
+pub fn insert_change_firing(
+    db: &mut dyn Sql,
+    change: &NewChange,
+    expected: i64,
+    bs: &NewBuildSet,
+    at: f64,
+    here: &[String],
+    consume: &Consume,
+) -> Result<(i64, Option<SubmittedBuildSet>), SqlError> {
+    if db.dialect() == Dialect::Postgres {
+        let (id, submitted) =
+            buildset_statement(db, bs, at, here, Some(consume), Some((change, expected)))?;
+        let id = id.ok_or_else(|| {
+            SqlError::Postgres("the statement storing a Change returned no row".into())
+        })?;
+        return Ok((id, submitted));
+    }
+    let id = super::changes::insert_change(db, change)?;
+    if id != expected {
+        return Ok((id, None));
+    }
+    let submitted = insert_buildset_requests(db, bs, at, here, Some(consume))?;
+    Ok((id, Some(submitted)))
 }
 
 impl Db {
@@ -403,6 +497,26 @@ impl Db {
         }
         self.write_sql(move |db| insert_buildset_requests(db, &bs, at, &here, consume.as_ref()))
             .await
+    }
+
+    /// [`insert_change_firing`]: store a scheduler's Change and submit its
+    /// BuildSet in one write, if the Change gets id `expected`.
+    pub async fn add_change_firing(
+        &self,
+        change: NewChange,
+        expected: i64,
+        bs: NewBuildSet,
+        at: f64,
+        here: Vec<String>,
+        consume: Consume,
+    ) -> Result<(i64, Option<SubmittedBuildSet>), DbError> {
+        let write = move |db: &mut dyn Sql| {
+            insert_change_firing(db, &change, expected, &bs, at, &here, &consume)
+        };
+        if self.dialect() == Dialect::Postgres {
+            return self.write_sql_one(write).await;
+        }
+        self.write_sql(write).await
     }
 
     /// Builders that have unclaimed, incomplete requests (read at start-up).

@@ -333,7 +333,7 @@ fn record_changes_one(db: &mut dyn Sql, batch: &ChangeBatch) -> Result<(), SqlEr
          SELECT 1",
         p = json_rows(1),
         t = json_rows(2),
-        s = last_change_cte("s", 3),
+        s = last_change_cte("s", 3, None),
     );
     db.query(
         &sql,
@@ -420,19 +420,21 @@ pub(crate) fn consume_ctes(scheduler: usize, branch: usize, list: usize, handled
          ct AS (DELETE FROM scheduler_timers
                 WHERE scheduler = ?{scheduler} AND branch = ?{branch}),
          {}",
-        last_change_cte("cl", handled)
+        last_change_cte("cl", handled, None)
     )
 }
 
 /// The data-modifying CTE `name` that moves schedulers' `last_change` up
 /// (never down) to the ids of parameter `?N`, a JSON array of
-/// `[scheduler, id]` as text (PostgreSQL).
-fn last_change_cte(name: &str, n: usize) -> String {
+/// `[scheduler, id]` as text (PostgreSQL); with `only_if`, a CTE of the
+/// statement, only if that has a row.
+pub(crate) fn last_change_cte(name: &str, n: usize, only_if: Option<&str>) -> String {
     format!(
         "{name} AS (INSERT INTO scheduler_state(scheduler, key, value)
-                   SELECT x->>0, 'last_change', CAST(x->>1 AS BIGINT) FROM {}
+                   SELECT x->>0, 'last_change', CAST(x->>1 AS BIGINT) FROM {}{}
                    ON CONFLICT(scheduler, key)
                    DO UPDATE SET value = GREATEST(scheduler_state.value, excluded.value))",
+        only_if.map(|cte| format!("{cte}, ")).unwrap_or_default(),
         json_rows(n)
     )
 }

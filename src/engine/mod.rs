@@ -455,6 +455,41 @@ impl Engine {
             .await
     }
 
+    /// Store a scheduler's Change and submit its BuildSet (made from it
+    /// alone, `consume` recording the last Change handled) in one write,
+    /// if the Change gets id `expected`
+    /// ([`crate::db::requests::insert_change_firing`]): the Change's id, and
+    /// the BuildSet's if it was submitted (then queued as
+    /// [`Engine::submit`] queues).
+    pub(crate) async fn store_change_firing(
+        &self,
+        change: crate::db::changes::NewChange,
+        expected: i64,
+        bs: NewBuildSet,
+        consume: Consume,
+    ) -> Result<(i64, Option<SubmittedBuildSet>), EngineError> {
+        let inner = self.inner.clone();
+        self.inner
+            .runtime
+            .spawn(async move {
+                if inner.state().stopping {
+                    return Err(EngineError::ShuttingDown);
+                }
+                let at = crate::calendar::now_f64();
+                let here = builders_here(&inner, &bs.builders);
+                let (id, submitted) = inner
+                    .db
+                    .add_change_firing(change, expected, bs, at, here.clone(), consume)
+                    .await?;
+                if let Some(submitted) = &submitted {
+                    queued(&inner, &here, submitted).await;
+                }
+                Ok((id, submitted))
+            })
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?
+    }
+
     async fn submit_on_runtime(
         &self,
         bs: NewBuildSet,
@@ -876,6 +911,14 @@ async fn submit_here(
                 .await?
         }
     };
+    queued(inner, &here, &submitted).await;
+    Ok(submitted)
+}
+
+/// What follows a BuildSet's write: its requests queued here (the builders
+/// of `here` had a slave connected here as it was written), announced,
+/// and the dispatcher woken.
+async fn queued(inner: &Arc<Inner>, here: &[String], submitted: &SubmittedBuildSet) {
     {
         let mut st = inner.state();
         for (builder, _) in &submitted.requests {
@@ -885,7 +928,7 @@ async fn submit_here(
     // A slave that went away meanwhile may be connecting to another master:
     // that master looks for its builders' requests when it connects, and is
     // told of these now in case it looked before they were stored.
-    for builder in &here {
+    for builder in here {
         if !builders_here(inner, std::slice::from_ref(builder)).is_empty() {
             continue;
         }
@@ -905,7 +948,6 @@ async fn submit_here(
         });
     }
     inner.kick.notify_one();
-    Ok(submitted)
 }
 
 async fn dispatcher(inner: Arc<Inner>) {

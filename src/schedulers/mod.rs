@@ -38,12 +38,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::changes::bus::{Routed, RoutedChange};
 use crate::changes::ChangeBus;
 use crate::config::MasterConfig;
-use crate::db::changes::ChangeRow;
+use crate::db::changes::{ChangeRow, NewChange};
 use crate::db::requests::{Consume, NewBuildSet, NewSourceStamp, SubmittedBuildSet};
 use crate::db::schedulers::{ChangeBatch, PendingChange};
 use crate::db::{Db, DbError};
@@ -148,6 +149,20 @@ struct Running {
     next_run: BTreeMap<String, f64>,
     /// Dependent schedulers' watermarks.
     watermarks: HashMap<String, i64>,
+}
+
+/// What handling some Changes decided ([`Running::decide`]).
+#[derive(Default)]
+struct Handling {
+    /// The Changes recorded as waiting, their timers, the last handled.
+    batch: ChangeBatch,
+    /// The timers (re)started, to follow here once recorded.
+    timers: Vec<((String, String), f64)>,
+    /// (scheduler, branch, its Changes, the newest id handled): BuildSets
+    /// fired at once ([`Running::fire_in_hand`]).
+    in_hand: Vec<(SchedulerSpec, String, Vec<ChangeRow>, i64)>,
+    /// The schedulers that took none, with the newest id handled.
+    idle: Vec<(String, i64)>,
 }
 
 /// Why a scheduler step stopped.
@@ -365,6 +380,28 @@ impl Running {
         events: &mut broadcast::Receiver<EngineEvent>,
         stop: &mut watch::Receiver<bool>,
     ) -> Halt {
+        // A Change that comes alone to this master's bus is stored here,
+        // with the BuildSet it fires at once ([`Self::take_routed`]).
+        let (router, mut routed) = mpsc::channel::<RoutedChange>(64);
+        self.ctx.changes.route_to(router);
+        let halt = self.follow(changes, events, stop, &mut routed).await;
+        // Those not taken yet go back to the bus, which stores them.
+        routed.close();
+        while let Ok(RoutedChange { reply, .. }) = routed.try_recv() {
+            let _ = reply.send(Routed::Declined);
+        }
+        halt
+    }
+
+    /// [`Self::run`]: catch up, then follow the Changes, the routed ones,
+    /// the clocks and the upstream BuildSets until halted.
+    async fn follow(
+        &mut self,
+        changes: &mut broadcast::Receiver<ChangeRow>,
+        events: &mut broadcast::Receiver<EngineEvent>,
+        stop: &mut watch::Receiver<bool>,
+        routed: &mut mpsc::Receiver<RoutedChange>,
+    ) -> Halt {
         // Catch up with what arrived while nobody listened.
         if let Err(h) = self.catch_up().await {
             return h;
@@ -398,25 +435,36 @@ impl Running {
                     }
                 }
                 r = changes.recv() => {
-                    let step = match r {
-                        Ok(row) => {
-                            let mut rows = vec![row];
-                            while let Ok(more) = changes.try_recv() {
-                                rows.push(more);
-                            }
-                            self.handle(rows).await
+                    if let Err(h) = self.received(r, changes).await {
+                        return h;
+                    }
+                }
+                Some(RoutedChange { change, reply }) = routed.recv() => {
+                    // The Changes announced before it are handled first.
+                    let r = match changes.try_recv() {
+                        Ok(row) => self.received(Ok(row), changes).await,
+                        Err(broadcast::error::TryRecvError::Empty) => Ok(()),
+                        Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                            self.received(Err(broadcast::error::RecvError::Lagged(n)), changes)
+                                .await
                         }
-                        Err(broadcast::error::RecvError::Lagged(n)) => {
-                            tracing::warn!("schedulers fell {n} Changes behind; re-reading them");
-                            self.catch_up().await
-                        }
-                        Err(broadcast::error::RecvError::Closed) => {
-                            *changes = self.ctx.changes.subscribe();
-                            self.catch_up().await
+                        Err(broadcast::error::TryRecvError::Closed) => {
+                            self.received(Err(broadcast::error::RecvError::Closed), changes)
+                                .await
                         }
                     };
-                    if let Err(h) = step {
-                        return h;
+                    let outcome = match r {
+                        Ok(()) => self.take_routed(change).await,
+                        Err(h) => Err(h),
+                    };
+                    match outcome {
+                        Ok(answer) => {
+                            let _ = reply.send(answer);
+                        }
+                        Err(h) => {
+                            let _ = reply.send(Routed::Declined);
+                            return h;
+                        }
                     }
                 }
                 r = events.recv(), if !self.watermarks.is_empty() => {
@@ -433,6 +481,105 @@ impl Running {
                     }
                 }
                 _ = clock.sleep_until(wake), if wake.is_finite() => {}
+            }
+        }
+    }
+
+    /// Handle what the bus announced: `r` and the Changes queued after it
+    /// (re-reading them all when some were missed).
+    async fn received(
+        &mut self,
+        r: Result<ChangeRow, broadcast::error::RecvError>,
+        changes: &mut broadcast::Receiver<ChangeRow>,
+    ) -> Result<(), Halt> {
+        match r {
+            Ok(row) => {
+                let mut rows = vec![row];
+                while let Ok(more) = changes.try_recv() {
+                    rows.push(more);
+                }
+                self.handle(rows).await
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!("schedulers fell {n} Changes behind; re-reading them");
+                self.catch_up().await
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                *changes = self.ctx.changes.subscribe();
+                self.catch_up().await
+            }
+        }
+    }
+
+    /// Store a Change that came alone to this master's bus
+    /// ([`ChangeBus::route_to`]; every Change announced before it handled):
+    /// when it makes one scheduler fire a BuildSet at once and nothing else
+    /// ([`Self::fires_in_hand`]), the Change and the BuildSet go in one
+    /// write, which submits the BuildSet only if the Change gets the id
+    /// next after the last handled
+    /// ([`crate::db::requests::insert_change_firing`]; else it is handled
+    /// when announced, as any other). Otherwise declined: the bus stores it.
+    async fn take_routed(&mut self, change: NewChange) -> Result<Routed, Halt> {
+        if change.category == PULL_CATEGORY {
+            return Ok(Routed::Declined);
+        }
+        // The last Change handled, the same for every change scheduler.
+        let mut lasts = self
+            .specs
+            .iter()
+            .filter(|s| matches!(s.kind, SchedulerKind::Changes { .. }))
+            .map(|s| self.last.get(&s.name).copied().unwrap_or(0));
+        let Some(seen) = lasts.next() else {
+            return Ok(Routed::Declined);
+        };
+        if lasts.any(|l| l != seen) {
+            return Ok(Routed::Declined);
+        }
+        let expected = seen + 1;
+        let row = change.clone().stored_as(expected);
+        let Handling {
+            batch,
+            mut in_hand,
+            mut idle,
+            ..
+        } = self.decide(std::slice::from_ref(&row), expected, &HashMap::new());
+        if !batch.pending.is_empty() || in_hand.len() != 1 {
+            return Ok(Routed::Declined);
+        }
+        let Some((spec, branch, changes, max_id)) = in_hand.pop() else {
+            return Ok(Routed::Declined);
+        };
+        let mut handled = vec![(spec.name.clone(), max_id)];
+        handled.append(&mut idle);
+        let consume = Consume {
+            scheduler: spec.name.clone(),
+            branch: branch.clone(),
+            changes: Vec::new(),
+            handled: handled.clone(),
+        };
+        let bs = changes_buildset(&spec, &branch, &changes);
+        match self
+            .ctx
+            .engine
+            .store_change_firing(change, expected, bs, consume)
+            .await
+        {
+            Ok((id, Some(submitted))) => {
+                tracing::info!(
+                    "scheduler {}: BuildSet {} with 1 Changes on {} (stored with change {id})",
+                    spec.name,
+                    submitted.buildset_id,
+                    branch_name(&branch)
+                );
+                self.last.extend(handled);
+                Ok(Routed::Stored(id))
+            }
+            // Another Change came between: this one is handled when announced.
+            Ok((id, None)) => Ok(Routed::Stored(id)),
+            Err(EngineError::Db(e)) => Ok(Routed::Failed(e)),
+            Err(e) => {
+                tracing::warn!("cannot store a Change with its BuildSet: {e}; storing it alone");
+                Ok(Routed::Declined)
             }
         }
     }
@@ -458,11 +605,6 @@ impl Running {
         let Some(max_id) = rows.iter().map(|r| r.id).max() else {
             return Ok(());
         };
-        let now = self.ctx.clock.now();
-        let mut batch = ChangeBatch::default();
-        let mut timers = Vec::new();
-        let mut in_hand = Vec::new();
-        let mut idle = Vec::new();
         // The properties of pull requests' Changes (number, fork or not).
         let pull_ids: Vec<i64> = rows
             .iter()
@@ -474,6 +616,40 @@ impl Running {
         } else {
             self.ctx.db.change_properties(pull_ids).await?
         };
+        let Handling {
+            mut batch,
+            timers,
+            in_hand,
+            mut idle,
+        } = self.decide(&rows, max_id, &pull_props);
+        // The schedulers that took none of these Changes move on with the
+        // first BuildSet fired from them, or with the others' record.
+        if !batch.handled.is_empty() || in_hand.is_empty() {
+            batch.handled.append(&mut idle);
+        }
+        if !batch.handled.is_empty() {
+            self.record(batch, timers).await?;
+        }
+        for (spec, branch, changes, max_id) in in_hand {
+            let mut handled = vec![(spec.name.clone(), max_id)];
+            handled.append(&mut idle);
+            self.fire_in_hand(&spec, branch, changes, handled).await?;
+        }
+        Ok(())
+    }
+
+    /// What handling `rows` (oldest first, the newest `max_id`) decides,
+    /// before anything is written: for each change scheduler, the Changes
+    /// it takes, recorded as waiting (with their timers) or fired at once,
+    /// or none.
+    fn decide(
+        &self,
+        rows: &[ChangeRow],
+        max_id: i64,
+        pull_props: &HashMap<i64, BTreeMap<String, String>>,
+    ) -> Handling {
+        let now = self.ctx.clock.now();
+        let mut h = Handling::default();
         for spec in &self.specs {
             let SchedulerKind::Changes { tree_stable, .. } = &spec.kind else {
                 continue;
@@ -506,12 +682,12 @@ impl Running {
                 taken.push((row, branch, important));
             }
             if taken.is_empty() {
-                idle.push((spec.name.clone(), max_id));
+                h.idle.push((spec.name.clone(), max_id));
                 continue;
             }
             if let Some(branch) = self.fires_in_hand(spec, *tree_stable, &taken) {
                 let changes = taken.iter().map(|(r, _, _)| (*r).clone()).collect();
-                in_hand.push((spec.clone(), branch, changes, max_id));
+                h.in_hand.push((spec.clone(), branch, changes, max_id));
                 continue;
             }
             let mut restarted: BTreeMap<String, f64> = BTreeMap::new();
@@ -519,7 +695,7 @@ impl Running {
                 if important {
                     restarted.insert(branch.clone(), now + *tree_stable as f64);
                 }
-                batch.pending.push(PendingChange {
+                h.batch.pending.push(PendingChange {
                     scheduler: spec.name.clone(),
                     change: row.id,
                     branch,
@@ -527,25 +703,12 @@ impl Running {
                 });
             }
             for (b, d) in restarted {
-                batch.timers.push((spec.name.clone(), b.clone(), d));
-                timers.push(((spec.name.clone(), b), d));
+                h.batch.timers.push((spec.name.clone(), b.clone(), d));
+                h.timers.push(((spec.name.clone(), b), d));
             }
-            batch.handled.push((spec.name.clone(), max_id));
+            h.batch.handled.push((spec.name.clone(), max_id));
         }
-        // The schedulers that took none of these Changes move on with the
-        // first BuildSet fired from them, or with the others' record.
-        if !batch.handled.is_empty() || in_hand.is_empty() {
-            batch.handled.append(&mut idle);
-        }
-        if !batch.handled.is_empty() {
-            self.record(batch, timers).await?;
-        }
-        for (spec, branch, changes, max_id) in in_hand {
-            let mut handled = vec![(spec.name.clone(), max_id)];
-            handled.append(&mut idle);
-            self.fire_in_hand(&spec, branch, changes, handled).await?;
-        }
-        Ok(())
+        h
     }
 
     /// Store what handling some Changes decided and follow it here.
