@@ -436,11 +436,11 @@ fn buildset_statement(
 /// handled): the Change's id and, if submitted, the BuildSet's. Expecting
 /// the id next after the last Change the schedulers handled, a BuildSet is
 /// made only when no other Change came between (one stored by another
-/// master: ids are drawn under [`super::changes::store_ctes`]' lock, so
+/// master: ids are drawn under the lock of `store_ctes`, so
 /// a lower id is committed already); else the Change is only stored and
 /// its schedulers handle it as any other.
 ///
-/// On PostgreSQL one statement ([`buildset_statement`]); on SQLite one
+/// On PostgreSQL one statement (`buildset_statement`); on SQLite one
 /// transaction.
 pub fn insert_change_firing(
     db: &mut dyn Sql,
