@@ -467,15 +467,23 @@ impl Drop for LogWriter {
 /// Create (truncating) a file, making its directory only when it is missing: a
 /// builder's log directory exists after its first Build, and `create_dir_all`
 /// would ask the filesystem again for every log.
+///
+/// Builds of one builder making its directory at once may each rename their
+/// own into place: one put there over the empty one another Build has just
+/// looked up makes that Build's create fail as missing once more. It is
+/// then tried again (a few times), and finds the directory in place.
 fn create_file(path: &Path) -> std::io::Result<File> {
-    match File::create(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(dir) = path.parent() {
-                make_builder_dir(dir)?;
+    let mut tries = 0;
+    loop {
+        match File::create(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 5 => {
+                tries += 1;
+                if let Some(dir) = path.parent() {
+                    make_builder_dir(dir)?;
+                }
             }
-            File::create(path)
+            other => return other,
         }
-        other => other,
     }
 }
 
@@ -508,6 +516,12 @@ fn make_builder_dir(dir: &Path) -> std::io::Result<()> {
         Ok(()) => {}
         // A name that cannot be made (taken, too long): the plain way.
         Err(_) => return std::fs::create_dir_all(dir),
+    }
+    // Made meanwhile by another Build of this builder: that one stays (a
+    // rename would replace it while it is still empty).
+    if dir.is_dir() {
+        let _ = std::fs::remove_dir(&tmp);
+        return Ok(());
     }
     let renamed = std::fs::rename(&tmp, dir);
     if renamed.is_err() {
