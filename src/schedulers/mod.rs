@@ -441,16 +441,15 @@ impl Running {
                 }
                 Some(RoutedChange { change, reply }) = routed.recv() => {
                     // The Changes announced before it are handled first.
+                    use broadcast::error::{RecvError, TryRecvError};
                     let r = match changes.try_recv() {
-                        Ok(row) => self.received(Ok(row), changes).await,
-                        Err(broadcast::error::TryRecvError::Empty) => Ok(()),
-                        Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                            self.received(Err(broadcast::error::RecvError::Lagged(n)), changes)
-                                .await
-                        }
-                        Err(broadcast::error::TryRecvError::Closed) => {
-                            self.received(Err(broadcast::error::RecvError::Closed), changes)
-                                .await
+                        Err(TryRecvError::Empty) => Ok(()),
+                        first => {
+                            let first = first.map_err(|e| match e {
+                                TryRecvError::Lagged(n) => RecvError::Lagged(n),
+                                _ => RecvError::Closed,
+                            });
+                            self.received(first, changes).await
                         }
                     };
                     let outcome = match r {
